@@ -1,0 +1,1 @@
+"""The one cache root for every compiled artifact (imports no torch)."""

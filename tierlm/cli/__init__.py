@@ -1,0 +1,1 @@
+"""Command-line interface: `tierlm serve|generate|bench|cache|make-tiny-model`."""

@@ -1,0 +1,56 @@
+"""Entry point of the `tierlm` command: dispatches to one module per subcommand."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+import tierlm  # noqa: F401  (wires the cache root before any subcommand imports torch)
+from tierlm.cli.errors import CLIError
+
+# (subcommand module, one-line help); each module defines `register(subparsers)`.
+SUBCOMMANDS = (
+    ("tierlm.cli.serve", "serve"),
+    ("tierlm.cli.generate", "generate"),
+    ("tierlm.cli.bench", "bench"),
+    ("tierlm.cli.cache", "cache"),
+    ("tierlm.cli.make_tiny", "make-tiny-model"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tierlm", description="TierLM: LLM serving with tiered KV caches.")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="Logging verbosity.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name, _ in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name == module_name:
+                continue  # subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as e:
+        print(f"tierlm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""`EngineConfig`: the one frozen configuration of a TierLM engine.
+
+Every command-line flag of `tierlm serve|generate|bench` maps one to one onto a field here: the CLI is
+generated from the field metadata (`help`, `group`, `choices`), so a new knob is added in exactly one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+def _opt(default: Any, help: str, group: str, choices: Optional[tuple] = None, flag: Optional[str] = None):
+    meta = {"help": help, "group": group}
+    if choices is not None:
+        meta["choices"] = choices
+    if flag is not None:
+        meta["flag"] = flag
+    return field(default=default, metadata=meta)
+
+
+GROUPS = ("model", "memory", "scheduler", "cache tiers", "server")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """All settings of one engine (model, memory, scheduling, cache tiers, HTTP server).
+
+    Frozen so that every component sees the same values for the life of the engine; derive a changed
+    copy with `dataclasses.replace`.
+    """
+
+    # --- model ---
+    model: str = _opt("", "Local Hugging Face model directory or hub id.", "model")
+    tokenizer: Optional[str] = _opt(None, "Tokenizer directory or hub id (default: the model's).", "model")
+    revision: Optional[str] = _opt(None, "Hub revision (branch, tag or commit) when --model is a hub id.", "model")
+    load_format: str = _opt("auto", "'auto' reads safetensors; 'dummy' makes random weights of the configured shape.",
+                            "model", choices=("auto", "dummy"))
+    dtype: str = _opt("auto", "Weight and activation dtype; 'auto' takes the checkpoint's (float32 on CPU).", "model",
+                      choices=("auto", "float32", "bfloat16", "float16"))
+    device: str = _opt("auto", "Device to run on; 'auto' picks CUDA when present.", "model",
+                       choices=("auto", "cpu", "cuda"))
+    max_model_len: Optional[int] = _opt(None, "Context limit in tokens (default: the model's).", "model")
+    seed: int = _opt(0, "Seed for dummy weights and for sampling of requests that give no seed.", "model")
+    served_model_name: Optional[str] = _opt(None, "Model name reported by the API (default: --model).", "model")
+    attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA, torch elsewhere.",
+                                  "model", choices=("auto", "torch", "triton"))
+    # --- memory ---
+    kv_cache_gb: Optional[float] = _opt(None, "Device KV pool size in GiB (default: a fraction of free GPU memory, "
+                                        "or 1 GiB on CPU).", "memory")
+    gpu_memory_utilization: float = _opt(0.85, "Fraction of total GPU memory the engine may use (weights + KV + "
+                                         "activations) when --kv-cache-gb is not given.", "memory")
+    page_size: int = _opt(16, "Tokens per KV page (the unit of allocation, prefix matching and tier transfers).",
+                          "memory")
+    # --- scheduler ---
+    max_running_requests: int = _opt(256, "Most requests decoding at once.", "scheduler")
+    max_prefill_tokens: int = _opt(8192, "Per-step token budget for prefill; longer prompts are prefilled in chunks "
+                                   "of at most this many tokens.", "scheduler")
+    max_waiting_requests: int = _opt(4096, "Bound of the waiting queue; beyond it new requests are refused "
+                                     "(HTTP 503).", "scheduler")
+    enable_prefix_cache: bool = _opt(True, "Reuse KV of shared prompt prefixes (radix cache).", "scheduler")
+    cuda_graph: bool = _opt(True, "Capture decode steps as CUDA graphs (CUDA only).", "scheduler")
+    overlap_schedule: bool = _opt(True, "Prepare step N+1 on the CPU while the GPU runs step N (CUDA only).",
+                                  "scheduler")
+    # --- server ---
+    host: str = _opt("127.0.0.1", "Address the HTTP server binds.", "server")
+    port: int = _opt(8000, "Port of the HTTP server.", "server")
+    api_key: Optional[str] = _opt(None, "Require 'Authorization: Bearer KEY' on /v1 endpoints.", "server")
+
+    def replace(self, **changes: Any) -> "EngineConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the flag of the first invalid field."""
+        def bad(name: str, why: str) -> None:
+            raise ValueError(f"--{name.replace('_', '-')}: {why}")
+
+        if not self.model:
+            bad("model", "a model directory or hub id is required")
+        if self.page_size < 1:
+            bad("page_size", f"must be >= 1, got {self.page_size}")
+        if self.kv_cache_gb is not None and self.kv_cache_gb <= 0:
+            bad("kv_cache_gb", f"must be > 0, got {self.kv_cache_gb}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            bad("gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_running_requests < 1:
+            bad("max_running_requests", f"must be >= 1, got {self.max_running_requests}")
+        if self.max_prefill_tokens < 1:
+            bad("max_prefill_tokens", f"must be >= 1, got {self.max_prefill_tokens}")
+        if self.max_waiting_requests < 1:
+            bad("max_waiting_requests", f"must be >= 1, got {self.max_waiting_requests}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            bad("max_model_len", f"must be >= 1, got {self.max_model_len}")
+        if not 0 < self.port < 65536:
+            bad("port", f"must be in 1..65535, got {self.port}")

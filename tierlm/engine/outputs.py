@@ -1,0 +1,45 @@
+"""What the engine hands back: per-step deltas (`StepOutput`) and finished results (`RequestOutput`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class TokenLogprob:
+    """Log-probability of a chosen token and the top-N alternatives at that position."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class StepOutput:
+    """What one engine step produced for one request (a delta: only the new tokens and text)."""
+
+    request_id: str
+    new_token_ids: list[int]
+    new_text: str
+    new_logprobs: Optional[list[TokenLogprob]]
+    finished: bool
+    finish_reason: Optional[str]  # "stop" | "length" | "abort" | None while running
+    num_prompt_tokens: int
+    num_cached_tokens: int
+    num_output_tokens: int
+    error: Optional[str] = None
+
+
+@dataclass
+class RequestOutput:
+    """Final result of one request of `LLM.generate`."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    text: str
+    token_ids: list[int]
+    finish_reason: Optional[str]
+    num_cached_tokens: int
+    ttft: float
+    logprobs: Optional[list[TokenLogprob]] = None
+    error: Optional[str] = None
