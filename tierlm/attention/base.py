@@ -1,0 +1,60 @@
+"""`AttentionBackend`: the swap point for attention kernels, and `ForwardBatch`, the metadata they read."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from tierlm.kvcache.pool import KVPool
+
+
+@dataclass
+class ForwardBatch:
+    """Everything one forward pass needs besides the weights, for `B` requests and `T` new tokens.
+
+    Request `i` owns row `req_rows[i]` of the request→token table; its first `prefix_lens[i]` positions
+    already have KV, and this pass adds `extend_lens[i]` tokens (1 for decode) at positions
+    `prefix_lens[i] .. seq_lens[i]-1`, written to slots `out_loc` (flattened in request order).
+    """
+
+    mode: str  # "prefill" (any extend, including chunks and prefix hits) | "decode" (one token each)
+    input_ids: torch.Tensor  # [T] int64
+    positions: torch.Tensor  # [T] int64
+    out_loc: torch.Tensor  # [T] int64 slots
+    req_rows: torch.Tensor  # [B] int32
+    prefix_lens: torch.Tensor  # [B] int32
+    seq_lens: torch.Tensor  # [B] int32
+    extend_lens_cpu: list[int]
+    prefix_lens_cpu: list[int]
+    seq_lens_cpu: list[int]
+    req_rows_cpu: list[int]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.extend_lens_cpu)
+
+
+class AttentionBackend(ABC):
+    """Computes causal attention of a batch's new tokens over their whole sequence through `req_to_token`.
+
+    Contract: `forward` first stores the new K/V into their slots (`batch.out_loc`) of layer `layer`, then
+    attends each request's queries to KV positions `[0, seq_len)` with a causal mask offset by the
+    prefix length. Later backends (Triton, CUDA graphs) implement the same two calls.
+    """
+
+    def __init__(self, pool: KVPool, req_to_token: torch.Tensor, num_heads: int, head_dim: int,
+                 scale: float) -> None:
+        self.pool = pool
+        self.req_to_token = req_to_token
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.scale = scale
+
+    def prepare(self, batch: ForwardBatch) -> None:
+        """Build per-step metadata shared by all layers (no-op for backends that need none)."""
+
+    @abstractmethod
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
+                batch: ForwardBatch) -> torch.Tensor:
+        """q `[T, H, D]`, k/v `[T, KVH, D]` → output `[T, H * D]`."""

@@ -1,0 +1,194 @@
+"""`Engine`: the synchronous core loop — accept requests, schedule, run the model, sample, stream deltas."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+import torch
+
+from tierlm.config import EngineConfig
+from tierlm.engine.detokenizer import IncrementalDetokenizer
+from tierlm.engine.errors import PromptTooLongError, RequestError
+from tierlm.engine.model_runner import ModelRunner
+from tierlm.engine.outputs import StepOutput
+from tierlm.engine.request import Req
+from tierlm.engine.sampler import Sampler
+from tierlm.engine.scheduler import ScheduledBatch, Scheduler
+from tierlm.engine.tokenizer import load_tokenizer
+from tierlm.kvcache.manager import KVCacheManager
+from tierlm.models.config import ModelConfig
+from tierlm.models.loader import resolve_model_dir
+from tierlm.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class Engine:
+    """One model on one device. Not thread-safe: one caller drives `add_request`/`abort_request`/`step`.
+
+    Bad requests raise `RequestError` from `add_request` (nothing is queued); a request that cannot ever
+    fit the KV pool finishes with an error output; neither disturbs the other requests.
+    """
+
+    def __init__(self, config: EngineConfig) -> None:
+        config.validate()
+        self.config = config
+        self.model_dir = resolve_model_dir(config.model, config.revision, need_weights=config.load_format != "dummy")
+        self.model_config = ModelConfig.from_dir(self.model_dir)
+        self.tokenizer = load_tokenizer(config.tokenizer or str(self.model_dir), config.revision)
+        self.max_model_len = config.max_model_len or self.model_config.max_position_embeddings
+        self.model_name = config.served_model_name or config.model
+        self.runner = ModelRunner(config, self.model_dir, self.model_config, self.max_model_len)
+        self.device = self.runner.device
+        self.kv = KVCacheManager(self.runner.num_pages, config.page_size, config.max_running_requests,
+                                 self.max_model_len + config.page_size, config.enable_prefix_cache, self.device)
+        self.runner.make_attention(self.kv.req_table.table)
+        self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens)
+        self.sampler = Sampler(self.device, config.seed)
+        self.eos_ids = set(self.model_config.eos_token_ids)
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        self._pending: list[StepOutput] = []  # outputs produced outside a step (aborts, refusals)
+        self.counters = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0,
+                         "cache_hits": 0}
+
+    # ---- requests ------------------------------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Queue a request; raises `RequestError` (or `PromptTooLongError`) for one the engine cannot serve."""
+        try:
+            params.validate()
+        except ValueError as e:
+            raise RequestError(str(e)) from None
+        if not prompt_token_ids:
+            raise RequestError("prompt is empty")
+        vocab = self.model_config.vocab_size
+        if any(not isinstance(t, int) or t < 0 or t >= vocab for t in prompt_token_ids):
+            raise RequestError(f"prompt token ids must be integers in [0, {vocab})")
+        n = len(prompt_token_ids)
+        if n >= self.max_model_len:
+            raise PromptTooLongError(f"prompt has {n} tokens; the context limit is {self.max_model_len} tokens "
+                                     f"(prompt + at least 1 output token)")
+        if self.scheduler.find(request_id) is not None:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        room = self.max_model_len - n
+        max_new = room if params.max_tokens is None else min(params.max_tokens, room)
+        gen = None
+        if params.seed is not None and not params.greedy:
+            gen = torch.Generator(device=self.device).manual_seed(params.seed)
+        req = Req(request_id=request_id, prompt_len=n, token_ids=list(prompt_token_ids), params=params,
+                  max_new_tokens=max_new, generator=gen,
+                  detok=IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop,
+                                               params.skip_special_tokens),
+                  logprobs=[] if params.logprobs is not None else None)
+        self.scheduler.add(req)
+        self.counters["requests"] += 1
+
+    def abort_request(self, request_id: str) -> None:
+        """Stop a request and free its KV now; the next `step` reports it with finish_reason 'abort'."""
+        req = self.scheduler.find(request_id)
+        if req is None:
+            return
+        self.scheduler.remove(req, cache=False)
+        req.finish_reason = "abort"
+        self._pending.append(self._output(req, []))
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work() or bool(self._pending)
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def step(self) -> list[StepOutput]:
+        """Run one scheduling step; return per-request deltas (new tokens/text, finish state)."""
+        outputs, self._pending = self._pending, []
+        batch, refused = self.scheduler.schedule()
+        for req in refused:
+            req.finish_reason, req.error = "error", (
+                f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
+                f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
+            outputs.append(self._output(req, []))
+        if batch is not None:
+            outputs.extend(self._run(batch))
+        return outputs
+
+    def _run(self, batch: ScheduledBatch) -> list[StepOutput]:
+        table = self.kv.req_table.table
+        fb = self.runner.build_batch(batch.mode, batch.reqs, batch.extend_lens, table)
+        sampling, index, pos = [], [], 0
+        for req, n in zip(batch.reqs, batch.extend_lens):
+            pos += n
+            if req.kv_len + n == req.seq_len:  # this pass reaches the end of the sequence: sample
+                sampling.append(req)
+                index.append(pos - 1)
+        logits = self.runner.forward(fb, index)
+        for req, n in zip(batch.reqs, batch.extend_lens):
+            req.kv_len += n
+        if not sampling:
+            return []
+        params = [r.params for r in sampling]
+        tokens = self.sampler.sample(logits, params, [r.generator for r in sampling])
+        logprobs = self.sampler.logprobs(logits, tokens, params)
+        now = time.perf_counter()
+        outputs = []
+        for req, tok, lp in zip(sampling, tokens.tolist(), logprobs):
+            if req.first_token_time is None:
+                req.first_token_time = now
+                self.counters["prompt_tokens"] += req.prompt_len
+                self.counters["cached_tokens"] += req.num_cached_tokens
+                self.counters["cache_hits"] += req.num_cached_tokens > 0
+            outputs.append(self._append_token(req, tok, lp))
+        return outputs
+
+    def _append_token(self, req: Req, tok: int, lp) -> StepOutput:
+        req.token_ids.append(tok)
+        self.counters["generated_tokens"] += 1
+        if lp is not None:
+            req.logprobs.append(lp)
+        p = req.params
+        if (tok in self.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids:
+            req.finish_reason = "stop"
+        elif req.detok.add(tok) is not None:
+            req.finish_reason = "stop"
+        elif req.num_output_tokens >= req.max_new_tokens:
+            req.finish_reason = "length"
+        new = req.token_ids[req.prompt_len + req.emitted_tokens:]
+        if req.finished:
+            self.scheduler.remove(req, cache=True)
+        return self._output(req, new)
+
+    def _output(self, req: Req, new_ids: list[int]) -> StepOutput:
+        first = req.emitted_tokens
+        req.emitted_tokens += len(new_ids)
+        return StepOutput(request_id=req.request_id, new_token_ids=list(new_ids),
+                          new_text=req.detok.delta(final=req.finished),
+                          new_logprobs=req.logprobs[first:req.emitted_tokens] if req.logprobs is not None else None,
+                          finished=req.finished, finish_reason=req.finish_reason,
+                          num_prompt_tokens=req.prompt_len, num_cached_tokens=req.num_cached_tokens,
+                          num_output_tokens=req.num_output_tokens, error=req.error)
+
+    # ---- introspection ---------------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        kv, ps = self.kv, self.kv.page_size
+        cached = kv.radix.evictable_pages if kv.radix else 0
+        return {
+            "num_running": len(self.scheduler.running),
+            "num_waiting": len(self.scheduler.waiting),
+            "kv_total_tokens": kv.capacity_pages * ps,
+            "kv_used_tokens": kv.used_pages() * ps,
+            "kv_free_tokens": kv.allocator.num_free * ps,
+            "kv_cached_tokens": cached * ps,
+            "prompt_tokens_total": self.counters["prompt_tokens"],
+            "cached_tokens_total": self.counters["cached_tokens"],
+            "generated_tokens_total": self.counters["generated_tokens"],
+            "requests_total": self.counters["requests"],
+            "tier_hits": {"L1": {"hits": self.counters["cache_hits"], "tokens": self.counters["cached_tokens"]}},
+        }
+
+    def live_pages(self) -> list[list[int]]:
+        """Pages held by running requests (for leak checks)."""
+        return [r.pages for r in self.scheduler.running]
+
+    def close(self) -> None:
+        """Release device memory held by the engine."""
+        self.runner = None  # type: ignore[assignment]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,117 @@
+"""`ModelRunner`: owns the model weights, the KV pool and the attention backend; runs forward passes."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.config import EngineConfig
+from tierlm.engine.request import Req
+from tierlm.kvcache.pool import KVPool
+from tierlm.models.config import ModelConfig
+from tierlm.models.llama import CausalLM
+from tierlm.models.loader import init_dummy_weights, load_weights
+
+logger = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, model_cfg: ModelConfig, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cpu":
+        return torch.float32
+    return DTYPES.get(str(model_cfg.torch_dtype).replace("torch.", ""), torch.bfloat16)
+
+
+class ModelRunner:
+    """Loads the model, sizes and allocates the device KV pool, and turns scheduled requests into logits."""
+
+    def __init__(self, config: EngineConfig, model_dir: Path, model_cfg: ModelConfig, max_model_len: int) -> None:
+        self.config = config
+        self.model_cfg = model_cfg
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, model_cfg, self.device)
+        self.max_model_len = max_model_len
+        torch.manual_seed(config.seed)
+        with torch.device(self.device):
+            model = CausalLM(model_cfg, max_positions=max(max_model_len, model_cfg.max_position_embeddings))
+        model.to(self.dtype)
+        model.rotary.to(self.device)
+        if config.load_format == "dummy":
+            init_dummy_weights(model, config.seed)
+        else:
+            load_weights(model, model_dir)
+        self.model = model.eval()
+        self.num_pages = self._num_kv_pages()
+        self.pool = KVPool(self.num_pages, config.page_size, model_cfg.num_layers, model_cfg.num_kv_heads,
+                           model_cfg.head_dim, self.dtype, self.device)
+        logger.info("KV pool: %d pages x %d tokens = %d tokens (%.2f GiB)", self.num_pages - 1, config.page_size,
+                    (self.num_pages - 1) * config.page_size, self.pool.nbytes / 2**30)
+
+    def _num_kv_pages(self) -> int:
+        cfg, mc = self.config, self.model_cfg
+        per_page = KVPool.bytes_per_page(cfg.page_size, mc.num_layers, mc.num_kv_heads, mc.head_dim, self.dtype)
+        if cfg.kv_cache_gb is not None:
+            budget = cfg.kv_cache_gb * 2**30
+        elif self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            reserve_activations = 2 * 2**30
+            budget = free - (1 - cfg.gpu_memory_utilization) * total - reserve_activations
+        else:
+            budget = 2**30
+        pages = int(budget // per_page) + 1  # +1 scratch page
+        if pages < 2:
+            raise ValueError(f"--kv-cache-gb: the KV budget ({budget / 2**30:.3f} GiB) holds no page of "
+                             f"{per_page} bytes; raise it")
+        return pages
+
+    def make_attention(self, req_to_token: torch.Tensor) -> AttentionBackend:
+        name = self.config.attention_backend
+        if name == "auto":
+            name = "torch"  # the Triton backend registers itself here once it lands
+        if name == "triton":
+            raise ValueError("--attention-backend triton is not available in this build")
+        from tierlm.attention.torch_native import TorchNativeBackend
+
+        mc = self.model_cfg
+        self.attn = TorchNativeBackend(self.pool, req_to_token, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
+        return self.attn
+
+    def build_batch(self, mode: str, reqs: list[Req], extend_lens: list[int], req_to_token: torch.Tensor) -> ForwardBatch:
+        ids, pos, prefix, seqs, rows = [], [], [], [], []
+        for req, n in zip(reqs, extend_lens):
+            ids.extend(req.token_ids[req.kv_len:req.kv_len + n])
+            pos.extend(range(req.kv_len, req.kv_len + n))
+            prefix.append(req.kv_len)
+            seqs.append(req.kv_len + n)
+            rows.append(req.row)
+        dev = self.device
+        positions = torch.tensor(pos, dtype=torch.int64)
+        row_of_token = torch.repeat_interleave(torch.tensor(rows, dtype=torch.int64), torch.tensor(extend_lens))
+        out_loc = req_to_token[row_of_token.to(dev), positions.to(dev)].long()
+        return ForwardBatch(mode=mode, input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
+                            positions=positions.to(dev), out_loc=out_loc,
+                            req_rows=torch.tensor(rows, dtype=torch.int32, device=dev),
+                            prefix_lens=torch.tensor(prefix, dtype=torch.int32, device=dev),
+                            seq_lens=torch.tensor(seqs, dtype=torch.int32, device=dev),
+                            extend_lens_cpu=list(extend_lens), prefix_lens_cpu=prefix, seq_lens_cpu=seqs,
+                            req_rows_cpu=rows)
+
+    @torch.inference_mode()
+    def forward(self, batch: ForwardBatch, sample_index: list[int]) -> torch.Tensor:
+        """Run the model; return float32 logits `[len(sample_index), vocab]` at the given token indices."""
+        self.attn.prepare(batch)
+        hidden = self.model(batch, self.attn)
+        idx = torch.tensor(sample_index, dtype=torch.int64, device=hidden.device)
+        return self.model.compute_logits(hidden[idx])

@@ -1,0 +1,69 @@
+"""`Req`: one request's tokens, KV bookkeeping and decoding state as the scheduler sees it."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from tierlm.engine.outputs import TokenLogprob
+from tierlm.kvcache.radix import RadixNode
+from tierlm.sampling_params import SamplingParams
+
+
+@dataclass(eq=False)
+class Req:
+    """A request: `token_ids` = prompt + outputs; KV is valid for the first `kv_len` of them.
+
+    `extend_len` (tokens that still need a forward pass) unifies prefill (whole prompt), chunked
+    prefill (the rest of it) and decode (the last sampled token).
+    """
+
+    request_id: str
+    prompt_len: int
+    token_ids: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    arrival: float = field(default_factory=time.perf_counter)
+    row: Optional[int] = None
+    pages: list[int] = field(default_factory=list)
+    prefix_node: Optional[RadixNode] = None
+    num_prefix_pages: int = 0
+    kv_len: int = 0
+    num_cached_tokens: int = 0
+    first_token_time: Optional[float] = None
+    generator: Optional[torch.Generator] = None
+    detok: Any = None
+    logprobs: Optional[list[TokenLogprob]] = None
+    finish_reason: Optional[str] = None
+    error: Optional[str] = None
+    emitted_tokens: int = 0
+
+    @property
+    def seq_len(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def extend_len(self) -> int:
+        return self.seq_len - self.kv_len
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.token_ids[self.prompt_len:]
+
+    @property
+    def num_output_tokens(self) -> int:
+        return self.seq_len - self.prompt_len
+
+    @property
+    def prefilling(self) -> bool:
+        return self.kv_len < self.prompt_len
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.prompt_len + self.max_new_tokens
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None

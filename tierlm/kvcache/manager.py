@@ -1,0 +1,93 @@
+"""`KVCacheManager`: one owner for the device KV pages of requests and of the prefix cache.
+
+It ties the page allocator, the request→token table and the radix cache together so that the scheduler
+speaks in requests and pages and never frees or leaks a page by hand.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from tierlm.kvcache.allocator import PageAllocator
+from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
+from tierlm.kvcache.req_table import ReqToTokenTable, pages_to_slots
+
+
+class KVCacheManager:
+    """Allocates pages (evicting cold prefixes on demand), matches and caches prefixes, releases requests."""
+
+    def __init__(self, num_pages: int, page_size: int, max_reqs: int, max_len: int, enable_prefix_cache: bool,
+                 device: torch.device) -> None:
+        self.page_size = page_size
+        self.allocator = PageAllocator(num_pages)
+        self.req_table = ReqToTokenTable(max_reqs, max_len, device)
+        self.radix: Optional[RadixCache] = RadixCache(page_size, self.allocator.free) if enable_prefix_cache else None
+
+    def pages_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.page_size)
+
+    @property
+    def capacity_pages(self) -> int:
+        return self.allocator.capacity
+
+    def available_pages(self) -> int:
+        """Pages that can be handed out now: free ones plus unlocked cached ones (evictable)."""
+        return self.allocator.num_free + (self.radix.evictable_pages if self.radix else 0)
+
+    def match_and_lock(self, tokens: Sequence[int]) -> Optional[MatchResult]:
+        """Longest cached prefix of `tokens`, locked against eviction until `release`; None without a cache."""
+        if self.radix is None:
+            return None
+        match = self.radix.match_prefix(tokens)
+        self.radix.lock(match.node)
+        return match
+
+    def unlock(self, node: Optional[RadixNode]) -> None:
+        if node is not None and self.radix is not None:
+            self.radix.unlock(node)
+
+    def alloc(self, n: int) -> Optional[list[int]]:
+        """`n` pages, evicting least-recently-used cached prefixes if needed; None if even that is not enough."""
+        short = n - self.allocator.num_free
+        if short > 0 and self.radix is not None:
+            self.radix.evict(short)
+        return self.allocator.alloc(n)
+
+    def map_pages(self, row: int, pages: list[int], start: int, end: int) -> None:
+        """Point positions [start, end) of request `row` at their slots in `pages`."""
+        if end > start:
+            self.req_table.write(row, start, pages_to_slots(pages, self.page_size, start, end))
+
+    def release(self, tokens: Sequence[int], pages: list[int], node: Optional[RadixNode], num_prefix_pages: int,
+                cache: bool) -> None:
+        """Give back a request's pages.
+
+        `tokens` are the tokens whose KV is valid (in order), `pages` the request's pages (the first
+        `num_prefix_pages` came from the cache via `node`). With `cache`, the whole pages of `tokens` go into
+        the radix tree (pages the tree already had a copy of are freed); everything else is freed.
+        """
+        full = min(len(tokens) // self.page_size, len(pages))
+        if cache and self.radix is not None and full > 0:
+            present = self.radix.insert(tokens[:full * self.page_size], pages[:full]) // self.page_size
+            self.allocator.free(pages[num_prefix_pages:present])
+            self.allocator.free(pages[full:])
+        else:
+            self.allocator.free(pages[num_prefix_pages:])
+        self.unlock(node)
+
+    def used_pages(self) -> int:
+        """Pages held by running requests or locked cache paths (not free, not evictable)."""
+        return self.capacity_pages - self.available_pages()
+
+    def check_no_leak(self, live_pages: Sequence[list[int]] = ()) -> None:
+        """Assert every page is free, cached or owned by a live request, exactly once (for tests)."""
+        owned: list[int] = [p for pages in live_pages for p in pages]
+        cached = self.radix.all_pages() if self.radix else set()
+        if self.radix:
+            self.radix.check_invariants()
+        free = {p for p in range(1, self.allocator.num_pages) if self.allocator.is_free(p)}
+        live = set(owned) - cached
+        assert not (free & (cached | live)), "a free page is also in use"
+        assert len(free) + len(cached | live) == self.capacity_pages, (
+            f"leak: {self.capacity_pages - len(free) - len(cached | live)} pages unaccounted")

@@ -1,0 +1,205 @@
+"""`RadixCache`: a page-aligned radix tree over token ids whose nodes own KV pages.
+
+Nodes carry the fields the lower tiers need (host pages, page hashes, hit counts) so that the
+hierarchical cache extends this tree instead of replacing it.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+
+@dataclass(eq=False)
+class RadixNode:
+    """One edge of the tree: `key` (token ids, a whole number of pages) and the KV pages holding them.
+
+    Invariants: `len(key) == len(pages) * page_size` while device-resident; a node's `lock_ref` counts the
+    running requests whose matched path passes through it (so a parent's count >= the sum of its children's).
+    """
+
+    key: tuple[int, ...] = ()
+    pages: Optional[list[int]] = None
+    parent: Optional["RadixNode"] = None
+    children: dict[tuple[int, ...], "RadixNode"] = field(default_factory=dict)
+    lock_ref: int = 0
+    last_access: int = 0
+    hit_count: int = 0
+    host_pages: Optional[list[int]] = None  # L2 residency, filled by the host tier
+    page_hashes: Optional[list[bytes]] = None  # L3 keys, filled by the store tier
+
+    @property
+    def num_pages(self) -> int:
+        return len(self.pages) if self.pages is not None else 0
+
+
+@dataclass
+class MatchResult:
+    """Longest cached, page-aligned prefix: the deepest node reached and the pages of the whole path."""
+
+    node: RadixNode
+    pages: list[int]
+
+    def num_tokens(self, page_size: int) -> int:
+        return len(self.pages) * page_size
+
+
+class RadixCache:
+    """Prefix cache over device KV pages with lock/unlock of in-use paths and LRU eviction of unlocked leaves.
+
+    `free_pages` is called with the pages of evicted nodes (normally the page allocator's `free`).
+    """
+
+    def __init__(self, page_size: int, free_pages: Callable[[list[int]], None]) -> None:
+        self.page_size = page_size
+        self._free_pages = free_pages
+        self.root = RadixNode(pages=[], lock_ref=1)  # the root is never evicted
+        self.evictable_pages = 0
+        self.protected_pages = 0
+        self._tick = 0
+
+    # ---- helpers -----------------------------------------------------------------------------------------
+    def _touch(self) -> int:
+        self._tick += 1
+        return self._tick
+
+    def _page_key(self, tokens: Sequence[int], start: int) -> tuple[int, ...]:
+        return tuple(tokens[start:start + self.page_size])
+
+    def _common_pages(self, key: tuple[int, ...], tokens: Sequence[int], start: int) -> int:
+        ps, n = self.page_size, 0
+        limit = min(len(key), len(tokens) - start) // ps
+        while n < limit and tuple(tokens[start + n * ps:start + (n + 1) * ps]) == key[n * ps:(n + 1) * ps]:
+            n += 1
+        return n
+
+    def _split(self, node: RadixNode, n_pages: int) -> RadixNode:
+        """Split `node` after `n_pages` pages; returns the new upper node (which inherits locks and stamps)."""
+        cut = n_pages * self.page_size
+        upper = RadixNode(key=node.key[:cut], pages=node.pages[:n_pages], parent=node.parent,
+                          lock_ref=node.lock_ref, last_access=node.last_access, hit_count=node.hit_count,
+                          host_pages=node.host_pages[:n_pages] if node.host_pages is not None else None,
+                          page_hashes=node.page_hashes[:n_pages] if node.page_hashes is not None else None)
+        node.parent.children[node.key[:self.page_size]] = upper
+        node.key, node.pages = node.key[cut:], node.pages[n_pages:]
+        if node.host_pages is not None:
+            node.host_pages = node.host_pages[n_pages:]
+        if node.page_hashes is not None:
+            node.page_hashes = node.page_hashes[n_pages:]
+        node.parent = upper
+        upper.children[node.key[:self.page_size]] = node
+        return upper
+
+    # ---- public API --------------------------------------------------------------------------------------
+    def match_prefix(self, tokens: Sequence[int]) -> MatchResult:
+        """Longest page-aligned cached prefix of `tokens`; splits a node where the match ends inside it."""
+        node, pages, pos, now = self.root, [], 0, self._touch()
+        usable = len(tokens) - len(tokens) % self.page_size
+        while pos < usable:
+            child = node.children.get(self._page_key(tokens, pos))
+            if child is None:
+                break
+            n = self._common_pages(child.key, tokens, pos)
+            if n < child.num_pages:
+                child = self._split(child, n)
+            child.last_access = now
+            child.hit_count += 1
+            pages.extend(child.pages)
+            pos += n * self.page_size
+            node = child
+        return MatchResult(node=node, pages=pages)
+
+    def insert(self, tokens: Sequence[int], pages: list[int]) -> int:
+        """Insert `tokens` (a whole number of pages) backed by `pages`.
+
+        Returns how many leading tokens were already cached: the caller still owns `pages` for that
+        prefix (duplicates it must free); the tree owns the rest from now on.
+        """
+        ps = self.page_size
+        if len(tokens) != len(pages) * ps:
+            raise ValueError(f"insert of {len(tokens)} tokens with {len(pages)} pages of {ps}")
+        node, pos, now = self.root, 0, self._touch()
+        while pos < len(tokens):
+            child = node.children.get(self._page_key(tokens, pos))
+            if child is None:
+                leaf = RadixNode(key=tuple(tokens[pos:]), pages=list(pages[pos // ps:]), parent=node,
+                                 last_access=now)
+                node.children[leaf.key[:ps]] = leaf
+                self.evictable_pages += leaf.num_pages
+                return pos
+            n = self._common_pages(child.key, tokens, pos)
+            if n < child.num_pages:
+                child = self._split(child, n)
+            child.last_access = now
+            pos += n * ps
+            node = child
+        return pos
+
+    def lock(self, node: RadixNode) -> None:
+        while node is not None and node is not self.root:
+            if node.lock_ref == 0:
+                self.evictable_pages -= node.num_pages
+                self.protected_pages += node.num_pages
+            node.lock_ref += 1
+            node = node.parent
+
+    def unlock(self, node: RadixNode) -> None:
+        while node is not None and node is not self.root:
+            if node.lock_ref <= 0:
+                raise RuntimeError("unlock of an unlocked radix node")
+            node.lock_ref -= 1
+            if node.lock_ref == 0:
+                self.evictable_pages += node.num_pages
+                self.protected_pages -= node.num_pages
+            node = node.parent
+
+    def evict(self, num_pages: int) -> int:
+        """Free at least `num_pages` pages from least-recently-used unlocked leaves; returns pages freed."""
+        heap = [(n.last_access, id(n), n) for n in self.nodes() if not n.children and n.lock_ref == 0]
+        heapq.heapify(heap)
+        freed = 0
+        while freed < num_pages and heap:
+            _, _, leaf = heapq.heappop(heap)
+            parent = leaf.parent
+            del parent.children[leaf.key[:self.page_size]]
+            self._free_pages(leaf.pages)
+            freed += leaf.num_pages
+            self.evictable_pages -= leaf.num_pages
+            if parent is not self.root and not parent.children and parent.lock_ref == 0:
+                heapq.heappush(heap, (parent.last_access, id(parent), parent))
+        return freed
+
+    def reset(self) -> None:
+        """Drop every unlocked node (e.g. to flush the cache); locked paths stay."""
+        self.evict(self.evictable_pages)
+
+    def nodes(self) -> Iterator[RadixNode]:
+        stack = list(self.root.children.values())
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(node.children.values())
+
+    @property
+    def cached_pages(self) -> int:
+        return self.evictable_pages + self.protected_pages
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if the tree's structure or page accounting is inconsistent (for tests)."""
+        seen: set[int] = set()
+        evictable = protected = 0
+        for node in self.nodes():
+            assert node.parent.children.get(node.key[:self.page_size]) is node, "parent link broken"
+            assert len(node.key) == node.num_pages * self.page_size > 0, "key/pages length mismatch"
+            assert node.lock_ref >= sum(c.lock_ref for c in node.children.values()), "lock count below children's"
+            for p in node.pages:
+                assert p not in seen, f"page {p} owned by two nodes"
+                seen.add(p)
+            if node.lock_ref == 0:
+                evictable += node.num_pages
+            else:
+                protected += node.num_pages
+        assert (evictable, protected) == (self.evictable_pages, self.protected_pages), "page counters drifted"
+
+    def all_pages(self) -> set[int]:
+        return {p for n in self.nodes() for p in n.pages}

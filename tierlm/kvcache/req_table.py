@@ -1,0 +1,39 @@
+"""`ReqToTokenTable`: maps (request row, position) to a KV slot; one row per running request."""
+from __future__ import annotations
+
+import torch
+
+
+class ReqToTokenTable:
+    """An int32 table `[max_reqs + 1, max_len]` on the device; the last row is a dummy for padded batches."""
+
+    def __init__(self, max_reqs: int, max_len: int, device: torch.device) -> None:
+        self.max_reqs = max_reqs
+        self.max_len = max_len
+        self.table = torch.zeros((max_reqs + 1, max_len), dtype=torch.int32, device=device)
+        self.dummy_row = max_reqs
+        self._free_rows = list(range(max_reqs - 1, -1, -1))
+
+    @property
+    def num_free_rows(self) -> int:
+        return len(self._free_rows)
+
+    def alloc_row(self) -> int:
+        if not self._free_rows:
+            raise RuntimeError("no free request row (max_running_requests reached)")
+        return self._free_rows.pop()
+
+    def free_row(self, row: int) -> None:
+        if row in self._free_rows or not 0 <= row < self.max_reqs:
+            raise RuntimeError(f"bad free of request row {row}")
+        self._free_rows.append(row)
+
+    def write(self, row: int, start: int, slots: torch.Tensor) -> None:
+        self.table[row, start:start + slots.numel()] = slots.to(device=self.table.device, dtype=torch.int32)
+
+
+def pages_to_slots(pages: list[int], page_size: int, start: int, end: int) -> torch.Tensor:
+    """Slots of token positions [start, end) of a sequence whose KV lives in `pages` (in order)."""
+    pos = torch.arange(start, end, dtype=torch.int64)
+    page_ids = torch.tensor(pages, dtype=torch.int64)[pos // page_size]
+    return page_ids * page_size + pos % page_size

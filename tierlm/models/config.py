@@ -1,0 +1,100 @@
+"""`ModelConfig`: the architecture facts TierLM needs, read from a Hugging Face config.json."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from tierlm.engine.errors import ModelLoadError
+
+# HF architecture name -> (family, qkv bias, q/k norm)
+ARCHITECTURES = {
+    "LlamaForCausalLM": ("llama", False, False),
+    "MistralForCausalLM": ("llama", False, False),
+    "Qwen2ForCausalLM": ("qwen2", True, False),
+    "Qwen3ForCausalLM": ("qwen3", False, True),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape and numerics of a decoder-only transformer, independent of the HF config class that described it."""
+
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: Optional[dict] = None
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    torch_dtype: Optional[str] = None
+    eos_token_ids: tuple[int, ...] = ()
+    raw: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @staticmethod
+    def from_dict(cfg: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+        archs = cfg.get("architectures") or []
+        arch = next((a for a in archs if a in ARCHITECTURES), None)
+        if arch is None:
+            raise ModelLoadError(f"{source}: unsupported architecture {archs or cfg.get('model_type')!r}; "
+                                 f"supported: {', '.join(ARCHITECTURES)}")
+        _, qkv_bias, qk_norm = ARCHITECTURES[arch]
+        try:
+            heads = int(cfg["num_attention_heads"])
+            hidden = int(cfg["hidden_size"])
+            rope = cfg.get("rope_parameters") or {}
+            scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+            theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
+            eos = cfg.get("eos_token_id")
+            eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
+            return ModelConfig(
+                architecture=arch,
+                vocab_size=int(cfg["vocab_size"]),
+                hidden_size=hidden,
+                intermediate_size=int(cfg["intermediate_size"]),
+                num_layers=int(cfg["num_hidden_layers"]),
+                num_heads=heads,
+                num_kv_heads=int(cfg.get("num_key_value_heads") or heads),
+                head_dim=int(cfg.get("head_dim") or hidden // heads),
+                rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(theta),
+                rope_scaling=dict(scaling) if scaling else None,
+                max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
+                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+                qkv_bias=bool(cfg.get("attention_bias", qkv_bias)) or qkv_bias,
+                qk_norm=qk_norm,
+                torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
+                eos_token_ids=eos_ids,
+                raw=cfg,
+            )
+        except KeyError as e:
+            raise ModelLoadError(f"{source}: missing required field {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise ModelLoadError(f"{source}: invalid value: {e}") from None
+
+    @staticmethod
+    def from_dir(model_dir: Path) -> "ModelConfig":
+        path = Path(model_dir) / "config.json"
+        if not path.is_file():
+            raise ModelLoadError(f"no config.json in model directory {model_dir}")
+        try:
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(cfg, dict):
+            raise ModelLoadError(f"{path} must hold a JSON object")
+        return ModelConfig.from_dict(cfg, source=str(path))
+
+    @property
+    def kv_bytes_per_token_per_dtype_byte(self) -> int:
+        """K and V elements per token across all layers (multiply by the dtype size for bytes)."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim

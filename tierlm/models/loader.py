@@ -1,0 +1,145 @@
+"""Finding a checkpoint (local directory or hub id) and loading its safetensors into a `CausalLM`."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from tierlm.engine.errors import ModelLoadError
+from tierlm.models.llama import STACKED, CausalLM
+
+logger = logging.getLogger(__name__)
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+
+
+def resolve_model_dir(model: str, revision: Optional[str] = None, need_weights: bool = True) -> Path:
+    """A local directory as is; otherwise a hub id, downloaded (or taken from the local hub cache)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    looks_local = model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1] or path.exists()
+    if looks_local or model.count("/") != 1:
+        raise ModelLoadError(f"model directory {model!r} does not exist (and it is not a hub id like 'org/name')")
+    try:
+        from huggingface_hub import snapshot_download
+        patterns = HUB_PATTERNS if need_weights else [p for p in HUB_PATTERNS if "safetensors" not in p]
+        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns))
+    except Exception as e:  # network, auth, missing repo: all end up as one clear message
+        raise ModelLoadError(f"could not download model {model!r} from the hub: {type(e).__name__}: {e}") from None
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ModelLoadError(f"{index} is not a valid safetensors index: {e}") from None
+        files = sorted(set(weight_map.values()))
+        for name in files:
+            if not (model_dir / name).is_file():
+                raise ModelLoadError(f"safetensors shard {name!r} listed in {index.name} is missing from {model_dir}")
+        return [model_dir / f for f in files]
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"no *.safetensors weights in {model_dir} (use --load-format dummy for random weights)")
+    return files
+
+
+def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, Path, torch.Tensor]]:
+    from safetensors import safe_open
+
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as sf:
+                for name in sf.keys():
+                    yield name, f, sf.get_tensor(name)
+        except (OSError, RuntimeError, ValueError) as e:
+            if isinstance(e, ModelLoadError):
+                raise
+            raise ModelLoadError(f"cannot read safetensors file {f}: {e}") from None
+
+
+def load_weights(model: CausalLM, model_dir: Path, show_progress: bool = True) -> None:
+    """Copy checkpoint tensors into `model`; fails naming the file and tensor that is missing or mismatched."""
+    params = dict(model.named_parameters())
+    loaded: set[str] = set()
+    files = _weight_files(model_dir)
+    total = sum(1 for _ in files)
+    bar = tqdm(total=total, desc="Loading safetensors", unit="file", disable=not show_progress)
+    current: Optional[Path] = None
+    for name, file, tensor in _iter_tensors(files):
+        if file != current:
+            if current is not None:
+                bar.update(1)
+            current = file
+        target, rows, key = _target(name, model)
+        if target is None:
+            logger.debug("ignoring checkpoint tensor %s", name)
+            continue
+        if key not in params:
+            logger.debug("ignoring checkpoint tensor %s (no parameter %s)", name, key)
+            continue
+        param = params[key]
+        dest = param.data if rows is None else param.data[rows[0]:rows[1]]
+        if tuple(dest.shape) != tuple(tensor.shape):
+            raise ModelLoadError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
+                                 f"the model expects {tuple(dest.shape)}")
+        dest.copy_(tensor.to(dtype=dest.dtype))
+        loaded.add(key if rows is None else f"{key}:{rows}")
+    bar.update(1)
+    bar.close()
+    missing = _missing(model, loaded)
+    if missing:
+        raise ModelLoadError(f"checkpoint {model_dir} lacks tensor(s): {', '.join(missing[:8])}"
+                             + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+
+
+def _target(name: str, model: CausalLM):
+    """Map a checkpoint tensor name to (module path, row range in a fused param or None, parameter key)."""
+    if "rotary_emb" in name:
+        return None, None, None
+    if name == "lm_head.weight" and model.config.tie_word_embeddings:
+        return None, None, None
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part in STACKED:
+            fused, shard = STACKED[part]
+            key = ".".join(parts[:i] + [fused] + parts[i + 1:])
+            owner = model.get_submodule(".".join(parts[:i]))
+            return key, owner.shard_range(shard), key
+    return name, None, name
+
+
+def _missing(model: CausalLM, loaded: set[str]) -> list[str]:
+    missing = []
+    for key, _ in model.named_parameters():
+        if key in loaded:
+            continue
+        if key.endswith("qkv_proj.weight") or key.endswith("qkv_proj.bias") or key.endswith("gate_up_proj.weight"):
+            owner = model.get_submodule(key.rsplit(".", 2)[0])
+            shards = ("q", "k", "v") if "qkv" in key else (0, 1)
+            for s in shards:
+                if f"{key}:{owner.shard_range(s)}" not in loaded:
+                    names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", 0: "gate_proj", 1: "up_proj"}
+                    missing.append(key.replace("qkv_proj" if "qkv" in key else "gate_up_proj", names[s]))
+            continue
+        missing.append(key)
+    return missing
+
+
+def init_dummy_weights(model: CausalLM, seed: int) -> None:
+    """Random weights of the configured shape (norms at 1), reproducible from `seed`."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
