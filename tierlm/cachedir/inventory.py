@@ -1,0 +1,144 @@
+"""Finding published entries under a root, their recency, and moving bad ones aside.
+
+An entry is any directory whose ``manifest.json`` has a TierLM format (entries and AOT bundles).
+The walk skips third-party subsystems (their files are not ours to interpret), hidden directories
+(staging, trash, quarantine, locks) and never descends into an entry.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+from tierlm.cachedir.fsutil import RESERVED_PREFIX, fsync_dir
+from tierlm.cachedir.manifest import MANIFEST_NAME, read_manifest
+from tierlm.cachedir.root import SUBSYSTEMS, THIRD_PARTY_SUBSYSTEMS, CacheRoot
+
+STAMP_NAME = RESERVED_PREFIX + "last-used"
+BUNDLE_MARKER = RESERVED_PREFIX + "bundle.json"  # factors of an AOT bundle not sealed yet
+UNSEALED_FORMAT = "tierlm-bundle/unsealed"
+QUARANTINE_DIR = ".quarantine"
+STAMP_INTERVAL_S = 3600.0  # rewrite the last-used stamp at most hourly (atime is useless on relatime/NFS)
+
+# Subsystems whose directories hold TierLM entries.
+ENTRY_SUBSYSTEMS = tuple(s for s in SUBSYSTEMS if s not in THIRD_PARTY_SUBSYSTEMS and s != "kv")
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """One published entry found on disk: where, which subsystem, its manifest and last use (epoch s)."""
+
+    path: Path
+    subsystem: str
+    manifest: Dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The entry's key (its directory name)."""
+        return str(self.manifest.get("key", self.path.name))
+
+    @property
+    def name(self) -> str:
+        """The entry's name (path below the subsystem directory, without the key)."""
+        return str(self.manifest.get("name", ""))
+
+    @property
+    def last_used(self) -> float:
+        """Time of last use: the stamp if any, else the manifest's mtime."""
+        return last_used(self.path)
+
+
+def last_used(entry_dir: Path) -> float:
+    """Last-use time of an entry directory (epoch seconds; 0 if unreadable)."""
+    for name in (STAMP_NAME, MANIFEST_NAME):
+        try:
+            return os.stat(entry_dir / name).st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def touch_stamp(entry_dir: Path, interval_s: float = STAMP_INTERVAL_S) -> None:
+    """Refresh the last-used stamp unless it is younger than `interval_s`; silently skips read-only dirs."""
+    stamp = entry_dir / STAMP_NAME
+    try:
+        if time.time() - stamp.stat().st_mtime < interval_s:
+            return
+    except OSError:
+        pass
+    try:
+        with open(stamp, "a"):
+            pass
+        os.utime(stamp, None)
+    except OSError:
+        pass
+
+
+def _unsealed(bundle_dir: Path) -> Dict[str, Any]:
+    try:
+        factors = json.loads((bundle_dir / BUNDLE_MARKER).read_text()).get("factors", {})
+    except (OSError, ValueError, AttributeError):
+        factors = {}
+    return {"format": UNSEALED_FORMAT, "key": bundle_dir.name, "name": "bundle", "factors": factors, "files": {}}
+
+
+def walk_entries(base: Path, subsystem: str) -> Iterator[EntryInfo]:
+    """Entries below `base` (one subsystem directory), depth-first, stopping at each entry."""
+    if not base.is_dir():
+        return
+    stack = [base]
+    while stack:
+        current = stack.pop()
+        manifest = read_manifest(current) if (current / MANIFEST_NAME).is_file() else None
+        if manifest is not None:
+            yield EntryInfo(current, subsystem, manifest)
+            continue
+        if (current / BUNDLE_MARKER).is_file():
+            yield EntryInfo(current, subsystem, _unsealed(current))
+            continue
+        try:
+            children = sorted(os.scandir(current), key=lambda d: d.name, reverse=True)
+        except OSError:
+            continue
+        for child in children:
+            if child.name.startswith(".") or not child.is_dir(follow_symlinks=False):
+                continue
+            stack.append(Path(child.path))
+
+
+def iter_entries(root: CacheRoot, subsystem: Optional[str] = None) -> Iterator[EntryInfo]:
+    """All entries under `root` (root and overlay), optionally for one subsystem."""
+    seen = set()
+    for sub in ENTRY_SUBSYSTEMS:
+        if subsystem is not None and sub != subsystem:
+            continue
+        for base in root.read_dirs(sub):
+            if base in seen:
+                continue
+            seen.add(base)
+            yield from walk_entries(base, sub)
+
+
+def quarantine(entry_dir: Path, subsystem_base: Path) -> Optional[Path]:
+    """Move a bad entry out of sight into ``<subsystem>/.quarantine/`` (atomic rename).
+
+    Returns the new location, or None if it could not be moved (e.g. read-only root); callers then
+    simply ignore the entry.
+    """
+    qdir = subsystem_base / QUARANTINE_DIR
+    try:
+        rel = entry_dir.relative_to(subsystem_base).as_posix().replace("/", "__")
+    except ValueError:
+        rel = entry_dir.name
+    target = qdir / f"{rel}.{time.strftime('%Y%m%d_%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    try:
+        qdir.mkdir(parents=True, exist_ok=True)
+        os.rename(entry_dir, target)
+    except OSError:
+        return None
+    fsync_dir(entry_dir.parent)
+    return target
