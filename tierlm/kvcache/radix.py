@@ -57,6 +57,7 @@ class RadixCache:
         self.evictable_pages = 0
         self.protected_pages = 0
         self._tick = 0
+        self.evicted_pages_total = 0
 
     # ---- helpers -----------------------------------------------------------------------------------------
     def _touch(self) -> int:
@@ -165,6 +166,7 @@ class RadixCache:
             self._free_pages(leaf.pages)
             freed += leaf.num_pages
             self.evictable_pages -= leaf.num_pages
+            self.evicted_pages_total += leaf.num_pages
             if parent is not self.root and not parent.children and parent.lock_ref == 0:
                 heapq.heappush(heap, (parent.last_access, id(parent), parent))
         return freed

@@ -1,0 +1,58 @@
+"""`tierlm make-tiny-model` and `tierlm generate` through the real command line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tierlm import LLM, SamplingParams
+
+
+def tierlm(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tierlm", *args], input=stdin, capture_output=True, text=True,
+                          timeout=300)
+
+
+ENGINE = ["--device", "cpu", "--dtype", "float32", "--kv-cache-gb", "0.01", "--page-size", "4"]
+
+
+def test_make_tiny_model_then_generate_matches_offline_api(tmp_path):
+    model = tmp_path / "tiny"
+    r = tierlm("make-tiny-model", str(model), "--arch", "qwen2")
+    assert r.returncode == 0, r.stderr
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello world\n\nthe quick brown fox\n")
+    r = tierlm("generate", "--model", str(model), "--prompts-file", str(prompts), "--prompt", "paris is",
+               "--max-tokens", "6", "--json", *ENGINE)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["prompt"] for row in rows] == ["paris is", "hello world", "the quick brown fox"]
+    ref = LLM(str(model), device="cpu", page_size=4, kv_cache_gb=0.01).generate(
+        [row["prompt"] for row in rows], SamplingParams(temperature=0, max_tokens=6))
+    assert [row["token_ids"] for row in rows] == [o.token_ids for o in ref]
+    assert all(row["finish_reason"] in ("stop", "length") for row in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/nonexistent/model", "--prompt", "hi"], "does not exist"),
+    (["--model", "{tiny}", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens"),
+    (["--model", "{tiny}", "--prompt", "hi", "--temperature", "-1"], "--temperature"),
+    (["--model", "{tiny}", "--prompts-file", "/nonexistent.txt"], "--prompts-file"),
+    (["--model", "{tiny}"], "at least one --prompt"),
+    (["--model", "{tiny}", "--prompt", "hi", "--page-size", "0"], "--page-size"),
+    (["--model", "{tiny}", "--prompt", "hi", "--kv-cache-gb", "-1"], "--kv-cache-gb"),
+])
+def test_generate_bad_flags_exit_2_with_message(tiny_qwen3, args, message):
+    args = [a.replace("{tiny}", str(tiny_qwen3)) for a in args]
+    r = tierlm("generate", *args, "--device", "cpu")
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_groups_engine_flags():
+    r = tierlm("generate", "--help")
+    assert r.returncode == 0
+    for group in ("model options", "memory options", "scheduler options"):
+        assert group in r.stdout

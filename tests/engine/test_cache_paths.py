@@ -1,0 +1,78 @@
+"""The same requests give the same greedy tokens whatever path the KV took: prefix cache, chunks, tiny pool."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import CPU_OPTS
+from tierlm import LLM, SamplingParams
+
+PROMPTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "the quick brown fox jumps over the lazy dog while a small cache keeps every page",
+    "the quick brown fox jumps over the lazy dog while a small cache keeps every page of memory warm",
+    "paris is the capital of france and berlin is the capital of",
+    "paris is the capital of france and berlin is the capital of germany rome is in",
+    "hello world this is a tiny language model",
+    "hello world this is a tiny language model trained on nothing at all",
+    "one two three four five six seven eight nine ten",
+    "x",
+]
+GREEDY = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+
+
+def run(model_dir, prompts=PROMPTS, rounds=2, **opts):
+    llm = LLM(str(model_dir), **{**CPU_OPTS, **opts})
+    results = [llm.generate(prompts, GREEDY) for _ in range(rounds)]  # 2nd round hits the prefix cache
+    llm.engine.kv.check_no_leak(llm.engine.live_pages())
+    return llm, results
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_qwen3):
+    _, results = run(tiny_qwen3, enable_prefix_cache=False, rounds=1)
+    return [o.token_ids for o in results[0]]
+
+
+def test_prefix_cache_on_gives_same_tokens_and_hits(tiny_qwen3, reference):
+    llm, (first, second) = run(tiny_qwen3, enable_prefix_cache=True)
+    assert [o.token_ids for o in first] == reference
+    assert [o.token_ids for o in second] == reference
+    assert all(o.num_cached_tokens > 0 for o in second if len(o.prompt_token_ids) > 4)
+    assert llm.engine.stats()["tier_hits"]["L1"]["tokens"] > 0
+
+
+def test_chunked_prefill_gives_same_tokens(tiny_qwen3, reference):
+    llm, (first, second) = run(tiny_qwen3, max_prefill_tokens=3)
+    assert [o.token_ids for o in first] == reference
+    assert [o.token_ids for o in second] == reference
+
+
+def test_tiny_pool_queues_and_evicts_but_finishes_all(tiny_qwen3, reference):
+    # ~208 tokens of KV for 9 requests of up to ~40 tokens each: admission must queue, the cache must evict.
+    llm = LLM(str(tiny_qwen3), **{**CPU_OPTS, "kv_cache_gb": 0.0002})
+    engine = llm.engine
+    assert engine.stats()["kv_total_tokens"] < 260
+    peak_waiting = 0
+    ids = [llm.tokenizer.encode(p) for p in PROMPTS]
+    for rnd in range(2):
+        for i, t in enumerate(ids):
+            engine.add_request(f"{rnd}-{i}", t, GREEDY)
+        outs: dict[str, list[int]] = {}
+        while engine.has_unfinished():
+            peak_waiting = max(peak_waiting, engine.stats()["num_waiting"])
+            for o in engine.step():
+                outs.setdefault(o.request_id, []).extend(o.new_token_ids)
+                assert o.error is None
+            engine.kv.check_no_leak(engine.live_pages())
+        assert [outs[f"{rnd}-{i}"] for i in range(len(ids))] == reference
+    assert peak_waiting > 0, "the pool was big enough that nothing queued"
+    assert engine.kv.radix.evicted_pages_total > 0, "nothing was evicted"
+    assert engine.stats()["kv_used_tokens"] == 0
+
+
+def test_request_larger_than_pool_is_refused_others_served(tiny_qwen3):
+    llm = LLM(str(tiny_qwen3), **{**CPU_OPTS, "kv_cache_gb": 0.0002})
+    outs = llm.generate(["hello world", "the quick brown fox"],
+                        [SamplingParams(max_tokens=400, ignore_eos=True), SamplingParams(temperature=0, max_tokens=5)])
+    assert outs[0].finish_reason == "error" and "KV pool holds" in outs[0].error
+    assert outs[1].finish_reason in ("length", "stop") and outs[1].token_ids

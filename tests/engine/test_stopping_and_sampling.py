@@ -1,0 +1,100 @@
+"""Stop conditions, abort, and the sampler's parameters through the engine."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import CPU_OPTS
+from tierlm import LLM, SamplingParams
+from tierlm.engine.sampler import Sampler, _filter_probs
+
+PROMPT = "the quick brown fox jumps over the lazy dog"
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_qwen3):
+    return LLM(str(tiny_qwen3), **CPU_OPTS)
+
+
+def greedy(llm, n=24, **kw):
+    return llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=n, ignore_eos=True, **kw))[0]
+
+
+def test_stop_token_ids(llm):
+    full = greedy(llm)
+    stop_tok = full.token_ids[5]
+    out = greedy(llm, stop_token_ids=[stop_tok])
+    first = full.token_ids.index(stop_tok)
+    assert out.token_ids == full.token_ids[:first + 1] and out.finish_reason == "stop"
+
+
+def test_stop_string_truncates_text(llm):
+    full = greedy(llm)
+    text = full.text
+    stop = text[len(text) // 2: len(text) // 2 + 2]
+    out = greedy(llm, stop=[stop])
+    assert out.finish_reason == "stop"
+    assert out.text == text[:text.find(stop)]
+    assert stop not in out.text
+
+
+def test_max_tokens_length(llm):
+    out = greedy(llm, n=7)
+    assert len(out.token_ids) == 7 and out.finish_reason == "length"
+
+
+def test_seed_reproducible_and_independent_of_batch(llm):
+    p = SamplingParams(temperature=1.0, top_p=0.9, top_k=50, max_tokens=16, seed=1234, ignore_eos=True)
+    alone = llm.generate(PROMPT, p)[0].token_ids
+    batched = llm.generate(["hello world", PROMPT, "paris is"],
+                           [SamplingParams(temperature=1.0, max_tokens=16), p,
+                            SamplingParams(temperature=0.7, max_tokens=9, seed=7)])[1].token_ids
+    assert alone == batched
+    other = llm.generate(PROMPT, SamplingParams(temperature=1.0, top_p=0.9, top_k=50, max_tokens=16, seed=99,
+                                                ignore_eos=True))[0].token_ids
+    assert other != alone
+
+
+def test_top_k_1_is_greedy(llm):
+    sampled = llm.generate(PROMPT, SamplingParams(temperature=1.3, top_k=1, max_tokens=12, ignore_eos=True))[0]
+    assert sampled.token_ids == greedy(llm, n=12).token_ids
+
+
+def test_logprobs_of_chosen_tokens(llm):
+    out = greedy(llm, n=6, logprobs=3)
+    assert len(out.logprobs) == 6
+    for tok, lp in zip(out.token_ids, out.logprobs):
+        assert lp.token_id == tok and lp.logprob <= 0
+        assert len(lp.top) == 3 and lp.top[0][0] == tok  # greedy picks the most likely token
+        assert lp.top[0][1] == pytest.approx(lp.logprob)
+
+
+def test_abort_frees_kv_at_once(llm):
+    engine = llm.engine
+    engine.add_request("a", llm.tokenizer.encode(PROMPT), SamplingParams(max_tokens=50, ignore_eos=True))
+    engine.step()
+    assert engine.stats()["kv_used_tokens"] > 0
+    engine.abort_request("a")
+    assert engine.stats()["kv_used_tokens"] == 0 and engine.stats()["num_running"] == 0
+    outs = engine.step()
+    assert [(o.request_id, o.finished, o.finish_reason) for o in outs] == [("a", True, "abort")]
+    assert not engine.has_unfinished()
+    engine.kv.check_no_leak(engine.live_pages())
+
+
+def test_filter_probs_top_p_min_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    p = _filter_probs(logits, [SamplingParams(top_p=0.7)])
+    assert torch.allclose(p, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    p = _filter_probs(logits, [SamplingParams(min_p=0.5)])
+    assert torch.allclose(p, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    p = _filter_probs(logits, [SamplingParams(top_k=3)])
+    assert p[0, 3] == 0 and torch.allclose(p.sum(), torch.tensor(1.0))
+
+
+def test_sampler_distribution_follows_probs():
+    sampler = Sampler(torch.device("cpu"), seed=0)
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]])).repeat(4000, 1)
+    toks = sampler.sample(logits, [SamplingParams(temperature=1.0)] * 4000, [None] * 4000)
+    freq = torch.bincount(toks, minlength=3).float() / 4000
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)

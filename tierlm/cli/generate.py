@@ -1,0 +1,83 @@
+"""`tierlm generate`: offline generation for prompts given on the command line or in a file."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.errors import CLIError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="Generate text for prompts offline (no server).",
+                       description="Generate completions for --prompt (repeatable) and/or --prompts-file "
+                                   "(one prompt per line) and print them.")
+    g = p.add_argument_group("generation options")
+    g.add_argument("--prompt", action="append", default=[], help="A prompt (repeat for several).")
+    g.add_argument("--prompts-file", help="File with one prompt per line ('-' for stdin).")
+    g.add_argument("--max-tokens", type=int, default=64, help="Most new tokens per prompt (default: 64).")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0).")
+    g.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (default: 1).")
+    g.add_argument("--top-k", type=int, default=-1, help="Keep the k most likely tokens; -1 = off (default).")
+    g.add_argument("--min-p", type=float, default=0.0, help="Drop tokens below min_p x the top probability.")
+    g.add_argument("--sampling-seed", type=int, default=None, help="Seed per request (reproducible sampling).")
+    g.add_argument("--stop", action="append", default=[], help="Stop string (repeatable).")
+    g.add_argument("--ignore-eos", action="store_true", help="Keep generating past the end-of-sequence token.")
+    g.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
+    add_engine_args(p, groups=("model", "memory", "scheduler"))
+    p.set_defaults(func=run)
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        if args.prompts_file == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(args.prompts_file)
+            if not path.is_file():
+                raise CLIError(f"--prompts-file {args.prompts_file!r} does not exist")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise CLIError(f"--prompts-file {args.prompts_file!r} is not UTF-8 text: {e}") from None
+        prompts.extend(line for line in text.splitlines() if line.strip())
+    if not prompts:
+        raise CLIError("give at least one --prompt or a non-empty --prompts-file")
+    return prompts
+
+
+def run(args: argparse.Namespace) -> int:
+    from tierlm.engine.errors import ModelLoadError
+    from tierlm.engine.llm import LLM
+    from tierlm.sampling_params import SamplingParams
+
+    prompts = _read_prompts(args)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, min_p=args.min_p, seed=args.sampling_seed, stop=args.stop,
+                            ignore_eos=args.ignore_eos)
+    try:
+        params.validate()
+    except ValueError as e:
+        raise CLIError(f"--{str(e).split(' ')[0].replace('_', '-')}: {e}") from None
+    config = config_from_args(args)
+    try:
+        llm = LLM(**{k: v for k, v in config.__dict__.items()})
+    except (ModelLoadError, ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from None
+    outputs = llm.generate(prompts, params, use_tqdm=len(prompts) > 1)
+    failed = 0
+    for prompt, out in zip(prompts, outputs):
+        failed += out.error is not None
+        if args.json:
+            print(json.dumps({"prompt": prompt, "text": out.text, "token_ids": out.token_ids,
+                              "finish_reason": out.finish_reason, "cached_tokens": out.num_cached_tokens,
+                              "ttft_s": round(out.ttft, 6), "error": out.error}))
+        elif out.error:
+            print(f"[error] {prompt!r}: {out.error}", file=sys.stderr)
+        else:
+            print(f"{prompt}{out.text}\n  [{out.finish_reason}, {len(out.token_ids)} tokens, "
+                  f"{out.num_cached_tokens} cached, ttft {out.ttft * 1e3:.1f} ms]")
+    return 1 if failed else 0
