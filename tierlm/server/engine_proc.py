@@ -1,0 +1,203 @@
+"""The engine process: owns the `Engine`, takes requests from a ZMQ PULL socket, pushes per-step outputs.
+
+While any request is unfinished it alternates "drain the socket without blocking" and `engine.step()`; when
+idle it blocks on the socket (waking once a second to notice a dead parent). The waiting queue is bounded by
+`config.max_waiting_requests`: beyond it a request is answered REJECT 503 without touching the engine.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any, Optional
+
+import zmq
+
+from tierlm.config import EngineConfig
+from tierlm.server import wire
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_MS = 1000
+
+
+class EngineLoop:
+    """Drives one engine from wire messages; engine-agnostic so tests can run it on a fake engine in a thread."""
+
+    def __init__(self, engine: Any, recv_sock: zmq.Socket, send_sock: zmq.Socket, max_waiting: int,
+                 parent_pid: Optional[int] = None):
+        self.engine = engine
+        self.recv_sock = recv_sock
+        self.send_sock = send_sock
+        self.max_waiting = max_waiting
+        self.parent_pid = parent_pid
+        self.live: set[str] = set()
+        self.running = True
+
+    def run(self) -> None:
+        """Serve until SHUTDOWN (or the parent process disappears)."""
+        while self.running:
+            busy = self.engine.has_unfinished()
+            if self.recv_sock.poll(0 if busy else IDLE_POLL_MS):
+                self._drain()
+            elif not busy and self._orphaned():
+                log.warning("frontend process is gone; engine process exits")
+                break
+            if self.running and self.engine.has_unfinished():
+                self._step()
+        self._abort_all("server is shutting down")
+
+    def _orphaned(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def _drain(self) -> None:
+        waiting: Optional[int] = None
+        while self.running:
+            try:
+                data = self.recv_sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = wire.unpack(data)
+            except Exception as e:  # noqa: BLE001  (a bad message must not kill the engine)
+                log.error("dropping malformed message: %s", e)
+                continue
+            kind = msg["t"]
+            if kind == wire.ADD:
+                if waiting is None:
+                    waiting = int(self.engine.stats().get("num_waiting", 0))
+                if self._add(msg, waiting):
+                    waiting += 1
+            elif kind == wire.ABORT:
+                self._abort(msg["rid"])
+            elif kind == wire.STATS:
+                self._send({"t": wire.STATS, "qid": msg["qid"], "stats": self.engine.stats()})
+            elif kind == wire.SHUTDOWN:
+                self.running = False
+            else:
+                log.error("dropping message of unknown kind %r", kind)
+
+    def _add(self, msg: dict, waiting: int) -> bool:
+        from tierlm.engine.errors import PromptTooLongError
+
+        rid = msg["rid"]
+        if waiting >= self.max_waiting:
+            self._reject(rid, 503, f"The server is overloaded: {waiting} requests are waiting "
+                                   f"(--max-waiting-requests {self.max_waiting}); retry later")
+            return False
+        try:
+            self.engine.add_request(rid, list(msg["ids"]), wire.params_from_wire(msg["p"]))
+        except PromptTooLongError as e:
+            self._reject(rid, 413, str(e))
+            return False
+        except (ValueError, TypeError) as e:
+            self._reject(rid, 400, str(e))
+            return False
+        except Exception as e:  # noqa: BLE001
+            log.exception("add_request failed for %s", rid)
+            self._reject(rid, 500, f"engine error: {type(e).__name__}")
+            return False
+        self.live.add(rid)
+        return True
+
+    def _abort(self, rid: str) -> None:
+        if rid not in self.live:
+            return
+        try:
+            self.engine.abort_request(rid)
+        except Exception as e:  # noqa: BLE001  (already finished in this very step, or unknown)
+            log.debug("abort of %s ignored: %s", rid, e)
+
+    def _step(self) -> None:
+        try:
+            outputs = self.engine.step()
+        except Exception as e:  # noqa: BLE001
+            log.exception("engine step failed; aborting %d requests", len(self.live))
+            self._abort_all(f"engine error: {type(e).__name__}: {e}")
+            return
+        if not outputs:
+            return
+        rows = []
+        for o in outputs:
+            rows.append(wire.output_to_row(o))
+            if o.finished:
+                self.live.discard(o.request_id)
+        self._send({"t": wire.OUTPUTS, "outs": rows})
+
+    def _abort_all(self, why: str) -> None:
+        rows = []
+        for rid in sorted(self.live):
+            self._abort(rid)
+            rows.append([rid, [], "", None, True, "abort", 0, 0, 0, why])
+        self.live.clear()
+        if rows:
+            self._send({"t": wire.OUTPUTS, "outs": rows})
+
+    def _reject(self, rid: str, status: int, message: str) -> None:
+        self._send({"t": wire.REJECT, "rid": rid, "status": status, "msg": message})
+
+    def _send(self, msg: dict) -> None:
+        try:
+            self.send_sock.send(wire.pack(msg), zmq.NOBLOCK)
+        except zmq.Again:  # no frontend connected (it is gone): nobody to tell
+            log.debug("dropping %s message: no frontend connected", msg["t"])
+
+
+def engine_info(engine: Any, config: EngineConfig) -> dict[str, Any]:
+    """What the frontend needs to know about the loaded engine (sent once, in READY)."""
+    stats = engine.stats()
+    model_config = getattr(engine, "model_config", None)
+    runner = getattr(engine, "runner", None)
+    return {
+        "model_name": engine.model_name,
+        "model_dir": str(getattr(engine, "model_dir", config.model)),
+        "max_model_len": int(engine.max_model_len),
+        "vocab_size": int(getattr(model_config, "vocab_size", 0) or len(engine.tokenizer)),
+        "dtype": str(getattr(runner, "dtype", config.dtype)).replace("torch.", ""),
+        "device": str(getattr(engine, "device", config.device)),
+        "kv_total_tokens": int(stats.get("kv_total_tokens", 0)),
+        "tiers": sorted(stats.get("tier_hits") or {"L1": {}}),
+    }
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except Exception:  # noqa: BLE001  (best effort; the idle poll also checks the parent)
+            pass
+
+
+def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready_conn: Any,
+                       parent_pid: int, log_level: str = "INFO") -> None:
+    """Process entry point: load the engine, report READY/FATAL over `ready_conn` (msgpack bytes), serve."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the frontend's to handle; it sends SHUTDOWN
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [engine]: %(message)s")
+    try:
+        from tierlm.engine.engine import Engine
+
+        engine = Engine(config)
+        info = engine_info(engine, config)
+    except Exception as e:  # noqa: BLE001  (reported to the launcher, which prints one line)
+        if not isinstance(e, (ValueError, OSError, RuntimeError)):
+            log.exception("engine start-up failed")
+        ready_conn.send_bytes(wire.pack({"t": wire.FATAL, "msg": f"{type(e).__name__}: {e}"}))
+        return
+    ctx = zmq.Context()
+    recv_sock = ctx.socket(zmq.PULL)
+    recv_sock.bind(req_addr)
+    send_sock = ctx.socket(zmq.PUSH)
+    send_sock.setsockopt(zmq.SNDHWM, 0)
+    send_sock.bind(out_addr)
+    ready_conn.send_bytes(wire.pack({"t": wire.READY, "info": info}))
+    ready_conn.close()
+    try:
+        EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid).run()
+    finally:
+        send_sock.close(linger=500)
+        recv_sock.close(linger=0)
+        ctx.term()

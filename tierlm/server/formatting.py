@@ -1,0 +1,68 @@
+"""Response pieces in OpenAI's shapes: usage (with cached prompt tokens), logprobs, SSE framing."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from tierlm.engine.outputs import TokenLogprob
+from tierlm.server.requests import SubRequest
+
+DONE = "data: [DONE]\n\n"
+
+
+def sse(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def usage(subs: Iterable[SubRequest], prompt_counts: dict[str, tuple[int, int]], output_counts: dict[str, int]
+          ) -> dict[str, Any]:
+    """Prompt tokens counted once per prompt (from its first choice), completion tokens over all choices.
+
+    `prompt_counts[rid] = (prompt_tokens, cached_tokens)`, `output_counts[rid] = completion tokens`.
+    """
+    prompt = cached = 0
+    seen: set[int] = set()
+    completion = 0
+    for s in subs:
+        completion += output_counts.get(s.rid, 0)
+        if s.prompt_index in seen:
+            continue
+        seen.add(s.prompt_index)
+        p, c = prompt_counts.get(s.rid, (len(s.token_ids), 0))
+        prompt += p or len(s.token_ids)
+        cached += c
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def _tok(tokenizer: Any, token_id: int) -> str:
+    return tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def completion_logprobs(tokenizer: Any, lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
+    tokens, token_lps, tops, offsets = [], [], [], []
+    for lp in lps:
+        s = _tok(tokenizer, lp.token_id)
+        tokens.append(s)
+        token_lps.append(lp.logprob)
+        tops.append({_tok(tokenizer, t): v for t, v in lp.top})
+        offsets.append(offset)
+        offset += len(s)
+    return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _entry(tokenizer: Any, token_id: int, logprob: float) -> dict[str, Any]:
+    s = _tok(tokenizer, token_id)
+    return {"token": s, "logprob": logprob, "bytes": list(s.encode("utf-8"))}
+
+
+def chat_logprobs(tokenizer: Any, lps: list[TokenLogprob]) -> dict[str, Any]:
+    """Chat logprobs: `{"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]}`."""
+    content = []
+    for lp in lps:
+        e = _entry(tokenizer, lp.token_id, lp.logprob)
+        e["top_logprobs"] = [_entry(tokenizer, t, v) for t, v in lp.top]
+        content.append(e)
+    return {"content": content}
+

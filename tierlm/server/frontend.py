@@ -1,0 +1,98 @@
+"""The FastAPI app factory: routes, error handlers, middleware and the engine link's lifespan."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from tierlm.config import EngineConfig
+from tierlm.server.engine_client import EngineClient, EngineDeadError
+from tierlm.server.errors import error_response, install_error_handlers
+from tierlm.server.metrics import ServerMetrics
+from tierlm.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestCountMiddleware
+from tierlm.server.native_routes import native_router
+from tierlm.server.openai_routes import openai_router
+from tierlm.server.protocol import ModelList
+from tierlm.server.requests import ServingInfo
+from tierlm.server.state import ServerState, get_state
+
+log = logging.getLogger(__name__)
+
+
+async def health(request: Request) -> Response:
+    st = get_state(request)
+    if not st.ready or st.client.dead:
+        return error_response(503, "the engine is not ready", None, "engine_unavailable")
+    return JSONResponse({"status": "ok", "model": st.info.model_name})
+
+
+async def list_models(request: Request) -> dict[str, Any]:
+    st = get_state(request)
+    return {"object": "list", "data": [{"id": st.info.model_name, "object": "model", "created": st.created,
+                                        "owned_by": "tierlm", "max_model_len": st.info.max_model_len}]}
+
+
+async def _engine_stats(st: ServerState) -> dict[str, Any]:
+    try:
+        stats = await st.client.stats(timeout=5.0)
+    except (EngineDeadError, asyncio.TimeoutError):
+        return {}
+    st.metrics.update_engine(stats)
+    return stats
+
+
+async def metrics(request: Request) -> Response:
+    st = get_state(request)
+    await _engine_stats(st)
+    return Response(st.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def stats(request: Request) -> Response:
+    st = get_state(request)
+    s = await _engine_stats(st)
+    if not s:
+        return error_response(503, "the engine is not answering", None, "engine_unavailable")
+    return JSONResponse({**s, "frontend_in_flight": st.client.num_in_flight})
+
+
+def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: EngineClient) -> FastAPI:
+    """A new app serving `info.model_name` through `client` (connected in the app's lifespan)."""
+    metrics_ = ServerMetrics()
+    state = ServerState(client=client, tokenizer=tokenizer, info=info, config=config, metrics=metrics_)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await client.start()
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            client.shutdown_engine()
+            await client.close()
+
+    app = FastAPI(title="TierLM", version=_version(), lifespan=lifespan,
+                  description="OpenAI-compatible completions and chat, plus a native /generate on token ids.")
+    app.state.tierlm = state
+    install_error_handlers(app)
+    app.add_api_route("/health", health, methods=["GET"], summary="200 once the engine is ready, else 503")
+    app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=ModelList, summary="Served models")
+    app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics")
+    app.add_api_route("/stats", stats, methods=["GET"], summary="Engine statistics (KV pool, queues, cache hits)")
+    app.include_router(openai_router())
+    app.include_router(native_router())
+    if config.api_key:
+        app.add_middleware(APIKeyMiddleware, api_key=config.api_key)
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestCountMiddleware, metrics=metrics_)
+    return app
+
+
+def _version() -> str:
+    from tierlm import __version__
+
+    return __version__

@@ -1,0 +1,158 @@
+"""`serve(config)`: bind the port, start the engine process, wait until it is ready, run uvicorn, clean up.
+
+The engine runs in a `spawn`ed process (CUDA-safe); start-up facts and failures come back over a pipe as
+msgpack bytes. On SIGTERM/SIGINT uvicorn stops accepting, gives open streams a few seconds, the app's lifespan
+tells the engine to abort what is left and exit, and the engine process is joined (then terminated, then
+killed) so none is left behind. The engine also dies with its parent (PR_SET_PDEATHSIG, plus an idle check).
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from typing import Any, Optional
+
+from tierlm.config import EngineConfig
+from tierlm.server import wire
+from tierlm.server.engine_proc import run_engine_process
+
+log = logging.getLogger("tierlm.serve")
+
+GRACEFUL_SHUTDOWN_S = 5
+ENGINE_JOIN_S = 10
+
+
+class ServerStartError(RuntimeError):
+    """The server could not start (port taken, engine failed to load); the message says why, in one line."""
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: shut down cleanly."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before loading anything, so a taken port fails fast and clearly."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        raise ServerStartError(f"--host/--port: cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def cache_root() -> str:
+    from tierlm.cachedir.root import cache_root as resolve
+
+    try:
+        return str(resolve())
+    except Exception as e:  # noqa: BLE001  (the summary line must not stop the server)
+        return f"<unresolved: {e}>"
+
+
+class EngineProcess:
+    """The spawned engine process and its socket addresses."""
+
+    def __init__(self, config: EngineConfig, log_level: str = "INFO"):
+        self.ipc_dir = tempfile.mkdtemp(prefix="tierlm-ipc-")
+        self.req_addr = f"ipc://{self.ipc_dir}/req"
+        self.out_addr = f"ipc://{self.ipc_dir}/out"
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=run_engine_process, name="tierlm-engine", daemon=False,
+                                args=(config, self.req_addr, self.out_addr, child_conn, os.getpid(), log_level))
+        self.proc.start()
+        child_conn.close()
+
+    def wait_ready(self) -> dict[str, Any]:
+        """Block until READY (returns the engine facts) or raise ServerStartError with the engine's reason."""
+        while True:
+            if self._conn.poll(0.25):
+                try:
+                    msg = wire.unpack(self._conn.recv_bytes())
+                except EOFError:
+                    msg = {"t": wire.FATAL, "msg": None}
+                if msg["t"] == wire.READY:
+                    return msg["info"]
+                self.proc.join(5)
+                raise ServerStartError(f"the engine failed to start: {msg['msg'] or 'it exited without a reason'}")
+            if not self.proc.is_alive():
+                raise ServerStartError(f"the engine process exited during start-up (exit code {self.proc.exitcode}); "
+                                       f"see the log above")
+
+    def is_alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def stop(self) -> None:
+        """Join the engine (told to exit by the app's lifespan), escalating to SIGTERM then SIGKILL."""
+        deadline = time.monotonic() + ENGINE_JOIN_S
+        while self.proc.is_alive() and time.monotonic() < deadline:
+            self.proc.join(0.2)
+        for escalate in (self.proc.terminate, self.proc.kill):
+            if not self.proc.is_alive():
+                break
+            escalate()
+            self.proc.join(5)
+        self._conn.close()
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+
+def summary_line(config: EngineConfig, info: dict[str, Any], host: str, port: int) -> str:
+    return (f"serving {info['model_name']} | dtype {info['dtype']} | device {info['device']} | "
+            f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}) | context {info['max_model_len']} | "
+            f"cache root {cache_root()} | tiers {'+'.join(info['tiers'])} | http://{host}:{port}")
+
+
+def load_tokenizer(config: EngineConfig, model_dir: str) -> Any:
+    from tierlm.engine.errors import ModelLoadError
+    from tierlm.engine.tokenizer import load_tokenizer as load
+
+    try:
+        return load(config.tokenizer or model_dir, config.revision)
+    except ModelLoadError as e:
+        raise ServerStartError(str(e)) from None
+
+
+def serve(config: EngineConfig, log_level: str = "info") -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit status (0 after a clean SIGTERM)."""
+    import uvicorn
+
+    from tierlm.server.engine_client import EngineClient
+    from tierlm.server.frontend import create_app
+    from tierlm.server.requests import ServingInfo
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    sock = bind_socket(config.host, config.port)
+    port = sock.getsockname()[1]
+    engine: Optional[EngineProcess] = None
+    try:
+        engine = EngineProcess(config, log_level.upper())
+        info = engine.wait_ready()
+        tokenizer = load_tokenizer(config, info["model_dir"])
+        log.info(summary_line(config, info, config.host, port))
+        client = EngineClient(engine.req_addr, engine.out_addr, is_alive=engine.is_alive)
+        serving = ServingInfo(info["model_name"], info["max_model_len"], min(info["vocab_size"], len(tokenizer)))
+        app = create_app(config, serving, tokenizer, client)
+        server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", ws="none",
+                                               timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+        server.run(sockets=[sock])
+        return 0
+    except _Terminated:
+        log.info("SIGTERM: shutting down")
+        return 0
+    finally:
+        sock.close()
+        if engine is not None:
+            engine.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,75 @@
+"""Native `/generate`: token ids (or text) in, text and token ids out, with TierLM's own sampling fields."""
+from __future__ import annotations
+
+import uuid
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tierlm.sampling_params import SamplingParams
+from tierlm.server import formatting as fmt
+from tierlm.server.errors import APIError, error_body
+from tierlm.server.generation import Generation
+from tierlm.server.protocol import ERROR_RESPONSES, GenerateRequest, GenerateResponse
+from tierlm.server.requests import check_token_ids, fan_out
+from tierlm.server.state import get_state
+from tierlm.server.streaming import respond
+
+
+def _logprobs(lps: list) -> list[dict[str, Any]]:
+    return [{"token_id": lp.token_id, "logprob": lp.logprob, "top": [[t, v] for t, v in lp.top]} for lp in lps]
+
+
+async def generate(body: GenerateRequest, request: Request) -> Response:
+    st = get_state(request)
+    if (body.input_ids is None) == (body.text is None):
+        raise APIError(400, "give exactly one of input_ids or text", "input_ids")
+    if body.input_ids is not None:
+        ids = list(body.input_ids)
+        check_token_ids(ids, st.info, "input_ids")
+        what = "input_ids"
+    else:
+        ids = list(st.tokenizer.encode(body.text, add_special_tokens=True))
+        what = "text"
+    sp = body.sampling_params
+    if sp.top_k == 0:
+        raise APIError(400, "sampling_params.top_k must be -1 (off) or >= 1, got 0", "sampling_params.top_k")
+    if any(not s for s in sp.stop):
+        raise APIError(400, "sampling_params.stop: stop sequences must be non-empty strings", "sampling_params.stop")
+    params = SamplingParams(**sp.model_dump())
+    subs = fan_out(f"gen-{uuid.uuid4().hex}", [(ids, body.text or "")], 1, params, st.info, what,
+                   "sampling_params.max_tokens")
+    gen = Generation(st.client, subs, st.metrics)
+    want_lps = sp.logprobs is not None
+
+    def build(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
+        r = next(iter(results.values()))
+        return {"text": r["text"], "output_ids": r["ids"], "finish_reason": r["finish_reason"],
+                "prompt_tokens": r["prompt"], "completion_tokens": r["output"] or len(r["ids"]),
+                "cached_tokens": r["cached"], "logprobs": _logprobs(r["logprobs"]) if want_lps else None}
+
+    async def events(gen: Generation) -> AsyncIterator[str]:
+        async for _, o in gen.outputs():
+            if o.error:
+                yield fmt.sse(error_body(500, f"generation failed: {o.error}", None, "engine_error"))
+                break
+            event: dict[str, Any] = {"text": o.new_text, "output_ids": o.new_token_ids,
+                                     "finish_reason": o.finish_reason if o.finished else None}
+            if want_lps:
+                event["logprobs"] = _logprobs(o.new_logprobs or [])
+            if o.finished:
+                event.update(prompt_tokens=o.num_prompt_tokens, completion_tokens=o.num_output_tokens,
+                             cached_tokens=o.num_cached_tokens)
+            yield fmt.sse(event)
+        yield fmt.DONE
+
+    return await respond(request, gen, body.stream, events, build)
+
+
+def native_router() -> APIRouter:
+    """The native routes (a fresh router per app)."""
+    router = APIRouter()
+    router.add_api_route("/generate", generate, methods=["POST"], responses=ERROR_RESPONSES, response_model=GenerateResponse,
+                         summary="Generate from token ids or text (TierLM native)")
+    return router

@@ -1,0 +1,146 @@
+"""/v1/completions and /v1/chat/completions: non-streaming JSON and SSE streams in OpenAI's format."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, AsyncIterator, Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from tierlm.server import formatting as fmt
+from tierlm.server.errors import APIError, error_body
+from tierlm.server.generation import Generation
+from tierlm.server.protocol import (ERROR_RESPONSES, ChatCompletionRequest, ChatCompletionResponse,
+                                    CompletionRequest, CompletionResponse)
+from tierlm.server.requests import (chat_prompt, check_model, completion_prompts, fan_out, sampling_params,
+                                    unsupported)
+from tierlm.server.state import get_state
+from tierlm.server.streaming import respond
+
+def _count(gen: Generation, finals: dict[str, Any]) -> dict[str, Any]:
+    prompts = {rid: (o.num_prompt_tokens, o.num_cached_tokens) for rid, o in finals.items()}
+    outputs = {rid: o.num_output_tokens for rid, o in finals.items()}
+    return fmt.usage(gen.subs.values(), prompts, outputs)
+
+
+def _result_usage(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
+    prompts = {rid: (r["prompt"], r["cached"]) for rid, r in results.items()}
+    outputs = {rid: r["output"] or len(r["ids"]) for rid, r in results.items()}
+    return fmt.usage(gen.subs.values(), prompts, outputs)
+
+
+async def create_completion(body: CompletionRequest, request: Request) -> Response:
+    st = get_state(request)
+    check_model(body.model, st.info)
+    unsupported(body)
+    params = sampling_params(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs)
+    prompts = completion_prompts(body, st.tokenizer, st.info)
+    rid = f"cmpl-{uuid.uuid4().hex}"
+    gen = Generation(st.client, fan_out(rid, prompts, body.n or 1, params, st.info), st.metrics)
+    created = int(time.time())
+    want_lps = body.logprobs is not None
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def build(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
+        choices = []
+        for s in sorted(gen.subs.values(), key=lambda s: s.index):
+            r = results[s.rid]
+            lps = fmt.completion_logprobs(st.tokenizer, r["logprobs"]) if want_lps else None
+            choices.append({"index": s.index, "text": r["text"], "logprobs": lps, "finish_reason": r["finish_reason"]})
+        return {"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
+                "choices": choices, "usage": _result_usage(gen, results)}
+
+    async def events(gen: Generation) -> AsyncIterator[str]:
+        finals: dict[str, Any] = {}
+        offsets: dict[str, int] = {}
+        async for s, o in gen.outputs():
+            if o.error:
+                yield fmt.sse(error_body(500, f"generation failed: {o.error}", None, "engine_error"))
+                break
+            if o.finished:
+                finals[s.rid] = o
+            if not (o.new_text or o.finished or (want_lps and o.new_logprobs)):
+                continue
+            lps = None
+            if want_lps:
+                lps = fmt.completion_logprobs(st.tokenizer, o.new_logprobs or [], offsets.get(s.rid, 0))
+            offsets[s.rid] = offsets.get(s.rid, 0) + len(o.new_text)
+            yield fmt.sse({"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
+                           "choices": [{"index": s.index, "text": o.new_text, "logprobs": lps,
+                                        "finish_reason": o.finish_reason if o.finished else None}]})
+        if include_usage:
+            yield fmt.sse({"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
+                           "choices": [], "usage": _count(gen, finals)})
+        yield fmt.DONE
+
+    return await respond(request, gen, bool(body.stream), events, build)
+
+
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    st = get_state(request)
+    check_model(body.model, st.info)
+    unsupported(body)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs requires logprobs: true", "top_logprobs")
+    if body.max_tokens is not None and body.max_completion_tokens is not None:
+        raise APIError(400, "give max_tokens or max_completion_tokens, not both", "max_completion_tokens")
+    max_field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
+    max_tokens: Optional[int] = body.max_completion_tokens or body.max_tokens
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    params = sampling_params(body, max_tokens, logprobs)
+    ids, text = chat_prompt(body, st.tokenizer)
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    gen = Generation(st.client, fan_out(rid, [(ids, text)], body.n or 1, params, st.info, "messages", max_field),
+                     st.metrics)
+    created = int(time.time())
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+        return fmt.sse({"id": rid, "object": "chat.completion.chunk", "created": created,
+                        "model": st.info.model_name, "choices": choices, **extra})
+
+    def build(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
+        choices = []
+        for s in sorted(gen.subs.values(), key=lambda s: s.index):
+            r = results[s.rid]
+            lps = fmt.chat_logprobs(st.tokenizer, r["logprobs"]) if logprobs is not None else None
+            choices.append({"index": s.index, "message": {"role": "assistant", "content": r["text"]},
+                            "logprobs": lps, "finish_reason": r["finish_reason"]})
+        return {"id": rid, "object": "chat.completion", "created": created, "model": st.info.model_name,
+                "choices": choices, "usage": _result_usage(gen, results)}
+
+    async def events(gen: Generation) -> AsyncIterator[str]:
+        for s in sorted(gen.subs.values(), key=lambda s: s.index):
+            yield chunk([{"index": s.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None}])
+        finals: dict[str, Any] = {}
+        async for s, o in gen.outputs():
+            if o.error:
+                yield fmt.sse(error_body(500, f"generation failed: {o.error}", None, "engine_error"))
+                break
+            if o.finished:
+                finals[s.rid] = o
+            lps = None
+            if logprobs is not None and o.new_logprobs:
+                lps = fmt.chat_logprobs(st.tokenizer, o.new_logprobs)
+            if o.new_text or lps:
+                yield chunk([{"index": s.index, "delta": {"content": o.new_text}, "logprobs": lps,
+                              "finish_reason": None}])
+            if o.finished:
+                yield chunk([{"index": s.index, "delta": {}, "logprobs": None, "finish_reason": o.finish_reason}])
+        if include_usage:
+            yield chunk([], usage=_count(gen, finals))
+        yield fmt.DONE
+
+    return await respond(request, gen, bool(body.stream), events, build)
+
+
+def openai_router() -> APIRouter:
+    """The OpenAI-compatible routes (a fresh router per app)."""
+    router = APIRouter()
+    router.add_api_route("/v1/completions", create_completion, methods=["POST"], responses=ERROR_RESPONSES,
+                         response_model=CompletionResponse, summary="Create a text completion (OpenAI)")
+    router.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"], responses=ERROR_RESPONSES,
+                         response_model=ChatCompletionResponse, summary="Create a chat completion (OpenAI)")
+    return router

@@ -1,0 +1,227 @@
+"""Pydantic schemas of the HTTP API: OpenAI completions/chat requests, the native `/generate`, responses.
+
+Requests are strict (no type coercion, no NaN/inf, unknown fields refused) so a client mistake is answered
+with a 400 naming the field instead of being silently reinterpreted. OpenAI fields that TierLM does not
+implement are accepted only at their neutral value (see `requests.unsupported`).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_INT = 2**31 - 1
+MAX_SEED = 2**63 - 1
+
+
+
+class StrictModel(BaseModel):
+    """Base of every request schema: strict types, finite numbers, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class StreamOptions(StrictModel):
+    """OpenAI `stream_options`: `include_usage` adds a final chunk carrying `usage`."""
+
+    include_usage: Optional[bool] = False
+
+
+class SamplingFields(StrictModel):
+    """Fields shared by completions and chat: OpenAI's sampling knobs plus TierLM extensions (via extra_body)."""
+
+    model: str = Field(min_length=1, max_length=1024)
+    max_tokens: Optional[int] = Field(None, ge=1)
+    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    n: Optional[int] = Field(None, ge=1, le=64)
+    stream: Optional[bool] = False
+    stream_options: Optional[StreamOptions] = None
+    stop: Optional[Union[str, list[str]]] = None
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
+    presence_penalty: Optional[float] = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: Optional[float] = Field(None, ge=-2.0, le=2.0)
+    logit_bias: Optional[dict[str, float]] = None
+    user: Optional[str] = Field(None, max_length=1024)
+    # TierLM extensions (vLLM-style names)
+    top_k: Optional[int] = Field(None, ge=-1, le=MAX_INT)
+    min_p: Optional[float] = Field(None, ge=0.0, le=1.0)
+    stop_token_ids: Optional[list[int]] = Field(None, max_length=64)
+    ignore_eos: Optional[bool] = False
+    skip_special_tokens: Optional[bool] = True
+
+
+class CompletionRequest(SamplingFields):
+    """POST /v1/completions: a prompt as text, a batch of texts, token ids, or a batch of token-id lists."""
+
+    prompt: Union[str, list[str], list[int], list[list[int]]]
+    logprobs: Optional[int] = Field(None, ge=0, le=20)
+    echo: Optional[bool] = False
+    suffix: Optional[str] = None
+    best_of: Optional[int] = Field(None, ge=1, le=64)
+
+
+class TextPart(StrictModel):
+    """One `{"type": "text", "text": ...}` part of a message's content list."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(StrictModel):
+    """One chat message; content may be a string or a list of text parts."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Optional[Union[str, list[TextPart]]] = None
+    name: Optional[str] = Field(None, max_length=256)
+
+
+class ChatCompletionRequest(SamplingFields):
+    """POST /v1/chat/completions: messages rendered through the model's chat template."""
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=4096)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    logprobs: Optional[bool] = False
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+    tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    response_format: Optional[dict[str, Any]] = None
+    add_generation_prompt: Optional[bool] = True
+
+
+class NativeSamplingParams(StrictModel):
+    """`sampling_params` of the native `/generate`: the fields of `tierlm.SamplingParams`."""
+
+    max_tokens: Optional[int] = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=100.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(-1, ge=-1, le=MAX_INT)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    stop_token_ids: list[int] = Field(default_factory=list, max_length=64)
+    ignore_eos: bool = False
+    logprobs: Optional[int] = Field(None, ge=0, le=20)
+    skip_special_tokens: bool = True
+
+
+class GenerateRequest(StrictModel):
+    """POST /generate: exactly one of `input_ids` (token ids) or `text`; replies with text and token ids."""
+
+    input_ids: Optional[list[int]] = Field(None, max_length=1_000_000)
+    text: Optional[str] = None
+    sampling_params: NativeSamplingParams = Field(default_factory=NativeSamplingParams)
+    stream: bool = False
+
+
+# ---------------------------------------------------------------- responses
+
+
+class ErrorDetail(BaseModel):
+    """OpenAI error object: `message` says what is wrong, `param` names the offending field."""
+
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: Optional[str] = None
+
+
+class ErrorResponse(BaseModel):
+    """Body of every 4xx/5xx answer: `{"error": {...}}` as the OpenAI API sends it."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)}
+
+
+class PromptTokensDetails(BaseModel):
+    """How many prompt tokens were served from the prefix cache."""
+
+    cached_tokens: int = 0
+
+
+class Usage(BaseModel):
+    """Token accounting of one response."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class CompletionChoice(BaseModel):
+    """One generated text of /v1/completions."""
+
+    index: int
+    text: str
+    logprobs: Optional[dict[str, Any]] = None
+    finish_reason: Optional[str] = None
+
+
+class CompletionResponse(BaseModel):
+    """Non-streaming /v1/completions answer."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ChatMessageOut(BaseModel):
+    """The assistant message of a chat choice."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    """One generated message of /v1/chat/completions."""
+
+    index: int
+    message: ChatMessageOut
+    logprobs: Optional[dict[str, Any]] = None
+    finish_reason: Optional[str] = None
+
+
+class ChatCompletionResponse(BaseModel):
+    """Non-streaming /v1/chat/completions answer."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    """One entry of /v1/models."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "tierlm"
+    max_model_len: int
+
+
+class ModelList(BaseModel):
+    """/v1/models answer."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class GenerateResponse(BaseModel):
+    """Non-streaming /generate answer."""
+
+    text: str
+    output_ids: list[int]
+    finish_reason: Optional[str]
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    logprobs: Optional[list[dict[str, Any]]] = None

@@ -1,0 +1,67 @@
+"""The messages between the HTTP frontend and the engine process, encoded with msgpack (never pickle).
+
+Frontend -> engine:  ADD {rid, ids, params} | ABORT {rid} | STATS {qid} | SHUTDOWN
+Engine -> frontend:  OUTPUTS {outs: [row, ...]} (one message per engine step) | REJECT {rid, status, msg}
+                     | STATS {qid, stats}
+Start-up (over a pipe): READY {info} | FATAL {msg}
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import msgpack
+
+from tierlm.engine.outputs import StepOutput, TokenLogprob
+from tierlm.sampling_params import SamplingParams
+
+ADD, ABORT, STATS, SHUTDOWN, OUTPUTS, REJECT, READY, FATAL = (
+    "add", "abort", "stats", "shutdown", "outputs", "reject", "ready", "fatal")
+
+_PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(SamplingParams))
+
+
+@dataclass
+class Rejected:
+    """The engine refused a request before running it (queue full, bad parameters, prompt too long)."""
+
+    request_id: str
+    status: int
+    message: str
+
+
+def pack(msg: dict[str, Any]) -> bytes:
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    msg = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    if not isinstance(msg, dict) or "t" not in msg:
+        raise ValueError("malformed message: expected a map with a 't' key")
+    return msg
+
+
+def add_msg(rid: str, token_ids: list[int], params: SamplingParams) -> dict[str, Any]:
+    return {"t": ADD, "rid": rid, "ids": list(token_ids),
+            "p": {name: getattr(params, name) for name in _PARAM_FIELDS}}
+
+
+def params_from_wire(d: dict[str, Any]) -> SamplingParams:
+    return SamplingParams(**{k: v for k, v in d.items() if k in _PARAM_FIELDS})
+
+
+def output_to_row(o: StepOutput) -> list:
+    lps = None
+    if o.new_logprobs is not None:
+        lps = [[lp.token_id, float(lp.logprob), [[int(t), float(v)] for t, v in lp.top]] for lp in o.new_logprobs]
+    return [o.request_id, [int(t) for t in o.new_token_ids], o.new_text, lps, bool(o.finished), o.finish_reason,
+            int(o.num_prompt_tokens), int(o.num_cached_tokens), int(o.num_output_tokens), o.error]
+
+
+def row_to_output(row: list) -> StepOutput:
+    rid, ids, text, lps, finished, reason, n_prompt, n_cached, n_out, error = row
+    logprobs: Optional[list[TokenLogprob]] = None
+    if lps is not None:
+        logprobs = [TokenLogprob(t, v, [(a, b) for a, b in top]) for t, v, top in lps]
+    return StepOutput(rid, ids, text, logprobs, finished, reason, n_prompt, n_cached, n_out, error)
