@@ -33,7 +33,7 @@ def planned_environment(root: CacheRoot) -> Dict[str, str]:
     """The third-party variable values TierLM wants for `root` (before user settings are applied)."""
     plan = {}
     for var, (subsystem, suffix) in THIRD_PARTY_VARS.items():
-        base = root.subsystem_dir(subsystem)
+        base = root.locate(subsystem, third_party=False).path
         plan[var] = str(base / suffix) if suffix else str(base)
     return plan
 

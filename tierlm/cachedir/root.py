@@ -123,18 +123,22 @@ class CacheRoot:
     source: str
     read_only: bool = False
     overlay: Optional[Path] = None
-    overrides: Tuple[Tuple[str, str, str], ...] = ()  # (subsystem, path, source)
+    overrides: Tuple[Tuple[str, str, str, bool], ...] = ()  # (subsystem, path, source, is third-party var)
 
     @property
     def write_base(self) -> Optional[Path]:
         """Directory that receives writes: the root, or the overlay when read-only (None: nowhere)."""
         return self.overlay if self.read_only else self.path
 
-    def locate(self, subsystem: str) -> SubsystemLocation:
-        """Where `subsystem` lives and why (explicit variable, override, overlay or the root)."""
+    def locate(self, subsystem: str, third_party: bool = True) -> SubsystemLocation:
+        """Where `subsystem` lives and why (explicit variable, override, overlay or the root).
+
+        With ``third_party=False`` a user's third-party variable is ignored: the place TierLM itself
+        would use.
+        """
         check_subsystem(subsystem)
-        for name, path, source in self.overrides:
-            if name == subsystem:
+        for name, path, source, is_third_party in self.overrides:
+            if name == subsystem and (third_party or not is_third_party):
                 return SubsystemLocation(subsystem, Path(path), source, (Path(path),))
         in_root = self.path / subsystem
         if not self.read_only:
@@ -185,10 +189,10 @@ def resolve_root(environ: Optional[Mapping[str, str]] = None) -> CacheRoot:
         var_hits = [v for v, (s, suffix) in THIRD_PARTY_VARS.items() if s == subsystem and not suffix]
         user = next((v for v in var_hits if v in user_vars), None)
         if user:
-            overrides.append((subsystem, os.path.abspath(user_vars[user]), f"{user} (set by user)"))
-        elif env.get(override_var(subsystem)):
+            overrides.append((subsystem, os.path.abspath(user_vars[user]), f"{user} (set by user)", True))
+        if env.get(override_var(subsystem)):
             value = os.path.abspath(os.path.expanduser(env[override_var(subsystem)]))
-            overrides.append((subsystem, value, override_var(subsystem)))
+            overrides.append((subsystem, value, override_var(subsystem), False))
     return CacheRoot(path=path, source=source, read_only=read_only, overlay=overlay,
                      overrides=tuple(overrides))
 
