@@ -1,0 +1,146 @@
+"""The official `openai` client against a live `tierlm serve`: completions and chat, streaming and not,
+greedy parity with the offline `LLM`, usage (with cached prompt tokens), n > 1, logprobs, /generate, /metrics."""
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.server.helpers import start_server
+from tierlm.sampling_params import SamplingParams
+
+PROMPT = "The quick brown fox jumps over the lazy dog and then"
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello to the fox."}]
+CPU = dict(device="cpu", dtype="float32", kv_cache_gb=0.01, page_size=4)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_qwen3, tmp_path_factory):
+    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("openai"))
+    yield srv
+    assert srv.stop() == 0, srv.log_text()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def offline(tiny_qwen3):
+    from tierlm import LLM
+
+    llm = LLM(model=str(tiny_qwen3), **CPU)
+    yield llm
+    llm.close()
+
+
+def greedy(n: int = 16) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=n)
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == [server.model]
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+
+
+def test_completion_matches_offline(server, client, offline):
+    ref = offline.generate([PROMPT], greedy())[0]
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0)
+    assert r.choices[0].text == ref.text
+    assert r.choices[0].finish_reason == ref.finish_reason
+    assert r.usage.prompt_tokens == len(ref.prompt_token_ids)
+    assert r.usage.completion_tokens == len(ref.token_ids)
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+    chunks = list(client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0,
+                                            stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == ref.text
+    assert chunks[-1].usage.completion_tokens == len(ref.token_ids)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == ref.finish_reason
+
+
+def test_chat_matches_offline(server, client, offline):
+    tok = offline.tokenizer
+    ids = tok.encode(tok.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True),
+                     add_special_tokens=False)
+    ref = offline.generate([ids], greedy(12))[0]
+    r = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=12, temperature=0)
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == ref.text
+    assert r.usage.prompt_tokens == len(ids)
+    assert r.usage.completion_tokens == len(ref.token_ids)
+
+    stream = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=12, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ref.text
+    assert chunks[-1].usage.prompt_tokens == len(ids) and chunks[-1].usage.completion_tokens == len(ref.token_ids)
+
+
+def test_repeated_prompt_reports_cached_tokens(server, client):
+    prompt = "A repeated prompt that is long enough to fill several KV pages of four tokens each"
+    first = client.completions.create(model=server.model, prompt=prompt, max_tokens=4, temperature=0)
+    second = client.completions.create(model=server.model, prompt=prompt, max_tokens=4, temperature=0)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert 0 < cached < second.usage.prompt_tokens and cached % 4 == 0
+    assert second.choices[0].text == first.choices[0].text
+
+
+def test_n_choices_and_batch_prompts(server, client):
+    r = client.completions.create(model=server.model, prompt=[PROMPT, "Hello"], n=3, max_tokens=5,
+                                  temperature=1.0, seed=7, extra_body={"ignore_eos": True})
+    assert sorted(c.index for c in r.choices) == list(range(6))
+    assert r.usage.completion_tokens == 30
+    chat = client.chat.completions.create(model=server.model, messages=MESSAGES, n=2, max_tokens=4, seed=1,
+                                          extra_body={"ignore_eos": True})
+    assert len(chat.choices) == 2 and chat.usage.completion_tokens == 8
+
+
+def test_logprobs(server, client):
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=6, temperature=0, logprobs=2,
+                                  extra_body={"ignore_eos": True})
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == 6 and all(x <= 0 for x in lp.token_logprobs)
+    assert all(len(t) <= 2 for t in lp.top_logprobs)
+    c = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=4, temperature=0,
+                                       logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True})
+    content = c.choices[0].logprobs.content
+    assert len(content) == 4 and all(len(e.top_logprobs) == 3 for e in content)
+
+
+def test_stop_string(server, client, offline):
+    ref = offline.generate([PROMPT], greedy(16))[0].text
+    stop = ref[4:7]
+    if not stop.strip():
+        pytest.skip("greedy text has no usable stop string")
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0, stop=[stop])
+    assert r.choices[0].finish_reason == "stop"
+    assert r.choices[0].text == ref[:ref.index(stop)]
+
+
+def test_native_generate_with_token_ids(server, offline):
+    ids = offline.tokenizer.encode(PROMPT)
+    ref = offline.generate([ids], greedy(8))[0]
+    body = {"input_ids": ids, "sampling_params": {"temperature": 0, "max_tokens": 8}}
+    r = httpx.post(server.url + "/generate", json=body, timeout=60).json()
+    assert r["output_ids"] == ref.token_ids and r["text"] == ref.text
+    assert r["prompt_tokens"] == len(ids) and r["completion_tokens"] == len(ref.token_ids)
+    with httpx.stream("POST", server.url + "/generate", json={**body, "stream": True}, timeout=60) as s:
+        events = [line[6:] for line in s.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    import json
+    streamed = [json.loads(e) for e in events[:-1]]
+    assert sum((e["output_ids"] for e in streamed), []) == ref.token_ids
+
+
+def test_metrics(server, client):
+    client.completions.create(model=server.model, prompt=PROMPT, max_tokens=2)
+    text = httpx.get(server.url + "/metrics").text
+    for name in ("tierlm_requests_total{endpoint=\"/v1/completions\",status=\"200\"}",
+                 "tierlm_time_to_first_token_seconds_bucket", "tierlm_time_per_output_token_seconds_bucket",
+                 "tierlm_num_requests_running", "tierlm_num_requests_waiting", "tierlm_kv_used_tokens",
+                 "tierlm_kv_usage_ratio", "tierlm_cache_hits_total{tier=\"L1\"}"):
+        assert name in text, name
