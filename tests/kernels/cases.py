@@ -1,0 +1,116 @@
+"""Kernel test cases, runnable in-process (GPU) or in a subprocess under Triton's interpreter (CPU).
+
+Each case is `fn(device, dtype)` and raises on a mismatch. `python -m tests.kernels.cases NAME...` runs the
+named cases and prints one JSON line `{name: "ok" | traceback}`; it must be started with
+TRITON_INTERPRET=1 in its environment when no GPU is present (see tests/kernels/interp.py).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from typing import Callable
+
+import torch
+
+from tests.kernels.reference import make_scenario, reference_attention, tolerance
+
+CaseFn = Callable[[str, torch.dtype], None]
+
+
+def _poison(shape, device: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+
+def check_store(device: str, dtype: torch.dtype, page_size: int = 4) -> None:
+    from tierlm.kernels.store_kv import store_kv
+
+    sc = make_scenario([3, 0, 11], [5, 7, 1], 4, 2, 32, page_size, dtype, device, seed=1)
+    k_ref, v_ref = sc.k_buf.clone(), sc.v_buf.clone()
+    k_ref[sc.out_loc] = sc.k
+    v_ref[sc.out_loc] = sc.v
+    store_kv(sc.k, sc.v, sc.k_buf, sc.v_buf, sc.out_loc)
+    assert torch.equal(sc.k_buf, k_ref) and torch.equal(sc.v_buf, v_ref)  # and no other slot touched
+
+
+def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
+                 seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
+                 min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0) -> None:
+    from tierlm.kernels.decode_attention import decode_attention
+
+    sc = make_scenario([s - 1 for s in seqs], [1] * len(seqs), num_heads, num_kv_heads, head_dim, page_size,
+                       dtype, device, seed=seed)
+    sc.k_buf[sc.out_loc] = sc.k  # decode attends to the pool after the store
+    sc.v_buf[sc.out_loc] = sc.v
+    scale = head_dim ** -0.5
+    batch = len(seqs)
+    out = _poison((batch, num_heads, head_dim), device, dtype)
+    mid_o = _poison((batch, num_heads, max_splits, head_dim), device)
+    mid_lse = _poison((batch, num_heads, max_splits), device)
+    decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
+                     min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1)
+    ref = reference_attention(sc, scale, new_kv_in_pool=True)
+    torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
+
+
+def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, prefix: tuple[int, ...],
+                 extend: tuple[int, ...], head_dim: int = 32, page_size: int = 1, block_m: int = 16,
+                 block_n: int = 16, seed: int = 0) -> None:
+    from tierlm.kernels.extend_attention import extend_attention
+
+    sc = make_scenario(list(prefix), list(extend), num_heads, num_kv_heads, head_dim, page_size, dtype, device,
+                       seed=seed)
+    scale = head_dim ** -0.5
+    out = _poison(sc.q.shape, device, dtype)
+    extend_attention(sc.q, sc.k, sc.v, out, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.prefix_lens,
+                     sc.qo_indptr, max(extend), scale, block_m=block_m, block_n=block_n, num_warps=4, num_stages=1)
+    ref = reference_attention(sc, scale, new_kv_in_pool=False)  # new K/V come from k/v, not the pool
+    torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
+
+
+def _cases() -> dict[str, CaseFn]:
+    def dec(**kw) -> CaseFn:
+        return lambda device, dtype: check_decode(device, dtype, **kw)
+
+    def ext(**kw) -> CaseFn:
+        return lambda device, dtype: check_extend(device, dtype, **kw)
+
+    mixed = dict(prefix=(0, 9, 3, 20), extend=(5, 17, 1, 12))
+    return {
+        "store_page1": lambda d, t: check_store(d, t, page_size=1),
+        "store_page4": lambda d, t: check_store(d, t, page_size=4),
+        "decode_gqa1": dec(num_heads=4, num_kv_heads=4),
+        "decode_gqa2_bcast": dec(num_heads=4, num_kv_heads=2, page_size=4),
+        "decode_gqa2_dot": dec(num_heads=4, num_kv_heads=2, dot_min_group=1, seed=3),
+        "decode_gqa4_page4": dec(num_heads=8, num_kv_heads=2, page_size=4, seed=1),
+        "decode_gqa8": dec(num_heads=8, num_kv_heads=1, seed=2),
+        "decode_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, seed=4),
+        "decode_many_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
+                                      seqs=(3, 50, 17), seed=5),
+        "extend_noprefix_gqa1": ext(num_heads=2, num_kv_heads=2, prefix=(0, 0, 0), extend=(5, 17, 33)),
+        "extend_prefix_gqa1_page4": ext(num_heads=2, num_kv_heads=2, page_size=4, **mixed),
+        "extend_prefix_gqa4": ext(num_heads=4, num_kv_heads=1, **mixed, seed=1),
+        "extend_prefix_gqa8_page4": ext(num_heads=8, num_kv_heads=1, page_size=4, prefix=(13, 4),
+                                        extend=(3, 19), seed=2),
+    }
+
+
+CASES: dict[str, CaseFn] = _cases()
+
+
+def run(names: list[str], device: str, dtypes: list[torch.dtype]) -> dict[str, str]:
+    """Run cases by name for each dtype; map `name[dtype]` to "ok" or the failure's traceback."""
+    results = {}
+    for name in names:
+        for dtype in dtypes:
+            key = f"{name}[{str(dtype).removeprefix('torch.')}]"
+            try:
+                CASES[name](device, dtype)
+                results[key] = "ok"
+            except Exception:  # noqa: BLE001 - reported to the parent test verbatim
+                results[key] = traceback.format_exc()
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(sys.argv[1:] or list(CASES), "cpu", [torch.float32])))

@@ -1,0 +1,168 @@
+"""Split-KV decode attention over a token-granular `req_to_token` table, with grouped-query heads.
+
+Stage 1, grid `(batch, kv_head * head_blocks, max_splits)`: each program takes the query heads of one KV
+group (so every K/V byte it loads serves the whole group) and one slice of the request's sequence, runs
+an online softmax over that slice and writes a normalised partial output plus its log-sum-exp (base 2).
+Stage 2, grid `(batch, head)`: merges the slices by their LSEs.
+
+How many slices a request gets is computed on the device from its length
+(`min(max_splits, ceil(seq_len / min_chunk))`), so the host only fixes `max_splits` (from the batch size)
+and the launch never depends on sequence lengths: a CUDA graph captured per batch size stays valid.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _split_range(seq_len, split, min_chunk, MAX_SPLITS: tl.constexpr, BLOCK_N: tl.constexpr):
+    # Shared by both stages so they agree on which slices exist. Slices are whole BLOCK_N tiles, so with
+    # rounding the last few of a request may be empty (start >= seq_len): stage 1 writes nothing for
+    # them and stage 2 skips them.
+    num_splits = tl.maximum(tl.minimum(tl.cdiv(seq_len, min_chunk), MAX_SPLITS), 1)
+    chunk = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
+    start = split * chunk
+    end = tl.minimum(start + chunk, seq_len)
+    return num_splits, start, end
+
+
+@triton.jit
+def _decode_stage1(
+    q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse,
+    stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t,
+    sm_scale_log2, min_chunk,
+    GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    b = tl.program_id(0)
+    hb = tl.program_id(1)
+    split = tl.program_id(2)
+    kv_head = hb // HEAD_BLOCKS
+    offs_h = (hb % HEAD_BLOCKS) * BLOCK_H + tl.arange(0, BLOCK_H)  # index inside the group
+    mask_h = offs_h < GROUP
+    heads = kv_head * GROUP + offs_h
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_DIM
+
+    seq_len = tl.load(seq_lens + b)
+    _, start, end = _split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
+    row = tl.load(req_rows + b).to(tl.int64)
+
+    q = tl.load(q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=mask_h[:, None] & mask_d[None, :], other=0.0)
+    # Finite initial max: a fully masked tile then gives p = 0 and alpha = 1, never NaN.
+    m_i = tl.full([BLOCK_H], -1.0e30, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
+    kv_col = kv_head * stride_buf_h + offs_d[None, :]
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < end
+        slots = tl.load(req_to_token + row * stride_r2t + offs_n, mask=mask_n, other=0).to(tl.int64)
+        kv_off = slots[:, None] * stride_buf_s + kv_col
+        kv_mask = mask_n[:, None] & mask_d[None, :]
+        k = tl.load(k_buf + kv_off, mask=kv_mask, other=0.0).to(q.dtype)
+        if USE_DOT:
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        else:
+            qk = tl.sum(q[:, None, :].to(tl.float32) * k[None, :, :].to(tl.float32), axis=2)
+        qk = tl.where(mask_n[None, :], qk * sm_scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_buf + kv_off, mask=kv_mask, other=0.0).to(q.dtype)
+        if USE_DOT:
+            pv = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        else:
+            pv = tl.sum(p[:, :, None] * v[None, :, :].to(tl.float32), axis=1)
+        acc = acc * alpha[:, None] + pv
+        m_i = m_new
+
+    valid = mask_h & ((offs_h * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    mid = (b.to(tl.int64) * NUM_HEADS + heads) * MAX_SPLITS + split  # [B, H, MAX_SPLITS] row index
+    tl.store(mid_o + mid[:, None] * HEAD_DIM + offs_d[None, :], acc / l_safe[:, None],
+             mask=valid[:, None] & mask_d[None, :])
+    tl.store(mid_lse + mid, m_i + tl.log2(l_safe), mask=valid)
+
+
+@triton.jit
+def _decode_stage2(
+    mid_o, mid_lse, seq_lens, out_ptr, stride_ob, stride_oh, min_chunk,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    seq_len = tl.load(seq_lens + b)
+    offs_s = tl.arange(0, BLOCK_S)
+    num_splits, start, _ = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
+    valid = (offs_s < num_splits) & (start < seq_len)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_DIM
+    base = (b.to(tl.int64) * NUM_HEADS + h) * MAX_SPLITS
+    lse = tl.load(mid_lse + base + offs_s, mask=valid, other=float("-inf"))
+    m = tl.max(lse, axis=0)
+    w = tl.where(valid, tl.exp2(lse - m), 0.0)
+    o = tl.load(mid_o + (base + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
+                mask=valid[:, None] & mask_d[None, :], other=0.0)
+    denom = tl.sum(w, axis=0)
+    res = tl.sum(w[:, None] * o, axis=0) / tl.where(denom > 0, denom, 1.0)  # seq_len 0 -> zeros
+    tl.store(out_ptr + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d, res.to(out_ptr.dtype.element_ty),
+             mask=mask_d)
+
+
+def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: int = 4, cap: int = 64) -> int:
+    """KV splits per request so that stage 1 launches about `waves` programs per SM (a power of two).
+
+    Depends on the batch size only, so a CUDA graph captured for one batch size can be replayed.
+    """
+    want = triton.cdiv(waves * num_sms, max(1, batch_size * num_kv_heads))
+    return max(1, min(cap, triton.next_power_of_2(want)))
+
+
+def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
+                     req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
+                     mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 256, block_n: int = 64,
+                     dot_min_group: int = 4, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
+
+    `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
+    number of splits. Writes and returns `out` `[B, H, D]`. Groups of at least `dot_min_group` query heads
+    use `tl.dot` (padded to 16 rows); smaller ones a broadcast multiply.
+    """
+    batch, num_heads, head_dim = q.shape
+    num_kv_heads = k_buf.shape[1]
+    group = num_heads // num_kv_heads
+    max_splits = mid_o.shape[2]
+    assert mid_o.shape == (batch, num_heads, max_splits, head_dim) and mid_o.is_contiguous()
+    assert mid_lse.shape == (batch, num_heads, max_splits) and mid_lse.is_contiguous()
+    assert q.stride(2) == 1 and out.stride(2) == 1 and k_buf.stride(2) == 1 and req_to_token.stride(1) == 1
+    if batch == 0:
+        return out
+    use_dot = group >= dot_min_group
+    block_h = max(16, triton.next_power_of_2(group)) if use_dot else triton.next_power_of_2(group)
+    block_h = min(block_h, 64)
+    head_blocks = triton.cdiv(group, block_h)
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    block_d = triton.next_power_of_2(head_dim)
+    log2e = 1.4426950408889634
+    _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
+        q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse,
+        q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
+        sm_scale * log2e, min_chunk,
+        GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
+        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    _decode_stage2[(batch, num_heads)](
+        mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
+        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d,
+        num_warps=4 if head_dim >= 128 else 2,
+    )
+    return out
