@@ -106,6 +106,7 @@ class AutotuneStore:
                          "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
         }
         data = json.dumps(body, indent=1, sort_keys=True).encode()
+        self.root.require_writable("autotune", f"autotune results for {kernel}")
         if self.reuse:
             path = atomic_write_bytes(self.canonical_path(kernel, factors), data)
             logger.info("autotune: wrote %s results to %s", kernel, path)
@@ -140,7 +141,10 @@ class AutotuneStore:
             return found
         logger.info("autotune: tuning %s (%s)", kernel, "no stored result" if self.reuse else "reuse disabled")
         results = dict(tune_fn())
-        self.save(kernel, factors, results)
+        try:
+            self.save(kernel, factors, results)
+        except OSError as e:
+            logger.warning("autotune: could not store %s results (%s); using them for this process only", kernel, e)
         return results
 
     def runs(self) -> List[Path]:

@@ -65,7 +65,7 @@ class AotBundle:
         """Find the bundle for `key_factors` (copying it out of a read-only root) or create an empty one."""
         root = root or resolve_root()
         key = bundle_key(key_factors)
-        write_dir = root.subsystem_dir("aot") / key
+        write_dir = root.require_writable("aot", "an AOT bundle") / key
         for base in root.read_dirs("aot"):
             candidate = base / key
             manifest = read_manifest(candidate)
@@ -195,7 +195,7 @@ def import_bundles(root: CacheRoot, archive: Path, force: bool = False,
     Refuses (BundleError) damaged bundles always, and incompatible ones unless `force`. An identical
     sealed bundle already present is kept; a different one is replaced only with `force`.
     """
-    base = root.subsystem_dir("aot")
+    base = root.require_writable("aot", "imported AOT bundles")
     base.mkdir(parents=True, exist_ok=True)
     staging = base / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     current = environment_fingerprint(device)

@@ -125,17 +125,21 @@ def _verify_limit() -> int:
 
 
 def _load(subsystem: str, name: str, key: str, factors: Mapping[str, Any], entry_dir: Path,
-          base: Path, hit: bool) -> Optional[CacheEntry]:
+          base: Path, hit: bool, writable: bool = True) -> Optional[CacheEntry]:
+    """Check and open an entry; in a read-only place (seeded root) nothing is written: no stamp,
+    no lease, no quarantine (root bypasses permission bits, so we must not rely on EACCES)."""
     manifest = read_manifest(entry_dir)
     if manifest is None:
         return None
     problems = check_files(entry_dir, manifest, full=manifest_bytes(manifest) <= _verify_limit())
     if manifest.get("key") != key or problems:
         why = "; ".join(f"{p.path}: {p.problem}" for p in problems[:3]) or "key mismatch"
-        moved = quarantine(entry_dir, base)
+        moved = quarantine(entry_dir, base) if writable else None
         logger.warning("tierlm cache: %s entry %s/%s failed its check (%s); %s", subsystem, name, key[:12],
                        why, f"quarantined to {moved}" if moved else "ignoring it (cannot move it)")
         return None
+    if not writable:
+        return CacheEntry(subsystem, name, key, entry_dir, dict(manifest.get("factors", {})), hit, None)
     lease = EntryLease(entry_dir)
     if lease.held and not lease.valid():
         lease.release()
@@ -150,10 +154,12 @@ def lookup(subsystem: str, name: str, key_factors: Mapping[str, Any],
     """The checked entry for these factors, or None (a bad one is quarantined). Takes no lock."""
     root = root or resolve_root()
     key = entry_key(check_subsystem(subsystem), check_name(name), key_factors)
+    write_dir = root.subsystem_dir(subsystem)
     for base in root.read_dirs(subsystem):
         entry_dir = base / name / key
         if entry_dir.is_dir():
-            entry = _load(subsystem, name, key, key_factors, entry_dir, base, hit=True)
+            writable = base == write_dir and root.writable(subsystem)
+            entry = _load(subsystem, name, key, key_factors, entry_dir, base, hit=True, writable=writable)
             if entry is not None:
                 return entry
     return None
@@ -202,7 +208,7 @@ def get_or_build(subsystem: str, name: str, key_factors: Mapping[str, Any],
         return found
     if require_hit if require_hit is not None else require_hit_enabled():
         raise CacheMissError(subsystem, name, key, key_factors, _miss_hint(root, subsystem, name, key_factors))
-    base = root.subsystem_dir(subsystem)
+    base = root.require_writable(subsystem, f"{subsystem} entry {name}")
     parent = base / name
     parent.mkdir(parents=True, exist_ok=True)
     (parent / LOCKS_DIR).mkdir(exist_ok=True)

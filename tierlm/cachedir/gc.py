@@ -53,22 +53,23 @@ class GcReport:
 
 
 def _units(root: CacheRoot) -> Iterator[Unit]:
-    base_of = {s: root.subsystem_dir(s) for s in SUBSYSTEMS}
+    """Evictable units in writable directories only (a read-only root is never touched)."""
+    base_of = {s: root.subsystem_dir(s) for s in SUBSYSTEMS if root.writable(s)}
     for info in iter_entries(root):
-        if base_of[info.subsystem] in info.path.parents:
+        if info.subsystem in base_of and base_of[info.subsystem] in info.path.parents:
             yield Unit(info.path, info.subsystem, tree_size(info.path), info.last_used, True)
     for sub in ENTRY_SUBSYSTEMS:
-        qdir = base_of[sub] / QUARANTINE_DIR
-        if qdir.is_dir():
+        qdir = base_of[sub] / QUARANTINE_DIR if sub in base_of else None
+        if qdir is not None and qdir.is_dir():
             for child in qdir.iterdir():
                 yield Unit(child, sub, tree_size(child), 0.0, False)
-    triton = base_of["triton"]
-    if triton.is_dir():
+    triton = base_of.get("triton")
+    if triton is not None and triton.is_dir():
         for child in triton.iterdir():
             if child.is_dir() and not child.name.startswith("."):
                 yield Unit(child, "triton", tree_size(child), _newest_mtime(child), False)
-    autotune = base_of["autotune"]
-    if autotune.is_dir():
+    autotune = base_of.get("autotune")
+    if autotune is not None and autotune.is_dir():
         entry_dirs = {e.path for e in walk_entries(autotune, "autotune")}
         for dirpath, dirnames, filenames in os.walk(autotune):
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and Path(dirpath) / d not in entry_dirs]
@@ -92,7 +93,7 @@ def _sweep_dead(root: CacheRoot) -> None:
     now = time.time()
     for sub in SUBSYSTEMS:
         base = root.subsystem_dir(sub)
-        if not base.is_dir():
+        if not base.is_dir() or not root.writable(sub):
             continue
         for dirpath, dirnames, _files in os.walk(base):
             keep = []

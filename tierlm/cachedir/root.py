@@ -17,6 +17,7 @@ operator's intent. Writes then go to an overlay: ``TIERLM_CACHE_OVERLAY_DIR``, e
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -157,8 +158,18 @@ class CacheRoot:
         return self.locate(subsystem).read_paths
 
     def writable(self, subsystem: str) -> bool:
-        """Whether the subsystem's write directory may be written."""
-        return is_writable(self.subsystem_dir(subsystem))
+        """Whether TierLM may write the subsystem's directory (never inside a read-only root)."""
+        loc = self.locate(subsystem)
+        if loc.source.startswith("root") and self.read_only:
+            return False
+        return is_writable(loc.path)
+
+    def require_writable(self, subsystem: str, what: str) -> Path:
+        """The subsystem's write directory, or OSError(EROFS) naming the setting to fix."""
+        if not self.writable(subsystem):
+            raise OSError(errno.EROFS, f"cannot write {what}: {self.subsystem_dir(subsystem)} is read-only "
+                                       "and no writable overlay exists (set TIERLM_CACHE_OVERLAY_DIR)")
+        return self.subsystem_dir(subsystem)
 
     def as_subtree(self, path: Path) -> "CacheRoot":
         """A writable root at `path` with no overrides (used for bundles that nest a root layout)."""

@@ -37,8 +37,8 @@ def verify_root(root: CacheRoot, subsystem: Optional[str] = None, fix: bool = Tr
         if info.manifest.get("key") != info.path.name:
             problems.append(VerifyProblem("manifest.json", "key does not match the directory name"))
         moved = None
-        if problems and fix:
-            base = next((b for b in root.read_dirs(info.subsystem) if b in info.path.parents), info.path.parent)
-            moved = quarantine(info.path, base)
+        base = root.subsystem_dir(info.subsystem)
+        if problems and fix and base in info.path.parents and root.writable(info.subsystem):
+            moved = quarantine(info.path, base)  # never inside a read-only root: lookups skip it anyway
         results.append(VerifyResult(info.path, info.subsystem, problems, moved))
     return results

@@ -217,7 +217,9 @@ def cmd_clear(args: argparse.Namespace) -> int:
     root = _root()
     if root.write_base is None:
         raise CLIError(f"the cache root {root.path} is read-only; nothing can be cleared")
-    targets: List[str] = [args.subsystem] if args.subsystem else list(SUBSYSTEMS)
+    if args.subsystem and not root.writable(args.subsystem):
+        raise CLIError(f"{root.subsystem_dir(args.subsystem)} is read-only; nothing can be cleared")
+    targets: List[str] = [args.subsystem] if args.subsystem else [s for s in SUBSYSTEMS if root.writable(s)]
     size = sum(tree_size(root.subsystem_dir(s)) for s in targets)
     what = f"{args.subsystem} cache" if args.subsystem else "the whole cache"
     where = root.subsystem_dir(args.subsystem) if args.subsystem else root.write_base
