@@ -55,10 +55,12 @@ class Generation:
                 self.close()
                 raise APIError(item.status, item.message, "prompt" if item.status == 413 else None,
                                "overloaded" if item.status == 503 else None)
-            if item.finished and item.error and not item.new_token_ids:  # refused at scheduling (KV too small)
+            if item.finished and item.error and not item.new_token_ids:
                 self.unfinished.discard(item.request_id)
                 self.close()
-                raise APIError(400, item.error, None, "request_refused")
+                if item.finish_reason == "error":  # the scheduler refused it (needs more KV than the pool has)
+                    raise APIError(400, item.error, None, "request_refused")
+                raise APIError(500, f"generation failed: {item.error}", None, "engine_error")
             pending.discard(item.request_id)
             self._buffer.append(item)
 

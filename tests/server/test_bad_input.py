@@ -1,0 +1,137 @@
+"""A matrix of bad requests against a live server with --api-key: each gets the right 4xx and an OpenAI-style
+error body naming the field; the server answers normally afterwards."""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import httpx
+import pytest
+
+from tests.server.helpers import start_server
+
+KEY = "sekret-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json"}
+LONG = " ".join(["fox"] * 700)  # far beyond the 512-token context
+
+
+def cmpl(**fields: Any) -> dict:
+    return {"model": "MODEL", "prompt": "Hello", "max_tokens": 4, **fields}
+
+
+def chat(**fields: Any) -> dict:
+    return {"model": "MODEL", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, **fields}
+
+
+def drop(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
+C, CH, GEN = "/v1/completions", "/v1/chat/completions", "/generate"
+# (case id, path, body (dict -> JSON, bytes -> raw), extra headers, status, field named in param or message)
+CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
+    ("malformed-json", C, b'{"model": "MODEL", "prompt": ', None, 400, "JSON"),
+    ("invalid-utf8", C, b'{"model": "MODEL", "prompt": "\xff\xfe\xfa"}', None, 400, "UTF-8"),
+    ("body-not-object", C, b"[1, 2, 3]", None, 400, "JSON object"),
+    ("empty-body", C, b"", None, 400, "body"),
+    ("text-plain-body", C, b"hello", {"Content-Type": "text/plain"}, 400, "JSON"),
+    ("max-tokens-string", C, cmpl(max_tokens="16"), None, 400, "max_tokens"),
+    ("temperature-string", C, cmpl(temperature="hot"), None, 400, "temperature"),
+    ("stream-string", C, cmpl(stream="yes"), None, 400, "stream"),
+    ("prompt-number", C, cmpl(prompt=123), None, 400, "prompt"),
+    ("prompt-mixed-list", C, cmpl(prompt=[1, "a"]), None, 400, "prompt"),
+    ("unknown-field", C, cmpl(frobnicate=1), None, 400, "frobnicate"),
+    ("missing-model", C, drop(cmpl(), "model"), None, 400, "model"),
+    ("missing-prompt", C, drop(cmpl(), "prompt"), None, 400, "prompt"),
+    ("negative-max-tokens", C, cmpl(max_tokens=-1), None, 400, "max_tokens"),
+    ("zero-max-tokens", C, cmpl(max_tokens=0), None, 400, "max_tokens"),
+    ("huge-max-tokens", C, cmpl(max_tokens=10**12), None, 400, "max_tokens"),
+    ("negative-temperature", C, cmpl(temperature=-0.5), None, 400, "temperature"),
+    ("nan-temperature", C, b'{"model": "MODEL", "prompt": "Hi", "temperature": NaN}', None, 400, "temperature"),
+    ("top-p-above-1", C, cmpl(top_p=1.5), None, 400, "top_p"),
+    ("top-p-zero", C, cmpl(top_p=0), None, 400, "top_p"),
+    ("n-zero", C, cmpl(n=0), None, 400, "n"),
+    ("n-huge", C, cmpl(n=100000), None, 400, "n"),
+    ("negative-seed", C, cmpl(seed=-1), None, 400, "seed"),
+    ("logprobs-too-many", C, cmpl(logprobs=50), None, 400, "logprobs"),
+    ("too-many-stops", C, cmpl(stop=[str(i) for i in range(20)]), None, 400, "stop"),
+    ("empty-stop", C, cmpl(stop=[""]), None, 400, "stop"),
+    ("empty-prompt", C, cmpl(prompt=""), None, 400, "prompt"),
+    ("empty-prompt-list", C, cmpl(prompt=[]), None, 400, "prompt"),
+    ("token-id-outside-vocab", C, cmpl(prompt=[1, 2, 10**9]), None, 400, "prompt"),
+    ("oversize-prompt", C, cmpl(prompt=LONG), None, 413, "prompt"),
+    ("presence-penalty-unsupported", C, cmpl(presence_penalty=1.0), None, 400, "presence_penalty"),
+    ("echo-unsupported", C, cmpl(echo=True), None, 400, "echo"),
+    ("unknown-model", C, cmpl(model="gpt-17"), None, 404, "model"),
+    ("empty-messages", CH, chat(messages=[]), None, 400, "messages"),
+    ("unknown-role", CH, chat(messages=[{"role": "wizard", "content": "hi"}]), None, 400, "messages.0.role"),
+    ("message-without-content", CH, chat(messages=[{"role": "user"}]), None, 400, "messages.0.content"),
+    ("message-content-number", CH, chat(messages=[{"role": "user", "content": 5}]), None, 400, "messages.0.content"),
+    ("messages-not-list", CH, chat(messages="hi"), None, 400, "messages"),
+    ("top-logprobs-without-logprobs", CH, chat(top_logprobs=2), None, 400, "top_logprobs"),
+    ("chat-oversize", CH, chat(messages=[{"role": "user", "content": LONG}]), None, 413, "messages"),
+    ("chat-huge-max-completion-tokens", CH, chat(max_completion_tokens=10**9), None, 400, "max_completion_tokens"),
+    ("chat-unknown-model", CH, chat(model="nope"), None, 404, "model"),
+    ("tools-unsupported", CH, chat(tools=[{"type": "function", "function": {"name": "f"}}]), None, 400, "tools"),
+    ("generate-both-inputs", GEN, {"input_ids": [1, 2], "text": "hi"}, None, 400, "input_ids"),
+    ("generate-no-input", GEN, {"sampling_params": {}}, None, 400, "input_ids"),
+    ("generate-top-k-zero", GEN, {"input_ids": [1, 2], "sampling_params": {"top_k": 0}}, None, 400, "top_k"),
+    ("generate-unknown-param", GEN, {"input_ids": [1], "sampling_params": {"beam": 4}}, None, 400,
+     "sampling_params.beam"),
+    ("generate-negative-token", GEN, {"input_ids": [-3]}, None, 400, "input_ids"),
+    ("missing-api-key", C, cmpl(), {"Authorization": ""}, 401, "API key"),
+    ("wrong-api-key", C, cmpl(), {"Authorization": "Bearer wrong"}, 401, "API key"),
+    ("wrong-auth-scheme", C, cmpl(), {"Authorization": f"Basic {KEY}"}, 401, "API key"),
+    ("unknown-path", "/v1/embeddings", cmpl(), None, 404, "/v1/embeddings"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_qwen3, tmp_path_factory):
+    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("bad"), "--api-key", KEY)
+    yield srv
+    assert srv.stop() == 0, srv.log_text()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def _substitute(body: Any, model: str) -> Any:
+    if isinstance(body, dict):
+        return json.dumps(body).replace('"MODEL"', json.dumps(model)).encode()
+    return body.replace(b'"MODEL"', json.dumps(model).encode())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_request(server, http, case):
+    _, path, body, headers, status, field = case
+    hdrs = {**AUTH, **({} if isinstance(body, bytes) and headers and "Content-Type" in headers else JSON),
+            **(headers or {})}
+    hdrs = {k: v for k, v in hdrs.items() if v}
+    r = http.post(path, content=_substitute(body, server.model), headers=hdrs)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert isinstance(err["message"], str) and err["message"] and err["type"]
+    assert "Traceback" not in r.text
+    if field:
+        assert field in (err.get("param") or "") or field in err["message"], err
+
+
+def test_method_not_allowed_and_health_need_no_key(server, http):
+    r = http.get(C, headers=AUTH)
+    assert r.status_code == 405 and "not allowed" in r.json()["error"]["message"]
+    assert http.get("/health").status_code == 200
+    assert http.get("/metrics").status_code == 200
+
+
+def test_still_serves_after_bad_input(server, http):
+    for _ in range(2):
+        r = http.post(C, json=cmpl(model=server.model, max_tokens=3, ignore_eos=True), headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 3
+    stats = server.stats()
+    assert stats["num_running"] == 0 and stats["num_waiting"] == 0

@@ -1,0 +1,180 @@
+"""The engine process loop on a fake engine (no model, no HTTP): admission bound -> 503, refusals -> 400/413,
+abort, stats, malformed messages, a failing step, shutdown; plus the msgpack wire format."""
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+import pytest
+import zmq
+
+from tierlm.engine.errors import PromptTooLongError, RequestError
+from tierlm.engine.outputs import StepOutput, TokenLogprob
+from tierlm.sampling_params import SamplingParams
+from tierlm.server import wire
+from tierlm.server.engine_proc import EngineLoop
+
+
+class FakeEngine:
+    """One token per step per running request; request ids starting with 'boom' make `step` raise."""
+
+    def __init__(self, max_running: int = 1):
+        self.max_running = max_running
+        self.waiting: list[tuple[str, list[int], SamplingParams]] = []
+        self.running: dict[str, list] = {}
+        self.pending: list[StepOutput] = []
+        self.aborted: list[str] = []
+
+    def add_request(self, rid: str, ids: list[int], p: SamplingParams) -> None:
+        if not ids:
+            raise RequestError("prompt is empty")
+        if len(ids) > 8:
+            raise PromptTooLongError(f"prompt has {len(ids)} tokens; the context limit is 8 tokens")
+        self.waiting.append((rid, ids, p))
+
+    def abort_request(self, rid: str) -> None:
+        found = self.running.pop(rid, None) is not None or any(w[0] == rid for w in self.waiting)
+        self.waiting = [w for w in self.waiting if w[0] != rid]
+        if found:
+            self.aborted.append(rid)
+            self.pending.append(StepOutput(rid, [], "", None, True, "abort", 1, 0, 0))
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running or self.pending)
+
+    def step(self) -> list[StepOutput]:
+        while self.waiting and len(self.running) < self.max_running:
+            rid, ids, p = self.waiting.pop(0)
+            self.running[rid] = [ids, p, 0]
+        if any(rid.startswith("boom") for rid in self.running):
+            raise RuntimeError("kaboom")
+        outs, self.pending = self.pending, []
+        for rid, st in list(self.running.items()):
+            st[2] += 1
+            done = st[2] >= st[1].max_tokens
+            outs.append(StepOutput(rid, [st[2]], "x", None, done, "length" if done else None, len(st[0]), 0, st[2]))
+            if done:
+                del self.running[rid]
+        return outs
+
+    def stats(self) -> dict:
+        return {"num_running": len(self.running), "num_waiting": len(self.waiting)}
+
+
+class Harness:
+    def __init__(self, engine: FakeEngine, max_waiting: int):
+        self.ctx = zmq.Context()
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.pull = self.ctx.socket(zmq.PULL)
+        recv, send = self.ctx.socket(zmq.PULL), self.ctx.socket(zmq.PUSH)
+        recv.bind("inproc://req")
+        send.bind("inproc://out")
+        self.push.connect("inproc://req")
+        self.pull.connect("inproc://out")
+        self.loop = EngineLoop(engine, recv, send, max_waiting)
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+        self.sockets = (recv, send)
+
+    def send(self, msg: dict) -> None:
+        self.push.send(wire.pack(msg))
+
+    def recv(self, timeout_ms: int = 5000) -> Optional[dict]:
+        return wire.unpack(self.pull.recv()) if self.pull.poll(timeout_ms) else None
+
+    def close(self) -> None:
+        self.send({"t": wire.SHUTDOWN})
+        self.thread.join(10)
+        for s in (self.push, self.pull, *self.sockets):
+            s.close(linger=0)
+        self.ctx.term()
+
+
+def add(rid: str, ids: list[int], max_tokens: int = 2) -> dict:
+    return wire.add_msg(rid, ids, SamplingParams(max_tokens=max_tokens))
+
+
+def drain(h: Harness, until_finished: set[str]) -> dict[str, list]:
+    seen: dict[str, list] = {}
+    while until_finished - {r for r, v in seen.items() if v and v[-1] is True}:
+        msg = h.recv()
+        assert msg is not None, f"no output for {until_finished}"
+        if msg["t"] == wire.REJECT:
+            seen.setdefault(msg["rid"], []).extend([msg["status"], True])
+        for row in msg.get("outs", []):
+            out = wire.row_to_output(row)
+            seen.setdefault(out.request_id, []).extend([out.finish_reason, out.finished])
+    return seen
+
+
+@pytest.fixture
+def harness():
+    h = Harness(FakeEngine(max_running=1), max_waiting=2)
+    yield h
+    h.close()
+
+
+def test_bounded_queue_and_refusals(harness):
+    harness.send(add("empty", []))
+    harness.send(add("long", list(range(20))))
+    assert drain(harness, {"empty", "long"}) == {"empty": [400, True], "long": [413, True]}
+    rids = [f"r{i}" for i in range(4)]
+    for rid in rids:  # never finish on their own: 1 running + 2 waiting at most, the rest is refused
+        harness.send(add(rid, [1, 2], max_tokens=10**6))
+    rejected = []
+    while "r3" not in rejected:
+        msg = harness.recv()
+        assert msg is not None, "r3 was never refused"
+        if msg["t"] == wire.REJECT:
+            assert msg["status"] == 503 and "max-waiting-requests" in msg["msg"]
+            rejected.append(msg["rid"])
+    assert 1 <= len(rejected) <= 2
+    for rid in rids:
+        harness.send({"t": wire.ABORT, "rid": rid})
+    admitted = set(rids) - set(rejected)
+    assert all("abort" in v for v in drain(harness, admitted).values())
+
+
+def test_abort_stats_and_malformed(harness):
+    harness.push.send(b"\xc1not msgpack")
+    harness.send({"t": "bogus"})
+    harness.send(add("a", [1], max_tokens=1000))
+    harness.send({"t": wire.ABORT, "rid": "a"})
+    seen = drain(harness, {"a"})
+    assert "abort" in seen["a"]
+    harness.send({"t": wire.STATS, "qid": 7})
+    msg = harness.recv()
+    while msg["t"] != wire.STATS:
+        msg = harness.recv()
+    assert msg["qid"] == 7 and msg["stats"]["num_running"] == 0
+
+
+def test_failing_step_aborts_and_loop_survives(harness):
+    harness.send(add("boom1", [1]))
+    seen = drain(harness, {"boom1"})
+    assert seen["boom1"][-2:] == ["abort", True]
+    harness.send(add("ok", [1], max_tokens=2))
+    assert drain(harness, {"ok"})["ok"][-2:] == ["length", True]
+
+
+def test_shutdown_aborts_live_requests():
+    h = Harness(FakeEngine(), max_waiting=10)
+    h.send(add("slow", [1], max_tokens=10**6))
+    assert h.recv() is not None  # it is running
+    h.send({"t": wire.SHUTDOWN})
+    h.thread.join(10)
+    assert not h.thread.is_alive()
+    h.push.close(linger=0)
+    h.pull.close(linger=0)
+    for s in h.sockets:
+        s.close(linger=0)
+    h.ctx.term()
+
+
+def test_wire_roundtrip():
+    o = StepOutput("r", [1, 2], "hé", [TokenLogprob(1, -0.5, [(1, -0.5), (3, -2.0)])], True, "stop", 5, 4, 2, None)
+    assert wire.row_to_output(wire.unpack(wire.pack({"t": wire.OUTPUTS, "outs": [wire.output_to_row(o)]}))["outs"][0]) == o
+    p = SamplingParams(max_tokens=3, temperature=0.5, stop=["x"], seed=9, logprobs=2)
+    assert wire.params_from_wire(wire.unpack(wire.pack(wire.add_msg("r", [1], p)))["p"]) == p
+    with pytest.raises(ValueError):
+        wire.unpack(wire.pack([1, 2]))
