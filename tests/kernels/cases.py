@@ -98,14 +98,16 @@ def _cases() -> dict[str, CaseFn]:
 CASES: dict[str, CaseFn] = _cases()
 
 
-def run(names: list[str], device: str, dtypes: list[torch.dtype]) -> dict[str, str]:
+def run(names: list[str], device: str, dtypes: list[torch.dtype],
+        cases: dict[str, CaseFn] | None = None) -> dict[str, str]:
     """Run cases by name for each dtype; map `name[dtype]` to "ok" or the failure's traceback."""
+    cases = CASES if cases is None else cases
     results = {}
     for name in names:
         for dtype in dtypes:
             key = f"{name}[{str(dtype).removeprefix('torch.')}]"
             try:
-                CASES[name](device, dtype)
+                cases[name](device, dtype)
                 results[key] = "ok"
             except Exception:  # noqa: BLE001 - reported to the parent test verbatim
                 results[key] = traceback.format_exc()

@@ -1,0 +1,30 @@
+"""TritonBackend equals TorchNativeBackend (prefill with prefixes, decode, CUDA-graph-style decode buffers).
+
+On a GPU the cases run compiled in bf16/fp16/fp32; without one, in fp32 under Triton's interpreter in a
+child process (so this process never imports Triton in interpreter mode).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from tests.kernels.backend_cases import BACKEND_CASES, run  # noqa: E402
+from tests.kernels.interp import gpu_available, run_interpreted  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict[str, str]:
+    return run_interpreted("tests.kernels.backend_cases", list(BACKEND_CASES))
+
+
+@pytest.mark.parametrize("name", list(BACKEND_CASES))
+def test_triton_backend_matches_torch(name: str, request: pytest.FixtureRequest) -> None:
+    if gpu_available():
+        results = run([name], "cuda", [torch.bfloat16, torch.float16, torch.float32])
+    else:
+        results = {k: v for k, v in request.getfixturevalue("interpreted").items() if k.startswith(name + "[")}
+    assert results, f"case {name} did not run"
+    failed = {k: v for k, v in results.items() if v != "ok"}
+    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())

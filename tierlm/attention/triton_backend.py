@@ -1,0 +1,150 @@
+"""Triton attention backend: KV store, split-KV decode and prefix+causal extend kernels behind `AttentionBackend`.
+
+Per-step metadata is built once in `prepare` (shared by every layer) with device ops only; no host sync.
+Decode reads K/V straight through `req_to_token` (no CSR index array to build), so its metadata is just
+the batch's `req_rows`/`seq_lens` plus float32 split scratch sized by the batch size alone.
+
+CUDA graphs (decode): call `init_graph_buffers(max_bs, max_len)` once, then for capture and for every
+replay call `prepare_for_replay(batch)` instead of `prepare`: it copies `req_rows`/`seq_lens` into static
+buffers (pad rows beyond the real batch with the dummy row and seq_len >= 1) and points the kernels at
+static split scratch whose shape depends only on the (padded) batch size, so a graph captured for batch
+size `bs` stays valid. `forward` allocates its output inside the captured region (graph memory pool).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.extend_attention import extend_attention
+from tierlm.kernels.store_kv import store_kv
+from tierlm.kvcache.pool import KVPool
+
+
+@dataclass(frozen=True)
+class TritonAttentionConfig:
+    """Kernel launch parameters; GPU defaults from benchmarks/bench_attention.py, tiny tiles for the interpreter."""
+
+    decode_block_n: int = 64
+    decode_min_chunk: int = 256  # fewest KV tokens worth a split of their own
+    decode_waves: int = 4  # stage-1 programs per SM the split count aims for
+    decode_dot_min_group: int = 4  # GQA groups this large use tl.dot, smaller a broadcast multiply
+    decode_num_warps: int = 4
+    decode_num_stages: int = 2
+    extend_block_m: int = 128
+    extend_block_n: int = 64
+    extend_num_warps: int = 8
+    extend_num_stages: int = 2
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> "TritonAttentionConfig":
+        if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+            return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
+                       decode_num_stages=1, extend_num_stages=1, extend_num_warps=4)
+        return cls()
+
+
+@dataclass
+class _DecodeMeta:
+    req_rows: torch.Tensor  # [B] int32
+    seq_lens: torch.Tensor  # [B] int32
+    mid_o: torch.Tensor  # [B, H, S, D] float32 split outputs
+    mid_lse: torch.Tensor  # [B, H, S] float32 split log-sum-exps (base 2)
+
+
+@dataclass
+class _ExtendMeta:
+    qo_indptr: torch.Tensor  # [B+1] int32 (the batch's own): request b's new tokens are rows [b]:[b+1]
+    max_extend: int  # host int: sizes the q-block grid dimension
+
+
+@dataclass
+class _GraphBuffers:
+    req_rows: torch.Tensor  # [max_bs] int32
+    seq_lens: torch.Tensor  # [max_bs] int32
+    mid_o: torch.Tensor  # flat float32, big enough for every bs <= max_bs
+    mid_lse: torch.Tensor
+
+
+class TritonBackend(AttentionBackend):
+    """Attention through Triton kernels on CUDA (or the Triton interpreter on CPU, for tests).
+
+    Why: the torch backend loops over requests and materialises each request's K/V; these kernels read
+    K/V in place through `req_to_token`, split long sequences across SMs in decode, and read each KV byte
+    once per GQA group.
+    """
+
+    def __init__(self, pool: KVPool, req_to_token: torch.Tensor, num_heads: int, head_dim: int, scale: float,
+                 config: TritonAttentionConfig | None = None) -> None:
+        super().__init__(pool, req_to_token, num_heads, head_dim, scale)
+        self.num_kv_heads = pool.num_kv_heads
+        self.device = req_to_token.device
+        self.config = config or TritonAttentionConfig.for_device(self.device)
+        self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
+                        if self.device.type == "cuda" else 4)
+        self._meta: _DecodeMeta | _ExtendMeta | None = None
+        self._graph: _GraphBuffers | None = None
+
+    def max_splits(self, batch_size: int) -> int:
+        """KV splits per request for a decode batch of this size (a function of the size only)."""
+        return choose_max_splits(batch_size, self.num_kv_heads, self.num_sms, waves=self.config.decode_waves)
+
+    def prepare(self, batch: ForwardBatch) -> None:
+        bs = batch.batch_size
+        if batch.mode == "decode":
+            s = self.max_splits(bs)
+            f32 = dict(dtype=torch.float32, device=self.device)
+            self._meta = _DecodeMeta(batch.req_rows, batch.seq_lens,
+                                     torch.empty(bs, self.num_heads, s, self.head_dim, **f32),
+                                     torch.empty(bs, self.num_heads, s, **f32))
+            return
+        self._meta = _ExtendMeta(batch.qo_indptr, max(batch.extend_lens_cpu, default=0))
+
+    def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
+        """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture).
+
+        `max_len` (the request table's width) needs no buffer here: the kernels index `req_to_token` directly.
+        """
+        assert max_len <= self.req_to_token.shape[1]
+        elems = max(bs * self.max_splits(bs) for bs in range(1, max_bs + 1)) * self.num_heads
+        f32 = dict(dtype=torch.float32, device=self.device)
+        self._graph = _GraphBuffers(
+            req_rows=torch.full((max_bs,), self.req_to_token.shape[0] - 1, dtype=torch.int32, device=self.device),
+            seq_lens=torch.ones(max_bs, dtype=torch.int32, device=self.device),
+            mid_o=torch.empty(elems * self.head_dim, **f32), mid_lse=torch.empty(elems, **f32))
+
+    def prepare_for_replay(self, batch: ForwardBatch) -> None:
+        """Refresh the static decode metadata in place from `batch` (already padded to the graph's size)."""
+        g = self._graph
+        assert g is not None and batch.mode == "decode", "init_graph_buffers first; graphs are decode-only"
+        bs = batch.batch_size
+        s = self.max_splits(bs)
+        g.req_rows[:bs].copy_(batch.req_rows, non_blocking=True)
+        g.seq_lens[:bs].copy_(batch.seq_lens, non_blocking=True)
+        n = bs * self.num_heads * s
+        self._meta = _DecodeMeta(g.req_rows[:bs], g.seq_lens[:bs],
+                                 g.mid_o[:n * self.head_dim].view(bs, self.num_heads, s, self.head_dim),
+                                 g.mid_lse[:n].view(bs, self.num_heads, s))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
+                batch: ForwardBatch) -> torch.Tensor:
+        k_buf, v_buf = self.pool.k[layer], self.pool.v[layer]
+        store_kv(k, v, k_buf, v_buf, batch.out_loc)
+        meta, cfg = self._meta, self.config
+        out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
+        if batch.mode == "decode":
+            assert isinstance(meta, _DecodeMeta), "prepare(batch) must run before forward"
+            decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
+                             meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
+                             dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
+                             num_stages=cfg.decode_num_stages)
+        else:
+            assert isinstance(meta, _ExtendMeta), "prepare(batch) must run before forward"
+            extend_attention(q, k, v, out, k_buf, v_buf, self.req_to_token, batch.req_rows, batch.prefix_lens,
+                             meta.qo_indptr, meta.max_extend, self.scale, block_m=cfg.extend_block_m,
+                             block_n=cfg.extend_block_n, num_warps=cfg.extend_num_warps,
+                             num_stages=cfg.extend_num_stages)
+        return out.view(q.shape[0], self.num_heads * self.head_dim)
