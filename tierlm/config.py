@@ -62,6 +62,35 @@ class EngineConfig:
     cuda_graph: bool = _opt(True, "Capture decode steps as CUDA graphs (CUDA only).", "scheduler")
     overlap_schedule: bool = _opt(True, "Prepare step N+1 on the CPU while the GPU runs step N (CUDA only).",
                                   "scheduler")
+    # --- cache tiers ---
+    enable_hicache: bool = _opt(False, "Hierarchical KV cache: back the device prefix cache (L1) with a pinned host "
+                                "tier (L2); evicted prefixes stay matchable and load back instead of recomputing.",
+                                "cache tiers")
+    hicache_ratio: float = _opt(2.0, "Host KV pool size as a multiple of the device KV pool.", "cache tiers")
+    hicache_size: Optional[float] = _opt(None, "Host KV pool size in GiB (overrides --hicache-ratio).", "cache tiers")
+    hicache_write_policy: str = _opt("write_through", "When device pages are backed up to host: on insert "
+                                     "(write_through), once a prefix was hit --hicache-write-threshold times "
+                                     "(write_through_selective), or on device eviction (write_back).",
+                                     "cache tiers", choices=("write_through", "write_through_selective", "write_back"))
+    hicache_write_threshold: int = _opt(2, "Hits before write_through_selective backs a prefix up.", "cache tiers")
+    hicache_io_backend: str = _opt("auto", "Device<->host page copies: 'jit' kernels, 'torch' ops, or 'auto' "
+                                   "(jit when built, else torch).", "cache tiers", choices=("auto", "jit", "torch"))
+    kv_store: Optional[str] = _opt(None, "L3 KV store (implies --enable-hicache): 'file' (<cache root>/kv), "
+                                   "'file:///dir', 'redis://[:password@]host:port/db', or 'module:Class' "
+                                   "(a KVStore subclass; '?k=v&..' passes keyword options).", "cache tiers")
+    kv_store_max_gb: float = _opt(64.0, "Byte budget of the file store in GiB (least recently used pages go "
+                                  "first).", "cache tiers")
+    kv_store_timeout: float = _opt(2.0, "Seconds an L3 network operation may take before it counts as an outage.",
+                                   "cache tiers")
+    hicache_prefetch_policy: str = _opt("timeout", "How long an L3 hit may delay its request: take what has "
+                                        "arrived when the request is next admissible (best_effort), wait for the "
+                                        "whole prefetch (wait_complete), or wait at most --hicache-prefetch-timeout "
+                                        "(timeout). Other requests are never held up.", "cache tiers",
+                                        choices=("best_effort", "wait_complete", "timeout"))
+    hicache_prefetch_timeout: float = _opt(1.0, "Seconds a request waits for its L3 prefetch under the 'timeout' "
+                                           "policy, plus 0.1 s per 1024 prefetched tokens.", "cache tiers")
+    hicache_prefetch_threshold: int = _opt(64, "Prefetch from L3 only when it holds at least this many tokens "
+                                           "beyond the L1/L2 match.", "cache tiers")
     # --- server ---
     host: str = _opt("127.0.0.1", "Address the HTTP server binds.", "server")
     port: int = _opt(8000, "Port of the HTTP server.", "server")
@@ -91,5 +120,19 @@ class EngineConfig:
             bad("max_waiting_requests", f"must be >= 1, got {self.max_waiting_requests}")
         if self.max_model_len is not None and self.max_model_len < 1:
             bad("max_model_len", f"must be >= 1, got {self.max_model_len}")
+        if self.hicache_ratio <= 0:
+            bad("hicache_ratio", f"must be > 0, got {self.hicache_ratio}")
+        if self.hicache_size is not None and self.hicache_size <= 0:
+            bad("hicache_size", f"must be > 0, got {self.hicache_size}")
+        if self.hicache_write_threshold < 1:
+            bad("hicache_write_threshold", f"must be >= 1, got {self.hicache_write_threshold}")
+        if self.kv_store_max_gb <= 0:
+            bad("kv_store_max_gb", f"must be > 0, got {self.kv_store_max_gb}")
+        if self.kv_store_timeout <= 0:
+            bad("kv_store_timeout", f"must be > 0, got {self.kv_store_timeout}")
+        if self.hicache_prefetch_timeout < 0:
+            bad("hicache_prefetch_timeout", f"must be >= 0, got {self.hicache_prefetch_timeout}")
+        if (self.enable_hicache or self.kv_store) and not self.enable_prefix_cache:
+            bad("enable_hicache", "the KV tiers extend the prefix cache; drop --no-enable-prefix-cache")
         if not 0 < self.port < 65536:
             bad("port", f"must be in 1..65535, got {self.port}")
