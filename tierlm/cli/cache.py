@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 from tierlm.cachedir import (SUBSYSTEMS, AutotuneStore, BundleError, CacheRoot, collect_garbage, export_bundles,
                              format_bytes, import_bundles, iter_entries, parse_size, resolve_root, verify_root)

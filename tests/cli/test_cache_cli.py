@@ -1,0 +1,143 @@
+"""`tierlm cache ...`: operator-facing output, confirmations, exit codes and error lines."""
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from tierlm.cachedir import AotBundle, AutotuneStore, get_or_build, resolve_root
+from tierlm.cli.main import main
+
+
+@pytest.fixture
+def root_dir(tmp_path, monkeypatch):
+    for var in ("XDG_CACHE_HOME", "TIERLM_CACHE_READONLY", "TIERLM_CACHE_MAX_GB", "TIERLM_AUTOTUNE_CACHE",
+                "TIERLM_CACHE_REQUIRE_HIT", "TRITON_CACHE_DIR", "TIERLM_JIT_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TIERLM_CACHE_DIR", str(tmp_path / "root"))
+    return tmp_path / "root"
+
+
+def _entry(name="cpu/rms", size=3000, factors=None):
+    e = get_or_build("jit", name, factors or {"src": name}, lambda s: (s / "k.so").write_bytes(b"k" * size))
+    e.release()
+    return e.path
+
+
+def test_path_table_and_single_subsystem(root_dir, capsys, monkeypatch):
+    monkeypatch.setenv("TIERLM_JIT_CACHE_DIR", str(root_dir.parent / "fast"))
+    assert main(["cache", "path"]) == 0
+    out = capsys.readouterr().out
+    assert f"root:      {root_dir}  (from TIERLM_CACHE_DIR)" in out
+    assert "TIERLM_JIT_CACHE_DIR" in out and str(root_dir / "inductor") in out
+    assert main(["cache", "path", "jit"]) == 0
+    assert capsys.readouterr().out.strip() == str(root_dir.parent / "fast")
+
+
+def test_path_reports_user_third_party_variable(root_dir, capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(root_dir.parent / "mine"))
+    assert main(["cache", "path"]) == 0
+    out = capsys.readouterr().out
+    assert "TRITON_CACHE_DIR (set by user)" in out
+    assert main(["cache", "path", "triton"]) == 0
+    assert capsys.readouterr().out.strip() == str(root_dir.parent / "mine")
+
+
+def test_ls_and_du_are_human_readable(root_dir, capsys):
+    _entry(size=3 * 1024 * 1024)
+    AutotuneStore().save("mm", {"arch": "cpu"}, {"block": 1})
+    assert main(["cache", "ls"]) == 0
+    out = capsys.readouterr().out
+    assert "jit" in out and "cpu/rms" in out and "MiB" in out and "just now" in out
+    assert "autotune: 1 canonical result(s), 0 run(s)" in out
+    assert main(["cache", "du"]) == 0
+    out = capsys.readouterr().out
+    assert "3.0 MiB" in out and "total:" in out
+
+
+def test_gc_needs_a_budget_and_reports(root_dir, capsys):
+    _entry("a")
+    assert main(["cache", "gc"]) == 2
+    assert "no budget" in capsys.readouterr().err
+    assert main(["cache", "gc", "--max-size", "lots"]) == 2
+    assert "bad budget" in capsys.readouterr().err
+    assert main(["cache", "gc", "--max-size", "0", "--dry-run"]) == 0
+    assert "would remove 1 item(s)" in capsys.readouterr().out
+    assert main(["cache", "gc", "--max-size", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 1 item(s)" in out and "-> 0 B" in out
+
+
+def test_verify_exit_status_and_quarantine(root_dir, capsys):
+    path = _entry()
+    assert main(["cache", "verify"]) == 0
+    assert "1 ok, 0 corrupt" in capsys.readouterr().out
+    data = bytearray((path / "k.so").read_bytes())
+    data[7] ^= 0xFF
+    (path / "k.so").write_bytes(bytes(data))
+    assert main(["cache", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "CORRUPT jit" in out and "k.so: sha256 mismatch" in out and "quarantined" in out
+    assert not path.exists()
+
+
+def test_clear_refuses_without_tty_and_asks_with_one(root_dir, capsys, monkeypatch):
+    path = _entry()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["cache", "clear", "jit"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tierlm cache: error: refusing to delete jit cache") and "--yes" in err
+    assert path.exists()
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stdin", Tty(""))
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["cache", "clear", "jit"]) == 1 and path.exists()
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert main(["cache", "clear", "jit"]) == 0 and not path.exists()
+    assert "cleared jit cache" in capsys.readouterr().out
+
+
+def test_clear_yes_everything_keeps_entries_in_use(root_dir, capsys):
+    held = get_or_build("jit", "held", {"v": 1}, lambda s: (s / "f").write_text("x"))
+    _entry("other")
+    AutotuneStore().save("mm", {"arch": "cpu"}, {"block": 1})
+    assert main(["cache", "clear", "--yes"]) == 0
+    assert "kept 1 entry in use" in capsys.readouterr().out
+    assert held.path.exists() and (held.path / "f").read_text() == "x"
+    assert not (root_dir / "autotune").exists() or not list((root_dir / "autotune").rglob("*.json"))
+    assert [p.name for p in (root_dir / "jit").iterdir() if not p.name.startswith(".")] == ["held"]
+
+
+def test_promote_run(root_dir, capsys, monkeypatch):
+    monkeypatch.setenv("TIERLM_AUTOTUNE_CACHE", "0")
+    run = AutotuneStore().save("mm", {"arch": "cpu"}, {"block": 7})
+    monkeypatch.delenv("TIERLM_AUTOTUNE_CACHE")
+    assert main(["cache", "promote", run.name]) == 0
+    assert "promoted" in capsys.readouterr().out
+    assert AutotuneStore().load("mm", {"arch": "cpu"}) == {"block": 7}
+    assert main(["cache", "promote", "nope.json"]) == 2
+    assert "no autotune run" in capsys.readouterr().err
+
+
+def test_export_import_errors_are_one_line(root_dir, tmp_path, capsys, monkeypatch):
+    assert main(["cache", "export", "-o", str(tmp_path / "x.tar.gz")]) == 2
+    assert "no sealed AOT bundle" in capsys.readouterr().err
+    assert main(["cache", "import", str(tmp_path / "missing.tar.gz")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bundle = AotBundle.open({"model": "m"})
+    (bundle.path / "inductor").mkdir()
+    (bundle.path / "inductor" / "g").write_text("graph")
+    bundle.seal()
+    assert main(["cache", "export", "-o", str(tmp_path / "x.tar.gz")]) == 0
+    assert "exported 1 bundle(s)" in capsys.readouterr().out
+    monkeypatch.setenv("TIERLM_CACHE_DIR", str(tmp_path / "other"))
+    assert main(["cache", "import", str(tmp_path / "x.tar.gz")]) == 0
+    assert "imported 1 bundle(s)" in capsys.readouterr().out
+    assert main(["cache", "import", str(tmp_path / "x.tar.gz")]) == 0
+    assert "already present" in capsys.readouterr().out
+    assert resolve_root().subsystem_dir("aot") == tmp_path / "other" / "aot"
+    assert (tmp_path / "other" / "aot" / bundle.key / "inductor" / "g").read_text() == "graph"
