@@ -76,3 +76,24 @@ def test_request_larger_than_pool_is_refused_others_served(tiny_qwen3):
                         [SamplingParams(max_tokens=400, ignore_eos=True), SamplingParams(temperature=0, max_tokens=5)])
     assert outs[0].finish_reason == "error" and "KV pool holds" in outs[0].error
     assert outs[1].finish_reason in ("length", "stop") and outs[1].token_ids
+
+
+def test_overlap_scheduling_off_gives_same_tokens(tiny_qwen3, reference):
+    llm, (first, second) = run(tiny_qwen3, overlap_schedule=False)
+    assert [o.token_ids for o in first] == reference
+    assert [o.token_ids for o in second] == reference
+
+
+def test_overlap_stops_on_eos_one_step_late_without_leaking(tiny_qwen3):
+    """With overlap a finished request is still in the next launched step; its extra token is dropped."""
+    outs = {}
+    for overlap in (False, True):
+        llm = LLM(str(tiny_qwen3), **{**CPU_OPTS, "overlap_schedule": overlap})
+        full = llm.generate(PROMPTS[0], SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0]
+        stop = full.token_ids[3]
+        outs[overlap] = llm.generate(PROMPTS[:3], SamplingParams(temperature=0, max_tokens=12,
+                                                                  stop_token_ids=[stop]))
+        llm.engine.kv.check_no_leak(llm.engine.live_pages())
+        assert llm.engine.stats()["kv_used_tokens"] == 0
+    assert [o.token_ids for o in outs[True]] == [o.token_ids for o in outs[False]]
+    assert outs[True][0].finish_reason == "stop"

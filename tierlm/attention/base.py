@@ -25,6 +25,7 @@ class ForwardBatch:
     req_rows: torch.Tensor  # [B] int32
     prefix_lens: torch.Tensor  # [B] int32
     seq_lens: torch.Tensor  # [B] int32
+    qo_indptr: torch.Tensor  # [B + 1] int32: new tokens of request i are [qo_indptr[i], qo_indptr[i + 1])
     extend_lens_cpu: list[int]
     prefix_lens_cpu: list[int]
     seq_lens_cpu: list[int]

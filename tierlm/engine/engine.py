@@ -11,7 +11,8 @@ from tierlm.config import EngineConfig
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import PromptTooLongError, RequestError
 from tierlm.engine.model_runner import ModelRunner
-from tierlm.engine.outputs import StepOutput
+from tierlm.engine.inflight import InFlight
+from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
 from tierlm.engine.scheduler import ScheduledBatch, Scheduler
@@ -50,6 +51,8 @@ class Engine:
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self._pending: list[StepOutput] = []  # outputs produced outside a step (aborts, refusals)
+        self._inflight: Optional[InFlight] = None  # launched on the device, not yet read back
+        self.overlap = config.overlap_schedule
         self.counters = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0,
                          "cache_hits": 0}
 
@@ -94,11 +97,15 @@ class Engine:
         self._pending.append(self._output(req, []))
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_work() or bool(self._pending)
+        return self.scheduler.has_work() or bool(self._pending) or self._inflight is not None
 
     # ---- the loop ------------------------------------------------------------------------------------------
     def step(self) -> list[StepOutput]:
-        """Run one scheduling step; return per-request deltas (new tokens/text, finish state)."""
+        """Run one scheduling step; return per-request deltas (new tokens/text, finish state).
+
+        With overlap scheduling the step launches batch N+1 on the device before it reads back the tokens
+        of batch N, so the host's bookkeeping runs while the device computes; results come one step late.
+        """
         outputs, self._pending = self._pending, []
         batch, refused = self.scheduler.schedule()
         for req in refused:
@@ -106,39 +113,58 @@ class Engine:
                 f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
                 f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
             outputs.append(self._output(req, []))
-        if batch is not None:
-            outputs.extend(self._run(batch))
+        launched = self._launch(batch) if batch is not None else None
+        previous, self._inflight = self._inflight, launched
+        if previous is not None:
+            outputs.extend(self._resolve(previous))
+        if not self.overlap and self._inflight is not None:
+            outputs.extend(self._resolve(self._inflight))
+            self._inflight = None
         return outputs
 
-    def _run(self, batch: ScheduledBatch) -> list[StepOutput]:
-        table = self.kv.req_table.table
-        fb = self.runner.build_batch(batch.mode, batch.reqs, batch.extend_lens, table)
-        sampling, index, pos = [], [], 0
+    def _launch(self, batch: ScheduledBatch) -> Optional[InFlight]:
+        kv = self.kv.req_table
+        fb = self.runner.build_batch(batch.mode, batch.reqs, batch.extend_lens, kv.table, kv.token_ids)
+        sampling, index, rows, positions, pos = [], [], [], [], 0
         for req, n in zip(batch.reqs, batch.extend_lens):
             pos += n
             if req.kv_len + n == req.seq_len:  # this pass reaches the end of the sequence: sample
                 sampling.append(req)
                 index.append(pos - 1)
-        logits = self.runner.forward(fb, index)
-        for req, n in zip(batch.reqs, batch.extend_lens):
+                rows.append(req.row)
+                positions.append(req.seq_len)
             req.kv_len += n
+        logits = self.runner.forward(fb, index)
         if not sampling:
-            return []
+            return None
         params = [r.params for r in sampling]
         tokens = self.sampler.sample(logits, params, [r.generator for r in sampling])
         logprobs = self.sampler.logprobs(logits, tokens, params)
+        dev = tokens.device
+        kv.token_ids[torch.tensor(rows).to(dev, non_blocking=True),
+                     torch.tensor(positions).to(dev, non_blocking=True)] = tokens.to(torch.int32)
+        for req in sampling:
+            req.num_pending += 1
+        return InFlight.start(sampling, tokens, logprobs)
+
+    def _resolve(self, step: "InFlight") -> list[StepOutput]:
+        tokens, logprobs = step.wait()
         now = time.perf_counter()
         outputs = []
-        for req, tok, lp in zip(sampling, tokens.tolist(), logprobs):
+        for i, (req, tok) in enumerate(zip(step.reqs, tokens)):
+            req.num_pending -= 1
+            if req.finished:  # aborted, or stopped while this step was in flight
+                continue
             if req.first_token_time is None:
                 req.first_token_time = now
                 self.counters["prompt_tokens"] += req.prompt_len
                 self.counters["cached_tokens"] += req.num_cached_tokens
                 self.counters["cache_hits"] += req.num_cached_tokens > 0
+            lp = logprobs(i, req.params.logprobs) if logprobs is not None and req.logprobs is not None else None
             outputs.append(self._append_token(req, tok, lp))
         return outputs
 
-    def _append_token(self, req: Req, tok: int, lp) -> StepOutput:
+    def _append_token(self, req: Req, tok: int, lp: Optional[TokenLogprob]) -> StepOutput:
         req.token_ids.append(tok)
         self.counters["generated_tokens"] += 1
         if lp is not None:
@@ -146,9 +172,9 @@ class Engine:
         p = req.params
         if (tok in self.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids:
             req.finish_reason = "stop"
-        elif req.detok.add(tok) is not None:
+        elif p.detokenize and req.detok.add(tok) is not None:
             req.finish_reason = "stop"
-        elif req.num_output_tokens >= req.max_new_tokens:
+        elif req.num_output_tokens - req.num_pending >= req.max_new_tokens:
             req.finish_reason = "length"
         new = req.token_ids[req.prompt_len + req.emitted_tokens:]
         if req.finished:
@@ -159,7 +185,7 @@ class Engine:
         first = req.emitted_tokens
         req.emitted_tokens += len(new_ids)
         return StepOutput(request_id=req.request_id, new_token_ids=list(new_ids),
-                          new_text=req.detok.delta(final=req.finished),
+                          new_text=req.detok.delta(final=req.finished) if req.params.detokenize else "",
                           new_logprobs=req.logprobs[first:req.emitted_tokens] if req.logprobs is not None else None,
                           finished=req.finished, finish_reason=req.finish_reason,
                           num_prompt_tokens=req.prompt_len, num_cached_tokens=req.num_cached_tokens,

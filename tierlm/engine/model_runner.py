@@ -9,6 +9,7 @@ import torch
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.config import EngineConfig
 from tierlm.engine.request import Req
+from tierlm.engine.staging import HostStaging
 from tierlm.kvcache.pool import KVPool
 from tierlm.models.config import ModelConfig
 from tierlm.models.llama import CausalLM
@@ -53,6 +54,7 @@ class ModelRunner:
         else:
             load_weights(model, model_dir)
         self.model = model.eval()
+        self.staging = HostStaging(self.device)
         self.num_pages = self._num_kv_pages()
         self.pool = KVPool(self.num_pages, config.page_size, model_cfg.num_layers, model_cfg.num_kv_heads,
                            model_cfg.head_dim, self.dtype, self.device)
@@ -88,23 +90,42 @@ class ModelRunner:
         self.attn = TorchNativeBackend(self.pool, req_to_token, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
         return self.attn
 
-    def build_batch(self, mode: str, reqs: list[Req], extend_lens: list[int], req_to_token: torch.Tensor) -> ForwardBatch:
-        ids, pos, prefix, seqs, rows = [], [], [], [], []
-        for req, n in zip(reqs, extend_lens):
-            ids.extend(req.token_ids[req.kv_len:req.kv_len + n])
-            pos.extend(range(req.kv_len, req.kv_len + n))
-            prefix.append(req.kv_len)
-            seqs.append(req.kv_len + n)
-            rows.append(req.row)
-        dev = self.device
-        positions = torch.tensor(pos, dtype=torch.int64)
-        row_of_token = torch.repeat_interleave(torch.tensor(rows, dtype=torch.int64), torch.tensor(extend_lens))
-        out_loc = req_to_token[row_of_token.to(dev), positions.to(dev)].long()
-        return ForwardBatch(mode=mode, input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
-                            positions=positions.to(dev), out_loc=out_loc,
-                            req_rows=torch.tensor(rows, dtype=torch.int32, device=dev),
-                            prefix_lens=torch.tensor(prefix, dtype=torch.int32, device=dev),
-                            seq_lens=torch.tensor(seqs, dtype=torch.int32, device=dev),
+    def build_batch(self, mode: str, reqs: list[Req], extend_lens: list[int], req_to_token: torch.Tensor,
+                    token_table: torch.Tensor) -> ForwardBatch:
+        """Metadata of one pass, uploaded in one packed copy.
+
+        Decode inputs are read on the device from `token_table` (where the sampler wrote them), so a decode
+        step can be built before the host has seen the previous step's tokens.
+        """
+        B = len(reqs)
+        rows = [r.row for r in reqs]
+        prefix = [r.kv_len for r in reqs]
+        seqs = [p + n for p, n in zip(prefix, extend_lens)]
+        indptr = [0]
+        for n in extend_lens:
+            indptr.append(indptr[-1] + n)
+        T = indptr[-1]
+        if mode == "decode":
+            token_rows, positions, ids = rows, prefix, []
+        else:
+            token_rows, positions, ids = [], [], []
+            for r, p, n in zip(reqs, prefix, extend_lens):
+                token_rows.extend([r.row] * n)
+                positions.extend(range(p, p + n))
+                ids.extend(r.token_ids[p:p + n])
+        packed = self.staging.upload(token_rows + positions + rows + prefix + seqs + indptr + ids)
+        o = 0
+
+        def take(n: int) -> torch.Tensor:
+            nonlocal o
+            o += n
+            return packed[o - n:o]
+
+        tok_rows, pos = take(T).long(), take(T).long()
+        req_rows, prefix_t, seq_t, qo = take(B), take(B), take(B), take(B + 1)
+        input_ids = take(T).long() if mode != "decode" else token_table[tok_rows, pos].long()
+        return ForwardBatch(mode=mode, input_ids=input_ids, positions=pos, out_loc=req_to_token[tok_rows, pos].long(),
+                            req_rows=req_rows, prefix_lens=prefix_t, seq_lens=seq_t, qo_indptr=qo,
                             extend_lens_cpu=list(extend_lens), prefix_lens_cpu=prefix, seq_lens_cpu=seqs,
                             req_rows_cpu=rows)
 
@@ -113,5 +134,6 @@ class ModelRunner:
         """Run the model; return float32 logits `[len(sample_index), vocab]` at the given token indices."""
         self.attn.prepare(batch)
         hidden = self.model(batch, self.attn)
-        idx = torch.tensor(sample_index, dtype=torch.int64, device=hidden.device)
-        return self.model.compute_logits(hidden[idx])
+        if len(sample_index) != hidden.shape[0]:
+            hidden = hidden[torch.tensor(sample_index, dtype=torch.int64).to(hidden.device, non_blocking=True)]
+        return self.model.compute_logits(hidden)

@@ -39,10 +39,11 @@ class Req:
     finish_reason: Optional[str] = None
     error: Optional[str] = None
     emitted_tokens: int = 0
+    num_pending: int = 0  # sampled on the device, not yet seen by the host (overlap scheduling)
 
     @property
     def seq_len(self) -> int:
-        return len(self.token_ids)
+        return len(self.token_ids) + self.num_pending
 
     @property
     def extend_len(self) -> int:
@@ -54,11 +55,17 @@ class Req:
 
     @property
     def num_output_tokens(self) -> int:
+        """Output tokens sampled so far, including those still in flight."""
         return self.seq_len - self.prompt_len
 
     @property
     def prefilling(self) -> bool:
         return self.kv_len < self.prompt_len
+
+    @property
+    def fully_scheduled(self) -> bool:
+        """All output tokens are sampled or in flight: the request needs no further forward pass."""
+        return self.num_output_tokens >= self.max_new_tokens
 
     @property
     def max_seq_len(self) -> int:

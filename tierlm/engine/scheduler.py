@@ -59,7 +59,7 @@ class Scheduler:
         """Take `req` out of the scheduler and release its KV at once (into the prefix cache if `cache`)."""
         if req in self.running:
             self.running.remove(req)
-            self.kv.release(req.token_ids[:req.kv_len], req.pages, req.prefix_node, req.num_prefix_pages,
+            self.kv.release(req.token_ids[:min(req.kv_len, len(req.token_ids))], req.pages, req.prefix_node, req.num_prefix_pages,
                             cache=cache)
             self.kv.req_table.free_row(req.row)
             req.pages, req.prefix_node, req.row = [], None, None
@@ -133,7 +133,7 @@ class Scheduler:
             for req, n in zip(reqs, lens):
                 self._grow(req, n)
             return ScheduledBatch("prefill", reqs, lens), refused
-        decoding = [r for r in self.running if not r.prefilling]
+        decoding = [r for r in self.running if not r.prefilling and not r.fully_scheduled and not r.finished]
         if not decoding:
             return None, refused
         for req in decoding:
