@@ -1,0 +1,207 @@
+"""GPU benchmark of the Triton attention kernels: correctness vs a float32 torch reference, then timing.
+
+Reports the decode kernel's achieved bandwidth (both stages, KV + index bytes / median time) against the
+device-to-device copy bandwidth measured in the same run, sweeps decode/extend launch variants, and prints
+a short table last. Usage: `python benchmarks/bench_attention.py [--quick]` (needs CUDA and Triton).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+
+import torch
+import triton
+from triton.testing import do_bench
+
+from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.extend_attention import extend_attention
+
+HEADS, KV_HEADS, HEAD_DIM, PAGE = 16, 8, 128, 16  # Qwen3-0.6B attention shape; engine default page size
+DTYPE = torch.bfloat16
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeVariant:
+    block_n: int = 64
+    dot_min_group: int = 4  # 4 -> broadcast multiply for this shape's group of 2; 1 -> tl.dot
+    num_warps: int = 4
+    num_stages: int = 2
+    waves: int = 4
+    min_chunk: int = 256
+
+    def label(self) -> str:
+        kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
+        return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
+
+
+def paged_kv(batch: int, prefix: int, gen: torch.Generator):
+    """KV buffers and a req_to_token table for `batch` requests of `prefix` cached tokens in shuffled pages."""
+    pages_per = triton.cdiv(prefix + 1, PAGE)
+    num_pages = batch * pages_per + 1  # + scratch page 0
+    pages = (torch.randperm(num_pages - 1, generator=gen) + 1).view(batch, pages_per)
+    pos = torch.arange(pages_per * PAGE)
+    table = (pages[:, pos // PAGE] * PAGE + pos % PAGE).int().cuda()
+    k_buf = torch.randn(num_pages * PAGE, KV_HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
+    v_buf = torch.randn_like(k_buf)
+    return k_buf, v_buf, table
+
+
+def reference(q, k_buf, v_buf, table, seq_lens, new_kv=None, prefix=0):
+    """Float32 attention per request: q `[B, n, H, D]` over prefix slots (+ causal new K/V `[B, n, KVH, D]`)."""
+    outs = []
+    for b in range(q.shape[0]):
+        s = int(seq_lens[b])
+        keys, vals = k_buf[table[b, :s].long()].float(), v_buf[table[b, :s].long()].float()
+        if new_kv is not None:
+            keys = torch.cat([keys[:prefix], new_kv[0][b].float()])
+            vals = torch.cat([vals[:prefix], new_kv[1][b].float()])
+        keys = keys.repeat_interleave(HEADS // KV_HEADS, 1)
+        vals = vals.repeat_interleave(HEADS // KV_HEADS, 1)
+        n = q.shape[1]
+        scores = torch.einsum("nhd,shd->hns", q[b].float(), keys) * HEAD_DIM ** -0.5
+        mask = torch.arange(s - n, s, device="cuda")[:, None] >= torch.arange(s, device="cuda")[None, :]
+        outs.append(torch.einsum("hns,shd->nhd", scores.masked_fill(~mask, float("-inf")).softmax(-1), vals))
+    return torch.stack(outs)
+
+
+def copy_bandwidth() -> float:
+    src = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = do_bench(lambda: dst.copy_(src), return_mode="median")
+    return 2 * src.numel() / ms / 1e6  # GB/s, bytes read + written
+
+
+class DecodeCase:
+    """One decode shape: batch requests, each at context `ctx` (new token's KV already stored)."""
+
+    def __init__(self, batch: int, ctx: int, gen: torch.Generator) -> None:
+        self.batch, self.ctx = batch, ctx
+        self.k_buf, self.v_buf, self.table = paged_kv(batch, ctx, gen)
+        self.rows = torch.arange(batch, dtype=torch.int32, device="cuda")
+        self.seq_lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
+        self.q = torch.randn(batch, HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
+        self.out = torch.empty_like(self.q)
+        self.bytes = batch * ctx * (2 * KV_HEADS * HEAD_DIM * 2 + 4)  # K + V + one int32 index per token
+
+    def run(self, var: DecodeVariant) -> torch.Tensor:
+        s = choose_max_splits(self.batch, KV_HEADS, torch.cuda.get_device_properties(0).multi_processor_count,
+                              waves=var.waves)
+        mid_o = torch.empty(self.batch, HEADS, s, HEAD_DIM, dtype=torch.float32, device="cuda")
+        mid_lse = torch.empty(self.batch, HEADS, s, dtype=torch.float32, device="cuda")
+        return decode_attention(self.q, self.k_buf, self.v_buf, self.table, self.rows, self.seq_lens, self.out,
+                                mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk, block_n=var.block_n,
+                                dot_min_group=var.dot_min_group, num_warps=var.num_warps,
+                                num_stages=var.num_stages)
+
+    def check(self, var: DecodeVariant, rows: int = 8) -> float:
+        self.out.fill_(float("nan"))
+        got = self.run(var).float()
+        n = min(rows, self.batch)
+        ref = reference(self.q[:n, None], self.k_buf, self.v_buf, self.table, self.seq_lens[:n])[:, 0]
+        return (got[:n] - ref).abs().max().item()
+
+    def time_gbs(self, var: DecodeVariant) -> tuple[float, float]:
+        ms = do_bench(lambda: self.run(var), return_mode="median")
+        return ms * 1e3, self.bytes / ms / 1e6
+
+
+def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, variants: list[dict]) -> list[tuple]:
+    k_buf, v_buf, table = paged_kv(batch, prefix + ext, gen)
+    q = torch.randn(batch * ext, HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
+    kv = torch.randn(batch * ext, 3 * KV_HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
+    k, v = kv[:, :KV_HEADS], kv[:, 2 * KV_HEADS:]  # strided, like the model's QKV split
+    out = torch.empty_like(q)
+    rows = torch.arange(batch, dtype=torch.int32, device="cuda")
+    prefix_lens = torch.full((batch,), prefix, dtype=torch.int32, device="cuda")
+    indptr = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * ext
+    seq = torch.full((batch,), prefix + ext, dtype=torch.int32, device="cuda")
+    flops = 4 * batch * HEADS * HEAD_DIM * ext * (prefix + (ext + 1) / 2)  # causal half of the new block
+    results = []
+    for var in variants:
+        def call():
+            return extend_attention(q, k, v, out, k_buf, v_buf, table, rows, prefix_lens, indptr, ext,
+                                    HEAD_DIM ** -0.5, **var)
+        out.fill_(float("nan"))
+        call()
+        n = min(batch, 2)
+        ref = reference(q.view(batch, ext, HEADS, HEAD_DIM)[:n], k_buf, v_buf, table, seq[:n],
+                        (k.reshape(batch, ext, KV_HEADS, HEAD_DIM), v.reshape(batch, ext, KV_HEADS, HEAD_DIM)),
+                        prefix)
+        err = (out.view(batch, ext, HEADS, HEAD_DIM)[:n].float() - ref).abs().max().item()
+        ms = do_bench(call, return_mode="median")
+        results.append((var, err, ms * 1e3, flops / ms / 1e9))
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller sweep")
+    args = ap.parse_args()
+    props = torch.cuda.get_device_properties(0)
+    print(f"device: {props.name} ({props.multi_processor_count} SMs); torch {torch.__version__}; "
+          f"triton {triton.__version__}")
+    gen = torch.Generator().manual_seed(0)
+    copy_gbs = copy_bandwidth()
+    print(f"D2D copy (read + write): {copy_gbs:,.0f} GB/s")
+
+    main_case = DecodeCase(64, 4096, gen)
+    sweep = [DecodeVariant(block_n=n, dot_min_group=g, num_warps=w, num_stages=s)
+             for g, n, w, s in itertools.product((4, 1), (32, 64, 128), (4, 8), (1, 2, 3))]
+    if args.quick:
+        sweep = sweep[::5]
+    print("\n## decode sweep, batch 64, context 4096 (us, GB/s, % of copy, max |err| vs fp32)")
+    scored = []
+    for var in sweep:
+        try:
+            err = main_case.check(var)
+            us, gbs = main_case.time_gbs(var)
+        except Exception as exc:  # noqa: BLE001 - a variant that fails to compile is reported, not fatal
+            print(f"{var.label():40s} failed: {type(exc).__name__}: {str(exc)[:100]}")
+            continue
+        scored.append((gbs, var))
+        print(f"{var.label():40s} {us:9.1f} {gbs:8.0f} {100 * gbs / copy_gbs:6.1f}% {err:.2e}")
+    best = max(scored, key=lambda x: x[0])[1]
+    for waves, mc in ((1, 256), (2, 256), (8, 256), (4, 128), (4, 512)):
+        var = dataclasses.replace(best, waves=waves, min_chunk=mc)
+        us, gbs = main_case.time_gbs(var)
+        scored.append((gbs, var))
+        print(f"{var.label():40s} {us:9.1f} {gbs:8.0f} {100 * gbs / copy_gbs:6.1f}%")
+    best = max(scored, key=lambda x: x[0])[1]
+    del main_case
+
+    rows = []
+    default = DecodeVariant()
+    for batch, ctx in [(1, 512), (1, 4096), (1, 16384), (8, 1024), (8, 4096), (8, 16384), (64, 1024), (64, 4096),
+                       (256, 1024), (256, 4096)]:
+        case = DecodeCase(batch, ctx, gen)
+        err = case.check(best)
+        us, gbs = case.time_gbs(best)
+        us_d, gbs_d = case.time_gbs(default)
+        rows.append((batch, ctx, us, gbs, us_d, gbs_d, err))
+        del case
+
+    print("\n## extend (batch x (prefix + new)), us, TFLOP/s, max |err| vs fp32")
+    ext_vars = [dict(block_m=m, block_n=n, num_warps=w, num_stages=s)
+                for m, n, w, s in itertools.product((64, 128), (32, 64), (4, 8), (1, 2))]
+    if args.quick:
+        ext_vars = ext_vars[::6]
+    ext = extend_bench(4, 2048, 2048, gen, ext_vars)
+    for var, err, us, tflops in ext:
+        print(f"{str(var):70s} {us:9.1f} {tflops:7.1f} {err:.2e}")
+    best_ext = max(ext, key=lambda r: r[3])
+    ext_rows = [(b, p, e, *extend_bench(b, p, e, gen, [best_ext[0]])[0][1:])
+                for b, p, e in [(1, 0, 8192), (8, 0, 1024), (4, 2048, 2048), (16, 1000, 200)]]
+
+    print(f"\n## summary: {props.name}, D2D copy {copy_gbs:,.0f} GB/s; best decode: {best.label()}; "
+          f"best extend: {best_ext[0]}")
+    print(f"{'batch':>5} {'ctx':>6} {'best us':>9} {'GB/s':>7} {'%copy':>6} {'default us':>10} {'GB/s':>7} {'err':>8}")
+    for b, c, us, gbs, us_d, gbs_d, err in rows:
+        print(f"{b:5d} {c:6d} {us:9.1f} {gbs:7.0f} {100 * gbs / copy_gbs:5.1f}% {us_d:10.1f} {gbs_d:7.0f} {err:8.1e}")
+    print(f"{'batch':>5} {'prefix':>6} {'new':>6} {'us':>9} {'TFLOP/s':>8} {'err':>8}")
+    for b, p, e, err, us, tflops in ext_rows:
+        print(f"{b:5d} {p:6d} {e:6d} {us:9.1f} {tflops:8.1f} {err:8.1e}")
+
+
+if __name__ == "__main__":
+    main()
