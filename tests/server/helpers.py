@@ -66,7 +66,8 @@ class ServerProcess:
         raise RuntimeError(f"server not ready after {timeout}s:\n{self.log_text()}")
 
     def log_text(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stats(self) -> dict:
