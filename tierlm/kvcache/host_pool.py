@@ -1,0 +1,120 @@
+"""`HostKVPool`: the L2 tier, page-first KV pages in (pinned, on CUDA) host memory, plus their allocator.
+
+Layout `[num_pages, layers, 2, page_size, kv_heads, head_dim]`: one page (all layers, K and V) is one
+contiguous chunk, so a page is one buffer for the L3 store and a run of pages is one DMA to the device.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+
+from tierlm.kvcache.pool import KVPool
+
+logger = logging.getLogger(__name__)
+
+
+def available_host_bytes() -> Optional[int]:
+    """MemAvailable from /proc/meminfo (bytes), or None where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def host_pool_pages(device_pages: int, bytes_per_page: int, ratio: float, size_gb: Optional[float],
+                    headroom: float = 0.9) -> int:
+    """Pages of the host pool for `--hicache-size` GiB, else `ratio` x the device pool; raises ValueError
+    with the flag to change when the host's available memory (x `headroom`) cannot hold it."""
+    if size_gb is not None:
+        pages, flag = int(size_gb * 2**30 // bytes_per_page), "--hicache-size"
+    else:
+        pages, flag = int(device_pages * ratio), "--hicache-ratio"
+    if pages < 1:
+        raise ValueError(f"{flag}: the host KV pool would hold no page of {bytes_per_page} bytes; raise it")
+    need, avail = pages * bytes_per_page, available_host_bytes()
+    if avail is not None and need > avail * headroom:
+        raise ValueError(f"{flag}: the host KV pool needs {need / 2**30:.2f} GiB but the host has only "
+                         f"{avail / 2**30:.2f} GiB available ({headroom:.0%} usable); lower {flag}")
+    return pages
+
+
+class HostPageAllocator:
+    """Free list of host pages `0..num_pages-1`; allocations come back sorted (contiguous when possible).
+
+    Invariant: every page is free or owned by exactly one holder (a radix node or an L3 prefetch).
+    """
+
+    def __init__(self, num_pages: int) -> None:
+        self.num_pages = num_pages
+        self._free = list(range(num_pages - 1, -1, -1))
+        self._is_free = bytearray(b"\x01") * num_pages
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    def alloc(self, n: int) -> Optional[list[int]]:
+        if n > len(self._free):
+            return None
+        pages = sorted(self._free[len(self._free) - n:]) if n > 0 else []
+        del self._free[len(self._free) - n:]
+        for p in pages:
+            self._is_free[p] = 0
+        return pages
+
+    def free(self, pages: list[int]) -> None:
+        for p in pages:
+            if not 0 <= p < self.num_pages or self._is_free[p]:
+                raise RuntimeError(f"bad free of host KV page {p}")
+            self._is_free[p] = 1
+        self._free.extend(sorted(pages, reverse=True))
+
+    def is_free(self, page: int) -> bool:
+        return bool(self._is_free[page])
+
+
+class HostKVPool:
+    """The host KV buffer and its allocator; `page_bytes`/`write_page` give the L3 stores byte views."""
+
+    def __init__(self, num_pages: int, device_pool: KVPool, pin: Optional[bool] = None) -> None:
+        p = device_pool
+        self.num_pages = num_pages
+        self.page_size = p.page_size
+        self.num_layers = p.num_layers
+        self.dtype = p.dtype
+        self.page_shape = (p.num_layers, 2, p.page_size, p.num_kv_heads, p.head_dim)
+        pin = p.device.type == "cuda" if pin is None else pin
+        self.buffer = torch.empty((num_pages, *self.page_shape), dtype=p.dtype, pin_memory=pin)
+        self.pinned = pin
+        self.bytes_per_page = self.buffer[0].numel() * self.buffer.element_size()
+        self._bytes = self.buffer.view(torch.uint8).reshape(num_pages, self.bytes_per_page).numpy()
+        self.allocator = HostPageAllocator(num_pages)
+        logger.info("Host KV pool: %d pages (%.2f GiB%s)", num_pages, num_pages * self.bytes_per_page / 2**30,
+                    ", pinned" if pin else "")
+
+    def page_bytes(self, page: int) -> memoryview:
+        """The bytes of one page (a view: copy it before the page is freed)."""
+        return memoryview(self._bytes[page])
+
+    def write_page(self, page: int, data: bytes | memoryview) -> bool:
+        """Fill one page from `data`; False (page untouched) when the length is wrong."""
+        arr = np.frombuffer(data, dtype=np.uint8)
+        if arr.size != self.bytes_per_page:
+            return False
+        self._bytes[page][:] = arr
+        return True
+
+    @property
+    def nbytes(self) -> int:
+        return self.num_pages * self.bytes_per_page

@@ -1,0 +1,71 @@
+"""Content keys of KV pages for the L3 store: a model fingerprint and chained per-page SHA-256 hashes.
+
+A page's key depends on every token before it (its parent's hash is hashed in), so equal keys mean equal
+prefixes, and `batch_exists` on a chain answers "how long a prefix does the store hold". The chain starts
+from the model fingerprint, so two models never share a key and engines of the same model always do,
+whatever their host, TP rank or process: nothing machine- or rank-specific is hashed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+# Bump when the byte layout of a stored page changes (host page layout, codec header).
+LAYOUT_VERSION = "page-first-v1"
+# Config keys that do not change the KV a model computes.
+_IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures_version", "use_cache",
+                        "torch_dtype", "dtype")
+_SAMPLE = 64 * 1024  # bytes read at each of a few offsets of every weight file
+
+
+def weights_identity(model_dir: Optional[Path], load_format: str, seed: int) -> str:
+    """A short string naming the weights: the seed for dummy weights, else a digest of every safetensors
+    file's name, size, header and three 64 KiB content samples (fine-tunes of one shape differ there)."""
+    if load_format == "dummy":
+        return f"dummy-seed-{seed}"
+    h = hashlib.sha256()
+    files = sorted(Path(model_dir).glob("*.safetensors")) if model_dir else []
+    for f in files:
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}\n".encode())
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            h.update(fh.read(min(header_len, 16 << 20)))
+            data_start = 8 + header_len
+            for off in (data_start, data_start + max(0, (size - data_start) // 2), max(data_start, size - _SAMPLE)):
+                fh.seek(off)
+                h.update(fh.read(_SAMPLE))
+    return "sha256-" + h.hexdigest()
+
+
+def model_fingerprint(model_config: Mapping[str, Any], weights_id: str, dtype: str, page_size: int,
+                      kv_shape: Sequence[int] = ()) -> str:
+    """Hex digest naming everything that decides a page's bytes: architecture config, weights, KV dtype,
+    page size, per-token KV shape (layers, kv heads, head dim) and the layout version."""
+    cfg = {k: v for k, v in model_config.items() if k not in _IGNORED_CONFIG_KEYS}
+    doc = {"config": cfg, "weights": weights_id, "dtype": str(dtype).replace("torch.", ""),
+           "page_size": int(page_size), "kv_shape": [int(x) for x in kv_shape], "layout": LAYOUT_VERSION}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class PageHasher:
+    """Computes the chained page keys of token sequences for one model fingerprint."""
+
+    def __init__(self, fingerprint: str, page_size: int) -> None:
+        self.fingerprint = fingerprint
+        self.page_size = page_size
+        self.root = hashlib.sha256(b"tierlm-kv\0" + fingerprint.encode()).digest()
+
+    def chain(self, tokens: Sequence[int], parent: Optional[str] = None) -> list[str]:
+        """Hex keys of every whole page of `tokens`; `parent` is the key of the page before `tokens[0]`
+        (None when `tokens` starts the sequence)."""
+        prev = bytes.fromhex(parent) if parent else self.root
+        ps, out = self.page_size, []
+        for start in range(0, len(tokens) - len(tokens) % ps, ps):
+            prev = hashlib.sha256(prev + struct.pack(f"<{ps}I", *tokens[start:start + ps])).digest()
+            out.append(prev.hex())
+        return out

@@ -1,0 +1,199 @@
+"""`KVStore`: the L3 interface, and `BlobKVStore`, a base that adds checksummed page encoding to a
+key -> bytes backend so each backend only moves bytes.
+
+Stores move whole pages between themselves and the host pool (`attach`), addressed by host page index:
+no tensors cross the interface, so a backend may be written without torch.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from abc import ABC, abstractmethod
+from typing import Any, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+_MAGIC = b"TKV1"
+_HEADER = len(_MAGIC) + 32 + 8 + 4  # magic, key digest, payload length, crc32
+
+
+class CorruptPage(ValueError):
+    """A stored value failed verification (bad magic, wrong key, short read or checksum mismatch)."""
+
+
+def encode_page(key: str, payload: bytes | memoryview) -> bytes:
+    """Header (magic, the key it was stored under, length, CRC-32 of the payload) followed by the payload."""
+    n = len(payload)
+    return b"".join((_MAGIC, bytes.fromhex(key), n.to_bytes(8, "little"),
+                     zlib.crc32(payload).to_bytes(4, "little"), bytes(payload)))
+
+
+def decode_page(key: str, blob: bytes, expected_len: int) -> memoryview:
+    """The verified payload of `blob`; raises CorruptPage on any mismatch."""
+    view = memoryview(blob)
+    if len(view) < _HEADER or view[:4] != _MAGIC:
+        raise CorruptPage("bad header or short read")
+    if bytes(view[4:36]) != bytes.fromhex(key):
+        raise CorruptPage("stored under another key")
+    n = int.from_bytes(view[36:44], "little")
+    payload = view[_HEADER:]
+    if n != expected_len or len(payload) != n:
+        raise CorruptPage(f"length {len(payload)} (header {n}), expected {expected_len}")
+    if zlib.crc32(payload) != int.from_bytes(view[44:48], "little"):
+        raise CorruptPage("checksum mismatch")
+    return payload
+
+
+class KVStore(ABC):
+    """An L3 KV page store shared by engines of one model (keys carry the model fingerprint).
+
+    Contract: never raise to the caller for I/O trouble (an outage reads as misses and failed writes);
+    never return a page that does not verify; be safe to call from one I/O thread while `stats` is read
+    from another.
+    """
+
+    host: Any = None
+
+    def attach(self, host_pool: Any) -> None:
+        """Give the store the host pool whose pages `batch_get`/`batch_set` address."""
+        self.host = host_pool
+
+    @abstractmethod
+    def batch_exists(self, keys: Sequence[str]) -> int:
+        """How many leading `keys` are stored (0 on error)."""
+
+    @abstractmethod
+    def batch_get(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        """Load each key into its host page; False = miss, corrupt or error (that page is undefined)."""
+
+    @abstractmethod
+    def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        """Store each host page under its key (already-present keys count as stored)."""
+
+    @abstractmethod
+    def delete(self, keys: Sequence[str]) -> None:
+        """Remove keys (absent ones are ignored)."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove every page of this store."""
+
+    @abstractmethod
+    def stats(self) -> dict:
+        """Counters since construction (at least hits, misses, errors, corrupt, bytes_read, bytes_written)."""
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+class BlobKVStore(KVStore):
+    """Implements the page-level contract over four byte-level methods; counts hits, misses, corruption,
+    errors, bytes and seconds. Subclasses raise freely from the `_` methods: any exception is an error."""
+
+    name = "blob"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats = dict(exists_calls=0, get_calls=0, set_calls=0, hits=0, misses=0, corrupt=0, errors=0,
+                           pages_written=0, bytes_read=0, bytes_written=0, read_seconds=0.0, write_seconds=0.0)
+        self._last_error_log = 0.0
+
+    # ---- byte level (subclasses) --------------------------------------------------------------------------
+    @abstractmethod
+    def _exists_many(self, keys: Sequence[str]) -> list[bool]: ...
+
+    @abstractmethod
+    def _read_many(self, keys: Sequence[str]) -> list[Optional[bytes]]: ...
+
+    @abstractmethod
+    def _write_many(self, keys: Sequence[str], blobs: Sequence[bytes]) -> list[bool]: ...
+
+    @abstractmethod
+    def _delete_many(self, keys: Sequence[str]) -> None: ...
+
+    # ---- page level ---------------------------------------------------------------------------------------
+    def _count(self, **delta: float) -> None:
+        with self._lock:
+            for k, v in delta.items():
+                self._stats[k] += v
+
+    def _error(self, what: str, e: BaseException) -> None:
+        self._count(errors=1)
+        now = time.monotonic()
+        if now - self._last_error_log > 5.0:  # an outage logs once per 5 s, not once per call
+            self._last_error_log = now
+            logger.warning("KV store %s: %s failed (%s: %s); serving by recompute", self.name, what,
+                           type(e).__name__, e)
+
+    def batch_exists(self, keys: Sequence[str]) -> int:
+        self._count(exists_calls=1)
+        if not keys:
+            return 0
+        try:
+            found = self._exists_many(keys)
+        except Exception as e:  # noqa: BLE001 - outage = miss
+            self._error("exists", e)
+            return 0
+        n = 0
+        while n < len(found) and found[n]:
+            n += 1
+        return n
+
+    def batch_get(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        self._count(get_calls=1)
+        t0 = time.perf_counter()
+        try:
+            blobs = self._read_many(keys)
+        except Exception as e:  # noqa: BLE001
+            self._error("get", e)
+            return [False] * len(keys)
+        ok, nbytes = [], 0
+        for key, page, blob in zip(keys, host_pages, blobs):
+            if blob is None:
+                self._count(misses=1)
+                ok.append(False)
+                continue
+            try:
+                payload = decode_page(key, blob, self.host.bytes_per_page)
+            except CorruptPage as e:
+                self._count(corrupt=1)
+                logger.warning("KV store %s: page %s is corrupt (%s); treating it as a miss", self.name, key[:16], e)
+                ok.append(False)
+                continue
+            self.host.write_page(page, payload)
+            nbytes += len(blob)
+            ok.append(True)
+        self._count(hits=sum(ok), bytes_read=nbytes, read_seconds=time.perf_counter() - t0)
+        return ok
+
+    def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        self._count(set_calls=1)
+        if not keys:
+            return []
+        t0 = time.perf_counter()
+        try:
+            present = self._exists_many(keys)
+            todo = [i for i, p in enumerate(present) if not p]
+            blobs = [encode_page(keys[i], self.host.page_bytes(host_pages[i])) for i in todo]
+            written = self._write_many([keys[i] for i in todo], blobs) if todo else []
+        except Exception as e:  # noqa: BLE001
+            self._error("set", e)
+            return [False] * len(keys)
+        ok = list(present)
+        for i, w, b in zip(todo, written, blobs):
+            ok[i] = w
+            if w:
+                self._count(pages_written=1, bytes_written=len(b))
+        self._count(write_seconds=time.perf_counter() - t0)
+        return ok
+
+    def delete(self, keys: Sequence[str]) -> None:
+        try:
+            self._delete_many(keys)
+        except Exception as e:  # noqa: BLE001
+            self._error("delete", e)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"backend": self.name, **self._stats}
