@@ -121,3 +121,18 @@ def test_unsealed_bundle_is_listed_but_not_exported(tmp_path):
     assert [e.manifest["format"] for e in iter_entries(root)] == ["tierlm-bundle/unsealed"]
     with pytest.raises(BundleError, match="no sealed AOT bundle"):
         export_bundles(root, tmp_path / "x.tar.gz")
+
+
+def test_bundle_in_read_only_root_is_copied_to_the_overlay(tmp_path):
+    seeded = resolve_root({"TIERLM_CACHE_DIR": str(tmp_path / "seeded")})
+    original = _fake_bundle(seeded, factors={"model": "m", "device_arch": "cpu"})
+    ro = resolve_root({"TIERLM_CACHE_DIR": str(tmp_path / "seeded"), "TIERLM_CACHE_READONLY": "1",
+                       "TIERLM_CACHE_OVERLAY_DIR": str(tmp_path / "overlay")})
+    bundle = AotBundle.open({"model": "m", "device_arch": "cpu"}, root=ro)
+    assert bundle.path == tmp_path / "overlay" / "aot" / original.key and bundle.sealed
+    assert (bundle.inductor_dir / "fxgraph" / "g").read_bytes() == b"graph"
+    env: dict = {}
+    bundle.activate(env)
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(bundle.inductor_dir)
+    assert env["TRITON_CACHE_DIR"] == str(bundle.inductor_dir / "triton")
+    bundle.release()

@@ -202,7 +202,7 @@ def import_bundles(root: CacheRoot, archive: Path, force: bool = False,
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
-                tar.extractall(staging, filter="data")
+                _safe_extract(tar, staging)
         except (OSError, tarfile.TarError) as e:
             raise BundleError(f"cannot read {archive}: {e}") from None
         found = sorted((staging / "aot").iterdir()) if (staging / "aot").is_dir() else []
@@ -217,6 +217,18 @@ def import_bundles(root: CacheRoot, archive: Path, force: bool = False,
         return installed
     finally:
         remove_tree(staging)
+
+
+def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract regular files and directories only, never outside `dest`."""
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+        tar.extractall(dest, filter="data")
+        return
+    for member in tar.getmembers():
+        parts = Path(member.name).parts
+        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+            raise BundleError(f"refusing archive member {member.name!r}")
+    tar.extractall(dest)  # members validated above
 
 
 def _check_import(bundle: Path, current: Mapping[str, Any], force: bool) -> None:
