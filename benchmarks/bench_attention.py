@@ -2,7 +2,8 @@
 
 Reports the decode kernel's achieved bandwidth (both stages, KV + index bytes / median time) against the
 device-to-device copy bandwidth measured in the same run, sweeps decode/extend launch variants, and prints
-a short table last. Usage: `python benchmarks/bench_attention.py [--quick]` (needs CUDA and Triton).
+a short table last. Usage: `PYTHONPATH=. python benchmarks/bench_attention.py [--quick]` from the repo
+root (or with tierlm installed); needs CUDA and Triton.
 """
 from __future__ import annotations
 
