@@ -31,8 +31,11 @@ class EngineConfig:
     """
 
     # --- model ---
-    model: str = _opt("", "Local Hugging Face model directory or hub id.", "model")
+    model: str = _opt("", "Local Hugging Face model directory, hub id, or builtin:NAME (a shipped config, "
+                      "with --load-format dummy).", "model")
     tokenizer: Optional[str] = _opt(None, "Tokenizer directory or hub id (default: the model's).", "model")
+    skip_tokenizer_init: bool = _opt(False, "Load no tokenizer: requests must be token ids and outputs are ids "
+                                     "only (benchmarks on shipped configs).", "model")
     revision: Optional[str] = _opt(None, "Hub revision (branch, tag or commit) when --model is a hub id.", "model")
     load_format: str = _opt("auto", "'auto' reads safetensors; 'dummy' makes random weights of the configured shape.",
                             "model", choices=("auto", "dummy"))

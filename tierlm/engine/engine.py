@@ -37,18 +37,19 @@ class Engine:
         self.config = config
         self.model_dir = resolve_model_dir(config.model, config.revision, need_weights=config.load_format != "dummy")
         self.model_config = ModelConfig.from_dir(self.model_dir)
-        self.tokenizer = load_tokenizer(config.tokenizer or str(self.model_dir), config.revision)
+        self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(
+            config.tokenizer or str(self.model_dir), config.revision)
         self.max_model_len = config.max_model_len or self.model_config.max_position_embeddings
         self.model_name = config.served_model_name or config.model
         self.runner = ModelRunner(config, self.model_dir, self.model_config, self.max_model_len)
         self.device = self.runner.device
         self.kv = KVCacheManager(self.runner.num_pages, config.page_size, config.max_running_requests,
                                  self.max_model_len + config.page_size, config.enable_prefix_cache, self.device)
-        self.runner.make_attention(self.kv.req_table.table)
+        self.runner.make_attention(self.kv.req_table.table, self.kv.req_table.token_ids)
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens)
         self.sampler = Sampler(self.device, config.seed)
         self.eos_ids = set(self.model_config.eos_token_ids)
-        if self.tokenizer.eos_token_id is not None:
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self._pending: list[StepOutput] = []  # outputs produced outside a step (aborts, refusals)
         self._inflight: Optional[InFlight] = None  # launched on the device, not yet read back
@@ -63,6 +64,8 @@ class Engine:
             params.validate()
         except ValueError as e:
             raise RequestError(str(e)) from None
+        if self.tokenizer is None and params.detokenize:
+            raise RequestError("the engine runs without a tokenizer (--skip-tokenizer-init): set detokenize=False")
         if not prompt_token_ids:
             raise RequestError("prompt is empty")
         vocab = self.model_config.vocab_size
@@ -82,7 +85,7 @@ class Engine:
         req = Req(request_id=request_id, prompt_len=n, token_ids=list(prompt_token_ids), params=params,
                   max_new_tokens=max_new, generator=gen,
                   detok=IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop,
-                                               params.skip_special_tokens),
+                                               params.skip_special_tokens) if params.detokenize else None,
                   logprobs=[] if params.logprobs is not None else None)
         self.scheduler.add(req)
         self.counters["requests"] += 1
@@ -208,6 +211,12 @@ class Engine:
             "requests_total": self.counters["requests"],
             "tier_hits": {"L1": {"hits": self.counters["cache_hits"], "tokens": self.counters["cached_tokens"]}},
         }
+
+    def info(self) -> dict:
+        """Static facts for start-up logs and benchmark reports."""
+        return {"attention_backend": type(self.runner.attn).__name__, "overlap": self.overlap,
+                "kv_pool_tokens": self.kv.capacity_pages * self.kv.page_size, "page_size": self.kv.page_size,
+                "max_model_len": self.max_model_len, "cuda_graph": bool(getattr(self.runner, "graphs", None))}
 
     def live_pages(self) -> list[list[int]]:
         """Pages held by running requests (for leak checks)."""

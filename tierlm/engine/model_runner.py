@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -78,16 +79,25 @@ class ModelRunner:
                              f"{per_page} bytes; raise it")
         return pages
 
-    def make_attention(self, req_to_token: torch.Tensor) -> AttentionBackend:
-        name = self.config.attention_backend
+    def make_attention(self, req_to_token: torch.Tensor, token_ids: torch.Tensor) -> AttentionBackend:
+        """Create the attention backend (and decode CUDA graphs when enabled and supported)."""
+        name, mc = self.config.attention_backend, self.model_cfg
         if name == "auto":
-            name = "torch"  # the Triton backend registers itself here once it lands
+            name = "triton" if self.device.type == "cuda" else "torch"
+        args = (self.pool, req_to_token, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
         if name == "triton":
-            raise ValueError("--attention-backend triton is not available in this build")
-        from tierlm.attention.torch_native import TorchNativeBackend
-
-        mc = self.model_cfg
-        self.attn = TorchNativeBackend(self.pool, req_to_token, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
+            if self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+                raise ValueError("--attention-backend triton needs a CUDA device (or TRITON_INTERPRET=1)")
+            from tierlm.attention.triton_backend import TritonBackend
+            self.attn = TritonBackend(*args)
+        else:
+            from tierlm.attention.torch_native import TorchNativeBackend
+            self.attn = TorchNativeBackend(*args)
+        self.graphs = None
+        if self.config.cuda_graph and self.device.type == "cuda" and hasattr(self.attn, "init_graph_buffers"):
+            from tierlm.engine.cuda_graph import DecodeGraphRunner
+            self.graphs = DecodeGraphRunner(self.model, self.attn, req_to_token, token_ids,
+                                            min(self.config.max_running_requests, 256))
         return self.attn
 
     def build_batch(self, mode: str, reqs: list[Req], extend_lens: list[int], req_to_token: torch.Tensor,
@@ -132,6 +142,8 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, sample_index: list[int]) -> torch.Tensor:
         """Run the model; return float32 logits `[len(sample_index), vocab]` at the given token indices."""
+        if self.graphs is not None and self.graphs.can_run(batch):
+            return self.graphs.replay(batch)
         self.attn.prepare(batch)
         hidden = self.model(batch, self.attn)
         if len(sample_index) != hidden.shape[0]:

@@ -22,6 +22,11 @@ class RMSNorm(nn.Module):
         return self.weight * x32.to(dtype)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None):
+        if x.is_cuda:  # one fused Triton pass on the GPU
+            from tierlm.kernels.fused import rmsnorm
+
+            out, res = rmsnorm(x, self.weight, self.eps, residual)
+            return out if residual is None else (out, res)
         if residual is None:
             return self._norm(x)
         x = x + residual

@@ -17,8 +17,24 @@ logger = logging.getLogger(__name__)
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
 
 
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_configs() -> list[str]:
+    root = Path(__file__).resolve().parent.parent / "configs"
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+
+
 def resolve_model_dir(model: str, revision: Optional[str] = None, need_weights: bool = True) -> Path:
-    """A local directory as is; otherwise a hub id, downloaded (or taken from the local hub cache)."""
+    """A local directory as is; `builtin:NAME` a shipped config (weights must be dummy); otherwise a hub id,
+    downloaded (or taken from the local hub cache)."""
+    if model.startswith(BUILTIN_PREFIX):
+        name = model[len(BUILTIN_PREFIX):]
+        if name not in builtin_configs():
+            raise ModelLoadError(f"unknown builtin config {name!r}; shipped: {', '.join(builtin_configs())}")
+        if need_weights:
+            raise ModelLoadError(f"{model} has no weights: use --load-format dummy")
+        return Path(__file__).resolve().parent.parent / "configs" / name
     path = Path(model).expanduser()
     if path.is_dir():
         return path

@@ -1,0 +1,171 @@
+"""`tierlm bench offline`: the nano-vllm throughput workload, optionally against HF transformers in one run.
+
+256 requests (by default) with input and output lengths uniform in [100, 1024], random token ids from a
+fixed seed, EOS ignored; all requests arrive at t=0. Reports output tok/s, TTFT and TPOT percentiles and
+the engine's start-up times (construction, first token of a warm-up request).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+
+from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.errors import CLIError
+
+
+@dataclass
+class Workload:
+    """Token-id prompts and output lengths of one benchmark run."""
+
+    prompts: list[list[int]]
+    output_lens: list[int]
+
+    @staticmethod
+    def make(n: int, in_range: tuple[int, int], out_range: tuple[int, int], vocab: int, seed: int) -> "Workload":
+        rng = random.Random(seed)
+        id_max = min(vocab, 10000) - 1
+        prompts = [[rng.randint(0, id_max) for _ in range(rng.randint(*in_range))] for _ in range(n)]
+        return Workload(prompts, [rng.randint(*out_range) for _ in range(n)])
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p99": float("nan"), "mean": float("nan")}
+    s = sorted(values)
+    pick = lambda q: s[min(len(s) - 1, int(round(q * (len(s) - 1))))]  # noqa: E731
+    return {"p50": pick(0.5), "p99": pick(0.99), "mean": sum(s) / len(s)}
+
+
+def run_engine(engine, work: Workload, temperature: float, show_progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    from tierlm.sampling_params import SamplingParams
+
+    start = time.perf_counter()
+    first, last, count = {}, {}, {}
+    for i, (ids, n_out) in enumerate(zip(work.prompts, work.output_lens)):
+        engine.add_request(str(i), ids, SamplingParams(temperature=temperature, max_tokens=n_out, ignore_eos=True,
+                                                       detokenize=False))
+    bar = tqdm(total=sum(work.output_lens), desc="tierlm", unit="tok", disable=not show_progress)
+    while engine.has_unfinished():
+        outs = engine.step()
+        now = time.perf_counter()
+        for o in outs:
+            if o.new_token_ids:
+                first.setdefault(o.request_id, now)
+                last[o.request_id] = now
+                count[o.request_id] = count.get(o.request_id, 0) + len(o.new_token_ids)
+                bar.update(len(o.new_token_ids))
+            if o.error:
+                raise CLIError(f"request {o.request_id} failed: {o.error}")
+    elapsed = time.perf_counter() - start
+    bar.close()
+    total = sum(count.values())
+    tpot = [(last[r] - first[r]) / (count[r] - 1) for r in count if count[r] > 1]
+    return {"elapsed_s": elapsed, "output_tokens": total, "output_tok_per_s": total / elapsed,
+            "ttft_s": percentiles([first[r] - start for r in first]), "tpot_s": percentiles(tpot)}
+
+
+def run_hf(model_dir: str, dtype: str, work: Workload, batch_size: int, seed: int, show_progress: bool) -> dict:
+    """Hugging Face transformers `generate` on the same requests (static batches, left padding)."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+        dtype, torch.bfloat16 if dev == "cuda" else torch.float32)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir), dtype=tdtype).to(dev).eval()
+    order = sorted(range(len(work.prompts)), key=lambda i: len(work.prompts[i]))
+    total, start = 0, time.perf_counter()
+    bar = tqdm(total=sum(work.output_lens), desc="transformers", unit="tok", disable=not show_progress)
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        width = max(len(work.prompts[i]) for i in idx)
+        ids = torch.zeros(len(idx), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(idx):
+            p = work.prompts[i]
+            ids[j, width - len(p):] = torch.tensor(p)
+            mask[j, width - len(p):] = 1
+        n_new = max(work.output_lens[i] for i in idx)
+        with torch.no_grad():
+            model.generate(ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=n_new, min_new_tokens=n_new,
+                           do_sample=False, pad_token_id=0)
+        useful = sum(work.output_lens[i] for i in idx)  # padding rows' extra tokens are not counted
+        total += useful
+        bar.update(useful)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    return {"elapsed_s": elapsed, "output_tokens": total, "output_tok_per_s": total / elapsed}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("offline", help="Offline throughput (nano-vllm workload).", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("workload options")
+    g.add_argument("--num-requests", type=int, default=256, help="Requests in the workload (default: 256).")
+    g.add_argument("--input-len", type=int, nargs=2, default=(100, 1024), metavar=("MIN", "MAX"),
+                   help="Prompt length range, uniform (default: 100 1024).")
+    g.add_argument("--output-len", type=int, nargs=2, default=(100, 1024), metavar=("MIN", "MAX"),
+                   help="Output length range, uniform (default: 100 1024).")
+    g.add_argument("--workload-seed", type=int, default=0, help="Seed of the workload (default: 0).")
+    g.add_argument("--temperature", type=float, default=0.6, help="Sampling temperature (default: 0.6).")
+    g.add_argument("--compare", choices=("hf",), help="Also run Hugging Face transformers and print the ratio.")
+    g.add_argument("--hf-batch-size", type=int, default=64, help="Static batch size for --compare hf (default: 64).")
+    g.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    add_engine_args(p, model_required=False)
+    p.set_defaults(func=run, model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True,
+                   max_model_len=2048)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tierlm.engine.engine import Engine
+    from tierlm.engine.errors import ModelLoadError
+
+    lo, hi = args.input_len
+    olo, ohi = args.output_len
+    if args.num_requests < 1 or not (1 <= lo <= hi) or not (1 <= olo <= ohi):
+        raise CLIError("--num-requests, --input-len and --output-len must be positive with MIN <= MAX")
+    config = config_from_args(args)
+    if config.max_model_len is not None and hi + ohi > config.max_model_len:
+        config = config.replace(max_model_len=hi + ohi)
+    t0 = time.perf_counter()
+    try:
+        engine = Engine(config)
+    except (ModelLoadError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    construct_s = time.perf_counter() - t0
+    warm = run_engine(engine, Workload.make(1, (16, 16), (2, 2), engine.model_config.vocab_size, 1), 0.0, False)
+    work = Workload.make(args.num_requests, (lo, hi), (olo, ohi), engine.model_config.vocab_size, args.workload_seed)
+    result = {"model": config.model, "device": str(engine.device), "dtype": str(engine.runner.dtype),
+              "startup": {"construct_s": construct_s, "first_token_s": construct_s + warm["ttft_s"]["p50"]},
+              "engine_info": engine.info(), "tierlm": run_engine(engine, work, args.temperature, not args.json)}
+    if args.compare == "hf":
+        model_dir = str(engine.model_dir)
+        engine.close()
+        del engine
+        result["hf"] = run_hf(model_dir, config.dtype, work, args.hf_batch_size, config.seed, not args.json)
+        result["speedup_vs_hf"] = result["tierlm"]["output_tok_per_s"] / result["hf"]["output_tok_per_s"]
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+def format_table(r: dict) -> str:
+    t = r["tierlm"]
+    lines = [f"model {r['model']}  device {r['device']}  dtype {r['dtype']}",
+             f"start-up: construct {r['startup']['construct_s']:.2f} s, first token {r['startup']['first_token_s']:.2f} s",
+             f"engine: {json.dumps(r['engine_info'])}",
+             f"{'engine':<14}{'out tok/s':>12}{'tokens':>10}{'time s':>9}{'TTFT p50/p99 s':>18}{'TPOT p50/p99 ms':>18}",
+             f"{'tierlm':<14}{t['output_tok_per_s']:>12.1f}{t['output_tokens']:>10}{t['elapsed_s']:>9.2f}"
+             f"{t['ttft_s']['p50']:>9.2f}/{t['ttft_s']['p99']:<8.2f}"
+             f"{t['tpot_s']['p50'] * 1e3:>9.2f}/{t['tpot_s']['p99'] * 1e3:<8.2f}"]
+    if "hf" in r:
+        h = r["hf"]
+        lines.append(f"{'transformers':<14}{h['output_tok_per_s']:>12.1f}{h['output_tokens']:>10}{h['elapsed_s']:>9.2f}")
+        lines.append(f"speed-up vs transformers: {r['speedup_vs_hf']:.1f}x")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""`DecodeGraphRunner`: decode passes captured as CUDA graphs for a ladder of batch sizes, then replayed.
+
+A decode step of a small model is dozens of short kernels per layer; launching them one by one costs more
+host time than the device needs. Each captured graph reads only static buffers (request rows, positions,
+sequence lengths), so a replay is: copy this step's values in (device to device), pad the rest with the
+dummy request (row `max_reqs`, position 0, length 1: it reads and writes only the scratch page), replay.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from tierlm.attention.base import ForwardBatch
+
+logger = logging.getLogger(__name__)
+
+
+def batch_size_ladder(max_bs: int) -> list[int]:
+    """1, 2, 4, 8, then every 8 up to `max_bs` (padding waste stays under 8 rows)."""
+    sizes = [b for b in (1, 2, 4) if b < max_bs] + list(range(8, max_bs + 1, 8))
+    if not sizes or sizes[-1] != max_bs:
+        sizes.append(max_bs)
+    return sorted(set(sizes))
+
+
+class DecodeGraphRunner:
+    """Captures `model` decode forward passes (with the LM head) once at start-up; `replay` serves a batch."""
+
+    def __init__(self, model, attn, req_to_token: torch.Tensor, token_ids: torch.Tensor, max_bs: int) -> None:
+        self.model, self.attn = model, attn
+        self.req_to_token, self.token_ids = req_to_token, token_ids
+        self.dummy_row = req_to_token.shape[0] - 1
+        self.max_bs = max_bs
+        dev = req_to_token.device
+        self.rows = torch.full((max_bs,), self.dummy_row, dtype=torch.int32, device=dev)
+        self.positions = torch.zeros(max_bs, dtype=torch.int64, device=dev)
+        self.seq_lens = torch.ones(max_bs, dtype=torch.int32, device=dev)
+        self.indptr = torch.arange(max_bs + 1, dtype=torch.int32, device=dev)
+        attn.init_graph_buffers(max_bs, req_to_token.shape[1])
+        self.sizes = batch_size_ladder(max_bs)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        t0 = time.perf_counter()
+        pool = torch.cuda.graph_pool_handle()
+        with torch.inference_mode():
+            for bs in reversed(self.sizes):  # largest first: smaller graphs reuse its memory pool
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    self._forward(bs)  # warm-up: Triton compiles/autotunes outside the capture
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    out = self._forward(bs)
+                self.graphs[bs] = (graph, out)
+        torch.cuda.synchronize()
+        logger.info("captured %d decode CUDA graphs (batch sizes 1..%d) in %.1f s", len(self.sizes), max_bs,
+                    time.perf_counter() - t0)
+
+    def _forward(self, bs: int) -> torch.Tensor:
+        rows, pos, seq = self.rows[:bs], self.positions[:bs], self.seq_lens[:bs]
+        batch = ForwardBatch(mode="decode", input_ids=self.token_ids[rows, pos].long(), positions=pos,
+                             out_loc=self.req_to_token[rows, pos].long(), req_rows=rows, prefix_lens=seq - 1,
+                             seq_lens=seq, qo_indptr=self.indptr[:bs + 1], extend_lens_cpu=[1] * bs,
+                             prefix_lens_cpu=[], seq_lens_cpu=[], req_rows_cpu=[])
+        self.attn.prepare_for_replay(batch)
+        return self.model.compute_logits(self.model(batch, self.attn))
+
+    def can_run(self, batch: ForwardBatch) -> bool:
+        return batch.mode == "decode" and batch.batch_size <= self.max_bs
+
+    def replay(self, batch: ForwardBatch) -> torch.Tensor:
+        """Logits `[B, vocab]` of a decode batch (valid until the next replay)."""
+        n = batch.batch_size
+        bs = next(s for s in self.sizes if s >= n)
+        self.rows[:n].copy_(batch.req_rows, non_blocking=True)
+        self.positions[:n].copy_(batch.positions, non_blocking=True)
+        self.seq_lens[:n].copy_(batch.seq_lens, non_blocking=True)
+        if bs > n:
+            self.rows[n:bs].fill_(self.dummy_row)
+            self.positions[n:bs].zero_()
+            self.seq_lens[n:bs].fill_(1)
+        graph, out = self.graphs[bs]
+        graph.replay()
+        return out[:n]
