@@ -85,11 +85,27 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
     app.add_api_route("/stats", stats, methods=["GET"], summary="Engine statistics (KV pool, queues, cache hits)")
     app.include_router(openai_router())
     app.include_router(native_router())
+    _document_model_name(app, info.model_name)
     if config.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=config.api_key)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestCountMiddleware, metrics=metrics_)
     return app
+
+
+def _document_model_name(app: FastAPI, name: str) -> None:
+    """State in /openapi.json that `model` must be the served name (clients and fuzzers then send it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for model in ("CompletionRequest", "ChatCompletionRequest"):
+            props = schema.get("components", {}).get("schemas", {}).get(model, {}).get("properties", {})
+            if "model" in props:
+                props["model"] = {**props["model"], "enum": [name], "description": "The served model name."}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _version() -> str:

@@ -1,0 +1,47 @@
+"""A bounded schemathesis run against /openapi.json of a live server: no request may get a 5xx.
+
+The server runs with a 64-token context so that every generated request finishes fast; the run is capped by
+--max-time (well under two minutes on two cores).
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from tests.server.helpers import start_server
+
+FUZZ_SECONDS = 40
+
+
+@pytest.fixture(scope="module")
+def server(tiny_qwen3, tmp_path_factory):
+    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("fuzz"), "--max-model-len", "64")
+    yield srv
+    assert srv.stop() == 0, srv.log_text()
+
+
+def test_openapi_documents_the_served_model(server):
+    schema = httpx.get(server.url + "/openapi.json").json()
+    props = schema["components"]["schemas"]["CompletionRequest"]["properties"]
+    assert props["model"]["enum"] == [server.model]
+    assert {"/v1/completions", "/v1/chat/completions", "/generate", "/v1/models"} <= set(schema["paths"])
+
+
+def test_schemathesis_finds_no_server_error(server, tmp_path):
+    exe = shutil.which("schemathesis") or shutil.which("st")
+    if exe is None:
+        pytest.skip("schemathesis is not installed (pip install schemathesis)")
+    cmd = [exe, "run", server.url + "/openapi.json", "--checks", "not_a_server_error",
+           "--max-time", str(FUZZ_SECONDS), "--max-examples", "40", "--workers", "2", "--request-timeout", "30",
+           "--seed", "7", "--generation-database", "none", "--no-color", "--phases", "examples,coverage,fuzzing"]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=FUZZ_SECONDS + 60)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-6000:] + "\n--- server log ---\n" + server.log_text()[-4000:]
+    assert " 500" not in server.log_text() and "Traceback" not in server.log_text(), server.log_text()[-4000:]
+    # the server is still healthy and serving
+    r = httpx.post(server.url + "/v1/completions", json={"model": server.model, "prompt": "Hi", "max_tokens": 2,
+                                                          "ignore_eos": True}, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
