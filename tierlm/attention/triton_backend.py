@@ -26,24 +26,27 @@ from tierlm.kvcache.pool import KVPool
 
 @dataclass(frozen=True)
 class TritonAttentionConfig:
-    """Kernel launch parameters; GPU defaults from benchmarks/bench_attention.py, tiny tiles for the interpreter."""
+    """Kernel launch parameters. GPU defaults: best of the sweeps in benchmarks/bench_attention.py (see
+    benchmarks/NOTES-attention.md); the interpreter gets tiny tiles so CPU tests stay fast."""
 
-    decode_block_n: int = 64
+    decode_block_n: int = 128
     decode_min_chunk: int = 256  # fewest KV tokens worth a split of their own
     decode_waves: int = 4  # stage-1 programs per SM the split count aims for
-    decode_dot_min_group: int = 4  # GQA groups this large use tl.dot, smaller a broadcast multiply
+    # GQA groups this large use tl.dot (padded to 16 rows), smaller a broadcast multiply. 1 = always dot:
+    # on H200 the padded tl.dot read at 95% of copy bandwidth for group 2, the broadcast at 24%.
+    decode_dot_min_group: int = 1
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     extend_block_m: int = 128
     extend_block_n: int = 64
-    extend_num_warps: int = 8
+    extend_num_warps: int = 4
     extend_num_stages: int = 2
 
     @classmethod
     def for_device(cls, device: torch.device) -> "TritonAttentionConfig":
         if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
-                       decode_num_stages=1, extend_num_stages=1, extend_num_warps=4)
+                       decode_num_stages=1, extend_num_stages=1)
         return cls()
 
 
