@@ -153,7 +153,7 @@ def engine_info(engine: Any, config: EngineConfig) -> dict[str, Any]:
         "model_name": engine.model_name,
         "model_dir": str(getattr(engine, "model_dir", config.model)),
         "max_model_len": int(engine.max_model_len),
-        "vocab_size": int(getattr(model_config, "vocab_size", 0) or len(engine.tokenizer)),
+        "vocab_size": int(getattr(model_config, "vocab_size", 0) or len(engine.tokenizer or ())),
         "dtype": str(getattr(runner, "dtype", config.dtype)).replace("torch.", ""),
         "device": str(getattr(engine, "device", config.device)),
         "kv_total_tokens": int(stats.get("kv_total_tokens", 0)),

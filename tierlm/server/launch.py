@@ -108,10 +108,21 @@ class EngineProcess:
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
 
+def tiers(config: EngineConfig, reported: list[str]) -> str:
+    """The KV tiers in use: L1 always, L2 with --enable-hicache (or a store), L3 with --kv-store."""
+    names = {"L1", *reported}
+    if config.enable_hicache or config.kv_store:
+        names.add("L2")
+    if config.kv_store:
+        names.add("L3")
+    text = "+".join(sorted(names))
+    return f"{text} (L3 {config.kv_store})" if config.kv_store else text
+
+
 def summary_line(config: EngineConfig, info: dict[str, Any], host: str, port: int) -> str:
     return (f"serving {info['model_name']} | dtype {info['dtype']} | device {info['device']} | "
             f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}) | context {info['max_model_len']} | "
-            f"cache root {cache_root()} | tiers {'+'.join(info['tiers'])} | http://{host}:{port}")
+            f"cache root {cache_root()} | tiers {tiers(config, info['tiers'])} | http://{host}:{port}")
 
 
 def load_tokenizer(config: EngineConfig, model_dir: str) -> Any:
@@ -139,10 +150,11 @@ def serve(config: EngineConfig, log_level: str = "info") -> int:
     try:
         engine = EngineProcess(config, log_level.upper())
         info = engine.wait_ready()
-        tokenizer = load_tokenizer(config, info["model_dir"])
+        tokenizer = None if config.skip_tokenizer_init else load_tokenizer(config, info["model_dir"])
         log.info(summary_line(config, info, config.host, port))
         client = EngineClient(engine.req_addr, engine.out_addr, is_alive=engine.is_alive)
-        serving = ServingInfo(info["model_name"], info["max_model_len"], min(info["vocab_size"], len(tokenizer)))
+        vocab = info["vocab_size"] if tokenizer is None else min(info["vocab_size"], len(tokenizer))
+        serving = ServingInfo(info["model_name"], info["max_model_len"], vocab)
         app = create_app(config, serving, tokenizer, client)
         server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", ws="none",
                                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))

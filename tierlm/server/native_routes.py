@@ -12,7 +12,7 @@ from tierlm.server import formatting as fmt
 from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
 from tierlm.server.protocol import ERROR_RESPONSES, GenerateRequest, GenerateResponse
-from tierlm.server.requests import check_token_ids, fan_out
+from tierlm.server.requests import check_token_ids, fan_out, need_tokenizer
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
 
@@ -30,6 +30,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
         check_token_ids(ids, st.info, "input_ids")
         what = "input_ids"
     else:
+        need_tokenizer(st.tokenizer)
         ids = list(st.tokenizer.encode(body.text, add_special_tokens=True))
         what = "text"
     sp = body.sampling_params
@@ -38,6 +39,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     if any(not s for s in sp.stop):
         raise APIError(400, "sampling_params.stop: stop sequences must be non-empty strings", "sampling_params.stop")
     params = SamplingParams(**sp.model_dump())
+    params.detokenize = st.tokenizer is not None  # without a tokenizer: token ids only
     subs = fan_out(f"gen-{uuid.uuid4().hex}", [(ids, body.text or "")], 1, params, st.info, what,
                    "sampling_params.max_tokens")
     gen = Generation(st.client, subs, st.metrics)

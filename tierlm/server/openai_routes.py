@@ -13,8 +13,8 @@ from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
 from tierlm.server.protocol import (ERROR_RESPONSES, ChatCompletionRequest, ChatCompletionResponse,
                                     CompletionRequest, CompletionResponse)
-from tierlm.server.requests import (chat_prompt, check_model, completion_prompts, fan_out, sampling_params,
-                                    unsupported)
+from tierlm.server.requests import (chat_prompt, check_model, completion_prompts, fan_out, need_tokenizer,
+                                    sampling_params, unsupported)
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
 
@@ -33,6 +33,7 @@ def _result_usage(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     st = get_state(request)
     check_model(body.model, st.info)
+    need_tokenizer(st.tokenizer)
     unsupported(body)
     params = sampling_params(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs)
     prompts = completion_prompts(body, st.tokenizer, st.info)
@@ -80,6 +81,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     st = get_state(request)
     check_model(body.model, st.info)
+    need_tokenizer(st.tokenizer)
     unsupported(body)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs requires logprobs: true", "top_logprobs")

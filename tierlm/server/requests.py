@@ -42,6 +42,12 @@ def check_model(name: str, info: ServingInfo) -> None:
                             f"(see /v1/models)", "model", "model_not_found")
 
 
+def need_tokenizer(tokenizer: Any) -> None:
+    if tokenizer is None:
+        raise APIError(400, "the server runs with --skip-tokenizer-init: only /generate with input_ids is served",
+                       None, "no_tokenizer")
+
+
 def unsupported(req: SamplingFields) -> None:
     """Refuse OpenAI features TierLM does not implement, unless given at their neutral value."""
     checks: list[tuple[str, Any, Any]] = [
