@@ -17,7 +17,7 @@ from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
 from tierlm.engine.scheduler import ScheduledBatch, Scheduler
 from tierlm.engine.tokenizer import load_tokenizer
-from tierlm.kvcache.manager import KVCacheManager
+from tierlm.kvcache.factory import build_kv_manager
 from tierlm.models.config import ModelConfig
 from tierlm.models.loader import resolve_model_dir
 from tierlm.sampling_params import SamplingParams
@@ -43,8 +43,9 @@ class Engine:
         self.model_name = config.served_model_name or config.model
         self.runner = ModelRunner(config, self.model_dir, self.model_config, self.max_model_len)
         self.device = self.runner.device
-        self.kv = KVCacheManager(self.runner.num_pages, config.page_size, config.max_running_requests,
-                                 self.max_model_len + config.page_size, config.enable_prefix_cache, self.device)
+        # KV cache (device pool + prefix cache, and the host/L3 tiers when configured): see tierlm/kvcache.
+        self.kv = build_kv_manager(config, self.runner.pool, config.max_running_requests,
+                                   self.max_model_len + config.page_size, self.model_config.raw, self.model_dir)
         self.runner.make_attention(self.kv.req_table.table, self.kv.req_table.token_ids)
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens)
         self.sampler = Sampler(self.device, config.seed)
@@ -209,7 +210,8 @@ class Engine:
             "cached_tokens_total": self.counters["cached_tokens"],
             "generated_tokens_total": self.counters["generated_tokens"],
             "requests_total": self.counters["requests"],
-            "tier_hits": {"L1": {"hits": self.counters["cache_hits"], "tokens": self.counters["cached_tokens"]}},
+            "tier_hits": kv.tier_hits(),  # per tier: requests with a hit there, tokens served from it
+            "tiers": kv.tier_stats(),  # per tier: bytes, latency, capacity, evictions; L3 store counters
         }
 
     def info(self) -> dict:
@@ -224,6 +226,7 @@ class Engine:
 
     def close(self) -> None:
         """Release device memory held by the engine."""
+        self.kv.close()  # finishes tier backups / L3 writes in flight
         self.runner = None  # type: ignore[assignment]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -45,6 +45,7 @@ class Scheduler:
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
         self.waiting.append(req)
+        self.kv.prefetch_start(req.request_id, req.token_ids[:req.prompt_len - 1])  # L3 -> host, in background
 
     def find(self, request_id: str) -> Optional[Req]:
         for req in self.running:
@@ -65,6 +66,7 @@ class Scheduler:
             req.pages, req.prefix_node, req.row = [], None, None
         elif req in self.waiting:
             self.waiting.remove(req)
+            self.kv.prefetch_cancel(req.request_id)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -85,19 +87,30 @@ class Scheduler:
         self.kv.map_pages(req.row, req.pages, start, end)
 
     def _try_admit(self, req: Req) -> str:
-        """'ok' (admitted), 'wait' (no room now) or 'never' (cannot fit even in an empty pool)."""
+        """'ok' (admitted), 'wait' (no room now), 'never' (cannot fit even in an empty pool) or 'prefetch'
+        (its L3 prefetch is still running: skip it, the requests behind it may go first)."""
         kv = self.kv
         if kv.pages_for(req.max_seq_len) > kv.capacity_pages:
             return "never"
         if len(self.running) >= self.max_running or kv.req_table.num_free_rows == 0:
             return "wait"
+        if not kv.prefetch_ready(req.request_id):
+            return "prefetch"
         # Match at most prompt_len - 1 tokens: the last prompt token must run to produce logits.
         match = kv.match_and_lock(req.token_ids[:req.prompt_len - 1])
         matched = match.pages if match else []
-        need = kv.pages_for(req.max_seq_len) - len(matched)
-        if need + self._reserved_pages() > kv.available_pages():
+        to_load = match.num_host_pages if match else 0  # host-only part of the match: loaded back now
+        need = kv.pages_for(req.max_seq_len) - len(matched) - to_load
+        if need + to_load + self._reserved_pages() > kv.available_pages():
             kv.unlock(match.node if match else None)
             return "wait"
+        if to_load:
+            loaded = kv.load_back(match)
+            if loaded is None:  # the check above makes this unreachable; recover by waiting
+                kv.unlock(match.node)
+                return "wait"
+            matched = loaded
+        kv.note_admitted(req.request_id, match)
         req.row = kv.req_table.alloc_row()
         req.pages = list(matched)
         req.prefix_node = match.node if match else None
@@ -110,6 +123,7 @@ class Scheduler:
     def schedule(self) -> tuple[Optional[ScheduledBatch], list[Req]]:
         """Next batch to run (or None) and requests refused because they can never fit."""
         refused: list[Req] = []
+        self.kv.poll()
         budget = self.max_prefill_tokens
         reqs, lens = [], []
         for req in self.running:
@@ -117,13 +131,18 @@ class Scheduler:
                 n = min(req.extend_len, budget)
                 reqs.append(req), lens.append(n)
                 budget -= n
-        while self.waiting and budget > 0:
-            req = self.waiting[0]
+        i = 0
+        while i < len(self.waiting) and budget > 0:
+            req = self.waiting[i]
             verdict = self._try_admit(req)
+            if verdict == "prefetch":
+                i += 1
+                continue
             if verdict == "wait":
                 break
-            self.waiting.popleft()
+            del self.waiting[i]
             if verdict == "never":
+                self.kv.prefetch_cancel(req.request_id)
                 refused.append(req)
                 continue
             n = min(req.extend_len, budget)
@@ -135,6 +154,8 @@ class Scheduler:
             return ScheduledBatch("prefill", reqs, lens), refused
         decoding = [r for r in self.running if not r.prefilling and not r.fully_scheduled and not r.finished]
         if not decoding:
+            if self.waiting:
+                self.kv.idle_wait(0.002)  # only prefetching requests left: let their I/O progress
             return None, refused
         for req in decoding:
             self._grow(req, 1)

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import torch
 
 from tierlm.kvcache.allocator import PageAllocator
+from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
 from tierlm.kvcache.req_table import ReqToTokenTable, pages_to_slots
 
@@ -23,6 +24,7 @@ class KVCacheManager:
         self.allocator = PageAllocator(num_pages)
         self.req_table = ReqToTokenTable(max_reqs, max_len, device)
         self.radix: Optional[RadixCache] = RadixCache(page_size, self.allocator.free) if enable_prefix_cache else None
+        self.metrics = TierMetrics()
 
     def pages_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.page_size)
@@ -42,6 +44,42 @@ class KVCacheManager:
         match = self.radix.match_prefix(tokens)
         self.radix.lock(match.node)
         return match
+
+    def load_back(self, match: MatchResult) -> Optional[list[int]]:
+        """Device pages of the whole matched prefix, loading host-only parts first (None: no room).
+        Without lower tiers a match has no host part."""
+        return list(match.pages)
+
+    def note_admitted(self, request_id: str, match: Optional[MatchResult]) -> None:
+        """Count an admitted request's cache hit per tier (call once per admission)."""
+        if match is not None:
+            self.metrics.record_hit("L1", len(match.pages) * self.page_size)
+
+    # ---- lower-tier hooks (no-ops without tiers) ------------------------------------------------------------
+    def poll(self) -> None:
+        """Advance background tier work (finished copies, prefetches); called once per schedule."""
+
+    def prefetch_start(self, request_id: str, tokens: Sequence[int]) -> None:
+        """A request arrived: start bringing its prefix up from L3 if that is worthwhile."""
+
+    def prefetch_ready(self, request_id: str) -> bool:
+        """Whether the request's prefetch (if any) allows admitting it now."""
+        return True
+
+    def prefetch_cancel(self, request_id: str) -> None:
+        """The request left before admission: stop its prefetch."""
+
+    def idle_wait(self, timeout: float) -> None:
+        """Nothing to run: wait up to `timeout` for background tier work (instead of spinning)."""
+
+    def tier_hits(self) -> dict:
+        return self.metrics.tier_hits()
+
+    def tier_stats(self) -> dict:
+        return self.metrics.snapshot()
+
+    def close(self) -> None:
+        """Finish background work and release tier resources."""
 
     def unlock(self, node: Optional[RadixNode]) -> None:
         if node is not None and self.radix is not None:

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 
 @dataclass(eq=False)
 class RadixNode:
     """One edge of the tree: `key` (token ids, a whole number of pages) and the KV pages holding them.
 
-    Invariants: `len(key) == len(pages) * page_size` while device-resident; a node's `lock_ref` counts the
-    running requests whose matched path passes through it (so a parent's count >= the sum of its children's).
+    Residency: `pages` are device (L1) pages, None once the device copy is dropped; `host_pages` are host
+    (L2) pages or None. Invariants: a node lives in at least one tier; `len(key) == size * page_size`;
+    a device-resident node's parent is device-resident (device copies form a subtree at the root, so a
+    matched path is device pages then host-only pages); a node's `lock_ref` counts the running requests
+    whose matched path passes through it (so a parent's count >= the sum of its children's).
     """
 
     key: tuple[int, ...] = ()
@@ -26,22 +29,40 @@ class RadixNode:
     last_access: int = 0
     hit_count: int = 0
     host_pages: Optional[list[int]] = None  # L2 residency, filled by the host tier
-    page_hashes: Optional[list[bytes]] = None  # L3 keys, filled by the store tier
+    page_hashes: Optional[list[str]] = None  # L3 keys, filled by the store tier
+    io: list[Any] = field(default_factory=list)  # tier I/O tickets still reading this node's pages
+    in_store: bool = False  # known to be in the L3 store (came from it, or written to it)
 
     @property
     def num_pages(self) -> int:
+        """Device pages held (0 when the node lives on host only)."""
         return len(self.pages) if self.pages is not None else 0
+
+    @property
+    def size(self) -> int:
+        """Pages of the key, whichever tier holds them."""
+        return len(self.pages) if self.pages is not None else len(self.host_pages or ())
+
+    @property
+    def on_device(self) -> bool:
+        return self.pages is not None
 
 
 @dataclass
 class MatchResult:
-    """Longest cached, page-aligned prefix: the deepest node reached and the pages of the whole path."""
+    """Longest cached, page-aligned prefix: the deepest node reached, the device pages of its device part
+    and the host-only nodes after it (which must be loaded back before the prefix can be used)."""
 
     node: RadixNode
     pages: list[int]
+    host_nodes: list[RadixNode] = field(default_factory=list)
+
+    @property
+    def num_host_pages(self) -> int:
+        return sum(n.size for n in self.host_nodes)
 
     def num_tokens(self, page_size: int) -> int:
-        return len(self.pages) * page_size
+        return (len(self.pages) + self.num_host_pages) * page_size
 
 
 class RadixCache:
@@ -77,12 +98,16 @@ class RadixCache:
     def _split(self, node: RadixNode, n_pages: int) -> RadixNode:
         """Split `node` after `n_pages` pages; returns the new upper node (which inherits locks and stamps)."""
         cut = n_pages * self.page_size
-        upper = RadixNode(key=node.key[:cut], pages=node.pages[:n_pages], parent=node.parent,
-                          lock_ref=node.lock_ref, last_access=node.last_access, hit_count=node.hit_count,
+        upper = RadixNode(key=node.key[:cut], pages=node.pages[:n_pages] if node.pages is not None else None,
+                          parent=node.parent, lock_ref=node.lock_ref, last_access=node.last_access,
+                          hit_count=node.hit_count,
                           host_pages=node.host_pages[:n_pages] if node.host_pages is not None else None,
-                          page_hashes=node.page_hashes[:n_pages] if node.page_hashes is not None else None)
+                          page_hashes=node.page_hashes[:n_pages] if node.page_hashes is not None else None,
+                          io=list(node.io), in_store=node.in_store)  # tickets cover both halves
         node.parent.children[node.key[:self.page_size]] = upper
-        node.key, node.pages = node.key[cut:], node.pages[n_pages:]
+        node.key = node.key[cut:]
+        if node.pages is not None:
+            node.pages = node.pages[n_pages:]
         if node.host_pages is not None:
             node.host_pages = node.host_pages[n_pages:]
         if node.page_hashes is not None:
@@ -94,21 +119,40 @@ class RadixCache:
     # ---- public API --------------------------------------------------------------------------------------
     def match_prefix(self, tokens: Sequence[int]) -> MatchResult:
         """Longest page-aligned cached prefix of `tokens`; splits a node where the match ends inside it."""
-        node, pages, pos, now = self.root, [], 0, self._touch()
+        node, pages, host_nodes, pos, now = self.root, [], [], 0, self._touch()
         usable = len(tokens) - len(tokens) % self.page_size
         while pos < usable:
             child = node.children.get(self._page_key(tokens, pos))
             if child is None:
                 break
             n = self._common_pages(child.key, tokens, pos)
-            if n < child.num_pages:
+            if n < child.size:
                 child = self._split(child, n)
             child.last_access = now
             child.hit_count += 1
-            pages.extend(child.pages)
+            if child.pages is not None:
+                pages.extend(child.pages)
+            else:
+                host_nodes.append(child)
             pos += n * self.page_size
             node = child
-        return MatchResult(node=node, pages=pages)
+        return MatchResult(node=node, pages=pages, host_nodes=host_nodes)
+
+    def match_length(self, tokens: Sequence[int]) -> int:
+        """Pages of the longest cached prefix in any tier, without touching or splitting the tree."""
+        node, pos, total = self.root, 0, 0
+        usable = len(tokens) - len(tokens) % self.page_size
+        while pos < usable:
+            child = node.children.get(self._page_key(tokens, pos))
+            if child is None:
+                break
+            n = self._common_pages(child.key, tokens, pos)
+            total += n
+            if n < child.size:
+                break
+            pos += n * self.page_size
+            node = child
+        return total
 
     def insert(self, tokens: Sequence[int], pages: list[int]) -> int:
         """Insert `tokens` (a whole number of pages) backed by `pages`.
@@ -116,25 +160,41 @@ class RadixCache:
         Returns how many leading tokens were already cached: the caller still owns `pages` for that
         prefix (duplicates it must free); the tree owns the rest from now on.
         """
+        return self.insert_pages(tokens, pages)[0]
+
+    def insert_pages(self, tokens: Sequence[int], pages: list[int], hashes: Optional[list[str]] = None
+                     ) -> tuple[int, list[int], Optional[RadixNode]]:
+        """Insert like `insert`; returns (tokens already cached, duplicate pages the caller must free, the
+        new leaf or None). A host-only node on the path adopts the caller's device pages (not duplicates).
+        `hashes`, one L3 key per page of `tokens`, are stored on the new leaf."""
         ps = self.page_size
         if len(tokens) != len(pages) * ps:
             raise ValueError(f"insert of {len(tokens)} tokens with {len(pages)} pages of {ps}")
-        node, pos, now = self.root, 0, self._touch()
+        node, pos, now, dups = self.root, 0, self._touch(), []
         while pos < len(tokens):
             child = node.children.get(self._page_key(tokens, pos))
             if child is None:
                 leaf = RadixNode(key=tuple(tokens[pos:]), pages=list(pages[pos // ps:]), parent=node,
-                                 last_access=now)
+                                 last_access=now, page_hashes=list(hashes[pos // ps:]) if hashes else None)
                 node.children[leaf.key[:ps]] = leaf
                 self.evictable_pages += leaf.num_pages
-                return pos
+                return pos, dups, leaf
             n = self._common_pages(child.key, tokens, pos)
-            if n < child.num_pages:
+            if n < child.size:
                 child = self._split(child, n)
+            ours = pages[pos // ps:pos // ps + n]
+            if child.pages is None:  # device copy was dropped: take ours (the parent is on device: ours)
+                child.pages = list(ours)
+                if child.lock_ref == 0:
+                    self.evictable_pages += n
+                else:
+                    self.protected_pages += n
+            else:
+                dups.extend(p for p, q in zip(ours, child.pages) if p != q)
             child.last_access = now
             pos += n * ps
             node = child
-        return pos
+        return pos, dups, None
 
     def lock(self, node: RadixNode) -> None:
         while node is not None and node is not self.root:
@@ -189,14 +249,23 @@ class RadixCache:
     def check_invariants(self) -> None:
         """Raise AssertionError if the tree's structure or page accounting is inconsistent (for tests)."""
         seen: set[int] = set()
+        seen_host: set[int] = set()
         evictable = protected = 0
         for node in self.nodes():
             assert node.parent.children.get(node.key[:self.page_size]) is node, "parent link broken"
-            assert len(node.key) == node.num_pages * self.page_size > 0, "key/pages length mismatch"
+            assert node.pages is not None or node.host_pages is not None, "node lives in no tier"
+            assert len(node.key) == node.size * self.page_size > 0, "key/pages length mismatch"
+            if node.pages is not None and node.host_pages is not None:
+                assert len(node.pages) == len(node.host_pages), "device/host page counts differ"
+            assert node.pages is None or node.parent is self.root or node.parent.pages is not None, (
+                "device-resident node under a host-only parent")
             assert node.lock_ref >= sum(c.lock_ref for c in node.children.values()), "lock count below children's"
-            for p in node.pages:
+            for p in node.pages or ():
                 assert p not in seen, f"page {p} owned by two nodes"
                 seen.add(p)
+            for p in node.host_pages or ():
+                assert p not in seen_host, f"host page {p} owned by two nodes"
+                seen_host.add(p)
             if node.lock_ref == 0:
                 evictable += node.num_pages
             else:
@@ -204,4 +273,7 @@ class RadixCache:
         assert (evictable, protected) == (self.evictable_pages, self.protected_pages), "page counters drifted"
 
     def all_pages(self) -> set[int]:
-        return {p for n in self.nodes() for p in n.pages}
+        return {p for n in self.nodes() for p in n.pages or ()}
+
+    def all_host_pages(self) -> set[int]:
+        return {p for n in self.nodes() for p in n.host_pages or ()}

@@ -1,6 +1,7 @@
 """Page copies between the device KV pool (L1) and the host pool (L2).
 
-The interface is two functions with the signature of the JIT kernels in `tierlm.jit.kv_transfer`:
+Backends: our JIT kernels (`tierlm.jit.kv_transfer.KVPageTransfer`, one launch per batch) or the torch
+functions below, which have the signature of that module's one-shot functions:
 
     device_to_host(k_layers, v_layers, device_pages, host_buf, host_pages) -> None
     host_to_device(k_layers, v_layers, device_pages, host_buf, host_pages) -> None
@@ -24,7 +25,7 @@ from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.pool import KVPool
 
 logger = logging.getLogger(__name__)
-CopyFn = Callable[[list, list, torch.Tensor, torch.Tensor, torch.Tensor], None]
+PagesFn = Callable[[list, list], None]
 
 
 def _slots(device_pages: torch.Tensor, page_size: int) -> torch.Tensor:
@@ -74,20 +75,36 @@ def torch_host_to_device(k_layers: list, v_layers: list, device_pages: torch.Ten
         v.index_copy_(0, slots, staged[:, layer, 1].reshape(n * ps, *v.shape[1:]))
 
 
-def load_backend(name: str, device: torch.device) -> tuple[str, CopyFn, CopyFn]:
-    """(backend name, device_to_host, host_to_device) for `--hicache-io-backend` ('auto'|'jit'|'torch')."""
-    if name in ("auto", "jit") and device.type == "cuda":
+def load_backend(name: str, device_pool: KVPool, host_pool: HostKVPool) -> tuple[str, PagesFn, PagesFn]:
+    """(backend, d2h, h2d) for `--hicache-io-backend`, each `fn(device_pages, host_pages)` bound to the
+    pools. 'auto' takes the JIT kernels on CUDA when they build, else torch; 'jit' insists on them."""
+    k, v, buf = device_pool.k, device_pool.v, host_pool.buffer
+    cuda = device_pool.device.type == "cuda"
+    if name == "jit" or (name == "auto" and cuda):
         try:
-            mod = importlib.import_module("tierlm.jit.kv_transfer")
-            if getattr(mod, "available", lambda: True)():
-                return "jit", mod.device_to_host, mod.host_to_device
-        except Exception as e:  # noqa: BLE001 - any build/import failure means "not available"
-            if name == "jit":
-                raise ValueError(f"--hicache-io-backend jit: the JIT page-transfer kernels are unavailable: {e}")
-            logger.info("JIT page-transfer kernels unavailable (%s); using torch copies", e)
-    elif name == "jit":
-        raise ValueError("--hicache-io-backend jit needs a CUDA device")
-    return "torch", torch_device_to_host, torch_host_to_device
+            jit = importlib.import_module("tierlm.jit.kv_transfer")
+            ok = jit.jit_available(device_pool.device)
+        except Exception as e:  # noqa: BLE001 - any import/build failure means "not available"
+            ok, why = False, e
+        else:
+            why = "the kernels did not build (see the log)"
+        if ok:
+            xfer = jit.KVPageTransfer(k, v, buf, backend="jit")
+            return "jit", xfer.device_to_host, xfer.host_to_device
+        if name == "jit":
+            raise ValueError(f"--hicache-io-backend jit: the JIT page-transfer kernels are unavailable: {why}")
+        logger.info("JIT page-transfer kernels unavailable (%s); using torch copies", why)
+    dev = device_pool.device
+
+    def d2h(device_pages: list[int], host_pages: list[int]) -> None:
+        torch_device_to_host(k, v, torch.tensor(device_pages, dtype=torch.int64).to(dev, non_blocking=True), buf,
+                             torch.tensor(host_pages, dtype=torch.int64))
+
+    def h2d(device_pages: list[int], host_pages: list[int]) -> None:
+        torch_host_to_device(k, v, torch.tensor(device_pages, dtype=torch.int64).to(dev, non_blocking=True), buf,
+                             torch.tensor(host_pages, dtype=torch.int64))
+
+    return "torch", d2h, h2d
 
 
 class PageTransfer:
@@ -103,7 +120,7 @@ class PageTransfer:
     def __init__(self, device_pool: KVPool, host_pool: HostKVPool, backend: str = "auto") -> None:
         self.dev, self.host = device_pool, host_pool
         self.device = device_pool.device
-        self.backend, self._d2h, self._h2d = load_backend(backend, self.device)
+        self.backend, self._d2h, self._h2d = load_backend(backend, device_pool, host_pool)
         cuda = self.device.type == "cuda"
         self._backup_stream = torch.cuda.Stream(self.device) if cuda else None
         self._load_stream = torch.cuda.Stream(self.device) if cuda else None
@@ -116,23 +133,17 @@ class PageTransfer:
         ev.record()
         return ev
 
-    def _page_tensors(self, device_pages: list[int], host_pages: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.tensor(device_pages, dtype=torch.int64).to(self.device, non_blocking=True),
-                torch.tensor(host_pages, dtype=torch.int64))
-
     def backup(self, device_pages: list[int], host_pages: list[int], event: Optional["torch.cuda.Event"]) -> None:
         """Copy device pages to host pages; returns once the host bytes are final."""
         stream = self._backup_stream
         if stream is None:
             with torch.inference_mode():
-                self._d2h(self.dev.k, self.dev.v, *self._page_tensors(device_pages, host_pages)[:1],
-                          self.host.buffer, torch.tensor(host_pages, dtype=torch.int64))
+                self._d2h(device_pages, host_pages)
             return
         with torch.cuda.stream(stream), torch.inference_mode():
             if event is not None:
                 stream.wait_event(event)
-            d, h = self._page_tensors(device_pages, host_pages)
-            self._d2h(self.dev.k, self.dev.v, d, self.host.buffer, h)
+            self._d2h(device_pages, host_pages)
         stream.synchronize()
 
     def load(self, host_pages: list[int], device_pages: list[int]) -> None:
@@ -140,10 +151,8 @@ class PageTransfer:
         stream = self._load_stream
         if stream is None:
             with torch.inference_mode():
-                self._h2d(self.dev.k, self.dev.v, *self._page_tensors(device_pages, host_pages)[:1],
-                          self.host.buffer, torch.tensor(host_pages, dtype=torch.int64))
+                self._h2d(device_pages, host_pages)
             return
         with torch.cuda.stream(stream), torch.inference_mode():
-            d, h = self._page_tensors(device_pages, host_pages)
-            self._h2d(self.dev.k, self.dev.v, d, self.host.buffer, h)
+            self._h2d(device_pages, host_pages)
         stream.synchronize()

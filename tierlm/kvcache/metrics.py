@@ -1,0 +1,40 @@
+"""`TierMetrics`: per-tier cache counters that exist from startup (zeros until used), for `Engine.stats()`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _tier() -> dict:
+    return {"hits": 0, "tokens": 0, "bytes": 0, "seconds": 0.0, "ops": 0}
+
+
+@dataclass
+class TierMetrics:
+    """Hits (requests served partly from a tier), tokens, bytes moved and seconds spent per tier, plus
+    backup/eviction/prefetch counters. Written on the scheduler thread only."""
+
+    tiers: dict = field(default_factory=lambda: {"L1": _tier(), "L2": _tier(), "L3": _tier()})
+    backups: dict = field(default_factory=lambda: {"pages": 0, "bytes": 0, "skipped_no_host_room": 0})
+    prefetch: dict = field(default_factory=lambda: {"started": 0, "pages_requested": 0, "pages_fetched": 0,
+                                                     "partial": 0, "discarded_pages": 0, "cancelled": 0})
+
+    def record_hit(self, tier: str, tokens: int, nbytes: int = 0, seconds: float = 0.0) -> None:
+        if tokens > 0:
+            t = self.tiers[tier]
+            t["hits"] += 1
+            t["tokens"] += tokens
+            t["bytes"] += nbytes
+            t["seconds"] += seconds
+            t["ops"] += 1
+
+    def tier_hits(self) -> dict:
+        """{"L1"|"L2"|"L3": {"hits": requests, "tokens": tokens}}."""
+        return {name: {"hits": t["hits"], "tokens": t["tokens"]} for name, t in self.tiers.items()}
+
+    def snapshot(self) -> dict:
+        out = {name: dict(t) for name, t in self.tiers.items()}
+        for name, t in out.items():
+            t["avg_latency_ms"] = 1e3 * t["seconds"] / t["ops"] if t["ops"] else 0.0
+        out["backups"] = dict(self.backups)
+        out["prefetch"] = dict(self.prefetch)
+        return out

@@ -1,0 +1,188 @@
+"""`L3Prefetcher`: brings a waiting request's prefix from the L3 store into host pages before admission.
+
+Per request: (1) on arrival, ask the store on the L3 thread how many of the pages beyond the L1/L2 match
+it holds; (2) if that reaches the threshold, take host pages and fetch them on the L3 thread in chunks;
+(3) when the request is next considered for admission, the policy decides whether it is ready
+(`best_effort`: always, with what has arrived; `wait_complete`: when the fetch ends; `timeout`: when it
+ends or its deadline passes). Fetched pages join the radix tree as host-only nodes; the normal L2 path
+then loads them. Unfinished or failed pages are never used: the request recomputes them. A request that
+is not ready is skipped, never blocking the queue behind it.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from tierlm.kvcache.keys import PageHasher
+from tierlm.kvcache.metrics import TierMetrics
+
+CHUNK_PAGES = 32  # pages per store call while fetching: the granularity of best_effort/timeout progress
+
+
+@dataclass(eq=False)
+class PrefetchOp:
+    """State of one request's prefetch (`progress`: leading pages complete in host memory)."""
+
+    tokens: list[int]
+    keys: list[str]
+    first_page: int
+    created: float
+    check: cf.Future
+    host_pages: list[int] = field(default_factory=list)
+    fetch: Optional[cf.Future] = None
+    deadline: float = 0.0
+    progress: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class L3Prefetcher:
+    """Owns the prefetches in flight and the host pages they hold (`held_pages`, for leak checks)."""
+
+    def __init__(self, store: Any, submit: Callable[..., cf.Future], hasher: PageHasher,
+                 alloc_host: Callable[[int], Optional[list[int]]], free_host: Callable[[list[int]], None],
+                 radix: Any, metrics: TierMetrics, policy: str, timeout: float, threshold_tokens: int,
+                 max_pages: int) -> None:
+        self.store, self._submit, self.hasher = store, submit, hasher
+        self._alloc_host, self._free_host = alloc_host, free_host
+        self.radix, self.metrics = radix, metrics
+        self.policy, self.timeout = policy, timeout
+        self.threshold_pages = max(1, -(-threshold_tokens // hasher.page_size))
+        self.max_pages = max_pages  # host pages prefetches may hold at once
+        self.ops: dict[str, PrefetchOp] = {}
+        self._graveyard: list[tuple[cf.Future, list[int]]] = []  # pages a cancelled fetch may still write
+        self.fetched_tokens: dict[str, int] = {}  # per request, for hit attribution at admission
+
+    @property
+    def held_pages(self) -> list[int]:
+        return [p for op in self.ops.values() for p in op.host_pages] + [p for _, ps in self._graveyard for p in ps]
+
+    def start(self, req_id: str, tokens: list[int]) -> None:
+        """Ask the store about `tokens` (the part of the prompt that may be matched) if L1/L2 lack enough."""
+        ps = self.hasher.page_size
+        n_pages = len(tokens) // ps
+        local = self.radix.match_length(tokens)
+        if n_pages - local < self.threshold_pages or req_id in self.ops:
+            return
+        keys = self.hasher.chain(tokens[:n_pages * ps])
+        check = self._submit(self.store.batch_exists, keys[local:])
+        self.ops[req_id] = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
+                                      created=time.monotonic(), check=check)
+        self.metrics.prefetch["started"] += 1
+
+    def _advance(self, op: PrefetchOp) -> None:
+        if op.fetch is not None or not op.check.done():
+            return
+        n = op.check.result() if op.check.exception() is None else 0
+        held = len(self.held_pages)
+        n = min(n, self.max_pages - held)
+        if n < self.threshold_pages:
+            op.check = _finished(0)
+            op.fetch = _finished(None)
+            return
+        pages = self._alloc_host(n)
+        if pages is None:
+            op.fetch = _finished(None)
+            return
+        op.host_pages = pages
+        op.deadline = time.monotonic() + self.timeout + 0.1 * n * self.hasher.page_size / 1024
+        self.metrics.prefetch["pages_requested"] += n
+        op.fetch = self._submit(self._fetch, op)
+
+    def _fetch(self, op: PrefetchOp) -> None:
+        """L3 thread: fetch in chunks, stopping at cancellation or at the first page that fails."""
+        keys = op.keys[op.first_page:op.first_page + len(op.host_pages)]
+        for start in range(0, len(keys), CHUNK_PAGES):
+            if op.cancel.is_set():
+                return
+            ok = self.store.batch_get(keys[start:start + CHUNK_PAGES], op.host_pages[start:start + CHUNK_PAGES])
+            lead = next((i for i, x in enumerate(ok) if not x), len(ok))
+            op.progress = start + lead  # published only after those pages are fully written
+            if lead < len(ok):
+                return
+
+    def poll(self) -> None:
+        """Advance checks into fetches and free host pages of cancelled fetches that have stopped."""
+        for op in self.ops.values():
+            self._advance(op)
+        keep = []
+        for fut, pages in self._graveyard:
+            if fut.done():
+                self._free_host(pages)
+            else:
+                keep.append((fut, pages))
+        self._graveyard = keep
+
+    def pending(self) -> bool:
+        return bool(self.ops)
+
+    def ready(self, req_id: str) -> bool:
+        """Whether the request may be admitted now; when it may, its fetched pages join the tree."""
+        op = self.ops.get(req_id)
+        if op is None:
+            return True
+        self._advance(op)
+        now = time.monotonic()
+        if self.policy == "best_effort":
+            ok = True
+        elif op.fetch is None:  # still asking the store
+            ok = self.policy == "timeout" and now > op.created + self.timeout
+        else:
+            ok = op.fetch.done() or (self.policy == "timeout" and now > op.deadline)
+        if ok:
+            self._finish(req_id, op)
+        return ok
+
+    def _finish(self, req_id: str, op: PrefetchOp) -> None:
+        del self.ops[req_id]
+        if not op.host_pages:
+            return
+        op.cancel.set()
+        got = op.progress
+        rest = op.host_pages[got:]
+        if rest:
+            self.metrics.prefetch["partial"] += 1
+            if op.fetch.done():
+                self._free_host(rest)
+            else:
+                self._graveyard.append((op.fetch, rest))
+        if got:
+            ps = self.hasher.page_size
+            end = op.first_page + got
+            dups = self.radix.insert_host(op.tokens[:end * ps], op.first_page, op.host_pages[:got],
+                                          op.keys[op.first_page:end])
+            self._free_host(dups)
+            self.metrics.prefetch["discarded_pages"] += len(dups)
+            self.metrics.prefetch["pages_fetched"] += got - len(dups)
+            if got > len(dups):
+                self.fetched_tokens[req_id] = (got - len(dups)) * ps
+
+    def cancel(self, req_id: str) -> None:
+        """Drop a request's prefetch (aborted or refused); its host pages are freed once unused."""
+        self.fetched_tokens.pop(req_id, None)
+        op = self.ops.pop(req_id, None)
+        if op is None:
+            return
+        self.metrics.prefetch["cancelled"] += 1
+        op.cancel.set()
+        if op.host_pages:
+            if op.fetch.done():
+                self._free_host(op.host_pages)
+            else:
+                self._graveyard.append((op.fetch, op.host_pages))
+
+    def drain(self) -> None:
+        """Cancel everything and wait until no fetch writes host pages (shutdown, tests)."""
+        for req_id in list(self.ops):
+            self.cancel(req_id)
+        for fut, _ in self._graveyard:
+            cf.wait([fut])
+        self.poll()
+
+
+def _finished(value: Any) -> cf.Future:
+    fut: cf.Future = cf.Future()
+    fut.set_result(value)
+    return fut
