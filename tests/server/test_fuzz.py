@@ -13,7 +13,7 @@ import pytest
 
 from tests.server.helpers import start_server
 
-FUZZ_SECONDS = 40
+FUZZ_SECONDS = 30
 
 
 @pytest.fixture(scope="module")

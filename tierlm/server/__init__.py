@@ -1,7 +1,8 @@
 """HTTP serving: an OpenAI-compatible FastAPI frontend talking to an engine process over ZMQ + msgpack.
 
-Modules: `protocol` (request/response schemas), `errors` (OpenAI-style error bodies), `wire` (the msgpack
-messages between the processes), `engine_proc` (the engine process loop), `engine_client` (the frontend's
-asyncio side of the link), `requests` (turning API requests into engine requests), `openai_routes`,
-`native_routes`, `frontend` (the app factory), `middleware`, `metrics`, `launch` (process start-up and shutdown).
+Modules, top-down: `launch` (process start-up and shutdown), `frontend` (the app factory), `openai_routes` and
+`native_routes` (endpoints), `streaming` (JSON or SSE answers, abort on disconnect), `generation` (the engine
+requests behind one HTTP request), `requests` (API request -> engine requests), `formatting` (usage, logprobs,
+SSE), `protocol` (schemas), `errors`, `middleware`, `metrics`, `state`, `engine_client` (frontend side of the
+link), `engine_proc` (the engine process loop), `wire` (the msgpack messages).
 """

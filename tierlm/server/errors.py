@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from types import MappingProxyType
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
@@ -11,8 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 503: "overloaded_error"}
+_TYPES = MappingProxyType({400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                           405: "invalid_request_error", 413: "invalid_request_error", 503: "overloaded_error"})
 
 
 class APIError(Exception):

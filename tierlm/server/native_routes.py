@@ -11,7 +11,7 @@ from tierlm.sampling_params import SamplingParams
 from tierlm.server import formatting as fmt
 from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
-from tierlm.server.protocol import ERROR_RESPONSES, GenerateRequest, GenerateResponse
+from tierlm.server.protocol import GenerateRequest, GenerateResponse, error_responses
 from tierlm.server.requests import check_token_ids, fan_out, need_tokenizer
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
@@ -72,6 +72,6 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 def native_router() -> APIRouter:
     """The native routes (a fresh router per app)."""
     router = APIRouter()
-    router.add_api_route("/generate", generate, methods=["POST"], responses=ERROR_RESPONSES, response_model=GenerateResponse,
+    router.add_api_route("/generate", generate, methods=["POST"], responses=error_responses(), response_model=GenerateResponse,
                          summary="Generate from token ids or text (TierLM native)")
     return router

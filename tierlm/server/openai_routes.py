@@ -11,8 +11,8 @@ from fastapi.responses import Response
 from tierlm.server import formatting as fmt
 from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
-from tierlm.server.protocol import (ERROR_RESPONSES, ChatCompletionRequest, ChatCompletionResponse,
-                                    CompletionRequest, CompletionResponse)
+from tierlm.server.protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
+                                    CompletionResponse, error_responses)
 from tierlm.server.requests import (chat_prompt, check_model, completion_prompts, fan_out, need_tokenizer,
                                     sampling_params, unsupported)
 from tierlm.server.state import get_state
@@ -141,8 +141,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
 def openai_router() -> APIRouter:
     """The OpenAI-compatible routes (a fresh router per app)."""
     router = APIRouter()
-    router.add_api_route("/v1/completions", create_completion, methods=["POST"], responses=ERROR_RESPONSES,
+    router.add_api_route("/v1/completions", create_completion, methods=["POST"], responses=error_responses(),
                          response_model=CompletionResponse, summary="Create a text completion (OpenAI)")
-    router.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"], responses=ERROR_RESPONSES,
+    router.add_api_route("/v1/chat/completions", create_chat_completion, methods=["POST"], responses=error_responses(),
                          response_model=ChatCompletionResponse, summary="Create a chat completion (OpenAI)")
     return router

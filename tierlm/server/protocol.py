@@ -132,8 +132,9 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)}
+def error_responses() -> dict[Union[int, str], dict[str, Any]]:
+    """OpenAPI `responses` of a generation route: every error status it can answer, with its body schema."""
+    return {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 500, 503)}
 
 
 class PromptTokensDetails(BaseModel):
