@@ -157,7 +157,6 @@ def engine_info(engine: Any, config: EngineConfig) -> dict[str, Any]:
         "dtype": str(getattr(runner, "dtype", config.dtype)).replace("torch.", ""),
         "device": str(getattr(engine, "device", config.device)),
         "kv_total_tokens": int(stats.get("kv_total_tokens", 0)),
-        "tiers": sorted(stats.get("tier_hits") or {"L1": {}}),
     }
 
 
@@ -198,6 +197,9 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
     try:
         EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid).run()
     finally:
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()  # finishes tier backups / store writes in flight
         send_sock.close(linger=500)
         recv_sock.close(linger=0)
         ctx.term()

@@ -108,21 +108,17 @@ class EngineProcess:
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
 
-def tiers(config: EngineConfig, reported: list[str]) -> str:
+def tiers(config: EngineConfig) -> str:
     """The KV tiers in use: L1 always, L2 with --enable-hicache (or a store), L3 with --kv-store."""
-    names = {"L1", *reported}
-    if config.enable_hicache or config.kv_store:
-        names.add("L2")
     if config.kv_store:
-        names.add("L3")
-    text = "+".join(sorted(names))
-    return f"{text} (L3 {config.kv_store})" if config.kv_store else text
+        return f"L1+L2+L3 ({config.kv_store})"
+    return "L1+L2" if config.enable_hicache else "L1"
 
 
 def summary_line(config: EngineConfig, info: dict[str, Any], host: str, port: int) -> str:
     return (f"serving {info['model_name']} | dtype {info['dtype']} | device {info['device']} | "
             f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}) | context {info['max_model_len']} | "
-            f"cache root {cache_root()} | tiers {tiers(config, info['tiers'])} | http://{host}:{port}")
+            f"cache root {cache_root()} | tiers {tiers(config)} | http://{host}:{port}")
 
 
 def load_tokenizer(config: EngineConfig, model_dir: str) -> Any:
