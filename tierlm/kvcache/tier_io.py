@@ -42,11 +42,12 @@ class TierIO:
     """Runs D2H backups and L3 store calls off the scheduler thread (`threads=False` runs them inline,
     deterministically, for tests)."""
 
-    def __init__(self, transfer: PageTransfer, store: Any = None, threads: bool = True) -> None:
+    def __init__(self, transfer: PageTransfer, store: Any = None, threads: bool = True, l3_threads: int = 4) -> None:
         self.transfer = transfer
         self.store = store
         self._copy = cf.ThreadPoolExecutor(1, thread_name_prefix="tierlm-d2h") if threads else None
-        self._l3 = cf.ThreadPoolExecutor(1, thread_name_prefix="tierlm-l3") if threads and store else None
+        # several L3 workers: one slow prefetch must not queue the others behind it
+        self._l3 = cf.ThreadPoolExecutor(l3_threads, thread_name_prefix="tierlm-l3") if threads and store else None
         self._inflight: set[cf.Future] = set()
 
     def _track(self, fut: cf.Future) -> cf.Future:

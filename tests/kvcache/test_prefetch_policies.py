@@ -1,0 +1,80 @@
+"""L3 prefetch at admission: a slow store never holds up other requests; every policy gives the same
+tokens (timeout/best_effort fall back to recompute); host RAM that cannot hold the pool is refused."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import CPU_OPTS
+from tierlm import LLM, SamplingParams
+from tierlm.kvcache.stores.file import FileKVStore
+
+LONG = "the quick brown fox jumps over the lazy dog while a small cache keeps every page of memory warm"
+OTHER = "one two three four five six seven eight nine ten"
+GREEDY = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+
+
+class SlowFileStore(FileKVStore):
+    """A file store whose reads take `delay` seconds (loaded through --kv-store module:Class?dir=..)."""
+
+    def __init__(self, dir: str, delay: str = "0.5") -> None:
+        super().__init__(dir, 10**9)
+        self.delay = float(delay)
+
+    def _read_many(self, keys):
+        time.sleep(self.delay)
+        return super()._read_many(keys)
+
+
+def opts(**kw):
+    return {**CPU_OPTS, "enable_hicache": True, "hicache_prefetch_threshold": 4, **kw}
+
+
+@pytest.fixture
+def filled_store(tiny_qwen3, tmp_path):
+    llm = LLM(str(tiny_qwen3), **opts(kv_store=f"file://{tmp_path}"))
+    ref = {p: o.token_ids for p, o in zip((LONG, OTHER), llm.generate([LONG, OTHER], GREEDY))}
+    llm.close()
+    return tmp_path, ref
+
+
+def run_pair(tiny_qwen3, store_dir, delay, **kw):
+    llm = LLM(str(tiny_qwen3), **opts(kv_store=f"tests.kvcache.test_prefetch_policies:SlowFileStore?dir={store_dir}"
+                                               f"&delay={delay}", **kw))
+    engine, tok = llm.engine, llm.tokenizer
+    engine.add_request("long", tok.encode(LONG), GREEDY)
+    engine.add_request("other", tok.encode("hello world this is a tiny language model"), GREEDY)  # not stored
+    first_token, outs, t0 = {}, {"long": [], "other": []}, time.perf_counter()
+    while engine.has_unfinished():
+        for o in engine.step():
+            if o.new_token_ids:
+                first_token.setdefault(o.request_id, time.perf_counter() - t0)
+            outs[o.request_id].extend(o.new_token_ids)
+    engine.kv.check_no_leak(engine.live_pages())
+    stats = engine.stats()
+    llm.close()
+    return outs["long"], first_token, stats
+
+
+def test_wait_complete_does_not_block_others(tiny_qwen3, filled_store):
+    store_dir, ref = filled_store
+    long_out, first, stats = run_pair(tiny_qwen3, store_dir, 0.6, hicache_prefetch_policy="wait_complete")
+    assert long_out == ref[LONG]
+    assert first["other"] < first["long"] and first["long"] >= 0.5  # the slow prefetch held only its request
+    assert stats["tier_hits"]["L3"]["tokens"] > 0
+
+
+@pytest.mark.parametrize("policy", ["timeout", "best_effort"])
+def test_late_prefetch_falls_back_to_recompute(tiny_qwen3, filled_store, policy):
+    store_dir, ref = filled_store
+    long_out, first, stats = run_pair(tiny_qwen3, store_dir, 0.6, hicache_prefetch_policy=policy,
+                                      hicache_prefetch_timeout=0.05)
+    assert long_out == ref[LONG]
+    assert first["long"] < 0.5  # did not wait for the store
+    assert stats["tier_hits"]["L3"]["tokens"] == 0
+
+
+def test_host_pool_larger_than_ram_is_refused_at_start(tiny_qwen3):
+    with pytest.raises(ValueError, match="--hicache-size: the host KV pool needs"):
+        LLM(str(tiny_qwen3), **opts(hicache_size=1e7))

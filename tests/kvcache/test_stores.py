@@ -1,0 +1,124 @@
+"""L3 stores, keys and host-pool sizing: checksums, LRU budget, restart, loader, redis outage."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from tierlm.kvcache.host_pool import HostKVPool, host_pool_pages
+from tierlm.kvcache.keys import PageHasher, model_fingerprint, weights_identity
+from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.stores import decode_page, encode_page, open_store
+from tierlm.kvcache.stores.base import CorruptPage
+from tierlm.kvcache.stores.file import FileKVStore
+
+KEYS = [f"{i:064x}" for i in range(1, 7)]
+
+
+@pytest.fixture
+def host():
+    pool = KVPool(4, 2, 2, 1, 4, torch.float32, torch.device("cpu"))
+    h = HostKVPool(8, pool)
+    h.buffer.normal_()
+    return h
+
+
+def roundtrip(store, host, n=3):
+    store.attach(host)
+    assert store.batch_set(KEYS[:n], list(range(n))) == [True] * n
+    assert store.batch_exists(KEYS) == n
+    ref = host.buffer[:n].clone()
+    host.buffer[4:4 + n].zero_()
+    assert store.batch_get(KEYS[:n], list(range(4, 4 + n))) == [True] * n
+    assert torch.equal(host.buffer[4:4 + n], ref)
+
+
+def test_codec_rejects_every_kind_of_damage():
+    blob = encode_page(KEYS[0], b"x" * 100)
+    assert bytes(decode_page(KEYS[0], blob, 100)) == b"x" * 100
+    for bad, key, n in [(blob[:-1], KEYS[0], 100), (blob, KEYS[1], 100), (blob, KEYS[0], 99),
+                        (blob[:-1] + b"y", KEYS[0], 100), (b"junk", KEYS[0], 100)]:
+        with pytest.raises(CorruptPage):
+            decode_page(key, bad, n)
+
+
+def test_file_store_roundtrip_restart_and_corruption(tmp_path, host):
+    store = FileKVStore(tmp_path, max_bytes=10**6)
+    roundtrip(store, host)
+    again = FileKVStore(tmp_path, max_bytes=10**6)  # a restart rebuilds the index from disk
+    again.attach(host)
+    assert again.stats()["pages"] == 3 and again.batch_exists(KEYS) == 3
+    path = again._path(KEYS[1])
+    path.write_bytes(path.read_bytes()[:-10])  # a short (torn) page
+    assert again.batch_get(KEYS[:3], [4, 5, 6]) == [True, False, True]
+    assert again.stats()["corrupt"] == 1
+
+
+def test_file_store_lru_budget(tmp_path, host):
+    per = len(encode_page(KEYS[0], host.page_bytes(0)))
+    store = FileKVStore(tmp_path, max_bytes=3 * per)
+    store.attach(host)
+    store.batch_set(KEYS[:3], [0, 1, 2])
+    time.sleep(0.01)
+    store.batch_get(KEYS[:1], [5])  # KEYS[0] becomes most recently used
+    store.batch_set(KEYS[3:4], [3])
+    assert [store.batch_exists([k]) for k in KEYS[:4]] == [1, 0, 1, 1]
+    assert store.stats()["bytes"] <= 3 * per and store.stats()["evicted_pages"] == 1
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_loader_and_bad_urls(tmp_path, host):
+    roundtrip(open_store("tierlm.kvcache.stores.memory:MemoryKVStore", 1, 1.0), host)
+    roundtrip(open_store(f"file://{tmp_path}", 10**6, 1.0), host)
+    for url in ("nope://x", "no.such.module:Store", "tierlm.kvcache.keys:PageHasher"):
+        with pytest.raises(ValueError, match="--kv-store"):
+            open_store(url, 1, 1.0)
+
+
+def test_redis_roundtrip_then_outage_fails_fast(redis_server, host):
+    store = open_store(redis_server.url, 1, 0.5)
+    roundtrip(store, host)
+    redis_server.kill()
+    t0 = time.perf_counter()
+    assert store.batch_exists(KEYS) == 0
+    assert store.batch_get(KEYS[:2], [0, 1]) == [False, False]
+    assert store.batch_set(KEYS[:2], [0, 1]) == [False, False]
+    assert time.perf_counter() - t0 < 3.0
+    assert store.stats()["errors"] == 3
+
+
+def test_keys_are_chained_and_namespaced():
+    fp = model_fingerprint({"hidden_size": 8, "_name_or_path": "/home/a"}, "dummy-seed-0", "torch.float32", 4)
+    assert fp == model_fingerprint({"hidden_size": 8, "_name_or_path": "/elsewhere"}, "dummy-seed-0", "float32", 4)
+    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-1", "float32", 4)
+    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-0", "bfloat16", 4)
+    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-0", "float32", 8)
+    h, other = PageHasher(fp, 4), PageHasher(fp + "x", 4)
+    full = h.chain(list(range(10)))
+    assert len(full) == 2 and h.chain(list(range(4, 8)), parent=full[0]) == full[1:]
+    assert h.chain([9, 1, 2, 3, 4, 5, 6, 7])[1] != full[1]  # a page's key depends on everything before it
+    assert other.chain(list(range(8))) != full
+    assert weights_identity(None, "dummy", 3) == "dummy-seed-3"
+
+
+def test_tiny_model_weights_identity_changes_with_content(tiny_qwen3, tmp_path):
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_qwen3, copy)
+    assert weights_identity(copy, "auto", 0) == weights_identity(tiny_qwen3, "auto", 0)
+    f = next(copy.glob("*.safetensors"))
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 1
+    f.write_bytes(bytes(data))
+    assert weights_identity(copy, "auto", 0) != weights_identity(tiny_qwen3, "auto", 0)
+
+
+def test_host_pool_sizing_refuses_what_ram_cannot_hold():
+    assert host_pool_pages(100, 1024, 2.0, None) == 200
+    assert host_pool_pages(100, 1024, 2.0, 1 / 1024) == 1024
+    with pytest.raises(ValueError, match="--hicache-size.*available"):
+        host_pool_pages(100, 1024, 2.0, 1e9)
+    with pytest.raises(ValueError, match="--hicache-ratio"):
+        host_pool_pages(100, 2**30, 1e6, None)
