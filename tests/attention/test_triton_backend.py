@@ -1,4 +1,5 @@
-"""TritonBackend equals TorchNativeBackend (prefill with prefixes, decode, CUDA-graph-style decode buffers).
+"""TritonBackend equals TorchNativeBackend (prefill with prefixes, decode, CUDA-graph-style decode buffers),
+and the offline engine's greedy tokens are the same with either backend.
 
 On a GPU the cases run compiled in bf16/fp16/fp32; without one, in fp32 under Triton's interpreter in a
 child process (so this process never imports Triton in interpreter mode).
@@ -21,8 +22,9 @@ def interpreted() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(BACKEND_CASES))
 def test_triton_backend_matches_torch(name: str, request: pytest.FixtureRequest) -> None:
-    if gpu_available():
-        results = run([name], "cuda", [torch.bfloat16, torch.float16, torch.float32])
+    if gpu_available():  # greedy engine parity only in fp32: low-precision ties may legitimately flip
+        dtypes = [torch.float32] if name.startswith("engine") else [torch.bfloat16, torch.float16, torch.float32]
+        results = run([name], "cuda", dtypes)
     else:
         results = {k: v for k, v in request.getfixturevalue("interpreted").items() if k.startswith(name + "[")}
     assert results, f"case {name} did not run"

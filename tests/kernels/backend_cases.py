@@ -102,10 +102,31 @@ def _real_part(batch: ForwardBatch, n: int) -> ForwardBatch:
                         req_rows_cpu=batch.req_rows_cpu[:n])
 
 
+def check_engine_greedy(device: str, dtype: torch.dtype, arch: str = "qwen3") -> None:
+    """The offline engine's greedy tokens with the Triton backend equal the torch backend's (tiny model)."""
+    import tempfile
+
+    from tierlm import LLM, SamplingParams
+    from tierlm.utils.tiny_model import make_tiny_model
+
+    prompts = ["the quick brown fox jumps over", "hello", "paris is the capital of france and berlin is",
+               "one two three four five six seven eight nine ten eleven twelve"]
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = make_tiny_model(f"{tmp}/{arch}", arch=arch)
+        outs = {}
+        for backend in ("torch", "triton"):
+            llm = LLM(str(model_dir), device=device, dtype=str(dtype).removeprefix("torch."), kv_cache_gb=0.01,
+                      page_size=4, attention_backend=backend)
+            outs[backend] = [r.token_ids for r in llm.generate(prompts, params)]
+    assert outs["torch"] == outs["triton"], outs
+
+
 BACKEND_CASES = {
     "backend_gqa2_page1": lambda d, t: check_backend(d, t, num_heads=4, num_kv_heads=2, page_size=1),
     "backend_gqa4_page4": lambda d, t: check_backend(d, t, num_heads=8, num_kv_heads=2, page_size=4, seed=1),
     "backend_gqa1_page4": lambda d, t: check_backend(d, t, num_heads=2, num_kv_heads=2, page_size=4, seed=2),
+    "engine_greedy_qwen3": check_engine_greedy,
 }
 
 
