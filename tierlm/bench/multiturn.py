@@ -1,0 +1,190 @@
+"""`tierlm bench multiturn`: N clients x R rounds of growing conversations, GPU-only vs +L2 vs +L2+L3.
+
+Each round every client sends its whole conversation so far plus a new user turn and gets an answer,
+which joins the conversation. The device KV pool is sized (unless --kv-cache-gb is given) so that the
+working set (all conversations at their final length) is --working-set-factor times the pool: the
+prefix cache alone cannot keep every conversation, the lower tiers can. Token ids are random (seeded),
+EOS is ignored. Reports TTFT p50/p99 per round, throughput and per-tier hit rates for each mode; writes
+`multiturn.json` (raw figures) and `multiturn_ttft.png` (TTFT per round) to --output-dir.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from tierlm.bench.offline import percentiles
+from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.errors import CLIError
+
+MODES = {"gpu": "GPU only", "l2": "+L2 host", "l3": "+L2+L3"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("multiturn", help="Multi-turn conversations: KV tiering benefit per round.",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("workload options")
+    g.add_argument("--num-clients", type=int, default=32, help="Concurrent conversations (default: 32).")
+    g.add_argument("--num-rounds", type=int, default=8, help="Turns per conversation (default: 8).")
+    g.add_argument("--first-turn-len", type=int, default=2048, help="Tokens of the first prompt (default: 2048).")
+    g.add_argument("--turn-len", type=int, default=256, help="Tokens of each later user turn (default: 256).")
+    g.add_argument("--answer-len", type=int, default=128, help="Tokens of each answer (default: 128).")
+    g.add_argument("--working-set-factor", type=float, default=4.0,
+                   help="Working set / device KV pool when --kv-cache-gb is not given (default: 4).")
+    g.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=True,
+                   help="--no-reuse sends fresh prompts each round (0%% reuse: measures the tiers' overhead).")
+    g.add_argument("--modes", default="gpu,l2,l3", help="Comma list of gpu, l2, l3 (default: all).")
+    g.add_argument("--workload-seed", type=int, default=0, help="Seed of the token ids (default: 0).")
+    g.add_argument("--output-dir", default="multiturn-out", help="Where the JSON and PNG go (default: ./multiturn-out).")
+    g.add_argument("--json", action="store_true", help="Print the summary as one JSON object.")
+    add_engine_args(p, model_required=False)
+    p.set_defaults(func=run, model="builtin:llama-3.1-8b", load_format="dummy", skip_tokenizer_init=True)
+
+
+def _conversations(args: argparse.Namespace, vocab: int) -> list[list[list[int]]]:
+    """turns[client][round]: the user turn token ids (round 0 is the long first prompt)."""
+    rng = random.Random(args.workload_seed)
+    hi = min(vocab, 10000) - 1
+    return [[[rng.randint(0, hi) for _ in range(args.first_turn_len if r == 0 else args.turn_len)]
+             for r in range(args.num_rounds)] for _ in range(args.num_clients)]
+
+
+def _bytes_per_token(config, model_cfg) -> int:
+    import torch
+
+    from tierlm.engine.model_runner import resolve_device, resolve_dtype
+
+    dtype = resolve_dtype(config.dtype, model_cfg, resolve_device(config.device))
+    return model_cfg.kv_bytes_per_token_per_dtype_byte * torch.empty((), dtype=dtype).element_size()
+
+
+def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
+    from tierlm.engine.engine import Engine
+    from tierlm.sampling_params import SamplingParams
+
+    tiers = {"gpu": {}, "l2": {"enable_hicache": True},
+             "l3": {"enable_hicache": True, "kv_store": config.kv_store or f"file://{store_dir}"}}[mode]
+    cfg = config.replace(**{"enable_hicache": False, "kv_store": None, **tiers})
+    engine = Engine(cfg)
+    params = SamplingParams(temperature=0.0, max_tokens=args.answer_len, ignore_eos=True, detokenize=False)
+    history = [[] for _ in turns]
+    rounds, out_tokens, in_tokens, t_start = [], 0, 0, time.perf_counter()
+    for r in range(args.num_rounds):
+        start, first, answers = time.perf_counter(), {}, {}
+        for c, conv in enumerate(turns):
+            prompt = (history[c] if args.reuse else []) + conv[r]
+            in_tokens += len(prompt)
+            engine.add_request(f"{r}-{c}", prompt, params)
+            answers[f"{r}-{c}"] = []
+        while engine.has_unfinished():
+            for o in engine.step():
+                if o.error:
+                    raise CLIError(f"request {o.request_id} failed: {o.error}")
+                if o.new_token_ids:
+                    first.setdefault(o.request_id, time.perf_counter() - start)
+                    answers[o.request_id].extend(o.new_token_ids)
+        for c, conv in enumerate(turns):
+            history[c] = history[c] + conv[r] + answers[f"{r}-{c}"]
+            out_tokens += len(answers[f"{r}-{c}"])
+        rounds.append({"round": r, "elapsed_s": time.perf_counter() - start,
+                       "ttft_s": percentiles(list(first.values()))})
+        bar.update(1)
+    elapsed = time.perf_counter() - t_start
+    stats = engine.stats()
+    engine.close()
+    hits = stats["tier_hits"]
+    return {"mode": mode, "label": MODES[mode], "rounds": rounds, "elapsed_s": elapsed,
+            "output_tok_per_s": out_tokens / elapsed, "total_tok_per_s": (in_tokens + out_tokens) / elapsed,
+            "prompt_tokens": in_tokens, "hit_rate": {t: v["tokens"] / max(in_tokens, 1) for t, v in hits.items()},
+            "tier_hits": hits, "tiers": stats["tiers"], "kv_pool_tokens": stats["kv_total_tokens"]}
+
+
+def plot(results: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for res in results:
+        xs = [r["round"] + 1 for r in res["rounds"]]
+        ax.plot(xs, [r["ttft_s"]["p50"] for r in res["rounds"]], marker="o", label=f"{res['label']} p50")
+        ax.plot(xs, [r["ttft_s"]["p99"] for r in res["rounds"]], linestyle="--", alpha=0.6, label=f"{res['label']} p99")
+    ax.set_xlabel("round")
+    ax.set_ylabel("TTFT (s)")
+    ax.set_title("Multi-turn TTFT per round")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from tierlm.engine.errors import ModelLoadError
+    from tierlm.models.config import ModelConfig
+    from tierlm.models.loader import resolve_model_dir
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise CLIError(f"--modes: pick from {', '.join(MODES)}")
+    if min(args.num_clients, args.num_rounds, args.first_turn_len, args.turn_len, args.answer_len) < 1:
+        raise CLIError("--num-clients, --num-rounds and the lengths must be >= 1")
+    config = config_from_args(args)
+    final_len = args.first_turn_len + (args.num_rounds - 1) * args.turn_len + args.num_rounds * args.answer_len
+    try:
+        model_cfg = ModelConfig.from_dir(resolve_model_dir(config.model, config.revision, need_weights=False))
+        per_token = _bytes_per_token(config, model_cfg)
+    except (ModelLoadError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    working_set = args.num_clients * final_len if args.reuse else args.num_clients * (args.first_turn_len + args.answer_len)
+    changes = {"max_model_len": max(config.max_model_len or 0, final_len + config.page_size)}
+    if config.kv_cache_gb is None:
+        pool_tokens = max(int(working_set / args.working_set_factor), 2 * final_len)
+        changes["kv_cache_gb"] = pool_tokens * per_token / 2**30
+    if config.hicache_size is None and args.hicache_ratio == 2.0:  # default: let L2 hold the working set
+        changes["hicache_ratio"] = args.working_set_factor + 1
+    config = config.replace(**changes)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    turns = _conversations(args, model_cfg.vocab_size)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tierlm-mt-kv-") as store_dir:
+        bar = tqdm(total=len(modes) * args.num_rounds, desc="multiturn", unit="round", disable=args.json)
+        for mode in modes:
+            bar.set_postfix_str(MODES[mode])
+            try:
+                results.append(run_mode(config, mode, args, turns, store_dir, bar))
+            except (ModelLoadError, ValueError) as e:
+                raise CLIError(str(e)) from None
+        bar.close()
+    summary = {"model": config.model, "workload": {k: getattr(args, k) for k in (
+        "num_clients", "num_rounds", "first_turn_len", "turn_len", "answer_len", "working_set_factor", "reuse")},
+        "working_set_tokens": working_set, "kv_cache_gb": config.kv_cache_gb, "hicache_ratio": config.hicache_ratio,
+        "output_dir": str(out_dir), "results": results}
+    (out_dir / "multiturn.json").write_text(json.dumps(summary, indent=2))
+    summary["plot"] = str(out_dir / "multiturn_ttft.png") if plot(results, out_dir / "multiturn_ttft.png") else None
+    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    return 0
+
+
+def format_table(s: dict) -> str:
+    lines = [f"model {s['model']}  working set {s['working_set_tokens']} tokens  device pool "
+             f"{s['results'][0]['kv_pool_tokens']} tokens  host ratio {s['hicache_ratio']}"]
+    head = f"{'mode':<10}{'out tok/s':>11}{'all tok/s':>11}" + "".join(f"{'hit ' + t:>9}" for t in ("L1", "L2", "L3"))
+    lines.append(head + "   TTFT p50 per round (s)")
+    for r in s["results"]:
+        hit = "".join(f"{r['hit_rate'][t]:>9.1%}" for t in ("L1", "L2", "L3"))
+        ttft = " ".join(f"{x['ttft_s']['p50']:.3f}" for x in r["rounds"])
+        lines.append(f"{r['mode']:<10}{r['output_tok_per_s']:>11.1f}{r['total_tok_per_s']:>11.1f}{hit}   {ttft}")
+    lines.append(f"raw figures: {Path(s['output_dir']) / 'multiturn.json'}"
+                 + (f", plot: {s['plot']}" if s.get("plot") else " (install matplotlib for the plot)"))
+    return "\n".join(lines)
