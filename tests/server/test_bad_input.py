@@ -89,7 +89,8 @@ CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
 
 @pytest.fixture(scope="module")
 def server(tiny_qwen3, tmp_path_factory):
-    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("bad"), "--api-key", KEY)
+    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("bad"), "--api-key", KEY,
+                       "--max-running-requests", "1", "--max-waiting-requests", "1")
     yield srv
     assert srv.stop() == 0, srv.log_text()
 
@@ -126,6 +127,23 @@ def test_method_not_allowed_and_health_need_no_key(server, http):
     assert r.status_code == 405 and "not allowed" in r.json()["error"]["message"]
     assert http.get("/health").status_code == 200
     assert http.get("/metrics").status_code == 200
+
+
+def test_full_queue_is_503(server):
+    import asyncio
+
+    async def one(client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(C, json=cmpl(model=server.model, max_tokens=100, ignore_eos=True), headers=AUTH)
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*[one(client) for _ in range(5)])
+
+    responses = asyncio.run(main())
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) >= 1 and codes.count(503) >= 1 and set(codes) <= {200, 503}, codes
+    err = next(r for r in responses if r.status_code == 503).json()["error"]
+    assert err["type"] == "overloaded_error" and "max-waiting-requests" in err["message"]
 
 
 def test_still_serves_after_bad_input(server, http):
