@@ -11,7 +11,7 @@ from tierlm.config import EngineConfig
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import PromptTooLongError, RequestError
 from tierlm.engine.model_runner import ModelRunner
-from tierlm.engine.inflight import InFlight
+from tierlm.engine.inflight import InFlight, Readback
 from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
@@ -55,6 +55,7 @@ class Engine:
         self._pending: list[StepOutput] = []  # outputs produced outside a step (aborts, refusals)
         self._inflight: Optional[InFlight] = None  # launched on the device, not yet read back
         self.overlap = config.overlap_schedule
+        self._readback = Readback(self.device, config.max_running_requests)
         self.counters = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0,
                          "cache_hits": 0}
 
@@ -127,29 +128,25 @@ class Engine:
         return outputs
 
     def _launch(self, batch: ScheduledBatch) -> Optional[InFlight]:
-        kv = self.kv.req_table
-        fb = self.runner.build_batch(batch.mode, batch.reqs, batch.extend_lens, kv.table, kv.token_ids)
-        sampling, index, rows, positions, pos = [], [], [], [], 0
+        sampling, sites, pos = [], [], 0
         for req, n in zip(batch.reqs, batch.extend_lens):
             pos += n
             if req.kv_len + n == req.seq_len:  # this pass reaches the end of the sequence: sample
                 sampling.append(req)
-                index.append(pos - 1)
-                rows.append(req.row)
-                positions.append(req.seq_len)
+                sites.append((req.row, req.seq_len, pos - 1))
+        fb, where = self.runner.build_batch(batch, self.kv.req_table, sites)
+        for req, n in zip(batch.reqs, batch.extend_lens):
             req.kv_len += n
-        logits = self.runner.forward(fb, index)
+        logits = self.runner.forward(fb, where)
         if not sampling:
             return None
         params = [r.params for r in sampling]
         tokens = self.sampler.sample(logits, params, [r.generator for r in sampling])
         logprobs = self.sampler.logprobs(logits, tokens, params)
-        dev = tokens.device
-        kv.token_ids[torch.tensor(rows).to(dev, non_blocking=True),
-                     torch.tensor(positions).to(dev, non_blocking=True)] = tokens.to(torch.int32)
+        self.kv.req_table.token_ids[where.rows, where.positions] = tokens.to(torch.int32)
         for req in sampling:
             req.num_pending += 1
-        return InFlight.start(sampling, tokens, logprobs)
+        return self._readback.start(sampling, tokens, logprobs)
 
     def _resolve(self, step: "InFlight") -> list[StepOutput]:
         tokens, logprobs = step.wait()

@@ -17,22 +17,8 @@ class InFlight:
 
     reqs: list[Req]
     tokens: torch.Tensor
-    logprobs: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    logprobs: Optional[tuple[torch.Tensor, ...]]
     event: Optional[torch.cuda.Event]
-
-    @staticmethod
-    def start(reqs: list[Req], tokens: torch.Tensor, logprobs) -> "InFlight":
-        if tokens.device.type != "cuda":
-            return InFlight(reqs, tokens, logprobs, None)
-        pinned = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
-        pinned.copy_(tokens, non_blocking=True)
-        host_lp = None
-        if logprobs is not None:
-            host_lp = tuple(torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
-                            for t in logprobs)
-        event = torch.cuda.Event()
-        event.record()
-        return InFlight(reqs, pinned, host_lp, event)
 
     def wait(self) -> tuple[list[int], Optional[Callable[[int, int], TokenLogprob]]]:
         """Token ids per request, and a function (row, top_n) -> TokenLogprob when logprobs were computed."""
@@ -47,3 +33,38 @@ class InFlight:
             return TokenLogprob(token_id=tokens[row], logprob=chosen[row],
                                 top=list(zip(top_i[row][:n], top_v[row][:n])) if n else [])
         return tokens, logprob
+
+
+class Readback:
+    """Starts the device→host copies of a step's results into pinned buffers that are reused.
+
+    Two sets of buffers alternate: at most two steps are in flight (overlap), and a step's buffers are only
+    reused after it has been resolved.
+    """
+
+    def __init__(self, device: torch.device, max_rows: int) -> None:
+        self.device = device
+        self.max_rows = max_rows
+        self._bufs: list[dict[str, torch.Tensor]] = [{}, {}]
+        self._turn = 0
+
+    def _host(self, slot: dict, name: str, src: torch.Tensor) -> torch.Tensor:
+        buf = slot.get(name)
+        rows = max(self.max_rows, src.shape[0])
+        if buf is None or buf.shape[0] < src.shape[0] or buf.shape[1:] != src.shape[1:] or buf.dtype != src.dtype:
+            buf = slot[name] = torch.empty((rows, *src.shape[1:]), dtype=src.dtype, pin_memory=True)
+        out = buf[:src.shape[0]]
+        out.copy_(src, non_blocking=True)
+        return out
+
+    def start(self, reqs: list[Req], tokens: torch.Tensor, logprobs) -> InFlight:
+        if self.device.type != "cuda":
+            return InFlight(reqs, tokens, logprobs, None)
+        slot, self._turn = self._bufs[self._turn], 1 - self._turn
+        host_tokens = self._host(slot, "tokens", tokens)
+        host_lp = None
+        if logprobs is not None:
+            host_lp = tuple(self._host(slot, f"lp{i}", t) for i, t in enumerate(logprobs))
+        event = torch.cuda.Event()
+        event.record()
+        return InFlight(reqs, host_tokens, host_lp, event)

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.config import EngineConfig
-from tierlm.engine.request import Req
+from tierlm.engine.scheduler import ScheduledBatch
+from tierlm.kvcache.req_table import ReqToTokenTable
 from tierlm.engine.staging import HostStaging
 from tierlm.kvcache.pool import KVPool
 from tierlm.models.config import ModelConfig
@@ -100,13 +102,15 @@ class ModelRunner:
                                             min(self.config.max_running_requests, 256))
         return self.attn
 
-    def build_batch(self, mode: str, reqs: list[Req], extend_lens: list[int], req_to_token: torch.Tensor,
-                    token_table: torch.Tensor) -> ForwardBatch:
-        """Metadata of one pass, uploaded in one packed copy.
+    def build_batch(self, sb: ScheduledBatch, req_table: ReqToTokenTable,
+                    sample: list[tuple[int, int, int]]) -> tuple[ForwardBatch, "SampleSites"]:
+        """Metadata of one pass, uploaded in one packed copy; also writes the batch's new request→token table
+        entries on the device. `sample` lists (row, position, token index) of the tokens to sample.
 
-        Decode inputs are read on the device from `token_table` (where the sampler wrote them), so a decode
+        Decode inputs are read on the device from the token table (where the sampler wrote them), so a decode
         step can be built before the host has seen the previous step's tokens.
         """
+        reqs, extend_lens = sb.reqs, sb.extend_lens
         B = len(reqs)
         rows = [r.row for r in reqs]
         prefix = [r.kv_len for r in reqs]
@@ -114,8 +118,8 @@ class ModelRunner:
         indptr = [0]
         for n in extend_lens:
             indptr.append(indptr[-1] + n)
-        T = indptr[-1]
-        if mode == "decode":
+        T, M, S = indptr[-1], len(sb.map_slots), len(sample)
+        if sb.mode == "decode":
             token_rows, positions, ids = rows, prefix, []
         else:
             token_rows, positions, ids = [], [], []
@@ -123,7 +127,9 @@ class ModelRunner:
                 token_rows.extend([r.row] * n)
                 positions.extend(range(p, p + n))
                 ids.extend(r.token_ids[p:p + n])
-        packed = self.staging.upload(token_rows + positions + rows + prefix + seqs + indptr + ids)
+        s_rows, s_pos, s_idx = (list(x) for x in zip(*sample)) if sample else ([], [], [])
+        packed = self.staging.upload(token_rows + positions + rows + prefix + seqs + indptr + sb.map_rows
+                                     + sb.map_positions + sb.map_slots + s_rows + s_pos + s_idx + ids)
         o = 0
 
         def take(n: int) -> torch.Tensor:
@@ -133,19 +139,34 @@ class ModelRunner:
 
         tok_rows, pos = take(T).long(), take(T).long()
         req_rows, prefix_t, seq_t, qo = take(B), take(B), take(B), take(B + 1)
-        input_ids = take(T).long() if mode != "decode" else token_table[tok_rows, pos].long()
-        return ForwardBatch(mode=mode, input_ids=input_ids, positions=pos, out_loc=req_to_token[tok_rows, pos].long(),
-                            req_rows=req_rows, prefix_lens=prefix_t, seq_lens=seq_t, qo_indptr=qo,
-                            extend_lens_cpu=list(extend_lens), prefix_lens_cpu=prefix, seq_lens_cpu=seqs,
-                            req_rows_cpu=rows)
+        m_rows, m_pos, m_slots = take(M).long(), take(M).long(), take(M)
+        sites = SampleSites(take(S).long(), take(S).long(), take(S).long(), S)
+        if M:
+            req_table.table[m_rows, m_pos] = m_slots
+        input_ids = take(T).long() if sb.mode != "decode" else req_table.token_ids[tok_rows, pos].long()
+        batch = ForwardBatch(mode=sb.mode, input_ids=input_ids, positions=pos,
+                             out_loc=req_table.table[tok_rows, pos].long(), req_rows=req_rows, prefix_lens=prefix_t,
+                             seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens), prefix_lens_cpu=prefix,
+                             seq_lens_cpu=seqs, req_rows_cpu=rows)
+        return batch, sites
 
     @torch.inference_mode()
-    def forward(self, batch: ForwardBatch, sample_index: list[int]) -> torch.Tensor:
-        """Run the model; return float32 logits `[len(sample_index), vocab]` at the given token indices."""
+    def forward(self, batch: ForwardBatch, sites: "SampleSites") -> torch.Tensor:
+        """Run the model; return float32 logits `[sites.count, vocab]` of the tokens to sample."""
         if self.graphs is not None and self.graphs.can_run(batch):
-            return self.graphs.replay(batch)
+            return self.graphs.replay(batch)  # decode samples every token of the batch
         self.attn.prepare(batch)
         hidden = self.model(batch, self.attn)
-        if len(sample_index) != hidden.shape[0]:
-            hidden = hidden[torch.tensor(sample_index, dtype=torch.int64).to(hidden.device, non_blocking=True)]
+        if sites.count != hidden.shape[0]:
+            hidden = hidden[sites.index]
         return self.model.compute_logits(hidden)
+
+
+@dataclass
+class SampleSites:
+    """Where a pass samples: request rows, the positions the new tokens go to, and their token indices."""
+
+    rows: torch.Tensor
+    positions: torch.Tensor
+    index: torch.Tensor
+    count: int

@@ -12,7 +12,7 @@ per-step token budget) or a decode step (one token for every running request).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from tierlm.engine.request import Req
@@ -26,6 +26,10 @@ class ScheduledBatch:
     mode: str  # "prefill" | "decode"
     reqs: list[Req]
     extend_lens: list[int]
+    # request→token table entries to write on the device before the pass: (row, position) -> slot
+    map_rows: list[int] = field(default_factory=list)
+    map_positions: list[int] = field(default_factory=list)
+    map_slots: list[int] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -41,6 +45,7 @@ class Scheduler:
         self.max_prefill_tokens = max_prefill_tokens
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
+        self._writes: tuple[list[int], list[int], list[int]] = ([], [], [])
 
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -84,7 +89,15 @@ class Scheduler:
             if pages is None:  # reservation makes this unreachable; fail loudly rather than corrupt KV
                 raise RuntimeError(f"KV allocation of {missing} pages failed despite reservation")
             req.pages.extend(pages)
-        self.kv.map_pages(req.row, req.pages, start, end)
+        self._map(req.row, req.pages, start, end)
+
+    def _map(self, row: int, pages: list[int], start: int, end: int) -> None:
+        """Queue table entries for positions [start, end) of `row` (written by the runner in one scatter)."""
+        ps = self.kv.page_size
+        rows, positions, slots = self._writes
+        rows.extend([row] * (end - start))
+        positions.extend(range(start, end))
+        slots.extend(pages[p // ps] * ps + p % ps for p in range(start, end))
 
     def _try_admit(self, req: Req) -> str:
         """'ok' (admitted), 'wait' (no room now), 'never' (cannot fit even in an empty pool) or 'prefetch'
@@ -116,13 +129,14 @@ class Scheduler:
         req.prefix_node = match.node if match else None
         req.num_prefix_pages = len(matched)
         req.kv_len = req.num_cached_tokens = len(matched) * kv.page_size
-        kv.map_pages(req.row, req.pages, 0, req.kv_len)
+        self._map(req.row, req.pages, 0, req.kv_len)
         self.running.append(req)
         return "ok"
 
     def schedule(self) -> tuple[Optional[ScheduledBatch], list[Req]]:
         """Next batch to run (or None) and requests refused because they can never fit."""
         refused: list[Req] = []
+        self._writes = ([], [], [])
         self.kv.poll()
         budget = self.max_prefill_tokens
         reqs, lens = [], []
@@ -151,7 +165,7 @@ class Scheduler:
         if reqs:
             for req, n in zip(reqs, lens):
                 self._grow(req, n)
-            return ScheduledBatch("prefill", reqs, lens), refused
+            return ScheduledBatch("prefill", reqs, lens, *self._writes), refused
         decoding = [r for r in self.running if not r.prefilling and not r.fully_scheduled and not r.finished]
         if not decoding:
             if self.waiting:
@@ -159,4 +173,4 @@ class Scheduler:
             return None, refused
         for req in decoding:
             self._grow(req, 1)
-        return ScheduledBatch("decode", decoding, [1] * len(decoding)), refused
+        return ScheduledBatch("decode", decoding, [1] * len(decoding), *self._writes), refused

@@ -12,7 +12,7 @@ import torch
 from tierlm.kvcache.allocator import PageAllocator
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
-from tierlm.kvcache.req_table import ReqToTokenTable, pages_to_slots
+from tierlm.kvcache.req_table import ReqToTokenTable
 
 
 class KVCacheManager:
@@ -91,11 +91,6 @@ class KVCacheManager:
         if short > 0 and self.radix is not None:
             self.radix.evict(short)
         return self.allocator.alloc(n)
-
-    def map_pages(self, row: int, pages: list[int], start: int, end: int) -> None:
-        """Point positions [start, end) of request `row` at their slots in `pages`."""
-        if end > start:
-            self.req_table.write(row, start, pages_to_slots(pages, self.page_size, start, end))
 
     def release(self, tokens: Sequence[int], pages: list[int], node: Optional[RadixNode], num_prefix_pages: int,
                 cache: bool) -> None:

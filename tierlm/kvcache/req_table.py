@@ -30,13 +30,3 @@ class ReqToTokenTable:
         if row in self._free_rows or not 0 <= row < self.max_reqs:
             raise RuntimeError(f"bad free of request row {row}")
         self._free_rows.append(row)
-
-    def write(self, row: int, start: int, slots: torch.Tensor) -> None:
-        self.table[row, start:start + slots.numel()] = slots.to(device=self.table.device, dtype=torch.int32)
-
-
-def pages_to_slots(pages: list[int], page_size: int, start: int, end: int) -> torch.Tensor:
-    """Slots of token positions [start, end) of a sequence whose KV lives in `pages` (in order)."""
-    pos = torch.arange(start, end, dtype=torch.int64)
-    page_ids = torch.tensor(pages, dtype=torch.int64)[pos // page_size]
-    return page_ids * page_size + pos % page_size
