@@ -1,4 +1,4 @@
-"""JIT tests share one cache root for the whole session, so each module is compiled at most once."""
+"""JIT tests share one cache root (package-scoped), so each module is compiled at most once per run."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tierlm.jit.toolchain import find_nvcc
+pytest.importorskip("tvm_ffi", reason="apache-tvm-ffi is not installed (it is a runtime dependency: pin it)")
+
+from tierlm.jit.toolchain import find_nvcc  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROBE_DIR = HERE / "csrc"
@@ -27,9 +29,9 @@ def _cuda() -> bool:
 requires_cuda = pytest.mark.skipif(not _cuda(), reason="needs a CUDA device")
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def jit_cache_root(tmp_path_factory) -> Path:
-    """A private TIERLM_CACHE_DIR for every JIT test of this session (restored afterwards)."""
+    """A private TIERLM_CACHE_DIR shared by all JIT tests (restored once they are done)."""
     root = tmp_path_factory.mktemp("jit-cache")
     saved = {k: os.environ.get(k) for k in ("TIERLM_CACHE_DIR", "TIERLM_CACHE_REQUIRE_HIT", "TIERLM_JIT_DEBUG")}
     os.environ["TIERLM_CACHE_DIR"] = str(root)
@@ -43,7 +45,7 @@ def jit_cache_root(tmp_path_factory) -> Path:
             os.environ[k] = v
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def probe_module(jit_cache_root):
     """Test-only kernels exercising the C++ utilities (tests/jit/csrc/probe.h)."""
     from tierlm.jit import load_jit

@@ -48,6 +48,18 @@ def test_second_process_loads_from_cache_without_compiling(jit_cache_root):
 
 
 @requires_cxx
+def test_concurrent_processes_build_once():
+    """Two processes missing the same key at once: one compiles, the other waits and loads its entry."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, str(HERE / "_load_worker.py"), "-41"], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(r["hit"] for r in results) == [False, True]
+    assert results[0]["path"] == results[1]["path"] and all(r["ok"] for r in results)
+
+
+@requires_cxx
 def test_changing_an_included_header_rebuilds(tmp_path):
     src = tmp_path / "kernels"
     src.mkdir()

@@ -39,7 +39,6 @@ class Toolchain:
     tvm_ffi_libdir: str
 
 
-@functools.lru_cache(maxsize=None)
 def find_cxx() -> str:
     """The host C++ compiler: ``$CXX`` if set, else ``c++`` on PATH."""
     name = os.environ.get("CXX", "c++")
