@@ -29,7 +29,7 @@ class DecodeVariant:
     num_warps: int = 4
     num_stages: int = 2
     waves: int = 4
-    min_chunk: int = 256
+    min_chunk: int = 128
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
@@ -168,7 +168,7 @@ def main() -> None:
         scored.append((gbs, var))
         print(f"{var.label():40s} {us:9.1f} {gbs:8.0f} {100 * gbs / copy_gbs:6.1f}% {err:.2e}")
     best = max(scored, key=lambda x: x[0])[1]
-    for waves, mc in ((1, 256), (2, 256), (8, 256), (4, 128), (4, 512)):
+    for waves, mc in ((1, 128), (2, 128), (8, 128), (4, 256), (4, 64)):
         var = dataclasses.replace(best, waves=waves, min_chunk=mc)
         us, gbs = main_case.time_gbs(var)
         scored.append((gbs, var))

@@ -30,17 +30,17 @@ class TritonAttentionConfig:
     benchmarks/NOTES-attention.md); the interpreter gets tiny tiles so CPU tests stay fast."""
 
     decode_block_n: int = 128
-    decode_min_chunk: int = 256  # fewest KV tokens worth a split of their own
+    decode_min_chunk: int = 128  # fewest KV tokens worth a split of their own
     decode_waves: int = 4  # stage-1 programs per SM the split count aims for
     # GQA groups this large use tl.dot (padded to 16 rows), smaller a broadcast multiply. 1 = always dot:
     # on H200 the padded tl.dot read at 95% of copy bandwidth for group 2, the broadcast at 24%.
     decode_dot_min_group: int = 1
     decode_num_warps: int = 4
     decode_num_stages: int = 2
-    extend_block_m: int = 128
+    extend_block_m: int = 64
     extend_block_n: int = 64
     extend_num_warps: int = 4
-    extend_num_stages: int = 2
+    extend_num_stages: int = 3
 
     @classmethod
     def for_device(cls, device: torch.device) -> "TritonAttentionConfig":

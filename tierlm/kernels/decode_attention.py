@@ -127,7 +127,7 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
 
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
-                     mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 256, block_n: int = 128,
+                     mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
                      dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 

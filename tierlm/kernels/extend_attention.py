@@ -87,7 +87,7 @@ def _extend_kernel(
 def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, k_buf: torch.Tensor,
                      v_buf: torch.Tensor, req_to_token: torch.Tensor, req_rows: torch.Tensor,
                      prefix_lens: torch.Tensor, qo_indptr: torch.Tensor, max_extend: int, sm_scale: float, *,
-                     block_m: int = 128, block_n: int = 64, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+                     block_m: int = 64, block_n: int = 64, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """Attention of new tokens `q` `[T, H, D]` (requests concatenated; request `b` owns rows
     `qo_indptr[b]:qo_indptr[b+1]`) over each request's cached prefix (pool slots via `req_to_token`) and,
     causally, its new `k`/`v` `[T, KVH, D]`. `max_extend` (a host int, >= every extend length) sizes the grid.
