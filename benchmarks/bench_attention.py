@@ -24,6 +24,8 @@ DTYPE = torch.bfloat16
 
 @dataclasses.dataclass(frozen=True)
 class DecodeVariant:
+    """One set of decode launch parameters (a point of the sweep)."""
+
     block_n: int = 128
     dot_min_group: int = 1  # 1 -> tl.dot (group of 2 padded to 16 rows); 4 -> broadcast multiply here
     num_warps: int = 4
