@@ -32,6 +32,32 @@ SCRIPT = textwrap.dedent("""
             gu = torch.randn(rows, 2 * cols, device=dev).to(dtype)
             g, u = gu.chunk(2, -1)
             assert torch.allclose(silu_mul(gu).float(), (F.silu(g) * u).float(), atol=tol, rtol=tol)
+    from tierlm.kernels.fused import qk_norm_rope
+    from tierlm.layers.norm import RMSNorm
+    from tierlm.layers.rotary import RotaryEmbedding
+    for dtype in ([torch.float32] if dev == "cpu" else [torch.float32, torch.bfloat16]):
+        for H, KVH, D, norm in [(4, 2, 32, True), (8, 1, 64, False), (2, 2, 128, True)]:
+            T = 5
+            rope = RotaryEmbedding(D, 64, 10000.0, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+            rope = rope.to(dev)
+            qkv = torch.randn(T, (H + 2 * KVH) * D, device=dev).to(dtype)
+            pos = torch.tensor([0, 3, 17, 40, 63], device=dev)
+            qn, kn = RMSNorm(D).to(dev).to(dtype), RMSNorm(D).to(dev).to(dtype)
+            with torch.no_grad():
+                qn.weight.uniform_(0.5, 1.5)
+                kn.weight.uniform_(0.5, 1.5)
+            q = qkv[:, :H * D].reshape(T, H, D)
+            k = qkv[:, H * D:(H + KVH) * D].reshape(T, KVH, D)
+            with torch.no_grad():
+                if norm:
+                    q, k = qn._norm(q), kn._norm(k)
+                rq, rk = rope(pos, q, k)
+                fq, fk = qk_norm_rope(qkv, pos, rope.cos, rope.sin, H, KVH, D, qn.weight if norm else None,
+                                      kn.weight if norm else None, 1e-6)
+            tol = 1e-5 if dtype == torch.float32 else 3e-2
+            assert torch.allclose(fq.float(), rq.float(), atol=tol, rtol=tol), ("q", dtype, H, KVH, D)
+            assert torch.allclose(fk.float(), rk.float(), atol=tol, rtol=tol), ("k", dtype, H, KVH, D)
     print("ok")
 """)
 

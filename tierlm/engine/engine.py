@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from tierlm.config import EngineConfig
+from tierlm.engine import startup
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import PromptTooLongError, RequestError
 from tierlm.engine.model_runner import ModelRunner
@@ -33,6 +34,7 @@ class Engine:
     """
 
     def __init__(self, config: EngineConfig) -> None:
+        started, compiled_before = time.perf_counter(), startup.compiled_artifacts()
         config.validate()
         self.config = config
         self.model_dir = resolve_model_dir(config.model, config.revision, need_weights=config.load_format != "dummy")
@@ -58,6 +60,10 @@ class Engine:
         self._readback = Readback(self.device, config.max_running_requests)
         self.counters = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0,
                          "cache_hits": 0}
+        self.startup: dict = {}
+        if self.device.type == "cuda":
+            startup.warm_up(self)
+            self.startup = startup.report_compiles(compiled_before, started)
 
     # ---- requests ------------------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -215,7 +221,8 @@ class Engine:
         """Static facts for start-up logs and benchmark reports."""
         return {"attention_backend": type(self.runner.attn).__name__, "overlap": self.overlap,
                 "kv_pool_tokens": self.kv.capacity_pages * self.kv.page_size, "page_size": self.kv.page_size,
-                "max_model_len": self.max_model_len, "cuda_graph": bool(getattr(self.runner, "graphs", None))}
+                "max_model_len": self.max_model_len, "cuda_graph": bool(getattr(self.runner, "graphs", None)),
+                **self.startup}
 
     def live_pages(self) -> list[list[int]]:
         """Pages held by running requests (for leak checks)."""

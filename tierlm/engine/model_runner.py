@@ -90,8 +90,12 @@ class ModelRunner:
         if name == "triton":
             if self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
                 raise ValueError("--attention-backend triton needs a CUDA device (or TRITON_INTERPRET=1)")
-            from tierlm.attention.triton_backend import TritonBackend
-            self.attn = TritonBackend(*args)
+            from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
+            tcfg = TritonAttentionConfig.for_device(self.device)
+            if self.device.type == "cuda":
+                from tierlm.attention.triton_autotune import tuned_config
+                tcfg = tuned_config(tcfg, mc.num_heads, mc.num_kv_heads, mc.head_dim, self.dtype, self.device)
+            self.attn = TritonBackend(*args, config=tcfg)
         else:
             from tierlm.attention.torch_native import TorchNativeBackend
             self.attn = TorchNativeBackend(*args)

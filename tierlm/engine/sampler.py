@@ -49,24 +49,27 @@ class Sampler:
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
                generators: Sequence[Optional[torch.Generator]]) -> torch.Tensor:
         """Next token per row (int64 tensor on the logits' device)."""
-        tokens = logits.argmax(dim=-1)
         rows = [i for i, p in enumerate(params) if not p.greedy]
         if not rows:
-            return tokens
+            return logits.argmax(dim=-1)
         all_rows = len(rows) == len(params)
         sub = logits if all_rows else logits[torch.tensor(rows).to(logits.device, non_blocking=True)]
-        probs = _filter_probs(sub, [params[i] for i in rows])
+        sub_params = [params[i] for i in rows]
         # Exponential race: argmax(p / E) with E ~ Exp(1) draws exactly from p (zero-probability tokens never win).
-        noise = torch.empty_like(probs)
-        free = [j for j, i in enumerate(rows) if generators[i] is None]
-        if free:
+        noise = torch.empty_like(sub, dtype=torch.float32)
+        if any(generators[i] is None for i in rows):
             noise.exponential_(generator=self.generator)
         for j, i in enumerate(rows):
             if generators[i] is not None:
                 noise[j].exponential_(generator=generators[i])
-        drawn = (probs / noise).argmax(dim=-1)
+        if any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0 for p in sub_params):
+            drawn = (_filter_probs(sub, sub_params) / noise).argmax(dim=-1)
+        else:  # same draw without a softmax: log(p / E) = logits / T - log E + const
+            temp = torch.tensor([p.temperature for p in sub_params], dtype=torch.float32)
+            drawn = (sub.float() / temp.to(sub.device, non_blocking=True)[:, None] - noise.log_()).argmax(dim=-1)
         if all_rows:
             return drawn
+        tokens = logits.argmax(dim=-1)
         tokens[torch.tensor(rows).to(logits.device, non_blocking=True)] = drawn
         return tokens
 

@@ -68,3 +68,54 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
         _silu_mul_kernel[(n_rows, triton.cdiv(n_cols, block))](x2, out, n_cols, x2.stride(0), out.stride(0),
                                                                BLOCK=block, num_warps=4)
     return out.view(*gate_up.shape[:-1], n_cols)
+
+
+@triton.jit
+def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, q_out, k_out, stride_t, stride_cos,
+                         num_q_heads, eps, HEAD_DIM: tl.constexpr, HALF: tl.constexpr, NORM: tl.constexpr):
+    tok = tl.program_id(0)
+    head = tl.program_id(1)  # query heads first, then key heads
+    is_q = head < num_q_heads
+    offs = tl.arange(0, HALF)
+    base = qkv_ptr + tok * stride_t + head * HEAD_DIM
+    x1 = tl.load(base + offs).to(tl.float32)
+    x2 = tl.load(base + HALF + offs).to(tl.float32)
+    dtype = qkv_ptr.dtype.element_ty
+    if NORM:  # per-head RMSNorm before rotary (Qwen3); rounded to the input dtype like the torch layer
+        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=0) + tl.sum(x2 * x2, axis=0)) / HEAD_DIM + eps)
+        w_ptr = tl.where(is_q, qw_ptr, kw_ptr)
+        w1 = tl.load(w_ptr + offs).to(tl.float32)
+        w2 = tl.load(w_ptr + HALF + offs).to(tl.float32)
+        x1 = (w1 * (x1 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+        x2 = (w2 * (x2 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+    pos = tl.load(pos_ptr + tok)
+    c = tl.load(cos_ptr + pos * stride_cos + offs).to(dtype).to(tl.float32)
+    s = tl.load(sin_ptr + pos * stride_cos + offs).to(dtype).to(tl.float32)
+    o1 = (x1 * c - x2 * s).to(dtype)
+    o2 = (x2 * c + x1 * s).to(dtype)
+    if is_q:
+        dst = q_out + (tok * num_q_heads + head) * HEAD_DIM
+    else:
+        dst = k_out + (tok * (tl.num_programs(1) - num_q_heads) + head - num_q_heads) * HEAD_DIM
+    tl.store(dst + offs, o1)
+    tl.store(dst + HALF + offs, o2)
+
+
+def qk_norm_rope(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 num_heads: int, num_kv_heads: int, head_dim: int, q_norm_w: Optional[torch.Tensor] = None,
+                 k_norm_w: Optional[torch.Tensor] = None, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary embedding (and optional per-head RMSNorm first) of the q and k parts of a fused QKV output.
+
+    `qkv` is `[T, (H + 2 * KVH) * D]`; returns contiguous q `[T, H, D]` and k `[T, KVH, D]` in one launch.
+    `cos`/`sin` are the `[max_pos, D]` float32 tables of `RotaryEmbedding` (both halves equal).
+    """
+    T = qkv.shape[0]
+    q = torch.empty(T, num_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
+    k = torch.empty(T, num_kv_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
+    if T:
+        norm = q_norm_w is not None
+        _qk_norm_rope_kernel[(T, num_heads + num_kv_heads)](
+            qkv, positions, cos, sin, q_norm_w if norm else qkv, k_norm_w if norm else qkv, q, k, qkv.stride(0),
+            cos.stride(0), num_heads, eps, HEAD_DIM=head_dim, HALF=head_dim // 2, NORM=norm,
+            num_warps=1 if head_dim <= 128 else 2)
+    return q, k

@@ -42,6 +42,15 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, batch: ForwardBatch, rotary: RotaryEmbedding,
                 attn: AttentionBackend) -> torch.Tensor:
         qkv = self.qkv_proj(x)
+        if qkv.is_cuda and self.head_dim % 32 == 0:  # one fused Triton pass for q/k norm + rotary
+            from tierlm.kernels.fused import qk_norm_rope
+
+            q, k = qk_norm_rope(qkv, batch.positions, rotary.cos, rotary.sin, self.num_heads, self.num_kv_heads,
+                                self.head_dim, self.q_norm.weight if self.q_norm is not None else None,
+                                self.k_norm.weight if self.k_norm is not None else None,
+                                self.q_norm.eps if self.q_norm is not None else 1e-6)
+            v = qkv[:, self.q_size + self.kv_size:].view(-1, self.num_kv_heads, self.head_dim)
+            return self.o_proj(attn.forward(q, k, v, self.layer, batch))
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.reshape(-1, self.num_heads, self.head_dim)
         k = k.reshape(-1, self.num_kv_heads, self.head_dim)
