@@ -11,6 +11,7 @@ def test_multiturn_bench_runs_all_modes(tiny_qwen3, tmp_path, capsys):
     rc = main(["bench", "multiturn", "--model", str(tiny_qwen3), "--load-format", "auto", "--device", "cpu",
                "--dtype", "float32", "--page-size", "4", "--num-clients", "8", "--num-rounds", "3",
                "--first-turn-len", "24", "--turn-len", "8", "--answer-len", "4", "--working-set-factor", "3",
+               "--concurrency", "2",
                "--output-dir", str(out), "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)

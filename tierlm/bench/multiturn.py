@@ -32,10 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--first-turn-len", type=int, default=2048, help="Tokens of the first prompt (default: 2048).")
     g.add_argument("--turn-len", type=int, default=256, help="Tokens of each later user turn (default: 256).")
     g.add_argument("--answer-len", type=int, default=128, help="Tokens of each answer (default: 128).")
+    g.add_argument("--concurrency", type=int, default=4,
+                   help="Requests in flight at once; the other conversations wait their turn (default: 4).")
     g.add_argument("--working-set-factor", type=float, default=4.0,
                    help="Working set / device KV pool when --kv-cache-gb is not given (default: 4).")
     g.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=True,
-                   help="--no-reuse sends fresh prompts each round (0%% reuse: measures the tiers' overhead).")
+                   help="--no-reuse sends fresh prompts of the same lengths (0%% reuse: measures the tiers' overhead).")
     g.add_argument("--modes", default="gpu,l2,l3", help="Comma list of gpu, l2, l3 (default: all).")
     g.add_argument("--workload-seed", type=int, default=0, help="Seed of the token ids (default: 0).")
     g.add_argument("--output-dir", default="multiturn-out", help="Where the JSON and PNG go (default: ./multiturn-out).")
@@ -74,21 +76,31 @@ def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
     while engine.has_unfinished():  # first-use compilation must not land in round 1's TTFT
         engine.step()
     history = [[] for _ in turns]
+    fresh = random.Random(args.workload_seed + 1)
     rounds, out_tokens, in_tokens, t_start = [], 0, 0, time.perf_counter()
     for r in range(args.num_rounds):
-        start, first, answers = time.perf_counter(), {}, {}
-        for c, conv in enumerate(turns):
-            prompt = (history[c] if args.reuse else []) + conv[r]
-            in_tokens += len(prompt)
-            engine.add_request(f"{r}-{c}", prompt, params)
-            answers[f"{r}-{c}"] = []
-        while engine.has_unfinished():
+        start, first, answers, submitted = time.perf_counter(), {}, {}, {}
+        queue = list(range(len(turns)))  # clients in order: a client's next turn comes after all the others
+        in_flight = 0
+        while queue or engine.has_unfinished():
+            while queue and in_flight < args.concurrency:
+                c = queue.pop(0)
+                prompt = history[c] + turns[c][r]
+                if not args.reuse:  # same lengths, fresh tokens: nothing to reuse
+                    prompt = [fresh.randint(0, min(engine.model_config.vocab_size, 10000) - 1) for _ in prompt]
+                in_tokens += len(prompt)
+                rid = f"{r}-{c}"
+                engine.add_request(rid, prompt, params)
+                answers[rid], submitted[rid] = [], time.perf_counter()
+                in_flight += 1
             for o in engine.step():
                 if o.error:
                     raise CLIError(f"request {o.request_id} failed: {o.error}")
                 if o.new_token_ids:
-                    first.setdefault(o.request_id, time.perf_counter() - start)
+                    first.setdefault(o.request_id, time.perf_counter() - submitted[o.request_id])
                     answers[o.request_id].extend(o.new_token_ids)
+                if o.finished:
+                    in_flight -= 1
         for c, conv in enumerate(turns):
             history[c] = history[c] + conv[r] + answers[f"{r}-{c}"]
             out_tokens += len(answers[f"{r}-{c}"])
@@ -139,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in MODES for m in modes):
         raise CLIError(f"--modes: pick from {', '.join(MODES)}")
-    if min(args.num_clients, args.num_rounds, args.first_turn_len, args.turn_len, args.answer_len) < 1:
-        raise CLIError("--num-clients, --num-rounds and the lengths must be >= 1")
+    if min(args.num_clients, args.num_rounds, args.first_turn_len, args.turn_len, args.answer_len,
+           args.concurrency) < 1:
+        raise CLIError("--num-clients, --num-rounds, --concurrency and the lengths must be >= 1")
     config = config_from_args(args)
     final_len = args.first_turn_len + (args.num_rounds - 1) * args.turn_len + args.num_rounds * args.answer_len
     try:
@@ -148,10 +161,10 @@ def run(args: argparse.Namespace) -> int:
         per_token = _bytes_per_token(config, model_cfg)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e)) from None
-    working_set = args.num_clients * final_len if args.reuse else args.num_clients * (args.first_turn_len + args.answer_len)
+    working_set = args.num_clients * final_len
     changes = {"max_model_len": max(config.max_model_len or 0, final_len + config.page_size)}
     if config.kv_cache_gb is None:
-        pool_tokens = max(int(working_set / args.working_set_factor), 2 * final_len)
+        pool_tokens = max(int(working_set / args.working_set_factor), (args.concurrency + 1) * final_len)
         changes["kv_cache_gb"] = pool_tokens * per_token / 2**30
     if config.hicache_size is None and args.hicache_ratio == 2.0:  # default: let L2 hold the working set
         changes["hicache_ratio"] = args.working_set_factor + 1
@@ -170,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(str(e)) from None
         bar.close()
     summary = {"model": config.model, "workload": {k: getattr(args, k) for k in (
-        "num_clients", "num_rounds", "first_turn_len", "turn_len", "answer_len", "working_set_factor", "reuse")},
+        "num_clients", "num_rounds", "first_turn_len", "turn_len", "answer_len", "working_set_factor", "reuse",
+        "concurrency")},
         "working_set_tokens": working_set, "kv_cache_gb": config.kv_cache_gb, "hicache_ratio": config.hicache_ratio,
         "output_dir": str(out_dir), "results": results}
     (out_dir / "multiturn.json").write_text(json.dumps(summary, indent=2))
