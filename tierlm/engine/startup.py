@@ -23,17 +23,21 @@ def compiled_artifacts() -> int:
 
 
 def warm_up(engine: "Engine") -> None:
-    """Run one prefill and a few decode steps so no user request pays for kernel compilation."""
-    rng = random.Random(0)
+    """Run one prefill and a few decode steps so no user request pays for kernel compilation.
+
+    The request is aborted rather than finished, so nothing of it enters the prefix cache or the lower
+    tiers, and the engine's counters are reset afterwards.
+    """
     from tierlm.sampling_params import SamplingParams
 
+    rng = random.Random(0)
     ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(2 * engine.kv.page_size + 3)]
-    engine.add_request("__warmup__", ids, SamplingParams(temperature=0.7, max_tokens=4, ignore_eos=True,
+    engine.add_request("__warmup__", ids, SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True,
                                                          detokenize=False))
     while engine.has_unfinished():
-        engine.step()
-    if engine.kv.radix is not None:
-        engine.kv.radix.reset()
+        for out in engine.step():
+            if out.num_output_tokens >= 3 and not out.finished:
+                engine.abort_request(out.request_id)
     for key in engine.counters:
         engine.counters[key] = 0
 
