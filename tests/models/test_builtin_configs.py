@@ -1,0 +1,55 @@
+"""Shipped configs (`builtin:NAME`) resolve, parse, and refuse to load without --load-format dummy."""
+from __future__ import annotations
+
+import pytest
+
+from tierlm.engine.errors import ModelLoadError
+from tierlm.models.config import ModelConfig
+from tierlm.models.loader import builtin_configs, resolve_model_dir
+
+
+def test_shipped_configs_parse():
+    assert {"qwen3-0.6b", "llama-3.1-8b"} <= set(builtin_configs())
+    qwen = ModelConfig.from_dir(resolve_model_dir("builtin:qwen3-0.6b", need_weights=False))
+    assert (qwen.num_layers, qwen.num_heads, qwen.num_kv_heads, qwen.head_dim) == (28, 16, 8, 128)
+    assert qwen.qk_norm and qwen.tie_word_embeddings and qwen.vocab_size == 151936
+    llama = ModelConfig.from_dir(resolve_model_dir("builtin:llama-3.1-8b", need_weights=False))
+    assert llama.rope_scaling["rope_type"] == "llama3" and llama.eos_token_ids == (128001, 128008, 128009)
+    assert (llama.num_layers, llama.hidden_size, llama.num_kv_heads) == (32, 4096, 8)
+
+
+def test_builtin_errors():
+    with pytest.raises(ModelLoadError, match="unknown builtin config 'nope'"):
+        resolve_model_dir("builtin:nope", need_weights=False)
+    with pytest.raises(ModelLoadError, match="--load-format dummy"):
+        resolve_model_dir("builtin:qwen3-0.6b", need_weights=True)
+
+
+def test_hub_id_download_failure_is_one_clear_error(monkeypatch):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ModelLoadError, match="could not download model 'org/model' from the hub: OSError"):
+        resolve_model_dir("org/model")
+
+
+def test_hub_id_goes_through_snapshot_download(monkeypatch, tiny_qwen3):
+    """A hub id is fetched with huggingface_hub (weights, config, tokenizer files) and then loaded."""
+    import huggingface_hub
+
+    from tests.conftest import CPU_OPTS
+    from tierlm import LLM, SamplingParams
+
+    calls = []
+
+    def fake_download(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, revision, tuple(allow_patterns)))
+        return str(tiny_qwen3)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    out = LLM("org/tiny", revision="main", **CPU_OPTS).generate("hello", SamplingParams(max_tokens=2, ignore_eos=True))
+    assert len(out[0].token_ids) == 2
+    assert calls[0][:2] == ("org/tiny", "main") and "*.safetensors" in calls[0][2]
