@@ -56,3 +56,14 @@ def test_help_groups_engine_flags():
     assert r.returncode == 0
     for group in ("model options", "memory options", "scheduler options"):
         assert group in r.stdout
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback():
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written, like `| head -0`
+    r = subprocess.run([sys.executable, "-m", "tierlm", "cache", "path"], stdout=write_end, stderr=subprocess.PIPE,
+                       text=True, timeout=60)
+    os.close(write_end)
+    assert r.returncode == 141 and "Traceback" not in r.stderr
