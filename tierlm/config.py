@@ -59,6 +59,9 @@ class EngineConfig:
     max_running_requests: int = _opt(256, "Most requests decoding at once.", "scheduler")
     max_prefill_tokens: int = _opt(8192, "Per-step token budget for prefill; longer prompts are prefilled in chunks "
                                    "of at most this many tokens.", "scheduler")
+    reserve_new_tokens: int = _opt(4096, "KV reserved at admission for each request's output, in tokens (0: all of "
+                                   "max_tokens). A request that outgrows it while the pool is full is retracted "
+                                   "to the prefix cache and resumed later.", "scheduler")
     max_waiting_requests: int = _opt(4096, "Bound of the waiting queue; beyond it new requests are refused "
                                      "(HTTP 503).", "scheduler")
     enable_prefix_cache: bool = _opt(True, "Reuse KV of shared prompt prefixes (radix cache).", "scheduler")
@@ -119,6 +122,8 @@ class EngineConfig:
             bad("max_running_requests", f"must be >= 1, got {self.max_running_requests}")
         if self.max_prefill_tokens < 1:
             bad("max_prefill_tokens", f"must be >= 1, got {self.max_prefill_tokens}")
+        if self.reserve_new_tokens < 0:
+            bad("reserve_new_tokens", f"must be >= 0, got {self.reserve_new_tokens}")
         if self.max_waiting_requests < 1:
             bad("max_waiting_requests", f"must be >= 1, got {self.max_waiting_requests}")
         if self.max_model_len is not None and self.max_model_len < 1:

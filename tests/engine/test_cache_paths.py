@@ -97,3 +97,24 @@ def test_overlap_stops_on_eos_one_step_late_without_leaking(tiny_qwen3):
         assert llm.engine.stats()["kv_used_tokens"] == 0
     assert [o.token_ids for o in outs[True]] == [o.token_ids for o in outs[False]]
     assert outs[True][0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_retraction_when_reservations_run_out_gives_same_tokens(tiny_qwen3, reference, overlap):
+    """Reserve only 2 output tokens per request in a ~208-token pool: requests outgrow their reservation,
+    the newest are retracted to the prefix cache and resumed; every output is still the reference's."""
+    llm = LLM(str(tiny_qwen3), **{**CPU_OPTS, "kv_cache_gb": 0.0002, "reserve_new_tokens": 2,
+                                  "overlap_schedule": overlap})
+    engine = llm.engine
+    ids = [llm.tokenizer.encode(p) for p in PROMPTS]
+    for i, t in enumerate(ids):
+        engine.add_request(str(i), t, GREEDY)
+    outs: dict[str, list[int]] = {}
+    while engine.has_unfinished():
+        for o in engine.step():
+            outs.setdefault(o.request_id, []).extend(o.new_token_ids)
+            assert o.error is None
+        engine.kv.check_no_leak(engine.live_pages())
+    assert [outs[str(i)] for i in range(len(ids))] == reference
+    assert engine.stats()["retracted_total"] > 0, "nothing was retracted"
+    assert engine.stats()["kv_used_tokens"] == 0

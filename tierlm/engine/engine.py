@@ -49,7 +49,8 @@ class Engine:
         self.kv = build_kv_manager(config, self.runner.pool, config.max_running_requests,
                                    self.max_model_len + config.page_size, self.model_config.raw, self.model_dir)
         self.runner.make_attention(self.kv.req_table.table, self.kv.req_table.token_ids)
-        self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens)
+        self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
+                                   config.reserve_new_tokens)
         self.sampler = Sampler(self.device, config.seed)
         self.eos_ids = set(self.model_config.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
@@ -152,6 +153,7 @@ class Engine:
         self.kv.req_table.token_ids[where.rows, where.positions] = tokens.to(torch.int32)
         for req in sampling:
             req.num_pending += 1
+            req.decodable = True
         return self._readback.start(sampling, tokens, logprobs)
 
     def _resolve(self, step: "InFlight") -> list[StepOutput]:
@@ -213,6 +215,7 @@ class Engine:
             "cached_tokens_total": self.counters["cached_tokens"],
             "generated_tokens_total": self.counters["generated_tokens"],
             "requests_total": self.counters["requests"],
+            "retracted_total": self.scheduler.num_retracted,
             "tier_hits": kv.tier_hits(),  # per tier: requests with a hit there, tokens served from it
             "tiers": kv.tier_stats(),  # per tier: bytes, latency, capacity, evictions; L3 store counters
         }

@@ -40,6 +40,7 @@ class Req:
     error: Optional[str] = None
     emitted_tokens: int = 0
     num_pending: int = 0  # sampled on the device, not yet seen by the host (overlap scheduling)
+    decodable: bool = False  # its last pass (at its current row) sampled: the next input is in the token table
 
     @property
     def seq_len(self) -> int:
@@ -60,7 +61,9 @@ class Req:
 
     @property
     def prefilling(self) -> bool:
-        return self.kv_len < self.prompt_len
+        """Needs a prefill pass (new prompt, next chunk, or a resumed request): its next input tokens come
+        from the host, not from the device token table."""
+        return not self.decodable
 
     @property
     def fully_scheduled(self) -> bool:

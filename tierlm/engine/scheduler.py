@@ -1,10 +1,13 @@
-"""`Scheduler`: continuous batching with reservation-based admission and chunked prefill.
+"""`Scheduler`: continuous batching with reservation-based admission, chunked prefill and retraction.
 
-Admission policy (documented choice): a request is admitted only when the KV pages for its whole budget
-(prompt + max_new_tokens) fit next to the remaining budgets of the running requests, counting free pages
-plus evictable prefix-cache pages. A running request therefore never runs out of KV, so there is no
-preemption or recompute path; requests that do not fit wait in FIFO order. A request that could not fit
-even in an empty pool is refused with an error.
+Admission policy (documented choice): a request is admitted only when the KV pages for its prompt plus
+`reserve_new_tokens` of output (all of max_tokens when that is 0 or smaller) fit next to the remaining
+reservations of the running requests, counting free pages plus evictable prefix-cache pages; requests that
+do not fit wait in FIFO order. With the whole budget reserved a running request never runs out of KV. A
+request that outgrows its reservation when the pool is full is retracted instead: the newest running
+request gives its KV to the prefix cache and goes back to the head of the queue, to be resumed (from the
+cached prefix, recomputing the rest) when room returns. A request that could not fit even in an empty pool
+is refused with an error.
 
 Each step is either a prefill step (continue chunked prefills, then admit waiting requests, under a
 per-step token budget) or a decode step (one token for every running request).
@@ -39,10 +42,13 @@ class ScheduledBatch:
 class Scheduler:
     """Owns the waiting queue and the running set, and all KV allocation decisions for them."""
 
-    def __init__(self, kv: KVCacheManager, max_running: int, max_prefill_tokens: int) -> None:
+    def __init__(self, kv: KVCacheManager, max_running: int, max_prefill_tokens: int,
+                 reserve_new_tokens: int = 0) -> None:
         self.kv = kv
         self.max_running = max_running
         self.max_prefill_tokens = max_prefill_tokens
+        self.reserve_new_tokens = reserve_new_tokens
+        self.num_retracted = 0
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self._writes: tuple[list[int], list[int], list[int]] = ([], [], [])
@@ -77,19 +83,44 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     # ---- batch building --------------------------------------------------------------------------------
-    def _reserved_pages(self) -> int:
-        return sum(self.kv.pages_for(r.max_seq_len) - len(r.pages) for r in self.running)
+    def _target_len(self, req: Req) -> int:
+        """Tokens of KV reserved for `req`: its whole budget, or its prompt plus `reserve_new_tokens`."""
+        if self.reserve_new_tokens <= 0:
+            return req.max_seq_len
+        return max(req.seq_len, min(req.max_seq_len, req.prompt_len + self.reserve_new_tokens))
 
-    def _grow(self, req: Req, n: int) -> None:
-        """Make sure positions up to `req.kv_len + n` have pages and table entries."""
+    def _reserved_pages(self) -> int:
+        return sum(max(0, self.kv.pages_for(self._target_len(r)) - len(r.pages)) for r in self.running)
+
+    def _grow(self, req: Req, n: int) -> bool:
+        """Give positions up to `req.kv_len + n` pages and table entries; False if the pool is exhausted."""
         start, end = req.kv_len, req.kv_len + n
         missing = self.kv.pages_for(end) - len(req.pages)
         if missing > 0:
             pages = self.kv.alloc(missing)
-            if pages is None:  # reservation makes this unreachable; fail loudly rather than corrupt KV
-                raise RuntimeError(f"KV allocation of {missing} pages failed despite reservation")
+            if pages is None:
+                return False
             req.pages.extend(pages)
         self._map(req.row, req.pages, start, end)
+        return True
+
+    def _grow_or_retract(self, req: Req, n: int, keep: list[Req]) -> bool:
+        """Grow `req` by `n` tokens, retracting the newest running requests admitted after it (except those in
+        `keep`) while the pool is full; when none is left, retract `req` itself and return False."""
+        while not self._grow(req, n):
+            newer = [r for r in self.running[self.running.index(req) + 1:] if r not in keep]
+            self._retract(newer[-1] if newer else req)
+            if not newer:
+                return False
+        return True
+
+    def _retract(self, req: Req) -> None:
+        """Stop `req` for now: its KV goes to the prefix cache, it waits at the head of the queue."""
+        self.remove(req, cache=True)
+        req.kv_len = req.num_prefix_pages = 0
+        req.decodable = False
+        self.waiting.appendleft(req)
+        self.num_retracted += 1
 
     def _map(self, row: int, pages: list[int], start: int, end: int) -> None:
         """Queue table entries for positions [start, end) of `row` (written by the runner in one scatter)."""
@@ -107,13 +138,13 @@ class Scheduler:
             return "never"
         if len(self.running) >= self.max_running or kv.req_table.num_free_rows == 0:
             return "wait"
-        if not kv.prefetch_ready(req.request_id):
-            return "prefetch"
-        # Match at most prompt_len - 1 tokens: the last prompt token must run to produce logits.
-        match = kv.match_and_lock(req.token_ids[:req.prompt_len - 1])
+        if not kv.prefetch_ready(req.request_id) or req.num_pending:
+            return "prefetch"  # its prefetch, or (retracted) its last token, is still on the way: skip it
+        # Match at most seq_len - 1 tokens: the last token must run to produce logits.
+        match = kv.match_and_lock(req.token_ids[:req.seq_len - 1])
         matched = match.pages if match else []
         to_load = match.num_host_pages if match else 0  # host-only part of the match: loaded back now
-        need = kv.pages_for(req.max_seq_len) - len(matched) - to_load
+        need = kv.pages_for(self._target_len(req)) - len(matched) - to_load
         if need + to_load + self._reserved_pages() > kv.available_pages():
             kv.unlock(match.node if match else None)
             return "wait"
@@ -128,7 +159,9 @@ class Scheduler:
         req.pages = list(matched)
         req.prefix_node = match.node if match else None
         req.num_prefix_pages = len(matched)
-        req.kv_len = req.num_cached_tokens = len(matched) * kv.page_size
+        req.kv_len = len(matched) * kv.page_size
+        if req.first_token_time is None:  # a resumed (retracted) request keeps its first figure
+            req.num_cached_tokens = req.kv_len
         self._map(req.row, req.pages, 0, req.kv_len)
         self.running.append(req)
         return "ok"
@@ -163,14 +196,22 @@ class Scheduler:
             reqs.append(req), lens.append(n)
             budget -= n
         if reqs:
+            grown: list[Req] = []
+            kept_lens = []
             for req, n in zip(reqs, lens):
-                self._grow(req, n)
-            return ScheduledBatch("prefill", reqs, lens, *self._writes), refused
+                if req.row is not None and self._grow_or_retract(req, n, grown):
+                    grown.append(req), kept_lens.append(n)
+            if grown:
+                return ScheduledBatch("prefill", grown, kept_lens, *self._writes), refused
         decoding = [r for r in self.running if not r.prefilling and not r.fully_scheduled and not r.finished]
         if not decoding:
             if self.waiting:
                 self.kv.idle_wait(0.002)  # only prefetching requests left: let their I/O progress
             return None, refused
-        for req in decoding:
-            self._grow(req, 1)
-        return ScheduledBatch("decode", decoding, [1] * len(decoding), *self._writes), refused
+        batch: list[Req] = []
+        for req in decoding:  # oldest first; the newest are retracted when the pool is full
+            if req.row is not None and self._grow_or_retract(req, 1, batch):
+                batch.append(req)
+        if not batch:
+            return None, refused
+        return ScheduledBatch("decode", batch, [1] * len(batch), *self._writes), refused
