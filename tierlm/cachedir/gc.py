@@ -118,22 +118,22 @@ def _sweep_dead(root: CacheRoot) -> None:
 def remove_unit(unit_path: Path, subsystem_base: Path, leased: bool = True) -> bool:
     """Remove one unit unless a live process holds it; returns True if removed."""
     trash = subsystem_base / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
-    if not leased:
+
+    def move_to_trash() -> bool:
         try:
-            os.rename(unit_path, trash)
+            os.rename(unit_path, trash)  # atomic: readers see the whole unit or nothing
         except OSError:
             return False
-        remove_tree(trash)
         return True
-    with EvictionLock(unit_path) as lock:
-        if not lock.acquired:
-            return False
-        try:
-            os.rename(unit_path, trash)
-        except OSError:
-            return False
-    remove_tree(trash)
-    return True
+
+    if leased:
+        with EvictionLock(unit_path) as lock:
+            moved = lock.acquired and move_to_trash()
+    else:
+        moved = move_to_trash()
+    if moved:
+        remove_tree(trash)
+    return moved
 
 
 def disk_usage(root: CacheRoot) -> int:
