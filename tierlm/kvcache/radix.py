@@ -117,15 +117,27 @@ class RadixCache:
         return upper
 
     # ---- public API --------------------------------------------------------------------------------------
-    def match_prefix(self, tokens: Sequence[int]) -> MatchResult:
-        """Longest page-aligned cached prefix of `tokens`; splits a node where the match ends inside it."""
-        node, pages, host_nodes, pos, now = self.root, [], [], 0, self._touch()
+    def _walk(self, tokens: Sequence[int]) -> Iterator[tuple[RadixNode, int]]:
+        """(child, pages in common) along the cached path of `tokens`' whole pages; ends after a partial
+        match (the caller may split that child) without touching the tree."""
+        node, pos = self.root, 0
         usable = len(tokens) - len(tokens) % self.page_size
         while pos < usable:
             child = node.children.get(self._page_key(tokens, pos))
             if child is None:
-                break
+                return
             n = self._common_pages(child.key, tokens, pos)
+            partial = n < child.size  # decided before the caller may split `child`
+            yield child, n
+            if partial:
+                return
+            pos += n * self.page_size
+            node = child
+
+    def match_prefix(self, tokens: Sequence[int]) -> MatchResult:
+        """Longest page-aligned cached prefix of `tokens`; splits a node where the match ends inside it."""
+        node, pages, host_nodes, now = self.root, [], [], self._touch()
+        for child, n in self._walk(tokens):
             if n < child.size:
                 child = self._split(child, n)
             child.last_access = now
@@ -134,25 +146,12 @@ class RadixCache:
                 pages.extend(child.pages)
             else:
                 host_nodes.append(child)
-            pos += n * self.page_size
             node = child
         return MatchResult(node=node, pages=pages, host_nodes=host_nodes)
 
     def match_length(self, tokens: Sequence[int]) -> int:
         """Pages of the longest cached prefix in any tier, without touching or splitting the tree."""
-        node, pos, total = self.root, 0, 0
-        usable = len(tokens) - len(tokens) % self.page_size
-        while pos < usable:
-            child = node.children.get(self._page_key(tokens, pos))
-            if child is None:
-                break
-            n = self._common_pages(child.key, tokens, pos)
-            total += n
-            if n < child.size:
-                break
-            pos += n * self.page_size
-            node = child
-        return total
+        return sum(n for _, n in self._walk(tokens))
 
     def insert(self, tokens: Sequence[int], pages: list[int]) -> int:
         """Insert `tokens` (a whole number of pages) backed by `pages`.
