@@ -9,9 +9,11 @@ from tierlm.jit import build_jit
 
 @requires_nvcc
 def test_cuda_sources_compile():
-    """Both CUDA kernel sources compile with nvcc (sm_90) and link; nothing is loaded or run."""
-    entry = build_jit("cuda_compile_check", "4", cuda_files=["add_constant.cuh", "kv_transfer.cuh"], cuda_wrappers=[
+    """All CUDA sources compile with nvcc (sm_90) and link; nothing is loaded or run."""
+    entry = build_jit("cuda_compile_check", "4", cuda_files=["add_constant.cuh", "kv_transfer.cuh", "kv_layer_dma.cuh"],
+                      cuda_wrappers=[
         ("add_constant", "tierlm_kernels::add_constant_cuda<3>"),
+        ("layer_h2d_dma", "tierlm_kernels::kv_layer_h2d_dma"),
         ("device_to_host", "tierlm_kernels::kv_device_to_host_cuda<4>"),
         ("host_to_device", "tierlm_kernels::kv_host_to_device_cuda<4>")], cuda_arch="9.0")
     assert (entry.path / "cuda_compile_check.so").stat().st_size > 0
@@ -67,4 +69,30 @@ def test_kv_transfer_cuda_rejects_pageable_host():
     t = kvt.KVPageTransfer(k, k, host.pin_memory(), "jit")
     ids = torch.zeros(2, 1, dtype=torch.int64, device="cuda")
     with pytest.raises(ValueError, match="host_buf must be pinned"):
-        kvt._module(True).device_to_host(t._ptrs, k[0], host, ids, 0)
+        kvt._module(True).device_to_host(t._ptrs, k[0], host, ids, 0, 0, 0, -1)
+
+
+@requires_cuda
+def test_kv_transfer_cuda_layer_ranges_grid_cap_and_device_staging():
+    """Layer-by-layer loads with a capped grid, and a device staging buffer as the "host" side, match torch."""
+    import torch
+    from tierlm.jit.kv_transfer import KVPageTransfer
+    L, H, D, ps = 5, 2, 64, 16
+    k = [torch.randn((23 * ps, H, D), device="cuda", dtype=torch.float16) for _ in range(L)]
+    v = [torch.randn((23 * ps, H, D), device="cuda", dtype=torch.float16) for _ in range(L)]
+    host = torch.randn((17, L, 2, ps, H, D)).half().pin_memory()
+    dev_ids, host_ids = torch.randperm(23)[:11].tolist(), torch.randperm(17)[:11].tolist()
+    k2, v2 = [t.clone() for t in k], [t.clone() for t in v]
+    capped = KVPageTransfer(k, v, host, "jit", max_blocks=3)
+    ids = capped.page_ids(dev_ids, host_ids)
+    for layer in range(L):
+        capped.copy(ids, False, range(layer, layer + 1))
+    KVPageTransfer(k2, v2, host, "torch").host_to_device(dev_ids, host_ids)
+    torch.cuda.synchronize()
+    assert all(torch.equal(a, b) for a, b in zip(k + v, k2 + v2))
+    staging = torch.zeros((11, L, 2, ps, H, D), device="cuda", dtype=torch.float16)
+    KVPageTransfer(k, v, staging, "jit").device_to_host(dev_ids, list(range(11)))
+    torch.cuda.synchronize()
+    assert torch.equal(staging.cpu(), host[host_ids])
+    with pytest.raises(ValueError, match="layers must be a contiguous range"):
+        capped.copy(ids, False, range(0, L + 1))

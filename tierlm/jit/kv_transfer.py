@@ -2,8 +2,9 @@
 
 Device pool (`tierlm.kvcache.pool.KVPool`): per layer K and V ``[num_slots, kv_heads, head_dim]``,
 slot = page * page_size + offset. Host pool: ``[num_host_pages, layers, 2, page_size, kv_heads, head_dim]``
-(pinned when the device pool is on CUDA). Pages are addressed by lists (or int tensors) of page ids;
-``device_pages[i]`` pairs with ``host_pages[i]``.
+(pinned when the device pool is on CUDA), or a buffer of that layout on the pool's GPU (a staging area
+for copy-engine transfers: `tierlm.kvcache.dma`). Pages are addressed by lists (or int tensors) of page
+ids; ``device_pages[i]`` pairs with ``host_pages[i]``.
 
 Two backends, chosen by the caller (never silently):
 - ``"jit"``: our C++/CUDA kernels (tierlm/jit/csrc/kv_transfer*). On CUDA: one launch per batch on the
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, List, Literal, Sequence, Union
+from typing import Any, List, Literal, Optional, Sequence, Union
 
 import torch
 
@@ -65,44 +66,54 @@ class KVPageTransfer:
     """Page copies for one (device pool, host pool) pair; caches the layer pointer table.
 
     The layer tensors and the host buffer must stay allocated (and not be re-allocated) for the life of
-    this object: their addresses are captured here. `unroll` and `blocks_per_sm` tune the CUDA kernel.
+    this object: their addresses are captured here. `unroll` and `blocks_per_sm` tune the CUDA kernel;
+    `max_blocks` caps its grid so that a copy running beside the model leaves it most SMs.
     """
 
     def __init__(self, k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor],
                  host_buf: torch.Tensor, backend: Backend = "jit", unroll: int = DEFAULT_UNROLL,
-                 blocks_per_sm: int = DEFAULT_BLOCKS_PER_SM) -> None:
+                 blocks_per_sm: int = DEFAULT_BLOCKS_PER_SM, max_blocks: int = 0) -> None:
         if backend not in ("jit", "torch"):
             raise ValueError(f"backend must be 'jit' or 'torch', got {backend!r}")
         self.k_layers, self.v_layers, self.host_buf, self.backend = list(k_layers), list(v_layers), host_buf, backend
         _check_pools(self.k_layers, self.v_layers, host_buf)
         self.device = self.k_layers[0].device
-        self.unroll, self.blocks_per_sm = int(unroll), int(blocks_per_sm)
+        self.unroll, self.blocks_per_sm, self.max_blocks = int(unroll), int(blocks_per_sm), int(max_blocks)
+        self.num_layers = len(self.k_layers)
         self.page_size = host_buf.shape[3]
         self.num_device_pages = self.k_layers[0].shape[0] // self.page_size
         self.num_host_pages = host_buf.shape[0]
         self._ptrs = torch.tensor([[t.data_ptr() for t in self.k_layers], [t.data_ptr() for t in self.v_layers]],
                                   dtype=torch.int64)
 
-    def device_to_host(self, device_pages: PageIds, host_pages: PageIds) -> None:
-        """Copy ``device_pages[i]`` of every layer's K and V into host page ``host_pages[i]``."""
-        self._copy(device_pages, host_pages, to_host=True)
+    def device_to_host(self, device_pages: PageIds, host_pages: PageIds, layers: Optional[range] = None) -> None:
+        """Copy ``device_pages[i]`` of every layer's (or of `layers`') K and V into host page ``host_pages[i]``."""
+        self.copy(self._page_ids(device_pages, host_pages), True, layers)
 
-    def host_to_device(self, device_pages: PageIds, host_pages: PageIds) -> None:
-        """Copy host page ``host_pages[i]`` into ``device_pages[i]`` of every layer's K and V."""
-        self._copy(device_pages, host_pages, to_host=False)
+    def host_to_device(self, device_pages: PageIds, host_pages: PageIds, layers: Optional[range] = None) -> None:
+        """Copy host page ``host_pages[i]`` into ``device_pages[i]`` of every layer's (or of `layers`') K and V."""
+        self.copy(self._page_ids(device_pages, host_pages), False, layers)
 
-    def _copy(self, device_pages: PageIds, host_pages: PageIds, to_host: bool) -> None:
-        ids = self._page_ids(device_pages, host_pages)
-        if ids.shape[1] == 0:
-            return
-        if self.backend == "torch":
-            (_torch_d2h if to_host else _torch_h2d)(self.k_layers, self.v_layers, self.host_buf, ids)
+    def page_ids(self, device_pages: PageIds, host_pages: PageIds) -> torch.Tensor:
+        """The checked ``[2, n]`` id tensor that `copy` takes (build it once, copy layer by layer)."""
+        return self._page_ids(device_pages, host_pages)
+
+    def copy(self, ids: torch.Tensor, to_host: bool, layers: Optional[range] = None) -> None:
+        """Copy the pages of `ids` (from `page_ids`) for `layers` (a contiguous range; default all)."""
+        layers = range(self.num_layers) if layers is None else layers
+        if layers.step != 1 or layers.start < 0 or layers.stop > self.num_layers:
+            raise ValueError(f"layers must be a contiguous range within [0, {self.num_layers}), got {layers}")
+        if ids.shape[1] == 0 or len(layers) == 0:
             return
         cuda = self.device.type == "cuda"
+        if self.backend == "torch" or (not cuda and len(layers) != self.num_layers):
+            (_torch_d2h if to_host else _torch_h2d)(self.k_layers, self.v_layers, self.host_buf, ids, layers)
+            return
         mod = _module(cuda, self.unroll) if cuda else _module(False)
         fn = mod.device_to_host if to_host else mod.host_to_device
         if cuda:
-            fn(self._ptrs, self.k_layers[0], self.host_buf, ids, self.blocks_per_sm)
+            fn(self._ptrs, self.k_layers[0], self.host_buf, ids, self.blocks_per_sm, self.max_blocks, layers.start,
+               len(layers))
         else:
             fn(self._ptrs, self.k_layers[0], self.host_buf, ids)
 
@@ -139,32 +150,33 @@ def _check_pools(k_layers: List[torch.Tensor], v_layers: List[torch.Tensor], hos
     if host_buf.dim() != 6 or host_buf.shape[1:3] != (len(k_layers), 2) or host_buf.shape[4:] != ref.shape[1:]:
         raise ValueError(f"host_buf shape {tuple(host_buf.shape)} does not match [pages, {len(k_layers)}, 2, "
                          f"page_size, {ref.shape[1]}, {ref.shape[2]}]")
-    if host_buf.dtype != ref.dtype or host_buf.device.type != "cpu" or not host_buf.is_contiguous():
-        raise ValueError(f"host_buf must be a contiguous CPU tensor of {ref.dtype}, got {host_buf.dtype} on "
-                         f"{host_buf.device}")
+    staging = host_buf.device == ref.device and ref.device.type == "cuda"  # a device staging buffer
+    if host_buf.dtype != ref.dtype or not (host_buf.device.type == "cpu" or staging) or not host_buf.is_contiguous():
+        raise ValueError(f"host_buf must be a contiguous CPU tensor (or a staging tensor on {ref.device}) of "
+                         f"{ref.dtype}, got {host_buf.dtype} on {host_buf.device}")
     if ref.shape[0] % host_buf.shape[3]:
         raise ValueError(f"num_slots {ref.shape[0]} is not a multiple of page_size {host_buf.shape[3]}")
-    if ref.device.type == "cuda" and not host_buf.is_pinned():
+    if ref.device.type == "cuda" and not staging and not host_buf.is_pinned():
         raise ValueError("host_buf must be pinned when the device pool is on CUDA (pin_memory=True)")
 
 
 def _torch_d2h(k_layers: List[torch.Tensor], v_layers: List[torch.Tensor], host_buf: torch.Tensor,
-               ids: torch.Tensor) -> None:
+               ids: torch.Tensor, layers: range) -> None:
     ps = host_buf.shape[3]
-    dev, hst = ids[0], ids[1].cpu()
-    per_layer = [torch.stack([t.view(-1, ps, *t.shape[1:]).index_select(0, dev) for t in kv], dim=1)
-                 for kv in zip(k_layers, v_layers)]
-    host_buf.index_copy_(0, hst, torch.stack(per_layer, dim=1).cpu())
+    dev, hst = ids[0], ids[1].to(host_buf.device)
+    for layer in layers:
+        for j, t in enumerate((k_layers[layer], v_layers[layer])):
+            host_buf[hst, layer, j] = t.view(-1, ps, *t.shape[1:]).index_select(0, dev).to(host_buf.device)
 
 
 def _torch_h2d(k_layers: List[torch.Tensor], v_layers: List[torch.Tensor], host_buf: torch.Tensor,
-               ids: torch.Tensor) -> None:
+               ids: torch.Tensor, layers: range) -> None:
     ps = host_buf.shape[3]
-    dev, hst = ids[0], ids[1].cpu()
-    staged = host_buf.index_select(0, hst).to(dev.device)
-    for layer, kv in enumerate(zip(k_layers, v_layers)):
-        for j, t in enumerate(kv):
-            t.view(-1, ps, *t.shape[1:]).index_copy_(0, dev, staged[:, layer, j])
+    dev, hst = ids[0], ids[1].to(host_buf.device)
+    for layer in layers:
+        staged = host_buf[hst, layer].to(dev.device)
+        for j, t in enumerate((k_layers[layer], v_layers[layer])):
+            t.view(-1, ps, *t.shape[1:]).index_copy_(0, dev, staged[:, j])
 
 
 def device_to_host(k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor], device_pages: PageIds,

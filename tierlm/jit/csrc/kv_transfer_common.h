@@ -31,6 +31,7 @@ struct KVTransferShape {
   int64_t num_pages = 0;    // pages to copy (n)
   int64_t chunk_bytes = 0;  // bytes of one (page, layer, K-or-V) chunk
   DLDevice device{};        // k_ref's device
+  DLDevice host_device{};   // host's device (kDLCUDA for a device staging buffer)
 };
 
 /// Check all arguments; k_ref and page_ids must live on a device of type kPoolDevice (the same one).
@@ -47,10 +48,14 @@ KVTransferShape check_kv_transfer_args(const tvm::ffi::TensorView& layer_ptrs, c
       .with_dtype(dtype)
       .with_device<kPoolDevice>(pool_device)
       .verify(k_ref, "k_layers[0]");
-  TensorMatcher({host_pages, layers, 2, page_size, heads, head_dim})
-      .with_dtype(dtype)
-      .with_device<kDLCPU, kDLCUDAHost>(host_device)
-      .verify(host, "host_buf");
+  // The CUDA version also accepts a device "host" buffer of the same layout: a staging area for
+  // copy-engine transfers (gather into it, then one DMA per contiguous run).
+  auto host_matcher = TensorMatcher({host_pages, layers, 2, page_size, heads, head_dim}).with_dtype(dtype);
+  if constexpr (kPoolDevice == kDLCUDA) {
+    std::move(host_matcher).with_device<kDLCPU, kDLCUDAHost, kDLCUDA>(host_device).verify(host, "host_buf");
+  } else {
+    std::move(host_matcher).with_device<kDLCPU, kDLCUDAHost>(host_device).verify(host, "host_buf");
+  }
   TensorMatcher({2, n}).with_dtype<int64_t>().with_device<kPoolDevice>(pool_device).verify(page_ids, "page_ids");
   ValueCheck(slots.unwrap() % page_size.unwrap() == 0, "k_layers[0]: num_slots ", slots.unwrap(),
              " is not a multiple of the host pool's page_size ", page_size.unwrap());
@@ -61,6 +66,7 @@ KVTransferShape check_kv_transfer_args(const tvm::ffi::TensorView& layer_ptrs, c
   s.num_pages = n.unwrap();
   s.chunk_bytes = page_size.unwrap() * heads.unwrap() * head_dim.unwrap() * dtype_bytes(dtype.unwrap());
   s.device = pool_device.unwrap();
+  s.host_device = host_device.unwrap();
   return s;
 }
 
