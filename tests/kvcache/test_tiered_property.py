@@ -51,6 +51,7 @@ def admit(kv: TieredKVCacheManager, tokens: list[int], rid: str):
         kv.unlock(m.node)
         return None
     kv.note_admitted(rid, m)
+    kv.start_loads()  # what the engine does once per step, before the forward
     n = len(pages) * ps
     got = pool.k[0][slots(pages, ps, 0, n)].flatten().tolist()
     assert got == [value(tokens, i) for i in range(n)], "restored KV differs from what was computed"

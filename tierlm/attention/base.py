@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -30,6 +31,8 @@ class ForwardBatch:
     prefix_lens_cpu: list[int]
     seq_lens_cpu: list[int]
     req_rows_cpu: list[int]
+    # one CUDA event per layer that the compute stream waits for before that layer (KV loaded from host)
+    layer_ready: Optional[list] = None
 
     @property
     def batch_size(self) -> int:

@@ -125,7 +125,11 @@ class Engine:
                 f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
                 f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
             outputs.append(self._output(req, []))
-        launched = self._launch(batch) if batch is not None else None
+        ready = self.kv.start_loads()  # host-tier KV of this step's admissions, one event per layer
+        if ready is not None and (batch is None or batch.mode != "prefill"):
+            torch.cuda.current_stream().wait_event(ready[-1])  # no layer-wise consumer: wait for all of it
+            ready = None
+        launched = self._launch(batch, ready) if batch is not None else None
         previous, self._inflight = self._inflight, launched
         if previous is not None:
             outputs.extend(self._resolve(previous))
@@ -134,7 +138,7 @@ class Engine:
             self._inflight = None
         return outputs
 
-    def _launch(self, batch: ScheduledBatch) -> Optional[InFlight]:
+    def _launch(self, batch: ScheduledBatch, layer_ready: Optional[list] = None) -> Optional[InFlight]:
         sampling, sites, pos = [], [], 0
         for req, n in zip(batch.reqs, batch.extend_lens):
             pos += n
@@ -142,6 +146,7 @@ class Engine:
                 sampling.append(req)
                 sites.append((req.row, req.seq_len, pos - 1))
         fb, where = self.runner.build_batch(batch, self.kv.req_table, sites)
+        fb.layer_ready = layer_ready
         for req, n in zip(batch.reqs, batch.extend_lens):
             req.kv_len += n
         logits = self.runner.forward(fb, where)

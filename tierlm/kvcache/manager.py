@@ -56,6 +56,10 @@ class KVCacheManager:
             self.metrics.record_hit("L1", len(match.pages) * self.page_size)
 
     # ---- lower-tier hooks (no-ops without tiers) ------------------------------------------------------------
+    def start_loads(self) -> Optional[list]:
+        """Queue the copies `load_back` decided this step; None here (no lower tier), else see the tiered manager."""
+        return None
+
     def poll(self) -> None:
         """Advance background tier work (finished copies, prefetches); called once per schedule."""
 

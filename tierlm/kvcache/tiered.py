@@ -51,13 +51,20 @@ class TieredKVCacheManager(KVCacheManager):
         self.write_policy = write_policy
         self.write_threshold = 1 if write_policy == "write_through" else write_threshold
         self.radix: HiRadixCache = HiRadixCache(
-            page_size, self.allocator.free, self.host.allocator.free, self.io.wait,
+            page_size, self.allocator.free, self.host.allocator.free, self._wait_for_io,
             write_back=self._backup_now if write_policy == "write_back" else None)
         self.prefetcher = (L3Prefetcher(store, self.io.submit_store, hasher, self._alloc_host,
                                         self.host.allocator.free, self.radix, self.metrics, prefetch_policy,
                                         prefetch_timeout, prefetch_threshold, max_pages=host_pages // 2)
                            if store is not None else None)
-        self._last_load = (0, 0.0)  # (bytes, seconds) of the latest load_back, for attribution
+        self._loads: tuple[list[int], list[int]] = ([], [])  # (host, device) pages admitted, not yet queued
+
+    def _wait_for_io(self, futures: list) -> None:
+        """Device eviction found only pages still being copied: wait for the first copy (counted)."""
+        t0 = time.perf_counter()
+        self.io.wait_any(futures)
+        self.metrics.backups["eviction_waits"] += 1
+        self.metrics.backups["eviction_wait_s"] += time.perf_counter() - t0
 
     # ---- host pages and backups ------------------------------------------------------------------------------
     def _alloc_host(self, n: int) -> Optional[list[int]]:
@@ -101,17 +108,16 @@ class TieredKVCacheManager(KVCacheManager):
         return match
 
     def load_back(self, match: MatchResult) -> Optional[list[int]]:
+        """Give the match's host-only nodes device pages again; the copy itself is queued by `start_loads`
+        (once per step, for every request admitted in it) before the forward that reads the pages."""
         n = match.num_host_pages
         if n == 0:
-            self._last_load = (0, 0.0)
             return list(match.pages)
         dev = self.alloc(n)  # the matched path is locked: eviction cannot touch it
         if dev is None:
             return None
-        host = [p for node in match.host_nodes for p in node.host_pages]
-        t0 = time.perf_counter()
-        self.transfer.load(host, dev)
-        self._last_load = (n * self.host.bytes_per_page, time.perf_counter() - t0)
+        self._loads[0].extend(p for node in match.host_nodes for p in node.host_pages)
+        self._loads[1].extend(dev)
         i = 0
         for node in match.host_nodes:  # all locked (on the path to match.node)
             node.pages = dev[i:i + node.size]
@@ -126,10 +132,19 @@ class TieredKVCacheManager(KVCacheManager):
         loaded = match.num_host_pages * ps
         fetched = self.prefetcher.fetched_tokens.pop(request_id, 0) if self.prefetcher else 0
         l3 = min(fetched, loaded)
-        nbytes, secs = self._last_load
+        per_token = self.host.bytes_per_page // ps
         self.metrics.record_hit("L1", len(match.pages) * ps)
-        self.metrics.record_hit("L2", loaded - l3, nbytes * (loaded - l3) // max(loaded, 1), secs)
-        self.metrics.record_hit("L3", l3, nbytes * l3 // max(loaded, 1))
+        self.metrics.record_hit("L2", loaded - l3, (loaded - l3) * per_token)
+        self.metrics.record_hit("L3", l3, l3 * per_token)
+
+    def start_loads(self) -> Optional[list]:
+        """Queue the host-to-device copies of this step's admissions as one batch, layer-major; returns
+        what `PageTransfer.start_load` returns (None: nothing pending, or already copied)."""
+        host, dev = self._loads
+        if not host:
+            return None
+        self._loads = ([], [])
+        return self.transfer.start_load(host, dev)
 
     def release(self, tokens: Sequence[int], pages: list[int], node: Optional[RadixNode], num_prefix_pages: int,
                 cache: bool) -> None:
@@ -148,6 +163,8 @@ class TieredKVCacheManager(KVCacheManager):
 
     # ---- background work and prefetch -----------------------------------------------------------------------
     def poll(self) -> None:
+        for nbytes, secs in self.transfer.finished_loads():
+            self.metrics.record_load(nbytes, secs)
         if self.prefetcher is not None:
             self.prefetcher.poll()
 
@@ -167,7 +184,8 @@ class TieredKVCacheManager(KVCacheManager):
             self.io.wait(timeout)
 
     def flush(self) -> None:
-        """Wait until every backup (and L3 write) started so far has finished."""
+        """Wait until every load, backup (and L3 write) started so far has finished."""
+        self.transfer.wait_loads()
         self.io.wait()
         self.poll()
 
@@ -207,6 +225,7 @@ class TieredKVCacheManager(KVCacheManager):
     def close(self) -> None:
         if self.prefetcher is not None:
             self.prefetcher.drain()
+        self.transfer.wait_loads()
         self.io.close()
         if self.store is not None:
             self.store.close()

@@ -1,23 +1,20 @@
-"""Page copies between the device KV pool (L1) and the host pool (L2).
+"""Page copies between the device KV pool (L1) and the host pool (L2), ordered against the model's stream.
 
-Backends: our JIT kernels (`tierlm.jit.kv_transfer.KVPageTransfer`, one launch per batch) or the torch
-functions below, which have the signature of that module's one-shot functions:
-
-    device_to_host(k_layers, v_layers, device_pages, host_buf, host_pages) -> None
-    host_to_device(k_layers, v_layers, device_pages, host_buf, host_pages) -> None
-
-`k_layers`/`v_layers`: the device pool's per-layer `[num_slots, kv_heads, head_dim]` tensors;
-`device_pages`: int64 page ids on the pool's device; `host_buf`: the page-first host buffer
-`[num_pages, layers, 2, page_size, kv_heads, head_dim]`; `host_pages`: int64 page ids on the CPU, paired
-one to one with `device_pages`. Both run on the current CUDA stream and may return before the copy is done;
-`PageTransfer` orders them against the compute stream and reports completion. When the JIT module is not
-importable (not built, no CUDA), the torch implementation below is used.
+`--hicache-io-backend`:
+- `jit` (what `auto` picks on CUDA when the kernels build): backups go by DMA through a small staging
+  buffer (`tierlm.kvcache.dma`), so a backup running beside the model costs it no SM time; loads go by
+  the zero-copy kernel (`tierlm.jit.kv_transfer`) one layer at a time with a capped grid, and the
+  forward waits for layer l's event just before layer l, so the loads overlap the prefill that needs them.
+- `dma`: both directions by DMA: loads go layer by layer too, each layer one strided DMA per run of host
+  pages into a staging buffer and a short scatter into the pool (`LayerwiseDmaLoader`).
+- `torch`: torch indexing, synchronous (CPU pools, or no compiler); on CPU `auto` picks it.
 """
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import Callable, Optional
+import time
+from typing import Optional
 
 import torch
 
@@ -25,108 +22,70 @@ from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.pool import KVPool
 
 logger = logging.getLogger(__name__)
-PagesFn = Callable[[list, list], None]
+
+BACKENDS = ("auto", "jit", "dma", "torch")
+LOAD_MAX_BLOCKS = 32  # grid cap of a layer-wise load kernel: enough for PCIe, leaves the model most SMs
 
 
-def _slots(device_pages: torch.Tensor, page_size: int) -> torch.Tensor:
-    offs = torch.arange(page_size, device=device_pages.device, dtype=torch.int64)
-    return (device_pages[:, None] * page_size + offs).reshape(-1)
-
-
-def _contiguous_run(host_pages: torch.Tensor) -> Optional[tuple[int, int]]:
-    n = host_pages.numel()
-    if n == 0:
-        return None
-    a = int(host_pages[0])
-    return (a, a + n) if int(host_pages[-1]) == a + n - 1 and bool((host_pages.diff() == 1).all()) else None
-
-
-def torch_device_to_host(k_layers: list, v_layers: list, device_pages: torch.Tensor, host_buf: torch.Tensor,
-                         host_pages: torch.Tensor) -> None:
-    """Gather the pages into a page-first staging tensor on the device, then one copy to the host
-    (straight into the host buffer when the host pages are a contiguous run)."""
-    n, ps = device_pages.numel(), host_buf.shape[3]
-    if n == 0:
-        return
-    slots = _slots(device_pages, ps)
-    staging = torch.empty((n, *host_buf.shape[1:]), dtype=host_buf.dtype, device=device_pages.device)
-    for layer, (k, v) in enumerate(zip(k_layers, v_layers)):
-        staging[:, layer, 0] = k.index_select(0, slots).view(n, ps, *k.shape[1:])
-        staging[:, layer, 1] = v.index_select(0, slots).view(n, ps, *v.shape[1:])
-    run = _contiguous_run(host_pages)
-    if run is not None:
-        host_buf[run[0]:run[1]].copy_(staging, non_blocking=True)
-    else:
-        host_buf.index_copy_(0, host_pages, staging.to("cpu"))
-
-
-def torch_host_to_device(k_layers: list, v_layers: list, device_pages: torch.Tensor, host_buf: torch.Tensor,
-                         host_pages: torch.Tensor) -> None:
-    """One host-to-device copy of the pages (a pinned slice when contiguous), then a scatter per layer."""
-    n, ps = device_pages.numel(), host_buf.shape[3]
-    if n == 0:
-        return
-    run = _contiguous_run(host_pages)
-    src = host_buf[run[0]:run[1]] if run is not None else host_buf.index_select(0, host_pages)
-    staged = src.to(device_pages.device, non_blocking=run is not None)
-    slots = _slots(device_pages, ps)
-    for layer, (k, v) in enumerate(zip(k_layers, v_layers)):
-        k.index_copy_(0, slots, staged[:, layer, 0].reshape(n * ps, *k.shape[1:]))
-        v.index_copy_(0, slots, staged[:, layer, 1].reshape(n * ps, *v.shape[1:]))
-
-
-def load_backend(name: str, device_pool: KVPool, host_pool: HostKVPool) -> tuple[str, PagesFn, PagesFn]:
-    """(backend, d2h, h2d) for `--hicache-io-backend`, each `fn(device_pages, host_pages)` bound to the
-    pools. 'auto' takes the JIT kernels on CUDA when they build, else torch; 'jit' insists on them."""
-    k, v, buf = device_pool.k, device_pool.v, host_pool.buffer
-    cuda = device_pool.device.type == "cuda"
-    if name == "jit" or (name == "auto" and cuda):
-        try:
-            jit = importlib.import_module("tierlm.jit.kv_transfer")
-            ok = jit.jit_available(device_pool.device)
-        except Exception as e:  # noqa: BLE001 - any import/build failure means "not available"
-            ok, why = False, e
-        else:
-            why = "the kernels did not build (see the log)"
-        if ok:
-            xfer = jit.KVPageTransfer(k, v, buf, backend="jit")
-            return "jit", xfer.device_to_host, xfer.host_to_device
-        if name == "jit":
-            raise ValueError(f"--hicache-io-backend jit: the JIT page-transfer kernels are unavailable: {why}")
-        logger.info("JIT page-transfer kernels unavailable (%s); using torch copies", why)
-    dev = device_pool.device
-
-    def d2h(device_pages: list[int], host_pages: list[int]) -> None:
-        torch_device_to_host(k, v, torch.tensor(device_pages, dtype=torch.int64).to(dev, non_blocking=True), buf,
-                             torch.tensor(host_pages, dtype=torch.int64))
-
-    def h2d(device_pages: list[int], host_pages: list[int]) -> None:
-        torch_host_to_device(k, v, torch.tensor(device_pages, dtype=torch.int64).to(dev, non_blocking=True), buf,
-                             torch.tensor(host_pages, dtype=torch.int64))
-
-    return "torch", d2h, h2d
+def resolve_backend(name: str, device: torch.device) -> str:
+    """The backend `name` stands for on `device`; raises ValueError naming the flag when it cannot run."""
+    if name not in BACKENDS:
+        raise ValueError(f"--hicache-io-backend: unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+    cuda = device.type == "cuda"
+    if name == "torch" or (name == "auto" and not cuda):
+        return "torch"
+    if name == "dma" and not cuda:
+        raise ValueError("--hicache-io-backend dma: copy-engine transfers need a CUDA device")
+    try:
+        jit = importlib.import_module("tierlm.jit.kv_transfer")
+        ok, why = jit.jit_available(device), "the kernels did not build (see the log)"
+    except Exception as e:  # noqa: BLE001 - any import/build failure means "not available"
+        ok, why = False, str(e)
+    if ok:
+        return "jit" if name == "auto" else name
+    if name != "auto":
+        raise ValueError(f"--hicache-io-backend {name}: the JIT page-transfer kernels are unavailable: {why}")
+    logger.info("JIT page-transfer kernels unavailable (%s); using torch copies", why)
+    return "torch"
 
 
 class PageTransfer:
-    """Runs page copies for one (device pool, host pool) pair with stream ordering on CUDA.
+    """Runs page copies for one (device pool, host pool) pair.
 
-    `backup` (D2H) is called from the tier's I/O thread: it waits for the KV writes recorded in `event`
-    on its own stream and returns when the host copy is complete. `load` (H2D) is called on the scheduler
-    thread before a forward: it copies on a load stream and returns once the pages are on the device, so
-    the host pages may be reused at once and any forward queued afterwards sees the KV. (The destination
-    pages were free, so no queued forward reads them; the load need not wait for the compute stream.)
+    `backup` (D2H) is called from the tier's I/O thread: it waits on its own stream for the KV writes
+    recorded in `event` and returns when the host copy is complete. `start_load` (H2D) is called on the
+    scheduler thread: on CUDA it queues the copy on a load stream, after everything queued so far on the
+    compute stream (a destination page may have been freed by a request whose last forward is still
+    queued), and returns one event per layer for the forward that reads the pages; the host pages stay
+    untouched meanwhile because the nodes that own them are locked by the loading requests.
     """
 
-    def __init__(self, device_pool: KVPool, host_pool: HostKVPool, backend: str = "auto") -> None:
+    def __init__(self, device_pool: KVPool, host_pool: HostKVPool, backend: str = "auto",
+                 load_max_blocks: int = LOAD_MAX_BLOCKS) -> None:
+        from tierlm.jit.kv_transfer import KVPageTransfer
+
         self.dev, self.host = device_pool, host_pool
         self.device = device_pool.device
-        self.backend, self._d2h, self._h2d = load_backend(backend, device_pool, host_pool)
-        cuda = self.device.type == "cuda"
+        self.num_layers = device_pool.num_layers
+        self.backend = resolve_backend(backend, self.device)
+        k, v, buf = device_pool.k, device_pool.v, host_pool.buffer
+        kernel = "torch" if self.backend == "torch" else "jit"
+        self._kernel = KVPageTransfer(k, v, buf, kernel, max_blocks=load_max_blocks)
+        cuda = self.device.type == "cuda" and self.backend != "torch"
         self._backup_stream = torch.cuda.Stream(self.device) if cuda else None
         self._load_stream = torch.cuda.Stream(self.device) if cuda else None
+        self._backup_dma = self._load_dma = None
+        if cuda:
+            from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader
+
+            self._backup_dma = DmaPageCopier(k, v, buf)
+            if self.backend == "dma":
+                self._load_dma = LayerwiseDmaLoader(k, v, buf, torch.cuda.Stream(self.device), self._load_stream)
+        self._timings: list[tuple["torch.cuda.Event", "torch.cuda.Event", int]] = []  # queued loads
+        self._done: list[tuple[int, float]] = []  # synchronous loads not yet reported
 
     def record(self) -> Optional["torch.cuda.Event"]:
-        """An event after the work queued so far on the current stream (None on CPU)."""
+        """An event after the work queued so far on the current stream (None when copies are synchronous)."""
         if self._backup_stream is None:
             return None
         ev = torch.cuda.Event()
@@ -138,21 +97,51 @@ class PageTransfer:
         stream = self._backup_stream
         if stream is None:
             with torch.inference_mode():
-                self._d2h(device_pages, host_pages)
+                self._kernel.device_to_host(device_pages, host_pages)
             return
         with torch.cuda.stream(stream), torch.inference_mode():
             if event is not None:
                 stream.wait_event(event)
-            self._d2h(device_pages, host_pages)
+            self._backup_dma.device_to_host(device_pages, host_pages)
         stream.synchronize()
 
-    def load(self, host_pages: list[int], device_pages: list[int]) -> None:
-        """Copy host pages into device pages; returns once the copy is complete."""
+    def start_load(self, host_pages: list[int], device_pages: list[int]) -> Optional[list["torch.cuda.Event"]]:
+        """Copy host pages into device pages. Returns None when the copy is already complete (synchronous
+        backends), else one event per layer: layer l's pages are in once event l has completed."""
         stream = self._load_stream
+        nbytes = len(host_pages) * self.host.bytes_per_page
         if stream is None:
+            t0 = time.perf_counter()
             with torch.inference_mode():
-                self._h2d(device_pages, host_pages)
-            return
+                self._kernel.host_to_device(device_pages, host_pages)
+            self._done.append((nbytes, time.perf_counter() - t0))
+            return None
+        after = torch.cuda.current_stream(self.device).record_event()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        events: list[torch.cuda.Event] = []
         with torch.cuda.stream(stream), torch.inference_mode():
-            self._h2d(device_pages, host_pages)
-        stream.synchronize()
+            stream.wait_event(after)
+            if self._load_dma is not None:
+                events = self._load_dma.load(device_pages, host_pages, start)  # DMA may start before `after`
+            else:
+                start.record(stream)
+                ids = self._kernel.page_ids(device_pages, host_pages)
+                for layer in range(self.num_layers):
+                    self._kernel.copy(ids, False, range(layer, layer + 1))
+                    events.append(stream.record_event())
+            end.record(stream)
+        self._timings.append((start, end, nbytes))
+        return events
+
+    def finished_loads(self) -> list[tuple[int, float]]:
+        """(bytes, seconds on the device) of every load that completed since the last call."""
+        done, self._done = self._done, []
+        while self._timings and self._timings[0][1].query():
+            start, end, nbytes = self._timings.pop(0)
+            done.append((nbytes, start.elapsed_time(end) / 1e3))
+        return done
+
+    def wait_loads(self) -> None:
+        """Block until every queued load has completed."""
+        if self._load_stream is not None:
+            self._load_stream.synchronize()

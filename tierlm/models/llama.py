@@ -128,7 +128,10 @@ class CausalLM(nn.Module):
     def forward(self, batch: ForwardBatch, attn: AttentionBackend) -> torch.Tensor:
         x = self.model.embed_tokens(batch.input_ids)
         residual = None
-        for layer in self.model.layers:
+        ready = batch.layer_ready
+        for i, layer in enumerate(self.model.layers):
+            if ready is not None:  # this layer's prefix KV is still being loaded from the host tier
+                torch.cuda.current_stream().wait_event(ready[i])
             x, residual = layer(x, residual, batch, self.rotary, attn)
         x, _ = self.model.norm(x, residual)
         return x

@@ -1,0 +1,135 @@
+"""`DmaPageCopier`: page copies between the device pool and the pinned host pool on the GPU's copy engine.
+
+The zero-copy JIT kernel moves pages over PCIe with SM threads, so for the whole transfer (milliseconds
+for a long prompt) those SMs sit waiting on PCIe instead of running the model. Here the PCIe part is a
+`cudaMemcpyAsync` per contiguous run of host pages (DMA: no SM time at all), and the SM part is a
+device-to-device gather/scatter between the pool's scattered pages and a small device staging buffer of
+the host layout, which runs at HBM speed (a few percent of the DMA time).
+
+A backup runs gather(chunk) -> DMA(chunk) for chunks of `staging_pages` pages, and a load DMA(chunk) ->
+scatter(chunk), all on the caller's current stream, so chunk i+1 never overwrites the staging buffer
+before chunk i has left it. Pages are sorted by host id first, so that runs are as long as the host
+allocator made them. Not thread-safe: one copier per stream.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence
+
+import torch
+
+from tierlm.jit.kv_transfer import KVPageTransfer
+
+
+def host_runs(host_pages: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(index of the first page, first host page, length) of each run of consecutive host ids."""
+    runs: list[tuple[int, int, int]] = []
+    for i, h in enumerate(host_pages):
+        if runs and runs[-1][1] + runs[-1][2] == h:
+            start, first, n = runs[-1]
+            runs[-1] = (start, first, n + 1)
+        else:
+            runs.append((i, h, 1))
+    return runs
+
+
+class DmaPageCopier:
+    """Copies device pages <-> host pages through a device staging buffer of `staging_bytes` (at least
+    one page); the gather/scatter kernel runs with at most `max_blocks` blocks (0: the kernel default)."""
+
+    def __init__(self, k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor], host_buf: torch.Tensor,
+                 staging_bytes: int = 32 << 20, max_blocks: int = 0) -> None:
+        page_bytes = host_buf[0].numel() * host_buf.element_size()
+        pages = max(1, min(host_buf.shape[0], staging_bytes // page_bytes))
+        self.host_buf = host_buf
+        self.staging = torch.empty((pages, *host_buf.shape[1:]), dtype=host_buf.dtype, device=k_layers[0].device)
+        self.staging_pages = pages
+        self._kernel = KVPageTransfer(k_layers, v_layers, self.staging, "jit", max_blocks=max_blocks)
+
+    def device_to_host(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
+        """Queue the copy of `device_pages[i]` into host page `host_pages[i]` on the current stream."""
+        for dev, host in self._chunks(device_pages, host_pages):
+            self._kernel.device_to_host(dev, list(range(len(dev))))
+            for i, h, n in host_runs(host):
+                self.host_buf[h:h + n].copy_(self.staging[i:i + n], non_blocking=True)
+
+    def host_to_device(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
+        """Queue the copy of host page `host_pages[i]` into `device_pages[i]` on the current stream."""
+        for dev, host in self._chunks(device_pages, host_pages):
+            for i, h, n in host_runs(host):
+                self.staging[i:i + n].copy_(self.host_buf[h:h + n], non_blocking=True)
+            self._kernel.host_to_device(dev, list(range(len(dev))))
+
+    def _chunks(self, device_pages: Sequence[int], host_pages: Sequence[int]):
+        if len(device_pages) != len(host_pages):
+            raise ValueError(f"{len(device_pages)} device pages but {len(host_pages)} host pages")
+        pairs = sorted(zip(host_pages, device_pages))
+        for c in range(0, len(pairs), self.staging_pages):
+            chunk = pairs[c:c + self.staging_pages]
+            yield [d for _, d in chunk], [h for h, _ in chunk]
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_dma_module():
+    from tierlm.jit.loader import load_jit
+
+    return load_jit("kv_layer_dma", cuda_files=["kv_layer_dma.cuh"],
+                    cuda_wrappers=[("h2d", "tierlm_kernels::kv_layer_h2d_dma")])
+
+
+class LayerwiseDmaLoader:
+    """Host-to-device loads in layer order on the copy engine, so a forward can start on layer l while
+    later layers are still on their way.
+
+    Per layer (and per chunk of `staging_bytes`): one strided DMA per run of host pages into a staging
+    buffer on `copy_stream`, then a device-side scatter into the pool's pages on `scatter_stream`. Two
+    staging buffers alternate, so the DMA of step i+1 overlaps the scatter of step i; an event per buffer
+    keeps a DMA from overwriting a buffer whose scatter has not run yet (also across calls).
+    """
+
+    def __init__(self, k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor], host_buf: torch.Tensor,
+                 copy_stream: "torch.cuda.Stream", scatter_stream: "torch.cuda.Stream",
+                 staging_bytes: int = 32 << 20) -> None:
+        layer_shape = host_buf.shape[2:]  # [2, page_size, kv_heads, head_dim]
+        layer_bytes = host_buf[0, 0].numel() * host_buf.element_size()
+        self.pages = max(1, min(host_buf.shape[0], staging_bytes // layer_bytes))
+        device = k_layers[0].device
+        self.host_buf, self.copy_stream, self.scatter_stream = host_buf, copy_stream, scatter_stream
+        self.staging = [torch.empty((self.pages, *layer_shape), dtype=host_buf.dtype, device=device) for _ in range(2)]
+        # scatter[b][l]: staging buffer b (as a one-layer "host" pool) -> layer l of the device pool
+        self._scatter = [[KVPageTransfer([k], [v], buf.view(self.pages, 1, *layer_shape), "jit")
+                          for k, v in zip(k_layers, v_layers)] for buf in self.staging]
+        self._free = [None, None]  # per buffer: event after the last scatter that read it
+        self._step = 0
+        self._dma = _layer_dma_module().h2d
+
+    def load(self, device_pages: Sequence[int], host_pages: Sequence[int],
+             start: Optional["torch.cuda.Event"] = None) -> list["torch.cuda.Event"]:
+        """Queue the copy; returns one event per layer, recorded on `scatter_stream` once that layer is in.
+        `start` (a timing event) is recorded on `copy_stream` just before the first DMA."""
+        pairs = sorted(zip(host_pages, device_pages))
+        chunks = []
+        for c in range(0, len(pairs), self.pages):
+            part = pairs[c:c + self.pages]
+            runs = torch.tensor([list(r) for r in host_runs([h for h, _ in part])], dtype=torch.int64)
+            ids = self._scatter[0][0].page_ids([d for _, d in part], list(range(len(part))))
+            chunks.append((runs, ids))
+        events = []
+        for layer in range(len(self._scatter[0])):
+            for runs, ids in chunks:
+                b = self._step % 2
+                self._step += 1
+                with torch.cuda.stream(self.copy_stream):
+                    if self._free[b] is not None:
+                        self.copy_stream.wait_event(self._free[b])
+                    if start is not None:
+                        start.record(self.copy_stream)
+                        start = None
+                    self._dma(self.staging[b], self.host_buf, runs, layer)
+                    arrived = self.copy_stream.record_event()
+                with torch.cuda.stream(self.scatter_stream):
+                    self.scatter_stream.wait_event(arrived)
+                    self._scatter[b][layer].copy(ids, False)
+                    self._free[b] = self.scatter_stream.record_event()
+            events.append(self._free[(self._step - 1) % 2])
+        return events
