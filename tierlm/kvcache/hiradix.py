@@ -34,12 +34,13 @@ class HiRadixCache(RadixCache):
     """Radix cache over device and host pages.
 
     `free_host_pages` returns host pages to their allocator; `write_back(node) -> bool`, when given, backs a
-    device-only node up to host synchronously at eviction (the write_back policy); `drain()` waits for the
-    I/O in flight (used when eviction found only nodes that are still being copied).
+    device-only node up to host synchronously at eviction (the write_back policy); `drain(futures)` waits
+    until one of the given I/O futures is done (used when eviction found only nodes still being copied:
+    the least recently used of them usually finishes first, so waiting for all I/O would stall longer).
     """
 
     def __init__(self, page_size: int, free_pages: Callable[[list[int]], None],
-                 free_host_pages: Callable[[list[int]], None], drain: Callable[[], None],
+                 free_host_pages: Callable[[list[int]], None], drain: Callable[[list], None],
                  write_back: Optional[Callable[[RadixNode], bool]] = None) -> None:
         super().__init__(page_size, free_pages)
         self._free_host = free_host_pages
@@ -55,20 +56,23 @@ class HiRadixCache(RadixCache):
 
     def evict(self, num_pages: int) -> int:
         """Free at least `num_pages` device pages, least recently used first; returns pages freed."""
-        freed, skipped = self._evict_pass(num_pages)
-        if freed < num_pages and skipped:
-            self._drain()
-            freed += self._evict_pass(num_pages - freed)[0]
-        return freed
+        freed = 0
+        while True:
+            got, blocking = self._evict_pass(num_pages - freed)
+            freed += got
+            if freed >= num_pages or not blocking:
+                return freed
+            self._drain(blocking)  # each round at least one blocking ticket has finished: progress
 
-    def _evict_pass(self, num_pages: int) -> tuple[int, bool]:
+    def _evict_pass(self, num_pages: int) -> tuple[int, list]:
+        """Evict up to `num_pages`; returns (pages freed, futures of the I/O that kept nodes from going)."""
         heap = [(n.last_access, id(n), n) for n in self.nodes() if self._device_leaf(n)]
         heapq.heapify(heap)
-        freed, skipped = 0, False
+        freed, blocking = 0, []
         while freed < num_pages and heap:
             _, _, node = heapq.heappop(heap)
             if copy_pending(node):
-                skipped = True
+                blocking.extend(t.copy for t in node.io if not t.copy.done())
                 continue
             if node.host_pages is not None and not host_valid(node) and not busy(node):
                 self._drop_host(node)  # a failed backup: the host copy is garbage
@@ -80,7 +84,7 @@ class HiRadixCache(RadixCache):
                 node.pages = None
                 self.device_dropped_pages_total += n
             elif any(busy(d) for d in self._subtree(node)):
-                skipped = True
+                blocking.extend(t.done for d in self._subtree(node) for t in d.io if not t.done.done())
                 continue
             else:
                 self._delete_subtree(node)
@@ -89,7 +93,7 @@ class HiRadixCache(RadixCache):
             self.evicted_pages_total += n
             if parent is not self.root and self._device_leaf(parent):
                 heapq.heappush(heap, (parent.last_access, id(parent), parent))
-        return freed, skipped
+        return freed, blocking
 
     def _subtree(self, node: RadixNode) -> list[RadixNode]:
         out, stack = [], [node]

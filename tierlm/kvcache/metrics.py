@@ -14,7 +14,9 @@ class TierMetrics:
     backup/eviction/prefetch counters. Written on the scheduler thread only."""
 
     tiers: dict = field(default_factory=lambda: {"L1": _tier(), "L2": _tier(), "L3": _tier()})
-    backups: dict = field(default_factory=lambda: {"pages": 0, "bytes": 0, "skipped_no_host_room": 0})
+    backups: dict = field(default_factory=lambda: {"pages": 0, "bytes": 0, "skipped_no_host_room": 0,
+                                                    "eviction_waits": 0, "eviction_wait_s": 0.0})
+    loads: dict = field(default_factory=lambda: {"batches": 0, "bytes": 0, "seconds": 0.0})
     prefetch: dict = field(default_factory=lambda: {"started": 0, "pages_requested": 0, "pages_fetched": 0,
                                                      "partial": 0, "discarded_pages": 0, "cancelled": 0})
 
@@ -27,6 +29,13 @@ class TierMetrics:
             t["seconds"] += seconds
             t["ops"] += 1
 
+    def record_load(self, nbytes: int, seconds: float) -> None:
+        """One completed host-to-device load batch (device-timed; L2 and prefetched L3 pages alike)."""
+        self.loads["batches"] += 1
+        self.loads["bytes"] += nbytes
+        self.loads["seconds"] += seconds
+        self.tiers["L2"]["seconds"] += seconds  # per-hit latency: load time shared by the batch's requests
+
     def tier_hits(self) -> dict:
         """{"L1"|"L2"|"L3": {"hits": requests, "tokens": tokens}}."""
         return {name: {"hits": t["hits"], "tokens": t["tokens"]} for name, t in self.tiers.items()}
@@ -37,4 +46,6 @@ class TierMetrics:
             t["avg_latency_ms"] = 1e3 * t["seconds"] / t["ops"] if t["ops"] else 0.0
         out["backups"] = dict(self.backups)
         out["prefetch"] = dict(self.prefetch)
+        out["loads"] = dict(self.loads, gbps=self.loads["bytes"] / self.loads["seconds"] / 1e9
+                            if self.loads["seconds"] > 0 else 0.0)
         return out

@@ -90,6 +90,10 @@ class TierIO:
             cf.wait(list(self._inflight))
         return True
 
+    def wait_any(self, futures: Sequence[cf.Future]) -> None:
+        """Wait until at least one of `futures` is done."""
+        cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+
     def idle(self) -> bool:
         return not self._inflight
 

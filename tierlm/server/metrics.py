@@ -21,6 +21,16 @@ _GAUGES = (("num_running", "num_requests_running", "Requests decoding or prefill
            ("kv_cached_tokens", "kv_cached_tokens", "Evictable prefix-cache KV tokens."))
 
 
+# (group of Engine.stats()["tiers"], key, metric name, help) of the tier I/O counters
+_TIER_COUNTERS = (
+    ("loads", "bytes", "kv_load_bytes", "Bytes loaded from host (L2) into the device KV pool."),
+    ("loads", "seconds", "kv_load_seconds", "Device time of host-to-device KV loads."),
+    ("backups", "bytes", "kv_backup_bytes", "Bytes of device KV backed up to host."),
+    ("backups", "eviction_wait_s", "kv_eviction_wait_seconds",
+     "Time the scheduler waited for a backup before it could evict device pages."),
+)
+
+
 class _EngineCollector:
     """Exposes the latest engine stats snapshot (set by `ServerMetrics.update_engine`) as metrics."""
 
@@ -51,6 +61,11 @@ class _EngineCollector:
                 toks.add_metric([tier], float(v.get("tokens", 0)))
             yield hits
             yield toks
+        detail = s.get("tiers") or {}
+        for group, key, name, doc in _TIER_COUNTERS:
+            value = (detail.get(group) or {}).get(key)
+            if value is not None:
+                yield CounterMetricFamily(f"tierlm_{name}", doc, value=float(value))
 
 
 class ServerMetrics:

@@ -1,0 +1,23 @@
+"""`ServerMetrics`: engine stats become Prometheus series, tier I/O counters included."""
+from __future__ import annotations
+
+from tierlm.server.metrics import ServerMetrics
+
+
+def test_tier_io_counters_are_exported():
+    m = ServerMetrics()
+    m.update_engine({"kv_total_tokens": 100, "kv_used_tokens": 25,
+                     "tier_hits": {"L1": {"hits": 2, "tokens": 32}, "L2": {"hits": 1, "tokens": 16}},
+                     "tiers": {"loads": {"batches": 1, "bytes": 4096, "seconds": 0.5},
+                               "backups": {"pages": 3, "bytes": 12288, "eviction_wait_s": 0.25}}})
+    text = m.render().decode()
+    for line in ('tierlm_cache_hit_tokens_total{tier="L2"} 16.0', "tierlm_kv_load_bytes_total 4096.0",
+                 "tierlm_kv_load_seconds_total 0.5", "tierlm_kv_backup_bytes_total 12288.0",
+                 "tierlm_kv_eviction_wait_seconds_total 0.25", "tierlm_kv_usage_ratio 0.25"):
+        assert line in text, line
+
+
+def test_no_tier_series_without_tiers():
+    m = ServerMetrics()
+    m.update_engine({"kv_total_tokens": 100, "kv_used_tokens": 0})
+    assert "tierlm_kv_load_bytes" not in m.render().decode()
