@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Optional, Sequence
 
-from tierlm.kvcache.hiradix import HiRadixCache, host_valid
+from tierlm.kvcache.hiradix import HiRadixCache, copy_pending, host_valid
 from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.manager import KVCacheManager
@@ -96,6 +96,25 @@ class TieredKVCacheManager(KVCacheManager):
         return host_valid(node)
 
     # ---- the scheduler's view --------------------------------------------------------------------------------
+    def available_pages(self) -> int:
+        """Free pages plus cached pages evictable without waiting: pages whose backup is still copying
+        (or that sit above such pages) do not count, so admission defers a request for a step instead of
+        blocking the scheduler while the device runs out of queued work."""
+        return super().available_pages() - self._pages_behind_io()
+
+    def _pages_behind_io(self) -> int:
+        if self.io.idle():
+            return 0
+        blocked: set[int] = set()
+        total = 0
+        for node in reversed(list(self.radix.nodes())):  # children before their parents
+            if node.pages is None or node.lock_ref:
+                continue
+            if copy_pending(node) or any(id(c) in blocked for c in node.children.values()):
+                blocked.add(id(node))
+                total += node.num_pages
+        return total
+
     def match_and_lock(self, tokens: Sequence[int]) -> Optional[MatchResult]:
         match = self.radix.match_prefix(tokens)
         self.radix.lock(match.node)
@@ -180,7 +199,7 @@ class TieredKVCacheManager(KVCacheManager):
             self.prefetcher.cancel(request_id)
 
     def idle_wait(self, timeout: float) -> None:
-        if self.prefetcher is not None and self.prefetcher.pending():
+        if not self.io.idle():  # a prefetch, or the backups that hold back the pages admission needs
             self.io.wait(timeout)
 
     def flush(self) -> None:
