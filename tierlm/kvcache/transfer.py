@@ -73,7 +73,8 @@ class PageTransfer:
         self._kernel = KVPageTransfer(k, v, buf, kernel, max_blocks=load_max_blocks)
         cuda = self.device.type == "cuda" and self.backend != "torch"
         self._backup_stream = torch.cuda.Stream(self.device) if cuda else None
-        self._load_stream = torch.cuda.Stream(self.device) if cuda else None
+        # loads run at high priority: their few blocks take SMs as soon as the prefill frees any
+        self._load_stream = torch.cuda.Stream(self.device, priority=-1) if cuda else None
         self._backup_dma = self._load_dma = None
         if cuda:
             from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader
