@@ -72,8 +72,11 @@ def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
     cfg = config.replace(**{"enable_hicache": False, "kv_store": None, **tiers})
     engine = Engine(cfg)
     params = SamplingParams(temperature=0.0, max_tokens=args.answer_len, ignore_eos=True, detokenize=False)
-    engine.add_request("warmup", [1] * 16, SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False))
-    while engine.has_unfinished():  # first-use compilation must not land in round 1's TTFT
+    # First-use compilation and autotuning must not land in round 1's TTFT: warm up at the real prompt
+    # length (token ids no conversation uses, so nothing is reused from it).
+    warm = [1 + i % 7 for i in range(min(args.first_turn_len, engine.max_model_len - 8))]
+    engine.add_request("warmup", warm, SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False))
+    while engine.has_unfinished():
         engine.step()
     history = [[] for _ in turns]
     fresh = random.Random(args.workload_seed + 1)
