@@ -72,10 +72,13 @@ def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
     cfg = config.replace(**{"enable_hicache": False, "kv_store": None, **tiers})
     engine = Engine(cfg)
     params = SamplingParams(temperature=0.0, max_tokens=args.answer_len, ignore_eos=True, detokenize=False)
-    # First-use compilation and autotuning must not land in round 1's TTFT: warm up at the real prompt
-    # length (token ids no conversation uses, so nothing is reused from it).
-    warm = [1 + i % 7 for i in range(min(args.first_turn_len, engine.max_model_len - 8))]
-    engine.add_request("warmup", warm, SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False))
+    # First-use work (kernel compilation and autotuning, lazy CUDA module loads for new GEMM shapes) must not
+    # land in round 1 of whichever mode runs first: warm up with round 1's shapes, `concurrency` prompts of
+    # the first turn's length (token ids no conversation uses, so nothing is reused from them).
+    n = min(args.first_turn_len, engine.max_model_len - 8)
+    for i in range(args.concurrency):
+        engine.add_request(f"warmup-{i}", [1 + (1009 * i + 7 * j) % 9973 for j in range(n)],
+                           SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False))
     while engine.has_unfinished():
         engine.step()
     history = [[] for _ in turns]
