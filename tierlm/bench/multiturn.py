@@ -75,9 +75,9 @@ def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
     # First-use work (kernel compilation and autotuning, lazy CUDA module loads for new GEMM shapes) must not
     # land in round 1 of whichever mode runs first: warm up with round 1's shapes, `concurrency` prompts of
     # the first turn's length (token ids no conversation uses, so nothing is reused from them).
-    n = min(args.first_turn_len, engine.max_model_len - 8)
+    n, vocab = min(args.first_turn_len, engine.max_model_len - 8), min(engine.model_config.vocab_size, 10000)
     for i in range(args.concurrency):
-        engine.add_request(f"warmup-{i}", [1 + (1009 * i + 7 * j) % 9973 for j in range(n)],
+        engine.add_request(f"warmup-{i}", [(1009 * i + 7 * j + 1) % vocab for j in range(n)],
                            SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False))
     while engine.has_unfinished():
         engine.step()
