@@ -1,7 +1,6 @@
 """GPU check of the KV tiers: greedy outputs served from L2 equal those computed from scratch, per I/O backend.
 
-For each `--hicache-io-backend` (jit: DMA backups + layer-wise kernel loads overlapping the prefill; dma;
-torch) a tiny random Qwen3 in fp32 on CUDA serves a set of long prompts, drops every device copy (host
+For each `--hicache-io-backend` (auto, jit, dma, torch; see tierlm/kvcache/transfer.py) a tiny random Qwen3 in fp32 on CUDA serves a set of long prompts, drops every device copy (host
 copies stay), and serves them again plus longer follow-ups that extend them (so loads and fresh prefill
 share a batch). Outputs must equal a run without any cache, the L2 counters must show the loads, and no
 device or host page may leak. Prints one line per backend; exits 1 on any mismatch.
@@ -32,7 +31,7 @@ def main() -> int:
         ref_llm = LLM(path, enable_prefix_cache=False, **common)
         ref = [o.token_ids for o in ref_llm.generate(base + follow, params)]
         ref_llm.close()
-        for backend in ("jit", "dma", "torch"):
+        for backend in ("auto", "jit", "dma", "torch"):
             llm = LLM(path, enable_hicache=True, hicache_io_backend=backend, **common)
             kv = llm.engine.kv
             first = [o.token_ids for o in llm.generate(base, params)]

@@ -79,9 +79,10 @@ class EngineConfig:
                                      "(write_through_selective), or on device eviction (write_back).",
                                      "cache tiers", choices=("write_through", "write_through_selective", "write_back"))
     hicache_write_threshold: int = _opt(2, "Hits before write_through_selective backs a prefix up.", "cache tiers")
-    hicache_io_backend: str = _opt("auto", "Device<->host page copies: 'jit' (backups by DMA, loads by our "
-                                   "kernel layer by layer, overlapping the prefill), 'dma' (both by DMA), 'torch' "
-                                   "ops, or 'auto' (jit on CUDA when it builds, else torch).", "cache tiers",
+    hicache_io_backend: str = _opt("auto", "How host-tier KV is loaded (layer by layer, overlapping the prefill; "
+                                   "backups always go by DMA): 'jit' (our copy kernel), 'dma' (copy engine + "
+                                   "scatter), 'auto' (per step: jit beside a large prefill, else dma; torch where "
+                                   "the kernels cannot build) or 'torch' ops.", "cache tiers",
                                    choices=("auto", "jit", "dma", "torch"))
     kv_store: Optional[str] = _opt(None, "L3 KV store (implies --enable-hicache): 'file' (<cache root>/kv), "
                                    "'file:///dir', 'redis://[:password@]host:port/db', or 'module:Class' "

@@ -125,7 +125,8 @@ class Engine:
                 f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
                 f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
             outputs.append(self._output(req, []))
-        ready = self.kv.start_loads()  # host-tier KV of this step's admissions, one event per layer
+        # host-tier KV of this step's admissions, one event per layer
+        ready = self.kv.start_loads(batch.num_tokens if batch is not None and batch.mode == "prefill" else 0)
         if ready is not None and (batch is None or batch.mode != "prefill"):
             torch.cuda.current_stream().wait_event(ready[-1])  # no layer-wise consumer: wait for all of it
             ready = None

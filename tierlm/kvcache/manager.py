@@ -56,8 +56,9 @@ class KVCacheManager:
             self.metrics.record_hit("L1", len(match.pages) * self.page_size)
 
     # ---- lower-tier hooks (no-ops without tiers) ------------------------------------------------------------
-    def start_loads(self) -> Optional[list]:
-        """Queue the copies `load_back` decided this step; None here (no lower tier), else see the tiered manager."""
+    def start_loads(self, overlap_tokens: int = 0) -> Optional[list]:
+        """Queue the copies `load_back` decided this step (beside a prefill of `overlap_tokens` new tokens);
+        None here (no lower tier), else see the tiered manager."""
         return None
 
     def poll(self) -> None:

@@ -156,14 +156,15 @@ class TieredKVCacheManager(KVCacheManager):
         self.metrics.record_hit("L2", loaded - l3, (loaded - l3) * per_token)
         self.metrics.record_hit("L3", l3, l3 * per_token)
 
-    def start_loads(self) -> Optional[list]:
-        """Queue the host-to-device copies of this step's admissions as one batch, layer-major; returns
-        what `PageTransfer.start_load` returns (None: nothing pending, or already copied)."""
+    def start_loads(self, overlap_tokens: int = 0) -> Optional[list]:
+        """Queue the host-to-device copies of this step's admissions as one batch, layer-major, beside a
+        prefill of `overlap_tokens` new tokens; returns what `PageTransfer.start_load` returns (None:
+        nothing pending, or already copied)."""
         host, dev = self._loads
         if not host:
             return None
         self._loads = ([], [])
-        return self.transfer.start_load(host, dev)
+        return self.transfer.start_load(host, dev, overlap_tokens)
 
     def release(self, tokens: Sequence[int], pages: list[int], node: Optional[RadixNode], num_prefix_pages: int,
                 cache: bool) -> None:

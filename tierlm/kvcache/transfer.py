@@ -1,12 +1,14 @@
 """Page copies between the device KV pool (L1) and the host pool (L2), ordered against the model's stream.
 
-`--hicache-io-backend`:
-- `jit` (what `auto` picks on CUDA when the kernels build): backups go by DMA through a small staging
-  buffer (`tierlm.kvcache.dma`), so a backup running beside the model costs it no SM time; loads go by
-  the zero-copy kernel (`tierlm.jit.kv_transfer`) one layer at a time with a capped grid, and the
-  forward waits for layer l's event just before layer l, so the loads overlap the prefill that needs them.
-- `dma`: both directions by DMA: loads go layer by layer too, each layer one strided DMA per run of host
-  pages into a staging buffer and a short scatter into the pool (`LayerwiseDmaLoader`).
+Backups always go by DMA through a small staging buffer (`tierlm.kvcache.dma`), so a backup running
+beside the model costs it no SM time. Loads are queued layer by layer and the forward waits for layer l's
+event just before layer l, so they overlap the prefill that needs them; `--hicache-io-backend` picks how:
+- `jit`: the zero-copy kernel (`tierlm.jit.kv_transfer`), one launch per layer with a capped grid. Its few
+  blocks slip in beside a busy prefill: the best TTFT when the step has much compute to hide the load.
+- `dma`: per layer one strided DMA per run of host pages into a staging buffer, then a short scatter into
+  the pool (`LayerwiseDmaLoader`): the full copy-engine bandwidth, but each scatter waits for free SMs.
+- `auto` (CUDA, kernels built): per step, `jit` when the step's prefill has at least `OVERLAP_TOKENS` new
+  tokens to overlap, else `dma` (a load with little compute beside it is bound by bandwidth).
 - `torch`: torch indexing, synchronous (CPU pools, or no compiler); on CPU `auto` picks it.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "jit", "dma", "torch")
 LOAD_MAX_BLOCKS = 32  # grid cap of a layer-wise load kernel: enough for PCIe, leaves the model most SMs
+OVERLAP_TOKENS = 1024  # `auto`: new prefill tokens in the step from which loads go by the kernel
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
@@ -42,7 +45,7 @@ def resolve_backend(name: str, device: torch.device) -> str:
     except Exception as e:  # noqa: BLE001 - any import/build failure means "not available"
         ok, why = False, str(e)
     if ok:
-        return "jit" if name == "auto" else name
+        return name
     if name != "auto":
         raise ValueError(f"--hicache-io-backend {name}: the JIT page-transfer kernels are unavailable: {why}")
     logger.info("JIT page-transfer kernels unavailable (%s); using torch copies", why)
@@ -80,7 +83,7 @@ class PageTransfer:
             from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader
 
             self._backup_dma = DmaPageCopier(k, v, buf)
-            if self.backend == "dma":
+            if self.backend in ("dma", "auto"):
                 self._load_dma = LayerwiseDmaLoader(k, v, buf, torch.cuda.Stream(self.device), self._load_stream)
         self._timings: list[tuple["torch.cuda.Event", "torch.cuda.Event", int]] = []  # queued loads
         self._done: list[tuple[int, float]] = []  # synchronous loads not yet reported
@@ -106,9 +109,11 @@ class PageTransfer:
             self._backup_dma.device_to_host(device_pages, host_pages)
         stream.synchronize()
 
-    def start_load(self, host_pages: list[int], device_pages: list[int]) -> Optional[list["torch.cuda.Event"]]:
-        """Copy host pages into device pages. Returns None when the copy is already complete (synchronous
-        backends), else one event per layer: layer l's pages are in once event l has completed."""
+    def start_load(self, host_pages: list[int], device_pages: list[int],
+                   overlap_tokens: int = 0) -> Optional[list["torch.cuda.Event"]]:
+        """Copy host pages into device pages; `overlap_tokens`: new tokens of the prefill that will run beside
+        the load. Returns None when the copy is already complete (synchronous backends), else one event per
+        layer: layer l's pages are in once event l has completed."""
         stream = self._load_stream
         nbytes = len(host_pages) * self.host.bytes_per_page
         if stream is None:
@@ -122,7 +127,7 @@ class PageTransfer:
         events: list[torch.cuda.Event] = []
         with torch.cuda.stream(stream), torch.inference_mode():
             stream.wait_event(after)
-            if self._load_dma is not None:
+            if self.use_dma_load(overlap_tokens):
                 events = self._load_dma.load(device_pages, host_pages, start)  # DMA may start before `after`
             else:
                 start.record(stream)
@@ -133,6 +138,10 @@ class PageTransfer:
             end.record(stream)
         self._timings.append((start, end, nbytes))
         return events
+
+    def use_dma_load(self, overlap_tokens: int) -> bool:
+        """Whether a load beside a prefill of `overlap_tokens` new tokens goes by DMA (see the module doc)."""
+        return self.backend == "dma" or (self.backend == "auto" and overlap_tokens < OVERLAP_TOKENS)
 
     def finished_loads(self) -> list[tuple[int, float]]:
         """(bytes, seconds on the device) of every load that completed since the last call."""

@@ -1,0 +1,35 @@
+"""`PageTransfer`: backend resolution and the per-step choice of the load path."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tierlm.kvcache.host_pool import HostKVPool
+from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.transfer import OVERLAP_TOKENS, PageTransfer, resolve_backend
+
+CPU = torch.device("cpu")
+
+
+def test_resolve_backend():
+    assert resolve_backend("auto", CPU) == "torch"
+    assert resolve_backend("torch", CPU) == "torch"
+    with pytest.raises(ValueError, match="--hicache-io-backend: unknown backend 'fast'"):
+        resolve_backend("fast", CPU)
+    with pytest.raises(ValueError, match="--hicache-io-backend dma: copy-engine transfers need a CUDA device"):
+        resolve_backend("dma", CPU)
+
+
+def test_auto_loads_by_kernel_only_beside_a_large_prefill():
+    pool = KVPool(num_pages=9, page_size=4, num_layers=2, num_kv_heads=1, head_dim=4, dtype=torch.float32, device=CPU)
+    t = PageTransfer(pool, HostKVPool(8, pool), "torch")
+    assert not t.use_dma_load(0)
+    t.backend = "dma"
+    assert t.use_dma_load(0) and t.use_dma_load(10 * OVERLAP_TOKENS)
+    t.backend = "auto"
+    assert t.use_dma_load(OVERLAP_TOKENS - 1) and not t.use_dma_load(OVERLAP_TOKENS)
+    host = t.host.buffer
+    host.copy_(torch.randn_like(host))
+    assert t.start_load([3, 5], [1, 2]) is None  # CPU: synchronous, nothing to wait for
+    assert torch.equal(pool.k[1].view(-1, 4, 1, 4)[2], host[5, 1, 0])
+    assert t.finished_loads()[0][0] == 2 * t.host.bytes_per_page
