@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 from tqdm.auto import tqdm
 
