@@ -84,7 +84,13 @@ class PageTransfer:
 
             self._backup_dma = DmaPageCopier(k, v, buf)
             if self.backend in ("dma", "auto"):
-                self._load_dma = LayerwiseDmaLoader(k, v, buf, torch.cuda.Stream(self.device), self._load_stream)
+                try:
+                    self._load_dma = LayerwiseDmaLoader(k, v, buf, torch.cuda.Stream(self.device), self._load_stream)
+                except Exception as e:  # noqa: BLE001 - its JIT module did not build
+                    if self.backend == "dma":
+                        raise ValueError(f"--hicache-io-backend dma: the layer DMA module is unavailable: {e}") from e
+                    logger.warning("layer-wise DMA loads unavailable (%s); loading with the copy kernel", e)
+                    self.backend = "jit"
         self._timings: list[tuple["torch.cuda.Event", "torch.cuda.Event", int]] = []  # queued loads
         self._done: list[tuple[int, float]] = []  # synchronous loads not yet reported
 
