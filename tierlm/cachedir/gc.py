@@ -168,3 +168,34 @@ def collect_garbage(root: CacheRoot, max_bytes: int, dry_run: bool = False) -> G
             report.kept_in_use.append(unit.path)
     report.after = total if dry_run else disk_usage(root)
     return report
+
+
+def clear_subsystem(root: CacheRoot, subsystem: str) -> int:
+    """Empty one subsystem directory except entries a live process holds; returns how many were kept.
+    Raises OSError (with the path) when something cannot be moved away."""
+    base = root.subsystem_dir(subsystem)
+    if not base.is_dir():
+        return 0
+    kept: List[Path] = []
+    if subsystem in ENTRY_SUBSYSTEMS:
+        for info in list(iter_entries(root, subsystem)):
+            if base in info.path.parents and not remove_unit(info.path, base):
+                kept.append(info.path)
+    trash = base / f"{TRASH_PREFIX}clear-{os.getpid()}-{time.time_ns()}"
+    _move_all_but(base, kept, trash)
+    remove_tree(trash)
+    return len(kept)
+
+
+def _move_all_but(directory: Path, kept: List[Path], trash: Path) -> None:
+    for child in list(directory.iterdir()):
+        if child == trash or child in kept:
+            continue
+        if any(child in k.parents for k in kept):
+            _move_all_but(child, kept, trash)
+            continue
+        trash.mkdir(exist_ok=True)
+        try:
+            os.rename(child, trash / f"{len(list(trash.iterdir()))}-{child.name}")
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(child)) from None

@@ -11,8 +11,8 @@ from typing import List, Sequence
 
 from tierlm.cachedir import (SUBSYSTEMS, AutotuneStore, BundleError, CacheRoot, collect_garbage, export_bundles,
                              format_bytes, import_bundles, iter_entries, parse_size, resolve_root, verify_root)
-from tierlm.cachedir.fsutil import TRASH_PREFIX, remove_tree, tree_size
-from tierlm.cachedir.gc import remove_unit
+from tierlm.cachedir.fsutil import tree_size
+from tierlm.cachedir.gc import clear_subsystem
 from tierlm.cachedir.inventory import ENTRY_SUBSYSTEMS, UNSEALED_FORMAT
 from tierlm.cachedir.lease import in_use
 from tierlm.cachedir.root import THIRD_PARTY_VARS, user_set_vars
@@ -226,40 +226,13 @@ def cmd_clear(args: argparse.Namespace) -> int:
     if not args.yes and not _confirm(f"delete {what} ({format_bytes(size)}) in {where}"):
         print("nothing deleted")
         return 1
-    kept = sum(_clear_subsystem(root, s) for s in targets)
+    try:
+        kept = sum(clear_subsystem(root, s) for s in targets)
+    except OSError as e:
+        raise CLIError(f"cannot clear {e.filename}: {e.strerror}") from None
     print(f"cleared {what}: {format_bytes(size)}" + (f"; kept {kept} entr{'y' if kept == 1 else 'ies'} in use"
                                                      if kept else ""))
     return 0
-
-
-def _clear_subsystem(root: CacheRoot, subsystem: str) -> int:
-    """Empty one subsystem directory except entries a live process holds; returns how many were kept."""
-    base = root.subsystem_dir(subsystem)
-    if not base.is_dir():
-        return 0
-    kept: List[Path] = []
-    if subsystem in ENTRY_SUBSYSTEMS:
-        for info in list(iter_entries(root, subsystem)):
-            if base in info.path.parents and not remove_unit(info.path, base):
-                kept.append(info.path)
-    trash = base / f"{TRASH_PREFIX}clear-{os.getpid()}-{time.time_ns()}"
-    _move_all_but(base, kept, trash)
-    remove_tree(trash)
-    return len(kept)
-
-
-def _move_all_but(directory: Path, kept: List[Path], trash: Path) -> None:
-    for child in list(directory.iterdir()):
-        if child == trash or child in kept:
-            continue
-        if any(child in k.parents for k in kept):
-            _move_all_but(child, kept, trash)
-            continue
-        trash.mkdir(exist_ok=True)
-        try:
-            os.rename(child, trash / f"{len(list(trash.iterdir()))}-{child.name}")
-        except OSError as e:
-            raise CLIError(f"cannot clear {child}: {e.strerror}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
