@@ -15,30 +15,15 @@ Usage: `PYTHONPATH=. python benchmarks/bench_kv_io.py [--pages N]` from the repo
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
+from benchmarks.timing import median_seconds
 from tierlm.jit.kv_transfer import KVPageTransfer
 from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader
 
 LAYERS, KV_HEADS, HEAD_DIM, PAGE = 32, 8, 128, 16
 DTYPE = torch.bfloat16
-
-
-def timed(fn, reps: int = 5) -> float:
-    """Median seconds of `fn()` (queued on the current stream) over `reps` runs after one warm-up."""
-    fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        out.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(out)
 
 
 def main() -> None:
@@ -61,8 +46,8 @@ def main() -> None:
 
     dense = torch.empty((n, *host.shape[1:]), dtype=DTYPE, device="cuda")
     pinned = host[:n]
-    ceiling = {"d2h": nbytes / timed(lambda: pinned.copy_(dense, non_blocking=True)),
-               "h2d": nbytes / timed(lambda: dense.copy_(pinned, non_blocking=True))}
+    ceiling = {"d2h": nbytes / median_seconds(lambda: pinned.copy_(dense, non_blocking=True)),
+               "h2d": nbytes / median_seconds(lambda: dense.copy_(pinned, non_blocking=True))}
     print(f"pinned copy: D2H {ceiling['d2h'] / 1e9:.1f} GB/s, H2D {ceiling['h2d'] / 1e9:.1f} GB/s")
 
     dma = DmaPageCopier(k, v, host)
@@ -132,13 +117,13 @@ def main() -> None:
         for _ in range(gemms):
             torch.matmul(x, w)
 
-    alone = timed(compute, reps=3)
+    alone = median_seconds(compute, 3)
     low, high = torch.cuda.Stream(), torch.cuda.Stream(priority=-1)
     runs = [(name, kind, fn, low) for name, (kind, fn) in variants.items()]
     runs += [(f"{name} hi-prio", kind, fn, high) for name, (kind, fn) in variants.items() if "layered" in name]
     rows = []
     for name, kind, fn, side in runs:
-        solo = timed(fn)
+        solo = median_seconds(fn)
         reps = max(1, int(alone / solo) + 1)  # keep the side stream busy for the whole compute window
         torch.cuda.synchronize()
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -156,7 +141,7 @@ def main() -> None:
         busy = start.elapsed_time(stop) / 1e3
         concurrent_bw = reps * nbytes / (xa.elapsed_time(xb) / 1e3)
         rows.append((name, nbytes / solo / 1e9, 100 * nbytes / solo / ceiling[kind], busy, concurrent_bw / 1e9))
-    again = timed(compute, reps=3)
+    again = median_seconds(compute, 3)
     base = min(alone, again)  # the first figure can be taken before the clocks settle
     rows = [(name, bw, pct, 100 * (busy / base - 1), cbw) for name, bw, pct, busy, cbw in rows]
 

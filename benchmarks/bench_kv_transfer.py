@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.timing import median_seconds  # noqa: E402
 from tierlm.jit import kv_transfer as kvt  # noqa: E402
 
 LAYERS, HEADS, HEAD_DIM, DTYPE = 28, 8, 128, torch.bfloat16
@@ -60,18 +60,7 @@ def check_correctness(ps: int) -> bool:
 
 
 def time_gbps(fn: Callable[[], None], nbytes: int, iters: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return nbytes / statistics.median(times) / 1e9
+    return nbytes / median_seconds(fn, iters, warmup) / 1e9
 
 
 def bench_row(ps: int, batch: int, iters: int, with_torch: bool, sweep: bool) -> List[Dict]:

@@ -14,23 +14,14 @@ import random
 
 import torch
 
+from benchmarks.timing import median_seconds
 from tierlm import LLM, SamplingParams
 
 
 def pinned_h2d_gbps(nbytes: int) -> float:
     src = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
     dst = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-    dst.copy_(src, non_blocking=True)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(5):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        dst.copy_(src, non_blocking=True)
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3)
-    return nbytes / sorted(times)[2] / 1e9
+    return nbytes / median_seconds(lambda: dst.copy_(src, non_blocking=True)) / 1e9
 
 
 def main() -> None:
