@@ -14,7 +14,7 @@ allocator made them. Not thread-safe: one copier per stream.
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -33,6 +33,18 @@ def host_runs(host_pages: Sequence[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
+def host_sorted_chunks(device_pages: Sequence[int], host_pages: Sequence[int],
+                       size: int) -> Iterator[tuple[list[int], list[int]]]:
+    """(device pages, host pages) in chunks of at most `size` pairs, sorted by host page so that each chunk's
+    host pages form as few runs as the allocator allows."""
+    if len(device_pages) != len(host_pages):
+        raise ValueError(f"{len(device_pages)} device pages but {len(host_pages)} host pages")
+    pairs = sorted(zip(host_pages, device_pages))
+    for c in range(0, len(pairs), size):
+        chunk = pairs[c:c + size]
+        yield [d for _, d in chunk], [h for h, _ in chunk]
+
+
 class DmaPageCopier:
     """Copies device pages <-> host pages through a device staging buffer of `staging_bytes` (at least
     one page); the gather/scatter kernel runs with at most `max_blocks` blocks (0: the kernel default)."""
@@ -48,25 +60,19 @@ class DmaPageCopier:
 
     def device_to_host(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
         """Queue the copy of `device_pages[i]` into host page `host_pages[i]` on the current stream."""
-        for dev, host in self._chunks(device_pages, host_pages):
+        for dev, host in host_sorted_chunks(device_pages, host_pages, self.staging_pages):
             self._kernel.device_to_host(dev, list(range(len(dev))))
             for i, h, n in host_runs(host):
                 self.host_buf[h:h + n].copy_(self.staging[i:i + n], non_blocking=True)
 
     def host_to_device(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
         """Queue the copy of host page `host_pages[i]` into `device_pages[i]` on the current stream."""
-        for dev, host in self._chunks(device_pages, host_pages):
+        for dev, host in host_sorted_chunks(device_pages, host_pages, self.staging_pages):
             for i, h, n in host_runs(host):
                 self.staging[i:i + n].copy_(self.host_buf[h:h + n], non_blocking=True)
             self._kernel.host_to_device(dev, list(range(len(dev))))
 
-    def _chunks(self, device_pages: Sequence[int], host_pages: Sequence[int]):
-        if len(device_pages) != len(host_pages):
-            raise ValueError(f"{len(device_pages)} device pages but {len(host_pages)} host pages")
-        pairs = sorted(zip(host_pages, device_pages))
-        for c in range(0, len(pairs), self.staging_pages):
-            chunk = pairs[c:c + self.staging_pages]
-            yield [d for _, d in chunk], [h for h, _ in chunk]
+
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,12 +113,10 @@ class LayerwiseDmaLoader:
              start: Optional["torch.cuda.Event"] = None) -> list["torch.cuda.Event"]:
         """Queue the copy; returns one event per layer, recorded on `scatter_stream` once that layer is in.
         `start` (a timing event) is recorded on `copy_stream` just before the first DMA."""
-        pairs = sorted(zip(host_pages, device_pages))
         chunks = []
-        for c in range(0, len(pairs), self.pages):
-            part = pairs[c:c + self.pages]
-            runs = torch.tensor([list(r) for r in host_runs([h for h, _ in part])], dtype=torch.int64)
-            ids = self._scatter[0][0].page_ids([d for _, d in part], list(range(len(part))))
+        for dev, host in host_sorted_chunks(device_pages, host_pages, self.pages):
+            runs = torch.tensor([list(r) for r in host_runs(host)], dtype=torch.int64)
+            ids = self._scatter[0][0].page_ids(dev, list(range(len(dev))))
             chunks.append((runs, ids))
         events = []
         for layer in range(len(self._scatter[0])):
