@@ -33,9 +33,13 @@ class KVCacheManager:
     def capacity_pages(self) -> int:
         return self.allocator.capacity
 
-    def available_pages(self) -> int:
-        """Pages that can be handed out now: free ones plus unlocked cached ones (evictable)."""
+    def reclaimable_pages(self) -> int:
+        """Free pages plus unlocked cached ones (evictable)."""
         return self.allocator.num_free + (self.radix.evictable_pages if self.radix else 0)
+
+    def available_pages(self) -> int:
+        """Pages admission may count on now (here: every reclaimable page)."""
+        return self.reclaimable_pages()
 
     def match_and_lock(self, tokens: Sequence[int]) -> Optional[MatchResult]:
         """Longest cached prefix of `tokens`, locked against eviction until `release`; None without a cache."""
@@ -116,7 +120,7 @@ class KVCacheManager:
 
     def used_pages(self) -> int:
         """Pages held by running requests or locked cache paths (not free, not evictable)."""
-        return self.capacity_pages - self.available_pages()
+        return self.capacity_pages - self.reclaimable_pages()
 
     def check_no_leak(self, live_pages: Sequence[list[int]] = ()) -> None:
         """Assert every page is free, cached or owned by a live request, exactly once (for tests)."""

@@ -58,6 +58,7 @@ class TieredKVCacheManager(KVCacheManager):
                                         prefetch_timeout, prefetch_threshold, max_pages=host_pages // 2)
                            if store is not None else None)
         self._loads: tuple[list[int], list[int]] = ([], [])  # (host, device) pages admitted, not yet queued
+        self._copying: set[RadixNode] = set()  # nodes with a D2H backup that may still be running
 
     def _wait_for_io(self, futures: list) -> None:
         """Device eviction found only pages still being copied: wait for the first copy (counted)."""
@@ -83,6 +84,7 @@ class TieredKVCacheManager(KVCacheManager):
             return False
         keys = node.page_hashes if self.store is not None and not node.in_store else None
         node.io.append(self.io.backup(list(node.pages), host, keys))
+        self._copying.add(node)
         node.host_pages = host
         node.in_store = node.in_store or bool(keys)
         self.metrics.backups["pages"] += len(host)
@@ -100,19 +102,20 @@ class TieredKVCacheManager(KVCacheManager):
         """Free pages plus cached pages evictable without waiting: pages whose backup is still copying
         (or that sit above such pages) do not count, so admission defers a request for a step instead of
         blocking the scheduler while the device runs out of queued work."""
-        return super().available_pages() - self._pages_behind_io()
+        return self.reclaimable_pages() - self._pages_behind_io()
 
     def _pages_behind_io(self) -> int:
-        if self.io.idle():
-            return 0
-        blocked: set[int] = set()
+        """Unlocked device pages of nodes whose backup is still copying, and of their ancestors (a parent
+        goes only after its children). Walks up from the nodes being copied, not over the whole tree."""
+        self._copying = {n for n in self._copying if copy_pending(n)}
+        seen: set[int] = set()
         total = 0
-        for node in reversed(list(self.radix.nodes())):  # children before their parents
-            if node.pages is None or node.lock_ref:
-                continue
-            if copy_pending(node) or any(id(c) in blocked for c in node.children.values()):
-                blocked.add(id(node))
-                total += node.num_pages
+        for node in self._copying:
+            while node is not None and node is not self.radix.root and id(node) not in seen:
+                seen.add(id(node))
+                if node.pages is not None and not node.lock_ref:
+                    total += node.num_pages
+                node = node.parent
         return total
 
     def match_and_lock(self, tokens: Sequence[int]) -> Optional[MatchResult]:
