@@ -18,8 +18,7 @@ import argparse
 
 import torch
 
-from benchmarks.timing import median_seconds
-from tierlm.jit.kv_transfer import KVPageTransfer
+from benchmarks.timing import gqa_bytes, gqa_transfer, median_seconds
 from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader
 
 LAYERS, KV_HEADS, HEAD_DIM, PAGE = 32, 8, 128, 16
@@ -50,12 +49,13 @@ def main() -> None:
                "h2d": nbytes / median_seconds(lambda: dense.copy_(pinned, non_blocking=True))}
     print(f"pinned copy: D2H {ceiling['d2h'] / 1e9:.1f} GB/s, H2D {ceiling['h2d'] / 1e9:.1f} GB/s")
 
-    dma = DmaPageCopier(k, v, host)
-    ref = KVPageTransfer(k, v, host, "torch")
+    regions, host_b, sizes = gqa_bytes(k, v, host)
+    dma = DmaPageCopier(regions, sizes, host_b)
+    ref = gqa_transfer(k, v, host, "torch")
     variants = {}
 
     def kernel(to_host: bool, max_blocks: int, layered: bool):
-        t = KVPageTransfer(k, v, host, "jit", max_blocks=max_blocks)
+        t = gqa_transfer(k, v, host, "jit", max_blocks=max_blocks)
         ids = t.page_ids(dev_ids, host_ids)
 
         def run():
@@ -75,7 +75,7 @@ def main() -> None:
         variants[f"h2d kernel layered {cap} blocks"] = ("h2d", kernel(False, cap, True))
     variants["h2d dma (staging 32 MiB)"] = ("h2d", lambda: dma.host_to_device(dev_ids, host_ids))
     copy_stream, scatter_stream = torch.cuda.Stream(), torch.cuda.Stream()
-    loader = LayerwiseDmaLoader(k, v, host, copy_stream, scatter_stream)
+    loader = LayerwiseDmaLoader(regions, sizes, host_b, copy_stream, scatter_stream)
 
     def layered_dma():  # ordered after the current stream's work, joined back into it
         cur = torch.cuda.current_stream()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.timing import median_seconds  # noqa: E402
+from benchmarks.timing import gqa_transfer, median_seconds  # noqa: E402
 from tierlm.jit import kv_transfer as kvt  # noqa: E402
 
 LAYERS, HEADS, HEAD_DIM, DTYPE = 28, 8, 128, torch.bfloat16
@@ -43,13 +43,13 @@ def check_correctness(ps: int) -> bool:
     host_ids = torch.randperm(83)[:n].tolist()
     ok = True
     host_ref = host.clone().pin_memory()
-    kvt.KVPageTransfer(k, v, host, "jit").device_to_host(dev_ids, host_ids)
-    kvt.KVPageTransfer(k, v, host_ref, "torch").device_to_host(dev_ids, host_ids)
+    gqa_transfer(k, v, host, "jit").device_to_host(dev_ids, host_ids)
+    gqa_transfer(k, v, host_ref, "torch").device_to_host(dev_ids, host_ids)
     torch.cuda.synchronize()
     ok &= torch.equal(host, host_ref)
     k2, v2 = [t.clone() for t in k], [t.clone() for t in v]
-    kvt.KVPageTransfer(k, v, host, "jit").host_to_device(dev_ids[::-1], host_ids)
-    kvt.KVPageTransfer(k2, v2, host, "torch").host_to_device(dev_ids[::-1], host_ids)
+    gqa_transfer(k, v, host, "jit").host_to_device(dev_ids[::-1], host_ids)
+    gqa_transfer(k2, v2, host, "torch").host_to_device(dev_ids[::-1], host_ids)
     torch.cuda.synchronize()
     ok &= all(torch.equal(a, b) for a, b in zip(k + v, k2 + v2))
     # Spot check against the layout definition itself, independent of both backends.
@@ -80,7 +80,7 @@ def bench_row(ps: int, batch: int, iters: int, with_torch: bool, sweep: bool) ->
         else:
             memcpy = time_gbps(lambda: flat_dev.copy_(flat_host, non_blocking=True), nbytes, iters)
         for unroll, bps in configs:
-            t = kvt.KVPageTransfer(k, v, host, "jit", unroll=unroll, blocks_per_sm=bps)
+            t = gqa_transfer(k, v, host, "jit", unroll=unroll, blocks_per_sm=bps)
             fn = (lambda: t.device_to_host(dev_ids, host_ids)) if direction == "d2h" else \
                 (lambda: t.host_to_device(dev_ids, host_ids))
             jit = time_gbps(fn, nbytes, iters)
@@ -90,7 +90,7 @@ def bench_row(ps: int, batch: int, iters: int, with_torch: bool, sweep: bool) ->
             rows.append(row)
             print(json.dumps(row), flush=True)
         if with_torch:
-            t = kvt.KVPageTransfer(k, v, host, "torch")
+            t = gqa_transfer(k, v, host, "torch")
             fn = (lambda: t.device_to_host(dev_ids, host_ids)) if direction == "d2h" else \
                 (lambda: t.host_to_device(dev_ids, host_ids))
             rows[-len(configs)]["torch_gbps"] = round(time_gbps(fn, nbytes, 2, warmup=1), 2)

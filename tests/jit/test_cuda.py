@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.jit.conftest import requires_cuda, requires_nvcc
+from tests.jit.kv_pools import gqa_transfer, host_bytes
 from tierlm.jit import build_jit
 
 
@@ -38,7 +39,6 @@ def test_add_constant_cuda_on_a_side_stream():
 @pytest.mark.parametrize("page_size", [16, 5])
 def test_kv_transfer_cuda_matches_torch(page_size):
     import torch
-    from tierlm.jit.kv_transfer import KVPageTransfer
     L, H, D = 4, 3, 24 if page_size == 16 else 7  # 7: not 16-byte aligned -> narrower vectors
     shape = (37 * page_size, H, D)
     k = [torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in range(L)]
@@ -46,14 +46,14 @@ def test_kv_transfer_cuda_matches_torch(page_size):
     host = torch.randn((29, L, 2, page_size, H, D)).bfloat16().pin_memory()
     dev_ids, host_ids = torch.randperm(37)[:19].tolist(), torch.randperm(29)[:19].tolist()
     ref = host.clone().pin_memory()
-    KVPageTransfer(k, v, host, "jit").device_to_host(dev_ids, host_ids)
-    KVPageTransfer(k, v, ref, "torch").device_to_host(dev_ids, host_ids)
+    gqa_transfer(k, v, host, "jit").device_to_host(dev_ids, host_ids)
+    gqa_transfer(k, v, ref, "torch").device_to_host(dev_ids, host_ids)
     torch.cuda.synchronize()
     assert torch.equal(host, ref)
     k2, v2 = [t.clone() for t in k], [t.clone() for t in v]
     host.copy_(torch.randn(host.shape).bfloat16())
-    KVPageTransfer(k, v, host, "jit").host_to_device(dev_ids, host_ids[::-1])
-    KVPageTransfer(k2, v2, host, "torch").host_to_device(dev_ids, host_ids[::-1])
+    gqa_transfer(k, v, host, "jit").host_to_device(dev_ids, host_ids[::-1])
+    gqa_transfer(k2, v2, host, "torch").host_to_device(dev_ids, host_ids[::-1])
     torch.cuda.synchronize()
     assert all(torch.equal(a, b) for a, b in zip(k + v, k2 + v2))
 
@@ -65,33 +65,32 @@ def test_kv_transfer_cuda_rejects_pageable_host():
     k = [torch.randn(32, 2, 8, device="cuda")]
     host = torch.randn(2, 1, 2, 16, 2, 8)
     with pytest.raises(ValueError, match="pinned"):
-        kvt.KVPageTransfer(k, k, host, "jit")
-    t = kvt.KVPageTransfer(k, k, host.pin_memory(), "jit")
+        gqa_transfer(k, k, host, "jit")
+    t = gqa_transfer(k, k, host.pin_memory(), "jit")
     ids = torch.zeros(2, 1, dtype=torch.int64, device="cuda")
     with pytest.raises(ValueError, match="host_buf must be pinned"):
-        kvt._module(True).device_to_host(t._ptrs, k[0], host, ids, 0, 0, 0, -1)
+        kvt._module(True).device_to_host(t._table, host_bytes(host), ids, t.num_device_pages, 0, 0, 0, -1)
 
 
 @requires_cuda
 def test_kv_transfer_cuda_layer_ranges_grid_cap_and_device_staging():
     """Layer-by-layer loads with a capped grid, and a device staging buffer as the "host" side, match torch."""
     import torch
-    from tierlm.jit.kv_transfer import KVPageTransfer
     L, H, D, ps = 5, 2, 64, 16
     k = [torch.randn((23 * ps, H, D), device="cuda", dtype=torch.float16) for _ in range(L)]
     v = [torch.randn((23 * ps, H, D), device="cuda", dtype=torch.float16) for _ in range(L)]
     host = torch.randn((17, L, 2, ps, H, D)).half().pin_memory()
     dev_ids, host_ids = torch.randperm(23)[:11].tolist(), torch.randperm(17)[:11].tolist()
     k2, v2 = [t.clone() for t in k], [t.clone() for t in v]
-    capped = KVPageTransfer(k, v, host, "jit", max_blocks=3)
+    capped = gqa_transfer(k, v, host, "jit", max_blocks=3)
     ids = capped.page_ids(dev_ids, host_ids)
     for layer in range(L):
         capped.copy(ids, False, range(layer, layer + 1))
-    KVPageTransfer(k2, v2, host, "torch").host_to_device(dev_ids, host_ids)
+    gqa_transfer(k2, v2, host, "torch").host_to_device(dev_ids, host_ids)
     torch.cuda.synchronize()
     assert all(torch.equal(a, b) for a, b in zip(k + v, k2 + v2))
     staging = torch.zeros((11, L, 2, ps, H, D), device="cuda", dtype=torch.float16)
-    KVPageTransfer(k, v, staging, "jit").device_to_host(dev_ids, list(range(11)))
+    gqa_transfer(k, v, staging, "jit").device_to_host(dev_ids, list(range(11)))
     torch.cuda.synchronize()
     assert torch.equal(staging.cpu(), host[host_ids])
     with pytest.raises(ValueError, match="layers must be a contiguous range"):

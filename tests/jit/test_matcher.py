@@ -58,13 +58,14 @@ def test_runtime_check_and_irange(probe_module):
     assert probe_module.range_sum(5, 2) == 0
 
 
-def test_kv_kernel_names_the_mismatching_dimension():
+def test_kv_kernel_names_the_mismatching_argument():
     k = [torch.randn(12, 2, 4) for _ in range(3)]
-    host = torch.randn(5, 3, 2, 4, 3, 4)  # kv_heads 3 instead of 2
-    ptrs = torch.tensor([[t.data_ptr() for t in k], [t.data_ptr() for t in k]], dtype=torch.int64)
+    regions = torch.tensor([[t.data_ptr() for t in k], [3 * 2 * 4 * 4] * 3, [0, 96, 192]], dtype=torch.int64)
     ids = torch.zeros(2, 1, dtype=torch.int64)
     with pytest.raises(ValueError) as e:
-        kvt._module(False).device_to_host(ptrs, k[0], host, ids)
-    assert "host_buf: dimension 4 expected size 2 (kv_heads, from k_layers[0] dimension 1), got 3" in str(e.value)
-    with pytest.raises(ValueError, match=r"host_buf: dtype expected float32 \(same as k_layers\[0\]\), got bfloat16"):
-        kvt._module(False).device_to_host(ptrs, k[0], torch.randn(5, 3, 2, 4, 2, 4).bfloat16(), ids)
+        kvt._module(False).device_to_host(regions, torch.zeros(5, 200, dtype=torch.uint8), ids, 4, 0, -1)
+    assert "region 2 (chunk 96 bytes at host offset 192) does not fit a host page of 200 bytes" in str(e.value)
+    with pytest.raises(ValueError, match=r"host_buf: dtype expected one of \[uint8\], got float32"):
+        kvt._module(False).device_to_host(regions, torch.zeros(5, 288), ids, 4, 0, -1)
+    with pytest.raises(ValueError, match=r"regions: dimension 0 expected size 3, got 2"):
+        kvt._module(False).device_to_host(regions[:2], torch.zeros(5, 288, dtype=torch.uint8), ids, 4, 0, -1)

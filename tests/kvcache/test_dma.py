@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.jit.conftest import requires_cuda, requires_cxx
+from tierlm.jit.kv_transfer import KVPageTransfer, byte_pages
 from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader, host_runs
 
 
@@ -16,20 +17,23 @@ def test_host_runs_groups_consecutive_ids():
 
 
 def _pools(device: str, layers=3, heads=2, dim=8, ps=4, dev_pages=40, host_pages=30):
+    """GQA pools: per-layer K and V, a typed view of the page-first host pool, and the byte-level arguments
+    the page movers take (regions in page-first order, regions per layer, the host bytes)."""
     k = [torch.randn((dev_pages * ps, heads, dim), device=device) for _ in range(layers)]
     v = [torch.randn((dev_pages * ps, heads, dim), device=device) for _ in range(layers)]
     host = torch.randn((host_pages, layers, 2, ps, heads, dim), pin_memory=device == "cuda")
-    return k, v, host
+    regions = [byte_pages(t, dev_pages) for pair in zip(k, v) for t in pair]
+    return k, v, host, regions, [2] * layers, host.view(torch.uint8).view(host_pages, -1)
 
 
 def _check_roundtrip(device: str) -> None:
-    k, v, host = _pools(device)
+    k, v, host, regions, sizes, host_bytes = _pools(device)
     rng = random.Random(0)
     dev_ids = rng.sample(range(40), 13)
     host_ids = sorted(rng.sample(range(30), 13))  # mostly contiguous runs, plus gaps
     rng.shuffle(host_ids)
     page_bytes = host[0].numel() * host.element_size()
-    dma = DmaPageCopier(k, v, host, staging_bytes=5 * page_bytes)  # 5-page chunks: several rounds
+    dma = DmaPageCopier(regions, sizes, host_bytes, staging_bytes=5 * page_bytes)  # 5-page chunks: several rounds
     assert dma.staging_pages == 5
     dma.device_to_host(dev_ids, host_ids)
     if device == "cuda":
@@ -70,12 +74,12 @@ def test_dma_copier_roundtrip_cuda():
 def test_layerwise_dma_loader_matches_reference():
     """Layer-ordered DMA loads (several staging chunks, both buffers, two calls) land the right bytes, and
     each layer's event covers that layer."""
-    from tierlm.jit.kv_transfer import KVPageTransfer
-    k, v, host = _pools("cuda", layers=4, dev_pages=64, host_pages=48)
+    k, v, host, regions, sizes, host_bytes = _pools("cuda", layers=4, dev_pages=64, host_pages=48)
     ref_k, ref_v = [t.clone() for t in k], [t.clone() for t in v]
     copy, scatter = torch.cuda.Stream(), torch.cuda.Stream()
     layer_bytes = host[0, 0].numel() * host.element_size()
-    loader = LayerwiseDmaLoader(k, v, host, copy, scatter, staging_bytes=7 * layer_bytes)  # 7-page chunks
+    loader = LayerwiseDmaLoader(regions, sizes, host_bytes, copy, scatter,
+                                staging_bytes=7 * layer_bytes)  # 7-page chunks
     rng = random.Random(1)
     for _ in range(2):
         dev_ids, host_ids = rng.sample(range(64), 20), rng.sample(range(48), 20)
@@ -83,6 +87,7 @@ def test_layerwise_dma_loader_matches_reference():
             events = loader.load(dev_ids, host_ids)
         assert len(events) == 4
         torch.cuda.current_stream().wait_event(events[-1])
-        KVPageTransfer(ref_k, ref_v, host, "torch").host_to_device(dev_ids, host_ids)
+        ref_regions = [byte_pages(t, 64) for pair in zip(ref_k, ref_v) for t in pair]
+        KVPageTransfer(ref_regions, host_bytes, sizes, "torch").host_to_device(dev_ids, host_ids)
         torch.cuda.synchronize()
         assert all(torch.equal(a, b) for a, b in zip(k + v, ref_k + ref_v))

@@ -8,7 +8,7 @@ import torch
 
 from tierlm.kvcache.host_pool import HostKVPool, host_pool_pages
 from tierlm.kvcache.keys import PageHasher, model_fingerprint, weights_identity
-from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.stores import decode_page, encode_page, open_store
 from tierlm.kvcache.stores.base import CorruptPage
 from tierlm.kvcache.stores.file import FileKVStore
@@ -18,9 +18,8 @@ KEYS = [f"{i:064x}" for i in range(1, 7)]
 
 @pytest.fixture
 def host():
-    pool = KVPool(4, 2, 2, 1, 4, torch.float32, torch.device("cpu"))
-    h = HostKVPool(8, pool)
-    h.buffer.normal_()
+    h = HostKVPool(8, KVLayout.gqa(2, 1, 4, torch.float32), page_size=2)
+    h.buffer.copy_(torch.randint(0, 256, h.buffer.shape, dtype=torch.uint8))
     return h
 
 
@@ -89,11 +88,14 @@ def test_redis_roundtrip_then_outage_fails_fast(redis_server, host):
 
 
 def test_keys_are_chained_and_namespaced():
-    fp = model_fingerprint({"hidden_size": 8, "_name_or_path": "/home/a"}, "dummy-seed-0", "torch.float32", 4)
-    assert fp == model_fingerprint({"hidden_size": 8, "_name_or_path": "/elsewhere"}, "dummy-seed-0", "float32", 4)
-    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-1", "float32", 4)
-    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-0", "bfloat16", 4)
-    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-0", "float32", 8)
+    f32, bf16 = KVLayout.gqa(2, 1, 4, torch.float32), KVLayout.gqa(2, 1, 4, "bfloat16")
+    fp = model_fingerprint({"hidden_size": 8, "_name_or_path": "/home/a"}, "dummy-seed-0", f32, 4)
+    assert fp == model_fingerprint({"hidden_size": 8, "_name_or_path": "/elsewhere"}, "dummy-seed-0",
+                                   KVLayout.gqa(2, 1, 4, "float32"), 4)
+    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-1", f32, 4)
+    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-0", bf16, 4)
+    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-0", f32, 8)
+    assert fp != model_fingerprint({"hidden_size": 8}, "dummy-seed-0", KVLayout.latent(2, 8, torch.float32), 4)
     h, other = PageHasher(fp, 4), PageHasher(fp + "x", 4)
     full = h.chain(list(range(10)))
     assert len(full) == 2 and h.chain(list(range(4, 8)), parent=full[0]) == full[1:]

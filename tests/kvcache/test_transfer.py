@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tierlm.kvcache.host_pool import HostKVPool
+from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.pool import KVPool
 from tierlm.kvcache.transfer import OVERLAP_TOKENS, PageTransfer, resolve_backend
 
@@ -21,15 +22,16 @@ def test_resolve_backend():
 
 
 def test_auto_loads_by_kernel_only_beside_a_large_prefill():
-    pool = KVPool(num_pages=9, page_size=4, num_layers=2, num_kv_heads=1, head_dim=4, dtype=torch.float32, device=CPU)
-    t = PageTransfer(pool, HostKVPool(8, pool), "torch")
+    layout = KVLayout.gqa(2, 1, 4, torch.float32)
+    pool = KVPool(layout, num_pages=9, page_size=4, device=CPU)
+    t = PageTransfer(pool, HostKVPool(8, layout, 4), "torch")
     assert not t.use_dma_load(0)
     t.backend = "dma"
     assert t.use_dma_load(0) and t.use_dma_load(10 * OVERLAP_TOKENS)
     t.backend = "auto"
     assert t.use_dma_load(OVERLAP_TOKENS - 1) and not t.use_dma_load(OVERLAP_TOKENS)
-    host = t.host.buffer
+    host = t.host.buffer.view(torch.float32).view(8, 2, 2, 4, 1, 4)  # [pages, layers, k|v, tokens, heads, dim]
     host.copy_(torch.randn_like(host))
     assert t.start_load([3, 5], [1, 2]) is None  # CPU: synchronous, nothing to wait for
-    assert torch.equal(pool.k[1].view(-1, 4, 1, 4)[2], host[5, 1, 0])
+    assert torch.equal(pool["k"][1].view(-1, 4, 1, 4)[2], host[5, 1, 0])
     assert t.finished_loads()[0][0] == 2 * t.host.bytes_per_page

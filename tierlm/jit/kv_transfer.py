@@ -1,10 +1,11 @@
-"""Copy batches of KV pages between the device pool and the page-first host pool.
+"""Copy batches of KV pages between a device pool and a page-first host pool, as opaque bytes.
 
-Device pool (`tierlm.kvcache.pool.KVPool`): per layer K and V ``[num_slots, kv_heads, head_dim]``,
-slot = page * page_size + offset. Host pool: ``[num_host_pages, layers, 2, page_size, kv_heads, head_dim]``
-(pinned when the device pool is on CUDA), or a buffer of that layout on the pool's GPU (a staging area
-for copy-engine transfers: `tierlm.kvcache.dma`). Pages are addressed by lists (or int tensors) of page
-ids; ``device_pages[i]`` pairs with ``host_pages[i]``.
+Device pool: a list of *regions*, one per (layer, KV buffer) in page-first order, each a contiguous uint8
+tensor ``[num_device_pages, chunk_bytes]`` (a byte view of a pool buffer: `byte_pages`). Host pool: one
+contiguous uint8 tensor ``[num_host_pages, page_bytes]`` whose page holds the regions' chunks back to back
+in region order (pinned when the pool is on CUDA), or a buffer of that layout on the pool's GPU (a staging
+area for copy-engine transfers: `tierlm.kvcache.dma`). Nothing here knows what a region holds (K, V, a
+latent); `tierlm.kvcache.layout.KVLayout` decides that. ``device_pages[i]`` pairs with ``host_pages[i]``.
 
 Two backends, chosen by the caller (never silently):
 - ``"jit"``: our C++/CUDA kernels (tierlm/jit/csrc/kv_transfer*). On CUDA: one launch per batch on the
@@ -12,7 +13,7 @@ Two backends, chosen by the caller (never silently):
   (or wait on an event) before the CPU touches host pages written by `device_to_host`, and keep host pages
   read by `host_to_device` unchanged until the stream has passed the copy.
 - ``"torch"``: plain PyTorch indexing; slower, synchronous with respect to the host, no build needed.
-`jit_available()` / `select_backend()` tell whether the JIT build can be used here.
+`jit_available()` tells whether the JIT build can be used here.
 """
 from __future__ import annotations
 
@@ -57,41 +58,53 @@ def jit_available(device: Union[str, torch.device] = "cpu") -> bool:
         return False
 
 
-def select_backend(device: Union[str, torch.device] = "cpu") -> Backend:
-    """``"jit"`` when `jit_available(device)`, else ``"torch"`` (the caller passes the result on)."""
-    return "jit" if jit_available(device) else "torch"
+def byte_pages(t: torch.Tensor, num_pages: int) -> torch.Tensor:
+    """A contiguous tensor (any dtype, leading dim a multiple of `num_pages`) as uint8 ``[num_pages, bytes]``."""
+    if not t.is_contiguous():
+        raise ValueError(f"a KV buffer must be contiguous, got strides {t.stride()}")
+    flat = t.reshape(-1).view(torch.uint8) if t.element_size() > 1 or t.dtype != torch.uint8 else t.reshape(-1)
+    if flat.numel() % num_pages:
+        raise ValueError(f"a buffer of {flat.numel()} bytes does not split into {num_pages} pages")
+    return flat.view(num_pages, flat.numel() // num_pages)
 
 
 class KVPageTransfer:
-    """Page copies for one (device pool, host pool) pair; caches the layer pointer table.
+    """Page copies for one (device regions, host pool) pair; caches the region table.
 
-    The layer tensors and the host buffer must stay allocated (and not be re-allocated) for the life of
-    this object: their addresses are captured here. `unroll` and `blocks_per_sm` tune the CUDA kernel;
-    `max_blocks` caps its grid so that a copy running beside the model leaves it most SMs.
+    `layer_sizes` groups consecutive regions into layers (default: one region per layer) so that a copy
+    can be limited to a range of layers. The region tensors and the host buffer must stay allocated (and
+    not be re-allocated) for the life of this object: their addresses are captured here. `unroll` and
+    `blocks_per_sm` tune the CUDA kernel; `max_blocks` caps its grid so that a copy running beside the
+    model leaves it most SMs.
     """
 
-    def __init__(self, k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor],
-                 host_buf: torch.Tensor, backend: Backend = "jit", unroll: int = DEFAULT_UNROLL,
-                 blocks_per_sm: int = DEFAULT_BLOCKS_PER_SM, max_blocks: int = 0) -> None:
+    def __init__(self, regions: Sequence[torch.Tensor], host_buf: torch.Tensor,
+                 layer_sizes: Optional[Sequence[int]] = None, backend: Backend = "jit",
+                 unroll: int = DEFAULT_UNROLL, blocks_per_sm: int = DEFAULT_BLOCKS_PER_SM, max_blocks: int = 0) -> None:
         if backend not in ("jit", "torch"):
             raise ValueError(f"backend must be 'jit' or 'torch', got {backend!r}")
-        self.k_layers, self.v_layers, self.host_buf, self.backend = list(k_layers), list(v_layers), host_buf, backend
-        _check_pools(self.k_layers, self.v_layers, host_buf)
-        self.device = self.k_layers[0].device
+        self.regions, self.host_buf, self.backend = list(regions), host_buf, backend
+        self.offsets = _check_pools(self.regions, host_buf)
+        layer_sizes = [1] * len(self.regions) if layer_sizes is None else list(layer_sizes)
+        if sum(layer_sizes) != len(self.regions) or any(n < 1 for n in layer_sizes):
+            raise ValueError(f"layer_sizes {layer_sizes} do not partition {len(self.regions)} regions")
+        self._first = [0]
+        for n in layer_sizes:
+            self._first.append(self._first[-1] + n)
+        self.device = self.regions[0].device
         self.unroll, self.blocks_per_sm, self.max_blocks = int(unroll), int(blocks_per_sm), int(max_blocks)
-        self.num_layers = len(self.k_layers)
-        self.page_size = host_buf.shape[3]
-        self.num_device_pages = self.k_layers[0].shape[0] // self.page_size
+        self.num_layers = len(layer_sizes)
+        self.num_device_pages = self.regions[0].shape[0]
         self.num_host_pages = host_buf.shape[0]
-        self._ptrs = torch.tensor([[t.data_ptr() for t in self.k_layers], [t.data_ptr() for t in self.v_layers]],
-                                  dtype=torch.int64)
+        self._table = torch.tensor([[t.data_ptr() for t in self.regions], [t.shape[1] for t in self.regions],
+                                    self.offsets], dtype=torch.int64)
 
     def device_to_host(self, device_pages: PageIds, host_pages: PageIds, layers: Optional[range] = None) -> None:
-        """Copy ``device_pages[i]`` of every layer's (or of `layers`') K and V into host page ``host_pages[i]``."""
+        """Copy ``device_pages[i]`` of every layer (or of `layers`) into host page ``host_pages[i]``."""
         self.copy(self._page_ids(device_pages, host_pages), True, layers)
 
     def host_to_device(self, device_pages: PageIds, host_pages: PageIds, layers: Optional[range] = None) -> None:
-        """Copy host page ``host_pages[i]`` into ``device_pages[i]`` of every layer's (or of `layers`') K and V."""
+        """Copy host page ``host_pages[i]`` into ``device_pages[i]`` of every layer (or of `layers`)."""
         self.copy(self._page_ids(device_pages, host_pages), False, layers)
 
     def page_ids(self, device_pages: PageIds, host_pages: PageIds) -> torch.Tensor:
@@ -105,17 +118,19 @@ class KVPageTransfer:
             raise ValueError(f"layers must be a contiguous range within [0, {self.num_layers}), got {layers}")
         if ids.shape[1] == 0 or len(layers) == 0:
             return
-        cuda = self.device.type == "cuda"
-        if self.backend == "torch" or (not cuda and len(layers) != self.num_layers):
-            (_torch_d2h if to_host else _torch_h2d)(self.k_layers, self.v_layers, self.host_buf, ids, layers)
+        first, count = self._first[layers.start], self._first[layers.stop] - self._first[layers.start]
+        if self.backend == "torch":
+            (_torch_d2h if to_host else _torch_h2d)(self.regions, self.offsets, self.host_buf, ids,
+                                                    range(first, first + count))
             return
+        cuda = self.device.type == "cuda"
         mod = _module(cuda, self.unroll) if cuda else _module(False)
         fn = mod.device_to_host if to_host else mod.host_to_device
         if cuda:
-            fn(self._ptrs, self.k_layers[0], self.host_buf, ids, self.blocks_per_sm, self.max_blocks, layers.start,
-               len(layers))
+            fn(self._table, self.host_buf, ids, self.num_device_pages, self.blocks_per_sm, self.max_blocks, first,
+               count)
         else:
-            fn(self._ptrs, self.k_layers[0], self.host_buf, ids)
+            fn(self._table, self.host_buf, ids, self.num_device_pages, first, count)
 
     def _page_ids(self, device_pages: PageIds, host_pages: PageIds) -> torch.Tensor:
         """int64 [2, n] on the pool's device; ids given on the CPU are range-checked here."""
@@ -138,54 +153,47 @@ class KVPageTransfer:
         return ids.to(self.device, non_blocking=True) if self.device.type != "cpu" else ids
 
 
-def _check_pools(k_layers: List[torch.Tensor], v_layers: List[torch.Tensor], host_buf: torch.Tensor) -> None:
-    if not k_layers or len(k_layers) != len(v_layers):
-        raise ValueError(f"need as many K as V layers (>= 1), got {len(k_layers)} and {len(v_layers)}")
-    ref = k_layers[0]
-    for name, layers in (("k_layers", k_layers), ("v_layers", v_layers)):
-        for i, t in enumerate(layers):
-            if t.shape != ref.shape or t.dtype != ref.dtype or t.device != ref.device or not t.is_contiguous():
-                raise ValueError(f"{name}[{i}] is {tuple(t.shape)} {t.dtype} on {t.device} (contiguous: "
-                                 f"{t.is_contiguous()}); expected contiguous {tuple(ref.shape)} {ref.dtype} on {ref.device}")
-    if host_buf.dim() != 6 or host_buf.shape[1:3] != (len(k_layers), 2) or host_buf.shape[4:] != ref.shape[1:]:
-        raise ValueError(f"host_buf shape {tuple(host_buf.shape)} does not match [pages, {len(k_layers)}, 2, "
-                         f"page_size, {ref.shape[1]}, {ref.shape[2]}]")
+def _check_pools(regions: List[torch.Tensor], host_buf: torch.Tensor) -> list[int]:
+    """Validate the pools; returns each region's byte offset within a host page."""
+    if not regions:
+        raise ValueError("need at least one region")
+    ref = regions[0]
+    for i, t in enumerate(regions):
+        if (t.dim() != 2 or t.dtype != torch.uint8 or t.device != ref.device or t.shape[0] != ref.shape[0]
+                or not t.is_contiguous()):
+            raise ValueError(f"regions[{i}] is {tuple(t.shape)} {t.dtype} on {t.device} (contiguous: "
+                             f"{t.is_contiguous()}); expected contiguous uint8 [{ref.shape[0]}, chunk_bytes] on "
+                             f"{ref.device}")
+    offsets, total = [], 0
+    for t in regions:
+        offsets.append(total)
+        total += t.shape[1]
+    if host_buf.dim() != 2 or host_buf.shape[1] != total:
+        raise ValueError(f"host_buf shape {tuple(host_buf.shape)} does not match [pages, {total}] (the regions' "
+                         f"bytes per page)")
     staging = host_buf.device == ref.device and ref.device.type == "cuda"  # a device staging buffer
-    if host_buf.dtype != ref.dtype or not (host_buf.device.type == "cpu" or staging) or not host_buf.is_contiguous():
-        raise ValueError(f"host_buf must be a contiguous CPU tensor (or a staging tensor on {ref.device}) of "
-                         f"{ref.dtype}, got {host_buf.dtype} on {host_buf.device}")
-    if ref.shape[0] % host_buf.shape[3]:
-        raise ValueError(f"num_slots {ref.shape[0]} is not a multiple of page_size {host_buf.shape[3]}")
+    if host_buf.dtype != torch.uint8 or not (host_buf.device.type == "cpu" or staging) or not host_buf.is_contiguous():
+        raise ValueError(f"host_buf must be a contiguous uint8 CPU tensor (or a staging tensor on {ref.device}), "
+                         f"got {host_buf.dtype} on {host_buf.device}")
     if ref.device.type == "cuda" and not staging and not host_buf.is_pinned():
         raise ValueError("host_buf must be pinned when the device pool is on CUDA (pin_memory=True)")
+    return offsets
 
 
-def _torch_d2h(k_layers: List[torch.Tensor], v_layers: List[torch.Tensor], host_buf: torch.Tensor,
-               ids: torch.Tensor, layers: range) -> None:
-    ps = host_buf.shape[3]
+def _torch_d2h(regions: List[torch.Tensor], offsets: List[int], host_buf: torch.Tensor, ids: torch.Tensor,
+               which: range) -> None:
     dev, hst = ids[0], ids[1].to(host_buf.device)
-    for layer in layers:
-        for j, t in enumerate((k_layers[layer], v_layers[layer])):
-            host_buf[hst, layer, j] = t.view(-1, ps, *t.shape[1:]).index_select(0, dev).to(host_buf.device)
+    for r in which:
+        off, n = offsets[r], regions[r].shape[1]
+        host_buf[hst, off:off + n] = regions[r].index_select(0, dev).to(host_buf.device)
 
 
-def _torch_h2d(k_layers: List[torch.Tensor], v_layers: List[torch.Tensor], host_buf: torch.Tensor,
-               ids: torch.Tensor, layers: range) -> None:
-    ps = host_buf.shape[3]
+def _torch_h2d(regions: List[torch.Tensor], offsets: List[int], host_buf: torch.Tensor, ids: torch.Tensor,
+               which: range) -> None:
     dev, hst = ids[0], ids[1].to(host_buf.device)
-    for layer in layers:
-        staged = host_buf[hst, layer].to(dev.device)
-        for j, t in enumerate((k_layers[layer], v_layers[layer])):
-            t.view(-1, ps, *t.shape[1:]).index_copy_(0, dev, staged[:, j])
-
-
-def device_to_host(k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor], device_pages: PageIds,
-                   host_buf: torch.Tensor, host_pages: PageIds, backend: Backend = "jit") -> None:
-    """One-shot `KVPageTransfer.device_to_host` (builds the pointer table each call)."""
-    KVPageTransfer(k_layers, v_layers, host_buf, backend).device_to_host(device_pages, host_pages)
-
-
-def host_to_device(k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor], device_pages: PageIds,
-                   host_buf: torch.Tensor, host_pages: PageIds, backend: Backend = "jit") -> None:
-    """One-shot `KVPageTransfer.host_to_device`: host page ``host_pages[i]`` -> ``device_pages[i]``."""
-    KVPageTransfer(k_layers, v_layers, host_buf, backend).host_to_device(device_pages, host_pages)
+    lo = offsets[which.start]
+    hi = offsets[which.stop - 1] + regions[which.stop - 1].shape[1]
+    staged = host_buf[hst, lo:hi].to(dev.device)  # one copy for the whole range of regions
+    for r in which:
+        off, n = offsets[r] - lo, regions[r].shape[1]
+        regions[r].index_copy_(0, dev, staged[:, off:off + n])

@@ -47,16 +47,17 @@ def host_sorted_chunks(device_pages: Sequence[int], host_pages: Sequence[int],
 
 class DmaPageCopier:
     """Copies device pages <-> host pages through a device staging buffer of `staging_bytes` (at least
-    one page); the gather/scatter kernel runs with at most `max_blocks` blocks (0: the kernel default)."""
+    one page); the gather/scatter kernel runs with at most `max_blocks` blocks (0: the kernel default).
+    `regions`/`layer_sizes`/`host_buf` as for `KVPageTransfer`."""
 
-    def __init__(self, k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor], host_buf: torch.Tensor,
+    def __init__(self, regions: Sequence[torch.Tensor], layer_sizes: Sequence[int], host_buf: torch.Tensor,
                  staging_bytes: int = 32 << 20, max_blocks: int = 0) -> None:
-        page_bytes = host_buf[0].numel() * host_buf.element_size()
+        page_bytes = host_buf.shape[1]
         pages = max(1, min(host_buf.shape[0], staging_bytes // page_bytes))
         self.host_buf = host_buf
-        self.staging = torch.empty((pages, *host_buf.shape[1:]), dtype=host_buf.dtype, device=k_layers[0].device)
+        self.staging = torch.empty((pages, page_bytes), dtype=torch.uint8, device=regions[0].device)
         self.staging_pages = pages
-        self._kernel = KVPageTransfer(k_layers, v_layers, self.staging, "jit", max_blocks=max_blocks)
+        self._kernel = KVPageTransfer(regions, self.staging, layer_sizes, "jit", max_blocks=max_blocks)
 
     def device_to_host(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
         """Queue the copy of `device_pages[i]` into host page `host_pages[i]` on the current stream."""
@@ -71,8 +72,6 @@ class DmaPageCopier:
             for i, h, n in host_runs(host):
                 self.staging[i:i + n].copy_(self.host_buf[h:h + n], non_blocking=True)
             self._kernel.host_to_device(dev, list(range(len(dev))))
-
-
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,18 +92,24 @@ class LayerwiseDmaLoader:
     keeps a DMA from overwriting a buffer whose scatter has not run yet (also across calls).
     """
 
-    def __init__(self, k_layers: Sequence[torch.Tensor], v_layers: Sequence[torch.Tensor], host_buf: torch.Tensor,
+    def __init__(self, regions: Sequence[torch.Tensor], layer_sizes: Sequence[int], host_buf: torch.Tensor,
                  copy_stream: "torch.cuda.Stream", scatter_stream: "torch.cuda.Stream",
                  staging_bytes: int = 32 << 20) -> None:
-        layer_shape = host_buf.shape[2:]  # [2, page_size, kv_heads, head_dim]
-        layer_bytes = host_buf[0, 0].numel() * host_buf.element_size()
-        self.pages = max(1, min(host_buf.shape[0], staging_bytes // layer_bytes))
-        device = k_layers[0].device
+        first = [0]
+        for n in layer_sizes:
+            first.append(first[-1] + n)
+        sizes = [sum(t.shape[1] for t in regions[first[i]:first[i + 1]]) for i in range(len(layer_sizes))]
+        self.layer_bytes = sizes
+        self.layer_offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        widest = max(sizes)
+        self.pages = max(1, min(host_buf.shape[0], staging_bytes // widest))
+        device = regions[0].device
         self.host_buf, self.copy_stream, self.scatter_stream = host_buf, copy_stream, scatter_stream
-        self.staging = [torch.empty((self.pages, *layer_shape), dtype=host_buf.dtype, device=device) for _ in range(2)]
-        # scatter[b][l]: staging buffer b (as a one-layer "host" pool) -> layer l of the device pool
-        self._scatter = [[KVPageTransfer([k], [v], buf.view(self.pages, 1, *layer_shape), "jit")
-                          for k, v in zip(k_layers, v_layers)] for buf in self.staging]
+        flat = [torch.empty(self.pages * widest, dtype=torch.uint8, device=device) for _ in range(2)]
+        # staging[b][l]: buffer b seen as a one-layer "host" pool of layer l's bytes
+        self.staging = [[buf[:self.pages * n].view(self.pages, n) for n in sizes] for buf in flat]
+        self._scatter = [[KVPageTransfer(regions[first[layer]:first[layer + 1]], views[layer], None, "jit")
+                          for layer in range(len(sizes))] for views in self.staging]
         self._free = [None, None]  # per buffer: event after the last scatter that read it
         self._step = 0
         self._dma = _layer_dma_module().h2d
@@ -129,7 +134,7 @@ class LayerwiseDmaLoader:
                     if start is not None:
                         start.record(self.copy_stream)
                         start = None
-                    self._dma(self.staging[b], self.host_buf, runs, layer)
+                    self._dma(self.staging[b][layer], self.host_buf, runs, self.layer_offsets[layer])
                     arrived = self.copy_stream.record_event()
                 with torch.cuda.stream(self.scatter_stream):
                     self.scatter_stream.wait_event(arrived)

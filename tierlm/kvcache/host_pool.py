@@ -1,7 +1,8 @@
 """`HostKVPool`: the L2 tier, page-first KV pages in (pinned, on CUDA) host memory, plus their allocator.
 
-Layout `[num_pages, layers, 2, page_size, kv_heads, head_dim]`: one page (all layers, K and V) is one
-contiguous chunk, so a page is one buffer for the L3 store and a run of pages is one DMA to the device.
+Layout: uint8 `[num_pages, page_bytes]`, each page the bytes of all layers' buffers in the page-first order
+of the model's `KVLayout`: one page is one contiguous chunk, so a page is one buffer for the L3 store and a
+run of pages is one DMA to the device.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.allocator import PageAllocator
+from tierlm.kvcache.layout import KVLayout
 
 logger = logging.getLogger(__name__)
 
@@ -49,57 +51,18 @@ def host_pool_pages(device_pages: int, bytes_per_page: int, ratio: float, size_g
     return pages
 
 
-class HostPageAllocator:
-    """Free list of host pages `0..num_pages-1`; allocations come back sorted (contiguous when possible).
-
-    Invariant: every page is free or owned by exactly one holder (a radix node or an L3 prefetch).
-    """
-
-    def __init__(self, num_pages: int) -> None:
-        self.num_pages = num_pages
-        self._free = list(range(num_pages - 1, -1, -1))
-        self._is_free = bytearray(b"\x01") * num_pages
-
-    @property
-    def num_free(self) -> int:
-        return len(self._free)
-
-    def alloc(self, n: int) -> Optional[list[int]]:
-        if n > len(self._free):
-            return None
-        pages = sorted(self._free[len(self._free) - n:]) if n > 0 else []
-        del self._free[len(self._free) - n:]
-        for p in pages:
-            self._is_free[p] = 0
-        return pages
-
-    def free(self, pages: list[int]) -> None:
-        for p in pages:
-            if not 0 <= p < self.num_pages or self._is_free[p]:
-                raise RuntimeError(f"bad free of host KV page {p}")
-            self._is_free[p] = 1
-        self._free.extend(sorted(pages, reverse=True))
-
-    def is_free(self, page: int) -> bool:
-        return bool(self._is_free[page])
-
-
 class HostKVPool:
     """The host KV buffer and its allocator; `page_bytes`/`write_page` give the L3 stores byte views."""
 
-    def __init__(self, num_pages: int, device_pool: KVPool, pin: Optional[bool] = None) -> None:
-        p = device_pool
+    def __init__(self, num_pages: int, layout: KVLayout, page_size: int, pin: bool = False) -> None:
         self.num_pages = num_pages
-        self.page_size = p.page_size
-        self.num_layers = p.num_layers
-        self.dtype = p.dtype
-        self.page_shape = (p.num_layers, 2, p.page_size, p.num_kv_heads, p.head_dim)
-        pin = p.device.type == "cuda" if pin is None else pin
-        self.buffer = torch.empty((num_pages, *self.page_shape), dtype=p.dtype, pin_memory=pin)
+        self.page_size = page_size
+        self.layout = layout
+        self.bytes_per_page = layout.page_bytes(page_size)
+        self.buffer = torch.empty((num_pages, self.bytes_per_page), dtype=torch.uint8, pin_memory=pin)
         self.pinned = pin
-        self.bytes_per_page = self.buffer[0].numel() * self.buffer.element_size()
-        self._bytes = self.buffer.view(torch.uint8).reshape(num_pages, self.bytes_per_page).numpy()
-        self.allocator = HostPageAllocator(num_pages)
+        self._bytes = self.buffer.numpy()
+        self.allocator = PageAllocator(num_pages)
         logger.info("Host KV pool: %d pages (%.2f GiB%s)", num_pages, num_pages * self.bytes_per_page / 2**30,
                     ", pinned" if pin else "")
 

@@ -13,8 +13,11 @@ import struct
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-# Bump when the byte layout of a stored page changes (host page layout, codec header).
-LAYOUT_VERSION = "page-first-v1"
+from tierlm.kvcache.layout import KVLayout
+
+# Bump when the byte order of a stored page changes (page-first order, codec header); what the bytes are
+# (buffers, shapes, dtypes per layer) is hashed from the model's KVLayout.
+LAYOUT_VERSION = "page-first-v2"
 # Config keys that do not change the KV a model computes.
 _IGNORED_CONFIG_KEYS = ("_name_or_path", "transformers_version", "architectures_version", "use_cache",
                         "torch_dtype", "dtype")
@@ -42,13 +45,12 @@ def weights_identity(model_dir: Optional[Path], load_format: str, seed: int) -> 
     return "sha256-" + h.hexdigest()
 
 
-def model_fingerprint(model_config: Mapping[str, Any], weights_id: str, dtype: str, page_size: int,
-                      kv_shape: Sequence[int] = ()) -> str:
-    """Hex digest naming everything that decides a page's bytes: architecture config, weights, KV dtype,
-    page size, per-token KV shape (layers, kv heads, head dim) and the layout version."""
+def model_fingerprint(model_config: Mapping[str, Any], weights_id: str, layout: KVLayout, page_size: int) -> str:
+    """Hex digest naming everything that decides a page's bytes: architecture config, weights, the KV
+    layout (buffers, per-token shapes and dtypes of every layer), page size and the byte-order version."""
     cfg = {k: v for k, v in model_config.items() if k not in _IGNORED_CONFIG_KEYS}
-    doc = {"config": cfg, "weights": weights_id, "dtype": str(dtype).replace("torch.", ""),
-           "page_size": int(page_size), "kv_shape": [int(x) for x in kv_shape], "layout": LAYOUT_VERSION}
+    doc = {"config": cfg, "weights": weights_id, "kv_layout": layout.describe(), "page_size": int(page_size),
+           "layout": LAYOUT_VERSION}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -1,41 +1,56 @@
-"""`KVPool`: the device KV cache, per layer K and V of shape `[num_slots, kv_heads, head_dim]`."""
+"""`KVPool`: the device KV cache, the buffers of a model's `KVLayout` for every layer, addressed by slot."""
 from __future__ import annotations
 
 import torch
 
+from tierlm.jit.kv_transfer import byte_pages
+from tierlm.kvcache.layout import KVLayout
+
 
 class KVPool:
-    """Per-layer K/V buffers addressed by slot index (slot = page * page_size + offset).
+    """Per layer, one tensor `[num_slots, *shape]` per buffer of the layout (slot = page * page_size + offset).
 
-    Page 0 is reserved as a scratch page: padded (dummy) requests write there, so no real slot is touched.
+    The attention backend reads and writes buffers by name (`pool["k"][layer]`); page movers see only
+    `regions()`, byte views in page-first order. Page 0 is reserved as a scratch page: padded (dummy)
+    requests write there, so no real slot is touched.
     """
 
-    def __init__(self, num_pages: int, page_size: int, num_layers: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, layout: KVLayout, num_pages: int, page_size: int, device: torch.device) -> None:
         if num_pages < 2:
             raise ValueError(f"KV pool needs at least 2 pages (1 scratch + 1 usable), got {num_pages}")
+        self.layout = layout
         self.num_pages = num_pages
         self.page_size = page_size
         self.num_slots = num_pages * page_size
-        self.num_layers = num_layers
-        self.num_kv_heads = num_kv_heads
-        self.head_dim = head_dim
-        self.dtype = dtype
+        self.num_layers = layout.num_layers
         self.device = device
-        shape = (self.num_slots, num_kv_heads, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.layers: list[dict[str, torch.Tensor]] = [
+            {b.name: torch.zeros((self.num_slots, *b.shape), dtype=b.torch_dtype, device=device) for b in bufs}
+            for bufs in layout.layers]
 
-    @staticmethod
-    def bytes_per_page(page_size: int, num_layers: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
-        elem = torch.empty((), dtype=dtype).element_size()
-        return 2 * num_layers * page_size * num_kv_heads * head_dim * elem
+    def __getitem__(self, name: str) -> list[torch.Tensor]:
+        """The buffer `name` of every layer (e.g. `pool["k"][layer]`)."""
+        return [bufs[name] for bufs in self.layers]
 
-    def store(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write new K/V (`[tokens, kv_heads, head_dim]`) into their slots of one layer."""
-        self.k[layer][slots] = k.to(self.dtype)
-        self.v[layer][slots] = v.to(self.dtype)
+    def regions(self) -> list[torch.Tensor]:
+        """uint8 `[num_pages, page_size * bytes_per_token]` views of every buffer, in page-first order."""
+        return [byte_pages(self.layers[layer][b.name], self.num_pages) for layer, b in self.layout.regions()]
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Regions per layer (to copy ranges of layers)."""
+        return [len(bufs) for bufs in self.layout.layers]
+
+    @property
+    def bytes_per_page(self) -> int:
+        return self.layout.page_bytes(self.page_size)
+
+    def store(self, layer: int, slots: torch.Tensor, **values: torch.Tensor) -> None:
+        """Write new per-token values (`name=[tokens, *shape]`) into their slots of one layer."""
+        bufs = self.layers[layer]
+        for name, value in values.items():
+            bufs[name][slots] = value.to(bufs[name].dtype)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+        return sum(t.numel() * t.element_size() for bufs in self.layers for t in bufs.values())

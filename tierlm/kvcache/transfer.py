@@ -52,6 +52,20 @@ def resolve_backend(name: str, device: torch.device) -> str:
     return "torch"
 
 
+class LayerLoads:
+    """The handle a forward waits on: layer l's loaded pages are in once `wait(l)` returns on the compute
+    stream (the wait is queued on the device, the host does not block)."""
+
+    def __init__(self, events: list["torch.cuda.Event"]) -> None:
+        self.events = events
+
+    def wait(self, layer: int) -> None:
+        torch.cuda.current_stream().wait_event(self.events[layer])
+
+    def wait_all(self) -> None:
+        torch.cuda.current_stream().wait_event(self.events[-1])
+
+
 class PageTransfer:
     """Runs page copies for one (device pool, host pool) pair.
 
@@ -71,9 +85,9 @@ class PageTransfer:
         self.device = device_pool.device
         self.num_layers = device_pool.num_layers
         self.backend = resolve_backend(backend, self.device)
-        k, v, buf = device_pool.k, device_pool.v, host_pool.buffer
+        regions, sizes, buf = device_pool.regions(), device_pool.layer_sizes, host_pool.buffer
         kernel = "torch" if self.backend == "torch" else "jit"
-        self._kernel = KVPageTransfer(k, v, buf, kernel, max_blocks=load_max_blocks)
+        self._kernel = KVPageTransfer(regions, buf, sizes, kernel, max_blocks=load_max_blocks)
         cuda = self.device.type == "cuda" and self.backend != "torch"
         self._backup_stream = torch.cuda.Stream(self.device) if cuda else None
         # loads run at high priority: their few blocks take SMs as soon as the prefill frees any
@@ -82,10 +96,11 @@ class PageTransfer:
         if cuda:
             from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader
 
-            self._backup_dma = DmaPageCopier(k, v, buf)
+            self._backup_dma = DmaPageCopier(regions, sizes, buf)
             if self.backend in ("dma", "auto"):
                 try:
-                    self._load_dma = LayerwiseDmaLoader(k, v, buf, torch.cuda.Stream(self.device), self._load_stream)
+                    self._load_dma = LayerwiseDmaLoader(regions, sizes, buf, torch.cuda.Stream(self.device),
+                                                       self._load_stream)
                 except Exception as e:  # noqa: BLE001 - its JIT module did not build
                     if self.backend == "dma":
                         raise ValueError(f"--hicache-io-backend dma: the layer DMA module is unavailable: {e}") from e
@@ -116,10 +131,10 @@ class PageTransfer:
         stream.synchronize()
 
     def start_load(self, host_pages: list[int], device_pages: list[int],
-                   overlap_tokens: int = 0) -> Optional[list["torch.cuda.Event"]]:
+                   overlap_tokens: int = 0) -> Optional[LayerLoads]:
         """Copy host pages into device pages; `overlap_tokens`: new tokens of the prefill that will run beside
-        the load. Returns None when the copy is already complete (synchronous backends), else one event per
-        layer: layer l's pages are in once event l has completed."""
+        the load. Returns None when the copy is already complete (synchronous backends), else the handle
+        of one event per layer."""
         stream = self._load_stream
         nbytes = len(host_pages) * self.host.bytes_per_page
         if stream is None:
@@ -143,7 +158,7 @@ class PageTransfer:
                     events.append(stream.record_event())
             end.record(stream)
         self._timings.append((start, end, nbytes))
-        return events
+        return LayerLoads(events)
 
     def use_dma_load(self, overlap_tokens: int) -> bool:
         """Whether a load beside a prefill of `overlap_tokens` new tokens goes by DMA (see the module doc)."""
