@@ -7,15 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import torch
-
 from tierlm.kvcache.allocator import PageAllocator
+from tierlm.kvcache.contracts import Verdict
+from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.manager import KVCacheManager
 from tierlm.kvcache.radix import RadixCache
 
 
 def test_allocator_alloc_free_and_double_free():
-    a = PageAllocator(5)
+    a = PageAllocator(5, reserved=1)
     pages = a.alloc(4)
     assert sorted(pages) == [1, 2, 3, 4] and a.alloc(1) is None
     a.free(pages[:2])
@@ -26,41 +26,50 @@ def test_allocator_alloc_free_and_double_free():
     assert a.num_free == 2
 
 
+def tree(page_size: int, num_pages: int) -> tuple[PageAllocator, RadixCache, Evictor]:
+    a = PageAllocator(num_pages, reserved=1)
+    r = RadixCache(page_size)
+    return a, r, Evictor(r, a.free, a.free, lambda futures: None)
+
+
+def insert(r: RadixCache, a: PageAllocator, tokens: list[int], pages: list[int]) -> int:
+    """Insert like the manager's release: the duplicates go back to the allocator."""
+    present, dups, _ = r.insert_pages(tokens, pages)
+    a.free(dups)
+    return present
+
+
 def test_match_insert_split_and_lock():
-    a = PageAllocator(64)
-    r = RadixCache(2, a.free)
+    a, r, ev = tree(2, 64)
     p1 = a.alloc(3)
-    assert r.insert([1, 2, 3, 4, 5, 6], p1) == 0
+    assert insert(r, a, [1, 2, 3, 4, 5, 6], p1) == 0
     m = r.match_prefix([1, 2, 3, 4, 9, 9, 7])
     assert m.pages == p1[:2]  # split after two pages
     r.lock(m.node)
     assert r.protected_pages == 2 and r.evictable_pages == 1
     p2 = a.alloc(3)
-    assert r.insert([1, 2, 3, 4, 7, 8], p2) == 4  # first two pages already there: caller frees duplicates
-    a.free(p2[:2])
-    assert r.evict(100) == 2  # only the two unlocked leaves
+    assert insert(r, a, [1, 2, 3, 4, 7, 8], p2) == 4  # first two pages already there: duplicates freed
+    assert ev.evict_device(100) == 2  # only the two unlocked leaves
     r.unlock(m.node)
-    assert r.evict(100) == 2
+    assert ev.evict_device(100) == 2
     r.check_invariants()
     assert a.num_free == 63
 
 
 def test_match_is_page_aligned():
-    a = PageAllocator(16)
-    r = RadixCache(4, a.free)
-    r.insert(list(range(8)), a.alloc(2))
+    a, r, _ = tree(4, 16)
+    insert(r, a, list(range(8)), a.alloc(2))
     assert len(r.match_prefix(list(range(7))).pages) == 1
     assert len(r.match_prefix(list(range(3))).pages) == 0
     assert len(r.match_prefix([0, 1, 2, 9, 4]).pages) == 0
 
 
 def test_lru_evicts_least_recent_first():
-    a = PageAllocator(16)
-    r = RadixCache(1, a.free)
-    r.insert([1], a.alloc(1))
-    r.insert([2], a.alloc(1))
+    a, r, ev = tree(1, 16)
+    insert(r, a, [1], a.alloc(1))
+    insert(r, a, [2], a.alloc(1))
     r.match_prefix([1])  # touch 1
-    r.evict(1)
+    ev.evict_device(1)
     assert len(r.match_prefix([1]).pages) == 1 and len(r.match_prefix([2]).pages) == 0
 
 
@@ -74,25 +83,25 @@ def test_random_operations_never_leak_or_double_free(ops, page_size):
     """Requests match+lock a prefix, allocate their own pages and finish (cache) or abort (no cache) through
     the KVCacheManager the scheduler uses; evictions interleave. After every step each page is free,
     cached or owned exactly once (a double free raises inside the allocator)."""
-    kv = KVCacheManager(48, page_size, max_reqs=8, max_len=32, enable_prefix_cache=True, device=torch.device("cpu"))
+    kv = KVCacheManager(48, page_size, max_reqs=8, enable_prefix_cache=True)
     running = []  # (tokens, pages, node, n_prefix_pages)
     for op, seed in ops:
         rng = random.Random(seed)
         if op == "start":
             tokens = [rng.randrange(3) for _ in range(rng.randrange(1, 24))]
-            m = kv.match_and_lock(tokens)
-            own = kv.alloc(kv.pages_for(len(tokens)) - len(m.pages))
-            if own is None:
-                kv.unlock(m.node)
-            else:
-                running.append((tokens, m.pages + own, m.node, len(m.pages)))
+            got = kv.admit(f"r{seed}", tokens, len(tokens), len(tokens), 0)
+            if isinstance(got, Verdict):
+                continue
+            pages = got.pages
+            assert kv.grow(pages, len(tokens))
+            running.append((got.row, tokens, pages, got.node, got.num_prefix_pages))
         elif op in ("finish", "abort") and running:
-            tokens, pages, node, n_prefix = running.pop(rng.randrange(len(running)))
-            kv.release(tokens, pages, node, n_prefix, cache=op == "finish")
+            row, tokens, pages, node, n_prefix = running.pop(rng.randrange(len(running)))
+            kv.release(row, tokens, pages, node, n_prefix, cache=op == "finish")
         elif op == "evict":
-            kv.radix.evict(rng.randrange(1, 8))
-        kv.check_no_leak([pages[n:] for _, pages, _, n in running])
-    for tokens, pages, node, n in running:
-        kv.release(tokens, pages, node, n, cache=False)
-    kv.radix.reset()
+            kv.evict(rng.randrange(1, 8))
+        kv.check_no_leak([pages[n:] for _, _, pages, _, n in running])
+    for row, tokens, pages, node, n in running:
+        kv.release(row, tokens, pages, node, n, cache=False)
+    kv.evict(kv.radix.evictable_pages)
     assert kv.allocator.num_free == 47 and kv.radix.cached_pages == 0

@@ -1,26 +1,25 @@
-"""`TieredKVCacheManager`: admission never counts pages it could only free by waiting for a backup."""
+"""The tiered `KVCacheManager`: admission never counts pages it could only free by waiting for a backup."""
 from __future__ import annotations
 
 import threading
 
 import torch
 
-from tierlm.kvcache.pool import KVPool
-from tierlm.kvcache.tiered import TieredKVCacheManager
+from tests.kvcache.tiers import make_tiered, run_copies
+from tierlm.kvcache.layout import KVLayout
 
 
 def test_pages_behind_a_backup_in_flight_are_not_available():
-    pool = KVPool(num_pages=17, page_size=4, num_layers=2, num_kv_heads=1, head_dim=4, dtype=torch.float32,
-                  device=torch.device("cpu"))
-    kv = TieredKVCacheManager(4, 4, 64, pool, host_pages=32, io_backend="torch")
+    kv, _, _ = make_tiered(4, 17, 32, KVLayout.gqa(2, 1, 4, torch.float32), max_reqs=4, io_backend="torch")
     gate = threading.Event()
-    copy = kv.transfer.backup
-    kv.transfer.backup = lambda *a: (gate.wait(10), copy(*a))  # hold every D2H copy until released
+    copy = kv.io.transfer.backup
+    kv.io.transfer.backup = lambda *a: (gate.wait(10), copy(*a))  # hold every D2H copy until released
     try:
         base = kv.available_pages()
         tokens = list(range(20))
         pages = kv.alloc(5)
-        kv.release(tokens, pages, None, 0, cache=True)  # write_through: a backup of 5 pages starts
+        kv.release(None, tokens, pages, None, 0, cache=True)  # write_through: a backup of 5 pages is decided
+        run_copies(kv)  # ... and starts
         assert kv.radix.evictable_pages == 5
         assert kv.available_pages() == base - 5  # cached, but only evictable after the copy
         gate.set()

@@ -9,10 +9,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.kvcache.tiers import make_tiered, run_copies
+from tierlm.kvcache.contracts import Verdict
 from tierlm.kvcache.keys import PageHasher
-from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.manager import KVCacheManager
 from tierlm.kvcache.stores.memory import MemoryKVStore
-from tierlm.kvcache.tiered import TieredKVCacheManager
 
 
 def value(tokens: list[int], pos: int) -> float:
@@ -20,12 +21,11 @@ def value(tokens: list[int], pos: int) -> float:
     return float(hash(tuple(tokens[:pos + 1])) % 100_003)
 
 
-def make(page_size: int, policy: str, threads: bool, with_store: bool) -> TieredKVCacheManager:
-    pool = KVPool(24, page_size, 1, 1, 1, torch.float32, torch.device("cpu"))
+def make(page_size: int, policy: str, threads: bool, with_store: bool):
     store = MemoryKVStore() if with_store else None
-    return TieredKVCacheManager(page_size, 8, 64, pool, host_pages=20, write_policy=policy, write_threshold=2,
-                                store=store, hasher=PageHasher("test", page_size) if store else None,
-                                prefetch_policy="wait_complete", prefetch_threshold=1, threads=threads)
+    return make_tiered(page_size, 24, 20, store=store, threads=threads, write_policy=policy, write_threshold=2,
+                       hasher=PageHasher("test", page_size) if store else None, prefetch_policy="wait_complete",
+                       prefetch_threshold=1)
 
 
 def slots(pages: list[int], page_size: int, start: int, end: int) -> torch.Tensor:
@@ -33,35 +33,29 @@ def slots(pages: list[int], page_size: int, start: int, end: int) -> torch.Tenso
     return torch.tensor(pages, dtype=torch.int64)[pos // page_size] * page_size + pos % page_size
 
 
-def admit(kv: TieredKVCacheManager, tokens: list[int], rid: str):
-    """What the scheduler does: prefetch gate, match+lock, room check, load-back, own pages."""
-    pool, ps = kv.transfer.dev, kv.page_size
+def admit(kv: KVCacheManager, pool, tokens: list[int], rid: str):
+    """What the scheduler and the worker do: prefetch gate, admit (match, room check, load-back), the step's
+    copies, then the request's own KV."""
+    ps = kv.page_size
     kv.prefetch_start(rid, tokens)
-    while not kv.prefetch_ready(rid):
+    got = kv.admit(rid, tokens, len(tokens), len(tokens), 0)
+    while got is Verdict.PREFETCHING:
         kv.poll()
         kv.idle_wait(0.01)
-    m = kv.match_and_lock(tokens)
-    total = kv.pages_for(len(tokens))
-    to_load = m.num_host_pages
-    if total - len(m.pages) + kv.reserved_extra > kv.available_pages():
-        kv.unlock(m.node)
+        got = kv.admit(rid, tokens, len(tokens), len(tokens), 0)
+    if isinstance(got, Verdict):
         return None
-    pages = kv.load_back(m)
-    if pages is None:
-        kv.unlock(m.node)
-        return None
-    kv.note_admitted(rid, m)
-    kv.start_loads()  # what the engine does once per step, before the forward
+    to_load = len(kv._copies.load_device)
+    run_copies(kv)  # what the worker does once per step, before the forward
+    pages = got.pages
     n = len(pages) * ps
-    got = pool.k[0][slots(pages, ps, 0, n)].flatten().tolist()
-    assert got == [value(tokens, i) for i in range(n)], "restored KV differs from what was computed"
-    own = kv.alloc(total - len(pages))
-    assert own is not None, "room check passed but allocation failed"
-    pages = pages + own
+    got_kv = pool["k"][0][slots(pages, ps, 0, n)].flatten().tolist()
+    assert got_kv == [value(tokens, i) for i in range(n)], "restored KV differs from what was computed"
+    assert kv.grow(pages, len(tokens)), "room check passed but allocation failed"
     if len(tokens) > n:
-        pool.k[0][slots(pages, ps, n, len(tokens))] = torch.tensor(
+        pool["k"][0][slots(pages, ps, n, len(tokens))] = torch.tensor(
             [value(tokens, i) for i in range(n, len(tokens))]).view(-1, 1, 1)
-    return tokens, pages, m.node, len(pages) - len(own), to_load
+    return got.row, tokens, pages, got.node, got.num_prefix_pages, to_load
 
 
 OPS = st.lists(st.tuples(st.sampled_from(["start", "start", "finish", "abort", "evict", "evict_host", "drop",
@@ -69,39 +63,39 @@ OPS = st.lists(st.tuples(st.sampled_from(["start", "start", "finish", "abort", "
 
 
 def run_ops(ops, page_size, policy, threads, with_store):
-    kv = make(page_size, policy, threads, with_store)
-    kv.reserved_extra = 0
+    kv, pool, _ = make(page_size, policy, threads, with_store)
     running = []
     try:
         for i, (op, seed) in enumerate(ops):
             rng = random.Random(seed)
             if op == "start":
                 tokens = [rng.randrange(3) for _ in range(rng.randrange(1, 30))]
-                r = admit(kv, tokens, f"r{i}")
+                r = admit(kv, pool, tokens, f"r{i}")
                 if r is not None:
                     running.append(r)
             elif op in ("finish", "abort") and running:
-                tokens, pages, node, n_prefix, _ = running.pop(rng.randrange(len(running)))
-                kv.release(tokens, pages, node, n_prefix, cache=op == "finish")
+                row, tokens, pages, node, n_prefix, _ = running.pop(rng.randrange(len(running)))
+                kv.release(row, tokens, pages, node, n_prefix, cache=op == "finish")
             elif op == "evict":
-                kv.radix.evict(rng.randrange(1, 8))
+                kv.evict(rng.randrange(1, 8))
             elif op == "evict_host":
-                kv.radix.evict_host(rng.randrange(1, 8))
+                kv.evict_host(rng.randrange(1, 8))
             elif op == "drop":
                 kv.drop_device_cache()
             elif op == "wipe_host":
                 kv.drop_host_cache()
             else:
+                run_copies(kv)
                 kv.poll()
-            kv.check_no_leak([p[n:] for _, p, _, n, _ in running])
-        for tokens, pages, node, n_prefix, _ in running:
-            kv.release(tokens, pages, node, n_prefix, cache=False)
+            kv.check_no_leak([p[n:] for _, _, p, _, n, _ in running])
+        for row, tokens, pages, node, n_prefix, _ in running:
+            kv.release(row, tokens, pages, node, n_prefix, cache=False)
         kv.flush()
         kv.drop_device_cache()
         kv.drop_host_cache()
         kv.check_no_leak()
         assert kv.allocator.num_free == kv.capacity_pages and kv.radix.cached_pages == 0
-        assert kv.host.allocator.num_free == kv.host.num_pages
+        assert kv.host_allocator.num_free == kv.host_allocator.num_pages
     finally:
         kv.close()
 

@@ -1,31 +1,58 @@
-"""`KVCacheManager`: one owner for the device KV pages of requests and of the prefix cache.
+"""`KVCacheManager`: the controller of the KV cache — every decision about pages in every tier.
 
-It ties the page allocator, the request→token table and the radix cache together so that the scheduler
-speaks in requests and pages and never frees or leaks a page by hand.
+The scheduler speaks to it in requests: `admit` (match a prefix, reserve room, take a table row),
+`grow` (pages for more tokens) and `release` (into the prefix cache, or freed). Behind that sit the device
+page allocator, the radix tree, LRU eviction, and with lower tiers the host page allocator, the write
+policies (`Backups`) and L3 prefetch. It decides copies but never runs them: loads and backups are
+collected per step (`take_copies`) for the step plan and executed where the pools live (`TierIO`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import time
+from typing import Optional, Sequence, Union
 
-import torch
-
+from tierlm.kvcache.accounting import check_no_leak, tier_stats
 from tierlm.kvcache.allocator import PageAllocator
+from tierlm.kvcache.backups import Backups
+from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
+from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.metrics import TierMetrics
+from tierlm.kvcache.prefetch import L3Prefetcher
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
-from tierlm.kvcache.req_table import ReqToTokenTable
 
 
 class KVCacheManager:
-    """Allocates pages (evicting cold prefixes on demand), matches and caches prefixes, releases requests."""
+    """Pages, prefixes and tiers of one engine (see the module doc); single-threaded (the scheduler's)."""
 
-    def __init__(self, num_pages: int, page_size: int, max_reqs: int, max_len: int, enable_prefix_cache: bool,
-                 device: torch.device) -> None:
+    def __init__(self, num_pages: int, page_size: int, max_reqs: int, enable_prefix_cache: bool = True,
+                 tiers: Optional[TierSetup] = None) -> None:
+        if tiers is not None and not enable_prefix_cache:
+            raise ValueError("--enable-hicache: the KV tiers extend the prefix cache")
         self.page_size = page_size
-        self.allocator = PageAllocator(num_pages)
-        self.req_table = ReqToTokenTable(max_reqs, max_len, device)
-        self.radix: Optional[RadixCache] = RadixCache(page_size, self.allocator.free) if enable_prefix_cache else None
+        self.allocator = PageAllocator(num_pages, reserved=1)
+        self.radix = RadixCache(page_size) if enable_prefix_cache else None
         self.metrics = TierMetrics()
+        self._rows = list(range(max_reqs - 1, -1, -1))
+        self.tiers = tiers
+        self.io = tiers.io if tiers else None
+        self.store = tiers.store if tiers else None
+        self.hasher = tiers.hasher if tiers else None
+        if self.store is not None and self.hasher is None:
+            raise ValueError("an L3 store needs a PageHasher for its keys")
+        self.host_allocator = PageAllocator(tiers.host_pages) if tiers else None
+        self.backups = Backups(self.radix, tiers.write_policy, tiers.write_threshold, self._alloc_host,
+                               self._run_backups, self.metrics, tiers.page_bytes, self.store is not None
+                               ) if tiers else None
+        self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,
+                               self.backups.write_back if tiers and tiers.write_policy == "write_back" else None
+                               ) if self.radix else None
+        self.prefetcher = (L3Prefetcher(self.store, self.io.submit_store, self.hasher, self._alloc_host,
+                                        self.host_allocator.free, self.radix, self.metrics, tiers.prefetch_policy,
+                                        tiers.prefetch_timeout, tiers.prefetch_threshold,
+                                        max_pages=tiers.host_pages // 2) if self.store is not None else None)
+        self._copies = StepCopies()
 
+    # ---- sizing --------------------------------------------------------------------------------------------
     def pages_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.page_size)
 
@@ -33,103 +60,230 @@ class KVCacheManager:
     def capacity_pages(self) -> int:
         return self.allocator.capacity
 
+    def fits_ever(self, num_tokens: int) -> bool:
+        """Whether `num_tokens` of KV fit an empty pool."""
+        return self.pages_for(num_tokens) <= self.capacity_pages
+
+    # ---- admission, growth, release ------------------------------------------------------------------------
+    def admit(self, request_id: str, tokens: Sequence[int], target_tokens: int, max_tokens: int,
+              reserved_pages: int, ready: bool = True) -> Union[Admitted, Verdict]:
+        """Admit a request whose cacheable prefix is `tokens` if KV for `target_tokens` fits next to the
+        `reserved_pages` other requests still count on (NEVER when `max_tokens` could not fit an empty pool;
+        PREFETCHING while its L3 prefetch runs or the caller says it is not `ready`). The prefix's host-only
+        part is loaded back with the next step plan."""
+        if not self.fits_ever(max_tokens):
+            return Verdict.NEVER
+        if not self._rows:
+            return Verdict.WAIT
+        if not ready or (self.prefetcher is not None and not self.prefetcher.ready(request_id)):
+            return Verdict.PREFETCHING
+        match = self.radix.match_prefix(tokens) if self.radix else None
+        if match is None:
+            cached, to_load = [], 0
+        else:
+            self.radix.lock(match.node)
+            if self.backups:
+                self.backups.on_match(match)
+            cached, to_load = match.pages, match.num_host_pages
+        need = self.pages_for(target_tokens) - len(cached) - to_load
+        if need + to_load + reserved_pages > self.available_pages():
+            self._unlock(match.node if match else None)
+            return Verdict.WAIT
+        pages = list(cached)
+        if to_load:
+            dev = self.alloc(to_load)  # the matched path is locked: eviction cannot touch it
+            if dev is None:  # the room check makes this unreachable; recover by waiting
+                self._unlock(match.node)
+                return Verdict.WAIT
+            self._queue_load(match, dev)
+            pages += dev
+        self._count_hits(request_id, match)
+        return Admitted(self._rows.pop(), pages, match.node if match else None, len(pages))
+
+    def grow(self, pages: list[int], num_tokens: int) -> bool:
+        """Extend `pages` (in place) to hold `num_tokens`; False (nothing taken) when the pool is exhausted."""
+        missing = self.pages_for(num_tokens) - len(pages)
+        if missing > 0:
+            new = self.alloc(missing)
+            if new is None:
+                return False
+            pages.extend(new)
+        return True
+
+    def release(self, row: Optional[int], tokens: Sequence[int], pages: list[int], node: Optional[RadixNode],
+                num_prefix_pages: int, cache: bool) -> None:
+        """Give back a request's row and pages. `tokens` have valid KV (in order); the first
+        `num_prefix_pages` pages came from the cache via `node`. With `cache`, the whole pages of `tokens` go
+        into the radix tree (pages it already had are freed); everything else is freed."""
+        ps = self.page_size
+        full = min(len(tokens) // ps, len(pages))
+        if cache and self.radix is not None and full > 0:
+            hashes = self.hasher.chain(tokens[:full * ps]) if self.store is not None else None
+            _, dups, leaf = self.radix.insert_pages(tokens[:full * ps], pages[:full], hashes)
+            self.allocator.free(dups)
+            self.allocator.free(pages[full:])
+            if self.backups:
+                self.backups.on_insert(leaf)
+        else:
+            self.allocator.free(pages[num_prefix_pages:])
+        self._unlock(node)
+        if row is not None:
+            if row in self._rows:
+                raise RuntimeError(f"bad free of request row {row}")
+            self._rows.append(row)
+
+    def alloc(self, n: int) -> Optional[list[int]]:
+        """`n` device pages, evicting least-recently-used cached prefixes if needed; None if that is not enough."""
+        short = n - self.allocator.num_free
+        if short > 0 and self.evictor is not None:
+            self.evictor.evict_device(short)
+        return self.allocator.alloc(n)
+
+    def evict(self, num_pages: int) -> int:
+        """Evict at least `num_pages` unlocked device pages (LRU); returns pages freed."""
+        return self.evictor.evict_device(num_pages) if self.evictor else 0
+
+    def evict_host(self, num_pages: int) -> int:
+        return self.evictor.evict_host(num_pages) if self.evictor and self.tiers else 0
+
+    def _unlock(self, node: Optional[RadixNode]) -> None:
+        if node is not None and self.radix is not None:
+            self.radix.unlock(node)
+
+    # ---- lower tiers: host pages, copies, prefetch ----------------------------------------------------------
+    def _alloc_host(self, n: int) -> Optional[list[int]]:
+        short = n - self.host_allocator.num_free
+        if short > 0:
+            self.evictor.evict_host(short)
+        return self.host_allocator.alloc(n)
+
+    def _free_host(self, pages: list[int]) -> None:
+        self.host_allocator.free(pages)
+
+    def _queue_load(self, match: MatchResult, dev: list[int]) -> None:
+        """Give the match's host-only nodes device pages again; the copy goes with this step's plan."""
+        self._copies.load_host.extend(p for node in match.host_nodes for p in node.host_pages)
+        self._copies.load_device.extend(dev)
+        i = 0
+        for node in match.host_nodes:  # all locked (on the path to match.node)
+            node.pages = dev[i:i + node.size]
+            i += node.size
+            self.radix.protected_pages += node.size
+
+    def _count_hits(self, request_id: str, match: Optional[MatchResult]) -> None:
+        if match is None:
+            return
+        ps = self.page_size
+        self.metrics.record_hit("L1", len(match.pages) * ps)
+        if self.tiers is None:
+            return
+        loaded = match.num_host_pages * ps
+        fetched = self.prefetcher.fetched_tokens.pop(request_id, 0) if self.prefetcher else 0
+        l3 = min(fetched, loaded)
+        per_token = self.tiers.page_bytes // ps
+        self.metrics.record_hit("L2", loaded - l3, (loaded - l3) * per_token)
+        self.metrics.record_hit("L3", l3, l3 * per_token)
+
+    def take_copies(self) -> StepCopies:
+        """The loads and backups decided since the last call (they ride in the next step plan)."""
+        copies = self._copies
+        if self.backups:
+            copies.backups = self.backups.take()
+        self._copies = StepCopies()
+        return copies
+
+    def _run_backups(self) -> None:
+        """Execute the queued backups now (write_back, eviction waits, flush)."""
+        for c in self.backups.take():
+            self.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
+
+    def _wait_for_io(self, futures: list) -> None:
+        """Device eviction found only pages still being copied: wait for the first copy (counted)."""
+        t0 = time.perf_counter()
+        self._run_backups()  # a queued backup completes only once it runs
+        self.io.wait_any(futures)
+        self.metrics.backups["eviction_waits"] += 1
+        self.metrics.backups["eviction_wait_s"] += time.perf_counter() - t0
+
+    def poll(self) -> None:
+        """Advance background tier work (finished loads, prefetches); called once per schedule."""
+        if self.io is not None:
+            for nbytes, secs in self.io.finished_loads():
+                self.metrics.record_load(nbytes, secs)
+        if self.prefetcher is not None:
+            self.prefetcher.poll()
+
+    def prefetch_start(self, request_id: str, tokens: Sequence[int]) -> None:
+        """A request arrived: start bringing its prefix up from L3 if that is worthwhile."""
+        if self.prefetcher is not None:
+            self.prefetcher.start(request_id, list(tokens))
+
+    def prefetch_cancel(self, request_id: str) -> None:
+        """The request left before admission: stop its prefetch."""
+        if self.prefetcher is not None:
+            self.prefetcher.cancel(request_id)
+
+    def idle_wait(self, timeout: float) -> None:
+        """Nothing to run: wait up to `timeout` for background tier work (instead of spinning)."""
+        if self.io is not None and not self.io.idle():
+            self.io.wait(timeout)
+
+    # ---- whole-cache operations ----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Run every queued copy and wait until every load, backup (and L3 write) has finished."""
+        if self.io is None:
+            return
+        copies = self.take_copies()
+        self.io.load(copies.load_host, copies.load_device)
+        for c in copies.backups:
+            self.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
+        self.io.transfer.wait_loads()
+        self.io.wait()
+        self.poll()
+
+    def drop_device_cache(self) -> int:
+        """Evict every unlocked device copy (host-backed prefixes stay matchable); returns pages freed."""
+        self.flush()
+        return self.evict(self.radix.evictable_pages) if self.radix else 0
+
+    def drop_host_cache(self) -> int:
+        """Evict every unlocked host copy; returns host pages freed."""
+        self.flush()
+        return self.evict_host(self.tiers.host_pages) if self.tiers else 0
+
+    def close(self) -> None:
+        """Finish background work (backups, L3 writes) and release tier resources."""
+        if self.io is None:
+            return
+        if self.prefetcher is not None:
+            self.prefetcher.drain()
+        self.flush()
+        self.io.close()
+        if self.store is not None:
+            self.store.close()
+
+    # ---- introspection -------------------------------------------------------------------------------------
     def reclaimable_pages(self) -> int:
         """Free pages plus unlocked cached ones (evictable)."""
         return self.allocator.num_free + (self.radix.evictable_pages if self.radix else 0)
 
     def available_pages(self) -> int:
-        """Pages admission may count on now (here: every reclaimable page)."""
-        return self.reclaimable_pages()
-
-    def match_and_lock(self, tokens: Sequence[int]) -> Optional[MatchResult]:
-        """Longest cached prefix of `tokens`, locked against eviction until `release`; None without a cache."""
-        if self.radix is None:
-            return None
-        match = self.radix.match_prefix(tokens)
-        self.radix.lock(match.node)
-        return match
-
-    def load_back(self, match: MatchResult) -> Optional[list[int]]:
-        """Device pages of the whole matched prefix, loading host-only parts first (None: no room).
-        Without lower tiers a match has no host part."""
-        return list(match.pages)
-
-    def note_admitted(self, request_id: str, match: Optional[MatchResult]) -> None:
-        """Count an admitted request's cache hit per tier (call once per admission)."""
-        if match is not None:
-            self.metrics.record_hit("L1", len(match.pages) * self.page_size)
-
-    # ---- lower-tier hooks (no-ops without tiers) ------------------------------------------------------------
-    def start_loads(self, overlap_tokens: int = 0) -> Optional[list]:
-        """Queue the copies `load_back` decided this step (beside a prefill of `overlap_tokens` new tokens);
-        None here (no lower tier), else see the tiered manager."""
-        return None
-
-    def poll(self) -> None:
-        """Advance background tier work (finished copies, prefetches); called once per schedule."""
-
-    def prefetch_start(self, request_id: str, tokens: Sequence[int]) -> None:
-        """A request arrived: start bringing its prefix up from L3 if that is worthwhile."""
-
-    def prefetch_ready(self, request_id: str) -> bool:
-        """Whether the request's prefetch (if any) allows admitting it now."""
-        return True
-
-    def prefetch_cancel(self, request_id: str) -> None:
-        """The request left before admission: stop its prefetch."""
-
-    def idle_wait(self, timeout: float) -> None:
-        """Nothing to run: wait up to `timeout` for background tier work (instead of spinning)."""
-
-    def tier_hits(self) -> dict:
-        return self.metrics.tier_hits()
-
-    def tier_stats(self) -> dict:
-        return self.metrics.snapshot()
-
-    def close(self) -> None:
-        """Finish background work and release tier resources."""
-
-    def unlock(self, node: Optional[RadixNode]) -> None:
-        if node is not None and self.radix is not None:
-            self.radix.unlock(node)
-
-    def alloc(self, n: int) -> Optional[list[int]]:
-        """`n` pages, evicting least-recently-used cached prefixes if needed; None if even that is not enough."""
-        short = n - self.allocator.num_free
-        if short > 0 and self.radix is not None:
-            self.radix.evict(short)
-        return self.allocator.alloc(n)
-
-    def release(self, tokens: Sequence[int], pages: list[int], node: Optional[RadixNode], num_prefix_pages: int,
-                cache: bool) -> None:
-        """Give back a request's pages.
-
-        `tokens` are the tokens whose KV is valid (in order), `pages` the request's pages (the first
-        `num_prefix_pages` came from the cache via `node`). With `cache`, the whole pages of `tokens` go into
-        the radix tree (pages the tree already had a copy of are freed); everything else is freed.
-        """
-        full = min(len(tokens) // self.page_size, len(pages))
-        if cache and self.radix is not None and full > 0:
-            present = self.radix.insert(tokens[:full * self.page_size], pages[:full]) // self.page_size
-            self.allocator.free(pages[num_prefix_pages:present])
-            self.allocator.free(pages[full:])
-        else:
-            self.allocator.free(pages[num_prefix_pages:])
-        self.unlock(node)
+        """Pages admission may count on now: free pages plus cached pages evictable without waiting (pages
+        whose backup is still copying, or that sit above such pages, do not count, so admission defers a
+        request for a step instead of blocking the scheduler while the device runs out of queued work)."""
+        behind = self.backups.pages_behind_io() if self.backups else 0
+        return self.reclaimable_pages() - behind
 
     def used_pages(self) -> int:
         """Pages held by running requests or locked cache paths (not free, not evictable)."""
         return self.capacity_pages - self.reclaimable_pages()
 
+    def tier_hits(self) -> dict:
+        return self.metrics.tier_hits()
+
+    def tier_stats(self) -> dict:
+        return tier_stats(self)
+
     def check_no_leak(self, live_pages: Sequence[list[int]] = ()) -> None:
         """Assert every page is free, cached or owned by a live request, exactly once (for tests)."""
-        owned: list[int] = [p for pages in live_pages for p in pages]
-        cached = self.radix.all_pages() if self.radix else set()
-        if self.radix:
-            self.radix.check_invariants()
-        free = {p for p in range(1, self.allocator.num_pages) if self.allocator.is_free(p)}
-        live = set(owned) - cached
-        assert not (free & (cached | live)), "a free page is also in use"
-        assert len(free) + len(cached | live) == self.capacity_pages, (
-            f"leak: {self.capacity_pages - len(free) - len(cached | live)} pages unaccounted")
+        check_no_leak(self, live_pages)

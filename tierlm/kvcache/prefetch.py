@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.metrics import TierMetrics
+from tierlm.kvcache.tier_io import finished
 
 CHUNK_PAGES = 32  # pages per store call while fetching: the granularity of best_effort/timeout progress
 
@@ -79,12 +80,12 @@ class L3Prefetcher:
         held = len(self.held_pages)
         n = min(n, self.max_pages - held)
         if n < self.threshold_pages:
-            op.check = _finished(0)
-            op.fetch = _finished(None)
+            op.check = finished(lambda: 0)
+            op.fetch = finished(lambda: None)
             return
         pages = self._alloc_host(n)
         if pages is None:
-            op.fetch = _finished(None)
+            op.fetch = finished(lambda: None)
             return
         op.host_pages = pages
         op.deadline = time.monotonic() + self.timeout + 0.1 * n * self.hasher.page_size / 1024
@@ -181,8 +182,3 @@ class L3Prefetcher:
             cf.wait([fut])
         self.poll()
 
-
-def _finished(value: Any) -> cf.Future:
-    fut: cf.Future = cf.Future()
-    fut.set_result(value)
-    return fut

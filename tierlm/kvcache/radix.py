@@ -1,13 +1,12 @@
-"""`RadixCache`: a page-aligned radix tree over token ids whose nodes own KV pages.
+"""`RadixCache`: a page-aligned radix tree over token ids whose nodes own KV pages in one or more tiers.
 
-Nodes carry the fields the lower tiers need (host pages, page hashes, hit counts) so that the
-hierarchical cache extends this tree instead of replacing it.
+Nodes carry device pages, host pages (L2), page hashes (L3 keys) and hit counts; the same tree serves an
+engine with or without lower tiers.
 """
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 
 @dataclass(eq=False)
@@ -22,7 +21,7 @@ class RadixNode:
     """
 
     key: tuple[int, ...] = ()
-    pages: Optional[list[int]] = None
+    pages: Optional[list[int]] = None  # device (L1) pages
     parent: Optional["RadixNode"] = None
     children: dict[tuple[int, ...], "RadixNode"] = field(default_factory=dict)
     lock_ref: int = 0
@@ -43,10 +42,6 @@ class RadixNode:
         """Pages of the key, whichever tier holds them."""
         return len(self.pages) if self.pages is not None else len(self.host_pages or ())
 
-    @property
-    def on_device(self) -> bool:
-        return self.pages is not None
-
 
 @dataclass
 class MatchResult:
@@ -61,24 +56,18 @@ class MatchResult:
     def num_host_pages(self) -> int:
         return sum(n.size for n in self.host_nodes)
 
-    def num_tokens(self, page_size: int) -> int:
-        return (len(self.pages) + self.num_host_pages) * page_size
-
 
 class RadixCache:
-    """Prefix cache over device KV pages with lock/unlock of in-use paths and LRU eviction of unlocked leaves.
-
-    `free_pages` is called with the pages of evicted nodes (normally the page allocator's `free`).
+    """Prefix cache over KV pages of every tier: match, insert, lock/unlock of in-use paths, and the page
+    counters admission reads. Eviction (`tierlm.kvcache.eviction`) removes nodes; nothing here frees a page.
     """
 
-    def __init__(self, page_size: int, free_pages: Callable[[list[int]], None]) -> None:
+    def __init__(self, page_size: int) -> None:
         self.page_size = page_size
-        self._free_pages = free_pages
         self.root = RadixNode(pages=[], lock_ref=1)  # the root is never evicted
         self.evictable_pages = 0
         self.protected_pages = 0
         self._tick = 0
-        self.evicted_pages_total = 0
 
     # ---- helpers -----------------------------------------------------------------------------------------
     def _touch(self) -> int:
@@ -153,19 +142,12 @@ class RadixCache:
         """Pages of the longest cached prefix in any tier, without touching or splitting the tree."""
         return sum(n for _, n in self._walk(tokens))
 
-    def insert(self, tokens: Sequence[int], pages: list[int]) -> int:
-        """Insert `tokens` (a whole number of pages) backed by `pages`.
-
-        Returns how many leading tokens were already cached: the caller still owns `pages` for that
-        prefix (duplicates it must free); the tree owns the rest from now on.
-        """
-        return self.insert_pages(tokens, pages)[0]
-
     def insert_pages(self, tokens: Sequence[int], pages: list[int], hashes: Optional[list[str]] = None
                      ) -> tuple[int, list[int], Optional[RadixNode]]:
-        """Insert like `insert`; returns (tokens already cached, duplicate pages the caller must free, the
-        new leaf or None). A host-only node on the path adopts the caller's device pages (not duplicates).
-        `hashes`, one L3 key per page of `tokens`, are stored on the new leaf."""
+        """Insert `tokens` (a whole number of pages) backed by device `pages`; returns (tokens already cached,
+        duplicate pages the caller must free, the new leaf or None). The tree owns the other pages from now
+        on; a host-only node on the path adopts the caller's device pages (not duplicates). `hashes`, one L3
+        key per page of `tokens`, are stored on the new leaf."""
         ps = self.page_size
         if len(tokens) != len(pages) * ps:
             raise ValueError(f"insert of {len(tokens)} tokens with {len(pages)} pages of {ps}")
@@ -195,6 +177,44 @@ class RadixCache:
             node = child
         return pos, dups, None
 
+    def insert_host(self, tokens: Sequence[int], first_page: int, host_pages: list[int],
+                    hashes: list[str]) -> list[int]:
+        """Attach host pages holding pages `first_page..` of `tokens` (`hashes` are their L3 keys).
+
+        The first `first_page` pages must still be in the tree (any tier); if they are not, nothing is
+        attached. Returns the host pages the caller must free (duplicates, or all when not attached)."""
+        ps, node, page, now = self.page_size, self.root, 0, self._touch()
+        end = first_page + len(host_pages)
+        if len(tokens) < end * ps:
+            raise ValueError("insert_host: fewer tokens than pages")
+        dups: list[int] = []
+        while page < end:
+            child = node.children.get(tuple(tokens[page * ps:(page + 1) * ps]))
+            if child is None:
+                if page < first_page:
+                    return dups + host_pages  # the prefix left the tree meanwhile: cannot attach
+                i = page - first_page
+                leaf = RadixNode(key=tuple(tokens[page * ps:end * ps]), pages=None, parent=node, last_access=now,
+                                 host_pages=host_pages[i:], page_hashes=hashes[i:], in_store=True)
+                node.children[leaf.key[:ps]] = leaf
+                return dups
+            n = self._common_pages(child.key, tokens[:end * ps], page * ps)
+            if page < first_page < page + n:
+                n = first_page - page  # split where the fetched pages begin
+            if n < child.size:
+                child = self._split(child, n)
+            if page >= first_page:
+                ours = host_pages[page - first_page:page - first_page + n]
+                if child.host_pages is None:
+                    child.host_pages, child.in_store = list(ours), True
+                    child.page_hashes = child.page_hashes or list(hashes[page - first_page:page - first_page + n])
+                else:
+                    dups.extend(ours)
+            child.last_access = now
+            page += n
+            node = child
+        return dups
+
     def lock(self, node: RadixNode) -> None:
         while node is not None and node is not self.root:
             if node.lock_ref == 0:
@@ -212,27 +232,6 @@ class RadixCache:
                 self.evictable_pages += node.num_pages
                 self.protected_pages -= node.num_pages
             node = node.parent
-
-    def evict(self, num_pages: int) -> int:
-        """Free at least `num_pages` pages from least-recently-used unlocked leaves; returns pages freed."""
-        heap = [(n.last_access, id(n), n) for n in self.nodes() if not n.children and n.lock_ref == 0]
-        heapq.heapify(heap)
-        freed = 0
-        while freed < num_pages and heap:
-            _, _, leaf = heapq.heappop(heap)
-            parent = leaf.parent
-            del parent.children[leaf.key[:self.page_size]]
-            self._free_pages(leaf.pages)
-            freed += leaf.num_pages
-            self.evictable_pages -= leaf.num_pages
-            self.evicted_pages_total += leaf.num_pages
-            if parent is not self.root and not parent.children and parent.lock_ref == 0:
-                heapq.heappush(heap, (parent.last_access, id(parent), parent))
-        return freed
-
-    def reset(self) -> None:
-        """Drop every unlocked node (e.g. to flush the cache); locked paths stay."""
-        self.evict(self.evictable_pages)
 
     def nodes(self) -> Iterator[RadixNode]:
         stack = list(self.root.children.values())

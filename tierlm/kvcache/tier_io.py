@@ -1,9 +1,9 @@
-"""`TierIO`: the background workers of the cache tiers — D2H backups on one thread (with its own CUDA
-stream, see `PageTransfer.backup`) and L3 store calls on another — so neither ever blocks decode.
+"""`TierIO`: the copy executor of the cache tiers, which lives where the pools live (the worker).
 
-The scheduler thread never waits on them except where correctness needs it (freeing pages a ticket still
-reads, the write_back policy, shutdown). Workers only move bytes between pages they were handed; all tree
-and allocator state is changed on the scheduler thread.
+It runs what a step plan asks for: host-to-device loads (queued layer by layer, see `PageTransfer`),
+device-to-host backups on one thread (with its own CUDA stream) and L3 store calls on others, so neither
+ever blocks decode. It only moves bytes between pages it was handed; every decision (which pages, when)
+is the controller's (`KVCacheManager`), which learns of completions through `Ticket`s.
 """
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import concurrent.futures as cf
 import logging
 from typing import Any, Callable, Optional, Sequence
 
-from tierlm.kvcache.transfer import PageTransfer
+from tierlm.kvcache.transfer import LayerLoads, PageTransfer
 
 logger = logging.getLogger(__name__)
 
 
-def _done_future(fn: Callable, *args: Any) -> cf.Future:
+def finished(fn: Callable, *args: Any) -> cf.Future:
+    """A future already holding `fn(*args)` (or the exception it raised): the inline version of `submit`."""
     fut: cf.Future = cf.Future()
     try:
         fut.set_result(fn(*args))
@@ -26,21 +27,30 @@ def _done_future(fn: Callable, *args: Any) -> cf.Future:
 
 
 class Ticket:
-    """One backup in flight: `copy` completes when the host copy is valid, `done` when the optional L3
-    write of those host pages has finished too (until then the host pages must not be freed)."""
+    """One backup, decided by the controller and completed by the executor: `copy` completes when the host
+    copy is valid, `stored` when the optional L3 write of those host pages has finished too (until then the
+    host pages must not be freed). Both exist from the moment the backup is decided."""
 
-    __slots__ = ("copy", "done")
+    __slots__ = ("copy", "stored")
 
-    def __init__(self, copy: cf.Future, done: cf.Future) -> None:
-        self.copy, self.done = copy, done
+    def __init__(self) -> None:
+        self.copy: cf.Future = cf.Future()
+        self.stored: cf.Future = cf.Future()
 
     def failed(self) -> bool:
         return self.copy.done() and self.copy.exception() is not None
 
 
+def _forward(src: cf.Future, dst: cf.Future) -> None:
+    if src.exception() is not None:
+        dst.set_exception(src.exception())
+    else:
+        dst.set_result(src.result())
+
+
 class TierIO:
-    """Runs D2H backups and L3 store calls off the scheduler thread (`threads=False` runs them inline,
-    deterministically, for tests)."""
+    """Runs loads, D2H backups and L3 store calls for one (device pool, host pool) pair (`threads=False`
+    runs backups and store calls inline, deterministically, for tests)."""
 
     def __init__(self, transfer: PageTransfer, store: Any = None, threads: bool = True, l3_threads: int = 4) -> None:
         self.transfer = transfer
@@ -50,39 +60,54 @@ class TierIO:
         self._l3 = cf.ThreadPoolExecutor(l3_threads, thread_name_prefix="tierlm-l3") if threads and store else None
         self._inflight: set[cf.Future] = set()
 
+    @property
+    def backend(self) -> str:
+        return self.transfer.backend
+
     def _track(self, fut: cf.Future) -> cf.Future:
         self._inflight.add(fut)
         fut.add_done_callback(self._inflight.discard)
         return fut
 
     def submit_store(self, fn: Callable, *args: Any) -> cf.Future:
-        """Run an L3 call on the store thread."""
-        return self._track(self._l3.submit(fn, *args) if self._l3 else _done_future(fn, *args))
+        """Run an L3 call on a store thread."""
+        return self._track(self._l3.submit(fn, *args) if self._l3 else finished(fn, *args))
 
-    def backup(self, device_pages: list[int], host_pages: list[int], keys: Optional[Sequence[str]]) -> Ticket:
-        """Copy device pages to host pages, then (with `keys`) write those host pages to the L3 store."""
+    def load(self, host_pages: list[int], device_pages: list[int], overlap_tokens: int = 0) -> Optional[LayerLoads]:
+        """Queue host-to-device copies (see `PageTransfer.start_load`): None when already complete, else
+        the per-layer handle the forward waits on."""
+        if not host_pages:
+            return None
+        return self.transfer.start_load(host_pages, device_pages, overlap_tokens)
+
+    def backup(self, device_pages: list[int], host_pages: list[int], keys: Optional[Sequence[str]],
+               ticket: Ticket) -> None:
+        """Copy device pages to host pages, then (with `keys`) write those host pages to the L3 store;
+        completes `ticket`."""
         event = self.transfer.record()  # after the forwards that wrote these pages
         copy = (self._copy.submit(self.transfer.backup, device_pages, host_pages, event) if self._copy
-                else _done_future(self.transfer.backup, device_pages, host_pages, event))
-        self._track(copy)
+                else finished(self.transfer.backup, device_pages, host_pages, event))
+        self._track(ticket.stored)
         if not keys or self.store is None:
-            return Ticket(copy, copy)
-        done: cf.Future = cf.Future()
-        self._track(done)
+            copy.add_done_callback(lambda f: (_forward(f, ticket.copy), _forward(f, ticket.stored)))
+            return
 
         def chain(f: cf.Future) -> None:
+            _forward(f, ticket.copy)
             if f.exception() is not None:
                 logger.error("KV backup to host failed: %s", f.exception())
-                done.set_result(False)
+                ticket.stored.set_result(False)
                 return
             w = self.submit_store(self.store.batch_set, list(keys), list(host_pages))
-            w.add_done_callback(lambda g: done.set_result(g.exception() is None))
+            w.add_done_callback(lambda g: ticket.stored.set_result(g.exception() is None))
 
         copy.add_done_callback(chain)
-        return Ticket(copy, done)
+
+    def finished_loads(self) -> list[tuple[int, float]]:
+        return self.transfer.finished_loads()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait for everything in flight; True when nothing is left."""
+        """Wait for every backup and store call in flight; True when nothing is left."""
         if timeout is not None:
             cf.wait(list(self._inflight), timeout=timeout)
             return not self._inflight
@@ -98,6 +123,7 @@ class TierIO:
         return not self._inflight
 
     def close(self) -> None:
+        self.transfer.wait_loads()
         self.wait()
         for ex in (self._copy, self._l3):
             if ex is not None:

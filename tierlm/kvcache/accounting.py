@@ -1,0 +1,45 @@
+"""Counters and leak checks over a `KVCacheManager`: what `/stats` reports per tier, and the invariant tests
+assert after every operation (each page free, cached or owned exactly once, in every tier)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def tier_stats(kv: Any) -> dict:
+    """Per tier: hits, bytes, latency, capacity, evictions; L3 store counters."""
+    out = kv.metrics.snapshot()
+    if kv.tiers is None:
+        return out
+    ev = kv.evictor
+    host_used = kv.tiers.host_pages - kv.host_allocator.num_free
+    out["L1"].update(capacity_pages=kv.capacity_pages, evicted_pages=ev.evicted_pages_total,
+                     dropped_to_host_pages=ev.device_dropped_pages_total)
+    out["L2"].update(capacity_pages=kv.tiers.host_pages, used_pages=host_used,
+                     capacity_bytes=kv.tiers.host_pages * kv.tiers.page_bytes, evicted_pages=ev.host_evicted_pages_total,
+                     write_policy=kv.backups.policy, io_backend=kv.io.backend, pinned=kv.tiers.pinned)
+    if kv.store is not None:
+        out["L3"].update(store=kv.store.stats())
+    return out
+
+
+def check_no_leak(kv: Any, live_pages: Sequence[list[int]] = ()) -> None:
+    """Raise AssertionError unless every device page is free, cached or owned by a live request exactly once,
+    and every host page is free, in the tree or held by a prefetch exactly once."""
+    owned: list[int] = [p for pages in live_pages for p in pages]
+    cached = kv.radix.all_pages() if kv.radix else set()
+    if kv.radix:
+        kv.radix.check_invariants()
+    free = kv.allocator.free_pages()
+    live = set(owned) - cached
+    assert not (free & (cached | live)), "a free page is also in use"
+    assert len(free) + len(cached | live) == kv.capacity_pages, (
+        f"leak: {kv.capacity_pages - len(free) - len(cached | live)} pages unaccounted")
+    if kv.tiers is None:
+        return
+    tree = kv.radix.all_host_pages()
+    held = set(kv.prefetcher.held_pages) if kv.prefetcher else set()
+    alloc = kv.host_allocator
+    hfree = alloc.free_pages()
+    assert not (tree & held) and not (hfree & (tree | held)), "a host page has two owners"
+    assert len(hfree) + len(tree) + len(held) == alloc.num_pages, (
+        f"host leak: {alloc.num_pages - len(hfree) - len(tree) - len(held)} pages unaccounted")

@@ -1,0 +1,105 @@
+"""`Backups`: the write policies of the host tier — which device nodes get a host (and L3) copy, when.
+
+Decisions only: a backup takes host pages, records a `Ticket` on the node and queues a copy command for
+the executor (it runs with the next step plan, or at once through `run_now` when a caller must wait).
+Policies: `write_through` backs a node up when it is inserted or hit without a host copy;
+`write_through_selective` once it has been hit `threshold` times; `write_back` when the device evicts it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from tierlm.kvcache.eviction import copy_pending, host_valid
+from tierlm.kvcache.metrics import TierMetrics
+from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
+from tierlm.kvcache.tier_io import Ticket
+
+WRITE_POLICIES = ("write_through", "write_through_selective", "write_back")
+
+
+@dataclass
+class BackupCommand:
+    """Copy `device_pages` to `host_pages`, then write them to L3 under `keys` (when given)."""
+
+    device_pages: list[int]
+    host_pages: list[int]
+    keys: Optional[list[str]]
+    ticket: Ticket
+
+
+class Backups:
+    """Write policy state: the queue of decided copies and the nodes whose copy may still be running.
+
+    `alloc_host(n)` returns host pages (evicting host copies) or None; `run_now()` executes the queue
+    immediately (write_back needs the host copy before it frees the device pages).
+    """
+
+    def __init__(self, tree: RadixCache, policy: str, threshold: int, alloc_host: Callable[[int], Optional[list[int]]],
+                 run_now: Callable[[], None], metrics: TierMetrics, page_bytes: int, with_store: bool) -> None:
+        if policy not in WRITE_POLICIES:
+            raise ValueError(f"--hicache-write-policy: unknown policy {policy!r}")
+        self.tree, self.policy = tree, policy
+        self.threshold = 1 if policy == "write_through" else threshold
+        self._alloc_host, self._run_now = alloc_host, run_now
+        self.metrics, self.page_bytes, self.with_store = metrics, page_bytes, with_store
+        self.queue: list[BackupCommand] = []
+        self._copying: set[RadixNode] = set()  # nodes with a D2H backup that may still be running
+
+    def take(self) -> list[BackupCommand]:
+        queue, self.queue = self.queue, []
+        return queue
+
+    def backup(self, node: RadixNode) -> bool:
+        """Decide a copy of a device-only node to host (and L3); False when there is no host room."""
+        if node.pages is None or node.host_pages is not None or not node.pages:
+            return False
+        host = self._alloc_host(len(node.pages))
+        if host is None:
+            self.metrics.backups["skipped_no_host_room"] += 1
+            return False
+        keys = list(node.page_hashes) if self.with_store and not node.in_store and node.page_hashes else None
+        ticket = Ticket()
+        self.queue.append(BackupCommand(list(node.pages), host, keys, ticket))
+        node.io.append(ticket)
+        self._copying.add(node)
+        node.host_pages = host
+        node.in_store = node.in_store or bool(keys)
+        self.metrics.backups["pages"] += len(host)
+        self.metrics.backups["bytes"] += len(host) * self.page_bytes
+        return True
+
+    def write_back(self, node: RadixNode) -> bool:
+        """write_back: back the node up and wait for the host copy (eviction needs it before freeing)."""
+        if self.backup(node):
+            self._run_now()
+            node.io[-1].copy.exception()  # waits; a failure leaves the copy invalid
+        return host_valid(node)
+
+    def on_match(self, match: MatchResult) -> None:
+        """A request matched this path: back up the nodes that reached the policy's hit count."""
+        if self.policy == "write_back":
+            return
+        node = match.node
+        while node is not self.tree.root:
+            if node.hit_count >= self.threshold and node.host_pages is None:
+                self.backup(node)
+            node = node.parent
+
+    def on_insert(self, leaf: Optional[RadixNode]) -> None:
+        if leaf is not None and self.policy == "write_through":
+            self.backup(leaf)
+
+    def pages_behind_io(self) -> int:
+        """Unlocked device pages of nodes whose backup is still copying, and of their ancestors (a parent
+        goes only after its children). Walks up from the nodes being copied, not over the whole tree."""
+        self._copying = {n for n in self._copying if copy_pending(n)}
+        seen: set[int] = set()
+        total = 0
+        for node in self._copying:
+            while node is not None and node is not self.tree.root and id(node) not in seen:
+                seen.add(id(node))
+                if node.pages is not None and not node.lock_ref:
+                    total += node.num_pages
+                node = node.parent
+        return total

@@ -1,0 +1,151 @@
+"""`Evictor`: least-recently-used eviction from the radix tree, one routine for every tier.
+
+Device (L1) eviction of a node with a valid host copy only drops the device copy (the prefix stays
+matchable); otherwise the node and its host-only descendants leave the tree. Host (L2) eviction of a node
+still on the device drops the host copy; a host-only node leaves the tree. Pages that a backup ticket still
+reads are never freed: a device copy waits for its D2H copy, a host copy for its L3 write.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Callable, Iterable, Optional
+
+from tierlm.kvcache.radix import RadixCache, RadixNode
+
+
+def copy_pending(node: RadixNode) -> bool:
+    """A D2H backup of the node is still copying (its host copy is not yet valid)."""
+    return any(not t.copy.done() for t in node.io)
+
+
+def busy(node: RadixNode) -> bool:
+    """Some ticket (D2H copy or L3 write) still reads the node's pages; prunes finished tickets."""
+    if node.io:
+        node.io = [t for t in node.io if not t.stored.done() or t.failed()]
+    return any(not t.stored.done() for t in node.io)
+
+
+def host_valid(node: RadixNode) -> bool:
+    """The node has a complete, usable host copy."""
+    return node.host_pages is not None and not copy_pending(node) and not any(t.failed() for t in node.io)
+
+
+def subtree(node: RadixNode) -> list[RadixNode]:
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        out.append(n)
+        stack.extend(n.children.values())
+    return out
+
+
+class Evictor:
+    """Evicts from `tree`, returning pages through `free_device`/`free_host`.
+
+    `drain(futures)` waits until one of the given I/O futures is done (device eviction that found only nodes
+    still being copied: the least recently used usually finishes first, so waiting for all I/O would stall
+    longer); `write_back(node) -> bool`, when given, backs a device-only node up synchronously before it
+    goes (the write_back policy).
+    """
+
+    def __init__(self, tree: RadixCache, free_device: Callable[[list[int]], None],
+                 free_host: Callable[[list[int]], None], drain: Callable[[list], None],
+                 write_back: Optional[Callable[[RadixNode], bool]] = None) -> None:
+        self.tree = tree
+        self._free_device, self._free_host = free_device, free_host
+        self._drain, self._write_back = drain, write_back
+        self.evicted_pages_total = 0  # device pages freed
+        self.device_dropped_pages_total = 0  # of which the node stayed on host
+        self.host_evicted_pages_total = 0
+
+    # ---- the one LRU routine ------------------------------------------------------------------------------
+    def _lru(self, num_pages: int, is_leaf: Callable[[RadixNode], bool],
+             take: Callable[[RadixNode], tuple[int, Iterable]]) -> tuple[int, list]:
+        """Take leaves (by `is_leaf`, oldest first; a parent joins once it becomes a leaf) until `num_pages`
+        are freed; `take(node)` returns (pages freed, futures that kept it)."""
+        root = self.tree.root
+        heap = [(n.last_access, id(n), n) for n in self.tree.nodes() if is_leaf(n)]
+        heapq.heapify(heap)
+        freed, blocking = 0, []
+        while freed < num_pages and heap:
+            _, _, node = heapq.heappop(heap)
+            parent = node.parent
+            got, wait = take(node)
+            blocking.extend(wait)
+            freed += got
+            if got and parent is not root and is_leaf(parent):
+                heapq.heappush(heap, (parent.last_access, id(parent), parent))
+        return freed, blocking
+
+    # ---- device (L1) --------------------------------------------------------------------------------------
+    @staticmethod
+    def _device_leaf(node: RadixNode) -> bool:
+        return (node.pages is not None and node.lock_ref == 0
+                and not any(c.pages is not None for c in node.children.values()))
+
+    def evict_device(self, num_pages: int) -> int:
+        """Free at least `num_pages` device pages, least recently used first; returns pages freed."""
+        freed = 0
+        while True:
+            got, blocking = self._lru(num_pages - freed, self._device_leaf, self._take_device)
+            freed += got
+            if freed >= num_pages or not blocking:
+                return freed
+            self._drain(blocking)  # each round at least one blocking ticket has finished: progress
+
+    def _take_device(self, node: RadixNode) -> tuple[int, list]:
+        if copy_pending(node):
+            return 0, [t.copy for t in node.io if not t.copy.done()]
+        if node.host_pages is not None and not host_valid(node) and not busy(node):
+            self._drop_host(node)  # a failed backup: the host copy is garbage
+        if node.host_pages is None and self._write_back is not None:
+            self._write_back(node)
+        n = node.num_pages
+        if host_valid(node):
+            self._free_device(node.pages)
+            node.pages = None
+            self.device_dropped_pages_total += n
+        else:
+            below = subtree(node)
+            if any(busy(d) for d in below):
+                return 0, [t.stored for d in below for t in d.io if not t.stored.done()]
+            self._delete(node)
+        self.tree.evictable_pages -= n
+        self.evicted_pages_total += n
+        return n, ()
+
+    # ---- host (L2) ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _host_leaf(node: RadixNode) -> bool:
+        return (node.host_pages is not None and node.lock_ref == 0 and not busy(node)
+                and not any(c.host_pages is not None for c in node.children.values()))
+
+    def evict_host(self, num_pages: int) -> int:
+        """Free at least `num_pages` host pages, least recently used first; returns pages freed."""
+        return self._lru(num_pages, self._host_leaf, self._take_host)[0]
+
+    def _take_host(self, node: RadixNode) -> tuple[int, list]:
+        n = len(node.host_pages)
+        if node.pages is not None:
+            self._drop_host(node)
+        else:
+            assert not node.children, "host-only node with children chosen for host eviction"
+            self._delete(node)
+        return n, ()
+
+    # ---- removal ------------------------------------------------------------------------------------------
+    def _delete(self, node: RadixNode) -> None:
+        """Unlink `node` (unlocked; descendants host-only) and free every page below it."""
+        del node.parent.children[node.key[:self.tree.page_size]]
+        for n in subtree(node):
+            if n.pages is not None:
+                self._free_device(n.pages)
+            if n.host_pages is not None:
+                self._free_host(n.host_pages)
+                self.host_evicted_pages_total += len(n.host_pages)
+            n.pages = n.host_pages = None
+
+    def _drop_host(self, node: RadixNode) -> None:
+        self._free_host(node.host_pages)
+        self.host_evicted_pages_total += len(node.host_pages)
+        node.host_pages, node.io = None, []
