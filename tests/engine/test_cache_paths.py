@@ -66,7 +66,7 @@ def test_tiny_pool_queues_and_evicts_but_finishes_all(tiny_qwen3, reference):
             engine.kv.check_no_leak(engine.live_pages())
         assert [outs[f"{rnd}-{i}"] for i in range(len(ids))] == reference
     assert peak_waiting > 0, "the pool was big enough that nothing queued"
-    assert engine.kv.radix.evicted_pages_total > 0, "nothing was evicted"
+    assert engine.kv.evictor.evicted_pages_total > 0, "nothing was evicted"
     assert engine.stats()["kv_used_tokens"] == 0
 
 

@@ -9,6 +9,7 @@ from tests.conftest import CPU_OPTS
 from tierlm import LLM, SamplingParams
 from tierlm.attention.base import ForwardBatch
 from tierlm.attention.torch_native import TorchNativeBackend
+from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.pool import KVPool
 
 PROMPTS = [
@@ -49,10 +50,11 @@ def test_greedy_matches_transformers(tiny_models, arch):
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
 def test_prefill_logits_match_transformers(tiny_models, arch):
     llm = LLM(str(tiny_models[arch]), **CPU_OPTS)
-    model = llm.engine.runner.model
+    model = llm.engine.worker.runner.model
     ids = llm.tokenizer.encode(PROMPTS[2])
     n, mc = len(ids), llm.engine.model_config
-    pool = KVPool(n + 2, 1, mc.num_layers, mc.num_kv_heads, mc.head_dim, torch.float32, torch.device("cpu"))
+    pool = KVPool(KVLayout.gqa(mc.num_layers, mc.num_kv_heads, mc.head_dim, torch.float32), n + 2, 1,
+                  torch.device("cpu"))
     table = torch.arange(1, n + 1, dtype=torch.int32)[None, :]
     attn = TorchNativeBackend(pool, table, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
     batch = ForwardBatch(mode="prefill", input_ids=torch.tensor(ids), positions=torch.arange(n),

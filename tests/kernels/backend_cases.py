@@ -14,6 +14,7 @@ from tests.kernels.cases import run as _run_cases
 from tests.kernels.reference import tolerance
 from tierlm.attention.base import ForwardBatch
 from tierlm.attention.torch_native import TorchNativeBackend
+from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.pool import KVPool
 
 NUM_LAYERS = 2
@@ -43,13 +44,13 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     max_len, decode_steps = 64, 3
     pages_per_row = -(-max_len // page_size)
     num_pages = 2 * len(rows) * pages_per_row + 2  # spare pages hold random garbage
-    pools = [KVPool(num_pages, page_size, NUM_LAYERS, num_kv_heads, head_dim, dtype, torch.device(device))
-             for _ in range(2)]
+    layout = KVLayout.gqa(NUM_LAYERS, num_kv_heads, head_dim, dtype)
+    pools = [KVPool(layout, num_pages, page_size, torch.device(device)) for _ in range(2)]
     for layer in range(NUM_LAYERS):  # identical random contents (never zeros) in both pools
         for buf in ("k", "v"):
-            rnd = torch.randn(getattr(pools[0], buf)[layer].shape, generator=gen).to(dtype)
-            getattr(pools[0], buf)[layer].copy_(rnd)
-            getattr(pools[1], buf)[layer].copy_(rnd)
+            rnd = torch.randn(pools[0][buf][layer].shape, generator=gen).to(dtype)
+            pools[0][buf][layer].copy_(rnd)
+            pools[1][buf][layer].copy_(rnd)
     table = torch.zeros(7, max_len, dtype=torch.int32)  # last row (6): dummy for padded batches -> slot 0
     free_pages = (torch.randperm(num_pages - 1, generator=gen) + 1).tolist()  # scattered; page 0 = scratch
     pos = torch.arange(max_len)
@@ -77,8 +78,8 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
             got = tri.forward(q, k, v, layer, batch)
             want = ref.forward(q[:n_real], k[:n_real], v[:n_real], layer, _real_part(batch, len(rows)))
             torch.testing.assert_close(got[:n_real].double().cpu(), want.double().cpu(), **tol)
-            assert torch.equal(pools[0].k[layer][1 * page_size:], pools[1].k[layer][1 * page_size:])
-            assert torch.equal(pools[0].v[layer][1 * page_size:], pools[1].v[layer][1 * page_size:])
+            assert torch.equal(pools[0]["k"][layer][1 * page_size:], pools[1]["k"][layer][1 * page_size:])
+            assert torch.equal(pools[0]["v"][layer][1 * page_size:], pools[1]["v"][layer][1 * page_size:])
 
     step(_batch("prefill", table, rows, prefix, ext))
     seqs = [p + e for p, e in zip(prefix, ext)]

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.transfer import LayerLoads
 
 
 @dataclass
@@ -31,8 +32,6 @@ class ForwardBatch:
     prefix_lens_cpu: list[int]
     seq_lens_cpu: list[int]
     req_rows_cpu: list[int]
-    # one CUDA event per layer that the compute stream waits for before that layer (KV loaded from host)
-    layer_ready: Optional[list] = None
 
     @property
     def batch_size(self) -> int:
@@ -42,9 +41,14 @@ class ForwardBatch:
 class AttentionBackend(ABC):
     """Computes causal attention of a batch's new tokens over their whole sequence through `req_to_token`.
 
-    Contract: `forward` first stores the new K/V into their slots (`batch.out_loc`) of layer `layer`, then
-    attends each request's queries to KV positions `[0, seq_len)` with a causal mask offset by the
-    prefix length. Later backends (Triton, CUDA graphs) implement the same two calls.
+    Contract: `forward` first waits for layer `layer`'s loads (`wait_kv`), stores the new KV into its slots
+    (`batch.out_loc`) of that layer, then attends each request's queries to KV positions `[0, seq_len)` with
+    a causal mask offset by the prefix length. `kv_loads`, set by the model runner for one forward, is the
+    KV side's handle of pages still arriving from the host tier; models never see it.
+
+    CUDA graphs: `supports_cuda_graph()` says whether decode passes of this backend may be captured; if so,
+    `init_graph_buffers` runs once before any capture and `prepare_for_replay` replaces `prepare` for every
+    captured or replayed batch.
     """
 
     def __init__(self, pool: KVPool, req_to_token: torch.Tensor, num_heads: int, head_dim: int,
@@ -54,6 +58,12 @@ class AttentionBackend(ABC):
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.scale = scale
+        self.kv_loads: Optional[LayerLoads] = None
+
+    def wait_kv(self, layer: int) -> None:
+        """Queue a wait for `layer`'s loaded pages on the compute stream (no-op when nothing is loading)."""
+        if self.kv_loads is not None:
+            self.kv_loads.wait(layer)
 
     def prepare(self, batch: ForwardBatch) -> None:
         """Build per-step metadata shared by all layers (no-op for backends that need none)."""
@@ -62,3 +72,15 @@ class AttentionBackend(ABC):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
                 batch: ForwardBatch) -> torch.Tensor:
         """q `[T, H, D]`, k/v `[T, KVH, D]` → output `[T, H * D]`."""
+
+    @abstractmethod
+    def supports_cuda_graph(self) -> bool:
+        """Whether decode passes through this backend can be captured as CUDA graphs."""
+
+    @abstractmethod
+    def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
+        """Preallocate static decode metadata for batch sizes up to `max_bs` (before any capture)."""
+
+    @abstractmethod
+    def prepare_for_replay(self, batch: ForwardBatch) -> None:
+        """Refresh static decode metadata in place from `batch` (padded to a captured size)."""

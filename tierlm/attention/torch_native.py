@@ -12,9 +12,11 @@ class TorchNativeBackend(AttentionBackend):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
                 batch: ForwardBatch) -> torch.Tensor:
-        self.pool.store(layer, batch.out_loc, k, v)
-        k_buf, v_buf = self.pool.k[layer], self.pool.v[layer]
-        group = self.num_heads // self.pool.num_kv_heads
+        self.wait_kv(layer)
+        self.pool.store(layer, batch.out_loc, k=k, v=v)
+        bufs = self.pool.layers[layer]
+        k_buf, v_buf = bufs["k"], bufs["v"]
+        group = self.num_heads // k_buf.shape[1]
         out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
         start = 0
         for i, n in enumerate(batch.extend_lens_cpu):
@@ -34,3 +36,12 @@ class TorchNativeBackend(AttentionBackend):
             out[start:start + n] = o.transpose(0, 1)
             start += n
         return out.reshape(q.shape[0], self.num_heads * self.head_dim)
+
+    def supports_cuda_graph(self) -> bool:
+        return False
+
+    def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
+        raise NotImplementedError("the torch attention backend is not captured in CUDA graphs")
+
+    def prepare_for_replay(self, batch: ForwardBatch) -> None:
+        raise NotImplementedError("the torch attention backend is not captured in CUDA graphs")

@@ -83,13 +83,16 @@ class TritonBackend(AttentionBackend):
     def __init__(self, pool: KVPool, req_to_token: torch.Tensor, num_heads: int, head_dim: int, scale: float,
                  config: TritonAttentionConfig | None = None) -> None:
         super().__init__(pool, req_to_token, num_heads, head_dim, scale)
-        self.num_kv_heads = pool.num_kv_heads
+        self.num_kv_heads = pool.layers[0]["k"].shape[1]
         self.device = req_to_token.device
         self.config = config or TritonAttentionConfig.for_device(self.device)
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
         self._meta: _DecodeMeta | _ExtendMeta | None = None
         self._graph: _GraphBuffers | None = None
+
+    def supports_cuda_graph(self) -> bool:
+        return True
 
     def max_splits(self, batch_size: int) -> int:
         """KV splits per request for a decode batch of this size (a function of the size only)."""
@@ -134,7 +137,9 @@ class TritonBackend(AttentionBackend):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
                 batch: ForwardBatch) -> torch.Tensor:
-        k_buf, v_buf = self.pool.k[layer], self.pool.v[layer]
+        self.wait_kv(layer)
+        bufs = self.pool.layers[layer]
+        k_buf, v_buf = bufs["k"], bufs["v"]
         store_kv(k, v, k_buf, v_buf, batch.out_loc)
         meta, cfg = self._meta, self.config
         out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)

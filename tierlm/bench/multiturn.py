@@ -55,12 +55,12 @@ def _conversations(args: argparse.Namespace, vocab: int) -> list[list[list[int]]
 
 
 def _bytes_per_token(config, model_cfg) -> int:
-    import torch
-
+    """KV bytes of one token (all layers) as the model's declared layout has them."""
     from tierlm.engine.model_runner import resolve_device, resolve_dtype
+    from tierlm.models.registry import model_class
 
     dtype = resolve_dtype(config.dtype, model_cfg, resolve_device(config.device))
-    return model_cfg.kv_bytes_per_token_per_dtype_byte * torch.empty((), dtype=dtype).element_size()
+    return model_class(model_cfg.architecture).kv_layout(model_cfg, dtype).bytes_per_token_all_layers
 
 
 def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     construct_s = time.perf_counter() - t0
     warm = run_engine(engine, Workload.make(1, (16, 16), (2, 2), engine.model_config.vocab_size, 1), 0.0, False)
     work = Workload.make(args.num_requests, (lo, hi), (olo, ohi), engine.model_config.vocab_size, args.workload_seed)
-    result = {"model": config.model, "device": str(engine.device), "dtype": str(engine.runner.dtype),
+    result = {"model": config.model, "device": str(engine.device), "dtype": str(engine.worker.runner.dtype),
               "startup": {"construct_s": construct_s, "first_token_s": construct_s + warm["ttft_s"]["p50"]},
               "engine_info": engine.info(), "tierlm": run_engine(engine, work, args.temperature, not args.json)}
     if args.compare == "hf":

@@ -11,14 +11,15 @@ from tierlm.config import EngineConfig
 from tierlm.engine import startup
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import PromptTooLongError, RequestError
-from tierlm.engine.model_runner import ModelRunner
 from tierlm.engine.inflight import InFlight, Readback
+from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.outputs import StepOutput, TokenLogprob
+from tierlm.engine.plan import make_plan
 from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
 from tierlm.engine.scheduler import ScheduledBatch, Scheduler
 from tierlm.engine.tokenizer import load_tokenizer
-from tierlm.kvcache.factory import build_kv_manager
+from tierlm.engine.worker import Worker
 from tierlm.models.config import ModelConfig
 from tierlm.models.loader import resolve_model_dir
 from tierlm.sampling_params import SamplingParams
@@ -43,12 +44,11 @@ class Engine:
             config.tokenizer or str(self.model_dir), config.revision)
         self.max_model_len = config.max_model_len or self.model_config.max_position_embeddings
         self.model_name = config.served_model_name or config.model
-        self.runner = ModelRunner(config, self.model_dir, self.model_config, self.max_model_len)
-        self.device = self.runner.device
-        # KV cache (device pool + prefix cache, and the host/L3 tiers when configured): see tierlm/kvcache.
-        self.kv = build_kv_manager(config, self.runner.pool, config.max_running_requests,
-                                   self.max_model_len + config.page_size, self.model_config.raw, self.model_dir)
-        self.runner.make_attention(self.kv.req_table.table, self.kv.req_table.token_ids)
+        # The worker executes step plans (model, pools, copies); the KV controller and the scheduler decide.
+        self.worker = Worker(config, self.model_dir, self.model_config, self.max_model_len,
+                             self.max_model_len + config.page_size)
+        self.device = self.worker.device
+        self.kv = build_kv_cache(config, self.worker, self.model_config.raw, self.model_dir)
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
                                    config.reserve_new_tokens)
         self.sampler = Sampler(self.device, config.seed)
@@ -125,12 +125,7 @@ class Engine:
                 f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
                 f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
             outputs.append(self._output(req, []))
-        # host-tier KV of this step's admissions, one event per layer
-        ready = self.kv.start_loads(batch.num_tokens if batch is not None and batch.mode == "prefill" else 0)
-        if ready is not None and (batch is None or batch.mode != "prefill"):
-            torch.cuda.current_stream().wait_event(ready[-1])  # no layer-wise consumer: wait for all of it
-            ready = None
-        launched = self._launch(batch, ready) if batch is not None else None
+        launched = self._launch(batch)
         previous, self._inflight = self._inflight, launched
         if previous is not None:
             outputs.extend(self._resolve(previous))
@@ -139,24 +134,25 @@ class Engine:
             self._inflight = None
         return outputs
 
-    def _launch(self, batch: ScheduledBatch, layer_ready: Optional[list] = None) -> Optional[InFlight]:
-        sampling, sites, pos = [], [], 0
-        for req, n in zip(batch.reqs, batch.extend_lens):
-            pos += n
-            if req.kv_len + n == req.seq_len:  # this pass reaches the end of the sequence: sample
-                sampling.append(req)
-                sites.append((req.row, req.seq_len, pos - 1))
-        fb, where = self.runner.build_batch(batch, self.kv.req_table, sites)
-        fb.layer_ready = layer_ready
-        for req, n in zip(batch.reqs, batch.extend_lens):
-            req.kv_len += n
-        logits = self.runner.forward(fb, where)
-        if not sampling:
+    def _launch(self, batch: Optional[ScheduledBatch]) -> Optional[InFlight]:
+        """Turn the scheduled batch and the tier copies decided so far into a step plan, have the worker
+        execute it, and sample."""
+        copies = self.kv.take_copies()
+        reqs, lens = (batch.reqs, batch.extend_lens) if batch is not None else ([], [])
+        writes = (batch.map_rows, batch.map_positions, batch.map_slots) if batch is not None else ([], [], [])
+        plan, sampling = make_plan(batch.mode if batch is not None else "copies", reqs, lens, writes, copies)
+        if not plan.has_forward and not plan.load_host and not plan.backups:
             return None
+        result = self.worker.execute(plan, [c.ticket for c in copies.backups])
+        for req, n in zip(reqs, lens):
+            req.kv_len += n
+        if result is None or not sampling:
+            return None
+        logits, sites = result
         params = [r.params for r in sampling]
         tokens = self.sampler.sample(logits, params, [r.generator for r in sampling])
         logprobs = self.sampler.logprobs(logits, tokens, params)
-        self.kv.req_table.token_ids[where.rows, where.positions] = tokens.to(torch.int32)
+        self.worker.store_tokens(sites, tokens)
         for req in sampling:
             req.num_pending += 1
             req.decodable = True
@@ -228,9 +224,9 @@ class Engine:
 
     def info(self) -> dict:
         """Static facts for start-up logs and benchmark reports."""
-        return {"attention_backend": type(self.runner.attn).__name__, "overlap": self.overlap,
+        return {"attention_backend": type(self.worker.runner.attn).__name__, "overlap": self.overlap,
                 "kv_pool_tokens": self.kv.capacity_pages * self.kv.page_size, "page_size": self.kv.page_size,
-                "max_model_len": self.max_model_len, "cuda_graph": bool(getattr(self.runner, "graphs", None)),
+                "max_model_len": self.max_model_len, "cuda_graph": self.worker.runner.graphs is not None,
                 **self.startup}
 
     def live_pages(self) -> list[list[int]]:
@@ -240,6 +236,6 @@ class Engine:
     def close(self) -> None:
         """Release device memory held by the engine."""
         self.kv.close()  # finishes tier backups / L3 writes in flight
-        self.runner = None  # type: ignore[assignment]
+        self.worker = None  # type: ignore[assignment]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

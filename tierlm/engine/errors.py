@@ -1,5 +1,9 @@
 """Errors the engine raises for bad requests and bad model inputs (all carry a user-readable message)."""
 
+from tierlm.models.errors import ModelLoadError
+
+__all__ = ["ModelLoadError", "PromptTooLongError", "RequestError"]
+
 
 class RequestError(ValueError):
     """A request the engine refuses (bad parameters, empty prompt, ...); the engine keeps serving others."""
@@ -7,7 +11,3 @@ class RequestError(ValueError):
 
 class PromptTooLongError(RequestError):
     """The prompt does not fit the context limit (HTTP 413)."""
-
-
-class ModelLoadError(RuntimeError):
-    """A model directory, config or weight file that cannot be used; the message names the file or tensor."""

@@ -9,14 +9,15 @@ from pathlib import Path
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.attention.registry import backend_class
 from tierlm.config import EngineConfig
-from tierlm.engine.scheduler import ScheduledBatch
-from tierlm.kvcache.req_table import ReqToTokenTable
+from tierlm.engine.plan import StepPlan
 from tierlm.engine.staging import HostStaging
 from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.req_table import ReqToTokenTable
 from tierlm.models.config import ModelConfig
-from tierlm.models.llama import CausalLM
 from tierlm.models.loader import init_dummy_weights, load_weights
+from tierlm.models.registry import model_class
 
 logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -48,8 +49,9 @@ class ModelRunner:
         self.dtype = resolve_dtype(config.dtype, model_cfg, self.device)
         self.max_model_len = max_model_len
         torch.manual_seed(config.seed)
+        cls = model_class(model_cfg.architecture)
         with torch.device(self.device):
-            model = CausalLM(model_cfg, max_positions=max(max_model_len, model_cfg.max_position_embeddings))
+            model = cls(model_cfg, max_positions=max(max_model_len, model_cfg.max_position_embeddings))
         model.to(self.dtype)
         model.rotary.to(self.device)
         if config.load_format == "dummy":
@@ -58,15 +60,15 @@ class ModelRunner:
             load_weights(model, model_dir)
         self.model = model.eval()
         self.staging = HostStaging(self.device)
+        self.layout = cls.kv_layout(model_cfg, self.dtype)
         self.num_pages = self._num_kv_pages()
-        self.pool = KVPool(self.num_pages, config.page_size, model_cfg.num_layers, model_cfg.num_kv_heads,
-                           model_cfg.head_dim, self.dtype, self.device)
+        self.pool = KVPool(self.layout, self.num_pages, config.page_size, self.device)
         logger.info("KV pool: %d pages x %d tokens = %d tokens (%.2f GiB)", self.num_pages - 1, config.page_size,
                     (self.num_pages - 1) * config.page_size, self.pool.nbytes / 2**30)
 
     def _num_kv_pages(self) -> int:
-        cfg, mc = self.config, self.model_cfg
-        per_page = KVPool.bytes_per_page(cfg.page_size, mc.num_layers, mc.num_kv_heads, mc.head_dim, self.dtype)
+        cfg = self.config
+        per_page = self.layout.page_bytes(cfg.page_size)
         if cfg.kv_cache_gb is not None:
             budget = cfg.kv_cache_gb * 2**30
         elif self.device.type == "cuda":
@@ -86,54 +88,50 @@ class ModelRunner:
         name, mc = self.config.attention_backend, self.model_cfg
         if name == "auto":
             name = "triton" if self.device.type == "cuda" else "torch"
+        cls = backend_class(name)
         args = (self.pool, req_to_token, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
         if name == "triton":
             if self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
                 raise ValueError("--attention-backend triton needs a CUDA device (or TRITON_INTERPRET=1)")
-            from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
+            from tierlm.attention.triton_backend import TritonAttentionConfig
             tcfg = TritonAttentionConfig.for_device(self.device)
             if self.device.type == "cuda":
                 from tierlm.attention.triton_autotune import tuned_config
                 tcfg = tuned_config(tcfg, mc.num_heads, mc.num_kv_heads, mc.head_dim, self.dtype, self.device)
-            self.attn = TritonBackend(*args, config=tcfg)
+            self.attn = cls(*args, config=tcfg)
         else:
-            from tierlm.attention.torch_native import TorchNativeBackend
-            self.attn = TorchNativeBackend(*args)
+            self.attn = cls(*args)
         self.graphs = None
-        if self.config.cuda_graph and self.device.type == "cuda" and hasattr(self.attn, "init_graph_buffers"):
+        if self.config.cuda_graph and self.device.type == "cuda" and self.attn.supports_cuda_graph():
             from tierlm.engine.cuda_graph import DecodeGraphRunner
             self.graphs = DecodeGraphRunner(self.model, self.attn, req_to_token, token_ids,
                                             min(self.config.max_running_requests, 256))
         return self.attn
 
-    def build_batch(self, sb: ScheduledBatch, req_table: ReqToTokenTable,
-                    sample: list[tuple[int, int, int]]) -> tuple[ForwardBatch, "SampleSites"]:
-        """Metadata of one pass, uploaded in one packed copy; also writes the batch's new request→token table
-        entries on the device. `sample` lists (row, position, token index) of the tokens to sample.
+    def build_batch(self, plan: StepPlan, tables: ReqToTokenTable) -> tuple[ForwardBatch, "SampleSites"]:
+        """Metadata of one pass, uploaded in one packed copy; also writes the plan's new request→token table
+        entries on the device.
 
         Decode inputs are read on the device from the token table (where the sampler wrote them), so a decode
         step can be built before the host has seen the previous step's tokens.
         """
-        reqs, extend_lens = sb.reqs, sb.extend_lens
-        B = len(reqs)
-        rows = [r.row for r in reqs]
-        prefix = [r.kv_len for r in reqs]
+        rows, prefix, extend_lens = plan.rows, plan.prefix_lens, plan.extend_lens
+        B = len(rows)
         seqs = [p + n for p, n in zip(prefix, extend_lens)]
         indptr = [0]
         for n in extend_lens:
             indptr.append(indptr[-1] + n)
-        T, M, S = indptr[-1], len(sb.map_slots), len(sample)
-        if sb.mode == "decode":
-            token_rows, positions, ids = rows, prefix, []
+        T, M, S = indptr[-1], len(plan.table_slots), len(plan.sample_index)
+        if plan.mode == "decode":
+            token_rows, positions = rows, prefix
         else:
-            token_rows, positions, ids = [], [], []
-            for r, p, n in zip(reqs, prefix, extend_lens):
-                token_rows.extend([r.row] * n)
+            token_rows, positions = [], []
+            for r, p, n in zip(rows, prefix, extend_lens):
+                token_rows.extend([r] * n)
                 positions.extend(range(p, p + n))
-                ids.extend(r.token_ids[p:p + n])
-        s_rows, s_pos, s_idx = (list(x) for x in zip(*sample)) if sample else ([], [], [])
-        packed = self.staging.upload(token_rows + positions + rows + prefix + seqs + indptr + sb.map_rows
-                                     + sb.map_positions + sb.map_slots + s_rows + s_pos + s_idx + ids)
+        packed = self.staging.upload(token_rows + positions + rows + prefix + seqs + indptr + plan.table_rows
+                                     + plan.table_positions + plan.table_slots + plan.sample_rows
+                                     + plan.sample_positions + plan.sample_index + plan.input_ids)
         o = 0
 
         def take(n: int) -> torch.Tensor:
@@ -145,13 +143,12 @@ class ModelRunner:
         req_rows, prefix_t, seq_t, qo = take(B), take(B), take(B), take(B + 1)
         m_rows, m_pos, m_slots = take(M).long(), take(M).long(), take(M)
         sites = SampleSites(take(S).long(), take(S).long(), take(S).long(), S)
-        if M:
-            req_table.table[m_rows, m_pos] = m_slots
-        input_ids = take(T).long() if sb.mode != "decode" else req_table.token_ids[tok_rows, pos].long()
-        batch = ForwardBatch(mode=sb.mode, input_ids=input_ids, positions=pos,
-                             out_loc=req_table.table[tok_rows, pos].long(), req_rows=req_rows, prefix_lens=prefix_t,
-                             seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens), prefix_lens_cpu=prefix,
-                             seq_lens_cpu=seqs, req_rows_cpu=rows)
+        tables.write(m_rows, m_pos, m_slots)
+        input_ids = take(T).long() if plan.mode != "decode" else tables.token_ids[tok_rows, pos].long()
+        batch = ForwardBatch(mode=plan.mode, input_ids=input_ids, positions=pos,
+                             out_loc=tables.table[tok_rows, pos].long(), req_rows=req_rows, prefix_lens=prefix_t,
+                             seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens),
+                             prefix_lens_cpu=list(prefix), seq_lens_cpu=seqs, req_rows_cpu=list(rows))
         return batch, sites
 
     @torch.inference_mode()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from tierlm.engine.request import Req
+from tierlm.kvcache.contracts import Verdict
 from tierlm.kvcache.manager import KVCacheManager
 
 
@@ -71,9 +72,8 @@ class Scheduler:
         """Take `req` out of the scheduler and release its KV at once (into the prefix cache if `cache`)."""
         if req in self.running:
             self.running.remove(req)
-            self.kv.release(req.token_ids[:min(req.kv_len, len(req.token_ids))], req.pages, req.prefix_node, req.num_prefix_pages,
-                            cache=cache)
-            self.kv.req_table.free_row(req.row)
+            self.kv.release(req.row, req.token_ids[:min(req.kv_len, len(req.token_ids))], req.pages,
+                            req.prefix_node, req.num_prefix_pages, cache=cache)
             req.pages, req.prefix_node, req.row = [], None, None
         elif req in self.waiting:
             self.waiting.remove(req)
@@ -95,12 +95,8 @@ class Scheduler:
     def _grow(self, req: Req, n: int) -> bool:
         """Give positions up to `req.kv_len + n` pages and table entries; False if the pool is exhausted."""
         start, end = req.kv_len, req.kv_len + n
-        missing = self.kv.pages_for(end) - len(req.pages)
-        if missing > 0:
-            pages = self.kv.alloc(missing)
-            if pages is None:
-                return False
-            req.pages.extend(pages)
+        if not self.kv.grow(req.pages, end):
+            return False
         self._map(req.row, req.pages, start, end)
         return True
 
@@ -132,34 +128,18 @@ class Scheduler:
 
     def _try_admit(self, req: Req) -> str:
         """'ok' (admitted), 'wait' (no room now), 'never' (cannot fit even in an empty pool) or 'prefetch'
-        (its L3 prefetch is still running: skip it, the requests behind it may go first)."""
-        kv = self.kv
-        if kv.pages_for(req.max_seq_len) > kv.capacity_pages:
-            return "never"
-        if len(self.running) >= self.max_running or kv.req_table.num_free_rows == 0:
-            return "wait"
-        if not kv.prefetch_ready(req.request_id) or req.num_pending:
-            return "prefetch"  # its prefetch, or (retracted) its last token, is still on the way: skip it
+        (its L3 prefetch, or as a retracted request its last token, is still on the way: skip it, the
+        requests behind it may go first)."""
+        if len(self.running) >= self.max_running:
+            return "wait" if self.kv.fits_ever(req.max_seq_len) else "never"
         # Match at most seq_len - 1 tokens: the last token must run to produce logits.
-        match = kv.match_and_lock(req.token_ids[:req.seq_len - 1])
-        matched = match.pages if match else []
-        to_load = match.num_host_pages if match else 0  # host-only part of the match: loaded back now
-        need = kv.pages_for(self._target_len(req)) - len(matched) - to_load
-        if need + to_load + self._reserved_pages() > kv.available_pages():
-            kv.unlock(match.node if match else None)
-            return "wait"
-        if to_load:
-            loaded = kv.load_back(match)
-            if loaded is None:  # the check above makes this unreachable; recover by waiting
-                kv.unlock(match.node)
-                return "wait"
-            matched = loaded
-        kv.note_admitted(req.request_id, match)
-        req.row = kv.req_table.alloc_row()
-        req.pages = list(matched)
-        req.prefix_node = match.node if match else None
-        req.num_prefix_pages = len(matched)
-        req.kv_len = len(matched) * kv.page_size
+        got = self.kv.admit(req.request_id, req.token_ids[:req.seq_len - 1], self._target_len(req),
+                            req.max_seq_len, self._reserved_pages(), ready=not req.num_pending)
+        if isinstance(got, Verdict):
+            return got.value
+        req.row, req.pages, req.prefix_node = got.row, got.pages, got.node
+        req.num_prefix_pages = got.num_prefix_pages
+        req.kv_len = len(got.pages) * self.kv.page_size
         if req.first_token_time is None:  # a resumed (retracted) request keeps its first figure
             req.num_cached_tokens = req.kv_len
         self._map(req.row, req.pages, 0, req.kv_len)
@@ -182,7 +162,7 @@ class Scheduler:
         while i < len(self.waiting) and budget > 0:
             req = self.waiting[i]
             verdict = self._try_admit(req)
-            if verdict == "prefetch":
+            if verdict == Verdict.PREFETCHING.value:
                 i += 1
                 continue
             if verdict == "wait":

@@ -6,10 +6,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tierlm.engine.engine import Engine
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +19,9 @@ def compiled_artifacts() -> int:
     return sum(1 for p in Path(path).iterdir() if p.is_dir())
 
 
-def warm_up(engine: "Engine") -> None:
-    """Run one prefill and a few decode steps so no user request pays for kernel compilation.
+def warm_up(engine: Any) -> None:
+    """Run one prefill and a few decode steps of `engine` (an `Engine`) so no user request pays for kernel
+    compilation.
 
     The request is aborted rather than finished, so nothing of it enters the prefix cache or the lower
     tiers, and the engine's counters are reset afterwards.

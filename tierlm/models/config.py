@@ -6,16 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from tierlm.engine.errors import ModelLoadError
-
-# HF architecture name -> (family, qkv bias, q/k norm)
-ARCHITECTURES = {
-    "LlamaForCausalLM": ("llama", False, False),
-    "MistralForCausalLM": ("llama", False, False),
-    "Qwen2ForCausalLM": ("qwen2", True, False),
-    "Qwen3ForCausalLM": ("qwen3", False, True),
-}
-
+from tierlm.models.errors import ModelLoadError
+from tierlm.models.registry import ARCHITECTURES
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -47,7 +39,7 @@ class ModelConfig:
         if arch is None:
             raise ModelLoadError(f"{source}: unsupported architecture {archs or cfg.get('model_type')!r}; "
                                  f"supported: {', '.join(ARCHITECTURES)}")
-        _, qkv_bias, qk_norm = ARCHITECTURES[arch]
+        qkv_bias, qk_norm = ARCHITECTURES[arch].qkv_bias, ARCHITECTURES[arch].qk_norm
         try:
             heads = int(cfg["num_attention_heads"])
             hidden = int(cfg["hidden_size"])
@@ -93,8 +85,3 @@ class ModelConfig:
         if not isinstance(cfg, dict):
             raise ModelLoadError(f"{path} must hold a JSON object")
         return ModelConfig.from_dict(cfg, source=str(path))
-
-    @property
-    def kv_bytes_per_token_per_dtype_byte(self) -> int:
-        """K and V elements per token across all layers (multiply by the dtype size for bytes)."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim

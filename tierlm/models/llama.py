@@ -5,20 +5,24 @@ fused (`qkv_proj`, `gate_up_proj`); `STACKED` tells the loader how checkpoint te
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.kvcache.layout import KVLayout
 from tierlm.layers.norm import RMSNorm
 from tierlm.layers.rotary import RotaryEmbedding
 from tierlm.models.config import ModelConfig
 
 # checkpoint projection name -> (fused parameter name, shard id)
-STACKED = {
+STACKED = MappingProxyType({
     "q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"), "v_proj": ("qkv_proj", "v"),
     "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
-}
+})
 
 
 class Attention(nn.Module):
@@ -128,13 +132,20 @@ class CausalLM(nn.Module):
     def forward(self, batch: ForwardBatch, attn: AttentionBackend) -> torch.Tensor:
         x = self.model.embed_tokens(batch.input_ids)
         residual = None
-        ready = batch.layer_ready
-        for i, layer in enumerate(self.model.layers):
-            if ready is not None:  # this layer's prefix KV is still being loaded from the host tier
-                torch.cuda.current_stream().wait_event(ready[i])
+        for layer in self.model.layers:
             x, residual = layer(x, residual, batch, self.rotary, attn)
         x, _ = self.model.norm(x, residual)
         return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
+
+    @staticmethod
+    def weight_mapping() -> Mapping[str, tuple[str, object]]:
+        """Checkpoint projection name -> (fused parameter, shard id) for the loader."""
+        return STACKED
+
+    @staticmethod
+    def kv_layout(cfg: ModelConfig, dtype: torch.dtype) -> KVLayout:
+        """GQA: a K and a V of `[kv_heads, head_dim]` per token and layer."""
+        return KVLayout.gqa(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype)

@@ -1,4 +1,7 @@
-"""Finding a checkpoint (local directory or hub id) and loading its safetensors into a `CausalLM`."""
+"""Finding a checkpoint (local directory or hub id) and loading its safetensors into a model.
+
+The model declares its weight mapping (`weight_mapping()`: checkpoint projection name -> fused parameter and
+shard) and each fused module its `shard_range`; nothing here is specific to one architecture."""
 from __future__ import annotations
 
 import json
@@ -10,8 +13,7 @@ from typing import Iterator, Optional
 import torch
 from tqdm.auto import tqdm
 
-from tierlm.engine.errors import ModelLoadError
-from tierlm.models.llama import STACKED, CausalLM
+from tierlm.models.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
@@ -81,7 +83,7 @@ def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, Path, torch.Tensor]]
             raise ModelLoadError(f"cannot read safetensors file {f}: {e}") from None
 
 
-def load_weights(model: CausalLM, model_dir: Path, show_progress: bool = True) -> None:
+def load_weights(model: torch.nn.Module, model_dir: Path, show_progress: bool = True) -> None:
     """Copy checkpoint tensors into `model`; fails naming the file and tensor that is missing or mismatched."""
     params = dict(model.named_parameters())
     loaded: set[str] = set()
@@ -116,40 +118,42 @@ def load_weights(model: CausalLM, model_dir: Path, show_progress: bool = True) -
                              + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
 
 
-def _target(name: str, model: CausalLM):
+def _target(name: str, model: torch.nn.Module):
     """Map a checkpoint tensor name to (module path, row range in a fused param or None, parameter key)."""
     if "rotary_emb" in name:
         return None, None, None
     if name == "lm_head.weight" and model.config.tie_word_embeddings:
         return None, None, None
+    stacked = model.weight_mapping()
     parts = name.split(".")
     for i, part in enumerate(parts):
-        if part in STACKED:
-            fused, shard = STACKED[part]
+        if part in stacked:
+            fused, shard = stacked[part]
             key = ".".join(parts[:i] + [fused] + parts[i + 1:])
             owner = model.get_submodule(".".join(parts[:i]))
             return key, owner.shard_range(shard), key
     return name, None, name
 
 
-def _missing(model: CausalLM, loaded: set[str]) -> list[str]:
+def _missing(model: torch.nn.Module, loaded: set[str]) -> list[str]:
+    shards: dict[str, list[tuple[str, object]]] = {}  # fused parameter name -> (checkpoint name, shard id)
+    for ckpt, (fused, shard) in model.weight_mapping().items():
+        shards.setdefault(fused, []).append((ckpt, shard))
     missing = []
     for key, _ in model.named_parameters():
         if key in loaded:
             continue
-        if key.endswith("qkv_proj.weight") or key.endswith("qkv_proj.bias") or key.endswith("gate_up_proj.weight"):
-            owner = model.get_submodule(key.rsplit(".", 2)[0])
-            shards = ("q", "k", "v") if "qkv" in key else (0, 1)
-            for s in shards:
-                if f"{key}:{owner.shard_range(s)}" not in loaded:
-                    names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", 0: "gate_proj", 1: "up_proj"}
-                    missing.append(key.replace("qkv_proj" if "qkv" in key else "gate_up_proj", names[s]))
+        owner_path, fused, _kind = key.rsplit(".", 2)
+        if fused in shards:
+            owner = model.get_submodule(owner_path)
+            missing += [key.replace(fused, ckpt) for ckpt, shard in shards[fused]
+                        if f"{key}:{owner.shard_range(shard)}" not in loaded]
             continue
         missing.append(key)
     return missing
 
 
-def init_dummy_weights(model: CausalLM, seed: int) -> None:
+def init_dummy_weights(model: torch.nn.Module, seed: int) -> None:
     """Random weights of the configured shape (norms at 1), reproducible from `seed`."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,50 @@
+"""Step plans are plain data: a plan packed with msgpack and executed by a second worker built from the same
+weights gives the logits the engine's own worker computed."""
+from __future__ import annotations
+
+import torch
+
+from tests.conftest import CPU_OPTS
+from tierlm.config import EngineConfig
+from tierlm.engine.engine import Engine
+from tierlm.engine.plan import StepPlan
+from tierlm.engine.worker import Worker
+from tierlm.sampling_params import SamplingParams
+
+
+def test_plan_roundtrip_keeps_every_field():
+    plan = StepPlan(mode="prefill", rows=[3], prefix_lens=[4], extend_lens=[2], input_ids=[7, 8],
+                    table_rows=[3, 3], table_positions=[4, 5], table_slots=[20, 21], sample_rows=[3],
+                    sample_positions=[6], sample_index=[1], load_host=[5], load_device=[9],
+                    backups=[([1, 2], [3, 4], ["ab" * 32, "cd" * 32]), ([6], [7], None)])
+    assert StepPlan.from_bytes(plan.to_bytes()) == plan
+
+
+def test_second_worker_replays_serialized_plans(tiny_qwen3):
+    config = EngineConfig(model=str(tiny_qwen3), **CPU_OPTS)
+    engine = Engine(config)
+    twin = Worker(config, engine.model_dir, engine.model_config, engine.max_model_len,
+                  engine.max_model_len + config.page_size)
+    seen: list[tuple[bytes, torch.Tensor]] = []
+    execute = engine.worker.execute
+
+    def recording(plan, tickets=None):
+        out = execute(plan, tickets)
+        if out is not None:
+            seen.append((plan.to_bytes(), out[0].clone()))
+        return out
+
+    engine.worker.execute = recording
+    for i, prompt in enumerate(([1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 5, 6, 7, 8, 11, 12])):
+        engine.add_request(str(i), prompt, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    while engine.has_unfinished():
+        engine.step()
+    modes = [StepPlan.from_bytes(b).mode for b, _ in seen]
+    assert "prefill" in modes and "decode" in modes
+    for data, logits in seen:
+        plan = StepPlan.from_bytes(data)
+        got = twin.execute(plan)
+        assert got is not None
+        twin_logits, sites = got
+        assert torch.equal(twin_logits, logits), f"{plan.mode} step differs"
+        twin.store_tokens(sites, twin_logits.argmax(-1))  # greedy: the tokens the engine sampled

@@ -1,0 +1,89 @@
+"""`StepPlan`: everything a worker does in one step, as plain data the controller can send anywhere.
+
+The scheduler (the single controller) decides; the plan says what to execute: the batch (rows, prefix and
+new-token counts, prompt tokens), the request→token table writes, which tokens to sample, the host-to-device
+loads and device-to-host backups of the cache tiers. It holds only ints, strings and lists, so it packs
+with msgpack unchanged (`to_bytes`/`from_bytes`): in one process the engine hands it to its worker
+directly; under tensor parallelism the same bytes go to every rank. Completion tickets of backups stay with
+the controller and are passed beside the plan, never inside it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+import msgpack
+
+from tierlm.engine.request import Req
+from tierlm.kvcache.contracts import StepCopies
+
+MODES = ("prefill", "decode", "copies")  # "copies": no forward, only the tier copies
+
+
+@dataclass
+class StepPlan:
+    """One step. Request i (row `rows[i]`) has KV for its first `prefix_lens[i]` tokens and this pass adds
+    `extend_lens[i]`; prefill passes carry their new tokens in `input_ids` (decode reads them on the device).
+    Sampling site j is the token at flat index `sample_index[j]`, written to (`sample_rows[j]`,
+    `sample_positions[j]`) of the token table. Backups are (device pages, host pages, L3 keys or None)."""
+
+    mode: str
+    rows: list[int] = field(default_factory=list)
+    prefix_lens: list[int] = field(default_factory=list)
+    extend_lens: list[int] = field(default_factory=list)
+    input_ids: list[int] = field(default_factory=list)
+    table_rows: list[int] = field(default_factory=list)
+    table_positions: list[int] = field(default_factory=list)
+    table_slots: list[int] = field(default_factory=list)
+    sample_rows: list[int] = field(default_factory=list)
+    sample_positions: list[int] = field(default_factory=list)
+    sample_index: list[int] = field(default_factory=list)
+    load_host: list[int] = field(default_factory=list)
+    load_device: list[int] = field(default_factory=list)
+    backups: list[tuple[list[int], list[int], Optional[list[str]]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown step mode {self.mode!r}")
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.extend_lens)
+
+    @property
+    def has_forward(self) -> bool:
+        return self.mode != "copies" and bool(self.rows)
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb(asdict(self), use_bin_type=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "StepPlan":
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        names = {f.name for f in fields(cls)}
+        plan = cls(**{k: v for k, v in doc.items() if k in names})
+        plan.backups = [(list(d), list(h), None if k is None else list(k)) for d, h, k in plan.backups]
+        return plan
+
+
+def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[list[int], list[int], list[int]],
+              copies: StepCopies) -> tuple[StepPlan, list[Req]]:
+    """The plan of a scheduled batch (`reqs` may be empty: a copies-only step); also returns the requests
+    that sample in it (those whose pass reaches the end of their sequence)."""
+    plan = StepPlan(mode=mode if reqs else "copies", table_rows=writes[0], table_positions=writes[1],
+                    table_slots=writes[2], load_host=copies.load_host, load_device=copies.load_device,
+                    backups=[(c.device_pages, c.host_pages, c.keys) for c in copies.backups])
+    sampling, pos = [], 0
+    for req, n in zip(reqs, extend_lens):
+        plan.rows.append(req.row)
+        plan.prefix_lens.append(req.kv_len)
+        plan.extend_lens.append(n)
+        if mode != "decode":
+            plan.input_ids.extend(req.token_ids[req.kv_len:req.kv_len + n])
+        pos += n
+        if req.kv_len + n == req.seq_len:  # this pass reaches the end of the sequence: sample
+            sampling.append(req)
+            plan.sample_rows.append(req.row)
+            plan.sample_positions.append(req.seq_len)
+            plan.sample_index.append(pos - 1)
+    return plan, sampling

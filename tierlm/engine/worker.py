@@ -1,0 +1,76 @@
+"""`Worker`: executes step plans on one device — the model runner, the device KV pool, the request tables,
+the host pool and the copy executor of the tiers all live here.
+
+It decides nothing: every page id, table entry and copy comes in a `StepPlan` from the controller. One
+process drives its worker directly; under tensor parallelism each rank's worker executes the same plan on
+its own shard.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from tierlm.config import EngineConfig
+from tierlm.engine.model_runner import ModelRunner, SampleSites
+from tierlm.engine.plan import StepPlan
+from tierlm.kvcache.host_pool import HostKVPool
+from tierlm.kvcache.req_table import ReqToTokenTable
+from tierlm.kvcache.tier_io import Ticket, TierIO
+from tierlm.kvcache.transfer import PageTransfer
+from tierlm.models.config import ModelConfig
+
+
+class Worker:
+    """Model, KV pools and copies of one device; `execute(plan)` runs one step and returns the logits of
+    its sampling sites."""
+
+    def __init__(self, config: EngineConfig, model_dir: Path, model_cfg: ModelConfig, max_model_len: int,
+                 max_len: int) -> None:
+        self.runner = ModelRunner(config, model_dir, model_cfg, max_model_len)
+        self.device = self.runner.device
+        self.pool = self.runner.pool
+        self.layout = self.runner.layout
+        self.tables = ReqToTokenTable(config.max_running_requests, max_len, self.device)
+        self.runner.make_attention(self.tables.table, self.tables.token_ids)
+        self.host: Optional[HostKVPool] = None
+        self.io: Optional[TierIO] = None
+
+    def attach_tiers(self, host_pages: int, io_backend: str, store: Any = None, threads: bool = True) -> TierIO:
+        """Create the host pool and the copy executor (and give the L3 store its host pages)."""
+        self.host = HostKVPool(host_pages, self.layout, self.pool.page_size, pin=self.device.type == "cuda")
+        if store is not None:
+            store.attach(self.host)
+        self.io = TierIO(PageTransfer(self.pool, self.host, io_backend), store, threads)
+        return self.io
+
+    def execute(self, plan: StepPlan, tickets: Optional[Sequence[Ticket]] = None
+                ) -> Optional[tuple[torch.Tensor, SampleSites]]:
+        """Run the plan's copies, then its forward; returns (float32 logits of the sampling sites, the sites)
+        or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given)."""
+        loads = None
+        if self.io is not None:
+            for i, (dev, host, keys) in enumerate(plan.backups):
+                self.io.backup(dev, host, keys, tickets[i] if tickets is not None else Ticket())
+            overlap = plan.num_tokens if plan.mode == "prefill" else 0
+            loads = self.io.load(plan.load_host, plan.load_device, overlap)
+        elif plan.backups or plan.load_host:
+            raise RuntimeError("a plan with tier copies reached a worker without tiers")
+        if loads is not None and not (plan.has_forward and plan.mode == "prefill"):
+            loads.wait_all()  # no layer-wise consumer: the compute stream waits for all of it
+            loads = None
+        if not plan.has_forward:
+            return None
+        batch, sites = self.runner.build_batch(plan, self.tables)
+        attn = self.runner.attn
+        attn.kv_loads = loads
+        try:
+            logits = self.runner.forward(batch, sites)
+        finally:
+            attn.kv_loads = None
+        return logits, sites
+
+    def store_tokens(self, sites: SampleSites, tokens: torch.Tensor) -> None:
+        """Write sampled tokens into the device token table (the next decode step reads its inputs there)."""
+        self.tables.token_ids[sites.rows, sites.positions] = tokens.to(torch.int32)
