@@ -6,22 +6,14 @@ import time
 import pytest
 import torch
 
-from tierlm.kvcache.host_pool import HostKVPool, host_pool_pages
+from tierlm.kvcache.host_pool import host_pool_pages
 from tierlm.kvcache.keys import PageHasher, model_fingerprint, weights_identity
-from tierlm.kvcache.pool import KVPool
 from tierlm.kvcache.stores import decode_page, encode_page, open_store
 from tierlm.kvcache.stores.base import CorruptPage
 from tierlm.kvcache.stores.file import FileKVStore
+from tierlm.kvcache.stores.memory import MemoryKVStore
 
 KEYS = [f"{i:064x}" for i in range(1, 7)]
-
-
-@pytest.fixture
-def host():
-    pool = KVPool(4, 2, 2, 1, 4, torch.float32, torch.device("cpu"))
-    h = HostKVPool(8, pool)
-    h.buffer.normal_()
-    return h
 
 
 def roundtrip(store, host, n=3):
@@ -66,6 +58,24 @@ def test_file_store_lru_budget(tmp_path, host):
     assert [store.batch_exists([k]) for k in KEYS[:4]] == [1, 0, 1, 1]
     assert store.stats()["bytes"] <= 3 * per and store.stats()["evicted_pages"] == 1
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+@pytest.mark.parametrize("backend", ["memory", "file", "redis"])
+def test_damaged_page_is_a_miss_then_replaced(backend, request, tmp_path, host):
+    store = {"memory": lambda: MemoryKVStore(), "file": lambda: FileKVStore(tmp_path, 10**6),
+             "redis": lambda: open_store(request.getfixturevalue("redis_server").url, 1, 1.0)}[backend]()
+    store.attach(host)
+    assert store.batch_set(KEYS[:2], [0, 1]) == [True, True]
+    damaged = bytearray(encode_page(KEYS[0], host.page_bytes(0)))
+    damaged[-1] ^= 0xFF  # payload no longer matches its checksum
+    store._delete_many(KEYS[:1])
+    store._write_many(KEYS[:1], [bytes(damaged)])
+    assert store.batch_get(KEYS[:2], [4, 5]) == [False, True]
+    assert store.stats()["corrupt"] == 1 and store.batch_exists(KEYS[:1]) == 0  # removed, not kept forever
+    assert store.batch_set(KEYS[:1], [0]) == [True]
+    host.buffer[4].zero_()
+    assert store.batch_get(KEYS[:1], [4]) == [True] and torch.equal(host.buffer[4], host.buffer[0])
+    store.close()
 
 
 def test_loader_and_bad_urls(tmp_path, host):

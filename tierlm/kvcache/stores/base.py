@@ -65,7 +65,8 @@ class KVStore(ABC):
 
     @abstractmethod
     def batch_get(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
-        """Load each key into its host page; False = miss, corrupt or error (that page is undefined)."""
+        """Load each key into its host page; False = miss, corrupt or error (that page is undefined).
+        A page that fails verification is also removed, so that the next `batch_set` stores it afresh."""
 
     @abstractmethod
     def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
@@ -148,7 +149,7 @@ class BlobKVStore(KVStore):
         except Exception as e:  # noqa: BLE001
             self._error("get", e)
             return [False] * len(keys)
-        ok, nbytes = [], 0
+        ok, nbytes, corrupt = [], 0, []
         for key, page, blob in zip(keys, host_pages, blobs):
             if blob is None:
                 self._count(misses=1)
@@ -158,14 +159,25 @@ class BlobKVStore(KVStore):
                 payload = decode_page(key, blob, self.host.bytes_per_page)
             except CorruptPage as e:
                 self._count(corrupt=1)
-                logger.warning("KV store %s: page %s is corrupt (%s); treating it as a miss", self.name, key[:16], e)
+                logger.warning("KV store %s: page %s is corrupt (%s); treating it as a miss and removing it",
+                               self.name, key[:16], e)
+                corrupt.append(key)
                 ok.append(False)
                 continue
             self.host.write_page(page, payload)
             nbytes += len(blob)
             ok.append(True)
         self._count(hits=sum(ok), bytes_read=nbytes, read_seconds=time.perf_counter() - t0)
+        if corrupt:
+            self._remove_corrupt(corrupt)
         return ok
+
+    def _remove_corrupt(self, keys: Sequence[str]) -> None:
+        # `batch_set` skips present keys, so a damaged page left in place would never be replaced.
+        try:
+            self._delete_many(keys)
+        except Exception as e:  # noqa: BLE001 - the page stays a miss; nothing else depends on it
+            logger.debug("KV store %s: could not remove corrupt pages (%s: %s)", self.name, type(e).__name__, e)
 
     def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
         self._count(set_calls=1)
