@@ -78,12 +78,24 @@ def test_damaged_page_is_a_miss_then_replaced(backend, request, tmp_path, host):
     store.close()
 
 
-def test_loader_and_bad_urls(tmp_path, host):
+def test_loader_and_url_forms(tmp_path, host):
     roundtrip(open_store("tierlm.kvcache.stores.memory:MemoryKVStore", 1, 1.0), host)
-    roundtrip(open_store(f"file://{tmp_path}", 10**6, 1.0), host)
-    for url in ("nope://x", "no.such.module:Store", "tierlm.kvcache.keys:PageHasher"):
-        with pytest.raises(ValueError, match="--kv-store"):
-            open_store(url, 1, 1.0)
+    roundtrip(open_store(f"file://{tmp_path / 'a'}", 10**6, 1.0), host)
+    assert open_store(f"file://localhost{tmp_path / 'b'}", 10**6, 1.0).dir == tmp_path / "b"
+    assert open_store(str(tmp_path / "c"), 10**6, 1.0).dir == tmp_path / "c"
+    assert open_store("file", 10**6, 1.0, default_dir=str(tmp_path / "d")).dir == tmp_path / "d"
+
+
+@pytest.mark.parametrize("url", [
+    "redis://localhost:notaport/0", "redis://localhost:99999/0", "redis://:6379/0", "redis://localhost:6379/db",
+    "redis://localhost:6379/0?socket_timeout=abc", "unix://", "file://", "file:///", "file://relative/dir",
+    "file:relative", "nope://x", "s3://bucket/kv", ":Store", "tierlm.kvcache.stores.memory:",
+    "no.such.module:Store", "tierlm.kvcache.keys:PageHasher", "tierlm.kvcache.stores.file:FileKVStore?bogus=1"])
+def test_malformed_store_url_is_one_error_naming_the_flag(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a relative path would wrongly create a store
+    with pytest.raises(ValueError, match="^--kv-store "):
+        open_store(url, 1, 1.0)
+    assert not any(tmp_path.iterdir())
 
 
 def test_redis_roundtrip_then_outage_fails_fast(redis_server, host):
