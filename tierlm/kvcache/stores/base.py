@@ -29,6 +29,11 @@ def encode_page(key: str, payload: bytes | memoryview) -> bytes:
                      zlib.crc32(payload).to_bytes(4, "little"), bytes(payload)))
 
 
+def encoded_size(payload_len: int) -> int:
+    """Bytes of an encoded page whose payload has `payload_len` bytes (what a backend may cap reads at)."""
+    return _HEADER + payload_len
+
+
 def decode_page(key: str, blob: bytes, expected_len: int) -> memoryview:
     """The verified payload of `blob`; raises CorruptPage on any mismatch."""
     view = memoryview(blob)
@@ -90,9 +95,13 @@ class KVStore(ABC):
 
 class BlobKVStore(KVStore):
     """Implements the page-level contract over four byte-level methods; counts hits, misses, corruption,
-    errors, bytes and seconds. Subclasses raise freely from the `_` methods: any exception is an error."""
+    errors, bytes and seconds. Subclasses raise freely from the `_` methods: any exception is an error.
+
+    A subclass that finds it cannot write (a read-only store) sets `read_only`: `batch_set` then stores
+    nothing and reports only the keys already present."""
 
     name = "blob"
+    read_only = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -168,7 +177,7 @@ class BlobKVStore(KVStore):
             nbytes += len(blob)
             ok.append(True)
         self._count(hits=sum(ok), bytes_read=nbytes, read_seconds=time.perf_counter() - t0)
-        if corrupt:
+        if corrupt and not self.read_only:
             self._remove_corrupt(corrupt)
         return ok
 
@@ -179,6 +188,10 @@ class BlobKVStore(KVStore):
         except Exception as e:  # noqa: BLE001 - the page stays a miss; nothing else depends on it
             logger.debug("KV store %s: could not remove corrupt pages (%s: %s)", self.name, type(e).__name__, e)
 
+    def _expected_blob_bytes(self) -> Optional[int]:
+        """The size of a valid stored page for the attached host pool (None before `attach`)."""
+        return None if self.host is None else encoded_size(self.host.bytes_per_page)
+
     def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
         self._count(set_calls=1)
         if not keys:
@@ -186,7 +199,7 @@ class BlobKVStore(KVStore):
         t0 = time.perf_counter()
         try:
             present = self._exists_many(keys)
-            todo = [i for i, p in enumerate(present) if not p]
+            todo = [] if self.read_only else [i for i, p in enumerate(present) if not p]
             blobs = [encode_page(keys[i], self.host.page_bytes(host_pages[i])) for i in todo]
             written = self._write_many([keys[i] for i in todo], blobs) if todo else []
         except Exception as e:  # noqa: BLE001
