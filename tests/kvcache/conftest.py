@@ -1,4 +1,5 @@
-"""A real redis-server per test on a free 127.0.0.1 port (skipped only when the binary is absent)."""
+"""Fixtures of the KV tests: a real redis-server per test on a free 127.0.0.1 port (skipped only when the
+binary is absent), and a small CPU host pool with random pages for the stores to move."""
 from __future__ import annotations
 
 import shutil
@@ -7,6 +8,10 @@ import subprocess
 import time
 
 import pytest
+import torch
+
+from tierlm.kvcache.host_pool import HostKVPool
+from tierlm.kvcache.layout import KVLayout
 
 
 def _free_port() -> int:
@@ -47,3 +52,10 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path)
     yield server
     server.kill()
+
+
+@pytest.fixture
+def host():
+    h = HostKVPool(8, KVLayout.gqa(2, 1, 4, torch.float32), page_size=2)
+    h.buffer.copy_(torch.randint(0, 256, h.buffer.shape, dtype=torch.uint8))
+    return h

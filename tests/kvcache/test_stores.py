@@ -6,21 +6,15 @@ import time
 import pytest
 import torch
 
-from tierlm.kvcache.host_pool import HostKVPool, host_pool_pages
+from tierlm.kvcache.host_pool import host_pool_pages
 from tierlm.kvcache.keys import PageHasher, model_fingerprint, weights_identity
 from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.stores import decode_page, encode_page, open_store
 from tierlm.kvcache.stores.base import CorruptPage
 from tierlm.kvcache.stores.file import FileKVStore
+from tierlm.kvcache.stores.memory import MemoryKVStore
 
 KEYS = [f"{i:064x}" for i in range(1, 7)]
-
-
-@pytest.fixture
-def host():
-    h = HostKVPool(8, KVLayout.gqa(2, 1, 4, torch.float32), page_size=2)
-    h.buffer.copy_(torch.randint(0, 256, h.buffer.shape, dtype=torch.uint8))
-    return h
 
 
 def roundtrip(store, host, n=3):
@@ -67,12 +61,42 @@ def test_file_store_lru_budget(tmp_path, host):
     assert not list(tmp_path.rglob(".tmp-*"))
 
 
-def test_loader_and_bad_urls(tmp_path, host):
+@pytest.mark.parametrize("backend", ["memory", "file", "redis"])
+def test_damaged_page_is_a_miss_then_replaced(backend, request, tmp_path, host):
+    store = {"memory": lambda: MemoryKVStore(), "file": lambda: FileKVStore(tmp_path, 10**6),
+             "redis": lambda: open_store(request.getfixturevalue("redis_server").url, 1, 1.0)}[backend]()
+    store.attach(host)
+    assert store.batch_set(KEYS[:2], [0, 1]) == [True, True]
+    damaged = bytearray(encode_page(KEYS[0], host.page_bytes(0)))
+    damaged[-1] ^= 0xFF  # payload no longer matches its checksum
+    store._delete_many(KEYS[:1])
+    store._write_many(KEYS[:1], [bytes(damaged)])
+    assert store.batch_get(KEYS[:2], [4, 5]) == [False, True]
+    assert store.stats()["corrupt"] == 1 and store.batch_exists(KEYS[:1]) == 0  # removed, not kept forever
+    assert store.batch_set(KEYS[:1], [0]) == [True]
+    host.buffer[4].zero_()
+    assert store.batch_get(KEYS[:1], [4]) == [True] and torch.equal(host.buffer[4], host.buffer[0])
+    store.close()
+
+
+def test_loader_and_url_forms(tmp_path, host):
     roundtrip(open_store("tierlm.kvcache.stores.memory:MemoryKVStore", 1, 1.0), host)
-    roundtrip(open_store(f"file://{tmp_path}", 10**6, 1.0), host)
-    for url in ("nope://x", "no.such.module:Store", "tierlm.kvcache.keys:PageHasher"):
-        with pytest.raises(ValueError, match="--kv-store"):
-            open_store(url, 1, 1.0)
+    roundtrip(open_store(f"file://{tmp_path / 'a'}", 10**6, 1.0), host)
+    assert open_store(f"file://localhost{tmp_path / 'b'}", 10**6, 1.0).dir == tmp_path / "b"
+    assert open_store(str(tmp_path / "c"), 10**6, 1.0).dir == tmp_path / "c"
+    assert open_store("file", 10**6, 1.0, default_dir=str(tmp_path / "d")).dir == tmp_path / "d"
+
+
+@pytest.mark.parametrize("url", [
+    "redis://localhost:notaport/0", "redis://localhost:99999/0", "redis://:6379/0", "redis://localhost:6379/db",
+    "redis://localhost:6379/0?socket_timeout=abc", "unix://", "file://", "file:///", "file://relative/dir",
+    "file:relative", "nope://x", "s3://bucket/kv", ":Store", "tierlm.kvcache.stores.memory:",
+    "no.such.module:Store", "tierlm.kvcache.keys:PageHasher", "tierlm.kvcache.stores.file:FileKVStore?bogus=1"])
+def test_malformed_store_url_is_one_error_naming_the_flag(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a relative path would wrongly create a store
+    with pytest.raises(ValueError, match="^--kv-store "):
+        open_store(url, 1, 1.0)
+    assert not any(tmp_path.iterdir())
 
 
 def test_redis_roundtrip_then_outage_fails_fast(redis_server, host):

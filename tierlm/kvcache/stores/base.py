@@ -29,6 +29,11 @@ def encode_page(key: str, payload: bytes | memoryview) -> bytes:
                      zlib.crc32(payload).to_bytes(4, "little"), bytes(payload)))
 
 
+def encoded_size(payload_len: int) -> int:
+    """Bytes of an encoded page whose payload has `payload_len` bytes (what a backend may cap reads at)."""
+    return _HEADER + payload_len
+
+
 def decode_page(key: str, blob: bytes, expected_len: int) -> memoryview:
     """The verified payload of `blob`; raises CorruptPage on any mismatch."""
     view = memoryview(blob)
@@ -65,7 +70,8 @@ class KVStore(ABC):
 
     @abstractmethod
     def batch_get(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
-        """Load each key into its host page; False = miss, corrupt or error (that page is undefined)."""
+        """Load each key into its host page; False = miss, corrupt or error (that page is undefined).
+        A page that fails verification is also removed, so that the next `batch_set` stores it afresh."""
 
     @abstractmethod
     def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
@@ -89,9 +95,13 @@ class KVStore(ABC):
 
 class BlobKVStore(KVStore):
     """Implements the page-level contract over four byte-level methods; counts hits, misses, corruption,
-    errors, bytes and seconds. Subclasses raise freely from the `_` methods: any exception is an error."""
+    errors, bytes and seconds. Subclasses raise freely from the `_` methods: any exception is an error.
+
+    A subclass that finds it cannot write (a read-only store) sets `read_only`: `batch_set` then stores
+    nothing and reports only the keys already present."""
 
     name = "blob"
+    read_only = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -148,7 +158,7 @@ class BlobKVStore(KVStore):
         except Exception as e:  # noqa: BLE001
             self._error("get", e)
             return [False] * len(keys)
-        ok, nbytes = [], 0
+        ok, nbytes, corrupt = [], 0, []
         for key, page, blob in zip(keys, host_pages, blobs):
             if blob is None:
                 self._count(misses=1)
@@ -158,14 +168,29 @@ class BlobKVStore(KVStore):
                 payload = decode_page(key, blob, self.host.bytes_per_page)
             except CorruptPage as e:
                 self._count(corrupt=1)
-                logger.warning("KV store %s: page %s is corrupt (%s); treating it as a miss", self.name, key[:16], e)
+                logger.warning("KV store %s: page %s is corrupt (%s); treating it as a miss and removing it",
+                               self.name, key[:16], e)
+                corrupt.append(key)
                 ok.append(False)
                 continue
             self.host.write_page(page, payload)
             nbytes += len(blob)
             ok.append(True)
         self._count(hits=sum(ok), bytes_read=nbytes, read_seconds=time.perf_counter() - t0)
+        if corrupt and not self.read_only:
+            self._remove_corrupt(corrupt)
         return ok
+
+    def _remove_corrupt(self, keys: Sequence[str]) -> None:
+        # `batch_set` skips present keys, so a damaged page left in place would never be replaced.
+        try:
+            self._delete_many(keys)
+        except Exception as e:  # noqa: BLE001 - the page stays a miss; nothing else depends on it
+            logger.debug("KV store %s: could not remove corrupt pages (%s: %s)", self.name, type(e).__name__, e)
+
+    def _expected_blob_bytes(self) -> Optional[int]:
+        """The size of a valid stored page for the attached host pool (None before `attach`)."""
+        return None if self.host is None else encoded_size(self.host.bytes_per_page)
 
     def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
         self._count(set_calls=1)
@@ -174,7 +199,7 @@ class BlobKVStore(KVStore):
         t0 = time.perf_counter()
         try:
             present = self._exists_many(keys)
-            todo = [i for i, p in enumerate(present) if not p]
+            todo = [] if self.read_only else [i for i, p in enumerate(present) if not p]
             blobs = [encode_page(keys[i], self.host.page_bytes(host_pages[i])) for i in todo]
             written = self._write_many([keys[i] for i in todo], blobs) if todo else []
         except Exception as e:  # noqa: BLE001

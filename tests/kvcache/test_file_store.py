@@ -1,0 +1,151 @@
+"""The file L3 store against a hostile directory: read-only, shared with other engines, stray or oversized
+files. Read-only is simulated by making the os calls that change the file system fail (chmod cannot, since
+the tests may run as root)."""
+from __future__ import annotations
+
+import errno
+import os
+import tracemalloc
+
+import pytest
+import torch
+
+from tierlm.kvcache.stores import open_store
+from tierlm.kvcache.stores.file import FileKVStore
+
+KEYS = [f"{i:064x}" for i in range(1, 7)]
+
+
+def filled_store(directory, host, n: int = 2) -> FileKVStore:
+    store = FileKVStore(directory, max_bytes=10**6)
+    store.attach(host)
+    assert store.batch_set(KEYS[:n], list(range(n))) == [True] * n
+    return store
+
+
+def make_read_only(monkeypatch) -> None:
+    """From now on every change to the file system fails as on a read-only mount (reads still work)."""
+    def refuse(*_, **__):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    real_open = os.open
+
+    def open_for_reading(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse()
+        return real_open(path, flags, *args, **kwargs)
+
+    for name in ("utime", "unlink", "replace", "rename", "mkdir"):
+        monkeypatch.setattr(os, name, refuse)
+    monkeypatch.setattr(os, "open", open_for_reading)
+
+
+def _not_permitted(*_, **__):
+    raise PermissionError(errno.EPERM, "Operation not permitted")
+
+
+def test_reading_needs_no_write_access(tmp_path, host, monkeypatch):
+    store = filled_store(tmp_path, host)
+    ref = host.buffer[:2].clone()
+    monkeypatch.setattr(os, "utime", _not_permitted)  # pages of another user
+    host.buffer[4:6].zero_()
+    assert store.batch_get(KEYS[:2], [4, 5]) == [True, True]  # the last-used stamp is best effort
+    assert torch.equal(host.buffer[4:6], ref) and store.stats()["errors"] == 0
+
+
+def test_read_only_store_serves_hits_and_writes_nothing(tmp_path, host, monkeypatch):
+    filled_store(tmp_path, host)
+    stale = tmp_path / KEYS[0][:2] / ".tmp-left-by-a-crash"
+    stale.write_bytes(b"x")
+    os.utime(stale, (0, 0))
+    ref = host.buffer[:2].clone()
+    make_read_only(monkeypatch)
+    store = FileKVStore(tmp_path, max_bytes=1)  # over budget and a stale temp file: nothing may be removed
+    store.attach(host)
+    assert store.stats()["read_only"] and store.stats()["pages"] == 2
+    host.buffer[4:6].zero_()
+    assert store.batch_get(KEYS[:2], [4, 5]) == [True, True]
+    assert torch.equal(host.buffer[4:6], ref)
+    assert store.batch_set(KEYS[:3], [0, 1, 2]) == [True, True, False]  # present pages count as stored
+    assert store.stats()["errors"] == 0
+    monkeypatch.undo()
+    assert stale.exists() and len(list(tmp_path.rglob("*.kvp"))) == 2
+
+
+def test_scan_skips_stray_entries_and_leaves_them_alone(tmp_path, host):
+    filled_store(tmp_path, host)
+    sub = tmp_path / KEYS[0][:2]
+    os.symlink(tmp_path / "gone", sub / f"{KEYS[2]}.kvp")  # a dangling link named like a page
+    (sub / f"{KEYS[3]}.kvp").mkdir()  # a directory named like a page
+    (sub / "notes.txt").write_text("x")
+    (tmp_path / "README").write_text("x")
+    os.symlink(tmp_path / "nowhere", tmp_path / "ab")  # a dangling link in place of a subdirectory
+    (tmp_path / "zz").mkdir()
+    (tmp_path / "zz" / f"{KEYS[4]}.kvp").write_bytes(b"x")  # a page file where no page of its key lives
+    store = FileKVStore(tmp_path, max_bytes=10**6)
+    store.attach(host)
+    pages = [p for p in sub.glob("*.kvp") if p.is_file() and not p.is_symlink()]
+    assert store.stats()["pages"] == 2 and store.stats()["bytes"] == sum(p.stat().st_size for p in pages)
+    assert store.batch_get(KEYS[:5], [4, 5, 6, 7, 3]) == [True, True, False, False, False]
+    store.clear()
+    assert (sub / "notes.txt").exists() and (tmp_path / "README").exists()
+    assert (tmp_path / "zz" / f"{KEYS[4]}.kvp").exists()
+
+
+class _Listing(list):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+def test_scan_survives_pages_removed_by_another_engine(tmp_path, host, monkeypatch):
+    filled_store(tmp_path, host, n=3)
+    real_scandir = os.scandir
+
+    def racing_scandir(path):
+        # lists a subdirectory, then another engine evicts what was listed before it is looked at
+        with real_scandir(path) as it:
+            entries = _Listing(it)
+        if os.path.abspath(path) != str(tmp_path):
+            for e in entries:
+                os.unlink(e.path)
+        return entries
+
+    monkeypatch.setattr(os, "scandir", racing_scandir)
+    store = FileKVStore(tmp_path, max_bytes=10**6)
+    store.attach(host)
+    assert store.stats()["pages"] == 0 and store.batch_get(KEYS[:1], [4]) == [False]
+
+
+def test_young_temp_files_may_be_another_engines_write(tmp_path, host):
+    filled_store(tmp_path, host)
+    young, old = tmp_path / KEYS[0][:2] / ".tmp-young", tmp_path / KEYS[0][:2] / ".tmp-old"
+    young.write_bytes(b"x")
+    old.write_bytes(b"x")
+    os.utime(old, (0, 0))
+    FileKVStore(tmp_path, max_bytes=10**6)
+    assert young.exists() and not old.exists()
+
+
+def test_store_path_that_is_a_file_names_the_flag(tmp_path):
+    f = tmp_path / "kv"
+    f.write_text("x")
+    with pytest.raises(ValueError, match=r"^--kv-store .*not a directory"):
+        open_store(f"file://{f}", 10**6, 1.0)
+
+
+def test_oversized_page_is_not_read_whole(tmp_path, host):
+    store = filled_store(tmp_path, host, n=1)
+    path = store._path(KEYS[0])
+    path.write_bytes(path.read_bytes() + bytes(4 << 20))  # 4 MiB beyond a page of a few hundred bytes
+    tracemalloc.start()
+    try:
+        ok = store.batch_get(KEYS[:1], [4])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ok == [False] and peak < 1 << 20
+    assert store.stats()["corrupt"] == 1 and not path.exists()
+    assert store.batch_set(KEYS[:1], [0]) == [True] and store.batch_get(KEYS[:1], [4]) == [True]
