@@ -141,3 +141,15 @@ def test_export_import_errors_are_one_line(root_dir, tmp_path, capsys, monkeypat
     assert "already present" in capsys.readouterr().out
     assert resolve_root().subsystem_dir("aot") == tmp_path / "other" / "aot"
     assert (tmp_path / "other" / "aot" / bundle.key / "inductor" / "g").read_text() == "graph"
+
+
+def test_verify_and_ls_report_a_damaged_entry(root_dir, capsys):
+    path = _entry()
+    (path / "manifest.json").write_text("{not json")
+    assert main(["cache", "ls", "jit"]) == 0
+    assert "damaged: manifest.json is not valid JSON" in capsys.readouterr().out
+    assert main(["cache", "verify", "--no-fix"]) == 1
+    out = capsys.readouterr().out
+    assert f"CORRUPT jit {path}: manifest.json is not valid JSON" in out and "0 ok, 1 corrupt" in out
+    assert main(["cache", "verify"]) == 1 and not path.exists()
+    assert "quarantined to" in capsys.readouterr().out

@@ -135,3 +135,20 @@ def test_clangd_file(tmp_path):
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert (tmp_path / ".clangd").read_text() == text and "wrote" in out.stdout
     assert write_clangd(tmp_path / "x.yaml").name == "x.yaml"
+
+
+@requires_cxx
+@pytest.mark.parametrize("damage", ["empty manifest", "entry is a file"])
+def test_damaged_entry_is_quarantined_and_rebuilt(damage):
+    """A JIT entry with a broken manifest (or a file in its place) is rebuilt, not an error forever."""
+    kw = dict(cpp_files=["add_constant_cpu.h"], cpp_wrappers=[("add_constant", "tierlm_kernels::add_constant_cpu<-43>")])
+    first = build_jit("add_constant_cpu", "-43", **kw)
+    first.release()
+    if damage == "empty manifest":
+        (first.path / "manifest.json").write_text("")
+    else:
+        shutil.rmtree(first.path)
+        first.path.write_text("")
+    again = build_jit("add_constant_cpu", "-43", **kw)
+    assert not again.hit and again.path == first.path and (again.path / "add_constant_cpu.so").is_file()
+    assert build_jit("add_constant_cpu", "-43", **kw).hit

@@ -80,10 +80,7 @@ class AotBundle:
         if require_hit_enabled():
             raise CacheMissError("aot", "bundle", key, key_factors,
                                  f"; no sealed bundle in {', '.join(map(str, root.read_dirs('aot')))}")
-        write_dir.mkdir(parents=True, exist_ok=True)
-        if not (write_dir / BUNDLE_MARKER).exists():
-            atomic_write_bytes(write_dir / BUNDLE_MARKER, json.dumps({"key": key, "factors": dict(key_factors)},
-                                                                     sort_keys=True).encode())
+        _create_unsealed(write_dir, json.dumps({"key": key, "factors": dict(key_factors)}, sort_keys=True).encode())
         return cls(write_dir, key, key_factors, device)
 
     @property
@@ -137,6 +134,25 @@ class AotBundle:
         if self._lease is not None:
             self._lease.release()
             self._lease = None
+
+
+def _create_unsealed(target: Path, marker: bytes) -> None:
+    """Create an empty bundle directory with its marker in one rename: a key directory with neither
+    marker nor manifest is damage to `verify`, so one must never be visible, even briefly."""
+    if target.is_dir():
+        if not (target / BUNDLE_MARKER).exists():
+            atomic_write_bytes(target / BUNDLE_MARKER, marker)
+        return
+    staging = target.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    atomic_write_bytes(staging / BUNDLE_MARKER, marker)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        remove_tree(staging)
+        if not target.is_dir():  # not a concurrent opener's directory: something is in the way
+            raise
+    fsync_dir(target.parent)
 
 
 def _copy_in(source: Path, target: Path) -> None:

@@ -1,7 +1,7 @@
 """Keeping the root under a byte budget: evict whole units, least recently used first.
 
 Units, in one LRU order: TierLM entries and AOT bundles (recency = their last-used stamp), Triton
-kernel directories and autotune files (recency = mtime), quarantined entries (always first). A unit
+kernel directories and autotune files (recency = mtime), quarantined and damaged entries (always first). A unit
 with an in-use lease held by a live process is never removed. Dead staging directories (builder gone)
 and trash are always removed. Inductor/CUDA/FlashInfer/DeepGEMM trees are counted but not split (their
 internal references are the library's business): if they alone exceed the budget, the report says so.
@@ -57,7 +57,7 @@ def _units(root: CacheRoot) -> Iterator[Unit]:
     base_of = {s: root.subsystem_dir(s) for s in SUBSYSTEMS if root.writable(s)}
     for info in iter_entries(root):
         if info.subsystem in base_of and base_of[info.subsystem] in info.path.parents:
-            yield Unit(info.path, info.subsystem, tree_size(info.path), info.last_used, True)
+            yield Unit(info.path, info.subsystem, tree_size(info.path), info.last_used, _is_dir(info.path))
     for sub in ENTRY_SUBSYSTEMS:
         qdir = base_of[sub] / QUARANTINE_DIR if sub in base_of else None
         if qdir is not None and qdir.is_dir():
@@ -77,6 +77,11 @@ def _units(root: CacheRoot) -> Iterator[Unit]:
                 if fname.endswith(".json") and not fname.startswith("."):
                     p = Path(dirpath) / fname
                     yield Unit(p, "autotune", tree_size(p), p.stat().st_mtime, False)
+
+
+def _is_dir(path: Path) -> bool:
+    """A real directory (only those carry an in-use lock; a damaged entry may be a file or link)."""
+    return path.is_dir() and not path.is_symlink()
 
 
 def _newest_mtime(path: Path) -> float:
@@ -126,7 +131,7 @@ def remove_unit(unit_path: Path, subsystem_base: Path, leased: bool = True) -> b
             return False
         return True
 
-    if leased:
+    if leased and _is_dir(unit_path):
         with EvictionLock(unit_path) as lock:
             moved = lock.acquired and move_to_trash()
     else:

@@ -126,7 +126,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     rows = []
     for info in iter_entries(root, args.subsystem):
         state = "unsealed" if info.manifest.get("format") == UNSEALED_FORMAT else "ok"
-        if in_use(info.path):
+        if info.damaged:
+            state = f"damaged: {info.problem} (`tierlm cache verify` quarantines it)"
+        elif in_use(info.path):
             state += ", in use"
         rows.append((info.subsystem, info.name or "-", info.key[:12], format_bytes(tree_size(info.path)),
                      _age(info.last_used), state))
@@ -198,7 +200,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for r in bad:
         first = r.problems[0]
         where = f"; quarantined to {r.quarantined_to}" if r.quarantined_to else ""
-        print(f"CORRUPT {r.subsystem} {r.path}: {first.path}: {first.problem}"
+        what = first.problem if first.path == r.path.name else f"{first.path}: {first.problem}"
+        print(f"CORRUPT {r.subsystem} {r.path}: {what}"
               f"{f' (+{len(r.problems) - 1} more)' if len(r.problems) > 1 else ''}{where}")
     print(f"verified {len(results)} entr{'y' if len(results) == 1 else 'ies'}: {len(results) - len(bad)} ok, "
           f"{len(bad)} corrupt" + (" (will be rebuilt on next use)" if bad and not args.no_fix else ""))
