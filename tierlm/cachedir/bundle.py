@@ -9,9 +9,10 @@ Layout of a bundle (a root layout in miniature, so the usual helpers work inside
 Life cycle: ``AotBundle.open(factors)`` finds or creates it; ``activate()`` points Inductor and Triton
 into it (before the first compile); compile as usual; ``seal()`` writes the manifest. Copying the
 directory, or ``export_bundles`` / ``import_bundles`` (``tierlm cache export|import``), moves it to
-another root, where a fresh process gets cache hits for everything (no recompilation). Import checks
-every file's sha256 and the environment (torch, triton, python, machine, device arch) and refuses a
-mismatch unless forced.
+another root, where a fresh process gets cache hits for everything (no recompilation). Import refuses
+any archive member its bundle's manifest does not list, and any link (`tierlm.cachedir.archive`),
+checks every file's sha256 and the environment (torch, triton, python, machine, device arch) and
+refuses a mismatch unless forced.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Sequence
 
+from tierlm.cachedir.archive import ArchiveRefused, extract_checked
 from tierlm.cachedir.entry import CacheMissError, require_hit_enabled
 from tierlm.cachedir.fingerprint import compatibility_problems, environment_fingerprint
 from tierlm.cachedir.fsutil import STAGING_PREFIX, TRASH_PREFIX, atomic_write_bytes, fsync_dir, fsync_tree, remove_tree
@@ -218,7 +220,9 @@ def import_bundles(root: CacheRoot, archive: Path, force: bool = False,
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
-                _safe_extract(tar, staging)
+                extract_checked(tar, staging)
+        except ArchiveRefused as e:
+            raise BundleError(f"{archive}: {e}") from None
         except (OSError, tarfile.TarError) as e:
             raise BundleError(f"cannot read {archive}: {e}") from None
         found = sorted((staging / "aot").iterdir()) if (staging / "aot").is_dir() else []
@@ -233,18 +237,6 @@ def import_bundles(root: CacheRoot, archive: Path, force: bool = False,
         return installed
     finally:
         remove_tree(staging)
-
-
-def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
-    """Extract regular files and directories only, never outside `dest`."""
-    if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-        tar.extractall(dest, filter="data")
-        return
-    for member in tar.getmembers():
-        parts = Path(member.name).parts
-        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
-            raise BundleError(f"refusing archive member {member.name!r}")
-    tar.extractall(dest)  # members validated above
 
 
 def _check_import(bundle: Path, current: Mapping[str, Any], force: bool) -> None:
