@@ -153,3 +153,15 @@ def test_verify_and_ls_report_a_damaged_entry(root_dir, capsys):
     assert f"CORRUPT jit {path}: manifest.json is not valid JSON" in out and "0 ok, 1 corrupt" in out
     assert main(["cache", "verify"]) == 1 and not path.exists()
     assert "quarantined to" in capsys.readouterr().out
+
+
+def test_root_that_is_a_file_is_refused_and_nothing_is_cleared(root_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    overlay = tmp_path / "home" / ".cache" / "tierlm-overlay" / "jit"
+    overlay.mkdir(parents=True)
+    (overlay / "keep").write_text("x")
+    root_dir.write_text("a file, not a directory")
+    assert main(["cache", "clear", "--yes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tierlm cache: error: TIERLM_CACHE_DIR={root_dir} is not a directory; point TIERLM_CACHE_DIR at a directory"
+    assert (overlay / "keep").exists() and root_dir.read_text() == "a file, not a directory"

@@ -77,6 +77,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def _root() -> CacheRoot:
     try:
         return resolve_root()
+    except NotADirectoryError as e:
+        raise CLIError(str(e)) from None
     except (OSError, KeyError) as e:
         raise CLIError(f"cannot resolve the cache root ({e}); set TIERLM_CACHE_DIR") from None
 
