@@ -259,11 +259,11 @@ def _build(subsystem: str, name: str, key: str, factors: Mapping[str, Any],
 
 
 def _maybe_collect(root: CacheRoot) -> None:
-    budget = os.environ.get("TIERLM_CACHE_MAX_GB", "")
-    if not budget:
-        return
+    from tierlm.cachedir.budget import budget_from_env
     from tierlm.cachedir.gc import collect_garbage
     try:
-        collect_garbage(root, int(float(budget) * (1 << 30)))
+        budget = budget_from_env()
+        if budget is not None:
+            collect_garbage(root, budget)
     except (ValueError, OSError) as e:
         logger.warning("tierlm cache: automatic GC failed: %s", e)

@@ -4,7 +4,8 @@ Units, in one LRU order: TierLM entries and AOT bundles (recency = their last-us
 kernel directories and autotune files (recency = mtime), quarantined and damaged entries (always first). A unit
 with an in-use lease held by a live process is never removed. Dead staging directories (builder gone)
 and trash are always removed. Inductor/CUDA/FlashInfer/DeepGEMM trees are counted but not split (their
-internal references are the library's business): if they alone exceed the budget, the report says so.
+internal references are the library's business), nor is TierLM's L3 KV store (``kv/``, which the engine
+keeps within its own budget): if they alone exceed the budget, the report says which and how much.
 Removal is rename-to-trash then delete, so no reader ever sees a half-deleted entry.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from tierlm.cachedir.fsutil import STAGING_PREFIX, TRASH_PREFIX, remove_tree, tree_size
 from tierlm.cachedir.inventory import ENTRY_SUBSYSTEMS, QUARANTINE_DIR, iter_entries, walk_entries
@@ -45,6 +46,7 @@ class GcReport:
     removed: List[Tuple[Path, int]] = field(default_factory=list)
     kept_in_use: List[Path] = field(default_factory=list)
     unmanaged: int = 0
+    unmanaged_by: Dict[str, int] = field(default_factory=dict)  # subsystem -> bytes gc does not split
 
     @property
     def over_budget(self) -> bool:
@@ -151,10 +153,13 @@ def collect_garbage(root: CacheRoot, max_bytes: int, dry_run: bool = False) -> G
     if not dry_run:
         _sweep_dead(root)
     report = GcReport(budget=max_bytes)
-    report.before = disk_usage(root)
+    sizes = {s: tree_size(root.subsystem_dir(s)) for s in SUBSYSTEMS}
+    report.before = sum(sizes.values())
     units = sorted(_units(root), key=lambda u: u.last_used)
-    managed = sum(u.size for u in units)
-    report.unmanaged = max(0, report.before - managed)
+    for unit in units:
+        sizes[unit.subsystem] -= unit.size
+    report.unmanaged_by = {s: n for s, n in sizes.items() if n > 0}
+    report.unmanaged = sum(report.unmanaged_by.values())
     total = report.before
     for unit in units:
         if total <= max_bytes:
