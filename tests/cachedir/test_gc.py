@@ -92,3 +92,12 @@ def test_report_breaks_unsplit_trees_down_by_subsystem(root):
     _make(root, "a", 1000, 10)
     report = collect_garbage(root, 0, dry_run=True)
     assert set(report.unmanaged_by) == {"kv"} and report.unmanaged == report.unmanaged_by["kv"] >= 10000
+
+
+def test_failed_builds_kept_for_debugging_are_evicted_first(root):
+    kept = _make(root, "a", 1000, 10)
+    failed = root.subsystem_dir("jit") / ".failed" / "k-20250101_000000-abcd1234"
+    failed.mkdir(parents=True)
+    (failed / "build.log").write_bytes(b"x" * 5000)
+    report = collect_garbage(root, disk_usage(root) - 1)
+    assert [p for p, _ in report.removed] == [failed] and kept.exists()

@@ -1,7 +1,8 @@
 """Keeping the root under a byte budget: evict whole units, least recently used first.
 
 Units, in one LRU order: TierLM entries and AOT bundles (recency = their last-used stamp), Triton
-kernel directories and autotune files (recency = mtime), quarantined and damaged entries (always first). A unit
+kernel directories and autotune files (recency = mtime), quarantined and damaged entries and failed
+builds kept for debugging (always first). A unit
 with an in-use lease held by a live process is never removed. Dead staging directories (builder gone)
 and trash are always removed. Inductor/CUDA/FlashInfer/DeepGEMM trees are counted but not split (their
 internal references are the library's business), nor is TierLM's L3 KV store (``kv/``, which the engine
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 
 from tierlm.cachedir.fsutil import STAGING_PREFIX, TRASH_PREFIX, remove_tree, tree_size
-from tierlm.cachedir.inventory import ENTRY_SUBSYSTEMS, QUARANTINE_DIR, iter_entries, walk_entries
+from tierlm.cachedir.inventory import ENTRY_SUBSYSTEMS, FAILED_DIR, QUARANTINE_DIR, iter_entries, walk_entries
 from tierlm.cachedir.lease import EvictionLock, in_use
 from tierlm.cachedir.root import SUBSYSTEMS, CacheRoot
 
@@ -61,10 +62,11 @@ def _units(root: CacheRoot) -> Iterator[Unit]:
         if info.subsystem in base_of and base_of[info.subsystem] in info.path.parents:
             yield Unit(info.path, info.subsystem, tree_size(info.path), info.last_used, _is_dir(info.path))
     for sub in ENTRY_SUBSYSTEMS:
-        qdir = base_of[sub] / QUARANTINE_DIR if sub in base_of else None
-        if qdir is not None and qdir.is_dir():
-            for child in qdir.iterdir():
-                yield Unit(child, sub, tree_size(child), 0.0, False)
+        for aside in (QUARANTINE_DIR, FAILED_DIR):
+            qdir = base_of[sub] / aside if sub in base_of else None
+            if qdir is not None and qdir.is_dir():
+                for child in qdir.iterdir():
+                    yield Unit(child, sub, tree_size(child), 0.0, False)
     triton = base_of.get("triton")
     if triton is not None and triton.is_dir():
         for child in triton.iterdir():

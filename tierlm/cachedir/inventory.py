@@ -29,6 +29,7 @@ BUNDLE_MARKER = RESERVED_PREFIX + "bundle.json"  # factors of an AOT bundle not 
 UNSEALED_FORMAT = "tierlm-bundle/unsealed"
 DAMAGED_FORMAT = "tierlm-damaged"
 QUARANTINE_DIR = ".quarantine"
+FAILED_DIR = ".failed"  # failed builds kept for debugging (TIERLM_JIT_KEEP_FAILED=1); evicted by GC first
 STAMP_INTERVAL_S = 3600.0  # rewrite the last-used stamp at most hourly (atime is useless on relatime/NFS)
 
 # Subsystems whose directories hold TierLM entries.
