@@ -211,7 +211,8 @@ def test_root_that_is_a_file_is_refused_and_nothing_is_cleared(root_dir, tmp_pat
     root_dir.write_text("a file, not a directory")
     assert main(["cache", "clear", "--yes"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"tierlm cache: error: TIERLM_CACHE_DIR={root_dir} is not a directory; point TIERLM_CACHE_DIR at a directory"
+    assert err == (f"tierlm cache: error: TIERLM_CACHE_DIR={root_dir} is not a directory; "
+                   "point TIERLM_CACHE_DIR at a directory")
     assert (overlay / "keep").exists() and root_dir.read_text() == "a file, not a directory"
 
 
@@ -264,8 +265,9 @@ def test_export_and_import_name_the_flag_or_file(root_dir, tmp_path, capsys):
         assert main(["cache", "export", "-o", target]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"tierlm cache: error: --output {target}: is a directory") and err.count("\n") == 1
-    assert main(["cache", "export", "-o", str(tmp_path / "nope" / "x.tar.gz")]) == 2
-    assert capsys.readouterr().err.startswith(f"tierlm cache: error: --output {tmp_path / 'nope' / 'x.tar.gz'}: directory")
+    missing = tmp_path / "nope" / "x.tar.gz"
+    assert main(["cache", "export", "-o", str(missing)]) == 2
+    assert capsys.readouterr().err.startswith(f"tierlm cache: error: --output {missing}: directory")
     assert main(["cache", "import", str(out_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"tierlm cache: error: ARCHIVE {out_dir}: is a directory") and "export" in err

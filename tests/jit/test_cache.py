@@ -141,7 +141,8 @@ def test_clangd_file(tmp_path):
 @pytest.mark.parametrize("damage", ["empty manifest", "entry is a file"])
 def test_damaged_entry_is_quarantined_and_rebuilt(damage):
     """A JIT entry with a broken manifest (or a file in its place) is rebuilt, not an error forever."""
-    kw = dict(cpp_files=["add_constant_cpu.h"], cpp_wrappers=[("add_constant", "tierlm_kernels::add_constant_cpu<-43>")])
+    kw = dict(cpp_files=["add_constant_cpu.h"],
+              cpp_wrappers=[("add_constant", "tierlm_kernels::add_constant_cpu<-43>")])
     first = build_jit("add_constant_cpu", "-43", **kw)
     first.release()
     if damage == "empty manifest":

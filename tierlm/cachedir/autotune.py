@@ -3,8 +3,9 @@
 With ``TIERLM_AUTOTUNE_CACHE=0`` (or ``reuse=False``) every tuning runs afresh and its result goes to
 ``autotune/runs/<kernel>.<YYYYmmdd_HHMMSS>-<pid>.json``: the canonical file is left byte-for-byte
 untouched and run files are never read back by the engine. ``promote(run)`` (``tierlm cache promote``)
-adopts a run as the canonical result, first keeping the result it replaces as a new run file. Each file records what was tuned (factors, including the
-measurement policy if the caller has one) and the environment (device, torch, triton, tierlm).
+adopts a run as the canonical result, first keeping the result it replaces as a new run file. Each
+file records what was tuned (factors, including the measurement policy if the caller has one) and the
+environment (device, torch, triton, tierlm).
 """
 from __future__ import annotations
 

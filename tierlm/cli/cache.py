@@ -206,7 +206,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     """`cache export -o FILE`: sealed AOT bundles into one archive."""
     out = Path(args.output)
     if out.is_dir() or args.output.endswith(os.sep):
-        raise CLIError(f"--output {args.output}: is a directory; give the archive's file name, "
+        what = "is a directory" if out.is_dir() else "ends with a slash"
+        raise CLIError(f"--output {args.output}: {what}; give the archive's file name, "
                        f"e.g. {out / 'bundles.tar.gz'}")
     if not out.parent.is_dir():
         raise CLIError(f"--output {args.output}: directory {out.parent} does not exist")
