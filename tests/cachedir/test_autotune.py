@@ -80,3 +80,16 @@ def test_promote_rejects_garbage(root, tmp_path):
         AutotuneStore(root=root).promote(bad)
     with pytest.raises(FileNotFoundError):
         AutotuneStore(root=root).promote("nope")
+
+
+def test_promote_keeps_a_different_canonical_result_as_a_run(root):
+    store = AutotuneStore(root=root)
+    canonical = store.save("matmul", FACTORS, {"block": 64})
+    before = canonical.read_bytes()
+    run = AutotuneStore(root=root, reuse=False).save("matmul", FACTORS, {"block": 128})
+    target, backup = store.promote_with_backup(run)
+    assert target == canonical and canonical.read_bytes() == run.read_bytes()
+    assert backup is not None and backup.parent == run.parent and backup.read_bytes() == before
+    assert store.promote_with_backup(run) == (canonical, None)  # identical: nothing to keep
+    assert store.promote(backup) == canonical and store.load("matmul", FACTORS) == {"block": 64}
+    assert store.results() == [canonical]

@@ -136,3 +136,53 @@ def test_bundle_in_read_only_root_is_copied_to_the_overlay(tmp_path):
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(bundle.inductor_dir)
     assert env["TRITON_CACHE_DIR"] == str(bundle.inductor_dir / "triton")
     bundle.release()
+
+
+def _doctored(tmp_path, name, add) -> Path:
+    """An exported archive of one fake bundle, with `add(tar, key)` appending members."""
+    root_a = resolve_root({"TIERLM_CACHE_DIR": str(tmp_path / "a")})
+    bundle = _fake_bundle(root_a)
+    export_bundles(root_a, tmp_path / "ok.tar.gz")
+    out = tmp_path / name
+    with tarfile.open(tmp_path / "ok.tar.gz") as src, tarfile.open(out, "w:gz") as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m))
+        add(dst, bundle.key)
+    return out
+
+
+def _member(tar, name, data=b"", kind=tarfile.REGTYPE, link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
+    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+@pytest.mark.parametrize("case", ["extra py", "extra so", "symlink", "hardlink", "unlisted dir", "twice"])
+def test_import_refuses_members_the_manifest_does_not_list(tmp_path, case):
+    def add(tar, key):
+        if case == "extra py":
+            _member(tar, f"aot/{key}/evil.py", b"print('hi')")
+        elif case == "extra so":
+            _member(tar, f"aot/{key}/inductor/fxgraph/evil.so", b"\x7fELF")
+        elif case == "symlink":
+            _member(tar, f"aot/{key}/inductor/fxgraph/x", kind=tarfile.SYMTYPE, link="../../../../jit")
+        elif case == "hardlink":
+            _member(tar, f"aot/{key}/inductor/h", kind=tarfile.LNKTYPE, link=f"aot/{key}/inductor/fxgraph/g")
+        elif case == "unlisted dir":
+            _member(tar, f"aot/{key}/extra", kind=tarfile.DIRTYPE)
+        else:
+            _member(tar, f"aot/{key}/inductor/fxgraph/g", b"graph")
+    archive = _doctored(tmp_path, "doctored.tar.gz", add)
+    root_b = resolve_root({"TIERLM_CACHE_DIR": str(tmp_path / "b")})
+    with pytest.raises(BundleError, match="refusing"):
+        import_bundles(root_b, archive)
+    assert not [p for p in (tmp_path / "b").rglob("*") if p.name != "aot"]  # nothing installed
+
+
+def test_import_accepts_directory_members_that_hold_listed_files(tmp_path):
+    def add(tar, key):
+        for d in ("aot", f"aot/{key}", f"aot/{key}/inductor", f"aot/{key}/inductor/fxgraph"):
+            _member(tar, d, kind=tarfile.DIRTYPE)
+    archive = _doctored(tmp_path, "dirs.tar.gz", add)
+    root_b = resolve_root({"TIERLM_CACHE_DIR": str(tmp_path / "b")})
+    assert len(import_bundles(root_b, archive)) == 1

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tierlm.cachedir import collect_garbage, disk_usage, get_or_build, iter_entries, resolve_root
 from tierlm.cachedir.inventory import STAMP_NAME
 
@@ -75,3 +77,27 @@ def test_automatic_gc_after_publish_when_budget_set(root, monkeypatch):
     e = get_or_build("jit", "b", {"n": "b"}, lambda s: (s / "blob").write_bytes(os.urandom(128 * 1024)), root=root)
     names = {i.name for i in iter_entries(root)}
     assert names == {"b"} and e.path.exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "inf", "-2"])
+def test_malformed_budget_variable_warns_naming_it_and_publishing_still_works(root, monkeypatch, caplog, value):
+    monkeypatch.setenv("TIERLM_CACHE_MAX_GB", value)
+    e = get_or_build("jit", "b", {"n": "b"}, lambda s: (s / "blob").write_bytes(b"b"), root=root)
+    assert e.path.exists() and f"TIERLM_CACHE_MAX_GB={value!r} is not a size in GiB" in caplog.text
+
+
+def test_report_breaks_unsplit_trees_down_by_subsystem(root):
+    (root.path / "kv" / "ab").mkdir(parents=True)
+    (root.path / "kv" / "ab" / "p.kvp").write_bytes(b"p" * 10000)
+    _make(root, "a", 1000, 10)
+    report = collect_garbage(root, 0, dry_run=True)
+    assert set(report.unmanaged_by) == {"kv"} and report.unmanaged == report.unmanaged_by["kv"] >= 10000
+
+
+def test_failed_builds_kept_for_debugging_are_evicted_first(root):
+    kept = _make(root, "a", 1000, 10)
+    failed = root.subsystem_dir("jit") / ".failed" / "k-20250101_000000-abcd1234"
+    failed.mkdir(parents=True)
+    (failed / "build.log").write_bytes(b"x" * 5000)
+    report = collect_garbage(root, disk_usage(root) - 1)
+    assert [p for p, _ in report.removed] == [failed] and kept.exists()

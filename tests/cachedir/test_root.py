@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tierlm.cachedir import SUBSYSTEMS, resolve_root, subsystem_dir
+from tierlm.cachedir import SUBSYSTEMS, configure_environment, resolve_root, subsystem_dir
 from tierlm.cachedir.root import WIRED_VAR, is_writable
 
 
@@ -123,3 +123,32 @@ def test_read_only_root_without_any_writable_place_has_no_overlay(tmp_path):
         assert root.read_only and root.overlay is None and root.write_base is None
     finally:
         home.chmod(0o755)
+
+
+@pytest.mark.parametrize("where", ["root", "below a file"])
+def test_root_that_is_a_file_is_refused_naming_the_variable(tmp_path, where):
+    (tmp_path / "f").write_text("not a directory")
+    path = tmp_path / "f" if where == "root" else tmp_path / "f" / "cache"
+    with pytest.raises(NotADirectoryError, match=f"TIERLM_CACHE_DIR={path} "):
+        resolve_root({"TIERLM_CACHE_DIR": str(path), "HOME": str(tmp_path / "h")})
+
+
+def test_default_root_inside_a_file_names_home_and_the_variable_to_set(tmp_path):
+    (tmp_path / "h").write_text("")
+    with pytest.raises(NotADirectoryError, match=r"\(from HOME\).*set TIERLM_CACHE_DIR"):
+        resolve_root({"HOME": str(tmp_path / "h")})
+
+
+@pytest.mark.parametrize("var", ["TIERLM_CACHE_OVERLAY_DIR", "TIERLM_JIT_CACHE_DIR"])
+def test_overlay_or_override_that_is_a_file_is_refused(tmp_path, var):
+    (tmp_path / "f").write_text("")
+    env = {"TIERLM_CACHE_DIR": str(tmp_path / "c"), "TIERLM_CACHE_READONLY": "1", var: str(tmp_path / "f")}
+    with pytest.raises(NotADirectoryError, match=var):
+        resolve_root(env)
+
+
+def test_configure_environment_warns_and_sets_nothing_for_a_file_root(tmp_path, caplog):
+    (tmp_path / "f").write_text("")
+    env = {"TIERLM_CACHE_DIR": str(tmp_path / "f")}
+    assert configure_environment(env) is None
+    assert "TRITON_CACHE_DIR" not in env and "TIERLM_CACHE_DIR=" in caplog.text

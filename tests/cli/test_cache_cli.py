@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 
 import pytest
@@ -61,12 +62,58 @@ def test_gc_needs_a_budget_and_reports(root_dir, capsys):
     assert main(["cache", "gc"]) == 2
     assert "no budget" in capsys.readouterr().err
     assert main(["cache", "gc", "--max-size", "lots"]) == 2
-    assert "bad budget" in capsys.readouterr().err
+    assert "--max-size lots: not a size" in capsys.readouterr().err
     assert main(["cache", "gc", "--max-size", "0", "--dry-run"]) == 0
     assert "would remove 1 item(s)" in capsys.readouterr().out
-    assert main(["cache", "gc", "--max-size", "0"]) == 0
+    assert main(["cache", "gc", "--max-size", "0", "--yes"]) == 0
     out = capsys.readouterr().out
     assert "removed 1 item(s)" in out and "-> 0 B" in out
+
+
+def test_gc_size_without_a_unit_is_refused(root_dir, capsys):
+    path = _entry("a")
+    assert main(["cache", "gc", "--max-size", "20", "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tierlm cache: error: --max-size 20: no unit") and "20G" in err and path.exists()
+    assert main(["cache", "gc", "--max-size", "20B", "--dry-run"]) == 0  # explicit bytes are fine
+    assert "would remove 1 item(s)" in capsys.readouterr().out
+
+
+def test_gc_asks_before_deleting_like_clear(root_dir, capsys, monkeypatch):
+    path = _entry("a")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["cache", "gc", "--max-size", "1K"]) == 2
+    assert "refusing to remove 1 item(s)" in capsys.readouterr().err and path.exists()
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stdin", Tty(""))
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    assert main(["cache", "gc", "--max-size", "1K"]) == 1 and path.exists()
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    assert main(["cache", "gc", "--max-size", "1K"]) == 0 and not path.exists()
+    assert main(["cache", "gc", "--max-size", "1K"]) == 0  # nothing to remove: no question
+    assert "removed 0 item(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["abc", "inf", "nan", "-1"])
+def test_malformed_budget_variable_is_one_line_naming_it(root_dir, capsys, monkeypatch, value):
+    monkeypatch.setenv("TIERLM_CACHE_MAX_GB", value)
+    for cmd in (["cache", "gc", "--dry-run"], ["cache", "du"]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert err == f"tierlm cache: error: TIERLM_CACHE_MAX_GB={value!r} is not a size in GiB (e.g. 20 or 0.5)\n"
+    _entry("b")  # a publish under a malformed budget still works (automatic GC only warns)
+
+
+def test_gc_names_the_kv_store_not_library_trees(root_dir, capsys):
+    (root_dir / "kv" / "ab").mkdir(parents=True)
+    (root_dir / "kv" / "ab" / "abcd.kvp").write_bytes(b"p" * 20000)
+    assert main(["cache", "gc", "--max-size", "1K", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert "still over budget" in out and "kv 20.0 KiB (TierLM's L3 KV store" in out
+    assert "library-managed" not in out and "inductor" not in out
 
 
 def test_verify_exit_status_and_quarantine(root_dir, capsys):
@@ -106,7 +153,8 @@ def test_clear_yes_everything_keeps_entries_in_use(root_dir, capsys):
     _entry("other")
     AutotuneStore().save("mm", {"arch": "cpu"}, {"block": 1})
     assert main(["cache", "clear", "--yes"]) == 0
-    assert "kept 1 entry in use" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "kept 1 entry in use" in out
     assert held.path.exists() and (held.path / "f").read_text() == "x"
     assert not (root_dir / "autotune").exists() or not list((root_dir / "autotune").rglob("*.json"))
     assert [p.name for p in (root_dir / "jit").iterdir() if not p.name.startswith(".")] == ["held"]
@@ -141,3 +189,87 @@ def test_export_import_errors_are_one_line(root_dir, tmp_path, capsys, monkeypat
     assert "already present" in capsys.readouterr().out
     assert resolve_root().subsystem_dir("aot") == tmp_path / "other" / "aot"
     assert (tmp_path / "other" / "aot" / bundle.key / "inductor" / "g").read_text() == "graph"
+
+
+def test_verify_and_ls_report_a_damaged_entry(root_dir, capsys):
+    path = _entry()
+    (path / "manifest.json").write_text("{not json")
+    assert main(["cache", "ls", "jit"]) == 0
+    assert "damaged: manifest.json is not valid JSON" in capsys.readouterr().out
+    assert main(["cache", "verify", "--no-fix"]) == 1
+    out = capsys.readouterr().out
+    assert f"CORRUPT jit {path}: manifest.json is not valid JSON" in out and "0 ok, 1 corrupt" in out
+    assert main(["cache", "verify"]) == 1 and not path.exists()
+    assert "quarantined to" in capsys.readouterr().out
+
+
+def test_root_that_is_a_file_is_refused_and_nothing_is_cleared(root_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    overlay = tmp_path / "home" / ".cache" / "tierlm-overlay" / "jit"
+    overlay.mkdir(parents=True)
+    (overlay / "keep").write_text("x")
+    root_dir.write_text("a file, not a directory")
+    assert main(["cache", "clear", "--yes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"tierlm cache: error: TIERLM_CACHE_DIR={root_dir} is not a directory; "
+                   "point TIERLM_CACHE_DIR at a directory")
+    assert (overlay / "keep").exists() and root_dir.read_text() == "a file, not a directory"
+
+
+def test_clear_reports_only_the_space_it_freed(root_dir, capsys):
+    held = get_or_build("jit", "held", {"v": 1}, lambda s: (s / "f").write_bytes(b"h" * 40000))
+    _entry("other", size=3000)
+    assert main(["cache", "clear", "jit", "--yes"]) == 0
+    out = capsys.readouterr().out
+    freed = re.search(r"cleared jit cache: freed ([0-9.]+) KiB; kept 1 entry in use", out)
+    assert freed and float(freed.group(1)) < 40, out  # the held entry's 40000 bytes were not freed
+    held.release()
+
+
+@pytest.mark.parametrize("subsystem", ["kv", "inductor"])
+def test_ls_and_verify_accept_subsystems_without_entries(root_dir, capsys, subsystem):
+    (root_dir / subsystem).mkdir(parents=True)
+    (root_dir / subsystem / "page.kvp").write_bytes(b"p" * 100)
+    assert main(["cache", "ls", subsystem]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{subsystem}: ") and "1 file(s)" in out
+    assert main(["cache", "verify", subsystem]) == 0
+    assert "nothing to verify" in capsys.readouterr().out
+
+
+def test_ls_autotune_names_canonical_results(root_dir, capsys):
+    path = AutotuneStore().save("mm", {"arch": "cpu"}, {"block": 1})
+    assert main(["cache", "ls", "autotune"]) == 0
+    out = capsys.readouterr().out
+    assert f"result mm/{path.name}" in out and str(path) in out
+
+
+def test_promote_keeps_the_replaced_result_as_a_run(root_dir, capsys, monkeypatch):
+    canonical = AutotuneStore().save("mm", {"arch": "cpu"}, {"block": 1})
+    before = canonical.read_bytes()
+    monkeypatch.setenv("TIERLM_AUTOTUNE_CACHE", "0")
+    run = AutotuneStore().save("mm", {"arch": "cpu"}, {"block": 7})
+    monkeypatch.delenv("TIERLM_AUTOTUNE_CACHE")
+    assert main(["cache", "promote", run.name]) == 0
+    out = capsys.readouterr().out
+    backups = [r for r in AutotuneStore().runs() if r != run]
+    assert len(backups) == 1 and backups[0].read_bytes() == before and backups[0].name in out
+    assert main(["cache", "promote", backups[0].name]) == 0  # and back again
+    assert AutotuneStore().load("mm", {"arch": "cpu"}) == {"block": 1}
+
+
+def test_export_and_import_name_the_flag_or_file(root_dir, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for target in (str(out_dir), str(out_dir) + "/"):
+        assert main(["cache", "export", "-o", target]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tierlm cache: error: --output {target}: is a directory") and err.count("\n") == 1
+    missing = tmp_path / "nope" / "x.tar.gz"
+    assert main(["cache", "export", "-o", str(missing)]) == 2
+    assert capsys.readouterr().err.startswith(f"tierlm cache: error: --output {missing}: directory")
+    assert main(["cache", "import", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tierlm cache: error: ARCHIVE {out_dir}: is a directory") and "export" in err
+    assert main(["cache", "import", str(tmp_path / "missing.tar.gz")]) == 2
+    assert capsys.readouterr().err.strip().endswith("missing.tar.gz: no such file")

@@ -135,3 +135,54 @@ def test_clangd_file(tmp_path):
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert (tmp_path / ".clangd").read_text() == text and "wrote" in out.stdout
     assert write_clangd(tmp_path / "x.yaml").name == "x.yaml"
+
+
+@requires_cxx
+@pytest.mark.parametrize("damage", ["empty manifest", "entry is a file"])
+def test_damaged_entry_is_quarantined_and_rebuilt(damage):
+    """A JIT entry with a broken manifest (or a file in its place) is rebuilt, not an error forever."""
+    kw = dict(cpp_files=["add_constant_cpu.h"],
+              cpp_wrappers=[("add_constant", "tierlm_kernels::add_constant_cpu<-43>")])
+    first = build_jit("add_constant_cpu", "-43", **kw)
+    first.release()
+    if damage == "empty manifest":
+        (first.path / "manifest.json").write_text("")
+    else:
+        shutil.rmtree(first.path)
+        first.path.write_text("")
+    again = build_jit("add_constant_cpu", "-43", **kw)
+    assert not again.hit and again.path == first.path and (again.path / "add_constant_cpu.so").is_file()
+    assert build_jit("add_constant_cpu", "-43", **kw).hit
+
+
+def test_clangd_output_with_a_trailing_slash_is_a_directory(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    target = tmp_path / "new" / "dir"
+    out = subprocess.run([sys.executable, "-m", "tierlm.jit", "--output", f"{target}/"], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert (target / ".clangd").is_file() and out.stdout.strip() == f"wrote {target / '.clangd'}"
+    (tmp_path / "file").write_text("")
+    bad = subprocess.run([sys.executable, "-m", "tierlm.jit", "--output", f"{tmp_path / 'file'}/sub/"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "--output" in bad.stderr
+
+
+def test_generated_clangd_is_ignored_by_git():
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "check-ignore", "-q", ".clangd"], cwd=REPO)
+    assert out.returncode == 0, ".clangd (written by `python -m tierlm.jit`) must be in .gitignore"
+
+
+@requires_cxx
+def test_failed_build_is_kept_under_the_cache_root(tmp_path, monkeypatch, jit_cache_root):
+    from tierlm.jit import JitBuildError
+    monkeypatch.setenv("TIERLM_JIT_KEEP_FAILED", "1")
+    bad = tmp_path / "bad_kept.h"
+    bad.write_text("inline int broken_kept() { return undefined_symbol_kept; }\n")
+    with pytest.raises(JitBuildError, match="build directory kept at") as err:
+        build_jit("bad_kept", cpp_files=[str(bad)], cpp_wrappers=[("broken", "broken_kept")])
+    kept = Path(str(err.value).rsplit("kept at ", 1)[1].rstrip(")"))
+    assert kept.parent == jit_cache_root / "jit" / ".failed" and kept.name.startswith("bad_kept-")
+    assert (kept / "wrap_cpp.cc").is_file() and "undefined_symbol_kept" in (kept / "build.log").read_text()

@@ -18,7 +18,8 @@ Entries (any TierLM-owned artifact: JIT builds, converted weights, ...)
     ``CacheMissError``                             raised on a miss with ``TIERLM_CACHE_REQUIRE_HIT=1``
 
 Autotune
-    ``AutotuneStore(root=None, reuse=None, device=None)`` with ``load / save / get_or_tune / promote / runs``
+    ``AutotuneStore(root=None, reuse=None, device=None)`` with ``load / save / get_or_tune / results / runs /
+    promote / promote_with_backup``
 
 AOT bundles
     ``AotBundle.open(key_factors, root=None, device=None)`` then ``activate()``, compile, ``seal()``
@@ -26,6 +27,7 @@ AOT bundles
 
 Maintenance
     ``collect_garbage(root, max_bytes, dry_run=False) -> GcReport``
+    ``tierlm.cachedir.budget``: ``budget_from_env()`` (``TIERLM_CACHE_MAX_GB``), ``parse_budget(text)``
     ``verify_root(root, subsystem=None, fix=True) -> list[VerifyResult]``
     ``iter_entries(root, subsystem=None)``, ``disk_usage(root)``, ``format_bytes``, ``parse_size``
 """

@@ -3,8 +3,9 @@
 With ``TIERLM_AUTOTUNE_CACHE=0`` (or ``reuse=False``) every tuning runs afresh and its result goes to
 ``autotune/runs/<kernel>.<YYYYmmdd_HHMMSS>-<pid>.json``: the canonical file is left byte-for-byte
 untouched and run files are never read back by the engine. ``promote(run)`` (``tierlm cache promote``)
-adopts a run as the canonical result. Each file records what was tuned (factors, including the
-measurement policy if the caller has one) and the environment (device, torch, triton, tierlm).
+adopts a run as the canonical result, first keeping the result it replaces as a new run file. Each
+file records what was tuned (factors, including the measurement policy if the caller has one) and the
+environment (device, torch, triton, tierlm).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from tierlm.cachedir.fingerprint import environment_fingerprint
 from tierlm.cachedir.fsutil import RESERVED_PREFIX, atomic_write_bytes
@@ -155,8 +156,25 @@ class AutotuneStore:
         return sorted((p for p in runs.glob("*.json") if not p.name.startswith(".")),
                       key=lambda p: (p.stat().st_mtime, p.name))
 
+    def results(self) -> List[Path]:
+        """Canonical result files (``<kernel>/<fingerprint>.json``) in every read directory, writable first."""
+        found: List[Path] = []
+        for base in self.root.read_dirs("autotune"):
+            if base.is_dir():
+                found.extend(sorted(p for p in base.glob("*/*.json")
+                                    if p.parent.name != RUNS_DIR and not p.name.startswith(".")))
+        return found
+
     def promote(self, run: Union[str, Path]) -> Path:
-        """Adopt a run file (path, or name under ``runs/``) as the canonical result; returns its path."""
+        """Adopt a run file (path, or name under ``runs/``) as the canonical result; returns its path.
+
+        A different canonical result already there is first kept as a new run file (see
+        `promote_with_backup`), so a promotion can be undone by promoting that file.
+        """
+        return self.promote_with_backup(run)[0]
+
+    def promote_with_backup(self, run: Union[str, Path]) -> Tuple[Path, Optional[Path]]:
+        """`promote`, also returning the run file that keeps the replaced canonical result (None if none)."""
         path = Path(run)
         if not path.is_file():
             path = self.directory / RUNS_DIR / str(run)
@@ -167,7 +185,17 @@ class AutotuneStore:
         data = read_result(path)
         if data is None or not re.fullmatch(r"[0-9a-f]{24}", str(data.get("fingerprint", ""))):
             raise ValueError(f"{path} is not a TierLM autotune result")
+        self.root.require_writable("autotune", f"the promoted {data['kernel']} result")
         target = self.directory / data["kernel"] / f"{data['fingerprint']}.json"
-        atomic_write_bytes(target, path.read_bytes())
-        logger.info("autotune: promoted %s to %s", path, target)
-        return target
+        new = path.read_bytes()
+        backup = None
+        try:
+            old = target.read_bytes()
+        except FileNotFoundError:
+            old = new
+        if old != new:
+            backup = self._new_run_file(data["kernel"], old)
+        atomic_write_bytes(target, new)
+        logger.info("autotune: promoted %s to %s%s", path, target,
+                    f"; the result it replaced is kept as run {backup.name}" if backup else "")
+        return target, backup

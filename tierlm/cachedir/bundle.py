@@ -9,9 +9,10 @@ Layout of a bundle (a root layout in miniature, so the usual helpers work inside
 Life cycle: ``AotBundle.open(factors)`` finds or creates it; ``activate()`` points Inductor and Triton
 into it (before the first compile); compile as usual; ``seal()`` writes the manifest. Copying the
 directory, or ``export_bundles`` / ``import_bundles`` (``tierlm cache export|import``), moves it to
-another root, where a fresh process gets cache hits for everything (no recompilation). Import checks
-every file's sha256 and the environment (torch, triton, python, machine, device arch) and refuses a
-mismatch unless forced.
+another root, where a fresh process gets cache hits for everything (no recompilation). Import refuses
+any archive member its bundle's manifest does not list, and any link (`tierlm.cachedir.archive`),
+checks every file's sha256 and the environment (torch, triton, python, machine, device arch) and
+refuses a mismatch unless forced.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, MutableMapping, Optional, Sequence
 
+from tierlm.cachedir.archive import ArchiveRefused, extract_checked
 from tierlm.cachedir.entry import CacheMissError, require_hit_enabled
 from tierlm.cachedir.fingerprint import compatibility_problems, environment_fingerprint
 from tierlm.cachedir.fsutil import STAGING_PREFIX, TRASH_PREFIX, atomic_write_bytes, fsync_dir, fsync_tree, remove_tree
@@ -80,10 +82,7 @@ class AotBundle:
         if require_hit_enabled():
             raise CacheMissError("aot", "bundle", key, key_factors,
                                  f"; no sealed bundle in {', '.join(map(str, root.read_dirs('aot')))}")
-        write_dir.mkdir(parents=True, exist_ok=True)
-        if not (write_dir / BUNDLE_MARKER).exists():
-            atomic_write_bytes(write_dir / BUNDLE_MARKER, json.dumps({"key": key, "factors": dict(key_factors)},
-                                                                     sort_keys=True).encode())
+        _create_unsealed(write_dir, json.dumps({"key": key, "factors": dict(key_factors)}, sort_keys=True).encode())
         return cls(write_dir, key, key_factors, device)
 
     @property
@@ -137,6 +136,25 @@ class AotBundle:
         if self._lease is not None:
             self._lease.release()
             self._lease = None
+
+
+def _create_unsealed(target: Path, marker: bytes) -> None:
+    """Create an empty bundle directory with its marker in one rename: a key directory with neither
+    marker nor manifest is damage to `verify`, so one must never be visible, even briefly."""
+    if target.is_dir():
+        if not (target / BUNDLE_MARKER).exists():
+            atomic_write_bytes(target / BUNDLE_MARKER, marker)
+        return
+    staging = target.parent / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    atomic_write_bytes(staging / BUNDLE_MARKER, marker)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        remove_tree(staging)
+        if not target.is_dir():  # not a concurrent opener's directory: something is in the way
+            raise
+    fsync_dir(target.parent)
 
 
 def _copy_in(source: Path, target: Path) -> None:
@@ -202,7 +220,9 @@ def import_bundles(root: CacheRoot, archive: Path, force: bool = False,
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
-                _safe_extract(tar, staging)
+                extract_checked(tar, staging)
+        except ArchiveRefused as e:
+            raise BundleError(f"{archive}: {e}") from None
         except (OSError, tarfile.TarError) as e:
             raise BundleError(f"cannot read {archive}: {e}") from None
         found = sorted((staging / "aot").iterdir()) if (staging / "aot").is_dir() else []
@@ -217,18 +237,6 @@ def import_bundles(root: CacheRoot, archive: Path, force: bool = False,
         return installed
     finally:
         remove_tree(staging)
-
-
-def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
-    """Extract regular files and directories only, never outside `dest`."""
-    if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-        tar.extractall(dest, filter="data")
-        return
-    for member in tar.getmembers():
-        parts = Path(member.name).parts
-        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
-            raise BundleError(f"refusing archive member {member.name!r}")
-    tar.extractall(dest)  # members validated above
 
 
 def _check_import(bundle: Path, current: Mapping[str, Any], force: bool) -> None:

@@ -10,7 +10,9 @@ Protocol:
   ``<name>/.staging-<uuid>/``, writes the manifest, fsyncs, renames to ``<key>``; if another writer won
   the rename, its copy is used and ours discarded;
 - a loaded entry is checked against its manifest (sha256 up to ``TIERLM_CACHE_VERIFY_MAX_MB``, default 64,
-  sizes beyond); a bad entry is quarantined and rebuilt, never loaded;
+  sizes beyond); a bad entry is quarantined and rebuilt, never loaded. So is a damaged one: a missing,
+  empty, unparsable or mistyped manifest, or a file where the entry directory should be (publishing is
+  an atomic rename of a complete directory, so none of these is an entry still being written);
 - the returned `CacheEntry` holds an in-use lease (GC skips it) until released or garbage-collected;
 - ``TIERLM_CACHE_REQUIRE_HIT=1`` turns a miss into `CacheMissError` naming the subsystem and factors.
 """
@@ -34,7 +36,8 @@ from tierlm.cachedir.fingerprint import tierlm_version
 from tierlm.cachedir.fsutil import RESERVED_PREFIX, STAGING_PREFIX, fsync_dir, fsync_tree, remove_tree
 from tierlm.cachedir.inventory import quarantine, touch_stamp
 from tierlm.cachedir.lease import EntryLease
-from tierlm.cachedir.manifest import ENTRY_FORMAT, check_files, manifest_bytes, read_manifest, write_manifest
+from tierlm.cachedir.manifest import (ENTRY_FORMAT, check_files, load_manifest, manifest_bytes, read_manifest,
+                                     write_manifest)
 from tierlm.cachedir.root import CacheRoot, check_subsystem, resolve_root
 
 logger = logging.getLogger(__name__)
@@ -128,12 +131,13 @@ def _load(subsystem: str, name: str, key: str, factors: Mapping[str, Any], entry
           base: Path, hit: bool, writable: bool = True) -> Optional[CacheEntry]:
     """Check and open an entry; in a read-only place (seeded root) nothing is written: no stamp,
     no lease, no quarantine (root bypasses permission bits, so we must not rely on EACCES)."""
-    manifest = read_manifest(entry_dir)
-    if manifest is None:
+    manifest, damage = load_manifest(entry_dir)
+    if damage == "missing":  # evicted or quarantined by another process since we looked
         return None
-    problems = check_files(entry_dir, manifest, full=manifest_bytes(manifest) <= _verify_limit())
-    if manifest.get("key") != key or problems:
-        why = "; ".join(f"{p.path}: {p.problem}" for p in problems[:3]) or "key mismatch"
+    problems = [] if manifest is None else check_files(
+        entry_dir, manifest, full=manifest_bytes(manifest) <= _verify_limit())
+    if manifest is None or manifest.get("key") != key or problems:
+        why = damage or "; ".join(f"{p.path}: {p.problem}" for p in problems[:3]) or "key mismatch"
         moved = quarantine(entry_dir, base) if writable else None
         logger.warning("tierlm cache: %s entry %s/%s failed its check (%s); %s", subsystem, name, key[:12],
                        why, f"quarantined to {moved}" if moved else "ignoring it (cannot move it)")
@@ -157,7 +161,7 @@ def lookup(subsystem: str, name: str, key_factors: Mapping[str, Any],
     write_dir = root.subsystem_dir(subsystem)
     for base in root.read_dirs(subsystem):
         entry_dir = base / name / key
-        if entry_dir.is_dir():
+        if os.path.lexists(entry_dir):  # a file or dangling link there is damage, quarantined by _load
             writable = base == write_dir and root.writable(subsystem)
             entry = _load(subsystem, name, key, key_factors, entry_dir, base, hit=True, writable=writable)
             if entry is not None:
@@ -255,11 +259,11 @@ def _build(subsystem: str, name: str, key: str, factors: Mapping[str, Any],
 
 
 def _maybe_collect(root: CacheRoot) -> None:
-    budget = os.environ.get("TIERLM_CACHE_MAX_GB", "")
-    if not budget:
-        return
+    from tierlm.cachedir.budget import budget_from_env
     from tierlm.cachedir.gc import collect_garbage
     try:
-        collect_garbage(root, int(float(budget) * (1 << 30)))
+        budget = budget_from_env()
+        if budget is not None:
+            collect_garbage(root, budget)
     except (ValueError, OSError) as e:
         logger.warning("tierlm cache: automatic GC failed: %s", e)

@@ -52,6 +52,9 @@ def configure_environment(environ: Optional[MutableMapping[str, str]] = None) ->
     env = os.environ if environ is None else environ
     try:
         root = resolve_root(env)
+    except NotADirectoryError as e:  # the message names the variable to fix
+        logger.warning("tierlm: %s (until then, third-party caches keep their own defaults)", e)
+        return None
     except (OSError, KeyError) as e:
         logger.warning("tierlm: cache root could not be resolved (%s); third-party caches keep their "
                        "own defaults. Set TIERLM_CACHE_DIR.", e)

@@ -134,11 +134,16 @@ def format_bytes(n: float) -> str:
     return f"{value:.1f} {_UNITS[-1]}"  # pragma: no cover
 
 
-def parse_size(text: str) -> int:
-    """Parse '500M', '10G', '1.5GiB', '2048' (bytes) into bytes; powers of 1024. Raises ValueError."""
+def parse_size(text: str, require_unit: bool = False) -> int:
+    """Parse '500M', '10G', '1.5GiB', '2048' (bytes) into bytes; powers of 1024. Raises ValueError.
+
+    With `require_unit`, a bare number other than 0 is refused (say '20G' or '2048B').
+    """
     m = _SIZE_RE.match(text)
     if not m:
         raise ValueError(f"not a size: {text!r} (examples: 512M, 10G, 1.5GiB)")
     number, prefix = float(m.group(1)), m.group(2).lower()
+    if require_unit and number != 0 and not (prefix or m.group(3)):
+        raise ValueError(f"no unit: say {m.group(1)}G for GiB, {m.group(1)}M for MiB or {m.group(1)}B for bytes")
     scale = 1024 ** ("kmgtp".index(prefix) + 1) if prefix else 1
     return int(number * scale)

@@ -1,10 +1,12 @@
 """Keeping the root under a byte budget: evict whole units, least recently used first.
 
 Units, in one LRU order: TierLM entries and AOT bundles (recency = their last-used stamp), Triton
-kernel directories and autotune files (recency = mtime), quarantined entries (always first). A unit
+kernel directories and autotune files (recency = mtime), quarantined and damaged entries and failed
+builds kept for debugging (always first). A unit
 with an in-use lease held by a live process is never removed. Dead staging directories (builder gone)
 and trash are always removed. Inductor/CUDA/FlashInfer/DeepGEMM trees are counted but not split (their
-internal references are the library's business): if they alone exceed the budget, the report says so.
+internal references are the library's business), nor is TierLM's L3 KV store (``kv/``, which the engine
+keeps within its own budget): if they alone exceed the budget, the report says which and how much.
 Removal is rename-to-trash then delete, so no reader ever sees a half-deleted entry.
 """
 from __future__ import annotations
@@ -14,10 +16,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from tierlm.cachedir.fsutil import STAGING_PREFIX, TRASH_PREFIX, remove_tree, tree_size
-from tierlm.cachedir.inventory import ENTRY_SUBSYSTEMS, QUARANTINE_DIR, iter_entries, walk_entries
+from tierlm.cachedir.inventory import ENTRY_SUBSYSTEMS, FAILED_DIR, QUARANTINE_DIR, iter_entries, walk_entries
 from tierlm.cachedir.lease import EvictionLock, in_use
 from tierlm.cachedir.root import SUBSYSTEMS, CacheRoot
 
@@ -45,6 +47,7 @@ class GcReport:
     removed: List[Tuple[Path, int]] = field(default_factory=list)
     kept_in_use: List[Path] = field(default_factory=list)
     unmanaged: int = 0
+    unmanaged_by: Dict[str, int] = field(default_factory=dict)  # subsystem -> bytes gc does not split
 
     @property
     def over_budget(self) -> bool:
@@ -57,12 +60,13 @@ def _units(root: CacheRoot) -> Iterator[Unit]:
     base_of = {s: root.subsystem_dir(s) for s in SUBSYSTEMS if root.writable(s)}
     for info in iter_entries(root):
         if info.subsystem in base_of and base_of[info.subsystem] in info.path.parents:
-            yield Unit(info.path, info.subsystem, tree_size(info.path), info.last_used, True)
+            yield Unit(info.path, info.subsystem, tree_size(info.path), info.last_used, _is_dir(info.path))
     for sub in ENTRY_SUBSYSTEMS:
-        qdir = base_of[sub] / QUARANTINE_DIR if sub in base_of else None
-        if qdir is not None and qdir.is_dir():
-            for child in qdir.iterdir():
-                yield Unit(child, sub, tree_size(child), 0.0, False)
+        for aside in (QUARANTINE_DIR, FAILED_DIR):
+            qdir = base_of[sub] / aside if sub in base_of else None
+            if qdir is not None and qdir.is_dir():
+                for child in qdir.iterdir():
+                    yield Unit(child, sub, tree_size(child), 0.0, False)
     triton = base_of.get("triton")
     if triton is not None and triton.is_dir():
         for child in triton.iterdir():
@@ -77,6 +81,11 @@ def _units(root: CacheRoot) -> Iterator[Unit]:
                 if fname.endswith(".json") and not fname.startswith("."):
                     p = Path(dirpath) / fname
                     yield Unit(p, "autotune", tree_size(p), p.stat().st_mtime, False)
+
+
+def _is_dir(path: Path) -> bool:
+    """A real directory (only those carry an in-use lock; a damaged entry may be a file or link)."""
+    return path.is_dir() and not path.is_symlink()
 
 
 def _newest_mtime(path: Path) -> float:
@@ -126,7 +135,7 @@ def remove_unit(unit_path: Path, subsystem_base: Path, leased: bool = True) -> b
             return False
         return True
 
-    if leased:
+    if leased and _is_dir(unit_path):
         with EvictionLock(unit_path) as lock:
             moved = lock.acquired and move_to_trash()
     else:
@@ -146,10 +155,13 @@ def collect_garbage(root: CacheRoot, max_bytes: int, dry_run: bool = False) -> G
     if not dry_run:
         _sweep_dead(root)
     report = GcReport(budget=max_bytes)
-    report.before = disk_usage(root)
+    sizes = {s: tree_size(root.subsystem_dir(s)) for s in SUBSYSTEMS}
+    report.before = sum(sizes.values())
     units = sorted(_units(root), key=lambda u: u.last_used)
-    managed = sum(u.size for u in units)
-    report.unmanaged = max(0, report.before - managed)
+    for unit in units:
+        sizes[unit.subsystem] -= unit.size
+    report.unmanaged_by = {s: n for s, n in sizes.items() if n > 0}
+    report.unmanaged = sum(report.unmanaged_by.values())
     total = report.before
     for unit in units:
         if total <= max_bytes:

@@ -61,16 +61,55 @@ def write_manifest(directory: Path, body: Mapping[str, Any], skip_dirs: Tuple[st
 
 
 def read_manifest(directory: Path) -> Optional[Dict[str, Any]]:
-    """The directory's manifest if it is present, parses and has a known format; else None."""
+    """The directory's manifest if it is present, parses and is well-formed; else None."""
+    return load_manifest(directory)[0]
+
+
+def load_manifest(directory: Path) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """(manifest, None) when `directory` holds a well-formed manifest, else (None, what is wrong).
+
+    A published directory never lacks a good manifest (publishing is one atomic rename of a complete
+    directory), so a reason here means the entry is damaged, not half-written.
+    """
+    if os.path.islink(directory) or not os.path.isdir(directory):
+        return None, "not a directory" if os.path.lexists(directory) else "missing"
     try:
-        data = json.loads((directory / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") not in KNOWN_FORMATS:
-        return None
-    if not isinstance(data.get("files"), dict):
-        return None
-    return data
+        text = (Path(directory) / MANIFEST_NAME).read_bytes()
+    except FileNotFoundError:
+        return None, f"{MANIFEST_NAME} is missing"
+    except OSError as e:
+        return None, f"{MANIFEST_NAME} is unreadable ({e.strerror})"
+    return parse_manifest(text)
+
+
+def parse_manifest(text: bytes) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """Parse and type-check manifest bytes: (manifest, None) or (None, what is wrong)."""
+    if not text.strip():
+        return None, f"{MANIFEST_NAME} is empty"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, f"{MANIFEST_NAME} is not valid JSON"
+    problem = _type_problem(data)
+    return (None, f"{MANIFEST_NAME} {problem}") if problem else (data, None)
+
+
+def _type_problem(data: Any) -> Optional[str]:
+    if not isinstance(data, dict):
+        return "is not a JSON object"
+    if data.get("format") not in KNOWN_FORMATS:
+        return f"has an unknown format {data.get('format')!r}"
+    for name, kind in (("key", str), ("name", str), ("factors", dict), ("environment", dict)):
+        if name in data and not isinstance(data[name], kind):
+            return f"field {name!r} is not a {'string' if kind is str else 'JSON object'}"
+    files = data.get("files")
+    if not isinstance(files, dict):
+        return "field 'files' is not a JSON object"
+    for rel, meta in files.items():
+        if not (isinstance(meta, dict) and type(meta.get("size")) is int and meta["size"] >= 0
+                and isinstance(meta.get("sha256"), str)):
+            return f"lists {rel!r} without an integer size and a sha256"
+    return None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ A root is read-only when ``TIERLM_CACHE_READONLY=1``, when the process may not w
 carries no write bit at all (``chmod a-w``): root bypasses permission bits, so the mode is read as the
 operator's intent. Writes then go to an overlay: ``TIERLM_CACHE_OVERLAY_DIR``, else
 ``$XDG_CACHE_HOME/tierlm-overlay`` / ``~/.cache/tierlm-overlay`` when writable. We never chmod.
+
+A root, overlay or override that is not a directory (a regular file, or below one) is refused with
+`NotADirectoryError` naming the variable: it is a mistake, not a read-only root, and treating it as
+one silently sent every write elsewhere.
 """
 from __future__ import annotations
 
@@ -183,15 +187,39 @@ def check_subsystem(name: str) -> str:
     return name
 
 
+def require_directory(path: Path, var: str, derived_from: Optional[str] = None) -> Path:
+    """`path` if it is a directory or can become one; else NotADirectoryError naming the variable.
+
+    `var` is the variable that set `path`, or with `derived_from` the one to set instead (the root
+    derived from ``HOME`` or ``XDG_CACHE_HOME``).
+    """
+    path = Path(os.path.abspath(path))
+    probe = path
+    while not os.path.lexists(probe) and probe.parent != probe:
+        probe = probe.parent
+    if not os.path.lexists(probe) or probe.is_dir():
+        return path
+    what = "is not a directory" if probe == path else f"is inside {probe}, which is not a directory"
+    if derived_from:
+        raise NotADirectoryError(f"the cache root {path} (from {derived_from}) {what}; "
+                                 f"set {var} to a directory")
+    raise NotADirectoryError(f"{var}={path} {what}; point {var} at a directory")
+
+
 def resolve_root(environ: Optional[Mapping[str, str]] = None) -> CacheRoot:
-    """Resolve the cache root from `environ` (default: the process environment)."""
+    """Resolve the cache root from `environ` (default: the process environment).
+
+    Raises NotADirectoryError (naming the variable) when the root, overlay or an override is a file.
+    """
     env = os.environ if environ is None else environ
     explicit = env.get("TIERLM_CACHE_DIR", "")
     if explicit:
         path, source = Path(os.path.abspath(os.path.expanduser(explicit))), "TIERLM_CACHE_DIR"
+        require_directory(path, "TIERLM_CACHE_DIR")
     else:
         base, source = _user_cache_base(env)
         path = Path(os.path.abspath(base / "tierlm"))
+        require_directory(path, "TIERLM_CACHE_DIR", derived_from=source)
     read_only = not is_writable(path, env)
     overlay = _overlay(path, env) if read_only else None
     overrides = []
@@ -203,6 +231,7 @@ def resolve_root(environ: Optional[Mapping[str, str]] = None) -> CacheRoot:
             overrides.append((subsystem, os.path.abspath(user_vars[user]), f"{user} (set by user)", True))
         if env.get(override_var(subsystem)):
             value = os.path.abspath(os.path.expanduser(env[override_var(subsystem)]))
+            require_directory(Path(value), override_var(subsystem))
             overrides.append((subsystem, value, override_var(subsystem), False))
     return CacheRoot(path=path, source=source, read_only=read_only, overlay=overlay,
                      overrides=tuple(overrides))
@@ -211,7 +240,7 @@ def resolve_root(environ: Optional[Mapping[str, str]] = None) -> CacheRoot:
 def _overlay(root: Path, env: Mapping[str, str]) -> Optional[Path]:
     explicit = env.get("TIERLM_CACHE_OVERLAY_DIR", "")
     if explicit:
-        return Path(os.path.abspath(os.path.expanduser(explicit)))
+        return require_directory(Path(os.path.abspath(os.path.expanduser(explicit))), "TIERLM_CACHE_OVERLAY_DIR")
     try:
         base, _ = _user_cache_base(env)
     except (KeyError, OSError):

@@ -1,6 +1,8 @@
 """`tierlm cache verify`: re-hash every entry and bundle against its manifest; quarantine the bad ones.
 
 A quarantined entry is out of its key's path, so the next `get_or_build` misses and rebuilds it.
+Damaged entries (manifest missing, empty, unparsable or mistyped; a file where the entry directory
+should be) are reported and quarantined the same way.
 Entries on a read-only root cannot be moved: they are reported, and lookups skip them anyway.
 """
 from __future__ import annotations
@@ -33,8 +35,11 @@ def verify_root(root: CacheRoot, subsystem: Optional[str] = None, fix: bool = Tr
     """Check every entry's files (full sha256); with `fix`, quarantine those that fail."""
     results: List[VerifyResult] = []
     for info in list(iter_entries(root, subsystem)):
-        problems = check_files(info.path, info.manifest, full=True)
-        if info.manifest.get("key") != info.path.name:
+        if info.problem is not None:
+            problems = [VerifyProblem(info.path.name, info.problem)]
+        else:
+            problems = check_files(info.path, info.manifest, full=True)
+        if not problems and info.manifest.get("key") != info.path.name:
             problems.append(VerifyProblem("manifest.json", "key does not match the directory name"))
         moved = None
         base = root.subsystem_dir(info.subsystem)

@@ -14,7 +14,7 @@ Public API
 
 Environment: ``TIERLM_JIT_CUDA_ARCH`` (e.g. ``9.0``), ``TIERLM_JIT_DEBUG=1`` (-O0 -g, synchronising launch
 checks), ``TIERLM_JIT_VERBOSE=1`` (log compiler commands), ``TIERLM_JIT_KEEP_FAILED=1`` (keep a failed
-build directory), and the cache root's ``TIERLM_CACHE_DIR`` / ``TIERLM_CACHE_REQUIRE_HIT``.
+build under ``<cache root>/jit/.failed/``), and the cache root's ``TIERLM_CACHE_DIR`` / ``TIERLM_CACHE_REQUIRE_HIT``.
 Importing this package does not import torch or tvm_ffi.
 """
 from tierlm.jit.cpp_args import CppArgs, make_cpp_args

@@ -7,17 +7,19 @@ source and transitively included header of ours, template arguments, exported wr
 """
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import os
 import shutil
 import subprocess
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tierlm.cachedir import CacheEntry, get_or_build, resolve_root
+from tierlm.cachedir.inventory import FAILED_DIR
 from tierlm.jit import toolchain as tcm
 from tierlm.jit.sources import source_digests
 
@@ -165,15 +167,16 @@ def _compile_all(spec: JitSpec, tc: tcm.Toolchain, out_dir: Path, obj_dir: Path)
     return so
 
 
-def _build_into(spec: JitSpec, tc: tcm.Toolchain, staging: Path) -> None:
+def _build_into(spec: JitSpec, tc: tcm.Toolchain, staging: Path, failed_dir: Path) -> None:
     obj_dir = staging / "obj"
     obj_dir.mkdir()
     try:
         _compile_all(spec, tc, staging, obj_dir)
     except JitBuildError as e:
         if os.environ.get("TIERLM_JIT_KEEP_FAILED", "") not in ("", "0"):
-            kept = Path(tempfile.mkdtemp(prefix=f"tierlm-jit-failed-{spec.name}-"))
-            shutil.copytree(staging, kept, dirs_exist_ok=True)
+            stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+            kept = failed_dir / f"{spec.name}-{stamp}-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(staging, kept)
             raise JitBuildError(f"{e}\n(build directory kept at {kept})") from None
         raise
     finally:
@@ -195,7 +198,10 @@ def build_spec(spec: JitSpec) -> CacheEntry:
     tc = tcm.resolve_toolchain(spec.has_cuda)
     factors = key_factors(spec, tc)
     entry_name = f"{factors['target']}/{spec.name}"
-    return get_or_build("jit", entry_name, factors, lambda staging: _build_into(spec, tc, staging))
+    root = resolve_root()
+    failed_dir = root.subsystem_dir("jit") / FAILED_DIR  # kept under the root, evicted first by GC
+    return get_or_build("jit", entry_name, factors, lambda staging: _build_into(spec, tc, staging, failed_dir),
+                        root=root)
 
 
 @functools.lru_cache(maxsize=None)
