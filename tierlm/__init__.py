@@ -9,7 +9,7 @@ from tierlm.cachedir.env import configure_environment as _configure_environment
 
 _configure_environment()
 
-__version__ = "0.1.0"
+from tierlm.version import __version__  # noqa: E402
 __all__ = ["LLM", "SamplingParams", "EngineConfig", "__version__"]
 
 

@@ -24,7 +24,7 @@ def package_version(name: str) -> Optional[str]:
 
 def tierlm_version() -> str:
     """TierLM's version (from the package, so it works from a source checkout too)."""
-    from tierlm import __version__
+    from tierlm.version import __version__
     return __version__
 
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tierlm.bench.offline import percentiles
+from tierlm.cli.bench.offline import percentiles
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.errors import CLIError
 

@@ -5,7 +5,7 @@ import argparse
 import importlib
 
 # Each module defines `register(subparsers)` adding its own parser with `func` set.
-WORKLOADS = ("tierlm.bench.offline", "tierlm.bench.multiturn")
+WORKLOADS = ("tierlm.cli.bench.offline", "tierlm.cli.bench.multiturn")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

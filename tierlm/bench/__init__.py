@@ -1,1 +1,0 @@
-"""Benchmarks run through `tierlm bench <name>`: one module per workload, each with `register(subparsers)`."""
