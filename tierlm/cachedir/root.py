@@ -175,10 +175,6 @@ class CacheRoot:
                                        "and no writable overlay exists (set TIERLM_CACHE_OVERLAY_DIR)")
         return self.subsystem_dir(subsystem)
 
-    def as_subtree(self, path: Path) -> "CacheRoot":
-        """A writable root at `path` with no overrides (used for bundles that nest a root layout)."""
-        return CacheRoot(path=Path(path), source="bundle")
-
 
 def check_subsystem(name: str) -> str:
     """Validate a subsystem name; raises ValueError listing the known ones."""

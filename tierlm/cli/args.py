@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Iterable, Optional
+from typing import Iterable
 
 from tierlm.cli.errors import CLIError
 from tierlm.config import GROUPS, EngineConfig
@@ -52,6 +52,3 @@ def config_from_args(args: argparse.Namespace, **overrides) -> EngineConfig:
         raise CLIError(str(e)) from None
     return config
 
-
-def engine_flag(name: str) -> Optional[str]:
-    return "--" + name.replace("_", "-") if any(f.name == name for f in dataclasses.fields(EngineConfig)) else None

@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Logging verbosity.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name, _ in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

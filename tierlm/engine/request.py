@@ -51,10 +51,6 @@ class Req:
         return self.seq_len - self.kv_len
 
     @property
-    def output_ids(self) -> list[int]:
-        return self.token_ids[self.prompt_len:]
-
-    @property
     def num_output_tokens(self) -> int:
         """Output tokens sampled so far, including those still in flight."""
         return self.seq_len - self.prompt_len

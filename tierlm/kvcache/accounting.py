@@ -15,7 +15,8 @@ def tier_stats(kv: Any) -> dict:
     out["L1"].update(capacity_pages=kv.capacity_pages, evicted_pages=ev.evicted_pages_total,
                      dropped_to_host_pages=ev.device_dropped_pages_total)
     out["L2"].update(capacity_pages=kv.tiers.host_pages, used_pages=host_used,
-                     capacity_bytes=kv.tiers.host_pages * kv.tiers.page_bytes, evicted_pages=ev.host_evicted_pages_total,
+                     capacity_bytes=kv.tiers.host_pages * kv.tiers.page_bytes,
+                     evicted_pages=ev.host_evicted_pages_total,
                      write_policy=kv.backups.policy, io_backend=kv.io.backend, pinned=kv.tiers.pinned)
     if kv.store is not None:
         out["L3"].update(store=kv.store.stats())
