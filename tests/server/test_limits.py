@@ -22,7 +22,7 @@ HEALTH_BUDGET_S = 0.1
 @pytest.fixture(scope="module")
 def server(tiny_qwen3, tmp_path_factory):
     """The tiny model's own 512-token context: any body over ~21 MB cannot be served."""
-    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("limits"), "--request-body-timeout", "1")
+    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("limits"), "--request-body-timeout", "2")
     yield srv
     assert srv.stop() == 0, srv.log_text()
 
