@@ -6,6 +6,7 @@ generated from the field metadata (`help`, `group`, `choices`), so a new knob is
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -103,7 +104,10 @@ class EngineConfig:
     # --- server ---
     host: str = _opt("127.0.0.1", "Address the HTTP server binds.", "server")
     port: int = _opt(8000, "Port of the HTTP server.", "server")
-    api_key: Optional[str] = _opt(None, "Require 'Authorization: Bearer KEY' on /v1 endpoints.", "server")
+    api_key: Optional[str] = _opt(None, "Require 'Authorization: Bearer KEY' on /v1 endpoints and /generate "
+                                  "(default: no authentication).", "server")
+    request_body_timeout: float = _opt(30.0, "Seconds a client has to send a request body; a slower one is "
+                                       "answered 408 and disconnected.", "server")
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return dataclasses.replace(self, **changes)
@@ -113,6 +117,10 @@ class EngineConfig:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"--{name.replace('_', '-')}: {why}")
 
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(f.name, f"must be a finite number, got {value}")
         if not self.model:
             bad("model", "a model directory or hub id is required")
         if self.page_size < 1:
@@ -147,3 +155,14 @@ class EngineConfig:
             bad("enable_hicache", "the KV tiers extend the prefix cache; drop --no-enable-prefix-cache")
         if not 0 < self.port < 65536:
             bad("port", f"must be in 1..65535, got {self.port}")
+        if self.api_key is not None and not self.api_key.strip():
+            bad("api_key", "must not be empty (leave the flag out to serve without authentication)")
+        if self.request_body_timeout <= 0:
+            bad("request_body_timeout", f"must be > 0, got {self.request_body_timeout}")
+        if self.kv_store and self.kv_store.startswith(("redis://", "rediss://", "unix://")):
+            from redis.connection import parse_url
+
+            try:
+                parse_url(self.kv_store)
+            except ValueError as e:  # the URL may hold a password: do not echo it
+                bad("kv_store", f"not a valid Redis URL: {e}")

@@ -43,19 +43,33 @@ def test_make_tiny_model_then_generate_matches_offline_api(tmp_path):
     (["--model", "{tiny}"], "at least one --prompt"),
     (["--model", "{tiny}", "--prompt", "hi", "--page-size", "0"], "--page-size"),
     (["--model", "{tiny}", "--prompt", "hi", "--kv-cache-gb", "-1"], "--kv-cache-gb"),
+    (["--model", "{tiny}", "--prompts-file", "{tiny}"], "--prompts-file '{tiny}' is a directory"),
+    (["--model", "{tiny}", "--prompt", "hi", "--kv-cache-gb", "nan"], "--kv-cache-gb: must be a finite number"),
+    (["--model", "{tiny}", "--prompt", "hi", "--hicache-ratio", "nan"], "--hicache-ratio: must be a finite number"),
+    (["--model", "{tiny}", "--prompt", "hi", "--kv-cache-gb", "1e9"], "--kv-cache-gb"),
+    (["--model", "{tiny}", "--prompt", "hi", "--max-model-len", "1000000000000"], "--max-model-len"),
 ])
 def test_generate_bad_flags_exit_2_with_message(tiny_qwen3, args, message):
     args = [a.replace("{tiny}", str(tiny_qwen3)) for a in args]
     r = tierlm("generate", *args, "--device", "cpu")
     assert r.returncode == 2
-    assert message in r.stderr and "Traceback" not in r.stderr
+    message = message.replace("{tiny}", str(tiny_qwen3))
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("tierlm generate: error:"), r.stderr
 
 
 def test_help_groups_engine_flags():
     r = tierlm("generate", "--help")
     assert r.returncode == 0
-    for group in ("model options", "memory options", "scheduler options"):
+    for group in ("model options", "memory options", "scheduler options", "cache tiers options"):
         assert group in r.stdout
+
+
+def test_cache_tier_flags_are_accepted(tiny_qwen3):
+    r = tierlm("generate", "--model", str(tiny_qwen3), "--prompt", "hello", "--max-tokens", "3", "--json", *ENGINE,
+               "--enable-hicache", "--hicache-size", "0.01")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["token_ids"]) > 0
 
 
 def test_output_into_a_closed_pipe_is_not_a_traceback():

@@ -28,6 +28,9 @@ def llm(tiny_qwen3):
     ("hi", SamplingParams(top_k=0), "top_k"),
     ("hi", SamplingParams(min_p=2.0), "min_p"),
     ([10**9], SamplingParams(), "token ids"),
+    ("hi", SamplingParams(stop=["ok", "\ud800"]), "stop: invalid Unicode"),
+    ("hi", SamplingParams(stop_token_ids=[2**70]), "stop_token_ids"),
+    ("hi", SamplingParams(top_p=float("nan")), "top_p"),
 ])
 def test_bad_request_errors_and_others_still_served(llm, prompt, params, message):
     good = SamplingParams(temperature=0, max_tokens=4)
@@ -38,11 +41,15 @@ def test_bad_request_errors_and_others_still_served(llm, prompt, params, message
 
 
 def test_add_request_raises_typed_errors(llm):
-    with pytest.raises(PromptTooLongError):
+    with pytest.raises(PromptTooLongError) as too_long:
         llm.engine.add_request("long", [5] * 100, SamplingParams())
-    with pytest.raises(RequestError):
+    with pytest.raises(RequestError) as bad:
         llm.engine.add_request("neg", [5], SamplingParams(temperature=-1))
     assert not llm.engine.has_unfinished()
+    # The server answers each error with its type's status and names the field: no mapping of its own.
+    assert (too_long.value.http_status, too_long.value.param, too_long.value.code) == (
+        413, "prompt", "context_length_exceeded")
+    assert (bad.value.http_status, bad.value.param) == (400, "temperature")
 
 
 def test_unknown_model_dir(tmp_path):
@@ -71,6 +78,25 @@ def test_missing_shard(tiny_models, tmp_path):
     shard = sorted(bad.glob("model-*.safetensors"))[0]
     shard.unlink()
     with pytest.raises(ModelLoadError, match=f"shard '{shard.name}'.*missing"):
+        LLM(str(bad), **CPU_OPTS)
+
+
+def test_truncated_weights_name_the_file(tiny_qwen3, tmp_path):
+    import os
+
+    bad = shutil.copytree(tiny_qwen3, tmp_path / "m")
+    weights = bad / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    with pytest.raises(ModelLoadError, match=f"cannot read safetensors file {weights}"):
+        LLM(str(bad), **CPU_OPTS)
+
+
+def test_zero_layers_is_blamed_on_the_config(tiny_qwen3, tmp_path):
+    bad = shutil.copytree(tiny_qwen3, tmp_path / "m")
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["num_hidden_layers"] = 0
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="config.json: num_hidden_layers must be a positive integer"):
         LLM(str(bad), **CPU_OPTS)
 
 

@@ -40,7 +40,7 @@ def children_of(pid: int) -> list[int]:
 class ServerProcess:
     """`python -m tierlm serve` in a subprocess, with its log in a file and helpers to reach it."""
 
-    def __init__(self, model_dir: Path, log_path: Path, *extra: str):
+    def __init__(self, model_dir: Path, log_path: Path, *extra: str, new_session: bool = False):
         self.model = str(model_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,7 +48,10 @@ class ServerProcess:
         self.log = open(log_path, "w")
         cmd = [sys.executable, "-m", "tierlm", "serve", "--model", self.model, *ENGINE_FLAGS,
                "--port", str(self.port), *extra]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ})
+        # new_session: the server leads its own process group, so a test can signal the group as a service
+        # manager does (never the test's own group).
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ},
+                                     start_new_session=new_session)
         self.engine_pids: list[int] = []
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> "ServerProcess":

@@ -80,6 +80,19 @@ CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
     ("generate-unknown-param", GEN, {"input_ids": [1], "sampling_params": {"beam": 4}}, None, 400,
      "sampling_params.beam"),
     ("generate-negative-token", GEN, {"input_ids": [-3]}, None, 400, "input_ids"),
+    ("utf16-body", C, json.dumps(cmpl()).encode("utf-16"), None, 400, "UTF-8"),
+    ("lone-surrogate-prompt", C, cmpl(prompt="Hi \ud800"), None, 400, "prompt"),
+    ("lone-surrogate-in-prompt-list", C, cmpl(prompt=["Hi", "\udfff"]), None, 400, "prompt.1"),
+    ("lone-surrogate-stop", C, cmpl(stop="\ud800"), None, 400, "stop"),
+    ("stop-token-id-beyond-64-bits", C, cmpl(stop_token_ids=[2**70]), None, 400, "stop_token_ids"),
+    ("chat-lone-surrogate-content", CH, chat(messages=[{"role": "user", "content": "\ud800"}]), None, 400,
+     "messages.0.content"),
+    ("chat-lone-surrogate-stop", CH, chat(stop=["ok", "\ud800"]), None, 400, "stop"),
+    ("generate-lone-surrogate-text", GEN, {"text": "\ud800"}, None, 400, "text"),
+    ("generate-lone-surrogate-stop", GEN, {"text": "Hi", "sampling_params": {"stop": ["\ud800"]}}, None, 400,
+     "sampling_params.stop"),
+    ("generate-stop-token-id-beyond-64-bits", GEN, {"input_ids": [1], "sampling_params": {"stop_token_ids": [2**70]}},
+     None, 400, "sampling_params.stop_token_ids"),
     ("missing-api-key", C, cmpl(), {"Authorization": ""}, 401, "API key"),
     ("wrong-api-key", C, cmpl(), {"Authorization": "Bearer wrong"}, 401, "API key"),
     ("wrong-auth-scheme", C, cmpl(), {"Authorization": f"Basic {KEY}"}, 401, "API key"),
@@ -153,3 +166,4 @@ def test_still_serves_after_bad_input(server, http):
         assert r.json()["usage"]["completion_tokens"] == 3
     stats = server.stats()
     assert stats["num_running"] == 0 and stats["num_waiting"] == 0
+    assert stats["frontend_in_flight"] == 0  # no refused request leaves an entry behind

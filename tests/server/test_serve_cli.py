@@ -1,9 +1,15 @@
 """`tierlm serve` as a command: grouped --help, and one-line errors (never a traceback) for bad start-ups."""
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+
+import pytest
 
 from tests.server.helpers import ENGINE_FLAGS, free_port
 
@@ -54,5 +60,73 @@ def test_skip_tokenizer_init_serves_token_ids_only(tiny_qwen3, tmp_path):
         assert r.status_code == 200 and len(r.json()["output_ids"]) == 3
         r = httpx.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": "Hi"}, timeout=60)
         assert r.status_code == 400 and "skip-tokenizer-init" in r.json()["error"]["message"]
+        assert "auth off" in srv.log_text()
     finally:
         assert srv.stop() == 0, srv.log_text()
+
+
+def test_help_states_each_default_once():
+    text = " ".join(tierlm("serve", "--help").stdout.split())
+    assert "(default: )" not in text and "(default: None)" not in text
+    assert "(default: the model's). (default" not in text
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--api-key", ""], "--api-key"),
+    (["--kv-cache-gb", "nan"], "--kv-cache-gb"),
+    (["--hicache-ratio", "nan"], "--hicache-ratio"),
+    (["--kv-store-timeout", "nan"], "--kv-store-timeout"),
+    (["--kv-store", "redis://127.0.0.1:99999/0"], "--kv-store"),
+    (["--request-body-timeout", "0"], "--request-body-timeout"),
+])
+def test_invalid_flag_is_refused_before_start(tiny_qwen3, flags, flag):
+    r = tierlm("serve", "--model", str(tiny_qwen3), *ENGINE_FLAGS, "--port", str(free_port()), *flags)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(f"tierlm serve: error: {flag}:"), r.stderr
+
+
+def test_truncated_weights_name_the_file(tiny_qwen3, tmp_path):
+    model = shutil.copytree(tiny_qwen3, tmp_path / "m")
+    weights = model / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    r = tierlm("serve", "--model", str(model), *ENGINE_FLAGS, "--port", str(free_port()))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("tierlm serve: error:") and str(weights) in last, r.stderr
+
+
+def test_kv_pool_beyond_memory_names_the_flag(tiny_qwen3):
+    flags = [f for f in ENGINE_FLAGS if f not in ("--kv-cache-gb", "0.01")]
+    r = tierlm("serve", "--model", str(tiny_qwen3), *flags, "--kv-cache-gb", "1e9", "--port", str(free_port()))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "out of memory" in last and "--kv-cache-gb" in last, r.stderr
+
+
+def test_group_sigterm_exits_cleanly_and_start_up_line_states_auth(tiny_qwen3, tmp_path):
+    """A service manager signals the whole process group: the engine process must not die with a leaked
+    semaphore, and the server still exits 0 with no process left."""
+    from tests.server.helpers import ServerProcess
+
+    srv = ServerProcess(tiny_qwen3, tmp_path / "server.log", "--api-key", "k", new_session=True)
+    try:
+        srv.wait_ready()
+        assert "auth API key required" in srv.log_text()
+        engines = list(srv.engine_pids)
+        os.killpg(srv.proc.pid, signal.SIGTERM)
+    finally:
+        code = srv.stop()
+    assert code == 0, srv.log_text()
+    deadline = time.monotonic() + 10  # the resource tracker reports leaks as it exits, after the server
+    while any(_running(pid) for pid in engines) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engines and not any(_running(pid) for pid in engines)
+    assert "leaked" not in srv.log_text(), srv.log_text()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -15,6 +15,14 @@ def _base_type(tp) -> type:
     return args[0] if args else tp
 
 
+def _help(f: dataclasses.Field) -> str:
+    """The field's help, plus its default unless the help already states one (or there is none to state)."""
+    text = f.metadata["help"]
+    if f.default is None or f.default == "" or "(default" in text:
+        return text
+    return f"{text} (default: {f.default})"
+
+
 def add_engine_args(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS,
                     model_required: bool = True) -> None:
     """Add one flag per `EngineConfig` field of the given groups, under a titled argument group each."""
@@ -27,7 +35,7 @@ def add_engine_args(parser: argparse.ArgumentParser, groups: Iterable[str] = GRO
             continue
         flag = "--" + f.name.replace("_", "-")
         tp = _base_type(hints[f.name])
-        kwargs = {"dest": f.name, "help": f.metadata["help"] + f" (default: {f.default})"}
+        kwargs = {"dest": f.name, "help": _help(f)}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["default"] = f.default

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stop", action="append", default=[], help="Stop string (repeatable).")
     g.add_argument("--ignore-eos", action="store_true", help="Keep generating past the end-of-sequence token.")
     g.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
-    add_engine_args(p, groups=("model", "memory", "scheduler"))
+    add_engine_args(p, groups=("model", "memory", "scheduler", "cache tiers"))
     p.set_defaults(func=run)
 
 
@@ -37,12 +37,17 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
             text = sys.stdin.read()
         else:
             path = Path(args.prompts_file)
-            if not path.is_file():
+            if not path.exists():
                 raise CLIError(f"--prompts-file {args.prompts_file!r} does not exist")
+            if path.is_dir():
+                raise CLIError(f"--prompts-file {args.prompts_file!r} is a directory; give a text file "
+                               f"with one prompt per line")
             try:
                 text = path.read_text(encoding="utf-8")
             except UnicodeDecodeError as e:
                 raise CLIError(f"--prompts-file {args.prompts_file!r} is not UTF-8 text: {e}") from None
+            except OSError as e:
+                raise CLIError(f"--prompts-file {args.prompts_file!r}: cannot read: {e.strerror or e}") from None
         prompts.extend(line for line in text.splitlines() if line.strip())
     if not prompts:
         raise CLIError("give at least one --prompt or a non-empty --prompts-file")
@@ -52,6 +57,7 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tierlm.engine.errors import ModelLoadError
     from tierlm.engine.llm import LLM
+    from tierlm.errors import RequestError, describe_startup_error, is_out_of_memory
     from tierlm.sampling_params import SamplingParams
 
     prompts = _read_prompts(args)
@@ -60,13 +66,18 @@ def run(args: argparse.Namespace) -> int:
                             ignore_eos=args.ignore_eos)
     try:
         params.validate()
-    except ValueError as e:
-        raise CLIError(f"--{str(e).split(' ')[0].replace('_', '-')}: {e}") from None
+    except RequestError as e:
+        flag = "sampling-seed" if e.param == "seed" else (e.param or "").replace("_", "-")
+        raise CLIError(f"--{flag}: {e}") from None
     config = config_from_args(args)
     try:
         llm = LLM(**{k: v for k, v in config.__dict__.items()})
     except (ModelLoadError, ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise CLIError(describe_startup_error(e)) from None
     outputs = llm.generate(prompts, params, use_tqdm=len(prompts) > 1)
     failed = 0
     for prompt, out in zip(prompts, outputs):

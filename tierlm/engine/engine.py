@@ -10,7 +10,7 @@ import torch
 from tierlm.config import EngineConfig
 from tierlm.engine import startup
 from tierlm.engine.detokenizer import IncrementalDetokenizer
-from tierlm.engine.errors import PromptTooLongError, RequestError
+from tierlm.engine.errors import RequestError
 from tierlm.engine.inflight import InFlight, Readback
 from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.outputs import StepOutput, TokenLogprob
@@ -23,6 +23,7 @@ from tierlm.engine.worker import Worker
 from tierlm.models.config import ModelConfig
 from tierlm.models.loader import resolve_model_dir
 from tierlm.sampling_params import SamplingParams
+from tierlm.validation import check_prompt_ids
 
 logger = logging.getLogger(__name__)
 
@@ -69,21 +70,12 @@ class Engine:
     # ---- requests ------------------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Queue a request; raises `RequestError` (or `PromptTooLongError`) for one the engine cannot serve."""
-        try:
-            params.validate()
-        except ValueError as e:
-            raise RequestError(str(e)) from None
+        vocab = self.model_config.vocab_size
+        params.validate(vocab)
         if self.tokenizer is None and params.detokenize:
             raise RequestError("the engine runs without a tokenizer (--skip-tokenizer-init): set detokenize=False")
-        if not prompt_token_ids:
-            raise RequestError("prompt is empty")
-        vocab = self.model_config.vocab_size
-        if any(not isinstance(t, int) or t < 0 or t >= vocab for t in prompt_token_ids):
-            raise RequestError(f"prompt token ids must be integers in [0, {vocab})")
+        check_prompt_ids(prompt_token_ids, vocab, self.max_model_len)
         n = len(prompt_token_ids)
-        if n >= self.max_model_len:
-            raise PromptTooLongError(f"prompt has {n} tokens; the context limit is {self.max_model_len} tokens "
-                                     f"(prompt + at least 1 output token)")
         if self.scheduler.find(request_id) is not None:
             raise RequestError(f"request id {request_id!r} is already in use")
         room = self.max_model_len - n

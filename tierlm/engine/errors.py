@@ -1,13 +1,9 @@
-"""Errors the engine raises for bad requests and bad model inputs (all carry a user-readable message)."""
+"""Errors the engine raises for bad requests and bad model inputs (all carry a user-readable message).
 
+The request errors are defined in `tierlm.errors` (shared with the HTTP server, each with its HTTP status);
+`ModelLoadError` in `tierlm.models.errors`.
+"""
+from tierlm.errors import PromptTooLongError, RequestError
 from tierlm.models.errors import ModelLoadError
 
 __all__ = ["ModelLoadError", "PromptTooLongError", "RequestError"]
-
-
-class RequestError(ValueError):
-    """A request the engine refuses (bad parameters, empty prompt, ...); the engine keeps serving others."""
-
-
-class PromptTooLongError(RequestError):
-    """The prompt does not fit the context limit (HTTP 413)."""

@@ -9,6 +9,20 @@ from typing import Any, Optional
 from tierlm.models.errors import ModelLoadError
 from tierlm.models.registry import ARCHITECTURES
 
+# ModelConfig field -> the config.json key it comes from; each must be a positive integer.
+_POSITIVE = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
+             "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+             "num_kv_heads": "num_key_value_heads", "head_dim": "head_dim",
+             "max_position_embeddings": "max_position_embeddings"}
+
+
+def _check_sizes(mc: "ModelConfig", source: str) -> None:
+    for name, key in _POSITIVE.items():
+        value = getattr(mc, name)
+        if value < 1:
+            raise ModelLoadError(f"{source}: {key} must be a positive integer, got {value}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape and numerics of a decoder-only transformer, independent of the HF config class that described it."""
@@ -48,7 +62,7 @@ class ModelConfig:
             theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
             eos = cfg.get("eos_token_id")
             eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
-            return ModelConfig(
+            mc = ModelConfig(
                 architecture=arch,
                 vocab_size=int(cfg["vocab_size"]),
                 hidden_size=hidden,
@@ -70,8 +84,12 @@ class ModelConfig:
             )
         except KeyError as e:
             raise ModelLoadError(f"{source}: missing required field {e.args[0]!r}") from None
+        except ZeroDivisionError:
+            raise ModelLoadError(f"{source}: num_attention_heads must be a positive integer, got 0") from None
         except (TypeError, ValueError) as e:
             raise ModelLoadError(f"{source}: invalid value: {e}") from None
+        _check_sizes(mc, source)
+        return mc
 
     @staticmethod
     def from_dir(model_dir: Path) -> "ModelConfig":

@@ -70,14 +70,14 @@ def _weight_files(model_dir: Path) -> list[Path]:
 
 
 def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, Path, torch.Tensor]]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as sf:
                 for name in sf.keys():
                     yield name, f, sf.get_tensor(name)
-        except (OSError, RuntimeError, ValueError) as e:
+        except (OSError, RuntimeError, ValueError, SafetensorError) as e:  # e.g. a truncated file
             if isinstance(e, ModelLoadError):
                 raise
             raise ModelLoadError(f"cannot read safetensors file {f}: {e}") from None

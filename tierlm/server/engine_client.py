@@ -85,9 +85,10 @@ class EngineClient:
         of requests, or a new one), which is returned."""
         if self.dead:
             raise EngineDeadError("the engine process is not running")
+        data = wire.pack(wire.add_msg(rid, token_ids, params))  # fails before anything is registered
         q: asyncio.Queue = queue if queue is not None else asyncio.Queue()
         self._queues[rid] = q
-        self._send(wire.add_msg(rid, token_ids, params))
+        self._push_bytes(data)
         return q
 
     def abort(self, rid: str) -> None:
@@ -117,8 +118,11 @@ class EngineClient:
             self._send({"t": wire.SHUTDOWN})
 
     def _send(self, msg: dict) -> None:
+        self._push_bytes(wire.pack(msg))
+
+    def _push_bytes(self, data: bytes) -> None:
         assert self._push is not None, "EngineClient.start() was not called"
-        self._push.send(wire.pack(msg), zmq.NOBLOCK)
+        self._push.send(data, zmq.NOBLOCK)
 
     async def _receive(self) -> None:
         assert self._pull is not None
@@ -142,7 +146,8 @@ class EngineClient:
         elif kind == wire.REJECT:
             q = self._queues.pop(msg["rid"], None)
             if q is not None:
-                q.put_nowait(wire.Rejected(msg["rid"], int(msg["status"]), str(msg["msg"])))
+                q.put_nowait(wire.Rejected(msg["rid"], int(msg["status"]), str(msg["msg"]), msg.get("param"),
+                                           msg.get("code")))
         elif kind == wire.STATS:
             fut = self._stats.get(msg["qid"])
             if fut is not None and not fut.done():

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import zmq
 
 from tierlm.config import EngineConfig
+from tierlm.errors import OverloadedError, RequestError, describe_startup_error
 from tierlm.server import wire
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,15 @@ class EngineLoop:
         self.parent_pid = parent_pid
         self.live: set[str] = set()
         self.running = True
+        self.stop_when_idle = False  # set on SIGTERM: finish what is running, then exit
 
     def run(self) -> None:
-        """Serve until SHUTDOWN (or the parent process disappears)."""
+        """Serve until SHUTDOWN, the parent process disappears, or (after SIGTERM) nothing is left to run."""
         while self.running:
             busy = self.engine.has_unfinished()
+            if self.stop_when_idle and not busy:
+                log.info("SIGTERM: no request left; engine process exits")
+                break
             if self.recv_sock.poll(0 if busy else IDLE_POLL_MS):
                 self._drain()
             elif not busy and self._orphaned():
@@ -79,17 +84,14 @@ class EngineLoop:
                 log.error("dropping message of unknown kind %r", kind)
 
     def _add(self, msg: dict, waiting: int) -> bool:
-        from tierlm.engine.errors import PromptTooLongError
-
         rid = msg["rid"]
-        if waiting >= self.max_waiting:
-            self._reject(rid, 503, f"The server is overloaded: {waiting} requests are waiting "
-                                   f"(--max-waiting-requests {self.max_waiting}); retry later")
-            return False
         try:
+            if waiting >= self.max_waiting:
+                raise OverloadedError(f"The server is overloaded: {waiting} requests are waiting "
+                                      f"(--max-waiting-requests {self.max_waiting}); retry later")
             self.engine.add_request(rid, list(msg["ids"]), wire.params_from_wire(msg["p"]))
-        except PromptTooLongError as e:
-            self._reject(rid, 413, str(e))
+        except RequestError as e:
+            self._reject(rid, e.http_status, e.message, e.param, e.code)
             return False
         except (ValueError, TypeError) as e:
             self._reject(rid, 400, str(e))
@@ -134,8 +136,9 @@ class EngineLoop:
         if rows:
             self._send({"t": wire.OUTPUTS, "outs": rows})
 
-    def _reject(self, rid: str, status: int, message: str) -> None:
-        self._send({"t": wire.REJECT, "rid": rid, "status": status, "msg": message})
+    def _reject(self, rid: str, status: int, message: str, param: Optional[str] = None,
+                code: Optional[str] = None) -> None:
+        self._send({"t": wire.REJECT, "rid": rid, "status": status, "msg": message, "param": param, "code": code})
 
     def _send(self, msg: dict) -> None:
         try:
@@ -170,9 +173,27 @@ def _die_with_parent() -> None:
             pass
 
 
+class _Termination:
+    """SIGTERM policy of the engine process: exit through the normal clean-up (so nothing, such as a semaphore,
+    is leaked), but never cut off requests the frontend is still streaming. Before serving, or once the
+    frontend is gone, it exits at once; while serving it finishes the running requests first (a SIGTERM sent
+    to the whole process group also reaches the frontend, which lets open streams end, then sends SHUTDOWN)."""
+
+    def __init__(self, parent_pid: int):
+        self.parent_pid = parent_pid
+        self.loop: Optional[EngineLoop] = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.loop is None or os.getppid() != self.parent_pid:
+            raise SystemExit(0)
+        self.loop.stop_when_idle = True
+
+
 def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready_conn: Any,
                        parent_pid: int, log_level: str = "INFO") -> None:
     """Process entry point: load the engine, report READY/FATAL over `ready_conn` (msgpack bytes), serve."""
+    termination = _Termination(parent_pid)
+    signal.signal(signal.SIGTERM, termination)
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the frontend's to handle; it sends SHUTDOWN
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [engine]: %(message)s")
@@ -182,9 +203,9 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
         engine = Engine(config)
         info = engine_info(engine, config)
     except Exception as e:  # noqa: BLE001  (reported to the launcher, which prints one line)
-        if not isinstance(e, (ValueError, OSError, RuntimeError)):
+        if not isinstance(e, (ValueError, OSError, RuntimeError, MemoryError)):
             log.exception("engine start-up failed")
-        ready_conn.send_bytes(wire.pack({"t": wire.FATAL, "msg": f"{type(e).__name__}: {e}"}))
+        ready_conn.send_bytes(wire.pack({"t": wire.FATAL, "msg": describe_startup_error(e)}))
         return
     ctx = zmq.Context()
     recv_sock = ctx.socket(zmq.PULL)
@@ -194,8 +215,10 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
     send_sock.bind(out_addr)
     ready_conn.send_bytes(wire.pack({"t": wire.READY, "info": info}))
     ready_conn.close()
+    loop = EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid)
+    termination.loop = loop
     try:
-        EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid).run()
+        loop.run()
     finally:
         close = getattr(engine, "close", None)
         if callable(close):

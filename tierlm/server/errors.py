@@ -10,27 +10,35 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tierlm.errors import RequestError
+
 log = logging.getLogger(__name__)
 
 _TYPES = MappingProxyType({400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                           405: "invalid_request_error", 413: "invalid_request_error", 503: "overloaded_error"})
+                           405: "invalid_request_error", 408: "invalid_request_error",
+                           413: "invalid_request_error", 503: "overloaded_error"})
 
 
-class APIError(Exception):
-    """A request the server refuses or cannot serve; carries the HTTP status and the offending field."""
+class APIError(RequestError):
+    """A refusal decided by the HTTP layer itself (unknown model, missing API key, ...): the status is given
+    per instance. Everything else the server refuses is a `RequestError` subclass with its own status."""
 
     def __init__(self, status: int, message: str, param: Optional[str] = None, code: Optional[str] = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
+        super().__init__(message, param, code)
+        self.http_status = status
 
 
 def error_body(status: int, message: str, param: Optional[str] = None, code: Optional[str] = None) -> dict:
     """The JSON error object for `status` (also used inside SSE streams)."""
     etype = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": etype, "param": param, "code": code}}
+    return {"error": {"message": _printable(message), "type": etype, "param": _printable(param), "code": code}}
+
+
+def _printable(text: Optional[str]) -> Optional[str]:
+    """`text` as valid Unicode: a lone surrogate echoed from the request becomes a `\\udxxx` escape."""
+    if text is None or text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_response(status: int, message: str, param: Optional[str] = None,
@@ -74,8 +82,8 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, Optio
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception type the app can meet to an OpenAI-style JSON body."""
 
-    async def on_api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.param, exc.code)
+    async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return error_response(exc.http_status, exc.message, exc.param, exc.code)
 
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = describe_validation_errors(list(exc.errors()))
@@ -95,7 +103,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(500, "Internal server error; see the server log.", None, "internal_error")
 
-    app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)

@@ -13,11 +13,13 @@ from tierlm.config import EngineConfig
 from tierlm.server.engine_client import EngineClient, EngineDeadError
 from tierlm.server.errors import error_response, install_error_handlers
 from tierlm.server.metrics import ServerMetrics
-from tierlm.server.middleware import APIKeyMiddleware, BodyLimitMiddleware, RequestCountMiddleware
+from tierlm.server.middleware import (DEFAULT_MAX_BODY_BYTES, APIKeyMiddleware, BodyReaderMiddleware,
+                                      RequestCountMiddleware)
 from tierlm.server.native_routes import native_router
 from tierlm.server.openai_routes import openai_router
+from tierlm.server.prompt_encoder import PromptEncoder
 from tierlm.server.protocol import ModelList
-from tierlm.server.requests import ServingInfo
+from tierlm.server.requests import ServingInfo, max_body_bytes
 from tierlm.server.state import ServerState, get_state
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,9 @@ async def stats(request: Request) -> Response:
 def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: EngineClient) -> FastAPI:
     """A new app serving `info.model_name` through `client` (connected in the app's lifespan)."""
     metrics_ = ServerMetrics()
-    state = ServerState(client=client, tokenizer=tokenizer, info=info, config=config, metrics=metrics_)
+    encoder = None if tokenizer is None else PromptEncoder(tokenizer, info.max_model_len)
+    state = ServerState(client=client, tokenizer=tokenizer, encoder=encoder, info=info, config=config,
+                        metrics=metrics_)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,9 +90,11 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
     app.include_router(openai_router())
     app.include_router(native_router())
     _document_model_name(app, info.model_name)
+    # Last added runs first: count, then the key check, then the bounded body read.
+    body_cap = min(DEFAULT_MAX_BODY_BYTES, max_body_bytes(info, encoder.max_token_chars if encoder else 1))
+    app.add_middleware(BodyReaderMiddleware, max_bytes=body_cap, timeout_s=config.request_body_timeout)
     if config.api_key:
         app.add_middleware(APIKeyMiddleware, api_key=config.api_key)
-    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(RequestCountMiddleware, metrics=metrics_)
     return app
 

@@ -40,24 +40,28 @@ class Generation:
         self._buffer: list[StepOutput] = []
 
     async def start(self) -> None:
-        """Submit all sub-requests; raise APIError if the engine refuses any of them."""
+        """Submit all sub-requests; raise APIError if the engine refuses any of them. On any failure (or
+        cancellation) every sub-request already submitted is aborted, so nothing is left in flight."""
+        try:
+            await self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    async def _start(self) -> None:
         try:
             for s in self.subs.values():
                 self.client.submit(s.rid, s.token_ids, s.params, self.queue)
         except EngineDeadError as e:
-            self.close()
             raise APIError(503, f"Service unavailable: {e}", None, "engine_unavailable") from None
         pending = set(self.subs)
         while pending:
             item = await self.queue.get()
             if isinstance(item, wire.Rejected):
                 self.unfinished.discard(item.request_id)
-                self.close()
-                raise APIError(item.status, item.message, "prompt" if item.status == 413 else None,
-                               "overloaded" if item.status == 503 else None)
+                raise APIError(item.status, item.message, item.param, item.code)
             if item.finished and item.error and not item.new_token_ids:
                 self.unfinished.discard(item.request_id)
-                self.close()
                 if item.finish_reason == "error":  # the scheduler refused it (needs more KV than the pool has)
                     raise APIError(400, item.error, None, "request_refused")
                 raise APIError(500, f"generation failed: {item.error}", None, "engine_error")

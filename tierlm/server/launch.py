@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import time
 from typing import Any, Optional
 
 from tierlm.config import EngineConfig
@@ -43,7 +42,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """Bind the listening socket before loading anything, so a taken port fails fast and clearly."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on such sockets; without it every response
+        # after the first on a keep-alive connection waits ~40 ms (Nagle against the client's delayed ACK).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as e:
@@ -95,14 +96,15 @@ class EngineProcess:
         return self.proc.is_alive()
 
     def stop(self) -> None:
-        """Join the engine (told to exit by the app's lifespan), escalating to SIGTERM then SIGKILL."""
-        deadline = time.monotonic() + ENGINE_JOIN_S
-        while self.proc.is_alive() and time.monotonic() < deadline:
-            self.proc.join(0.2)
-        for escalate in (self.proc.terminate, self.proc.kill):
-            if not self.proc.is_alive():
-                break
-            escalate()
+        """Make the engine exit and join it. The app's lifespan has normally sent SHUTDOWN already; SIGTERM covers
+        the rest (start-up, or a server stopped before it ran), and the engine exits cleanly on it once nothing
+        is running (see `engine_proc._Termination`). One that hangs is killed."""
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join(ENGINE_JOIN_S)
+        if self.proc.is_alive():
+            log.warning("the engine process did not exit within %d s; killing it", ENGINE_JOIN_S)
+            self.proc.kill()
             self.proc.join(5)
         self._conn.close()
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
@@ -116,9 +118,10 @@ def tiers(config: EngineConfig) -> str:
 
 
 def summary_line(config: EngineConfig, info: dict[str, Any], host: str, port: int) -> str:
+    auth = "API key required" if config.api_key else "off (no --api-key)"
     return (f"serving {info['model_name']} | dtype {info['dtype']} | device {info['device']} | "
             f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}) | context {info['max_model_len']} | "
-            f"cache root {cache_root()} | tiers {tiers(config)} | http://{host}:{port}")
+            f"cache root {cache_root()} | tiers {tiers(config)} | auth {auth} | http://{host}:{port}")
 
 
 def load_tokenizer(config: EngineConfig, model_dir: str) -> Any:

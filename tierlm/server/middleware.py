@@ -1,11 +1,13 @@
-"""Pure-ASGI middleware: API-key check on the generation endpoints, a cap on request body size, and
-per-endpoint request counting.
+"""Pure-ASGI middleware: API-key check on the generation endpoints, a bounded body reader (size, time,
+encoding), and per-endpoint request counting.
 
-Both answer before the body is parsed (a missing key is a 401 even for a malformed body, as with OpenAI),
-and neither wraps the response stream, so SSE and disconnect detection are untouched.
+They answer before the body is parsed (a missing key is a 401 even for a malformed body, as with OpenAI; the
+key is checked before any of the body is read), and none wraps the response stream, so SSE and disconnect
+detection are untouched.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from typing import TYPE_CHECKING, Optional
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 PROTECTED_PREFIXES = ("/v1/", "/generate")
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 async def _send_error(send: Send, status: int, message: str, code: str,
@@ -50,20 +53,82 @@ class APIKeyMiddleware:
         return await self.app(scope, receive, send)
 
 
-class BodyLimitMiddleware:
-    """Refuses a body whose Content-Length is above `max_bytes` with 413, before reading it."""
+class _BodyTooLarge(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES):
+
+class _ClientGone(Exception):
+    pass
+
+
+def _not_utf8(body: bytes) -> bool:
+    """UTF-16/32 JSON (a byte-order mark, or NULs among the first bytes), which `json.loads` would accept."""
+    return body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:4]
+
+
+class BodyReaderMiddleware:
+    """Reads each request body in full before the app runs, within bounds, and hands it to the app from memory.
+
+    - At most `max_bytes`: a larger Content-Length is refused (413) before reading; a chunked body is counted
+      as it arrives and refused the moment it passes the cap, so it is never read further.
+    - Within `timeout_s`: a body that stalls, or declares more bytes than it sends, is answered 408.
+    - UTF-8 only: a UTF-16/32 body is refused (400) instead of being decoded by the JSON parser.
+    Refusals close the connection (the rest of the body is never read).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 timeout_s: float = DEFAULT_BODY_TIMEOUT_S):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-                return await _send_error(send, 413, f"Request body is larger than {self.max_bytes} bytes",
-                                         "body_too_large")
-        return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        close = [(b"connection", b"close")]
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await _send_error(send, 413, self._too_large(), "body_too_large", close)
+        try:
+            body = await asyncio.wait_for(self._read(receive), self.timeout_s)
+        except _ClientGone:
+            return None
+        except _BodyTooLarge:
+            return await _send_error(send, 413, self._too_large(), "body_too_large", close)
+        except asyncio.TimeoutError:
+            return await _send_error(send, 408, f"Request body not received within {self.timeout_s:g} s "
+                                                f"(--request-body-timeout)", "body_timeout", close)
+        if _not_utf8(body):
+            return await _send_error(send, 400, "Request body must be UTF-8 encoded JSON (it looks like UTF-16 "
+                                                "or UTF-32)", "invalid_body", close)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: disconnect notices
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return f"Request body is larger than {self.max_bytes} bytes: no request this server can serve is larger"
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _BodyTooLarge()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 COUNTED_PATHS = ("/v1/completions", "/v1/chat/completions", "/generate", "/v1/models", "/health", "/metrics",

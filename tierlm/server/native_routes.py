@@ -12,7 +12,7 @@ from tierlm.server import formatting as fmt
 from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
 from tierlm.server.protocol import GenerateRequest, GenerateResponse, error_responses
-from tierlm.server.requests import check_token_ids, fan_out, need_tokenizer
+from tierlm.server.requests import fan_out, need_tokenizer, validated
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
 
@@ -25,21 +25,16 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     st = get_state(request)
     if (body.input_ids is None) == (body.text is None):
         raise APIError(400, "give exactly one of input_ids or text", "input_ids")
-    if body.input_ids is not None:
-        ids = list(body.input_ids)
-        check_token_ids(ids, st.info, "input_ids")
-        what = "input_ids"
-    else:
-        need_tokenizer(st.tokenizer)
-        ids = list(st.tokenizer.encode(body.text, add_special_tokens=True))
-        what = "text"
     sp = body.sampling_params
-    if sp.top_k == 0:
-        raise APIError(400, "sampling_params.top_k must be -1 (off) or >= 1, got 0", "sampling_params.top_k")
-    if any(not s for s in sp.stop):
-        raise APIError(400, "sampling_params.stop: stop sequences must be non-empty strings", "sampling_params.stop")
     params = SamplingParams(**sp.model_dump())
     params.detokenize = st.tokenizer is not None  # without a tokenizer: token ids only
+    validated(params, st.info, "sampling_params.")
+    if body.input_ids is not None:
+        ids = list(body.input_ids)
+        what = "input_ids"
+    else:
+        ids = await need_tokenizer(st.encoder).encode(body.text or "", "text")
+        what = "text"
     subs = fan_out(f"gen-{uuid.uuid4().hex}", [(ids, body.text or "")], 1, params, st.info, what,
                    "sampling_params.max_tokens")
     gen = Generation(st.client, subs, st.metrics)

@@ -18,6 +18,7 @@ from tierlm.server.requests import (chat_prompt, check_model, completion_prompts
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
 
+
 def _count(gen: Generation, finals: dict[str, Any]) -> dict[str, Any]:
     prompts = {rid: (o.num_prompt_tokens, o.num_cached_tokens) for rid, o in finals.items()}
     outputs = {rid: o.num_output_tokens for rid, o in finals.items()}
@@ -33,10 +34,10 @@ def _result_usage(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     st = get_state(request)
     check_model(body.model, st.info)
-    need_tokenizer(st.tokenizer)
+    encoder = need_tokenizer(st.encoder)
     unsupported(body)
-    params = sampling_params(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs)
-    prompts = completion_prompts(body, st.tokenizer, st.info)
+    params = sampling_params(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs, st.info)
+    prompts = await completion_prompts(body, encoder)
     rid = f"cmpl-{uuid.uuid4().hex}"
     gen = Generation(st.client, fan_out(rid, prompts, body.n or 1, params, st.info), st.metrics)
     created = int(time.time())
@@ -81,7 +82,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     st = get_state(request)
     check_model(body.model, st.info)
-    need_tokenizer(st.tokenizer)
+    encoder = need_tokenizer(st.encoder)
     unsupported(body)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs requires logprobs: true", "top_logprobs")
@@ -90,8 +91,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     max_field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     max_tokens: Optional[int] = body.max_completion_tokens or body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    params = sampling_params(body, max_tokens, logprobs)
-    ids, text = chat_prompt(body, st.tokenizer)
+    params = sampling_params(body, max_tokens, logprobs, st.info)
+    ids, text = await chat_prompt(body, encoder)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     gen = Generation(st.client, fan_out(rid, [(ids, text)], body.n or 1, params, st.info, "messages", max_field),
                      st.metrics)

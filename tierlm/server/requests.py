@@ -1,15 +1,20 @@
 """From API request to engine requests: model check, tokenization, chat template, limits, `SamplingParams`.
 
-Everything here raises `APIError` with the offending field named, before anything reaches the engine.
+Everything here raises a `RequestError` (`APIError` for HTTP-only policy) with the offending field named,
+before anything reaches the engine. What makes a request runnable is checked by `tierlm.validation`, the
+validator the engine runs too; tokenization goes through `PromptEncoder`, off the event loop.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Union
 
+from tierlm.errors import RequestError
 from tierlm.sampling_params import SamplingParams
 from tierlm.server.errors import APIError
+from tierlm.server.prompt_encoder import PromptEncoder
 from tierlm.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from tierlm.validation import check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
 MAX_STOPS = 16
@@ -36,16 +41,24 @@ class SubRequest:
     prompt_text: str = ""
 
 
+def max_body_bytes(info: ServingInfo, max_token_chars: int) -> int:
+    """No request this model can serve has a larger body: MAX_SUBREQUESTS prompts of max_model_len tokens,
+    each token at most `max_token_chars` characters of at most 12 bytes of JSON ("\\ud83d\\ude00") or an id
+    of at most 24, plus 1 MiB for the other fields. Small contexts thus get a small cap."""
+    return MAX_SUBREQUESTS * info.max_model_len * max(12 * max_token_chars, 24) + 2**20
+
+
 def check_model(name: str, info: ServingInfo) -> None:
     if name != info.model_name:
-        raise APIError(404, f"The model '{name}' does not exist; this server serves '{info.model_name}' "
+        raise APIError(404, f"The model {name!r} does not exist; this server serves {info.model_name!r} "
                             f"(see /v1/models)", "model", "model_not_found")
 
 
-def need_tokenizer(tokenizer: Any) -> None:
-    if tokenizer is None:
+def need_tokenizer(encoder: Optional[PromptEncoder]) -> PromptEncoder:
+    if encoder is None:
         raise APIError(400, "the server runs with --skip-tokenizer-init: only /generate with input_ids is served",
                        None, "no_tokenizer")
+    return encoder
 
 
 def unsupported(req: SamplingFields) -> None:
@@ -73,38 +86,40 @@ def _stops(stop: Optional[Union[str, list[str]]]) -> list[str]:
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if len(stops) > MAX_STOPS:
         raise APIError(400, f"stop: at most {MAX_STOPS} stop sequences, got {len(stops)}", "stop")
-    if any(not s for s in stops):
-        raise APIError(400, "stop: stop sequences must be non-empty strings", "stop")
     return stops
 
 
-def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Optional[int]) -> SamplingParams:
+def validated(params: SamplingParams, info: ServingInfo, prefix: str = "") -> SamplingParams:
+    """`params` checked by the shared validator; `prefix` qualifies the field it names (`sampling_params.`)."""
+    try:
+        params.validate(info.vocab_size)
+    except RequestError as e:
+        if prefix and e.param:
+            e.param = prefix + e.param
+        raise
+    return params
+
+
+def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Optional[int],
+                    info: ServingInfo) -> SamplingParams:
     """`SamplingParams` of one request (max_tokens resolved later against each prompt's length)."""
-    if req.top_k == 0:
-        raise APIError(400, "top_k must be -1 (off) or >= 1, got 0", "top_k")
-    stop_ids = list(req.stop_token_ids or [])
-    if any(t < 0 for t in stop_ids):
-        raise APIError(400, "stop_token_ids must be non-negative token ids", "stop_token_ids")
-    return SamplingParams(
+    return validated(SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if req.temperature is None else float(req.temperature),
         top_p=1.0 if req.top_p is None else float(req.top_p),
         top_k=-1 if req.top_k is None else req.top_k,
         min_p=0.0 if req.min_p is None else float(req.min_p),
-        seed=req.seed, stop=_stops(req.stop), stop_token_ids=stop_ids,
+        seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs,
-        skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens)
+        skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens), info)
 
 
 def fit_to_context(ids: list[int], params: SamplingParams, info: ServingInfo, what: str = "prompt",
                    max_tokens_field: str = "max_tokens") -> SamplingParams:
-    """413 for a prompt beyond the context; 400 when prompt + max_tokens does not fit; fills max_tokens=None."""
+    """400 for an empty prompt or bad token ids, 413 for one beyond the context, 400 when prompt + max_tokens
+    does not fit; fills max_tokens=None with the room left."""
+    check_prompt_ids(ids, info.vocab_size, info.max_model_len, what)
     n = len(ids)
-    if n == 0:
-        raise APIError(400, f"{what} must not be empty (it has 0 tokens)", what)
-    if n >= info.max_model_len:
-        raise APIError(413, f"{what} is {n} tokens long; this model's context is {info.max_model_len} tokens "
-                            f"(prompt + completion must fit)", what, "context_length_exceeded")
     room = info.max_model_len - n
     if params.max_tokens is None:
         return replace(params, max_tokens=room)
@@ -115,38 +130,26 @@ def fit_to_context(ids: list[int], params: SamplingParams, info: ServingInfo, wh
     return params
 
 
-def check_token_ids(ids: list[int], info: ServingInfo, field: str) -> None:
-    bad = next((t for t in ids if not 0 <= t < info.vocab_size), None)
-    if bad is not None:
-        raise APIError(400, f"{field}: token id {bad} is outside the vocabulary [0, {info.vocab_size})", field)
-
-
-def _encode(tokenizer: Any, text: str) -> list[int]:
-    return list(tokenizer.encode(text, add_special_tokens=True))
-
-
-def completion_prompts(req: CompletionRequest, tokenizer: Any, info: ServingInfo) -> list[tuple[list[int], str]]:
-    """(token ids, text) per prompt of a completions request."""
+async def completion_prompts(req: CompletionRequest, encoder: PromptEncoder) -> list[tuple[list[int], str]]:
+    """(token ids, text) per prompt of a completions request (token-id prompts are checked in `fan_out`)."""
     p = req.prompt
     if isinstance(p, str):
-        return [(_encode(tokenizer, p), p)]
+        return [(await encoder.encode(p, "prompt"), p)]
     if not p:
         raise APIError(400, "prompt must not be empty", "prompt")
+    check_choices(len(p) if not isinstance(p[0], int) else 1, req.n or 1)
     if isinstance(p[0], str):
-        return [(_encode(tokenizer, s), s) for s in p]  # type: ignore[arg-type]
+        texts: list[str] = p  # type: ignore[assignment]
+        for i, text in enumerate(texts):  # refuse an over-long or invalid prompt before tokenizing any
+            encoder.check_length(len(text), f"prompt.{i}")
+            check_text(text, f"prompt.{i}")
+        return [(await encoder.encode(text, f"prompt.{i}"), text) for i, text in enumerate(texts)]
     batches = [p] if isinstance(p[0], int) else p
-    out = []
-    for i, ids in enumerate(batches):
-        check_token_ids(ids, info, "prompt" if batches is not p else f"prompt.{i}")  # type: ignore[arg-type]
-        out.append((list(ids), ""))  # type: ignore[arg-type]
-    return out
+    return [(list(ids), "") for ids in batches]  # type: ignore[arg-type]
 
 
-def chat_prompt(req: ChatCompletionRequest, tokenizer: Any) -> tuple[list[int], str]:
-    """Render the messages through the model's chat template; (token ids, rendered text)."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise APIError(400, "this model has no chat template; use /v1/completions", "messages", "no_chat_template")
-    messages = []
+def _messages(req: ChatCompletionRequest, encoder: PromptEncoder) -> list[dict[str, str]]:
+    messages, chars = [], 0
     for i, m in enumerate(req.messages):
         content = m.content
         if content is None:
@@ -155,23 +158,44 @@ def chat_prompt(req: ChatCompletionRequest, tokenizer: Any) -> tuple[list[int], 
             content = ""
         elif not isinstance(content, str):
             content = "".join(part.text for part in content)
+        chars += len(content)
+        encoder.check_length(chars, "messages")
+        check_text(content, f"messages.{i}.content")
         msg = {"role": m.role, "content": content}
         if m.name:
+            check_text(m.name, f"messages.{i}.name")
             msg["name"] = m.name
         messages.append(msg)
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False,
+    return messages
+
+
+async def chat_prompt(req: ChatCompletionRequest, encoder: PromptEncoder) -> tuple[list[int], str]:
+    """Render the messages through the model's chat template; (token ids, rendered text)."""
+    tokenizer = encoder.tokenizer
+    if not getattr(tokenizer, "chat_template", None):
+        raise APIError(400, "this model has no chat template; use /v1/completions", "messages", "no_chat_template")
+    messages = _messages(req, encoder)
+
+    def render() -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False,
                                              add_generation_prompt=req.add_generation_prompt is not False)
+
+    try:
+        text = await encoder.run(render)
     except Exception as e:  # noqa: BLE001  (templates raise their own errors for unsupported conversations)
         raise APIError(400, f"messages could not be rendered with the chat template: {e}", "messages") from None
-    return list(tokenizer.encode(text, add_special_tokens=False)), text
+    return await encoder.encode(text, "messages", add_special_tokens=False), text
+
+
+def check_choices(num_prompts: int, n: int) -> None:
+    if num_prompts * n > MAX_SUBREQUESTS:
+        raise APIError(400, f"n: {num_prompts} prompts x n={n} exceeds {MAX_SUBREQUESTS} choices per request", "n")
 
 
 def fan_out(base_id: str, prompts: list[tuple[list[int], str]], n: int, params: SamplingParams,
             info: ServingInfo, what: str = "prompt", max_tokens_field: str = "max_tokens") -> list[SubRequest]:
     """n engine requests per prompt; with a seed, choice i samples with seed + i so choices differ."""
-    if len(prompts) * n > MAX_SUBREQUESTS:
-        raise APIError(400, f"n: {len(prompts)} prompts x n={n} exceeds {MAX_SUBREQUESTS} choices per request", "n")
+    check_choices(len(prompts), n)
     subs = []
     for p_idx, (ids, text) in enumerate(prompts):
         label = what if len(prompts) == 1 else f"{what}.{p_idx}"
@@ -179,9 +203,4 @@ def fan_out(base_id: str, prompts: list[tuple[list[int], str]], n: int, params: 
         for j in range(n):
             p = fitted if fitted.seed is None or j == 0 else replace(fitted, seed=(fitted.seed + j) % (2**63))
             subs.append(SubRequest(f"{base_id}-{p_idx}-{j}", p_idx * n + j, p_idx, ids, p, text))
-    for s in subs:
-        try:
-            s.params.validate()
-        except ValueError as e:
-            raise APIError(400, str(e), str(e).split(" ")[0]) from None
     return subs

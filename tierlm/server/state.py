@@ -3,22 +3,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from starlette.requests import Request
 
 from tierlm.config import EngineConfig
 from tierlm.server.engine_client import EngineClient
 from tierlm.server.metrics import ServerMetrics
+from tierlm.server.prompt_encoder import PromptEncoder
 from tierlm.server.requests import ServingInfo
 
 
 @dataclass
 class ServerState:
-    """The engine link, tokenizer, model facts and metrics of one running server (one per app)."""
+    """The engine link, tokenizer (and its off-loop encoder), model facts and metrics of one running server."""
 
     client: EngineClient
     tokenizer: Any
+    encoder: Optional[PromptEncoder]
     info: ServingInfo
     config: EngineConfig
     metrics: ServerMetrics

@@ -1,7 +1,8 @@
 """The messages between the HTTP frontend and the engine process, encoded with msgpack (never pickle).
 
 Frontend -> engine:  ADD {rid, ids, params} | ABORT {rid} | STATS {qid} | SHUTDOWN
-Engine -> frontend:  OUTPUTS {outs: [row, ...]} (one message per engine step) | REJECT {rid, status, msg}
+Engine -> frontend:  OUTPUTS {outs: [row, ...]} (one message per engine step)
+                     | REJECT {rid, status, msg, param, code}
                      | STATS {qid, stats}
 Start-up (over a pipe): READY {info} | FATAL {msg}
 """
@@ -29,6 +30,8 @@ class Rejected:
     request_id: str
     status: int
     message: str
+    param: Optional[str] = None
+    code: Optional[str] = None
 
 
 def pack(msg: dict[str, Any]) -> bytes:

@@ -65,17 +65,33 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
     return cls(**common)
 
 
+class DirectoryNotEmptyError(FileExistsError):
+    """The output directory already holds files and overwriting was not asked for."""
+
+
+def _prepare_dir(path: Path, overwrite: bool) -> None:
+    """Create `path`; a non-empty one is refused unless `overwrite`, which first drops old weight files (a
+    stale shard or index would otherwise be loaded alongside the new weights)."""
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise DirectoryNotEmptyError(f"{path} is not empty")
+        for old in [*path.glob("*.safetensors"), path / "model.safetensors.index.json"]:
+            old.unlink(missing_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
 def make_tiny_model(path: str | Path, arch: str = "qwen3", seed: int = 0, vocab_size: int = 512,
-                    num_shards: int = 1, **config_overrides) -> Path:
+                    num_shards: int = 1, overwrite: bool = False, **config_overrides) -> Path:
     """Write a random `arch` checkpoint and a trained tokenizer to `path`; returns the path.
 
-    `num_shards > 1` writes sharded safetensors with an index, like large hub checkpoints.
+    `num_shards > 1` writes sharded safetensors with an index, like large hub checkpoints. A non-empty `path`
+    raises DirectoryNotEmptyError unless `overwrite`.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    _prepare_dir(path, overwrite)
     tokenizer = build_tokenizer(vocab_size)
     config = tiny_config(arch, vocab_size=len(tokenizer), **config_overrides)
     torch.manual_seed(seed)

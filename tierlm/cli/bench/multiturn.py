@@ -19,6 +19,7 @@ from pathlib import Path
 from tierlm.cli.bench.offline import percentiles
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.errors import CLIError
+from tierlm.cli.paths import output_dir
 
 MODES = {"gpu": "GPU only", "l2": "+L2 host", "l3": "+L2+L3"}
 
@@ -160,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     if min(args.num_clients, args.num_rounds, args.first_turn_len, args.turn_len, args.answer_len,
            args.concurrency) < 1:
         raise CLIError("--num-clients, --num-rounds, --concurrency and the lengths must be >= 1")
+    out_dir = output_dir(args.output_dir, "--output-dir")
     config = config_from_args(args)
     final_len = args.first_turn_len + (args.num_rounds - 1) * args.turn_len + args.num_rounds * args.answer_len
     try:
@@ -175,8 +177,6 @@ def run(args: argparse.Namespace) -> int:
     if config.hicache_size is None and args.hicache_ratio == 2.0:  # default: let L2 hold the working set
         changes["hicache_ratio"] = args.working_set_factor + 1
     config = config.replace(**changes)
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     turns = _conversations(args, model_cfg.vocab_size)
     results = []
     with tempfile.TemporaryDirectory(prefix="tierlm-mt-kv-") as store_dir:

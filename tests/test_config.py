@@ -1,0 +1,37 @@
+"""`EngineConfig.validate`: every bad value is one ValueError naming its flag."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from tierlm.config import EngineConfig
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(EngineConfig) if isinstance(f.default, float)
+                or f.name in ("kv_cache_gb", "hicache_size")]
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_numbers_are_refused(name, value):
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(ValueError, match=f"^{flag}: must be a finite number"):
+        EngineConfig(model="m", **{name: value}).validate()
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_empty_api_key_is_refused(key):
+    with pytest.raises(ValueError, match="^--api-key: must not be empty"):
+        EngineConfig(model="m", api_key=key).validate()
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:99999/0", "redis://127.0.0.1:port/0", "rediss://:pw@h:-1/0"])
+def test_bad_redis_url_names_the_flag_without_echoing_it(url):
+    with pytest.raises(ValueError, match="^--kv-store: not a valid Redis URL") as e:
+        EngineConfig(model="m", kv_store=url).validate()
+    assert "pw" not in str(e.value)
+
+
+def test_good_values_pass():
+    EngineConfig(model="m", api_key="k", kv_store="redis://:pw@127.0.0.1:6379/2", kv_cache_gb=0.5).validate()

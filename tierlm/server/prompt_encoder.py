@@ -1,0 +1,79 @@
+"""`PromptEncoder`: prompt text to token ids without ever blocking the event loop.
+
+Two guards keep one request from stalling the others:
+- Text longer than `max_model_len` times the longest token (in characters) cannot fit the context whatever it
+  says, so it is refused (413) from its length alone, before any tokenization.
+- Everything else is tokenized in a worker thread through the `tokenizers` batch call, which releases the
+  GIL; when the prompt turns out longer than the context only its token count crosses back into Python.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Optional, TypeVar
+
+from tierlm.errors import PromptTooLongError
+from tierlm.validation import check_text, prompt_too_long
+
+T = TypeVar("T")
+
+
+def longest_token_chars(tokenizer: Any) -> int:
+    """Characters of the longest vocabulary entry: no token covers more characters of input text.
+
+    (Byte-level vocabularies spell each byte as one character, so this bounds the bytes per token too.)
+    """
+    return max((len(t) for t in tokenizer.get_vocab()), default=1) or 1
+
+
+def _backend(tokenizer: Any) -> Optional[Any]:
+    """The `tokenizers.Tokenizer` behind a fast tokenizer, without truncation or padding (a private copy if it
+    had either, so the shared one is never mutated while a worker thread reads it)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch"):
+        return None
+    if backend.truncation is not None or backend.padding is not None:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+    return backend
+
+
+class PromptEncoder:
+    """Tokenizes prompts for one served model: length guard first, then tokenization off the event loop."""
+
+    def __init__(self, tokenizer: Any, max_model_len: int):
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.max_token_chars = longest_token_chars(tokenizer)
+        self.max_chars = max_model_len * self.max_token_chars
+        self._backend = _backend(tokenizer)
+
+    def check_length(self, num_chars: int, param: str) -> None:
+        """413 for text of more characters than the context can hold."""
+        if num_chars > self.max_chars:
+            raise PromptTooLongError(
+                f"{param} is {num_chars} characters long; this model's context of {self.max_model_len} tokens "
+                f"holds at most {self.max_chars} characters ({self.max_token_chars} per token)", param)
+
+    async def encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`; 413 when it cannot fit the context, 400 when it is not valid Unicode."""
+        self.check_length(len(text), param)
+        check_text(text, param)
+        n, ids = await asyncio.to_thread(self._encode, text, add_special_tokens)
+        if ids is None:
+            raise prompt_too_long(n, self.max_model_len, param)
+        return ids
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run other tokenizer work (e.g. a chat template) in a worker thread."""
+        return await asyncio.to_thread(fn, *args)
+
+    def _encode(self, text: str, add_special_tokens: bool) -> tuple[int, Optional[list[int]]]:
+        if self._backend is not None:
+            enc = self._backend.encode_batch([text], add_special_tokens=add_special_tokens)[0]
+            n = len(enc)
+            return n, (list(enc.ids) if n < self.max_model_len else None)
+        ids = list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+        return len(ids), (ids if len(ids) < self.max_model_len else None)

@@ -1,0 +1,96 @@
+"""The one request validator: what makes a prompt and its `SamplingParams` runnable.
+
+Both processes call it: the HTTP frontend while preparing a request (so a mistake is answered before anything
+reaches the engine) and `Engine.add_request` (so offline users and anything that bypasses the frontend get
+the same checks). Every failure is a `RequestError` (or a subclass) naming the field at fault; the server
+answers it with the error's own `http_status`. HTTP-only policy (how many stop strings or choices a request
+may carry, OpenAI fields TierLM does not implement) stays in the server.
+
+Imports nothing from `engine` or `server`.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from tierlm.errors import PromptTooLongError, RequestError
+
+if TYPE_CHECKING:
+    from tierlm.sampling_params import SamplingParams
+
+# Token ids travel between the processes as msgpack integers: keep them within a signed 64-bit range even
+# when the vocabulary size is not known to the caller.
+MAX_TOKEN_ID = 2**63 - 1
+
+
+def check_text(text: str, param: str) -> None:
+    """Text must be encodable as UTF-8: refuse lone surrogates (JSON allows them as "\\ud800" escapes)."""
+    if text.isascii():  # O(1) in CPython: the common case costs nothing
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(f"{param}: invalid Unicode: lone surrogate \\u{ord(text[e.start]):04x} at character "
+                           f"{e.start}", param) from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_token_ids(ids: Sequence[object], vocab_size: Optional[int], param: str) -> None:
+    """Every id an integer in [0, vocab_size) (or within 64 bits when the vocabulary is not known)."""
+    upper = MAX_TOKEN_ID + 1 if vocab_size is None else vocab_size
+    bad = next((t for t in ids if not _is_int(t) or not 0 <= t < upper), None)  # type: ignore[operator]
+    if bad is not None:
+        raise RequestError(f"{param}: token ids must be integers in [0, {upper}), got {bad!r}", param)
+
+
+def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -> None:
+    """Raise RequestError naming the first invalid field of `params` (normalizes a lone `stop` string)."""
+    def bad(name: str, why: str) -> None:
+        raise RequestError(f"{name} {why}", name)
+
+    if params.max_tokens is not None and (not _is_int(params.max_tokens) or params.max_tokens <= 0):
+        bad("max_tokens", f"must be a positive integer, got {params.max_tokens!r}")
+    if not _number(params.temperature) or params.temperature < 0:
+        bad("temperature", f"must be >= 0, got {params.temperature!r}")
+    if not _number(params.top_p) or not 0.0 < params.top_p <= 1.0:
+        bad("top_p", f"must be in (0, 1], got {params.top_p!r}")
+    if not _is_int(params.top_k) or (params.top_k != -1 and params.top_k < 1):
+        bad("top_k", f"must be -1 (off) or >= 1, got {params.top_k!r}")
+    if not _number(params.min_p) or not 0.0 <= params.min_p <= 1.0:
+        bad("min_p", f"must be in [0, 1], got {params.min_p!r}")
+    if params.logprobs is not None and (not _is_int(params.logprobs) or not 0 <= params.logprobs <= 20):
+        bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
+    if params.seed is not None and (not _is_int(params.seed) or not -2**63 <= params.seed < 2**64):
+        bad("seed", f"must be a 64-bit integer, got {params.seed!r}")
+    if isinstance(params.stop, str):
+        params.stop = [params.stop]
+    if any(not isinstance(s, str) or not s for s in params.stop):
+        bad("stop", "must be a list of non-empty strings")
+    for s in params.stop:
+        check_text(s, "stop")
+    if params.stop and not params.detokenize:
+        bad("stop", "strings need detokenize=True")
+    check_token_ids(params.stop_token_ids, vocab_size, "stop_token_ids")
+
+
+def check_prompt_ids(ids: Sequence[object], vocab_size: Optional[int], max_model_len: int,
+                     param: str = "prompt") -> None:
+    """A non-empty prompt of valid token ids that leaves room for at least one output token."""
+    n = len(ids)
+    if n == 0:
+        raise RequestError(f"{param} is empty (0 tokens)", param)
+    check_token_ids(ids, vocab_size, param)
+    if n >= max_model_len:
+        raise prompt_too_long(n, max_model_len, param)
+
+
+def prompt_too_long(num_tokens: int, max_model_len: int, param: str = "prompt") -> PromptTooLongError:
+    return PromptTooLongError(f"{param} has {num_tokens} tokens; the context limit is {max_model_len} tokens "
+                              f"(prompt + at least 1 output token)", param)
