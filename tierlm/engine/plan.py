@@ -10,6 +10,7 @@ the controller and are passed beside the plan, never inside it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from itertools import accumulate
 from typing import Optional
 
 import msgpack
@@ -70,20 +71,20 @@ def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[
               copies: StepCopies) -> tuple[StepPlan, list[Req]]:
     """The plan of a scheduled batch (`reqs` may be empty: a copies-only step); also returns the requests
     that sample in it (those whose pass reaches the end of their sequence)."""
-    plan = StepPlan(mode=mode if reqs else "copies", table_rows=writes[0], table_positions=writes[1],
-                    table_slots=writes[2], load_host=copies.load_host, load_device=copies.load_device,
+    rows = [r.row for r in reqs]
+    prefix = [r.kv_len for r in reqs]
+    seqs = [r.seq_len for r in reqs]
+    ends = list(accumulate(extend_lens))
+    # a pass that reaches the end of its sequence samples the next token
+    sites = [i for i, (p, n, s) in enumerate(zip(prefix, extend_lens, seqs)) if p + n == s]
+    input_ids: list[int] = []
+    if mode != "decode":
+        for r, p, n in zip(reqs, prefix, extend_lens):
+            input_ids += r.token_ids[p:p + n]
+    plan = StepPlan(mode=mode if reqs else "copies", rows=rows, prefix_lens=prefix, extend_lens=list(extend_lens),
+                    input_ids=input_ids, table_rows=writes[0], table_positions=writes[1], table_slots=writes[2],
+                    sample_rows=[rows[i] for i in sites], sample_positions=[seqs[i] for i in sites],
+                    sample_index=[ends[i] - 1 for i in sites], load_host=copies.load_host,
+                    load_device=copies.load_device,
                     backups=[(c.device_pages, c.host_pages, c.keys) for c in copies.backups])
-    sampling, pos = [], 0
-    for req, n in zip(reqs, extend_lens):
-        plan.rows.append(req.row)
-        plan.prefix_lens.append(req.kv_len)
-        plan.extend_lens.append(n)
-        if mode != "decode":
-            plan.input_ids.extend(req.token_ids[req.kv_len:req.kv_len + n])
-        pos += n
-        if req.kv_len + n == req.seq_len:  # this pass reaches the end of the sequence: sample
-            sampling.append(req)
-            plan.sample_rows.append(req.row)
-            plan.sample_positions.append(req.seq_len)
-            plan.sample_index.append(pos - 1)
-    return plan, sampling
+    return plan, [reqs[i] for i in sites]

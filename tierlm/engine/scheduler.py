@@ -90,12 +90,12 @@ class Scheduler:
         return max(req.seq_len, min(req.max_seq_len, req.prompt_len + self.reserve_new_tokens))
 
     def _reserved_pages(self) -> int:
-        return sum(max(0, self.kv.pages_for(self._target_len(r)) - len(r.pages)) for r in self.running)
+        return sum(self._reservation(r) for r in self.running)
 
     def _grow(self, req: Req, n: int) -> bool:
         """Give positions up to `req.kv_len + n` pages and table entries; False if the pool is exhausted."""
         start, end = req.kv_len, req.kv_len + n
-        if not self.kv.grow(req.pages, end):
+        if end > len(req.pages) * self.kv.page_size and not self.kv.grow(req.pages, end):
             return False
         self._map(req.row, req.pages, start, end)
         return True
@@ -122,11 +122,18 @@ class Scheduler:
         """Queue table entries for positions [start, end) of `row` (written by the runner in one scatter)."""
         ps = self.kv.page_size
         rows, positions, slots = self._writes
+        if end - start == 1:  # decode: one entry
+            rows.append(row), positions.append(start), slots.append(pages[start // ps] * ps + start % ps)
+            return
         rows.extend([row] * (end - start))
         positions.extend(range(start, end))
         slots.extend(pages[p // ps] * ps + p % ps for p in range(start, end))
 
-    def _try_admit(self, req: Req) -> str:
+    def _reservation(self, req: Req) -> int:
+        """Pages `req` still counts on beyond those it holds."""
+        return max(0, self.kv.pages_for(self._target_len(req)) - len(req.pages))
+
+    def _try_admit(self, req: Req, reserved: int) -> str:
         """'ok' (admitted), 'wait' (no room now), 'never' (cannot fit even in an empty pool) or 'prefetch'
         (its L3 prefetch, or as a retracted request its last token, is still on the way: skip it, the
         requests behind it may go first)."""
@@ -134,7 +141,7 @@ class Scheduler:
             return "wait" if self.kv.fits_ever(req.max_seq_len) else "never"
         # Match at most seq_len - 1 tokens: the last token must run to produce logits.
         got = self.kv.admit(req.request_id, req.token_ids[:req.seq_len - 1], self._target_len(req),
-                            req.max_seq_len, self._reserved_pages(), ready=not req.num_pending)
+                            req.max_seq_len, reserved, ready=not req.num_pending)
         if isinstance(got, Verdict):
             return got.value
         req.row, req.pages, req.prefix_node = got.row, got.pages, got.node
@@ -159,9 +166,11 @@ class Scheduler:
                 reqs.append(req), lens.append(n)
                 budget -= n
         i = 0
+        # the running requests' reservations change only by the admissions of this loop: sum them once
+        reserved = self._reserved_pages() if self.waiting and budget > 0 else 0
         while i < len(self.waiting) and budget > 0:
             req = self.waiting[i]
-            verdict = self._try_admit(req)
+            verdict = self._try_admit(req, reserved)
             if verdict == Verdict.PREFETCHING.value:
                 i += 1
                 continue
@@ -172,6 +181,7 @@ class Scheduler:
                 self.kv.prefetch_cancel(req.request_id)
                 refused.append(req)
                 continue
+            reserved += self._reservation(req)
             n = min(req.extend_len, budget)
             reqs.append(req), lens.append(n)
             budget -= n
