@@ -16,6 +16,7 @@ from tierlm.kvcache.allocator import PageAllocator
 from tierlm.kvcache.backups import Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
 from tierlm.kvcache.eviction import Evictor
+from tierlm.kvcache.exit_flush import flush_at_exit
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.prefetch import L3Prefetcher
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
@@ -51,6 +52,9 @@ class KVCacheManager:
                                         tiers.prefetch_timeout, tiers.prefetch_threshold,
                                         max_pages=tiers.host_pages // 2) if self.store is not None else None)
         self._copies = StepCopies()
+        self._closed = False
+        if tiers is not None:
+            flush_at_exit(self)
 
     # ---- sizing --------------------------------------------------------------------------------------------
     def pages_for(self, num_tokens: int) -> int:
@@ -252,9 +256,11 @@ class KVCacheManager:
         return self.evict_host(self.tiers.host_pages) if self.tiers else 0
 
     def close(self) -> None:
-        """Finish background work (backups, L3 writes) and release tier resources."""
-        if self.io is None:
+        """Finish background work (backups, L3 writes) and release tier resources; idempotent. Also runs at
+        interpreter exit for a manager nobody closed (`flush_at_exit`), so decided backups reach L3."""
+        if self.io is None or self._closed:
             return
+        self._closed = True
         if self.prefetcher is not None:
             self.prefetcher.drain()
         self.flush()

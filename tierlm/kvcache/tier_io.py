@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import threading
 from typing import Any, Callable, Optional, Sequence
 
 from tierlm.kvcache.transfer import LayerLoads, PageTransfer
@@ -59,6 +60,8 @@ class TierIO:
         # several L3 workers: one slow prefetch must not queue the others behind it
         self._l3 = cf.ThreadPoolExecutor(l3_threads, thread_name_prefix="tierlm-l3") if threads and store else None
         self._inflight: set[cf.Future] = set()
+        self.store_errors = 0  # L3 calls that raised (any KVStore, whatever it is built on)
+        self._errors_lock = threading.Lock()
 
     @property
     def backend(self) -> str:
@@ -70,8 +73,22 @@ class TierIO:
         return fut
 
     def submit_store(self, fn: Callable, *args: Any) -> cf.Future:
-        """Run an L3 call on a store thread."""
-        return self._track(self._l3.submit(fn, *args) if self._l3 else finished(fn, *args))
+        """Run an L3 call on a store thread; a call that raises is counted (`store_errors`), logged once, and
+        its future carries the exception (callers treat it as misses or a failed write)."""
+        call = (self._counted, fn, *args)
+        return self._track(self._l3.submit(*call) if self._l3 else finished(*call))
+
+    def _counted(self, fn: Callable, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as e:
+            with self._errors_lock:
+                self.store_errors += 1
+                first = self.store_errors == 1
+            (logger.error if first else logger.debug)(
+                "L3 store %s failed: %s: %s (counted in the L3 stats as io_errors; later failures are not logged)",
+                getattr(fn, "__name__", "call"), type(e).__name__, e)
+            raise
 
     def load(self, host_pages: list[int], device_pages: list[int], overlap_tokens: int = 0) -> Optional[LayerLoads]:
         """Queue host-to-device copies (see `PageTransfer.start_load`): None when already complete, else
