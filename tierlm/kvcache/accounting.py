@@ -19,7 +19,8 @@ def tier_stats(kv: Any) -> dict:
                      evicted_pages=ev.host_evicted_pages_total,
                      write_policy=kv.backups.policy, io_backend=kv.io.backend, pinned=kv.tiers.pinned)
     if kv.store is not None:
-        out["L3"].update(store=kv.store.stats(), io_errors=kv.io.store_errors)
+        out["L3"].update(store=kv.store.stats(), io_errors=kv.io.store_errors,
+                         dropped_write_pages=kv.io.l3_dropped_pages)
     return out
 
 

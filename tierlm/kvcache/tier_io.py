@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 from tierlm.kvcache.transfer import LayerLoads, PageTransfer
 
 logger = logging.getLogger(__name__)
+L3_QUEUE_BYTES = 2 << 30  # default bound of the bytes of L3 writes in flight
 
 
 def finished(fn: Callable, *args: Any) -> cf.Future:
@@ -53,7 +54,8 @@ class TierIO:
     """Runs loads, D2H backups and L3 store calls for one (device pool, host pool) pair (`threads=False`
     runs backups and store calls inline, deterministically, for tests)."""
 
-    def __init__(self, transfer: PageTransfer, store: Any = None, threads: bool = True, l3_threads: int = 4) -> None:
+    def __init__(self, transfer: PageTransfer, store: Any = None, threads: bool = True, l3_threads: int = 4,
+                 l3_queue_bytes: int = L3_QUEUE_BYTES) -> None:
         self.transfer = transfer
         self.store = store
         self._copy = cf.ThreadPoolExecutor(1, thread_name_prefix="tierlm-d2h") if threads else None
@@ -61,7 +63,12 @@ class TierIO:
         self._l3 = cf.ThreadPoolExecutor(l3_threads, thread_name_prefix="tierlm-l3") if threads and store else None
         self._inflight: set[cf.Future] = set()
         self.store_errors = 0  # L3 calls that raised (any KVStore, whatever it is built on)
-        self._errors_lock = threading.Lock()
+        # L3 writes queued or running, bounded: a write that would exceed the bound is dropped (counted), so a
+        # slow store never holds host pages (and through them the steps that need room) hostage
+        self.l3_queue_bytes = l3_queue_bytes
+        self._l3_pending = 0
+        self.l3_dropped_pages = 0
+        self._lock = threading.Lock()
 
     @property
     def backend(self) -> str:
@@ -82,7 +89,7 @@ class TierIO:
         try:
             return fn(*args)
         except Exception as e:
-            with self._errors_lock:
+            with self._lock:
                 self.store_errors += 1
                 first = self.store_errors == 1
             (logger.error if first else logger.debug)(
@@ -109,14 +116,29 @@ class TierIO:
             copy.add_done_callback(lambda f: (_forward(f, ticket.copy), _forward(f, ticket.stored)))
             return
 
+        nbytes = len(host_pages) * self.transfer.host.bytes_per_page
+
+        def written(g: cf.Future) -> None:
+            with self._lock:
+                self._l3_pending -= nbytes
+            ticket.stored.set_result(g.exception() is None)
+
         def chain(f: cf.Future) -> None:
             _forward(f, ticket.copy)
             if f.exception() is not None:
                 logger.error("KV backup to host failed: %s", f.exception())
                 ticket.stored.set_result(False)
                 return
-            w = self.submit_store(self.store.batch_set, list(keys), list(host_pages))
-            w.add_done_callback(lambda g: ticket.stored.set_result(g.exception() is None))
+            with self._lock:
+                drop = self._l3_pending + nbytes > self.l3_queue_bytes and self._l3_pending > 0
+                if drop:
+                    self.l3_dropped_pages += len(host_pages)
+                else:
+                    self._l3_pending += nbytes
+            if drop:  # the host copy stands; only the L3 copy is skipped
+                ticket.stored.set_result(False)
+                return
+            self.submit_store(self.store.batch_set, list(keys), list(host_pages)).add_done_callback(written)
 
         copy.add_done_callback(chain)
 

@@ -1,0 +1,54 @@
+"""L3 writes never stall serving: beyond a bound of bytes in flight a write is dropped (counted) while the host
+copy stands; once the store catches up, writes go through again."""
+from __future__ import annotations
+
+import threading
+
+from tests.kvcache.tiers import make_tiered, run_copies
+from tierlm.kvcache.eviction import host_valid
+from tierlm.kvcache.keys import PageHasher
+from tierlm.kvcache.stores.memory import MemoryKVStore
+
+
+class GatedStore(MemoryKVStore):
+    """A memory store whose writes wait for a gate (a slow disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def batch_set(self, keys, host_pages):
+        self.gate.wait(10)
+        return super().batch_set(keys, host_pages)
+
+
+def test_writes_beyond_the_bound_are_dropped_not_waited_for():
+    store = GatedStore()
+    kv, pool, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
+    kv.io.l3_queue_bytes = 3 * pool.bytes_per_page  # room for one 3-page write in flight
+    try:
+        nodes = []
+        for i in range(3):
+            tokens = [10 + i, 1, 2, 3, 4, 5]
+            got = kv.admit(str(i), tokens, 6, 6, 0)
+            assert kv.grow(got.pages, 6)
+            kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+            nodes.append(kv.radix.match_prefix(tokens).node)
+            run_copies(kv)
+        for node in nodes:  # host copies complete although the store has not written anything yet
+            node.io[-1].copy.result(timeout=10)
+            assert host_valid(node)
+        assert kv.io.l3_dropped_pages == 6 and store.stats()["pages_written"] == 0
+        store.gate.set()
+        kv.flush()
+        assert store.stats()["pages_written"] == 3 and kv.tier_stats()["L3"]["dropped_write_pages"] == 6
+        tokens = [99, 1, 2, 3, 4, 5]  # the queue has drained: the next write goes through
+        got = kv.admit("x", tokens, 6, 6, 0)
+        assert kv.grow(got.pages, 6)
+        kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+        run_copies(kv)
+        kv.flush()
+        assert store.stats()["pages_written"] == 6
+    finally:
+        store.gate.set()
+        kv.close()
