@@ -20,3 +20,9 @@ def tiny_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qwen3(tiny_models):
     return tiny_models["qwen3"]
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_moe(tmp_path_factory):
+    """Qwen3-MoE: layer 0 dense (mlp_only_layers), layer 1 eight experts, top-2, renormalized."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen3_moe", arch="qwen3_moe")

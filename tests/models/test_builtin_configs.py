@@ -9,13 +9,31 @@ from tierlm.models.loader import builtin_configs, resolve_model_dir
 
 
 def test_shipped_configs_parse():
-    assert {"qwen3-0.6b", "llama-3.1-8b"} <= set(builtin_configs())
+    assert {"qwen3-0.6b", "llama-3.1-8b", "qwen3-30b-a3b"} <= set(builtin_configs())
     qwen = ModelConfig.from_dir(resolve_model_dir("builtin:qwen3-0.6b", need_weights=False))
     assert (qwen.num_layers, qwen.num_heads, qwen.num_kv_heads, qwen.head_dim) == (28, 16, 8, 128)
     assert qwen.qk_norm and qwen.tie_word_embeddings and qwen.vocab_size == 151936
     llama = ModelConfig.from_dir(resolve_model_dir("builtin:llama-3.1-8b", need_weights=False))
     assert llama.rope_scaling["rope_type"] == "llama3" and llama.eos_token_ids == (128001, 128008, 128009)
     assert (llama.num_layers, llama.hidden_size, llama.num_kv_heads) == (32, 4096, 8)
+
+
+def test_qwen3_30b_a3b_has_its_published_size():
+    """Built on the meta device (no memory): 30.5B parameters, 3.3B of them active per token."""
+    import torch
+
+    from tierlm.models.registry import model_class
+
+    mc = ModelConfig.from_dir(resolve_model_dir("builtin:qwen3-30b-a3b", need_weights=False))
+    assert (mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_kv_heads, mc.head_dim) == (48, 2048, 32, 4, 128)
+    assert (mc.num_experts, mc.num_experts_per_tok, mc.moe_intermediate_size, mc.norm_topk_prob) == (128, 8, 768, True)
+    cls = model_class(mc.architecture)
+    with torch.device("meta"):
+        model = cls(mc, max_positions=mc.max_position_embeddings)
+    total = sum(p.numel() for p in model.parameters())
+    idle_experts = mc.num_layers * (mc.num_experts - mc.num_experts_per_tok) * 3 * mc.hidden_size * 768
+    assert 30.5e9 <= total < 30.6e9 and 3.3e9 <= total - idle_experts < 3.4e9
+    assert cls.kv_layout(mc, torch.bfloat16).bytes_per_token_all_layers == 48 * 2 * 4 * 128 * 2
 
 
 def test_builtin_errors():

@@ -22,3 +22,41 @@ def test_non_positive_sizes_name_the_key(tiny_qwen3, tmp_path, key, value):
 
 def test_tiny_config_is_accepted(tiny_qwen3):
     assert ModelConfig.from_dir(tiny_qwen3).num_layers == 2
+
+
+def test_dense_config_has_no_experts(tiny_qwen3):
+    mc = ModelConfig.from_dir(tiny_qwen3)
+    assert (mc.num_experts, mc.num_experts_per_tok, mc.moe_intermediate_size, mc.mlp_only_layers) == (0, 0, 0, ())
+
+
+def test_moe_fields_from_either_experts_key(tiny_qwen3_moe, tmp_path):
+    cfg = json.loads((tiny_qwen3_moe / "config.json").read_text())
+    assert "num_local_experts" in cfg  # how transformers writes it; published Qwen3-MoE files say num_experts
+    mc = ModelConfig.from_dict(cfg)
+    assert (mc.num_experts, mc.num_experts_per_tok, mc.moe_intermediate_size) == (8, 2, 32)
+    assert mc.norm_topk_prob and mc.decoder_sparse_step == 1 and mc.mlp_only_layers == (0,)
+    cfg["num_experts"] = cfg.pop("num_local_experts")
+    assert ModelConfig.from_dict(cfg).num_experts == 8
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("num_local_experts", 0, "num_experts must be a positive integer, got 0"),
+    ("moe_intermediate_size", -1, "moe_intermediate_size must be a positive integer, got -1"),
+    ("decoder_sparse_step", 0, "decoder_sparse_step must be a positive integer, got 0"),
+    ("num_experts_per_tok", 9, r"num_experts_per_tok must be between 1 and num_experts \(8\), got 9"),
+    ("num_experts_per_tok", 0, r"num_experts_per_tok must be between 1 and num_experts \(8\), got 0"),
+])
+def test_bad_moe_fields_name_the_key(tiny_qwen3_moe, key, value, message):
+    cfg = json.loads((tiny_qwen3_moe / "config.json").read_text())
+    cfg[key] = value
+    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
+        ModelConfig.from_dict(cfg)
+
+
+@pytest.mark.parametrize("key", ["num_local_experts", "num_experts_per_tok", "moe_intermediate_size"])
+def test_missing_moe_field_is_named(tiny_qwen3_moe, key):
+    cfg = json.loads((tiny_qwen3_moe / "config.json").read_text())
+    del cfg[key]
+    name = "num_experts" if key == "num_local_experts" else key
+    with pytest.raises(ModelLoadError, match=f"config.json: missing required field '{name}'"):
+        ModelConfig.from_dict(cfg)

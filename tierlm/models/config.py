@@ -21,6 +21,25 @@ def _check_sizes(mc: "ModelConfig", source: str) -> None:
         value = getattr(mc, name)
         if value < 1:
             raise ModelLoadError(f"{source}: {key} must be a positive integer, got {value}")
+    if ARCHITECTURES[mc.architecture].moe:
+        for key in ("num_experts", "moe_intermediate_size", "decoder_sparse_step"):
+            if getattr(mc, key) < 1:
+                raise ModelLoadError(f"{source}: {key} must be a positive integer, got {getattr(mc, key)}")
+        if not 1 <= mc.num_experts_per_tok <= mc.num_experts:
+            raise ModelLoadError(f"{source}: num_experts_per_tok must be between 1 and num_experts "
+                                 f"({mc.num_experts}), got {mc.num_experts_per_tok}")
+
+
+def _moe_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Mixture-of-experts fields (`num_local_experts` is how transformers 5 writes `num_experts`)."""
+    experts = cfg.get("num_experts", cfg.get("num_local_experts"))
+    if experts is None:
+        raise KeyError("num_experts")
+    return dict(num_experts=int(experts), num_experts_per_tok=int(cfg["num_experts_per_tok"]),
+                moe_intermediate_size=int(cfg["moe_intermediate_size"]),
+                norm_topk_prob=bool(cfg.get("norm_topk_prob", False)),
+                decoder_sparse_step=int(cfg.get("decoder_sparse_step", 1)),
+                mlp_only_layers=tuple(int(i) for i in cfg.get("mlp_only_layers") or ()))
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,13 @@ class ModelConfig:
     qk_norm: bool = False
     torch_dtype: Optional[str] = None
     eos_token_ids: tuple[int, ...] = ()
+    # Mixture of experts (0 experts: a dense model); which layers are sparse is the model's rule.
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int = 0
+    norm_topk_prob: bool = False
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @staticmethod
@@ -80,6 +106,7 @@ class ModelConfig:
                 qk_norm=qk_norm,
                 torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
                 eos_token_ids=eos_ids,
+                **(_moe_fields(cfg) if ARCHITECTURES[arch].moe else {}),
                 raw=cfg,
             )
         except KeyError as e:

@@ -1,14 +1,17 @@
 """Finding a checkpoint (local directory or hub id) and loading its safetensors into a model.
 
-The model declares its weight mapping (`weight_mapping()`: checkpoint projection name -> fused parameter and
-shard) and each fused module its `shard_range`; nothing here is specific to one architecture."""
+The model declares its weight mapping (`weight_mapping()`: checkpoint name fragment -> fused parameter and
+shard id) and each fused module its `shard_range`; nothing here is specific to one architecture. A fragment
+may span several name parts and hold one `*`, an integer in the name giving the position along the fused
+parameter's first dimension (`experts.*.gate_proj.weight` -> `experts_gate_up[e]`, rows of shard 0); a shard
+id of None takes that whole position."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -86,70 +89,109 @@ def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, Path, torch.Tensor]]
 def load_weights(model: torch.nn.Module, model_dir: Path, show_progress: bool = True) -> None:
     """Copy checkpoint tensors into `model`; fails naming the file and tensor that is missing or mismatched."""
     params = dict(model.named_parameters())
-    loaded: set[str] = set()
+    rules = _rules(model.weight_mapping())
+    loaded: set[tuple] = set()
     files = _weight_files(model_dir)
-    total = sum(1 for _ in files)
-    bar = tqdm(total=total, desc="Loading safetensors", unit="file", disable=not show_progress)
+    bar = tqdm(total=len(files), desc="Loading safetensors", unit="file", disable=not show_progress)
     current: Optional[Path] = None
     for name, file, tensor in _iter_tensors(files):
         if file != current:
             if current is not None:
                 bar.update(1)
             current = file
-        target, rows, key = _target(name, model)
+        target = _target(name, model, rules)
         if target is None:
             logger.debug("ignoring checkpoint tensor %s", name)
             continue
+        key, index, owner, shard = target
         if key not in params:
             logger.debug("ignoring checkpoint tensor %s (no parameter %s)", name, key)
             continue
-        param = params[key]
-        dest = param.data if rows is None else param.data[rows[0]:rows[1]]
+        dest = params[key].data
+        if index is not None:
+            if index >= dest.shape[0]:
+                raise ModelLoadError(f"tensor {name!r} in {file.name}: index {index} is out of range, the model "
+                                     f"has {dest.shape[0]}")
+            dest = dest[index]
+        rows = None if shard is None else model.get_submodule(owner).shard_range(shard)
+        if rows is not None:
+            dest = dest[rows[0]:rows[1]]
         if tuple(dest.shape) != tuple(tensor.shape):
             raise ModelLoadError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
                                  f"the model expects {tuple(dest.shape)}")
         dest.copy_(tensor.to(dtype=dest.dtype))
-        loaded.add(key if rows is None else f"{key}:{rows}")
+        loaded.add((key, index, rows))
     bar.update(1)
     bar.close()
-    missing = _missing(model, loaded)
+    missing = _missing(model, rules, loaded)
     if missing:
         raise ModelLoadError(f"checkpoint {model_dir} lacks tensor(s): {', '.join(missing[:8])}"
                              + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
 
 
-def _target(name: str, model: torch.nn.Module):
-    """Map a checkpoint tensor name to (module path, row range in a fused param or None, parameter key)."""
+# One mapping entry: (checkpoint name fragment split on ".", fused parameter name, shard id or None).
+Rule = tuple[list[str], str, object]
+
+
+def _rules(mapping: Mapping[str, tuple[str, object]]) -> list[Rule]:
+    """The model's mapping, longest fragment first so that `experts.*.gate_proj` wins over `gate_proj`."""
+    rules = [(frag.split("."), fused, shard) for frag, (fused, shard) in mapping.items()]
+    return sorted(rules, key=lambda r: -len(r[0]))
+
+
+def _match(frag: list[str], parts: list[str]) -> Optional[list[int]]:
+    """The integers the `*`s of `frag` stood for when `parts` starts with `frag` (empty: no `*`), else None."""
+    if len(parts) < len(frag):
+        return None
+    indices = []
+    for f, p in zip(frag, parts):
+        if f == "*" and p.isdigit():
+            indices.append(int(p))
+        elif f != p:
+            return None
+    return indices
+
+
+def _target(name: str, model: torch.nn.Module, rules: list[Rule]):
+    """Map a checkpoint tensor name to (parameter key, index along its first dimension or None, path of the
+    module whose `shard_range` gives the rows, shard id or None); None for tensors the model does not use.
+
+    A mapping fragment found in the name is replaced by its fused parameter name; what precedes it names the
+    module owning that parameter, what follows (`weight`, `bias`) is kept."""
     if "rotary_emb" in name:
-        return None, None, None
+        return None
     if name == "lm_head.weight" and model.config.tie_word_embeddings:
-        return None, None, None
-    stacked = model.weight_mapping()
+        return None
     parts = name.split(".")
-    for i, part in enumerate(parts):
-        if part in stacked:
-            fused, shard = stacked[part]
-            key = ".".join(parts[:i] + [fused] + parts[i + 1:])
-            owner = model.get_submodule(".".join(parts[:i]))
-            return key, owner.shard_range(shard), key
-    return name, None, name
+    for i in range(len(parts)):
+        for frag, fused, shard in rules:
+            hit = _match(frag, parts[i:])
+            if hit is not None:
+                key = ".".join(parts[:i] + [fused] + parts[i + len(frag):])
+                return key, (hit[0] if hit else None), ".".join(parts[:i]), shard
+    return name, None, "", None
 
 
-def _missing(model: torch.nn.Module, loaded: set[str]) -> list[str]:
-    shards: dict[str, list[tuple[str, object]]] = {}  # fused parameter name -> (checkpoint name, shard id)
-    for ckpt, (fused, shard) in model.weight_mapping().items():
-        shards.setdefault(fused, []).append((ckpt, shard))
+def _missing(model: torch.nn.Module, rules: list[Rule], loaded: set[tuple]) -> list[str]:
+    """Checkpoint names of every expected piece not loaded: the mapping run backwards from each parameter."""
     missing = []
-    for key, _ in model.named_parameters():
-        if key in loaded:
-            continue
-        owner_path, fused, _kind = key.rsplit(".", 2)
-        if fused in shards:
-            owner = model.get_submodule(owner_path)
-            missing += [key.replace(fused, ckpt) for ckpt, shard in shards[fused]
-                        if f"{key}:{owner.shard_range(shard)}" not in loaded]
-            continue
-        missing.append(key)
+    for key, param in model.named_parameters():
+        parts = key.split(".")
+        pieces = [(key, None, None)]
+        for i, part in enumerate(parts):
+            found = [r for r in rules if r[1] == part]
+            if not found:
+                continue
+            owner, rest = parts[:i], parts[i + 1:]
+            pieces = []
+            for frag, _, shard in found:
+                rows = None if shard is None else model.get_submodule(".".join(owner)).shard_range(shard)
+                indices = range(param.shape[0]) if "*" in frag else [None]
+                for index in indices:
+                    ckpt = [str(index) if f == "*" else f for f in frag]
+                    pieces.append((".".join(owner + ckpt + rest), index, rows))
+            break
+        missing += [ckpt for ckpt, index, rows in pieces if (key, index, rows) not in loaded]
     return missing
 
 

@@ -17,6 +17,7 @@ class ArchSpec:
     model: str
     qkv_bias: bool = False
     qk_norm: bool = False
+    moe: bool = False  # config.json must give the mixture-of-experts fields
 
 
 ARCHITECTURES = MappingProxyType({
@@ -24,6 +25,7 @@ ARCHITECTURES = MappingProxyType({
     "MistralForCausalLM": ArchSpec("tierlm.models.llama:CausalLM"),
     "Qwen2ForCausalLM": ArchSpec("tierlm.models.llama:CausalLM", qkv_bias=True),
     "Qwen3ForCausalLM": ArchSpec("tierlm.models.llama:CausalLM", qk_norm=True),
+    "Qwen3MoeForCausalLM": ArchSpec("tierlm.models.qwen3_moe:CausalLM", qk_norm=True, moe=True),
 })
 
 

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-ARCHS = ("llama", "qwen2", "qwen3")
+ARCHS = ("llama", "qwen2", "qwen3", "qwen3_moe")
 
 # A ChatML-style template (Qwen's convention) so chat endpoints work on tiny models.
 CHAT_TEMPLATE = (
@@ -43,7 +43,7 @@ def build_tokenizer(vocab_size: int = 512):
 
 def tiny_config(arch: str, vocab_size: int, **overrides):
     """A small `transformers` config of the given architecture (GQA 4 query heads : 2 KV heads)."""
-    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
 
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -59,6 +59,10 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
     elif arch == "qwen3":
         common.update(head_dim=32)
         cls = Qwen3Config
+    elif arch == "qwen3_moe":  # layer 0 dense, layer 1 8 experts top-2
+        common.update(head_dim=32, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                      norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[0])
+        cls = Qwen3MoeConfig
     else:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     common.update(overrides)
