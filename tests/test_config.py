@@ -35,3 +35,33 @@ def test_bad_redis_url_names_the_flag_without_echoing_it(url):
 
 def test_good_values_pass():
     EngineConfig(model="m", api_key="k", kv_store="redis://:pw@127.0.0.1:6379/2", kv_cache_gb=0.5).validate()
+
+
+@pytest.mark.parametrize("text, why", [
+    ("not json", "not valid JSON"),
+    ('["zmq"]', "must be a JSON object"),
+    ('{"publisher": "kafka"}', "unknown publisher 'kafka'"),
+    ('{"publisher": "zmq", "endpoit": "tcp://*:1"}', "unknown key 'endpoit'"),
+    ('{"publisher": "zmq", "buffer_steps": "10"}', "buffer_steps has the wrong type"),
+    ('{"publisher": "zmq", "buffer_steps": 0}', "buffer_steps must be >= 1"),
+    ('{"publisher": "zmq", "hwm": true}', "hwm has the wrong type"),
+    ('{"publisher": "zmq", "endpoint": "localhost:5557"}', "endpoint 'localhost:5557' is not a ZMQ address"),
+])
+def test_bad_kv_events_config_names_the_flag(text, why):
+    with pytest.raises(ValueError, match=f"^--kv-events-config: {why}"):
+        EngineConfig(model="m", kv_events_config=text).validate()
+
+
+def test_kv_events_config_spellings_of_vllm_and_sglang():
+    from tierlm.config import parse_kv_events_config as parse
+
+    s = parse('{"publisher": "zmq", "endpoint": "tcp://*:5557", "topic": "kv"}')
+    assert (s.endpoint, s.topic, s.replay_endpoint, s.buffer_steps) == ("tcp://*:5557", "kv", None, 10_000)
+    assert parse('{"enable_kv_cache_events": true, "replay_endpoint": "tcp://*:5558"}').replay_endpoint
+    for off in ("{}", '{"publisher": "null"}', '{"publisher": "zmq", "enable_kv_cache_events": false}'):
+        assert parse(off) is None, off
+
+
+def test_kv_events_need_the_prefix_cache():
+    with pytest.raises(ValueError, match="^--kv-events-config: the events describe the prefix cache"):
+        EngineConfig(model="m", kv_events_config='{"publisher": "zmq"}', enable_prefix_cache=False).validate()

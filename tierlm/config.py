@@ -6,6 +6,7 @@ generated from the field metadata (`help`, `group`, `choices`), so a new knob is
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -21,6 +22,63 @@ def _opt(default: Any, help: str, group: str, choices: Optional[tuple] = None, f
 
 
 GROUPS = ("model", "memory", "scheduler", "cache tiers", "server")
+
+
+@dataclass(frozen=True)
+class KVEventsSettings:
+    """The KV-event publisher of `--kv-events-config`, with the keys and defaults vLLM and SGLang use."""
+
+    endpoint: str = "tcp://*:5557"
+    replay_endpoint: Optional[str] = None
+    buffer_steps: int = 10_000  # event batches kept for replay
+    hwm: int = 100_000  # ZMQ high-water mark of the PUB socket
+    max_queue_size: int = 100_000  # batches waiting for the publisher thread before the engine blocks
+    topic: str = ""
+
+
+_KV_EVENT_KEYS = {"enable_kv_cache_events": bool, "publisher": str, "endpoint": str, "replay_endpoint": (str, type(None)),
+                  "buffer_steps": int, "hwm": int, "max_queue_size": int, "topic": str}
+
+
+def parse_kv_events_config(text: Optional[str]) -> Optional[KVEventsSettings]:
+    """The publisher settings of a `--kv-events-config` JSON object, or None when it asks for no events
+    (as in vLLM: `publisher` defaults to "zmq" when `enable_kv_cache_events` is true, else "null").
+    Raises ValueError naming the flag."""
+    if text is None:
+        return None
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"--kv-events-config: {why}")
+
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise bad(f"not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise bad('must be a JSON object, e.g. \'{"publisher": "zmq", "endpoint": "tcp://*:5557"}\'')
+    for key, value in doc.items():
+        want = _KV_EVENT_KEYS.get(key)
+        if want is None:
+            raise bad(f"unknown key {key!r} (known: {', '.join(sorted(_KV_EVENT_KEYS))})")
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise bad(f"{key} has the wrong type ({type(value).__name__})")
+    enabled = doc.pop("enable_kv_cache_events", None)
+    publisher = doc.pop("publisher", "zmq" if enabled else "null")
+    if publisher not in ("zmq", "null"):
+        raise bad(f"unknown publisher {publisher!r} (zmq or null)")
+    for key in ("buffer_steps", "max_queue_size"):
+        if doc.get(key, 1) < 1:
+            raise bad(f"{key} must be >= 1, got {doc[key]}")
+    if doc.get("hwm", 0) < 0:
+        raise bad(f"hwm must be >= 0, got {doc['hwm']}")
+    if publisher == "null" or enabled is False:
+        return None
+    settings = KVEventsSettings(**doc)
+    for key in ("endpoint", "replay_endpoint"):
+        addr = getattr(settings, key)
+        if addr is not None and not addr.startswith(("tcp://", "ipc://", "inproc://")):
+            raise bad(f"{key} {addr!r} is not a ZMQ address (tcp://, ipc:// or inproc://)")
+    return settings
 
 
 @dataclass(frozen=True)
@@ -101,6 +159,11 @@ class EngineConfig:
                                            "policy, plus 0.1 s per 1024 prefetched tokens.", "cache tiers")
     hicache_prefetch_threshold: int = _opt(64, "Prefetch from L3 only when it holds at least this many tokens "
                                            "beyond the L1/L2 match.", "cache tiers")
+    kv_events_config: Optional[str] = _opt(None, "Publish KV-cache events (pages stored in and removed from each "
+                                           "tier) over ZMQ in vLLM's format, as a JSON object: "
+                                           '\'{"publisher": "zmq", "endpoint": "tcp://*:5557", "topic": "kv", '
+                                           '"replay_endpoint": "tcp://*:5558"}\' (see docs/fleet.md).',
+                                           "cache tiers")
     # --- server ---
     host: str = _opt("127.0.0.1", "Address the HTTP server binds.", "server")
     port: int = _opt(8000, "Port of the HTTP server.", "server")
@@ -153,6 +216,8 @@ class EngineConfig:
             bad("hicache_prefetch_timeout", f"must be >= 0, got {self.hicache_prefetch_timeout}")
         if (self.enable_hicache or self.kv_store) and not self.enable_prefix_cache:
             bad("enable_hicache", "the KV tiers extend the prefix cache; drop --no-enable-prefix-cache")
+        if parse_kv_events_config(self.kv_events_config) and not self.enable_prefix_cache:
+            bad("kv_events_config", "the events describe the prefix cache; drop --no-enable-prefix-cache")
         if not 0 < self.port < 65536:
             bad("port", f"must be in 1..65535, got {self.port}")
         if self.api_key is not None and not self.api_key.strip():

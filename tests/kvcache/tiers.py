@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 
 def make_tiered(page_size: int, num_pages: int, host_pages: int, layout: Optional[KVLayout] = None,
                 max_reqs: int = 8, store: Any = None, threads: bool = True, io_backend: str = "auto",
-                **setup: Any) -> tuple[KVCacheManager, KVPool, HostKVPool]:
+                events: Any = None, **setup: Any) -> tuple[KVCacheManager, KVPool, HostKVPool]:
     layout = layout or KVLayout.gqa(1, 1, 1, torch.float32)
     pool = KVPool(layout, num_pages, page_size, CPU)
     host = HostKVPool(host_pages, layout, page_size)
@@ -27,7 +27,8 @@ def make_tiered(page_size: int, num_pages: int, host_pages: int, layout: Optiona
         store.attach(host)
     io = TierIO(PageTransfer(pool, host, io_backend), store, threads)
     kv = KVCacheManager(num_pages, page_size, max_reqs, True,
-                        TierSetup(host_pages=host_pages, page_bytes=pool.bytes_per_page, io=io, store=store, **setup))
+                        TierSetup(host_pages=host_pages, page_bytes=pool.bytes_per_page, io=io, store=store, **setup),
+                        events=events)
     return kv, pool, host
 
 

@@ -12,6 +12,7 @@ from tierlm.engine import startup
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import RequestError
 from tierlm.engine.inflight import InFlight, Readback
+from tierlm.engine.kv_events import open_publisher
 from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.plan import make_plan
@@ -49,7 +50,14 @@ class Engine:
         self.worker = Worker(config, self.model_dir, self.model_config, self.max_model_len,
                              self.max_model_len + config.page_size)
         self.device = self.worker.device
-        self.kv = build_kv_cache(config, self.worker, self.model_config.raw, self.model_dir)
+        self.kv_events = open_publisher(config)  # None unless --kv-events-config asks for events
+        try:
+            self.kv = build_kv_cache(config, self.worker, self.model_config.raw, self.model_dir,
+                                     events=self.kv_events)
+        except BaseException:
+            if self.kv_events is not None:
+                self.kv_events.close()
+            raise
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
                                    config.reserve_new_tokens)
         self.sampler = Sampler(self.device, config.seed)
@@ -124,6 +132,8 @@ class Engine:
         if not self.overlap and self._inflight is not None:
             outputs.extend(self._resolve(self._inflight))
             self._inflight = None
+        if self.kv_events is not None:
+            self.kv_events.flush()  # one event batch per step
         return outputs
 
     def _launch(self, batch: Optional[ScheduledBatch]) -> Optional[InFlight]:
@@ -228,6 +238,8 @@ class Engine:
     def close(self) -> None:
         """Release device memory held by the engine."""
         self.kv.close()  # finishes tier backups / L3 writes in flight
+        if self.kv_events is not None:
+            self.kv_events.close()  # publishes the last batch (AllBlocksCleared)
         self.worker = None  # type: ignore[assignment]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

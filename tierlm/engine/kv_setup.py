@@ -7,33 +7,38 @@ from typing import Any, Mapping, Optional
 from tierlm.config import EngineConfig
 from tierlm.engine.worker import Worker
 from tierlm.kvcache.contracts import TierSetup
+from tierlm.kvcache.events import KVEventSink
 from tierlm.kvcache.host_pool import host_pool_pages
 from tierlm.kvcache.keys import PageHasher, model_fingerprint, weights_identity
 from tierlm.kvcache.manager import KVCacheManager
 
 
 def build_kv_cache(config: EngineConfig, worker: Worker, model_config: Mapping[str, Any], model_dir: Optional[Path],
-                   threads: bool = True) -> KVCacheManager:
+                   threads: bool = True, events: Optional[KVEventSink] = None) -> KVCacheManager:
     """A `KVCacheManager` over `worker`'s device pool; with --enable-hicache or --kv-store also the host pool,
-    its copy executor on the worker, and the L3 store keyed by the model's fingerprint and KV layout.
+    its copy executor on the worker, and the L3 store keyed by the model's fingerprint and KV layout. Page
+    keys (the L3 store's, also the block hashes of KV `events`) come from the same fingerprint.
 
     Raises ValueError (naming the flag) when the host pool does not fit in memory or the store cannot open.
     """
     pool = worker.pool
+    hasher = None
+    if config.kv_store or events is not None:
+        weights = weights_identity(model_dir, config.load_format, config.seed)
+        hasher = PageHasher(model_fingerprint(model_config, weights, worker.layout, pool.page_size), pool.page_size)
     if not (config.enable_hicache or config.kv_store):
         return KVCacheManager(pool.num_pages, config.page_size, config.max_running_requests,
-                              config.enable_prefix_cache)
+                              config.enable_prefix_cache, events=events, hasher=hasher)
     host_pages = host_pool_pages(pool.num_pages - 1, pool.bytes_per_page, config.hicache_ratio, config.hicache_size)
-    store = hasher = None
+    store = None
     if config.kv_store:
         from tierlm.kvcache.stores import open_store
 
-        weights = weights_identity(model_dir, config.load_format, config.seed)
-        hasher = PageHasher(model_fingerprint(model_config, weights, worker.layout, pool.page_size), pool.page_size)
         store = open_store(config.kv_store, int(config.kv_store_max_gb * 2**30), config.kv_store_timeout)
     io = worker.attach_tiers(host_pages, config.hicache_io_backend, store, threads)
     return KVCacheManager(pool.num_pages, config.page_size, config.max_running_requests, True, TierSetup(
         host_pages=host_pages, page_bytes=pool.bytes_per_page, io=io, pinned=worker.host.pinned,
         write_policy=config.hicache_write_policy, write_threshold=config.hicache_write_threshold, store=store,
         hasher=hasher, prefetch_policy=config.hicache_prefetch_policy,
-        prefetch_timeout=config.hicache_prefetch_timeout, prefetch_threshold=config.hicache_prefetch_threshold))
+        prefetch_timeout=config.hicache_prefetch_timeout, prefetch_threshold=config.hicache_prefetch_threshold),
+        events=events)

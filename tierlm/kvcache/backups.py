@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from tierlm.kvcache.events import CPU, DISK
 from tierlm.kvcache.eviction import copy_pending, host_valid
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
@@ -64,7 +65,10 @@ class Backups:
         node.io.append(ticket)
         self._copying.add(node)
         node.host_pages = host
-        node.in_store = node.in_store or bool(keys)
+        self.tree.events.stored(node, CPU)
+        if keys:  # only pages not yet known to be in L3 are written
+            node.in_store = True
+            self.tree.events.stored(node, DISK)
         self.metrics.backups["pages"] += len(host)
         self.metrics.backups["bytes"] += len(host) * self.page_bytes
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from typing import Callable, Iterable, Optional
 
+from tierlm.kvcache.events import CPU, GPU
 from tierlm.kvcache.radix import RadixCache, RadixNode
 
 
@@ -102,6 +103,7 @@ class Evictor:
             self._write_back(node)
         n = node.num_pages
         if host_valid(node):
+            self.tree.events.removed(node, GPU)
             self._free_device(node.pages)
             node.pages = None
             self.device_dropped_pages_total += n
@@ -137,7 +139,9 @@ class Evictor:
     def _delete(self, node: RadixNode) -> None:
         """Unlink `node` (unlocked; descendants host-only) and free every page below it."""
         del node.parent.children[node.key[:self.tree.page_size]]
-        for n in subtree(node):
+        below = subtree(node)
+        self.tree.events.left_tree(below)
+        for n in below:
             if n.pages is not None:
                 self._free_device(n.pages)
             if n.host_pages is not None:
@@ -146,6 +150,7 @@ class Evictor:
             n.pages = n.host_pages = None
 
     def _drop_host(self, node: RadixNode) -> None:
+        self.tree.events.removed(node, CPU)
         self._free_host(node.host_pages)
         self.host_evicted_pages_total += len(node.host_pages)
         node.host_pages, node.io = None, []

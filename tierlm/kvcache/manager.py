@@ -15,31 +15,41 @@ from tierlm.kvcache.accounting import check_no_leak, tier_stats
 from tierlm.kvcache.allocator import PageAllocator
 from tierlm.kvcache.backups import Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
+from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
 from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.exit_flush import flush_at_exit
+from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.prefetch import L3Prefetcher
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
 
 
 class KVCacheManager:
-    """Pages, prefixes and tiers of one engine (see the module doc); single-threaded (the scheduler's)."""
+    """Pages, prefixes and tiers of one engine (see the module doc); single-threaded (the scheduler's).
+
+    With an `events` sink every change of what the radix tree holds, per tier, is reported to it
+    (`tierlm.kvcache.events`); pages are then named by `hasher`'s keys (the L3 store's, when there is one).
+    """
 
     def __init__(self, num_pages: int, page_size: int, max_reqs: int, enable_prefix_cache: bool = True,
-                 tiers: Optional[TierSetup] = None) -> None:
+                 tiers: Optional[TierSetup] = None, events: Optional[KVEventSink] = None,
+                 hasher: Optional[PageHasher] = None) -> None:
         if tiers is not None and not enable_prefix_cache:
             raise ValueError("--enable-hicache: the KV tiers extend the prefix cache")
         self.page_size = page_size
         self.allocator = PageAllocator(num_pages, reserved=1)
-        self.radix = RadixCache(page_size) if enable_prefix_cache else None
+        self.events = RadixEvents(events)
+        self.radix = RadixCache(page_size, self.events) if enable_prefix_cache else None
         self.metrics = TierMetrics()
         self._rows = list(range(max_reqs - 1, -1, -1))
         self.tiers = tiers
         self.io = tiers.io if tiers else None
         self.store = tiers.store if tiers else None
-        self.hasher = tiers.hasher if tiers else None
+        self.hasher = (tiers.hasher if tiers else None) or hasher
         if self.store is not None and self.hasher is None:
             raise ValueError("an L3 store needs a PageHasher for its keys")
+        if events is not None and self.hasher is None:
+            raise ValueError("KV events name pages by their keys: they need a PageHasher")
         self.host_allocator = PageAllocator(tiers.host_pages) if tiers else None
         self.backups = Backups(self.radix, tiers.write_policy, tiers.write_threshold, self._alloc_host,
                                self._run_backups, self.metrics, tiers.page_bytes, self.store is not None
@@ -55,6 +65,7 @@ class KVCacheManager:
         self._closed = False
         if tiers is not None:
             flush_at_exit(self)
+        self.events.cleared()  # the cache starts empty: listeners drop what an earlier engine told them
 
     # ---- sizing --------------------------------------------------------------------------------------------
     def pages_for(self, num_tokens: int) -> int:
@@ -122,7 +133,7 @@ class KVCacheManager:
         ps = self.page_size
         full = min(len(tokens) // ps, len(pages))
         if cache and self.radix is not None and full > 0:
-            hashes = self.hasher.chain(tokens[:full * ps]) if self.store is not None else None
+            hashes = self.hasher.chain(tokens[:full * ps]) if self.hasher is not None else None
             _, dups, leaf = self.radix.insert_pages(tokens[:full * ps], pages[:full], hashes)
             self.allocator.free(dups)
             self.allocator.free(pages[full:])
@@ -173,6 +184,7 @@ class KVCacheManager:
             node.pages = dev[i:i + node.size]
             i += node.size
             self.radix.protected_pages += node.size
+            self.events.stored(node, GPU)
 
     def _count_hits(self, request_id: str, match: Optional[MatchResult]) -> None:
         if match is None:
@@ -256,17 +268,20 @@ class KVCacheManager:
         return self.evict_host(self.tiers.host_pages) if self.tiers else 0
 
     def close(self) -> None:
-        """Finish background work (backups, L3 writes) and release tier resources; idempotent. Also runs at
-        interpreter exit for a manager nobody closed (`flush_at_exit`), so decided backups reach L3."""
-        if self.io is None or self._closed:
+        """Finish background work (backups, L3 writes) and release tier resources; listeners are told that
+        this engine holds nothing any more. Idempotent; also runs at interpreter exit for a manager nobody
+        closed (`flush_at_exit`), so decided backups reach L3."""
+        if self._closed:
             return
         self._closed = True
-        if self.prefetcher is not None:
-            self.prefetcher.drain()
-        self.flush()
-        self.io.close()
-        if self.store is not None:
-            self.store.close()
+        if self.io is not None:
+            if self.prefetcher is not None:
+                self.prefetcher.drain()
+            self.flush()
+            self.io.close()
+            if self.store is not None:
+                self.store.close()
+        self.events.cleared()
 
     # ---- introspection -------------------------------------------------------------------------------------
     def reclaimable_pages(self) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
+from tierlm.kvcache.events import CPU, DISK, GPU, RadixEvents
+
 
 @dataclass(eq=False)
 class RadixNode:
@@ -60,10 +62,12 @@ class MatchResult:
 class RadixCache:
     """Prefix cache over KV pages of every tier: match, insert, lock/unlock of in-use paths, and the page
     counters admission reads. Eviction (`tierlm.kvcache.eviction`) removes nodes; nothing here frees a page.
+    Every change of a node's residency, here or by the other parts of the controller, is told to `events`.
     """
 
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, events: Optional[RadixEvents] = None) -> None:
         self.page_size = page_size
+        self.events = events or RadixEvents()
         self.root = RadixNode(pages=[], lock_ref=1)  # the root is never evicted
         self.evictable_pages = 0
         self.protected_pages = 0
@@ -159,6 +163,7 @@ class RadixCache:
                                  last_access=now, page_hashes=list(hashes[pos // ps:]) if hashes else None)
                 node.children[leaf.key[:ps]] = leaf
                 self.evictable_pages += leaf.num_pages
+                self.events.stored(leaf, GPU)
                 return pos, dups, leaf
             n = self._common_pages(child.key, tokens, pos)
             if n < child.size:
@@ -170,6 +175,7 @@ class RadixCache:
                     self.evictable_pages += n
                 else:
                     self.protected_pages += n
+                self.events.stored(child, GPU)
             else:
                 dups.extend(p for p, q in zip(ours, child.pages) if p != q)
             child.last_access = now
@@ -197,6 +203,8 @@ class RadixCache:
                 leaf = RadixNode(key=tuple(tokens[page * ps:end * ps]), pages=None, parent=node, last_access=now,
                                  host_pages=host_pages[i:], page_hashes=hashes[i:], in_store=True)
                 node.children[leaf.key[:ps]] = leaf
+                self.events.stored(leaf, CPU)
+                self.events.stored(leaf, DISK)
                 return dups
             n = self._common_pages(child.key, tokens[:end * ps], page * ps)
             if page < first_page < page + n:
@@ -206,8 +214,12 @@ class RadixCache:
             if page >= first_page:
                 ours = host_pages[page - first_page:page - first_page + n]
                 if child.host_pages is None:
+                    was_in_store = child.in_store
                     child.host_pages, child.in_store = list(ours), True
                     child.page_hashes = child.page_hashes or list(hashes[page - first_page:page - first_page + n])
+                    self.events.stored(child, CPU)
+                    if not was_in_store:
+                        self.events.stored(child, DISK)
                 else:
                     dups.extend(ours)
             child.last_access = now

@@ -160,6 +160,8 @@ def engine_info(engine: Any, config: EngineConfig) -> dict[str, Any]:
         "dtype": str(getattr(runner, "dtype", config.dtype)).replace("torch.", ""),
         "device": str(getattr(engine, "device", config.device)),
         "kv_total_tokens": int(stats.get("kv_total_tokens", 0)),
+        "model_type": getattr(model_config, "raw", {}).get("model_type"),
+        "architectures": getattr(model_config, "raw", {}).get("architectures"),
     }
 
 

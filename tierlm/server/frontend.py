@@ -4,12 +4,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from tierlm.config import EngineConfig
+from tierlm.server.discovery_routes import discovery_router
 from tierlm.server.engine_client import EngineClient, EngineDeadError
 from tierlm.server.errors import error_response, install_error_handlers
 from tierlm.server.metrics import ServerMetrics
@@ -18,7 +19,6 @@ from tierlm.server.middleware import (DEFAULT_MAX_BODY_BYTES, APIKeyMiddleware, 
 from tierlm.server.native_routes import native_router
 from tierlm.server.openai_routes import openai_router
 from tierlm.server.prompt_encoder import PromptEncoder
-from tierlm.server.protocol import ModelList
 from tierlm.server.requests import ServingInfo, max_body_bytes
 from tierlm.server.state import ServerState, get_state
 
@@ -30,12 +30,6 @@ async def health(request: Request) -> Response:
     if not st.ready or st.client.dead:
         return error_response(503, "the engine is not ready", None, "engine_unavailable")
     return JSONResponse({"status": "ok", "model": st.info.model_name})
-
-
-async def list_models(request: Request) -> dict[str, Any]:
-    st = get_state(request)
-    return {"object": "list", "data": [{"id": st.info.model_name, "object": "model", "created": st.created,
-                                        "owned_by": "tierlm", "max_model_len": st.info.max_model_len}]}
 
 
 async def _engine_stats(st: ServerState) -> dict[str, Any]:
@@ -61,12 +55,14 @@ async def stats(request: Request) -> Response:
     return JSONResponse({**s, "frontend_in_flight": st.client.num_in_flight})
 
 
-def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: EngineClient) -> FastAPI:
-    """A new app serving `info.model_name` through `client` (connected in the app's lifespan)."""
-    metrics_ = ServerMetrics()
+def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: EngineClient,
+               engine_info: Optional[dict[str, Any]] = None) -> FastAPI:
+    """A new app serving `info.model_name` through `client` (connected in the app's lifespan); `engine_info`
+    is the engine's READY message (what the discovery endpoints report)."""
+    metrics_ = ServerMetrics(info.model_name, config.page_size)
     encoder = None if tokenizer is None else PromptEncoder(tokenizer, info.max_model_len)
     state = ServerState(client=client, tokenizer=tokenizer, encoder=encoder, info=info, config=config,
-                        metrics=metrics_)
+                        metrics=metrics_, engine_info=dict(engine_info or {}))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,9 +80,9 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
     app.state.tierlm = state
     install_error_handlers(app)
     app.add_api_route("/health", health, methods=["GET"], summary="200 once the engine is ready, else 503")
-    app.add_api_route("/v1/models", list_models, methods=["GET"], response_model=ModelList, summary="Served models")
     app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics")
     app.add_api_route("/stats", stats, methods=["GET"], summary="Engine statistics (KV pool, queues, cache hits)")
+    app.include_router(discovery_router())
     app.include_router(openai_router())
     app.include_router(native_router())
     _document_model_name(app, info.model_name)

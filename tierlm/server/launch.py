@@ -154,7 +154,7 @@ def serve(config: EngineConfig, log_level: str = "info") -> int:
         client = EngineClient(engine.req_addr, engine.out_addr, is_alive=engine.is_alive)
         vocab = info["vocab_size"] if tokenizer is None else min(info["vocab_size"], len(tokenizer))
         serving = ServingInfo(info["model_name"], info["max_model_len"], vocab)
-        app = create_app(config, serving, tokenizer, client)
+        app = create_app(config, serving, tokenizer, client, info)
         server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", ws="none",
                                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
         server.run(sockets=[sock])

@@ -1,5 +1,6 @@
 """Prometheus metrics of one server: request counts and latencies measured by the frontend, plus engine
-gauges (running/waiting requests, KV usage, cache hits per tier) from an engine stats snapshot.
+gauges (running/waiting requests, KV usage, cache hits per tier) from an engine stats snapshot — under
+TierLM's names and, for inference gateways, under vLLM's (`tierlm.server.gateway_metrics`).
 
 Each `ServerMetrics` owns its own registry, so several apps (tests) never share mutable global state.
 """
@@ -9,6 +10,8 @@ from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from tierlm.server.gateway_metrics import gateway_gauges
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -34,11 +37,13 @@ _TIER_COUNTERS = (
 class _EngineCollector:
     """Exposes the latest engine stats snapshot (set by `ServerMetrics.update_engine`) as metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_name: str, page_size: int) -> None:
         self.stats: dict[str, Any] = {}
+        self.model_name, self.page_size = model_name, page_size
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
+        yield from gateway_gauges(s, self.model_name, self.page_size)
         for key, name, doc in _GAUGES:
             if key in s:
                 yield GaugeMetricFamily(f"tierlm_{name}", doc, value=float(s[key]))
@@ -71,7 +76,7 @@ class _EngineCollector:
 class ServerMetrics:
     """All metrics of one server instance, in a private registry rendered by `render()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, model_name: str = "", page_size: int = 16) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("tierlm_requests", "HTTP requests by endpoint and status.",
@@ -87,7 +92,7 @@ class ServerMetrics:
                               "first.", buckets=TOKEN_LATENCY_BUCKETS, registry=r)
         self.e2e = Histogram("tierlm_e2e_request_latency_seconds", "Time from arrival to the last token.",
                              buckets=LATENCY_BUCKETS, registry=r)
-        self._engine = _EngineCollector()
+        self._engine = _EngineCollector(model_name, page_size)
         r.register(self._engine)
 
     def update_engine(self, stats: dict[str, Any]) -> None:

@@ -132,7 +132,7 @@ class BodyReaderMiddleware:
 
 
 COUNTED_PATHS = ("/v1/completions", "/v1/chat/completions", "/generate", "/v1/models", "/health", "/metrics",
-                 "/stats")
+                 "/stats", "/version", "/server_info", "/get_server_info", "/model_info", "/get_model_info")
 
 
 class RequestCountMiddleware:

@@ -206,6 +206,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "tierlm"
+    root: Optional[str] = None  # the model's directory or hub id, as vLLM reports it
+    parent: Optional[str] = None
     max_model_len: int
 
 

@@ -24,6 +24,7 @@ class ServerState:
     info: ServingInfo
     config: EngineConfig
     metrics: ServerMetrics
+    engine_info: dict[str, Any] = field(default_factory=dict)  # the engine's READY facts (model dir, dtype..)
     created: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
 
