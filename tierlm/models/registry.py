@@ -24,6 +24,8 @@ ARCHITECTURES = MappingProxyType({
     "MistralForCausalLM": ArchSpec("tierlm.models.llama:CausalLM"),
     "Qwen2ForCausalLM": ArchSpec("tierlm.models.llama:CausalLM", qkv_bias=True),
     "Qwen3ForCausalLM": ArchSpec("tierlm.models.llama:CausalLM", qk_norm=True),
+    "DeepseekV2ForCausalLM": ArchSpec("tierlm.models.deepseek:DeepseekForCausalLM"),
+    "DeepseekV3ForCausalLM": ArchSpec("tierlm.models.deepseek:DeepseekForCausalLM"),
 })
 
 
