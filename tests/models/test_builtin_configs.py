@@ -9,13 +9,39 @@ from tierlm.models.loader import builtin_configs, resolve_model_dir
 
 
 def test_shipped_configs_parse():
-    assert {"qwen3-0.6b", "llama-3.1-8b"} <= set(builtin_configs())
+    assert {"qwen3-0.6b", "llama-3.1-8b", "deepseek-v2-lite"} <= set(builtin_configs())
     qwen = ModelConfig.from_dir(resolve_model_dir("builtin:qwen3-0.6b", need_weights=False))
     assert (qwen.num_layers, qwen.num_heads, qwen.num_kv_heads, qwen.head_dim) == (28, 16, 8, 128)
     assert qwen.qk_norm and qwen.tie_word_embeddings and qwen.vocab_size == 151936
     llama = ModelConfig.from_dir(resolve_model_dir("builtin:llama-3.1-8b", need_weights=False))
     assert llama.rope_scaling["rope_type"] == "llama3" and llama.eos_token_ids == (128001, 128008, 128009)
     assert (llama.num_layers, llama.hidden_size, llama.num_kv_heads) == (32, 4096, 8)
+
+
+
+def test_deepseek_v2_lite_config():
+    """Latent attention dims, MoE pattern and YaRN of DeepSeek-V2-Lite; its KV is one 576-wide latent a layer."""
+    import math
+
+    import torch
+
+    from tierlm.models.deepseek import DeepseekForCausalLM
+    from tierlm.models.deepseek_config import DeepseekConfig
+
+    mc = ModelConfig.from_dir(resolve_model_dir("builtin:deepseek-v2-lite", need_weights=False))
+    assert (mc.architecture, mc.num_layers, mc.hidden_size, mc.num_heads, mc.vocab_size) == \
+        ("DeepseekV2ForCausalLM", 27, 2048, 16, 102400)
+    ds = DeepseekConfig.from_model_config(mc)
+    assert (ds.q_lora_rank, ds.kv_lora_rank, ds.qk_nope_head_dim, ds.qk_rope_head_dim, ds.v_head_dim) == \
+        (None, 512, 128, 64, 128)
+    assert (ds.n_routed_experts, ds.num_experts_per_tok, ds.n_shared_experts, ds.moe_intermediate_size) == \
+        (64, 6, 2, 1408)
+    assert [ds.is_moe_layer(i) for i in range(3)] == [False, True, True] and ds.scoring == "softmax"
+    assert mc.rope_scaling["type"] == "yarn" and mc.rope_scaling["factor"] == 40
+    layout = DeepseekForCausalLM.kv_layout(mc, torch.bfloat16)
+    assert layout.bytes_per_token_all_layers == 27 * 576 * 2
+    mscale = 0.1 * 0.707 * math.log(40) + 1.0
+    assert ds.softmax_scale == pytest.approx(192 ** -0.5 * mscale ** 2)
 
 
 def test_builtin_errors():

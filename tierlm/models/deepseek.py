@@ -22,7 +22,6 @@ from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.kvcache.layout import KVLayout
 from tierlm.layers.decoupled_rotary import DecoupledRotary
 from tierlm.layers.norm import RMSNorm
-from tierlm.layers.yarn import yarn_softmax_scale
 from tierlm.models.config import ModelConfig
 from tierlm.models.deepseek_config import DeepseekConfig
 from tierlm.models.deepseek_moe import DeepseekMoE, GatedMLP
@@ -134,7 +133,7 @@ class DeepseekForCausalLM(nn.Module):
         mscale correction)."""
         mla = self.mla
         return dict(num_heads=self.config.num_heads, head_dim=mla.latent_dim, value_dim=mla.kv_lora_rank,
-                    scale=yarn_softmax_scale(self.config.rope_scaling, mla.qk_head_dim ** -0.5))
+                    scale=mla.softmax_scale)
 
     @staticmethod
     def weight_mapping() -> Mapping[str, tuple[str, object]]:

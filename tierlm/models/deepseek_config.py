@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from tierlm.layers.yarn import yarn_softmax_scale
 from tierlm.models.config import ModelConfig
 from tierlm.models.errors import ModelLoadError
 
@@ -71,6 +72,11 @@ class DeepseekConfig:
     def latent_dim(self) -> int:
         """Width of one cached token: the normalized compressed KV, then the roped shared key."""
         return self.kv_lora_rank + self.qk_rope_head_dim
+
+    @property
+    def softmax_scale(self) -> float:
+        """`qk_head_dim ** -0.5`, times YaRN's `mscale(factor, mscale_all_dim) ** 2` when the rope is scaled."""
+        return yarn_softmax_scale(self.model.rope_scaling, self.qk_head_dim ** -0.5)
 
     def is_moe_layer(self, layer: int) -> bool:
         return (self.n_routed_experts > 0 and layer >= self.first_k_dense_replace
