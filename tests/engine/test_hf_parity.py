@@ -61,7 +61,8 @@ def prefill_logits(model, ids: list[int]) -> torch.Tensor:
         attn = TorchNativeBackend(pool, table, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
     batch = ForwardBatch(mode="prefill", input_ids=torch.tensor(ids), positions=torch.arange(n),
                          out_loc=torch.arange(1, n + 1), req_rows=torch.tensor([0], dtype=torch.int32),
-                         prefix_lens=torch.tensor([0], dtype=torch.int32), seq_lens=torch.tensor([n], dtype=torch.int32),
+                         prefix_lens=torch.tensor([0], dtype=torch.int32),
+                         seq_lens=torch.tensor([n], dtype=torch.int32),
                          qo_indptr=torch.tensor([0, n], dtype=torch.int32),
                          extend_lens_cpu=[n], prefix_lens_cpu=[0], seq_lens_cpu=[n], req_rows_cpu=[0])
     with torch.no_grad():
