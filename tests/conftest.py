@@ -11,10 +11,11 @@ CPU_OPTS = dict(device="cpu", dtype="float32", kv_cache_gb=0.01, page_size=4)
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    """{arch: model_dir} for llama (sharded, llama3 rope scaling), qwen2 (tied, qkv bias), qwen3 (q/k norm)."""
+    """{arch: model_dir} for llama (sharded, llama3 rope scaling), qwen2 (tied, qkv bias), qwen3 (q/k norm),
+    deepseek_v2 and deepseek_v3 (latent attention, MoE)."""
     root = tmp_path_factory.mktemp("tiny")
     return {arch: make_tiny_model(root / arch, arch=arch, num_shards=2 if arch == "llama" else 1)
-            for arch in ("llama", "qwen2", "qwen3")}
+            for arch in ("llama", "qwen2", "qwen3", "deepseek_v2", "deepseek_v3")}
 
 
 @pytest.fixture(scope="session")

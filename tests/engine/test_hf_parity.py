@@ -8,8 +8,8 @@ from transformers import AutoModelForCausalLM
 from tests.conftest import CPU_OPTS
 from tierlm import LLM, SamplingParams
 from tierlm.attention.base import ForwardBatch
+from tierlm.attention.mla_torch import MLATorchBackend
 from tierlm.attention.torch_native import TorchNativeBackend
-from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.pool import KVPool
 
 PROMPTS = [
@@ -36,7 +36,10 @@ def hf_greedy(model_dir, prompt_ids: list[list[int]], max_new: int) -> list[list
     return outs
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+ARCHS = ["llama", "qwen2", "qwen3", "deepseek_v2", "deepseek_v3"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_matches_transformers(tiny_models, arch):
     llm = LLM(str(tiny_models[arch]), **CPU_OPTS)
     ids = [llm.tokenizer.encode(p) for p in PROMPTS]
@@ -47,25 +50,37 @@ def test_greedy_matches_transformers(tiny_models, arch):
         assert o.finish_reason == ("stop" if r and r[-1] == 0 else "length")
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
-def test_prefill_logits_match_transformers(tiny_models, arch):
-    llm = LLM(str(tiny_models[arch]), **CPU_OPTS)
-    model = llm.engine.worker.runner.model
-    ids = llm.tokenizer.encode(PROMPTS[2])
-    n, mc = len(ids), llm.engine.model_config
-    pool = KVPool(KVLayout.gqa(mc.num_layers, mc.num_kv_heads, mc.head_dim, torch.float32), n + 2, 1,
-                  torch.device("cpu"))
+def prefill_logits(model, ids: list[int]) -> torch.Tensor:
+    """Logits of one whole-prompt prefill through a fresh torch backend of the model's attention kind."""
+    n, mc = len(ids), model.config
+    pool = KVPool(model.kv_layout(mc, torch.float32), n + 2, 1, torch.device("cpu"))
     table = torch.arange(1, n + 1, dtype=torch.int32)[None, :]
-    attn = TorchNativeBackend(pool, table, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
+    if getattr(model, "attention_kind", "gqa") == "mla":
+        attn = MLATorchBackend(pool, table, **model.attention_params())
+    else:
+        attn = TorchNativeBackend(pool, table, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
     batch = ForwardBatch(mode="prefill", input_ids=torch.tensor(ids), positions=torch.arange(n),
                          out_loc=torch.arange(1, n + 1), req_rows=torch.tensor([0], dtype=torch.int32),
-                         prefix_lens=torch.tensor([0], dtype=torch.int32), seq_lens=torch.tensor([n], dtype=torch.int32),
+                         prefix_lens=torch.tensor([0], dtype=torch.int32),
+                         seq_lens=torch.tensor([n], dtype=torch.int32),
                          qo_indptr=torch.tensor([0, n], dtype=torch.int32),
                          extend_lens_cpu=[n], prefix_lens_cpu=[0], seq_lens_cpu=[n], req_rows_cpu=[0])
     with torch.no_grad():
-        ours = model.compute_logits(model(batch, attn))
-        hf = AutoModelForCausalLM.from_pretrained(tiny_models[arch], dtype=torch.float32).eval()
-        ref = hf(torch.tensor([ids])).logits[0].float()
+        return model.compute_logits(model(batch, attn))
+
+
+def hf_logits(model_dir, ids: list[int]) -> torch.Tensor:
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return hf(torch.tensor([ids])).logits[0].float()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefill_logits_match_transformers(tiny_models, arch):
+    llm = LLM(str(tiny_models[arch]), **CPU_OPTS)
+    ids = llm.tokenizer.encode(PROMPTS[2])
+    ours = prefill_logits(llm.engine.worker.runner.model, ids)
+    ref = hf_logits(tiny_models[arch], ids)
     rel = (ours - ref).norm() / ref.norm()
     assert rel < 1e-4, f"{arch}: relative logits error {rel:.2e}"
     assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-4)

@@ -9,7 +9,7 @@ from tierlm.models.loader import builtin_configs, resolve_model_dir
 
 
 def test_shipped_configs_parse():
-    assert {"qwen3-0.6b", "llama-3.1-8b", "qwen3-30b-a3b"} <= set(builtin_configs())
+    assert {"qwen3-0.6b", "llama-3.1-8b", "qwen3-30b-a3b", "deepseek-v2-lite"} <= set(builtin_configs())
     qwen = ModelConfig.from_dir(resolve_model_dir("builtin:qwen3-0.6b", need_weights=False))
     assert (qwen.num_layers, qwen.num_heads, qwen.num_kv_heads, qwen.head_dim) == (28, 16, 8, 128)
     assert qwen.qk_norm and qwen.tie_word_embeddings and qwen.vocab_size == 151936
@@ -34,6 +34,31 @@ def test_qwen3_30b_a3b_has_its_published_size():
     idle_experts = mc.num_layers * (mc.num_experts - mc.num_experts_per_tok) * 3 * mc.hidden_size * 768
     assert 30.5e9 <= total < 30.6e9 and 3.3e9 <= total - idle_experts < 3.4e9
     assert cls.kv_layout(mc, torch.bfloat16).bytes_per_token_all_layers == 48 * 2 * 4 * 128 * 2
+
+
+def test_deepseek_v2_lite_config():
+    """Latent attention dims, MoE pattern and YaRN of DeepSeek-V2-Lite; its KV is one 576-wide latent a layer."""
+    import math
+
+    import torch
+
+    from tierlm.models.deepseek import DeepseekForCausalLM
+    from tierlm.models.deepseek_config import DeepseekConfig
+
+    mc = ModelConfig.from_dir(resolve_model_dir("builtin:deepseek-v2-lite", need_weights=False))
+    assert (mc.architecture, mc.num_layers, mc.hidden_size, mc.num_heads, mc.vocab_size) == \
+        ("DeepseekV2ForCausalLM", 27, 2048, 16, 102400)
+    ds = DeepseekConfig.from_model_config(mc)
+    assert (ds.q_lora_rank, ds.kv_lora_rank, ds.qk_nope_head_dim, ds.qk_rope_head_dim, ds.v_head_dim) == \
+        (None, 512, 128, 64, 128)
+    assert (ds.n_routed_experts, ds.num_experts_per_tok, ds.n_shared_experts, ds.moe_intermediate_size) == \
+        (64, 6, 2, 1408)
+    assert [ds.is_moe_layer(i) for i in range(3)] == [False, True, True] and ds.scoring == "softmax"
+    assert mc.rope_scaling["type"] == "yarn" and mc.rope_scaling["factor"] == 40
+    layout = DeepseekForCausalLM.kv_layout(mc, torch.bfloat16)
+    assert layout.bytes_per_token_all_layers == 27 * 576 * 2
+    mscale = 0.1 * 0.707 * math.log(40) + 1.0
+    assert ds.softmax_scale == pytest.approx(192 ** -0.5 * mscale ** 2)
 
 
 def test_builtin_errors():

@@ -1,24 +1,33 @@
-"""Attention backends by name: `--attention-backend NAME` resolves here (classes import on first use)."""
+"""Attention backends by name: `--attention-backend NAME` resolves here (classes import on first use).
+
+Backends are registered per attention kind, which the model class declares (`attention_kind`, "gqa" when
+absent): per-head K/V ("gqa") or one latent per token ("mla")."""
 from __future__ import annotations
 
 import importlib
 
 from tierlm.attention.base import AttentionBackend
 
-# name -> "module:Class"; a new backend is one file plus one line here
+# (attention kind, name) -> "module:Class"; a new backend is one file plus one line here
 _BACKENDS = {
-    "torch": "tierlm.attention.torch_native:TorchNativeBackend",
-    "triton": "tierlm.attention.triton_backend:TritonBackend",
+    ("gqa", "torch"): "tierlm.attention.torch_native:TorchNativeBackend",
+    ("gqa", "triton"): "tierlm.attention.triton_backend:TritonBackend",
+    ("mla", "torch"): "tierlm.attention.mla_torch:MLATorchBackend",
 }
 
 
-def backend_names() -> tuple[str, ...]:
-    return tuple(_BACKENDS)
+def backend_names(kind: str = "gqa") -> tuple[str, ...]:
+    return tuple(name for k, name in _BACKENDS if k == kind)
 
 
-def backend_class(name: str) -> type[AttentionBackend]:
-    """The class registered as `name`; ValueError naming the flag for an unknown name."""
-    if name not in _BACKENDS:
-        raise ValueError(f"--attention-backend: unknown backend {name!r} (choose from {', '.join(_BACKENDS)})")
-    module, cls = _BACKENDS[name].split(":")
+def backend_class(name: str, kind: str = "gqa") -> type[AttentionBackend]:
+    """The class registered as `name` for `kind`; ValueError naming the flag for an unknown name or one
+    without a backend of this kind."""
+    if (kind, name) not in _BACKENDS:
+        if any(n == name for _, n in _BACKENDS):
+            raise ValueError(f"--attention-backend: {name!r} has no {kind} attention (this model's kind); "
+                             f"choose from {', '.join(backend_names(kind))}")
+        raise ValueError(f"--attention-backend: unknown backend {name!r} "
+                         f"(choose from {', '.join(backend_names(kind))})")
+    module, cls = _BACKENDS[(kind, name)].split(":")
     return getattr(importlib.import_module(module), cls)

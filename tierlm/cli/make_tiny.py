@@ -10,8 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from tierlm.utils.tiny_model import ARCHS
 
     p = sub.add_parser("make-tiny-model", help="Write a tiny random model (weights + tokenizer) for trying TierLM.",
-                       description="Write a tiny random Llama/Qwen2/Qwen3/Qwen3-MoE checkpoint and a byte-level BPE "
-                                   "tokenizer (with a chat template) to DIR. Loads in TierLM and transformers.")
+                       description="Write a tiny random Llama/Qwen2/Qwen3/Qwen3-MoE/DeepSeek-V2/DeepSeek-V3 "
+                                   "checkpoint and a byte-level BPE tokenizer (with a chat template) to DIR. Loads "
+                                   "in TierLM and transformers.")
     p.add_argument("dir", help="Output directory (created if missing).")
     p.add_argument("--arch", default="qwen3", choices=ARCHS, help="Architecture (default: qwen3).")
     p.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default: 0).")

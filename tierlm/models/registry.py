@@ -26,6 +26,8 @@ ARCHITECTURES = MappingProxyType({
     "Qwen2ForCausalLM": ArchSpec("tierlm.models.llama:CausalLM", qkv_bias=True),
     "Qwen3ForCausalLM": ArchSpec("tierlm.models.llama:CausalLM", qk_norm=True),
     "Qwen3MoeForCausalLM": ArchSpec("tierlm.models.qwen3_moe:CausalLM", qk_norm=True, moe=True),
+    "DeepseekV2ForCausalLM": ArchSpec("tierlm.models.deepseek:DeepseekForCausalLM"),
+    "DeepseekV3ForCausalLM": ArchSpec("tierlm.models.deepseek:DeepseekForCausalLM"),
 })
 
 

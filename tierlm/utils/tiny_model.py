@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-ARCHS = ("llama", "qwen2", "qwen3", "qwen3_moe")
+ARCHS = ("llama", "qwen2", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3")
 
 # A ChatML-style template (Qwen's convention) so chat endpoints work on tiny models.
 CHAT_TEMPLATE = (
@@ -41,8 +41,28 @@ def build_tokenizer(vocab_size: int = 512):
     return fast
 
 
+def _deepseek_config(arch: str, common: dict):
+    """Multi-head latent attention and MoE: 3 layers (the first dense), 4 routed experts (top-2), 1 shared.
+    deepseek_v2: plain q_proj, YaRN rope, softmax greedy routing; deepseek_v3: low-rank q, sigmoid routing in
+    2 groups (1 picked) with a score bias, normalized and scaled weights."""
+    from transformers import DeepseekV2Config, DeepseekV3Config
+
+    common.update(num_hidden_layers=3, num_key_value_heads=4, moe_intermediate_size=32, kv_lora_rank=32,
+                  qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2,
+                  n_shared_experts=1, first_k_dense_replace=1)
+    if arch == "deepseek_v2":
+        common.update(q_lora_rank=None, topk_method="greedy", routed_scaling_factor=1.0,
+                      rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128,
+                                    "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.8})
+        return DeepseekV2Config, common
+    common.update(q_lora_rank=48, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+                  num_nextn_predict_layers=0)
+    return DeepseekV3Config, common
+
+
 def tiny_config(arch: str, vocab_size: int, **overrides):
-    """A small `transformers` config of the given architecture (GQA 4 query heads : 2 KV heads)."""
+    """A small `transformers` config of the given architecture (GQA 4 query heads : 2 KV heads; DeepSeek:
+    multi-head latent attention with MoE layers)."""
     from transformers import LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
 
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -63,6 +83,8 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
         common.update(head_dim=32, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
                       norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[0])
         cls = Qwen3MoeConfig
+    elif arch in ("deepseek_v2", "deepseek_v3"):
+        cls, common = _deepseek_config(arch, common)
     else:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     common.update(overrides)
@@ -104,6 +126,9 @@ def make_tiny_model(path: str | Path, arch: str = "qwen3", seed: int = 0, vocab_
         for p in model.parameters():
             if p.dim() >= 2:
                 p.normal_(0.0, 0.15)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # DeepSeek-V3 routing bias: zero at init
+                b.normal_(0.0, 0.05)
     max_shard: Optional[str] = None
     if num_shards > 1:
         total = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -1,0 +1,146 @@
+"""DeepSeek-V2 and DeepSeek-V3: multi-head latent attention (MLA) and mixture-of-experts layers.
+
+MLA caches one latent vector per token and layer — the RMS-normalized compressed KV (`kv_lora_rank`) then
+the roped key part shared by all heads (`qk_rope_head_dim`) — instead of per-head K and V. Attention runs in
+the absorbed form: each head's non-rope query is mapped into latent space through its slice of `kv_b_proj`
+(q_nope · W_UK), so scores are query · latent, the attention output is a mix of latents, and W_UV maps it
+back to the head's value. The backend thus only sees one shared "KV head" per token (`attention_kind =
+"mla"`; see `tierlm.attention.mla_torch`).
+
+Parameter names follow the Hugging Face checkpoints; gate/up projections of the dense MLP, of every
+expert and of the shared experts are fused (`gate_up_proj`).
+"""
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.kvcache.layout import KVLayout
+from tierlm.layers.decoupled_rotary import DecoupledRotary
+from tierlm.layers.norm import RMSNorm
+from tierlm.models.config import ModelConfig
+from tierlm.models.deepseek_config import DeepseekConfig
+from tierlm.models.deepseek_moe import DeepseekMoE, GatedMLP
+
+# checkpoint projection name -> (fused parameter name, shard id)
+STACKED = MappingProxyType({"gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)})
+LORA_NORM_EPS = 1e-6  # the q/kv low-rank norms use the default epsilon, not rms_norm_eps (as the reference)
+
+
+class MLAttention(nn.Module):
+    """Latent attention of one layer: low-rank (or plain) query, compressed KV, decoupled rope, absorbed
+    up-projections around the backend call."""
+
+    def __init__(self, cfg: DeepseekConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        hidden, heads, bias = cfg.model.hidden_size, cfg.model.num_heads, cfg.attention_bias
+        self.num_heads = heads
+        if cfg.q_lora_rank is None:
+            self.q_proj = nn.Linear(hidden, heads * cfg.qk_head_dim, bias=False)
+        else:
+            self.q_a_proj = nn.Linear(hidden, cfg.q_lora_rank, bias=bias)
+            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, LORA_NORM_EPS)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, heads * cfg.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(hidden, cfg.latent_dim, bias=bias)
+        self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, LORA_NORM_EPS)
+        self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, heads * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
+        self.o_proj = nn.Linear(heads * cfg.v_head_dim, hidden, bias=bias)
+
+    def forward(self, x: torch.Tensor, batch: ForwardBatch, rotary: DecoupledRotary,
+                attn: AttentionBackend) -> torch.Tensor:
+        cfg, T, H = self.cfg, x.shape[0], self.num_heads
+        q = self.q_proj(x) if cfg.q_lora_rank is None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q_nope, q_pe = q.view(T, H, cfg.qk_head_dim).split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
+        kv, k_pe = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
+        q_pe, k_pe = rotary(batch.positions, q_pe, k_pe)
+        w_kv = self.kv_b_proj.weight.view(H, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
+        w_uk, w_uv = w_kv.split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=1)
+        query = torch.cat((torch.einsum("thn,hnc->thc", q_nope, w_uk), q_pe), dim=-1)  # [T, H, latent_dim]
+        latent = torch.cat((self.kv_a_layernorm(kv), k_pe), dim=-1)  # [T, latent_dim]
+        out = attn.forward(query, latent, None, self.layer, batch).view(T, H, cfg.kv_lora_rank)
+        return self.o_proj(torch.einsum("thc,hvc->thv", out, w_uv).reshape(T, H * cfg.v_head_dim))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: latent attention, then a dense MLP or the MoE; residual adds fused into the norms."""
+
+    def __init__(self, cfg: DeepseekConfig, layer: int) -> None:
+        super().__init__()
+        mc = cfg.model
+        self.self_attn = MLAttention(cfg, layer)
+        self.mlp = (DeepseekMoE(cfg, mc.hidden_size) if cfg.is_moe_layer(layer)
+                    else GatedMLP(mc.hidden_size, mc.intermediate_size))
+        self.input_layernorm = RMSNorm(mc.hidden_size, mc.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(mc.hidden_size, mc.rms_norm_eps)
+
+    def forward(self, x, residual, batch, rotary, attn):
+        if residual is None:
+            residual, x = x, self.input_layernorm(x)
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x = self.self_attn(x, batch, rotary, attn)
+        x, residual = self.post_attention_layernorm(x, residual)
+        return self.mlp(x), residual
+
+
+class Backbone(nn.Module):
+    """Embedding, decoder layers and final norm (the `model.` prefix of HF checkpoints)."""
+
+    def __init__(self, cfg: DeepseekConfig) -> None:
+        super().__init__()
+        mc = cfg.model
+        self.embed_tokens = nn.Embedding(mc.vocab_size, mc.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(mc.num_layers))
+        self.norm = RMSNorm(mc.hidden_size, mc.rms_norm_eps)
+
+
+class DeepseekForCausalLM(nn.Module):
+    """DeepSeek-V2/V3 (`DeepseekV2ForCausalLM`, `DeepseekV3ForCausalLM`): `forward(batch, attn)` returns the
+    final hidden states of all new tokens. The KV cache holds one latent per token and layer."""
+
+    attention_kind = "mla"
+
+    def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
+        super().__init__()
+        self.config = cfg
+        self.mla = DeepseekConfig.from_model_config(cfg)
+        self.model = Backbone(self.mla)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.rotary = DecoupledRotary(self.mla.qk_rope_head_dim, max_positions, cfg.rope_theta, cfg.rope_scaling,
+                                      self.mla.rope_style, cfg.max_position_embeddings)
+
+    def forward(self, batch: ForwardBatch, attn: AttentionBackend) -> torch.Tensor:
+        x = self.model.embed_tokens(batch.input_ids)
+        residual: Optional[torch.Tensor] = None
+        for layer in self.model.layers:
+            x, residual = layer(x, residual, batch, self.rotary, attn)
+        x, _ = self.model.norm(x, residual)
+        return x
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
+    def attention_params(self) -> dict[str, Any]:
+        """How the MLA backend is built: heads, the latent width of queries and keys, the value width
+        (the compressed-KV part of each latent) and the softmax scale of the full q·k head dim (with YaRN's
+        mscale correction)."""
+        mla = self.mla
+        return dict(num_heads=self.config.num_heads, head_dim=mla.latent_dim, value_dim=mla.kv_lora_rank,
+                    scale=mla.softmax_scale)
+
+    @staticmethod
+    def weight_mapping() -> Mapping[str, tuple[str, object]]:
+        """Checkpoint projection name -> (fused parameter, shard id) for the loader."""
+        return STACKED
+
+    @staticmethod
+    def kv_layout(cfg: ModelConfig, dtype: torch.dtype) -> KVLayout:
+        """MLA: one latent of `kv_lora_rank + qk_rope_head_dim` per token and layer."""
+        return KVLayout.latent(cfg.num_layers, DeepseekConfig.from_model_config(cfg).latent_dim, dtype)

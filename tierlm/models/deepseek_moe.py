@@ -1,0 +1,117 @@
+"""DeepSeek mixture of experts: routed SwiGLU experts picked per token, plus always-on shared experts.
+
+A plain torch reference (one pass per expert that some token picked): correct first, fast enough for small
+models and tests; a fused MoE kernel is a separate piece. Parameter names follow the Hugging Face
+checkpoints (`mlp.gate`, `mlp.experts.N`, `mlp.shared_experts`) with gate/up fused per expert.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tierlm.models.deepseek_config import DeepseekConfig
+
+
+class GatedMLP(nn.Module):
+    """SwiGLU feed-forward with fused gate/up projection (the dense MLP, each expert, the shared experts)."""
+
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.intermediate = intermediate
+        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        return shard * self.intermediate, (shard + 1) * self.intermediate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up = self.gate_up_proj(x)
+        if gate_up.is_cuda:
+            from tierlm.kernels.fused import silu_mul
+
+            return self.down_proj(silu_mul(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class Router(nn.Module):
+    """Top-k expert choice and weights per token, computed in float32.
+
+    softmax (V2): scores = softmax(logits); `group_limited_greedy` first keeps the `topk_group` groups with
+    the highest single score. sigmoid (V3): scores = sigmoid(logits); experts are chosen by score +
+    `e_score_correction_bias` within the `topk_group` groups whose two best biased scores sum highest, and
+    weighted by their unbiased score. Then optional renormalization (`norm_topk_prob`) and
+    `routed_scaling_factor`. The weights stay float32 whatever the model dtype, like the reference's.
+    """
+
+    def __init__(self, cfg: DeepseekConfig, hidden: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, hidden, dtype=torch.float32))
+        if cfg.scoring == "sigmoid":
+            self.e_score_correction_bias = nn.Parameter(torch.zeros(cfg.n_routed_experts, dtype=torch.float32),
+                                                        requires_grad=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        for p in self.parameters(recurse=False):  # cast back: routing runs in float32
+            p.data = p.data.float()
+        return self
+
+    def _group_mask(self, choice: torch.Tensor, group_score: str) -> torch.Tensor:
+        """Bool `[T, E]`: the experts inside each token's `topk_group` best groups."""
+        cfg = self.cfg
+        groups = choice.view(choice.shape[0], cfg.n_group, -1)
+        if group_score == "max":
+            per_group = groups.max(dim=-1).values
+        else:
+            per_group = groups.topk(min(2, groups.shape[-1]), dim=-1)[0].sum(dim=-1)
+        best = per_group.topk(cfg.topk_group, dim=-1, sorted=False)[1]
+        keep = torch.zeros_like(per_group).scatter_(1, best, 1.0).bool()
+        return keep[:, :, None].expand_as(groups).reshape(choice.shape)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x `[T, hidden]` → (weights `[T, k]` float32, expert ids `[T, k]`)."""
+        cfg = self.cfg
+        logits = F.linear(x.float(), self.weight.float())
+        if cfg.scoring == "sigmoid":
+            scores = logits.sigmoid()
+            choice = scores + self.e_score_correction_bias
+            choice = choice.masked_fill(~self._group_mask(choice, "top2"), float("-inf"))
+            ids = choice.topk(cfg.num_experts_per_tok, dim=-1, sorted=False)[1]
+            weights = scores.gather(1, ids)
+        else:
+            scores = logits.softmax(dim=-1)
+            if cfg.topk_method == "group_limited_greedy":
+                scores = scores.masked_fill(~self._group_mask(scores, "max"), 0.0)
+            weights, ids = scores.topk(cfg.num_experts_per_tok, dim=-1, sorted=False)
+        # V3 renormalizes whenever asked (as transformers does); V2 only with more than one expert (as DeepSeek's
+        # own code does: transformers' V2 never renormalizes, and the published V2 configs never ask)
+        if cfg.norm_topk_prob and (cfg.scoring == "sigmoid" or cfg.num_experts_per_tok > 1):
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return weights * cfg.routed_scaling_factor, ids
+
+
+class DeepseekMoE(nn.Module):
+    """Routed experts (each token's top-k, weighted) plus the shared experts applied to every token."""
+
+    def __init__(self, cfg: DeepseekConfig, hidden: int) -> None:
+        super().__init__()
+        self.gate = Router(cfg, hidden)
+        self.experts = nn.ModuleList(GatedMLP(hidden, cfg.moe_intermediate_size)
+                                     for _ in range(cfg.n_routed_experts))
+        self.shared_experts = (GatedMLP(hidden, cfg.moe_intermediate_size * cfg.n_shared_experts)
+                               if cfg.n_shared_experts else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, ids = self.gate(x)
+        out = torch.zeros_like(x)
+        # experts in ascending order, so each token sums its experts' outputs in the reference's order
+        for e in ids.unique().tolist():
+            tokens, slot = torch.where(ids == e)
+            y = self.experts[e](x[tokens]) * weights[tokens, slot, None]
+            out.index_add_(0, tokens, y.to(out.dtype))
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out
