@@ -1,7 +1,8 @@
 """GPU check of the fast path: Triton + CUDA graphs + overlap vs the torch backend, token for token.
 
-Runs (1) tiny random models in fp32: greedy outputs of the Triton/CUDA-graph path must equal the torch
-path exactly; (2) a random-weight Qwen3-0.6B (shipped config) in bf16 on N prompts: reports per prompt the
+Runs (1) tiny random models of every architecture in fp32: greedy outputs of the default CUDA path
+(Triton + CUDA graphs + overlap; for latent-attention models the torch backend with overlap) must equal the
+torch path without graphs or overlap exactly; (2) a random-weight Qwen3-0.6B (shipped config) in bf16 on N prompts: reports per prompt the
 first divergence position (if any) and the closeness of the chosen tokens' logprobs up to it.
 
     python benchmarks/gpu_engine_check.py [--prompts 32] [--max-tokens 64]
@@ -16,7 +17,7 @@ import tempfile
 import torch
 
 from tierlm import LLM, SamplingParams
-from tierlm.utils.tiny_model import make_tiny_model
+from tierlm.utils.tiny_model import ARCHS, make_tiny_model
 
 
 def run(model: str, prompts, params, **opts):
@@ -32,13 +33,13 @@ def run(model: str, prompts, params, **opts):
 def tiny_models_equal() -> bool:
     ok = True
     with tempfile.TemporaryDirectory() as d:
-        for arch in ("llama", "qwen2", "qwen3"):
+        for arch in ARCHS:
             path = str(make_tiny_model(f"{d}/{arch}", arch=arch))
             prompts = ["the quick brown fox", "hello world this is", "paris is the capital of france and",
                        "one two three four five six seven eight nine ten eleven"] * 3
             p = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
             common = dict(dtype="float32", kv_cache_gb=0.05, page_size=4)
-            fast, info = run(path, prompts, p, attention_backend="triton", **common)
+            fast, info = run(path, prompts, p, attention_backend="auto", **common)  # triton; torch for MLA
             ref, _ = run(path, prompts, p, attention_backend="torch", cuda_graph=False, overlap_schedule=False,
                          **common)
             same = [a.token_ids == b.token_ids for a, b in zip(fast, ref)]
