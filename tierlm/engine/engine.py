@@ -12,7 +12,6 @@ from tierlm.engine import startup
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import RequestError
 from tierlm.engine.inflight import InFlight, Readback
-from tierlm.engine.kv_events import open_publisher
 from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.plan import make_plan
@@ -50,7 +49,10 @@ class Engine:
         self.worker = Worker(config, self.model_dir, self.model_config, self.max_model_len,
                              self.max_model_len + config.page_size)
         self.device = self.worker.device
-        self.kv_events = open_publisher(config)  # None unless --kv-events-config asks for events
+        self.kv_events = None  # a publisher when --kv-events-config asks for events (pyzmq imported only then)
+        if config.kv_events_config is not None:
+            from tierlm.engine.kv_events import open_publisher
+            self.kv_events = open_publisher(config)
         try:
             self.kv = build_kv_cache(config, self.worker, self.model_config.raw, self.model_dir,
                                      events=self.kv_events)
