@@ -12,10 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
-def _opt(default: Any, help: str, group: str, choices: Optional[tuple] = None, flag: Optional[str] = None):
+def _opt(default: Any, help: str, group: str, choices: Optional[tuple] = None, flag: Optional[str] = None,
+         registry: Optional[str] = None):
+    """A field with CLI metadata; `registry` names a registry that the CLI reads the choices from (this module
+    sits below every registry and cannot import them)."""
     meta = {"help": help, "group": group}
     if choices is not None:
         meta["choices"] = choices
+    if registry is not None:
+        meta["registry"] = registry
     if flag is not None:
         meta["flag"] = flag
     return field(default=default, metadata=meta)
@@ -106,8 +111,8 @@ class EngineConfig:
     seed: int = _opt(0, "Seed for dummy weights and for sampling of requests that give no seed.", "model")
     served_model_name: Optional[str] = _opt(None, "Model name reported by the API (default: --model).", "model")
     attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA, torch elsewhere "
-                                  "and for latent-attention (DeepSeek) models.",
-                                  "model", choices=("auto", "torch", "triton"))
+                                  "and for latent-attention (DeepSeek) models. Choices: 'auto' and the registered "
+                                  "backends (tierlm/attention/registry.py).", "model", registry="attention")
     # --- memory ---
     kv_cache_gb: Optional[float] = _opt(None, "Device KV pool size in GiB (default: a fraction of free GPU memory, "
                                         "or 1 GiB on CPU).", "memory")

@@ -5,8 +5,10 @@ absent): per-head K/V ("gqa") or one latent per token ("mla")."""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from tierlm.attention.base import AttentionBackend
+if TYPE_CHECKING:  # the registry itself imports no torch: the CLI reads its names for --help
+    from tierlm.attention.base import AttentionBackend
 
 # (attention kind, name) -> "module:Class"; a new backend is one file plus one line here
 _BACKENDS = {
@@ -20,7 +22,12 @@ def backend_names(kind: str = "gqa") -> tuple[str, ...]:
     return tuple(name for k, name in _BACKENDS if k == kind)
 
 
-def backend_class(name: str, kind: str = "gqa") -> type[AttentionBackend]:
+def all_backend_names() -> tuple[str, ...]:
+    """Every registered name, whatever its attention kind (the CLI's choices)."""
+    return tuple(dict.fromkeys(name for _, name in _BACKENDS))
+
+
+def backend_class(name: str, kind: str = "gqa") -> "type[AttentionBackend]":
     """The class registered as `name` for `kind`; ValueError naming the flag for an unknown name or one
     without a backend of this kind."""
     if (kind, name) not in _BACKENDS:

@@ -23,6 +23,15 @@ def _help(f: dataclasses.Field) -> str:
     return f"{text} (default: {f.default})"
 
 
+def _registry_choices(registry: str) -> tuple[str, ...]:
+    """A flag's choices from the registry that serves it ('auto' first)."""
+    if registry == "attention":
+        from tierlm.attention.registry import all_backend_names
+
+        return ("auto",) + all_backend_names()
+    raise ValueError(f"unknown registry {registry!r}")
+
+
 def add_engine_args(parser: argparse.ArgumentParser, groups: Iterable[str] = GROUPS,
                     model_required: bool = True) -> None:
     """Add one flag per `EngineConfig` field of the given groups, under a titled argument group each."""
@@ -44,6 +53,8 @@ def add_engine_args(parser: argparse.ArgumentParser, groups: Iterable[str] = GRO
             kwargs["default"] = f.default
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
+            elif "registry" in f.metadata:
+                kwargs["choices"] = _registry_choices(f.metadata["registry"])
             if f.name == "model":
                 kwargs["required"] = model_required
         arg_groups[group].add_argument(flag, **kwargs)
