@@ -133,13 +133,16 @@ class KVEventPublisher:
         try:
             while True:
                 ready = dict(poller.poll())
-                if self._inbox_in in ready:  # first, so a replay sees every batch flushed before it was asked
+                # drain the inbox first, so a replay sees every batch flushed before it was asked
+                while self._inbox_in in ready:
                     frames = self._inbox_in.recv_multipart()
                     if frames == [b""]:
                         return
                     seq_bytes, payload = frames
                     self._pub.send_multipart([topic, seq_bytes, payload])  # PUB drops at its HWM, never blocks
                     self._buffer.append((int.from_bytes(seq_bytes, "big"), payload))
+                    if not self._inbox_in.poll(0):
+                        break
                 if self._replay is not None and self._replay in ready:
                     self._serve_replay()
         except Exception:  # noqa: BLE001  (the engine goes on without events; say so once)
