@@ -49,6 +49,10 @@ class SamplingFields(StrictModel):
     stop_token_ids: Optional[list[int]] = Field(None, max_length=64)
     ignore_eos: Optional[bool] = False
     skip_special_tokens: Optional[bool] = True
+    # SGLang's extensions, which SGLang's router (sglang-router, smg) writes into every request it forwards,
+    # at these values; anything else is refused by `requests.unsupported`.
+    no_stop_trim: Optional[bool] = False
+    return_hidden_states: Optional[bool] = False
 
 
 class CompletionRequest(SamplingFields):
@@ -87,6 +91,10 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
     response_format: Optional[dict[str, Any]] = None
     add_generation_prompt: Optional[bool] = True
+    continue_final_message: Optional[bool] = False
+    # Reasoning output is never split from the content (no reasoning parser), so both values mean the same.
+    separate_reasoning: Optional[bool] = True
+    stream_reasoning: Optional[bool] = True
 
 
 class NativeSamplingParams(StrictModel):

@@ -65,13 +65,14 @@ def unsupported(req: SamplingFields) -> None:
     """Refuse OpenAI features TierLM does not implement, unless given at their neutral value."""
     checks: list[tuple[str, Any, Any]] = [
         ("presence_penalty", req.presence_penalty, 0), ("frequency_penalty", req.frequency_penalty, 0),
-        ("logit_bias", req.logit_bias or None, None)]
+        ("logit_bias", req.logit_bias or None, None), ("no_stop_trim", req.no_stop_trim, False),
+        ("return_hidden_states", req.return_hidden_states, False)]
     if isinstance(req, CompletionRequest):
         checks += [("echo", req.echo or False, False), ("suffix", req.suffix or None, None)]
         if req.best_of is not None and req.best_of != (req.n or 1):
             raise APIError(400, "best_of is not supported (only best_of == n)", "best_of", "unsupported")
     if isinstance(req, ChatCompletionRequest):
-        checks += [("tools", req.tools or None, None)]
+        checks += [("tools", req.tools or None, None), ("continue_final_message", req.continue_final_message, False)]
         if req.tool_choice not in (None, "none", "auto"):
             raise APIError(400, "tool_choice is not supported", "tool_choice", "unsupported")
         if req.response_format not in (None, {"type": "text"}):
