@@ -59,6 +59,10 @@ class ModelRunner:
         else:
             load_weights(model, model_dir)
         self.model = model.eval()
+        if self.device.type == "cuda":  # before the KV pool takes the free memory: tuning allocates
+            from tierlm.layers.moe import tune_fused_moe
+            if tune_fused_moe(self.model):
+                torch.cuda.empty_cache()
         self.staging = HostStaging(self.device)
         self.layout = cls.kv_layout(model_cfg, self.dtype)
         self.num_pages = self._num_kv_pages()

@@ -4,15 +4,21 @@ of each token and mixes their outputs by the (optionally renormalized) router pr
 The expert weights are stacked, `[num_experts, ...]`, the layout a fused GPU kernel reads; the reference
 computation here sorts the (token, expert) pairs by expert, runs every selected expert once on its tokens
 and adds the weighted outputs back per token, in ascending expert order like the reference model, so fp32
-results match it.
+results match it. On CUDA the fused Triton kernel (`tierlm.kernels.fused_moe`) does the same without reading
+anything on the host, so it also serves CUDA-graph capture.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from tierlm.kernels.fused_moe import MoEConfig
 
 
 def route(router_logits: torch.Tensor, top_k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,18 +61,6 @@ def experts_sorted(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, w
     return out
 
 
-def experts_dense(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weights: torch.Tensor,
-                  ids: torch.Tensor) -> torch.Tensor:
-    """Same result as `experts_sorted` without reading anything on the host (CUDA-graph capturable): every
-    expert runs on every token and unselected experts get weight 0. num_experts / top_k times the work."""
-    mix = torch.zeros(x.shape[0], gate_up.shape[0], dtype=weights.dtype, device=x.device)
-    mix.scatter_(1, ids, weights)
-    out = torch.zeros_like(x)
-    for e in range(gate_up.shape[0]):
-        out += (_expert(x, gate_up[e], down[e]) * mix[:, e:e + 1]).to(out.dtype)
-    return out
-
-
 class SparseMoE(nn.Module):
     """Router (`gate`) plus `num_experts` SwiGLU experts stored stacked: `experts_gate_up`
     `[num_experts, 2 * intermediate, hidden]` (gate rows first, then up) and `experts_down`
@@ -74,6 +68,8 @@ class SparseMoE(nn.Module):
 
     `CHECKPOINT_MAPPING` tells the loader how per-expert checkpoint tensors fill the stacked parameters (`*` is
     the expert index, the position along their first dimension); `shard_range` gives the gate/up rows.
+    `fused_configs` (token-count bucket -> launch parameters, set by `tune_fused_moe`) steers the CUDA kernel;
+    without it the kernel uses untuned defaults.
     """
 
     CHECKPOINT_MAPPING = MappingProxyType({
@@ -92,6 +88,7 @@ class SparseMoE(nn.Module):
         self.gate = nn.Linear(hidden_size, num_experts, bias=False)
         self.experts_gate_up = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size))
         self.experts_down = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
+        self.fused_configs: Mapping[int, MoEConfig] | None = None
 
     def shard_range(self, shard: int) -> tuple[int, int]:
         """Rows of one expert's `experts_gate_up` slice holding the gate (0) or up (1) projection."""
@@ -103,6 +100,33 @@ class SparseMoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights, ids = route(self.gate(x), self.top_k, self.renormalize)
-        if x.is_cuda and torch.cuda.is_current_stream_capturing():
-            return experts_dense(x, self.experts_gate_up, self.experts_down, weights, ids)
+        if x.is_cuda:
+            return self._fused(x, weights, ids)
         return experts_sorted(x, self.experts_gate_up, self.experts_down, weights, ids)
+
+    def _fused(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        from tierlm.kernels.fused_moe import fused_moe
+        from tierlm.kernels.fused_moe_tune import bucket_of, default_config
+
+        n = x.shape[0]
+        cfg = self.fused_configs.get(bucket_of(n)) if self.fused_configs else None
+        return fused_moe(x, self.experts_gate_up, self.experts_down, weights, ids, cfg or default_config(n))
+
+
+def tune_fused_moe(model: nn.Module) -> int:
+    """Give every CUDA `SparseMoE` of `model` its tuned launch parameters from the autotune store, tuning
+    each distinct (shape, dtype, device) once. Returns the number of layers configured."""
+    from tierlm.kernels.fused_moe_tune import tuned_configs
+
+    tables: dict = {}
+    done = 0
+    for layer in model.modules():
+        if not isinstance(layer, SparseMoE) or not layer.experts_gate_up.is_cuda:
+            continue
+        w = layer.experts_gate_up
+        key = (tuple(w.shape), layer.top_k, w.dtype, w.device)
+        if key not in tables:
+            tables[key] = tuned_configs(w.shape[0], w.shape[2], layer.intermediate, layer.top_k, w.dtype, w.device)
+        layer.fused_configs = tables[key]
+        done += 1
+    return done

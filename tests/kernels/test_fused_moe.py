@@ -1,0 +1,105 @@
+"""Fused MoE: the Triton kernel against the torch reference path (compiled on a GPU, else interpreted), the
+device-side alignment of (token, expert) pairs, and the autotune store behaviour of its launch parameters."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from tests.kernels.cases import run  # noqa: E402
+from tests.kernels.interp import gpu_available, run_interpreted  # noqa: E402
+from tests.kernels.moe_cases import MOE_CASES  # noqa: E402
+from tierlm.kernels import fused_moe_tune  # noqa: E402
+from tierlm.kernels.fused_moe import MoEConfig, max_padded_rows, moe_align  # noqa: E402
+
+GPU_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict[str, str]:
+    return run_interpreted("tests.kernels.moe_cases", list(MOE_CASES))
+
+
+@pytest.mark.parametrize("name", list(MOE_CASES))
+def test_fused_moe_case(name: str, request: pytest.FixtureRequest) -> None:
+    if gpu_available():
+        results = run([name], "cuda", GPU_DTYPES, cases=MOE_CASES)
+    else:
+        all_results = request.getfixturevalue("interpreted")
+        results = {k: v for k, v in all_results.items() if k.startswith(name + "[")}
+    assert results, f"case {name} did not run"
+    failed = {k: v for k, v in results.items() if v != "ok"}
+    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+
+
+@pytest.mark.parametrize("tokens,top_k,block_m", [(1, 2, 4), (5, 2, 4), (7, 3, 8), (50, 1, 16)])
+def test_align_groups_pairs_by_expert_in_padded_blocks(tokens, top_k, block_m):
+    experts = 6
+    gen = torch.Generator().manual_seed(tokens)
+    ids = torch.stack([torch.randperm(experts, generator=gen)[:top_k] for _ in range(tokens)])
+    al = moe_align(ids, experts, block_m)
+    pairs, n = al.sorted_pairs.tolist(), tokens * top_k
+    total = int(al.total.item())
+    assert al.max_rows == len(pairs) == max_padded_rows(n, experts, block_m) >= total
+    assert total % block_m == 0 and all(p == n for p in pairs[total:])
+    assert sorted(p for p in pairs if p < n) == list(range(n))  # every pair exactly once
+    flat = ids.reshape(-1).tolist()
+    for b in range(total // block_m):
+        block = [p for p in pairs[b * block_m:(b + 1) * block_m] if p < n]
+        assert block and all(flat[p] == al.block_expert[b] for p in block)
+        assert block == sorted(block)  # stable: a token's rows keep token order within the expert
+    for e in range(experts):  # each expert's segment is whole blocks: count rounded up to block_m
+        count = flat.count(e)
+        assert int((al.block_expert[:total // block_m] == e).sum()) * block_m == -(-count // block_m) * block_m
+
+
+def test_bucket_of():
+    assert [fused_moe_tune.bucket_of(n) for n in (1, 2, 16, 17, 4096, 10000)] == [1, 16, 16, 64, 4096, 4096]
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, tmp_path):
+    """Tuning on the CPU: a fake device name and a fake benchmark in which the third candidate is fastest."""
+    monkeypatch.setenv("TIERLM_CACHE_DIR", str(tmp_path / "root"))
+    monkeypatch.delenv("TIERLM_AUTOTUNE_CACHE", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    timed = []
+
+    def fake_bench(fn) -> float:
+        timed.append(1)
+        return 1.0 if len(timed) % len(fused_moe_tune.CANDIDATES) == 3 else 2.0
+
+    monkeypatch.setattr(fused_moe_tune, "_bench", fake_bench)
+    return tmp_path / "root" / "autotune", timed
+
+
+def tuned():
+    return fused_moe_tune.tuned_configs(4, 32, 16, 2, torch.bfloat16, torch.device("cpu"))
+
+
+def test_tunes_each_bucket_once_then_reuses(fake_gpu):
+    store, timed = fake_gpu
+    table = tuned()
+    assert set(table) == set(fused_moe_tune.BUCKETS)
+    assert all(cfg == fused_moe_tune.CANDIDATES[2] and isinstance(cfg, MoEConfig) for cfg in table.values())
+    assert len(timed) == len(fused_moe_tune.BUCKETS) * len(fused_moe_tune.CANDIDATES)
+    assert tuned() == table and len(timed) == len(fused_moe_tune.BUCKETS) * len(fused_moe_tune.CANDIDATES)
+    files = sorted((store / "fused_moe").glob("*.json"))
+    assert len(files) == len(fused_moe_tune.BUCKETS)
+    factors = [json.loads(f.read_text())["factors"] for f in files]
+    assert {f["tokens"] for f in factors} == set(fused_moe_tune.BUCKETS)
+    assert all(f["device"] == "Fake GPU" and f["num_experts"] == 4 and f["top_k"] == 2 for f in factors)
+
+
+def test_reuse_off_writes_runs_and_keeps_canonical(fake_gpu, monkeypatch):
+    store, timed = fake_gpu
+    tuned()
+    canonical = {f: f.read_bytes() for f in (store / "fused_moe").glob("*.json")}
+    monkeypatch.setenv("TIERLM_AUTOTUNE_CACHE", "0")
+    tuned()
+    assert len(timed) == 2 * len(fused_moe_tune.BUCKETS) * len(fused_moe_tune.CANDIDATES)  # tuned afresh
+    assert {f: f.read_bytes() for f in (store / "fused_moe").glob("*.json")} == canonical
+    assert len(list((store / "runs").glob("fused_moe.*.json"))) == len(fused_moe_tune.BUCKETS)
