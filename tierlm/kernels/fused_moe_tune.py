@@ -58,10 +58,18 @@ def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens
     weights = weights.to(dtype)
     best, best_ms, timings = None, float("inf"), {}
     for cfg in CANDIDATES:
-        ms = _bench(lambda cfg=cfg: fused_moe(x, gate_up, down, weights, ids, cfg))
-        timings["/".join(str(v) for v in dataclasses.astuple(cfg))] = round(ms * 1e3, 2)
+        name = "/".join(str(v) for v in dataclasses.astuple(cfg))
+        try:
+            ms = _bench(lambda cfg=cfg: fused_moe(x, gate_up, down, weights, ids, cfg))
+        except Exception as e:  # noqa: BLE001 - e.g. out of shared memory for this dtype: not a candidate here
+            logger.debug("autotune %s: %s does not run here: %s", KERNEL, name, e)
+            timings[name] = None
+            continue
+        timings[name] = round(ms * 1e3, 2)
         if ms < best_ms:
             best, best_ms = cfg, ms
+    if best is None:
+        raise RuntimeError(f"no {KERNEL} launch configuration runs on this device for this shape and dtype")
     logger.info("autotune %s: best %s at %.1f us (%d tokens)", KERNEL, best, best_ms * 1e3, tokens)
     return {**dataclasses.asdict(best), "us": round(best_ms * 1e3, 2), "timings_us": timings, "tokens": tokens}
 
