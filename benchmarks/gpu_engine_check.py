@@ -1,7 +1,7 @@
 """GPU check of the fast path: Triton + CUDA graphs + overlap vs the torch backend, token for token.
 
 Runs (1) tiny random models of every architecture in fp32: greedy outputs of the default CUDA path
-(Triton + CUDA graphs + overlap; for latent-attention models the torch backend with overlap) must equal the
+(Triton + CUDA graphs + overlap) must equal the
 torch path without graphs or overlap exactly; (2) a random-weight Qwen3-0.6B (shipped config) in bf16 on N prompts: reports per prompt the
 first divergence position (if any) and the closeness of the chosen tokens' logprobs up to it.
 
@@ -39,7 +39,7 @@ def tiny_models_equal() -> bool:
                        "one two three four five six seven eight nine ten eleven"] * 3
             p = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
             common = dict(dtype="float32", kv_cache_gb=0.05, page_size=4)
-            fast, info = run(path, prompts, p, attention_backend="auto", **common)  # triton; torch for MLA
+            fast, info = run(path, prompts, p, attention_backend="auto", **common)  # triton (GQA and MLA)
             ref, _ = run(path, prompts, p, attention_backend="torch", cuda_graph=False, overlap_schedule=False,
                          **common)
             same = [a.token_ids == b.token_ids for a, b in zip(fast, ref)]

@@ -110,8 +110,8 @@ class EngineConfig:
     max_model_len: Optional[int] = _opt(None, "Context limit in tokens (default: the model's).", "model")
     seed: int = _opt(0, "Seed for dummy weights and for sampling of requests that give no seed.", "model")
     served_model_name: Optional[str] = _opt(None, "Model name reported by the API (default: --model).", "model")
-    attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA, torch elsewhere "
-                                  "and for latent-attention (DeepSeek) models. Choices: 'auto' and the registered "
+    attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA (per-head and latent "
+                                  "attention), torch elsewhere. Choices: 'auto' and the registered "
                                   "backends (tierlm/attention/registry.py).", "model", registry="attention")
     # --- memory ---
     kv_cache_gb: Optional[float] = _opt(None, "Device KV pool size in GiB (default: a fraction of free GPU memory, "

@@ -9,7 +9,8 @@ import torch
 import tierlm.attention.mla_torch as mla_torch
 from tierlm.attention.base import ForwardBatch
 from tierlm.attention.mla_torch import MLATorchBackend
-from tierlm.attention.registry import backend_class, backend_names
+import tierlm.attention.registry as registry
+from tierlm.attention.registry import auto_backend, backend_class, backend_names
 from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.pool import KVPool
 
@@ -83,11 +84,15 @@ def test_waits_for_the_layer_before_storing():
     assert calls == [1] and not attn.supports_cuda_graph()
 
 
-def test_registry_by_attention_kind():
+def test_registry_by_attention_kind(monkeypatch):
     assert backend_class("torch", "mla") is MLATorchBackend
-    assert backend_names("mla") == ("torch",) and "triton" in backend_names()
+    assert backend_names("mla") == ("torch", "triton") and "triton" in backend_names()
     assert backend_class("torch").__name__ == "TorchNativeBackend"
-    with pytest.raises(ValueError, match="--attention-backend: 'triton' has no mla attention .*choose from torch"):
-        backend_class("triton", "mla")
+    for kind in ("gqa", "mla"):  # auto resolves, on any device, to a backend every kind has
+        assert {auto_backend("cuda"), auto_backend("cpu")} == {"triton", "torch"}
+        assert all(backend_class(auto_backend(d), kind) for d in ("cuda", "cpu"))
+    monkeypatch.setitem(registry._BACKENDS, ("gqa", "gqaonly"), "tierlm.attention.torch_native:TorchNativeBackend")
+    with pytest.raises(ValueError, match="--attention-backend: 'gqaonly' has no mla attention .*choose from torch"):
+        backend_class("gqaonly", "mla")
     with pytest.raises(ValueError, match="--attention-backend: unknown backend 'nope'"):
         backend_class("nope", "mla")

@@ -96,11 +96,12 @@ def test_missing_expert_tensor_is_named(tiny_models, tmp_path):
         load_weights(model, tmp_path, show_progress=False)
 
 
-def test_engine_uses_the_mla_backend_and_refuses_triton(tiny_models):
-    llm = LLM(str(tiny_models["deepseek_v3"]), **CPU_OPTS)
-    assert isinstance(llm.engine.worker.runner.attn, MLATorchBackend)
+def test_engine_uses_the_torch_mla_backend_on_cpu_and_triton_needs_cuda(tiny_models, monkeypatch):
+    llm = LLM(str(tiny_models["deepseek_v3"]), **CPU_OPTS)  # auto: torch on CPU (Triton MLA is CUDA's default)
+    assert type(llm.engine.worker.runner.attn) is MLATorchBackend
     assert llm.engine.worker.runner.graphs is None
-    with pytest.raises(ValueError, match="--attention-backend: 'triton' has no mla attention"):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="--attention-backend triton needs a CUDA device"):
         LLM(str(tiny_models["deepseek_v3"]), **{**CPU_OPTS, "attention_backend": "triton"})
 
 

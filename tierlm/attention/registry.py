@@ -15,7 +15,14 @@ _BACKENDS = {
     ("gqa", "torch"): "tierlm.attention.torch_native:TorchNativeBackend",
     ("gqa", "triton"): "tierlm.attention.triton_backend:TritonBackend",
     ("mla", "torch"): "tierlm.attention.mla_torch:MLATorchBackend",
+    ("mla", "triton"): "tierlm.attention.mla_triton:MLATritonBackend",
 }
+
+
+def auto_backend(device_type: str) -> str:
+    """What `--attention-backend auto` means on this device type: Triton on CUDA, torch elsewhere (every
+    attention kind registers both)."""
+    return "triton" if device_type == "cuda" else "torch"
 
 
 def backend_names(kind: str = "gqa") -> tuple[str, ...]:

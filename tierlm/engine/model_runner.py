@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
-from tierlm.attention.registry import backend_class
+from tierlm.attention.registry import auto_backend, backend_class
 from tierlm.config import EngineConfig
 from tierlm.engine.plan import StepPlan
 from tierlm.engine.staging import HostStaging
@@ -90,16 +90,16 @@ class ModelRunner:
     def make_attention(self, req_to_token: torch.Tensor, token_ids: torch.Tensor) -> AttentionBackend:
         """Create the attention backend (and decode CUDA graphs when enabled and supported)."""
         name, mc = self.config.attention_backend, self.model_cfg
-        kind = getattr(self.model, "attention_kind", "gqa")  # "mla": one latent per token (no Triton kernel yet)
+        kind = getattr(self.model, "attention_kind", "gqa")  # "mla": one latent per token
         if name == "auto":
-            name = "triton" if self.device.type == "cuda" and kind == "gqa" else "torch"
+            name = auto_backend(self.device.type)
         cls = backend_class(name, kind)
+        if name == "triton" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("--attention-backend triton needs a CUDA device (or TRITON_INTERPRET=1)")
         args = (self.pool, req_to_token, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
         if kind != "gqa":  # the model says how its backend is built (heads, widths, softmax scale)
             self.attn = cls(self.pool, req_to_token, **self.model.attention_params())
         elif name == "triton":
-            if self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-                raise ValueError("--attention-backend triton needs a CUDA device (or TRITON_INTERPRET=1)")
             from tierlm.attention.triton_backend import TritonAttentionConfig
             tcfg = TritonAttentionConfig.for_device(self.device)
             if self.device.type == "cuda":

@@ -1,0 +1,29 @@
+"""MLA split-KV decode kernel vs a float64 torch reference: compiled on a GPU, else under Triton's interpreter
+(fp32) in a child process."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from tests.kernels.interp import gpu_available, run_interpreted  # noqa: E402
+from tests.kernels.mla_cases import MLA_CASES, run  # noqa: E402
+
+KERNEL_CASES = [name for name in MLA_CASES if name.startswith("mla_decode")]
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict[str, str]:
+    return run_interpreted("tests.kernels.mla_cases", KERNEL_CASES)
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_mla_decode_case(name: str, request: pytest.FixtureRequest) -> None:
+    if gpu_available():
+        results = run([name], "cuda", [torch.bfloat16, torch.float16, torch.float32])
+    else:
+        results = {k: v for k, v in request.getfixturevalue("interpreted").items() if k.startswith(name + "[")}
+    assert results, f"case {name} did not run"
+    failed = {k: v for k, v in results.items() if v != "ok"}
+    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())

@@ -1,0 +1,135 @@
+"""Triton latent attention (MLA): split-KV decode over the latent cache, CUDA-graph capturable; extends
+(prefill, chunks, prefix hits) through the torch MLA path.
+
+Decode is where latent attention is memory bound and launch bound: the kernel reads each request's latents
+in place through `req_to_token`, once per block of heads, and needs only the batch's `req_rows`/`seq_lens`
+plus float32 split scratch sized by the batch size. Extends are compute bound and not captured, so they
+reuse `MLATorchBackend`'s per-request path (the same numerics as the reference backend).
+
+CUDA graphs (decode), as in `tierlm.attention.triton_backend`: `init_graph_buffers(max_bs, max_len)` once,
+then `prepare_for_replay(batch)` instead of `prepare` for capture and every replay; it copies
+`req_rows`/`seq_lens` into static buffers and points the kernel at static scratch whose shape depends only
+on the (padded) batch size.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from tierlm.attention.base import ForwardBatch
+from tierlm.attention.mla_torch import MLATorchBackend
+from tierlm.kernels.decode_attention import choose_max_splits
+from tierlm.kernels.mla_decode import mla_decode
+from tierlm.kvcache.pool import KVPool
+
+
+@dataclass(frozen=True)
+class MLATritonConfig:
+    """Decode launch parameters. GPU defaults are untuned starting points (one 16-head block per program,
+    32-token latent tiles); the interpreter gets small tiles so CPU tests stay fast."""
+
+    block_n: int = 32
+    block_h: int = 16
+    min_chunk: int = 128  # fewest latents worth a split of their own
+    waves: int = 4  # stage-1 programs per SM the split count aims for
+    num_warps: int = 4
+    num_stages: int = 2
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> "MLATritonConfig":
+        if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+            return cls(block_n=16, min_chunk=16, num_stages=1)
+        return cls()
+
+
+@dataclass
+class _DecodeMeta:
+    req_rows: torch.Tensor  # [B] int32
+    seq_lens: torch.Tensor  # [B] int32
+    mid_o: torch.Tensor  # [B, H, S, value_dim] float32 split outputs
+    mid_lse: torch.Tensor  # [B, H, S] float32 split log-sum-exps (base 2)
+
+
+@dataclass
+class _GraphBuffers:
+    req_rows: torch.Tensor  # [max_bs] int32
+    seq_lens: torch.Tensor  # [max_bs] int32
+    mid_o: torch.Tensor  # flat float32, big enough for every bs <= max_bs
+    mid_lse: torch.Tensor
+
+
+class MLATritonBackend(MLATorchBackend):
+    """Latent attention with a Triton decode kernel (CUDA, or Triton's interpreter on CPU for tests).
+
+    Same contract as `MLATorchBackend`: q `[T, H, head_dim]` absorbed queries (latent part then rope part),
+    k the new latents `[T, head_dim]`, v unused → `[T, H * value_dim]` in latent space.
+    """
+
+    def __init__(self, pool: KVPool, req_to_token: torch.Tensor, num_heads: int, head_dim: int, scale: float,
+                 value_dim: int, config: MLATritonConfig | None = None) -> None:
+        super().__init__(pool, req_to_token, num_heads, head_dim, scale, value_dim)
+        self.device = req_to_token.device
+        self.config = config or MLATritonConfig.for_device(self.device)
+        self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
+                        if self.device.type == "cuda" else 4)
+        self._meta: Optional[_DecodeMeta] = None
+        self._graph: Optional[_GraphBuffers] = None
+
+    def supports_cuda_graph(self) -> bool:
+        return True
+
+    def max_splits(self, batch_size: int) -> int:
+        """KV splits per request for a decode batch of this size (a function of the size only)."""
+        head_blocks = -(-self.num_heads // max(16, self.config.block_h))
+        return choose_max_splits(batch_size, head_blocks, self.num_sms, waves=self.config.waves)
+
+    def _scratch_shape(self, bs: int) -> tuple[int, int, int, int]:
+        return bs, self.num_heads, self.max_splits(bs), self.value_dim
+
+    def prepare(self, batch: ForwardBatch) -> None:
+        if batch.mode != "decode":
+            self._meta = None
+            return
+        shape = self._scratch_shape(batch.batch_size)
+        f32 = dict(dtype=torch.float32, device=self.device)
+        self._meta = _DecodeMeta(batch.req_rows, batch.seq_lens, torch.empty(shape, **f32),
+                                 torch.empty(shape[:3], **f32))
+
+    def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
+        """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture)."""
+        assert max_len <= self.req_to_token.shape[1]
+        rows = max(bs * self.max_splits(bs) for bs in range(1, max_bs + 1)) * self.num_heads
+        f32 = dict(dtype=torch.float32, device=self.device)
+        self._graph = _GraphBuffers(
+            req_rows=torch.full((max_bs,), self.req_to_token.shape[0] - 1, dtype=torch.int32, device=self.device),
+            seq_lens=torch.ones(max_bs, dtype=torch.int32, device=self.device),
+            mid_o=torch.empty(rows * self.value_dim, **f32), mid_lse=torch.empty(rows, **f32))
+
+    def prepare_for_replay(self, batch: ForwardBatch) -> None:
+        """Refresh the static decode metadata in place from `batch` (already padded to the graph's size)."""
+        g = self._graph
+        assert g is not None and batch.mode == "decode", "init_graph_buffers first; graphs are decode-only"
+        bs = batch.batch_size
+        shape = self._scratch_shape(bs)
+        g.req_rows[:bs].copy_(batch.req_rows, non_blocking=True)
+        g.seq_lens[:bs].copy_(batch.seq_lens, non_blocking=True)
+        n = shape[0] * shape[1] * shape[2]
+        self._meta = _DecodeMeta(g.req_rows[:bs], g.seq_lens[:bs], g.mid_o[:n * self.value_dim].view(shape),
+                                 g.mid_lse[:n].view(shape[:3]))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
+                batch: ForwardBatch) -> torch.Tensor:
+        if batch.mode != "decode":
+            return super().forward(q, k, v, layer, batch)
+        meta, cfg = self._meta, self.config
+        assert meta is not None, "prepare(batch) must run before a decode forward"
+        self.wait_kv(layer)
+        self.pool.store(layer, batch.out_loc, latent=k)
+        out = torch.empty(q.shape[0], self.num_heads, self.value_dim, dtype=q.dtype, device=q.device)
+        mla_decode(q, self.pool.layers[layer]["latent"], self.req_to_token, meta.req_rows, meta.seq_lens, out,
+                   meta.mid_o, meta.mid_lse, self.scale, min_chunk=cfg.min_chunk, block_n=cfg.block_n,
+                   block_h=cfg.block_h, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        return out.view(q.shape[0], self.num_heads * self.value_dim)

@@ -1,0 +1,116 @@
+"""Split-KV decode for multi-head latent attention (MLA) over a token-granular `req_to_token` table.
+
+Every head attends over the same per-token latent `[kv_lora_rank + rope_dim]`: the query (already absorbed
+into latent space) scores `q_c · c + q_r · k_r`, where `c` is the compressed KV (first `kv_lora_rank`
+entries) and `k_r` the roped key part (the rest), and the value is `c` itself. So one program takes a block
+of heads (`BLOCK_H`, through `tl.dot`) and one slice of a request's sequence: each latent is read once per
+head block and serves as key and value.
+
+Stage 1, grid `(batch, head_blocks, max_splits)`: online softmax over the slice, normalised partial output
+`[BLOCK_H, kv_lora_rank]` plus its log-sum-exp (base 2). Stage 2 (shared with the GQA decode kernel) merges
+the slices by their LSEs. Slices are derived on the device from each sequence length, exactly as in
+`tierlm.kernels.decode_attention`, so the launch depends on the batch size only (CUDA-graph safe).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from tierlm.kernels.decode_attention import _decode_stage2, _split_range
+
+
+@triton.jit
+def _mla_decode_stage1(
+    q_ptr, latent_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse,
+    stride_qb, stride_qh, stride_buf, stride_r2t,
+    sm_scale_log2, min_chunk,
+    NUM_HEADS: tl.constexpr, LORA: tl.constexpr, ROPE: tl.constexpr, MAX_SPLITS: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    b = tl.program_id(0)
+    hb = tl.program_id(1)
+    split = tl.program_id(2)
+    heads = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask_h = heads < NUM_HEADS
+    offs_c = tl.arange(0, BLOCK_C)
+    mask_c = offs_c < LORA
+    offs_r = tl.arange(0, BLOCK_R)
+    mask_r = offs_r < ROPE
+
+    seq_len = tl.load(seq_lens + b)
+    _, start, end = _split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
+    row = tl.load(req_rows + b).to(tl.int64)
+
+    q_row = q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh
+    q_c = tl.load(q_row + offs_c[None, :], mask=mask_h[:, None] & mask_c[None, :], other=0.0)
+    q_r = tl.load(q_row + LORA + offs_r[None, :], mask=mask_h[:, None] & mask_r[None, :], other=0.0)
+    # Finite initial max: a fully masked tile then gives p = 0 and alpha = 1, never NaN.
+    m_i = tl.full([BLOCK_H], -1.0e30, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < end
+        slots = tl.load(req_to_token + row * stride_r2t + offs_n, mask=mask_n, other=0).to(tl.int64)
+        lat = latent_buf + slots[:, None] * stride_buf
+        c = tl.load(lat + offs_c[None, :], mask=mask_n[:, None] & mask_c[None, :], other=0.0).to(q_c.dtype)
+        k_r = tl.load(lat + LORA + offs_r[None, :], mask=mask_n[:, None] & mask_r[None, :], other=0.0).to(q_r.dtype)
+        qk = tl.dot(q_c, tl.trans(c), input_precision=DOT_PRECISION)
+        qk += tl.dot(q_r, tl.trans(k_r), input_precision=DOT_PRECISION)
+        qk = tl.where(mask_n[None, :], qk * sm_scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c, input_precision=DOT_PRECISION)  # values = c
+        m_i = m_new
+
+    valid = mask_h & ((heads * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    mid = (b.to(tl.int64) * NUM_HEADS + heads) * MAX_SPLITS + split  # [B, H, MAX_SPLITS] row index
+    tl.store(mid_o + mid[:, None] * LORA + offs_c[None, :], acc / l_safe[:, None],
+             mask=valid[:, None] & mask_c[None, :])
+    tl.store(mid_lse + mid, m_i + tl.log2(l_safe), mask=valid)
+
+
+def mla_decode(q: torch.Tensor, latent_buf: torch.Tensor, req_to_token: torch.Tensor, req_rows: torch.Tensor,
+               seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor, mid_lse: torch.Tensor,
+               sm_scale: float, *, min_chunk: int = 128, block_n: int = 32, block_h: int = 16,
+               num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """One query token per request: `q` `[B, H, kv_lora_rank + rope_dim]` attends to the latents in slots
+    `req_to_token[req_rows[b], :seq_lens[b]]` of `latent_buf` `[num_slots, kv_lora_rank + rope_dim]`.
+
+    `out` is `[B, H, kv_lora_rank]` (the latent-space output, before the value up-projection); `mid_o`
+    `[B, H, S, kv_lora_rank]` and `mid_lse` `[B, H, S]` are contiguous float32 scratch, `S` the maximum
+    number of splits. Writes and returns `out`.
+    """
+    batch, num_heads, width = q.shape
+    lora = out.shape[2]
+    rope = width - lora
+    max_splits = mid_o.shape[2]
+    assert latent_buf.shape[1] == width and rope > 0 and out.shape[:2] == (batch, num_heads)
+    assert mid_o.shape == (batch, num_heads, max_splits, lora) and mid_o.is_contiguous()
+    assert mid_lse.shape == (batch, num_heads, max_splits) and mid_lse.is_contiguous()
+    assert q.stride(2) == 1 and out.stride(2) == 1 and latent_buf.stride(1) == 1 and req_to_token.stride(1) == 1
+    if batch == 0:
+        return out
+    block_h = max(16, triton.next_power_of_2(block_h))  # tl.dot needs at least 16 rows
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"
+    block_c = max(16, triton.next_power_of_2(lora))
+    _mla_decode_stage1[(batch, triton.cdiv(num_heads, block_h), max_splits)](
+        q, latent_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse,
+        q.stride(0), q.stride(1), latent_buf.stride(0), req_to_token.stride(0),
+        sm_scale * 1.4426950408889634, min_chunk,
+        NUM_HEADS=num_heads, LORA=lora, ROPE=rope, MAX_SPLITS=max_splits,
+        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=max(16, triton.next_power_of_2(rope)),
+        DOT_PRECISION=precision, num_warps=num_warps, num_stages=num_stages,
+    )
+    _decode_stage2[(batch, num_heads)](
+        mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
+        NUM_HEADS=num_heads, HEAD_DIM=lora, MAX_SPLITS=max_splits,
+        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=triton.next_power_of_2(lora),
+        num_warps=4 if lora >= 128 else 2,
+    )
+    return out
