@@ -109,7 +109,9 @@ class ModelRunner:
         else:
             self.attn = cls(*args)
         self.graphs = None
-        if self.config.cuda_graph and self.device.type == "cuda" and self.attn.supports_cuda_graph():
+        # graphs need both a backend with capture hooks and a model whose forward never syncs with the host
+        capturable = self.attn.supports_cuda_graph() and getattr(self.model, "cuda_graph_safe", False)
+        if self.config.cuda_graph and self.device.type == "cuda" and capturable:
             from tierlm.engine.cuda_graph import DecodeGraphRunner
             self.graphs = DecodeGraphRunner(self.model, self.attn, req_to_token, token_ids,
                                             min(self.config.max_running_requests, 256))

@@ -104,6 +104,8 @@ class DeepseekForCausalLM(nn.Module):
     final hidden states of all new tokens. The KV cache holds one latent per token and layer."""
 
     attention_kind = "mla"
+    # its MoE reads per-expert token counts on the host (one sync per expert): not capturable yet
+    cuda_graph_safe = False
 
     def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
         super().__init__()

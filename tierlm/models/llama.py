@@ -125,6 +125,7 @@ class CausalLM(nn.Module):
     """The full model: `forward(batch, attn)` returns final hidden states of all new tokens."""
 
     layer_cls: type[nn.Module] = DecoderLayer  # a family whose blocks differ only inside swaps this
+    cuda_graph_safe = True  # its decode forward has no host synchronisation: CUDA graphs may capture it
 
     def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
         super().__init__()
