@@ -148,12 +148,17 @@ def test_text_too_long_for_the_context_is_refused_without_tokenizing(long_contex
 
     srv = long_context_server
     text = "hello world " * (8 * MiB // 12)  # more characters than 300k tokens of this vocabulary can hold
+    # bodies serialized before the probe starts: the probe thread shares this process's GIL with the client
+    completion = json.dumps({"model": srv.model, "prompt": text}).encode()
+    half = len(text) // 2
+    chat = json.dumps({"model": srv.model, "messages": [
+        {"role": "user", "content": text[:half]}, {"role": "user", "content": text[half:]}]}).encode()
+    headers = {"content-type": "application/json"}
     with HealthProbe(srv.port) as probe:
         started = time.monotonic()
-        r = httpx.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": text}, timeout=60)
+        r = httpx.post(srv.url + "/v1/completions", content=completion, headers=headers, timeout=60)
         assert r.status_code == 413 and "characters" in r.json()["error"]["message"], r.text
-        r = httpx.post(srv.url + "/v1/chat/completions", timeout=60, json={"model": srv.model, "messages": [
-            {"role": "user", "content": text[:len(text) // 2]}, {"role": "user", "content": text[len(text) // 2:]}]})
+        r = httpx.post(srv.url + "/v1/chat/completions", content=chat, headers=headers, timeout=60)
         assert r.status_code == 413 and r.json()["error"]["param"] == "messages", r.text
         assert time.monotonic() - started < 3
     assert probe.worst < HEALTH_BUDGET_S, f"/health took {probe.worst * 1e3:.0f} ms"
@@ -164,8 +169,10 @@ def test_tokenizing_a_long_prompt_does_not_stall_the_server(long_context_server)
 
     srv = long_context_server
     text = "hello world " * (3 * MiB // 12)  # within the length bound, beyond the context once tokenized
+    body = json.dumps({"model": srv.model, "prompt": text}).encode()  # before the probe: it shares our GIL
     with HealthProbe(srv.port) as probe:
-        r = httpx.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": text}, timeout=120)
+        r = httpx.post(srv.url + "/v1/completions", content=body, headers={"content-type": "application/json"},
+                       timeout=120)
     assert r.status_code == 413 and "tokens" in r.json()["error"]["message"], r.text
     assert len(probe.latencies) >= 5
     assert probe.worst < HEALTH_BUDGET_S, f"/health took {probe.worst * 1e3:.0f} ms"
