@@ -7,7 +7,8 @@ import json
 import select
 import socket
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from typing import Iterable, Iterator
 
@@ -36,38 +37,43 @@ def long_context_server(tiny_qwen3, tmp_path_factory):
     assert srv.stop() == 0, srv.log_text()
 
 
+PROBE = """
+import json, select, socket, sys, time
+port = int(sys.argv[1])
+latencies = []
+with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+    while not select.select([sys.stdin], [], [], 0.01)[0]:  # every 10 ms until told to stop
+        t = time.perf_counter()
+        s.sendall(b"GET /health HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n")
+        data = b""
+        while not data.endswith(b"}"):
+            data += s.recv(4096)
+        latencies.append(time.perf_counter() - t)
+print(json.dumps(latencies))
+"""
+
+
 class HealthProbe:
-    """GET /health every 10 ms on one keep-alive connection (in a thread); `worst` is the slowest answer."""
+    """GET /health every 10 ms on one keep-alive connection, from a process of its own (a thread of the test
+    process would share the client's GIL and measure the client); `worst` is the slowest answer."""
 
     def __init__(self, port: int):
         self.port = port
         self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> "HealthProbe":
-        self._thread.start()
-        time.sleep(0.1)
+        self._proc = subprocess.Popen([sys.executable, "-c", PROBE, str(self.port)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        out, _ = self._proc.communicate("stop\n", timeout=30)
+        self.latencies = json.loads(out)
 
     @property
     def worst(self) -> float:
         return max(self.latencies)
-
-    def _run(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
-            while not self._stop.is_set():
-                t = time.perf_counter()
-                s.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
-                data = b""
-                while not data.endswith(b"}"):
-                    data += s.recv(4096)
-                self.latencies.append(time.perf_counter() - t)
-                time.sleep(0.01)
 
 
 def head(path: str, **headers: str) -> bytes:
