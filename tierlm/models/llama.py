@@ -9,11 +9,11 @@ from types import MappingProxyType
 from typing import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.kvcache.layout import KVLayout
+from tierlm.layers.mlp import GatedMLP
 from tierlm.layers.norm import RMSNorm
 from tierlm.layers.rotary import RotaryEmbedding
 from tierlm.models.config import ModelConfig
@@ -65,26 +65,11 @@ class Attention(nn.Module):
         return self.o_proj(attn.forward(q, k, v, self.layer, batch))
 
 
-class MLP(nn.Module):
-    """SwiGLU feed-forward with fused gate/up projection."""
+class MLP(GatedMLP):
+    """SwiGLU feed-forward with fused gate/up projection, sized by the model config."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.intermediate = cfg.intermediate_size
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-
-    def shard_range(self, shard: int) -> tuple[int, int]:
-        return shard * self.intermediate, (shard + 1) * self.intermediate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up = self.gate_up_proj(x)
-        if gate_up.is_cuda:
-            from tierlm.kernels.fused import silu_mul
-
-            return self.down_proj(silu_mul(gate_up))
-        gate, up = gate_up.chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        super().__init__(cfg.hidden_size, cfg.intermediate_size)
 
 
 class DecoderLayer(nn.Module):
