@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from tierlm.attention.base import ForwardBatch
+from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
 from tierlm.attention.mla_torch import MLATorchBackend
 from tierlm.kernels.decode_attention import choose_max_splits
 from tierlm.kernels.mla_decode import mla_decode
@@ -45,22 +46,6 @@ class MLATritonConfig:
         return cls()
 
 
-@dataclass
-class _DecodeMeta:
-    req_rows: torch.Tensor  # [B] int32
-    seq_lens: torch.Tensor  # [B] int32
-    mid_o: torch.Tensor  # [B, H, S, value_dim] float32 split outputs
-    mid_lse: torch.Tensor  # [B, H, S] float32 split log-sum-exps (base 2)
-
-
-@dataclass
-class _GraphBuffers:
-    req_rows: torch.Tensor  # [max_bs] int32
-    seq_lens: torch.Tensor  # [max_bs] int32
-    mid_o: torch.Tensor  # flat float32, big enough for every bs <= max_bs
-    mid_lse: torch.Tensor
-
-
 class MLATritonBackend(MLATorchBackend):
     """Latent attention with a Triton decode kernel (CUDA, or Triton's interpreter on CPU for tests).
 
@@ -75,8 +60,8 @@ class MLATritonBackend(MLATorchBackend):
         self.config = config or MLATritonConfig.for_device(self.device)
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
-        self._meta: Optional[_DecodeMeta] = None
-        self._graph: Optional[_GraphBuffers] = None
+        self._meta: Optional[DecodeMeta] = None
+        self._scratch = DecodeScratch(num_heads, value_dim, self.max_splits, self.device)
 
     def supports_cuda_graph(self) -> bool:
         return True
@@ -86,39 +71,21 @@ class MLATritonBackend(MLATorchBackend):
         head_blocks = -(-self.num_heads // max(16, self.config.block_h))
         return choose_max_splits(batch_size, head_blocks, self.num_sms, waves=self.config.waves)
 
-    def _scratch_shape(self, bs: int) -> tuple[int, int, int, int]:
-        return bs, self.num_heads, self.max_splits(bs), self.value_dim
-
     def prepare(self, batch: ForwardBatch) -> None:
         if batch.mode != "decode":
             self._meta = None
             return
-        shape = self._scratch_shape(batch.batch_size)
-        f32 = dict(dtype=torch.float32, device=self.device)
-        self._meta = _DecodeMeta(batch.req_rows, batch.seq_lens, torch.empty(shape, **f32),
-                                 torch.empty(shape[:3], **f32))
+        self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens)
 
     def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
         """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture)."""
         assert max_len <= self.req_to_token.shape[1]
-        rows = max(bs * self.max_splits(bs) for bs in range(1, max_bs + 1)) * self.num_heads
-        f32 = dict(dtype=torch.float32, device=self.device)
-        self._graph = _GraphBuffers(
-            req_rows=torch.full((max_bs,), self.req_to_token.shape[0] - 1, dtype=torch.int32, device=self.device),
-            seq_lens=torch.ones(max_bs, dtype=torch.int32, device=self.device),
-            mid_o=torch.empty(rows * self.value_dim, **f32), mid_lse=torch.empty(rows, **f32))
+        self._scratch.init_graph(max_bs, self.req_to_token.shape[0] - 1)
 
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
         """Refresh the static decode metadata in place from `batch` (already padded to the graph's size)."""
-        g = self._graph
-        assert g is not None and batch.mode == "decode", "init_graph_buffers first; graphs are decode-only"
-        bs = batch.batch_size
-        shape = self._scratch_shape(bs)
-        g.req_rows[:bs].copy_(batch.req_rows, non_blocking=True)
-        g.seq_lens[:bs].copy_(batch.seq_lens, non_blocking=True)
-        n = shape[0] * shape[1] * shape[2]
-        self._meta = _DecodeMeta(g.req_rows[:bs], g.seq_lens[:bs], g.mid_o[:n * self.value_dim].view(shape),
-                                 g.mid_lse[:n].view(shape[:3]))
+        assert batch.mode == "decode", "graphs are decode-only"
+        self._meta = self._scratch.for_replay(batch.req_rows, batch.seq_lens)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
                 batch: ForwardBatch) -> torch.Tensor:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.extend_attention import extend_attention
 from tierlm.kernels.store_kv import store_kv
@@ -51,25 +52,9 @@ class TritonAttentionConfig:
 
 
 @dataclass
-class _DecodeMeta:
-    req_rows: torch.Tensor  # [B] int32
-    seq_lens: torch.Tensor  # [B] int32
-    mid_o: torch.Tensor  # [B, H, S, D] float32 split outputs
-    mid_lse: torch.Tensor  # [B, H, S] float32 split log-sum-exps (base 2)
-
-
-@dataclass
 class _ExtendMeta:
     qo_indptr: torch.Tensor  # [B+1] int32 (the batch's own): request b's new tokens are rows [b]:[b+1]
     max_extend: int  # host int: sizes the q-block grid dimension
-
-
-@dataclass
-class _GraphBuffers:
-    req_rows: torch.Tensor  # [max_bs] int32
-    seq_lens: torch.Tensor  # [max_bs] int32
-    mid_o: torch.Tensor  # flat float32, big enough for every bs <= max_bs
-    mid_lse: torch.Tensor
 
 
 class TritonBackend(AttentionBackend):
@@ -88,8 +73,8 @@ class TritonBackend(AttentionBackend):
         self.config = config or TritonAttentionConfig.for_device(self.device)
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
-        self._meta: _DecodeMeta | _ExtendMeta | None = None
-        self._graph: _GraphBuffers | None = None
+        self._meta: DecodeMeta | _ExtendMeta | None = None
+        self._scratch = DecodeScratch(num_heads, head_dim, self.max_splits, self.device)
 
     def supports_cuda_graph(self) -> bool:
         return True
@@ -99,13 +84,8 @@ class TritonBackend(AttentionBackend):
         return choose_max_splits(batch_size, self.num_kv_heads, self.num_sms, waves=self.config.decode_waves)
 
     def prepare(self, batch: ForwardBatch) -> None:
-        bs = batch.batch_size
         if batch.mode == "decode":
-            s = self.max_splits(bs)
-            f32 = dict(dtype=torch.float32, device=self.device)
-            self._meta = _DecodeMeta(batch.req_rows, batch.seq_lens,
-                                     torch.empty(bs, self.num_heads, s, self.head_dim, **f32),
-                                     torch.empty(bs, self.num_heads, s, **f32))
+            self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens)
             return
         self._meta = _ExtendMeta(batch.qo_indptr, max(batch.extend_lens_cpu, default=0))
 
@@ -115,25 +95,12 @@ class TritonBackend(AttentionBackend):
         `max_len` (the request table's width) needs no buffer here: the kernels index `req_to_token` directly.
         """
         assert max_len <= self.req_to_token.shape[1]
-        elems = max(bs * self.max_splits(bs) for bs in range(1, max_bs + 1)) * self.num_heads
-        f32 = dict(dtype=torch.float32, device=self.device)
-        self._graph = _GraphBuffers(
-            req_rows=torch.full((max_bs,), self.req_to_token.shape[0] - 1, dtype=torch.int32, device=self.device),
-            seq_lens=torch.ones(max_bs, dtype=torch.int32, device=self.device),
-            mid_o=torch.empty(elems * self.head_dim, **f32), mid_lse=torch.empty(elems, **f32))
+        self._scratch.init_graph(max_bs, self.req_to_token.shape[0] - 1)
 
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
         """Refresh the static decode metadata in place from `batch` (already padded to the graph's size)."""
-        g = self._graph
-        assert g is not None and batch.mode == "decode", "init_graph_buffers first; graphs are decode-only"
-        bs = batch.batch_size
-        s = self.max_splits(bs)
-        g.req_rows[:bs].copy_(batch.req_rows, non_blocking=True)
-        g.seq_lens[:bs].copy_(batch.seq_lens, non_blocking=True)
-        n = bs * self.num_heads * s
-        self._meta = _DecodeMeta(g.req_rows[:bs], g.seq_lens[:bs],
-                                 g.mid_o[:n * self.head_dim].view(bs, self.num_heads, s, self.head_dim),
-                                 g.mid_lse[:n].view(bs, self.num_heads, s))
+        assert batch.mode == "decode", "graphs are decode-only"
+        self._meta = self._scratch.for_replay(batch.req_rows, batch.seq_lens)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
                 batch: ForwardBatch) -> torch.Tensor:
@@ -144,7 +111,7 @@ class TritonBackend(AttentionBackend):
         meta, cfg = self._meta, self.config
         out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
         if batch.mode == "decode":
-            assert isinstance(meta, _DecodeMeta), "prepare(batch) must run before forward"
+            assert isinstance(meta, DecodeMeta), "prepare(batch) must run before forward"
             decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                              meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
                              dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
