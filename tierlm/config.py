@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 
 def _opt(default: Any, help: str, group: str, choices: Optional[tuple] = None, flag: Optional[str] = None,
-         registry: Optional[str] = None):
+         registry: Optional[str] = None, aliases: tuple = ()):
     """A field with CLI metadata; `registry` names a registry that the CLI reads the choices from (this module
     sits below every registry and cannot import them)."""
     meta = {"help": help, "group": group}
@@ -23,10 +23,12 @@ def _opt(default: Any, help: str, group: str, choices: Optional[tuple] = None, f
         meta["registry"] = registry
     if flag is not None:
         meta["flag"] = flag
+    if aliases:
+        meta["aliases"] = aliases  # other spellings of the flag (those of vLLM or SGLang)
     return field(default=default, metadata=meta)
 
 
-GROUPS = ("model", "memory", "scheduler", "cache tiers", "server")
+GROUPS = ("model", "parallel", "memory", "scheduler", "cache tiers", "server")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,15 @@ class EngineConfig:
     attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA (per-head and latent "
                                   "attention), torch elsewhere. Choices: 'auto' and the registered "
                                   "backends (tierlm/attention/registry.py).", "model", registry="attention")
+    # --- parallel ---
+    tp_size: int = _opt(1, "Tensor-parallel ranks: the model's heads, MLP and vocabulary are split over this many "
+                        "processes, one per GPU (NCCL), or CPU processes over gloo.", "parallel",
+                        aliases=("--tensor-parallel-size",))
+    nnodes: int = _opt(1, "Nodes the tensor-parallel ranks span (each node runs --tp-size / --nnodes of them); "
+                       "node 0 serves HTTP and decides, the others only execute.", "parallel")
+    node_rank: int = _opt(0, "This node's index among --nnodes.", "parallel")
+    dist_init_addr: Optional[str] = _opt(None, "HOST:PORT on node 0 where the ranks meet (required with --nnodes > "
+                                         "1; default: a free port on 127.0.0.1).", "parallel")
     # --- memory ---
     kv_cache_gb: Optional[float] = _opt(None, "Device KV pool size in GiB (default: a fraction of free GPU memory, "
                                         "or 1 GiB on CPU).", "memory")
@@ -192,6 +203,20 @@ class EngineConfig:
                 bad(f.name, f"must be a finite number, got {value}")
         if not self.model:
             bad("model", "a model directory or hub id is required")
+        if self.tp_size < 1:
+            bad("tp_size", f"must be >= 1, got {self.tp_size}")
+        if self.nnodes < 1:
+            bad("nnodes", f"must be >= 1, got {self.nnodes}")
+        if self.tp_size % self.nnodes:
+            bad("tp_size", f"{self.tp_size} ranks cannot be spread evenly over --nnodes {self.nnodes}")
+        if not 0 <= self.node_rank < self.nnodes:
+            bad("node_rank", f"must be in 0..{self.nnodes - 1}, got {self.node_rank}")
+        if self.nnodes > 1 and not self.dist_init_addr:
+            bad("dist_init_addr", "required with --nnodes > 1 (HOST:PORT of node 0)")
+        if self.dist_init_addr is not None:
+            host, _, port = self.dist_init_addr.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                bad("dist_init_addr", f"expected HOST:PORT, got {self.dist_init_addr!r}")
         if self.page_size < 1:
             bad("page_size", f"must be >= 1, got {self.page_size}")
         if self.kv_cache_gb is not None and self.kv_cache_gb <= 0:

@@ -57,7 +57,7 @@ def add_engine_args(parser: argparse.ArgumentParser, groups: Iterable[str] = GRO
                 kwargs["choices"] = _registry_choices(f.metadata["registry"])
             if f.name == "model":
                 kwargs["required"] = model_required
-        arg_groups[group].add_argument(flag, **kwargs)
+        arg_groups[group].add_argument(flag, *f.metadata.get("aliases", ()), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, **overrides) -> EngineConfig:

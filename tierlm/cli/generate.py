@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stop", action="append", default=[], help="Stop string (repeatable).")
     g.add_argument("--ignore-eos", action="store_true", help="Keep generating past the end-of-sequence token.")
     g.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
-    add_engine_args(p, groups=("model", "memory", "scheduler", "cache tiers"))
+    add_engine_args(p, groups=("model", "parallel", "memory", "scheduler", "cache tiers"))
     p.set_defaults(func=run)
 
 

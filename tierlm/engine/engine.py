@@ -19,7 +19,7 @@ from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
 from tierlm.engine.scheduler import ScheduledBatch, Scheduler
 from tierlm.engine.tokenizer import load_tokenizer
-from tierlm.engine.worker import Worker
+from tierlm.engine.rank_launch import start_workers
 from tierlm.models.config import ModelConfig
 from tierlm.models.loader import resolve_model_dir
 from tierlm.sampling_params import SamplingParams
@@ -46,8 +46,9 @@ class Engine:
         self.max_model_len = config.max_model_len or self.model_config.max_position_embeddings
         self.model_name = config.served_model_name or config.model
         # The worker executes step plans (model, pools, copies); the KV controller and the scheduler decide.
-        self.worker = Worker(config, self.model_dir, self.model_config, self.max_model_len,
-                             self.max_model_len + config.page_size)
+        # Under --tp-size N it is a group: this process's rank 0 plus N - 1 ranks that execute the same plans.
+        self.worker = start_workers(config, self.model_dir, self.model_config, self.max_model_len,
+                                    self.max_model_len + config.page_size)
         self.device = self.worker.device
         self.kv_events = None  # a publisher when --kv-events-config asks for events (pyzmq imported only then)
         if config.kv_events_config is not None:
@@ -59,6 +60,7 @@ class Engine:
         except BaseException:
             if self.kv_events is not None:
                 self.kv_events.close()
+            self.worker.close()
             raise
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
                                    config.reserve_new_tokens)
@@ -224,6 +226,7 @@ class Engine:
             "retracted_total": self.scheduler.num_retracted,
             "tier_hits": kv.tier_hits(),  # per tier: requests with a hit there, tokens served from it
             "tiers": kv.tier_stats(),  # per tier: bytes, latency, capacity, evictions; L3 store counters
+            **({"ranks": self.worker.rank_figures()} if self.config.tp_size > 1 else {}),
         }
 
     def info(self) -> dict:
@@ -231,6 +234,7 @@ class Engine:
         return {"attention_backend": type(self.worker.runner.attn).__name__, "overlap": self.overlap,
                 "kv_pool_tokens": self.kv.capacity_pages * self.kv.page_size, "page_size": self.kv.page_size,
                 "max_model_len": self.max_model_len, "cuda_graph": self.worker.runner.graphs is not None,
+                "tp_size": self.config.tp_size,
                 **self.startup}
 
     def live_pages(self) -> list[list[int]]:
@@ -242,6 +246,8 @@ class Engine:
         self.kv.close()  # finishes tier backups / L3 writes in flight
         if self.kv_events is not None:
             self.kv_events.close()  # publishes the last batch (AllBlocksCleared)
+        if self.worker is not None:
+            self.worker.close()  # stops the other tensor-parallel ranks
         self.worker = None  # type: ignore[assignment]
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

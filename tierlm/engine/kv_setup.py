@@ -6,6 +6,7 @@ from typing import Any, Mapping, Optional
 
 from tierlm.config import EngineConfig
 from tierlm.engine.worker import Worker
+from tierlm.engine.worker_group import WorkerGroup
 from tierlm.kvcache.contracts import TierSetup
 from tierlm.kvcache.events import KVEventSink
 from tierlm.kvcache.host_pool import host_pool_pages
@@ -13,7 +14,7 @@ from tierlm.kvcache.keys import PageHasher, model_fingerprint, weights_identity
 from tierlm.kvcache.manager import KVCacheManager
 
 
-def build_kv_cache(config: EngineConfig, worker: Worker, model_config: Mapping[str, Any], model_dir: Optional[Path],
+def build_kv_cache(config: EngineConfig, worker: Worker | WorkerGroup, model_config: Mapping[str, Any], model_dir: Optional[Path],
                    threads: bool = True, events: Optional[KVEventSink] = None) -> KVCacheManager:
     """A `KVCacheManager` over `worker`'s device pool; with --enable-hicache or --kv-store also the host pool,
     its copy executor on the worker, and the L3 store keyed by the model's fingerprint and KV layout. Page
@@ -33,9 +34,17 @@ def build_kv_cache(config: EngineConfig, worker: Worker, model_config: Mapping[s
     store = None
     if config.kv_store:
         from tierlm.kvcache.stores import open_store
+        from tierlm.kvcache.stores.shard import ShardKVStore
 
         store = open_store(config.kv_store, int(config.kv_store_max_gb * 2**30), config.kv_store_timeout)
-    io = worker.attach_tiers(host_pages, config.hicache_io_backend, store, threads)
+        shard = worker.tp.shard_name(worker.runner.model_cfg.num_kv_heads)
+        if shard:  # this rank's part of each page, under its own key
+            store = ShardKVStore(store, shard)
+    if isinstance(worker, WorkerGroup):  # every rank opens its own shard of the store
+        io = worker.attach_tiers(host_pages, config.hicache_io_backend, store, threads, store_url=config.kv_store)
+    else:
+        io = worker.attach_tiers(host_pages, config.hicache_io_backend, store, threads)
+    store = io.store
     return KVCacheManager(pool.num_pages, config.page_size, config.max_running_requests, True, TierSetup(
         host_pages=host_pages, page_bytes=pool.bytes_per_page, io=io, pinned=worker.host.pinned,
         write_policy=config.hicache_write_policy, write_threshold=config.hicache_write_threshold, store=store,

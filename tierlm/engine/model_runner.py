@@ -5,6 +5,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -18,6 +19,7 @@ from tierlm.kvcache.req_table import ReqToTokenTable
 from tierlm.models.config import ModelConfig
 from tierlm.models.loader import init_dummy_weights, load_weights
 from tierlm.models.registry import model_class
+from tierlm.parallel.group import TPGroup
 
 logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -40,18 +42,29 @@ def resolve_dtype(name: str, model_cfg: ModelConfig, device: torch.device) -> to
 
 
 class ModelRunner:
-    """Loads the model, sizes and allocates the device KV pool, and turns scheduled requests into logits."""
+    """Loads the model (this rank's shard under tensor parallelism), sizes and allocates the device KV pool,
+    and turns scheduled requests into logits."""
 
-    def __init__(self, config: EngineConfig, model_dir: Path, model_cfg: ModelConfig, max_model_len: int) -> None:
+    def __init__(self, config: EngineConfig, model_dir: Path, model_cfg: ModelConfig, max_model_len: int,
+                 tp: TPGroup = TPGroup(), device: Optional[torch.device] = None) -> None:
         self.config = config
         self.model_cfg = model_cfg
-        self.device = resolve_device(config.device)
+        self.tp = tp
+        self.device = device or resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, model_cfg, self.device)
         self.max_model_len = max_model_len
         torch.manual_seed(config.seed)
         cls = model_class(model_cfg.architecture)
+        sharding = {}
+        if tp.size > 1:
+            if not getattr(cls, "tensor_parallel", False):
+                raise ValueError(f"--tp-size {tp.size}: {model_cfg.architecture} cannot be served tensor parallel "
+                                 "yet (Llama, Mistral, Qwen2 and Qwen3 can)")
+            sharding = {"tp": tp}
+        self.num_heads = tp.split(model_cfg.num_heads, "the number of attention heads")
+        self.num_kv_heads = tp.kv_heads(model_cfg.num_kv_heads)[0]
         with torch.device(self.device):
-            model = cls(model_cfg, max_positions=max(max_model_len, model_cfg.max_position_embeddings))
+            model = cls(model_cfg, max_positions=max(max_model_len, model_cfg.max_position_embeddings), **sharding)
         model.to(self.dtype)
         model.rotary.to(self.device)
         if config.load_format == "dummy":
@@ -64,8 +77,14 @@ class ModelRunner:
             if tune_fused_moe(self.model):
                 torch.cuda.empty_cache()
         self.staging = HostStaging(self.device)
-        self.layout = cls.kv_layout(model_cfg, self.dtype)
+        self.layout = cls.kv_layout(model_cfg, self.dtype, **sharding)
         self.num_pages = self._num_kv_pages()
+        if tp.size > 1:  # every rank holds the same page ids: the smallest budget decides
+            pages = torch.tensor([self.num_pages], device=self.device)
+            if tp.group is not None:
+                import torch.distributed as dist
+                dist.all_reduce(pages, op=dist.ReduceOp.MIN, group=tp.group)
+            self.num_pages = int(pages.item())
         self.pool = KVPool(self.layout, self.num_pages, config.page_size, self.device)
         logger.info("KV pool: %d pages x %d tokens = %d tokens (%.2f GiB)", self.num_pages - 1, config.page_size,
                     (self.num_pages - 1) * config.page_size, self.pool.nbytes / 2**30)
@@ -96,7 +115,7 @@ class ModelRunner:
         cls = backend_class(name, kind)
         if name == "triton" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError("--attention-backend triton needs a CUDA device (or TRITON_INTERPRET=1)")
-        args = (self.pool, req_to_token, mc.num_heads, mc.head_dim, mc.head_dim ** -0.5)
+        args = (self.pool, req_to_token, self.num_heads, mc.head_dim, mc.head_dim ** -0.5)
         if kind != "gqa":  # the model says how its backend is built (heads, widths, softmax scale)
             self.attn = cls(self.pool, req_to_token, **self.model.attention_params())
         elif name == "triton":
@@ -104,7 +123,7 @@ class ModelRunner:
             tcfg = TritonAttentionConfig.for_device(self.device)
             if self.device.type == "cuda":
                 from tierlm.attention.triton_autotune import tuned_config
-                tcfg = tuned_config(tcfg, mc.num_heads, mc.num_kv_heads, mc.head_dim, self.dtype, self.device)
+                tcfg = tuned_config(tcfg, self.num_heads, self.num_kv_heads, mc.head_dim, self.dtype, self.device)
             self.attn = cls(*args, config=tcfg)
         else:
             self.attn = cls(*args)

@@ -20,6 +20,7 @@ from tierlm.kvcache.req_table import ReqToTokenTable
 from tierlm.kvcache.tier_io import Ticket, TierIO
 from tierlm.kvcache.transfer import PageTransfer
 from tierlm.models.config import ModelConfig
+from tierlm.parallel.group import TPGroup
 
 
 class Worker:
@@ -27,8 +28,9 @@ class Worker:
     its sampling sites."""
 
     def __init__(self, config: EngineConfig, model_dir: Path, model_cfg: ModelConfig, max_model_len: int,
-                 max_len: int) -> None:
-        self.runner = ModelRunner(config, model_dir, model_cfg, max_model_len)
+                 max_len: int, tp: TPGroup = TPGroup(), device: Optional[torch.device] = None) -> None:
+        self.tp = tp
+        self.runner = ModelRunner(config, model_dir, model_cfg, max_model_len, tp, device)
         self.device = self.runner.device
         self.pool = self.runner.pool
         self.layout = self.runner.layout
@@ -74,3 +76,17 @@ class Worker:
     def store_tokens(self, sites: SampleSites, tokens: torch.Tensor) -> None:
         """Write sampled tokens into the device token table (the next decode step reads its inputs there)."""
         self.tables.token_ids[sites.rows, sites.positions] = tokens.to(torch.int32)
+
+    def close(self) -> None:
+        """Nothing to stop on one device (a `WorkerGroup` stops its other ranks here)."""
+
+    def tier_figures(self) -> dict:
+        """This device's own tier figures (per rank under tensor parallelism)."""
+        out: dict = {"device": str(self.device), "kv_pool_pages": self.pool.num_pages - 1,
+                     "kv_pool_bytes": self.pool.nbytes, "kv_heads": self.runner.num_kv_heads}
+        if self.io is not None:
+            out.update(host_pages=self.host.num_pages, host_bytes=self.host.nbytes, io_errors=self.io.store_errors,
+                       dropped_write_pages=self.io.l3_dropped_pages)
+            if self.io.store is not None:
+                out["store"] = self.io.store.stats()
+        return out

@@ -5,15 +5,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tierlm.parallel.group import TPGroup
+from tierlm.parallel.linear import ColumnParallelLinear, RowParallelLinear
+
 
 class GatedMLP(nn.Module):
-    """SwiGLU feed-forward with fused gate/up projection (the dense MLP, each expert, the shared experts)."""
+    """SwiGLU feed-forward with fused gate/up projection (the dense MLP, each expert, the shared experts);
+    under tensor parallelism the intermediate dimension is split and the down projection all-reduces."""
 
-    def __init__(self, hidden: int, intermediate: int) -> None:
+    def __init__(self, hidden: int, intermediate: int, tp: TPGroup = TPGroup()) -> None:
         super().__init__()
-        self.intermediate = intermediate
-        self.gate_up_proj = nn.Linear(hidden, 2 * intermediate, bias=False)
-        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.intermediate = tp.split(intermediate, "the MLP intermediate size")
+        self.gate_up_proj = ColumnParallelLinear(hidden, 2 * self.intermediate, False, tp)
+        self.down_proj = RowParallelLinear(self.intermediate, hidden, False, tp)
 
     def shard_range(self, shard: int) -> tuple[int, int]:
         return shard * self.intermediate, (shard + 1) * self.intermediate

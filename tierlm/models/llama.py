@@ -17,6 +17,9 @@ from tierlm.layers.mlp import GatedMLP
 from tierlm.layers.norm import RMSNorm
 from tierlm.layers.rotary import RotaryEmbedding
 from tierlm.models.config import ModelConfig
+from tierlm.parallel.group import TPGroup
+from tierlm.parallel.linear import (ColumnParallelLinear, ParallelLMHead, RowParallelLinear,
+                                    VocabParallelEmbedding)
 
 # checkpoint projection name -> (fused parameter name, shard id)
 STACKED = MappingProxyType({
@@ -26,22 +29,31 @@ STACKED = MappingProxyType({
 
 
 class Attention(nn.Module):
-    """Self-attention of one layer: fused QKV, optional q/k norm, rotary, backend attention, output proj."""
+    """Self-attention of one layer: fused QKV, optional q/k norm, rotary, backend attention, output proj.
 
-    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+    Under tensor parallelism each rank holds `num_heads / tp` query heads and its share of the KV heads
+    (replicated when there are fewer KV heads than ranks); the output projection all-reduces."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, tp: TPGroup) -> None:
         super().__init__()
         self.layer = layer
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_size = cfg.num_heads * cfg.head_dim
-        self.kv_size = cfg.num_kv_heads * cfg.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=False)
+        self.num_heads = tp.split(cfg.num_heads, "the number of attention heads")
+        self.num_kv_heads, self.kv_index = tp.kv_heads(cfg.num_kv_heads)
+        self.head_dim, self.rank = cfg.head_dim, tp.rank
+        self.q_size = self.num_heads * cfg.head_dim
+        self.kv_size = self.num_kv_heads * cfg.head_dim
+        self.qkv_proj = ColumnParallelLinear(cfg.hidden_size, self.q_size + 2 * self.kv_size, cfg.qkv_bias, tp)
+        self.o_proj = RowParallelLinear(self.q_size, cfg.hidden_size, False, tp)
         self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
 
     def shard_range(self, shard: str) -> tuple[int, int]:
         return {"q": (0, self.q_size), "k": (self.q_size, self.q_size + self.kv_size),
                 "v": (self.q_size + self.kv_size, self.q_size + 2 * self.kv_size)}[shard]
+
+    def tp_index(self, shard: str) -> int:
+        """Which slice of the checkpoint's q, k or v rows this rank holds."""
+        return self.rank if shard == "q" else self.kv_index
 
     def forward(self, x: torch.Tensor, batch: ForwardBatch, rotary: RotaryEmbedding,
                 attn: AttentionBackend) -> torch.Tensor:
@@ -68,23 +80,24 @@ class Attention(nn.Module):
 class MLP(GatedMLP):
     """SwiGLU feed-forward with fused gate/up projection, sized by the model config."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg.hidden_size, cfg.intermediate_size)
+    def __init__(self, cfg: ModelConfig, tp: TPGroup = TPGroup()) -> None:
+        super().__init__(cfg.hidden_size, cfg.intermediate_size, tp)
 
 
 class DecoderLayer(nn.Module):
     """Pre-norm transformer block; the residual add is fused into the norms."""
 
-    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int, tp: TPGroup = TPGroup()) -> None:
         super().__init__()
-        self.self_attn = Attention(cfg, layer)
+        self.tp = tp
+        self.self_attn = Attention(cfg, layer, tp)
         self.mlp = self.make_mlp(cfg, layer)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def make_mlp(self, cfg: ModelConfig, layer: int) -> nn.Module:
         """The feed-forward of `layer` (a subclass may build another kind, e.g. mixture of experts)."""
-        return MLP(cfg)
+        return MLP(cfg, self.tp)
 
     def forward(self, x, residual, batch, rotary, attn):
         if residual is None:
@@ -99,10 +112,10 @@ class DecoderLayer(nn.Module):
 class Backbone(nn.Module):
     """Embedding, decoder layers and final norm (the `model.` prefix of HF checkpoints)."""
 
-    def __init__(self, cfg: ModelConfig, layer_cls: type[nn.Module] = DecoderLayer) -> None:
+    def __init__(self, cfg: ModelConfig, layer_cls: type[nn.Module] = DecoderLayer, tp: TPGroup = TPGroup()) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(layer_cls(cfg, i) for i in range(cfg.num_layers))
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, tp)
+        self.layers = nn.ModuleList(layer_cls(cfg, i, tp) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
 
@@ -111,12 +124,13 @@ class CausalLM(nn.Module):
 
     layer_cls: type[nn.Module] = DecoderLayer  # a family whose blocks differ only inside swaps this
     cuda_graph_safe = True  # its decode forward has no host synchronisation: CUDA graphs may capture it
+    tensor_parallel = True  # may be sharded over several ranks (`tp`)
 
-    def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
+    def __init__(self, cfg: ModelConfig, max_positions: int, tp: TPGroup = TPGroup()) -> None:
         super().__init__()
         self.config = cfg
-        self.model = Backbone(cfg, self.layer_cls)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.model = Backbone(cfg, self.layer_cls, tp)
+        self.lm_head = ParallelLMHead(cfg.hidden_size, cfg.vocab_size, tp)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.rotary = RotaryEmbedding(cfg.head_dim, max_positions, cfg.rope_theta, cfg.rope_scaling)
@@ -138,6 +152,6 @@ class CausalLM(nn.Module):
         return STACKED
 
     @staticmethod
-    def kv_layout(cfg: ModelConfig, dtype: torch.dtype) -> KVLayout:
-        """GQA: a K and a V of `[kv_heads, head_dim]` per token and layer."""
-        return KVLayout.gqa(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, dtype)
+    def kv_layout(cfg: ModelConfig, dtype: torch.dtype, tp: TPGroup = TPGroup()) -> KVLayout:
+        """GQA: a K and a V of `[kv_heads, head_dim]` per token and layer (this rank's KV heads)."""
+        return KVLayout.gqa(cfg.num_layers, tp.kv_heads(cfg.num_kv_heads)[0], cfg.head_dim, dtype)

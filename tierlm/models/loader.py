@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -72,14 +72,16 @@ def _weight_files(model_dir: Path) -> list[Path]:
     return files
 
 
-def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, Path, torch.Tensor]]:
+def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, Path, Any]]:
+    """(name, file, open safetensors file) of every checkpoint tensor: nothing is read until asked for, so
+    a tensor-parallel rank reads only its own part."""
     from safetensors import SafetensorError, safe_open
 
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as sf:
                 for name in sf.keys():
-                    yield name, f, sf.get_tensor(name)
+                    yield name, f, sf
         except (OSError, RuntimeError, ValueError, SafetensorError) as e:  # e.g. a truncated file
             if isinstance(e, ModelLoadError):
                 raise
@@ -94,7 +96,7 @@ def load_weights(model: torch.nn.Module, model_dir: Path, show_progress: bool = 
     files = _weight_files(model_dir)
     bar = tqdm(total=len(files), desc="Loading safetensors", unit="file", disable=not show_progress)
     current: Optional[Path] = None
-    for name, file, tensor in _iter_tensors(files):
+    for name, file, sf in _iter_tensors(files):
         if file != current:
             if current is not None:
                 bar.update(1)
@@ -113,9 +115,11 @@ def load_weights(model: torch.nn.Module, model_dir: Path, show_progress: bool = 
                 raise ModelLoadError(f"tensor {name!r} in {file.name}: index {index} is out of range, the model "
                                      f"has {dest.shape[0]}")
             dest = dest[index]
-        rows = None if shard is None else model.get_submodule(owner).shard_range(shard)
+        module = model.get_submodule(owner)
+        rows = None if shard is None else module.shard_range(shard)
         if rows is not None:
             dest = dest[rows[0]:rows[1]]
+        tensor, dest = _read_shard(sf, name, params[key], module, shard, index, dest)
         if tuple(dest.shape) != tuple(tensor.shape):
             raise ModelLoadError(f"tensor {name!r} in {file.name} has shape {tuple(tensor.shape)}, "
                                  f"the model expects {tuple(dest.shape)}")
@@ -127,6 +131,33 @@ def load_weights(model: torch.nn.Module, model_dir: Path, show_progress: bool = 
     if missing:
         raise ModelLoadError(f"checkpoint {model_dir} lacks tensor(s): {', '.join(missing[:8])}"
                              + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+
+
+def _read_shard(sf: Any, name: str, param: torch.nn.Parameter, module: torch.nn.Module, shard: object,
+                index: Optional[int], dest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read this rank's part of checkpoint tensor `name` (all of it for an unsharded parameter) and the part
+    of `dest` it fills: a sharded parameter (`tp_dim`, `tp_index`, see `tierlm.parallel.linear`) takes slice
+    `tp_index` of its own size along `tp_dim`; the last rank of a padded vocabulary gets fewer rows."""
+    dim = getattr(param, "tp_dim", None)
+    if dim is None:
+        return sf.get_tensor(name), dest
+    if index is not None:
+        raise ModelLoadError(f"tensor {name!r}: stacked parameters cannot be sharded over ranks")
+    lazy = sf.get_slice(name)
+    shape = lazy.get_shape()
+    if len(shape) != dest.dim():
+        raise ModelLoadError(f"tensor {name!r} has {len(shape)} dimensions, the model expects {dest.dim()}")
+    which = module.tp_index(shard) if shard is not None and hasattr(module, "tp_index") else param.tp_index
+    size = dest.shape[dim]
+    start = min(which * size, shape[dim])
+    stop = min(start + size, shape[dim])
+    sel = [slice(None)] * len(shape)
+    sel[dim] = slice(start, stop)
+    tensor = lazy[tuple(sel)]
+    if stop - start < size:  # vocabulary padding: the rows beyond the checkpoint stay zero
+        dest.narrow(dim, stop - start, size - (stop - start)).zero_()
+        dest = dest.narrow(dim, 0, stop - start)
+    return tensor, dest
 
 
 # One mapping entry: (checkpoint name fragment split on ".", fused parameter name, shard id or None).

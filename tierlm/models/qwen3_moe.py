@@ -25,7 +25,7 @@ class DecoderLayer(llama.DecoderLayer):
 
     def make_mlp(self, cfg: ModelConfig, layer: int) -> nn.Module:
         if not is_sparse(cfg, layer):
-            return llama.MLP(cfg)
+            return llama.MLP(cfg, self.tp)
         return SparseMoE(cfg.hidden_size, cfg.moe_intermediate_size, cfg.num_experts, cfg.num_experts_per_tok,
                          cfg.norm_topk_prob)
 
@@ -34,6 +34,7 @@ class CausalLM(llama.CausalLM):
     """Qwen3MoeForCausalLM; KV layout (GQA), embedding, head and forward are Qwen3's."""
 
     layer_cls = DecoderLayer
+    tensor_parallel = False  # experts are not sharded yet
 
     @staticmethod
     def weight_mapping() -> Mapping[str, tuple[str, object]]:

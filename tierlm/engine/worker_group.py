@@ -1,0 +1,266 @@
+"""`WorkerGroup`: the controller's handle on every tensor-parallel rank, shaped like one `Worker`.
+
+Rank 0's own worker runs in this process; the others get each step plan (and each tier operation the
+controller starts outside a plan) over their `RankLink`, in order. Completions come back as replies and are
+joined into the controller's futures: a backup is done when every rank's copy is; an L3 read counts a page
+only when every rank read its part of it, so a fetch that fails or stalls on one rank is recomputed on all
+of them and no rank ever mixes cached and recomputed KV. The sampled tokens go to the workers by a broadcast
+in the forward's own order; no collective sits on the cache control path.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from tierlm.engine.model_runner import SampleSites
+from tierlm.engine.plan import StepPlan
+from tierlm.engine.rank_link import RankLink
+from tierlm.engine.worker import Worker
+from tierlm.kvcache.stores.base import KVStore
+from tierlm.kvcache.tier_io import Ticket
+
+logger = logging.getLogger(__name__)
+
+
+def join_futures(dst: cf.Future, parts: Sequence[cf.Future], combine: Callable[[list], Any]) -> None:
+    """Complete `dst` once every part is done: with the first error, or `combine(results)`."""
+    left = [len(parts)]
+    lock = threading.Lock()
+
+    def one(_: cf.Future) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        errors = [f.exception() for f in parts if f.exception() is not None]
+        if dst.done():
+            return
+        if errors:
+            dst.set_exception(errors[0])
+        else:
+            dst.set_result(combine([f.result() for f in parts]))
+
+    for f in parts:
+        f.add_done_callback(one)
+
+
+def _all_stored(results: list) -> Any:
+    return results[0] if all(r == results[0] for r in results) else False
+
+
+class FanOutStore(KVStore):
+    """The L3 store as the controller sees it: every call goes to every rank's shard, and a page counts only
+    where all ranks agree (fewest leading pages, logical AND per page). A rank whose call fails counts as a
+    miss for the whole call (`rank_errors`)."""
+
+    def __init__(self, local: KVStore, links: Sequence[RankLink]) -> None:
+        self.local, self.links = local, list(links)
+        self.rank_errors = 0
+        self._lock = threading.Lock()
+
+    def _remote(self, name: str, *args: Any) -> list[Any]:
+        futures = [link.call("store", name, list(args)) for link in self.links]
+        out = []
+        for f in futures:
+            try:
+                out.append(f.result())
+            except Exception as e:  # noqa: BLE001 - a rank's failure is a miss, never a mix
+                with self._lock:
+                    self.rank_errors += 1
+                logger.debug("L3 %s on a worker rank failed: %s", name, e)
+                out.append(None)
+        return out
+
+    def attach(self, host_pool: Any) -> None:
+        self.host = host_pool
+
+    def batch_exists(self, keys: Sequence[str]) -> int:
+        remote = self._remote("batch_exists", list(keys))
+        return min([self.local.batch_exists(keys)] + [0 if r is None else int(r) for r in remote])
+
+    def batch_get(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        futures = [link.call("store", "batch_get", [list(keys), list(host_pages)]) for link in self.links]
+        ok = list(self.local.batch_get(keys, host_pages))
+        for f in futures:  # every rank is waited for: host pages are reused only once nobody writes them
+            try:
+                got = f.result()
+            except Exception:  # noqa: BLE001
+                with self._lock:
+                    self.rank_errors += 1
+                got = None
+            ok = [a and bool(b) for a, b in zip(ok, got)] if got is not None else [False] * len(ok)
+        return ok
+
+    def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        remote = self._remote("batch_set", list(keys), list(host_pages))
+        ok = list(self.local.batch_set(keys, host_pages))
+        for got in remote:
+            ok = [a and bool(b) for a, b in zip(ok, got)] if got is not None else [False] * len(ok)
+        return ok
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self._remote("delete", list(keys))
+        self.local.delete(keys)
+
+    def clear(self) -> None:
+        self._remote("clear")
+        self.local.clear()
+
+    def stats(self) -> dict:
+        return {**self.local.stats(), "rank_errors": self.rank_errors}
+
+    def close(self) -> None:
+        self.local.close()
+
+
+class FanOutIO:
+    """The copy executor as the controller sees it (the `TierIO` interface `KVCacheManager` uses): copies
+    run on every rank, their tickets complete when all ranks' have."""
+
+    def __init__(self, local: Any, links: Sequence[RankLink], store: Optional[FanOutStore]) -> None:
+        self.local, self.links, self.store = local, list(links), store
+        self.transfer = local.transfer
+
+    @property
+    def backend(self) -> str:
+        return self.local.backend
+
+    @property
+    def store_errors(self) -> int:
+        return self.local.store_errors + (self.store.rank_errors if self.store is not None else 0)
+
+    @property
+    def l3_dropped_pages(self) -> int:
+        return self.local.l3_dropped_pages
+
+    def fan_ticket(self, ticket: Ticket) -> tuple[Ticket, list[tuple[int, int]]]:
+        """A local ticket and per-rank reply ids whose completions together complete `ticket`."""
+        local = Ticket()
+        ids, copies, stores = [], [local.copy], [local.stored]
+        for link in self.links:
+            (cid, cf_), (sid, sf_) = link.expect(), link.expect()
+            ids.append((cid, sid))
+            copies.append(cf_)
+            stores.append(sf_)
+        join_futures(ticket.copy, copies, lambda _: None)
+        join_futures(ticket.stored, stores, _all_stored)
+        return local, ids
+
+    def backup(self, device_pages: list[int], host_pages: list[int], keys: Optional[Sequence[str]],
+               ticket: Ticket) -> None:
+        local, ids = self.fan_ticket(ticket)
+        for link, rid in zip(self.links, ids):
+            link.post("backup", device_pages, host_pages, None if keys is None else list(keys), list(rid))
+        self.local.backup(device_pages, host_pages, keys, local)
+
+    def load(self, host_pages: list[int], device_pages: list[int], overlap_tokens: int = 0) -> Any:
+        if host_pages:
+            for link in self.links:
+                link.post("load", host_pages, device_pages)
+        return self.local.load(host_pages, device_pages, overlap_tokens)
+
+    def submit_store(self, fn: Callable, *args: Any) -> cf.Future:
+        return self.local.submit_store(fn, *args)
+
+    def finished_loads(self) -> list[tuple[int, float]]:
+        return self.local.finished_loads()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        futures = [link.call("wait") for link in self.links]
+        done = self.local.wait(timeout)
+        finished, _ = cf.wait(futures, timeout=timeout)
+        return done and len(finished) == len(futures)
+
+    def wait_any(self, futures: Sequence[cf.Future]) -> None:
+        cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+
+    def idle(self) -> bool:
+        return self.local.idle()
+
+    def close(self) -> None:
+        self.local.close()
+
+
+class WorkerGroup:
+    """Rank 0's `Worker` plus links to the other ranks; `Engine` drives it exactly like a single worker."""
+
+    def __init__(self, local: Worker, links: dict[int, RankLink], procs: Sequence[Any] = ()) -> None:
+        self.local = local
+        self.links = [links[r] for r in sorted(links)]
+        self.procs = list(procs)
+        self.tp = local.tp
+        self.device, self.pool, self.layout = local.device, local.pool, local.layout
+        self.runner, self.tables = local.runner, local.tables
+        self.io: Optional[FanOutIO] = None
+
+    @property
+    def host(self) -> Any:
+        return self.local.host
+
+    def attach_tiers(self, host_pages: int, io_backend: str, store: Any = None, threads: bool = True,
+                     store_url: Optional[str] = None) -> FanOutIO:
+        """Host pools and copy executors on every rank; each rank opens its own shard of the L3 store."""
+        replies = [link.call("attach", host_pages, io_backend, store_url) for link in self.links]
+        local_io = self.local.attach_tiers(host_pages, io_backend, store, threads)
+        for f in replies:
+            f.result()  # a rank that cannot open its store fails the start, naming the reason
+        fan_store = FanOutStore(store, self.links) if store is not None else None
+        self.io = FanOutIO(local_io, self.links, fan_store)
+        return self.io
+
+    def execute(self, plan: StepPlan, tickets: Optional[Sequence[Ticket]] = None
+                ) -> Optional[tuple[torch.Tensor, SampleSites]]:
+        """Send the plan to every rank, then run it here; backups complete when all ranks' have."""
+        local_tickets, ids = [], []
+        for i in range(len(plan.backups)):
+            ticket = tickets[i] if tickets is not None else Ticket()
+            if self.io is None:
+                local_tickets.append(ticket)
+                continue
+            local, rids = self.io.fan_ticket(ticket)
+            local_tickets.append(local)
+            ids.append(rids)
+        data = plan.to_bytes()
+        for r, link in enumerate(self.links):
+            link.post("plan", data, [list(per_rank[r]) for per_rank in ids])
+        return self.local.execute(plan, local_tickets)
+
+    def store_tokens(self, sites: SampleSites, tokens: torch.Tensor) -> None:
+        """Give every rank the sampled tokens (a broadcast in step order), then write them here."""
+        tokens = tokens.to(torch.int32)
+        self.tp.broadcast(tokens)
+        self.local.store_tokens(sites, tokens)
+
+    def tier_figures(self) -> dict:
+        return self.local.tier_figures()
+
+    def rank_figures(self, timeout: float = 2.0) -> list[dict]:
+        """Every rank's own tier figures (a rank that does not answer in time reports only that)."""
+        futures = [link.call("stats") for link in self.links]
+        out = [{"rank": 0, **self.local.tier_figures()}]
+        for r, f in enumerate(futures, start=1):
+            try:
+                out.append({"rank": r, **f.result(timeout=timeout)})
+            except Exception as e:  # noqa: BLE001
+                out.append({"rank": r, "error": f"{type(e).__name__}: {e}"})
+        return out
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Flush and stop the worker ranks, then leave the process group."""
+        futures = [link.call("close") for link in self.links]
+        cf.wait(futures, timeout=timeout)
+        for link in self.links:
+            link.close()
+        for p in self.procs:
+            try:
+                p.wait(timeout=timeout)
+            except Exception:  # noqa: BLE001 - a rank that does not stop is killed
+                p.kill()
+                p.wait()
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()

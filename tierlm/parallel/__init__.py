@@ -1,0 +1,1 @@
+"""Tensor parallelism: the rank group and the sharded layers models build from it."""
