@@ -20,6 +20,10 @@ def run(args: argparse.Namespace) -> int:
     from tierlm.server.launch import ServerStartError, serve
 
     config = config_from_args(args)
+    if config.node_rank > 0:  # another node of a multi-node engine: run its ranks, serve nothing
+        from tierlm.engine.rank_launch import run_node
+
+        return run_node(config)
     try:
         return serve(config, log_level=getattr(args, "log_level", "info"))
     except ServerStartError as e:

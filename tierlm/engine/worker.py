@@ -86,7 +86,7 @@ class Worker:
                      "kv_pool_bytes": self.pool.nbytes, "kv_heads": self.runner.num_kv_heads}
         if self.io is not None:
             out.update(host_pages=self.host.num_pages, host_bytes=self.host.nbytes, io_errors=self.io.store_errors,
-                       dropped_write_pages=self.io.l3_dropped_pages)
+                       dropped_write_pages=self.io.l3_dropped_pages, io_idle=self.io.idle())
             if self.io.store is not None:
                 out["store"] = self.io.store.stats()
         return out

@@ -17,6 +17,7 @@ import zmq
 from tierlm.config import EngineConfig
 from tierlm.errors import OverloadedError, RequestError, describe_startup_error
 from tierlm.server import wire
+from tierlm.utils.process import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +166,6 @@ def engine_info(engine: Any, config: EngineConfig) -> dict[str, Any]:
     }
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except Exception:  # noqa: BLE001  (best effort; the idle poll also checks the parent)
-            pass
-
-
 class _Termination:
     """SIGTERM policy of the engine process: exit through the normal clean-up (so nothing, such as a semaphore,
     is leaked), but never cut off requests the frontend is still streaming. Before serving, or once the
@@ -196,7 +187,7 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
     """Process entry point: load the engine, report READY/FATAL over `ready_conn` (msgpack bytes), serve."""
     termination = _Termination(parent_pid)
     signal.signal(signal.SIGTERM, termination)
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the frontend's to handle; it sends SHUTDOWN
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [engine]: %(message)s")
     try:

@@ -1,0 +1,102 @@
+"""Tensor parallelism on CPU (gloo, two rank processes): the same greedy tokens as one device, whatever tier
+served the KV, and no hang or mix when one rank's L3 store fails or stalls."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import CPU_OPTS
+from tierlm import LLM, SamplingParams
+
+PROMPTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "the quick brown fox jumps over the lazy dog while a small cache keeps every page warm",
+    "paris is the capital of france and berlin is the capital of",
+    "hello world this is a tiny language model trained on nothing at all",
+    "x",
+]
+GREEDY = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+ARCHS = ("llama", "qwen2", "qwen3")
+
+
+def tokens(llm: LLM, prompts=PROMPTS) -> list[list[int]]:
+    return [o.token_ids for o in llm.generate(prompts, GREEDY)]
+
+
+@pytest.fixture(scope="module")
+def references(tiny_models):
+    out = {}
+    for arch in ARCHS:
+        llm = LLM(str(tiny_models[arch]), enable_prefix_cache=False, **CPU_OPTS)
+        out[arch] = tokens(llm)
+        llm.close()
+    return out
+
+
+def ranks_idle(llm: LLM) -> None:
+    ranks = llm.engine.stats()["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert all(r.get("io_idle", True) for r in ranks), ranks
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tp2_matches_tp1_from_every_tier(tiny_models, references, arch, tmp_path):
+    store = f"file://{tmp_path / 'l3'}"
+    llm = LLM(str(tiny_models[arch]), tp_size=2, kv_store=store, **CPU_OPTS)
+    engine = llm.engine
+    try:
+        assert engine.info()["tp_size"] == 2
+        assert tokens(llm) == references[arch]  # cold
+        assert tokens(llm) == references[arch]  # device prefix cache
+        assert engine.stats()["tier_hits"]["L1"]["tokens"] > 0
+        engine.kv.drop_device_cache()  # forced eviction: the prefixes live on in every rank's host pool
+        assert tokens(llm) == references[arch]
+        assert engine.stats()["tier_hits"]["L2"]["tokens"] > 0
+        engine.kv.check_no_leak(engine.live_pages())
+        engine.kv.flush()
+        ranks_idle(llm)
+    finally:
+        llm.close()
+    # a restarted engine finds every rank's part of the pages in the file store
+    llm = LLM(str(tiny_models[arch]), tp_size=2, kv_store=store, hicache_prefetch_policy="wait_complete",
+              hicache_prefetch_threshold=4, **CPU_OPTS)
+    try:
+        assert tokens(llm) == references[arch]
+        hits = llm.engine.stats()["tier_hits"]["L3"]["tokens"]
+        assert hits > 0, llm.engine.stats()["tier_hits"]
+        llm.engine.kv.check_no_leak(llm.engine.live_pages())
+    finally:
+        llm.close()
+
+
+@pytest.mark.parametrize("mode", ["fail", "stall"])
+@pytest.mark.timeout(120)
+def test_one_rank_l3_fault_means_recompute_on_all_ranks(tiny_models, references, tmp_path, mode):
+    model = str(tiny_models["qwen3"])
+    d = tmp_path / "l3"
+    writer = LLM(model, tp_size=2, kv_store=f"file://{d}", **CPU_OPTS)
+    assert tokens(writer) == references["qwen3"]
+    writer.close()
+    faulty = f"tests.engine.tp_stores:OneRankFaultyStore?dir={d}&mode={mode}&rank=1&delay=2"
+    llm = LLM(model, tp_size=2, kv_store=faulty, hicache_prefetch_policy="timeout", hicache_prefetch_timeout=0.2,
+              hicache_prefetch_threshold=4, **CPU_OPTS)
+    try:
+        t0 = time.monotonic()
+        assert tokens(llm) == references["qwen3"]
+        assert time.monotonic() - t0 < 30
+        stats = llm.engine.stats()
+        assert stats["tier_hits"]["L3"]["tokens"] == 0, stats["tier_hits"]  # no page from only one rank
+        assert stats["tiers"]["L3"]["io_errors"] > 0 if mode == "fail" else True
+        llm.engine.kv.prefetcher.drain()  # a stalled read ends; its host pages come back
+        llm.engine.kv.check_no_leak(llm.engine.live_pages())
+        assert not llm.engine.kv.prefetcher.held_pages
+    finally:
+        llm.close()
+
+
+def test_unshardable_models_are_refused_with_the_flag(tiny_models, tiny_qwen3_moe):
+    with pytest.raises(ValueError, match="--tp-size 2: Qwen3MoeForCausalLM cannot be served tensor parallel"):
+        LLM(str(tiny_qwen3_moe), tp_size=2, **CPU_OPTS)
+    with pytest.raises(ValueError, match="--tp-size 3: the number of attention heads"):
+        LLM(str(tiny_models["qwen3"]), tp_size=3, **CPU_OPTS)

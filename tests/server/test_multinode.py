@@ -1,0 +1,58 @@
+"""A two-"node" tensor-parallel server on loopback: node 0 serves HTTP and runs rank 0, node 1 runs rank 1."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.conftest import CPU_OPTS
+from tests.server.helpers import ENGINE_FLAGS, ServerProcess, free_port
+from tierlm import LLM, SamplingParams
+
+PROMPT = "the quick brown fox jumps over the lazy dog"
+
+
+@pytest.mark.timeout(240)
+def test_two_node_launch_serves_a_request(tiny_qwen3, tmp_path):
+    ref = LLM(str(tiny_qwen3), **CPU_OPTS)
+    expected = ref.generate([PROMPT], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0].text
+    ref.close()
+    addr = f"127.0.0.1:{free_port()}"
+    multi = ["--tp-size", "2", "--nnodes", "2", "--dist-init-addr", addr]
+    node1_log = open(tmp_path / "node1.log", "w")
+    node1 = subprocess.Popen([sys.executable, "-m", "tierlm", "serve", "--model", str(tiny_qwen3), *ENGINE_FLAGS,
+                              *multi, "--node-rank", "1"], stdout=node1_log, stderr=subprocess.STDOUT,
+                             env={**os.environ})
+    server = ServerProcess(tiny_qwen3, tmp_path / "node0.log", *multi, "--node-rank", "0")
+    try:
+        server.wait_ready()
+        r = httpx.post(server.url + "/v1/completions", timeout=60,
+                       json={"model": str(tiny_qwen3), "prompt": PROMPT, "max_tokens": 8, "temperature": 0,
+                             "ignore_eos": True})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == expected
+        ranks = server.stats()["ranks"]
+        assert [x["rank"] for x in ranks] == [0, 1]
+    finally:
+        server.stop()
+        try:
+            assert node1.wait(timeout=60) == 0, (tmp_path / "node1.log").read_text()
+        finally:
+            if node1.poll() is None:
+                node1.kill()
+            node1_log.close()
+
+
+def test_node_flags_are_checked(tiny_qwen3):
+    out = subprocess.run([sys.executable, "-m", "tierlm", "serve", "--model", str(tiny_qwen3), "--tp-size", "2",
+                          "--nnodes", "2"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "--dist-init-addr: required with --nnodes > 1" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "tierlm", "serve", "--model", str(tiny_qwen3), "--tp-size", "3",
+                          "--nnodes", "2", "--dist-init-addr", "127.0.0.1:1"], capture_output=True, text=True,
+                         timeout=60)
+    assert "--tp-size: 3 ranks cannot be spread evenly over --nnodes 2" in out.stderr

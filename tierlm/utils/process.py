@@ -1,0 +1,17 @@
+"""Process helpers shared by the engine's child processes."""
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send `sig` to this process when its parent exits (Linux; best effort elsewhere), so a
+    child never outlives the process that started it."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+        except Exception:  # noqa: BLE001 - best effort
+            pass
