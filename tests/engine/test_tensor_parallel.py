@@ -100,3 +100,64 @@ def test_unshardable_models_are_refused_with_the_flag(tiny_models, tiny_qwen3_mo
         LLM(str(tiny_qwen3_moe), tp_size=2, **CPU_OPTS)
     with pytest.raises(ValueError, match="--tp-size 3: the number of attention heads"):
         LLM(str(tiny_models["qwen3"]), tp_size=3, **CPU_OPTS)
+
+
+@pytest.mark.timeout(180)
+def test_random_workload_at_tp2_leaves_every_rank_at_baseline(tiny_qwen3, tmp_path):
+    """Arrivals, aborts (what a client disconnect becomes), prefetches that time out on a stalled rank, and
+    forced evictions, in a pool small enough to queue and evict: nothing leaks, and at the end every rank is
+    idle and the pools are back to empty."""
+    import random
+
+    from tierlm.config import EngineConfig
+    from tierlm.engine.engine import Engine
+
+    rng = random.Random(7)
+    store = f"tests.engine.tp_stores:OneRankFaultyStore?dir={tmp_path / 'l3'}&mode=stall&rank=1&delay=0.3"
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), **{**CPU_OPTS, "kv_cache_gb": 0.0001}, tp_size=2,
+                                 kv_store=store, hicache_ratio=3.0, hicache_prefetch_policy="timeout",
+                                 hicache_prefetch_timeout=0.05, hicache_prefetch_threshold=4,
+                                 max_prefill_tokens=rng.choice([7, 64]), max_running_requests=6, reserve_new_tokens=2))
+    try:
+        base_free = engine.kv.allocator.num_free
+        shared = [rng.randrange(1, 500) for _ in range(24)]
+        live: set[str] = set()
+        finished: set[str] = set()
+
+        def take(outs) -> None:
+            for out in outs:
+                if out.finished:
+                    assert out.request_id not in finished, "a request finished twice"
+                    finished.add(out.request_id)
+                    live.discard(out.request_id)
+
+        for step in range(160):
+            if rng.random() < 0.35 and len(live) < 10:
+                rid = f"r{step}"
+                prompt = shared[:rng.randrange(0, 24)] + [rng.randrange(1, 500) for _ in range(rng.randrange(1, 12))]
+                engine.add_request(rid, prompt, SamplingParams(temperature=rng.choice([0.0, 1.0]), ignore_eos=True,
+                                                               max_tokens=rng.randrange(1, 24), detokenize=False))
+                live.add(rid)
+            if live and rng.random() < 0.06:
+                engine.abort_request(rng.choice(sorted(live)))
+            if rng.random() < 0.04:
+                engine.kv.drop_device_cache()
+            if rng.random() < 0.03:
+                engine.kv.drop_host_cache()  # later matches come from L3, through prefetches
+            take(engine.step())
+            engine.kv.check_no_leak(engine.live_pages())
+        while engine.has_unfinished():
+            take(engine.step())
+        assert not live
+        engine.kv.prefetcher.drain()
+        engine.kv.check_no_leak(engine.live_pages())
+        stats = engine.stats()
+        assert stats["tier_hits"]["L2"]["tokens"] > 0
+        assert engine.kv.metrics.prefetch["started"] > 0 and engine.kv.metrics.prefetch["partial"] > 0
+        engine.kv.drop_device_cache()
+        engine.kv.drop_host_cache()
+        assert engine.kv.allocator.num_free == base_free
+        assert engine.kv.host_allocator.num_free == engine.kv.host_allocator.num_pages
+        assert all(r["io_idle"] for r in engine.stats()["ranks"])
+    finally:
+        engine.close()
