@@ -35,7 +35,7 @@ def references(tiny_models):
 
 
 def ranks_idle(llm: LLM) -> None:
-    ranks = llm.engine.stats()["ranks"]
+    ranks = llm.engine.worker.rank_figures(wait=True)
     assert [r["rank"] for r in ranks] == [0, 1]
     assert all(r.get("io_idle", True) for r in ranks), ranks
 
@@ -158,6 +158,6 @@ def test_random_workload_at_tp2_leaves_every_rank_at_baseline(tiny_qwen3, tmp_pa
         engine.kv.drop_host_cache()
         assert engine.kv.allocator.num_free == base_free
         assert engine.kv.host_allocator.num_free == engine.kv.host_allocator.num_pages
-        assert all(r["io_idle"] for r in engine.stats()["ranks"])
+        assert all(r["io_idle"] for r in engine.worker.rank_figures(wait=True))
     finally:
         engine.close()

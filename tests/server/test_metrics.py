@@ -21,3 +21,16 @@ def test_no_tier_series_without_tiers():
     m = ServerMetrics()
     m.update_engine({"kv_total_tokens": 100, "kv_used_tokens": 0})
     assert "tierlm_kv_load_bytes" not in m.render().decode()
+
+
+def test_per_rank_tier_figures_are_exported():
+    m = ServerMetrics()
+    m.update_engine({"kv_total_tokens": 100, "ranks": [
+        {"rank": 0, "kv_pool_bytes": 1024, "host_bytes": 4096, "io_errors": 0, "dropped_write_pages": 0},
+        {"rank": 1, "kv_pool_bytes": 1024, "host_bytes": 4096, "io_errors": 3, "dropped_write_pages": 2},
+        {"rank": 2, "state": "no report yet"}]})
+    text = m.render().decode()
+    for line in ('tierlm_rank_kv_pool_bytes{rank="0"} 1024.0', 'tierlm_rank_host_kv_bytes{rank="1"} 4096.0',
+                 'tierlm_rank_l3_io_errors{rank="1"} 3.0', 'tierlm_rank_l3_dropped_write_pages{rank="1"} 2.0'):
+        assert line in text, line
+    assert 'rank="2"' not in text

@@ -196,6 +196,8 @@ class WorkerGroup:
         self.device, self.pool, self.layout = local.device, local.pool, local.layout
         self.runner, self.tables = local.runner, local.tables
         self.io: Optional[FanOutIO] = None
+        self._asked: list[Optional[cf.Future]] = [None] * len(self.links)  # outstanding "stats" calls
+        self._latest: dict[int, dict] = {}
 
     @property
     def host(self) -> Any:
@@ -238,15 +240,22 @@ class WorkerGroup:
     def tier_figures(self) -> dict:
         return self.local.tier_figures()
 
-    def rank_figures(self, timeout: float = 2.0) -> list[dict]:
-        """Every rank's own tier figures (a rank that does not answer in time reports only that)."""
-        futures = [link.call("stats") for link in self.links]
+    def rank_figures(self, wait: bool = False, timeout: float = 5.0) -> list[dict]:
+        """Every rank's own tier figures. Worker ranks answer in step order, so by default this never waits:
+        it returns each rank's latest answer and asks for a fresh one (`wait=True` waits for it)."""
+        for r, link in enumerate(self.links):
+            if self._asked[r] is None or self._asked[r].done():
+                self._asked[r] = link.call("stats")
+        if wait:
+            cf.wait(self._asked, timeout=timeout)
         out = [{"rank": 0, **self.local.tier_figures()}]
-        for r, f in enumerate(futures, start=1):
-            try:
-                out.append({"rank": r, **f.result(timeout=timeout)})
-            except Exception as e:  # noqa: BLE001
-                out.append({"rank": r, "error": f"{type(e).__name__}: {e}"})
+        for r, fut in enumerate(self._asked, start=1):
+            if fut.done():
+                try:
+                    self._latest[r] = fut.result()
+                except Exception as e:  # noqa: BLE001 - a lost rank reports only that
+                    self._latest[r] = {"error": f"{type(e).__name__}: {e}"}
+            out.append({"rank": r, **self._latest.get(r, {"state": "no report yet"})})
         return out
 
     def close(self, timeout: float = 60.0) -> None:

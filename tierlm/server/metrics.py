@@ -34,6 +34,25 @@ _TIER_COUNTERS = (
 )
 
 
+# (key of each Engine.stats()["ranks"] entry, metric name, help): per tensor-parallel rank
+_RANK_GAUGES = (
+    ("kv_pool_bytes", "kv_pool_bytes", "Device KV pool bytes of this rank."),
+    ("host_bytes", "host_kv_bytes", "Host (L2) KV pool bytes of this rank."),
+    ("io_errors", "l3_io_errors", "L3 store calls of this rank that failed."),
+    ("dropped_write_pages", "l3_dropped_write_pages", "L3 page writes this rank dropped under back-pressure."),
+)
+
+
+def rank_gauges(ranks: list[dict]) -> Iterator[Metric]:
+    """Per-rank tier figures (under tensor parallelism each rank has its own pools and store shard)."""
+    for key, name, doc in _RANK_GAUGES:
+        fam = GaugeMetricFamily(f"tierlm_rank_{name}", doc, labels=["rank"])
+        for r in ranks:
+            if key in r:
+                fam.add_metric([str(r["rank"])], float(r[key]))
+        yield fam
+
+
 class _EngineCollector:
     """Exposes the latest engine stats snapshot (set by `ServerMetrics.update_engine`) as metrics."""
 
@@ -71,6 +90,8 @@ class _EngineCollector:
             value = (detail.get(group) or {}).get(key)
             if value is not None:
                 yield CounterMetricFamily(f"tierlm_{name}", doc, value=float(value))
+        if s.get("ranks"):
+            yield from rank_gauges(s["ranks"])
 
 
 class ServerMetrics:
