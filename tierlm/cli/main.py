@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 import tierlm  # noqa: F401  (wires the cache root before any subcommand imports torch)
 from tierlm.cli.errors import CLIError
+from tierlm.utils.process import stacks_on_sigusr1
 
 # (subcommand module, one-line help); each module defines `register(subparsers)`.
 SUBCOMMANDS = (
@@ -34,6 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stacks_on_sigusr1()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

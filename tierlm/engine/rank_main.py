@@ -20,7 +20,7 @@ from tierlm.engine.rank_launch import RankPlace, join_group, worker_rendezvous
 from tierlm.engine.rank_link import ReplySender, unpack
 from tierlm.engine.worker import Worker
 from tierlm.kvcache.tier_io import Ticket
-from tierlm.utils.process import die_with_parent
+from tierlm.utils.process import die_with_parent, stacks_on_sigusr1
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ def run_worker_rank(doc: dict) -> int:
 
 def main() -> int:
     die_with_parent()  # the engine (or node launcher) that started this rank is gone: so is the rank
+    stacks_on_sigusr1()
     doc = json.loads(sys.stdin.read())
     return run_worker_rank(doc)
 
