@@ -8,13 +8,13 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 export TIERLM_CACHE_DIR=$PWD/.cache-tp
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.device_count(), 'x', torch.cuda.get_device_name())"
-timeout 240 python3 benchmarks/gpu_tp_check.py 2>&1 | grep -v "it/s\]" | grep -E "tiny|TP CHECK|Error|error" | tee "$out/check.txt"
+timeout 150 python3 benchmarks/gpu_tp_check.py 2>&1 | grep -v "it/s\]" | grep -E "tiny|TP CHECK|Error|error" | tee "$out/check.txt"
 m=(--model builtin:llama-3.1-8b --load-format dummy --skip-tokenizer-init)
 for tp in 1 2; do
   timeout 200 python3 -m tierlm bench offline "${m[@]}" --tp-size $tp --json > "$out/offline_tp$tp.json" 2> "$out/offline_tp$tp.err" || tail -5 "$out/offline_tp$tp.err"
   timeout 150 python3 -m tierlm bench offline "${m[@]}" --tp-size $tp --num-requests 1 --input-len 128 128 --output-len 512 512 --json > "$out/batch1_tp$tp.json" 2> "$out/batch1_tp$tp.err" || tail -5 "$out/batch1_tp$tp.err"
 done
-timeout 300 python3 -m tierlm bench multiturn "${m[@]}" --tp-size 2 --num-clients 48 --num-rounds 4 --answer-len 64 --concurrency 8 --modes gpu,l2 --json --output-dir "$out/mt" > "$out/mt_tp2.json" 2> "$out/mt_tp2.err" || tail -5 "$out/mt_tp2.err"
+timeout 300 python3 -m tierlm bench multiturn "${m[@]}" --tp-size 2 --num-clients 32 --num-rounds 3 --answer-len 64 --concurrency 8 --modes gpu,l2 --json --output-dir "$out/mt" > "$out/mt_tp2.json" 2> "$out/mt_tp2.err" || tail -5 "$out/mt_tp2.err"
 python3 - "$out" <<'PY'
 import json, sys, os
 d = sys.argv[1]

@@ -177,9 +177,8 @@ def start_workers(config: EngineConfig, model_dir: Path, mc: ModelConfig, max_mo
         for p in procs:
             p.kill()
             p.wait()
-        import torch.distributed as dist
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        from tierlm.engine.worker_group import leave_group
+        leave_group(timeout=10.0)
         raise
 
 

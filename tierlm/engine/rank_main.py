@@ -19,6 +19,7 @@ from tierlm.engine.plan import StepPlan
 from tierlm.engine.rank_launch import RankPlace, join_group, worker_rendezvous
 from tierlm.engine.rank_link import ReplySender, unpack
 from tierlm.engine.worker import Worker
+from tierlm.engine.worker_group import leave_group
 from tierlm.kvcache.tier_io import Ticket
 from tierlm.utils.process import die_with_parent, stacks_on_sigusr1
 
@@ -128,9 +129,7 @@ def run_worker_rank(doc: dict) -> int:
         RankLoop(worker, conn, shard_store).run()
     finally:
         conn.close()
-        import torch.distributed as dist
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_group(timeout=10.0)
     return 0
 
 

@@ -259,17 +259,30 @@ class WorkerGroup:
         return out
 
     def close(self, timeout: float = 60.0) -> None:
-        """Flush and stop the worker ranks, then leave the process group."""
+        """Flush and stop the worker ranks, then leave the process group (every rank leaves it at the same
+        time: NCCL's teardown waits for the peers, so waiting for the processes first would never end)."""
         futures = [link.call("close") for link in self.links]
         cf.wait(futures, timeout=timeout)
         for link in self.links:
             link.close()
+        leave_group(timeout=10.0)
         for p in self.procs:
             try:
                 p.wait(timeout=timeout)
             except Exception:  # noqa: BLE001 - a rank that does not stop is killed
                 p.kill()
                 p.wait()
-        import torch.distributed as dist
-        if dist.is_initialized():
-            dist.destroy_process_group()
+
+
+def leave_group(timeout: float) -> None:
+    """Destroy this process's torch.distributed group, giving up after `timeout` seconds (a peer that died
+    can leave NCCL's teardown waiting forever; the process exits regardless)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    done = threading.Thread(target=dist.destroy_process_group, name="tierlm-leave-group", daemon=True)
+    done.start()
+    done.join(timeout)
+    if done.is_alive():
+        logger.warning("leaving the tensor-parallel group timed out after %.0f s", timeout)

@@ -151,9 +151,9 @@ def run(args: argparse.Namespace) -> int:
         del engine
         result["hf"] = run_hf(model_dir, config.dtype, work, args.hf_batch_size, config.seed, not args.json)
         result["speedup_vs_hf"] = result["tierlm"]["output_tok_per_s"] / result["hf"]["output_tok_per_s"]
-    else:
+    print(json.dumps(result, indent=2) if args.json else format_table(result), flush=True)
+    if "hf" not in result:
         engine.close()  # also stops the other tensor-parallel ranks
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
 
