@@ -127,6 +127,7 @@ def run_worker_rank(doc: dict) -> int:
             return ShardKVStore(open_store(url, int(config.kv_store_max_gb * 2**30), config.kv_store_timeout), shard)
 
         RankLoop(worker, conn, shard_store).run()
+        worker.release_graphs()
     finally:
         conn.close()
         leave_group(timeout=10.0)

@@ -80,6 +80,15 @@ class Worker:
     def close(self) -> None:
         """Nothing to stop on one device (a `WorkerGroup` stops its other ranks here)."""
 
+    def release_graphs(self) -> None:
+        """Drop the captured decode graphs and let the device finish: graphs that captured collectives hold
+        the communicator, whose teardown would otherwise wait for them."""
+        self.runner.graphs = None
+        import gc
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def tier_figures(self) -> dict:
         """This device's own tier figures (per rank under tensor parallelism)."""
         out: dict = {"device": str(self.device), "kv_pool_pages": self.pool.num_pages - 1,

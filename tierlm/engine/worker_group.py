@@ -265,6 +265,7 @@ class WorkerGroup:
         cf.wait(futures, timeout=timeout)
         for link in self.links:
             link.close()
+        self.local.release_graphs()
         leave_group(timeout=10.0)
         for p in self.procs:
             try:
