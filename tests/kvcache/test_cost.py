@@ -92,10 +92,15 @@ def test_model_recomputes_from_a_slow_store_once_measured():
 def test_a_tier_left_unloaded_is_measured_again_now_and_then():
     m = CostModel(16, 2 << 20, explore_every=3)
     m.observe_prefill(10_000, 0.1)
-    m.observe_load("L3", 1 << 30, 1.0)
-    assert [m.fetch_pages(10, 1) for _ in range(6)] == [0, 0, 10, 0, 0, 10]
-    m.fix(1e5, {"L3": 1 << 30})  # pinned costs: no exploration
-    assert [m.fetch_pages(10, 1) for _ in range(6)] == [0] * 6
+    m.observe_load("L3", 1 << 30, 1.0)  # slower than computing: requests skip the store ...
+    assert [m.l3_plan() for _ in range(6)] == ["skip", "skip", "explore"] * 2  # ... but now and then
+    assert m.fetch_pages(10, 1) == 0
+    m.observe_load("L2", 1 << 20, 1.0)  # 1 MiB/s host memory: not worth loading either
+    assert [m.load_pages(10, 1) for _ in range(3)] == [0, 0, 10]
+    m.observe_load("L3", 1 << 40, 1.0)  # the store got fast
+    assert m.l3_plan() == "fetch"
+    m.fix(1e5, {"L3": 1 << 20, "L2": 1 << 20})  # pinned costs: no exploration
+    assert {m.l3_plan() for _ in range(6)} == {"skip"} and {m.load_pages(10, 1) for _ in range(6)} == {0}
 
 
 def test_policy_names():

@@ -165,7 +165,10 @@ class CostModel:
             return hit_pages
         m = split(hit_pages, self.page_size, tokens + step_tokens, self.s_per_token, self.s_per_page("L2"),
                   step_load_pages, self.max_step_tokens, self.overlap, self.margin)
-        return self._explore("L2", hit_pages, m)
+        if m > 0:
+            self._unloaded["L2"] = 0
+            return m
+        return hit_pages if self._explore("L2") else 0
 
     def fetch_pages(self, hit_pages: int, tokens: int) -> int:
         """Of `hit_pages` pages the L3 store holds for a waiting request (which computes `tokens` more),
@@ -173,21 +176,28 @@ class CostModel:
         if self.policy == "always-load" or hit_pages <= 0:
             return hit_pages
         per_page = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
-        m = split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
-        return self._explore("L3", hit_pages, m)
+        return split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
 
-    def _explore(self, tier: str, hit_pages: int, m: int) -> int:
-        """A tier that is never loaded is never measured again: every `explore_every`-th decision in a row
-        that loads nothing from it loads the whole hit instead (the machine may have changed: a warm page
-        cache, a quieter network)."""
-        if m > 0 or not self.learn or self.explore_every <= 0:
-            self._unloaded[tier] = 0
-            return m
+    def l3_plan(self) -> str:
+        """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`
+        finds worth it), "skip" (a page fetches slower than it computes: do not make the request wait even
+        for the lookup) or "explore" (fetch whatever the store holds, to measure it again)."""
+        if self.fetch_pages(1, 1) > 0:
+            self._unloaded["L3"] = 0
+            return "fetch"
+        return "explore" if self._explore("L3") else "skip"
+
+    def _explore(self, tier: str) -> bool:
+        """Called for a decision that loads nothing from `tier`: a tier never loaded is never measured
+        again, so every `explore_every`-th such decision in a row loads anyway (the machine may have
+        changed: a warm page cache, a quieter network)."""
+        if not self.learn or self.explore_every <= 0:
+            return False
         self._unloaded[tier] += 1
-        if self._unloaded[tier] >= self.explore_every:
-            self._unloaded[tier] = 0
-            return hit_pages
-        return m
+        if self._unloaded[tier] < self.explore_every:
+            return False
+        self._unloaded[tier] = 0
+        return True
 
     def snapshot(self) -> dict:
         """The policy and the current estimates (for `Engine.stats()` and /metrics)."""

@@ -42,6 +42,7 @@ class PrefetchOp:
     cancel: threading.Event = field(default_factory=threading.Event)
     timing: tuple[int, float] = (0, 0.0)  # (pages, seconds) fetched so far, one tuple: set atomically
     unfetched: int = 0  # pages the store holds that are not fetched (not worth it, under the threshold, no room)
+    explore: bool = False  # fetch whatever the store holds (the cost model measures it again)
 
 
 class L3Prefetcher:
@@ -61,6 +62,7 @@ class L3Prefetcher:
         self._graveyard: list[tuple[cf.Future, list[int]]] = []  # pages a cancelled fetch may still write
         self.fetched_tokens: dict[str, int] = {}  # per request, for hit attribution at admission
         self.unfetched_tokens: dict[str, int] = {}  # per request: L3 hits left to recompute
+        self._counting: list[cf.Future] = []  # lookups of requests that skipped the store (for the counters)
         self.cost = cost
 
     @property
@@ -74,10 +76,14 @@ class L3Prefetcher:
         local = self.radix.match_length(tokens)
         if n_pages - local < self.threshold_pages or req_id in self.ops:
             return
+        plan = self.cost.l3_plan() if self.cost is not None else "fetch"
         keys = self.hasher.chain(tokens[:n_pages * ps])
         check = self._submit(self.store.batch_exists, keys[local:])
+        if plan == "skip":  # the store loses to recomputing: count its hits, but the request does not wait
+            self._counting.append(check)
+            return
         self.ops[req_id] = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
-                                      created=time.monotonic(), check=check)
+                                      created=time.monotonic(), check=check, explore=plan == "explore")
         self.metrics.prefetch["started"] += 1
 
     def _advance(self, op: PrefetchOp) -> None:
@@ -85,7 +91,7 @@ class L3Prefetcher:
             return
         stored = op.check.result() if op.check.exception() is None else 0
         n = max(0, min(stored, self.max_pages - len(self.held_pages)))
-        if self.cost is not None and n > 0:
+        if self.cost is not None and n > 0 and not op.explore:
             n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1)
         op.unfetched = stored  # until the fetch is under way
         if n < self.threshold_pages:
@@ -127,6 +133,10 @@ class L3Prefetcher:
             else:
                 keep.append((fut, pages))
         self._graveyard = keep
+        for fut in [f for f in self._counting if f.done()]:
+            self._counting.remove(fut)
+            if fut.exception() is None:
+                self.metrics.record_recomputed("L3", fut.result() * self.hasher.page_size)
 
     def pending(self) -> bool:
         return bool(self.ops)
