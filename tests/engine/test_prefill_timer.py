@@ -32,3 +32,4 @@ def test_engine_measures_its_prefill_rate(tiny_qwen3):
     assert cost["policy"] == "always-load"  # "auto" on CPU: copies are synchronous
     assert cost["prefill_samples"] > 0 and cost["prefill_tokens_per_s"] != 1e3
     llm.close()
+

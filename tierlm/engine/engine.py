@@ -64,7 +64,8 @@ class Engine:
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
                                    config.reserve_new_tokens)
         self.sampler = Sampler(self.device, config.seed)
-        self.prefill_timer = PrefillTimer(self.device, self.kv.observe_prefill)  # the KV cost model's compute rate
+        # the compute rate of the KV tiers' cost model (load or recompute)
+        self.prefill_timer = PrefillTimer(self.device, self.kv.observe_prefill if self.kv.cost else None)
         self.eos_ids = set(self.model_config.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
 
 class PrefillTimer:
     """Times the prefill steps run inside `measure(plan)` and reports each, once it is known, to
-    `sink(tokens, seconds)`."""
+    `sink(tokens, seconds)` (no sink: times nothing)."""
 
-    def __init__(self, device: torch.device, sink: Callable[[int, float], None], skip: int = 1) -> None:
+    def __init__(self, device: torch.device, sink: Optional[Callable[[int, float], None]], skip: int = 1) -> None:
         self.cuda = device.type == "cuda"
         self.sink = sink
         self._skip = skip
@@ -29,7 +29,7 @@ class PrefillTimer:
     def measure(self, plan: Any) -> Iterator[None]:
         """Run the body (the worker executing `plan`); timed if it is a prefill that loads nothing."""
         self.poll()
-        if not (plan.has_forward and plan.mode == "prefill" and not plan.load_host):
+        if self.sink is None or not (plan.has_forward and plan.mode == "prefill" and not plan.load_host):
             yield
             return
         if not self.cuda:
