@@ -14,8 +14,8 @@ from typing import Optional, Sequence, Union
 from tierlm.kvcache.accounting import check_no_leak, count_hits, tier_stats
 from tierlm.kvcache.allocator import PageAllocator
 from tierlm.kvcache.backups import Backups
-from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
+from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
 from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.exit_flush import flush_at_exit
@@ -67,7 +67,7 @@ class KVCacheManager:
                                         max_pages=tiers.host_pages // 2, cost=self.cost)
                            if self.store is not None else None)
         self._copies = StepCopies()
-        self._step_tokens = 0  # tokens the requests admitted since the last plan compute (cost model)
+        self._step_tokens = 0  # tokens to compute for the requests admitted since the last plan (cost model)
         self._closed = False
         if tiers is not None:
             flush_at_exit(self)
