@@ -35,7 +35,8 @@ def main() -> None:
     rows = []
     for backend in args.backends.split(","):
         llm = LLM(args.model, load_format="dummy", skip_tokenizer_init=True, enable_hicache=True,
-                  hicache_io_backend=backend, kv_cache_gb=args.kv_cache_gb, max_model_len=args.tokens + 64)
+                  hicache_io_backend=backend, kv_cache_gb=args.kv_cache_gb, max_model_len=args.tokens + 64,
+                  hicache_load_policy="always-load")  # the whole prefix in one load, whatever it costs
         kv = llm.engine.kv
         rng = random.Random(0)
         prompt = [rng.randrange(min(llm.engine.model_config.vocab_size, 10000)) for _ in range(args.tokens)]

@@ -32,7 +32,8 @@ def main() -> int:
         ref = [o.token_ids for o in ref_llm.generate(base + follow, params)]
         ref_llm.close()
         for backend in ("auto", "jit", "dma", "torch"):
-            llm = LLM(path, enable_hicache=True, hicache_io_backend=backend, **common)
+            llm = LLM(path, enable_hicache=True, hicache_io_backend=backend, hicache_load_policy="always-load",
+                      **common)  # every hit loaded: this checks the load paths
             kv = llm.engine.kv
             first = [o.token_ids for o in llm.generate(base, params)]
             kv.drop_device_cache()

@@ -155,6 +155,12 @@ class EngineConfig:
                                      "(write_through_selective), or on device eviction (write_back).",
                                      "cache tiers", choices=("write_through", "write_through_selective", "write_back"))
     hicache_write_threshold: int = _opt(2, "Hits before write_through_selective backs a prefix up.", "cache tiers")
+    hicache_load_policy: str = _opt("auto", "How much of a host (L2) or L3 prefix hit to load rather than "
+                                    "recompute: 'cost' weighs the measured transfer bandwidth of each tier against "
+                                    "the measured prefill speed and loads what makes the step fastest (everything "
+                                    "until measured), 'always-load' loads every hit, 'auto' is 'cost' where loads "
+                                    "run beside the prefill (asynchronous copies, CUDA) and 'always-load' "
+                                    "elsewhere.", "cache tiers", choices=("auto", "cost", "always-load"))
     hicache_io_backend: str = _opt("auto", "How host-tier KV is loaded (layer by layer, overlapping the prefill; "
                                    "backups always go by DMA): 'jit' (our copy kernel), 'dma' (copy engine + "
                                    "scatter), 'auto' (per step: jit beside a large prefill, else dma; torch where "

@@ -16,11 +16,16 @@ GREEDY = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
 
 
 class SlowFileStore(FileKVStore):
-    """A file store whose reads take `delay` seconds (loaded through --kv-store module:Class?dir=..)."""
+    """A file store whose reads take `delay` seconds and lookups `lookup` seconds (loaded through --kv-store
+    module:Class?dir=..)."""
 
-    def __init__(self, dir: str, delay: str = "0.5") -> None:
+    def __init__(self, dir: str, delay: str = "0.5", lookup: str = "0") -> None:
         super().__init__(dir, 10**9)
-        self.delay = float(delay)
+        self.delay, self.lookup = float(delay), float(lookup)
+
+    def batch_exists(self, keys):
+        time.sleep(self.lookup)
+        return super().batch_exists(keys)
 
     def _read_many(self, keys):
         time.sleep(self.delay)
@@ -78,3 +83,33 @@ def test_late_prefetch_falls_back_to_recompute(tiny_qwen3, filled_store, policy)
 def test_host_pool_larger_than_ram_is_refused_at_start(tiny_qwen3):
     with pytest.raises(ValueError, match="--hicache-size: the host KV pool needs"):
         LLM(str(tiny_qwen3), **opts(hicache_size=1e7))
+
+
+def test_cost_policy_stops_waiting_for_a_store_slower_than_recomputing(tiny_qwen3, filled_store):
+    store_dir, ref = filled_store
+    llm = LLM(str(tiny_qwen3), **opts(kv_store=f"tests.kvcache.test_prefetch_policies:SlowFileStore?dir={store_dir}"
+                                               "&delay=0.4&lookup=0.4", hicache_prefetch_policy="wait_complete",
+                                      hicache_load_policy="cost"))
+    engine, ids = llm.engine, llm.tokenizer.encode(LONG)
+
+    def serve(rid):
+        engine.add_request(rid, ids, GREEDY)
+        out, t0, first = [], time.perf_counter(), None
+        while engine.has_unfinished():
+            for o in engine.step():
+                if o.new_token_ids and first is None:
+                    first = time.perf_counter() - t0
+                out.extend(o.new_token_ids)
+        return out, first
+
+    out, first = serve("unmeasured")  # nothing measured yet: the hit is fetched (and the store timed)
+    assert out == ref[LONG] and first >= 0.4 and engine.stats()["tier_hits"]["L3"]["tokens"] > 0
+    engine.kv.drop_device_cache()
+    engine.kv.drop_host_cache()  # the prompt is in the store only
+    out, first = serve("measured")
+    engine.kv.flush()
+    assert out == ref[LONG] and first < 0.4  # recomputed without waiting for the store, not even its lookup
+    tiers = engine.stats()["tiers"]
+    assert tiers["L3"]["recomputed_tokens"] > 0 and tiers["cost"]["L3_samples"] == 1
+    engine.kv.check_no_leak(engine.live_pages())
+    llm.close()

@@ -1,6 +1,7 @@
 """Identical greedy outputs whichever tier served the KV, with tier hit counters proving the path:
 (a) no cache, (b) L1, (c) L2 after forced device eviction, (d) L3 file after a restart, (e) L3 redis,
-(f) one stored page corrupted on disk, (g) redis-server killed mid-run."""
+(f) one stored page corrupted on disk, (g) redis-server killed mid-run; and with the cost model deciding, (h)
+L2 hits loaded, recomputed or split between both, (i) L3 hits recomputed when the store is slow."""
 from __future__ import annotations
 
 import pytest
@@ -130,3 +131,42 @@ def test_redis_killed_mid_run(tiny_qwen3, reference, redis_server):  # (g)
     assert st["errors"] > 0 and hits(llm)["L3"] == 0
     engine.kv.check_no_leak(engine.live_pages())
     llm.close()
+
+
+def split_counts(llm: LLM, tier: str) -> tuple[int, int]:
+    t = llm.engine.stats()["tiers"][tier]
+    return t["loaded_tokens"], t["recomputed_tokens"]
+
+
+# (tokens/s of prefill, host-to-device bytes/s as a multiple of prefill's bytes/s): loading a page takes far
+# longer than computing it, as long, or no time
+FORCED = {"recompute": 1e-6, "split": 1.0, "load": 1e6}
+
+
+@pytest.mark.parametrize("forced", FORCED)
+def test_l2_hit_loaded_or_recomputed_by_cost_gives_same_tokens(tiny_qwen3, reference, forced):  # (h)
+    llm = make(tiny_qwen3, **TIER_OPTS, hicache_load_policy="cost")
+    assert serve(llm) == reference
+    kv = llm.engine.kv
+    assert kv.drop_device_cache() > 0
+    rate = 1e3  # tokens/s; a page of ps tokens computes in ps / rate seconds
+    kv.cost.fix(rate, {"L2": FORCED[forced] * kv.cost.page_bytes * rate / kv.page_size}, overlap=True)
+    assert serve(llm) == reference
+    loaded, recomputed = split_counts(llm, "L2")
+    assert {"recompute": loaded == 0 < recomputed, "split": 0 < loaded and 0 < recomputed,
+            "load": recomputed == 0 < loaded}[forced], (loaded, recomputed)
+    llm.close()
+
+
+def test_l3_hit_recomputed_when_the_store_is_slow(tiny_qwen3, reference, tmp_path):  # (i)
+    store = f"file://{tmp_path / 'kv'}"
+    first = make(tiny_qwen3, **TIER_OPTS, kv_store=store)
+    assert serve(first) == reference
+    first.close()
+    second = make(tiny_qwen3, **TIER_OPTS, kv_store=store, hicache_load_policy="cost")
+    second.engine.kv.cost.fix(1e3, {"L3": 1.0})  # a byte a second
+    assert serve(second) == reference
+    second.engine.kv.flush()  # the store lookups that only count its hits have finished
+    assert split_counts(second, "L3")[0] == 0 < split_counts(second, "L3")[1]
+    assert hits(second)["L3"] == 0 and second.engine.stats()["tiers"]["prefetch"]["pages_requested"] == 0
+    second.close()

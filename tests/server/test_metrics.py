@@ -34,3 +34,18 @@ def test_per_rank_tier_figures_are_exported():
                  'tierlm_rank_l3_io_errors{rank="1"} 3.0', 'tierlm_rank_l3_dropped_write_pages{rank="1"} 2.0'):
         assert line in text, line
     assert 'rank="2"' not in text
+
+
+def test_load_or_recompute_split_and_cost_estimates_are_exported():
+    m = ServerMetrics()
+    m.update_engine({"tiers": {"L2": {"tokens": 64, "recomputed_tokens": 16},
+                               "L3": {"tokens": 0, "recomputed_tokens": 32},
+                               "cost": {"prefill_tokens_per_s": 2e4, "L2_bytes_per_s": 2.5e10,
+                                        "L3_bytes_per_s": 1.5e9}}})
+    text = m.render().decode()
+    for line in ('tierlm_cache_tier_tokens_total{path="loaded",tier="L2"} 64.0',
+                 'tierlm_cache_tier_tokens_total{path="recomputed",tier="L2"} 16.0',
+                 'tierlm_cache_tier_tokens_total{path="recomputed",tier="L3"} 32.0',
+                 "tierlm_kv_cost_prefill_tokens_per_second 20000.0",
+                 'tierlm_kv_cost_load_bytes_per_second{tier="L3"} 1.5e+09'):
+        assert line in text, line

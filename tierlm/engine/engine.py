@@ -15,6 +15,7 @@ from tierlm.engine.inflight import InFlight, Readback
 from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.plan import make_plan
+from tierlm.engine.prefill_timer import PrefillTimer
 from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
 from tierlm.engine.scheduler import ScheduledBatch, Scheduler
@@ -65,6 +66,8 @@ class Engine:
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
                                    config.reserve_new_tokens)
         self.sampler = Sampler(self.device, config.seed)
+        # the compute rate of the KV tiers' cost model (load or recompute)
+        self.prefill_timer = PrefillTimer(self.device, self.kv.observe_prefill if self.kv.cost else None)
         self.eos_ids = set(self.model_config.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
@@ -149,7 +152,8 @@ class Engine:
         plan, sampling = make_plan(batch.mode if batch is not None else "copies", reqs, lens, writes, copies)
         if not plan.has_forward and not plan.load_host and not plan.backups:
             return None
-        result = self.worker.execute(plan, [c.ticket for c in copies.backups])
+        with self.prefill_timer.measure(plan):
+            result = self.worker.execute(plan, [c.ticket for c in copies.backups])
         for req, n in zip(reqs, lens):
             req.kv_len += n
         if result is None or not sampling:

@@ -49,5 +49,6 @@ def build_kv_cache(config: EngineConfig, worker: Worker | WorkerGroup, model_con
         host_pages=host_pages, page_bytes=pool.bytes_per_page, io=io, pinned=worker.host.pinned,
         write_policy=config.hicache_write_policy, write_threshold=config.hicache_write_threshold, store=store,
         hasher=hasher, prefetch_policy=config.hicache_prefetch_policy,
-        prefetch_timeout=config.hicache_prefetch_timeout, prefetch_threshold=config.hicache_prefetch_threshold),
+        prefetch_timeout=config.hicache_prefetch_timeout, prefetch_threshold=config.hicache_prefetch_threshold,
+        load_policy=config.hicache_load_policy, max_step_tokens=config.max_prefill_tokens),
         events=events)

@@ -6,7 +6,8 @@ from typing import Any, Sequence
 
 
 def tier_stats(kv: Any) -> dict:
-    """Per tier: hits, bytes, latency, capacity, evictions; L3 store counters."""
+    """Per tier: hits, bytes, latency, capacity, evictions, tokens loaded and recomputed; L3 store counters;
+    the load-or-recompute estimates (`cost`)."""
     out = kv.metrics.snapshot()
     if kv.tiers is None:
         return out
@@ -21,7 +22,29 @@ def tier_stats(kv: Any) -> dict:
     if kv.store is not None:
         out["L3"].update(store=kv.store.stats(), io_errors=kv.io.store_errors,
                          dropped_write_pages=kv.io.l3_dropped_pages)
+    out["cost"] = kv.cost.snapshot()
     return out
+
+
+def count_hits(kv: Any, request_id: str, match: Any, unloaded: int) -> None:
+    """Tokens served per tier, and those of lower-tier hits recomputed instead (`unloaded` host pages of
+    the match, L3 pages the prefetch left in the store)."""
+    if match is None:
+        return
+    ps = kv.page_size
+    kv.metrics.record_hit("L1", len(match.pages) * ps)
+    if kv.tiers is None:
+        return
+    loaded, host = match.num_host_pages * ps, (match.num_host_pages + unloaded) * ps
+    fetched = kv.prefetcher.fetched_tokens.pop(request_id, 0) if kv.prefetcher else 0
+    left = kv.prefetcher.unfetched_tokens.pop(request_id, 0) if kv.prefetcher else 0
+    l3 = min(fetched, host)  # fetched pages follow the L1/L2 match the prefetch started from
+    l2 = min(loaded, host - l3)  # loaded from the first host pages: L2's come first
+    per_token = kv.tiers.page_bytes // ps
+    kv.metrics.record_hit("L2", l2, l2 * per_token)
+    kv.metrics.record_hit("L3", loaded - l2, (loaded - l2) * per_token)
+    kv.metrics.record_recomputed("L2", host - l3 - l2)
+    kv.metrics.record_recomputed("L3", l3 - (loaded - l2) + left)
 
 
 def check_no_leak(kv: Any, live_pages: Sequence[list[int]] = ()) -> None:

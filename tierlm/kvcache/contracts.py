@@ -45,6 +45,8 @@ class TierSetup:
     prefetch_policy: str = "timeout"
     prefetch_timeout: float = 1.0
     prefetch_threshold: int = 64
+    load_policy: str = "always-load"  # load or recompute a host/L3 hit (`tierlm.kvcache.cost`)
+    max_step_tokens: int = 0  # the scheduler's per-step prefill budget (0: none), for the cost model
 
 
 @dataclass

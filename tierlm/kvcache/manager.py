@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from typing import Optional, Sequence, Union
 
-from tierlm.kvcache.accounting import check_no_leak, tier_stats
+from tierlm.kvcache.accounting import check_no_leak, count_hits, tier_stats
 from tierlm.kvcache.allocator import PageAllocator
 from tierlm.kvcache.backups import Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
+from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
 from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.exit_flush import flush_at_exit
@@ -51,6 +52,9 @@ class KVCacheManager:
         if events is not None and self.hasher is None:
             raise ValueError("KV events name pages by their keys: they need a PageHasher")
         self.host_allocator = PageAllocator(tiers.host_pages) if tiers else None
+        # synchronous copies (torch backend) overlap nothing: there "auto" loads every hit
+        self.cost = CostModel(page_size, tiers.page_bytes, tiers.load_policy, self.io.backend != "torch",
+                              tiers.max_step_tokens) if tiers else None
         self.backups = Backups(self.radix, tiers.write_policy, tiers.write_threshold, self._alloc_host,
                                self._run_backups, self.metrics, tiers.page_bytes, self.store is not None
                                ) if tiers else None
@@ -60,8 +64,10 @@ class KVCacheManager:
         self.prefetcher = (L3Prefetcher(self.store, self.io.submit_store, self.hasher, self._alloc_host,
                                         self.host_allocator.free, self.radix, self.metrics, tiers.prefetch_policy,
                                         tiers.prefetch_timeout, tiers.prefetch_threshold,
-                                        max_pages=tiers.host_pages // 2) if self.store is not None else None)
+                                        max_pages=tiers.host_pages // 2, cost=self.cost)
+                           if self.store is not None else None)
         self._copies = StepCopies()
+        self._step_tokens = 0  # tokens to compute for the requests admitted since the last plan (cost model)
         self._closed = False
         if tiers is not None:
             flush_at_exit(self)
@@ -85,7 +91,8 @@ class KVCacheManager:
         """Admit a request whose cacheable prefix is `tokens` if KV for `target_tokens` fits next to the
         `reserved_pages` other requests still count on (NEVER when `max_tokens` could not fit an empty pool;
         PREFETCHING while its L3 prefetch runs or the caller says it is not `ready`). The prefix's host-only
-        part is loaded back with the next step plan."""
+        part is loaded back with the next step plan, as much of it as the cost model finds worth loading
+        (the rest is recomputed)."""
         if not self.fits_ever(max_tokens):
             return Verdict.NEVER
         if not self._rows:
@@ -93,6 +100,13 @@ class KVCacheManager:
         if not ready or (self.prefetcher is not None and not self.prefetcher.ready(request_id)):
             return Verdict.PREFETCHING
         match = self.radix.match_prefix(tokens) if self.radix else None
+        unloaded = 0  # host pages of the match left to recompute
+        if match is not None and match.host_nodes and self.cost is not None:
+            hit = match.num_host_pages
+            keep = self.cost.load_pages(hit, len(tokens) + 1 - (len(match.pages) + hit) * self.page_size,
+                                        self._step_tokens, len(self._copies.load_host))
+            if keep < hit:
+                match, unloaded = self.radix.truncate_match(match, keep), hit - keep
         if match is None:
             cached, to_load = [], 0
         else:
@@ -112,7 +126,8 @@ class KVCacheManager:
                 return Verdict.WAIT
             self._queue_load(match, dev)
             pages += dev
-        self._count_hits(request_id, match)
+        count_hits(self, request_id, match, unloaded)
+        self._step_tokens += len(tokens) + 1 - len(pages) * self.page_size
         return Admitted(self._rows.pop(), pages, match.node if match else None, len(pages))
 
     def grow(self, pages: list[int], num_tokens: int) -> bool:
@@ -186,23 +201,10 @@ class KVCacheManager:
             self.radix.protected_pages += node.size
             self.events.stored(node, GPU)
 
-    def _count_hits(self, request_id: str, match: Optional[MatchResult]) -> None:
-        if match is None:
-            return
-        ps = self.page_size
-        self.metrics.record_hit("L1", len(match.pages) * ps)
-        if self.tiers is None:
-            return
-        loaded = match.num_host_pages * ps
-        fetched = self.prefetcher.fetched_tokens.pop(request_id, 0) if self.prefetcher else 0
-        l3 = min(fetched, loaded)
-        per_token = self.tiers.page_bytes // ps
-        self.metrics.record_hit("L2", loaded - l3, (loaded - l3) * per_token)
-        self.metrics.record_hit("L3", l3, l3 * per_token)
-
     def take_copies(self) -> StepCopies:
         """The loads and backups decided since the last call (they ride in the next step plan)."""
         copies = self._copies
+        self._step_tokens = 0
         if self.backups:
             copies.backups = self.backups.take()
         self._copies = StepCopies()
@@ -226,8 +228,14 @@ class KVCacheManager:
         if self.io is not None:
             for nbytes, secs in self.io.finished_loads():
                 self.metrics.record_load(nbytes, secs)
+                self.cost.observe_load("L2", nbytes, secs)
         if self.prefetcher is not None:
             self.prefetcher.poll()
+
+    def observe_prefill(self, tokens: int, seconds: float) -> None:
+        """A prefill step without loads computed `tokens` tokens in `seconds` (the cost model's compute rate)."""
+        if self.cost is not None:
+            self.cost.observe_prefill(tokens, seconds)
 
     def prefetch_start(self, request_id: str, tokens: Sequence[int]) -> None:
         """A request arrived: start bringing its prefix up from L3 if that is worthwhile."""

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 
 
 def _tier() -> dict:
-    return {"hits": 0, "tokens": 0, "bytes": 0, "seconds": 0.0, "ops": 0}
+    # tokens: served from the tier (loaded); recomputed_tokens: hits in the tier recomputed instead (cost model)
+    return {"hits": 0, "tokens": 0, "bytes": 0, "seconds": 0.0, "ops": 0, "recomputed_tokens": 0}
 
 
 @dataclass
@@ -29,6 +30,10 @@ class TierMetrics:
             t["seconds"] += seconds
             t["ops"] += 1
 
+    def record_recomputed(self, tier: str, tokens: int) -> None:
+        """`tokens` of a hit in `tier` were left to recompute (loading them would have been slower)."""
+        self.tiers[tier]["recomputed_tokens"] += max(0, tokens)
+
     def record_load(self, nbytes: int, seconds: float) -> None:
         """One completed host-to-device load batch (device-timed; L2 and prefetched L3 pages alike)."""
         self.loads["batches"] += 1
@@ -44,6 +49,8 @@ class TierMetrics:
         out = {name: dict(t) for name, t in self.tiers.items()}
         for name, t in out.items():
             t["avg_latency_ms"] = 1e3 * t["seconds"] / t["ops"] if t["ops"] else 0.0
+            if name != "L1":  # the load-or-recompute split of the lower tiers' hits
+                t["loaded_tokens"] = t["tokens"]
         out["backups"] = dict(self.backups)
         out["prefetch"] = dict(self.prefetch)
         out["loads"] = dict(self.loads, gbps=self.loads["bytes"] / self.loads["seconds"] / 1e9

@@ -6,7 +6,9 @@ it holds; (2) if that reaches the threshold, take host pages and fetch them on t
 (`best_effort`: always, with what has arrived; `wait_complete`: when the fetch ends; `timeout`: when it
 ends or its deadline passes). Fetched pages join the radix tree as host-only nodes; the normal L2 path
 then loads them. Unfinished or failed pages are never used: the request recomputes them. A request that
-is not ready is skipped, never blocking the queue behind it.
+is not ready is skipped, never blocking the queue behind it. With a cost model (`tierlm.kvcache.cost`),
+step (2) fetches only what is faster to fetch than to recompute, and the fetches' own timings are the
+model's measure of the store.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.tier_io import finished
@@ -37,6 +40,9 @@ class PrefetchOp:
     deadline: float = 0.0
     progress: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    timing: tuple[int, float] = (0, 0.0)  # (pages, seconds) fetched so far, one tuple: set atomically
+    unfetched: int = 0  # pages the store holds that are not fetched (not worth it, under the threshold, no room)
+    explore: bool = False  # fetch whatever the store holds (the cost model measures it again)
 
 
 class L3Prefetcher:
@@ -45,7 +51,7 @@ class L3Prefetcher:
     def __init__(self, store: Any, submit: Callable[..., cf.Future], hasher: PageHasher,
                  alloc_host: Callable[[int], Optional[list[int]]], free_host: Callable[[list[int]], None],
                  radix: Any, metrics: TierMetrics, policy: str, timeout: float, threshold_tokens: int,
-                 max_pages: int) -> None:
+                 max_pages: int, cost: Optional[CostModel] = None) -> None:
         self.store, self._submit, self.hasher = store, submit, hasher
         self._alloc_host, self._free_host = alloc_host, free_host
         self.radix, self.metrics = radix, metrics
@@ -55,6 +61,9 @@ class L3Prefetcher:
         self.ops: dict[str, PrefetchOp] = {}
         self._graveyard: list[tuple[cf.Future, list[int]]] = []  # pages a cancelled fetch may still write
         self.fetched_tokens: dict[str, int] = {}  # per request, for hit attribution at admission
+        self.unfetched_tokens: dict[str, int] = {}  # per request: L3 hits left to recompute
+        self._counting: list[cf.Future] = []  # lookups of requests that skipped the store (for the counters)
+        self.cost = cost
 
     @property
     def held_pages(self) -> list[int]:
@@ -67,18 +76,24 @@ class L3Prefetcher:
         local = self.radix.match_length(tokens)
         if n_pages - local < self.threshold_pages or req_id in self.ops:
             return
+        plan = self.cost.l3_plan() if self.cost is not None else "fetch"
         keys = self.hasher.chain(tokens[:n_pages * ps])
         check = self._submit(self.store.batch_exists, keys[local:])
+        if plan == "skip":  # the store loses to recomputing: count its hits, but the request does not wait
+            self._counting.append(check)
+            return
         self.ops[req_id] = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
-                                      created=time.monotonic(), check=check)
+                                      created=time.monotonic(), check=check, explore=plan == "explore")
         self.metrics.prefetch["started"] += 1
 
     def _advance(self, op: PrefetchOp) -> None:
         if op.fetch is not None or not op.check.done():
             return
-        n = op.check.result() if op.check.exception() is None else 0
-        held = len(self.held_pages)
-        n = min(n, self.max_pages - held)
+        stored = op.check.result() if op.check.exception() is None else 0
+        n = max(0, min(stored, self.max_pages - len(self.held_pages)))
+        if self.cost is not None and n > 0 and not op.explore:
+            n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1)
+        op.unfetched = stored  # until the fetch is under way
         if n < self.threshold_pages:
             op.check = finished(lambda: 0)
             op.fetch = finished(lambda: None)
@@ -87,6 +102,7 @@ class L3Prefetcher:
         if pages is None:
             op.fetch = finished(lambda: None)
             return
+        op.unfetched = stored - n
         op.host_pages = pages
         op.deadline = time.monotonic() + self.timeout + 0.1 * n * self.hasher.page_size / 1024
         self.metrics.prefetch["pages_requested"] += n
@@ -98,7 +114,9 @@ class L3Prefetcher:
         for start in range(0, len(keys), CHUNK_PAGES):
             if op.cancel.is_set():
                 return
+            t0 = time.perf_counter()
             ok = self.store.batch_get(keys[start:start + CHUNK_PAGES], op.host_pages[start:start + CHUNK_PAGES])
+            op.timing = (op.timing[0] + len(ok), op.timing[1] + time.perf_counter() - t0)
             lead = next((i for i, x in enumerate(ok) if not x), len(ok))
             op.progress = start + lead  # published only after those pages are fully written
             if lead < len(ok):
@@ -115,6 +133,10 @@ class L3Prefetcher:
             else:
                 keep.append((fut, pages))
         self._graveyard = keep
+        for fut in [f for f in self._counting if f.done()]:
+            self._counting.remove(fut)
+            if fut.exception() is None:
+                self.metrics.record_recomputed("L3", fut.result() * self.hasher.page_size)
 
     def pending(self) -> bool:
         return bool(self.ops)
@@ -138,8 +160,13 @@ class L3Prefetcher:
 
     def _finish(self, req_id: str, op: PrefetchOp) -> None:
         del self.ops[req_id]
+        if op.unfetched:
+            self.unfetched_tokens[req_id] = op.unfetched * self.hasher.page_size
         if not op.host_pages:
             return
+        if self.cost is not None:
+            pages, secs = op.timing
+            self.cost.observe_load("L3", pages * self.cost.page_bytes, secs)
         op.cancel.set()
         got = op.progress
         rest = op.host_pages[got:]
@@ -163,6 +190,7 @@ class L3Prefetcher:
     def cancel(self, req_id: str) -> None:
         """Drop a request's prefetch (aborted or refused); its host pages are freed once unused."""
         self.fetched_tokens.pop(req_id, None)
+        self.unfetched_tokens.pop(req_id, None)
         op = self.ops.pop(req_id, None)
         if op is None:
             return

@@ -142,6 +142,21 @@ class RadixCache:
             node = child
         return MatchResult(node=node, pages=pages, host_nodes=host_nodes)
 
+    def truncate_match(self, match: MatchResult, host_pages: int) -> MatchResult:
+        """`match` cut after the first `host_pages` of its host-only pages (the rest is to be recomputed);
+        the node where the cut falls is split. Call before locking the match."""
+        node = match.host_nodes[0].parent if match.host_nodes else match.node  # the last device node
+        kept, left = [], host_pages
+        for child in match.host_nodes:
+            if left <= 0:
+                break
+            if child.size > left:
+                child = self._split(child, left)
+            kept.append(child)
+            left -= child.size
+            node = child
+        return MatchResult(node=node, pages=match.pages, host_nodes=kept)
+
     def match_length(self, tokens: Sequence[int]) -> int:
         """Pages of the longest cached prefix in any tier, without touching or splitting the tree."""
         return sum(n for _, n in self._walk(tokens))

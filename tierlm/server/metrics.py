@@ -92,6 +92,32 @@ class _EngineCollector:
                 yield CounterMetricFamily(f"tierlm_{name}", doc, value=float(value))
         if s.get("ranks"):
             yield from rank_gauges(s["ranks"])
+        yield from _load_decisions(detail)
+
+
+def _load_decisions(detail: dict[str, Any]) -> Iterator[Metric]:
+    """What became of the lower tiers' hits (loaded or recomputed) and the cost model's estimates."""
+    split = CounterMetricFamily("tierlm_cache_tier_tokens", "Tokens of L2/L3 prefix hits, loaded or recomputed "
+                                "(recomputing them was estimated faster).", labels=["tier", "path"])
+    for tier in ("L2", "L3"):
+        t = detail.get(tier) or {}
+        if "recomputed_tokens" in t:
+            split.add_metric([tier, "loaded"], float(t.get("tokens", 0)))
+            split.add_metric([tier, "recomputed"], float(t["recomputed_tokens"]))
+    if split.samples:
+        yield split
+    cost = detail.get("cost")
+    if not cost:
+        return
+    yield GaugeMetricFamily("tierlm_kv_cost_prefill_tokens_per_second", "Prefill speed the load-or-recompute "
+                            "decisions assume (measured; a prior until then).",
+                            value=float(cost["prefill_tokens_per_s"]))
+    bw = GaugeMetricFamily("tierlm_kv_cost_load_bytes_per_second", "Load bandwidth per tier the "
+                           "load-or-recompute decisions assume (L2: host to device, L3: store to host).",
+                           labels=["tier"])
+    for tier in ("L2", "L3"):
+        bw.add_metric([tier], float(cost[f"{tier}_bytes_per_s"]))
+    yield bw
 
 
 class ServerMetrics:

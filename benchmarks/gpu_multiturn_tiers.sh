@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Multi-turn TTFT per round on one H200 (Llama-3.1-8B shape, dummy weights) with the working set over 4x the
+# device pool: GPU only, +L2 and +L2+L3 (file store) at --hicache-ratio 5 (L2 holds everything) and 1.5 (L3
+# must serve), then a restart on the warm L3 of the 1.5 run (round 1 is served from L3 or recomputed).
+# Ends with one table: TTFT p50 per round per mode, the L3 mode against the better of GPU only and +L2, and
+# what the load-or-recompute policy did with the lower tiers' hits. Meant to take 5-8 minutes on an H200.
+# Usage: bash benchmarks/gpu_multiturn_tiers.sh [OUTDIR]
+# Environment: LOAD_POLICY (--hicache-load-policy, default auto), MODEL, EXTRA (more engine flags), and the
+# workload: CLIENTS ROUNDS FIRST TURN ANSWER CONC KV_GB (defaults below: 40 conversations of 2,048 + 4 x 256
+# prompt tokens and 5 x 64 answer tokens = 135,680 tokens (16.6 GiB) of KV, 4.7x a 3.5 GiB pool of 28,672
+# tokens, which still holds the 8 requests in flight). Each file store is capped at 24 GiB of disk and the
+# first one is removed before the second is written.
+set -uo pipefail
+out=${1:-multiturn-tiers}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+work=$(mktemp -d "${TMPDIR:-/tmp}/tierlm-mt-tiers.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$work/cache}  # kernels compiled by the first engine serve the rest
+policy=${LOAD_POLICY:-auto}
+common=(--model "${MODEL:-builtin:llama-3.1-8b}" --load-format dummy --num-clients "${CLIENTS:-40}"
+        --num-rounds "${ROUNDS:-5}" --first-turn-len "${FIRST:-2048}" --turn-len "${TURN:-256}"
+        --answer-len "${ANSWER:-64}" --concurrency "${CONC:-8}" --kv-cache-gb "${KV_GB:-3.5}"
+        --hicache-load-policy "$policy" --kv-store-max-gb 24 --json ${EXTRA:-})
+
+run() {  # NAME ARGS...: one `tierlm bench multiturn`, its summary in OUT/NAME.json
+  local name=$1; shift
+  local t0=$SECONDS
+  python3 -m tierlm bench multiturn "${common[@]}" --output-dir "$out/$name" "$@" >"$out/$name.json" 2>"$out/$name.err"
+  local rc=$?
+  echo "$name: exit $rc, $((SECONDS - t0)) s"
+  [ $rc = 0 ] || { grep -v "^INFO" "$out/$name.err" | tail -n 20; rm -f "$out/$name.json"; }
+}
+
+python3 -c "import torch; c = torch.cuda.is_available()
+print('torch', torch.__version__, torch.cuda.get_device_name() if c else 'CPU')"
+run r5 --modes gpu,l2,l3 --hicache-ratio 5 --kv-store "file://$work/l3-r5"
+rm -rf "$work/l3-r5"
+run r1.5 --modes l2,l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+run restart --modes l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"  # the same conversations, warm L3
+
+python3 - "$out" "$policy" <<'PY'
+import json, os, sys
+
+out, policy = sys.argv[1], sys.argv[2]
+rows = {}
+for name, label in (("r5", "ratio 5"), ("r1.5", "ratio 1.5"), ("restart", "restart")):
+    path = os.path.join(out, f"{name}.json")
+    if not os.path.exists(path):
+        print(f"{name}: no results (see {name}.err)")
+        continue
+    s = json.load(open(path))
+    for r in s["results"]:
+        key = "gpu" if r["mode"] == "gpu" else f"{r['mode']} {label}"
+        rows[key] = r
+        if key == "gpu":
+            ws, pool = s["working_set_tokens"], r["kv_pool_tokens"]
+            print(f"working set {ws} tokens = {ws / pool:.1f}x the device pool ({pool} tokens)")
+
+def p50(key):
+    return [x["ttft_s"]["p50"] for x in rows[key]["rounds"]]
+
+print(f"\nload policy {policy}; per tier: thousands of tokens loaded / recomputed; the cost model's estimates")
+for key, r in rows.items():
+    t = r["tiers"]
+    if "cost" not in t:
+        continue
+    c = t["cost"]
+    split = "  ".join(f"{k} {t[k].get('loaded_tokens', 0) / 1e3:.1f}/{t[k].get('recomputed_tokens', 0) / 1e3:.1f}"
+                      for k in ("L2", "L3"))
+    print(f"{key:<18} {split}   prefill {c['prefill_tokens_per_s']:.0f} tok/s (n={c['prefill_samples']}), "
+          f"L2 {c['L2_bytes_per_s'] / 1e9:.1f} GB/s (n={c['L2_samples']}), "
+          f"L3 {c['L3_bytes_per_s'] / 1e9:.2f} GB/s (n={c['L3_samples']})")
+
+print("\nTTFT p50 per round (s); 'vs best': the L3 mode / min(GPU only, +L2) per round (target <= 1.05), "
+      "restart: round 1 / GPU only's round 1 (target <= 1)")
+print(f"{'mode':<18}{'wall s':>8}   TTFT p50 per round")
+for key, r in rows.items():
+    print(f"{key:<18}{r['elapsed_s']:>8.1f}   " + " ".join(f"{x:.3f}" for x in p50(key)))
+for label in ("ratio 5", "ratio 1.5"):
+    l3, l2 = f"l3 {label}", f"l2 {label}"
+    if l3 in rows and l2 in rows and "gpu" in rows:
+        ratio = [a / min(g, b) for a, g, b in zip(p50(l3), p50("gpu"), p50(l2))]
+        print(f"{'vs best ' + label:<18}{'':>8}   " + " ".join(f"{x:.2f}" for x in ratio)
+              + ("   ok" if max(ratio) <= 1.05 else "   OVER"))
+if "l3 restart" in rows and "gpu" in rows:
+    x = p50("l3 restart")[0] / p50("gpu")[0]
+    print(f"{'restart round 1':<18}{'':>8}   {x:.2f}" + ("   ok" if x <= 1.0 else "   OVER"))
+PY

@@ -1,0 +1,162 @@
+"""Load or recompute (`tierlm.kvcache.cost`): the split a step's modelled time asks for, given the costs, and
+the admission that applies it (loads the first pages of a host hit, leaves the rest to be recomputed)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from tests.kvcache.tiers import make_tiered, run_copies
+from tierlm.kvcache.cost import CostModel, Rate, split, step_seconds
+from tierlm.kvcache.layout import KVLayout
+
+C = 1e-4  # seconds per computed token in the cases below
+
+
+def test_cheap_loads_load_the_whole_hit():
+    assert split(10, 16, 100, C, s_per_page=C) == 10  # a page loads 16x faster than it computes
+    assert split(10, 16, 100, C, s_per_page=0.0) == 10
+
+
+def test_expensive_loads_recompute_the_whole_hit():
+    assert split(10, 16, 100, C, s_per_page=1.0) == 0
+    assert split(10, 16, 100, C, s_per_page=20 * C, overlap=False) == 0  # 20 > 16: slower than computing
+
+
+def test_split_where_load_meets_compute():
+    # a page costs as much to load as to compute: load 6 pages (96 tokens' time) beside 32 + 4 * 16 tokens
+    assert split(10, 16, 32, C, s_per_page=16 * C) == 6
+    t = [step_seconds(m, 10, 16, 32, C, 16 * C) for m in (5, 6, 7)]
+    assert t[1] < t[0] and t[1] < t[2]
+
+
+def test_margin_goes_to_loading():
+    assert split(10, 16, 32, C, 16 * C, margin=0.2) == 7  # T(7) = 112 C <= 1.2 * 96 C < T(8) = 128 C
+
+
+def test_loads_already_in_the_step_leave_less_to_hide():
+    assert split(10, 16, 32, C, 16 * C, load_pages=4) < split(10, 16, 32, C, 16 * C)
+
+
+def test_a_full_step_hides_nothing_more():
+    # loading is twice as fast as computing: beside an uncapped step the best split recomputes some pages,
+    # but when the step's token budget is already spent every recomputed token adds time
+    assert 0 < split(10, 16, 32, C, 8 * C) < 10
+    assert split(10, 16, 32, C, 8 * C, max_step_tokens=32) == 10
+
+
+def test_without_overlap_it_is_all_or_nothing():
+    assert split(10, 16, 5, C, 15 * C, overlap=False) == 10
+    assert split(10, 16, 5, C, 17 * C, overlap=False) == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_split_is_the_best_and_loads_most_within_margin(seed):
+    rng = random.Random(seed)
+    for _ in range(300):
+        hit, ps, tokens = rng.randint(1, 60), rng.choice([1, 4, 16]), rng.randint(1, 3000)
+        c, l = 10 ** rng.uniform(-6, -3), 10 ** rng.uniform(-6, -2)
+        kw = dict(load_pages=rng.choice([0, 0, rng.randint(1, 50)]), max_step_tokens=rng.choice([0, 512, 2048]),
+                  overlap=rng.random() < 0.8)
+        margin = rng.choice([0.0, 0.05, 0.3])
+        times = [step_seconds(m, hit, ps, tokens, c, l, **kw) for m in range(hit + 1)]
+        bound = min(times) * (1 + margin) + 1e-12
+        assert split(hit, ps, tokens, c, l, margin=margin, **kw) == max(m for m, t in enumerate(times) if t <= bound)
+
+
+def test_rate_weighs_long_samples_more_and_starts_at_its_prior():
+    r = Rate(prior=5.0)
+    assert r.value == 5.0
+    r.observe(100, 1.0)
+    assert r.value == 100.0
+    r.observe(1000, 100.0)  # one long slow sample
+    assert r.value < 50
+
+
+def test_model_loads_everything_until_measured():
+    m = CostModel(16, 2 << 20)
+    assert m.load_pages(100, 1) == 100 and m.fetch_pages(100, 1) == 100
+
+
+def test_model_recomputes_from_a_slow_store_once_measured():
+    m = CostModel(16, 2 << 20, overlap=True, explore_every=0)
+    m.observe_prefill(10_000, 0.1)  # 100k tokens/s: a page computes in 0.16 ms
+    m.observe_load("L3", 1 << 30, 1.0)  # 1 GiB/s: a page of 2 MiB fetches in 2 ms
+    m.observe_load("L2", 50 << 30, 1.0)
+    assert m.fetch_pages(100, 1) == 0
+    assert m.load_pages(100, 1) > 80  # host memory is still worth loading (most of it)
+    assert CostModel(16, 2 << 20, policy="always-load").fetch_pages(100, 1) == 100
+
+
+def test_a_tier_left_unloaded_is_measured_again_now_and_then():
+    m = CostModel(16, 2 << 20, explore_every=3)
+    m.observe_prefill(10_000, 0.1)
+    m.observe_load("L3", 1 << 30, 1.0)  # slower than computing: requests skip the store ...
+    assert [m.l3_plan() for _ in range(6)] == ["skip", "skip", "explore"] * 2  # ... but now and then
+    assert m.fetch_pages(10, 1) == 0
+    m.observe_load("L2", 1 << 20, 1.0)  # 1 MiB/s host memory: not worth loading either
+    assert [m.load_pages(10, 1) for _ in range(3)] == [0, 0, 10]
+    m.observe_load("L3", 1 << 40, 1.0)  # the store got fast
+    assert m.l3_plan() == "fetch"
+    m.fix(1e5, {"L3": 1 << 20, "L2": 1 << 20})  # pinned costs: no exploration
+    assert {m.l3_plan() for _ in range(6)} == {"skip"} and {m.load_pages(10, 1) for _ in range(6)} == {0}
+
+
+def test_policy_names():
+    assert CostModel(4, 64, "auto", overlap=True).policy == "cost"
+    assert CostModel(4, 64, "auto", overlap=False).policy == "always-load"
+    with pytest.raises(ValueError, match="--hicache-load-policy"):
+        CostModel(4, 64, "sometimes")
+
+
+def _host_only_prefix(kv, tokens):
+    """Cache `tokens` (whole pages), back them up to host and drop the device copy."""
+    pages = kv.alloc(len(tokens) // kv.page_size)
+    kv.release(None, tokens, pages, None, 0, cache=True)
+    run_copies(kv)
+    kv.drop_device_cache()
+    assert kv.radix.cached_pages == 0
+
+
+def test_admission_loads_the_first_pages_and_leaves_the_rest_to_recompute():
+    kv, _, _ = make_tiered(4, 33, 32, KVLayout.gqa(2, 1, 4, torch.float32), io_backend="torch",
+                           load_policy="cost")
+    try:
+        tokens = list(range(40))  # 10 pages
+        _host_only_prefix(kv, tokens)
+        kv.cost.fix(1.0, {"L2": kv.cost.page_bytes / 4.0}, overlap=True)  # a page loads as fast as it computes
+        prompt = tokens + [99, 98]
+        got = kv.admit("r", prompt[:-1], len(prompt) + 4, len(prompt) + 4, 0)
+        keep = len(got.pages)
+        assert 0 < keep < 10 and got.num_prefix_pages == keep
+        assert len(kv._copies.load_host) == keep  # only the kept pages are loaded
+        assert got.node.size and kv.radix.match_length(prompt) == 10  # the rest stays matchable on host
+        st = kv.tier_stats()["L2"]
+        assert (st["loaded_tokens"], st["recomputed_tokens"]) == (keep * 4, (10 - keep) * 4)
+        run_copies(kv)
+        kv.check_no_leak([got.pages])
+        # the request recomputes the rest: its pages join the tree, the host-only nodes adopt them
+        assert kv.grow(got.pages, len(prompt))
+        kv.release(got.row, prompt, got.pages, got.node, got.num_prefix_pages, cache=True)
+        kv.flush()
+        kv.check_no_leak()
+        assert kv.radix.match_prefix(prompt).num_host_pages == 0  # all 10 pages on the device again
+    finally:
+        kv.close()
+
+
+def test_admission_with_always_load_loads_everything():
+    kv, _, _ = make_tiered(4, 33, 32, KVLayout.gqa(2, 1, 4, torch.float32), io_backend="torch",
+                           load_policy="always-load")
+    try:
+        tokens = list(range(40))
+        _host_only_prefix(kv, tokens)
+        kv.cost.fix(1.0, {"L2": 1.0}, overlap=True)  # costs that would recompute everything
+        got = kv.admit("r", tokens + [7], 48, 48, 0)
+        assert len(got.pages) == 10 and kv.tier_stats()["L2"]["recomputed_tokens"] == 0
+        run_copies(kv)
+        kv.release(got.row, tokens, got.pages, got.node, got.num_prefix_pages, cache=True)
+        kv.check_no_leak()
+    finally:
+        kv.close()
