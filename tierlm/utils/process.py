@@ -23,4 +23,7 @@ def stacks_on_sigusr1() -> None:
     import faulthandler
 
     if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        except (OSError, ValueError, AttributeError):  # stderr is not a file (captured, embedded): no dumps
+            pass
