@@ -61,7 +61,8 @@ class Engine:
                 self.kv_events.close()
             raise
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
-                                   config.reserve_new_tokens)
+                                   config.reserve_new_tokens, config.max_mixed_tokens if config.enable_mixed_chunk
+                                   else 0, config.schedule_policy)
         self.sampler = Sampler(self.device, config.seed)
         self.eos_ids = set(self.model_config.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
