@@ -138,6 +138,17 @@ class EngineConfig:
     reserve_new_tokens: int = _opt(4096, "KV reserved at admission for each request's output, in tokens (0: all of "
                                    "max_tokens). A request that outgrows it while the pool is full is retracted "
                                    "to the prefix cache and resumed later.", "scheduler")
+    enable_mixed_chunk: bool = _opt(False, "Mixed steps: while requests are decoding, run the next prefill chunk "
+                                    "in the same forward pass as their decode tokens (one extend pass), so new "
+                                    "prompts do not stall running decodes; pure-decode steps keep their CUDA "
+                                    "graphs.", "scheduler")
+    max_mixed_tokens: int = _opt(2048, "Per-step token budget of a mixed step: its decode tokens (one per running "
+                                 "request) plus the prefill chunk that joins them (at most --max-prefill-tokens). "
+                                 "When the decodes alone fill it, prefill runs in a step of its own.", "scheduler")
+    schedule_policy: str = _opt("fcfs", "Order in which waiting requests are admitted: arrival (fcfs), the "
+                                "request's priority, lower first, then arrival (priority), or the longest "
+                                "cached prefix first (lpm; arrival order beyond 128 waiting requests).",
+                                "scheduler", choices=("fcfs", "priority", "lpm"))
     max_waiting_requests: int = _opt(4096, "Bound of the waiting queue; beyond it new requests are refused "
                                      "(HTTP 503).", "scheduler")
     enable_prefix_cache: bool = _opt(True, "Reuse KV of shared prompt prefixes (radix cache).", "scheduler")
@@ -233,6 +244,8 @@ class EngineConfig:
             bad("max_running_requests", f"must be >= 1, got {self.max_running_requests}")
         if self.max_prefill_tokens < 1:
             bad("max_prefill_tokens", f"must be >= 1, got {self.max_prefill_tokens}")
+        if self.max_mixed_tokens < 1:
+            bad("max_mixed_tokens", f"must be >= 1, got {self.max_mixed_tokens}")
         if self.reserve_new_tokens < 0:
             bad("reserve_new_tokens", f"must be >= 0, got {self.reserve_new_tokens}")
         if self.max_waiting_requests < 1:

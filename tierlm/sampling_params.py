@@ -12,7 +12,8 @@ class SamplingParams:
     """Per-request decoding settings.
 
     `temperature == 0` means greedy. `seed` makes sampling reproducible for this request alone, whatever
-    else is in the batch. `max_tokens=None` means "up to the context limit".
+    else is in the batch. `max_tokens=None` means "up to the context limit". `priority` orders admission
+    when the engine runs with `--schedule-policy priority` (lower first, as in vLLM); other policies ignore it.
     """
 
     max_tokens: Optional[int] = 16
@@ -27,6 +28,7 @@ class SamplingParams:
     logprobs: Optional[int] = None
     skip_special_tokens: bool = True
     detokenize: bool = True  # False: token ids only (benchmarks); stop strings then cannot be used
+    priority: int = 0  # admission order under --schedule-policy priority: lower first
 
     def validate(self, vocab_size: Optional[int] = None) -> None:
         """Raise `RequestError` (a ValueError) naming the first invalid parameter; see `tierlm.validation`."""

@@ -69,6 +69,8 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
     if params.seed is not None and (not _is_int(params.seed) or not -2**63 <= params.seed < 2**64):
         bad("seed", f"must be a 64-bit integer, got {params.seed!r}")
+    if not _is_int(params.priority) or not -2**63 <= params.priority < 2**63:
+        bad("priority", f"must be a 64-bit integer, got {params.priority!r}")
     if isinstance(params.stop, str):
         params.stop = [params.stop]
     if any(not isinstance(s, str) or not s for s in params.stop):

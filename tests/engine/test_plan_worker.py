@@ -2,12 +2,13 @@
 weights gives the logits the engine's own worker computed."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.conftest import CPU_OPTS
 from tierlm.config import EngineConfig
 from tierlm.engine.engine import Engine
-from tierlm.engine.plan import StepPlan
+from tierlm.engine.plan import FROM_TABLE, StepPlan
 from tierlm.engine.worker import Worker
 from tierlm.sampling_params import SamplingParams
 
@@ -20,8 +21,11 @@ def test_plan_roundtrip_keeps_every_field():
     assert StepPlan.from_bytes(plan.to_bytes()) == plan
 
 
-def test_second_worker_replays_serialized_plans(tiny_qwen3):
-    config = EngineConfig(model=str(tiny_qwen3), **CPU_OPTS)
+@pytest.mark.parametrize("mixed", [False, True])
+def test_second_worker_replays_serialized_plans(tiny_qwen3, mixed):
+    """With mixed steps, the decode requests of a prefill plan read their inputs from the twin's own token
+    table (FROM_TABLE), where the twin's sampled tokens went."""
+    config = EngineConfig(model=str(tiny_qwen3), **CPU_OPTS, max_prefill_tokens=4, enable_mixed_chunk=mixed)
     engine = Engine(config)
     twin = Worker(config, engine.model_dir, engine.model_config, engine.max_model_len,
                   engine.max_model_len + config.page_size)
@@ -39,8 +43,9 @@ def test_second_worker_replays_serialized_plans(tiny_qwen3):
         engine.add_request(str(i), prompt, SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
     while engine.has_unfinished():
         engine.step()
-    modes = [StepPlan.from_bytes(b).mode for b, _ in seen]
-    assert "prefill" in modes and "decode" in modes
+    plans = [StepPlan.from_bytes(b) for b, _ in seen]
+    assert {"prefill", "decode"} <= {p.mode for p in plans}
+    assert any(FROM_TABLE in p.input_ids for p in plans) == mixed
     for data, logits in seen:
         plan = StepPlan.from_bytes(data)
         got = twin.execute(plan)

@@ -121,6 +121,17 @@ def test_stop_string(server, client, offline):
     assert r.choices[0].text == ref[:ref.index(stop)]
 
 
+def test_priority_is_accepted(server, client, offline):
+    """vLLM's `priority` field (here with the default fcfs policy, which ignores it)."""
+    ref = offline.generate([PROMPT], greedy(4))[0]
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=4, temperature=0,
+                                  extra_body={"priority": -3})
+    assert r.choices[0].text == ref.text
+    r = httpx.post(server.url + "/generate", json={"input_ids": ref.prompt_token_ids, "sampling_params": {
+        "max_tokens": 4, "temperature": 0, "priority": 7}}, timeout=60)
+    assert r.status_code == 200 and r.json()["output_ids"] == ref.token_ids
+
+
 def test_native_generate_with_token_ids(server, offline):
     ids = offline.tokenizer.encode(PROMPT)
     ref = offline.generate([ids], greedy(8))[0]

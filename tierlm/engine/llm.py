@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence, Union
+from dataclasses import replace
+from typing import Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
@@ -33,15 +34,21 @@ class LLM:
 
     def generate(self, prompts: Union[Prompt, Sequence[Prompt]],
                  params: Union[SamplingParams, Sequence[SamplingParams], None] = None,
-                 use_tqdm: bool = False) -> list[RequestOutput]:
+                 use_tqdm: bool = False, priority: Optional[Sequence[int]] = None) -> list[RequestOutput]:
         """Run every prompt to completion. A bad prompt gets an output with `error` set (and
-        finish_reason 'error'); the others are served normally. Results keep the input order."""
+        finish_reason 'error'); the others are served normally. Results keep the input order.
+        `priority` (one per prompt, as in vLLM) overrides the params' priority; it orders admission under
+        `--schedule-policy priority`, lower first."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
         params = params or SamplingParams()
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
         if len(plist) != len(prompts):
             raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")
+        if priority is not None:
+            if len(priority) != len(prompts):
+                raise ValueError(f"got {len(priority)} priorities for {len(prompts)} prompts")
+            plist = [replace(p, priority=prio) for p, prio in zip(plist, priority)]
         engine = self.engine
         results: dict[str, RequestOutput] = {}
         order, starts = [], {}

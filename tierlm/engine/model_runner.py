@@ -12,7 +12,7 @@ import torch
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.registry import auto_backend, backend_class
 from tierlm.config import EngineConfig
-from tierlm.engine.plan import StepPlan
+from tierlm.engine.plan import FROM_TABLE, StepPlan
 from tierlm.engine.staging import HostStaging
 from tierlm.kvcache.pool import KVPool
 from tierlm.kvcache.req_table import ReqToTokenTable
@@ -141,7 +141,8 @@ class ModelRunner:
         entries on the device.
 
         Decode inputs are read on the device from the token table (where the sampler wrote them), so a decode
-        step can be built before the host has seen the previous step's tokens.
+        step can be built before the host has seen the previous step's tokens; so are the inputs marked
+        FROM_TABLE in a prefill plan (the decode requests of a mixed step).
         """
         rows, prefix, extend_lens = plan.rows, plan.prefix_lens, plan.extend_lens
         B = len(rows)
@@ -172,7 +173,12 @@ class ModelRunner:
         m_rows, m_pos, m_slots = take(M).long(), take(M).long(), take(M)
         sites = SampleSites(take(S).long(), take(S).long(), take(S).long(), S)
         tables.write(m_rows, m_pos, m_slots)
-        input_ids = take(T).long() if plan.mode != "decode" else tables.token_ids[tok_rows, pos].long()
+        if plan.mode == "decode":
+            input_ids = tables.token_ids[tok_rows, pos].long()
+        else:
+            input_ids = take(T).long()
+            if FROM_TABLE in plan.input_ids:  # a mixed pass: its decode requests read their input on the device
+                input_ids = torch.where(input_ids == FROM_TABLE, tables.token_ids[tok_rows, pos].long(), input_ids)
         batch = ForwardBatch(mode=plan.mode, input_ids=input_ids, positions=pos,
                              out_loc=tables.table[tok_rows, pos].long(), req_rows=req_rows, prefix_lens=prefix_t,
                              seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens),

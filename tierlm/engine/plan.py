@@ -19,12 +19,16 @@ from tierlm.engine.request import Req
 from tierlm.kvcache.contracts import StepCopies
 
 MODES = ("prefill", "decode", "copies")  # "copies": no forward, only the tier copies
+FROM_TABLE = -1  # an `input_ids` entry read on the device from the token table (a decode request's next input)
 
 
 @dataclass
 class StepPlan:
     """One step. Request i (row `rows[i]`) has KV for its first `prefix_lens[i]` tokens and this pass adds
     `extend_lens[i]`; prefill passes carry their new tokens in `input_ids` (decode reads them on the device).
+    A mixed step runs as a prefill (extend) pass whose decode requests add one token each, marked FROM_TABLE
+    in `input_ids`: the sampler of an earlier step wrote it to the device token table, possibly still in
+    flight on the host side (overlap scheduling).
     Sampling site j is the token at flat index `sample_index[j]`, written to (`sample_rows[j]`,
     `sample_positions[j]`) of the token table. Backups are (device pages, host pages, L3 keys or None)."""
 
@@ -70,7 +74,8 @@ class StepPlan:
 def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[list[int], list[int], list[int]],
               copies: StepCopies) -> tuple[StepPlan, list[Req]]:
     """The plan of a scheduled batch (`reqs` may be empty: a copies-only step); also returns the requests
-    that sample in it (those whose pass reaches the end of their sequence)."""
+    that sample in it (those whose pass reaches the end of their sequence). A "mixed" batch becomes a
+    prefill plan in which its decode requests read their input from the token table."""
     rows = [r.row for r in reqs]
     prefix = [r.kv_len for r in reqs]
     seqs = [r.seq_len for r in reqs]
@@ -80,7 +85,10 @@ def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[
     input_ids: list[int] = []
     if mode != "decode":
         for r, p, n in zip(reqs, prefix, extend_lens):
-            input_ids += r.token_ids[p:p + n]
+            # a decodable request's input may not have reached the host yet (num_pending)
+            input_ids += [FROM_TABLE] if mode == "mixed" and r.decodable else r.token_ids[p:p + n]
+    if mode == "mixed":
+        mode = "prefill"
     plan = StepPlan(mode=mode if reqs else "copies", rows=rows, prefix_lens=prefix, extend_lens=list(extend_lens),
                     input_ids=input_ids, table_rows=writes[0], table_positions=writes[1], table_slots=writes[2],
                     sample_rows=[rows[i] for i in sites], sample_positions=[seqs[i] for i in sites],

@@ -3,14 +3,19 @@
 Admission policy (documented choice): a request is admitted only when the KV pages for its prompt plus
 `reserve_new_tokens` of output (all of max_tokens when that is 0 or smaller) fit next to the remaining
 reservations of the running requests, counting free pages plus evictable prefix-cache pages; requests that
-do not fit wait in FIFO order. With the whole budget reserved a running request never runs out of KV. A
+do not fit wait in the queue. With the whole budget reserved a running request never runs out of KV. A
 request that outgrows its reservation when the pool is full is retracted instead: the newest running
 request gives its KV to the prefix cache and goes back to the head of the queue, to be resumed (from the
 cached prefix, recomputing the rest) when room returns. A request that could not fit even in an empty pool
-is refused with an error.
+is refused with an error. Which waiting request is tried first is the schedule policy's
+(`tierlm.engine.policy`: fcfs, priority, lpm).
 
-Each step is either a prefill step (continue chunked prefills, then admit waiting requests, under a
-per-step token budget) or a decode step (one token for every running request).
+Each step is a prefill step (continue chunked prefills, then admit waiting requests in the order of the
+schedule policy, under a per-step token budget), a decode step (one token for every running request) or,
+with mixed steps on (`max_mixed_tokens > 0`), a mixed step: while requests decode, the prefill work of the
+step joins their decode tokens in one pass, under a smaller budget that counts the decode tokens too, so a
+new prompt no longer stalls every running decode for a step of its own. A mixed pass is an extend pass
+(attention backends run their extend path); steps without prefill work stay pure decode steps (CUDA graphs).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
+from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
 from tierlm.kvcache.contracts import Verdict
 from tierlm.kvcache.manager import KVCacheManager
@@ -27,7 +33,7 @@ from tierlm.kvcache.manager import KVCacheManager
 class ScheduledBatch:
     """Requests of one forward pass and how many new tokens each contributes (`extend_lens`)."""
 
-    mode: str  # "prefill" | "decode"
+    mode: str  # "prefill" | "decode" | "mixed" (decode requests, one token each, beside prefill chunks)
     reqs: list[Req]
     extend_lens: list[int]
     # request→token table entries to write on the device before the pass: (row, position) -> slot
@@ -44,11 +50,15 @@ class Scheduler:
     """Owns the waiting queue and the running set, and all KV allocation decisions for them."""
 
     def __init__(self, kv: KVCacheManager, max_running: int, max_prefill_tokens: int,
-                 reserve_new_tokens: int = 0) -> None:
+                 reserve_new_tokens: int = 0, max_mixed_tokens: int = 0, policy: str = "fcfs") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"--schedule-policy: unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.kv = kv
         self.max_running = max_running
         self.max_prefill_tokens = max_prefill_tokens
         self.reserve_new_tokens = reserve_new_tokens
+        self.max_mixed_tokens = max_mixed_tokens  # 0: prefill and decode never share a pass
+        self.policy = policy
         self.num_retracted = 0
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
@@ -153,21 +163,28 @@ class Scheduler:
         self.running.append(req)
         return "ok"
 
-    def schedule(self) -> tuple[Optional[ScheduledBatch], list[Req]]:
-        """Next batch to run (or None) and requests refused because they can never fit."""
-        refused: list[Req] = []
-        self._writes = ([], [], [])
-        self.kv.poll()
-        budget = self.max_prefill_tokens
+    def _decoding(self) -> list[Req]:
+        """Running requests whose next input is in the device token table and that need another token."""
+        return [r for r in self.running if not r.prefilling and not r.fully_scheduled and not r.finished]
+
+    def _prefill_work(self, budget: int, refused: list[Req]) -> tuple[list[Req], list[int]]:
+        """Prefill chunks of at most `budget` tokens in all: running chunked prefills first, then waiting
+        requests admitted in the order of the schedule policy. Adds never-fitting requests to `refused`."""
         reqs, lens = [], []
         for req in self.running:
             if req.prefilling and budget > 0:
                 n = min(req.extend_len, budget)
                 reqs.append(req), lens.append(n)
                 budget -= n
+        if not self.waiting or budget <= 0:
+            return reqs, lens
+        if self.policy != "fcfs":
+            radix = self.kv.radix
+            self.waiting = deque(admission_order(self.policy, self.waiting, None if radix is None else
+                                                 lambda r: radix.match_length(r.token_ids[:r.seq_len - 1])))
         i = 0
         # the running requests' reservations change only by the admissions of this loop: sum them once
-        reserved = self._reserved_pages() if self.waiting and budget > 0 else 0
+        reserved = self._reserved_pages()
         while i < len(self.waiting) and budget > 0:
             req = self.waiting[i]
             verdict = self._try_admit(req, reserved)
@@ -185,23 +202,44 @@ class Scheduler:
             n = min(req.extend_len, budget)
             reqs.append(req), lens.append(n)
             budget -= n
+        return reqs, lens
+
+    def _grow_batch(self, reqs: list[Req], lens: list[int]) -> tuple[list[Req], list[int]]:
+        """Pages and table entries for each request's tokens of this pass, oldest running request first;
+        when the pool is full the newest are retracted (those already grown are kept)."""
+        order = {id(r): i for i, r in enumerate(self.running)}
+        grown: list[Req] = []
+        kept_lens = []
+        for req, n in sorted(zip(reqs, lens), key=lambda item: order[id(item[0])]):
+            if req.row is not None and self._grow_or_retract(req, n, grown):
+                grown.append(req), kept_lens.append(n)
+        return grown, kept_lens
+
+    def schedule(self) -> tuple[Optional[ScheduledBatch], list[Req]]:
+        """Next batch to run (or None) and requests refused because they can never fit."""
+        refused: list[Req] = []
+        self._writes = ([], [], [])
+        self.kv.poll()
+        decoding = self._decoding()
+        # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
+        mixed = 0 < len(decoding) < self.max_mixed_tokens
+        budget = (min(self.max_mixed_tokens - len(decoding), self.max_prefill_tokens) if mixed
+                  else self.max_prefill_tokens)
+        reqs, lens = self._prefill_work(budget, refused)
         if reqs:
-            grown: list[Req] = []
-            kept_lens = []
-            for req, n in zip(reqs, lens):
-                if req.row is not None and self._grow_or_retract(req, n, grown):
-                    grown.append(req), kept_lens.append(n)
+            if mixed:
+                reqs, lens = reqs + decoding, lens + [1] * len(decoding)
+            grown, kept_lens = self._grow_batch(reqs, lens)
             if grown:
-                return ScheduledBatch("prefill", grown, kept_lens, *self._writes), refused
-        decoding = [r for r in self.running if not r.prefilling and not r.fully_scheduled and not r.finished]
+                decodes = sum(not r.prefilling for r in grown)
+                mode = "decode" if decodes == len(grown) else "mixed" if decodes else "prefill"
+                return ScheduledBatch(mode, grown, kept_lens, *self._writes), refused
+            decoding = self._decoding()
         if not decoding:
             if self.waiting:
                 self.kv.idle_wait(0.002)  # only prefetching requests left: let their I/O progress
             return None, refused
-        batch: list[Req] = []
-        for req in decoding:  # oldest first; the newest are retracted when the pool is full
-            if req.row is not None and self._grow_or_retract(req, 1, batch):
-                batch.append(req)
+        batch, kept_lens = self._grow_batch(decoding, [1] * len(decoding))
         if not batch:
             return None, refused
-        return ScheduledBatch("decode", batch, [1] * len(batch), *self._writes), refused
+        return ScheduledBatch("decode", batch, kept_lens, *self._writes), refused

@@ -34,10 +34,13 @@ def _result_usage(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     st = get_state(request)
     check_model(body.model, st.info)
-    encoder = need_tokenizer(st.encoder)
     unsupported(body)
-    params = sampling_params(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs, st.info)
-    prompts = await completion_prompts(body, encoder)
+    ids_only = st.encoder is None  # --skip-tokenizer-init: token-id prompts, token ids out (text stays "")
+    if ids_only and body.logprobs is not None:
+        need_tokenizer(st.encoder, "logprobs")
+    params = sampling_params(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs, st.info,
+                             detokenize=not ids_only)
+    prompts = await completion_prompts(body, st.encoder)
     rid = f"cmpl-{uuid.uuid4().hex}"
     gen = Generation(st.client, fan_out(rid, prompts, body.n or 1, params, st.info), st.metrics)
     created = int(time.time())
@@ -62,7 +65,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
                 break
             if o.finished:
                 finals[s.rid] = o
-            if not (o.new_text or o.finished or (want_lps and o.new_logprobs)):
+            # without a tokenizer every new token still gets its (empty-text) chunk: clients time tokens by chunks
+            if not (o.new_text or o.finished or (want_lps and o.new_logprobs) or (ids_only and o.new_token_ids)):
                 continue
             lps = None
             if want_lps:

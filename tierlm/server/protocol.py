@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_INT = 2**31 - 1
 MAX_SEED = 2**63 - 1
+MIN_INT64 = -2**63
 
 
 
@@ -49,6 +50,7 @@ class SamplingFields(StrictModel):
     stop_token_ids: Optional[list[int]] = Field(None, max_length=64)
     ignore_eos: Optional[bool] = False
     skip_special_tokens: Optional[bool] = True
+    priority: Optional[int] = Field(None, ge=MIN_INT64, le=MAX_SEED)  # vLLM's: lower is admitted first
     # SGLang's extensions, which SGLang's router (sglang-router, smg) writes into every request it forwards,
     # at these values; anything else is refused by `requests.unsupported`.
     no_stop_trim: Optional[bool] = False
@@ -111,6 +113,7 @@ class NativeSamplingParams(StrictModel):
     ignore_eos: bool = False
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     skip_special_tokens: bool = True
+    priority: int = Field(0, ge=MIN_INT64, le=MAX_SEED)
 
 
 class GenerateRequest(StrictModel):

@@ -54,10 +54,10 @@ def check_model(name: str, info: ServingInfo) -> None:
                             f"(see /v1/models)", "model", "model_not_found")
 
 
-def need_tokenizer(encoder: Optional[PromptEncoder]) -> PromptEncoder:
+def need_tokenizer(encoder: Optional[PromptEncoder], param: Optional[str] = None) -> PromptEncoder:
     if encoder is None:
-        raise APIError(400, "the server runs with --skip-tokenizer-init: only /generate with input_ids is served",
-                       None, "no_tokenizer")
+        raise APIError(400, "the server runs with --skip-tokenizer-init: send prompts as token ids (to "
+                            "/v1/completions or /generate); text and chat are not served", param, "no_tokenizer")
     return encoder
 
 
@@ -102,7 +102,7 @@ def validated(params: SamplingParams, info: ServingInfo, prefix: str = "") -> Sa
 
 
 def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Optional[int],
-                    info: ServingInfo) -> SamplingParams:
+                    info: ServingInfo, detokenize: bool = True) -> SamplingParams:
     """`SamplingParams` of one request (max_tokens resolved later against each prompt's length)."""
     return validated(SamplingParams(
         max_tokens=max_tokens,
@@ -111,8 +111,9 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         top_k=-1 if req.top_k is None else req.top_k,
         min_p=0.0 if req.min_p is None else float(req.min_p),
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
-        ignore_eos=bool(req.ignore_eos), logprobs=logprobs,
-        skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens), info)
+        ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
+        skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,
+        detokenize=detokenize), info)
 
 
 def fit_to_context(ids: list[int], params: SamplingParams, info: ServingInfo, what: str = "prompt",
@@ -131,15 +132,18 @@ def fit_to_context(ids: list[int], params: SamplingParams, info: ServingInfo, wh
     return params
 
 
-async def completion_prompts(req: CompletionRequest, encoder: PromptEncoder) -> list[tuple[list[int], str]]:
-    """(token ids, text) per prompt of a completions request (token-id prompts are checked in `fan_out`)."""
+async def completion_prompts(req: CompletionRequest, encoder: Optional[PromptEncoder]
+                             ) -> list[tuple[list[int], str]]:
+    """(token ids, text) per prompt of a completions request (token-id prompts are checked in `fan_out`;
+    they need no tokenizer)."""
     p = req.prompt
     if isinstance(p, str):
-        return [(await encoder.encode(p, "prompt"), p)]
+        return [(await need_tokenizer(encoder, "prompt").encode(p, "prompt"), p)]
     if not p:
         raise APIError(400, "prompt must not be empty", "prompt")
     check_choices(len(p) if not isinstance(p[0], int) else 1, req.n or 1)
     if isinstance(p[0], str):
+        encoder = need_tokenizer(encoder, "prompt")
         texts: list[str] = p  # type: ignore[assignment]
         for i, text in enumerate(texts):  # refuse an over-long or invalid prompt before tokenizing any
             encoder.check_length(len(text), f"prompt.{i}")

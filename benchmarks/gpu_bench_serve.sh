@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Online serving on one GPU, per model: the offline capacity (`tierlm bench offline`, requests/s with every
+# request at t=0), then `tierlm bench serve` (Poisson arrivals) at about 50%, 80% and 100% of it, against a
+# server with mixed steps off and one with them on (each started here in the background and stopped by its
+# PID). The same prompts (seeded) go to both servers. Prints one table last, with the ratios mixed / off at
+# 80% load that the acceptance of mixed steps reads (TPOT p50 and p99 <= 0.75x, TTFT p99 and output tok/s
+# no worse), and writes every summary to OUTDIR/summary.json (per-run JSON, PNG and logs beside it).
+#
+# Run from the repository root: bash benchmarks/gpu_bench_serve.sh [OUTDIR]
+# `tierlm serve` needs fastapi, starlette, pydantic, uvicorn and pyzmq (with their dependencies) and the
+# client needs aiohttp; the script checks them first.
+# Environment (defaults in brackets): MODELS ["builtin:qwen3-0.6b builtin:llama-3.1-8b"], IN_LEN [1024],
+# OUT_LEN [256], NOFF [256] offline requests, RUN_S [12] seconds of arrivals per serve run, LOADS
+# ["0.5 0.8 1.0"], MIXED_FLAGS ["--enable-mixed-chunk"] (e.g. add "--max-mixed-tokens 4096"),
+# ENGINE_FLAGS [""] (flags for both benchmarks and servers, e.g. "--device cpu" for a smoke run),
+# SERVE_FLAGS [""] (more `tierlm bench serve` flags, e.g. "--random-vocab-size 500" for a tiny model).
+set -uo pipefail
+out=${1:-serve-out}
+mkdir -p "$out"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$PWD/.cache-bench}  # compiled kernels and tunings, kept across runs
+MODELS=${MODELS:-"builtin:qwen3-0.6b builtin:llama-3.1-8b"}
+IN_LEN=${IN_LEN:-1024}; OUT_LEN=${OUT_LEN:-256}; NOFF=${NOFF:-256}; RUN_S=${RUN_S:-12}
+LOADS=${LOADS:-"0.5 0.8 1.0"}; MIXED_FLAGS=${MIXED_FLAGS:-"--enable-mixed-chunk"}; ENGINE_FLAGS=${ENGINE_FLAGS:-}
+read -r -a engine_flags <<< "$ENGINE_FLAGS"
+read -r -a serve_flags <<< "${SERVE_FLAGS:-}"
+read -r -a mixed_flags <<< "$MIXED_FLAGS"
+
+missing=$(python3 - <<'PY'
+import importlib.util as u
+print(" ".join(m for m in ("fastapi", "starlette", "pydantic", "uvicorn", "zmq", "aiohttp", "tqdm")
+               if u.find_spec(m) is None))
+PY
+)
+if [ -n "$missing" ]; then echo "missing Python packages: $missing (carry them as wheels)"; exit 2; fi
+
+server_pid=""
+stop_server() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; server_pid=""; fi
+}
+trap stop_server EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_ready() {  # PORT PID: poll /health until 200; fail if the server exits or takes over 10 minutes
+  python3 - "$1" "$2" <<'PY'
+import os, sys, time, urllib.request
+port, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 600
+while time.time() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit("server exited during start-up")
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(1)
+sys.exit("server not ready after 600 s")
+PY
+}
+
+for model in $MODELS; do
+  name=$(basename "${model#builtin:}")
+  common=(--model "$model" --load-format dummy --skip-tokenizer-init --max-model-len $((IN_LEN + OUT_LEN + 64))
+          "${engine_flags[@]}")
+  t0=$SECONDS
+  echo "== $model: offline capacity ($NOFF requests, $IN_LEN in / $OUT_LEN out)"
+  if ! python3 -m tierlm bench offline "${common[@]}" --num-requests "$NOFF" --input-len "$IN_LEN" "$IN_LEN" \
+      --output-len "$OUT_LEN" "$OUT_LEN" --temperature 0 --json > "$out/$name-offline.json" 2> "$out/$name-offline.err"; then
+    echo "offline benchmark failed:"; tail -n 5 "$out/$name-offline.err"; continue
+  fi
+  capacity=$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["tierlm"]; print(round(int(sys.argv[2]) / t["elapsed_s"], 3))' \
+             "$out/$name-offline.json" "$NOFF")
+  echo "   capacity $capacity req/s"
+  for mode in off on; do
+    flags=(); [ "$mode" = on ] && flags=("${mixed_flags[@]}")
+    port=$(free_port)
+    python3 -m tierlm serve "${common[@]}" "${flags[@]}" --port "$port" > "$out/$name-$mode-server.log" 2>&1 &
+    server_pid=$!
+    if ! wait_ready "$port" "$server_pid"; then
+      echo "server ($mode) did not start:"; tail -n 5 "$out/$name-$mode-server.log"; stop_server; continue
+    fi
+    for load in $LOADS; do
+      rate=$(python3 -c "print(round($capacity * $load, 3))")
+      n=$(python3 -c "import math; print(max(32, math.ceil($rate * $RUN_S)))")
+      echo "   mixed $mode, load $load: $rate req/s, $n requests"
+      python3 -m tierlm bench serve --base-url "http://127.0.0.1:$port" --num-prompts "$n" \
+        --random-input-len "$IN_LEN" --random-output-len "$OUT_LEN" --request-rate "$rate" --seed 0 \
+        --label "$name mixed=$mode load=$load" --json "$out/$name-$mode-$load.json" \
+        --plot "$out/$name-$mode-$load.png" --disable-tqdm "${serve_flags[@]}" > "$out/$name-$mode-$load.txt" 2>&1 \
+        || { echo "   bench serve failed:"; tail -n 3 "$out/$name-$mode-$load.txt"; }
+    done
+    stop_server
+  done
+  echo "   $model took $((SECONDS - t0)) s"
+done
+
+python3 - "$out" "$MODELS" "$LOADS" <<'PY'
+import json, os, sys
+out, models, loads = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+def load(path):
+    return json.load(open(path)) if os.path.exists(path) else None
+everything = {}
+print(f"\n{'model':<14}{'mixed':>6}{'load':>6}{'req/s':>8}{'out tok/s':>11}{'TTFT p50/p99 ms':>18}"
+      f"{'TPOT p50/p99 ms':>18}{'ITL p99 ms':>12}{'failed':>8}")
+for model in models:
+    name = os.path.basename(model.replace("builtin:", ""))
+    runs = {}
+    for mode in ("off", "on"):
+        for ld in loads:
+            r = load(f"{out}/{name}-{mode}-{ld}.json")
+            if r is None:
+                print(f"{name:<14}{mode:>6}{ld:>6}   (no result)")
+                continue
+            s = runs[(mode, ld)] = r["summary"]
+            everything[f"{name}-{mode}-{ld}"] = {"config": r["config"], "summary": s}
+            print(f"{name:<14}{mode:>6}{ld:>6}{r['config']['request_rate']:>8.2f}{s['output_tok_per_s']:>11.0f}"
+                  f"{s['ttft_ms']['p50']:>9.1f}/{s['ttft_ms']['p99']:<8.1f}{s['tpot_ms']['p50']:>9.2f}/"
+                  f"{s['tpot_ms']['p99']:<8.2f}{s['itl_ms']['p99']:>12.2f}{s['failed']:>8}")
+    off, on = runs.get(("off", "0.8")), runs.get(("on", "0.8"))
+    if off and on:
+        ratio = lambda k, q: on[k][q] / off[k][q]
+        checks = {"TPOT p50": ratio("tpot_ms", "p50") <= 0.75, "TPOT p99": ratio("tpot_ms", "p99") <= 0.75,
+                  "TTFT p99": ratio("ttft_ms", "p99") <= 1.0,
+                  "out tok/s": on["output_tok_per_s"] >= off["output_tok_per_s"]}
+        print(f"{name} at 80% load, mixed/off: TPOT p50 {ratio('tpot_ms', 'p50'):.2f}x, p99 "
+              f"{ratio('tpot_ms', 'p99'):.2f}x, TTFT p99 {ratio('ttft_ms', 'p99'):.2f}x, out tok/s "
+              f"{on['output_tok_per_s'] / off['output_tok_per_s']:.2f}x; "
+              + ", ".join(f"{k} {'ok' if v else 'NOT MET'}" for k, v in checks.items()))
+    offline = load(f"{out}/{name}-offline.json")
+    if offline:
+        everything[f"{name}-offline"] = offline["tierlm"]
+json.dump(everything, open(f"{out}/summary.json", "w"), indent=1)  # every figure in one file
+print(f"all summaries: {out}/summary.json")
+PY

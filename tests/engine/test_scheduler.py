@@ -1,0 +1,151 @@
+"""The scheduler alone (a real KV manager, no model): the order each schedule policy admits, and how
+mixed steps split their token budget between decodes and a prefill chunk."""
+from __future__ import annotations
+
+import pytest
+
+from tierlm.engine.policy import LPM_MAX_WAITING, admission_order
+from tierlm.engine.request import Req
+from tierlm.engine.scheduler import ScheduledBatch, Scheduler
+from tierlm.kvcache.manager import KVCacheManager
+from tierlm.sampling_params import SamplingParams
+
+PAGE = 4
+
+
+def make_scheduler(policy: str = "fcfs", max_prefill: int = 1000, max_mixed: int = 0, max_running: int = 16,
+                   prefix_cache: bool = True) -> Scheduler:
+    kv = KVCacheManager(256, PAGE, max_reqs=max_running, enable_prefix_cache=prefix_cache)
+    return Scheduler(kv, max_running, max_prefill, reserve_new_tokens=0, max_mixed_tokens=max_mixed,
+                     policy=policy)
+
+
+def req(rid: str, tokens: list[int], priority: int = 0, max_new: int = 4) -> Req:
+    return Req(rid, len(tokens), list(tokens), SamplingParams(max_tokens=max_new, priority=priority), max_new)
+
+
+def run(batch: ScheduledBatch) -> None:
+    """What the engine does with a batch, without a model: KV for its tokens, a token for each sampling site."""
+    for r, n in zip(batch.reqs, batch.extend_lens):
+        r.kv_len += n
+        if r.kv_len == r.seq_len:
+            r.token_ids.append(1)
+            r.decodable = True
+
+
+def admitted(sched: Scheduler) -> list[str]:
+    """The requests of the next batch, in batch (= admission) order; the batch is then run."""
+    batch, refused = sched.schedule()
+    assert batch is not None and not refused
+    run(batch)
+    return [r.request_id for r in batch.reqs]
+
+
+def test_fcfs_admits_in_arrival_order():
+    sched = make_scheduler("fcfs")
+    for rid, prio in (("a", 5), ("b", -1), ("c", 0)):
+        sched.add(req(rid, list(range(10, 16)), prio))
+    assert admitted(sched) == ["a", "b", "c"]
+
+
+def test_priority_admits_lower_first_and_ties_in_arrival_order():
+    sched = make_scheduler("priority")
+    for rid, prio in (("a", 5), ("b", -1), ("c", 0), ("d", -1), ("e", 0)):
+        sched.add(req(rid, list(range(10, 16)), prio))
+    assert admitted(sched) == ["b", "d", "c", "e", "a"]
+
+
+def test_priority_head_that_does_not_fit_holds_the_others_back():
+    """The most urgent request waits for room; lower priorities do not overtake it."""
+    sched = make_scheduler("priority", max_running=4)
+    sched.add(req("run", list(range(10, 16))))
+    assert admitted(sched) == ["run"]
+    sched.add(req("later", list(range(20, 26)), priority=1))
+    sched.add(req("first", list(range(30, 36)), priority=0))
+    sched.max_running = 1  # no room for a second request now
+    batch, _ = sched.schedule()
+    assert batch.mode == "decode" and [r.request_id for r in sched.waiting] == ["first", "later"]
+    sched.max_running = 4
+    assert admitted(sched) == ["first", "later"]
+
+
+def _cache_prefix(sched: Scheduler, tokens: list[int]) -> None:
+    """Run a request over `tokens` and finish it: its full pages stay in the prefix cache."""
+    r = req("warm", tokens)
+    sched.add(r)
+    batch, _ = sched.schedule()
+    run(batch)
+    sched.remove(r, cache=True)
+
+
+def test_lpm_admits_the_longest_cached_prefix_first():
+    sched = make_scheduler("lpm")
+    shared = list(range(100, 112))  # three pages
+    _cache_prefix(sched, shared + [7, 7, 7])
+    sched.add(req("none", list(range(200, 214))))
+    sched.add(req("one_page", shared[:4] + list(range(300, 310))))
+    sched.add(req("three_pages", shared + [400, 401]))
+    sched.add(req("also_none", list(range(500, 514))))
+    assert admitted(sched) == ["three_pages", "one_page", "none", "also_none"]
+    assert [r.num_cached_tokens for r in sched.running[:2]] == [12, 4]
+
+
+def test_lpm_keeps_arrival_order_without_a_prefix_cache_or_beyond_its_queue_limit():
+    sched = make_scheduler("lpm", prefix_cache=False)
+    sched.add(req("x", [1, 2, 3, 4, 5]))
+    sched.add(req("y", [1, 2, 3, 4, 5, 6]))
+    assert admitted(sched) == ["x", "y"]
+    queue = [req(str(i), [i] * 5) for i in range(LPM_MAX_WAITING + 1)]
+    assert admission_order("lpm", queue, lambda r: int(r.request_id)) == queue
+    assert admission_order("lpm", queue[:3], lambda r: int(r.request_id)) == queue[:3][::-1]
+
+
+def test_unknown_policy_names_the_flag():
+    with pytest.raises(ValueError, match="--schedule-policy"):
+        make_scheduler("sjf")
+
+
+def _two_decoding(sched: Scheduler) -> list[Req]:
+    decoding = [req("d0", list(range(10, 15)), max_new=50), req("d1", list(range(20, 23)), max_new=50)]
+    for r in decoding:
+        sched.add(r)
+    while not all(r.decodable for r in decoding):
+        run(sched.schedule()[0])
+    return decoding
+
+
+def test_mixed_step_joins_decodes_and_a_prefill_chunk_within_the_budget():
+    sched = make_scheduler(max_prefill=100, max_mixed=8)
+    decoding = _two_decoding(sched)
+    long = req("p", list(range(50, 70)))  # 20 tokens: chunks of 8 - 2 decode tokens
+    sched.add(long)
+    chunks = []
+    while not long.decodable:
+        batch, _ = sched.schedule()
+        assert batch.mode == "mixed" and batch.num_tokens <= 8
+        lens = dict(zip([r.request_id for r in batch.reqs], batch.extend_lens))
+        assert lens["d0"] == lens["d1"] == 1
+        chunks.append(lens["p"])
+        run(batch)
+    assert chunks == [6, 6, 6, 2]
+    batch, _ = sched.schedule()
+    assert batch.mode == "decode" and set(batch.reqs) == {*decoding, long}
+
+
+def test_mixed_chunks_stay_within_max_prefill_tokens():
+    sched = make_scheduler(max_prefill=3, max_mixed=8)
+    _two_decoding(sched)
+    sched.add(req("p", list(range(50, 70))))
+    batch, _ = sched.schedule()
+    assert batch.mode == "mixed" and dict(zip([r.request_id for r in batch.reqs], batch.extend_lens))["p"] == 3
+
+
+def test_without_mixing_prefill_runs_alone():
+    sched = make_scheduler(max_prefill=100, max_mixed=0)
+    decoding = _two_decoding(sched)
+    sched.add(req("p", list(range(50, 70))))
+    batch, _ = sched.schedule()
+    assert batch.mode == "prefill" and [r.request_id for r in batch.reqs] == ["p"]
+    run(batch)
+    batch, _ = sched.schedule()
+    assert batch.mode == "decode" and len(batch.reqs) == 3 and set(decoding) < set(batch.reqs)
