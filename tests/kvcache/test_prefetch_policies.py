@@ -22,9 +22,9 @@ class SlowFileStore(FileKVStore):
         super().__init__(dir, 10**9)
         self.delay = float(delay)
 
-    def _read_many(self, keys):
+    def batch_get(self, keys, host_pages):
         time.sleep(self.delay)
-        return super()._read_many(keys)
+        return super().batch_get(keys, host_pages)
 
 
 def opts(**kw):

@@ -22,11 +22,24 @@ class CorruptPage(ValueError):
     """A stored value failed verification (bad magic, wrong key, short read or checksum mismatch)."""
 
 
+def page_header(key: str, length: int, crc: int) -> bytes:
+    """The header of an encoded page: magic, the key it was stored under, payload length, payload CRC-32."""
+    return b"".join((_MAGIC, bytes.fromhex(key), length.to_bytes(8, "little"), crc.to_bytes(4, "little")))
+
+
+def parse_header(blob: bytes | memoryview) -> tuple[str, int, int]:
+    """(key, length, crc) as an encoded page's header claims them (unverified); raises CorruptPage when
+    there is no header."""
+    view = memoryview(blob)
+    if len(view) < _HEADER or view[:4] != _MAGIC:
+        raise CorruptPage("bad header or short read")
+    return (bytes(view[4:36]).hex(), int.from_bytes(view[36:44], "little"),
+            int.from_bytes(view[44:48], "little"))
+
+
 def encode_page(key: str, payload: bytes | memoryview) -> bytes:
     """Header (magic, the key it was stored under, length, CRC-32 of the payload) followed by the payload."""
-    n = len(payload)
-    return b"".join((_MAGIC, bytes.fromhex(key), n.to_bytes(8, "little"),
-                     zlib.crc32(payload).to_bytes(4, "little"), bytes(payload)))
+    return b"".join((page_header(key, len(payload), zlib.crc32(payload)), payload))
 
 
 def encoded_size(payload_len: int) -> int:
