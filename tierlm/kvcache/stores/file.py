@@ -27,7 +27,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header
+from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header, submit_or_run
 from tierlm.kvcache.stores.segment import (ENTRY, TRAILER, Entry, NotASegment, Scratch, align_up, is_hole,
                                            open_flags, plan, preallocate, probe_direct, punch, read_record,
                                            read_table, write_footer, write_record)
@@ -298,16 +298,7 @@ class FileKVStore(BlobKVStore):
         return ok
 
     def _submit(self, fn: Callable, *args: Any) -> cf.Future:
-        """Run `fn` on the I/O threads, or inline once they are shut down (a flush at interpreter exit)."""
-        try:
-            return self._pool.submit(fn, *args)
-        except RuntimeError:
-            fut: cf.Future = cf.Future()
-            try:
-                fut.set_result(fn(*args))
-            except Exception as e:  # noqa: BLE001 - delivered through the future like a thread's
-                fut.set_exception(e)
-            return fut
+        return submit_or_run(self._pool, fn, *args)
 
     def _open_for_read(self, seg: _Segment, direct: bool) -> Optional[int]:
         try:

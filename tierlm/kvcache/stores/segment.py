@@ -20,10 +20,11 @@ import mmap
 import os
 import struct
 import threading
-import zlib
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
+
+from tierlm.kvcache.stores.base import crc32
 
 ALIGN = 4096  # O_DIRECT alignment of offsets, lengths and buffers (the largest logical block in use)
 MAGIC = b"TKVSEG01"
@@ -61,7 +62,7 @@ def footer(entries: Sequence[Entry], table_offset: int) -> bytes:
     table = b"".join(ENTRY.pack(bytes.fromhex(e.key), e.offset, e.length, e.crc) for e in entries)
     size = table_offset + align_up(len(table) + TRAILER.size)
     fields = struct.pack("<IQQ", len(entries), table_offset, size)
-    trailer = TRAILER.pack(MAGIC, zlib.crc32(fields, zlib.crc32(table)), len(entries), table_offset, size)
+    trailer = TRAILER.pack(MAGIC, crc32(fields, crc32(table)), len(entries), table_offset, size)
     return table + bytes(size - table_offset - len(table) - len(trailer)) + trailer
 
 
@@ -75,7 +76,7 @@ def read_table(fd: int) -> list[Entry]:
     if magic != MAGIC or claimed != size or table_offset % ALIGN or table_offset + table_len > size - TRAILER.size:
         raise NotASegment("bad trailer")
     table = _pread_exact(fd, table_len, table_offset)
-    if zlib.crc32(struct.pack("<IQQ", count, table_offset, size), zlib.crc32(table)) != crc:
+    if crc32(struct.pack("<IQQ", count, table_offset, size), crc32(table)) != crc:
         raise NotASegment("table checksum mismatch")
     entries, end = [], 0
     for digest, offset, length, rec_crc in ENTRY.iter_unpack(table):
@@ -158,7 +159,7 @@ class Scratch(threading.local):
 def write_record(fd: int, offset: int, payload: memoryview, direct: bool, scratch: Scratch) -> int:
     """Write one payload at `offset`; returns its CRC-32 (computed here, so that checksumming runs on the
     I/O threads in parallel)."""
-    crc = zlib.crc32(payload)
+    crc = crc32(payload)
     if direct and not direct_ok(payload):
         buf = scratch.get(align_up(len(payload)))
         buf[:len(payload)] = payload
@@ -181,7 +182,7 @@ def read_record(fd: int, entry: Entry, dest: memoryview, direct: bool, scratch: 
         dest[:] = buf[:entry.length]
     elif os.preadv(fd, [dest], entry.offset) < entry.length:
         return "corrupt"
-    if zlib.crc32(dest) == entry.crc:
+    if crc32(dest) == entry.crc:
         return "ok"
     return "gone" if is_hole(fd, entry.offset) else "corrupt"
 
