@@ -1,7 +1,7 @@
 """`RedisKVStore`: L3 pages in Redis or Valkey (`redis://[:password@]host:port/db`), shared by a fleet of engines.
 
 Built for KV sizes: every value is one whole encoded page; a batch is split over several connections of a
-pool (one thread each, so the transfers overlap and the GIL is free while sockets and checksums work), and
+pool (one thread each, so the transfers overlap: the GIL is released while a socket sends or receives), and
 each connection's part is one pipelined send. Page bytes are sent from the host page and received into it
 (`resp.py`), never copied into Python objects. Connections, authentication, databases, TLS and timeouts
 are redis-py's. An outage (connection refused, timeout) makes the call fail fast into misses; after a
