@@ -9,7 +9,9 @@ that neither side reads from memory (and the table says so).
 
 Redis store: `RedisKVStore` SET/GET GB/s against `redis-benchmark` SET/GET with the same value size (an
 encoded page) on the same redis-server, which this script starts on a free loopback port and stops by
-PID at the end. The reference is the best of a few redis-benchmark client settings.
+PID at the end. redis-benchmark writes and reads a keyspace of as many keys as the store has pages
+(`-r`; SET into an empty database, GET after every key was set, so every GET hits), and the reference is
+the better of one connection and as many connections as the store uses (`-c`, one request in flight each).
 
 Each figure is the median of `--reps` runs; the runs of a store and of its reference alternate. Prints a
 Markdown table with the ratios (targets: file >= 80%, Redis >= 70%).
@@ -29,7 +31,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
@@ -111,58 +113,61 @@ def in_calls(fn: Callable, keys: list[str], call_pages: int) -> float:
     return time.perf_counter() - t0
 
 
+def raw_pass(raw_file: Path, nbytes: int, block: memoryview, can_drop: bool, res: dict) -> None:
+    for mode, direct in (("buf", False), ("dir", True)):
+        res[f"raw_w_{mode}"].append(nbytes / raw_write(raw_file, nbytes, direct, block))
+        if can_drop:
+            drop_page_cache()
+        elif not direct:  # a buffered read right after the write would read memory
+            continue
+        res[f"raw_r_{mode}"].append(nbytes / raw_read(raw_file, direct, block))
+    raw_file.unlink()
+
+
+def store_pass(d: Path, host: HostKVPool, keys: list[str], call_pages: int, sums: list[int], res: dict) -> bool:
+    """One write and one read (after a restart) of the file store; whether it used O_DIRECT."""
+    nbytes = len(keys) * encoded_size(host.bytes_per_page)
+    s = FileKVStore(d, 1 << 40)
+    s.attach(host)
+    res["store_w"].append(nbytes / in_calls(s.batch_set, keys, call_pages))
+    s.close()
+    drop_page_cache()
+    t0 = time.perf_counter()
+    s = FileKVStore(d, 1 << 40)  # a restart: the index comes from the segments' tables
+    res["index"].append(time.perf_counter() - t0)
+    s.attach(host)
+    host.buffer.zero_()
+    res["store_r"].append(nbytes / in_calls(s.batch_get, keys, call_pages))
+    if [zlib.crc32(host.page_bytes(p)) for p in range(len(keys))] != sums:
+        raise SystemExit("file store read back different bytes")
+    s.close()
+    shutil.rmtree(d)
+    return s.direct
+
+
 def bench_file(args, host: HostKVPool, rows: list) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.dir))
     n = host.num_pages
     nbytes = n * host.bytes_per_page
     block = aligned(BLOCK)
     can_drop = drop_page_cache()
-    raw_file = root / "raw.bin"
     res: dict[str, list[float]] = {k: [] for k in ("raw_w_buf", "raw_w_dir", "raw_r_buf", "raw_r_dir",
                                                    "store_w", "store_r", "index")}
     sums = [zlib.crc32(host.page_bytes(p)) for p in range(n)]
-    direct = None
     try:
-        for rep in range(args.reps):
-            def raw() -> None:
-                for mode, d in (("buf", False), ("dir", True)):
-                    res[f"raw_w_{mode}"].append(nbytes / raw_write(raw_file, nbytes, d, block))
-                    if can_drop:
-                        drop_page_cache()
-                    elif not d:  # a buffered read right after the write would read memory
-                        continue
-                    res[f"raw_r_{mode}"].append(nbytes / raw_read(raw_file, d, block))
-                raw_file.unlink()
-
-            def store() -> None:
-                nonlocal direct
-                d = root / f"kv{rep}"
-                s = FileKVStore(d, 1 << 40)
-                s.attach(host)
-                direct = s.direct
-                keys = keys_for(n, rep)
-                res["store_w"].append(n * encoded_size(host.bytes_per_page) / in_calls(s.batch_set, keys, args.call_pages))
-                s.close()
-                drop_page_cache()
-                t0 = time.perf_counter()
-                s = FileKVStore(d, 1 << 40)  # a restart: the index comes from the segments' tables
-                res["index"].append(time.perf_counter() - t0)
-                s.attach(host)
-                host.buffer.zero_()
-                res["store_r"].append(n * encoded_size(host.bytes_per_page) / in_calls(s.batch_get, keys, args.call_pages))
-                if [zlib.crc32(host.page_bytes(p)) for p in range(n)] != sums:
-                    raise SystemExit("file store read back different bytes")
-                s.close()
-                shutil.rmtree(d)
-
-            for step in ((raw, store) if rep % 2 == 0 else (store, raw)):
-                step()
+        for rep in range(args.reps):  # alternate which goes first
+            if rep % 2 == 0:
+                raw_pass(root / "raw.bin", nbytes, block, can_drop, res)
+            direct = store_pass(root / f"kv{rep}", host, keys_for(n, rep), args.call_pages, sums, res)
+            if rep % 2 == 1:
+                raw_pass(root / "raw.bin", nbytes, block, can_drop, res)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     med = {k: statistics.median(v) / 1e9 for k, v in res.items() if v and k != "index"}
     ref_w = max(med["raw_w_buf"], med["raw_w_dir"])
     ref_r = max(med.get("raw_r_buf", 0.0), med["raw_r_dir"])
-    how = "page cache dropped before each read" if can_drop else "page cache NOT dropped (no permission): O_DIRECT reads only"
+    how = ("page cache dropped before each read" if can_drop
+           else "page cache NOT dropped (no permission): O_DIRECT reads only")
     print(f"file store: {n} pages x {host.bytes_per_page >> 20} MiB = {nbytes / 2**30:.2f} GiB per run, calls of "
           f"{args.call_pages} pages, O_DIRECT {'on' if direct else 'off'}; {how}; index rebuild "
           f"{statistics.median(res['index']) * 1e3:.0f} ms")
@@ -223,6 +228,11 @@ def reference_runs(port: int, value: int, keys: int, clients: int, pipeline: int
     return set_gbs, get_gbs
 
 
+def reference_pass(port: int, value: int, n: int, settings: list, res: dict) -> None:
+    for c, p in settings:
+        res[f"rb_{c}_{p}"].append(reference_runs(port, value, n, c, p))
+
+
 def bench_redis(args, host: HostKVPool, rows: list) -> None:
     from tierlm.kvcache.stores.redis import RedisKVStore
 
@@ -230,7 +240,7 @@ def bench_redis(args, host: HostKVPool, rows: list) -> None:
         raise SystemExit("redis-server and redis-benchmark are needed (apt-get install redis-server)")
     n = host.num_pages
     value = encoded_size(host.bytes_per_page)
-    settings = [(1, 1), (args.redis_connections, 1), (1, args.call_pages)]
+    settings = [(1, 1), (args.redis_connections, 1)]
     work = Path(tempfile.mkdtemp(prefix="bench-redis-"))
     proc, port = start_redis(work)
     res: dict[str, list[float]] = {"set": [], "get": [], **{f"rb_{c}_{p}": [] for c, p in settings}}
@@ -239,22 +249,18 @@ def bench_redis(args, host: HostKVPool, rows: list) -> None:
         store = RedisKVStore(f"redis://127.0.0.1:{port}/0", timeout=args.redis_timeout,
                              connections=args.redis_connections)
         store.attach(host)
-        for rep in range(args.reps):
-            def reference() -> None:
-                for c, p in settings:
-                    res[f"rb_{c}_{p}"].append(reference_runs(port, value, n, c, p))
-
-            def ours() -> None:
-                keys = keys_for(n, rep)
-                res["set"].append(n * value / in_calls(store.batch_set, keys, args.call_pages))
-                host.buffer.zero_()
-                res["get"].append(n * value / in_calls(store.batch_get, keys, args.call_pages))
-                if [zlib.crc32(host.page_bytes(p)) for p in range(n)] != sums:
-                    raise SystemExit("Redis store read back different bytes")
-                store.clear()
-
-            for step in ((reference, ours) if rep % 2 == 0 else (ours, reference)):
-                step()
+        for rep in range(args.reps):  # alternate which goes first
+            if rep % 2 == 0:
+                reference_pass(port, value, n, settings, res)
+            keys = keys_for(n, rep)
+            res["set"].append(n * value / in_calls(store.batch_set, keys, args.call_pages))
+            host.buffer.zero_()
+            res["get"].append(n * value / in_calls(store.batch_get, keys, args.call_pages))
+            if [zlib.crc32(host.page_bytes(p)) for p in range(n)] != sums:
+                raise SystemExit("Redis store read back different bytes")
+            store.clear()
+            if rep % 2 == 1:
+                reference_pass(port, value, n, settings, res)
         store.close()
     finally:
         proc.kill()  # ours, by PID
@@ -291,10 +297,12 @@ def main() -> None:
     ap.add_argument("--skip", choices=("file", "redis"), default=None)
     args = ap.parse_args()
     rows: list = []
+    print(f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.1f}")
     if args.skip != "file":
         bench_file(args, make_host(int(args.gib * 2**30), args.page_tokens), rows)
     if args.skip != "redis":
         bench_redis(args, make_host(int(args.redis_gib * 2**30), args.page_tokens), rows)
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
     print("\n| path | store GB/s | reference GB/s | reference | ratio | target |")
     print("|---|---|---|---|---|---|")
     for name, got, ref, what, target in rows:
