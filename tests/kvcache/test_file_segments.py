@@ -210,3 +210,17 @@ def test_calls_after_close_still_store_pages(tmp_path, host):
     store = store_at(tmp_path, host)
     store.close()  # a flush at interpreter exit comes after the I/O threads stopped
     assert store.batch_set(KEYS[:2], [0, 1]) == [True, True] and read_back(store, host, KEYS[:2])
+
+
+def test_a_listing_that_finds_a_write_before_it_is_indexed_loses_nothing(tmp_path, host, monkeypatch):
+    store = store_at(tmp_path, host)
+    real_replace = os.replace
+
+    def listed_right_after_the_rename(src, dst):
+        real_replace(src, dst)
+        store._idx.refresh(force=True)  # another thread's lookup lists the directory in between
+
+    monkeypatch.setattr(os, "replace", listed_right_after_the_rename)
+    assert store.batch_set(KEYS[:2], [0, 1]) == [True, True]
+    monkeypatch.undo()
+    assert len(segments(tmp_path)) == 1 and store.stats()["pages"] == 2 and read_back(store, host, KEYS[:2])

@@ -129,6 +129,8 @@ class SegmentIndex:
     def adopt(self, seg: Segment, alive: Sequence[int]) -> None:
         """Index a segment's live records as most recently used. A key stored twice keeps the copy in the
         segment whose name sorts first (every engine sharing the directory agrees); the other is removed."""
+        if seg.name in self.segs:  # a listing found this engine's own write before the write adopted it
+            return
         self.segs[seg.name] = seg
         losers = []
         for i in alive:
