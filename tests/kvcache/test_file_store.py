@@ -1,4 +1,4 @@
-"""The file L3 store against a hostile directory: read-only, shared with other engines, stray or oversized
+"""The file L3 store against a hostile directory: read-only, shared with other engines, stray or grown
 files. Read-only is simulated by making the os calls that change the file system fail (chmod cannot, since
 the tests may run as root)."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tierlm.kvcache.stores import open_store
+from tierlm.kvcache.stores.base import encoded_size
 from tierlm.kvcache.stores.file import FileKVStore
 
 KEYS = [f"{i:064x}" for i in range(1, 7)]
@@ -55,7 +56,7 @@ def test_reading_needs_no_write_access(tmp_path, host, monkeypatch):
 
 def test_read_only_store_serves_hits_and_writes_nothing(tmp_path, host, monkeypatch):
     filled_store(tmp_path, host)
-    stale = tmp_path / KEYS[0][:2] / ".tmp-left-by-a-crash"
+    stale = tmp_path / ".tmp-left-by-a-crash"
     stale.write_bytes(b"x")
     os.utime(stale, (0, 0))
     ref = host.buffer[:2].clone()
@@ -69,27 +70,26 @@ def test_read_only_store_serves_hits_and_writes_nothing(tmp_path, host, monkeypa
     assert store.batch_set(KEYS[:3], [0, 1, 2]) == [True, True, False]  # present pages count as stored
     assert store.stats()["errors"] == 0
     monkeypatch.undo()
-    assert stale.exists() and len(list(tmp_path.rglob("*.kvp"))) == 2
+    assert stale.exists() and len(list(tmp_path.glob("*.kvs"))) == 1
 
 
 def test_scan_skips_stray_entries_and_leaves_them_alone(tmp_path, host):
     filled_store(tmp_path, host)
-    sub = tmp_path / KEYS[0][:2]
-    os.symlink(tmp_path / "gone", sub / f"{KEYS[2]}.kvp")  # a dangling link named like a page
-    (sub / f"{KEYS[3]}.kvp").mkdir()  # a directory named like a page
-    (sub / "notes.txt").write_text("x")
+    (segment,) = tmp_path.glob("*.kvs")
+    os.symlink(tmp_path / "gone", tmp_path / f"{'a' * 32}.kvs")  # a dangling link named like a segment
+    os.symlink(segment, tmp_path / f"{'b' * 32}.kvs")  # a link to a real segment: not indexed twice
+    (tmp_path / f"{'c' * 32}.kvs").mkdir()  # a directory named like a segment
     (tmp_path / "README").write_text("x")
-    os.symlink(tmp_path / "nowhere", tmp_path / "ab")  # a dangling link in place of a subdirectory
-    (tmp_path / "zz").mkdir()
-    (tmp_path / "zz" / f"{KEYS[4]}.kvp").write_bytes(b"x")  # a page file where no page of its key lives
+    (tmp_path / "00").mkdir()
+    (tmp_path / "00" / f"{KEYS[4]}.kvp").write_bytes(b"x")  # a page of another layout
     store = FileKVStore(tmp_path, max_bytes=10**6)
     store.attach(host)
-    pages = [p for p in sub.glob("*.kvp") if p.is_file() and not p.is_symlink()]
-    assert store.stats()["pages"] == 2 and store.stats()["bytes"] == sum(p.stat().st_size for p in pages)
+    assert store.stats()["pages"] == 2 and store.stats()["segments"] == 1 and store.stats()["corrupt"] == 0
+    assert store.stats()["bytes"] == 2 * encoded_size(host.bytes_per_page)
     assert store.batch_get(KEYS[:5], [4, 5, 6, 7, 3]) == [True, True, False, False, False]
     store.clear()
-    assert (sub / "notes.txt").exists() and (tmp_path / "README").exists()
-    assert (tmp_path / "zz" / f"{KEYS[4]}.kvp").exists()
+    assert not segment.exists() and (tmp_path / "README").exists() and (tmp_path / f"{'c' * 32}.kvs").is_dir()
+    assert (tmp_path / "00" / f"{KEYS[4]}.kvp").exists() and (tmp_path / f"{'b' * 32}.kvs").is_symlink()
 
 
 class _Listing(list):
@@ -105,11 +105,11 @@ def test_scan_survives_pages_removed_by_another_engine(tmp_path, host, monkeypat
     real_scandir = os.scandir
 
     def racing_scandir(path):
-        # lists a subdirectory, then another engine evicts what was listed before it is looked at
+        # lists the directory, then another engine evicts what was listed before it is looked at
         with real_scandir(path) as it:
             entries = _Listing(it)
-        if os.path.abspath(path) != str(tmp_path):
-            for e in entries:
+        for e in entries:
+            if e.name.endswith(".kvs"):
                 os.unlink(e.path)
         return entries
 
@@ -121,7 +121,7 @@ def test_scan_survives_pages_removed_by_another_engine(tmp_path, host, monkeypat
 
 def test_young_temp_files_may_be_another_engines_write(tmp_path, host):
     filled_store(tmp_path, host)
-    young, old = tmp_path / KEYS[0][:2] / ".tmp-young", tmp_path / KEYS[0][:2] / ".tmp-old"
+    young, old = tmp_path / ".tmp-young", tmp_path / ".tmp-old"
     young.write_bytes(b"x")
     old.write_bytes(b"x")
     os.utime(old, (0, 0))
@@ -136,12 +136,15 @@ def test_store_path_that_is_a_file_names_the_flag(tmp_path):
         open_store(f"file://{f}", 10**6, 1.0)
 
 
-def test_oversized_page_is_not_read_whole(tmp_path, host):
-    store = filled_store(tmp_path, host, n=1)
-    path = store._path(KEYS[0])
-    path.write_bytes(path.read_bytes() + bytes(4 << 20))  # 4 MiB beyond a page of a few hundred bytes
+def test_grown_segment_is_not_trusted_nor_read_whole(tmp_path, host):
+    filled_store(tmp_path, host, n=1)
+    (path,) = tmp_path.glob("*.kvs")
+    with open(path, "ab") as f:
+        f.write(bytes(4 << 20))  # 4 MiB beyond a segment of a few KiB: its trailer is no longer at the end
     tracemalloc.start()
     try:
+        store = FileKVStore(tmp_path, max_bytes=10**6)
+        store.attach(host)
         ok = store.batch_get(KEYS[:1], [4])
         peak = tracemalloc.get_traced_memory()[1]
     finally:

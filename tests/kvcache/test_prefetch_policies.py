@@ -27,9 +27,9 @@ class SlowFileStore(FileKVStore):
         time.sleep(self.lookup)
         return super().batch_exists(keys)
 
-    def _read_many(self, keys):
+    def batch_get(self, keys, host_pages):
         time.sleep(self.delay)
-        return super()._read_many(keys)
+        return super().batch_get(keys, host_pages)
 
 
 def opts(**kw):

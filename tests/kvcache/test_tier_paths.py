@@ -98,9 +98,9 @@ def test_corrupt_page_on_disk_is_a_miss(tiny_qwen3, reference, tmp_path):  # (f)
     first.close()
     kv = first.engine.kv
     key = kv.hasher.chain(first.tokenizer.encode(PROMPTS[2]))[1]  # second page of a prompt nobody shares
-    path = kv.store._path(key)
+    path, offset, length = kv.store.locate(key)
     blob = bytearray(path.read_bytes())
-    blob[-7] ^= 0xFF  # flip bits inside the payload
+    blob[offset + length - 7] ^= 0xFF  # flip bits inside the payload
     path.write_bytes(bytes(blob))
     second = make(tiny_qwen3, **TIER_OPTS, kv_store=store)
     assert serve(second) == reference

@@ -22,7 +22,7 @@ OWNERS: Dict[str, str] = {
     "cuda": "the CUDA driver's JIT cache",
     "flashinfer": "FlashInfer's workspace",
     "deep_gemm": "DeepGEMM's JIT cache",
-    "kv": "TierLM's L3 KV store, one file per page, kept within --kv-store-max-gb by the engine",
+    "kv": "TierLM's L3 KV store, segment files of pages, kept within --kv-store-max-gb by the engine",
     "jit": "tvm-ffi's own builds and builds in progress",
 }
 

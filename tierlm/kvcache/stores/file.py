@@ -1,182 +1,274 @@
-"""`FileKVStore`: the default L3, one file per page under `<cache root>/kv/`, with an LRU byte budget.
+"""`FileKVStore`: the default L3, pages in segment files under `<cache root>/kv/`, with an LRU byte budget.
 
-Writes are atomic (a temp file in the same directory, then `os.replace`), so a reader sees a whole page
-or none; a page torn by a crash fails its checksum, reads as a miss and is removed. Reads refresh the
-file's mtime, the last-used stamp that LRU eviction (and a restarted engine, which rebuilds its index from
-the directory) goes by; the stamp is best effort, so reading never needs write access. Several engines
-may share the directory: existence is asked of the file system, and files another engine removes or
-renames meanwhile are skipped. A directory the engine cannot write to is served read-only.
+Each `batch_set` call writes its pages as one segment (`segment.py`): preallocated, written by several
+threads with O_DIRECT where the file system takes it, synced, then renamed into place, so a reader sees a
+whole segment or none. Reads go straight into the host pages (through an aligned bounce buffer only where
+the host memory is not aligned) and are verified against the segment's checksummed table: a damaged
+record is a miss and is punched out, a file that is not a valid segment is a miss and is removed.
+
+The index (key -> segment, record) is rebuilt at start-up from the segments' tables alone; LRU order
+across restarts is the segments' mtime, which reads refresh (best effort: reading never needs write
+access). Several engines may share the directory: a miss re-lists it when it changed, so pages another
+engine wrote are found, and pages another engine removed read as misses. Eviction removes single pages
+(punching their bytes out; whole segments where the file system cannot punch). A directory the engine
+cannot write to is served read-only.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import errno
 import logging
 import os
-import re
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from tierlm.kvcache.stores.base import BlobKVStore
+from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header, submit_or_run
+from tierlm.kvcache.stores.segment import (ENTRY, TRAILER, Entry, Scratch, align_up, open_flags, plan, preallocate,
+                                           probe_direct, read_record, write_footer, write_record)
+from tierlm.kvcache.stores.segment_index import SUFFIX, TMP, Segment, SegmentIndex, unlink
 
 logger = logging.getLogger(__name__)
-_SUFFIX = ".kvp"
-_TMP = ".tmp-"
-_PAGE_NAME = re.compile(r"[0-9a-f]{64}" + re.escape(_SUFFIX))
-_STALE_TMP_SECONDS = 3600.0  # younger temp files may be another engine's write in progress
+_SEGMENT_BYTES = 256 << 20  # a larger batch is written as several segments
 
 
 class FileKVStore(BlobKVStore):
-    """Pages as `<dir>/<key[:2]>/<key>.kvp`; evicts least recently used files beyond `max_bytes`.
+    """Pages in `<dir>/<32 hex>.kvs` segments; evicts least recently used pages beyond `max_bytes` (the
+    budget counts each page as its encoded size, header included). Only files named like segments are
+    indexed, and only segments it indexed are ever removed; anything else in the directory is left alone.
 
-    Only files named like pages count (and are ever evicted); anything else in the directory is left alone.
-    """
+    `direct`: use O_DIRECT (default: where the file system supports it); `io_threads`: parallel record
+    reads, writes and checksums per call; `fsync`: sync each segment before it becomes visible."""
 
     name = "file"
 
-    def __init__(self, directory: str | os.PathLike, max_bytes: int) -> None:
+    def __init__(self, directory: str | os.PathLike, max_bytes: int, direct: Optional[bool | str] = None,
+                 io_threads: int | str = 4, fsync: bool | str = True) -> None:
         super().__init__()
         self.dir = Path(directory)
         if self.dir.exists() and not self.dir.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(self.dir))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes = int(max_bytes)
-        self._mu = threading.Lock()
-        self._index: "OrderedDict[str, int]" = OrderedDict()  # key -> size, least recently used first
-        self._bytes = 0
-        self._evicted = 0
+        self.fsync = _flag(fsync)
         self.read_only = not self._probe_writable()
-        self._scan()
-
-    def _path(self, key: str) -> Path:
-        return self.dir / key[:2] / (key + _SUFFIX)
+        want = None if direct is None else _flag(direct)
+        self.direct = (want is not False) and not self.read_only and probe_direct(str(self.dir))
+        if want and not self.direct:
+            logger.warning("File KV store %s: O_DIRECT is not supported here; using buffered I/O", self.dir)
+        self._pool = cf.ThreadPoolExecutor(max(1, int(io_threads)), thread_name_prefix="tierlm-kvfile")
+        self._scratch = Scratch()
+        self._idx = SegmentIndex(self.dir, self.max_bytes, self.read_only, lambda: self._count(corrupt=1))
+        self._idx.scan()
+        st = self._idx.stats()
+        logger.info("File KV store %s: %d pages in %d segments, %.1f MiB%s%s", self.dir, st["pages"],
+                    st["segments"], st["bytes"] / 2**20, ", O_DIRECT" if self.direct else "",
+                    " (read-only)" if self.read_only else "")
 
     def _probe_writable(self) -> bool:
         """Whether a file can be created in the directory (a shared, pre-populated store may be read-only)."""
-        probe = self.dir / f"{_TMP}{uuid.uuid4().hex}"
+        probe = self.dir / f"{TMP}{uuid.uuid4().hex}"
         try:
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
         except OSError as e:
             logger.warning("File KV store %s is not writable (%s); serving its pages read-only", self.dir,
                            e.strerror or e)
             return False
-        _unlink(probe)
+        unlink(probe)
         return True
 
-    def _scan(self) -> None:
-        """Rebuild the LRU index from the directory (oldest mtime first); drop stale temp files."""
-        found = []
-        now = time.time()
-        # A page counts only where `_path` puts it, so everything indexed can be found and evicted.
-        entries = ((sub.name, e) for sub in _listdir(self.dir) if len(sub.name) == 2 for e in _listdir(sub.path))
-        for prefix, entry in entries:
-            try:
-                if entry.name.startswith(_TMP):
-                    if not self.read_only and now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
-                        _unlink(entry.path)
-                elif _PAGE_NAME.fullmatch(entry.name) and entry.name.startswith(prefix) and entry.is_file():
-                    st = entry.stat()
-                    found.append((st.st_mtime, entry.name[:-len(_SUFFIX)], st.st_size))
-            except OSError:  # removed by another engine meanwhile, a dangling link, no permission
+    def locate(self, key: str) -> Optional[tuple[Path, int, int]]:
+        """(segment file, offset, length) of a stored page's bytes, for tools and tests."""
+        return self._idx.locate(key)
+
+    # ---- pages ---------------------------------------------------------------------------------------------
+    def batch_get(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        self._count(get_calls=1)
+        t0 = time.perf_counter()
+        try:
+            found = self._idx.find(keys, refresh=True)
+        except Exception as e:  # noqa: BLE001 - outage = miss
+            self._error("get", e)
+            return [False] * len(keys)
+        fds: dict[str, Optional[int]] = {}
+        jobs: dict[int, cf.Future] = {}
+        direct = self.direct
+        try:
+            for j, (held, page) in enumerate(zip(found, host_pages)):
+                if held is None:
+                    continue
+                seg, i = held
+                if seg.name not in fds:
+                    fds[seg.name] = self._open_for_read(seg, direct)
+                if fds[seg.name] is not None:
+                    jobs[j] = self._submit(read_record, fds[seg.name], seg.entries[i],
+                                           self.host.page_bytes(page), direct, self._scratch)
+            cf.wait(jobs.values())
+        finally:
+            for fd in fds.values():
+                if fd is not None:
+                    os.close(fd)
+        ok, nbytes, corrupt, gone = [False] * len(keys), 0, [], []
+        for j, fut in jobs.items():
+            err = fut.exception()
+            if err is not None:
+                self._io_failed("read", err)
                 continue
-        for _, key, size in sorted(found):
-            self._index[key] = size
-            self._bytes += size
-        self._evict_over_budget()
-        logger.info("File KV store %s: %d pages, %.1f MiB%s", self.dir, len(self._index), self._bytes / 2**20,
-                    " (read-only)" if self.read_only else "")
+            seg, i = found[j]
+            result = fut.result()
+            if result == "ok":
+                ok[j] = True
+                nbytes += encoded_size(seg.entries[i].length)
+            elif result == "gone":
+                gone.append(keys[j])
+            else:
+                corrupt.append(keys[j])
+                logger.warning("KV store file: page %s is corrupt (%s); treating it as a miss%s", keys[j][:16],
+                               seg.name, "" if self.read_only else " and removing it")
+        self._idx.touch([(k, h) for k, h, hit in zip(keys, found, ok) if hit])
+        self._idx.remove(gone, keep_bytes=True)
+        self._idx.remove(corrupt)
+        self._count(hits=sum(ok), misses=len(keys) - sum(ok) - len(corrupt), corrupt=len(corrupt),
+                    bytes_read=nbytes, read_seconds=time.perf_counter() - t0)
+        return ok
 
-    def _evict_over_budget(self) -> None:
-        if self.read_only:  # nothing can be removed; the budget is the owner's business
-            return
-        while self._bytes > self.max_bytes and self._index:
-            key, size = self._index.popitem(last=False)
-            self._bytes -= size
-            self._evicted += 1
-            _unlink(self._path(key))
+    def _submit(self, fn: Callable, *args: Any) -> cf.Future:
+        return submit_or_run(self._pool, fn, *args)
 
+    def _open_for_read(self, seg: Segment, direct: bool) -> Optional[int]:
+        try:
+            return os.open(self.dir / seg.name, os.O_RDONLY | open_flags(direct))
+        except FileNotFoundError:  # removed by another engine
+            with self._idx.mu:
+                if self._idx.segs.get(seg.name) is seg:
+                    self._idx.forget(seg)
+        except OSError as e:
+            self._io_failed("open", e)
+        return None
+
+    def _io_failed(self, what: str, e: BaseException) -> None:
+        if isinstance(e, OSError) and e.errno == errno.EINVAL:
+            self._no_direct(e)
+        self._error(what, e)
+
+    def _no_direct(self, e: OSError) -> None:
+        if self.direct:  # the file system took the flag but not the transfers
+            self.direct = False
+            logger.warning("File KV store %s: O_DIRECT transfers fail (%s); using buffered I/O", self.dir, e)
+
+    def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        self._count(set_calls=1)
+        if not keys:
+            return []
+        t0 = time.perf_counter()
+        try:
+            present = [h is not None for h in self._idx.find(keys, refresh=False)]
+            todo = {} if self.read_only else {k: i for i, (k, p) in enumerate(zip(keys, present)) if not p}
+            self._write([(k, self.host.page_bytes(host_pages[i]), None) for k, i in todo.items()])
+        except Exception as e:  # noqa: BLE001 - a failed write is a miss later, never an error upstream
+            self._error("set", e)
+            return [False] * len(keys)
+        ok = [p or k in todo for k, p in zip(keys, present)]
+        self._count(pages_written=len(todo), bytes_written=sum(encoded_size(self.host.bytes_per_page) for _ in todo),
+                    write_seconds=time.perf_counter() - t0)
+        return ok
+
+    def _write(self, items: Sequence[tuple[str, memoryview, Optional[int]]]) -> None:
+        """Write (key, payload, crc or None to compute it) records as segments of at most _SEGMENT_BYTES."""
+        start, size = 0, 0
+        for j, (_, payload, _) in enumerate(items):
+            if size and size + len(payload) > _SEGMENT_BYTES:
+                self._write_segment(items[start:j])
+                start, size = j, 0
+            size += align_up(len(payload))
+        if start < len(items):
+            self._write_segment(items[start:])
+
+    def _write_segment(self, items: Sequence[tuple[str, memoryview, Optional[int]]]) -> None:
+        offsets, table_offset = plan([len(p) for _, p, _ in items])
+        name = uuid.uuid4().hex + SUFFIX
+        tmp = self.dir / f"{TMP}{name}"
+        direct = self.direct
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | open_flags(direct), 0o644)
+        try:
+            preallocate(fd, table_offset + align_up(len(items) * ENTRY.size + TRAILER.size))
+            jobs = [self._submit(write_record, fd, off, payload, direct, self._scratch)
+                    for (_, payload, _), off in zip(items, offsets)]
+            cf.wait(jobs)  # every job is done with the descriptor before it can be closed
+            crcs = [j.result() for j in jobs]
+            entries = [Entry(k, off, len(p), crc if given is None else given)
+                       for (k, p, given), off, crc in zip(items, offsets, crcs)]
+            write_footer(fd, entries, table_offset, direct, self._scratch)
+            if self.fsync:
+                os.fdatasync(fd)
+        except BaseException as e:
+            os.close(fd)
+            unlink(tmp)
+            if isinstance(e, OSError) and e.errno == errno.EINVAL and direct:
+                self._no_direct(e)
+                return self._write_segment(items)  # once more, buffered
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, self.dir / name)
+        except BaseException:
+            unlink(tmp)
+            raise
+        with self._idx.mu:
+            self._idx.adopt(Segment(name, entries, time.time()), range(len(entries)))
+            self._idx.evict_over_budget()
+
+    # ---- bytes (the BlobKVStore contract, for callers that move encoded pages) ------------------------------
     def _exists_many(self, keys: Sequence[str]) -> list[bool]:
-        return [self._path(k).is_file() for k in keys]
+        return [h is not None for h in self._idx.find(keys, refresh=True)]
 
     def _read_many(self, keys: Sequence[str]) -> list[Optional[bytes]]:
-        # A valid page has exactly this size: reading one byte more is enough to reject a bigger file
-        # without holding it in memory.
-        limit = self._expected_blob_bytes()
         out: list[Optional[bytes]] = []
-        for key in keys:
-            path = self._path(key)
+        for held in self._idx.find(keys, refresh=True):
+            if held is None:
+                out.append(None)
+                continue
+            e = held[0].entries[held[1]]
             try:
-                with open(path, "rb") as f:
-                    out.append(f.read() if limit is None else f.read(limit + 1))
+                fd = os.open(self.dir / held[0].name, os.O_RDONLY)
             except FileNotFoundError:
                 out.append(None)
                 continue
-            except OSError as e:  # this page only (a directory in its place, no permission): a miss
-                self._error("read", e)
-                out.append(None)
-                continue
             try:
-                os.utime(path)
-            except OSError:  # not ours to stamp (read-only store, another user's file): LRU order suffers only
-                pass
-            with self._mu:
-                if key in self._index:
-                    self._index.move_to_end(key)
+                out.append(page_header(e.key, e.length, e.crc) + os.pread(fd, e.length, e.offset))
+            finally:
+                os.close(fd)
         return out
 
     def _write_many(self, keys: Sequence[str], blobs: Sequence[bytes]) -> list[bool]:
+        items = []
         for key, blob in zip(keys, blobs):
-            path = self._path(key)
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.parent / f"{_TMP}{uuid.uuid4().hex}"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(blob)
-                os.replace(tmp, path)
-            except BaseException:
-                _unlink(tmp)
-                raise
-            with self._mu:
-                self._bytes += len(blob) - self._index.pop(key, 0)
-                self._index[key] = len(blob)
-                self._evict_over_budget()
+            crc = parse_header(blob)[2]
+            items.append((key, memoryview(blob)[encoded_size(0):], crc))
+        self._write(items)
         return [True] * len(keys)
 
     def _delete_many(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            _unlink(self._path(key))
-            with self._mu:
-                self._bytes -= self._index.pop(key, 0)
+        self._idx.remove(keys)
 
     def clear(self) -> None:
-        with self._mu:
-            keys = list(self._index)
-        self._delete_many(keys)
+        self._idx.clear()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def stats(self) -> dict:
-        with self._mu:
-            extra = {"dir": str(self.dir), "pages": len(self._index), "bytes": self._bytes,
-                     "max_bytes": self.max_bytes, "evicted_pages": self._evicted, "read_only": self.read_only}
-        return {**super().stats(), **extra}
+        return {**super().stats(), "dir": str(self.dir), **self._idx.stats(), "read_only": self.read_only,
+                "direct_io": self.direct}
 
 
-def _listdir(path: str | os.PathLike) -> list[os.DirEntry]:
-    """The entries of `path`, or none if it vanished or cannot be listed."""
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError:
-        return []
+def _flag(value: bool | str) -> bool:
+    """A boolean option that may come from a `module:Class?k=v` URL as a string."""
+    if isinstance(value, str):
+        if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"expected a boolean, got {value!r}")
+        return value.lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
-def _unlink(path: str | os.PathLike) -> None:
-    """Remove `path` if possible: a file already gone or one we may not remove is not an error here."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        logger.debug("File KV store: cannot remove %s (%s)", path, e)
