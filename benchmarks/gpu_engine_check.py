@@ -3,11 +3,11 @@
 Runs (1) tiny random models of the chosen architectures in fp32: greedy outputs of the default CUDA path
 (Triton attention, decode CUDA graphs, overlap, the fused MoE kernel) must equal the torch path (torch
 attention, no graphs, no overlap, MoE experts by the torch reference loop) exactly; (2) a random-weight shipped
-config in bf16 (default Qwen3-0.6B) on N prompts: reports per prompt the first divergence position (if any)
-and the closeness of the chosen tokens' logprobs up to it.
+config (default Qwen3-0.6B in bf16) on N prompts: reports per prompt the first divergence position (if any)
+and the closeness of the chosen tokens' logprobs up to it. In fp32 the two paths should agree token for token.
 
     python benchmarks/gpu_engine_check.py [--prompts 32] [--max-tokens 64] [--archs deepseek_v2,deepseek_v3]
-        [--bf16-model builtin:deepseek-v2-lite]
+        [--model builtin:deepseek-v2-lite] [--dtype float32]
 """
 from __future__ import annotations
 
@@ -68,12 +68,11 @@ def tiny_models_equal(archs) -> bool:
     return ok
 
 
-def bf16_check(model: str, n: int, max_tokens: int) -> None:
+def shipped_check(model: str, dtype: str, n: int, max_tokens: int) -> None:
     rng = random.Random(0)
     prompts = [[rng.randrange(10000) for _ in range(rng.randint(16, 512))] for _ in range(n)]
     p = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True, detokenize=False, logprobs=1)
-    common = dict(load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16", max_model_len=2048,
-                  kv_cache_gb=8)
+    common = dict(load_format="dummy", skip_tokenizer_init=True, dtype=dtype, max_model_len=2048, kv_cache_gb=4)
     fast, info = run(model, prompts, p, attention_backend="auto", **common)
     ref, _ = run(model, prompts, p, reference=True, **common)
     identical, firsts, max_dlp = 0, [], 0.0
@@ -86,7 +85,7 @@ def bf16_check(model: str, n: int, max_tokens: int) -> None:
             identical += 1
         else:
             firsts.append(div)
-    print(f"{model} bf16 ({info}): {identical}/{n} prompts identical over {max_tokens} tokens; "
+    print(f"{model} {dtype} ({info}): {identical}/{n} prompts identical over {max_tokens} tokens; "
           f"first divergence positions {sorted(firsts)}; max |logprob diff| before divergence {max_dlp:.4f}")
 
 
@@ -95,7 +94,8 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--archs", default=",".join(ARCHS), help="tiny architectures to check (comma list)")
-    ap.add_argument("--bf16-model", default="builtin:qwen3-0.6b", help="shipped config for the bf16 check")
+    ap.add_argument("--model", default="builtin:qwen3-0.6b", help="shipped config of the dummy-weight check")
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="its dtype")
     args = ap.parse_args()
     archs = [a for a in args.archs.split(",") if a]
     if any(a not in ARCHS for a in archs):
@@ -103,7 +103,7 @@ def main() -> int:
         return 2
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name()}")
     ok = tiny_models_equal(archs)
-    bf16_check(args.bf16_model, args.prompts, args.max_tokens)
+    shipped_check(args.model, args.dtype, args.prompts, args.max_tokens)
     return 0 if ok else 1
 
 
