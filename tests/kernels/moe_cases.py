@@ -11,9 +11,25 @@ from tests.kernels.cases import CaseFn, run
 from tests.kernels.reference import tolerance
 
 
+def grouped_sigmoid_route(logits: torch.Tensor, top_k: int, groups: int, seed: int):
+    """DeepSeek-V3's routing (`tierlm.models.deepseek_moe.Router`): float32 weights whatever the input dtype."""
+    from types import SimpleNamespace
+
+    from tierlm.models.deepseek_moe import Router
+
+    experts = logits.shape[1]
+    cfg = SimpleNamespace(n_routed_experts=experts, scoring="sigmoid", n_group=groups, topk_group=groups // 2,
+                          num_experts_per_tok=top_k, norm_topk_prob=True, routed_scaling_factor=2.5)
+    router = Router(cfg, experts).to(logits.device)  # identity projection: the logits are the input
+    with torch.no_grad():
+        router.weight.copy_(torch.eye(experts))
+        router.e_score_correction_bias.copy_(torch.randn(experts, generator=torch.Generator().manual_seed(seed)))
+        return router(logits)
+
+
 def check_fused_moe(device: str, dtype: torch.dtype, *, tokens: int, experts: int = 4, hidden: int = 32,
                     inter: int = 16, top_k: int = 2, block_m: int = 16, block_n: int = 16, block_k: int = 16,
-                    group_m: int = 2, seed: int = 0) -> None:
+                    group_m: int = 2, seed: int = 0, groups: int = 0) -> None:
     from tierlm.kernels.fused_moe import MoEConfig, fused_moe
     from tierlm.layers.moe import experts_sorted, route
 
@@ -23,7 +39,11 @@ def check_fused_moe(device: str, dtype: torch.dtype, *, tokens: int, experts: in
     down = torch.randn(experts, hidden, inter, generator=gen) * inter ** -0.5
     logits = torch.randn(tokens, experts, generator=gen)
     x, gate_up, down, logits = (t.to(device=device, dtype=dtype) for t in (x, gate_up, down, logits))
-    weights, ids = route(logits, top_k, renormalize=True)
+    if groups:  # DeepSeek's grouped routing
+        weights, ids = grouped_sigmoid_route(logits, top_k, groups, seed)
+        assert weights.dtype == torch.float32
+    else:
+        weights, ids = route(logits, top_k, renormalize=True)
     cfg = MoEConfig(block_m=block_m, block_n=block_n, block_k=block_k, group_m=group_m, num_warps=4, num_stages=1)
     out = fused_moe(x, gate_up, down, weights, ids, cfg)
     ref = experts_sorted(x.double(), gate_up.double(), down.double(), weights.double(), ids)
@@ -41,6 +61,8 @@ def _cases() -> dict[str, CaseFn]:
         "moe_40_tokens_multi_block": moe(tokens=40, seed=2),  # 80 pairs: experts span several row blocks
         "moe_top1_uneven_tiles": moe(tokens=9, top_k=1, hidden=40, inter=24, seed=3),  # masked K and N tails
         "moe_block_m32": moe(tokens=17, block_m=32, block_n=32, group_m=1, seed=4),
+        # DeepSeek-V3 routing: 16 experts in 4 groups (2 kept), top-4, float32 weights beside dtype activations
+        "moe_deepseek_grouped_f32_weights": moe(tokens=11, experts=16, top_k=4, groups=4, seed=5),
     }
 
 

@@ -54,7 +54,9 @@ def test_layer_pattern_and_latent_layout(tiny_models):
     model = DeepseekForCausalLM(mc, 64)
     kinds = [type(layer.mlp) for layer in model.model.layers]
     assert kinds == [GatedMLP, DeepseekMoE, DeepseekMoE]  # first_k_dense_replace = 1
-    assert len(model.model.layers[1].mlp.experts) == 4 and model.model.layers[1].mlp.shared_experts is not None
+    moe = model.model.layers[1].mlp
+    assert tuple(moe.experts_gate_up.shape) == (4, 2 * 32, 64) and tuple(moe.experts_down.shape) == (4, 64, 32)
+    assert moe.shared_experts is not None and moe.top_k == 2
     layout = DeepseekForCausalLM.kv_layout(mc, torch.bfloat16)
     assert layout.describe() == [[["latent", [32 + 8], "bfloat16"]]] * 3  # kv_lora_rank + qk_rope_head_dim
     every_other = ModelConfig.from_dict({**mc.raw, "moe_layer_freq": 2, "first_k_dense_replace": 0})

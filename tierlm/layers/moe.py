@@ -1,5 +1,6 @@
-"""Sparse mixture-of-experts feed-forward (Qwen3-MoE style): a softmax router picks the top-k SwiGLU experts
-of each token and mixes their outputs by the (optionally renormalized) router probabilities.
+"""Mixture-of-experts feed-forward: a router picks the top-k SwiGLU experts of each token and mixes their
+outputs by its weights. `StackedExperts` holds the experts and computes the mix given the routing (shared by
+every MoE family); `SparseMoE` adds Qwen3-MoE's softmax router with optional renormalization.
 
 The expert weights are stacked, `[num_experts, ...]`, the layout a fused GPU kernel reads; the reference
 computation here sorts the (token, expert) pairs by expert, runs every selected expert once on its tokens
@@ -61,10 +62,11 @@ def experts_sorted(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, w
     return out
 
 
-class SparseMoE(nn.Module):
-    """Router (`gate`) plus `num_experts` SwiGLU experts stored stacked: `experts_gate_up`
+class StackedExperts(nn.Module):
+    """`num_experts` SwiGLU experts stored stacked, the layout the fused GPU kernel reads: `experts_gate_up`
     `[num_experts, 2 * intermediate, hidden]` (gate rows first, then up) and `experts_down`
-    `[num_experts, hidden, intermediate]`.
+    `[num_experts, hidden, intermediate]`. Base of every MoE block: the block routes, `experts(x, weights,
+    ids)` computes the weighted expert mix (the fused Triton kernel on CUDA, `experts_sorted` elsewhere).
 
     `CHECKPOINT_MAPPING` tells the loader how per-expert checkpoint tensors fill the stacked parameters (`*` is
     the expert index, the position along their first dimension); `shard_range` gives the gate/up rows.
@@ -78,14 +80,11 @@ class SparseMoE(nn.Module):
         "experts.*.down_proj.weight": ("experts_down", None),
     })
 
-    def __init__(self, hidden_size: int, intermediate_size: int, num_experts: int, top_k: int,
-                 renormalize: bool) -> None:
+    def __init__(self, hidden_size: int, intermediate_size: int, num_experts: int, top_k: int) -> None:
         super().__init__()
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"top_k must be in 1..{num_experts}, got {top_k}")
-        self.intermediate = intermediate_size
-        self.top_k, self.renormalize = top_k, renormalize
-        self.gate = nn.Linear(hidden_size, num_experts, bias=False)
+        self.intermediate, self.top_k = intermediate_size, top_k
         self.experts_gate_up = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size))
         self.experts_down = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
         self.fused_configs: Mapping[int, MoEConfig] | None = None
@@ -95,11 +94,11 @@ class SparseMoE(nn.Module):
         return shard * self.intermediate, (shard + 1) * self.intermediate
 
     def extra_repr(self) -> str:
-        return (f"experts={self.experts_gate_up.shape[0]}, top_k={self.top_k}, "
-                f"intermediate={self.intermediate}, renormalize={self.renormalize}")
+        return f"experts={self.experts_gate_up.shape[0]}, top_k={self.top_k}, intermediate={self.intermediate}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights, ids = route(self.gate(x), self.top_k, self.renormalize)
+    def experts(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Sum over each token's experts `ids` `[tokens, top_k]` of their outputs times `weights` (any float
+        dtype: products are rounded to `x`'s dtype). On CUDA nothing is read on the host."""
         if x.is_cuda:
             return self._fused(x, weights, ids)
         return experts_sorted(x, self.experts_gate_up, self.experts_down, weights, ids)
@@ -113,15 +112,32 @@ class SparseMoE(nn.Module):
         return fused_moe(x, self.experts_gate_up, self.experts_down, weights, ids, cfg or default_config(n))
 
 
+class SparseMoE(StackedExperts):
+    """Router (`gate`, a softmax over all experts) plus the stacked experts (Qwen3-MoE)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, num_experts: int, top_k: int,
+                 renormalize: bool) -> None:
+        super().__init__(hidden_size, intermediate_size, num_experts, top_k)
+        self.renormalize = renormalize
+        self.gate = nn.Linear(hidden_size, num_experts, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, renormalize={self.renormalize}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, ids = route(self.gate(x), self.top_k, self.renormalize)
+        return self.experts(x, weights, ids)
+
+
 def tune_fused_moe(model: nn.Module) -> int:
-    """Give every CUDA `SparseMoE` of `model` its tuned launch parameters from the autotune store, tuning
-    each distinct (shape, dtype, device) once. Returns the number of layers configured."""
+    """Give every CUDA MoE block (`StackedExperts`) of `model` its tuned launch parameters from the autotune
+    store, tuning each distinct (shape, dtype, device) once. Returns the number of layers configured."""
     from tierlm.kernels.fused_moe_tune import tuned_configs
 
     tables: dict = {}
     done = 0
     for layer in model.modules():
-        if not isinstance(layer, SparseMoE) or not layer.experts_gate_up.is_cuda:
+        if not isinstance(layer, StackedExperts) or not layer.experts_gate_up.is_cuda:
             continue
         w = layer.experts_gate_up
         key = (tuple(w.shape), layer.top_k, w.dtype, w.device)

@@ -7,8 +7,8 @@ the absorbed form: each head's non-rope query is mapped into latent space throug
 back to the head's value. The backend thus only sees one shared "KV head" per token (`attention_kind =
 "mla"`; see `tierlm.attention.mla_torch`).
 
-Parameter names follow the Hugging Face checkpoints; gate/up projections of the dense MLP, of every
-expert and of the shared experts are fused (`gate_up_proj`).
+Parameter names follow the Hugging Face checkpoints; gate/up projections of the dense MLP and of the shared
+experts are fused (`gate_up_proj`), the routed experts stacked (`experts_gate_up`, `experts_down`).
 """
 from __future__ import annotations
 
@@ -21,13 +21,16 @@ from torch import nn
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.kvcache.layout import KVLayout
 from tierlm.layers.decoupled_rotary import DecoupledRotary
+from tierlm.layers.moe import StackedExperts
 from tierlm.layers.norm import RMSNorm
 from tierlm.models.config import ModelConfig
 from tierlm.models.deepseek_config import DeepseekConfig
 from tierlm.models.deepseek_moe import DeepseekMoE, GatedMLP
 
-# checkpoint projection name -> (fused parameter name, shard id)
-STACKED = MappingProxyType({"gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)})
+# checkpoint projection name -> (fused parameter name, shard id): gate/up of the dense MLP and the shared
+# experts, and the routed experts' per-expert tensors into the stacked parameters
+STACKED = MappingProxyType({"gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
+                            **StackedExperts.CHECKPOINT_MAPPING})
 LORA_NORM_EPS = 1e-6  # the q/kv low-rank norms use the default epsilon, not rms_norm_eps (as the reference)
 
 
@@ -104,8 +107,8 @@ class DeepseekForCausalLM(nn.Module):
     final hidden states of all new tokens. The KV cache holds one latent per token and layer."""
 
     attention_kind = "mla"
-    # its MoE reads per-expert token counts on the host (one sync per expert): not capturable yet
-    cuda_graph_safe = False
+    # decode reads nothing on the host: device-side routing, the fused MoE kernel, Triton MLA decode
+    cuda_graph_safe = True
 
     def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
         super().__init__()

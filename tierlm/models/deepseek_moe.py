@@ -1,8 +1,9 @@
 """DeepSeek mixture of experts: routed SwiGLU experts picked per token, plus always-on shared experts.
 
-A plain torch reference (one pass per expert that some token picked): correct first, fast enough for small
-models and tests; a fused MoE kernel is a separate piece. Parameter names follow the Hugging Face
-checkpoints (`mlp.gate`, `mlp.experts.N`, `mlp.shared_experts`) with gate/up fused per expert.
+Routing is all device-side tensor ops (no value is read on the host); the routed experts are stacked and
+mixed by `StackedExperts` (the fused Triton kernel on CUDA, so the block is CUDA-graph capturable; the torch
+reference elsewhere). Checkpoint names (`mlp.gate`, `mlp.experts.N.*`, `mlp.shared_experts`) map onto
+`gate`, the stacked `experts_gate_up`/`experts_down` and `shared_experts` (`StackedExperts.CHECKPOINT_MAPPING`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tierlm.layers.mlp import GatedMLP
+from tierlm.layers.moe import StackedExperts
 from tierlm.models.deepseek_config import DeepseekConfig
 
 __all__ = ["DeepseekMoE", "GatedMLP"]
@@ -74,25 +76,18 @@ class Router(nn.Module):
         return weights * cfg.routed_scaling_factor, ids
 
 
-class DeepseekMoE(nn.Module):
-    """Routed experts (each token's top-k, weighted) plus the shared experts applied to every token."""
+class DeepseekMoE(StackedExperts):
+    """Routed experts (each token's top-k, weighted; stacked) plus the shared experts applied to every token."""
 
     def __init__(self, cfg: DeepseekConfig, hidden: int) -> None:
-        super().__init__()
+        super().__init__(hidden, cfg.moe_intermediate_size, cfg.n_routed_experts, cfg.num_experts_per_tok)
         self.gate = Router(cfg, hidden)
-        self.experts = nn.ModuleList(GatedMLP(hidden, cfg.moe_intermediate_size)
-                                     for _ in range(cfg.n_routed_experts))
         self.shared_experts = (GatedMLP(hidden, cfg.moe_intermediate_size * cfg.n_shared_experts)
                                if cfg.n_shared_experts else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights, ids = self.gate(x)
-        out = torch.zeros_like(x)
-        # experts in ascending order, so each token sums its experts' outputs in the reference's order
-        for e in ids.unique().tolist():
-            tokens, slot = torch.where(ids == e)
-            y = self.experts[e](x[tokens]) * weights[tokens, slot, None]
-            out.index_add_(0, tokens, y.to(out.dtype))
+        weights, ids = self.gate(x)  # float32 weights: each expert output is scaled in float32, then rounded
+        out = self.experts(x, weights, ids)
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
         return out
