@@ -110,6 +110,10 @@ class EngineConfig:
     max_model_len: Optional[int] = _opt(None, "Context limit in tokens (default: the model's).", "model")
     seed: int = _opt(0, "Seed for dummy weights and for sampling of requests that give no seed.", "model")
     served_model_name: Optional[str] = _opt(None, "Model name reported by the API (default: --model).", "model")
+    compile: bool = _opt(False, "Compile the model's forward with torch.compile (Inductor, one graph with "
+                         "attention as its one opaque call) ahead of time; the compiled code, Inductor's and "
+                         "Triton's caches live in the per-model AOT tree of the cache root (aot/<key>/) and are "
+                         "reused on the next start. CUDA graphs capture the compiled decode.", "model")
     attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA (per-head and latent "
                                   "attention), torch elsewhere. Choices: 'auto' and the registered "
                                   "backends (tierlm/attention/registry.py).", "model", registry="attention")
