@@ -30,15 +30,23 @@ if [ "$part" = all ] || [ "$part" = qwen ]; then
   engine_runs builtin:qwen3-0.6b qwen 256
   # greedy agreement of eager and compiled decoding (bf16: Inductor's fusions may round differently)
   TIERLM_CACHE_DIR=$root timeout 240 python3 - > "$out/qwen-parity.json" 2> "$out/qwen-parity.err" <<'PY'
-import json
+import gc, json
+import torch
 from tierlm import LLM, SamplingParams
 prompts = [[(13 * i + 7 * j) % 5000 + 10 for j in range(16 + 8 * i)] for i in range(8)]
 params = SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True, detokenize=False)
+
+def greedy(compile):
+    llm = LLM("builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True, max_model_len=2048, compile=compile)
+    out = [o.token_ids for o in llm.generate(prompts, params)]
+    llm.close()
+    return out
+
 got = {}
 for compile in (False, True):
-    llm = LLM("builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True, max_model_len=2048, compile=compile)
-    got[compile] = [o.token_ids for o in llm.generate(prompts, params)]
-    llm.close()
+    got[compile] = greedy(compile)
+    gc.collect()
+    torch.cuda.empty_cache()
 same = [next((k for k, (a, b) in enumerate(zip(x, y)) if a != b), len(x)) for x, y in zip(got[False], got[True])]
 print(json.dumps({"identical": sum(s == 64 for s in same), "of": len(same), "first_difference_at": same}))
 PY
