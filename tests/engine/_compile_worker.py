@@ -1,6 +1,7 @@
 """Child process of the --compile tests: greedy outputs of a tiny model with and without --compile, and the
 compiled engine's start-up report (torch's compile counters). usage: _compile_worker.py MODEL_DIR"""
 import json
+import os
 import sys
 
 import tierlm  # noqa: F401  (first: wires the cache root)
@@ -23,4 +24,5 @@ expected = greedy(eager)
 eager.close()
 compiled = LLM(sys.argv[1], compile=True, **OPTS)
 print(json.dumps({"eager": expected, "compiled": greedy(compiled), "startup": compiled.engine.startup,
-                  "tree": str(compiled.engine.worker.runner.aot.path)}))
+                  "tree": str(compiled.engine.worker.runner.aot.path),
+                  "autotune_override_after_start": os.environ.get("TIERLM_AUTOTUNE_CACHE_DIR")}))

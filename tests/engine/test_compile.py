@@ -6,6 +6,7 @@ Compiling on the CPU takes tens of seconds: one compiling start (`cold`, module-
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 import torch
 from torch import nn
 
+from tierlm.cachedir import AotBundle, AutotuneStore
 from tierlm.cli.bench.startup import child_env
 from tierlm.config import EngineConfig
-from tierlm.engine.aot_tree import key_factors
+from tierlm.engine.aot_tree import AotTree, key_factors
 from tierlm.engine.compile import check_compilable
 from tierlm.models.config import ModelConfig
 
@@ -53,6 +55,26 @@ def test_compiled_greedy_matches_eager_and_the_cold_start_fills_a_sealed_tree(co
     assert (tree / "manifest.json").is_file() and (tree / "precompiled" / "forward.bin").is_file()
     assert list((tree / "inductor").rglob("*.so")), "Inductor's kernels must be inside the tree"
     assert not list((root / "inductor").rglob("*.so")), "nothing compiled may land outside the tree"
+    assert r["autotune_override_after_start"] is None  # the store's redirect ends with the start
+
+
+def test_tree_redirects_the_autotune_store_only_during_start_up(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIERLM_CACHE_DIR", str(tmp_path / "root"))
+    for var in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))  # restored after the test
+    for before in (None, str(tmp_path / "mine")):
+        if before is None:
+            monkeypatch.delenv("TIERLM_AUTOTUNE_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TIERLM_AUTOTUNE_CACHE_DIR", before)
+        bundle = AotBundle.open({"model": "m"})
+        bundle.activate()
+        tree = AotTree(bundle, before)
+        assert AutotuneStore().directory == bundle.autotune_dir
+        tree.end_startup()
+        assert os.environ.get("TIERLM_AUTOTUNE_CACHE_DIR") == before
+        assert AutotuneStore().directory == (Path(before) if before else tmp_path / "root" / "autotune")
+        bundle.release()
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 An engine opens its tree before anything compiles whenever it compiles something: with --compile (the
 saved forward, ``precompiled/forward.bin``, and the kernels Inductor builds for it) and on CUDA (TierLM's own
 Triton kernels and their autotune results). Opening activates it (`AotBundle.activate`): Inductor's cache,
-Triton's cache (nested in Inductor's) and the autotune store then live inside it, so the one directory is
-everything this configuration compiled. Start-up seals it (a manifest with the sha256 of every file) once
-complete, and again when a later start added files; `tierlm cache export|import` move it to other roots.
+Triton's cache (nested in Inductor's) and, during start-up, the autotune store then live inside it, so the
+one directory is everything this configuration compiled. Start-up seals it (a manifest with the sha256 of
+every file) once complete, and again when a later start added files; `tierlm cache export|import` move it.
 
 The key hashes what changes the compiled code and nothing else: the model's architecture and config (not
 its name or path: identical configs share code), dtype, device kind and arch, tensor-parallel size and rank,
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,7 @@ import torch
 
 from tierlm.cachedir import AotBundle, environment_fingerprint
 from tierlm.cachedir.fsutil import iter_files
+from tierlm.cachedir.root import override_var
 from tierlm.config import EngineConfig
 from tierlm.engine.compile import OPTIONS
 from tierlm.models.config import ModelConfig
@@ -96,8 +98,9 @@ def _listing(path: Path) -> dict[str, int]:
 class AotTree:
     """The opened, active tree of this engine: where the saved forward goes, and what this start added."""
 
-    def __init__(self, bundle: AotBundle) -> None:
+    def __init__(self, bundle: AotBundle, autotune_before: Optional[str] = None) -> None:
         self.bundle = bundle
+        self._autotune_before = autotune_before  # the autotune store's override before activation
         self.was_sealed = bundle.sealed
         self._kernels_at_open = kernel_files(bundle.path)
         self._files_at_open = _listing(bundle.path)
@@ -118,6 +121,16 @@ class AotTree:
     def new_kernels(self) -> int:
         """Kernel binaries compiled into the tree since it was opened."""
         return len(kernel_files(self.bundle.path) - self._kernels_at_open)
+
+    def end_startup(self) -> None:
+        """Give the autotune store its own directory back: tuning happens only during start-up, and the
+        override must not outlive this engine's start in the process (Inductor's and Triton's stay: kernels
+        may still compile later)."""
+        var = override_var("autotune")
+        if self._autotune_before is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = self._autotune_before
 
     def seal(self) -> bool:
         """Seal the tree unless it is sealed and this start changed nothing in it; True when sealed now."""
@@ -145,7 +158,8 @@ def open_tree(config: EngineConfig, model_cfg: ModelConfig, device: torch.device
     except OSError as e:
         logger.warning("tierlm cache: no writable AOT tree (%s); compiled code is not kept after this process", e)
         return None
+    autotune_before = os.environ.get(override_var("autotune"))
     bundle.activate()
-    tree = AotTree(bundle)
+    tree = AotTree(bundle, autotune_before)
     logger.info("AOT tree %s (%s): %s", bundle.key[:12], "sealed" if tree.was_sealed else "new", bundle.path)
     return tree

@@ -78,6 +78,7 @@ def finish(engine: Any, probe: Probe) -> dict:
     report: dict = {"startup_s": round(time.perf_counter() - probe.started, 3), "compile": runner.config.compile,
                     "compilations": sum(counts.values()), **counts}
     if tree is not None:
+        tree.end_startup()
         report["new_kernels"] = tree.new_kernels()
         report["aot_key"] = tree.key
         report["aot_sealed_now"] = tree.seal()
