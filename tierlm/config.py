@@ -112,6 +112,10 @@ class EngineConfig:
     max_model_len: Optional[int] = _opt(None, "Context limit in tokens (default: the model's).", "model")
     seed: int = _opt(0, "Seed for dummy weights and for sampling of requests that give no seed.", "model")
     served_model_name: Optional[str] = _opt(None, "Model name reported by the API (default: --model).", "model")
+    compile: bool = _opt(False, "Compile the model's forward with torch.compile (Inductor, one graph with "
+                         "attention as its one opaque call) ahead of time; the compiled code, Inductor's and "
+                         "Triton's caches live in the per-model AOT tree of the cache root (aot/<key>/) and are "
+                         "reused on the next start. CUDA graphs capture the compiled decode.", "model")
     attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA (per-head and latent "
                                   "attention), torch elsewhere. Choices: 'auto' and the registered "
                                   "backends (tierlm/attention/registry.py).", "model", registry="attention")
@@ -234,6 +238,8 @@ class EngineConfig:
             host, _, port = self.dist_init_addr.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 bad("dist_init_addr", f"expected HOST:PORT, got {self.dist_init_addr!r}")
+        if self.compile and self.tp_size > 1:
+            bad("compile", "cannot be combined with --tp-size > 1 yet (each rank would need its own AOT tree)")
         if self.page_size < 1:
             bad("page_size", f"must be >= 1, got {self.page_size}")
         if self.kv_cache_gb is not None and self.kv_cache_gb <= 0:

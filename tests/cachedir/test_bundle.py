@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tierlm.cachedir import AotBundle, BundleError, export_bundles, import_bundles, iter_entries, resolve_root
+from tierlm.cachedir import AotBundle, AutotuneStore, BundleError, export_bundles, import_bundles, iter_entries, resolve_root
 from tierlm.cachedir.manifest import MANIFEST_NAME
 
 from .conftest import child_env, last_json, run_script
@@ -135,6 +135,8 @@ def test_bundle_in_read_only_root_is_copied_to_the_overlay(tmp_path):
     bundle.activate(env)
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(bundle.inductor_dir)
     assert env["TRITON_CACHE_DIR"] == str(bundle.inductor_dir / "triton")
+    env["TIERLM_CACHE_DIR"] = str(tmp_path / "seeded")
+    assert AutotuneStore(root=resolve_root(env)).directory == bundle.autotune_dir == bundle.path / "autotune"
     bundle.release()
 
 

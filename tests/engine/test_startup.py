@@ -1,4 +1,4 @@
-"""Start-up helpers: the warm-up request leaves no trace; the compile report counts new kernels."""
+"""Start-up helpers: the warm-up request leaves no trace; the start-up report counts what was compiled."""
 from __future__ import annotations
 
 from tests.conftest import CPU_OPTS
@@ -17,11 +17,18 @@ def test_warm_up_leaves_no_cache_entry_or_counter(tiny_qwen3):
     engine.kv.check_no_leak(engine.live_pages())
 
 
-def test_compile_report_counts_new_kernel_dirs(tmp_path, monkeypatch):
+def test_compiled_artifacts_counts_kernel_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    before = startup.compiled_artifacts()
+    assert startup.compiled_artifacts() == 0
     (tmp_path / "KERNELHASH1").mkdir()
     (tmp_path / "KERNELHASH2").mkdir()
     (tmp_path / "stray-file").write_text("x")
-    assert startup.report_compiles(before, 0.0)["new_kernels"] == 2
-    assert startup.report_compiles(startup.compiled_artifacts(), 0.0)["new_kernels"] == 0
+    assert startup.compiled_artifacts() == 2
+
+
+def test_eager_cpu_start_opens_no_aot_tree_and_reports_no_compilation(tiny_qwen3):
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS))
+    assert engine.worker.runner.aot is None and engine.worker.runner.forward_model is engine.worker.runner.model
+    s = engine.startup
+    assert s["compilations"] == s["dynamo_graphs"] == s["new_kernels"] == 0 and s["compile"] is False
+    assert "aot_key" not in s and engine.info()["compilations"] == 0

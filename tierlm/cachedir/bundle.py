@@ -4,12 +4,13 @@ Layout of a bundle (a root layout in miniature, so the usual helpers work inside
 
     aot/<key>/manifest.json    key factors, environment fingerprint, sha256 per file (once sealed)
     aot/<key>/inductor/        Inductor's cache, with Triton nested at inductor/triton/
-    aot/<key>/jit/  autotune/  our own entries and autotune results (``bundle.layout_root()``)
+    aot/<key>/autotune/        autotune results (the store's directory while the bundle is active)
+    aot/<key>/jit/             our own entries (``bundle.layout_root()``)
 
-Life cycle: ``AotBundle.open(factors)`` finds or creates it; ``activate()`` points Inductor and Triton
-into it (before the first compile); compile as usual; ``seal()`` writes the manifest. Copying the
-directory, or ``export_bundles`` / ``import_bundles`` (``tierlm cache export|import``), moves it to
-another root, where a fresh process gets cache hits for everything (no recompilation). Import refuses
+Life cycle: ``AotBundle.open(factors)`` finds or creates it; ``activate()`` points Inductor, Triton and
+the autotune store into it (before the first compile); compile as usual; ``seal()`` writes the manifest.
+Copying the directory, or ``export_bundles`` / ``import_bundles`` (``tierlm cache export|import``), moves
+it to another root, where a fresh process gets cache hits for everything (no recompilation). Import refuses
 any archive member its bundle's manifest does not list, and any link (`tierlm.cachedir.archive`),
 checks every file's sha256 and the environment (torch, triton, python, machine, device arch) and
 refuses a mismatch unless forced.
@@ -35,7 +36,7 @@ from tierlm.cachedir.fsutil import STAGING_PREFIX, TRASH_PREFIX, atomic_write_by
 from tierlm.cachedir.inventory import BUNDLE_MARKER
 from tierlm.cachedir.lease import EntryLease, EvictionLock
 from tierlm.cachedir.manifest import BUNDLE_FORMAT, MANIFEST_NAME, check_files, read_manifest, write_manifest
-from tierlm.cachedir.root import CacheRoot, resolve_root
+from tierlm.cachedir.root import CacheRoot, override_var, resolve_root
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +101,18 @@ class AotBundle:
         """Triton's cache directory inside the bundle (nested under Inductor's, as Inductor does)."""
         return self.inductor_dir / "triton"
 
+    @property
+    def autotune_dir(self) -> Path:
+        """The autotune store's directory inside the bundle (tuned launch parameters travel with it)."""
+        return self.path / "autotune"
+
     def layout_root(self) -> CacheRoot:
         """A root view of the bundle, for `get_or_build(..., root=)` and `AutotuneStore(root=)`."""
         return CacheRoot(path=self.path, source=f"AOT bundle {self.key}")
 
     def activate(self, environ: Optional[MutableMapping[str, str]] = None) -> None:
-        """Point Inductor and Triton into the bundle and mark it in use; call before compiling.
+        """Point Inductor, Triton and the autotune store into the bundle and mark it in use; call before
+        compiling.
 
         The variables are inherited by child processes. If Inductor is already loaded, its in-process
         directory caches are cleared so it picks up the new location (torch itself is never imported).
@@ -114,6 +121,7 @@ class AotBundle:
         self.triton_dir.mkdir(parents=True, exist_ok=True)
         env["TORCHINDUCTOR_CACHE_DIR"] = str(self.inductor_dir)
         env["TRITON_CACHE_DIR"] = str(self.triton_dir)
+        env[override_var("autotune")] = str(self.autotune_dir)
         utils = sys.modules.get("torch._inductor.utils")
         if utils is not None and hasattr(utils, "clear_caches"):
             utils.clear_caches()

@@ -37,7 +37,7 @@ class Engine:
     """
 
     def __init__(self, config: EngineConfig) -> None:
-        started, compiled_before = time.perf_counter(), startup.compiled_artifacts()
+        probe = startup.Probe()
         config.validate()
         self.config = config
         self.model_dir = resolve_model_dir(config.model, config.revision, need_weights=config.load_format != "dummy")
@@ -78,10 +78,7 @@ class Engine:
         self._readback = Readback(self.device, config.max_running_requests)
         self.counters = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0,
                          "cache_hits": 0}
-        self.startup: dict = {}
-        if self.device.type == "cuda":
-            startup.warm_up(self)
-            self.startup = startup.report_compiles(compiled_before, started)
+        self.startup: dict = startup.finish(self, probe)
 
     # ---- requests ------------------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:

@@ -12,6 +12,7 @@ import torch
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.registry import auto_backend, backend_class
 from tierlm.config import EngineConfig
+from tierlm.engine.aot_tree import open_tree
 from tierlm.engine.plan import FROM_TABLE, StepPlan
 from tierlm.engine.staging import HostStaging
 from tierlm.kvcache.pool import KVPool
@@ -54,6 +55,9 @@ class ModelRunner:
         self.dtype = resolve_dtype(config.dtype, model_cfg, self.device)
         self.max_model_len = max_model_len
         torch.manual_seed(config.seed)
+        max_positions = max(max_model_len, model_cfg.max_position_embeddings)
+        # before anything compiles (MoE tuning, Triton kernels, --compile): their output goes into the tree
+        self.aot = open_tree(config, model_cfg, self.device, self.dtype, max_positions)
         cls = model_class(model_cfg.architecture)
         sharding = {}
         if tp.size > 1:
@@ -64,7 +68,7 @@ class ModelRunner:
         self.num_heads = tp.split(model_cfg.num_heads, "the number of attention heads")
         self.num_kv_heads = tp.kv_heads(model_cfg.num_kv_heads)[0]
         with torch.device(self.device):
-            model = cls(model_cfg, max_positions=max(max_model_len, model_cfg.max_position_embeddings), **sharding)
+            model = cls(model_cfg, max_positions=max_positions, **sharding)
         model.to(self.dtype)
         model.rotary.to(self.device)
         if config.load_format == "dummy":
@@ -76,6 +80,11 @@ class ModelRunner:
             from tierlm.layers.moe import tune_fused_moe
             if tune_fused_moe(self.model):
                 torch.cuda.empty_cache()
+        self.forward_model = self.model  # what runs the forward: the model, or its compiled graph
+        if config.compile:
+            from tierlm.engine.compile import CompiledForward
+            self.forward_model = CompiledForward(self.model, self.device,
+                                                 self.aot.forward_artifact if self.aot is not None else None)
         self.staging = HostStaging(self.device)
         self.layout = cls.kv_layout(model_cfg, self.dtype, **sharding)
         self.num_pages = self._num_kv_pages()
@@ -132,7 +141,7 @@ class ModelRunner:
         capturable = self.attn.supports_cuda_graph() and getattr(self.model, "cuda_graph_safe", False)
         if self.config.cuda_graph and self.device.type == "cuda" and capturable:
             from tierlm.engine.cuda_graph import DecodeGraphRunner
-            self.graphs = DecodeGraphRunner(self.model, self.attn, req_to_token, token_ids,
+            self.graphs = DecodeGraphRunner(self.forward_model, self.attn, req_to_token, token_ids,
                                             min(self.config.max_running_requests, 256))
         return self.attn
 
@@ -191,7 +200,7 @@ class ModelRunner:
         if self.graphs is not None and self.graphs.can_run(batch):
             return self.graphs.replay(batch)  # decode samples every token of the batch
         self.attn.prepare(batch)
-        hidden = self.model(batch, self.attn)
+        hidden = self.forward_model(batch, self.attn)
         if sites.count != hidden.shape[0]:
             hidden = hidden[sites.index]
         return self.model.compute_logits(hidden)

@@ -1,12 +1,14 @@
-"""Start-up work of an engine on CUDA: a warm-up request, and a report of what had to be compiled."""
+"""Start-up work of an engine: a warm-up request on CUDA, sealing the AOT tree, and a report of what had to be
+compiled, counted from torch's own counters and the kernel binaries that appeared (never inferred from time)."""
 from __future__ import annotations
 
 import logging
 import os
 import random
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +19,26 @@ def compiled_artifacts() -> int:
     if not path or not Path(path).is_dir():
         return 0
     return sum(1 for p in Path(path).iterdir() if p.is_dir())
+
+
+def torch_compile_counts() -> dict[str, int]:
+    """Compilations this process did so far, from torch's counters: graphs Dynamo traced, AOTAutograd cache
+    misses (each one an Inductor compile of a graph) and Inductor FX-graph cache misses."""
+    if "torch._dynamo" not in sys.modules:  # nothing imported Dynamo: nothing was compiled
+        return {"dynamo_graphs": 0, "aot_autograd_misses": 0, "inductor_graph_misses": 0}
+    from torch._dynamo.utils import counters
+    return {"dynamo_graphs": counters["stats"]["unique_graphs"],
+            "aot_autograd_misses": counters["aot_autograd"]["autograd_cache_miss"],
+            "inductor_graph_misses": counters["inductor"]["fxgraph_cache_miss"]}
+
+
+class Probe:
+    """What an engine's start-up began with: the time, torch's compile counters, the Triton cache's kernels."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.counts = torch_compile_counts()
+        self.triton_kernels = compiled_artifacts()
 
 
 def warm_up(engine: Any) -> None:
@@ -40,10 +62,30 @@ def warm_up(engine: Any) -> None:
         engine.counters[key] = 0
 
 
-def report_compiles(before: int, started: float) -> dict:
-    new = compiled_artifacts() - before
-    status = "compiled nothing: every kernel came from the cache root" if new == 0 else \
-        f"compiled {new} new kernels into the cache root"
-    logger.info("start-up %.1f s; %s (%s)", time.perf_counter() - started, status,
-                os.environ.get("TRITON_CACHE_DIR", "no Triton cache dir"))
-    return {"new_kernels": new, "startup_s": round(time.perf_counter() - started, 3)}
+def finish(engine: Any, probe: Probe) -> dict:
+    """Warm up (CUDA), seal the AOT tree, and report what this start compiled.
+
+    `compilations` is the sum of torch's counters since `probe` (zero: Dynamo traced nothing and Inductor
+    compiled nothing); `new_kernels` counts kernel binaries that appeared in the AOT tree (or, without one,
+    Triton kernels in the cache root).
+    """
+    runner = engine.worker.runner
+    if engine.device.type == "cuda":
+        warm_up(engine)
+    tree: Optional[Any] = runner.aot
+    now = torch_compile_counts()
+    counts = {k: now[k] - probe.counts[k] for k in now}
+    report: dict = {"startup_s": round(time.perf_counter() - probe.started, 3), "compile": runner.config.compile,
+                    "compilations": sum(counts.values()), **counts}
+    if tree is not None:
+        tree.end_startup()
+        report["new_kernels"] = tree.new_kernels()
+        report["aot_key"] = tree.key
+        report["aot_sealed_now"] = tree.seal()
+    else:
+        report["new_kernels"] = max(0, compiled_artifacts() - probe.triton_kernels)
+    what = "compiled nothing" if report["compilations"] == 0 and report["new_kernels"] == 0 else (
+        f"{report['compilations']} compilation(s), {report['new_kernels']} new kernel(s)")
+    logger.info("start-up %.1f s; %s%s", report["startup_s"], what,
+                f" (AOT tree {tree.key[:12]}, {tree.path})" if tree is not None else "")
+    return report

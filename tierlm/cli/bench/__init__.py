@@ -1,11 +1,12 @@
-"""`tierlm bench`: workload benchmarks (offline throughput, multi-turn KV tiering, online serving)."""
+"""`tierlm bench`: workload benchmarks (offline throughput, multi-turn KV tiering, online serving, start-up)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 
 # Each module defines `register(subparsers)` adding its own parser with `func` set.
-WORKLOADS = ("tierlm.cli.bench.offline", "tierlm.cli.bench.multiturn", "tierlm.cli.bench.serve")
+WORKLOADS = ("tierlm.cli.bench.offline", "tierlm.cli.bench.multiturn", "tierlm.cli.bench.serve",
+             "tierlm.cli.bench.startup")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
