@@ -28,6 +28,7 @@ def test_tp_size_and_its_vllm_spelling():
     (("--tp-size", "2", "--nnodes", "2", "--node-rank", "2", "--dist-init-addr", "h:1"), "--node-rank: must be in 0..1"),
     (("--dist-init-addr", "nohost"), "--dist-init-addr: expected HOST:PORT"),
     (("--dist-init-addr", "h:99999"), "--dist-init-addr: expected HOST:PORT"),
+    (("--compile", "--tp-size", "2"), "--compile: cannot be combined with --tp-size > 1"),
 ])
 def test_bad_parallel_flags_name_the_flag(argv, message):
     with pytest.raises(CLIError, match=message):

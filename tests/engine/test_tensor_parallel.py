@@ -78,7 +78,9 @@ def test_one_rank_l3_fault_means_recompute_on_all_ranks(tiny_models, references,
     writer = LLM(model, tp_size=2, kv_store=f"file://{d}", **CPU_OPTS)
     assert tokens(writer) == references["qwen3"]
     writer.close()
-    faulty = f"tests.engine.tp_stores:OneRankFaultyStore?dir={d}&mode={mode}&rank=1&delay=2"
+    gate = tmp_path / "stalled"  # rank 1's reads stall while this file exists
+    gate.touch()
+    faulty = f"tests.engine.tp_stores:OneRankFaultyStore?dir={d}&mode={mode}&rank=1&gate={gate}"
     llm = LLM(model, tp_size=2, kv_store=faulty, hicache_prefetch_policy="timeout", hicache_prefetch_timeout=0.2,
               hicache_prefetch_threshold=4, **CPU_OPTS)
     try:
@@ -88,7 +90,8 @@ def test_one_rank_l3_fault_means_recompute_on_all_ranks(tiny_models, references,
         stats = llm.engine.stats()
         assert stats["tier_hits"]["L3"]["tokens"] == 0, stats["tier_hits"]  # no page from only one rank
         assert stats["tiers"]["L3"]["io_errors"] > 0 if mode == "fail" else True
-        llm.engine.kv.prefetcher.drain()  # a stalled read ends; its host pages come back
+        gate.unlink()
+        llm.engine.kv.prefetcher.drain()  # the stalled read ends; its host pages come back
         llm.engine.kv.check_no_leak(llm.engine.live_pages())
         assert not llm.engine.kv.prefetcher.held_pages
     finally:
