@@ -84,7 +84,11 @@ class FanOutStore(KVStore):
 
     def batch_get(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
         futures = [link.call("store", "batch_get", [list(keys), list(host_pages)]) for link in self.links]
-        ok = list(self.local.batch_get(keys, host_pages))
+        local_error: Optional[Exception] = None
+        try:
+            ok = list(self.local.batch_get(keys, host_pages))
+        except Exception as e:  # noqa: BLE001 - raised only after every rank has finished writing
+            local_error, ok = e, [False] * len(keys)
         for f in futures:  # every rank is waited for: host pages are reused only once nobody writes them
             try:
                 got = f.result()
@@ -93,6 +97,8 @@ class FanOutStore(KVStore):
                     self.rank_errors += 1
                 got = None
             ok = [a and bool(b) for a, b in zip(ok, got)] if got is not None else [False] * len(ok)
+        if local_error is not None:
+            raise local_error
         return ok
 
     def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
