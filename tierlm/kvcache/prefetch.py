@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.metrics import TierMetrics
-from tierlm.kvcache.tier_io import finished
+from tierlm.kvcache.futures import finished
 
 CHUNK_PAGES = 32  # pages per store call while fetching: the granularity of best_effort/timeout progress
 

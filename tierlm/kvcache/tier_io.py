@@ -12,20 +12,11 @@ import logging
 import threading
 from typing import Any, Callable, Optional, Sequence
 
+from tierlm.kvcache.futures import finished
 from tierlm.kvcache.transfer import LayerLoads, PageTransfer
 
 logger = logging.getLogger(__name__)
 L3_QUEUE_BYTES = 2 << 30  # default bound of the bytes of L3 writes in flight
-
-
-def finished(fn: Callable, *args: Any) -> cf.Future:
-    """A future already holding `fn(*args)` (or the exception it raised): the inline version of `submit`."""
-    fut: cf.Future = cf.Future()
-    try:
-        fut.set_result(fn(*args))
-    except Exception as e:  # noqa: BLE001 - delivered through the future like a thread's
-        fut.set_exception(e)
-    return fut
 
 
 class Ticket:

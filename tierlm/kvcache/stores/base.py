@@ -6,12 +6,11 @@ no tensors cross the interface, so a backend may be written without torch.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 try:  # ISA-L's CRC-32: the same values as zlib's, an order of magnitude faster (pages are checksummed twice)
     from isal.isal_zlib import crc32
@@ -66,20 +65,6 @@ def decode_page(key: str, blob: bytes, expected_len: int) -> memoryview:
     if crc32(payload) != int.from_bytes(view[44:48], "little"):
         raise CorruptPage("checksum mismatch")
     return payload
-
-
-def submit_or_run(pool: cf.ThreadPoolExecutor, fn: Callable, *args: Any) -> cf.Future:
-    """`pool.submit(fn, *args)`, or `fn` run inline once the pool is shut down (a flush at interpreter exit
-    still stores its pages)."""
-    try:
-        return pool.submit(fn, *args)
-    except RuntimeError:
-        fut: cf.Future = cf.Future()
-        try:
-            fut.set_result(fn(*args))
-        except Exception as e:  # noqa: BLE001 - delivered through the future like a thread's
-            fut.set_exception(e)
-        return fut
 
 
 class KVStore(ABC):

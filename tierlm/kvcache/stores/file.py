@@ -24,7 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header, submit_or_run
+from tierlm.kvcache.futures import submit_or_run
+from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header
 from tierlm.kvcache.stores.segment import (ENTRY, TRAILER, Entry, Scratch, align_up, open_flags, plan, preallocate,
                                            probe_direct, read_record, write_footer, write_record)
 from tierlm.kvcache.stores.segment_index import SUFFIX, TMP, Segment, SegmentIndex, unlink

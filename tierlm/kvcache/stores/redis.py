@@ -16,8 +16,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import redis as redis_lib
 
-from tierlm.kvcache.stores.base import (BlobKVStore, CorruptPage, crc32, encoded_size, page_header, parse_header,
-                                        submit_or_run)
+from tierlm.kvcache.futures import submit_or_run
+from tierlm.kvcache.stores.base import BlobKVStore, CorruptPage, crc32, encoded_size, page_header, parse_header
 from tierlm.kvcache.stores.resp import Replies, pack_gets, pack_sets
 
 logger = logging.getLogger(__name__)
