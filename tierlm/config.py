@@ -157,7 +157,8 @@ class EngineConfig:
                                      "(HTTP 503).", "scheduler")
     enable_prefix_cache: bool = _opt(True, "Reuse KV of shared prompt prefixes (radix cache).", "scheduler")
     cuda_graph: bool = _opt(True, "Capture decode steps as CUDA graphs (CUDA only).", "scheduler")
-    overlap_schedule: bool = _opt(True, "Prepare step N+1 on the CPU while the GPU runs step N (CUDA only).",
+    overlap_schedule: bool = _opt(True, "Prepare step N+1 on the host while the device runs step N (results come "
+                                  "one step late; on the CPU there is little to overlap).",
                                   "scheduler")
     # --- cache tiers ---
     enable_hicache: bool = _opt(False, "Hierarchical KV cache: back the device prefix cache (L1) with a pinned host "
