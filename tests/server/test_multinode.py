@@ -36,6 +36,7 @@ def test_two_node_launch_serves_a_request(tiny_qwen3, tmp_path):
         assert r.json()["choices"][0]["text"] == expected
         ranks = server.stats()["ranks"]
         assert [x["rank"] for x in ranks] == [0, 1]
+        assert "+ 1 more ranks (--tp-size 2, 2 node(s))" in server.log_text()
     finally:
         server.stop()
         try:

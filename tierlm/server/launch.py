@@ -119,7 +119,9 @@ def tiers(config: EngineConfig) -> str:
 
 def summary_line(config: EngineConfig, info: dict[str, Any], host: str, port: int) -> str:
     auth = "API key required" if config.api_key else "off (no --api-key)"
-    return (f"serving {info['model_name']} | dtype {info['dtype']} | device {info['device']} | "
+    device = info["device"] if config.tp_size == 1 else \
+        f"{info['device']} + {config.tp_size - 1} more ranks (--tp-size {config.tp_size}, {config.nnodes} node(s))"
+    return (f"serving {info['model_name']} | dtype {info['dtype']} | device {device} | "
             f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}) | context {info['max_model_len']} | "
             f"cache root {cache_root()} | tiers {tiers(config)} | auth {auth} | http://{host}:{port}")
 
