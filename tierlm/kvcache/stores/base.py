@@ -215,20 +215,29 @@ class BlobKVStore(KVStore):
             return []
         t0 = time.perf_counter()
         try:
-            present = self._exists_many(keys)
+            present = self._present_for_set(keys)
             todo = [] if self.read_only else [i for i, p in enumerate(present) if not p]
-            blobs = [encode_page(keys[i], self.host.page_bytes(host_pages[i])) for i in todo]
-            written = self._write_many([keys[i] for i in todo], blobs) if todo else []
-        except Exception as e:  # noqa: BLE001
+            written = self._store_pages([keys[i] for i in todo], [host_pages[i] for i in todo]) if todo else []
+        except Exception as e:  # noqa: BLE001 - a failed write is a miss later, never an error upstream
             self._error("set", e)
             return [False] * len(keys)
         ok = list(present)
-        for i, w, b in zip(todo, written, blobs):
+        for i, w in zip(todo, written):
             ok[i] = w
-            if w:
-                self._count(pages_written=1, bytes_written=len(b))
-        self._count(write_seconds=time.perf_counter() - t0)
+        n = sum(map(bool, written))
+        self._count(pages_written=n, bytes_written=n * encoded_size(self.host.bytes_per_page),
+                    write_seconds=time.perf_counter() - t0)
         return ok
+
+    def _present_for_set(self, keys: Sequence[str]) -> list[bool]:
+        """Which keys are already stored (those `batch_set` skips)."""
+        return self._exists_many(keys)
+
+    def _store_pages(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        """Store host pages not stored yet; per page whether it now is. By default each page is encoded
+        as one blob for `_write_many`; a store that writes straight from host memory overrides this."""
+        blobs = [encode_page(k, self.host.page_bytes(p)) for k, p in zip(keys, host_pages)]
+        return self._write_many(keys, blobs)
 
     def delete(self, keys: Sequence[str]) -> None:
         try:

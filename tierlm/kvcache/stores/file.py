@@ -158,22 +158,13 @@ class FileKVStore(BlobKVStore):
             self.direct = False
             logger.warning("File KV store %s: O_DIRECT transfers fail (%s); using buffered I/O", self.dir, e)
 
-    def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
-        self._count(set_calls=1)
-        if not keys:
-            return []
-        t0 = time.perf_counter()
-        try:
-            present = [h is not None for h in self._idx.find(keys, refresh=False)]
-            todo = {} if self.read_only else {k: i for i, (k, p) in enumerate(zip(keys, present)) if not p}
-            self._write([(k, self.host.page_bytes(host_pages[i]), None) for k, i in todo.items()])
-        except Exception as e:  # noqa: BLE001 - a failed write is a miss later, never an error upstream
-            self._error("set", e)
-            return [False] * len(keys)
-        ok = [p or k in todo for k, p in zip(keys, present)]
-        self._count(pages_written=len(todo), bytes_written=sum(encoded_size(self.host.bytes_per_page) for _ in todo),
-                    write_seconds=time.perf_counter() - t0)
-        return ok
+    def _present_for_set(self, keys: Sequence[str]) -> list[bool]:
+        return [h is not None for h in self._idx.find(keys, refresh=False)]
+
+    def _store_pages(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        unique = dict(zip(keys, host_pages))  # a key twice in one call is written once
+        self._write([(k, self.host.page_bytes(p), None) for k, p in unique.items()])
+        return [True] * len(keys)
 
     def _write(self, items: Sequence[tuple[str, memoryview, Optional[int]]]) -> None:
         """Write (key, payload, crc or None to compute it) records as segments of at most _SEGMENT_BYTES."""

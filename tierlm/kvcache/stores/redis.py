@@ -58,10 +58,11 @@ class RedisKVStore(BlobKVStore):
         if time.monotonic() < self._down_until:
             raise StoreDown(f"{self.url} failed less than {self.backoff:.1f}s ago")
 
-    def _failed(self, what: str, e: BaseException) -> None:
+    def _error(self, what: str, e: BaseException) -> None:
+        """Count and log (see `BlobKVStore`); an outage also pauses every call for `backoff` seconds."""
         if isinstance(e, _OUTAGE) and not isinstance(e, StoreDown):
             self._down_until = time.monotonic() + self.backoff
-        self._error(what, e)
+        super()._error(what, e)
 
     def _pipe(self, build: Callable) -> list:
         self._check_up()
@@ -153,7 +154,7 @@ class RedisKVStore(BlobKVStore):
             self._check_up()
             results = self._spread(self._get_part, list(keys), list(host_pages))
         except Exception as e:  # noqa: BLE001 - outage = miss
-            self._failed("get", e)
+            self._error("get", e)
             return [False] * len(keys)
         ok = [r == "ok" for r in results]
         corrupt = [k for k, r in zip(keys, results) if r == "corrupt"]
@@ -166,22 +167,9 @@ class RedisKVStore(BlobKVStore):
             self._remove_corrupt(corrupt)
         return ok
 
-    def batch_set(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
-        self._count(set_calls=1)
-        if not keys:
-            return []
-        t0 = time.perf_counter()
-        try:
-            present = self._exists_many(keys)
-            todo = [i for i, p in enumerate(present) if not p]
-            if todo:
-                self._spread(self._set_part, [keys[i] for i in todo], [host_pages[i] for i in todo])
-        except Exception as e:  # noqa: BLE001
-            self._failed("set", e)
-            return [False] * len(keys)
-        self._count(pages_written=len(todo), bytes_written=len(todo) * encoded_size(self.host.bytes_per_page),
-                    write_seconds=time.perf_counter() - t0)
-        return [True] * len(keys)
+    def _store_pages(self, keys: Sequence[str], host_pages: Sequence[int]) -> list[bool]:
+        self._spread(self._set_part, list(keys), list(host_pages))
+        return [True] * len(keys)  # NX left unset: another engine stored the page first, which is as good
 
     # ---- bytes (the BlobKVStore contract) ------------------------------------------------------------------
     def _exists_many(self, keys: Sequence[str]) -> list[bool]:
