@@ -22,6 +22,7 @@ from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.kvcache.layout import KVLayout
 from tierlm.layers.decoupled_rotary import DecoupledRotary
 from tierlm.layers.moe import StackedExperts
+from tierlm.layers.block import PreNormBlock
 from tierlm.layers.norm import RMSNorm
 from tierlm.models.config import ModelConfig
 from tierlm.models.deepseek_config import DeepseekConfig
@@ -69,7 +70,7 @@ class MLAttention(nn.Module):
         return self.o_proj(torch.einsum("thc,hvc->thv", out, w_uv).reshape(T, H * cfg.v_head_dim))
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(PreNormBlock):
     """Pre-norm block: latent attention, then a dense MLP or the MoE; residual adds fused into the norms."""
 
     def __init__(self, cfg: DeepseekConfig, layer: int) -> None:
@@ -80,15 +81,6 @@ class DecoderLayer(nn.Module):
                     else GatedMLP(mc.hidden_size, mc.intermediate_size))
         self.input_layernorm = RMSNorm(mc.hidden_size, mc.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(mc.hidden_size, mc.rms_norm_eps)
-
-    def forward(self, x, residual, batch, rotary, attn):
-        if residual is None:
-            residual, x = x, self.input_layernorm(x)
-        else:
-            x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(x, batch, rotary, attn)
-        x, residual = self.post_attention_layernorm(x, residual)
-        return self.mlp(x), residual
 
 
 class Backbone(nn.Module):

@@ -14,6 +14,7 @@ from torch import nn
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.kvcache.layout import KVLayout
 from tierlm.layers.mlp import GatedMLP
+from tierlm.layers.block import PreNormBlock
 from tierlm.layers.norm import RMSNorm
 from tierlm.layers.rotary import RotaryEmbedding
 from tierlm.models.config import ModelConfig
@@ -84,7 +85,7 @@ class MLP(GatedMLP):
         super().__init__(cfg.hidden_size, cfg.intermediate_size, tp)
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(PreNormBlock):
     """Pre-norm transformer block; the residual add is fused into the norms."""
 
     def __init__(self, cfg: ModelConfig, layer: int, tp: TPGroup = TPGroup()) -> None:
@@ -98,15 +99,6 @@ class DecoderLayer(nn.Module):
     def make_mlp(self, cfg: ModelConfig, layer: int) -> nn.Module:
         """The feed-forward of `layer` (a subclass may build another kind, e.g. mixture of experts)."""
         return MLP(cfg, self.tp)
-
-    def forward(self, x, residual, batch, rotary, attn):
-        if residual is None:
-            residual, x = x, self.input_layernorm(x)
-        else:
-            x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(x, batch, rotary, attn)
-        x, residual = self.post_attention_layernorm(x, residual)
-        return self.mlp(x), residual
 
 
 class Backbone(nn.Module):
