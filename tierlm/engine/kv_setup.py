@@ -40,11 +40,8 @@ def build_kv_cache(config: EngineConfig, worker: Worker | WorkerGroup, model_con
         shard = worker.tp.shard_name(worker.runner.model_cfg.num_kv_heads)
         if shard:  # this rank's part of each page, under its own key
             store = ShardKVStore(store, shard)
-    if isinstance(worker, WorkerGroup):  # every rank opens its own shard of the store
-        io = worker.attach_tiers(host_pages, config.hicache_io_backend, store, threads, store_url=config.kv_store)
-    else:
-        io = worker.attach_tiers(host_pages, config.hicache_io_backend, store, threads)
-    store = io.store
+    io = worker.attach_tiers(host_pages, config.hicache_io_backend, store, threads, store_url=config.kv_store)
+    store = io.store  # under tensor parallelism, every rank's shard behind one store
     return KVCacheManager(pool.num_pages, config.page_size, config.max_running_requests, True, TierSetup(
         host_pages=host_pages, page_bytes=pool.bytes_per_page, io=io, pinned=worker.host.pinned,
         write_policy=config.hicache_write_policy, write_threshold=config.hicache_write_threshold, store=store,

@@ -39,8 +39,10 @@ class Worker:
         self.host: Optional[HostKVPool] = None
         self.io: Optional[TierIO] = None
 
-    def attach_tiers(self, host_pages: int, io_backend: str, store: Any = None, threads: bool = True) -> TierIO:
-        """Create the host pool and the copy executor (and give the L3 store its host pages)."""
+    def attach_tiers(self, host_pages: int, io_backend: str, store: Any = None, threads: bool = True,
+                     store_url: Optional[str] = None) -> TierIO:
+        """Create the host pool and the copy executor (and give the L3 store its host pages). `store_url` is
+        what other ranks would open (a `WorkerGroup` uses it); one device has `store` already open."""
         self.host = HostKVPool(host_pages, self.layout, self.pool.page_size, pin=self.device.type == "cuda")
         if store is not None:
             store.attach(self.host)
