@@ -86,6 +86,8 @@ def test_one_rank_l3_fault_means_recompute_on_all_ranks(tiny_models, references,
     try:
         t0 = time.monotonic()
         assert tokens(llm) == references["qwen3"]
+        llm.engine.kv.idle_wait(0.05)  # an idle scheduler's wait must not reach the stalled rank's step loop
+        assert tokens(llm) == references["qwen3"]
         assert time.monotonic() - t0 < 30
         stats = llm.engine.stats()
         assert stats["tier_hits"]["L3"]["tokens"] == 0, stats["tier_hits"]  # no page from only one rank

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from typing import Any
 
 import torch
@@ -52,6 +53,12 @@ class RankLoop:
             if not self.handle(msg):
                 return
 
+    def _flush(self, rid: int) -> None:
+        """Reply once every copy and store call posted before the request has finished."""
+        self.worker.io.transfer.wait_loads()
+        self.worker.io.wait()
+        self.replies.reply(rid, True)
+
     def handle(self, msg: list) -> bool:
         """Execute one message; False after `close`."""
         op, w = msg[0], self.worker
@@ -71,10 +78,8 @@ class RankLoop:
             loads = w.io.load(host, dev)
             if loads is not None:
                 loads.wait_all()
-        elif op == "wait":
-            w.io.transfer.wait_loads()
-            w.io.wait()
-            self.replies.reply(msg[1], True)
+        elif op == "wait":  # on a thread of its own: a stalled store call must not stop the plans behind it
+            threading.Thread(target=self._flush, args=(msg[1],), name="tierlm-rank-flush", daemon=True).start()
         elif op == "store":
             _, rid, name, args = msg
             fn = getattr(w.io.store, name)

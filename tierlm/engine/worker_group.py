@@ -176,10 +176,15 @@ class FanOutIO:
         return self.local.finished_loads()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
+        """With a timeout (the scheduler idling while prefetches run) only this rank's work is waited on:
+        other ranks report their completions through tickets and store replies anyway. Without one (a
+        flush) every rank waits until its copies and store calls are done."""
+        if timeout is not None:
+            return self.local.wait(timeout)
         futures = [link.call("wait") for link in self.links]
-        done = self.local.wait(timeout)
-        finished, _ = cf.wait(futures, timeout=timeout)
-        return done and len(finished) == len(futures)
+        self.local.wait()
+        cf.wait(futures)
+        return True
 
     def wait_any(self, futures: Sequence[cf.Future]) -> None:
         cf.wait(futures, return_when=cf.FIRST_COMPLETED)
