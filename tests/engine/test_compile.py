@@ -151,3 +151,24 @@ class _SyncsWithHost(nn.Module):
 def test_compile_refuses_a_model_whose_forward_syncs_with_the_host():
     with pytest.raises(ValueError, match=r"^--compile: _SyncsWithHost's forward syncs with the host"):
         check_compilable(_SyncsWithHost())
+
+
+def test_triton_toolchain_is_pinned_to_torchs_ptxas(tmp_path, monkeypatch):
+    import torch
+
+    from tierlm.engine.aot_tree import pin_triton_toolchain
+
+    fake = tmp_path / "torch"
+    (fake / "bin").mkdir(parents=True)
+    monkeypatch.setattr(torch, "__file__", str(fake / "__init__.py"))
+    env: dict = {}
+    pin_triton_toolchain(env)
+    assert env == {}  # no ptxas shipped with torch: Triton's own stays
+    ptxas = fake / "bin" / "ptxas"
+    ptxas.write_text("#!/bin/sh\n")
+    ptxas.chmod(0o755)
+    pin_triton_toolchain(env)
+    assert env == {"TRITON_PTXAS_PATH": str(ptxas.resolve())}
+    env = {"TRITON_PTXAS_PATH": "/opt/ptxas"}  # the user's choice wins
+    pin_triton_toolchain(env)
+    assert env == {"TRITON_PTXAS_PATH": "/opt/ptxas"}

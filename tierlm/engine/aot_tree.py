@@ -117,9 +117,9 @@ class AotTree:
         """Where the ahead-of-time compiled forward is saved."""
         return self.bundle.path / "precompiled" / "forward.bin"
 
-    def new_kernels(self) -> int:
-        """Kernel binaries compiled into the tree since it was opened."""
-        return len(kernel_files(self.bundle.path) - self._kernels_at_open)
+    def new_kernels(self) -> list[str]:
+        """Names of the kernel binaries compiled into the tree since it was opened (sorted; one per binary)."""
+        return sorted(Path(p).stem for p in kernel_files(self.bundle.path) - self._kernels_at_open)
 
     def end_startup(self) -> None:
         """Give the autotune store its own directory back: tuning happens only during start-up, and the
@@ -144,6 +144,22 @@ class AotTree:
         return True
 
 
+def pin_triton_toolchain(environ: Optional[dict] = None) -> None:
+    """Make every --compile process build Triton kernels with the same ptxas, so they share cache entries.
+
+    Inductor points Triton at the ptxas that ships with torch the first time it compiles a kernel (and
+    Triton keys its cache by the ptxas version): without this, the kernels a cold start builds after
+    compiling the forward would not be found by a warm start, which loads the forward and compiles nothing
+    with Inductor. Setting the same path before anything compiles keeps the keys equal in both.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("TRITON_PTXAS_PATH"):
+        return
+    ptxas = Path(torch.__file__).resolve().parent / "bin" / "ptxas"
+    if ptxas.is_file() and os.access(ptxas, os.X_OK):
+        env["TRITON_PTXAS_PATH"] = str(ptxas)
+
+
 def open_tree(config: EngineConfig, model_cfg: ModelConfig, device: torch.device, dtype: torch.dtype,
               max_positions: int) -> Optional[AotTree]:
     """Open and activate this configuration's tree with --compile; None without it (kernels then go where they
@@ -159,6 +175,8 @@ def open_tree(config: EngineConfig, model_cfg: ModelConfig, device: torch.device
         logger.warning("tierlm cache: no writable AOT tree (%s); compiled code is not kept after this process", e)
         return None
     autotune_before = os.environ.get(override_var("autotune"))
+    if device.type == "cuda":
+        pin_triton_toolchain()
     bundle.activate()
     tree = AotTree(bundle, autotune_before)
     logger.info("AOT tree %s (%s): %s", bundle.key[:12], "sealed" if tree.was_sealed else "new", bundle.path)

@@ -79,7 +79,8 @@ def finish(engine: Any, probe: Probe) -> dict:
                     "compilations": sum(counts.values()), **counts}
     if tree is not None:
         tree.end_startup()
-        report["new_kernels"] = tree.new_kernels()
+        names = tree.new_kernels()
+        report["new_kernels"], report["new_kernel_names"] = len(names), names
         report["aot_key"] = tree.key
         report["aot_sealed_now"] = tree.seal()
     else:

@@ -178,7 +178,8 @@ def _start(config_json: str, prompt_len: int) -> dict:
     first = time.perf_counter() - t0
     report = engine.startup
     return {"construct_s": construct, "first_token_s": first, "device": str(engine.device),
-            **{k: report.get(k, 0) for k in COUNTS}, "aot_key": report.get("aot_key")}
+            **{k: report.get(k, 0) for k in COUNTS}, "aot_key": report.get("aot_key"),
+            "new_kernel_names": report.get("new_kernel_names", []), "kv_pool_tokens": engine.info()["kv_pool_tokens"]}
 
 
 if __name__ == "__main__":
