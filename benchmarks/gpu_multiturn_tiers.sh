@@ -18,7 +18,20 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/tierlm-mt-tiers.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$work/cache}  # kernels compiled by the first engine serve the rest
 policy=${LOAD_POLICY:-auto}
-common=(--model "${MODEL:-builtin:llama-3.1-8b}" --load-format dummy --num-clients "${CLIENTS:-40}"
+model=${MODEL:-builtin:llama-3.1-8b}
+if [ "${SHAPE:-}" = llama-405b-4l ]; then  # Llama-3.1-405B's layer shape with 4 of its 126 layers: a prefill that
+  # costs far more per KV byte than the 8B's (16,384 hidden, 53,248 MLP, 8 KV heads), so that loading wins
+  model=$work/llama-405b-4l; mkdir -p "$model"
+  python3 - "$model" <<'PY'
+import json, sys
+from tierlm.models.loader import resolve_model_dir
+cfg = json.load(open(resolve_model_dir("builtin:llama-3.1-8b", need_weights=False) / "config.json"))
+cfg.update(hidden_size=16384, intermediate_size=53248, num_attention_heads=128, num_hidden_layers=4)
+json.dump(cfg, open(f"{sys.argv[1]}/config.json", "w"), indent=1)
+PY
+fi
+runs=${RUNS:-"r5 r1.5 restart"}
+common=(--model "$model" --load-format dummy --num-clients "${CLIENTS:-40}"
         --num-rounds "${ROUNDS:-5}" --first-turn-len "${FIRST:-2048}" --turn-len "${TURN:-256}"
         --answer-len "${ANSWER:-64}" --concurrency "${CONC:-8}" --kv-cache-gb "${KV_GB:-3.5}"
         --hicache-load-policy "$policy" --kv-store-max-gb 24 --json ${EXTRA:-})
@@ -34,10 +47,16 @@ run() {  # NAME ARGS...: one `tierlm bench multiturn`, its summary in OUT/NAME.j
 
 python3 -c "import torch; c = torch.cuda.is_available()
 print('torch', torch.__version__, torch.cuda.get_device_name() if c else 'CPU')"
-run r5 --modes gpu,l2,l3 --hicache-ratio 5 --kv-store "file://$work/l3-r5"
-rm -rf "$work/l3-r5"
-run r1.5 --modes l2,l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
-run restart --modes l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"  # the same conversations, warm L3
+if [[ $runs == *r5* ]]; then
+  run r5 --modes gpu,l2,l3 --hicache-ratio 5 --kv-store "file://$work/l3-r5"
+  rm -rf "$work/l3-r5"
+  modes=l2,l3
+else
+  modes=gpu,l2,l3  # GPU only once, beside the ratio-1.5 modes
+fi
+[[ $runs == *r1.5* ]] && run r1.5 --modes $modes --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+# the same conversations again on the warm L3 (a new engine: nothing on the device or in host memory)
+[[ $runs == *restart* ]] && run restart --modes l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
 
 python3 - "$out" "$policy" <<'PY'
 import json, os, sys

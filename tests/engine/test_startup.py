@@ -32,3 +32,19 @@ def test_eager_cpu_start_opens_no_aot_tree_and_reports_no_compilation(tiny_qwen3
     s = engine.startup
     assert s["compilations"] == s["dynamo_graphs"] == s["new_kernels"] == 0 and s["compile"] is False
     assert "aot_key" not in s and engine.info()["compilations"] == 0
+
+
+def test_prefill_calibration_seeds_the_cost_model_and_leaves_no_trace(tiny_qwen3, tmp_path):
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), enable_hicache=True, kv_store=f"file://{tmp_path}/l3",
+                                 **CPU_OPTS))
+    try:
+        rate = startup.calibrate_prefill(engine, tokens=64)
+        cost = engine.kv.cost.snapshot()
+        assert rate and cost["prefill_samples"] == 1 and abs(cost["prefill_tokens_per_s"] - rate) < 1e-6 * rate
+        engine.kv.flush()
+        stats = engine.stats()
+        assert stats["kv_cached_tokens"] == 0 and not engine.has_unfinished()
+        assert stats["tiers"]["L3"]["store"]["pages_written"] == 0 and stats["tiers"]["backups"]["pages"] == 0
+        engine.kv.check_no_leak(engine.live_pages())
+    finally:
+        engine.close()

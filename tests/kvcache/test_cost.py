@@ -103,6 +103,27 @@ def test_a_tier_left_unloaded_is_measured_again_now_and_then():
     assert {m.l3_plan() for _ in range(6)} == {"skip"} and {m.load_pages(10, 1) for _ in range(6)} == {0}
 
 
+def test_an_unmeasured_store_is_probed_by_one_request_at_a_time():
+    m = CostModel(16, 2 << 20)
+    m.calibrate_prefill(10_000, 0.1)
+    assert m.l3_plan(probing=False) == "explore" and m.l3_plan(probing=True) == "skip"
+    assert CostModel(16, 2 << 20, policy="always-load").l3_plan(probing=True) == "fetch"
+    m.observe_load("L3", 1 << 30, 1.0)  # measured: the cost decides, probing or not
+    assert m.l3_plan(probing=True) == m.l3_plan(probing=False) == "skip"
+    m.observe_load("L3", 1 << 40, 0.01)
+    assert m.l3_plan(probing=True) == "fetch"
+
+
+def test_calibration_replaces_the_prior_and_earlier_samples():
+    m = CostModel(16, 2 << 20)
+    m.observe_prefill(100, 10.0)  # a first step that paid for compilation
+    m.calibrate_prefill(10_000, 0.1)
+    assert m.prefill.value == pytest.approx(1e5) and m.prefill.samples == 1
+    m.fix(1e3, {})
+    m.calibrate_prefill(10_000, 0.1)  # pinned costs stay pinned
+    assert m.prefill.value == pytest.approx(1e3)
+
+
 def test_policy_names():
     assert CostModel(4, 64, "auto", overlap=True).policy == "cost"
     assert CostModel(4, 64, "auto", overlap=False).policy == "always-load"

@@ -52,3 +52,25 @@ def test_writes_beyond_the_bound_are_dropped_not_waited_for():
     finally:
         store.gate.set()
         kv.close()
+
+
+def test_a_lookup_does_not_queue_behind_writes():
+    store = GatedStore()
+    kv, pool, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
+    try:
+        nodes = []
+        for i in range(8):  # more writes than store threads, all stuck on a slow disk
+            tokens = [10 + i, 1, 2, 3, 4, 5]
+            got = kv.admit(str(i), tokens, 6, 6, 0)
+            assert kv.grow(got.pages, 6)
+            kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+            nodes.append(kv.radix.match_prefix(tokens).node)
+            run_copies(kv)
+        for node in nodes:  # every write is queued or running once its host copy is done
+            node.io[-1].copy.result(timeout=10)
+        assert store.stats()["pages_written"] == 0
+        keys = PageHasher("t", 2).chain([10, 1, 2, 3])
+        assert kv.io.submit_store(store.batch_exists, keys).result(timeout=5) == 0  # not written yet
+    finally:
+        store.gate.set()
+        kv.close()

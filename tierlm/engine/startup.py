@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
+CALIBRATION_TOKENS = 1024  # prompt length of the start-up prefill measurement (a typical prompt chunk)
 
 
 def compiled_artifacts() -> int:
@@ -58,8 +59,52 @@ def warm_up(engine: Any) -> None:
         for out in engine.step():
             if out.num_output_tokens >= 3 and not out.finished:
                 engine.abort_request(out.request_id)
+    calibrate_prefill(engine)
     for key in engine.counters:
         engine.counters[key] = 0
+
+
+def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional[float]:
+    """Measure the prefill rate once for the KV cost model (when the engine has lower tiers), so its first
+    load-or-recompute decisions use this machine's rate instead of a prior; returns tokens per second.
+
+    Two prompts of `tokens` random tokens (capped by the step budget and the context) are prefilled one after
+    the other: the first pays for first use of the kernels at that length, the second is timed from arrival
+    to first token. Both are aborted at their first token, like the warm-up.
+    """
+    import torch
+
+    from tierlm.sampling_params import SamplingParams
+
+    cost = getattr(engine.kv, "cost", None)
+    ps = engine.kv.page_size
+    room = engine.kv.capacity_pages * ps // 2  # never crowd the pool (or ask more than it holds)
+    n = min(tokens, engine.config.max_prefill_tokens, engine.max_model_len - 4, room) // ps * ps
+    if cost is None or n < ps:
+        return None
+    rng = random.Random(1)
+    vocab = engine.model_config.vocab_size
+    seconds = 0.0
+    for i in range(2):
+        ids = [rng.randrange(vocab) for _ in range(n)]
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+        t0 = time.perf_counter()
+        engine.add_request(f"__calibrate{i}__", ids, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True,
+                                                                   detokenize=False))
+        while engine.has_unfinished():
+            for out in engine.step():
+                if out.num_output_tokens >= 1 and not out.finished:
+                    seconds = time.perf_counter() - t0
+                    engine.abort_request(out.request_id)
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize(engine.device)
+    engine.prefill_timer.poll()  # samples of the two prompts land before the calibration replaces them
+    if seconds <= 0:  # the prompts were refused: keep the prior
+        return None
+    cost.calibrate_prefill(n, seconds)
+    logger.info("KV cost model: prefill %.0f tokens/s (%d tokens in %.1f ms)", n / seconds, n, seconds * 1e3)
+    return n / seconds
 
 
 def finish(engine: Any, probe: Probe) -> dict:

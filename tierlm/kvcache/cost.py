@@ -4,8 +4,9 @@ A prefix hit in host memory (L2) or in the L3 store saves recomputing its tokens
 is cheaper depends on the machine (PCIe, disk, network) and on the model (its prefill speed and KV bytes per
 token), so both are measured online: the prefill rate from the engine's prefill steps and the bandwidth of
 each tier from its transfers (`CostModel`, ratios of exponentially weighted sums, so large transfers and
-large steps weigh more than small ones). Until a path has been measured its prior makes loading win: a new
-engine behaves as if every hit were worth loading.
+large steps weigh more than small ones). On CUDA the start-up measures the prefill rate once
+(`calibrate_prefill`). Until a path has been measured its prior makes loading win: a new engine behaves as
+if every hit were worth loading, except that an unmeasured L3 store is probed by one request at a time.
 
 Prefix matching takes the leading pages of a prompt, so the split is: load the first `m` pages of the hit,
 recompute the rest together with the request's new tokens (`split`). Host-to-device loads run beside the
@@ -139,6 +140,13 @@ class CostModel:
         if self.learn:
             self.loads[tier].observe(nbytes, seconds)
 
+    def calibrate_prefill(self, tokens: int, seconds: float) -> None:
+        """Start the compute rate from a measured prefill (the engine's start-up): replaces the prior and any
+        earlier samples, which may include first-use work."""
+        if self.learn and tokens > 0 and seconds > 0:
+            self.prefill = Rate(PRIOR_PREFILL_TOKENS_PER_S)
+            self.prefill.observe(tokens, seconds)
+
     def fix(self, prefill_tokens_per_s: float, load_bytes_per_s: Mapping[str, float],
             overlap: Optional[bool] = None) -> None:
         """Pin the costs (and stop measuring): for tests and experiments."""
@@ -178,10 +186,15 @@ class CostModel:
         per_page = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
         return split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
 
-    def l3_plan(self) -> str:
+    def l3_plan(self, probing: bool = False) -> str:
         """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`
         finds worth it), "skip" (a page fetches slower than it computes: do not make the request wait even
-        for the lookup) or "explore" (fetch whatever the store holds, to measure it again)."""
+        for the lookup) or "explore" (fetch whatever the store holds, to measure it again). `probing`: an
+        "explore" is in flight. A store never measured is probed by one request at a time while the others
+        recompute: a slow store then delays one request, not every request that arrives before the first
+        fetch completes."""
+        if self.learn and self.policy != "always-load" and not self.loads["L3"].samples:
+            return "skip" if probing else "explore"
         if self.fetch_pages(1, 1) > 0:
             self._unloaded["L3"] = 0
             return "fetch"

@@ -76,7 +76,8 @@ class L3Prefetcher:
         local = self.radix.match_length(tokens)
         if n_pages - local < self.threshold_pages or req_id in self.ops:
             return
-        plan = self.cost.l3_plan() if self.cost is not None else "fetch"
+        probing = any(op.explore for op in self.ops.values())
+        plan = self.cost.l3_plan(probing) if self.cost is not None else "fetch"
         keys = self.hasher.chain(tokens[:n_pages * ps])
         check = self._submit(self.store.batch_exists, keys[local:])
         if plan == "skip":  # the store loses to recomputing: count its hits, but the request does not wait

@@ -46,12 +46,17 @@ class TierIO:
     runs backups and store calls inline, deterministically, for tests)."""
 
     def __init__(self, transfer: PageTransfer, store: Any = None, threads: bool = True, l3_threads: int = 4,
-                 l3_queue_bytes: int = L3_QUEUE_BYTES) -> None:
+                 l3_queue_bytes: int = L3_QUEUE_BYTES, l3_write_threads: int = 2) -> None:
         self.transfer = transfer
         self.store = store
         self._copy = cf.ThreadPoolExecutor(1, thread_name_prefix="tierlm-d2h") if threads else None
-        # several L3 workers: one slow prefetch must not queue the others behind it
-        self._l3 = cf.ThreadPoolExecutor(l3_threads, thread_name_prefix="tierlm-l3") if threads and store else None
+        # L3 reads (lookups and prefetches, which a waiting request needs) and L3 writes (backups, which no
+        # request waits for) on separate workers: a lookup never queues behind a backlog of writes, and one
+        # slow prefetch does not queue the others behind it
+        store_pool = threads and store is not None
+        self._l3 = cf.ThreadPoolExecutor(l3_threads, thread_name_prefix="tierlm-l3") if store_pool else None
+        self._l3_write = (cf.ThreadPoolExecutor(l3_write_threads, thread_name_prefix="tierlm-l3w") if store_pool
+                          else None)
         self._inflight: set[cf.Future] = set()
         self.store_errors = 0  # L3 calls that raised (any KVStore, whatever it is built on)
         # L3 writes queued or running, bounded: a write that would exceed the bound is dropped (counted), so a
@@ -71,10 +76,13 @@ class TierIO:
         return fut
 
     def submit_store(self, fn: Callable, *args: Any) -> cf.Future:
-        """Run an L3 call on a store thread; a call that raises is counted (`store_errors`), logged once, and
-        its future carries the exception (callers treat it as misses or a failed write)."""
+        """Run an L3 read (a lookup or a fetch) on a store thread; a call that raises is counted
+        (`store_errors`), logged once, and its future carries the exception (callers treat it as misses)."""
+        return self._submit_l3(self._l3, fn, *args)
+
+    def _submit_l3(self, pool: Optional[cf.ThreadPoolExecutor], fn: Callable, *args: Any) -> cf.Future:
         call = (self._counted, fn, *args)
-        return self._track(self._l3.submit(*call) if self._l3 else finished(*call))
+        return self._track(pool.submit(*call) if pool else finished(*call))
 
     def _counted(self, fn: Callable, *args: Any) -> Any:
         try:
@@ -129,7 +137,8 @@ class TierIO:
             if drop:  # the host copy stands; only the L3 copy is skipped
                 ticket.stored.set_result(False)
                 return
-            self.submit_store(self.store.batch_set, list(keys), list(host_pages)).add_done_callback(written)
+            self._submit_l3(self._l3_write, self.store.batch_set, list(keys), list(host_pages)).add_done_callback(
+                written)
 
         copy.add_done_callback(chain)
 
@@ -155,6 +164,6 @@ class TierIO:
     def close(self) -> None:
         self.transfer.wait_loads()
         self.wait()
-        for ex in (self._copy, self._l3):
+        for ex in (self._copy, self._l3, self._l3_write):
             if ex is not None:
                 ex.shutdown(wait=True)
