@@ -3,14 +3,19 @@ tokenizer (mixed steps on), text prompts (completions and chat) to one with a to
 every field with sane values; a dead server or a bad URL is one line, not a traceback."""
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 
+import aiohttp
+import httpx
 import pytest
 
 from tests.server.helpers import free_port, start_server
-from tierlm.cli.bench.serve_data import random_requests
+from tierlm.cli.bench.serve_client import CHAT, Target, send
+from tierlm.cli.bench.serve_data import BenchRequest, random_requests
 from tierlm.cli.main import main
 
 SUMMARY_KEYS = {"completed", "failed", "duration_s", "total_input_tokens", "total_output_tokens",
@@ -81,6 +86,27 @@ def test_text_prompts_all_at_once_and_chat(text_server, tiny_qwen3, tmp_path):
     r = bench(text_server.url, tmp_path / "chat.json", "--endpoint", "/v1/chat/completions", "--num-prompts", "3",
               "--random-input-len", "12", "--random-output-len", "4", "--tokenizer", str(tiny_qwen3))
     assert check_report(r, 3)["total_output_tokens"] == 12
+
+
+def test_send_a_conversation_keeps_the_answer_and_cached_tokens(text_server):
+    """A prompt given as chat messages goes as they are; the result carries the streamed text (what a multi-turn
+    client appends to the conversation) and usage's cached_tokens (a later turn finds the earlier in cache)."""
+    target = Target(text_server.url + CHAT, CHAT, text_server.model, {})
+    first_turn = [{"role": "user", "content": "the quick brown fox jumps over the lazy dog " * 3}]
+
+    async def conversation():
+        async with aiohttp.ClientSession() as session:
+            first = await send(session, target, BenchRequest(first_turn, None, 5), time.perf_counter())
+            follow = first_turn + [{"role": "assistant", "content": first.text}, {"role": "user", "content": "why?"}]
+            return first, await send(session, target, BenchRequest(follow, None, 5), time.perf_counter())
+
+    first, second = asyncio.run(conversation())
+    assert first.ok and second.ok, (first.error, second.error)
+    plain = httpx.post(text_server.url + CHAT, timeout=60, json={
+        "model": text_server.model, "messages": first_turn, "max_tokens": 5, "temperature": 0, "ignore_eos": True})
+    assert first.text == plain.json()["choices"][0]["message"]["content"] and first.output_len == 5
+    assert first.cached_tokens is not None and first.cached_tokens < first.prompt_len
+    assert second.prompt_len > first.prompt_len and second.cached_tokens >= first.prompt_len - 4, second
 
 
 def test_sharegpt_file(text_server, tiny_qwen3, tmp_path):

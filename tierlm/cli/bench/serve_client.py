@@ -35,6 +35,8 @@ class RequestResult:
     itl: list[float] = field(default_factory=list)
     prompt_len: Optional[int] = None
     output_len: int = 0
+    cached_tokens: Optional[int] = None  # usage.prompt_tokens_details.cached_tokens, when the server reports it
+    text: str = ""  # the streamed output (a multi-turn client appends it to the conversation)
 
     @property
     def tpot(self) -> float:
@@ -58,8 +60,9 @@ class Target:
                                 "stream": True, "stream_options": {"include_usage": True}}
         if self.ignore_eos:
             body["ignore_eos"] = True  # a vLLM/SGLang/TierLM extension: answers of the asked length
-        if self.endpoint == CHAT:
-            body["messages"] = [{"role": "user", "content": req.prompt}]
+        if self.endpoint == CHAT:  # a prompt that is a list of messages is a whole conversation
+            conversation = isinstance(req.prompt, list) and req.prompt and isinstance(req.prompt[0], dict)
+            body["messages"] = req.prompt if conversation else [{"role": "user", "content": req.prompt}]
         else:
             body["prompt"] = req.prompt
         return body
@@ -71,6 +74,11 @@ def _error_message(status: int, text: str) -> str:
     except (ValueError, KeyError, TypeError):
         msg = " ".join(text.split())[:300]
     return f"HTTP {status}: {msg}"
+
+
+def _output_text(chunk: dict[str, Any], endpoint: str) -> str:
+    choice = chunk["choices"][0]
+    return ((choice.get("delta") or {}).get("content") if endpoint == CHAT else choice.get("text")) or ""
 
 
 def _has_output(chunk: dict[str, Any], endpoint: str) -> bool:
@@ -90,7 +98,7 @@ async def send(session: aiohttp.ClientSession, target: Target, req: BenchRequest
     res = RequestResult(prompt_len=req.prompt_len)
     start = time.perf_counter()
     res.sent = start - t0
-    last, chunks = start, 0
+    last, chunks, texts = start, 0, []
     try:
         async with session.post(target.url, json=target.payload(req, max_tokens or req.output_len),
                                 headers=target.headers) as resp:
@@ -116,11 +124,15 @@ async def send(session: aiohttp.ClientSession, target: Target, req: BenchRequest
                         res.itl.append(now - last)
                     chunks += 1
                     last = now
+                    texts.append(_output_text(chunk, target.endpoint))
                 usage = chunk.get("usage")
                 if usage:
                     res.output_len = int(usage.get("completion_tokens") or 0)
                     res.prompt_len = int(usage.get("prompt_tokens") or 0) or res.prompt_len
+                    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+                    res.cached_tokens = None if cached is None else int(cached)
         res.latency = time.perf_counter() - start
+        res.text = "".join(texts)
         res.output_len = res.output_len or chunks
         res.ok = chunks > 0
         if not res.ok:

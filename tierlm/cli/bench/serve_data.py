@@ -24,10 +24,10 @@ MIN_TOKENS, MAX_PROMPT_TOKENS, MAX_TOTAL_TOKENS = 4, 1024, 2048
 
 @dataclass
 class BenchRequest:
-    """One request of the workload: its prompt (text or token ids), prompt length (None when not known
-    here: the server's usage then says) and the number of tokens to ask for."""
+    """One request of the workload: its prompt (text, token ids, or chat messages), prompt length (None when
+    not known here: the server's usage then says) and the number of tokens to ask for."""
 
-    prompt: Union[str, list[int]]
+    prompt: Union[str, list[int], list[dict[str, str]]]
     prompt_len: Optional[int]
     output_len: int
 
