@@ -74,3 +74,48 @@ def test_a_lookup_does_not_queue_behind_writes():
     finally:
         store.gate.set()
         kv.close()
+
+
+class Recorder:
+    """An event sink that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple] = []
+
+    def stored(self, medium, page_keys, parent_key, token_ids):
+        self.log.append(("stored", medium, tuple(page_keys)))
+
+    def removed(self, medium, page_keys):
+        self.log.append(("removed", medium, tuple(page_keys)))
+
+    def cleared(self):
+        self.log.append(("cleared",))
+
+
+def test_a_dropped_write_unmarks_its_node_and_says_so_in_the_events():
+    store = GatedStore()
+    kv, pool, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
+    kv.io.l3_queue_bytes = 3 * pool.bytes_per_page  # room for one 3-page write in flight
+    kv.radix.events.sink = events = Recorder()
+    try:
+        nodes = []
+        for i in range(2):
+            tokens = [10 + i, 1, 2, 3, 4, 5]
+            got = kv.admit(str(i), tokens, 6, 6, 0)
+            assert kv.grow(got.pages, 6)
+            kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+            nodes.append(kv.radix.match_prefix(tokens).node)
+            run_copies(kv)
+        for node in nodes:
+            node.io[-1].copy.result(timeout=10)
+        assert all(n.in_store for n in nodes) and kv.io.l3_dropped_pages == 3  # decided: both marked
+        store.gate.set()
+        kv.flush()  # flush polls: the dropped write's node is unmarked, the written one stays
+        assert [n.in_store for n in nodes] == [True, False]
+        assert store.stats()["pages_written"] == 3
+        disk = [e for e in events.log if e[0] != "cleared" and e[1] == "DISK"]
+        keys = [tuple(n.page_hashes) for n in nodes]
+        assert disk == [("stored", "DISK", keys[0]), ("stored", "DISK", keys[1]), ("removed", "DISK", keys[1])]
+    finally:
+        store.gate.set()
+        kv.close()

@@ -46,6 +46,9 @@ class Backups:
         self.metrics, self.page_bytes, self.with_store = metrics, page_bytes, with_store
         self.queue: list[BackupCommand] = []
         self._copying: set[RadixNode] = set()  # nodes with a D2H backup that may still be running
+        # L3 writes in flight: (ticket, node, its page keys); a node is marked in the store when its write is
+        # decided (so no other backup writes it again) and unmarked if that write is dropped or fails
+        self._writing: list[tuple[Ticket, RadixNode, frozenset[str]]] = []
 
     def take(self) -> list[BackupCommand]:
         queue, self.queue = self.queue, []
@@ -69,6 +72,7 @@ class Backups:
         if keys:  # only pages not yet known to be in L3 are written
             node.in_store = True
             self.tree.events.stored(node, DISK)
+            self._writing.append((ticket, node, frozenset(keys)))
         self.metrics.backups["pages"] += len(host)
         self.metrics.backups["bytes"] += len(host) * self.page_bytes
         return True
@@ -93,6 +97,29 @@ class Backups:
     def on_insert(self, leaf: Optional[RadixNode]) -> None:
         if leaf is not None and self.policy == "write_through":
             self.backup(leaf)
+
+    def settle_writes(self) -> int:
+        """Unmark the nodes whose L3 write ended without storing their pages (dropped at the queue bound, or
+        failed), with a DISK removal event, so they may be written again and no router counts on them;
+        returns pages unmarked. A node split since its write was decided shares the ticket with the upper
+        part split off it, an ancestor whose pages are all among the written ones: both are unmarked."""
+        pending, unmarked = [], 0
+        for ticket, node, keys in self._writing:
+            if not ticket.stored.done():
+                pending.append((ticket, node, keys))
+                continue
+            if ticket.stored.exception() is None and ticket.stored.result() is True:
+                continue
+            while (node is not self.tree.root and node.parent is not None and node.in_store
+                   and node.page_hashes and keys.issuperset(node.page_hashes)):
+                if node.parent.children.get(node.key[:self.tree.page_size]) is not node:
+                    break  # left the tree: its events are done
+                node.in_store = False
+                self.tree.events.removed(node, DISK)
+                unmarked += len(node.page_hashes)
+                node = node.parent
+        self._writing = pending
+        return unmarked
 
     def pages_behind_io(self) -> int:
         """Unlocked device pages of nodes whose backup is still copying, and of their ancestors (a parent

@@ -229,6 +229,8 @@ class KVCacheManager:
             for nbytes, secs in self.io.finished_loads():
                 self.metrics.record_load(nbytes, secs)
                 self.cost.observe_load("L2", nbytes, secs)
+            if self.backups is not None:
+                self.backups.settle_writes()
         if self.prefetcher is not None:
             self.prefetcher.poll()
 
