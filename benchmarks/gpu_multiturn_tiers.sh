@@ -66,7 +66,8 @@ rows = {}
 for name, label in (("r5", "ratio 5"), ("r1.5", "ratio 1.5"), ("restart", "restart")):
     path = os.path.join(out, f"{name}.json")
     if not os.path.exists(path):
-        print(f"{name}: no results (see {name}.err)")
+        if os.path.exists(os.path.join(out, f"{name}.err")):  # it ran and failed (RUNS may skip it)
+            print(f"{name}: no results (see {name}.err)")
         continue
     s = json.load(open(path))
     for r in s["results"]:
@@ -90,6 +91,14 @@ for key, r in rows.items():
     print(f"{key:<18} {split}   prefill {c['prefill_tokens_per_s']:.0f} tok/s (n={c['prefill_samples']}), "
           f"L2 {c['L2_bytes_per_s'] / 1e9:.1f} GB/s (n={c['L2_samples']}), "
           f"L3 {c['L3_bytes_per_s'] / 1e9:.2f} GB/s (n={c['L3_samples']})")
+
+print("\nhost ms per engine step by phase (schedule / launch / wait on the device / outputs), steps")
+for key, r in rows.items():
+    h = r.get("step_host")
+    if h:
+        ms = h["ms_per_step"]
+        print(f"{key:<18} " + " / ".join(f"{ms[p]:.3f}" for p in ("schedule", "launch", "wait", "outputs"))
+              + f"   total {h['total_ms_per_step']:.3f}, {h['steps']} steps")
 
 print("\nTTFT p50 per round (s); 'vs best': the L3 mode / min(GPU only, +L2) per round (target <= 1.05), "
       "restart: round 1 / GPU only's round 1 (target <= 1)")

@@ -49,3 +49,13 @@ def test_load_or_recompute_split_and_cost_estimates_are_exported():
                  "tierlm_kv_cost_prefill_tokens_per_second 20000.0",
                  'tierlm_kv_cost_load_bytes_per_second{tier="L3"} 1.5e+09'):
         assert line in text, line
+
+
+def test_step_phases_are_exported_as_counters():
+    m = ServerMetrics()
+    m.update_engine({"step_host": {"steps": 10, "seconds": {"schedule": 0.5, "launch": 1.0, "wait": 2.0,
+                                                             "outputs": 0.25}}})
+    text = m.render().decode()
+    for line in ("tierlm_engine_steps_total 10.0", 'tierlm_step_host_seconds_total{phase="wait"} 2.0',
+                 'tierlm_step_host_seconds_total{phase="schedule"} 0.5'):
+        assert line in text, line

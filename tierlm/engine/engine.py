@@ -19,6 +19,7 @@ from tierlm.engine.prefill_timer import PrefillTimer
 from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
 from tierlm.engine.scheduler import ScheduledBatch, Scheduler
+from tierlm.engine.step_clock import StepClock
 from tierlm.engine.tokenizer import load_tokenizer
 from tierlm.engine.rank_launch import start_workers
 from tierlm.models.config import ModelConfig
@@ -76,6 +77,7 @@ class Engine:
         self._inflight: Optional[InFlight] = None  # launched on the device, not yet read back
         self.overlap = config.overlap_schedule
         self._readback = Readback(self.device, config.max_running_requests)
+        self.clock = StepClock()  # host time per step phase (/stats "step_host")
         self.counters = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0,
                          "cache_hits": 0}
         self.startup: dict = startup.finish(self, probe)
@@ -123,6 +125,8 @@ class Engine:
         With overlap scheduling the step launches batch N+1 on the device before it reads back the tokens
         of batch N, so the host's bookkeeping runs while the device computes; results come one step late.
         """
+        clock = self.clock
+        clock.start()
         outputs, self._pending = self._pending, []
         batch, refused = self.scheduler.schedule()
         for req in refused:
@@ -130,7 +134,9 @@ class Engine:
                 f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
                 f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
             outputs.append(self._output(req, []))
+        clock.lap("schedule")
         launched = self._launch(batch)
+        clock.lap("launch")
         previous, self._inflight = self._inflight, launched
         if previous is not None:
             outputs.extend(self._resolve(previous))
@@ -139,6 +145,7 @@ class Engine:
             self._inflight = None
         if self.kv_events is not None:
             self.kv_events.flush()  # one event batch per step
+        clock.lap("outputs")
         return outputs
 
     def _launch(self, batch: Optional[ScheduledBatch]) -> Optional[InFlight]:
@@ -167,7 +174,9 @@ class Engine:
         return self._readback.start(sampling, tokens, logprobs)
 
     def _resolve(self, step: "InFlight") -> list[StepOutput]:
+        self.clock.lap("outputs")  # what ran since the last lap (nothing, or the first resolve's outputs)
         tokens, logprobs = step.wait()
+        self.clock.lap("wait")
         now = time.perf_counter()
         outputs = []
         for i, (req, tok) in enumerate(zip(step.reqs, tokens)):
@@ -228,6 +237,7 @@ class Engine:
             "retracted_total": self.scheduler.num_retracted,
             "tier_hits": kv.tier_hits(),  # per tier: requests with a hit there, tokens served from it
             "tiers": kv.tier_stats(),  # per tier: bytes, latency, capacity, evictions; L3 store counters
+            "step_host": self.clock.snapshot(),  # host milliseconds per step, per phase
             **({"ranks": self.worker.rank_figures()} if self.config.tp_size > 1 else {}),
         }
 

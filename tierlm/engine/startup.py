@@ -62,6 +62,7 @@ def warm_up(engine: Any) -> None:
     calibrate_prefill(engine)
     for key in engine.counters:
         engine.counters[key] = 0
+    engine.clock.reset()
 
 
 def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional[float]:

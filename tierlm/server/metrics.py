@@ -90,6 +90,14 @@ class _EngineCollector:
             value = (detail.get(group) or {}).get(key)
             if value is not None:
                 yield CounterMetricFamily(f"tierlm_{name}", doc, value=float(value))
+        clock = s.get("step_host")
+        if clock:
+            yield CounterMetricFamily("tierlm_engine_steps", "Engine steps run.", value=float(clock["steps"]))
+            phases = CounterMetricFamily("tierlm_step_host_seconds", "Host seconds spent in each phase of the "
+                                         "engine's steps (wait: blocked on the device).", labels=["phase"])
+            for phase, secs in clock["seconds"].items():
+                phases.add_metric([phase], float(secs))
+            yield phases
         if s.get("ranks"):
             yield from rank_gauges(s["ranks"])
         yield from _load_decisions(detail)
