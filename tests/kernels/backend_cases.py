@@ -1,4 +1,5 @@
-"""TritonBackend vs TorchNativeBackend on the same KV pool: prefill with prefixes, decode, graph-buffer decode.
+"""TritonBackend vs TorchNativeBackend on the same KV pool: prefill with prefixes, decode, graph-buffer decode,
+and a mixed pass (prefill chunks followed by one-token requests).
 
 Cases are `fn(device, dtype)`; `python -m tests.kernels.backend_cases NAME...` prints a JSON result map
 (run under TRITON_INTERPRET=1 without a GPU; see tests/kernels/interp.py).
@@ -88,6 +89,10 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     tri.init_graph_buffers(max_bs=8, max_len=max_len)
     padded = _batch("decode", table, rows + [6, 6], seqs + [0, 0], [1] * (len(rows) + 2))  # dummy row 6
     step(padded, graph=True)
+    seqs = [s + 1 for s in seqs]
+    # a mixed step: prefill chunks first, then one-token requests (decodes), which take the decode kernel
+    order = [0, 2, 1, 3]
+    step(_batch("prefill", table, [rows[i] for i in order], [seqs[i] for i in order], [5, 3, 1, 1]))
 
 
 def _real_part(batch: ForwardBatch, n: int) -> ForwardBatch:

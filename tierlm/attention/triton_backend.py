@@ -53,8 +53,14 @@ class TritonAttentionConfig:
 
 @dataclass
 class _ExtendMeta:
-    qo_indptr: torch.Tensor  # [B+1] int32 (the batch's own): request b's new tokens are rows [b]:[b+1]
+    """An extend pass: its first `num_extend` requests run the extend kernel; the one-token requests that
+    end the batch (a mixed step's decodes) run the decode kernel (`decode`), which reads each KV byte once
+    per GQA group and splits long sequences, where the extend kernel would give each a whole query tile."""
+
+    qo_indptr: torch.Tensor  # [num_extend+1] int32: request b's new tokens are rows [b]:[b+1]
     max_extend: int  # host int: sizes the q-block grid dimension
+    num_extend: int = 0
+    decode: DecodeMeta | None = None
 
 
 class TritonBackend(AttentionBackend):
@@ -87,7 +93,11 @@ class TritonBackend(AttentionBackend):
         if batch.mode == "decode":
             self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens)
             return
-        self._meta = _ExtendMeta(batch.qo_indptr, max(batch.extend_lens_cpu, default=0))
+        ext = batch.extend_lens_cpu
+        ones = next((i for i, n in enumerate(reversed(ext)) if n != 1), len(ext))  # trailing one-token requests
+        e = len(ext) - ones
+        decode = self._scratch.for_batch(batch.req_rows[e:], batch.seq_lens[e:]) if ones else None
+        self._meta = _ExtendMeta(batch.qo_indptr[:e + 1], max(ext[:e], default=0), e, decode)
 
     def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
         """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture).
@@ -112,14 +122,24 @@ class TritonBackend(AttentionBackend):
         out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
         if batch.mode == "decode":
             assert isinstance(meta, DecodeMeta), "prepare(batch) must run before forward"
-            decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
-                             meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
-                             dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
-                             num_stages=cfg.decode_num_stages)
+            self._decode(q, k_buf, v_buf, out, meta)
         else:
             assert isinstance(meta, _ExtendMeta), "prepare(batch) must run before forward"
-            extend_attention(q, k, v, out, k_buf, v_buf, self.req_to_token, batch.req_rows, batch.prefix_lens,
-                             meta.qo_indptr, meta.max_extend, self.scale, block_m=cfg.extend_block_m,
-                             block_n=cfg.extend_block_n, num_warps=cfg.extend_num_warps,
-                             num_stages=cfg.extend_num_stages)
+            t = q.shape[0] - (meta.decode.req_rows.shape[0] if meta.decode is not None else 0)
+            if meta.num_extend:
+                e = meta.num_extend
+                extend_attention(q[:t], k[:t], v[:t], out[:t], k_buf, v_buf, self.req_to_token, batch.req_rows[:e],
+                                 batch.prefix_lens[:e], meta.qo_indptr, meta.max_extend, self.scale,
+                                 block_m=cfg.extend_block_m, block_n=cfg.extend_block_n,
+                                 num_warps=cfg.extend_num_warps, num_stages=cfg.extend_num_stages)
+            if meta.decode is not None:  # their new K/V is in the pool already (store_kv above)
+                self._decode(q[t:], k_buf, v_buf, out[t:], meta.decode)
         return out.view(q.shape[0], self.num_heads * self.head_dim)
+
+    def _decode(self, q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, out: torch.Tensor,
+                meta: DecodeMeta) -> None:
+        cfg = self.config
+        decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
+                         meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
+                         dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
+                         num_stages=cfg.decode_num_stages)
