@@ -2,8 +2,8 @@
 
 `python -m tests.engine.mixed_cases ARCH...` prints a JSON map arch -> "ok" or the failure; run under
 TRITON_INTERPRET=1 without a GPU (see tests/kernels/interp.py). In a mixed step the decode requests go
-through the decode kernel after the prefill chunks' extend kernel (per-head) or through the torch extend
-path (latent), so this checks that those passes give the pure decode steps' greedy tokens.
+through the decode kernel after the prefill chunks (the extend kernel per-head, the torch extend path for
+latents), so this checks that those passes give the pure decode steps' greedy tokens.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """MLA decode kernel vs a float64 reference, and MLATritonBackend vs MLATorchBackend (prefill, decode,
-CUDA-graph-style decode buffers), plus greedy engine parity on a tiny DeepSeek model.
+CUDA-graph-style decode buffers, a mixed pass), plus greedy engine parity on a tiny DeepSeek model.
 
 Cases are `fn(device, dtype)`; `python -m tests.kernels.mla_cases NAME...` prints a JSON result map (run
 under TRITON_INTERPRET=1 without a GPU; see tests/kernels/interp.py).
@@ -113,6 +113,10 @@ def check_mla_backend(device: str, dtype: torch.dtype, *, num_heads: int = 4, lo
     tri.init_graph_buffers(max_bs=8, max_len=max_len)
     padded = _batch("decode", table, rows + [6, 6], seqs + [0, 0], [1] * (len(rows) + 2))  # dummy row 6
     step(padded, graph=True)
+    seqs = [s + 1 for s in seqs]
+    # a mixed step: prefill chunks first, then one-token requests (decodes), which take the decode kernel
+    order = [0, 2, 1, 3]
+    step(_batch("prefill", table, [rows[i] for i in order], [seqs[i] for i in order], [5, 3, 1, 1]))
 
 
 def _dec(**kw):

@@ -33,10 +33,16 @@ class MLATorchBackend(AttentionBackend):
                 batch: ForwardBatch) -> torch.Tensor:
         self.wait_kv(layer)
         self.pool.store(layer, batch.out_loc, latent=k)
-        buf = self.pool.layers[layer]["latent"]
         out = torch.empty(q.shape[0], self.num_heads, self.value_dim, dtype=q.dtype, device=q.device)
+        self.extend(q, out, layer, batch, len(batch.extend_lens_cpu))
+        return out.reshape(q.shape[0], self.num_heads * self.value_dim)
+
+    def extend(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch, count: int) -> None:
+        """Attention of the first `count` requests of `batch` (their new latents already stored), into
+        their rows of `out`."""
+        buf = self.pool.layers[layer]["latent"]
         start = 0
-        for i, n in enumerate(batch.extend_lens_cpu):
+        for i, n in enumerate(batch.extend_lens_cpu[:count]):
             prefix, seq = batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
             slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()
             latent = buf[slots].to(q.dtype)  # [S, head_dim]
@@ -45,7 +51,6 @@ class MLATorchBackend(AttentionBackend):
                 m = min(block, n - b)
                 out[start + b:start + b + m] = self._attend(q[start + b:start + b + m], latent, prefix + b)
             start += n
-        return out.reshape(q.shape[0], self.num_heads * self.value_dim)
 
     def _attend(self, q: torch.Tensor, latent: torch.Tensor, first_pos: int) -> torch.Tensor:
         """Queries `[m, H, D]` at positions `first_pos ..` over latents `[S, D]` → `[m, H, value_dim]`."""

@@ -1,5 +1,6 @@
 """Triton latent attention (MLA): split-KV decode over the latent cache, CUDA-graph capturable; extends
-(prefill, chunks, prefix hits) through the torch MLA path.
+(prefill, chunks, prefix hits) through the torch MLA path, except the one-token requests that end an extend
+pass (a mixed step's decodes), which take the decode kernel.
 
 Decode is where latent attention is memory bound and launch bound: the kernel reads each request's latents
 in place through `req_to_token`, once per block of heads, and needs only the batch's `req_rows`/`seq_lens`
@@ -60,7 +61,8 @@ class MLATritonBackend(MLATorchBackend):
         self.config = config or MLATritonConfig.for_device(self.device)
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
-        self._meta: Optional[DecodeMeta] = None
+        self._meta: Optional[DecodeMeta] = None  # decode-kernel metadata of the pass's one-token requests
+        self._num_extend = 0  # requests of the pass that take the torch extend path (the leading ones)
         self._scratch = DecodeScratch(num_heads, value_dim, self.max_splits, self.device)
 
     def supports_cuda_graph(self) -> bool:
@@ -72,10 +74,15 @@ class MLATritonBackend(MLATorchBackend):
         return choose_max_splits(batch_size, head_blocks, self.num_sms, waves=self.config.waves)
 
     def prepare(self, batch: ForwardBatch) -> None:
-        if batch.mode != "decode":
-            self._meta = None
+        if batch.mode == "decode":
+            self._meta, self._num_extend = self._scratch.for_batch(batch.req_rows, batch.seq_lens), 0
             return
-        self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens)
+        # an extend pass: the one-token requests that end it (a mixed step's decodes) take the decode kernel
+        ext = batch.extend_lens_cpu
+        ones = next((i for i, n in enumerate(reversed(ext)) if n != 1), len(ext))
+        self._num_extend = len(ext) - ones
+        self._meta = (self._scratch.for_batch(batch.req_rows[self._num_extend:], batch.seq_lens[self._num_extend:])
+                      if ones else None)
 
     def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
         """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture)."""
@@ -89,14 +96,16 @@ class MLATritonBackend(MLATorchBackend):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
                 batch: ForwardBatch) -> torch.Tensor:
-        if batch.mode != "decode":
-            return super().forward(q, k, v, layer, batch)
         meta, cfg = self._meta, self.config
-        assert meta is not None, "prepare(batch) must run before a decode forward"
+        assert meta is not None or batch.mode != "decode", "prepare(batch) must run before a decode forward"
         self.wait_kv(layer)
         self.pool.store(layer, batch.out_loc, latent=k)
         out = torch.empty(q.shape[0], self.num_heads, self.value_dim, dtype=q.dtype, device=q.device)
-        mla_decode(q, self.pool.layers[layer]["latent"], self.req_to_token, meta.req_rows, meta.seq_lens, out,
-                   meta.mid_o, meta.mid_lse, self.scale, min_chunk=cfg.min_chunk, block_n=cfg.block_n,
-                   block_h=cfg.block_h, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        t = q.shape[0] - (meta.req_rows.shape[0] if meta is not None else 0)  # rows of the decode kernel: [t:]
+        if batch.mode != "decode" and self._num_extend:
+            self.extend(q, out, layer, batch, self._num_extend)
+        if meta is not None:
+            mla_decode(q[t:], self.pool.layers[layer]["latent"], self.req_to_token, meta.req_rows, meta.seq_lens,
+                       out[t:], meta.mid_o, meta.mid_lse, self.scale, min_chunk=cfg.min_chunk, block_n=cfg.block_n,
+                       block_h=cfg.block_h, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         return out.view(q.shape[0], self.num_heads * self.value_dim)
