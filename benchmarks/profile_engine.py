@@ -1,78 +1,174 @@
-"""Where does a step's time go? Engine step timings and a torch profile of decode on the GPU.
+"""Per-step profile of the engine: where a decode step's time goes at several batch sizes, and a long prefill.
 
-    python benchmarks/profile_engine.py [--model builtin:qwen3-0.6b] [--batch 256] [--input 512]
+For each batch size (default 1, 64, 256) the engine decodes steadily (every request past its prefill) and
+the table gives, per step: wall milliseconds, the device's busy milliseconds (CUDA events around the
+worker's execution of each step: with overlap scheduling the start event runs when the previous step's
+kernels have finished, so the span is this step's own device time, gaps waiting for the host included), and
+the host milliseconds of each phase of `Engine.step` (`tierlm.engine.step_clock`: schedule, launch, wait on
+the device, outputs). A step whose device time is far below its wall time is host-bound. Then one prefill of
+`--prefill-len` tokens: time to first token and device time. Run it before and after a change; the table
+goes in docs/benchmarks.md.
+
+    PYTHONPATH=. python benchmarks/profile_engine.py [--model builtin:qwen3-0.6b] [--batches 1,64,256]
+        [--context 512] [--steps 100] [--prefill-len 8192] [--json] [--torch-profile] [ENGINE FLAGS, e.g.
+        --no-overlap-schedule or --device cpu]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
+from typing import Any, Callable
 
 import torch
 
-from tierlm.config import EngineConfig
+from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.engine.engine import Engine
+from tierlm.engine.step_clock import PHASES
 from tierlm.sampling_params import SamplingParams
 
 
-def fill(engine: Engine, n: int, input_len: int, output_len: int, temperature: float) -> None:
-    rng = random.Random(0)
+class DeviceTimer:
+    """Wraps the engine worker's `execute` with CUDA events (host clock on CPU, where execution is synchronous)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.cuda = engine, engine.device.type == "cuda"
+        self.spans: list[Any] = []
+        self._orig: Callable = engine.worker.execute
+        engine.worker.execute = self._execute
+
+    def _execute(self, plan: Any, tickets: Any) -> Any:
+        if not self.cuda:
+            t0 = time.perf_counter()
+            out = self._orig(plan, tickets)
+            self.spans.append(time.perf_counter() - t0)
+            return out
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = self._orig(plan, tickets)
+        end.record()
+        self.spans.append((start, end))
+        return out
+
+    def take_ms(self) -> float:
+        """Total device milliseconds of the steps since the last call."""
+        if self.cuda:
+            torch.cuda.synchronize(self.engine.device)
+            ms = sum(s.elapsed_time(e) for s, e in self.spans)
+        else:
+            ms = sum(self.spans) * 1e3
+        self.spans = []
+        return ms
+
+    def close(self) -> None:
+        self.engine.worker.execute = self._orig
+
+
+def sync(engine: Engine) -> None:
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize(engine.device)
+
+
+def add(engine: Engine, n: int, prompt_len: int, max_tokens: int, vocab: int, seed: int) -> None:
+    rng = random.Random(seed)
     for i in range(n):
-        engine.add_request(f"r{time.perf_counter_ns()}-{i}", [rng.randrange(10000) for _ in range(input_len)],
-                           SamplingParams(temperature=temperature, max_tokens=output_len, ignore_eos=True,
-                                          detokenize=False))
+        engine.add_request(f"p{seed}-{i}", [rng.randrange(vocab) for _ in range(prompt_len)],
+                           SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False))
 
 
-def decode_step_ms(engine: Engine, n: int, input_len: int, steps: int, temperature: float) -> float:
-    fill(engine, n, input_len, steps + 40, temperature)
-    while any(r.prefilling for r in engine.scheduler.running) or engine.scheduler.waiting:
+def drain(engine: Engine) -> None:
+    for r in list(engine.scheduler.running) + list(engine.scheduler.waiting):
+        engine.abort_request(r.request_id)
+    while engine.has_unfinished():
         engine.step()
-    for _ in range(10):
+
+
+def decode_profile(engine: Engine, timer: DeviceTimer, batch: int, context: int, steps: int, vocab: int) -> dict:
+    add(engine, batch, context, steps + 64, vocab, seed=batch)
+    while engine.scheduler.waiting or any(r.prefilling for r in engine.scheduler.running):
         engine.step()
-    torch.cuda.synchronize()
+    for _ in range(8):  # settle into steady decode
+        engine.step()
+    sync(engine)
+    timer.take_ms()
+    engine.clock.reset()
     t0 = time.perf_counter()
     for _ in range(steps):
         engine.step()
-    torch.cuda.synchronize()
-    ms = (time.perf_counter() - t0) / steps * 1e3
-    while engine.has_unfinished():
-        engine.step()
-    return ms
+    sync(engine)
+    wall = (time.perf_counter() - t0) / steps * 1e3
+    clock = engine.clock.snapshot()
+    row = {"batch": batch, "ms_per_step": wall, "tok_per_s": batch / wall * 1e3,
+           "device_ms_per_step": timer.take_ms() / steps, "host_ms": clock["ms_per_step"]}
+    drain(engine)
+    return row
+
+
+def prefill_profile(engine: Engine, timer: DeviceTimer, length: int, vocab: int) -> dict:
+    for seed in (7, 8):  # the first pays for first use at this length
+        sync(engine)
+        timer.take_ms()
+        t0 = time.perf_counter()
+        add(engine, 1, length, 2, vocab, seed=seed)
+        while not any(o.new_token_ids for o in engine.step()):
+            pass
+        ttft = (time.perf_counter() - t0) * 1e3
+        device = timer.take_ms()
+        drain(engine)
+    return {"prefill_len": length, "ttft_ms": ttft, "device_ms": device, "tok_per_s": length / ttft * 1e3}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="builtin:qwen3-0.6b")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--input", type=int, default=512)
-    ap.add_argument("--temperature", type=float, default=0.6)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", default="1,64,256", help="Comma list of decode batch sizes.")
+    ap.add_argument("--context", type=int, default=512, help="Prompt tokens of each decoding request.")
+    ap.add_argument("--steps", type=int, default=100, help="Timed decode steps per batch size.")
+    ap.add_argument("--prefill-len", type=int, default=8192, help="Tokens of the long prefill (0: skip it).")
+    ap.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
+    ap.add_argument("--torch-profile", action="store_true", help="Also print torch profiler tables of the "
+                                                                  "largest batch's decode steps.")
+    add_engine_args(ap, model_required=False)
+    ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
-    cfg = EngineConfig(model=args.model, load_format="dummy", skip_tokenizer_init=True, max_model_len=2048)
-    rows = []
-    for overlap, graph in ((True, True), (False, True), (False, False)):
-        if True:
-            engine = Engine(cfg.replace(overlap_schedule=overlap, cuda_graph=graph))
-            for bs in (1, 64, args.batch):
-                rows.append((overlap, graph, bs, decode_step_ms(engine, bs, args.input, 50, args.temperature)))
-            if overlap and graph:
-                fill(engine, args.batch, args.input, 200, args.temperature)
-                for _ in range(60):
-                    engine.step()
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                        torch.profiler.ProfilerActivity.CUDA]) as prof:
-                    for _ in range(20):
-                        engine.step()
-                    torch.cuda.synchronize()
-                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-                print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15))
-                while engine.has_unfinished():
-                    engine.step()
-            engine.close()
-            del engine
-            torch.cuda.empty_cache()
-    print(f"decode step time, context ~{args.input}: (overlap, cuda graph, batch) -> ms/step, tok/s")
-    for overlap, graph, bs, ms in rows:
-        print(f"  overlap={overlap!s:5} graph={graph!s:5} bs={bs:4}: {ms:7.3f} ms  {bs / ms * 1e3:9.0f} tok/s")
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    config = config_from_args(args)
+    if not config.max_model_len:
+        config = config.replace(max_model_len=max(args.context + args.steps + 128, args.prefill_len + 8))
+    engine = Engine(config)
+    vocab = min(engine.model_config.vocab_size, 30000)
+    timer = DeviceTimer(engine)
+    rows = [decode_profile(engine, timer, b, args.context, args.steps, vocab) for b in batches]
+    prefill = prefill_profile(engine, timer, args.prefill_len, vocab) if args.prefill_len else None
+    if args.torch_profile and engine.device.type == "cuda":
+        add(engine, batches[-1], args.context, 200, vocab, seed=99)
+        for _ in range(40):
+            engine.step()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                engine.step()
+            sync(engine)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15))
+        drain(engine)
+    info = engine.info()
+    timer.close()
+    engine.close()
+    result = {"model": config.model, "device": str(engine.device), "context": args.context,
+              "overlap": info.get("overlap"), "cuda_graph": info.get("cuda_graph"), "decode": rows, "prefill": prefill}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"decode steps, {config.model}, context ~{args.context}, overlap {result['overlap']}, "
+          f"CUDA graphs {result['cuda_graph']} (host ms per phase: {' / '.join(PHASES)})")
+    print(f"{'batch':>6}{'ms/step':>10}{'tok/s':>10}{'device ms':>11}   host ms by phase")
+    for r in rows:
+        host = " / ".join(f"{r['host_ms'][p]:.3f}" for p in PHASES)
+        print(f"{r['batch']:>6}{r['ms_per_step']:>10.3f}{r['tok_per_s']:>10.0f}{r['device_ms_per_step']:>11.3f}   {host}")
+    if prefill:
+        print(f"prefill of {prefill['prefill_len']} tokens: first token {prefill['ttft_ms']:.1f} ms, device "
+              f"{prefill['device_ms']:.1f} ms, {prefill['tok_per_s']:.0f} tok/s")
 
 
 if __name__ == "__main__":
