@@ -119,3 +119,28 @@ def test_a_dropped_write_unmarks_its_node_and_says_so_in_the_events():
     finally:
         store.gate.set()
         kv.close()
+
+
+def test_the_idle_wait_ends_at_the_first_completion_not_behind_a_slow_write():
+    import time
+
+    store = GatedStore()
+    kv, pool, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
+    try:
+        tokens = [10, 1, 2, 3, 4, 5]
+        got = kv.admit("a", tokens, 6, 6, 0)
+        assert kv.grow(got.pages, 6)
+        kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+        node = kv.radix.match_prefix(tokens).node
+        run_copies(kv)
+        node.io[-1].copy.result(timeout=10)  # its L3 write now waits on the gate
+        lookup_may_end = threading.Event()
+        kv.io.submit_store(lambda: lookup_may_end.wait(10))
+        threading.Timer(0.05, lookup_may_end.set).start()
+        t0 = time.monotonic()
+        kv.idle_wait(8.0)
+        assert time.monotonic() - t0 < 4.0  # back at the lookup's end, with the write still stuck
+        assert not kv.io.idle()
+    finally:
+        store.gate.set()
+        kv.close()

@@ -146,9 +146,12 @@ class TierIO:
         return self.transfer.finished_loads()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait for every backup and store call in flight; True when nothing is left."""
+        """Wait for every backup and store call in flight; True when nothing is left. With a timeout (the
+        scheduler idling until something can run), only until the first of them completes: a long L3 write
+        must not hold up a request that a finished copy or fetch has made admissible."""
         if timeout is not None:
-            cf.wait(list(self._inflight), timeout=timeout)
+            if self._inflight:
+                cf.wait(list(self._inflight), timeout=timeout, return_when=cf.FIRST_COMPLETED)
             return not self._inflight
         while self._inflight:  # a finished copy may start its L3 write: loop until quiet
             cf.wait(list(self._inflight))
