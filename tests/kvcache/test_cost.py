@@ -181,3 +181,36 @@ def test_admission_with_always_load_loads_everything():
         kv.check_no_leak()
     finally:
         kv.close()
+
+
+class _Radix:
+    def match_length(self, tokens):
+        return 0
+
+
+class _Store:
+    """Holds every page asked about; fetches succeed."""
+
+    def batch_exists(self, keys):
+        return len(keys)
+
+    def batch_get(self, keys, host_pages):
+        return [True] * len(keys)
+
+
+def test_an_exploring_request_fetches_one_store_call_of_pages():
+    from tierlm.kvcache.futures import finished
+    from tierlm.kvcache.keys import PageHasher
+    from tierlm.kvcache.metrics import TierMetrics
+    from tierlm.kvcache.prefetch import CHUNK_PAGES, L3Prefetcher
+
+    metrics, cost = TierMetrics(), CostModel(4, 1 << 10)
+    pre = L3Prefetcher(_Store(), finished, PageHasher("t", 4), lambda n: list(range(n)), lambda pages: None,
+                       _Radix(), metrics, "wait_complete", 1.0, 4, 1000, cost)
+    pre.start("probe", list(range(4 * (CHUNK_PAGES + 40))))  # an unmeasured store: this request probes it
+    pre.poll()
+    assert metrics.prefetch["pages_requested"] == CHUNK_PAGES
+    cost.observe_load("L3", 1 << 40, 1.0)  # measured fast: the next request fetches everything
+    pre.start("next", list(range(1000, 1000 + 4 * (CHUNK_PAGES + 40))))
+    pre.poll()
+    assert metrics.prefetch["pages_requested"] == CHUNK_PAGES + CHUNK_PAGES + 40

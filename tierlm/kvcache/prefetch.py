@@ -92,7 +92,9 @@ class L3Prefetcher:
             return
         stored = op.check.result() if op.check.exception() is None else 0
         n = max(0, min(stored, self.max_pages - len(self.held_pages)))
-        if self.cost is not None and n > 0 and not op.explore:
+        if op.explore:  # one store call measures the store; a slow one then delays this request by that much
+            n = min(n, CHUNK_PAGES)
+        elif self.cost is not None and n > 0:
             n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1)
         op.unfetched = stored  # until the fetch is under way
         if n < self.threshold_pages:
