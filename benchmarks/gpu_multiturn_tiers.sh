@@ -5,7 +5,8 @@
 # Ends with one table: TTFT p50 per round per mode, the L3 mode against the better of GPU only and +L2, and
 # what the load-or-recompute policy did with the lower tiers' hits. Meant to take 5-8 minutes on an H200.
 # Usage: bash benchmarks/gpu_multiturn_tiers.sh [OUTDIR]
-# Environment: LOAD_POLICY (--hicache-load-policy, default auto), MODEL, EXTRA (more engine flags), and the
+# Environment: LOAD_POLICY (--hicache-load-policy, default auto), MODEL, EXTRA (more engine flags), STORE_IO (0:
+# skip the file store's check against the raw disk, bench_store_io.py, which runs last), and the
 # workload: CLIENTS ROUNDS FIRST TURN ANSWER CONC KV_GB (defaults below: 40 conversations of 2,048 + 4 x 256
 # prompt tokens and 5 x 64 answer tokens = 135,680 tokens (16.6 GiB) of KV, 4.7x a 3.5 GiB pool of 28,672
 # tokens, which still holds the 8 requests in flight). Each file store is capped at 24 GiB of disk and the
@@ -57,6 +58,11 @@ fi
 [[ $runs == *r1.5* ]] && run r1.5 --modes $modes --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
 # the same conversations again on the warm L3 (a new engine: nothing on the device or in host memory)
 [[ $runs == *restart* ]] && run restart --modes l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+
+if [ "${STORE_IO:-1}" = 1 ]; then  # this machine's disk against the file store, on the same file system
+  timeout 120 python3 benchmarks/bench_store_io.py --skip redis --gib 2 --reps 1 --dir "$work" \
+    >"$out/store_io.txt" 2>"$out/store_io.err" || echo "store I/O check failed: $(tail -n 1 "$out/store_io.err")"
+fi
 
 python3 - "$out" "$policy" <<'PY'
 import json, os, sys
@@ -115,3 +121,4 @@ if "l3 restart" in rows and "gpu" in rows:
     x = p50("l3 restart")[0] / p50("gpu")[0]
     print(f"{'restart round 1':<18}{'':>8}   {x:.2f}" + ("   ok" if x <= 1.0 else "   OVER"))
 PY
+[ -s "$out/store_io.txt" ] && { echo; echo "file store against the raw disk (bench_store_io.py):"; tail -n 8 "$out/store_io.txt"; }
