@@ -37,6 +37,13 @@ class ForwardBatch:
     def batch_size(self) -> int:
         return len(self.extend_lens_cpu)
 
+    @property
+    def num_multi_token(self) -> int:
+        """Requests before the run of one-token requests that ends the batch (a mixed step's decodes, which
+        backends may serve with their decode kernel: one new token attending to its whole sequence)."""
+        ext = self.extend_lens_cpu
+        return len(ext) - next((i for i, n in enumerate(reversed(ext)) if n != 1), len(ext))
+
 
 class AttentionBackend(ABC):
     """Computes causal attention of a batch's new tokens over their whole sequence through `req_to_token`.

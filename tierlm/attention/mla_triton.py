@@ -78,11 +78,9 @@ class MLATritonBackend(MLATorchBackend):
             self._meta, self._num_extend = self._scratch.for_batch(batch.req_rows, batch.seq_lens), 0
             return
         # an extend pass: the one-token requests that end it (a mixed step's decodes) take the decode kernel
-        ext = batch.extend_lens_cpu
-        ones = next((i for i, n in enumerate(reversed(ext)) if n != 1), len(ext))
-        self._num_extend = len(ext) - ones
-        self._meta = (self._scratch.for_batch(batch.req_rows[self._num_extend:], batch.seq_lens[self._num_extend:])
-                      if ones else None)
+        e = self._num_extend = batch.num_multi_token
+        self._meta = (self._scratch.for_batch(batch.req_rows[e:], batch.seq_lens[e:]) if e < batch.batch_size
+                      else None)
 
     def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
         """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture)."""

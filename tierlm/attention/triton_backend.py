@@ -93,11 +93,9 @@ class TritonBackend(AttentionBackend):
         if batch.mode == "decode":
             self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens)
             return
-        ext = batch.extend_lens_cpu
-        ones = next((i for i, n in enumerate(reversed(ext)) if n != 1), len(ext))  # trailing one-token requests
-        e = len(ext) - ones
-        decode = self._scratch.for_batch(batch.req_rows[e:], batch.seq_lens[e:]) if ones else None
-        self._meta = _ExtendMeta(batch.qo_indptr[:e + 1], max(ext[:e], default=0), e, decode)
+        e = batch.num_multi_token
+        decode = self._scratch.for_batch(batch.req_rows[e:], batch.seq_lens[e:]) if e < batch.batch_size else None
+        self._meta = _ExtendMeta(batch.qo_indptr[:e + 1], max(batch.extend_lens_cpu[:e], default=0), e, decode)
 
     def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
         """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture).
