@@ -53,16 +53,32 @@ def warm_up(engine: Any) -> None:
 
     rng = random.Random(0)
     ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(2 * engine.kv.page_size + 3)]
-    engine.add_request("__warmup__", ids, SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True,
-                                                         detokenize=False))
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.num_output_tokens >= 3 and not out.finished:
-                engine.abort_request(out.request_id)
+    run_aborted(engine, "__warmup__", ids, SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True,
+                                                          detokenize=False), tokens=3)
     calibrate_prefill(engine)
     for key in engine.counters:
         engine.counters[key] = 0
     engine.clock.reset()
+
+
+def run_aborted(engine: Any, request_id: str, ids: list[int], params: Any, tokens: int) -> float:
+    """Run one request until it has `tokens` output tokens, then abort it (nothing of it is cached or backed
+    up); returns the seconds from its arrival to its first token (0: refused)."""
+    t0, first = time.perf_counter(), 0.0
+    engine.add_request(request_id, ids, params)
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.num_output_tokens >= 1 and not first:
+                first = time.perf_counter() - t0
+            if out.num_output_tokens >= tokens and not out.finished:
+                engine.abort_request(out.request_id)
+    return first
+
+
+def _sync(engine: Any) -> None:
+    if engine.device.type == "cuda":
+        import torch
+        torch.cuda.synchronize(engine.device)
 
 
 def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional[float]:
@@ -73,8 +89,6 @@ def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional
     the other: the first pays for first use of the kernels at that length, the second is timed from arrival
     to first token. Both are aborted at their first token, like the warm-up.
     """
-    import torch
-
     from tierlm.sampling_params import SamplingParams
 
     cost = getattr(engine.kv, "cost", None)
@@ -84,22 +98,13 @@ def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional
     if cost is None or n < ps:
         return None
     rng = random.Random(1)
-    vocab = engine.model_config.vocab_size
+    params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True, detokenize=False)
     seconds = 0.0
     for i in range(2):
-        ids = [rng.randrange(vocab) for _ in range(n)]
-        if engine.device.type == "cuda":
-            torch.cuda.synchronize(engine.device)
-        t0 = time.perf_counter()
-        engine.add_request(f"__calibrate{i}__", ids, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True,
-                                                                   detokenize=False))
-        while engine.has_unfinished():
-            for out in engine.step():
-                if out.num_output_tokens >= 1 and not out.finished:
-                    seconds = time.perf_counter() - t0
-                    engine.abort_request(out.request_id)
-    if engine.device.type == "cuda":
-        torch.cuda.synchronize(engine.device)
+        _sync(engine)
+        seconds = run_aborted(engine, f"__calibrate{i}__", [rng.randrange(engine.model_config.vocab_size)
+                                                             for _ in range(n)], params, tokens=1)
+    _sync(engine)
     engine.prefill_timer.poll()  # samples of the two prompts land before the calibration replaces them
     if seconds <= 0:  # the prompts were refused: keep the prior
         return None
