@@ -7,6 +7,7 @@ Policies: `write_through` backs a node up when it is inserted or hit without a h
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -46,9 +47,10 @@ class Backups:
         self.metrics, self.page_bytes, self.with_store = metrics, page_bytes, with_store
         self.queue: list[BackupCommand] = []
         self._copying: set[RadixNode] = set()  # nodes with a D2H backup that may still be running
-        # L3 writes in flight: (ticket, node, its page keys); a node is marked in the store when its write is
-        # decided (so no other backup writes it again) and unmarked if that write is dropped or fails
-        self._writing: list[tuple[Ticket, RadixNode, frozenset[str]]] = []
+        # L3 writes that ended without storing their pages: (node, its page keys), appended by the I/O thread
+        # that completes the ticket; a node is marked in the store when its write is decided (so no other
+        # backup writes it again) and unmarked here by `settle_writes` on the scheduler's thread
+        self._unstored: deque[tuple[RadixNode, frozenset[str]]] = deque()
 
     def take(self) -> list[BackupCommand]:
         queue, self.queue = self.queue, []
@@ -72,7 +74,7 @@ class Backups:
         if keys:  # only pages not yet known to be in L3 are written
             node.in_store = True
             self.tree.events.stored(node, DISK)
-            self._writing.append((ticket, node, frozenset(keys)))
+            self._watch_write(ticket, node, frozenset(keys))
         self.metrics.backups["pages"] += len(host)
         self.metrics.backups["bytes"] += len(host) * self.page_bytes
         return True
@@ -98,18 +100,20 @@ class Backups:
         if leaf is not None and self.policy == "write_through":
             self.backup(leaf)
 
+    def _watch_write(self, ticket: Ticket, node: RadixNode, keys: frozenset[str]) -> None:
+        def done(f) -> None:  # on the thread that completes the write
+            if f.exception() is not None or f.result() is not True:
+                self._unstored.append((node, keys))
+        ticket.stored.add_done_callback(done)
+
     def settle_writes(self) -> int:
         """Unmark the nodes whose L3 write ended without storing their pages (dropped at the queue bound, or
         failed), with a DISK removal event, so they may be written again and no router counts on them;
         returns pages unmarked. A node split since its write was decided shares the ticket with the upper
         part split off it, an ancestor whose pages are all among the written ones: both are unmarked."""
-        pending, unmarked = [], 0
-        for ticket, node, keys in self._writing:
-            if not ticket.stored.done():
-                pending.append((ticket, node, keys))
-                continue
-            if ticket.stored.exception() is None and ticket.stored.result() is True:
-                continue
+        unmarked = 0
+        while self._unstored:
+            node, keys = self._unstored.popleft()
             while (node is not self.tree.root and node.parent is not None and node.in_store
                    and node.page_hashes and keys.issuperset(node.page_hashes)):
                 if node.parent.children.get(node.key[:self.tree.page_size]) is not node:
@@ -118,7 +122,6 @@ class Backups:
                 self.tree.events.removed(node, DISK)
                 unmarked += len(node.page_hashes)
                 node = node.parent
-        self._writing = pending
         return unmarked
 
     def pages_behind_io(self) -> int:
