@@ -114,6 +114,7 @@ def test_random_workload_at_tp2_leaves_every_rank_at_baseline(tiny_qwen3, tmp_pa
     idle and the pools are back to empty."""
     import random
 
+    from tests.engine.random_workload import RandomWorkload
     from tierlm.config import EngineConfig
     from tierlm.engine.engine import Engine
 
@@ -125,35 +126,19 @@ def test_random_workload_at_tp2_leaves_every_rank_at_baseline(tiny_qwen3, tmp_pa
                                  max_prefill_tokens=rng.choice([7, 64]), max_running_requests=6, reserve_new_tokens=2))
     try:
         base_free = engine.kv.allocator.num_free
-        shared = [rng.randrange(1, 500) for _ in range(24)]
-        live: set[str] = set()
-        finished: set[str] = set()
-
-        def take(outs) -> None:
-            for out in outs:
-                if out.finished:
-                    assert out.request_id not in finished, "a request finished twice"
-                    finished.add(out.request_id)
-                    live.discard(out.request_id)
-
+        work = RandomWorkload(engine, rng, shared_len=24, max_extra=12, max_tokens=24, max_live=10, p_arrive=0.35,
+                              p_abort=0.06)
         for step in range(160):
-            if rng.random() < 0.35 and len(live) < 10:
-                rid = f"r{step}"
-                prompt = shared[:rng.randrange(0, 24)] + [rng.randrange(1, 500) for _ in range(rng.randrange(1, 12))]
-                engine.add_request(rid, prompt, SamplingParams(temperature=rng.choice([0.0, 1.0]), ignore_eos=True,
-                                                               max_tokens=rng.randrange(1, 24), detokenize=False))
-                live.add(rid)
-            if live and rng.random() < 0.06:
-                engine.abort_request(rng.choice(sorted(live)))
+            work.tick(step)
             if rng.random() < 0.04:
                 engine.kv.drop_device_cache()
             if rng.random() < 0.03:
                 engine.kv.drop_host_cache()  # later matches come from L3, through prefetches
-            take(engine.step())
+            work.take(engine.step())
             engine.kv.check_no_leak(engine.live_pages())
         while engine.has_unfinished():
-            take(engine.step())
-        assert not live
+            work.take(engine.step())
+        assert not work.live
         engine.kv.prefetcher.drain()
         engine.kv.check_no_leak(engine.live_pages())
         stats = engine.stats()

@@ -22,31 +22,38 @@ class GatedStore(MemoryKVStore):
         return super().batch_set(keys, host_pages)
 
 
+def cache_prompt(kv, request_id: str, tokens: list[int]):
+    """Run a 6-token request through admission and release it into the cache; its backup (host copy, then
+    the L3 write) is queued and started. Returns its radix node."""
+    got = kv.admit(request_id, tokens, 6, 6, 0)
+    assert kv.grow(got.pages, 6)
+    kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+    node = kv.radix.match_prefix(tokens).node
+    run_copies(kv)
+    return node
+
+
+def cache_prompts(kv, count: int) -> list:
+    """`cache_prompt` for `count` distinct prompts; returns their nodes once every host copy is done (so every
+    L3 write has been queued or dropped)."""
+    nodes = [cache_prompt(kv, str(i), [10 + i, 1, 2, 3, 4, 5]) for i in range(count)]
+    for node in nodes:
+        node.io[-1].copy.result(timeout=10)
+    return nodes
+
+
 def test_writes_beyond_the_bound_are_dropped_not_waited_for():
     store = GatedStore()
     kv, pool, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
     kv.io.l3_queue_bytes = 3 * pool.bytes_per_page  # room for one 3-page write in flight
     try:
-        nodes = []
-        for i in range(3):
-            tokens = [10 + i, 1, 2, 3, 4, 5]
-            got = kv.admit(str(i), tokens, 6, 6, 0)
-            assert kv.grow(got.pages, 6)
-            kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-            nodes.append(kv.radix.match_prefix(tokens).node)
-            run_copies(kv)
-        for node in nodes:  # host copies complete although the store has not written anything yet
-            node.io[-1].copy.result(timeout=10)
-            assert host_valid(node)
+        nodes = cache_prompts(kv, 3)
+        assert all(host_valid(n) for n in nodes)  # host copies complete although the store wrote nothing yet
         assert kv.io.l3_dropped_pages == 6 and store.stats()["pages_written"] == 0
         store.gate.set()
         kv.flush()
         assert store.stats()["pages_written"] == 3 and kv.tier_stats()["L3"]["dropped_write_pages"] == 6
-        tokens = [99, 1, 2, 3, 4, 5]  # the queue has drained: the next write goes through
-        got = kv.admit("x", tokens, 6, 6, 0)
-        assert kv.grow(got.pages, 6)
-        kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-        run_copies(kv)
+        cache_prompt(kv, "x", [99, 1, 2, 3, 4, 5])  # the queue has drained: the next write goes through
         kv.flush()
         assert store.stats()["pages_written"] == 6
     finally:
@@ -58,16 +65,7 @@ def test_a_lookup_does_not_queue_behind_writes():
     store = GatedStore()
     kv, pool, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
     try:
-        nodes = []
-        for i in range(8):  # more writes than store threads, all stuck on a slow disk
-            tokens = [10 + i, 1, 2, 3, 4, 5]
-            got = kv.admit(str(i), tokens, 6, 6, 0)
-            assert kv.grow(got.pages, 6)
-            kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-            nodes.append(kv.radix.match_prefix(tokens).node)
-            run_copies(kv)
-        for node in nodes:  # every write is queued or running once its host copy is done
-            node.io[-1].copy.result(timeout=10)
+        cache_prompts(kv, 8)  # more writes than store threads, all stuck on a slow disk
         assert store.stats()["pages_written"] == 0
         keys = PageHasher("t", 2).chain([10, 1, 2, 3])
         assert kv.io.submit_store(store.batch_exists, keys).result(timeout=5) == 0  # not written yet
@@ -98,16 +96,7 @@ def test_a_dropped_write_unmarks_its_node_and_says_so_in_the_events():
     kv.io.l3_queue_bytes = 3 * pool.bytes_per_page  # room for one 3-page write in flight
     kv.radix.events.sink = events = Recorder()
     try:
-        nodes = []
-        for i in range(2):
-            tokens = [10 + i, 1, 2, 3, 4, 5]
-            got = kv.admit(str(i), tokens, 6, 6, 0)
-            assert kv.grow(got.pages, 6)
-            kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-            nodes.append(kv.radix.match_prefix(tokens).node)
-            run_copies(kv)
-        for node in nodes:
-            node.io[-1].copy.result(timeout=10)
+        nodes = cache_prompts(kv, 2)
         assert all(n.in_store for n in nodes) and kv.io.l3_dropped_pages == 3  # decided: both marked
         store.gate.set()
         kv.flush()  # flush polls: the dropped write's node is unmarked, the written one stays
@@ -127,13 +116,7 @@ def test_the_idle_wait_ends_at_the_first_completion_not_behind_a_slow_write():
     store = GatedStore()
     kv, pool, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
     try:
-        tokens = [10, 1, 2, 3, 4, 5]
-        got = kv.admit("a", tokens, 6, 6, 0)
-        assert kv.grow(got.pages, 6)
-        kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-        node = kv.radix.match_prefix(tokens).node
-        run_copies(kv)
-        node.io[-1].copy.result(timeout=10)  # its L3 write now waits on the gate
+        cache_prompts(kv, 1)  # its L3 write now waits on the gate
         lookup_may_end = threading.Event()
         kv.io.submit_store(lambda: lookup_may_end.wait(10))
         threading.Timer(0.05, lookup_may_end.set).start()
