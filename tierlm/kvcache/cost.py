@@ -189,7 +189,7 @@ class CostModel:
     def l3_plan(self, probing: bool = False) -> str:
         """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`
         finds worth it), "skip" (a page fetches slower than it computes: do not make the request wait even
-        for the lookup) or "explore" (fetch whatever the store holds, to measure it again). `probing`: an
+        for the lookup) or "explore" (fetch one store call of what the store holds, to measure it again). `probing`: an
         "explore" is in flight. A store never measured is probed by one request at a time while the others
         recompute: a slow store then delays one request, not every request that arrives before the first
         fetch completes."""
