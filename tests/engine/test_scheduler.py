@@ -125,6 +125,8 @@ def test_mixed_step_joins_decodes_and_a_prefill_chunk_within_the_budget():
         assert batch.mode == "mixed" and batch.num_tokens <= 8
         lens = dict(zip([r.request_id for r in batch.reqs], batch.extend_lens))
         assert lens["d0"] == lens["d1"] == 1
+        # the decodes end the pass (the attention backends send that trailing run through decode kernels)
+        assert [r.request_id for r in batch.reqs] == ["p", "d0", "d1"]
         chunks.append(lens["p"])
         run(batch)
     assert chunks == [6, 6, 6, 2]

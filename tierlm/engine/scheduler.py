@@ -233,6 +233,9 @@ class Scheduler:
             if grown:
                 decodes = sum(not r.prefilling for r in grown)
                 mode = "decode" if decodes == len(grown) else "mixed" if decodes else "prefill"
+                if mode == "mixed":  # the decodes end the pass, where the attention backends take decode kernels
+                    order = sorted(range(len(grown)), key=lambda i: not grown[i].prefilling)
+                    grown, kept_lens = [grown[i] for i in order], [kept_lens[i] for i in order]
                 return ScheduledBatch(mode, grown, kept_lens, *self._writes), refused
             decoding = self._decoding()
         if not decoding:
