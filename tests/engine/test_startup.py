@@ -17,6 +17,24 @@ def test_warm_up_leaves_no_cache_entry_or_counter(tiny_qwen3):
     engine.kv.check_no_leak(engine.live_pages())
 
 
+def test_warm_up_runs_a_mixed_step_when_mixed_steps_are_on(tiny_qwen3):
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), enable_mixed_chunk=True, **CPU_OPTS))
+    modes, schedule = [], engine.scheduler.schedule
+
+    def spy():
+        batch, refused = schedule()
+        modes.append(batch and batch.mode)
+        return batch, refused
+
+    engine.scheduler.schedule = spy
+    startup.warm_up(engine)
+    assert "mixed" in modes
+    stats = engine.stats()
+    assert stats["kv_used_tokens"] == 0 and stats["kv_cached_tokens"] == 0 and stats["requests_total"] == 0
+    assert not engine.has_unfinished()
+    engine.kv.check_no_leak(engine.live_pages())
+
+
 def test_compiled_artifacts_counts_kernel_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     assert startup.compiled_artifacts() == 0

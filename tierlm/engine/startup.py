@@ -53,8 +53,10 @@ def warm_up(engine: Any) -> None:
 
     rng = random.Random(0)
     ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(2 * engine.kv.page_size + 3)]
-    run_aborted(engine, "__warmup__", ids, SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True,
-                                                          detokenize=False), tokens=3)
+    params = SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True, detokenize=False)
+    run_aborted(engine, "__warmup__", ids, params, tokens=3)
+    if engine.scheduler.max_mixed_tokens > 0:
+        warm_mixed(engine, ids, params)
     calibrate_prefill(engine)
     for key in engine.counters:
         engine.counters[key] = 0
@@ -73,6 +75,21 @@ def run_aborted(engine: Any, request_id: str, ids: list[int], params: Any, token
             if out.num_output_tokens >= tokens and not out.finished:
                 engine.abort_request(out.request_id)
     return first
+
+
+def warm_mixed(engine: Any, ids: list[int], params: Any) -> None:
+    """Run one mixed step (a prompt's prefill beside a decoding request) so the first mixed step under load
+    does not compile its kernels; both requests are aborted."""
+    engine.add_request("__warmup_decode__", ids, params)
+    added = False
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.request_id == "__warmup_decode__" and out.num_output_tokens >= 1 and not added:
+                engine.add_request("__warmup_mixed__", list(reversed(ids)), params)
+                added = True
+            elif out.request_id == "__warmup_mixed__" and out.num_output_tokens >= 2:
+                engine.abort_request("__warmup_mixed__")
+                engine.abort_request("__warmup_decode__")
 
 
 def _sync(engine: Any) -> None:
