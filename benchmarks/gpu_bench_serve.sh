@@ -11,7 +11,8 @@
 # client needs aiohttp; the script checks them first.
 # Environment (defaults in brackets): MODELS ["builtin:qwen3-0.6b builtin:llama-3.1-8b"], IN_LEN [1024],
 # OUT_LEN [256], NOFF [256] offline requests, RUN_S [12] seconds of arrivals per serve run, LOADS
-# ["0.5 0.8 1.0"], MIXED_FLAGS ["--enable-mixed-chunk"] (e.g. add "--max-mixed-tokens 4096"),
+# ["0.5 0.8 1.0"], MIXED_FLAGS ["--enable-mixed-chunk"], MIXED_BUDGETS [""] (more servers with mixed steps,
+# one per --max-mixed-tokens value given, e.g. "1024 4096", named onN in the table),
 # ENGINE_FLAGS [""] (flags for both benchmarks and servers, e.g. "--device cpu" for a smoke run),
 # SERVE_FLAGS [""] (more `tierlm bench serve` flags, e.g. "--random-vocab-size 500" for a tiny model).
 set -uo pipefail
@@ -75,8 +76,12 @@ for model in $MODELS; do
   capacity=$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["tierlm"]; print(round(int(sys.argv[2]) / t["elapsed_s"], 3))' \
              "$out/$name-offline.json" "$NOFF")
   echo "   capacity $capacity req/s"
-  for mode in off on; do
-    flags=(); [ "$mode" = on ] && flags=("${mixed_flags[@]}")
+  for mode in off on $(for b in ${MIXED_BUDGETS:-}; do echo "on$b"; done); do
+    flags=()
+    case $mode in
+      on) flags=("${mixed_flags[@]}") ;;
+      on*) flags=("${mixed_flags[@]}" --max-mixed-tokens "${mode#on}") ;;
+    esac
     port=$(free_port)
     python3 -m tierlm serve "${common[@]}" "${flags[@]}" --port "$port" > "$out/$name-$mode-server.log" 2>&1 &
     server_pid=$!
@@ -93,14 +98,18 @@ for model in $MODELS; do
         --plot "$out/$name-$mode-$load.png" --disable-tqdm "${serve_flags[@]}" > "$out/$name-$mode-$load.txt" 2>&1 \
         || { echo "   bench serve failed:"; tail -n 3 "$out/$name-$mode-$load.txt"; }
     done
+    python3 -c 'import sys, urllib.request; open(sys.argv[2], "wb").write(urllib.request.urlopen(
+        f"http://127.0.0.1:{sys.argv[1]}/stats", timeout=10).read())' "$port" "$out/$name-$mode-stats.json" \
+      || echo "   (no /stats)"
     stop_server
   done
   echo "   $model took $((SECONDS - t0)) s"
 done
 
-python3 - "$out" "$MODELS" "$LOADS" <<'PY'
+python3 - "$out" "$MODELS" "$LOADS" "${MIXED_BUDGETS:-}" <<'PY'
 import json, os, sys
 out, models, loads = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+modes = ["off", "on"] + [f"on{b}" for b in sys.argv[4].split()]
 def load(path):
     return json.load(open(path)) if os.path.exists(path) else None
 everything = {}
@@ -109,7 +118,7 @@ print(f"\n{'model':<14}{'mixed':>6}{'load':>6}{'req/s':>8}{'out tok/s':>11}{'TTF
 for model in models:
     name = os.path.basename(model.replace("builtin:", ""))
     runs = {}
-    for mode in ("off", "on"):
+    for mode in modes:
         for ld in loads:
             r = load(f"{out}/{name}-{mode}-{ld}.json")
             if r is None:
@@ -120,13 +129,15 @@ for model in models:
             print(f"{name:<14}{mode:>6}{ld:>6}{r['config']['request_rate']:>8.2f}{s['output_tok_per_s']:>11.0f}"
                   f"{s['ttft_ms']['p50']:>9.1f}/{s['ttft_ms']['p99']:<8.1f}{s['tpot_ms']['p50']:>9.2f}/"
                   f"{s['tpot_ms']['p99']:<8.2f}{s['itl_ms']['p99']:>12.2f}{s['failed']:>8}")
-    off, on = runs.get(("off", "0.8")), runs.get(("on", "0.8"))
-    if off and on:
+    for mode in modes[1:]:
+        off, on = runs.get(("off", "0.8")), runs.get((mode, "0.8"))
+        if not (off and on):
+            continue
         ratio = lambda k, q: on[k][q] / off[k][q]
         checks = {"TPOT p50": ratio("tpot_ms", "p50") <= 0.75, "TPOT p99": ratio("tpot_ms", "p99") <= 0.75,
                   "TTFT p99": ratio("ttft_ms", "p99") <= 1.0,
                   "out tok/s": on["output_tok_per_s"] >= off["output_tok_per_s"]}
-        print(f"{name} at 80% load, mixed/off: TPOT p50 {ratio('tpot_ms', 'p50'):.2f}x, p99 "
+        print(f"{name} at 80% load, mixed ({mode})/off: TPOT p50 {ratio('tpot_ms', 'p50'):.2f}x, p99 "
               f"{ratio('tpot_ms', 'p99'):.2f}x, TTFT p99 {ratio('ttft_ms', 'p99'):.2f}x, out tok/s "
               f"{on['output_tok_per_s'] / off['output_tok_per_s']:.2f}x; "
               + ", ".join(f"{k} {'ok' if v else 'NOT MET'}" for k, v in checks.items()))
