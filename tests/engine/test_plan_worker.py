@@ -53,3 +53,19 @@ def test_second_worker_replays_serialized_plans(tiny_qwen3, mixed):
         twin_logits, sites = got
         assert torch.equal(twin_logits, logits), f"{plan.mode} step differs"
         twin.store_tokens(sites, twin_logits.argmax(-1))  # greedy: the tokens the engine sampled
+
+
+def test_pass_metadata_starts_on_16_byte_boundaries(tiny_qwen3):
+    """Triton compiles a kernel again for each 16-byte alignment of a pointer argument, so every index
+    tensor of a pass (slices of one packed upload) must start aligned whatever the batch's sizes are."""
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS))
+    worker = engine.worker
+    plan = StepPlan(mode="prefill", rows=[0, 1, 2], prefix_lens=[0, 0, 0], extend_lens=[3, 2, 1],
+                    input_ids=[5, 6, 7, 8, 9, 10], table_rows=[0] * 3 + [1] * 2 + [2],
+                    table_positions=[0, 1, 2, 0, 1, 0], table_slots=[1, 2, 3, 4, 5, 6], sample_rows=[0, 1, 2],
+                    sample_positions=[3, 2, 1], sample_index=[2, 4, 5])
+    batch, sites = worker.runner.build_batch(plan, worker.tables)
+    for name in ("positions", "req_rows", "prefix_lens", "seq_lens", "qo_indptr"):
+        assert getattr(batch, name).data_ptr() % 16 == 0, name
+    assert batch.qo_indptr.tolist() == [0, 3, 5, 6] and batch.seq_lens.tolist() == [3, 2, 1]
+    assert sites.index.tolist() == [2, 4, 5] and batch.input_ids.tolist() == [5, 6, 7, 8, 9, 10]

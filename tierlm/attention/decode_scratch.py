@@ -26,7 +26,9 @@ class DecodeScratch:
         self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def for_batch(self, req_rows: torch.Tensor, seq_lens: torch.Tensor) -> DecodeMeta:
-        """Fresh scratch for an eager decode step."""
+        """Fresh scratch for an eager decode step (`req_rows`, `seq_lens` may be a mixed pass's tail: copied
+        when not 16-byte aligned, since Triton compiles a kernel again per alignment of a pointer)."""
+        req_rows, seq_lens = aligned(req_rows), aligned(seq_lens)
         bs = req_rows.shape[0]
         s = self.splits(bs)
         f32 = dict(dtype=torch.float32, device=self.device)
@@ -52,3 +54,8 @@ class DecodeScratch:
         n = bs * self.heads * s
         return DecodeMeta(rows[:bs], lens[:bs], mid_o[:n * self.width].view(bs, self.heads, s, self.width),
                           mid_lse[:n].view(bs, self.heads, s))
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t`, or a copy of it that starts on a 16-byte boundary."""
+    return t if t.data_ptr() % 16 == 0 else t.clone()

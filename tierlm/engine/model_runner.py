@@ -23,6 +23,7 @@ from tierlm.models.registry import model_class
 from tierlm.parallel.group import TPGroup
 
 logger = logging.getLogger(__name__)
+_ALIGN = 4  # int32 elements in 16 bytes
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -167,15 +168,20 @@ class ModelRunner:
             for r, p, n in zip(rows, prefix, extend_lens):
                 token_rows.extend([r] * n)
                 positions.extend(range(p, p + n))
-        packed = self.staging.upload(token_rows + positions + rows + prefix + seqs + indptr + plan.table_rows
-                                     + plan.table_positions + plan.table_slots + plan.sample_rows
-                                     + plan.sample_positions + plan.sample_index + plan.input_ids)
+        # every segment starts 16 bytes in: Triton specializes pointer arguments on 16-byte alignment, so a
+        # segment at a varying offset would compile each kernel again, on the step's thread, per alignment
+        values: list[int] = []
+        for seg in (token_rows, positions, rows, prefix, seqs, indptr, plan.table_rows, plan.table_positions,
+                    plan.table_slots, plan.sample_rows, plan.sample_positions, plan.sample_index, plan.input_ids):
+            values += seg
+            values += [0] * (-len(seg) % _ALIGN)
+        packed = self.staging.upload(values)
         o = 0
 
         def take(n: int) -> torch.Tensor:
             nonlocal o
-            o += n
-            return packed[o - n:o]
+            start, o = o, o + n + (-n % _ALIGN)
+            return packed[start:start + n]
 
         tok_rows, pos = take(T).long(), take(T).long()
         req_rows, prefix_t, seq_t, qo = take(B), take(B), take(B), take(B + 1)
