@@ -3,6 +3,7 @@ the admission that applies it (loads the first pages of a host hit, leaves the r
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 import torch
@@ -184,8 +185,15 @@ def test_admission_with_always_load_loads_everything():
 
 
 class _Radix:
+    def __init__(self) -> None:
+        self.host: list[int] = []
+
     def match_length(self, tokens):
         return 0
+
+    def insert_host(self, tokens, first_page, host_pages, hashes):
+        self.host.extend(host_pages)
+        return []
 
 
 class _Store:
@@ -195,22 +203,33 @@ class _Store:
         return len(keys)
 
     def batch_get(self, keys, host_pages):
+        time.sleep(1e-3)
         return [True] * len(keys)
 
 
-def test_an_exploring_request_fetches_one_store_call_of_pages():
+def test_an_exploring_request_recomputes_and_its_probe_fetches_one_store_call_of_pages():
     from tierlm.kvcache.futures import finished
     from tierlm.kvcache.keys import PageHasher
     from tierlm.kvcache.metrics import TierMetrics
     from tierlm.kvcache.prefetch import CHUNK_PAGES, L3Prefetcher
 
-    metrics, cost = TierMetrics(), CostModel(4, 1 << 10)
+    metrics, cost, radix = TierMetrics(), CostModel(4, 1 << 10), _Radix()
     pre = L3Prefetcher(_Store(), finished, PageHasher("t", 4), lambda n: list(range(n)), lambda pages: None,
-                       _Radix(), metrics, "wait_complete", 1.0, 4, 1000, cost)
-    pre.start("probe", list(range(4 * (CHUNK_PAGES + 40))))  # an unmeasured store: this request probes it
+                       radix, metrics, "wait_complete", 1.0, 4, 1000, cost)
+    pre.start("probe", list(range(4 * (CHUNK_PAGES + 40))))  # an unmeasured store: this request explores
+    assert pre.ready("probe") and metrics.prefetch["started"] == 0  # ... without waiting for it
     pre.poll()
-    assert metrics.prefetch["pages_requested"] == CHUNK_PAGES
+    assert metrics.prefetch["pages_requested"] == len(radix.host) == CHUNK_PAGES and cost.loads["L3"].samples == 1
+    assert metrics.tiers["L3"]["recomputed_tokens"] == 4 * (CHUNK_PAGES + 40)
     cost.observe_load("L3", 1 << 40, 1.0)  # measured fast: the next request fetches everything
     pre.start("next", list(range(1000, 1000 + 4 * (CHUNK_PAGES + 40))))
     pre.poll()
     assert metrics.prefetch["pages_requested"] == CHUNK_PAGES + CHUNK_PAGES + 40
+
+
+def test_no_periodic_exploration_while_a_probe_is_in_flight():
+    m = CostModel(16, 2 << 20, explore_every=2)
+    m.calibrate_prefill(10_000, 0.1)
+    m.observe_load("L3", 1 << 20, 1.0)  # a slow store: skipped
+    assert [m.l3_plan(probing=True) for _ in range(4)] == ["skip"] * 4
+    assert [m.l3_plan() for _ in range(2)] == ["skip", "explore"]

@@ -6,7 +6,8 @@ token), so both are measured online: the prefill rate from the engine's prefill 
 each tier from its transfers (`CostModel`, ratios of exponentially weighted sums, so large transfers and
 large steps weigh more than small ones). On CUDA the start-up measures the prefill rate once
 (`calibrate_prefill`). Until a path has been measured its prior makes loading win: a new engine behaves as
-if every hit were worth loading, except that an unmeasured L3 store is probed by one request at a time.
+if every hit were worth loading, except for an unmeasured L3 store, which one background probe at a time
+measures while the requests recompute (a store found slow must not have delayed anyone).
 
 Prefix matching takes the leading pages of a prompt, so the split is: load the first `m` pages of the hit,
 recompute the rest together with the request's new tokens (`split`). Host-to-device loads run beside the
@@ -189,16 +190,16 @@ class CostModel:
     def l3_plan(self, probing: bool = False) -> str:
         """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`
         finds worth it), "skip" (a page fetches slower than it computes: do not make the request wait even
-        for the lookup) or "explore" (fetch one store call of what the store holds, to measure it again). `probing`: an
-        "explore" is in flight. A store never measured is probed by one request at a time while the others
-        recompute: a slow store then delays one request, not every request that arrives before the first
-        fetch completes."""
+        for the lookup) or "explore" (the store needs measuring: the request recomputes like "skip", and its
+        lookup starts a background probe that fetches one store call of pages and times it). `probing`: a
+        probe is in flight; there is never a second one, so measuring costs no request any wait and the
+        store no more than one probe's reads at a time."""
         if self.learn and self.policy != "always-load" and not self.loads["L3"].samples:
             return "skip" if probing else "explore"
         if self.fetch_pages(1, 1) > 0:
             self._unloaded["L3"] = 0
             return "fetch"
-        return "explore" if self._explore("L3") else "skip"
+        return "explore" if not probing and self._explore("L3") else "skip"
 
     def _explore(self, tier: str) -> bool:
         """Called for a decision that loads nothing from `tier`: a tier never loaded is never measured

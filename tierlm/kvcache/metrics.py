@@ -19,7 +19,8 @@ class TierMetrics:
                                                     "eviction_waits": 0, "eviction_wait_s": 0.0})
     loads: dict = field(default_factory=lambda: {"batches": 0, "bytes": 0, "seconds": 0.0})
     prefetch: dict = field(default_factory=lambda: {"started": 0, "pages_requested": 0, "pages_fetched": 0,
-                                                     "partial": 0, "discarded_pages": 0, "cancelled": 0})
+                                                     "partial": 0, "discarded_pages": 0, "cancelled": 0,
+                                                     "probes": 0})
 
     def record_hit(self, tier: str, tokens: int, nbytes: int = 0, seconds: float = 0.0) -> None:
         if tokens > 0:

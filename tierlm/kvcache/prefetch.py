@@ -9,6 +9,12 @@ then loads them. Unfinished or failed pages are never used: the request recomput
 is not ready is skipped, never blocking the queue behind it. With a cost model (`tierlm.kvcache.cost`),
 step (2) fetches only what is faster to fetch than to recompute, and the fetches' own timings are the
 model's measure of the store.
+
+When the model wants the store measured (never measured yet, or now and then after skipping it), the
+request still recomputes and is admitted at once, like one that skips the store: turning on an L3 must
+never make serving slower. Its lookup instead starts a background probe (one at a time): if the store
+holds at least the threshold, one store call of pages is fetched into free host pages (a probe never
+evicts), timed for the model, and the pages join the tree as host-only nodes for later requests.
 """
 from __future__ import annotations
 
@@ -42,16 +48,17 @@ class PrefetchOp:
     cancel: threading.Event = field(default_factory=threading.Event)
     timing: tuple[int, float] = (0, 0.0)  # (pages, seconds) fetched so far, one tuple: set atomically
     unfetched: int = 0  # pages the store holds that are not fetched (not worth it, under the threshold, no room)
-    explore: bool = False  # fetch whatever the store holds (the cost model measures it again)
 
 
 class L3Prefetcher:
-    """Owns the prefetches in flight and the host pages they hold (`held_pages`, for leak checks)."""
+    """Owns the prefetches and the probe in flight and the host pages they hold (`held_pages`, for leak
+    checks). `host_free` says how many host pages are free now (a probe takes only those)."""
 
     def __init__(self, store: Any, submit: Callable[..., cf.Future], hasher: PageHasher,
                  alloc_host: Callable[[int], Optional[list[int]]], free_host: Callable[[list[int]], None],
                  radix: Any, metrics: TierMetrics, policy: str, timeout: float, threshold_tokens: int,
-                 max_pages: int, cost: Optional[CostModel] = None) -> None:
+                 max_pages: int, cost: Optional[CostModel] = None,
+                 host_free: Optional[Callable[[], int]] = None) -> None:
         self.store, self._submit, self.hasher = store, submit, hasher
         self._alloc_host, self._free_host = alloc_host, free_host
         self.radix, self.metrics = radix, metrics
@@ -62,12 +69,16 @@ class L3Prefetcher:
         self._graveyard: list[tuple[cf.Future, list[int]]] = []  # pages a cancelled fetch may still write
         self.fetched_tokens: dict[str, int] = {}  # per request, for hit attribution at admission
         self.unfetched_tokens: dict[str, int] = {}  # per request: L3 hits left to recompute
-        self._counting: list[cf.Future] = []  # lookups of requests that skipped the store (for the counters)
+        self._counting: list[cf.Future] = []  # lookups of requests that recompute their L3 hit (for the counters)
+        self.probe: Optional[PrefetchOp] = None  # the background measurement of the store, if one is in flight
         self.cost = cost
+        self._host_free = host_free
 
     @property
     def held_pages(self) -> list[int]:
-        return [p for op in self.ops.values() for p in op.host_pages] + [p for _, ps in self._graveyard for p in ps]
+        probe = self.probe.host_pages if self.probe is not None else []
+        return ([p for op in self.ops.values() for p in op.host_pages] + probe
+                + [p for _, ps in self._graveyard for p in ps])
 
     def start(self, req_id: str, tokens: list[int]) -> None:
         """Ask the store about `tokens` (the part of the prompt that may be matched) if L1/L2 lack enough."""
@@ -76,25 +87,27 @@ class L3Prefetcher:
         local = self.radix.match_length(tokens)
         if n_pages - local < self.threshold_pages or req_id in self.ops:
             return
-        probing = any(op.explore for op in self.ops.values())
-        plan = self.cost.l3_plan(probing) if self.cost is not None else "fetch"
+        plan = self.cost.l3_plan(self.probe is not None) if self.cost is not None else "fetch"
         keys = self.hasher.chain(tokens[:n_pages * ps])
         check = self._submit(self.store.batch_exists, keys[local:])
-        if plan == "skip":  # the store loses to recomputing: count its hits, but the request does not wait
-            self._counting.append(check)
+        op = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
+                        created=time.monotonic(), check=check)
+        if plan == "fetch":
+            self.ops[req_id] = op
+            self.metrics.prefetch["started"] += 1
             return
-        self.ops[req_id] = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
-                                      created=time.monotonic(), check=check, explore=plan == "explore")
-        self.metrics.prefetch["started"] += 1
+        # skip or explore: the request recomputes and does not wait, not even for the lookup; its hits count
+        self._counting.append(check)
+        if plan == "explore" and self.probe is None:
+            self.probe = op
+            self.metrics.prefetch["probes"] += 1
 
     def _advance(self, op: PrefetchOp) -> None:
         if op.fetch is not None or not op.check.done():
             return
         stored = op.check.result() if op.check.exception() is None else 0
         n = max(0, min(stored, self.max_pages - len(self.held_pages)))
-        if op.explore:  # one store call measures the store; a slow one then delays this request by that much
-            n = min(n, CHUNK_PAGES)
-        elif self.cost is not None and n > 0:
+        if self.cost is not None and n > 0:
             n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1)
         op.unfetched = stored  # until the fetch is under way
         if n < self.threshold_pages:
@@ -125,10 +138,40 @@ class L3Prefetcher:
             if lead < len(ok):
                 return
 
+    def _advance_probe(self) -> None:
+        """Lookup done: fetch one store call of pages into free host pages. Fetch done: time it for the cost
+        model and keep its pages in the tree. A failed probe frees its pages and measures nothing."""
+        op = self.probe
+        if op is None or not op.check.done():
+            return
+        if op.fetch is None:
+            stored = op.check.result() if op.check.exception() is None else 0
+            room = self.max_pages - len(self.held_pages)
+            free = self._host_free() if self._host_free is not None else CHUNK_PAGES
+            n = min(stored, CHUNK_PAGES, room, free) if stored >= self.threshold_pages else 0
+            pages = self._alloc_host(n) if n > 0 else None
+            if not pages:
+                self.probe = None
+                return
+            op.host_pages = pages
+            self.metrics.prefetch["pages_requested"] += n
+            op.fetch = self._submit(self._fetch, op)
+        if not op.fetch.done():
+            return
+        self.probe = None
+        if op.fetch.exception() is not None:
+            self._free_host(op.host_pages)
+            return
+        pages, secs = op.timing
+        self.cost.observe_load("L3", pages * self.cost.page_bytes, secs)
+        self._free_host(op.host_pages[op.progress:])
+        self._adopt(op)
+
     def poll(self) -> None:
-        """Advance checks into fetches and free host pages of cancelled fetches that have stopped."""
+        """Advance checks into fetches and the probe, free host pages of cancelled fetches that have stopped."""
         for op in self.ops.values():
             self._advance(op)
+        self._advance_probe()
         keep = []
         for fut, pages in self._graveyard:
             if fut.done():
@@ -179,16 +222,24 @@ class L3Prefetcher:
                 self._free_host(rest)
             else:
                 self._graveyard.append((op.fetch, rest))
-        if got:
-            ps = self.hasher.page_size
-            end = op.first_page + got
-            dups = self.radix.insert_host(op.tokens[:end * ps], op.first_page, op.host_pages[:got],
-                                          op.keys[op.first_page:end])
-            self._free_host(dups)
-            self.metrics.prefetch["discarded_pages"] += len(dups)
-            self.metrics.prefetch["pages_fetched"] += got - len(dups)
-            if got > len(dups):
-                self.fetched_tokens[req_id] = (got - len(dups)) * ps
+        kept = self._adopt(op)
+        if kept:
+            self.fetched_tokens[req_id] = kept * self.hasher.page_size
+
+    def _adopt(self, op: PrefetchOp) -> int:
+        """Insert the op's complete pages into the tree as host-only nodes, free the duplicates; returns
+        the pages kept."""
+        got = op.progress
+        if not got:
+            return 0
+        ps = self.hasher.page_size
+        end = op.first_page + got
+        dups = self.radix.insert_host(op.tokens[:end * ps], op.first_page, op.host_pages[:got],
+                                      op.keys[op.first_page:end])
+        self._free_host(dups)
+        self.metrics.prefetch["discarded_pages"] += len(dups)
+        self.metrics.prefetch["pages_fetched"] += got - len(dups)
+        return got - len(dups)
 
     def cancel(self, req_id: str) -> None:
         """Drop a request's prefetch (aborted or refused); its host pages are freed once unused."""
@@ -198,6 +249,9 @@ class L3Prefetcher:
         if op is None:
             return
         self.metrics.prefetch["cancelled"] += 1
+        self._drop(op)
+
+    def _drop(self, op: PrefetchOp) -> None:
         op.cancel.set()
         if op.host_pages:
             if op.fetch.done():
@@ -206,9 +260,12 @@ class L3Prefetcher:
                 self._graveyard.append((op.fetch, op.host_pages))
 
     def drain(self) -> None:
-        """Cancel everything and wait until no fetch writes host pages (shutdown, tests)."""
+        """Cancel everything (the probe too) and wait until no fetch writes host pages (shutdown, tests)."""
         for req_id in list(self.ops):
             self.cancel(req_id)
+        if self.probe is not None:
+            self._drop(self.probe)
+            self.probe = None
         for fut, _ in self._graveyard:
             cf.wait([fut])
         self.poll()
