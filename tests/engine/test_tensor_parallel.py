@@ -141,10 +141,18 @@ def test_random_workload_at_tp2_leaves_every_rank_at_baseline(tiny_qwen3, tmp_pa
         assert not work.live
         engine.kv.prefetcher.drain()
         engine.kv.check_no_leak(engine.live_pages())
-        stats = engine.stats()
-        hits = stats["tier_hits"]
-        assert hits["L2"]["tokens"] + hits["L3"]["tokens"] > 0 and stats["tiers"]["backups"]["pages"] > 0, hits
-        assert engine.kv.metrics.prefetch["started"] > 0 and engine.kv.metrics.prefetch["partial"] > 0
+        assert engine.stats()["tiers"]["backups"]["pages"] > 0 and engine.kv.metrics.prefetch["started"] > 0
+        # whichever lower-tier hits the random part made (they depend on when the stalled rank answers), a
+        # prefix backed up to host memory is then served from it at TP 2
+        before = engine.stats()["tier_hits"]["L2"]["tokens"]
+        for rid in ("again-0", "again-1"):
+            engine.add_request(rid, work.shared + [3, 1, 4, 1, 5], SamplingParams(
+                temperature=0.0, max_tokens=2, ignore_eos=True, detokenize=False))
+            while engine.has_unfinished():
+                engine.step()
+            engine.kv.drop_device_cache()
+        assert engine.stats()["tier_hits"]["L2"]["tokens"] > before
+        engine.kv.check_no_leak(engine.live_pages())
         engine.kv.drop_device_cache()
         engine.kv.drop_host_cache()
         assert engine.kv.allocator.num_free == base_free
