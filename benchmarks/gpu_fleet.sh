@@ -20,7 +20,8 @@
 # MODEL [builtin:llama-3.1-8b], loaded with --load-format dummy; a builtin config has no tokenizer, so one is
 #   written (the tiny models' byte-level BPE with the vocabulary padded to the model's) unless TOKENIZER names one
 # GPUS ["0 1"]: CUDA_VISIBLE_DEVICES of replica a and b (empty: not set, e.g. for a CPU smoke run)
-# ENGINE_FLAGS [""]: more `tierlm serve` flags, e.g. "--device cpu --dtype float32 --kv-cache-gb 0.01 --page-size 4"
+# ENGINE_FLAGS ["--kv-cache-gb 16": with the default pools, two replicas' host tiers asked for more pinned memory
+#   than a 256 GiB host has]: `tierlm serve` flags, e.g. "--device cpu --dtype float32 --kv-cache-gb 0.01 --page-size 4"
 # PREFETCH_FLAGS ["--hicache-prefetch-policy wait_complete --hicache-prefetch-threshold 64"] (as docs/fleet.md)
 # CLIENT_FLAGS [""]: more fleet_multiturn.py flags (its defaults: 32 conversations x 4 rounds, 2000 + 200 words,
 #   64-token answers, 8 in flight)
@@ -33,7 +34,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/tierlm-fleet.XXXXXX")
 export TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$work/cache}  # kernels compiled by the first replica serve the rest
 model=${MODEL:-builtin:llama-3.1-8b}
 read -r -a gpus <<< "${GPUS-0 1}"
-read -r -a engine_flags <<< "${ENGINE_FLAGS:-}"
+read -r -a engine_flags <<< "${ENGINE_FLAGS---kv-cache-gb 16}"
 read -r -a client_flags <<< "${CLIENT_FLAGS:-}"
 read -r -a prefetch_flags <<< "${PREFETCH_FLAGS:---hicache-prefetch-policy wait_complete --hicache-prefetch-threshold 64}"
 modes=${MODES:-"aware-shared aware-private rr-shared rr-private"}
