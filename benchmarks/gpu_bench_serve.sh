@@ -14,7 +14,8 @@
 # ["0.5 0.8 1.0"], MIXED_FLAGS ["--enable-mixed-chunk"], MIXED_BUDGETS [""] (more servers with mixed steps,
 # one per --max-mixed-tokens value given, e.g. "1024 4096", named onN in the table),
 # ENGINE_FLAGS [""] (flags for both benchmarks and servers, e.g. "--device cpu" for a smoke run),
-# SERVE_FLAGS [""] (more `tierlm bench serve` flags, e.g. "--random-vocab-size 500" for a tiny model).
+# SERVE_FLAGS [""] (more `tierlm bench serve` flags, e.g. "--random-vocab-size 500" for a tiny model),
+# CAPACITY [""] (requests/s per model name, e.g. "qwen3-0.6b=54.18 llama-3.1-8b=22.31": skips measuring it).
 set -uo pipefail
 out=${1:-serve-out}
 mkdir -p "$out"
@@ -68,14 +69,20 @@ for model in $MODELS; do
   common=(--model "$model" --load-format dummy --skip-tokenizer-init --max-model-len $((IN_LEN + OUT_LEN + 64))
           "${engine_flags[@]}")
   t0=$SECONDS
-  echo "== $model: offline capacity ($NOFF requests, $IN_LEN in / $OUT_LEN out)"
-  if ! python3 -m tierlm bench offline "${common[@]}" --num-requests "$NOFF" --input-len "$IN_LEN" "$IN_LEN" \
-      --output-len "$OUT_LEN" "$OUT_LEN" --temperature 0 --json > "$out/$name-offline.json" 2> "$out/$name-offline.err"; then
-    echo "offline benchmark failed:"; tail -n 5 "$out/$name-offline.err"; continue
+  capacity=$(python3 -c 'import sys; print(dict(kv.split("=") for kv in sys.argv[2].split()).get(sys.argv[1], ""))' \
+             "$name" "${CAPACITY:-}")
+  if [ -n "$capacity" ]; then
+    echo "== $model: offline capacity $capacity req/s (given in CAPACITY)"
+  else
+    echo "== $model: offline capacity ($NOFF requests, $IN_LEN in / $OUT_LEN out)"
+    if ! python3 -m tierlm bench offline "${common[@]}" --num-requests "$NOFF" --input-len "$IN_LEN" "$IN_LEN" \
+        --output-len "$OUT_LEN" "$OUT_LEN" --temperature 0 --json > "$out/$name-offline.json" 2> "$out/$name-offline.err"; then
+      echo "offline benchmark failed:"; tail -n 5 "$out/$name-offline.err"; continue
+    fi
+    capacity=$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["tierlm"]; print(round(int(sys.argv[2]) / t["elapsed_s"], 3))' \
+               "$out/$name-offline.json" "$NOFF")
+    echo "   capacity $capacity req/s"
   fi
-  capacity=$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["tierlm"]; print(round(int(sys.argv[2]) / t["elapsed_s"], 3))' \
-             "$out/$name-offline.json" "$NOFF")
-  echo "   capacity $capacity req/s"
   for mode in off on $(for b in ${MIXED_BUDGETS:-}; do echo "on$b"; done); do
     flags=()
     case $mode in
