@@ -27,6 +27,7 @@ class GatedReadStore(MemoryKVStore):
         self.lookup_gate, self.read_gate = threading.Event(), threading.Event()
         self.lookup_gate.set(), self.read_gate.set()
         self.fail_reads = False
+        self.lose_pages = False  # reads find nothing (the pages went between the lookup and the read)
 
     def batch_exists(self, keys):
         assert self.lookup_gate.wait(10)
@@ -36,6 +37,8 @@ class GatedReadStore(MemoryKVStore):
         assert self.read_gate.wait(10)
         if self.fail_reads:
             raise OSError("the store went away")
+        if self.lose_pages:
+            return [False] * len(keys)
         return super().batch_get(keys, host_pages)
 
 
@@ -154,3 +157,14 @@ def test_a_probe_takes_only_free_host_pages(stored):
     assert kv.radix.match_prefix(other).num_host_pages == 4  # nothing evicted for the probe
     kv.host_allocator.free(held)
     kv.check_no_leak()
+
+
+def test_a_probe_that_gets_no_pages_gives_the_cost_model_no_bandwidth(stored):
+    kv, store, prompt = stored
+    store.lose_pages = True  # every read misses, at once
+    kv.prefetch_start("r", prompt)
+    settle(kv, lambda: kv.prefetcher.probe is None)
+    assert kv.cost.loads["L3"].samples == 0  # nothing arrived: no rate, not a fast one
+    assert kv.radix.match_length(prompt) == 0
+    kv.check_no_leak([])
+    assert kv.host_allocator.num_free == HOST_PAGES

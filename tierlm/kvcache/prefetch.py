@@ -132,7 +132,8 @@ class L3Prefetcher:
                 return
             t0 = time.perf_counter()
             ok = self.store.batch_get(keys[start:start + CHUNK_PAGES], op.host_pages[start:start + CHUNK_PAGES])
-            op.timing = (op.timing[0] + len(ok), op.timing[1] + time.perf_counter() - t0)
+            # only pages that arrived count: a store that misses fast must not look fast
+            op.timing = (op.timing[0] + sum(map(bool, ok)), op.timing[1] + time.perf_counter() - t0)
             lead = next((i for i, x in enumerate(ok) if not x), len(ok))
             op.progress = start + lead  # published only after those pages are fully written
             if lead < len(ok):
