@@ -77,7 +77,12 @@ def _block_coords(max_rows, n_cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr
     return first_m + (pid % per_group) % size_m, (pid % per_group) // size_m
 
 
-@triton.jit
+# the pair and row counts change with every batch: specializing on them (divisibility by 16) would compile
+# each kernel again, on the step's thread, the first time a batch size of the other kind comes
+_PER_BATCH = ("num_pairs", "max_rows")
+
+
+@triton.jit(do_not_specialize=_PER_BATCH)
 def _gate_up_kernel(x_ptr, w_ptr, h_ptr, pairs_ptr, block_expert_ptr, total_ptr, num_pairs, max_rows, hidden,
                     inter, stride_x, stride_we, stride_wn, stride_h, TOP_K: tl.constexpr, IEEE: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
@@ -119,7 +124,7 @@ def _gate_up_kernel(x_ptr, w_ptr, h_ptr, pairs_ptr, block_expert_ptr, total_ptr,
     tl.store(h_ptrs, h, mask=valid[:, None] & col_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_PER_BATCH)
 def _down_kernel(h_ptr, w_ptr, out_ptr, weights_ptr, pairs_ptr, block_expert_ptr, total_ptr, num_pairs, max_rows,
                  hidden, inter, stride_h, stride_we, stride_wn, stride_o, IEEE: tl.constexpr,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
