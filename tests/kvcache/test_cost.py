@@ -233,3 +233,23 @@ def test_no_periodic_exploration_while_a_probe_is_in_flight():
     m.observe_load("L3", 1 << 20, 1.0)  # a slow store: skipped
     assert [m.l3_plan(probing=True) for _ in range(4)] == ["skip"] * 4
     assert [m.l3_plan() for _ in range(2)] == ["skip", "explore"]
+
+
+def test_both_at_once_splits_where_recompute_meets_fetch():
+    m = CostModel(16, 1 << 20, explore_every=0)  # 16 tokens and 1 MiB per page
+    m.fix(16 / 1e-3, {"L3": (1 << 20) / 3e-3, "L2": 1e12})  # a page computes in 1 ms, fetches in 3 ms
+    head = m.both_head(40)
+    assert head == 30  # 30 ms of compute beside 10 pages x 3 ms of fetch
+    assert max(1e-3 * head, 3e-3 * (40 - head)) < 1e-3 * 40  # faster than recomputing it all
+
+
+def test_both_at_once_only_where_it_pays():
+    m = CostModel(16, 1 << 20, explore_every=0)
+    m.fix(16 / 1e-3, {"L3": (1 << 20) / 1e-1, "L2": 1e12})  # fetching is 100x slower: recompute it all
+    assert m.both_head(40) == 0
+    m.fix(16 / 1e-1, {"L3": (1 << 20) / 1e-3, "L2": 1e12})  # computing is 100x slower: fetch it all
+    assert m.both_head(40) == 0
+    m.fix(16 / 1e-3, {"L3": (1 << 20) / 1e-3, "L2": 1e12})
+    assert m.both_head(1) == 0 and m.both_head(2) == 1
+    assert CostModel(16, 1 << 20, policy="always-load").both_head(40) == 0
+    assert CostModel(16, 1 << 20).both_head(40) == 0  # the store is not measured yet

@@ -32,6 +32,7 @@ class Req:
     num_prefix_pages: int = 0
     kv_len: int = 0
     num_cached_tokens: int = 0
+    num_recomputed: int = 0  # prefix tokens it computed before rejoining after an L3 split (not cached)
     first_token_time: Optional[float] = None
     generator: Optional[torch.Generator] = None
     detok: Any = None

@@ -81,13 +81,47 @@ class Scheduler:
     def remove(self, req: Req, cache: bool) -> None:
         """Take `req` out of the scheduler and release its KV at once (into the prefix cache if `cache`)."""
         if req in self.running:
-            self.running.remove(req)
-            self.kv.release(req.row, req.token_ids[:min(req.kv_len, len(req.token_ids))], req.pages,
-                            req.prefix_node, req.num_prefix_pages, cache=cache)
-            req.pages, req.prefix_node, req.row = [], None, None
+            self._release(req, cache)
+            if self._splits() is not None:
+                self._splits().drop_tail(req.request_id)
         elif req in self.waiting:
             self.waiting.remove(req)
             self.kv.prefetch_cancel(req.request_id)
+
+    def _release(self, req: Req, cache: bool) -> None:
+        self.running.remove(req)
+        self.kv.release(req.row, req.token_ids[:min(req.kv_len, len(req.token_ids))], req.pages,
+                        req.prefix_node, req.num_prefix_pages, cache=cache)
+        req.pages, req.prefix_node, req.row = [], None, None
+
+    def _splits(self):
+        """The L3 prefetcher when some request computes a head while its tail is fetched (else None)."""
+        pf = getattr(self.kv, "prefetcher", None)
+        return pf if pf is not None and pf.split.tails else None
+
+    def _settle_splits(self) -> bool:
+        """Requests paused after their recomputed head (`tierlm.kvcache.split_fetch`): rejoin those whose
+        tail arrived (their KV to the prefix cache, the tail under it, back to the head of the queue), let
+        those whose tail failed or is late compute on. Returns whether one still waits for its tail."""
+        pf = self._splits()
+        if pf is None:
+            return False
+        waiting = False
+        for req in [r for r in self.running if r.request_id in pf.split.tails]:
+            if req.kv_len < pf.split.pause_at(req.request_id):
+                continue
+            state = pf.split.state(req.request_id)
+            if state == "pending":
+                waiting = True
+            elif state == "failed":
+                pf.drop_tail(req.request_id)
+            else:
+                req.num_recomputed = req.kv_len - req.num_cached_tokens
+                self._release(req, cache=True)
+                pf.rejoin_tail(req.request_id)
+                req.kv_len = req.num_prefix_pages = 0
+                self.waiting.appendleft(req)
+        return waiting
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -158,7 +192,7 @@ class Scheduler:
         req.num_prefix_pages = got.num_prefix_pages
         req.kv_len = len(got.pages) * self.kv.page_size
         if req.first_token_time is None:  # a resumed (retracted) request keeps its first figure
-            req.num_cached_tokens = req.kv_len
+            req.num_cached_tokens = req.kv_len - req.num_recomputed
         self._map(req.row, req.pages, 0, req.kv_len)
         self.running.append(req)
         return "ok"
@@ -173,9 +207,10 @@ class Scheduler:
         reqs, lens = [], []
         for req in self.running:
             if req.prefilling and budget > 0:
-                n = min(req.extend_len, budget)
-                reqs.append(req), lens.append(n)
-                budget -= n
+                n = self._chunk(req, budget)
+                if n > 0:
+                    reqs.append(req), lens.append(n)
+                    budget -= n
         if not self.waiting or budget <= 0:
             return reqs, lens
         if self.policy != "fcfs":
@@ -199,10 +234,19 @@ class Scheduler:
                 refused.append(req)
                 continue
             reserved += self._reservation(req)
-            n = min(req.extend_len, budget)
-            reqs.append(req), lens.append(n)
-            budget -= n
+            n = self._chunk(req, budget)
+            if n > 0:
+                reqs.append(req), lens.append(n)
+                budget -= n
         return reqs, lens
+
+    def _chunk(self, req: Req, budget: int) -> int:
+        """Tokens of `req`'s prefill for this pass: within the budget and, while its L3 tail is fetched, not
+        beyond its recomputed head (0: it waits there)."""
+        n = min(req.extend_len, budget)
+        splits = self._splits()
+        pause = splits.split.pause_at(req.request_id) if splits is not None else None
+        return n if pause is None else min(n, pause - req.kv_len)
 
     def _grow_batch(self, reqs: list[Req], lens: list[int]) -> tuple[list[Req], list[int]]:
         """Pages and table entries for each request's tokens of this pass, oldest running request first;
@@ -220,6 +264,7 @@ class Scheduler:
         refused: list[Req] = []
         self._writes = ([], [], [])
         self.kv.poll()
+        paused = self._settle_splits()
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
         mixed = 0 < len(decoding) < self.max_mixed_tokens
@@ -239,8 +284,8 @@ class Scheduler:
                 return ScheduledBatch(mode, grown, kept_lens, *self._writes), refused
             decoding = self._decoding()
         if not decoding:
-            if self.waiting:
-                self.kv.idle_wait(0.002)  # only prefetching requests left: let their I/O progress
+            if self.waiting or paused:
+                self.kv.idle_wait(0.002)  # only requests waiting for L3 pages left: let their I/O progress
             return None, refused
         batch, kept_lens = self._grow_batch(decoding, [1] * len(decoding))
         if not batch:

@@ -32,7 +32,9 @@ def count_hits(kv: Any, request_id: str, match: Any, unloaded: int) -> None:
     if match is None:
         return
     ps = kv.page_size
-    kv.metrics.record_hit("L1", len(match.pages) * ps)
+    # a request rejoining after a split matches its own head: counted when it was first admitted
+    own = kv.prefetcher.split.own_tokens.pop(request_id, 0) if getattr(kv, "prefetcher", None) else 0
+    kv.metrics.record_hit("L1", max(0, len(match.pages) * ps - own))
     if kv.tiers is None:
         return
     loaded, host = match.num_host_pages * ps, (match.num_host_pages + unloaded) * ps

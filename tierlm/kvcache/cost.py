@@ -18,7 +18,8 @@ anyway (this request's new tokens and the requests admitted before it) and `L0` 
 a per-step token budget `S` the tokens beyond it run in later steps, where nothing overlaps them:
     T(m) = max(c * min(W, S), l * (L0 + m)) + c * max(0, W - S).
 An L3 fetch finishes before its request is admitted, so nothing hides it: T(m) = l * m + c * W(m), and the
-answer is all or nothing. T is piecewise linear in m, so its minimum lies at an end or at a breakpoint;
+answer is all or nothing, unless the fetch runs beside the compute instead: recompute the hit's head while
+its tail is fetched (`both_head`, carried out by `tierlm.kvcache.split_fetch`). T is piecewise linear in m, so its minimum lies at an end or at a breakpoint;
 among the splits within `margin` of the minimum the one that loads most wins (a load costs the device no
 compute, which the next steps can use).
 """
@@ -34,6 +35,7 @@ PRIOR_PREFILL_TOKENS_PER_S = 1e3  # slow compute and
 PRIOR_LOAD_BYTES_PER_S = 1e12  # fast loads: before any measurement, loading wins
 EWMA_ALPHA = 0.2
 MARGIN = 0.05  # a split must save more than this share of the step time to recompute instead of loading
+BOTH_MARGIN = 0.15  # a split must save this share of the faster path's time: it costs a lookup, a pause, a rejoin
 EXPLORE_EVERY = 32  # a tier whose hits went unloaded this many times is loaded once, to measure it again
 
 
@@ -187,16 +189,30 @@ class CostModel:
         per_page = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
         return split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
 
+    def both_head(self, hit_pages: int) -> int:
+        """Of `hit_pages` pages the L3 store holds for a waiting request, how many leading ones to recompute
+        while the rest are fetched beside that compute (then loaded like an L2 hit); 0: no split (fetching
+        or recomputing all of it is within BOTH_MARGIN of doing both). The two run on different resources
+        (device and store), so the split where they take equally long beats either alone:
+            T(m) = max(c * m, l * (H - m)),   m* = l * H / (c + l)."""
+        if self.policy == "always-load" or hit_pages < 2 or not self.loads["L3"].samples:
+            return 0
+        c = self.s_per_token * self.page_size  # per recomputed page
+        per_fetch = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
+        m = min(hit_pages - 1, max(1, round(per_fetch * hit_pages / (c + per_fetch))))
+        both = max(c * m, per_fetch * (hit_pages - m))
+        return m if both < min(c, per_fetch) * hit_pages * (1 - BOTH_MARGIN) else 0
+
     def l3_plan(self, probing: bool = False) -> str:
         """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`
-        finds worth it), "skip" (a page fetches slower than it computes: do not make the request wait even
+        finds worth it, or split the hit by `both_head`), "skip" (a page fetches slower than it computes: do not make the request wait even
         for the lookup) or "explore" (the store needs measuring: the request recomputes like "skip", and its
         lookup starts a background probe that fetches one store call of pages and times it). `probing`: a
         probe is in flight; there is never a second one, so measuring costs no request any wait and the
         store no more than one probe's reads at a time."""
         if self.learn and self.policy != "always-load" and not self.loads["L3"].samples:
             return "skip" if probing else "explore"
-        if self.fetch_pages(1, 1) > 0:
+        if self.fetch_pages(1, 1) > 0 or self.both_head(64) > 0:  # a whole fetch or a split pays
             self._unloaded["L3"] = 0
             return "fetch"
         return "explore" if not probing and self._explore("L3") else "skip"

@@ -8,7 +8,8 @@ ends or its deadline passes). Fetched pages join the radix tree as host-only nod
 then loads them. Unfinished or failed pages are never used: the request recomputes them. A request that
 is not ready is skipped, never blocking the queue behind it. With a cost model (`tierlm.kvcache.cost`),
 step (2) fetches only what is faster to fetch than to recompute, and the fetches' own timings are the
-model's measure of the store.
+model's measure of the store; where recomputing the hit's head beside fetching its tail beats both, only
+the tail is fetched and the request is admitted at once (`tierlm.kvcache.split_fetch`).
 
 When the model wants the store measured (never measured yet, or now and then after skipping it), the
 request still recomputes and is admitted at once, like one that skips the store: turning on an L3 must
@@ -28,6 +29,7 @@ from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.futures import finished
+from tierlm.kvcache.split_fetch import SplitFetches
 
 CHUNK_PAGES = 32  # pages per store call while fetching: the granularity of best_effort/timeout progress
 
@@ -48,6 +50,7 @@ class PrefetchOp:
     cancel: threading.Event = field(default_factory=threading.Event)
     timing: tuple[int, float] = (0, 0.0)  # (pages, seconds) fetched so far, one tuple: set atomically
     unfetched: int = 0  # pages the store holds that are not fetched (not worth it, under the threshold, no room)
+    head: int = 0  # leading pages of the hit recomputed while the rest is fetched (`tierlm.kvcache.split_fetch`)
 
 
 class L3Prefetcher:
@@ -73,11 +76,12 @@ class L3Prefetcher:
         self.probe: Optional[PrefetchOp] = None  # the background measurement of the store, if one is in flight
         self.cost = cost
         self._host_free = host_free
+        self.split = SplitFetches(hasher.page_size, self._adopt, self._drop)
 
     @property
     def held_pages(self) -> list[int]:
         probe = self.probe.host_pages if self.probe is not None else []
-        return ([p for op in self.ops.values() for p in op.host_pages] + probe
+        return ([p for op in self.ops.values() for p in op.host_pages] + probe + self.split.held_pages
                 + [p for _, ps in self._graveyard for p in ps])
 
     def start(self, req_id: str, tokens: list[int]) -> None:
@@ -107,10 +111,15 @@ class L3Prefetcher:
             return
         stored = op.check.result() if op.check.exception() is None else 0
         n = max(0, min(stored, self.max_pages - len(self.held_pages)))
-        if self.cost is not None and n > 0:
+        if self.cost is not None and n > 0 and self.policy != "best_effort":
+            op.head = self.cost.both_head(n)  # recompute these while the rest is fetched
+        if op.head:
+            n -= op.head
+        elif self.cost is not None and n > 0:
             n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1)
         op.unfetched = stored  # until the fetch is under way
         if n < self.threshold_pages:
+            op.head = 0
             op.check = finished(lambda: 0)
             op.fetch = finished(lambda: None)
             return
@@ -126,7 +135,8 @@ class L3Prefetcher:
 
     def _fetch(self, op: PrefetchOp) -> None:
         """L3 thread: fetch in chunks, stopping at cancellation or at the first page that fails."""
-        keys = op.keys[op.first_page:op.first_page + len(op.host_pages)]
+        first = op.first_page + op.head
+        keys = op.keys[first:first + len(op.host_pages)]
         for start in range(0, len(keys), CHUNK_PAGES):
             if op.cancel.is_set():
                 return
@@ -194,6 +204,13 @@ class L3Prefetcher:
         if op is None:
             return True
         self._advance(op)
+        if op.head and op.fetch is not None:  # admitted now: it computes its head while the tail arrives
+            del self.ops[req_id]
+            self.unfetched_tokens[req_id] = op.unfetched * self.hasher.page_size
+            fetch_s = len(op.host_pages) * self.cost.s_per_page("L3")
+            self.split.add(req_id, op, 2 * fetch_s + self.timeout)
+            self.metrics.prefetch["split"] += 1
+            return True
         now = time.monotonic()
         if self.policy == "best_effort":
             ok = True
@@ -211,9 +228,7 @@ class L3Prefetcher:
             self.unfetched_tokens[req_id] = op.unfetched * self.hasher.page_size
         if not op.host_pages:
             return
-        if self.cost is not None:
-            pages, secs = op.timing
-            self.cost.observe_load("L3", pages * self.cost.page_bytes, secs)
+        self._observe(op)
         op.cancel.set()
         got = op.progress
         rest = op.host_pages[got:]
@@ -234,18 +249,38 @@ class L3Prefetcher:
         if not got:
             return 0
         ps = self.hasher.page_size
-        end = op.first_page + got
-        dups = self.radix.insert_host(op.tokens[:end * ps], op.first_page, op.host_pages[:got],
-                                      op.keys[op.first_page:end])
+        first = op.first_page + op.head
+        end = first + got
+        dups = self.radix.insert_host(op.tokens[:end * ps], first, op.host_pages[:got], op.keys[first:end])
         self._free_host(dups)
         self.metrics.prefetch["discarded_pages"] += len(dups)
         self.metrics.prefetch["pages_fetched"] += got - len(dups)
         return got - len(dups)
 
+    def _observe(self, op: PrefetchOp) -> None:
+        if self.cost is not None and op.host_pages:
+            pages, secs = op.timing
+            self.cost.observe_load("L3", pages * self.cost.page_bytes, secs)
+
+    def rejoin_tail(self, req_id: str) -> None:
+        """The request's head is in the prefix cache: its fetched tail joins the tree under it (split)."""
+        self._observe(self.split.tails[req_id].op)
+        kept = self.split.rejoin(req_id)
+        self.metrics.prefetch["split_rejoined"] += 1
+        if kept:
+            self.fetched_tokens[req_id] = kept
+
+    def drop_tail(self, req_id: str) -> None:
+        """Give up the request's tail (split): the request computes it."""
+        if req_id in self.split.tails:
+            self.split.drop(req_id)
+            self.metrics.prefetch["split_dropped"] += 1
+
     def cancel(self, req_id: str) -> None:
         """Drop a request's prefetch (aborted or refused); its host pages are freed once unused."""
         self.fetched_tokens.pop(req_id, None)
         self.unfetched_tokens.pop(req_id, None)
+        self.split.drop(req_id)
         op = self.ops.pop(req_id, None)
         if op is None:
             return
@@ -264,6 +299,7 @@ class L3Prefetcher:
         """Cancel everything (the probe too) and wait until no fetch writes host pages (shutdown, tests)."""
         for req_id in list(self.ops):
             self.cancel(req_id)
+        self.split.drain()
         if self.probe is not None:
             self._drop(self.probe)
             self.probe = None
