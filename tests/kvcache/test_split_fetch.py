@@ -11,11 +11,11 @@ from tests.kvcache.test_prefetch_policies import GREEDY, LONG, filled_store, opt
 from tierlm import LLM
 
 
-def split_engine(tiny_qwen3, store_dir, store="file", **kw):
+def split_engine(tiny_qwen3, store_dir, store="file", policy="wait_complete", **kw):
     url = (f"file://{store_dir}" if store == "file" else
            f"tests.kvcache.test_prefetch_policies:SlowFileStore?dir={store_dir}&delay={store}")
-    llm = LLM(str(tiny_qwen3), **opts(kv_store=url, hicache_prefetch_policy="wait_complete",
-                                      hicache_load_policy="cost", **kw))
+    llm = LLM(str(tiny_qwen3), **opts(kv_store=url, hicache_prefetch_policy=policy, hicache_load_policy="cost",
+                                      **kw))
     cost = llm.engine.kv.cost
     # a page computes in 1 ms and fetches in 2 ms: recompute the first two thirds, fetch the rest beside them
     cost.fix(llm.engine.kv.page_size / 1e-3, {"L3": cost.page_bytes / 2e-3, "L2": 1e15}, overlap=True)
@@ -31,10 +31,11 @@ def serve(engine, rid, ids):
     return out
 
 
-@pytest.mark.parametrize("overlap,chunk", [(True, 8192), (False, 8192), (True, 7)])
-def test_the_head_is_recomputed_while_the_tail_comes_from_l3(tiny_qwen3, filled_store, overlap, chunk):
+@pytest.mark.parametrize("overlap,chunk,policy", [(True, 8192, "wait_complete"), (False, 8192, "wait_complete"),
+                                                   (True, 7, "wait_complete"), (True, 8192, "timeout")])
+def test_the_head_is_recomputed_while_the_tail_comes_from_l3(tiny_qwen3, filled_store, overlap, chunk, policy):
     store_dir, ref = filled_store
-    llm = split_engine(tiny_qwen3, store_dir, overlap_schedule=overlap, max_prefill_tokens=chunk)
+    llm = split_engine(tiny_qwen3, store_dir, policy=policy, overlap_schedule=overlap, max_prefill_tokens=chunk)
     engine, ids = llm.engine, llm.tokenizer.encode(LONG)
     ps = engine.kv.page_size
     stored = (len(ids) - 1) // ps  # pages of the prompt the store holds (its last token always runs)
