@@ -94,9 +94,12 @@ for key, r in rows.items():
     c = t["cost"]
     split = "  ".join(f"{k} {t[k].get('loaded_tokens', 0) / 1e3:.1f}/{t[k].get('recomputed_tokens', 0) / 1e3:.1f}"
                       for k in ("L2", "L3"))
+    pf = t.get("prefetch", {})
+    both = (f", L3 splits {pf['split']} (rejoined {pf['split_rejoined']}, dropped {pf['split_dropped']})"
+            if pf.get("split") else "")
     print(f"{key:<18} {split}   prefill {c['prefill_tokens_per_s']:.0f} tok/s (n={c['prefill_samples']}), "
           f"L2 {c['L2_bytes_per_s'] / 1e9:.1f} GB/s (n={c['L2_samples']}), "
-          f"L3 {c['L3_bytes_per_s'] / 1e9:.2f} GB/s (n={c['L3_samples']})")
+          f"L3 {c['L3_bytes_per_s'] / 1e9:.2f} GB/s (n={c['L3_samples']}){both}")
 
 print("\nhost ms per engine step by phase (schedule / launch / wait on the device / outputs), steps")
 for key, r in rows.items():
