@@ -16,12 +16,14 @@ with mixed steps on (`max_mixed_tokens > 0`), a mixed step: while requests decod
 step joins their decode tokens in one pass, under a smaller budget that counts the decode tokens too, so a
 new prompt no longer stalls every running decode for a step of its own. A mixed pass is an extend pass
 (attention backends run their extend path); steps without prefill work stay pure decode steps (CUDA graphs).
+A request whose L3 hit is split (`tierlm.kvcache.split_fetch`) prefills only up to its pause point until
+its fetched tail has arrived, then rejoins through the queue's head.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
@@ -82,8 +84,9 @@ class Scheduler:
         """Take `req` out of the scheduler and release its KV at once (into the prefix cache if `cache`)."""
         if req in self.running:
             self._release(req, cache)
-            if self._splits() is not None:
-                self._splits().drop_tail(req.request_id)
+            splits = self._splits()
+            if splits is not None:
+                splits.drop_tail(req.request_id)
         elif req in self.waiting:
             self.waiting.remove(req)
             self.kv.prefetch_cancel(req.request_id)
@@ -94,7 +97,7 @@ class Scheduler:
                         req.prefix_node, req.num_prefix_pages, cache=cache)
         req.pages, req.prefix_node, req.row = [], None, None
 
-    def _splits(self):
+    def _splits(self) -> Optional[Any]:
         """The L3 prefetcher when some request computes a head while its tail is fetched (else None)."""
         pf = getattr(self.kv, "prefetcher", None)
         return pf if pf is not None and pf.split.tails else None
