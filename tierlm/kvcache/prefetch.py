@@ -124,8 +124,8 @@ class L3Prefetcher:
             op.fetch = finished(lambda: None)
             return
         pages = self._alloc_host(n)
-        if pages is None:
-            op.fetch = finished(lambda: None)
+        if pages is None:  # no host room: the request recomputes its hit
+            op.fetch, op.head = finished(lambda: None), 0
             return
         op.unfetched = stored - n
         op.host_pages = pages
