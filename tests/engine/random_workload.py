@@ -3,6 +3,7 @@ bookkeeping that checks every request ends exactly once."""
 from __future__ import annotations
 
 import random
+from typing import Callable
 
 from tierlm.sampling_params import SamplingParams
 
@@ -39,3 +40,19 @@ class RandomWorkload:
                 assert out.request_id not in self.finished, "a request finished twice"
                 self.finished[out.request_id] = out.finish_reason
                 self.live.discard(out.request_id)
+
+    def run(self, steps: int, between: Callable[[], None] = lambda: None, check_draining: bool = False) -> None:
+        """`steps` steps of arrivals and aborts (`between` runs after each tick: forced evictions and the like),
+        checking after each that no KV page leaks; then steps until every request has ended (checking leaks
+        there too with `check_draining`)."""
+        engine = self.engine
+        for step in range(steps):
+            self.tick(step)
+            between()
+            self.take(engine.step())
+            engine.kv.check_no_leak(engine.live_pages())
+        while engine.has_unfinished():
+            self.take(engine.step())
+            if check_draining:
+                engine.kv.check_no_leak(engine.live_pages())
+        assert not self.live

@@ -20,14 +20,7 @@ def test_random_workload_keeps_kv_consistent(tiny_qwen3, seed, reserve):
                                  overlap_schedule=seed % 2 == 0, max_running_requests=6))
     work = RandomWorkload(engine, rng, shared_len=20, max_extra=20, max_tokens=60, max_live=12, p_arrive=0.3,
                           p_abort=0.05)
-    for step in range(400):
-        work.tick(step)
-        work.take(engine.step())
-        engine.kv.check_no_leak(engine.live_pages())
-    while engine.has_unfinished():
-        work.take(engine.step())
-        engine.kv.check_no_leak(engine.live_pages())
-    assert not work.live
+    work.run(400, check_draining=True)
     assert set(work.finished.values()) <= {"length", "abort"}
     stats = engine.stats()
     assert stats["kv_used_tokens"] == 0 and stats["num_running"] == 0
@@ -49,16 +42,13 @@ def test_random_workload_with_l3_splits_keeps_kv_consistent(tiny_qwen3, tmp_path
     cost.fix(engine.kv.page_size / 1e-3, {"L3": cost.page_bytes / 2e-3, "L2": 1e15}, overlap=True)
     work = RandomWorkload(engine, rng, shared_len=48, max_extra=12, max_tokens=16, max_live=10, p_arrive=0.35,
                           p_abort=0.06)
-    for step in range(300):
-        work.tick(step)
+
+    def drop_caches() -> None:
         if rng.random() < 0.1:
             engine.kv.drop_device_cache()
             engine.kv.drop_host_cache()  # the prefixes are in the store only
-        work.take(engine.step())
-        engine.kv.check_no_leak(engine.live_pages())
-    while engine.has_unfinished():
-        work.take(engine.step())
-    assert not work.live
+
+    work.run(300, drop_caches)
     engine.kv.prefetcher.drain()
     engine.kv.check_no_leak(engine.live_pages())
     prefetch = engine.stats()["tiers"]["prefetch"]

@@ -128,17 +128,14 @@ def test_random_workload_at_tp2_leaves_every_rank_at_baseline(tiny_qwen3, tmp_pa
         base_free = engine.kv.allocator.num_free
         work = RandomWorkload(engine, rng, shared_len=24, max_extra=12, max_tokens=24, max_live=10, p_arrive=0.35,
                               p_abort=0.06)
-        for step in range(160):
-            work.tick(step)
+
+        def evict() -> None:
             if rng.random() < 0.04:
                 engine.kv.drop_device_cache()
             if rng.random() < 0.03:
                 engine.kv.drop_host_cache()  # later matches come from L3, through prefetches
-            work.take(engine.step())
-            engine.kv.check_no_leak(engine.live_pages())
-        while engine.has_unfinished():
-            work.take(engine.step())
-        assert not work.live
+
+        work.run(160, evict)
         engine.kv.prefetcher.drain()
         engine.kv.check_no_leak(engine.live_pages())
         assert engine.stats()["tiers"]["backups"]["pages"] > 0 and engine.kv.metrics.prefetch["started"] > 0
