@@ -19,9 +19,9 @@ a per-step token budget `S` the tokens beyond it run in later steps, where nothi
     T(m) = max(c * min(W, S), l * (L0 + m)) + c * max(0, W - S).
 An L3 fetch finishes before its request is admitted, so nothing hides it: T(m) = l * m + c * W(m), and the
 answer is all or nothing, unless the fetch runs beside the compute instead: recompute the hit's head while
-its tail is fetched (`both_head`, carried out by `tierlm.kvcache.split_fetch`). T is piecewise linear in m, so its minimum lies at an end or at a breakpoint;
-among the splits within `margin` of the minimum the one that loads most wins (a load costs the device no
-compute, which the next steps can use).
+its tail is fetched (`both_head`, carried out by `tierlm.kvcache.split_fetch`). T is piecewise linear in
+m, so its minimum lies at an end or at a breakpoint; among the splits within `margin` of the minimum the
+one that loads most wins (a load costs the device no compute, which the next steps can use).
 """
 from __future__ import annotations
 
@@ -205,9 +205,9 @@ class CostModel:
 
     def l3_plan(self, probing: bool = False) -> str:
         """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`
-        finds worth it, or split the hit by `both_head`), "skip" (a page fetches slower than it computes: do not make the request wait even
-        for the lookup) or "explore" (the store needs measuring: the request recomputes like "skip", and its
-        lookup starts a background probe that fetches one store call of pages and times it). `probing`: a
+        finds worth it, or split the hit by `both_head`), "skip" (a page fetches slower than it computes and
+        a split would not pay: do not make the request wait even for the lookup) or "explore" (the store
+        needs measuring: the request recomputes like "skip", and its lookup starts a background probe that fetches one store call of pages and times it). `probing`: a
         probe is in flight; there is never a second one, so measuring costs no request any wait and the
         store no more than one probe's reads at a time."""
         if self.learn and self.policy != "always-load" and not self.loads["L3"].samples:

@@ -173,8 +173,7 @@ class L3Prefetcher:
         if op.fetch.exception() is not None:
             self._free_host(op.host_pages)
             return
-        pages, secs = op.timing
-        self.cost.observe_load("L3", pages * self.cost.page_bytes, secs)
+        self._observe(op)
         self._free_host(op.host_pages[op.progress:])
         self._adopt(op)
 
