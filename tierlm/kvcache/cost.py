@@ -207,9 +207,10 @@ class CostModel:
         """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`
         finds worth it, or split the hit by `both_head`), "skip" (a page fetches slower than it computes and
         a split would not pay: do not make the request wait even for the lookup) or "explore" (the store
-        needs measuring: the request recomputes like "skip", and its lookup starts a background probe that fetches one store call of pages and times it). `probing`: a
-        probe is in flight; there is never a second one, so measuring costs no request any wait and the
-        store no more than one probe's reads at a time."""
+        needs measuring: the request recomputes like "skip", and its lookup starts a background probe that
+        fetches one store call of pages and times it). `probing`: a probe is in flight; there is never a
+        second one, so measuring costs no request any wait and the store no more than one probe's reads at
+        a time."""
         if self.learn and self.policy != "always-load" and not self.loads["L3"].samples:
             return "skip" if probing else "explore"
         if self.fetch_pages(1, 1) > 0 or self.both_head(64) > 0:  # a whole fetch or a split pays
