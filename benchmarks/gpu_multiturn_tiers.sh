@@ -22,7 +22,8 @@ policy=${LOAD_POLICY:-auto}
 model=${MODEL:-builtin:llama-3.1-8b}
 if [ "${SHAPE:-}" = llama-405b-4l ]; then  # Llama-3.1-405B's layer shape with 4 of its 126 layers: a prefill that
   # costs far more per KV byte than the 8B's (16,384 hidden, 53,248 MLP, 8 KV heads), so that loading wins
-  model=$work/llama-405b-4l; mkdir -p "$model"
+  # its KV is 16 KiB per token (the 8B's is 128 KiB): a 0.45 GiB pool keeps the working set over 4x the pool
+  model=$work/llama-405b-4l; mkdir -p "$model"; KV_GB=${KV_GB:-0.45}
   python3 - "$model" <<'PY'
 import json, sys
 from tierlm.models.loader import resolve_model_dir

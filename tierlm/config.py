@@ -149,6 +149,11 @@ class EngineConfig:
     max_mixed_tokens: int = _opt(2048, "Per-step token budget of a mixed step: its decode tokens (one per running "
                                  "request) plus the prefill chunk that joins them (at most --max-prefill-tokens). "
                                  "When the decodes alone fill it, prefill runs in a step of its own.", "scheduler")
+    piecewise_cuda_graph_max_tokens: int = _opt(
+        -1, "Extend passes (prefill chunks, mixed steps) of up to this many tokens replay CUDA graphs of the work "
+        "between attention calls, captured at start-up for a ladder of token counts (dense models on CUDA, "
+        "with --cuda-graph); 0 turns it off; -1 (auto): --max-mixed-tokens when --enable-mixed-chunk is on, "
+        "else off.", "scheduler")
     schedule_policy: str = _opt("fcfs", "Order in which waiting requests are admitted: arrival (fcfs), the "
                                 "request's priority, lower first, then arrival (priority), or the longest "
                                 "cached prefix first (lpm; arrival order beyond 128 waiting requests).",
@@ -251,6 +256,8 @@ class EngineConfig:
             bad("max_running_requests", f"must be >= 1, got {self.max_running_requests}")
         if self.max_prefill_tokens < 1:
             bad("max_prefill_tokens", f"must be >= 1, got {self.max_prefill_tokens}")
+        if self.piecewise_cuda_graph_max_tokens < -1:
+            bad("piecewise_cuda_graph_max_tokens", f"must be >= -1, got {self.piecewise_cuda_graph_max_tokens}")
         if self.max_mixed_tokens < 1:
             bad("max_mixed_tokens", f"must be >= 1, got {self.max_mixed_tokens}")
         if self.reserve_new_tokens < 0:

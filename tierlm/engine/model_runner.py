@@ -144,6 +144,11 @@ class ModelRunner:
             from tierlm.engine.cuda_graph import DecodeGraphRunner
             self.graphs = DecodeGraphRunner(self.forward_model, self.attn, req_to_token, token_ids,
                                             min(self.config.max_running_requests, 256))
+        self.pieces = None
+        from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens
+        tokens = piecewise_tokens(self.config)
+        if tokens and self.graphs is not None and getattr(self.model, "piecewise_graph_safe", False):
+            self.pieces = PiecewiseGraphRunner(self.model, self.device, tokens)
         return self.attn
 
     def build_batch(self, plan: StepPlan, tables: ReqToTokenTable) -> tuple[ForwardBatch, "SampleSites"]:
@@ -205,8 +210,11 @@ class ModelRunner:
         """Run the model; return float32 logits `[sites.count, vocab]` of the tokens to sample."""
         if self.graphs is not None and self.graphs.can_run(batch):
             return self.graphs.replay(batch)  # decode samples every token of the batch
-        self.attn.prepare(batch)
-        hidden = self.forward_model(batch, self.attn)
+        if self.pieces is not None and self.pieces.can_run(batch):
+            hidden = self.pieces.run(batch, self.attn)
+        else:
+            self.attn.prepare(batch)
+            hidden = self.forward_model(batch, self.attn)
         if sites.count != hidden.shape[0]:
             hidden = hidden[sites.index]
         return self.model.compute_logits(hidden)

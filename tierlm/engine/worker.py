@@ -85,7 +85,7 @@ class Worker:
     def release_graphs(self) -> None:
         """Drop the captured decode graphs and let the device finish: graphs that captured collectives hold
         the communicator, whose teardown would otherwise wait for them."""
-        self.runner.graphs = None
+        self.runner.graphs = self.runner.pieces = None
         import gc
         gc.collect()
         if self.device.type == "cuda":

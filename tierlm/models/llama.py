@@ -116,6 +116,7 @@ class CausalLM(nn.Module):
 
     layer_cls: type[nn.Module] = DecoderLayer  # a family whose blocks differ only inside swaps this
     cuda_graph_safe = True  # its decode forward has no host synchronisation: CUDA graphs may capture it
+    piecewise_graph_safe = True  # token-wise between attention calls (`tierlm.engine.piecewise_graph`)
     tensor_parallel = True  # may be sharded over several ranks (`tp`)
 
     def __init__(self, cfg: ModelConfig, max_positions: int, tp: TPGroup = TPGroup()) -> None:

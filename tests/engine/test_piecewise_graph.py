@@ -1,0 +1,45 @@
+"""Extend passes as CUDA graph pieces cut at attention: the token ladder, when they are on, and (CUDA) the
+same greedy tokens as eager passes through mixed steps and chunked prefill."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.engine.test_mixed_batches import run_staggered
+from tierlm.config import EngineConfig
+from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens, token_ladder
+
+
+@pytest.mark.parametrize("top", [1, 16, 100, 1000, 2048, 8192])
+def test_ladder_covers_every_count_with_bounded_padding(top):
+    sizes = token_ladder(top)
+    assert sizes == sorted(set(sizes)) and sizes[-1] == top and sizes[0] >= 1
+    for t in range(1, top + 1, max(1, top // 500)):
+        padded = next(s for s in sizes if s >= t)
+        assert padded - t < 16 or padded <= t * 5 / 4, (t, padded)
+
+
+def test_auto_follows_mixed_steps_and_never_beside_compile():
+    base = dict(model="builtin:qwen3-0.6b")
+    assert piecewise_tokens(EngineConfig(**base)) == 0
+    assert piecewise_tokens(EngineConfig(**base, enable_mixed_chunk=True, max_mixed_tokens=1024)) == 1024
+    assert piecewise_tokens(EngineConfig(**base, piecewise_cuda_graph_max_tokens=256)) == 256
+    assert piecewise_tokens(EngineConfig(**base, enable_mixed_chunk=True, piecewise_cuda_graph_max_tokens=0)) == 0
+    assert piecewise_tokens(EngineConfig(**base, enable_mixed_chunk=True, compile=True)) == 0
+    with pytest.raises(ValueError, match="piecewise-cuda-graph-max-tokens"):
+        EngineConfig(**base, piecewise_cuda_graph_max_tokens=-2).validate()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs)")
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_pieces_give_the_eager_tokens(tiny_models, arch, monkeypatch):
+    runs: list[int] = []
+    real = PiecewiseGraphRunner.run
+    monkeypatch.setattr(PiecewiseGraphRunner, "run", lambda self, b, a: runs.append(len(b.input_ids)) or real(self, b, a))
+    cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
+                enable_mixed_chunk=True, max_mixed_tokens=9, max_prefill_tokens=6)
+    ref, _, _ = run_staggered(tiny_models[arch], piecewise_cuda_graph_max_tokens=0, **cuda)
+    assert not runs
+    got, modes, _ = run_staggered(tiny_models[arch], **cuda)
+    assert "mixed" in modes and len(runs) >= modes.count("mixed") + modes.count("prefill")
+    assert got == ref

@@ -1,0 +1,144 @@
+"""`PiecewiseGraphRunner`: extend passes (prefill chunks, mixed steps) as CUDA graphs cut at every attention call.
+
+An eager extend pass of a small model launches a dozen kernels per layer outside attention (norms, projections,
+rotary, MLP, all-reduce), and its host time exceeds its device time: a mixed step then costs its decodes far more
+than a graph-replayed decode step. Attention cannot be captured once for every batch (its grid and metadata follow
+the requests), but everything between two attention calls is token-wise, so for a padded token count it is one
+graph. A pass of T tokens is then: copy the input ids and positions into static buffers, replay piece 0
+(embedding to the first layer's q/k/v), run attention eagerly on the first T rows of the static q/k/v with this
+pass's own metadata, copy its output into a static buffer, replay piece 1, and so on; the last piece ends with the
+final norm. Padding rows only ever pass through token-wise pieces and are never read.
+
+Capture runs the model's own forward with `_Cut` in place of the attention backend: each call ends the graph being
+captured (after copying q/k/v into buffers shared by every layer and size, so memory does not grow with depth)
+and begins the next. Only models that declare `piecewise_graph_safe` (no host synchronisation and nothing
+data-dependent between attention calls, e.g. no mixture-of-experts routing) are captured.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import torch
+
+from tierlm.attention.base import AttentionBackend, ForwardBatch
+
+logger = logging.getLogger(__name__)
+
+
+def token_ladder(max_tokens: int) -> list[int]:
+    """Padded token counts captured: by 16 to 128, then eight steps per doubling (by 32 to 256, by 64 to 512,
+    ...) up to `max_tokens`: a pass pads by less than 16 tokens or a quarter of its size."""
+    sizes, step, n = [], 16, 16
+    while n < max_tokens:
+        sizes.append(n)
+        if n >= 8 * step:
+            step *= 2
+        n += step
+    return sizes + [max_tokens]
+
+
+def piecewise_tokens(config: Any) -> int:
+    """The largest extend pass an engine with `config` replays as pieces (0: none): the flag, whose auto value
+    follows mixed steps (the passes whose decodes pay for eager launches); never beside --compile, which owns
+    the forward."""
+    tokens = config.piecewise_cuda_graph_max_tokens
+    if tokens < 0:
+        tokens = config.max_mixed_tokens if config.enable_mixed_chunk else 0
+    return 0 if config.compile else tokens
+
+
+class _Cut:
+    """Stands in for the attention backend while the model's forward is captured (or warmed up): copies q/k/v
+    into the shared static buffers, ends the current graph, records which layer attends here, begins the next
+    graph and returns the static attention output as the call's result."""
+
+    def __init__(self, runner: "PiecewiseGraphRunner", tokens: int, graphs: Optional[list]) -> None:
+        self.runner, self.tokens, self.graphs = runner, tokens, graphs
+        self.layers: list[int] = []
+
+    def begin(self) -> None:
+        if self.graphs is not None:
+            graph = torch.cuda.CUDAGraph()
+            graph.capture_begin(pool=self.runner.pool)
+            self.graphs.append(graph)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, batch: ForwardBatch
+                ) -> torch.Tensor:
+        r, n = self.runner, self.tokens
+        if r.q is None:  # first call of the warm-up of the largest size: the shared buffers take their shapes
+            r.allocate(q, k, v)
+        r.q[:n].copy_(q)
+        r.k[:n].copy_(k)
+        r.v[:n].copy_(v)
+        if self.graphs is not None:
+            self.graphs[-1].capture_end()
+        self.layers.append(layer)
+        self.begin()
+        return r.out[:n]
+
+
+class PiecewiseGraphRunner:
+    """Captures `model` extend passes of up to `max_tokens` tokens at start-up (the LM head stays eager: it runs
+    on the sampled rows only); `run(batch, attn)` returns the final hidden states of the batch's tokens."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, max_tokens: int) -> None:
+        self.model, self.device, self.max_tokens = model, device, max_tokens
+        self.ids = torch.zeros(max_tokens, dtype=torch.int64, device=device)
+        self.positions = torch.zeros(max_tokens, dtype=torch.int64, device=device)
+        self.q = self.k = self.v = self.out = None  # shared by every layer and size; shaped by the warm-up
+        self.pool = torch.cuda.graph_pool_handle()
+        self.sizes = token_ladder(max_tokens)
+        self.graphs: dict[int, tuple[list, list[int], torch.Tensor]] = {}  # size -> (pieces, layers, hidden)
+        t0 = time.perf_counter()
+        stream = torch.cuda.Stream(self.device)  # one capture stream: each stream costs cuBLAS a workspace
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.inference_mode(), torch.cuda.stream(stream):
+            for n in reversed(self.sizes):  # largest first: smaller sizes reuse its memory pool
+                self._capture(n, stream)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        torch.cuda.synchronize(device)
+        pieces = sum(len(g[0]) for g in self.graphs.values())
+        logger.info("captured %d extend passes as %d CUDA graph pieces (up to %d tokens) in %.1f s",
+                    len(self.sizes), pieces, max_tokens, time.perf_counter() - t0)
+
+    def allocate(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        n = self.max_tokens
+        self.q = torch.empty((n, *q.shape[1:]), dtype=q.dtype, device=q.device)
+        self.k = torch.empty((n, *k.shape[1:]), dtype=k.dtype, device=k.device)
+        self.v = torch.empty((n, *v.shape[1:]), dtype=v.dtype, device=v.device)
+        self.out = torch.zeros((n, q.shape[1] * v.shape[-1]), dtype=q.dtype, device=q.device)
+
+    def _batch(self, n: int) -> ForwardBatch:
+        none = torch.zeros(0, dtype=torch.int32, device=self.device)
+        return ForwardBatch(mode="prefill", input_ids=self.ids[:n], positions=self.positions[:n], out_loc=none,
+                            req_rows=none, prefix_lens=none, seq_lens=none, qo_indptr=none, extend_lens_cpu=[n],
+                            prefix_lens_cpu=[0], seq_lens_cpu=[n], req_rows_cpu=[0])
+
+    def _capture(self, n: int, stream: "torch.cuda.Stream") -> None:
+        self.model(self._batch(n), _Cut(self, n, None))  # warm-up: kernels compile outside the capture
+        stream.synchronize()
+        graphs: list = []
+        cut = _Cut(self, n, graphs)
+        cut.begin()
+        hidden = self.model(self._batch(n), cut)
+        graphs[-1].capture_end()
+        self.graphs[n] = (graphs, cut.layers, hidden)
+
+    def can_run(self, batch: ForwardBatch) -> bool:
+        return batch.mode == "prefill" and 0 < batch.input_ids.shape[0] <= self.max_tokens
+
+    def run(self, batch: ForwardBatch, attn: AttentionBackend) -> torch.Tensor:
+        """Hidden states `[T, hidden]` of the batch's tokens (valid until the next run)."""
+        t = batch.input_ids.shape[0]
+        n = next(s for s in self.sizes if s >= t)
+        self.ids[:t].copy_(batch.input_ids, non_blocking=True)
+        self.positions[:t].copy_(batch.positions, non_blocking=True)
+        attn.prepare(batch)
+        graphs, layers, hidden = self.graphs[n]
+        graphs[0].replay()
+        for layer, graph in zip(layers, graphs[1:]):
+            self.out[:t].copy_(attn.forward(self.q[:t], self.k[:t], self.v[:t], layer, batch))
+            graph.replay()
+        return hidden[:t]
