@@ -127,3 +127,27 @@ def test_the_idle_wait_ends_at_the_first_completion_not_behind_a_slow_write():
     finally:
         store.gate.set()
         kv.close()
+
+
+class SlowReadStore(MemoryKVStore):
+    """A memory store whose page reads wait for a gate (a disk busy with other requests' prefetches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def batch_get(self, keys, host_pages):
+        self.gate.wait(10)
+        return super().batch_get(keys, host_pages)
+
+
+def test_a_lookup_never_waits_behind_page_reads():
+    store = SlowReadStore()
+    kv, _, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
+    try:
+        reads = [kv.io.submit_store(store.batch_get, ["k"], [0]) for _ in range(8)]  # every read worker busy
+        lookup = kv.io.submit_lookup(store.batch_exists, ["k"])
+        assert lookup.result(timeout=2) == 0 and not any(r.done() for r in reads)
+    finally:
+        store.gate.set()
+        kv.flush()

@@ -172,6 +172,9 @@ class FanOutIO:
     def submit_store(self, fn: Callable, *args: Any) -> cf.Future:
         return self.local.submit_store(fn, *args)
 
+    def submit_lookup(self, fn: Callable, *args: Any) -> cf.Future:
+        return self.local.submit_lookup(fn, *args)
+
     def finished_loads(self) -> list[tuple[int, float]]:
         return self.local.finished_loads()
 

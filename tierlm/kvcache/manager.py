@@ -65,7 +65,8 @@ class KVCacheManager:
                                         self.host_allocator.free, self.radix, self.metrics, tiers.prefetch_policy,
                                         tiers.prefetch_timeout, tiers.prefetch_threshold,
                                         max_pages=tiers.host_pages // 2, cost=self.cost,
-                                        host_free=lambda: self.host_allocator.num_free)
+                                        host_free=lambda: self.host_allocator.num_free,
+                                        lookup=self.io.submit_lookup)
                            if self.store is not None else None)
         self._copies = StepCopies()
         self._step_tokens = 0  # tokens to compute for the requests admitted since the last plan (cost model)

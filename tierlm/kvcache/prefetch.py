@@ -55,14 +55,17 @@ class PrefetchOp:
 
 class L3Prefetcher:
     """Owns the prefetches and the probe in flight and the host pages they hold (`held_pages`, for leak
-    checks). `host_free` says how many host pages are free now (a probe takes only those)."""
+    checks). `host_free` says how many host pages are free now (a probe takes only those); `lookup` runs
+    store lookups (default: `submit`, which runs the page reads)."""
 
     def __init__(self, store: Any, submit: Callable[..., cf.Future], hasher: PageHasher,
                  alloc_host: Callable[[int], Optional[list[int]]], free_host: Callable[[list[int]], None],
                  radix: Any, metrics: TierMetrics, policy: str, timeout: float, threshold_tokens: int,
                  max_pages: int, cost: Optional[CostModel] = None,
-                 host_free: Optional[Callable[[], int]] = None) -> None:
+                 host_free: Optional[Callable[[], int]] = None,
+                 lookup: Optional[Callable[..., cf.Future]] = None) -> None:
         self.store, self._submit, self.hasher = store, submit, hasher
+        self._lookup = lookup or submit  # where lookups run (apart from page reads, which take longer)
         self._alloc_host, self._free_host = alloc_host, free_host
         self.radix, self.metrics = radix, metrics
         self.policy, self.timeout = policy, timeout
@@ -93,7 +96,7 @@ class L3Prefetcher:
             return
         plan = self.cost.l3_plan(self.probe is not None) if self.cost is not None else "fetch"
         keys = self.hasher.chain(tokens[:n_pages * ps])
-        check = self._submit(self.store.batch_exists, keys[local:])
+        check = self._lookup(self.store.batch_exists, keys[local:])
         op = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
                         created=time.monotonic(), check=check)
         if plan == "fetch":

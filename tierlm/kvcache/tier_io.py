@@ -46,14 +46,16 @@ class TierIO:
     runs backups and store calls inline, deterministically, for tests)."""
 
     def __init__(self, transfer: PageTransfer, store: Any = None, threads: bool = True, l3_threads: int = 4,
-                 l3_queue_bytes: int = L3_QUEUE_BYTES, l3_write_threads: int = 2) -> None:
+                 l3_queue_bytes: int = L3_QUEUE_BYTES, l3_write_threads: int = 2, l3_lookup_threads: int = 2) -> None:
         self.transfer = transfer
         self.store = store
         self._copy = cf.ThreadPoolExecutor(1, thread_name_prefix="tierlm-d2h") if threads else None
-        # L3 reads (lookups and prefetches, which a waiting request needs) and L3 writes (backups, which no
-        # request waits for) on separate workers: a lookup never queues behind a backlog of writes, and one
-        # slow prefetch does not queue the others behind it
+        # L3 lookups, L3 reads (prefetches) and L3 writes (backups, which no request waits for) on separate
+        # workers: a lookup, which an arriving request may wait for, never queues behind reads or writes of
+        # whole pages, and one slow prefetch does not queue the others behind it
         store_pool = threads and store is not None
+        self._l3_lookup = (cf.ThreadPoolExecutor(l3_lookup_threads, thread_name_prefix="tierlm-l3q")
+                           if store_pool else None)
         self._l3 = cf.ThreadPoolExecutor(l3_threads, thread_name_prefix="tierlm-l3") if store_pool else None
         self._l3_write = (cf.ThreadPoolExecutor(l3_write_threads, thread_name_prefix="tierlm-l3w") if store_pool
                           else None)
@@ -79,6 +81,10 @@ class TierIO:
         """Run an L3 read (a lookup or a fetch) on a store thread; a call that raises is counted
         (`store_errors`), logged once, and its future carries the exception (callers treat it as misses)."""
         return self._submit_l3(self._l3, fn, *args)
+
+    def submit_lookup(self, fn: Callable, *args: Any) -> cf.Future:
+        """Run an L3 lookup (which pages are stored) on a worker of its own, counted like `submit_store`."""
+        return self._submit_l3(self._l3_lookup, fn, *args)
 
     def _submit_l3(self, pool: Optional[cf.ThreadPoolExecutor], fn: Callable, *args: Any) -> cf.Future:
         call = (self._counted, fn, *args)
@@ -167,6 +173,6 @@ class TierIO:
     def close(self) -> None:
         self.transfer.wait_loads()
         self.wait()
-        for ex in (self._copy, self._l3, self._l3_write):
+        for ex in (self._copy, self._l3_lookup, self._l3, self._l3_write):
             if ex is not None:
                 ex.shutdown(wait=True)
