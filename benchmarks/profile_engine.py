@@ -10,8 +10,11 @@ the device, outputs). A step whose device time is far below its wall time is hos
 goes in docs/benchmarks.md.
 
     PYTHONPATH=. python benchmarks/profile_engine.py [--model builtin:qwen3-0.6b] [--batches 1,64,256]
-        [--context 512] [--steps 100] [--prefill-len 8192] [--json] [--torch-profile] [ENGINE FLAGS, e.g.
-        --no-overlap-schedule or --device cpu]
+        [--context 512] [--steps 100] [--prefill-len 8192] [--json] [--torch-profile [--profile-batch N]]
+        [ENGINE FLAGS, e.g. --no-overlap-schedule or --device cpu]
+
+Where the device time of a batch-1 step goes, kernel by kernel (#20's first question):
+    PYTHONPATH=. python benchmarks/profile_engine.py --batches 1 --prefill-len 0 --torch-profile
 """
 from __future__ import annotations
 
@@ -126,8 +129,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="Timed decode steps per batch size.")
     ap.add_argument("--prefill-len", type=int, default=8192, help="Tokens of the long prefill (0: skip it).")
     ap.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
-    ap.add_argument("--torch-profile", action="store_true", help="Also print torch profiler tables of the "
-                                                                  "largest batch's decode steps.")
+    ap.add_argument("--torch-profile", action="store_true", help="Also print torch profiler tables (host "
+                    "operators, device kernels, graph-replayed ones included) of decode steps at --profile-batch.")
+    ap.add_argument("--profile-batch", type=int, default=0, help="Batch of the --torch-profile steps (default: "
+                                                                 "the largest of --batches).")
     add_engine_args(ap, model_required=False)
     ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
@@ -141,7 +146,7 @@ def main() -> None:
     rows = [decode_profile(engine, timer, b, args.context, args.steps, vocab) for b in batches]
     prefill = prefill_profile(engine, timer, args.prefill_len, vocab) if args.prefill_len else None
     if args.torch_profile and engine.device.type == "cuda":
-        add(engine, batches[-1], args.context, 200, vocab, seed=99)
+        add(engine, args.profile_batch or max(batches), args.context, 200, vocab, seed=99)
         for _ in range(40):
             engine.step()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
@@ -150,7 +155,7 @@ def main() -> None:
                 engine.step()
             sync(engine)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15))
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30))
         drain(engine)
     info = engine.info()
     timer.close()
