@@ -7,6 +7,7 @@ import torch
 
 from tests.engine.test_mixed_batches import run_staggered
 from tierlm.config import EngineConfig
+from tierlm.engine.cuda_graph import DecodeGraphRunner
 from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens, token_ladder
 
 
@@ -43,3 +44,16 @@ def test_pieces_give_the_eager_tokens(tiny_models, arch, monkeypatch):
     got, modes, _ = run_staggered(tiny_models[arch], **cuda)
     assert "mixed" in modes and len(runs) >= modes.count("mixed") + modes.count("prefill")
     assert got == ref
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs)")
+def test_decode_batches_beyond_the_decode_graphs_run_as_pieces(tiny_models, monkeypatch):
+    runs: list[str] = []
+    real = PiecewiseGraphRunner.run
+    monkeypatch.setattr(PiecewiseGraphRunner, "run", lambda self, b, a: runs.append(b.mode) or real(self, b, a))
+    monkeypatch.setattr(DecodeGraphRunner, "can_run", lambda self, b: b.mode == "decode" and b.batch_size == 1)
+    cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05)
+    ref, _, _ = run_staggered(tiny_models["qwen3"], every=1, **cuda)
+    assert not runs
+    got, _, _ = run_staggered(tiny_models["qwen3"], every=1, piecewise_cuda_graph_max_tokens=16, **cuda)
+    assert "decode" in runs and got == ref

@@ -7,7 +7,8 @@ the requests), but everything between two attention calls is token-wise, so for 
 graph. A pass of T tokens is then: copy the input ids and positions into static buffers, replay piece 0
 (embedding to the first layer's q/k/v), run attention eagerly on the first T rows of the static q/k/v with this
 pass's own metadata, copy its output into a static buffer, replay piece 1, and so on; the last piece ends with the
-final norm. Padding rows only ever pass through token-wise pieces and are never read.
+final norm. Padding rows only ever pass through token-wise pieces and are never read. A decode batch larger
+than the largest decode graph runs the same way (its attention takes the decode path).
 
 Capture runs the model's own forward with `_Cut` in place of the attention backend: each call ends the graph being
 captured (after copying q/k/v into buffers shared by every layer and size, so memory does not grow with depth)
@@ -127,7 +128,9 @@ class PiecewiseGraphRunner:
         self.graphs[n] = (graphs, cut.layers, hidden)
 
     def can_run(self, batch: ForwardBatch) -> bool:
-        return batch.mode == "prefill" and 0 < batch.input_ids.shape[0] <= self.max_tokens
+        """Any pass of up to `max_tokens` tokens: the pieces are token-wise, so a decode batch larger than the
+        decode graphs runs here too."""
+        return 0 < batch.input_ids.shape[0] <= self.max_tokens
 
     def run(self, batch: ForwardBatch, attn: AttentionBackend) -> torch.Tensor:
         """Hidden states `[T, hidden]` of the batch's tokens (valid until the next run)."""
