@@ -143,6 +143,10 @@ class FanOutIO:
     def l3_dropped_pages(self) -> int:
         return self.local.l3_dropped_pages
 
+    @property
+    def gate(self) -> Any:
+        return self.local.gate
+
     def fan_ticket(self, ticket: Ticket) -> tuple[Ticket, list[tuple[int, int]]]:
         """A local ticket and per-rank reply ids whose completions together complete `ticket`."""
         local = Ticket()

@@ -13,6 +13,7 @@ import threading
 from typing import Any, Callable, Optional, Sequence
 
 from tierlm.kvcache.futures import finished
+from tierlm.kvcache.io_gate import ReadsFirst
 from tierlm.kvcache.transfer import LayerLoads, PageTransfer
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class TierIO:
         self.l3_queue_bytes = l3_queue_bytes
         self._l3_pending = 0
         self.l3_dropped_pages = 0
+        self.gate = ReadsFirst()  # a write starts once no read runs: reads are what requests wait for
         self._lock = threading.Lock()
 
     @property
@@ -78,20 +80,28 @@ class TierIO:
         return fut
 
     def submit_store(self, fn: Callable, *args: Any) -> cf.Future:
-        """Run an L3 read (a lookup or a fetch) on a store thread; a call that raises is counted
-        (`store_errors`), logged once, and its future carries the exception (callers treat it as misses)."""
-        return self._submit_l3(self._l3, fn, *args)
+        """Run an L3 read (a fetch or a probe) on a store thread, ahead of writes (`ReadsFirst`); a call that
+        raises is counted (`store_errors`), logged once, and its future carries the exception (callers treat
+        it as misses)."""
+        return self._submit_l3(self._l3, fn, *args, kind="read")
 
     def submit_lookup(self, fn: Callable, *args: Any) -> cf.Future:
         """Run an L3 lookup (which pages are stored) on a worker of its own, counted like `submit_store`."""
         return self._submit_l3(self._l3_lookup, fn, *args)
 
-    def _submit_l3(self, pool: Optional[cf.ThreadPoolExecutor], fn: Callable, *args: Any) -> cf.Future:
-        call = (self._counted, fn, *args)
+    def _submit_l3(self, pool: Optional[cf.ThreadPoolExecutor], fn: Callable, *args: Any,
+                   kind: str = "lookup") -> cf.Future:
+        call = (self._counted, kind, fn, *args)
         return self._track(pool.submit(*call) if pool else finished(*call))
 
-    def _counted(self, fn: Callable, *args: Any) -> Any:
+    def _counted(self, kind: str, fn: Callable, *args: Any) -> Any:
+        """Run one store call of `kind` ("read" before writes, "write" after reads, "lookup"), counting errors."""
         try:
+            if kind == "read":
+                with self.gate.reading():
+                    return fn(*args)
+            if kind == "write":
+                self.gate.before_write()
             return fn(*args)
         except Exception as e:
             with self._lock:
@@ -143,8 +153,8 @@ class TierIO:
             if drop:  # the host copy stands; only the L3 copy is skipped
                 ticket.stored.set_result(False)
                 return
-            self._submit_l3(self._l3_write, self.store.batch_set, list(keys), list(host_pages)).add_done_callback(
-                written)
+            self._submit_l3(self._l3_write, self.store.batch_set, list(keys), list(host_pages), kind="write"
+                            ).add_done_callback(written)
 
         copy.add_done_callback(chain)
 
