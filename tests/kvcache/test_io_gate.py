@@ -82,3 +82,17 @@ def test_tier_io_backups_wait_for_prefetch_reads():
         assert kv.tier_stats()["L3"]["write_wait_s"] > 0
     finally:
         store.release.set()
+
+
+def test_a_flush_lets_writes_past_a_read_that_does_not_end():
+    gate = ReadsFirst(max_wait=30)
+    with gate.reading():
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (gate.before_write(), done.set()))
+        t.start()
+        time.sleep(0.05)
+        assert not done.is_set()
+        with gate.flushing():
+            assert done.wait(2)  # released at once, not after max_wait
+            gate.before_write()  # and later writes do not wait either
+        t.join(2)

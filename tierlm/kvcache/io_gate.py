@@ -22,6 +22,7 @@ class ReadsFirst:
         self.max_wait = max_wait
         self._cv = threading.Condition()
         self._reads = 0
+        self._flushing = 0  # while a flush waits for every write, writes do not wait for reads
         self.write_wait_s = 0.0
 
     @contextmanager
@@ -36,9 +37,21 @@ class ReadsFirst:
                 if not self._reads:
                     self._cv.notify_all()
 
+    @contextmanager
+    def flushing(self) -> Iterator[None]:
+        """Within: writes go at once (a shutdown waiting for its backups must not also wait for reads)."""
+        with self._cv:
+            self._flushing += 1
+            self._cv.notify_all()
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._flushing -= 1
+
     def before_write(self) -> None:
         t0 = time.perf_counter()
         with self._cv:
-            if self._reads:
-                self._cv.wait_for(lambda: not self._reads, timeout=self.max_wait)
+            if self._reads and not self._flushing:
+                self._cv.wait_for(lambda: not self._reads or self._flushing, timeout=self.max_wait)
                 self.write_wait_s += time.perf_counter() - t0

@@ -169,8 +169,9 @@ class TierIO:
             if self._inflight:
                 cf.wait(list(self._inflight), timeout=timeout, return_when=cf.FIRST_COMPLETED)
             return not self._inflight
-        while self._inflight:  # a finished copy may start its L3 write: loop until quiet
-            cf.wait(list(self._inflight))
+        with self.gate.flushing():
+            while self._inflight:  # a finished copy may start its L3 write: loop until quiet
+                cf.wait(list(self._inflight))
         return True
 
     def wait_any(self, futures: Sequence[cf.Future]) -> None:
