@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 from tierlm.kvcache.futures import submit_or_run
 from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header
 from tierlm.kvcache.stores.segment import (ENTRY, TRAILER, Entry, Scratch, align_up, open_flags, plan, preallocate,
-                                           probe_direct, read_record, write_footer, write_record)
+                                           probe_direct, read_record, write_footer, write_records)
 from tierlm.kvcache.stores.segment_index import SUFFIX, TMP, Segment, SegmentIndex, unlink
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ class FileKVStore(BlobKVStore):
     indexed, and only segments it indexed are ever removed; anything else in the directory is left alone.
 
     `direct`: use O_DIRECT (default: where the file system supports it); `io_threads`: parallel record
-    reads, writes and checksums per call; `fsync`: sync each segment before it becomes visible."""
+    reads per call, and runs of records written (with their checksums) in parallel per segment; `fsync`:
+    sync each segment before it becomes visible."""
 
     name = "file"
 
@@ -58,7 +59,8 @@ class FileKVStore(BlobKVStore):
         self.direct = (want is not False) and not self.read_only and probe_direct(str(self.dir))
         if want and not self.direct:
             logger.warning("File KV store %s: O_DIRECT is not supported here; using buffered I/O", self.dir)
-        self._pool = cf.ThreadPoolExecutor(max(1, int(io_threads)), thread_name_prefix="tierlm-kvfile")
+        self._io_threads = max(1, int(io_threads))
+        self._pool = cf.ThreadPoolExecutor(self._io_threads, thread_name_prefix="tierlm-kvfile")
         self._scratch = Scratch()
         self._idx = SegmentIndex(self.dir, self.max_bytes, self.read_only, lambda: self._count(corrupt=1))
         self._idx.scan()
@@ -185,10 +187,13 @@ class FileKVStore(BlobKVStore):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | open_flags(direct), 0o644)
         try:
             preallocate(fd, table_offset + align_up(len(items) * ENTRY.size + TRAILER.size))
-            jobs = [self._submit(write_record, fd, off, payload, direct, self._scratch)
-                    for (_, payload, _), off in zip(items, offsets)]
+            # one job per run of consecutive records, at most one run per I/O thread (not one per page)
+            runs = min(self._io_threads, len(items))
+            cuts = [len(items) * r // runs for r in range(runs + 1)]
+            jobs = [self._submit(write_records, fd, offsets[a], [p for _, p, _ in items[a:b]], direct, self._scratch)
+                    for a, b in zip(cuts, cuts[1:])]
             cf.wait(jobs)  # every job is done with the descriptor before it can be closed
-            crcs = [j.result() for j in jobs]
+            crcs = [crc for j in jobs for crc in j.result()]
             entries = [Entry(k, off, len(p), crc if given is None else given)
                        for (k, p, given), off, crc in zip(items, offsets, crcs)]
             write_footer(fd, entries, table_offset, direct, self._scratch)
