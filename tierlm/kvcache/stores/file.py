@@ -8,10 +8,10 @@ record is a miss and is punched out, a file that is not a valid segment is a mis
 
 The index (key -> segment, record) is rebuilt at start-up from the segments' tables alone; LRU order
 across restarts is the segments' mtime, which reads refresh (best effort: reading never needs write
-access). Several engines may share the directory: a miss re-lists it when it changed, so pages another
-engine wrote are found, and pages another engine removed read as misses. Eviction removes single pages
-(punching their bytes out; whole segments where the file system cannot punch). A directory the engine
-cannot write to is served read-only.
+access). Several engines may share the directory: a miss re-lists it when another engine changed it, so
+pages another engine wrote are found, and pages another engine removed read as misses. Eviction removes
+single pages (punching their bytes out; whole segments where the file system cannot punch). A directory
+the engine cannot write to is served read-only.
 """
 from __future__ import annotations
 
@@ -184,7 +184,7 @@ class FileKVStore(BlobKVStore):
         name = uuid.uuid4().hex + SUFFIX
         tmp = self.dir / f"{TMP}{name}"
         direct = self.direct
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | open_flags(direct), 0o644)
+        fd = self._idx.changing(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | open_flags(direct), 0o644)
         try:
             preallocate(fd, table_offset + align_up(len(items) * ENTRY.size + TRAILER.size))
             # one job per run of consecutive records, at most one run per I/O thread (not one per page)
@@ -201,16 +201,16 @@ class FileKVStore(BlobKVStore):
                 os.fdatasync(fd)
         except BaseException as e:
             os.close(fd)
-            unlink(tmp)
+            self._idx.changing(unlink, tmp)
             if isinstance(e, OSError) and e.errno == errno.EINVAL and direct:
                 self._no_direct(e)
                 return self._write_segment(items)  # once more, buffered
             raise
         os.close(fd)
         try:
-            os.replace(tmp, self.dir / name)
+            self._idx.changing(os.replace, tmp, self.dir / name)
         except BaseException:
-            unlink(tmp)
+            self._idx.changing(unlink, tmp)
             raise
         with self._idx.mu:
             self._idx.adopt(Segment(name, entries, time.time()), range(len(entries)))
