@@ -188,8 +188,8 @@ class _Radix:
     def __init__(self) -> None:
         self.host: list[int] = []
 
-    def match_length(self, tokens):
-        return 0
+    def match_key(self, tokens):
+        return 0, None
 
     def insert_host(self, tokens, first_page, host_pages, hashes):
         self.host.extend(host_pages)

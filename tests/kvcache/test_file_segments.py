@@ -106,14 +106,14 @@ def test_no_o_direct_falls_back_to_buffered_io(tmp_path, host, monkeypatch, capl
 def test_direct_transfers_refused_later_retry_buffered(tmp_path, host, monkeypatch):
     store = store_at(tmp_path, host)
     store.direct = True
-    real = segment.write_record
+    real = segment.write_records
 
-    def refuse_direct(fd, offset, payload, direct, scratch):
+    def refuse_direct(fd, offset, payloads, direct, scratch):
         if direct:
             raise OSError(errno.EINVAL, "Invalid argument")
-        return real(fd, offset, payload, direct, scratch)
+        return real(fd, offset, payloads, direct, scratch)
 
-    monkeypatch.setattr(file_mod, "write_record", refuse_direct)
+    monkeypatch.setattr(file_mod, "write_records", refuse_direct)
     assert store.batch_set(KEYS[:2], [0, 1]) == [True, True]
     assert not store.direct and store.stats()["errors"] == 0 and read_back(store, host, KEYS[:2])
 
@@ -224,3 +224,25 @@ def test_a_listing_that_finds_a_write_before_it_is_indexed_loses_nothing(tmp_pat
     assert store.batch_set(KEYS[:2], [0, 1]) == [True, True]
     monkeypatch.undo()
     assert len(segments(tmp_path)) == 1 and store.stats()["pages"] == 2 and read_back(store, host, KEYS[:2])
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_pages_of_whole_blocks_go_out_in_a_few_vectored_writes(tmp_path, monkeypatch, direct):
+    # every call that releases the GIL makes the scheduler's thread wait to take it back: not one per page
+    if direct and not segment.probe_direct(str(tmp_path)):
+        pytest.skip("no O_DIRECT on this file system")
+    host = AlignedHost(32, 2 * segment.ALIGN)
+    store = store_at(tmp_path, host, direct=direct, io_threads=2)
+    keys = [f"{i:064x}" for i in range(1, 17)]
+    writes = []
+    for name in ("pwrite", "pwritev"):
+        def counted(fd, data, offset, real=getattr(os, name), name=name):
+            writes.append(name)
+            return real(fd, data, offset)
+        monkeypatch.setattr(os, name, counted)
+    assert store.batch_set(keys, list(range(16))) == [True] * 16
+    monkeypatch.undo()
+    assert sorted(writes) == ["pwrite", "pwritev", "pwritev"]  # two runs of eight records, then the table
+    host.buffer[16:].zero_()
+    assert store.batch_get(keys, list(range(16, 32))) == [True] * 16
+    assert torch.equal(host.buffer[16:], host.buffer[:16])

@@ -10,7 +10,7 @@ import tracemalloc
 import pytest
 import torch
 
-from tierlm.kvcache.stores import open_store
+from tierlm.kvcache.stores import open_store, segment_index
 from tierlm.kvcache.stores.base import encoded_size
 from tierlm.kvcache.stores.file import FileKVStore
 
@@ -152,3 +152,40 @@ def test_grown_segment_is_not_trusted_nor_read_whole(tmp_path, host):
     assert ok == [False] and peak < 1 << 20
     assert store.stats()["corrupt"] == 1 and not path.exists()
     assert store.batch_set(KEYS[:1], [0]) == [True] and store.batch_get(KEYS[:1], [4]) == [True]
+
+
+def _count_listings(monkeypatch) -> list:
+    listings = []
+    real = segment_index.listdir
+    monkeypatch.setattr(segment_index, "listdir", lambda path: listings.append(path) or real(path))
+    return listings
+
+
+def test_a_miss_after_the_engines_own_writes_and_evictions_does_not_list_the_directory(tmp_path, host, monkeypatch):
+    # writing through, the directory changes all the time; only another engine's change calls for a listing
+    store = FileKVStore(tmp_path, max_bytes=2 * encoded_size(host.bytes_per_page))
+    store.attach(host)
+    monkeypatch.setattr(segment_index, "_RELIST_SECONDS", 60.0, raising=False)
+    listings = _count_listings(monkeypatch)
+    for i in range(4):  # one page per segment: from the third on, each write removes the oldest segment
+        assert store.batch_set(KEYS[i:i + 1], [i]) == [True]
+        assert store.batch_exists(KEYS[5:6]) == 0  # a miss
+    assert listings == [] and len(list(tmp_path.glob("*.kvs"))) == 2
+    assert [store.batch_exists([k]) for k in KEYS[:4]] == [0, 0, 1, 1]
+
+
+def test_another_engines_write_between_own_writes_is_found(tmp_path, host, monkeypatch):
+    a, b = filled_store(tmp_path, host, n=0), filled_store(tmp_path, host, n=0)
+    monkeypatch.setattr(segment_index, "_RELIST_SECONDS", 60.0, raising=False)
+    b.batch_set(KEYS[:1], [0])  # b's own write
+    seen = os.stat(tmp_path).st_mtime_ns
+    a.batch_set(KEYS[1:2], [1])
+    os.utime(tmp_path, ns=(seen + 10**9, seen + 10**9))  # a's write shows in the mtime, whatever its granularity
+    assert b.batch_exists(KEYS[1:2]) == 1
+    b.batch_set(KEYS[2:3], [2])
+    seen = os.stat(tmp_path).st_mtime_ns
+    a.batch_set(KEYS[3:4], [3])
+    os.utime(tmp_path, ns=(seen, seen))  # a's write within the timestamp tick of b's: the mtime shows nothing
+    assert b.batch_exists(KEYS[3:4]) == 0  # unseen for at most _RELIST_SECONDS ...
+    monkeypatch.setattr(segment_index, "_RELIST_SECONDS", 0.0, raising=False)
+    assert b.batch_exists(KEYS[3:4]) == 1  # ... then a miss lists the directory

@@ -11,7 +11,7 @@ import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from tierlm.kvcache.layout import KVLayout
 
@@ -71,3 +71,15 @@ class PageHasher:
             prev = hashlib.sha256(prev + struct.pack(f"<{ps}I", *tokens[start:start + ps])).digest()
             out.append(prev.hex())
         return out
+
+
+def page_keys(hasher: PageHasher, tokens: Sequence[int]) -> Callable[[int, Optional[str]], list[str]]:
+    """`keys(first, parent)`: the keys of the whole pages of `tokens` from page `first` on, chained from
+    `parent`, the key of page `first - 1` as the prefix cache holds it (None: hash from the start). Keys
+    of a prefix the cache already holds are not computed again: on the scheduler's thread, hashing a long
+    conversation on every turn costs in proportion to all of it."""
+    def keys(first: int, parent: Optional[str]) -> list[str]:
+        if first and parent is None:
+            return hasher.chain(tokens)[first:]
+        return hasher.chain(tokens[first * hasher.page_size:], parent)
+    return keys

@@ -19,7 +19,7 @@ from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
 from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.exit_flush import flush_at_exit
-from tierlm.kvcache.keys import PageHasher
+from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.prefetch import L3Prefetcher
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
@@ -150,8 +150,8 @@ class KVCacheManager:
         ps = self.page_size
         full = min(len(tokens) // ps, len(pages))
         if cache and self.radix is not None and full > 0:
-            hashes = self.hasher.chain(tokens[:full * ps]) if self.hasher is not None else None
-            _, dups, leaf = self.radix.insert_pages(tokens[:full * ps], pages[:full], hashes)
+            keys = page_keys(self.hasher, tokens[:full * ps]) if self.hasher is not None else None
+            _, dups, leaf = self.radix.insert_pages(tokens[:full * ps], pages[:full], keys)
             self.allocator.free(dups)
             self.allocator.free(pages[full:])
             if self.backups:

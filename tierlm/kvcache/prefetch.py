@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from tierlm.kvcache.cost import CostModel
-from tierlm.kvcache.keys import PageHasher
+from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.futures import finished
 from tierlm.kvcache.split_fetch import SplitFetches
@@ -39,7 +39,7 @@ class PrefetchOp:
     """State of one request's prefetch (`progress`: leading pages complete in host memory)."""
 
     tokens: list[int]
-    keys: list[str]
+    keys: list[str]  # of the pages from `first_page` on
     first_page: int
     created: float
     check: cf.Future
@@ -91,12 +91,12 @@ class L3Prefetcher:
         """Ask the store about `tokens` (the part of the prompt that may be matched) if L1/L2 lack enough."""
         ps = self.hasher.page_size
         n_pages = len(tokens) // ps
-        local = self.radix.match_length(tokens)
+        local, parent = self.radix.match_key(tokens)
         if n_pages - local < self.threshold_pages or req_id in self.ops:
             return
         plan = self.cost.l3_plan(self.probe is not None) if self.cost is not None else "fetch"
-        keys = self.hasher.chain(tokens[:n_pages * ps])
-        check = self._lookup(self.store.batch_exists, keys[local:])
+        keys = page_keys(self.hasher, tokens[:n_pages * ps])(local, parent)  # only the pages beyond L1/L2
+        check = self._lookup(self.store.batch_exists, keys)
         op = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
                         created=time.monotonic(), check=check)
         if plan == "fetch":
@@ -138,8 +138,7 @@ class L3Prefetcher:
 
     def _fetch(self, op: PrefetchOp) -> None:
         """L3 thread: fetch in chunks, stopping at cancellation or at the first page that fails."""
-        first = op.first_page + op.head
-        keys = op.keys[first:first + len(op.host_pages)]
+        keys = op.keys[op.head:op.head + len(op.host_pages)]
         for start in range(0, len(keys), CHUNK_PAGES):
             if op.cancel.is_set():
                 return
@@ -253,7 +252,8 @@ class L3Prefetcher:
         ps = self.hasher.page_size
         first = op.first_page + op.head
         end = first + got
-        dups = self.radix.insert_host(op.tokens[:end * ps], first, op.host_pages[:got], op.keys[first:end])
+        keys = op.keys[op.head:op.head + got]
+        dups = self.radix.insert_host(op.tokens[:end * ps], first, op.host_pages[:got], keys)
         self._free_host(dups)
         self.metrics.prefetch["discarded_pages"] += len(dups)
         self.metrics.prefetch["pages_fetched"] += got - len(dups)

@@ -6,7 +6,7 @@ engine with or without lower tiers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from tierlm.kvcache.events import CPU, DISK, GPU, RadixEvents
 
@@ -161,12 +161,24 @@ class RadixCache:
         """Pages of the longest cached prefix in any tier, without touching or splitting the tree."""
         return sum(n for _, n in self._walk(tokens))
 
-    def insert_pages(self, tokens: Sequence[int], pages: list[int], hashes: Optional[list[str]] = None
+    def match_key(self, tokens: Sequence[int]) -> tuple[int, Optional[str]]:
+        """`match_length`, and the L3 key of the prefix's last page (None when nothing matched or the tree
+        holds no key for it): the key from which the keys of the following pages are chained."""
+        pages, key = 0, None
+        for child, n in self._walk(tokens):
+            pages += n
+            key = child.page_hashes[n - 1] if child.page_hashes and n else None
+        return pages, key
+
+    def insert_pages(self, tokens: Sequence[int], pages: list[int],
+                     keys: Optional[Callable[[int, Optional[str]], list[str]]] = None
                      ) -> tuple[int, list[int], Optional[RadixNode]]:
         """Insert `tokens` (a whole number of pages) backed by device `pages`; returns (tokens already cached,
         duplicate pages the caller must free, the new leaf or None). The tree owns the other pages from now
-        on; a host-only node on the path adopts the caller's device pages (not duplicates). `hashes`, one L3
-        key per page of `tokens`, are stored on the new leaf."""
+        on; a host-only node on the path adopts the caller's device pages (not duplicates). The new leaf
+        stores `keys(first, parent)`: the L3 keys of the pages of `tokens` from page `first` (the leaf's
+        first) on, chained from `parent`, the key of the page before it (None at the root or where the tree
+        holds none). Only the pages the tree lacks are hashed."""
         ps = self.page_size
         if len(tokens) != len(pages) * ps:
             raise ValueError(f"insert of {len(tokens)} tokens with {len(pages)} pages of {ps}")
@@ -174,8 +186,9 @@ class RadixCache:
         while pos < len(tokens):
             child = node.children.get(self._page_key(tokens, pos))
             if child is None:
+                parent_key = node.page_hashes[-1] if node is not self.root and node.page_hashes else None
                 leaf = RadixNode(key=tuple(tokens[pos:]), pages=list(pages[pos // ps:]), parent=node,
-                                 last_access=now, page_hashes=list(hashes[pos // ps:]) if hashes else None)
+                                 last_access=now, page_hashes=keys(pos // ps, parent_key) if keys else None)
                 node.children[leaf.key[:ps]] = leaf
                 self.evictable_pages += leaf.num_pages
                 self.events.stored(leaf, GPU)

@@ -8,10 +8,10 @@ record is a miss and is punched out, a file that is not a valid segment is a mis
 
 The index (key -> segment, record) is rebuilt at start-up from the segments' tables alone; LRU order
 across restarts is the segments' mtime, which reads refresh (best effort: reading never needs write
-access). Several engines may share the directory: a miss re-lists it when it changed, so pages another
-engine wrote are found, and pages another engine removed read as misses. Eviction removes single pages
-(punching their bytes out; whole segments where the file system cannot punch). A directory the engine
-cannot write to is served read-only.
+access). Several engines may share the directory: a miss re-lists it when another engine changed it, so
+pages another engine wrote are found, and pages another engine removed read as misses. Eviction removes
+single pages (punching their bytes out; whole segments where the file system cannot punch). A directory
+the engine cannot write to is served read-only.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 from tierlm.kvcache.futures import submit_or_run
 from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header
 from tierlm.kvcache.stores.segment import (ENTRY, TRAILER, Entry, Scratch, align_up, open_flags, plan, preallocate,
-                                           probe_direct, read_record, write_footer, write_record)
+                                           probe_direct, read_record, write_footer, write_records)
 from tierlm.kvcache.stores.segment_index import SUFFIX, TMP, Segment, SegmentIndex, unlink
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ class FileKVStore(BlobKVStore):
     indexed, and only segments it indexed are ever removed; anything else in the directory is left alone.
 
     `direct`: use O_DIRECT (default: where the file system supports it); `io_threads`: parallel record
-    reads, writes and checksums per call; `fsync`: sync each segment before it becomes visible."""
+    reads per call, and runs of records written (with their checksums) in parallel per segment; `fsync`:
+    sync each segment before it becomes visible."""
 
     name = "file"
 
@@ -58,7 +59,8 @@ class FileKVStore(BlobKVStore):
         self.direct = (want is not False) and not self.read_only and probe_direct(str(self.dir))
         if want and not self.direct:
             logger.warning("File KV store %s: O_DIRECT is not supported here; using buffered I/O", self.dir)
-        self._pool = cf.ThreadPoolExecutor(max(1, int(io_threads)), thread_name_prefix="tierlm-kvfile")
+        self._io_threads = max(1, int(io_threads))
+        self._pool = cf.ThreadPoolExecutor(self._io_threads, thread_name_prefix="tierlm-kvfile")
         self._scratch = Scratch()
         self._idx = SegmentIndex(self.dir, self.max_bytes, self.read_only, lambda: self._count(corrupt=1))
         self._idx.scan()
@@ -182,13 +184,16 @@ class FileKVStore(BlobKVStore):
         name = uuid.uuid4().hex + SUFFIX
         tmp = self.dir / f"{TMP}{name}"
         direct = self.direct
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | open_flags(direct), 0o644)
+        fd = self._idx.changing(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | open_flags(direct), 0o644)
         try:
             preallocate(fd, table_offset + align_up(len(items) * ENTRY.size + TRAILER.size))
-            jobs = [self._submit(write_record, fd, off, payload, direct, self._scratch)
-                    for (_, payload, _), off in zip(items, offsets)]
+            # one job per run of consecutive records, at most one run per I/O thread (not one per page)
+            runs = min(self._io_threads, len(items))
+            cuts = [len(items) * r // runs for r in range(runs + 1)]
+            jobs = [self._submit(write_records, fd, offsets[a], [p for _, p, _ in items[a:b]], direct, self._scratch)
+                    for a, b in zip(cuts, cuts[1:])]
             cf.wait(jobs)  # every job is done with the descriptor before it can be closed
-            crcs = [j.result() for j in jobs]
+            crcs = [crc for j in jobs for crc in j.result()]
             entries = [Entry(k, off, len(p), crc if given is None else given)
                        for (k, p, given), off, crc in zip(items, offsets, crcs)]
             write_footer(fd, entries, table_offset, direct, self._scratch)
@@ -196,16 +201,16 @@ class FileKVStore(BlobKVStore):
                 os.fdatasync(fd)
         except BaseException as e:
             os.close(fd)
-            unlink(tmp)
+            self._idx.changing(unlink, tmp)
             if isinstance(e, OSError) and e.errno == errno.EINVAL and direct:
                 self._no_direct(e)
                 return self._write_segment(items)  # once more, buffered
             raise
         os.close(fd)
         try:
-            os.replace(tmp, self.dir / name)
+            self._idx.changing(os.replace, tmp, self.dir / name)
         except BaseException:
-            unlink(tmp)
+            self._idx.changing(unlink, tmp)
             raise
         with self._idx.mu:
             self._idx.adopt(Segment(name, entries, time.time()), range(len(entries)))

@@ -27,6 +27,7 @@ import numpy as np
 from tierlm.kvcache.stores.base import crc32
 
 ALIGN = 4096  # O_DIRECT alignment of offsets, lengths and buffers (the largest logical block in use)
+_IOV_MAX = 1024  # buffers per vectored write (Linux's UIO_MAXIOV)
 MAGIC = b"TKVSEG01"
 ENTRY = struct.Struct("<32sQQI")  # key digest, offset, payload length, CRC-32 of the payload
 TRAILER = struct.Struct("<8sIIQQ")  # magic, CRC-32 (table + fields below), entry count, table offset, size
@@ -168,6 +169,28 @@ def write_record(fd: int, offset: int, payload: memoryview, direct: bool, scratc
     if os.pwrite(fd, payload, offset) != len(payload):
         raise OSError(errno.EIO, f"short write at offset {offset}")
     return crc
+
+
+def write_records(fd: int, offset: int, payloads: Sequence[memoryview], direct: bool, scratch: Scratch) -> list[int]:
+    """Write payloads as consecutive records from `offset`; returns their CRC-32s. Whole blocks (with
+    O_DIRECT: aligned in memory too) go out in one vectored write per `_IOV_MAX` of them, anything else
+    record by record through `write_record`. Every call that releases the GIL makes the engine's
+    scheduler thread wait to take it back, so the writer makes as few as it can: a checksum per page
+    and one write per run, not a write per page."""
+    if any(len(p) % ALIGN for p in payloads) or (direct and not all(direct_ok(p) for p in payloads)):
+        crcs = []
+        for payload in payloads:
+            crcs.append(write_record(fd, offset, payload, direct, scratch))
+            offset += align_up(len(payload))
+        return crcs
+    crcs = [crc32(p) for p in payloads]
+    for i in range(0, len(payloads), _IOV_MAX):
+        chunk = payloads[i:i + _IOV_MAX]
+        n = sum(len(p) for p in chunk)
+        if os.pwritev(fd, chunk, offset) != n:
+            raise OSError(errno.EIO, f"short write at offset {offset}")
+        offset += n
+    return crcs
 
 
 def read_record(fd: int, entry: Entry, dest: memoryview, direct: bool, scratch: Scratch) -> str:

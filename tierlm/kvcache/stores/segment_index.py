@@ -2,10 +2,13 @@
 byte budget, kept in step with other engines that share the directory.
 
 At start-up it is built from the segments' tables alone (oldest segment mtime first). A lookup that misses
-re-lists the directory when it changed since the last trusted listing, so segments other engines wrote
-are adopted and those they removed are forgotten. Removing a page punches its bytes out of its segment
-(a hole is how a removal survives a restart); the segment itself goes once nothing in it is indexed, or
-as a whole where the file system cannot punch holes.
+re-lists the directory when another engine may have changed it since the last trusted listing, so
+segments other engines wrote are adopted and those they removed are forgotten. This engine's own changes
+(segments it writes or removes) are accounted for as they are made (`changing`): an engine writing
+through to the store does not list the whole directory on every miss (a listing is GIL-holding work in
+proportion to the segments, on a lookup thread beside the scheduler's). Removing a page punches its bytes
+out of its segment (a hole is how a removal survives a restart); the segment itself goes once nothing in
+it is indexed, or as a whole where the file system cannot punch holes.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from tierlm.kvcache.stores.base import encoded_size
 from tierlm.kvcache.stores.segment import Entry, NotASegment, is_hole, punch, read_table
@@ -27,6 +30,10 @@ TMP = ".tmp-"
 _SEGMENT_NAME = re.compile(r"[0-9a-f]{32}" + re.escape(SUFFIX))
 _STALE_TMP_SECONDS = 3600.0  # younger temp files may be another engine's write in progress
 _RACY_SECONDS = 1.0  # a listing is trusted only if the directory was already this quiet when it was made
+# While this engine changes the directory, a miss lists it at most and at least this often (other changes show
+# in the mtime and are listed at once): another engine's change in the same timestamp tick as one of this
+# engine's, or as a listing, leaves no trace there.
+_RELIST_SECONDS = 1.0
 _STAMP_SECONDS = 1.0  # refresh a segment's last-used mtime at most this often
 
 
@@ -55,7 +62,10 @@ class SegmentIndex:
         self.segs: dict[str, Segment] = {}
         self.bytes = 0
         self.evicted = 0
-        self._listed: tuple[int, float] = (-1, 0.0)  # directory mtime_ns and wall time of the last listing
+        # (`_own_mu`) the directory mtime_ns the index reflects, when it was last listed, whether that is
+        # trusted (a quiet listing, `_RACY_SECONDS`) and when this engine last changed the directory itself
+        self._own_mu, self._change_mu = threading.Lock(), threading.Lock()
+        self._known, self._listed_at, self._sure, self._changed_at = -1, 0.0, False, float("-inf")
         self._invalid: set[str] = set()  # files named like segments that are not (left alone when read-only)
         self._punch = True  # until the file system says it cannot
 
@@ -74,19 +84,23 @@ class SegmentIndex:
             self.evict_over_budget()
 
     def refresh(self, force: bool = False) -> None:
-        """Adopt segments other engines wrote and forget those they removed, if the directory changed."""
+        """Adopt segments other engines wrote and forget those they removed, if another engine may have
+        changed the directory since it was last listed (always with `force`)."""
         with self._list_mu:
-            try:
-                mtime = os.stat(self.dir).st_mtime_ns
-            except OSError:
+            mtime = _mtime(self.dir)
+            if mtime is None:
                 return
-            seen, listed_at = self._listed
-            if not force and mtime == seen and listed_at - mtime / 1e9 > _RACY_SECONDS:
-                return
+            with self._own_mu:
+                now = time.time()
+                if not force and mtime == self._known and (self._sure or (
+                        now - self._listed_at < _RELIST_SECONDS and now - self._changed_at < _RELIST_SECONDS)):
+                    return
             listed_at = time.time()
             names = {e.name for e in listdir(self.dir)
                      if _SEGMENT_NAME.fullmatch(e.name) and _is_file(e)} - self._invalid
-            self._listed = (mtime, listed_at)
+            with self._own_mu:
+                self._known, self._listed_at = mtime, listed_at
+                self._sure = listed_at - mtime / 1e9 > _RACY_SECONDS
             with self.mu:
                 gone = [s for n, s in self.segs.items() if n not in names and s.adopted < listed_at]
                 for seg in gone:
@@ -97,6 +111,21 @@ class SegmentIndex:
             with self.mu:
                 for seg, _, alive in loaded:
                     self.adopt(seg, alive)
+
+    def changing(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`, a change of the directory by this engine (a file created, renamed or removed): when
+        the index reflected the directory just before it, it reflects it after it too, and a miss need
+        not list the directory for it."""
+        with self._change_mu:  # this engine's threads change the directory one at a time (a syscall each)
+            before = _mtime(self.dir)
+            try:
+                return fn(*args)
+            finally:
+                after = _mtime(self.dir)  # may take in another engine's change made meanwhile (_RELIST_SECONDS)
+                with self._own_mu:
+                    self._changed_at = time.time()
+                    if before is not None and after is not None and before == self._known:
+                        self._known, self._sure = after, False
 
     def _load(self, name: str) -> Optional[tuple[Segment, float, list[int]]]:
         """A segment's table, its mtime and the records not punched out; None if it vanished or is not a
@@ -187,7 +216,7 @@ class SegmentIndex:
         if seg.live and i is None:
             return
         self.forget(seg)
-        unlink(path)
+        self.changing(unlink, path)
 
     def evict_over_budget(self) -> None:
         if self.read_only:  # nothing can be removed; the budget is the owner's business
@@ -211,7 +240,6 @@ class SegmentIndex:
         held = self.find([key], refresh=True)[0]
         return None if held is None else (self.dir / held[0].name, held[0].entries[held[1]].offset,
                                            held[0].entries[held[1]].length)
-
 
     def touch(self, hits: Sequence[tuple[str, tuple[Segment, int]]]) -> None:
         """Make read pages most recently used; stamp their segments' mtime (best effort: reading never needs
@@ -245,12 +273,19 @@ class SegmentIndex:
             for seg in list(self.segs.values()):
                 self.forget(seg)
                 if not self.read_only:
-                    unlink(self.dir / seg.name)
+                    self.changing(unlink, self.dir / seg.name)
 
     def stats(self) -> dict:
         with self.mu:
             return {"pages": len(self.index), "segments": len(self.segs), "bytes": self.bytes,
                     "max_bytes": self.max_bytes, "evicted_pages": self.evicted}
+
+
+def _mtime(path: Path) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _is_file(entry: os.DirEntry) -> bool:
