@@ -11,15 +11,21 @@ from tierlm.kvcache.stores.memory import MemoryKVStore
 
 
 class GatedStore(MemoryKVStore):
-    """A memory store whose writes wait for a gate (a slow disk)."""
+    """A memory store whose writes (or, with `reads`, page reads) wait for a gate (a slow disk)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reads: bool = False) -> None:
         super().__init__()
-        self.gate = threading.Event()
+        self.gate, self.reads = threading.Event(), reads
 
     def batch_set(self, keys, host_pages):
-        self.gate.wait(10)
+        if not self.reads:
+            self.gate.wait(10)
         return super().batch_set(keys, host_pages)
+
+    def batch_get(self, keys, host_pages):
+        if self.reads:
+            self.gate.wait(10)
+        return super().batch_get(keys, host_pages)
 
 
 def cache_prompt(kv, request_id: str, tokens: list[int]):
@@ -129,20 +135,8 @@ def test_the_idle_wait_ends_at_the_first_completion_not_behind_a_slow_write():
         kv.close()
 
 
-class SlowReadStore(MemoryKVStore):
-    """A memory store whose page reads wait for a gate (a disk busy with other requests' prefetches)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-
-    def batch_get(self, keys, host_pages):
-        self.gate.wait(10)
-        return super().batch_get(keys, host_pages)
-
-
 def test_a_lookup_never_waits_behind_page_reads():
-    store = SlowReadStore()
+    store = GatedStore(reads=True)
     kv, _, _ = make_tiered(2, 40, 32, store=store, hasher=PageHasher("t", 2))
     try:
         reads = [kv.io.submit_store(store.batch_get, ["k"], [0]) for _ in range(8)]  # every read worker busy
