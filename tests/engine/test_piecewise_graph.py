@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import CPU_OPTS
 from tests.engine.test_mixed_batches import run_staggered
 from tierlm.config import EngineConfig
 from tierlm.engine.cuda_graph import DecodeGraphRunner
-from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens, token_ladder
+from tierlm.engine.engine import Engine
+from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, _Cut, piecewise_tokens, token_ladder
 
 
 @pytest.mark.parametrize("top", [1, 16, 100, 1000, 2048, 8192])
@@ -57,3 +59,24 @@ def test_decode_batches_beyond_the_decode_graphs_run_as_pieces(tiny_models, monk
     assert not runs
     got, _, _ = run_staggered(tiny_models["qwen3"], every=1, piecewise_cuda_graph_max_tokens=16, **cuda)
     assert "decode" in runs and got == ref
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_a_cut_forward_visits_every_layer_once_in_order(tiny_models, arch):
+    """The capture walk on the CPU (warm-up mode, no graphs): each layer's attention is one cut, in order,
+    q/k/v land in the shared buffers and the pass returns one hidden row per token."""
+    engine = Engine(EngineConfig(model=str(tiny_models[arch]), **CPU_OPTS))
+    try:
+        model = engine.worker.runner.model
+        runner = PiecewiseGraphRunner.__new__(PiecewiseGraphRunner)  # the buffers only: no CUDA here
+        runner.max_tokens, runner.device, runner.q = 8, torch.device("cpu"), None
+        runner.ids = torch.arange(8, dtype=torch.int64)
+        runner.positions = torch.arange(8, dtype=torch.int64)
+        cut = _Cut(runner, 5, None)
+        with torch.inference_mode():
+            hidden = model(PiecewiseGraphRunner._batch(runner, 5), cut)
+        assert cut.layers == list(range(model.config.num_layers))
+        assert hidden.shape == (5, model.config.hidden_size)
+        assert runner.q.shape[0] == 8 and runner.out.shape == (8, runner.q.shape[1] * runner.v.shape[-1])
+    finally:
+        engine.close()
