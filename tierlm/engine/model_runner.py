@@ -13,6 +13,7 @@ from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.registry import auto_backend, backend_class
 from tierlm.config import EngineConfig
 from tierlm.engine.aot_tree import open_tree
+from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens
 from tierlm.engine.plan import FROM_TABLE, StepPlan
 from tierlm.engine.staging import HostStaging
 from tierlm.kvcache.pool import KVPool
@@ -145,7 +146,6 @@ class ModelRunner:
             self.graphs = DecodeGraphRunner(self.forward_model, self.attn, req_to_token, token_ids,
                                             min(self.config.max_running_requests, 256))
         self.pieces = None
-        from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens
         tokens = piecewise_tokens(self.config)
         if tokens and self.graphs is not None and getattr(self.model, "piecewise_graph_safe", False):
             self.pieces = PiecewiseGraphRunner(self.model, self.device, tokens)
