@@ -80,7 +80,11 @@ class ModelRunner:
         self.model = model.eval()
         if self.device.type == "cuda":  # before the KV pool takes the free memory: tuning allocates
             from tierlm.layers.moe import tune_fused_moe
-            if tune_fused_moe(self.model):
+            from tierlm.parallel.linear import tune_small_batch_linears
+            tuned = tune_fused_moe(self.model)
+            if config.small_batch_gemv and not config.compile:
+                tuned += tune_small_batch_linears(self.model)
+            if tuned:
                 torch.cuda.empty_cache()
         self.forward_model = self.model  # what runs the forward: the model, or its compiled graph
         if config.compile:

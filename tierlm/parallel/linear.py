@@ -8,7 +8,7 @@ differently when KV heads are replicated). With a group of size one every layer 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,12 +16,29 @@ from torch import nn
 
 from tierlm.parallel.group import TPGroup
 
+if TYPE_CHECKING:
+    from tierlm.kernels.gemv_tune import GemvPlan
+
 
 def mark_sharded(param: nn.Parameter, dim: int, index: int) -> nn.Parameter:
     """Record for the loader that `param` holds slice `index` (of its own size) along `dim`."""
     param.tp_dim = dim
     param.tp_index = index
     return param
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+           plan: "Optional[GemvPlan]") -> torch.Tensor:
+    """`F.linear`, or the small-batch kernel where the layer's tuned plan chose it for this many rows (never
+    inside torch.compile's trace, whose token dimension is symbolic)."""
+    if plan is not None and x.is_cuda and not torch.compiler.is_compiling():
+        from tierlm.kernels.gemv import gemv
+        from tierlm.kernels.gemv_tune import bucket_of
+
+        cfg = plan.get(bucket_of(x.numel() // x.shape[-1]))
+        if cfg is not None:
+            return gemv(x, weight, bias, cfg)
+    return F.linear(x, weight, bias)
 
 
 class ColumnParallelLinear(nn.Linear):
@@ -32,10 +49,14 @@ class ColumnParallelLinear(nn.Linear):
         tp = tp or TPGroup()
         super().__init__(in_features, out_features, bias=bias)  # out_features: this rank's share
         self.tp = tp
+        self.gemv_plan: Optional[GemvPlan] = None  # set by `tune_small_batch_linears`
         if tp.size > 1:
             mark_sharded(self.weight, 0, tp.rank if index is None else index)
             if self.bias is not None:
                 mark_sharded(self.bias, 0, tp.rank if index is None else index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias, self.gemv_plan)
 
 
 class RowParallelLinear(nn.Linear):
@@ -47,13 +68,14 @@ class RowParallelLinear(nn.Linear):
         tp = tp or TPGroup()
         super().__init__(in_features, out_features, bias=bias)  # in_features: this rank's share
         self.tp = tp
+        self.gemv_plan: Optional[GemvPlan] = None  # set by `tune_small_batch_linears`
         if tp.size > 1:
             mark_sharded(self.weight, 1, tp.rank)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp.size == 1:
-            return super().forward(x)
-        y = self.tp.all_reduce(F.linear(x, self.weight))
+            return linear(x, self.weight, self.bias, self.gemv_plan)
+        y = self.tp.all_reduce(linear(x, self.weight, None, self.gemv_plan))
         return y if self.bias is None else y + self.bias
 
 
@@ -102,3 +124,24 @@ class ParallelLMHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.tp.all_gather_last(F.linear(hidden, self.weight))
         return logits if logits.shape[-1] == self.vocab else logits[..., :self.vocab]
+
+
+def tune_small_batch_linears(model: nn.Module) -> int:
+    """Give every CUDA bf16/fp16 column- and row-parallel linear of `model` the small-batch plan of its weight
+    shape from the autotune store (tuning each distinct shape once). Returns the number of layers planned."""
+    from tierlm.kernels.gemv_tune import tuned_plan
+
+    plans: dict = {}
+    done = 0
+    for layer in model.modules():
+        if not isinstance(layer, (ColumnParallelLinear, RowParallelLinear)):
+            continue
+        w = layer.weight
+        if not w.is_cuda or w.dtype not in (torch.bfloat16, torch.float16):
+            continue
+        key = (tuple(w.shape), w.dtype, w.device)
+        if key not in plans:
+            plans[key] = tuned_plan(w.shape[0], w.shape[1], w.dtype, w.device)
+        layer.gemv_plan = plans[key]
+        done += 1
+    return done

@@ -1,0 +1,48 @@
+"""The small-batch linear kernel against a float32 matmul (GPU, or the Triton interpreter)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+
+SCRIPT = textwrap.dedent("""
+    import torch
+    from tierlm.kernels.gemv import GemvConfig, gemv
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dtypes = [torch.float32] if dev == "cpu" else [torch.float32, torch.bfloat16, torch.float16]
+    for dtype in dtypes:
+        for m, n, k, bias, cfg in [(1, 40, 64, False, GemvConfig(4, 32, 4)), (3, 17, 100, True, GemvConfig(8, 64, 4)),
+                                   (8, 64, 256, False, GemvConfig(2, 128, 8)), (5, 9, 48, True, GemvConfig(16, 16, 4))]:
+            x = torch.randn(m, k, device=dev).to(dtype)
+            w = torch.randn(n, k, device=dev).to(dtype)
+            b = torch.randn(n, device=dev).to(dtype) if bias else None
+            ref = x.double() @ w.double().T + (b.double() if bias else 0)
+            got = gemv(x, w, b, cfg)
+            assert got.shape == (m, n) and got.dtype == dtype
+            tol = 1e-4 if dtype == torch.float32 else 3e-2 * ref.abs().max().item()
+            assert (got.double() - ref).abs().max().item() <= tol, (dtype, m, n, k, bias)
+        x3 = torch.randn(2, 1, 64, device=dev).to(dtype)  # leading dimensions are flattened and restored
+        w = torch.randn(24, 64, device=dev).to(dtype)
+        assert gemv(x3, w, None, GemvConfig(4, 32, 4)).shape == (2, 1, 24)
+    try:
+        gemv(torch.randn(9, 8, device=dev), torch.randn(4, 8, device=dev))
+    except ValueError as e:
+        assert "at most 8 rows" in str(e)
+    else:
+        raise AssertionError("9 rows were accepted")
+    print("ok")
+""")
+
+
+def test_gemv_matches_a_float64_matmul():
+    env = dict(os.environ)
+    import torch
+    if not torch.cuda.is_available():
+        env["TRITON_INTERPRET"] = "1"
+    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
