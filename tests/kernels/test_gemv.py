@@ -12,7 +12,7 @@ pytest.importorskip("triton")
 
 SCRIPT = textwrap.dedent("""
     import torch
-    from tierlm.kernels.gemv import GemvConfig, gemv
+    from tierlm.kernels.gemv import GemvConfig, gemv, rmsnorm_gemv, silu_mul_gemv
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     dtypes = [torch.float32] if dev == "cpu" else [torch.float32, torch.bfloat16, torch.float16]
     for dtype in dtypes:
@@ -29,6 +29,27 @@ SCRIPT = textwrap.dedent("""
         x3 = torch.randn(2, 1, 64, device=dev).to(dtype)  # leading dimensions are flattened and restored
         w = torch.randn(24, 64, device=dev).to(dtype)
         assert gemv(x3, w, None, GemvConfig(4, 32, 4)).shape == (2, 1, 24)
+        # fused prologues against the unfused layers they replace
+        from tierlm.kernels.fused import rmsnorm, silu_mul
+        for m, k, n, cfg in [(1, 64, 40, GemvConfig(4, 32, 4)), (3, 100, 24, GemvConfig(8, 64, 4))]:
+            x = torch.randn(m, k, device=dev).to(dtype)
+            r = torch.randn(m, k, device=dev).to(dtype)
+            nw = (torch.rand(k, device=dev) + 0.5).to(dtype)
+            w = torch.randn(n, k, device=dev).to(dtype)
+            for res in (r, None):
+                normed, new_res = rmsnorm(x, nw, 1e-6, res)
+                ref = normed.double() @ w.double().T
+                got, got_res = rmsnorm_gemv(x, res, nw, 1e-6, w, None, cfg)
+                tol = 1e-4 if dtype == torch.float32 else 3e-2 * ref.abs().max().item()
+                assert (got.double() - ref).abs().max().item() <= tol, ("rmsnorm_gemv", dtype, m, k, res is None)
+                assert (got_res is None) == (res is None)
+                if res is not None:
+                    assert torch.equal(got_res, new_res), "the new residual is the rounded sum, as unfused"
+            gu = torch.randn(m, 2 * k, device=dev).to(dtype)
+            ref = silu_mul(gu).double() @ w.double().T
+            got = silu_mul_gemv(gu, w, cfg)
+            tol = 1e-4 if dtype == torch.float32 else 3e-2 * ref.abs().max().item()
+            assert (got.double() - ref).abs().max().item() <= tol, ("silu_mul_gemv", dtype, m, k)
     try:
         gemv(torch.randn(9, 8, device=dev), torch.randn(4, 8, device=dev))
     except ValueError as e:

@@ -36,9 +36,27 @@ class GemvConfig:
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
-                 HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                 EVEN_K: tl.constexpr):
+def _input_tile(x_rows, r_rows, nw_ptr, kk, mask, rstd, K, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr):
+    """The kernel's input rows at columns `kk`, after its prologue, rounded as the unfused layers round."""
+    x = tl.load(x_rows + kk[None, :], mask=mask, other=0.0)
+    dtype = x.dtype
+    if PROLOGUE == 1:  # RMSNorm of (x + residual), as `_rmsnorm_kernel` computes it
+        if HAS_RES:
+            x = (x.to(tl.float32) + tl.load(r_rows + kk[None, :], mask=mask, other=0.0).to(tl.float32)).to(dtype)
+        y = (x.to(tl.float32) * rstd[:, None]).to(dtype)
+        w = tl.load(nw_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+        return (w[None, :] * y.to(tl.float32)).to(dtype), x
+    if PROLOGUE == 2:  # silu(gate) * up of a [gate | up] row, as `_silu_mul_kernel` computes it
+        g = x.to(tl.float32)
+        u = tl.load(x_rows + K + kk[None, :], mask=mask, other=0.0).to(tl.float32)
+        return ((g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32) * u).to(dtype), x
+    return x, x
+
+
+@triton.jit
+def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K, stride_xm, stride_rm, stride_wn,
+                 stride_om, stride_ro, eps, HAS_BIAS: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
@@ -47,39 +65,83 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_wn, st
     offs_k = tl.arange(0, BLOCK_K)
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
     x_rows = x_ptr + offs_m[:, None] * stride_xm
+    r_rows = r_ptr + offs_m[:, None] * stride_rm
+    rstd = tl.zeros([BLOCK_M], dtype=tl.float32)
+    if PROLOGUE == 1:  # every program takes the rows' statistic itself: the rows are few and come from L2
+        sq = tl.zeros([BLOCK_M], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            kk = k0 + offs_k
+            mask = mask_m[:, None] & (kk < K)[None, :]
+            x = tl.load(x_rows + kk[None, :], mask=mask, other=0.0)
+            if HAS_RES:
+                x = (x.to(tl.float32) + tl.load(r_rows + kk[None, :], mask=mask, other=0.0).to(tl.float32)).to(x.dtype)
+            x32 = x.to(tl.float32)
+            sq += tl.sum(x32 * x32, axis=1)
+        rstd = 1.0 / tl.sqrt(sq / K + eps)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
-        if EVEN_K:
-            w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None], other=0.0)
-            x = tl.load(x_rows + kk[None, :], mask=mask_m[:, None], other=0.0)
-        else:
-            mask_k = kk < K
-            w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-            x = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+        mask_k = kk < K
+        w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        xin, xsum = _input_tile(x_rows, r_rows, nw_ptr, kk, mask_m[:, None] & mask_k[None, :], rstd, K,
+                                PROLOGUE, HAS_RES)
+        if PROLOGUE == 1 and HAS_RES:
+            if pid == 0:  # the new residual stream, written once
+                tl.store(r_out_ptr + offs_m[:, None] * stride_ro + kk[None, :], xsum,
+                         mask=mask_m[:, None] & mask_k[None, :])
+        acc += tl.sum(xin.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=mask_m[:, None] & mask_n[None, :])
 
 
+def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=None, eps=0.0, res_out=None):
+    m, n = x2.shape[0], weight.shape[0]
+    k = x2.shape[1] // 2 if prologue == 2 else x2.shape[1]
+    if m > MAX_ROWS:
+        raise ValueError(f"gemv serves at most {MAX_ROWS} rows, got {m}")
+    assert weight.shape[1] == k and weight.stride(1) == 1 and x2.stride(1) == 1
+    out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
+    r = residual if residual is not None else x2
+    if m:
+        _gemv_kernel[(triton.cdiv(n, config.block_n),)](
+            x2, weight, bias if bias is not None else weight, out, r,
+            norm_weight if norm_weight is not None else weight, res_out if res_out is not None else out,
+            m, n, k, x2.stride(0), r.stride(0), weight.stride(0), out.stride(0),
+            res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None,
+            PROLOGUE=prologue, HAS_RES=residual is not None, BLOCK_M=triton.next_power_of_2(m),
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps)
+    return out
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
          config: GemvConfig = GemvConfig()) -> torch.Tensor:
     """`x @ weight.T + bias` for `x` of at most `MAX_ROWS` rows (leading dimensions flattened)."""
-    shape = x.shape
-    x2 = x.reshape(-1, shape[-1])
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
-    m, k = x2.shape
-    n = weight.shape[0]
-    if m > MAX_ROWS:
-        raise ValueError(f"gemv serves at most {MAX_ROWS} rows, got {m}")
-    assert weight.shape[1] == k and weight.stride(1) == 1
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    if m:
-        _gemv_kernel[(triton.cdiv(n, config.block_n),)](
-            x2, weight, bias if bias is not None else weight, out, m, n, k, x2.stride(0), weight.stride(0),
-            out.stride(0), HAS_BIAS=bias is not None, BLOCK_M=triton.next_power_of_2(m), BLOCK_N=config.block_n,
-            BLOCK_K=config.block_k, EVEN_K=k % config.block_k == 0, num_warps=config.num_warps)
-    return out.view(*shape[:-1], n)
+    return _launch(_rows(x), weight, bias, config).view(*x.shape[:-1], weight.shape[0])
+
+
+def silu_mul_gemv(gate_up: torch.Tensor, weight: torch.Tensor, config: GemvConfig = GemvConfig()) -> torch.Tensor:
+    """`(silu(gate) * up) @ weight.T` for `gate_up = [gate | up]`, without materialising the product."""
+    return _launch(_rows(gate_up), weight, None, config, prologue=2).view(*gate_up.shape[:-1], weight.shape[0])
+
+
+def rmsnorm_gemv(x: torch.Tensor, residual: Optional[torch.Tensor], norm_weight: torch.Tensor, eps: float,
+                 weight: torch.Tensor, bias: Optional[torch.Tensor] = None, config: GemvConfig = GemvConfig(),
+                 residual_out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`rmsnorm(x + residual) @ weight.T + bias` in one launch; also returns the new residual `x + residual`
+    (None without a residual), as `tierlm.kernels.fused.rmsnorm` would, written into `residual_out` when
+    given (contiguous, `x`'s shape)."""
+    x2 = _rows(x)
+    r2 = _rows(residual) if residual is not None else None
+    res_out = None
+    if residual is not None:
+        res_out = residual_out.view(x2.shape) if residual_out is not None else torch.empty_like(x2)
+    out = _launch(x2, weight, bias, config, 1, r2, norm_weight, eps, res_out)
+    shape = x.shape[:-1]
+    return out.view(*shape, weight.shape[0]), (res_out.view(x.shape) if res_out is not None else None)

@@ -24,6 +24,9 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj(x)
+        fused = self.down_proj.forward_silu_mul(gate_up)  # one launch at small batch, where planned
+        if fused is not None:
+            return fused
         if gate_up.is_cuda:
             from tierlm.kernels.fused import silu_mul
 

@@ -8,7 +8,8 @@ differently when KV heads are replicated). With a group of size one every layer 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -27,18 +28,39 @@ def mark_sharded(param: nn.Parameter, dim: int, index: int) -> nn.Parameter:
     return param
 
 
+def small_batch_config(x: torch.Tensor, plan: "Optional[GemvPlan]"):
+    """The small-batch kernel's launch for `x`'s rows under `plan`, or None for cuBLAS (also off the GPU and
+    inside torch.compile's trace, whose token dimension is symbolic)."""
+    if plan is None or not x.is_cuda or torch.compiler.is_compiling():
+        return None
+    from tierlm.kernels.gemv_tune import bucket_of
+
+    return plan.get(bucket_of(x.numel() // x.shape[-1]))
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
            plan: "Optional[GemvPlan]") -> torch.Tensor:
-    """`F.linear`, or the small-batch kernel where the layer's tuned plan chose it for this many rows (never
-    inside torch.compile's trace, whose token dimension is symbolic)."""
-    if plan is not None and x.is_cuda and not torch.compiler.is_compiling():
-        from tierlm.kernels.gemv import gemv
-        from tierlm.kernels.gemv_tune import bucket_of
+    """`F.linear`, or the small-batch kernel where the layer's tuned plan chose it for this many rows."""
+    cfg = small_batch_config(x, plan)
+    if cfg is None:
+        return F.linear(x, weight, bias)
+    from tierlm.kernels.gemv import gemv
 
-        cfg = plan.get(bucket_of(x.numel() // x.shape[-1]))
-        if cfg is not None:
-            return gemv(x, weight, bias, cfg)
-    return F.linear(x, weight, bias)
+    return gemv(x, weight, bias, cfg)
+
+
+@dataclass(frozen=True)
+class NormedInput:
+    """`RMSNorm(x + residual)` handed to a column-parallel linear unevaluated, so that its small-batch kernel
+    applies the norm on the way in (one launch instead of two). The new residual stream, `x + residual`
+    (or `x` without a residual), is written into `residual_out`. Made only where the layer's plan runs the
+    kernel for these rows (`PreNormBlock`)."""
+
+    x: torch.Tensor
+    residual: Optional[torch.Tensor]
+    weight: torch.Tensor  # the norm's
+    eps: float
+    residual_out: Optional[torch.Tensor]
 
 
 class ColumnParallelLinear(nn.Linear):
@@ -55,7 +77,13 @@ class ColumnParallelLinear(nn.Linear):
             if self.bias is not None:
                 mark_sharded(self.bias, 0, tp.rank if index is None else index)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Union[torch.Tensor, NormedInput]) -> torch.Tensor:
+        if isinstance(x, NormedInput):
+            from tierlm.kernels.gemv import rmsnorm_gemv
+
+            cfg = small_batch_config(x.x, self.gemv_plan)
+            assert cfg is not None, "a NormedInput is made only where the plan runs the kernel"
+            return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, cfg, x.residual_out)[0]
         return linear(x, self.weight, self.bias, self.gemv_plan)
 
 
@@ -76,6 +104,18 @@ class RowParallelLinear(nn.Linear):
         if self.tp.size == 1:
             return linear(x, self.weight, self.bias, self.gemv_plan)
         y = self.tp.all_reduce(linear(x, self.weight, None, self.gemv_plan))
+        return y if self.bias is None else y + self.bias
+
+    def forward_silu_mul(self, gate_up: torch.Tensor) -> Optional[torch.Tensor]:
+        """`forward(silu(gate) * up)` in one small-batch launch, or None where the plan says cuBLAS."""
+        cfg = small_batch_config(gate_up, self.gemv_plan)
+        if cfg is None:
+            return None
+        from tierlm.kernels.gemv import silu_mul_gemv
+
+        y = silu_mul_gemv(gate_up, self.weight, cfg)
+        if self.tp.size > 1:
+            y = self.tp.all_reduce(y)
         return y if self.bias is None else y + self.bias
 
 
