@@ -21,7 +21,7 @@ def test_without_a_plan_or_off_the_gpu_the_layer_is_f_linear():
     layer = ColumnParallelLinear(16, 8, bias=True)
     x = torch.randn(3, 16)
     assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
-    plan = {4: object()}  # a CPU tensor never reaches the kernel, whatever the plan says
+    plan = {"plain": {4: object()}}  # a CPU tensor never reaches the kernel, whatever the plan says
     assert torch.equal(linear(x, layer.weight, layer.bias, plan), layer(x))
     model = nn.Sequential(ColumnParallelLinear(16, 8), RowParallelLinear(8, 16))
     assert tune_small_batch_linears(model) == 0 and model[0].gemv_plan is None
@@ -32,7 +32,8 @@ def test_a_tuned_model_matches_cublas_at_every_decode_batch(tmp_path, monkeypatc
     monkeypatch.setenv("TIERLM_CACHE_DIR", str(tmp_path))
     model = nn.Sequential(ColumnParallelLinear(1024, 4096), RowParallelLinear(4096, 1024)).cuda().to(torch.bfloat16)
     assert tune_small_batch_linears(model) == 2
-    assert set(model[0].gemv_plan) == {1, 2, 4, 8}
+    assert set(model[0].gemv_plan) == {"plain", "rmsnorm"} and set(model[1].gemv_plan) == {"plain", "silu_mul"}
+    assert set(model[0].gemv_plan["plain"]) == {1, 2, 4, 8}
     for rows in (1, 3, 8, 16):
         x = torch.randn(rows, 1024, device="cuda", dtype=torch.bfloat16)
         ref = x.float() @ model[0].weight.float().T

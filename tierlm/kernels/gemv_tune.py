@@ -20,12 +20,14 @@ from tierlm.kernels.gemv import MAX_ROWS, GemvConfig, gemv
 logger = logging.getLogger(__name__)
 KERNEL = "gemv"
 BUCKETS = (1, 2, 4, 8)  # rows are rounded up to one of these; the kernel pads to a power of two anyway
-CANDIDATES = tuple(GemvConfig(n, k, 4) for n in (2, 4, 8, 16) for k in (512, 1024))
-MARGIN = 0.97  # a candidate must take at most this fraction of cuBLAS's time
+CANDIDATES = tuple(GemvConfig(n, k, 4) for n, k in ((2, 1024), (4, 1024), (8, 1024), (4, 512)))
+# what a layer may fuse into its kernel: nothing, the RMSNorm before it, or the SiLU·mul of [gate | up]
+PROLOGUES = ("plain", "rmsnorm", "silu_mul")
+MARGIN = 0.97  # a candidate must take at most this fraction of the unfused torch path's time
 _CALLS = 20
 _WEIGHT_BYTES = 160 << 20  # over three times the L2 of current data-centre GPUs
 
-GemvPlan = Mapping[int, Optional[GemvConfig]]  # rows bucket -> launch (None: cuBLAS)
+GemvPlan = Mapping[str, Mapping[int, Optional[GemvConfig]]]  # prologue -> rows bucket -> launch (None: cuBLAS)
 
 
 def bucket_of(rows: int) -> int:
@@ -58,35 +60,58 @@ def graph_time_us(fn: Callable[[int], object], copies: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def tune_gemv(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
-    """Time cuBLAS and every candidate for each rows bucket; the winners, with all timings."""
+def _paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device):
+    """(the unfused torch path, the kernel with a launch) as functions of (weight, config)."""
+    from tierlm.kernels.fused import rmsnorm, silu_mul
+    from tierlm.kernels.gemv import rmsnorm_gemv, silu_mul_gemv
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, device=device).to(dtype)
+
+    if prologue == "rmsnorm":
+        x, res, nw = rand(rows, k), rand(rows, k), rand(k)
+        return (lambda w, c: F.linear(rmsnorm(x, nw, 1e-6, res)[0], w),
+                lambda w, c: rmsnorm_gemv(x, res, nw, 1e-6, w, None, c))
+    if prologue == "silu_mul":
+        gu = rand(rows, 2 * k)
+        return lambda w, c: F.linear(silu_mul(gu), w), lambda w, c: silu_mul_gemv(gu, w, c)
+    x = rand(rows, k)
+    return lambda w, c: F.linear(x, w), lambda w, c: gemv(x, w, None, c)
+
+
+def tune_gemv(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
+    """Time the unfused torch path and every candidate, per prologue and rows bucket; the winners."""
     gen = torch.Generator(device=device).manual_seed(0)
     copies = max(1, -(-_WEIGHT_BYTES // (n * k * torch.finfo(dtype).bits // 8)))
     ws = [(torch.randn(n, k, generator=gen, device=device) * 0.02).to(dtype) for _ in range(copies)]
-    plan, timings = {}, {}
-    for rows in BUCKETS:
-        x = torch.randn(rows, k, generator=gen, device=device).to(dtype)
-        best_us = graph_time_us(lambda i: F.linear(x, ws[i]), copies)
-        timings[f"{rows}/cublas"] = round(best_us, 2)
-        best_us *= MARGIN
-        plan[str(rows)] = None
-        for cfg in CANDIDATES:
-            us = graph_time_us(lambda i, cfg=cfg: gemv(x, ws[i], None, cfg), copies)
-            timings[f"{rows}/{cfg.label()}"] = round(us, 2)
-            if us < best_us:
-                best_us, plan[str(rows)] = us, dataclasses.asdict(cfg)
+    plan: dict = {}
+    timings = {}
+    for prologue in prologues:
+        plan[prologue] = {}
+        for rows in BUCKETS:
+            torch_path, kernel = _paths(prologue, rows, k, gen, dtype, device)
+            best_us = graph_time_us(lambda i: torch_path(ws[i], None), copies)
+            timings[f"{prologue}/{rows}/torch"] = round(best_us, 2)
+            best_us *= MARGIN
+            plan[prologue][str(rows)] = None
+            for cfg in CANDIDATES:
+                us = graph_time_us(lambda i, cfg=cfg: kernel(ws[i], cfg), copies)
+                timings[f"{prologue}/{rows}/{cfg.label()}"] = round(us, 2)
+                if us < best_us:
+                    best_us, plan[prologue][str(rows)] = us, dataclasses.asdict(cfg)
     del ws
-    logger.info("autotune %s %dx%d: %s", KERNEL, n, k, {r: (GemvConfig(**c).label() if c else "cublas")
-                                                         for r, c in plan.items()})
+    logger.info("autotune %s %dx%d: %s", KERNEL, n, k, {p: {r: (GemvConfig(**c).label() if c else "torch")
+                                                            for r, c in b.items()} for p, b in plan.items()})
     return {"plan": plan, "timings_us": timings}
 
 
-def tuned_plan(n: int, k: int, dtype: torch.dtype, device: torch.device) -> GemvPlan:
-    """The plan of an `n x k` weight from the autotune store (tuning it once if missing)."""
+def tuned_plan(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torch.device) -> GemvPlan:
+    """The plan of an `n x k` weight read through `prologues` from the autotune store (tuned once if missing)."""
     from tierlm.cachedir import AutotuneStore
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
-               "n": n, "k": k, "max_rows": MAX_ROWS, "buckets": list(BUCKETS),
+               "n": n, "k": k, "prologues": list(prologues), "max_rows": MAX_ROWS, "buckets": list(BUCKETS),
                "candidates": [dataclasses.astuple(c) for c in CANDIDATES], "margin": MARGIN}
-    results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_gemv(n, k, dtype, device))
-    return {int(rows): (GemvConfig(**cfg) if cfg else None) for rows, cfg in results["plan"].items()}
+    results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_gemv(n, k, prologues, dtype, device))
+    return {p: {int(rows): (GemvConfig(**cfg) if cfg else None) for rows, cfg in b.items()}
+            for p, b in results["plan"].items()}

@@ -16,7 +16,7 @@ def _norm_into(norm: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor
     the module that reads them first is a column-parallel linear whose small-batch kernel serves these rows,
     so that the norm runs inside that kernel."""
     if (isinstance(consumer, ColumnParallelLinear) and isinstance(norm, RMSNorm)
-            and small_batch_config(x, consumer.gemv_plan) is not None):
+            and small_batch_config(x, consumer.gemv_plan, "rmsnorm") is not None):
         out = torch.empty_like(x) if residual is not None else None
         return NormedInput(x, residual, norm.weight, norm.eps, out), (out if out is not None else x)
     if residual is None:

@@ -28,14 +28,14 @@ def mark_sharded(param: nn.Parameter, dim: int, index: int) -> nn.Parameter:
     return param
 
 
-def small_batch_config(x: torch.Tensor, plan: "Optional[GemvPlan]"):
-    """The small-batch kernel's launch for `x`'s rows under `plan`, or None for cuBLAS (also off the GPU and
-    inside torch.compile's trace, whose token dimension is symbolic)."""
-    if plan is None or not x.is_cuda or torch.compiler.is_compiling():
+def small_batch_config(x: torch.Tensor, plan: "Optional[GemvPlan]", prologue: str = "plain"):
+    """The small-batch kernel's launch for `x`'s rows read through `prologue` under `plan`, or None for the
+    torch path (also off the GPU and inside torch.compile's trace, whose token dimension is symbolic)."""
+    if plan is None or prologue not in plan or not x.is_cuda or torch.compiler.is_compiling():
         return None
     from tierlm.kernels.gemv_tune import bucket_of
 
-    return plan.get(bucket_of(x.numel() // x.shape[-1]))
+    return plan[prologue].get(bucket_of(x.numel() // x.shape[-1]))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -81,7 +81,7 @@ class ColumnParallelLinear(nn.Linear):
         if isinstance(x, NormedInput):
             from tierlm.kernels.gemv import rmsnorm_gemv
 
-            cfg = small_batch_config(x.x, self.gemv_plan)
+            cfg = small_batch_config(x.x, self.gemv_plan, "rmsnorm")
             assert cfg is not None, "a NormedInput is made only where the plan runs the kernel"
             return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, cfg, x.residual_out)[0]
         return linear(x, self.weight, self.bias, self.gemv_plan)
@@ -108,7 +108,7 @@ class RowParallelLinear(nn.Linear):
 
     def forward_silu_mul(self, gate_up: torch.Tensor) -> Optional[torch.Tensor]:
         """`forward(silu(gate) * up)` in one small-batch launch, or None where the plan says cuBLAS."""
-        cfg = small_batch_config(gate_up, self.gemv_plan)
+        cfg = small_batch_config(gate_up, self.gemv_plan, "silu_mul")
         if cfg is None:
             return None
         from tierlm.kernels.gemv import silu_mul_gemv
@@ -168,7 +168,9 @@ class ParallelLMHead(nn.Module):
 
 def tune_small_batch_linears(model: nn.Module) -> int:
     """Give every CUDA bf16/fp16 column- and row-parallel linear of `model` the small-batch plan of its weight
-    shape from the autotune store (tuning each distinct shape once). Returns the number of layers planned."""
+    shape from the autotune store (tuning each distinct shape once): plain and after an RMSNorm for
+    column-parallel layers (they read normed rows first), plain and after SiLU·mul for row-parallel ones.
+    Returns the number of layers planned."""
     from tierlm.kernels.gemv_tune import tuned_plan
 
     plans: dict = {}
@@ -179,9 +181,10 @@ def tune_small_batch_linears(model: nn.Module) -> int:
         w = layer.weight
         if not w.is_cuda or w.dtype not in (torch.bfloat16, torch.float16):
             continue
-        key = (tuple(w.shape), w.dtype, w.device)
+        prologues = ("plain", "rmsnorm") if isinstance(layer, ColumnParallelLinear) else ("plain", "silu_mul")
+        key = (tuple(w.shape), prologues, w.dtype, w.device)
         if key not in plans:
-            plans[key] = tuned_plan(w.shape[0], w.shape[1], w.dtype, w.device)
+            plans[key] = tuned_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
         layer.gemv_plan = plans[key]
         done += 1
     return done
