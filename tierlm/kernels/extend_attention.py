@@ -130,6 +130,18 @@ def _tma_fits(k: torch.Tensor, v: torch.Tensor, head_dim: int) -> bool:
         and head_dim == triton.next_power_of_2(head_dim) and head_dim * size >= 16
 
 
+def kernel_constants(group: int, head_dim: int, fp32: bool, *, block_m: int, block_n: int, num_stages: int,
+                     causal_split: bool, order: str, pack_heads: int, prescale_q: bool, tma: bool,
+                     prefix_stages: int) -> dict:
+    """The kernel's compile-time parameters for one launch variant (shared with the compile check)."""
+    assert order in ORDERS, f"order must be one of {sorted(ORDERS)}"
+    assert pack_heads >= 1 and group % pack_heads == 0, "pack_heads must divide the GQA group"
+    return dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+                BLOCK_D=triton.next_power_of_2(head_dim), DOT_PRECISION="ieee" if fp32 else "tf32", PACK=pack_heads,
+                ORDER=ORDERS[order], SPLIT=causal_split, PRESCALE=prescale_q, USE_TMA=tma and causal_split,
+                PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages)
+
+
 def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, k_buf: torch.Tensor,
                      v_buf: torch.Tensor, req_to_token: torch.Tensor, req_rows: torch.Tensor,
                      prefix_lens: torch.Tensor, qo_indptr: torch.Tensor, max_extend: int, sm_scale: float, *,
@@ -151,36 +163,30 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
     `num_stages`); `maxnreg` caps registers per thread (0: no cap), to fit more programs per SM.
     """
     num_tokens, num_heads, head_dim = q.shape
-    group = num_heads // k.shape[1]
     batch = req_rows.shape[0]
     assert q.stride(2) == 1 and k.stride(2) == 1 and v.stride(2) == 1 and out.stride(2) == 1
     assert k_buf.stride(2) == 1 and req_to_token.stride(1) == 1 and qo_indptr.shape[0] == batch + 1
-    assert order in ORDERS, f"order must be one of {sorted(ORDERS)}"
-    assert pack_heads >= 1 and group % pack_heads == 0, "pack_heads must divide the GQA group"
-    if num_tokens == 0 or batch == 0:
-        return out
-    block_d = triton.next_power_of_2(head_dim)
     if tma is None:
         tma = (causal_split and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9
                and _tma_fits(k, v, head_dim))
     assert not tma or _tma_fits(k, v, head_dim), "tma needs [T, KVH, D] k/v with contiguous heads, 16-byte aligned"
-    tma = bool(tma) and causal_split  # only the unmasked loop reads through descriptors
-    k_desc, v_desc = k, v  # unused placeholders unless tma
-    if tma:
+    consts = kernel_constants(num_heads // k.shape[1], head_dim, q.dtype == torch.float32, block_m=block_m,
+                              block_n=block_n, num_stages=num_stages, causal_split=causal_split, order=order,
+                              pack_heads=pack_heads, prescale_q=prescale_q, tma=bool(tma),
+                              prefix_stages=prefix_stages)
+    if num_tokens == 0 or batch == 0:
+        return out
+    k_desc, v_desc = k, v  # unused placeholders unless the kernel reads through descriptors
+    if consts["USE_TMA"]:
         flat = [num_tokens, k.shape[1] * head_dim]
         k_desc = TensorDescriptor(k, flat, [k.stride(0), 1], [block_n, head_dim])
         v_desc = TensorDescriptor(v, flat, [v.stride(0), 1], [block_n, head_dim])
-    precision = "ieee" if q.dtype == torch.float32 else "tf32"
     num_blocks = triton.cdiv(max_extend, block_m)
     num_groups = num_heads // pack_heads
     _extend_kernel[(batch * num_groups * num_blocks,)](
         q, k, v, out, k_buf, v_buf, k_desc, v_desc, req_to_token, req_rows, prefix_lens, qo_indptr,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0), sm_scale * 1.4426950408889634,
-        batch, num_groups, num_blocks,
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        DOT_PRECISION=precision, PACK=pack_heads, ORDER=ORDERS[order], SPLIT=causal_split, PRESCALE=prescale_q,
-        USE_TMA=tma, PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages,
-        num_warps=num_warps, num_stages=num_stages, maxnreg=maxnreg or None,
+        batch, num_groups, num_blocks, **consts, num_warps=num_warps, num_stages=num_stages, maxnreg=maxnreg or None,
     )
     return out
