@@ -55,7 +55,7 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
 
 def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, prefix: tuple[int, ...],
                  extend: tuple[int, ...], head_dim: int = 32, page_size: int = 1, block_m: int = 16,
-                 block_n: int = 16, seed: int = 0) -> None:
+                 block_n: int = 16, seed: int = 0, **knobs) -> None:
     from tierlm.kernels.extend_attention import extend_attention
 
     sc = make_scenario(list(prefix), list(extend), num_heads, num_kv_heads, head_dim, page_size, dtype, device,
@@ -63,7 +63,8 @@ def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     scale = head_dim ** -0.5
     out = _poison(sc.q.shape, device, dtype)
     extend_attention(sc.q, sc.k, sc.v, out, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.prefix_lens,
-                     sc.qo_indptr, max(extend), scale, block_m=block_m, block_n=block_n, num_warps=4, num_stages=1)
+                     sc.qo_indptr, max(extend), scale, block_m=block_m, block_n=block_n, num_warps=4, num_stages=1,
+                     **knobs)
     ref = reference_attention(sc, scale, new_kv_in_pool=False)  # new K/V come from k/v, not the pool
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
 

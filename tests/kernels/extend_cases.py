@@ -1,0 +1,59 @@
+"""Extend attention under each tuning knob of `extend_attention` vs the float64 reference.
+
+Every case runs one ragged batch that covers the edges the knobs touch: no prefix, prefixes that are and are
+not a multiple of the key tile, an extend of one token, extends shorter than, equal to and spanning several
+query tiles, and k/v as strided views of a fused QKV tensor. `python -m tests.kernels.extend_cases NAME...`
+prints a JSON result map (under TRITON_INTERPRET=1 without a GPU; see tests/kernels/interp.py).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from tests.kernels.cases import CaseFn, check_extend
+from tests.kernels.cases import run as _run_cases
+
+RAGGED = {"prefix": (0, 16, 3, 20, 32), "extend": (5, 17, 1, 16, 33)}  # tiles of 16 in every case below
+
+
+def _case(num_heads: int = 4, num_kv_heads: int = 2, seed: int = 0, **kw) -> CaseFn:
+    return lambda device, dtype: check_extend(device, dtype, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                                              seed=seed, **RAGGED, **kw)
+
+
+EXTEND_CASES: dict[str, CaseFn] = {
+    # the original kernel: every tile masked, request-major launch order, pointer loads
+    "extend_legacy": _case(causal_split=False, order="request", tma=False),
+    "extend_split": _case(causal_split=True, tma=False),
+    "extend_order_request": _case(order="request", seed=1),
+    "extend_order_heavy_first": _case(order="heavy_first", seed=2),
+    "extend_order_kv_local": _case(order="kv_local", seed=3),
+    "extend_prescale_q": _case(prescale_q=True, seed=4),
+    "extend_pack2_group2": _case(pack_heads=2, seed=5),
+    "extend_pack2_group4": _case(num_heads=8, pack_heads=2, seed=6),
+    "extend_pack4_group4_tma": _case(num_heads=8, pack_heads=4, tma=True, seed=7),
+    "extend_tma": _case(tma=True, seed=8),
+    "extend_tma_legacy_loop": _case(tma=True, causal_split=False, seed=9),
+    # a query tile spanning two key tiles (two diagonal tiles), and a key tile reaching below the query tile
+    "extend_bm32_bn16": _case(block_m=32, block_n=16, seed=10),
+    "extend_bm16_bn32_pack2": _case(block_m=16, block_n=32, pack_heads=2, seed=11),
+    "extend_d48_split": _case(head_dim=48, seed=12),  # head_dim below its power-of-two tile: masked columns
+    "extend_page4_prefix_stages": _case(page_size=4, prefix_stages=2, maxnreg=128, seed=13),
+}
+
+
+def run(names: list[str], device: str, dtypes: list[torch.dtype]) -> dict[str, str]:
+    return _run_cases(names, device, dtypes, cases=EXTEND_CASES)
+
+
+# also run in fp16 under the interpreter (which gets bfloat16 dots wrong, for the original kernel too): the
+# cases whose low-precision path differs (q rounded after scaling, descriptor loads, stacked heads)
+HALF_CASES = ("extend_legacy", "extend_prescale_q", "extend_pack2_group2", "extend_tma")
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or list(EXTEND_CASES)
+    results = run(names, "cpu", [torch.float32])
+    results.update(run([n for n in names if n in HALF_CASES], "cpu", [torch.float16]))
+    print(json.dumps(results))
