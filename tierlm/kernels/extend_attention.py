@@ -19,7 +19,11 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, program_work, softmax_step
 
 
-@triton.jit
+# per-pass counts: specialising on them (== 1, multiple of 16) would compile new variants while serving
+_PER_PASS = ("batch", "num_blocks")
+
+
+@triton.jit(do_not_specialize=_PER_PASS)
 def _extend_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, k_buf, v_buf, k_desc, v_desc, req_to_token, req_rows, prefix_lens, qo_indptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
