@@ -16,35 +16,10 @@ import torch.nn.functional as F
 import triton
 
 from tierlm.kernels.gemv import GemvConfig, gemv
+from tierlm.kernels.gemv_tune import graph_time_us
 
 SHAPES = {"qwen3-0.6b": ((4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)),
           "llama-3.1-8b": ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336))}
-CALLS = 40  # launches per graph replay
-
-
-def graph_us(fn, copies: int) -> float:
-    """Microseconds per call of `fn(i)` replayed from a CUDA graph of CALLS calls over `copies` inputs."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        for i in range(3):
-            fn(i % copies)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for i in range(CALLS):
-            fn(i % copies)
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(7):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / CALLS)
-    return sorted(times)[len(times) // 2]
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,14 +40,14 @@ def main() -> None:
             for m in rows_list:
                 x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
                 ref = x.float() @ ws[0].float().T
-                base = graph_us(lambda i: F.linear(x, ws[i]), copies)
+                base = graph_time_us(lambda i: F.linear(x, ws[i]), copies)
                 best = (base, "cublas")
                 for var in variants:
                     err = (gemv(x, ws[0], config=var).float() - ref).abs().max().item()
                     if err > 0.05 * ref.abs().max().item():
                         print(f"{model} {n}x{k} m{m} {var.label()}: WRONG, max err {err:.3g}")
                         continue
-                    us = graph_us(lambda i, var=var: gemv(x, ws[i], config=var), copies)
+                    us = graph_time_us(lambda i, var=var: gemv(x, ws[i], config=var), copies)
                     if us < best[0]:
                         best = (us, var.label())
                 summary.append((model, n, k, m, base, nbytes / base / 1e3, best[0], nbytes / best[0] / 1e3, best[1]))

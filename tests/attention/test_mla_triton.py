@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from tests.kernels.interp import gpu_available, run_interpreted  # noqa: E402
+from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
 from tests.kernels.mla_cases import MLA_CASES, run  # noqa: E402
 
 BACKEND_CASES = [name for name in MLA_CASES if not name.startswith("mla_decode")]
@@ -24,11 +24,6 @@ def interpreted() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", BACKEND_CASES)
 def test_mla_triton_matches_torch(name: str, request: pytest.FixtureRequest) -> None:
-    if gpu_available():  # greedy engine parity only in fp32: low-precision ties may legitimately flip
-        dtypes = [torch.float32] if name.startswith("engine") else [torch.bfloat16, torch.float16, torch.float32]
-        results = run([name], "cuda", dtypes)
-    else:
-        results = {k: v for k, v in request.getfixturevalue("interpreted").items() if k.startswith(name + "[")}
-    assert results, f"case {name} did not run"
-    failed = {k: v for k, v in results.items() if v != "ok"}
-    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    # greedy engine parity only in fp32: low-precision ties may legitimately flip
+    dtypes = [torch.float32] if name.startswith("engine") else [torch.bfloat16, torch.float16, torch.float32]
+    assert_case_ok(name, request, lambda: run([name], "cuda", dtypes))

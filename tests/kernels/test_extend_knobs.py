@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("triton")
 
 from tests.kernels.extend_cases import EXTEND_CASES, run  # noqa: E402
-from tests.kernels.interp import gpu_available, run_interpreted  # noqa: E402
+from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +18,7 @@ def interpreted() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(EXTEND_CASES))
 def test_extend_knob_case(name: str, request: pytest.FixtureRequest) -> None:
-    if gpu_available():
-        results = run([name], "cuda", [torch.bfloat16, torch.float16, torch.float32])
-    else:
-        results = {k: v for k, v in request.getfixturevalue("interpreted").items() if k.startswith(name + "[")}
-    assert results, f"case {name} did not run"
-    failed = {k: v for k, v in results.items() if v != "ok"}
-    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    assert_case_ok(name, request, lambda: run([name], "cuda", [torch.bfloat16, torch.float16, torch.float32]))
 
 
 def test_knob_values_are_checked() -> None:

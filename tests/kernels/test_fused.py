@@ -1,14 +1,13 @@
 """Fused RMSNorm(+residual) and SiLU·mul against the torch layers (GPU, or the Triton interpreter)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 pytest.importorskip("triton")
+
+from tests.kernels.interp import run_script  # noqa: E402
 
 SCRIPT = textwrap.dedent("""
     import torch
@@ -63,9 +62,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_fused_kernels_match_torch():
-    env = dict(os.environ)
-    import torch
-    if not torch.cuda.is_available():
-        env["TRITON_INTERPRET"] = "1"
-    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+    run_script(SCRIPT)

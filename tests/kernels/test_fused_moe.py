@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("triton")
 
 from tests.kernels.cases import run  # noqa: E402
-from tests.kernels.interp import gpu_available, run_interpreted  # noqa: E402
+from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
 from tests.kernels.moe_cases import MOE_CASES  # noqa: E402
 from tierlm.kernels import fused_moe_tune  # noqa: E402
 from tierlm.kernels.fused_moe import MoEConfig, max_padded_rows, moe_align  # noqa: E402
@@ -25,14 +25,7 @@ def interpreted() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(MOE_CASES))
 def test_fused_moe_case(name: str, request: pytest.FixtureRequest) -> None:
-    if gpu_available():
-        results = run([name], "cuda", GPU_DTYPES, cases=MOE_CASES)
-    else:
-        all_results = request.getfixturevalue("interpreted")
-        results = {k: v for k, v in all_results.items() if k.startswith(name + "[")}
-    assert results, f"case {name} did not run"
-    failed = {k: v for k, v in results.items() if v != "ok"}
-    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    assert_case_ok(name, request, lambda: run([name], "cuda", GPU_DTYPES, cases=MOE_CASES))
 
 
 @pytest.mark.parametrize("tokens,top_k,block_m", [(1, 2, 4), (5, 2, 4), (7, 3, 8), (50, 1, 16)])

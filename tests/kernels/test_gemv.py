@@ -1,14 +1,13 @@
 """The small-batch linear kernel against a float32 matmul (GPU, or the Triton interpreter)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 pytest.importorskip("triton")
+
+from tests.kernels.interp import run_script  # noqa: E402
 
 SCRIPT = textwrap.dedent("""
     import torch
@@ -61,9 +60,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_gemv_matches_a_float64_matmul():
-    env = dict(os.environ)
-    import torch
-    if not torch.cuda.is_available():
-        env["TRITON_INTERPRET"] = "1"
-    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+    run_script(SCRIPT)

@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("triton")
 
 from tests.kernels.cases import CASES, run  # noqa: E402
-from tests.kernels.interp import gpu_available, run_interpreted  # noqa: E402
+from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
 
 GPU_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
@@ -19,11 +19,4 @@ def interpreted() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_kernel_case(name: str, request: pytest.FixtureRequest) -> None:
-    if gpu_available():
-        results = run([name], "cuda", GPU_DTYPES)
-    else:
-        all_results = request.getfixturevalue("interpreted")
-        results = {k: v for k, v in all_results.items() if k.startswith(name + "[")}
-    assert results, f"case {name} did not run"
-    failed = {k: v for k, v in results.items() if v != "ok"}
-    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    assert_case_ok(name, request, lambda: run([name], "cuda", GPU_DTYPES))

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from tests.kernels.interp import gpu_available, run_interpreted  # noqa: E402
+from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
 from tests.kernels.mla_cases import MLA_CASES, run  # noqa: E402
 
 KERNEL_CASES = [name for name in MLA_CASES if name.startswith("mla_decode")]
@@ -20,10 +20,4 @@ def interpreted() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", KERNEL_CASES)
 def test_mla_decode_case(name: str, request: pytest.FixtureRequest) -> None:
-    if gpu_available():
-        results = run([name], "cuda", [torch.bfloat16, torch.float16, torch.float32])
-    else:
-        results = {k: v for k, v in request.getfixturevalue("interpreted").items() if k.startswith(name + "[")}
-    assert results, f"case {name} did not run"
-    failed = {k: v for k, v in results.items() if v != "ok"}
-    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    assert_case_ok(name, request, lambda: run([name], "cuda", [torch.bfloat16, torch.float16, torch.float32]))
