@@ -116,7 +116,7 @@ class EngineConfig:
                          "attention as its one opaque call) ahead of time; the compiled code, Inductor's and "
                          "Triton's caches live in the per-model AOT tree of the cache root (aot/<key>/) and are "
                          "reused on the next start. CUDA graphs capture the compiled decode.", "model")
-    small_batch_gemv: bool = _opt(True, "Run the linear layers of small decode batches (1-8 rows, bf16/fp16, CUDA) "
+    small_batch_gemv: bool = _opt(True, "Run the linear layers of small decode batches (1-4 rows, bf16/fp16, CUDA) "
                                   "with TierLM's own kernel where a timing at the first start, kept in the cache "
                                   "root's autotune store, found it faster than cuBLAS for that weight shape.",
                                   "model")

@@ -47,8 +47,8 @@ def test_fused_block_matches_the_unfused_one():
     with torch.no_grad():
         for norm in (block.input_layernorm, block.post_attention_layernorm):
             norm.weight.uniform_(0.5, 1.5)
-    plan = {p: {b: GemvConfig(4, 128, 4) for b in (1, 2, 4, 8)} for p in ("plain", "rmsnorm", "silu_mul")}
-    for rows in (1, 3, 8):
+    plan = {p: {b: GemvConfig(4, 128, 4) for b in (1, 2, 4)} for p in ("plain", "rmsnorm", "silu_mul")}
+    for rows in (1, 3, 4):
         x = torch.randn(rows, 256, device="cuda", dtype=torch.bfloat16)
         for res in (None, torch.randn_like(x)):
             with torch.no_grad():
