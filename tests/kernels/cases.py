@@ -35,22 +35,32 @@ def check_store(device: str, dtype: torch.dtype, page_size: int = 4) -> None:
 
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
-                 min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0) -> None:
+                 min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
+                 fused_store: bool = False) -> None:
+    """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
+    `new_kv` while their pool slots hold NaN, and must be in the pool afterwards."""
     from tierlm.kernels.decode_attention import decode_attention
 
     sc = make_scenario([s - 1 for s in seqs], [1] * len(seqs), num_heads, num_kv_heads, head_dim, page_size,
                        dtype, device, seed=seed)
     sc.k_buf[sc.out_loc] = sc.k  # decode attends to the pool after the store
     sc.v_buf[sc.out_loc] = sc.v
-    scale = head_dim ** -0.5
+    ref = reference_attention(sc, scale := head_dim ** -0.5, new_kv_in_pool=True)
+    k_after, v_after = sc.k_buf.clone(), sc.v_buf.clone()
+    new_kv = None
+    if fused_store:
+        sc.k_buf[sc.out_loc] = float("nan")
+        sc.v_buf[sc.out_loc] = float("nan")
+        new_kv = (sc.k, sc.v, sc.out_loc)
     batch = len(seqs)
     out = _poison((batch, num_heads, head_dim), device, dtype)
     mid_o = _poison((batch, num_heads, max_splits, head_dim), device)
     mid_lse = _poison((batch, num_heads, max_splits), device)
     decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
-                     min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1)
-    ref = reference_attention(sc, scale, new_kv_in_pool=True)
+                     min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
+                     new_kv=new_kv)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
+    assert torch.equal(sc.k_buf, k_after) and torch.equal(sc.v_buf, v_after)  # stored, nothing else touched
 
 
 def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, prefix: tuple[int, ...],
@@ -88,6 +98,11 @@ def _cases() -> dict[str, CaseFn]:
         "decode_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, seed=4),
         "decode_many_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
                                       seqs=(3, 50, 17), seed=5),
+        "decode_fused_store_bcast": dec(num_heads=4, num_kv_heads=2, page_size=4, fused_store=True, seed=6),
+        "decode_fused_store_dot": dec(num_heads=8, num_kv_heads=2, dot_min_group=1, fused_store=True, seed=7),
+        "decode_fused_store_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
+                                             seqs=(1, 3, 50, 17, 16, 33), fused_store=True, seed=8),
+        "decode_fused_store_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, fused_store=True, seed=9),
         "extend_noprefix_gqa1": ext(num_heads=2, num_kv_heads=2, prefix=(0, 0, 0), extend=(5, 17, 33)),
         "extend_prefix_gqa1_page4": ext(num_heads=2, num_kv_heads=2, page_size=4, **mixed),
         "extend_prefix_gqa4": ext(num_heads=4, num_kv_heads=1, **mixed, seed=1),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -115,29 +116,29 @@ class TritonBackend(AttentionBackend):
         self.wait_kv(layer)
         bufs = self.pool.layers[layer]
         k_buf, v_buf = bufs["k"], bufs["v"]
-        store_kv(k, v, k_buf, v_buf, batch.out_loc)
         meta, cfg = self._meta, self.config
         out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
-        if batch.mode == "decode":
+        if batch.mode == "decode":  # the decode kernel stores the step's K/V itself (one launch fewer)
             assert isinstance(meta, DecodeMeta), "prepare(batch) must run before forward"
-            self._decode(q, k_buf, v_buf, out, meta)
-        else:
-            assert isinstance(meta, _ExtendMeta), "prepare(batch) must run before forward"
-            t = q.shape[0] - (meta.decode.req_rows.shape[0] if meta.decode is not None else 0)
-            if meta.num_extend:
-                e = meta.num_extend
-                extend_attention(q[:t], k[:t], v[:t], out[:t], k_buf, v_buf, self.req_to_token, batch.req_rows[:e],
-                                 batch.prefix_lens[:e], meta.qo_indptr, meta.max_extend, self.scale,
-                                 block_m=cfg.extend_block_m, block_n=cfg.extend_block_n,
-                                 num_warps=cfg.extend_num_warps, num_stages=cfg.extend_num_stages)
-            if meta.decode is not None:  # their new K/V is in the pool already (store_kv above)
-                self._decode(q[t:], k_buf, v_buf, out[t:], meta.decode)
+            self._decode(q, k_buf, v_buf, out, meta, (k, v, batch.out_loc))
+            return out.view(q.shape[0], self.num_heads * self.head_dim)
+        store_kv(k, v, k_buf, v_buf, batch.out_loc)
+        assert isinstance(meta, _ExtendMeta), "prepare(batch) must run before forward"
+        t = q.shape[0] - (meta.decode.req_rows.shape[0] if meta.decode is not None else 0)
+        if meta.num_extend:
+            e = meta.num_extend
+            extend_attention(q[:t], k[:t], v[:t], out[:t], k_buf, v_buf, self.req_to_token, batch.req_rows[:e],
+                             batch.prefix_lens[:e], meta.qo_indptr, meta.max_extend, self.scale,
+                             block_m=cfg.extend_block_m, block_n=cfg.extend_block_n,
+                             num_warps=cfg.extend_num_warps, num_stages=cfg.extend_num_stages)
+        if meta.decode is not None:  # their new K/V is in the pool already (store_kv above)
+            self._decode(q[t:], k_buf, v_buf, out[t:], meta.decode)
         return out.view(q.shape[0], self.num_heads * self.head_dim)
 
     def _decode(self, q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, out: torch.Tensor,
-                meta: DecodeMeta) -> None:
+                meta: DecodeMeta, new_kv: Optional[tuple] = None) -> None:
         cfg = self.config
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                          meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
                          dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
-                         num_stages=cfg.decode_num_stages)
+                         num_stages=cfg.decode_num_stages, new_kv=new_kv)

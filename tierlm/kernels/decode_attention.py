@@ -11,6 +11,8 @@ and the launch never depends on sequence lengths: a CUDA graph captured per batc
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -30,12 +32,12 @@ def _split_range(seq_len, split, min_chunk, MAX_SPLITS: tl.constexpr, BLOCK_N: t
 
 @triton.jit
 def _decode_stage1(
-    q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse,
-    stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t,
+    q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc,
+    stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn, stride_vnh,
     sm_scale_log2, min_chunk,
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
 ):
     b = tl.program_id(0)
     hb = tl.program_id(1)
@@ -58,9 +60,17 @@ def _decode_stage1(
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
     acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
     kv_col = kv_head * stride_buf_h + offs_d[None, :]
-    for n0 in range(start, end, BLOCK_N):
+    # STORE_NEW: the step's own token (position seq_len - 1) is not in the pool yet. The program whose slice
+    # holds it takes its K/V from the projections, after the loop, and writes them to the pool for later
+    # steps; nothing in this launch reads that slot, so no ordering between programs is needed.
+    owns_new = start < 0  # False
+    loop_end = end
+    if STORE_NEW:
+        owns_new = (start < end) & (end == seq_len)
+        loop_end = tl.where(owns_new, end - 1, end)
+    for n0 in range(start, loop_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < end
+        mask_n = offs_n < loop_end
         slots = tl.load(req_to_token + row * stride_r2t + offs_n, mask=mask_n, other=0).to(tl.int64)
         kv_off = slots[:, None] * stride_buf_s + kv_col
         kv_mask = mask_n[:, None] & mask_d[None, :]
@@ -81,6 +91,24 @@ def _decode_stage1(
             pv = tl.sum(p[:, :, None] * v[None, :, :].to(tl.float32), axis=1)
         acc = acc * alpha[:, None] + pv
         m_i = m_new
+    if STORE_NEW:
+        if owns_new:
+            b64 = b.to(tl.int64)
+            kn = tl.load(k_new + b64 * stride_kn + kv_head * stride_knh + offs_d, mask=mask_d, other=0.0)
+            vn = tl.load(v_new + b64 * stride_vn + kv_head * stride_vnh + offs_d, mask=mask_d, other=0.0)
+            kn = kn.to(k_buf.dtype.element_ty)  # rounded as the pool holds it
+            vn = vn.to(v_buf.dtype.element_ty)
+            if hb % HEAD_BLOCKS == 0:  # one program per KV head writes it
+                dst = tl.load(out_loc + b).to(tl.int64) * stride_buf_s + kv_head * stride_buf_h + offs_d
+                tl.store(k_buf + dst, kn, mask=mask_d)
+                tl.store(v_buf + dst, vn, mask=mask_d)
+            qk = tl.sum(q.to(tl.float32) * kn.to(q.dtype).to(tl.float32)[None, :], axis=1) * sm_scale_log2
+            m_new = tl.maximum(m_i, qk)
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(qk - m_new)
+            l_i = l_i * alpha + p
+            acc = acc * alpha[:, None] + p[:, None] * vn.to(q.dtype).to(tl.float32)[None, :]
+            m_i = m_new
 
     valid = mask_h & ((offs_h * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
     l_safe = tl.where(l_i > 0, l_i, 1.0)
@@ -128,12 +156,16 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
-                     dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+                     dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2,
+                     new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
     number of splits. Writes and returns `out` `[B, H, D]`. Groups of at least `dot_min_group` query heads
     use `tl.dot` (padded to 16 rows); smaller ones a broadcast multiply.
+
+    `new_kv = (k, v, out_loc)` (`[B, KVH, D]` twice, `[B]`): the step's own K/V, not yet in the pool. The
+    kernel attends to them from there and stores them at `out_loc`, so no separate store launch is needed.
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buf.shape[1]
@@ -151,13 +183,17 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     block_d = triton.next_power_of_2(head_dim)
     log2e = 1.4426950408889634
+    k_new, v_new, out_loc = new_kv if new_kv is not None else (k_buf, v_buf, seq_lens)
+    if new_kv is not None:
+        assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
+        assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
     _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
-        q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse,
+        q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
-        sm_scale * log2e, min_chunk,
+        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), sm_scale * log2e, min_chunk,
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
-        num_warps=num_warps, num_stages=num_stages,
+        STORE_NEW=new_kv is not None, num_warps=num_warps, num_stages=num_stages,
     )
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
