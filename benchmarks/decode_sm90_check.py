@@ -1,0 +1,61 @@
+"""Compile the decode-path kernels (decode attention, the small-batch GEMV) for Hopper (sm_90) on any machine,
+no GPU needed: a change to them fails here, with the compiler's message, before any GPU time is spent (the
+CPU interpreter checks meaning, not whether the kernel compiles). Prints shared memory per variant; the test
+suite compiles the same variants (tests/kernels/test_sm90_compile.py).
+
+Shapes are Qwen3-0.6B's (bf16, 16 query / 8 KV heads, head_dim 128). Usage:
+`PYTHONPATH=. python benchmarks/decode_sm90_check.py`.
+"""
+from __future__ import annotations
+
+import itertools
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
+from tierlm.kernels.gemv import _gemv_kernel
+
+POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
+            "seq_lens": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16", "v_new": "*bf16",
+            "out_loc": "*i64", "out_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
+            "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16"}
+
+
+def decode_variants() -> list[tuple[str, object, dict]]:
+    """(label, kernel, constexprs) of the variants the engine launches on Qwen3-0.6B's shape."""
+    out = []
+    for store, (use_dot, block_h) in itertools.product((True, False), ((True, 16), (False, 2))):
+        out.append((f"stage 1 store_new={store} dot={use_dot}", _decode_stage1,
+                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
+                         BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store)))
+    out.append(("stage 2", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_S=64,
+                                                BLOCK_N=128, BLOCK_D=128)))
+    for prologue, rows in itertools.product((0, 1, 2), (1, 4)):
+        out.append((f"gemv prologue={prologue} rows={rows}", _gemv_kernel,
+                    dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
+                         BLOCK_K=1024)))
+    return out
+
+
+def compile_for_sm90(kernel, consts: dict, num_warps: int = 4, num_stages: int = 2):
+    """Compile `kernel` with `consts` as a launch with 16-byte aligned pointers and strides would."""
+    names = kernel.arg_names
+    sig = {n: POINTERS.get(n, "i32") for n in names}
+    sig.update({n: "fp32" for n in names if n.startswith("sm_scale") or n == "eps"})
+    sig.update({n: "constexpr" for n in consts})
+    aligned = [i for i, n in enumerate(names) if n in POINTERS or n.startswith("stride")]
+    src = ASTSource(kernel, sig, consts, {(i,): [["tt.divisibility", 16]] for i in aligned})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps,
+                                                                           num_stages=num_stages))
+
+
+def main() -> None:
+    print(f"triton {triton.__version__}")
+    for label, kernel, consts in decode_variants():
+        print(f"{label:40s} shared {compile_for_sm90(kernel, consts).metadata.shared:6d} B")
+
+
+if __name__ == "__main__":
+    main()
