@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The four speed goals of decode and prefill in one call on one H200 (dummy bf16 weights), each against its
+# baseline in the same run: first the kernel tests the numbers rest on, then batch-1/4/64 decode steps and an
+# 8K prefill (benchmarks/profile_engine.py) with --small-batch-gemv and --no-small-batch-gemv, Qwen3-0.6B's
+# offline throughput (nano-vllm workload; a first run fills the cache root and is not counted) and batch-1
+# TPOT, and the extend kernel's TFLOP/s against the old kernel (benchmarks/bench_extend.py). A table last.
+# About 6 minutes. Usage: bash benchmarks/gpu_decode_goals.sh [OUTDIR]
+set -uo pipefail
+out=${1:-decode-goals}
+mkdir -p "$out"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$PWD/.cache-goals}
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py tests/kernels/test_gemv.py \
+  tests/layers/test_block.py tests/attention/test_triton_backend.py 2>&1 | tail -n 3
+
+prof() {  # TAG ARGS...: one profile_engine run, its table kept in OUT/TAG.txt
+  local tag=$1; shift
+  timeout 240 python3 benchmarks/profile_engine.py "$@" > "$out/$tag.txt" 2>&1 || echo "$tag failed (exit $?)"
+}
+prof qwen-on --batches 1,4,64 --prefill-len 8192
+prof qwen-off --batches 1,4,64 --prefill-len 0 --no-small-batch-gemv
+prof llama-on --model builtin:llama-3.1-8b --batches 1,4 --prefill-len 8192
+prof llama-off --model builtin:llama-3.1-8b --batches 1,4 --prefill-len 0 --no-small-batch-gemv
+
+offline() {  # TAG ARGS...
+  local tag=$1; shift
+  timeout 200 python3 -m tierlm bench offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init \
+    --json "$@" > "$out/$tag.json" 2> "$out/$tag.err" || echo "$tag failed (exit $?)"
+}
+offline offline-cold
+offline offline-on
+offline offline-off --no-small-batch-gemv
+offline b1 --num-requests 1 --input-len 128 128 --output-len 512 512
+
+timeout 200 python3 benchmarks/bench_extend.py --shapes 1:0:8192,4:2048:2048 \
+  --variants '[{}, {"causal_split": false, "order": "request", "tma": false}]' > "$out/extend.txt" 2>&1 \
+  || echo "bench_extend failed (exit $?)"
+
+echo
+for tag in qwen-on qwen-off llama-on llama-off; do
+  echo "== $tag"; grep -v "^INFO" "$out/$tag.txt" | grep -A6 "^decode steps" | tail -n +2; grep "^prefill" "$out/$tag.txt"
+done
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+for tag in ("offline-cold", "offline-on", "offline-off", "b1"):
+    try:
+        t = json.load(open(f"{out}/{tag}.json"))["tierlm"]
+        print(f"{tag:13s} out tok/s {t['output_tok_per_s']:9.0f}  TTFT p50 {t['ttft_s']['p50']:.3f} s  "
+              f"TPOT p50 {t['tpot_s']['p50'] * 1e3:.3f} ms")
+    except (OSError, KeyError, ValueError) as e:
+        print(f"{tag:13s} no result ({e})")
+PY
+grep -A8 "^batch" "$out/extend.txt"
