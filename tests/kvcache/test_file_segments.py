@@ -246,3 +246,47 @@ def test_pages_of_whole_blocks_go_out_in_a_few_vectored_writes(tmp_path, monkeyp
     host.buffer[16:].zero_()
     assert store.batch_get(keys, list(range(16, 32))) == [True] * 16
     assert torch.equal(host.buffer[16:], host.buffer[:16])
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_pages_of_whole_blocks_come_back_in_a_few_vectored_reads(tmp_path, monkeypatch, direct):
+    # as for writes: one read per run of records back to back, a checksum per page, each verified alone
+    if direct and not segment.probe_direct(str(tmp_path)):
+        pytest.skip("no O_DIRECT on this file system")
+    host = AlignedHost(32, 2 * segment.ALIGN)
+    store = store_at(tmp_path, host, direct=direct, io_threads=2)
+    keys = [f"{i:064x}" for i in range(1, 17)]
+    assert store.batch_set(keys, list(range(16))) == [True] * 16
+    reads = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, bufs, offset: reads.append(len(bufs)) or real(fd, bufs, offset))
+    host.buffer[16:].zero_()
+    assert store.batch_get(keys, list(range(16, 32))) == [True] * 16
+    assert sorted(reads) == [8, 8] and torch.equal(host.buffer[16:], host.buffer[:16])
+    # one page damaged and one punched out inside the runs: only they are misses
+    path, off5, n = store.locate(keys[5])
+    data = bytearray(path.read_bytes())
+    data[off5 + 7] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _, off9, _ = store.locate(keys[9])
+    fd = os.open(path, os.O_RDWR)
+    punched = segment.punch(fd, off9, segment.align_up(n))
+    os.close(fd)
+    reads.clear()
+    got = store.batch_get(keys, list(range(16, 32)))
+    want = [True] * 16
+    want[5] = False
+    want[9] = not punched
+    assert got == want and sorted(reads) == [8, 8]
+    assert store.stats()["corrupt"] == 1 and store.batch_exists(keys[5:6]) == 0
+
+
+def test_a_run_that_reads_short_is_verified_record_by_record(tmp_path):
+    host = AlignedHost(16, segment.ALIGN)
+    store = store_at(tmp_path, host, io_threads=1)
+    keys = [f"{i:064x}" for i in range(1, 5)]
+    store.batch_set(keys, [0, 1, 2, 3])
+    path, offset, _ = store.locate(keys[2])
+    os.truncate(path, offset)  # pages 2 and 3 (and the table) never reached the disk
+    assert store.batch_get(keys, [8, 9, 10, 11]) == [True, True, False, False]
+    assert torch.equal(host.buffer[8:10], host.buffer[0:2])

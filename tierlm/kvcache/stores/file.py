@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 from tierlm.kvcache.futures import submit_or_run
 from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header
 from tierlm.kvcache.stores.segment import (ENTRY, TRAILER, Entry, Scratch, align_up, open_flags, plan, preallocate,
-                                           probe_direct, read_record, write_footer, write_records)
+                                           probe_direct, read_records, write_footer, write_records)
 from tierlm.kvcache.stores.segment_index import SUFFIX, TMP, Segment, SegmentIndex, unlink
 
 logger = logging.getLogger(__name__)
@@ -95,46 +95,67 @@ class FileKVStore(BlobKVStore):
             self._error("get", e)
             return [False] * len(keys)
         fds: dict[str, Optional[int]] = {}
-        jobs: dict[int, cf.Future] = {}
-        direct = self.direct
+        jobs: list[tuple[list[int], cf.Future]] = []  # (indices into keys, the job reading them)
         try:
-            for j, (held, page) in enumerate(zip(found, host_pages)):
-                if held is None:
+            for seg, items in self._by_segment(found, host_pages).items():
+                fds[seg.name] = fd = self._open_for_read(seg, self.direct)
+                if fd is None:
                     continue
-                seg, i = held
-                if seg.name not in fds:
-                    fds[seg.name] = self._open_for_read(seg, direct)
-                if fds[seg.name] is not None:
-                    jobs[j] = self._submit(read_record, fds[seg.name], seg.entries[i],
-                                           self.host.page_bytes(page), direct, self._scratch)
-            cf.wait(jobs.values())
+                for piece in self._read_pieces(items):
+                    jobs.append(([j for j, _, _ in piece],
+                                 self._submit(read_records, fd, [e for _, e, _ in piece], [d for _, _, d in piece],
+                                              self.direct, self._scratch)))
+            cf.wait([f for _, f in jobs])
         finally:
             for fd in fds.values():
                 if fd is not None:
                     os.close(fd)
         ok, nbytes, corrupt, gone = [False] * len(keys), 0, [], []
-        for j, fut in jobs.items():
+        for idxs, fut in jobs:
             err = fut.exception()
             if err is not None:
                 self._io_failed("read", err)
                 continue
-            seg, i = found[j]
-            result = fut.result()
-            if result == "ok":
-                ok[j] = True
-                nbytes += encoded_size(seg.entries[i].length)
-            elif result == "gone":
-                gone.append(keys[j])
-            else:
-                corrupt.append(keys[j])
-                logger.warning("KV store file: page %s is corrupt (%s); treating it as a miss%s", keys[j][:16],
-                               seg.name, "" if self.read_only else " and removing it")
+            for j, result in zip(idxs, fut.result()):
+                seg, i = found[j]
+                if result == "ok":
+                    ok[j] = True
+                    nbytes += encoded_size(seg.entries[i].length)
+                elif result == "gone":
+                    gone.append(keys[j])
+                else:
+                    corrupt.append(keys[j])
+                    logger.warning("KV store file: page %s is corrupt (%s); treating it as a miss%s", keys[j][:16],
+                                   seg.name, "" if self.read_only else " and removing it")
         self._idx.touch([(k, h) for k, h, hit in zip(keys, found, ok) if hit])
         self._idx.remove(gone, keep_bytes=True)
         self._idx.remove(corrupt)
         self._count(hits=sum(ok), misses=len(keys) - sum(ok) - len(corrupt), corrupt=len(corrupt),
                     bytes_read=nbytes, read_seconds=time.perf_counter() - t0)
         return ok
+
+    def _by_segment(self, found: Sequence, host_pages: Sequence[int]) -> dict:
+        """The held pages grouped by segment: segment -> [(index, entry, destination view)] in file order."""
+        groups: dict = {}
+        for j, (held, page) in enumerate(zip(found, host_pages)):
+            if held is not None:
+                seg, i = held
+                groups.setdefault(seg, []).append((j, seg.entries[i], self.host.page_bytes(page)))
+        for items in groups.values():
+            items.sort(key=lambda t: t[1].offset)
+        return groups
+
+    def _read_pieces(self, items: list) -> list[list]:
+        """Cut a segment's reads (in file order) into runs of records back to back, each run into pieces of
+        at most an even share of the I/O threads, so that a long run still reads in parallel."""
+        share = -(-len(items) // self._io_threads)
+        pieces: list[list] = [[]]
+        for item in items:
+            last = pieces[-1]
+            if last and (len(last) >= share or item[1].offset != last[-1][1].offset + last[-1][1].length):
+                pieces.append([])
+            pieces[-1].append(item)
+        return pieces
 
     def _submit(self, fn: Callable, *args: Any) -> cf.Future:
         return submit_or_run(self._pool, fn, *args)

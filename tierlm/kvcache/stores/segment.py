@@ -210,6 +210,28 @@ def read_record(fd: int, entry: Entry, dest: memoryview, direct: bool, scratch: 
     return "gone" if is_hole(fd, entry.offset) else "corrupt"
 
 
+def read_records(fd: int, entries: Sequence[Entry], dests: Sequence[memoryview], direct: bool,
+                 scratch: Scratch) -> list[str]:
+    """Read and verify records as `read_record` does, one result per record. Records that lie back to back in
+    the file, in whole blocks (with O_DIRECT: aligned in memory too), come in one vectored read per
+    `_IOV_MAX` of them; anything else, or a chunk that reads short, record by record. As for writes, every
+    call that releases the GIL makes the engine's scheduler thread wait to take it back: one read per run
+    and a checksum per page, not a read, a checksum and a hand-back per page."""
+    back_to_back = all(b.offset == a.offset + a.length for a, b in zip(entries, entries[1:]))
+    if (not back_to_back or any(len(d) != e.length or e.length % ALIGN for e, d in zip(entries, dests))
+            or (direct and not all(direct_ok(d) for d in dests))):
+        return [read_record(fd, e, d, direct, scratch) for e, d in zip(entries, dests)]
+    out: list[str] = []
+    for i in range(0, len(entries), _IOV_MAX):
+        chunk, views = entries[i:i + _IOV_MAX], dests[i:i + _IOV_MAX]
+        if os.preadv(fd, views, chunk[0].offset) < sum(e.length for e in chunk):
+            out += [read_record(fd, e, d, direct, scratch) for e, d in zip(chunk, views)]
+            continue
+        out += ["ok" if crc32(d) == e.crc else ("gone" if is_hole(fd, e.offset) else "corrupt")
+                for e, d in zip(chunk, views)]
+    return out
+
+
 def write_footer(fd: int, entries: Sequence[Entry], table_offset: int, direct: bool, scratch: Scratch) -> None:
     data = footer(entries, table_offset)
     view = memoryview(data)
