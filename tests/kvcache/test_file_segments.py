@@ -226,14 +226,18 @@ def test_a_listing_that_finds_a_write_before_it_is_indexed_loses_nothing(tmp_pat
     assert len(segments(tmp_path)) == 1 and store.stats()["pages"] == 2 and read_back(store, host, KEYS[:2])
 
 
-@pytest.mark.parametrize("direct", [False, True])
-def test_pages_of_whole_blocks_go_out_in_a_few_vectored_writes(tmp_path, monkeypatch, direct):
-    # every call that releases the GIL makes the scheduler's thread wait to take it back: not one per page
+def whole_block_store(tmp_path, direct: bool) -> tuple:
+    """A store with two I/O threads over 32 aligned host pages of two blocks each, and 16 keys."""
     if direct and not segment.probe_direct(str(tmp_path)):
         pytest.skip("no O_DIRECT on this file system")
     host = AlignedHost(32, 2 * segment.ALIGN)
-    store = store_at(tmp_path, host, direct=direct, io_threads=2)
-    keys = [f"{i:064x}" for i in range(1, 17)]
+    return store_at(tmp_path, host, direct=direct, io_threads=2), host, [f"{i:064x}" for i in range(1, 17)]
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_pages_of_whole_blocks_go_out_in_a_few_vectored_writes(tmp_path, monkeypatch, direct):
+    # every call that releases the GIL makes the scheduler's thread wait to take it back: not one per page
+    store, host, keys = whole_block_store(tmp_path, direct)
     writes = []
     for name in ("pwrite", "pwritev"):
         def counted(fd, data, offset, real=getattr(os, name), name=name):
@@ -251,11 +255,7 @@ def test_pages_of_whole_blocks_go_out_in_a_few_vectored_writes(tmp_path, monkeyp
 @pytest.mark.parametrize("direct", [False, True])
 def test_pages_of_whole_blocks_come_back_in_a_few_vectored_reads(tmp_path, monkeypatch, direct):
     # as for writes: one read per run of records back to back, a checksum per page, each verified alone
-    if direct and not segment.probe_direct(str(tmp_path)):
-        pytest.skip("no O_DIRECT on this file system")
-    host = AlignedHost(32, 2 * segment.ALIGN)
-    store = store_at(tmp_path, host, direct=direct, io_threads=2)
-    keys = [f"{i:064x}" for i in range(1, 17)]
+    store, host, keys = whole_block_store(tmp_path, direct)
     assert store.batch_set(keys, list(range(16))) == [True] * 16
     reads = []
     real = os.preadv
