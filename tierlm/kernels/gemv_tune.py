@@ -24,8 +24,6 @@ KERNEL = "gemv"
 # to it without a timing.
 BUCKETS = (1, 2, 4)
 CANDIDATES = tuple(GemvConfig(n, k, 4) for n, k in ((2, 1024), (4, 1024), (8, 1024), (4, 512)))
-# what a layer may fuse into its kernel: nothing, the RMSNorm before it, or the SiLU·mul of [gate | up]
-PROLOGUES = ("plain", "rmsnorm", "silu_mul")
 MARGIN = 0.97  # a candidate must take at most this fraction of the unfused torch path's time
 _CALLS = 20
 _WEIGHT_BYTES = 160 << 20  # over three times the L2 of current data-centre GPUs
@@ -64,7 +62,8 @@ def graph_time_us(fn: Callable[[int], object], copies: int) -> float:
 
 
 def _paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device):
-    """(the unfused torch path, the kernel with a launch) as functions of (weight, config)."""
+    """(the unfused torch path, the kernel with a launch) as functions of (weight, config), for what a layer
+    may fuse into its kernel: nothing ("plain"), the RMSNorm before it, or the SiLU·mul of [gate | up]."""
     from tierlm.kernels.fused import rmsnorm, silu_mul
     from tierlm.kernels.gemv import rmsnorm_gemv, silu_mul_gemv
 

@@ -15,10 +15,11 @@ def _norm_into(norm: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor
     """`norm(x, residual)` -> (normed, new residual); the normed rows stay unevaluated (`NormedInput`) when
     the module that reads them first is a column-parallel linear whose small-batch kernel serves these rows,
     so that the norm runs inside that kernel."""
-    if (isinstance(consumer, ColumnParallelLinear) and isinstance(norm, RMSNorm)
-            and small_batch_config(x, consumer.gemv_plan, "rmsnorm") is not None):
+    cfg = (small_batch_config(x, consumer.gemv_plan, "rmsnorm")
+           if isinstance(consumer, ColumnParallelLinear) and isinstance(norm, RMSNorm) else None)
+    if cfg is not None:
         out = torch.empty_like(x) if residual is not None else None
-        return NormedInput(x, residual, norm.weight, norm.eps, out), (out if out is not None else x)
+        return NormedInput(x, residual, norm.weight, norm.eps, out, cfg), (out if out is not None else x)
     if residual is None:
         return norm(x), x
     return norm(x, residual)

@@ -18,6 +18,7 @@ from torch import nn
 from tierlm.parallel.group import TPGroup
 
 if TYPE_CHECKING:
+    from tierlm.kernels.gemv import GemvConfig
     from tierlm.kernels.gemv_tune import GemvPlan
 
 
@@ -54,13 +55,14 @@ class NormedInput:
     """`RMSNorm(x + residual)` handed to a column-parallel linear unevaluated, so that its small-batch kernel
     applies the norm on the way in (one launch instead of two). The new residual stream, `x + residual`
     (or `x` without a residual), is written into `residual_out`. Made only where the layer's plan runs the
-    kernel for these rows (`PreNormBlock`)."""
+    kernel for these rows (`PreNormBlock`), with the launch that plan chose."""
 
     x: torch.Tensor
     residual: Optional[torch.Tensor]
     weight: torch.Tensor  # the norm's
     eps: float
     residual_out: Optional[torch.Tensor]
+    config: "GemvConfig"
 
 
 class ColumnParallelLinear(nn.Linear):
@@ -81,9 +83,8 @@ class ColumnParallelLinear(nn.Linear):
         if isinstance(x, NormedInput):
             from tierlm.kernels.gemv import rmsnorm_gemv
 
-            cfg = small_batch_config(x.x, self.gemv_plan, "rmsnorm")
-            assert cfg is not None, "a NormedInput is made only where the plan runs the kernel"
-            return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, cfg, x.residual_out)[0]
+            return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
+                                x.residual_out)[0]
         return linear(x, self.weight, self.bias, self.gemv_plan)
 
 
