@@ -1,4 +1,4 @@
-"""Compile the decode-path kernels (decode attention, the small-batch GEMV) for Hopper (sm_90) on any machine,
+"""Compile the decode-path kernels (decode attention, the small-batch GEMV, the norms and rotary) for Hopper (sm_90) on any machine,
 no GPU needed: a change to them fails here, with the compiler's message, before any GPU time is spent (the
 CPU interpreter checks meaning, not whether the kernel compiles). Prints shared memory per variant; the test
 suite compiles the same variants (tests/kernels/test_sm90_compile.py).
@@ -15,27 +15,34 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
+from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 
 POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
             "seq_lens": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16", "v_new": "*bf16",
             "out_loc": "*i64", "out_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
-            "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16"}
+            "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16", "res_ptr": "*bf16", "res_out_ptr": "*bf16",
+            "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "qw_ptr": "*bf16",
+            "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16"}
 
 
 def decode_variants() -> list[tuple[str, object, dict]]:
     """(label, kernel, constexprs) of the variants the engine launches on Qwen3-0.6B's shape."""
     out = []
-    for store, (use_dot, block_h) in itertools.product((True, False), ((True, 16), (False, 2))):
-        out.append((f"stage 1 store_new={store} dot={use_dot}", _decode_stage1,
+    for store, (use_dot, block_h), pdl in itertools.product((True, False), ((True, 16), (False, 2)), (False, True)):
+        out.append((f"stage 1 store_new={store} dot={use_dot} pdl={pdl}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
-                         BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store)))
-    out.append(("stage 2", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_S=64,
-                                                BLOCK_N=128, BLOCK_D=128)))
-    for prologue, rows in itertools.product((0, 1, 2), (1, 4)):
-        out.append((f"gemv prologue={prologue} rows={rows}", _gemv_kernel,
+                         BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store, PDL=pdl)))
+    for pdl in (False, True):
+        out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
+                                                              BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl)))
+        out.append((f"rmsnorm pdl={pdl}", _rmsnorm_kernel, dict(HAS_RES=True, BLOCK=1024, PDL=pdl)))
+        out.append((f"qk_norm_rope pdl={pdl}", _qk_norm_rope_kernel,
+                    dict(HEAD_DIM=128, HALF=64, NORM=True, PDL=pdl)))
+    for prologue, rows, pdl in itertools.product((0, 1, 2), (1, 4), (False, True)):
+        out.append((f"gemv prologue={prologue} rows={rows} pdl={pdl}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
-                         BLOCK_K=1024)))
+                         BLOCK_K=1024, PDL=pdl)))
     return out
 
 

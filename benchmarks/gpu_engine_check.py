@@ -5,6 +5,7 @@ Runs (1) tiny random models of the chosen architectures in fp32: greedy outputs 
 attention, no graphs, no overlap, MoE experts by the torch reference loop) exactly; (2) a random-weight shipped
 config (default Qwen3-0.6B in bf16) on N prompts: reports per prompt the first divergence position (if any)
 and the closeness of the chosen tokens' logprobs up to it. In fp32 the two paths should agree token for token.
+(3) the same shipped config with and without programmatic dependent launch: identical token for token.
 
     python benchmarks/gpu_engine_check.py [--prompts 32] [--max-tokens 64] [--archs deepseek_v2,deepseek_v3]
         [--model builtin:deepseek-v2-lite] [--dtype float32]
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import sys
 import tempfile
@@ -89,6 +91,25 @@ def shipped_check(model: str, dtype: str, n: int, max_tokens: int) -> None:
           f"first divergence positions {sorted(firsts)}; max |logprob diff| before divergence {max_dlp:.4f}")
 
 
+def pdl_identical(model: str, dtype: str, n: int, max_tokens: int) -> bool:
+    """The fast path with programmatic dependent launch and without it (`TIERLM_PDL=0`): only the launches
+    differ, so greedy outputs must be identical token for token."""
+    from tierlm.kernels.pdl import ENV
+
+    rng = random.Random(1)
+    prompts = [[rng.randrange(10000) for _ in range(rng.randint(16, 512))] for _ in range(n)]
+    p = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
+    common = dict(load_format="dummy", skip_tokenizer_init=True, dtype=dtype, max_model_len=2048, kv_cache_gb=4)
+    outs = {}
+    for flag in ("1", "0"):
+        os.environ[ENV] = flag
+        outs[flag], _ = run(model, prompts, p, **common)
+    os.environ.pop(ENV)
+    same = sum(a.token_ids == b.token_ids for a, b in zip(outs["1"], outs["0"]))
+    print(f"{model} {dtype}: PDL on vs off: {same}/{n} prompts identical over {max_tokens} tokens")
+    return same == n
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=32)
@@ -104,6 +125,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name()}")
     ok = tiny_models_equal(archs)
     shipped_check(args.model, args.dtype, args.prompts, args.max_tokens)
+    ok &= pdl_identical(args.model, args.dtype, args.prompts, args.max_tokens)
     return 0 if ok else 1
 
 

@@ -133,6 +133,7 @@ def main() -> None:
                     "operators, device kernels, graph-replayed ones included) of decode steps at --profile-batch.")
     ap.add_argument("--profile-batch", type=int, default=0, help="Batch of the --torch-profile steps (default: "
                                                                  "the largest of --batches).")
+    ap.add_argument("--profile-rows", type=int, default=30, help="Rows of each --torch-profile table.")
     add_engine_args(ap, model_required=False)
     ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
@@ -154,8 +155,8 @@ def main() -> None:
             for _ in range(20):
                 engine.step()
             sync(engine)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows))
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.profile_rows))
         drain(engine)
     info = engine.info()
     timer.close()

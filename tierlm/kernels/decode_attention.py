@@ -16,6 +16,9 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from tierlm.kernels.pdl import launch_options, pdl_enabled
 
 
 @triton.jit
@@ -38,7 +41,10 @@ def _decode_stage1(
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    if PDL:
+        gdc_launch_dependents()
     b = tl.program_id(0)
     hb = tl.program_id(1)
     split = tl.program_id(2)
@@ -52,6 +58,12 @@ def _decode_stage1(
     seq_len = tl.load(seq_lens + b)
     _, start, end = _split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
     row = tl.load(req_rows + b).to(tl.int64)
+    # the step's rows, lengths and request table are written before its first kernel, and the pool slots
+    # read here hold earlier steps' K/V: the first tile's slots are read before the wait (`kernels.pdl`)
+    first_n = start + tl.arange(0, BLOCK_N)
+    next_slots = tl.load(req_to_token + row * stride_r2t + first_n, mask=first_n < end, other=0).to(tl.int64)
+    if PDL:
+        gdc_wait()
 
     q = tl.load(q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
                 mask=mask_h[:, None] & mask_d[None, :], other=0.0)
@@ -71,7 +83,9 @@ def _decode_stage1(
     for n0 in range(start, loop_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         mask_n = offs_n < loop_end
-        slots = tl.load(req_to_token + row * stride_r2t + offs_n, mask=mask_n, other=0).to(tl.int64)
+        slots = next_slots
+        ahead = offs_n + BLOCK_N
+        next_slots = tl.load(req_to_token + row * stride_r2t + ahead, mask=ahead < loop_end, other=0).to(tl.int64)
         kv_off = slots[:, None] * stride_buf_s + kv_col
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(k_buf + kv_off, mask=kv_mask, other=0.0).to(q.dtype)
@@ -122,11 +136,14 @@ def _decode_stage1(
 def _decode_stage2(
     mid_o, mid_lse, seq_lens, out_ptr, stride_ob, stride_oh, min_chunk,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr = False,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
-    seq_len = tl.load(seq_lens + b)
+    seq_len = tl.load(seq_lens + b)  # written before the step: read before the wait
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     offs_s = tl.arange(0, BLOCK_S)
     num_splits, start, _ = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
     valid = (offs_s < num_splits) & (start < seq_len)
@@ -187,18 +204,19 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     if new_kv is not None:
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
+    pdl = pdl_enabled(q.device)
     _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), sm_scale * log2e, min_chunk,
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
-        STORE_NEW=new_kv is not None, num_warps=num_warps, num_stages=num_stages,
+        STORE_NEW=new_kv is not None, PDL=pdl, num_warps=num_warps, num_stages=num_stages, **launch_options(pdl),
     )
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
-        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=4 if head_dim >= 128 else 2,
+        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d, PDL=pdl,
+        num_warps=4 if head_dim >= 128 else 2, **launch_options(pdl),
     )
     return out

@@ -10,14 +10,21 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from tierlm.kernels.pdl import launch_options, pdl_enabled
 
 
 @triton.jit
 def _rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n_cols, stride_x, stride_r, stride_o, eps,
-                    HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+                    HAS_RES: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0)
+    if PDL:  # the weight before the wait, everything else after (`tierlm.kernels.pdl`)
+        gdc_launch_dependents()
+        gdc_wait()
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
     if HAS_RES:
         r = tl.load(res_ptr + row * stride_r + cols, mask=mask, other=0.0)
@@ -26,7 +33,6 @@ def _rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n_cols, stride_
     x32 = x.to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(x32 * x32, axis=0) / n_cols + eps)
     y = (x32 * rstd).to(x.dtype)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0)
     tl.store(out_ptr + row * stride_o + cols, (w.to(tl.float32) * y.to(tl.float32)).to(x.dtype), mask=mask)
 
 
@@ -40,9 +46,10 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     res_out = torch.empty_like(x2) if residual is not None else out
     r2 = residual.reshape(-1, n_cols) if residual is not None else x2
     if n_rows:
+        pdl = pdl_enabled(x.device)
         _rmsnorm_kernel[(n_rows,)](x2, r2, weight, out, res_out, n_cols, x2.stride(0), r2.stride(0), out.stride(0),
-                                   eps, HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n_cols),
-                                   num_warps=4 if n_cols <= 2048 else 8)
+                                   eps, HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n_cols), PDL=pdl,
+                                   num_warps=4 if n_cols <= 2048 else 8, **launch_options(pdl))
     return out.view(shape), (res_out.view(shape) if residual is not None else None)
 
 
@@ -72,15 +79,23 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
 
 @triton.jit
 def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, q_out, k_out, stride_t, stride_cos,
-                         num_q_heads, eps, HEAD_DIM: tl.constexpr, HALF: tl.constexpr, NORM: tl.constexpr):
+                         num_q_heads, eps, HEAD_DIM: tl.constexpr, HALF: tl.constexpr, NORM: tl.constexpr,
+                         PDL: tl.constexpr):
     tok = tl.program_id(0)
     head = tl.program_id(1)  # query heads first, then key heads
     is_q = head < num_q_heads
     offs = tl.arange(0, HALF)
+    dtype = qkv_ptr.dtype.element_ty
+    # positions are uploaded before the step and the tables never change: read before the wait
+    pos = tl.load(pos_ptr + tok)
+    c = tl.load(cos_ptr + pos * stride_cos + offs).to(dtype).to(tl.float32)
+    s = tl.load(sin_ptr + pos * stride_cos + offs).to(dtype).to(tl.float32)
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     base = qkv_ptr + tok * stride_t + head * HEAD_DIM
     x1 = tl.load(base + offs).to(tl.float32)
     x2 = tl.load(base + HALF + offs).to(tl.float32)
-    dtype = qkv_ptr.dtype.element_ty
     if NORM:  # per-head RMSNorm before rotary (Qwen3); rounded to the input dtype like the torch layer
         rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=0) + tl.sum(x2 * x2, axis=0)) / HEAD_DIM + eps)
         w_ptr = tl.where(is_q, qw_ptr, kw_ptr)
@@ -88,9 +103,6 @@ def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, q_o
         w2 = tl.load(w_ptr + HALF + offs).to(tl.float32)
         x1 = (w1 * (x1 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
         x2 = (w2 * (x2 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-    pos = tl.load(pos_ptr + tok)
-    c = tl.load(cos_ptr + pos * stride_cos + offs).to(dtype).to(tl.float32)
-    s = tl.load(sin_ptr + pos * stride_cos + offs).to(dtype).to(tl.float32)
     o1 = (x1 * c - x2 * s).to(dtype)
     o2 = (x2 * c + x1 * s).to(dtype)
     if is_q:
@@ -113,9 +125,9 @@ def qk_norm_rope(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, 
     q = torch.empty(T, num_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
     k = torch.empty(T, num_kv_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
     if T:
-        norm = q_norm_w is not None
+        norm, pdl = q_norm_w is not None, pdl_enabled(qkv.device)
         _qk_norm_rope_kernel[(T, num_heads + num_kv_heads)](
             qkv, positions, cos, sin, q_norm_w if norm else qkv, k_norm_w if norm else qkv, q, k, qkv.stride(0),
-            cos.stride(0), num_heads, eps, HEAD_DIM=head_dim, HALF=head_dim // 2, NORM=norm,
-            num_warps=1 if head_dim <= 128 else 2)
+            cos.stride(0), num_heads, eps, HEAD_DIM=head_dim, HALF=head_dim // 2, NORM=norm, PDL=pdl,
+            num_warps=1 if head_dim <= 128 else 2, **launch_options(pdl))
     return q, k

@@ -19,6 +19,9 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from tierlm.kernels.pdl import launch_options, pdl_enabled
 
 MAX_ROWS = 8  # the largest batch this kernel serves; larger ones go to cuBLAS
 
@@ -56,7 +59,11 @@ def _input_tile(x_rows, r_rows, nw_ptr, kk, mask, rstd, K, PROLOGUE: tl.constexp
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K, stride_xm, stride_rm, stride_wn,
                  stride_om, stride_ro, eps, HAS_BIAS: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+    # Weights never depend on the kernel before this one, so each tile is loaded one iteration ahead and the
+    # first before anything else: under PDL (`tierlm.kernels.pdl`) that load overlaps the predecessor.
+    if PDL:
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
@@ -66,6 +73,9 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
     x_rows = x_ptr + offs_m[:, None] * stride_xm
     r_rows = r_ptr + offs_m[:, None] * stride_rm
+    w_next = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & (offs_k < K)[None, :], other=0.0)
+    if PDL:
+        gdc_wait()
     rstd = tl.zeros([BLOCK_M], dtype=tl.float32)
     if PROLOGUE == 1:  # every program takes the rows' statistic itself: the rows are few and come from L2
         sq = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -82,7 +92,9 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         mask_k = kk < K
-        w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        w = w_next
+        w_next = tl.load(w_rows + (kk + BLOCK_K)[None, :], mask=mask_n[:, None] & (kk + BLOCK_K < K)[None, :],
+                         other=0.0)
         xin, xsum = _input_tile(x_rows, r_rows, nw_ptr, kk, mask_m[:, None] & mask_k[None, :], rstd, K,
                                 PROLOGUE, HAS_RES)
         if PROLOGUE == 1 and HAS_RES:
@@ -105,13 +117,15 @@ def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=Non
     out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
     r = residual if residual is not None else x2
     if m:
+        pdl = pdl_enabled(x2.device)
         _gemv_kernel[(triton.cdiv(n, config.block_n),)](
             x2, weight, bias if bias is not None else weight, out, r,
             norm_weight if norm_weight is not None else weight, res_out if res_out is not None else out,
             m, n, k, x2.stride(0), r.stride(0), weight.stride(0), out.stride(0),
             res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None,
             PROLOGUE=prologue, HAS_RES=residual is not None, BLOCK_M=triton.next_power_of_2(m),
-            BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps)
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, PDL=pdl, num_warps=config.num_warps,
+            **launch_options(pdl))
     return out
 
 

@@ -1,0 +1,31 @@
+"""When the decode-path kernels are launched with programmatic dependent launch (`tierlm.kernels.pdl`)."""
+from __future__ import annotations
+
+from unittest import mock
+
+import torch
+
+from tierlm.kernels.pdl import ENV, launch_options, pdl_enabled
+
+
+def test_never_off_cuda(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    assert not pdl_enabled(torch.device("cpu"))
+
+
+def test_by_capability_and_switch(monkeypatch):
+    cuda = torch.device("cuda", 0)
+    monkeypatch.delenv(ENV, raising=False)
+    with mock.patch("torch.cuda.get_device_capability", return_value=(9, 0)):
+        assert pdl_enabled(cuda)
+        monkeypatch.setenv(ENV, "0")
+        assert not pdl_enabled(cuda)
+        monkeypatch.setenv(ENV, "1")
+        assert pdl_enabled(cuda)
+    with mock.patch("torch.cuda.get_device_capability", return_value=(8, 0)):
+        assert not pdl_enabled(cuda)  # Ampere has no griddepcontrol
+
+
+def test_launch_keywords():
+    assert launch_options(True) == {"launch_pdl": True}
+    assert launch_options(False) == {}  # older Triton launchers do not take the keyword at all
