@@ -29,10 +29,12 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
 def decode_variants() -> list[tuple[str, object, dict]]:
     """(label, kernel, constexprs) of the variants the engine launches on Qwen3-0.6B's shape."""
     out = []
-    for store, (use_dot, block_h), pdl in itertools.product((True, False), ((True, 16), (False, 2)), (False, True)):
-        out.append((f"stage 1 store_new={store} dot={use_dot} pdl={pdl}", _decode_stage1,
-                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
-                         BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store, PDL=pdl)))
+    for store, (use_dot, block_h), (pdl, splits) in itertools.product((True, False), ((True, 16), (False, 2)),
+                                                                     ((False, 64), (True, 64), (True, 1))):
+        out.append((f"stage 1 store_new={store} dot={use_dot} pdl={pdl} splits={splits}", _decode_stage1,
+                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
+                         BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
+                         PDL=pdl, DIRECT=splits == 1)))
     for pdl in (False, True):
         out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
                                                               BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl)))

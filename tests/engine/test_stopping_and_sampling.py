@@ -98,3 +98,24 @@ def test_sampler_distribution_follows_probs():
     toks = sampler.sample(logits, [SamplingParams(temperature=1.0)] * 4000, [None] * 4000)
     freq = torch.bincount(toks, minlength=3).float() / 4000
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.03)
+
+
+@pytest.mark.parametrize("params", [
+    [SamplingParams(temperature=0)] * 3,
+    [SamplingParams(temperature=0.8, seed=5), SamplingParams(temperature=0), SamplingParams(temperature=1.2, seed=9)],
+    [SamplingParams(temperature=0.7, top_k=20, top_p=0.9, seed=3)] * 2 + [SamplingParams(temperature=0)],
+], ids=["greedy", "mixed", "filtered"])
+def test_low_precision_logits_sample_as_their_float32_widening(params):
+    """The model hands the sampler logits in its own dtype; every path must pick what it picks from the
+    exactly widened float32 logits (with ties: bf16 rounding makes equal maxima common)."""
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(len(params), 500, generator=gen) * 4).to(torch.bfloat16)
+    logits[0, 17] = logits[0, 301] = logits[0].max() + 1  # a tie: the first index wins in both dtypes
+
+    def draw(x):
+        gens = [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in params]
+        return Sampler(torch.device("cpu"), seed=1).sample(x, params, gens)
+
+    assert torch.equal(draw(logits), draw(logits.float()))
+    if params[0].greedy:
+        assert draw(logits)[0].item() == 17

@@ -211,7 +211,7 @@ class ModelRunner:
 
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, sites: "SampleSites") -> torch.Tensor:
-        """Run the model; return float32 logits `[sites.count, vocab]` of the tokens to sample."""
+        """Run the model; return the logits `[sites.count, vocab]` of the tokens to sample (model dtype)."""
         if self.graphs is not None and self.graphs.can_run(batch):
             return self.graphs.replay(batch)  # decode samples every token of the batch
         if self.pieces is not None and self.pieces.can_run(batch):

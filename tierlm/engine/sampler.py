@@ -16,7 +16,7 @@ def _filter_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> tor
     """Softmax of temperature-scaled logits with top-k, top-p and min-p filtering, renormalised per row."""
     device = logits.device
     temp = torch.tensor([max(p.temperature, 1e-5) for p in params], dtype=torch.float32).to(device, non_blocking=True)
-    logits = logits / temp[:, None]
+    logits = logits.float() / temp[:, None]
     vocab = logits.shape[-1]
     top_k = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
     if any(k < vocab for k in top_k):
@@ -48,7 +48,9 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
                generators: Sequence[Optional[torch.Generator]]) -> torch.Tensor:
-        """Next token per row (int64 tensor on the logits' device)."""
+        """Next token per row (int64 tensor on the logits' device). `logits` may be in the model's dtype:
+        greedy rows take its argmax as is (widening is exact and keeps the order), the others are widened
+        to float32 before any arithmetic."""
         rows = [i for i, p in enumerate(params) if not p.greedy]
         if not rows:
             return logits.argmax(dim=-1)

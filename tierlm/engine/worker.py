@@ -51,7 +51,7 @@ class Worker:
 
     def execute(self, plan: StepPlan, tickets: Optional[Sequence[Ticket]] = None
                 ) -> Optional[tuple[torch.Tensor, SampleSites]]:
-        """Run the plan's copies, then its forward; returns (float32 logits of the sampling sites, the sites)
+        """Run the plan's copies, then its forward; returns (logits of the sampling sites, the sites)
         or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given)."""
         loads = None
         if self.io is not None:

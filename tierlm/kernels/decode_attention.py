@@ -3,7 +3,8 @@
 Stage 1, grid `(batch, kv_head * head_blocks, max_splits)`: each program takes the query heads of one KV
 group (so every K/V byte it loads serves the whole group) and one slice of the request's sequence, runs
 an online softmax over that slice and writes a normalised partial output plus its log-sum-exp (base 2).
-Stage 2, grid `(batch, head)`: merges the slices by their LSEs.
+Stage 2, grid `(batch, head)`: merges the slices by their LSEs. With one slice per request (large batches)
+stage 1 writes the output itself and stage 2 is not launched.
 
 How many slices a request gets is computed on the device from its length
 (`min(max_splits, ceil(seq_len / min_chunk))`), so the host only fixes `max_splits` (from the batch size)
@@ -35,14 +36,16 @@ def _split_range(seq_len, split, min_chunk, MAX_SPLITS: tl.constexpr, BLOCK_N: t
 
 @triton.jit
 def _decode_stage1(
-    q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc,
+    q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out_ptr,
     stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn, stride_vnh,
-    sm_scale_log2, min_chunk,
+    stride_ob, stride_oh, sm_scale_log2, min_chunk,
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, DIRECT: tl.constexpr,
 ):
+    # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
+    # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
     if PDL:
         gdc_launch_dependents()
     b = tl.program_id(0)
@@ -124,8 +127,12 @@ def _decode_stage1(
             acc = acc * alpha[:, None] + p[:, None] * vn.to(q.dtype).to(tl.float32)[None, :]
             m_i = m_new
 
-    valid = mask_h & ((offs_h * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
     l_safe = tl.where(l_i > 0, l_i, 1.0)
+    if DIRECT:
+        dst = out_ptr + b.to(tl.int64) * stride_ob + heads[:, None] * stride_oh + offs_d[None, :]
+        tl.store(dst, (acc / l_safe[:, None]).to(out_ptr.dtype.element_ty), mask=mask_h[:, None] & mask_d[None, :])
+        return
+    valid = mask_h & ((offs_h * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
     mid = (b.to(tl.int64) * NUM_HEADS + heads) * MAX_SPLITS + split  # [B, H, MAX_SPLITS] row index
     tl.store(mid_o + mid[:, None] * HEAD_DIM + offs_d[None, :], acc / l_safe[:, None],
              mask=valid[:, None] & mask_d[None, :])
@@ -206,13 +213,17 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
     pdl = pdl_enabled(q.device)
     _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
-        q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc,
+        q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
-        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), sm_scale * log2e, min_chunk,
+        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
+        sm_scale * log2e, min_chunk,
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
-        STORE_NEW=new_kv is not None, PDL=pdl, num_warps=num_warps, num_stages=num_stages, **launch_options(pdl),
+        STORE_NEW=new_kv is not None, PDL=pdl, DIRECT=max_splits == 1, num_warps=num_warps, num_stages=num_stages,
+        **launch_options(pdl),
     )
+    if max_splits == 1:
+        return out
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,

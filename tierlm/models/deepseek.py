@@ -122,7 +122,9 @@ class DeepseekForCausalLM(nn.Module):
         return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        """Logits in the model's dtype: the sampler widens them only where it computes with them (a greedy
+        argmax picks the same token either way), so a large batch pays no float32 copy of its logits."""
+        return self.lm_head(hidden)
 
     def attention_params(self) -> dict[str, Any]:
         """How the MLA backend is built: heads, the latent width of queries and keys, the value width
