@@ -69,3 +69,26 @@ def test_pass_metadata_starts_on_16_byte_boundaries(tiny_qwen3):
         assert getattr(batch, name).data_ptr() % 16 == 0, name
     assert batch.qo_indptr.tolist() == [0, 3, 5, 6] and batch.seq_lens.tolist() == [3, 2, 1]
     assert sites.index.tolist() == [2, 4, 5] and batch.input_ids.tolist() == [5, 6, 7, 8, 9, 10]
+
+
+def test_replayed_decode_pass_uploads_only_what_its_graph_reads(tiny_qwen3):
+    """A decode pass that a captured graph will replay carries rows, positions and lengths only (the graph
+    gathers its inputs and slots from the tables); an eager decode pass gathers them itself."""
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS))
+    runner, tables = engine.worker.runner, engine.worker.tables
+    tables.token_ids[1, 4], tables.token_ids[2, 2] = 41, 42
+    tables.table[1, 4], tables.table[2, 2] = 9, 7
+    plan = StepPlan(mode="decode", rows=[1, 2], prefix_lens=[4, 2], extend_lens=[1, 1], sample_rows=[1, 2],
+                    sample_positions=[5, 3], sample_index=[0, 1])
+    batch, _ = runner.build_batch(plan, tables)
+    assert batch.input_ids.tolist() == [41, 42] and batch.out_loc.tolist() == [9, 7]
+
+    class Fits:
+        @staticmethod
+        def fits(batch_size):
+            return batch_size <= 8
+
+    runner.graphs = Fits()
+    batch, _ = runner.build_batch(plan, tables)
+    assert batch.req_rows.tolist() == [1, 2] and batch.positions.tolist() == [4, 2]
+    assert batch.seq_lens.tolist() == [5, 3] and batch.input_ids.numel() == batch.out_loc.numel() == 0

@@ -67,8 +67,12 @@ class DecodeGraphRunner:
         self.attn.prepare_for_replay(batch)
         return self.model.compute_logits(self.model(batch, self.attn))
 
+    def fits(self, batch_size: int) -> bool:
+        """Whether a decode batch of this size replays a graph (it then needs only rows, positions, lengths)."""
+        return batch_size <= self.max_bs
+
     def can_run(self, batch: ForwardBatch) -> bool:
-        return batch.mode == "decode" and batch.batch_size <= self.max_bs
+        return batch.mode == "decode" and self.fits(batch.batch_size)
 
     def replay(self, batch: ForwardBatch) -> torch.Tensor:
         """Logits `[B, vocab]` of a decode batch (valid until the next replay)."""

@@ -192,19 +192,27 @@ class ModelRunner:
             start, o = o, o + n + (-n % _ALIGN)
             return packed[start:start + n]
 
-        tok_rows, pos = take(T).long(), take(T).long()
+        tok_rows, pos = take(T), take(T)
         req_rows, prefix_t, seq_t, qo = take(B), take(B), take(B), take(B + 1)
         m_rows, m_pos, m_slots = take(M).long(), take(M).long(), take(M)
         sites = SampleSites(take(S).long(), take(S).long(), take(S).long(), S)
         tables.write(m_rows, m_pos, m_slots)
-        if plan.mode == "decode":
-            input_ids = tables.token_ids[tok_rows, pos].long()
+        if plan.mode == "decode" and self.graphs is not None and self.graphs.fits(B):
+            # a replayed graph reads its inputs and slots from the tables itself and widens the positions as
+            # it copies them in: no tensor of this pass beyond rows, positions and lengths is launched for
+            input_ids = out_loc = pos[:0]
         else:
-            input_ids = take(T).long()
-            if FROM_TABLE in plan.input_ids:  # a mixed pass: its decode requests read their input on the device
-                input_ids = torch.where(input_ids == FROM_TABLE, tables.token_ids[tok_rows, pos].long(), input_ids)
+            tok_rows, pos = tok_rows.long(), pos.long()
+            out_loc = tables.table[tok_rows, pos].long()
+            if plan.mode == "decode":
+                input_ids = tables.token_ids[tok_rows, pos].long()
+            else:
+                input_ids = take(T).long()
+                if FROM_TABLE in plan.input_ids:  # a mixed pass: its decode requests read their input on the device
+                    input_ids = torch.where(input_ids == FROM_TABLE, tables.token_ids[tok_rows, pos].long(),
+                                            input_ids)
         batch = ForwardBatch(mode=plan.mode, input_ids=input_ids, positions=pos,
-                             out_loc=tables.table[tok_rows, pos].long(), req_rows=req_rows, prefix_lens=prefix_t,
+                             out_loc=out_loc, req_rows=req_rows, prefix_lens=prefix_t,
                              seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens),
                              prefix_lens_cpu=list(prefix), seq_lens_cpu=seqs, req_rows_cpu=list(rows))
         return batch, sites
