@@ -41,15 +41,5 @@ echo
 for tag in qwen-on qwen-off llama-on llama-off; do
   echo "== $tag"; grep -v "^INFO" "$out/$tag.txt" | grep -A6 "^decode steps" | tail -n +2; grep "^prefill" "$out/$tag.txt"
 done
-python3 - "$out" <<'PY'
-import json, sys
-out = sys.argv[1]
-for tag in ("offline-cold", "offline-on", "offline-off", "b1"):
-    try:
-        t = json.load(open(f"{out}/{tag}.json"))["tierlm"]
-        print(f"{tag:13s} out tok/s {t['output_tok_per_s']:9.0f}  TTFT p50 {t['ttft_s']['p50']:.3f} s  "
-              f"TPOT p50 {t['tpot_s']['p50'] * 1e3:.3f} ms")
-    except (OSError, KeyError, ValueError) as e:
-        print(f"{tag:13s} no result ({e})")
-PY
+python3 benchmarks/offline_summary.py "$out"/{offline-cold,offline-on,offline-off,b1}.json
 grep -A8 "^batch" "$out/extend.txt"

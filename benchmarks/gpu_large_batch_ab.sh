@@ -28,14 +28,4 @@ offline() {  # SIDE TAG
 offline A A-warm; offline B B-warm
 for round in 1 2; do offline A "A$round"; offline B "B$round"; done
 for side in A B; do echo "== $side"; grep -A4 "^ batch" "$out/profile-$side.txt"; done
-python3 - "$out" <<'PY'
-import json, sys
-out = sys.argv[1]
-for tag in ("A-warm", "B-warm", "A1", "B1", "A2", "B2"):
-    try:
-        t = json.load(open(f"{out}/offline-{tag}.json"))["tierlm"]
-        print(f"offline {tag:7s} out tok/s {t['output_tok_per_s']:9.0f}  TTFT p50 {t['ttft_s']['p50']:.3f} s  "
-              f"TPOT p50 {t['tpot_s']['p50'] * 1e3:.3f} ms")
-    except (OSError, KeyError, ValueError) as e:
-        print(f"offline {tag:7s} no result ({e})")
-PY
+python3 benchmarks/offline_summary.py "$out"/offline-{A-warm,B-warm,A1,B1,A2,B2}.json

@@ -1,0 +1,23 @@
+"""One line per `tierlm bench offline --json` result file: output tok/s, TTFT p50 and TPOT p50 (or why there
+is none). Usage: `python benchmarks/offline_summary.py FILE.json...` (the GPU scripts' tables end with it)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def main(paths: list[str]) -> None:
+    width = max((len(Path(p).stem) for p in paths), default=0)
+    for path in paths:
+        tag = Path(path).stem
+        try:
+            t = json.loads(Path(path).read_text())["tierlm"]
+            print(f"{tag:{width}s}  out tok/s {t['output_tok_per_s']:9.0f}  TTFT p50 {t['ttft_s']['p50']:.3f} s  "
+                  f"TPOT p50 {t['tpot_s']['p50'] * 1e3:.3f} ms")
+        except (OSError, KeyError, ValueError) as e:
+            print(f"{tag:{width}s}  no result ({e})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
