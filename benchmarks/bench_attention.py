@@ -141,9 +141,35 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
     return results
 
 
+def decode_shapes(shapes: list[tuple[int, int]], gen: torch.Generator, copy_gbs: float) -> None:
+    """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
+    default and the best per shape last."""
+    variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
+                for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
+    summary = []
+    for batch, ctx in shapes:
+        case = DecodeCase(batch, ctx, gen)
+        timed = []
+        for var in variants:
+            err = case.check(var)
+            us, gbs = case.time_gbs(var, graph=True)
+            timed.append((us, gbs, var))
+            print(f"{batch}x{ctx} {var.label():40s} {us:9.1f} us {gbs:7.0f} GB/s {err:.1e}", flush=True)
+        default = next(t for t in timed if t[2] == DecodeVariant())
+        best = min(timed, key=lambda t: t[0])
+        summary.append((batch, ctx, default, best))
+        del case
+    print(f"\n{'shape':>10} {'default us':>10} {'GB/s':>6} {'% copy':>7} {'best us':>8} {'GB/s':>6}  best")
+    for batch, ctx, d, b in summary:
+        print(f"{batch:>4}x{ctx:<5} {d[0]:10.1f} {d[1]:6.0f} {100 * d[1] / copy_gbs:6.1f}% {b[0]:8.1f} {b[1]:6.0f}  "
+              f"{b[2].label()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sweep")
+    ap.add_argument("--decode-shapes", default="", help="only sweep decode launches at these shapes, a comma "
+                    "list of BATCH:CONTEXT (graph-replayed, so the launch cost is left out)")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name} ({props.multi_processor_count} SMs); torch {torch.__version__}; "
@@ -151,6 +177,9 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     copy_gbs = copy_bandwidth()
     print(f"D2D copy (read + write): {copy_gbs:,.0f} GB/s")
+    if args.decode_shapes:
+        decode_shapes([tuple(int(v) for v in s.split(":")) for s in args.decode_shapes.split(",")], gen, copy_gbs)
+        return
 
     main_case = DecodeCase(64, 4096, gen)
     sweep = [DecodeVariant(block_n=32, dot_min_group=4, num_stages=2)]  # broadcast: 24% in run 1, kept as a check
