@@ -26,6 +26,13 @@ def test_by_capability_and_switch(monkeypatch):
         assert not pdl_enabled(cuda)  # Ampere has no griddepcontrol
 
 
+def test_never_on_rocm(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setattr(torch.version, "hip", "6.4")
+    with mock.patch("torch.cuda.get_device_capability", return_value=(9, 4)):  # an MI300 reports 9.4
+        assert not pdl_enabled(torch.device("cuda", 0))
+
+
 def test_launch_keywords():
     assert launch_options(True) == {"launch_pdl": True}
     assert launch_options(False) == {}  # older Triton launchers do not take the keyword at all

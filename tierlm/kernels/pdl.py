@@ -25,9 +25,9 @@ ENV = "TIERLM_PDL"
 
 
 def pdl_enabled(device: torch.device) -> bool:
-    """Whether kernels on `device` are launched with PDL: a CUDA device of compute capability 9.0 or later,
-    unless `TIERLM_PDL=0`."""
-    if device.type != "cuda" or os.environ.get(ENV, "1") == "0":
+    """Whether kernels on `device` are launched with PDL: an NVIDIA GPU of compute capability 9.0 or later,
+    unless `TIERLM_PDL=0` (ROCm devices also report as "cuda", with capabilities of their own numbering)."""
+    if device.type != "cuda" or torch.version.hip is not None or os.environ.get(ENV, "1") == "0":
         return False
     return torch.cuda.get_device_capability(device)[0] >= 9
 
