@@ -66,18 +66,36 @@ def test_l2_after_forced_device_eviction(tiny_qwen3, reference, policy):  # (c)
     llm.close()
 
 
-def test_l3_file_after_restart(tiny_qwen3, reference, tmp_path):  # (d)
+@pytest.mark.parametrize("storage", ["write_through", "write_back"])
+def test_l3_file_after_restart(tiny_qwen3, reference, tmp_path, storage):  # (d)
+    """write_back: the first engine writes its host copies at shutdown, and the second is served from them."""
     store = f"file://{tmp_path / 'kv'}"
-    first = make(tiny_qwen3, **TIER_OPTS, kv_store=store)
+    first = make(tiny_qwen3, **TIER_OPTS, kv_store=store, hicache_storage_write_policy=storage)
     assert serve(first) == reference
     first.close()  # drains the L3 writes
-    second = make(tiny_qwen3, **TIER_OPTS, kv_store=store)
+    second = make(tiny_qwen3, **TIER_OPTS, kv_store=store, hicache_storage_write_policy=storage)
     assert serve(second) == reference
     h = hits(second)
     assert h["L3"] > 0 and h["L2"] == 0 and h["L3"] > h["L1"]
     st = second.engine.stats()["tiers"]["L3"]["store"]
     assert st["hits"] > 0 and st["corrupt"] == 0 and st["errors"] == 0
     second.close()
+
+
+def test_l3_write_back_on_host_eviction(tiny_qwen3, reference, tmp_path):
+    """Storage write_back in one engine: nothing reaches the store until the host tier evicts, the eviction
+    writes first, and the prefixes are then served from L3 alone with the same tokens."""
+    llm = make(tiny_qwen3, **TIER_OPTS, kv_store=f"file://{tmp_path / 'kv'}", hicache_storage_write_policy="write_back")
+    assert serve(llm) == reference
+    kv = llm.engine.kv
+    kv.flush()
+    assert kv.store.stats()["pages"] == 0
+    assert kv.drop_device_cache() > 0 and kv.drop_host_cache() > 0
+    assert kv.tier_stats()["backups"]["l3_on_eviction_pages"] == kv.store.stats()["pages"] > 0
+    assert serve(llm) == reference
+    assert hits(llm)["L3"] > 0
+    kv.check_no_leak(llm.engine.live_pages())
+    llm.close()
 
 
 def test_l3_redis(tiny_qwen3, reference, redis_server):  # (e)

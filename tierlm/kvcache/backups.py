@@ -4,9 +4,13 @@ Decisions only: a backup takes host pages, records a `Ticket` on the node and qu
 the executor (it runs with the next step plan, or at once through `run_now` when a caller must wait).
 Policies: `write_through` backs a node up when it is inserted or hit without a host copy;
 `write_through_selective` once it has been hit `threshold` times; `write_back` when the device evicts it.
+Storage (L3) policies: `write_through` writes a host copy to L3 as soon as it is made; `write_back` only when
+the host tier evicts it (`store_back`: the host pages stay until the write has finished) and at shutdown
+(`flush_unstored`), so a host tier with room costs the store no write while serving.
 """
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -18,6 +22,8 @@ from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
 from tierlm.kvcache.tier_io import Ticket
 
 WRITE_POLICIES = ("write_through", "write_through_selective", "write_back")
+STORAGE_WRITE_POLICIES = ("write_through", "write_back")
+FLUSH_UNSTORED_S = 60.0  # storage write_back: longest a shutdown spends writing host copies to L3
 
 
 @dataclass
@@ -38,10 +44,13 @@ class Backups:
     """
 
     def __init__(self, tree: RadixCache, policy: str, threshold: int, alloc_host: Callable[[int], Optional[list[int]]],
-                 run_now: Callable[[], None], metrics: TierMetrics, page_bytes: int, with_store: bool) -> None:
+                 run_now: Callable[[], None], metrics: TierMetrics, page_bytes: int, with_store: bool,
+                 storage_policy: str = "write_through") -> None:
         if policy not in WRITE_POLICIES:
             raise ValueError(f"--hicache-write-policy: unknown policy {policy!r}")
-        self.tree, self.policy = tree, policy
+        if storage_policy not in STORAGE_WRITE_POLICIES:
+            raise ValueError(f"--hicache-storage-write-policy: unknown policy {storage_policy!r}")
+        self.tree, self.policy, self.storage_policy = tree, policy, storage_policy
         self.threshold = 1 if policy == "write_through" else threshold
         self._alloc_host, self._run_now = alloc_host, run_now
         self.metrics, self.page_bytes, self.with_store = metrics, page_bytes, with_store
@@ -51,6 +60,9 @@ class Backups:
         # that completes the ticket; a node is marked in the store when its write is decided (so no other
         # backup writes it again) and unmarked here by `settle_writes` on the scheduler's thread
         self._unstored: deque[tuple[RadixNode, frozenset[str]]] = deque()
+        # storage write_back: nodes whose L3 write ended unstored; their next eviction does not wait for a
+        # store that failed (or was behind) once already, so eviction always makes progress
+        self._not_written: set[RadixNode] = set()
 
     def take(self) -> list[BackupCommand]:
         queue, self.queue = self.queue, []
@@ -64,7 +76,7 @@ class Backups:
         if host is None:
             self.metrics.backups["skipped_no_host_room"] += 1
             return False
-        keys = list(node.page_hashes) if self.with_store and not node.in_store and node.page_hashes else None
+        keys = self._unstored_keys(node) if self.storage_policy == "write_through" else None
         ticket = Ticket()
         self.queue.append(BackupCommand(list(node.pages), host, keys, ticket))
         node.io.append(ticket)
@@ -72,12 +84,63 @@ class Backups:
         node.host_pages = host
         self.tree.events.stored(node, CPU)
         if keys:  # only pages not yet known to be in L3 are written
-            node.in_store = True
-            self.tree.events.stored(node, DISK)
-            self._watch_write(ticket, node, frozenset(keys))
+            self._mark_stored(node, ticket, keys)
         self.metrics.backups["pages"] += len(host)
         self.metrics.backups["bytes"] += len(host) * self.page_bytes
         return True
+
+    def _unstored_keys(self, node: RadixNode) -> Optional[list[str]]:
+        return list(node.page_hashes) if self.with_store and not node.in_store and node.page_hashes else None
+
+    def _mark_stored(self, node: RadixNode, ticket: Ticket, keys: list[str]) -> None:
+        node.in_store = True
+        self.tree.events.stored(node, DISK)
+        self._watch_write(ticket, node, frozenset(keys))
+
+    def store_back(self, node: RadixNode) -> list:
+        """Storage write_back, as the host tier evicts `node`: queue the L3 write of its host copy and start
+        it; returns the futures that keep its host pages (none when there is nothing to write)."""
+        keys = self._unstored_keys(node) if self.storage_policy == "write_back" else None
+        if not keys or not host_valid(node):
+            return []
+        if node in self._not_written:
+            self._not_written.discard(node)
+            self.metrics.backups["l3_skipped_on_eviction_pages"] += len(keys)
+            return []
+        ticket = self._write_host_copy(node, keys, "l3_on_eviction_pages")
+        self._run_now()
+        return [ticket.stored]
+
+    def _write_host_copy(self, node: RadixNode, keys: list[str], counter: str) -> Ticket:
+        """Queue the L3 write of `node`'s host copy (no device copy involved)."""
+        ticket = Ticket()
+        self.queue.append(BackupCommand([], list(node.host_pages), keys, ticket))
+        node.io.append(ticket)
+        self._mark_stored(node, ticket, keys)
+        self.metrics.backups[counter] += len(keys)
+        return ticket
+
+    def flush_unstored(self, wait: Callable[[], None], batch_bytes: int, deadline_s: float) -> None:
+        """Storage write_back at shutdown: write every valid host copy not in L3, `batch_bytes` at a time
+        (each batch waited for, so none is dropped at the write queue's bound), for at most `deadline_s`;
+        what is left is counted, not written."""
+        if self.storage_policy != "write_back" or not self.with_store:
+            return
+        end, queued = time.monotonic() + deadline_s, 0
+        for node in sorted(self.tree.nodes(), key=lambda n: n.last_access, reverse=True):  # recent first
+            keys = self._unstored_keys(node)
+            if not keys or not host_valid(node):
+                continue
+            if time.monotonic() > end:
+                self.metrics.backups["l3_unwritten_at_close_pages"] += len(keys)
+                continue
+            self._write_host_copy(node, keys, "l3_at_close_pages")
+            queued += len(keys) * self.page_bytes
+            if queued >= batch_bytes:
+                self._run_now()
+                wait()
+                queued = 0
+        self._run_now()
 
     def write_back(self, node: RadixNode) -> bool:
         """write_back: back the node up and wait for the host copy (eviction needs it before freeing)."""
@@ -114,6 +177,8 @@ class Backups:
         unmarked = 0
         while self._unstored:
             node, keys = self._unstored.popleft()
+            if self.storage_policy == "write_back":
+                self._not_written.add(node)
             while (node is not self.tree.root and node.parent is not None and node.in_store
                    and node.page_hashes and keys.issuperset(node.page_hashes)):
                 if node.parent.children.get(node.key[:self.tree.page_size]) is not node:

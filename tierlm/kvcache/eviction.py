@@ -46,15 +46,17 @@ class Evictor:
     `drain(futures)` waits until one of the given I/O futures is done (device eviction that found only nodes
     still being copied: the least recently used usually finishes first, so waiting for all I/O would stall
     longer); `write_back(node) -> bool`, when given, backs a device-only node up synchronously before it
-    goes (the write_back policy).
+    goes (the write_back policy); `store_back(node) -> futures`, when given, starts the L3 write of a host
+    copy the store lacks before it goes (storage write_back): the node then stays until the write is done.
     """
 
     def __init__(self, tree: RadixCache, free_device: Callable[[list[int]], None],
                  free_host: Callable[[list[int]], None], drain: Callable[[list], None],
-                 write_back: Optional[Callable[[RadixNode], bool]] = None) -> None:
+                 write_back: Optional[Callable[[RadixNode], bool]] = None,
+                 store_back: Optional[Callable[[RadixNode], list]] = None) -> None:
         self.tree = tree
         self._free_device, self._free_host = free_device, free_host
-        self._drain, self._write_back = drain, write_back
+        self._drain, self._write_back, self._store_back = drain, write_back, store_back
         self.evicted_pages_total = 0  # device pages freed
         self.device_dropped_pages_total = 0  # of which the node stayed on host
         self.host_evicted_pages_total = 0
@@ -127,6 +129,9 @@ class Evictor:
         return self._lru(num_pages, self._host_leaf, self._take_host)[0]
 
     def _take_host(self, node: RadixNode) -> tuple[int, list]:
+        keep = self._store_back(node) if self._store_back is not None else []
+        if keep:  # written to L3 first; evictable once that is done
+            return 0, keep
         n = len(node.host_pages)
         if node.pages is not None:
             self._drop_host(node)

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 from tierlm.kvcache.accounting import check_no_leak, count_hits, tier_stats
 from tierlm.kvcache.allocator import PageAllocator
-from tierlm.kvcache.backups import Backups
+from tierlm.kvcache.backups import FLUSH_UNSTORED_S, Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
 from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
@@ -56,10 +56,11 @@ class KVCacheManager:
         self.cost = CostModel(page_size, tiers.page_bytes, tiers.load_policy, self.io.backend != "torch",
                               tiers.max_step_tokens) if tiers else None
         self.backups = Backups(self.radix, tiers.write_policy, tiers.write_threshold, self._alloc_host,
-                               self._run_backups, self.metrics, tiers.page_bytes, self.store is not None
-                               ) if tiers else None
+                               self._run_backups, self.metrics, tiers.page_bytes, self.store is not None,
+                               tiers.storage_write_policy) if tiers else None
         self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,
-                               self.backups.write_back if tiers and tiers.write_policy == "write_back" else None
+                               self.backups.write_back if tiers and tiers.write_policy == "write_back" else None,
+                               self.backups.store_back if self.backups and self.store is not None else None
                                ) if self.radix else None
         self.prefetcher = (L3Prefetcher(self.store, self.io.submit_store, self.hasher, self._alloc_host,
                                         self.host_allocator.free, self.radix, self.metrics, tiers.prefetch_policy,
@@ -275,9 +276,17 @@ class KVCacheManager:
         return self.evict(self.radix.evictable_pages) if self.radix else 0
 
     def drop_host_cache(self) -> int:
-        """Evict every unlocked host copy; returns host pages freed."""
-        self.flush()
-        return self.evict_host(self.tiers.host_pages) if self.tiers else 0
+        """Evict every unlocked host copy; returns host pages freed. Under storage write_back a copy the
+        store lacks is written first and goes in a later round (a parent only after its children)."""
+        freed, started = 0, -1
+        while self.tiers and started != self.metrics.backups["l3_on_eviction_pages"]:
+            started = self.metrics.backups["l3_on_eviction_pages"]
+            self.flush()
+            got = self.evict_host(self.tiers.host_pages)
+            freed += got
+            if got:
+                started = -1  # progress: one more round
+        return freed
 
     def close(self) -> None:
         """Finish background work (backups, L3 writes) and release tier resources; listeners are told that
@@ -289,6 +298,8 @@ class KVCacheManager:
         if self.io is not None:
             if self.prefetcher is not None:
                 self.prefetcher.drain()
+            self.flush()  # host copies still queued or copying become valid
+            self.backups.flush_unstored(self.io.wait, self.io.l3_queue_bytes // 2, FLUSH_UNSTORED_S)
             self.flush()
             self.io.close()
             if self.store is not None:

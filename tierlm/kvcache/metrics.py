@@ -16,7 +16,12 @@ class TierMetrics:
 
     tiers: dict = field(default_factory=lambda: {"L1": _tier(), "L2": _tier(), "L3": _tier()})
     backups: dict = field(default_factory=lambda: {"pages": 0, "bytes": 0, "skipped_no_host_room": 0,
-                                                    "eviction_waits": 0, "eviction_wait_s": 0.0})
+                                                    "eviction_waits": 0, "eviction_wait_s": 0.0,
+                                                    # storage write_back: pages written to L3 as the host
+                                                    # tier evicted them, evicted unwritten (their write had
+                                                    # failed), written at shutdown, left unwritten then
+                                                    "l3_on_eviction_pages": 0, "l3_skipped_on_eviction_pages": 0,
+                                                    "l3_at_close_pages": 0, "l3_unwritten_at_close_pages": 0})
     loads: dict = field(default_factory=lambda: {"batches": 0, "bytes": 0, "seconds": 0.0})
     prefetch: dict = field(default_factory=lambda: {"started": 0, "pages_requested": 0, "pages_fetched": 0,
                                                      "partial": 0, "discarded_pages": 0, "cancelled": 0,

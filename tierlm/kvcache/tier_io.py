@@ -122,10 +122,13 @@ class TierIO:
     def backup(self, device_pages: list[int], host_pages: list[int], keys: Optional[Sequence[str]],
                ticket: Ticket) -> None:
         """Copy device pages to host pages, then (with `keys`) write those host pages to the L3 store;
-        completes `ticket`."""
-        event = self.transfer.record()  # after the forwards that wrote these pages
-        copy = (self._copy.submit(self.transfer.backup, device_pages, host_pages, event) if self._copy
-                else finished(self.transfer.backup, device_pages, host_pages, event))
+        completes `ticket`. Without device pages only the L3 write runs (a host copy written back)."""
+        if not device_pages:
+            copy = finished(lambda: None)
+        else:
+            event = self.transfer.record()  # after the forwards that wrote these pages
+            copy = (self._copy.submit(self.transfer.backup, device_pages, host_pages, event) if self._copy
+                    else finished(self.transfer.backup, device_pages, host_pages, event))
         self._track(ticket.stored)
         if not keys or self.store is None:
             copy.add_done_callback(lambda f: (_forward(f, ticket.copy), _forward(f, ticket.stored)))

@@ -31,6 +31,10 @@ _TIER_COUNTERS = (
     ("backups", "bytes", "kv_backup_bytes", "Bytes of device KV backed up to host."),
     ("backups", "eviction_wait_s", "kv_eviction_wait_seconds",
      "Time the scheduler waited for a backup before it could evict device pages."),
+    ("backups", "l3_on_eviction_pages", "l3_write_back_pages",
+     "Pages written to L3 as the host tier evicted them (--hicache-storage-write-policy write_back)."),
+    ("backups", "l3_skipped_on_eviction_pages", "l3_write_back_skipped_pages",
+     "Pages the host tier evicted unwritten after their L3 write-back had failed."),
 )
 
 
