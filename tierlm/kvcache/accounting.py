@@ -21,7 +21,8 @@ def tier_stats(kv: Any) -> dict:
                      write_policy=kv.backups.policy, io_backend=kv.io.backend, pinned=kv.tiers.pinned)
     if kv.store is not None:
         out["L3"].update(store=kv.store.stats(), io_errors=kv.io.store_errors,
-                         dropped_write_pages=kv.io.l3_dropped_pages, write_wait_s=kv.io.gate.write_wait_s)
+                         write_policy=kv.backups.storage_policy, dropped_write_pages=kv.io.l3_dropped_pages,
+                         write_wait_s=kv.io.gate.write_wait_s)
     out["cost"] = kv.cost.snapshot()
     return out
 

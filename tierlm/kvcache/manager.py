@@ -13,7 +13,8 @@ from typing import Optional, Sequence, Union
 
 from tierlm.kvcache.accounting import check_no_leak, count_hits, tier_stats
 from tierlm.kvcache.allocator import PageAllocator
-from tierlm.kvcache.backups import FLUSH_UNSTORED_S, Backups
+from tierlm.kvcache import drain
+from tierlm.kvcache.backups import Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
 from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
@@ -257,36 +258,18 @@ class KVCacheManager:
         if self.io is not None and not self.io.idle():
             self.io.wait(timeout)
 
-    # ---- whole-cache operations ----------------------------------------------------------------------------
+    # ---- whole-cache operations (tierlm.kvcache.drain) ------------------------------------------------------
     def flush(self) -> None:
         """Run every queued copy and wait until every load, backup (and L3 write) has finished."""
-        if self.io is None:
-            return
-        copies = self.take_copies()
-        self.io.load(copies.load_host, copies.load_device)
-        for c in copies.backups:
-            self.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
-        self.io.transfer.wait_loads()
-        self.io.wait()
-        self.poll()
+        drain.flush(self)
 
     def drop_device_cache(self) -> int:
         """Evict every unlocked device copy (host-backed prefixes stay matchable); returns pages freed."""
-        self.flush()
-        return self.evict(self.radix.evictable_pages) if self.radix else 0
+        return drain.drop_device_cache(self)
 
     def drop_host_cache(self) -> int:
-        """Evict every unlocked host copy; returns host pages freed. Under storage write_back a copy the
-        store lacks is written first and goes in a later round (a parent only after its children)."""
-        freed, started = 0, -1
-        while self.tiers and started != self.metrics.backups["l3_on_eviction_pages"]:
-            started = self.metrics.backups["l3_on_eviction_pages"]
-            self.flush()
-            got = self.evict_host(self.tiers.host_pages)
-            freed += got
-            if got:
-                started = -1  # progress: one more round
-        return freed
+        """Evict every unlocked host copy (writing first what storage write_back owes L3); returns pages freed."""
+        return drain.drop_host_cache(self)
 
     def close(self) -> None:
         """Finish background work (backups, L3 writes) and release tier resources; listeners are told that
@@ -295,15 +278,7 @@ class KVCacheManager:
         if self._closed:
             return
         self._closed = True
-        if self.io is not None:
-            if self.prefetcher is not None:
-                self.prefetcher.drain()
-            self.flush()  # host copies still queued or copying become valid
-            self.backups.flush_unstored(self.io.wait, self.io.l3_queue_bytes // 2, FLUSH_UNSTORED_S)
-            self.flush()
-            self.io.close()
-            if self.store is not None:
-                self.store.close()
+        drain.shutdown(self)
         self.events.cleared()
 
     # ---- introspection -------------------------------------------------------------------------------------
