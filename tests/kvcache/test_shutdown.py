@@ -65,16 +65,21 @@ class RaisingStore(KVStore):
         return {}
 
 
+def cache_three_prefixes(kv) -> None:
+    """Three requests of three pages each (page size 2, no shared prefix) finish into the cache, backups run."""
+    for i in range(3):
+        tokens = [i, 1, 2, 3, 4, 5]
+        got = kv.admit(str(i), tokens, 6, 6, 0)
+        assert kv.grow(got.pages, 6)
+        kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+        run_copies(kv)
+
+
 def test_errors_of_any_store_are_counted_and_logged_once(caplog):
     kv, _, _ = make_tiered(2, 20, 16, store=RaisingStore(), hasher=PageHasher("t", 2), threads=False)
     try:
         with caplog.at_level(logging.DEBUG, logger="tierlm.kvcache.tier_io"):
-            for i in range(3):
-                tokens = [i, 1, 2, 3, 4, 5]
-                got = kv.admit(str(i), tokens, 6, 6, 0)
-                assert kv.grow(got.pages, 6)
-                kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-                run_copies(kv)
+            cache_three_prefixes(kv)
             kv.flush()
         assert kv.tier_stats()["L3"]["io_errors"] == 3
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -93,12 +98,7 @@ def test_storage_write_back_writes_when_the_host_tier_evicts():
     kv, _, _ = make_tiered(2, 20, 16, store=store, hasher=PageHasher("t", 2), threads=False,
                            storage_write_policy="write_back")
     try:
-        for i in range(3):
-            tokens = [i, 1, 2, 3, 4, 5]
-            got = kv.admit(str(i), tokens, 6, 6, 0)
-            assert kv.grow(got.pages, 6)
-            kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-            run_copies(kv)
+        cache_three_prefixes(kv)
         kv.flush()
         assert kv.tier_stats()["backups"]["pages"] == 9 and store.stats()["bytes_written"] == 0
         assert kv.evict_host(16) == 0  # every host copy went to L3 first
@@ -116,12 +116,7 @@ def test_storage_write_back_to_a_failing_store_still_evicts(caplog):
                            storage_write_policy="write_back")
     try:
         with caplog.at_level(logging.CRITICAL, logger="tierlm.kvcache.tier_io"):
-            for i in range(3):
-                tokens = [i, 1, 2, 3, 4, 5]
-                got = kv.admit(str(i), tokens, 6, 6, 0)
-                assert kv.grow(got.pages, 6)
-                kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-                run_copies(kv)
+            cache_three_prefixes(kv)
             assert kv.drop_device_cache() == 9
             assert kv.drop_host_cache() == 9
         backups = kv.tier_stats()["backups"]
