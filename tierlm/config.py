@@ -181,10 +181,11 @@ class EngineConfig:
                                      "cache tiers", choices=("write_through", "write_through_selective", "write_back"))
     hicache_write_threshold: int = _opt(2, "Hits before write_through_selective backs a prefix up.", "cache tiers")
     hicache_storage_write_policy: str = _opt("write_through", "When host copies are written to the L3 store: as "
-                                             "soon as they exist (write_through), or only when the host tier "
-                                             "evicts them and at shutdown, for at most 60 s (write_back: nothing is "
-                                             "written while the host tier has room).", "cache tiers",
-                                             choices=("write_through", "write_back"))
+                                             "soon as they exist (write_through); only when the host tier evicts "
+                                             "them and at shutdown, for at most 60 s (write_back: nothing is written "
+                                             "while the host tier has room); or write_back until the host tier "
+                                             "first has to evict, write_through from then on (auto).",
+                                             "cache tiers", choices=("write_through", "write_back", "auto"))
     hicache_load_policy: str = _opt("auto", "How much of a host (L2) or L3 prefix hit to load rather than "
                                     "recompute: 'cost' weighs the measured transfer bandwidth of each tier against "
                                     "the measured prefill speed and loads what makes the step fastest (everything "

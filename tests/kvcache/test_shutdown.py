@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from tests.conftest import CPU_OPTS
-from tests.kvcache.tiers import make_tiered, run_copies
+from tests.kvcache.tiers import cache_prefixes, make_tiered
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.stores.base import KVStore
 from tierlm.kvcache.stores.file import FileKVStore
@@ -65,63 +65,15 @@ class RaisingStore(KVStore):
         return {}
 
 
-def cache_three_prefixes(kv) -> None:
-    """Three requests of three pages each (page size 2, no shared prefix) finish into the cache, backups run."""
-    for i in range(3):
-        tokens = [i, 1, 2, 3, 4, 5]
-        got = kv.admit(str(i), tokens, 6, 6, 0)
-        assert kv.grow(got.pages, 6)
-        kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-        run_copies(kv)
-
-
 def test_errors_of_any_store_are_counted_and_logged_once(caplog):
     kv, _, _ = make_tiered(2, 20, 16, store=RaisingStore(), hasher=PageHasher("t", 2), threads=False)
     try:
         with caplog.at_level(logging.DEBUG, logger="tierlm.kvcache.tier_io"):
-            cache_three_prefixes(kv)
+            cache_prefixes(kv, 3)
             kv.flush()
         assert kv.tier_stats()["L3"]["io_errors"] == 3
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "disk on fire" in errors[0].getMessage()
         assert kv.tier_stats()["backups"]["pages"] == 9  # the host copies themselves were made
-    finally:
-        kv.close()
-
-
-def test_storage_write_back_writes_when_the_host_tier_evicts():
-    """Storage write_back: no L3 write while the host tier has room; a host copy the store lacks is written
-    when the host tier evicts it and stays until that write is done; the next eviction frees it."""
-    from tierlm.kvcache.stores.memory import MemoryKVStore
-
-    store = MemoryKVStore()
-    kv, _, _ = make_tiered(2, 20, 16, store=store, hasher=PageHasher("t", 2), threads=False,
-                           storage_write_policy="write_back")
-    try:
-        cache_three_prefixes(kv)
-        kv.flush()
-        assert kv.tier_stats()["backups"]["pages"] == 9 and store.stats()["bytes_written"] == 0
-        assert kv.evict_host(16) == 0  # every host copy went to L3 first
-        backups = kv.tier_stats()["backups"]
-        assert backups["l3_on_eviction_pages"] == 9 and len(store.data) == 9
-        assert kv.evict_host(16) == 9  # written: now they may go
-    finally:
-        kv.close()
-    assert kv.tier_stats()["backups"]["l3_at_close_pages"] == 0  # nothing was left to write at shutdown
-
-
-def test_storage_write_back_to_a_failing_store_still_evicts(caplog):
-    """A write-back whose store raises is counted, and the host tier then evicts the page without it."""
-    kv, _, _ = make_tiered(2, 20, 16, store=RaisingStore(), hasher=PageHasher("t", 2), threads=False,
-                           storage_write_policy="write_back")
-    try:
-        with caplog.at_level(logging.CRITICAL, logger="tierlm.kvcache.tier_io"):
-            cache_three_prefixes(kv)
-            assert kv.drop_device_cache() == 9
-            assert kv.drop_host_cache() == 9
-        backups = kv.tier_stats()["backups"]
-        assert backups["l3_on_eviction_pages"] == 9 and backups["l3_skipped_on_eviction_pages"] == 9
-        assert kv.tier_stats()["L3"]["io_errors"] > 0
-        kv.check_no_leak()
     finally:
         kv.close()

@@ -66,7 +66,7 @@ def test_l2_after_forced_device_eviction(tiny_qwen3, reference, policy):  # (c)
     llm.close()
 
 
-@pytest.mark.parametrize("storage", ["write_through", "write_back"])
+@pytest.mark.parametrize("storage", ["write_through", "write_back", "auto"])
 def test_l3_file_after_restart(tiny_qwen3, reference, tmp_path, storage):  # (d)
     """write_back: the first engine writes its host copies at shutdown, and the second is served from them."""
     store = f"file://{tmp_path / 'kv'}"

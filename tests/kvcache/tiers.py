@@ -38,3 +38,14 @@ def run_copies(kv: KVCacheManager) -> None:
     for c in copies.backups:
         kv.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
     kv.io.load(copies.load_host, copies.load_device)
+
+
+def cache_prefixes(kv: KVCacheManager, n: int) -> None:
+    """`n` requests of three pages each (page size 2, no shared prefix) finish into the cache; each one's
+    copies run before the next."""
+    for i in range(n):
+        tokens = [i, 1, 2, 3, 4, 5]
+        got = kv.admit(str(i), tokens, 6, 6, 0)
+        assert kv.grow(got.pages, 6)
+        kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+        run_copies(kv)

@@ -6,7 +6,9 @@ Policies: `write_through` backs a node up when it is inserted or hit without a h
 `write_through_selective` once it has been hit `threshold` times; `write_back` when the device evicts it.
 Storage (L3) policies: `write_through` writes a host copy to L3 as soon as it is made; `write_back` only when
 the host tier evicts it (`store_back`: the host pages stay until the write has finished) and at shutdown
-(`flush_unstored`), so a host tier with room costs the store no write while serving.
+(`flush_unstored`), so a host tier with room costs the store no write while serving; `auto` is write_back
+until the host tier is under pressure (`host_pressure()`: it has had to evict), write_through from then on,
+when the working set has outgrown it and L3 must hold what it cannot.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
 from tierlm.kvcache.tier_io import Ticket
 
 WRITE_POLICIES = ("write_through", "write_through_selective", "write_back")
-STORAGE_WRITE_POLICIES = ("write_through", "write_back")
+STORAGE_WRITE_POLICIES = ("write_through", "write_back", "auto")
 FLUSH_UNSTORED_S = 60.0  # storage write_back: longest a shutdown spends writing host copies to L3
 
 
@@ -45,12 +47,14 @@ class Backups:
 
     def __init__(self, tree: RadixCache, policy: str, threshold: int, alloc_host: Callable[[int], Optional[list[int]]],
                  run_now: Callable[[], None], metrics: TierMetrics, page_bytes: int, with_store: bool,
-                 storage_policy: str = "write_through") -> None:
+                 storage_policy: str = "write_through", host_pressure: Callable[[], bool] = lambda: True) -> None:
         if policy not in WRITE_POLICIES:
             raise ValueError(f"--hicache-write-policy: unknown policy {policy!r}")
         if storage_policy not in STORAGE_WRITE_POLICIES:
             raise ValueError(f"--hicache-storage-write-policy: unknown policy {storage_policy!r}")
         self.tree, self.policy, self.storage_policy = tree, policy, storage_policy
+        self._host_pressure = host_pressure
+        self.deferring = storage_policy != "write_through"  # L3 writes may wait for the host tier's eviction
         self.threshold = 1 if policy == "write_through" else threshold
         self._alloc_host, self._run_now = alloc_host, run_now
         self.metrics, self.page_bytes, self.with_store = metrics, page_bytes, with_store
@@ -76,7 +80,8 @@ class Backups:
         if host is None:
             self.metrics.backups["skipped_no_host_room"] += 1
             return False
-        keys = self._unstored_keys(node) if self.storage_policy == "write_through" else None
+        write_now = self.storage_policy == "write_through" or (self.storage_policy == "auto" and self._host_pressure())
+        keys = self._unstored_keys(node) if write_now else None
         ticket = Ticket()
         self.queue.append(BackupCommand(list(node.pages), host, keys, ticket))
         node.io.append(ticket)
@@ -100,7 +105,7 @@ class Backups:
     def store_back(self, node: RadixNode) -> list:
         """Storage write_back, as the host tier evicts `node`: queue the L3 write of its host copy and start
         it; returns the futures that keep its host pages (none when there is nothing to write)."""
-        keys = self._unstored_keys(node) if self.storage_policy == "write_back" else None
+        keys = self._unstored_keys(node) if self.deferring else None
         if not keys or not host_valid(node):
             return []
         if node in self._not_written:
@@ -124,7 +129,7 @@ class Backups:
         """Storage write_back at shutdown: write every valid host copy not in L3, `batch_bytes` at a time
         (each batch waited for, so none is dropped at the write queue's bound), for at most `deadline_s`;
         what is left is counted, not written."""
-        if self.storage_policy != "write_back" or not self.with_store:
+        if not self.deferring or not self.with_store:
             return
         end, queued = time.monotonic() + deadline_s, 0
         for node in sorted(self.tree.nodes(), key=lambda n: n.last_access, reverse=True):  # recent first
@@ -177,7 +182,7 @@ class Backups:
         unmarked = 0
         while self._unstored:
             node, keys = self._unstored.popleft()
-            if self.storage_policy == "write_back":
+            if self.deferring:
                 self._not_written.add(node)
             while (node is not self.tree.root and node.parent is not None and node.in_store
                    and node.page_hashes and keys.issuperset(node.page_hashes)):

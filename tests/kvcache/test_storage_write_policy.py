@@ -1,0 +1,66 @@
+"""When host copies reach the L3 store (`--hicache-storage-write-policy`): write_back writes a copy as the host
+tier evicts it and never waits twice for a store that failed; auto defers until the host tier is under
+pressure and writes through from then on."""
+from __future__ import annotations
+
+import logging
+
+from tests.kvcache.test_shutdown import RaisingStore
+from tests.kvcache.tiers import cache_prefixes, make_tiered
+from tierlm.kvcache.keys import PageHasher
+from tierlm.kvcache.stores.memory import MemoryKVStore
+
+
+def test_storage_write_back_writes_when_the_host_tier_evicts():
+    """Storage write_back: no L3 write while the host tier has room; a host copy the store lacks is written
+    when the host tier evicts it and stays until that write is done; the next eviction frees it."""
+    store = MemoryKVStore()
+    kv, _, _ = make_tiered(2, 20, 16, store=store, hasher=PageHasher("t", 2), threads=False,
+                           storage_write_policy="write_back")
+    try:
+        cache_prefixes(kv, 3)
+        kv.flush()
+        assert kv.tier_stats()["backups"]["pages"] == 9 and store.stats()["bytes_written"] == 0
+        assert kv.evict_host(16) == 0  # every host copy went to L3 first
+        backups = kv.tier_stats()["backups"]
+        assert backups["l3_on_eviction_pages"] == 9 and len(store.data) == 9
+        assert kv.evict_host(16) == 9  # written: now they may go
+    finally:
+        kv.close()
+    assert kv.tier_stats()["backups"]["l3_at_close_pages"] == 0  # nothing was left to write at shutdown
+
+
+def test_storage_write_back_to_a_failing_store_still_evicts(caplog):
+    """A write-back whose store raises is counted, and the host tier then evicts the page without it."""
+    kv, _, _ = make_tiered(2, 20, 16, store=RaisingStore(), hasher=PageHasher("t", 2), threads=False,
+                           storage_write_policy="write_back")
+    try:
+        with caplog.at_level(logging.CRITICAL, logger="tierlm.kvcache.tier_io"):
+            cache_prefixes(kv, 3)
+            assert kv.drop_device_cache() == 9
+            assert kv.drop_host_cache() == 9
+        backups = kv.tier_stats()["backups"]
+        assert backups["l3_on_eviction_pages"] == 9 and backups["l3_skipped_on_eviction_pages"] == 9
+        assert kv.tier_stats()["L3"]["io_errors"] > 0
+        kv.check_no_leak()
+    finally:
+        kv.close()
+
+
+def test_auto_defers_until_the_host_tier_is_under_pressure():
+    """Host tier of 8 pages, four prefixes of 3: the first two are not written while there is room; the third
+    finds none, so the eviction writes the first two back (and that backup is skipped); the fourth evicts
+    the first, now under pressure, and its own copy is written at once."""
+    store = MemoryKVStore()
+    kv, _, _ = make_tiered(2, 40, 8, store=store, hasher=PageHasher("t", 2), threads=False,
+                           storage_write_policy="auto")
+    try:
+        cache_prefixes(kv, 2)
+        assert store.stats()["bytes_written"] == 0
+        cache_prefixes(kv, 4)  # requests 0 and 1 again (hits, nothing new), then 2 and 3
+        backups = kv.tier_stats()["backups"]
+        assert backups["skipped_no_host_room"] == 1 and backups["l3_on_eviction_pages"] == 6
+        assert len(store.data) == 9  # requests 0, 1 (written back) and 3 (written through)
+        assert kv.tier_stats()["L3"]["write_policy"] == "auto"
+    finally:
+        kv.close()
