@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tierlm.kvcache.accounting import check_tree
 from tierlm.kvcache.allocator import PageAllocator
 from tierlm.kvcache.contracts import Verdict
 from tierlm.kvcache.eviction import Evictor
@@ -52,7 +53,7 @@ def test_match_insert_split_and_lock():
     assert ev.evict_device(100) == 2  # only the two unlocked leaves
     r.unlock(m.node)
     assert ev.evict_device(100) == 2
-    r.check_invariants()
+    check_tree(r)
     assert a.num_free == 63
 
 

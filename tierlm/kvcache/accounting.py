@@ -1,5 +1,6 @@
-"""Counters and leak checks over a `KVCacheManager`: what `/stats` reports per tier, and the invariant tests
-assert after every operation (each page free, cached or owned exactly once, in every tier)."""
+"""Counters and leak checks over a `KVCacheManager`: what `/stats` reports per tier, and the invariants that
+tests assert after every operation (the radix tree's structure; each page free, cached or owned exactly once,
+in every tier)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -50,13 +51,40 @@ def count_hits(kv: Any, request_id: str, match: Any, unloaded: int) -> None:
     kv.metrics.record_recomputed("L3", l3 - (loaded - l2) + left)
 
 
+def check_tree(tree: Any) -> None:
+    """Raise AssertionError if a `RadixCache`'s structure or page accounting is inconsistent (for tests)."""
+    seen: set[int] = set()
+    seen_host: set[int] = set()
+    evictable = protected = 0
+    for node in tree.nodes():
+        assert node.parent.children.get(node.key[:tree.page_size]) is node, "parent link broken"
+        assert node.pages is not None or node.host_pages is not None, "node lives in no tier"
+        assert len(node.key) == node.size * tree.page_size > 0, "key/pages length mismatch"
+        if node.pages is not None and node.host_pages is not None:
+            assert len(node.pages) == len(node.host_pages), "device/host page counts differ"
+        assert node.pages is None or node.parent is tree.root or node.parent.pages is not None, (
+            "device-resident node under a host-only parent")
+        assert node.lock_ref >= sum(c.lock_ref for c in node.children.values()), "lock count below children's"
+        for p in node.pages or ():
+            assert p not in seen, f"page {p} owned by two nodes"
+            seen.add(p)
+        for p in node.host_pages or ():
+            assert p not in seen_host, f"host page {p} owned by two nodes"
+            seen_host.add(p)
+        if node.lock_ref == 0:
+            evictable += node.num_pages
+        else:
+            protected += node.num_pages
+    assert (evictable, protected) == (tree.evictable_pages, tree.protected_pages), "page counters drifted"
+
+
 def check_no_leak(kv: Any, live_pages: Sequence[list[int]] = ()) -> None:
     """Raise AssertionError unless every device page is free, cached or owned by a live request exactly once,
     and every host page is free, in the tree or held by a prefetch exactly once."""
     owned: list[int] = [p for pages in live_pages for p in pages]
     cached = kv.radix.all_pages() if kv.radix else set()
     if kv.radix:
-        kv.radix.check_invariants()
+        check_tree(kv.radix)
     free = kv.allocator.free_pages()
     live = set(owned) - cached
     assert not (free & (cached | live)), "a free page is also in use"

@@ -284,32 +284,6 @@ class RadixCache:
     def cached_pages(self) -> int:
         return self.evictable_pages + self.protected_pages
 
-    def check_invariants(self) -> None:
-        """Raise AssertionError if the tree's structure or page accounting is inconsistent (for tests)."""
-        seen: set[int] = set()
-        seen_host: set[int] = set()
-        evictable = protected = 0
-        for node in self.nodes():
-            assert node.parent.children.get(node.key[:self.page_size]) is node, "parent link broken"
-            assert node.pages is not None or node.host_pages is not None, "node lives in no tier"
-            assert len(node.key) == node.size * self.page_size > 0, "key/pages length mismatch"
-            if node.pages is not None and node.host_pages is not None:
-                assert len(node.pages) == len(node.host_pages), "device/host page counts differ"
-            assert node.pages is None or node.parent is self.root or node.parent.pages is not None, (
-                "device-resident node under a host-only parent")
-            assert node.lock_ref >= sum(c.lock_ref for c in node.children.values()), "lock count below children's"
-            for p in node.pages or ():
-                assert p not in seen, f"page {p} owned by two nodes"
-                seen.add(p)
-            for p in node.host_pages or ():
-                assert p not in seen_host, f"host page {p} owned by two nodes"
-                seen_host.add(p)
-            if node.lock_ref == 0:
-                evictable += node.num_pages
-            else:
-                protected += node.num_pages
-        assert (evictable, protected) == (self.evictable_pages, self.protected_pages), "page counters drifted"
-
     def all_pages(self) -> set[int]:
         return {p for n in self.nodes() for p in n.pages or ()}
 
