@@ -144,6 +144,10 @@ class FanOutIO:
         return self.local.l3_dropped_pages
 
     @property
+    def l3_queue_bytes(self) -> int:
+        return self.local.l3_queue_bytes
+
+    @property
     def gate(self) -> Any:
         return self.local.gate
 
