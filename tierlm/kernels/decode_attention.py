@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.pdl import launch_options, pdl_enabled
+from tierlm.kernels.pdl import launch_kwargs
 
 
 @triton.jit
@@ -211,7 +211,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     if new_kv is not None:
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
-    pdl = pdl_enabled(q.device)
+    pdl = launch_kwargs(q.device)
     _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
@@ -219,15 +219,14 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         sm_scale * log2e, min_chunk,
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
-        STORE_NEW=new_kv is not None, PDL=pdl, DIRECT=max_splits == 1, num_warps=num_warps, num_stages=num_stages,
-        **launch_options(pdl),
+        STORE_NEW=new_kv is not None, DIRECT=max_splits == 1, num_warps=num_warps, num_stages=num_stages, **pdl,
     )
     if max_splits == 1:
         return out
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
-        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d, PDL=pdl,
-        num_warps=4 if head_dim >= 128 else 2, **launch_options(pdl),
+        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d,
+        num_warps=4 if head_dim >= 128 else 2, **pdl,
     )
     return out

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.pdl import launch_options, pdl_enabled
+from tierlm.kernels.pdl import launch_kwargs
 
 
 @triton.jit
@@ -46,10 +46,9 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     res_out = torch.empty_like(x2) if residual is not None else out
     r2 = residual.reshape(-1, n_cols) if residual is not None else x2
     if n_rows:
-        pdl = pdl_enabled(x.device)
         _rmsnorm_kernel[(n_rows,)](x2, r2, weight, out, res_out, n_cols, x2.stride(0), r2.stride(0), out.stride(0),
-                                   eps, HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n_cols), PDL=pdl,
-                                   num_warps=4 if n_cols <= 2048 else 8, **launch_options(pdl))
+                                   eps, HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n_cols),
+                                   num_warps=4 if n_cols <= 2048 else 8, **launch_kwargs(x.device))
     return out.view(shape), (res_out.view(shape) if residual is not None else None)
 
 
@@ -125,9 +124,9 @@ def qk_norm_rope(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, 
     q = torch.empty(T, num_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
     k = torch.empty(T, num_kv_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
     if T:
-        norm, pdl = q_norm_w is not None, pdl_enabled(qkv.device)
+        norm = q_norm_w is not None
         _qk_norm_rope_kernel[(T, num_heads + num_kv_heads)](
             qkv, positions, cos, sin, q_norm_w if norm else qkv, k_norm_w if norm else qkv, q, k, qkv.stride(0),
-            cos.stride(0), num_heads, eps, HEAD_DIM=head_dim, HALF=head_dim // 2, NORM=norm, PDL=pdl,
-            num_warps=1 if head_dim <= 128 else 2, **launch_options(pdl))
+            cos.stride(0), num_heads, eps, HEAD_DIM=head_dim, HALF=head_dim // 2, NORM=norm,
+            num_warps=1 if head_dim <= 128 else 2, **launch_kwargs(qkv.device))
     return q, k

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.pdl import launch_options, pdl_enabled
+from tierlm.kernels.pdl import launch_kwargs
 
 MAX_ROWS = 8  # the largest batch this kernel serves; larger ones go to cuBLAS
 
@@ -117,15 +117,14 @@ def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=Non
     out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
     r = residual if residual is not None else x2
     if m:
-        pdl = pdl_enabled(x2.device)
         _gemv_kernel[(triton.cdiv(n, config.block_n),)](
             x2, weight, bias if bias is not None else weight, out, r,
             norm_weight if norm_weight is not None else weight, res_out if res_out is not None else out,
             m, n, k, x2.stride(0), r.stride(0), weight.stride(0), out.stride(0),
             res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None,
             PROLOGUE=prologue, HAS_RES=residual is not None, BLOCK_M=triton.next_power_of_2(m),
-            BLOCK_N=config.block_n, BLOCK_K=config.block_k, PDL=pdl, num_warps=config.num_warps,
-            **launch_options(pdl))
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
+            **launch_kwargs(x2.device))
     return out
 
 

@@ -17,6 +17,7 @@ Set `TIERLM_PDL=0` to launch everything without it (for A/B timing or when debug
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -29,7 +30,20 @@ def pdl_enabled(device: torch.device) -> bool:
     unless `TIERLM_PDL=0` (ROCm devices also report as "cuda", with capabilities of their own numbering)."""
     if device.type != "cuda" or torch.version.hip is not None or os.environ.get(ENV, "1") == "0":
         return False
-    return torch.cuda.get_device_capability(device)[0] >= 9
+    return _sm_major(torch.cuda.current_device() if device.index is None else device.index) >= 9
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_major(index: int) -> int:
+    """A device's compute capability major (a fixed fact; asked on every eager launch, so asked once)."""
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def launch_kwargs(device: torch.device) -> dict:
+    """What a PDL-aware Triton kernel's launch adds for `device`: its `PDL` constexpr and, when set, the
+    launch option."""
+    enabled = pdl_enabled(device)
+    return {"PDL": enabled, **launch_options(enabled)}
 
 
 def launch_options(enabled: bool) -> dict:

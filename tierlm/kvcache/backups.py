@@ -13,6 +13,7 @@ when the working set has outgrown it and L3 must hold what it cannot.
 from __future__ import annotations
 
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -65,8 +66,9 @@ class Backups:
         # backup writes it again) and unmarked here by `settle_writes` on the scheduler's thread
         self._unstored: deque[tuple[RadixNode, frozenset[str]]] = deque()
         # storage write_back: nodes whose L3 write ended unstored; their next eviction does not wait for a
-        # store that failed (or was behind) once already, so eviction always makes progress
-        self._not_written: set[RadixNode] = set()
+        # store that failed (or was behind) once already, so eviction always makes progress (weak: a node
+        # that leaves the tree otherwise is not kept alive here)
+        self._not_written: "weakref.WeakSet[RadixNode]" = weakref.WeakSet()
 
     def take(self) -> list[BackupCommand]:
         queue, self.queue = self.queue, []
