@@ -5,7 +5,8 @@
 # Ends with one table: TTFT p50 per round per mode, the L3 mode against the better of GPU only and +L2, and
 # what the load-or-recompute policy did with the lower tiers' hits. Meant to take 5-8 minutes on an H200.
 # Usage: bash benchmarks/gpu_multiturn_tiers.sh [OUTDIR]
-# Environment: LOAD_POLICY (--hicache-load-policy, default auto), MODEL, EXTRA (more engine flags), STORE_IO (0:
+# Environment: REPEATS (default 1: runs of every mode, alternated; the TTFT p50 pools their requests),
+# LOAD_POLICY (--hicache-load-policy, default auto), MODEL, EXTRA (more engine flags), STORE_IO (0:
 # skip the file store's check against the raw disk, bench_store_io.py, which runs last), and the
 # workload: CLIENTS ROUNDS FIRST TURN ANSWER CONC KV_GB (defaults below: 40 conversations of 2,048 + 4 x 256
 # prompt tokens and 5 x 64 answer tokens = 135,680 tokens (16.6 GiB) of KV, 4.7x a 3.5 GiB pool of 28,672
@@ -33,6 +34,7 @@ json.dump(cfg, open(f"{sys.argv[1]}/config.json", "w"), indent=1)
 PY
 fi
 runs=${RUNS:-"r5 r1.5 restart"}
+reps=${REPEATS:-1}
 common=(--model "$model" --load-format dummy --num-clients "${CLIENTS:-40}"
         --num-rounds "${ROUNDS:-5}" --first-turn-len "${FIRST:-2048}" --turn-len "${TURN:-256}"
         --answer-len "${ANSWER:-64}" --concurrency "${CONC:-8}" --kv-cache-gb "${KV_GB:-3.5}"
@@ -49,45 +51,63 @@ run() {  # NAME ARGS...: one `tierlm bench multiturn`, its summary in OUT/NAME.j
 
 python3 -c "import torch; c = torch.cuda.is_available()
 print('torch', torch.__version__, torch.cuda.get_device_name() if c else 'CPU')"
-if [[ $runs == *r5* ]]; then
-  run r5 --modes gpu,l2,l3 --hicache-ratio 5 --kv-store "file://$work/l3-r5"
-  rm -rf "$work/l3-r5"
-  modes=l2,l3
-else
-  modes=gpu,l2,l3  # GPU only once, beside the ratio-1.5 modes
-fi
-[[ $runs == *r1.5* ]] && run r1.5 --modes $modes --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
-# the same conversations again on the warm L3 (a new engine: nothing on the device or in host memory)
-[[ $runs == *restart* ]] && run restart --modes l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+for rep in $(seq 1 "$reps"); do  # REPEATS > 1: every mode again on fresh engines and stores, runs alternated
+  if [[ $runs == *r5* ]]; then
+    run "r5-$rep" --modes gpu,l2,l3 --hicache-ratio 5 --kv-store "file://$work/l3-r5"
+    rm -rf "$work/l3-r5"
+    modes=l2,l3
+  else
+    modes=gpu,l2,l3  # GPU only once, beside the ratio-1.5 modes
+  fi
+  if [[ $runs == *r1.5* ]]; then
+    rm -rf "$work/l3-r1.5"
+    run "r1.5-$rep" --modes $modes --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+  fi
+done
+# the same conversations again on the warm L3 of the last ratio-1.5 run (a new engine: nothing on the device
+# or in host memory)
+[[ $runs == *restart* ]] && run restart-1 --modes l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
 
 if [ "${STORE_IO:-1}" = 1 ]; then  # this machine's disk against the file store, on the same file system
   timeout 120 python3 benchmarks/bench_store_io.py --skip redis --gib 2 --reps 1 --dir "$work" \
     >"$out/store_io.txt" 2>"$out/store_io.err" || echo "store I/O check failed: $(tail -n 1 "$out/store_io.err")"
 fi
 
-python3 - "$out" "$policy" <<'PY'
-import json, os, sys
+python3 - "$out" "$policy" "$reps" <<'PY'
+import glob, json, os, sys
 
-out, policy = sys.argv[1], sys.argv[2]
-rows = {}
+out, policy, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows, runs = {}, {}  # key -> the last run's result; key -> every run's result
 for name, label in (("r5", "ratio 5"), ("r1.5", "ratio 1.5"), ("restart", "restart")):
-    path = os.path.join(out, f"{name}.json")
-    if not os.path.exists(path):
-        if os.path.exists(os.path.join(out, f"{name}.err")):  # it ran and failed (RUNS may skip it)
-            print(f"{name}: no results (see {name}.err)")
-        continue
-    s = json.load(open(path))
-    for r in s["results"]:
-        key = "gpu" if r["mode"] == "gpu" else f"{r['mode']} {label}"
-        rows[key] = r
-        if key == "gpu":
-            ws, pool = s["working_set_tokens"], r["kv_pool_tokens"]
-            print(f"working set {ws} tokens = {ws / pool:.1f}x the device pool ({pool} tokens)")
+    for rep in range(1, reps + 1):
+        path = os.path.join(out, f"{name}-{rep}.json")
+        if not os.path.exists(path):
+            if os.path.exists(os.path.join(out, f"{name}-{rep}.err")):  # it ran and failed (RUNS may skip it)
+                print(f"{name}-{rep}: no results (see {name}-{rep}.err)")
+            continue
+        s = json.load(open(path))
+        for r in s["results"]:
+            key = "gpu" if r["mode"] == "gpu" else f"{r['mode']} {label}"
+            rows[key] = r
+            runs.setdefault(key, []).append(r)
+            if key == "gpu" and len(runs[key]) == 1:
+                ws, pool = s["working_set_tokens"], r["kv_pool_tokens"]
+                print(f"working set {ws} tokens = {ws / pool:.1f}x the device pool ({pool} tokens)")
+
+def pct(values, q):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
 
 def p50(key, stat="p50"):
-    return [x["ttft_s"][stat] for x in rows[key]["rounds"]]
+    """Per round: the p50 (or mean) of every request of every run of `key`, pooled."""
+    rounds = zip(*[r["rounds"] for r in runs[key]])
+    pooled = [sum((x.get("ttft_values_s", []) for x in rs), []) for rs in rounds]
+    if stat == "mean":
+        return [sum(v) / len(v) for v in pooled]
+    return [pct(v, 0.5) for v in pooled]
 
-print(f"\nload policy {policy}; per tier: thousands of tokens loaded / recomputed; the cost model's estimates")
+print(f"\nload policy {policy}; per tier: thousands of tokens loaded / recomputed; the cost model's estimates "
+      "(the last run of each mode)")
 for key, r in rows.items():
     t = r["tiers"]
     if "cost" not in t:
@@ -101,6 +121,12 @@ for key, r in rows.items():
     print(f"{key:<18} {split}   prefill {c['prefill_tokens_per_s']:.0f} tok/s (n={c['prefill_samples']}), "
           f"L2 {c['L2_bytes_per_s'] / 1e9:.1f} GB/s (n={c['L2_samples']}), "
           f"L3 {c['L3_bytes_per_s'] / 1e9:.2f} GB/s (n={c['L3_samples']}){both}")
+    b = t.get("backups", {})
+    if "L3" in t and "store" in t["L3"]:
+        st = t["L3"]["store"]
+        print(f"{'':<18} L3 wrote {st['pages_written']} pages ({st['bytes_written'] / 1e9:.1f} GB in "
+              f"{st['write_seconds']:.1f} s), dropped {t['L3'].get('dropped_write_pages', 0)} at the queue bound, "
+              f"{b.get('l3_on_eviction_pages', 0)} on host eviction, host tier evicted {t['L2']['evicted_pages']}")
 
 print("\nhost ms per engine step by phase (schedule / launch / wait on the device / outputs), steps")
 for key, r in rows.items():
@@ -110,11 +136,12 @@ for key, r in rows.items():
         print(f"{key:<18} " + " / ".join(f"{ms[p]:.3f}" for p in ("schedule", "launch", "wait", "outputs"))
               + f"   total {h['total_ms_per_step']:.3f}, {h['steps']} steps")
 
-print("\nTTFT p50 per round (s); 'vs best': the L3 mode / min(GPU only, +L2) per round (target <= 1.05), "
-      "restart: round 1 / GPU only's round 1 (target <= 1)")
+print(f"\nTTFT p50 per round (s) over every request of {reps} run(s) per mode; 'vs best': the L3 mode / min(GPU "
+      "only, +L2) per round (target <= 1.05), restart: round 1 / GPU only's round 1 (target <= 1)")
 print(f"{'mode':<18}{'wall s':>8}   TTFT p50 per round")
-for key, r in rows.items():
-    print(f"{key:<18}{r['elapsed_s']:>8.1f}   " + " ".join(f"{x:.3f}" for x in p50(key)))
+for key in rows:
+    wall = sum(r["elapsed_s"] for r in runs[key]) / len(runs[key])
+    print(f"{key:<18}{wall:>8.1f}   " + " ".join(f"{x:.3f}" for x in p50(key)))
 for label in ("ratio 5", "ratio 1.5"):
     l3, l2 = f"l3 {label}", f"l2 {label}"
     if l3 in rows and l2 in rows and "gpu" in rows:
@@ -124,6 +151,10 @@ for label in ("ratio 5", "ratio 1.5"):
         # a round's prompts arrive in waves of CONC, so its p50 can fall between two waves: the means show it
         mean = [a / min(g, b) for a, g, b in zip(p50(l3, "mean"), p50("gpu", "mean"), p50(l2, "mean"))]
         print(f"{'  (means)':<18}{'':>8}   " + " ".join(f"{x:.2f}" for x in mean))
+        for i, (a, g, b) in enumerate(zip(runs[l3], runs["gpu"], runs[l2])) if reps > 1 else ():
+            each = [x["ttft_s"]["p50"] / min(y["ttft_s"]["p50"], z["ttft_s"]["p50"])
+                    for x, y, z in zip(a["rounds"], g["rounds"], b["rounds"])]
+            print(f"{f'  (run {i + 1})':<18}{'':>8}   " + " ".join(f"{x:.2f}" for x in each))
 if "l3 restart" in rows and "gpu" in rows:
     x = p50("l3 restart")[0] / p50("gpu")[0]
     print(f"{'restart round 1':<18}{'':>8}   {x:.2f}" + ("   ok" if x <= 1.0 else "   OVER"))

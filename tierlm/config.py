@@ -184,7 +184,8 @@ class EngineConfig:
                                              "soon as they exist (write_through); only when the host tier evicts "
                                              "them and at shutdown, for at most 60 s (write_back: nothing is written "
                                              "while the host tier has room); or write_back until the host tier "
-                                             "first has to evict, write_through from then on (auto).",
+                                             "has evicted as many pages as it holds, write_through from then on "
+                                             "(auto).",
                                              "cache tiers", choices=("write_through", "write_back", "auto"))
     hicache_load_policy: str = _opt("auto", "How much of a host (L2) or L3 prefix hit to load rather than "
                                     "recompute: 'cost' weighs the measured transfer bandwidth of each tier against "

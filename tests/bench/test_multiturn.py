@@ -19,6 +19,9 @@ def test_multiturn_bench_runs_all_modes(tiny_qwen3, tmp_path, capsys):
     by_mode = {r["mode"]: r for r in summary["results"]}
     assert set(by_mode) == {"gpu", "l2", "l3"}
     assert all(len(r["rounds"]) == 3 and r["output_tok_per_s"] > 0 for r in by_mode.values())
+    for rnd in by_mode["l2"]["rounds"]:  # every conversation's TTFT, in conversation order, for pooling runs
+        values = rnd["ttft_values_s"]
+        assert len(values) == 8 and min(values) > 0 and sorted(values)[4] == rnd["ttft_s"]["p50"]
     assert summary["working_set_tokens"] >= 2.5 * by_mode["gpu"]["kv_pool_tokens"]  # pool sized below the set
     assert by_mode["gpu"]["tier_hits"]["L2"]["tokens"] == 0
     assert by_mode["l2"]["tier_hits"]["L2"]["tokens"] > 0  # evicted conversations came back from host

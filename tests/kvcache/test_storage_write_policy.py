@@ -1,12 +1,12 @@
 """When host copies reach the L3 store (`--hicache-storage-write-policy`): write_back writes a copy as the host
-tier evicts it and never waits twice for a store that failed; auto defers until the host tier is under
-pressure and writes through from then on."""
+tier evicts it and never waits twice for a store that failed; auto defers until the host tier has
+evicted as many pages as it holds and writes through from then on."""
 from __future__ import annotations
 
 import logging
 
 from tests.kvcache.test_shutdown import RaisingStore
-from tests.kvcache.tiers import cache_prefixes, make_tiered
+from tests.kvcache.tiers import cache_prefix, cache_prefixes, make_tiered
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.stores.memory import MemoryKVStore
 
@@ -47,20 +47,27 @@ def test_storage_write_back_to_a_failing_store_still_evicts(caplog):
         kv.close()
 
 
-def test_auto_defers_until_the_host_tier_is_under_pressure():
-    """Host tier of 8 pages, four prefixes of 3: the first two are not written while there is room; the third
-    finds none, so the eviction writes the first two back (and that backup is skipped); the fourth evicts
-    the first, now under pressure, and its own copy is written at once."""
+def test_auto_defers_until_the_host_tier_has_turned_over():
+    """Host tier of 8 pages, prefixes of 3: the first two are not written while there is room; the third finds
+    none, so the eviction writes the first two back (and that backup is skipped). A few evictions do not
+    switch the policy: it writes through only once the host tier has evicted as many pages as it holds (9
+    after the seventh prefix's eviction), and that prefix's own copy is then written at once."""
     store = MemoryKVStore()
     kv, _, _ = make_tiered(2, 40, 8, store=store, hasher=PageHasher("t", 2), threads=False,
                            storage_write_policy="auto")
     try:
         cache_prefixes(kv, 2)
         assert store.stats()["bytes_written"] == 0
-        cache_prefixes(kv, 4)  # requests 0 and 1 again (hits, nothing new), then 2 and 3
+        for i in range(2, 5):
+            cache_prefix(kv, i)
         backups = kv.tier_stats()["backups"]
-        assert backups["skipped_no_host_room"] == 1 and backups["l3_on_eviction_pages"] == 6
-        assert len(store.data) == 9  # requests 0, 1 (written back) and 3 (written through)
+        assert kv.evictor.host_evicted_pages_total == 6 and backups["pages"] == 12
+        assert backups["l3_on_eviction_pages"] == len(store.data) == 6  # evicted copies only
+        for i in range(5, 7):
+            cache_prefix(kv, i)
+        assert kv.evictor.host_evicted_pages_total == 9
+        assert kv.tier_stats()["backups"]["l3_on_eviction_pages"] == 12
+        assert len(store.data) == 15  # the 12 written back, and the seventh prefix's 3 written through
         assert kv.tier_stats()["L3"]["write_policy"] == "auto"
     finally:
         kv.close()

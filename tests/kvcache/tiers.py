@@ -40,12 +40,17 @@ def run_copies(kv: KVCacheManager) -> None:
     kv.io.load(copies.load_host, copies.load_device)
 
 
+def cache_prefix(kv: KVCacheManager, i: int) -> None:
+    """Request `i` (three pages, page size 2, no prefix shared with another `i`) finishes into the cache, and
+    its copies run."""
+    tokens = [i, 1, 2, 3, 4, 5]
+    got = kv.admit(str(i), tokens, 6, 6, 0)
+    assert kv.grow(got.pages, 6)
+    kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
+    run_copies(kv)
+
+
 def cache_prefixes(kv: KVCacheManager, n: int) -> None:
-    """`n` requests of three pages each (page size 2, no shared prefix) finish into the cache; each one's
-    copies run before the next."""
+    """Requests 0 to `n - 1` (`cache_prefix`), one after another."""
     for i in range(n):
-        tokens = [i, 1, 2, 3, 4, 5]
-        got = kv.admit(str(i), tokens, 6, 6, 0)
-        assert kv.grow(got.pages, 6)
-        kv.release(got.row, tokens, got.pages, got.node, 0, cache=True)
-        run_copies(kv)
+        cache_prefix(kv, i)

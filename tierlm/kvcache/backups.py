@@ -7,8 +7,8 @@ Policies: `write_through` backs a node up when it is inserted or hit without a h
 Storage (L3) policies: `write_through` writes a host copy to L3 as soon as it is made; `write_back` only when
 the host tier evicts it (`store_back`: the host pages stay until the write has finished) and at shutdown
 (`flush_unstored`), so a host tier with room costs the store no write while serving; `auto` is write_back
-until the host tier is under pressure (`host_pressure()`: it has had to evict), write_through from then on,
-when the working set has outgrown it and L3 must hold what it cannot.
+until the host tier is under pressure (`host_pressure()`: it has evicted as many pages as it holds),
+write_through from then on, when the working set has outgrown it and L3 must hold what it cannot.
 """
 from __future__ import annotations
 

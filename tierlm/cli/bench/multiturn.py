@@ -112,7 +112,8 @@ def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
             history[c] = history[c] + conv[r] + answers[f"{r}-{c}"]
             out_tokens += len(answers[f"{r}-{c}"])
         rounds.append({"round": r, "elapsed_s": time.perf_counter() - start,
-                       "ttft_s": percentiles(list(first.values()))})
+                       "ttft_s": percentiles(list(first.values())),
+                       "ttft_values_s": [first[f"{r}-{c}"] for c in range(len(turns))]})  # for pooling runs
         bar.update(1)
     elapsed = time.perf_counter() - t_start
     stats = engine.stats()
