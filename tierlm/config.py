@@ -180,12 +180,12 @@ class EngineConfig:
                                      "(write_through_selective), or on device eviction (write_back).",
                                      "cache tiers", choices=("write_through", "write_through_selective", "write_back"))
     hicache_write_threshold: int = _opt(2, "Hits before write_through_selective backs a prefix up.", "cache tiers")
-    hicache_storage_write_policy: str = _opt("write_through", "When host copies are written to the L3 store: as "
+    hicache_storage_write_policy: str = _opt("auto", "When host copies are written to the L3 store: as "
                                              "soon as they exist (write_through); only when the host tier evicts "
                                              "them and at shutdown, for at most 60 s (write_back: nothing is written "
                                              "while the host tier has room); or write_back until the host tier "
                                              "has evicted as many pages as it holds, write_through from then on "
-                                             "(auto).",
+                                             "and from the start for a store shared with a fleet (auto, Redis).",
                                              "cache tiers", choices=("write_through", "write_back", "auto"))
     hicache_load_policy: str = _opt("auto", "How much of a host (L2) or L3 prefix hit to load rather than "
                                     "recompute: 'cost' weighs the measured transfer bandwidth of each tier against "

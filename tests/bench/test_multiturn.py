@@ -1,8 +1,10 @@
 """`tierlm bench multiturn` end to end on a tiny model (CPU): JSON figures, per-round TTFT, tier hits."""
 from __future__ import annotations
 
+import argparse
 import json
 
+from tierlm.cli.bench.multiturn import _conversations
 from tierlm.cli.main import main
 
 
@@ -26,3 +28,21 @@ def test_multiturn_bench_runs_all_modes(tiny_qwen3, tmp_path, capsys):
     assert by_mode["gpu"]["tier_hits"]["L2"]["tokens"] == 0
     assert by_mode["l2"]["tier_hits"]["L2"]["tokens"] > 0  # evicted conversations came back from host
     assert by_mode["l2"]["hit_rate"]["L1"] + by_mode["l2"]["hit_rate"]["L2"] > by_mode["gpu"]["hit_rate"]["L1"]
+
+
+def test_random_range_ratio_spreads_the_turn_lengths():
+    args = argparse.Namespace(workload_seed=3, num_clients=50, num_rounds=2, first_turn_len=100, turn_len=10,
+                              random_range_ratio=0.5)
+    turns = _conversations(args, 1000)
+    first = [len(conv[0]) for conv in turns]
+    later = [len(conv[1]) for conv in turns]
+    assert min(first) >= 50 and max(first) <= 150 and len(set(first)) > 10
+    assert min(later) >= 5 and max(later) <= 15 and len(set(later)) > 3
+    assert turns == _conversations(args, 1000)  # the seed fixes the workload
+    args.random_range_ratio = 0.0
+    assert {len(conv[0]) for conv in _conversations(args, 1000)} == {100}
+
+
+def test_random_range_ratio_out_of_range_is_a_cli_error(tmp_path, capsys):
+    assert main(["bench", "multiturn", "--random-range-ratio", "1.5", "--output-dir", str(tmp_path / "o")]) != 0
+    assert "--random-range-ratio must be in [0, 1)" in capsys.readouterr().err

@@ -9,6 +9,8 @@ from tests.kvcache.test_shutdown import RaisingStore
 from tests.kvcache.tiers import cache_prefix, cache_prefixes, make_tiered
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.stores.memory import MemoryKVStore
+from tierlm.kvcache.stores.redis import RedisKVStore
+from tierlm.kvcache.stores.shard import ShardKVStore
 
 
 def test_storage_write_back_writes_when_the_host_tier_evicts():
@@ -71,3 +73,25 @@ def test_auto_defers_until_the_host_tier_has_turned_over():
         assert kv.tier_stats()["L3"]["write_policy"] == "auto"
     finally:
         kv.close()
+
+
+class SharedMemoryStore(MemoryKVStore):
+    """An in-memory store that says other engines read it, as a fleet's Redis does."""
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+
+def test_auto_writes_through_at_once_to_a_store_other_engines_share():
+    """Under auto, a shared store gets every host copy as it is made: another replica finds the prefix in L3
+    without waiting for this one's host tier to evict it or to shut down."""
+    store = SharedMemoryStore()
+    kv, _, _ = make_tiered(2, 40, 8, store=ShardKVStore(store, "0"), hasher=PageHasher("t", 2), threads=False,
+                           storage_write_policy="auto")
+    try:
+        cache_prefixes(kv, 2)
+        assert len(store.data) == 6 and kv.tier_stats()["backups"]["l3_on_eviction_pages"] == 0
+    finally:
+        kv.close()
+    assert RedisKVStore.shared.fget(object.__new__(RedisKVStore)) and not MemoryKVStore().shared

@@ -8,7 +8,8 @@ Storage (L3) policies: `write_through` writes a host copy to L3 as soon as it is
 the host tier evicts it (`store_back`: the host pages stay until the write has finished) and at shutdown
 (`flush_unstored`), so a host tier with room costs the store no write while serving; `auto` is write_back
 until the host tier is under pressure (`host_pressure()`: it has evicted as many pages as it holds),
-write_through from then on, when the working set has outgrown it and L3 must hold what it cannot.
+write_through from then on, when the working set has outgrown it and L3 must hold what it cannot (and from
+the start for a store other engines read, `KVStore.shared`).
 """
 from __future__ import annotations
 

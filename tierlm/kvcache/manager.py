@@ -56,12 +56,14 @@ class KVCacheManager:
         # synchronous copies (torch backend) overlap nothing: there "auto" loads every hit
         self.cost = CostModel(page_size, tiers.page_bytes, tiers.load_policy, self.io.backend != "torch",
                               tiers.max_step_tokens) if tiers else None
-        # host pressure (storage policy auto): the host tier has evicted as many pages as it holds, so the
-        # working set has outgrown it (a few evictions at the edge of a fitting working set do not count)
+        # write at once (storage policy auto): the store is shared with other engines, or the host tier has
+        # evicted as many pages as it holds, so the working set has outgrown it (a few evictions at the edge
+        # of a fitting working set do not count)
+        shared = self.store is not None and self.store.shared
         self.backups = Backups(self.radix, tiers.write_policy, tiers.write_threshold, self._alloc_host,
                                self._run_backups, self.metrics, tiers.page_bytes, self.store is not None,
                                tiers.storage_write_policy,
-                               lambda: self.evictor.host_evicted_pages_total >= tiers.host_pages
+                               lambda: shared or self.evictor.host_evicted_pages_total >= tiers.host_pages
                                ) if tiers else None
         self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,
                                self.backups.write_back if tiers and tiers.write_policy == "write_back" else None,

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--first-turn-len", type=int, default=2048, help="Tokens of the first prompt (default: 2048).")
     g.add_argument("--turn-len", type=int, default=256, help="Tokens of each later user turn (default: 256).")
     g.add_argument("--answer-len", type=int, default=128, help="Tokens of each answer (default: 128).")
+    g.add_argument("--random-range-ratio", type=float, default=0.0,
+                   help="Prompt turn lengths drawn uniformly from [LEN * (1 - R), LEN * (1 + R)] per turn "
+                        "(default: 0, every turn exactly its length); R < 1.")
     g.add_argument("--concurrency", type=int, default=4,
                    help="Requests in flight at once; the other conversations wait their turn (default: 4).")
     g.add_argument("--working-set-factor", type=float, default=4.0,
@@ -50,8 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _conversations(args: argparse.Namespace, vocab: int) -> list[list[list[int]]]:
     """turns[client][round]: the user turn token ids (round 0 is the long first prompt)."""
     rng = random.Random(args.workload_seed)
-    hi = min(vocab, 10000) - 1
-    return [[[rng.randint(0, hi) for _ in range(args.first_turn_len if r == 0 else args.turn_len)]
+    hi, ratio = min(vocab, 10000) - 1, args.random_range_ratio
+
+    def length(n: int) -> int:
+        return max(1, rng.randint(int(n * (1 - ratio)), int(n * (1 + ratio)))) if ratio else n
+
+    return [[[rng.randint(0, hi) for _ in range(length(args.first_turn_len if r == 0 else args.turn_len))]
              for r in range(args.num_rounds)] for _ in range(args.num_clients)]
 
 
@@ -163,15 +170,18 @@ def run(args: argparse.Namespace) -> int:
     if min(args.num_clients, args.num_rounds, args.first_turn_len, args.turn_len, args.answer_len,
            args.concurrency) < 1:
         raise CLIError("--num-clients, --num-rounds, --concurrency and the lengths must be >= 1")
+    if not 0 <= args.random_range_ratio < 1:
+        raise CLIError("--random-range-ratio must be in [0, 1)")
     out_dir = output_dir(args.output_dir, "--output-dir")
     config = config_from_args(args)
-    final_len = args.first_turn_len + (args.num_rounds - 1) * args.turn_len + args.num_rounds * args.answer_len
     try:
         model_cfg = ModelConfig.from_dir(resolve_model_dir(config.model, config.revision, need_weights=False))
         per_token = _bytes_per_token(config, model_cfg)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e)) from None
-    working_set = args.num_clients * final_len
+    turns = _conversations(args, model_cfg.vocab_size)
+    finals = [sum(map(len, conv)) + args.num_rounds * args.answer_len for conv in turns]
+    final_len, working_set = max(finals), sum(finals)
     changes = {"max_model_len": max(config.max_model_len or 0, final_len + config.page_size)}
     if config.kv_cache_gb is None:
         pool_tokens = max(int(working_set / args.working_set_factor), (args.concurrency + 1) * final_len)
@@ -179,7 +189,6 @@ def run(args: argparse.Namespace) -> int:
     if config.hicache_size is None and args.hicache_ratio == 2.0:  # default: let L2 hold the working set
         changes["hicache_ratio"] = args.working_set_factor + 1
     config = config.replace(**changes)
-    turns = _conversations(args, model_cfg.vocab_size)
     results = []
     with tempfile.TemporaryDirectory(prefix="tierlm-mt-kv-") as store_dir:
         bar = tqdm(total=len(modes) * args.num_rounds, desc="multiturn", unit="round", disable=args.json)
@@ -191,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
                 raise CLIError(str(e)) from None
         bar.close()
     summary = {"model": config.model, "workload": {k: getattr(args, k) for k in (
-        "num_clients", "num_rounds", "first_turn_len", "turn_len", "answer_len", "working_set_factor", "reuse",
-        "concurrency")},
+        "num_clients", "num_rounds", "first_turn_len", "turn_len", "answer_len", "random_range_ratio",
+        "working_set_factor", "reuse", "concurrency")},
         "working_set_tokens": working_set, "kv_cache_gb": config.kv_cache_gb, "hicache_ratio": config.hicache_ratio,
         "output_dir": str(out_dir), "results": results}
     (out_dir / "multiturn.json").write_text(json.dumps(summary, indent=2))

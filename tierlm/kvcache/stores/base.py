@@ -106,6 +106,12 @@ class KVStore(ABC):
     def stats(self) -> dict:
         """Counters since construction (at least hits, misses, errors, corrupt, bytes_read, bytes_written)."""
 
+    @property
+    def shared(self) -> bool:
+        """The store is there for other engines (a fleet's network store): the storage write policy `auto`
+        then writes every host copy at once, as write_through does, so that they find it."""
+        return False
+
     def close(self) -> None:
         """Release connections and files."""
 

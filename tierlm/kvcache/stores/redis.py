@@ -199,6 +199,10 @@ class RedisKVStore(BlobKVStore):
         except _OUTAGE as e:
             self._error("clear", e)
 
+    @property
+    def shared(self) -> bool:
+        return True  # a network store is there for the fleet
+
     def close(self) -> None:
         self._threads.shutdown(wait=True)
         self._pool.disconnect()

@@ -50,5 +50,9 @@ class ShardKVStore(KVStore):
     def stats(self) -> dict:
         return self.inner.stats()
 
+    @property
+    def shared(self) -> bool:
+        return self.inner.shared
+
     def close(self) -> None:
         self.inner.close()
