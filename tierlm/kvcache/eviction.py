@@ -1,4 +1,4 @@
-"""`Evictor`: least-recently-used eviction from the radix tree, one routine for every tier.
+"""`Evictor`: least-recently-used eviction from the radix tree, per tier (candidates: `CandidateHeap`).
 
 Device (L1) eviction of a node with a valid host copy only drops the device copy (the prefix stays
 matchable); otherwise the node and its host-only descendants leave the tree. Host (L2) eviction of a node
@@ -7,9 +7,9 @@ reads are never freed: a device copy waits for its D2H copy, a host copy for its
 """
 from __future__ import annotations
 
-import heapq
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
+from tierlm.kvcache.candidates import CandidateHeap
 from tierlm.kvcache.events import CPU, GPU
 from tierlm.kvcache.radix import RadixCache, RadixNode
 
@@ -57,28 +57,11 @@ class Evictor:
         self.tree = tree
         self._free_device, self._free_host = free_device, free_host
         self._drain, self._write_back, self._store_back = drain, write_back, store_back
+        self.device_candidates = CandidateHeap(tree, self._device_leaf)
+        self.host_candidates = CandidateHeap(tree, self._host_leaf)
         self.evicted_pages_total = 0  # device pages freed
         self.device_dropped_pages_total = 0  # of which the node stayed on host
         self.host_evicted_pages_total = 0
-
-    # ---- the one LRU routine ------------------------------------------------------------------------------
-    def _lru(self, num_pages: int, is_leaf: Callable[[RadixNode], bool],
-             take: Callable[[RadixNode], tuple[int, Iterable]]) -> tuple[int, list]:
-        """Take leaves (by `is_leaf`, oldest first; a parent joins once it becomes a leaf) until `num_pages`
-        are freed; `take(node)` returns (pages freed, futures that kept it)."""
-        root = self.tree.root
-        heap = [(n.last_access, id(n), n) for n in self.tree.nodes() if is_leaf(n)]
-        heapq.heapify(heap)
-        freed, blocking = 0, []
-        while freed < num_pages and heap:
-            _, _, node = heapq.heappop(heap)
-            parent = node.parent
-            got, wait = take(node)
-            blocking.extend(wait)
-            freed += got
-            if got and parent is not root and is_leaf(parent):
-                heapq.heappush(heap, (parent.last_access, id(parent), parent))
-        return freed, blocking
 
     # ---- device (L1) --------------------------------------------------------------------------------------
     @staticmethod
@@ -90,7 +73,7 @@ class Evictor:
         """Free at least `num_pages` device pages, least recently used first; returns pages freed."""
         freed = 0
         while True:
-            got, blocking = self._lru(num_pages - freed, self._device_leaf, self._take_device)
+            got, blocking = self.device_candidates.evict(num_pages - freed, self._take_device)
             freed += got
             if freed >= num_pages or not blocking:
                 return freed
@@ -120,15 +103,17 @@ class Evictor:
 
     # ---- host (L2) ----------------------------------------------------------------------------------------
     @staticmethod
-    def _host_leaf(node: RadixNode) -> bool:
-        return (node.host_pages is not None and node.lock_ref == 0 and not busy(node)
+    def _host_leaf(node: RadixNode) -> bool:  # (a busy one is passed over by `_take_host`)
+        return (node.host_pages is not None and node.lock_ref == 0
                 and not any(c.host_pages is not None for c in node.children.values()))
 
     def evict_host(self, num_pages: int) -> int:
         """Free at least `num_pages` host pages, least recently used first; returns pages freed."""
-        return self._lru(num_pages, self._host_leaf, self._take_host)[0]
+        return self.host_candidates.evict(num_pages, self._take_host)[0]
 
     def _take_host(self, node: RadixNode) -> tuple[int, list]:
+        if busy(node):  # a D2H copy or an L3 write still reads its host pages
+            return 0, [t.stored for t in node.io if not t.stored.done()]
         keep = self._store_back(node) if self._store_back is not None else []
         if keep:  # written to L3 first; evictable once that is done
             return 0, keep

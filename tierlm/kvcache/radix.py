@@ -78,6 +78,11 @@ class RadixCache:
         self._tick += 1
         return self._tick
 
+    @property
+    def clock(self) -> int:
+        """Matches and inserts so far (the `last_access` of the latest)."""
+        return self._tick
+
     def _page_key(self, tokens: Sequence[int], start: int) -> tuple[int, ...]:
         return tuple(tokens[start:start + self.page_size])
 
