@@ -296,6 +296,10 @@ def main() -> None:
     ap.add_argument("--redis-timeout", type=float, default=2.0, help="the store's --kv-store-timeout")
     ap.add_argument("--skip", choices=("file", "redis"), default=None)
     args = ap.parse_args()
+    if args.dir is not None and not os.path.isdir(args.dir):
+        ap.error(f"--dir: {args.dir} is not a directory")
+    if min(args.gib, args.redis_gib) <= 0 or min(args.page_tokens, args.call_pages, args.reps) < 1:
+        ap.error("--gib, --redis-gib, --page-tokens, --call-pages and --reps must be positive")
     rows: list = []
     print(f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.1f}")
     if args.skip != "file":
