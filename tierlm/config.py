@@ -180,6 +180,11 @@ class EngineConfig:
                                      "(write_through_selective), or on device eviction (write_back).",
                                      "cache tiers", choices=("write_through", "write_through_selective", "write_back"))
     hicache_write_threshold: int = _opt(2, "Hits before write_through_selective backs a prefix up.", "cache tiers")
+    hicache_eviction_policy: str = _opt("adaptive", "Which host (L2) copies go first when the host tier needs "
+                                        "room: least recently used (lru), or (adaptive) lru until shadows of "
+                                        "both show that keeping what was used again would hold more of the "
+                                        "recent prompts (conversations that come back in turn), and back.",
+                                        "cache tiers", choices=("lru", "adaptive"))
     hicache_storage_write_policy: str = _opt("auto", "When host copies are written to the L3 store: as "
                                              "soon as they exist (write_through); only when the host tier evicts "
                                              "them and at shutdown, for at most 60 s (write_back: nothing is written "

@@ -46,3 +46,21 @@ def test_random_range_ratio_spreads_the_turn_lengths():
 def test_random_range_ratio_out_of_range_is_a_cli_error(tmp_path, capsys):
     assert main(["bench", "multiturn", "--random-range-ratio", "1.5", "--output-dir", str(tmp_path / "o")]) != 0
     assert "--random-range-ratio must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_adaptive_host_eviction_serves_a_cycle_that_lru_cannot(tiny_qwen3, tmp_path, capsys):
+    """Twelve conversations in turn, the device and host tiers holding about a third of them: under LRU the
+    host tier evicts each prefix just before it comes back; `adaptive` switches to keeping what was used
+    again and serves part of every round from host memory."""
+    rates = {}
+    for policy in ("lru", "adaptive"):
+        assert main(["bench", "multiturn", "--model", str(tiny_qwen3), "--load-format", "auto", "--device", "cpu",
+                     "--dtype", "float32", "--page-size", "4", "--num-clients", "12", "--num-rounds", "5",
+                     "--first-turn-len", "256", "--turn-len", "32", "--answer-len", "4", "--working-set-factor",
+                     "4.7", "--hicache-ratio", "1.5", "--concurrency", "2", "--modes", "l2",
+                     "--hicache-eviction-policy", policy, "--output-dir", str(tmp_path / policy), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)["results"][0]
+        assert result["tiers"]["L2"]["evicted_pages"] > 0  # the host tier is under pressure
+        rates[policy] = (result["hit_rate"]["L2"], result["tiers"]["L2"]["eviction_order"])
+    assert rates["lru"] == (0.0, "lru")
+    assert rates["adaptive"][0] > 0.05 and rates["adaptive"][1] == "reused"

@@ -62,8 +62,11 @@ OPS = st.lists(st.tuples(st.sampled_from(["start", "start", "finish", "abort", "
                                           "wipe_host", "poll"]), st.integers(0, 10**6)), max_size=80)
 
 
-def run_ops(ops, page_size, policy, threads, with_store):
+def run_ops(ops, page_size, policy, threads, with_store, prepare=None):
+    """`prepare(kv)`, when given, runs on the new cache first."""
     kv, pool, _ = make(page_size, policy, threads, with_store)
+    if prepare is not None:
+        prepare(kv)
     running = []
     try:
         for i, (op, seed) in enumerate(ops):

@@ -45,7 +45,7 @@ def build_kv_cache(config: EngineConfig, worker: Worker | WorkerGroup, model_con
     return KVCacheManager(pool.num_pages, config.page_size, config.max_running_requests, True, TierSetup(
         host_pages=host_pages, page_bytes=pool.bytes_per_page, io=io, pinned=worker.host.pinned,
         write_policy=config.hicache_write_policy, write_threshold=config.hicache_write_threshold, store=store,
-        storage_write_policy=config.hicache_storage_write_policy,
+        storage_write_policy=config.hicache_storage_write_policy, eviction_policy=config.hicache_eviction_policy,
         hasher=hasher, prefetch_policy=config.hicache_prefetch_policy,
         prefetch_timeout=config.hicache_prefetch_timeout, prefetch_threshold=config.hicache_prefetch_threshold,
         load_policy=config.hicache_load_policy, max_step_tokens=config.max_prefill_tokens),

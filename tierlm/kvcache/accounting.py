@@ -19,7 +19,9 @@ def tier_stats(kv: Any) -> dict:
     out["L2"].update(capacity_pages=kv.tiers.host_pages, used_pages=host_used,
                      capacity_bytes=kv.tiers.host_pages * kv.tiers.page_bytes,
                      evicted_pages=ev.host_evicted_pages_total,
-                     write_policy=kv.backups.policy, io_backend=kv.io.backend, pinned=kv.tiers.pinned)
+                     write_policy=kv.backups.policy, io_backend=kv.io.backend, pinned=kv.tiers.pinned,
+                     eviction_policy=kv.retention.policy, eviction_order=kv.retention.current,
+                     eviction_order_flips=kv.retention.flips, eviction_score=kv.retention.score)
     if kv.store is not None:
         out["L3"].update(store=kv.store.stats(), io_errors=kv.io.store_errors,
                          write_policy=kv.backups.storage_policy, dropped_write_pages=kv.io.l3_dropped_pages,

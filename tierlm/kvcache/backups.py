@@ -89,7 +89,7 @@ class Backups:
         self.queue.append(BackupCommand(list(node.pages), host, keys, ticket))
         node.io.append(ticket)
         self._copying.add(node)
-        node.host_pages = host
+        node.host_pages, node.host_since = host, self.tree.clock
         self.tree.events.stored(node, CPU)
         if keys:  # only pages not yet known to be in L3 are written
             self._mark_stored(node, ticket, keys)

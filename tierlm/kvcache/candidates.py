@@ -16,7 +16,7 @@ eviction (exact LRU where a scan is cheap).
 from __future__ import annotations
 
 import heapq
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from tierlm.kvcache.radix import RadixCache, RadixNode
 
@@ -24,12 +24,20 @@ RESCAN_BELOW = 512  # nodes: a smaller tree is listed at every eviction
 RESCAN_SHARE = 0.25  # a scan of N nodes is redone after N * RESCAN_SHARE matches and inserts
 
 
+def last_access(node: RadixNode) -> int:
+    return node.last_access
+
+
 class CandidateHeap:
-    """Eviction candidates of one tier of `tree`: `is_candidate(node)` says whether a node may be taken now."""
+    """Eviction candidates of one tier of `tree`: `is_candidate(node)` says whether a node may be taken now,
+    `key(node)` orders them (smallest first; it may change only when the node is used, or when `epoch()`
+    changes, which rebuilds the heap)."""
 
     def __init__(self, tree: RadixCache, is_candidate: Callable[[RadixNode], bool],
-                 rescan_below: Optional[int] = None) -> None:
-        self.tree, self.is_candidate = tree, is_candidate
+                 rescan_below: Optional[int] = None, key: Callable[[RadixNode], Any] = last_access,
+                 epoch: Callable[[], int] = lambda: 0) -> None:
+        self.tree, self.is_candidate, self.key, self.epoch = tree, is_candidate, key, epoch
+        self._epoch = epoch()
         self.rescan_below = RESCAN_BELOW if rescan_below is None else rescan_below
         self.rescan_share = RESCAN_SHARE
         self._heap: list[tuple[int, int, RadixNode]] = []
@@ -42,17 +50,17 @@ class CandidateHeap:
         for node in self.tree.nodes():
             visited += 1
             if id(node) not in skip and self.is_candidate(node):
-                heap.append((node.last_access, id(node), node))
+                heap.append((self.key(node), id(node), node))
         heapq.heapify(heap)
-        self._heap, self._visited, self._clock = heap, visited, self.tree.clock
+        self._heap, self._visited, self._clock, self._epoch = heap, visited, self.tree.clock, self.epoch()
         self.scans += 1
 
     def _stale(self) -> bool:
-        return (not self._heap or self._visited < self.rescan_below
+        return (not self._heap or self._visited < self.rescan_below or self._epoch != self.epoch()
                 or self.tree.clock - self._clock > self._visited * self.rescan_share)
 
     def _push(self, node: RadixNode) -> None:
-        heapq.heappush(self._heap, (node.last_access, id(node), node))
+        heapq.heappush(self._heap, (self.key(node), id(node), node))
 
     def evict(self, num_pages: int, take: Callable[[RadixNode], tuple[int, Iterable]]) -> tuple[int, list]:
         """Take candidates, least recently used first, until `num_pages` are freed or none is left; `take(node)`
@@ -72,7 +80,7 @@ class CandidateHeap:
             stamp, _, node = heapq.heappop(self._heap)
             if id(node) in tried or not self.is_candidate(node):
                 continue
-            if stamp != node.last_access:  # used since it went in: back in its new place
+            if stamp != self.key(node):  # used since it went in: back in its new place
                 self._push(node)
                 continue
             parent = node.parent

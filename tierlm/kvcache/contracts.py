@@ -40,6 +40,7 @@ class TierSetup:
     pinned: bool = False
     write_policy: str = "write_through"
     write_threshold: int = 2
+    eviction_policy: str = "lru"  # the host tier's eviction order (`tierlm.kvcache.retention`)
     storage_write_policy: str = "write_through"  # when host copies go to L3 (`tierlm.kvcache.backups`)
     store: Any = None
     hasher: Optional[PageHasher] = None

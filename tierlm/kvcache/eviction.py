@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from tierlm.kvcache.candidates import CandidateHeap
 from tierlm.kvcache.events import CPU, GPU
 from tierlm.kvcache.radix import RadixCache, RadixNode
+from tierlm.kvcache.retention import HostRetention
 
 
 def copy_pending(node: RadixNode) -> bool:
@@ -48,17 +49,20 @@ class Evictor:
     longer); `write_back(node) -> bool`, when given, backs a device-only node up synchronously before it
     goes (the write_back policy); `store_back(node) -> futures`, when given, starts the L3 write of a host
     copy the store lacks before it goes (storage write_back): the node then stays until the write is done.
+    `retention`, when given, orders the host tier's evictions (else least recently used).
     """
 
     def __init__(self, tree: RadixCache, free_device: Callable[[list[int]], None],
                  free_host: Callable[[list[int]], None], drain: Callable[[list], None],
                  write_back: Optional[Callable[[RadixNode], bool]] = None,
-                 store_back: Optional[Callable[[RadixNode], list]] = None) -> None:
+                 store_back: Optional[Callable[[RadixNode], list]] = None,
+                 retention: Optional[HostRetention] = None) -> None:
         self.tree = tree
         self._free_device, self._free_host = free_device, free_host
         self._drain, self._write_back, self._store_back = drain, write_back, store_back
         self.device_candidates = CandidateHeap(tree, self._device_leaf)
-        self.host_candidates = CandidateHeap(tree, self._host_leaf)
+        self.host_candidates = (CandidateHeap(tree, self._host_leaf, key=retention.key, epoch=lambda: retention.epoch)
+                                if retention is not None else CandidateHeap(tree, self._host_leaf))
         self.evicted_pages_total = 0  # device pages freed
         self.device_dropped_pages_total = 0  # of which the node stayed on host
         self.host_evicted_pages_total = 0

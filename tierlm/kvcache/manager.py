@@ -24,6 +24,7 @@ from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.prefetch import L3Prefetcher
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
+from tierlm.kvcache.retention import HostRetention
 
 
 class KVCacheManager:
@@ -65,10 +66,12 @@ class KVCacheManager:
                                tiers.storage_write_policy,
                                lambda: shared or self.evictor.host_evicted_pages_total >= tiers.host_pages
                                ) if tiers else None
+        self.retention = (HostRetention(tiers.eviction_policy, num_pages + tiers.host_pages, page_size,
+                                        lambda: self.radix.clock) if tiers else None)
         self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,
                                self.backups.write_back if tiers and tiers.write_policy == "write_back" else None,
-                               self.backups.store_back if self.backups and self.store is not None else None
-                               ) if self.radix else None
+                               self.backups.store_back if self.backups and self.store is not None else None,
+                               self.retention) if self.radix else None
         self.prefetcher = (L3Prefetcher(self.store, self.io.submit_store, self.hasher, self._alloc_host,
                                         self.host_allocator.free, self.radix, self.metrics, tiers.prefetch_policy,
                                         tiers.prefetch_timeout, tiers.prefetch_threshold,
@@ -137,6 +140,8 @@ class KVCacheManager:
             self._queue_load(match, dev)
             pages += dev
         count_hits(self, request_id, match, unloaded)
+        if self.retention is not None:
+            self.retention.observe(tokens)
         self._step_tokens += len(tokens) + 1 - len(pages) * self.page_size
         return Admitted(self._rows.pop(), pages, match.node if match else None, len(pages))
 

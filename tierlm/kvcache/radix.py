@@ -33,6 +33,7 @@ class RadixNode:
     page_hashes: Optional[list[str]] = None  # L3 keys, filled by the store tier
     io: list[Any] = field(default_factory=list)  # tier I/O tickets still reading this node's pages
     in_store: bool = False  # known to be in the L3 store (came from it, or written to it)
+    host_since: int = 0  # the tree's clock when the host copy was made (used since: last_access > host_since)
 
     @property
     def num_pages(self) -> int:
@@ -101,7 +102,7 @@ class RadixCache:
                           hit_count=node.hit_count,
                           host_pages=node.host_pages[:n_pages] if node.host_pages is not None else None,
                           page_hashes=node.page_hashes[:n_pages] if node.page_hashes is not None else None,
-                          io=list(node.io), in_store=node.in_store)  # tickets cover both halves
+                          io=list(node.io), in_store=node.in_store, host_since=node.host_since)  # tickets: both
         node.parent.children[node.key[:self.page_size]] = upper
         node.key = node.key[cut:]
         if node.pages is not None:
@@ -234,7 +235,7 @@ class RadixCache:
                     return dups + host_pages  # the prefix left the tree meanwhile: cannot attach
                 i = page - first_page
                 leaf = RadixNode(key=tuple(tokens[page * ps:end * ps]), pages=None, parent=node, last_access=now,
-                                 host_pages=host_pages[i:], page_hashes=hashes[i:], in_store=True)
+                                 host_pages=host_pages[i:], page_hashes=hashes[i:], in_store=True, host_since=now)
                 node.children[leaf.key[:ps]] = leaf
                 self.events.stored(leaf, CPU)
                 self.events.stored(leaf, DISK)
@@ -248,7 +249,7 @@ class RadixCache:
                 ours = host_pages[page - first_page:page - first_page + n]
                 if child.host_pages is None:
                     was_in_store = child.in_store
-                    child.host_pages, child.in_store = list(ours), True
+                    child.host_pages, child.in_store, child.host_since = list(ours), True, now
                     child.page_hashes = child.page_hashes or list(hashes[page - first_page:page - first_page + n])
                     self.events.stored(child, CPU)
                     if not was_in_store:
