@@ -51,6 +51,15 @@ def test_load_or_recompute_split_and_cost_estimates_are_exported():
         assert line in text, line
 
 
+def test_host_eviction_order_is_exported():
+    m = ServerMetrics()
+    m.update_engine({"tiers": {"L2": {"evicted_pages": 12, "eviction_order": "reused", "eviction_order_flips": 1}}})
+    text = m.render().decode()
+    for line in ("tierlm_host_evicted_pages_total 12.0", "tierlm_host_eviction_order_flips_total 1.0",
+                 'tierlm_host_eviction_order{order="reused"} 1.0', 'tierlm_host_eviction_order{order="lru"} 0.0'):
+        assert line in text, line
+
+
 def test_step_phases_are_exported_as_counters():
     m = ServerMetrics()
     m.update_engine({"step_host": {"steps": 10, "seconds": {"schedule": 0.5, "launch": 1.0, "wait": 2.0,

@@ -35,6 +35,9 @@ _TIER_COUNTERS = (
      "Pages written to L3 as the host tier evicted them (--hicache-storage-write-policy write_back)."),
     ("backups", "l3_skipped_on_eviction_pages", "l3_write_back_skipped_pages",
      "Pages the host tier evicted unwritten after their L3 write-back had failed."),
+    ("L2", "evicted_pages", "host_evicted_pages", "Pages the host (L2) tier evicted."),
+    ("L2", "eviction_order_flips", "host_eviction_order_flips",
+     "Times the host tier switched its eviction order (--hicache-eviction-policy adaptive)."),
 )
 
 
@@ -118,6 +121,13 @@ def _load_decisions(detail: dict[str, Any]) -> Iterator[Metric]:
             split.add_metric([tier, "recomputed"], float(t["recomputed_tokens"]))
     if split.samples:
         yield split
+    order = (detail.get("L2") or {}).get("eviction_order")
+    if order:
+        fam = GaugeMetricFamily("tierlm_host_eviction_order", "1 for the order the host tier evicts in now "
+                                "(lru, or reused: copies used again since they were made stay).", labels=["order"])
+        for name in ("lru", "reused"):
+            fam.add_metric([name], float(name == order))
+        yield fam
     cost = detail.get("cost")
     if not cost:
         return
