@@ -61,8 +61,8 @@ class Evictor:
         self._free_device, self._free_host = free_device, free_host
         self._drain, self._write_back, self._store_back = drain, write_back, store_back
         self.device_candidates = CandidateHeap(tree, self._device_leaf)
-        self.host_candidates = (CandidateHeap(tree, self._host_leaf, key=retention.key, epoch=lambda: retention.epoch)
-                                if retention is not None else CandidateHeap(tree, self._host_leaf))
+        order = retention or HostRetention("lru", 0, 1)
+        self.host_candidates = CandidateHeap(tree, self._host_leaf, key=order.key, epoch=lambda: order.epoch)
         self.evicted_pages_total = 0  # device pages freed
         self.device_dropped_pages_total = 0  # of which the node stayed on host
         self.host_evicted_pages_total = 0

@@ -3,8 +3,9 @@
 The scheduler speaks to it in requests: `admit` (match a prefix, reserve room, take a table row),
 `grow` (pages for more tokens) and `release` (into the prefix cache, or freed). Behind that sit the device
 page allocator, the radix tree, eviction (`Evictor`), and with lower tiers the host page allocator, the
-host tier's eviction order (`HostRetention`), the write policies (`Backups`) and L3 prefetch. It decides copies but never runs them: loads and backups are
-collected per step (`take_copies`) for the step plan and executed where the pools live (`TierIO`).
+host tier's eviction order (`HostRetention`), the write policies (`Backups`) and L3 prefetch. It decides
+copies but never runs them: loads and backups are collected per step (`take_copies`) for the step plan and
+executed where the pools live (`TierIO`).
 """
 from __future__ import annotations
 
