@@ -190,7 +190,9 @@ class EngineConfig:
                                              "them and at shutdown, for at most 60 s (write_back: nothing is written "
                                              "while the host tier has room); or write_back until the host tier "
                                              "has evicted as many pages as it holds, write_through from then on "
-                                             "and from the start for a store shared with a fleet (auto, Redis).",
+                                             "and from the start for a store shared with a fleet (auto, Redis; "
+                                             "for a store only this engine reads, auto withholds writes while they "
+                                             "are not read back and loads from it would not pay).",
                                              "cache tiers", choices=("write_through", "write_back", "auto"))
     hicache_load_policy: str = _opt("auto", "How much of a host (L2) or L3 prefix hit to load rather than "
                                     "recompute: 'cost' weighs the measured transfer bandwidth of each tier against "

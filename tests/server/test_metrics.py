@@ -51,11 +51,13 @@ def test_load_or_recompute_split_and_cost_estimates_are_exported():
         assert line in text, line
 
 
-def test_host_eviction_order_is_exported():
+def test_host_eviction_order_and_withheld_writes_are_exported():
     m = ServerMetrics()
-    m.update_engine({"tiers": {"L2": {"evicted_pages": 12, "eviction_order": "reused", "eviction_order_flips": 1}}})
+    m.update_engine({"tiers": {"L2": {"evicted_pages": 12, "eviction_order": "reused", "eviction_order_flips": 1},
+                               "backups": {"l3_withheld_pages": 7}}})
     text = m.render().decode()
     for line in ("tierlm_host_evicted_pages_total 12.0", "tierlm_host_eviction_order_flips_total 1.0",
+                 "tierlm_l3_write_withheld_pages_total 7.0",
                  'tierlm_host_eviction_order{order="reused"} 1.0', 'tierlm_host_eviction_order{order="lru"} 0.0'):
         assert line in text, line
 

@@ -25,7 +25,8 @@ def tier_stats(kv: Any) -> dict:
     if kv.store is not None:
         out["L3"].update(store=kv.store.stats(), io_errors=kv.io.store_errors,
                          write_policy=kv.backups.storage_policy, dropped_write_pages=kv.io.l3_dropped_pages,
-                         write_wait_s=kv.io.gate.write_wait_s)
+                         write_wait_s=kv.io.gate.write_wait_s,
+                         write_gate=kv.backups.gate.snapshot() if kv.backups.gate is not None else None)
     out["cost"] = kv.cost.snapshot()
     return out
 

@@ -9,7 +9,8 @@ the host tier evicts it (`store_back`: the host pages stay until the write has f
 (`flush_unstored`), so a host tier with room costs the store no write while serving; `auto` is write_back
 until the host tier is under pressure (`host_pressure()`: it has evicted as many pages as it holds),
 write_through from then on, when the working set has outgrown it and L3 must hold what it cannot (and from
-the start for a store other engines read, `KVStore.shared`).
+the start for a store other engines read, `KVStore.shared`); for a store only this engine reads, `auto`
+writes pass a `WriteGate`, which withholds them while they are not read back and loads would not pay.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tierlm.kvcache.eviction import copy_pending, host_valid
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
 from tierlm.kvcache.tier_io import Ticket
+from tierlm.kvcache.write_gate import WriteGate
 
 WRITE_POLICIES = ("write_through", "write_through_selective", "write_back")
 STORAGE_WRITE_POLICIES = ("write_through", "write_back", "auto")
@@ -49,13 +51,14 @@ class Backups:
 
     def __init__(self, tree: RadixCache, policy: str, threshold: int, alloc_host: Callable[[int], Optional[list[int]]],
                  run_now: Callable[[], None], metrics: TierMetrics, page_bytes: int, with_store: bool,
-                 storage_policy: str = "write_through", host_pressure: Callable[[], bool] = lambda: True) -> None:
+                 storage_policy: str = "write_through", host_pressure: Callable[[], bool] = lambda: True,
+                 gate: Optional[WriteGate] = None) -> None:
         if policy not in WRITE_POLICIES:
             raise ValueError(f"--hicache-write-policy: unknown policy {policy!r}")
         if storage_policy not in STORAGE_WRITE_POLICIES:
             raise ValueError(f"--hicache-storage-write-policy: unknown policy {storage_policy!r}")
         self.tree, self.policy, self.storage_policy = tree, policy, storage_policy
-        self._host_pressure = host_pressure
+        self._host_pressure, self.gate = host_pressure, gate
         self.deferring = storage_policy != "write_through"  # L3 writes may wait for the host tier's eviction
         self.threshold = 1 if policy == "write_through" else threshold
         self._alloc_host, self._run_now = alloc_host, run_now
@@ -84,7 +87,7 @@ class Backups:
             self.metrics.backups["skipped_no_host_room"] += 1
             return False
         write_now = self.storage_policy == "write_through" or (self.storage_policy == "auto" and self._host_pressure())
-        keys = self._unstored_keys(node) if write_now else None
+        keys = self._allowed(self._unstored_keys(node)) if write_now else None
         ticket = Ticket()
         self.queue.append(BackupCommand(list(node.pages), host, keys, ticket))
         node.io.append(ticket)
@@ -100,6 +103,13 @@ class Backups:
     def _unstored_keys(self, node: RadixNode) -> Optional[list[str]]:
         return list(node.page_hashes) if self.with_store and not node.in_store and node.page_hashes else None
 
+    def _allowed(self, keys: Optional[list[str]]) -> Optional[list[str]]:
+        """`keys` unless the write gate withholds their write now (counted)."""
+        if keys and self.gate is not None and not self.gate.allow(len(keys)):
+            self.metrics.backups["l3_withheld_pages"] += len(keys)
+            return None
+        return keys
+
     def _mark_stored(self, node: RadixNode, ticket: Ticket, keys: list[str]) -> None:
         node.in_store = True
         self.tree.events.stored(node, DISK)
@@ -114,6 +124,8 @@ class Backups:
         if node in self._not_written:
             self._not_written.discard(node)
             self.metrics.backups["l3_skipped_on_eviction_pages"] += len(keys)
+            return []
+        if not self._allowed(keys):
             return []
         ticket = self._write_host_copy(node, keys, "l3_on_eviction_pages")
         self._run_now()

@@ -26,6 +26,7 @@ from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.prefetch import L3Prefetcher
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
 from tierlm.kvcache.retention import HostRetention
+from tierlm.kvcache.write_gate import WriteGate
 
 
 class KVCacheManager:
@@ -62,11 +63,14 @@ class KVCacheManager:
         # evicted as many pages as it holds, so the working set has outgrown it (a few evictions at the edge
         # of a fitting working set do not count)
         shared = self.store is not None and self.store.shared
+        gate = (WriteGate(tiers.host_pages, lambda: self.metrics.tiers["L3"]["tokens"] // page_size,
+                          lambda: self.cost.l3_pays())
+                if tiers and self.store is not None and not shared and tiers.storage_write_policy == "auto" else None)
         self.backups = Backups(self.radix, tiers.write_policy, tiers.write_threshold, self._alloc_host,
                                self._run_backups, self.metrics, tiers.page_bytes, self.store is not None,
                                tiers.storage_write_policy,
-                               lambda: shared or self.evictor.host_evicted_pages_total >= tiers.host_pages
-                               ) if tiers else None
+                               lambda: shared or self.evictor.host_evicted_pages_total >= tiers.host_pages,
+                               gate) if tiers else None
         self.retention = (HostRetention(tiers.eviction_policy, num_pages + tiers.host_pages, page_size,
                                         lambda: self.radix.clock) if tiers else None)
         self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,

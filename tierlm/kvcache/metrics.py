@@ -21,7 +21,9 @@ class TierMetrics:
                                                     # tier evicted them, evicted unwritten (their write had
                                                     # failed), written at shutdown, left unwritten then
                                                     "l3_on_eviction_pages": 0, "l3_skipped_on_eviction_pages": 0,
-                                                    "l3_at_close_pages": 0, "l3_unwritten_at_close_pages": 0})
+                                                    "l3_at_close_pages": 0, "l3_unwritten_at_close_pages": 0,
+                                                    # storage auto: L3 writes the write gate withheld
+                                                    "l3_withheld_pages": 0})
     loads: dict = field(default_factory=lambda: {"batches": 0, "bytes": 0, "seconds": 0.0})
     prefetch: dict = field(default_factory=lambda: {"started": 0, "pages_requested": 0, "pages_fetched": 0,
                                                      "partial": 0, "discarded_pages": 0, "cancelled": 0,

@@ -35,6 +35,9 @@ _TIER_COUNTERS = (
      "Pages written to L3 as the host tier evicted them (--hicache-storage-write-policy write_back)."),
     ("backups", "l3_skipped_on_eviction_pages", "l3_write_back_skipped_pages",
      "Pages the host tier evicted unwritten after their L3 write-back had failed."),
+    ("backups", "l3_withheld_pages", "l3_write_withheld_pages",
+     "Pages whose L3 write --hicache-storage-write-policy auto withheld: the store is read by this engine "
+     "only, its writes were not read back and its loads would not pay."),
     ("L2", "evicted_pages", "host_evicted_pages", "Pages the host (L2) tier evicted."),
     ("L2", "eviction_order_flips", "host_eviction_order_flips",
      "Times the host tier switched its eviction order (--hicache-eviction-policy adaptive)."),
