@@ -63,7 +63,7 @@ class KVCacheManager:
         # evicted as many pages as it holds, so the working set has outgrown it (a few evictions at the edge
         # of a fitting working set do not count)
         shared = self.store is not None and self.store.shared
-        gate = (WriteGate(tiers.host_pages, lambda: self.metrics.tiers["L3"]["tokens"] // page_size,
+        gate = (WriteGate(tiers.host_pages // 4, lambda: self.metrics.tiers["L3"]["tokens"] // page_size,
                           lambda: self.cost.l3_pays())
                 if tiers and self.store is not None and not shared and tiers.storage_write_policy == "auto" else None)
         self.backups = Backups(self.radix, tiers.write_policy, tiers.write_threshold, self._alloc_host,
