@@ -18,7 +18,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from tierlm.kvcache.events import CPU, DISK
 from tierlm.kvcache.eviction import copy_pending, host_valid
@@ -73,6 +73,23 @@ class Backups:
         # store that failed (or was behind) once already, so eviction always makes progress (weak: a node
         # that leaves the tree otherwise is not kept alive here)
         self._not_written: "weakref.WeakSet[RadixNode]" = weakref.WeakSet()
+
+    @classmethod
+    def for_tiers(cls, tiers: Any, tree: RadixCache, alloc_host: Callable[[int], Optional[list[int]]],
+                  run_now: Callable[[], None], metrics: TierMetrics, host_evicted: Callable[[], int],
+                  l3_served_pages: Callable[[], int], l3_pays: Callable[[], bool]) -> "Backups":
+        """The write policies of a `TierSetup`. Storage policy auto writes at once when the store is shared
+        with other engines, or once the host tier has evicted as many pages as it holds (the working set has
+        outgrown it; a few evictions at the edge of a fitting working set do not count); an unshared store's
+        writes pass a `WriteGate` (windows of a quarter of the host tier) fed by the pages the store served
+        back and by whether its loads pay."""
+        store = tiers.store
+        shared = store is not None and store.shared
+        gate = (WriteGate(tiers.host_pages // 4, l3_served_pages, l3_pays)
+                if store is not None and not shared and tiers.storage_write_policy == "auto" else None)
+        return cls(tree, tiers.write_policy, tiers.write_threshold, alloc_host, run_now, metrics, tiers.page_bytes,
+                   store is not None, tiers.storage_write_policy,
+                   lambda: shared or host_evicted() >= tiers.host_pages, gate)
 
     def take(self) -> list[BackupCommand]:
         queue, self.queue = self.queue, []

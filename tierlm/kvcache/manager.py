@@ -26,7 +26,6 @@ from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.prefetch import L3Prefetcher
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
 from tierlm.kvcache.retention import HostRetention
-from tierlm.kvcache.write_gate import WriteGate
 
 
 class KVCacheManager:
@@ -59,18 +58,10 @@ class KVCacheManager:
         # synchronous copies (torch backend) overlap nothing: there "auto" loads every hit
         self.cost = CostModel(page_size, tiers.page_bytes, tiers.load_policy, self.io.backend != "torch",
                               tiers.max_step_tokens) if tiers else None
-        # write at once (storage policy auto): the store is shared with other engines, or the host tier has
-        # evicted as many pages as it holds, so the working set has outgrown it (a few evictions at the edge
-        # of a fitting working set do not count)
-        shared = self.store is not None and self.store.shared
-        gate = (WriteGate(tiers.host_pages // 4, lambda: self.metrics.tiers["L3"]["tokens"] // page_size,
-                          lambda: self.cost.l3_pays())
-                if tiers and self.store is not None and not shared and tiers.storage_write_policy == "auto" else None)
-        self.backups = Backups(self.radix, tiers.write_policy, tiers.write_threshold, self._alloc_host,
-                               self._run_backups, self.metrics, tiers.page_bytes, self.store is not None,
-                               tiers.storage_write_policy,
-                               lambda: shared or self.evictor.host_evicted_pages_total >= tiers.host_pages,
-                               gate) if tiers else None
+        self.backups = Backups.for_tiers(tiers, self.radix, self._alloc_host, self._run_backups, self.metrics,
+                                         lambda: self.evictor.host_evicted_pages_total,
+                                         lambda: self.metrics.tiers["L3"]["tokens"] // page_size,
+                                         lambda: self.cost.l3_pays()) if tiers else None
         self.retention = (HostRetention(tiers.eviction_policy, num_pages + tiers.host_pages, page_size,
                                         lambda: self.radix.clock) if tiers else None)
         self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,
