@@ -145,3 +145,28 @@ def test_a_lookup_never_waits_behind_page_reads():
     finally:
         store.gate.set()
         kv.flush()
+
+
+def test_tier_io_threads_lower_the_switch_interval():
+    """With I/O threads the interpreter switches threads every IO_SWITCH_INTERVAL_S, so a store call that
+    released the GIL takes it back soon beside a busy scheduler thread; a lower setting stays, and without
+    threads nothing changes."""
+    import sys
+
+    from tierlm.kvcache.tier_io import IO_SWITCH_INTERVAL_S
+
+    old = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        kv, _, _ = make_tiered(2, 8, 8, store=MemoryKVStore(), hasher=PageHasher("t", 2), threads=False)
+        kv.close()
+        assert sys.getswitchinterval() == 0.005
+        kv, _, _ = make_tiered(2, 8, 8, store=MemoryKVStore(), hasher=PageHasher("t", 2))
+        kv.close()
+        assert abs(sys.getswitchinterval() - IO_SWITCH_INTERVAL_S) < 1e-9
+        sys.setswitchinterval(0.0001)
+        kv, _, _ = make_tiered(2, 8, 8, store=MemoryKVStore(), hasher=PageHasher("t", 2))
+        kv.close()
+        assert abs(sys.getswitchinterval() - 0.0001) < 1e-9
+    finally:
+        sys.setswitchinterval(old)

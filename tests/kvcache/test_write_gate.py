@@ -114,3 +114,24 @@ def test_no_gate_for_a_shared_store_or_other_policies():
             assert kv.tier_stats()["backups"]["l3_withheld_pages"] == 0
         finally:
             kv.close()
+
+
+def test_an_unmeasured_store_does_not_count_as_paying():
+    """Until a read of the store was measured nothing says its loads pay: after one window that nothing read
+    back the gate closes (under "always-load" a store always counts as paying)."""
+    kv, _, _ = make_tiered(2, 40, 8, store=MemoryKVStore(), hasher=PageHasher("t", 2), threads=False,
+                           storage_write_policy="auto", load_policy="cost")
+    try:
+        assert not kv.cost.loads["L3"].samples and not kv.cost.l3_pays()
+        cache_prefixes(kv, 16)
+        assert kv.tier_stats()["L3"]["write_gate"]["closings"] == 1
+    finally:
+        kv.close()
+    kv, _, _ = make_tiered(2, 40, 8, store=MemoryKVStore(), hasher=PageHasher("t", 2), threads=False,
+                           storage_write_policy="auto", load_policy="always-load")
+    try:
+        assert kv.cost.l3_pays()
+        cache_prefixes(kv, 16)
+        assert kv.tier_stats()["L3"]["write_gate"]["closings"] == 0
+    finally:
+        kv.close()

@@ -213,16 +213,20 @@ class CostModel:
         a time."""
         if self.learn and self.policy != "always-load" and not self.loads["L3"].samples:
             return "skip" if probing else "explore"
-        if self.l3_pays():
+        if self._fetch_pays():
             self._unloaded["L3"] = 0
             return "fetch"
         return "explore" if not probing and self._explore("L3") else "skip"
 
     def l3_pays(self) -> bool:
         """Whether a fetch from the L3 store, whole or split with a recompute, beats recomputing by the
-        current estimates (True while the store is unmeasured, and under "always-load")."""
-        if self.policy == "always-load" or not self.loads["L3"].samples:
+        current estimates: False while the store is unmeasured (nothing says it pays yet), True under
+        "always-load"."""
+        if self.policy == "always-load":
             return True
+        return bool(self.loads["L3"].samples) and self._fetch_pays()
+
+    def _fetch_pays(self) -> bool:  # a whole fetch or a split pays (an unmeasured store counts at its prior)
         return self.fetch_pages(1, 1) > 0 or self.both_head(64) > 0
 
     def _explore(self, tier: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import sys
 import threading
 from typing import Any, Callable, Optional, Sequence
 
@@ -18,6 +19,12 @@ from tierlm.kvcache.transfer import LayerLoads, PageTransfer
 
 logger = logging.getLogger(__name__)
 L3_QUEUE_BYTES = 2 << 30  # default bound of the bytes of L3 writes in flight
+# The interpreter's thread switch interval while tier I/O threads exist (the default is 5 ms). Every call that
+# releases the GIL (a read, a checksum, a copy's synchronisation) makes its thread wait to take the GIL back
+# while the scheduler's thread runs Python, up to the switch interval: at 5 ms a 2 MiB page read and checked
+# waits about 10 ms, so a store reads at a fraction of the disk's speed beside a busy scheduler
+# (`benchmarks/bench_store_contention.py`), and the cost model then finds its loads not worth making.
+IO_SWITCH_INTERVAL_S = 0.0005
 
 
 class Ticket:
@@ -51,6 +58,8 @@ class TierIO:
         self.transfer = transfer
         self.store = store
         self._copy = cf.ThreadPoolExecutor(1, thread_name_prefix="tierlm-d2h") if threads else None
+        if threads and sys.getswitchinterval() > IO_SWITCH_INTERVAL_S:  # process-wide; only ever lowered
+            sys.setswitchinterval(IO_SWITCH_INTERVAL_S)
         # L3 lookups, L3 reads (prefetches) and L3 writes (backups, which no request waits for) on separate
         # workers: a lookup, which an arriving request may wait for, never queues behind reads or writes of
         # whole pages, and one slow prefetch does not queue the others behind it

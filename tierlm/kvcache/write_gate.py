@@ -6,11 +6,13 @@ reads, and the copies, queues and completions take host time from the scheduler'
 engine recomputes a prefix faster than the store returns it (a fast prefill, a slow disk) every write
 only costs time. The gate watches two things: how many pages the store served back (`served()`) and
 whether the cost model finds its loads worth waiting for (`pays()`, from the measured prefill rate and the
-store's measured read rate; True while the store is unmeasured).
+store's measured read rate; False until a read of the store has been measured: an engine that has not read
+the store yet cannot know that writing it pays).
 
 - Open, it lets writes through in windows of `window` pages. A window ends and the gate closes when the
   store served back less than USE_SHARE of the pages written in it and its loads do not pay. A store
   whose loads pay is never closed: its hits come back later than one window when the working set is large.
+  A store first read after the gate closed is measured by the prefetcher's probes of what it holds.
 - Closed, it withholds writes (counted, the nodes stay unwritten and may be written later). It opens again
   once it has withheld `window * backoff` pages and the loads pay (reads measured on a store no longer
   written to are often faster), or at once when the store serves USE_SHARE of a window from what it
