@@ -20,38 +20,15 @@ evicts), timed for the model, and the pages join the tree as host-only nodes for
 from __future__ import annotations
 
 import concurrent.futures as cf
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.futures import finished
+from tierlm.kvcache.prefetch_op import CHUNK_PAGES, PrefetchOp
 from tierlm.kvcache.split_fetch import SplitFetches
-
-CHUNK_PAGES = 32  # pages per store call while fetching: the granularity of best_effort/timeout progress
-
-
-@dataclass(eq=False)
-class PrefetchOp:
-    """State of one request's prefetch (`progress`: leading pages complete in host memory)."""
-
-    tokens: list[int]
-    keys: list[str]  # of the pages from `first_page` on
-    first_page: int
-    created: float
-    check: cf.Future
-    host_pages: list[int] = field(default_factory=list)
-    fetch: Optional[cf.Future] = None
-    deadline: float = 0.0
-    progress: int = 0
-    cancel: threading.Event = field(default_factory=threading.Event)
-    timing: tuple[int, float] = (0, 0.0)  # (pages, seconds) fetched so far, one tuple: set atomically
-    unfetched: int = 0  # pages the store holds that are not fetched (not worth it, under the threshold, no room)
-    head: int = 0  # leading pages of the hit recomputed while the rest is fetched (`tierlm.kvcache.split_fetch`)
-
 
 class L3Prefetcher:
     """Owns the prefetches and the probe in flight and the host pages they hold (`held_pages`, for leak
@@ -176,8 +153,19 @@ class L3Prefetcher:
             self._free_host(op.host_pages)
             return
         self._observe(op)
-        self._free_host(op.host_pages[op.progress:])
-        self._adopt(op)
+        self._free_host(op.host_pages[op.progress:] if op.tokens else op.host_pages)
+        if op.tokens:  # a calibration read (no tokens) only measures
+            self._adopt(op)
+
+    def calibrate(self, keys: list[str]) -> None:
+        """Measure the store on `keys`, pages known to be in it (the write gate's latest writes), when no
+        probe is in flight: a store no request has read yet gets a read time all the same. The pages are
+        read into free host pages like a probe's and freed again."""
+        if self.probe is not None or len(keys) < self.threshold_pages:
+            return
+        self.probe = PrefetchOp(tokens=[], keys=keys[:CHUNK_PAGES], first_page=0, created=time.monotonic(),
+                                check=finished(len, keys[:CHUNK_PAGES]))
+        self.metrics.prefetch["probes"] += 1
 
     def poll(self) -> None:
         """Advance checks into fetches and the probe, free host pages of cancelled fetches that have stopped."""
