@@ -4,26 +4,22 @@ backs off, and never closes for a store whose loads pay or that other engines sh
 from __future__ import annotations
 
 from tests.kvcache.test_storage_write_policy import SharedMemoryStore
-from tests.kvcache.tiers import cache_prefix, cache_prefixes, make_tiered
+from tests.kvcache.tiers import cache_prefixes, make_tiered
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.stores.memory import MemoryKVStore
 from tierlm.kvcache.write_gate import MAX_BACKOFF, USE_SHARE, WriteGate
 
 
 class Store:
-    """What the gate watches, set by the test: pages served back so far, whether loads pay (None: the store
-    was never read), and how often the gate asked for a measurement."""
+    """What the gate watches, set by the test: pages served back so far, and whether loads pay."""
 
-    def __init__(self, pays: object = False) -> None:
-        self.served, self.pays, self.asked = 0, pays, 0
+    def __init__(self) -> None:
+        self.served, self.pays = 0, False
 
 
-def gate(window: int = 10, pays: object = False) -> tuple[WriteGate, Store]:
-    s = Store(pays)
-
-    def measure() -> None:
-        s.asked += 1
-    return WriteGate(window, lambda: s.served, lambda: s.pays, measure), s
+def gate(window: int = 10) -> tuple[WriteGate, Store]:
+    s = Store()
+    return WriteGate(window, lambda: s.served, lambda: s.pays), s
 
 
 def writes(g: WriteGate, n: int) -> list[bool]:
@@ -34,25 +30,14 @@ def test_closes_after_a_window_nothing_read_back_and_backs_off():
     g, s = gate(10)
     assert all(writes(g, 10)) and g.open
     assert not g.allow(1) and g.closings == 1  # the window is over: nothing served, loads do not pay
-    assert not any(writes(g, 19)) and g.withheld_pages == 20
-    assert s.asked == 1  # a window withheld and still not paying: the store is measured again
-    s.pays = True  # that measurement found the store faster than before
+    assert not any(writes(g, 20)) and g.withheld_pages == 21  # a store that does not pay stays closed
+    s.pays = True  # a probe measured the store faster than before
     assert g.allow(1) and g.backoff == 2
     s.pays = False
     assert all(writes(g, 9)) and not g.allow(1) and g.closings == 2
     s.pays = True
     assert not any(writes(g, 19)) and g.allow(1)  # closed for twice the window this time
     assert g.backoff == 4
-
-
-def test_an_unread_store_is_measured_before_it_is_judged():
-    g, s = gate(10, pays=None)
-    assert all(writes(g, 11)) and s.asked == 1 and g.open  # the first window asked for a measurement
-    s.pays = True
-    assert all(writes(g, 30)) and g.closings == 0  # it pays: never closed
-    g, s = gate(10, pays=None)
-    assert all(writes(g, 20))
-    assert not g.allow(1) and g.closings == 1 and s.asked == 1  # still unmeasured a window later: closed
 
 
 def test_reads_back_keep_it_open_and_reset_the_backoff():
@@ -131,27 +116,13 @@ def test_no_gate_for_a_shared_store_or_other_policies():
             kv.close()
 
 
-def test_an_unread_store_is_measured_on_what_was_written():
-    """No request reads the store here: at the end of the first window the gate has the prefetcher read back
-    the pages written last (a calibration probe, freed again). Measured fast (an in-memory store against
-    the cost model's slow prior prefill), the store keeps its writes; when the measurement never comes
-    (nothing polls the prefetcher), the gate closes a window later."""
+def test_an_unmeasured_store_does_not_count_as_paying():
+    """Until a read of the store was measured nothing says its loads pay: after one window that nothing read
+    back the gate closes (under "always-load" a store always counts as paying)."""
     kv, _, _ = make_tiered(2, 40, 8, store=MemoryKVStore(), hasher=PageHasher("t", 2), threads=False,
-                           storage_write_policy="auto", load_policy="cost", prefetch_threshold=2)
+                           storage_write_policy="auto", load_policy="cost")
     try:
-        assert kv.cost.l3_pays() is None
-        for i in range(16):
-            cache_prefix(kv, i)
-            kv.poll()
-        assert kv.cost.loads["L3"].samples >= 1 and kv.cost.l3_pays()
-        assert kv.tier_stats()["L3"]["write_gate"]["closings"] == 0
-        assert kv.tier_stats()["prefetch"]["probes"] >= 1 and not kv.prefetcher.held_pages
-        kv.check_no_leak()
-    finally:
-        kv.close()
-    kv, _, _ = make_tiered(2, 40, 8, store=MemoryKVStore(), hasher=PageHasher("t", 2), threads=False,
-                           storage_write_policy="auto", load_policy="cost", prefetch_threshold=2)
-    try:
+        assert not kv.cost.loads["L3"].samples and not kv.cost.l3_pays()
         cache_prefixes(kv, 16)
         assert kv.tier_stats()["L3"]["write_gate"]["closings"] == 1
     finally:

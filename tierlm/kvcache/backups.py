@@ -29,7 +29,6 @@ from tierlm.kvcache.write_gate import WriteGate
 
 WRITE_POLICIES = ("write_through", "write_through_selective", "write_back")
 STORAGE_WRITE_POLICIES = ("write_through", "write_back", "auto")
-WRITTEN_KEYS = 32  # keys of the latest stored pages kept for measuring the store (one store call's worth)
 FLUSH_UNSTORED_S = 60.0  # storage write_back: longest a shutdown spends writing host copies to L3
 
 
@@ -74,31 +73,23 @@ class Backups:
         # store that failed (or was behind) once already, so eviction always makes progress (weak: a node
         # that leaves the tree otherwise is not kept alive here)
         self._not_written: "weakref.WeakSet[RadixNode]" = weakref.WeakSet()
-        # keys of the latest pages an L3 write stored (appended by the I/O threads; the write gate has an
-        # unread store measured on them)
-        self.written_keys: deque[str] = deque(maxlen=WRITTEN_KEYS)
 
     @classmethod
     def for_tiers(cls, tiers: Any, tree: RadixCache, alloc_host: Callable[[int], Optional[list[int]]],
                   run_now: Callable[[], None], metrics: TierMetrics, host_evicted: Callable[[], int],
-                  l3_served_pages: Callable[[], int], l3_pays: Callable[[], Optional[bool]],
-                  l3_measure: Callable[[list[str]], None] = lambda keys: None) -> "Backups":
+                  l3_served_pages: Callable[[], int], l3_pays: Callable[[], bool]) -> "Backups":
         """The write policies of a `TierSetup`. Storage policy auto writes at once when the store is shared
         with other engines, or once the host tier has evicted as many pages as it holds (the working set has
         outgrown it; a few evictions at the edge of a fitting working set do not count); an unshared store's
         writes pass a `WriteGate` (windows of a quarter of the host tier) fed by the pages the store served
-        back and by whether its loads pay; it measures an unread store with `l3_measure(keys)` on the keys
-        written last."""
+        back and by whether its loads pay."""
         store = tiers.store
         shared = store is not None and store.shared
         gate = (WriteGate(tiers.host_pages // 4, l3_served_pages, l3_pays)
                 if store is not None and not shared and tiers.storage_write_policy == "auto" else None)
-        backups = cls(tree, tiers.write_policy, tiers.write_threshold, alloc_host, run_now, metrics,
-                      tiers.page_bytes, store is not None, tiers.storage_write_policy,
-                      lambda: shared or host_evicted() >= tiers.host_pages, gate)
-        if gate is not None:
-            gate.measure = lambda: l3_measure(list(backups.written_keys))
-        return backups
+        return cls(tree, tiers.write_policy, tiers.write_threshold, alloc_host, run_now, metrics, tiers.page_bytes,
+                   store is not None, tiers.storage_write_policy,
+                   lambda: shared or host_evicted() >= tiers.host_pages, gate)
 
     def take(self) -> list[BackupCommand]:
         queue, self.queue = self.queue, []
@@ -213,8 +204,6 @@ class Backups:
         def done(f) -> None:  # on the thread that completes the write
             if f.exception() is not None or f.result() is not True:
                 self._unstored.append((node, keys))
-            else:
-                self.written_keys.extend(keys)
         ticket.stored.add_done_callback(done)
 
     def settle_writes(self) -> int:

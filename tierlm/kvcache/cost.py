@@ -218,12 +218,13 @@ class CostModel:
             return "fetch"
         return "explore" if not probing and self._explore("L3") else "skip"
 
-    def l3_pays(self) -> Optional[bool]:
+    def l3_pays(self) -> bool:
         """Whether a fetch from the L3 store, whole or split with a recompute, beats recomputing by the
-        current estimates: None while no read of the store has been measured, True under "always-load"."""
+        current estimates: False while the store is unmeasured (nothing says it pays yet), True under
+        "always-load"."""
         if self.policy == "always-load":
             return True
-        return self._fetch_pays() if self.loads["L3"].samples else None
+        return bool(self.loads["L3"].samples) and self._fetch_pays()
 
     def _fetch_pays(self) -> bool:  # a whole fetch or a split pays (an unmeasured store counts at its prior)
         return self.fetch_pages(1, 1) > 0 or self.both_head(64) > 0

@@ -61,8 +61,7 @@ class KVCacheManager:
         self.backups = Backups.for_tiers(tiers, self.radix, self._alloc_host, self._run_backups, self.metrics,
                                          lambda: self.evictor.host_evicted_pages_total,
                                          lambda: self.metrics.tiers["L3"]["tokens"] // page_size,
-                                         lambda: self.cost.l3_pays(),
-                                         lambda keys: self.prefetcher.calibrate(keys)) if tiers else None
+                                         lambda: self.cost.l3_pays()) if tiers else None
         self.retention = (HostRetention(tiers.eviction_policy, num_pages + tiers.host_pages, page_size,
                                         lambda: self.radix.clock) if tiers else None)
         self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,

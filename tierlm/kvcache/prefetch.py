@@ -153,19 +153,8 @@ class L3Prefetcher:
             self._free_host(op.host_pages)
             return
         self._observe(op)
-        self._free_host(op.host_pages[op.progress:] if op.tokens else op.host_pages)
-        if op.tokens:  # a calibration read (no tokens) only measures
-            self._adopt(op)
-
-    def calibrate(self, keys: list[str]) -> None:
-        """Measure the store on `keys`, pages known to be in it (the write gate's latest writes), when no
-        probe is in flight: a store no request has read yet gets a read time all the same. The pages are
-        read into free host pages like a probe's and freed again."""
-        if self.probe is not None or len(keys) < self.threshold_pages:
-            return
-        self.probe = PrefetchOp(tokens=[], keys=keys[:CHUNK_PAGES], first_page=0, created=time.monotonic(),
-                                check=finished(len, keys[:CHUNK_PAGES]))
-        self.metrics.prefetch["probes"] += 1
+        self._free_host(op.host_pages[op.progress:])
+        self._adopt(op)
 
     def poll(self) -> None:
         """Advance checks into fetches and the probe, free host pages of cancelled fetches that have stopped."""

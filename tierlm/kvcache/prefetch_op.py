@@ -1,5 +1,4 @@
-"""`PrefetchOp`: the state of one L3 fetch into host pages (a request's prefetch, a probe, a calibration read).
-"""
+"""`PrefetchOp`: the state of one L3 fetch into host pages (a request's prefetch or a probe)."""
 from __future__ import annotations
 
 import concurrent.futures as cf

@@ -6,26 +6,26 @@ reads, and the copies, queues and completions take host time from the scheduler'
 engine recomputes a prefix faster than the store returns it (a fast prefill, a slow disk) every write
 only costs time. The gate watches two things: how many pages the store served back (`served()`) and
 whether the cost model finds its loads worth waiting for (`pays()`, from the measured prefill rate and the
-store's measured read rate; None while no read of the store has been measured).
+store's measured read rate; False until a request's read of the store has been measured). A store that no
+request reads is not worth writing however fast it would read, so the gate does not read it back on its
+own to find out: such a calibration read kept writes going where the loads they enabled then cost more
+than they saved (the host tier's own hits went to the fetched pages; `docs/benchmarks.md`).
 
 - Open, it lets writes through in windows of `window` pages. A window ends and the gate closes when the
-  store served back less than USE_SHARE of the pages written in it and its loads do not pay. A store that
-  no request has read yet is first measured (`measure()`: the prefetcher reads back pages just written,
-  timed like a probe) and judged at the end of the next window; one still unmeasured then counts as not
-  paying. A store whose loads pay is never closed: its hits come back later than one window when the
-  working set is large.
-- Closed, it withholds writes (counted, the nodes stay unwritten and may be written later). Each time it
-  has withheld `window * backoff` pages it opens if the loads pay (reads measured on a store no longer
-  written to are often faster), else it has the store measured again; it opens at once when the store
-  serves USE_SHARE of a window from what it already holds. Opening on a measurement alone doubles
-  `backoff` (up to MAX_BACKOFF), so a store whose writes are never read back is tried less and less
-  often; reads that come back reset it to 1.
+  store served back less than USE_SHARE of the pages written in it and its loads do not pay. A store
+  whose loads pay is never closed: its hits come back later than one window when the working set is large.
+  A store first read after the gate closed is measured by the prefetcher's probes of what it holds.
+- Closed, it withholds writes (counted, the nodes stay unwritten and may be written later). It opens again
+  once it has withheld `window * backoff` pages and the loads pay (reads measured on a store no longer
+  written to are often faster), or at once when the store serves USE_SHARE of a window from what it
+  already holds. Opening on a measurement alone doubles `backoff` (up to MAX_BACKOFF), so a store whose
+  writes are never read back is tried less and less often; reads that come back reset it to 1.
 
 A store that other engines read (`KVStore.shared`) has no gate: what one replica writes, another loads.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 USE_SHARE = 0.05  # pages served back per page written that keep a window's writes worth making
 MAX_BACKOFF = 64
@@ -35,11 +35,9 @@ class WriteGate:
     """Whether `auto` writes to an unshared L3 store now (see the module doc). Single-threaded: the
     scheduler's thread asks it for every L3 write it decides."""
 
-    def __init__(self, window: int, served: Callable[[], int], pays: Callable[[], Optional[bool]],
-                 measure: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, window: int, served: Callable[[], int], pays: Callable[[], bool]) -> None:
         self.window = max(1, window)
-        self._served, self._pays, self.measure = served, pays, measure
-        self._asked = False  # a measurement was asked for while the store was unmeasured
+        self._served, self._pays = served, pays
         self.open = True
         self.backoff = 1
         self.closings = 0
@@ -61,23 +59,13 @@ class WriteGate:
         if self.open:
             if self._count < self.window:
                 return
-            pays = self._pays()
             if used:
                 self.backoff = 1
-            elif pays is None and not self._asked:  # never read: read it once before deciding
-                self._asked = True
-                self.measure()
-            elif not pays:
+            elif not self._pays():
                 self.open, self.closings = False, self.closings + 1
             self._reset()
-        elif used:
-            self.open, self.backoff = True, 1
-            self._reset()
-        elif self._count >= self.window * self.backoff:
-            if self._pays():
-                self.open, self.backoff = True, min(MAX_BACKOFF, self.backoff * 2)
-            else:  # measure again what the store holds: it may have become faster
-                self.measure()
+        elif used or (self._count >= self.window * self.backoff and self._pays()):
+            self.open, self.backoff = True, 1 if used else min(MAX_BACKOFF, self.backoff * 2)
             self._reset()
 
     def _reset(self) -> None:
