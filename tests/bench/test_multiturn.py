@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tierlm.cli.bench.multiturn import _conversations
+from tierlm.cli.bench.multiturn import _answer_lens, _conversations
 from tierlm.cli.main import main
 
 
@@ -41,6 +41,28 @@ def test_random_range_ratio_spreads_the_turn_lengths():
     assert turns == _conversations(args, 1000)  # the seed fixes the workload
     args.random_range_ratio = 0.0
     assert {len(conv[0]) for conv in _conversations(args, 1000)} == {100}
+
+
+def test_random_range_ratio_spreads_the_answer_lengths_too():
+    """As vllm bench draws output lengths: answers spread around --answer-len; the prompts stay as they were."""
+    args = argparse.Namespace(workload_seed=3, num_clients=50, num_rounds=2, first_turn_len=100, turn_len=10,
+                              answer_len=20, random_range_ratio=0.5)
+    lens = [n for conv in _answer_lens(args) for n in conv]
+    assert min(lens) >= 10 and max(lens) <= 30 and len(set(lens)) > 10
+    assert _answer_lens(args) == _answer_lens(args)
+    args.random_range_ratio = 0.0
+    assert {n for conv in _answer_lens(args) for n in conv} == {20}
+
+
+def test_multiturn_answers_have_the_drawn_lengths(tiny_qwen3, tmp_path, capsys):
+    argv = ["--num-clients", "6", "--num-rounds", "2", "--first-turn-len", "24", "--turn-len", "8",
+            "--answer-len", "8", "--random-range-ratio", "0.5", "--concurrency", "2"]
+    assert main(["bench", "multiturn", "--model", str(tiny_qwen3), "--load-format", "auto", "--device", "cpu",
+                 "--dtype", "float32", "--page-size", "4", "--modes", "gpu", *argv,
+                 "--output-dir", str(tmp_path / "o"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["results"][0]
+    args = argparse.Namespace(workload_seed=0, num_clients=6, num_rounds=2, answer_len=8, random_range_ratio=0.5)
+    assert round(r["output_tok_per_s"] * r["elapsed_s"]) == sum(map(sum, _answer_lens(args)))
 
 
 def test_random_range_ratio_out_of_range_is_a_cli_error(tmp_path, capsys):

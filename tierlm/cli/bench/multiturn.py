@@ -34,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--turn-len", type=int, default=256, help="Tokens of each later user turn (default: 256).")
     g.add_argument("--answer-len", type=int, default=128, help="Tokens of each answer (default: 128).")
     g.add_argument("--random-range-ratio", type=float, default=0.0,
-                   help="Prompt turn lengths drawn uniformly from [LEN * (1 - R), LEN * (1 + R)] per turn "
-                        "(default: 0, every turn exactly its length); R < 1.")
+                   help="Prompt turn and answer lengths drawn uniformly from [LEN * (1 - R), LEN * (1 + R)] "
+                        "per turn, as vllm bench draws input and output lengths (default: 0, every turn and "
+                        "answer exactly its length); R < 1.")
     g.add_argument("--concurrency", type=int, default=4,
                    help="Requests in flight at once; the other conversations wait their turn (default: 4).")
     g.add_argument("--working-set-factor", type=float, default=4.0,
@@ -62,6 +63,13 @@ def _conversations(args: argparse.Namespace, vocab: int) -> list[list[list[int]]
              for r in range(args.num_rounds)] for _ in range(args.num_clients)]
 
 
+def _answer_lens(args: argparse.Namespace) -> list[list[int]]:
+    """answer_lens[client][round]: tokens of each answer (their own seed: the prompts do not change with R)."""
+    rng, n, ratio = random.Random(args.workload_seed + 2), args.answer_len, args.random_range_ratio
+    return [[max(1, rng.randint(int(n * (1 - ratio)), int(n * (1 + ratio)))) if ratio else n
+             for _ in range(args.num_rounds)] for _ in range(args.num_clients)]
+
+
 def _bytes_per_token(config, model_cfg) -> int:
     """KV bytes of one token (all layers) as the model's declared layout has them."""
     from tierlm.engine.model_runner import resolve_device, resolve_dtype
@@ -71,7 +79,7 @@ def _bytes_per_token(config, model_cfg) -> int:
     return model_class(model_cfg.architecture).kv_layout(model_cfg, dtype).bytes_per_token_all_layers
 
 
-def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
+def run_mode(config, mode: str, args, turns, answer_lens, store_dir: str, bar) -> dict:
     from tierlm.engine.engine import Engine
     from tierlm.sampling_params import SamplingParams
 
@@ -79,7 +87,6 @@ def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
              "l3": {"enable_hicache": True, "kv_store": config.kv_store or f"file://{store_dir}"}}[mode]
     cfg = config.replace(**{"enable_hicache": False, "kv_store": None, **tiers})
     engine = Engine(cfg)
-    params = SamplingParams(temperature=0.0, max_tokens=args.answer_len, ignore_eos=True, detokenize=False)
     # First-use work (kernel compilation and autotuning, lazy CUDA module loads for new GEMM shapes) must not
     # land in round 1 of whichever mode runs first: warm up with round 1's shapes, `concurrency` prompts of
     # the first turn's length (token ids no conversation uses, so nothing is reused from them).
@@ -104,7 +111,8 @@ def run_mode(config, mode: str, args, turns, store_dir: str, bar) -> dict:
                     prompt = [fresh.randint(0, min(engine.model_config.vocab_size, 10000) - 1) for _ in prompt]
                 in_tokens += len(prompt)
                 rid = f"{r}-{c}"
-                engine.add_request(rid, prompt, params)
+                engine.add_request(rid, prompt, SamplingParams(temperature=0.0, max_tokens=answer_lens[c][r],
+                                                               ignore_eos=True, detokenize=False))
                 answers[rid], submitted[rid] = [], time.perf_counter()
                 in_flight += 1
             for o in engine.step():
@@ -179,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
         per_token = _bytes_per_token(config, model_cfg)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e)) from None
-    turns = _conversations(args, model_cfg.vocab_size)
-    finals = [sum(map(len, conv)) + args.num_rounds * args.answer_len for conv in turns]
+    turns, answer_lens = _conversations(args, model_cfg.vocab_size), _answer_lens(args)
+    finals = [sum(map(len, conv)) + sum(lens) for conv, lens in zip(turns, answer_lens)]
     final_len, working_set = max(finals), sum(finals)
     changes = {"max_model_len": max(config.max_model_len or 0, final_len + config.page_size)}
     if config.kv_cache_gb is None:
@@ -195,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         for mode in modes:
             bar.set_postfix_str(MODES[mode])
             try:
-                results.append(run_mode(config, mode, args, turns, store_dir, bar))
+                results.append(run_mode(config, mode, args, turns, answer_lens, store_dir, bar))
             except (ModelLoadError, ValueError) as e:
                 raise CLIError(str(e)) from None
         bar.close()
