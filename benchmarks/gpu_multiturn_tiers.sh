@@ -8,8 +8,8 @@
 # Environment: REPEATS (default 1: runs of every mode, alternated; the TTFT p50 pools their requests),
 # LOAD_POLICY (--hicache-load-policy, default auto), MODEL, EXTRA (more engine flags), STORE_IO (0:
 # skip the file store's check against the raw disk, bench_store_io.py, which runs last), and the
-# workload: CLIENTS ROUNDS FIRST TURN ANSWER RANGE (--random-range-ratio: prompt turns and, since the write gate's
-# runs, answers too) CONC KV_GB (defaults below: 40 conversations of 2,048 + 4 x 256
+# workload: CLIENTS ROUNDS FIRST TURN ANSWER RANGE (--random-range-ratio: spreads prompt turn and answer
+# lengths) CONC KV_GB (defaults below: 40 conversations of 2,048 + 4 x 256
 # prompt tokens and 5 x 64 answer tokens = 135,680 tokens (16.6 GiB) of KV, 4.7x a 3.5 GiB pool of 28,672
 # tokens, which still holds the 8 requests in flight). Each file store is capped at 24 GiB of disk and the
 # first one is removed before the second is written.
