@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 L3_QUEUE_BYTES = 2 << 30  # default bound of the bytes of L3 writes in flight
 # The interpreter's thread switch interval while tier I/O threads exist (the default is 5 ms). Every call that
 # releases the GIL (a read, a checksum, a copy's synchronisation) makes its thread wait to take the GIL back
-# while the scheduler's thread runs Python, up to the switch interval: at 5 ms a 2 MiB page read and checked
-# waits about 10 ms, so a store reads at a fraction of the disk's speed beside a busy scheduler
+# while the scheduler's thread runs Python, up to the switch interval: a page read and then checked waits
+# twice, so at the default a store reads at a fraction of the disk's speed beside a busy scheduler
 # (`benchmarks/bench_store_contention.py`), and the cost model then finds its loads not worth making.
 IO_SWITCH_INTERVAL_S = 0.0005
 
