@@ -8,9 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.kvcache.test_tier_paths import GREEDY, PROMPTS, TIER_OPTS, make
+from tests.kvcache.test_tier_paths import hits as tier_hits
 from tests.kvcache.test_tiered_property import OPS, run_ops
 from tierlm.kvcache.radix import RadixNode
-from tierlm.kvcache.retention import AGE_PERIODS, BLOCK_TOKENS, HostRetention, ShadowLRU, ShadowReused
+from tierlm.kvcache.retention import (AGE_PERIODS, BLOCK_TOKENS, HostRetention, ShadowLRU, ShadowReused,
+                                      reused)
 
 
 def cycle(n: int, rounds: int) -> list[int]:
@@ -125,3 +128,26 @@ def reused_order(kv) -> None:
        with_store=st.booleans())
 def test_random_tier_operations_under_the_reused_order_never_leak(ops, page_size, policy, with_store):
     run_ops(ops, page_size, policy, threads=False, with_store=with_store, prepare=reused_order)
+
+
+def test_a_copy_fetched_from_l3_is_not_reused_by_the_request_it_was_fetched_for(tiny_qwen3, tmp_path):
+    """A restarted engine serves prompts from L3: the host copies fetched for them count as made when their
+    request releases them (under the reused order each fetched copy would otherwise outrank the copies the
+    host tier keeps because they came back). Served again from host memory, those copies are reused."""
+    store = f"file://{tmp_path / 'kv'}"
+    first = make(tiny_qwen3, **TIER_OPTS, kv_store=store, hicache_storage_write_policy="write_back")
+    first.generate(PROMPTS, GREEDY)
+    first.close()
+    second = make(tiny_qwen3, **TIER_OPTS, kv_store=store, hicache_storage_write_policy="write_back")
+    try:
+        second.generate(PROMPTS[2:], GREEDY)  # prompts that share no prefix: only a later match is a reuse
+        assert tier_hits(second)["L3"] > 0
+        tree = second.engine.kv.radix
+        host = [n for n in tree.nodes() if n.host_pages is not None]
+        assert host and not any(reused(n) for n in host)
+        assert second.engine.kv.drop_device_cache() > 0
+        second.generate(PROMPTS[2:3], GREEDY)
+        assert tier_hits(second)["L2"] > 0 and any(reused(n) for n in tree.nodes() if n.host_pages is not None)
+        second.engine.kv.check_no_leak(second.engine.live_pages())
+    finally:
+        second.close()

@@ -31,17 +31,18 @@ def tier_stats(kv: Any) -> dict:
     return out
 
 
-def count_hits(kv: Any, request_id: str, match: Any, unloaded: int) -> None:
+def count_hits(kv: Any, request_id: str, match: Any, unloaded: int) -> int:
     """Tokens served per tier, and those of lower-tier hits recomputed instead (`unloaded` host pages of
-    the match, L3 pages the prefetch left in the store)."""
+    the match, L3 pages the prefetch left in the store); returns the tokens served from L3 (the last ones
+    of the match's host pages)."""
     if match is None:
-        return
+        return 0
     ps = kv.page_size
     # a request rejoining after a split matches its own head: counted when it was first admitted
     own = kv.prefetcher.split.own_tokens.pop(request_id, 0) if getattr(kv, "prefetcher", None) else 0
     kv.metrics.record_hit("L1", max(0, len(match.pages) * ps - own))
     if kv.tiers is None:
-        return
+        return 0
     loaded, host = match.num_host_pages * ps, (match.num_host_pages + unloaded) * ps
     fetched = kv.prefetcher.fetched_tokens.pop(request_id, 0) if kv.prefetcher else 0
     left = kv.prefetcher.unfetched_tokens.pop(request_id, 0) if kv.prefetcher else 0
@@ -52,6 +53,7 @@ def count_hits(kv: Any, request_id: str, match: Any, unloaded: int) -> None:
     kv.metrics.record_hit("L3", loaded - l2, (loaded - l2) * per_token)
     kv.metrics.record_recomputed("L2", host - l3 - l2)
     kv.metrics.record_recomputed("L3", l3 - (loaded - l2) + left)
+    return loaded - l2
 
 
 def check_tree(tree: Any) -> None:

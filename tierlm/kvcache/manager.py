@@ -135,11 +135,12 @@ class KVCacheManager:
                 return Verdict.WAIT
             self._queue_load(match, dev)
             pages += dev
-        count_hits(self, request_id, match, unloaded)
+        from_l3, row = count_hits(self, request_id, match, unloaded), self._rows.pop()
         if self.retention is not None:
             self.retention.observe(tokens)
+            self.retention.fetched(row, match.host_nodes if match else [], from_l3 // self.page_size)
         self._step_tokens += len(tokens) + 1 - len(pages) * self.page_size
-        return Admitted(self._rows.pop(), pages, match.node if match else None, len(pages))
+        return Admitted(row, pages, match.node if match else None, len(pages))
 
     def grow(self, pages: list[int], num_tokens: int) -> bool:
         """Extend `pages` (in place) to hold `num_tokens`; False (nothing taken) when the pool is exhausted."""
@@ -169,6 +170,8 @@ class KVCacheManager:
             self.allocator.free(pages[num_prefix_pages:])
         self._unlock(node)
         if row is not None:
+            if self.retention is not None:
+                self.retention.released(row)
             if row in self._rows:
                 raise RuntimeError(f"bad free of request row {row}")
             self._rows.append(row)

@@ -106,6 +106,7 @@ class HostRetention:
                         if policy == "adaptive" else None)
         self.period, self._in_period = 0, 0
         self._starts = deque([0], maxlen=AGE_PERIODS)  # the tree's clock when each recent period began
+        self._fetched_for: dict[int, list[RadixNode]] = {}  # request row -> host copies fetched for it
 
     @property
     def horizon(self) -> int:
@@ -121,6 +122,26 @@ class HostRetention:
         if was_reused:
             return (1, node.last_access)
         return (0, -node.host_since)  # never used since it was made: newest first
+
+    def fetched(self, row: int, host_nodes: Sequence[RadixNode], pages: int) -> None:
+        """The last `pages` pages of the `host_nodes` just matched came from L3 for the request in table row
+        `row`. Its own uses (this admission, and its release into the tree) are not reuses: the copies count
+        as made when it releases them (`released`). Counted as reuses, every copy fetched for a request
+        would outrank, under the reused order, the copies the host tier keeps because they came back."""
+        nodes = []
+        for node in reversed(host_nodes):
+            if pages <= 0:
+                break
+            node.host_since = node.last_access
+            nodes.append(node)
+            pages -= node.size
+        if nodes:
+            self._fetched_for[row] = nodes
+
+    def released(self, row: int) -> None:
+        """The request in `row` has released its pages: the copies fetched for it start their life now."""
+        for node in self._fetched_for.pop(row, ()):
+            node.host_since = max(node.host_since, node.last_access)
 
     def observe(self, tokens: Sequence[int]) -> None:
         """A prompt that was admitted: its whole blocks are accesses, in order."""
