@@ -21,11 +21,11 @@ def value(tokens: list[int], pos: int) -> float:
     return float(hash(tuple(tokens[:pos + 1])) % 100_003)
 
 
-def make(page_size: int, policy: str, threads: bool, with_store: bool):
+def make(page_size: int, policy: str, threads: bool, with_store: bool, **setup):
     store = MemoryKVStore() if with_store else None
     return make_tiered(page_size, 24, 20, store=store, threads=threads, write_policy=policy, write_threshold=2,
                        hasher=PageHasher("test", page_size) if store else None, prefetch_policy="wait_complete",
-                       prefetch_threshold=1)
+                       prefetch_threshold=1, **setup)
 
 
 def slots(pages: list[int], page_size: int, start: int, end: int) -> torch.Tensor:
@@ -62,9 +62,9 @@ OPS = st.lists(st.tuples(st.sampled_from(["start", "start", "finish", "abort", "
                                           "wipe_host", "poll"]), st.integers(0, 10**6)), max_size=80)
 
 
-def run_ops(ops, page_size, policy, threads, with_store, prepare=None):
-    """`prepare(kv)`, when given, runs on the new cache first."""
-    kv, pool, _ = make(page_size, policy, threads, with_store)
+def run_ops(ops, page_size, policy, threads, with_store, prepare=None, **setup):
+    """`prepare(kv)`, when given, runs on the new cache first; `setup`: more `TierSetup` fields."""
+    kv, pool, _ = make(page_size, policy, threads, with_store, **setup)
     if prepare is not None:
         prepare(kv)
     running = []

@@ -3,7 +3,11 @@ that nothing read back while loads do not pay, reopens on reads or on a measurem
 backs off, and never closes for a store whose loads pay or that other engines share."""
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tests.kvcache.test_storage_write_policy import SharedMemoryStore
+from tests.kvcache.test_tiered_property import OPS, run_ops
 from tests.kvcache.tiers import cache_prefixes, make_tiered
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.stores.memory import MemoryKVStore
@@ -135,3 +139,18 @@ def test_an_unmeasured_store_does_not_count_as_paying():
         assert kv.tier_stats()["L3"]["write_gate"]["closings"] == 0
     finally:
         kv.close()
+
+
+def slow_store(kv) -> None:
+    """Loads from the store never pay, and the gate judges every write (a window of one page)."""
+    kv.cost.fix(1e9, {"L3": 1.0})
+    kv.backups.gate.window = 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=OPS, page_size=st.sampled_from([1, 2]), policy=st.sampled_from(["write_through", "write_back"]))
+def test_random_tier_operations_with_writes_withheld_never_leak(ops, page_size, policy):
+    """Random tier operations under storage auto with a store whose loads do not pay: where the gate closes
+    and withholds writes, no page leaks in any tier."""
+    run_ops(ops, page_size, policy, threads=False, with_store=True, prepare=slow_store,
+            storage_write_policy="auto", load_policy="cost")
