@@ -43,7 +43,8 @@ def admit(kv: KVCacheManager, pool, tokens: list[int], rid: str):
         kv.poll()
         kv.idle_wait(0.01)
         got = kv.admit(rid, tokens, len(tokens), len(tokens), 0)
-    if isinstance(got, Verdict):
+    if isinstance(got, Verdict):  # refused (NEVER) or given up (WAIT; it is not retried): as the scheduler
+        kv.prefetch_cancel(rid)  # does for both, its prefetch is cancelled and its host pages go back
         return None
     to_load = len(kv._copies.load_device)
     run_copies(kv)  # what the worker does once per step, before the forward
