@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tierlm.cli.bench.offline import percentiles
 from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.bench.serve_data import spread_lengths
 from tierlm.cli.errors import CLIError
 from tierlm.cli.paths import output_dir
 
@@ -57,7 +58,7 @@ def _conversations(args: argparse.Namespace, vocab: int) -> list[list[list[int]]
     hi, ratio = min(vocab, 10000) - 1, args.random_range_ratio
 
     def length(n: int) -> int:
-        return max(1, rng.randint(int(n * (1 - ratio)), int(n * (1 + ratio)))) if ratio else n
+        return spread_lengths(rng, 1, n, ratio)[0] if ratio else n
 
     return [[[rng.randint(0, hi) for _ in range(length(args.first_turn_len if r == 0 else args.turn_len))]
              for r in range(args.num_rounds)] for _ in range(args.num_clients)]
@@ -66,8 +67,8 @@ def _conversations(args: argparse.Namespace, vocab: int) -> list[list[list[int]]
 def _answer_lens(args: argparse.Namespace) -> list[list[int]]:
     """answer_lens[client][round]: tokens of each answer (their own seed: the prompts do not change with R)."""
     rng, n, ratio = random.Random(args.workload_seed + 2), args.answer_len, args.random_range_ratio
-    return [[max(1, rng.randint(int(n * (1 - ratio)), int(n * (1 + ratio)))) if ratio else n
-             for _ in range(args.num_rounds)] for _ in range(args.num_clients)]
+    return [spread_lengths(rng, args.num_rounds, n, ratio) if ratio else [n] * args.num_rounds
+            for _ in range(args.num_clients)]
 
 
 def _bytes_per_token(config, model_cfg) -> int:

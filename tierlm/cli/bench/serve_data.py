@@ -32,7 +32,8 @@ class BenchRequest:
     output_len: int
 
 
-def _lengths(rng: random.Random, n: int, length: int, ratio: float) -> list[int]:
+def spread_lengths(rng: random.Random, n: int, length: int, ratio: float) -> list[int]:
+    """`n` lengths drawn uniformly from [length * (1 - ratio), length * (1 + ratio)], at least 1."""
     lo, hi = max(1, int(length * (1 - ratio))), max(1, int(length * (1 + ratio)))
     return [rng.randint(lo, hi) for _ in range(n)]
 
@@ -48,7 +49,7 @@ def random_requests(n: int, input_len: int, output_len: int, range_ratio: float,
     if vocab_size < 1:
         raise CLIError(f"--random-vocab-size must be >= 1, got {vocab_size}")
     rng = random.Random(seed)
-    ins, outs = _lengths(rng, n, input_len, range_ratio), _lengths(rng, n, output_len, range_ratio)
+    ins, outs = spread_lengths(rng, n, input_len, range_ratio), spread_lengths(rng, n, output_len, range_ratio)
     limit = vocab_size if tokenizer is None else min(vocab_size, len(tokenizer))
     reqs = []
     for n_in, n_out in zip(ins, outs):
