@@ -111,6 +111,18 @@ class _EngineCollector:
         if s.get("ranks"):
             yield from rank_gauges(s["ranks"])
         yield from _load_decisions(detail)
+        yield from _host_eviction_order(detail)
+
+
+def _host_eviction_order(detail: dict[str, Any]) -> Iterator[Metric]:
+    """Which order the host tier evicts in now (`--hicache-eviction-policy`)."""
+    order = (detail.get("L2") or {}).get("eviction_order")
+    if order:
+        fam = GaugeMetricFamily("tierlm_host_eviction_order", "1 for the order the host tier evicts in now "
+                                "(lru, or reused: copies used again since they were made stay).", labels=["order"])
+        for name in ("lru", "reused"):
+            fam.add_metric([name], float(name == order))
+        yield fam
 
 
 def _load_decisions(detail: dict[str, Any]) -> Iterator[Metric]:
@@ -124,13 +136,6 @@ def _load_decisions(detail: dict[str, Any]) -> Iterator[Metric]:
             split.add_metric([tier, "recomputed"], float(t["recomputed_tokens"]))
     if split.samples:
         yield split
-    order = (detail.get("L2") or {}).get("eviction_order")
-    if order:
-        fam = GaugeMetricFamily("tierlm_host_eviction_order", "1 for the order the host tier evicts in now "
-                                "(lru, or reused: copies used again since they were made stay).", labels=["order"])
-        for name in ("lru", "reused"):
-            fam.add_metric([name], float(name == order))
-        yield fam
     cost = detail.get("cost")
     if not cost:
         return
