@@ -35,3 +35,25 @@ def test_auto_loads_by_kernel_only_beside_a_large_prefill():
     assert t.start_load([3, 5], [1, 2]) is None  # CPU: synchronous, nothing to wait for
     assert torch.equal(pool["k"][1].view(-1, 4, 1, 4)[2], host[5, 1, 0])
     assert t.finished_loads()[0][0] == 2 * t.host.bytes_per_page
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("backend", ["dma", "jit"])
+def test_a_load_is_timed_without_the_compute_queued_before_it(backend):
+    layout = KVLayout.gqa(2, 1, 4, torch.bfloat16)
+    dev = torch.device("cuda")
+    pool = KVPool(layout, num_pages=9, page_size=4, device=dev)
+    t = PageTransfer(pool, HostKVPool(8, layout, 4), backend)
+    t.start_load([1], [1])  # first use: builds and warms the copy paths
+    t.wait_loads()
+    t.finished_loads()
+    busy = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    busy[0].record()
+    torch.cuda._sleep(200_000_000)  # compute queued before the load, far longer than copying two pages
+    busy[1].record()
+    loads = t.start_load([3, 5], [1, 2])
+    loads.wait_all()
+    torch.cuda.synchronize()
+    [(nbytes, seconds)] = t.finished_loads()
+    assert nbytes == 2 * t.host.bytes_per_page
+    assert 0 < seconds < busy[0].elapsed_time(busy[1]) / 1e3 / 10

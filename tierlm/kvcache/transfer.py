@@ -106,7 +106,8 @@ class PageTransfer:
                         raise ValueError(f"--hicache-io-backend dma: the layer DMA module is unavailable: {e}") from e
                     logger.warning("layer-wise DMA loads unavailable (%s); loading with the copy kernel", e)
                     self.backend = "jit"
-        self._timings: list[tuple["torch.cuda.Event", "torch.cuda.Event", int]] = []  # queued loads
+        # queued loads: (first copy, load stream free of the compute queued before it, last scatter, bytes)
+        self._timings: list[tuple["torch.cuda.Event", "torch.cuda.Event", "torch.cuda.Event", int]] = []
         self._done: list[tuple[int, float]] = []  # synchronous loads not yet reported
 
     def record(self) -> Optional["torch.cuda.Event"]:
@@ -144,10 +145,11 @@ class PageTransfer:
             self._done.append((nbytes, time.perf_counter() - t0))
             return None
         after = torch.cuda.current_stream(self.device).record_event()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start, ready, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
         events: list[torch.cuda.Event] = []
         with torch.cuda.stream(stream), torch.inference_mode():
             stream.wait_event(after)
+            ready.record(stream)
             if self.use_dma_load(overlap_tokens):
                 events = self._load_dma.load(device_pages, host_pages, start)  # DMA may start before `after`
             else:
@@ -157,7 +159,7 @@ class PageTransfer:
                     self._kernel.copy(ids, False, range(layer, layer + 1))
                     events.append(stream.record_event())
             end.record(stream)
-        self._timings.append((start, end, nbytes))
+        self._timings.append((start, ready, end, nbytes))
         return LayerLoads(events)
 
     def use_dma_load(self, overlap_tokens: int) -> bool:
@@ -165,11 +167,14 @@ class PageTransfer:
         return self.backend == "dma" or (self.backend == "auto" and overlap_tokens < OVERLAP_TOKENS)
 
     def finished_loads(self) -> list[tuple[int, float]]:
-        """(bytes, seconds on the device) of every load that completed since the last call."""
+        """(bytes, seconds on the device) of every load that completed since the last call. A load's time runs
+        from the later of its first copy and the moment its stream stopped waiting for the compute queued
+        before it: a DMA starts at once, but its scatters wait for that compute, and counting the wait would
+        make a small load beside a long step look slow (and the cost model recompute host hits)."""
         done, self._done = self._done, []
-        while self._timings and self._timings[0][1].query():
-            start, end, nbytes = self._timings.pop(0)
-            done.append((nbytes, start.elapsed_time(end) / 1e3))
+        while self._timings and self._timings[0][2].query():
+            start, ready, end, nbytes = self._timings.pop(0)
+            done.append((nbytes, min(start.elapsed_time(end), ready.elapsed_time(end)) / 1e3))
         return done
 
     def wait_loads(self) -> None:
