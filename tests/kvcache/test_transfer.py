@@ -40,10 +40,9 @@ def test_auto_loads_by_kernel_only_beside_a_large_prefill():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("backend", ["dma", "jit"])
 def test_a_load_is_timed_without_the_compute_queued_before_it(backend):
-    layout = KVLayout.gqa(2, 1, 4, torch.bfloat16)
-    dev = torch.device("cuda")
-    pool = KVPool(layout, num_pages=9, page_size=4, device=dev)
-    t = PageTransfer(pool, HostKVPool(8, layout, 4), backend)
+    layout = KVLayout.gqa(2, 8, 128, torch.bfloat16)
+    pool = KVPool(layout, num_pages=9, page_size=16, device=torch.device("cuda"))
+    t = PageTransfer(pool, HostKVPool(8, layout, 16, pin=True), backend)
     t.start_load([1], [1])  # first use: builds and warms the copy paths
     t.wait_loads()
     t.finished_loads()
