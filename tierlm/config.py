@@ -153,11 +153,6 @@ class EngineConfig:
     max_mixed_tokens: int = _opt(2048, "Per-step token budget of a mixed step: its decode tokens (one per running "
                                  "request) plus the prefill chunk that joins them (at most --max-prefill-tokens). "
                                  "When the decodes alone fill it, prefill runs in a step of its own.", "scheduler")
-    min_mixed_tokens: int = _opt(256, "Smallest budget of a mixed step (decodes included): while little prefill "
-                                 "waits, a mixed step takes only this many tokens, since a pass that small costs "
-                                 "about a decode step (reading the weights bounds it); with more waiting it takes "
-                                 "a quarter of the waiting prefill tokens, up to --max-mixed-tokens. Set it to "
-                                 "--max-mixed-tokens for a fixed budget.", "scheduler")
     piecewise_cuda_graph_max_tokens: int = _opt(
         -1, "Extend passes (prefill chunks, mixed steps) of up to this many tokens replay CUDA graphs of the work "
         "between attention calls, captured at start-up for a ladder of token counts (dense models on CUDA, "
@@ -283,8 +278,6 @@ class EngineConfig:
             bad("piecewise_cuda_graph_max_tokens", f"must be >= -1, got {self.piecewise_cuda_graph_max_tokens}")
         if self.max_mixed_tokens < 1:
             bad("max_mixed_tokens", f"must be >= 1, got {self.max_mixed_tokens}")
-        if self.min_mixed_tokens < 1:
-            bad("min_mixed_tokens", f"must be >= 1, got {self.min_mixed_tokens}")
         if self.reserve_new_tokens < 0:
             bad("reserve_new_tokens", f"must be >= 0, got {self.reserve_new_tokens}")
         if self.max_waiting_requests < 1:

@@ -14,10 +14,10 @@ PAGE = 4
 
 
 def make_scheduler(policy: str = "fcfs", max_prefill: int = 1000, max_mixed: int = 0, max_running: int = 16,
-                   prefix_cache: bool = True, min_mixed: int | None = None) -> Scheduler:
+                   prefix_cache: bool = True) -> Scheduler:
     kv = KVCacheManager(256, PAGE, max_reqs=max_running, enable_prefix_cache=prefix_cache)
     return Scheduler(kv, max_running, max_prefill, reserve_new_tokens=0, max_mixed_tokens=max_mixed,
-                     policy=policy, min_mixed_tokens=min_mixed)
+                     policy=policy)
 
 
 def req(rid: str, tokens: list[int], priority: int = 0, max_new: int = 4) -> Req:
@@ -132,26 +132,6 @@ def test_mixed_step_joins_decodes_and_a_prefill_chunk_within_the_budget():
     assert chunks == [6, 6, 6, 2]
     batch, _ = sched.schedule()
     assert batch.mode == "decode" and set(batch.reqs) == {*decoding, long}
-
-
-def test_mixed_passes_grow_with_a_burst_and_shrink_to_the_floor():
-    """Budget 40, floor 8: a burst of four 20-token prompts (80 waiting) beside two decodes takes a quarter of
-    the waiting work per pass, shrinking as it drains, down to what fills the pass to the floor (the decodes
-    grow as the prompts finish)."""
-    sched = make_scheduler(max_prefill=100, max_mixed=40, min_mixed=8)
-    _two_decoding(sched)
-    burst = [req(f"p{i}", list(range(100 + 20 * i, 120 + 20 * i)), max_new=50) for i in range(4)]
-    for r in burst:
-        sched.add(r)
-    chunks = []
-    while not all(r.decodable for r in burst):
-        batch, _ = sched.schedule()
-        assert batch.mode == "mixed" and batch.num_tokens <= 40
-        chunks.append(sum(n for r, n in zip(batch.reqs, batch.extend_lens) if r.prefilling))
-        run(batch)
-    # waiting 80 -> 20 (p0 done: 3 decodes), 60 -> 15, 45 -> 12 (p1 done), 33 -> 9, 24 -> 6 (p2 done: 5 decodes,
-    # a floor of 3), 18 -> 5, 13 -> 4, then the floor
-    assert chunks == [20, 15, 12, 9, 6, 5, 4, 3, 3, 3]
 
 
 def test_mixed_chunks_stay_within_max_prefill_tokens():

@@ -66,7 +66,7 @@ class Engine:
             raise
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
                                    config.reserve_new_tokens, config.max_mixed_tokens if config.enable_mixed_chunk
-                                   else 0, config.schedule_policy, config.min_mixed_tokens)
+                                   else 0, config.schedule_policy)
         self.sampler = Sampler(self.device, config.seed)
         # the compute rate of the KV tiers' cost model (load or recompute)
         self.prefill_timer = PrefillTimer(self.device, self.kv.observe_prefill if self.kv.cost else None)

@@ -14,8 +14,7 @@ Each step is a prefill step (continue chunked prefills, then admit waiting reque
 schedule policy, under a per-step token budget), a decode step (one token for every running request) or,
 with mixed steps on (`max_mixed_tokens > 0`), a mixed step: while requests decode, the prefill work of the
 step joins their decode tokens in one pass, under a smaller budget that counts the decode tokens too, so a
-new prompt no longer stalls every running decode for a step of its own; the budget grows with the prefill
-work waiting (`tierlm.engine.mixed_budget`). A mixed pass is an extend pass
+new prompt no longer stalls every running decode for a step of its own. A mixed pass is an extend pass
 (attention backends run their extend path); steps without prefill work stay pure decode steps (CUDA graphs).
 A request whose L3 hit is split (`tierlm.kvcache.split_fetch`) prefills only up to its pause point until
 its fetched tail has arrived, then rejoins through the queue's head.
@@ -26,7 +25,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from tierlm.engine.mixed_budget import mixed_budget
 from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
 from tierlm.kvcache.contracts import Verdict
@@ -54,8 +52,7 @@ class Scheduler:
     """Owns the waiting queue and the running set, and all KV allocation decisions for them."""
 
     def __init__(self, kv: KVCacheManager, max_running: int, max_prefill_tokens: int,
-                 reserve_new_tokens: int = 0, max_mixed_tokens: int = 0, policy: str = "fcfs",
-                 min_mixed_tokens: Optional[int] = None) -> None:
+                 reserve_new_tokens: int = 0, max_mixed_tokens: int = 0, policy: str = "fcfs") -> None:
         if policy not in POLICIES:
             raise ValueError(f"--schedule-policy: unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.kv = kv
@@ -63,7 +60,6 @@ class Scheduler:
         self.max_prefill_tokens = max_prefill_tokens
         self.reserve_new_tokens = reserve_new_tokens
         self.max_mixed_tokens = max_mixed_tokens  # 0: prefill and decode never share a pass
-        self.min_mixed_tokens = min_mixed_tokens  # None: every mixed pass takes its whole budget
         self.policy = policy
         self.num_retracted = 0
         self.waiting: deque[Req] = deque()
@@ -275,11 +271,8 @@ class Scheduler:
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
         mixed = 0 < len(decoding) < self.max_mixed_tokens
-        budget = self.max_prefill_tokens
-        if mixed:
-            backlog = (r.extend_len for q in (self.running, self.waiting) for r in q if r.prefilling)
-            budget = mixed_budget(len(decoding), backlog, self.max_mixed_tokens, self.min_mixed_tokens,
-                                  self.max_prefill_tokens)
+        budget = (min(self.max_mixed_tokens - len(decoding), self.max_prefill_tokens) if mixed
+                  else self.max_prefill_tokens)
         reqs, lens = self._prefill_work(budget, refused)
         if reqs:
             if mixed:
