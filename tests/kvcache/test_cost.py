@@ -253,3 +253,17 @@ def test_both_at_once_only_where_it_pays():
     assert m.both_head(1) == 0 and m.both_head(2) == 1
     assert CostModel(16, 1 << 20, policy="always-load").both_head(40) == 0
     assert CostModel(16, 1 << 20).both_head(40) == 0  # the store is not measured yet
+
+
+def test_fetches_queued_on_the_store_delay_a_new_one():
+    """A page computes in 1 ms and fetches in 0.5 ms: a whole fetch of 40 pages pays alone (20 ms against
+    40), but not behind 60 queued pages (50 ms); a split then has to beat the queue too."""
+    m = CostModel(16, 1 << 20, explore_every=0)
+    m.fix(16 / 1e-3, {"L3": (1 << 20) / 5e-4, "L2": 1e12})
+    assert m.fetch_pages(40, 1) == 40 and m.fetch_pages(40, 1, queued_pages=10) == 40
+    assert m.fetch_pages(40, 1, queued_pages=60) == 0
+    m.fix(16 / 1e-3, {"L3": (1 << 20) / 3e-3, "L2": 1e12})  # fetching 3 ms a page: split 30 / 10 alone
+    assert m.both_head(40) == 30
+    head = m.both_head(40, queued_pages=2)  # 2 x 3 ms ahead of its tail: recompute more of it
+    assert head == 32 and max(1e-3 * head, 3e-3 * (2 + 40 - head)) < 1e-3 * 40 * (1 - 0.15)
+    assert m.both_head(40, queued_pages=100) == 0  # the queue alone outlasts recomputing everything

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.kvcache.test_prefetch_policies import GREEDY, LONG, filled_store, opts  # noqa: F401 (fixture)
+from tests.kvcache.test_prefetch_policies import GREEDY, LONG, OTHER, filled_store, opts  # noqa: F401 (fixture)
 from tierlm import LLM
 
 
@@ -85,4 +85,32 @@ def test_aborting_a_paused_request_frees_its_tail(tiny_qwen3, filled_store):
     engine.kv.prefetcher.drain()
     engine.kv.check_no_leak(engine.live_pages())  # every host page free, in the tree or held exactly once
     assert engine.stats()["tiers"]["prefetch"]["split_dropped"] == 1
+    llm.close()
+
+
+def test_a_fetch_that_would_queue_behind_another_recomputes(tiny_qwen3, filled_store):
+    """A page fetches in half the time it computes, so a fetch alone pays; but with the store busy reading
+    another request's pages first, the second request's wait would outlast recomputing: it recomputes."""
+    store_dir, ref = filled_store
+    llm = split_engine(tiny_qwen3, store_dir, store="0.4")  # every read takes 0.4 s
+    engine, tok = llm.engine, llm.tokenizer
+    cost = engine.kv.cost
+    cost.fix(engine.kv.page_size / 1e-3, {"L3": cost.page_bytes / 5e-4, "L2": 1e15}, overlap=True)
+    long_ids, other_ids = tok.encode(LONG), tok.encode(OTHER)
+    ps = engine.kv.page_size
+    assert cost.fetch_pages((len(other_ids) - 1) // ps, 1) > 0  # alone, its fetch would pay
+    engine.add_request("long", long_ids, GREEDY)
+    engine.add_request("other", other_ids, GREEDY)
+    first, outs, t0 = {}, {"long": [], "other": []}, time.perf_counter()
+    while engine.has_unfinished():
+        for o in engine.step():
+            if o.new_token_ids:
+                first.setdefault(o.request_id, time.perf_counter() - t0)
+            outs[o.request_id].extend(o.new_token_ids)
+    assert outs == {"long": ref[LONG], "other": ref[OTHER]}
+    assert first["long"] >= 0.4 > first["other"]  # only the first fetch was waited for
+    stats = engine.stats()
+    assert stats["tier_hits"]["L3"]["hits"] == 1  # the first request's (split: its head recomputed)
+    assert stats["tiers"]["L3"]["recomputed_tokens"] >= (len(other_ids) - 1) // ps * ps
+    engine.kv.check_no_leak(engine.live_pages())
     llm.close()

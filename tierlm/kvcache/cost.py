@@ -17,9 +17,11 @@ with `c` seconds per computed token, `l` seconds per loaded page, `H` hit pages,
 anyway (this request's new tokens and the requests admitted before it) and `L0` pages it loads anyway. With
 a per-step token budget `S` the tokens beyond it run in later steps, where nothing overlaps them:
     T(m) = max(c * min(W, S), l * (L0 + m)) + c * max(0, W - S).
-An L3 fetch finishes before its request is admitted, so nothing hides it: T(m) = l * m + c * W(m), and the
-answer is all or nothing, unless the fetch runs beside the compute instead: recompute the hit's head while
-its tail is fetched (`both_head`, carried out by `tierlm.kvcache.split_fetch`). T is piecewise linear in
+An L3 fetch finishes before its request is admitted, so nothing hides it: T(m) = l * (Q + m) + c * W(m),
+where Q are the pages of the fetches already queued on the store (it serves them first: the first wave after
+a restart must not all wait on one disk), and the answer is all or nothing, unless the fetch runs beside the
+compute instead: recompute the hit's head while its tail is fetched (`both_head`, carried out by
+`tierlm.kvcache.split_fetch`). T is piecewise linear in
 m, so its minimum lies at an end or at a breakpoint; among the splits within `margin` of the minimum the
 one that loads most wins (a load costs the device no compute, which the next steps can use).
 """
@@ -181,27 +183,35 @@ class CostModel:
             return m
         return hit_pages if self._explore("L2") else 0
 
-    def fetch_pages(self, hit_pages: int, tokens: int) -> int:
+    def fetch_pages(self, hit_pages: int, tokens: int, queued_pages: int = 0) -> int:
         """Of `hit_pages` pages the L3 store holds for a waiting request (which computes `tokens` more),
-        how many (the first) to fetch; nothing hides a fetch, it delays the request."""
+        how many (the first) to fetch, with `queued_pages` of other fetches ahead of it on the store;
+        nothing hides a fetch, it delays the request."""
         if self.policy == "always-load" or hit_pages <= 0:
             return hit_pages
         per_page = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
+        if queued_pages > 0:
+            # the queue delays any fetch at all: it pays only if T(m) = l * (Q + m) + c * W(m) < c * W(0)
+            m = self.fetch_pages(hit_pages, tokens)
+            c = self.s_per_token * self.page_size
+            return m if per_page * (queued_pages + m) < c * m * (1 - self.margin) else 0
         return split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
 
-    def both_head(self, hit_pages: int) -> int:
+    def both_head(self, hit_pages: int, queued_pages: int = 0) -> int:
         """Of `hit_pages` pages the L3 store holds for a waiting request, how many leading ones to recompute
-        while the rest are fetched beside that compute (then loaded like an L2 hit); 0: no split (fetching
-        or recomputing all of it is within BOTH_MARGIN of doing both). The two run on different resources
-        (device and store), so the split where they take equally long beats either alone:
-            T(m) = max(c * m, l * (H - m)),   m* = l * H / (c + l)."""
+        while the rest are fetched beside that compute (then loaded like an L2 hit), with `queued_pages` of
+        other fetches ahead on the store; 0: no split (fetching or recomputing all of it is within
+        BOTH_MARGIN of doing both). The two run on different resources (device and store), so the split
+        where they take equally long beats either alone:
+            T(m) = max(c * m, l * (Q + H - m)),   m* = l * (Q + H) / (c + l)."""
         if self.policy == "always-load" or hit_pages < 2 or not self.loads["L3"].samples:
             return 0
         c = self.s_per_token * self.page_size  # per recomputed page
         per_fetch = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
-        m = min(hit_pages - 1, max(1, round(per_fetch * hit_pages / (c + per_fetch))))
-        both = max(c * m, per_fetch * (hit_pages - m))
-        return m if both < min(c, per_fetch) * hit_pages * (1 - BOTH_MARGIN) else 0
+        m = min(hit_pages - 1, max(1, round(per_fetch * (queued_pages + hit_pages) / (c + per_fetch))))
+        both = max(c * m, per_fetch * (queued_pages + hit_pages - m))
+        alone = min(c * hit_pages, per_fetch * (queued_pages + hit_pages))
+        return m if both < alone * (1 - BOTH_MARGIN) else 0
 
     def l3_plan(self, probing: bool = False) -> str:
         """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`

@@ -91,12 +91,13 @@ class L3Prefetcher:
             return
         stored = op.check.result() if op.check.exception() is None else 0
         n = max(0, min(stored, self.max_pages - len(self.held_pages)))
+        queued = self._queued_pages() if self.cost is not None and n > 0 else 0
         if self.cost is not None and n > 0 and self.policy != "best_effort":
-            op.head = self.cost.both_head(n)  # recompute these while the rest is fetched
+            op.head = self.cost.both_head(n, queued)  # recompute these while the rest is fetched
         if op.head:
             n -= op.head
         elif self.cost is not None and n > 0:
-            n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1)
+            n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1, queued)
         op.unfetched = stored  # until the fetch is under way
         if n < self.threshold_pages:
             op.head = 0
@@ -112,6 +113,12 @@ class L3Prefetcher:
         op.deadline = time.monotonic() + self.timeout + 0.1 * n * self.hasher.page_size / 1024
         self.metrics.prefetch["pages_requested"] += n
         op.fetch = self._submit(self._fetch, op)
+
+    def _queued_pages(self) -> int:
+        """Pages that fetches under way (requests', split tails', the probe's) still have to read."""
+        ops = [*self.ops.values(), *(t.op for t in self.split.tails.values()), self.probe]
+        return sum(len(op.host_pages) - op.progress for op in ops
+                   if op is not None and op.fetch is not None and not op.fetch.done())
 
     def _fetch(self, op: PrefetchOp) -> None:
         """L3 thread: fetch in chunks, stopping at cancellation or at the first page that fails."""
