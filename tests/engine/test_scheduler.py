@@ -151,3 +151,16 @@ def test_without_mixing_prefill_runs_alone():
     run(batch)
     batch, _ = sched.schedule()
     assert batch.mode == "decode" and len(batch.reqs) == 3 and set(decoding) < set(batch.reqs)
+
+
+def test_each_schedule_tells_the_kv_manager_the_prefill_waiting():
+    """The cost model prices a split L3 fetch by the prefill work its tail will rejoin behind."""
+    sched = make_scheduler(max_prefill=8)
+    seen = []
+    poll = sched.kv.poll
+    sched.kv.poll = lambda backlog=0: (seen.append(backlog), poll(backlog))
+    for i in range(3):
+        sched.add(req(f"r{i}", list(range(10 * i, 10 * i + 6))))
+    run(sched.schedule()[0])  # 18 tokens wait; the step runs r0's 6 and 2 of r1's
+    run(sched.schedule()[0])  # 4 of r1 and 6 of r2 wait
+    assert seen == [18, 10]

@@ -267,3 +267,17 @@ def test_fetches_queued_on_the_store_delay_a_new_one():
     head = m.both_head(40, queued_pages=2)  # 2 x 3 ms ahead of its tail: recompute more of it
     assert head == 32 and max(1e-3 * head, 3e-3 * (2 + 40 - head)) < 1e-3 * 40 * (1 - 0.15)
     assert m.both_head(40, queued_pages=100) == 0  # the queue alone outlasts recomputing everything
+
+
+def test_a_split_pays_for_the_second_pass_behind_other_prefill_work():
+    """The tail rejoins in a later step, which computes the other requests' waiting prefill too: alone the
+    split of 40 pages pays (30 ms against 40), behind 2 pages' worth of others' tokens it still does (32),
+    behind 16 pages' worth it does not. The request's own tokens are not counted against it."""
+    m = CostModel(16, 1 << 20, explore_every=0, max_step_tokens=8192)
+    m.fix(16 / 1e-3, {"L3": (1 << 20) / 3e-3, "L2": 1e12})  # a page computes in 1 ms, fetches in 3 ms
+    m.observe_backlog(40 * 16)  # only this request's own prompt waits
+    assert m.both_head(40, own_tokens=40 * 16) == 30
+    m.observe_backlog(42 * 16)
+    assert m.both_head(40, own_tokens=40 * 16) == 30
+    m.observe_backlog(56 * 16)
+    assert m.both_head(40, own_tokens=40 * 16) == 0

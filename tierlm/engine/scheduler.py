@@ -243,6 +243,18 @@ class Scheduler:
                 budget -= n
         return reqs, lens
 
+    def _prefill_backlog(self) -> int:
+        """Prefill tokens of the requests waiting or prefilling (the waiting ones counted whole), counted up
+        to two steps' budget (enough to tell one request's work from a full step beside it)."""
+        total = 0
+        for queue in (self.running, self.waiting):
+            for req in queue:
+                if req.prefilling:
+                    total += req.extend_len
+                    if total >= 2 * self.max_prefill_tokens:
+                        return total
+        return total
+
     def _chunk(self, req: Req, budget: int) -> int:
         """Tokens of `req`'s prefill for this pass: within the budget and, while its L3 tail is fetched, not
         beyond its recomputed head (0: it waits there)."""
@@ -266,7 +278,7 @@ class Scheduler:
         """Next batch to run (or None) and requests refused because they can never fit."""
         refused: list[Req] = []
         self._writes = ([], [], [])
-        self.kv.poll()
+        self.kv.poll(self._prefill_backlog())
         paused = self._settle_splits()
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room

@@ -133,12 +133,18 @@ class CostModel:
         self.prefill = Rate(PRIOR_PREFILL_TOKENS_PER_S)  # tokens per second
         self.loads = {tier: Rate(PRIOR_LOAD_BYTES_PER_S) for tier in TIERS}  # bytes per second
         self._unloaded = {tier: 0 for tier in TIERS}  # decisions in a row that loaded nothing
+        self.backlog_tokens = 0  # prefill tokens waiting or under way for other requests (`observe_backlog`)
 
     # ---- measurements ------------------------------------------------------------------------------------------
     def observe_prefill(self, tokens: int, seconds: float) -> None:
         """A prefill step (with no loads beside it) computed `tokens` new tokens in `seconds`."""
         if self.learn:
             self.prefill.observe(tokens, seconds)
+
+    def observe_backlog(self, tokens: int) -> None:
+        """The prefill tokens waiting or under way when the scheduler last looked: a split request's tail
+        rejoins behind them (`both_head`)."""
+        self.backlog_tokens = max(0, tokens)
 
     def observe_load(self, tier: str, nbytes: int, seconds: float) -> None:
         """`nbytes` came from `tier` in `seconds` (L2: host to device; L3: store to host)."""
@@ -197,19 +203,25 @@ class CostModel:
             return m if per_page * (queued_pages + m) < c * m * (1 - self.margin) else 0
         return split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
 
-    def both_head(self, hit_pages: int, queued_pages: int = 0) -> int:
-        """Of `hit_pages` pages the L3 store holds for a waiting request, how many leading ones to recompute
-        while the rest are fetched beside that compute (then loaded like an L2 hit), with `queued_pages` of
-        other fetches ahead on the store; 0: no split (fetching or recomputing all of it is within
-        BOTH_MARGIN of doing both). The two run on different resources (device and store), so the split
+    def both_head(self, hit_pages: int, queued_pages: int = 0, own_tokens: int = 0) -> int:
+        """Of `hit_pages` pages the L3 store holds for a waiting request (of `own_tokens` prefill tokens),
+        how many leading ones to recompute while the rest are fetched beside that compute (then loaded like
+        an L2 hit), with `queued_pages` of other fetches ahead on the store; 0: no split (fetching or
+        recomputing all of it is within BOTH_MARGIN of doing both). The two run on different resources (device and store), so the split
         where they take equally long beats either alone:
-            T(m) = max(c * m, l * (Q + H - m)),   m* = l * (Q + H) / (c + l)."""
+            T(m) = max(c * m, l * (Q + H - m)) + c * K,   m* = l * (Q + H) / (c + l),
+        where c * K is the price of the second pass a split takes: the request's tail rejoins in a later
+        step, which also computes the other requests' prefill work (K: the backlog without this request's
+        own tokens, up to one step's budget), while a recompute or a whole fetch finishes in one step."""
         if self.policy == "always-load" or hit_pages < 2 or not self.loads["L3"].samples:
             return 0
         c = self.s_per_token * self.page_size  # per recomputed page
         per_fetch = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
         m = min(hit_pages - 1, max(1, round(per_fetch * (queued_pages + hit_pages) / (c + per_fetch))))
-        both = max(c * m, per_fetch * (queued_pages + hit_pages - m))
+        backlog = max(0, self.backlog_tokens - own_tokens)
+        if self.max_step_tokens:
+            backlog = min(backlog, self.max_step_tokens)
+        both = max(c * m, per_fetch * (queued_pages + hit_pages - m)) + self.s_per_token * backlog
         alone = min(c * hit_pages, per_fetch * (queued_pages + hit_pages))
         return m if both < alone * (1 - BOTH_MARGIN) else 0
 

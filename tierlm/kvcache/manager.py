@@ -237,8 +237,11 @@ class KVCacheManager:
         self.metrics.backups["eviction_waits"] += 1
         self.metrics.backups["eviction_wait_s"] += time.perf_counter() - t0
 
-    def poll(self) -> None:
-        """Advance background tier work (finished loads, prefetches); called once per schedule."""
+    def poll(self, prefill_backlog: int = 0) -> None:
+        """Advance background tier work (finished loads, prefetches); called once per schedule, with the
+        prefill tokens then waiting or under way (for the cost model)."""
+        if self.cost is not None:
+            self.cost.observe_backlog(prefill_backlog)
         if self.io is not None:
             for nbytes, secs in self.io.finished_loads():
                 self.metrics.record_load(nbytes, secs)

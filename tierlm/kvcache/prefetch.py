@@ -75,7 +75,7 @@ class L3Prefetcher:
         keys = page_keys(self.hasher, tokens[:n_pages * ps])(local, parent)  # only the pages beyond L1/L2
         check = self._lookup(self.store.batch_exists, keys)
         op = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
-                        created=time.monotonic(), check=check)
+                        created=time.monotonic(), check=check, prompt_len=len(tokens) + 1)
         if plan == "fetch":
             self.ops[req_id] = op
             self.metrics.prefetch["started"] += 1
@@ -93,7 +93,7 @@ class L3Prefetcher:
         n = max(0, min(stored, self.max_pages - len(self.held_pages)))
         queued = self._queued_pages() if self.cost is not None and n > 0 else 0
         if self.cost is not None and n > 0 and self.policy != "best_effort":
-            op.head = self.cost.both_head(n, queued)  # recompute these while the rest is fetched
+            op.head = self.cost.both_head(n, queued, op.prompt_len)  # recompute these while the rest is fetched
         if op.head:
             n -= op.head
         elif self.cost is not None and n > 0:

@@ -26,3 +26,4 @@ class PrefetchOp:
     timing: tuple[int, float] = (0, 0.0)  # (pages, seconds) fetched so far, one tuple: set atomically
     unfetched: int = 0  # pages the store holds that are not fetched (not worth it, under the threshold, no room)
     head: int = 0  # leading pages of the hit recomputed while the rest is fetched (`tierlm.kvcache.split_fetch`)
+    prompt_len: int = 0  # the request's prompt tokens (its own prefill work, apart from the others')
