@@ -44,18 +44,26 @@ def filled_store(tiny_qwen3, tmp_path):
     return tmp_path, ref
 
 
+def run_all(engine) -> tuple[dict[str, list[int]], dict[str, float]]:
+    """Step `engine` until its requests finish: their tokens and seconds to first token, by request id."""
+    outs: dict[str, list[int]] = {}
+    first: dict[str, float] = {}
+    t0 = time.perf_counter()
+    while engine.has_unfinished():
+        for o in engine.step():
+            if o.new_token_ids:
+                first.setdefault(o.request_id, time.perf_counter() - t0)
+            outs.setdefault(o.request_id, []).extend(o.new_token_ids)
+    return outs, first
+
+
 def run_pair(tiny_qwen3, store_dir, delay, **kw):
     llm = LLM(str(tiny_qwen3), **opts(kv_store=f"tests.kvcache.test_prefetch_policies:SlowFileStore?dir={store_dir}"
                                                f"&delay={delay}", **kw))
     engine, tok = llm.engine, llm.tokenizer
     engine.add_request("long", tok.encode(LONG), GREEDY)
     engine.add_request("other", tok.encode("hello world this is a tiny language model"), GREEDY)  # not stored
-    first_token, outs, t0 = {}, {"long": [], "other": []}, time.perf_counter()
-    while engine.has_unfinished():
-        for o in engine.step():
-            if o.new_token_ids:
-                first_token.setdefault(o.request_id, time.perf_counter() - t0)
-            outs[o.request_id].extend(o.new_token_ids)
+    outs, first_token = run_all(engine)
     engine.kv.check_no_leak(engine.live_pages())
     stats = engine.stats()
     llm.close()

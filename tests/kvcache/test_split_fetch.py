@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.kvcache.test_prefetch_policies import GREEDY, LONG, OTHER, filled_store, opts  # noqa: F401 (fixture)
+from tests.kvcache.test_prefetch_policies import (GREEDY, LONG, OTHER, filled_store, opts,  # noqa: F401 (fixture)
+                                                  run_all)
 from tierlm import LLM
 
 
@@ -101,12 +102,7 @@ def test_a_fetch_that_would_queue_behind_another_recomputes(tiny_qwen3, filled_s
     assert cost.fetch_pages((len(other_ids) - 1) // ps, 1) > 0  # alone, its fetch would pay
     engine.add_request("long", long_ids, GREEDY)
     engine.add_request("other", other_ids, GREEDY)
-    first, outs, t0 = {}, {"long": [], "other": []}, time.perf_counter()
-    while engine.has_unfinished():
-        for o in engine.step():
-            if o.new_token_ids:
-                first.setdefault(o.request_id, time.perf_counter() - t0)
-            outs[o.request_id].extend(o.new_token_ids)
+    outs, first = run_all(engine)
     assert outs == {"long": ref[LONG], "other": ref[OTHER]}
     assert first["long"] >= 0.4 > first["other"]  # only the first fetch was waited for
     stats = engine.stats()
