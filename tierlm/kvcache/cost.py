@@ -21,9 +21,9 @@ An L3 fetch finishes before its request is admitted, so nothing hides it: T(m) =
 where Q are the pages of the fetches already queued on the store (it serves them first: the first wave after
 a restart must not all wait on one disk), and the answer is all or nothing, unless the fetch runs beside the
 compute instead: recompute the hit's head while its tail is fetched (`both_head`, carried out by
-`tierlm.kvcache.split_fetch`). T is piecewise linear in
-m, so its minimum lies at an end or at a breakpoint; among the splits within `margin` of the minimum the
-one that loads most wins (a load costs the device no compute, which the next steps can use).
+`tierlm.kvcache.split_fetch`). T is piecewise linear in m, so its minimum lies at an end or at a
+breakpoint; among the splits within `margin` of the minimum the one that loads most wins (a load costs the
+device no compute, which the next steps can use).
 """
 from __future__ import annotations
 
@@ -207,8 +207,8 @@ class CostModel:
         """Of `hit_pages` pages the L3 store holds for a waiting request (of `own_tokens` prefill tokens),
         how many leading ones to recompute while the rest are fetched beside that compute (then loaded like
         an L2 hit), with `queued_pages` of other fetches ahead on the store; 0: no split (fetching or
-        recomputing all of it is within BOTH_MARGIN of doing both). The two run on different resources (device and store), so the split
-        where they take equally long beats either alone:
+        recomputing all of it is within BOTH_MARGIN of doing both). The two run on different resources
+        (device and store), so the split where they take equally long beats either alone:
             T(m) = max(c * m, l * (Q + H - m)) + c * K,   m* = l * (Q + H) / (c + l),
         where c * K is the price of the second pass a split takes: the request's tail rejoins in a later
         step, which also computes the other requests' prefill work (K: the backlog without this request's
