@@ -15,6 +15,14 @@ goes in docs/benchmarks.md.
 
 Where the device time of a batch-1 step goes, kernel by kernel (#20's first question):
     PYTHONPATH=. python benchmarks/profile_engine.py --batches 1 --prefill-len 0 --torch-profile
+
+What a mixed step costs against a decode step of the same batch (#17): with `--mixed-chunks 128,512,2048`
+every timed step of `--mixed-batch` decoding requests also carries one new prompt of that many tokens (the
+scheduler's mixed budget set to the batch plus the chunk), so the host ms of the launch phase show what the
+pass's eager attention calls cost the host, and the device ms what the chunk costs the device. Pass
+`--enable-mixed-chunk` so the engine captures the graph pieces it serves mixed steps with:
+    PYTHONPATH=. python benchmarks/profile_engine.py --model builtin:llama-3.1-8b --batches 64 \
+        --prefill-len 0 --enable-mixed-chunk --mixed-chunks 128,512,2048
 """
 from __future__ import annotations
 
@@ -108,6 +116,47 @@ def decode_profile(engine: Engine, timer: DeviceTimer, batch: int, context: int,
     return row
 
 
+def mixed_profile(engine: Engine, timer: DeviceTimer, batch: int, chunk: int, context: int, steps: int,
+                  vocab: int) -> dict:
+    """`batch` requests decode while one prompt of `chunk` tokens (answered by its first token) joins every
+    step; per step: wall, device and host ms, and the share of the steps that ran mixed."""
+    sched = engine.scheduler
+    saved = sched.max_mixed_tokens
+    add(engine, batch, context, 2 * steps + 64, vocab, seed=batch)
+    while sched.waiting or any(r.prefilling for r in sched.running):
+        engine.step()
+    for _ in range(8):
+        engine.step()
+    sched.max_mixed_tokens = batch + chunk + 1  # the decodes and exactly one prompt per pass
+    add(engine, steps + 16, chunk, 1, vocab, seed=10_000 + chunk)
+    for _ in range(8):  # settle: the first passes of this size may build kernels
+        engine.step()
+    modes: list[str] = []
+    schedule = sched.schedule
+
+    def counting():
+        got, refused = schedule()
+        if got is not None:
+            modes.append(got.mode)
+        return got, refused
+
+    sched.schedule = counting
+    sync(engine)
+    timer.take_ms()
+    engine.clock.reset()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        engine.step()
+    sync(engine)
+    wall = (time.perf_counter() - t0) / steps * 1e3
+    sched.schedule = schedule
+    row = {"batch": batch, "chunk": chunk, "ms_per_step": wall, "device_ms_per_step": timer.take_ms() / steps,
+           "host_ms": engine.clock.snapshot()["ms_per_step"], "mixed_share": modes.count("mixed") / max(1, len(modes))}
+    sched.max_mixed_tokens = saved
+    drain(engine)
+    return row
+
+
 def prefill_profile(engine: Engine, timer: DeviceTimer, length: int, vocab: int) -> dict:
     for seed in (7, 8):  # the first pays for first use at this length
         sync(engine)
@@ -134,6 +183,10 @@ def main() -> None:
     ap.add_argument("--profile-batch", type=int, default=0, help="Batch of the --torch-profile steps (default: "
                                                                  "the largest of --batches).")
     ap.add_argument("--profile-rows", type=int, default=30, help="Rows of each --torch-profile table.")
+    ap.add_argument("--mixed-chunks", default="", help="Comma list of prompt chunk sizes: also time mixed steps "
+                                                       "of --mixed-batch decodes plus one chunk each (see above).")
+    ap.add_argument("--mixed-batch", type=int, default=0, help="Decoding requests beside each mixed chunk "
+                                                               "(default: the largest of --batches).")
     add_engine_args(ap, model_required=False)
     ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
@@ -145,6 +198,9 @@ def main() -> None:
     vocab = min(engine.model_config.vocab_size, 30000)
     timer = DeviceTimer(engine)
     rows = [decode_profile(engine, timer, b, args.context, args.steps, vocab) for b in batches]
+    chunks = [int(c) for c in args.mixed_chunks.split(",") if c.strip()]
+    mixed = [mixed_profile(engine, timer, args.mixed_batch or max(batches), c, args.context, args.steps, vocab)
+             for c in chunks]
     prefill = prefill_profile(engine, timer, args.prefill_len, vocab) if args.prefill_len else None
     if args.torch_profile and engine.device.type == "cuda":
         add(engine, args.profile_batch or max(batches), args.context, 200, vocab, seed=99)
@@ -162,7 +218,8 @@ def main() -> None:
     timer.close()
     engine.close()
     result = {"model": config.model, "device": str(engine.device), "context": args.context,
-              "overlap": info.get("overlap"), "cuda_graph": info.get("cuda_graph"), "decode": rows, "prefill": prefill}
+              "overlap": info.get("overlap"), "cuda_graph": info.get("cuda_graph"), "decode": rows, "mixed": mixed,
+              "prefill": prefill}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -172,6 +229,13 @@ def main() -> None:
     for r in rows:
         host = " / ".join(f"{r['host_ms'][p]:.3f}" for p in PHASES)
         print(f"{r['batch']:>6}{r['ms_per_step']:>10.3f}{r['tok_per_s']:>10.0f}{r['device_ms_per_step']:>11.3f}   {host}")
+    if mixed:
+        print("mixed steps: decodes plus one prompt chunk per step (share of the steps that ran mixed)")
+        print(f"{'batch':>6}{'chunk':>7}{'ms/step':>10}{'device ms':>11}{'mixed':>7}   host ms by phase")
+        for r in mixed:
+            host = " / ".join(f"{r['host_ms'][p]:.3f}" for p in PHASES)
+            print(f"{r['batch']:>6}{r['chunk']:>7}{r['ms_per_step']:>10.3f}{r['device_ms_per_step']:>11.3f}"
+                  f"{r['mixed_share']:>7.2f}   {host}")
     if prefill:
         print(f"prefill of {prefill['prefill_len']} tokens: first token {prefill['ttft_ms']:.1f} ms, device "
               f"{prefill['device_ms']:.1f} ms, {prefill['tok_per_s']:.0f} tok/s")
