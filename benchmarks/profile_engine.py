@@ -95,12 +95,17 @@ def drain(engine: Engine) -> None:
         engine.step()
 
 
-def decode_profile(engine: Engine, timer: DeviceTimer, batch: int, context: int, steps: int, vocab: int) -> dict:
-    add(engine, batch, context, steps + 64, vocab, seed=batch)
+def start_decoding(engine: Engine, batch: int, context: int, max_tokens: int, vocab: int) -> None:
+    """`batch` requests of `context` prompt tokens, run past their prefill into steady decode."""
+    add(engine, batch, context, max_tokens, vocab, seed=batch)
     while engine.scheduler.waiting or any(r.prefilling for r in engine.scheduler.running):
         engine.step()
     for _ in range(8):  # settle into steady decode
         engine.step()
+
+
+def timed_steps(engine: Engine, timer: DeviceTimer, steps: int) -> dict:
+    """Run `steps` engine steps: wall, device and per-phase host milliseconds per step."""
     sync(engine)
     timer.take_ms()
     engine.clock.reset()
@@ -109,9 +114,14 @@ def decode_profile(engine: Engine, timer: DeviceTimer, batch: int, context: int,
         engine.step()
     sync(engine)
     wall = (time.perf_counter() - t0) / steps * 1e3
-    clock = engine.clock.snapshot()
-    row = {"batch": batch, "ms_per_step": wall, "tok_per_s": batch / wall * 1e3,
-           "device_ms_per_step": timer.take_ms() / steps, "host_ms": clock["ms_per_step"]}
+    return {"ms_per_step": wall, "device_ms_per_step": timer.take_ms() / steps,
+            "host_ms": engine.clock.snapshot()["ms_per_step"]}
+
+
+def decode_profile(engine: Engine, timer: DeviceTimer, batch: int, context: int, steps: int, vocab: int) -> dict:
+    start_decoding(engine, batch, context, steps + 64, vocab)
+    row = {"batch": batch, **timed_steps(engine, timer, steps)}
+    row["tok_per_s"] = batch / row["ms_per_step"] * 1e3
     drain(engine)
     return row
 
@@ -122,11 +132,7 @@ def mixed_profile(engine: Engine, timer: DeviceTimer, batch: int, chunk: int, co
     step; per step: wall, device and host ms, and the share of the steps that ran mixed."""
     sched = engine.scheduler
     saved = sched.max_mixed_tokens
-    add(engine, batch, context, 2 * steps + 64, vocab, seed=batch)
-    while sched.waiting or any(r.prefilling for r in sched.running):
-        engine.step()
-    for _ in range(8):
-        engine.step()
+    start_decoding(engine, batch, context, 2 * steps + 64, vocab)
     sched.max_mixed_tokens = batch + chunk + 1  # the decodes and exactly one prompt per pass
     add(engine, steps + 16, chunk, 1, vocab, seed=10_000 + chunk)
     for _ in range(8):  # settle: the first passes of this size may build kernels
@@ -141,18 +147,9 @@ def mixed_profile(engine: Engine, timer: DeviceTimer, batch: int, chunk: int, co
         return got, refused
 
     sched.schedule = counting
-    sync(engine)
-    timer.take_ms()
-    engine.clock.reset()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        engine.step()
-    sync(engine)
-    wall = (time.perf_counter() - t0) / steps * 1e3
-    sched.schedule = schedule
-    row = {"batch": batch, "chunk": chunk, "ms_per_step": wall, "device_ms_per_step": timer.take_ms() / steps,
-           "host_ms": engine.clock.snapshot()["ms_per_step"], "mixed_share": modes.count("mixed") / max(1, len(modes))}
-    sched.max_mixed_tokens = saved
+    row = {"batch": batch, "chunk": chunk, **timed_steps(engine, timer, steps),
+           "mixed_share": modes.count("mixed") / max(1, len(modes))}
+    sched.schedule, sched.max_mixed_tokens = schedule, saved
     drain(engine)
     return row
 
