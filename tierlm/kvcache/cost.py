@@ -196,12 +196,12 @@ class CostModel:
         if self.policy == "always-load" or hit_pages <= 0:
             return hit_pages
         per_page = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
-        if queued_pages > 0:
-            # the queue delays any fetch at all: it pays only if T(m) = l * (Q + m) + c * W(m) < c * W(0)
-            m = self.fetch_pages(hit_pages, tokens)
-            c = self.s_per_token * self.page_size
-            return m if per_page * (queued_pages + m) < c * m * (1 - self.margin) else 0
-        return split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
+        m = split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
+        # the queue delays any fetch at all: it pays only if T(m) = l * (Q + m) + c * W(m) < c * W(0)
+        c = self.s_per_token * self.page_size
+        if m and queued_pages and per_page * (queued_pages + m) >= c * m * (1 - self.margin):
+            return 0
+        return m
 
     def both_head(self, hit_pages: int, queued_pages: int = 0, own_tokens: int = 0) -> int:
         """Of `hit_pages` pages the L3 store holds for a waiting request (of `own_tokens` prefill tokens),
