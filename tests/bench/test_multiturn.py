@@ -24,6 +24,11 @@ def test_multiturn_bench_runs_all_modes(tiny_qwen3, tmp_path, capsys):
     for rnd in by_mode["l2"]["rounds"]:  # every conversation's TTFT, in conversation order, for pooling runs
         values = rnd["ttft_values_s"]
         assert len(values) == 8 and min(values) > 0 and sorted(values)[4] == rnd["ttft_s"]["p50"]
+        assert len(rnd["submitted_s"]) == 8 and min(rnd["submitted_s"]) >= 0
+        assert all(0 <= c < n for c, n in zip(rnd["cached_tokens"], rnd["prompt_tokens"]))
+    first = by_mode["gpu"]["rounds"][0]  # round 1: every prompt is its first turn, nothing of it cached
+    assert first["prompt_tokens"] == [24] * 8 and set(first["cached_tokens"]) == {0}
+    assert sum(by_mode["l2"]["rounds"][2]["cached_tokens"]) > 0
     assert summary["working_set_tokens"] >= 2.5 * by_mode["gpu"]["kv_pool_tokens"]  # pool sized below the set
     assert by_mode["gpu"]["tier_hits"]["L2"]["tokens"] == 0
     assert by_mode["l2"]["tier_hits"]["L2"]["tokens"] > 0  # evicted conversations came back from host

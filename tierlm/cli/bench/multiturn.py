@@ -101,7 +101,7 @@ def run_mode(config, mode: str, args, turns, answer_lens, store_dir: str, bar) -
     fresh = random.Random(args.workload_seed + 1)
     rounds, out_tokens, in_tokens, t_start = [], 0, 0, time.perf_counter()
     for r in range(args.num_rounds):
-        start, first, answers, submitted = time.perf_counter(), {}, {}, {}
+        start, first, answers, submitted, cached = time.perf_counter(), {}, {}, {}, {}
         queue = list(range(len(turns)))  # clients in order: a client's next turn comes after all the others
         in_flight = 0
         while queue or engine.has_unfinished():
@@ -121,15 +121,21 @@ def run_mode(config, mode: str, args, turns, answer_lens, store_dir: str, bar) -
                     raise CLIError(f"request {o.request_id} failed: {o.error}")
                 if o.new_token_ids:
                     first.setdefault(o.request_id, time.perf_counter() - submitted[o.request_id])
+                    cached.setdefault(o.request_id, o.num_cached_tokens)
                     answers[o.request_id].extend(o.new_token_ids)
                 if o.finished:
                     in_flight -= 1
+        prompt_lens = [len(history[c]) + len(conv[r]) for c, conv in enumerate(turns)]
         for c, conv in enumerate(turns):
             history[c] = history[c] + conv[r] + answers[f"{r}-{c}"]
             out_tokens += len(answers[f"{r}-{c}"])
         rounds.append({"round": r, "elapsed_s": time.perf_counter() - start,
                        "ttft_s": percentiles(list(first.values())),
-                       "ttft_values_s": [first[f"{r}-{c}"] for c in range(len(turns))]})  # for pooling runs
+                       # per client, for pooling runs and for reading one request's TTFT beside its hit
+                       "ttft_values_s": [first[f"{r}-{c}"] for c in range(len(turns))],
+                       "submitted_s": [submitted[f"{r}-{c}"] - start for c in range(len(turns))],
+                       "cached_tokens": [cached[f"{r}-{c}"] for c in range(len(turns))],
+                       "prompt_tokens": prompt_lens})
         bar.update(1)
     elapsed = time.perf_counter() - t_start
     stats = engine.stats()
