@@ -88,6 +88,27 @@ def test_late_prefetch_falls_back_to_recompute(tiny_qwen3, filled_store, policy)
     assert stats["tier_hits"]["L3"]["tokens"] == 0
 
 
+def test_a_fetch_far_slower_than_predicted_is_given_up_long_before_the_timeout(tiny_qwen3, filled_store):
+    """The cost model believes the store fast (a page in 1 ms, recomputing one 100 ms), so the whole hit is
+    fetched; the store takes 1.5 s. Under `timeout` the request waits about twice the predicted fetch, not
+    the policy's 10 s, and recomputes what did not arrive."""
+    store_dir, ref = filled_store
+    llm = LLM(str(tiny_qwen3), **opts(kv_store=f"tests.kvcache.test_prefetch_policies:SlowFileStore?dir={store_dir}"
+                                               "&delay=1.5", hicache_prefetch_policy="timeout",
+                                      hicache_prefetch_timeout=10.0, hicache_load_policy="cost"))
+    engine, cost = llm.engine, llm.engine.kv.cost
+    cost.fix(engine.kv.page_size / 0.1, {"L3": cost.page_bytes / 1e-3, "L2": 1e15})
+    assert cost.fetch_seconds(10) == pytest.approx(0.01)
+    engine.add_request("long", llm.tokenizer.encode(LONG), GREEDY)
+    outs, first = run_all(engine)
+    assert outs["long"] == ref[LONG] and first["long"] < 1.0
+    stats = engine.stats()
+    assert stats["tiers"]["prefetch"]["partial"] == 1 and stats["tier_hits"]["L3"]["tokens"] == 0
+    engine.kv.prefetcher.drain()
+    engine.kv.check_no_leak(engine.live_pages())
+    llm.close()
+
+
 def test_host_pool_larger_than_ram_is_refused_at_start(tiny_qwen3):
     with pytest.raises(ValueError, match="--hicache-size: the host KV pool needs"):
         LLM(str(tiny_qwen3), **opts(hicache_size=1e7))

@@ -175,6 +175,13 @@ class CostModel:
     def s_per_page(self, tier: str) -> float:
         return self.page_bytes / self.loads[tier].value
 
+    def fetch_seconds(self, pages: int) -> Optional[float]:
+        """Predicted seconds for the store to return `pages` pages; None where no measurement backs a
+        prediction (the store unmeasured, or "always-load", which does not weigh the store's speed)."""
+        if self.policy == "always-load" or not self.loads["L3"].samples:
+            return None
+        return pages * self.s_per_page("L3")
+
     # ---- decisions ---------------------------------------------------------------------------------------------
     def load_pages(self, hit_pages: int, tokens: int, step_tokens: int = 0, step_load_pages: int = 0) -> int:
         """Of a request's `hit_pages` host pages, how many (the first) to load to the device; the request

@@ -30,6 +30,12 @@ from tierlm.kvcache.futures import finished
 from tierlm.kvcache.prefetch_op import CHUNK_PAGES, PrefetchOp
 from tierlm.kvcache.split_fetch import SplitFetches
 
+# Under the `timeout` policy, a fetch the cost model chose because it beats recomputing is given up (the pages
+# that arrived are used, the rest recomputed) once it runs this many times its predicted time, plus the slack:
+# a store slower than measured (busy, or probed while idle) costs a bounded wait, not the policy's timeout.
+LATE_FACTOR = 2.0
+LATE_SLACK_S = 0.02
+
 class L3Prefetcher:
     """Owns the prefetches and the probe in flight and the host pages they hold (`held_pages`, for leak
     checks). `host_free` says how many host pages are free now (a probe takes only those); `lookup` runs
@@ -110,7 +116,11 @@ class L3Prefetcher:
             return
         op.unfetched = stored - n
         op.host_pages = pages
-        op.deadline = time.monotonic() + self.timeout + 0.1 * n * self.hasher.page_size / 1024
+        now = time.monotonic()
+        op.deadline = now + self.timeout + 0.1 * n * self.hasher.page_size / 1024
+        predicted = self.cost.fetch_seconds(queued + n) if self.cost is not None else None
+        if predicted is not None:  # a fetch chosen for its speed waits at most twice its predicted time
+            op.deadline = min(op.deadline, now + LATE_FACTOR * predicted + LATE_SLACK_S)
         self.metrics.prefetch["pages_requested"] += n
         op.fetch = self._submit(self._fetch, op)
 
