@@ -22,6 +22,9 @@ def test_pages_behind_a_backup_in_flight_are_not_available():
         run_copies(kv)  # ... and starts
         assert kv.radix.evictable_pages == 5
         assert kv.available_pages() == base - 5  # cached, but only evictable after the copy
+        other = [100 + t for t in range(8)]
+        assert kv.admit("other", other, base * 4, base * 4, 0).value == "wait"  # its room is behind the copy
+        assert kv.tier_stats()["backups"]["admission_waits"] == 1
         gate.set()
         kv.flush()
         assert kv.available_pages() == base

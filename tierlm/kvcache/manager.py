@@ -125,6 +125,8 @@ class KVCacheManager:
             cached, to_load = match.pages, match.num_host_pages
         need = self.pages_for(target_tokens) - len(cached) - to_load
         if need + to_load + reserved_pages > self.available_pages():
+            if self.backups and need + to_load + reserved_pages <= self.reclaimable_pages():
+                self.metrics.backups["admission_waits"] += 1
             self._unlock(match.node if match else None)
             return Verdict.WAIT
         pages = list(cached)

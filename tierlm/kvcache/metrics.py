@@ -17,6 +17,9 @@ class TierMetrics:
     tiers: dict = field(default_factory=lambda: {"L1": _tier(), "L2": _tier(), "L3": _tier()})
     backups: dict = field(default_factory=lambda: {"pages": 0, "bytes": 0, "skipped_no_host_room": 0,
                                                     "eviction_waits": 0, "eviction_wait_s": 0.0,
+                                                    # steps a request waited for room that backups still
+                                                    # copying held (admission defers instead of blocking)
+                                                    "admission_waits": 0,
                                                     # storage write_back: pages written to L3 as the host
                                                     # tier evicted them, evicted unwritten (their write had
                                                     # failed), written at shutdown, left unwritten then
