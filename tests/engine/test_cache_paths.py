@@ -118,3 +118,30 @@ def test_retraction_when_reservations_run_out_gives_same_tokens(tiny_qwen3, refe
     assert [outs[str(i)] for i in range(len(ids))] == reference
     assert engine.stats()["retracted_total"] > 0, "nothing was retracted"
     assert engine.stats()["kv_used_tokens"] == 0
+
+
+def test_a_request_added_with_cache_false_leaves_nothing_in_any_tier(tiny_qwen3, tmp_path):
+    """Warm-ups (`add_request(..., cache=False)`) finish without entering the prefix cache, the host tier or
+    the L3 store; a normal request with the same prompt then finds nothing cached and computes the same
+    tokens."""
+    llm = LLM(str(tiny_qwen3), **CPU_OPTS, kv_store=f"file://{tmp_path}/l3")
+    engine, kv = llm.engine, llm.engine.kv
+    ids = llm.tokenizer.encode(PROMPTS[2])
+    engine.add_request("warm", ids, GREEDY, cache=False)
+    warm = [t for o in _drain(engine) for t in o.new_token_ids]
+    kv.flush()
+    stats = engine.stats()
+    assert kv.radix.match_length(ids) == 0 and stats["tiers"]["backups"]["pages"] == 0
+    assert stats["tiers"]["L3"]["store"]["pages_written"] == 0
+    engine.add_request("real", ids, GREEDY)
+    outs = _drain(engine)
+    assert [t for o in outs for t in o.new_token_ids] == warm and outs[-1].num_cached_tokens == 0
+    kv.check_no_leak(engine.live_pages())
+    llm.close()
+
+
+def _drain(engine) -> list:
+    outs = []
+    while engine.has_unfinished():
+        outs += engine.step()
+    return outs

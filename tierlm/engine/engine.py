@@ -83,8 +83,10 @@ class Engine:
         self.startup: dict = startup.finish(self, probe)
 
     # ---- requests ------------------------------------------------------------------------------------------
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        """Queue a request; raises `RequestError` (or `PromptTooLongError`) for one the engine cannot serve."""
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
+                    cache: bool = True) -> None:
+        """Queue a request; raises `RequestError` (or `PromptTooLongError`) for one the engine cannot serve.
+        `cache` False: nothing of it enters the prefix cache or the lower tiers (warm-ups)."""
         vocab = self.model_config.vocab_size
         params.validate(vocab)
         if self.tokenizer is None and params.detokenize:
@@ -99,7 +101,7 @@ class Engine:
         if params.seed is not None and not params.greedy:
             gen = torch.Generator(device=self.device).manual_seed(params.seed)
         req = Req(request_id=request_id, prompt_len=n, token_ids=list(prompt_token_ids), params=params,
-                  max_new_tokens=max_new, generator=gen,
+                  max_new_tokens=max_new, generator=gen, cacheable=cache,
                   detok=IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop,
                                                params.skip_special_tokens) if params.detokenize else None,
                   logprobs=[] if params.logprobs is not None else None)
@@ -206,7 +208,7 @@ class Engine:
             req.finish_reason = "length"
         new = req.token_ids[req.prompt_len + req.emitted_tokens:]
         if req.finished:
-            self.scheduler.remove(req, cache=True)
+            self.scheduler.remove(req, cache=req.cacheable)
         return self._output(req, new)
 
     def _output(self, req: Req, new_ids: list[int]) -> StepOutput:

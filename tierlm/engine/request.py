@@ -42,6 +42,7 @@ class Req:
     emitted_tokens: int = 0
     num_pending: int = 0  # sampled on the device, not yet seen by the host (overlap scheduling)
     decodable: bool = False  # its last pass (at its current row) sampled: the next input is in the token table
+    cacheable: bool = True  # False: its KV never enters the prefix cache (warm-ups)
 
     @property
     def seq_len(self) -> int:

@@ -159,7 +159,7 @@ class Scheduler:
 
     def _retract(self, req: Req) -> None:
         """Stop `req` for now: its KV goes to the prefix cache, it waits at the head of the queue."""
-        self.remove(req, cache=True)
+        self.remove(req, cache=req.cacheable)
         req.kv_len = req.num_prefix_pages = 0
         req.decodable = False
         self.waiting.appendleft(req)

@@ -90,11 +90,13 @@ def run_mode(config, mode: str, args, turns, answer_lens, store_dir: str, bar) -
     engine = Engine(cfg)
     # First-use work (kernel compilation and autotuning, lazy CUDA module loads for new GEMM shapes) must not
     # land in round 1 of whichever mode runs first: warm up with round 1's shapes, `concurrency` prompts of
-    # the first turn's length (token ids no conversation uses, so nothing is reused from them).
+    # the first turn's length (token ids no conversation uses, so nothing is reused from them). They are not
+    # cached: a restart on the store of an earlier run would otherwise find them there, and its first read of the
+    # store would be timed on a disk idle before the load, not under it.
     n, vocab = min(args.first_turn_len, engine.max_model_len - 8), min(engine.model_config.vocab_size, 10000)
     for i in range(args.concurrency):
         engine.add_request(f"warmup-{i}", [(1009 * i + 7 * j + 1) % vocab for j in range(n)],
-                           SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False))
+                           SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False), cache=False)
     while engine.has_unfinished():
         engine.step()
     history = [[] for _ in turns]
