@@ -36,6 +36,7 @@ from tierlm.kvcache.split_fetch import SplitFetches
 LATE_FACTOR = 2.0
 LATE_SLACK_S = 0.02
 
+
 class L3Prefetcher:
     """Owns the prefetches and the probe in flight and the host pages they hold (`held_pages`, for leak
     checks). `host_free` says how many host pages are free now (a probe takes only those); `lookup` runs

@@ -91,8 +91,8 @@ def run_mode(config, mode: str, args, turns, answer_lens, store_dir: str, bar) -
     # First-use work (kernel compilation and autotuning, lazy CUDA module loads for new GEMM shapes) must not
     # land in round 1 of whichever mode runs first: warm up with round 1's shapes, `concurrency` prompts of
     # the first turn's length (token ids no conversation uses, so nothing is reused from them). They are not
-    # cached: a restart on the store of an earlier run would otherwise find them there, and its first read of the
-    # store would be timed on a disk idle before the load, not under it.
+    # cached: as the oldest host copies they would be the first written to L3 (the write gate's first window
+    # spent on pages nobody reads), and a restart on that store would find them and time it while idle.
     n, vocab = min(args.first_turn_len, engine.max_model_len - 8), min(engine.model_config.vocab_size, 10000)
     for i in range(args.concurrency):
         engine.add_request(f"warmup-{i}", [(1009 * i + 7 * j + 1) % vocab for j in range(n)],
