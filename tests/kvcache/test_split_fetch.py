@@ -100,11 +100,16 @@ def test_a_fetch_that_would_queue_behind_another_recomputes(tiny_qwen3, filled_s
     long_ids, other_ids = tok.encode(LONG), tok.encode(OTHER)
     ps = engine.kv.page_size
     assert cost.fetch_pages((len(other_ids) - 1) // ps, 1) > 0  # alone, its fetch would pay
+    t0 = time.perf_counter()
     engine.add_request("long", long_ids, GREEDY)
+    pf, deadline = engine.kv.prefetcher, time.monotonic() + 10
+    while not pf.split.tails and time.monotonic() < deadline:  # its fetch is under way before "other" asks
+        engine.step()
+    assert pf.split.tails
     engine.add_request("other", other_ids, GREEDY)
     outs, first = run_all(engine)
     assert outs == {"long": ref[LONG], "other": ref[OTHER]}
-    assert first["long"] >= 0.4 > first["other"]  # only the first fetch was waited for
+    assert time.perf_counter() - t0 >= 0.4 > first["other"]  # only the first fetch was waited for
     stats = engine.stats()
     assert stats["tier_hits"]["L3"]["hits"] == 1  # the first request's (split: its head recomputed)
     assert stats["tiers"]["L3"]["recomputed_tokens"] >= (len(other_ids) - 1) // ps * ps
