@@ -122,10 +122,11 @@ for key, r in rows.items():
     print(f"{key:<18} {split}   prefill {c['prefill_tokens_per_s']:.0f} tok/s (n={c['prefill_samples']}), "
           f"L2 {c['L2_bytes_per_s'] / 1e9:.1f} GB/s (n={c['L2_samples']}), "
           f"L3 {c['L3_bytes_per_s'] / 1e9:.2f} GB/s (n={c['L3_samples']}){both}")
+    b = t.get("backups", {})
     if "eviction_order" in t["L2"]:
         print(f"{'':<18} L2 hits {t['L2']['hits']}, host eviction order {t['L2']['eviction_order']} "
-              f"({t['L2']['eviction_policy']}, {t['L2']['eviction_order_flips']} flips)")
-    b = t.get("backups", {})
+              f"({t['L2']['eviction_policy']}, {t['L2']['eviction_order_flips']} flips), admissions that "
+              f"waited for a backup {b.get('admission_waits', 0)}")
     if "L3" in t and "store" in t["L3"]:
         st = t["L3"]["store"]
         print(f"{'':<18} L3 wrote {st['pages_written']} pages ({st['bytes_written'] / 1e9:.1f} GB in "
