@@ -182,6 +182,11 @@ class CostModel:
             return None
         return pages * self.s_per_page("L3")
 
+    def _s_per_fetched_page(self) -> float:
+        """Seconds a page fetched from the store costs its request: the read, and where copies do not overlap
+        the compute also its load to the device."""
+        return self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
+
     # ---- decisions ---------------------------------------------------------------------------------------------
     def load_pages(self, hit_pages: int, tokens: int, step_tokens: int = 0, step_load_pages: int = 0) -> int:
         """Of a request's `hit_pages` host pages, how many (the first) to load to the device; the request
@@ -202,7 +207,7 @@ class CostModel:
         nothing hides a fetch, it delays the request."""
         if self.policy == "always-load" or hit_pages <= 0:
             return hit_pages
-        per_page = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
+        per_page = self._s_per_fetched_page()
         m = split(hit_pages, self.page_size, tokens, self.s_per_token, per_page, overlap=False, margin=self.margin)
         # the queue delays any fetch at all: it pays only if T(m) = l * (Q + m) + c * W(m) < c * W(0)
         c = self.s_per_token * self.page_size
@@ -223,7 +228,7 @@ class CostModel:
         if self.policy == "always-load" or hit_pages < 2 or not self.loads["L3"].samples:
             return 0
         c = self.s_per_token * self.page_size  # per recomputed page
-        per_fetch = self.s_per_page("L3") + (0.0 if self.overlap else self.s_per_page("L2"))
+        per_fetch = self._s_per_fetched_page()
         m = min(hit_pages - 1, max(1, round(per_fetch * (queued_pages + hit_pages) / (c + per_fetch))))
         backlog = max(0, self.backlog_tokens - own_tokens)
         if self.max_step_tokens:
