@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.kvcache.tiers import make_tiered, run_copies
-from tierlm.kvcache.cost import CostModel, Rate, split, step_seconds
+from tierlm.kvcache.cost import MIN_STORE_SAMPLES, CostModel, Rate, split, step_seconds
 from tierlm.kvcache.layout import KVLayout
 
 C = 1e-4  # seconds per computed token in the cases below
@@ -93,7 +93,8 @@ def test_model_recomputes_from_a_slow_store_once_measured():
 def test_a_tier_left_unloaded_is_measured_again_now_and_then():
     m = CostModel(16, 2 << 20, explore_every=3)
     m.observe_prefill(10_000, 0.1)
-    m.observe_load("L3", 1 << 30, 1.0)  # slower than computing: requests skip the store ...
+    for _ in range(MIN_STORE_SAMPLES):
+        m.observe_load("L3", 1 << 30, 1.0)  # slower than computing: requests skip the store ...
     assert [m.l3_plan() for _ in range(6)] == ["skip", "skip", "explore"] * 2  # ... but now and then
     assert m.fetch_pages(10, 1) == 0
     m.observe_load("L2", 1 << 20, 1.0)  # 1 MiB/s host memory: not worth loading either
@@ -109,10 +110,16 @@ def test_an_unmeasured_store_is_probed_by_one_request_at_a_time():
     m.calibrate_prefill(10_000, 0.1)
     assert m.l3_plan(probing=False) == "explore" and m.l3_plan(probing=True) == "skip"
     assert CostModel(16, 2 << 20, policy="always-load").l3_plan(probing=True) == "fetch"
-    m.observe_load("L3", 1 << 30, 1.0)  # measured: the cost decides, probing or not
-    assert m.l3_plan(probing=True) == m.l3_plan(probing=False) == "skip"
-    m.observe_load("L3", 1 << 40, 0.01)
-    assert m.l3_plan(probing=True) == "fetch"
+    m.observe_load("L3", 1 << 40, 1.0)  # one fast read (a page cache, say) is no proof: still probing
+    assert m.l3_plan(probing=False) == "explore" and not m.l3_pays() and m.both_head(64) == 0
+    for _ in range(MIN_STORE_SAMPLES - 1):
+        m.observe_load("L3", 1 << 40, 1.0)
+    assert m.l3_plan(probing=True) == "fetch" and m.l3_pays()  # measured: the cost decides, probing or not
+    slow = CostModel(16, 2 << 20)
+    slow.calibrate_prefill(10_000, 0.1)
+    for _ in range(MIN_STORE_SAMPLES):
+        slow.observe_load("L3", 1 << 30, 1.0)
+    assert slow.l3_plan(probing=True) == slow.l3_plan(probing=False) == "skip" and not slow.l3_pays()
 
 
 def test_calibration_replaces_the_prior_and_earlier_samples():
@@ -221,7 +228,8 @@ def test_an_exploring_request_recomputes_and_its_probe_fetches_one_store_call_of
     pre.poll()
     assert metrics.prefetch["pages_requested"] == len(radix.host) == CHUNK_PAGES and cost.loads["L3"].samples == 1
     assert metrics.tiers["L3"]["recomputed_tokens"] == 4 * (CHUNK_PAGES + 40)
-    cost.observe_load("L3", 1 << 40, 1.0)  # measured fast: the next request fetches everything
+    for _ in range(MIN_STORE_SAMPLES - 1):
+        cost.observe_load("L3", 1 << 40, 1.0)  # measured fast: the next request fetches everything
     pre.start("next", list(range(1000, 1000 + 4 * (CHUNK_PAGES + 40))))
     pre.poll()
     assert metrics.prefetch["pages_requested"] == CHUNK_PAGES + CHUNK_PAGES + 40
@@ -230,7 +238,8 @@ def test_an_exploring_request_recomputes_and_its_probe_fetches_one_store_call_of
 def test_no_periodic_exploration_while_a_probe_is_in_flight():
     m = CostModel(16, 2 << 20, explore_every=2)
     m.calibrate_prefill(10_000, 0.1)
-    m.observe_load("L3", 1 << 20, 1.0)  # a slow store: skipped
+    for _ in range(MIN_STORE_SAMPLES):
+        m.observe_load("L3", 1 << 20, 1.0)  # a slow store: skipped
     assert [m.l3_plan(probing=True) for _ in range(4)] == ["skip"] * 4
     assert [m.l3_plan() for _ in range(2)] == ["skip", "explore"]
 

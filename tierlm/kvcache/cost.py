@@ -6,8 +6,9 @@ token), so both are measured online: the prefill rate from the engine's prefill 
 each tier from its transfers (`CostModel`, ratios of exponentially weighted sums, so large transfers and
 large steps weigh more than small ones). On CUDA the start-up measures the prefill rate once
 (`calibrate_prefill`). Until a path has been measured its prior makes loading win: a new engine behaves as
-if every hit were worth loading, except for an unmeasured L3 store, which one background probe at a time
-measures while the requests recompute (a store found slow must not have delayed anyone).
+if every hit were worth loading, except for an L3 store, which background probes (one at a time) measure
+while the requests recompute, until `MIN_STORE_SAMPLES` reads are timed (a store found slow must not have
+delayed anyone, and one fast read is no proof).
 
 Prefix matching takes the leading pages of a prompt, so the split is: load the first `m` pages of the hit,
 recompute the rest together with the request's new tokens (`split`). Host-to-device loads run beside the
@@ -39,6 +40,9 @@ EWMA_ALPHA = 0.2
 MARGIN = 0.05  # a split must save more than this share of the step time to recompute instead of loading
 BOTH_MARGIN = 0.15  # a split must save this share of the faster path's time: it costs a lookup, a pause, a rejoin
 EXPLORE_EVERY = 32  # a tier whose hits went unloaded this many times is loaded once, to measure it again
+# timed store reads before the L3 estimate decides anything: one read may come from the page cache (or a
+# quiet disk) and look many times faster than the store serves under load
+MIN_STORE_SAMPLES = 4
 
 
 def step_seconds(m: int, hit_pages: int, page_size: int, tokens: int, s_per_token: float, s_per_page: float,
@@ -182,6 +186,11 @@ class CostModel:
             return None
         return pages * self.s_per_page("L3")
 
+    def store_measured(self) -> bool:
+        """Whether the L3 estimate rests on enough timed reads to act on (`MIN_STORE_SAMPLES`; one, for
+        costs pinned by `fix`)."""
+        return self.loads["L3"].samples >= (MIN_STORE_SAMPLES if self.learn else 1)
+
     def _s_per_fetched_page(self) -> float:
         """Seconds a page fetched from the store costs its request: the read, and where copies do not overlap
         the compute also its load to the device."""
@@ -225,7 +234,7 @@ class CostModel:
         where c * K is the price of the second pass a split takes: the request's tail rejoins in a later
         step, which also computes the other requests' prefill work (K: the backlog without this request's
         own tokens, up to one step's budget), while a recompute or a whole fetch finishes in one step."""
-        if self.policy == "always-load" or hit_pages < 2 or not self.loads["L3"].samples:
+        if self.policy == "always-load" or hit_pages < 2 or not self.store_measured():
             return 0
         c = self.s_per_token * self.page_size  # per recomputed page
         per_fetch = self._s_per_fetched_page()
@@ -245,7 +254,7 @@ class CostModel:
         fetches one store call of pages and times it). `probing`: a probe is in flight; there is never a
         second one, so measuring costs no request any wait and the store no more than one probe's reads at
         a time."""
-        if self.learn and self.policy != "always-load" and not self.loads["L3"].samples:
+        if self.learn and self.policy != "always-load" and not self.store_measured():
             return "skip" if probing else "explore"
         if self._fetch_pays():
             self._unloaded["L3"] = 0
@@ -254,11 +263,11 @@ class CostModel:
 
     def l3_pays(self) -> bool:
         """Whether a fetch from the L3 store, whole or split with a recompute, beats recomputing by the
-        current estimates: False while the store is unmeasured (nothing says it pays yet), True under
-        "always-load"."""
+        current estimates: False while the store is not yet measured enough (nothing says it pays yet), True
+        under "always-load"."""
         if self.policy == "always-load":
             return True
-        return bool(self.loads["L3"].samples) and self._fetch_pays()
+        return self.store_measured() and self._fetch_pays()
 
     def _fetch_pays(self) -> bool:  # a whole fetch or a split pays (an unmeasured store counts at its prior)
         return self.fetch_pages(1, 1) > 0 or self.both_head(64) > 0
