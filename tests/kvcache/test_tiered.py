@@ -6,7 +6,14 @@ import threading
 import torch
 
 from tests.kvcache.tiers import make_tiered, run_copies
+from tierlm.kvcache.contracts import TierSetup
+from tierlm.kvcache.eviction import copy_pending
+from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.layout import KVLayout
+from tierlm.kvcache.manager import KVCacheManager
+from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.tier_io import TierIO
+from tierlm.kvcache.transfer import PageTransfer
 
 
 def test_pages_behind_a_backup_in_flight_are_not_available():
@@ -29,6 +36,56 @@ def test_pages_behind_a_backup_in_flight_are_not_available():
         kv.flush()
         assert kv.available_pages() == base
         assert kv.alloc(base) is not None  # everything, including the now backed-up prefix
+    finally:
+        gate.set()
+        kv.close()
+
+
+class _OrderedIO(TierIO):
+    """Claims the stream ordering of CUDA copies, so the controller's side of it runs on CPU pools (the
+    copies themselves are held back by the test, so no byte is checked here)."""
+
+    @property
+    def ordered_copies(self) -> bool:
+        return True
+
+
+def test_with_ordered_copies_pages_behind_an_issued_backup_are_reused_and_the_next_plan_fences():
+    layout = KVLayout.gqa(2, 1, 4, torch.float32)
+    pool, host = KVPool(layout, 17, 4, torch.device("cpu")), HostKVPool(32, layout, 4)
+    io = _OrderedIO(PageTransfer(pool, host, "torch"))
+    kv = KVCacheManager(17, 4, 4, True, TierSetup(host_pages=32, page_bytes=pool.bytes_per_page, io=io))
+    gate = threading.Event()
+    copy = io.transfer.backup
+    io.transfer.backup = lambda *a: (gate.wait(10), copy(*a))  # every D2H copy stays "under way"
+    try:
+        base = kv.available_pages()
+        tokens = list(range(20))
+        pages = kv.alloc(5)
+        kv.release(None, tokens, pages, None, 0, cache=True)  # write_through: a backup of 5 pages is decided
+        assert kv.available_pages() == base - 5  # decided, not issued: nothing orders a reuse after it yet
+        assert kv.admit("early", [100 + t for t in range(8)], base * 4, base * 4, 0).value == "wait"
+        copies = kv.take_copies()  # issued with this plan
+        assert not copies.fence and len(copies.backups) == 1
+        for c in copies.backups:
+            io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
+        assert kv.available_pages() == base  # issued: a later plan can wait for it on the device
+        got = kv.admit("other", [100 + t for t in range(8)], base * 4, base * 4, 0)
+        assert got.row is not None and len(got.pages) == 0 and kv.grow(got.pages, base * 4)
+        assert set(pages) <= set(got.pages)  # the pages still being copied went to the new request ...
+        assert kv.take_copies().fence  # ... and the plan that writes them waits for the copy
+        node = kv.radix.match_prefix(tokens).host_nodes[0]
+        assert node.pages is None and copy_pending(node)  # host-only, its host copy still on its way
+        stats = kv.tier_stats()
+        assert stats["L1"]["dropped_while_copying_pages"] == 5 and stats["backups"]["admission_waits"] == 1
+        kv.release(got.row, [], got.pages, got.node, 0, cache=False)
+        hit = kv.admit("again", tokens + [7], 24, 24, 0)  # a load of that host copy fences too
+        assert len(hit.pages) == 5 and kv.take_copies().fence
+        gate.set()
+        kv.flush()
+        assert not copy_pending(node)
+        kv.release(hit.row, [], hit.pages, hit.node, 5, cache=False)
+        kv.check_no_leak()
     finally:
         gate.set()
         kv.close()

@@ -46,6 +46,7 @@ class StepPlan:
     load_host: list[int] = field(default_factory=list)
     load_device: list[int] = field(default_factory=list)
     backups: list[tuple[list[int], list[int], Optional[list[str]]]] = field(default_factory=list)
+    fence: bool = False  # the forward and loads wait for the backups of earlier plans (`StepCopies.fence`)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -94,5 +95,5 @@ def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[
                     sample_rows=[rows[i] for i in sites], sample_positions=[seqs[i] for i in sites],
                     sample_index=[ends[i] - 1 for i in sites], load_host=copies.load_host,
                     load_device=copies.load_device,
-                    backups=[(c.device_pages, c.host_pages, c.keys) for c in copies.backups])
+                    backups=[(c.device_pages, c.host_pages, c.keys) for c in copies.backups], fence=copies.fence)
     return plan, [reqs[i] for i in sites]

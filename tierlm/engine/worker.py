@@ -52,13 +52,19 @@ class Worker:
     def execute(self, plan: StepPlan, tickets: Optional[Sequence[Ticket]] = None
                 ) -> Optional[tuple[torch.Tensor, SampleSites]]:
         """Run the plan's copies, then its forward; returns (logits of the sampling sites, the sites)
-        or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given)."""
+        or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given). With
+        `plan.fence` the forward and the loads start only once every backup queued by earlier plans has
+        copied (on the device: the host does not wait)."""
         loads = None
         if self.io is not None:
+            # the backups of earlier plans (not this one's): pages this plan writes or loads may be theirs
+            fence = self.io.backups_fence() if plan.fence else None
             for i, (dev, host, keys) in enumerate(plan.backups):
                 self.io.backup(dev, host, keys, tickets[i] if tickets is not None else Ticket())
+            if fence is not None:
+                torch.cuda.current_stream(self.device).wait_event(fence)
             overlap = plan.num_tokens if plan.mode == "prefill" else 0
-            loads = self.io.load(plan.load_host, plan.load_device, overlap)
+            loads = self.io.load(plan.load_host, plan.load_device, overlap, fence)
         elif plan.backups or plan.load_host:
             raise RuntimeError("a plan with tier copies reached a worker without tiers")
         if loads is not None and not (plan.has_forward and plan.mode == "prefill"):

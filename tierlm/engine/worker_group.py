@@ -136,6 +136,10 @@ class FanOutIO:
         return self.local.backend
 
     @property
+    def ordered_copies(self) -> bool:
+        return self.local.ordered_copies
+
+    @property
     def store_errors(self) -> int:
         return self.local.store_errors + (self.store.rank_errors if self.store is not None else 0)
 

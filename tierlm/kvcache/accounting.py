@@ -15,7 +15,8 @@ def tier_stats(kv: Any) -> dict:
     ev = kv.evictor
     host_used = kv.tiers.host_pages - kv.host_allocator.num_free
     out["L1"].update(capacity_pages=kv.capacity_pages, evicted_pages=ev.evicted_pages_total,
-                     dropped_to_host_pages=ev.device_dropped_pages_total)
+                     dropped_to_host_pages=ev.device_dropped_pages_total,
+                     dropped_while_copying_pages=ev.reused_pages_total)
     out["L2"].update(capacity_pages=kv.tiers.host_pages, used_pages=host_used,
                      capacity_bytes=kv.tiers.host_pages * kv.tiers.page_bytes,
                      evicted_pages=ev.host_evicted_pages_total,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from tierlm.kvcache.events import CPU, DISK
-from tierlm.kvcache.eviction import copy_pending, host_valid
+from tierlm.kvcache.eviction import copy_issued, copy_pending, host_valid
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
 from tierlm.kvcache.tier_io import Ticket
@@ -52,7 +52,7 @@ class Backups:
     def __init__(self, tree: RadixCache, policy: str, threshold: int, alloc_host: Callable[[int], Optional[list[int]]],
                  run_now: Callable[[], None], metrics: TierMetrics, page_bytes: int, with_store: bool,
                  storage_policy: str = "write_through", host_pressure: Callable[[], bool] = lambda: True,
-                 gate: Optional[WriteGate] = None) -> None:
+                 gate: Optional[WriteGate] = None, reuse_copying: bool = False) -> None:
         if policy not in WRITE_POLICIES:
             raise ValueError(f"--hicache-write-policy: unknown policy {policy!r}")
         if storage_policy not in STORAGE_WRITE_POLICIES:
@@ -60,6 +60,7 @@ class Backups:
         self.tree, self.policy, self.storage_policy = tree, policy, storage_policy
         self._host_pressure, self.gate = host_pressure, gate
         self.deferring = storage_policy != "write_through"  # L3 writes may wait for the host tier's eviction
+        self.reuse_copying = reuse_copying  # device pages may go once their copy is issued (`Evictor` reuse)
         self.threshold = 1 if policy == "write_through" else threshold
         self._alloc_host, self._run_now = alloc_host, run_now
         self.metrics, self.page_bytes, self.with_store = metrics, page_bytes, with_store
@@ -89,10 +90,13 @@ class Backups:
                 if store is not None and not shared and tiers.storage_write_policy == "auto" else None)
         return cls(tree, tiers.write_policy, tiers.write_threshold, alloc_host, run_now, metrics, tiers.page_bytes,
                    store is not None, tiers.storage_write_policy,
-                   lambda: shared or host_evicted() >= tiers.host_pages, gate)
+                   lambda: shared or host_evicted() >= tiers.host_pages, gate, tiers.io.ordered_copies)
 
     def take(self) -> list[BackupCommand]:
+        """The decided copies, handed to the executor now (with a step plan, or at once)."""
         queue, self.queue = self.queue, []
+        for c in queue:
+            c.ticket.issued = True
         return queue
 
     def backup(self, node: RadixNode) -> bool:
@@ -228,8 +232,10 @@ class Backups:
 
     def pages_behind_io(self) -> int:
         """Unlocked device pages of nodes whose backup is still copying, and of their ancestors (a parent
-        goes only after its children). Walks up from the nodes being copied, not over the whole tree."""
-        self._copying = {n for n in self._copying if copy_pending(n)}
+        goes only after its children); with `reuse_copying`, only of those whose copy is not issued yet.
+        Walks up from the nodes being copied, not over the whole tree."""
+        self._copying = {n for n in self._copying if copy_pending(n) and n.pages is not None
+                         and not (self.reuse_copying and copy_issued(n))}
         seen: set[int] = set()
         total = 0
         for node in self._copying:

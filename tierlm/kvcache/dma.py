@@ -115,15 +115,19 @@ class LayerwiseDmaLoader:
         self._dma = _layer_dma_module().h2d
 
     def load(self, device_pages: Sequence[int], host_pages: Sequence[int],
-             start: Optional["torch.cuda.Event"] = None) -> list["torch.cuda.Event"]:
+             start: Optional["torch.cuda.Event"] = None,
+             after: Optional["torch.cuda.Event"] = None) -> list["torch.cuda.Event"]:
         """Queue the copy; returns one event per layer, recorded on `scatter_stream` once that layer is in.
-        `start` (a timing event) is recorded on `copy_stream` just before the first DMA."""
+        `start` (a timing event) is recorded on `copy_stream` just before the first DMA, which waits for
+        `after` when given."""
         chunks = []
         for dev, host in host_sorted_chunks(device_pages, host_pages, self.pages):
             runs = torch.tensor([list(r) for r in host_runs(host)], dtype=torch.int64)
             ids = self._scatter[0][0].page_ids(dev, list(range(len(dev))))
             chunks.append((runs, ids))
         events = []
+        if after is not None:
+            self.copy_stream.wait_event(after)
         for layer in range(len(self._scatter[0])):
             for runs, ids in chunks:
                 b = self._step % 2

@@ -12,9 +12,10 @@ def flush(kv: Any) -> None:
     if kv.io is None:
         return
     copies = kv.take_copies()
-    kv.io.load(copies.load_host, copies.load_device)
     for c in copies.backups:
         kv.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
+    kv.io.wait()  # every host copy is final before a load may read it (`StepCopies.fence`)
+    kv.io.load(copies.load_host, copies.load_device)
     kv.io.transfer.wait_loads()
     kv.io.wait()
     kv.poll()

@@ -16,8 +16,16 @@ from tierlm.kvcache.retention import HostRetention
 
 
 def copy_pending(node: RadixNode) -> bool:
-    """A D2H backup of the node is still copying (its host copy is not yet valid)."""
+    """A D2H backup of the node is still copying (its host copy is not yet valid). With stream-ordered copies
+    the node may already be host-only then (`Evictor` with `reuse`): its host copy becomes valid without
+    further action, and whatever reads or rewrites those pages next is ordered after the copy."""
     return any(not t.copy.done() for t in node.io)
+
+
+def copy_issued(node: RadixNode) -> bool:
+    """Every D2H copy of the node still pending has gone to the executor (it is ordered before any later
+    step's work once that step fences on it)."""
+    return all(t.issued for t in node.io if not t.copy.done())
 
 
 def busy(node: RadixNode) -> bool:
@@ -49,15 +57,19 @@ class Evictor:
     longer); `write_back(node) -> bool`, when given, backs a device-only node up synchronously before it
     goes (the write_back policy); `store_back(node) -> futures`, when given, starts the L3 write of a host
     copy the store lacks before it goes (storage write_back): the node then stays until the write is done.
-    `retention`, when given, orders the host tier's evictions (else least recently used).
+    `retention`, when given, orders the host tier's evictions (else least recently used). `reuse()`, when
+    given (copies ordered on the device), lets a device copy go while its issued backup still copies: the
+    node keeps the host copy being made, and `reuse` is told so that the next step plan fences on the
+    backups (its forward may write the freed pages).
     """
 
     def __init__(self, tree: RadixCache, free_device: Callable[[list[int]], None],
                  free_host: Callable[[list[int]], None], drain: Callable[[list], None],
                  write_back: Optional[Callable[[RadixNode], bool]] = None,
                  store_back: Optional[Callable[[RadixNode], list]] = None,
-                 retention: Optional[HostRetention] = None) -> None:
+                 retention: Optional[HostRetention] = None, reuse: Optional[Callable[[], None]] = None) -> None:
         self.tree = tree
+        self._reuse = reuse
         self._free_device, self._free_host = free_device, free_host
         self._drain, self._write_back, self._store_back = drain, write_back, store_back
         self.device_candidates = CandidateHeap(tree, self._device_leaf)
@@ -65,6 +77,7 @@ class Evictor:
         self.host_candidates = CandidateHeap(tree, self._host_leaf, key=order.key, epoch=lambda: order.epoch)
         self.evicted_pages_total = 0  # device pages freed
         self.device_dropped_pages_total = 0  # of which the node stayed on host
+        self.reused_pages_total = 0  # of those, pages freed while their backup still copied (`reuse`)
         self.host_evicted_pages_total = 0
 
     # ---- device (L1) --------------------------------------------------------------------------------------
@@ -84,18 +97,22 @@ class Evictor:
             self._drain(blocking)  # each round at least one blocking ticket has finished: progress
 
     def _take_device(self, node: RadixNode) -> tuple[int, list]:
-        if copy_pending(node):
+        pending = copy_pending(node)
+        if pending and not (self._reuse is not None and copy_issued(node)):
             return 0, [t.copy for t in node.io if not t.copy.done()]
         if node.host_pages is not None and not host_valid(node) and not busy(node):
             self._drop_host(node)  # a failed backup: the host copy is garbage
         if node.host_pages is None and self._write_back is not None:
             self._write_back(node)
         n = node.num_pages
-        if host_valid(node):
+        if pending or host_valid(node):
             self.tree.events.removed(node, GPU)
             self._free_device(node.pages)
             node.pages = None
             self.device_dropped_pages_total += n
+            if pending:
+                self.reused_pages_total += n
+                self._reuse()
         else:
             below = subtree(node)
             if any(busy(d) for d in below):

@@ -19,7 +19,7 @@ from tierlm.kvcache.backups import Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
 from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
-from tierlm.kvcache.eviction import Evictor
+from tierlm.kvcache.eviction import Evictor, copy_pending
 from tierlm.kvcache.exit_flush import flush_at_exit
 from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
@@ -67,7 +67,8 @@ class KVCacheManager:
         self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,
                                self.backups.write_back if tiers and tiers.write_policy == "write_back" else None,
                                self.backups.store_back if self.backups and self.store is not None else None,
-                               self.retention) if self.radix else None
+                               self.retention, self._fence if self.backups and self.backups.reuse_copying else None
+                               ) if self.radix else None
         self.prefetcher = (L3Prefetcher(self.store, self.io.submit_store, self.hasher, self._alloc_host,
                                         self.host_allocator.free, self.radix, self.metrics, tiers.prefetch_policy,
                                         tiers.prefetch_timeout, tiers.prefetch_threshold,
@@ -208,6 +209,8 @@ class KVCacheManager:
 
     def _queue_load(self, match: MatchResult, dev: list[int]) -> None:
         """Give the match's host-only nodes device pages again; the copy goes with this step's plan."""
+        if any(copy_pending(node) for node in match.host_nodes):
+            self._copies.fence = True  # a host copy still being made: the load waits for it on the device
         self._copies.load_host.extend(p for node in match.host_nodes for p in node.host_pages)
         self._copies.load_device.extend(dev)
         i = 0
@@ -226,15 +229,22 @@ class KVCacheManager:
         self._copies = StepCopies()
         return copies
 
-    def _run_backups(self) -> None:
-        """Execute the queued backups now (write_back, eviction waits, flush)."""
-        for c in self.backups.take():
+    def _run_backups(self) -> int:
+        """Execute the queued backups now (write_back, eviction waits, flush); returns how many."""
+        queue = self.backups.take()
+        for c in queue:
             self.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
+        return len(queue)
+
+    def _fence(self) -> None:
+        """Device pages went while their backup still copies: the next plan waits for it on the device."""
+        self._copies.fence = True
 
     def _wait_for_io(self, futures: list) -> None:
         """Device eviction found only pages still being copied: wait for the first copy (counted)."""
         t0 = time.perf_counter()
-        self._run_backups()  # a queued backup completes only once it runs
+        if self._run_backups() and self.backups.reuse_copying:
+            return  # issued now: eviction may take those pages at once (the next plan fences)
         self.io.wait_any(futures)
         self.metrics.backups["eviction_waits"] += 1
         self.metrics.backups["eviction_wait_s"] += time.perf_counter() - t0

@@ -8,6 +8,7 @@ is the controller's (`KVCacheManager`), which learns of completions through `Tic
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import sys
 import threading
@@ -30,13 +31,15 @@ IO_SWITCH_INTERVAL_S = 0.0005
 class Ticket:
     """One backup, decided by the controller and completed by the executor: `copy` completes when the host
     copy is valid, `stored` when the optional L3 write of those host pages has finished too (until then the
-    host pages must not be freed). Both exist from the moment the backup is decided."""
+    host pages must not be freed). Both exist from the moment the backup is decided; `issued` is set when its
+    copy goes to the executor (with a step plan, or at once)."""
 
-    __slots__ = ("copy", "stored")
+    __slots__ = ("copy", "stored", "issued")
 
     def __init__(self) -> None:
         self.copy: cf.Future = cf.Future()
         self.stored: cf.Future = cf.Future()
+        self.issued = False
 
     def failed(self) -> bool:
         return self.copy.done() and self.copy.exception() is not None
@@ -78,6 +81,19 @@ class TierIO:
         self.l3_dropped_pages = 0
         self.gate = ReadsFirst()  # a write starts once no read runs: reads are what requests wait for
         self._lock = threading.Lock()
+        self._backups_done: Any = None  # the CUDA event after the last device-to-host copy queued
+
+    @property
+    def ordered_copies(self) -> bool:
+        """Backups and loads are queued on CUDA streams in step order: a page whose backup is queued may be
+        reused by a later step that waits for the copy on the device (`backups_fence`)."""
+        return self.transfer.ordered
+
+    def backups_fence(self) -> Any:
+        """The event after every device-to-host copy queued so far (None: none, or copies are synchronous):
+        a step whose forward writes pages freed while their backup was still copying, or loads host pages a
+        backup is still writing, waits for it on the device."""
+        return self._backups_done
 
     @property
     def backend(self) -> str:
@@ -121,12 +137,13 @@ class TierIO:
                 getattr(fn, "__name__", "call"), type(e).__name__, e)
             raise
 
-    def load(self, host_pages: list[int], device_pages: list[int], overlap_tokens: int = 0) -> Optional[LayerLoads]:
-        """Queue host-to-device copies (see `PageTransfer.start_load`): None when already complete, else
-        the per-layer handle the forward waits on."""
+    def load(self, host_pages: list[int], device_pages: list[int], overlap_tokens: int = 0,
+             after: Any = None) -> Optional[LayerLoads]:
+        """Queue host-to-device copies (see `PageTransfer.start_load`, also for `after`): None when already
+        complete, else the per-layer handle the forward waits on."""
         if not host_pages:
             return None
-        return self.transfer.start_load(host_pages, device_pages, overlap_tokens)
+        return self.transfer.start_load(host_pages, device_pages, overlap_tokens, after)
 
     def backup(self, device_pages: list[int], host_pages: list[int], keys: Optional[Sequence[str]],
                ticket: Ticket) -> None:
@@ -135,9 +152,12 @@ class TierIO:
         if not device_pages:
             copy = finished(lambda: None)
         else:
-            event = self.transfer.record()  # after the forwards that wrote these pages
-            copy = (self._copy.submit(self.transfer.backup, device_pages, host_pages, event) if self._copy
-                    else finished(self.transfer.backup, device_pages, host_pages, event))
+            done = self.transfer.queue_backup(device_pages, host_pages)  # now, after the forwards queued so far
+            if done is not None:
+                self._backups_done, wait = done, done.synchronize
+            else:
+                wait = functools.partial(self.transfer.backup, device_pages, host_pages)
+            copy = self._copy.submit(wait) if self._copy else finished(wait)
         self._track(ticket.stored)
         if not keys or self.store is None:
             copy.add_done_callback(lambda f: (_forward(f, ticket.copy), _forward(f, ticket.stored)))

@@ -69,9 +69,11 @@ class LayerLoads:
 class PageTransfer:
     """Runs page copies for one (device pool, host pool) pair.
 
-    `backup` (D2H) is called from the tier's I/O thread: it waits on its own stream for the KV writes
-    recorded in `event` and returns when the host copy is complete. `start_load` (H2D) is called on the
-    scheduler thread: on CUDA it queues the copy on a load stream, after everything queued so far on the
+    `queue_backup` (D2H) is called on the scheduler thread, in step order: on CUDA it queues the copy on a
+    backup stream after the forwards queued so far, and the tier's I/O thread only waits for its event, so
+    a later step that reuses the device pages (or loads the host pages back) can be ordered after the
+    copy on the device instead of the scheduler waiting for it (`TierIO.backups_fence`); synchronous
+    backends copy in `backup`, on the I/O thread. `start_load` (H2D) is called on the scheduler thread: on CUDA it queues the copy on a load stream, after everything queued so far on the
     compute stream (a destination page may have been freed by a request whose last forward is still
     queued), and returns one event per layer for the forward that reads the pages; the host pages stay
     untouched meanwhile because the nodes that own them are locked by the loading requests.
@@ -110,31 +112,38 @@ class PageTransfer:
         self._timings: list[tuple["torch.cuda.Event", "torch.cuda.Event", "torch.cuda.Event", int]] = []
         self._done: list[tuple[int, float]] = []  # synchronous loads not yet reported
 
-    def record(self) -> Optional["torch.cuda.Event"]:
-        """An event after the work queued so far on the current stream (None when copies are synchronous)."""
-        if self._backup_stream is None:
-            return None
-        ev = torch.cuda.Event()
-        ev.record()
-        return ev
+    @property
+    def ordered(self) -> bool:
+        """Copies run on CUDA streams in order with the model's work (else synchronously, `backup`)."""
+        return self._backup_stream is not None
 
-    def backup(self, device_pages: list[int], host_pages: list[int], event: Optional["torch.cuda.Event"]) -> None:
-        """Copy device pages to host pages; returns once the host bytes are final."""
+    def queue_backup(self, device_pages: list[int], host_pages: list[int]) -> Optional["torch.cuda.Event"]:
+        """Queue the copy of device pages to host pages on the backup stream, after the work queued so far on
+        the current stream (the forwards that wrote these pages); returns the event recorded after it (the
+        host bytes are final once it completes), or None where copies are synchronous (`backup` copies)."""
         stream = self._backup_stream
         if stream is None:
-            with torch.inference_mode():
-                self._kernel.device_to_host(device_pages, host_pages)
-            return
+            return None
+        after = torch.cuda.current_stream(self.device).record_event()
         with torch.cuda.stream(stream), torch.inference_mode():
-            if event is not None:
-                stream.wait_event(event)
+            stream.wait_event(after)
             self._backup_dma.device_to_host(device_pages, host_pages)
-        stream.synchronize()
+            return stream.record_event()
 
-    def start_load(self, host_pages: list[int], device_pages: list[int],
-                   overlap_tokens: int = 0) -> Optional[LayerLoads]:
+    def backup(self, device_pages: list[int], host_pages: list[int]) -> None:
+        """Copy device pages to host pages; returns once the host bytes are final."""
+        done = self.queue_backup(device_pages, host_pages)
+        if done is not None:
+            done.synchronize()
+            return
+        with torch.inference_mode():
+            self._kernel.device_to_host(device_pages, host_pages)
+
+    def start_load(self, host_pages: list[int], device_pages: list[int], overlap_tokens: int = 0,
+                   after: Optional["torch.cuda.Event"] = None) -> Optional[LayerLoads]:
         """Copy host pages into device pages; `overlap_tokens`: new tokens of the prefill that will run beside
-        the load. Returns None when the copy is already complete (synchronous backends), else the handle
+        the load; `after`: an event no part of the copy may start before (backups still writing host pages
+        it reads). Returns None when the copy is already complete (synchronous backends), else the handle
         of one event per layer."""
         stream = self._load_stream
         nbytes = len(host_pages) * self.host.bytes_per_page
@@ -144,14 +153,16 @@ class PageTransfer:
                 self._kernel.host_to_device(device_pages, host_pages)
             self._done.append((nbytes, time.perf_counter() - t0))
             return None
-        after = torch.cuda.current_stream(self.device).record_event()
+        queued = torch.cuda.current_stream(self.device).record_event()
         start, ready, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
         events: list[torch.cuda.Event] = []
         with torch.cuda.stream(stream), torch.inference_mode():
-            stream.wait_event(after)
+            stream.wait_event(queued)
+            if after is not None:
+                stream.wait_event(after)
             ready.record(stream)
-            if self.use_dma_load(overlap_tokens):
-                events = self._load_dma.load(device_pages, host_pages, start)  # DMA may start before `after`
+            if self.use_dma_load(overlap_tokens):  # its DMA may start before `queued`, not before `after`
+                events = self._load_dma.load(device_pages, host_pages, start, after)
             else:
                 start.record(stream)
                 ids = self._kernel.page_ids(device_pages, host_pages)

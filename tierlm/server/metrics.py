@@ -38,6 +38,10 @@ _TIER_COUNTERS = (
     ("backups", "l3_withheld_pages", "l3_write_withheld_pages",
      "Pages whose L3 write --hicache-storage-write-policy auto withheld: the store is read by this engine "
      "only, its writes were not read back and its loads would not pay."),
+    ("backups", "admission_waits", "kv_backup_admission_waits",
+     "Times a request waited for room that backups not yet under way held."),
+    ("L1", "dropped_while_copying_pages", "kv_dropped_while_copying_pages",
+     "Device pages reused while their backup to host still copied (the next step waited on the device)."),
     ("L2", "evicted_pages", "host_evicted_pages", "Pages the host (L2) tier evicted."),
     ("L2", "eviction_order_flips", "host_eviction_order_flips",
      "Times the host tier switched its eviction order (--hicache-eviction-policy adaptive)."),
