@@ -159,7 +159,7 @@ def test_admission_loads_the_first_pages_and_leaves_the_rest_to_recompute():
         got = kv.admit("r", prompt[:-1], len(prompt) + 4, len(prompt) + 4, 0)
         keep = len(got.pages)
         assert 0 < keep < 10 and got.num_prefix_pages == keep
-        assert len(kv._copies.load_host) == keep  # only the kept pages are loaded
+        assert len(kv.copies.pending.load_host) == keep  # only the kept pages are loaded
         assert got.node.size and kv.radix.match_length(prompt) == 10  # the rest stays matchable on host
         st = kv.tier_stats()["L2"]
         assert (st["loaded_tokens"], st["recomputed_tokens"]) == (keep * 4, (10 - keep) * 4)

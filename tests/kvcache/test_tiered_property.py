@@ -46,7 +46,7 @@ def admit(kv: KVCacheManager, pool, tokens: list[int], rid: str):
     if isinstance(got, Verdict):  # refused (NEVER) or given up (WAIT; it is not retried): as the scheduler
         kv.prefetch_cancel(rid)  # does for both, its prefetch is cancelled and its host pages go back
         return None
-    to_load = len(kv._copies.load_device)
+    to_load = len(kv.copies.pending.load_device)
     run_copies(kv)  # what the worker does once per step, before the forward
     pages = got.pages
     n = len(pages) * ps

@@ -4,12 +4,11 @@ The scheduler speaks to it in requests: `admit` (match a prefix, reserve room, t
 `grow` (pages for more tokens) and `release` (into the prefix cache, or freed). Behind that sit the device
 page allocator, the radix tree, eviction (`Evictor`), and with lower tiers the host page allocator, the
 host tier's eviction order (`HostRetention`), the write policies (`Backups`) and L3 prefetch. It decides
-copies but never runs them: loads and backups are collected per step (`take_copies`) for the step plan and
+copies but never runs them: loads and backups are collected per step (`CopyQueue`) for the step plan and
 executed where the pools live (`TierIO`).
 """
 from __future__ import annotations
 
-import time
 from typing import Optional, Sequence, Union
 
 from tierlm.kvcache.accounting import check_no_leak, count_hits, tier_stats
@@ -19,7 +18,8 @@ from tierlm.kvcache.backups import Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
 from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
-from tierlm.kvcache.eviction import Evictor, copy_pending
+from tierlm.kvcache.copy_queue import CopyQueue
+from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.exit_flush import flush_at_exit
 from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
@@ -58,17 +58,19 @@ class KVCacheManager:
         # synchronous copies (torch backend) overlap nothing: there "auto" loads every hit
         self.cost = CostModel(page_size, tiers.page_bytes, tiers.load_policy, self.io.backend != "torch",
                               tiers.max_step_tokens) if tiers else None
-        self.backups = Backups.for_tiers(tiers, self.radix, self._alloc_host, self._run_backups, self.metrics,
+        self.copies = CopyQueue(self.io, lambda: self.backups.take() if self.backups else [], self.metrics)
+        self.backups = Backups.for_tiers(tiers, self.radix, self._alloc_host, self.copies.run_backups, self.metrics,
                                          lambda: self.evictor.host_evicted_pages_total,
                                          lambda: self.metrics.tiers["L3"]["tokens"] // page_size,
                                          lambda: self.cost.l3_pays()) if tiers else None
         self.retention = (HostRetention(tiers.eviction_policy, num_pages + tiers.host_pages, page_size,
                                         lambda: self.radix.clock) if tiers else None)
-        self.evictor = Evictor(self.radix, self.allocator.free, self._free_host, self._wait_for_io,
+        reuse = bool(self.backups and self.backups.reuse_copying)
+        self.evictor = Evictor(self.radix, self.allocator.free, self._free_host,
+                               lambda futures: self.copies.wait_for_io(futures, reuse),
                                self.backups.write_back if tiers and tiers.write_policy == "write_back" else None,
                                self.backups.store_back if self.backups and self.store is not None else None,
-                               self.retention, self._fence if self.backups and self.backups.reuse_copying else None
-                               ) if self.radix else None
+                               self.retention, self.copies.fence if reuse else None) if self.radix else None
         self.prefetcher = (L3Prefetcher(self.store, self.io.submit_store, self.hasher, self._alloc_host,
                                         self.host_allocator.free, self.radix, self.metrics, tiers.prefetch_policy,
                                         tiers.prefetch_timeout, tiers.prefetch_threshold,
@@ -76,7 +78,6 @@ class KVCacheManager:
                                         host_free=lambda: self.host_allocator.num_free,
                                         lookup=self.io.submit_lookup)
                            if self.store is not None else None)
-        self._copies = StepCopies()
         self._step_tokens = 0  # tokens to compute for the requests admitted since the last plan (cost model)
         self._closed = False
         if tiers is not None:
@@ -114,7 +115,7 @@ class KVCacheManager:
         if match is not None and match.host_nodes and self.cost is not None:
             hit = match.num_host_pages
             keep = self.cost.load_pages(hit, len(tokens) + 1 - (len(match.pages) + hit) * self.page_size,
-                                        self._step_tokens, len(self._copies.load_host))
+                                        self._step_tokens, len(self.copies.pending.load_host))
             if keep < hit:
                 match, unloaded = self.radix.truncate_match(match, keep), hit - keep
         if match is None:
@@ -209,10 +210,7 @@ class KVCacheManager:
 
     def _queue_load(self, match: MatchResult, dev: list[int]) -> None:
         """Give the match's host-only nodes device pages again; the copy goes with this step's plan."""
-        if any(copy_pending(node) for node in match.host_nodes):
-            self._copies.fence = True  # a host copy still being made: the load waits for it on the device
-        self._copies.load_host.extend(p for node in match.host_nodes for p in node.host_pages)
-        self._copies.load_device.extend(dev)
+        self.copies.queue_load(match.host_nodes, dev)
         i = 0
         for node in match.host_nodes:  # all locked (on the path to match.node)
             node.pages = dev[i:i + node.size]
@@ -222,32 +220,8 @@ class KVCacheManager:
 
     def take_copies(self) -> StepCopies:
         """The loads and backups decided since the last call (they ride in the next step plan)."""
-        copies = self._copies
         self._step_tokens = 0
-        if self.backups:
-            copies.backups = self.backups.take()
-        self._copies = StepCopies()
-        return copies
-
-    def _run_backups(self) -> int:
-        """Execute the queued backups now (write_back, eviction waits, flush); returns how many."""
-        queue = self.backups.take()
-        for c in queue:
-            self.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
-        return len(queue)
-
-    def _fence(self) -> None:
-        """Device pages went while their backup still copies: the next plan waits for it on the device."""
-        self._copies.fence = True
-
-    def _wait_for_io(self, futures: list) -> None:
-        """Device eviction found only pages still being copied: wait for the first copy (counted)."""
-        t0 = time.perf_counter()
-        if self._run_backups() and self.backups.reuse_copying:
-            return  # issued now: eviction may take those pages at once (the next plan fences)
-        self.io.wait_any(futures)
-        self.metrics.backups["eviction_waits"] += 1
-        self.metrics.backups["eviction_wait_s"] += time.perf_counter() - t0
+        return self.copies.take()
 
     def poll(self, prefill_backlog: int = 0) -> None:
         """Advance background tier work (finished loads, prefetches); called once per schedule, with the
