@@ -6,6 +6,7 @@
 # what the load-or-recompute policy did with the lower tiers' hits. Meant to take 5-8 minutes on an H200.
 # Usage: bash benchmarks/gpu_multiturn_tiers.sh [OUTDIR]
 # Environment: REPEATS (default 1: runs of every mode, alternated; the TTFT p50 pools their requests),
+# RESTARTS (default 1: restarts on the warm store, pooled the same way),
 # LOAD_POLICY (--hicache-load-policy, default auto), MODEL, EXTRA (more engine flags), STORE_IO (0:
 # skip the file store's check against the raw disk, bench_store_io.py, which runs last), and the
 # workload: CLIENTS ROUNDS FIRST TURN ANSWER RANGE (--random-range-ratio: spreads prompt turn and answer
@@ -67,20 +68,25 @@ for rep in $(seq 1 "$reps"); do  # REPEATS > 1: every mode again on fresh engine
 done
 # the same conversations again on the warm L3 of the last ratio-1.5 run (a new engine: nothing on the device
 # or in host memory)
-[[ $runs == *restart* ]] && run restart-1 --modes l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+# (RESTARTS > 1: that many restarts, one after another on the same store, pooled like REPEATS)
+if [[ $runs == *restart* ]]; then
+  for rep in $(seq 1 "${RESTARTS:-1}"); do
+    run "restart-$rep" --modes l3 --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+  done
+fi
 
 if [ "${STORE_IO:-1}" = 1 ]; then  # this machine's disk against the file store, on the same file system
   timeout 120 python3 benchmarks/bench_store_io.py --skip redis --gib 2 --reps 1 --dir "$work" \
     >"$out/store_io.txt" 2>"$out/store_io.err" || echo "store I/O check failed: $(tail -n 1 "$out/store_io.err")"
 fi
 
-python3 - "$out" "$policy" "$reps" <<'PY'
+python3 - "$out" "$policy" "$reps" "${RESTARTS:-1}" <<'PY'
 import glob, json, os, sys
 
-out, policy, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out, policy, reps, restarts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows, runs = {}, {}  # key -> the last run's result; key -> every run's result
 for name, label in (("r5", "ratio 5"), ("r1.5", "ratio 1.5"), ("restart", "restart")):
-    for rep in range(1, reps + 1):
+    for rep in range(1, (restarts if name == "restart" else reps) + 1):
         path = os.path.join(out, f"{name}-{rep}.json")
         if not os.path.exists(path):
             if os.path.exists(os.path.join(out, f"{name}-{rep}.err")):  # it ran and failed (RUNS may skip it)
@@ -165,5 +171,8 @@ if "l3 restart" in rows and "gpu" in rows:
     x = p50("l3 restart")[0] / p50("gpu")[0]
     mean = p50("l3 restart", "mean")[0] / p50("gpu", "mean")[0]
     print(f"{'restart round 1':<18}{'':>8}   {x:.3f} (means {mean:.3f})" + ("   ok" if x <= 1.0 else "   OVER"))
+    if restarts > 1:
+        each = [r["rounds"][0]["ttft_s"]["p50"] / p50("gpu")[0] for r in runs["l3 restart"]]
+        print(f"{'  (each restart)':<18}{'':>8}   " + " ".join(f"{x:.3f}" for x in each))
 PY
 [ -s "$out/store_io.txt" ] && { echo; echo "file store against the raw disk (bench_store_io.py):"; tail -n 8 "$out/store_io.txt"; }
