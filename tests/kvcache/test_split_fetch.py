@@ -18,8 +18,8 @@ def split_engine(tiny_qwen3, store_dir, store="file", policy="wait_complete", **
     llm = LLM(str(tiny_qwen3), **opts(kv_store=url, hicache_prefetch_policy=policy, hicache_load_policy="cost",
                                       **kw))
     cost = llm.engine.kv.cost
-    # a page computes in 1 ms and fetches in 2 ms: recompute the first two thirds, fetch the rest beside them
-    cost.fix(llm.engine.kv.page_size / 1e-3, {"L3": cost.page_bytes / 2e-3, "L2": 1e15}, overlap=True)
+    # a page computes and fetches in 1 ms: recompute the first half, fetch the rest beside it
+    cost.fix(llm.engine.kv.page_size / 1e-3, {"L3": cost.page_bytes / 1e-3, "L2": 1e15}, overlap=True)
     return llm
 
 
@@ -90,13 +90,13 @@ def test_aborting_a_paused_request_frees_its_tail(tiny_qwen3, filled_store):
 
 
 def test_a_fetch_that_would_queue_behind_another_recomputes(tiny_qwen3, filled_store):
-    """A page fetches in half the time it computes, so a fetch alone pays; but with the store busy reading
-    another request's pages first, the second request's wait would outlast recomputing: it recomputes."""
+    """A page fetches as fast as it computes, so the first request splits its hit and a fetch alone would
+    pay the second; but with the store busy reading the first one's tail, the second request's wait would
+    outlast recomputing: it recomputes."""
     store_dir, ref = filled_store
     llm = split_engine(tiny_qwen3, store_dir, store="0.4")  # every read takes 0.4 s
     engine, tok = llm.engine, llm.tokenizer
     cost = engine.kv.cost
-    cost.fix(engine.kv.page_size / 1e-3, {"L3": cost.page_bytes / 5e-4, "L2": 1e15}, overlap=True)
     long_ids, other_ids = tok.encode(LONG), tok.encode(OTHER)
     ps = engine.kv.page_size
     assert cost.fetch_pages((len(other_ids) - 1) // ps, 1) > 0  # alone, its fetch would pay

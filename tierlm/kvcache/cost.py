@@ -38,7 +38,8 @@ PRIOR_PREFILL_TOKENS_PER_S = 1e3  # slow compute and
 PRIOR_LOAD_BYTES_PER_S = 1e12  # fast loads: before any measurement, loading wins
 EWMA_ALPHA = 0.2
 MARGIN = 0.05  # a split must save more than this share of the step time to recompute instead of loading
-BOTH_MARGIN = 0.15  # a split must save this share of the faster path's time: it costs a lookup, a pause, a rejoin
+BOTH_MARGIN = 0.25  # a split must save this share of the faster path's time: it costs a lookup wait, a pause
+# and a second pass, which the model prices only by the prefill waiting when the request arrives
 EXPLORE_EVERY = 32  # a tier whose hits went unloaded this many times is loaded once, to measure it again
 # timed store reads before the L3 estimate decides anything: one read may come from the page cache (or a
 # quiet disk) and look many times faster than the store serves under load
