@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B on one device, in alternation: the engine benchmark (run_gpu_engine.sh) and the multi-turn tier
 # benchmark for this tree (A) and for another checkout of the project (B, e.g. an earlier commit unpacked
-# with `git archive COMMIT | tar -x -C DIR`). Ratios come from one machine and one session.
+# with `git archive COMMIT | tar -x -C DIR`). Ratios come from one machine and one run of this script.
 # Usage: bash benchmarks/ab_gpu_engine.sh B_DIR OUT [engine|multiturn|all]
 set -uo pipefail
 base=$1; out=${2:-out}; what=${3:-all}
