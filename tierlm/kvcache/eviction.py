@@ -3,7 +3,10 @@
 Device (L1) eviction of a node with a valid host copy only drops the device copy (the prefix stays
 matchable); otherwise the node and its host-only descendants leave the tree. Host (L2) eviction of a node
 still on the device drops the host copy; a host-only node leaves the tree. Pages that a backup ticket still
-reads are never freed: a device copy waits for its D2H copy, a host copy for its L3 write.
+reads are never freed before it is done with them: a host copy waits for its L3 write, a device copy for
+its D2H copy, except that with copies ordered on the device an issued copy lets its device pages go at
+once and the next step waits for it there (`reuse`; a D2H copy that fails is a device fault, after which
+no step runs either).
 """
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ from tierlm.kvcache.allocator import PageAllocator
 from tierlm.kvcache import drain
 from tierlm.kvcache.backups import Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
+from tierlm.kvcache.copy_queue import CopyQueue
 from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
-from tierlm.kvcache.copy_queue import CopyQueue
 from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.exit_flush import flush_at_exit
 from tierlm.kvcache.keys import PageHasher, page_keys

@@ -73,10 +73,11 @@ class PageTransfer:
     backup stream after the forwards queued so far, and the tier's I/O thread only waits for its event, so
     a later step that reuses the device pages (or loads the host pages back) can be ordered after the
     copy on the device instead of the scheduler waiting for it (`TierIO.backups_fence`); synchronous
-    backends copy in `backup`, on the I/O thread. `start_load` (H2D) is called on the scheduler thread: on CUDA it queues the copy on a load stream, after everything queued so far on the
-    compute stream (a destination page may have been freed by a request whose last forward is still
-    queued), and returns one event per layer for the forward that reads the pages; the host pages stay
-    untouched meanwhile because the nodes that own them are locked by the loading requests.
+    backends copy in `backup`, on the I/O thread. `start_load` (H2D) is called on the scheduler thread: on
+    CUDA it queues the copy on a load stream, after everything queued so far on the compute stream (a
+    destination page may have been freed by a request whose last forward is still queued), and returns one
+    event per layer for the forward that reads the pages; the host pages stay untouched meanwhile because
+    the nodes that own them are locked by the loading requests.
     """
 
     def __init__(self, device_pool: KVPool, host_pool: HostKVPool, backend: str = "auto",
