@@ -64,20 +64,21 @@ def test_with_ordered_copies_pages_behind_an_issued_backup_are_reused_and_the_ne
         pages = kv.alloc(5)
         kv.release(None, tokens, pages, None, 0, cache=True)  # write_through: a backup of 5 pages is decided
         assert kv.available_pages() == base - 5  # decided, not issued: nothing orders a reuse after it yet
-        assert kv.admit("early", [100 + t for t in range(8)], base * 4, base * 4, 0).value == "wait"
-        copies = kv.take_copies()  # issued with this plan
-        assert not copies.fence and len(copies.backups) == 1
-        for c in copies.backups:
-            io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
-        assert kv.available_pages() == base  # issued: a later plan can wait for it on the device
+        # more than eviction could free next to a reserved page: the decided backup stays queued for the plan
+        assert kv.admit("huge", [200 + t for t in range(8)], base * 4, base * 4, 1).value == "wait"
+        assert len(kv.backups.queue) == 1 and kv.tier_stats()["backups"]["issued_for_admission"] == 0
+        # room that only the decided backup holds: admission issues it now instead of waiting a step
         got = kv.admit("other", [100 + t for t in range(8)], base * 4, base * 4, 0)
         assert got.row is not None and len(got.pages) == 0 and kv.grow(got.pages, base * 4)
+        assert not kv.backups.queue and kv.available_pages() == 0
         assert set(pages) <= set(got.pages)  # the pages still being copied went to the new request ...
-        assert kv.take_copies().fence  # ... and the plan that writes them waits for the copy
+        copies = kv.take_copies()
+        assert copies.fence and not copies.backups  # ... the plan that writes them waits for the copy
         node = kv.radix.match_prefix(tokens).host_nodes[0]
         assert node.pages is None and copy_pending(node)  # host-only, its host copy still on its way
         stats = kv.tier_stats()
-        assert stats["L1"]["dropped_while_copying_pages"] == 5 and stats["backups"]["admission_waits"] == 1
+        assert stats["L1"]["dropped_while_copying_pages"] == 5 and stats["backups"]["admission_waits"] == 0
+        assert stats["backups"]["issued_for_admission"] == 1
         kv.release(got.row, [], got.pages, got.node, 0, cache=False)
         hit = kv.admit("again", tokens + [7], 24, 24, 0)  # a load of that host copy fences too
         assert len(hit.pages) == 5 and kv.take_copies().fence

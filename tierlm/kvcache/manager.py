@@ -126,7 +126,7 @@ class KVCacheManager:
                 self.backups.on_match(match)
             cached, to_load = match.pages, match.num_host_pages
         need = self.pages_for(target_tokens) - len(cached) - to_load
-        if need + to_load + reserved_pages > self.available_pages():
+        if need + to_load + reserved_pages > self._room_for(need + to_load + reserved_pages):
             if self.backups and need + to_load + reserved_pages <= self.reclaimable_pages():
                 self.metrics.backups["admission_waits"] += 1
             self._unlock(match.node if match else None)
@@ -284,6 +284,18 @@ class KVCacheManager:
     def reclaimable_pages(self) -> int:
         """Free pages plus unlocked cached ones (evictable)."""
         return self.allocator.num_free + (self.radix.evictable_pages if self.radix else 0)
+
+    def _room_for(self, want: int) -> int:
+        """`available_pages()`, after issuing the decided backups when only they keep `want` pages from
+        counting and an issued copy's pages may be reused at once (stream-ordered copies; the next plan
+        fences): a request then never waits a step for backups decided in its own schedule."""
+        room = self.available_pages()
+        if (room < want <= self.reclaimable_pages() and self.backups and self.backups.reuse_copying
+                and self.backups.queue):
+            self.copies.run_backups()
+            self.metrics.backups["issued_for_admission"] += 1
+            room = self.available_pages()
+        return room
 
     def available_pages(self) -> int:
         """Pages admission may count on now: free pages plus cached pages evictable without waiting (pages

@@ -20,6 +20,9 @@ class TierMetrics:
                                                     # steps a request waited for room that backups still
                                                     # copying held (admission defers instead of blocking)
                                                     "admission_waits": 0,
+                                                    # times admission issued the decided backups early:
+                                                    # their pages were the room it needed (ordered copies)
+                                                    "issued_for_admission": 0,
                                                     # storage write_back: pages written to L3 as the host
                                                     # tier evicted them, evicted unwritten (their write had
                                                     # failed), written at shutdown, left unwritten then

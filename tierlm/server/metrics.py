@@ -40,6 +40,8 @@ _TIER_COUNTERS = (
      "only, its writes were not read back and its loads would not pay."),
     ("backups", "admission_waits", "kv_backup_admission_waits",
      "Times a request waited for room that backups not yet under way held."),
+    ("backups", "issued_for_admission", "kv_backups_issued_for_admission",
+     "Times admission issued the decided backups at once because their pages were the room it needed."),
     ("L1", "dropped_while_copying_pages", "kv_dropped_while_copying_pages",
      "Device pages reused while their backup to host still copied (the next step waited on the device)."),
     ("L2", "evicted_pages", "host_evicted_pages", "Pages the host (L2) tier evicted."),
