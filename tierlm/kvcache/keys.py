@@ -66,20 +66,33 @@ class PageHasher:
         """Hex keys of every whole page of `tokens`; `parent` is the key of the page before `tokens[0]`
         (None when `tokens` starts the sequence)."""
         prev = bytes.fromhex(parent) if parent else self.root
-        ps, out = self.page_size, []
-        for start in range(0, len(tokens) - len(tokens) % ps, ps):
-            prev = hashlib.sha256(prev + struct.pack(f"<{ps}I", *tokens[start:start + ps])).digest()
+        n = len(tokens) - len(tokens) % self.page_size
+        raw, step, sha, out = struct.pack(f"<{n}I", *tokens[:n]), 4 * self.page_size, hashlib.sha256, []
+        for off in range(0, len(raw), step):  # each page: sha256(previous key + its tokens as uint32 LE)
+            prev = sha(prev + raw[off:off + step]).digest()
             out.append(prev.hex())
         return out
 
 
-def page_keys(hasher: PageHasher, tokens: Sequence[int]) -> Callable[[int, Optional[str]], list[str]]:
+def page_keys(hasher: PageHasher, tokens: Sequence[int],
+              known: Optional[tuple[int, list[str]]] = None) -> Callable[[int, Optional[str]], list[str]]:
     """`keys(first, parent)`: the keys of the whole pages of `tokens` from page `first` on, chained from
     `parent`, the key of page `first - 1` as the prefix cache holds it (None: hash from the start). Keys
     of a prefix the cache already holds are not computed again: on the scheduler's thread, hashing a long
-    conversation on every turn costs in proportion to all of it."""
+    conversation on every turn costs in proportion to all of it. `known` = (page `a`, the keys of pages
+    `a`, `a + 1`, ... of these same tokens), computed earlier (the L3 lookup at the request's arrival):
+    those are taken as they are, since a key depends on nothing but the tokens up to its page."""
+    ps = hasher.page_size
+
     def keys(first: int, parent: Optional[str]) -> list[str]:
         if first and parent is None:
             return hasher.chain(tokens)[first:]
-        return hasher.chain(tokens[first * hasher.page_size:], parent)
+        end = len(tokens) // ps
+        start, cached = known or (0, [])
+        cached = cached[:max(0, end - start)]
+        if not cached or first >= start + len(cached) or first >= end:
+            return hasher.chain(tokens[first * ps:], parent)
+        out = hasher.chain(tokens[first * ps:start * ps], parent) if first < start else []
+        out += cached[max(0, first - start):]
+        return out + hasher.chain(tokens[(start + len(cached)) * ps:], out[-1])
     return keys

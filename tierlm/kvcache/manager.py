@@ -79,6 +79,7 @@ class KVCacheManager:
                                         lookup=self.io.submit_lookup)
                            if self.store is not None else None)
         self._step_tokens = 0  # tokens to compute for the requests admitted since the last plan (cost model)
+        self._row_keys: dict[int, tuple[int, list[str]]] = {}  # per table row: its request's arrival keys
         self._closed = False
         if tiers is not None:
             flush_at_exit(self)
@@ -140,6 +141,8 @@ class KVCacheManager:
             self._queue_load(match, dev)
             pages += dev
         from_l3, row = count_hits(self, request_id, match, unloaded), self._rows.pop()
+        if self.prefetcher is not None and request_id in self.prefetcher.arrival_keys:
+            self._row_keys[row] = self.prefetcher.arrival_keys.pop(request_id)
         if self.retention is not None:
             self.retention.observe(tokens)
             self.retention.fetched(row, match.host_nodes if match else [], from_l3 // self.page_size)
@@ -163,8 +166,9 @@ class KVCacheManager:
         into the radix tree (pages it already had are freed); everything else is freed."""
         ps = self.page_size
         full = min(len(tokens) // ps, len(pages))
+        known = self._row_keys.pop(row, None)  # pages hashed at arrival (L3 lookup) are not hashed again
         if cache and self.radix is not None and full > 0:
-            keys = page_keys(self.hasher, tokens[:full * ps]) if self.hasher is not None else None
+            keys = page_keys(self.hasher, tokens[:full * ps], known) if self.hasher is not None else None
             _, dups, leaf = self.radix.insert_pages(tokens[:full * ps], pages[:full], keys)
             self.allocator.free(dups)
             self.allocator.free(pages[full:])

@@ -60,6 +60,9 @@ class L3Prefetcher:
         self.fetched_tokens: dict[str, int] = {}  # per request, for hit attribution at admission
         self.unfetched_tokens: dict[str, int] = {}  # per request: L3 hits left to recompute
         self._counting: list[cf.Future] = []  # lookups of requests that recompute their L3 hit (for the counters)
+        # per request: (first page, keys) hashed for its lookup, handed to the controller at admission so
+        # that its release does not hash the same pages again (`page_keys`' `known`)
+        self.arrival_keys: dict[str, tuple[int, list[str]]] = {}
         self.probe: Optional[PrefetchOp] = None  # the background measurement of the store, if one is in flight
         self.cost = cost
         self._host_free = host_free
@@ -80,6 +83,7 @@ class L3Prefetcher:
             return
         plan = self.cost.l3_plan(self.probe is not None) if self.cost is not None else "fetch"
         keys = page_keys(self.hasher, tokens[:n_pages * ps])(local, parent)  # only the pages beyond L1/L2
+        self.arrival_keys[req_id] = (local, keys)
         check = self._lookup(self.store.batch_exists, keys)
         op = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
                         created=time.monotonic(), check=check, prompt_len=len(tokens) + 1)
@@ -277,6 +281,7 @@ class L3Prefetcher:
         """Drop a request's prefetch (aborted or refused); its host pages are freed once unused."""
         self.fetched_tokens.pop(req_id, None)
         self.unfetched_tokens.pop(req_id, None)
+        self.arrival_keys.pop(req_id, None)
         self.split.drop(req_id)
         op = self.ops.pop(req_id, None)
         if op is None:
