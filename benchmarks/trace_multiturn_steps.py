@@ -89,10 +89,12 @@ def report(steps: list[dict], label: str, top: int, min_ms: float) -> None:
     gaps = sorted(((b["t"] - a["t"]) * 1e3, a["t"] - t_start) for a, b in zip(marks, marks[1:]))[-5:]
     print("longest gaps between steps with first tokens (ms at s):",
           ", ".join(f"{g:.0f} at {t:.2f}" for g, t in reversed(gaps)))
-    if gaps:  # the steps inside the longest gap, in order
+    if gaps:  # the steps inside the longest gap, in order (plain decode steps of usual length left out)
         start = gaps[-1][1] + t_start
         inside = [s for s in steps if start <= s["t"] <= start + gaps[-1][0] / 1e3]
-        for s in inside[:24]:
+        usual = sorted(s["ms"] for s in inside)[len(inside) // 2] if inside else 0.0
+        print(f"  {len(inside)} steps in it, median {usual:.1f} ms; the others:")
+        for s in [s for s in inside if s["ms"] > 1.5 * usual or (s["batch"] or ("",))[0] != "decode"][:40]:
             b, ph = s["batch"], s["phases"]
             moved = ", ".join(f"{k}+{v}" for k, v in s["moved"].items() if not k.endswith("_s"))
             print(f"  {s['t'] - t_start:7.3f} {s['ms']:7.1f} ms (wait {ph['wait']:.1f})  "

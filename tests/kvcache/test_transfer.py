@@ -56,3 +56,32 @@ def test_a_load_is_timed_without_the_compute_queued_before_it(backend):
     [(nbytes, seconds)] = t.finished_loads()
     assert nbytes == 2 * t.host.bytes_per_page
     assert 0 < seconds < busy[0].elapsed_time(busy[1]) / 1e3 / 10
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("backend", ["auto", "jit"])
+def test_queueing_copies_does_not_wait_on_the_host_for_the_work_ahead_of_them(backend):
+    # page ids uploaded from pageable memory would make each queue call wait for its stream to drain: the
+    # backup for the forward ahead of it, the load likewise (the test can fail: the sleep is still running
+    # when both calls have returned only if neither waited)
+    layout = KVLayout.gqa(2, 8, 128, torch.bfloat16)
+    pool = KVPool(layout, num_pages=9, page_size=16, device=torch.device("cuda"))
+    host = HostKVPool(8, layout, 16, pin=True)
+    t = PageTransfer(pool, host, backend)
+    t.queue_backup([1], [1]).synchronize()  # first use: builds and warms the copy paths
+    t.start_load([1], [2])
+    torch.cuda.synchronize()
+    for name in ("k", "v"):
+        for x in pool[name]:
+            x.fill_(3.0)
+    host.buffer[5:7].fill_(7)
+    torch.cuda._sleep(400_000_000)  # the forward the copies are ordered after
+    ahead = torch.cuda.current_stream().record_event()
+    done = t.queue_backup([2, 3, 4], [1, 2, 3])
+    loads = t.start_load([5, 6], [7, 8])
+    assert not ahead.query()  # both calls returned while the work ahead of them still ran
+    done.synchronize()
+    loads.wait_all()
+    torch.cuda.synchronize()
+    assert bool(torch.all(host.buffer[1:4].view(torch.bfloat16) == 3.0))  # the backup's bytes
+    assert all(bool(torch.all(r[7:9] == 7)) for r in pool.regions())  # the load's

@@ -150,7 +150,11 @@ class KVPageTransfer:
         if rows[0].numel() != rows[1].numel():
             raise ValueError(f"device_pages has {rows[0].numel()} ids but host_pages has {rows[1].numel()}")
         ids = torch.stack(rows)
-        return ids.to(self.device, non_blocking=True) if self.device.type != "cpu" else ids
+        if self.device.type == "cpu":
+            return ids
+        # uploaded from pinned memory: CUDA makes an upload from pageable memory wait until the stream's
+        # queued work is done, so a copy queued behind a forward (or behind other copies) would block the host
+        return ids.pin_memory().to(self.device, non_blocking=True)
 
 
 def _check_pools(regions: List[torch.Tensor], host_buf: torch.Tensor) -> list[int]:
