@@ -41,7 +41,8 @@ def build(with_store: bool, pages: int) -> KVCacheManager:
     io = TierIO(PageTransfer(pool, host, "torch"), store)
     hasher = PageHasher("f" * 64, PAGE) if with_store else None
     return KVCacheManager(pages, PAGE, 16, True, TierSetup(host_pages=pages * 2, page_bytes=pool.bytes_per_page,
-                                                           io=io, store=store, hasher=hasher))
+                                                           io=io, store=store, hasher=hasher,
+                                                           storage_write_policy="auto"))
 
 
 def run(with_store: bool, n: int, prompt: int, answer: int) -> dict:

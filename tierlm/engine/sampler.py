@@ -1,7 +1,8 @@
 """`Sampler`: turns a batch of logits into next tokens under each request's own sampling parameters.
 
 Everything stays on the logits' device and no step reads device values back to the host: filters are
-chosen from the (host-side) parameters, so the sampler can run while the host prepares the next step.
+chosen from the (host-side) parameters, whose per-row values go up from pinned memory (`upload`), so the
+sampler can run while the host prepares the next step.
 """
 from __future__ import annotations
 
@@ -10,29 +11,30 @@ from typing import Optional, Sequence
 import torch
 
 from tierlm.sampling_params import SamplingParams
+from tierlm.utils.upload import upload
 
 
 def _filter_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
     """Softmax of temperature-scaled logits with top-k, top-p and min-p filtering, renormalised per row."""
     device = logits.device
-    temp = torch.tensor([max(p.temperature, 1e-5) for p in params], dtype=torch.float32).to(device, non_blocking=True)
+    temp = upload([max(p.temperature, 1e-5) for p in params], torch.float32, device)
     logits = logits.float() / temp[:, None]
     vocab = logits.shape[-1]
     top_k = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
     if any(k < vocab for k in top_k):
-        k = torch.tensor(top_k, dtype=torch.int64).to(device, non_blocking=True)
+        k = upload(top_k, torch.int64, device)
         kth = torch.sort(logits, dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if any(p.top_p < 1.0 for p in params):
-        top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32).to(device, non_blocking=True)
+        top_p = upload([p.top_p for p in params], torch.float32, device)
         sorted_p, order = torch.sort(probs, dim=-1, descending=True)
         cum = sorted_p.cumsum(-1)
         drop_sorted = (cum - sorted_p) > top_p[:, None]  # keep the smallest set reaching top_p
         drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
         probs = probs.masked_fill(drop, 0.0)
     if any(p.min_p > 0 for p in params):
-        min_p = torch.tensor([p.min_p for p in params], dtype=torch.float32).to(device, non_blocking=True)
+        min_p = upload([p.min_p for p in params], torch.float32, device)
         threshold = probs.max(dim=-1, keepdim=True).values * min_p[:, None]
         probs = probs.masked_fill(probs < threshold, 0.0)
     return probs / probs.sum(dim=-1, keepdim=True)
@@ -55,7 +57,7 @@ class Sampler:
         if not rows:
             return logits.argmax(dim=-1)
         all_rows = len(rows) == len(params)
-        sub = logits if all_rows else logits[torch.tensor(rows).to(logits.device, non_blocking=True)]
+        sub = logits if all_rows else logits[upload(rows, torch.int64, logits.device)]
         sub_params = [params[i] for i in rows]
         # Exponential race: argmax(p / E) with E ~ Exp(1) draws exactly from p (zero-probability tokens never win).
         noise = torch.empty_like(sub, dtype=torch.float32)
@@ -67,12 +69,12 @@ class Sampler:
         if any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0 for p in sub_params):
             drawn = (_filter_probs(sub, sub_params) / noise).argmax(dim=-1)
         else:  # same draw without a softmax: log(p / E) = logits / T - log E + const
-            temp = torch.tensor([p.temperature for p in sub_params], dtype=torch.float32)
-            drawn = (sub.float() / temp.to(sub.device, non_blocking=True)[:, None] - noise.log_()).argmax(dim=-1)
+            temp = upload([p.temperature for p in sub_params], torch.float32, sub.device)
+            drawn = (sub.float() / temp[:, None] - noise.log_()).argmax(dim=-1)
         if all_rows:
             return drawn
         tokens = logits.argmax(dim=-1)
-        tokens[torch.tensor(rows).to(logits.device, non_blocking=True)] = drawn
+        tokens[upload(rows, torch.int64, logits.device)] = drawn
         return tokens
 
     @staticmethod
