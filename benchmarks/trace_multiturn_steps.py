@@ -57,7 +57,7 @@ def install(records: dict) -> None:
         records.setdefault(key, []).append({
             "t": t0, "ms": (t1 - t0) * 1e3, "batch": self._trace_batch,
             "phases": {p: (self.clock.seconds[p] - phases[p]) * 1e3 for p in PHASES},
-            "moved": moved, "first_tokens": sum(_first(self, o) for o in out if o.new_token_ids)})
+            "moved": moved, "queue": (len(self.scheduler.waiting), len(self.scheduler.running)), "first_tokens": sum(_first(self, o) for o in out if o.new_token_ids)})
         return out
 
     Engine.step, Engine._launch = traced_step, traced_launch
@@ -97,7 +97,8 @@ def report(steps: list[dict], label: str, top: int, min_ms: float) -> None:
         for s in [s for s in inside if s["ms"] > 1.5 * usual or (s["batch"] or ("",))[0] != "decode"][:40]:
             b, ph = s["batch"], s["phases"]
             moved = ", ".join(f"{k}+{v}" for k, v in s["moved"].items() if not k.endswith("_s"))
-            print(f"  {s['t'] - t_start:7.3f} {s['ms']:7.1f} ms (wait {ph['wait']:.1f})  "
+            print(f"  {s['t'] - t_start:7.3f} {s['ms']:7.1f} ms (sched {ph['schedule']:.1f} launch {ph['launch']:.1f} "
+                  f"wait {ph['wait']:.1f} out {ph['outputs']:.1f}; {s['queue'][0]} waiting, {s['queue'][1]} running)  "
                   f"{(f'{b[0]} {b[1]}/{b[2]}' if b else '-'):<16} {moved[:150]}")
 
 
