@@ -13,19 +13,14 @@ from typing import Optional, Sequence, Union
 
 from tierlm.kvcache.accounting import check_no_leak, count_hits, tier_stats
 from tierlm.kvcache.allocator import PageAllocator
+from tierlm.kvcache.assembly import assemble
 from tierlm.kvcache import drain
-from tierlm.kvcache.backups import Backups
 from tierlm.kvcache.contracts import Admitted, StepCopies, TierSetup, Verdict
-from tierlm.kvcache.copy_queue import CopyQueue
-from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.events import GPU, KVEventSink, RadixEvents
-from tierlm.kvcache.eviction import Evictor
 from tierlm.kvcache.exit_flush import flush_at_exit
 from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
-from tierlm.kvcache.prefetch import L3Prefetcher
 from tierlm.kvcache.radix import MatchResult, RadixCache, RadixNode
-from tierlm.kvcache.retention import HostRetention
 
 
 class KVCacheManager:
@@ -55,29 +50,7 @@ class KVCacheManager:
         if events is not None and self.hasher is None:
             raise ValueError("KV events name pages by their keys: they need a PageHasher")
         self.host_allocator = PageAllocator(tiers.host_pages) if tiers else None
-        # synchronous copies (torch backend) overlap nothing: there "auto" loads every hit
-        self.cost = CostModel(page_size, tiers.page_bytes, tiers.load_policy, self.io.backend != "torch",
-                              tiers.max_step_tokens) if tiers else None
-        self.copies = CopyQueue(self.io, lambda: self.backups.take() if self.backups else [], self.metrics)
-        self.backups = Backups.for_tiers(tiers, self.radix, self._alloc_host, self.copies.run_backups, self.metrics,
-                                         lambda: self.evictor.host_evicted_pages_total,
-                                         lambda: self.metrics.tiers["L3"]["tokens"] // page_size,
-                                         lambda: self.cost.l3_pays()) if tiers else None
-        self.retention = (HostRetention(tiers.eviction_policy, num_pages + tiers.host_pages, page_size,
-                                        lambda: self.radix.clock) if tiers else None)
-        reuse = bool(self.backups and self.backups.reuse_copying)
-        self.evictor = Evictor(self.radix, self.allocator.free, self._free_host,
-                               lambda futures: self.copies.wait_for_io(futures, reuse),
-                               self.backups.write_back if tiers and tiers.write_policy == "write_back" else None,
-                               self.backups.store_back if self.backups and self.store is not None else None,
-                               self.retention, self.copies.fence if reuse else None) if self.radix else None
-        self.prefetcher = (L3Prefetcher(self.store, self.io.submit_store, self.hasher, self._alloc_host,
-                                        self.host_allocator.free, self.radix, self.metrics, tiers.prefetch_policy,
-                                        tiers.prefetch_timeout, tiers.prefetch_threshold,
-                                        max_pages=tiers.host_pages // 2, cost=self.cost,
-                                        host_free=lambda: self.host_allocator.num_free,
-                                        lookup=self.io.submit_lookup)
-                           if self.store is not None else None)
+        assemble(self, tiers, num_pages)  # cost, copies, backups, retention, evictor, prefetcher
         self._step_tokens = 0  # tokens to compute for the requests admitted since the last plan (cost model)
         self._row_keys: dict[int, tuple[int, list[str]]] = {}  # per table row: its request's arrival keys
         self._closed = False
