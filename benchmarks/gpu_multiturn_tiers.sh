@@ -147,6 +147,10 @@ for key, r in rows.items():
         ms = h["ms_per_step"]
         print(f"{key:<18} " + " / ".join(f"{ms[p]:.3f}" for p in ("schedule", "launch", "wait", "outputs"))
               + f"   total {h['total_ms_per_step']:.3f}, {h['steps']} steps")
+    g = r.get("gc")
+    if g:  # Python's garbage collector while the engine served (its full collections stop every thread)
+        print(f"{'':<18} gc: {g['collections'][2]} full collections, {g['seconds'][2] * 1e3:.0f} ms in them, "
+              f"longest pause {g['longest_s'] * 1e3:.0f} ms, {g['frozen_objects']} objects frozen")
 
 print(f"\nTTFT p50 per round (s) over every request of {reps} run(s) per mode; 'vs best': the L3 mode / min(GPU "
       "only, +L2) per round (target <= 1.05), restart: round 1 / GPU only's round 1 (target <= 1)")

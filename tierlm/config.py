@@ -169,6 +169,9 @@ class EngineConfig:
     overlap_schedule: bool = _opt(True, "Prepare step N+1 on the host while the device runs step N (results come "
                                   "one step late; on the CPU there is little to overlap).",
                                   "scheduler")
+    gc_freeze: bool = _opt(True, "Exempt the objects built at start-up from Python's garbage collections "
+                           "(gc.freeze), so a full collection while serving walks only what serving allocated "
+                           "instead of stopping every thread for the whole heap.", "scheduler")
     # --- cache tiers ---
     enable_hicache: bool = _opt(False, "Hierarchical KV cache: back the device prefix cache (L1) with a pinned host "
                                 "tier (L2); evicted prefixes stay matchable and load back instead of recomputing.",

@@ -70,3 +70,14 @@ def test_step_phases_are_exported_as_counters():
     for line in ("tierlm_engine_steps_total 10.0", 'tierlm_step_host_seconds_total{phase="wait"} 2.0',
                  'tierlm_step_host_seconds_total{phase="schedule"} 0.5'):
         assert line in text, line
+
+
+def test_garbage_collections_are_exported_per_generation():
+    m = ServerMetrics()
+    m.update_engine({"gc": {"collections": [40, 3, 1], "seconds": [0.01, 0.002, 0.125], "longest_s": 0.125,
+                            "frozen_objects": 1000}})
+    text = m.render().decode()
+    for line in ('tierlm_gc_collections_total{generation="2"} 1.0',
+                 'tierlm_gc_pause_seconds_total{generation="2"} 0.125',
+                 'tierlm_gc_collections_total{generation="0"} 40.0'):
+        assert line in text, line

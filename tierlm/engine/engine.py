@@ -11,6 +11,7 @@ from tierlm.config import EngineConfig
 from tierlm.engine import startup
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import RequestError
+from tierlm.engine.gc_watch import GcWatch, freeze_heap, thaw_heap
 from tierlm.engine.inflight import InFlight, Readback
 from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.outputs import StepOutput, TokenLogprob
@@ -81,6 +82,9 @@ class Engine:
         self.counters = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0,
                          "cache_hits": 0}
         self.startup: dict = startup.finish(self, probe)
+        if config.gc_freeze:
+            freeze_heap()  # what start-up built is never walked again by a collection while serving
+        self.gc = GcWatch()  # the collector's pauses while serving (stats "gc")
 
     # ---- requests ------------------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
@@ -240,6 +244,7 @@ class Engine:
             "tier_hits": kv.tier_hits(),  # per tier: requests with a hit there, tokens served from it
             "tiers": kv.tier_stats(),  # per tier: bytes, latency, capacity, evictions; L3 store counters
             "step_host": self.clock.snapshot(),  # host milliseconds per step, per phase
+            "gc": self.gc.snapshot(),  # garbage-collector runs and pauses (process-wide)
             **({"ranks": self.worker.rank_figures()} if self.config.tp_size > 1 else {}),
         }
 
@@ -264,5 +269,8 @@ class Engine:
         if self.worker is not None:
             self.worker.close()  # stops the other tensor-parallel ranks
         self.worker = None  # type: ignore[assignment]
+        self.gc.close()
+        if self.config.gc_freeze:
+            thaw_heap()  # the closed engine's cycles become collectable (collected) before the cache empties
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

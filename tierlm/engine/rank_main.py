@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tierlm.config import EngineConfig
+from tierlm.engine.gc_watch import freeze_heap
 from tierlm.engine.plan import StepPlan
 from tierlm.engine.rank_launch import RankPlace, join_group, worker_rendezvous
 from tierlm.engine.rank_link import ReplySender, unpack
@@ -131,6 +132,8 @@ def run_worker_rank(doc: dict) -> int:
         def shard_store(url: str) -> ShardKVStore:
             return ShardKVStore(open_store(url, int(config.kv_store_max_gb * 2**30), config.kv_store_timeout), shard)
 
+        if config.gc_freeze:
+            freeze_heap()  # collections while serving skip what start-up built (`tierlm.engine.gc_watch`)
         RankLoop(worker, conn, shard_store).run()
         worker.release_graphs()
     finally:

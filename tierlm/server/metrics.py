@@ -114,6 +114,17 @@ class _EngineCollector:
             for phase, secs in clock["seconds"].items():
                 phases.add_metric([phase], float(secs))
             yield phases
+        collector = s.get("gc")
+        if collector:
+            runs = CounterMetricFamily("tierlm_gc_collections", "Python garbage collections per generation "
+                                       "(process-wide).", labels=["generation"])
+            pause = CounterMetricFamily("tierlm_gc_pause_seconds", "Seconds Python's garbage collector held the "
+                                        "interpreter, per generation.", labels=["generation"])
+            for gen, (n, secs) in enumerate(zip(collector["collections"], collector["seconds"])):
+                runs.add_metric([str(gen)], float(n))
+                pause.add_metric([str(gen)], float(secs))
+            yield runs
+            yield pause
         if s.get("ranks"):
             yield from rank_gauges(s["ranks"])
         yield from _load_decisions(detail)

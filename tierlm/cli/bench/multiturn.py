@@ -147,7 +147,7 @@ def run_mode(config, mode: str, args, turns, answer_lens, store_dir: str, bar) -
             "output_tok_per_s": out_tokens / elapsed, "total_tok_per_s": (in_tokens + out_tokens) / elapsed,
             "prompt_tokens": in_tokens, "hit_rate": {t: v["tokens"] / max(in_tokens, 1) for t, v in hits.items()},
             "tier_hits": hits, "tiers": stats["tiers"], "kv_pool_tokens": stats["kv_total_tokens"],
-            "step_host": stats["step_host"]}
+            "step_host": stats["step_host"], "gc": stats["gc"]}
 
 
 def plot(results: list[dict], path: Path) -> bool:
