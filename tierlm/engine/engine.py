@@ -271,6 +271,6 @@ class Engine:
         self.worker = None  # type: ignore[assignment]
         self.gc.close()
         if self.config.gc_freeze:
-            thaw_heap()  # the closed engine's cycles become collectable (collected) before the cache empties
+            thaw_heap()  # the closed engine's cycles become collectable again
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -6,7 +6,7 @@ transformers, the model, compiled kernels, graphs) those are hundreds of thousan
 tens to hundreds of milliseconds: when it lands mid-serving every thread stops (the step being planned, a
 copy being issued, an arriving request). `freeze_heap` collects once and moves what start-up built into the
 permanent generation, which collections skip, so later ones walk only what serving allocates; `thaw_heap`
-gives it back when the engine closes, so the cycles a closed engine leaves are collected.
+gives it back when the engine closes, so the cycles a closed engine leaves can be collected.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def freeze_heap() -> None:
 
 
 def thaw_heap() -> None:
-    """Make frozen objects collectable again and collect what is garbage among them."""
+    """Make frozen objects collectable again (the next collection, or the next engine's `freeze_heap`,
+    frees what is garbage among them)."""
     gc.unfreeze()
-    gc.collect()
 
 
 class GcWatch:
