@@ -31,11 +31,11 @@ PAGE = 16
 CALLS = ("arrive", "admit", "release", "plan")
 
 
-def build(with_store: bool, pages: int) -> KVCacheManager:
+def build(with_store: bool, pages: int, store_dir: str) -> KVCacheManager:
     layout = KVLayout.gqa(1, 1, 1, torch.float32)
     pool = KVPool(layout, pages, PAGE, torch.device("cpu"))
     host = HostKVPool(pages * 2, layout, PAGE)
-    store = FileKVStore(tempfile.mkdtemp(), 1 << 30) if with_store else None
+    store = FileKVStore(store_dir, 1 << 30) if with_store else None
     if store is not None:
         store.attach(host)
     io = TierIO(PageTransfer(pool, host, "torch"), store)
@@ -46,7 +46,11 @@ def build(with_store: bool, pages: int) -> KVCacheManager:
 
 
 def run(with_store: bool, n: int, prompt: int, answer: int) -> dict:
-    kv = build(with_store, 4 * (prompt + answer) // PAGE)
+    with tempfile.TemporaryDirectory() as store_dir:
+        return _run(build(with_store, 4 * (prompt + answer) // PAGE, store_dir), n, prompt, answer)
+
+
+def _run(kv: KVCacheManager, n: int, prompt: int, answer: int) -> dict:
     rng = random.Random(0)
     spent = dict.fromkeys(CALLS, 0.0)
     try:
