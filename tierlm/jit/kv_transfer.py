@@ -25,7 +25,6 @@ import torch
 
 from tierlm.jit.cpp_args import make_cpp_args
 from tierlm.jit.loader import load_jit
-from tierlm.utils.upload import pinned
 
 logger = logging.getLogger(__name__)
 
@@ -153,8 +152,9 @@ class KVPageTransfer:
         ids = torch.stack(rows)
         if self.device.type == "cpu":
             return ids
-        # from pinned memory (`upload`): a copy queued behind a forward or other copies must not block the host
-        return pinned(ids).to(self.device, non_blocking=True)
+        # from pinned memory (see `tierlm.utils.upload`): a copy queued behind a forward or other copies must
+        # not block the host
+        return ids.pin_memory().to(self.device, non_blocking=True)
 
 
 def _check_pools(regions: List[torch.Tensor], host_buf: torch.Tensor) -> list[int]:

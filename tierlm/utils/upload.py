@@ -17,9 +17,4 @@ def upload(values: Sequence[int] | Sequence[float], dtype: torch.dtype, device: 
     """`values` as a 1-d `dtype` tensor on `device`, copied from pinned memory when `device` is a GPU."""
     if torch.device(device).type != "cuda":
         return torch.tensor(values, dtype=dtype, device=device)
-    return pinned(torch.tensor(values, dtype=dtype)).to(device, non_blocking=True)
-
-
-def pinned(host: torch.Tensor) -> torch.Tensor:
-    """A pinned copy of the CPU tensor `host` (for an upload that must not wait on the host)."""
-    return host.pin_memory()
+    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
