@@ -65,6 +65,23 @@ def test_match_is_page_aligned():
     assert len(r.match_prefix([0, 1, 2, 9, 4]).pages) == 0
 
 
+@pytest.mark.parametrize("differ_at", [0, 1, 31, 32, 33, 63, 95, 99, None])
+def test_match_inside_a_long_node_stops_at_the_first_differing_page(differ_at):
+    # one node of 100 pages; a prompt that differs from it in page `differ_at` (by one token, in the middle
+    # of the page) matches exactly the pages before it, whatever run of pages the comparison looks at
+    a, r, _ = tree(4, 128)
+    tokens = list(range(1000, 1400))
+    insert(r, a, tokens, a.alloc(100))
+    prompt = list(tokens) + [5, 6]
+    if differ_at is not None:
+        prompt[differ_at * 4 + 2] = -1
+    expected = 100 if differ_at is None else differ_at
+    assert r.match_key(prompt)[0] == expected
+    assert len(r.match_prefix(prompt).pages) == expected
+    assert len(r.match_prefix(tokens[:4 * 57 + 3]).pages) == 57  # shorter than the node (split or not)
+    check_tree(r)
+
+
 def test_lru_evicts_least_recent_first():
     a, r, ev = tree(1, 16)
     insert(r, a, [1], a.alloc(1))
