@@ -5,13 +5,20 @@ mode the slowest steps (host phases, the batch, the tier counters that moved in 
 in a round's first tokens. Meant to find a stall that a TTFT table only shows as a whole wave of requests
 arriving late. Every flag after `--` goes to `bench multiturn` (`--json` is added).
 
-Usage: PYTHONPATH=. python benchmarks/trace_multiturn_steps.py [--top 12] [--min-ms 60] -- <bench multiturn flags>
+With `--wave R W`, also every step from the first submission of wave W of round R (clients W*c .. W*c+c-1 for
+concurrency c, both counted from 0) to the last first token of that wave: where two modes differ in TTFT,
+the step that differs.
+
+Usage: PYTHONPATH=. python benchmarks/trace_multiturn_steps.py [--top 12] [--min-ms 60] [--wave R W] [--profile-ms MS]
+       -- <bench multiturn flags>
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import io
+import pstats
 import sys
 import time
 
@@ -37,9 +44,15 @@ def counters(engine: Engine) -> dict:
     return out
 
 
-def install(records: dict) -> None:
-    """Wrap the engine's step and launch; `records[n]` gets one dict per step of the n-th engine."""
-    step, launch = Engine.step, Engine._launch
+def install(records: dict, profile_ms: float = 0.0) -> None:
+    """Wrap the engine's step and launch; `records[n]` gets one dict per step of the n-th engine. With
+    `profile_ms`, every step runs under cProfile and those whose schedule and launch phases take longer keep
+    their top functions (where the host spends, or blocks on the device, before the device has work)."""
+    step, launch, add = Engine.step, Engine._launch, Engine.add_request
+
+    def traced_add(self, request_id, *args, **kwargs):
+        self.__dict__.setdefault("_trace_added", {})[request_id] = time.perf_counter()
+        return add(self, request_id, *args, **kwargs)
 
     def traced_launch(self, batch):
         self._trace_batch = (batch.mode, batch.num_tokens, len(batch.reqs)) if batch is not None else None
@@ -48,19 +61,38 @@ def install(records: dict) -> None:
     def traced_step(self):
         before, phases = counters(self), dict(self.clock.seconds)
         self._trace_batch = None
+        prof = cProfile.Profile() if profile_ms else None
         t0 = time.perf_counter()
+        if prof is not None:
+            prof.enable()
         out = step(self)
+        if prof is not None:
+            prof.disable()
         t1 = time.perf_counter()
+        host = {p: (self.clock.seconds[p] - phases[p]) * 1e3 for p in ("schedule", "launch")}
+        profile = _top(prof) if prof is not None and sum(host.values()) >= profile_ms else None
         after = counters(self)
         moved = {k: round(after[k] - before.get(k, 0), 4) for k in after if after[k] != before.get(k, 0)}
         key = self.__dict__.setdefault("_trace_key", len(records))  # engines in creation order
-        records.setdefault(key, []).append({
+        firsts = [o.request_id for o in out if o.new_token_ids and _first(self, o)]
+        added = self.__dict__.get("_trace_added", {})
+        records.setdefault(key, []).append({"added": added, "firsts": firsts,
             "t": t0, "ms": (t1 - t0) * 1e3, "batch": self._trace_batch,
             "phases": {p: (self.clock.seconds[p] - phases[p]) * 1e3 for p in PHASES},
-            "moved": moved, "queue": (len(self.scheduler.waiting), len(self.scheduler.running)), "first_tokens": sum(_first(self, o) for o in out if o.new_token_ids)})
+            "moved": moved, "queue": (len(self.scheduler.waiting), len(self.scheduler.running)), "first_tokens": len(firsts),
+            "profile": profile})
         return out
 
-    Engine.step, Engine._launch = traced_step, traced_launch
+    Engine.step, Engine._launch, Engine.add_request = traced_step, traced_launch, traced_add
+
+
+def _top(prof: cProfile.Profile) -> str:
+    """The profile's top functions by cumulative and by own time (a call blocking on the device shows in both)."""
+    text = io.StringIO()
+    stats = pstats.Stats(prof, stream=text)
+    stats.sort_stats("cumulative").print_stats(22)
+    stats.sort_stats("tottime").print_stats(10)
+    return text.getvalue()
 
 
 def _first(engine: Engine, o) -> bool:
@@ -102,6 +134,29 @@ def report(steps: list[dict], label: str, top: int, min_ms: float) -> None:
                   f"{(f'{b[0]} {b[1]}/{b[2]}' if b else '-'):<16} {moved[:150]}")
 
 
+def wave(steps: list[dict], label: str, rnd: int, w: int, conc: int) -> None:
+    """Every step from the wave's first submission to its last first token, with phases and queues."""
+    ids = {f"{rnd}-{c}" for c in range(w * conc, (w + 1) * conc)}
+    added = steps[-1]["added"]
+    if not ids <= added.keys():
+        print(f"\n== {label}: round {rnd} wave {w} not found")
+        return
+    t0 = min(added[i] for i in ids)
+    last = max((k for k, s in enumerate(steps) if ids & set(s["firsts"])), default=len(steps) - 1)
+    first = next(k for k, s in enumerate(steps) if s["t"] + s["ms"] / 1e3 >= t0)
+    print(f"\n== {label}: round {rnd} wave {w}, submitted over {1e3 * (max(added[i] for i in ids) - t0):.1f} ms; "
+          f"steps from then to its last first token (ms since its first submission)")
+    print(f"{'at ms':>7} {'ms':>6}  {'sched':>6} {'launch':>6} {'wait':>6} {'out':>5}  queue  batch              "
+          f"firsts moved")
+    for s in steps[first:last + 1]:
+        ph, b = s["phases"], s["batch"]
+        batch = f"{b[0]} {b[1]}/{b[2]}" if b else "-"
+        moved = ", ".join(f"{k}+{v}" for k, v in s["moved"].items() if not k.endswith("_s"))
+        print(f"{1e3 * (s['t'] - t0):7.1f} {s['ms']:6.1f}  {ph['schedule']:6.2f} {ph['launch']:6.2f} {ph['wait']:6.2f} "
+              f"{ph['outputs']:5.2f}  {s['queue'][0]:>2}/{s['queue'][1]:<2}  {batch:<18} "
+              f"{len(ids & set(s['firsts'])):>6} {moved[:110]}")
+
+
 def main() -> int:
     argv = sys.argv[1:]
     rest = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -109,14 +164,32 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--top", type=int, default=12, help="slowest steps shown per mode")
     p.add_argument("--min-ms", type=float, default=60.0, help="steps at least this long are counted")
+    p.add_argument("--profile-ms", type=float, default=0.0,
+                   help="profile every step; print the top functions of the 3 steps with the longest schedule + "
+                        "launch phases over this many ms")
+    p.add_argument("--wave", type=int, nargs=2, metavar=("ROUND", "WAVE"),
+                   help="also list every step of this wave (round and wave counted from 0)")
     args = p.parse_args(own)
     records: dict = {}
-    install(records)
+    install(records, args.profile_ms)
     with contextlib.redirect_stdout(io.StringIO()):  # the bench's JSON summary; the tables below matter here
         rc = cli_main(["bench", "multiturn", *rest, "--json"])
     modes = next((rest[i + 1] for i, a in enumerate(rest) if a == "--modes"), "gpu,l2,l3").split(",")
     for label, steps in zip(modes, records.values()):
         report(steps, label, args.top, args.min_ms)
+    if args.profile_ms:
+        for label, steps in zip(modes, records.values()):
+            host = lambda s: s["phases"]["schedule"] + s["phases"]["launch"]  # noqa: E731
+            for s in sorted((s for s in steps[1:] if s["profile"]), key=lambda s: -host(s))[:3]:
+                print(f"\n== {label}: schedule {s['phases']['schedule']:.1f} ms + launch {s['phases']['launch']:.1f} ms, "
+                      f"batch {s['batch']}, moved {s['moved']}")
+                body = s["profile"].splitlines()
+                print("\n".join(line[:170] for line in body if line.strip() and not line.lstrip().startswith(
+                    ("Ordered by", "List reduced", "function calls"))))
+    if args.wave:
+        conc = int(next((rest[i + 1] for i, a in enumerate(rest) if a == "--concurrency"), 8))
+        for label, steps in zip(modes, records.values()):
+            wave(steps, label, *args.wave, conc)
     return rc
 
 
