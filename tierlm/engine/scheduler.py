@@ -174,7 +174,9 @@ class Scheduler:
             return
         rows.extend([row] * (end - start))
         positions.extend(range(start, end))
-        slots.extend(pages[p // ps] * ps + p % ps for p in range(start, end))
+        first = start // ps  # a page's slots are consecutive: one range per page, not Python work per token
+        span = [s for p in pages[first:(end - 1) // ps + 1] for s in range(p * ps, p * ps + ps)]
+        slots.extend(span[start - first * ps:end - first * ps])
 
     def _reservation(self, req: Req) -> int:
         """Pages `req` still counts on beyond those it holds."""
