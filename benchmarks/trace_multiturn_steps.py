@@ -9,8 +9,11 @@ With `--wave R W`, also every step from the first submission of wave W of round 
 concurrency c, both counted from 0) to the last first token of that wave: where two modes differ in TTFT,
 the step that differs.
 
+With `--no-forward`, the model's forward returns zero logits: what is left of each step is the engine's own
+host work (scheduling, tier copies, sampling), so modes can be compared on a CPU by their host phases.
+
 Usage: PYTHONPATH=. python benchmarks/trace_multiturn_steps.py [--top 12] [--min-ms 60] [--wave R W] [--profile-ms MS]
-       -- <bench multiturn flags>
+       [--no-forward] -- <bench multiturn flags>
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import io
 import pstats
 import sys
 import time
+
+import torch
 
 from tierlm.cli.main import main as cli_main
 from tierlm.engine.engine import Engine
@@ -86,6 +91,16 @@ def install(records: dict, profile_ms: float = 0.0) -> None:
     Engine.step, Engine._launch, Engine.add_request = traced_step, traced_launch, traced_add
 
 
+def skip_forward() -> None:
+    """Make every forward return zero logits (after its attention metadata is prepared): host work only."""
+    from tierlm.engine.model_runner import ModelRunner
+
+    def forward(self, batch, sites):
+        self.attn.prepare(batch)
+        return torch.zeros((sites.count, self.model_cfg.vocab_size), dtype=torch.float32)
+    ModelRunner.forward = forward
+
+
 def _top(prof: cProfile.Profile) -> str:
     """The profile's top functions by cumulative and by own time (a call blocking on the device shows in both)."""
     text = io.StringIO()
@@ -108,6 +123,9 @@ def report(steps: list[dict], label: str, top: int, min_ms: float) -> None:
     total = sum(s["ms"] for s in steps)
     slow = [s for s in steps if s["ms"] >= min_ms]
     print(f"\n== {label}: {len(steps)} steps, {total / 1e3:.2f} s in steps, {len(slow)} of >= {min_ms:.0f} ms")
+    rest = steps[1:]  # the first step compiles
+    print("host ms per step: " + " / ".join(
+        f"{p} {sum(s['phases'][p] for s in rest) / max(len(rest), 1):.3f}" for p in PHASES))
     print(f"{'t s':>7} {'ms':>7}  {'sched':>6} {'launch':>6} {'wait':>7} {'out':>5}  batch               moved")
     for s in sorted(steps, key=lambda s: -s["ms"])[:top]:
         ph = s["phases"]
@@ -167,11 +185,14 @@ def main() -> int:
     p.add_argument("--profile-ms", type=float, default=0.0,
                    help="profile every step; print the top functions of the 3 steps with the longest schedule + "
                         "launch phases over this many ms")
+    p.add_argument("--no-forward", action="store_true", help="zero logits instead of the model's forward")
     p.add_argument("--wave", type=int, nargs=2, metavar=("ROUND", "WAVE"),
                    help="also list every step of this wave (round and wave counted from 0)")
     args = p.parse_args(own)
     records: dict = {}
     install(records, args.profile_ms)
+    if args.no_forward:
+        skip_forward()
     with contextlib.redirect_stdout(io.StringIO()):  # the bench's JSON summary; the tables below matter here
         rc = cli_main(["bench", "multiturn", *rest, "--json"])
     modes = next((rest[i + 1] for i, a in enumerate(rest) if a == "--modes"), "gpu,l2,l3").split(",")
