@@ -176,6 +176,8 @@ class Scheduler:
         positions.extend(range(start, end))
         first = start // ps  # a page's slots are consecutive: one range per page, not Python work per token
         span = [s for p in pages[first:(end - 1) // ps + 1] for s in range(p * ps, p * ps + ps)]
+        if len(span) < end - first * ps:  # the pages must cover [start, end): never a short table silently
+            raise IndexError(f"row {row}: {len(pages)} pages do not hold positions up to {end}")
         slots.extend(span[start - first * ps:end - first * ps])
 
     def _reservation(self, req: Req) -> int:
