@@ -74,18 +74,16 @@ def install(records: dict, profile_ms: float = 0.0) -> None:
         if prof is not None:
             prof.disable()
         t1 = time.perf_counter()
-        host = {p: (self.clock.seconds[p] - phases[p]) * 1e3 for p in ("schedule", "launch")}
-        profile = _top(prof) if prof is not None and sum(host.values()) >= profile_ms else None
+        spent = {p: (self.clock.seconds[p] - phases[p]) * 1e3 for p in PHASES}
+        profile = _top(prof) if prof is not None and spent["schedule"] + spent["launch"] >= profile_ms else None
         after = counters(self)
         moved = {k: round(after[k] - before.get(k, 0), 4) for k in after if after[k] != before.get(k, 0)}
         key = self.__dict__.setdefault("_trace_key", len(records))  # engines in creation order
         firsts = [o.request_id for o in out if o.new_token_ids and _first(self, o)]
-        added = self.__dict__.get("_trace_added", {})
-        records.setdefault(key, []).append({"added": added, "firsts": firsts,
-            "t": t0, "ms": (t1 - t0) * 1e3, "batch": self._trace_batch,
-            "phases": {p: (self.clock.seconds[p] - phases[p]) * 1e3 for p in PHASES},
-            "moved": moved, "queue": (len(self.scheduler.waiting), len(self.scheduler.running)), "first_tokens": len(firsts),
-            "profile": profile})
+        records.setdefault(key, []).append({
+            "t": t0, "ms": (t1 - t0) * 1e3, "batch": self._trace_batch, "phases": spent, "moved": moved,
+            "queue": (len(self.scheduler.waiting), len(self.scheduler.running)), "first_tokens": len(firsts),
+            "firsts": firsts, "added": self.__dict__.get("_trace_added", {}), "profile": profile})
         return out
 
     Engine.step, Engine._launch, Engine.add_request = traced_step, traced_launch, traced_add
