@@ -100,15 +100,17 @@ class Evictor:
             self._drain(blocking)  # each round at least one blocking ticket has finished: progress
 
     def _take_device(self, node: RadixNode) -> tuple[int, list]:
+        # A copy may complete on its thread between any two of these looks (done never reverts): `pending` is
+        # a snapshot, so the host copy is dropped only for a failure, and kept whenever the node still has it.
         pending = copy_pending(node)
         if pending and not (self._reuse is not None and copy_issued(node)):
             return 0, [t.copy for t in node.io if not t.copy.done()]
-        if node.host_pages is not None and not host_valid(node) and not busy(node):
+        if node.host_pages is not None and any(t.failed() for t in node.io) and not busy(node):
             self._drop_host(node)  # a failed backup: the host copy is garbage
         if node.host_pages is None and self._write_back is not None:
             self._write_back(node)
         n = node.num_pages
-        if pending or host_valid(node):
+        if node.host_pages is not None and (pending or host_valid(node)):
             self.tree.events.removed(node, GPU)
             self._free_device(node.pages)
             node.pages = None
