@@ -31,7 +31,8 @@ class CopyQueue:
         """Load the host copies of `host_nodes` into `device_pages` (in order) with the next plan."""
         if any(copy_pending(node) for node in host_nodes):
             self.pending.fence = True  # a host copy still being made: the load waits for it on the device
-        self.pending.load_host.extend(p for node in host_nodes for p in node.host_pages)
+        host_pages = [p for node in host_nodes for p in node.host_pages]  # whole, or the plan is left as it was
+        self.pending.load_host.extend(host_pages)
         self.pending.load_device.extend(device_pages)
 
     def take(self) -> StepCopies:
