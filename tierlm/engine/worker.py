@@ -54,22 +54,32 @@ class Worker:
         """Run the plan's copies, then its forward; returns (logits of the sampling sites, the sites)
         or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given). With
         `plan.fence` the forward and the loads start only once every backup queued by earlier plans has
-        copied (on the device: the host does not wait)."""
-        loads = None
-        if self.io is not None:
-            # the backups of earlier plans (not this one's): pages this plan writes or loads may be theirs
-            fence = self.io.backups_fence() if plan.fence else None
-            for i, (dev, host, keys) in enumerate(plan.backups):
-                self.io.backup(dev, host, keys, tickets[i] if tickets is not None else Ticket())
+        copied (on the device: the host does not wait). The plan's backups are queued after its forward:
+        they copy pages that forward does not write, and they follow on the device only the work queued
+        before it, so the host's work of queueing them (a wave's finished prompts: a thousand pages) runs
+        while the device computes instead of before it."""
+        if self.io is None:
+            if plan.backups or plan.load_host:
+                raise RuntimeError("a plan with tier copies reached a worker without tiers")
+            return self._forward(plan, None)
+        # the backups of earlier plans (not this one's): pages this plan writes or loads may be theirs
+        fence = self.io.backups_fence() if plan.fence else None
+        mark = (torch.cuda.current_stream(self.device).record_event()
+                if plan.backups and self.io.ordered_copies else None)
+        try:
             if fence is not None:
                 torch.cuda.current_stream(self.device).wait_event(fence)
             overlap = plan.num_tokens if plan.mode == "prefill" else 0
             loads = self.io.load(plan.load_host, plan.load_device, overlap, fence)
-        elif plan.backups or plan.load_host:
-            raise RuntimeError("a plan with tier copies reached a worker without tiers")
-        if loads is not None and not (plan.has_forward and plan.mode == "prefill"):
-            loads.wait_all()  # no layer-wise consumer: the compute stream waits for all of it
-            loads = None
+            if loads is not None and not (plan.has_forward and plan.mode == "prefill"):
+                loads.wait_all()  # no layer-wise consumer: the compute stream waits for all of it
+                loads = None
+            return self._forward(plan, loads)
+        finally:  # queued even if the forward failed: every ticket completes
+            for i, (dev, host, keys) in enumerate(plan.backups):
+                self.io.backup(dev, host, keys, tickets[i] if tickets is not None else Ticket(), mark)
+
+    def _forward(self, plan: StepPlan, loads: Any) -> Optional[tuple[torch.Tensor, SampleSites]]:
         if not plan.has_forward:
             return None
         batch, sites = self.runner.build_batch(plan, self.tables)

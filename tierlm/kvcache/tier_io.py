@@ -146,13 +146,14 @@ class TierIO:
         return self.transfer.start_load(host_pages, device_pages, overlap_tokens, after)
 
     def backup(self, device_pages: list[int], host_pages: list[int], keys: Optional[Sequence[str]],
-               ticket: Ticket) -> None:
+               ticket: Ticket, after: Any = None) -> None:
         """Copy device pages to host pages, then (with `keys`) write those host pages to the L3 store;
-        completes `ticket`. Without device pages only the L3 write runs (a host copy written back)."""
+        completes `ticket`. Without device pages only the L3 write runs (a host copy written back). The copy
+        follows the work queued so far on the device, or only that before `after` (`PageTransfer.queue_backup`)."""
         if not device_pages:
             copy = finished(lambda: None)
         else:
-            done = self.transfer.queue_backup(device_pages, host_pages)  # now, after the forwards queued so far
+            done = self.transfer.queue_backup(device_pages, host_pages, after)
             if done is not None:
                 self._backups_done, wait = done, done.synchronize
             else:

@@ -118,14 +118,18 @@ class PageTransfer:
         """Copies run on CUDA streams in order with the model's work (else synchronously, `backup`)."""
         return self._backup_stream is not None
 
-    def queue_backup(self, device_pages: list[int], host_pages: list[int]) -> Optional["torch.cuda.Event"]:
+    def queue_backup(self, device_pages: list[int], host_pages: list[int],
+                     after: Optional["torch.cuda.Event"] = None) -> Optional["torch.cuda.Event"]:
         """Queue the copy of device pages to host pages on the backup stream, after the work queued so far on
-        the current stream (the forwards that wrote these pages); returns the event recorded after it (the
-        host bytes are final once it completes), or None where copies are synchronous (`backup` copies)."""
+        the current stream (the forwards that wrote these pages), or after `after`, an event the caller
+        recorded on it earlier (work queued since must not write these pages); returns the event recorded
+        after the copy (the host bytes are final once it completes), or None where copies are synchronous
+        (`backup` copies)."""
         stream = self._backup_stream
         if stream is None:
             return None
-        after = torch.cuda.current_stream(self.device).record_event()
+        if after is None:
+            after = torch.cuda.current_stream(self.device).record_event()
         with torch.cuda.stream(stream), torch.inference_mode():
             stream.wait_event(after)
             self._backup_dma.device_to_host(device_pages, host_pages)
