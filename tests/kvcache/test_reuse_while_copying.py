@@ -21,10 +21,10 @@ SLEEP_CYCLES = 200_000_000  # about 0.1 s on the copy stream before each backup
 def _delay_backups(transfer: PageTransfer) -> None:
     queue = transfer.queue_backup
 
-    def delayed(device_pages, host_pages):
+    def delayed(device_pages, host_pages, after=None):
         with torch.cuda.stream(transfer._backup_stream):
             torch.cuda._sleep(SLEEP_CYCLES)
-        return queue(device_pages, host_pages)
+        return queue(device_pages, host_pages, after)
 
     transfer.queue_backup = delayed
 
