@@ -66,3 +66,26 @@ def test_prefill_calibration_seeds_the_cost_model_and_leaves_no_trace(tiny_qwen3
         engine.kv.check_no_leak(engine.live_pages())
     finally:
         engine.close()
+
+
+def test_warm_tiers_copies_one_page_both_ways_and_leaves_no_trace(tiny_qwen3):
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), enable_hicache=True, hicache_ratio=2, **CPU_OPTS))
+    kv = engine.kv
+    free, host_free = kv.allocator.num_free, kv.host_allocator.num_free
+    page = kv.allocator.alloc(1)  # a free page with known bytes: warm_tiers takes the same free page next
+    kv.allocator.free(page)
+    pool = engine.worker.pool
+    slots = slice(page[0] * pool.page_size, (page[0] + 1) * pool.page_size)
+    for t in pool["k"]:
+        t[slots].fill_(3.0)
+    loads, load = [], kv.io.load
+    kv.io.load = lambda host, dev, overlap=0: loads.append((host, dev, overlap)) or load(host, dev, overlap)
+    startup.warm_tiers(engine)
+    assert (engine.worker.host.buffer.view(-1) != 0).any()  # the page went to host memory
+    assert [(d, o > 0) for _, d, o in loads] == [(page, False), (page, True)]  # back by both load paths
+    assert all(float(t[slots].min()) == 3.0 for t in pool["k"])
+    assert kv.allocator.num_free == free and kv.host_allocator.num_free == host_free
+    kv.poll()  # what the first schedule does: the warm-up loads must not reach the cost model
+    assert kv.metrics.tiers["L2"]["seconds"] == 0 and kv.cost.loads["L2"].samples == 0
+    kv.check_no_leak()
+    engine.close()

@@ -55,12 +55,42 @@ def warm_up(engine: Any) -> None:
     ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(2 * engine.kv.page_size + 3)]
     params = SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True, detokenize=False)
     run_aborted(engine, "__warmup__", ids, params, tokens=3)
+    warm_tiers(engine)
     if engine.scheduler.max_mixed_tokens > 0:
         warm_mixed(engine, ids, params)
     calibrate_prefill(engine)
     for key in engine.counters:
         engine.counters[key] = 0
     engine.clock.reset()
+
+
+def warm_tiers(engine: Any) -> None:
+    """Back one free device page up to a free host page and load it back by each path a step may take (a
+    copy-engine load beside a short step, a kernel load beside a long prefill), so the first wave that
+    backs up or loads does not pay for first use of the copy kernels and their staging. The warm-up request
+    is aborted, so without this nothing copies before the first user request does."""
+    from tierlm.kvcache.tier_io import Ticket
+    from tierlm.kvcache.transfer import OVERLAP_TOKENS
+
+    kv = engine.kv
+    if kv.io is None:
+        return
+    dev, host = kv.allocator.alloc(1), kv.host_allocator.alloc(1)
+    try:
+        if dev and host:
+            kv.io.backup(dev, host, None, Ticket())
+            kv.io.wait()
+            for overlap in (0, OVERLAP_TOKENS):
+                loads = kv.io.load(host, dev, overlap)
+                if loads is not None:
+                    loads.wait_all()
+            _sync(engine)
+            kv.io.finished_loads()  # one page's first load is no measure of the host tier's bandwidth
+    finally:
+        if dev:
+            kv.allocator.free(dev)
+        if host:
+            kv.host_allocator.free(host)
 
 
 def run_aborted(engine: Any, request_id: str, ids: list[int], params: Any, tokens: int) -> float:
