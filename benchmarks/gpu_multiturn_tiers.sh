@@ -80,10 +80,10 @@ if [ "${STORE_IO:-1}" = 1 ]; then  # this machine's disk against the file store,
     >"$out/store_io.txt" 2>"$out/store_io.err" || echo "store I/O check failed: $(tail -n 1 "$out/store_io.err")"
 fi
 
-python3 - "$out" "$policy" "$reps" "${RESTARTS:-1}" <<'PY'
+python3 - "$out" "$policy" "$reps" "${RESTARTS:-1}" "${CONC:-8}" <<'PY'
 import glob, json, os, sys
 
-out, policy, reps, restarts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+out, policy, reps, restarts, conc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rows, runs = {}, {}  # key -> the last run's result; key -> every run's result
 for name, label in (("r5", "ratio 5"), ("r1.5", "ratio 1.5"), ("restart", "restart")):
     for rep in range(1, (restarts if name == "restart" else reps) + 1):
@@ -171,6 +171,17 @@ for label in ("ratio 5", "ratio 1.5"):
             each = [x["ttft_s"]["p50"] / min(y["ttft_s"]["p50"], z["ttft_s"]["p50"])
                     for x, y, z in zip(a["rounds"], g["rounds"], b["rounds"])]
             print(f"{f'  (run {i + 1})':<18}{'':>8}   " + " ".join(f"{x:.2f}" for x in each))
+# round 1's prompts go in waves of CONC (a client starts when one ends): the median TTFT of each wave, pooled over
+# runs, shows a cost that one wave pays (a first use) or every wave pays (a wave boundary's host work)
+print(f"\nround 1 by wave: median TTFT (s) of each wave of {conc}, pooled over runs")
+for key in rows:
+    waves = {}
+    for r in runs[key]:
+        first = r["rounds"][0]
+        order = [t for _, t in sorted(zip(first.get("submitted_s", []), first.get("ttft_values_s", [])))]
+        for w in range(0, len(order), conc):
+            waves.setdefault(w // conc, []).extend(order[w:w + conc])
+    print(f"{key:<18}{'':>8}   " + " ".join(f"{pct(v, 0.5):.3f}" for _, v in sorted(waves.items())))
 if "l3 restart" in rows and "gpu" in rows:
     x = p50("l3 restart")[0] / p50("gpu")[0]
     mean = p50("l3 restart", "mean")[0] / p50("gpu", "mean")[0]
