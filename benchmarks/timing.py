@@ -26,10 +26,10 @@ def median_seconds(fn: Callable[[], object], iters: int = 5, warmup: int = 1) ->
 def gqa_transfer(k, v, host, backend: str = "jit", **kw):
     """A page transfer over per-layer K/V lists and a typed `[pages, layers, 2, page_size, heads, dim]` host
     pool (the movers take byte regions and host bytes; the typed tensors stay usable for checks)."""
-    from tierlm.jit.kv_transfer import KVPageTransfer
+    from tierlm.kvcache.dma import page_mover
 
     regions, hb, sizes = gqa_bytes(k, v, host)
-    return KVPageTransfer(regions, hb, sizes, backend, **kw)
+    return page_mover(backend, regions, hb, sizes, **kw)
 
 
 def gqa_bytes(k, v, host):

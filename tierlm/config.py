@@ -205,9 +205,10 @@ class EngineConfig:
                                     "elsewhere.", "cache tiers", choices=("auto", "cost", "always-load"))
     hicache_io_backend: str = _opt("auto", "How host-tier KV is loaded (layer by layer, overlapping the prefill; "
                                    "backups always go by DMA): 'jit' (our copy kernel), 'dma' (copy engine + "
-                                   "scatter), 'auto' (per step: jit beside a large prefill, else dma; torch where "
-                                   "the kernels cannot build) or 'torch' ops.", "cache tiers",
-                                   choices=("auto", "jit", "dma", "torch"))
+                                   "scatter), 'triton' (the copy kernel written in Triton), 'auto' (per step: jit "
+                                   "beside a large prefill, else dma; triton where our kernels cannot build) or "
+                                   "'torch' ops (synchronous).", "cache tiers",
+                                   choices=("auto", "jit", "dma", "triton", "torch"))
     kv_store: Optional[str] = _opt(None, "L3 KV store (implies --enable-hicache): 'file' (<cache root>/kv), "
                                    "'file:///dir', 'redis://[:password@]host:port/db', or 'module:Class' "
                                    "(a KVStore subclass; '?k=v&..' passes keyword options).", "cache tiers")

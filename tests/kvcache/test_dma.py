@@ -26,14 +26,15 @@ def _pools(device: str, layers=3, heads=2, dim=8, ps=4, dev_pages=40, host_pages
     return k, v, host, regions, [2] * layers, host.view(torch.uint8).view(host_pages, -1)
 
 
-def _check_roundtrip(device: str) -> None:
+def _check_roundtrip(device: str, kernel: str = "jit") -> None:
     k, v, host, regions, sizes, host_bytes = _pools(device)
     rng = random.Random(0)
     dev_ids = rng.sample(range(40), 13)
     host_ids = sorted(rng.sample(range(30), 13))  # mostly contiguous runs, plus gaps
     rng.shuffle(host_ids)
     page_bytes = host[0].numel() * host.element_size()
-    dma = DmaPageCopier(regions, sizes, host_bytes, staging_bytes=5 * page_bytes)  # 5-page chunks: several rounds
+    dma = DmaPageCopier(regions, sizes, host_bytes, staging_bytes=5 * page_bytes,  # 5-page chunks: several rounds
+                        kernel=kernel)
     assert dma.staging_pages == 5
     dma.device_to_host(dev_ids, host_ids)
     if device == "cuda":
@@ -68,6 +69,12 @@ def test_dma_copier_roundtrip_cpu():
 @requires_cuda
 def test_dma_copier_roundtrip_cuda():
     _check_roundtrip("cuda")
+
+
+@requires_cuda
+def test_dma_copier_roundtrip_cuda_triton_gather():
+    pytest.importorskip("triton")
+    _check_roundtrip("cuda", "triton")
 
 
 @requires_cuda

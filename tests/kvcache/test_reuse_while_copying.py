@@ -64,12 +64,16 @@ GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 
 
 @requires_cuda
-def test_outputs_match_the_reference_when_pages_are_reused_mid_copy(tiny_qwen3):
+@pytest.mark.parametrize("io_backend", ["auto", "triton"])
+def test_outputs_match_the_reference_when_pages_are_reused_mid_copy(tiny_qwen3, io_backend):
+    if io_backend == "triton":
+        pytest.importorskip("triton")
     opts = dict(device="cuda", dtype="float32", page_size=4, kv_cache_gb=0.0002, max_running_requests=2)
     ref = LLM(str(tiny_qwen3), enable_prefix_cache=False, **opts)
     reference = [o.token_ids for o in ref.generate(PROMPTS, GREEDY)]
     ref.close()
-    llm = LLM(str(tiny_qwen3), enable_hicache=True, hicache_ratio=8, **opts)
+    llm = LLM(str(tiny_qwen3), enable_hicache=True, hicache_ratio=8, hicache_io_backend=io_backend, **opts)
+    assert llm.engine.kv.io.transfer.kernel == ("triton" if io_backend == "triton" else "jit")
     _delay_backups(llm.engine.kv.io.transfer)
     assert [o.token_ids for o in llm.generate(PROMPTS, GREEDY)] == reference
     assert [o.token_ids for o in llm.generate(PROMPTS, GREEDY)] == reference  # host hits, loaded back

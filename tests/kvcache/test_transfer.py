@@ -7,7 +7,7 @@ import torch
 from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.pool import KVPool
-from tierlm.kvcache.transfer import OVERLAP_TOKENS, PageTransfer, resolve_backend
+from tierlm.kvcache.transfer import OVERLAP_TOKENS, PageTransfer, choose_backend, resolve_backend
 
 CPU = torch.device("cpu")
 
@@ -19,6 +19,50 @@ def test_resolve_backend():
         resolve_backend("fast", CPU)
     with pytest.raises(ValueError, match="--hicache-io-backend dma: copy-engine transfers need a CUDA device"):
         resolve_backend("dma", CPU)
+
+
+def _choose(name, cuda, jit=None, triton=None):
+    asked = []
+
+    def missing(what, why):
+        def ask():
+            asked.append(what)
+            return why
+        return ask
+    return choose_backend(name, cuda, missing("jit", jit), missing("triton", triton)), asked
+
+
+def test_choose_backend_on_cuda(caplog):
+    # our kernels build: every name stands for itself, and Triton is never asked about
+    for name in ("auto", "jit", "dma"):
+        assert _choose(name, True) == (name, ["jit"])
+    assert _choose("torch", True) == ("torch", [])
+    # they do not: auto copies with the Triton kernel (asynchronous, like ours), and says so once
+    with caplog.at_level("WARNING"):
+        assert _choose("auto", True, jit="no nvcc") == ("triton", ["jit", "triton"])
+    assert "unavailable (no nvcc); copying with the Triton kernel" in caplog.text
+    # a name the user chose is never replaced by another
+    for name in ("jit", "dma"):
+        with pytest.raises(ValueError, match=f"--hicache-io-backend {name}: the JIT page-transfer kernels are "
+                                             "unavailable: no nvcc"):
+            _choose(name, True, jit="no nvcc")
+    assert _choose("triton", True, jit="no nvcc") == ("triton", ["triton"])
+    with pytest.raises(ValueError, match="--hicache-io-backend triton: the Triton copy kernel cannot run: no "
+                                         "module named triton"):
+        _choose("triton", True, triton="no module named triton")
+    # neither: synchronous torch copies, with a warning that says what that costs
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _choose("auto", True, jit="no nvcc", triton="none")[0] == "torch"
+    assert "slower than without --enable-hicache" in caplog.text
+
+
+def test_choose_backend_on_cpu():
+    assert _choose("auto", False) == ("torch", [])
+    assert _choose("jit", False) == ("jit", ["jit"])  # the C++ kernel runs on the CPU too
+    with pytest.raises(ValueError, match="--hicache-io-backend triton: the Triton copy kernel cannot run: it "
+                                         "needs a CUDA device"):
+        _choose("triton", False)
 
 
 def test_auto_loads_by_kernel_only_beside_a_large_prefill():

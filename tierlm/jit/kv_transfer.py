@@ -7,7 +7,7 @@ in region order (pinned when the pool is on CUDA), or a buffer of that layout on
 area for copy-engine transfers: `tierlm.kvcache.dma`). Nothing here knows what a region holds (K, V, a
 latent); `tierlm.kvcache.layout.KVLayout` decides that. ``device_pages[i]`` pairs with ``host_pages[i]``.
 
-Two backends, chosen by the caller (never silently):
+Two backends here, chosen by the caller (never silently; `tierlm.kernels.kv_pages` adds a Triton one):
 - ``"jit"``: our C++/CUDA kernels (tierlm/jit/csrc/kv_transfer*). On CUDA: one launch per batch on the
   current stream, GPU reading/writing the pinned host buffer directly; asynchronous, so synchronise
   (or wait on an event) before the CPU touches host pages written by `device_to_host`, and keep host pages
@@ -78,11 +78,13 @@ class KVPageTransfer:
     model leaves it most SMs.
     """
 
+    BACKENDS: tuple[str, ...] = ("jit", "torch")
+
     def __init__(self, regions: Sequence[torch.Tensor], host_buf: torch.Tensor,
                  layer_sizes: Optional[Sequence[int]] = None, backend: Backend = "jit",
                  unroll: int = DEFAULT_UNROLL, blocks_per_sm: int = DEFAULT_BLOCKS_PER_SM, max_blocks: int = 0) -> None:
-        if backend not in ("jit", "torch"):
-            raise ValueError(f"backend must be 'jit' or 'torch', got {backend!r}")
+        if backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, self.BACKENDS))}, got {backend!r}")
         self.regions, self.host_buf, self.backend = list(regions), host_buf, backend
         self.offsets = _check_pools(self.regions, host_buf)
         layer_sizes = [1] * len(self.regions) if layer_sizes is None else list(layer_sizes)
@@ -113,12 +115,9 @@ class KVPageTransfer:
 
     def copy(self, ids: torch.Tensor, to_host: bool, layers: Optional[range] = None) -> None:
         """Copy the pages of `ids` (from `page_ids`) for `layers` (a contiguous range; default all)."""
-        layers = range(self.num_layers) if layers is None else layers
-        if layers.step != 1 or layers.start < 0 or layers.stop > self.num_layers:
-            raise ValueError(f"layers must be a contiguous range within [0, {self.num_layers}), got {layers}")
-        if ids.shape[1] == 0 or len(layers) == 0:
+        first, count = self._layer_regions(layers)
+        if ids.shape[1] == 0 or count == 0:
             return
-        first, count = self._first[layers.start], self._first[layers.stop] - self._first[layers.start]
         if self.backend == "torch":
             (_torch_d2h if to_host else _torch_h2d)(self.regions, self.offsets, self.host_buf, ids,
                                                     range(first, first + count))
@@ -131,6 +130,15 @@ class KVPageTransfer:
                count)
         else:
             fn(self._table, self.host_buf, ids, self.num_device_pages, first, count)
+
+    def _layer_regions(self, layers: Optional[range]) -> tuple[int, int]:
+        """(first region, region count) of a contiguous range of layers (default all); checks the range."""
+        layers = range(self.num_layers) if layers is None else layers
+        if layers.step != 1 or layers.start < 0 or layers.stop > self.num_layers:
+            raise ValueError(f"layers must be a contiguous range within [0, {self.num_layers}), got {layers}")
+        if len(layers) == 0:
+            return 0, 0
+        return self._first[layers.start], self._first[layers.stop] - self._first[layers.start]
 
     def _page_ids(self, device_pages: PageIds, host_pages: PageIds) -> torch.Tensor:
         """int64 [2, n] on the pool's device; ids given on the CPU are range-checked here."""

@@ -45,19 +45,32 @@ def host_sorted_chunks(device_pages: Sequence[int], host_pages: Sequence[int],
         yield [d for _, d in chunk], [h for h, _ in chunk]
 
 
+def page_mover(kernel: str, regions: Sequence[torch.Tensor], host_buf: torch.Tensor,
+               layer_sizes: Optional[Sequence[int]] = None, max_blocks: int = 0, **tuning: int) -> KVPageTransfer:
+    """The page copier of `kernel`: "jit" (our CUDA/C++ kernels; `tuning`: their unroll and blocks per SM),
+    "triton" (the same copies as a Triton kernel, where ours cannot build) or "torch" (indexing,
+    synchronous)."""
+    if kernel == "triton":
+        from tierlm.kernels.kv_pages import TritonPageTransfer
+
+        return TritonPageTransfer(regions, host_buf, layer_sizes, max_blocks=max_blocks)
+    return KVPageTransfer(regions, host_buf, layer_sizes, kernel, max_blocks=max_blocks,  # type: ignore[arg-type]
+                          **tuning)
+
+
 class DmaPageCopier:
     """Copies device pages <-> host pages through a device staging buffer of `staging_bytes` (at least
-    one page); the gather/scatter kernel runs with at most `max_blocks` blocks (0: the kernel default).
-    `regions`/`layer_sizes`/`host_buf` as for `KVPageTransfer`."""
+    one page); the gather/scatter `kernel` ("jit" or "triton", see `page_mover`) runs with at most
+    `max_blocks` blocks (0: the kernel default). `regions`/`layer_sizes`/`host_buf` as for `KVPageTransfer`."""
 
     def __init__(self, regions: Sequence[torch.Tensor], layer_sizes: Sequence[int], host_buf: torch.Tensor,
-                 staging_bytes: int = 32 << 20, max_blocks: int = 0) -> None:
+                 staging_bytes: int = 32 << 20, max_blocks: int = 0, kernel: str = "jit") -> None:
         page_bytes = host_buf.shape[1]
         pages = max(1, min(host_buf.shape[0], staging_bytes // page_bytes))
         self.host_buf = host_buf
         self.staging = torch.empty((pages, page_bytes), dtype=torch.uint8, device=regions[0].device)
         self.staging_pages = pages
-        self._kernel = KVPageTransfer(regions, self.staging, layer_sizes, "jit", max_blocks=max_blocks)
+        self._kernel = page_mover(kernel, regions, self.staging, layer_sizes, max_blocks)
 
     def device_to_host(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
         """Queue the copy of `device_pages[i]` into host page `host_pages[i]` on the current stream."""

@@ -9,14 +9,17 @@ event just before layer l, so they overlap the prefill that needs them; `--hicac
   the pool (`LayerwiseDmaLoader`): the full copy-engine bandwidth, but each scatter waits for free SMs.
 - `auto` (CUDA, kernels built): per step, `jit` when the step's prefill has at least `OVERLAP_TOKENS` new
   tokens to overlap, else `dma` (a load with little compute beside it is bound by bandwidth).
-- `torch`: torch indexing, synchronous (CPU pools, or no compiler); on CPU `auto` picks it.
+- `triton`: as `jit`, with the copy kernel (and the backups' gather) written in Triton
+  (`tierlm.kernels.kv_pages`); `auto` picks it on CUDA where our JIT kernels cannot build (no CUDA
+  toolkit beside the installed torch), since the synchronous torch copies make the tiers slower than none.
+- `torch`: torch indexing, synchronous (CPU pools); on CPU `auto` picks it.
 """
 from __future__ import annotations
 
 import importlib
 import logging
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -25,31 +28,59 @@ from tierlm.kvcache.pool import KVPool
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "jit", "dma", "torch")
+BACKENDS = ("auto", "jit", "dma", "triton", "torch")
 LOAD_MAX_BLOCKS = 32  # grid cap of a layer-wise load kernel: enough for PCIe, leaves the model most SMs
 OVERLAP_TOKENS = 1024  # `auto`: new prefill tokens in the step from which loads go by the kernel
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
-    """The backend `name` stands for on `device`; raises ValueError naming the flag when it cannot run."""
+def choose_backend(name: str, cuda: bool, jit_missing: Callable[[], Optional[str]],
+                   triton_missing: Callable[[], Optional[str]]) -> str:
+    """The backend `name` stands for (see the module doc); `jit_missing()` / `triton_missing()` say why our JIT
+    kernels / the Triton copy kernel cannot run here (None: they can), asked only when it matters. Raises
+    ValueError naming the flag when `name` cannot run."""
     if name not in BACKENDS:
         raise ValueError(f"--hicache-io-backend: unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-    cuda = device.type == "cuda"
     if name == "torch" or (name == "auto" and not cuda):
         return "torch"
     if name == "dma" and not cuda:
         raise ValueError("--hicache-io-backend dma: copy-engine transfers need a CUDA device")
-    try:
-        jit = importlib.import_module("tierlm.jit.kv_transfer")
-        ok, why = jit.jit_available(device), "the kernels did not build (see the log)"
-    except Exception as e:  # noqa: BLE001 - any import/build failure means "not available"
-        ok, why = False, str(e)
-    if ok:
+    if name == "triton":
+        why = triton_missing() if cuda else "it needs a CUDA device"
+        if why is not None:
+            raise ValueError(f"--hicache-io-backend triton: the Triton copy kernel cannot run: {why}")
+        return name
+    why = jit_missing()
+    if why is None:
         return name
     if name != "auto":
         raise ValueError(f"--hicache-io-backend {name}: the JIT page-transfer kernels are unavailable: {why}")
-    logger.info("JIT page-transfer kernels unavailable (%s); using torch copies", why)
+    if triton_missing() is None:  # the same copies, asynchronous, as a Triton kernel
+        logger.warning("KV tiers: the JIT page-transfer kernels are unavailable (%s); copying with the Triton "
+                       "kernel instead", why)
+        return "triton"
+    logger.warning("KV tiers: the JIT page-transfer kernels are unavailable (%s) and so is Triton; copying with "
+                   "torch, synchronously, which can serve slower than without --enable-hicache", why)
     return "torch"
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """The backend `name` stands for on `device` (`choose_backend`, with what this machine can run)."""
+
+    def jit_missing() -> Optional[str]:
+        try:
+            jit = importlib.import_module("tierlm.jit.kv_transfer")
+            return None if jit.jit_available(device) else "the kernels did not build (see the log)"
+        except Exception as e:  # noqa: BLE001 - any import/build failure means "not available"
+            return str(e) or type(e).__name__
+
+    def triton_missing() -> Optional[str]:
+        try:
+            importlib.import_module("tierlm.kernels.kv_pages")
+            return None
+        except Exception as e:  # noqa: BLE001 - no Triton (or no GPU backend in it)
+            return str(e) or type(e).__name__
+
+    return choose_backend(name, device.type == "cuda", jit_missing, triton_missing)
 
 
 class LayerLoads:
@@ -82,15 +113,15 @@ class PageTransfer:
 
     def __init__(self, device_pool: KVPool, host_pool: HostKVPool, backend: str = "auto",
                  load_max_blocks: int = LOAD_MAX_BLOCKS) -> None:
-        from tierlm.jit.kv_transfer import KVPageTransfer
+        from tierlm.kvcache.dma import page_mover
 
         self.dev, self.host = device_pool, host_pool
         self.device = device_pool.device
         self.num_layers = device_pool.num_layers
         self.backend = resolve_backend(backend, self.device)
         regions, sizes, buf = device_pool.regions(), device_pool.layer_sizes, host_pool.buffer
-        kernel = "torch" if self.backend == "torch" else "jit"
-        self._kernel = KVPageTransfer(regions, buf, sizes, kernel, max_blocks=load_max_blocks)
+        self.kernel = self.backend if self.backend in ("torch", "triton") else "jit"  # what moves the bytes
+        self._kernel = page_mover(self.kernel, regions, buf, sizes, load_max_blocks)
         cuda = self.device.type == "cuda" and self.backend != "torch"
         self._backup_stream = torch.cuda.Stream(self.device) if cuda else None
         # loads run at high priority: their few blocks take SMs as soon as the prefill frees any
@@ -99,7 +130,7 @@ class PageTransfer:
         if cuda:
             from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader
 
-            self._backup_dma = DmaPageCopier(regions, sizes, buf)
+            self._backup_dma = DmaPageCopier(regions, sizes, buf, kernel=self.kernel)
             if self.backend in ("dma", "auto"):
                 try:
                     self._load_dma = LayerwiseDmaLoader(regions, sizes, buf, torch.cuda.Stream(self.device),
