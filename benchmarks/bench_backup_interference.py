@@ -4,7 +4,8 @@ A wave of prompts is backed up (device pool -> pinned host pool, `DmaPageCopier`
 device staging buffer, then DMA) while the next prefill computes; the gathers take SMs from the prefill's
 GEMMs. This times a prefill-shaped GEMM chain (Llama-3.1-8B layer shapes, 8,192 tokens, 32 layers) alone
 and with a backup of `--pages` pages queued beside it, for several staging sizes, gather grid caps,
-stream priorities and gather kernels, and checks every variant's host bytes against the device pages.
+stream priorities and gather kernels, against the default (runs of pages copied by DMA straight from the
+pool), and checks every variant's host bytes against the device pages.
 
     python benchmarks/bench_backup_interference.py [--pages 512] [--reps 5]
 """
@@ -52,25 +53,30 @@ def main() -> int:
         t.random_(0, 255)
     host = HostKVPool(1800, layout, PAGE, pin=True)
     gen = torch.Generator().manual_seed(0)
-    # runs of 16 consecutive device pages in random order, as an allocator hands out a busy pool's pages
+    # runs of 16 consecutive pages on both sides in random order, as the allocators hand out a busy pool's
+    # pages (a finished prompt's pages are mostly such runs)
     runs = torch.randperm(1800 // 16, generator=gen)[: (args.pages + 15) // 16].tolist()
     dev_pages = [r * 16 + i for r in runs for i in range(16)][: args.pages]
-    host_pages = torch.randperm(1800, generator=gen)[: args.pages].tolist()
+    host_runs = torch.randperm(1800 // 16, generator=gen)[: len(runs)].tolist()
+    host_pages = [r * 16 + i for r in host_runs for i in range(16)][: args.pages]
     x = torch.randn(TOKENS, HIDDEN, device=dev, dtype=torch.bfloat16) * 0.01
     w = [torch.randn(a, b, device=dev, dtype=torch.bfloat16) * 0.01
          for a, b in ((HIDDEN, 6144), (HIDDEN, HIDDEN), (HIDDEN, 2 * MLP), (MLP, HIDDEN))]
     lo, hi = torch.cuda.Stream.priority_range() if hasattr(torch.cuda.Stream, "priority_range") else (0, -1)
-    variants = [("prefill alone", None, 0, False, "jit"), ("staging 32 MiB (now)", 32, 0, False, "jit"),
-                ("staging 128 MiB", 128, 0, False, "jit"), ("staging 512 MiB", 512, 0, False, "jit"),
-                ("32 MiB, 8 blocks", 32, 8, False, "jit"), ("32 MiB, 32 blocks", 32, 32, False, "jit"),
-                ("32 MiB, prefill high priority", 32, 0, True, "jit"),
-                ("128 MiB, prefill high priority", 128, 0, True, "jit"), ("32 MiB, Triton gather", 32, 0, False, "triton")]
+    # (name, staging MiB, gather grid cap, prefill on a high-priority stream, gather kernel, direct DMA from
+    # runs of this many pages; 0: every page through the staging buffer)
+    variants = [("prefill alone", None, 0, False, "jit", 0), ("direct DMA, runs >= 8 (default)", 32, 0, False, "jit", 8),
+                ("staging 32 MiB, gather", 32, 0, False, "jit", 0), ("staging 128 MiB, gather", 128, 0, False, "jit", 0),
+                ("staging 512 MiB, gather", 512, 0, False, "jit", 0), ("32 MiB, gather 8 blocks", 32, 8, False, "jit", 0),
+                ("32 MiB, gather 32 blocks", 32, 32, False, "jit", 0),
+                ("32 MiB, prefill high priority", 32, 0, True, "jit", 0),
+                ("32 MiB, Triton gather", 32, 0, False, "triton", 0)]
     rows = []
-    for name, staging, blocks, high, kernel in variants:
+    for name, staging, blocks, high, kernel, direct in variants:
         compute = torch.cuda.Stream(dev, priority=hi if high else 0)
         backup = torch.cuda.Stream(dev, priority=lo)
         copier = DmaPageCopier(pool.regions(), pool.layer_sizes, host.buffer, staging_bytes=(staging or 32) << 20,
-                               max_blocks=blocks, kernel=kernel)
+                               max_blocks=blocks, kernel=kernel, direct_min_pages=direct)
         times, copies = [], []
         host.buffer[host_pages] = 0  # what the variant's copies must fill in again
         for rep in range(args.reps + 1):

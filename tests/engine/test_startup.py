@@ -5,6 +5,7 @@ from tests.conftest import CPU_OPTS
 from tierlm.config import EngineConfig
 from tierlm.engine import startup
 from tierlm.engine.engine import Engine
+from tierlm.kvcache.dma import DIRECT_MIN_PAGES
 
 
 def test_warm_up_leaves_no_cache_entry_or_counter(tiny_qwen3):
@@ -68,21 +69,27 @@ def test_prefill_calibration_seeds_the_cost_model_and_leaves_no_trace(tiny_qwen3
         engine.close()
 
 
-def test_warm_tiers_copies_one_page_both_ways_and_leaves_no_trace(tiny_qwen3):
+def test_warm_tiers_copies_pages_both_ways_and_leaves_no_trace(tiny_qwen3):
     engine = Engine(EngineConfig(model=str(tiny_qwen3), enable_hicache=True, hicache_ratio=2, **CPU_OPTS))
     kv = engine.kv
     free, host_free = kv.allocator.num_free, kv.host_allocator.num_free
-    page = kv.allocator.alloc(1)  # a free page with known bytes: warm_tiers takes the same free page next
-    kv.allocator.free(page)
+    pages = kv.allocator.alloc(DIRECT_MIN_PAGES + 1)  # free pages with known bytes: warm_tiers takes them next
+    kv.allocator.free(pages)
     pool = engine.worker.pool
-    slots = slice(page[0] * pool.page_size, (page[0] + 1) * pool.page_size)
+    slots = slice(pages[0] * pool.page_size, (pages[-1] + 1) * pool.page_size)
     for t in pool["k"]:
         t[slots].fill_(3.0)
+    backups, backup = [], kv.io.backup
+    kv.io.backup = lambda dev, host, *a: backups.append((list(dev), list(host))) or backup(dev, host, *a)
     loads, load = [], kv.io.load
     kv.io.load = lambda host, dev, overlap=0: loads.append((host, dev, overlap)) or load(host, dev, overlap)
     startup.warm_tiers(engine)
-    assert (engine.worker.host.buffer.view(-1) != 0).any()  # the page went to host memory
-    assert [(d, o > 0) for _, d, o in loads] == [(page, False), (page, True)]  # back by both load paths
+    # a run consecutive on both sides (the direct DMA path on CUDA), then one page (the staging path)
+    assert [(d, len(h)) for d, h in backups] == [(pages[:-1], DIRECT_MIN_PAGES), (pages[-1:], 1)]
+    assert backups[0][1] == list(range(backups[0][1][0], backups[0][1][0] + DIRECT_MIN_PAGES))
+    host = engine.worker.host.buffer
+    assert all((host[h] != 0).any() for _, hs in backups for h in hs)  # every page went to host memory
+    assert [(d, o > 0) for _, d, o in loads] == [(pages, False), (pages, True)]  # back by both load paths
     assert all(float(t[slots].min()) == 3.0 for t in pool["k"])
     assert kv.allocator.num_free == free and kv.host_allocator.num_free == host_free
     kv.poll()  # what the first schedule does: the warm-up loads must not reach the cost model

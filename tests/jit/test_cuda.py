@@ -15,6 +15,7 @@ def test_cuda_sources_compile():
                       cuda_wrappers=[
         ("add_constant", "tierlm_kernels::add_constant_cuda<3>"),
         ("layer_h2d_dma", "tierlm_kernels::kv_layer_h2d_dma"),
+        ("pages_d2h_dma", "tierlm_kernels::kv_pages_d2h_dma"),
         ("device_to_host", "tierlm_kernels::kv_device_to_host_cuda<4>"),
         ("host_to_device", "tierlm_kernels::kv_host_to_device_cuda<4>")], cuda_arch="9.0")
     assert (entry.path / "cuda_compile_check.so").stat().st_size > 0

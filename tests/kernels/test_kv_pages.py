@@ -79,6 +79,8 @@ SCRIPT = textwrap.dedent("""
     check = KVPageTransfer(before, host, [2, 2, 2], "torch")
     check.host_to_device(d[::-1], h)
     assert all(torch.equal(a, b) for a, b in zip(regions, before))
+    from tierlm.kvcache.dma import mover_fault
+    assert mover_fault("triton", torch.device(dev)) is None  # the start-up self-check passes
     print("ok")
 """)
 

@@ -8,12 +8,22 @@ import torch
 
 from tests.jit.conftest import requires_cuda, requires_cxx
 from tierlm.jit.kv_transfer import KVPageTransfer, byte_pages
-from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader, host_runs
+from tierlm.kvcache.dma import DmaPageCopier, LayerwiseDmaLoader, host_runs, joint_runs
 
 
 def test_host_runs_groups_consecutive_ids():
     assert host_runs([3, 4, 5, 9, 10, 2]) == [(0, 3, 3), (3, 9, 2), (5, 2, 1)]
     assert host_runs([]) == []
+
+
+def test_joint_runs_need_both_sides_consecutive():
+    # host order; a run breaks where either side jumps
+    assert joint_runs([5, 6, 7, 1, 9, 8], [10, 11, 12, 3, 14, 13]) == [(1, 3, 1), (5, 10, 5)]
+    assert joint_runs([5, 6, 7, 1, 20, 8], [10, 11, 12, 3, 14, 13]) == [(1, 3, 1), (5, 10, 4), (20, 14, 1)]
+    assert joint_runs([4, 3], [1, 2]) == [(4, 1, 1), (3, 2, 1)]  # consecutive hosts, device order reversed
+    assert joint_runs([], []) == []
+    with pytest.raises(ValueError, match="2 device pages but 1 host pages"):
+        joint_runs([1, 2], [3])
 
 
 def _pools(device: str, layers=3, heads=2, dim=8, ps=4, dev_pages=40, host_pages=30):
@@ -61,6 +71,49 @@ def _check_roundtrip(device: str, kernel: str = "jit") -> None:
         dma.device_to_host([1, 2], [3])
 
 
+def _fake_d2h(regions, shift=0):
+    """The direct page DMA's meaning in torch (`shift`: a wrong source page)."""
+    def d2h(region0, table, host, runs):
+        assert region0 is regions[0] and table.shape == (3, len(regions))
+        for d, h, n in runs.tolist():
+            for r, t in enumerate(regions):
+                off = int(table[2, r])
+                host[h:h + n, off:off + t.shape[1]] = t[d + shift:d + shift + n]
+    return d2h
+
+
+def test_direct_dma_self_check_catches_wrong_bytes(monkeypatch):
+    import tierlm.kvcache.dma as dma
+    made = []
+    real = torch.randint
+
+    def randint(*a, **kw):  # keep the scratch regions the check makes, for the fake copies
+        made.append(real(*a, **kw))
+        return made[-1]
+    monkeypatch.setattr(torch, "randint", randint)
+    cpu = torch.device("cpu")
+    assert dma.direct_dma_fault(lambda *a: _fake_d2h(made)(*a), cpu) is None
+    made.clear()
+    assert "differ" in dma.direct_dma_fault(lambda *a: _fake_d2h(made, shift=1)(*a), cpu)
+    made.clear()
+    assert "differ" in dma.direct_dma_fault(lambda *a: None, cpu)  # copies nothing
+
+
+def test_mover_self_check_catches_wrong_copies(monkeypatch):
+    import tierlm.kvcache.dma as dma
+    cpu = torch.device("cpu")
+    assert dma.mover_fault("torch", cpu) is None
+    real = dma.page_mover
+
+    def lossy(*a, **kw):  # a mover whose backups lose their last page
+        mover = real(*a, **kw)
+        d2h = mover.device_to_host
+        mover.device_to_host = lambda dev, host, layers=None: d2h(dev[:-1], host[:-1], layers)
+        return mover
+    monkeypatch.setattr(dma, "page_mover", lossy)
+    assert "differ from torch indexing" in dma.mover_fault("torch", cpu)
+
+
 @requires_cxx
 def test_dma_copier_roundtrip_cpu():
     _check_roundtrip("cpu")
@@ -75,6 +128,24 @@ def test_dma_copier_roundtrip_cuda():
 def test_dma_copier_roundtrip_cuda_triton_gather():
     pytest.importorskip("triton")
     _check_roundtrip("cuda", "triton")
+
+
+@requires_cuda
+@pytest.mark.parametrize("direct_min_pages", [8, 3, 0])
+def test_backup_runs_go_straight_from_the_pool(direct_min_pages):
+    """Runs of pages consecutive on both sides (long ones by a strided DMA per region, the rest through the
+    staging buffer, in one call) land the bytes the torch reference does."""
+    k, v, host, regions, sizes, host_bytes = _pools("cuda", layers=4, dev_pages=64, host_pages=48)
+    ref = host.clone().pin_memory()
+    dev_ids = list(range(5, 17)) + [40, 30, 31, 32, 33] + list(range(50, 60))  # runs of 12, 1, 4 and 10
+    host_ids = list(range(2, 14)) + [20, 30, 31, 32, 33] + list(range(36, 46))
+    page_bytes = host[0].numel() * host.element_size()
+    dma = DmaPageCopier(regions, sizes, host_bytes, staging_bytes=3 * page_bytes, direct_min_pages=direct_min_pages)
+    assert dma.direct_min_pages == direct_min_pages
+    dma.device_to_host(dev_ids, host_ids)
+    KVPageTransfer(regions, ref.view(torch.uint8).view(48, -1), sizes, "torch").device_to_host(dev_ids, host_ids)
+    torch.cuda.synchronize()
+    assert torch.equal(host, ref)
 
 
 @requires_cuda

@@ -69,27 +69,31 @@ def warm_up(engine: Any) -> None:
 
 
 def warm_tiers(engine: Any) -> None:
-    """Back one free device page up to a free host page and load it back by each path a step may take (a
-    copy-engine load beside a short step, a kernel load beside a long prefill), so the first wave that
-    backs up or loads does not pay for first use of the copy kernels and their staging. The warm-up request
-    is aborted, so without this nothing copies before the first user request does."""
+    """Back free device pages up to free host pages (a run long enough to go by DMA straight from the pool,
+    and one page through the staging buffer) and load them back by each path a step may take (a copy-engine
+    load beside a short step, a kernel load beside a long prefill), so the first wave that backs up or loads
+    does not pay for first use of the copy kernels and their staging. The warm-up request is aborted, so
+    without this nothing copies before the first user request does."""
+    from tierlm.kvcache.dma import DIRECT_MIN_PAGES
     from tierlm.kvcache.tier_io import Ticket
     from tierlm.kvcache.transfer import OVERLAP_TOKENS
 
     kv = engine.kv
     if kv.io is None:
         return
-    dev, host = kv.allocator.alloc(1), kv.host_allocator.alloc(1)
+    n = DIRECT_MIN_PAGES + 1
+    dev, host = kv.allocator.alloc(n), kv.host_allocator.alloc(n)
     try:
         if dev and host:
-            kv.io.backup(dev, host, None, Ticket())
+            kv.io.backup(dev[:-1], host[:-1], None, Ticket())  # consecutive on both sides: one run
+            kv.io.backup(dev[-1:], host[-1:], None, Ticket())
             kv.io.wait()
             for overlap in (0, OVERLAP_TOKENS):
                 loads = kv.io.load(host, dev, overlap)
                 if loads is not None:
                     loads.wait_all()
             _sync(engine)
-            kv.io.finished_loads()  # one page's first load is no measure of the host tier's bandwidth
+            kv.io.finished_loads()  # a first use of the copies is no measure of the host tier's bandwidth
     finally:
         if dev:
             kv.allocator.free(dev)

@@ -101,6 +101,11 @@ class KVPageTransfer:
         self._table = torch.tensor([[t.data_ptr() for t in self.regions], [t.shape[1] for t in self.regions],
                                     self.offsets], dtype=torch.int64)
 
+    @property
+    def region_table(self) -> torch.Tensor:
+        """int64 ``[3, R]`` on the CPU: each region's base address, bytes per page and offset in a host page."""
+        return self._table
+
     def device_to_host(self, device_pages: PageIds, host_pages: PageIds, layers: Optional[range] = None) -> None:
         """Copy ``device_pages[i]`` of every layer (or of `layers`) into host page ``host_pages[i]``."""
         self.copy(self._page_ids(device_pages, host_pages), True, layers)

@@ -9,16 +9,20 @@ the host layout, which runs at HBM speed (a few percent of the DMA time).
 A backup runs gather(chunk) -> DMA(chunk) for chunks of `staging_pages` pages, and a load DMA(chunk) ->
 scatter(chunk), all on the caller's current stream, so chunk i+1 never overwrites the staging buffer
 before chunk i has left it. Pages are sorted by host id first, so that runs are as long as the host
-allocator made them. Not thread-safe: one copier per stream.
+allocator made them. A backup's runs of pages consecutive on both sides skip the staging: one strided DMA
+per run and region straight from the pool, no SM time at all. Not thread-safe: one copier per stream.
 """
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Iterator, Optional, Sequence
 
 import torch
 
 from tierlm.jit.kv_transfer import KVPageTransfer
+
+logger = logging.getLogger(__name__)
 
 
 def host_runs(host_pages: Sequence[int]) -> list[tuple[int, int, int]]:
@@ -58,22 +62,111 @@ def page_mover(kernel: str, regions: Sequence[torch.Tensor], host_buf: torch.Ten
                           **tuning)
 
 
+def joint_runs(device_pages: Sequence[int], host_pages: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(first device page, first host page, length) of each run of pairs consecutive on both sides, in host
+    order."""
+    if len(device_pages) != len(host_pages):
+        raise ValueError(f"{len(device_pages)} device pages but {len(host_pages)} host pages")
+    runs: list[tuple[int, int, int]] = []
+    for h, d in sorted(zip(host_pages, device_pages)):
+        if runs and runs[-1][0] + runs[-1][2] == d and runs[-1][1] + runs[-1][2] == h:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((d, h, 1))
+    return runs
+
+
+def direct_dma_fault(d2h, device: torch.device) -> Optional[str]:
+    """Run the direct page DMA `d2h` once on scratch pools of `device` and check the bytes against the
+    layout; None when right, else what went wrong. Cheap (a few KiB, one synchronisation), so each copier
+    proves the path on its own device before any backup relies on it."""
+    regions = [torch.randint(0, 256, (4, 64 * (r + 1)), dtype=torch.uint8, device=device) for r in range(3)]
+    page_bytes = sum(t.shape[1] for t in regions)
+    host = torch.zeros((3, page_bytes), dtype=torch.uint8)
+    cuda = device.type == "cuda"
+    if cuda:
+        host = host.pin_memory()
+    table = KVPageTransfer(regions, host, backend="torch").region_table
+    runs = torch.tensor([[1, 0, 2]], dtype=torch.int64)  # device pages 1-2 to host pages 0-1
+    if cuda:
+        with torch.cuda.device(device):
+            d2h(regions[0], table, host, runs)
+            torch.cuda.current_stream().synchronize()
+    else:
+        d2h(regions[0], table, host, runs)
+    want = torch.stack([torch.cat([t[p].cpu() for t in regions]) for p in (1, 2)])
+    if torch.equal(host[:2], want) and not host[2].any():
+        return None
+    return "its bytes differ from the pool's in a self-check"
+
+
+def mover_fault(kernel: str, device: torch.device) -> Optional[str]:
+    """Copy scratch pages of `device` to host pages and back with `page_mover(kernel)` and check them against
+    torch indexing; None when right, else what went wrong (a kernel that compiles differently on this
+    machine than the tests saw must not reach the tiers' bytes)."""
+    regions = [torch.randint(0, 256, (5, 64 * (r + 1)), dtype=torch.uint8, device=device) for r in range(4)]
+    host = torch.zeros((4, sum(t.shape[1] for t in regions)), dtype=torch.uint8)
+    host = host.pin_memory() if device.type == "cuda" else host
+    ref_host, back = host.clone(), [torch.zeros_like(t) for t in regions]
+    mover = page_mover(kernel, regions, host, [2, 2])
+    mover.device_to_host([3, 1, 4], [0, 2, 3])
+    page_mover(kernel, back, host, [2, 2]).host_to_device([4, 0], [0, 3], layers=range(1, 2))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    KVPageTransfer(regions, ref_host, [2, 2], "torch").device_to_host([3, 1, 4], [0, 2, 3])
+    ref_back = [torch.zeros_like(t) for t in regions]
+    KVPageTransfer(ref_back, ref_host, [2, 2], "torch").host_to_device([4, 0], [0, 3], layers=range(1, 2))
+    if torch.equal(host, ref_host) and all(torch.equal(a, b) for a, b in zip(back, ref_back)):
+        return None
+    return f"the {kernel} page copies differ from torch indexing in a self-check"
+
+
+DIRECT_MIN_PAGES = 8  # a backup's run of pages consecutive on both sides this long goes by DMA from the pool
+
+
 class DmaPageCopier:
     """Copies device pages <-> host pages through a device staging buffer of `staging_bytes` (at least
     one page); the gather/scatter `kernel` ("jit" or "triton", see `page_mover`) runs with at most
-    `max_blocks` blocks (0: the kernel default). `regions`/`layer_sizes`/`host_buf` as for `KVPageTransfer`."""
+    `max_blocks` blocks (0: the kernel default). `regions`/`layer_sizes`/`host_buf` as for `KVPageTransfer`.
+
+    Device to host, runs of at least `direct_min_pages` pages consecutive on both sides (most of a
+    finished prompt's pages: the allocators hand pages out sorted) skip the staging: one strided DMA per
+    run and region straight from the pool (`kv_pages_d2h_dma`), so those bytes cost the model running
+    beside the backup no SM time at all (the gather reads and writes every byte once more). 0: never;
+    only on CUDA with our JIT modules."""
 
     def __init__(self, regions: Sequence[torch.Tensor], layer_sizes: Sequence[int], host_buf: torch.Tensor,
-                 staging_bytes: int = 32 << 20, max_blocks: int = 0, kernel: str = "jit") -> None:
+                 staging_bytes: int = 32 << 20, max_blocks: int = 0, kernel: str = "jit",
+                 direct_min_pages: int = DIRECT_MIN_PAGES) -> None:
         page_bytes = host_buf.shape[1]
         pages = max(1, min(host_buf.shape[0], staging_bytes // page_bytes))
         self.host_buf = host_buf
         self.staging = torch.empty((pages, page_bytes), dtype=torch.uint8, device=regions[0].device)
         self.staging_pages = pages
         self._kernel = page_mover(kernel, regions, self.staging, layer_sizes, max_blocks)
+        self._region0 = regions[0]
+        self._table = self._kernel.region_table
+        self.direct_min_pages = direct_min_pages if kernel == "jit" and regions[0].is_cuda else 0
+        self._direct = None
+        if self.direct_min_pages > 0:
+            try:
+                self._direct = _layer_dma_module().d2h
+                why = direct_dma_fault(self._direct, regions[0].device)
+            except Exception as e:  # noqa: BLE001 - its module did not build: every page goes by the staging
+                why = f"{type(e).__name__}: {e}"
+            if why is not None:
+                logger.warning("direct page DMA unavailable (%s); backups go through the staging buffer", why)
+                self._direct, self.direct_min_pages = None, 0
 
     def device_to_host(self, device_pages: Sequence[int], host_pages: Sequence[int]) -> None:
         """Queue the copy of `device_pages[i]` into host page `host_pages[i]` on the current stream."""
+        if self._direct is not None:
+            runs = joint_runs(device_pages, host_pages)
+            direct = [r for r in runs if r[2] >= self.direct_min_pages]
+            if direct:
+                self._direct(self._region0, self._table, self.host_buf, torch.tensor(direct, dtype=torch.int64))
+                staged = [(d + i, h + i) for d, h, n in runs if n < self.direct_min_pages for i in range(n)]
+                device_pages, host_pages = [d for d, _ in staged], [h for _, h in staged]
         for dev, host in host_sorted_chunks(device_pages, host_pages, self.staging_pages):
             self._kernel.device_to_host(dev, list(range(len(dev))))
             for i, h, n in host_runs(host):
@@ -92,7 +185,8 @@ def _layer_dma_module():
     from tierlm.jit.loader import load_jit
 
     return load_jit("kv_layer_dma", cuda_files=["kv_layer_dma.cuh"],
-                    cuda_wrappers=[("h2d", "tierlm_kernels::kv_layer_h2d_dma")])
+                    cuda_wrappers=[("h2d", "tierlm_kernels::kv_layer_h2d_dma"),
+                                   ("d2h", "tierlm_kernels::kv_pages_d2h_dma")])
 
 
 class LayerwiseDmaLoader:

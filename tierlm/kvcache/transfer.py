@@ -1,7 +1,8 @@
 """Page copies between the device KV pool (L1) and the host pool (L2), ordered against the model's stream.
 
-Backups always go by DMA through a small staging buffer (`tierlm.kvcache.dma`), so a backup running
-beside the model costs it no SM time. Loads are queued layer by layer and the forward waits for layer l's
+Backups always go by DMA (`tierlm.kvcache.dma`): runs of pages consecutive on both sides straight from the
+pool, the rest through a small staging buffer, so a backup running beside the model costs it little or no
+SM time. Loads are queued layer by layer and the forward waits for layer l's
 event just before layer l, so they overlap the prefill that needs them; `--hicache-io-backend` picks how:
 - `jit`: the zero-copy kernel (`tierlm.jit.kv_transfer`), one launch per layer with a capped grid. Its few
   blocks slip in beside a busy prefill: the best TTFT when the step has much compute to hide the load.
@@ -113,12 +114,19 @@ class PageTransfer:
 
     def __init__(self, device_pool: KVPool, host_pool: HostKVPool, backend: str = "auto",
                  load_max_blocks: int = LOAD_MAX_BLOCKS) -> None:
-        from tierlm.kvcache.dma import page_mover
+        from tierlm.kvcache.dma import mover_fault, page_mover
 
         self.dev, self.host = device_pool, host_pool
         self.device = device_pool.device
         self.num_layers = device_pool.num_layers
         self.backend = resolve_backend(backend, self.device)
+        if self.backend == "triton":  # proven on this device before it moves the tiers' bytes
+            why = mover_fault("triton", self.device)
+            if why is not None and backend != "auto":
+                raise ValueError(f"--hicache-io-backend {backend}: {why}")
+            if why is not None:
+                logger.warning("KV tiers: %s; copying with torch, synchronously", why)
+                self.backend = "torch"
         regions, sizes, buf = device_pool.regions(), device_pool.layer_sizes, host_pool.buffer
         self.kernel = self.backend if self.backend in ("torch", "triton") else "jit"  # what moves the bytes
         self._kernel = page_mover(self.kernel, regions, buf, sizes, load_max_blocks)
