@@ -61,10 +61,6 @@ inline void kv_layer_h2d_dma(tvm::ffi::TensorView staging, tvm::ffi::TensorView 
   }
 }
 
-}  // namespace tierlm_kernels
-
-namespace tierlm_kernels {
-
 // Pages of the device pool to the page-first pinned host pool by DMA, for runs of pages that are consecutive
 // on both sides: per run and region one strided 2-D copy (rows of the region's bytes per page, source pitch
 // the same, destination pitch one host page). The copy engine moves it, no SM is used, so a backup running
