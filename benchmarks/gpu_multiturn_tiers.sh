@@ -133,7 +133,8 @@ for key, r in rows.items():
         print(f"{'':<18} L2 hits {t['L2']['hits']}, host eviction order {t['L2']['eviction_order']} "
               f"({t['L2']['eviction_policy']}, {t['L2']['eviction_order_flips']} flips), admissions that "
               f"waited for a backup {b.get('admission_waits', 0)}, device pages reused mid-copy "
-              f"{t['L1'].get('dropped_while_copying_pages', 0)}")
+              f"{t['L1'].get('dropped_while_copying_pages', 0)}, backed up by DMA from the pool / through "
+              f"the staging {b.get('pages_direct', '-')} / {b.get('pages_staged', '-')} pages")
     if "L3" in t and "store" in t["L3"]:
         st = t["L3"]["store"]
         print(f"{'':<18} L3 wrote {st['pages_written']} pages ({st['bytes_written'] / 1e9:.1f} GB in "

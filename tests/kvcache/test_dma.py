@@ -47,6 +47,7 @@ def _check_roundtrip(device: str, kernel: str = "jit") -> None:
                         kernel=kernel)
     assert dma.staging_pages == 5
     dma.device_to_host(dev_ids, host_ids)
+    assert dma.pages_direct + dma.pages_staged == 13
     if device == "cuda":
         torch.cuda.synchronize()
     ps = host.shape[3]
@@ -143,6 +144,7 @@ def test_backup_runs_go_straight_from_the_pool(direct_min_pages):
     dma = DmaPageCopier(regions, sizes, host_bytes, staging_bytes=3 * page_bytes, direct_min_pages=direct_min_pages)
     assert dma.direct_min_pages == direct_min_pages
     dma.device_to_host(dev_ids, host_ids)
+    assert (dma.pages_direct, dma.pages_staged) == {8: (22, 5), 3: (26, 1), 0: (0, 27)}[direct_min_pages]
     KVPageTransfer(regions, ref.view(torch.uint8).view(48, -1), sizes, "torch").device_to_host(dev_ids, host_ids)
     torch.cuda.synchronize()
     assert torch.equal(host, ref)

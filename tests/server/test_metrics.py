@@ -9,10 +9,12 @@ def test_tier_io_counters_are_exported():
     m.update_engine({"kv_total_tokens": 100, "kv_used_tokens": 25,
                      "tier_hits": {"L1": {"hits": 2, "tokens": 32}, "L2": {"hits": 1, "tokens": 16}},
                      "tiers": {"loads": {"batches": 1, "bytes": 4096, "seconds": 0.5},
-                               "backups": {"pages": 3, "bytes": 12288, "eviction_wait_s": 0.25}}})
+                               "backups": {"pages": 3, "bytes": 12288, "eviction_wait_s": 0.25,
+                                           "pages_direct": 2, "pages_staged": 1}}})
     text = m.render().decode()
     for line in ('tierlm_cache_hit_tokens_total{tier="L2"} 16.0', "tierlm_kv_load_bytes_total 4096.0",
                  "tierlm_kv_load_seconds_total 0.5", "tierlm_kv_backup_bytes_total 12288.0",
+                 "tierlm_kv_backup_pages_direct_total 2.0", "tierlm_kv_backup_pages_staged_total 1.0",
                  "tierlm_kv_eviction_wait_seconds_total 0.25", "tierlm_kv_usage_ratio 0.25"):
         assert line in text, line
 

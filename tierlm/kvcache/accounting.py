@@ -28,6 +28,7 @@ def tier_stats(kv: Any) -> dict:
                          write_policy=kv.backups.storage_policy, dropped_write_pages=kv.io.l3_dropped_pages,
                          write_wait_s=kv.io.gate.write_wait_s,
                          write_gate=kv.backups.gate.snapshot() if kv.backups.gate is not None else None)
+    out["backups"].update(kv.io.transfer.backup_counts())
     out["cost"] = kv.cost.snapshot()
     return out
 

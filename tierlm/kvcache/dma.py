@@ -146,6 +146,7 @@ class DmaPageCopier:
         self._kernel = page_mover(kernel, regions, self.staging, layer_sizes, max_blocks)
         self._region0 = regions[0]
         self._table = self._kernel.region_table
+        self.pages_direct = self.pages_staged = 0  # pages backed up by each path (for /stats)
         self.direct_min_pages = direct_min_pages if kernel == "jit" and regions[0].is_cuda else 0
         self._direct = None
         if self.direct_min_pages > 0:
@@ -165,8 +166,10 @@ class DmaPageCopier:
             direct = [r for r in runs if r[2] >= self.direct_min_pages]
             if direct:
                 self._direct(self._region0, self._table, self.host_buf, torch.tensor(direct, dtype=torch.int64))
+                self.pages_direct += sum(n for _, _, n in direct)
                 staged = [(d + i, h + i) for d, h, n in runs if n < self.direct_min_pages for i in range(n)]
                 device_pages, host_pages = [d for d, _ in staged], [h for _, h in staged]
+        self.pages_staged += len(device_pages)
         for dev, host in host_sorted_chunks(device_pages, host_pages, self.staging_pages):
             self._kernel.device_to_host(dev, list(range(len(dev))))
             for i, h, n in host_runs(host):

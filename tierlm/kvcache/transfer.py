@@ -174,6 +174,12 @@ class PageTransfer:
             self._backup_dma.device_to_host(device_pages, host_pages)
             return stream.record_event()
 
+    def backup_counts(self) -> dict[str, int]:
+        """Pages backed up by DMA straight from the pool and through the staging buffer (CUDA; else {})."""
+        if self._backup_dma is None:
+            return {}
+        return {"pages_direct": self._backup_dma.pages_direct, "pages_staged": self._backup_dma.pages_staged}
+
     def backup(self, device_pages: list[int], host_pages: list[int]) -> None:
         """Copy device pages to host pages; returns once the host bytes are final."""
         done = self.queue_backup(device_pages, host_pages)
