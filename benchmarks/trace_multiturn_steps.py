@@ -7,7 +7,8 @@ arriving late. Every flag after `--` goes to `bench multiturn` (`--json` is adde
 
 With `--wave R W`, also every step from the first submission of wave W of round R (clients W*c .. W*c+c-1 for
 concurrency c, both counted from 0) to the last first token of that wave: where two modes differ in TTFT,
-the step that differs.
+the step that differs; on CUDA each step's own device time (events around its launch on the compute stream)
+is listed too.
 
 With `--no-forward`, the model's forward returns zero logits: what is left of each step is the engine's own
 host work (scheduling, tier copies, sampling), so modes can be compared on a CPU by their host phases.
@@ -61,11 +62,21 @@ def install(records: dict, profile_ms: float = 0.0) -> None:
 
     def traced_launch(self, batch):
         self._trace_batch = (batch.mode, batch.num_tokens, len(batch.reqs)) if batch is not None else None
-        return launch(self, batch)
+        if batch is None or not torch.cuda.is_available():
+            return launch(self, batch)
+        # events on the compute stream around the step's work: the first runs once the previous step's
+        # kernels are done, so their span is this step's own time on the device (waits for the host included)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        try:
+            return launch(self, batch)
+        finally:
+            end.record()
+            self._trace_device = (start, end)
 
     def traced_step(self):
         before, phases = counters(self), dict(self.clock.seconds)
-        self._trace_batch = None
+        self._trace_batch = self._trace_device = None
         prof = cProfile.Profile() if profile_ms else None
         t0 = time.perf_counter()
         if prof is not None:
@@ -83,7 +94,8 @@ def install(records: dict, profile_ms: float = 0.0) -> None:
         records.setdefault(key, []).append({
             "t": t0, "ms": (t1 - t0) * 1e3, "batch": self._trace_batch, "phases": spent, "moved": moved,
             "queue": (len(self.scheduler.waiting), len(self.scheduler.running)), "first_tokens": len(firsts),
-            "firsts": firsts, "added": self.__dict__.get("_trace_added", {}), "profile": profile})
+            "firsts": firsts, "added": self.__dict__.get("_trace_added", {}), "profile": profile,
+            "device": self._trace_device})
         return out
 
     Engine.step, Engine._launch, Engine.add_request = traced_step, traced_launch, traced_add
@@ -162,14 +174,15 @@ def wave(steps: list[dict], label: str, rnd: int, w: int, conc: int) -> None:
     first = next(k for k, s in enumerate(steps) if s["t"] + s["ms"] / 1e3 >= t0)
     print(f"\n== {label}: round {rnd} wave {w}, submitted over {1e3 * (max(added[i] for i in ids) - t0):.1f} ms; "
           f"steps from then to its last first token (ms since its first submission)")
-    print(f"{'at ms':>7} {'ms':>6}  {'sched':>6} {'launch':>6} {'wait':>6} {'out':>5}  queue  batch              "
-          f"firsts moved")
+    print(f"{'at ms':>7} {'ms':>6}  {'sched':>6} {'launch':>6} {'wait':>6} {'out':>5} {'device':>7}  queue  batch"
+          f"              firsts moved")
     for s in steps[first:last + 1]:
         ph, b = s["phases"], s["batch"]
         batch = f"{b[0]} {b[1]}/{b[2]}" if b else "-"
         moved = ", ".join(f"{k}+{v}" for k, v in s["moved"].items() if not k.endswith("_s"))
+        dev = f"{s['device'][0].elapsed_time(s['device'][1]):7.2f}" if s.get("device") else f"{'-':>7}"
         print(f"{1e3 * (s['t'] - t0):7.1f} {s['ms']:6.1f}  {ph['schedule']:6.2f} {ph['launch']:6.2f} {ph['wait']:6.2f} "
-              f"{ph['outputs']:5.2f}  {s['queue'][0]:>2}/{s['queue'][1]:<2}  {batch:<18} "
+              f"{ph['outputs']:5.2f} {dev}  {s['queue'][0]:>2}/{s['queue'][1]:<2}  {batch:<18} "
               f"{len(ids & set(s['firsts'])):>6} {moved[:110]}")
 
 
