@@ -121,7 +121,10 @@ class PageTransfer:
         self.num_layers = device_pool.num_layers
         self.backend = resolve_backend(backend, self.device)
         if self.backend == "triton":  # proven on this device before it moves the tiers' bytes
-            why = mover_fault("triton", self.device)
+            try:
+                why = mover_fault("triton", self.device)
+            except Exception as e:  # noqa: BLE001 - it did not compile or launch here
+                why = f"the Triton copy kernel failed a self-check: {type(e).__name__}: {e}"
             if why is not None and backend != "auto":
                 raise ValueError(f"--hicache-io-backend {backend}: {why}")
             if why is not None:
