@@ -14,6 +14,7 @@ per run and region straight from the pool, no SM time at all. Not thread-safe: o
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from typing import Iterator, Optional, Sequence
@@ -104,15 +105,17 @@ def mover_fault(kernel: str, device: torch.device) -> Optional[str]:
     """Copy scratch pages of `device` to host pages and back with `page_mover(kernel)` and check them against
     torch indexing; None when right, else what went wrong (a kernel that compiles differently on this
     machine than the tests saw must not reach the tiers' bytes)."""
+    cuda = device.type == "cuda"
     regions = [torch.randint(0, 256, (5, 64 * (r + 1)), dtype=torch.uint8, device=device) for r in range(4)]
-    host = torch.zeros((4, sum(t.shape[1] for t in regions)), dtype=torch.uint8)
-    host = host.pin_memory() if device.type == "cuda" else host
-    ref_host, back = host.clone(), [torch.zeros_like(t) for t in regions]
-    mover = page_mover(kernel, regions, host, [2, 2])
-    mover.device_to_host([3, 1, 4], [0, 2, 3])
-    page_mover(kernel, back, host, [2, 2]).host_to_device([4, 0], [0, 3], layers=range(1, 2))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    host, ref_host = (torch.zeros((4, sum(t.shape[1] for t in regions)), dtype=torch.uint8) for _ in range(2))
+    if cuda:  # a CUDA pool's host pool is pinned (the movers refuse pageable memory)
+        host, ref_host = host.pin_memory(), ref_host.pin_memory()
+    back = [torch.zeros_like(t) for t in regions]
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+        page_mover(kernel, regions, host, [2, 2]).device_to_host([3, 1, 4], [0, 2, 3])
+        page_mover(kernel, back, host, [2, 2]).host_to_device([4, 0], [0, 3], layers=range(1, 2))
+        if cuda:
+            torch.cuda.synchronize(device)
     KVPageTransfer(regions, ref_host, [2, 2], "torch").device_to_host([3, 1, 4], [0, 2, 3])
     ref_back = [torch.zeros_like(t) for t in regions]
     KVPageTransfer(ref_back, ref_host, [2, 2], "torch").host_to_device([4, 0], [0, 3], layers=range(1, 2))
