@@ -28,14 +28,17 @@ SCRIPT = textwrap.dedent("""
         regions = [byte_pages(b, dev_pages) for b in bufs]
         page_bytes = sum(r.shape[1] for r in regions)
         host = torch.randint(0, 255, (host_pages, page_bytes), dtype=torch.uint8)
-        return regions, (host.pin_memory() if dev == "cuda" else host)
+        return regions, pinned(host)
+
+    def pinned(t):  # beside a CUDA pool every host buffer is pinned (the movers refuse pageable memory)
+        return t.pin_memory() if dev == "cuda" else t
 
     cases = [("float32 ps 3", torch.float32, (3, 2, 4), 8), ("bf16 ps 16", torch.bfloat16, (16, 2, 64), 8),
              ("odd bytes", torch.uint8, (5, 1, 1), 1), ("int16 ps 3", torch.int16, (3, 1, 1), 2)]
     for label, dtype, shape, word in cases:
         for max_blocks in (0, 1, 3):
             regions, host = pools(dtype, shape, 3, 23, 17)
-            ref_regions, ref_host = [r.clone() for r in regions], host.clone()
+            ref_regions, ref_host = [r.clone() for r in regions], pinned(host.clone())
             t = TritonPageTransfer(regions, host, [2, 2, 2], max_blocks=max_blocks)
             assert t.word == word, (label, t.word)
             ref = KVPageTransfer(ref_regions, ref_host, [2, 2, 2], "torch")
@@ -63,7 +66,7 @@ SCRIPT = textwrap.dedent("""
                 raise AssertionError("a device page out of range was accepted")
     # the backups' staged copy with the Triton gather/scatter (several staging rounds)
     regions, host = pools(torch.bfloat16, (16, 2, 64), 3, 23, 17)
-    ref_host = host.clone()
+    ref_host = pinned(host.clone())
     ref = KVPageTransfer([r.clone() for r in regions], ref_host, [2, 2, 2], "torch")
     dma = DmaPageCopier(regions, [2, 2, 2], host, staging_bytes=2 * host.shape[1], kernel="triton")
     d, h = rng.sample(range(23), 7), rng.sample(range(17), 7)
