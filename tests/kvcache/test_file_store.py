@@ -188,4 +188,20 @@ def test_another_engines_write_between_own_writes_is_found(tmp_path, host, monke
     os.utime(tmp_path, ns=(seen, seen))  # a's write within the timestamp tick of b's: the mtime shows nothing
     assert b.batch_exists(KEYS[3:4]) == 0  # unseen for at most _RELIST_SECONDS ...
     monkeypatch.setattr(segment_index, "_RELIST_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr(segment_index, "_RELIST_UNSURE_SECONDS", 0.0, raising=False)
     assert b.batch_exists(KEYS[3:4]) == 1  # ... then a miss lists the directory
+
+
+def test_misses_beside_an_untrusted_listing_list_the_directory_at_most_once_per_window(tmp_path, host, monkeypatch):
+    # a listing made while the directory had just changed is not trusted; the lookups of every arriving
+    # request must not list it again each (a listing holds the lookup thread for every segment file)
+    a, b = filled_store(tmp_path, host, n=2), FileKVStore(tmp_path, max_bytes=10**6)
+    b.attach(host)
+    listings = _count_listings(monkeypatch)
+    monkeypatch.setattr(segment_index, "_RELIST_UNSURE_SECONDS", 60.0, raising=False)
+    b._idx.refresh(force=True)  # the directory changed a moment ago: this listing is not trusted
+    assert len(listings) == 1 and not b._idx._sure
+    assert [b.batch_exists(KEYS[5:6]) for _ in range(20)] == [0] * 20 and len(listings) == 1
+    assert b.batch_exists(KEYS[:2]) == 2
+    monkeypatch.setattr(segment_index, "_RELIST_UNSURE_SECONDS", 0.0, raising=False)
+    assert b.batch_exists(KEYS[5:6]) == 0 and len(listings) == 2  # after the window, a miss lists again

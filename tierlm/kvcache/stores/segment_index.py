@@ -34,6 +34,11 @@ _RACY_SECONDS = 1.0  # a listing is trusted only if the directory was already th
 # in the mtime and are listed at once): another engine's change in the same timestamp tick as one of this
 # engine's, or as a listing, leaves no trace there.
 _RELIST_SECONDS = 1.0
+# An untrusted listing of an unchanged directory is made again on a miss at most this often: a listing costs
+# the lookup thread, which holds the GIL for it, time per segment file, and lookups come with every arriving
+# request (another engine's change made in a listing's own timestamp tick shows up this much later, a miss
+# meanwhile).
+_RELIST_UNSURE_SECONDS = 0.25
 _STAMP_SECONDS = 1.0  # refresh a segment's last-used mtime at most this often
 
 
@@ -92,8 +97,8 @@ class SegmentIndex:
                 return
             with self._own_mu:
                 now = time.time()
-                if not force and mtime == self._known and (self._sure or (
-                        now - self._listed_at < _RELIST_SECONDS and now - self._changed_at < _RELIST_SECONDS)):
+                trusted_for = _RELIST_SECONDS if now - self._changed_at < _RELIST_SECONDS else _RELIST_UNSURE_SECONDS
+                if not force and mtime == self._known and (self._sure or now - self._listed_at < trusted_for):
                     return
             listed_at = time.time()
             names = {e.name for e in listdir(self.dir)
