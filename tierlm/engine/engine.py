@@ -113,8 +113,7 @@ class Engine:
         self.counters["requests"] += 1
 
     def abort_request(self, request_id: str) -> None:
-        """Stop a request and free its KV now (prompt pages it already put into the prefix cache, under
-        write_through, stay there); the next `step` reports it with finish_reason 'abort'."""
+        """Stop a request and free its KV now; the next `step` reports it with finish_reason 'abort'."""
         req = self.scheduler.find(request_id)
         if req is None:
             return

@@ -65,7 +65,6 @@ class Scheduler:
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
         self._writes: tuple[list[int], list[int], list[int]] = ([], [], [])
-        self._prefilled: list[Req] = []  # requests with a prefill chunk in the last batch scheduled
 
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -260,20 +259,6 @@ class Scheduler:
                         return total
         return total
 
-    def _cache_prefilled(self) -> None:
-        """Under write_through, the prompt pages that the last batch's prefill chunks computed go to the
-        prefix cache before the next batch (`KVCacheManager.cache_running`): their backup then copies while
-        the requests go on, not in the gap between one wave of requests and the next."""
-        prefilled, self._prefilled = self._prefilled, []
-        if not self.kv.backs_up_on_insert:
-            return
-        ps = self.kv.page_size
-        for req in prefilled:
-            if req.row is not None and req.cacheable and min(req.kv_len, req.prompt_len) // ps > req.num_prefix_pages:
-                req.prefix_node, req.num_prefix_pages = self.kv.cache_running(
-                    req.row, req.token_ids[:min(req.kv_len, req.prompt_len)], req.pages, req.prefix_node,
-                    req.num_prefix_pages)
-
     def _chunk(self, req: Req, budget: int) -> int:
         """Tokens of `req`'s prefill for this pass: within the budget and, while its L3 tail is fetched, not
         beyond its recomputed head (0: it waits there)."""
@@ -298,7 +283,6 @@ class Scheduler:
         refused: list[Req] = []
         self._writes = ([], [], [])
         self.kv.poll(self._prefill_backlog())
-        self._cache_prefilled()
         paused = self._settle_splits()
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
@@ -316,7 +300,6 @@ class Scheduler:
                 if mode == "mixed":  # the decodes end the pass, where the attention backends take decode kernels
                     order = sorted(range(len(grown)), key=lambda i: not grown[i].prefilling)
                     grown, kept_lens = [grown[i] for i in order], [kept_lens[i] for i in order]
-                self._prefilled = [r for r in grown if r.prefilling]
                 return ScheduledBatch(mode, grown, kept_lens, *self._writes), refused
             decoding = self._decoding()
         if not decoding:

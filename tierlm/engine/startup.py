@@ -105,7 +105,7 @@ def run_aborted(engine: Any, request_id: str, ids: list[int], params: Any, token
     """Run one request until it has `tokens` output tokens, then abort it (nothing of it is cached or backed
     up); returns the seconds from its arrival to its first token (0: refused)."""
     t0, first = time.perf_counter(), 0.0
-    engine.add_request(request_id, ids, params, cache=False)
+    engine.add_request(request_id, ids, params)
     while engine.has_unfinished():
         for out in engine.step():
             if out.num_output_tokens >= 1 and not first:
@@ -118,12 +118,12 @@ def run_aborted(engine: Any, request_id: str, ids: list[int], params: Any, token
 def warm_mixed(engine: Any, ids: list[int], params: Any) -> None:
     """Run one mixed step (a prompt's prefill beside a decoding request) so the first mixed step under load
     does not compile its kernels; both requests are aborted."""
-    engine.add_request("__warmup_decode__", ids, params, cache=False)
+    engine.add_request("__warmup_decode__", ids, params)
     added = False
     while engine.has_unfinished():
         for out in engine.step():
             if out.request_id == "__warmup_decode__" and out.num_output_tokens >= 1 and not added:
-                engine.add_request("__warmup_mixed__", list(reversed(ids)), params, cache=False)
+                engine.add_request("__warmup_mixed__", list(reversed(ids)), params)
                 added = True
             elif out.request_id == "__warmup_mixed__" and out.num_output_tokens >= 2:
                 engine.abort_request("__warmup_mixed__")

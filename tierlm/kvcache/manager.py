@@ -132,40 +132,11 @@ class KVCacheManager:
             pages.extend(new)
         return True
 
-    @property
-    def backs_up_on_insert(self) -> bool:
-        """Whether a prefix put into the cache is backed up at once (write_through): then a running request's
-        computed prompt pages are worth caching before its release (`cache_running`)."""
-        return self.backups is not None and self.backups.policy == "write_through"
-
-    def cache_running(self, row: int, tokens: Sequence[int], pages: list[int], node: Optional[RadixNode],
-                      num_prefix_pages: int) -> tuple[Optional[RadixNode], int]:
-        """Put the whole pages of a running request's `tokens` (their KV computed by work already queued)
-        into the cache now, locked for the request (its lock on `node` moves to the new path end), so their
-        backup copies beside its remaining steps instead of after its release, when the next requests
-        may need its pages. Returns the node to unlock at release and the pages the tree now owns; both
-        unchanged where the tree holds other pages for these tokens (`release` frees such duplicates)."""
-        ps = self.page_size
-        full = min(len(tokens) // ps, len(pages))
-        if self.radix is None or full <= num_prefix_pages or self.radix.holds_other(tokens[:full * ps], pages[:full]):
-            return node, num_prefix_pages
-        keys = page_keys(self.hasher, tokens[:full * ps], self._row_keys.get(row)) if self.hasher else None
-        _, dups, leaf = self.radix.insert_pages(tokens[:full * ps], pages[:full], keys)
-        if dups:  # holds_other rules this out: a duplicate here would be a page with two owners
-            raise RuntimeError(f"cache of a running request's pages found {len(dups)} duplicates")
-        end = leaf or self.radix.path_end(tokens[:full * ps])
-        self.radix.lock(end)
-        self._unlock(node)
-        if self.backups:
-            self.backups.on_insert(leaf)
-        return end, full
-
     def release(self, row: Optional[int], tokens: Sequence[int], pages: list[int], node: Optional[RadixNode],
                 num_prefix_pages: int, cache: bool) -> None:
         """Give back a request's row and pages. `tokens` have valid KV (in order); the first
-        `num_prefix_pages` pages are the cache's (matched at admission or cached while running), locked
-        through `node`. With `cache`, the whole pages of `tokens` go into the radix tree (pages it already had
-        are freed); everything else is freed."""
+        `num_prefix_pages` pages came from the cache via `node`. With `cache`, the whole pages of `tokens` go
+        into the radix tree (pages it already had are freed); everything else is freed."""
         ps = self.page_size
         full = min(len(tokens) // ps, len(pages))
         known = self._row_keys.pop(row, None)  # pages hashed at arrival (L3 lookup) are not hashed again

@@ -190,23 +190,6 @@ class RadixCache:
             key = child.page_hashes[n - 1] if child.page_hashes and n else None
         return pages, key
 
-    def holds_other(self, tokens: Sequence[int], pages: list[int]) -> bool:
-        """Whether the tree holds device pages other than `pages` for some of `tokens`' whole pages (the
-        same tokens computed by another request)."""
-        pos = 0
-        for child, n in self._walk(tokens):
-            if child.pages is not None and child.pages[:n] != pages[pos:pos + n]:
-                return True
-            pos += n
-        return False
-
-    def path_end(self, tokens: Sequence[int]) -> Optional[RadixNode]:
-        """The last node of `tokens`' cached path (None: the tree holds none of it)."""
-        end = None
-        for end, _ in self._walk(tokens):
-            pass
-        return end
-
     def insert_pages(self, tokens: Sequence[int], pages: list[int],
                      keys: Optional[Callable[[int, Optional[str]], list[str]]] = None
                      ) -> tuple[int, list[int], Optional[RadixNode]]:
