@@ -199,7 +199,8 @@ def test_misses_beside_an_untrusted_listing_list_the_directory_at_most_once_per_
     b.attach(host)
     listings = _count_listings(monkeypatch)
     monkeypatch.setattr(segment_index, "_RELIST_UNSURE_SECONDS", 60.0, raising=False)
-    b._idx.refresh(force=True)  # the directory changed a moment ago: this listing is not trusted
+    os.utime(tmp_path)  # the directory changed a moment ago ...
+    b._idx.refresh(force=True)  # ... so this listing is not trusted
     assert len(listings) == 1 and not b._idx._sure
     assert [b.batch_exists(KEYS[5:6]) for _ in range(20)] == [0] * 20 and len(listings) == 1
     assert b.batch_exists(KEYS[:2]) == 2
