@@ -74,12 +74,17 @@ def resolve_backend(name: str, device: torch.device) -> str:
         except Exception as e:  # noqa: BLE001 - any import/build failure means "not available"
             return str(e) or type(e).__name__
 
-    def triton_missing() -> Optional[str]:
+    def triton_missing() -> Optional[str]:  # proven on this device before it moves the tiers' bytes
         try:
             importlib.import_module("tierlm.kernels.kv_pages")
-            return None
         except Exception as e:  # noqa: BLE001 - no Triton (or no GPU backend in it)
             return str(e) or type(e).__name__
+        from tierlm.kvcache.dma import mover_fault
+
+        try:
+            return mover_fault("triton", device)
+        except Exception as e:  # noqa: BLE001 - it did not compile or launch here
+            return f"it failed a self-check: {type(e).__name__}: {e}"
 
     return choose_backend(name, device.type == "cuda", jit_missing, triton_missing)
 
@@ -114,22 +119,12 @@ class PageTransfer:
 
     def __init__(self, device_pool: KVPool, host_pool: HostKVPool, backend: str = "auto",
                  load_max_blocks: int = LOAD_MAX_BLOCKS) -> None:
-        from tierlm.kvcache.dma import mover_fault, page_mover
+        from tierlm.kvcache.dma import page_mover
 
         self.dev, self.host = device_pool, host_pool
         self.device = device_pool.device
         self.num_layers = device_pool.num_layers
         self.backend = resolve_backend(backend, self.device)
-        if self.backend == "triton":  # proven on this device before it moves the tiers' bytes
-            try:
-                why = mover_fault("triton", self.device)
-            except Exception as e:  # noqa: BLE001 - it did not compile or launch here
-                why = f"the Triton copy kernel failed a self-check: {type(e).__name__}: {e}"
-            if why is not None and backend != "auto":
-                raise ValueError(f"--hicache-io-backend {backend}: {why}")
-            if why is not None:
-                logger.warning("KV tiers: %s; copying with torch, synchronously", why)
-                self.backend = "torch"
         regions, sizes, buf = device_pool.regions(), device_pool.layer_sizes, host_pool.buffer
         self.kernel = self.backend if self.backend in ("torch", "triton") else "jit"  # what moves the bytes
         self._kernel = page_mover(self.kernel, regions, buf, sizes, load_max_blocks)
