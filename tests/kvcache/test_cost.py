@@ -225,7 +225,9 @@ def test_an_exploring_request_recomputes_and_its_probe_fetches_one_store_call_of
                        radix, metrics, "wait_complete", 1.0, 4, 1000, cost)
     pre.start("probe", list(range(4 * (CHUNK_PAGES + 40))))  # an unmeasured store: this request explores
     assert pre.ready("probe") and metrics.prefetch["started"] == 0  # ... without waiting for it
+    pre.after_launch()  # its lookup (held back from the step's launch) starts the probe
     pre.poll()
+    pre.after_launch()  # the probe's fetch starts after a launch too
     assert metrics.prefetch["pages_requested"] == len(radix.host) == CHUNK_PAGES and cost.loads["L3"].samples == 1
     assert metrics.tiers["L3"]["recomputed_tokens"] == 4 * (CHUNK_PAGES + 40)
     for _ in range(MIN_STORE_SAMPLES - 1):

@@ -65,12 +65,16 @@ def stored():
 
 
 def settle(kv, until, timeout: float = 5.0) -> None:
-    """Poll the manager (as the scheduler does each step) until `until()` holds."""
+    """Poll the manager and tell it of a launch (as each engine step does), at least once, until `until()`
+    holds."""
     deadline = time.monotonic() + timeout
+    kv.poll()
+    kv.after_launch()
     while not until():
         assert time.monotonic() < deadline, "the probe did not get there in time"
         kv.idle_wait(0.01)
         kv.poll()
+        kv.after_launch()
 
 
 def test_an_exploring_request_is_ready_at_once_and_the_probe_measures_in_the_background(stored):
@@ -80,6 +84,8 @@ def test_an_exploring_request_is_ready_at_once_and_the_probe_measures_in_the_bac
     assert kv.prefetcher.ready("r")  # not held up by the lookup, which has not even answered
     got = kv.admit("r", prompt, len(prompt) + 2, len(prompt) + 2, 0)
     assert got.num_prefix_pages == 0  # admitted to recompute
+    assert kv.prefetcher.probe is None and store.stats()["exists_calls"] == 0  # held back until a launch
+    kv.after_launch()
     assert kv.prefetcher.probe is not None and kv.cost.loads["L3"].samples == 0
     store.lookup_gate.set()
     settle(kv, lambda: kv.prefetcher.held_pages)  # the probe's fetch holds host pages while it runs
@@ -99,9 +105,13 @@ def test_one_probe_at_a_time(stored):
     kv, store, prompt = stored
     store.lookup_gate.clear()
     kv.prefetch_start("a", prompt)
+    kv.after_launch()
     first = kv.prefetcher.probe
     kv.prefetch_start("b", prompt)  # still unmeasured: recomputes, no second probe
-    assert kv.prefetcher.probe is first and kv.prefetcher.ready("a") and kv.prefetcher.ready("b")
+    kv.prefetch_start("c", prompt)  # explores too, as the same step's arrivals do; the first one probes
+    kv.after_launch()
+    assert first is not None and kv.prefetcher.probe is first
+    assert all(kv.prefetcher.ready(r) for r in "abc")
     store.lookup_gate.set()
     settle(kv, lambda: kv.prefetcher.probe is None)
     assert kv.tier_stats()["prefetch"]["probes"] == 1 and kv.cost.loads["L3"].samples == 1

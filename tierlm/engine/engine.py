@@ -143,6 +143,8 @@ class Engine:
         clock.lap("schedule")
         launched = self._launch(batch)
         clock.lap("launch")
+        self.kv.after_launch()  # tier work held back from the launch (L3 lookups that no request waits for)
+        clock.lap("schedule")
         previous, self._inflight = self._inflight, launched
         if previous is not None:
             outputs.extend(self._resolve(previous))

@@ -224,13 +224,21 @@ class KVCacheManager:
         if self.prefetcher is not None:
             self.prefetcher.start(request_id, list(tokens))
 
+    def after_launch(self) -> None:
+        """A step plan has been handed to the worker: start the tier work held back until then
+        (`L3Prefetcher.after_launch`)."""
+        if self.prefetcher is not None:
+            self.prefetcher.after_launch()
+
     def prefetch_cancel(self, request_id: str) -> None:
         """The request left before admission: stop its prefetch."""
         if self.prefetcher is not None:
             self.prefetcher.cancel(request_id)
 
     def idle_wait(self, timeout: float) -> None:
-        """Nothing to run: wait up to `timeout` for background tier work (instead of spinning)."""
+        """Nothing to run: start the tier work held back from launches (nothing competes with it now), then
+        wait up to `timeout` for background tier work (instead of spinning)."""
+        self.after_launch()
         if self.io is not None and not self.io.idle():
             self.io.wait(timeout)
 

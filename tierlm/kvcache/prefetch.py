@@ -64,6 +64,8 @@ class L3Prefetcher:
         # that its release does not hash the same pages again (`page_keys`' `known`)
         self.arrival_keys: dict[str, tuple[int, list[str]]] = {}
         self.probe: Optional[PrefetchOp] = None  # the background measurement of the store, if one is in flight
+        # per request whose lookup waits for the next step's launch: (tokens, first page, parent key, plan)
+        self._deferred: dict[str, tuple[list[int], int, Optional[str], str]] = {}
         self.cost = cost
         self._host_free = host_free
         self.split = SplitFetches(hasher.page_size, self._adopt, self._drop)
@@ -75,27 +77,41 @@ class L3Prefetcher:
                 + [p for _, ps in self._graveyard for p in ps])
 
     def start(self, req_id: str, tokens: list[int]) -> None:
-        """Ask the store about `tokens` (the part of the prompt that may be matched) if L1/L2 lack enough."""
+        """Ask the store about `tokens` (the part of the prompt that may be matched) if L1/L2 lack enough.
+        Where the cost model does not fetch (skip, explore) the request does not wait for the store, so its
+        hashing and lookup are held back until the next step is launched (`after_launch`)."""
         ps = self.hasher.page_size
         n_pages = len(tokens) // ps
         local, parent = self.radix.match_key(tokens)
         if n_pages - local < self.threshold_pages or req_id in self.ops:
             return
         plan = self.cost.l3_plan(self.probe is not None) if self.cost is not None else "fetch"
-        keys = page_keys(self.hasher, tokens[:n_pages * ps])(local, parent)  # only the pages beyond L1/L2
-        self.arrival_keys[req_id] = (local, keys)
-        check = self._lookup(self.store.batch_exists, keys)
-        op = PrefetchOp(tokens=list(tokens[:n_pages * ps]), keys=keys, first_page=local,
-                        created=time.monotonic(), check=check, prompt_len=len(tokens) + 1)
-        if plan == "fetch":
-            self.ops[req_id] = op
-            self.metrics.prefetch["started"] += 1
+        if plan != "fetch":
+            self._deferred[req_id] = (tokens[:n_pages * ps], local, parent, plan)
             return
-        # skip or explore: the request recomputes and does not wait, not even for the lookup; its hits count
-        self._counting.append(check)
-        if plan == "explore" and self.probe is None:
-            self.probe = op
-            self.metrics.prefetch["probes"] += 1
+        op = self._lookup_op(tokens[:n_pages * ps], local, parent)
+        self.arrival_keys[req_id] = (local, op.keys)
+        self.ops[req_id] = op
+        self.metrics.prefetch["started"] += 1
+
+    def _lookup_op(self, tokens: list[int], local: int, parent: Optional[str]) -> PrefetchOp:
+        keys = page_keys(self.hasher, tokens)(local, parent)  # only the pages beyond L1/L2
+        return PrefetchOp(tokens=list(tokens), keys=keys, first_page=local, created=time.monotonic(),
+                          check=self._lookup(self.store.batch_exists, keys), prompt_len=len(tokens) + 1)
+
+    def after_launch(self) -> None:
+        """A step is on the device: start what was held back so that it never competes with the scheduler's
+        thread while that launches a step (the device may be idle until it has): the lookups of requests that
+        recompute their L3 hit (counted when they answer; the first of an "explore" starts the probe) and the
+        probe's fetch. Their requests may have been admitted meanwhile; they never wait for these."""
+        deferred, self._deferred = self._deferred, {}
+        for tokens, local, parent, plan in deferred.values():
+            op = self._lookup_op(tokens, local, parent)
+            self._counting.append(op.check)
+            if plan == "explore" and self.probe is None:
+                self.probe = op
+                self.metrics.prefetch["probes"] += 1
+        self._advance_probe(start_fetch=True)
 
     def _advance(self, op: PrefetchOp) -> None:
         if op.fetch is not None or not op.check.done():
@@ -150,11 +166,12 @@ class L3Prefetcher:
             if lead < len(ok):
                 return
 
-    def _advance_probe(self) -> None:
-        """Lookup done: fetch one store call of pages into free host pages. Fetch done: time it for the cost
-        model and keep its pages in the tree. A failed probe frees its pages and measures nothing."""
+    def _advance_probe(self, start_fetch: bool = False) -> None:
+        """Lookup done: fetch one store call of pages into free host pages (only with `start_fetch`, after a
+        step's launch). Fetch done: time it for the cost model and keep its pages in the tree. A failed probe
+        frees its pages and measures nothing."""
         op = self.probe
-        if op is None or not op.check.done():
+        if op is None or not op.check.done() or (op.fetch is None and not start_fetch):
             return
         if op.fetch is None:
             stored = op.check.result() if op.check.exception() is None else 0
@@ -282,6 +299,7 @@ class L3Prefetcher:
         self.fetched_tokens.pop(req_id, None)
         self.unfetched_tokens.pop(req_id, None)
         self.arrival_keys.pop(req_id, None)
+        self._deferred.pop(req_id, None)
         self.split.drop(req_id)
         op = self.ops.pop(req_id, None)
         if op is None:
@@ -301,6 +319,7 @@ class L3Prefetcher:
         """Cancel everything (the probe too) and wait until no fetch writes host pages (shutdown, tests)."""
         for req_id in list(self.ops):
             self.cancel(req_id)
+        self._deferred.clear()
         self.split.drain()
         if self.probe is not None:
             self._drop(self.probe)
