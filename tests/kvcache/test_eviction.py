@@ -43,7 +43,7 @@ def test_a_copy_that_completes_mid_eviction_never_leaves_a_node_in_no_tier(at):
     device, host = PageAllocator(8, reserved=1), PageAllocator(8, reserved=1)
     tree = RadixCache(2)
     reused = []
-    ev = Evictor(tree, device.free, host.free, lambda futures: None, reuse=lambda: reused.append(1))
+    ev = Evictor(tree, device.free, host.free, lambda futures: None, reuse=lambda node: reused.append(node))
     _, _, leaf = tree.insert_pages([1, 2, 3, 4], device.alloc(2))
     clock = Clock(at)
     ticket = Ticket()

@@ -59,6 +59,30 @@ def test_a_rewrite_after_the_fence_leaves_the_host_copy_intact(fence):
     io.close()
 
 
+@requires_cuda
+def test_the_fence_of_a_backup_does_not_wait_for_the_backups_issued_after_it(caplog):
+    layout = KVLayout.gqa(2, 2, 8, torch.float32)
+    pool = KVPool(layout, 16, 4, torch.device("cuda"))
+    host = HostKVPool(16, layout, 4, pin=True)
+    io = TierIO(PageTransfer(pool, host, "auto"))
+    _delay_backups(io.transfer)
+    first, second = Ticket(), Ticket()
+    first.seq, second.seq = 0, 1
+    io.backup([1, 2], [5, 6], None, first)
+    io.backup([3, 4], [7, 8], None, second)
+    assert io.backups_fence(1) is io.backups_fence() and io.backups_fence(0) is not io.backups_fence()
+    io.backups_fence(0).synchronize()  # the first copy is done; the second still sleeps behind it
+    assert not io.backups_fence(1).query()
+    second.copy.result(timeout=30)
+    late = Ticket()
+    late.seq = 7  # a number the executor did not give it: from now on every fence waits for all
+    io.backup([9], [9], None, late)
+    assert not io.numbering_ok and io.backups_fence(0) is io.backups_fence()
+    assert "numbered 7 by the controller" in caplog.text
+    late.copy.result(timeout=30)
+    io.close()
+
+
 PROMPTS = [f"request {i} asks about the capital of country number {i} and then some more words" for i in range(6)]
 GREEDY = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 

@@ -73,7 +73,7 @@ def test_with_ordered_copies_pages_behind_an_issued_backup_are_reused_and_the_ne
         assert not kv.backups.queue and kv.available_pages() == 0
         assert set(pages) <= set(got.pages)  # the pages still being copied went to the new request ...
         copies = kv.take_copies()
-        assert copies.fence and not copies.backups  # ... the plan that writes them waits for the copy
+        assert copies.fence == 0 and not copies.backups  # ... the plan that writes them waits for that copy
         node = kv.radix.match_prefix(tokens).host_nodes[0]
         assert node.pages is None and copy_pending(node)  # host-only, its host copy still on its way
         stats = kv.tier_stats()
@@ -81,12 +81,41 @@ def test_with_ordered_copies_pages_behind_an_issued_backup_are_reused_and_the_ne
         assert stats["backups"]["issued_for_admission"] == 1
         kv.release(got.row, [], got.pages, got.node, 0, cache=False)
         hit = kv.admit("again", tokens + [7], 24, 24, 0)  # a load of that host copy fences too
-        assert len(hit.pages) == 5 and kv.take_copies().fence
+        assert len(hit.pages) == 5 and kv.take_copies().fence == 0
         gate.set()
         kv.flush()
         assert not copy_pending(node)
         kv.release(hit.row, [], hit.pages, hit.node, 5, cache=False)
         kv.check_no_leak()
+    finally:
+        gate.set()
+        kv.close()
+
+
+def test_a_plan_fences_only_on_the_backups_of_the_pages_it_reuses():
+    """Backups are numbered as issued; a plan that reuses the pages of the older of two backups still
+    copying waits (on the device) for that one only, not for the newer one issued after it."""
+    layout = KVLayout.gqa(2, 1, 4, torch.float32)
+    pool, host = KVPool(layout, 17, 4, torch.device("cpu")), HostKVPool(32, layout, 4)
+    io = _OrderedIO(PageTransfer(pool, host, "torch"))
+    kv = KVCacheManager(17, 4, 4, True, TierSetup(host_pages=32, page_bytes=pool.bytes_per_page, io=io))
+    gate = threading.Event()
+    copy = io.transfer.backup
+    io.transfer.backup = lambda *a: (gate.wait(10), copy(*a))  # every D2H copy stays "under way"
+    try:
+        old, new = list(range(20)), list(range(100, 116))
+        kv.release(None, old, kv.alloc(5), None, 0, cache=True)
+        kv.copies.run_backups()  # issued first: number 0
+        kv.radix.match_prefix(new[:4])  # (the older prefix stays the least recently used)
+        kv.release(None, new, kv.alloc(4), None, 0, cache=True)
+        kv.copies.run_backups()  # number 1
+        assert kv.copies.issued == 2 and io.backups_seen == 2 and io.numbering_ok
+        assert kv.alloc(kv.allocator.num_free + 5) is not None  # takes the five pages of the older prefix
+        assert kv.tier_stats()["L1"]["dropped_while_copying_pages"] == 5
+        assert kv.take_copies().fence == 0  # the older backup only
+        assert kv.alloc(4) is not None  # now the newer prefix's pages too
+        assert kv.take_copies().fence == 1
+        assert kv.take_copies().fence == -1  # nothing reused since
     finally:
         gate.set()
         kv.close()

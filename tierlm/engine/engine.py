@@ -163,7 +163,7 @@ class Engine:
         reqs, lens = (batch.reqs, batch.extend_lens) if batch is not None else ([], [])
         writes = (batch.map_rows, batch.map_positions, batch.map_slots) if batch is not None else ([], [], [])
         plan, sampling = make_plan(batch.mode if batch is not None else "copies", reqs, lens, writes, copies)
-        if not plan.has_forward and not plan.load_host and not plan.backups and not plan.fence:
+        if not plan.has_forward and not plan.load_host and not plan.backups and plan.fence < 0:
             return None
         with self.prefill_timer.measure(plan):
             result = self.worker.execute(plan, [c.ticket for c in copies.backups])

@@ -46,7 +46,7 @@ class StepPlan:
     load_host: list[int] = field(default_factory=list)
     load_device: list[int] = field(default_factory=list)
     backups: list[tuple[list[int], list[int], Optional[list[str]]]] = field(default_factory=list)
-    fence: bool = False  # the forward and loads wait for the backups of earlier plans (`StepCopies.fence`)
+    fence: int = -1  # >= 0: the forward and loads wait for the backups numbered up to it (`StepCopies.fence`)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

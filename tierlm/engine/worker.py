@@ -53,17 +53,17 @@ class Worker:
                 ) -> Optional[tuple[torch.Tensor, SampleSites]]:
         """Run the plan's copies, then its forward; returns (logits of the sampling sites, the sites)
         or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given). With
-        `plan.fence` the forward and the loads start only once every backup queued by earlier plans has
-        copied (on the device: the host does not wait). The plan's backups are queued after its forward:
-        they copy pages that forward does not write, and they follow on the device only the work queued
-        before it, so the host's work of queueing them (a wave's finished prompts: a thousand pages) runs
-        while the device computes instead of before it."""
+        `plan.fence` >= 0 the forward and the loads start only once the backups numbered up to it (queued by
+        earlier plans) have copied (on the device: the host does not wait). The plan's backups are queued
+        after its forward: they copy pages that forward does not write, and they follow on the device only
+        the work queued before it, so the host's work of queueing them (a wave's finished prompts: a thousand
+        pages) runs while the device computes instead of before it."""
         if self.io is None:
             if plan.backups or plan.load_host:
                 raise RuntimeError("a plan with tier copies reached a worker without tiers")
             return self._forward(plan, None)
         # the backups of earlier plans (not this one's): pages this plan writes or loads may be theirs
-        fence = self.io.backups_fence() if plan.fence else None
+        fence = self.io.backups_fence(plan.fence) if plan.fence >= 0 else None
         mark = (torch.cuda.current_stream(self.device).record_event()
                 if plan.backups and self.io.ordered_copies else None)
         try:

@@ -158,6 +158,7 @@ class FanOutIO:
     def fan_ticket(self, ticket: Ticket) -> tuple[Ticket, list[tuple[int, int]]]:
         """A local ticket and per-rank reply ids whose completions together complete `ticket`."""
         local = Ticket()
+        local.seq = ticket.seq
         ids, copies, stores = [], [local.copy], [local.stored]
         for link in self.links:
             (cid, cf_), (sid, sf_) = link.expect(), link.expect()

@@ -53,12 +53,12 @@ class TierSetup:
 
 @dataclass
 class StepCopies:
-    """The copies one step plan carries: host-to-device loads (pairs) and device-to-host backups. `fence`:
-    device pages were freed while a backup issued with an earlier plan still copied them (or a load reads
-    host pages such a backup still writes), so the plan's forward and loads wait on the device for the
-    backups queued before it."""
+    """The copies one step plan carries: host-to-device loads (pairs) and device-to-host backups. `fence`
+    (>= 0): device pages were freed while a backup issued with an earlier plan still copied them (or a load
+    reads host pages such a backup still writes), so the plan's forward and loads wait on the device for the
+    backups numbered up to `fence` (`Ticket.seq`); -1: for none."""
 
     load_host: list[int] = field(default_factory=list)
     load_device: list[int] = field(default_factory=list)
     backups: list[BackupCommand] = field(default_factory=list)
-    fence: bool = False
+    fence: int = -1

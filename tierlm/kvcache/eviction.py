@@ -62,15 +62,16 @@ class Evictor:
     copy the store lacks before it goes (storage write_back): the node then stays until the write is done.
     `retention`, when given, orders the host tier's evictions (else least recently used). `reuse()`, when
     given (copies ordered on the device), lets a device copy go while its issued backup still copies: the
-    node keeps the host copy being made, and `reuse` is told so that the next step plan fences on the
-    backups (its forward may write the freed pages).
+    node keeps the host copy being made, and `reuse(node)` is told so that the next step plan fences on the
+    node's backup (its forward may write the freed pages).
     """
 
     def __init__(self, tree: RadixCache, free_device: Callable[[list[int]], None],
                  free_host: Callable[[list[int]], None], drain: Callable[[list], None],
                  write_back: Optional[Callable[[RadixNode], bool]] = None,
                  store_back: Optional[Callable[[RadixNode], list]] = None,
-                 retention: Optional[HostRetention] = None, reuse: Optional[Callable[[], None]] = None) -> None:
+                 retention: Optional[HostRetention] = None,
+                 reuse: Optional[Callable[[RadixNode], None]] = None) -> None:
         self.tree = tree
         self._reuse = reuse
         self._free_device, self._free_host = free_device, free_host
@@ -117,7 +118,7 @@ class Evictor:
             self.device_dropped_pages_total += n
             if pending:
                 self.reused_pages_total += n
-                self._reuse()
+                self._reuse(node)
         else:
             below = subtree(node)
             if any(busy(d) for d in below):

@@ -12,6 +12,7 @@ import functools
 import logging
 import sys
 import threading
+from collections import deque
 from typing import Any, Callable, Optional, Sequence
 
 from tierlm.kvcache.futures import finished
@@ -32,14 +33,16 @@ class Ticket:
     """One backup, decided by the controller and completed by the executor: `copy` completes when the host
     copy is valid, `stored` when the optional L3 write of those host pages has finished too (until then the
     host pages must not be freed). Both exist from the moment the backup is decided; `issued` is set when its
-    copy goes to the executor (with a step plan, or at once)."""
+    copy goes to the executor (with a step plan, or at once), and `seq` numbers it then: backups are issued,
+    and executed, in the order of their numbers (-1: not yet issued, or not numbered by the controller)."""
 
-    __slots__ = ("copy", "stored", "issued")
+    __slots__ = ("copy", "stored", "issued", "seq")
 
     def __init__(self) -> None:
         self.copy: cf.Future = cf.Future()
         self.stored: cf.Future = cf.Future()
         self.issued = False
+        self.seq = -1
 
     def failed(self) -> bool:
         return self.copy.done() and self.copy.exception() is not None
@@ -82,6 +85,11 @@ class TierIO:
         self.gate = ReadsFirst()  # a write starts once no read runs: reads are what requests wait for
         self._lock = threading.Lock()
         self._backups_done: Any = None  # the CUDA event after the last device-to-host copy queued
+        # backups are numbered in the order they reach `backup` (the controller's issue order, `Ticket.seq`);
+        # (number, event after its copy) of the copies queued on the device that may not have finished yet
+        self.backups_seen = 0
+        self._copy_events: deque[tuple[int, Any]] = deque()
+        self.numbering_ok = True  # False once a ticket's number disagreed: fences then wait for every backup
 
     @property
     def ordered_copies(self) -> bool:
@@ -89,11 +97,29 @@ class TierIO:
         reused by a later step that waits for the copy on the device (`backups_fence`)."""
         return self.transfer.ordered
 
-    def backups_fence(self) -> Any:
-        """The event after every device-to-host copy queued so far (None: none, or copies are synchronous):
-        a step whose forward writes pages freed while their backup was still copying, or loads host pages a
-        backup is still writing, waits for it on the device."""
-        return self._backups_done
+    def backups_fence(self, upto: Optional[int] = None) -> Any:
+        """The event after the device-to-host copies of the backups numbered up to `upto` (None: all) queued
+        so far (None: none left to wait for, or copies are synchronous): a step whose forward writes pages
+        freed while their backup was still copying, or loads host pages a backup is still writing, waits for
+        it on the device. The backup stream runs copies in order, so waiting for the last of those suffices,
+        and a step waits only for the backups of the pages it reuses, not for every backup issued before it."""
+        if upto is None or not self.numbering_ok:
+            return self._backups_done
+        return next((event for seq, event in reversed(self._copy_events) if seq <= upto), None)
+
+    def _number(self, ticket: Ticket, done: Any) -> None:
+        """Number the backup just queued and keep its copy's event (those that have completed are let go)."""
+        seq, self.backups_seen = self.backups_seen, self.backups_seen + 1
+        if ticket.seq >= 0 and ticket.seq != seq and self.numbering_ok:
+            self.numbering_ok = False
+            logger.error("KV backup numbered %d by the controller reached the copy executor as %d; steps now "
+                         "wait for every backup before reusing pages", ticket.seq, seq)
+        if done is None:
+            return
+        self._copy_events.append((seq, done))
+        if len(self._copy_events) > 64:  # completion is in stream order: the oldest complete first
+            while len(self._copy_events) > 1 and self._copy_events[0][1].query():
+                self._copy_events.popleft()
 
     @property
     def backend(self) -> str:
@@ -150,6 +176,7 @@ class TierIO:
         """Copy device pages to host pages, then (with `keys`) write those host pages to the L3 store;
         completes `ticket`. Without device pages only the L3 write runs (a host copy written back). The copy
         follows the work queued so far on the device, or only that before `after` (`PageTransfer.queue_backup`)."""
+        done = None
         if not device_pages:
             copy = finished(lambda: None)
         else:
@@ -159,6 +186,7 @@ class TierIO:
             else:
                 wait = functools.partial(self.transfer.backup, device_pages, host_pages)
             copy = self._copy.submit(wait) if self._copy else finished(wait)
+        self._number(ticket, done)
         self._track(ticket.stored)
         if not keys or self.store is None:
             copy.add_done_callback(lambda f: (_forward(f, ticket.copy), _forward(f, ticket.stored)))
