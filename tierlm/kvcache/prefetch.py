@@ -15,7 +15,9 @@ When the model wants the store measured (never measured yet, or now and then aft
 request still recomputes and is admitted at once, like one that skips the store: turning on an L3 must
 never make serving slower. Its lookup instead starts a background probe (one at a time): if the store
 holds at least the threshold, one store call of pages is fetched into free host pages (a probe never
-evicts), timed for the model, and the pages join the tree as host-only nodes for later requests.
+evicts), timed for the model, and the pages join the tree as host-only nodes for later requests. The
+lookups of requests that do not wait for them (skip, explore: counted as L3 hits recomputed) and the
+probe's fetch start only once the next step is launched (`after_launch`), never beside the launch.
 """
 from __future__ import annotations
 
@@ -143,28 +145,13 @@ class L3Prefetcher:
         if predicted is not None:  # a fetch chosen for its speed waits at most twice its predicted time
             op.deadline = min(op.deadline, now + LATE_FACTOR * predicted + LATE_SLACK_S)
         self.metrics.prefetch["pages_requested"] += n
-        op.fetch = self._submit(self._fetch, op)
+        op.fetch = self._submit(op.read_from, self.store)
 
     def _queued_pages(self) -> int:
         """Pages that fetches under way (requests', split tails', the probe's) still have to read."""
         ops = [*self.ops.values(), *(t.op for t in self.split.tails.values()), self.probe]
         return sum(len(op.host_pages) - op.progress for op in ops
                    if op is not None and op.fetch is not None and not op.fetch.done())
-
-    def _fetch(self, op: PrefetchOp) -> None:
-        """L3 thread: fetch in chunks, stopping at cancellation or at the first page that fails."""
-        keys = op.keys[op.head:op.head + len(op.host_pages)]
-        for start in range(0, len(keys), CHUNK_PAGES):
-            if op.cancel.is_set():
-                return
-            t0 = time.perf_counter()
-            ok = self.store.batch_get(keys[start:start + CHUNK_PAGES], op.host_pages[start:start + CHUNK_PAGES])
-            # only pages that arrived count: a store that misses fast must not look fast
-            op.timing = (op.timing[0] + sum(map(bool, ok)), op.timing[1] + time.perf_counter() - t0)
-            lead = next((i for i, x in enumerate(ok) if not x), len(ok))
-            op.progress = start + lead  # published only after those pages are fully written
-            if lead < len(ok):
-                return
 
     def _advance_probe(self, start_fetch: bool = False) -> None:
         """Lookup done: fetch one store call of pages into free host pages (only with `start_fetch`, after a
@@ -184,7 +171,7 @@ class L3Prefetcher:
                 return
             op.host_pages = pages
             self.metrics.prefetch["pages_requested"] += n
-            op.fetch = self._submit(self._fetch, op)
+            op.fetch = self._submit(op.read_from, self.store)
         if not op.fetch.done():
             return
         self.probe = None

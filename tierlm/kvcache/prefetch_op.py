@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 CHUNK_PAGES = 32  # pages per store call while fetching: the granularity of best_effort/timeout progress
 
@@ -27,3 +28,19 @@ class PrefetchOp:
     unfetched: int = 0  # pages the store holds that are not fetched (not worth it, under the threshold, no room)
     head: int = 0  # leading pages of the hit recomputed while the rest is fetched (`tierlm.kvcache.split_fetch`)
     prompt_len: int = 0  # the request's prompt tokens (its own prefill work, apart from the others')
+
+    def read_from(self, store: Any) -> None:
+        """L3 thread: read the pages into `host_pages` in store calls of CHUNK_PAGES, stopping at cancellation
+        or at the first page that fails."""
+        keys = self.keys[self.head:self.head + len(self.host_pages)]
+        for start in range(0, len(keys), CHUNK_PAGES):
+            if self.cancel.is_set():
+                return
+            t0 = time.perf_counter()
+            ok = store.batch_get(keys[start:start + CHUNK_PAGES], self.host_pages[start:start + CHUNK_PAGES])
+            # only pages that arrived count: a store that misses fast must not look fast
+            self.timing = (self.timing[0] + sum(map(bool, ok)), self.timing[1] + time.perf_counter() - t0)
+            lead = next((i for i, x in enumerate(ok) if not x), len(ok))
+            self.progress = start + lead  # published only after those pages are fully written
+            if lead < len(ok):
+                return
