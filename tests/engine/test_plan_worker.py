@@ -17,7 +17,7 @@ def test_plan_roundtrip_keeps_every_field():
     plan = StepPlan(mode="prefill", rows=[3], prefix_lens=[4], extend_lens=[2], input_ids=[7, 8],
                     table_rows=[3, 3], table_positions=[4, 5], table_slots=[20, 21], sample_rows=[3],
                     sample_positions=[6], sample_index=[1], load_host=[5], load_device=[9],
-                    backups=[([1, 2], [3, 4], ["ab" * 32, "cd" * 32]), ([6], [7], None)], fence=3)
+                    backups=[([1, 2], [3, 4], ["ab" * 32, "cd" * 32]), ([6], [7], None)], fence=3, backup_seq=5)
     assert StepPlan.from_bytes(plan.to_bytes()) == plan
 
 

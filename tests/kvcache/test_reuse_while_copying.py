@@ -74,11 +74,13 @@ def test_the_fence_of_a_backup_does_not_wait_for_the_backups_issued_after_it(cap
     io.backups_fence(0).synchronize()  # the first copy is done; the second still sleeps behind it
     assert not io.backups_fence(1).query()
     second.copy.result(timeout=30)
+    io.backup([10], [10], None, Ticket())  # not the controller's (a warm-up's): no fence names it
+    assert io.backups_fence(1) is not io.backups_fence() and io.numbering_ok
     late = Ticket()
-    late.seq = 7  # a number the executor did not give it: from now on every fence waits for all
+    late.seq = 0  # out of order: from now on every fence waits for all
     io.backup([9], [9], None, late)
     assert not io.numbering_ok and io.backups_fence(0) is io.backups_fence()
-    assert "numbered 7 by the controller" in caplog.text
+    assert "backup 0 reached the copy executor after backup 1" in caplog.text
     late.copy.result(timeout=30)
     io.close()
 

@@ -47,6 +47,7 @@ class StepPlan:
     load_device: list[int] = field(default_factory=list)
     backups: list[tuple[list[int], list[int], Optional[list[str]]]] = field(default_factory=list)
     fence: int = -1  # >= 0: the forward and loads wait for the backups numbered up to it (`StepCopies.fence`)
+    backup_seq: int = -1  # the number of the first of `backups` (`Ticket.seq`; the others follow in order)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -95,5 +96,6 @@ def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[
                     sample_rows=[rows[i] for i in sites], sample_positions=[seqs[i] for i in sites],
                     sample_index=[ends[i] - 1 for i in sites], load_host=copies.load_host,
                     load_device=copies.load_device,
-                    backups=[(c.device_pages, c.host_pages, c.keys) for c in copies.backups], fence=copies.fence)
+                    backups=[(c.device_pages, c.host_pages, c.keys) for c in copies.backups], fence=copies.fence,
+                    backup_seq=copies.backups[0].ticket.seq if copies.backups else -1)
     return plan, [reqs[i] for i in sites]

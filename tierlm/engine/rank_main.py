@@ -72,8 +72,10 @@ class RankLoop:
                 w.tp.broadcast(tokens)
                 w.store_tokens(result[1], tokens)
         elif op == "backup":
-            _, dev, host, keys, (copy_id, stored_id) = msg
-            w.io.backup(dev, host, keys, _ticket(self.replies, copy_id, stored_id))
+            _, dev, host, keys, (copy_id, stored_id), seq = msg
+            ticket = _ticket(self.replies, copy_id, stored_id)
+            ticket.seq = seq  # the controller's number, which later plans' fences name
+            w.io.backup(dev, host, keys, ticket)
         elif op == "load":
             _, host, dev = msg
             loads = w.io.load(host, dev)

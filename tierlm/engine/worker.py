@@ -77,7 +77,10 @@ class Worker:
             return self._forward(plan, loads)
         finally:  # queued even if the forward failed: every ticket completes
             for i, (dev, host, keys) in enumerate(plan.backups):
-                self.io.backup(dev, host, keys, tickets[i] if tickets is not None else Ticket(), mark)
+                ticket = tickets[i] if tickets is not None else Ticket()
+                if plan.backup_seq >= 0:  # the controller's numbers (another rank's tickets come unnumbered)
+                    ticket.seq = plan.backup_seq + i
+                self.io.backup(dev, host, keys, ticket, mark)
 
     def _forward(self, plan: StepPlan, loads: Any) -> Optional[tuple[torch.Tensor, SampleSites]]:
         if not plan.has_forward:

@@ -173,7 +173,8 @@ class FanOutIO:
                ticket: Ticket) -> None:
         local, ids = self.fan_ticket(ticket)
         for link, rid in zip(self.links, ids):
-            link.post("backup", device_pages, host_pages, None if keys is None else list(keys), list(rid))
+            link.post("backup", device_pages, host_pages, None if keys is None else list(keys), list(rid),
+                      ticket.seq)
         self.local.backup(device_pages, host_pages, keys, local)
 
     def load(self, host_pages: list[int], device_pages: list[int], overlap_tokens: int = 0) -> Any:

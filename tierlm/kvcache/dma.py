@@ -124,7 +124,11 @@ def mover_fault(kernel: str, device: torch.device) -> Optional[str]:
     return f"the {kernel} page copies differ from torch indexing in a self-check"
 
 
-DIRECT_MIN_PAGES = 8  # a backup's run of pages consecutive on both sides this long goes by DMA from the pool
+# A backup's run of pages consecutive on both sides this long goes by DMA from the pool. A strided DMA per run
+# and region costs the host far more per page for short runs than the staging's gather does, and backups
+# are queued on the scheduler's thread, sometimes right before a step the device waits for
+# (`benchmarks/bench_backup_host_cost.py`); only long runs are cheaper that way on both sides.
+DIRECT_MIN_PAGES = 128
 
 
 class DmaPageCopier:

@@ -85,11 +85,11 @@ class TierIO:
         self.gate = ReadsFirst()  # a write starts once no read runs: reads are what requests wait for
         self._lock = threading.Lock()
         self._backups_done: Any = None  # the CUDA event after the last device-to-host copy queued
-        # backups are numbered in the order they reach `backup` (the controller's issue order, `Ticket.seq`);
-        # (number, event after its copy) of the copies queued on the device that may not have finished yet
-        self.backups_seen = 0
+        # (number, event after its copy) of the controller's backups (`Ticket.seq`, given in the order they
+        # are executed) whose copies are queued on the device and may not have finished yet
         self._copy_events: deque[tuple[int, Any]] = deque()
-        self.numbering_ok = True  # False once a ticket's number disagreed: fences then wait for every backup
+        self.last_seq = -1
+        self.numbering_ok = True  # False once a number came out of order: fences then wait for every backup
 
     @property
     def ordered_copies(self) -> bool:
@@ -107,13 +107,16 @@ class TierIO:
             return self._backups_done
         return next((event for seq, event in reversed(self._copy_events) if seq <= upto), None)
 
-    def _number(self, ticket: Ticket, done: Any) -> None:
-        """Number the backup just queued and keep its copy's event (those that have completed are let go)."""
-        seq, self.backups_seen = self.backups_seen, self.backups_seen + 1
-        if ticket.seq >= 0 and ticket.seq != seq and self.numbering_ok:
+    def _keep_event(self, seq: int, done: Any) -> None:
+        """Keep the copy event of the controller's backup `seq` (-1: not one of the controller's, a warm-up's:
+        no fence names it); events of completed copies are let go."""
+        if seq < 0:
+            return
+        if seq <= self.last_seq and self.numbering_ok:
             self.numbering_ok = False
-            logger.error("KV backup numbered %d by the controller reached the copy executor as %d; steps now "
-                         "wait for every backup before reusing pages", ticket.seq, seq)
+            logger.error("KV backup %d reached the copy executor after backup %d; steps now wait for every "
+                         "backup before reusing pages", seq, self.last_seq)
+        self.last_seq = max(self.last_seq, seq)
         if done is None:
             return
         self._copy_events.append((seq, done))
@@ -186,7 +189,7 @@ class TierIO:
             else:
                 wait = functools.partial(self.transfer.backup, device_pages, host_pages)
             copy = self._copy.submit(wait) if self._copy else finished(wait)
-        self._number(ticket, done)
+        self._keep_event(ticket.seq, done)
         self._track(ticket.stored)
         if not keys or self.store is None:
             copy.add_done_callback(lambda f: (_forward(f, ticket.copy), _forward(f, ticket.stored)))
