@@ -50,14 +50,21 @@ class _OrderedIO(TierIO):
         return True
 
 
-def test_with_ordered_copies_pages_behind_an_issued_backup_are_reused_and_the_next_plan_fences():
+def _ordered_kv() -> tuple[KVCacheManager, _OrderedIO, threading.Event]:
+    """A tiered manager on CPU pools with stream-ordered copies claimed, whose D2H copies all stay "under way"
+    until the returned event is set."""
     layout = KVLayout.gqa(2, 1, 4, torch.float32)
     pool, host = KVPool(layout, 17, 4, torch.device("cpu")), HostKVPool(32, layout, 4)
     io = _OrderedIO(PageTransfer(pool, host, "torch"))
     kv = KVCacheManager(17, 4, 4, True, TierSetup(host_pages=32, page_bytes=pool.bytes_per_page, io=io))
     gate = threading.Event()
     copy = io.transfer.backup
-    io.transfer.backup = lambda *a: (gate.wait(10), copy(*a))  # every D2H copy stays "under way"
+    io.transfer.backup = lambda *a: (gate.wait(10), copy(*a))
+    return kv, io, gate
+
+
+def test_with_ordered_copies_pages_behind_an_issued_backup_are_reused_and_the_next_plan_fences():
+    kv, io, gate = _ordered_kv()
     try:
         base = kv.available_pages()
         tokens = list(range(20))
@@ -95,13 +102,7 @@ def test_with_ordered_copies_pages_behind_an_issued_backup_are_reused_and_the_ne
 def test_a_plan_fences_only_on_the_backups_of_the_pages_it_reuses():
     """Backups are numbered as issued; a plan that reuses the pages of the older of two backups still
     copying waits (on the device) for that one only, not for the newer one issued after it."""
-    layout = KVLayout.gqa(2, 1, 4, torch.float32)
-    pool, host = KVPool(layout, 17, 4, torch.device("cpu")), HostKVPool(32, layout, 4)
-    io = _OrderedIO(PageTransfer(pool, host, "torch"))
-    kv = KVCacheManager(17, 4, 4, True, TierSetup(host_pages=32, page_bytes=pool.bytes_per_page, io=io))
-    gate = threading.Event()
-    copy = io.transfer.backup
-    io.transfer.backup = lambda *a: (gate.wait(10), copy(*a))  # every D2H copy stays "under way"
+    kv, io, gate = _ordered_kv()
     try:
         old, new = list(range(20)), list(range(100, 116))
         kv.release(None, old, kv.alloc(5), None, 0, cache=True)

@@ -60,7 +60,7 @@ class Evictor:
     longer); `write_back(node) -> bool`, when given, backs a device-only node up synchronously before it
     goes (the write_back policy); `store_back(node) -> futures`, when given, starts the L3 write of a host
     copy the store lacks before it goes (storage write_back): the node then stays until the write is done.
-    `retention`, when given, orders the host tier's evictions (else least recently used). `reuse()`, when
+    `retention`, when given, orders the host tier's evictions (else least recently used). `reuse`, when
     given (copies ordered on the device), lets a device copy go while its issued backup still copies: the
     node keeps the host copy being made, and `reuse(node)` is told so that the next step plan fences on the
     node's backup (its forward may write the freed pages).
