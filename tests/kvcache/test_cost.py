@@ -218,7 +218,8 @@ def test_an_exploring_request_recomputes_and_its_probe_fetches_one_store_call_of
     from tierlm.kvcache.futures import finished
     from tierlm.kvcache.keys import PageHasher
     from tierlm.kvcache.metrics import TierMetrics
-    from tierlm.kvcache.prefetch import CHUNK_PAGES, L3Prefetcher
+    from tierlm.kvcache.prefetch import L3Prefetcher
+    from tierlm.kvcache.prefetch_op import CHUNK_PAGES
 
     metrics, cost, radix = TierMetrics(), CostModel(4, 1 << 10), _Radix()
     pre = L3Prefetcher(_Store(), finished, PageHasher("t", 4), lambda n: list(range(n)), lambda pages: None,

@@ -11,7 +11,7 @@ import pytest
 
 from tests.kvcache.tiers import make_tiered, run_copies
 from tierlm.kvcache.keys import PageHasher
-from tierlm.kvcache.prefetch import CHUNK_PAGES
+from tierlm.kvcache.prefetch_op import CHUNK_PAGES
 from tierlm.kvcache.stores.memory import MemoryKVStore
 
 PS = 2  # tokens per page

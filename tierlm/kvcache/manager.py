@@ -225,8 +225,7 @@ class KVCacheManager:
             self.prefetcher.start(request_id, list(tokens))
 
     def after_launch(self) -> None:
-        """A step plan has been handed to the worker: start the tier work held back until then
-        (`L3Prefetcher.after_launch`)."""
+        """A step was launched: start the tier work held back until then (`L3Prefetcher.after_launch`)."""
         if self.prefetcher is not None:
             self.prefetcher.after_launch()
 

@@ -11,13 +11,11 @@ step (2) fetches only what is faster to fetch than to recompute, and the fetches
 model's measure of the store; where recomputing the hit's head beside fetching its tail beats both, only
 the tail is fetched and the request is admitted at once (`tierlm.kvcache.split_fetch`).
 
-When the model wants the store measured (never measured yet, or now and then after skipping it), the
-request still recomputes and is admitted at once, like one that skips the store: turning on an L3 must
-never make serving slower. Its lookup instead starts a background probe (one at a time): if the store
-holds at least the threshold, one store call of pages is fetched into free host pages (a probe never
-evicts), timed for the model, and the pages join the tree as host-only nodes for later requests. The
-lookups of requests that do not wait for them (skip, explore: counted as L3 hits recomputed) and the
-probe's fetch start only once the next step is launched (`after_launch`), never beside the launch.
+When the model wants the store measured, the request still recomputes and is admitted at once, like one
+that skips the store (turning on an L3 must never make serving slower), and its lookup may become the
+background probe (`tierlm.kvcache.store_probe`). The lookups of requests that do not wait for them (skip,
+explore: counted as L3 hits recomputed) and the probe's fetch start only once the next step is launched
+(`after_launch`), never beside the launch.
 """
 from __future__ import annotations
 
@@ -29,8 +27,9 @@ from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.futures import finished
-from tierlm.kvcache.prefetch_op import CHUNK_PAGES, PrefetchOp
+from tierlm.kvcache.prefetch_op import PrefetchOp
 from tierlm.kvcache.split_fetch import SplitFetches
+from tierlm.kvcache.store_probe import StoreProbe
 
 # Under the `timeout` policy, a fetch the cost model chose because it beats recomputing is given up (the pages
 # that arrived are used, the rest recomputed) once it runs this many times its predicted time, plus the slack:
@@ -65,12 +64,18 @@ class L3Prefetcher:
         # per request: (first page, keys) hashed for its lookup, handed to the controller at admission so
         # that its release does not hash the same pages again (`page_keys`' `known`)
         self.arrival_keys: dict[str, tuple[int, list[str]]] = {}
-        self.probe: Optional[PrefetchOp] = None  # the background measurement of the store, if one is in flight
         # per request whose lookup waits for the next step's launch: (tokens, first page, parent key, plan)
         self._deferred: dict[str, tuple[list[int], int, Optional[str], str]] = {}
         self.cost = cost
-        self._host_free = host_free
         self.split = SplitFetches(hasher.page_size, self._adopt, self._drop)
+        self._probe = StoreProbe(lambda op: self._submit(op.read_from, self.store), alloc_host, free_host, host_free,
+                                 lambda: self.max_pages - len(self.held_pages), self._keep_probe,
+                                 self.threshold_pages, metrics)
+
+    @property
+    def probe(self) -> Optional[PrefetchOp]:
+        """The background measurement of the store, if one is in flight (`tierlm.kvcache.store_probe`)."""
+        return self._probe.op
 
     @property
     def held_pages(self) -> list[int]:
@@ -110,10 +115,9 @@ class L3Prefetcher:
         for tokens, local, parent, plan in deferred.values():
             op = self._lookup_op(tokens, local, parent)
             self._counting.append(op.check)
-            if plan == "explore" and self.probe is None:
-                self.probe = op
-                self.metrics.prefetch["probes"] += 1
-        self._advance_probe(start_fetch=True)
+            if plan == "explore":
+                self._probe.begin(op)
+        self._probe.advance(start_fetch=True)
 
     def _advance(self, op: PrefetchOp) -> None:
         if op.fetch is not None or not op.check.done():
@@ -153,31 +157,8 @@ class L3Prefetcher:
         return sum(len(op.host_pages) - op.progress for op in ops
                    if op is not None and op.fetch is not None and not op.fetch.done())
 
-    def _advance_probe(self, start_fetch: bool = False) -> None:
-        """Lookup done: fetch one store call of pages into free host pages (only with `start_fetch`, after a
-        step's launch). Fetch done: time it for the cost model and keep its pages in the tree. A failed probe
-        frees its pages and measures nothing."""
-        op = self.probe
-        if op is None or not op.check.done() or (op.fetch is None and not start_fetch):
-            return
-        if op.fetch is None:
-            stored = op.check.result() if op.check.exception() is None else 0
-            room = self.max_pages - len(self.held_pages)
-            free = self._host_free() if self._host_free is not None else CHUNK_PAGES
-            n = min(stored, CHUNK_PAGES, room, free) if stored >= self.threshold_pages else 0
-            pages = self._alloc_host(n) if n > 0 else None
-            if not pages:
-                self.probe = None
-                return
-            op.host_pages = pages
-            self.metrics.prefetch["pages_requested"] += n
-            op.fetch = self._submit(op.read_from, self.store)
-        if not op.fetch.done():
-            return
-        self.probe = None
-        if op.fetch.exception() is not None:
-            self._free_host(op.host_pages)
-            return
+    def _keep_probe(self, op: PrefetchOp) -> None:
+        """A probe completed: time it for the cost model, keep the pages that arrived in the tree."""
         self._observe(op)
         self._free_host(op.host_pages[op.progress:])
         self._adopt(op)
@@ -186,7 +167,7 @@ class L3Prefetcher:
         """Advance checks into fetches and the probe, free host pages of cancelled fetches that have stopped."""
         for op in self.ops.values():
             self._advance(op)
-        self._advance_probe()
+        self._probe.advance(start_fetch=False)
         keep = []
         for fut, pages in self._graveyard:
             if fut.done():
@@ -308,9 +289,9 @@ class L3Prefetcher:
             self.cancel(req_id)
         self._deferred.clear()
         self.split.drain()
-        if self.probe is not None:
-            self._drop(self.probe)
-            self.probe = None
+        probe = self._probe.take()
+        if probe is not None:
+            self._drop(probe)
         for fut, _ in self._graveyard:
             cf.wait([fut])
         self.poll()
