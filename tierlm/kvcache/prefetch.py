@@ -64,7 +64,7 @@ class L3Prefetcher:
         # per request: (first page, keys) hashed for its lookup, handed to the controller at admission so
         # that its release does not hash the same pages again (`page_keys`' `known`)
         self.arrival_keys: dict[str, tuple[int, list[str]]] = {}
-        # per request whose lookup waits for the next step's launch: (tokens, first page, parent key, plan)
+        # per request whose lookup waits for the next step's launch: (prompt, first page, parent key, plan)
         self._deferred: dict[str, tuple[list[int], int, Optional[str], str]] = {}
         self.cost = cost
         self.split = SplitFetches(hasher.page_size, self._adopt, self._drop)
@@ -94,16 +94,18 @@ class L3Prefetcher:
             return
         plan = self.cost.l3_plan(self.probe is not None) if self.cost is not None else "fetch"
         if plan != "fetch":
-            self._deferred[req_id] = (tokens[:n_pages * ps], local, parent, plan)
+            self._deferred[req_id] = (tokens, local, parent, plan)
             return
-        op = self._lookup_op(tokens[:n_pages * ps], local, parent)
+        op = self._lookup_op(tokens, local, parent)
         self.arrival_keys[req_id] = (local, op.keys)
         self.ops[req_id] = op
         self.metrics.prefetch["started"] += 1
 
     def _lookup_op(self, tokens: list[int], local: int, parent: Optional[str]) -> PrefetchOp:
-        keys = page_keys(self.hasher, tokens)(local, parent)  # only the pages beyond L1/L2
-        return PrefetchOp(tokens=list(tokens), keys=keys, first_page=local, created=time.monotonic(),
+        """Hash the whole pages of `tokens` beyond the `local` ones L1/L2 hold and start their lookup."""
+        whole = tokens[:len(tokens) - len(tokens) % self.hasher.page_size]
+        keys = page_keys(self.hasher, whole)(local, parent)
+        return PrefetchOp(tokens=whole, keys=keys, first_page=local, created=time.monotonic(),
                           check=self._lookup(self.store.batch_exists, keys), prompt_len=len(tokens) + 1)
 
     def after_launch(self) -> None:
