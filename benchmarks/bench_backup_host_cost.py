@@ -23,12 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.kv_pools import host_matches, llama8b_pools  # noqa: E402
 from tierlm.kvcache.dma import DmaPageCopier  # noqa: E402
-from tierlm.kvcache.host_pool import HostKVPool  # noqa: E402
-from tierlm.kvcache.layout import KVLayout  # noqa: E402
-from tierlm.kvcache.pool import KVPool  # noqa: E402
-
-PAGE, LAYERS = 16, 32
 
 
 def paired_runs(n_pages: int, run: int, total: int, gen: torch.Generator) -> tuple[list[int], list[int]]:
@@ -50,22 +46,18 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA device")
         return 0
-    dev = torch.device("cuda")
-    layout = KVLayout.gqa(LAYERS, 8, 128, torch.bfloat16)
     total = 2 * args.pages
-    pool = KVPool(layout, total + 1, PAGE, dev)
-    for t in pool.regions():
-        t.random_(0, 255)
-    host = HostKVPool(total, layout, PAGE, pin=True)
+    pool, host = llama8b_pools(total)
     gen = torch.Generator().manual_seed(0)
-    stream = torch.cuda.Stream(dev)
+    stream = torch.cuda.Stream(pool.device)
     variants = [("direct DMA from the pool (runs >= 8)", "jit", 8), ("staging + JIT gather", "jit", 0),
                 ("staging + Triton gather", "triton", 0)]
     rows = []
     for run in args.runs:
         dev_pages, host_pages = paired_runs(args.pages, run, total, gen)
         for name, kernel, direct in variants:
-            copier = DmaPageCopier(pool.regions(), pool.layer_sizes, host.buffer, kernel=kernel, direct_min_pages=direct)
+            copier = DmaPageCopier(pool.regions(), pool.layer_sizes, host.buffer, kernel=kernel,
+                                   direct_min_pages=direct)
             host_ms, dev_ms = [], []
             for rep in range(args.reps + 1):
                 host.buffer.zero_()
@@ -81,12 +73,7 @@ def main() -> int:
                 if rep:  # the first call builds and warms up
                     host_ms.append((t1 - t0) * 1e3)
                     dev_ms.append(start.elapsed_time(end))
-            check = [dev_pages[0], dev_pages[len(dev_pages) // 2], dev_pages[-1]]
-            want = [host_pages[dev_pages.index(d)] for d in check]
-            ok = True
-            for d, h in zip(check, want):
-                page = torch.cat([t[d].reshape(-1).view(torch.uint8) for t in pool.regions()]).cpu()
-                ok &= bool(torch.equal(host.buffer[h].reshape(-1)[: page.numel()], page))
+            ok = host_matches(pool, host, [(dev_pages[i], host_pages[i]) for i in (0, len(dev_pages) // 2, -1)])
             rows.append((run, name, statistics.median(host_ms), statistics.median(dev_ms), ok))
             del copier
     gib = args.pages * host.bytes_per_page / 2**30

@@ -20,12 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.kv_pools import LAYERS, host_matches, llama8b_pools  # noqa: E402
 from tierlm.kvcache.dma import DmaPageCopier  # noqa: E402
-from tierlm.kvcache.host_pool import HostKVPool  # noqa: E402
-from tierlm.kvcache.layout import KVLayout  # noqa: E402
-from tierlm.kvcache.pool import KVPool  # noqa: E402
 
-PAGE, TOKENS, LAYERS, HIDDEN, MLP = 16, 8192, 32, 4096, 14336
+TOKENS, HIDDEN, MLP = 8192, 4096, 14336
 
 
 def prefill_chain(x: torch.Tensor, w: list[torch.Tensor]) -> torch.Tensor:
@@ -47,11 +45,7 @@ def main() -> int:
         print("needs a CUDA device")
         return 0
     dev = torch.device("cuda")
-    layout = KVLayout.gqa(LAYERS, 8, 128, torch.bfloat16)
-    pool = KVPool(layout, 1800, PAGE, dev)
-    for t in pool.regions():
-        t.random_(0, 255)
-    host = HostKVPool(1800, layout, PAGE, pin=True)
+    pool, host = llama8b_pools(1800)
     gen = torch.Generator().manual_seed(0)
     # runs of 16 consecutive pages on both sides in random order, as the allocators hand out a busy pool's
     # pages (a finished prompt's pages are mostly such runs)
@@ -65,7 +59,7 @@ def main() -> int:
     lo, hi = torch.cuda.Stream.priority_range() if hasattr(torch.cuda.Stream, "priority_range") else (0, -1)
     # (name, staging MiB, gather grid cap, prefill on a high-priority stream, gather kernel, direct DMA from
     # runs of this many pages; 0: every page through the staging buffer)
-    variants = [("prefill alone", None, 0, False, "jit", 0), ("direct DMA, runs >= 8 (default)", 32, 0, False, "jit", 8),
+    variants = [("prefill alone", None, 0, False, "jit", 0), ("direct DMA, runs >= 8", 32, 0, False, "jit", 8),
                 ("staging 32 MiB, gather", 32, 0, False, "jit", 0), ("staging 128 MiB, gather", 128, 0, False, "jit", 0),
                 ("staging 512 MiB, gather", 512, 0, False, "jit", 0), ("32 MiB, gather 8 blocks", 32, 8, False, "jit", 0),
                 ("32 MiB, gather 32 blocks", 32, 32, False, "jit", 0),
@@ -97,12 +91,7 @@ def main() -> int:
                 times.append(s0.elapsed_time(s1))
                 copies.append(s0.elapsed_time(b1) if staging is not None else 0.0)
         del y
-        ok = True
-        if staging is not None:
-            for d, h in list(zip(dev_pages, host_pages))[:: max(1, args.pages // 16)]:
-                got = host.buffer[h]
-                want = torch.cat([r[d].reshape(-1).view(torch.uint8) for r in pool.regions()]).cpu()
-                ok &= bool(torch.equal(got.reshape(-1)[: want.numel()], want))
+        ok = staging is None or host_matches(pool, host, list(zip(dev_pages, host_pages))[:: max(1, args.pages // 16)])
         rows.append((name, statistics.median(times), min(times), statistics.median(copies), ok))
     base = rows[0][1]
     mb = args.pages * host.bytes_per_page / 1e6
