@@ -5,7 +5,8 @@
 # Ends with one table: TTFT p50 per round per mode, the L3 mode against the better of GPU only and +L2, and
 # what the load-or-recompute policy did with the lower tiers' hits. Meant to take 5-8 minutes on an H200.
 # Usage: bash benchmarks/gpu_multiturn_tiers.sh [OUTDIR]
-# Environment: REPEATS (default 1: runs of every mode, alternated; the TTFT p50 pools their requests),
+# Environment: REPEATS (default 1: runs of the tier modes on fresh engines and stores, the L3 mode first on
+# every other one; GPU only runs once; the TTFT p50 pools their requests),
 # RESTARTS (default 1: restarts on the warm store, pooled the same way),
 # LOAD_POLICY (--hicache-load-policy, default auto), MODEL, EXTRA (more engine flags), STORE_IO (0:
 # skip the file store's check against the raw disk, bench_store_io.py, which runs last), and the
@@ -53,17 +54,18 @@ run() {  # NAME ARGS...: one `tierlm bench multiturn`, its summary in OUT/NAME.j
 
 python3 -c "import torch; c = torch.cuda.is_available()
 print('torch', torch.__version__, torch.cuda.get_device_name() if c else 'CPU')"
-for rep in $(seq 1 "$reps"); do  # REPEATS > 1: every mode again on fresh engines and stores, runs alternated
+gpu=gpu,  # GPU only runs once, beside the first tier modes (it does not depend on the ratio)
+for rep in $(seq 1 "$reps"); do  # REPEATS > 1: the tier modes again on fresh engines and stores, alternated
+  tiers=l2,l3; [ $((rep % 2)) = 0 ] && tiers=l3,l2  # every other repeat runs the L3 mode first
   if [[ $runs == *r5* ]]; then
-    run "r5-$rep" --modes gpu,l2,l3 --hicache-ratio 5 --kv-store "file://$work/l3-r5"
+    run "r5-$rep" --modes $gpu$tiers --hicache-ratio 5 --kv-store "file://$work/l3-r5"
     rm -rf "$work/l3-r5"
-    modes=l2,l3
-  else
-    modes=gpu,l2,l3  # GPU only once, beside the ratio-1.5 modes
+    gpu=
   fi
   if [[ $runs == *r1.5* ]]; then
     rm -rf "$work/l3-r1.5"
-    run "r1.5-$rep" --modes $modes --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+    run "r1.5-$rep" --modes $gpu$tiers --hicache-ratio 1.5 --kv-store "file://$work/l3-r1.5"
+    gpu=
   fi
 done
 # the same conversations again on the warm L3 of the last ratio-1.5 run (a new engine: nothing on the device
@@ -168,9 +170,8 @@ for label in ("ratio 5", "ratio 1.5"):
         # a round's prompts arrive in waves of CONC, so its p50 can fall between two waves: the means show it
         mean = [a / min(g, b) for a, g, b in zip(p50(l3, "mean"), p50("gpu", "mean"), p50(l2, "mean"))]
         print(f"{'  (means)':<18}{'':>8}   " + " ".join(f"{x:.2f}" for x in mean))
-        for i, (a, g, b) in enumerate(zip(runs[l3], runs["gpu"], runs[l2])) if reps > 1 else ():
-            each = [x["ttft_s"]["p50"] / min(y["ttft_s"]["p50"], z["ttft_s"]["p50"])
-                    for x, y, z in zip(a["rounds"], g["rounds"], b["rounds"])]
+        for i, (a, b) in enumerate(zip(runs[l3], runs[l2])) if reps > 1 else ():  # against the pooled GPU only
+            each = [x["ttft_s"]["p50"] / min(g, z["ttft_s"]["p50"]) for x, g, z in zip(a["rounds"], p50("gpu"), b["rounds"])]
             print(f"{f'  (run {i + 1})':<18}{'':>8}   " + " ".join(f"{x:.2f}" for x in each))
 # round 1's prompts go in waves of CONC (a client starts when one ends): the median TTFT of each wave, pooled over
 # runs, shows a cost that one wave pays (a first use) or every wave pays (a wave boundary's host work)
