@@ -28,7 +28,8 @@ from tierlm.kvcache.futures import submit_or_run
 from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header
 from tierlm.kvcache.stores.segment import (ENTRY, TRAILER, Entry, Scratch, align_up, open_flags, plan, preallocate,
                                            probe_direct, read_records, write_footer, write_records)
-from tierlm.kvcache.stores.segment_index import SUFFIX, TMP, Segment, SegmentIndex, unlink
+from tierlm.kvcache.stores.dir_ops import unlink
+from tierlm.kvcache.stores.segment_index import SUFFIX, TMP, Segment, SegmentIndex
 
 logger = logging.getLogger(__name__)
 _SEGMENT_BYTES = 256 << 20  # a larger batch is written as several segments

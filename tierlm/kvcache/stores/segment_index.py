@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from tierlm.kvcache.stores.base import encoded_size
+from tierlm.kvcache.stores.dir_ops import is_file, listdir, mtime_ns, unlink
 from tierlm.kvcache.stores.segment import Entry, NotASegment, is_hole, punch, read_table
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class SegmentIndex:
         """Adopt segments other engines wrote and forget those they removed, if another engine may have
         changed the directory since it was last listed (always with `force`)."""
         with self._list_mu:
-            mtime = _mtime(self.dir)
+            mtime = mtime_ns(self.dir)
             if mtime is None:
                 return
             with self._own_mu:
@@ -102,7 +103,7 @@ class SegmentIndex:
                     return
             listed_at = time.time()
             names = {e.name for e in listdir(self.dir)
-                     if _SEGMENT_NAME.fullmatch(e.name) and _is_file(e)} - self._invalid
+                     if _SEGMENT_NAME.fullmatch(e.name) and is_file(e)} - self._invalid
             with self._own_mu:
                 self._known, self._listed_at = mtime, listed_at
                 self._sure = listed_at - mtime / 1e9 > _RACY_SECONDS
@@ -122,11 +123,11 @@ class SegmentIndex:
         the index reflected the directory just before it, it reflects it after it too, and a miss need
         not list the directory for it."""
         with self._change_mu:  # this engine's threads change the directory one at a time (a syscall each)
-            before = _mtime(self.dir)
+            before = mtime_ns(self.dir)
             try:
                 return fn(*args)
             finally:
-                after = _mtime(self.dir)  # may take in another engine's change made meanwhile (_RELIST_SECONDS)
+                after = mtime_ns(self.dir)  # may take in another engine's change made meanwhile (_RELIST_SECONDS)
                 with self._own_mu:
                     self._changed_at = time.time()
                     if before is not None and after is not None and before == self._known:
@@ -284,36 +285,3 @@ class SegmentIndex:
         with self.mu:
             return {"pages": len(self.index), "segments": len(self.segs), "bytes": self.bytes,
                     "max_bytes": self.max_bytes, "evicted_pages": self.evicted}
-
-
-def _mtime(path: Path) -> Optional[int]:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-
-
-def _is_file(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_file(follow_symlinks=False)
-    except OSError:
-        return False
-
-
-def listdir(path: str | os.PathLike) -> list[os.DirEntry]:
-    """The entries of `path`, or none if it vanished or cannot be listed."""
-    try:
-        with os.scandir(path) as it:
-            return list(it)
-    except OSError:
-        return []
-
-
-def unlink(path: str | os.PathLike) -> None:
-    """Remove `path` if possible: a file already gone or one we may not remove is not an error here."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        logger.debug("File KV store: cannot remove %s (%s)", path, e)
