@@ -6,7 +6,8 @@ import pytest
 
 from tierlm.engine.policy import LPM_MAX_WAITING, admission_order
 from tierlm.engine.request import Req
-from tierlm.engine.scheduler import ScheduledBatch, Scheduler
+from tierlm.engine.batch import ScheduledBatch
+from tierlm.engine.scheduler import Scheduler
 from tierlm.kvcache.manager import KVCacheManager
 from tierlm.sampling_params import SamplingParams
 

@@ -9,6 +9,7 @@ import torch
 
 from tierlm.config import EngineConfig
 from tierlm.engine import startup
+from tierlm.engine.batch import ScheduledBatch
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import RequestError
 from tierlm.engine.gc_watch import GcWatch, freeze_heap, thaw_heap
@@ -19,7 +20,7 @@ from tierlm.engine.plan import make_plan
 from tierlm.engine.prefill_timer import PrefillTimer
 from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
-from tierlm.engine.scheduler import ScheduledBatch, Scheduler
+from tierlm.engine.scheduler import Scheduler
 from tierlm.engine.step_clock import StepClock
 from tierlm.engine.tokenizer import load_tokenizer
 from tierlm.engine.rank_launch import start_workers

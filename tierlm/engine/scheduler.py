@@ -22,30 +22,13 @@ its fetched tail has arrived, then rejoins through the queue's head.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from tierlm.engine.batch import ScheduledBatch
 from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
 from tierlm.kvcache.contracts import Verdict
 from tierlm.kvcache.manager import KVCacheManager
-
-
-@dataclass
-class ScheduledBatch:
-    """Requests of one forward pass and how many new tokens each contributes (`extend_lens`)."""
-
-    mode: str  # "prefill" | "decode" | "mixed" (decode requests, one token each, beside prefill chunks)
-    reqs: list[Req]
-    extend_lens: list[int]
-    # request→token table entries to write on the device before the pass: (row, position) -> slot
-    map_rows: list[int] = field(default_factory=list)
-    map_positions: list[int] = field(default_factory=list)
-    map_slots: list[int] = field(default_factory=list)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(self.extend_lens)
 
 
 class Scheduler:
