@@ -171,7 +171,8 @@ for label in ("ratio 5", "ratio 1.5"):
         mean = [a / min(g, b) for a, g, b in zip(p50(l3, "mean"), p50("gpu", "mean"), p50(l2, "mean"))]
         print(f"{'  (means)':<18}{'':>8}   " + " ".join(f"{x:.2f}" for x in mean))
         for i, (a, b) in enumerate(zip(runs[l3], runs[l2])) if reps > 1 else ():  # against the pooled GPU only
-            each = [x["ttft_s"]["p50"] / min(g, z["ttft_s"]["p50"]) for x, g, z in zip(a["rounds"], p50("gpu"), b["rounds"])]
+            each = [x["ttft_s"]["p50"] / min(g, z["ttft_s"]["p50"])
+                    for x, g, z in zip(a["rounds"], p50("gpu"), b["rounds"])]
             print(f"{f'  (run {i + 1})':<18}{'':>8}   " + " ".join(f"{x:.2f}" for x in each))
 # round 1's prompts go in waves of CONC (a client starts when one ends): the median TTFT of each wave, pooled over
 # runs, shows a cost that one wave pays (a first use) or every wave pays (a wave boundary's host work)
