@@ -12,7 +12,8 @@
 # Environment (defaults in brackets): MODELS ["builtin:qwen3-0.6b builtin:llama-3.1-8b"], IN_LEN [1024],
 # OUT_LEN [256], NOFF [256] offline requests, RUN_S [12] seconds of arrivals per serve run, LOADS
 # ["0.5 0.8 1.0"], MIXED_FLAGS ["--enable-mixed-chunk"], MIXED_BUDGETS [""] (more servers with mixed steps,
-# one per --max-mixed-tokens value given, e.g. "1024 4096", named onN in the table),
+# one per --max-mixed-tokens value given, e.g. "1024 4096", named onN in the table), PIECES_BUDGETS [""] (the
+# same with --no-mixed-cuda-graph: mixed steps replay the piecewise graphs, attention launched eagerly; named pN),
 # ENGINE_FLAGS [""] (flags for both benchmarks and servers, e.g. "--device cpu" for a smoke run),
 # SERVE_FLAGS [""] (more `tierlm bench serve` flags, e.g. "--random-vocab-size 500" for a tiny model),
 # CAPACITY [""] (requests/s per model name, e.g. "qwen3-0.6b=54.18 llama-3.1-8b=22.31": skips measuring it).
@@ -83,10 +84,12 @@ for model in $MODELS; do
                "$out/$name-offline.json" "$NOFF")
     echo "   capacity $capacity req/s"
   fi
-  for mode in off on $(for b in ${MIXED_BUDGETS:-}; do echo "on$b"; done); do
+  for mode in off on $(for b in ${MIXED_BUDGETS:-}; do echo "on$b"; done) \
+              $(for b in ${PIECES_BUDGETS:-}; do echo "p$b"; done); do
     flags=()
     case $mode in
       on) flags=("${mixed_flags[@]}") ;;
+      p*) flags=("${mixed_flags[@]}" --no-mixed-cuda-graph --max-mixed-tokens "${mode#p}") ;;
       on*) flags=("${mixed_flags[@]}" --max-mixed-tokens "${mode#on}") ;;
     esac
     port=$(free_port)
@@ -113,10 +116,10 @@ for model in $MODELS; do
   echo "   $model took $((SECONDS - t0)) s"
 done
 
-python3 - "$out" "$MODELS" "$LOADS" "${MIXED_BUDGETS:-}" <<'PY'
+python3 - "$out" "$MODELS" "$LOADS" "${MIXED_BUDGETS:-}" "${PIECES_BUDGETS:-}" <<'PY'
 import json, os, sys
 out, models, loads = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-modes = ["off", "on"] + [f"on{b}" for b in sys.argv[4].split()]
+modes = ["off", "on"] + [f"on{b}" for b in sys.argv[4].split()] + [f"p{b}" for b in sys.argv[5].split()]
 def load(path):
     return json.load(open(path)) if os.path.exists(path) else None
 everything = {}

@@ -91,3 +91,13 @@ class AttentionBackend(ABC):
     @abstractmethod
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
         """Refresh static decode metadata in place from `batch` (padded to a captured size)."""
+
+    def supports_mixed_graph(self) -> bool:
+        """Whether whole mixed passes (prefill chunks, then decodes) through this backend can be captured."""
+        return False
+
+    def prepare_mixed_replay(self, batch: ForwardBatch, num_chunks: int, chunk_rows: int) -> None:
+        """Metadata of a captured mixed pass from the runner's static buffers in `batch`: its first `num_chunks`
+        requests (some without tokens) extend over its first `chunk_rows` rows, the rest decode one row each
+        (padded to a captured decode size). Refreshes the decode scratch as `prepare_for_replay` does."""
+        raise NotImplementedError(f"{type(self).__name__} does not capture mixed passes")

@@ -111,6 +111,14 @@ class TritonBackend(AttentionBackend):
         assert batch.mode == "decode", "graphs are decode-only"
         self._meta = self._scratch.for_replay(batch.req_rows, batch.seq_lens)
 
+    def supports_mixed_graph(self) -> bool:
+        return True
+
+    def prepare_mixed_replay(self, batch: ForwardBatch, num_chunks: int, chunk_rows: int) -> None:
+        c = num_chunks
+        decode = self._scratch.for_replay(batch.req_rows[c:], batch.seq_lens[c:])
+        self._meta = _ExtendMeta(batch.qo_indptr[:c + 1], chunk_rows, c, decode)
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
                 batch: ForwardBatch) -> torch.Tensor:
         self.wait_kv(layer)

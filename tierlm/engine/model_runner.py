@@ -13,6 +13,7 @@ from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.registry import auto_backend, backend_class
 from tierlm.config import EngineConfig
 from tierlm.engine.aot_tree import open_tree
+from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_graph_on
 from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens
 from tierlm.engine.plan import FROM_TABLE, StepPlan
 from tierlm.engine.staging import HostStaging
@@ -153,6 +154,11 @@ class ModelRunner:
         tokens = piecewise_tokens(self.config)
         if tokens and self.graphs is not None and getattr(self.model, "piecewise_graph_safe", False):
             self.pieces = PiecewiseGraphRunner(self.model, self.device, tokens)
+        self.mixed = None
+        if (self.graphs is not None and mixed_graph_on(self.config) and self.attn.supports_mixed_graph()
+                and getattr(self.model, "piecewise_graph_safe", False)):
+            self.mixed = MixedGraphRunner(self.model, self.attn, req_to_token, self.config.max_mixed_tokens,
+                                          self.graphs.sizes)
         return self.attn
 
     def build_batch(self, plan: StepPlan, tables: ReqToTokenTable) -> tuple[ForwardBatch, "SampleSites"]:
@@ -222,6 +228,9 @@ class ModelRunner:
         """Run the model; return the logits `[sites.count, vocab]` of the tokens to sample (model dtype)."""
         if self.graphs is not None and self.graphs.can_run(batch):
             return self.graphs.replay(batch)  # decode samples every token of the batch
+        if self.mixed is not None and self.mixed.can_run(batch):
+            hidden = self.mixed.run(batch)
+            return self.model.compute_logits(hidden[self.mixed.rows_of(sites.index, batch)])
         if self.pieces is not None and self.pieces.can_run(batch):
             hidden = self.pieces.run(batch, self.attn)
         else:

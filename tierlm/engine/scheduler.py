@@ -35,7 +35,8 @@ class Scheduler:
     """Owns the waiting queue and the running set, and all KV allocation decisions for them."""
 
     def __init__(self, kv: KVCacheManager, max_running: int, max_prefill_tokens: int,
-                 reserve_new_tokens: int = 0, max_mixed_tokens: int = 0, policy: str = "fcfs") -> None:
+                 reserve_new_tokens: int = 0, max_mixed_tokens: int = 0, policy: str = "fcfs",
+                 mixed_decode_align: int = 1) -> None:
         if policy not in POLICIES:
             raise ValueError(f"--schedule-policy: unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.kv = kv
@@ -43,6 +44,9 @@ class Scheduler:
         self.max_prefill_tokens = max_prefill_tokens
         self.reserve_new_tokens = reserve_new_tokens
         self.max_mixed_tokens = max_mixed_tokens  # 0: prefill and decode never share a pass
+        # a mixed step keeps its decode count rounded up to this many rows (captured mixed passes pad the decodes
+        # to a decode graph size: 1, 2, 4, then multiples of 8), and gives the prefill only the rest
+        self.mixed_decode_align = mixed_decode_align
         self.policy = policy
         self.num_retracted = 0
         self.waiting: deque[Req] = deque()
@@ -269,8 +273,10 @@ class Scheduler:
         paused = self._settle_splits()
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
-        mixed = 0 < len(decoding) < self.max_mixed_tokens
-        budget = (min(self.max_mixed_tokens - len(decoding), self.max_prefill_tokens) if mixed
+        align = self.mixed_decode_align
+        decode_rows = -(-len(decoding) // align) * align
+        mixed = 0 < len(decoding) and decode_rows < self.max_mixed_tokens
+        budget = (min(self.max_mixed_tokens - decode_rows, self.max_prefill_tokens) if mixed
                   else self.max_prefill_tokens)
         reqs, lens = self._prefill_work(budget, refused)
         if reqs:

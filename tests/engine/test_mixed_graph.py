@@ -1,0 +1,79 @@
+"""Whole mixed passes as CUDA graphs: the padded layout (interpreted on the CPU), the tokens on a GPU, and when
+an engine captures them."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import CPU_OPTS
+from tests.engine.test_mixed_batches import run_staggered
+from tierlm.config import EngineConfig
+from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_graph_align, mixed_graph_on
+
+
+def test_padded_mixed_passes_give_the_unpadded_tokens():
+    """Eager padded passes through the Triton backend under the interpreter (tests/engine/mixed_graph_cases.py),
+    in a child process: this process never imports Triton in interpreter mode."""
+    pytest.importorskip("triton")
+    from tests.kernels.interp import run_interpreted
+
+    assert run_interpreted("tests.engine.mixed_graph_cases", ["qwen3"]) == {"qwen3": "ok"}
+
+
+def test_only_cuda_engines_with_mixed_steps_and_graphs_capture_them():
+    assert not mixed_graph_on(EngineConfig(model="unused", enable_mixed_chunk=True))  # opt-in
+    base = dict(model="unused", enable_mixed_chunk=True, mixed_cuda_graph=True)
+    cuda = torch.cuda.is_available()
+    assert mixed_graph_on(EngineConfig(**base)) == cuda
+    assert mixed_graph_align(EngineConfig(**base)) == (8 if cuda else 1)
+    for off in (dict(mixed_cuda_graph=False), dict(cuda_graph=False), dict(compile=True), dict(device="cpu"),
+                dict(enable_mixed_chunk=False)):
+        assert not mixed_graph_on(EngineConfig(**{**base, **off}))
+        assert mixed_graph_align(EngineConfig(**{**base, **off})) == 1
+
+
+def test_the_scheduler_keeps_aligned_rows_for_the_decodes(tiny_models):
+    """With the alignment a captured runner needs, no mixed step's prefill takes more than the budget less the
+    decodes rounded up to 8 (CPU engine: the alignment is set by hand)."""
+    from tierlm.engine.engine import Engine
+    from tierlm.sampling_params import SamplingParams
+
+    engine = Engine(EngineConfig(model=str(tiny_models["qwen3"]), **{**CPU_OPTS, "max_prefill_tokens": 64},
+                                 enable_mixed_chunk=True, max_mixed_tokens=12))
+    engine.scheduler.mixed_decode_align = 8
+    seen: list[tuple[int, int]] = []
+    schedule = engine.scheduler.schedule
+
+    def recording():
+        batch, refused = schedule()
+        if batch is not None and batch.mode == "mixed":
+            decodes = sum(not r.prefilling for r in batch.reqs)
+            seen.append((decodes, sum(batch.extend_lens) - decodes))
+        return batch, refused
+
+    engine.scheduler.schedule = recording
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, detokenize=False)
+    engine.add_request("a", list(range(3, 9)), params)
+    for i in range(6):
+        engine.step()
+        engine.add_request(f"b{i}", list(range(10 + i, 30 + i)), params)
+    while engine.has_unfinished():
+        engine.step()
+    engine.close()
+    assert seen and all(prefill <= 12 - 8 * -(-d // 8) for d, prefill in seen), seen
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs)")
+@pytest.mark.parametrize("arch,budget", [("qwen3", 24), ("llama", 24), ("qwen3", 300)])
+def test_captured_mixed_passes_give_the_piecewise_tokens(tiny_models, arch, budget, monkeypatch):
+    """Budget 24: one row count, steps padded up to it; 300: passes of 256 rows, below the budget."""
+    runs: list[int] = []
+    real = MixedGraphRunner.run
+    monkeypatch.setattr(MixedGraphRunner, "run", lambda self, b: runs.append(b.batch_size) or real(self, b))
+    cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
+                enable_mixed_chunk=True, max_mixed_tokens=budget, max_prefill_tokens=6)
+    ref, _, _ = run_staggered(tiny_models[arch], **cuda)
+    assert not runs
+    got, modes, _ = run_staggered(tiny_models[arch], mixed_cuda_graph=True, **cuda)
+    assert "mixed" in modes and len(runs) >= modes.count("mixed")
+    assert got == ref

@@ -1,0 +1,164 @@
+"""`MixedGraphRunner`: mixed steps (prefill chunks beside decodes) captured whole, attention included.
+
+Piecewise graphs (piecewise_graph.py) still launch every layer's attention from the host, so a mixed pass costs
+milliseconds of host time whatever its size, and small mixed passes (the ones that cost their decodes little on
+the device) end up bound by the host. Here a mixed pass of at most `budget` tokens is one graph replay.
+
+Layout of a captured pass of `T` rows for `D` decode rows (one graph per `T` of `token_sizes(budget)`, 256, 512,
+1024, ... up to the budget, and per size `D < T` of the decode graphs' ladder): rows `[0, T - D)` are the prefill
+chunks of up to `max_chunks` requests, then padding; rows `[T - D, T)` are the step's decodes, then padding. A
+step takes the smallest `T` that holds it, so a step with little prefill does not pay for a full budget. The
+extend kernel's grid is fixed by (`max_chunks`, `T - D`): requests past the real ones have no tokens and their
+programs store nothing; the
+decode kernel runs `D` rows, padded with the dummy request as decode graphs are. Padding rows store their K/V in
+the scratch page and are never read by a real request nor sampled. The scheduler leaves room for this padding
+(`Scheduler.mixed_decode_rows`); a mixed pass that still does not fit (more chunks, KV still loading layer by
+layer) replays the piecewise graphs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from tierlm.attention.base import ForwardBatch
+
+logger = logging.getLogger(__name__)
+
+
+def mixed_graph_on(config: Any) -> bool:
+    """Whether an engine with `config` captures whole mixed passes (where its model and backend allow it)."""
+    return bool(config.enable_mixed_chunk and config.mixed_cuda_graph and config.cuda_graph and not config.compile
+                and config.device != "cpu" and torch.cuda.is_available())
+
+
+def mixed_graph_align(config: Any) -> int:
+    """The scheduler's `mixed_decode_align`: 8 when mixed passes are captured (every decode graph size that holds
+    d decodes is at most d rounded up to 8), else 1."""
+    return 8 if mixed_graph_on(config) else 1
+
+
+def token_sizes(budget: int) -> list[int]:
+    """Row counts of the captured mixed passes: 256, then doublings below `budget`, then `budget` itself."""
+    sizes, n = [], 256
+    while n < budget:
+        sizes.append(n)
+        n *= 2
+    return sizes + [budget]
+
+
+class MixedGraphRunner:
+    """Captures `model` mixed passes of each row count of `token_sizes(budget)` for each decode size below it in
+    `decode_sizes` at start-up (`capture=False` runs the same padded passes eagerly, for tests without CUDA);
+    `run(batch)` returns the final hidden states of the padded pass and `rows_of(index, batch)` maps the batch's
+    token indices into it."""
+
+    def __init__(self, model: torch.nn.Module, attn, req_to_token: torch.Tensor, budget: int,
+                 decode_sizes: list[int], max_chunks: int = 8, capture: bool = True) -> None:
+        self.model, self.attn, self.budget, self.max_chunks = model, attn, budget, max_chunks
+        self.sizes = [d for d in decode_sizes if d < budget]
+        self.tokens = token_sizes(budget)
+        dev = req_to_token.device
+        self.dummy_row = req_to_token.shape[0] - 1
+        dummy_slot = int(req_to_token[self.dummy_row, 0])
+        n = max_chunks + max(self.sizes, default=0)
+        i64, i32 = dict(dtype=torch.int64, device=dev), dict(dtype=torch.int32, device=dev)
+        self.ids, self.positions = torch.zeros(budget, **i64), torch.zeros(budget, **i64)
+        self.out_loc = torch.full((budget,), dummy_slot, **i64)
+        self.dummy_slot = dummy_slot
+        self.rows = torch.full((n,), self.dummy_row, **i32)  # chunks' rows, then the decodes'
+        self.prefix, self.seq = torch.zeros(n, **i32), torch.ones(n, **i32)
+        self.qo = torch.zeros(max_chunks + 1, **i32)
+        self.capture = capture
+        self.graphs: dict[tuple[int, int], tuple[object, torch.Tensor]] = {}
+        if not capture or not self.sizes:
+            return
+        t0 = time.perf_counter()
+        pool = torch.cuda.graph_pool_handle()
+        with torch.inference_mode():
+            for n, d in sorted(((n, d) for n in self.tokens for d in self.sizes if d < n), reverse=True):
+                stream = torch.cuda.Stream(dev)  # largest first: smaller graphs reuse its memory pool
+                stream.wait_stream(torch.cuda.current_stream(dev))
+                with torch.cuda.stream(stream):
+                    self._forward(n, d)  # warm-up: kernels compile outside the capture
+                torch.cuda.current_stream(dev).wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    hidden = self._forward(n, d)
+                self.graphs[n, d] = (graph, hidden)
+        torch.cuda.synchronize(dev)
+        logger.info("captured %d mixed-step CUDA graphs (%s tokens, up to %d decodes) in %.1f s", len(self.graphs),
+                    "/".join(map(str, self.tokens)), self.sizes[-1], time.perf_counter() - t0)
+
+    def _batch(self, n: int, d: int) -> ForwardBatch:
+        c, t = self.max_chunks, n - d
+        return ForwardBatch(mode="prefill", input_ids=self.ids[:n], positions=self.positions[:n],
+                            out_loc=self.out_loc[:n],
+                            req_rows=self.rows[:c + d], prefix_lens=self.prefix[:c + d], seq_lens=self.seq[:c + d],
+                            qo_indptr=self.qo, extend_lens_cpu=[t] + [0] * (c - 1) + [1] * d,
+                            prefix_lens_cpu=[0] * (c + d), seq_lens_cpu=[t] + [0] * (c - 1) + [1] * d,
+                            req_rows_cpu=[self.dummy_row] * (c + d))
+
+    def _forward(self, n: int, d: int) -> torch.Tensor:
+        batch = self._batch(n, d)
+        self.attn.prepare_mixed_replay(batch, self.max_chunks, n - d)
+        return self.model(batch, self.attn)
+
+    def _decode_size(self, batch: ForwardBatch) -> tuple[int, int] | None:
+        """The captured (rows, decode size) of a mixed `batch`, or None if it does not fit a captured pass."""
+        if batch.mode != "prefill" or self.attn.kv_loads is not None:  # mixed steps run as prefill passes
+            return None
+        chunks = batch.num_multi_token
+        d = batch.batch_size - chunks
+        if chunks > self.max_chunks or not self.sizes or d > self.sizes[-1]:
+            return None
+        size = next(s for s in self.sizes if s >= d)
+        need = batch.input_ids.shape[0] - d + size
+        return next(((n, size) for n in self.tokens if need <= n and size < n), None)
+
+    def can_run(self, batch: ForwardBatch) -> bool:
+        return self._decode_size(batch) is not None
+
+    def run(self, batch: ForwardBatch) -> torch.Tensor:
+        """Hidden states `[T, hidden]` of the padded pass (valid until the next run)."""
+        shape = self._decode_size(batch)
+        assert shape is not None, "can_run(batch) first"
+        n, size = shape
+        c, e = self.max_chunks, batch.num_multi_token
+        d = batch.batch_size - e
+        t = batch.input_ids.shape[0] - d
+        base = n - size
+        for buf, src in ((self.ids, batch.input_ids), (self.positions, batch.positions), (self.out_loc, batch.out_loc)):
+            buf[:t].copy_(src[:t], non_blocking=True)
+            buf[base:base + d].copy_(src[t:], non_blocking=True)
+        self.positions[t:base].zero_()
+        self.positions[base + d:n].zero_()
+        self.out_loc[t:base].fill_(self.dummy_slot)
+        self.out_loc[base + d:n].fill_(self.dummy_slot)
+        self.rows[:e].copy_(batch.req_rows[:e], non_blocking=True)
+        self.rows[e:c].fill_(self.dummy_row)
+        self.prefix[:e].copy_(batch.prefix_lens[:e], non_blocking=True)
+        self.prefix[e:c].zero_()
+        self.qo[:e + 1].copy_(batch.qo_indptr[:e + 1], non_blocking=True)
+        self.qo[e + 1:].fill_(t)
+        self.rows[c:c + d].copy_(batch.req_rows[e:], non_blocking=True)
+        self.rows[c + d:c + size].fill_(self.dummy_row)
+        self.seq[c:c + d].copy_(batch.seq_lens[e:], non_blocking=True)
+        self.seq[c + d:c + size].fill_(1)
+        self.prefix[c:c + size].copy_(self.seq[c:c + size] - 1)
+        if not self.capture:
+            with torch.inference_mode():
+                return self._forward(n, size)
+        graph, hidden = self.graphs[n, size]
+        graph.replay()
+        return hidden
+
+    def rows_of(self, index: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+        """Rows of the padded pass that hold the batch's token `index` (the decodes moved to the end)."""
+        d = batch.batch_size - batch.num_multi_token
+        t = batch.input_ids.shape[0] - d
+        shape = self._decode_size(batch)
+        assert shape is not None
+        return torch.where(index < t, index, index + (shape[0] - shape[1] - t))
