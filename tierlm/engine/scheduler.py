@@ -44,9 +44,7 @@ class Scheduler:
         self.max_prefill_tokens = max_prefill_tokens
         self.reserve_new_tokens = reserve_new_tokens
         self.max_mixed_tokens = max_mixed_tokens  # 0: prefill and decode never share a pass
-        # a mixed step keeps its decode count rounded up to this many rows (captured mixed passes pad the decodes
-        # to a decode graph size: 1, 2, 4, then multiples of 8), and gives the prefill only the rest
-        self.mixed_decode_align = mixed_decode_align
+        self.mixed_decode_align = mixed_decode_align  # mixed steps keep the decode count rounded up to this
         self.policy = policy
         self.num_retracted = 0
         self.waiting: deque[Req] = deque()
@@ -273,8 +271,8 @@ class Scheduler:
         paused = self._settle_splits()
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
-        align = self.mixed_decode_align
-        decode_rows = -(-len(decoding) // align) * align
+        # with captured mixed passes the decodes are padded to a decode graph size (1, 2, 4, multiples of 8)
+        decode_rows = -(-len(decoding) // self.mixed_decode_align) * self.mixed_decode_align
         mixed = 0 < len(decoding) and decode_rows < self.max_mixed_tokens
         budget = (min(self.max_mixed_tokens - decode_rows, self.max_prefill_tokens) if mixed
                   else self.max_prefill_tokens)
