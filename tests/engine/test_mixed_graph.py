@@ -8,7 +8,8 @@ import torch
 from tests.conftest import CPU_OPTS
 from tests.engine.test_mixed_batches import run_staggered
 from tierlm.config import EngineConfig
-from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_graph_align, mixed_graph_on
+from tierlm.attention.base import ForwardBatch
+from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_graph_align, mixed_graph_on, token_sizes
 
 
 def test_padded_mixed_passes_give_the_unpadded_tokens():
@@ -18,6 +19,36 @@ def test_padded_mixed_passes_give_the_unpadded_tokens():
     from tests.kernels.interp import run_interpreted
 
     assert run_interpreted("tests.engine.mixed_graph_cases", ["qwen3"]) == {"qwen3": "ok"}
+
+
+def _mixed_batch(chunks: list[int], decodes: int) -> ForwardBatch:
+    lens = chunks + [1] * decodes
+    n, t = len(lens), sum(lens)
+    z = torch.zeros(n, dtype=torch.int32)
+    return ForwardBatch(mode="prefill", input_ids=torch.zeros(t, dtype=torch.int64), positions=torch.zeros(t),
+                        out_loc=torch.zeros(t), req_rows=z, prefix_lens=z, seq_lens=z, qo_indptr=torch.zeros(n + 1),
+                        extend_lens_cpu=lens, prefix_lens_cpu=[0] * n, seq_lens_cpu=lens, req_rows_cpu=[0] * n)
+
+
+def test_a_mixed_step_takes_the_smallest_captured_pass_that_holds_it():
+    assert token_sizes(2048) == [256, 512, 1024, 2048] and token_sizes(300) == [256, 300]
+    assert token_sizes(100) == [100]
+    runner = MixedGraphRunner.__new__(MixedGraphRunner)  # the selection only: no model, no capture
+    runner.budget, runner.max_chunks, runner.tokens = 1024, 2, token_sizes(1024)
+    runner.sizes = [1, 2, 4, 8, 16, 24, 32]
+    runner.attn = type("Attn", (), {"kv_loads": None})()
+    shape = runner._decode_size
+    assert shape(_mixed_batch([200], 3)) == (256, 4)  # 200 + 4 rows fit 256
+    assert shape(_mixed_batch([253], 3)) == (512, 4)  # 257 do not
+    assert shape(_mixed_batch([400, 500], 17)) == (1024, 24)
+    assert shape(_mixed_batch([1001], 17)) is None  # over the budget: the pieces take it
+    assert shape(_mixed_batch([10, 10, 10], 1)) is None  # more chunks than captured
+    assert shape(_mixed_batch([10], 33)) is None  # more decodes than the largest decode graph
+    assert shape(_mixed_batch([100], 0)) == (256, 1)  # a prefill pass pads one dummy decode row
+    index = torch.tensor([199, 200, 202])  # the chunk's last token, then two of the decodes
+    assert runner.rows_of(index, _mixed_batch([200], 3)).tolist() == [199, 252, 254]
+    runner.attn.kv_loads = object()  # pages still loading layer by layer: attention must wait, eagerly
+    assert shape(_mixed_batch([200], 3)) is None
 
 
 def test_only_cuda_engines_with_mixed_steps_and_graphs_capture_them():
