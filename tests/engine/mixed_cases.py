@@ -11,6 +11,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from tests.engine.test_mixed_batches import PROMPTS, run_staggered
 from tierlm.sampling_params import SamplingParams
@@ -29,7 +30,8 @@ def check(arch: str, root: Path) -> str:
     return "ok" if got == ref else f"tokens differ: {got} vs {ref}"
 
 
-def main(archs: list[str]) -> None:
+def main(archs: list[str], check: Callable[[str, Path], str] = check) -> None:
+    """Run `check` per arch and print the JSON map of results (every failure reported, none raised)."""
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for arch in archs:

@@ -7,11 +7,10 @@ TRITON_INTERPRET=1 without a GPU (see tests/kernels/interp.py).
 """
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
 from pathlib import Path
 
+from tests.engine.mixed_cases import main as run_cases
 from tests.engine.test_mixed_batches import PROMPTS, run_staggered
 from tierlm.engine import engine as engine_module
 from tierlm.engine.mixed_graph import MixedGraphRunner
@@ -53,16 +52,5 @@ def check(arch: str, root: Path) -> str:
     return "ok" if got == ref else f"tokens differ: {got} vs {ref}"
 
 
-def main(archs: list[str]) -> None:
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for arch in archs:
-            try:
-                results[arch] = check(arch, Path(tmp))
-            except Exception as e:  # noqa: BLE001  (reported to the parent test)
-                results[arch] = f"{type(e).__name__}: {e}"
-    print(json.dumps(results))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cases(sys.argv[1:], check)
