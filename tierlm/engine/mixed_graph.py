@@ -9,11 +9,10 @@ Layout of a captured pass of `T` rows for `D` decode rows (one graph per `T` of 
 chunks of up to `max_chunks` requests, then padding; rows `[T - D, T)` are the step's decodes, then padding. A
 step takes the smallest `T` that holds it, so a step with little prefill does not pay for a full budget. The
 extend kernel's grid is fixed by (`max_chunks`, `T - D`): requests past the real ones have no tokens and their
-programs store nothing; the
-decode kernel runs `D` rows, padded with the dummy request as decode graphs are. Padding rows store their K/V in
-the scratch page and are never read by a real request nor sampled. The scheduler leaves room for this padding
-(`Scheduler.mixed_decode_rows`); a mixed pass that still does not fit (more chunks, KV still loading layer by
-layer) replays the piecewise graphs.
+programs store nothing; the decode kernel runs `D` rows, padded with the dummy request as decode graphs are.
+Padding rows store their K/V in the scratch page and are never read by a real request nor sampled. The scheduler
+leaves room for the decodes' padding (`mixed_graph_align`); a mixed pass that still does not fit (more chunks,
+KV still loading layer by layer) replays the piecewise graphs.
 """
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tierlm.attention.base import ForwardBatch
+from tierlm.attention.base import AttentionBackend, ForwardBatch
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class MixedGraphRunner:
     `run(batch)` returns the final hidden states of the padded pass and `rows_of(index, batch)` maps the batch's
     token indices into it."""
 
-    def __init__(self, model: torch.nn.Module, attn, req_to_token: torch.Tensor, budget: int,
+    def __init__(self, model: torch.nn.Module, attn: AttentionBackend, req_to_token: torch.Tensor, budget: int,
                  decode_sizes: list[int], max_chunks: int = 8, capture: bool = True) -> None:
         self.model, self.attn, self.budget, self.max_chunks = model, attn, budget, max_chunks
         self.sizes = [d for d in decode_sizes if d < budget]
@@ -63,13 +62,13 @@ class MixedGraphRunner:
         dev = req_to_token.device
         self.dummy_row = req_to_token.shape[0] - 1
         dummy_slot = int(req_to_token[self.dummy_row, 0])
-        n = max_chunks + max(self.sizes, default=0)
+        reqs = max_chunks + max(self.sizes, default=0)
         i64, i32 = dict(dtype=torch.int64, device=dev), dict(dtype=torch.int32, device=dev)
         self.ids, self.positions = torch.zeros(budget, **i64), torch.zeros(budget, **i64)
         self.out_loc = torch.full((budget,), dummy_slot, **i64)
         self.dummy_slot = dummy_slot
-        self.rows = torch.full((n,), self.dummy_row, **i32)  # chunks' rows, then the decodes'
-        self.prefix, self.seq = torch.zeros(n, **i32), torch.ones(n, **i32)
+        self.rows = torch.full((reqs,), self.dummy_row, **i32)  # chunks' rows, then the decodes'
+        self.prefix, self.seq = torch.zeros(reqs, **i32), torch.ones(reqs, **i32)
         self.qo = torch.zeros(max_chunks + 1, **i32)
         self.capture = capture
         self.graphs: dict[tuple[int, int], tuple[object, torch.Tensor]] = {}
