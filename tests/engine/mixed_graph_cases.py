@@ -31,7 +31,7 @@ def install(runs: list[tuple[int, int]]) -> None:
         self.mixed = MixedGraphRunner(self.model, attn, req_to_token, BUDGET, [1, 2, 4, 8], max_chunks=2,
                                       capture=False)
         real_run = self.mixed.run
-        self.mixed.run = lambda b: runs.append((b.num_multi_token, b.batch_size)) or real_run(b)
+        self.mixed.run = lambda b, index: runs.append((b.num_multi_token, b.batch_size)) or real_run(b, index)
         return attn
 
     ModelRunner.make_attention = make_attention

@@ -100,7 +100,7 @@ def test_captured_mixed_passes_give_the_piecewise_tokens(tiny_models, arch, budg
     """Budget 24: one row count, steps padded up to it; 300: passes of 256 rows, below the budget."""
     runs: list[int] = []
     real = MixedGraphRunner.run
-    monkeypatch.setattr(MixedGraphRunner, "run", lambda self, b: runs.append(b.batch_size) or real(self, b))
+    monkeypatch.setattr(MixedGraphRunner, "run", lambda self, b, i: runs.append(b.batch_size) or real(self, b, i))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
                 enable_mixed_chunk=True, max_mixed_tokens=budget, max_prefill_tokens=6)
     ref, _, _ = run_staggered(tiny_models[arch], **cuda)

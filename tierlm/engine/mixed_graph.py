@@ -51,8 +51,8 @@ def token_sizes(budget: int) -> list[int]:
 class MixedGraphRunner:
     """Captures `model` mixed passes of each row count of `token_sizes(budget)` for each decode size below it in
     `decode_sizes` at start-up (`capture=False` runs the same padded passes eagerly, for tests without CUDA);
-    `run(batch)` returns the final hidden states of the padded pass and `rows_of(index, batch)` maps the batch's
-    token indices into it."""
+    `run(batch, index)` returns the final hidden states of the batch's tokens `index` (`rows_of` maps them into
+    the padded pass)."""
 
     def __init__(self, model: torch.nn.Module, attn: AttentionBackend, req_to_token: torch.Tensor, budget: int,
                  decode_sizes: list[int], max_chunks: int = 8, capture: bool = True) -> None:
@@ -120,8 +120,8 @@ class MixedGraphRunner:
     def can_run(self, batch: ForwardBatch) -> bool:
         return self._decode_size(batch) is not None
 
-    def run(self, batch: ForwardBatch) -> torch.Tensor:
-        """Hidden states `[T, hidden]` of the padded pass (valid until the next run)."""
+    def run(self, batch: ForwardBatch, index: torch.Tensor) -> torch.Tensor:
+        """Hidden states of the batch's tokens `index` (the rows to sample), from one padded pass."""
         shape = self._decode_size(batch)
         assert shape is not None, "can_run(batch) first"
         n, size = shape
@@ -149,15 +149,21 @@ class MixedGraphRunner:
         self.prefix[c:c + size].copy_(self.seq[c:c + size] - 1)
         if not self.capture:
             with torch.inference_mode():
-                return self._forward(n, size)
-        graph, hidden = self.graphs[n, size]
-        graph.replay()
-        return hidden
+                hidden = self._forward(n, size)
+        else:
+            graph, hidden = self.graphs[n, size]
+            graph.replay()
+        return hidden[_padded_rows(index, t, base)]
 
     def rows_of(self, index: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """Rows of the padded pass that hold the batch's token `index` (the decodes moved to the end)."""
-        d = batch.batch_size - batch.num_multi_token
-        t = batch.input_ids.shape[0] - d
         shape = self._decode_size(batch)
         assert shape is not None
-        return torch.where(index < t, index, index + (shape[0] - shape[1] - t))
+        t = batch.input_ids.shape[0] - (batch.batch_size - batch.num_multi_token)
+        return _padded_rows(index, t, shape[0] - shape[1])
+
+
+def _padded_rows(index: torch.Tensor, chunk_rows: int, decode_base: int) -> torch.Tensor:
+    """Token `index` of a batch whose first `chunk_rows` tokens are prefill chunks -> its row in the padded pass,
+    whose decodes start at `decode_base`."""
+    return torch.where(index < chunk_rows, index, index + (decode_base - chunk_rows))

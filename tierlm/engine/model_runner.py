@@ -229,8 +229,7 @@ class ModelRunner:
         if self.graphs is not None and self.graphs.can_run(batch):
             return self.graphs.replay(batch)  # decode samples every token of the batch
         if self.mixed is not None and self.mixed.can_run(batch):
-            hidden = self.mixed.run(batch)
-            return self.model.compute_logits(hidden[self.mixed.rows_of(sites.index, batch)])
+            return self.model.compute_logits(self.mixed.run(batch, sites.index))
         if self.pieces is not None and self.pieces.can_run(batch):
             hidden = self.pieces.run(batch, self.attn)
         else:
