@@ -14,6 +14,8 @@
 # ["0.5 0.8 1.0"], MIXED_FLAGS ["--enable-mixed-chunk"], MIXED_BUDGETS [""] (more servers with mixed steps,
 # one per --max-mixed-tokens value given, e.g. "1024 4096", named onN in the table), PIECES_BUDGETS [""] (the
 # same with --no-mixed-cuda-graph: mixed steps replay the piecewise graphs, attention launched eagerly; named pN),
+# VARIANTS [""] (more servers with mixed steps and flags of their own: "NAME=FLAGS;NAME=FLAGS", e.g.
+# "k2=--mixed-backlog-steps 2;k0=--mixed-backlog-steps 0"),
 # ENGINE_FLAGS [""] (flags for both benchmarks and servers, e.g. "--device cpu" for a smoke run),
 # SERVE_FLAGS [""] (more `tierlm bench serve` flags, e.g. "--random-vocab-size 500" for a tiny model),
 # CAPACITY [""] (requests/s per model name, e.g. "qwen3-0.6b=54.18 llama-3.1-8b=22.31": skips measuring it).
@@ -28,6 +30,10 @@ LOADS=${LOADS:-"0.5 0.8 1.0"}; MIXED_FLAGS=${MIXED_FLAGS:-"--enable-mixed-chunk"
 read -r -a engine_flags <<< "$ENGINE_FLAGS"
 read -r -a serve_flags <<< "${SERVE_FLAGS:-}"
 read -r -a mixed_flags <<< "$MIXED_FLAGS"
+declare -A variants=()
+IFS=';' read -r -a variant_specs <<< "${VARIANTS:-}"
+for spec in "${variant_specs[@]}"; do [ -n "$spec" ] && variants[${spec%%=*}]=${spec#*=}; done
+variant_names=$(for spec in "${variant_specs[@]}"; do [ -n "$spec" ] && echo "${spec%%=*}"; done)
 
 missing=$(python3 - <<'PY'
 import importlib.util as u
@@ -85,9 +91,11 @@ for model in $MODELS; do
     echo "   capacity $capacity req/s"
   fi
   for mode in off on $(for b in ${MIXED_BUDGETS:-}; do echo "on$b"; done) \
-              $(for b in ${PIECES_BUDGETS:-}; do echo "p$b"; done); do
+              $(for b in ${PIECES_BUDGETS:-}; do echo "p$b"; done) $variant_names; do
     flags=()
-    case $mode in
+    if [ -n "${variants[$mode]+set}" ]; then read -r -a extra <<< "${variants[$mode]}"; mode_case=variant; else mode_case=$mode; fi
+    case $mode_case in
+      variant) flags=("${mixed_flags[@]}" "${extra[@]}") ;;
       on) flags=("${mixed_flags[@]}") ;;
       p*) flags=("${mixed_flags[@]}" --no-mixed-cuda-graph --max-mixed-tokens "${mode#p}") ;;
       on*) flags=("${mixed_flags[@]}" --max-mixed-tokens "${mode#on}") ;;
@@ -116,10 +124,11 @@ for model in $MODELS; do
   echo "   $model took $((SECONDS - t0)) s"
 done
 
-python3 - "$out" "$MODELS" "$LOADS" "${MIXED_BUDGETS:-}" "${PIECES_BUDGETS:-}" <<'PY'
+python3 - "$out" "$MODELS" "$LOADS" "${MIXED_BUDGETS:-}" "${PIECES_BUDGETS:-}" $variant_names <<'PY'
 import json, os, sys
 out, models, loads = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
-modes = ["off", "on"] + [f"on{b}" for b in sys.argv[4].split()] + [f"p{b}" for b in sys.argv[5].split()]
+modes = (["off", "on"] + [f"on{b}" for b in sys.argv[4].split()] + [f"p{b}" for b in sys.argv[5].split()]
+         + sys.argv[6:])
 def load(path):
     return json.load(open(path)) if os.path.exists(path) else None
 everything = {}

@@ -153,6 +153,11 @@ class EngineConfig:
     max_mixed_tokens: int = _opt(2048, "Per-step token budget of a mixed step: its decode tokens (one per running "
                                  "request) plus the prefill chunk that joins them (at most --max-prefill-tokens). "
                                  "When the decodes alone fill it, prefill runs in a step of its own.", "scheduler")
+    mixed_backlog_steps: int = _opt(4, "A mixed step takes about 1/N of the prefill tokens waiting (rounded up to a "
+                                    "pass of 256, 512, ... rows with its decodes, at most --max-mixed-tokens): one "
+                                    "prompt is spread over a few small steps that cost its decodes little, a burst "
+                                    "of prompts gets whole budgets. 0: every mixed step takes the whole budget.",
+                                    "scheduler")
     piecewise_cuda_graph_max_tokens: int = _opt(
         -1, "Extend passes (prefill chunks, mixed steps) of up to this many tokens replay CUDA graphs of the work "
         "between attention calls, captured at start-up for a ladder of token counts (dense models on CUDA, "
@@ -288,6 +293,8 @@ class EngineConfig:
             bad("piecewise_cuda_graph_max_tokens", f"must be >= -1, got {self.piecewise_cuda_graph_max_tokens}")
         if self.max_mixed_tokens < 1:
             bad("max_mixed_tokens", f"must be >= 1, got {self.max_mixed_tokens}")
+        if self.mixed_backlog_steps < 0:
+            bad("mixed_backlog_steps", f"must be >= 0, got {self.mixed_backlog_steps}")
         if self.reserve_new_tokens < 0:
             bad("reserve_new_tokens", f"must be >= 0, got {self.reserve_new_tokens}")
         if self.max_waiting_requests < 1:

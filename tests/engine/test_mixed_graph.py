@@ -9,7 +9,8 @@ from tests.conftest import CPU_OPTS
 from tests.engine.test_mixed_batches import run_staggered
 from tierlm.config import EngineConfig
 from tierlm.attention.base import ForwardBatch
-from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_graph_align, mixed_graph_on, token_sizes
+from tierlm.engine.mixed_graph import (DECODE_STEP, MixedGraphRunner, mixed_decode_sizes, mixed_graph_align,
+                                       mixed_graph_on, token_sizes)
 
 
 def test_padded_mixed_passes_give_the_unpadded_tokens():
@@ -31,8 +32,10 @@ def _mixed_batch(chunks: list[int], decodes: int) -> ForwardBatch:
 
 
 def test_a_mixed_step_takes_the_smallest_captured_pass_that_holds_it():
-    assert token_sizes(2048) == [256, 512, 1024, 2048] and token_sizes(300) == [256, 300]
-    assert token_sizes(100) == [100]
+    assert token_sizes(2048) == [256, 512, 768, 1024, 1280, 1536, 1792, 2048] and token_sizes(300) == [256, 300]
+    assert token_sizes(100) == [100] and token_sizes(8192)[7:] == [2048, 3072, 4096, 6144, 8192]
+    assert mixed_decode_sizes(256) == list(range(16, 257, 16)) and mixed_decode_sizes(20) == [16, 20]
+    assert mixed_decode_sizes(8) == [8]
     runner = MixedGraphRunner.__new__(MixedGraphRunner)  # the selection only: no model, no capture
     runner.budget, runner.max_chunks, runner.tokens = 1024, 2, token_sizes(1024)
     runner.sizes = [1, 2, 4, 8, 16, 24, 32]
@@ -41,6 +44,7 @@ def test_a_mixed_step_takes_the_smallest_captured_pass_that_holds_it():
     assert shape(_mixed_batch([200], 3)) == (256, 4)  # 200 + 4 rows fit 256
     assert shape(_mixed_batch([253], 3)) == (512, 4)  # 257 do not
     assert shape(_mixed_batch([400, 500], 17)) == (1024, 24)
+    assert shape(_mixed_batch([500, 200], 17)) == (768, 24)  # 724 rows: the next multiple of 256
     assert shape(_mixed_batch([1001], 17)) is None  # over the budget: the pieces take it
     assert shape(_mixed_batch([10, 10, 10], 1)) is None  # more chunks than captured
     assert shape(_mixed_batch([10], 33)) is None  # more decodes than the largest decode graph
@@ -56,7 +60,7 @@ def test_only_cuda_engines_with_mixed_steps_and_graphs_capture_them():
     base = dict(model="unused", enable_mixed_chunk=True, mixed_cuda_graph=True)
     cuda = torch.cuda.is_available()
     assert mixed_graph_on(EngineConfig(**base)) == cuda
-    assert mixed_graph_align(EngineConfig(**base)) == (8 if cuda else 1)
+    assert mixed_graph_align(EngineConfig(**base)) == (DECODE_STEP if cuda else 1)
     for off in (dict(mixed_cuda_graph=False), dict(cuda_graph=False), dict(compile=True), dict(device="cpu"),
                 dict(enable_mixed_chunk=False)):
         assert not mixed_graph_on(EngineConfig(**{**base, **off}))

@@ -143,6 +143,32 @@ def test_mixed_chunks_stay_within_max_prefill_tokens():
     assert batch.mode == "mixed" and dict(zip([r.request_id for r in batch.reqs], batch.extend_lens))["p"] == 3
 
 
+def _mixed_prefill(sched: Scheduler) -> int:
+    batch, _ = sched.schedule()
+    assert batch.mode == "mixed"
+    run(batch)
+    return sum(n for r, n in zip(batch.reqs, batch.extend_lens) if n > 1 or r.request_id.startswith("p"))
+
+
+@pytest.mark.parametrize("steps,lone,burst", [(4, [6, 6, 6, 2], 22), (2, [14, 6], 30), (0, [20], 30)])
+def test_mixed_steps_take_a_share_of_the_backlog_sized_to_a_pass(steps, lone, burst):
+    """Passes of 8, 16, 24 or 32 rows; 2 decodes. A lone 20-token prompt with 4 steps: 2 + 20/4 rows -> passes of
+    8 (6 prefill tokens each); a burst of 80 tokens: 2 + 20 -> 24 rows (22 tokens). 0 steps: always the budget."""
+    def scheduler() -> Scheduler:
+        kv = KVCacheManager(256, PAGE, max_reqs=16)
+        sched = Scheduler(kv, 16, 100, max_mixed_tokens=32, mixed_rows=(8, 16, 24, 32), mixed_backlog_steps=steps)
+        _two_decoding(sched)
+        return sched
+
+    sched = scheduler()
+    sched.add(req("p", list(range(50, 70))))
+    assert [_mixed_prefill(sched) for _ in lone] == lone
+    sched = scheduler()
+    for i in range(4):
+        sched.add(req(f"p{i}", list(range(100 + 20 * i, 120 + 20 * i))))
+    assert _mixed_prefill(sched) == burst
+
+
 def test_without_mixing_prefill_runs_alone():
     sched = make_scheduler(max_prefill=100, max_mixed=0)
     decoding = _two_decoding(sched)

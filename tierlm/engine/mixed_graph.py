@@ -5,14 +5,14 @@ milliseconds of host time whatever its size, and small mixed passes (the ones th
 the device) end up bound by the host. Here a mixed pass of at most `budget` tokens is one graph replay.
 
 Layout of a captured pass of `T` rows for `D` decode rows (one graph per `T` of `token_sizes(budget)`, 256, 512,
-1024, ... up to the budget, and per size `D < T` of the decode graphs' ladder): rows `[0, T - D)` are the prefill
+768, ... up to the budget, and per size `D < T` of `mixed_decode_sizes`): rows `[0, T - D)` are the prefill
 chunks of up to `max_chunks` requests, then padding; rows `[T - D, T)` are the step's decodes, then padding. A
 step takes the smallest `T` that holds it, so a step with little prefill does not pay for a full budget. The
 extend kernel's grid is fixed by (`max_chunks`, `T - D`): requests past the real ones have no tokens and their
 programs store nothing; the decode kernel runs `D` rows, padded with the dummy request as decode graphs are.
 Padding rows store their K/V in the scratch page and are never read by a real request nor sampled. The scheduler
-leaves room for the decodes' padding (`mixed_graph_align`); a mixed pass that still does not fit (more chunks,
-KV still loading layer by layer) replays the piecewise graphs.
+leaves room for the decodes' padding (`mixed_graph_align`) and sizes a step to one of these row counts; a mixed
+pass that still does not fit (more chunks, KV still loading layer by layer) replays the piecewise graphs.
 """
 from __future__ import annotations
 
@@ -34,18 +34,29 @@ def mixed_graph_on(config: Any) -> bool:
 
 
 def mixed_graph_align(config: Any) -> int:
-    """The scheduler's `mixed_decode_align`: 8 when mixed passes are captured (every decode graph size that holds
-    d decodes is at most d rounded up to 8), else 1."""
-    return 8 if mixed_graph_on(config) else 1
+    """The scheduler's `mixed_decode_align`: `DECODE_STEP` when mixed passes are captured (the captured decode
+    size that holds d decodes is at most d rounded up to it), else 1."""
+    return DECODE_STEP if mixed_graph_on(config) else 1
+
+
+DECODE_STEP = 16  # captured mixed passes hold 16, 32, ... decodes: the pass's rows are fixed, padding is cheap
 
 
 def token_sizes(budget: int) -> list[int]:
-    """Row counts of the captured mixed passes: 256, then doublings below `budget`, then `budget` itself."""
+    """Row counts of mixed passes (the captured ones, and the sizes the scheduler's backlog rule picks from):
+    multiples of 256 up to 2048, then 3072, 4096, 6144, ... below `budget`, then `budget` itself. Steps of 256
+    keep a pass of one prompt plus its decodes from running as twice its rows."""
     sizes, n = [], 256
     while n < budget:
         sizes.append(n)
-        n *= 2
+        n += 256 if n < 2048 else n // 2 if n & (n - 1) == 0 else n // 3
     return sizes + [budget]
+
+
+def mixed_decode_sizes(max_bs: int) -> list[int]:
+    """Decode row counts of the captured mixed passes: multiples of `DECODE_STEP` up to `max_bs`, and `max_bs`."""
+    sizes = list(range(DECODE_STEP, max_bs + 1, DECODE_STEP))
+    return sizes if sizes and sizes[-1] == max_bs else sizes + [max_bs]
 
 
 class MixedGraphRunner:

@@ -13,7 +13,7 @@ from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.registry import auto_backend, backend_class
 from tierlm.config import EngineConfig
 from tierlm.engine.aot_tree import open_tree
-from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_graph_on
+from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_decode_sizes, mixed_graph_on
 from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens
 from tierlm.engine.plan import FROM_TABLE, StepPlan
 from tierlm.engine.staging import HostStaging
@@ -158,7 +158,7 @@ class ModelRunner:
         if (self.graphs is not None and mixed_graph_on(self.config) and self.attn.supports_mixed_graph()
                 and getattr(self.model, "piecewise_graph_safe", False)):
             self.mixed = MixedGraphRunner(self.model, self.attn, req_to_token, self.config.max_mixed_tokens,
-                                          self.graphs.sizes)
+                                          mixed_decode_sizes(self.graphs.sizes[-1]))
         return self.attn
 
     def build_batch(self, plan: StepPlan, tables: ReqToTokenTable) -> tuple[ForwardBatch, "SampleSites"]:

@@ -36,7 +36,7 @@ class Scheduler:
 
     def __init__(self, kv: KVCacheManager, max_running: int, max_prefill_tokens: int,
                  reserve_new_tokens: int = 0, max_mixed_tokens: int = 0, policy: str = "fcfs",
-                 mixed_decode_align: int = 1) -> None:
+                 mixed_decode_align: int = 1, mixed_rows: tuple[int, ...] = (), mixed_backlog_steps: int = 0) -> None:
         if policy not in POLICIES:
             raise ValueError(f"--schedule-policy: unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.kv = kv
@@ -45,6 +45,9 @@ class Scheduler:
         self.reserve_new_tokens = reserve_new_tokens
         self.max_mixed_tokens = max_mixed_tokens  # 0: prefill and decode never share a pass
         self.mixed_decode_align = mixed_decode_align  # mixed steps keep the decode count rounded up to this
+        # row counts a mixed pass is sized to (ascending, the budget last) and the backlog rule's divisor
+        self.mixed_rows = tuple(mixed_rows) or (max_mixed_tokens,)
+        self.mixed_backlog_steps = mixed_backlog_steps
         self.policy = policy
         self.num_retracted = 0
         self.waiting: deque[Req] = deque()
@@ -244,6 +247,15 @@ class Scheduler:
                         return total
         return total
 
+    def _mixed_rows(self, decode_rows: int, backlog: int) -> int:
+        """Rows of a mixed pass with `decode_rows` decodes: the smallest of `mixed_rows` that holds them and
+        1/`mixed_backlog_steps` of the `backlog` (the whole budget when that is 0). A lone prompt then costs its
+        decodes a few small passes; a burst, whole budgets (drained in about as many steps, whatever its size)."""
+        if self.mixed_backlog_steps <= 0:
+            return self.max_mixed_tokens
+        want = decode_rows + -(-backlog // self.mixed_backlog_steps)
+        return next((n for n in self.mixed_rows if n >= want and n > decode_rows), self.max_mixed_tokens)
+
     def _chunk(self, req: Req, budget: int) -> int:
         """Tokens of `req`'s prefill for this pass: within the budget and, while its L3 tail is fetched, not
         beyond its recomputed head (0: it waits there)."""
@@ -267,14 +279,15 @@ class Scheduler:
         """Next batch to run (or None) and requests refused because they can never fit."""
         refused: list[Req] = []
         self._writes = ([], [], [])
-        self.kv.poll(self._prefill_backlog())
+        backlog = self._prefill_backlog()
+        self.kv.poll(backlog)
         paused = self._settle_splits()
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
-        # with captured mixed passes the decodes are padded to a decode graph size (1, 2, 4, multiples of 8)
+        # with captured mixed passes the decodes are padded to a captured decode size (multiples of the alignment)
         decode_rows = -(-len(decoding) // self.mixed_decode_align) * self.mixed_decode_align
         mixed = 0 < len(decoding) and decode_rows < self.max_mixed_tokens
-        budget = (min(self.max_mixed_tokens - decode_rows, self.max_prefill_tokens) if mixed
+        budget = (min(self._mixed_rows(decode_rows, backlog) - decode_rows, self.max_prefill_tokens) if mixed
                   else self.max_prefill_tokens)
         reqs, lens = self._prefill_work(budget, refused)
         if reqs:
