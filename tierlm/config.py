@@ -158,6 +158,9 @@ class EngineConfig:
                                     "prompt is spread over a few small steps that cost its decodes little, a burst "
                                     "of prompts gets whole budgets. 0: every mixed step takes the whole budget.",
                                     "scheduler")
+    mixed_burst_tokens: int = _opt(4096, "While more prefill tokens than this wait, a mixed step takes the whole "
+                                   "--max-mixed-tokens budget (a burst drains in passes as large as a prefill "
+                                   "step's) instead of 1/--mixed-backlog-steps of them.", "scheduler")
     piecewise_cuda_graph_max_tokens: int = _opt(
         -1, "Extend passes (prefill chunks, mixed steps) of up to this many tokens replay CUDA graphs of the work "
         "between attention calls, captured at start-up for a ladder of token counts (dense models on CUDA, "
@@ -295,6 +298,8 @@ class EngineConfig:
             bad("max_mixed_tokens", f"must be >= 1, got {self.max_mixed_tokens}")
         if self.mixed_backlog_steps < 0:
             bad("mixed_backlog_steps", f"must be >= 0, got {self.mixed_backlog_steps}")
+        if self.mixed_burst_tokens < 0:
+            bad("mixed_burst_tokens", f"must be >= 0, got {self.mixed_burst_tokens}")
         if self.reserve_new_tokens < 0:
             bad("reserve_new_tokens", f"must be >= 0, got {self.reserve_new_tokens}")
         if self.max_waiting_requests < 1:

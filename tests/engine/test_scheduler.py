@@ -150,13 +150,16 @@ def _mixed_prefill(sched: Scheduler) -> int:
     return sum(n for r, n in zip(batch.reqs, batch.extend_lens) if n > 1 or r.request_id.startswith("p"))
 
 
-@pytest.mark.parametrize("steps,lone,burst", [(4, [6, 6, 6, 2], 22), (2, [14, 6], 30), (0, [20], 30)])
-def test_mixed_steps_take_a_share_of_the_backlog_sized_to_a_pass(steps, lone, burst):
+@pytest.mark.parametrize("steps,burst_tokens,lone,burst", [(4, 0, [6, 6, 6, 2], 22), (2, 0, [14, 6], 30),
+                                                          (0, 0, [20], 30), (4, 60, [6, 6, 6, 2], 30)])
+def test_mixed_steps_take_a_share_of_the_backlog_sized_to_a_pass(steps, burst_tokens, lone, burst):
     """Passes of 8, 16, 24 or 32 rows; 2 decodes. A lone 20-token prompt with 4 steps: 2 + 20/4 rows -> passes of
-    8 (6 prefill tokens each); a burst of 80 tokens: 2 + 20 -> 24 rows (22 tokens). 0 steps: always the budget."""
+    8 (6 prefill tokens each); a burst of 80 tokens: 2 + 20 -> 24 rows (22 tokens). 0 steps: always the budget;
+    so is a backlog over the burst threshold."""
     def scheduler() -> Scheduler:
         kv = KVCacheManager(256, PAGE, max_reqs=16)
-        sched = Scheduler(kv, 16, 100, max_mixed_tokens=32, mixed_rows=(8, 16, 24, 32), mixed_backlog_steps=steps)
+        sched = Scheduler(kv, 16, 100, max_mixed_tokens=32, mixed_rows=(8, 16, 24, 32), mixed_backlog_steps=steps,
+                          mixed_burst_tokens=burst_tokens)
         _two_decoding(sched)
         return sched
 

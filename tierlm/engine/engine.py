@@ -71,7 +71,8 @@ class Engine:
                                    config.reserve_new_tokens, config.max_mixed_tokens if config.enable_mixed_chunk
                                    else 0, config.schedule_policy, mixed_decode_align=mixed_graph_align(config),
                                    mixed_rows=tuple(token_sizes(config.max_mixed_tokens)),
-                                   mixed_backlog_steps=config.mixed_backlog_steps)
+                                   mixed_backlog_steps=config.mixed_backlog_steps,
+                                   mixed_burst_tokens=config.mixed_burst_tokens)
         self.sampler = Sampler(self.device, config.seed)
         # the compute rate of the KV tiers' cost model (load or recompute)
         self.prefill_timer = PrefillTimer(self.device, self.kv.observe_prefill if self.kv.cost else None)

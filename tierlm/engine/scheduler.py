@@ -36,7 +36,8 @@ class Scheduler:
 
     def __init__(self, kv: KVCacheManager, max_running: int, max_prefill_tokens: int,
                  reserve_new_tokens: int = 0, max_mixed_tokens: int = 0, policy: str = "fcfs",
-                 mixed_decode_align: int = 1, mixed_rows: tuple[int, ...] = (), mixed_backlog_steps: int = 0) -> None:
+                 mixed_decode_align: int = 1, mixed_rows: tuple[int, ...] = (), mixed_backlog_steps: int = 0,
+                 mixed_burst_tokens: int = 0) -> None:
         if policy not in POLICIES:
             raise ValueError(f"--schedule-policy: unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.kv = kv
@@ -48,6 +49,7 @@ class Scheduler:
         # row counts a mixed pass is sized to (ascending, the budget last) and the backlog rule's divisor
         self.mixed_rows = tuple(mixed_rows) or (max_mixed_tokens,)
         self.mixed_backlog_steps = mixed_backlog_steps
+        self.mixed_burst_tokens = mixed_burst_tokens  # a backlog over this takes the whole budget (0: never)
         self.policy = policy
         self.num_retracted = 0
         self.waiting: deque[Req] = deque()
@@ -249,9 +251,10 @@ class Scheduler:
 
     def _mixed_rows(self, decode_rows: int, backlog: int) -> int:
         """Rows of a mixed pass with `decode_rows` decodes: the smallest of `mixed_rows` that holds them and
-        1/`mixed_backlog_steps` of the `backlog` (the whole budget when that is 0). A lone prompt then costs its
-        decodes a few small passes; a burst, whole budgets (drained in about as many steps, whatever its size)."""
-        if self.mixed_backlog_steps <= 0:
+        1/`mixed_backlog_steps` of the `backlog`, or the whole budget (`mixed_backlog_steps` 0, or a backlog over
+        `mixed_burst_tokens`). A lone prompt then costs its decodes a few small passes; a burst drains in passes
+        as large as a prefill step's, which stalls the decodes for a while but keeps its first tokens early."""
+        if self.mixed_backlog_steps <= 0 or 0 < self.mixed_burst_tokens < backlog:
             return self.max_mixed_tokens
         want = decode_rows + -(-backlog // self.mixed_backlog_steps)
         return next((n for n in self.mixed_rows if n >= want and n > decode_rows), self.max_mixed_tokens)
