@@ -166,12 +166,12 @@ class EngineConfig:
         "between attention calls, captured at start-up for a ladder of token counts (dense models on CUDA, "
         "with --cuda-graph); 0 turns it off; -1 (auto): --max-mixed-tokens when --enable-mixed-chunk is on, "
         "else off.", "scheduler")
-    mixed_cuda_graph: bool = _opt(False, "With --enable-mixed-chunk and --cuda-graph: capture whole mixed steps "
-                                  "(attention included) as CUDA graphs at start-up, for 256, 512, ... rows up to "
-                                  "--max-mixed-tokens and every decode graph size, so a mixed step costs one replay "
+    mixed_cuda_graph: bool = _opt(True, "With --enable-mixed-chunk and --cuda-graph: capture whole mixed steps "
+                                  "(attention included) as CUDA graphs at start-up, for 256, 512, 768, ... rows up "
+                                  "to --max-mixed-tokens and 16, 32, ... decodes, so a mixed step costs one replay "
                                   "of host time (steps are padded to the next captured row count; those that do not "
-                                  "fit replay the piecewise graphs). Pays with small budgets (e.g. "
-                                  "--max-mixed-tokens 512 on an 8B model); see docs/benchmarks.md.", "scheduler")
+                                  "fit replay the piecewise graphs). --no-mixed-cuda-graph: piecewise graphs only.",
+                                  "scheduler")
     schedule_policy: str = _opt("fcfs", "Order in which waiting requests are admitted: arrival (fcfs), the "
                                 "request's priority, lower first, then arrival (priority), or the longest "
                                 "cached prefix first (lpm; arrival order beyond 128 waiting requests).",

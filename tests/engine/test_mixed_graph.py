@@ -56,8 +56,8 @@ def test_a_mixed_step_takes_the_smallest_captured_pass_that_holds_it():
 
 
 def test_only_cuda_engines_with_mixed_steps_and_graphs_capture_them():
-    assert not mixed_graph_on(EngineConfig(model="unused", enable_mixed_chunk=True))  # opt-in
-    base = dict(model="unused", enable_mixed_chunk=True, mixed_cuda_graph=True)
+    assert not mixed_graph_on(EngineConfig(model="unused"))  # only with mixed steps
+    base = dict(model="unused", enable_mixed_chunk=True)
     cuda = torch.cuda.is_available()
     assert mixed_graph_on(EngineConfig(**base)) == cuda
     assert mixed_graph_align(EngineConfig(**base)) == (DECODE_STEP if cuda else 1)
@@ -107,8 +107,8 @@ def test_captured_mixed_passes_give_the_piecewise_tokens(tiny_models, arch, budg
     monkeypatch.setattr(MixedGraphRunner, "run", lambda self, b, i: runs.append(b.batch_size) or real(self, b, i))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
                 enable_mixed_chunk=True, max_mixed_tokens=budget, max_prefill_tokens=6)
-    ref, _, _ = run_staggered(tiny_models[arch], **cuda)
+    ref, _, _ = run_staggered(tiny_models[arch], mixed_cuda_graph=False, **cuda)
     assert not runs
-    got, modes, _ = run_staggered(tiny_models[arch], mixed_cuda_graph=True, **cuda)
+    got, modes, _ = run_staggered(tiny_models[arch], **cuda)
     assert "mixed" in modes and len(runs) >= modes.count("mixed")
     assert got == ref
