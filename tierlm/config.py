@@ -159,8 +159,8 @@ class EngineConfig:
                                     "of prompts gets whole budgets. 0: every mixed step takes the whole budget.",
                                     "scheduler")
     mixed_burst_tokens: int = _opt(4096, "While more prefill tokens than this wait, a mixed step takes the whole "
-                                   "--max-mixed-tokens budget (a burst drains in passes as large as a prefill "
-                                   "step's) instead of 1/--mixed-backlog-steps of them.", "scheduler")
+                                   "--max-mixed-tokens budget (a burst drains in the largest mixed passes) "
+                                   "instead of 1/--mixed-backlog-steps of them; 0: never.", "scheduler")
     piecewise_cuda_graph_max_tokens: int = _opt(
         -1, "Extend passes (prefill chunks, mixed steps) of up to this many tokens replay CUDA graphs of the work "
         "between attention calls, captured at start-up for a ladder of token counts (dense models on CUDA, "

@@ -14,7 +14,8 @@ Each step is a prefill step (continue chunked prefills, then admit waiting reque
 schedule policy, under a per-step token budget), a decode step (one token for every running request) or,
 with mixed steps on (`max_mixed_tokens > 0`), a mixed step: while requests decode, the prefill work of the
 step joins their decode tokens in one pass, under a smaller budget that counts the decode tokens too, so a
-new prompt no longer stalls every running decode for a step of its own. A mixed pass is an extend pass
+new prompt no longer stalls every running decode for a step of its own; a mixed step's size follows the
+prefill backlog (`_mixed_rows`). A mixed pass is an extend pass
 (attention backends run their extend path); steps without prefill work stay pure decode steps (CUDA graphs).
 A request whose L3 hit is split (`tierlm.kvcache.split_fetch`) prefills only up to its pause point until
 its fetched tail has arrived, then rejoins through the queue's head.
@@ -252,8 +253,8 @@ class Scheduler:
     def _mixed_rows(self, decode_rows: int, backlog: int) -> int:
         """Rows of a mixed pass with `decode_rows` decodes: the smallest of `mixed_rows` that holds them and
         1/`mixed_backlog_steps` of the `backlog`, or the whole budget (`mixed_backlog_steps` 0, or a backlog over
-        `mixed_burst_tokens`). A lone prompt then costs its decodes a few small passes; a burst drains in passes
-        as large as a prefill step's, which stalls the decodes for a while but keeps its first tokens early."""
+        `mixed_burst_tokens`). A lone prompt then costs its decodes a few small passes; a burst drains in whole
+        budgets, which slows the decodes for a while but keeps its first tokens early."""
         if self.mixed_backlog_steps <= 0 or 0 < self.mixed_burst_tokens < backlog:
             return self.max_mixed_tokens
         want = decode_rows + -(-backlog // self.mixed_backlog_steps)
