@@ -2,6 +2,8 @@
 an engine captures them."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -75,7 +77,7 @@ def test_the_scheduler_keeps_aligned_rows_for_the_decodes(tiny_models):
 
     engine = Engine(EngineConfig(model=str(tiny_models["qwen3"]), **{**CPU_OPTS, "max_prefill_tokens": 64},
                                  enable_mixed_chunk=True, max_mixed_tokens=12))
-    engine.scheduler.mixed_decode_align = 8
+    engine.scheduler.mixed = dataclasses.replace(engine.scheduler.mixed, decode_align=8)
     seen: list[tuple[int, int]] = []
     schedule = engine.scheduler.schedule
 

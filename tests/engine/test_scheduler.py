@@ -7,6 +7,7 @@ import pytest
 from tierlm.engine.policy import LPM_MAX_WAITING, admission_order
 from tierlm.engine.request import Req
 from tierlm.engine.batch import ScheduledBatch
+from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.scheduler import Scheduler
 from tierlm.kvcache.manager import KVCacheManager
 from tierlm.sampling_params import SamplingParams
@@ -17,7 +18,7 @@ PAGE = 4
 def make_scheduler(policy: str = "fcfs", max_prefill: int = 1000, max_mixed: int = 0, max_running: int = 16,
                    prefix_cache: bool = True) -> Scheduler:
     kv = KVCacheManager(256, PAGE, max_reqs=max_running, enable_prefix_cache=prefix_cache)
-    return Scheduler(kv, max_running, max_prefill, reserve_new_tokens=0, max_mixed_tokens=max_mixed,
+    return Scheduler(kv, max_running, max_prefill, reserve_new_tokens=0, mixed=MixedBudget(max_mixed),
                      policy=policy)
 
 
@@ -158,8 +159,7 @@ def test_mixed_steps_take_a_share_of_the_backlog_sized_to_a_pass(steps, burst_to
     so is a backlog over the burst threshold."""
     def scheduler() -> Scheduler:
         kv = KVCacheManager(256, PAGE, max_reqs=16)
-        sched = Scheduler(kv, 16, 100, max_mixed_tokens=32, mixed_rows=(8, 16, 24, 32), mixed_backlog_steps=steps,
-                          mixed_burst_tokens=burst_tokens)
+        sched = Scheduler(kv, 16, 100, mixed=MixedBudget(32, 1, (8, 16, 24, 32), steps, burst_tokens))
         _two_decoding(sched)
         return sched
 

@@ -15,6 +15,7 @@ from tierlm.engine.errors import RequestError
 from tierlm.engine.gc_watch import GcWatch, freeze_heap, thaw_heap
 from tierlm.engine.inflight import InFlight, Readback
 from tierlm.engine.kv_setup import build_kv_cache
+from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.mixed_graph import mixed_graph_align, token_sizes
 from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.plan import make_plan
@@ -67,12 +68,13 @@ class Engine:
                 self.kv_events.close()
             self.worker.close()
             raise
+        mixed = MixedBudget()  # mixed steps off
+        if config.enable_mixed_chunk:
+            mixed = MixedBudget(config.max_mixed_tokens, mixed_graph_align(config),
+                                tuple(token_sizes(config.max_mixed_tokens)), config.mixed_backlog_steps,
+                                config.mixed_burst_tokens)
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
-                                   config.reserve_new_tokens, config.max_mixed_tokens if config.enable_mixed_chunk
-                                   else 0, config.schedule_policy, mixed_decode_align=mixed_graph_align(config),
-                                   mixed_rows=tuple(token_sizes(config.max_mixed_tokens)),
-                                   mixed_backlog_steps=config.mixed_backlog_steps,
-                                   mixed_burst_tokens=config.mixed_burst_tokens)
+                                   config.reserve_new_tokens, mixed, config.schedule_policy)
         self.sampler = Sampler(self.device, config.seed)
         # the compute rate of the KV tiers' cost model (load or recompute)
         self.prefill_timer = PrefillTimer(self.device, self.kv.observe_prefill if self.kv.cost else None)

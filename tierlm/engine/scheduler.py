@@ -12,10 +12,10 @@ is refused with an error. Which waiting request is tried first is the schedule p
 
 Each step is a prefill step (continue chunked prefills, then admit waiting requests in the order of the
 schedule policy, under a per-step token budget), a decode step (one token for every running request) or,
-with mixed steps on (`max_mixed_tokens > 0`), a mixed step: while requests decode, the prefill work of the
+with mixed steps on (`MixedBudget.max_tokens > 0`), a mixed step: while requests decode, the prefill work of the
 step joins their decode tokens in one pass, under a smaller budget that counts the decode tokens too, so a
 new prompt no longer stalls every running decode for a step of its own; a mixed step's size follows the
-prefill backlog (`_mixed_rows`). A mixed pass is an extend pass
+prefill backlog (`tierlm.engine.mixed_budget`). A mixed pass is an extend pass
 (attention backends run their extend path); steps without prefill work stay pure decode steps (CUDA graphs).
 A request whose L3 hit is split (`tierlm.kvcache.split_fetch`) prefills only up to its pause point until
 its fetched tail has arrived, then rejoins through the queue's head.
@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any, Optional
 
 from tierlm.engine.batch import ScheduledBatch
+from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
 from tierlm.kvcache.contracts import Verdict
@@ -36,21 +37,14 @@ class Scheduler:
     """Owns the waiting queue and the running set, and all KV allocation decisions for them."""
 
     def __init__(self, kv: KVCacheManager, max_running: int, max_prefill_tokens: int,
-                 reserve_new_tokens: int = 0, max_mixed_tokens: int = 0, policy: str = "fcfs",
-                 mixed_decode_align: int = 1, mixed_rows: tuple[int, ...] = (), mixed_backlog_steps: int = 0,
-                 mixed_burst_tokens: int = 0) -> None:
+                 reserve_new_tokens: int = 0, mixed: MixedBudget = MixedBudget(), policy: str = "fcfs") -> None:
         if policy not in POLICIES:
             raise ValueError(f"--schedule-policy: unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
         self.kv = kv
         self.max_running = max_running
         self.max_prefill_tokens = max_prefill_tokens
         self.reserve_new_tokens = reserve_new_tokens
-        self.max_mixed_tokens = max_mixed_tokens  # 0: prefill and decode never share a pass
-        self.mixed_decode_align = mixed_decode_align  # mixed steps keep the decode count rounded up to this
-        # row counts a mixed pass is sized to (ascending, the budget last) and the backlog rule's divisor
-        self.mixed_rows = tuple(mixed_rows) or (max_mixed_tokens,)
-        self.mixed_backlog_steps = mixed_backlog_steps
-        self.mixed_burst_tokens = mixed_burst_tokens  # a backlog over this takes the whole budget (0: never)
+        self.mixed = mixed
         self.policy = policy
         self.num_retracted = 0
         self.waiting: deque[Req] = deque()
@@ -250,16 +244,6 @@ class Scheduler:
                         return total
         return total
 
-    def _mixed_rows(self, decode_rows: int, backlog: int) -> int:
-        """Rows of a mixed pass with `decode_rows` decodes: the smallest of `mixed_rows` that holds them and
-        1/`mixed_backlog_steps` of the `backlog`, or the whole budget (`mixed_backlog_steps` 0, or a backlog over
-        `mixed_burst_tokens`). A lone prompt then costs its decodes a few small passes; a burst drains in whole
-        budgets, which slows the decodes for a while but keeps its first tokens early."""
-        if self.mixed_backlog_steps <= 0 or 0 < self.mixed_burst_tokens < backlog:
-            return self.max_mixed_tokens
-        want = decode_rows + -(-backlog // self.mixed_backlog_steps)
-        return next((n for n in self.mixed_rows if n >= want and n > decode_rows), self.max_mixed_tokens)
-
     def _chunk(self, req: Req, budget: int) -> int:
         """Tokens of `req`'s prefill for this pass: within the budget and, while its L3 tail is fetched, not
         beyond its recomputed head (0: it waits there)."""
@@ -288,11 +272,9 @@ class Scheduler:
         paused = self._settle_splits()
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
-        # with captured mixed passes the decodes are padded to a captured decode size (multiples of the alignment)
-        decode_rows = -(-len(decoding) // self.mixed_decode_align) * self.mixed_decode_align
-        mixed = 0 < len(decoding) and decode_rows < self.max_mixed_tokens
-        budget = (min(self._mixed_rows(decode_rows, backlog) - decode_rows, self.max_prefill_tokens) if mixed
-                  else self.max_prefill_tokens)
+        room = self.mixed.prefill_room(len(decoding), backlog)
+        mixed = room is not None
+        budget = min(room, self.max_prefill_tokens) if mixed else self.max_prefill_tokens
         reqs, lens = self._prefill_work(budget, refused)
         if reqs:
             if mixed:

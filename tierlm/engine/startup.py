@@ -60,7 +60,7 @@ def warm_up(engine: Any) -> None:
     except Exception as e:  # noqa: BLE001 - a warm-up: the engine starts, and the first real copy reports it
         logger.warning("KV tiers: warming the copies failed (%s: %s); the first copies pay their first use",
                        type(e).__name__, e)
-    if engine.scheduler.max_mixed_tokens > 0:
+    if engine.scheduler.mixed.max_tokens > 0:
         warm_mixed(engine, ids, params)
     calibrate_prefill(engine)
     for key in engine.counters:
