@@ -34,7 +34,7 @@ def mixed_graph_on(config: Any) -> bool:
 
 
 def mixed_graph_align(config: Any) -> int:
-    """The scheduler's `mixed_decode_align`: `DECODE_STEP` when mixed passes are captured (the captured decode
+    """`MixedBudget.decode_align`: `DECODE_STEP` when mixed passes are captured (the captured decode
     size that holds d decodes is at most d rounded up to it), else 1."""
     return DECODE_STEP if mixed_graph_on(config) else 1
 
