@@ -10,7 +10,7 @@ the device, outputs). A step whose device time is far below its wall time is hos
 goes in docs/benchmarks.md.
 
     PYTHONPATH=. python benchmarks/profile_engine.py [--model builtin:qwen3-0.6b] [--batches 1,64,256]
-        [--context 512] [--steps 100] [--prefill-len 8192] [--json] [--torch-profile [--profile-batch N]]
+        [--context 512] [--steps 100] [--prefill-len 8192[,N...]] [--json] [--torch-profile [--profile-batch N]]
         [ENGINE FLAGS, e.g. --no-overlap-schedule or --device cpu]
 
 Where the device time of a batch-1 step goes, kernel by kernel (#20's first question):
@@ -27,6 +27,7 @@ pass's eager attention calls cost the host, and the device ms what the chunk cos
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import time
@@ -131,9 +132,11 @@ def mixed_profile(engine: Engine, timer: DeviceTimer, batch: int, chunk: int, co
     """`batch` requests decode while one prompt of `chunk` tokens (answered by its first token) joins every
     step; per step: wall, device and host ms, and the share of the steps that ran mixed."""
     sched = engine.scheduler
-    saved = sched.max_mixed_tokens
+    saved = sched.mixed
     start_decoding(engine, batch, context, 2 * steps + 64, vocab)
-    sched.max_mixed_tokens = batch + chunk + 1  # the decodes and exactly one prompt per pass
+    # the decodes (rounded up as the budget rounds them) and exactly one whole prompt per pass
+    rows = -(-batch // saved.decode_align) * saved.decode_align + chunk
+    sched.mixed = dataclasses.replace(saved, max_tokens=rows, rows=(), backlog_steps=0)
     add(engine, steps + 16, chunk, 1, vocab, seed=10_000 + chunk)
     for _ in range(8):  # settle: the first passes of this size may build kernels
         engine.step()
@@ -149,7 +152,7 @@ def mixed_profile(engine: Engine, timer: DeviceTimer, batch: int, chunk: int, co
     sched.schedule = counting
     row = {"batch": batch, "chunk": chunk, **timed_steps(engine, timer, steps),
            "mixed_share": modes.count("mixed") / max(1, len(modes))}
-    sched.schedule, sched.max_mixed_tokens = schedule, saved
+    sched.schedule, sched.mixed = schedule, saved
     drain(engine)
     return row
 
@@ -173,7 +176,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,64,256", help="Comma list of decode batch sizes.")
     ap.add_argument("--context", type=int, default=512, help="Prompt tokens of each decoding request.")
     ap.add_argument("--steps", type=int, default=100, help="Timed decode steps per batch size.")
-    ap.add_argument("--prefill-len", type=int, default=8192, help="Tokens of the long prefill (0: skip it).")
+    ap.add_argument("--prefill-len", default="8192", help="Tokens of the long prefill, or a comma list of "
+                                                          "lengths, each timed alone (0: skip it).")
     ap.add_argument("--json", action="store_true", help="Print one JSON object instead of the table.")
     ap.add_argument("--torch-profile", action="store_true", help="Also print torch profiler tables (host "
                     "operators, device kernels, graph-replayed ones included) of decode steps at --profile-batch.")
@@ -188,9 +192,10 @@ def main() -> None:
     ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    lens = [int(n) for n in args.prefill_len.split(",") if n.strip() and int(n) > 0]
     config = config_from_args(args)
     if not config.max_model_len:
-        config = config.replace(max_model_len=max(args.context + args.steps + 128, args.prefill_len + 8))
+        config = config.replace(max_model_len=max([args.context + args.steps + 128] + [n + 8 for n in lens]))
     engine = Engine(config)
     vocab = min(engine.model_config.vocab_size, 30000)
     timer = DeviceTimer(engine)
@@ -198,7 +203,7 @@ def main() -> None:
     chunks = [int(c) for c in args.mixed_chunks.split(",") if c.strip()]
     mixed = [mixed_profile(engine, timer, args.mixed_batch or max(batches), c, args.context, args.steps, vocab)
              for c in chunks]
-    prefill = prefill_profile(engine, timer, args.prefill_len, vocab) if args.prefill_len else None
+    prefill = [prefill_profile(engine, timer, n, vocab) for n in lens]
     if args.torch_profile and engine.device.type == "cuda":
         add(engine, args.profile_batch or max(batches), args.context, 200, vocab, seed=99)
         for _ in range(40):
@@ -233,9 +238,9 @@ def main() -> None:
             host = " / ".join(f"{r['host_ms'][p]:.3f}" for p in PHASES)
             print(f"{r['batch']:>6}{r['chunk']:>7}{r['ms_per_step']:>10.3f}{r['device_ms_per_step']:>11.3f}"
                   f"{r['mixed_share']:>7.2f}   {host}")
-    if prefill:
-        print(f"prefill of {prefill['prefill_len']} tokens: first token {prefill['ttft_ms']:.1f} ms, device "
-              f"{prefill['device_ms']:.1f} ms, {prefill['tok_per_s']:.0f} tok/s")
+    for p in prefill:
+        print(f"prefill of {p['prefill_len']} tokens: first token {p['ttft_ms']:.1f} ms, device "
+              f"{p['device_ms']:.1f} ms, {p['tok_per_s']:.0f} tok/s")
 
 
 if __name__ == "__main__":
