@@ -5,7 +5,8 @@
 # Run from the repository root: bash benchmarks/gpu_mixed_policy.sh [OUTDIR]
 # Environment: MODEL [builtin:llama-3.1-8b], RATE [18.85] req/s, DURATION [14] s of arrivals, VARIANTS (see
 # replay_arrivals.py), BATCH [96] decodes beside each profiled chunk, SMALL [builtin:qwen3-0.6b], SMALL_RATE
-# [59.43] (the small model replayed too, off and on, at that rate; empty SMALL skips it).
+# [59.43] (the small model replayed too, off and on, at that rate; empty SMALL skips it), PROFILE [1] (0 skips
+# the pass costs).
 set -uo pipefail
 out=${1:-mixed-policy-out}
 mkdir -p "$out"
@@ -20,11 +21,13 @@ timeout 330 python3 benchmarks/replay_arrivals.py --model "$MODEL" "${common[@]}
   --duration "$DURATION" --variants "$VARIANTS" --json "$out/replay.json" > "$out/replay.txt" 2>&1 \
   || echo "replay failed (exit $?)"
 tail -n 14 "$out/replay.txt"
+if [ "${PROFILE:-1}" != 0 ]; then
 echo "== mixed pass against prefill: $MODEL, $BATCH decodes"
 timeout 200 python3 benchmarks/profile_engine.py --model "$MODEL" "${common[@]}" --batches "$BATCH" --context 1024 \
   --steps 30 --prefill-len 1024,2048,4096,8192 --enable-mixed-chunk --max-mixed-tokens 8192 \
   --mixed-chunks 256,1024,2048,4096,7936 > "$out/profile.txt" 2>&1 || echo "profile failed (exit $?)"
 tail -n 16 "$out/profile.txt"
+fi
 if [ -n "$SMALL" ]; then
   echo "== replay: $SMALL at $SMALL_RATE req/s"
   timeout 150 python3 benchmarks/replay_arrivals.py --model "$SMALL" "${common[@]}" --rate "$SMALL_RATE" \

@@ -60,6 +60,7 @@ def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], outpu
     results = [RequestResult(prompt_len=len(p)) for p in prompts]
     last = [0.0] * len(prompts)
     ids = {f"{tag}-{i}": i for i in range(len(prompts))}
+    engine.clock.reset()
     done, i, t0 = 0, 0, time.perf_counter()
     while done < len(prompts):
         now = time.perf_counter() - t0
@@ -90,6 +91,7 @@ def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], outpu
     sched.schedule = schedule
     report = summarize(results, duration)
     report["steps"] = kinds
+    report["step_host"] = engine.clock.snapshot()  # host ms per step and phase, as a server's /stats gives
     report["mixed_prefill_mean"] = sum(mixed_prefill) / len(mixed_prefill) if mixed_prefill else 0.0
     return report
 
