@@ -153,10 +153,11 @@ class EngineConfig:
     max_mixed_tokens: int = _opt(2048, "Per-step token budget of a mixed step: its decode tokens (one per running "
                                  "request) plus the prefill chunk that joins them (at most --max-prefill-tokens). "
                                  "When the decodes alone fill it, prefill runs in a step of its own.", "scheduler")
-    mixed_backlog_steps: int = _opt(4, "A mixed step takes about 1/N of the prefill tokens waiting (rounded up to a "
+    mixed_backlog_steps: int = _opt(2, "A mixed step takes about 1/N of the prefill tokens waiting (rounded up to a "
                                     "pass of 256, 512, ... rows with its decodes, at most --max-mixed-tokens): one "
-                                    "prompt is spread over a few small steps that cost its decodes little, a burst "
-                                    "of prompts gets whole budgets. 0: every mixed step takes the whole budget.",
+                                    "prompt is spread over N steps that cost its decodes less than one whole pass, "
+                                    "a burst of prompts gets whole budgets. 0: every mixed step takes the whole "
+                                    "budget.",
                                     "scheduler")
     mixed_burst_tokens: int = _opt(4096, "While more prefill tokens than this wait, a mixed step takes the whole "
                                    "--max-mixed-tokens budget (a burst drains in the largest mixed passes) "

@@ -50,7 +50,13 @@ def test_a_mixed_step_takes_the_smallest_captured_pass_that_holds_it():
     assert shape(_mixed_batch([1001], 17)) is None  # over the budget: the pieces take it
     assert shape(_mixed_batch([10, 10, 10], 1)) is None  # more chunks than captured
     assert shape(_mixed_batch([10], 33)) is None  # more decodes than the largest decode graph
-    assert shape(_mixed_batch([100], 0)) == (256, 1)  # a prefill pass pads one dummy decode row
+    assert shape(_mixed_batch([100], 0)) is None  # no decodes: the pieces pad a prefill pass less
+    runner.budget, runner.tokens, runner.sizes = 8192, token_sizes(8192), [16, 32]
+    assert shape(_mixed_batch([2030], 16)) == (2048, 16)
+    assert shape(_mixed_batch([2700, 100], 16)) == (3072, 16)  # pads by 256 of 2816 rows
+    assert shape(_mixed_batch([2100], 16)) is None  # would pad 2116 rows to 3072: the pieces take it
+    assert shape(_mixed_batch([4000, 4000], 32)) == (8192, 32)
+    runner.budget, runner.tokens, runner.sizes = 1024, token_sizes(1024), [1, 2, 4, 8, 16, 24, 32]
     index = torch.tensor([199, 200, 202])  # the chunk's last token, then two of the decodes
     assert runner.rows_of(index, _mixed_batch([200], 3)).tolist() == [199, 252, 254]
     runner.attn.kv_loads = object()  # pages still loading layer by layer: attention must wait, eagerly

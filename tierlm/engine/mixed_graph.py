@@ -12,7 +12,9 @@ extend kernel's grid is fixed by (`max_chunks`, `T - D`): requests past the real
 programs store nothing; the decode kernel runs `D` rows, padded with the dummy request as decode graphs are.
 Padding rows store their K/V in the scratch page and are never read by a real request nor sampled. The scheduler
 leaves room for the decodes' padding (`mixed_graph_align`) and sizes a step to one of these row counts; a mixed
-pass that still does not fit (more chunks, KV still loading layer by layer) replays the piecewise graphs.
+pass that still does not fit (more chunks, KV still loading layer by layer), a pass without decodes and one that
+would pad by more than an eighth of its rows (between the far-apart sizes past 2048) replay the piecewise graphs,
+whose ladder pads by less.
 """
 from __future__ import annotations
 
@@ -122,11 +124,14 @@ class MixedGraphRunner:
             return None
         chunks = batch.num_multi_token
         d = batch.batch_size - chunks
-        if chunks > self.max_chunks or not self.sizes or d > self.sizes[-1]:
-            return None
+        if d == 0 or chunks > self.max_chunks or not self.sizes or d > self.sizes[-1]:
+            return None  # no decodes: the piecewise ladder pads a prefill pass far less
         size = next(s for s in self.sizes if s >= d)
         need = batch.input_ids.shape[0] - d + size
-        return next(((n, size) for n in self.tokens if need <= n and size < n), None)
+        n = next((n for n in self.tokens if need <= n and size < n), None)
+        # past 2048 the captured row counts are far apart: a pass that would pad by more than an eighth of its
+        # rows (and more than one step of 256) goes to the piecewise graphs, which pad by less
+        return None if n is None or n - need > max(255, need // 8) else (n, size)
 
     def can_run(self, batch: ForwardBatch) -> bool:
         return self._decode_size(batch) is not None
