@@ -45,14 +45,17 @@ def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], outpu
     sched = engine.scheduler
     kinds: dict[str, int] = {}
     mixed_prefill: list[int] = []
+    prefilled = [0]
     schedule = sched.schedule
 
     def counting():
         got, refused = schedule()
         if got is not None:
             kinds[got.mode] = kinds.get(got.mode, 0) + 1
+            tokens = sum(n for r, n in zip(got.reqs, got.extend_lens) if r.prefilling)
+            prefilled[0] += tokens
             if got.mode == "mixed":
-                mixed_prefill.append(sum(n for r, n in zip(got.reqs, got.extend_lens) if r.prefilling))
+                mixed_prefill.append(tokens)
         return got, refused
 
     sched.schedule = counting
@@ -93,6 +96,7 @@ def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], outpu
     report["steps"] = kinds
     report["step_host"] = engine.clock.snapshot()  # host ms per step and phase, as a server's /stats gives
     report["mixed_prefill_mean"] = sum(mixed_prefill) / len(mixed_prefill) if mixed_prefill else 0.0
+    report["prefill_tokens"] = prefilled[0]  # computed, not found in the prefix cache
     return report
 
 
