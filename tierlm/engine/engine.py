@@ -89,9 +89,8 @@ class Engine:
         self.counters = {"prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "requests": 0,
                          "cache_hits": 0}
         self.startup: dict = startup.finish(self, probe)
-        if config.gc_freeze:
-            freeze_heap()  # what start-up built is never walked again by a collection while serving
-        self.gc = GcWatch()  # the collector's pauses while serving (stats "gc")
+        # what start-up built is never walked again by a collection while serving
+        self.gc = GcWatch(freeze_heap() if config.gc_freeze else 0)  # the collector's pauses (stats "gc")
 
     # ---- requests ------------------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
