@@ -24,6 +24,7 @@ class FakeEngine:
         self.running: dict[str, list] = {}
         self.pending: list[StepOutput] = []
         self.aborted: list[str] = []
+        self.stats_calls = 0
 
     def add_request(self, rid: str, ids: list[int], p: SamplingParams) -> None:
         if not ids:
@@ -58,7 +59,11 @@ class FakeEngine:
         return outs
 
     def stats(self) -> dict:
+        self.stats_calls += 1
         return {"num_running": len(self.running), "num_waiting": len(self.waiting)}
+
+    def num_waiting(self) -> int:
+        return len(self.waiting)
 
 
 class Harness:
@@ -134,6 +139,8 @@ def test_bounded_queue_and_refusals(harness):
             assert msg["status"] == 503 and "max-waiting-requests" in msg["msg"]
             rejected.append(msg["rid"])
     assert rejected in (["r2"], ["r3"], ["r2", "r3"])
+    # the bound reads the queue's length: arriving requests never pay for a whole stats snapshot
+    assert harness.loop.engine.stats_calls == 1  # the STATS query
     for rid in rids:
         harness.send({"t": wire.ABORT, "rid": rid})
     admitted = set(rids) - set(rejected)

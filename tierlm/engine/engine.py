@@ -130,6 +130,10 @@ class Engine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work() or bool(self._pending) or self._inflight is not None
 
+    def num_waiting(self) -> int:
+        """Requests queued, not yet admitted (what a server bounds; cheap, unlike `stats()`)."""
+        return len(self.scheduler.waiting)
+
     # ---- the loop ------------------------------------------------------------------------------------------
     def step(self) -> list[StepOutput]:
         """Run one scheduling step; return per-request deltas (new tokens/text, finish state).

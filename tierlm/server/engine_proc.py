@@ -72,7 +72,7 @@ class EngineLoop:
             kind = msg["t"]
             if kind == wire.ADD:
                 if waiting is None:
-                    waiting = int(self.engine.stats().get("num_waiting", 0))
+                    waiting = self.engine.num_waiting()
                 if self._add(msg, waiting):
                     waiting += 1
             elif kind == wire.ABORT:
