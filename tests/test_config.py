@@ -53,7 +53,7 @@ def test_bad_kv_events_config_names_the_flag(text, why):
 
 
 def test_kv_events_config_spellings_of_vllm_and_sglang():
-    from tierlm.config import parse_kv_events_config as parse
+    from tierlm.kv_events_settings import parse_kv_events_config as parse
 
     s = parse('{"publisher": "zmq", "endpoint": "tcp://*:5557", "topic": "kv"}')
     assert (s.endpoint, s.topic, s.replay_endpoint, s.buffer_steps) == ("tcp://*:5557", "kv", None, 10_000)

@@ -15,7 +15,7 @@ from tests.conftest import CPU_OPTS
 from tests.engine.kv_subscriber import (AllBlocksCleared, BlockRemoved, BlockStored, FirstKVEventBatch,
                                         KVEventBatch, Subscriber)
 from tierlm import LLM, SamplingParams
-from tierlm.config import KVEventsSettings
+from tierlm.kv_events_settings import KVEventsSettings
 from tierlm.engine.kv_events import KVEventPublisher
 
 

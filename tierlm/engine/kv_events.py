@@ -18,7 +18,8 @@ from typing import Any, Optional, Sequence
 
 import zmq
 
-from tierlm.config import EngineConfig, KVEventsSettings, parse_kv_events_config
+from tierlm.config import EngineConfig
+from tierlm.kv_events_settings import KVEventsSettings, parse_kv_events_config
 from tierlm.engine import kv_event_wire as wire
 
 log = logging.getLogger(__name__)
