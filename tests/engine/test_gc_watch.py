@@ -50,8 +50,8 @@ def test_no_gc_freeze_leaves_the_heap_as_it_is(tiny_qwen3):
 
 
 def test_a_snapshot_does_not_walk_the_frozen_heap(monkeypatch):
-    """`stats()` runs on the serving path (the server asks for it whenever requests arrive): counting the frozen
-    objects walks all of them, so the count is taken once, at freeze time."""
+    """`stats()` runs beside serving (every /metrics scrape, every STATS query, between two steps): counting the
+    frozen objects walks all of them, so the count is taken once, at freeze time."""
     watch = GcWatch(frozen=123_456)
     monkeypatch.setattr(gc, "get_freeze_count", lambda: (_ for _ in ()).throw(AssertionError("walked")))
     try:
