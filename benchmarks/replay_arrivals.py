@@ -11,7 +11,8 @@ Per variant it also counts the steps by kind and the prefill tokens of the mixed
     PYTHONPATH=. python benchmarks/replay_arrivals.py --model builtin:llama-3.1-8b --rate 18.85 --duration 14 \
         --variants "off=0/0/0;on=2048/4/4096;k0=2048/0/0" [--input-len 1024 --output-len 256] [ENGINE FLAGS]
 
-A variant is NAME=MAX_TOKENS/BACKLOG_STEPS/BURST_TOKENS (the fields of `MixedBudget`).
+A variant is NAME=MAX_TOKENS/BACKLOG_STEPS/BURST_TOKENS[/prefill] (the fields of `MixedBudget`; "/prefill" sets
+`burst_prefill`).
 """
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ from tierlm.engine.mixed_graph import token_sizes
 from tierlm.sampling_params import SamplingParams
 
 
-def parse_variants(spec: str) -> list[tuple[str, tuple[int, int, int]]]:
+def parse_variants(spec: str) -> list[tuple[str, tuple[int, int, int, bool]]]:
     out = []
     for part in filter(None, (p.strip() for p in spec.split(";"))):
         name, _, fields = part.partition("=")
-        budget, steps, burst = (int(x) for x in fields.split("/"))
-        out.append((name, (budget, steps, burst)))
+        parts = fields.split("/")
+        budget, steps, burst = (int(x) for x in parts[:3])
+        out.append((name, (budget, steps, burst, parts[3:] == ["prefill"])))
     return out
 
 
@@ -129,9 +131,10 @@ def main() -> None:
     warm = max(8, n // 8)  # first use of each pass size builds nothing (graphs are captured), but let it settle
     replay(engine, prompts(args.seed + 1000)[:warm], offsets[:warm], 16, "warm")
     reports = {}
-    for j, (name, (budget, steps, burst)) in enumerate(variants):
+    for j, (name, (budget, steps, burst, burst_prefill)) in enumerate(variants):
         engine.scheduler.mixed = (MixedBudget() if budget == 0 else dataclasses.replace(
-            base, max_tokens=budget, rows=tuple(token_sizes(budget)), backlog_steps=steps, burst_tokens=burst))
+            base, max_tokens=budget, rows=tuple(token_sizes(budget)), backlog_steps=steps, burst_tokens=burst,
+            burst_prefill=burst_prefill))
         reports[name] = replay(engine, prompts(args.seed + j), offsets, args.output_len, name)
     engine.close()
     if args.json:

@@ -106,6 +106,10 @@ class EngineConfig:
     mixed_burst_tokens: int = _opt(4096, "While more prefill tokens than this wait, a mixed step takes the whole "
                                    "--max-mixed-tokens budget (a burst drains in the largest mixed passes) "
                                    "instead of 1/--mixed-backlog-steps of them; 0: never.", "scheduler")
+    mixed_burst_prefill: bool = _opt(False, "While more than --mixed-burst-tokens prefill tokens wait, run them in "
+                                     "a prefill step of its own (the decodes wait one step, as with mixed steps "
+                                     "off) instead of a whole mixed budget: bursts drain in larger passes.",
+                                     "scheduler")
     piecewise_cuda_graph_max_tokens: int = _opt(
         -1, "Extend passes (prefill chunks, mixed steps) of up to this many tokens replay CUDA graphs of the work "
         "between attention calls, captured at start-up for a ladder of token counts (dense models on CUDA, "

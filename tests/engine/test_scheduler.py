@@ -172,6 +172,24 @@ def test_mixed_steps_take_a_share_of_the_backlog_sized_to_a_pass(steps, burst_to
     assert _mixed_prefill(sched) == burst
 
 
+def test_a_burst_can_get_a_prefill_step_of_its_own():
+    """With `burst_prefill`, a backlog over the burst threshold runs as a prefill step (the decodes wait) of up to
+    the prefill budget; once the backlog is under it, mixed steps resume."""
+    kv = KVCacheManager(256, PAGE, max_reqs=16)
+    sched = Scheduler(kv, 16, 100, mixed=MixedBudget(32, 1, (8, 16, 24, 32), 2, 30, burst_prefill=True))
+    _two_decoding(sched)
+    for i in range(4):
+        sched.add(req(f"p{i}", list(range(100 + 20 * i, 120 + 20 * i))))
+    batch, _ = sched.schedule()  # 80 tokens wait: all of them at once, alone
+    assert batch.mode == "prefill" and batch.extend_lens == [20, 20, 20, 20]
+    run(batch)
+    sched.add(req("q", list(range(200, 220))))  # 20 tokens: under the threshold, a mixed step again
+    batch, _ = sched.schedule()  # 6 decodes + 20 / 2 -> a pass of 16 rows
+    assert batch.mode == "mixed" and batch.extend_lens == [10] + [1] * 6
+    assert MixedBudget(32, 1, (), 0, 30, burst_prefill=True).prefill_room(2, 31) is None
+    assert MixedBudget(32, 1, (), 0, 30, burst_prefill=True).prefill_room(2, 30) == 30
+
+
 def test_without_mixing_prefill_runs_alone():
     sched = make_scheduler(max_prefill=100, max_mixed=0)
     decoding = _two_decoding(sched)

@@ -72,7 +72,7 @@ class Engine:
         if config.enable_mixed_chunk:
             mixed = MixedBudget(config.max_mixed_tokens, mixed_graph_align(config),
                                 tuple(token_sizes(config.max_mixed_tokens)), config.mixed_backlog_steps,
-                                config.mixed_burst_tokens)
+                                config.mixed_burst_tokens, config.mixed_burst_prefill)
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
                                    config.reserve_new_tokens, mixed, config.schedule_policy)
         self.sampler = Sampler(self.device, config.seed)
