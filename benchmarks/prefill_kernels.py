@@ -13,6 +13,7 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
+from benchmarks.timing import median_seconds
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.engine.engine import Engine
 from tierlm.sampling_params import SamplingParams
@@ -25,25 +26,13 @@ def linear_shapes(engine: Engine) -> list[tuple[str, int, int]]:
             if hasattr(mod, "weight") and mod.weight is not None and mod.weight.dim() == 2]
 
 
-def time_ms(fn, iters: int = 20) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    fn()
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / iters
-
-
 def linears(shapes: list[tuple[str, int, int]], rows: list[int], dtype: torch.dtype) -> None:
     print(f"{'rows':>6}" + "".join(f"{name + ' ' + str(n) + 'x' + str(k):>24}" for name, n, k in shapes)
           + f"{'layer TFLOP/s':>15}{'graphed':>9}")
     ws = [torch.randn(n, k, device="cuda", dtype=dtype) * 0.02 for _, n, k in shapes]
     for m in rows:
         xs = [torch.randn(m, k, device="cuda", dtype=dtype) for _, _, k in shapes]
-        ms = [time_ms(lambda x=x, w=w: F.linear(x, w)) for x, w in zip(xs, ws)]
+        ms = [median_seconds(lambda x=x, w=w: F.linear(x, w), iters=20) * 1e3 for x, w in zip(xs, ws)]
         flop = sum(2 * m * n * k for _, n, k in shapes)
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream()
@@ -55,7 +44,7 @@ def linears(shapes: list[tuple[str, int, int]], rows: list[int], dtype: torch.dt
         with torch.cuda.graph(graph):
             for x, w in zip(xs, ws):
                 F.linear(x, w)
-        graphed = time_ms(graph.replay)
+        graphed = median_seconds(graph.replay, iters=20) * 1e3
         cells = "".join(f"{t:>11.3f} ms {2 * m * n * k / t / 1e9:>5.0f} TF" for t, (_, n, k) in zip(ms, shapes))
         print(f"{m:>6}{cells}{flop / sum(ms) / 1e9:>15.0f}{flop / graphed / 1e9:>9.0f}")
 

@@ -135,8 +135,7 @@ def mixed_profile(engine: Engine, timer: DeviceTimer, batch: int, chunk: int, co
     saved = sched.mixed
     start_decoding(engine, batch, context, 2 * steps + 64, vocab)
     # the decodes (rounded up as the budget rounds them) and exactly one whole prompt per pass
-    rows = -(-batch // saved.decode_align) * saved.decode_align + chunk
-    sched.mixed = dataclasses.replace(saved, max_tokens=rows, rows=(), backlog_steps=0)
+    sched.mixed = dataclasses.replace(saved, max_tokens=saved.decode_rows(batch) + chunk, rows=(), backlog_steps=0)
     add(engine, steps + 16, chunk, 1, vocab, seed=10_000 + chunk)
     for _ in range(8):  # settle: the first passes of this size may build kernels
         engine.step()

@@ -83,7 +83,7 @@ def run(sim: Sim, budget: MixedBudget, rate: float, n: int, prompt: int, answer:
             stepped = []
         else:
             d = len(decoding)
-            rows = sum(c for c, _ in chunks) + (-(-d // DECODE_STEP) * DECODE_STEP if chunks else d)
+            rows = sum(c for c, _ in chunks) + (budget.decode_rows(d) if chunks else d)
             if chunks:
                 rows = next((r for r in budget.rows or (budget.max_tokens,) if r >= rows), rows)
             now += sim.pass_ms(rows, d, chunks)

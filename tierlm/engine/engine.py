@@ -243,7 +243,7 @@ class Engine:
         cached = kv.radix.evictable_pages if kv.radix else 0
         return {
             "num_running": len(self.scheduler.running),
-            "num_waiting": len(self.scheduler.waiting),
+            "num_waiting": self.num_waiting(),
             "kv_total_tokens": kv.capacity_pages * ps,
             "kv_used_tokens": kv.used_pages() * ps,
             "kv_free_tokens": kv.allocator.num_free * ps,

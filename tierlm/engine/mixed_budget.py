@@ -25,11 +25,15 @@ class MixedBudget:
     burst_tokens: int = 0  # 0: never
     burst_prefill: bool = False  # past burst_tokens: a prefill step of its own, not the whole budget
 
+    def decode_rows(self, decodes: int) -> int:
+        """Rows `decodes` decodes take in a pass (rounded up to `decode_align`)."""
+        return -(-decodes // self.decode_align) * self.decode_align
+
     def prefill_room(self, decodes: int, backlog: int) -> Optional[int]:
         """Prefill tokens a mixed step with `decodes` running decodes may take while `backlog` prefill tokens
         wait; None when there is no mixed step (no decodes, their rows fill the budget, or a burst that
         `burst_prefill` gives a prefill step of its own)."""
-        decode_rows = -(-decodes // self.decode_align) * self.decode_align
+        decode_rows = self.decode_rows(decodes)
         if decodes == 0 or decode_rows >= self.max_tokens:
             return None
         burst = 0 < self.burst_tokens < backlog
