@@ -27,18 +27,18 @@ from tierlm.cli.bench.serve_client import RequestResult, arrival_offsets
 from tierlm.cli.bench.serve_metrics import summarize
 from tierlm.engine.engine import Engine
 from tierlm.engine.mixed_budget import MixedBudget
-from tierlm.engine.mixed_graph import token_sizes
+from tierlm.engine.mixed_graph import DECODE_STEP, token_sizes
 from tierlm.sampling_params import SamplingParams
 
 
-def parse_variants(spec: str) -> list[tuple[str, tuple[int, int, int, bool]]]:
-    out = []
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        name, _, fields = part.partition("=")
-        parts = fields.split("/")
-        budget, steps, burst = (int(x) for x in parts[:3])
-        out.append((name, (budget, steps, burst, parts[3:] == ["prefill"])))
-    return out
+def parse_variant(spec: str, decode_align: int = DECODE_STEP) -> tuple[str, MixedBudget]:
+    """NAME=MAX_TOKENS/BACKLOG_STEPS/BURST_TOKENS[/prefill] -> (NAME, its `MixedBudget`; max_tokens 0: off)."""
+    name, _, fields = spec.strip().partition("=")
+    parts = fields.split("/")
+    budget, steps, burst = (int(x) for x in parts[:3])
+    if budget == 0:
+        return name, MixedBudget()
+    return name, MixedBudget(budget, decode_align, tuple(token_sizes(budget)), steps, burst, parts[3:] == ["prefill"])
 
 
 def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], output_len: int, tag: str) -> dict:
@@ -114,9 +114,9 @@ def main() -> None:
     add_engine_args(ap, model_required=False)
     ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
-    variants = parse_variants(args.variants)
+    variants = [parse_variant(v) for v in args.variants.split(";") if v.strip()]
     config = config_from_args(args)
-    config = config.replace(enable_mixed_chunk=True, max_mixed_tokens=max(v[0] for _, v in variants),
+    config = config.replace(enable_mixed_chunk=True, max_mixed_tokens=max(v.max_tokens for _, v in variants),
                             max_model_len=config.max_model_len or args.input_len + args.output_len + 64)
     engine = Engine(config)
     base = engine.scheduler.mixed
@@ -131,10 +131,9 @@ def main() -> None:
     warm = max(8, n // 8)  # first use of each pass size builds nothing (graphs are captured), but let it settle
     replay(engine, prompts(args.seed + 1000)[:warm], offsets[:warm], 16, "warm")
     reports = {}
-    for j, (name, (budget, steps, burst, burst_prefill)) in enumerate(variants):
-        engine.scheduler.mixed = (MixedBudget() if budget == 0 else dataclasses.replace(
-            base, max_tokens=budget, rows=tuple(token_sizes(budget)), backlog_steps=steps, burst_tokens=burst,
-            burst_prefill=burst_prefill))
+    for j, (name, budget) in enumerate(variants):  # the engine's own decode alignment (1 without mixed graphs)
+        engine.scheduler.mixed = dataclasses.replace(budget, decode_align=base.decode_align) if budget.max_tokens \
+            else budget
         reports[name] = replay(engine, prompts(args.seed + j), offsets, args.output_len, name)
     engine.close()
     if args.json:

@@ -23,8 +23,8 @@ from collections import deque
 
 import numpy as np
 
+from benchmarks.replay_arrivals import parse_variant
 from tierlm.engine.mixed_budget import MixedBudget
-from tierlm.engine.mixed_graph import DECODE_STEP, token_sizes
 
 
 @dataclasses.dataclass
@@ -98,15 +98,6 @@ def run(sim: Sim, budget: MixedBudget, rate: float, n: int, prompt: int, answer:
             ttft.append(now - arrivals[k])
             decoding[k] = 1
     return ttft, tpot
-
-
-def parse_variant(spec: str) -> tuple[str, MixedBudget]:
-    name, _, fields = spec.partition("=")
-    parts = fields.split("/")
-    budget, steps, burst = (int(x) for x in parts[:3])
-    if budget == 0:
-        return name, MixedBudget()
-    return name, MixedBudget(budget, DECODE_STEP, tuple(token_sizes(budget)), steps, burst, parts[3:] == ["prefill"])
 
 
 def main() -> None:
