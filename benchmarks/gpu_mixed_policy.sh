@@ -6,7 +6,7 @@
 # Environment: MODEL [builtin:llama-3.1-8b], RATE [18.85] req/s, DURATION [14] s of arrivals, VARIANTS (see
 # replay_arrivals.py), BATCH [96] decodes beside each profiled chunk, SMALL [builtin:qwen3-0.6b], SMALL_RATE
 # [59.43] (the small model replayed too, off and on, at that rate; empty SMALL skips it), PROFILE [1] (0 skips
-# the pass costs).
+# the pass costs), TRACE [0] (1: every pass and request in replay.json, see replay_arrivals.py --trace).
 set -uo pipefail
 out=${1:-mixed-policy-out}
 mkdir -p "$out"
@@ -18,9 +18,10 @@ SMALL=${SMALL-builtin:qwen3-0.6b}; SMALL_RATE=${SMALL_RATE:-59.43}
 common=(--load-format dummy --skip-tokenizer-init)
 echo "== replay: $MODEL at $RATE req/s"
 timeout 330 python3 benchmarks/replay_arrivals.py --model "$MODEL" "${common[@]}" --rate "$RATE" \
-  --duration "$DURATION" --variants "$VARIANTS" --json "$out/replay.json" > "$out/replay.txt" 2>&1 \
+  --duration "$DURATION" --variants "$VARIANTS" --json "$out/replay.json" $([ "${TRACE:-0}" = 1 ] && echo --trace) \
+  > "$out/replay.txt" 2>&1 \
   || echo "replay failed (exit $?)"
-tail -n 14 "$out/replay.txt"
+tail -n 22 "$out/replay.txt"
 if [ "${PROFILE:-1}" != 0 ]; then
 echo "== mixed pass against prefill: $MODEL, $BATCH decodes"
 timeout 200 python3 benchmarks/profile_engine.py --model "$MODEL" "${common[@]}" --batches "$BATCH" --context 1024 \

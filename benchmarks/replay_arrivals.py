@@ -41,13 +41,17 @@ def parse_variant(spec: str, decode_align: int = DECODE_STEP) -> tuple[str, Mixe
     return name, MixedBudget(budget, decode_align, tuple(token_sizes(budget)), steps, burst, parts[3:] == ["prefill"])
 
 
-def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], output_len: int, tag: str) -> dict:
+def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], output_len: int, tag: str,
+           trace: bool = False) -> dict:
     """Add each prompt at its offset, step the engine until every request finished; the `summarize` report
-    plus step counts by kind."""
+    plus step counts by kind, the mean TTFT by how many requests arrived in the 200 ms up to each one, and
+    with `trace` every scheduled pass (seconds from the start, kind, decodes, prefill tokens, requests
+    waiting) and every request's arrival and TTFT."""
     sched = engine.scheduler
     kinds: dict[str, int] = {}
     mixed_prefill: list[int] = []
     prefilled = [0]
+    passes: list[tuple] = []
     schedule = sched.schedule
 
     def counting():
@@ -58,6 +62,9 @@ def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], outpu
             prefilled[0] += tokens
             if got.mode == "mixed":
                 mixed_prefill.append(tokens)
+            if trace:
+                passes.append((round(time.perf_counter() - t0, 5), got.mode,
+                               sum(not r.prefilling for r in got.reqs), tokens, len(sched.waiting)))
         return got, refused
 
     sched.schedule = counting
@@ -99,7 +106,23 @@ def replay(engine: Engine, prompts: list[list[int]], offsets: list[float], outpu
     report["step_host"] = engine.clock.snapshot()  # host ms per step and phase, as a server's /stats gives
     report["mixed_prefill_mean"] = sum(mixed_prefill) / len(mixed_prefill) if mixed_prefill else 0.0
     report["prefill_tokens"] = prefilled[0]  # computed, not found in the prefix cache
+    report["ttft_ms_by_arrivals"] = ttft_by_arrivals(results)
+    if trace:
+        report["trace"] = {"passes": passes, "requests": [(round(r.sent, 5), round(r.ttft * 1e3, 2))
+                                                          for r in results]}
     return report
+
+
+def ttft_by_arrivals(results: list[RequestResult], window: float = 0.2) -> dict[int, float]:
+    """Mean TTFT (ms) of the requests by how many arrived in the `window` seconds up to each (itself
+    included): how a sizing treats lone prompts against bursts."""
+    sent = [r.sent for r in results]
+    groups: dict[int, list[float]] = {}
+    for r in results:
+        if r.ttft:
+            n = sum(r.sent - window < s <= r.sent for s in sent)
+            groups.setdefault(n, []).append(r.ttft * 1e3)
+    return {n: round(sum(v) / len(v), 1) for n, v in sorted(groups.items())}
 
 
 def main() -> None:
@@ -111,6 +134,7 @@ def main() -> None:
     ap.add_argument("--variants", default="off=0/0/0;on=2048/4/4096", help="NAME=MAX_TOKENS/BACKLOG_STEPS/"
                     "BURST_TOKENS;... (see the module doc).")
     ap.add_argument("--json", help="Write every report to this file.")
+    ap.add_argument("--trace", action="store_true", help="Put every pass and request in the JSON report.")
     add_engine_args(ap, model_required=False)
     ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
@@ -134,7 +158,7 @@ def main() -> None:
     for j, (name, budget) in enumerate(variants):  # the engine's own decode alignment (1 without mixed graphs)
         engine.scheduler.mixed = dataclasses.replace(budget, decode_align=base.decode_align) if budget.max_tokens \
             else budget
-        reports[name] = replay(engine, prompts(args.seed + j), offsets, args.output_len, name)
+        reports[name] = replay(engine, prompts(args.seed + j), offsets, args.output_len, name, args.trace)
     engine.close()
     if args.json:
         json.dump(reports, open(args.json, "w"), indent=1)
@@ -146,6 +170,9 @@ def main() -> None:
         print(f"{name:<10}{s['output_tok_per_s']:>10.0f}{s['ttft_ms']['p50']:>9.1f}/{s['ttft_ms']['p99']:<8.1f}"
               f"{s['tpot_ms']['p50']:>9.2f}/{s['tpot_ms']['p99']:<8.2f}{s['itl_ms']['p99']:>9.2f}"
               f"{st.get('decode', 0):>6}/{st.get('mixed', 0)}/{st.get('prefill', 0):<6}{s['mixed_prefill_mean']:>10.0f}")
+    print("mean TTFT ms by requests arriving in the 200 ms up to each (count: ms):")
+    for name, s in reports.items():
+        print(f"{name:<10}" + " ".join(f"{n}:{ms:.0f}" for n, ms in s["ttft_ms_by_arrivals"].items()))
     off = reports.get("off")
     if off:
         for name, s in reports.items():

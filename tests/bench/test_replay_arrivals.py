@@ -17,7 +17,7 @@ def test_replay_runs_each_variant_on_its_own_sizing(tiny_qwen3, tmp_path):
         [sys.executable, str(ROOT / "benchmarks" / "replay_arrivals.py"), "--model", str(tiny_qwen3), "--device",
          "cpu", "--dtype", "float32", "--load-format", "auto", "--kv-cache-gb", "0.02", "--rate", "40",
          "--duration", "0.8", "--input-len", "48", "--output-len", "6",
-         "--variants", "off=0/0/0;on=96/2/0", "--json", str(out)],
+         "--variants", "off=0/0/0;on=96/2/0", "--json", str(out), "--trace"],
         capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     reports = json.loads(out.read_text())
@@ -30,3 +30,9 @@ def test_replay_runs_each_variant_on_its_own_sizing(tiny_qwen3, tmp_path):
     # prompts of their own: the second variant found nothing of the first in the prefix cache
     assert reports["on"]["prefill_tokens"] == reports["off"]["prefill_tokens"] == 32 * 48
     assert "on/off: TPOT p50" in proc.stdout
+    for r in reports.values():  # the trace: every pass, every request; the arrival groups cover every request
+        passes, requests = r["trace"]["passes"], r["trace"]["requests"]
+        assert len(passes) == sum(r["steps"].values()) and len(requests) == 32
+        assert sum(p[3] for p in passes) == 32 * 48 and all(ttft > 0 for _, ttft in requests)
+        assert {p[1] for p in passes} == set(r["steps"])
+        assert min(int(n) for n in r["ttft_ms_by_arrivals"]) >= 1
