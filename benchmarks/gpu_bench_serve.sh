@@ -15,7 +15,8 @@
 # one per --max-mixed-tokens value given, e.g. "1024 4096", named onN in the table), PIECES_BUDGETS [""] (the
 # same with --no-mixed-cuda-graph: mixed steps replay the piecewise graphs, attention launched eagerly; named pN),
 # VARIANTS [""] (more servers with mixed steps and flags of their own: "NAME=FLAGS;NAME=FLAGS", e.g.
-# "k2=--mixed-backlog-steps 2;k0=--mixed-backlog-steps 0"),
+# "k2=--mixed-backlog-steps 2;k0=--mixed-backlog-steps 0"; flags after "off:" run without MIXED_FLAGS, e.g.
+# "eager=off:--piecewise-cuda-graph-max-tokens 0"),
 # ENGINE_FLAGS [""] (flags for both benchmarks and servers, e.g. "--device cpu" for a smoke run),
 # SERVE_FLAGS [""] (more `tierlm bench serve` flags, e.g. "--random-vocab-size 500" for a tiny model),
 # CAPACITY [""] (requests/s per model name, e.g. "qwen3-0.6b=54.18 llama-3.1-8b=22.31": skips measuring it),
@@ -95,9 +96,14 @@ for model in $MODELS; do
   for mode in off on $(for b in ${MIXED_BUDGETS:-}; do echo "on$b"; done) \
               $(for b in ${PIECES_BUDGETS:-}; do echo "p$b"; done) $variant_names; do
     flags=()
-    if [ -n "${variants[$mode]+set}" ]; then read -r -a extra <<< "${variants[$mode]}"; mode_case=variant; else mode_case=$mode; fi
+    if [ -n "${variants[$mode]+set}" ]; then
+      spec=${variants[$mode]}; mode_case=variant
+      if [ "${spec#off:}" != "$spec" ]; then spec=${spec#off:}; mode_case=plain; fi  # mixed steps off
+      read -r -a extra <<< "$spec"
+    else mode_case=$mode; fi
     case $mode_case in
       variant) flags=("${mixed_flags[@]}" "${extra[@]}") ;;
+      plain) flags=("${extra[@]}") ;;
       on) flags=("${mixed_flags[@]}") ;;
       p*) flags=("${mixed_flags[@]}" --no-mixed-cuda-graph --max-mixed-tokens "${mode#p}") ;;
       on*) flags=("${mixed_flags[@]}" --max-mixed-tokens "${mode#on}") ;;

@@ -42,11 +42,14 @@ def token_ladder(max_tokens: int) -> list[int]:
 
 def piecewise_tokens(config: Any) -> int:
     """The largest extend pass an engine with `config` replays as pieces (0: none): the flag, whose auto value
-    follows mixed steps (the passes whose decodes pay for eager launches); never beside --compile, which owns
-    the forward."""
+    is the mixed budget (mixed steps on) or, on one GPU, the smaller of it and the prefill budget (off: prefill
+    passes of a few thousand tokens launch their kernels for longer than a fast GPU takes to run them; not yet
+    measured under tensor parallelism); never beside --compile, which owns the forward."""
     tokens = config.piecewise_cuda_graph_max_tokens
     if tokens < 0:
-        tokens = config.max_mixed_tokens if config.enable_mixed_chunk else 0
+        tokens = config.max_mixed_tokens
+        if not config.enable_mixed_chunk:
+            tokens = min(tokens, config.max_prefill_tokens) if config.tp_size == 1 else 0
     return 0 if config.compile else tokens
 
 
