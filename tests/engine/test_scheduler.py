@@ -172,17 +172,6 @@ def test_mixed_steps_take_a_share_of_the_backlog_sized_to_a_pass(steps, burst_to
     assert _mixed_prefill(sched) == burst
 
 
-def test_a_prompt_keeps_its_chunk_size_while_it_shrinks():
-    """Mixed steps are sized by the backlog with each prefilling prompt counted whole, so a lone prompt takes
-    `backlog_steps` passes: 40 tokens, 2 decodes, 2 steps -> 2 + 20 -> a pass of 24 rows (22 tokens), then the
-    other 18 in one pass (its remainder alone would have sized a pass of 16 rows: 14, then 4)."""
-    kv = KVCacheManager(256, PAGE, max_reqs=16)
-    sched = Scheduler(kv, 16, 100, mixed=MixedBudget(32, 1, (8, 16, 24, 32), 2, 0))
-    _two_decoding(sched)
-    sched.add(req("p", list(range(50, 90))))
-    assert [_mixed_prefill(sched) for _ in range(2)] == [22, 18]
-
-
 def test_a_burst_can_get_a_prefill_step_of_its_own():
     """With `burst_prefill`, a backlog over the burst threshold runs as a prefill step (the decodes wait) of up to
     the prefill budget; once the backlog is under it, mixed steps resume."""

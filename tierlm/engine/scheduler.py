@@ -232,20 +232,17 @@ class Scheduler:
                 budget -= n
         return reqs, lens
 
-    def _prefill_backlog(self) -> tuple[int, int]:
-        """Prefill tokens of the requests waiting or prefilling: (still to compute, and the same with each
-        prefilling request counted whole, the sizing of mixed steps), counted up to two steps' budget (enough
-        to tell one request's work from a full step beside it). Counted whole, a prompt's later chunks keep the
-        size of its first: a lone prompt takes `backlog_steps` passes, not ever smaller ones as it shrinks."""
-        left = whole = 0
+    def _prefill_backlog(self) -> int:
+        """Prefill tokens of the requests waiting or prefilling (the waiting ones counted whole), counted up
+        to two steps' budget (enough to tell one request's work from a full step beside it)."""
+        total = 0
         for queue in (self.running, self.waiting):
             for req in queue:
                 if req.prefilling:
-                    left += req.extend_len
-                    whole += max(req.extend_len, req.seq_len - req.num_cached_tokens)
-                    if left >= 2 * self.max_prefill_tokens:
-                        return left, whole
-        return left, whole
+                    total += req.extend_len
+                    if total >= 2 * self.max_prefill_tokens:
+                        return total
+        return total
 
     def _chunk(self, req: Req, budget: int) -> int:
         """Tokens of `req`'s prefill for this pass: within the budget and, while its L3 tail is fetched, not
@@ -270,12 +267,12 @@ class Scheduler:
         """Next batch to run (or None) and requests refused because they can never fit."""
         refused: list[Req] = []
         self._writes = ([], [], [])
-        backlog, sizing = self._prefill_backlog()
+        backlog = self._prefill_backlog()
         self.kv.poll(backlog)
         paused = self._settle_splits()
         decoding = self._decoding()
         # mixed: the decodes ride along with the prefill work, if the budget leaves the prefill some room
-        room = self.mixed.prefill_room(len(decoding), sizing)
+        room = self.mixed.prefill_room(len(decoding), backlog)
         mixed = room is not None
         budget = min(room, self.max_prefill_tokens) if mixed else self.max_prefill_tokens
         reqs, lens = self._prefill_work(budget, refused)
