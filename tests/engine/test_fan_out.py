@@ -1,4 +1,4 @@
-"""`FanOutStore` / `join_futures`: the controller's view of every rank's store calls and copies."""
+"""`FanOutStore` / `join_futures` (`tierlm.engine.fan_out`): the controller's view of every rank's store calls and copies."""
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tierlm.engine.worker_group import FanOutStore, join_futures
+from tierlm.engine.fan_out import FanOutStore, join_futures
 
 
 class FakeLink:
