@@ -12,7 +12,7 @@ tokens, a decode step of 96 requests at ~1,200 tokens of context 8.4 ms):
 A variant is NAME=MAX_TOKENS/BACKLOG_STEPS/BURST_TOKENS[/prefill] ("off" 0/0/0: prefill steps of their own;
 "/prefill": `--mixed-burst-prefill`, a prefill step of its own while more than BURST_TOKENS wait).
 
-    PYTHONPATH=. python benchmarks/simulate_mixed.py --rate 18.85 --requests 2000 --seeds 5
+    PYTHONPATH=. python benchmarks/simulate_mixed.py --rate 18.85 --requests 2000 --seeds 5 [--ladder 64]
 """
 from __future__ import annotations
 
@@ -109,11 +109,17 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, default=256)
     ap.add_argument("--variants", default="off=0/0/0;k4=2048/4/4096;k2=2048/2/4096;k0=2048/0/0;"
                     "k2p=2048/2/4096/prefill;k2p8=2048/2/8192/prefill")
+    ap.add_argument("--ladder", type=int, default=0, help="Mixed passes sized in steps of this many rows up to the "
+                    "budget (0: the engine's captured sizes, steps of 256): what a finer ladder of captured passes "
+                    "would give.")
     for f in dataclasses.fields(Sim):
         ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     args = ap.parse_args()
     sim = Sim(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Sim)})
     variants = [parse_variant(v) for v in args.variants.split(";") if v.strip()]
+    if args.ladder:
+        variants = [(name, dataclasses.replace(b, rows=tuple(range(args.ladder, b.max_tokens + 1, args.ladder)))
+                     if b.max_tokens else b) for name, b in variants]
     print(f"{args.rate} req/s, {args.seeds} x {args.requests} requests of {args.input_len} in / {args.output_len} out")
     print(f"{'variant':<8}{'TTFT p50':>9}{'p99':>8}{'TPOT p50':>9}{'p99':>7}   TTFT p99 per seed")
     base = None

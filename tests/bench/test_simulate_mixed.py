@@ -25,3 +25,15 @@ def test_mixed_steps_keep_decoding_while_prompts_arrive():
     # burst threshold 0 means never: "p" is k4n with a flag that never fires
     assert results["p"] == results["k4n"] != results["k4"]
     assert sm.parse_variant("x=2048/2/1024/prefill")[1].burst_prefill
+
+
+def test_a_finer_ladder_changes_only_the_mixed_variants(monkeypatch, capsys):
+    def table(*extra: str) -> dict[str, str]:
+        monkeypatch.setattr(sys, "argv", ["simulate_mixed.py", "--requests", "80", "--seeds", "1", "--output-len",
+                                          "32", "--variants", "off=0/0/0;k1=2048/1/4096", *extra])
+        sm.main()
+        rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+        return {r[0]: " ".join(r[1:5]) for r in rows if r and r[0] in ("off", "k1")}
+
+    coarse, fine = table(), table("--ladder", "64")
+    assert coarse["off"] == fine["off"] and coarse["k1"] != fine["k1"]
