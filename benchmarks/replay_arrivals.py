@@ -3,7 +3,7 @@
 `tierlm bench serve` measures a server; this measures the engine's scheduling alone, with the same arrival
 process (`arrival_offsets`) and the same figures (`summarize`: TTFT from the request's arrival at the engine,
 TPOT, ITL), so the sizings of mixed steps can be compared in one process on one set of captured graphs: the
-engine starts once with mixed steps on at the largest budget asked for, and each variant swaps the
+engine starts once with mixed steps on at the largest budget asked for (off if every variant is), and each variant swaps the
 scheduler's `MixedBudget` (max_tokens 0: mixed steps off, as a server without `--enable-mixed-chunk`). Every
 variant gets the same arrival times and prompts of its own (no prefix-cache hits from an earlier variant).
 Per variant it also counts the steps by kind and the prefill tokens of the mixed steps.
@@ -140,7 +140,8 @@ def main() -> None:
     args = ap.parse_args()
     variants = [parse_variant(v) for v in args.variants.split(";") if v.strip()]
     config = config_from_args(args)
-    config = config.replace(enable_mixed_chunk=True, max_mixed_tokens=max(v.max_tokens for _, v in variants),
+    budget = max(v.max_tokens for _, v in variants)  # 0: every variant has mixed steps off
+    config = config.replace(enable_mixed_chunk=budget > 0, max_mixed_tokens=budget or config.max_mixed_tokens,
                             max_model_len=config.max_model_len or args.input_len + args.output_len + 64)
     engine = Engine(config)
     base = engine.scheduler.mixed
