@@ -3,10 +3,11 @@
 `tierlm bench serve` measures a server; this measures the engine's scheduling alone, with the same arrival
 process (`arrival_offsets`) and the same figures (`summarize`: TTFT from the request's arrival at the engine,
 TPOT, ITL), so the sizings of mixed steps can be compared in one process on one set of captured graphs: the
-engine starts once with mixed steps on at the largest budget asked for (off if every variant is), and each variant swaps the
-scheduler's `MixedBudget` (max_tokens 0: mixed steps off, as a server without `--enable-mixed-chunk`). Every
-variant gets the same arrival times and prompts of its own (no prefix-cache hits from an earlier variant).
-Per variant it also counts the steps by kind and the prefill tokens of the mixed steps.
+engine starts once with mixed steps on at the largest budget asked for (off if every variant is), and each
+variant swaps the scheduler's `MixedBudget` (max_tokens 0: mixed steps off, as a server without
+`--enable-mixed-chunk`). Every variant gets the same arrival times and prompts of its own (no prefix-cache
+hits from an earlier variant). Per variant it also counts the steps by kind and the prefill tokens of the
+mixed steps.
 
     PYTHONPATH=. python benchmarks/replay_arrivals.py --model builtin:llama-3.1-8b --rate 18.85 --duration 14 \
         --variants "off=0/0/0;on=2048/4/4096;k0=2048/0/0" [--input-len 1024 --output-len 256] [ENGINE FLAGS]

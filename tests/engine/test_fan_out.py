@@ -1,4 +1,5 @@
-"""`FanOutStore` / `join_futures` (`tierlm.engine.fan_out`): the controller's view of every rank's store calls and copies."""
+"""`FanOutStore` / `join_futures` (`tierlm.engine.fan_out`): the controller's view of every rank's store calls
+and copies."""
 from __future__ import annotations
 
 import concurrent.futures as cf
