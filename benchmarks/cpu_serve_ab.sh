@@ -12,14 +12,13 @@ cleanup() { for t in "$work"/tree-*; do git worktree remove --force "$t" 2>/dev/
 trap cleanup EXIT
 for rev in "$a" "$b"; do git worktree add -q --detach "$work/tree-$rev" "$rev" || exit 2; done
 python3 -m tierlm make-tiny-model "$work/model" > /dev/null || exit 2
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+source "$(dirname "$0")/serve_helpers.sh"  # free_port, wait_ready
 run() {  # REV RATE
   local tree=$work/tree-$1 port; port=$(free_port)
   (cd "$tree" && PYTHONPATH=$tree exec python3 -m tierlm serve --model "$work/model" --device cpu --dtype float32 \
     --skip-tokenizer-init --port "$port" > "$work/$1-$2.log" 2>&1) &
   local pid=$!
-  for _ in $(seq 1 240); do python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/health', timeout=1)" \
-    2>/dev/null && break; sleep 0.5; done
+  wait_ready "http://127.0.0.1:$port/health" "$pid" 120 || { echo "server of $1 did not start"; kill "$pid" 2>/dev/null; return; }
   (cd "$tree" && PYTHONPATH=$tree python3 -m tierlm bench serve --base-url "http://127.0.0.1:$port" --num-prompts "$N" \
     --random-input-len "$IN_LEN" --random-output-len "$OUT_LEN" --random-vocab-size 200 --request-rate "$2" --seed 0 \
     --json "$work/$1-$2.json" --disable-tqdm > /dev/null 2>&1) || echo "bench serve failed for $1 at $2 req/s"

@@ -52,27 +52,7 @@ stop_server() {
 }
 trap stop_server EXIT
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-wait_ready() {  # PORT PID: poll /health until 200; fail if the server exits or takes over 10 minutes
-  python3 - "$1" "$2" <<'PY'
-import os, sys, time, urllib.request
-port, pid = sys.argv[1], int(sys.argv[2])
-deadline = time.time() + 600
-while time.time() < deadline:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        sys.exit("server exited during start-up")
-    try:
-        if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-            sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(1)
-sys.exit("server not ready after 600 s")
-PY
-}
+source "$(dirname "$0")/serve_helpers.sh"  # free_port, wait_ready
 
 for model in $MODELS; do
   name=$(basename "${model#builtin:}")
@@ -111,7 +91,7 @@ for model in $MODELS; do
     port=$(free_port)
     python3 -m tierlm serve "${common[@]}" "${flags[@]}" --port "$port" > "$out/$name-$mode-server.log" 2>&1 &
     server_pid=$!
-    if ! wait_ready "$port" "$server_pid"; then
+    if ! wait_ready "http://127.0.0.1:$port/health" "$server_pid" 600; then
       echo "server ($mode) did not start:"; tail -n 5 "$out/$name-$mode-server.log"; stop_server; continue
     fi
     for load in $LOADS; do
