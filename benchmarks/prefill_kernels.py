@@ -7,6 +7,7 @@ then one engine prefill per length under the torch profiler, its device time per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 from collections import defaultdict
 
@@ -56,15 +57,13 @@ def prefill_kernels(engine: Engine, rows: list[int], top: int) -> None:
     for m in rows:
         for attempt in range(2):  # the first pays for first use at this length
             prompt = [rng.randrange(vocab) for _ in range(m)]
-            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if attempt else None
-            if prof:
-                prof.__enter__()
-            engine.add_request(f"p{m}-{attempt}", prompt, params)
-            while engine.has_unfinished():
-                engine.step()
-            torch.cuda.synchronize()
-            if prof:
-                prof.__exit__(None, None, None)
+            profiler = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if attempt
+                        else contextlib.nullcontext())
+            with profiler as prof:
+                engine.add_request(f"p{m}-{attempt}", prompt, params)
+                while engine.has_unfinished():
+                    engine.step()
+                torch.cuda.synchronize()
         totals: dict[str, float] = defaultdict(float)
         for evt in prof.key_averages():
             if evt.device_time_total > 0:
