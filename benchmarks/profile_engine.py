@@ -170,6 +170,35 @@ def prefill_profile(engine: Engine, timer: DeviceTimer, length: int, vocab: int)
     return {"prefill_len": length, "ttft_ms": ttft, "device_ms": device, "tok_per_s": length / ttft * 1e3}
 
 
+def profile_prefills(engine: Engine, length: int, vocab: int, rows: int) -> None:
+    """Where the host time of lone prefills of `length` tokens goes (each prompt answered by one token)."""
+    import cProfile
+    import pstats
+
+    def prefills(seed: int) -> None:
+        for i in range(10):
+            add(engine, 1, length, 1, vocab, seed=seed + i)
+            while engine.has_unfinished():
+                engine.step()
+
+    prefills(500)  # first use of this length
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if engine.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        prefills(600)
+        sync(engine)
+    print(f"lone prefills of {length} tokens, 10 of them: torch profiler by host time")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+    stats = cProfile.Profile()
+    stats.enable()
+    prefills(700)
+    sync(engine)
+    stats.disable()
+    print(f"lone prefills of {length} tokens, 10 of them: cProfile by own time")
+    pstats.Stats(stats).sort_stats("tottime").print_stats(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="1,64,256", help="Comma list of decode batch sizes.")
@@ -183,6 +212,9 @@ def main() -> None:
     ap.add_argument("--profile-batch", type=int, default=0, help="Batch of the --torch-profile steps (default: "
                                                                  "the largest of --batches).")
     ap.add_argument("--profile-rows", type=int, default=30, help="Rows of each --torch-profile table.")
+    ap.add_argument("--profile-prefill", type=int, default=0, help="Also profile 10 lone prefills of this many "
+                    "tokens on the host: torch profiler (operators and CUDA runtime calls, a host synchronisation "
+                    "shows as a long cudaStreamSynchronize or memcpy) and cProfile (Python functions).")
     ap.add_argument("--mixed-chunks", default="", help="Comma list of prompt chunk sizes: also time mixed steps "
                                                        "of --mixed-batch decodes plus one chunk each (see above).")
     ap.add_argument("--mixed-batch", type=int, default=0, help="Decoding requests beside each mixed chunk "
@@ -215,6 +247,8 @@ def main() -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows))
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.profile_rows))
         drain(engine)
+    if args.profile_prefill:
+        profile_prefills(engine, args.profile_prefill, vocab, args.profile_rows)
     info = engine.info()
     timer.close()
     engine.close()

@@ -1,0 +1,123 @@
+"""Where the offline workload's time goes, pass by pass, against what its bytes alone would take.
+
+Runs `tierlm bench offline`'s workload (all requests at t=0; a first run on prompts of another seed fills the
+cache root and warms the engine, then the workload itself is recorded) and times every scheduled pass as the host sees it: with the overlap
+scheduler a pass's time is the gap from its scheduling to the next one's, so in steady state it is the
+device time of one step. Per pass it also counts the decoding requests and the KV tokens they read. The
+table groups passes (prefill, and decode steps by batch size) with their measured seconds against a floor:
+the KV they read plus one read of the weights a step needs (layers and LM head), at `--read-tbps` (the best
+read rate `benchmarks/read_floor.py` measured on the device).
+
+    PYTHONPATH=. python benchmarks/offline_steps.py [--read-tbps 4.56] [--json OUT.json] [ENGINE FLAGS]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.bench.offline import Workload, run_engine
+from tierlm.engine.engine import Engine
+
+BUCKETS = (1, 8, 32, 64, 128, 192, 256, 1 << 30)
+
+
+def step_weight_bytes(model) -> int:
+    """Bytes of weights one decode step reads: every parameter but the input embedding table (only its rows
+    for the step's tokens are read), unless the LM head shares it."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())  # a shared tensor counts once
+    embed = model.model.embed_tokens.weight
+    tied = model.lm_head.weight is embed
+    return total if tied else total - embed.numel() * embed.element_size()
+
+
+def record(engine: Engine, work: Workload) -> tuple[dict, list[tuple]]:
+    """Run the workload; (its run_engine report, every pass as (start s, mode, decodes, prefill tokens,
+    KV tokens the decodes read, seconds until the next pass))."""
+    sched = engine.scheduler
+    schedule = sched.schedule
+    passes: list[list] = []
+
+    def timed():
+        got, refused = schedule()
+        if got is not None:
+            decodes = [r for r in got.reqs if not r.prefilling]
+            prefill = sum(n for r, n in zip(got.reqs, got.extend_lens) if r.prefilling)
+            passes.append([time.perf_counter(), got.mode, len(decodes), prefill, sum(r.kv_len + 1 for r in decodes)])
+        return got, refused
+
+    sched.schedule = timed
+    try:
+        report = run_engine(engine, work, 0.0, False)
+    finally:
+        sched.schedule = schedule
+    end = time.perf_counter()
+    out = []
+    for i, p in enumerate(passes):
+        nxt = passes[i + 1][0] if i + 1 < len(passes) else end
+        out.append((p[0] - passes[0][0], p[1], p[2], p[3], p[4], nxt - p[0]))
+    return report, out
+
+
+def summarize(passes: list[tuple], kv_bytes_per_token: int, weight_bytes: int, read_bps: float) -> list[dict]:
+    """Rows of the table: passes grouped by kind and decode batch size, with measured and floor seconds."""
+    rows: dict[tuple[int, str], dict] = {}
+    for _, mode, decodes, prefill, kv_tokens, seconds in passes:
+        if mode == "decode":
+            i = next(i for i, b in enumerate(BUCKETS) if decodes <= b)
+            lo = BUCKETS[i - 1] + 1 if i else 1
+            key = (2 + i, f"decode {lo}-{BUCKETS[i]}" if i + 1 < len(BUCKETS) else f"decode >{BUCKETS[i - 1]}")
+        else:
+            key = (0 if mode == "prefill" else 1, mode)
+        row = rows.setdefault(key, {"pass": key[1], "passes": 0, "seconds": 0.0, "floor_s": 0.0, "tokens": 0,
+                                    "prefill_tokens": 0})
+        row["passes"] += 1
+        row["seconds"] += seconds
+        row["tokens"] += decodes
+        row["prefill_tokens"] += prefill
+        row["floor_s"] += (kv_tokens * kv_bytes_per_token + weight_bytes) / read_bps
+    return [rows[k] for k in sorted(rows)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--num-requests", type=int, default=256)
+    ap.add_argument("--input-len", type=int, nargs=2, default=(100, 1024))
+    ap.add_argument("--output-len", type=int, nargs=2, default=(100, 1024))
+    ap.add_argument("--read-tbps", type=float, default=4.56, help="Best read rate of the device, TB/s (an H200 by "
+                    "benchmarks/read_floor.py).")
+    ap.add_argument("--json", help="Also write the table and every pass to this file.")
+    add_engine_args(ap, model_required=False)
+    ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True, max_model_len=2048)
+    args = ap.parse_args()
+    engine = Engine(config_from_args(args))
+    def work(seed: int) -> Workload:
+        return Workload.make(args.num_requests, tuple(args.input_len), tuple(args.output_len),
+                             engine.model_config.vocab_size, seed)
+
+    # warm-up on prompts of another seed (kernels compiled and tuned into the cache root; no prefix-cache
+    # hits for the recorded run, whose workload is `tierlm bench offline`'s, seed 0)
+    run_engine(engine, work(1), 0.0, False)
+    report, passes = record(engine, work(0))
+    kv_bpt = engine.worker.layout.bytes_per_token_all_layers
+    weights = step_weight_bytes(engine.worker.runner.model)
+    rows = summarize(passes, kv_bpt, weights, args.read_tbps * 1e12)
+    engine.close()
+    print(f"{report['output_tokens']} output tokens in {report['elapsed_s']:.3f} s = "
+          f"{report['output_tok_per_s']:.0f} tok/s; {len(passes)} passes; KV {kv_bpt} B/token, "
+          f"weights read per step {weights / 1e9:.3f} GB, floor at {args.read_tbps} TB/s")
+    print(f"{'passes':<16}{'count':>7}{'tokens':>9}{'prefill':>9}{'seconds':>9}{'floor s':>9}{'floor/meas':>11}"
+          f"{'ms/pass':>9}")
+    for r in rows + [{"pass": "all", **{k: sum(x[k] for x in rows) for k in
+                                        ("passes", "seconds", "floor_s", "tokens", "prefill_tokens")}}]:
+        print(f"{r['pass']:<16}{r['passes']:>7}{r['tokens']:>9}{r['prefill_tokens']:>9}{r['seconds']:>9.3f}"
+              f"{r['floor_s']:>9.3f}{r['floor_s'] / max(r['seconds'], 1e-9):>11.2f}"
+              f"{1e3 * r['seconds'] / max(r['passes'], 1):>9.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"report": report, "rows": rows, "passes": passes}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""How fast can this GPU read its memory, and what does that make the least time a decode step can take?
+
+A batch-1 decode step must read every weight once, so the fastest pure read of that many bytes bounds the
+step from below, whatever the kernels. This script times a read-only Triton kernel (each program sums one
+block of a buffer into one float) over several block sizes and warp counts, `torch.amax`, `torch.sum` and a
+device-to-device copy for comparison, on a buffer of the given size, and prints the floor it implies for
+each byte count asked for (`--floors NAME=GB,...`, by default the two decode goals' models: their
+layer weights, what a decode step reads (layers and LM head, not the embedding table), and all weights).
+
+Usage: PYTHONPATH=. python benchmarks/read_floor.py [--gb 16.06] [--reps 20] [--floors qwen3-0.6b=0.88,...]
+Needs CUDA.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _read_kernel(src, out, BLOCK: tl.constexpr):
+    """Program i sums elements [i*BLOCK, (i+1)*BLOCK) of `src` (no mask: the caller sizes the grid)."""
+    pid = tl.program_id(0).to(tl.int64)  # buffers past 2**31 elements
+    x = tl.load(src + pid * BLOCK + tl.arange(0, BLOCK), cache_modifier=".cg")
+    tl.store(out + pid, tl.sum(x.to(tl.float32), axis=0))
+
+
+def _time(fn, reps: int) -> float:
+    """Median seconds of `reps` calls (after two warm-ups), timed with CUDA events."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gb", type=float, default=16.06, help="buffer size in GB (1e9 bytes)")
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--floors", default="qwen3-0.6b layers=0.88,qwen3-0.6b step=1.19,llama-3.1-8b all=16.06,llama-3.1-8b step=15.01",
+                        help="NAME=GB pairs: the least time to read that many bytes at the best rate measured")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("read_floor.py needs CUDA")
+    n = int(args.gb * 1e9) // 2
+    src = torch.ones(n, dtype=torch.bfloat16, device="cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    out = torch.empty(n // 2048, dtype=torch.float32, device="cuda")
+    rows = []
+    for block in (2048, 4096, 8192, 16384):
+        for warps in (4, 8, 16):
+            grid = (n // block,)
+
+            def run(grid=grid, block=block, warps=warps):
+                _read_kernel[grid](src, out, BLOCK=block, num_warps=warps)
+
+            seconds = _time(run, args.reps)
+            total = float(out[: grid[0]].sum(dtype=torch.float64))
+            if abs(total - grid[0] * block) > 1e-6 * n:
+                raise SystemExit(f"read kernel summed {total}, expected {grid[0] * block}")
+            rows.append((f"triton block {block} w{warps}", grid[0] * block * 2 / seconds / 1e12))
+    rows.append(("torch.amax", n * 2 / _time(lambda: src.amax(), args.reps) / 1e12))
+    rows.append(("torch.sum", n * 2 / _time(lambda: src.sum(dtype=torch.float32), args.reps) / 1e12))
+    half = src[: n // 2]
+    dst = torch.empty_like(half)
+    rows.append(("copy (read + write bytes)", 2 * half.numel() * 2 / _time(lambda: dst.copy_(half), args.reps) / 1e12))
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
+          f"{args.gb} GB buffer, median of {args.reps}")
+    print(f"{'read path':<40} {'TB/s':>7}")
+    for name, rate in rows:
+        print(f"{name:<40} {rate:7.3f}")
+    best = max(rate for name, rate in rows if not name.startswith("copy"))
+    print(f"best read {best:.3f} TB/s")
+    for spec in args.floors.split(","):
+        name, gb = spec.rsplit("=", 1)
+        print(f"floor {name}: {float(gb) / best:.3f} ms to read {float(gb)} GB")
+
+
+if __name__ == "__main__":
+    main()
