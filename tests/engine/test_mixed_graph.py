@@ -13,15 +13,18 @@ from tierlm.config import EngineConfig
 from tierlm.attention.base import ForwardBatch
 from tierlm.engine.mixed_graph import (DECODE_STEP, MixedGraphRunner, mixed_decode_sizes, mixed_graph_align,
                                        mixed_graph_on, token_sizes)
+from tierlm.engine.piecewise_graph import token_ladder
 
 
 def test_padded_mixed_passes_give_the_unpadded_tokens():
-    """Eager padded passes through the Triton backend under the interpreter (tests/engine/mixed_graph_cases.py),
-    in a child process: this process never imports Triton in interpreter mode."""
+    """Eager padded passes (mixed steps; prefill passes without decodes) through the Triton backend under the
+    interpreter (tests/engine/mixed_graph_cases.py), in a child process: this process never imports Triton in
+    interpreter mode."""
     pytest.importorskip("triton")
     from tests.kernels.interp import run_interpreted
 
-    assert run_interpreted("tests.engine.mixed_graph_cases", ["qwen3"]) == {"qwen3": "ok"}
+    assert run_interpreted("tests.engine.mixed_graph_cases", ["qwen3", "qwen3:prefill"]) == {"qwen3": "ok",
+                                                                                             "qwen3:prefill": "ok"}
 
 
 def _mixed_batch(chunks: list[int], decodes: int) -> ForwardBatch:
@@ -40,7 +43,7 @@ def test_a_mixed_step_takes_the_smallest_captured_pass_that_holds_it():
     assert mixed_decode_sizes(8) == [8]
     runner = MixedGraphRunner.__new__(MixedGraphRunner)  # the selection only: no model, no capture
     runner.budget, runner.max_chunks, runner.tokens = 1024, 2, token_sizes(1024)
-    runner.sizes = [1, 2, 4, 8, 16, 24, 32]
+    runner.sizes, runner.prefill_tokens = [1, 2, 4, 8, 16, 24, 32], []
     runner.attn = type("Attn", (), {"kv_loads": None})()
     shape = runner._decode_size
     assert shape(_mixed_batch([200], 3)) == (256, 4)  # 200 + 4 rows fit 256
@@ -50,7 +53,12 @@ def test_a_mixed_step_takes_the_smallest_captured_pass_that_holds_it():
     assert shape(_mixed_batch([1001], 17)) is None  # over the budget: the pieces take it
     assert shape(_mixed_batch([10, 10, 10], 1)) is None  # more chunks than captured
     assert shape(_mixed_batch([10], 33)) is None  # more decodes than the largest decode graph
-    assert shape(_mixed_batch([100], 0)) is None  # no decodes: the pieces pad a prefill pass less
+    assert shape(_mixed_batch([100], 0)) is None  # no decodes and no prefill graphs: the pieces take it
+    runner.prefill_tokens = token_ladder(1024)
+    assert shape(_mixed_batch([100], 0)) == (112, 0)  # the pieces' ladder: 16s to 128
+    assert shape(_mixed_batch([300, 400], 0)) == (768, 0)  # 128s from 512
+    assert shape(_mixed_batch([1000, 100], 0)) is None  # over the largest prefill graph
+    assert shape(_mixed_batch([10] * 3, 0)) is None  # more prompts than captured
     runner.budget, runner.tokens, runner.sizes = 8192, token_sizes(8192), [16, 32]
     assert shape(_mixed_batch([2030], 16)) == (2048, 16)
     assert shape(_mixed_batch([2700, 100], 16)) == (3072, 16)  # pads by 256 of 2816 rows
@@ -115,8 +123,25 @@ def test_captured_mixed_passes_give_the_piecewise_tokens(tiny_models, arch, budg
     monkeypatch.setattr(MixedGraphRunner, "run", lambda self, b, i: runs.append(b.batch_size) or real(self, b, i))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
                 enable_mixed_chunk=True, max_mixed_tokens=budget, max_prefill_tokens=6)
-    ref, _, _ = run_staggered(tiny_models[arch], mixed_cuda_graph=False, **cuda)
+    ref, _, _ = run_staggered(tiny_models[arch], mixed_cuda_graph=False, prefill_cuda_graph=False, **cuda)
     assert not runs
     got, modes, _ = run_staggered(tiny_models[arch], **cuda)
     assert "mixed" in modes and len(runs) >= modes.count("mixed")
+    assert got == ref
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs)")
+@pytest.mark.parametrize("arch,mixed", [("qwen3", False), ("llama", False), ("qwen3", True)])
+def test_captured_prefill_passes_give_the_piecewise_tokens(tiny_models, arch, mixed, monkeypatch):
+    """Prefill passes (no decodes) replay graphs of their own, with or without mixed steps."""
+    runs: list[tuple[int, int]] = []
+    real = MixedGraphRunner.run
+    monkeypatch.setattr(MixedGraphRunner, "run",
+                        lambda self, b, i: runs.append((b.num_multi_token, b.batch_size)) or real(self, b, i))
+    cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
+                enable_mixed_chunk=mixed, max_mixed_tokens=24, max_prefill_tokens=6)
+    ref, _, _ = run_staggered(tiny_models[arch], prefill_cuda_graph=False, mixed_cuda_graph=False, **cuda)
+    assert not runs
+    got, modes, _ = run_staggered(tiny_models[arch], **cuda)
+    assert any(size == chunks for chunks, size in runs), runs  # prefill passes ran as whole graphs
     assert got == ref

@@ -42,7 +42,8 @@ def test_pieces_give_the_eager_tokens(tiny_models, arch, monkeypatch):
     real = PiecewiseGraphRunner.run
     monkeypatch.setattr(PiecewiseGraphRunner, "run", lambda self, b, a: runs.append(len(b.input_ids)) or real(self, b, a))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
-                enable_mixed_chunk=True, max_mixed_tokens=9, max_prefill_tokens=6, mixed_cuda_graph=False)
+                enable_mixed_chunk=True, max_mixed_tokens=9, max_prefill_tokens=6, mixed_cuda_graph=False,
+                prefill_cuda_graph=False)
     ref, _, _ = run_staggered(tiny_models[arch], piecewise_cuda_graph_max_tokens=0, **cuda)
     assert not runs
     got, modes, _ = run_staggered(tiny_models[arch], **cuda)

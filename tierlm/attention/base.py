@@ -98,6 +98,7 @@ class AttentionBackend(ABC):
 
     def prepare_mixed_replay(self, batch: ForwardBatch, num_chunks: int, chunk_rows: int) -> None:
         """Metadata of a captured mixed pass from the runner's static buffers in `batch`: its first `num_chunks`
-        requests (some without tokens) extend over its first `chunk_rows` rows, the rest decode one row each
-        (padded to a captured decode size). Refreshes the decode scratch as `prepare_for_replay` does."""
+        requests (some without tokens) extend over its first `chunk_rows` rows, the rest (none in a prefill pass)
+        decode one row each (padded to a captured decode size). Refreshes the decode scratch as
+        `prepare_for_replay` does."""
         raise NotImplementedError(f"{type(self).__name__} does not capture mixed passes")

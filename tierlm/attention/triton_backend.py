@@ -116,7 +116,7 @@ class TritonBackend(AttentionBackend):
 
     def prepare_mixed_replay(self, batch: ForwardBatch, num_chunks: int, chunk_rows: int) -> None:
         c = num_chunks
-        decode = self._scratch.for_replay(batch.req_rows[c:], batch.seq_lens[c:])
+        decode = self._scratch.for_replay(batch.req_rows[c:], batch.seq_lens[c:]) if batch.batch_size > c else None
         self._meta = _ExtendMeta(batch.qo_indptr[:c + 1], chunk_rows, c, decode)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,

@@ -12,15 +12,19 @@ extend kernel's grid is fixed by (`max_chunks`, `T - D`): requests past the real
 programs store nothing; the decode kernel runs `D` rows, padded with the dummy request as decode graphs are.
 Padding rows store their K/V in the scratch page and are never read by a real request nor sampled. The scheduler
 leaves room for the decodes' padding (`mixed_graph_align`) and sizes a step to one of these row counts; a mixed
-pass that still does not fit (more chunks, KV still loading layer by layer), a pass without decodes and one that
-would pad by more than an eighth of its rows (between the far-apart sizes past 2048) replay the piecewise graphs,
-whose ladder pads by less.
+pass that still does not fit (more chunks, KV still loading layer by layer) and one that would pad by more than an
+eighth of its rows (between the far-apart sizes past 2048) replay the piecewise graphs, whose ladder pads by less.
+
+Prefill passes (no decodes) get graphs of their own, `D = 0`, for the piecewise ladder of token counts
+(`prefill_tokens`), so they pad no more than the pieces would; an engine captures them with or without mixed
+steps (`--prefill-cuda-graph`): a small model's prefill pass otherwise costs one attention launch per layer of host
+time, more than its device time.
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -63,34 +67,38 @@ def mixed_decode_sizes(max_bs: int) -> list[int]:
 
 class MixedGraphRunner:
     """Captures `model` mixed passes of each row count of `token_sizes(budget)` for each decode size below it in
-    `decode_sizes` at start-up (`capture=False` runs the same padded passes eagerly, for tests without CUDA);
-    `run(batch, index)` returns the final hidden states of the batch's tokens `index` (`rows_of` maps them into
-    the padded pass)."""
+    `decode_sizes`, and prefill passes (no decodes) of each row count of `prefill_tokens`, at start-up
+    (`capture=False` runs the same padded passes eagerly, for tests without CUDA); `run(batch, index)` returns
+    the final hidden states of the batch's tokens `index` (`rows_of` maps them into the padded pass)."""
 
     def __init__(self, model: torch.nn.Module, attn: AttentionBackend, req_to_token: torch.Tensor, budget: int,
-                 decode_sizes: list[int], max_chunks: int = 8, capture: bool = True) -> None:
+                 decode_sizes: list[int], max_chunks: int = 8, capture: bool = True,
+                 prefill_tokens: Sequence[int] = ()) -> None:
         self.model, self.attn, self.budget, self.max_chunks = model, attn, budget, max_chunks
         self.sizes = [d for d in decode_sizes if d < budget]
         self.tokens = token_sizes(budget)
+        self.prefill_tokens = sorted(prefill_tokens)
+        rows = max([budget] + self.prefill_tokens)
         dev = req_to_token.device
         self.dummy_row = req_to_token.shape[0] - 1
         dummy_slot = int(req_to_token[self.dummy_row, 0])
         reqs = max_chunks + max(self.sizes, default=0)
         i64, i32 = dict(dtype=torch.int64, device=dev), dict(dtype=torch.int32, device=dev)
-        self.ids, self.positions = torch.zeros(budget, **i64), torch.zeros(budget, **i64)
-        self.out_loc = torch.full((budget,), dummy_slot, **i64)
+        self.ids, self.positions = torch.zeros(rows, **i64), torch.zeros(rows, **i64)
+        self.out_loc = torch.full((rows,), dummy_slot, **i64)
         self.dummy_slot = dummy_slot
         self.rows = torch.full((reqs,), self.dummy_row, **i32)  # chunks' rows, then the decodes'
         self.prefix, self.seq = torch.zeros(reqs, **i32), torch.ones(reqs, **i32)
         self.qo = torch.zeros(max_chunks + 1, **i32)
         self.capture = capture
         self.graphs: dict[tuple[int, int], tuple[object, torch.Tensor]] = {}
-        if not capture or not self.sizes:
+        shapes = [(n, d) for n in self.tokens for d in self.sizes if d < n] + [(n, 0) for n in self.prefill_tokens]
+        if not capture or not shapes:
             return
         t0 = time.perf_counter()
         pool = torch.cuda.graph_pool_handle()
         with torch.inference_mode():
-            for n, d in sorted(((n, d) for n in self.tokens for d in self.sizes if d < n), reverse=True):
+            for n, d in sorted(shapes, reverse=True):
                 stream = torch.cuda.Stream(dev)  # largest first: smaller graphs reuse its memory pool
                 stream.wait_stream(torch.cuda.current_stream(dev))
                 with torch.cuda.stream(stream):
@@ -101,8 +109,10 @@ class MixedGraphRunner:
                     hidden = self._forward(n, d)
                 self.graphs[n, d] = (graph, hidden)
         torch.cuda.synchronize(dev)
-        logger.info("captured %d mixed-step CUDA graphs (%s tokens, up to %d decodes) in %.1f s", len(self.graphs),
-                    "/".join(map(str, self.tokens)), self.sizes[-1], time.perf_counter() - t0)
+        logger.info("captured %d mixed-step CUDA graphs (%s tokens, up to %d decodes) and %d prefill-pass graphs "
+                    "(up to %d tokens) in %.1f s", len(self.graphs) - len(self.prefill_tokens),
+                    "/".join(map(str, self.tokens)) if self.sizes else "-", max(self.sizes, default=0),
+                    len(self.prefill_tokens), max(self.prefill_tokens, default=0), time.perf_counter() - t0)
 
     def _batch(self, n: int, d: int) -> ForwardBatch:
         c, t = self.max_chunks, n - d
@@ -119,13 +129,18 @@ class MixedGraphRunner:
         return self.model(batch, self.attn)
 
     def _decode_size(self, batch: ForwardBatch) -> tuple[int, int] | None:
-        """The captured (rows, decode size) of a mixed `batch`, or None if it does not fit a captured pass."""
+        """The captured (rows, decode size) of a mixed or prefill `batch`, or None if it fits no captured pass."""
         if batch.mode != "prefill" or self.attn.kv_loads is not None:  # mixed steps run as prefill passes
             return None
         chunks = batch.num_multi_token
         d = batch.batch_size - chunks
-        if d == 0 or chunks > self.max_chunks or not self.sizes or d > self.sizes[-1]:
-            return None  # no decodes: the piecewise ladder pads a prefill pass far less
+        if chunks > self.max_chunks:
+            return None
+        if d == 0:  # a prefill pass: the smallest prefill graph that holds it (the pieces' own ladder)
+            t = batch.input_ids.shape[0]
+            return next(((n, 0) for n in self.prefill_tokens if n >= t), None)
+        if not self.sizes or d > self.sizes[-1]:
+            return None
         size = next(s for s in self.sizes if s >= d)
         need = batch.input_ids.shape[0] - d + size
         n = next((n for n in self.tokens if need <= n and size < n), None)

@@ -155,10 +155,14 @@ class ModelRunner:
         if tokens and self.graphs is not None and getattr(self.model, "piecewise_graph_safe", False):
             self.pieces = PiecewiseGraphRunner(self.model, self.device, tokens)
         self.mixed = None
-        if (self.graphs is not None and mixed_graph_on(self.config) and self.attn.supports_mixed_graph()
-                and getattr(self.model, "piecewise_graph_safe", False)):
+        whole = (self.graphs is not None and self.attn.supports_mixed_graph()
+                 and getattr(self.model, "piecewise_graph_safe", False))
+        decode_sizes = mixed_decode_sizes(self.graphs.sizes[-1]) if whole and mixed_graph_on(self.config) else []
+        # prefill passes captured whole for the pieces' own ladder: padded no more than the pieces would pad them
+        prefill = self.pieces.sizes if whole and self.pieces is not None and self.config.prefill_cuda_graph else []
+        if decode_sizes or prefill:
             self.mixed = MixedGraphRunner(self.model, self.attn, req_to_token, self.config.max_mixed_tokens,
-                                          mixed_decode_sizes(self.graphs.sizes[-1]))
+                                          decode_sizes, prefill_tokens=prefill)
         return self.attn
 
     def build_batch(self, plan: StepPlan, tables: ReqToTokenTable) -> tuple[ForwardBatch, "SampleSites"]:
