@@ -1,12 +1,12 @@
 """Where the offline workload's time goes, pass by pass, against what its bytes alone would take.
 
-Runs `tierlm bench offline`'s workload (all requests at t=0; a first run on prompts of another seed fills the
-cache root and warms the engine, then the workload itself is recorded) and times every scheduled pass as the host sees it: with the overlap
-scheduler a pass's time is the gap from its scheduling to the next one's, so in steady state it is the
-device time of one step. Per pass it also counts the decoding requests and the KV tokens they read. The
-table groups passes (prefill, and decode steps by batch size) with their measured seconds against a floor:
-the KV they read plus one read of the weights a step needs (layers and LM head), at `--read-tbps` (the best
-read rate `benchmarks/read_floor.py` measured on the device).
+Runs `tierlm bench offline`'s workload (all requests at t=0; a first run on prompts of another seed fills
+the cache root and warms the engine, then the workload itself is recorded) and times every scheduled pass as
+the host sees it: with the overlap scheduler a pass's time is the gap from its scheduling to the next one's,
+so in steady state it is the device time of one step. Per pass it also counts the decoding requests and the
+KV tokens they read. The table groups passes (prefill, and decode steps by batch size) with their measured
+seconds against a floor: the KV they read plus one read of the weights a step needs (layers and LM head), at
+`--read-tbps` (the best read rate `benchmarks/read_floor.py` measured on the device).
 
     PYTHONPATH=. python benchmarks/offline_steps.py [--read-tbps 4.56] [--json OUT.json] [ENGINE FLAGS]
 """

@@ -18,6 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from benchmarks.timing import median_seconds
+
 
 @triton.jit
 def _read_kernel(src, out, BLOCK: tl.constexpr):
@@ -27,27 +29,12 @@ def _read_kernel(src, out, BLOCK: tl.constexpr):
     tl.store(out + pid, tl.sum(x.to(tl.float32), axis=0))
 
 
-def _time(fn, reps: int) -> float:
-    """Median seconds of `reps` calls (after two warm-ups), timed with CUDA events."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=16.06, help="buffer size in GB (1e9 bytes)")
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--floors", default="qwen3-0.6b layers=0.88,qwen3-0.6b step=1.19,llama-3.1-8b all=16.06,llama-3.1-8b step=15.01",
+    parser.add_argument("--floors", default="qwen3-0.6b layers=0.88,qwen3-0.6b step=1.19,llama-3.1-8b all=16.06,"
+                                            "llama-3.1-8b step=15.01",
                         help="NAME=GB pairs: the least time to read that many bytes at the best rate measured")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -64,16 +51,18 @@ def main() -> None:
             def run(grid=grid, block=block, warps=warps):
                 _read_kernel[grid](src, out, BLOCK=block, num_warps=warps)
 
-            seconds = _time(run, args.reps)
+            seconds = median_seconds(run, args.reps, warmup=2)
             total = float(out[: grid[0]].sum(dtype=torch.float64))
             if abs(total - grid[0] * block) > 1e-6 * n:
                 raise SystemExit(f"read kernel summed {total}, expected {grid[0] * block}")
             rows.append((f"triton block {block} w{warps}", grid[0] * block * 2 / seconds / 1e12))
-    rows.append(("torch.amax", n * 2 / _time(lambda: src.amax(), args.reps) / 1e12))
-    rows.append(("torch.sum", n * 2 / _time(lambda: src.sum(dtype=torch.float32), args.reps) / 1e12))
+    rows.append(("torch.amax", n * 2 / median_seconds(lambda: src.amax(), args.reps, warmup=2) / 1e12))
+    sum_s = median_seconds(lambda: src.sum(dtype=torch.float32), args.reps, warmup=2)
+    rows.append(("torch.sum", n * 2 / sum_s / 1e12))
     half = src[: n // 2]
     dst = torch.empty_like(half)
-    rows.append(("copy (read + write bytes)", 2 * half.numel() * 2 / _time(lambda: dst.copy_(half), args.reps) / 1e12))
+    copy_s = median_seconds(lambda: dst.copy_(half), args.reps, warmup=2)
+    rows.append(("copy (read + write bytes)", 2 * half.numel() * 2 / copy_s / 1e12))
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"{args.gb} GB buffer, median of {args.reps}")
     print(f"{'read path':<40} {'TB/s':>7}")

@@ -121,8 +121,8 @@ class EngineConfig:
                                   "of host time (steps are padded to the next captured row count; those that do not "
                                   "fit replay the piecewise graphs). --no-mixed-cuda-graph: piecewise graphs only.",
                                   "scheduler")
-    prefill_cuda_graph: bool = _opt(True, "Where extend passes replay graph pieces (--piecewise-cuda-graph-max-tokens): "
-                                    "also capture whole prefill passes (no decodes, at most 8 prompts, attention "
+    prefill_cuda_graph: bool = _opt(True, "Where extend passes replay graph pieces (--piecewise-cuda-graph-max-"
+                                    "tokens): also capture whole prefill passes (no decodes, at most 8 prompts, attention "
                                     "included) at start-up for the same ladder of token counts, so such a pass "
                                     "costs one replay of host time instead of one launch per layer. "
                                     "--no-prefill-cuda-graph: the pieces only.", "scheduler")
