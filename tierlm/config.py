@@ -122,9 +122,9 @@ class EngineConfig:
                                   "fit replay the piecewise graphs). --no-mixed-cuda-graph: piecewise graphs only.",
                                   "scheduler")
     prefill_cuda_graph: bool = _opt(True, "Where extend passes replay graph pieces (--piecewise-cuda-graph-max-"
-                                    "tokens): also capture whole prefill passes (no decodes, at most 8 prompts, attention "
-                                    "included) at start-up for the same ladder of token counts, so such a pass "
-                                    "costs one replay of host time instead of one launch per layer. "
+                                    "tokens): also capture whole prefill passes (no decodes, at most 8 prompts, "
+                                    "attention included) at start-up for the same ladder of token counts, so such a "
+                                    "pass costs one replay of host time instead of one launch per layer. "
                                     "--no-prefill-cuda-graph: the pieces only.", "scheduler")
     schedule_policy: str = _opt("fcfs", "Order in which waiting requests are admitted: arrival (fcfs), the "
                                 "request's priority, lower first, then arrival (priority), or the longest "
