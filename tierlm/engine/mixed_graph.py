@@ -162,22 +162,25 @@ class MixedGraphRunner:
         base = n - size
         for buf, src in ((self.ids, batch.input_ids), (self.positions, batch.positions), (self.out_loc, batch.out_loc)):
             buf[:t].copy_(src[:t], non_blocking=True)
-            buf[base:base + d].copy_(src[t:], non_blocking=True)
         self.positions[t:base].zero_()
-        self.positions[base + d:n].zero_()
         self.out_loc[t:base].fill_(self.dummy_slot)
-        self.out_loc[base + d:n].fill_(self.dummy_slot)
         self.rows[:e].copy_(batch.req_rows[:e], non_blocking=True)
         self.rows[e:c].fill_(self.dummy_row)
         self.prefix[:e].copy_(batch.prefix_lens[:e], non_blocking=True)
         self.prefix[e:c].zero_()
         self.qo[:e + 1].copy_(batch.qo_indptr[:e + 1], non_blocking=True)
         self.qo[e + 1:].fill_(t)
-        self.rows[c:c + d].copy_(batch.req_rows[e:], non_blocking=True)
-        self.rows[c + d:c + size].fill_(self.dummy_row)
-        self.seq[c:c + d].copy_(batch.seq_lens[e:], non_blocking=True)
-        self.seq[c + d:c + size].fill_(1)
-        self.prefix[c:c + size].copy_(self.seq[c:c + size] - 1)
+        if size:  # the decodes, padded to the captured decode size (a prefill pass has none)
+            for buf, src in ((self.ids, batch.input_ids), (self.positions, batch.positions),
+                             (self.out_loc, batch.out_loc)):
+                buf[base:base + d].copy_(src[t:], non_blocking=True)
+            self.positions[base + d:n].zero_()
+            self.out_loc[base + d:n].fill_(self.dummy_slot)
+            self.rows[c:c + d].copy_(batch.req_rows[e:], non_blocking=True)
+            self.rows[c + d:c + size].fill_(self.dummy_row)
+            self.seq[c:c + d].copy_(batch.seq_lens[e:], non_blocking=True)
+            self.seq[c + d:c + size].fill_(1)
+            self.prefix[c:c + size].copy_(self.seq[c:c + size] - 1)
         if not self.capture:
             with torch.inference_mode():
                 hidden = self._forward(n, size)
