@@ -3,7 +3,7 @@
 For each weight shape of Qwen3-0.6B and Llama-3.1-8B (fused QKV, O, fused gate/up, down) and each batch of
 1-8 rows: the error against a float32 reference, then the time per call inside a CUDA graph (as decode
 steps run), cycling through enough weight copies that they do not stay in the 50 MB L2, for cuBLAS and
-every launch variant. Prints the achieved weight-read GB/s and the best variant per shape last.
+every launch variant (plain and pipelined). Prints the achieved weight-read GB/s and the best variant per shape last.
 Usage: `PYTHONPATH=. python benchmarks/bench_gemv.py [--quick]` from the repo root; needs CUDA.
 """
 from __future__ import annotations
@@ -25,15 +25,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer variants")
     ap.add_argument("--rows", default="1,2,4,8", help="comma list of batch sizes")
+    ap.add_argument("--models", default=",".join(SHAPES), help="comma list of the models whose shapes to time")
     args = ap.parse_args()
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; triton {triton.__version__}")
-    variants = [GemvConfig(n, k, w) for n, k, w in itertools.product((2, 4, 8, 16), (256, 512, 1024), (4, 8))]
+    variants = [GemvConfig(n, k, w, p) for n, k, w, p in
+                itertools.product((2, 4, 8, 16), (256, 512, 1024), (4, 8), (False, True))]
     if args.quick:
-        variants = [GemvConfig(n, k, 4) for n, k in itertools.product((2, 4, 8), (512, 1024))]
+        variants = [GemvConfig(n, k, 4, p) for n, k, p in itertools.product((2, 4, 8), (512, 1024), (False, True))]
     rows_list = [int(r) for r in args.rows.split(",")]
     summary = []
-    for model, shapes in SHAPES.items():
-        for n, k in shapes:
+    for model in args.models.split(","):
+        for n, k in SHAPES[model]:
             nbytes = n * k * 2
             copies = max(1, -(-(200 << 20) // nbytes))
             ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]

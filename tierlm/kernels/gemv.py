@@ -33,33 +33,59 @@ class GemvConfig:
     block_n: int = 4
     block_k: int = 512
     num_warps: int = 4
+    # Pipelined: the input tile is loaded one iteration ahead with the weight tile, and products are summed
+    # per lane across the K loop and reduced once at the end, so no iteration waits on an input load or on a
+    # cross-lane reduction before the next weight tile goes out.
+    pipelined: bool = False
 
     def label(self) -> str:
-        return f"n{self.block_n} k{self.block_k} w{self.num_warps}"
+        return f"n{self.block_n} k{self.block_k} w{self.num_warps}" + (" p" if self.pipelined else "")
+
+
+@triton.jit
+def _input_load(x_rows, r_rows, nw_ptr, kk, mask, K, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr):
+    """What the input rows at columns `kk` are made of: (x, the residual or the up half, the norm weight);
+    the parts a prologue does not use are not read (masked off)."""
+    x = tl.load(x_rows + kk[None, :], mask=mask, other=0.0)
+    second = x
+    if PROLOGUE == 1 and HAS_RES:
+        second = tl.load(r_rows + kk[None, :], mask=mask, other=0.0)
+    if PROLOGUE == 2:
+        second = tl.load(x_rows + K + kk[None, :], mask=mask, other=0.0)
+    nw = x
+    if PROLOGUE == 1:
+        nw = tl.load(nw_ptr + kk, mask=kk < K, other=0.0)
+    return x, second, nw
+
+
+@triton.jit
+def _input_make(x, second, nw, rstd, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr):
+    """The kernel's input tile from its parts, after its prologue, rounded as the unfused layers round;
+    also x (+ residual), the new residual stream."""
+    dtype = x.dtype
+    if PROLOGUE == 1:  # RMSNorm of (x + residual), as `_rmsnorm_kernel` computes it
+        if HAS_RES:
+            x = (x.to(tl.float32) + second.to(tl.float32)).to(dtype)
+        y = (x.to(tl.float32) * rstd[:, None]).to(dtype)
+        return (nw.to(tl.float32)[None, :] * y.to(tl.float32)).to(dtype), x
+    if PROLOGUE == 2:  # silu(gate) * up of a [gate | up] row, as `_silu_mul_kernel` computes it
+        g = x.to(tl.float32)
+        return ((g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32) * second.to(tl.float32)).to(dtype), x
+    return x, x
 
 
 @triton.jit
 def _input_tile(x_rows, r_rows, nw_ptr, kk, mask, rstd, K, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr):
-    """The kernel's input rows at columns `kk`, after its prologue, rounded as the unfused layers round."""
-    x = tl.load(x_rows + kk[None, :], mask=mask, other=0.0)
-    dtype = x.dtype
-    if PROLOGUE == 1:  # RMSNorm of (x + residual), as `_rmsnorm_kernel` computes it
-        if HAS_RES:
-            x = (x.to(tl.float32) + tl.load(r_rows + kk[None, :], mask=mask, other=0.0).to(tl.float32)).to(dtype)
-        y = (x.to(tl.float32) * rstd[:, None]).to(dtype)
-        w = tl.load(nw_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
-        return (w[None, :] * y.to(tl.float32)).to(dtype), x
-    if PROLOGUE == 2:  # silu(gate) * up of a [gate | up] row, as `_silu_mul_kernel` computes it
-        g = x.to(tl.float32)
-        u = tl.load(x_rows + K + kk[None, :], mask=mask, other=0.0).to(tl.float32)
-        return ((g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32) * u).to(dtype), x
-    return x, x
+    """The kernel's input rows at columns `kk`, after its prologue (see `_input_make`)."""
+    x, second, nw = _input_load(x_rows, r_rows, nw_ptr, kk, mask, K, PROLOGUE, HAS_RES)
+    return _input_make(x, second, nw, rstd, PROLOGUE, HAS_RES)
 
 
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K, stride_xm, stride_rm, stride_wn,
                  stride_om, stride_ro, eps, HAS_BIAS: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PIPE: tl.constexpr,
+                 PDL: tl.constexpr):
     # Weights never depend on the kernel before this one, so each tile is loaded one iteration ahead and the
     # first before anything else: under PDL (`tierlm.kernels.pdl`) that load overlaps the predecessor.
     if PDL:
@@ -89,19 +115,34 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K
             sq += tl.sum(x32 * x32, axis=1)
         rstd = 1.0 / tl.sqrt(sq / K + eps)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if PIPE:  # per-lane sums over the whole K loop, one reduction at the end
+        acc3 = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
+        x_next, s_next, nw_next = _input_load(x_rows, r_rows, nw_ptr, offs_k, mask_m[:, None] & (offs_k < K)[None, :],
+                                              K, PROLOGUE, HAS_RES)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         mask_k = kk < K
         w = w_next
         w_next = tl.load(w_rows + (kk + BLOCK_K)[None, :], mask=mask_n[:, None] & (kk + BLOCK_K < K)[None, :],
                          other=0.0)
-        xin, xsum = _input_tile(x_rows, r_rows, nw_ptr, kk, mask_m[:, None] & mask_k[None, :], rstd, K,
-                                PROLOGUE, HAS_RES)
+        if PIPE:
+            x_cur, s_cur, nw_cur = x_next, s_next, nw_next
+            x_next, s_next, nw_next = _input_load(x_rows, r_rows, nw_ptr, kk + BLOCK_K,
+                                                  mask_m[:, None] & (kk + BLOCK_K < K)[None, :], K, PROLOGUE, HAS_RES)
+            xin, xsum = _input_make(x_cur, s_cur, nw_cur, rstd, PROLOGUE, HAS_RES)
+        else:
+            xin, xsum = _input_tile(x_rows, r_rows, nw_ptr, kk, mask_m[:, None] & mask_k[None, :], rstd, K,
+                                    PROLOGUE, HAS_RES)
         if PROLOGUE == 1 and HAS_RES:
             if pid == 0:  # the new residual stream, written once
                 tl.store(r_out_ptr + offs_m[:, None] * stride_ro + kk[None, :], xsum,
                          mask=mask_m[:, None] & mask_k[None, :])
-        acc += tl.sum(xin.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+        if PIPE:
+            acc3 += xin.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
+        else:
+            acc += tl.sum(xin.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    if PIPE:
+        acc = tl.sum(acc3, axis=2)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
@@ -123,7 +164,7 @@ def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=Non
             m, n, k, x2.stride(0), r.stride(0), weight.stride(0), out.stride(0),
             res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None,
             PROLOGUE=prologue, HAS_RES=residual is not None, BLOCK_M=triton.next_power_of_2(m),
-            BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, PIPE=config.pipelined, num_warps=config.num_warps,
             **launch_kwargs(x2.device))
     return out
 

@@ -23,7 +23,8 @@ KERNEL = "gemv"
 # H200 for every Qwen3-0.6B and Llama-3.1-8B shape (bare GEMV) and every Qwen3-0.6B prologue, so 5-8 rows go
 # to it without a timing.
 BUCKETS = (1, 2, 4)
-CANDIDATES = tuple(GemvConfig(n, k, 4) for n, k in ((2, 1024), (4, 1024), (8, 1024), (4, 512)))
+CANDIDATES = (tuple(GemvConfig(n, k, 4) for n, k in ((2, 1024), (4, 1024), (8, 1024), (4, 512)))
+              + tuple(GemvConfig(n, k, w, True) for n, k, w in ((4, 1024, 4), (8, 1024, 4), (8, 512, 4), (16, 512, 8))))
 MARGIN = 0.97  # a candidate must take at most this fraction of the unfused torch path's time
 _CALLS = 20
 _WEIGHT_BYTES = 160 << 20  # over three times the L2 of current data-centre GPUs

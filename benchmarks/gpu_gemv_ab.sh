@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Small-batch linear layers, this tree (A) against another checkout (B, e.g. `git archive COMMIT | tar -x -C
+# DIR`) on one GPU: the GEMV kernel tests, the kernel against cuBLAS per weight shape at batch 1
+# (bench_gemv.py --quick), then decode steps per side in the order A B A B (profile_engine.py: Qwen3-0.6B at
+# batch 1 and 4 once, Llama-3.1-8B at batch 1 twice; each side tunes its plans into a cache root of its own), and a
+# torch profile of A's 8B batch-1 step. About 8 minutes. Usage: bash benchmarks/gpu_gemv_ab.sh B_DIR [OUTDIR]
+set -uo pipefail
+base=$(cd "$1" && pwd); out=${2:-gemv-ab}
+mkdir -p "$out"; out=$(cd "$out" && pwd)
+here=$PWD
+export PYTHONUNBUFFERED=1
+if [ -z "${SKIP_KERNELS:-}" ]; then  # SKIP_KERNELS=1: only the engine A/B
+  PYTHONPATH=$here timeout 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_gemv.py \
+    tests/layers/test_block.py 2>&1 | tail -n 1
+  PYTHONPATH=$here timeout 120 python3 benchmarks/bench_gemv.py --quick --rows 1 > "$out/bench_gemv.txt" 2>&1 \
+    || echo "bench_gemv failed (exit $?)"
+  grep -A20 "^model" "$out/bench_gemv.txt"
+fi
+run() {  # SIDE TAG ARGS...
+  local side=$1 tag=$2; shift 2
+  local dir=$here; [ "$side" = B ] && dir=$base
+  (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-gemv-$side PYTHONPATH=$dir timeout 150 \
+    python3 benchmarks/profile_engine.py "$@" > "$out/$tag-$side.txt" 2>&1) || echo "$tag $side failed"
+}
+for side in A B; do run $side qwen1 --batches 1,4 --prefill-len 0 --steps 100; done
+for round in 1 2; do
+  for side in A B; do run $side llama$round --model builtin:llama-3.1-8b --batches 1 --prefill-len 0 --steps 100; done
+done
+run A llama-profile --model builtin:llama-3.1-8b --batches 1 --prefill-len 0 --steps 20 --torch-profile \
+  --profile-batch 1 --profile-rows 40
+for side in A B; do
+  echo "== $side"; grep -h -A2 "^ batch" "$out/qwen1-$side.txt" | tail -n 2
+  for round in 1 2; do grep -h -A1 "^ batch" "$out/llama$round-$side.txt" | tail -n 1; done
+done
