@@ -26,12 +26,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer variants")
     ap.add_argument("--rows", default="1,2,4,8", help="comma list of batch sizes")
     ap.add_argument("--models", default=",".join(SHAPES), help="comma list of the models whose shapes to time")
+    ap.add_argument("--tuner", action="store_true", help="instead: the engine's own tuning per shape (every "
+                    "candidate with each fused prologue against the unfused torch path, rows 1, 2, 4) and its plan")
     args = ap.parse_args()
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; triton {triton.__version__}")
+    if args.tuner:
+        return tuner_table(args.models.split(","))
     variants = [GemvConfig(n, k, w, p) for n, k, w, p in
                 itertools.product((2, 4, 8, 16), (256, 512, 1024), (4, 8), (False, True))]
     if args.quick:
         variants = [GemvConfig(n, k, 4, p) for n, k, p in itertools.product((2, 4, 8), (512, 1024), (False, True))]
+        variants += [GemvConfig(n, k, w, True, 2) for n, k, w in ((4, 512, 4), (8, 512, 4), (16, 512, 8), (8, 1024, 8))]
     rows_list = [int(r) for r in args.rows.split(",")]
     summary = []
     for model in args.models.split(","):
@@ -59,6 +64,27 @@ def main() -> None:
     print(f"\n{'model':13s} {'N':>6} {'K':>6} {'M':>2} {'cublas us':>9} {'GB/s':>6} {'best us':>8} {'GB/s':>6}  best")
     for model, n, k, m, base, base_gbs, us, gbs, label in summary:
         print(f"{model:13s} {n:6d} {k:6d} {m:2d} {base:9.2f} {base_gbs:6.0f} {us:8.2f} {gbs:6.0f}  {label}")
+
+
+def tuner_table(models: list[str]) -> None:
+    """What `tune_gemv` times and picks for each shape: per prologue and rows, the torch path's microseconds,
+    the fastest candidate's, and the plan."""
+    from tierlm.kernels.gemv_tune import tune_gemv
+
+    print(f"{'model':13s} {'N':>6} {'K':>6} {'prologue':9s} {'rows':>4} {'torch us':>9} {'best us':>8}  "
+          f"{'best':16s} plan")
+    for model in models:
+        for n, k in SHAPES[model]:
+            res = tune_gemv(n, k, ("plain", "rmsnorm", "silu_mul"), torch.bfloat16, torch.device("cuda"))
+            for prologue, buckets in res["plan"].items():
+                for rows, cfg in buckets.items():
+                    times = {key.split("/")[2]: us for key, us in res["timings_us"].items()
+                             if key.startswith(f"{prologue}/{rows}/")}
+                    best = min((us, label) for label, us in times.items() if label != "torch")
+                    plan = GemvConfig(**cfg).label() if cfg else "torch"
+                    print(f"{model:13s} {n:6d} {k:6d} {prologue:9s} {rows:>4} {times['torch']:9.2f} {best[0]:8.2f}  "
+                          f"{best[1]:16s} {plan}", flush=True)
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

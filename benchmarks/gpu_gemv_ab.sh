@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Small-batch linear layers, this tree (A) against another checkout (B, e.g. `git archive COMMIT | tar -x -C
 # DIR`) on one GPU: the GEMV kernel tests, the kernel against cuBLAS per weight shape at batch 1
-# (bench_gemv.py --quick), then decode steps per side in the order A B A B (profile_engine.py: Qwen3-0.6B at
-# batch 1 and 4 once, Llama-3.1-8B at batch 1 twice; each side tunes its plans into a cache root of its own), and a
-# torch profile of A's 8B batch-1 step. About 8 minutes. Usage: bash benchmarks/gpu_gemv_ab.sh B_DIR [OUTDIR]
+# (bench_gemv.py --quick) and the engine's tuning per shape and prologue (--tuner); then per side Qwen3-0.6B
+# decode steps at batch 1 and 4 and its batch-1 TPOT (`bench offline`, one request, 128 in / 512 out), and
+# Llama-3.1-8B decode steps at batch 1 in the order A B A B (profile_engine.py; each side tunes its plans into
+# a cache root of its own); last a torch profile of A's 8B batch-1 step. About 9 minutes (SKIP_KERNELS=1:
+# the engine part only). Usage: bash benchmarks/gpu_gemv_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
 base=$(cd "$1" && pwd); out=${2:-gemv-ab}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
@@ -15,6 +17,9 @@ if [ -z "${SKIP_KERNELS:-}" ]; then  # SKIP_KERNELS=1: only the engine A/B
   PYTHONPATH=$here timeout 120 python3 benchmarks/bench_gemv.py --quick --rows 1 > "$out/bench_gemv.txt" 2>&1 \
     || echo "bench_gemv failed (exit $?)"
   grep -A20 "^model" "$out/bench_gemv.txt"
+  PYTHONPATH=$here timeout 200 python3 benchmarks/bench_gemv.py --tuner > "$out/tuner.txt" 2>&1 \
+    || echo "bench_gemv --tuner failed (exit $?)"
+  grep -v "^INFO" "$out/tuner.txt" | grep -v " [24] " | tail -n 25
 fi
 run() {  # SIDE TAG ARGS...
   local side=$1 tag=$2; shift 2
@@ -22,7 +27,13 @@ run() {  # SIDE TAG ARGS...
   (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-gemv-$side PYTHONPATH=$dir timeout 150 \
     python3 benchmarks/profile_engine.py "$@" > "$out/$tag-$side.txt" 2>&1) || echo "$tag $side failed"
 }
-for side in A B; do run $side qwen1 --batches 1,4 --prefill-len 0 --steps 100; done
+for side in A B; do
+  run $side qwen1 --batches 1,4 --prefill-len 0 --steps 100
+  dir=$here; [ "$side" = B ] && dir=$base
+  (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-gemv-$side PYTHONPATH=$dir timeout 100 python3 -m tierlm bench offline \
+    --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --num-requests 1 --input-len 128 128 \
+    --output-len 512 512 --json > "$out/b1-$side.json" 2> "$out/b1-$side.err") || echo "b1 $side failed"
+done
 for round in 1 2; do
   for side in A B; do run $side llama$round --model builtin:llama-3.1-8b --batches 1 --prefill-len 0 --steps 100; done
 done
@@ -31,4 +42,6 @@ run A llama-profile --model builtin:llama-3.1-8b --batches 1 --prefill-len 0 --s
 for side in A B; do
   echo "== $side"; grep -h -A2 "^ batch" "$out/qwen1-$side.txt" | tail -n 2
   for round in 1 2; do grep -h -A1 "^ batch" "$out/llama$round-$side.txt" | tail -n 1; done
+  python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['tierlm']; print('b1 TPOT p50 %.3f ms, mean %.3f ms' \
+    % (t['tpot_s']['p50'] * 1e3, t['tpot_s']['mean'] * 1e3))" "$out/b1-$side.json" || echo "no b1 result"
 done

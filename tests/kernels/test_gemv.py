@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent("""
         for m, n, k, bias, cfg in [(1, 40, 64, False, GemvConfig(4, 32, 4)), (3, 17, 100, True, GemvConfig(8, 64, 4)),
                                    (8, 64, 256, False, GemvConfig(2, 128, 8)), (5, 9, 48, True, GemvConfig(16, 16, 4)),
                                    (1, 40, 200, True, GemvConfig(4, 32, 4, True)),  # pipelined: K over 6 tiles
-                                   (3, 17, 100, False, GemvConfig(8, 64, 4, True))]:
+                                   (3, 17, 100, False, GemvConfig(8, 64, 4, True)),
+                                   (1, 24, 260, True, GemvConfig(4, 64, 4, True, 2))]:
             x = torch.randn(m, k, device=dev).to(dtype)
             w = torch.randn(n, k, device=dev).to(dtype)
             b = torch.randn(n, device=dev).to(dtype) if bias else None
@@ -33,7 +34,9 @@ SCRIPT = textwrap.dedent("""
         # fused prologues against the unfused layers they replace
         from tierlm.kernels.fused import rmsnorm, silu_mul
         for m, k, n, cfg in [(1, 64, 40, GemvConfig(4, 32, 4)), (3, 100, 24, GemvConfig(8, 64, 4)),
-                             (1, 100, 40, GemvConfig(4, 32, 4, True)), (2, 64, 24, GemvConfig(2, 16, 4, True))]:
+                             (1, 100, 40, GemvConfig(4, 32, 4, True)), (2, 64, 24, GemvConfig(2, 16, 4, True)),
+                             (5, 1100, 8, GemvConfig(4, 256, 4, True)),  # the norm's statistic in two tiles
+                             (2, 300, 16, GemvConfig(4, 64, 4, True, 2))]:  # two weight tiles ahead
             x = torch.randn(m, k, device=dev).to(dtype)
             r = torch.randn(m, k, device=dev).to(dtype)
             nw = (torch.rand(k, device=dev) + 0.5).to(dtype)

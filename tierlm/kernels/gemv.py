@@ -8,7 +8,10 @@ reducing in float32 on the CUDA cores (tensor cores would sit mostly on padding 
 the few input rows whole; they stay in L2.
 
 Rounding: one float32 accumulation per output, cast once, like cuBLAS; the summation order differs, so
-results match cuBLAS to the dtype's rounding, not bit for bit. Callers use it only where the plan says it
+results match cuBLAS to the dtype's rounding, not bit for bit. A fused prologue rounds its output as the
+unfused layer would, except the pipelined launch's RMSNorm: it scales the float32 sums by the statistic at
+the end (so it needs no pass over the input before the weights stream), where the unfused layers round the
+normalised input to the dtype first. Callers use it only where the plan says it
 is faster (`tierlm.kernels.gemv_plan`), for bf16 / fp16 weights.
 """
 from __future__ import annotations
@@ -37,9 +40,11 @@ class GemvConfig:
     # per lane across the K loop and reduced once at the end, so no iteration waits on an input load or on a
     # cross-lane reduction before the next weight tile goes out.
     pipelined: bool = False
+    ahead: int = 1  # weight tiles in flight ahead of the one being summed (1 or 2; 2 only when pipelined)
 
     def label(self) -> str:
-        return f"n{self.block_n} k{self.block_k} w{self.num_warps}" + (" p" if self.pipelined else "")
+        return (f"n{self.block_n} k{self.block_k} w{self.num_warps}" + (" p" if self.pipelined else "")
+                + (f"{self.ahead}" if self.ahead != 1 else ""))
 
 
 @triton.jit
@@ -84,8 +89,8 @@ def _input_tile(x_rows, r_rows, nw_ptr, kk, mask, rstd, K, PROLOGUE: tl.constexp
 @triton.jit
 def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K, stride_xm, stride_rm, stride_wn,
                  stride_om, stride_ro, eps, HAS_BIAS: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PIPE: tl.constexpr,
-                 PDL: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, STAT_K: tl.constexpr,
+                 PIPE: tl.constexpr, AHEAD: tl.constexpr, PDL: tl.constexpr):
     # Weights never depend on the kernel before this one, so each tile is loaded one iteration ahead and the
     # first before anything else: under PDL (`tierlm.kernels.pdl`) that load overlaps the predecessor.
     if PDL:
@@ -100,13 +105,17 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K
     x_rows = x_ptr + offs_m[:, None] * stride_xm
     r_rows = r_ptr + offs_m[:, None] * stride_rm
     w_next = tl.load(w_rows + offs_k[None, :], mask=mask_n[:, None] & (offs_k < K)[None, :], other=0.0)
+    if AHEAD == 2:
+        w_next2 = tl.load(w_rows + (offs_k + BLOCK_K)[None, :], mask=mask_n[:, None] & (offs_k + BLOCK_K < K)[None, :],
+                          other=0.0)
     if PDL:
         gdc_wait()
     rstd = tl.zeros([BLOCK_M], dtype=tl.float32)
-    if PROLOGUE == 1:  # every program takes the rows' statistic itself: the rows are few and come from L2
+    if PROLOGUE == 1 and not PIPE:  # every program takes the rows' statistic itself (they are few and come
+        # from L2) before its products, in tiles of STAT_K columns (the whole row where it fits): each tile is one round trip before the sum
         sq = tl.zeros([BLOCK_M], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            kk = k0 + offs_k
+        for k0 in range(0, K, STAT_K):
+            kk = k0 + tl.arange(0, STAT_K)
             mask = mask_m[:, None] & (kk < K)[None, :]
             x = tl.load(x_rows + kk[None, :], mask=mask, other=0.0)
             if HAS_RES:
@@ -117,19 +126,33 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if PIPE:  # per-lane sums over the whole K loop, one reduction at the end
         acc3 = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
+        sq3 = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)  # the RMSNorm statistic, summed along the products
         x_next, s_next, nw_next = _input_load(x_rows, r_rows, nw_ptr, offs_k, mask_m[:, None] & (offs_k < K)[None, :],
                                               K, PROLOGUE, HAS_RES)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         mask_k = kk < K
         w = w_next
-        w_next = tl.load(w_rows + (kk + BLOCK_K)[None, :], mask=mask_n[:, None] & (kk + BLOCK_K < K)[None, :],
-                         other=0.0)
+        if AHEAD == 2:
+            w_next = w_next2
+            w_next2 = tl.load(w_rows + (kk + 2 * BLOCK_K)[None, :],
+                              mask=mask_n[:, None] & (kk + 2 * BLOCK_K < K)[None, :], other=0.0)
+        else:
+            w_next = tl.load(w_rows + (kk + BLOCK_K)[None, :], mask=mask_n[:, None] & (kk + BLOCK_K < K)[None, :],
+                             other=0.0)
         if PIPE:
             x_cur, s_cur, nw_cur = x_next, s_next, nw_next
             x_next, s_next, nw_next = _input_load(x_rows, r_rows, nw_ptr, kk + BLOCK_K,
                                                   mask_m[:, None] & (kk + BLOCK_K < K)[None, :], K, PROLOGUE, HAS_RES)
-            xin, xsum = _input_make(x_cur, s_cur, nw_cur, rstd, PROLOGUE, HAS_RES)
+            if PROLOGUE == 1:  # normalised at the end: products of (x + residual) * norm weight, in float32
+                xsum = x_cur
+                if HAS_RES:
+                    xsum = (x_cur.to(tl.float32) + s_cur.to(tl.float32)).to(x_cur.dtype)
+                xs32 = xsum.to(tl.float32)
+                sq3 += xs32 * xs32
+                xin = xs32 * nw_cur.to(tl.float32)[None, :]
+            else:
+                xin, xsum = _input_make(x_cur, s_cur, nw_cur, rstd, PROLOGUE, HAS_RES)
         else:
             xin, xsum = _input_tile(x_rows, r_rows, nw_ptr, kk, mask_m[:, None] & mask_k[None, :], rstd, K,
                                     PROLOGUE, HAS_RES)
@@ -143,10 +166,20 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K
             acc += tl.sum(xin.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
     if PIPE:
         acc = tl.sum(acc3, axis=2)
+        if PROLOGUE == 1:
+            acc = acc * (1.0 / tl.sqrt(tl.sum(sq3, axis=1) / K + eps))[:, None]
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=mask_m[:, None] & mask_n[None, :])
+
+
+def _stat_k(m: int, k: int, config: GemvConfig, prologue: int) -> int:
+    """Columns per tile of the RMSNorm statistic: the whole row up to 8,192 values per program (fewer for
+    more rows), so that a row of a few thousand columns is one load; the K tile without a norm."""
+    if prologue != 1 or config.pipelined:  # a pipelined launch sums the statistic in its main loop
+        return config.block_k
+    return max(config.block_k, min(triton.next_power_of_2(k), 8192 // triton.next_power_of_2(m)))
 
 
 def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=None, eps=0.0, res_out=None):
@@ -164,7 +197,8 @@ def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=Non
             m, n, k, x2.stride(0), r.stride(0), weight.stride(0), out.stride(0),
             res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None,
             PROLOGUE=prologue, HAS_RES=residual is not None, BLOCK_M=triton.next_power_of_2(m),
-            BLOCK_N=config.block_n, BLOCK_K=config.block_k, PIPE=config.pipelined, num_warps=config.num_warps,
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, STAT_K=_stat_k(m, k, config, prologue),
+            PIPE=config.pipelined, AHEAD=config.ahead if config.pipelined else 1, num_warps=config.num_warps,
             **launch_kwargs(x2.device))
     return out
 
