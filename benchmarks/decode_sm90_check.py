@@ -44,7 +44,14 @@ def decode_variants() -> list[tuple[str, object, dict]]:
     for prologue, rows, pdl in itertools.product((0, 1, 2), (1, 4), (False, True)):
         out.append((f"gemv prologue={prologue} rows={rows} pdl={pdl}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
-                         BLOCK_K=1024, PDL=pdl)))
+                         BLOCK_K=1024, STAT_K=4096 if prologue == 1 and rows == 1 else 1024, PIPE=False, AHEAD=1,
+                         PDL=pdl)))
+    for prologue, rows, ahead in itertools.product((0, 1, 2), (1, 4), (1, 2)):
+        if rows == 4 and ahead == 2:
+            continue
+        out.append((f"gemv pipelined prologue={prologue} rows={rows} ahead={ahead}", _gemv_kernel,
+                    dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
+                         BLOCK_K=512, STAT_K=512, PIPE=True, AHEAD=ahead, PDL=True)))
     return out
 
 
