@@ -3,7 +3,8 @@
 For each weight shape of Qwen3-0.6B and Llama-3.1-8B (fused QKV, O, fused gate/up, down) and each batch of
 1-8 rows: the error against a float32 reference, then the time per call inside a CUDA graph (as decode
 steps run), cycling through enough weight copies that they do not stay in the 50 MB L2, for cuBLAS and
-every launch variant (plain and pipelined). Prints the achieved weight-read GB/s and the best variant per shape last.
+every launch variant (plain and pipelined). Prints the achieved weight-read GB/s and the best variant per
+shape last; `--tuner` prints instead what the engine's tuner times and picks per shape, prologue and rows.
 Usage: `PYTHONPATH=. python benchmarks/bench_gemv.py [--quick]` from the repo root; needs CUDA.
 """
 from __future__ import annotations

@@ -56,6 +56,12 @@ SCRIPT = textwrap.dedent("""
             tol = 1e-4 if dtype == torch.float32 else 3e-2 * ref.abs().max().item()
             assert (got.double() - ref).abs().max().item() <= tol, ("silu_mul_gemv", dtype, m, k)
     try:
+        GemvConfig(4, 32, 4, False, 2)
+    except ValueError as e:
+        assert "ahead" in str(e)
+    else:
+        raise AssertionError("two tiles ahead without the pipelined loop was accepted")
+    try:
         gemv(torch.randn(9, 8, device=dev), torch.randn(4, 8, device=dev))
     except ValueError as e:
         assert "at most 8 rows" in str(e)

@@ -42,6 +42,10 @@ class GemvConfig:
     pipelined: bool = False
     ahead: int = 1  # weight tiles in flight ahead of the one being summed (1 or 2; 2 only when pipelined)
 
+    def __post_init__(self) -> None:
+        if self.ahead not in (1, 2) or (self.ahead == 2 and not self.pipelined):
+            raise ValueError(f"gemv launch: ahead must be 1, or 2 with pipelined=True; got {self.ahead}")
+
     def label(self) -> str:
         return (f"n{self.block_n} k{self.block_k} w{self.num_warps}" + (" p" if self.pipelined else "")
                 + (f"{self.ahead}" if self.ahead != 1 else ""))
@@ -50,7 +54,7 @@ class GemvConfig:
 @triton.jit
 def _input_load(x_rows, r_rows, nw_ptr, kk, mask, K, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr):
     """What the input rows at columns `kk` are made of: (x, the residual or the up half, the norm weight);
-    the parts a prologue does not use are not read (masked off)."""
+    a part the prologue does not use is not read (`x` stands in for it)."""
     x = tl.load(x_rows + kk[None, :], mask=mask, other=0.0)
     second = x
     if PROLOGUE == 1 and HAS_RES:
@@ -112,7 +116,8 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, r_ptr, nw_ptr, r_out_ptr, M, N, K
         gdc_wait()
     rstd = tl.zeros([BLOCK_M], dtype=tl.float32)
     if PROLOGUE == 1 and not PIPE:  # every program takes the rows' statistic itself (they are few and come
-        # from L2) before its products, in tiles of STAT_K columns (the whole row where it fits): each tile is one round trip before the sum
+        # from L2) before its products, in tiles of STAT_K columns (the whole row where it fits): each tile is
+        # one round trip before the sum
         sq = tl.zeros([BLOCK_M], dtype=tl.float32)
         for k0 in range(0, K, STAT_K):
             kk = k0 + tl.arange(0, STAT_K)
