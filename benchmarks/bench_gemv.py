@@ -69,11 +69,12 @@ def main() -> None:
 
 def tuner_table(models: list[str]) -> None:
     """What `tune_gemv` times and picks for each shape: per prologue and rows, the torch path's microseconds,
-    the fastest candidate's, and the plan."""
+    the unfused prologue then the plain plan's launch, the fastest candidate's, and the plan ("unfused": the
+    layer runs the prologue, then its plain plan; "cuBLAS" for the plain prologue)."""
     from tierlm.kernels.gemv_tune import tune_gemv
 
-    print(f"{'model':13s} {'N':>6} {'K':>6} {'prologue':9s} {'rows':>4} {'torch us':>9} {'best us':>8}  "
-          f"{'best':16s} plan")
+    print(f"{'model':13s} {'N':>6} {'K':>6} {'prologue':9s} {'rows':>4} {'torch us':>9} {'unfused us':>11} "
+          f"{'best us':>8}  {'best':16s} plan   (unfused: the prologue, then the plain plan's launch)")
     for model in models:
         for n, k in SHAPES[model]:
             res = tune_gemv(n, k, ("plain", "rmsnorm", "silu_mul"), torch.bfloat16, torch.device("cuda"))
@@ -81,10 +82,13 @@ def tuner_table(models: list[str]) -> None:
                 for rows, cfg in buckets.items():
                     times = {key.split("/")[2]: us for key, us in res["timings_us"].items()
                              if key.startswith(f"{prologue}/{rows}/")}
-                    best = min((us, label) for label, us in times.items() if label != "torch")
-                    plan = GemvConfig(**cfg).label() if cfg else "torch"
-                    print(f"{model:13s} {n:6d} {k:6d} {prologue:9s} {rows:>4} {times['torch']:9.2f} {best[0]:8.2f}  "
-                          f"{best[1]:16s} {plan}", flush=True)
+                    unfused = next((us for label, us in times.items() if label.startswith("unfused+")), None)
+                    best = min((us, label) for label, us in times.items()
+                               if label != "torch" and not label.startswith("unfused+"))
+                    plan = GemvConfig(**cfg).label() if cfg else ("cuBLAS" if prologue == "plain" else "unfused")
+                    unfused_text = f"{unfused:11.2f}" if unfused is not None else f"{'-':>11}"
+                    print(f"{model:13s} {n:6d} {k:6d} {prologue:9s} {rows:>4} {times['torch']:9.2f} {unfused_text} "
+                          f"{best[0]:8.2f}  {best[1]:16s} {plan}", flush=True)
             torch.cuda.empty_cache()
 
 

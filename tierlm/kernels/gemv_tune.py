@@ -4,7 +4,8 @@ Tuned once per (device, dtype, weight shape) on random data and kept in the cach
 (`autotune/gemv/<fingerprint>.json`). Each candidate is timed inside a CUDA graph, as decode steps run it,
 cycling through enough weight copies that the weights come from HBM and not from L2. A bucket keeps cuBLAS
 unless a candidate beats it by `MARGIN`, so turning the kernel on never makes a shape slower than its
-timing said.
+timing said; a fused prologue must also beat, by as much, the unfused prologue followed by the plain plan's
+launch (what the layer runs where the fusion is not chosen).
 """
 from __future__ import annotations
 
@@ -64,8 +65,9 @@ def graph_time_us(fn: Callable[[int], object], copies: int) -> float:
 
 
 def _paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device):
-    """(the unfused torch path, the kernel with a launch) as functions of (weight, config), for what a layer
-    may fuse into its kernel: nothing ("plain"), the RMSNorm before it, or the SiLU·mul of [gate | up]."""
+    """(the unfused torch path, the kernel with a launch, the unfused prologue then the plain kernel or None
+    for "plain") as functions of (weight, config), for what a layer may fuse into its kernel: nothing
+    ("plain"), the RMSNorm before it, or the SiLU·mul of [gate | up]."""
     from tierlm.kernels.fused import rmsnorm, silu_mul
     from tierlm.kernels.gemv import rmsnorm_gemv, silu_mul_gemv
 
@@ -75,27 +77,37 @@ def _paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.
     if prologue == "rmsnorm":
         x, res, nw = rand(rows, k), rand(rows, k), rand(k)
         return (lambda w, c: F.linear(rmsnorm(x, nw, 1e-6, res)[0], w),
-                lambda w, c: rmsnorm_gemv(x, res, nw, 1e-6, w, None, c))
+                lambda w, c: rmsnorm_gemv(x, res, nw, 1e-6, w, None, c),
+                lambda w, c: gemv(rmsnorm(x, nw, 1e-6, res)[0], w, None, c))
     if prologue == "silu_mul":
         gu = rand(rows, 2 * k)
-        return lambda w, c: F.linear(silu_mul(gu), w), lambda w, c: silu_mul_gemv(gu, w, c)
+        return (lambda w, c: F.linear(silu_mul(gu), w), lambda w, c: silu_mul_gemv(gu, w, c),
+                lambda w, c: gemv(silu_mul(gu), w, None, c))
     x = rand(rows, k)
-    return lambda w, c: F.linear(x, w), lambda w, c: gemv(x, w, None, c)
+    return lambda w, c: F.linear(x, w), lambda w, c: gemv(x, w, None, c), None
 
 
 def tune_gemv(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
-    """Time the unfused torch path and every candidate, per prologue and rows bucket; the winners."""
+    """Time the unfused paths and every candidate, per prologue and rows bucket; the winners. A prologue is
+    fused only where that beats both unfused paths a layer would otherwise run: the prologue then cuBLAS, and
+    the prologue then the kernel with the "plain" plan's launch for those rows (so "plain" is tuned first)."""
     gen = torch.Generator(device=device).manual_seed(0)
     copies = max(1, -(-_WEIGHT_BYTES // (n * k * torch.finfo(dtype).bits // 8)))
     ws = [(torch.randn(n, k, generator=gen, device=device) * 0.02).to(dtype) for _ in range(copies)]
     plan: dict = {}
     timings = {}
-    for prologue in prologues:
+    for prologue in sorted(prologues, key=lambda p: p != "plain"):
         plan[prologue] = {}
         for rows in BUCKETS:
-            torch_path, kernel = _paths(prologue, rows, k, gen, dtype, device)
+            torch_path, kernel, unfused_kernel = _paths(prologue, rows, k, gen, dtype, device)
             best_us = graph_time_us(lambda i: torch_path(ws[i], None), copies)
             timings[f"{prologue}/{rows}/torch"] = round(best_us, 2)
+            plain = plan.get("plain", {}).get(str(rows)) if unfused_kernel is not None else None
+            if plain is not None:  # what the layer runs without this fusion: the prologue, then the kernel
+                cfg = GemvConfig(**plain)
+                us = graph_time_us(lambda i: unfused_kernel(ws[i], cfg), copies)
+                timings[f"{prologue}/{rows}/unfused+{cfg.label()}"] = round(us, 2)
+                best_us = min(best_us, us)
             best_us *= MARGIN
             plan[prologue][str(rows)] = None
             for cfg in CANDIDATES:
@@ -119,7 +131,8 @@ def tuned_plan(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: tor
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "n": n, "k": k, "prologues": list(prologues), "max_rows": MAX_ROWS, "buckets": list(BUCKETS),
-               "candidates": [dataclasses.astuple(c) for c in CANDIDATES], "margin": MARGIN}
+               "candidates": [dataclasses.astuple(c) for c in CANDIDATES], "margin": MARGIN,
+               "reference": "the better of prologue + cuBLAS and prologue + the plain plan"}
     results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_gemv(n, k, prologues, dtype, device))
     return {p: {int(rows): (GemvConfig(**cfg) if cfg else None) for rows, cfg in b.items()}
             for p, b in results["plan"].items()}
