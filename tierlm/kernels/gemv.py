@@ -11,8 +11,8 @@ Rounding: one float32 accumulation per output, cast once, like cuBLAS; the summa
 results match cuBLAS to the dtype's rounding, not bit for bit. A fused prologue rounds its output as the
 unfused layer would, except the pipelined launch's RMSNorm: it scales the float32 sums by the statistic at
 the end (so it needs no pass over the input before the weights stream), where the unfused layers round the
-normalised input to the dtype first. Callers use it only where the plan says it
-is faster (`tierlm.kernels.gemv_plan`), for bf16 / fp16 weights.
+normalised input to the dtype first. Callers use it only where the plan says it is faster
+(`tierlm.kernels.gemv_tune`), for bf16 / fp16 weights.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ BUCKETS = (1, 2, 4)
 CANDIDATES = (tuple(GemvConfig(n, k, 4) for n, k in ((2, 1024), (4, 1024), (8, 1024), (4, 512)))
               + tuple(GemvConfig(n, k, 4, True) for n, k in ((2, 1024), (4, 512), (4, 1024), (8, 512)))
               + tuple(GemvConfig(n, k, w, True, 2) for n, k, w in ((4, 512, 4), (8, 512, 4), (16, 512, 8))))
-MARGIN = 0.97  # a candidate must take at most this fraction of the unfused torch path's time
+MARGIN = 0.97  # a candidate must take at most this fraction of the faster unfused path's time
 _CALLS = 20
 _WEIGHT_BYTES = 160 << 20  # over three times the L2 of current data-centre GPUs
 
