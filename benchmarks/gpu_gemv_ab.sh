@@ -7,6 +7,7 @@
 # a cache root of its own); last a torch profile of A's 8B batch-1 step. About 9 minutes (SKIP_KERNELS=1:
 # the engine part only). Usage: bash benchmarks/gpu_gemv_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
+source "$(dirname "$0")/ab_helpers.sh"  # b1_tpot, print_b1
 base=$(cd "$1" && pwd); out=${2:-gemv-ab}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 here=$PWD
@@ -30,9 +31,7 @@ run() {  # SIDE TAG ARGS...
 for side in A B; do
   run $side qwen1 --batches 1,4 --prefill-len 0 --steps 100
   dir=$here; [ "$side" = B ] && dir=$base
-  (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-gemv-$side PYTHONPATH=$dir timeout 100 python3 -m tierlm bench offline \
-    --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --num-requests 1 --input-len 128 128 \
-    --output-len 512 512 --json > "$out/b1-$side.json" 2> "$out/b1-$side.err") || echo "b1 $side failed"
+  b1_tpot "$dir" "$out/b1-$side" TIERLM_CACHE_DIR="$here/.cache-gemv-$side"
 done
 for round in 1 2; do
   for side in A B; do run $side llama$round --model builtin:llama-3.1-8b --batches 1 --prefill-len 0 --steps 100; done
@@ -42,6 +41,5 @@ run A llama-profile --model builtin:llama-3.1-8b --batches 1 --prefill-len 0 --s
 for side in A B; do
   echo "== $side"; grep -h -A2 "^ batch" "$out/qwen1-$side.txt" | tail -n 2
   for round in 1 2; do grep -h -A1 "^ batch" "$out/llama$round-$side.txt" | tail -n 1; done
-  python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['tierlm']; print('b1 TPOT p50 %.3f ms, mean %.3f ms' \
-    % (t['tpot_s']['p50'] * 1e3, t['tpot_s']['mean'] * 1e3))" "$out/b1-$side.json" || echo "no b1 result"
+  print_b1 "$out/b1-$side.json"
 done

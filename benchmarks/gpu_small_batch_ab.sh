@@ -5,6 +5,7 @@
 # and 64 and Llama-3.1-8B at batch 1 (profile_engine.py), and the #20 batch-1 TPOT (`bench offline`, one
 # request, 128 in / 512 out). About 6 minutes. Usage: bash benchmarks/gpu_small_batch_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
+source "$(dirname "$0")/ab_helpers.sh"  # b1_tpot, print_b1
 base=$(cd "$1" && pwd); out=${2:-small-batch-ab}
 mkdir -p "$out"
 here=$PWD
@@ -21,12 +22,9 @@ for side in A B; do
     > "$out/qwen-$side.txt" 2>&1) || echo "qwen profile $side failed"
   (cd "$dir" && PYTHONPATH=$dir timeout 150 python3 benchmarks/profile_engine.py --model builtin:llama-3.1-8b \
     --batches 1 --prefill-len 0 > "$out/llama-$side.txt" 2>&1) || echo "llama profile $side failed"
-  (cd "$dir" && PYTHONPATH=$dir timeout 100 python3 -m tierlm bench offline --model builtin:qwen3-0.6b \
-    --load-format dummy --skip-tokenizer-init --num-requests 1 --input-len 128 128 --output-len 512 512 --json \
-    > "$out/b1-$side.json" 2> "$out/b1-$side.err") || echo "b1 $side failed"
+  b1_tpot "$dir" "$out/b1-$side"
 done
 for side in A B; do
   echo "== $side"; grep -h -A4 "^ batch" "$out/qwen-$side.txt"; grep -h -A2 "^ batch" "$out/llama-$side.txt" | tail -n 1
-  python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['tierlm']; print('b1 TPOT p50 %.3f ms, mean %.3f ms' \
-    % (t['tpot_s']['p50'] * 1e3, t['tpot_s']['mean'] * 1e3))" "$out/b1-$side.json" || echo "no b1 result"
+  print_b1 "$out/b1-$side.json"
 done
