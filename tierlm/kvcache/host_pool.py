@@ -51,6 +51,20 @@ def host_pool_pages(device_pages: int, bytes_per_page: int, ratio: float, size_g
     return pages
 
 
+_ALIGN = 4096  # O_DIRECT's alignment of buffers: with it the file store reads and writes pages in place
+
+
+def _page_aligned(num_pages: int, page_bytes: int, pin: bool) -> torch.Tensor:
+    """A `[num_pages, page_bytes]` uint8 buffer starting on a 4 KiB boundary. Pinned memory is (it comes
+    in whole pages); pageable memory from torch is only 64-byte aligned, which would make every O_DIRECT
+    transfer of the file store go through a bounce buffer, one page per call."""
+    if pin:
+        return torch.empty((num_pages, page_bytes), dtype=torch.uint8, pin_memory=True)
+    raw = torch.empty(num_pages * page_bytes + _ALIGN, dtype=torch.uint8)
+    skip = -raw.data_ptr() % _ALIGN
+    return raw[skip:skip + num_pages * page_bytes].view(num_pages, page_bytes)
+
+
 class HostKVPool:
     """The host KV buffer and its allocator; `page_bytes`/`write_page` give the L3 stores byte views."""
 
@@ -59,7 +73,7 @@ class HostKVPool:
         self.page_size = page_size
         self.layout = layout
         self.bytes_per_page = layout.page_bytes(page_size)
-        self.buffer = torch.empty((num_pages, self.bytes_per_page), dtype=torch.uint8, pin_memory=pin)
+        self.buffer = _page_aligned(num_pages, self.bytes_per_page, pin)
         self.pinned = pin
         self._bytes = self.buffer.numpy()
         self.allocator = PageAllocator(num_pages)
