@@ -130,7 +130,7 @@ def raw_pass(raw_file: Path, nbytes: int, block: memoryview, can_drop: bool, res
 def store_pass(d: Path, host: HostKVPool, keys: list[str], call_pages: int, sums: list[int], res: dict,
                block: memoryview) -> bool:
     """One write and one read (after a restart) of the file store, then a dd-style read of its own segment
-    files (`segs_r`: how fast this disk gives back data written as the store writes it); whether it used
+    files (`segs_r`: how fast one dd-style stream reads back data written as the store writes it); whether it used
     O_DIRECT."""
     nbytes = len(keys) * encoded_size(host.bytes_per_page)
     s = FileKVStore(d, 1 << 40)
@@ -186,8 +186,8 @@ def bench_file(args, host: HostKVPool, rows: list) -> None:
     raw_r = (f"buffered {med['raw_r_buf']:.2f}, " if "raw_r_buf" in med else "") + f"O_DIRECT {med['raw_r_dir']:.2f}"
     rows.append(("file read", med["store_r"], ref_r, f"raw read: {raw_r}", 0.8))
     print(f"the store's own segment files read dd-style afterwards ({BLOCK >> 20} MiB blocks"
-          f"{', O_DIRECT' if direct else ''}): {med['segs_r']:.2f} GB/s, so the store read at "
-          f"{med['store_r'] / med['segs_r']:.0%} of the disk's speed for data written as it writes it")
+          f"{', O_DIRECT' if direct else ''}, one stream): {med['segs_r']:.2f} GB/s; the store read "
+          f"{med['store_r'] / med['segs_r']:.0%} of that (its I/O threads keep several reads in flight)")
 
 
 
