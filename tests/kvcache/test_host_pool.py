@@ -1,5 +1,9 @@
-"""The host pool's memory: aligned so that the file store moves pages with O_DIRECT in place."""
+"""The host pool's memory and the file store: pages that are whole aligned blocks move in place, pages that
+are not (an MLA model's, for one) through the bounce buffer a run at a time, never a transfer per page."""
 from __future__ import annotations
+
+import mmap
+import os
 
 import pytest
 import torch
@@ -9,36 +13,79 @@ from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.stores import segment
 from tierlm.kvcache.stores.file import FileKVStore
 
-LAYOUT = KVLayout.gqa(2, 1, 64, torch.float32)  # 4 tokens = 4 KiB per page
+BLOCK_LAYOUT = KVLayout.gqa(2, 1, 64, torch.float32)  # 4 tokens = 4 KiB per page
+ODD_LAYOUT = KVLayout.gqa(3, 1, 20, torch.float32)  # 4 tokens = 1,920 bytes per page
+KEYS = [f"{i:064x}" for i in range(1, 17)]
+
+
+def filled(layout: KVLayout, pages: int) -> HostKVPool:
+    host = HostKVPool(pages, layout, page_size=4)
+    host.buffer.copy_(torch.randint(0, 256, host.buffer.shape, dtype=torch.uint8))
+    return host
+
+
+def store_on(tmp_path, host, direct: bool) -> FileKVStore:
+    if direct and not segment.probe_direct(str(tmp_path)):
+        pytest.skip("this file system does not take O_DIRECT")
+    store = FileKVStore(tmp_path, max_bytes=1 << 30, direct=direct, io_threads=2)
+    store.attach(host)
+    return store
+
+
+def count_calls(monkeypatch, names: tuple[str, ...]) -> list[str]:
+    calls: list[str] = []
+    for name in names:
+        def counted(fd, data, offset, real=getattr(os, name), name=name):
+            calls.append(name)
+            return real(fd, data, offset)
+        monkeypatch.setattr(os, name, counted)
+    return calls
 
 
 @pytest.mark.parametrize("pages", [1, 3, 64])
 def test_pageable_pool_starts_on_a_4k_boundary(pages):
-    host = HostKVPool(pages, LAYOUT, page_size=4)
+    host = HostKVPool(pages, BLOCK_LAYOUT, page_size=4)
     assert host.buffer.data_ptr() % 4096 == 0
     assert host.buffer.shape == (pages, 4096) and host.buffer.is_contiguous()
     host.buffer[-1].fill_(7)  # the last page is the pool's own memory, not past it
     assert bytes(host.page_bytes(pages - 1)) == b"\x07" * 4096
 
 
-def test_file_store_moves_aligned_pages_in_place(tmp_path, monkeypatch):
-    """Pages of whole blocks go out and come back in one vectored call per run, never through the per-page
-    bounce buffer (which keeps one page in flight per thread)."""
-    host = HostKVPool(8, LAYOUT, page_size=4)
-    host.buffer.copy_(torch.randint(0, 256, host.buffer.shape, dtype=torch.uint8))
-    want = host.buffer.clone()
-    store = FileKVStore(tmp_path, max_bytes=1 << 30)
-    if not store.direct:
-        pytest.skip("this file system does not take O_DIRECT")
-    store.attach(host)
+def test_file_store_moves_whole_block_pages_in_place(tmp_path, monkeypatch):
+    host = filled(BLOCK_LAYOUT, 16)
+    want = host.buffer[:8].clone()
+    store = store_on(tmp_path, host, direct=True)
 
-    def bounce(*_):
-        raise AssertionError("a page went through the bounce buffer")
-    monkeypatch.setattr(segment, "write_record", bounce)
-    monkeypatch.setattr(segment, "read_record", bounce)
-    keys = [f"{i:064x}" for i in range(1, 9)]
-    assert store.batch_set(keys, list(range(8))) == [True] * 8
-    host.buffer.zero_()
-    assert store.batch_get(keys, list(range(8))) == [True] * 8
-    assert torch.equal(host.buffer, want)
-    store.close()
+    def table_only(_, n: int) -> memoryview:  # the segment's table block is the one thing bounced
+        assert n <= segment.ALIGN, "a page went through the bounce buffer"
+        return memoryview(mmap.mmap(-1, segment.ALIGN))[:n]
+    monkeypatch.setattr(segment.Scratch, "get", table_only)
+    assert store.batch_set(KEYS[:8], list(range(8))) == [True] * 8
+    assert store.batch_get(KEYS[:8], list(range(8, 16))) == [True] * 8
+    assert torch.equal(host.buffer[8:], want)
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_pages_of_odd_sizes_move_a_run_per_transfer(tmp_path, monkeypatch, direct):
+    host = filled(ODD_LAYOUT, 32)
+    store = store_on(tmp_path, host, direct)
+    writes = count_calls(monkeypatch, ("pwrite", "pwritev"))
+    assert store.batch_set(KEYS, list(range(16))) == [True] * 16
+    assert len(writes) == 3  # two runs of eight records (one per I/O thread), then the table
+    monkeypatch.undo()
+    reads = count_calls(monkeypatch, ("preadv",))
+    assert store.batch_get(KEYS, list(range(16, 32))) == [True] * 16
+    assert len(reads) == 2 and torch.equal(host.buffer[16:], host.buffer[:16])
+
+    # chunks of three records: each run of eight reads in three transfers; damage stays with its own page
+    monkeypatch.setattr(segment, "_BOUNCE_MAX", 3 * segment.ALIGN)
+    path, off, n = store.locate(KEYS[4])
+    data = bytearray(path.read_bytes())
+    data[off + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    host.buffer[16:].zero_()
+    reads.clear()
+    got = store.batch_get(KEYS, list(range(16, 32)))
+    assert len(reads) == 6 and got == [i != 4 for i in range(16)]
+    assert torch.equal(host.buffer[16:20], host.buffer[:4]) and torch.equal(host.buffer[21:], host.buffer[5:16])
+    assert store.stats()["corrupt"] == 1

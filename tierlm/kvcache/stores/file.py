@@ -153,7 +153,7 @@ class FileKVStore(BlobKVStore):
         pieces: list[list] = [[]]
         for item in items:
             last = pieces[-1]
-            if last and (len(last) >= share or item[1].offset != last[-1][1].offset + last[-1][1].length):
+            if last and (len(last) >= share or item[1].offset != last[-1][1].offset + align_up(last[-1][1].length)):
                 pieces.append([])
             pieces[-1].append(item)
         return pieces

@@ -28,6 +28,7 @@ from tierlm.kvcache.stores.base import crc32
 
 ALIGN = 4096  # O_DIRECT alignment of offsets, lengths and buffers (the largest logical block in use)
 _IOV_MAX = 1024  # buffers per vectored write (Linux's UIO_MAXIOV)
+_BOUNCE_MAX = 16 << 20  # bytes per transfer through a thread's bounce buffer (pages that are not whole blocks)
 MAGIC = b"TKVSEG01"
 ENTRY = struct.Struct("<32sQQI")  # key digest, offset, payload length, CRC-32 of the payload
 TRAILER = struct.Struct("<8sIIQQ")  # magic, CRC-32 (table + fields below), entry count, table offset, size
@@ -157,33 +158,26 @@ class Scratch(threading.local):
         return memoryview(self.buf)[:n]
 
 
-def write_record(fd: int, offset: int, payload: memoryview, direct: bool, scratch: Scratch) -> int:
-    """Write one payload at `offset`; returns its CRC-32 (computed here, so that checksumming runs on the
-    I/O threads in parallel)."""
-    crc = crc32(payload)
-    if direct and not direct_ok(payload):
-        buf = scratch.get(align_up(len(payload)))
-        buf[:len(payload)] = payload
-        buf[len(payload):] = bytes(len(buf) - len(payload))
-        payload = buf
-    if os.pwrite(fd, payload, offset) != len(payload):
-        raise OSError(errno.EIO, f"short write at offset {offset}")
-    return crc
-
-
 def write_records(fd: int, offset: int, payloads: Sequence[memoryview], direct: bool, scratch: Scratch) -> list[int]:
     """Write payloads as consecutive records from `offset`; returns their CRC-32s. Whole blocks (with
-    O_DIRECT: aligned in memory too) go out in one vectored write per `_IOV_MAX` of them, anything else
-    record by record through `write_record`. Every call that releases the GIL makes the engine's
-    scheduler thread wait to take it back, so the writer makes as few as it can: a checksum per page
-    and one write per run, not a write per page."""
-    if any(len(p) % ALIGN for p in payloads) or (direct and not all(direct_ok(p) for p in payloads)):
-        crcs = []
-        for payload in payloads:
-            crcs.append(write_record(fd, offset, payload, direct, scratch))
-            offset += align_up(len(payload))
-        return crcs
+    O_DIRECT: aligned in memory too) go out in one vectored write per `_IOV_MAX` of them; anything else is
+    gathered, padded, into the bounce buffer and goes out in one write per `_BOUNCE_MAX` bytes. Every call
+    that releases the GIL makes the engine's scheduler thread wait to take it back, so the writer makes as
+    few as it can: a checksum per page and one write per run, not a write per page."""
     crcs = [crc32(p) for p in payloads]
+    if any(len(p) % ALIGN for p in payloads) or (direct and not all(direct_ok(p) for p in payloads)):
+        for chunk in _chunks([align_up(len(p)) for p in payloads]):
+            buf = scratch.get(sum(align_up(len(payloads[i])) for i in chunk))
+            at = 0
+            for i in chunk:
+                n = len(payloads[i])
+                buf[at:at + n] = payloads[i]
+                buf[at + n:at + align_up(n)] = bytes(align_up(n) - n)
+                at += align_up(n)
+            if os.pwrite(fd, buf, offset) != len(buf):
+                raise OSError(errno.EIO, f"short write at offset {offset}")
+            offset += len(buf)
+        return crcs
     for i in range(0, len(payloads), _IOV_MAX):
         chunk = payloads[i:i + _IOV_MAX]
         n = sum(len(p) for p in chunk)
@@ -191,6 +185,19 @@ def write_records(fd: int, offset: int, payloads: Sequence[memoryview], direct: 
             raise OSError(errno.EIO, f"short write at offset {offset}")
         offset += n
     return crcs
+
+
+def _chunks(extents: Sequence[int]) -> list[range]:
+    """Consecutive indices cut into chunks of at most `_BOUNCE_MAX` bytes of `extents` (one at least)."""
+    out, start, size = [], 0, 0
+    for i, n in enumerate(extents):
+        if size and size + n > _BOUNCE_MAX:
+            out.append(range(start, i))
+            start, size = i, 0
+        size += n
+    if start < len(extents):
+        out.append(range(start, len(extents)))
+    return out
 
 
 def read_record(fd: int, entry: Entry, dest: memoryview, direct: bool, scratch: Scratch) -> str:
@@ -205,31 +212,55 @@ def read_record(fd: int, entry: Entry, dest: memoryview, direct: bool, scratch: 
         dest[:] = buf[:entry.length]
     elif os.preadv(fd, [dest], entry.offset) < entry.length:
         return "corrupt"
-    if crc32(dest) == entry.crc:
-        return "ok"
-    return "gone" if is_hole(fd, entry.offset) else "corrupt"
+    return _verdict(fd, entry, dest)
 
 
 def read_records(fd: int, entries: Sequence[Entry], dests: Sequence[memoryview], direct: bool,
                  scratch: Scratch) -> list[str]:
     """Read and verify records as `read_record` does, one result per record. Records that lie back to back in
-    the file, in whole blocks (with O_DIRECT: aligned in memory too), come in one vectored read per
-    `_IOV_MAX` of them; anything else, or a chunk that reads short, record by record. As for writes, every
-    call that releases the GIL makes the engine's scheduler thread wait to take it back: one read per run
-    and a checksum per page, not a read, a checksum and a hand-back per page."""
-    back_to_back = all(b.offset == a.offset + a.length for a, b in zip(entries, entries[1:]))
-    if (not back_to_back or any(len(d) != e.length or e.length % ALIGN for e, d in zip(entries, dests))
-            or (direct and not all(direct_ok(d) for d in dests))):
+    the file come in one vectored read per `_IOV_MAX` of them straight into `dests` where they are whole
+    blocks (with O_DIRECT: aligned in memory too), else in one read per `_BOUNCE_MAX` bytes into the bounce
+    buffer and are copied out; scattered records, or a chunk that reads short, record by record. As for
+    writes, every call that releases the GIL makes the engine's scheduler thread wait to take it back: one
+    read per run and a checksum per page, not a read, a checksum and a hand-back per page."""
+    if (not all(b.offset == a.offset + align_up(a.length) for a, b in zip(entries, entries[1:]))
+            or any(len(d) != e.length for e, d in zip(entries, dests))):
         return [read_record(fd, e, d, direct, scratch) for e, d in zip(entries, dests)]
+    if any(e.length % ALIGN for e in entries) or (direct and not all(direct_ok(d) for d in dests)):
+        return _read_bounced(fd, entries, dests, direct, scratch)
     out: list[str] = []
     for i in range(0, len(entries), _IOV_MAX):
         chunk, views = entries[i:i + _IOV_MAX], dests[i:i + _IOV_MAX]
         if os.preadv(fd, views, chunk[0].offset) < sum(e.length for e in chunk):
             out += [read_record(fd, e, d, direct, scratch) for e, d in zip(chunk, views)]
             continue
-        out += ["ok" if crc32(d) == e.crc else ("gone" if is_hole(fd, e.offset) else "corrupt")
-                for e, d in zip(chunk, views)]
+        out += [_verdict(fd, e, d) for e, d in zip(chunk, views)]
     return out
+
+
+def _read_bounced(fd: int, entries: Sequence[Entry], dests: Sequence[memoryview], direct: bool,
+                  scratch: Scratch) -> list[str]:
+    """Back-to-back records whose pages are not whole aligned blocks: each chunk of them in one read into the
+    bounce buffer, then copied out (a copy is cheaper than a transfer per page)."""
+    out: list[str] = []
+    for chunk in _chunks([align_up(e.length) for e in entries]):
+        first, last = entries[chunk[0]], entries[chunk[-1]]
+        buf = scratch.get(last.offset + align_up(last.length) - first.offset)
+        if os.preadv(fd, [buf], first.offset) < len(buf):
+            out += [read_record(fd, entries[i], dests[i], direct, scratch) for i in chunk]
+            continue
+        for i in chunk:
+            at = entries[i].offset - first.offset
+            dests[i][:] = buf[at:at + entries[i].length]
+            out.append(_verdict(fd, entries[i], dests[i]))
+    return out
+
+
+def _verdict(fd: int, entry: Entry, dest: memoryview) -> str:
+    """'ok' if the bytes read match the record's checksum, else 'gone' (punched out) or 'corrupt'."""
+    if crc32(dest) == entry.crc:
+        return "ok"
+    return "gone" if is_hole(fd, entry.offset) else "corrupt"
 
 
 def write_footer(fd: int, entries: Sequence[Entry], table_offset: int, direct: bool, scratch: Scratch) -> None:
