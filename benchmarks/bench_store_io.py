@@ -91,8 +91,13 @@ def raw_read(path: Path, direct: bool, block: memoryview) -> float:
     return time.perf_counter() - t0
 
 
-def make_host(nbytes: int, page_tokens: int) -> HostKVPool:
-    layout = KVLayout.gqa(32, 8, 128, torch.bfloat16)  # Llama-3.1-8B
+LAYOUTS = {"llama-3.1-8b": lambda: KVLayout.gqa(32, 8, 128, torch.bfloat16),
+           # MLA: one latent of 576 per token and layer; a 16-token page is not a whole number of 4 KiB blocks
+           "deepseek-v2-lite": lambda: KVLayout.latent(27, 576, torch.bfloat16)}
+
+
+def make_host(nbytes: int, page_tokens: int, shape: str = "llama-3.1-8b") -> HostKVPool:
+    layout = LAYOUTS[shape]()
     pages = max(32, nbytes // layout.page_bytes(page_tokens))
     host = HostKVPool(pages, layout, page_tokens)
     block = torch.randint(0, 256, (64 << 20,), dtype=torch.uint8)
@@ -178,7 +183,7 @@ def bench_file(args, host: HostKVPool, rows: list) -> None:
     ref_r = max(med.get("raw_r_buf", 0.0), med["raw_r_dir"])
     how = ("page cache dropped before each read" if can_drop
            else "page cache NOT dropped (no permission): O_DIRECT reads only")
-    print(f"file store: {n} pages x {host.bytes_per_page >> 20} MiB = {nbytes / 2**30:.2f} GiB per run, calls of "
+    print(f"file store: {n} pages x {host.bytes_per_page / 2**20:.2f} MiB = {nbytes / 2**30:.2f} GiB per run, calls of "
           f"{args.call_pages} pages, O_DIRECT {'on' if direct else 'off'}; {how}; index rebuild "
           f"{statistics.median(res['index']) * 1e3:.0f} ms")
     rows.append(("file write", med["store_w"], ref_w,
@@ -313,6 +318,8 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=2.0, help="volume of each file-store run")
     ap.add_argument("--redis-gib", type=float, default=1.0, help="volume of each Redis run")
     ap.add_argument("--page-tokens", type=int, default=16, help="tokens per page (16 = 2 MiB pages)")
+    ap.add_argument("--shape", choices=sorted(LAYOUTS), default="llama-3.1-8b",
+                    help="whose KV pages (deepseek-v2-lite: MLA pages that are not whole 4 KiB blocks)")
     ap.add_argument("--call-pages", type=int, default=32, help="pages per batch_set/batch_get call")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--redis-connections", type=int, default=4, help="connections of the Redis store")
@@ -326,9 +333,9 @@ def main() -> None:
     rows: list = []
     print(f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.1f}")
     if args.skip != "file":
-        bench_file(args, make_host(int(args.gib * 2**30), args.page_tokens), rows)
+        bench_file(args, make_host(int(args.gib * 2**30), args.page_tokens, args.shape), rows)
     if args.skip != "redis":
-        bench_redis(args, make_host(int(args.redis_gib * 2**30), args.page_tokens), rows)
+        bench_redis(args, make_host(int(args.redis_gib * 2**30), args.page_tokens, args.shape), rows)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     print("\n| path | store GB/s | reference GB/s | reference | ratio | target |")
     print("|---|---|---|---|---|---|")
