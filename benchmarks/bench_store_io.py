@@ -1,7 +1,7 @@
 """CPU benchmark of the L3 stores against the machine they run on, in one run.
 
 File store: write and read GB/s of `FileKVStore` (pages of a Llama-3.1-8B shape, bf16, 16-token pages =
-2 MiB, `batch_set`/`batch_get` calls of 32 pages, as the engine makes them) against a raw sequential
+2 MiB, `batch_set`/`batch_get` calls of 32 pages = 64 MiB, as the engine's fetches make them) against a raw sequential
 write and read of the same volume on the same file system, dd-style: 8 MiB blocks, buffered and
 O_DIRECT, each write ended by fdatasync. The better raw figure of each direction is the reference. Before
 every read the page cache is dropped if this process may (root); otherwise every read uses O_DIRECT so
@@ -40,7 +40,7 @@ import torch
 
 from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.layout import KVLayout
-from tierlm.kvcache.stores.base import encoded_size
+from tierlm.kvcache.stores.base import encoded_size, pages_per_call
 from tierlm.kvcache.stores.file import FileKVStore
 
 BLOCK = 8 << 20  # dd's bs of the raw reference
@@ -320,7 +320,8 @@ def main() -> None:
     ap.add_argument("--page-tokens", type=int, default=16, help="tokens per page (16 = 2 MiB pages)")
     ap.add_argument("--shape", choices=sorted(LAYOUTS), default="llama-3.1-8b",
                     help="whose KV pages (deepseek-v2-lite: MLA pages that are not whole 4 KiB blocks)")
-    ap.add_argument("--call-pages", type=int, default=32, help="pages per batch_set/batch_get call")
+    ap.add_argument("--call-pages", type=int, default=None,
+                    help="pages per batch_set/batch_get call (default: the engine's fetch call, about 64 MiB)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--redis-connections", type=int, default=4, help="connections of the Redis store")
     ap.add_argument("--redis-timeout", type=float, default=2.0, help="the store's --kv-store-timeout")
@@ -328,6 +329,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.dir is not None and not os.path.isdir(args.dir):
         ap.error(f"--dir: {args.dir} is not a directory")
+    if args.call_pages is None:
+        args.call_pages = pages_per_call(LAYOUTS[args.shape]().page_bytes(args.page_tokens))
     if min(args.gib, args.redis_gib) <= 0 or min(args.page_tokens, args.call_pages, args.reps) < 1:
         ap.error("--gib, --redis-gib, --page-tokens, --call-pages and --reps must be positive")
     rows: list = []

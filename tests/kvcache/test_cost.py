@@ -219,7 +219,7 @@ def test_an_exploring_request_recomputes_and_its_probe_fetches_one_store_call_of
     from tierlm.kvcache.keys import PageHasher
     from tierlm.kvcache.metrics import TierMetrics
     from tierlm.kvcache.prefetch import L3Prefetcher
-    from tierlm.kvcache.prefetch_op import CHUNK_PAGES
+    from tierlm.kvcache.stores.base import DEFAULT_CALL_PAGES as CHUNK_PAGES  # a store without `call_pages`
 
     metrics, cost, radix = TierMetrics(), CostModel(4, 1 << 10), _Radix()
     pre = L3Prefetcher(_Store(), finished, PageHasher("t", 4), lambda n: list(range(n)), lambda pages: None,

@@ -11,7 +11,6 @@ import pytest
 
 from tests.kvcache.tiers import make_tiered, run_copies
 from tierlm.kvcache.keys import PageHasher
-from tierlm.kvcache.prefetch_op import CHUNK_PAGES
 from tierlm.kvcache.stores.memory import MemoryKVStore
 
 PS = 2  # tokens per page
@@ -89,7 +88,7 @@ def test_an_exploring_request_is_ready_at_once_and_the_probe_measures_in_the_bac
     assert kv.prefetcher.probe is not None and kv.cost.loads["L3"].samples == 0
     store.lookup_gate.set()
     settle(kv, lambda: kv.prefetcher.held_pages)  # the probe's fetch holds host pages while it runs
-    assert len(kv.prefetcher.held_pages) == min(PAGES, CHUNK_PAGES)
+    assert len(kv.prefetcher.held_pages) == min(PAGES, store.call_pages)
     kv.check_no_leak([got.pages])
     store.read_gate.set()
     settle(kv, lambda: kv.prefetcher.probe is None)

@@ -7,7 +7,8 @@ import time
 
 from tierlm.kvcache.futures import finished
 from tierlm.kvcache.metrics import TierMetrics
-from tierlm.kvcache.prefetch_op import CHUNK_PAGES, PrefetchOp
+from tierlm.kvcache.prefetch_op import PrefetchOp
+from tierlm.kvcache.stores.base import DEFAULT_CALL_PAGES
 from tierlm.kvcache.store_probe import StoreProbe
 
 
@@ -36,7 +37,7 @@ def test_one_probe_at_a_time_and_its_fetch_waits_for_a_launch():
     probe.advance(start_fetch=False)  # a poll beside the launch: nothing is fetched
     assert first.fetch is None and not taken
     probe.advance(start_fetch=True)  # one store call of pages, then done at once (the read finished)
-    assert len(taken) == CHUNK_PAGES and kept == [first] and probe.op is None
+    assert len(taken) == DEFAULT_CALL_PAGES and kept == [first] and probe.op is None
 
 
 def test_a_probe_takes_only_free_pages_and_none_below_the_threshold():

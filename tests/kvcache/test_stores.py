@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from tierlm.kvcache.host_pool import host_pool_pages
+from tierlm.kvcache.host_pool import HostKVPool, host_pool_pages
 from tierlm.kvcache.keys import PageHasher, model_fingerprint, weights_identity
 from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.stores import decode_page, encode_page, open_store
@@ -154,3 +154,38 @@ def test_host_pool_sizing_refuses_what_ram_cannot_hold():
         host_pool_pages(100, 1024, 2.0, 1e9)
     with pytest.raises(ValueError, match="--hicache-ratio"):
         host_pool_pages(100, 2**30, 1e6, None)
+
+
+@pytest.mark.parametrize("layout, pages", [
+    (lambda: KVLayout.gqa(32, 8, 128, torch.bfloat16), 32),  # Llama-3.1-8B: 2 MiB pages
+    (lambda: KVLayout.latent(27, 576, torch.bfloat16), 134),  # DeepSeek-V2-Lite: 486 KiB pages
+    (lambda: KVLayout.gqa(2, 1, 4, torch.float32), 1024),  # a tiny model: capped
+])
+def test_a_fetch_call_is_about_64_mib_of_pages(layout, pages):
+    store = MemoryKVStore()
+    assert store.call_pages == 32  # before a host pool is attached
+    store.attach(HostKVPool(2, layout(), page_size=16))
+    assert store.call_pages == pages
+
+
+def test_a_fetch_reads_in_calls_of_the_stores_call_pages(host):
+    from tierlm.kvcache.futures import finished
+    from tierlm.kvcache.prefetch_op import PrefetchOp
+
+    class Recording(MemoryKVStore):
+        call_pages = 3
+        sizes: list
+
+        def batch_get(self, keys, host_pages):
+            self.sizes.append(len(keys))
+            return super().batch_get(keys, host_pages)
+
+    store = Recording()
+    store.sizes = []
+    store.attach(host)
+    keys = [f"{i:064x}" for i in range(1, 8)]
+    store.batch_set(keys, list(range(7)))
+    op = PrefetchOp(tokens=[], keys=keys, first_page=0, created=0.0, check=finished(lambda: 7),
+                    host_pages=list(range(7)))
+    op.read_from(store)
+    assert store.sizes == [3, 3, 1] and op.progress == 7

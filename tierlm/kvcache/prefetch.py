@@ -27,7 +27,7 @@ from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.futures import finished
-from tierlm.kvcache.prefetch_op import PrefetchOp
+from tierlm.kvcache.prefetch_op import PrefetchOp, call_pages
 from tierlm.kvcache.split_fetch import SplitFetches
 from tierlm.kvcache.store_probe import StoreProbe
 
@@ -70,7 +70,7 @@ class L3Prefetcher:
         self.split = SplitFetches(hasher.page_size, self._adopt, self._drop)
         self._probe = StoreProbe(lambda op: self._submit(op.read_from, self.store), alloc_host, free_host, host_free,
                                  lambda: self.max_pages - len(self.held_pages), self._keep_probe,
-                                 self.threshold_pages, metrics)
+                                 self.threshold_pages, metrics, lambda: call_pages(self.store))
 
     @property
     def probe(self) -> Optional[PrefetchOp]:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-CHUNK_PAGES = 32  # pages per store call while fetching: the granularity of best_effort/timeout progress
+from tierlm.kvcache.stores.base import DEFAULT_CALL_PAGES
 
 
 @dataclass(eq=False)
@@ -30,17 +30,23 @@ class PrefetchOp:
     prompt_len: int = 0  # the request's prompt tokens (its own prefill work, apart from the others')
 
     def read_from(self, store: Any) -> None:
-        """L3 thread: read the pages into `host_pages` in store calls of CHUNK_PAGES, stopping at cancellation
-        or at the first page that fails."""
+        """L3 thread: read the pages into `host_pages` in calls of the store's `call_pages` (the granularity
+        of best_effort/timeout progress), stopping at cancellation or at the first page that fails."""
         keys = self.keys[self.head:self.head + len(self.host_pages)]
-        for start in range(0, len(keys), CHUNK_PAGES):
+        chunk = call_pages(store)
+        for start in range(0, len(keys), chunk):
             if self.cancel.is_set():
                 return
             t0 = time.perf_counter()
-            ok = store.batch_get(keys[start:start + CHUNK_PAGES], self.host_pages[start:start + CHUNK_PAGES])
+            ok = store.batch_get(keys[start:start + chunk], self.host_pages[start:start + chunk])
             # only pages that arrived count: a store that misses fast must not look fast
             self.timing = (self.timing[0] + sum(map(bool, ok)), self.timing[1] + time.perf_counter() - t0)
             lead = next((i for i, x in enumerate(ok) if not x), len(ok))
             self.progress = start + lead  # published only after those pages are fully written
             if lead < len(ok):
                 return
+
+
+def call_pages(store: Any) -> int:
+    """Pages per fetch call of `store` (`KVStore.call_pages`; a store object without it gets the default)."""
+    return int(getattr(store, "call_pages", DEFAULT_CALL_PAGES))

@@ -13,7 +13,8 @@ import concurrent.futures as cf
 from typing import Callable, Optional
 
 from tierlm.kvcache.metrics import TierMetrics
-from tierlm.kvcache.prefetch_op import CHUNK_PAGES, PrefetchOp
+from tierlm.kvcache.stores.base import DEFAULT_CALL_PAGES
+from tierlm.kvcache.prefetch_op import PrefetchOp
 
 
 class StoreProbe:
@@ -25,8 +26,9 @@ class StoreProbe:
     def __init__(self, read: Callable[[PrefetchOp], cf.Future], alloc_host: Callable[[int], Optional[list[int]]],
                  free_host: Callable[[list[int]], None], host_free: Optional[Callable[[], int]],
                  room: Callable[[], int], finish: Callable[[PrefetchOp], None], threshold_pages: int,
-                 metrics: TierMetrics) -> None:
+                 metrics: TierMetrics, call_pages: Callable[[], int] = lambda: DEFAULT_CALL_PAGES) -> None:
         self._read, self._alloc_host, self._free_host = read, alloc_host, free_host
+        self._call_pages = call_pages  # one store call's pages: what a probe fetches
         self._host_free, self._room, self._finish = host_free, room, finish
         self.threshold_pages, self.metrics = threshold_pages, metrics
         self.op: Optional[PrefetchOp] = None
@@ -50,8 +52,9 @@ class StoreProbe:
             return
         if op.fetch is None:
             stored = op.check.result() if op.check.exception() is None else 0
-            free = self._host_free() if self._host_free is not None else CHUNK_PAGES
-            n = min(stored, CHUNK_PAGES, self._room(), free) if stored >= self.threshold_pages else 0
+            chunk = self._call_pages()
+            free = self._host_free() if self._host_free is not None else chunk
+            n = min(stored, chunk, self._room(), free) if stored >= self.threshold_pages else 0
             pages = self._alloc_host(n) if n > 0 else None
             if not pages:
                 self.op = None

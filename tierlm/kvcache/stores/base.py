@@ -67,6 +67,17 @@ def decode_page(key: str, blob: bytes, expected_len: int) -> memoryview:
     return payload
 
 
+CALL_BYTES = 64 << 20  # bytes of pages per store call while fetching
+MAX_CALL_PAGES = 1024  # a call's pages at most, however small they are
+DEFAULT_CALL_PAGES = 32  # before a host pool is attached
+
+
+def pages_per_call(page_bytes: int) -> int:
+    """Pages of `page_bytes` per fetch call: `CALL_BYTES` of them, at least 1, at most `MAX_CALL_PAGES`
+    (`DEFAULT_CALL_PAGES` while the page size is not known)."""
+    return max(1, min(MAX_CALL_PAGES, CALL_BYTES // page_bytes)) if page_bytes > 0 else DEFAULT_CALL_PAGES
+
+
 class KVStore(ABC):
     """An L3 KV page store shared by engines of one model (keys carry the model fingerprint).
 
@@ -105,6 +116,13 @@ class KVStore(ABC):
     @abstractmethod
     def stats(self) -> dict:
         """Counters since construction (at least hits, misses, errors, corrupt, bytes_read, bytes_written)."""
+
+    @property
+    def call_pages(self) -> int:
+        """Pages per `batch_get` call while fetching (a fetch's progress moves a call at a time): as many as
+        make `CALL_BYTES`, so that a call keeps the store's I/O as busy whatever the model's page size (32 of
+        Llama-3.1-8B's 2 MiB pages, 134 of DeepSeek-V2-Lite's 486 KiB ones)."""
+        return pages_per_call(getattr(self.host, "bytes_per_page", 0))
 
     @property
     def shared(self) -> bool:
