@@ -28,7 +28,7 @@ from tierlm.kvcache.stores.base import crc32
 
 ALIGN = 4096  # O_DIRECT alignment of offsets, lengths and buffers (the largest logical block in use)
 _IOV_MAX = 1024  # buffers per vectored write (Linux's UIO_MAXIOV)
-_BOUNCE_MAX = 16 << 20  # bytes per transfer through a thread's bounce buffer (pages that are not whole blocks)
+_BOUNCE_MAX = 32 << 20  # bytes per transfer through a thread's bounce buffer (pages that are not whole blocks)
 MAGIC = b"TKVSEG01"
 ENTRY = struct.Struct("<32sQQI")  # key digest, offset, payload length, CRC-32 of the payload
 TRAILER = struct.Struct("<8sIIQQ")  # magic, CRC-32 (table + fields below), entry count, table offset, size
@@ -161,7 +161,7 @@ class Scratch(threading.local):
 def write_records(fd: int, offset: int, payloads: Sequence[memoryview], direct: bool, scratch: Scratch) -> list[int]:
     """Write payloads as consecutive records from `offset`; returns their CRC-32s. Whole blocks (with
     O_DIRECT: aligned in memory too) go out in one vectored write per `_IOV_MAX` of them; anything else is
-    gathered, padded, into the bounce buffer and goes out in one write per `_BOUNCE_MAX` bytes. Every call
+    gathered, padded, into the bounce buffer and goes out in writes of `_BOUNCE_MAX` bytes or less. Every call
     that releases the GIL makes the engine's scheduler thread wait to take it back, so the writer makes as
     few as it can: a checksum per page and one write per run, not a write per page."""
     crcs = [crc32(p) for p in payloads]
@@ -188,13 +188,21 @@ def write_records(fd: int, offset: int, payloads: Sequence[memoryview], direct: 
 
 
 def _chunks(extents: Sequence[int]) -> list[range]:
-    """Consecutive indices cut into chunks of at most `_BOUNCE_MAX` bytes of `extents` (one at least)."""
-    out, start, size = [], 0, 0
-    for i, n in enumerate(extents):
-        if size and size + n > _BOUNCE_MAX:
+    """Consecutive indices cut into the fewest chunks of about `_BOUNCE_MAX` bytes of `extents` or less, of
+    about equal size (no short transfer left at the end of a run): each index goes to the chunk its start
+    falls in."""
+    total = sum(extents)
+    if total == 0:
+        return [range(len(extents))] if extents else []
+    n = -(-total // _BOUNCE_MAX)
+    out, start, at, chunk = [], 0, 0, 0
+    for i, size in enumerate(extents):
+        if i > start and at * n // total != chunk:
             out.append(range(start, i))
-            start, size = i, 0
-        size += n
+            start = i
+        if i == start:
+            chunk = at * n // total
+        at += size
     if start < len(extents):
         out.append(range(start, len(extents)))
     return out
