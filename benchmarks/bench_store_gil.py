@@ -21,7 +21,7 @@ import torch
 from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.layout import KVLayout
 from tierlm.kvcache.stores import file as file_mod
-from tierlm.kvcache.stores import segment
+from tierlm.kvcache.stores import record_io
 from tierlm.kvcache.stores.file import FileKVStore
 
 PAGE_BYTES = 2 << 20
@@ -46,8 +46,8 @@ def python_loop(n: int = 2_000_000) -> float:
 def one_by_one(store: FileKVStore) -> None:
     """The store's reads before vectored runs: a job per page."""
     store._read_pieces = lambda items: [[item] for item in items]
-    file_mod.read_records = lambda fd, entries, dests, direct, scratch: [
-        segment.read_record(fd, e, d, direct, scratch) for e, d in zip(entries, dests)]
+    file_mod.read_records = lambda fd, entries, dests, direct, scratch, align: [
+        record_io.read_record(fd, e, d, direct, scratch, align) for e, d in zip(entries, dests)]
 
 
 def measure(store: FileKVStore, keys: list[str], pages: int) -> tuple[float, float]:

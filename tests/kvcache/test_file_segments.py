@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tierlm.kvcache.stores import file as file_mod
-from tierlm.kvcache.stores import segment, segment_index
+from tierlm.kvcache.stores import record_io, segment, segment_index
 from tierlm.kvcache.stores.base import encoded_size
 from tierlm.kvcache.stores.file import FileKVStore
 
@@ -63,7 +63,7 @@ def test_a_call_is_one_segment_and_large_calls_are_split(tmp_path, host, monkeyp
 
 @pytest.mark.parametrize("write_direct, read_direct", [(False, True), (True, False)])
 def test_direct_and_buffered_io_share_one_format(tmp_path, host, write_direct, read_direct):
-    if not segment.probe_direct(str(tmp_path)):
+    if not record_io.probe_direct(str(tmp_path)):
         pytest.skip("no O_DIRECT on this file system")
     writer = store_at(tmp_path, host, direct=write_direct)
     assert writer.stats()["direct_io"] == write_direct
@@ -73,7 +73,7 @@ def test_direct_and_buffered_io_share_one_format(tmp_path, host, write_direct, r
 
 
 def test_aligned_host_pages_need_no_bounce_buffer(tmp_path, monkeypatch):
-    if not segment.probe_direct(str(tmp_path)):
+    if not record_io.probe_direct(str(tmp_path)):
         pytest.skip("no O_DIRECT on this file system")
     host = AlignedHost(8, 2 * segment.ALIGN)
     store = store_at(tmp_path, host)
@@ -82,7 +82,7 @@ def test_aligned_host_pages_need_no_bounce_buffer(tmp_path, monkeypatch):
     def no_bounce(*_):
         raise AssertionError("bounce buffer used for aligned pages")
 
-    monkeypatch.setattr(segment.Scratch, "get", lambda self, n: no_bounce() if n > segment.ALIGN else
+    monkeypatch.setattr(record_io.Scratch, "get", lambda self, n: no_bounce() if n > segment.ALIGN else
                         memoryview(mmap.mmap(-1, segment.ALIGN))[:n])  # the table block may use it
     assert store.batch_set(KEYS[:3], [0, 1, 2]) == [True] * 3
     assert read_back(store, host, KEYS[:3])
@@ -106,16 +106,31 @@ def test_no_o_direct_falls_back_to_buffered_io(tmp_path, host, monkeypatch, capl
 def test_direct_transfers_refused_later_retry_buffered(tmp_path, host, monkeypatch):
     store = store_at(tmp_path, host)
     store.direct = True
-    real = segment.write_records
+    real = record_io.write_records
 
-    def refuse_direct(fd, offset, payloads, direct, scratch):
+    def refuse_direct(fd, offset, payloads, direct, scratch, align):
         if direct:
             raise OSError(errno.EINVAL, "Invalid argument")
-        return real(fd, offset, payloads, direct, scratch)
+        return real(fd, offset, payloads, direct, scratch, align)
 
     monkeypatch.setattr(file_mod, "write_records", refuse_direct)
     assert store.batch_set(KEYS[:2], [0, 1]) == [True, True]
     assert not store.direct and store.stats()["errors"] == 0 and read_back(store, host, KEYS[:2])
+
+
+def test_small_aligned_transfers_refused_later_step_back_to_whole_blocks(tmp_path, host, monkeypatch):
+    store = store_at(tmp_path, host)
+    store.direct, store.dio_align = True, 512
+    real = record_io.write_records
+
+    def refuse_small(fd, offset, payloads, direct, scratch, align):
+        if direct and align < segment.ALIGN:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, offset, payloads, direct, scratch, align)
+
+    monkeypatch.setattr(file_mod, "write_records", refuse_small)
+    assert store.batch_set(KEYS[:2], [0, 1]) == [True, True]
+    assert store.direct and store.dio_align == segment.ALIGN and store.stats()["errors"] == 0
 
 
 def test_removals_and_lru_order_survive_a_restart(tmp_path, host):
@@ -228,7 +243,7 @@ def test_a_listing_that_finds_a_write_before_it_is_indexed_loses_nothing(tmp_pat
 
 def whole_block_store(tmp_path, direct: bool) -> tuple:
     """A store with two I/O threads over 32 aligned host pages of two blocks each, and 16 keys."""
-    if direct and not segment.probe_direct(str(tmp_path)):
+    if direct and not record_io.probe_direct(str(tmp_path)):
         pytest.skip("no O_DIRECT on this file system")
     host = AlignedHost(32, 2 * segment.ALIGN)
     return store_at(tmp_path, host, direct=direct, io_threads=2), host, [f"{i:064x}" for i in range(1, 17)]

@@ -10,11 +10,12 @@ import torch
 
 from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.layout import KVLayout
-from tierlm.kvcache.stores import segment
+from tierlm.kvcache.stores import record_io, segment
 from tierlm.kvcache.stores.file import FileKVStore
 
 BLOCK_LAYOUT = KVLayout.gqa(2, 1, 64, torch.float32)  # 4 tokens = 4 KiB per page
 ODD_LAYOUT = KVLayout.gqa(3, 1, 20, torch.float32)  # 4 tokens = 1,920 bytes per page
+MLA_LAYOUT = KVLayout.latent(1, 160, torch.float32)  # 4 tokens = 2,560 bytes per page: 5 x 512
 KEYS = [f"{i:064x}" for i in range(1, 17)]
 
 
@@ -25,7 +26,7 @@ def filled(layout: KVLayout, pages: int) -> HostKVPool:
 
 
 def store_on(tmp_path, host, direct: bool) -> FileKVStore:
-    if direct and not segment.probe_direct(str(tmp_path)):
+    if direct and not record_io.probe_direct(str(tmp_path)):
         pytest.skip("this file system does not take O_DIRECT")
     store = FileKVStore(tmp_path, max_bytes=1 << 30, direct=direct, io_threads=2)
     store.attach(host)
@@ -59,7 +60,7 @@ def test_file_store_moves_whole_block_pages_in_place(tmp_path, monkeypatch):
     def table_only(_, n: int) -> memoryview:  # the segment's table block is the one thing bounced
         assert n <= segment.ALIGN, "a page went through the bounce buffer"
         return memoryview(mmap.mmap(-1, segment.ALIGN))[:n]
-    monkeypatch.setattr(segment.Scratch, "get", table_only)
+    monkeypatch.setattr(record_io.Scratch, "get", table_only)
     assert store.batch_set(KEYS[:8], list(range(8))) == [True] * 8
     assert store.batch_get(KEYS[:8], list(range(8, 16))) == [True] * 8
     assert torch.equal(host.buffer[8:], want)
@@ -67,6 +68,8 @@ def test_file_store_moves_whole_block_pages_in_place(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("direct", [False, True])
 def test_pages_of_odd_sizes_move_a_run_per_transfer(tmp_path, monkeypatch, direct):
+    # buffered: in place with the pads between records; O_DIRECT: through the bounce buffer (1,920 bytes is
+    # not a multiple of any O_DIRECT alignment)
     host = filled(ODD_LAYOUT, 32)
     store = store_on(tmp_path, host, direct)
     writes = count_calls(monkeypatch, ("pwrite", "pwritev"))
@@ -77,15 +80,43 @@ def test_pages_of_odd_sizes_move_a_run_per_transfer(tmp_path, monkeypatch, direc
     assert store.batch_get(KEYS, list(range(16, 32))) == [True] * 16
     assert len(reads) == 2 and torch.equal(host.buffer[16:], host.buffer[:16])
 
-    # chunks of three records: each run of eight reads in three transfers; damage stays with its own page
-    monkeypatch.setattr(segment, "_BOUNCE_MAX", 3 * segment.ALIGN)
-    path, off, n = store.locate(KEYS[4])
+
+def test_bounced_runs_go_in_chunks_and_damage_stays_with_its_page(tmp_path, monkeypatch):
+    host = filled(ODD_LAYOUT, 32)
+    store = store_on(tmp_path, host, direct=True)
+    assert store.batch_set(KEYS, list(range(16))) == [True] * 16
+    monkeypatch.setattr(record_io, "_BOUNCE_MAX", 3 * segment.ALIGN)  # chunks of three records at most
+    path, off, _ = store.locate(KEYS[4])
     data = bytearray(path.read_bytes())
     data[off + 5] ^= 0xFF
     path.write_bytes(bytes(data))
-    host.buffer[16:].zero_()
-    reads.clear()
+    reads = count_calls(monkeypatch, ("preadv",))
     got = store.batch_get(KEYS, list(range(16, 32)))
-    assert len(reads) == 6 and got == [i != 4 for i in range(16)]
+    assert len(reads) == 6 and got == [i != 4 for i in range(16)]  # each run of eight in chunks of 3, 3, 2
     assert torch.equal(host.buffer[16:20], host.buffer[:4]) and torch.equal(host.buffer[21:], host.buffer[5:16])
     assert store.stats()["corrupt"] == 1
+
+
+def test_pages_of_512_byte_multiples_move_in_place_with_o_direct(tmp_path, monkeypatch):
+    """An MLA model's pages are a multiple of 512 bytes but not of 4 KiB: where the device takes 512-byte
+    O_DIRECT transfers they move in place, the pads between records read into a small buffer."""
+    if record_io.probe_direct(str(tmp_path)) != 512:
+        pytest.skip("this file system does not take 512-byte O_DIRECT transfers")
+    host = filled(MLA_LAYOUT, 32)
+    store = store_on(tmp_path, host, direct=True)
+    assert store.stats()["direct_io_align"] == 512
+
+    def table_only(_, n: int) -> memoryview:
+        assert n <= segment.ALIGN, "a page went through the bounce buffer"
+        return memoryview(mmap.mmap(-1, segment.ALIGN))[:n]
+    monkeypatch.setattr(record_io.Scratch, "get", table_only)
+    writes = count_calls(monkeypatch, ("pwrite", "pwritev"))
+    assert store.batch_set(KEYS, list(range(16))) == [True] * 16
+    assert writes.count("pwritev") == 2
+    reads = count_calls(monkeypatch, ("preadv",))
+    assert store.batch_get(KEYS, list(range(16, 32))) == [True] * 16
+    assert len(reads) == 2 and torch.equal(host.buffer[16:], host.buffer[:16])
+    path, off, n = store.locate(KEYS[3])
+    with open(path, "rb") as f:  # the pad after a record was written as zeros
+        f.seek(off + n)
+        assert f.read(segment.align_up(n) - n) == bytes(segment.align_up(n) - n)

@@ -26,9 +26,10 @@ from typing import Any, Callable, Optional, Sequence
 
 from tierlm.kvcache.futures import submit_or_run
 from tierlm.kvcache.stores.base import BlobKVStore, encoded_size, page_header, parse_header
-from tierlm.kvcache.stores.segment import (ENTRY, TRAILER, Entry, Scratch, align_up, open_flags, plan, preallocate,
-                                           probe_direct, read_records, write_footer, write_records)
 from tierlm.kvcache.stores.dir_ops import unlink
+from tierlm.kvcache.stores.record_io import (Scratch, open_flags, probe_direct, read_records, write_footer,
+                                             write_records)
+from tierlm.kvcache.stores.segment import ALIGN, ENTRY, TRAILER, Entry, align_up, plan, preallocate
 from tierlm.kvcache.stores.segment_index import SUFFIX, TMP, Segment, SegmentIndex
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,11 @@ class FileKVStore(BlobKVStore):
         self.fsync = _flag(fsync)
         self.read_only = not self._probe_writable()
         want = None if direct is None else _flag(direct)
-        self.direct = (want is not False) and not self.read_only and probe_direct(str(self.dir))
+        probe = probe_direct(str(self.dir)) if (want is not False) and not self.read_only else 0
+        self.direct = probe > 0
+        # O_DIRECT's alignment of buffers and lengths: 512 lets an MLA model's pages (a multiple of 512 bytes,
+        # not of 4 KiB) move in place
+        self.dio_align = probe or ALIGN
         if want and not self.direct:
             logger.warning("File KV store %s: O_DIRECT is not supported here; using buffered I/O", self.dir)
         self._io_threads = max(1, int(io_threads))
@@ -105,7 +110,7 @@ class FileKVStore(BlobKVStore):
                 for piece in self._read_pieces(items):
                     jobs.append(([j for j, _, _ in piece],
                                  self._submit(read_records, fd, [e for _, e, _ in piece], [d for _, _, d in piece],
-                                              self.direct, self._scratch)))
+                                              self.direct, self._scratch, self.dio_align)))
             cf.wait([f for _, f in jobs])
         finally:
             for fd in fds.values():
@@ -178,7 +183,11 @@ class FileKVStore(BlobKVStore):
         self._error(what, e)
 
     def _no_direct(self, e: OSError) -> None:
-        if self.direct:  # the file system took the flag but not the transfers
+        if self.direct and self.dio_align < ALIGN:  # the probe's small transfers went through, these did not
+            logger.warning("File KV store %s: O_DIRECT transfers aligned to %d bytes fail (%s); aligning them to %d",
+                           self.dir, self.dio_align, e, ALIGN)
+            self.dio_align = ALIGN
+        elif self.direct:  # the file system took the flag but not the transfers
             self.direct = False
             logger.warning("File KV store %s: O_DIRECT transfers fail (%s); using buffered I/O", self.dir, e)
 
@@ -212,7 +221,8 @@ class FileKVStore(BlobKVStore):
             # one job per run of consecutive records, at most one run per I/O thread (not one per page)
             runs = min(self._io_threads, len(items))
             cuts = [len(items) * r // runs for r in range(runs + 1)]
-            jobs = [self._submit(write_records, fd, offsets[a], [p for _, p, _ in items[a:b]], direct, self._scratch)
+            jobs = [self._submit(write_records, fd, offsets[a], [p for _, p, _ in items[a:b]], direct, self._scratch,
+                                 self.dio_align)
                     for a, b in zip(cuts, cuts[1:])]
             cf.wait(jobs)  # every job is done with the descriptor before it can be closed
             crcs = [crc for j in jobs for crc in j.result()]
@@ -226,7 +236,7 @@ class FileKVStore(BlobKVStore):
             self._idx.changing(unlink, tmp)
             if isinstance(e, OSError) and e.errno == errno.EINVAL and direct:
                 self._no_direct(e)
-                return self._write_segment(items)  # once more, buffered
+                return self._write_segment(items)  # once more, aligned to 4 KiB or buffered
             raise
         os.close(fd)
         try:
@@ -279,7 +289,7 @@ class FileKVStore(BlobKVStore):
 
     def stats(self) -> dict:
         return {**super().stats(), "dir": str(self.dir), **self._idx.stats(), "read_only": self.read_only,
-                "direct_io": self.direct}
+                "direct_io": self.direct, "direct_io_align": self.dio_align if self.direct else None}
 
 
 def _flag(value: bool | str) -> bool:
