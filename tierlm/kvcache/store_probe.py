@@ -13,8 +13,8 @@ import concurrent.futures as cf
 from typing import Callable, Optional
 
 from tierlm.kvcache.metrics import TierMetrics
-from tierlm.kvcache.stores.base import DEFAULT_CALL_PAGES
 from tierlm.kvcache.prefetch_op import PrefetchOp
+from tierlm.kvcache.stores.base import DEFAULT_CALL_PAGES
 
 
 class StoreProbe:

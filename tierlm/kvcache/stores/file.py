@@ -2,9 +2,10 @@
 
 Each `batch_set` call writes its pages as one segment (`segment.py`): preallocated, written by several
 threads with O_DIRECT where the file system takes it, synced, then renamed into place, so a reader sees a
-whole segment or none. Reads go straight into the host pages (through an aligned bounce buffer only where
-the host memory is not aligned) and are verified against the segment's checksummed table: a damaged
-record is a miss and is punched out, a file that is not a valid segment is a miss and is removed.
+whole segment or none. Reads go straight into the host pages (through an aligned bounce buffer only where a
+page's memory or length does not meet O_DIRECT's alignment: `record_io.py`) and are verified against the
+segment's checksummed table: a damaged record is a miss and is punched out, a file that is not a valid
+segment is a miss and is removed.
 
 The index (key -> segment, record) is rebuilt at start-up from the segments' tables alone; LRU order
 across restarts is the segments' mtime, which reads refresh (best effort: reading never needs write
