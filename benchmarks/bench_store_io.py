@@ -25,23 +25,23 @@ from __future__ import annotations
 import argparse
 import mmap
 import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
 from typing import Callable
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: `tests.redis_server`
 
-from tierlm.kvcache.host_pool import HostKVPool
-from tierlm.kvcache.layout import KVLayout
-from tierlm.kvcache.stores.base import encoded_size, pages_per_call
-from tierlm.kvcache.stores.file import FileKVStore
+import torch  # noqa: E402
+
+from tierlm.kvcache.host_pool import HostKVPool  # noqa: E402
+from tierlm.kvcache.layout import KVLayout  # noqa: E402
+from tierlm.kvcache.stores.base import encoded_size, pages_per_call  # noqa: E402
+from tierlm.kvcache.stores.file import FileKVStore  # noqa: E402
 
 BLOCK = 8 << 20  # dd's bs of the raw reference
 
@@ -196,72 +196,9 @@ def bench_file(args, host: HostKVPool, rows: list) -> None:
 
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
-    """redis-server on a free loopback port, without persistence; (process, port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("redis-server did not start")
-
-
-# redis-benchmark's -r is a C int: a billion keys, among which a few thousand random ones rarely repeat
-_SET_KEYSPACE = 10**9
-
-
-def redis_benchmark(port: int, test: str, value: int, keys: int, clients: int, pipeline: int,
-                    keyspace: int = 0) -> float:
-    """GB/s of `redis-benchmark -t test` with `keys` requests of `value`-byte values over random keys below
-    `keyspace` (default: `keys`)."""
-    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-d", str(value),
-                          "-n", str(keys), "-r", str(keyspace or keys), "-c", str(clients), "-P", str(pipeline),
-                          "-q"],
-                         capture_output=True, text=True, timeout=600).stdout
-    rps = re.findall(r"([\d.]+) requests per second", out.replace("\r", "\n"))
-    if not rps:
-        raise SystemExit(f"cannot read redis-benchmark's output: {out[-300:]!r}")
-    return float(rps[-1]) * value / 1e9
-
-
-def reference_runs(port: int, value: int, keys: int, clients: int, pipeline: int) -> tuple[float, float]:
-    """(SET, GET) GB/s of redis-benchmark as the store is measured: SETs of new keys into an empty database
-    (the server allocates fresh memory for every value, as for new pages), GETs of keys that all exist."""
-    import redis
-
-    client = redis.Redis(port=port)
-    client.flushall()
-    set_gbs = redis_benchmark(port, "set", value, keys, clients, pipeline, keyspace=_SET_KEYSPACE)
-    if client.dbsize() < 0.99 * keys:  # repeated keys would make the reference cheaper than the store's SETs
-        raise SystemExit(f"redis-benchmark SET stored {client.dbsize()} keys for {keys} requests")
-    client.flushall()
-    blob = os.urandom(value)
-    for i in range(0, keys, 16):  # redis-benchmark's keys: key:<12-digit random number below -r>
-        pipe = client.pipeline(transaction=False)
-        for j in range(i, min(i + 16, keys)):
-            pipe.set(f"key:{j:012d}", blob)
-        pipe.execute()
-    get_gbs = redis_benchmark(port, "get", value, keys, clients, pipeline)
-    client.flushall()
-    client.close()
-    return set_gbs, get_gbs
-
-
-def reference_pass(port: int, value: int, n: int, settings: list, res: dict) -> None:
-    for c, p in settings:
-        res[f"rb_{c}_{p}"].append(reference_runs(port, value, n, c, p))
-
-
 def bench_redis(args, host: HostKVPool, rows: list) -> None:
+    from store_io_redis import reference_pass
+    from tests.redis_server import RedisServer
     from tierlm.kvcache.stores.redis import RedisKVStore
 
     if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
@@ -270,7 +207,11 @@ def bench_redis(args, host: HostKVPool, rows: list) -> None:
     value = encoded_size(host.bytes_per_page)
     settings = [(1, 1), (args.redis_connections, 1)]
     work = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-    proc, port = start_redis(work)
+    try:
+        server = RedisServer(work)
+    except RuntimeError as e:
+        raise SystemExit(str(e))
+    port = server.port
     res: dict[str, list[float]] = {"set": [], "get": [], **{f"rb_{c}_{p}": [] for c, p in settings}}
     sums = [zlib.crc32(host.page_bytes(p)) for p in range(n)]
     try:
@@ -291,8 +232,7 @@ def bench_redis(args, host: HostKVPool, rows: list) -> None:
                 reference_pass(port, value, n, settings, res)
         store.close()
     finally:
-        proc.kill()  # ours, by PID
-        proc.wait(timeout=10)
+        server.kill()  # ours, by PID
         shutil.rmtree(work, ignore_errors=True)
     ref = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
            for k, v in res.items() if k.startswith("rb_")}
