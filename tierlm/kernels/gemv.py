@@ -203,7 +203,7 @@ def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=Non
             res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None,
             PROLOGUE=prologue, HAS_RES=residual is not None, BLOCK_M=triton.next_power_of_2(m),
             BLOCK_N=config.block_n, BLOCK_K=config.block_k, STAT_K=_stat_k(m, k, config, prologue),
-            PIPE=config.pipelined, AHEAD=config.ahead if config.pipelined else 1, num_warps=config.num_warps,
+            PIPE=config.pipelined, AHEAD=config.ahead, num_warps=config.num_warps,
             **launch_kwargs(x2.device))
     return out
 

@@ -58,9 +58,7 @@ class Scratch(threading.local):
 
 def _in_place(lengths: Sequence[int], views: Sequence[memoryview], direct: bool, align: int) -> bool:
     """Whether records of `lengths` can move straight between the file and `views`."""
-    if any(len(v) != n for v, n in zip(views, lengths)):
-        return False
-    return not direct or all(n % align == 0 and address(v) % align == 0 for v, n in zip(views, lengths))
+    return all(len(v) == n for v, n in zip(views, lengths)) and (not direct or all(direct_ok(v, align) for v in views))
 
 
 def _runs_iov(views: Sequence[memoryview], scratch: Scratch, zeros: bool) -> list[tuple[int, int, list]]:
@@ -91,7 +89,7 @@ def write_records(fd: int, offset: int, payloads: Sequence[memoryview], direct: 
             for i in chunk:
                 n = len(payloads[i])
                 buf[at:at + n] = payloads[i]
-                buf[at + n:at + align_up(n)] = bytes(align_up(n) - n)
+                buf[at + n:at + align_up(n)] = scratch.pad(align_up(n) - n, zeros=True)
                 at += align_up(n)
             _write_all(fd, [buf], offset)
             offset += len(buf)
@@ -134,7 +132,7 @@ def read_record(fd: int, entry: Entry, dest: memoryview, direct: bool, scratch: 
     unless 'ok'."""
     if len(dest) != entry.length:
         return "corrupt"
-    if direct and not (entry.length % align == 0 and address(dest) % align == 0):
+    if direct and not direct_ok(dest, align):
         buf = scratch.get(align_up(entry.length))
         if os.preadv(fd, [buf], entry.offset) < entry.length:
             return "corrupt"
