@@ -33,7 +33,7 @@ WRITER = textwrap.dedent(f"""
 """)
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4])
+@pytest.mark.parametrize("delay", [0.1, 0.2, 0.4])
 def test_a_killed_writer_leaves_only_whole_segments(tmp_path, delay):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, env=env)
