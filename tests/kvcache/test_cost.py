@@ -295,3 +295,24 @@ def test_a_split_pays_for_the_second_pass_behind_other_prefill_work():
     assert m.both_head(40, own_tokens=40 * 16) == 27
     m.observe_backlog(56 * 16)
     assert m.both_head(40, own_tokens=40 * 16) == 0
+
+
+def test_a_queued_request_waits_the_whole_steps_ahead_of_it_but_one():
+    m = CostModel(16, 1 << 20, explore_every=0, max_step_tokens=1000)
+    m.fix(1000.0, {"L3": (1 << 20) / 1e-2, "L2": 1e12})  # a step of 1,000 tokens takes 1 s
+    assert m.queue_wait(999) == 0.0  # the rest of one step runs beside it
+    assert m.queue_wait(1999) == 0.0  # its step is scheduled while the full one ahead of it runs
+    assert m.queue_wait(2000) == pytest.approx(1.0) and m.queue_wait(3500) == pytest.approx(2.0)
+    assert CostModel(16, 1 << 20, max_step_tokens=0).queue_wait(10) == pytest.approx(10 / 1e3)  # the prior
+
+
+def test_pages_fetched_while_a_request_waits_are_free_however_slow_the_store():
+    """A page fetches in 10 ms and computes in 1: no fetch or split pays, but a request that waits 0.5 s for
+    its turn can take 50 pages meanwhile, fewer behind fetches already queued, none from an unmeasured store."""
+    m = CostModel(16, 1 << 20, explore_every=0)
+    m.fix(16 / 1e-3, {"L3": (1 << 20) / 1e-2, "L2": 1e12})
+    assert m.fetch_pages(40, 1) == 0 and m.both_head(40) == 0 and m.l3_plan() == "skip"
+    assert m.hidden_pages(0.5) == 50 and m.hidden_pages(0.5, queued_pages=20) == 30
+    assert m.hidden_pages(0.5, queued_pages=80) == 0 and m.hidden_pages(0.0) == 0
+    assert CostModel(16, 1 << 20).hidden_pages(0.5) == 0
+    assert CostModel(16, 1 << 20, policy="always-load").hidden_pages(0.5) == 0

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.kvcache.tiers import make_tiered, run_copies
+from tierlm.kvcache.cost import MIN_STORE_SAMPLES
 from tierlm.kvcache.keys import PageHasher
 from tierlm.kvcache.stores.memory import MemoryKVStore
 
@@ -114,6 +115,29 @@ def test_one_probe_at_a_time(stored):
     store.lookup_gate.set()
     settle(kv, lambda: kv.prefetcher.probe is None)
     assert kv.tier_stats()["prefetch"]["probes"] == 1 and kv.cost.loads["L3"].samples == 1
+
+
+def test_a_burst_of_arrivals_measures_the_store_one_probe_after_another(stored):
+    """Arrivals that recomputed beside the first probe each become the next probe while the store is not
+    measured enough, so one burst measures it; then probing stops."""
+    kv, store, prompt = stored
+    for r in "abcdef":
+        kv.prefetch_start(r, prompt)
+    assert all(kv.prefetcher.ready(r) for r in "abcdef")
+    in_flight = []
+
+    def measured() -> bool:
+        in_flight.append(kv.prefetcher.probe)
+        return kv.cost.store_measured()
+
+    settle(kv, measured)
+    assert kv.tier_stats()["prefetch"]["probes"] == MIN_STORE_SAMPLES == kv.cost.loads["L3"].samples
+    assert len({id(p) for p in in_flight if p is not None}) <= MIN_STORE_SAMPLES
+    for _ in range(3):
+        kv.poll()
+        kv.after_launch()
+    assert kv.tier_stats()["prefetch"]["probes"] == MIN_STORE_SAMPLES and kv.prefetcher.probe is None
+    kv.check_no_leak()
 
 
 def test_cancelling_the_explorer_leaves_the_probe_and_leaks_nothing(stored):

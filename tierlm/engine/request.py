@@ -33,6 +33,7 @@ class Req:
     kv_len: int = 0
     num_cached_tokens: int = 0
     num_recomputed: int = 0  # prefix tokens it computed before rejoining after an L3 split (not cached)
+    expected_prefill: int = 0  # prefill tokens beyond its L1/L2 match when it arrived (its queue's backlog)
     first_token_time: Optional[float] = None
     generator: Optional[torch.Generator] = None
     detok: Any = None

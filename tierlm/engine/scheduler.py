@@ -53,8 +53,23 @@ class Scheduler:
 
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
+        ahead = self._prefill_ahead()
         self.waiting.append(req)
-        self.kv.prefetch_start(req.request_id, req.token_ids[:req.prompt_len - 1])  # L3 -> host, in background
+        # L3 -> host, in background (also while it waits behind `ahead`)
+        req.expected_prefill = self.kv.prefetch_start(req.request_id, req.token_ids[:req.prompt_len - 1], ahead)
+
+    def _prefill_ahead(self, steps: int = 16) -> int:
+        """Prefill tokens a request arriving now queues behind (the waiting ones as they arrived, beyond their
+        L1/L2 match), counted up to `steps` steps' budget (a long queue costs no more than that to count)."""
+        cap, total = steps * self.max_prefill_tokens, 0
+        for req in self.running:
+            if req.prefilling:
+                total += req.extend_len
+        for req in self.waiting:
+            if total >= cap:
+                break
+            total += req.expected_prefill
+        return min(total, cap)
 
     def find(self, request_id: str) -> Optional[Req]:
         for req in self.running:

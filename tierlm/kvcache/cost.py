@@ -18,11 +18,12 @@ with `c` seconds per computed token, `l` seconds per loaded page, `H` hit pages,
 anyway (this request's new tokens and the requests admitted before it) and `L0` pages it loads anyway. With
 a per-step token budget `S` the tokens beyond it run in later steps, where nothing overlaps them:
     T(m) = max(c * min(W, S), l * (L0 + m)) + c * max(0, W - S).
-An L3 fetch finishes before its request is admitted, so nothing hides it: T(m) = l * (Q + m) + c * W(m),
-where Q are the pages of the fetches already queued on the store (it serves them first: the first wave after
-a restart must not all wait on one disk), and the answer is all or nothing, unless the fetch runs beside the
-compute instead: recompute the hit's head while its tail is fetched (`both_head`, carried out by
-`tierlm.kvcache.split_fetch`). T is piecewise linear in m, so its minimum lies at an end or at a
+An L3 fetch finishes before its request is admitted, so the compute does not hide it: T(m) = l * (Q + m) +
+c * W(m), where Q are the pages of the fetches already queued on the store (it serves them first: the first
+wave after a restart must not all wait on one disk), and the answer is all or nothing, unless the fetch runs
+beside the compute instead: recompute the hit's head while its tail is fetched (`both_head`, carried out by
+`tierlm.kvcache.split_fetch`). A request queued behind others' prefill waits for its first step anyway: what
+the store returns in that wait (`queue_wait`, `hidden_pages`) is free to it, however slow the store. T is piecewise linear in m, so its minimum lies at an end or at a
 breakpoint; among the splits within `margin` of the minimum the one that loads most wins (a load costs the
 device no compute, which the next steps can use).
 """
@@ -246,6 +247,22 @@ class CostModel:
         both = max(c * m, per_fetch * (queued_pages + hit_pages - m)) + self.s_per_token * backlog
         alone = min(c * hit_pages, per_fetch * (queued_pages + hit_pages))
         return m if both < alone * (1 - BOTH_MARGIN) else 0
+
+    def queue_wait(self, ahead_tokens: int) -> float:
+        """Seconds a request arriving behind `ahead_tokens` of other requests' prefill work waits until its
+        admission: the whole steps that work fills (what is left of the last one runs beside this request)
+        but one, since a step is scheduled while the one before it runs (overlap scheduling)."""
+        s = self.max_step_tokens
+        whole = max(0, ahead_tokens // s - 1) * s if s > 0 else ahead_tokens
+        return whole * self.s_per_token
+
+    def hidden_pages(self, wait_s: float, queued_pages: int = 0) -> int:
+        """Pages the store can return within `wait_s`, after the `queued_pages` of the fetches ahead: pages a
+        request fetches while it waits for its first step anyway cost it nothing, whether or not the store is
+        faster than recomputing them (0 while the store is not measured enough)."""
+        if self.policy == "always-load" or wait_s <= 0 or not self.store_measured():
+            return 0
+        return max(0, int(wait_s / self._s_per_fetched_page()) - queued_pages)
 
     def l3_plan(self, probing: bool = False) -> str:
         """What to do for a request that arrives: "fetch" (ask the store, then fetch what `fetch_pages`

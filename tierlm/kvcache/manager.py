@@ -219,10 +219,12 @@ class KVCacheManager:
         if self.cost is not None:
             self.cost.observe_prefill(tokens, seconds)
 
-    def prefetch_start(self, request_id: str, tokens: Sequence[int]) -> None:
-        """A request arrived: start bringing its prefix up from L3 if that is worthwhile."""
+    def prefetch_start(self, request_id: str, tokens: Sequence[int], ahead_tokens: int = 0) -> int:
+        """A request arrived behind `ahead_tokens` of other requests' prefill: start bringing its prefix up from
+        L3 if that is worthwhile. Returns the prefill tokens it is expected to bring (all of them without L3)."""
         if self.prefetcher is not None:
-            self.prefetcher.start(request_id, list(tokens))
+            return self.prefetcher.start(request_id, list(tokens), ahead_tokens)
+        return len(tokens) + 1
 
     def after_launch(self) -> None:
         """A step was launched: start the tier work held back until then (`L3Prefetcher.after_launch`)."""

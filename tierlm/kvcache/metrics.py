@@ -34,7 +34,7 @@ class TierMetrics:
     prefetch: dict = field(default_factory=lambda: {"started": 0, "pages_requested": 0, "pages_fetched": 0,
                                                      "partial": 0, "discarded_pages": 0, "cancelled": 0,
                                                      "probes": 0, "split": 0, "split_rejoined": 0,
-                                                     "split_dropped": 0})
+                                                     "split_dropped": 0, "hidden": 0})
 
     def record_hit(self, tier: str, tokens: int, nbytes: int = 0, seconds: float = 0.0) -> None:
         if tokens > 0:

@@ -83,23 +83,34 @@ class L3Prefetcher:
         return ([p for op in self.ops.values() for p in op.host_pages] + probe + self.split.held_pages
                 + [p for _, ps in self._graveyard for p in ps])
 
-    def start(self, req_id: str, tokens: list[int]) -> None:
+    def start(self, req_id: str, tokens: list[int], ahead_tokens: int = 0) -> int:
         """Ask the store about `tokens` (the part of the prompt that may be matched) if L1/L2 lack enough.
         Where the cost model does not fetch (skip, explore) the request does not wait for the store, so its
-        hashing and lookup are held back until the next step is launched (`after_launch`)."""
+        hashing and lookup are held back until the next step is launched (`after_launch`); but where it
+        waits behind `ahead_tokens` of other requests' prefill long enough for the store to return some of its
+        hit, that part is fetched meanwhile ("hide"). Returns the prefill tokens the request brings (those
+        beyond its L1/L2 match, and its last token)."""
         ps = self.hasher.page_size
         n_pages = len(tokens) // ps
         local, parent = self.radix.match_key(tokens)
+        expected = len(tokens) + 1 - local * ps
         if n_pages - local < self.threshold_pages or req_id in self.ops:
-            return
+            return expected
         plan = self.cost.l3_plan(self.probe is not None) if self.cost is not None else "fetch"
-        if plan != "fetch":
+        wait_s = self.cost.queue_wait(ahead_tokens) if plan == "skip" else 0.0
+        if wait_s and self.cost.hidden_pages(wait_s, self._queued_pages()) >= self.threshold_pages:
+            plan = "hide"
+        if plan not in ("fetch", "hide"):
             self._deferred[req_id] = (tokens, local, parent, plan)
-            return
+            return expected
         op = self._lookup_op(tokens, local, parent)
+        if plan == "hide":
+            op.hidden_until = op.created + wait_s
+            self.metrics.prefetch["hidden"] += 1
         self.arrival_keys[req_id] = (local, op.keys)
         self.ops[req_id] = op
         self.metrics.prefetch["started"] += 1
+        return expected
 
     def _lookup_op(self, tokens: list[int], local: int, parent: Optional[str]) -> PrefetchOp:
         """Hash the whole pages of `tokens` beyond the `local` ones L1/L2 hold and start their lookup."""
@@ -114,11 +125,15 @@ class L3Prefetcher:
         recompute their L3 hit (counted when they answer; the first of an "explore" starts the probe) and the
         probe's fetch. Their requests may have been admitted meanwhile; they never wait for these."""
         deferred, self._deferred = self._deferred, {}
+        unmeasured = self.cost is not None and not self.cost.store_measured()
         for tokens, local, parent, plan in deferred.values():
             op = self._lookup_op(tokens, local, parent)
             self._counting.append(op.check)
-            if plan == "explore":
+            if plan == "explore" and self.probe is None:
                 self._probe.begin(op)
+            elif unmeasured:
+                self._probe.offer(op)
+        self._probe.next(measured=not unmeasured)
         self._probe.advance(start_fetch=True)
 
     def _advance(self, op: PrefetchOp) -> None:
@@ -127,11 +142,13 @@ class L3Prefetcher:
         stored = op.check.result() if op.check.exception() is None else 0
         n = max(0, min(stored, self.max_pages - len(self.held_pages)))
         queued = self._queued_pages() if self.cost is not None and n > 0 else 0
-        if self.cost is not None and n > 0 and self.policy != "best_effort":
+        if op.hidden_until:  # what arrives before the request's turn (it does not wait for more)
+            n = min(n, self.cost.hidden_pages(op.hidden_until - time.monotonic(), queued))
+        elif self.cost is not None and n > 0 and self.policy != "best_effort":
             op.head = self.cost.both_head(n, queued, op.prompt_len)  # recompute these while the rest is fetched
         if op.head:
             n -= op.head
-        elif self.cost is not None and n > 0:
+        elif self.cost is not None and n > 0 and not op.hidden_until:
             n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1, queued)
         op.unfetched = stored  # until the fetch is under way
         if n < self.threshold_pages:
@@ -199,7 +216,7 @@ class L3Prefetcher:
             self.metrics.prefetch["split"] += 1
             return True
         now = time.monotonic()
-        if self.policy == "best_effort":
+        if self.policy == "best_effort" or op.hidden_until:
             ok = True
         elif op.fetch is None:  # still asking the store
             ok = self.policy == "timeout" and now > op.created + self.timeout
@@ -211,14 +228,14 @@ class L3Prefetcher:
 
     def _finish(self, req_id: str, op: PrefetchOp) -> None:
         del self.ops[req_id]
-        if op.unfetched:
-            self.unfetched_tokens[req_id] = op.unfetched * self.hasher.page_size
+        got = op.progress
+        rest = op.host_pages[got:]
+        if op.unfetched or rest:  # what stayed in the store, and what did not arrive in time
+            self.unfetched_tokens[req_id] = (op.unfetched + len(rest)) * self.hasher.page_size
         if not op.host_pages:
             return
         self._observe(op)
         op.cancel.set()
-        got = op.progress
-        rest = op.host_pages[got:]
         if rest:
             self.metrics.prefetch["partial"] += 1
             if op.fetch.done():

@@ -28,6 +28,9 @@ class PrefetchOp:
     unfetched: int = 0  # pages the store holds that are not fetched (not worth it, under the threshold, no room)
     head: int = 0  # leading pages of the hit recomputed while the rest is fetched (`tierlm.kvcache.split_fetch`)
     prompt_len: int = 0  # the request's prompt tokens (its own prefill work, apart from the others')
+    # > 0: fetched while the request waits behind others' prefill, until about this time; it never delays the
+    # request, which takes what has arrived when it is admitted (`CostModel.hidden_pages`)
+    hidden_until: float = 0.0
 
     def read_from(self, store: Any) -> None:
         """L3 thread: read the pages into `host_pages` in calls of the store's `call_pages` (the granularity

@@ -5,16 +5,21 @@ lookup of a request that recomputes anyway becomes the probe (`begin`). Once tha
 step has been launched (`advance(start_fetch=True)`), one store call of pages is fetched, only into free host
 pages (a probe never evicts) and only if the store holds at least the prefetch threshold; the finished probe
 is timed for the cost model and its pages join the tree as host-only nodes for later requests (`finish`). A
-probe that fails frees its pages and measures nothing. No request ever waits for it.
+probe that fails frees its pages and measures nothing. No request ever waits for it. While the store is not
+measured enough, the lookups of requests that recomputed beside the probe are offered as the next probes
+(`offer`, `next`), so one burst of arrivals measures the store.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections import deque
 from typing import Callable, Optional
 
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.prefetch_op import PrefetchOp
 from tierlm.kvcache.stores.base import DEFAULT_CALL_PAGES
+
+SPARE = 8  # lookups kept as later probes while the store is not measured enough
 
 
 class StoreProbe:
@@ -32,6 +37,7 @@ class StoreProbe:
         self._host_free, self._room, self._finish = host_free, room, finish
         self.threshold_pages, self.metrics = threshold_pages, metrics
         self.op: Optional[PrefetchOp] = None
+        self._spare: deque[PrefetchOp] = deque(maxlen=SPARE)  # lookups offered as later probes (`offer`)
 
     def begin(self, op: PrefetchOp) -> None:
         """Make `op` (a lookup under way) the probe, unless one is in flight already."""
@@ -39,9 +45,23 @@ class StoreProbe:
             self.op = op
             self.metrics.prefetch["probes"] += 1
 
+    def offer(self, op: PrefetchOp) -> None:
+        """While the store is not measured enough: `op` (a lookup under way, of a request that recomputed
+        beside the probe in flight) may be a later probe (`next`); the last `SPARE` offered are kept."""
+        self._spare.append(op)
+
+    def next(self, measured: bool) -> None:
+        """Begin the most recently offered lookup as the probe when none is in flight and the store is still
+        not `measured` (its pages are the likeliest to be asked for again); forget the offers once it is."""
+        if measured:
+            self._spare.clear()
+        elif self.op is None and self._spare:
+            self.begin(self._spare.pop())
+
     def take(self) -> Optional[PrefetchOp]:
         """Give up the probe in flight (the caller cancels it and frees its pages); returns it."""
         op, self.op = self.op, None
+        self._spare.clear()
         return op
 
     def advance(self, start_fetch: bool) -> None:
