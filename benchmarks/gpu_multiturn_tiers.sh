@@ -127,6 +127,7 @@ for key, r in rows.items():
     pf = t.get("prefetch", {})
     both = (f", L3 splits {pf['split']} (rejoined {pf['split_rejoined']}, dropped {pf['split_dropped']})"
             if pf.get("split") else "")
+    both += f", probes {pf.get('probes', 0)}" + (f", fetched while queued {pf['hidden']}" if pf.get("hidden") else "")
     print(f"{key:<18} {split}   prefill {c['prefill_tokens_per_s']:.0f} tok/s (n={c['prefill_samples']}), "
           f"L2 {c['L2_bytes_per_s'] / 1e9:.1f} GB/s (n={c['L2_samples']}), "
           f"L3 {c['L3_bytes_per_s'] / 1e9:.2f} GB/s (n={c['L3_samples']}){both}")
