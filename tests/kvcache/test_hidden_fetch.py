@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.kvcache.test_prefetch_policies import (GREEDY, LONG, filled_store, opts,  # noqa: F401 (fixture)
+from tests.kvcache.test_prefetch_policies import (GREEDY, LONG, OTHER, filled_store, opts,  # noqa: F401 (fixture)
                                                   run_all)
 from tierlm import LLM
 
@@ -17,8 +17,8 @@ def queued_engine(tiny_qwen3, store_dir, delay: float):
         kv_store=f"tests.kvcache.test_prefetch_policies:SlowFileStore?dir={store_dir}&delay={delay}",
         hicache_prefetch_policy="timeout", hicache_load_policy="cost", max_prefill_tokens=8))
     cost, ps = llm.engine.kv.cost, llm.engine.kv.page_size
-    # a token computes in 1 ms, a page fetches in 4 pages' compute: neither a fetch nor a split pays
-    cost.fix(1e3, {"L3": cost.page_bytes / (4 * ps * 1e-3), "L2": 1e15})
+    # a token computes in 10 ms, a page fetches in 4 pages' compute: neither a fetch nor a split pays
+    cost.fix(1e2, {"L3": cost.page_bytes / (4 * ps * 1e-2), "L2": 1e15})
     assert cost.l3_plan() == "skip"
     return llm
 
@@ -78,4 +78,34 @@ def test_a_request_with_nothing_ahead_does_not_wait_on_a_slow_store(tiny_qwen3, 
     assert outs["long"] == ref[LONG] and first["long"] < 1.0
     assert engine.stats()["tiers"]["prefetch"]["hidden"] == 0
     engine.kv.prefetcher.drain()
+    llm.close()
+
+
+def test_a_fetch_while_queued_takes_only_free_host_pages(tiny_qwen3, filled_store):
+    """What costs the request nothing must not cost the host tier its copies either: with no host page
+    free, the queued request fetches nothing (and evicts nothing) and recomputes."""
+    store_dir, ref = filled_store
+    llm = queued_engine(tiny_qwen3, store_dir, delay=0.0)
+    engine, tok = llm.engine, llm.tokenizer
+    engine.add_request("warm", tok.encode(OTHER), GREEDY)  # its host copies are what an eviction would take
+    run_all(engine)
+    engine.kv.flush()
+    held = engine.kv.host_allocator.alloc(engine.kv.host_allocator.num_free)
+    copies = sum(len(n.host_pages) for n in engine.kv.radix.nodes() if n.host_pages)
+    assert engine.kv.host_allocator.num_free == 0 < copies  # full, of copies an eviction may take
+    engine.add_request("first", tok.encode(FIRST), GREEDY)
+    engine.add_request("long", tok.encode(LONG), GREEDY)
+    op = engine.kv.prefetcher.ops["long"]
+    deadline = time.monotonic() + 10
+    while op.fetch is None and time.monotonic() < deadline:  # the lookup answered and the fetch was sized
+        time.sleep(0.01)
+        engine.kv.poll()
+    assert op.hidden_until > time.monotonic() and op.check.result() == 0 < op.unfetched  # sized to nothing
+    outs, _ = run_all(engine)
+    assert outs["long"] == ref[LONG]
+    stats = engine.stats()
+    assert stats["tiers"]["prefetch"]["hidden"] == 1 and stats["tiers"]["prefetch"]["pages_requested"] == 0
+    assert stats["tier_hits"]["L3"]["tokens"] == 0
+    engine.kv.host_allocator.free(held)
+    engine.kv.check_no_leak(engine.live_pages())
     llm.close()

@@ -40,7 +40,8 @@ LATE_SLACK_S = 0.02
 
 class L3Prefetcher:
     """Owns the prefetches and the probe in flight and the host pages they hold (`held_pages`, for leak
-    checks). `host_free` says how many host pages are free now (a probe takes only those); `lookup` runs
+    checks). `host_free` says how many host pages are free now (a probe, and a fetch while queued, take only
+    those: what costs nothing must not evict the host tier's copies); `lookup` runs
     store lookups (default: `submit`, which runs the page reads)."""
 
     def __init__(self, store: Any, submit: Callable[..., cf.Future], hasher: PageHasher,
@@ -51,7 +52,7 @@ class L3Prefetcher:
                  lookup: Optional[Callable[..., cf.Future]] = None) -> None:
         self.store, self._submit, self.hasher = store, submit, hasher
         self._lookup = lookup or submit  # where lookups run (apart from page reads, which take longer)
-        self._alloc_host, self._free_host = alloc_host, free_host
+        self._alloc_host, self._free_host, self._host_free = alloc_host, free_host, host_free
         self.radix, self.metrics = radix, metrics
         self.policy, self.timeout = policy, timeout
         self.threshold_pages = max(1, -(-threshold_tokens // hasher.page_size))
@@ -143,7 +144,8 @@ class L3Prefetcher:
         n = max(0, min(stored, self.max_pages - len(self.held_pages)))
         queued = self._queued_pages() if self.cost is not None and n > 0 else 0
         if op.hidden_until:  # what arrives before the request's turn (it does not wait for more)
-            n = min(n, self.cost.hidden_pages(op.hidden_until - time.monotonic(), queued))
+            free = self._host_free() if self._host_free is not None else n
+            n = min(n, free, self.cost.hidden_pages(op.hidden_until - time.monotonic(), queued))
         elif self.cost is not None and n > 0 and self.policy != "best_effort":
             op.head = self.cost.both_head(n, queued, op.prompt_len)  # recompute these while the rest is fetched
         if op.head:
