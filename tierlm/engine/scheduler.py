@@ -23,7 +23,7 @@ its fetched tail has arrived, then rejoins through the queue's head.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from tierlm.engine.batch import ScheduledBatch
 from tierlm.engine.mixed_budget import MixedBudget
@@ -61,15 +61,8 @@ class Scheduler:
     def _prefill_ahead(self, steps: int = 16) -> int:
         """Prefill tokens a request arriving now queues behind (the waiting ones as they arrived, beyond their
         L1/L2 match), counted up to `steps` steps' budget (a long queue costs no more than that to count)."""
-        cap, total = steps * self.max_prefill_tokens, 0
-        for req in self.running:
-            if req.prefilling:
-                total += req.extend_len
-        for req in self.waiting:
-            if total >= cap:
-                break
-            total += req.expected_prefill
-        return min(total, cap)
+        cap = steps * self.max_prefill_tokens
+        return min(cap, self._prefill_tokens(cap, lambda req: req.expected_prefill))
 
     def find(self, request_id: str) -> Optional[Req]:
         for req in self.running:
@@ -250,12 +243,17 @@ class Scheduler:
     def _prefill_backlog(self) -> int:
         """Prefill tokens of the requests waiting or prefilling (the waiting ones counted whole), counted up
         to two steps' budget (enough to tell one request's work from a full step beside it)."""
+        return self._prefill_tokens(2 * self.max_prefill_tokens, lambda req: req.extend_len)
+
+    def _prefill_tokens(self, cap: int, waiting_tokens: Callable[[Req], int]) -> int:
+        """The running requests' prefill tokens left, then `waiting_tokens` of each waiting one, summed until the
+        sum reaches `cap` (the scheduler looks no further)."""
         total = 0
-        for queue in (self.running, self.waiting):
+        for queue, tokens in ((self.running, lambda req: req.extend_len), (self.waiting, waiting_tokens)):
             for req in queue:
                 if req.prefilling:
-                    total += req.extend_len
-                    if total >= 2 * self.max_prefill_tokens:
+                    total += tokens(req)
+                    if total >= cap:
                         return total
         return total
 

@@ -23,9 +23,9 @@ c * W(m), where Q are the pages of the fetches already queued on the store (it s
 wave after a restart must not all wait on one disk), and the answer is all or nothing, unless the fetch runs
 beside the compute instead: recompute the hit's head while its tail is fetched (`both_head`, carried out by
 `tierlm.kvcache.split_fetch`). A request queued behind others' prefill waits for its first step anyway: what
-the store returns in that wait (`queue_wait`, `hidden_pages`) is free to it, however slow the store. T is piecewise linear in m, so its minimum lies at an end or at a
-breakpoint; among the splits within `margin` of the minimum the one that loads most wins (a load costs the
-device no compute, which the next steps can use).
+the store returns in that wait (`queue_wait`, `hidden_pages`) is free to it, however slow the store. T is
+piecewise linear in m, so its minimum lies at an end or at a breakpoint; among the splits within `margin` of
+the minimum the one that loads most wins (a load costs the device no compute, which the next steps can use).
 """
 from __future__ import annotations
 

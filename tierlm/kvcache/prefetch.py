@@ -146,12 +146,11 @@ class L3Prefetcher:
         if op.hidden_until:  # what arrives before the request's turn (it does not wait for more)
             free = self._host_free() if self._host_free is not None else n
             n = min(n, free, self.cost.hidden_pages(op.hidden_until - time.monotonic(), queued))
-        elif self.cost is not None and n > 0 and self.policy != "best_effort":
-            op.head = self.cost.both_head(n, queued, op.prompt_len)  # recompute these while the rest is fetched
-        if op.head:
-            n -= op.head
-        elif self.cost is not None and n > 0 and not op.hidden_until:
-            n = self.cost.fetch_pages(n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1, queued)
+        elif self.cost is not None and n > 0:
+            if self.policy != "best_effort":
+                op.head = self.cost.both_head(n, queued, op.prompt_len)  # recomputed while the rest is fetched
+            n = n - op.head if op.head else self.cost.fetch_pages(
+                n, len(op.tokens) - (op.first_page + n) * self.hasher.page_size + 1, queued)
         op.unfetched = stored  # until the fetch is under way
         if n < self.threshold_pages:
             op.head = 0
