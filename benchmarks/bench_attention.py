@@ -32,10 +32,12 @@ class DecodeVariant:
     num_stages: int = 2
     waves: int = 4
     min_chunk: int = 128
+    items: int = 1  # requests per program with one split each (the flat kernel when > 1)
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
-        return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
+        flat = f" items{self.items}" if self.items > 1 else ""
+        return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}{flat}"
 
 
 def paged_kv(batch: int, prefix: int, gen: torch.Generator):
@@ -76,16 +78,18 @@ def copy_bandwidth() -> float:
 
 
 class DecodeCase:
-    """One decode shape: batch requests, each at context `ctx` (new token's KV already stored)."""
+    """One decode shape: batch requests, each at context `ctx` (new token's KV already stored), or at
+    contexts drawn uniformly from `low`..`ctx` when `low` is given."""
 
-    def __init__(self, batch: int, ctx: int, gen: torch.Generator) -> None:
+    def __init__(self, batch: int, ctx: int, gen: torch.Generator, low: int = 0) -> None:
         self.batch, self.ctx = batch, ctx
         self.k_buf, self.v_buf, self.table = paged_kv(batch, ctx, gen)
         self.rows = torch.arange(batch, dtype=torch.int32, device="cuda")
-        self.seq_lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
+        lens = torch.randint(low, ctx + 1, (batch,), generator=gen) if low else torch.full((batch,), ctx)
+        self.seq_lens = lens.to(torch.int32).cuda()
         self.q = torch.randn(batch, HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
         self.out = torch.empty_like(self.q)
-        self.bytes = batch * ctx * (2 * KV_HEADS * HEAD_DIM * 2 + 4)  # K + V + one int32 index per token
+        self.bytes = int(lens.sum()) * (2 * KV_HEADS * HEAD_DIM * 2 + 4)  # K + V + one int32 index per token
 
     def bind(self, var: DecodeVariant):
         """A no-argument call of the kernel pair with its split scratch preallocated (graph-capturable)."""
@@ -96,7 +100,8 @@ class DecodeCase:
         return lambda: decode_attention(self.q, self.k_buf, self.v_buf, self.table, self.rows, self.seq_lens,
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
-                                        num_warps=var.num_warps, num_stages=var.num_stages)
+                                        num_warps=var.num_warps, num_stages=var.num_stages,
+                                        items_per_program=var.items)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))
@@ -141,27 +146,31 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
     return results
 
 
-def decode_shapes(shapes: list[tuple[int, int]], gen: torch.Generator, copy_gbs: float) -> None:
+def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
+                  items: tuple[int, ...] = ()) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
-    default and the best per shape last."""
+    default and the best per shape last. `items`: instead, the default launch with that many requests per
+    program (1: the split kernel; more: the flat kernel, where each request has one split)."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
+    if items:
+        variants = [DecodeVariant(items=i) for i in items]
     summary = []
-    for batch, ctx in shapes:
-        case = DecodeCase(batch, ctx, gen)
+    for batch, low, ctx in shapes:
+        case = DecodeCase(batch, ctx, gen, low)
         timed = []
         for var in variants:
             err = case.check(var)
             us, gbs = case.time_gbs(var, graph=True)
             timed.append((us, gbs, var))
-            print(f"{batch}x{ctx} {var.label():40s} {us:9.1f} us {gbs:7.0f} GB/s {err:.1e}", flush=True)
+            print(f"{batch}x{f'{low}-' if low else ''}{ctx} {var.label():40s} {us:9.1f} us {gbs:7.0f} GB/s {err:.1e}", flush=True)
         default = next(t for t in timed if t[2] == DecodeVariant())
         best = min(timed, key=lambda t: t[0])
-        summary.append((batch, ctx, default, best))
+        summary.append((batch, f"{low}-{ctx}" if low else ctx, default, best))
         del case
     print(f"\n{'shape':>10} {'default us':>10} {'GB/s':>6} {'% copy':>7} {'best us':>8} {'GB/s':>6}  best")
     for batch, ctx, d, b in summary:
-        print(f"{batch:>4}x{ctx:<5} {d[0]:10.1f} {d[1]:6.0f} {100 * d[1] / copy_gbs:6.1f}% {b[0]:8.1f} {b[1]:6.0f}  "
+        print(f"{batch:>4}x{ctx:<9} {d[0]:10.1f} {d[1]:6.0f} {100 * d[1] / copy_gbs:6.1f}% {b[0]:8.1f} {b[1]:6.0f}  "
               f"{b[2].label()}")
 
 
@@ -169,7 +178,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sweep")
     ap.add_argument("--decode-shapes", default="", help="only sweep decode launches at these shapes, a comma "
-                    "list of BATCH:CONTEXT (graph-replayed, so the launch cost is left out)")
+                    "list of BATCH:CONTEXT or BATCH:LOW-HIGH (contexts drawn uniformly; graph-replayed, so the "
+                    "launch cost is left out)")
+    ap.add_argument("--items", default="", help="with --decode-shapes: only the default launch, with these "
+                    "requests per program (a comma list; 1 is today's kernel, more the flat kernel)")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name} ({props.multi_processor_count} SMs); torch {torch.__version__}; "
@@ -178,7 +190,13 @@ def main() -> None:
     copy_gbs = copy_bandwidth()
     print(f"D2D copy (read + write): {copy_gbs:,.0f} GB/s")
     if args.decode_shapes:
-        decode_shapes([tuple(int(v) for v in s.split(":")) for s in args.decode_shapes.split(",")], gen, copy_gbs)
+        shapes = []
+        for spec in args.decode_shapes.split(","):
+            batch, ctx = spec.split(":")
+            low, _, high = ctx.rpartition("-")
+            shapes.append((int(batch), int(low or 0), int(high)))
+        decode_shapes(shapes, gen, copy_gbs,
+                      tuple(int(i) for i in args.items.split(",") if i))
         return
 
     main_case = DecodeCase(64, 4096, gen)

@@ -15,15 +15,18 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
+from tierlm.kernels.decode_attention_flat import decode_flat_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel
 from tierlm.kernels.gemv import _gemv_kernel
+from tierlm.kernels.race_sample import _race_pick, _race_slices
 
 POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
             "seq_lens": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16", "v_new": "*bf16",
             "out_loc": "*i64", "out_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
             "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16", "res_ptr": "*bf16", "res_out_ptr": "*bf16",
             "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "qw_ptr": "*bf16",
-            "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16"}
+            "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16", "logits_ptr": "*bf16", "temp_ptr": "*fp32",
+            "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32"}
 
 
 def decode_variants() -> list[tuple[str, object, dict]]:
@@ -35,6 +38,12 @@ def decode_variants() -> list[tuple[str, object, dict]]:
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
                          PDL=pdl, DIRECT=splits == 1)))
+    for store, items in itertools.product((True, False), (2, 4)):
+        out.append((f"flat store_new={store} items={items}", decode_flat_kernel,
+                    dict(GROUP=2, HEAD_DIM=128, ITEMS=items, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128, HEAD_BLOCKS=1,
+                         DOT_PRECISION="tf32", STORE_NEW=store, PDL=True)))
+    out.append(("race sample slices", _race_slices, dict(QUARTER=512)))
+    out.append(("race sample pick", _race_pick, dict(BLOCK_P=128)))
     for pdl in (False, True):
         out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
                                                               BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl)))
@@ -60,6 +69,7 @@ def compile_for_sm90(kernel, consts: dict, num_warps: int = 4, num_stages: int =
     names = kernel.arg_names
     sig = {n: POINTERS.get(n, "i32") for n in names}
     sig.update({n: "fp32" for n in names if n.startswith("sm_scale") or n == "eps"})
+    sig.update({n: "i64" for n in names if n == "seed"})
     sig.update({n: "constexpr" for n in consts})
     aligned = [i for i, n in enumerate(names) if n in POINTERS or n.startswith("stride")]
     src = ASTSource(kernel, sig, consts, {(i,): [["tt.divisibility", 16]] for i in aligned})

@@ -47,6 +47,9 @@ class Sampler:
 
     def __init__(self, device: torch.device, seed: int) -> None:
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        # keys of the fused race's calls (`kernels.race_sample`), drawn on the host: no device read per step
+        self._race_keys = torch.Generator().manual_seed(seed)
+        self._fused = device.type == "cuda" and torch.version.hip is None
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
                generators: Sequence[Optional[torch.Generator]]) -> torch.Tensor:
@@ -59,6 +62,14 @@ class Sampler:
         all_rows = len(rows) == len(params)
         sub = logits if all_rows else logits[upload(rows, torch.int64, logits.device)]
         sub_params = [params[i] for i in rows]
+        filtered = any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0 for p in sub_params)
+        if self._fused and not filtered and all(generators[i] is None for i in rows):
+            from tierlm.kernels.race_sample import race_sample
+
+            temp = upload([p.temperature for p in sub_params], torch.float32, sub.device)
+            key = int(torch.randint(2**32, 2**62, (1,), generator=self._race_keys))
+            drawn = race_sample(sub, temp, key)
+            return drawn if all_rows else self._merge(logits, rows, drawn)
         # Exponential race: argmax(p / E) with E ~ Exp(1) draws exactly from p (zero-probability tokens never win).
         noise = torch.empty_like(sub, dtype=torch.float32)
         if any(generators[i] is None for i in rows):
@@ -66,13 +77,16 @@ class Sampler:
         for j, i in enumerate(rows):
             if generators[i] is not None:
                 noise[j].exponential_(generator=generators[i])
-        if any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0 for p in sub_params):
+        if filtered:
             drawn = (_filter_probs(sub, sub_params) / noise).argmax(dim=-1)
         else:  # same draw without a softmax: log(p / E) = logits / T - log E + const
             temp = upload([p.temperature for p in sub_params], torch.float32, sub.device)
             drawn = (sub.float() / temp[:, None] - noise.log_()).argmax(dim=-1)
-        if all_rows:
-            return drawn
+        return drawn if all_rows else self._merge(logits, rows, drawn)
+
+    @staticmethod
+    def _merge(logits: torch.Tensor, rows: list[int], drawn: torch.Tensor) -> torch.Tensor:
+        """Greedy tokens for every row, with the drawn ones in `rows`."""
         tokens = logits.argmax(dim=-1)
         tokens[upload(rows, torch.int64, logits.device)] = drawn
         return tokens

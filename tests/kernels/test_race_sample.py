@@ -1,0 +1,47 @@
+"""The fused temperature sampler (`kernels.race_sample`) draws from softmax(logits / T): a chi-square test of
+its frequencies, -inf entries never drawn, a cold temperature picks the argmax, keys give independent streams
+(GPU, or the Triton interpreter)."""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+
+from tests.kernels.interp import run_script  # noqa: E402
+
+SCRIPT = textwrap.dedent("""
+    import torch
+    from tierlm.kernels.race_sample import race_sample
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    n = 600 if dev == "cpu" else 200_000
+    gen = torch.Generator().manual_seed(0)
+    for dtype in ([torch.float32] if dev == "cpu" else [torch.float32, torch.bfloat16]):
+        vocab = 13
+        row = (torch.randn(vocab, generator=gen) * 1.5).to(dtype)
+        row[4] = float("-inf")
+        for temp in (0.6, 1.3):
+            logits = row.to(dev).expand(n, vocab).contiguous()
+            toks = race_sample(logits, torch.full((n,), temp, device=dev), 2**40 + int(temp * 10), quarter=2)
+            counts = torch.bincount(toks.cpu(), minlength=vocab).double()
+            p = torch.softmax(row.double() / temp, -1)
+            assert counts[4] == 0, "a -inf entry was drawn"
+            keep = p * n >= 5  # chi-square over the cells with enough expected draws
+            chi2 = (((counts - n * p) ** 2) / (n * p))[keep].sum().item()
+            dof = int(keep.sum()) - 1
+            assert chi2 < dof + 6 * (2 * dof) ** 0.5, (dtype, temp, chi2, dof)
+        cold = torch.randn(3, 300, generator=gen).to(dtype).to(dev)
+        cold[1, :] = float("-inf")
+        toks = race_sample(cold, torch.full((3,), 1e-4, device=dev), 2**41, quarter=32)
+        assert toks[0] == cold[0].float().argmax() and toks[2] == cold[2].float().argmax(), toks
+        assert toks[1] == 0, "a row of -inf gets token 0"
+        flat = torch.zeros(64, 1000, dtype=dtype, device=dev)  # uniform: two keys give different draws
+        a, b = (race_sample(flat, torch.ones(64, device=dev), k, quarter=64) for k in (2**42, 2**42 + 64))
+        assert (a != b).sum() > 48 and len(set(a.tolist())) > 48, (a, b)
+    print("ok")
+""")
+
+
+def test_race_sample_draws_from_the_tempered_softmax():
+    run_script(SCRIPT, timeout=600)
