@@ -32,12 +32,10 @@ class DecodeVariant:
     num_stages: int = 2
     waves: int = 4
     min_chunk: int = 128
-    items: int = 1  # requests per program with one split each (the flat kernel when > 1)
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
-        flat = f" items{self.items}" if self.items > 1 else ""
-        return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}{flat}"
+        return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
 
 
 def paged_kv(batch: int, prefix: int, gen: torch.Generator):
@@ -100,8 +98,7 @@ class DecodeCase:
         return lambda: decode_attention(self.q, self.k_buf, self.v_buf, self.table, self.rows, self.seq_lens,
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
-                                        num_warps=var.num_warps, num_stages=var.num_stages,
-                                        items_per_program=var.items)
+                                        num_warps=var.num_warps, num_stages=var.num_stages)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))
@@ -147,14 +144,14 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
 
 
 def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
-                  items: tuple[int, ...] = ()) -> None:
+                  default_only: bool = False) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
-    default and the best per shape last. `items`: instead, the default launch with that many requests per
-    program (1: the split kernel; more: the flat kernel, where each request has one split)."""
+    default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
+    launch, moves the bandwidth)."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
-    if items:
-        variants = [DecodeVariant(items=i) for i in items]
+    if default_only:
+        variants = [DecodeVariant()]
     summary = []
     for batch, low, ctx in shapes:
         case = DecodeCase(batch, ctx, gen, low)
@@ -180,8 +177,7 @@ def main() -> None:
     ap.add_argument("--decode-shapes", default="", help="only sweep decode launches at these shapes, a comma "
                     "list of BATCH:CONTEXT or BATCH:LOW-HIGH (contexts drawn uniformly; graph-replayed, so the "
                     "launch cost is left out)")
-    ap.add_argument("--items", default="", help="with --decode-shapes: only the default launch, with these "
-                    "requests per program (a comma list; 1 is today's kernel, more the flat kernel)")
+    ap.add_argument("--default-only", action="store_true", help="with --decode-shapes: the default launch only")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name} ({props.multi_processor_count} SMs); torch {torch.__version__}; "
@@ -196,7 +192,7 @@ def main() -> None:
             low, _, high = ctx.rpartition("-")
             shapes.append((int(batch), int(low or 0), int(high)))
         decode_shapes(shapes, gen, copy_gbs,
-                      tuple(int(i) for i in args.items.split(",") if i))
+                      args.default_only)
         return
 
     main_case = DecodeCase(64, 4096, gen)

@@ -7,10 +7,13 @@ in bf16. Prints microseconds per call (median of 20 CUDA-event timings, `benchma
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import torch
 
+import tierlm.engine.sampler as sampler_module
 from tierlm.engine.sampler import Sampler
+from tierlm.kernels.race_sample import race_sample
 from tierlm.sampling_params import SamplingParams
 from benchmarks.timing import median_seconds
 
@@ -19,8 +22,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="1,4,64,256")
     ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--sweep", action="store_true", help="also time the kernel alone per slice size and program "
+                    "count (device time of `race_sample` with its inputs ready)")
     args = ap.parse_args()
     dev = torch.device("cuda")
+    sampler_module.FUSED_MIN_ROWS = 1  # the fused column at every batch size (the engine starts at 64 rows)
     print(f"{'batch':>6} {'torch us':>9} {'fused us':>9} {'ratio':>6}")
     for batch in (int(b) for b in args.batches.split(",")):
         logits = torch.randn(batch, args.vocab, device=dev).to(torch.bfloat16)
@@ -32,6 +38,14 @@ def main() -> None:
             sampler._fused = fused
             times.append(median_seconds(lambda: sampler.sample(logits, params, gens), iters=20, warmup=3) * 1e6)
         print(f"{batch:>6} {times[0]:9.1f} {times[1]:9.1f} {times[1] / times[0]:6.2f}")
+        if args.sweep:
+            temps = torch.full((batch,), 0.6, device=dev)
+            cells = []
+            for quarter, programs, warps in itertools.product((256, 512, 1024), (512, 1024, 2048), (4, 8)):
+                us = median_seconds(lambda: race_sample(logits, temps, 2**40, quarter=quarter, programs=programs,
+                                                        num_warps=warps), iters=20, warmup=3) * 1e6
+                cells.append(f"q{quarter}/p{programs}/w{warps} {us:.1f}")
+            print("   kernel us: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
-from tierlm.kernels.decode_attention_flat import decode_flat_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _race_pick, _race_slices
@@ -38,10 +37,6 @@ def decode_variants() -> list[tuple[str, object, dict]]:
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
                          PDL=pdl, DIRECT=splits == 1)))
-    for store, items in itertools.product((True, False), (2, 4)):
-        out.append((f"flat store_new={store} items={items}", decode_flat_kernel,
-                    dict(GROUP=2, HEAD_DIM=128, ITEMS=items, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128, HEAD_BLOCKS=1,
-                         DOT_PRECISION="tf32", STORE_NEW=store, PDL=True)))
     out.append(("race sample slices", _race_slices, dict(QUARTER=512)))
     out.append(("race sample pick", _race_pick, dict(BLOCK_P=128)))
     for pdl in (False, True):

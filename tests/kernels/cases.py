@@ -36,7 +36,7 @@ def check_store(device: str, dtype: torch.dtype, page_size: int = 4) -> None:
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
-                 fused_store: bool = False, items_per_program: int = 1) -> None:
+                 fused_store: bool = False) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
     `new_kv` while their pool slots hold NaN, and must be in the pool afterwards."""
     from tierlm.kernels.decode_attention import decode_attention
@@ -58,7 +58,7 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     mid_lse = _poison((batch, num_heads, max_splits), device)
     decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
                      min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
-                     new_kv=new_kv, items_per_program=items_per_program)
+                     new_kv=new_kv)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
     assert torch.equal(sc.k_buf, k_after) and torch.equal(sc.v_buf, v_after)  # stored, nothing else touched
 
@@ -103,15 +103,6 @@ def _cases() -> dict[str, CaseFn]:
         "decode_fused_store_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
                                              seqs=(1, 3, 50, 17, 16, 33), fused_store=True, seed=8),
         "decode_fused_store_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, fused_store=True, seed=9),
-        # several requests per program (one split each): lengths across tile edges, a request with nothing
-        # in the pool yet, a last program with fewer requests than its slots
-        "decode_flat_gqa2": dec(num_heads=4, num_kv_heads=2, dot_min_group=1, max_splits=1, items_per_program=2,
-                                seqs=(1, 16, 17, 40, 3), seed=10),
-        "decode_flat_fused_store_gqa4": dec(num_heads=8, num_kv_heads=2, dot_min_group=1, max_splits=1,
-                                            items_per_program=4, seqs=(1, 33, 16, 2, 48, 9), fused_store=True,
-                                            page_size=4, seed=11),
-        "decode_flat_one_item_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, dot_min_group=1, max_splits=1,
-                                        items_per_program=8, seqs=(20,), fused_store=True, seed=12),
         "extend_noprefix_gqa1": ext(num_heads=2, num_kv_heads=2, prefix=(0, 0, 0), extend=(5, 17, 33)),
         "extend_prefix_gqa1_page4": ext(num_heads=2, num_kv_heads=2, page_size=4, **mixed),
         "extend_prefix_gqa4": ext(num_heads=4, num_kv_heads=1, **mixed, seed=1),

@@ -39,9 +39,6 @@ class TritonAttentionConfig:
     decode_dot_min_group: int = 1
     decode_num_warps: int = 4
     decode_num_stages: int = 2
-    # requests per program where each has one split (large batches): >1 streams them in one loop
-    # (`kernels.decode_attention_flat`)
-    decode_items: int = 1
     extend_block_m: int = 64
     extend_block_n: int = 64
     extend_num_warps: int = 4
@@ -52,7 +49,7 @@ class TritonAttentionConfig:
         if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
                        decode_num_stages=1, extend_num_stages=1)
-        return cls(decode_items=int(os.environ.get("TIERLM_DECODE_ITEMS", "1")))
+        return cls()
 
 
 @dataclass
@@ -152,4 +149,4 @@ class TritonBackend(AttentionBackend):
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                          meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
                          dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
-                         num_stages=cfg.decode_num_stages, new_kv=new_kv, items_per_program=cfg.decode_items)
+                         num_stages=cfg.decode_num_stages, new_kv=new_kv)

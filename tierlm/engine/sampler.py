@@ -13,6 +13,10 @@ import torch
 from tierlm.sampling_params import SamplingParams
 from tierlm.utils.upload import upload
 
+# From this many temperature rows the fused race (`kernels.race_sample`) replaces torch's six passes; below,
+# its two Triton launches cost the host more than those passes cost the device (benchmarks/bench_sampler.py).
+FUSED_MIN_ROWS = 64
+
 
 def _filter_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
     """Softmax of temperature-scaled logits with top-k, top-p and min-p filtering, renormalised per row."""
@@ -63,7 +67,8 @@ class Sampler:
         sub = logits if all_rows else logits[upload(rows, torch.int64, logits.device)]
         sub_params = [params[i] for i in rows]
         filtered = any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0 for p in sub_params)
-        if self._fused and not filtered and all(generators[i] is None for i in rows):
+        if (self._fused and len(rows) >= FUSED_MIN_ROWS and not filtered
+                and all(generators[i] is None for i in rows)):
             from tierlm.kernels.race_sample import race_sample
 
             temp = upload([p.temperature for p in sub_params], torch.float32, sub.device)

@@ -19,7 +19,6 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.decode_attention_flat import decode_flat
 from tierlm.kernels.pdl import launch_kwargs
 
 
@@ -182,8 +181,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
                      dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2,
-                     new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-                     items_per_program: int = 1) -> torch.Tensor:
+                     new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
@@ -192,9 +190,6 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
 
     `new_kv = (k, v, out_loc)` (`[B, KVH, D]` twice, `[B]`): the step's own K/V, not yet in the pool. The
     kernel attends to them from there and stores them at `out_loc`, so no separate store launch is needed.
-
-    `items_per_program` > 1 (a power of two): with one split per request, each program streams that many
-    requests in one loop (`kernels.decode_attention_flat`); it needs `tl.dot` (`dot_min_group` <= the group).
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buf.shape[1]
@@ -217,10 +212,6 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
     pdl = launch_kwargs(q.device)
-    if max_splits == 1 and items_per_program > 1 and use_dot:
-        decode_flat(q, k_buf, v_buf, req_to_token, req_rows, seq_lens, out, sm_scale, items=items_per_program,
-                    block_n=block_n, num_warps=num_warps, num_stages=num_stages, new_kv=new_kv, pdl=pdl)
-        return out
     _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),

@@ -68,7 +68,7 @@ def _race_pick(val_ptr, idx_ptr, tok_ptr, num_parts, BLOCK_P: tl.constexpr):
 
 
 def race_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int, quarter: int = 512,
-                programs: int = 1024) -> torch.Tensor:
+                programs: int = 1024, num_warps: int = 4) -> torch.Tensor:
     """One token per row of `logits` `[B, V]` (any float dtype, last dim contiguous) drawn from
     `softmax(logits / temperatures[:, None])`; `seed` (a host int in [2**32, 2**62), so that the kernel is
     built once for 64-bit seeds) keys this call's random stream: calls with seeds further apart than the batch
@@ -88,6 +88,6 @@ def race_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int, qua
     vals = torch.empty(batch, parts, dtype=torch.float32, device=logits.device)
     idxs = torch.empty(batch, parts, dtype=torch.int32, device=logits.device)
     _race_slices[(batch, parts)](logits, temperatures, vals, idxs, seed, vocab, logits.stride(0), slice_len,
-                                 QUARTER=quarter, num_warps=4)
+                                 QUARTER=quarter, num_warps=num_warps)
     _race_pick[(batch,)](vals, idxs, out, parts, BLOCK_P=triton.next_power_of_2(parts), num_warps=1)
     return out
