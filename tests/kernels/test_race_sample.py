@@ -1,6 +1,6 @@
 """The fused temperature sampler (`kernels.race_sample`) draws from softmax(logits / T): a chi-square test of
 its frequencies, -inf entries never drawn, a cold temperature picks the argmax, keys give independent streams
-(GPU, or the Triton interpreter)."""
+and the engine's sampler takes it for a batch of temperature rows (GPU, or the Triton interpreter)."""
 from __future__ import annotations
 
 import textwrap
@@ -39,6 +39,22 @@ SCRIPT = textwrap.dedent("""
         flat = torch.zeros(64, 1000, dtype=dtype, device=dev)  # uniform: two keys give different draws
         a, b = (race_sample(flat, torch.ones(64, device=dev), k, quarter=64) for k in (2**42, 2**42 + 64))
         assert (a != b).sum() > 48 and len(set(a.tolist())) > 48, (a, b)
+    import tierlm.kernels.race_sample as race_module
+    from tierlm.engine.sampler import FUSED_MIN_ROWS, Sampler
+    from tierlm.sampling_params import SamplingParams
+    calls = []
+    fused = race_module.race_sample
+    race_module.race_sample = lambda *a, **k: calls.append(a[0].shape) or fused(*a, **k)
+    sampler = Sampler(torch.device(dev), seed=0)
+    sampler._fused = True  # what a CUDA device sets; here the kernels may run interpreted
+    sampler.warm_up(40, torch.float32)
+    logits = torch.full((FUSED_MIN_ROWS + 1, 40), float("-inf"), device=dev)
+    logits[:, 7] = 0.0  # the only entry with any probability
+    logits[0, 9] = 5.0  # row 0 is greedy: its argmax
+    params = [SamplingParams(temperature=0.0)] + [SamplingParams(temperature=0.8)] * FUSED_MIN_ROWS
+    toks = sampler.sample(logits, params, [None] * len(params))
+    assert toks[0] == 9 and (toks[1:] == 7).all(), toks
+    assert calls == [(FUSED_MIN_ROWS, 40), (FUSED_MIN_ROWS, 40)], calls  # the warm-up, then the temperature rows
     print("ok")
 """)
 

@@ -55,6 +55,15 @@ class Sampler:
         self._race_keys = torch.Generator().manual_seed(seed)
         self._fused = device.type == "cuda" and torch.version.hip is None
 
+    def warm_up(self, vocab: int, dtype: torch.dtype) -> None:
+        """Build the fused race's kernels for logits of this shape's dtype, so the first large batch of
+        temperature rows does not stop serving for a compile."""
+        if self._fused:
+            from tierlm.kernels.race_sample import race_sample
+
+            logits = torch.zeros(FUSED_MIN_ROWS, vocab, dtype=dtype, device=self.generator.device)
+            race_sample(logits, torch.ones(FUSED_MIN_ROWS, device=logits.device), 2**32)
+
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
                generators: Sequence[Optional[torch.Generator]]) -> torch.Tensor:
         """Next token per row (int64 tensor on the logits' device). `logits` may be in the model's dtype:

@@ -55,6 +55,7 @@ def warm_up(engine: Any) -> None:
     ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(2 * engine.kv.page_size + 3)]
     params = SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True, detokenize=False)
     run_aborted(engine, "__warmup__", ids, params, tokens=3)
+    engine.sampler.warm_up(engine.model_config.vocab_size, engine.worker.runner.dtype)
     try:
         warm_tiers(engine)
     except Exception as e:  # noqa: BLE001 - a warm-up: the engine starts, and the first real copy reports it
