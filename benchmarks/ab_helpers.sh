@@ -1,4 +1,5 @@
-# Shell helpers of the A/B benchmarks (sourced, not run): #20's batch-1 TPOT of Qwen3-0.6B and its summary line.
+# Shell helpers of the A/B benchmarks (sourced, not run): the two trees and the output folder, #20's batch-1 TPOT of
+# Qwen3-0.6B and its summary line.
 b1_tpot() {  # DIR OUT_PREFIX [ENV=VALUE ...]: one request, 128 in / 512 out, with DIR's code; OUT_PREFIX.json/.err
   local dir=$1 prefix=$2; shift 2
   (cd "$dir" && env "$@" PYTHONPATH="$dir" timeout 100 python3 -m tierlm bench offline --model builtin:qwen3-0.6b \
@@ -9,4 +10,11 @@ b1_tpot() {  # DIR OUT_PREFIX [ENV=VALUE ...]: one request, 128 in / 512 out, wi
 print_b1() {  # JSON: its TPOT p50 and mean
   python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['tierlm']; print('b1 TPOT p50 %.3f ms, mean %.3f ms' \
     % (t['tpot_s']['p50'] * 1e3, t['tpot_s']['mean'] * 1e3))" "$1" || echo "no b1 result"
+}
+
+ab_dirs() {  # B_DIR OUT: sets base (B's checkout) and out (created) as absolute paths, here (this tree)
+  base=$(cd "$1" && pwd)
+  mkdir -p "$2"; out=$(cd "$2" && pwd)
+  here=$PWD
+  export PYTHONUNBUFFERED=1
 }

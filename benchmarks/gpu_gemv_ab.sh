@@ -7,11 +7,8 @@
 # a cache root of its own); last a torch profile of A's 8B batch-1 step. About 9 minutes (SKIP_KERNELS=1:
 # the engine part only). Usage: bash benchmarks/gpu_gemv_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # b1_tpot, print_b1
-base=$(cd "$1" && pwd); out=${2:-gemv-ab}
-mkdir -p "$out"; out=$(cd "$out" && pwd)
-here=$PWD
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, b1_tpot, print_b1
+ab_dirs "$1" "${2:-gemv-ab}"
 if [ -z "${SKIP_KERNELS:-}" ]; then  # SKIP_KERNELS=1: only the engine A/B
   PYTHONPATH=$here timeout 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_gemv.py \
     tests/layers/test_block.py 2>&1 | tail -n 1

@@ -5,11 +5,8 @@
 # in the order A B A B (each side's first run fills its cache root and is not counted) and the batch-1 TPOT
 # (128 in / 512 out) per side. About 6 minutes. Usage: bash benchmarks/gpu_sampler_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # b1_tpot, print_b1
-base=$(cd "$1" && pwd); out=${2:-sampler-ab}
-mkdir -p "$out"; out=$(cd "$out" && pwd)
-here=$PWD
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, b1_tpot, print_b1
+ab_dirs "$1" "${2:-sampler-ab}"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 PYTHONPATH=$here timeout 150 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_race_sample.py \
   tests/engine/test_stopping_and_sampling.py tests/utils/test_upload.py 2>&1 | tail -n 2
