@@ -30,7 +30,9 @@ def _race_quarter(base_ptr, r, offs, vocab, inv_t, best_val, best_idx):
     return tl.where(better, score, best_val), tl.where(better, offs, best_idx)
 
 
-@triton.jit
+# The key and the slice count change from call to call; left unspecialised, each kernel is built once per logits
+# dtype (and BLOCK_P depends on the vocabulary only), so the start-up warm-up covers every batch size.
+@triton.jit(do_not_specialize=["seed"])
 def _race_slices(logits_ptr, temp_ptr, val_ptr, idx_ptr, seed, vocab, stride_row, slice_len,
                  QUARTER: tl.constexpr):
     row = tl.program_id(0)
@@ -55,7 +57,7 @@ def _race_slices(logits_ptr, temp_ptr, val_ptr, idx_ptr, seed, vocab, stride_row
     tl.store(idx_ptr + row * num_parts + part, idx)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_parts"])
 def _race_pick(val_ptr, idx_ptr, tok_ptr, num_parts, BLOCK_P: tl.constexpr):
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK_P)
@@ -89,5 +91,5 @@ def race_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int, qua
     idxs = torch.empty(batch, parts, dtype=torch.int32, device=logits.device)
     _race_slices[(batch, parts)](logits, temperatures, vals, idxs, seed, vocab, logits.stride(0), slice_len,
                                  QUARTER=quarter, num_warps=num_warps)
-    _race_pick[(batch,)](vals, idxs, out, parts, BLOCK_P=triton.next_power_of_2(parts), num_warps=1)
+    _race_pick[(batch,)](vals, idxs, out, parts, BLOCK_P=triton.next_power_of_2(blocks), num_warps=1)
     return out
