@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
         row[4] = float("-inf")
         for temp in (0.6, 1.3):
             logits = row.to(dev).expand(n, vocab).contiguous()
-            toks = race_sample(logits, torch.full((n,), temp, device=dev), 2**40 + int(temp * 10), quarter=2)
+            toks = race_sample(logits, torch.full((n,), temp, device=dev), 2**40 + int(temp * 10), quarter=4)
             counts = torch.bincount(toks.cpu(), minlength=vocab).double()
             p = torch.softmax(row.double() / temp, -1)
             assert counts[4] == 0, "a -inf entry was drawn"
