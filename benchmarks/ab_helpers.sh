@@ -18,3 +18,7 @@ ab_dirs() {  # B_DIR OUT: sets base (B's checkout) and out (created) as absolute
   here=$PWD
   export PYTHONUNBUFFERED=1
 }
+
+side_dir() {  # SIDE: the checkout of side A (this tree) or B (after ab_dirs)
+  if [ "$1" = B ]; then echo "$base"; else echo "$here"; fi
+}

@@ -160,7 +160,8 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
             err = case.check(var)
             us, gbs = case.time_gbs(var, graph=True)
             timed.append((us, gbs, var))
-            print(f"{batch}x{f'{low}-' if low else ''}{ctx} {var.label():40s} {us:9.1f} us {gbs:7.0f} GB/s {err:.1e}", flush=True)
+            shape = f"{batch}x{low}-{ctx}" if low else f"{batch}x{ctx}"
+            print(f"{shape} {var.label():40s} {us:9.1f} us {gbs:7.0f} GB/s {err:.1e}", flush=True)
         default = next(t for t in timed if t[2] == DecodeVariant())
         best = min(timed, key=lambda t: t[0])
         summary.append((batch, f"{low}-{ctx}" if low else ctx, default, best))
@@ -191,8 +192,7 @@ def main() -> None:
             batch, ctx = spec.split(":")
             low, _, high = ctx.rpartition("-")
             shapes.append((int(batch), int(low or 0), int(high)))
-        decode_shapes(shapes, gen, copy_gbs,
-                      args.default_only)
+        decode_shapes(shapes, gen, copy_gbs, args.default_only)
         return
 
     main_case = DecodeCase(64, 4096, gen)

@@ -1,8 +1,9 @@
 """Temperature sampling of a batch on the GPU: the torch exponential race (six passes over a float32 copy of
 the logits) against the fused kernel (`kernels.race_sample`, one pass), per batch size, at Qwen3's vocabulary
-in bf16. Prints microseconds per call (median of 20 CUDA-event timings, `benchmarks/timing.py`; host time inside a call counts).
+in bf16. Prints microseconds per call (median of 20 CUDA-event timings, `benchmarks/timing.py`; host time inside
+a call counts).
 
-    PYTHONPATH=. python benchmarks/bench_sampler.py [--batches 1,64,256] [--vocab 151936]
+    PYTHONPATH=. python benchmarks/bench_sampler.py [--batches 1,4,64,256] [--vocab 151936] [--sweep]
 """
 from __future__ import annotations
 

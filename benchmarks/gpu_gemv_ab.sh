@@ -7,7 +7,7 @@
 # a cache root of its own); last a torch profile of A's 8B batch-1 step. About 9 minutes (SKIP_KERNELS=1:
 # the engine part only). Usage: bash benchmarks/gpu_gemv_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, b1_tpot, print_b1
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, b1_tpot, print_b1
 ab_dirs "$1" "${2:-gemv-ab}"
 if [ -z "${SKIP_KERNELS:-}" ]; then  # SKIP_KERNELS=1: only the engine A/B
   PYTHONPATH=$here timeout 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_gemv.py \
@@ -21,13 +21,13 @@ if [ -z "${SKIP_KERNELS:-}" ]; then  # SKIP_KERNELS=1: only the engine A/B
 fi
 run() {  # SIDE TAG ARGS...
   local side=$1 tag=$2; shift 2
-  local dir=$here; [ "$side" = B ] && dir=$base
+  local dir; dir=$(side_dir "$side")
   (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-gemv-$side PYTHONPATH=$dir timeout 150 \
     python3 benchmarks/profile_engine.py "$@" > "$out/$tag-$side.txt" 2>&1) || echo "$tag $side failed"
 }
 for side in A B; do
   run $side qwen1 --batches 1,4 --prefill-len 0 --steps 100
-  dir=$here; [ "$side" = B ] && dir=$base
+  dir=$(side_dir "$side")
   b1_tpot "$dir" "$out/b1-$side" TIERLM_CACHE_DIR="$here/.cache-gemv-$side"
 done
 for round in 1 2; do

@@ -76,11 +76,11 @@ class Sampler:
         sub = logits if all_rows else logits[upload(rows, torch.int64, logits.device)]
         sub_params = [params[i] for i in rows]
         filtered = any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0 for p in sub_params)
+        temp = None if filtered else upload([p.temperature for p in sub_params], torch.float32, sub.device)
         if (self._fused and len(rows) >= FUSED_MIN_ROWS and not filtered
                 and all(generators[i] is None for i in rows)):
             from tierlm.kernels.race_sample import race_sample
 
-            temp = upload([p.temperature for p in sub_params], torch.float32, sub.device)
             key = int(torch.randint(2**32, 2**62, (1,), generator=self._race_keys))
             drawn = race_sample(sub, temp, key)
             return drawn if all_rows else self._merge(logits, rows, drawn)
@@ -94,7 +94,6 @@ class Sampler:
         if filtered:
             drawn = (_filter_probs(sub, sub_params) / noise).argmax(dim=-1)
         else:  # same draw without a softmax: log(p / E) = logits / T - log E + const
-            temp = upload([p.temperature for p in sub_params], torch.float32, sub.device)
             drawn = (sub.float() / temp[:, None] - noise.log_()).argmax(dim=-1)
         return drawn if all_rows else self._merge(logits, rows, drawn)
 
