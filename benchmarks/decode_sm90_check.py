@@ -43,8 +43,9 @@ def decode_variants() -> list[tuple[str, object, dict]]:
         out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
                                                               BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl)))
         out.append((f"rmsnorm pdl={pdl}", _rmsnorm_kernel, dict(HAS_RES=True, BLOCK=1024, PDL=pdl)))
-        out.append((f"qk_norm_rope pdl={pdl}", _qk_norm_rope_kernel,
-                    dict(HEAD_DIM=128, HALF=64, NORM=True, PDL=pdl)))
+        for rows, norm in ((16, True), (64, True), (64, False)):
+            out.append((f"qk_norm_rope rows={rows} norm={norm} pdl={pdl}", _qk_norm_rope_kernel,
+                        dict(HEAD_DIM=128, HALF=64, NORM=norm, ROWS=rows, PDL=pdl)))
     for prologue, rows, pdl in itertools.product((0, 1, 2), (1, 4), (False, True)):
         out.append((f"gemv prologue={prologue} rows={rows} pdl={pdl}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,

@@ -35,13 +35,13 @@ SCRIPT = textwrap.dedent("""
     from tierlm.layers.norm import RMSNorm
     from tierlm.layers.rotary import RotaryEmbedding
     for dtype in ([torch.float32] if dev == "cpu" else [torch.float32, torch.bfloat16]):
-        for H, KVH, D, norm in [(4, 2, 32, True), (8, 1, 64, False), (2, 2, 128, True)]:
-            T = 5
+        for H, KVH, D, norm, T in [(4, 2, 32, True, 5), (8, 1, 64, False, 5), (2, 2, 128, True, 5),
+                                   (3, 1, 32, True, 37)]:
             rope = RotaryEmbedding(D, 64, 10000.0, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
             rope = rope.to(dev)
             qkv = torch.randn(T, (H + 2 * KVH) * D, device=dev).to(dtype)
-            pos = torch.tensor([0, 3, 17, 40, 63], device=dev)
+            pos = torch.tensor([0, 3, 17, 40, 63] * (T // 5) + list(range(T % 5)), device=dev)
             qn, kn = RMSNorm(D).to(dev).to(dtype), RMSNorm(D).to(dev).to(dtype)
             with torch.no_grad():
                 qn.weight.uniform_(0.5, 1.5)

@@ -78,38 +78,55 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
 
 @triton.jit
 def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, q_out, k_out, stride_t, stride_cos,
-                         num_q_heads, eps, HEAD_DIM: tl.constexpr, HALF: tl.constexpr, NORM: tl.constexpr,
-                         PDL: tl.constexpr):
-    tok = tl.program_id(0)
-    head = tl.program_id(1)  # query heads first, then key heads
+                         n_rows, num_q_heads, num_kv_heads, eps, HEAD_DIM: tl.constexpr, HALF: tl.constexpr,
+                         NORM: tl.constexpr, ROWS: tl.constexpr, PDL: tl.constexpr):
+    # One program per ROWS rows of the flattened (token, head) list, query heads of a token before its key
+    # heads: a row per (token, head) program left most of a warp idle and paid a program start for 256 bytes.
+    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    live = r < n_rows
+    heads = num_q_heads + num_kv_heads
+    tok = (r // heads).to(tl.int64)
+    head = r % heads
     is_q = head < num_q_heads
     offs = tl.arange(0, HALF)
+    live2 = live[:, None]
     dtype = qkv_ptr.dtype.element_ty
-    # positions are uploaded before the step and the tables never change: read before the wait
-    pos = tl.load(pos_ptr + tok)
-    c = tl.load(cos_ptr + pos * stride_cos + offs).to(dtype).to(tl.float32)
-    s = tl.load(sin_ptr + pos * stride_cos + offs).to(dtype).to(tl.float32)
+    # positions are uploaded before the step and the tables and weights never change: read before the wait
+    pos = tl.load(pos_ptr + tok, mask=live, other=0)
+    trig = pos[:, None] * stride_cos + offs[None, :]
+    c = tl.load(cos_ptr + trig, mask=live2, other=0.0).to(dtype).to(tl.float32)
+    s = tl.load(sin_ptr + trig, mask=live2, other=0.0).to(dtype).to(tl.float32)
+    if NORM:
+        is_q2 = is_q[:, None]
+        w1 = tl.where(is_q2, tl.load(qw_ptr + offs)[None, :], tl.load(kw_ptr + offs)[None, :]).to(tl.float32)
+        w2 = tl.where(is_q2, tl.load(qw_ptr + HALF + offs)[None, :],
+                      tl.load(kw_ptr + HALF + offs)[None, :]).to(tl.float32)
     if PDL:
         gdc_launch_dependents()
         gdc_wait()
-    base = qkv_ptr + tok * stride_t + head * HEAD_DIM
-    x1 = tl.load(base + offs).to(tl.float32)
-    x2 = tl.load(base + HALF + offs).to(tl.float32)
+    src = qkv_ptr + tok[:, None] * stride_t + head[:, None] * HEAD_DIM + offs[None, :]
+    x1 = tl.load(src, mask=live2, other=0.0).to(tl.float32)
+    x2 = tl.load(src + HALF, mask=live2, other=0.0).to(tl.float32)
     if NORM:  # per-head RMSNorm before rotary (Qwen3); rounded to the input dtype like the torch layer
-        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=0) + tl.sum(x2 * x2, axis=0)) / HEAD_DIM + eps)
-        w_ptr = tl.where(is_q, qw_ptr, kw_ptr)
-        w1 = tl.load(w_ptr + offs).to(tl.float32)
-        w2 = tl.load(w_ptr + HALF + offs).to(tl.float32)
-        x1 = (w1 * (x1 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-        x2 = (w2 * (x2 * rstd).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)) / HEAD_DIM + eps)
+        x1 = (w1 * (x1 * rstd[:, None]).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
+        x2 = (w2 * (x2 * rstd[:, None]).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
     o1 = (x1 * c - x2 * s).to(dtype)
     o2 = (x2 * c + x1 * s).to(dtype)
-    if is_q:
-        dst = q_out + (tok * num_q_heads + head) * HEAD_DIM
-    else:
-        dst = k_out + (tok * (tl.num_programs(1) - num_q_heads) + head - num_q_heads) * HEAD_DIM
-    tl.store(dst + offs, o1)
-    tl.store(dst + HALF + offs, o2)
+    q_dst = q_out + (tok * num_q_heads + head)[:, None] * HEAD_DIM + offs[None, :]
+    k_dst = k_out + (tok * num_kv_heads + head - num_q_heads)[:, None] * HEAD_DIM + offs[None, :]
+    to_q = live2 & is_q[:, None]
+    to_k = live2 & (head >= num_q_heads)[:, None]
+    tl.store(q_dst, o1, mask=to_q)
+    tl.store(q_dst + HALF, o2, mask=to_q)
+    tl.store(k_dst, o1, mask=to_k)
+    tl.store(k_dst + HALF, o2, mask=to_k)
+
+
+def qk_rope_rows(n_rows: int) -> int:
+    """(token, head) rows per program of `qk_norm_rope`: small tiles while they still leave programs for every
+    SM several times over (decode batches), larger ones for prefill passes."""
+    return 16 if n_rows < 32768 else 64
 
 
 def qk_norm_rope(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -125,8 +142,10 @@ def qk_norm_rope(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, 
     k = torch.empty(T, num_kv_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
     if T:
         norm = q_norm_w is not None
-        _qk_norm_rope_kernel[(T, num_heads + num_kv_heads)](
+        n_rows = T * (num_heads + num_kv_heads)
+        rows = qk_rope_rows(n_rows)
+        _qk_norm_rope_kernel[(triton.cdiv(n_rows, rows),)](
             qkv, positions, cos, sin, q_norm_w if norm else qkv, k_norm_w if norm else qkv, q, k, qkv.stride(0),
-            cos.stride(0), num_heads, eps, HEAD_DIM=head_dim, HALF=head_dim // 2, NORM=norm,
-            num_warps=1 if head_dim <= 128 else 2, **launch_kwargs(qkv.device))
+            cos.stride(0), n_rows, num_heads, num_kv_heads, eps, HEAD_DIM=head_dim, HALF=head_dim // 2, NORM=norm,
+            ROWS=rows, num_warps=4, **launch_kwargs(qkv.device))
     return q, k
