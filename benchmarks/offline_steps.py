@@ -9,6 +9,10 @@ seconds against a floor: the KV they read plus one read of the weights a step ne
 `--read-tbps` (the best read rate `benchmarks/read_floor.py` measured on the device).
 
     PYTHONPATH=. python benchmarks/offline_steps.py [--read-tbps 4.56] [--json OUT.json] [ENGINE FLAGS]
+
+`--torch-profile ROWS` records the workload a second time under the torch profiler and prints its device
+kernels by total time (graph-replayed ones included), so the pass table's seconds can be split by kernel;
+with `--output-len 1 1` the workload is its prefill passes alone.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import argparse
 import json
 import time
 
+from benchmarks.timing import device_gaps, print_device_gaps
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.bench.offline import Workload, run_engine
 from tierlm.engine.engine import Engine
@@ -32,7 +37,7 @@ def step_weight_bytes(model) -> int:
     return total if tied else total - embed.numel() * embed.element_size()
 
 
-def record(engine: Engine, work: Workload) -> tuple[dict, list[tuple]]:
+def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, list[tuple]]:
     """Run the workload; (its run_engine report, every pass as (start s, mode, decodes, prefill tokens,
     KV tokens the decodes read, seconds until the next pass))."""
     sched = engine.scheduler
@@ -49,7 +54,7 @@ def record(engine: Engine, work: Workload) -> tuple[dict, list[tuple]]:
 
     sched.schedule = timed
     try:
-        report = run_engine(engine, work, 0.0, False)
+        report = run_engine(engine, work, temperature, False)
     finally:
         sched.schedule = schedule
     end = time.perf_counter()
@@ -80,6 +85,18 @@ def summarize(passes: list[tuple], kv_bytes_per_token: int, weight_bytes: int, r
     return [rows[k] for k in sorted(rows)]
 
 
+def profile_kernels(engine: Engine, work: Workload, temperature: float, rows: int) -> None:
+    """The workload once more under the torch profiler: its device kernels by total time."""
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        report = run_engine(engine, work, temperature, False)
+        torch.cuda.synchronize()
+    print(f"under the profiler: {report['elapsed_s']:.3f} s; device kernels by total time")
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70))
+    print_device_gaps(device_gaps(prof))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num-requests", type=int, default=256)
@@ -87,7 +104,10 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, nargs=2, default=(100, 1024))
     ap.add_argument("--read-tbps", type=float, default=4.56, help="Best read rate of the device, TB/s (an H200 by "
                     "benchmarks/read_floor.py).")
+    ap.add_argument("--temperature", type=float, default=0.6, help="Sampling temperature (`bench offline`'s).")
     ap.add_argument("--json", help="Also write the table and every pass to this file.")
+    ap.add_argument("--torch-profile", type=int, default=0, metavar="ROWS", help="Then record the workload again "
+                    "under the torch profiler and print this many rows of its device kernels by total time.")
     add_engine_args(ap, model_required=False)
     ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True, max_model_len=2048)
     args = ap.parse_args()
@@ -98,11 +118,13 @@ def main() -> None:
 
     # warm-up on prompts of another seed (kernels compiled and tuned into the cache root; no prefix-cache
     # hits for the recorded run, whose workload is `tierlm bench offline`'s, seed 0)
-    run_engine(engine, work(1), 0.0, False)
-    report, passes = record(engine, work(0))
+    run_engine(engine, work(1), args.temperature, False)
+    report, passes = record(engine, work(0), args.temperature)
     kv_bpt = engine.worker.layout.bytes_per_token_all_layers
     weights = step_weight_bytes(engine.worker.runner.model)
     rows = summarize(passes, kv_bpt, weights, args.read_tbps * 1e12)
+    if args.torch_profile:
+        profile_kernels(engine, work(2), args.temperature, args.torch_profile)
     engine.close()
     print(f"{report['output_tokens']} output tokens in {report['elapsed_s']:.3f} s = "
           f"{report['output_tok_per_s']:.0f} tok/s; {len(passes)} passes; KV {kv_bpt} B/token, "

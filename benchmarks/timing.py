@@ -41,3 +41,40 @@ def gqa_bytes(k, v, host):
     pages = k[0].shape[0] // host.shape[3]
     regions = [byte_pages(t, pages) for pair in zip(k, v) for t in pair]
     return regions, host.view(torch.uint8).view(host.shape[0], -1), [2] * len(k)
+
+
+GAP_BUCKETS_US = (2, 5, 20, 100, 1000, float("inf"))
+
+
+def device_gaps(prof) -> dict:
+    """How a torch profiler recording's device time splits into busy and idle: the span from the first
+    device activity to the last, the union of its activities (kernels, copies, memsets; overlapping ones,
+    as under programmatic dependent launch, counted once) and the idle gaps between them by length."""
+    from torch.autograd import DeviceType
+
+    spans = sorted((e.start_ns(), e.start_ns() + e.duration_ns()) for e in prof.profiler.kineto_results.events()
+                   if e.device_type() == DeviceType.CUDA and e.duration_ns() > 0)
+    if not spans:
+        return {"span_s": 0.0, "busy_s": 0.0, "gaps": []}
+    busy, gaps, (cur_s, cur_e) = 0, [], spans[0]
+    for s, e in spans[1:]:
+        if s > cur_e:
+            busy += cur_e - cur_s
+            gaps.append(s - cur_e)
+            cur_s, cur_e = s, e
+        else:
+            cur_e = max(cur_e, e)
+    busy += cur_e - cur_s
+    rows, lo = [], 0.0
+    for hi in GAP_BUCKETS_US:
+        sel = [g for g in gaps if lo * 1e3 <= g < hi * 1e3]
+        rows.append({"from_us": lo, "to_us": hi, "count": len(sel), "seconds": sum(sel) / 1e9})
+        lo = hi
+    return {"span_s": (spans[-1][1] - spans[0][0]) / 1e9, "busy_s": busy / 1e9, "gaps": rows}
+
+
+def print_device_gaps(gaps: dict) -> None:
+    """`device_gaps` as a short table."""
+    print(f"device span {gaps['span_s']:.3f} s, busy {gaps['busy_s']:.3f} s; idle gaps by length:")
+    for r in gaps["gaps"]:
+        print(f"  {r['from_us']:>6g}-{r['to_us']:<6g} us {r['count']:>9} gaps {r['seconds']:>9.4f} s")
