@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Qwen3-0.6B's offline throughput (nano-vllm workload, temperature 0.6, dummy weights), this tree (A) against
+# another checkout (B, e.g. `git archive COMMIT | tar -x -C DIR`) on one GPU, in the order A B A B (each side's
+# first run fills its cache root and is not counted), then the batch-1 TPOT (128 in / 512 out) per side. With
+# TESTS="tests/..." those tests of this tree run first on the GPU. ROUNDS (2) counted rounds.
+# About 4 minutes. Usage: [TESTS=...] bash benchmarks/gpu_offline_ab.sh B_DIR [OUTDIR]
+set -uo pipefail
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, b1_tpot
+ab_dirs "$1" "${2:-offline-ab}"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+if [ -n "${TESTS:-}" ]; then
+  # shellcheck disable=SC2086
+  PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tail -n 2
+fi
+
+offline() {  # SIDE TAG: one `bench offline` run with SIDE's code
+  local dir; dir=$(side_dir "$1")
+  (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-offline-$1 PYTHONPATH=$dir timeout 120 python3 -m tierlm bench \
+    offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json > "$out/$2.json" \
+    2> "$out/$2.err") || echo "$2 failed"
+}
+offline A cold-A; offline B cold-B
+for round in $(seq 1 "${ROUNDS:-2}"); do offline A "r$round-A"; offline B "r$round-B"; done
+for side in A B; do
+  b1_tpot "$(side_dir $side)" "$out/b1-$side" TIERLM_CACHE_DIR="$here/.cache-offline-$side"
+done
+python3 benchmarks/offline_summary.py "$out"/r*.json "$out"/b1-*.json
