@@ -24,6 +24,7 @@ from benchmarks.timing import device_gaps, print_device_gaps
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.bench.offline import Workload, run_engine
 from tierlm.engine.engine import Engine
+from tierlm.engine.step_clock import PHASES
 
 BUCKETS = (1, 8, 32, 64, 128, 192, 256, 1 << 30)
 
@@ -39,17 +40,20 @@ def step_weight_bytes(model) -> int:
 
 def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, list[tuple]]:
     """Run the workload; (its run_engine report, every pass as (start s, mode, decodes, prefill tokens,
-    KV tokens the decodes read, seconds until the next pass))."""
+    KV tokens the decodes read, seconds until the next pass, {host seconds of the step that launched it, by
+    `StepClock` phase})). A phase `wait` near zero over many passes means the device waited for the host."""
     sched = engine.scheduler
     schedule = sched.schedule
     passes: list[list] = []
 
     def timed():
+        clock = dict(engine.clock.seconds)  # taken inside `schedule`: the phases up to here are the last step's
         got, refused = schedule()
         if got is not None:
             decodes = [r for r in got.reqs if not r.prefilling]
             prefill = sum(n for r, n in zip(got.reqs, got.extend_lens) if r.prefilling)
-            passes.append([time.perf_counter(), got.mode, len(decodes), prefill, sum(r.kv_len + 1 for r in decodes)])
+            passes.append([time.perf_counter(), got.mode, len(decodes), prefill, sum(r.kv_len + 1 for r in decodes),
+                           clock])
         return got, refused
 
     sched.schedule = timed
@@ -57,18 +61,19 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
         report = run_engine(engine, work, temperature, False)
     finally:
         sched.schedule = schedule
-    end = time.perf_counter()
+    end, final = time.perf_counter(), dict(engine.clock.seconds)
     out = []
     for i, p in enumerate(passes):
-        nxt = passes[i + 1][0] if i + 1 < len(passes) else end
-        out.append((p[0] - passes[0][0], p[1], p[2], p[3], p[4], nxt - p[0]))
+        nxt, after = (passes[i + 1][0], passes[i + 1][5]) if i + 1 < len(passes) else (end, final)
+        out.append((p[0] - passes[0][0], p[1], p[2], p[3], p[4], nxt - p[0],
+                    {k: after[k] - p[5][k] for k in PHASES}))
     return report, out
 
 
 def summarize(passes: list[tuple], kv_bytes_per_token: int, weight_bytes: int, read_bps: float) -> list[dict]:
     """Rows of the table: passes grouped by kind and decode batch size, with measured and floor seconds."""
     rows: dict[tuple[int, str], dict] = {}
-    for _, mode, decodes, prefill, kv_tokens, seconds in passes:
+    for _, mode, decodes, prefill, kv_tokens, seconds, host in passes:
         if mode == "decode":
             i = next(i for i, b in enumerate(BUCKETS) if decodes <= b)
             lo = BUCKETS[i - 1] + 1 if i else 1
@@ -76,7 +81,9 @@ def summarize(passes: list[tuple], kv_bytes_per_token: int, weight_bytes: int, r
         else:
             key = (0 if mode == "prefill" else 1, mode)
         row = rows.setdefault(key, {"pass": key[1], "passes": 0, "seconds": 0.0, "floor_s": 0.0, "tokens": 0,
-                                    "prefill_tokens": 0})
+                                    "prefill_tokens": 0, "host_s": dict.fromkeys(PHASES, 0.0)})
+        for k in PHASES:
+            row["host_s"][k] += host[k]
         row["passes"] += 1
         row["seconds"] += seconds
         row["tokens"] += decodes
@@ -97,6 +104,19 @@ def profile_kernels(engine: Engine, work: Workload, temperature: float, rows: in
     print_device_gaps(device_gaps(prof))
 
 
+def profile_host(engine: Engine, work: Workload, temperature: float, rows: int) -> None:
+    """The workload once more under cProfile: where the host's time goes, by function."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    report = run_engine(engine, work, temperature, False)
+    prof.disable()
+    print(f"under cProfile: {report['elapsed_s']:.3f} s; functions by own time")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num-requests", type=int, default=256)
@@ -106,6 +126,8 @@ def main() -> None:
                     "benchmarks/read_floor.py).")
     ap.add_argument("--temperature", type=float, default=0.6, help="Sampling temperature (`bench offline`'s).")
     ap.add_argument("--json", help="Also write the table and every pass to this file.")
+    ap.add_argument("--host-profile", type=int, default=0, metavar="ROWS", help="Then record the workload again "
+                    "under cProfile and print this many of its Python functions by own time.")
     ap.add_argument("--torch-profile", type=int, default=0, metavar="ROWS", help="Then record the workload again "
                     "under the torch profiler and print this many rows of its device kernels by total time.")
     add_engine_args(ap, model_required=False)
@@ -125,17 +147,29 @@ def main() -> None:
     rows = summarize(passes, kv_bpt, weights, args.read_tbps * 1e12)
     if args.torch_profile:
         profile_kernels(engine, work(2), args.temperature, args.torch_profile)
+    if args.host_profile:
+        profile_host(engine, work(3), args.temperature, args.host_profile)
+    gc_stats = engine.gc.snapshot()
     engine.close()
     print(f"{report['output_tokens']} output tokens in {report['elapsed_s']:.3f} s = "
           f"{report['output_tok_per_s']:.0f} tok/s; {len(passes)} passes; KV {kv_bpt} B/token, "
           f"weights read per step {weights / 1e9:.3f} GB, floor at {args.read_tbps} TB/s")
     print(f"{'passes':<16}{'count':>7}{'tokens':>9}{'prefill':>9}{'seconds':>9}{'floor s':>9}{'floor/meas':>11}"
-          f"{'ms/pass':>9}")
-    for r in rows + [{"pass": "all", **{k: sum(x[k] for x in rows) for k in
-                                        ("passes", "seconds", "floor_s", "tokens", "prefill_tokens")}}]:
+          f"{'ms/pass':>9}   host ms/pass: {' / '.join(PHASES)}")
+    total = {"pass": "all", **{k: sum(x[k] for x in rows) for k in
+                               ("passes", "seconds", "floor_s", "tokens", "prefill_tokens")},
+             "host_s": {k: sum(x["host_s"][k] for x in rows) for k in PHASES}}
+    for r in rows + [total]:
+        n = max(r["passes"], 1)
+        host = " / ".join(f"{1e3 * r['host_s'][k] / n:.3f}" for k in PHASES)
         print(f"{r['pass']:<16}{r['passes']:>7}{r['tokens']:>9}{r['prefill_tokens']:>9}{r['seconds']:>9.3f}"
-              f"{r['floor_s']:>9.3f}{r['floor_s'] / max(r['seconds'], 1e-9):>11.2f}"
-              f"{1e3 * r['seconds'] / max(r['passes'], 1):>9.3f}")
+              f"{r['floor_s']:>9.3f}{r['floor_s'] / max(r['seconds'], 1e-9):>11.2f}{1e3 * r['seconds'] / n:>9.3f}"
+              f"   {host}")
+    print("slowest passes: start s, mode, decodes, prefill tokens, ms, host ms by phase")
+    for p in sorted(passes, key=lambda p: -p[5])[:8]:
+        print(f"  {p[0]:8.3f} {p[1]:<8}{p[2]:>5}{p[3]:>7}{1e3 * p[5]:>9.2f}   "
+              + " / ".join(f"{1e3 * p[6][k]:.2f}" for k in PHASES))
+    print(f"garbage collections over all runs: {gc_stats}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"report": report, "rows": rows, "passes": passes}, f)

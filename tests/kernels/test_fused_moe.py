@@ -97,13 +97,3 @@ def test_reuse_off_writes_runs_and_keeps_canonical(fake_gpu, monkeypatch):
     assert {f: f.read_bytes() for f in (store / "fused_moe").glob("*.json")} == canonical
     assert len(list((store / "runs").glob("fused_moe.*.json"))) == len(fused_moe_tune.BUCKETS)
 
-
-def test_kernels_do_not_specialize_on_the_per_batch_counts():
-    """A batch's pair and row counts vary step to step; Triton specializing on them (divisibility by 16) would
-    compile a kernel again mid-serving the first time a count of the other kind arrives."""
-    from tierlm.kernels.fused_moe import _down_kernel, _gate_up_kernel
-
-    for kernel in (_gate_up_kernel, _down_kernel):
-        flags = {p.name: p.do_not_specialize for p in kernel.params}
-        assert flags["num_pairs"] and flags["max_rows"], kernel
-        assert not flags["hidden"]  # shape constants keep their specialization

@@ -76,7 +76,7 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return out.view(*gate_up.shape[:-1], n_cols)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows"])  # the pass's token count: no compile when its parity first changes
 def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, q_out, k_out, stride_t, stride_cos,
                          n_rows, num_q_heads, num_kv_heads, eps, HEAD_DIM: tl.constexpr, HALF: tl.constexpr,
                          NORM: tl.constexpr, ROWS: tl.constexpr, PDL: tl.constexpr):

@@ -24,7 +24,7 @@ BLOCK = 1024  # words each program moves per iteration
 PROGRAMS_PER_SM = 4
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "first", "count"])  # per-copy counts: never a compile mid-serving
 def _copy_pages_kernel(table_ptr, host_addr, ids_ptr, n, first, count, num_regions, page_words,
                        TO_HOST: tl.constexpr, WORD: tl.constexpr, WORD_BYTES: tl.constexpr, ALIGNED: tl.constexpr,
                        BLOCK: tl.constexpr):

@@ -1,0 +1,31 @@
+"""Kernels launched outside CUDA graphs take counts that change from pass to pass (tokens, pages). Triton
+specializes an integer argument on being 1 or a multiple of 16 unless told not to, so the first pass whose
+count falls in the other class would compile the kernel again (hundreds of milliseconds with every request
+waiting). These kernels keep such counts unspecialized and their shape constants specialized."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("triton")
+
+
+def _flags(kernel) -> dict[str, bool]:
+    return {p.name: p.do_not_specialize for p in kernel.params}
+
+
+@pytest.mark.parametrize("kernel_path,per_pass,shape", [
+    ("tierlm.kernels.fused:_qk_norm_rope_kernel", ["n_rows"], ["stride_t", "num_q_heads"]),
+    ("tierlm.kernels.kv_pages:_copy_pages_kernel", ["n", "first", "count"], ["num_regions", "page_words"]),
+    ("tierlm.kernels.extend_attention:_extend_kernel", ["batch", "num_blocks"], []),
+    ("tierlm.kernels.fused_moe:_gate_up_kernel", ["num_pairs", "max_rows"], ["hidden"]),
+    ("tierlm.kernels.fused_moe:_down_kernel", ["num_pairs", "max_rows"], []),
+    ("tierlm.kernels.race_sample:_race_slices", ["seed"], ["vocab"]),
+    ("tierlm.kernels.race_sample:_race_pick", ["num_parts"], []),
+])
+def test_per_pass_counts_are_not_specialized(kernel_path: str, per_pass: list[str], shape: list[str]):
+    import importlib
+
+    module, name = kernel_path.split(":")
+    flags = _flags(getattr(importlib.import_module(module), name))
+    assert all(flags[a] for a in per_pass), (kernel_path, flags)
+    assert not any(flags[a] for a in shape), (kernel_path, flags)
