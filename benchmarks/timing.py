@@ -55,7 +55,7 @@ def device_gaps(prof) -> dict:
     spans = sorted((e.start_ns(), e.start_ns() + e.duration_ns()) for e in prof.profiler.kineto_results.events()
                    if e.device_type() == DeviceType.CUDA and e.duration_ns() > 0)
     if not spans:
-        return {"span_s": 0.0, "busy_s": 0.0, "gaps": []}
+        return {"span_s": 0.0, "busy_s": 0.0, "gaps": [], "longest": []}
     busy, gaps, (cur_s, cur_e) = 0, [], spans[0]
     for s, e in spans[1:]:
         if s > cur_e:
@@ -70,7 +70,14 @@ def device_gaps(prof) -> dict:
         sel = [g for g in gaps if lo * 1e3 <= g < hi * 1e3]
         rows.append({"from_us": lo, "to_us": hi, "count": len(sel), "seconds": sum(sel) / 1e9})
         lo = hi
-    return {"span_s": (spans[-1][1] - spans[0][0]) / 1e9, "busy_s": busy / 1e9, "gaps": rows}
+    # the longest gaps with where they start (seconds after the first activity)
+    longest, t = [], spans[0][1]
+    for s, e in spans[1:]:
+        if s > t:
+            longest.append((s - t, (t - spans[0][0]) / 1e9))
+        t = max(t, e)
+    longest = [{"us": g / 1e3, "at_s": at} for g, at in sorted(longest, reverse=True)[:10]]
+    return {"span_s": (spans[-1][1] - spans[0][0]) / 1e9, "busy_s": busy / 1e9, "gaps": rows, "longest": longest}
 
 
 def print_device_gaps(gaps: dict) -> None:
@@ -78,3 +85,5 @@ def print_device_gaps(gaps: dict) -> None:
     print(f"device span {gaps['span_s']:.3f} s, busy {gaps['busy_s']:.3f} s; idle gaps by length:")
     for r in gaps["gaps"]:
         print(f"  {r['from_us']:>6g}-{r['to_us']:<6g} us {r['count']:>9} gaps {r['seconds']:>9.4f} s")
+    if gaps.get("longest"):
+        print("  longest: " + ", ".join(f"{g['us']:.0f} us at {g['at_s']:.3f} s" for g in gaps["longest"]))
