@@ -24,14 +24,16 @@ def _module():
 
 def test_summarize_buckets_decode_steps_by_batch_and_counts_the_floor():
     mod = _module()
-    passes = [(0.0, "prefill", 0, 300, 0, 0.010), (0.01, "decode", 1, 0, 100, 0.001),
-              (0.011, "decode", 40, 0, 4000, 0.003), (0.014, "decode", 300, 0, 30000, 0.009),
-              (0.023, "mixed", 8, 50, 800, 0.004)]
+    host = {"schedule": 0.001, "launch": 0.002, "wait": 0.0, "outputs": 0.0005}
+    passes = [(0.0, "prefill", 0, 300, 0, 0.010, host), (0.01, "decode", 1, 0, 100, 0.001, host),
+              (0.011, "decode", 40, 0, 4000, 0.003, host), (0.014, "decode", 300, 0, 30000, 0.009, host),
+              (0.023, "mixed", 8, 50, 800, 0.004, host), (0.027, "decode", 50, 0, 5000, 0.003, host)]
     rows = mod.summarize(passes, kv_bytes_per_token=10, weight_bytes=1000, read_bps=1e6)
     assert [r["pass"] for r in rows] == ["prefill", "mixed", "decode 1-1", "decode 33-64", "decode >256"]
-    assert sum(r["passes"] for r in rows) == 5 and sum(r["prefill_tokens"] for r in rows) == 350
+    assert sum(r["passes"] for r in rows) == 6 and sum(r["prefill_tokens"] for r in rows) == 350
     by = {r["pass"]: r for r in rows}
-    assert by["decode 33-64"]["floor_s"] == (4000 * 10 + 1000) / 1e6
+    assert by["decode 33-64"]["floor_s"] == (4000 * 10 + 1000) / 1e6 + (5000 * 10 + 1000) / 1e6
+    assert by["decode 33-64"]["host_s"] == {k: 2 * v for k, v in host.items()}  # phases summed per group
     assert by["decode >256"]["tokens"] == 300 and abs(by["decode >256"]["seconds"] - 0.009) < 1e-12
 
 
@@ -70,4 +72,10 @@ def test_offline_steps_records_every_pass_of_the_workload(tiny_qwen3, tmp_path):
     assert sum(r["prefill_tokens"] for r in data["rows"]) == sum(len(p) for p in work.prompts)
     decode = [r for r in data["rows"] if r["pass"].startswith("decode")]
     assert decode and all(r["floor_s"] > 0 for r in decode)
-    assert "floor/meas" in proc.stdout and proc.stdout.rstrip().splitlines()[-1].startswith("all")
+    lines = proc.stdout.splitlines()
+    assert "floor/meas" in proc.stdout and any(line.startswith("all") for line in lines)
+    # every pass carries the host phases of the step that launched it; the launches took time
+    assert all(set(p[6]) == {"schedule", "launch", "wait", "outputs"} for p in data["passes"])
+    assert sum(p[6]["launch"] for p in data["passes"]) > 0
+    slowest = lines.index(next(line for line in lines if line.startswith("slowest passes")))
+    assert len([line for line in lines[slowest + 1:] if line.startswith("  ")]) == min(8, len(data["passes"]))
