@@ -56,28 +56,23 @@ def device_gaps(prof) -> dict:
                    if e.device_type() == DeviceType.CUDA and e.duration_ns() > 0)
     if not spans:
         return {"span_s": 0.0, "busy_s": 0.0, "gaps": [], "longest": []}
-    busy, gaps, (cur_s, cur_e) = 0, [], spans[0]
+    first = spans[0][0]
+    busy, gaps, (cur_s, cur_e) = 0, [], spans[0]  # gaps: (length ns, where it starts ns)
     for s, e in spans[1:]:
         if s > cur_e:
             busy += cur_e - cur_s
-            gaps.append(s - cur_e)
+            gaps.append((s - cur_e, cur_e))
             cur_s, cur_e = s, e
         else:
             cur_e = max(cur_e, e)
     busy += cur_e - cur_s
     rows, lo = [], 0.0
     for hi in GAP_BUCKETS_US:
-        sel = [g for g in gaps if lo * 1e3 <= g < hi * 1e3]
+        sel = [g for g, _ in gaps if lo * 1e3 <= g < hi * 1e3]
         rows.append({"from_us": lo, "to_us": hi, "count": len(sel), "seconds": sum(sel) / 1e9})
         lo = hi
-    # the longest gaps with where they start (seconds after the first activity)
-    longest, t = [], spans[0][1]
-    for s, e in spans[1:]:
-        if s > t:
-            longest.append((s - t, (t - spans[0][0]) / 1e9))
-        t = max(t, e)
-    longest = [{"us": g / 1e3, "at_s": at} for g, at in sorted(longest, reverse=True)[:10]]
-    return {"span_s": (spans[-1][1] - spans[0][0]) / 1e9, "busy_s": busy / 1e9, "gaps": rows, "longest": longest}
+    longest = [{"us": g / 1e3, "at_s": (at - first) / 1e9} for g, at in sorted(gaps, reverse=True)[:10]]
+    return {"span_s": (cur_e - first) / 1e9, "busy_s": busy / 1e9, "gaps": rows, "longest": longest}
 
 
 def print_device_gaps(gaps: dict) -> None:

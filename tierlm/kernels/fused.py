@@ -80,8 +80,8 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
 def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, q_out, k_out, stride_t, stride_cos,
                          n_rows, num_q_heads, num_kv_heads, eps, HEAD_DIM: tl.constexpr, HALF: tl.constexpr,
                          NORM: tl.constexpr, ROWS: tl.constexpr, PDL: tl.constexpr):
-    # One program per ROWS rows of the flattened (token, head) list, query heads of a token before its key
-    # heads: a row per (token, head) program left most of a warp idle and paid a program start for 256 bytes.
+    # One program per ROWS rows of the flattened (token, head) list, a token's query heads before its key
+    # heads; rows past n_rows are masked out everywhere.
     r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     live = r < n_rows
     heads = num_q_heads + num_kv_heads
