@@ -1,4 +1,4 @@
-"""Compile the decode-path kernels (decode attention, the small-batch GEMV, the norms and rotary) for Hopper (sm_90) on any machine,
+"""Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary) for Hopper (sm_90) on any machine,
 no GPU needed: a change to them fails here, with the compiler's message, before any GPU time is spent (the
 CPU interpreter checks meaning, not whether the kernel compiles). Prints shared memory per variant; the test
 suite compiles the same variants (tests/kernels/test_sm90_compile.py).
@@ -18,6 +18,7 @@ from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _race_pick, _race_slices
+from tierlm.kernels.skinny_gemm import _skinny_kernel
 
 POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
             "seq_lens": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16", "v_new": "*bf16",
@@ -25,7 +26,9 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16", "res_ptr": "*bf16", "res_out_ptr": "*bf16",
             "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "qw_ptr": "*bf16",
             "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16", "logits_ptr": "*bf16", "temp_ptr": "*fp32",
-            "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32"}
+            "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32", "count_ptr": "*i32"}
+
+MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
 
 
 def decode_variants() -> list[tuple[str, object, dict]]:
@@ -57,6 +60,10 @@ def decode_variants() -> list[tuple[str, object, dict]]:
         out.append((f"gemv pipelined prologue={prologue} rows={rows} ahead={ahead}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
                          BLOCK_K=512, STAT_K=512, PIPE=True, AHEAD=ahead, PDL=True)))
+    for rows, block_n, split, pdl in ((16, 64, 1, True), (256, 128, 1, True), (64, 32, 4, True), (32, 16, 2, False)):
+        out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl}", _skinny_kernel,
+                    dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
+                         SPLIT_K=split, ITEM=2, PRECISION="tf32", PREFETCH=pdl, PDL=pdl)))
     return out
 
 
@@ -67,7 +74,7 @@ def compile_for_sm90(kernel, consts: dict, num_warps: int = 4, num_stages: int =
     sig.update({n: "fp32" for n in names if n.startswith("sm_scale") or n == "eps"})
     sig.update({n: "i64" for n in names if n == "seed"})
     sig.update({n: "constexpr" for n in consts})
-    aligned = [i for i, n in enumerate(names) if n in POINTERS or n.startswith("stride")]
+    aligned = [i for i, n in enumerate(names) if n in POINTERS or n.startswith("stride") or n in MULTIPLES_OF_16]
     src = ASTSource(kernel, sig, consts, {(i,): [["tt.divisibility", 16]] for i in aligned})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps,
                                                                            num_stages=num_stages))

@@ -64,6 +64,13 @@ def graph_time_us(fn: Callable[[int], object], copies: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def weight_copies(n: int, k: int, dtype: torch.dtype, device: torch.device,
+                  gen: torch.Generator) -> tuple[list, int]:
+    """Enough random `n x k` weights that cycling through them reads each from HBM, not from L2."""
+    copies = max(1, -(-_WEIGHT_BYTES // (n * k * torch.finfo(dtype).bits // 8)))
+    return [(torch.randn(n, k, generator=gen, device=device) * 0.02).to(dtype) for _ in range(copies)], copies
+
+
 def _paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.dtype, device: torch.device):
     """(the unfused torch path, the kernel with a launch, the unfused prologue then the plain kernel or None
     for "plain") as functions of (weight, config), for what a layer may fuse into its kernel: nothing
@@ -92,8 +99,7 @@ def tune_gemv(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torc
     fused only where that beats both unfused paths a layer would otherwise run: the prologue then cuBLAS, and
     the prologue then the kernel with the "plain" plan's launch for those rows (so "plain" is tuned first)."""
     gen = torch.Generator(device=device).manual_seed(0)
-    copies = max(1, -(-_WEIGHT_BYTES // (n * k * torch.finfo(dtype).bits // 8)))
-    ws = [(torch.randn(n, k, generator=gen, device=device) * 0.02).to(dtype) for _ in range(copies)]
+    ws, copies = weight_copies(n, k, dtype, device, gen)
     plan: dict = {}
     timings = {}
     for prologue in sorted(prologues, key=lambda p: p != "plain"):

@@ -1,0 +1,159 @@
+"""`y = x W^T (+ b)` for decode batches of 5-256 rows, on tensor cores: the decode-time linear layers between
+the GEMV's few rows and prefill's thousands.
+
+At these sizes a linear layer costs little more than its weight read (a few MB), so a step of a small model
+is a chain of kernels each lasting a few microseconds, and what cuBLAS loses is the time around the read:
+the launch, the first round trips to HBM and the last programs' tail, paid once per layer. This kernel:
+- computes the transposed product (`y^T = W x^T`), so the weight rows fill the matrix unit's long side and
+  the few batch rows its short one (the "swap AB" arrangement);
+- under programmatic dependent launch (`tierlm.kernels.pdl`) asks L2 for each program's whole weight slice
+  (one bulk prefetch per weight row) before it waits for the previous kernel, so the weight read starts
+  while that kernel is still running;
+- optionally splits K over `split_k` programs per output tile; the last program of a tile to finish (a
+  counter per tile) adds the partial sums in split order, so the result does not depend on which program
+  finished first (deterministic, unlike atomic adds). The counters are reset by that program.
+
+Rounding: one float32 accumulation per output, cast once, like cuBLAS (summation order differs, so the
+results match it to the dtype's rounding). Callers use it only where a timing chose it
+(`tierlm.kernels.skinny_gemm_tune`), for bf16 / fp16 weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from tierlm.kernels.pdl import can_prefetch, l2_prefetch, pdl_enabled
+
+MIN_ROWS, MAX_ROWS = 5, 256  # the rows this kernel serves (fewer: `gemv`; more: cuBLAS)
+_SMEM_BYTES = 200 << 10  # what the software pipeline's buffers may take of an SM's shared memory
+
+
+@dataclass(frozen=True)
+class SkinnyConfig:
+    """Launch parameters: weight rows per program (the matrix unit's long side), K tile, K splits, warps and
+    pipeline stages (fewer where the tiles of a large batch would not fit in shared memory)."""
+
+    block_n: int = 64
+    block_k: int = 128
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 4
+    # Under PDL, ask L2 for the program's weight slice before waiting for the previous kernel
+    # (`kernels.pdl.l2_prefetch`), so that its read starts while that kernel still runs.
+    prefetch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.block_n < 16 or self.block_k < 16 or self.split_k < 1:
+            raise ValueError(f"skinny gemm launch: block_n and block_k must be >= 16 and split_k >= 1, got {self}")
+
+    def label(self) -> str:
+        return (f"n{self.block_n} k{self.block_k} s{self.split_k} w{self.num_warps} st{self.num_stages}"
+                + (" pf" if self.prefetch else ""))
+
+
+@triton.jit(do_not_specialize=["M"])  # the batch changes from step to step: one build per batch tile
+def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, K_SPLIT, stride_xm, stride_wn,
+                   stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, ITEM: tl.constexpr, PRECISION: tl.constexpr,
+                   PREFETCH: tl.constexpr, PDL: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    if PDL:
+        gdc_launch_dependents()
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    k_lo = pid_k * K_SPLIT
+    k_hi = tl.minimum(k_lo + K_SPLIT, K)
+    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    if PREFETCH:  # weights never depend on the kernel before this one (`tierlm.kernels.pdl`)
+        rows = w_ptr + tl.minimum(offs_n, N - 1).to(tl.int64) * stride_wn + k_lo
+        l2_prefetch(rows, tl.full([BLOCK_N], 0, tl.int32) + (k_hi - k_lo) * ITEM)
+    if PDL:
+        gdc_wait()
+    offs_m = tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        kk = k0 + offs_k
+        mask_k = kk < k_hi
+        w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + kk[None, :], mask=mask_m[:, None] & mask_k[None, :],
+                    other=0.0)
+        acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
+    done = True
+    if SPLIT_K > 1:  # partial sums to the workspace; the tile's last program to arrive adds them in order
+        part = part_ptr + (offs_n[:, None] * BLOCK_M + offs_m[None, :])
+        tile = N * BLOCK_M
+        tl.store(part + pid_k * tile, acc, mask=mask_n[:, None])
+        tl.debug_barrier()
+        arrived = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        done = arrived == SPLIT_K - 1
+        if done:
+            acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+            for s in range(SPLIT_K):
+                acc += tl.load(part + s * tile, mask=mask_n[:, None], other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(count_ptr + pid_n, 0, sem="relaxed", scope="gpu")
+    if done:
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+        tl.store(out_ptr + offs_m[None, :] * stride_om + offs_n[:, None], acc.to(out_ptr.dtype.element_ty),
+                 mask=mask_n[:, None] & mask_m[None, :])
+
+
+def block_m(rows: int) -> int:
+    """The batch tile for `rows` rows: a power of two, at least 16 (the matrix unit's smallest side)."""
+    return max(16, triton.next_power_of_2(rows))
+
+
+def _stages(config: SkinnyConfig, bm: int, itemsize: int) -> int:
+    per_stage = (config.block_n + bm) * config.block_k * itemsize
+    return max(2, min(config.num_stages, _SMEM_BYTES // per_stage))
+
+
+def split_counters(n: int, config: SkinnyConfig, device: torch.device) -> Optional[torch.Tensor]:
+    """The zeroed per-tile counters a split launch of an `n`-row weight needs (None without splits). The
+    kernel leaves them zeroed, so one set serves every call on a stream, CUDA graphs included."""
+    if config.split_k == 1:
+        return None
+    return torch.zeros(triton.cdiv(n, config.block_n), dtype=torch.int32, device=device)
+
+
+def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                config: SkinnyConfig = SkinnyConfig(), counters: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`x @ weight.T + bias` for `x` of `MIN_ROWS`-`MAX_ROWS` rows (leading dimensions flattened); a split
+    launch needs `counters` from `split_counters` (not shared with a launch on another stream)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m, k = x2.shape
+    n = weight.shape[0]
+    if m > MAX_ROWS:
+        raise ValueError(f"skinny_gemm serves at most {MAX_ROWS} rows, got {m}")
+    if weight.shape[1] != k or weight.stride(1) != 1:
+        raise ValueError(f"skinny_gemm: weight {tuple(weight.shape)} does not match input {tuple(x2.shape)}")
+    if config.split_k > 1 and (counters is None or counters.numel() < triton.cdiv(n, config.block_n)):
+        raise ValueError("skinny_gemm: a split launch needs its counters (split_counters)")
+    out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
+    if m:
+        bm = block_m(m)
+        k_split = triton.cdiv(triton.cdiv(k, config.split_k), config.block_k) * config.block_k
+        splits = triton.cdiv(k, k_split)
+        part = (torch.empty(config.split_k, n, bm, dtype=torch.float32, device=x2.device) if config.split_k > 1
+                else out)
+        pdl = pdl_enabled(x2.device)
+        item = weight.element_size()
+        _skinny_kernel[(triton.cdiv(n, config.block_n), splits)](
+            x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
+            m, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None, BLOCK_M=bm,
+            BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits, ITEM=item,
+            PRECISION="ieee" if x2.dtype == torch.float32 else "tf32",
+            PREFETCH=config.prefetch and pdl and can_prefetch(weight, k), PDL=pdl,
+            num_warps=config.num_warps, num_stages=_stages(config, bm, x2.element_size()),
+            **({"launch_pdl": True} if pdl else {}))
+    return out.view(*x.shape[:-1], n)
