@@ -24,7 +24,7 @@ def test_without_a_plan_or_off_the_gpu_the_layer_is_f_linear():
     plan = {"plain": {4: object()}}  # a CPU tensor never reaches the kernel, whatever the plan says
     assert torch.equal(linear(x, layer.weight, layer.bias, plan), layer(x))
     model = nn.Sequential(ColumnParallelLinear(16, 8), RowParallelLinear(8, 16))
-    assert tune_small_batch_linears(model) == 0 and model[0].gemv_plan is None
+    assert tune_small_batch_linears(model) == 0 and model[0].gemv_plan is None and model[0].gemm_plan is None
 
 
 @cuda
@@ -34,8 +34,10 @@ def test_a_tuned_model_matches_cublas_at_every_decode_batch(tmp_path, monkeypatc
     assert tune_small_batch_linears(model) == 2
     assert set(model[0].gemv_plan) == {"plain", "rmsnorm"} and set(model[1].gemv_plan) == {"plain", "silu_mul"}
     assert set(model[0].gemv_plan["plain"]) == {1, 2, 4}
-    for rows in (1, 3, 8, 16):
-        x = torch.randn(rows, 1024, device="cuda", dtype=torch.bfloat16)
-        ref = x.float() @ model[0].weight.float().T
-        assert (model[0](x).float() - ref).abs().max() <= 0.02 * ref.abs().max()
+    assert set(model[1].gemm_plan.configs) == {8, 16, 32, 64, 128, 256}
+    for rows in (1, 3, 8, 16, 100, 256, 300):
+        for layer, k in ((model[0], 1024), (model[1], 4096)):
+            x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
+            ref = x.float() @ layer.weight.float().T
+            assert (layer(x).float() - ref).abs().max() <= 0.02 * ref.abs().max(), (rows, k)
     assert list(tmp_path.rglob("*.json")), "the plan is kept in the cache root"

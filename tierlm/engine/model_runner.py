@@ -83,8 +83,8 @@ class ModelRunner:
             from tierlm.layers.moe import tune_fused_moe
             from tierlm.parallel.linear import tune_small_batch_linears
             tuned = tune_fused_moe(self.model)
-            if config.small_batch_gemv and not config.compile:
-                tuned += tune_small_batch_linears(self.model)
+            if (config.small_batch_gemv or config.small_batch_gemm) and not config.compile:
+                tuned += tune_small_batch_linears(self.model, config.small_batch_gemv, config.small_batch_gemm)
             if tuned:
                 torch.cuda.empty_cache()
         self.forward_model = self.model  # what runs the forward: the model, or its compiled graph

@@ -20,6 +20,7 @@ from tierlm.parallel.group import TPGroup
 if TYPE_CHECKING:
     from tierlm.kernels.gemv import GemvConfig
     from tierlm.kernels.gemv_tune import GemvPlan
+    from tierlm.kernels.skinny_gemm_tune import SkinnyPlan
 
 
 def mark_sharded(param: nn.Parameter, dim: int, index: int) -> nn.Parameter:
@@ -39,15 +40,22 @@ def small_batch_config(x: torch.Tensor, plan: "Optional[GemvPlan]", prologue: st
     return plan[prologue].get(bucket_of(x.numel() // x.shape[-1]))
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-           plan: "Optional[GemvPlan]") -> torch.Tensor:
-    """`F.linear`, or the small-batch kernel where the layer's tuned plan chose it for this many rows."""
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], plan: "Optional[GemvPlan]",
+           gemm_plan: "Optional[SkinnyPlan]" = None) -> torch.Tensor:
+    """`F.linear`, or one of the decode kernels where the layer's tuned plans chose it for this many rows:
+    the GEMV (1-4 rows) or the skinny GEMM (5-256 rows)."""
     cfg = small_batch_config(x, plan)
-    if cfg is None:
-        return F.linear(x, weight, bias)
-    from tierlm.kernels.gemv import gemv
+    if cfg is not None:
+        from tierlm.kernels.gemv import gemv
 
-    return gemv(x, weight, bias, cfg)
+        return gemv(x, weight, bias, cfg)
+    if gemm_plan is not None and x.is_cuda and not torch.compiler.is_compiling():
+        gemm_cfg = gemm_plan.config_for(x.numel() // x.shape[-1])
+        if gemm_cfg is not None:
+            from tierlm.kernels.skinny_gemm import skinny_gemm
+
+            return skinny_gemm(x, weight, bias, gemm_cfg, gemm_plan.counters)
+    return F.linear(x, weight, bias)
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class ColumnParallelLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)  # out_features: this rank's share
         self.tp = tp
         self.gemv_plan: Optional[GemvPlan] = None  # set by `tune_small_batch_linears`
+        self.gemm_plan: Optional[SkinnyPlan] = None  # likewise
         if tp.size > 1:
             mark_sharded(self.weight, 0, tp.rank if index is None else index)
             if self.bias is not None:
@@ -85,7 +94,7 @@ class ColumnParallelLinear(nn.Linear):
 
             return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
                                 x.residual_out)[0]
-        return linear(x, self.weight, self.bias, self.gemv_plan)
+        return linear(x, self.weight, self.bias, self.gemv_plan, self.gemm_plan)
 
 
 class RowParallelLinear(nn.Linear):
@@ -98,12 +107,13 @@ class RowParallelLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias)  # in_features: this rank's share
         self.tp = tp
         self.gemv_plan: Optional[GemvPlan] = None  # set by `tune_small_batch_linears`
+        self.gemm_plan: Optional[SkinnyPlan] = None  # likewise
         if tp.size > 1:
             mark_sharded(self.weight, 1, tp.rank)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp.size == 1:
-            return linear(x, self.weight, self.bias, self.gemv_plan)
+            return linear(x, self.weight, self.bias, self.gemv_plan, self.gemm_plan)
         y = self.tp.all_reduce(linear(x, self.weight, None, self.gemv_plan))
         return y if self.bias is None else y + self.bias
 
@@ -167,12 +177,13 @@ class ParallelLMHead(nn.Module):
         return logits if logits.shape[-1] == self.vocab else logits[..., :self.vocab]
 
 
-def tune_small_batch_linears(model: nn.Module) -> int:
-    """Give every CUDA bf16/fp16 column- and row-parallel linear of `model` the small-batch plan of its weight
-    shape from the autotune store (tuning each distinct shape once): plain and after an RMSNorm for
-    column-parallel layers (they read normed rows first), plain and after SiLU·mul for row-parallel ones.
-    Returns the number of layers planned."""
+def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = True) -> int:
+    """Give every CUDA bf16/fp16 column- and row-parallel linear of `model` the decode plans of its weight
+    shape from the autotune store (tuning each distinct shape once): the GEMV's (`gemv`; plain and after an
+    RMSNorm for column-parallel layers, which read normed rows first, plain and after SiLU·mul for
+    row-parallel ones) and the skinny GEMM's (`gemm`). Returns the number of layers planned."""
     from tierlm.kernels.gemv_tune import tuned_plan
+    from tierlm.kernels.skinny_gemm_tune import tuned_skinny_plan
 
     plans: dict = {}
     done = 0
@@ -184,8 +195,11 @@ def tune_small_batch_linears(model: nn.Module) -> int:
             continue
         prologues = ("plain", "rmsnorm") if isinstance(layer, ColumnParallelLinear) else ("plain", "silu_mul")
         key = (tuple(w.shape), prologues, w.dtype, w.device)
-        if key not in plans:
+        if gemv and key not in plans:
             plans[key] = tuned_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
-        layer.gemv_plan = plans[key]
+        if gemm and key[:1] + key[2:] not in plans:
+            plans[key[:1] + key[2:]] = tuned_skinny_plan(w.shape[0], w.shape[1], w.dtype, w.device)
+        layer.gemv_plan = plans.get(key)
+        layer.gemm_plan = plans.get(key[:1] + key[2:])
         done += 1
     return done
