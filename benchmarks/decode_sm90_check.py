@@ -60,7 +60,8 @@ def decode_variants() -> list[tuple[str, object, dict]]:
         out.append((f"gemv pipelined prologue={prologue} rows={rows} ahead={ahead}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
                          BLOCK_K=512, STAT_K=512, PIPE=True, AHEAD=ahead, PDL=True)))
-    for rows, block_n, split, pdl in ((16, 64, 1, True), (256, 128, 1, True), (64, 32, 4, True), (32, 16, 2, False)):
+    for rows, block_n, split, pdl in ((16, 64, 1, True), (256, 128, 1, True), (64, 32, 4, True), (32, 16, 2, False),
+                                      (64, 128, 2, True)):
         out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl}", _skinny_kernel,
                     dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
                          SPLIT_K=split, ITEM=2, PRECISION="tf32", PREFETCH=pdl, PDL=pdl)))

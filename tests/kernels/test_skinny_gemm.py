@@ -20,7 +20,9 @@ SCRIPT = textwrap.dedent("""
              (33, 64, 300, False, SkinnyConfig(16, 32, 4)),
              (8, 70, 96, True, SkinnyConfig(64, 16, 3)),  # three splits, a partial last row tile
              (256, 48, 64, False, SkinnyConfig(32, 32, 2)),
-             (130, 24, 40, True, SkinnyConfig(16, 16, 8))]  # more splits asked than K tiles: 3 used
+             (130, 24, 40, True, SkinnyConfig(16, 16, 8)),  # more splits asked than K tiles: 3 used
+             (100, 40, 96, True, SkinnyConfig(16, 32, 2, block_m=32)),  # batch tiles with splits
+             (256, 48, 64, False, SkinnyConfig(32, 32, 1, block_m=64))]
     for dtype in dtypes:
         for m, n, k, bias, cfg in cases:
             x = torch.randn(m, k, device=dev).to(dtype)
@@ -39,13 +41,14 @@ SCRIPT = textwrap.dedent("""
     x3 = torch.randn(2, 4, 64, device=dev)  # leading dimensions are flattened and restored
     assert skinny_gemm(x3, torch.randn(24, 64, device=dev), None, SkinnyConfig(16, 32)).shape == (2, 4, 24)
     assert [block_m(r) for r in (5, 16, 17, 200)] == [16, 16, 32, 256]
+    assert [block_m(r, SkinnyConfig(block_m=64)) for r in (5, 100)] == [16, 64]
     for bad, words in [(lambda: skinny_gemm(torch.randn(257, 8, device=dev), torch.randn(4, 8, device=dev)),
                         "at most 256 rows"),
                        (lambda: skinny_gemm(torch.randn(9, 8, device=dev), torch.randn(4, 16, device=dev)),
                         "does not match"),
                        (lambda: skinny_gemm(torch.randn(9, 64, device=dev), torch.randn(4, 64, device=dev), None,
                                             SkinnyConfig(16, 16, 2)), "counters"),
-                       (lambda: SkinnyConfig(8, 16), ">= 16")]:
+                       (lambda: SkinnyConfig(8, 16), ">= 16"), (lambda: SkinnyConfig(block_m=8), ">= 16")]:
         try:
             bad()
         except ValueError as e:

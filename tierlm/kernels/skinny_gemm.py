@@ -46,23 +46,28 @@ class SkinnyConfig:
     # Under PDL, ask L2 for the program's weight slice before waiting for the previous kernel
     # (`kernels.pdl.l2_prefetch`), so that its read starts while that kernel still runs.
     prefetch: bool = False
+    # Batch rows per program: 0 for the whole (power-of-two) batch; fewer where a large batch's input would be
+    # read again by too many programs.
+    block_m: int = 0
 
     def __post_init__(self) -> None:
-        if self.block_n < 16 or self.block_k < 16 or self.split_k < 1:
-            raise ValueError(f"skinny gemm launch: block_n and block_k must be >= 16 and split_k >= 1, got {self}")
+        if self.block_n < 16 or self.block_k < 16 or self.split_k < 1 or (self.block_m and self.block_m < 16):
+            raise ValueError(f"skinny gemm launch: block_n, block_k and block_m (if set) must be >= 16 and "
+                             f"split_k >= 1, got {self}")
 
     def label(self) -> str:
         return (f"n{self.block_n} k{self.block_k} s{self.split_k} w{self.num_warps} st{self.num_stages}"
-                + (" pf" if self.prefetch else ""))
+                + (" pf" if self.prefetch else "") + (f" m{self.block_m}" if self.block_m else ""))
 
 
-@triton.jit(do_not_specialize=["M"])  # the batch changes from step to step: one build per batch tile
-def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, K_SPLIT, stride_xm, stride_wn,
-                   stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+@triton.jit(do_not_specialize=["M", "M_PAD"])  # the batch changes from step to step: one build per tile
+def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, N, K, K_SPLIT, stride_xm,
+                   stride_wn, stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, ITEM: tl.constexpr, PRECISION: tl.constexpr,
                    PREFETCH: tl.constexpr, PDL: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
+    pid_m = tl.program_id(2)
     if PDL:
         gdc_launch_dependents()
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -75,7 +80,7 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, K
         l2_prefetch(rows, tl.full([BLOCK_N], 0, tl.int32) + (k_hi - k_lo) * ITEM)
     if PDL:
         gdc_wait()
-    offs_m = tl.arange(0, BLOCK_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
@@ -88,17 +93,18 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, K
         acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
     done = True
     if SPLIT_K > 1:  # partial sums to the workspace; the tile's last program to arrive adds them in order
-        part = part_ptr + (offs_n[:, None] * BLOCK_M + offs_m[None, :])
-        tile = N * BLOCK_M
+        part = part_ptr + (offs_n[:, None] * M_PAD + offs_m[None, :])
+        tile = N * M_PAD
+        counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
         tl.store(part + pid_k * tile, acc, mask=mask_n[:, None])
         tl.debug_barrier()
-        arrived = tl.atomic_add(count_ptr + pid_n, 1, sem="acq_rel", scope="gpu")
+        arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
         done = arrived == SPLIT_K - 1
         if done:
             acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
             for s in range(SPLIT_K):
                 acc += tl.load(part + s * tile, mask=mask_n[:, None], other=0.0, cache_modifier=".cg")
-            tl.atomic_xchg(count_ptr + pid_n, 0, sem="relaxed", scope="gpu")
+            tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
     if done:
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
@@ -106,8 +112,11 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, N, K, K
                  mask=mask_n[:, None] & mask_m[None, :])
 
 
-def block_m(rows: int) -> int:
-    """The batch tile for `rows` rows: a power of two, at least 16 (the matrix unit's smallest side)."""
+def block_m(rows: int, config: SkinnyConfig = SkinnyConfig()) -> int:
+    """The batch tile for `rows` rows: a power of two, at least 16 (the matrix unit's smallest side), at most
+    the launch's `block_m` where set."""
+    whole = max(16, triton.next_power_of_2(rows))
+    return min(whole, config.block_m) if config.block_m else whole
     return max(16, triton.next_power_of_2(rows))
 
 
@@ -121,7 +130,11 @@ def split_counters(n: int, config: SkinnyConfig, device: torch.device) -> Option
     kernel leaves them zeroed, so one set serves every call on a stream, CUDA graphs included."""
     if config.split_k == 1:
         return None
-    return torch.zeros(triton.cdiv(n, config.block_n), dtype=torch.int32, device=device)
+    return torch.zeros(_num_counters(n, config), dtype=torch.int32, device=device)
+
+
+def _num_counters(n: int, config: SkinnyConfig) -> int:
+    return triton.cdiv(n, config.block_n) * (MAX_ROWS // config.block_m if config.block_m else 1)
 
 
 def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -137,20 +150,21 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         raise ValueError(f"skinny_gemm serves at most {MAX_ROWS} rows, got {m}")
     if weight.shape[1] != k or weight.stride(1) != 1:
         raise ValueError(f"skinny_gemm: weight {tuple(weight.shape)} does not match input {tuple(x2.shape)}")
-    if config.split_k > 1 and (counters is None or counters.numel() < triton.cdiv(n, config.block_n)):
+    if config.split_k > 1 and (counters is None or counters.numel() < _num_counters(n, config)):
         raise ValueError("skinny_gemm: a split launch needs its counters (split_counters)")
     out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
     if m:
-        bm = block_m(m)
+        bm = block_m(m, config)
+        m_tiles = triton.cdiv(m, bm)
         k_split = triton.cdiv(triton.cdiv(k, config.split_k), config.block_k) * config.block_k
         splits = triton.cdiv(k, k_split)
-        part = (torch.empty(config.split_k, n, bm, dtype=torch.float32, device=x2.device) if config.split_k > 1
-                else out)
+        part = (torch.empty(config.split_k, n, m_tiles * bm, dtype=torch.float32, device=x2.device)
+                if config.split_k > 1 else out)
         pdl = pdl_enabled(x2.device)
         item = weight.element_size()
-        _skinny_kernel[(triton.cdiv(n, config.block_n), splits)](
+        _skinny_kernel[(triton.cdiv(n, config.block_n), splits, m_tiles)](
             x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
-            m, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None, BLOCK_M=bm,
+            m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None, BLOCK_M=bm,
             BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits, ITEM=item,
             PRECISION="ieee" if x2.dtype == torch.float32 else "tf32",
             PREFETCH=config.prefetch and pdl and can_prefetch(weight, k), PDL=pdl,

@@ -25,7 +25,8 @@ _TOLERANCE = 0.02  # of the largest output: a launch further from cuBLAS than bf
 BUCKETS = (8, 16, 32, 64, 128, 256)  # rows are rounded up to one of these (the kernel's batch tile)
 CANDIDATES = (SkinnyConfig(64, 128, 1, 4, 4), SkinnyConfig(64, 128, 2, 4, 4), SkinnyConfig(64, 128, 4, 4, 4),
               SkinnyConfig(32, 256, 4, 4, 3), SkinnyConfig(128, 64, 2, 8, 3), SkinnyConfig(128, 128, 1, 8, 3),
-              SkinnyConfig(64, 128, 1, 4, 4, True), SkinnyConfig(64, 128, 2, 4, 4, True))
+              SkinnyConfig(64, 128, 1, 4, 4, True), SkinnyConfig(64, 128, 2, 4, 4, True),
+              SkinnyConfig(128, 64, 1, 8, 3, block_m=64), SkinnyConfig(64, 128, 2, 4, 4, block_m=64))
 
 
 def bucket_of(rows: int) -> int:
@@ -65,6 +66,8 @@ def tune_skinny(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Dic
         best_us *= MARGIN
         plan[str(rows)] = None
         for cfg in CANDIDATES:
+            if cfg.block_m >= rows:  # the same launch as without a batch tile
+                continue
             counters = split_counters(n, cfg, device)
             try:
                 err = (skinny_gemm(x, ws[0], None, cfg, counters).float() - ref.float()).abs().max().item()
