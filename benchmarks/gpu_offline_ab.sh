@@ -3,7 +3,7 @@
 # another checkout (B, e.g. `git archive COMMIT | tar -x -C DIR`) on one GPU, in the order A B A B (each side's
 # first run fills its cache root and is not counted), then the batch-1 TPOT (128 in / 512 out) per side. With
 # TESTS="tests/..." those tests of this tree run first on the GPU. ROUNDS (2) counted rounds; RUN_TIMEOUT (120)
-# seconds per run (a first start that tunes kernels takes longer).
+# seconds per run (a first start that tunes kernels takes longer); A_ARGS: flags for side A's runs.
 # About 4 minutes. Usage: [TESTS=...] bash benchmarks/gpu_offline_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, b1_tpot
@@ -14,10 +14,11 @@ if [ -n "${TESTS:-}" ]; then
   PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tail -n 2
 fi
 
-offline() {  # SIDE TAG: one `bench offline` run with SIDE's code
-  local dir; dir=$(side_dir "$1")
+offline() {  # SIDE TAG: one `bench offline` run with SIDE's code (side A adds $A_ARGS)
+  local dir extra=""; dir=$(side_dir "$1")
+  if [ "$1" = A ]; then extra=${A_ARGS:-}; fi
   (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-offline-$1 PYTHONPATH=$dir timeout "${RUN_TIMEOUT:-120}" python3 -m tierlm bench \
-    offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json > "$out/$2.json" \
+    offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json $extra > "$out/$2.json" \
     2> "$out/$2.err") || echo "$2 failed"
 }
 offline A cold-A; offline B cold-B
