@@ -1,5 +1,5 @@
-"""Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary) for Hopper (sm_90) on any machine,
-no GPU needed: a change to them fails here, with the compiler's message, before any GPU time is spent (the
+"""Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary) for
+Hopper (sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's message, before any GPU time is spent (the
 CPU interpreter checks meaning, not whether the kernel compiles). Prints shared memory per variant; the test
 suite compiles the same variants (tests/kernels/test_sm90_compile.py).
 

@@ -17,7 +17,8 @@ def test_rows_round_up_to_a_bucket_outside_the_range_none():
 
 def test_plan_from_timings(monkeypatch):
     """cuBLAS (10 us) stays unless a launch beats it by the margin; the fastest launch wins; a launch that
-    fails to build, or whose result is not cuBLAS's, is skipped (however fast); the plan carries counters sized for the narrowest split launch chosen."""
+    fails to build, or whose result is not cuBLAS's, is skipped (however fast); the plan carries counters
+    sized for the narrowest split launch chosen."""
     fast, close, broken, split = tune.CANDIDATES[0], tune.CANDIDATES[1], tune.CANDIDATES[-1], tune.CANDIDATES[2]
     wrong = tune.CANDIDATES[3]
     assert split.split_k > 1 and fast.split_k == 1
