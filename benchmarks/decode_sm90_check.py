@@ -1,7 +1,7 @@
 """Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary) for
-Hopper (sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's message, before any GPU time is spent (the
-CPU interpreter checks meaning, not whether the kernel compiles). Prints shared memory per variant; the test
-suite compiles the same variants (tests/kernels/test_sm90_compile.py).
+Hopper (sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's message,
+before any GPU time is spent (the CPU interpreter checks meaning, not whether the kernel compiles). Prints
+shared memory per variant; the test suite compiles the same variants (tests/kernels/test_sm90_compile.py).
 
 Shapes are Qwen3-0.6B's (bf16, 16 query / 8 KV heads, head_dim 128). Usage:
 `PYTHONPATH=. python benchmarks/decode_sm90_check.py`.
