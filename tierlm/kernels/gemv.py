@@ -208,7 +208,8 @@ def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=Non
     return out
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
+def as_rows(x: torch.Tensor) -> torch.Tensor:
+    """`x` with its leading dimensions flattened, last dimension contiguous (copied only where it is not)."""
     x2 = x.reshape(-1, x.shape[-1])
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
@@ -216,12 +217,12 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
          config: GemvConfig = GemvConfig()) -> torch.Tensor:
     """`x @ weight.T + bias` for `x` of at most `MAX_ROWS` rows (leading dimensions flattened)."""
-    return _launch(_rows(x), weight, bias, config).view(*x.shape[:-1], weight.shape[0])
+    return _launch(as_rows(x), weight, bias, config).view(*x.shape[:-1], weight.shape[0])
 
 
 def silu_mul_gemv(gate_up: torch.Tensor, weight: torch.Tensor, config: GemvConfig = GemvConfig()) -> torch.Tensor:
     """`(silu(gate) * up) @ weight.T` for `gate_up = [gate | up]`, without materialising the product."""
-    return _launch(_rows(gate_up), weight, None, config, prologue=2).view(*gate_up.shape[:-1], weight.shape[0])
+    return _launch(as_rows(gate_up), weight, None, config, prologue=2).view(*gate_up.shape[:-1], weight.shape[0])
 
 
 def rmsnorm_gemv(x: torch.Tensor, residual: Optional[torch.Tensor], norm_weight: torch.Tensor, eps: float,
@@ -230,8 +231,8 @@ def rmsnorm_gemv(x: torch.Tensor, residual: Optional[torch.Tensor], norm_weight:
     """`rmsnorm(x + residual) @ weight.T + bias` in one launch; also returns the new residual `x + residual`
     (None without a residual), as `tierlm.kernels.fused.rmsnorm` would, written into `residual_out` when
     given (contiguous, `x`'s shape)."""
-    x2 = _rows(x)
-    r2 = _rows(residual) if residual is not None else None
+    x2 = as_rows(x)
+    r2 = as_rows(residual) if residual is not None else None
     res_out = None
     if residual is not None:
         res_out = residual_out.view(x2.shape) if residual_out is not None else torch.empty_like(x2)

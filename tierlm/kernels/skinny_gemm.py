@@ -27,7 +27,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.pdl import can_prefetch, l2_prefetch, pdl_enabled
+from tierlm.kernels.gemv import as_rows
+from tierlm.kernels.pdl import can_prefetch, l2_prefetch, launch_options, pdl_enabled
 
 MIN_ROWS, MAX_ROWS = 5, 256  # the rows this kernel serves (fewer: `gemv`; more: cuBLAS)
 _SMEM_BYTES = 200 << 10  # what the software pipeline's buffers may take of an SM's shared memory
@@ -130,10 +131,11 @@ def split_counters(n: int, config: SkinnyConfig, device: torch.device) -> Option
     kernel leaves them zeroed, so one set serves every call on a stream, CUDA graphs included."""
     if config.split_k == 1:
         return None
-    return torch.zeros(_num_counters(n, config), dtype=torch.int32, device=device)
+    return torch.zeros(num_counters(n, config), dtype=torch.int32, device=device)
 
 
-def _num_counters(n: int, config: SkinnyConfig) -> int:
+def num_counters(n: int, config: SkinnyConfig) -> int:
+    """How many split counters a launch of `config` on an `n`-row weight may use (one per output tile)."""
     return triton.cdiv(n, config.block_n) * (MAX_ROWS // config.block_m if config.block_m else 1)
 
 
@@ -141,16 +143,14 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
                 config: SkinnyConfig = SkinnyConfig(), counters: Optional[torch.Tensor] = None) -> torch.Tensor:
     """`x @ weight.T + bias` for `x` of `MIN_ROWS`-`MAX_ROWS` rows (leading dimensions flattened); a split
     launch needs `counters` from `split_counters` (not shared with a launch on another stream)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = as_rows(x)
     m, k = x2.shape
     n = weight.shape[0]
     if m > MAX_ROWS:
         raise ValueError(f"skinny_gemm serves at most {MAX_ROWS} rows, got {m}")
     if weight.shape[1] != k or weight.stride(1) != 1:
         raise ValueError(f"skinny_gemm: weight {tuple(weight.shape)} does not match input {tuple(x2.shape)}")
-    if config.split_k > 1 and (counters is None or counters.numel() < _num_counters(n, config)):
+    if config.split_k > 1 and (counters is None or counters.numel() < num_counters(n, config)):
         raise ValueError("skinny_gemm: a split launch needs its counters (split_counters)")
     out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
     if m:
@@ -169,5 +169,5 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
             PRECISION="ieee" if x2.dtype == torch.float32 else "tf32",
             PREFETCH=config.prefetch and pdl and can_prefetch(weight, k), PDL=pdl,
             num_warps=config.num_warps, num_stages=_stages(config, bm, x2.element_size()),
-            **({"launch_pdl": True} if pdl else {}))
+            **launch_options(pdl))
     return out.view(*x.shape[:-1], n)

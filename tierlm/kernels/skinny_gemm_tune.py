@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tierlm.kernels.gemv_tune import MARGIN, graph_time_us, weight_copies
-from tierlm.kernels.skinny_gemm import MIN_ROWS, SkinnyConfig, skinny_gemm, split_counters
+from tierlm.kernels.skinny_gemm import MIN_ROWS, SkinnyConfig, num_counters, skinny_gemm, split_counters
 
 logger = logging.getLogger(__name__)
 KERNEL = "skinny_gemm"
@@ -42,7 +42,8 @@ def bucket_of(rows: int) -> int:
 @dataclass(frozen=True)
 class SkinnyPlan:
     """The launch per rows bucket (None: cuBLAS) of one weight shape on one device, with the split counters
-    its split launches share (every launch leaves them zeroed; launches on one stream never overlap theirs)."""
+    its split launches share: as many as the most any of them uses; every launch leaves them zeroed, and
+    launches on one stream never overlap theirs."""
 
     configs: Mapping[int, Optional[SkinnyConfig]]
     counters: Optional[torch.Tensor]
@@ -96,5 +97,5 @@ def tuned_skinny_plan(n: int, k: int, dtype: torch.dtype, device: torch.device) 
     results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_skinny(n, k, dtype, device))
     configs = {int(rows): (SkinnyConfig(**cfg) if cfg else None) for rows, cfg in results["plan"].items()}
     chosen = [c for c in configs.values() if c is not None and c.split_k > 1]
-    counters = split_counters(n, min(chosen, key=lambda c: c.block_n), device) if chosen else None
+    counters = split_counters(n, max(chosen, key=lambda c: num_counters(n, c)), device) if chosen else None
     return SkinnyPlan(configs, counters)

@@ -194,12 +194,12 @@ def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = T
         if not w.is_cuda or w.dtype not in (torch.bfloat16, torch.float16):
             continue
         prologues = ("plain", "rmsnorm") if isinstance(layer, ColumnParallelLinear) else ("plain", "silu_mul")
-        key = (tuple(w.shape), prologues, w.dtype, w.device)
-        if gemv and key not in plans:
-            plans[key] = tuned_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
-        if gemm and key[:1] + key[2:] not in plans:
-            plans[key[:1] + key[2:]] = tuned_skinny_plan(w.shape[0], w.shape[1], w.dtype, w.device)
-        layer.gemv_plan = plans.get(key)
-        layer.gemm_plan = plans.get(key[:1] + key[2:])
+        gemv_key, gemm_key = ("gemv", tuple(w.shape), prologues, w.dtype, w.device), ("gemm", tuple(w.shape),
+                                                                                      w.dtype, w.device)
+        if gemv and gemv_key not in plans:
+            plans[gemv_key] = tuned_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
+        if gemm and gemm_key not in plans:
+            plans[gemm_key] = tuned_skinny_plan(w.shape[0], w.shape[1], w.dtype, w.device)
+        layer.gemv_plan, layer.gemm_plan = plans.get(gemv_key), plans.get(gemm_key)
         done += 1
     return done
