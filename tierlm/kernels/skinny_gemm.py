@@ -165,7 +165,8 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         _skinny_kernel[(triton.cdiv(n, config.block_n), splits, m_tiles)](
             x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
             m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0),
-            HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits, ITEM=item,
+            HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits,
+            ITEM=item,
             PRECISION="ieee" if x2.dtype == torch.float32 else "tf32",
             PREFETCH=config.prefetch and pdl and can_prefetch(weight, k), PDL=pdl,
             num_warps=config.num_warps, num_stages=_stages(config, bm, x2.element_size()),
