@@ -64,11 +64,11 @@ class EngineConfig:
                                   "with TierLM's own kernel where a timing at the first start, kept in the cache "
                                   "root's autotune store, found it faster than cuBLAS for that weight shape.",
                                   "model")
-    small_batch_gemm: bool = _opt(False, "Run the linear layers of decode batches of 5-256 rows (bf16/fp16, CUDA) "
+    small_batch_gemm: bool = _opt(True, "Run the linear layers of decode batches of 5-256 rows (bf16/fp16, CUDA) "
                                   "with TierLM's tensor-core kernel for skinny products where a timing at the "
                                   "first start, kept in the cache root's autotune store, found it faster than "
-                                  "cuBLAS for that weight shape and batch. Off by default until its gain over a "
-                                  "whole workload is measured (docs/benchmarks.md).", "model")
+                                  "cuBLAS for that weight shape and batch (--no-small-batch-gemm: cuBLAS).",
+                                  "model")
     attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA (per-head and latent "
                                   "attention), torch elsewhere. Choices: 'auto' and the registered "
                                   "backends (tierlm/attention/registry.py).", "model", registry="attention")
