@@ -118,8 +118,9 @@ class EngineConfig:
     piecewise_cuda_graph_max_tokens: int = _opt(
         -1, "Extend passes (prefill chunks, mixed steps) of up to this many tokens replay CUDA graphs of the work "
         "between attention calls, captured at start-up for a ladder of token counts (dense models on CUDA, "
-        "with --cuda-graph); 0 turns it off; -1 (auto): --max-mixed-tokens (with mixed steps off: at most "
-        "--max-prefill-tokens, and off under tensor parallelism).", "scheduler")
+        "with --cuda-graph); 0 turns it off; -1 (auto): on one GPU the larger of --max-mixed-tokens (with mixed "
+        "steps on) and --max-prefill-tokens (at most 8192); under tensor parallelism --max-mixed-tokens with "
+        "mixed steps on, else off.", "scheduler")
     mixed_cuda_graph: bool = _opt(True, "With --enable-mixed-chunk and --cuda-graph: capture whole mixed steps "
                                   "(attention included) as CUDA graphs at start-up, for 256, 512, 768, ... rows up "
                                   "to --max-mixed-tokens and 16, 32, ... decodes, so a mixed step costs one replay "

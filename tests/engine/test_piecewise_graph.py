@@ -22,12 +22,16 @@ def test_ladder_covers_every_count_with_bounded_padding(top):
         assert padded - t < 16 or padded <= t * 5 / 4, (t, padded)
 
 
-def test_auto_is_the_mixed_or_prefill_budget_and_never_beside_compile():
+def test_auto_covers_the_mixed_and_prefill_budgets_and_never_beside_compile():
     base = dict(model="builtin:qwen3-0.6b")
-    assert piecewise_tokens(EngineConfig(**base)) == 2048  # prefill passes, mixed steps off
+    assert piecewise_tokens(EngineConfig(**base)) == 8192  # prefill passes, mixed steps off
     assert piecewise_tokens(EngineConfig(**base, max_prefill_tokens=512)) == 512
+    assert piecewise_tokens(EngineConfig(**base, max_prefill_tokens=32768)) == 8192  # bounded start-up
     assert piecewise_tokens(EngineConfig(**base, tp_size=2)) == 0
-    assert piecewise_tokens(EngineConfig(**base, enable_mixed_chunk=True, max_mixed_tokens=1024)) == 1024
+    mixed = dict(base, enable_mixed_chunk=True, max_mixed_tokens=1024)
+    assert piecewise_tokens(EngineConfig(**mixed)) == 8192  # prefill passes before any decode
+    assert piecewise_tokens(EngineConfig(**mixed, max_prefill_tokens=512)) == 1024
+    assert piecewise_tokens(EngineConfig(**mixed, tp_size=2)) == 1024
     assert piecewise_tokens(EngineConfig(**base, piecewise_cuda_graph_max_tokens=256)) == 256
     assert piecewise_tokens(EngineConfig(**base, enable_mixed_chunk=True, piecewise_cuda_graph_max_tokens=0)) == 0
     assert piecewise_tokens(EngineConfig(**base, enable_mixed_chunk=True, compile=True)) == 0

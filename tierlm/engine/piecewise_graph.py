@@ -40,16 +40,20 @@ def token_ladder(max_tokens: int) -> list[int]:
     return sizes + [max_tokens]
 
 
+AUTO_PREFILL_TOKENS = 8192  # the largest prefill pass the auto value covers: start-up and graph memory grow with it
+
+
 def piecewise_tokens(config: Any) -> int:
     """The largest extend pass an engine with `config` replays as pieces (0: none): the flag, whose auto value
-    is the mixed budget (mixed steps on) or, on one GPU, the smaller of it and the prefill budget (off: prefill
-    passes of a few thousand tokens launch their kernels for longer than a fast GPU takes to run them; not yet
-    measured under tensor parallelism); never beside --compile, which owns the forward."""
+    is the mixed budget (mixed steps on) and, on one GPU, at least the prefill budget up to
+    `AUTO_PREFILL_TOKENS` (an eager prefill pass of a small model, even of 8192 tokens, launches its kernels for
+    longer than a fast GPU takes to run them; not yet measured under tensor parallelism); never beside
+    --compile, which owns the forward."""
     tokens = config.piecewise_cuda_graph_max_tokens
     if tokens < 0:
-        tokens = config.max_mixed_tokens
-        if not config.enable_mixed_chunk:
-            tokens = min(tokens, config.max_prefill_tokens) if config.tp_size == 1 else 0
+        tokens = config.max_mixed_tokens if config.enable_mixed_chunk else 0
+        if config.tp_size == 1:
+            tokens = max(tokens, min(config.max_prefill_tokens, AUTO_PREFILL_TOKENS))
     return 0 if config.compile else tokens
 
 
