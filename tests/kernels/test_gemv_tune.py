@@ -11,10 +11,23 @@ pytest.importorskip("triton")
 from tierlm.kernels import gemv_tune  # noqa: E402
 
 
+class Timed:
+    """What the fake paths return: the microseconds a call takes, and an output that `float()` exposes to the
+    tuner's check (the right one unless `wrong`)."""
+
+    def __init__(self, us: float, wrong: bool = False) -> None:
+        self.us, self.wrong = us, wrong
+
+    def float(self) -> torch.Tensor:
+        return torch.arange(4.0) + (1.0 if self.wrong else 0.0)
+
+
 def test_plan_from_timings(monkeypatch):
     """cuBLAS stays unless a launch beats it by the margin; a fusion must also beat the unfused prologue
-    followed by the plain plan's launch; a launch that fails to build is skipped."""
+    followed by the plain plan's launch; a launch that fails to build, or whose result is not the torch
+    path's, is skipped (however fast)."""
     fast, close, broken = gemv_tune.CANDIDATES[0], gemv_tune.CANDIDATES[1], gemv_tune.CANDIDATES[-1]
+    wrong = gemv_tune.CANDIDATES[2]
 
     def timing(prologue: str, rows: int, path: str, cfg) -> float:
         """Microseconds per call: cuBLAS paths 10; `fast` 6 (9.9 plain at 4 rows), `close` 9.8; the prologue
@@ -28,14 +41,15 @@ def test_plan_from_timings(monkeypatch):
             raise RuntimeError("no such launch on this GPU")
         if cfg == fast:
             return 9.9 if (prologue, rows) == ("plain", 4) else 6.0
-        return 9.8 if cfg == close else 20.0
+        return 1.0 if cfg == wrong else 9.8 if cfg == close else 20.0
 
     def paths(prologue, rows, k, gen, dtype, device):
-        unfused = None if prologue == "plain" else (lambda w, c: timing(prologue, rows, "unfused", c))
-        return (lambda w, c: timing(prologue, rows, "torch", c), lambda w, c: timing(prologue, rows, "kernel", c),
-                unfused)
+        def run(path):
+            return lambda w, c: Timed(timing(prologue, rows, path, c), wrong=path == "kernel" and c == wrong)
 
-    monkeypatch.setattr(gemv_tune, "graph_time_us", lambda fn, copies: fn(0))
+        return run("torch"), run("kernel"), None if prologue == "plain" else run("unfused")
+
+    monkeypatch.setattr(gemv_tune, "graph_time_us", lambda fn, copies: fn(0).us)
     monkeypatch.setattr(gemv_tune, "_paths", paths)
     out = gemv_tune.tune_gemv(8, 16, ("rmsnorm", "plain"), torch.float32, torch.device("cpu"))
     plan, fast_dict = out["plan"], dataclasses.asdict(fast)
@@ -47,3 +61,4 @@ def test_plan_from_timings(monkeypatch):
     assert out["timings_us"]["rmsnorm/2/unfused+" + fast.label()] == 5.0
     assert out["timings_us"]["plain/4/" + close.label()] == 9.8
     assert not any(broken.label() in key for key in out["timings_us"]), "a launch that fails is skipped"
+    assert not any(wrong.label() in key for key in out["timings_us"]), "a launch with wrong results is skipped"

@@ -28,6 +28,7 @@ CANDIDATES = (tuple(GemvConfig(n, k, 4) for n, k in ((2, 1024), (4, 1024), (8, 1
               + tuple(GemvConfig(n, k, 4, True) for n, k in ((2, 1024), (4, 512), (4, 1024), (8, 512)))
               + tuple(GemvConfig(n, k, w, True, 2) for n, k, w in ((4, 512, 4), (8, 512, 4), (16, 512, 8))))
 MARGIN = 0.97  # a candidate must take at most this fraction of the faster unfused path's time
+TOLERANCE = 0.02  # of the reference's largest output: a launch further from it than 16-bit rounding is no candidate
 _CALLS = 20
 _WEIGHT_BYTES = 160 << 20  # over three times the L2 of current data-centre GPUs
 
@@ -64,6 +65,15 @@ def graph_time_us(fn: Callable[[int], object], copies: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def check_close(out: torch.Tensor, ref: torch.Tensor) -> None:
+    """Raise unless `out` is `ref` to within `TOLERANCE` of ref's largest magnitude: a launch that builds but
+    computes something else (a miscompile on some GPU, a bad tile) is never chosen, however fast."""
+    out, ref = out.float(), ref.float()
+    err, tol = (out - ref).abs().max().item(), TOLERANCE * ref.abs().max().item()
+    if not err <= tol:  # NaN fails too
+        raise RuntimeError(f"differs from the torch path by {err:.3g} (tolerance {tol:.3g})")
+
+
 def weight_copies(n: int, k: int, dtype: torch.dtype, device: torch.device,
                   gen: torch.Generator) -> tuple[list, int]:
     """Enough random `n x k` weights that cycling through them reads each from HBM, not from L2."""
@@ -97,7 +107,8 @@ def _paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.
 def tune_gemv(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
     """Time the unfused paths and every candidate, per prologue and rows bucket; the winners. A prologue is
     fused only where that beats both unfused paths a layer would otherwise run: the prologue then cuBLAS, and
-    the prologue then the kernel with the "plain" plan's launch for those rows (so "plain" is tuned first)."""
+    the prologue then the kernel with the "plain" plan's launch for those rows (so "plain" is tuned first).
+    A candidate whose result is not the torch path's (`check_close`) is not timed."""
     gen = torch.Generator(device=device).manual_seed(0)
     ws, copies = weight_copies(n, k, dtype, device, gen)
     plan: dict = {}
@@ -106,6 +117,7 @@ def tune_gemv(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torc
         plan[prologue] = {}
         for rows in BUCKETS:
             torch_path, kernel, unfused_kernel = _paths(prologue, rows, k, gen, dtype, device)
+            ref = torch_path(ws[0], None)
             best_us = graph_time_us(lambda i: torch_path(ws[i], None), copies)
             timings[f"{prologue}/{rows}/torch"] = round(best_us, 2)
             plain = plan.get("plain", {}).get(str(rows)) if unfused_kernel is not None else None
@@ -118,8 +130,9 @@ def tune_gemv(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torc
             plan[prologue][str(rows)] = None
             for cfg in CANDIDATES:
                 try:
+                    check_close(kernel(ws[0], cfg), ref)
                     us = graph_time_us(lambda i, cfg=cfg: kernel(ws[i], cfg), copies)
-                except Exception as e:  # noqa: BLE001 - a launch this GPU cannot build is not a candidate
+                except Exception as e:  # noqa: BLE001 - a launch this GPU cannot build or run right is no candidate
                     logger.warning("gemv %dx%d %s %s rows %d: not timed (%s)", n, k, prologue, cfg.label(), rows, e)
                     continue
                 timings[f"{prologue}/{rows}/{cfg.label()}"] = round(us, 2)
@@ -138,7 +151,8 @@ def tuned_plan(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: tor
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "n": n, "k": k, "prologues": list(prologues), "max_rows": MAX_ROWS, "buckets": list(BUCKETS),
                "candidates": [dataclasses.astuple(c) for c in CANDIDATES], "margin": MARGIN,
-               "reference": "the better of prologue + cuBLAS and prologue + the plain plan"}
+               "reference": "the better of prologue + cuBLAS and prologue + the plain plan",
+               "checked": TOLERANCE}
     results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_gemv(n, k, prologues, dtype, device))
     return {p: {int(rows): (GemvConfig(**cfg) if cfg else None) for rows, cfg in b.items()}
             for p, b in results["plan"].items()}
