@@ -114,7 +114,7 @@ class RowParallelLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp.size == 1:
             return linear(x, self.weight, self.bias, self.gemv_plan, self.gemm_plan)
-        y = self.tp.all_reduce(linear(x, self.weight, None, self.gemv_plan))
+        y = self.tp.all_reduce(linear(x, self.weight, None, self.gemv_plan, self.gemm_plan))
         return y if self.bias is None else y + self.bias
 
     def forward_silu_mul(self, gate_up: torch.Tensor) -> Optional[torch.Tensor]:
