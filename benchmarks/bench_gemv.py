@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import triton
 
 from tierlm.kernels.gemv import GemvConfig, gemv
-from tierlm.kernels.gemv_tune import graph_time_us
+from tierlm.kernels.linear_tune import graph_time_us
 
 SHAPES = {"qwen3-0.6b": ((4096, 1024), (1024, 2048), (6144, 1024), (1024, 3072)),
           "llama-3.1-8b": ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336))}
@@ -68,28 +68,42 @@ def main() -> None:
 
 
 def tuner_table(models: list[str]) -> None:
-    """What `tune_gemv` times and picks for each shape: per prologue and rows, the torch path's microseconds,
-    the unfused prologue then the plain plan's launch, the fastest candidate's, and the plan ("unfused": the
-    layer runs the prologue, then its plain plan; "cuBLAS" for the plain prologue)."""
+    """What `tune_gemv` times and picks for each shape, prologue and rows (`print_tuner_rows`)."""
     from tierlm.kernels.gemv_tune import tune_gemv
 
-    print(f"{'model':13s} {'N':>6} {'K':>6} {'prologue':9s} {'rows':>4} {'torch us':>9} {'unfused us':>11} "
-          f"{'best us':>8}  {'best':16s} plan   (unfused: the prologue, then the plain plan's launch)")
+    print_tuner_header()
     for model in models:
         for n, k in SHAPES[model]:
             res = tune_gemv(n, k, ("plain", "rmsnorm", "silu_mul"), torch.bfloat16, torch.device("cuda"))
-            for prologue, buckets in res["plan"].items():
-                for rows, cfg in buckets.items():
-                    times = {key.split("/")[2]: us for key, us in res["timings_us"].items()
-                             if key.startswith(f"{prologue}/{rows}/")}
-                    unfused = next((us for label, us in times.items() if label.startswith("unfused+")), None)
-                    best = min((us, label) for label, us in times.items()
-                               if label != "torch" and not label.startswith("unfused+"))
-                    plan = GemvConfig(**cfg).label() if cfg else ("cuBLAS" if prologue == "plain" else "unfused")
-                    unfused_text = f"{unfused:11.2f}" if unfused is not None else f"{'-':>11}"
-                    print(f"{model:13s} {n:6d} {k:6d} {prologue:9s} {rows:>4} {times['torch']:9.2f} {unfused_text} "
-                          f"{best[0]:8.2f}  {best[1]:16s} {plan}", flush=True)
+            print_tuner_rows(model, n, k, res, GemvConfig)
             torch.cuda.empty_cache()
+
+
+def print_tuner_header() -> None:
+    print(f"{'model':13s} {'N':>6} {'K':>6} {'prologue':9s} {'rows':>4} {'torch us':>9} {'unfused us':>11} "
+          f"{'best us':>8}  {'best':22s} plan   (unfused: the prologue, then the plain plan's launch)")
+
+
+def print_tuner_rows(model: str, n: int, k: int, res: dict, config_cls) -> dict:
+    """Per prologue and rows of a tuner's result `res`: the torch path's microseconds, the unfused prologue
+    then the plain plan's launch, the fastest candidate's, and the plan ("unfused": the layer runs the
+    prologue, then its plain plan; "cuBLAS" for the plain prologue). Returns {(prologue, rows): us of the path
+    the plan takes}."""
+    taken = {}
+    for prologue, buckets in res["plan"].items():
+        for rows, cfg in buckets.items():
+            times = {key.split("/")[2]: us for key, us in res["timings_us"].items()
+                     if key.startswith(f"{prologue}/{rows}/")}
+            unfused = next((us for label, us in times.items() if label.startswith("unfused+")), None)
+            best = min(((us, label) for label, us in times.items()
+                        if label != "torch" and not label.startswith("unfused+")), default=(float("nan"), "-"))
+            plan = config_cls(**cfg).label() if cfg else ("cuBLAS" if prologue == "plain" else "unfused")
+            taken[prologue, int(rows)] = (times[config_cls(**cfg).label()] if cfg else
+                                          unfused if unfused is not None else times["torch"])
+            unfused_text = f"{unfused:11.2f}" if unfused is not None else f"{'-':>11}"
+            print(f"{model:13s} {n:6d} {k:6d} {prologue:9s} {rows:>4} {times['torch']:9.2f} {unfused_text} "
+                  f"{best[0]:8.2f}  {best[1]:22s} {plan}", flush=True)
+    return taken
 
 
 if __name__ == "__main__":

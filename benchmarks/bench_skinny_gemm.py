@@ -1,12 +1,13 @@
 """GPU benchmark of the skinny linear kernel (`tierlm.kernels.skinny_gemm`, 5-256 rows) against cuBLAS.
 
-For each weight shape of the named models (fused QKV, O, fused gate/up, down) it runs the engine's own
-tuning (`skinny_gemm_tune.tune_skinny`: every candidate launch and cuBLAS, per rows bucket, inside a CUDA
-graph with the weights from HBM), checks the winning launches against a float32 matmul, and prints per
-shape and rows: cuBLAS us, the best launch us and its label, the ratio, and the best launch without and
-with the L2 prefetch. Also the sum over a model's four
-shapes per rows (one layer's linears). Usage: `PYTHONPATH=. python benchmarks/bench_skinny_gemm.py
-[--models qwen3-0.6b,llama-3.1-8b]` from the repo root; needs CUDA.
+For each weight shape of the named models (fused QKV and gate/up, read after an RMSNorm; O and down, the
+latter read after SiLU·mul) it runs the engine's own tuning (`skinny_gemm_tune.tune_skinny`: cuBLAS, the
+unfused prologue then the plain plan, and every candidate launch, per prologue and rows bucket, inside a CUDA
+graph with the weights from HBM), checks the chosen plain launches against a float32 matmul, and prints the
+tuner's table (`bench_gemv.print_tuner_rows`). Then per rows the sum over a model's four shapes with their
+prologues (one layer's linears with its two norms and SiLU·mul), cuBLAS paths against the plan.
+Usage: `PYTHONPATH=. python benchmarks/bench_skinny_gemm.py [--models qwen3-0.6b,llama-3.1-8b]` from the repo
+root; needs CUDA.
 """
 from __future__ import annotations
 
@@ -16,9 +17,23 @@ import time
 import torch
 import triton
 
-from benchmarks.bench_gemv import SHAPES
+from benchmarks.bench_gemv import SHAPES, print_tuner_header, print_tuner_rows
 from tierlm.kernels.skinny_gemm import SkinnyConfig, skinny_gemm, split_counters
 from tierlm.kernels.skinny_gemm_tune import BUCKETS, tune_skinny
+
+PROLOGUES = (("plain", "rmsnorm"), ("plain", "silu_mul"))  # QKV, O, gate/up, down alternate column / row
+USED = ("rmsnorm", "plain", "rmsnorm", "silu_mul")  # what each of the four reads in a decoder layer
+
+
+def check_chosen(n: int, k: int, plan: dict, dev: torch.device) -> None:
+    for rows, cfg in plan.get("plain", {}).items():
+        if cfg is not None:
+            c = SkinnyConfig(**cfg)
+            x = torch.randn(int(rows), k, device=dev, dtype=torch.bfloat16)
+            w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02
+            ref = x.float() @ w.float().T
+            err = (skinny_gemm(x, w, None, c, split_counters(n, c, dev)).float() - ref).abs().max().item()
+            assert err <= 0.02 * ref.abs().max().item(), (n, k, rows, c.label(), err)
 
 
 def main() -> None:
@@ -29,33 +44,21 @@ def main() -> None:
     dev = torch.device("cuda")
     for model in args.models.split(","):
         layer = {rows: [0.0, 0.0] for rows in BUCKETS}
-        print(f"\n{model}: shape, rows, cuBLAS us, best us, launch, best/cuBLAS")
-        for n, k in SHAPES[model]:
+        print()
+        print_tuner_header()
+        for i, (n, k) in enumerate(SHAPES[model]):
+            prologues = PROLOGUES[i % 2]
             t0 = time.perf_counter()
-            out = tune_skinny(n, k, torch.bfloat16, dev)
+            out = tune_skinny(n, k, prologues, torch.bfloat16, dev)
             took = time.perf_counter() - t0
-            timings = out["timings_us"]
+            check_chosen(n, k, out["plan"], dev)
+            taken = print_tuner_rows(model, n, k, out, SkinnyConfig)
             for rows in BUCKETS:
-                torch_us = timings[f"{rows}/torch"]
-                mine = {key.split("/", 1)[1]: us for key, us in timings.items()
-                        if key.startswith(f"{rows}/") and not key.endswith("/torch")}
-                label, best = min(mine.items(), key=lambda kv: kv[1]) if mine else ("-", float("nan"))
-                cfg = out["plan"][str(rows)]
-                if cfg is not None:  # the chosen launch against a float32 reference
-                    c = SkinnyConfig(**cfg)
-                    x = torch.randn(rows, k, device=dev, dtype=torch.bfloat16)
-                    w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02
-                    ref = x.float() @ w.float().T
-                    err = (skinny_gemm(x, w, None, c, split_counters(n, c, dev)).float() - ref).abs().max().item()
-                    assert err <= 0.02 * ref.abs().max().item(), (model, n, k, rows, c.label(), err)
-                layer[rows][0] += torch_us
-                layer[rows][1] += min(torch_us, best) if cfg is not None else torch_us
-                no_pf = min((us for lab, us in mine.items() if not lab.endswith(" pf")), default=float("nan"))
-                pf = min((us for lab, us in mine.items() if lab.endswith(" pf")), default=float("nan"))
-                print(f"  {n}x{k:<6} {rows:4d} {torch_us:8.2f} {best:8.2f}  {label:27s} {best / torch_us:5.2f}"
-                      f"  without/with L2 prefetch {no_pf:6.2f} / {pf:6.2f}{'  chosen' if cfg is not None else ''}")
+                layer[rows][0] += out["timings_us"][f"{USED[i]}/{rows}/torch"]
+                layer[rows][1] += taken[USED[i], rows]
             print(f"  ({n}x{k} tuned in {took:.1f} s)")
-        print(f"{model} one layer's four linears, us: rows, cuBLAS, with the plan")
+            torch.cuda.empty_cache()
+        print(f"{model} one layer's four linears with their prologues, us: rows, cuBLAS paths, the plan, ratio")
         for rows, (a, b) in layer.items():
             print(f"  {rows:4d} {a:8.2f} {b:8.2f}  {b / a:5.2f}")
 

@@ -1,4 +1,5 @@
-"""The skinny linear's plan: which launch each rows bucket gets, from given timings (no GPU)."""
+"""The skinny linear's plan: what the tuner is given and how a stored plan is read back (no GPU; the shared
+tuning loop is tested in test_linear_tune.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,65 +16,60 @@ def test_rows_round_up_to_a_bucket_outside_the_range_none():
     assert [tune.bucket_of(r) for r in (1, 4, 5, 8, 9, 16, 100, 256, 257)] == [0, 0, 8, 8, 16, 16, 128, 256, 0]
 
 
-def test_plan_from_timings(monkeypatch):
-    """cuBLAS (10 us) stays unless a launch beats it by the margin; the fastest launch wins; a launch that
-    fails to build, or whose result is not cuBLAS's, is skipped (however fast); the plan carries counters
-    sized for the narrowest split launch chosen."""
-    fast, close, broken, split = tune.CANDIDATES[0], tune.CANDIDATES[1], tune.CANDIDATES[-1], tune.CANDIDATES[2]
-    wrong = tune.CANDIDATES[3]
-    assert split.split_k > 1 and fast.split_k == 1
+def test_the_tuner_times_each_form_with_its_own_counters_and_skips_whole_batch_tiles(monkeypatch):
+    calls = []
 
-    def kernel(x, w, bias, cfg, counters):
-        if cfg == broken:
-            raise RuntimeError("no such launch on this GPU")
-        assert (counters is not None) == (cfg.split_k > 1)
-        return Result(cfg, x @ w.T + (1.0 if cfg == wrong else 0.0))
+    def fake(form):
+        def run(*args):
+            cfg, counters = args[-2], args[-1]
+            assert (counters is not None) == (cfg.split_k > 1), "a split launch gets counters, others none"
+            calls.append((form, cfg, None if counters is None else counters.numel()))
+            return (torch.zeros(1), None) if form == "rmsnorm" else torch.zeros(1)
+        return run
 
-    class Result:
-        """What the fake kernel returns: its launch, and an output that `float()` exposes to the check."""
+    monkeypatch.setattr(tune, "skinny_gemm", lambda x, w, b, c, counters: fake("plain")(c, counters))
+    monkeypatch.setattr(tune, "rmsnorm_skinny_gemm",
+                        lambda x, r, nw, eps, w, b, c, counters: fake("rmsnorm")(c, counters))
+    monkeypatch.setattr(tune, "silu_mul_skinny_gemm", lambda gu, w, c, counters: fake("silu_mul")(c, counters))
+    seen = {}
 
-        def __init__(self, cfg, out):
-            self.cfg, self.out = cfg, out
+    def tune_linear(name, n, k, prologues, dtype, device, buckets, candidates, kernels, skip):
+        seen.update(name=name, buckets=buckets, candidates=candidates, prologues=prologues)
+        split = next(c for c in candidates if c.split_k > 1)
+        kernels.plain(None, None, split)
+        kernels.rmsnorm(None, None, None, None, split)
+        kernels.silu_mul(None, None, candidates[0])
+        seen["skipped"] = [(c.block_m, rows) for c in candidates for rows in buckets if skip(c, rows)]
+        return {"plan": {}, "timings_us": {}}
 
-        def float(self):
-            return self.out
+    monkeypatch.setattr(tune, "tune_linear", tune_linear)
+    tune.tune_skinny(100, 64, ("plain", "rmsnorm"), torch.float32, torch.device("cpu"))
+    assert seen["name"] == "skinny_gemm" and seen["buckets"] == tune.BUCKETS and seen["prologues"] == ("plain",
+                                                                                                       "rmsnorm")
+    assert [c[0] for c in calls] == ["plain", "rmsnorm", "silu_mul"]
+    assert calls[0][2] == calls[1][2] == -(-100 // calls[0][1].block_n), "one counter per output tile"
+    assert seen["skipped"] and all(bm >= rows for bm, rows in seen["skipped"])
+    assert all(c.block_m < rows for c in tune.CANDIDATES for rows in tune.BUCKETS
+               if c.block_m and (c.block_m, rows) not in seen["skipped"])
 
-    def timing(result, rows: int) -> float:
-        if isinstance(result, torch.Tensor):
-            return 10.0
-        result = result.cfg
-        if result == wrong:
-            return 1.0
-        if result == fast:
-            return 9.9 if rows == 256 else 6.0
-        if result == split:
-            return 5.0 if rows == 16 else 30.0
-        return 9.8 if result == close else 20.0
 
-    monkeypatch.setattr(tune, "weight_copies", lambda n, k, dtype, device, gen: ([torch.randn(n, k)], 1))
-    monkeypatch.setattr(tune, "skinny_gemm", kernel)
-    rows_seen = []
+def test_a_stored_plan_gives_launches_per_prologue_and_counters_for_the_widest_split(monkeypatch):
+    plain, split, tiled = tune.CANDIDATES[0], tune.CANDIDATES[2], tune.CANDIDATES[-1]
+    assert split.split_k > 1 and tiled.split_k > 1 and tiled.block_m
+    stored = {"plan": {"plain": {"8": dataclasses.asdict(plain), "16": dataclasses.asdict(split), "256": None},
+                       "rmsnorm": {"8": None, "64": dataclasses.asdict(tiled)}}, "timings_us": {}}
+    factors_seen = {}
 
-    def graph_time_us(fn, copies):
-        result = fn(0)
-        rows = rows_seen[-1] if not isinstance(result, torch.Tensor) else result.shape[0]
-        if isinstance(result, torch.Tensor):
-            rows_seen.append(rows)
-        return timing(result, rows)
+    def get_or_tune(self, kernel, factors, fn):
+        factors_seen.update(factors)
+        return stored
 
-    monkeypatch.setattr(tune, "graph_time_us", graph_time_us)
-    out = tune.tune_skinny(8, 16, torch.float32, torch.device("cpu"))
-    plan = out["plan"]
-    assert plan["8"] == plan["128"] == dataclasses.asdict(fast)
-    assert plan["16"] == dataclasses.asdict(split), "the fastest launch wins"
-    assert plan["256"] is None, "9.8 us is not under cuBLAS's 10 by the margin: cuBLAS stays"
-    assert out["timings_us"]["256/" + close.label()] == 9.8
-    assert not any(broken.label() in key for key in out["timings_us"]), "a launch that fails is skipped"
-    assert not any(wrong.label() in key for key in out["timings_us"]), "a launch with wrong results is skipped"
-
-    monkeypatch.setattr("tierlm.cachedir.AutotuneStore.get_or_tune", lambda self, kernel, factors, fn: out)
+    monkeypatch.setattr("tierlm.cachedir.AutotuneStore.get_or_tune", get_or_tune)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "test")
-    stored = tune.tuned_skinny_plan(100, 16, torch.float32, torch.device("cpu"))
-    assert stored.config_for(12) == split and stored.config_for(70) == fast and stored.config_for(200) is None
-    assert stored.config_for(3) is None
-    assert stored.counters is not None and stored.counters.numel() == -(-100 // split.block_n)
+    plan = tune.tuned_skinny_plan(100, 64, ("plain", "rmsnorm"), torch.float32, torch.device("cpu"))
+    assert plan.config_for(5) == plain and plan.config_for(12) == split and plan.config_for(200) is None
+    assert plan.config_for(3) is None and plan.config_for(300) is None
+    assert plan.config_for(8, "rmsnorm") is None and plan.config_for(50, "rmsnorm") == tiled
+    assert plan.config_for(50, "silu_mul") is None, "a prologue the plan lacks: the unfused path"
+    assert plan.counters.numel() == tune.num_counters(100, tiled) > tune.num_counters(100, split)
+    assert factors_seen["prologues"] == ["plain", "rmsnorm"] and factors_seen["checked"] == tune.TOLERANCE

@@ -34,10 +34,50 @@ def test_a_tuned_model_matches_cublas_at_every_decode_batch(tmp_path, monkeypatc
     assert tune_small_batch_linears(model) == 2
     assert set(model[0].gemv_plan) == {"plain", "rmsnorm"} and set(model[1].gemv_plan) == {"plain", "silu_mul"}
     assert set(model[0].gemv_plan["plain"]) == {1, 2, 4}
-    assert set(model[1].gemm_plan.configs) == {8, 16, 32, 64, 128, 256}
+    assert set(model[1].gemm_plan.configs) == {"plain", "silu_mul"}
+    assert set(model[1].gemm_plan.configs["plain"]) == {8, 16, 32, 64, 128, 256}
     for rows in (1, 3, 8, 16, 100, 256, 300):
         for layer, k in ((model[0], 1024), (model[1], 4096)):
             x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
             ref = x.float() @ layer.weight.float().T
             assert (layer(x).float() - ref).abs().max() <= 0.02 * ref.abs().max(), (rows, k)
     assert list(tmp_path.rglob("*.json")), "the plan is kept in the cache root"
+
+
+@cuda
+@pytest.mark.parametrize("rows", [3, 16, 100])
+def test_a_fused_prologue_runs_where_the_plan_says_and_matches_the_unfused_layers(rows):
+    """Plans given by hand (no timing): the GEMV at 1-4 rows, the skinny GEMM (with a K split) above; the norm
+    handed over unevaluated (`NormedInput`) and the SiLU·mul fused give the unfused layers' results and the
+    same new residual."""
+    from tierlm.kernels.fused import rmsnorm, silu_mul
+    from tierlm.kernels.gemv import GemvConfig
+    from tierlm.kernels.skinny_gemm import SkinnyConfig, split_counters
+    from tierlm.kernels.skinny_gemm_tune import BUCKETS, SkinnyPlan
+    from tierlm.layers.block import _norm_into
+    from tierlm.layers.norm import RMSNorm
+    from tierlm.parallel.linear import NormedInput
+
+    torch.manual_seed(0)
+    dt = torch.bfloat16
+    up, down, norm = (ColumnParallelLinear(512, 768).cuda().to(dt), RowParallelLinear(384, 512).cuda().to(dt),
+                      RMSNorm(512, 1e-6).cuda().to(dt))
+    g, s = GemvConfig(4, 512, 4, True), SkinnyConfig(64, 128, 2, 4, 4)
+    for layer, prologue in ((up, "rmsnorm"), (down, "silu_mul")):
+        layer.gemv_plan = {p: {b: g for b in (1, 2, 4)} for p in ("plain", prologue)}
+        layer.gemm_plan = SkinnyPlan({p: {b: s for b in BUCKETS} for p in ("plain", prologue)},
+                                     split_counters(layer.weight.shape[0], s, layer.weight.device))
+    with torch.no_grad():
+        norm.weight.normal_()
+    x, res = (torch.randn(rows, 512, device="cuda", dtype=dt) for _ in range(2))
+    normed, new_res = _norm_into(norm, x, res, up)
+    assert isinstance(normed, NormedInput)
+    got = up(normed)
+    ref_normed, ref_res = rmsnorm(x, norm.weight, 1e-6, res)
+    ref = ref_normed.float() @ up.weight.float().T
+    assert torch.equal(new_res, ref_res)
+    assert (got.float() - ref).abs().max() <= 0.02 * ref.abs().max()
+    gu = torch.randn(rows, 768, device="cuda", dtype=dt)
+    fused = down.forward_silu_mul(gu)
+    ref = silu_mul(gu).float() @ down.weight.float().T
+    assert fused is not None and (fused.float() - ref).abs().max() <= 0.02 * ref.abs().max()

@@ -21,8 +21,6 @@ import functools
 import os
 
 import torch
-import triton
-import triton.language as tl
 
 ENV = "TIERLM_PDL"
 
@@ -51,18 +49,3 @@ def launch_kwargs(device: torch.device) -> dict:
 def launch_options(enabled: bool) -> dict:
     """Extra launch keywords of a Triton kernel: `launch_pdl` only when enabled (older launchers lack it)."""
     return {"launch_pdl": True} if enabled else {}
-
-
-@triton.jit
-def l2_prefetch(row_ptrs, nbytes):
-    """Ask L2 for `nbytes` from each address of `row_ptrs` (16-byte aligned, `nbytes` a multiple of 16), one
-    bulk prefetch each (sm_90+; not under the interpreter). Nothing waits for it: issued before `gdc_wait`, a
-    kernel's weights start streaming while its predecessor still runs."""
-    return tl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], $2;\n\tmov.u32 $0, 0;", "=r,l,r",
-                                     [row_ptrs, nbytes], dtype=tl.int32, is_pure=False, pack=1)
-
-
-def can_prefetch(weight: torch.Tensor, k: int) -> bool:
-    """Whether `l2_prefetch` may take `weight`'s rows of `k` columns: 16-byte aligned starts and sizes."""
-    item = weight.element_size()
-    return weight.data_ptr() % 16 == 0 and (weight.stride(0) * item) % 16 == 0 and (k * item) % 16 == 0

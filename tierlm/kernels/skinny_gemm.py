@@ -1,20 +1,24 @@
 """`y = x W^T (+ b)` for decode batches of 5-256 rows, on tensor cores: the decode-time linear layers between
-the GEMV's few rows and prefill's thousands.
+the GEMV's few rows and prefill's thousands; optionally with the layer before it fused in as a prologue (the
+RMSNorm of `x + residual`, or the SiLU·mul of `[gate | up]`), as the GEMV does.
 
 At these sizes a linear layer costs little more than its weight read (a few MB), so a step of a small model
 is a chain of kernels each lasting a few microseconds, and what cuBLAS loses is the time around the read:
 the launch, the first round trips to HBM and the last programs' tail, paid once per layer. This kernel:
 - computes the transposed product (`y^T = W x^T`), so the weight rows fill the matrix unit's long side and
   the few batch rows its short one (the "swap AB" arrangement);
-- under programmatic dependent launch (`tierlm.kernels.pdl`) asks L2 for each program's whole weight slice
-  (one bulk prefetch per weight row) before it waits for the previous kernel, so the weight read starts
-  while that kernel is still running;
+- is launched with programmatic dependent launch (`tierlm.kernels.pdl`), so it starts while the kernel
+  before it finishes;
 - optionally splits K over `split_k` programs per output tile; the last program of a tile to finish (a
   counter per tile) adds the partial sums in split order, so the result does not depend on which program
   finished first (deterministic, unlike atomic adds). The counters are reset by that program.
 
 Rounding: one float32 accumulation per output, cast once, like cuBLAS (summation order differs, so the
-results match it to the dtype's rounding). Callers use it only where a timing chose it
+results match it to the dtype's rounding). The SiLU·mul prologue rounds its product as `_silu_mul_kernel`
+does. The RMSNorm prologue multiplies `x + residual` (rounded as the unfused norm rounds it) by the norm
+weight, rounds that to the dtype for the matrix unit, and scales the float32 sums by the rows' statistic at
+the end (summed in the same loop; with K splits, per split and added by the tile's last program), where the
+unfused layers round the normalised input first. Callers use it only where a timing chose it
 (`tierlm.kernels.skinny_gemm_tune`), for bf16 / fp16 weights.
 """
 from __future__ import annotations
@@ -27,8 +31,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.gemv import as_rows
-from tierlm.kernels.pdl import can_prefetch, l2_prefetch, launch_options, pdl_enabled
+from tierlm.kernels.gemv import as_rows, residual_rows
+from tierlm.kernels.pdl import launch_options, pdl_enabled
 
 MIN_ROWS, MAX_ROWS = 5, 256  # the rows this kernel serves (fewer: `gemv`; more: cuBLAS)
 _SMEM_BYTES = 200 << 10  # what the software pipeline's buffers may take of an SM's shared memory
@@ -44,9 +48,6 @@ class SkinnyConfig:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 4
-    # Under PDL, ask L2 for the program's weight slice before waiting for the previous kernel
-    # (`kernels.pdl.l2_prefetch`), so that its read starts while that kernel still runs.
-    prefetch: bool = False
     # Batch rows per program: 0 for the whole (power-of-two) batch; fewer where a large batch's input would be
     # read again by too many programs.
     block_m: int = 0
@@ -58,14 +59,15 @@ class SkinnyConfig:
 
     def label(self) -> str:
         return (f"n{self.block_n} k{self.block_k} s{self.split_k} w{self.num_warps} st{self.num_stages}"
-                + (" pf" if self.prefetch else "") + (f" m{self.block_m}" if self.block_m else ""))
+                + (f" m{self.block_m}" if self.block_m else ""))
 
 
 @triton.jit(do_not_specialize=["M", "M_PAD"])  # the batch changes from step to step: one build per tile
-def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, N, K, K_SPLIT, stride_xm,
-                   stride_wn, stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, ITEM: tl.constexpr, PRECISION: tl.constexpr,
-                   PREFETCH: tl.constexpr, PDL: tl.constexpr):
+def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, r_ptr, nw_ptr, r_out_ptr, sq_ptr, M, M_PAD,
+                   N, K, K_SPLIT, stride_xm, stride_wn, stride_om, stride_rm, stride_ro, eps,
+                   HAS_BIAS: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr,
+                   PDL: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -76,37 +78,58 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
     k_lo = pid_k * K_SPLIT
     k_hi = tl.minimum(k_lo + K_SPLIT, K)
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
-    if PREFETCH:  # weights never depend on the kernel before this one (`tierlm.kernels.pdl`)
-        rows = w_ptr + tl.minimum(offs_n, N - 1).to(tl.int64) * stride_wn + k_lo
-        l2_prefetch(rows, tl.full([BLOCK_N], 0, tl.int32) + (k_hi - k_lo) * ITEM)
     if PDL:
         gdc_wait()
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
     offs_k = tl.arange(0, BLOCK_K)
+    x_rows = x_ptr + offs_m[:, None] * stride_xm
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    sq = tl.zeros([BLOCK_M], dtype=tl.float32)  # the RMSNorm statistic of this program's K range
     for k0 in range(k_lo, k_hi, BLOCK_K):
         kk = k0 + offs_k
         mask_k = kk < k_hi
+        mask_x = mask_m[:, None] & mask_k[None, :]
         w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + kk[None, :], mask=mask_m[:, None] & mask_k[None, :],
-                    other=0.0)
+        x = tl.load(x_rows + kk[None, :], mask=mask_x, other=0.0)
+        if PROLOGUE == 1:  # (x + residual) * norm weight; the statistic scales the sums at the end
+            if HAS_RES:
+                r = tl.load(r_ptr + offs_m[:, None] * stride_rm + kk[None, :], mask=mask_x, other=0.0)
+                x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)
+                if pid_n == 0:  # the new residual stream, written once
+                    tl.store(r_out_ptr + offs_m[:, None] * stride_ro + kk[None, :], x, mask=mask_x)
+            x32 = x.to(tl.float32)
+            sq += tl.sum(x32 * x32, axis=1)
+            x = (x32 * tl.load(nw_ptr + kk, mask=mask_k, other=0.0).to(tl.float32)[None, :]).to(x.dtype)
+        if PROLOGUE == 2:  # silu(gate) * up of a [gate | up] row, as `_silu_mul_kernel` computes it
+            up = tl.load(x_rows + K + kk[None, :], mask=mask_x, other=0.0)
+            g = x.to(tl.float32)
+            x = ((g / (1.0 + tl.exp(-g))).to(up.dtype).to(tl.float32) * up.to(tl.float32)).to(up.dtype)
         acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
     done = True
     if SPLIT_K > 1:  # partial sums to the workspace; the tile's last program to arrive adds them in order
         part = part_ptr + (offs_n[:, None] * M_PAD + offs_m[None, :])
         tile = N * M_PAD
         counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
+        sq_tile = tl.num_programs(0) * M_PAD
+        sq_part = sq_ptr + pid_n * M_PAD + offs_m
         tl.store(part + pid_k * tile, acc, mask=mask_n[:, None])
+        if PROLOGUE == 1:
+            tl.store(sq_part + pid_k * sq_tile, sq)
         tl.debug_barrier()
         arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
         done = arrived == SPLIT_K - 1
         if done:
             acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+            sq = tl.zeros([BLOCK_M], dtype=tl.float32)
             for s in range(SPLIT_K):
                 acc += tl.load(part + s * tile, mask=mask_n[:, None], other=0.0, cache_modifier=".cg")
+                if PROLOGUE == 1:
+                    sq += tl.load(sq_part + s * sq_tile, cache_modifier=".cg")
             tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
     if done:
+        if PROLOGUE == 1:
+            acc = acc * (1.0 / tl.sqrt(sq / K + eps))[None, :]
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
         tl.store(out_ptr + offs_m[None, :] * stride_om + offs_n[:, None], acc.to(out_ptr.dtype.element_ty),
@@ -118,11 +141,10 @@ def block_m(rows: int, config: SkinnyConfig = SkinnyConfig()) -> int:
     the launch's `block_m` where set."""
     whole = max(16, triton.next_power_of_2(rows))
     return min(whole, config.block_m) if config.block_m else whole
-    return max(16, triton.next_power_of_2(rows))
 
 
-def _stages(config: SkinnyConfig, bm: int, itemsize: int) -> int:
-    per_stage = (config.block_n + bm) * config.block_k * itemsize
+def _stages(config: SkinnyConfig, bm: int, itemsize: int, prologue: int = 0) -> int:
+    per_stage = (config.block_n + bm * (2 if prologue else 1)) * config.block_k * itemsize  # a prologue: two inputs
     return max(2, min(config.num_stages, _SMEM_BYTES // per_stage))
 
 
@@ -139,13 +161,12 @@ def num_counters(n: int, config: SkinnyConfig) -> int:
     return triton.cdiv(n, config.block_n) * (MAX_ROWS // config.block_m if config.block_m else 1)
 
 
-def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                config: SkinnyConfig = SkinnyConfig(), counters: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`x @ weight.T + bias` for `x` of `MIN_ROWS`-`MAX_ROWS` rows (leading dimensions flattened); a split
-    launch needs `counters` from `split_counters` (not shared with a launch on another stream)."""
-    x2 = as_rows(x)
-    m, k = x2.shape
-    n = weight.shape[0]
+def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], config: SkinnyConfig,
+            counters: Optional[torch.Tensor], prologue: int = 0, residual: Optional[torch.Tensor] = None,
+            norm_weight: Optional[torch.Tensor] = None, eps: float = 0.0,
+            res_out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    m, n = x2.shape[0], weight.shape[0]
+    k = x2.shape[1] // 2 if prologue == 2 else x2.shape[1]
     if m > MAX_ROWS:
         raise ValueError(f"skinny_gemm serves at most {MAX_ROWS} rows, got {m}")
     if weight.shape[1] != k or weight.stride(1) != 1:
@@ -155,20 +176,48 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
     if m:
         bm = block_m(m, config)
-        m_tiles = triton.cdiv(m, bm)
+        m_tiles, n_tiles = triton.cdiv(m, bm), triton.cdiv(n, config.block_n)
         k_split = triton.cdiv(triton.cdiv(k, config.split_k), config.block_k) * config.block_k
         splits = triton.cdiv(k, k_split)
-        part = (torch.empty(config.split_k, n, m_tiles * bm, dtype=torch.float32, device=x2.device)
-                if config.split_k > 1 else out)
+        ws = dict(dtype=torch.float32, device=x2.device)
+        part = torch.empty(splits, n, m_tiles * bm, **ws) if splits > 1 else out
+        sq = torch.empty(splits, n_tiles, m_tiles * bm, **ws) if splits > 1 and prologue == 1 else out
+        r = residual if residual is not None else x2
         pdl = pdl_enabled(x2.device)
-        item = weight.element_size()
-        _skinny_kernel[(triton.cdiv(n, config.block_n), splits, m_tiles)](
+        _skinny_kernel[(n_tiles, splits, m_tiles)](
             x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
-            m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0),
-            HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits,
-            ITEM=item,
-            PRECISION="ieee" if x2.dtype == torch.float32 else "tf32",
-            PREFETCH=config.prefetch and pdl and can_prefetch(weight, k), PDL=pdl,
-            num_warps=config.num_warps, num_stages=_stages(config, bm, x2.element_size()),
+            r, norm_weight if norm_weight is not None else weight, res_out if res_out is not None else out, sq,
+            m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), r.stride(0),
+            res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None, PROLOGUE=prologue,
+            HAS_RES=residual is not None, BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+            SPLIT_K=splits, PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PDL=pdl,
+            num_warps=config.num_warps, num_stages=_stages(config, bm, x2.element_size(), prologue),
             **launch_options(pdl))
-    return out.view(*x.shape[:-1], n)
+    return out
+
+
+def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                config: SkinnyConfig = SkinnyConfig(), counters: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`x @ weight.T + bias` for `x` of `MIN_ROWS`-`MAX_ROWS` rows (leading dimensions flattened); a split
+    launch needs `counters` from `split_counters` (not shared with a launch on another stream)."""
+    return _launch(as_rows(x), weight, bias, config, counters).view(*x.shape[:-1], weight.shape[0])
+
+
+def silu_mul_skinny_gemm(gate_up: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig = SkinnyConfig(),
+                         counters: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`(silu(gate) * up) @ weight.T` for `gate_up = [gate | up]`, without materialising the product."""
+    out = _launch(as_rows(gate_up), weight, None, config, counters, prologue=2)
+    return out.view(*gate_up.shape[:-1], weight.shape[0])
+
+
+def rmsnorm_skinny_gemm(x: torch.Tensor, residual: Optional[torch.Tensor], norm_weight: torch.Tensor, eps: float,
+                        weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                        config: SkinnyConfig = SkinnyConfig(), counters: Optional[torch.Tensor] = None,
+                        residual_out: Optional[torch.Tensor] = None
+                        ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`rmsnorm(x + residual) @ weight.T + bias` in one launch, and the new residual `x + residual` (None
+    without a residual) as `tierlm.kernels.fused.rmsnorm` returns it, written into `residual_out` if given."""
+    x2 = as_rows(x)
+    r2, res_out = residual_rows(x2, residual, residual_out)
+    out = _launch(x2, weight, bias, config, counters, 1, r2, norm_weight, eps, res_out)
+    return out.view(*x.shape[:-1], weight.shape[0]), (res_out.view(x.shape) if res_out is not None else None)

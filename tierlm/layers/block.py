@@ -7,15 +7,15 @@ import torch
 from torch import nn
 
 from tierlm.layers.norm import RMSNorm
-from tierlm.parallel.linear import ColumnParallelLinear, NormedInput, small_batch_config
+from tierlm.parallel.linear import ColumnParallelLinear, NormedInput, decode_config
 
 
 def _norm_into(norm: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor],
                consumer: Optional[nn.Module]) -> tuple[Any, torch.Tensor]:
     """`norm(x, residual)` -> (normed, new residual); the normed rows stay unevaluated (`NormedInput`) when
-    the module that reads them first is a column-parallel linear whose small-batch kernel serves these rows,
-    so that the norm runs inside that kernel."""
-    cfg = (small_batch_config(x, consumer.gemv_plan, "rmsnorm")
+    the module that reads them first is a column-parallel linear whose decode kernel (the GEMV or the skinny
+    GEMM) serves these rows with the norm fused in, so that the norm runs inside that kernel."""
+    cfg = (decode_config(x, consumer.gemv_plan, consumer.gemm_plan, "rmsnorm")
            if isinstance(consumer, ColumnParallelLinear) and isinstance(norm, RMSNorm) else None)
     if cfg is not None:
         out = torch.empty_like(x) if residual is not None else None

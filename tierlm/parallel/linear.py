@@ -20,6 +20,7 @@ from tierlm.parallel.group import TPGroup
 if TYPE_CHECKING:
     from tierlm.kernels.gemv import GemvConfig
     from tierlm.kernels.gemv_tune import GemvPlan
+    from tierlm.kernels.skinny_gemm import SkinnyConfig
     from tierlm.kernels.skinny_gemm_tune import SkinnyPlan
 
 
@@ -40,22 +41,29 @@ def small_batch_config(x: torch.Tensor, plan: "Optional[GemvPlan]", prologue: st
     return plan[prologue].get(bucket_of(x.numel() // x.shape[-1]))
 
 
+def decode_config(x: torch.Tensor, plan: "Optional[GemvPlan]", gemm_plan: "Optional[SkinnyPlan]",
+                  prologue: str = "plain") -> "Union[GemvConfig, SkinnyConfig, None]":
+    """The decode kernel's launch for `x`'s rows read through `prologue`: the GEMV's (1-4 rows) or the skinny
+    GEMM's (5-256 rows) where the layer's plans chose one, else None (the torch path)."""
+    cfg = small_batch_config(x, plan, prologue)
+    if cfg is None and gemm_plan is not None and x.is_cuda and not torch.compiler.is_compiling():
+        cfg = gemm_plan.config_for(x.numel() // x.shape[-1], prologue)
+    return cfg
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], plan: "Optional[GemvPlan]",
            gemm_plan: "Optional[SkinnyPlan]" = None) -> torch.Tensor:
     """`F.linear`, or one of the decode kernels where the layer's tuned plans chose it for this many rows:
     the GEMV (1-4 rows) or the skinny GEMM (5-256 rows)."""
-    cfg = small_batch_config(x, plan)
-    if cfg is not None:
-        from tierlm.kernels.gemv import gemv
+    cfg = decode_config(x, plan, gemm_plan)
+    if cfg is None:
+        return F.linear(x, weight, bias)
+    from tierlm.kernels.gemv import GemvConfig, gemv
+    from tierlm.kernels.skinny_gemm import skinny_gemm
 
+    if isinstance(cfg, GemvConfig):
         return gemv(x, weight, bias, cfg)
-    if gemm_plan is not None and x.is_cuda and not torch.compiler.is_compiling():
-        gemm_cfg = gemm_plan.config_for(x.numel() // x.shape[-1])
-        if gemm_cfg is not None:
-            from tierlm.kernels.skinny_gemm import skinny_gemm
-
-            return skinny_gemm(x, weight, bias, gemm_cfg, gemm_plan.counters)
-    return F.linear(x, weight, bias)
+    return skinny_gemm(x, weight, bias, cfg, gemm_plan.counters)
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ class NormedInput:
     weight: torch.Tensor  # the norm's
     eps: float
     residual_out: Optional[torch.Tensor]
-    config: "GemvConfig"
+    config: "Union[GemvConfig, SkinnyConfig]"
 
 
 class ColumnParallelLinear(nn.Linear):
@@ -90,10 +98,14 @@ class ColumnParallelLinear(nn.Linear):
 
     def forward(self, x: Union[torch.Tensor, NormedInput]) -> torch.Tensor:
         if isinstance(x, NormedInput):
-            from tierlm.kernels.gemv import rmsnorm_gemv
+            from tierlm.kernels.gemv import GemvConfig, rmsnorm_gemv
+            from tierlm.kernels.skinny_gemm import rmsnorm_skinny_gemm
 
-            return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
-                                x.residual_out)[0]
+            if isinstance(x.config, GemvConfig):
+                return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
+                                    x.residual_out)[0]
+            return rmsnorm_skinny_gemm(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
+                                       self.gemm_plan.counters, x.residual_out)[0]
         return linear(x, self.weight, self.bias, self.gemv_plan, self.gemm_plan)
 
 
@@ -119,12 +131,16 @@ class RowParallelLinear(nn.Linear):
 
     def forward_silu_mul(self, gate_up: torch.Tensor) -> Optional[torch.Tensor]:
         """`forward(silu(gate) * up)` in one small-batch launch, or None where the plan says cuBLAS."""
-        cfg = small_batch_config(gate_up, self.gemv_plan, "silu_mul")
+        cfg = decode_config(gate_up, self.gemv_plan, self.gemm_plan, "silu_mul")
         if cfg is None:
             return None
-        from tierlm.kernels.gemv import silu_mul_gemv
+        from tierlm.kernels.gemv import GemvConfig, silu_mul_gemv
+        from tierlm.kernels.skinny_gemm import silu_mul_skinny_gemm
 
-        y = silu_mul_gemv(gate_up, self.weight, cfg)
+        if isinstance(cfg, GemvConfig):
+            y = silu_mul_gemv(gate_up, self.weight, cfg)
+        else:
+            y = silu_mul_skinny_gemm(gate_up, self.weight, cfg, self.gemm_plan.counters)
         if self.tp.size > 1:
             y = self.tp.all_reduce(y)
         return y if self.bias is None else y + self.bias
@@ -194,12 +210,12 @@ def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = T
         if not w.is_cuda or w.dtype not in (torch.bfloat16, torch.float16):
             continue
         prologues = ("plain", "rmsnorm") if isinstance(layer, ColumnParallelLinear) else ("plain", "silu_mul")
-        gemv_key, gemm_key = ("gemv", tuple(w.shape), prologues, w.dtype, w.device), ("gemm", tuple(w.shape),
-                                                                                      w.dtype, w.device)
+        gemv_key, gemm_key = (("gemv", tuple(w.shape), prologues, w.dtype, w.device),
+                              ("gemm", tuple(w.shape), prologues, w.dtype, w.device))
         if gemv and gemv_key not in plans:
             plans[gemv_key] = tuned_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
         if gemm and gemm_key not in plans:
-            plans[gemm_key] = tuned_skinny_plan(w.shape[0], w.shape[1], w.dtype, w.device)
+            plans[gemm_key] = tuned_skinny_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
         layer.gemv_plan, layer.gemm_plan = plans.get(gemv_key), plans.get(gemm_key)
         done += 1
     return done

@@ -1,4 +1,4 @@
-"""The small-batch linear plan: which launch each (prologue, rows) gets, from given timings (no GPU)."""
+"""A decode linear's plan: which launch each (prologue, rows) gets, from given timings (no GPU)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from tierlm.kernels import gemv_tune  # noqa: E402
+from tierlm.kernels import gemv_tune, linear_tune  # noqa: E402
 
 
 class Timed:
@@ -49,9 +49,12 @@ def test_plan_from_timings(monkeypatch):
 
         return run("torch"), run("kernel"), None if prologue == "plain" else run("unfused")
 
-    monkeypatch.setattr(gemv_tune, "graph_time_us", lambda fn, copies: fn(0).us)
-    monkeypatch.setattr(gemv_tune, "_paths", paths)
-    out = gemv_tune.tune_gemv(8, 16, ("rmsnorm", "plain"), torch.float32, torch.device("cpu"))
+    skipped = gemv_tune.CANDIDATES[3]
+    monkeypatch.setattr(linear_tune, "graph_time_us", lambda fn, copies: fn(0).us)
+    monkeypatch.setattr(linear_tune, "prologue_paths", lambda *args: paths(*args[:6]))
+    out = linear_tune.tune_linear("test", 8, 16, ("rmsnorm", "plain"), torch.float32, torch.device("cpu"),
+                                  gemv_tune.BUCKETS, gemv_tune.CANDIDATES, gemv_tune.KERNELS,
+                                  skip=lambda cfg, rows: cfg == skipped and rows == 2)
     plan, fast_dict = out["plan"], dataclasses.asdict(fast)
     assert plan["plain"]["1"] == plan["plain"]["2"] == fast_dict
     assert plan["plain"]["4"] is None, "9.9 us is not under cuBLAS's 10 by the margin: cuBLAS stays"
@@ -62,3 +65,12 @@ def test_plan_from_timings(monkeypatch):
     assert out["timings_us"]["plain/4/" + close.label()] == 9.8
     assert not any(broken.label() in key for key in out["timings_us"]), "a launch that fails is skipped"
     assert not any(wrong.label() in key for key in out["timings_us"]), "a launch with wrong results is skipped"
+    assert "plain/1/" + skipped.label() in out["timings_us"] and "plain/2/" + skipped.label() not in out["timings_us"]
+
+
+def test_check_close_takes_rounding_and_refuses_the_rest():
+    ref = torch.tensor([1.0, -2.0, 4.0])
+    linear_tune.check_close(ref + 0.05, ref)  # 0.05 <= 2% of 4
+    for bad in (ref + 0.1, ref * float("nan")):
+        with pytest.raises(RuntimeError, match="differs from the torch path"):
+            linear_tune.check_close(bad, ref)
