@@ -29,6 +29,18 @@ class _Block(PreNormBlock):
         self.self_attn, self.mlp = _Attn(hidden), GatedMLP(hidden, inter)
 
 
+def test_the_block_and_its_mlp_declare_what_their_linears_read():
+    from tierlm.parallel.linear import declared_prologues
+
+    block = _Block()
+    block.o_proj = nn.Linear(4, 4)  # a layer nobody feeds through a prologue
+    got = declared_prologues(block)
+    assert got == {id(block.self_attn.qkv_proj): ("plain", "rmsnorm"), id(block.mlp.gate_up_proj): ("plain", "rmsnorm"),
+                   id(block.mlp.down_proj): ("plain", "silu_mul")}
+    block.post_attention_layernorm = nn.LayerNorm(256)  # not an RMSNorm: its reader gets no fused prologue
+    assert id(block.mlp.gate_up_proj) not in declared_prologues(block)
+
+
 def test_without_plans_nothing_is_deferred():
     block = _Block()
     seen = []

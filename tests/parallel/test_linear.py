@@ -27,10 +27,18 @@ def test_without_a_plan_or_off_the_gpu_the_layer_is_f_linear():
     assert tune_small_batch_linears(model) == 0 and model[0].gemv_plan is None and model[0].gemm_plan is None
 
 
+class _Declaring(nn.Sequential):
+    """Its first linear reads after an RMSNorm, its second after SiLU·mul (as a pre-norm block and its MLP
+    declare)."""
+
+    def fused_prologues(self):
+        return [(self[0], "rmsnorm"), (self[1], "silu_mul")]
+
+
 @cuda
 def test_a_tuned_model_matches_cublas_at_every_decode_batch(tmp_path, monkeypatch):
     monkeypatch.setenv("TIERLM_CACHE_DIR", str(tmp_path))
-    model = nn.Sequential(ColumnParallelLinear(1024, 4096), RowParallelLinear(4096, 1024)).cuda().to(torch.bfloat16)
+    model = _Declaring(ColumnParallelLinear(1024, 4096), RowParallelLinear(4096, 1024)).cuda().to(torch.bfloat16)
     assert tune_small_batch_linears(model) == 2
     assert set(model[0].gemv_plan) == {"plain", "rmsnorm"} and set(model[1].gemv_plan) == {"plain", "silu_mul"}
     assert set(model[0].gemv_plan["plain"]) == {1, 2, 4}

@@ -10,13 +10,17 @@ from tierlm.layers.norm import RMSNorm
 from tierlm.parallel.linear import ColumnParallelLinear, NormedInput, decode_config
 
 
+def _fusable(norm: nn.Module, consumer: Optional[nn.Module]) -> bool:
+    """Whether `norm` may be handed to `consumer` unevaluated: an RMSNorm read first by a column-parallel linear."""
+    return isinstance(consumer, ColumnParallelLinear) and isinstance(norm, RMSNorm)
+
+
 def _norm_into(norm: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor],
                consumer: Optional[nn.Module]) -> tuple[Any, torch.Tensor]:
     """`norm(x, residual)` -> (normed, new residual); the normed rows stay unevaluated (`NormedInput`) when
     the module that reads them first is a column-parallel linear whose decode kernel (the GEMV or the skinny
     GEMM) serves these rows with the norm fused in, so that the norm runs inside that kernel."""
-    cfg = (decode_config(x, consumer.gemv_plan, consumer.gemm_plan, "rmsnorm")
-           if isinstance(consumer, ColumnParallelLinear) and isinstance(norm, RMSNorm) else None)
+    cfg = decode_config(x, consumer.gemv_plan, consumer.gemm_plan, "rmsnorm") if _fusable(norm, consumer) else None
     if cfg is not None:
         out = torch.empty_like(x) if residual is not None else None
         return NormedInput(x, residual, norm.weight, norm.eps, out, cfg), (out if out is not None else x)
@@ -34,7 +38,17 @@ class PreNormBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor], batch: Any, rotary: Any,
                 attn: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        x, residual = _norm_into(self.input_layernorm, x, residual, getattr(self.self_attn, "qkv_proj", None))
+        (norm1, first), (norm2, second) = self._norm_readers()
+        x, residual = _norm_into(norm1, x, residual, first)
         x = self.self_attn(x, batch, rotary, attn)
-        x, residual = _norm_into(self.post_attention_layernorm, x, residual, getattr(self.mlp, "gate_up_proj", None))
+        x, residual = _norm_into(norm2, x, residual, second)
         return self.mlp(x), residual
+
+    def _norm_readers(self) -> tuple[tuple[nn.Module, Optional[nn.Module]], ...]:
+        return ((self.input_layernorm, getattr(self.self_attn, "qkv_proj", None)),
+                (self.post_attention_layernorm, getattr(self.mlp, "gate_up_proj", None)))
+
+    def fused_prologues(self) -> list[tuple[nn.Module, str]]:
+        """The linears that may receive this block's norms unevaluated, with that prologue's name: what their
+        decode kernels are tuned for (`tune_small_batch_linears`)."""
+        return [(reader, "rmsnorm") for norm, reader in self._norm_readers() if _fusable(norm, reader)]

@@ -19,6 +19,11 @@ class GatedMLP(nn.Module):
         self.gate_up_proj = ColumnParallelLinear(hidden, 2 * self.intermediate, False, tp)
         self.down_proj = RowParallelLinear(self.intermediate, hidden, False, tp)
 
+    def fused_prologues(self) -> list[tuple[nn.Module, str]]:
+        """The down projection reads `silu(gate) * up` (`forward_silu_mul`): its decode kernels are tuned for
+        that prologue (`tune_small_batch_linears`)."""
+        return [(self.down_proj, "silu_mul")]
+
     def shard_range(self, shard: int) -> tuple[int, int]:
         return shard * self.intermediate, (shard + 1) * self.intermediate
 

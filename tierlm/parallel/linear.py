@@ -193,14 +193,26 @@ class ParallelLMHead(nn.Module):
         return logits if logits.shape[-1] == self.vocab else logits[..., :self.vocab]
 
 
+def declared_prologues(model: nn.Module) -> dict[int, tuple[str, ...]]:
+    """What each linear of `model` reads, by `id`: "plain" and the prologues its feeding modules declare
+    (`fused_prologues()`), for the layers some module declares."""
+    declared: dict[int, set] = {}
+    for module in model.modules():
+        for layer, prologue in (module.fused_prologues() if hasattr(module, "fused_prologues") else ()):
+            declared.setdefault(id(layer), set()).add(prologue)
+    return {key: ("plain", *sorted(p)) for key, p in declared.items()}
+
+
 def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = True) -> int:
     """Give every CUDA bf16/fp16 column- and row-parallel linear of `model` the decode plans of its weight
-    shape from the autotune store (tuning each distinct shape once): the GEMV's (`gemv`; plain and after an
-    RMSNorm for column-parallel layers, which read normed rows first, plain and after SiLU·mul for
-    row-parallel ones) and the skinny GEMM's (`gemm`). Returns the number of layers planned."""
+    shape from the autotune store (tuning each distinct shape once): the GEMV's (`gemv`) and the skinny GEMM's
+    (`gemm`), each for the plain input and for the prologues the modules that feed the layer declare
+    (`fused_prologues()`: [(layer, "rmsnorm" | "silu_mul")], e.g. a pre-norm block's norm before its QKV
+    projection). Returns the number of layers planned."""
     from tierlm.kernels.gemv_tune import tuned_plan
     from tierlm.kernels.skinny_gemm_tune import tuned_skinny_plan
 
+    declared = declared_prologues(model)
     plans: dict = {}
     done = 0
     for layer in model.modules():
@@ -209,7 +221,7 @@ def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = T
         w = layer.weight
         if not w.is_cuda or w.dtype not in (torch.bfloat16, torch.float16):
             continue
-        prologues = ("plain", "rmsnorm") if isinstance(layer, ColumnParallelLinear) else ("plain", "silu_mul")
+        prologues = declared.get(id(layer), ("plain",))
         gemv_key, gemm_key = (("gemv", tuple(w.shape), prologues, w.dtype, w.device),
                               ("gemm", tuple(w.shape), prologues, w.dtype, w.device))
         if gemv and gemv_key not in plans:
