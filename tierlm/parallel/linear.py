@@ -31,23 +31,21 @@ def mark_sharded(param: nn.Parameter, dim: int, index: int) -> nn.Parameter:
     return param
 
 
-def small_batch_config(x: torch.Tensor, plan: "Optional[GemvPlan]", prologue: str = "plain"):
-    """The small-batch kernel's launch for `x`'s rows read through `prologue` under `plan`, or None for the
-    torch path (also off the GPU and inside torch.compile's trace, whose token dimension is symbolic)."""
-    if plan is None or prologue not in plan or not x.is_cuda or torch.compiler.is_compiling():
-        return None
-    from tierlm.kernels.gemv_tune import bucket_of
-
-    return plan[prologue].get(bucket_of(x.numel() // x.shape[-1]))
-
-
 def decode_config(x: torch.Tensor, plan: "Optional[GemvPlan]", gemm_plan: "Optional[SkinnyPlan]",
                   prologue: str = "plain") -> "Union[GemvConfig, SkinnyConfig, None]":
     """The decode kernel's launch for `x`'s rows read through `prologue`: the GEMV's (1-4 rows) or the skinny
-    GEMM's (5-256 rows) where the layer's plans chose one, else None (the torch path)."""
-    cfg = small_batch_config(x, plan, prologue)
-    if cfg is None and gemm_plan is not None and x.is_cuda and not torch.compiler.is_compiling():
-        cfg = gemm_plan.config_for(x.numel() // x.shape[-1], prologue)
+    GEMM's (5-256 rows) where the layer's plans chose one, else None (the torch path; also off the GPU and
+    inside torch.compile's trace, whose token dimension is symbolic)."""
+    if not x.is_cuda or torch.compiler.is_compiling():
+        return None
+    rows = x.numel() // x.shape[-1]
+    cfg = None
+    if plan is not None and prologue in plan:
+        from tierlm.kernels.gemv_tune import bucket_of
+
+        cfg = plan[prologue].get(bucket_of(rows))
+    if cfg is None and gemm_plan is not None:
+        cfg = gemm_plan.config_for(rows, prologue)
     return cfg
 
 
