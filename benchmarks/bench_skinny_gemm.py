@@ -1,11 +1,10 @@
 """GPU benchmark of the skinny linear kernel (`tierlm.kernels.skinny_gemm`, 5-256 rows) against cuBLAS.
 
-For each weight shape of the named models (fused QKV and gate/up, read after an RMSNorm; O and down, the
-latter read after SiLU·mul) it runs the engine's own tuning (`skinny_gemm_tune.tune_skinny`: cuBLAS, the
-unfused prologue then the plain plan, and every candidate launch, per prologue and rows bucket, inside a CUDA
-graph with the weights from HBM), checks the chosen plain launches against a float32 matmul, and prints the
-tuner's table (`bench_gemv.print_tuner_rows`). Then per rows the sum over a model's four shapes with their
-prologues (one layer's linears with its two norms and SiLU·mul), cuBLAS paths against the plan.
+For each weight shape of the named models (fused QKV, O, fused gate/up, down) it runs the engine's own tuning
+(`skinny_gemm_tune.tune_skinny`: cuBLAS and every candidate launch per rows bucket, inside a CUDA graph with
+the weights from HBM), checks the chosen launches against a float32 matmul, and prints the tuner's table
+(`bench_gemv.print_tuner_rows`). Then per rows the sum over a model's four shapes (one layer's linears),
+cuBLAS against the plan.
 Usage: `PYTHONPATH=. python benchmarks/bench_skinny_gemm.py [--models qwen3-0.6b,llama-3.1-8b]` from the repo
 root; needs CUDA.
 """
@@ -21,12 +20,9 @@ from benchmarks.bench_gemv import SHAPES, print_tuner_header, print_tuner_rows
 from tierlm.kernels.skinny_gemm import SkinnyConfig, skinny_gemm, split_counters
 from tierlm.kernels.skinny_gemm_tune import BUCKETS, tune_skinny
 
-PROLOGUES = (("plain", "rmsnorm"), ("plain", "silu_mul"))  # QKV, O, gate/up, down alternate column / row
-USED = ("rmsnorm", "plain", "rmsnorm", "silu_mul")  # what each of the four reads in a decoder layer
-
 
 def check_chosen(n: int, k: int, plan: dict, dev: torch.device) -> None:
-    for rows, cfg in plan.get("plain", {}).items():
+    for rows, cfg in plan["plain"].items():
         if cfg is not None:
             c = SkinnyConfig(**cfg)
             x = torch.randn(int(rows), k, device=dev, dtype=torch.bfloat16)
@@ -46,19 +42,18 @@ def main() -> None:
         layer = {rows: [0.0, 0.0] for rows in BUCKETS}
         print()
         print_tuner_header()
-        for i, (n, k) in enumerate(SHAPES[model]):
-            prologues = PROLOGUES[i % 2]
+        for n, k in SHAPES[model]:
             t0 = time.perf_counter()
-            out = tune_skinny(n, k, prologues, torch.bfloat16, dev)
+            out = tune_skinny(n, k, torch.bfloat16, dev)
             took = time.perf_counter() - t0
             check_chosen(n, k, out["plan"], dev)
             taken = print_tuner_rows(model, n, k, out, SkinnyConfig)
             for rows in BUCKETS:
-                layer[rows][0] += out["timings_us"][f"{USED[i]}/{rows}/torch"]
-                layer[rows][1] += taken[USED[i], rows]
+                layer[rows][0] += out["timings_us"][f"plain/{rows}/torch"]
+                layer[rows][1] += taken["plain", rows]
             print(f"  ({n}x{k} tuned in {took:.1f} s)")
             torch.cuda.empty_cache()
-        print(f"{model} one layer's four linears with their prologues, us: rows, cuBLAS paths, the plan, ratio")
+        print(f"{model} one layer's four linears, us: rows, cuBLAS, the plan, ratio")
         for rows, (a, b) in layer.items():
             print(f"  {rows:4d} {a:8.2f} {b:8.2f}  {b / a:5.2f}")
 

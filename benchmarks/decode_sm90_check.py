@@ -26,8 +26,7 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16", "res_ptr": "*bf16", "res_out_ptr": "*bf16",
             "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "qw_ptr": "*bf16",
             "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16", "logits_ptr": "*bf16", "temp_ptr": "*fp32",
-            "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32", "count_ptr": "*i32",
-            "sq_ptr": "*fp32"}
+            "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32", "count_ptr": "*i32"}
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
 
@@ -61,13 +60,11 @@ def decode_variants() -> list[tuple[str, object, dict]]:
         out.append((f"gemv pipelined prologue={prologue} rows={rows} ahead={ahead}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
                          BLOCK_K=512, STAT_K=512, PIPE=True, AHEAD=ahead, PDL=True)))
-    for rows, block_n, split, pdl, prologue in ((16, 64, 1, True, 0), (256, 128, 1, True, 0), (64, 32, 4, True, 0),
-                                                (32, 16, 2, False, 0), (64, 128, 2, True, 0), (16, 64, 1, True, 1),
-                                                (64, 64, 4, True, 1), (16, 64, 4, True, 2), (64, 64, 1, True, 2)):
-        out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl} prologue={prologue}",
-                    _skinny_kernel, dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows,
-                                         BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64, SPLIT_K=split,
-                                         PRECISION="tf32", PDL=pdl)))
+    for rows, block_n, split, pdl in ((16, 64, 1, True), (256, 128, 1, True), (64, 32, 4, True), (32, 16, 2, False),
+                                      (64, 128, 2, True)):
+        out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl}", _skinny_kernel,
+                    dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
+                         SPLIT_K=split, PRECISION="tf32", PDL=pdl)))
     return out
 
 

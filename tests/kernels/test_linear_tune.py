@@ -74,3 +74,14 @@ def test_check_close_takes_rounding_and_refuses_the_rest():
     for bad in (ref + 0.1, ref * float("nan")):
         with pytest.raises(RuntimeError, match="differs from the torch path"):
             linear_tune.check_close(bad, ref)
+
+
+def test_a_prologue_the_kernel_does_not_fuse_is_refused_before_any_timing():
+    kernels = linear_tune.LinearKernels(plain=lambda x, w, c: x)
+    for prologue in ("rmsnorm", "silu_mul"):
+        with pytest.raises(ValueError, match=f"no '{prologue}' prologue"):
+            linear_tune.prologue_paths(prologue, 8, 16, torch.Generator().manual_seed(0), torch.float32,
+                                       torch.device("cpu"), kernels)
+    torch_path, kernel, unfused = linear_tune.prologue_paths("plain", 8, 16, torch.Generator().manual_seed(0),
+                                                             torch.float32, torch.device("cpu"), kernels)
+    assert unfused is None and kernel(None, None).shape == (8, 16)

@@ -232,15 +232,10 @@ def rmsnorm_gemv(x: torch.Tensor, residual: Optional[torch.Tensor], norm_weight:
     (None without a residual), as `tierlm.kernels.fused.rmsnorm` would, written into `residual_out` when
     given (contiguous, `x`'s shape)."""
     x2 = as_rows(x)
-    r2, res_out = residual_rows(x2, residual, residual_out)
+    r2 = as_rows(residual) if residual is not None else None
+    res_out = None
+    if residual is not None:
+        res_out = residual_out.view(x2.shape) if residual_out is not None else torch.empty_like(x2)
     out = _launch(x2, weight, bias, config, 1, r2, norm_weight, eps, res_out)
     return out.view(*x.shape[:-1], weight.shape[0]), (res_out.view(x.shape) if res_out is not None else None)
 
-
-def residual_rows(x2: torch.Tensor, residual: Optional[torch.Tensor], residual_out: Optional[torch.Tensor]
-                  ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """A fused RMSNorm's residual as rows like `x2`'s and where its new residual stream goes (`residual_out`,
-    or a new buffer); (None, None) without a residual."""
-    if residual is None:
-        return None, None
-    return as_rows(residual), (residual_out.view(x2.shape) if residual_out is not None else torch.empty_like(x2))

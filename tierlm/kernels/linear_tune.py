@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,12 +65,13 @@ def weight_copies(n: int, k: int, dtype: torch.dtype, device: torch.device,
 
 @dataclass(frozen=True)
 class LinearKernels:
-    """The kernel under tuning, as functions of `(inputs..., weight, launch)`: `plain(x, w, c)`,
-    `rmsnorm(x, residual, norm_weight, w, c)` (norm epsilon `EPS`) and `silu_mul(gate_up, w, c)`."""
+    """The kernel under tuning, as functions of `(inputs..., weight, launch)`: `plain(x, w, c)` and, for a
+    kernel that fuses them, `rmsnorm(x, residual, norm_weight, w, c)` (norm epsilon `EPS`) and
+    `silu_mul(gate_up, w, c)`."""
 
     plain: Callable[..., torch.Tensor]
-    rmsnorm: Callable[..., torch.Tensor]
-    silu_mul: Callable[..., torch.Tensor]
+    rmsnorm: Optional[Callable[..., torch.Tensor]] = None
+    silu_mul: Optional[Callable[..., torch.Tensor]] = None
 
 
 def prologue_paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.dtype,
@@ -78,6 +79,9 @@ def prologue_paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype
     """(the unfused torch path, the kernel with a launch, the unfused prologue then the plain kernel or None
     for "plain") as functions of (weight, launch) on random inputs of `rows` rows."""
     from tierlm.kernels.fused import rmsnorm, silu_mul
+
+    if prologue != "plain" and getattr(kernels, prologue, None) is None:
+        raise ValueError(f"the kernel under tuning has no {prologue!r} prologue")
 
     def rand(*shape):
         return torch.randn(*shape, generator=gen, device=device).to(dtype)

@@ -1,6 +1,5 @@
 """`y = x W^T (+ b)` for decode batches of 5-256 rows, on tensor cores: the decode-time linear layers between
-the GEMV's few rows and prefill's thousands; optionally with the layer before it fused in as a prologue (the
-RMSNorm of `x + residual`, or the SiLU·mul of `[gate | up]`), as the GEMV does.
+the GEMV's few rows and prefill's thousands.
 
 At these sizes a linear layer costs little more than its weight read (a few MB), so a step of a small model
 is a chain of kernels each lasting a few microseconds, and what cuBLAS loses is the time around the read:
@@ -14,12 +13,13 @@ the launch, the first round trips to HBM and the last programs' tail, paid once 
   finished first (deterministic, unlike atomic adds). The counters are reset by that program.
 
 Rounding: one float32 accumulation per output, cast once, like cuBLAS (summation order differs, so the
-results match it to the dtype's rounding). The SiLU·mul prologue rounds its product as `_silu_mul_kernel`
-does. The RMSNorm prologue multiplies `x + residual` (rounded as the unfused norm rounds it) by the norm
-weight, rounds that to the dtype for the matrix unit, and scales the float32 sums by the rows' statistic at
-the end (summed in the same loop; with K splits, per split and added by the tile's last program), where the
-unfused layers round the normalised input first. Callers use it only where a timing chose it
+results match it to the dtype's rounding). Callers use it only where a timing chose it
 (`tierlm.kernels.skinny_gemm_tune`), for bf16 / fp16 weights.
+
+No prologue is fused in (unlike the GEMV): the input is the matrix unit's shared-memory operand here, so an
+input computed in registers (a norm, a SiLU·mul) has to be stored back to shared memory every K step, which
+stalls the pipeline; timed on an H200 such launches lost to the prologue's own kernel plus this one at every
+shape and batch tried (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.gemv import as_rows, residual_rows
+from tierlm.kernels.gemv import as_rows
 from tierlm.kernels.pdl import launch_options, pdl_enabled
 
 MIN_ROWS, MAX_ROWS = 5, 256  # the rows this kernel serves (fewer: `gemv`; more: cuBLAS)
@@ -63,11 +63,9 @@ class SkinnyConfig:
 
 
 @triton.jit(do_not_specialize=["M", "M_PAD"])  # the batch changes from step to step: one build per tile
-def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, r_ptr, nw_ptr, r_out_ptr, sq_ptr, M, M_PAD,
-                   N, K, K_SPLIT, stride_xm, stride_wn, stride_om, stride_rm, stride_ro, eps,
-                   HAS_BIAS: tl.constexpr, PROLOGUE: tl.constexpr, HAS_RES: tl.constexpr, BLOCK_M: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr,
-                   PDL: tl.constexpr):
+def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, N, K, K_SPLIT, stride_xm,
+                   stride_wn, stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -85,51 +83,27 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, r_ptr, nw_
     offs_k = tl.arange(0, BLOCK_K)
     x_rows = x_ptr + offs_m[:, None] * stride_xm
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    sq = tl.zeros([BLOCK_M], dtype=tl.float32)  # the RMSNorm statistic of this program's K range
     for k0 in range(k_lo, k_hi, BLOCK_K):
         kk = k0 + offs_k
         mask_k = kk < k_hi
-        mask_x = mask_m[:, None] & mask_k[None, :]
         w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-        x = tl.load(x_rows + kk[None, :], mask=mask_x, other=0.0)
-        if PROLOGUE == 1:  # (x + residual) * norm weight; the statistic scales the sums at the end
-            if HAS_RES:
-                r = tl.load(r_ptr + offs_m[:, None] * stride_rm + kk[None, :], mask=mask_x, other=0.0)
-                x = (x.to(tl.float32) + r.to(tl.float32)).to(x.dtype)
-                if pid_n == 0:  # the new residual stream, written once
-                    tl.store(r_out_ptr + offs_m[:, None] * stride_ro + kk[None, :], x, mask=mask_x)
-            x32 = x.to(tl.float32)
-            sq += tl.sum(x32 * x32, axis=1)
-            x = (x32 * tl.load(nw_ptr + kk, mask=mask_k, other=0.0).to(tl.float32)[None, :]).to(x.dtype)
-        if PROLOGUE == 2:  # silu(gate) * up of a [gate | up] row, as `_silu_mul_kernel` computes it
-            up = tl.load(x_rows + K + kk[None, :], mask=mask_x, other=0.0)
-            g = x.to(tl.float32)
-            x = ((g / (1.0 + tl.exp(-g))).to(up.dtype).to(tl.float32) * up.to(tl.float32)).to(up.dtype)
+        x = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
         acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
     done = True
     if SPLIT_K > 1:  # partial sums to the workspace; the tile's last program to arrive adds them in order
         part = part_ptr + (offs_n[:, None] * M_PAD + offs_m[None, :])
         tile = N * M_PAD
         counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
-        sq_tile = tl.num_programs(0) * M_PAD
-        sq_part = sq_ptr + pid_n * M_PAD + offs_m
         tl.store(part + pid_k * tile, acc, mask=mask_n[:, None])
-        if PROLOGUE == 1:
-            tl.store(sq_part + pid_k * sq_tile, sq)
         tl.debug_barrier()
         arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
         done = arrived == SPLIT_K - 1
         if done:
             acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-            sq = tl.zeros([BLOCK_M], dtype=tl.float32)
             for s in range(SPLIT_K):
                 acc += tl.load(part + s * tile, mask=mask_n[:, None], other=0.0, cache_modifier=".cg")
-                if PROLOGUE == 1:
-                    sq += tl.load(sq_part + s * sq_tile, cache_modifier=".cg")
             tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
     if done:
-        if PROLOGUE == 1:
-            acc = acc * (1.0 / tl.sqrt(sq / K + eps))[None, :]
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
         tl.store(out_ptr + offs_m[None, :] * stride_om + offs_n[:, None], acc.to(out_ptr.dtype.element_ty),
@@ -143,8 +117,8 @@ def block_m(rows: int, config: SkinnyConfig = SkinnyConfig()) -> int:
     return min(whole, config.block_m) if config.block_m else whole
 
 
-def _stages(config: SkinnyConfig, bm: int, itemsize: int, prologue: int = 0) -> int:
-    per_stage = (config.block_n + bm * (2 if prologue else 1)) * config.block_k * itemsize  # a prologue: two inputs
+def _stages(config: SkinnyConfig, bm: int, itemsize: int) -> int:
+    per_stage = (config.block_n + bm) * config.block_k * itemsize
     return max(2, min(config.num_stages, _SMEM_BYTES // per_stage))
 
 
@@ -162,11 +136,8 @@ def num_counters(n: int, config: SkinnyConfig) -> int:
 
 
 def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], config: SkinnyConfig,
-            counters: Optional[torch.Tensor], prologue: int = 0, residual: Optional[torch.Tensor] = None,
-            norm_weight: Optional[torch.Tensor] = None, eps: float = 0.0,
-            res_out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    m, n = x2.shape[0], weight.shape[0]
-    k = x2.shape[1] // 2 if prologue == 2 else x2.shape[1]
+            counters: Optional[torch.Tensor]) -> torch.Tensor:
+    m, n, k = x2.shape[0], weight.shape[0], x2.shape[1]
     if m > MAX_ROWS:
         raise ValueError(f"skinny_gemm serves at most {MAX_ROWS} rows, got {m}")
     if weight.shape[1] != k or weight.stride(1) != 1:
@@ -179,20 +150,14 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         m_tiles, n_tiles = triton.cdiv(m, bm), triton.cdiv(n, config.block_n)
         k_split = triton.cdiv(triton.cdiv(k, config.split_k), config.block_k) * config.block_k
         splits = triton.cdiv(k, k_split)
-        ws = dict(dtype=torch.float32, device=x2.device)
-        part = torch.empty(splits, n, m_tiles * bm, **ws) if splits > 1 else out
-        sq = torch.empty(splits, n_tiles, m_tiles * bm, **ws) if splits > 1 and prologue == 1 else out
-        r = residual if residual is not None else x2
+        part = torch.empty(splits, n, m_tiles * bm, dtype=torch.float32, device=x2.device) if splits > 1 else out
         pdl = pdl_enabled(x2.device)
         _skinny_kernel[(n_tiles, splits, m_tiles)](
             x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
-            r, norm_weight if norm_weight is not None else weight, res_out if res_out is not None else out, sq,
-            m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), r.stride(0),
-            res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None, PROLOGUE=prologue,
-            HAS_RES=residual is not None, BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            SPLIT_K=splits, PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PDL=pdl,
-            num_warps=config.num_warps, num_stages=_stages(config, bm, x2.element_size(), prologue),
-            **launch_options(pdl))
+            m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None,
+            BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits,
+            PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PDL=pdl, num_warps=config.num_warps,
+            num_stages=_stages(config, bm, x2.element_size()), **launch_options(pdl))
     return out
 
 
@@ -201,23 +166,3 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     """`x @ weight.T + bias` for `x` of `MIN_ROWS`-`MAX_ROWS` rows (leading dimensions flattened); a split
     launch needs `counters` from `split_counters` (not shared with a launch on another stream)."""
     return _launch(as_rows(x), weight, bias, config, counters).view(*x.shape[:-1], weight.shape[0])
-
-
-def silu_mul_skinny_gemm(gate_up: torch.Tensor, weight: torch.Tensor, config: SkinnyConfig = SkinnyConfig(),
-                         counters: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`(silu(gate) * up) @ weight.T` for `gate_up = [gate | up]`, without materialising the product."""
-    out = _launch(as_rows(gate_up), weight, None, config, counters, prologue=2)
-    return out.view(*gate_up.shape[:-1], weight.shape[0])
-
-
-def rmsnorm_skinny_gemm(x: torch.Tensor, residual: Optional[torch.Tensor], norm_weight: torch.Tensor, eps: float,
-                        weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                        config: SkinnyConfig = SkinnyConfig(), counters: Optional[torch.Tensor] = None,
-                        residual_out: Optional[torch.Tensor] = None
-                        ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """`rmsnorm(x + residual) @ weight.T + bias` in one launch, and the new residual `x + residual` (None
-    without a residual) as `tierlm.kernels.fused.rmsnorm` returns it, written into `residual_out` if given."""
-    x2 = as_rows(x)
-    r2, res_out = residual_rows(x2, residual, residual_out)
-    out = _launch(x2, weight, bias, config, counters, 1, r2, norm_weight, eps, res_out)
-    return out.view(*x.shape[:-1], weight.shape[0]), (res_out.view(x.shape) if res_out is not None else None)

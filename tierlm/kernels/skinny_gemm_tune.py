@@ -1,9 +1,8 @@
 """Which linear runs each weight shape at decode batches of 5-256 rows: cuBLAS or the skinny GEMM with a tuned
-launch, per prologue and batch bucket.
+launch, per batch bucket.
 
 Tuned once per (device, dtype, weight shape) by `tierlm.kernels.linear_tune` (every launch inside a CUDA graph
-with the weights from HBM, checked against the torch path, chosen only by `MARGIN` over every unfused path)
-and kept in the cache root's autotune store (`autotune/skinny_gemm/<fingerprint>.json`).
+with the weights from HBM, checked against cuBLAS, chosen only by `MARGIN` over it) and kept in the cache root's autotune store (`autotune/skinny_gemm/<fingerprint>.json`).
 """
 from __future__ import annotations
 
@@ -13,9 +12,8 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
-from tierlm.kernels.linear_tune import EPS, MARGIN, TOLERANCE, LinearKernels, tune_linear
-from tierlm.kernels.skinny_gemm import (MIN_ROWS, SkinnyConfig, num_counters, rmsnorm_skinny_gemm,
-                                        silu_mul_skinny_gemm, skinny_gemm, split_counters)
+from tierlm.kernels.linear_tune import MARGIN, TOLERANCE, LinearKernels, tune_linear
+from tierlm.kernels.skinny_gemm import MIN_ROWS, SkinnyConfig, num_counters, skinny_gemm, split_counters
 
 KERNEL = "skinny_gemm"
 BUCKETS = (8, 16, 32, 64, 128, 256)  # rows are rounded up to one of these (the kernel's batch tile)
@@ -36,19 +34,19 @@ def bucket_of(rows: int) -> int:
 
 @dataclass(frozen=True)
 class SkinnyPlan:
-    """The launch per prologue and rows bucket (None: cuBLAS) of one weight shape on one device, with the split
-    counters its split launches share: as many as the most any of them uses; every launch leaves them zeroed,
-    and launches on one stream never overlap theirs."""
+    """The launch per rows bucket (None: cuBLAS) of one weight shape on one device, with the split counters its
+    split launches share: as many as the most any of them uses; every launch leaves them zeroed, and launches
+    on one stream never overlap theirs."""
 
-    configs: Mapping[str, Mapping[int, Optional[SkinnyConfig]]]
+    configs: Mapping[int, Optional[SkinnyConfig]]
     counters: Optional[torch.Tensor]
 
-    def config_for(self, rows: int, prologue: str = "plain") -> Optional[SkinnyConfig]:
-        return self.configs.get(prologue, {}).get(bucket_of(rows))
+    def config_for(self, rows: int) -> Optional[SkinnyConfig]:
+        return self.configs.get(bucket_of(rows))
 
 
 def _kernels(n: int, device: torch.device) -> LinearKernels:
-    """The skinny GEMM's three forms for `linear_tune`, each launch with split counters of its own."""
+    """The skinny GEMM for `linear_tune`, each launch with split counters of its own."""
     counters: dict = {}
 
     def c_of(cfg: SkinnyConfig) -> Optional[torch.Tensor]:
@@ -56,30 +54,25 @@ def _kernels(n: int, device: torch.device) -> LinearKernels:
             counters[cfg] = split_counters(n, cfg, device)
         return counters[cfg]
 
-    return LinearKernels(
-        plain=lambda x, w, c: skinny_gemm(x, w, None, c, c_of(c)),
-        rmsnorm=lambda x, res, nw, w, c: rmsnorm_skinny_gemm(x, res, nw, EPS, w, None, c, c_of(c))[0],
-        silu_mul=lambda gu, w, c: silu_mul_skinny_gemm(gu, w, c, c_of(c)))
+    return LinearKernels(plain=lambda x, w, c: skinny_gemm(x, w, None, c, c_of(c)))
 
 
-def tune_skinny(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
-    """The plan of an `n x k` weight read through `prologues`, timed now (see `linear_tune.tune_linear`); a
-    batch tile as large as the bucket is the launch without one, so it is not timed again."""
-    return tune_linear(KERNEL, n, k, prologues, dtype, device, BUCKETS, CANDIDATES, _kernels(n, device),
+def tune_skinny(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
+    """The plan of an `n x k` weight, timed now (see `linear_tune.tune_linear`); a batch tile as large as the
+    bucket is the launch without one, so it is not timed again."""
+    return tune_linear(KERNEL, n, k, ("plain",), dtype, device, BUCKETS, CANDIDATES, _kernels(n, device),
                        skip=lambda cfg, rows: cfg.block_m >= rows)
 
 
-def tuned_skinny_plan(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torch.device) -> SkinnyPlan:
-    """The plan of an `n x k` weight read through `prologues` from the autotune store (tuned once if missing)."""
+def tuned_skinny_plan(n: int, k: int, dtype: torch.dtype, device: torch.device) -> SkinnyPlan:
+    """The plan of an `n x k` weight from the autotune store (tuned once if missing)."""
     from tierlm.cachedir import AutotuneStore
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
-               "n": n, "k": k, "prologues": list(prologues), "buckets": list(BUCKETS),
-               "candidates": [dataclasses.astuple(c) for c in CANDIDATES], "margin": MARGIN, "checked": TOLERANCE,
-               "reference": "the better of prologue + cuBLAS and prologue + the plain plan"}
-    results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_skinny(n, k, prologues, dtype, device))
-    configs = {p: {int(rows): (SkinnyConfig(**cfg) if cfg else None) for rows, cfg in b.items()}
-               for p, b in results["plan"].items()}
-    chosen = [c for b in configs.values() for c in b.values() if c is not None and c.split_k > 1]
+               "n": n, "k": k, "buckets": list(BUCKETS), "candidates": [dataclasses.astuple(c) for c in CANDIDATES],
+               "margin": MARGIN, "checked": TOLERANCE, "reference": "cuBLAS"}
+    results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_skinny(n, k, dtype, device))
+    configs = {int(rows): (SkinnyConfig(**cfg) if cfg else None) for rows, cfg in results["plan"]["plain"].items()}
+    chosen = [c for c in configs.values() if c is not None and c.split_k > 1]
     counters = split_counters(n, max(chosen, key=lambda c: num_counters(n, c)), device) if chosen else None
     return SkinnyPlan(configs, counters)

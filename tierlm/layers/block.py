@@ -18,9 +18,9 @@ def _fusable(norm: nn.Module, consumer: Optional[nn.Module]) -> bool:
 def _norm_into(norm: nn.Module, x: torch.Tensor, residual: Optional[torch.Tensor],
                consumer: Optional[nn.Module]) -> tuple[Any, torch.Tensor]:
     """`norm(x, residual)` -> (normed, new residual); the normed rows stay unevaluated (`NormedInput`) when
-    the module that reads them first is a column-parallel linear whose decode kernel (the GEMV or the skinny
-    GEMM) serves these rows with the norm fused in, so that the norm runs inside that kernel."""
-    cfg = decode_config(x, consumer.gemv_plan, consumer.gemm_plan, "rmsnorm") if _fusable(norm, consumer) else None
+    the module that reads them first is a column-parallel linear whose GEMV serves these rows with the norm
+    fused in, so that the norm runs inside that kernel."""
+    cfg = decode_config(x, consumer.gemv_plan, None, "rmsnorm") if _fusable(norm, consumer) else None
     if cfg is not None:
         out = torch.empty_like(x) if residual is not None else None
         return NormedInput(x, residual, norm.weight, norm.eps, out, cfg), (out if out is not None else x)
@@ -50,5 +50,5 @@ class PreNormBlock(nn.Module):
 
     def fused_prologues(self) -> list[tuple[nn.Module, str]]:
         """The linears that may receive this block's norms unevaluated, with that prologue's name: what their
-        decode kernels are tuned for (`tune_small_batch_linears`)."""
+        GEMV plans are tuned for (`tune_small_batch_linears`)."""
         return [(reader, "rmsnorm") for norm, reader in self._norm_readers() if _fusable(norm, reader)]

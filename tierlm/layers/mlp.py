@@ -20,8 +20,8 @@ class GatedMLP(nn.Module):
         self.down_proj = RowParallelLinear(self.intermediate, hidden, False, tp)
 
     def fused_prologues(self) -> list[tuple[nn.Module, str]]:
-        """The down projection reads `silu(gate) * up` (`forward_silu_mul`): its decode kernels are tuned for
-        that prologue (`tune_small_batch_linears`)."""
+        """The down projection reads `silu(gate) * up` (`forward_silu_mul`): its GEMV plan is tuned for that
+        prologue (`tune_small_batch_linears`)."""
         return [(self.down_proj, "silu_mul")]
 
     def shard_range(self, shard: int) -> tuple[int, int]:

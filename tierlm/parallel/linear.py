@@ -33,9 +33,9 @@ def mark_sharded(param: nn.Parameter, dim: int, index: int) -> nn.Parameter:
 
 def decode_config(x: torch.Tensor, plan: "Optional[GemvPlan]", gemm_plan: "Optional[SkinnyPlan]",
                   prologue: str = "plain") -> "Union[GemvConfig, SkinnyConfig, None]":
-    """The decode kernel's launch for `x`'s rows read through `prologue`: the GEMV's (1-4 rows) or the skinny
-    GEMM's (5-256 rows) where the layer's plans chose one, else None (the torch path; also off the GPU and
-    inside torch.compile's trace, whose token dimension is symbolic)."""
+    """The decode kernel's launch for `x`'s rows read through `prologue`: the GEMV's (1-4 rows, any prologue its
+    plan has) or the skinny GEMM's (5-256 rows, "plain" only) where the layer's plans chose one, else None (the
+    torch path; also off the GPU and inside torch.compile's trace, whose token dimension is symbolic)."""
     if not x.is_cuda or torch.compiler.is_compiling():
         return None
     rows = x.numel() // x.shape[-1]
@@ -44,8 +44,8 @@ def decode_config(x: torch.Tensor, plan: "Optional[GemvPlan]", gemm_plan: "Optio
         from tierlm.kernels.gemv_tune import bucket_of
 
         cfg = plan[prologue].get(bucket_of(rows))
-    if cfg is None and gemm_plan is not None:
-        cfg = gemm_plan.config_for(rows, prologue)
+    if cfg is None and gemm_plan is not None and prologue == "plain":
+        cfg = gemm_plan.config_for(rows)
     return cfg
 
 
@@ -66,8 +66,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
 
 @dataclass(frozen=True)
 class NormedInput:
-    """`RMSNorm(x + residual)` handed to a column-parallel linear unevaluated, so that its small-batch kernel
-    applies the norm on the way in (one launch instead of two). The new residual stream, `x + residual`
+    """`RMSNorm(x + residual)` handed to a column-parallel linear unevaluated, so that its GEMV applies the
+    norm on the way in (one launch instead of two). The new residual stream, `x + residual`
     (or `x` without a residual), is written into `residual_out`. Made only where the layer's plan runs the
     kernel for these rows (`PreNormBlock`), with the launch that plan chose."""
 
@@ -76,7 +76,7 @@ class NormedInput:
     weight: torch.Tensor  # the norm's
     eps: float
     residual_out: Optional[torch.Tensor]
-    config: "Union[GemvConfig, SkinnyConfig]"
+    config: "GemvConfig"
 
 
 class ColumnParallelLinear(nn.Linear):
@@ -96,14 +96,10 @@ class ColumnParallelLinear(nn.Linear):
 
     def forward(self, x: Union[torch.Tensor, NormedInput]) -> torch.Tensor:
         if isinstance(x, NormedInput):
-            from tierlm.kernels.gemv import GemvConfig, rmsnorm_gemv
-            from tierlm.kernels.skinny_gemm import rmsnorm_skinny_gemm
+            from tierlm.kernels.gemv import rmsnorm_gemv
 
-            if isinstance(x.config, GemvConfig):
-                return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
-                                    x.residual_out)[0]
-            return rmsnorm_skinny_gemm(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
-                                       self.gemm_plan.counters, x.residual_out)[0]
+            return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
+                                x.residual_out)[0]
         return linear(x, self.weight, self.bias, self.gemv_plan, self.gemm_plan)
 
 
@@ -128,17 +124,13 @@ class RowParallelLinear(nn.Linear):
         return y if self.bias is None else y + self.bias
 
     def forward_silu_mul(self, gate_up: torch.Tensor) -> Optional[torch.Tensor]:
-        """`forward(silu(gate) * up)` in one small-batch launch, or None where the plan says cuBLAS."""
-        cfg = decode_config(gate_up, self.gemv_plan, self.gemm_plan, "silu_mul")
+        """`forward(silu(gate) * up)` in one GEMV launch, or None where the plan does not fuse it."""
+        cfg = decode_config(gate_up, self.gemv_plan, None, "silu_mul")
         if cfg is None:
             return None
-        from tierlm.kernels.gemv import GemvConfig, silu_mul_gemv
-        from tierlm.kernels.skinny_gemm import silu_mul_skinny_gemm
+        from tierlm.kernels.gemv import silu_mul_gemv
 
-        if isinstance(cfg, GemvConfig):
-            y = silu_mul_gemv(gate_up, self.weight, cfg)
-        else:
-            y = silu_mul_skinny_gemm(gate_up, self.weight, cfg, self.gemm_plan.counters)
+        y = silu_mul_gemv(gate_up, self.weight, cfg)
         if self.tp.size > 1:
             y = self.tp.all_reduce(y)
         return y if self.bias is None else y + self.bias
@@ -203,10 +195,10 @@ def declared_prologues(model: nn.Module) -> dict[int, tuple[str, ...]]:
 
 def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = True) -> int:
     """Give every CUDA bf16/fp16 column- and row-parallel linear of `model` the decode plans of its weight
-    shape from the autotune store (tuning each distinct shape once): the GEMV's (`gemv`) and the skinny GEMM's
-    (`gemm`), each for the plain input and for the prologues the modules that feed the layer declare
-    (`fused_prologues()`: [(layer, "rmsnorm" | "silu_mul")], e.g. a pre-norm block's norm before its QKV
-    projection). Returns the number of layers planned."""
+    shape from the autotune store (tuning each distinct shape once): the GEMV's (`gemv`), for the plain input
+    and for the prologues the modules that feed the layer declare (`fused_prologues()`: [(layer, "rmsnorm" |
+    "silu_mul")], e.g. a pre-norm block's norm before its QKV projection), and the skinny GEMM's (`gemm`).
+    Returns the number of layers planned."""
     from tierlm.kernels.gemv_tune import tuned_plan
     from tierlm.kernels.skinny_gemm_tune import tuned_skinny_plan
 
@@ -221,11 +213,11 @@ def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = T
             continue
         prologues = declared.get(id(layer), ("plain",))
         gemv_key, gemm_key = (("gemv", tuple(w.shape), prologues, w.dtype, w.device),
-                              ("gemm", tuple(w.shape), prologues, w.dtype, w.device))
+                              ("gemm", tuple(w.shape), w.dtype, w.device))
         if gemv and gemv_key not in plans:
             plans[gemv_key] = tuned_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
         if gemm and gemm_key not in plans:
-            plans[gemm_key] = tuned_skinny_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
+            plans[gemm_key] = tuned_skinny_plan(w.shape[0], w.shape[1], w.dtype, w.device)
         layer.gemv_plan, layer.gemm_plan = plans.get(gemv_key), plans.get(gemm_key)
         done += 1
     return done
