@@ -144,14 +144,18 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
 
 
 def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
-                  default_only: bool = False) -> None:
+                  default_only: bool = False, splits: bool = False) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
-    launch, moves the bandwidth)."""
+    launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
+    split, with two wave targets), for small batches whose few programs leave SMs idle."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
         variants = [DecodeVariant()]
+    if splits:
+        variants = [DecodeVariant(block_n=n, min_chunk=mc, waves=wv) for (n, mc), wv in itertools.product(
+            ((128, 128), (64, 64), (64, 128), (32, 32), (32, 64)), (4, 16))]
     summary = []
     for batch, low, ctx in shapes:
         case = DecodeCase(batch, ctx, gen, low)
@@ -179,6 +183,8 @@ def main() -> None:
                     "list of BATCH:CONTEXT or BATCH:LOW-HIGH (contexts drawn uniformly; graph-replayed, so the "
                     "launch cost is left out)")
     ap.add_argument("--default-only", action="store_true", help="with --decode-shapes: the default launch only")
+    ap.add_argument("--split-sweep", action="store_true", help="with --decode-shapes: sweep the KV tile and the "
+                    "fewest tokens per split instead (small batches)")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name} ({props.multi_processor_count} SMs); torch {torch.__version__}; "
@@ -192,7 +198,7 @@ def main() -> None:
             batch, ctx = spec.split(":")
             low, _, high = ctx.rpartition("-")
             shapes.append((int(batch), int(low or 0), int(high)))
-        decode_shapes(shapes, gen, copy_gbs, args.default_only)
+        decode_shapes(shapes, gen, copy_gbs, args.default_only, args.split_sweep)
         return
 
     main_case = DecodeCase(64, 4096, gen)
