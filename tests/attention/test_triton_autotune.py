@@ -21,7 +21,8 @@ def fake_gpu(monkeypatch, tmp_path):
 
     def fake_tune(base, num_heads, num_kv_heads, head_dim, dtype, device):
         tunings.append(1)
-        return {"decode_block_n": 64, "decode_num_warps": 8, "decode_num_stages": 3, "us": 1.0}
+        return {"decode_block_n": 64, "decode_num_warps": 8, "decode_num_stages": 3, "decode_fused_merge": True,
+                "us": 1.0}
 
     monkeypatch.setattr(triton_autotune, "tune_decode", fake_tune)
     return tmp_path / "root", tunings
@@ -35,6 +36,7 @@ def test_tunes_once_then_reuses(fake_gpu):
     root, tunings = fake_gpu
     cfg = tuned()
     assert (cfg.decode_block_n, cfg.decode_num_warps, cfg.decode_num_stages) == (64, 8, 3)
+    assert cfg.decode_fused_merge is True
     assert tuned() == cfg and len(tunings) == 1
     files = list((root / "autotune" / "triton_decode").glob("*.json"))
     assert len(files) == 1
@@ -50,3 +52,11 @@ def test_reuse_off_writes_a_run_and_keeps_canonical(fake_gpu, monkeypatch):
     tuned()
     assert len(tunings) == 2 and canonical.read_bytes() == before
     assert list((root / "autotune" / "runs").glob("triton_decode.*.json"))
+
+
+def test_the_fused_merge_is_chosen_only_when_right_and_faster_by_the_margin():
+    choose = triton_autotune.choose_merge
+    assert choose(10.0, 9.0, 0.0, 0.01)
+    assert not choose(10.0, 9.9, 0.0, 0.01), "within the margin: the two-stage launch stays"
+    assert not choose(10.0, 5.0, 0.5, 0.01), "a result that is not the two-stage launch's is never chosen"
+    assert not choose(10.0, 5.0, float("nan"), 0.01)
