@@ -40,8 +40,8 @@ def _split_range(seq_len, split, min_chunk, MAX_SPLITS: tl.constexpr, BLOCK_N: t
 @triton.jit
 def _decode_stage1(
     q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out_ptr,
-    counters, stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn, stride_vnh,
-    stride_ob, stride_oh, sm_scale_log2, min_chunk,
+    counters, stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn,
+    stride_vnh, stride_ob, stride_oh, sm_scale_log2, min_chunk,
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
@@ -189,8 +189,8 @@ def _decode_stage2(
     if PDL:
         gdc_launch_dependents()
         gdc_wait()
-    _merge_head(mid_o, mid_lse, out_ptr, b, h, 0, 1, seq_len, stride_ob, stride_oh, min_chunk, NUM_HEADS, HEAD_DIM,
-                MAX_SPLITS, BLOCK_S, BLOCK_N, BLOCK_D)
+    _merge_head(mid_o, mid_lse, out_ptr, b, h, 0, 1, seq_len, stride_ob, stride_oh, min_chunk, NUM_HEADS=NUM_HEADS,
+                HEAD_DIM=HEAD_DIM, MAX_SPLITS=MAX_SPLITS, BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
 
 
 def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: int = 4, cap: int = 64) -> int:
@@ -254,11 +254,11 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     block_s = triton.next_power_of_2(max_splits)
     _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
-        counters if merge else seq_lens, q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
-        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
-        sm_scale * log2e, min_chunk,
-        GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
-        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
+        counters if merge else seq_lens, q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1),
+        req_to_token.stride(0), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0),
+        out.stride(1), sm_scale * log2e, min_chunk,
+        GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits, BLOCK_H=block_h,
+        BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
         STORE_NEW=new_kv is not None, DIRECT=max_splits == 1, MERGE=merge, BLOCK_S=block_s, num_warps=num_warps,
         num_stages=num_stages, **pdl,
     )
