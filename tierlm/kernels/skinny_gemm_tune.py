@@ -2,7 +2,8 @@
 launch, per batch bucket.
 
 Tuned once per (device, dtype, weight shape) by `tierlm.kernels.linear_tune` (every launch inside a CUDA graph
-with the weights from HBM, checked against cuBLAS, chosen only by `MARGIN` over it) and kept in the cache root's autotune store (`autotune/skinny_gemm/<fingerprint>.json`).
+with the weights from HBM, checked against cuBLAS, chosen only by `MARGIN` over it) and kept in the cache root's
+autotune store (`autotune/skinny_gemm/<fingerprint>.json`).
 """
 from __future__ import annotations
 
