@@ -74,7 +74,8 @@ def test_the_merge_timing_runs_both_ways_and_chooses_by_result_and_time():
         from tierlm.attention.triton_backend import TritonAttentionConfig
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         cfg = TritonAttentionConfig.for_device(dev)
-        data = ta._random_batch(3, 40, 4, 2, 16, torch.float32, dev)
+        data = ta._random_batch(3, 40, 4, 2, 16, torch.float32, dev, spread=True)
+        assert data[-1].min() >= 1 and data[-1].max() <= 40
         for merged_us, chosen in ((5.0, True), (9.9, False)):
             times = iter([10.0, merged_us])
             def fake_bench(fn, return_mode="median"):

@@ -24,8 +24,9 @@ MERGE_MARGIN = 0.97  # and chosen only if it takes at most this fraction of the 
 
 
 def _random_batch(batch: int, context: int, num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype,
-                  device: torch.device) -> tuple:
-    """(q, k, v, request table, rows, lengths) of `batch` requests of `context` tokens in random slots."""
+                  device: torch.device, spread: bool = False) -> tuple:
+    """(q, k, v, request table, rows, lengths) of `batch` requests of `context` tokens in random slots (with
+    `spread`, of 1 to `context` tokens: requests with fewer splits than the launch has programs for)."""
     gen = torch.Generator(device=device).manual_seed(0)
     slots = batch * context
     k = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(dtype)
@@ -34,6 +35,8 @@ def _random_batch(batch: int, context: int, num_heads: int, num_kv_heads: int, h
     table = torch.randperm(slots, generator=gen, device=device).to(torch.int32).view(batch, context)
     rows = torch.arange(batch, dtype=torch.int32, device=device)
     lens = torch.full((batch,), context, dtype=torch.int32, device=device)
+    if spread:
+        lens = torch.randint(1, context + 1, (batch,), generator=gen, device=device).to(torch.int32)
     return q, k, v, table, rows, lens
 
 
@@ -100,7 +103,7 @@ def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, 
         if ms < best_ms:
             best, best_ms = params, ms
     del data
-    small = _random_batch(MERGE_BATCH, context, num_heads, num_kv_heads, head_dim, dtype, device)
+    small = _random_batch(MERGE_BATCH, context, num_heads, num_kv_heads, head_dim, dtype, device, spread=True)
     merge = _time_merge(dataclasses.replace(base, **best), small, sms)
     logger.info("autotune %s: best %s at %.1f us (batch %d, context %d); fused merge %s (%s us at batch %d)",
                 KERNEL, best, best_ms * 1e3, batch, context, merge["decode_fused_merge"], merge["merge_us"],
