@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from tierlm.kernels.arrival import last_to_arrive, rearm
 from tierlm.kernels.pdl import launch_kwargs
 
 
@@ -141,16 +142,14 @@ def _decode_stage1(
              mask=valid[:, None] & mask_d[None, :])
     tl.store(mid_lse + mid, m_i + tl.log2(l_safe), mask=valid)
     if MERGE:  # every program of the (request, head block) arrives, empty slices too; the last one merges
-        tl.debug_barrier()
         counter = counters + b * tl.num_programs(1) + hb
-        arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
-        if arrived == MAX_SPLITS - 1:
+        if last_to_arrive(counter, MAX_SPLITS):
             for g in tl.static_range(BLOCK_H if HEAD_BLOCKS > 1 else GROUP):
                 hg = (hb % HEAD_BLOCKS) * BLOCK_H + g  # past GROUP (a last partial head block): masked
                 _merge_head(mid_o, mid_lse, out_ptr, b, kv_head * GROUP + hg, hg, GROUP, seq_len, stride_ob,
                             stride_oh, min_chunk, NUM_HEADS=NUM_HEADS, HEAD_DIM=HEAD_DIM, MAX_SPLITS=MAX_SPLITS,
                             BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
-            tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
+            rearm(counter)
 
 
 @triton.jit

@@ -238,4 +238,3 @@ def rmsnorm_gemv(x: torch.Tensor, residual: Optional[torch.Tensor], norm_weight:
         res_out = residual_out.view(x2.shape) if residual_out is not None else torch.empty_like(x2)
     out = _launch(x2, weight, bias, config, 1, r2, norm_weight, eps, res_out)
     return out.view(*x.shape[:-1], weight.shape[0]), (res_out.view(x.shape) if res_out is not None else None)
-

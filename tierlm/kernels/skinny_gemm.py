@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from tierlm.kernels.arrival import last_to_arrive, rearm
 from tierlm.kernels.gemv import as_rows
 from tierlm.kernels.pdl import launch_options, pdl_enabled
 
@@ -95,14 +96,12 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
         tile = N * M_PAD
         counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
         tl.store(part + pid_k * tile, acc, mask=mask_n[:, None])
-        tl.debug_barrier()
-        arrived = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
-        done = arrived == SPLIT_K - 1
+        done = last_to_arrive(counter, SPLIT_K)
         if done:
             acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
             for s in range(SPLIT_K):
                 acc += tl.load(part + s * tile, mask=mask_n[:, None], other=0.0, cache_modifier=".cg")
-            tl.atomic_xchg(counter, 0, sem="relaxed", scope="gpu")
+            rearm(counter)
     if done:
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]

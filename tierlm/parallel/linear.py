@@ -57,10 +57,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
     if cfg is None:
         return F.linear(x, weight, bias)
     from tierlm.kernels.gemv import GemvConfig, gemv
-    from tierlm.kernels.skinny_gemm import skinny_gemm
 
     if isinstance(cfg, GemvConfig):
         return gemv(x, weight, bias, cfg)
+    from tierlm.kernels.skinny_gemm import skinny_gemm
+
     return skinny_gemm(x, weight, bias, cfg, gemm_plan.counters)
 
 
