@@ -15,7 +15,7 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
-from tierlm.kernels.decode_attention import choose_max_splits, decode_attention, merge_counters
+from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.extend_attention import extend_attention
 
 HEADS, KV_HEADS, HEAD_DIM, PAGE = 16, 8, 128, 16  # Qwen3-0.6B attention shape; engine default page size
@@ -32,12 +32,10 @@ class DecodeVariant:
     num_stages: int = 2
     waves: int = 4
     min_chunk: int = 128
-    fused_merge: bool = False  # stage 1 merges the splits (no stage-2 launch)
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
-        return (f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
-                + (" merged" if self.fused_merge else ""))
+        return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
 
 
 def paged_kv(batch: int, prefix: int, gen: torch.Generator):
@@ -97,12 +95,10 @@ class DecodeCase:
                               waves=var.waves)
         mid_o = torch.empty(self.batch, HEADS, s, HEAD_DIM, dtype=torch.float32, device="cuda")
         mid_lse = torch.empty(self.batch, HEADS, s, dtype=torch.float32, device="cuda")
-        counters = (torch.zeros(merge_counters(self.batch, HEADS), dtype=torch.int32, device="cuda")
-                    if var.fused_merge else None)
         return lambda: decode_attention(self.q, self.k_buf, self.v_buf, self.table, self.rows, self.seq_lens,
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
-                                        num_warps=var.num_warps, num_stages=var.num_stages, counters=counters)
+                                        num_warps=var.num_warps, num_stages=var.num_stages)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))
@@ -152,16 +148,14 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
-    split, with two wave targets) and stage 2 against the fused merge, for small batches whose few programs
-    leave SMs idle."""
+    split, with two wave targets), for small batches whose few programs leave SMs idle."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
         variants = [DecodeVariant()]
     if splits:
-        variants = [DecodeVariant(block_n=n, min_chunk=mc, waves=wv, fused_merge=fm)
-                    for (n, mc), wv, fm in itertools.product(((128, 128), (64, 64), (64, 128), (32, 32), (32, 64)),
-                                                             (4, 16), (False, True))]
+        variants = [DecodeVariant(block_n=n, min_chunk=mc, waves=wv) for (n, mc), wv in itertools.product(
+            ((128, 128), (64, 64), (64, 128), (32, 32), (32, 64)), (4, 16))]
     summary = []
     for batch, low, ctx in shapes:
         case = DecodeCase(batch, ctx, gen, low)
@@ -189,8 +183,8 @@ def main() -> None:
                     "list of BATCH:CONTEXT or BATCH:LOW-HIGH (contexts drawn uniformly; graph-replayed, so the "
                     "launch cost is left out)")
     ap.add_argument("--default-only", action="store_true", help="with --decode-shapes: the default launch only")
-    ap.add_argument("--split-sweep", action="store_true", help="with --decode-shapes: sweep the KV tile, the "
-                    "fewest tokens per split and the fused merge instead (small batches)")
+    ap.add_argument("--split-sweep", action="store_true", help="with --decode-shapes: sweep the KV tile and the "
+                    "fewest tokens per split instead (small batches)")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name} ({props.multi_processor_count} SMs); torch {torch.__version__}; "

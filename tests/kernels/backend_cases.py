@@ -36,10 +36,8 @@ def _batch(mode: str, table: torch.Tensor, rows: list[int], prefix: list[int], e
 
 
 def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, page_size: int,
-                  head_dim: int = 32, seed: int = 0, fused_merge: bool = False) -> None:
-    import dataclasses
-
-    from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
+                  head_dim: int = 32, seed: int = 0) -> None:
+    from tierlm.attention.triton_backend import TritonBackend
 
     gen = torch.Generator().manual_seed(seed)
     prefix, ext = [0, 9, 21, 4], [13, 1, 6, 30]  # request 1 is a decode-like extend of one token
@@ -63,8 +61,7 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     table = table.to(device)
     scale = head_dim ** -0.5
     ref = TorchNativeBackend(pools[0], table, num_heads, head_dim, scale)
-    cfg = dataclasses.replace(TritonAttentionConfig.for_device(torch.device(device)), decode_fused_merge=fused_merge)
-    tri = TritonBackend(pools[1], table, num_heads, head_dim, scale, cfg)
+    tri = TritonBackend(pools[1], table, num_heads, head_dim, scale)
     tol = tolerance(dtype)
 
     def step(batch: ForwardBatch, graph: bool = False) -> None:
@@ -84,10 +81,6 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
             torch.testing.assert_close(got[:n_real].double().cpu(), want.double().cpu(), **tol)
             assert torch.equal(pools[0]["k"][layer][1 * page_size:], pools[1]["k"][layer][1 * page_size:])
             assert torch.equal(pools[0]["v"][layer][1 * page_size:], pools[1]["v"][layer][1 * page_size:])
-        decode = tri._meta if batch.mode == "decode" else tri._meta.decode
-        if decode is not None:
-            assert (decode.counters is not None) == fused_merge
-            assert decode.counters is None or not decode.counters.any(), "merge counters left zeroed"
 
     step(_batch("prefill", table, rows, prefix, ext))
     seqs = [p + e for p, e in zip(prefix, ext)]
@@ -139,8 +132,6 @@ BACKEND_CASES = {
     "backend_gqa2_page1": lambda d, t: check_backend(d, t, num_heads=4, num_kv_heads=2, page_size=1),
     "backend_gqa4_page4": lambda d, t: check_backend(d, t, num_heads=8, num_kv_heads=2, page_size=4, seed=1),
     "backend_gqa1_page4": lambda d, t: check_backend(d, t, num_heads=2, num_kv_heads=2, page_size=4, seed=2),
-    "backend_gqa2_fused_merge": lambda d, t: check_backend(d, t, num_heads=4, num_kv_heads=2, page_size=4, seed=3,
-                                                           fused_merge=True),
     "engine_greedy_qwen3": check_engine_greedy,
 }
 

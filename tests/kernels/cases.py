@@ -36,12 +36,10 @@ def check_store(device: str, dtype: torch.dtype, page_size: int = 4) -> None:
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
-                 fused_store: bool = False, fused_merge: bool = False) -> None:
+                 fused_store: bool = False) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
-    `new_kv` while their pool slots hold NaN, and must be in the pool afterwards. With `fused_merge` stage 1
-    merges the splits (merge counters given): the counters are left zeroed and the result is the two-stage
-    launch's to float32 rounding, the same on a second call."""
-    from tierlm.kernels.decode_attention import decode_attention, merge_counters
+    `new_kv` while their pool slots hold NaN, and must be in the pool afterwards."""
+    from tierlm.kernels.decode_attention import decode_attention
 
     sc = make_scenario([s - 1 for s in seqs], [1] * len(seqs), num_heads, num_kv_heads, head_dim, page_size,
                        dtype, device, seed=seed)
@@ -58,26 +56,11 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     out = _poison((batch, num_heads, head_dim), device, dtype)
     mid_o = _poison((batch, num_heads, max_splits, head_dim), device)
     mid_lse = _poison((batch, num_heads, max_splits), device)
-    counters = torch.zeros(merge_counters(batch, num_heads), dtype=torch.int32, device=device) if fused_merge else None
-    k_before, v_before = sc.k_buf.clone(), sc.v_buf.clone()
-
-    def call(counters, out):
-        sc.k_buf.copy_(k_before)
-        sc.v_buf.copy_(v_before)
-        decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse,
-                         scale, min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4,
-                         num_stages=1, new_kv=new_kv, counters=counters)
-        return out
-
-    call(counters, out)
+    decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
+                     min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
+                     new_kv=new_kv)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
     assert torch.equal(sc.k_buf, k_after) and torch.equal(sc.v_buf, v_after)  # stored, nothing else touched
-    if fused_merge:
-        assert not counters.any(), "the merging programs leave the counters zeroed"
-        assert torch.equal(call(counters, _poison(out.shape, device, dtype)), out), "merged in one order"
-        two_stage = call(None, _poison(out.shape, device, dtype))
-        torch.testing.assert_close(out.float(), two_stage.float(), rtol=1e-5 if dtype == torch.float32 else 1e-2,
-                                   atol=1e-5 if dtype == torch.float32 else 1e-2)
 
 
 def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, prefix: tuple[int, ...],
@@ -120,15 +103,6 @@ def _cases() -> dict[str, CaseFn]:
         "decode_fused_store_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
                                              seqs=(1, 3, 50, 17, 16, 33), fused_store=True, seed=8),
         "decode_fused_store_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, fused_store=True, seed=9),
-        "decode_merge_gqa2_dot": dec(num_heads=4, num_kv_heads=2, dot_min_group=1, fused_merge=True, seed=10),
-        "decode_merge_gqa4_bcast_page4": dec(num_heads=8, num_kv_heads=2, page_size=4, fused_merge=True, seed=11),
-        "decode_merge_splits_d48_store": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
-                                             seqs=(1, 3, 50, 17, 16, 33), fused_store=True, fused_merge=True,
-                                             seed=12),
-        "decode_merge_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, fused_merge=True, seed=13),
-        # 96 heads on one KV head: two head blocks of 64, the second half empty
-        "decode_merge_two_head_blocks": dec(num_heads=96, num_kv_heads=1, head_dim=16, dot_min_group=1,
-                                            seqs=(5, 40), fused_merge=True, seed=14),
         "extend_noprefix_gqa1": ext(num_heads=2, num_kv_heads=2, prefix=(0, 0, 0), extend=(5, 17, 33)),
         "extend_prefix_gqa1_page4": ext(num_heads=2, num_kv_heads=2, page_size=4, **mixed),
         "extend_prefix_gqa4": ext(num_heads=4, num_kv_heads=1, **mixed, seed=1),

@@ -1,7 +1,6 @@
 """Split-KV decode metadata shared by the Triton backends (GQA and latent): per step, the batch's rows and
-lengths plus float32 scratch for the per-split outputs (and, for a fused merge, zeroed int32 counters); for
-CUDA graphs, static buffers sized once for every batch size up to the largest captured one, so a graph
-captured for size `bs` stays valid at replay."""
+lengths plus float32 scratch for the per-split outputs; for CUDA graphs, static buffers sized once for every
+batch size up to the largest captured one, so a graph captured for size `bs` stays valid at replay."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,28 +15,15 @@ class DecodeMeta:
     seq_lens: torch.Tensor  # [B] int32
     mid_o: torch.Tensor  # [B, H, S, D] float32 split outputs
     mid_lse: torch.Tensor  # [B, H, S] float32 split log-sum-exps (base 2)
-    counters: torch.Tensor | None = None  # [B * H] int32, zero between launches (the fused merge's)
 
 
 class DecodeScratch:
     """Decode metadata for `heads` heads of output width `width`; `splits(bs)` is the split count of a batch
-    size (a function of the size only). With `counters`, also one zeroed int32 counter per request and head,
-    which the kernels leave zeroed: eager steps share one growing buffer, graphs a static one of their own
-    (a captured graph keeps the address it saw)."""
+    size (a function of the size only)."""
 
-    def __init__(self, heads: int, width: int, splits: Callable[[int], int], device: torch.device,
-                 counters: bool = False) -> None:
+    def __init__(self, heads: int, width: int, splits: Callable[[int], int], device: torch.device) -> None:
         self.heads, self.width, self.splits, self.device = heads, width, splits, device
-        self.counters = counters
-        self._graph: tuple[torch.Tensor, ...] | None = None
-        self._eager_counters = torch.zeros(0, dtype=torch.int32, device=device)
-
-    def _counters(self, bs: int) -> torch.Tensor | None:
-        if not self.counters:
-            return None
-        if self._eager_counters.numel() < bs * self.heads:
-            self._eager_counters = torch.zeros(bs * self.heads, dtype=torch.int32, device=self.device)
-        return self._eager_counters[:bs * self.heads]
+        self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def for_batch(self, req_rows: torch.Tensor, seq_lens: torch.Tensor) -> DecodeMeta:
         """Fresh scratch for an eager decode step (`req_rows`, `seq_lens` may be a mixed pass's tail: copied
@@ -47,7 +33,7 @@ class DecodeScratch:
         s = self.splits(bs)
         f32 = dict(dtype=torch.float32, device=self.device)
         return DecodeMeta(req_rows, seq_lens, torch.empty(bs, self.heads, s, self.width, **f32),
-                          torch.empty(bs, self.heads, s, **f32), self._counters(bs))
+                          torch.empty(bs, self.heads, s, **f32))
 
     def init_graph(self, max_bs: int, dummy_row: int) -> None:
         """Static buffers for every batch size up to `max_bs` (padding rows point at `dummy_row`)."""
@@ -55,21 +41,19 @@ class DecodeScratch:
         f32 = dict(dtype=torch.float32, device=self.device)
         self._graph = (torch.full((max_bs,), dummy_row, dtype=torch.int32, device=self.device),
                        torch.ones(max_bs, dtype=torch.int32, device=self.device),
-                       torch.empty(elems * self.width, **f32), torch.empty(elems, **f32),
-                       torch.zeros(max_bs * self.heads if self.counters else 0, dtype=torch.int32,
-                                   device=self.device))
+                       torch.empty(elems * self.width, **f32), torch.empty(elems, **f32))
 
     def for_replay(self, req_rows: torch.Tensor, seq_lens: torch.Tensor) -> DecodeMeta:
         """Copy this step's rows and lengths into the static buffers; views sized by the (padded) batch."""
         assert self._graph is not None, "init_graph first; graphs are decode-only"
-        rows, lens, mid_o, mid_lse, counters = self._graph
+        rows, lens, mid_o, mid_lse = self._graph
         bs = req_rows.shape[0]
         s = self.splits(bs)
         rows[:bs].copy_(req_rows, non_blocking=True)
         lens[:bs].copy_(seq_lens, non_blocking=True)
         n = bs * self.heads * s
         return DecodeMeta(rows[:bs], lens[:bs], mid_o[:n * self.width].view(bs, self.heads, s, self.width),
-                          mid_lse[:n].view(bs, self.heads, s), counters[:bs * self.heads] if self.counters else None)
+                          mid_lse[:n].view(bs, self.heads, s))
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:

@@ -39,9 +39,6 @@ class TritonAttentionConfig:
     decode_dot_min_group: int = 1
     decode_num_warps: int = 4
     decode_num_stages: int = 2
-    # Stage 1 merges the splits itself (the last program of a request's head block to finish), one launch per
-    # layer fewer; chosen by the start-up timing (`triton_autotune`).
-    decode_fused_merge: bool = False
     extend_block_m: int = 64
     extend_block_n: int = 64
     extend_num_warps: int = 4
@@ -84,8 +81,7 @@ class TritonBackend(AttentionBackend):
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
         self._meta: DecodeMeta | _ExtendMeta | None = None
-        self._scratch = DecodeScratch(num_heads, head_dim, self.max_splits, self.device,
-                                      counters=self.config.decode_fused_merge)
+        self._scratch = DecodeScratch(num_heads, head_dim, self.max_splits, self.device)
 
     def supports_cuda_graph(self) -> bool:
         return True
@@ -153,4 +149,4 @@ class TritonBackend(AttentionBackend):
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                          meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
                          dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
-                         num_stages=cfg.decode_num_stages, new_kv=new_kv, counters=meta.counters)
+                         num_stages=cfg.decode_num_stages, new_kv=new_kv)

@@ -1,5 +1,5 @@
-"""Arrival counters: the last of a group of programs to finish its part does the group's closing work (a
-split-K sum, a split-KV merge) in a fixed order, so the result does not depend on which finished first, as it
+"""Arrival counters: the last of a group of programs to finish its part does the group's closing work (the
+skinny GEMM's split-K sum) in a fixed order, so the result does not depend on which finished first, as it
 would with atomic adds of the parts.
 
 Contract: each program of the group writes its part, then calls `last_to_arrive` once; the one that gets True

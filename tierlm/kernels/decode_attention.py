@@ -4,10 +4,7 @@ Stage 1, grid `(batch, kv_head * head_blocks, max_splits)`: each program takes t
 group (so every K/V byte it loads serves the whole group) and one slice of the request's sequence, runs
 an online softmax over that slice and writes a normalised partial output plus its log-sum-exp (base 2).
 Stage 2, grid `(batch, head)`: merges the slices by their LSEs. With one slice per request (large batches)
-stage 1 writes the output itself and stage 2 is not launched. With `counters` (the fused merge) stage 1 also
-merges: the last of a request's programs for a head block to arrive (a counter per request and head block,
-reset by that program) merges its heads' slices, in slice order like stage 2, and stage 2 is not launched,
-one kernel fewer per layer where a small batch's launches cost more than its bytes.
+stage 1 writes the output itself and stage 2 is not launched.
 
 How many slices a request gets is computed on the device from its length
 (`min(max_splits, ceil(seq_len / min_chunk))`), so the host only fixes `max_splits` (from the batch size)
@@ -22,7 +19,6 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.arrival import last_to_arrive, rearm
 from tierlm.kernels.pdl import launch_kwargs
 
 
@@ -41,12 +37,12 @@ def _split_range(seq_len, split, min_chunk, MAX_SPLITS: tl.constexpr, BLOCK_N: t
 @triton.jit
 def _decode_stage1(
     q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out_ptr,
-    counters, stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn,
-    stride_vnh, stride_ob, stride_oh, sm_scale_log2, min_chunk,
+    stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn, stride_vnh,
+    stride_ob, stride_oh, sm_scale_log2, min_chunk,
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
-    PDL: tl.constexpr, DIRECT: tl.constexpr, MERGE: tl.constexpr, BLOCK_S: tl.constexpr,
+    PDL: tl.constexpr, DIRECT: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
@@ -141,39 +137,6 @@ def _decode_stage1(
     tl.store(mid_o + mid[:, None] * HEAD_DIM + offs_d[None, :], acc / l_safe[:, None],
              mask=valid[:, None] & mask_d[None, :])
     tl.store(mid_lse + mid, m_i + tl.log2(l_safe), mask=valid)
-    if MERGE:  # every program of the (request, head block) arrives, empty slices too; the last one merges
-        counter = counters + b * tl.num_programs(1) + hb
-        if last_to_arrive(counter, MAX_SPLITS):
-            for g in tl.static_range(BLOCK_H if HEAD_BLOCKS > 1 else GROUP):
-                hg = (hb % HEAD_BLOCKS) * BLOCK_H + g  # past GROUP (a last partial head block): masked
-                _merge_head(mid_o, mid_lse, out_ptr, b, kv_head * GROUP + hg, hg, GROUP, seq_len, stride_ob,
-                            stride_oh, min_chunk, NUM_HEADS=NUM_HEADS, HEAD_DIM=HEAD_DIM, MAX_SPLITS=MAX_SPLITS,
-                            BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
-            rearm(counter)
-
-
-@triton.jit
-def _merge_head(mid_o, mid_lse, out_ptr, b, h, hg, GROUP, seq_len, stride_ob, stride_oh, min_chunk,
-                NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    # Head h of request b: its slices' outputs weighted by their LSEs. Nothing is read or written unless
-    # hg < GROUP (vectors, not a scalar branch: scalar bools break the interpreter). Partials are read past
-    # L1 (`.cg`): with the fused merge other programs wrote them.
-    offs_s = tl.arange(0, BLOCK_S)
-    num_splits, start, _ = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
-    valid = (offs_s < num_splits) & (start < seq_len) & ((offs_s * 0 + hg) < GROUP)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = (offs_d < HEAD_DIM) & ((offs_d * 0 + hg) < GROUP)
-    base = (b.to(tl.int64) * NUM_HEADS + h) * MAX_SPLITS
-    lse = tl.load(mid_lse + base + offs_s, mask=valid, other=float("-inf"), cache_modifier=".cg")
-    m = tl.max(lse, axis=0)
-    w = tl.where(valid, tl.exp2(lse - m), 0.0)
-    o = tl.load(mid_o + (base + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
-                mask=valid[:, None] & mask_d[None, :], other=0.0, cache_modifier=".cg")
-    denom = tl.sum(w, axis=0)
-    res = tl.sum(w[:, None] * o, axis=0) / tl.where(denom > 0, denom, 1.0)  # seq_len 0 -> zeros
-    tl.store(out_ptr + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d, res.to(out_ptr.dtype.element_ty),
-             mask=mask_d)
 
 
 @triton.jit
@@ -188,8 +151,21 @@ def _decode_stage2(
     if PDL:
         gdc_launch_dependents()
         gdc_wait()
-    _merge_head(mid_o, mid_lse, out_ptr, b, h, 0, 1, seq_len, stride_ob, stride_oh, min_chunk, NUM_HEADS=NUM_HEADS,
-                HEAD_DIM=HEAD_DIM, MAX_SPLITS=MAX_SPLITS, BLOCK_S=BLOCK_S, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
+    offs_s = tl.arange(0, BLOCK_S)
+    num_splits, start, _ = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
+    valid = (offs_s < num_splits) & (start < seq_len)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_DIM
+    base = (b.to(tl.int64) * NUM_HEADS + h) * MAX_SPLITS
+    lse = tl.load(mid_lse + base + offs_s, mask=valid, other=float("-inf"))
+    m = tl.max(lse, axis=0)
+    w = tl.where(valid, tl.exp2(lse - m), 0.0)
+    o = tl.load(mid_o + (base + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
+                mask=valid[:, None] & mask_d[None, :], other=0.0)
+    denom = tl.sum(w, axis=0)
+    res = tl.sum(w[:, None] * o, axis=0) / tl.where(denom > 0, denom, 1.0)  # seq_len 0 -> zeros
+    tl.store(out_ptr + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d, res.to(out_ptr.dtype.element_ty),
+             mask=mask_d)
 
 
 def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: int = 4, cap: int = 64) -> int:
@@ -201,18 +177,11 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
     return max(1, min(cap, triton.next_power_of_2(want)))
 
 
-def merge_counters(batch: int, num_heads: int) -> int:
-    """How many merge counters a fused-merge launch of `batch` requests of `num_heads` query heads may use
-    (one per request and head block: at most one per head)."""
-    return batch * num_heads
-
-
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
                      dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2,
-                     new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-                     counters: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
@@ -221,9 +190,6 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
 
     `new_kv = (k, v, out_loc)` (`[B, KVH, D]` twice, `[B]`): the step's own K/V, not yet in the pool. The
     kernel attends to them from there and stores them at `out_loc`, so no separate store launch is needed.
-
-    `counters` (int32, zeroed, at least `merge_counters(B, H)` of them, not shared with a launch on
-    another stream): stage 1 merges the splits itself (the fused merge) and leaves them zeroed.
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buf.shape[1]
@@ -245,28 +211,22 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     if new_kv is not None:
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
-    merge = counters is not None and max_splits > 1
-    if merge and counters.numel() < batch * num_kv_heads * head_blocks:
-        raise ValueError(f"decode_attention: {counters.numel()} merge counters for {batch} requests x "
-                         f"{num_kv_heads * head_blocks} head blocks")
     pdl = launch_kwargs(q.device)
-    block_s = triton.next_power_of_2(max_splits)
     _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
-        counters if merge else seq_lens, q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1),
-        req_to_token.stride(0), k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0),
-        out.stride(1), sm_scale * log2e, min_chunk,
-        GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits, BLOCK_H=block_h,
-        BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
-        STORE_NEW=new_kv is not None, DIRECT=max_splits == 1, MERGE=merge, BLOCK_S=block_s, num_warps=num_warps,
-        num_stages=num_stages, **pdl,
+        q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
+        k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
+        sm_scale * log2e, min_chunk,
+        GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
+        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
+        STORE_NEW=new_kv is not None, DIRECT=max_splits == 1, num_warps=num_warps, num_stages=num_stages, **pdl,
     )
-    if max_splits == 1 or merge:
+    if max_splits == 1:
         return out
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
-        BLOCK_S=block_s, BLOCK_N=block_n, BLOCK_D=block_d,
+        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d,
         num_warps=4 if head_dim >= 128 else 2, **pdl,
     )
     return out
