@@ -17,6 +17,7 @@ from triton.testing import do_bench, do_bench_cudagraph
 
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.extend_attention import extend_attention
+from tierlm.kvcache.pool import take_rows
 
 HEADS, KV_HEADS, HEAD_DIM, PAGE = 16, 8, 128, 16  # Qwen3-0.6B attention shape; engine default page size
 DTYPE = torch.bfloat16
@@ -38,15 +39,16 @@ class DecodeVariant:
         return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
 
 
-def paged_kv(batch: int, prefix: int, gen: torch.Generator):
-    """KV buffers and a req_to_token table for `batch` requests of `prefix` cached tokens in shuffled pages."""
+def paged_kv(batch: int, prefix: int, gen: torch.Generator, kv_dtype: torch.dtype = DTYPE):
+    """KV buffers (in `kv_dtype`) and a req_to_token table for `batch` requests of `prefix` cached tokens in
+    shuffled pages."""
     pages_per = triton.cdiv(prefix + 1, PAGE)
     num_pages = batch * pages_per + 1  # + scratch page 0
     pages = (torch.randperm(num_pages - 1, generator=gen) + 1).view(batch, pages_per)
     pos = torch.arange(pages_per * PAGE)
     table = (pages[:, pos // PAGE] * PAGE + pos % PAGE).int().cuda()
-    k_buf = torch.randn(num_pages * PAGE, KV_HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
-    v_buf = torch.randn_like(k_buf)
+    k_buf = torch.randn(num_pages * PAGE, KV_HEADS, HEAD_DIM, dtype=DTYPE, device="cuda").to(kv_dtype)
+    v_buf = torch.randn(num_pages * PAGE, KV_HEADS, HEAD_DIM, dtype=DTYPE, device="cuda").to(kv_dtype)
     return k_buf, v_buf, table
 
 
@@ -55,7 +57,8 @@ def reference(q, k_buf, v_buf, table, seq_lens, new_kv=None, prefix=0):
     outs = []
     for b in range(q.shape[0]):
         s = int(seq_lens[b])
-        keys, vals = k_buf[table[b, :s].long()].float(), v_buf[table[b, :s].long()].float()
+        slots = table[b, :s].long()
+        keys, vals = take_rows(k_buf, slots).float(), take_rows(v_buf, slots).float()
         if new_kv is not None:
             keys = torch.cat([keys[:prefix], new_kv[0][b].float()])
             vals = torch.cat([vals[:prefix], new_kv[1][b].float()])
@@ -79,15 +82,17 @@ class DecodeCase:
     """One decode shape: batch requests, each at context `ctx` (new token's KV already stored), or at
     contexts drawn uniformly from `low`..`ctx` when `low` is given."""
 
-    def __init__(self, batch: int, ctx: int, gen: torch.Generator, low: int = 0) -> None:
+    def __init__(self, batch: int, ctx: int, gen: torch.Generator, low: int = 0,
+                 kv_dtype: torch.dtype = DTYPE) -> None:
         self.batch, self.ctx = batch, ctx
-        self.k_buf, self.v_buf, self.table = paged_kv(batch, ctx, gen)
+        self.k_buf, self.v_buf, self.table = paged_kv(batch, ctx, gen, kv_dtype)
         self.rows = torch.arange(batch, dtype=torch.int32, device="cuda")
         lens = torch.randint(low, ctx + 1, (batch,), generator=gen) if low else torch.full((batch,), ctx)
         self.seq_lens = lens.to(torch.int32).cuda()
         self.q = torch.randn(batch, HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
         self.out = torch.empty_like(self.q)
-        self.bytes = int(lens.sum()) * (2 * KV_HEADS * HEAD_DIM * 2 + 4)  # K + V + one int32 index per token
+        # K + V + one int32 index per token
+        self.bytes = int(lens.sum()) * (2 * KV_HEADS * HEAD_DIM * self.k_buf.element_size() + 4)
 
     def bind(self, var: DecodeVariant):
         """A no-argument call of the kernel pair with its split scratch preallocated (graph-capturable)."""
@@ -144,13 +149,17 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
 
 
 def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
-                  default_only: bool = False, splits: bool = False) -> None:
+                  default_only: bool = False, splits: bool = False, kv_dtype: torch.dtype = DTYPE) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
-    split, with two wave targets), for small batches whose few programs leave SMs idle."""
-    variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
-                for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
+    split, with two wave targets), for small batches whose few programs leave SMs idle. `kv_dtype`: the
+    pool's (a one-byte pool also tries KV tiles of 256 tokens and the broadcast multiply, which widens K and V
+    in registers where the matrix unit needs them widened in shared memory)."""
+    fp8 = kv_dtype.itemsize == 1
+    variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv, dot_min_group=g)
+                for n, w, st, wv, g in itertools.product((64, 128, 256) if fp8 else (64, 128), (4, 8), (2, 3),
+                                                         (4,) if fp8 else (4, 16), (1, 4) if fp8 else (1,))]
     if default_only:
         variants = [DecodeVariant()]
     if splits:
@@ -158,7 +167,7 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
             ((128, 128), (64, 64), (64, 128), (32, 32), (32, 64)), (4, 16))]
     summary = []
     for batch, low, ctx in shapes:
-        case = DecodeCase(batch, ctx, gen, low)
+        case = DecodeCase(batch, ctx, gen, low, kv_dtype)
         timed = []
         for var in variants:
             err = case.check(var)
@@ -185,6 +194,8 @@ def main() -> None:
     ap.add_argument("--default-only", action="store_true", help="with --decode-shapes: the default launch only")
     ap.add_argument("--split-sweep", action="store_true", help="with --decode-shapes: sweep the KV tile and the "
                     "fewest tokens per split instead (small batches)")
+    ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto", help="with --decode-shapes: the KV "
+                    "pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     print(f"device: {props.name} ({props.multi_processor_count} SMs); torch {torch.__version__}; "
@@ -198,7 +209,8 @@ def main() -> None:
             batch, ctx = spec.split(":")
             low, _, high = ctx.rpartition("-")
             shapes.append((int(batch), int(low or 0), int(high)))
-        decode_shapes(shapes, gen, copy_gbs, args.default_only, args.split_sweep)
+        decode_shapes(shapes, gen, copy_gbs, args.default_only, args.split_sweep,
+                      torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE)
         return
 
     main_case = DecodeCase(64, 4096, gen)

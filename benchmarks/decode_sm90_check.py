@@ -19,6 +19,7 @@ from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _race_pick, _race_slices
 from tierlm.kernels.skinny_gemm import _skinny_kernel
+from tierlm.kernels.store_kv import _store_kv_kernel
 
 POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
             "seq_lens": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16", "v_new": "*bf16",
@@ -26,52 +27,65 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16", "res_ptr": "*bf16", "res_out_ptr": "*bf16",
             "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "qw_ptr": "*bf16",
             "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16", "logits_ptr": "*bf16", "temp_ptr": "*fp32",
-            "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32", "count_ptr": "*i32"}
+            "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32", "count_ptr": "*i32",
+            "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64"}
+FP8_POOL = {"k_buf": "*fp8e4nv", "v_buf": "*fp8e4nv"}  # --kv-cache-dtype fp8
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
 
 
-def decode_variants() -> list[tuple[str, object, dict]]:
-    """(label, kernel, constexprs) of the variants the engine launches on Qwen3-0.6B's shape."""
+def decode_variants() -> list[tuple[str, object, dict, dict]]:
+    """(label, kernel, constexprs, pointer types other than `POINTERS`) of the variants the engine launches on
+    Qwen3-0.6B's shape."""
     out = []
     for store, (use_dot, block_h), (pdl, splits) in itertools.product((True, False), ((True, 16), (False, 2)),
                                                                      ((False, 64), (True, 64), (True, 1))):
         out.append((f"stage 1 store_new={store} dot={use_dot} pdl={pdl} splits={splits}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
-                         PDL=pdl, DIRECT=splits == 1)))
-    out.append(("race sample slices", _race_slices, dict(QUARTER=512)))
-    out.append(("race sample pick", _race_pick, dict(BLOCK_P=128)))
+                         PDL=pdl, DIRECT=splits == 1), {}))
+    for use_dot, block_h in ((True, 16), (False, 2)):
+        out.append((f"stage 1 fp8 pool dot={use_dot}", _decode_stage1,
+                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
+                         BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=True,
+                         PDL=True, DIRECT=False), FP8_POOL))
+    for pool in ({}, FP8_POOL):
+        out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
+                    dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))
+    out.append(("race sample slices", _race_slices, dict(QUARTER=512), {}))
+    out.append(("race sample pick", _race_pick, dict(BLOCK_P=128), {}))
     for pdl in (False, True):
         out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
-                                                              BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl)))
-        out.append((f"rmsnorm pdl={pdl}", _rmsnorm_kernel, dict(HAS_RES=True, BLOCK=1024, PDL=pdl)))
+                                                              BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl), {}))
+        out.append((f"rmsnorm pdl={pdl}", _rmsnorm_kernel, dict(HAS_RES=True, BLOCK=1024, PDL=pdl), {}))
         for rows, norm in ((16, True), (64, True), (64, False)):
             out.append((f"qk_norm_rope rows={rows} norm={norm} pdl={pdl}", _qk_norm_rope_kernel,
-                        dict(HEAD_DIM=128, HALF=64, NORM=norm, ROWS=rows, PDL=pdl)))
+                        dict(HEAD_DIM=128, HALF=64, NORM=norm, ROWS=rows, PDL=pdl), {}))
     for prologue, rows, pdl in itertools.product((0, 1, 2), (1, 4), (False, True)):
         out.append((f"gemv prologue={prologue} rows={rows} pdl={pdl}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
                          BLOCK_K=1024, STAT_K=4096 if prologue == 1 and rows == 1 else 1024, PIPE=False, AHEAD=1,
-                         PDL=pdl)))
+                         PDL=pdl), {}))
     for prologue, rows, ahead in itertools.product((0, 1, 2), (1, 4), (1, 2)):
         if rows == 4 and ahead == 2:
             continue
         out.append((f"gemv pipelined prologue={prologue} rows={rows} ahead={ahead}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
-                         BLOCK_K=512, STAT_K=512, PIPE=True, AHEAD=ahead, PDL=True)))
+                         BLOCK_K=512, STAT_K=512, PIPE=True, AHEAD=ahead, PDL=True), {}))
     for rows, block_n, split, pdl in ((16, 64, 1, True), (256, 128, 1, True), (64, 32, 4, True), (32, 16, 2, False),
                                       (64, 128, 2, True)):
         out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl}", _skinny_kernel,
                     dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
-                         SPLIT_K=split, PRECISION="tf32", PDL=pdl)))
+                         SPLIT_K=split, PRECISION="tf32", PDL=pdl), {}))
     return out
 
 
-def compile_for_sm90(kernel, consts: dict, num_warps: int = 4, num_stages: int = 2):
-    """Compile `kernel` with `consts` as a launch with 16-byte aligned pointers and strides would."""
+def compile_for_sm90(kernel, consts: dict, pointers: dict | None = None, num_warps: int = 4, num_stages: int = 2):
+    """Compile `kernel` with `consts` as a launch with 16-byte aligned pointers and strides would (pointer
+    types from `POINTERS`, overridden by `pointers`)."""
     names = kernel.arg_names
-    sig = {n: POINTERS.get(n, "i32") for n in names}
+    types = {**POINTERS, **(pointers or {})}
+    sig = {n: types.get(n, "i32") for n in names}
     sig.update({n: "fp32" for n in names if n.startswith("sm_scale") or n == "eps"})
     sig.update({n: "i64" for n in names if n == "seed"})
     sig.update({n: "constexpr" for n in consts})
@@ -83,8 +97,8 @@ def compile_for_sm90(kernel, consts: dict, num_warps: int = 4, num_stages: int =
 
 def main() -> None:
     print(f"triton {triton.__version__}")
-    for label, kernel, consts in decode_variants():
-        print(f"{label:40s} shared {compile_for_sm90(kernel, consts).metadata.shared:6d} B")
+    for label, kernel, consts, pointers in decode_variants():
+        print(f"{label:40s} shared {compile_for_sm90(kernel, consts, pointers).metadata.shared:6d} B")
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ def compile_variant(var: dict) -> dict:
     """Compile one variant (the keyword set of extend_attention) as a one-request bf16 launch would."""
     knobs = dict(block_m=64, block_n=64, num_warps=4, num_stages=3, causal_split=True, order="heavy_first",
                  pack_heads=1, prescale_q=False, tma=True, prefix_stages=0, maxnreg=0) | var
+    pool = knobs.pop("pool", "bf16")  # the KV pool's element type ("fp8e4nv": --kv-cache-dtype fp8)
     consts = kernel_constants(HEADS // KV_HEADS, HEAD_DIM, False, **{k: v for k, v in knobs.items()
                                                                      if k not in ("num_warps", "maxnreg")})
     consts["batch"] = 1  # Triton specializes an int argument equal to 1
     sig = {name: "i32" for name in _extend_kernel.arg_names}
     sig.update({name: "*bf16" for name in POINTERS} | {name: "*i32" for name in INDEX_POINTERS})
+    sig.update(k_buf=f"*{pool}", v_buf=f"*{pool}")
     desc = f"tensordesc<bf16[{knobs['block_n']}, {HEAD_DIM}]>" if consts["USE_TMA"] else "*bf16"
     sig.update(k_desc=desc, v_desc=desc, qk_scale="fp32", **{name: "constexpr" for name in consts})
     aligned = [i for i, name in enumerate(_extend_kernel.arg_names)  # pointers and strides: multiples of 16
@@ -60,7 +62,7 @@ def compile_variant(var: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default=None, help="JSON list of keyword sets for extend_attention")
+    ap.add_argument("--variants", default=None, help="JSON list of keyword sets for extend_attention ('pool': 'fp8e4nv' for an fp8 KV pool)")
     ap.add_argument("--sweep", action="store_true", help="check bench_extend's SWEEP list (after any --variants)")
     args = ap.parse_args()
     variants = json.loads(args.variants) if args.variants else ([] if args.sweep else [{}])

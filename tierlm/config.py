@@ -86,6 +86,12 @@ class EngineConfig:
                                         "or 1 GiB on CPU).", "memory")
     gpu_memory_utilization: float = _opt(0.85, "Fraction of total GPU memory the engine may use (weights + KV + "
                                          "activations) when --kv-cache-gb is not given.", "memory")
+    kv_cache_dtype: str = _opt("auto", "Element type of the KV cache in every tier; 'auto' keeps the model's dtype. "
+                               "'fp8' (= 'fp8_e4m3', scale 1.0, out-of-range values saturate) halves the bytes "
+                               "decode attention reads and every page the tiers hold and move; outputs then "
+                               "differ from 'auto' within fp8 rounding, but not between tiers. Per-head "
+                               "attention only (not DeepSeek's latent cache).", "memory",
+                               choices=("auto", "fp8", "fp8_e4m3"))
     page_size: int = _opt(16, "Tokens per KV page (the unit of allocation, prefix matching and tier transfers).",
                           "memory")
     # --- scheduler ---

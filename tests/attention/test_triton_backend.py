@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from tests.kernels.backend_cases import BACKEND_CASES, run  # noqa: E402
+from tests.kernels.backend_cases import BACKEND_CASES, FP8_BACKEND_CASES, run  # noqa: E402
 from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
 
 
@@ -25,3 +25,12 @@ def test_triton_backend_matches_torch(name: str, request: pytest.FixtureRequest)
     # greedy engine parity only in fp32: low-precision ties may legitimately flip
     dtypes = [torch.float32] if name.startswith("engine") else [torch.bfloat16, torch.float16, torch.float32]
     assert_case_ok(name, request, lambda: run([name], "cuda", dtypes))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp8 rounding is checked on the device only")
+@pytest.mark.parametrize("name", list(FP8_BACKEND_CASES))
+def test_triton_backend_matches_torch_fp8_kv(name: str) -> None:
+    dtypes = [torch.float32] if "engine" in name else [torch.bfloat16, torch.float16]
+    results = run([name], "cuda", dtypes)
+    failed = {k: v for k, v in results.items() if v != "ok"}
+    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())

@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+from tests.kernels.cases import same_bytes
 from tests.kernels.cases import run as _run_cases
 from tests.kernels.reference import tolerance
 from tierlm.attention.base import ForwardBatch
@@ -36,7 +37,7 @@ def _batch(mode: str, table: torch.Tensor, rows: list[int], prefix: list[int], e
 
 
 def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, page_size: int,
-                  head_dim: int = 32, seed: int = 0) -> None:
+                  head_dim: int = 32, seed: int = 0, kv_dtype: torch.dtype | None = None) -> None:
     from tierlm.attention.triton_backend import TritonBackend
 
     gen = torch.Generator().manual_seed(seed)
@@ -45,11 +46,11 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     max_len, decode_steps = 64, 3
     pages_per_row = -(-max_len // page_size)
     num_pages = 2 * len(rows) * pages_per_row + 2  # spare pages hold random garbage
-    layout = KVLayout.gqa(NUM_LAYERS, num_kv_heads, head_dim, dtype)
+    layout = KVLayout.gqa(NUM_LAYERS, num_kv_heads, head_dim, kv_dtype or dtype)
     pools = [KVPool(layout, num_pages, page_size, torch.device(device)) for _ in range(2)]
     for layer in range(NUM_LAYERS):  # identical random contents (never zeros) in both pools
         for buf in ("k", "v"):
-            rnd = torch.randn(pools[0][buf][layer].shape, generator=gen).to(dtype)
+            rnd = torch.randn(pools[0][buf][layer].shape, generator=gen).to(kv_dtype or dtype)
             pools[0][buf][layer].copy_(rnd)
             pools[1][buf][layer].copy_(rnd)
     table = torch.zeros(7, max_len, dtype=torch.int32)  # last row (6): dummy for padded batches -> slot 0
@@ -79,8 +80,8 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
             got = tri.forward(q, k, v, layer, batch)
             want = ref.forward(q[:n_real], k[:n_real], v[:n_real], layer, _real_part(batch, len(rows)))
             torch.testing.assert_close(got[:n_real].double().cpu(), want.double().cpu(), **tol)
-            assert torch.equal(pools[0]["k"][layer][1 * page_size:], pools[1]["k"][layer][1 * page_size:])
-            assert torch.equal(pools[0]["v"][layer][1 * page_size:], pools[1]["v"][layer][1 * page_size:])
+            assert same_bytes(pools[0]["k"][layer][1 * page_size:], pools[1]["k"][layer][1 * page_size:])
+            assert same_bytes(pools[0]["v"][layer][1 * page_size:], pools[1]["v"][layer][1 * page_size:])
 
     step(_batch("prefill", table, rows, prefix, ext))
     seqs = [p + e for p, e in zip(prefix, ext)]
@@ -108,7 +109,7 @@ def _real_part(batch: ForwardBatch, n: int) -> ForwardBatch:
                         req_rows_cpu=batch.req_rows_cpu[:n])
 
 
-def check_engine_greedy(device: str, dtype: torch.dtype, arch: str = "qwen3") -> None:
+def check_engine_greedy(device: str, dtype: torch.dtype, arch: str = "qwen3", kv_cache_dtype: str = "auto") -> None:
     """The offline engine's greedy tokens with the Triton backend equal the torch backend's (tiny model)."""
     import tempfile
 
@@ -123,8 +124,10 @@ def check_engine_greedy(device: str, dtype: torch.dtype, arch: str = "qwen3") ->
         outs = {}
         for backend in ("torch", "triton"):
             llm = LLM(str(model_dir), device=device, dtype=str(dtype).removeprefix("torch."), kv_cache_gb=0.01,
-                      page_size=4, attention_backend=backend)
+                      page_size=4, attention_backend=backend, kv_cache_dtype=kv_cache_dtype)
             outs[backend] = [r.token_ids for r in llm.generate(prompts, params)]
+            if kv_cache_dtype != "auto":  # again from the prefix cache: the hits must give the same tokens
+                assert [r.token_ids for r in llm.generate(prompts, params)] == outs[backend], backend
     assert outs["torch"] == outs["triton"], outs
 
 
@@ -134,10 +137,16 @@ BACKEND_CASES = {
     "backend_gqa1_page4": lambda d, t: check_backend(d, t, num_heads=2, num_kv_heads=2, page_size=4, seed=2),
     "engine_greedy_qwen3": check_engine_greedy,
 }
+# --kv-cache-dtype fp8, on the device only (Triton's interpreter does not round to fp8 as the device does)
+FP8_BACKEND_CASES = {
+    "fp8_backend_gqa2_page4": lambda d, t: check_backend(d, t, num_heads=4, num_kv_heads=2, page_size=4, seed=3,
+                                                         kv_dtype=torch.float8_e4m3fn),
+    "fp8_engine_greedy_qwen3": lambda d, t: check_engine_greedy(d, t, kv_cache_dtype="fp8"),
+}
 
 
 def run(names: list[str], device: str, dtypes: list[torch.dtype]) -> dict[str, str]:
-    return _run_cases(names, device, dtypes, cases=BACKEND_CASES)
+    return _run_cases(names, device, dtypes, cases={**BACKEND_CASES, **FP8_BACKEND_CASES})
 
 
 if __name__ == "__main__":

@@ -22,35 +22,46 @@ def _poison(shape, device: str, dtype: torch.dtype = torch.float32) -> torch.Ten
     return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
 
-def check_store(device: str, dtype: torch.dtype, page_size: int = 4) -> None:
-    from tierlm.kernels.store_kv import store_kv
+def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to the bit (NaNs included), for any dtype (fp8 included)."""
+    return torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
 
-    sc = make_scenario([3, 0, 11], [5, 7, 1], 4, 2, 32, page_size, dtype, device, seed=1)
+
+def check_store(device: str, dtype: torch.dtype, page_size: int = 4, kv_dtype: torch.dtype | None = None) -> None:
+    """With `kv_dtype` (a narrower pool) the kernel must store torch's cast, saturation included (values past
+    fp8's range)."""
+    from tierlm.kernels.store_kv import store_kv
+    from tierlm.kvcache.pool import put_rows
+
+    sc = make_scenario([3, 0, 11], [5, 7, 1], 4, 2, 32, page_size, dtype, device, seed=1, kv_dtype=kv_dtype)
+    if kv_dtype is not None:
+        sc.k.mul_(300)
     k_ref, v_ref = sc.k_buf.clone(), sc.v_buf.clone()
-    k_ref[sc.out_loc] = sc.k
-    v_ref[sc.out_loc] = sc.v
+    put_rows(k_ref, sc.out_loc, sc.k)  # torch's cast
+    put_rows(v_ref, sc.out_loc, sc.v)
     store_kv(sc.k, sc.v, sc.k_buf, sc.v_buf, sc.out_loc)
-    assert torch.equal(sc.k_buf, k_ref) and torch.equal(sc.v_buf, v_ref)  # and no other slot touched
+    assert same_bytes(sc.k_buf, k_ref) and same_bytes(sc.v_buf, v_ref)  # and no other slot touched
 
 
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
-                 fused_store: bool = False) -> None:
+                 fused_store: bool = False, kv_dtype: torch.dtype | None = None) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
     `new_kv` while their pool slots hold NaN, and must be in the pool afterwards."""
     from tierlm.kernels.decode_attention import decode_attention
+    from tierlm.kvcache.pool import put_rows
 
     sc = make_scenario([s - 1 for s in seqs], [1] * len(seqs), num_heads, num_kv_heads, head_dim, page_size,
-                       dtype, device, seed=seed)
-    sc.k_buf[sc.out_loc] = sc.k  # decode attends to the pool after the store
-    sc.v_buf[sc.out_loc] = sc.v
+                       dtype, device, seed=seed, kv_dtype=kv_dtype)
+    put_rows(sc.k_buf, sc.out_loc, sc.k)  # decode attends to the pool after the store
+    put_rows(sc.v_buf, sc.out_loc, sc.v)
     ref = reference_attention(sc, scale := head_dim ** -0.5, new_kv_in_pool=True)
     k_after, v_after = sc.k_buf.clone(), sc.v_buf.clone()
     new_kv = None
     if fused_store:
-        sc.k_buf[sc.out_loc] = float("nan")
-        sc.v_buf[sc.out_loc] = float("nan")
+        put_rows(sc.k_buf, sc.out_loc, torch.full_like(sc.k, float("nan")))
+        put_rows(sc.v_buf, sc.out_loc, torch.full_like(sc.v, float("nan")))
         new_kv = (sc.k, sc.v, sc.out_loc)
     batch = len(seqs)
     out = _poison((batch, num_heads, head_dim), device, dtype)
@@ -60,16 +71,16 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
                      min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
                      new_kv=new_kv)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
-    assert torch.equal(sc.k_buf, k_after) and torch.equal(sc.v_buf, v_after)  # stored, nothing else touched
+    assert same_bytes(sc.k_buf, k_after) and same_bytes(sc.v_buf, v_after)  # stored, nothing else touched
 
 
 def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, prefix: tuple[int, ...],
                  extend: tuple[int, ...], head_dim: int = 32, page_size: int = 1, block_m: int = 16,
-                 block_n: int = 16, seed: int = 0, **knobs) -> None:
+                 block_n: int = 16, seed: int = 0, kv_dtype: torch.dtype | None = None, **knobs) -> None:
     from tierlm.kernels.extend_attention import extend_attention
 
     sc = make_scenario(list(prefix), list(extend), num_heads, num_kv_heads, head_dim, page_size, dtype, device,
-                       seed=seed)
+                       seed=seed, kv_dtype=kv_dtype)
     scale = head_dim ** -0.5
     out = _poison(sc.q.shape, device, dtype)
     extend_attention(sc.q, sc.k, sc.v, out, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.prefix_lens,
@@ -114,10 +125,33 @@ def _cases() -> dict[str, CaseFn]:
 CASES: dict[str, CaseFn] = _cases()
 
 
+def _fp8_cases() -> dict[str, CaseFn]:
+    """The same kernels over an fp8 (e4m3) pool, `--kv-cache-dtype fp8`. GPU only: Triton's interpreter does
+    not round to fp8 as the device (and torch) do."""
+    fp8 = dict(kv_dtype=torch.float8_e4m3fn)
+    mixed = dict(prefix=(0, 9, 3, 20), extend=(5, 17, 1, 12))
+    return {
+        "fp8_store_page4": lambda d, t: check_store(d, t, page_size=4, **fp8),
+        "fp8_decode_gqa2_dot": lambda d, t: check_decode(d, t, num_heads=4, num_kv_heads=2, dot_min_group=1, seed=3,
+                                                         **fp8),
+        "fp8_decode_fused_store_bcast": lambda d, t: check_decode(d, t, num_heads=4, num_kv_heads=2, page_size=4,
+                                                                  fused_store=True, seed=6, **fp8),
+        "fp8_decode_fused_store_splits_d48": lambda d, t: check_decode(
+            d, t, num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4, seqs=(1, 3, 50, 17, 16, 33),
+            fused_store=True, seed=8, **fp8),
+        "fp8_extend_prefix_gqa4": lambda d, t: check_extend(d, t, num_heads=4, num_kv_heads=1, **mixed, seed=1, **fp8),
+        "fp8_extend_prefix_gqa1_page4": lambda d, t: check_extend(d, t, num_heads=2, num_kv_heads=2, page_size=4,
+                                                                  **mixed, **fp8),
+    }
+
+
+FP8_CASES: dict[str, CaseFn] = _fp8_cases()
+
+
 def run(names: list[str], device: str, dtypes: list[torch.dtype],
         cases: dict[str, CaseFn] | None = None) -> dict[str, str]:
     """Run cases by name for each dtype; map `name[dtype]` to "ok" or the failure's traceback."""
-    cases = CASES if cases is None else cases
+    cases = {**CASES, **FP8_CASES} if cases is None else cases
     results = {}
     for name in names:
         for dtype in dtypes:

@@ -31,7 +31,9 @@ class Scenario:
 
 
 def make_scenario(prefix_lens: list[int], extend_lens: list[int], num_heads: int, num_kv_heads: int,
-                  head_dim: int, page_size: int, dtype: torch.dtype, device: str, seed: int = 0) -> Scenario:
+                  head_dim: int, page_size: int, dtype: torch.dtype, device: str, seed: int = 0,
+                  kv_dtype: torch.dtype | None = None) -> Scenario:
+    """The pool in `kv_dtype` (default `dtype`), everything else in `dtype`."""
     gen = torch.Generator().manual_seed(seed)
     batch = len(prefix_lens)
     seqs = [p + e for p, e in zip(prefix_lens, extend_lens)]
@@ -61,8 +63,8 @@ def make_scenario(prefix_lens: list[int], extend_lens: list[int], num_heads: int
     return Scenario(
         q=rnd(total, num_heads, head_dim).to(**as_dev),
         k=kv_fused.to(**as_dev)[:, :num_kv_heads], v=kv_fused.to(**as_dev)[:, 2 * num_kv_heads:],
-        k_buf=rnd(num_pages * page_size, num_kv_heads, head_dim).to(**as_dev),
-        v_buf=rnd(num_pages * page_size, num_kv_heads, head_dim).to(**as_dev),
+        k_buf=rnd(num_pages * page_size, num_kv_heads, head_dim).to(device=device, dtype=kv_dtype or dtype),
+        v_buf=rnd(num_pages * page_size, num_kv_heads, head_dim).to(device=device, dtype=kv_dtype or dtype),
         req_to_token=req_to_token.to(**as_dev), rows=row_perm.to(torch.int32).to(**as_dev),
         prefix_lens=torch.tensor(prefix_lens, dtype=torch.int32, device=device),
         seq_lens=torch.tensor(seqs, dtype=torch.int32, device=device),
@@ -84,8 +86,8 @@ def reference_attention(sc: Scenario, scale: float, new_kv_in_pool: bool) -> tor
         keys = sc.k_buf.cpu()[slots].double()
         vals = sc.v_buf.cpu()[slots].double()
         if not new_kv_in_pool:
-            keys[p:] = sc.k[start:start + e].cpu().double()
-            vals[p:] = sc.v[start:start + e].cpu().double()
+            keys[p:] = sc.k[start:start + e].to(sc.k_buf.dtype).cpu().double()  # as the pool would round them
+            vals[p:] = sc.v[start:start + e].to(sc.v_buf.dtype).cpu().double()
         keys = keys.repeat_interleave(group, dim=1)  # [S, H, D]
         vals = vals.repeat_interleave(group, dim=1)
         qi = sc.q[start:start + e].cpu().double()  # [e, H, D]

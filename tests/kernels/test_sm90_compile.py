@@ -9,10 +9,11 @@ pytest.importorskip("triton")
 from benchmarks.decode_sm90_check import compile_for_sm90, decode_variants  # noqa: E402
 
 
-@pytest.mark.parametrize("label,kernel,consts", decode_variants(), ids=lambda v: v if isinstance(v, str) else "")
-def test_compiles_for_sm90(label, kernel, consts):
+@pytest.mark.parametrize("label,kernel,consts,pointers", decode_variants(),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_compiles_for_sm90(label, kernel, consts, pointers):
     try:
-        compiled = compile_for_sm90(kernel, consts)
+        compiled = compile_for_sm90(kernel, consts, pointers)
     except (ImportError, RuntimeError) as e:  # a Triton build without its CUDA backend or ptxas
         if "ptxas" in str(e) or "backend" in str(e).lower():
             pytest.skip(f"no CUDA compiler in this Triton build: {e}")

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.kvcache.pool import take_rows
 
 
 class TorchNativeBackend(AttentionBackend):
@@ -22,8 +23,8 @@ class TorchNativeBackend(AttentionBackend):
         for i, n in enumerate(batch.extend_lens_cpu):
             prefix, seq = batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
             slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()
-            keys = k_buf[slots].to(q.dtype).transpose(0, 1)  # [KVH, S, D]
-            vals = v_buf[slots].to(q.dtype).transpose(0, 1)
+            keys = take_rows(k_buf, slots).to(q.dtype).transpose(0, 1)  # [KVH, S, D]
+            vals = take_rows(v_buf, slots).to(q.dtype).transpose(0, 1)
             if group > 1:
                 keys = keys.repeat_interleave(group, dim=0)
                 vals = vals.repeat_interleave(group, dim=0)

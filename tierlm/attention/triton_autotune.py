@@ -20,6 +20,15 @@ KERNEL = "triton_decode"
 CANDIDATES = {"decode_block_n": (64, 128), "decode_num_warps": (4, 8), "decode_num_stages": (2, 3)}
 
 
+def candidates(kv_dtype: torch.dtype | None) -> dict[str, tuple[int, ...]]:
+    """The launch parameters timed. A one-byte (fp8) pool also tries KV tiles of 256 tokens (as many bytes in
+    flight per program as a 128-token tile of bf16) and the broadcast multiply for every head group (K and V
+    widened in registers; the matrix unit needs them widened into shared memory first)."""
+    if kv_dtype is not None and kv_dtype.itemsize == 1:
+        return {**CANDIDATES, "decode_block_n": (64, 128, 256), "decode_dot_min_group": (1, 1024)}
+    return CANDIDATES
+
+
 def _time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, scale, num_sms) -> float:
     import triton
 
@@ -37,20 +46,23 @@ def _time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, scale, 
 
 
 def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, head_dim: int,
-                dtype: torch.dtype, device: torch.device, batch: int = 64, context: int = 2048) -> dict:
-    """Time every candidate on random data of the model's shape; return the fastest parameters."""
+                dtype: torch.dtype, device: torch.device, batch: int = 64, context: int = 2048,
+                kv_dtype: torch.dtype | None = None) -> dict:
+    """Time every candidate on random data of the model's shape (K/V in `kv_dtype`, default `dtype`); return
+    the fastest parameters."""
     gen = torch.Generator(device=device).manual_seed(0)
     slots = batch * context
-    k = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(dtype)
-    v = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(dtype)
+    k = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(kv_dtype or dtype)
+    v = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(kv_dtype or dtype)
     q = torch.randn(batch, num_heads, head_dim, generator=gen, device=device).to(dtype)
     table = torch.randperm(slots, generator=gen, device=device).to(torch.int32).view(batch, context)
     rows = torch.arange(batch, dtype=torch.int32, device=device)
     lens = torch.full((batch,), context, dtype=torch.int32, device=device)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     best, best_ms, timings = None, float("inf"), {}
-    for values in itertools.product(*CANDIDATES.values()):
-        params = dict(zip(CANDIDATES, values))
+    grid = candidates(kv_dtype)
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid, values))
         ms = _time_decode(dataclasses.replace(base, **params), q, k, v, table, rows, lens, head_dim ** -0.5, sms)
         timings["/".join(map(str, values))] = round(ms * 1e3, 2)
         if ms < best_ms:
@@ -60,13 +72,18 @@ def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, 
 
 
 def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> TritonAttentionConfig:
-    """`base` with the decode launch parameters taken from the autotune store (tuning once if missing)."""
+                 dtype: torch.dtype, device: torch.device, kv_dtype: torch.dtype | None = None
+                 ) -> TritonAttentionConfig:
+    """`base` with the decode launch parameters taken from the autotune store (tuning once if missing); K/V in
+    `kv_dtype` (the KV cache's, default `dtype`)."""
     from tierlm.cachedir import AutotuneStore
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "num_heads": num_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
-               "candidates": {k: list(v) for k, v in CANDIDATES.items()}}
+               "candidates": {k: list(v) for k, v in candidates(kv_dtype).items()}}
+    if kv_dtype is not None and kv_dtype != dtype:  # a factor only then: the model-dtype tunings keep their keys
+        factors["kv_dtype"] = str(kv_dtype).replace("torch.", "")
     results = AutotuneStore().get_or_tune(
-        KERNEL, factors, lambda: tune_decode(base, num_heads, num_kv_heads, head_dim, dtype, device))
-    return dataclasses.replace(base, **{k: int(results[k]) for k in CANDIDATES})
+        KERNEL, factors, lambda: tune_decode(base, num_heads, num_kv_heads, head_dim, dtype, device,
+                                             kv_dtype=kv_dtype))
+    return dataclasses.replace(base, **{k: int(results[k]) for k in candidates(kv_dtype)})

@@ -45,6 +45,14 @@ def resolve_dtype(name: str, model_cfg: ModelConfig, device: torch.device) -> to
     return DTYPES.get(str(model_cfg.torch_dtype).replace("torch.", ""), torch.bfloat16)
 
 
+KV_DTYPES = {"fp8": torch.float8_e4m3fn, "fp8_e4m3": torch.float8_e4m3fn}
+
+
+def resolve_kv_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """The KV cache's element type for `--kv-cache-dtype NAME` on a model computing in `dtype`."""
+    return dtype if name == "auto" else KV_DTYPES[name]
+
+
 class ModelRunner:
     """Loads the model (this rank's shard under tensor parallelism), sizes and allocates the device KV pool,
     and turns scheduled requests into logits."""
@@ -62,6 +70,10 @@ class ModelRunner:
         # before anything compiles (MoE tuning, Triton kernels, --compile): their output goes into the tree
         self.aot = open_tree(config, model_cfg, self.device, self.dtype, max_positions)
         cls = model_class(model_cfg.architecture)
+        self.kv_dtype = resolve_kv_dtype(config.kv_cache_dtype, self.dtype)
+        if self.kv_dtype != self.dtype and getattr(cls, "attention_kind", "gqa") != "gqa":
+            raise ValueError(f"--kv-cache-dtype {config.kv_cache_dtype}: {model_cfg.architecture} keeps a latent "
+                             "KV cache, which is stored in the model's dtype only ('auto')")
         sharding = {}
         if tp.size > 1:
             if not getattr(cls, "tensor_parallel", False):
@@ -93,7 +105,7 @@ class ModelRunner:
             self.forward_model = CompiledForward(self.model, self.device,
                                                  self.aot.forward_artifact if self.aot is not None else None)
         self.staging = HostStaging(self.device)
-        self.layout = cls.kv_layout(model_cfg, self.dtype, **sharding)
+        self.layout = cls.kv_layout(model_cfg, self.kv_dtype, **sharding)
         self.num_pages = self._num_kv_pages()
         if tp.size > 1:  # every rank holds the same page ids: the smallest budget decides
             pages = torch.tensor([self.num_pages], device=self.device)
@@ -139,7 +151,8 @@ class ModelRunner:
             tcfg = TritonAttentionConfig.for_device(self.device)
             if self.device.type == "cuda":
                 from tierlm.attention.triton_autotune import tuned_config
-                tcfg = tuned_config(tcfg, self.num_heads, self.num_kv_heads, mc.head_dim, self.dtype, self.device)
+                tcfg = tuned_config(tcfg, self.num_heads, self.num_kv_heads, mc.head_dim, self.dtype, self.device,
+                                    self.kv_dtype)
             self.attn = cls(*args, config=tcfg)
         else:
             self.attn = cls(*args)

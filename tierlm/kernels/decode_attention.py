@@ -20,6 +20,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from tierlm.kernels.pdl import launch_kwargs
+from tierlm.kernels.store_kv import to_pool
 
 
 @triton.jit
@@ -113,8 +114,8 @@ def _decode_stage1(
             b64 = b.to(tl.int64)
             kn = tl.load(k_new + b64 * stride_kn + kv_head * stride_knh + offs_d, mask=mask_d, other=0.0)
             vn = tl.load(v_new + b64 * stride_vn + kv_head * stride_vnh + offs_d, mask=mask_d, other=0.0)
-            kn = kn.to(k_buf.dtype.element_ty)  # rounded as the pool holds it
-            vn = vn.to(v_buf.dtype.element_ty)
+            kn = to_pool(kn, k_buf.dtype.element_ty)  # rounded as the pool holds it
+            vn = to_pool(vn, v_buf.dtype.element_ty)
             if hb % HEAD_BLOCKS == 0:  # one program per KV head writes it
                 dst = tl.load(out_loc + b).to(tl.int64) * stride_buf_s + kv_head * stride_buf_h + offs_d
                 tl.store(k_buf + dst, kn, mask=mask_d)

@@ -17,6 +17,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, program_work, softmax_step
+from tierlm.kernels.store_kv import to_pool
 
 
 # per-pass counts: specialising on them (== 1, multiple of 16) would compile new variants while serving
@@ -92,6 +93,8 @@ def _extend_kernel(
 
     # (2) the new tokens themselves, causally (query m sees new keys n <= m). Keys below m0 are visible to
     # every row and lie inside the request (m0 < ext_len), so their tiles need no mask of any kind.
+    # Their K/V are rounded as the pool holds them (a no-op unless the pool is narrower, e.g. fp8): what a
+    # later pass reading them from the pool, or from a lower tier, sees.
     k_head = k_ptr + kv_head * stride_kh
     v_head = v_ptr + kv_head * stride_vh
     causal_full = 0
@@ -106,6 +109,8 @@ def _extend_kernel(
                           EVEN_D, False)
             v = load_rows(v_head + (tok0 + n0) * stride_vt, offs_n * stride_vt, offs_d, None, HEAD_DIM,
                           EVEN_D, False)
+        k = to_pool(k, k_buf.dtype.element_ty)
+        v = to_pool(v, v_buf.dtype.element_ty)
         acc, m_i, l_i = softmax_step(q, k.to(q.dtype), v.to(q.dtype), acc, m_i, l_i, None, qk_scale, False,
                                      PRESCALE, DOT_PRECISION)
     for n0 in tl.range(causal_full, causal_end, BLOCK_N, num_stages=DIAG_STAGES):
@@ -116,6 +121,8 @@ def _extend_kernel(
         v = load_rows(v_head + (tok0 + n0) * stride_vt, offs_n * stride_vt, offs_d, mask_n, HEAD_DIM, EVEN_D,
                       True)
         causal = (keys[None, :] <= offs_m[:, None]) & mask_n[None, :]
+        k = to_pool(k, k_buf.dtype.element_ty)
+        v = to_pool(v, v_buf.dtype.element_ty)
         acc, m_i, l_i = softmax_step(q, k.to(q.dtype), v.to(q.dtype), acc, m_i, l_i, causal, qk_scale, True,
                                      PRESCALE, DOT_PRECISION)
 

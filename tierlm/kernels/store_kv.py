@@ -7,6 +7,15 @@ import triton.language as tl
 
 
 @triton.jit
+def to_pool(x, POOL: tl.constexpr):
+    """`x` rounded to the KV pool's element type `POOL`. fp8 e4m3 saturates at +-448 first, as torch's cast
+    does, so every writer of the pool (this kernel, decode's fused store, torch) stores the same bytes."""
+    if POOL == tl.float8e4nv:
+        x = tl.clamp(x.to(tl.float32), -448.0, 448.0)
+    return x.to(POOL)
+
+
+@triton.jit
 def _store_kv_kernel(
     k_ptr, v_ptr, k_buf, v_buf, loc_ptr,
     stride_kt, stride_kh, stride_vt, stride_vh,  # new K/V: [T, KVH, D], last dim contiguous
@@ -24,8 +33,8 @@ def _store_kv_kernel(
     k = tl.load(k_ptr + t64 * stride_kt + h * stride_kh + d, mask=mask)
     v = tl.load(v_ptr + t64 * stride_vt + h * stride_vh + d, mask=mask)
     dst = slot * stride_buf_s + h * stride_buf_h + d
-    tl.store(k_buf + dst, k.to(k_buf.dtype.element_ty), mask=mask)
-    tl.store(v_buf + dst, v.to(v_buf.dtype.element_ty), mask=mask)
+    tl.store(k_buf + dst, to_pool(k, k_buf.dtype.element_ty), mask=mask)
+    tl.store(v_buf + dst, to_pool(v, v_buf.dtype.element_ty), mask=mask)
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor,

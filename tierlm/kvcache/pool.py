@@ -6,6 +6,28 @@ import torch
 from tierlm.jit.kv_transfer import byte_pages
 from tierlm.kvcache.layout import KVLayout
 
+FP8_E4M3_MAX = 448.0  # largest finite float8_e4m3fn
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """`t` viewed as integers of its element size: indexing works on every dtype (CUDA has no indexed
+    reads or writes for fp8)."""
+    return t.view(_BITS[t.element_size()])
+
+
+def take_rows(buf: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """`buf[slots]`, for any pool dtype."""
+    return _bits(buf)[slots].view(buf.dtype)
+
+
+def put_rows(buf: torch.Tensor, slots: torch.Tensor, values: torch.Tensor) -> None:
+    """`buf[slots] = values` rounded to the pool's dtype; fp8 saturates at its largest finite value, as the
+    Triton kernels' stores do (torch's own cast to fp8 saturates on the CPU but not on CUDA)."""
+    if buf.dtype == torch.float8_e4m3fn:
+        values = values.clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
+    _bits(buf)[slots] = _bits(values.to(buf.dtype))
+
 
 class KVPool:
     """Per layer, one tensor `[num_slots, *shape]` per buffer of the layout (slot = page * page_size + offset).
@@ -49,7 +71,7 @@ class KVPool:
         """Write new per-token values (`name=[tokens, *shape]`) into their slots of one layer."""
         bufs = self.layers[layer]
         for name, value in values.items():
-            bufs[name][slots] = value.to(bufs[name].dtype)
+            put_rows(bufs[name], slots, value)
 
     @property
     def nbytes(self) -> int:

@@ -73,11 +73,12 @@ def _answer_lens(args: argparse.Namespace) -> list[list[int]]:
 
 def _bytes_per_token(config, model_cfg) -> int:
     """KV bytes of one token (all layers) as the model's declared layout has them."""
-    from tierlm.engine.model_runner import resolve_device, resolve_dtype
+    from tierlm.engine.model_runner import resolve_device, resolve_dtype, resolve_kv_dtype
     from tierlm.models.registry import model_class
 
     dtype = resolve_dtype(config.dtype, model_cfg, resolve_device(config.device))
-    return model_class(model_cfg.architecture).kv_layout(model_cfg, dtype).bytes_per_token_all_layers
+    kv_dtype = resolve_kv_dtype(config.kv_cache_dtype, dtype)
+    return model_class(model_cfg.architecture).kv_layout(model_cfg, kv_dtype).bytes_per_token_all_layers
 
 
 def run_mode(config, mode: str, args, turns, answer_lens, store_dir: str, bar) -> dict:

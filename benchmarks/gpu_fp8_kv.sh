@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `--kv-cache-dtype fp8` on one GPU: decode attention alone over bf16 and fp8 pools at two shapes (every launch
+# variant, graph-replayed; an fp8 pool also tries 256-token KV tiles); the GPU tests (the kernels over an fp8
+# pool against torch, bit for bit where they store; the Triton backend against the torch one; engine greedy
+# parity and prefix hits); then Qwen3-0.6B with the KV cache in the model's dtype ("auto") and in fp8, one cache
+# root for both: the offline workload (nano-vllm's; a first run per dtype fills the cache root and is not
+# counted, then ROUNDS (1) rounds in the order auto fp8) and decode steps at 64 and 256 requests (context
+# about 512). About 7 minutes. Usage: bash benchmarks/gpu_fp8_kv.sh [OUTDIR]
+set -uo pipefail
+out=${1:-fp8-kv}
+mkdir -p "$out"; out=$(cd "$out" && pwd)
+export PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=$PWD/.cache-fp8-kv
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+for dtype in auto fp8; do
+  echo "== decode attention alone, KV $dtype"
+  timeout 150 python3 benchmarks/bench_attention.py --decode-shapes 256:512,64:2048 --kv-dtype $dtype 2>&1 \
+    | grep -v -i warn > "$out/sweep-$dtype.txt"
+  tail -n 3 "$out/sweep-$dtype.txt"
+done
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py tests/attention/test_triton_backend.py \
+  -k fp8 2>&1 | tail -n 4
+offline() {  # DTYPE TAG
+  timeout "${RUN_TIMEOUT:-150}" python3 -m tierlm bench offline --model builtin:qwen3-0.6b --load-format dummy \
+    --skip-tokenizer-init --kv-cache-dtype "$1" --json > "$out/$2.json" 2> /dev/null || echo "$2 failed"
+}
+offline auto cold-auto; offline fp8 cold-fp8
+for round in $(seq 1 "${ROUNDS:-1}"); do offline auto "r$round-auto"; offline fp8 "r$round-fp8"; done
+python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json
+for dtype in auto fp8; do
+  echo "== decode steps, --kv-cache-dtype $dtype"
+  timeout 150 python3 benchmarks/profile_engine.py --batches 64,256 --prefill-len 0 --kv-cache-dtype $dtype 2>&1 \
+    | grep -A3 "^ batch"
+done
+python3 - "$TIERLM_CACHE_DIR" <<'PY'
+import json, pathlib, sys
+for f in sorted(pathlib.Path(sys.argv[1], "autotune", "triton_decode").glob("*.json")):
+    d = json.loads(f.read_text())
+    print("decode tuning", d.get("factors", {}).get("kv_dtype", "model dtype"),
+          {k: v for k, v in d.get("results", {}).items() if k.startswith("decode_") or k == "us"})
+PY

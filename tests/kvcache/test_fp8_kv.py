@@ -1,0 +1,77 @@
+"""`--kv-cache-dtype fp8`: the pool, the host tier and the store hold e4m3 bytes (a quarter of float32's), and
+greedy outputs are the same whichever tier served the KV; fp8 pages never answer a lookup of an engine whose
+KV cache has another dtype (the layout's dtype is part of every page key); bad uses fail naming the flag."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from tests.conftest import CPU_OPTS
+from tests.kvcache.test_tier_paths import GREEDY, PROMPTS, TIER_OPTS, hits, serve
+from tierlm import LLM
+from tierlm.cli.args import add_engine_args
+
+FP8 = dict(kv_cache_dtype="fp8")
+
+
+def make(model_dir, **opts) -> LLM:
+    return LLM(str(model_dir), **{**CPU_OPTS, **opts})
+
+
+@pytest.fixture(scope="module")
+def fp8_reference(tiny_qwen3):
+    llm = make(tiny_qwen3, **FP8, enable_prefix_cache=False)
+    pool = llm.engine.worker.runner.pool
+    assert all(t.dtype == torch.float8_e4m3fn for bufs in pool.layers for t in bufs.values())
+    full = make(tiny_qwen3, enable_prefix_cache=False).engine.worker.runner.pool
+    assert full.bytes_per_page == 4 * pool.bytes_per_page  # float32 model: a quarter of the bytes per page
+    return serve(llm)
+
+
+def test_fp8_l1_and_l2_hits(tiny_qwen3, fp8_reference):
+    llm = make(tiny_qwen3, **FP8, **TIER_OPTS, hicache_write_policy="write_through", hicache_write_threshold=1)
+    assert serve(llm) == fp8_reference
+    before = hits(llm)
+    assert serve(llm) == fp8_reference
+    assert hits(llm)["L1"] > before["L1"]
+    kv = llm.engine.kv
+    assert kv.drop_device_cache() > 0
+    before = hits(llm)
+    assert serve(llm) == fp8_reference
+    assert hits(llm)["L2"] > before["L2"]
+    llm.close()
+
+
+def test_fp8_l3_after_restart_and_not_shared_with_other_dtypes(tiny_qwen3, fp8_reference, tmp_path):
+    store = f"file://{tmp_path / 'kv'}"
+    first = make(tiny_qwen3, **FP8, **TIER_OPTS, kv_store=store)
+    assert serve(first) == fp8_reference
+    first.close()
+    second = make(tiny_qwen3, **FP8, **TIER_OPTS, kv_store=store)
+    assert serve(second) == fp8_reference
+    assert hits(second)["L3"] > hits(second)["L1"]
+    second.close()
+    other = make(tiny_qwen3, **TIER_OPTS, kv_store=store)  # float32 KV on the same store: no fp8 page fits
+    assert serve(other) == serve(make(tiny_qwen3, enable_prefix_cache=False))
+    assert hits(other)["L3"] == 0
+    other.close()
+
+
+def test_fp8_refused_for_latent_attention(tmp_path):
+    from tierlm.utils.tiny_model import make_tiny_model
+
+    model_dir = make_tiny_model(str(tmp_path / "ds"), arch="deepseek_v2")
+    with pytest.raises(ValueError, match="--kv-cache-dtype fp8"):
+        make(model_dir, **FP8)
+
+
+def test_flag_choices():
+    ap = argparse.ArgumentParser()
+    add_engine_args(ap)
+    args = ap.parse_args(["--model", "m", "--kv-cache-dtype", "fp8_e4m3"])
+    assert args.kv_cache_dtype == "fp8_e4m3"
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--model", "m", "--kv-cache-dtype", "int4"])
+    assert GREEDY.max_tokens and PROMPTS
