@@ -87,8 +87,9 @@ class EngineConfig:
     gpu_memory_utilization: float = _opt(0.85, "Fraction of total GPU memory the engine may use (weights + KV + "
                                          "activations) when --kv-cache-gb is not given.", "memory")
     kv_cache_dtype: str = _opt("auto", "Element type of the KV cache in every tier; 'auto' keeps the model's dtype. "
-                               "'fp8' (= 'fp8_e4m3', scale 1.0, out-of-range values saturate) halves the bytes "
-                               "decode attention reads and every page the tiers hold and move; outputs then "
+                               "'fp8' (= 'fp8_e4m3', scale 1.0, out-of-range values saturate) keeps one byte per "
+                               "value, half of bf16's: twice the tokens per GiB in every tier and half the bytes "
+                               "decode attention reads and the tiers move; outputs then "
                                "differ from 'auto' within fp8 rounding, but not between tiers. Per-head "
                                "attention only (not DeepSeek's latent cache).", "memory",
                                choices=("auto", "fp8", "fp8_e4m3"))

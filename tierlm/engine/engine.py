@@ -264,6 +264,7 @@ class Engine:
         """Static facts for start-up logs and benchmark reports."""
         return {"attention_backend": type(self.worker.runner.attn).__name__, "overlap": self.overlap,
                 "kv_pool_tokens": self.kv.capacity_pages * self.kv.page_size, "page_size": self.kv.page_size,
+                "kv_cache_dtype": self.worker.layout.layers[0][0].dtype,
                 "max_model_len": self.max_model_len, "cuda_graph": self.worker.runner.graphs is not None,
                 "piecewise_graph_tokens": getattr(self.worker.runner.pieces, "max_tokens", 0),
                 "tp_size": self.config.tp_size,
