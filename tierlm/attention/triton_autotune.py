@@ -20,15 +20,6 @@ KERNEL = "triton_decode"
 CANDIDATES = {"decode_block_n": (64, 128), "decode_num_warps": (4, 8), "decode_num_stages": (2, 3)}
 
 
-def candidates(kv_dtype: torch.dtype | None) -> dict[str, tuple[int, ...]]:
-    """The launch parameters timed. A one-byte (fp8) pool also tries KV tiles of 256 tokens (as many bytes in
-    flight per program as a 128-token tile of bf16) and the broadcast multiply for every head group (K and V
-    widened in registers; the matrix unit needs them widened into shared memory first)."""
-    if kv_dtype is not None and kv_dtype.itemsize == 1:
-        return {**CANDIDATES, "decode_block_n": (64, 128, 256), "decode_dot_min_group": (1, 1024)}
-    return CANDIDATES
-
-
 def _time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, scale, num_sms) -> float:
     import triton
 
@@ -60,9 +51,8 @@ def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, 
     lens = torch.full((batch,), context, dtype=torch.int32, device=device)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     best, best_ms, timings = None, float("inf"), {}
-    grid = candidates(kv_dtype)
-    for values in itertools.product(*grid.values()):
-        params = dict(zip(grid, values))
+    for values in itertools.product(*CANDIDATES.values()):
+        params = dict(zip(CANDIDATES, values))
         ms = _time_decode(dataclasses.replace(base, **params), q, k, v, table, rows, lens, head_dim ** -0.5, sms)
         timings["/".join(map(str, values))] = round(ms * 1e3, 2)
         if ms < best_ms:
@@ -80,10 +70,12 @@ def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int,
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "num_heads": num_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
-               "candidates": {k: list(v) for k, v in candidates(kv_dtype).items()}}
-    if kv_dtype is not None and kv_dtype != dtype:  # a factor only then: the model-dtype tunings keep their keys
+               "candidates": {k: list(v) for k, v in CANDIDATES.items()}}
+    # an fp8 pool picks its own launch (on an H200, 3 stages where bf16 takes 2); a factor only then, so the
+    # model-dtype tunings keep their keys
+    if kv_dtype is not None and kv_dtype != dtype:
         factors["kv_dtype"] = str(kv_dtype).replace("torch.", "")
     results = AutotuneStore().get_or_tune(
         KERNEL, factors, lambda: tune_decode(base, num_heads, num_kv_heads, head_dim, dtype, device,
                                              kv_dtype=kv_dtype))
-    return dataclasses.replace(base, **{k: int(results[k]) for k in candidates(kv_dtype)})
+    return dataclasses.replace(base, **{k: int(results[k]) for k in CANDIDATES})
