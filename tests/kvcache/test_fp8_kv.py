@@ -75,3 +75,23 @@ def test_flag_choices():
     with pytest.raises(SystemExit):
         ap.parse_args(["--model", "m", "--kv-cache-dtype", "int4"])
     assert GREEDY.max_tokens and PROMPTS
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.bfloat16, torch.float32])
+def test_put_and_take_rows(dtype):
+    """Indexed writes and reads of a pool buffer of any dtype; fp8 saturates at +-448 (not NaN) and keeps NaN."""
+    from tierlm.kvcache.pool import put_rows, take_rows
+
+    buf = torch.zeros(8, 2, 4, dtype=dtype)
+    values = torch.randn(3, 2, 4) * 100
+    values[0, 0, :2] = torch.tensor([1e4, -1e4])
+    values[1, 1, 3] = float("nan")
+    slots = torch.tensor([5, 1, 6])
+    put_rows(buf, slots, values)
+    want = values.clamp(-448, 448) if dtype == torch.float8_e4m3fn else values
+    got = take_rows(buf, slots)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want.to(dtype).float(), equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(take_rows(buf, torch.tensor([0, 2, 3, 4, 7])).float(), torch.zeros(5, 2, 4))
+    if dtype == torch.float8_e4m3fn:
+        assert got[0, 0, :2].tolist() == [448.0, -448.0]
