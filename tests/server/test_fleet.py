@@ -46,19 +46,20 @@ def test_gateway_gauge_names_on_metrics(server):
         assert f"# TYPE {name} gauge" in text
     total = server.stats()["kv_total_tokens"]
     assert series(text, "vllm:cache_config_info") == [
-        f'vllm:cache_config_info{{block_size="4",engine="0",num_gpu_blocks="{total // 4}"}} 1.0']
+        f'vllm:cache_config_info{{block_size="4",cache_dtype="auto",engine="0",num_gpu_blocks="{total // 4}"}} 1.0']
     assert series(text, "tierlm_num_requests_waiting"), "TierLM's own gauges are still there"
 
 
 def test_gauge_values_follow_the_engine_snapshot():
     m = ServerMetrics("m", 16)
     assert "vllm:" not in m.render().decode(), "no engine snapshot yet: no gauges"
-    m.update_engine({"num_waiting": 3, "num_running": 2, "kv_total_tokens": 320, "kv_used_tokens": 80})
+    m.update_engine({"num_waiting": 3, "num_running": 2, "kv_total_tokens": 320, "kv_used_tokens": 80,
+                     "kv_cache_dtype": "fp8"})
     text = m.render().decode()
     assert 'vllm:num_requests_waiting{engine="0",model_name="m"} 3.0' in text
     assert 'vllm:num_requests_running{engine="0",model_name="m"} 2.0' in text
     assert 'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25' in text
-    assert 'vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="20"} 1.0' in text
+    assert 'vllm:cache_config_info{block_size="16",cache_dtype="fp8",engine="0",num_gpu_blocks="20"} 1.0' in text
 
 
 def test_discovery_endpoints(server, tiny_qwen3, events):

@@ -245,6 +245,7 @@ class Engine:
             "num_running": len(self.scheduler.running),
             "num_waiting": self.num_waiting(),
             "kv_total_tokens": kv.capacity_pages * ps,
+            "kv_cache_dtype": self.config.kv_cache_dtype,
             "kv_used_tokens": kv.used_pages() * ps,
             "kv_free_tokens": kv.allocator.num_free * ps,
             "kv_cached_tokens": cached * ps,

@@ -34,7 +34,8 @@ def gateway_gauges(stats: dict[str, Any], model_name: str, page_size: int) -> It
         yield gauge("vllm:kv_cache_usage_perc", "Fraction of the device KV pool held by running requests or "
                     "locked prefixes, 0 to 1 (KVCacheUtilization).", usage)
         yield gauge("vllm:gpu_cache_usage_perc", "The same fraction under its earlier name.", usage)
-        info = GaugeMetricFamily("vllm:cache_config_info", "KV cache configuration (BlockSize, NumGPUBlocks).",
-                                 labels=["engine", "block_size", "num_gpu_blocks"])
-        info.add_metric([ENGINE_LABEL, str(page_size), str(int(total) // max(page_size, 1))], 1.0)
+        info = GaugeMetricFamily("vllm:cache_config_info", "KV cache configuration (BlockSize, NumGPUBlocks, "
+                                 "CacheDtype).", labels=["engine", "block_size", "num_gpu_blocks", "cache_dtype"])
+        info.add_metric([ENGINE_LABEL, str(page_size), str(int(total) // max(page_size, 1)),
+                         str(stats.get("kv_cache_dtype", "auto"))], 1.0)
         yield info

@@ -122,7 +122,8 @@ def summary_line(config: EngineConfig, info: dict[str, Any], host: str, port: in
     device = info["device"] if config.tp_size == 1 else \
         f"{info['device']} + {config.tp_size - 1} more ranks (--tp-size {config.tp_size}, {config.nnodes} node(s))"
     return (f"serving {info['model_name']} | dtype {info['dtype']} | device {device} | "
-            f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}) | context {info['max_model_len']} | "
+            f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}"
+            f"{'' if config.kv_cache_dtype == 'auto' else ', ' + config.kv_cache_dtype}) | context {info['max_model_len']} | "
             f"cache root {cache_root()} | tiers {tiers(config)} | auth {auth} | http://{host}:{port}")
 
 
