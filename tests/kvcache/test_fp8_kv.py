@@ -59,6 +59,19 @@ def test_fp8_l3_after_restart_and_not_shared_with_other_dtypes(tiny_qwen3, fp8_r
     other.close()
 
 
+def test_fp8_tp2_matches_one_rank_from_l1_and_l2(tiny_qwen3, fp8_reference):
+    """Two gloo ranks, each with its half of the KV heads in fp8: the one-rank tokens, cold and from every tier."""
+    llm = make(tiny_qwen3, **FP8, **TIER_OPTS, tp_size=2)
+    try:
+        assert serve(llm) == fp8_reference
+        llm.engine.kv.drop_device_cache()
+        before = hits(llm)
+        assert serve(llm) == fp8_reference
+        assert hits(llm)["L2"] > before["L2"]
+    finally:
+        llm.close()
+
+
 def test_fp8_refused_for_latent_attention(tmp_path):
     from tierlm.utils.tiny_model import make_tiny_model
 
