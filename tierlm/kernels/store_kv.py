@@ -8,8 +8,9 @@ import triton.language as tl
 
 @triton.jit
 def to_pool(x, POOL: tl.constexpr):
-    """`x` rounded to the KV pool's element type `POOL`. fp8 e4m3 saturates at +-448 first, as torch's cast
-    does, so every writer of the pool (this kernel, decode's fused store, torch) stores the same bytes."""
+    """`x` rounded to the KV pool's element type `POOL`. fp8 e4m3 saturates at +-448 (its largest finite value)
+    first, as `kvcache.pool.put_rows` does, so every writer of the pool (this kernel, decode's fused store, the
+    torch path) stores the same bytes."""
     if POOL == tl.float8e4nv:
         x = tl.clamp(x.to(tl.float32), -448.0, 448.0)
     return x.to(POOL)

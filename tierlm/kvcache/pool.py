@@ -11,8 +11,8 @@ _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
-    """`t` viewed as integers of its element size: indexing works on every dtype (CUDA has no indexed
-    reads or writes for fp8)."""
+    """`t` viewed as integers of its element size: indexed reads and writes of integers work for every
+    element type on every device (fp8 included) and move the bytes unchanged."""
     return t.view(_BITS[t.element_size()])
 
 
