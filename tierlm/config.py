@@ -90,8 +90,8 @@ class EngineConfig:
                                "'fp8' (= 'fp8_e4m3', scale 1.0, out-of-range values saturate) keeps one byte per "
                                "value, half of bf16's: twice the tokens per GiB in every tier and half the bytes "
                                "decode attention reads and the tiers move; outputs then "
-                               "differ from 'auto' within fp8 rounding, but not between tiers. Per-head "
-                               "attention only (not DeepSeek's latent cache).", "memory",
+                               "differ from 'auto' within fp8 rounding, but not between tiers (per-head K/V "
+                               "and DeepSeek's latents alike).", "memory",
                                choices=("auto", "fp8", "fp8_e4m3"))
     page_size: int = _opt(16, "Tokens per KV page (the unit of allocation, prefix matching and tier transfers).",
                           "memory")

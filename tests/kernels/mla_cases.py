@@ -13,6 +13,7 @@ import torch
 
 from tests.kernels.backend_cases import _batch, _real_part, check_engine_greedy
 from tests.kernels.cases import run as _run_cases
+from tests.kernels.cases import same_bytes
 from tests.kernels.reference import tolerance
 from tierlm.attention.base import ForwardBatch
 from tierlm.attention.mla_torch import MLATorchBackend
@@ -72,17 +73,19 @@ def check_mla_decode(device: str, dtype: torch.dtype, *, num_heads: int = 4, lor
 
 
 def check_mla_backend(device: str, dtype: torch.dtype, *, num_heads: int = 4, lora: int = 32, rope: int = 8,
-                      page_size: int = 4, seed: int = 0) -> None:
+                      page_size: int = 4, seed: int = 0, kv_dtype: torch.dtype | None = None) -> None:
+    """The Triton backend against the torch one on pools of `kv_dtype` (default `dtype`): both store through
+    the pool (torch's rounding), so the pools stay equal to the bit and both attend over the same values."""
     from tierlm.attention.mla_triton import MLATritonBackend
 
     gen = torch.Generator().manual_seed(seed)
     prefix, ext = [0, 9, 21, 4], [13, 1, 6, 30]  # request 1 is a decode-like extend of one token
     rows, max_len, width = [2, 0, 5, 3], 64, lora + rope
     num_pages = 2 * len(rows) * (-(-max_len // page_size)) + 2
-    pools = [KVPool(KVLayout.latent(NUM_LAYERS, width, dtype), num_pages, page_size, torch.device(device))
+    pools = [KVPool(KVLayout.latent(NUM_LAYERS, width, kv_dtype or dtype), num_pages, page_size, torch.device(device))
              for _ in range(2)]
     for layer in range(NUM_LAYERS):  # identical random contents (never zeros) in both pools
-        rnd = torch.randn(pools[0]["latent"][layer].shape, generator=gen).to(dtype)
+        rnd = torch.randn(pools[0]["latent"][layer].shape, generator=gen).to(kv_dtype or dtype)
         pools[0]["latent"][layer].copy_(rnd)
         pools[1]["latent"][layer].copy_(rnd)
     table = _paged_table(rows, 7, max_len, page_size, num_pages, gen)
@@ -104,7 +107,7 @@ def check_mla_backend(device: str, dtype: torch.dtype, *, num_heads: int = 4, lo
             want = ref.forward(q[:n_real], k[:n_real], None, layer, _real_part(batch, len(rows)))
             torch.testing.assert_close(got[:n_real].double().cpu(), want.double().cpu(), **tolerance(dtype))
             tail = slice(page_size, None)  # all but the scratch page, which padded rows may write
-            assert torch.equal(pools[0]["latent"][layer][tail], pools[1]["latent"][layer][tail])
+            assert same_bytes(pools[0]["latent"][layer][tail], pools[1]["latent"][layer][tail])
 
     step(_batch("prefill", table, rows, prefix, ext))
     seqs = [p + e for p, e in zip(prefix, ext)]
@@ -131,7 +134,10 @@ MLA_CASES = {
     "mla_decode_two_head_blocks": _dec(num_heads=20, seqs=(1, 33), seed=3),
     "mla_backend_page4": lambda d, t: check_mla_backend(d, t),
     "mla_backend_page1": lambda d, t: check_mla_backend(d, t, page_size=1, seed=1),
+    "mla_backend_fp8_page4": lambda d, t: check_mla_backend(d, t, seed=2, kv_dtype=torch.float8_e4m3fn),
     "engine_greedy_deepseek_v2": lambda d, t: check_engine_greedy(d, t, arch="deepseek_v2"),
+    "engine_greedy_deepseek_v2_fp8": lambda d, t: check_engine_greedy(d, t, arch="deepseek_v2",
+                                                                      kv_cache_dtype="fp8"),
 }
 
 

@@ -1,6 +1,7 @@
 """`--kv-cache-dtype fp8`: the pool, the host tier and the store hold e4m3 bytes (a quarter of float32's), and
-greedy outputs are the same whichever tier served the KV; fp8 pages never answer a lookup of an engine whose
-KV cache has another dtype (the layout's dtype is part of every page key); bad uses fail naming the flag."""
+greedy outputs are the same whichever tier served the KV, per-head K/V and latents alike, one rank or two;
+fp8 pages never answer a lookup of an engine whose KV cache has another dtype (the layout's dtype is part of
+every page key); a bad value fails naming the flag."""
 from __future__ import annotations
 
 import argparse
@@ -72,12 +73,23 @@ def test_fp8_tp2_matches_one_rank_from_l1_and_l2(tiny_qwen3, fp8_reference):
         llm.close()
 
 
-def test_fp8_refused_for_latent_attention(tmp_path):
-    from tierlm.utils.tiny_model import make_tiny_model
-
-    model_dir = make_tiny_model(str(tmp_path / "ds"), arch="deepseek_v2")
-    with pytest.raises(ValueError, match="--kv-cache-dtype fp8"):
-        make(model_dir, **FP8)
+def test_fp8_latent_cache_from_every_tier(tiny_models, tmp_path):
+    """DeepSeek-V2's latents in fp8: a quarter of float32's bytes, and the no-cache tokens from L1, L2 and an
+    L3 file store after a restart."""
+    model = tiny_models["deepseek_v2"]
+    reference = serve(make(model, **FP8, enable_prefix_cache=False))
+    store = f"file://{tmp_path / 'kv'}"
+    llm = make(model, **FP8, **TIER_OPTS, kv_store=store, hicache_write_threshold=1)
+    assert llm.engine.worker.pool.layout.describe()[0] == [["latent", [40], "float8_e4m3fn"]]
+    assert serve(llm) == reference
+    assert serve(llm) == reference and hits(llm)["L1"] > 0
+    llm.engine.kv.drop_device_cache()
+    before = hits(llm)
+    assert serve(llm) == reference and hits(llm)["L2"] > before["L2"]
+    llm.close()
+    second = make(model, **FP8, **TIER_OPTS, kv_store=store)
+    assert serve(second) == reference and hits(second)["L3"] > 0
+    second.close()
 
 
 def test_flag_choices():

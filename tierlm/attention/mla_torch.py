@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
-from tierlm.kvcache.pool import KVPool
+from tierlm.kvcache.pool import KVPool, take_rows
 
 SCORE_ELEMENTS = 1 << 26  # the most float32 scores one matmul materializes (256 MiB); longer queries go in blocks
 
@@ -45,7 +45,7 @@ class MLATorchBackend(AttentionBackend):
         for i, n in enumerate(batch.extend_lens_cpu[:count]):
             prefix, seq = batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
             slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()
-            latent = buf[slots].to(q.dtype)  # [S, head_dim]
+            latent = take_rows(buf, slots).to(q.dtype)  # [S, head_dim]
             block = max(1, SCORE_ELEMENTS // (self.num_heads * seq))
             for b in range(0, n, block):
                 m = min(block, n - b)

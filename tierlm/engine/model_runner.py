@@ -71,9 +71,6 @@ class ModelRunner:
         self.aot = open_tree(config, model_cfg, self.device, self.dtype, max_positions)
         cls = model_class(model_cfg.architecture)
         self.kv_dtype = resolve_kv_dtype(config.kv_cache_dtype, self.dtype)
-        if self.kv_dtype != self.dtype and getattr(cls, "attention_kind", "gqa") != "gqa":
-            raise ValueError(f"--kv-cache-dtype {config.kv_cache_dtype}: {model_cfg.architecture} keeps a latent "
-                             "KV cache, which is stored in the model's dtype only ('auto')")
         sharding = {}
         if tp.size > 1:
             if not getattr(cls, "tensor_parallel", False):
