@@ -5,8 +5,8 @@
 # against the torch one; engine greedy parity and prefix hits); then Qwen3-0.6B with the KV cache in the
 # model's dtype ("auto") and in fp8, one cache root for both: the offline workload (nano-vllm's; a first run
 # per dtype fills the cache root and is not counted, then ROUNDS (1) rounds in the order auto fp8), decode
-# steps at 64 and 256 requests (context about 512) and the decode tunings chosen.
-# About 6 minutes. Usage: bash benchmarks/gpu_fp8_kv.sh [OUTDIR]
+# steps at 64 and 256 requests of about 512 tokens and 16 and 64 of 8,192, and the decode tunings chosen.
+# About 7 minutes. Usage: bash benchmarks/gpu_fp8_kv.sh [OUTDIR]
 set -uo pipefail
 out=${1:-fp8-kv}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
@@ -29,9 +29,11 @@ offline auto cold-auto; offline fp8 cold-fp8
 for round in $(seq 1 "${ROUNDS:-1}"); do offline auto "r$round-auto"; offline fp8 "r$round-fp8"; done
 python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json
 for dtype in auto fp8; do
-  echo "== decode steps, --kv-cache-dtype $dtype"
+  echo "== decode steps, --kv-cache-dtype $dtype (context 512, then 8,192)"
   timeout 150 python3 benchmarks/profile_engine.py --batches 64,256 --prefill-len 0 --kv-cache-dtype $dtype 2>&1 \
     | grep -A3 "^ batch"
+  timeout 150 python3 benchmarks/profile_engine.py --batches 16,64 --context 8192 --prefill-len 0 \
+    --kv-cache-dtype $dtype 2>&1 | grep -A3 "^ batch"
 done
 python3 - "$TIERLM_CACHE_DIR" <<'PY'
 import json, pathlib, sys
