@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("triton")
 
 from tests.kernels.backend_cases import BACKEND_CASES, FP8_BACKEND_CASES, run  # noqa: E402
-from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
+from tests.kernels.interp import assert_all_ok, assert_case_ok, run_interpreted  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,5 +32,4 @@ def test_triton_backend_matches_torch(name: str, request: pytest.FixtureRequest)
 def test_triton_backend_matches_torch_fp8_kv(name: str) -> None:
     dtypes = [torch.float32] if "engine" in name else [torch.bfloat16, torch.float16]
     results = run([name], "cuda", dtypes)
-    failed = {k: v for k, v in results.items() if v != "ok"}
-    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    assert_all_ok(results)

@@ -37,6 +37,11 @@ def assert_case_ok(name: str, request, on_gpu: Callable[[], dict[str, str]], fix
     else:
         results = {k: v for k, v in request.getfixturevalue(fixture).items() if k.startswith(name + "[")}
     assert results, f"case {name} did not run"
+    assert_all_ok(results)
+
+
+def assert_all_ok(results: dict[str, str]) -> None:
+    """Every case variant of a `run` result map says ok; else fail with their tracebacks."""
     failed = {k: v for k, v in results.items() if v != "ok"}
     assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
 

@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("triton")
 
 from tests.kernels.cases import CASES, FP8_CASES, run  # noqa: E402
-from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
+from tests.kernels.interp import assert_all_ok, assert_case_ok, run_interpreted  # noqa: E402
 
 GPU_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
@@ -26,5 +26,4 @@ def test_kernel_case(name: str, request: pytest.FixtureRequest) -> None:
 @pytest.mark.parametrize("name", list(FP8_CASES))
 def test_fp8_kv_case(name: str) -> None:
     results = run([name], "cuda", [torch.bfloat16, torch.float16])
-    failed = {k: v for k, v in results.items() if v != "ok"}
-    assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
+    assert_all_ok(results)
