@@ -154,12 +154,9 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
     split, with two wave targets), for small batches whose few programs leave SMs idle. `kv_dtype`: the
-    pool's (a one-byte pool also tries KV tiles of 256 tokens and the broadcast multiply: whether a tile of half
-    the bytes wants other launches)."""
-    fp8 = kv_dtype.itemsize == 1
-    variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv, dot_min_group=g)
-                for n, w, st, wv, g in itertools.product((64, 128, 256) if fp8 else (64, 128), (4, 8), (2, 3),
-                                                         (4,) if fp8 else (4, 16), (1, 4) if fp8 else (1,))]
+    pool's."""
+    variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
+                for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
         variants = [DecodeVariant()]
     if splits:

@@ -33,8 +33,9 @@ def compile_variant(var: dict) -> dict:
     knobs = dict(block_m=64, block_n=64, num_warps=4, num_stages=3, causal_split=True, order="heavy_first",
                  pack_heads=1, prescale_q=False, tma=True, prefix_stages=0, maxnreg=0) | var
     pool = knobs.pop("pool", "bf16")  # the KV pool's element type ("fp8e4nv": --kv-cache-dtype fp8)
-    consts = kernel_constants(HEADS // KV_HEADS, HEAD_DIM, False, **{k: v for k, v in knobs.items()
-                                                                     if k not in ("num_warps", "maxnreg")})
+    round_new = not knobs.pop("new_rounded", False)
+    consts = kernel_constants(HEADS // KV_HEADS, HEAD_DIM, False, round_new=round_new,
+                              **{k: v for k, v in knobs.items() if k not in ("num_warps", "maxnreg")})
     consts["batch"] = 1  # Triton specializes an int argument equal to 1
     sig = {name: "i32" for name in _extend_kernel.arg_names}
     sig.update({name: "*bf16" for name in POINTERS} | {name: "*i32" for name in INDEX_POINTERS})

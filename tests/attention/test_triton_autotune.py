@@ -66,4 +66,4 @@ def test_fp8_pool_tuned_on_its_own(fake_gpu):
     assert tunings == [None, torch.float8_e4m3fn] and fp8_cfg.decode_num_stages == 2
     factors = [json.loads(f.read_text())["factors"] for f in (root / "autotune" / "triton_decode").glob("*.json")]
     fp8 = next(f for f in factors if f.get("kv_dtype") == "float8_e4m3fn")
-    assert len(factors) == 2 and fp8["dtype"] == "bfloat16"
+    assert len(factors) == 2 and fp8["dtype"] == "bfloat16" and fp8["widen"] == "fp16"

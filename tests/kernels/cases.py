@@ -27,11 +27,12 @@ def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
 
 
-def check_store(device: str, dtype: torch.dtype, page_size: int = 4, kv_dtype: torch.dtype | None = None) -> None:
+def check_store(device: str, dtype: torch.dtype, page_size: int = 4, kv_dtype: torch.dtype | None = None,
+                round_back: bool = False) -> None:
     """With `kv_dtype` (a narrower pool) the kernel must store torch's cast, saturation included (values past
-    fp8's range)."""
+    fp8's range). With `round_back` the new K/V must hold the pool's values afterwards."""
     from tierlm.kernels.store_kv import store_kv
-    from tierlm.kvcache.pool import put_rows
+    from tierlm.kvcache.pool import put_rows, take_rows
 
     sc = make_scenario([3, 0, 11], [5, 7, 1], 4, 2, 32, page_size, dtype, device, seed=1, kv_dtype=kv_dtype)
     if kv_dtype is not None:
@@ -39,8 +40,15 @@ def check_store(device: str, dtype: torch.dtype, page_size: int = 4, kv_dtype: t
     k_ref, v_ref = sc.k_buf.clone(), sc.v_buf.clone()
     put_rows(k_ref, sc.out_loc, sc.k)  # torch's cast
     put_rows(v_ref, sc.out_loc, sc.v)
-    store_kv(sc.k, sc.v, sc.k_buf, sc.v_buf, sc.out_loc)
+    k_new, v_new = sc.k.clone(), sc.v.clone()
+    rounded = store_kv(sc.k, sc.v, sc.k_buf, sc.v_buf, sc.out_loc, round_back=round_back)
     assert same_bytes(sc.k_buf, k_ref) and same_bytes(sc.v_buf, v_ref)  # and no other slot touched
+    assert rounded == (round_back or sc.k_buf.dtype == dtype)
+    if rounded:
+        assert same_bytes(sc.k, take_rows(k_ref, sc.out_loc).to(dtype))
+        assert same_bytes(sc.v, take_rows(v_ref, sc.out_loc).to(dtype))
+    else:
+        assert same_bytes(sc.k, k_new) and same_bytes(sc.v, v_new)
 
 
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
@@ -76,13 +84,19 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
 
 def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, prefix: tuple[int, ...],
                  extend: tuple[int, ...], head_dim: int = 32, page_size: int = 1, block_m: int = 16,
-                 block_n: int = 16, seed: int = 0, kv_dtype: torch.dtype | None = None, **knobs) -> None:
+                 block_n: int = 16, seed: int = 0, kv_dtype: torch.dtype | None = None,
+                 rounded_by_store: bool = False, **knobs) -> None:
+    """`rounded_by_store`: the new K/V pass through `store_kv(round_back=True)` first, as the backend does, and
+    the kernel attends them unrounded; otherwise it rounds them to the pool's dtype itself."""
     from tierlm.kernels.extend_attention import extend_attention
+    from tierlm.kernels.store_kv import store_kv
 
     sc = make_scenario(list(prefix), list(extend), num_heads, num_kv_heads, head_dim, page_size, dtype, device,
                        seed=seed, kv_dtype=kv_dtype)
     scale = head_dim ** -0.5
     out = _poison(sc.q.shape, device, dtype)
+    if rounded_by_store:
+        knobs["new_rounded"] = store_kv(sc.k, sc.v, sc.k_buf, sc.v_buf, sc.out_loc, round_back=True)
     extend_attention(sc.q, sc.k, sc.v, out, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.prefix_lens,
                      sc.qo_indptr, max(extend), scale, block_m=block_m, block_n=block_n, num_warps=4, num_stages=1,
                      **knobs)
@@ -119,6 +133,11 @@ def _cases() -> dict[str, CaseFn]:
         "extend_prefix_gqa4": ext(num_heads=4, num_kv_heads=1, **mixed, seed=1),
         "extend_prefix_gqa8_page4": ext(num_heads=8, num_kv_heads=1, page_size=4, prefix=(13, 4),
                                         extend=(3, 19), seed=2),
+        # a pool narrower than the model (fp16 under fp32 here, as the interpreter rounds to bf16 unlike the
+        # device; fp8 among the GPU cases): the store rounds the new K/V back and the kernel attends them as given
+        "store_round_back_fp16_pool": lambda d, t: check_store(d, t, kv_dtype=torch.float16, round_back=True),
+        "extend_rounded_by_store_fp16_pool": ext(num_heads=4, num_kv_heads=1, **mixed, seed=3,
+                                                 kv_dtype=torch.float16, rounded_by_store=True),
     }
 
 
@@ -142,6 +161,9 @@ def _fp8_cases() -> dict[str, CaseFn]:
         "fp8_extend_prefix_gqa4": lambda d, t: check_extend(d, t, num_heads=4, num_kv_heads=1, **mixed, seed=1, **fp8),
         "fp8_extend_prefix_gqa1_page4": lambda d, t: check_extend(d, t, num_heads=2, num_kv_heads=2, page_size=4,
                                                                   **mixed, **fp8),
+        "fp8_store_round_back": lambda d, t: check_store(d, t, page_size=4, round_back=True, **fp8),
+        "fp8_extend_rounded_by_store": lambda d, t: check_extend(d, t, num_heads=4, num_kv_heads=1, **mixed, seed=4,
+                                                                 rounded_by_store=True, **fp8),
     }
 
 

@@ -14,6 +14,7 @@ import torch
 
 from tierlm.attention.triton_backend import TritonAttentionConfig
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.pool_dtype import compute_dtype
 
 logger = logging.getLogger(__name__)
 KERNEL = "triton_decode"
@@ -71,10 +72,11 @@ def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int,
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "num_heads": num_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
                "candidates": {k: list(v) for k, v in CANDIDATES.items()}}
-    # an fp8 pool picks its own launch (on an H200, 3 stages where bf16 takes 2); a factor only then, so the
-    # model-dtype tunings keep their keys
+    # an fp8 pool picks its own launch; factors only then, so the model-dtype tunings keep their keys. The
+    # type K/V are widened to changes the loop's cost, so it is one of them.
     if kv_dtype is not None and kv_dtype != dtype:
         factors["kv_dtype"] = str(kv_dtype).replace("torch.", "")
+        factors["widen"] = str(compute_dtype(dtype, kv_dtype))
     results = AutotuneStore().get_or_tune(
         KERNEL, factors, lambda: tune_decode(base, num_heads, num_kv_heads, head_dim, dtype, device,
                                              kv_dtype=kv_dtype))

@@ -130,7 +130,7 @@ class TritonBackend(AttentionBackend):
             assert isinstance(meta, DecodeMeta), "prepare(batch) must run before forward"
             self._decode(q, k_buf, v_buf, out, meta, (k, v, batch.out_loc))
             return out.view(q.shape[0], self.num_heads * self.head_dim)
-        store_kv(k, v, k_buf, v_buf, batch.out_loc)
+        rounded = store_kv(k, v, k_buf, v_buf, batch.out_loc, round_back=True)
         assert isinstance(meta, _ExtendMeta), "prepare(batch) must run before forward"
         t = q.shape[0] - (meta.decode.req_rows.shape[0] if meta.decode is not None else 0)
         if meta.num_extend:
@@ -138,7 +138,8 @@ class TritonBackend(AttentionBackend):
             extend_attention(q[:t], k[:t], v[:t], out[:t], k_buf, v_buf, self.req_to_token, batch.req_rows[:e],
                              batch.prefix_lens[:e], meta.qo_indptr, meta.max_extend, self.scale,
                              block_m=cfg.extend_block_m, block_n=cfg.extend_block_n,
-                             num_warps=cfg.extend_num_warps, num_stages=cfg.extend_num_stages)
+                             num_warps=cfg.extend_num_warps, num_stages=cfg.extend_num_stages,
+                             new_rounded=rounded)
         if meta.decode is not None:  # their new K/V is in the pool already (store_kv above)
             self._decode(q[t:], k_buf, v_buf, out[t:], meta.decode)
         return out.view(q.shape[0], self.num_heads * self.head_dim)

@@ -20,7 +20,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from tierlm.kernels.pdl import launch_kwargs
-from tierlm.kernels.store_kv import to_pool
+from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
 
 
 @triton.jit
@@ -43,7 +43,7 @@ def _decode_stage1(
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
-    PDL: tl.constexpr, DIRECT: tl.constexpr,
+    PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
@@ -71,6 +71,7 @@ def _decode_stage1(
 
     q = tl.load(q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
                 mask=mask_h[:, None] & mask_d[None, :], other=0.0)
+    q = widen_q(q, WIDE)  # K/V below are widened to q's type
     # Finite initial max: a fully masked tile then gives p = 0 and alpha = 1, never NaN.
     m_i = tl.full([BLOCK_H], -1.0e30, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
@@ -219,8 +220,9 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
         sm_scale * log2e, min_chunk,
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
-        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot, DOT_PRECISION=precision,
-        STORE_NEW=new_kv is not None, DIRECT=max_splits == 1, num_warps=num_warps, num_stages=num_stages, **pdl,
+        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
+        DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
+        WIDE=compute_dtype(q.dtype, k_buf.dtype), num_warps=num_warps, num_stages=num_stages, **pdl,
     )
     if max_splits == 1:
         return out

@@ -17,7 +17,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, program_work, softmax_step
-from tierlm.kernels.store_kv import to_pool
+from tierlm.kernels.pool_dtype import to_pool
 
 
 # per-pass counts: specialising on them (== 1, multiple of 16) would compile new variants while serving
@@ -32,7 +32,7 @@ def _extend_kernel(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, PACK: tl.constexpr, ORDER: tl.constexpr,
     SPLIT: tl.constexpr, PRESCALE: tl.constexpr, USE_TMA: tl.constexpr, PREFIX_STAGES: tl.constexpr,
-    CAUSAL_STAGES: tl.constexpr,
+    CAUSAL_STAGES: tl.constexpr, ROUND_NEW: tl.constexpr,
 ):
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
     # With SPLIT the masked loops run at most one tile (two or more on the diagonal when BLOCK_M > BLOCK_N):
@@ -93,8 +93,10 @@ def _extend_kernel(
 
     # (2) the new tokens themselves, causally (query m sees new keys n <= m). Keys below m0 are visible to
     # every row and lie inside the request (m0 < ext_len), so their tiles need no mask of any kind.
-    # Their K/V are rounded as the pool holds them (a no-op unless the pool is narrower, e.g. fp8): what a
-    # later pass reading them from the pool, or from a lower tier, sees.
+    # Their K/V are attended rounded as the pool holds them (a no-op unless the pool is narrower, e.g. fp8):
+    # what a later pass reading them from the pool, or from a lower tier, sees. ROUND_NEW is off when the
+    # caller passes them rounded already (`store_kv(..., round_back=True)`), which spares every program the
+    # conversions of every tile it reads.
     k_head = k_ptr + kv_head * stride_kh
     v_head = v_ptr + kv_head * stride_vh
     causal_full = 0
@@ -109,8 +111,9 @@ def _extend_kernel(
                           EVEN_D, False)
             v = load_rows(v_head + (tok0 + n0) * stride_vt, offs_n * stride_vt, offs_d, None, HEAD_DIM,
                           EVEN_D, False)
-        k = to_pool(k, k_buf.dtype.element_ty)
-        v = to_pool(v, v_buf.dtype.element_ty)
+        if ROUND_NEW:
+            k = to_pool(k, k_buf.dtype.element_ty)
+            v = to_pool(v, v_buf.dtype.element_ty)
         acc, m_i, l_i = softmax_step(q, k.to(q.dtype), v.to(q.dtype), acc, m_i, l_i, None, qk_scale, False,
                                      PRESCALE, DOT_PRECISION)
     for n0 in tl.range(causal_full, causal_end, BLOCK_N, num_stages=DIAG_STAGES):
@@ -121,8 +124,9 @@ def _extend_kernel(
         v = load_rows(v_head + (tok0 + n0) * stride_vt, offs_n * stride_vt, offs_d, mask_n, HEAD_DIM, EVEN_D,
                       True)
         causal = (keys[None, :] <= offs_m[:, None]) & mask_n[None, :]
-        k = to_pool(k, k_buf.dtype.element_ty)
-        v = to_pool(v, v_buf.dtype.element_ty)
+        if ROUND_NEW:
+            k = to_pool(k, k_buf.dtype.element_ty)
+            v = to_pool(v, v_buf.dtype.element_ty)
         acc, m_i, l_i = softmax_step(q, k.to(q.dtype), v.to(q.dtype), acc, m_i, l_i, causal, qk_scale, True,
                                      PRESCALE, DOT_PRECISION)
 
@@ -143,14 +147,14 @@ def _tma_fits(k: torch.Tensor, v: torch.Tensor, head_dim: int) -> bool:
 
 def kernel_constants(group: int, head_dim: int, fp32: bool, *, block_m: int, block_n: int, num_stages: int,
                      causal_split: bool, order: str, pack_heads: int, prescale_q: bool, tma: bool,
-                     prefix_stages: int) -> dict:
+                     prefix_stages: int, round_new: bool = True) -> dict:
     """The kernel's compile-time parameters for one launch variant (shared with the compile check)."""
     assert order in ORDERS, f"order must be one of {sorted(ORDERS)}"
     assert pack_heads >= 1 and group % pack_heads == 0, "pack_heads must divide the GQA group"
     return dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
                 BLOCK_D=triton.next_power_of_2(head_dim), DOT_PRECISION="ieee" if fp32 else "tf32", PACK=pack_heads,
                 ORDER=ORDERS[order], SPLIT=causal_split, PRESCALE=prescale_q, USE_TMA=tma and causal_split,
-                PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages)
+                PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages, ROUND_NEW=round_new)
 
 
 def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, k_buf: torch.Tensor,
@@ -159,7 +163,7 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
                      block_m: int = 64, block_n: int = 64, num_warps: int = 4, num_stages: int = 3,
                      causal_split: bool = True, order: str = "heavy_first", pack_heads: int = 1,
                      prescale_q: bool = False, tma: bool | None = None, prefix_stages: int = 0,
-                     maxnreg: int = 0) -> torch.Tensor:
+                     maxnreg: int = 0, new_rounded: bool = False) -> torch.Tensor:
     """Attention of new tokens `q` `[T, H, D]` (requests concatenated; request `b` owns rows
     `qo_indptr[b]:qo_indptr[b+1]`) over each request's cached prefix (pool slots via `req_to_token`) and,
     causally, its new `k`/`v` `[T, KVH, D]`. `max_extend` (a host int, >= every extend length) sizes the grid.
@@ -172,6 +176,8 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
     K/V tiles through tensor descriptors (None: when on a CUDA device of compute capability >= 9 and the
     layout allows; needs `causal_split`); `prefix_stages` pipelines the prefix gather loop that deep (0: as
     `num_stages`); `maxnreg` caps registers per thread (0: no cap), to fit more programs per SM.
+    `new_rounded`: `k`/`v` hold values of the pool's dtype already (see `store_kv`'s `round_back`), so the
+    kernel attends them as they are instead of rounding each tile it reads.
     """
     num_tokens, num_heads, head_dim = q.shape
     batch = req_rows.shape[0]
@@ -184,7 +190,7 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
     consts = kernel_constants(num_heads // k.shape[1], head_dim, q.dtype == torch.float32, block_m=block_m,
                               block_n=block_n, num_stages=num_stages, causal_split=causal_split, order=order,
                               pack_heads=pack_heads, prescale_q=prescale_q, tma=bool(tma),
-                              prefix_stages=prefix_stages)
+                              prefix_stages=prefix_stages, round_new=not new_rounded)
     if num_tokens == 0 or batch == 0:
         return out
     k_desc, v_desc = k, v  # unused placeholders unless the kernel reads through descriptors

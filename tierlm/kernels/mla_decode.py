@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from tierlm.kernels.decode_attention import _decode_stage2, _split_range
+from tierlm.kernels.pool_dtype import compute_dtype, widen_q
 
 
 @triton.jit
@@ -27,7 +28,7 @@ def _mla_decode_stage1(
     sm_scale_log2, min_chunk,
     NUM_HEADS: tl.constexpr, LORA: tl.constexpr, ROPE: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, WIDE: tl.constexpr,
 ):
     b = tl.program_id(0)
     hb = tl.program_id(1)
@@ -44,8 +45,8 @@ def _mla_decode_stage1(
     row = tl.load(req_rows + b).to(tl.int64)
 
     q_row = q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh
-    q_c = tl.load(q_row + offs_c[None, :], mask=mask_h[:, None] & mask_c[None, :], other=0.0)
-    q_r = tl.load(q_row + LORA + offs_r[None, :], mask=mask_h[:, None] & mask_r[None, :], other=0.0)
+    q_c = widen_q(tl.load(q_row + offs_c[None, :], mask=mask_h[:, None] & mask_c[None, :], other=0.0), WIDE)
+    q_r = widen_q(tl.load(q_row + LORA + offs_r[None, :], mask=mask_h[:, None] & mask_r[None, :], other=0.0), WIDE)
     # Finite initial max: a fully masked tile then gives p = 0 and alpha = 1, never NaN.
     m_i = tl.full([BLOCK_H], -1.0e30, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
@@ -105,7 +106,8 @@ def mla_decode(q: torch.Tensor, latent_buf: torch.Tensor, req_to_token: torch.Te
         sm_scale * 1.4426950408889634, min_chunk,
         NUM_HEADS=num_heads, LORA=lora, ROPE=rope, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=max(16, triton.next_power_of_2(rope)),
-        DOT_PRECISION=precision, num_warps=num_warps, num_stages=num_stages,
+        DOT_PRECISION=precision, WIDE=compute_dtype(q.dtype, latent_buf.dtype), num_warps=num_warps,
+        num_stages=num_stages,
     )
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,

@@ -5,15 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def to_pool(x, POOL: tl.constexpr):
-    """`x` rounded to the KV pool's element type `POOL`. fp8 e4m3 saturates at +-448 (its largest finite value)
-    first, as `kvcache.pool.put_rows` does, so every writer of the pool (this kernel, decode's fused store, the
-    torch path) stores the same bytes."""
-    if POOL == tl.float8e4nv:
-        x = tl.clamp(x.to(tl.float32), -448.0, 448.0)
-    return x.to(POOL)
+from tierlm.kernels.pool_dtype import to_pool
 
 
 @triton.jit
@@ -22,7 +14,7 @@ def _store_kv_kernel(
     stride_kt, stride_kh, stride_vt, stride_vh,  # new K/V: [T, KVH, D], last dim contiguous
     stride_buf_s, stride_buf_h,  # pool buffers: [num_slots, KVH, D], last dim contiguous
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, ROUND_BACK: tl.constexpr,
 ):
     # One program per new token; it moves that token's K and V for all heads (BLOCK_H x BLOCK_D tile).
     t = tl.program_id(0)
@@ -34,20 +26,28 @@ def _store_kv_kernel(
     k = tl.load(k_ptr + t64 * stride_kt + h * stride_kh + d, mask=mask)
     v = tl.load(v_ptr + t64 * stride_vt + h * stride_vh + d, mask=mask)
     dst = slot * stride_buf_s + h * stride_buf_h + d
-    tl.store(k_buf + dst, to_pool(k, k_buf.dtype.element_ty), mask=mask)
-    tl.store(v_buf + dst, to_pool(v, v_buf.dtype.element_ty), mask=mask)
+    k = to_pool(k, k_buf.dtype.element_ty)
+    v = to_pool(v, v_buf.dtype.element_ty)
+    tl.store(k_buf + dst, k, mask=mask)
+    tl.store(v_buf + dst, v, mask=mask)
+    if ROUND_BACK:
+        tl.store(k_ptr + t64 * stride_kt + h * stride_kh + d, k.to(k_ptr.dtype.element_ty), mask=mask)
+        tl.store(v_ptr + t64 * stride_vt + h * stride_vh + d, v.to(v_ptr.dtype.element_ty), mask=mask)
 
 
 def store_kv(k: torch.Tensor, v: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor,
-             out_loc: torch.Tensor) -> None:
+             out_loc: torch.Tensor, *, round_back: bool = False) -> bool:
     """Write `k`/`v` `[T, KVH, D]` into rows `out_loc` `[T]` of the pool buffers `[num_slots, KVH, D]`.
 
     The new K/V may be strided views (e.g. slices of a fused QKV output) as long as the head_dim is
-    contiguous; they are cast to the pool's dtype on the way.
+    contiguous; they are cast to the pool's dtype on the way. `round_back`: when the pool's dtype differs,
+    `k`/`v` are overwritten with the values the pool now holds (so attention over them reads what a later
+    pass reads from the pool). Returns whether `k`/`v` hold pool values (rounded back, or the same dtype).
     """
     num_tokens, num_heads, head_dim = k.shape
+    round_back = round_back and k_buf.dtype != k.dtype
     if num_tokens == 0:
-        return
+        return k_buf.dtype == k.dtype or round_back
     assert v.shape == k.shape and k_buf.shape[1:] == (num_heads, head_dim) and v_buf.stride() == k_buf.stride()
     assert k.stride(2) == 1 and v.stride(2) == 1 and k_buf.stride(2) == 1
     _store_kv_kernel[(num_tokens,)](
@@ -55,5 +55,6 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_buf: torch.Tensor, v_buf: torch
         k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_buf.stride(0), k_buf.stride(1),
         NUM_HEADS=num_heads, HEAD_DIM=head_dim,
         BLOCK_H=triton.next_power_of_2(num_heads), BLOCK_D=triton.next_power_of_2(head_dim),
-        num_warps=4,
+        ROUND_BACK=round_back, num_warps=4,
     )
+    return k_buf.dtype == k.dtype or round_back
