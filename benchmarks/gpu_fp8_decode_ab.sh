@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Decode attention over an fp8 KV pool, this tree (A) against another checkout (B, e.g. `git archive COMMIT |
-# tar -x -C DIR`) on one GPU: the kernel alone at two shapes, graph-replayed: every launch variant on this side, the
-# default launch on the other, and this side's default over a bf16 pool for scale; then A's GPU tests of the kernels and Triton backends over
-# narrower pools (fp8, and fp16 under fp32). About 5 minutes. Usage: bash benchmarks/gpu_fp8_decode_ab.sh B_DIR [OUTDIR]
+# tar -x -C DIR`) on one GPU. The kernel alone at two shapes, graph-replayed: every launch variant on A, the
+# default launch on B, and A's default over a bf16 pool for scale; then A's GPU tests of the kernels and Triton
+# backends over narrower pools (fp8, and fp16 under fp32). About 5 minutes.
+# Usage: bash benchmarks/gpu_fp8_decode_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
 ab_dirs "$1" "${2:-fp8-decode-ab}"
