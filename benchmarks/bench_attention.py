@@ -33,12 +33,10 @@ class DecodeVariant:
     num_stages: int = 2
     waves: int = 4
     min_chunk: int = 128
-    stage_v: bool = False  # one-byte pools: V widened before the transposing gather
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
-        return (f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
-                + (" stage_v" if self.stage_v else ""))
+        return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
 
 
 def paged_kv(batch: int, prefix: int, gen: torch.Generator, kv_dtype: torch.dtype = DTYPE):
@@ -105,8 +103,7 @@ class DecodeCase:
         return lambda: decode_attention(self.q, self.k_buf, self.v_buf, self.table, self.rows, self.seq_lens,
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
-                                        num_warps=var.num_warps, num_stages=var.num_stages,
-                                        stage_v=var.stage_v)
+                                        num_warps=var.num_warps, num_stages=var.num_stages)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))
@@ -157,10 +154,9 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
     split, with two wave targets), for small batches whose few programs leave SMs idle. `kv_dtype`: the
-    pool's (a one-byte pool also tries each launch with V staged, `stage_v`)."""
-    staged = (False, True) if kv_dtype.itemsize == 1 else (False,)
-    variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv, stage_v=sv)
-                for n, w, st, wv, sv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16), staged)]
+    pool's."""
+    variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
+                for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
         variants = [DecodeVariant()]
     if splits:

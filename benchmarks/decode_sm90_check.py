@@ -45,11 +45,11 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
                          PDL=pdl, DIRECT=splits == 1, WIDE=tl.bfloat16), {}))
-    for use_dot, block_h, stage_v in ((True, 16, False), (True, 16, True), (False, 2, False)):
-        out.append((f"stage 1 fp8 pool dot={use_dot} stage_v={stage_v}", _decode_stage1,
+    for use_dot, block_h in ((True, 16), (False, 2)):
+        out.append((f"stage 1 fp8 pool dot={use_dot}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=True,
-                         PDL=True, DIRECT=False, WIDE=tl.float16, STAGE_V=stage_v), FP8_POOL))
+                         PDL=True, DIRECT=False, WIDE=tl.float16), FP8_POOL))
     for pool in ({}, FP8_POOL):
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))

@@ -21,9 +21,8 @@ def fake_gpu(monkeypatch, tmp_path):
 
     def fake_tune(base, num_heads, num_kv_heads, head_dim, dtype, device, kv_dtype=None):
         tunings.append(kv_dtype)
-        fp8 = kv_dtype == torch.float8_e4m3fn
-        return {"decode_block_n": 64, "decode_num_warps": 8, "decode_num_stages": 2 if fp8 else 3, "us": 1.0,
-                **({"decode_stage_v": True} if fp8 else {})}
+        stages = 2 if kv_dtype == torch.float8_e4m3fn else 3
+        return {"decode_block_n": 64, "decode_num_warps": 8, "decode_num_stages": stages, "us": 1.0}
 
     monkeypatch.setattr(triton_autotune, "tune_decode", fake_tune)
     return tmp_path / "root", tunings
@@ -64,8 +63,7 @@ def test_fp8_pool_tuned_on_its_own(fake_gpu):
     assert same == tuned() and tunings == [None]
     fp8_cfg = triton_autotune.tuned_config(TritonAttentionConfig(), 16, 8, 128, torch.bfloat16,
                                            torch.device("cpu"), torch.float8_e4m3fn)
-    assert tunings == [None, torch.float8_e4m3fn] and fp8_cfg.decode_num_stages == 2 and fp8_cfg.decode_stage_v is True
-    assert same.decode_stage_v is False
+    assert tunings == [None, torch.float8_e4m3fn] and fp8_cfg.decode_num_stages == 2
     factors = [json.loads(f.read_text())["factors"] for f in (root / "autotune" / "triton_decode").glob("*.json")]
     fp8 = next(f for f in factors if f.get("kv_dtype") == "float8_e4m3fn")
     assert len(factors) == 2 and fp8["dtype"] == "bfloat16" and fp8["widen"] == "fp16"

@@ -54,7 +54,7 @@ def check_store(device: str, dtype: torch.dtype, page_size: int = 4, kv_dtype: t
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
-                 fused_store: bool = False, kv_dtype: torch.dtype | None = None, stage_v: bool = False) -> None:
+                 fused_store: bool = False, kv_dtype: torch.dtype | None = None) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
     `new_kv` while their pool slots hold NaN, and must be in the pool afterwards."""
     from tierlm.kernels.decode_attention import decode_attention
@@ -77,7 +77,7 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     mid_lse = _poison((batch, num_heads, max_splits), device)
     decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
                      min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
-                     new_kv=new_kv, stage_v=stage_v)
+                     new_kv=new_kv)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
     assert same_bytes(sc.k_buf, k_after) and same_bytes(sc.v_buf, v_after)  # stored, nothing else touched
 
@@ -135,8 +135,6 @@ def _cases() -> dict[str, CaseFn]:
                                         extend=(3, 19), seed=2),
         # a pool narrower than the model (fp16 under fp32 here, as the interpreter rounds to bf16 unlike the
         # device; fp8 among the GPU cases): the store rounds the new K/V back and the kernel attends them as given
-        "decode_stage_v_fp16_pool_d48": dec(num_heads=4, num_kv_heads=2, head_dim=48, dot_min_group=1, fused_store=True,
-                                            kv_dtype=torch.float16, stage_v=True, seed=10),
         "store_round_back_fp16_pool": lambda d, t: check_store(d, t, kv_dtype=torch.float16, round_back=True),
         "extend_rounded_by_store_fp16_pool": ext(num_heads=4, num_kv_heads=1, **mixed, seed=3,
                                                  kv_dtype=torch.float16, rounded_by_store=True),
@@ -163,9 +161,6 @@ def _fp8_cases() -> dict[str, CaseFn]:
         "fp8_extend_prefix_gqa4": lambda d, t: check_extend(d, t, num_heads=4, num_kv_heads=1, **mixed, seed=1, **fp8),
         "fp8_extend_prefix_gqa1_page4": lambda d, t: check_extend(d, t, num_heads=2, num_kv_heads=2, page_size=4,
                                                                   **mixed, **fp8),
-        "fp8_decode_stage_v_splits": lambda d, t: check_decode(d, t, num_heads=8, num_kv_heads=2, dot_min_group=1,
-                                                               max_splits=16, min_chunk=4, fused_store=True,
-                                                               stage_v=True, seed=11, **fp8),
         "fp8_store_round_back": lambda d, t: check_store(d, t, page_size=4, round_back=True, **fp8),
         "fp8_extend_rounded_by_store": lambda d, t: check_extend(d, t, num_heads=4, num_kv_heads=1, **mixed, seed=4,
                                                                  rounded_by_store=True, **fp8),

@@ -19,12 +19,6 @@ from tierlm.kernels.pool_dtype import compute_dtype
 logger = logging.getLogger(__name__)
 KERNEL = "triton_decode"
 CANDIDATES = {"decode_block_n": (64, 128), "decode_num_warps": (4, 8), "decode_num_stages": (2, 3)}
-ONE_BYTE_CANDIDATES = {**CANDIDATES, "decode_stage_v": (False, True)}  # fp8 pools: V staged or gathered
-
-
-def candidates(kv_dtype: torch.dtype) -> dict:
-    """The launch parameters timed for a pool of `kv_dtype`."""
-    return ONE_BYTE_CANDIDATES if kv_dtype.itemsize == 1 else CANDIDATES
 
 
 def _time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, scale, num_sms) -> float:
@@ -39,8 +33,7 @@ def _time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, scale, 
     def run():
         decode_attention(q, k, v, table, rows, lens, out, mid_o, mid_lse, scale, min_chunk=cfg.decode_min_chunk,
                          block_n=cfg.decode_block_n, dot_min_group=cfg.decode_dot_min_group,
-                         num_warps=cfg.decode_num_warps, num_stages=cfg.decode_num_stages,
-                         stage_v=cfg.decode_stage_v)
+                         num_warps=cfg.decode_num_warps, num_stages=cfg.decode_num_stages)
     return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median")
 
 
@@ -59,9 +52,8 @@ def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, 
     lens = torch.full((batch,), context, dtype=torch.int32, device=device)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     best, best_ms, timings = None, float("inf"), {}
-    space = candidates(kv_dtype or dtype)
-    for values in itertools.product(*space.values()):
-        params = dict(zip(space, values))
+    for values in itertools.product(*CANDIDATES.values()):
+        params = dict(zip(CANDIDATES, values))
         ms = _time_decode(dataclasses.replace(base, **params), q, k, v, table, rows, lens, head_dim ** -0.5, sms)
         timings["/".join(map(str, values))] = round(ms * 1e3, 2)
         if ms < best_ms:
@@ -79,7 +71,7 @@ def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int,
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "num_heads": num_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
-               "candidates": {k: list(v) for k, v in candidates(kv_dtype or dtype).items()}}
+               "candidates": {k: list(v) for k, v in CANDIDATES.items()}}
     # an fp8 pool picks its own launch; factors only then, so the model-dtype tunings keep their keys. The
     # type K/V are widened to changes the loop's cost, so it is one of them.
     if kv_dtype is not None and kv_dtype != dtype:
@@ -88,4 +80,4 @@ def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int,
     results = AutotuneStore().get_or_tune(
         KERNEL, factors, lambda: tune_decode(base, num_heads, num_kv_heads, head_dim, dtype, device,
                                              kv_dtype=kv_dtype))
-    return dataclasses.replace(base, **{k: type(getattr(base, k))(results[k]) for k in candidates(kv_dtype or dtype)})
+    return dataclasses.replace(base, **{k: int(results[k]) for k in CANDIDATES})

@@ -39,7 +39,6 @@ class TritonAttentionConfig:
     decode_dot_min_group: int = 1
     decode_num_warps: int = 4
     decode_num_stages: int = 2
-    decode_stage_v: bool = False  # one-byte pools: widen V before the transposing gather (`decode_attention`)
     extend_block_m: int = 64
     extend_block_n: int = 64
     extend_num_warps: int = 4
@@ -151,4 +150,4 @@ class TritonBackend(AttentionBackend):
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                          meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
                          dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
-                         num_stages=cfg.decode_num_stages, stage_v=cfg.decode_stage_v, new_kv=new_kv)
+                         num_stages=cfg.decode_num_stages, new_kv=new_kv)

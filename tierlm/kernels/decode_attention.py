@@ -43,7 +43,7 @@ def _decode_stage1(
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
-    PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr, STAGE_V: tl.constexpr = False,
+    PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
@@ -103,16 +103,7 @@ def _decode_stage1(
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(qk - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_buf + kv_off, mask=kv_mask, other=0.0)
-        if STAGE_V:
-            # V is the matrix unit's right operand along its strided (token) axis: over a one-byte pool the
-            # compiler gathers it byte by byte from shared memory. Widened first, in a vectorised layout (the
-            # split/join keeps the compiler from moving the widening after the gather), it is staged again
-            # as fp16 and read with transposing 16-bit loads.
-            lo, hi = tl.split(tl.reshape(v, [BLOCK_N, BLOCK_D // 2, 2]))
-            v = tl.reshape(tl.join(lo.to(q.dtype), hi.to(q.dtype)), [BLOCK_N, BLOCK_D])
-        else:
-            v = v.to(q.dtype)
+        v = tl.load(v_buf + kv_off, mask=kv_mask, other=0.0).to(q.dtype)
         if USE_DOT:
             pv = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         else:
@@ -191,14 +182,13 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
-                     dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2, stage_v: bool = False,
+                     dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2,
                      new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
     number of splits. Writes and returns `out` `[B, H, D]`. Groups of at least `dot_min_group` query heads
-    use `tl.dot` (padded to 16 rows); smaller ones a broadcast multiply. `stage_v` (with `tl.dot`; meant for one-byte
-    pools): widen each V tile before the matrix unit's transposing gather rather than after (see the kernel).
+    use `tl.dot` (padded to 16 rows); smaller ones a broadcast multiply.
 
     `new_kv = (k, v, out_loc)` (`[B, KVH, D]` twice, `[B]`): the step's own K/V, not yet in the pool. The
     kernel attends to them from there and stores them at `out_loc`, so no separate store launch is needed.
@@ -232,8 +222,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
         DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
-        WIDE=compute_dtype(q.dtype, k_buf.dtype), STAGE_V=stage_v and use_dot,
-        num_warps=num_warps, num_stages=num_stages, **pdl,
+        WIDE=compute_dtype(q.dtype, k_buf.dtype), num_warps=num_warps, num_stages=num_stages, **pdl,
     )
     if max_splits == 1:
         return out
