@@ -28,7 +28,7 @@ def to_pool(x, POOL: tl.constexpr):
 def widen_q(q, WIDE: tl.constexpr):
     """The query in the type K/V are widened to. Into fp16 (from bf16, over an fp8 pool) scores stay exact: a
     bf16 value inside fp16's normal range is an fp16 and so is every e4m3 value; magnitudes past fp16's
-    largest value saturate (queries never get near it), and probabilities gain precision over bf16."""
+    largest value (orders beyond real models' queries) saturate, and probabilities gain precision over bf16."""
     if WIDE == tl.float16:
         q = tl.clamp(q.to(tl.float32), -FP16_MAX, FP16_MAX)
     return q.to(WIDE)
