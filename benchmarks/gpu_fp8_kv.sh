@@ -36,10 +36,4 @@ for dtype in auto fp8; do
   timeout 150 python3 benchmarks/profile_engine.py --batches 16,64 --context 8192 --prefill-len 0 \
     --kv-cache-dtype $dtype 2>&1 | grep -A3 "^ batch"
 done
-python3 - "$TIERLM_CACHE_DIR" <<'PY'
-import json, pathlib, sys
-for f in sorted(pathlib.Path(sys.argv[1], "autotune", "triton_decode").glob("*.json")):
-    d = json.loads(f.read_text())
-    print("decode tuning", d.get("factors", {}).get("kv_dtype", "model dtype"),
-          {k: v for k, v in d.get("results", {}).items() if k.startswith("decode_") or k == "us"})
-PY
+python3 benchmarks/decode_tunings.py "$TIERLM_CACHE_DIR"

@@ -35,10 +35,4 @@ for dtype in fp8 auto; do
       --prefill-len 0 --kv-cache-dtype $dtype 2>&1 | grep -A2 "^ batch"
   fi
 done
-python3 - "$here/.cache-fp8-A" <<'PY'
-import json, pathlib, sys
-for f in sorted(pathlib.Path(sys.argv[1], "autotune", "triton_decode").glob("*.json")):
-    d = json.loads(f.read_text())
-    print("decode tuning", d.get("factors", {}).get("kv_dtype", "model dtype"),
-          {k: v for k, v in d.get("results", {}).items() if k.startswith("decode_") or k == "us"})
-PY
+python3 benchmarks/decode_tunings.py "$here/.cache-fp8-A"
