@@ -3,7 +3,8 @@
 # GPU, one cache root (a first fp8 run fills it and is not counted): long prompts and short outputs (128
 # requests of 2,048-4,096 tokens, 32-256 out: prefill-bound, so the extend path), many short requests (1,024 of
 # 16-128 tokens, 16-256 out), batch 1 (128 in / 512 out) and decode steps at 64 requests of 8,192 tokens.
-# About 6 minutes. Usage: bash benchmarks/gpu_fp8_workloads.sh [OUTDIR]
+# ROUNDS (1) rounds of the workloads, each round fp8 then auto. About 6 minutes a round.
+# Usage: [ROUNDS=N] bash benchmarks/gpu_fp8_workloads.sh [OUTDIR]
 set -uo pipefail
 out=${1:-fp8-workloads}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
@@ -18,10 +19,12 @@ run() {  # DTYPE TAG ARGS...: one `bench offline` run; stderr appended to OUT/ru
   case $tag in cold-*) rm -f "$out/$tag.json" ;; esac  # not counted (and $OUT keeps few files)
 }
 run fp8 cold-fp8 --num-requests 64; run auto cold-auto --num-requests 64
-for dtype in fp8 auto; do
-  run $dtype "long-prompts-$dtype" --num-requests 128 --input-len 2048 4096 --output-len 32 256
-  run $dtype "short-many-$dtype" --num-requests 1024 --input-len 16 128 --output-len 16 256
-  run $dtype "b1-$dtype" --num-requests 1 --input-len 128 128 --output-len 512 512
+for round in $(seq 1 "${ROUNDS:-1}"); do
+  for dtype in fp8 auto; do
+    run $dtype "long-prompts-$dtype-r$round" --num-requests 128 --input-len 2048 4096 --output-len 32 256
+    run $dtype "short-many-$dtype-r$round" --num-requests 1024 --input-len 16 128 --output-len 16 256
+    run $dtype "b1-$dtype-r$round" --num-requests 1 --input-len 128 128 --output-len 512 512
+  done
 done
 python3 benchmarks/offline_summary.py "$out"/long-*.json "$out"/short-*.json "$out"/b1-*.json
 for dtype in fp8 auto; do
