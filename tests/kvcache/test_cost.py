@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tests.kvcache.tiers import make_tiered, run_copies
-from tierlm.kvcache.cost import BOTH_MARGIN, MIN_STORE_SAMPLES, CostModel, Rate, split, step_seconds
+from tierlm.kvcache.cost import BOTH_MARGIN, MIN_STORE_SAMPLES, CostModel, split, step_seconds
+from tierlm.kvcache.rate import Rate
 from tierlm.kvcache.layout import KVLayout
 
 C = 1e-4  # seconds per computed token in the cases below

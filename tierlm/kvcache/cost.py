@@ -30,14 +30,14 @@ the minimum the one that loads most wins (a load costs the device no compute, wh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping, Optional
+
+from tierlm.kvcache.rate import Rate
 
 POLICIES = ("auto", "cost", "always-load")
 TIERS = ("L2", "L3")
 PRIOR_PREFILL_TOKENS_PER_S = 1e3  # slow compute and
 PRIOR_LOAD_BYTES_PER_S = 1e12  # fast loads: before any measurement, loading wins
-EWMA_ALPHA = 0.2
 MARGIN = 0.05  # a split must save more than this share of the step time to recompute instead of loading
 BOTH_MARGIN = 0.25  # a split must save this share of the faster path's time: it costs a lookup wait, a pause
 # and a second pass, which the model prices only by the prefill waiting when the request arrives
@@ -89,34 +89,6 @@ def split(hit_pages: int, page_size: int, tokens: int, s_per_token: float, s_per
         lo, hi = cands[best], cands[best + 1]
         return lo + int((bound - times[best]) / (times[best + 1] - times[best]) * (hi - lo))
     return cands[best]
-
-
-@dataclass
-class Rate:
-    """An online rate (amount per second): exponentially weighted sums of amounts and of seconds, so one
-    long transfer counts for more than one short one; `prior` until the first sample."""
-
-    prior: float
-    alpha: float = EWMA_ALPHA
-    amount: float = 0.0
-    seconds: float = 0.0
-    samples: int = 0
-
-    def observe(self, amount: float, seconds: float) -> None:
-        if amount <= 0 or seconds <= 0:
-            return
-        a = 1.0 if self.samples == 0 else self.alpha
-        self.amount += a * (amount - self.amount)
-        self.seconds += a * (seconds - self.seconds)
-        self.samples += 1
-
-    @property
-    def value(self) -> float:
-        return self.amount / self.seconds if self.samples else self.prior
-
-    def set(self, value: float) -> None:
-        """Pin the rate to `value` (one sample of one second)."""
-        self.amount, self.seconds, self.samples = float(value), 1.0, max(1, self.samples)
 
 
 class CostModel:
