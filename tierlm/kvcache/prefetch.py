@@ -27,6 +27,7 @@ from tierlm.kvcache.cost import CostModel
 from tierlm.kvcache.keys import PageHasher, page_keys
 from tierlm.kvcache.metrics import TierMetrics
 from tierlm.kvcache.futures import finished
+from tierlm.kvcache.graveyard import FetchGraveyard
 from tierlm.kvcache.prefetch_op import PrefetchOp, call_pages
 from tierlm.kvcache.split_fetch import SplitFetches
 from tierlm.kvcache.store_probe import StoreProbe
@@ -58,7 +59,7 @@ class L3Prefetcher:
         self.threshold_pages = max(1, -(-threshold_tokens // hasher.page_size))
         self.max_pages = max_pages  # host pages prefetches may hold at once
         self.ops: dict[str, PrefetchOp] = {}
-        self._graveyard: list[tuple[cf.Future, list[int]]] = []  # pages a cancelled fetch may still write
+        self._graveyard = FetchGraveyard(free_host)  # pages a cancelled fetch may still write
         self.fetched_tokens: dict[str, int] = {}  # per request, for hit attribution at admission
         self.unfetched_tokens: dict[str, int] = {}  # per request: L3 hits left to recompute
         self._counting: list[cf.Future] = []  # lookups of requests that recompute their L3 hit (for the counters)
@@ -82,7 +83,7 @@ class L3Prefetcher:
     def held_pages(self) -> list[int]:
         probe = self.probe.host_pages if self.probe is not None else []
         return ([p for op in self.ops.values() for p in op.host_pages] + probe + self.split.held_pages
-                + [p for _, ps in self._graveyard for p in ps])
+                + self._graveyard.held_pages)
 
     def start(self, req_id: str, tokens: list[int], ahead_tokens: int = 0) -> int:
         """Ask the store about `tokens` (the part of the prompt that may be matched) if L1/L2 lack enough.
@@ -188,13 +189,7 @@ class L3Prefetcher:
         for op in self.ops.values():
             self._advance(op)
         self._probe.advance(start_fetch=False)
-        keep = []
-        for fut, pages in self._graveyard:
-            if fut.done():
-                self._free_host(pages)
-            else:
-                keep.append((fut, pages))
-        self._graveyard = keep
+        self._graveyard.reap()
         for fut in [f for f in self._counting if f.done()]:
             self._counting.remove(fut)
             if fut.exception() is None:
@@ -239,10 +234,7 @@ class L3Prefetcher:
         op.cancel.set()
         if rest:
             self.metrics.prefetch["partial"] += 1
-            if op.fetch.done():
-                self._free_host(rest)
-            else:
-                self._graveyard.append((op.fetch, rest))
+            self._graveyard.bury(op.fetch, rest)
         kept = self._adopt(op)
         if kept:
             self.fetched_tokens[req_id] = kept * self.hasher.page_size
@@ -298,10 +290,7 @@ class L3Prefetcher:
     def _drop(self, op: PrefetchOp) -> None:
         op.cancel.set()
         if op.host_pages:
-            if op.fetch.done():
-                self._free_host(op.host_pages)
-            else:
-                self._graveyard.append((op.fetch, op.host_pages))
+            self._graveyard.bury(op.fetch, op.host_pages)
 
     def drain(self) -> None:
         """Cancel everything (the probe too) and wait until no fetch writes host pages (shutdown, tests)."""
@@ -312,7 +301,6 @@ class L3Prefetcher:
         probe = self._probe.take()
         if probe is not None:
             self._drop(probe)
-        for fut, _ in self._graveyard:
-            cf.wait([fut])
+        self._graveyard.wait_all()
         self.poll()
 
