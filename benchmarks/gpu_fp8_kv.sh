@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `--kv-cache-dtype fp8` on one GPU: decode attention alone at two shapes over a bf16 pool (the default launch)
-# and an fp8 one (every launch variant, graph-replayed, 256-token KV tiles and the broadcast multiply included);
+# and an fp8 one (every launch variant of the sweep, graph-replayed);
 # the GPU tests (the kernels over an fp8 pool against torch, bit for bit where they store; the Triton backends,
 # per-head and latent, against the torch ones; engine greedy parity and prefix hits); then Qwen3-0.6B with the KV cache in the
 # model's dtype ("auto") and in fp8, one cache root for both: the offline workload (nano-vllm's; a first run
