@@ -11,7 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
-FP16_MAX = tl.constexpr(65504.0)
+FP16_MAX = tl.constexpr(torch.finfo(torch.float16).max)
+FP8_E4M3_MAX = tl.constexpr(torch.finfo(torch.float8_e4m3fn).max)  # 448; `kvcache.pool.put_rows` clamps alike
 _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
 
 
@@ -20,7 +21,7 @@ def to_pool(x, POOL: tl.constexpr):
     """`x` rounded to the KV pool's element type `POOL`. fp8 e4m3 saturates at +-448 (its largest finite value)
     first, as `kvcache.pool.put_rows` does."""
     if POOL == tl.float8e4nv:
-        x = tl.clamp(x.to(tl.float32), -448.0, 448.0)
+        x = tl.clamp(x.to(tl.float32), -FP8_E4M3_MAX, FP8_E4M3_MAX)
     return x.to(POOL)
 
 

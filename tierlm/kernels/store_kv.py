@@ -45,9 +45,10 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_buf: torch.Tensor, v_buf: torch
     pass reads from the pool). Returns whether `k`/`v` hold pool values (rounded back, or the same dtype).
     """
     num_tokens, num_heads, head_dim = k.shape
-    round_back = round_back and k_buf.dtype != k.dtype
+    same = k_buf.dtype == k.dtype
+    round_back = round_back and not same
     if num_tokens == 0:
-        return k_buf.dtype == k.dtype or round_back
+        return same or round_back
     assert v.shape == k.shape and k_buf.shape[1:] == (num_heads, head_dim) and v_buf.stride() == k_buf.stride()
     assert k.stride(2) == 1 and v.stride(2) == 1 and k_buf.stride(2) == 1
     _store_kv_kernel[(num_tokens,)](
@@ -57,4 +58,4 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_buf: torch.Tensor, v_buf: torch
         BLOCK_H=triton.next_power_of_2(num_heads), BLOCK_D=triton.next_power_of_2(head_dim),
         ROUND_BACK=round_back, num_warps=4,
     )
-    return k_buf.dtype == k.dtype or round_back
+    return same or round_back

@@ -6,7 +6,7 @@ import torch
 from tierlm.jit.kv_transfer import byte_pages
 from tierlm.kvcache.layout import KVLayout
 
-FP8_E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448, as `kernels.store_kv.to_pool` clamps
+FP8_E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448, as `kernels.pool_dtype.to_pool` clamps
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 

@@ -121,9 +121,10 @@ def summary_line(config: EngineConfig, info: dict[str, Any], host: str, port: in
     auth = "API key required" if config.api_key else "off (no --api-key)"
     device = info["device"] if config.tp_size == 1 else \
         f"{info['device']} + {config.tp_size - 1} more ranks (--tp-size {config.tp_size}, {config.nnodes} node(s))"
+    kv_dtype = "" if config.kv_cache_dtype == "auto" else f", {config.kv_cache_dtype}"
     return (f"serving {info['model_name']} | dtype {info['dtype']} | device {device} | "
-            f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}"
-            f"{'' if config.kv_cache_dtype == 'auto' else ', ' + config.kv_cache_dtype}) | context {info['max_model_len']} | "
+            f"KV pool {info['kv_total_tokens']} tokens (page {config.page_size}{kv_dtype}) | "
+            f"context {info['max_model_len']} | "
             f"cache root {cache_root()} | tiers {tiers(config)} | auth {auth} | http://{host}:{port}")
 
 
