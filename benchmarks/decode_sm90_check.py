@@ -18,7 +18,6 @@ from triton.compiler import ASTSource
 from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel
 from tierlm.kernels.gemv import _gemv_kernel
-from tierlm.kernels.l2_ahead import _l2_ahead_kernel
 from tierlm.kernels.race_sample import _race_pick, _race_slices
 from tierlm.kernels.skinny_gemm import _skinny_kernel
 from tierlm.kernels.store_kv import _store_kv_kernel
@@ -30,8 +29,7 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "qw_ptr": "*bf16",
             "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16", "logits_ptr": "*bf16", "temp_ptr": "*fp32",
             "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32", "count_ptr": "*i32",
-            "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64",
-            "ptr": "*u8"}
+            "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64"}
 FP8_POOL = {"k_buf": "*fp8e4nv", "v_buf": "*fp8e4nv"}  # --kv-cache-dtype fp8
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
@@ -80,9 +78,6 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl}", _skinny_kernel,
                     dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
                          SPLIT_K=split, PRECISION="tf32", PDL=pdl), {}))
-    for last, pdl in itertools.product((False, True), (False, True)):
-        out.append((f"l2 ahead evict_last={last} pdl={pdl}", _l2_ahead_kernel,
-                    dict(CHUNK=65536, PER_PROGRAM=32, LAST=last, PDL=pdl), {}))
     return out
 
 

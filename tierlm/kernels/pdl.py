@@ -30,12 +30,7 @@ def pdl_enabled(device: torch.device) -> bool:
     unless `TIERLM_PDL=0` (ROCm devices also report as "cuda", with capabilities of their own numbering)."""
     if device.type != "cuda" or torch.version.hip is not None or os.environ.get(ENV, "1") == "0":
         return False
-    return sm_major(device) >= 9
-
-
-def sm_major(device: torch.device) -> int:
-    """A CUDA device's compute capability major."""
-    return _sm_major(torch.cuda.current_device() if device.index is None else device.index)
+    return _sm_major(torch.cuda.current_device() if device.index is None else device.index) >= 9
 
 
 @functools.lru_cache(maxsize=None)

@@ -67,7 +67,6 @@ class Attention(nn.Module):
                                 self.k_norm.weight if self.k_norm is not None else None,
                                 self.q_norm.eps if self.q_norm is not None else 1e-6)
             v = qkv[:, self.q_size + self.kv_size:].view(-1, self.num_kv_heads, self.head_dim)
-            self.o_proj.read_ahead(qkv)  # streamed into L2 while attention leaves HBM idle
             return self.o_proj(attn.forward(q, k, v, self.layer, batch))
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.reshape(-1, self.num_heads, self.head_dim)

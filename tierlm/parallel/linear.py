@@ -124,17 +124,6 @@ class RowParallelLinear(nn.Linear):
         y = self.tp.all_reduce(linear(x, self.weight, None, self.gemv_plan, self.gemm_plan))
         return y if self.bias is None else y + self.bias
 
-    def read_ahead(self, x: torch.Tensor) -> None:
-        """Start streaming the weight into L2 (`tierlm.kernels.l2_ahead`) when the kernels until this layer
-        reads `x`'s rows leave HBM idle: where its next read is a decode kernel for these rows and the weight
-        fits in L2. Call it as early as the weight may be read; a hint, results never change."""
-        if decode_config(x, self.gemv_plan, self.gemm_plan) is None:
-            return
-        from tierlm.kernels.l2_ahead import l2_ahead, worth_l2_ahead
-
-        if worth_l2_ahead(self.weight):
-            l2_ahead(self.weight)
-
     def forward_silu_mul(self, gate_up: torch.Tensor) -> Optional[torch.Tensor]:
         """`forward(silu(gate) * up)` in one GEMV launch, or None where the plan does not fuse it."""
         cfg = decode_config(gate_up, self.gemv_plan, None, "silu_mul")
