@@ -208,11 +208,12 @@ class Engine:
                 self.counters["cache_hits"] += req.num_cached_tokens > 0
             lp = logprobs(i, req.params.logprobs) if logprobs is not None and req.logprobs is not None else None
             outputs.append(self._append_token(req, tok, lp))
+        self.counters["generated_tokens"] += len(outputs)
         return outputs
 
     def _append_token(self, req: Req, tok: int, lp: Optional[TokenLogprob]) -> StepOutput:
-        req.token_ids.append(tok)
-        self.counters["generated_tokens"] += 1
+        ids = req.token_ids
+        ids.append(tok)
         if lp is not None:
             req.logprobs.append(lp)
         p = req.params
@@ -220,17 +221,18 @@ class Engine:
             req.finish_reason = "stop"
         elif p.detokenize and req.detok.add(tok) is not None:
             req.finish_reason = "stop"
-        elif req.num_output_tokens - req.num_pending >= req.max_new_tokens:
+        elif len(ids) - req.prompt_len >= req.max_new_tokens:  # outputs the host has seen
             req.finish_reason = "length"
-        new = req.token_ids[req.prompt_len + req.emitted_tokens:]
-        if req.finished:
+        new = ids[req.prompt_len + req.emitted_tokens:]
+        if req.finish_reason is not None:
             self.scheduler.remove(req, cache=req.cacheable)
         return self._output(req, new)
 
     def _output(self, req: Req, new_ids: list[int]) -> StepOutput:
+        """The step's output of `req` carrying `new_ids` (a list of its own: the output keeps it)."""
         first = req.emitted_tokens
         req.emitted_tokens += len(new_ids)
-        return StepOutput(request_id=req.request_id, new_token_ids=list(new_ids),
+        return StepOutput(request_id=req.request_id, new_token_ids=new_ids,
                           new_text=req.detok.delta(final=req.finished) if req.params.detokenize else "",
                           new_logprobs=req.logprobs[first:req.emitted_tokens] if req.logprobs is not None else None,
                           finished=req.finished, finish_reason=req.finish_reason,

@@ -198,8 +198,11 @@ class Scheduler:
         return "ok"
 
     def _decoding(self) -> list[Req]:
-        """Running requests whose next input is in the device token table and that need another token."""
-        return [r for r in self.running if not r.prefilling and not r.fully_scheduled and not r.finished]
+        """Running requests whose next input is in the device token table and that need another token: not
+        `prefilling`, not `fully_scheduled`, not `finished` (spelled out: this runs over every running
+        request every step)."""
+        return [r for r in self.running if r.decodable and r.finish_reason is None
+                and len(r.token_ids) + r.num_pending - r.prompt_len < r.max_new_tokens]
 
     def _prefill_work(self, budget: int, refused: list[Req]) -> tuple[list[Req], list[int]]:
         """Prefill chunks of at most `budget` tokens in all: running chunked prefills first, then waiting
@@ -218,8 +221,9 @@ class Scheduler:
             self.waiting = deque(admission_order(self.policy, self.waiting, None if radix is None else
                                                  lambda r: radix.match_length(r.token_ids[:r.seq_len - 1])))
         i = 0
-        # the running requests' reservations change only by the admissions of this loop: sum them once
-        reserved = self._reserved_pages()
+        # the running requests' reservations change only by the admissions of this loop: sum them once, and
+        # only when one may be admitted (with the running set full `_try_admit` never reads the sum)
+        reserved = self._reserved_pages() if len(self.running) < self.max_running else 0
         while i < len(self.waiting) and budget > 0:
             req = self.waiting[i]
             verdict = self._try_admit(req, reserved)
@@ -249,12 +253,16 @@ class Scheduler:
         """The running requests' prefill tokens left, then `waiting_tokens` of each waiting one, summed until the
         sum reaches `cap` (the scheduler looks no further)."""
         total = 0
-        for queue, tokens in ((self.running, lambda req: req.extend_len), (self.waiting, waiting_tokens)):
-            for req in queue:
-                if req.prefilling:
-                    total += tokens(req)
-                    if total >= cap:
-                        return total
+        for req in self.running:
+            if not req.decodable:  # prefilling
+                total += req.extend_len
+                if total >= cap:
+                    return total
+        for req in self.waiting:
+            if not req.decodable:
+                total += waiting_tokens(req)
+                if total >= cap:
+                    return total
         return total
 
     def _chunk(self, req: Req, budget: int) -> int:
@@ -265,13 +273,17 @@ class Scheduler:
         pause = splits.split.pause_at(req.request_id) if splits is not None else None
         return n if pause is None else min(n, pause - req.kv_len)
 
-    def _grow_batch(self, reqs: list[Req], lens: list[int]) -> tuple[list[Req], list[int]]:
-        """Pages and table entries for each request's tokens of this pass, oldest running request first;
-        when the pool is full the newest are retracted (those already grown are kept)."""
-        order = {id(r): i for i, r in enumerate(self.running)}
+    def _grow_batch(self, reqs: list[Req], lens: list[int], in_order: bool = False) -> tuple[list[Req], list[int]]:
+        """Pages and table entries for each request's tokens of this pass, oldest running request first
+        (`in_order`: `reqs` are in running order already); when the pool is full the newest are retracted
+        (those already grown are kept)."""
+        pairs = zip(reqs, lens)
+        if not in_order:
+            order = {id(r): i for i, r in enumerate(self.running)}
+            pairs = sorted(pairs, key=lambda item: order[id(item[0])])
         grown: list[Req] = []
         kept_lens = []
-        for req, n in sorted(zip(reqs, lens), key=lambda item: order[id(item[0])]):
+        for req, n in pairs:
             if req.row is not None and self._grow_or_retract(req, n, grown):
                 grown.append(req), kept_lens.append(n)
         return grown, kept_lens
@@ -305,7 +317,7 @@ class Scheduler:
             if self.waiting or paused:
                 self.kv.idle_wait(0.002)  # only requests waiting for L3 pages left: let their I/O progress
             return None, refused
-        batch, kept_lens = self._grow_batch(decoding, [1] * len(decoding))
+        batch, kept_lens = self._grow_batch(decoding, [1] * len(decoding), in_order=True)
         if not batch:
             return None, refused
         return ScheduledBatch("decode", batch, kept_lens, *self._writes), refused
