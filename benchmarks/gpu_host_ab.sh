@@ -2,9 +2,10 @@
 # Host work per step, this tree (A) against another checkout (B, e.g. `git archive COMMIT | tar -x -C DIR`) on one
 # GPU, Qwen3-0.6B with dummy weights: `bench offline` on many short requests (1,024 of 16-128 tokens, 16-256 out:
 # host-bound at 200-256 running requests) in ROUNDS (3) rounds of A then B, and the nano-vllm workload once per
-# side (device-bound: must not lose); then A's short workload pass by pass with the host's functions under
-# cProfile (offline_steps.py --host-profile). Each side has a cache root of its own, filled by a first short
-# run that is not counted. About 5 minutes. Usage: bash benchmarks/gpu_host_ab.sh B_DIR [OUTDIR]
+# side (device-bound: must not lose) and a middle one (512 requests of 128-1,024 tokens, 32-512 out); then A's
+# short workload pass by pass with the host's functions under cProfile (offline_steps.py --host-profile;
+# SKIP_PROFILE=1: not). Each side has a cache root of its own, filled by a first short run that is not
+# counted. About 5 minutes. Usage: bash benchmarks/gpu_host_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
 ab_dirs "$1" "${2:-host-ab}"
@@ -22,7 +23,9 @@ for round in $(seq "${ROUNDS:-3}"); do
   for side in A B; do run $side "short-$side-r$round" "${short[@]}"; done
 done
 for side in A B; do run $side "nano-$side"; done
-python3 benchmarks/offline_summary.py "$out"/short-*.json "$out"/nano-*.json
+for side in A B; do run $side "mid-$side" --num-requests 512 --input-len 128 1024 --output-len 32 512; done
+python3 benchmarks/offline_summary.py "$out"/short-*.json "$out"/nano-*.json "$out"/mid-*.json
+[ -n "${SKIP_PROFILE:-}" ] && exit 0
 (TIERLM_CACHE_DIR=$here/.cache-host-A PYTHONPATH=$here timeout 150 python3 benchmarks/offline_steps.py "${short[@]}" \
   --host-profile "${ROWS:-45}" > "$out/host-profile-A.txt" 2>&1) || echo "host profile failed"
 grep -A10 "^passes" "$out/host-profile-A.txt"

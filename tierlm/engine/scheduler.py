@@ -23,12 +23,14 @@ its fetched tail has arrived, then rejoins through the queue's head.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
+from tierlm.engine.backlog import prefill_backlog
 from tierlm.engine.batch import ScheduledBatch
 from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
+from tierlm.engine.table_writes import TableWrites
 from tierlm.kvcache.contracts import Verdict
 from tierlm.kvcache.manager import KVCacheManager
 
@@ -49,7 +51,7 @@ class Scheduler:
         self.num_retracted = 0
         self.waiting: deque[Req] = deque()
         self.running: list[Req] = []
-        self._writes: tuple[list[int], list[int], list[int]] = ([], [], [])
+        self._writes = TableWrites(kv.page_size)
 
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
@@ -62,7 +64,7 @@ class Scheduler:
         """Prefill tokens a request arriving now queues behind (the waiting ones as they arrived, beyond their
         L1/L2 match), counted up to `steps` steps' budget (a long queue costs no more than that to count)."""
         cap = steps * self.max_prefill_tokens
-        return min(cap, self._prefill_tokens(cap, lambda req: req.expected_prefill))
+        return min(cap, prefill_backlog(self.running, self.waiting, cap, waiting_expected=True))
 
     def find(self, request_id: str) -> Optional[Req]:
         for req in self.running:
@@ -137,7 +139,7 @@ class Scheduler:
         start, end = req.kv_len, req.kv_len + n
         if end > len(req.pages) * self.kv.page_size and not self.kv.grow(req.pages, end):
             return False
-        self._map(req.row, req.pages, start, end)
+        self._writes.span(req.row, req.pages, start, end)
         return True
 
     def _grow_or_retract(self, req: Req, n: int, keep: list[Req]) -> bool:
@@ -157,21 +159,6 @@ class Scheduler:
         req.decodable = False
         self.waiting.appendleft(req)
         self.num_retracted += 1
-
-    def _map(self, row: int, pages: list[int], start: int, end: int) -> None:
-        """Queue table entries for positions [start, end) of `row` (written by the runner in one scatter)."""
-        ps = self.kv.page_size
-        rows, positions, slots = self._writes
-        if end - start == 1:  # decode: one entry
-            rows.append(row), positions.append(start), slots.append(pages[start // ps] * ps + start % ps)
-            return
-        rows.extend([row] * (end - start))
-        positions.extend(range(start, end))
-        first = start // ps  # a page's slots are consecutive: one range per page, not Python work per token
-        span = [s for p in pages[first:(end - 1) // ps + 1] for s in range(p * ps, p * ps + ps)]
-        if len(span) < end - first * ps:  # the pages must cover [start, end): never a short table silently
-            raise IndexError(f"row {row}: {len(pages)} pages do not hold positions up to {end}")
-        slots.extend(span[start - first * ps:end - first * ps])
 
     def _reservation(self, req: Req) -> int:
         """Pages `req` still counts on beyond those it holds."""
@@ -193,7 +180,7 @@ class Scheduler:
         req.kv_len = len(got.pages) * self.kv.page_size
         if req.first_token_time is None:  # a resumed (retracted) request keeps its first figure
             req.num_cached_tokens = req.kv_len - req.num_recomputed
-        self._map(req.row, req.pages, 0, req.kv_len)
+        self._writes.span(req.row, req.pages, 0, req.kv_len)
         self.running.append(req)
         return "ok"
 
@@ -247,23 +234,7 @@ class Scheduler:
     def _prefill_backlog(self) -> int:
         """Prefill tokens of the requests waiting or prefilling (the waiting ones counted whole), counted up
         to two steps' budget (enough to tell one request's work from a full step beside it)."""
-        return self._prefill_tokens(2 * self.max_prefill_tokens, lambda req: req.extend_len)
-
-    def _prefill_tokens(self, cap: int, waiting_tokens: Callable[[Req], int]) -> int:
-        """The running requests' prefill tokens left, then `waiting_tokens` of each waiting one, summed until the
-        sum reaches `cap` (the scheduler looks no further)."""
-        total = 0
-        for req in self.running:
-            if not req.decodable:  # prefilling
-                total += req.extend_len
-                if total >= cap:
-                    return total
-        for req in self.waiting:
-            if not req.decodable:
-                total += waiting_tokens(req)
-                if total >= cap:
-                    return total
-        return total
+        return prefill_backlog(self.running, self.waiting, 2 * self.max_prefill_tokens)
 
     def _chunk(self, req: Req, budget: int) -> int:
         """Tokens of `req`'s prefill for this pass: within the budget and, while its L3 tail is fetched, not
@@ -273,17 +244,13 @@ class Scheduler:
         pause = splits.split.pause_at(req.request_id) if splits is not None else None
         return n if pause is None else min(n, pause - req.kv_len)
 
-    def _grow_batch(self, reqs: list[Req], lens: list[int], in_order: bool = False) -> tuple[list[Req], list[int]]:
-        """Pages and table entries for each request's tokens of this pass, oldest running request first
-        (`in_order`: `reqs` are in running order already); when the pool is full the newest are retracted
-        (those already grown are kept)."""
-        pairs = zip(reqs, lens)
-        if not in_order:
-            order = {id(r): i for i, r in enumerate(self.running)}
-            pairs = sorted(pairs, key=lambda item: order[id(item[0])])
+    def _grow_batch(self, reqs: list[Req], lens: list[int]) -> tuple[list[Req], list[int]]:
+        """Pages and table entries for each request's tokens of this pass, oldest running request first;
+        when the pool is full the newest are retracted (those already grown are kept)."""
+        order = {id(r): i for i, r in enumerate(self.running)}
         grown: list[Req] = []
         kept_lens = []
-        for req, n in pairs:
+        for req, n in sorted(zip(reqs, lens), key=lambda item: order[id(item[0])]):
             if req.row is not None and self._grow_or_retract(req, n, grown):
                 grown.append(req), kept_lens.append(n)
         return grown, kept_lens
@@ -291,7 +258,7 @@ class Scheduler:
     def schedule(self) -> tuple[Optional[ScheduledBatch], list[Req]]:
         """Next batch to run (or None) and requests refused because they can never fit."""
         refused: list[Req] = []
-        self._writes = ([], [], [])
+        self._writes = TableWrites(self.kv.page_size)
         backlog = self._prefill_backlog()
         self.kv.poll(backlog)
         paused = self._settle_splits()
@@ -311,13 +278,28 @@ class Scheduler:
                 if mode == "mixed":  # the decodes end the pass, where the attention backends take decode kernels
                     order = sorted(range(len(grown)), key=lambda i: not grown[i].prefilling)
                     grown, kept_lens = [grown[i] for i in order], [kept_lens[i] for i in order]
-                return ScheduledBatch(mode, grown, kept_lens, *self._writes), refused
+                return ScheduledBatch(mode, grown, kept_lens, *self._writes.lists()), refused
             decoding = self._decoding()
         if not decoding:
             if self.waiting or paused:
                 self.kv.idle_wait(0.002)  # only requests waiting for L3 pages left: let their I/O progress
             return None, refused
-        batch, kept_lens = self._grow_batch(decoding, [1] * len(decoding), in_order=True)
+        batch = self._grow_decodes(decoding)
         if not batch:
             return None, refused
-        return ScheduledBatch("decode", batch, kept_lens, *self._writes), refused
+        return ScheduledBatch("decode", batch, [1] * len(batch), *self._writes.lists()), refused
+
+    def _grow_decodes(self, reqs: list[Req]) -> list[Req]:
+        """`_grow_batch` of a decode step (`reqs` in running order, one token each): a request whose next slot
+        lies in a page it holds gets its table entry here, the rest through `_grow_or_retract`."""
+        ps, writes = self.kv.page_size, self._writes
+        grown: list[Req] = []
+        for req in reqs:
+            if req.row is None:  # retracted to make room for an older request
+                continue
+            if req.kv_len < len(req.pages) * ps:
+                writes.one(req.row, req.pages, req.kv_len)
+                grown.append(req)
+            elif self._grow_or_retract(req, 1, grown):
+                grown.append(req)
+        return grown
