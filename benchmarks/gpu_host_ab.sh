@@ -5,7 +5,8 @@
 # side (device-bound: must not lose) and a middle one (512 requests of 128-1,024 tokens, 32-512 out); then A's
 # short workload pass by pass with the host's functions under cProfile (offline_steps.py --host-profile;
 # SKIP_PROFILE=1: not). Each side has a cache root of its own, filled by a first short run that is not
-# counted. About 5 minutes. Usage: bash benchmarks/gpu_host_ab.sh B_DIR [OUTDIR]
+# counted (ONE_CACHE=1: one root for both, so B's first run reuses what A's built where their kernels are the same).
+# About 5 minutes. Usage: bash benchmarks/gpu_host_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
 ab_dirs "$1" "${2:-host-ab}"
@@ -13,7 +14,9 @@ short=(--num-requests 1024 --input-len 16 128 --output-len 16 256)
 run() {  # SIDE TAG ARGS...: one `bench offline` run with SIDE's code; stderr appended to OUT/runs.log
   local side=$1 tag=$2; shift 2
   local dir; dir=$(side_dir "$side")
-  (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-host-$side PYTHONPATH=$dir timeout 150 python3 -m tierlm bench \
+  local cache=$here/.cache-host-$side
+  [ -n "${ONE_CACHE:-}" ] && cache=$here/.cache-host
+  (cd "$dir" && TIERLM_CACHE_DIR=$cache PYTHONPATH=$dir timeout 150 python3 -m tierlm bench \
     offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json "$@" \
     > "$out/$tag.json" 2>> "$out/runs.log") || echo "$tag failed"
   case $tag in cold-*) rm -f "$out/$tag.json" ;; esac
@@ -26,6 +29,8 @@ for side in A B; do run $side "nano-$side"; done
 for side in A B; do run $side "mid-$side" --num-requests 512 --input-len 128 1024 --output-len 32 512; done
 python3 benchmarks/offline_summary.py "$out"/short-*.json "$out"/nano-*.json "$out"/mid-*.json
 [ -n "${SKIP_PROFILE:-}" ] && exit 0
-(TIERLM_CACHE_DIR=$here/.cache-host-A PYTHONPATH=$here timeout 150 python3 benchmarks/offline_steps.py "${short[@]}" \
+prof_cache=$here/.cache-host-A
+[ -n "${ONE_CACHE:-}" ] && prof_cache=$here/.cache-host
+(TIERLM_CACHE_DIR=$prof_cache PYTHONPATH=$here timeout 150 python3 benchmarks/offline_steps.py "${short[@]}" \
   --host-profile "${ROWS:-45}" > "$out/host-profile-A.txt" 2>&1) || echo "host profile failed"
 grep -A10 "^passes" "$out/host-profile-A.txt"

@@ -119,3 +119,21 @@ def test_low_precision_logits_sample_as_their_float32_widening(params):
     assert torch.equal(draw(logits), draw(logits.float()))
     if params[0].greedy:
         assert draw(logits)[0].item() == 17
+
+
+def test_a_mixed_batch_samples_each_row_by_its_own_parameters():
+    """Greedy rows, temperature rows, seeded rows and a filtered row in one batch: greedy rows take the
+    argmax, a seeded row draws what it draws alone, top_k=1 is the argmax."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 300, generator=gen) * 3
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.9), SamplingParams(temperature=0.7, seed=4),
+              SamplingParams(temperature=0), SamplingParams(temperature=1.1, top_k=1), SamplingParams(temperature=0.5)]
+
+    def gens(ps):
+        return [torch.Generator().manual_seed(p.seed) if p.seed is not None else None for p in ps]
+
+    toks = Sampler(torch.device("cpu"), seed=2).sample(logits, params, gens(params))
+    argmax = logits.argmax(dim=-1)
+    assert toks[0] == argmax[0] and toks[3] == argmax[3] and toks[4] == argmax[4]
+    alone = Sampler(torch.device("cpu"), seed=7).sample(logits[2:3], params[2:3], gens(params[2:3]))
+    assert toks[2] == alone[0]

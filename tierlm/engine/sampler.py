@@ -69,16 +69,21 @@ class Sampler:
         """Next token per row (int64 tensor on the logits' device). `logits` may be in the model's dtype:
         greedy rows take its argmax as is (widening is exact and keeps the order), the others are widened
         to float32 before any arithmetic."""
-        rows = [i for i, p in enumerate(params) if not p.greedy]
+        # one pass over the batch (it runs every step): the sampled rows, their temperatures, whether any
+        # filters its distribution and whether any has a generator of its own
+        rows, temps, filtered, seeded = [], [], False, False
+        for i, p in enumerate(params):
+            if p.temperature != 0.0:  # not greedy
+                rows.append(i), temps.append(p.temperature)
+                filtered = filtered or p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0
+                seeded = seeded or generators[i] is not None
         if not rows:
             return logits.argmax(dim=-1)
         all_rows = len(rows) == len(params)
         sub = logits if all_rows else logits[upload(rows, torch.int64, logits.device)]
-        sub_params = [params[i] for i in rows]
-        filtered = any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0 for p in sub_params)
-        temp = None if filtered else upload([p.temperature for p in sub_params], torch.float32, sub.device)
-        if (self._fused and len(rows) >= FUSED_MIN_ROWS and not filtered
-                and all(generators[i] is None for i in rows)):
+        sub_params = [params[i] for i in rows] if filtered else []
+        temp = None if filtered else upload(temps, torch.float32, sub.device)
+        if self._fused and len(rows) >= FUSED_MIN_ROWS and not filtered and not seeded:
             from tierlm.kernels.race_sample import race_sample
 
             key = int(torch.randint(2**32, 2**62, (1,), generator=self._race_keys))
