@@ -1,10 +1,12 @@
-"""`prefill_backlog` (and the scheduler's decoding set): the spelled-out conditions agree with `Req`'s properties."""
+"""`prefill_backlog`, the scheduler's decoding set and an arrival's backlog: the spelled-out conditions and the
+kept sum agree with a walk through `Req`'s properties."""
 from __future__ import annotations
 
 import random
 
 from tierlm.engine.backlog import prefill_backlog
 from tierlm.engine.request import Req
+from tierlm.engine.waiting import WaitingQueue
 from tierlm.sampling_params import SamplingParams
 
 from tests.engine.test_scheduler import make_scheduler
@@ -23,7 +25,8 @@ def random_req(rng: random.Random, i: int) -> Req:
     return r
 
 
-def reference(running, waiting, cap, expected):
+def reference(running, waiting, cap, expected=False):
+    """The backlog walked through `Req`'s properties (`expected`: the waiting ones' `expected_prefill`)."""
     total = 0
     for queue, tokens in ((running, lambda r: r.extend_len),
                           (waiting, (lambda r: r.expected_prefill) if expected else (lambda r: r.extend_len))):
@@ -41,10 +44,14 @@ def test_backlog_and_decoding_agree_with_the_properties():
         running = [random_req(rng, i) for i in range(rng.randint(0, 12))]
         waiting = [random_req(rng, 100 + i) for i in range(rng.randint(0, 12))]
         cap = rng.choice([1, 10, 50, 10_000])
-        for expected in (False, True):
-            assert prefill_backlog(running, waiting, cap, expected) == reference(running, waiting, cap, expected)
+        assert prefill_backlog(running, waiting, cap) == reference(running, waiting, cap)
         sched = make_scheduler()
         sched.running = running
+        queued = [r for r in waiting if not r.decodable]  # a waiting request is never decodable
+        sched.waiting = WaitingQueue(queued)
+        for steps in (1, 16):
+            want = min(steps * sched.max_prefill_tokens, reference(running, queued, 10**9, expected=True))
+            assert sched._prefill_ahead(steps) == want
         assert sched._decoding() == [r for r in running if not r.prefilling and not r.fully_scheduled
                                      and not r.finished]
 

@@ -212,3 +212,21 @@ def test_each_schedule_tells_the_kv_manager_the_prefill_waiting():
     run(sched.schedule()[0])  # 18 tokens wait; the step runs r0's 6 and 2 of r1's
     run(sched.schedule()[0])  # 4 of r1 and 6 of r2 wait
     assert seen == [18, 10]
+
+
+def test_find_knows_every_request_the_scheduler_holds_and_none_it_let_go():
+    """`find` answers from an index kept through arrival, admission, retraction, removal and refusal."""
+    sched = make_scheduler()
+    a, b, big = req("a", list(range(10, 16))), req("b", list(range(20, 26))), req("big", list(range(2000)))
+    for r in (a, b, big):
+        sched.add(r)
+    assert all(sched.find(r.request_id) is r for r in (a, b, big)) and sched.find("nope") is None
+    batch, refused = sched.schedule()  # a and b admitted; big can never fit a pool of 256 pages of 4
+    assert [r.request_id for r in refused] == ["big"] and sched.find("big") is None
+    run(batch)
+    sched._retract(b)  # back to the queue's head, still the scheduler's
+    assert sched.find("b") is b and sched.waiting[0] is b
+    sched.remove(a, cache=True)
+    assert sched.find("a") is None and sched.find("b") is b
+    sched.remove(b, cache=False)
+    assert sched.find("b") is None and not sched.has_work()

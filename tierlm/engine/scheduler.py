@@ -22,7 +22,6 @@ its fetched tail has arrived, then rejoins through the queue's head.
 """
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Optional
 
 from tierlm.engine.backlog import prefill_backlog
@@ -31,6 +30,7 @@ from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
 from tierlm.engine.table_writes import TableWrites
+from tierlm.engine.waiting import WaitingQueue
 from tierlm.kvcache.contracts import Verdict
 from tierlm.kvcache.manager import KVCacheManager
 
@@ -49,34 +49,32 @@ class Scheduler:
         self.mixed = mixed
         self.policy = policy
         self.num_retracted = 0
-        self.waiting: deque[Req] = deque()
+        self.waiting = WaitingQueue()
+        self._by_id: dict[str, Req] = {}  # every request in `waiting` or `running` (ids are checked per arrival)
         self.running: list[Req] = []
         self._writes = TableWrites(kv.page_size)
 
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
-        ahead = self._prefill_ahead()
+        # L3 -> host, in background (also while it waits behind what is ahead of it)
+        req.expected_prefill = self.kv.prefetch_start(req.request_id, req.token_ids[:req.prompt_len - 1],
+                                                      self._prefill_ahead())
         self.waiting.append(req)
-        # L3 -> host, in background (also while it waits behind `ahead`)
-        req.expected_prefill = self.kv.prefetch_start(req.request_id, req.token_ids[:req.prompt_len - 1], ahead)
+        self._by_id[req.request_id] = req
 
     def _prefill_ahead(self, steps: int = 16) -> int:
-        """Prefill tokens a request arriving now queues behind (the waiting ones as they arrived, beyond their
-        L1/L2 match), counted up to `steps` steps' budget (a long queue costs no more than that to count)."""
+        """Prefill tokens a request arriving now queues behind (the running ones' left, the waiting ones' as
+        they arrived, beyond their L1/L2 match), at most `steps` steps' budget."""
         cap = steps * self.max_prefill_tokens
-        return min(cap, prefill_backlog(self.running, self.waiting, cap, waiting_expected=True))
+        return min(cap, prefill_backlog(self.running, (), cap) + self.waiting.expected_tokens)
 
     def find(self, request_id: str) -> Optional[Req]:
-        for req in self.running:
-            if req.request_id == request_id:
-                return req
-        for req in self.waiting:
-            if req.request_id == request_id:
-                return req
-        return None
+        """The waiting or running request of this id, or None."""
+        return self._by_id.get(request_id)
 
     def remove(self, req: Req, cache: bool) -> None:
         """Take `req` out of the scheduler and release its KV at once (into the prefix cache if `cache`)."""
+        self._by_id.pop(req.request_id, None)
         if req in self.running:
             self._release(req, cache)
             splits = self._splits()
@@ -158,6 +156,7 @@ class Scheduler:
         req.kv_len = req.num_prefix_pages = 0
         req.decodable = False
         self.waiting.appendleft(req)
+        self._by_id[req.request_id] = req  # still the scheduler's
         self.num_retracted += 1
 
     def _reservation(self, req: Req) -> int:
@@ -205,7 +204,7 @@ class Scheduler:
             return reqs, lens
         if self.policy != "fcfs":
             radix = self.kv.radix
-            self.waiting = deque(admission_order(self.policy, self.waiting, None if radix is None else
+            self.waiting.reorder(admission_order(self.policy, self.waiting, None if radix is None else
                                                  lambda r: radix.match_length(r.token_ids[:r.seq_len - 1])))
         i = 0
         # the running requests' reservations change only by the admissions of this loop: sum them once, and
@@ -222,6 +221,7 @@ class Scheduler:
             del self.waiting[i]
             if verdict == "never":
                 self.kv.prefetch_cancel(req.request_id)
+                self._by_id.pop(req.request_id, None)
                 refused.append(req)
                 continue
             reserved += self._reservation(req)
