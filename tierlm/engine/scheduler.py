@@ -244,15 +244,27 @@ class Scheduler:
         pause = splits.split.pause_at(req.request_id) if splits is not None else None
         return n if pause is None else min(n, pause - req.kv_len)
 
-    def _grow_batch(self, reqs: list[Req], lens: list[int]) -> tuple[list[Req], list[int]]:
-        """Pages and table entries for each request's tokens of this pass, oldest running request first;
-        when the pool is full the newest are retracted (those already grown are kept)."""
-        order = {id(r): i for i, r in enumerate(self.running)}
+    def _grow_batch(self, reqs: list[Req], lens: list[int], in_order: bool = False) -> tuple[list[Req], list[int]]:
+        """Pages and table entries for each request's tokens of this pass, oldest running request first
+        (`in_order`: `reqs` are in running order already, as a decode step's are); when the pool is full the
+        newest are retracted (those already grown are kept). A request whose tokens fit the pages it holds
+        (most decodes) gets its entries here, without the allocation path: this runs for every request of
+        every step."""
+        pairs = zip(reqs, lens)
+        if not in_order:
+            order = {id(r): i for i, r in enumerate(self.running)}
+            pairs = sorted(pairs, key=lambda item: order[id(item[0])])
+        ps, writes = self.kv.page_size, self._writes
         grown: list[Req] = []
         kept_lens = []
-        for req, n in sorted(zip(reqs, lens), key=lambda item: order[id(item[0])]):
-            if req.row is not None and self._grow_or_retract(req, n, grown):
-                grown.append(req), kept_lens.append(n)
+        for req, n in pairs:
+            if req.row is None:  # retracted to make room for an older request
+                continue
+            if req.kv_len + n <= len(req.pages) * ps:
+                writes.span(req.row, req.pages, req.kv_len, req.kv_len + n)
+            elif not self._grow_or_retract(req, n, grown):
+                continue
+            grown.append(req), kept_lens.append(n)
         return grown, kept_lens
 
     def schedule(self) -> tuple[Optional[ScheduledBatch], list[Req]]:
@@ -284,22 +296,7 @@ class Scheduler:
             if self.waiting or paused:
                 self.kv.idle_wait(0.002)  # only requests waiting for L3 pages left: let their I/O progress
             return None, refused
-        batch = self._grow_decodes(decoding)
+        batch, kept_lens = self._grow_batch(decoding, [1] * len(decoding), in_order=True)
         if not batch:
             return None, refused
-        return ScheduledBatch("decode", batch, [1] * len(batch), *self._writes.lists()), refused
-
-    def _grow_decodes(self, reqs: list[Req]) -> list[Req]:
-        """`_grow_batch` of a decode step (`reqs` in running order, one token each): a request whose next slot
-        lies in a page it holds gets its table entry here, the rest through `_grow_or_retract`."""
-        ps, writes = self.kv.page_size, self._writes
-        grown: list[Req] = []
-        for req in reqs:
-            if req.row is None:  # retracted to make room for an older request
-                continue
-            if req.kv_len < len(req.pages) * ps:
-                writes.one(req.row, req.pages, req.kv_len)
-                grown.append(req)
-            elif self._grow_or_retract(req, 1, grown):
-                grown.append(req)
-        return grown
+        return ScheduledBatch("decode", batch, kept_lens, *self._writes.lists()), refused

@@ -18,16 +18,15 @@ class TableWrites:
 
     def one(self, row: int, pages: list[int], pos: int) -> None:
         """The entry of position `pos` of `row` (a decode token); `pages` must hold it."""
-        ps = self.page_size
-        self.rows.append(row), self.positions.append(pos), self.slots.append(pages[pos // ps] * ps + pos % ps)
+        self.span(row, pages, pos, pos + 1)
 
     def span(self, row: int, pages: list[int], start: int, end: int) -> None:
         """Entries of positions [start, end) of `row`; `pages` must cover them (IndexError otherwise: never a
         short table silently)."""
-        if end - start == 1:
-            self.one(row, pages, start)
-            return
         ps = self.page_size
+        if end - start == 1:  # a decode token: most calls, so without the general path's lists
+            self.rows.append(row), self.positions.append(start), self.slots.append(pages[start // ps] * ps + start % ps)
+            return
         self.rows.extend([row] * (end - start))
         self.positions.extend(range(start, end))
         first = start // ps  # a page's slots are consecutive: one range per page, not Python work per token
