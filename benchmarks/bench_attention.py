@@ -120,10 +120,14 @@ class DecodeCase:
         return ms * 1e3, self.bytes / ms / 1e6
 
 
-def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, variants: list[dict]) -> list[tuple]:
-    k_buf, v_buf, table = paged_kv(batch, prefix + ext, gen)
+def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, variants: list[dict],
+                 kv_dtype: torch.dtype = DTYPE) -> list[tuple]:
+    k_buf, v_buf, table = paged_kv(batch, prefix + ext, gen, kv_dtype)
     q = torch.randn(batch * ext, HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
     kv = torch.randn(batch * ext, 3 * KV_HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
+    rounded = kv_dtype != DTYPE  # as the engine runs a narrower pool: its store rounds the new K/V back first
+    if rounded:
+        kv = kv.to(kv_dtype).to(DTYPE)
     k, v = kv[:, :KV_HEADS], kv[:, 2 * KV_HEADS:]  # strided, like the model's QKV split
     out = torch.empty_like(q)
     rows = torch.arange(batch, dtype=torch.int32, device="cuda")
@@ -135,12 +139,14 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
     for var in variants:
         def call():
             return extend_attention(q, k, v, out, k_buf, v_buf, table, rows, prefix_lens, indptr, ext,
-                                    HEAD_DIM ** -0.5, **var)
+                                    HEAD_DIM ** -0.5, **({"new_rounded": True} if rounded else {}) | var)
         out.fill_(float("nan"))
         call()
         n = min(batch, 2)
         ref = reference(q.view(batch, ext, HEADS, HEAD_DIM)[:n], k_buf, v_buf, table, seq[:n],
-                        (k.reshape(batch, ext, KV_HEADS, HEAD_DIM), v.reshape(batch, ext, KV_HEADS, HEAD_DIM)),
+                        # the kernel attends the new K/V rounded as the pool holds them
+                        (k.to(kv_dtype).reshape(batch, ext, KV_HEADS, HEAD_DIM),
+                         v.to(kv_dtype).reshape(batch, ext, KV_HEADS, HEAD_DIM)),
                         prefix)
         err = (out.view(batch, ext, HEADS, HEAD_DIM)[:n].float() - ref).abs().max().item()
         ms = do_bench(call, return_mode="median")

@@ -10,6 +10,7 @@ Usage (from the repo root; needs CUDA):
   PYTHONPATH=. python benchmarks/bench_extend.py --variants '[{}, {"num_stages": 2}]'
   PYTHONPATH=. python benchmarks/bench_extend.py --sweep              # SWEEP: the knobs' ablations and tiles
   PYTHONPATH=. python benchmarks/bench_extend.py --sweep --shapes 1:0:8192   # one shape (batch:prefix:new)
+  PYTHONPATH=. python benchmarks/bench_extend.py --kv-dtype fp8 --shapes 4:2048:2048,1:16384:512  # fp8 pool
 """
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ def main() -> None:
                     help="JSON list of keyword sets for extend_attention (default: its own defaults only).")
     ap.add_argument("--sweep", action="store_true", help="time the SWEEP list (after any --variants)")
     ap.add_argument("--shapes", default=None, help="batch:prefix:new[,...] instead of the default shapes")
+    ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto",
+                    help="the pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
     variants = json.loads(args.variants) if args.variants else ([] if args.sweep else list(DEFAULT_VARIANTS))
     variants += [dict(v) for v in SWEEP] if args.sweep else []
@@ -78,7 +81,8 @@ def main() -> None:
     for batch, prefix, ext in shapes:
         for var in variants:
             try:
-                for _, err, us, tflops in extend_bench(batch, prefix, ext, gen, [var]):
+                kv_dtype = torch.float8_e4m3fn if args.kv_dtype == "fp8" else torch.bfloat16
+                for _, err, us, tflops in extend_bench(batch, prefix, ext, gen, [var], kv_dtype):
                     rows.append((batch, prefix, ext, json.dumps(var), us, tflops, err))
             except Exception as exc:  # noqa: BLE001 - a variant that fails to compile or run is reported
                 print(f"{batch}:{prefix}:{ext} {json.dumps(var)} failed: {type(exc).__name__}: {str(exc)[:200]}")

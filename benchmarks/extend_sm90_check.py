@@ -34,7 +34,8 @@ def compile_variant(var: dict) -> dict:
                  pack_heads=1, prescale_q=False, tma=True, prefix_stages=0, maxnreg=0) | var
     pool = knobs.pop("pool", "bf16")  # the KV pool's element type ("fp8e4nv": --kv-cache-dtype fp8)
     round_new = not knobs.pop("new_rounded", False)
-    consts = kernel_constants(HEADS // KV_HEADS, HEAD_DIM, False, round_new=round_new,
+    widen = knobs.pop("widen_prefix", pool == "fp8e4nv")  # as extend_attention decides for a bf16 query
+    consts = kernel_constants(HEADS // KV_HEADS, HEAD_DIM, False, round_new=round_new, widen_prefix=widen,
                               **{k: v for k, v in knobs.items() if k not in ("num_warps", "maxnreg")})
     consts["batch"] = 1  # Triton specializes an int argument equal to 1
     sig = {name: "i32" for name in _extend_kernel.arg_names}

@@ -17,7 +17,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, program_work, softmax_step
-from tierlm.kernels.pool_dtype import to_pool
+from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
 
 
 # per-pass counts: specialising on them (== 1, multiple of 16) would compile new variants while serving
@@ -32,7 +32,7 @@ def _extend_kernel(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, PACK: tl.constexpr, ORDER: tl.constexpr,
     SPLIT: tl.constexpr, PRESCALE: tl.constexpr, USE_TMA: tl.constexpr, PREFIX_STAGES: tl.constexpr,
-    CAUSAL_STAGES: tl.constexpr, ROUND_NEW: tl.constexpr,
+    CAUSAL_STAGES: tl.constexpr, ROUND_NEW: tl.constexpr, WIDEN_PREFIX: tl.constexpr,
 ):
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
     # With SPLIT the masked loops run at most one tile (two or more on the diagonal when BLOCK_M > BLOCK_N):
@@ -64,9 +64,16 @@ def _extend_kernel(
     tok = tok0 + offs_m
     offs_d = tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
-    q = load_rows(q_ptr, tok * stride_qt + head * stride_qh, offs_d, mask_m, HEAD_DIM, EVEN_D, True)
+    q_rows = tok * stride_qt + head * stride_qh
+    q = load_rows(q_ptr, q_rows, offs_d, mask_m, HEAD_DIM, EVEN_D, True)
     if PRESCALE:
         q = (q.to(tl.float32) * qk_scale).to(q_ptr.dtype.element_ty)
+    # WIDEN_PREFIX (a bf16 model over an fp8 pool): the prefix's K/V are widened to fp16 and q cast to it, as
+    # decode does (`pool_dtype`): e4m3 -> bf16 costs a slow conversion per value. q is loaded again for the
+    # new tokens' part, whose K/V are bf16, so only one copy of it is live at a time.
+    qp = q
+    if WIDEN_PREFIX:
+        qp = widen_q(q, tl.float16)
     m_i = tl.full([PACK * BLOCK_M], -1.0e30, dtype=tl.float32)  # finite: masked tiles never make NaN
     l_i = tl.zeros([PACK * BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([PACK * BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -80,16 +87,20 @@ def _extend_kernel(
         prefix_full = prefix_len // BLOCK_N * BLOCK_N
     for n0 in tl.range(0, prefix_full, BLOCK_N, num_stages=PREFIX_STAGES):
         slot_off = tl.load(slot_row + n0 + offs_n).to(tl.int64) * stride_buf_s
-        k = load_rows(k_pool, slot_off, offs_d, None, HEAD_DIM, EVEN_D, False).to(q.dtype)
-        v = load_rows(v_pool, slot_off, offs_d, None, HEAD_DIM, EVEN_D, False).to(q.dtype)
-        acc, m_i, l_i = softmax_step(q, k, v, acc, m_i, l_i, None, qk_scale, False, PRESCALE, DOT_PRECISION)
+        k = load_rows(k_pool, slot_off, offs_d, None, HEAD_DIM, EVEN_D, False).to(qp.dtype)
+        v = load_rows(v_pool, slot_off, offs_d, None, HEAD_DIM, EVEN_D, False).to(qp.dtype)
+        acc, m_i, l_i = softmax_step(qp, k, v, acc, m_i, l_i, None, qk_scale, False, PRESCALE, DOT_PRECISION)
     for n0 in tl.range(prefix_full, prefix_len, BLOCK_N, num_stages=MASKED_STAGES):  # SPLIT: the partial tile
         mask_n = n0 + offs_n < prefix_len
         slot_off = tl.load(slot_row + n0 + offs_n, mask=mask_n, other=0).to(tl.int64) * stride_buf_s
-        k = load_rows(k_pool, slot_off, offs_d, mask_n, HEAD_DIM, EVEN_D, True).to(q.dtype)
-        v = load_rows(v_pool, slot_off, offs_d, mask_n, HEAD_DIM, EVEN_D, True).to(q.dtype)
-        acc, m_i, l_i = softmax_step(q, k, v, acc, m_i, l_i, mask_n[None, :], qk_scale, True, PRESCALE,
+        k = load_rows(k_pool, slot_off, offs_d, mask_n, HEAD_DIM, EVEN_D, True).to(qp.dtype)
+        v = load_rows(v_pool, slot_off, offs_d, mask_n, HEAD_DIM, EVEN_D, True).to(qp.dtype)
+        acc, m_i, l_i = softmax_step(qp, k, v, acc, m_i, l_i, mask_n[None, :], qk_scale, True, PRESCALE,
                                      DOT_PRECISION)
+    if WIDEN_PREFIX:
+        q = load_rows(q_ptr, q_rows, offs_d, mask_m, HEAD_DIM, EVEN_D, True)
+        if PRESCALE:
+            q = (q.to(tl.float32) * qk_scale).to(q_ptr.dtype.element_ty)
 
     # (2) the new tokens themselves, causally (query m sees new keys n <= m). Keys below m0 are visible to
     # every row and lie inside the request (m0 < ext_len), so their tiles need no mask of any kind.
@@ -147,14 +158,22 @@ def _tma_fits(k: torch.Tensor, v: torch.Tensor, head_dim: int) -> bool:
 
 def kernel_constants(group: int, head_dim: int, fp32: bool, *, block_m: int, block_n: int, num_stages: int,
                      causal_split: bool, order: str, pack_heads: int, prescale_q: bool, tma: bool,
-                     prefix_stages: int, round_new: bool = True) -> dict:
-    """The kernel's compile-time parameters for one launch variant (shared with the compile check)."""
+                     prefix_stages: int, round_new: bool = True, widen_prefix: bool = False) -> dict:
+    """The kernel's compile-time parameters for one launch variant (shared with the compile check);
+    `widen_prefix`: the prefix is read as fp16 (see `widens_prefix`)."""
     assert order in ORDERS, f"order must be one of {sorted(ORDERS)}"
     assert pack_heads >= 1 and group % pack_heads == 0, "pack_heads must divide the GQA group"
     return dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
                 BLOCK_D=triton.next_power_of_2(head_dim), DOT_PRECISION="ieee" if fp32 else "tf32", PACK=pack_heads,
                 ORDER=ORDERS[order], SPLIT=causal_split, PRESCALE=prescale_q, USE_TMA=tma and causal_split,
-                PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages, ROUND_NEW=round_new)
+                PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages, ROUND_NEW=round_new,
+                WIDEN_PREFIX=widen_prefix)
+
+
+def widens_prefix(q_dtype: torch.dtype, pool_dtype: torch.dtype) -> bool:
+    """Whether the kernel reads the cached prefix in another type than the query's: fp16 for a bf16 query over
+    an fp8 pool (`pool_dtype.compute_dtype`)."""
+    return compute_dtype(q_dtype, pool_dtype) != compute_dtype(q_dtype, q_dtype)
 
 
 def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, k_buf: torch.Tensor,
@@ -190,7 +209,8 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
     consts = kernel_constants(num_heads // k.shape[1], head_dim, q.dtype == torch.float32, block_m=block_m,
                               block_n=block_n, num_stages=num_stages, causal_split=causal_split, order=order,
                               pack_heads=pack_heads, prescale_q=prescale_q, tma=bool(tma),
-                              prefix_stages=prefix_stages, round_new=not new_rounded)
+                              prefix_stages=prefix_stages, round_new=not new_rounded,
+                              widen_prefix=widens_prefix(q.dtype, k_buf.dtype))
     if num_tokens == 0 or batch == 0:
         return out
     k_desc, v_desc = k, v  # unused placeholders unless the kernel reads through descriptors
