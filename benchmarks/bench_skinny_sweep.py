@@ -1,17 +1,16 @@
 """GPU sweep of the skinny linear kernel's launches at 64-256 rows (`tierlm.kernels.skinny_gemm`) against cuBLAS,
 wider than the engine's candidate list: which weight-row tile, K tile, K splits and batch tile would beat cuBLAS
-on a model's four decode shapes, and whether loading the first weight tile before the PDL wait helps.
+on a model's four decode shapes.
 
 Each launch is timed as the tuner times it (`linear_tune.graph_time_us`: 20 calls inside a CUDA graph, weights
 cycled so they come from HBM, consecutive calls overlapping under PDL as in a decode step) after a check
-against cuBLAS; the three fastest per shape and rows are timed again with `preload`. Prints per shape and rows:
-cuBLAS, the best of the engine's current candidates, the best of the sweep; then one layer's four linears.
+against cuBLAS. Prints per shape and rows: cuBLAS, the best of the engine's current candidates, the best of
+the sweep; then one layer's four linears.
 Usage: `PYTHONPATH=. python benchmarks/bench_skinny_sweep.py [--model qwen3-0.6b] [--rows 64,128,256]`; needs CUDA.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 
 import torch
@@ -65,11 +64,6 @@ def main() -> None:
                 us = time_launch(x, ws, copies, ref, n, cfg, dev)
                 if us is not None:
                     timed[cfg] = us
-            for cfg in sorted(timed, key=timed.get)[:3]:
-                pre = dataclasses.replace(cfg, preload=True)
-                us = time_launch(x, ws, copies, ref, n, pre, dev)
-                if us is not None:
-                    timed[pre] = us
             cur = min((c for c in timed if c in current), key=timed.get)
             best = min(timed, key=timed.get)
             print(f"{n:5d}x{k:<5d} {rows:4d} {base:9.2f}  {timed[cur]:7.2f} ({cur.label():28s}) "

@@ -22,11 +22,7 @@ SCRIPT = textwrap.dedent("""
              (256, 48, 64, False, SkinnyConfig(32, 32, 2)),
              (130, 24, 40, True, SkinnyConfig(16, 16, 8)),  # more splits asked than K tiles: 3 used
              (100, 40, 96, True, SkinnyConfig(16, 32, 2, block_m=32)),  # batch tiles with splits
-             (256, 48, 64, False, SkinnyConfig(32, 32, 1, block_m=64)),
-             # the first weight tile loaded before the PDL wait: alone, with splits, with a K of one partial tile
-             (9, 40, 96, True, SkinnyConfig(16, 32, 1, preload=True)),
-             (100, 40, 200, False, SkinnyConfig(16, 32, 3, block_m=32, preload=True)),
-             (20, 24, 20, True, SkinnyConfig(16, 32, 1, preload=True))]
+             (256, 48, 64, False, SkinnyConfig(32, 32, 1, block_m=64))]
     for dtype in dtypes:
         for m, n, k, bias, cfg in cases:
             x = torch.randn(m, k, device=dev).to(dtype)

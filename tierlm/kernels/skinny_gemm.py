@@ -52,9 +52,6 @@ class SkinnyConfig:
     # Batch rows per program: 0 for the whole (power-of-two) batch; fewer where a large batch's input would be
     # read again by too many programs.
     block_m: int = 0
-    # Load each program's first weight tile before the PDL wait, so that its round trip to HBM overlaps the
-    # kernel before (the first product then takes it from registers; the rest of the loop is unchanged).
-    preload: bool = False
 
     def __post_init__(self) -> None:
         if self.block_n < 16 or self.block_k < 16 or self.split_k < 1 or (self.block_m and self.block_m < 16):
@@ -63,14 +60,13 @@ class SkinnyConfig:
 
     def label(self) -> str:
         return (f"n{self.block_n} k{self.block_k} s{self.split_k} w{self.num_warps} st{self.num_stages}"
-                + (f" m{self.block_m}" if self.block_m else "") + (" pre" if self.preload else ""))
+                + (f" m{self.block_m}" if self.block_m else ""))
 
 
 @triton.jit(do_not_specialize=["M", "M_PAD"])  # the batch changes from step to step: one build per tile
 def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, N, K, K_SPLIT, stride_xm,
                    stride_wn, stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, PRELOAD: tl.constexpr,
-                   PDL: tl.constexpr):
+                   BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -81,23 +77,14 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
     k_lo = pid_k * K_SPLIT
     k_hi = tl.minimum(k_lo + K_SPLIT, K)
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
-    offs_k = tl.arange(0, BLOCK_K)
-    if PRELOAD:  # weights never depend on the kernel before: the first tile goes out before the wait
-        w_first = tl.load(w_rows + (k_lo + offs_k)[None, :], mask=mask_n[:, None] & (k_lo + offs_k < k_hi)[None, :],
-                          other=0.0)
     if PDL:
         gdc_wait()
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < M
+    offs_k = tl.arange(0, BLOCK_K)
     x_rows = x_ptr + offs_m[:, None] * stride_xm
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    k_start = k_lo
-    if PRELOAD:
-        kk = k_lo + offs_k
-        x = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & (kk < k_hi)[None, :], other=0.0)
-        acc = tl.dot(w_first, tl.trans(x), acc, input_precision=PRECISION)
-        k_start = k_lo + BLOCK_K
-    for k0 in range(k_start, k_hi, BLOCK_K):
+    for k0 in range(k_lo, k_hi, BLOCK_K):
         kk = k0 + offs_k
         mask_k = kk < k_hi
         w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
@@ -168,8 +155,7 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
             x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
             m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None,
             BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits,
-            PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PRELOAD=config.preload, PDL=pdl,
-            num_warps=config.num_warps,
+            PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PDL=pdl, num_warps=config.num_warps,
             num_stages=_stages(config, bm, x2.element_size()), **launch_options(pdl))
     return out
 
