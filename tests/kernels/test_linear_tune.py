@@ -85,3 +85,25 @@ def test_a_prologue_the_kernel_does_not_fuse_is_refused_before_any_timing():
     torch_path, kernel, unfused = linear_tune.prologue_paths("plain", 8, 16, torch.Generator().manual_seed(0),
                                                              torch.float32, torch.device("cpu"), kernels)
     assert unfused is None and kernel(None, None).shape == (8, 16)
+
+
+def test_after_norm_feeds_every_plain_path_from_a_norm_launched_just_before(monkeypatch):
+    normed = []
+
+    def norm(x, weight, eps, residual=None):
+        out = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+        normed.append(out)
+        return out, None
+
+    monkeypatch.setattr("tierlm.kernels.fused.rmsnorm", norm)
+    kernels = linear_tune.LinearKernels(plain=lambda x, w, c: x @ w.T)
+    w = torch.randn(4, 16)
+    torch_path, kernel, unfused = linear_tune.prologue_paths("plain", 8, 16, torch.Generator().manual_seed(0),
+                                                             torch.float32, torch.device("cpu"), kernels,
+                                                             after_norm=True)
+    ref, out = torch_path(w, None), kernel(w, None)
+    assert unfused is None and len(normed) == 2, "each path runs the norm itself, every call"
+    assert torch.equal(normed[0], normed[1]) and torch.allclose(ref, normed[0] @ w.T) and torch.equal(out, ref)
+    plain_ref, _, _ = linear_tune.prologue_paths("plain", 8, 16, torch.Generator().manual_seed(0), torch.float32,
+                                                 torch.device("cpu"), kernels)
+    assert not torch.allclose(plain_ref(w, None), ref), "without after_norm the input is not normalised"

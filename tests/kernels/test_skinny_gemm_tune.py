@@ -27,8 +27,8 @@ def test_the_tuner_gives_each_split_launch_its_own_counters_and_skips_whole_batc
     monkeypatch.setattr(tune, "skinny_gemm", plain)
     seen = {}
 
-    def tune_linear(name, n, k, prologues, dtype, device, buckets, candidates, kernels, skip):
-        seen.update(name=name, buckets=buckets, candidates=candidates, prologues=prologues)
+    def tune_linear(name, n, k, prologues, dtype, device, buckets, candidates, kernels, skip, after_norm):
+        seen.update(name=name, buckets=buckets, candidates=candidates, prologues=prologues, after_norm=after_norm)
         assert kernels.rmsnorm is None and kernels.silu_mul is None, "no prologue is fused into this kernel"
         for cfg in candidates:
             kernels.plain(None, None, cfg)
@@ -38,6 +38,7 @@ def test_the_tuner_gives_each_split_launch_its_own_counters_and_skips_whole_batc
     monkeypatch.setattr(tune, "tune_linear", tune_linear)
     tune.tune_skinny(100, 64, torch.float32, torch.device("cpu"))
     assert seen["name"] == "skinny_gemm" and seen["buckets"] == tune.BUCKETS and seen["prologues"] == ("plain",)
+    assert seen["after_norm"], "timed after a norm, as a decode step runs it"
     assert [c for c, _ in calls] == list(tune.CANDIDATES)
     for cfg, count in calls:
         if cfg.split_k > 1:
@@ -65,3 +66,4 @@ def test_a_stored_plan_gives_launches_per_bucket_and_counters_for_the_widest_spl
     assert plan.config_for(200) is None and plan.config_for(3) is None and plan.config_for(300) is None
     assert plan.counters.numel() == tune.num_counters(100, tiled) > tune.num_counters(100, split)
     assert factors_seen["checked"] == tune.TOLERANCE and factors_seen["reference"] == "cuBLAS"
+    assert factors_seen["timed_after"] == "rmsnorm", "tunings timed alone are not reused"

@@ -75,9 +75,11 @@ class LinearKernels:
 
 
 def prologue_paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.dtype,
-                   device: torch.device, kernels: LinearKernels):
+                   device: torch.device, kernels: LinearKernels, after_norm: bool = False):
     """(the unfused torch path, the kernel with a launch, the unfused prologue then the plain kernel or None
-    for "plain") as functions of (weight, launch) on random inputs of `rows` rows."""
+    for "plain") as functions of (weight, launch) on random inputs of `rows` rows. `after_norm`: "plain"
+    paths take their input from an RMSNorm launched just before, as a decode step runs them (see
+    `tune_linear`)."""
     from tierlm.kernels.fused import rmsnorm, silu_mul
 
     if prologue != "plain" and getattr(kernels, prologue, None) is None:
@@ -96,15 +98,25 @@ def prologue_paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype
         return (lambda w, c: F.linear(silu_mul(gu), w), lambda w, c: kernels.silu_mul(gu, w, c),
                 lambda w, c: kernels.plain(silu_mul(gu), w, c))
     x = rand(rows, k)
+    if after_norm:
+        nw = rand(k)
+        return (lambda w, c: F.linear(rmsnorm(x, nw, EPS)[0], w),
+                lambda w, c: kernels.plain(rmsnorm(x, nw, EPS)[0], w, c), None)
     return lambda w, c: F.linear(x, w), lambda w, c: kernels.plain(x, w, c), None
 
 
 def tune_linear(name: str, n: int, k: int, prologues: Iterable[str], dtype: torch.dtype, device: torch.device,
                 buckets: Sequence[int], candidates: Sequence[Any], kernels: LinearKernels,
-                skip: Callable[[Any, int], bool] = lambda cfg, rows: False) -> Dict[str, object]:
+                skip: Callable[[Any, int], bool] = lambda cfg, rows: False,
+                after_norm: bool = False) -> Dict[str, object]:
     """Time the unfused paths and every candidate launch (a frozen dataclass with `label()`; `skip(cfg, rows)`
     leaves one out) per prologue and rows bucket; returns {"plan": {prologue: {rows: launch as a dict, or None
-    for cuBLAS}}, "timings_us": {...}}."""
+    for cuBLAS}}, "timings_us": {...}}.
+
+    `after_norm`: each timed "plain" call follows an RMSNorm (launched with PDL where the GPU has it), on
+    every path alike. A PDL-launched kernel starts while the kernel before it finishes and lets the next one
+    start early, where cuBLAS's kernels wait for the one before and stop the next: timed back to back
+    alone, that overlap is invisible on cuBLAS's side and under-counted on the kernel's."""
     gen = torch.Generator(device=device).manual_seed(0)
     ws, copies = weight_copies(n, k, dtype, device, gen)
     plan: dict = {}
@@ -112,7 +124,8 @@ def tune_linear(name: str, n: int, k: int, prologues: Iterable[str], dtype: torc
     for prologue in sorted(prologues, key=lambda p: p != "plain"):
         plan[prologue] = {}
         for rows in buckets:
-            torch_path, kernel, unfused_kernel = prologue_paths(prologue, rows, k, gen, dtype, device, kernels)
+            torch_path, kernel, unfused_kernel = prologue_paths(prologue, rows, k, gen, dtype, device, kernels,
+                                                                after_norm)
             ref = torch_path(ws[0], None)
             best_us = graph_time_us(lambda i: torch_path(ws[i], None), copies)
             timings[f"{prologue}/{rows}/torch"] = round(best_us, 2)

@@ -20,7 +20,10 @@ KERNEL = "skinny_gemm"
 BUCKETS = (8, 16, 32, 64, 128, 256)  # rows are rounded up to one of these (the kernel's batch tile)
 CANDIDATES = (SkinnyConfig(64, 128, 1, 4, 4), SkinnyConfig(64, 128, 2, 4, 4), SkinnyConfig(64, 128, 4, 4, 4),
               SkinnyConfig(32, 256, 4, 4, 3), SkinnyConfig(128, 64, 2, 8, 3), SkinnyConfig(128, 128, 1, 8, 3),
-              SkinnyConfig(128, 64, 1, 8, 3, block_m=64), SkinnyConfig(64, 128, 2, 4, 4, block_m=64))
+              SkinnyConfig(128, 64, 1, 8, 3, block_m=64), SkinnyConfig(64, 128, 2, 4, 4, block_m=64),
+              # the fastest of a wider sweep at 128-256 rows (benchmarks/bench_skinny_sweep.py)
+              SkinnyConfig(64, 128, 1, 4, 4, block_m=64), SkinnyConfig(128, 128, 1, 8, 4, block_m=64),
+              SkinnyConfig(128, 64, 1, 8, 4, block_m=128), SkinnyConfig(64, 128, 4, 4, 4, block_m=64))
 
 
 def bucket_of(rows: int) -> int:
@@ -60,9 +63,10 @@ def _kernels(n: int, device: torch.device) -> LinearKernels:
 
 def tune_skinny(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
     """The plan of an `n x k` weight, timed now (see `linear_tune.tune_linear`); a batch tile as large as the
-    bucket is the launch without one, so it is not timed again."""
+    bucket is the launch without one, so it is not timed again. Every path is timed after an RMSNorm: in a
+    decode step each linear follows a short PDL-launched kernel (a norm, the SiLU·mul, attention's last)."""
     return tune_linear(KERNEL, n, k, ("plain",), dtype, device, BUCKETS, CANDIDATES, _kernels(n, device),
-                       skip=lambda cfg, rows: cfg.block_m >= rows)
+                       skip=lambda cfg, rows: cfg.block_m >= rows, after_norm=True)
 
 
 def tuned_skinny_plan(n: int, k: int, dtype: torch.dtype, device: torch.device) -> SkinnyPlan:
@@ -71,7 +75,7 @@ def tuned_skinny_plan(n: int, k: int, dtype: torch.dtype, device: torch.device) 
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "n": n, "k": k, "buckets": list(BUCKETS), "candidates": [dataclasses.astuple(c) for c in CANDIDATES],
-               "margin": MARGIN, "checked": TOLERANCE, "reference": "cuBLAS"}
+               "margin": MARGIN, "checked": TOLERANCE, "reference": "cuBLAS", "timed_after": "rmsnorm"}
     results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_skinny(n, k, dtype, device))
     configs = {int(rows): (SkinnyConfig(**cfg) if cfg else None) for rows, cfg in results["plan"]["plain"].items()}
     chosen = [c for c in configs.values() if c is not None and c.split_k > 1]
