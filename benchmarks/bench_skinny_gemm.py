@@ -2,9 +2,9 @@
 
 For each weight shape of the named models (fused QKV, O, fused gate/up, down) it runs the engine's own tuning
 (`skinny_gemm_tune.tune_skinny`: cuBLAS and every candidate launch per rows bucket, inside a CUDA graph with
-the weights from HBM), checks the chosen launches against a float32 matmul, and prints the tuner's table
-(`bench_gemv.print_tuner_rows`). Then per rows the sum over a model's four shapes (one layer's linears),
-cuBLAS against the plan.
+the weights from HBM, each call after an RMSNorm), checks the chosen launches against a float32 matmul, and
+prints the tuner's table (`bench_gemv.print_tuner_rows`). Then per rows the sum over a model's four shapes (one
+layer's linears, each with its norm), cuBLAS against the plan.
 Usage: `PYTHONPATH=. python benchmarks/bench_skinny_gemm.py [--models qwen3-0.6b,llama-3.1-8b]` from the repo
 root; needs CUDA.
 """

@@ -64,7 +64,7 @@ def _kernels(n: int, device: torch.device) -> LinearKernels:
 def tune_skinny(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
     """The plan of an `n x k` weight, timed now (see `linear_tune.tune_linear`); a batch tile as large as the
     bucket is the launch without one, so it is not timed again. Every path is timed after an RMSNorm: in a
-    decode step each linear follows a short PDL-launched kernel (a norm, the SiLU·mul, attention's last)."""
+    decode step each linear follows a short PDL-launched kernel (a norm, the SiLU·mul, or attention)."""
     return tune_linear(KERNEL, n, k, ("plain",), dtype, device, BUCKETS, CANDIDATES, _kernels(n, device),
                        skip=lambda cfg, rows: cfg.block_m >= rows, after_norm=True)
 
