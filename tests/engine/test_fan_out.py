@@ -16,12 +16,21 @@ class FakeLink:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
         self.futures: list[cf.Future] = []
+        self._made = threading.Condition()
 
     def call(self, op: str, *args) -> cf.Future:
         fut: cf.Future = cf.Future()
-        self.calls.append((op, *args))
-        self.futures.append(fut)
+        with self._made:
+            self.calls.append((op, *args))
+            self.futures.append(fut)
+            self._made.notify_all()
         return fut
+
+    def future(self, i: int, timeout: float = 5.0) -> cf.Future:
+        """The future of this rank's `i`-th call, once the thread under test has made it."""
+        with self._made:
+            assert self._made.wait_for(lambda: len(self.futures) > i, timeout), f"call {i} never made"
+            return self.futures[i]
 
 
 class LocalStore:
@@ -49,7 +58,7 @@ def test_a_page_counts_only_where_every_rank_read_it():
     out: list = []
     t = threading.Thread(target=lambda: out.append(store.batch_get(["a", "b", "c"], [0, 1, 2])))
     t.start()
-    link.futures[0].set_result([True, False, True])
+    link.future(0).set_result([True, False, True])
     t.join(5)
     assert out == [[True, False, True]]
 
@@ -60,12 +69,12 @@ def test_a_failed_rank_makes_the_call_a_miss_and_is_counted():
     t = threading.Thread(target=lambda: out.append(store.batch_get(["a", "b"], [0, 1])))
     out: list = []
     t.start()
-    link.futures[0].set_exception(ConnectionError("rank 1 store down"))
+    link.future(0).set_exception(ConnectionError("rank 1 store down"))
     t.join(5)
     assert out == [[False, False]] and store.rank_errors == 1
     t2 = threading.Thread(target=lambda: out.append(store.batch_exists(["a", "b"])))
     t2.start()
-    link.futures[1].set_result(1)
+    link.future(1).set_result(1)
     t2.join(5)
     assert out[-1] == 1  # the fewest leading pages any rank holds
 
@@ -85,7 +94,7 @@ def test_a_local_error_is_raised_only_after_every_rank_stopped_writing():
     t.start()
     t.join(0.3)
     assert t.is_alive(), "returned while rank 1 may still write the host pages"
-    link.futures[0].set_result([True])
+    link.future(0).set_result([True])
     t.join(5)
     assert raised and "local read failed" in str(raised[0])
 
