@@ -33,10 +33,13 @@ class DecodeVariant:
     num_stages: int = 2
     waves: int = 4
     min_chunk: int = 128
+    heads_first: bool = True
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
-        return f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
+        order = "" if self.heads_first else " batch-first"
+        return (f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
+                f"{order}")
 
 
 def paged_kv(batch: int, prefix: int, gen: torch.Generator, kv_dtype: torch.dtype = DTYPE):
@@ -103,7 +106,8 @@ class DecodeCase:
         return lambda: decode_attention(self.q, self.k_buf, self.v_buf, self.table, self.rows, self.seq_lens,
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
-                                        num_warps=var.num_warps, num_stages=var.num_stages)
+                                        num_warps=var.num_warps, num_stages=var.num_stages,
+                                        heads_first=var.heads_first)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))
@@ -155,12 +159,13 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
 
 
 def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
-                  default_only: bool = False, splits: bool = False, kv_dtype: torch.dtype = DTYPE) -> None:
+                  default_only: bool = False, splits: bool = False, kv_dtype: torch.dtype = DTYPE,
+                  order: bool = False) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
     split, with two wave targets), for small batches whose few programs leave SMs idle. `kv_dtype`: the
-    pool's."""
+    pool's. `order`: instead, stage 1's programs numbered head first and batch first, over KV tiles and warps."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
@@ -168,6 +173,9 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
     if splits:
         variants = [DecodeVariant(block_n=n, min_chunk=mc, waves=wv) for (n, mc), wv in itertools.product(
             ((128, 128), (64, 64), (64, 128), (32, 32), (32, 64)), (4, 16))]
+    if order:
+        variants = [DecodeVariant(block_n=n, num_warps=w, heads_first=h)
+                    for h, n, w in itertools.product((True, False), (64, 128), (4, 8))]
     summary = []
     for batch, low, ctx in shapes:
         case = DecodeCase(batch, ctx, gen, low, kv_dtype)
@@ -181,6 +189,11 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
         default = next(t for t in timed if t[2] == DecodeVariant())
         best = min(timed, key=lambda t: t[0])
         summary.append((batch, f"{low}-{ctx}" if low else ctx, default, best))
+        if order:
+            first = min((t for t in timed if t[2].heads_first), key=lambda t: t[0])
+            other = min((t for t in timed if not t[2].heads_first), key=lambda t: t[0])
+            print(f"order {shape}: head first {first[0]:.1f} us ({first[1]:.0f} GB/s, {first[2].label()}), batch "
+                  f"first {other[0]:.1f} us ({other[1]:.0f} GB/s, {other[2].label()}): {first[0] / other[0]:.3f}x")
         del case
     print(f"\n{'shape':>10} {'default us':>10} {'GB/s':>6} {'% copy':>7} {'best us':>8} {'GB/s':>6}  best")
     for batch, ctx, d, b in summary:
@@ -197,6 +210,8 @@ def main() -> None:
     ap.add_argument("--default-only", action="store_true", help="with --decode-shapes: the default launch only")
     ap.add_argument("--split-sweep", action="store_true", help="with --decode-shapes: sweep the KV tile and the "
                     "fewest tokens per split instead (small batches)")
+    ap.add_argument("--order-sweep", action="store_true", help="with --decode-shapes: stage 1's programs "
+                    "numbered head first and batch first, over KV tiles and warps")
     ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto", help="with --decode-shapes: the KV "
                     "pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
@@ -213,7 +228,7 @@ def main() -> None:
             low, _, high = ctx.rpartition("-")
             shapes.append((int(batch), int(low or 0), int(high)))
         decode_shapes(shapes, gen, copy_gbs, args.default_only, args.split_sweep,
-                      torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE)
+                      torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE, args.order_sweep)
         return
 
     main_case = DecodeCase(64, 4096, gen)

@@ -3,7 +3,8 @@
 # another checkout (B, e.g. `git archive COMMIT | tar -x -C DIR`) on one GPU, in the order A B A B (each side's
 # first run fills its cache root and is not counted), then the batch-1 TPOT (128 in / 512 out) per side. With
 # TESTS="tests/..." those tests of this tree run first on the GPU. ROUNDS (2) counted rounds; RUN_TIMEOUT (120)
-# seconds per run (a first start that tunes kernels takes longer); A_ARGS: flags for side A's runs.
+# seconds per run (a first start that tunes kernels takes longer); A_ARGS: flags for side A's runs; SKIP_B1=1: no
+# batch-1 TPOT.
 # About 4 minutes. Usage: [TESTS=...] bash benchmarks/gpu_offline_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, b1_tpot
@@ -24,6 +25,7 @@ offline() {  # SIDE TAG: one `bench offline` run with SIDE's code (side A adds $
 offline A cold-A; offline B cold-B
 for round in $(seq 1 "${ROUNDS:-2}"); do offline A "r$round-A"; offline B "r$round-B"; done
 for side in A B; do
+  [ -n "${SKIP_B1:-}" ] && break
   b1_tpot "$(side_dir $side)" "$out/b1-$side" TIERLM_CACHE_DIR="$here/.cache-offline-$side"
 done
 python3 benchmarks/offline_summary.py "$out"/r*.json "$out"/b1-*.json

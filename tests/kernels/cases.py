@@ -54,9 +54,10 @@ def check_store(device: str, dtype: torch.dtype, page_size: int = 4, kv_dtype: t
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
-                 fused_store: bool = False, kv_dtype: torch.dtype | None = None) -> None:
+                 fused_store: bool = False, kv_dtype: torch.dtype | None = None, heads_first: bool = True) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
-    `new_kv` while their pool slots hold NaN, and must be in the pool afterwards."""
+    `new_kv` while their pool slots hold NaN, and must be in the pool afterwards. `heads_first`: the order
+    stage 1's programs are numbered in (either must give the same result)."""
     from tierlm.kernels.decode_attention import decode_attention
     from tierlm.kvcache.pool import put_rows
 
@@ -77,7 +78,7 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     mid_lse = _poison((batch, num_heads, max_splits), device)
     decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
                      min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
-                     new_kv=new_kv)
+                     heads_first=heads_first, new_kv=new_kv)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
     assert same_bytes(sc.k_buf, k_after) and same_bytes(sc.v_buf, v_after)  # stored, nothing else touched
 
@@ -119,6 +120,9 @@ def _cases() -> dict[str, CaseFn]:
         "decode_gqa2_bcast": dec(num_heads=4, num_kv_heads=2, page_size=4),
         "decode_gqa2_dot": dec(num_heads=4, num_kv_heads=2, dot_min_group=1, seed=3),
         "decode_gqa4_page4": dec(num_heads=8, num_kv_heads=2, page_size=4, seed=1),
+        "decode_gqa4_batch_first": dec(num_heads=8, num_kv_heads=2, page_size=4, seed=1, heads_first=False),
+        "decode_fused_store_batch_first": dec(num_heads=8, num_kv_heads=2, max_splits=1, fused_store=True, seed=10,
+                                              heads_first=False),
         "decode_gqa8": dec(num_heads=8, num_kv_heads=1, seed=2),
         "decode_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, seed=4),
         "decode_many_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,

@@ -1,6 +1,6 @@
 """Split-KV decode attention over a token-granular `req_to_token` table, with grouped-query heads.
 
-Stage 1, grid `(batch, kv_head * head_blocks, max_splits)`: each program takes the query heads of one KV
+Stage 1, grid `(kv_head * head_blocks, batch, max_splits)`: each program takes the query heads of one KV
 group (so every K/V byte it loads serves the whole group) and one slice of the request's sequence, runs
 an online softmax over that slice and writes a normalised partial output plus its log-sum-exp (base 2).
 Stage 2, grid `(batch, head)`: merges the slices by their LSEs. With one slice per request (large batches)
@@ -43,14 +43,18 @@ def _decode_stage1(
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
-    PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr,
+    PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr, HEADS_FIRST: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
     if PDL:
         gdc_launch_dependents()
-    b = tl.program_id(0)
-    hb = tl.program_id(1)
+    if HEADS_FIRST:
+        hb = tl.program_id(0)
+        b = tl.program_id(1)
+    else:
+        b = tl.program_id(0)
+        hb = tl.program_id(1)
     split = tl.program_id(2)
     kv_head = hb // HEAD_BLOCKS
     offs_h = (hb % HEAD_BLOCKS) * BLOCK_H + tl.arange(0, BLOCK_H)  # index inside the group
@@ -182,13 +186,17 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
-                     dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2,
+                     dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2, heads_first: bool = True,
                      new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
     number of splits. Writes and returns `out` `[B, H, D]`. Groups of at least `dot_min_group` query heads
     use `tl.dot` (padded to 16 rows); smaller ones a broadcast multiply.
+
+    `heads_first`: stage 1's programs are numbered KV head first, so the programs of one request's heads run
+    side by side and read the pool's slot rows (every KV head of a token, adjacent in memory) together;
+    otherwise batch first, so one head of every request runs before the next head's.
 
     `new_kv = (k, v, out_loc)` (`[B, KVH, D]` twice, `[B]`): the step's own K/V, not yet in the pool. The
     kernel attends to them from there and stores them at `out_loc`, so no separate store launch is needed.
@@ -214,7 +222,9 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
     pdl = launch_kwargs(q.device)
-    _decode_stage1[(batch, num_kv_heads * head_blocks, max_splits)](
+    grid = (num_kv_heads * head_blocks, batch, max_splits) if heads_first else (batch, num_kv_heads * head_blocks,
+                                                                                 max_splits)
+    _decode_stage1[grid](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
@@ -222,7 +232,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
         DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
-        WIDE=compute_dtype(q.dtype, k_buf.dtype), num_warps=num_warps, num_stages=num_stages, **pdl,
+        WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, num_warps=num_warps, num_stages=num_stages, **pdl,
     )
     if max_splits == 1:
         return out
