@@ -34,14 +34,12 @@ class DecodeVariant:
     waves: int = 4
     min_chunk: int = 128
     heads_first: bool = True
-    kv_per_program: int = 1
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
         order = "" if self.heads_first else " batch-first"
-        kvp = f" kvp{self.kv_per_program}" if self.kv_per_program > 1 else ""
         return (f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
-                f"{order}{kvp}")
+                f"{order}")
 
 
 def paged_kv(batch: int, prefix: int, gen: torch.Generator, kv_dtype: torch.dtype = DTYPE):
@@ -109,7 +107,7 @@ class DecodeCase:
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
                                         num_warps=var.num_warps, num_stages=var.num_stages,
-                                        heads_first=var.heads_first, kv_per_program=var.kv_per_program)
+                                        heads_first=var.heads_first)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))
@@ -162,14 +160,12 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
 
 def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
                   default_only: bool = False, splits: bool = False, kv_dtype: torch.dtype = DTYPE,
-                  order: bool = False, kvp: bool = False) -> None:
+                  order: bool = False) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
     split, with two wave targets), for small batches whose few programs leave SMs idle. `kv_dtype`: the
-    pool's. `order`: instead, stage 1's programs numbered head first and batch first, over KV tiles and warps.
-    `kvp`: instead, 1-8 KV heads per program, over KV tiles of up to 256 head-rows and warps (batches with one
-    split per request)."""
+    pool's. `order`: instead, stage 1's programs numbered head first and batch first, over KV tiles and warps."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
@@ -180,9 +176,6 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
     if order:
         variants = [DecodeVariant(block_n=n, num_warps=w, heads_first=h)
                     for h, n, w in itertools.product((True, False), (64, 128), (4, 8))]
-    if kvp:
-        variants = [DecodeVariant(block_n=n, num_warps=w, kv_per_program=h)
-                    for h, n, w in itertools.product((1, 2, 4, 8), (16, 32, 64, 128), (4, 8)) if n * h <= 256]
     summary = []
     for batch, low, ctx in shapes:
         case = DecodeCase(batch, ctx, gen, low, kv_dtype)
@@ -196,10 +189,6 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
         default = next(t for t in timed if t[2] == DecodeVariant())
         best = min(timed, key=lambda t: t[0])
         summary.append((batch, f"{low}-{ctx}" if low else ctx, default, best))
-        if kvp:
-            for h in (1, 2, 4, 8):
-                t = min((t for t in timed if t[2].kv_per_program == h), key=lambda t: t[0])
-                print(f"kvp {shape}: {h} KV heads per program {t[0]:.1f} us ({t[1]:.0f} GB/s, {t[2].label()})")
         if order:
             first = min((t for t in timed if t[2].heads_first), key=lambda t: t[0])
             other = min((t for t in timed if not t[2].heads_first), key=lambda t: t[0])
@@ -223,8 +212,6 @@ def main() -> None:
                     "fewest tokens per split instead (small batches)")
     ap.add_argument("--order-sweep", action="store_true", help="with --decode-shapes: stage 1's programs "
                     "numbered head first and batch first, over KV tiles and warps")
-    ap.add_argument("--kvp-sweep", action="store_true", help="with --decode-shapes: 1-8 KV heads per stage-1 "
-                    "program over KV tiles and warps (large batches: one split per request)")
     ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto", help="with --decode-shapes: the KV "
                     "pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
@@ -241,8 +228,7 @@ def main() -> None:
             low, _, high = ctx.rpartition("-")
             shapes.append((int(batch), int(low or 0), int(high)))
         decode_shapes(shapes, gen, copy_gbs, args.default_only, args.split_sweep,
-                      torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE, args.order_sweep,
-                      args.kvp_sweep)
+                      torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE, args.order_sweep)
         return
 
     main_case = DecodeCase(64, 4096, gen)

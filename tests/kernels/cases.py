@@ -54,12 +54,10 @@ def check_store(device: str, dtype: torch.dtype, page_size: int = 4, kv_dtype: t
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
-                 fused_store: bool = False, kv_dtype: torch.dtype | None = None, heads_first: bool = True,
-                 kv_per_program: int = 1) -> None:
+                 fused_store: bool = False, kv_dtype: torch.dtype | None = None, heads_first: bool = True) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
     `new_kv` while their pool slots hold NaN, and must be in the pool afterwards. `heads_first`: the order
-    stage 1's programs are numbered in (either must give the same result); `kv_per_program`: KV heads one
-    program reads together."""
+    stage 1's programs are numbered in (either must give the same result)."""
     from tierlm.kernels.decode_attention import decode_attention
     from tierlm.kvcache.pool import put_rows
 
@@ -80,7 +78,7 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     mid_lse = _poison((batch, num_heads, max_splits), device)
     decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
                      min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
-                     heads_first=heads_first, kv_per_program=kv_per_program, new_kv=new_kv)
+                     heads_first=heads_first, new_kv=new_kv)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
     assert same_bytes(sc.k_buf, k_after) and same_bytes(sc.v_buf, v_after)  # stored, nothing else touched
 
@@ -123,11 +121,6 @@ def _cases() -> dict[str, CaseFn]:
         "decode_gqa2_dot": dec(num_heads=4, num_kv_heads=2, dot_min_group=1, seed=3),
         "decode_gqa4_page4": dec(num_heads=8, num_kv_heads=2, page_size=4, seed=1),
         "decode_gqa4_batch_first": dec(num_heads=8, num_kv_heads=2, page_size=4, seed=1, heads_first=False),
-        "decode_two_kv_per_program": dec(num_heads=8, num_kv_heads=4, dot_min_group=1, kv_per_program=2, seed=11),
-        "decode_four_kv_per_program_fused_store": dec(num_heads=8, num_kv_heads=4, dot_min_group=1, max_splits=1,
-                                                      kv_per_program=4, fused_store=True, seed=12),
-        "decode_two_kv_per_program_d48_bcast": dec(num_heads=4, num_kv_heads=2, head_dim=48, kv_per_program=2,
-                                                   page_size=4, fused_store=True, seed=13),
         "decode_fused_store_batch_first": dec(num_heads=8, num_kv_heads=2, max_splits=1, fused_store=True, seed=10,
                                               heads_first=False),
         "decode_gqa8": dec(num_heads=8, num_kv_heads=1, seed=2),

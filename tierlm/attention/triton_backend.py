@@ -39,10 +39,6 @@ class TritonAttentionConfig:
     decode_dot_min_group: int = 1
     decode_num_warps: int = 4
     decode_num_stages: int = 2
-    # KV heads one decode program reads together where a batch is large enough for one split per request
-    # (`decode_attention`'s `kv_per_program`), with a KV tile of decode_block_n / this many tokens (the same
-    # bytes per tile).
-    decode_kv_per_program: int = 1
     extend_block_m: int = 64
     extend_block_n: int = 64
     extend_num_warps: int = 4
@@ -151,9 +147,7 @@ class TritonBackend(AttentionBackend):
     def _decode(self, q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, out: torch.Tensor,
                 meta: DecodeMeta, new_kv: Optional[tuple] = None) -> None:
         cfg = self.config
-        kvp = cfg.decode_kv_per_program if meta.mid_o.shape[2] == 1 else 1
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
-                         meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk,
-                         block_n=max(16, cfg.decode_block_n // kvp), dot_min_group=cfg.decode_dot_min_group,
-                         num_warps=cfg.decode_num_warps, num_stages=cfg.decode_num_stages, kv_per_program=kvp,
-                         new_kv=new_kv)
+                         meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
+                         dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
+                         num_stages=cfg.decode_num_stages, new_kv=new_kv)

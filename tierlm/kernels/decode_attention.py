@@ -44,7 +44,6 @@ def _decode_stage1(
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
     PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr, HEADS_FIRST: tl.constexpr,
-    KV_PER_PROG: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
@@ -57,18 +56,12 @@ def _decode_stage1(
         b = tl.program_id(0)
         hb = tl.program_id(1)
     split = tl.program_id(2)
-    kv_head = (hb // HEAD_BLOCKS) * KV_PER_PROG  # the first of this program's KV heads
-    offs_h = (hb % HEAD_BLOCKS) * BLOCK_H + tl.arange(0, BLOCK_H)  # index among the program's query heads
-    mask_h = offs_h < GROUP * KV_PER_PROG
+    kv_head = hb // HEAD_BLOCKS
+    offs_h = (hb % HEAD_BLOCKS) * BLOCK_H + tl.arange(0, BLOCK_H)  # index inside the group
+    mask_h = offs_h < GROUP
     heads = kv_head * GROUP + offs_h
-    # The program reads KV_PER_PROG adjacent KV heads as one row of KV_PER_PROG * BLOCK_D columns. Query row r
-    # holds its head's values only in its own KV head's columns (`own`) and zeros elsewhere, so every score
-    # is its own head's; of the output row it keeps (writes) those columns only.
-    offs_d = tl.arange(0, KV_PER_PROG * BLOCK_D)
-    sub = offs_d // BLOCK_D  # which of the program's KV heads a column belongs to
-    col = offs_d % BLOCK_D
-    mask_d = col < HEAD_DIM
-    own = (offs_h[:, None] // GROUP) == sub[None, :]
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_DIM
 
     seq_len = tl.load(seq_lens + b)
     _, start, end = _split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
@@ -80,14 +73,14 @@ def _decode_stage1(
     if PDL:
         gdc_wait()
 
-    q = tl.load(q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh + col[None, :],
-                mask=mask_h[:, None] & mask_d[None, :] & own, other=0.0)
+    q = tl.load(q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
+                mask=mask_h[:, None] & mask_d[None, :], other=0.0)
     q = widen_q(q, WIDE)  # K/V below are widened to q's type
     # Finite initial max: a fully masked tile then gives p = 0 and alpha = 1, never NaN.
     m_i = tl.full([BLOCK_H], -1.0e30, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_H, KV_PER_PROG * BLOCK_D], dtype=tl.float32)
-    kv_col = (kv_head + sub[None, :]) * stride_buf_h + col[None, :]
+    acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
+    kv_col = kv_head * stride_buf_h + offs_d[None, :]
     # STORE_NEW: the step's own token (position seq_len - 1) is not in the pool yet. The program whose slice
     # holds it takes its K/V from the projections, after the loop, and writes them to the pool for later
     # steps; nothing in this launch reads that slot, so no ordering between programs is needed.
@@ -124,12 +117,12 @@ def _decode_stage1(
     if STORE_NEW:
         if owns_new:
             b64 = b.to(tl.int64)
-            kn = tl.load(k_new + b64 * stride_kn + (kv_head + sub) * stride_knh + col, mask=mask_d, other=0.0)
-            vn = tl.load(v_new + b64 * stride_vn + (kv_head + sub) * stride_vnh + col, mask=mask_d, other=0.0)
+            kn = tl.load(k_new + b64 * stride_kn + kv_head * stride_knh + offs_d, mask=mask_d, other=0.0)
+            vn = tl.load(v_new + b64 * stride_vn + kv_head * stride_vnh + offs_d, mask=mask_d, other=0.0)
             kn = to_pool(kn, k_buf.dtype.element_ty)  # rounded as the pool holds it
             vn = to_pool(vn, v_buf.dtype.element_ty)
             if hb % HEAD_BLOCKS == 0:  # one program per KV head writes it
-                dst = tl.load(out_loc + b).to(tl.int64) * stride_buf_s + (kv_head + sub) * stride_buf_h + col
+                dst = tl.load(out_loc + b).to(tl.int64) * stride_buf_s + kv_head * stride_buf_h + offs_d
                 tl.store(k_buf + dst, kn, mask=mask_d)
                 tl.store(v_buf + dst, vn, mask=mask_d)
             qk = tl.sum(q.to(tl.float32) * kn.to(q.dtype).to(tl.float32)[None, :], axis=1) * sm_scale_log2
@@ -142,14 +135,13 @@ def _decode_stage1(
 
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     if DIRECT:
-        dst = out_ptr + b.to(tl.int64) * stride_ob + heads[:, None] * stride_oh + col[None, :]
-        tl.store(dst, (acc / l_safe[:, None]).to(out_ptr.dtype.element_ty),
-                 mask=mask_h[:, None] & mask_d[None, :] & own)
+        dst = out_ptr + b.to(tl.int64) * stride_ob + heads[:, None] * stride_oh + offs_d[None, :]
+        tl.store(dst, (acc / l_safe[:, None]).to(out_ptr.dtype.element_ty), mask=mask_h[:, None] & mask_d[None, :])
         return
     valid = mask_h & ((offs_h * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
     mid = (b.to(tl.int64) * NUM_HEADS + heads) * MAX_SPLITS + split  # [B, H, MAX_SPLITS] row index
-    tl.store(mid_o + mid[:, None] * HEAD_DIM + col[None, :], acc / l_safe[:, None],
-             mask=valid[:, None] & mask_d[None, :] & own)
+    tl.store(mid_o + mid[:, None] * HEAD_DIM + offs_d[None, :], acc / l_safe[:, None],
+             mask=valid[:, None] & mask_d[None, :])
     tl.store(mid_lse + mid, m_i + tl.log2(l_safe), mask=valid)
 
 
@@ -195,7 +187,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
                      dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2, heads_first: bool = True,
-                     kv_per_program: int = 1, new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+                     new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
@@ -205,10 +197,6 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     `heads_first`: stage 1's programs are numbered KV head first, so the programs of one request's heads run
     side by side and read the pool's slot rows (every KV head of a token, adjacent in memory) together;
     otherwise batch first, so one head of every request runs before the next head's.
-
-    `kv_per_program`: KV heads one stage-1 program reads together (a divisor of the KV head count whose query
-    heads fit one tile of at most 64 rows): each slot row is read in spans of that many heads, at the cost of
-    as many times the dot products' width (the padded query rows of a small group are spare anyway).
 
     `new_kv = (k, v, out_loc)` (`[B, KVH, D]` twice, `[B]`): the step's own K/V, not yet in the pool. The
     kernel attends to them from there and stores them at `out_loc`, so no separate store launch is needed.
@@ -223,13 +211,9 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     if batch == 0:
         return out
     use_dot = group >= dot_min_group
-    rows = group * kv_per_program
-    block_h = max(16, triton.next_power_of_2(rows)) if use_dot else triton.next_power_of_2(rows)
+    block_h = max(16, triton.next_power_of_2(group)) if use_dot else triton.next_power_of_2(group)
     block_h = min(block_h, 64)
-    head_blocks = triton.cdiv(rows, block_h)
-    if kv_per_program < 1 or num_kv_heads % kv_per_program or (kv_per_program > 1 and head_blocks > 1):
-        raise ValueError(f"kv_per_program={kv_per_program}: must divide the {num_kv_heads} KV heads, with their "
-                         f"{rows} query heads in one tile of at most 64")
+    head_blocks = triton.cdiv(group, block_h)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
     block_d = triton.next_power_of_2(head_dim)
     log2e = 1.4426950408889634
@@ -238,8 +222,8 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
     pdl = launch_kwargs(q.device)
-    programs = num_kv_heads // kv_per_program * head_blocks
-    grid = (programs, batch, max_splits) if heads_first else (batch, programs, max_splits)
+    grid = (num_kv_heads * head_blocks, batch, max_splits) if heads_first else (batch, num_kv_heads * head_blocks,
+                                                                                 max_splits)
     _decode_stage1[grid](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
@@ -248,7 +232,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
         DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
-        WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, KV_PER_PROG=kv_per_program, num_warps=num_warps, num_stages=num_stages, **pdl,
+        WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, num_warps=num_warps, num_stages=num_stages, **pdl,
     )
     if max_splits == 1:
         return out
