@@ -160,12 +160,14 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
 
 def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
                   default_only: bool = False, splits: bool = False, kv_dtype: torch.dtype = DTYPE,
-                  order: bool = False) -> None:
+                  order: bool = False, waves: bool = False) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
     split, with two wave targets), for small batches whose few programs leave SMs idle. `kv_dtype`: the
-    pool's. `order`: instead, stage 1's programs numbered head first and batch first, over KV tiles and warps."""
+    pool's. `order`: instead, stage 1's programs numbered head first and batch first, over KV tiles and warps.
+    `waves`: instead, the split count's wave target and the fewest tokens per split, with the default launch
+    (how many splits pay at mixed lengths, where a batch waits for its longest requests)."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
@@ -176,6 +178,8 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
     if order:
         variants = [DecodeVariant(block_n=n, num_warps=w, heads_first=h)
                     for h, n, w in itertools.product((True, False), (64, 128), (4, 8))]
+    if waves:
+        variants = [DecodeVariant(waves=w, min_chunk=mc) for w, mc in itertools.product((4, 8, 16, 32), (128, 256))]
     summary = []
     for batch, low, ctx in shapes:
         case = DecodeCase(batch, ctx, gen, low, kv_dtype)
@@ -212,6 +216,8 @@ def main() -> None:
                     "fewest tokens per split instead (small batches)")
     ap.add_argument("--order-sweep", action="store_true", help="with --decode-shapes: stage 1's programs "
                     "numbered head first and batch first, over KV tiles and warps")
+    ap.add_argument("--waves-sweep", action="store_true", help="with --decode-shapes: the split count's wave "
+                    "target (4-32) and the fewest tokens per split (128, 256), default launch")
     ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto", help="with --decode-shapes: the KV "
                     "pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
@@ -228,7 +234,8 @@ def main() -> None:
             low, _, high = ctx.rpartition("-")
             shapes.append((int(batch), int(low or 0), int(high)))
         decode_shapes(shapes, gen, copy_gbs, args.default_only, args.split_sweep,
-                      torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE, args.order_sweep)
+                      torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE, args.order_sweep,
+                      args.waves_sweep)
         return
 
     main_case = DecodeCase(64, 4096, gen)

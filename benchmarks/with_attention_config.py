@@ -1,0 +1,40 @@
+"""Run a benchmark with some of the Triton attention backend's launch parameters changed
+(`TritonAttentionConfig` fields, e.g. `decode_waves=8`): does the engine gain what `bench_attention.py` shows
+for the kernel alone? Fields the start-up tuning chooses (KV tile, warps, stages) are overwritten by it.
+
+Usage: `PYTHONPATH=. python benchmarks/with_attention_config.py FIELD=VALUE [...] -m tierlm bench offline [ARGS]`
+(or a script path instead of `-m MODULE`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import runpy
+import sys
+
+from tierlm.attention import triton_backend
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    changes = {}
+    while args and "=" in args[0]:
+        key, _, value = args.pop(0).partition("=")
+        changes[key] = int(value)
+    if not changes or not args:
+        raise SystemExit(__doc__)
+    cls = triton_backend.TritonAttentionConfig
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if not changes.keys() <= fields:
+        raise SystemExit(f"not a TritonAttentionConfig field: {sorted(changes.keys() - fields)}")
+    base = cls.for_device
+    cls.for_device = staticmethod(lambda device: dataclasses.replace(base(device), **changes))
+    if args[0] == "-m":
+        sys.argv = args[1:]
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = args
+        runpy.run_path(args[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
