@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `tierlm bench offline` workloads other than the nano-vllm default, this tree (A) against another checkout (B, e.g.
+# `git archive COMMIT | tar -x -C DIR`) on one GPU, Qwen3-0.6B with dummy weights, each side with a cache root of
+# its own, in the order B A per workload: WORKLOADS is a `;`-separated list of `bench offline` argument strings
+# (default: the nano-vllm workload over an fp8 KV cache, and 64 long prompts with short answers).
+# Usage: [WORKLOADS="ARGS;ARGS"] bash benchmarks/gpu_ab_workloads.sh B_DIR [OUTDIR]
+set -uo pipefail
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
+ab_dirs "$1" "${2:-ab-workloads}"
+IFS=';' read -r -a loads <<< "${WORKLOADS:---kv-cache-dtype fp8;--num-requests 64 --input-len 3000 4000 --output-len 200 300}"
+i=0
+for args in "${loads[@]}"; do
+  i=$((i + 1))
+  for side in B A; do
+    dir=$(side_dir "$side")
+    # shellcheck disable=SC2086
+    (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-workloads-$side PYTHONPATH=$dir timeout "${RUN_TIMEOUT:-120}" \
+      python3 -m tierlm bench offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json \
+      $args > "$out/w$i-$side.json" 2> "$out/w$i-$side.err") || echo "w$i $side failed"
+  done
+  echo "w$i: $args"
+done
+python3 benchmarks/offline_summary.py "$out"/w*.json
