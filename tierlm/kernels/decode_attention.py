@@ -222,8 +222,9 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
     pdl = launch_kwargs(q.device)
-    grid = (num_kv_heads * head_blocks, batch, max_splits) if heads_first else (batch, num_kv_heads * head_blocks,
-                                                                                 max_splits)
+    programs = num_kv_heads * head_blocks
+    heads_first = heads_first and batch <= 65535  # a grid's second dimension holds at most 65,535 programs
+    grid = (programs, batch, max_splits) if heads_first else (batch, programs, max_splits)
     _decode_stage1[grid](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
@@ -232,7 +233,8 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
         DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
-        WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, num_warps=num_warps, num_stages=num_stages, **pdl,
+        WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, num_warps=num_warps,
+        num_stages=num_stages, **pdl,
     )
     if max_splits == 1:
         return out
