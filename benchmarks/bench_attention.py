@@ -15,7 +15,7 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
-from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.decode_attention import choose_max_splits, decode_attention, longest_first
 from tierlm.kernels.extend_attention import extend_attention
 from tierlm.kvcache.pool import take_rows
 
@@ -34,10 +34,11 @@ class DecodeVariant:
     waves: int = 4
     min_chunk: int = 128
     heads_first: bool = True
+    longest_first: bool = False
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
-        order = "" if self.heads_first else " batch-first"
+        order = ("" if self.heads_first else " batch-first") + (" longest-first" if self.longest_first else "")
         return (f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
                 f"{order}")
 
@@ -103,11 +104,12 @@ class DecodeCase:
                               waves=var.waves)
         mid_o = torch.empty(self.batch, HEADS, s, HEAD_DIM, dtype=torch.float32, device="cuda")
         mid_lse = torch.empty(self.batch, HEADS, s, dtype=torch.float32, device="cuda")
+        order = longest_first(self.seq_lens) if var.longest_first else None  # once per step in the engine
         return lambda: decode_attention(self.q, self.k_buf, self.v_buf, self.table, self.rows, self.seq_lens,
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
                                         num_warps=var.num_warps, num_stages=var.num_stages,
-                                        heads_first=var.heads_first)
+                                        heads_first=var.heads_first, order=order)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))
@@ -160,14 +162,16 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
 
 def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
                   default_only: bool = False, splits: bool = False, kv_dtype: torch.dtype = DTYPE,
-                  order: bool = False, waves: bool = False) -> None:
+                  order: bool = False, waves: bool = False, lpt: bool = False) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
     split, with two wave targets), for small batches whose few programs leave SMs idle. `kv_dtype`: the
     pool's. `order`: instead, stage 1's programs numbered head first and batch first, over KV tiles and warps.
     `waves`: instead, the split count's wave target and the fewest tokens per split, with the default launch
-    (how many splits pay at mixed lengths, where a batch waits for its longest requests)."""
+    (how many splits pay at mixed lengths, where a batch waits for its longest requests). `lpt`: instead,
+    stage 1 with the requests as they come and longest first (KV tile 64/128, 4 warps), and the sort's own
+    time (once per step in the engine, not per layer)."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
@@ -180,6 +184,8 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
                     for h, n, w in itertools.product((True, False), (64, 128), (4, 8))]
     if waves:
         variants = [DecodeVariant(waves=w, min_chunk=mc) for w, mc in itertools.product((4, 8, 16, 32), (128, 256))]
+    if lpt:
+        variants = [DecodeVariant(block_n=n, longest_first=lf) for lf, n in itertools.product((False, True), (128, 64))]
     summary = []
     for batch, low, ctx in shapes:
         case = DecodeCase(batch, ctx, gen, low, kv_dtype)
@@ -193,11 +199,16 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
         default = next(t for t in timed if t[2] == DecodeVariant())
         best = min(timed, key=lambda t: t[0])
         summary.append((batch, f"{low}-{ctx}" if low else ctx, default, best))
-        if order:
-            first = min((t for t in timed if t[2].heads_first), key=lambda t: t[0])
-            other = min((t for t in timed if not t[2].heads_first), key=lambda t: t[0])
-            print(f"order {shape}: head first {first[0]:.1f} us ({first[1]:.0f} GB/s, {first[2].label()}), batch "
-                  f"first {other[0]:.1f} us ({other[1]:.0f} GB/s, {other[2].label()}): {first[0] / other[0]:.3f}x")
+        if order or lpt:
+            which = "heads_first" if order else "longest_first"
+            first = min((t for t in timed if getattr(t[2], which)), key=lambda t: t[0])
+            other = min((t for t in timed if not getattr(t[2], which)), key=lambda t: t[0])
+            print(f"{'order' if order else 'lpt'} {shape}: {which} {first[0]:.1f} us ({first[1]:.0f} GB/s, "
+                  f"{first[2].label()}), not {other[0]:.1f} us ({other[1]:.0f} GB/s, {other[2].label()}): "
+                  f"{first[0] / other[0]:.3f}x")
+        if lpt:
+            sort_us = do_bench_cudagraph(lambda: longest_first(case.seq_lens), return_mode="median") * 1e3
+            print(f"lpt {shape}: the sort alone {sort_us:.1f} us", flush=True)
         del case
     print(f"\n{'shape':>10} {'default us':>10} {'GB/s':>6} {'% copy':>7} {'best us':>8} {'GB/s':>6}  best")
     for batch, ctx, d, b in summary:
@@ -218,6 +229,8 @@ def main() -> None:
                     "numbered head first and batch first, over KV tiles and warps")
     ap.add_argument("--waves-sweep", action="store_true", help="with --decode-shapes: the split count's wave "
                     "target (4-32) and the fewest tokens per split (128, 256), default launch")
+    ap.add_argument("--lpt-sweep", action="store_true", help="with --decode-shapes: stage 1 with the requests "
+                    "as they come and longest first (KV tile 64/128), and the sort's own time")
     ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto", help="with --decode-shapes: the KV "
                     "pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
@@ -235,7 +248,7 @@ def main() -> None:
             shapes.append((int(batch), int(low or 0), int(high)))
         decode_shapes(shapes, gen, copy_gbs, args.default_only, args.split_sweep,
                       torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE, args.order_sweep,
-                      args.waves_sweep)
+                      args.waves_sweep, args.lpt_sweep)
         return
 
     main_case = DecodeCase(64, 4096, gen)

@@ -54,11 +54,13 @@ def check_store(device: str, dtype: torch.dtype, page_size: int = 4, kv_dtype: t
 def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, head_dim: int = 32,
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
-                 fused_store: bool = False, kv_dtype: torch.dtype | None = None, heads_first: bool = True) -> None:
+                 fused_store: bool = False, kv_dtype: torch.dtype | None = None, heads_first: bool = True,
+                 longest_first: bool = False) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
     `new_kv` while their pool slots hold NaN, and must be in the pool afterwards. `heads_first`: the order
-    stage 1's programs are numbered in (either must give the same result)."""
-    from tierlm.kernels.decode_attention import decode_attention
+    stage 1's programs are numbered in; `longest_first`: stage 1 takes the requests longest first (neither
+    may change the result)."""
+    from tierlm.kernels.decode_attention import decode_attention, longest_first as by_length
     from tierlm.kvcache.pool import put_rows
 
     sc = make_scenario([s - 1 for s in seqs], [1] * len(seqs), num_heads, num_kv_heads, head_dim, page_size,
@@ -78,7 +80,7 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     mid_lse = _poison((batch, num_heads, max_splits), device)
     decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
                      min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
-                     heads_first=heads_first, new_kv=new_kv)
+                     heads_first=heads_first, order=by_length(sc.seq_lens) if longest_first else None, new_kv=new_kv)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
     assert same_bytes(sc.k_buf, k_after) and same_bytes(sc.v_buf, v_after)  # stored, nothing else touched
 
@@ -124,6 +126,9 @@ def _cases() -> dict[str, CaseFn]:
         "decode_fused_store_batch_first": dec(num_heads=8, num_kv_heads=2, max_splits=1, fused_store=True, seed=10,
                                               heads_first=False),
         "decode_gqa8": dec(num_heads=8, num_kv_heads=1, seed=2),
+        "decode_longest_first": dec(num_heads=8, num_kv_heads=2, page_size=4, seed=11, longest_first=True),
+        "decode_longest_first_fused_store": dec(num_heads=4, num_kv_heads=2, max_splits=1, fused_store=True,
+                                                seed=12, longest_first=True),
         "decode_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, seed=4),
         "decode_many_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
                                       seqs=(3, 50, 17), seed=5),

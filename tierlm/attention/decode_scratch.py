@@ -1,12 +1,15 @@
 """Split-KV decode metadata shared by the Triton backends (GQA and latent): per step, the batch's rows and
-lengths plus float32 scratch for the per-split outputs; for CUDA graphs, static buffers sized once for every
-batch size up to the largest captured one, so a graph captured for size `bs` stays valid at replay."""
+lengths (and, for larger batches, the order to take them in: longest first) plus float32 scratch for the
+per-split outputs; for CUDA graphs, static buffers sized once for every batch size up to the largest captured
+one, so a graph captured for size `bs` stays valid at replay."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
+
+from tierlm.kernels.decode_attention import longest_first
 
 
 @dataclass
@@ -15,14 +18,18 @@ class DecodeMeta:
     seq_lens: torch.Tensor  # [B] int32
     mid_o: torch.Tensor  # [B, H, S, D] float32 split outputs
     mid_lse: torch.Tensor  # [B, H, S] float32 split log-sum-exps (base 2)
+    order: Optional[torch.Tensor] = None  # [B] the requests by decreasing length, or None: as they come
 
 
 class DecodeScratch:
     """Decode metadata for `heads` heads of output width `width`; `splits(bs)` is the split count of a batch
-    size (a function of the size only)."""
+    size (a function of the size only). Batches of at least `order_from` requests (0: none) also get their
+    longest-first order, computed on the device (one small sort per step, shared by every layer)."""
 
-    def __init__(self, heads: int, width: int, splits: Callable[[int], int], device: torch.device) -> None:
+    def __init__(self, heads: int, width: int, splits: Callable[[int], int], device: torch.device,
+                 order_from: int = 0) -> None:
         self.heads, self.width, self.splits, self.device = heads, width, splits, device
+        self.order_from = order_from
         self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def for_batch(self, req_rows: torch.Tensor, seq_lens: torch.Tensor) -> DecodeMeta:
@@ -33,7 +40,7 @@ class DecodeScratch:
         s = self.splits(bs)
         f32 = dict(dtype=torch.float32, device=self.device)
         return DecodeMeta(req_rows, seq_lens, torch.empty(bs, self.heads, s, self.width, **f32),
-                          torch.empty(bs, self.heads, s, **f32))
+                          torch.empty(bs, self.heads, s, **f32), self._order(seq_lens))
 
     def init_graph(self, max_bs: int, dummy_row: int) -> None:
         """Static buffers for every batch size up to `max_bs` (padding rows point at `dummy_row`)."""
@@ -53,7 +60,11 @@ class DecodeScratch:
         lens[:bs].copy_(seq_lens, non_blocking=True)
         n = bs * self.heads * s
         return DecodeMeta(rows[:bs], lens[:bs], mid_o[:n * self.width].view(bs, self.heads, s, self.width),
-                          mid_lse[:n].view(bs, self.heads, s))
+                          mid_lse[:n].view(bs, self.heads, s), self._order(lens[:bs]))
+
+    def _order(self, seq_lens: torch.Tensor) -> Optional[torch.Tensor]:
+        # a function of the batch size only, so a captured graph keeps whichever it was captured with
+        return longest_first(seq_lens) if 0 < self.order_from <= seq_lens.shape[0] else None
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:

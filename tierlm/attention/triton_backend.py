@@ -37,6 +37,9 @@ class TritonAttentionConfig:
     # GQA groups this large use tl.dot (padded to 16 rows), smaller a broadcast multiply. 1 = always dot:
     # on H200 the padded tl.dot read at 95% of copy bandwidth for group 2, the broadcast at 24%.
     decode_dot_min_group: int = 1
+    # batches of at least this many requests run stage 1 longest request first (0: never), so a mixed batch
+    # does not wait on a long request whose programs started last
+    decode_longest_first: int = 16
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     extend_block_m: int = 64
@@ -48,7 +51,7 @@ class TritonAttentionConfig:
     def for_device(cls, device: torch.device) -> "TritonAttentionConfig":
         if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
-                       decode_num_stages=1, extend_num_stages=1)
+                       decode_num_stages=1, extend_num_stages=1, decode_longest_first=2)
         return cls()
 
 
@@ -81,7 +84,8 @@ class TritonBackend(AttentionBackend):
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
         self._meta: DecodeMeta | _ExtendMeta | None = None
-        self._scratch = DecodeScratch(num_heads, head_dim, self.max_splits, self.device)
+        self._scratch = DecodeScratch(num_heads, head_dim, self.max_splits, self.device,
+                                      self.config.decode_longest_first)
 
     def supports_cuda_graph(self) -> bool:
         return True
@@ -150,4 +154,4 @@ class TritonBackend(AttentionBackend):
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                          meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
                          dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
-                         num_stages=cfg.decode_num_stages, new_kv=new_kv)
+                         num_stages=cfg.decode_num_stages, order=meta.order, new_kv=new_kv)

@@ -37,13 +37,14 @@ def _split_range(seq_len, split, min_chunk, MAX_SPLITS: tl.constexpr, BLOCK_N: t
 
 @triton.jit
 def _decode_stage1(
-    q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out_ptr,
+    q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, order, mid_o, mid_lse, k_new, v_new, out_loc, out_ptr,
     stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn, stride_vnh,
     stride_ob, stride_oh, sm_scale_log2, min_chunk,
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
     PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr, HEADS_FIRST: tl.constexpr,
+    ORDERED: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
@@ -55,6 +56,8 @@ def _decode_stage1(
     else:
         b = tl.program_id(0)
         hb = tl.program_id(1)
+    if ORDERED:  # the step's requests longest first (written before the step, like the lengths)
+        b = tl.load(order + b).to(tl.int32)
     split = tl.program_id(2)
     kv_head = hb // HEAD_BLOCKS
     offs_h = (hb % HEAD_BLOCKS) * BLOCK_H + tl.arange(0, BLOCK_H)  # index inside the group
@@ -183,10 +186,16 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
     return max(1, min(cap, triton.next_power_of_2(want)))
 
 
+def longest_first(seq_lens: torch.Tensor) -> torch.Tensor:
+    """The batch's indices by decreasing length (`[B]` int64, device ops only, so it can be captured)."""
+    return torch.argsort(seq_lens, descending=True)
+
+
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
                      dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2, heads_first: bool = True,
+                     order: Optional[torch.Tensor] = None,
                      new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
@@ -197,6 +206,11 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     `heads_first`: stage 1's programs are numbered KV head first, so the programs of one request's heads run
     side by side and read the pool's slot rows (every KV head of a token, adjacent in memory) together;
     otherwise batch first, so one head of every request runs before the next head's.
+
+    `order` (`[B]`, a permutation of the batch, see `longest_first`): stage 1 takes the requests in this order.
+    Programs start roughly in the order they are numbered, so with the longest requests first the last
+    programs to start are short ones and a batch of mixed lengths does not wait on a long request that
+    started late. The result does not depend on it.
 
     `new_kv = (k, v, out_loc)` (`[B, KVH, D]` twice, `[B]`): the step's own K/V, not yet in the pool. The
     kernel attends to them from there and stores them at `out_loc`, so no separate store launch is needed.
@@ -226,14 +240,16 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     heads_first = heads_first and batch <= 65535  # a grid's second dimension holds at most 65,535 programs
     grid = (programs, batch, max_splits) if heads_first else (batch, programs, max_splits)
     _decode_stage1[grid](
-        q, k_buf, v_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse, k_new, v_new, out_loc, out,
+        q, k_buf, v_buf, req_to_token, req_rows, seq_lens, order if order is not None else seq_lens, mid_o,
+        mid_lse, k_new, v_new, out_loc, out,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
         sm_scale * log2e, min_chunk,
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
         DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
-        WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, num_warps=num_warps,
+        WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, ORDERED=order is not None,
+        num_warps=num_warps,
         num_stages=num_stages, **pdl,
     )
     if max_splits == 1:
