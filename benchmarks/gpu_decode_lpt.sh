@@ -4,7 +4,7 @@
 # against longest first, KV tile 64/128, graph-replayed; the sort's own time), then Qwen3-0.6B's offline
 # workload (`tierlm bench offline`, nano-vllm, dummy weights) with `decode_longest_first` at each of FROM (0:
 # never) through benchmarks/with_attention_config.py, ROUNDS rounds in turn after one uncounted run that fills
-# the cache root; last, benchmarks/read_bandwidth.py (how fast this GPU reads HBM). About 7 minutes.
+# the cache root; last, `read_floor.py --sizes-mb` (how fast one kernel reads buffers of the sizes of the linears). About 7 minutes.
 # Usage: [SHAPES=...] [FROM="0 16"] [ROUNDS=2] bash benchmarks/gpu_decode_lpt.sh [OUTDIR]
 set -uo pipefail
 out=${1:-decode-lpt}; mkdir -p "$out"; out=$(cd "$out" && pwd)
@@ -25,4 +25,4 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
   for f in ${FROM:-0 16}; do offline "$f" "r$round-from$f"; done
 done
 python3 benchmarks/offline_summary.py "$out"/r*.json
-timeout 120 python3 benchmarks/read_bandwidth.py 2>&1 | tee "$out/read.txt" | tail -n 8
+timeout 120 python3 benchmarks/read_floor.py --sizes-mb 8,32,50,117,235,1024 2>&1 | tee "$out/read.txt" | tail -n 8

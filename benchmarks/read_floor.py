@@ -7,12 +7,17 @@ device-to-device copy for comparison, on a buffer of the given size, and prints 
 each byte count asked for (`--floors NAME=GB,...`, by default the two decode goals' models: their
 layer weights, what a decode step reads (layers and LM head, not the embedding table), and all weights).
 
+`--sizes-mb 32,50,...` instead times one read kernel per buffer of each size, cycling inside one CUDA graph
+through enough distinct buffers (1 GiB or more in all) that none is read from L2: how fast a single kernel
+can read a linear layer's weight (a large read hides its start and its tail; a small one cannot).
+
 Usage: PYTHONPATH=. python benchmarks/read_floor.py [--gb 16.06] [--reps 20] [--floors qwen3-0.6b=0.88,...]
-Needs CUDA.
+[--sizes-mb 8,32,...]. Needs CUDA.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import torch
 import triton
@@ -22,11 +27,41 @@ from benchmarks.timing import median_seconds
 
 
 @triton.jit
-def _read_kernel(src, out, BLOCK: tl.constexpr):
-    """Program i sums elements [i*BLOCK, (i+1)*BLOCK) of `src` (no mask: the caller sizes the grid)."""
+def _read_kernel(src, out, BLOCK: tl.constexpr, ITERS: tl.constexpr = 1):
+    """Program i sums elements [i*BLOCK*ITERS, (i+1)*BLOCK*ITERS) of `src`, a block per iteration (no mask:
+    the caller sizes the grid)."""
     pid = tl.program_id(0).to(tl.int64)  # buffers past 2**31 elements
-    x = tl.load(src + pid * BLOCK + tl.arange(0, BLOCK), cache_modifier=".cg")
-    tl.store(out + pid, tl.sum(x.to(tl.float32), axis=0))
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(ITERS):
+        acc += tl.load(src + (pid * ITERS + i) * BLOCK + tl.arange(0, BLOCK), cache_modifier=".cg").to(tl.float32)
+    tl.store(out + pid, tl.sum(acc, axis=0))
+
+
+def per_size(sizes_mb: list[float]) -> None:
+    """The best single-kernel read of a buffer of each size, L2 cold, against a copy and `torch.sum`."""
+    from triton.testing import do_bench_cudagraph
+
+    def gbs(calls: list, nbytes: int) -> float:  # calls replayed back to back in one graph, each its own buffer
+        return nbytes * len(calls) / do_bench_cudagraph(lambda: [c() for c in calls], return_mode="median") / 1e6
+
+    print(f"{'MB':>6} {'copy r+w GB/s':>14} {'torch.sum':>10} {'read kernel':>12}  best launch")
+    for mb in sizes_mb:
+        n = int(mb * 1e6) // 2 // 16384 * 16384
+        bufs = [torch.ones(n, dtype=torch.bfloat16, device="cuda") for _ in range(max(2, -(-(1 << 30) // (2 * n))))]
+        dsts = [torch.empty_like(b) for b in bufs]
+        copy = gbs([lambda s=s, d=d: d.copy_(s) for s, d in zip(bufs, dsts)], 4 * n)
+        del dsts
+        summed = gbs([lambda b=b: b.sum(dtype=torch.float32) for b in bufs], 2 * n)
+        best = (0.0, "")
+        for block, iters, warps in itertools.product((1024, 4096, 8192), (1, 4, 16), (4, 8)):
+            out = torch.empty(n // (block * iters), dtype=torch.float32, device="cuda")
+            calls = [lambda b=b: _read_kernel[(out.numel(),)](b, out, BLOCK=block, ITERS=iters, num_warps=warps)
+                     for b in bufs]
+            rate = gbs(calls, 2 * n)
+            if float(out.sum(dtype=torch.float64)) != n:
+                raise SystemExit(f"read kernel summed {float(out.sum())}, expected {n}")
+            best = max(best, (rate, f"block {block} x {iters}, {warps} warps"))
+        print(f"{mb:6.0f} {copy:14.0f} {summed:10.0f} {best[0]:12.0f}  {best[1]}", flush=True)
 
 
 def main() -> None:
@@ -36,9 +71,15 @@ def main() -> None:
     parser.add_argument("--floors", default="qwen3-0.6b layers=0.88,qwen3-0.6b step=1.19,llama-3.1-8b all=16.06,"
                                             "llama-3.1-8b step=15.01",
                         help="NAME=GB pairs: the least time to read that many bytes at the best rate measured")
+    parser.add_argument("--sizes-mb", default="", help="instead, the best single-kernel read of a buffer of each "
+                        "size (MB, comma list), from HBM")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("read_floor.py needs CUDA")
+    if args.sizes_mb:
+        print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+        per_size([float(s) for s in args.sizes_mb.split(",")])
+        return
     n = int(args.gb * 1e9) // 2
     src = torch.ones(n, dtype=torch.bfloat16, device="cuda")
     sms = torch.cuda.get_device_properties(0).multi_processor_count

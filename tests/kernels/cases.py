@@ -85,6 +85,18 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     assert same_bytes(sc.k_buf, k_after) and same_bytes(sc.v_buf, v_after)  # stored, nothing else touched
 
 
+def check_longest_first(device: str, dtype: torch.dtype) -> None:
+    """The longest-first order against torch's stable sort: ties in batch order, batches past one block."""
+    from tierlm.kernels.decode_attention import longest_first
+
+    gen = torch.Generator().manual_seed(7)
+    for n in (1, 5, 128, 200, 300):
+        lens = torch.randint(1, 40, (n,), generator=gen, dtype=torch.int32)  # many ties
+        got = longest_first(lens.to(device)).cpu()
+        assert got.dtype == torch.int32
+        assert got.tolist() == torch.argsort(lens, descending=True, stable=True).tolist(), n
+
+
 def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, prefix: tuple[int, ...],
                  extend: tuple[int, ...], head_dim: int = 32, page_size: int = 1, block_m: int = 16,
                  block_n: int = 16, seed: int = 0, kv_dtype: torch.dtype | None = None,
@@ -126,6 +138,7 @@ def _cases() -> dict[str, CaseFn]:
         "decode_fused_store_batch_first": dec(num_heads=8, num_kv_heads=2, max_splits=1, fused_store=True, seed=10,
                                               heads_first=False),
         "decode_gqa8": dec(num_heads=8, num_kv_heads=1, seed=2),
+        "longest_first_order": check_longest_first,
         "decode_longest_first": dec(num_heads=8, num_kv_heads=2, page_size=4, seed=11, longest_first=True),
         "decode_longest_first_fused_store": dec(num_heads=4, num_kv_heads=2, max_splits=1, fused_store=True,
                                                 seed=12, longest_first=True),

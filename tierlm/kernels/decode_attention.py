@@ -12,6 +12,7 @@ and the launch never depends on sequence lengths: a CUDA graph captured per batc
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -57,7 +58,7 @@ def _decode_stage1(
         b = tl.program_id(0)
         hb = tl.program_id(1)
     if ORDERED:  # the step's requests longest first (written before the step, like the lengths)
-        b = tl.load(order + b).to(tl.int32)
+        b = tl.load(order + b)
     split = tl.program_id(2)
     kv_head = hb // HEAD_BLOCKS
     offs_h = (hb % HEAD_BLOCKS) * BLOCK_H + tl.arange(0, BLOCK_H)  # index inside the group
@@ -186,9 +187,33 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
     return max(1, min(cap, triton.next_power_of_2(want)))
 
 
+@triton.jit
+def _longest_first_kernel(seq_lens, order, n, BLOCK: tl.constexpr):
+    # rank of i = requests longer than i, plus the equally long ones before it (a stable order); request i goes
+    # to position rank(i). Each program ranks BLOCK requests against all n, BLOCK at a time.
+    offs_i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask_i = offs_i < n
+    len_i = tl.load(seq_lens + offs_i, mask=mask_i, other=0)
+    rank = tl.zeros([BLOCK], dtype=tl.int32)
+    for j0 in range(0, n, BLOCK):
+        offs_j = j0 + tl.arange(0, BLOCK)
+        len_j = tl.load(seq_lens + offs_j, mask=offs_j < n, other=-1)
+        before = (len_j[None, :] > len_i[:, None]) | ((len_j[None, :] == len_i[:, None])
+                                                      & (offs_j[None, :] < offs_i[:, None]))
+        rank += tl.sum(before.to(tl.int32), axis=1)
+    tl.store(order + rank, offs_i, mask=mask_i)
+
+
 def longest_first(seq_lens: torch.Tensor) -> torch.Tensor:
-    """The batch's indices by decreasing length (`[B]` int64, device ops only, so it can be captured)."""
-    return torch.argsort(seq_lens, descending=True)
+    """The batch's indices by decreasing length, equal lengths in batch order (`[B]` int32; device work only, so
+    it can be captured in a CUDA graph). On CUDA one small launch, where a general sort takes several."""
+    n = seq_lens.shape[0]
+    if seq_lens.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return torch.argsort(seq_lens, descending=True, stable=True).to(torch.int32)
+    order = torch.empty(n, dtype=torch.int32, device=seq_lens.device)
+    if n:
+        _longest_first_kernel[(triton.cdiv(n, 128),)](seq_lens, order, n, BLOCK=128)
+    return order
 
 
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
