@@ -15,7 +15,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
+from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2, _longest_first_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _race_pick, _race_slices
@@ -23,7 +23,7 @@ from tierlm.kernels.skinny_gemm import _skinny_kernel
 from tierlm.kernels.store_kv import _store_kv_kernel
 
 POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
-            "seq_lens": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16", "v_new": "*bf16",
+            "seq_lens": "*i32", "order": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16", "v_new": "*bf16",
             "out_loc": "*i64", "out_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
             "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16", "res_ptr": "*bf16", "res_out_ptr": "*bf16",
             "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "qw_ptr": "*bf16",
@@ -44,15 +44,21 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"stage 1 store_new={store} dot={use_dot} pdl={pdl} splits={splits}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
-                         PDL=pdl, DIRECT=splits == 1, WIDE=tl.bfloat16), {}))
+                         PDL=pdl, DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False), {}))
+    for heads_first, ordered in ((True, True), (False, True), (False, False)):
+        out.append((f"stage 1 heads_first={heads_first} ordered={ordered}", _decode_stage1,
+                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
+                         HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True, DIRECT=False,
+                         WIDE=tl.bfloat16, HEADS_FIRST=heads_first, ORDERED=ordered), {}))
     for use_dot, block_h in ((True, 16), (False, 2)):
         out.append((f"stage 1 fp8 pool dot={use_dot}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=True,
-                         PDL=True, DIRECT=False, WIDE=tl.float16), FP8_POOL))
+                         PDL=True, DIRECT=False, WIDE=tl.float16, HEADS_FIRST=True, ORDERED=True), FP8_POOL))
     for pool in ({}, FP8_POOL):
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))
+    out.append(("longest first order", _longest_first_kernel, dict(BLOCK=128), {"seq_lens": "*i32", "order": "*i32"}))
     out.append(("race sample slices", _race_slices, dict(QUARTER=512), {}))
     out.append(("race sample pick", _race_pick, dict(BLOCK_P=128), {}))
     for pdl in (False, True):
