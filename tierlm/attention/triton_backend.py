@@ -37,9 +37,9 @@ class TritonAttentionConfig:
     # GQA groups this large use tl.dot (padded to 16 rows), smaller a broadcast multiply. 1 = always dot:
     # on H200 the padded tl.dot read at 95% of copy bandwidth for group 2, the broadcast at 24%.
     decode_dot_min_group: int = 1
-    # batches of at least this many requests run stage 1 longest request first (0: never), so a mixed batch
-    # does not wait on a long request whose programs started last
-    decode_longest_first: int = 16
+    # batches of at least this many requests run stage 1 longest request first (0: never). Off on the GPU: the
+    # kernel alone gains on mixed lengths, the engine's decode steps do not (docs/benchmarks.md, 2026-12-04)
+    decode_longest_first: int = 0
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     extend_block_m: int = 64
