@@ -59,7 +59,7 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))
     out.append(("longest first order", _longest_first_kernel, dict(BLOCK=128), {"seq_lens": "*i32", "order": "*i32"}))
-    out.append(("race sample slices", _race_slices, dict(QUARTER=512), {}))
+    out.append(("race sample slices", _race_slices, dict(QUARTER=512, FAST=True), {}))
     out.append(("race sample pick", _race_pick, dict(BLOCK_P=128), {}))
     for pdl in (False, True):
         out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,

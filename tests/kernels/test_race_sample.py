@@ -65,3 +65,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_race_sample_draws_from_the_tempered_softmax():
     run_script(SCRIPT, timeout=600)
+
+
+def test_exp1_draws_match_float64():
+    run_script("from tests.kernels.race_noise_probe import main; main()", timeout=300)
