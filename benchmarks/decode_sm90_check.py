@@ -23,13 +23,13 @@ from tierlm.kernels.skinny_gemm import _skinny_kernel
 from tierlm.kernels.store_kv import _store_kv_kernel
 
 POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
-            "seq_lens": "*i32", "order": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16", "v_new": "*bf16",
-            "out_loc": "*i64", "out_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16", "b_ptr": "*bf16",
-            "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16", "res_ptr": "*bf16", "res_out_ptr": "*bf16",
-            "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "qw_ptr": "*bf16",
-            "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16", "logits_ptr": "*bf16", "temp_ptr": "*fp32",
-            "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32", "count_ptr": "*i32",
-            "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64"}
+            "seq_lens": "*i32", "order": "*i32", "mid_o": "*fp32", "mid_lse": "*fp32", "k_new": "*bf16",
+            "v_new": "*bf16", "out_loc": "*i64", "out_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16",
+            "b_ptr": "*bf16", "r_ptr": "*bf16", "nw_ptr": "*bf16", "r_out_ptr": "*bf16", "res_ptr": "*bf16",
+            "res_out_ptr": "*bf16", "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
+            "qw_ptr": "*bf16", "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16", "logits_ptr": "*bf16",
+            "temp_ptr": "*fp32", "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32",
+            "count_ptr": "*i32", "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64"}
 FP8_POOL = {"k_buf": "*fp8e4nv", "v_buf": "*fp8e4nv"}  # --kv-cache-dtype fp8
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
@@ -58,7 +58,7 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
     for pool in ({}, FP8_POOL):
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))
-    out.append(("longest first order", _longest_first_kernel, dict(BLOCK=128), {"seq_lens": "*i32", "order": "*i32"}))
+    out.append(("longest first order", _longest_first_kernel, dict(BLOCK=128), {}))
     out.append(("race sample slices", _race_slices, dict(QUARTER=512, FAST=True), {}))
     out.append(("race sample pick", _race_pick, dict(BLOCK_P=128), {}))
     for pdl in (False, True):

@@ -14,7 +14,6 @@ on the (padded) batch size.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -26,6 +25,7 @@ from tierlm.attention.mla_torch import MLATorchBackend
 from tierlm.kernels.decode_attention import choose_max_splits
 from tierlm.kernels.mla_decode import mla_decode
 from tierlm.kvcache.pool import KVPool
+from tierlm.utils.triton_mode import compiled_on_gpu
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class MLATritonConfig:
 
     @classmethod
     def for_device(cls, device: torch.device) -> "MLATritonConfig":
-        if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        if not compiled_on_gpu(device):
             return cls(block_n=16, min_chunk=16, num_stages=1)
         return cls()
 

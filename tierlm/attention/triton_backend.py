@@ -12,7 +12,6 @@ size `bs` stays valid. `forward` allocates its output inside the captured region
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,6 +23,7 @@ from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.extend_attention import extend_attention
 from tierlm.kernels.store_kv import store_kv
 from tierlm.kvcache.pool import KVPool
+from tierlm.utils.triton_mode import compiled_on_gpu
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class TritonAttentionConfig:
 
     @classmethod
     def for_device(cls, device: torch.device) -> "TritonAttentionConfig":
-        if device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        if not compiled_on_gpu(device):
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
                        decode_num_stages=1, extend_num_stages=1, decode_longest_first=2)
         return cls()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,6 +22,7 @@ from tierlm.models.config import ModelConfig
 from tierlm.models.loader import init_dummy_weights, load_weights
 from tierlm.models.registry import model_class
 from tierlm.parallel.group import TPGroup
+from tierlm.utils.triton_mode import interpreted
 
 logger = logging.getLogger(__name__)
 _ALIGN = 4  # int32 elements in 16 bytes
@@ -138,7 +138,7 @@ class ModelRunner:
         if name == "auto":
             name = auto_backend(self.device.type)
         cls = backend_class(name, kind)
-        if name == "triton" and self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        if name == "triton" and self.device.type != "cuda" and not interpreted():
             raise ValueError("--attention-backend triton needs a CUDA device (or TRITON_INTERPRET=1)")
         args = (self.pool, req_to_token, self.num_heads, mc.head_dim, mc.head_dim ** -0.5)
         if kind != "gqa":  # the model says how its backend is built (heads, widths, softmax scale)

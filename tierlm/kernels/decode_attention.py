@@ -12,7 +12,6 @@ and the launch never depends on sequence lengths: a CUDA graph captured per batc
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
@@ -22,6 +21,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from tierlm.kernels.pdl import launch_kwargs
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
+from tierlm.utils.triton_mode import interpreted
 
 
 @triton.jit
@@ -208,7 +208,7 @@ def longest_first(seq_lens: torch.Tensor) -> torch.Tensor:
     """The batch's indices by decreasing length, equal lengths in batch order (`[B]` int32; device work only, so
     it can be captured in a CUDA graph). On CUDA one small launch, where a general sort takes several."""
     n = seq_lens.shape[0]
-    if seq_lens.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+    if seq_lens.device.type != "cuda" and not interpreted():
         return torch.argsort(seq_lens, descending=True, stable=True).to(torch.int32)
     order = torch.empty(n, dtype=torch.int32, device=seq_lens.device)
     if n:

@@ -16,12 +16,12 @@ the instructions per entry; the Triton interpreter has no such instruction and u
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
+
+from tierlm.utils.triton_mode import compiled_on_gpu
 
 NONE = tl.constexpr(2147483647)  # index of "no entry yet"
 SERIES_BELOW = tl.constexpr(0.125)  # v below this: E by 8 terms of its series (relative error under 2^-24)
@@ -74,14 +74,13 @@ def _race_slices(logits_ptr, temp_ptr, val_ptr, idx_ptr, seed, vocab, stride_row
     for base in range(start, tl.minimum(start + slice_len, vocab), 4 * QUARTER):
         # entry base + j * QUARTER + i takes the j-th of Philox's four words at counter base / 4 + i
         r0, r1, r2, r3 = tl.randint4x(seed + row, base // 4 + lane)
-        best_val, best_idx = _race_quarter(base_ptr, r0, base + lane, vocab, inv_t, best_val, best_idx,
-                                                   FAST)
+        best_val, best_idx = _race_quarter(base_ptr, r0, base + lane, vocab, inv_t, best_val, best_idx, FAST)
         best_val, best_idx = _race_quarter(base_ptr, r1, base + QUARTER + lane, vocab, inv_t, best_val, best_idx,
-                                                   FAST)
-        best_val, best_idx = _race_quarter(base_ptr, r2, base + 2 * QUARTER + lane, vocab, inv_t, best_val, best_idx,
-                                                   FAST)
-        best_val, best_idx = _race_quarter(base_ptr, r3, base + 3 * QUARTER + lane, vocab, inv_t, best_val, best_idx,
-                                                   FAST)
+                                           FAST)
+        best_val, best_idx = _race_quarter(base_ptr, r2, base + 2 * QUARTER + lane, vocab, inv_t, best_val,
+                                           best_idx, FAST)
+        best_val, best_idx = _race_quarter(base_ptr, r3, base + 3 * QUARTER + lane, vocab, inv_t, best_val,
+                                           best_idx, FAST)
     top = tl.max(best_val, axis=0)
     idx = tl.min(tl.where(best_val == top, best_idx, NONE), axis=0)
     tl.store(val_ptr + row * num_parts + part, top)
@@ -120,7 +119,7 @@ def race_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int, qua
     parts = triton.cdiv(vocab, slice_len)
     vals = torch.empty(batch, parts, dtype=torch.float32, device=logits.device)
     idxs = torch.empty(batch, parts, dtype=torch.int32, device=logits.device)
-    fast = logits.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+    fast = compiled_on_gpu(logits.device)
     _race_slices[(batch, parts)](logits, temperatures, vals, idxs, seed, vocab, logits.stride(0), slice_len,
                                  QUARTER=quarter, FAST=fast, num_warps=num_warps)
     _race_pick[(batch,)](vals, idxs, out, parts, BLOCK_P=triton.next_power_of_2(blocks), num_warps=1)
