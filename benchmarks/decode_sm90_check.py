@@ -16,7 +16,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2, _longest_first_kernel
-from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel
+from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mul_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _race_pick, _race_slices
 from tierlm.kernels.skinny_gemm import _skinny_kernel
@@ -44,17 +44,20 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"stage 1 store_new={store} dot={use_dot} pdl={pdl} splits={splits}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
-                         PDL=pdl, DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False), {}))
+                         PDL=pdl, DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False,
+                         PREFETCH_LINES=2 if pdl else 0, LINE=64), {}))
     for heads_first, ordered in ((True, True), (False, True), (False, False)):
         out.append((f"stage 1 heads_first={heads_first} ordered={ordered}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
                          HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True, DIRECT=False,
-                         WIDE=tl.bfloat16, HEADS_FIRST=heads_first, ORDERED=ordered), {}))
+                         WIDE=tl.bfloat16, HEADS_FIRST=heads_first, ORDERED=ordered, PREFETCH_LINES=0, LINE=64),
+                    {}))
     for use_dot, block_h in ((True, 16), (False, 2)):
         out.append((f"stage 1 fp8 pool dot={use_dot}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=True,
-                         PDL=True, DIRECT=False, WIDE=tl.float16, HEADS_FIRST=True, ORDERED=True), FP8_POOL))
+                         PDL=True, DIRECT=False, WIDE=tl.float16, HEADS_FIRST=True, ORDERED=True,
+                         PREFETCH_LINES=1, LINE=128), FP8_POOL))
     for pool in ({}, FP8_POOL):
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))
@@ -65,6 +68,7 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
                                                               BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl), {}))
         out.append((f"rmsnorm pdl={pdl}", _rmsnorm_kernel, dict(HAS_RES=True, BLOCK=1024, PDL=pdl), {}))
+        out.append((f"silu_mul pdl={pdl}", _silu_mul_kernel, dict(BLOCK=1024, PDL=pdl), {}))
         for rows, norm in ((16, True), (64, True), (64, False)):
             out.append((f"qk_norm_rope rows={rows} norm={norm} pdl={pdl}", _qk_norm_rope_kernel,
                         dict(HEAD_DIM=128, HALF=64, NORM=norm, ROWS=rows, PDL=pdl), {}))
@@ -79,11 +83,11 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"gemv pipelined prologue={prologue} rows={rows} ahead={ahead}", _gemv_kernel,
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
                          BLOCK_K=512, STAT_K=512, PIPE=True, AHEAD=ahead, PDL=True), {}))
-    for rows, block_n, split, pdl in ((16, 64, 1, True), (256, 128, 1, True), (64, 32, 4, True), (32, 16, 2, False),
-                                      (64, 128, 2, True)):
-        out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl}", _skinny_kernel,
+    for rows, block_n, split, pdl, lines in ((16, 64, 1, True, 2), (256, 128, 1, True, 1), (64, 32, 4, True, 8),
+                                             (32, 16, 2, False, 0), (64, 128, 2, True, 0)):
+        out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl} prefetch={lines}", _skinny_kernel,
                     dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
-                         SPLIT_K=split, PRECISION="tf32", PDL=pdl), {}))
+                         SPLIT_K=split, PRECISION="tf32", PDL=pdl, PREFETCH_LINES=lines, LINE=64), {}))
     return out
 
 

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
 from tierlm.kernels.pdl import launch_kwargs
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
 from tierlm.utils.triton_mode import interpreted
@@ -45,7 +46,7 @@ def _decode_stage1(
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
     PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr, HEADS_FIRST: tl.constexpr,
-    ORDERED: tl.constexpr,
+    ORDERED: tl.constexpr, PREFETCH_LINES: tl.constexpr, LINE: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
@@ -74,6 +75,12 @@ def _decode_stage1(
     # read here hold earlier steps' K/V: the first tile's slots are read before the wait (`kernels.pdl`)
     first_n = start + tl.arange(0, BLOCK_N)
     next_slots = tl.load(req_to_token + row * stride_r2t + first_n, mask=first_n < end, other=0).to(tl.int64)
+    if PREFETCH_LINES > 0:  # the first tile's K/V lines into L2 during the wait (`kernels.l2_prefetch`);
+        # masked rows point at slot 0, and line offsets past the row are clamped to its last element
+        in_row = tl.minimum(tl.arange(0, PREFETCH_LINES) * LINE, HEAD_DIM - 1)
+        lines = next_slots[:, None] * stride_buf_s + kv_head * stride_buf_h + in_row[None, :]
+        prefetch_l2(k_buf + lines)
+        prefetch_l2(v_buf + lines)
     if PDL:
         gdc_wait()
 
@@ -261,6 +268,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
     pdl = launch_kwargs(q.device)
+    lines, line = l2_prefetch_lines(q.device, "attention", head_dim, k_buf.element_size())
     programs = num_kv_heads * head_blocks
     heads_first = heads_first and batch <= 65535  # a grid's second dimension holds at most 65,535 programs
     grid = (programs, batch, max_splits) if heads_first else (batch, programs, max_splits)
@@ -274,7 +282,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
         DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
         WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, ORDERED=order is not None,
-        num_warps=num_warps,
+        PREFETCH_LINES=lines, LINE=line, num_warps=num_warps,
         num_stages=num_stages, **pdl,
     )
     if max_splits == 1:

@@ -53,7 +53,10 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
 
 
 @triton.jit
-def _silu_mul_kernel(x_ptr, out_ptr, n_cols, stride_x, stride_o, BLOCK: tl.constexpr):
+def _silu_mul_kernel(x_ptr, out_ptr, n_cols, stride_x, stride_o, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    if PDL:  # everything it reads comes from its predecessor: it only lets its successor start early
+        gdc_launch_dependents()
+        gdc_wait()
     row = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_cols
@@ -72,7 +75,8 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     block = 1024
     if n_rows:
         _silu_mul_kernel[(n_rows, triton.cdiv(n_cols, block))](x2, out, n_cols, x2.stride(0), out.stride(0),
-                                                               BLOCK=block, num_warps=4)
+                                                               BLOCK=block, num_warps=4,
+                                                               **launch_kwargs(gate_up.device))
     return out.view(*gate_up.shape[:-1], n_cols)
 
 

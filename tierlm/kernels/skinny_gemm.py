@@ -33,6 +33,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from tierlm.kernels.arrival import last_to_arrive, rearm
 from tierlm.kernels.gemv import as_rows
+from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
 from tierlm.kernels.pdl import launch_options, pdl_enabled
 
 MIN_ROWS, MAX_ROWS = 5, 256  # the rows this kernel serves (fewer: `gemv`; more: cuBLAS)
@@ -66,7 +67,8 @@ class SkinnyConfig:
 @triton.jit(do_not_specialize=["M", "M_PAD"])  # the batch changes from step to step: one build per tile
 def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, N, K, K_SPLIT, stride_xm,
                    stride_wn, stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
+                   BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr,
+                   PREFETCH_LINES: tl.constexpr = 0, LINE: tl.constexpr = 64):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -77,6 +79,9 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
     k_lo = pid_k * K_SPLIT
     k_hi = tl.minimum(k_lo + K_SPLIT, K)
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    if PREFETCH_LINES > 0:  # the slice's first weight lines into L2 during the wait (`kernels.l2_prefetch`)
+        cols = tl.minimum(k_lo + tl.arange(0, PREFETCH_LINES) * LINE, k_hi - 1)
+        prefetch_l2(w_ptr + tl.where(mask_n, offs_n, 0).to(tl.int64)[:, None] * stride_wn + cols[None, :])
     if PDL:
         gdc_wait()
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -151,11 +156,13 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         splits = triton.cdiv(k, k_split)
         part = torch.empty(splits, n, m_tiles * bm, dtype=torch.float32, device=x2.device) if splits > 1 else out
         pdl = pdl_enabled(x2.device)
+        lines, line = l2_prefetch_lines(x2.device, "gemm", min(k_split, config.block_k), weight.element_size())
         _skinny_kernel[(n_tiles, splits, m_tiles)](
             x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
             m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None,
             BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits,
-            PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PDL=pdl, num_warps=config.num_warps,
+            PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PDL=pdl, PREFETCH_LINES=lines, LINE=line,
+            num_warps=config.num_warps,
             num_stages=_stages(config, bm, x2.element_size()), **launch_options(pdl))
     return out
 
