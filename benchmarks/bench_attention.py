@@ -15,7 +15,8 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
-from tierlm.kernels.decode_attention import choose_max_splits, decode_attention, longest_first
+from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.longest_first import longest_first
 from tierlm.kernels.extend_attention import extend_attention
 from tierlm.kvcache.pool import take_rows
 

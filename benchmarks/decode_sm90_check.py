@@ -15,7 +15,8 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2, _longest_first_kernel
+from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
+from tierlm.kernels.longest_first import _longest_first_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mul_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _race_pick, _race_slices
@@ -45,19 +46,26 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
                          PDL=pdl, DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False,
-                         PREFETCH_LINES=2 if pdl else 0, LINE=64), {}))
+                         PREFETCH_LINES=2 if pdl else 0, LINE=64, ROPE=False, NORM=False), {}))
+    for norm, splits in ((True, 1), (True, 64), (False, 64)):  # q/k norm and rotary applied in stage 1
+        out.append((f"stage 1 rope norm={norm} splits={splits}", _decode_stage1,
+                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
+                         HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True,
+                         DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False, PREFETCH_LINES=2,
+                         LINE=64, ROPE=True, NORM=norm), {}))
     for heads_first, ordered in ((True, True), (False, True), (False, False)):
         out.append((f"stage 1 heads_first={heads_first} ordered={ordered}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
                          HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True, DIRECT=False,
-                         WIDE=tl.bfloat16, HEADS_FIRST=heads_first, ORDERED=ordered, PREFETCH_LINES=0, LINE=64),
+                         WIDE=tl.bfloat16, HEADS_FIRST=heads_first, ORDERED=ordered, PREFETCH_LINES=0, LINE=64,
+                         ROPE=False, NORM=False),
                     {}))
     for use_dot, block_h in ((True, 16), (False, 2)):
         out.append((f"stage 1 fp8 pool dot={use_dot}", _decode_stage1,
                     dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=True,
                          PDL=True, DIRECT=False, WIDE=tl.float16, HEADS_FIRST=True, ORDERED=True,
-                         PREFETCH_LINES=1, LINE=128), FP8_POOL))
+                         PREFETCH_LINES=1, LINE=128, ROPE=True, NORM=True), FP8_POOL))
     for pool in ({}, FP8_POOL):
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))

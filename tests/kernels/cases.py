@@ -60,7 +60,8 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     `new_kv` while their pool slots hold NaN, and must be in the pool afterwards. `heads_first`: the order
     stage 1's programs are numbered in; `longest_first`: stage 1 takes the requests longest first (neither
     may change the result)."""
-    from tierlm.kernels.decode_attention import decode_attention, longest_first as by_length
+    from tierlm.kernels.decode_attention import decode_attention
+    from tierlm.kernels.longest_first import longest_first as by_length
     from tierlm.kvcache.pool import put_rows
 
     sc = make_scenario([s - 1 for s in seqs], [1] * len(seqs), num_heads, num_kv_heads, head_dim, page_size,
@@ -87,7 +88,7 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
 
 def check_longest_first(device: str, dtype: torch.dtype) -> None:
     """The longest-first order against torch's stable sort: ties in batch order, batches past one block."""
-    from tierlm.kernels.decode_attention import longest_first
+    from tierlm.kernels.longest_first import longest_first
 
     gen = torch.Generator().manual_seed(7)
     for n in (1, 5, 128, 200, 300):

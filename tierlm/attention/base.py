@@ -80,6 +80,12 @@ class AttentionBackend(ABC):
                 batch: ForwardBatch) -> torch.Tensor:
         """q `[T, H, D]`, k/v `[T, KVH, D]` → output `[T, H * D]`."""
 
+    def fuses_rope(self, batch: ForwardBatch) -> bool:
+        """Whether `forward` takes this batch's q and k straight from the QKV projection, before the q/k norm
+        and rotary, and applies them itself (given as `forward(..., rope=QKRope)`); a backend that says so
+        must accept that keyword. Saves the step a pass over q and k of its own."""
+        return False
+
     @abstractmethod
     def supports_cuda_graph(self) -> bool:
         """Whether decode passes through this backend can be captured as CUDA graphs."""

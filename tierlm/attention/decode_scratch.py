@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import torch
 
-from tierlm.kernels.decode_attention import longest_first
+from tierlm.kernels.longest_first import longest_first
 
 
 @dataclass

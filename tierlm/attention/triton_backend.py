@@ -21,6 +21,7 @@ from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.extend_attention import extend_attention
+from tierlm.kernels.rope_tile import QKRope, fusable
 from tierlm.kernels.store_kv import store_kv
 from tierlm.kvcache.pool import KVPool
 from tierlm.utils.triton_mode import compiled_on_gpu
@@ -40,6 +41,9 @@ class TritonAttentionConfig:
     # batches of at least this many requests run stage 1 longest request first (0: never). Off on the GPU: the
     # kernel alone gains on mixed lengths, the engine's decode steps do not (docs/benchmarks.md, 2026-12-04)
     decode_longest_first: int = 0
+    # decode steps apply the q/k norm and rotary inside decode attention (no pass of their own). Off on the GPU
+    # until an engine A/B shows it pays; the interpreter config turns it on, so CPU tests cover it
+    decode_fused_rope: int = 0
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     extend_block_m: int = 64
@@ -51,7 +55,8 @@ class TritonAttentionConfig:
     def for_device(cls, device: torch.device) -> "TritonAttentionConfig":
         if not compiled_on_gpu(device):
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
-                       decode_num_stages=1, extend_num_stages=1, decode_longest_first=2)
+                       decode_num_stages=1, extend_num_stages=1, decode_longest_first=2,
+                       decode_fused_rope=1)
         return cls()
 
 
@@ -90,6 +95,9 @@ class TritonBackend(AttentionBackend):
     def supports_cuda_graph(self) -> bool:
         return True
 
+    def fuses_rope(self, batch: ForwardBatch) -> bool:
+        return bool(self.config.decode_fused_rope) and batch.mode == "decode" and fusable(self.head_dim)
+
     def max_splits(self, batch_size: int) -> int:
         """KV splits per request for a decode batch of this size (a function of the size only)."""
         return choose_max_splits(batch_size, self.num_kv_heads, self.num_sms, waves=self.config.decode_waves)
@@ -124,7 +132,7 @@ class TritonBackend(AttentionBackend):
         self._meta = _ExtendMeta(batch.qo_indptr[:c + 1], chunk_rows, c, decode)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
-                batch: ForwardBatch) -> torch.Tensor:
+                batch: ForwardBatch, rope: Optional[QKRope] = None) -> torch.Tensor:
         self.wait_kv(layer)
         bufs = self.pool.layers[layer]
         k_buf, v_buf = bufs["k"], bufs["v"]
@@ -132,8 +140,9 @@ class TritonBackend(AttentionBackend):
         out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
         if batch.mode == "decode":  # the decode kernel stores the step's K/V itself (one launch fewer)
             assert isinstance(meta, DecodeMeta), "prepare(batch) must run before forward"
-            self._decode(q, k_buf, v_buf, out, meta, (k, v, batch.out_loc))
+            self._decode(q, k_buf, v_buf, out, meta, (k, v, batch.out_loc), rope)
             return out.view(q.shape[0], self.num_heads * self.head_dim)
+        assert rope is None, "only decode steps take q/k before their rotary (fuses_rope)"
         rounded = store_kv(k, v, k_buf, v_buf, batch.out_loc, round_back=True)
         assert isinstance(meta, _ExtendMeta), "prepare(batch) must run before forward"
         t = q.shape[0] - (meta.decode.req_rows.shape[0] if meta.decode is not None else 0)
@@ -149,9 +158,9 @@ class TritonBackend(AttentionBackend):
         return out.view(q.shape[0], self.num_heads * self.head_dim)
 
     def _decode(self, q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, out: torch.Tensor,
-                meta: DecodeMeta, new_kv: Optional[tuple] = None) -> None:
+                meta: DecodeMeta, new_kv: Optional[tuple] = None, rope: Optional[QKRope] = None) -> None:
         cfg = self.config
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                          meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
                          dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
-                         num_stages=cfg.decode_num_stages, order=meta.order, new_kv=new_kv)
+                         num_stages=cfg.decode_num_stages, order=meta.order, new_kv=new_kv, rope=rope)

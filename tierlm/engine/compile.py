@@ -66,6 +66,9 @@ class _GraphAttention:
     def __init__(self, width: int) -> None:
         self.width = width  # output features per token: heads x value head size
 
+    def fuses_rope(self, batch) -> bool:
+        return False  # the compiled graph keeps the model's own rotary; the op takes rotated q and k
+
     def forward(self, q, k, v, layer, batch):
         return torch.ops.tierlm.attention(q, k, v, layer, self.width)
 

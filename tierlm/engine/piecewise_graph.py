@@ -72,6 +72,9 @@ class _Cut:
             graph.capture_begin(pool=self.runner.pool)
             self.graphs.append(graph)
 
+    def fuses_rope(self, batch: ForwardBatch) -> bool:
+        return False  # extend passes: the model applies its rotary before attention
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, batch: ForwardBatch
                 ) -> torch.Tensor:
         r, n = self.runner, self.tokens

@@ -22,7 +22,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
 from tierlm.kernels.pdl import launch_kwargs
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
-from tierlm.utils.triton_mode import interpreted
+from tierlm.kernels.rope_tile import QKRope, fusable, load_rotated, rope_tables, weight_halves
 
 
 @triton.jit
@@ -40,13 +40,14 @@ def _split_range(seq_len, split, min_chunk, MAX_SPLITS: tl.constexpr, BLOCK_N: t
 @triton.jit
 def _decode_stage1(
     q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, order, mid_o, mid_lse, k_new, v_new, out_loc, out_ptr,
+    pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr,
     stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn, stride_vnh,
-    stride_ob, stride_oh, sm_scale_log2, min_chunk,
+    stride_ob, stride_oh, stride_cos, sm_scale_log2, min_chunk, eps,
     GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
     PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr, HEADS_FIRST: tl.constexpr,
-    ORDERED: tl.constexpr, PREFETCH_LINES: tl.constexpr, LINE: tl.constexpr,
+    ORDERED: tl.constexpr, PREFETCH_LINES: tl.constexpr, LINE: tl.constexpr, ROPE: tl.constexpr, NORM: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
@@ -81,11 +82,18 @@ def _decode_stage1(
         lines = next_slots[:, None] * stride_buf_s + kv_head * stride_buf_h + in_row[None, :]
         prefetch_l2(k_buf + lines)
         prefetch_l2(v_buf + lines)
+    if ROPE:  # q and the new k arrive before their norm and rotary, applied here (`kernels.rope_tile`)
+        dtype = q_ptr.dtype.element_ty
+        cos, sin = rope_tables(tl.load(pos_ptr + b), cos_ptr, sin_ptr, stride_cos, HEAD_DIM // 2, dtype)
+        qw1, qw2 = weight_halves(qw_ptr, HEAD_DIM // 2, NORM)
     if PDL:
         gdc_wait()
 
-    q = tl.load(q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh + offs_d[None, :],
-                mask=mask_h[:, None] & mask_d[None, :], other=0.0)
+    q_rows = q_ptr + b.to(tl.int64) * stride_qb + heads * stride_qh
+    if ROPE:
+        q = load_rotated(q_rows, mask_h, cos, sin, qw1, qw2, eps, HEAD_DIM, HEAD_DIM // 2, NORM, dtype)
+    else:
+        q = tl.load(q_rows[:, None] + offs_d[None, :], mask=mask_h[:, None] & mask_d[None, :], other=0.0)
     q = widen_q(q, WIDE)  # K/V below are widened to q's type
     # Finite initial max: a fully masked tile then gives p = 0 and alpha = 1, never NaN.
     m_i = tl.full([BLOCK_H], -1.0e30, dtype=tl.float32)
@@ -128,7 +136,13 @@ def _decode_stage1(
     if STORE_NEW:
         if owns_new:
             b64 = b.to(tl.int64)
-            kn = tl.load(k_new + b64 * stride_kn + kv_head * stride_knh + offs_d, mask=mask_d, other=0.0)
+            k_row = k_new + b64 * stride_kn + kv_head * stride_knh
+            if ROPE:
+                kw1, kw2 = weight_halves(kw_ptr, HEAD_DIM // 2, NORM)
+                kn = tl.reshape(load_rotated(k_row + tl.zeros([1], tl.int64), tl.full([1], 1, tl.int1), cos, sin,
+                                             kw1, kw2, eps, HEAD_DIM, HEAD_DIM // 2, NORM, dtype), (HEAD_DIM,))
+            else:
+                kn = tl.load(k_row + offs_d, mask=mask_d, other=0.0)
             vn = tl.load(v_new + b64 * stride_vn + kv_head * stride_vnh + offs_d, mask=mask_d, other=0.0)
             kn = to_pool(kn, k_buf.dtype.element_ty)  # rounded as the pool holds it
             vn = to_pool(vn, v_buf.dtype.element_ty)
@@ -194,41 +208,13 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
     return max(1, min(cap, triton.next_power_of_2(want)))
 
 
-@triton.jit
-def _longest_first_kernel(seq_lens, order, n, BLOCK: tl.constexpr):
-    # rank of i = requests longer than i, plus the equally long ones before it (a stable order); request i goes
-    # to position rank(i). Each program ranks BLOCK requests against all n, BLOCK at a time.
-    offs_i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask_i = offs_i < n
-    len_i = tl.load(seq_lens + offs_i, mask=mask_i, other=0)
-    rank = tl.zeros([BLOCK], dtype=tl.int32)
-    for j0 in range(0, n, BLOCK):
-        offs_j = j0 + tl.arange(0, BLOCK)
-        len_j = tl.load(seq_lens + offs_j, mask=offs_j < n, other=-1)
-        before = (len_j[None, :] > len_i[:, None]) | ((len_j[None, :] == len_i[:, None])
-                                                      & (offs_j[None, :] < offs_i[:, None]))
-        rank += tl.sum(before.to(tl.int32), axis=1)
-    tl.store(order + rank, offs_i, mask=mask_i)
-
-
-def longest_first(seq_lens: torch.Tensor) -> torch.Tensor:
-    """The batch's indices by decreasing length, equal lengths in batch order (`[B]` int32; device work only, so
-    it can be captured in a CUDA graph). On CUDA one small launch, where a general sort takes several."""
-    n = seq_lens.shape[0]
-    if seq_lens.device.type != "cuda" and not interpreted():
-        return torch.argsort(seq_lens, descending=True, stable=True).to(torch.int32)
-    order = torch.empty(n, dtype=torch.int32, device=seq_lens.device)
-    if n:
-        _longest_first_kernel[(triton.cdiv(n, 128),)](seq_lens, order, n, BLOCK=128)
-    return order
-
-
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
                      dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2, heads_first: bool = True,
                      order: Optional[torch.Tensor] = None,
-                     new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+                     new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+                     rope: Optional[QKRope] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
@@ -246,6 +232,11 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
 
     `new_kv = (k, v, out_loc)` (`[B, KVH, D]` twice, `[B]`): the step's own K/V, not yet in the pool. The
     kernel attends to them from there and stores them at `out_loc`, so no separate store launch is needed.
+
+    `rope` (with `new_kv`, for a head dimension `rope_tile.fusable` allows): `q` and the new k are the QKV
+    projection's, before the q/k norm and rotary, which stage 1 applies as it loads them (as
+    `fused.qk_norm_rope` computes them), so the step needs no pass of its own for them. `q` and `k` may then
+    be strided views of the projection's output.
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buf.shape[1]
@@ -267,6 +258,13 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     if new_kv is not None:
         assert k_new.shape == (batch, num_kv_heads, head_dim) and v_new.shape == k_new.shape
         assert k_new.stride(2) == 1 and v_new.stride(2) == 1 and out_loc.shape == (batch,)
+    if rope is not None:
+        assert new_kv is not None and fusable(head_dim), "rotary in stage 1 needs new_kv and halves of 2^n"
+        norm = rope.q_norm_w is not None
+        rope_args = (rope.positions, rope.cos, rope.sin, rope.q_norm_w if norm else q, rope.k_norm_w if norm else q)
+        stride_cos, eps = rope.cos.stride(0), rope.eps
+    else:
+        norm, rope_args, stride_cos, eps = False, (seq_lens, q, q, q, q), 0, 0.0
     pdl = launch_kwargs(q.device)
     lines, line = l2_prefetch_lines(q.device, "attention", head_dim, k_buf.element_size())
     programs = num_kv_heads * head_blocks
@@ -274,15 +272,15 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     grid = (programs, batch, max_splits) if heads_first else (batch, programs, max_splits)
     _decode_stage1[grid](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, order if order is not None else seq_lens, mid_o,
-        mid_lse, k_new, v_new, out_loc, out,
+        mid_lse, k_new, v_new, out_loc, out, *rope_args,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
-        sm_scale * log2e, min_chunk,
+        stride_cos, sm_scale * log2e, min_chunk, eps,
         GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
         DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
         WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, ORDERED=order is not None,
-        PREFETCH_LINES=lines, LINE=line, num_warps=num_warps,
+        PREFETCH_LINES=lines, LINE=line, ROPE=rope is not None, NORM=norm, num_warps=num_warps,
         num_stages=num_stages, **pdl,
     )
     if max_splits == 1:

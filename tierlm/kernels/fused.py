@@ -13,6 +13,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from tierlm.kernels.pdl import launch_kwargs
+from tierlm.kernels.rope_tile import norm_rope_halves
 
 
 @triton.jit
@@ -100,6 +101,8 @@ def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, q_o
     trig = pos[:, None] * stride_cos + offs[None, :]
     c = tl.load(cos_ptr + trig, mask=live2, other=0.0).to(dtype).to(tl.float32)
     s = tl.load(sin_ptr + trig, mask=live2, other=0.0).to(dtype).to(tl.float32)
+    w1 = c
+    w2 = c
     if NORM:
         is_q2 = is_q[:, None]
         w1 = tl.where(is_q2, tl.load(qw_ptr + offs)[None, :], tl.load(kw_ptr + offs)[None, :]).to(tl.float32)
@@ -111,12 +114,7 @@ def _qk_norm_rope_kernel(qkv_ptr, pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, q_o
     src = qkv_ptr + tok[:, None] * stride_t + head[:, None] * HEAD_DIM + offs[None, :]
     x1 = tl.load(src, mask=live2, other=0.0).to(tl.float32)
     x2 = tl.load(src + HALF, mask=live2, other=0.0).to(tl.float32)
-    if NORM:  # per-head RMSNorm before rotary (Qwen3); rounded to the input dtype like the torch layer
-        rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)) / HEAD_DIM + eps)
-        x1 = (w1 * (x1 * rstd[:, None]).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-        x2 = (w2 * (x2 * rstd[:, None]).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-    o1 = (x1 * c - x2 * s).to(dtype)
-    o2 = (x2 * c + x1 * s).to(dtype)
+    o1, o2 = norm_rope_halves(x1, x2, c, s, w1, w2, eps, HEAD_DIM, NORM, dtype)  # per-head norm (Qwen3), rotary
     q_dst = q_out + (tok * num_q_heads + head)[:, None] * HEAD_DIM + offs[None, :]
     k_dst = k_out + (tok * num_kv_heads + head - num_q_heads)[:, None] * HEAD_DIM + offs[None, :]
     to_q = live2 & is_q[:, None]

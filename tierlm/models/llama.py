@@ -6,7 +6,7 @@ fused (`qkv_proj`, `gate_up_proj`); `STACKED` tells the loader how checkpoint te
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
@@ -56,16 +56,27 @@ class Attention(nn.Module):
         """Which slice of the checkpoint's q, k or v rows this rank holds."""
         return self.rank if shard == "q" else self.kv_index
 
+    def _qk_norm(self) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], float]:
+        """The q/k norm weights (None without a q/k norm) and epsilon, as the fused kernels take them."""
+        if self.q_norm is None:
+            return None, None, 1e-6
+        return self.q_norm.weight, self.k_norm.weight, self.q_norm.eps
+
     def forward(self, x: torch.Tensor, batch: ForwardBatch, rotary: RotaryEmbedding,
                 attn: AttentionBackend) -> torch.Tensor:
         qkv = self.qkv_proj(x)
+        if attn.fuses_rope(batch):  # the attention kernel applies the q/k norm and rotary as it loads them
+            from tierlm.kernels.rope_tile import QKRope
+
+            rope = QKRope(batch.positions, rotary.cos, rotary.sin, *self._qk_norm())
+            q, k, v = (qkv[:, a:b].view(-1, (b - a) // self.head_dim, self.head_dim)
+                       for a, b in (self.shard_range(s) for s in "qkv"))
+            return self.o_proj(attn.forward(q, k, v, self.layer, batch, rope=rope))
         if qkv.is_cuda and self.head_dim % 32 == 0:  # one fused Triton pass for q/k norm + rotary
             from tierlm.kernels.fused import qk_norm_rope
 
             q, k = qk_norm_rope(qkv, batch.positions, rotary.cos, rotary.sin, self.num_heads, self.num_kv_heads,
-                                self.head_dim, self.q_norm.weight if self.q_norm is not None else None,
-                                self.k_norm.weight if self.k_norm is not None else None,
-                                self.q_norm.eps if self.q_norm is not None else 1e-6)
+                                self.head_dim, *self._qk_norm())
             v = qkv[:, self.q_size + self.kv_size:].view(-1, self.num_kv_heads, self.head_dim)
             return self.o_proj(attn.forward(q, k, v, self.layer, batch))
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)

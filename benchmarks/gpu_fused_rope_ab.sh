@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The q/k norm and rotary applied inside decode attention (`TritonAttentionConfig.decode_fused_rope`) against their
+# own pass, on one tree and one cache root (so both settings run the same tuned launches): the kernel's GPU tests,
+# then Qwen3-0.6B's offline workload (nano-vllm, dummy weights) with the setting 0 and 1 in turn, ROUNDS (2) rounds
+# after an uncounted first run that fills the root, then the batch-1 TPOT (128 in / 512 out) with each.
+# About 5 minutes. Usage: bash benchmarks/gpu_fused_rope_ab.sh [OUTDIR]
+set -uo pipefail
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, b1 helpers
+ab_dirs . "${1:-fused-rope-ab}"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_rope_in_stage1.py \
+  tests/kernels/test_fused.py tests/kernels/test_l2_prefetch.py 2>&1 | tail -n 2
+export TIERLM_CACHE_DIR=$here/.cache-fused-rope PYTHONPATH=$here
+
+with_rope() {  # SETTING TAG ARGS...: one `bench offline` run with decode_fused_rope=SETTING
+  local setting=$1 tag=$2; shift 2
+  timeout "${RUN_TIMEOUT:-150}" python3 benchmarks/with_attention_config.py "decode_fused_rope=$setting" -m tierlm \
+    bench offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json "$@" \
+    > "$out/$tag.json" 2> "$out/$tag.err" || echo "$tag failed"
+}
+with_rope 1 cold-1
+for round in $(seq 1 "${ROUNDS:-2}"); do
+  for setting in 1 0; do with_rope "$setting" "r$round-rope$setting"; done
+done
+for setting in 1 0; do
+  with_rope "$setting" "b1-rope$setting" --num-requests 1 --input-len 128 128 --output-len 512 512
+done
+python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json "$out"/b1-*.json
