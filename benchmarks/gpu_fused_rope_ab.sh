@@ -2,7 +2,8 @@
 # The q/k norm and rotary applied inside decode attention (`TritonAttentionConfig.decode_fused_rope`) against their
 # own pass, on one tree and one cache root (so both settings run the same tuned launches): the kernel's GPU tests,
 # then Qwen3-0.6B's offline workload (nano-vllm, dummy weights) with the setting 0 and 1 in turn, ROUNDS (2) rounds
-# after an uncounted first run that fills the root, then the batch-1 TPOT (128 in / 512 out) with each.
+# after an uncounted first run that fills the root, then the batch-1 TPOT (128 in / 512 out) with each and with
+# the L2 prefetches off (`TIERLM_L2_PREFETCH=0`).
 # About 5 minutes. Usage: bash benchmarks/gpu_fused_rope_ab.sh [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, b1 helpers
@@ -22,7 +23,7 @@ with_rope 1 cold-1
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for setting in 1 0; do with_rope "$setting" "r$round-rope$setting"; done
 done
-for setting in 1 0; do
-  with_rope "$setting" "b1-rope$setting" --num-requests 1 --input-len 128 128 --output-len 512 512
-done
+b1=(--num-requests 1 --input-len 128 128 --output-len 512 512)
+for setting in 1 0; do with_rope "$setting" "b1-rope$setting" "${b1[@]}"; done
+TIERLM_L2_PREFETCH=0 with_rope 0 b1-rope0-no-prefetch "${b1[@]}"  # the batch-1 TPOT before 9194fc8's prefetches
 python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json "$out"/b1-*.json
