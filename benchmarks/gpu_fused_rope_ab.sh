@@ -26,4 +26,5 @@ done
 b1=(--num-requests 1 --input-len 128 128 --output-len 512 512)
 for setting in 1 0; do with_rope "$setting" "b1-rope$setting" "${b1[@]}"; done
 TIERLM_L2_PREFETCH=0 with_rope 0 b1-rope0-no-prefetch "${b1[@]}"  # the batch-1 TPOT before 9194fc8's prefetches
+python3 benchmarks/show_tuned.py "$TIERLM_CACHE_DIR" > "$out/tuned.txt"
 python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json "$out"/b1-*.json

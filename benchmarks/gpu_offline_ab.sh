@@ -31,4 +31,5 @@ for side in A B; do
   root=$here/.cache-offline-$side; [ -n "${SHARED_ROOT:-}" ] && root=$here/.cache-offline-shared
   b1_tpot "$(side_dir $side)" "$out/b1-$side" TIERLM_CACHE_DIR="$root"
 done
+python3 benchmarks/show_tuned.py "$here"/.cache-offline-* > "$out/tuned.txt"
 python3 benchmarks/offline_summary.py "$out"/r*.json "$out"/b1-*.json

@@ -19,4 +19,5 @@ for tree in "$@"; do offline "${tree%%=*}" "${tree#*=}" "cold-${tree%%=*}"; done
 for round in $(seq 1 "${ROUNDS:-2}"); do
   for tree in "$@"; do offline "${tree%%=*}" "${tree#*=}" "r$round-${tree%%=*}"; done
 done
+python3 benchmarks/show_tuned.py "$here"/.cache-trees-* > "$out/tuned.txt"
 python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json

@@ -31,4 +31,5 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
   offline A "$roots/A" "r$round-A-ownA"; offline B "$roots/B" "r$round-B-ownB"
   offline A "$roots/A-with-B" "r$round-A-launchB"; offline B "$roots/B-with-A" "r$round-B-launchA"
 done
+python3 benchmarks/show_tuned.py "$roots"/* > "$out/tuned.txt"
 python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json

@@ -25,4 +25,5 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
   for mode in ${MODES:-1 0 attention}; do offline A "$mode" "r$round-A-$mode"; done
   offline B 0 "r$round-B"
 done
+python3 benchmarks/show_tuned.py "$here"/.cache-prefetch-* > "$out/tuned.txt"
 python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json
