@@ -22,3 +22,8 @@ ab_dirs() {  # B_DIR OUT: sets base (B's checkout) and out (created) as absolute
 side_dir() {  # SIDE: the checkout of side A (this tree) or B (after ab_dirs)
   if [ "$1" = B ]; then echo "$base"; else echo "$here"; fi
 }
+
+side_root() {  # NAME SIDE: the cache root of SIDE's runs, `.cache-NAME-SIDE` under this tree, or `.cache-NAME-shared`
+  # for both sides with SHARED_ROOT set (both then run the launches the first run tuned)
+  if [ -n "${SHARED_ROOT:-}" ]; then echo "$here/.cache-$1-shared"; else echo "$here/.cache-$1-$2"; fi
+}

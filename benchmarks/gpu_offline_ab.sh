@@ -8,7 +8,7 @@
 # that differ between two roots can move the workload by more than a change being compared).
 # About 4 minutes. Usage: [TESTS=...] bash benchmarks/gpu_offline_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, b1_tpot
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, b1_tpot
 ab_dirs "$1" "${2:-offline-ab}"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 if [ -n "${TESTS:-}" ]; then
@@ -19,8 +19,7 @@ fi
 offline() {  # SIDE TAG: one `bench offline` run with SIDE's code (side A adds $A_ARGS)
   local dir extra=""; dir=$(side_dir "$1")
   if [ "$1" = A ]; then extra=${A_ARGS:-}; fi
-  local root=$here/.cache-offline-$1; [ -n "${SHARED_ROOT:-}" ] && root=$here/.cache-offline-shared
-  (cd "$dir" && TIERLM_CACHE_DIR=$root PYTHONPATH=$dir timeout "${RUN_TIMEOUT:-120}" python3 -m tierlm bench \
+  (cd "$dir" && TIERLM_CACHE_DIR=$(side_root offline "$1") PYTHONPATH=$dir timeout "${RUN_TIMEOUT:-120}" python3 -m tierlm bench \
     offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json $extra > "$out/$2.json" \
     2> "$out/$2.err") || echo "$2 failed"
 }
@@ -28,8 +27,7 @@ offline A cold-A; offline B cold-B
 for round in $(seq 1 "${ROUNDS:-2}"); do offline A "r$round-A"; offline B "r$round-B"; done
 for side in A B; do
   [ -n "${SKIP_B1:-}" ] && break
-  root=$here/.cache-offline-$side; [ -n "${SHARED_ROOT:-}" ] && root=$here/.cache-offline-shared
-  b1_tpot "$(side_dir $side)" "$out/b1-$side" TIERLM_CACHE_DIR="$root"
+  b1_tpot "$(side_dir $side)" "$out/b1-$side" TIERLM_CACHE_DIR="$(side_root offline $side)"
 done
 python3 benchmarks/show_tuned.py "$here"/.cache-offline-* > "$out/tuned.txt"
 python3 benchmarks/offline_summary.py "$out"/r*.json "$out"/b1-*.json

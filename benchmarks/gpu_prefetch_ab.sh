@@ -7,7 +7,7 @@
 # prefetch tests run first on the GPU. MODES overrides the list. About 7 minutes.
 # Usage: bash benchmarks/gpu_prefetch_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root
 ab_dirs "$1" "${2:-prefetch-ab}"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_l2_prefetch.py \
@@ -15,8 +15,7 @@ PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kern
 
 offline() {  # SIDE MODE TAG: one `bench offline` run with SIDE's code and TIERLM_L2_PREFETCH=MODE
   local dir; dir=$(side_dir "$1")
-  local root=$here/.cache-prefetch-$1; [ -n "${SHARED_ROOT:-}" ] && root=$here/.cache-prefetch-shared
-  (cd "$dir" && TIERLM_L2_PREFETCH=$2 TIERLM_CACHE_DIR=$root PYTHONPATH=$dir \
+  (cd "$dir" && TIERLM_L2_PREFETCH=$2 TIERLM_CACHE_DIR=$(side_root prefetch "$1") PYTHONPATH=$dir \
     timeout "${RUN_TIMEOUT:-150}" python3 -m tierlm bench offline --model builtin:qwen3-0.6b --load-format dummy \
     --skip-tokenizer-init --json > "$out/$3.json" 2> "$out/$3.err") || echo "$3 failed"
 }

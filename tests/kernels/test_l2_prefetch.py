@@ -10,9 +10,6 @@ import torch
 from tierlm.kernels import l2_prefetch
 from tierlm.kernels.l2_prefetch import ENV, l2_prefetch_lines, lines_per_row
 
-CUDA = torch.device("cuda", 0)
-
-
 def test_lines_cover_a_row_in_a_power_of_two():
     assert lines_per_row(128, 2) == (2, 64)  # a bf16 head of 128: two 128-byte lines
     assert lines_per_row(128, 1) == (1, 128)  # fp8
@@ -24,18 +21,16 @@ def test_lines_cover_a_row_in_a_power_of_two():
                                                  ("1", (2, 64), (2, 64)), ("nonsense", (2, 64), (2, 64))])
 def test_modes(monkeypatch, mode, attention, gemm):
     monkeypatch.setenv(ENV, mode)
-    with mock.patch.object(l2_prefetch, "pdl_enabled", return_value=True), \
-            mock.patch.object(l2_prefetch, "interpreted", return_value=False):
-        assert l2_prefetch_lines(CUDA, "attention", 128, 2) == attention
-        assert l2_prefetch_lines(CUDA, "gemm", 128, 2) == gemm  # a K tile of 128 bf16 columns
+    with mock.patch.object(l2_prefetch, "interpreted", return_value=False):
+        assert l2_prefetch_lines(True, "attention", 128, 2) == attention
+        assert l2_prefetch_lines(True, "gemm", 128, 2) == gemm  # a K tile of 128 bf16 columns
 
 
 def test_none_without_pdl_or_when_interpreted(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
-    assert l2_prefetch_lines(torch.device("cpu"), "attention", 128, 2) == (0, 1)
-    with mock.patch.object(l2_prefetch, "pdl_enabled", return_value=True), \
-            mock.patch.object(l2_prefetch, "interpreted", return_value=True):
-        assert l2_prefetch_lines(CUDA, "gemm", 128, 2) == (0, 1)
+    assert l2_prefetch_lines(False, "attention", 128, 2) == (0, 1)
+    with mock.patch.object(l2_prefetch, "interpreted", return_value=True):
+        assert l2_prefetch_lines(True, "gemm", 128, 2) == (0, 1)
 
 
 needs_hopper = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,

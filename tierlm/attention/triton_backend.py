@@ -89,6 +89,8 @@ class TritonBackend(AttentionBackend):
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
         self._meta: DecodeMeta | _ExtendMeta | None = None
+        # decided once: asked by every layer of every forward
+        self._fused_rope = bool(self.config.decode_fused_rope) and fusable(head_dim)
         self._scratch = DecodeScratch(num_heads, head_dim, self.max_splits, self.device,
                                       self.config.decode_longest_first)
 
@@ -96,7 +98,7 @@ class TritonBackend(AttentionBackend):
         return True
 
     def fuses_rope(self, batch: ForwardBatch) -> bool:
-        return bool(self.config.decode_fused_rope) and batch.mode == "decode" and fusable(self.head_dim)
+        return self._fused_rope and batch.mode == "decode"
 
     def max_splits(self, batch_size: int) -> int:
         """KV splits per request for a decode batch of this size (a function of the size only)."""

@@ -266,7 +266,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     else:
         norm, rope_args, stride_cos, eps = False, (seq_lens, q, q, q, q), 0, 0.0
     pdl = launch_kwargs(q.device)
-    lines, line = l2_prefetch_lines(q.device, "attention", head_dim, k_buf.element_size())
+    lines, line = l2_prefetch_lines(pdl["PDL"], "attention", head_dim, k_buf.element_size())
     programs = num_kv_heads * head_blocks
     heads_first = heads_first and batch <= 65535  # a grid's second dimension holds at most 65,535 programs
     grid = (programs, batch, max_splits) if heads_first else (batch, programs, max_splits)

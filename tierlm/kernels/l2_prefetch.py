@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import os
 
-import torch
 import triton
 import triton.language as tl
 
-from tierlm.kernels.pdl import pdl_enabled
 from tierlm.utils.triton_mode import interpreted
 
 LINE_BYTES = 128  # one L2 line; a prefetch fetches the line holding its address
@@ -36,14 +34,14 @@ def prefetch_l2(ptrs):
 MODES = {"0": (), "attention": ("attention",), "1": ("attention", "gemm")}
 
 
-def l2_prefetch_lines(device: torch.device, kind: str, row_elems: int, itemsize: int) -> tuple[int, int]:
+def l2_prefetch_lines(pdl: bool, kind: str, row_elems: int, itemsize: int) -> tuple[int, int]:
     """(lines per row, elements per line) a kernel of `kind` ("attention": its first KV tile's rows; "gemm": its
-    first weight tile's rows) prefetches before its PDL wait on `device`, for rows of `row_elems` elements of
-    `itemsize` bytes; (0, 1) for none. `TIERLM_L2_PREFETCH`: 0 (none), attention (only), 1 (both; the
+    first weight tile's rows) prefetches before its PDL wait, for rows of `row_elems` elements of `itemsize`
+    bytes; (0, 1) for none, and always without PDL (`pdl`: whether this launch uses it; no wait to hide). `TIERLM_L2_PREFETCH`: 0 (none), attention (only), 1 (both; the
     default). A GEMM that prefetched its whole K slice instead of one tile lost on the offline workload
     (docs/benchmarks.md), so one tile it is."""
     mode = MODES.get(os.environ.get(ENV, "1"), MODES["1"])
-    if kind not in mode or not pdl_enabled(device) or interpreted():
+    if kind not in mode or not pdl or interpreted():
         return 0, 1
     return lines_per_row(row_elems, itemsize)
 

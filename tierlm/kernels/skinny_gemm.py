@@ -156,7 +156,7 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         splits = triton.cdiv(k, k_split)
         part = torch.empty(splits, n, m_tiles * bm, dtype=torch.float32, device=x2.device) if splits > 1 else out
         pdl = pdl_enabled(x2.device)
-        lines, line = l2_prefetch_lines(x2.device, "gemm", min(k_split, config.block_k), weight.element_size())
+        lines, line = l2_prefetch_lines(pdl, "gemm", min(k_split, config.block_k), weight.element_size())
         _skinny_kernel[(n_tiles, splits, m_tiles)](
             x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
             m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None,

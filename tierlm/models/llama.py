@@ -65,24 +65,20 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, batch: ForwardBatch, rotary: RotaryEmbedding,
                 attn: AttentionBackend) -> torch.Tensor:
         qkv = self.qkv_proj(x)
+        q, k, v = (t.reshape(-1, n, self.head_dim) for t, n in zip(
+            qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1),
+            (self.num_heads, self.num_kv_heads, self.num_kv_heads)))  # views of qkv
         if attn.fuses_rope(batch):  # the attention kernel applies the q/k norm and rotary as it loads them
             from tierlm.kernels.rope_tile import QKRope
 
             rope = QKRope(batch.positions, rotary.cos, rotary.sin, *self._qk_norm())
-            q, k, v = (qkv[:, a:b].view(-1, (b - a) // self.head_dim, self.head_dim)
-                       for a, b in (self.shard_range(s) for s in "qkv"))
             return self.o_proj(attn.forward(q, k, v, self.layer, batch, rope=rope))
         if qkv.is_cuda and self.head_dim % 32 == 0:  # one fused Triton pass for q/k norm + rotary
             from tierlm.kernels.fused import qk_norm_rope
 
             q, k = qk_norm_rope(qkv, batch.positions, rotary.cos, rotary.sin, self.num_heads, self.num_kv_heads,
                                 self.head_dim, *self._qk_norm())
-            v = qkv[:, self.q_size + self.kv_size:].view(-1, self.num_kv_heads, self.head_dim)
             return self.o_proj(attn.forward(q, k, v, self.layer, batch))
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.reshape(-1, self.num_heads, self.head_dim)
-        k = k.reshape(-1, self.num_kv_heads, self.head_dim)
-        v = v.reshape(-1, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = rotary(batch.positions, q, k)
