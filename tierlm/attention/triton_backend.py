@@ -41,9 +41,9 @@ class TritonAttentionConfig:
     # batches of at least this many requests run stage 1 longest request first (0: never). Off on the GPU: the
     # kernel alone gains on mixed lengths, the engine's decode steps do not (docs/benchmarks.md, 2026-12-04)
     decode_longest_first: int = 0
-    # decode steps apply the q/k norm and rotary inside decode attention (no pass of their own). Off on the GPU
-    # until an engine A/B shows it pays; the interpreter config turns it on, so CPU tests cover it
-    decode_fused_rope: int = 0
+    # decode steps apply the q/k norm and rotary inside decode attention, one pass per layer fewer (0: their own
+    # pass); measured on the GPU in docs/benchmarks.md, 2026-12-04 (late)
+    decode_fused_rope: int = 1
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     extend_block_m: int = 64
@@ -55,8 +55,7 @@ class TritonAttentionConfig:
     def for_device(cls, device: torch.device) -> "TritonAttentionConfig":
         if not compiled_on_gpu(device):
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
-                       decode_num_stages=1, extend_num_stages=1, decode_longest_first=2,
-                       decode_fused_rope=1)
+                       decode_num_stages=1, extend_num_stages=1, decode_longest_first=2)
         return cls()
 
 
