@@ -33,3 +33,24 @@ def test_triton_backend_matches_torch_fp8_kv(name: str) -> None:
     dtypes = [torch.float32] if "engine" in name else [torch.bfloat16, torch.float16]
     results = run([name], "cuda", dtypes)
     assert_all_ok(results)
+
+
+@pytest.mark.parametrize("head_dim, threshold, expect", [
+    (32, 3, {("decode", 2): False, ("decode", 3): True, ("decode", 5): True, ("prefill", 3): False}),
+    (32, 0, {("decode", 5): False}),
+    (48, 1, {("decode", 5): False}),  # not a power of two: its halves cannot be rotated in a tile
+])
+def test_fuses_rope_from_batch_size(head_dim: int, threshold: int, expect: dict) -> None:
+    from tests.kernels.backend_cases import _batch
+    from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
+    from tierlm.kvcache.layout import KVLayout
+    from tierlm.kvcache.pool import KVPool
+
+    pool = KVPool(KVLayout.gqa(1, 2, head_dim, torch.float32), 8, 4, torch.device("cpu"))
+    table = torch.arange(64, dtype=torch.int32).view(8, 8) % 32
+    backend = TritonBackend(pool, table, 4, head_dim, head_dim ** -0.5,
+                            TritonAttentionConfig(decode_fused_rope=threshold))
+    for (mode, size), fused in expect.items():
+        ext = [1] * size if mode == "decode" else [2] * size
+        batch = _batch(mode, table, list(range(size)), [3] * size, ext)
+        assert backend.fuses_rope(batch) is fused, (mode, size)

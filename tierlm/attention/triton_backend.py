@@ -41,9 +41,9 @@ class TritonAttentionConfig:
     # batches of at least this many requests run stage 1 longest request first (0: never). Off on the GPU: the
     # kernel alone gains on mixed lengths, the engine's decode steps do not (docs/benchmarks.md, 2026-12-04)
     decode_longest_first: int = 0
-    # decode steps apply the q/k norm and rotary inside decode attention, one pass per layer fewer (0: their own
-    # pass); measured on the GPU in docs/benchmarks.md, 2026-12-04 (late)
-    decode_fused_rope: int = 1
+    # decode steps of at least this many requests apply the q/k norm and rotary inside decode attention, one pass
+    # per layer fewer (0: never); smaller batches lost with it on the GPU (docs/benchmarks.md, 2026-12-04, late)
+    decode_fused_rope: int = 128
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     extend_block_m: int = 64
@@ -55,7 +55,8 @@ class TritonAttentionConfig:
     def for_device(cls, device: torch.device) -> "TritonAttentionConfig":
         if not compiled_on_gpu(device):
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
-                       decode_num_stages=1, extend_num_stages=1, decode_longest_first=2)
+                       decode_num_stages=1, extend_num_stages=1, decode_longest_first=2,
+                       decode_fused_rope=1)
         return cls()
 
 
@@ -88,8 +89,8 @@ class TritonBackend(AttentionBackend):
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
         self._meta: DecodeMeta | _ExtendMeta | None = None
-        # decided once: asked by every layer of every forward
-        self._fused_rope = bool(self.config.decode_fused_rope) and fusable(head_dim)
+        # decided once: asked by every layer of every forward (0: never)
+        self._fused_rope_min = self.config.decode_fused_rope if fusable(head_dim) else 0
         self._scratch = DecodeScratch(num_heads, head_dim, self.max_splits, self.device,
                                       self.config.decode_longest_first)
 
@@ -97,7 +98,8 @@ class TritonBackend(AttentionBackend):
         return True
 
     def fuses_rope(self, batch: ForwardBatch) -> bool:
-        return self._fused_rope and batch.mode == "decode"
+        # a function of the mode and size only, so a graph captured for a batch size replays what it captured
+        return 0 < self._fused_rope_min <= batch.batch_size and batch.mode == "decode"
 
     def max_splits(self, batch_size: int) -> int:
         """KV splits per request for a decode batch of this size (a function of the size only)."""
