@@ -42,8 +42,9 @@ class TritonAttentionConfig:
     # kernel alone gains on mixed lengths, the engine's decode steps do not (docs/benchmarks.md, 2026-12-04)
     decode_longest_first: int = 0
     # decode steps of at least this many requests apply the q/k norm and rotary inside decode attention, one pass
-    # per layer fewer (0: never); smaller batches lost with it on the GPU (docs/benchmarks.md, 2026-12-04, late)
-    decode_fused_rope: int = 128
+    # per layer fewer (0: never). Off on the GPU: the engine gained or lost with it by the decode launch the tuner
+    # picked, which times the kernel without it (docs/benchmarks.md, 2026-12-04, late); on under the interpreter
+    decode_fused_rope: int = 0
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     extend_block_m: int = 64
