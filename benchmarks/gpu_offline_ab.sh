@@ -2,8 +2,8 @@
 # Qwen3-0.6B's offline throughput (nano-vllm workload, temperature 0.6, dummy weights), this tree (A) against
 # another checkout (B, e.g. `git archive COMMIT | tar -x -C DIR`) on one GPU, in the order A B A B (each side's
 # first run fills its cache root and is not counted), then the batch-1 TPOT (128 in / 512 out) per side. With
-# TESTS="tests/..." those tests of this tree run first on the GPU. ROUNDS (2) counted rounds; RUN_TIMEOUT (120)
-# seconds per run (a first start that tunes kernels takes longer); A_ARGS: flags for side A's runs; SKIP_B1=1: no
+# TESTS="tests/..." those tests of this tree run first on the GPU (within TEST_TIMEOUT, 200 s). ROUNDS (2) counted
+# rounds; RUN_TIMEOUT (120) seconds per run (a first start that tunes kernels takes longer); A_ARGS: flags for side A's runs; SKIP_B1=1: no
 # batch-1 TPOT; SHARED_ROOT=1: both sides use one cache root, so both run the launches A's first run tuned (tunings
 # that differ between two roots can move the workload by more than a change being compared).
 # About 4 minutes. Usage: [TESTS=...] bash benchmarks/gpu_offline_ab.sh B_DIR [OUTDIR]
@@ -13,7 +13,7 @@ ab_dirs "$1" "${2:-offline-ab}"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 if [ -n "${TESTS:-}" ]; then
   # shellcheck disable=SC2086
-  PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tail -n 2
+  PYTHONPATH=$here timeout "${TEST_TIMEOUT:-200}" python3 -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tail -n 2
 fi
 
 offline() {  # SIDE TAG: one `bench offline` run with SIDE's code (side A adds $A_ARGS)
