@@ -3,8 +3,8 @@
 # another checkout (B, e.g. `git archive COMMIT | tar -x -C DIR`) on one GPU, in the order A B A B (each side's
 # first run fills its cache root and is not counted), then the batch-1 TPOT (128 in / 512 out) per side. With
 # TESTS="tests/..." those tests of this tree run first on the GPU (within TEST_TIMEOUT, 200 s). ROUNDS (2) counted
-# rounds; RUN_TIMEOUT (120) seconds per run (a first start that tunes kernels takes longer); A_ARGS: flags for side A's runs; SKIP_B1=1: no
-# batch-1 TPOT; SHARED_ROOT=1: both sides use one cache root, so both run the launches A's first run tuned (tunings
+# rounds; RUN_TIMEOUT (120) seconds per run (a first start that tunes kernels takes longer); A_ARGS: flags for side
+# A's runs; SKIP_B1=1: no batch-1 TPOT; SHARED_ROOT=1: both sides use one cache root, so both run the launches A's first run tuned (tunings
 # that differ between two roots can move the workload by more than a change being compared).
 # About 4 minutes. Usage: [TESTS=...] bash benchmarks/gpu_offline_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
