@@ -4,8 +4,9 @@
 # first run fills its cache root and is not counted), then the batch-1 TPOT (128 in / 512 out) per side. With
 # TESTS="tests/..." those tests of this tree run first on the GPU (within TEST_TIMEOUT, 200 s). ROUNDS (2) counted
 # rounds; RUN_TIMEOUT (120) seconds per run (a first start that tunes kernels takes longer); A_ARGS: flags for side
-# A's runs; SKIP_B1=1: no batch-1 TPOT; SHARED_ROOT=1: both sides use one cache root, so both run the launches A's first run tuned (tunings
-# that differ between two roots can move the workload by more than a change being compared).
+# A's runs; SKIP_B1=1: no batch-1 TPOT; SHARED_ROOT=1: both sides use one cache root, so both run the launches A's
+# first run tuned (tunings that differ between two roots can move the workload by more than a change being
+# compared).
 # About 4 minutes. Usage: [TESTS=...] bash benchmarks/gpu_offline_ab.sh B_DIR [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, b1_tpot
