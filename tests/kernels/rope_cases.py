@@ -26,7 +26,8 @@ def check_rope_in_stage1(device: str, dtype: torch.dtype, *, num_heads: int, num
     gen = torch.Generator().manual_seed(seed)
     qkv = torch.randn(batch, q_size + 2 * kv_size, generator=gen).to(dtype).to(device)
     rotary = RotaryEmbedding(head_dim, 128, 10000.0, None).to(device)
-    weights = [(torch.rand(head_dim, generator=gen) + 0.5).to(dtype).to(device) for _ in range(2)] if norm else [None] * 2
+    weights = ([(torch.rand(head_dim, generator=gen) + 0.5).to(dtype).to(device) for _ in range(2)] if norm
+               else [None] * 2)
     rope = QKRope(sc.seq_lens.to(torch.int64) - 1, rotary.cos, rotary.sin, weights[0], weights[1], 1e-6)
     q_raw = qkv[:, :q_size].view(batch, num_heads, head_dim)
     k_raw = qkv[:, q_size:q_size + kv_size].view(batch, num_kv_heads, head_dim)

@@ -13,6 +13,7 @@ Only compiled, PDL-launched kernels issue it (the interpreter has no inline asse
 from __future__ import annotations
 
 import os
+from types import MappingProxyType
 
 import triton
 import triton.language as tl
@@ -31,15 +32,15 @@ def prefetch_l2(ptrs):
                               is_pure=False, pack=1)
 
 
-MODES = {"0": (), "attention": ("attention",), "1": ("attention", "gemm")}
+MODES = MappingProxyType({"0": (), "attention": ("attention",), "1": ("attention", "gemm")})
 
 
 def l2_prefetch_lines(pdl: bool, kind: str, row_elems: int, itemsize: int) -> tuple[int, int]:
     """(lines per row, elements per line) a kernel of `kind` ("attention": its first KV tile's rows; "gemm": its
     first weight tile's rows) prefetches before its PDL wait, for rows of `row_elems` elements of `itemsize`
-    bytes; (0, 1) for none, and always without PDL (`pdl`: whether this launch uses it; no wait to hide). `TIERLM_L2_PREFETCH`: 0 (none), attention (only), 1 (both; the
-    default). A GEMM that prefetched its whole K slice instead of one tile lost on the offline workload
-    (docs/benchmarks.md), so one tile it is."""
+    bytes; (0, 1) for none, and always without PDL (`pdl`: whether this launch uses it; no wait to hide).
+    `TIERLM_L2_PREFETCH`: 0 (none), attention (only), 1 (both; the default). A GEMM that prefetched its whole K
+    slice instead of one tile lost on the offline workload (docs/benchmarks.md), so one tile it is."""
     mode = MODES.get(os.environ.get(ENV, "1"), MODES["1"])
     if kind not in mode or not pdl or interpreted():
         return 0, 1
