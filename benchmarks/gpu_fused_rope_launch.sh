@@ -3,7 +3,7 @@
 # and rotary inside decode attention (`decode_fused_rope`) on for every decode step (1) and off (0): does a setting
 # gain with one launch and lose with another, and which launch does the engine run fastest? One cold run tunes a
 # cache root (fusion off; cut at 150 s), then a copy of it per launch in LAUNCHES (`KV_TILE:STAGES`, 4 warps;
-# default the two the start-up tuner picked on different machines, within 0.1% in its own timing) runs each of
+# default the two the start-up tuner picked on different machines, within 0.5% in its own timing) runs each of
 # SETTINGS (default "1 0"), ROUNDS (1) times.
 # About 4 minutes with the defaults. Usage: [LAUNCHES="64:2 64:3 128:2 128:3"] [SETTINGS=0] [ROUNDS=2]
 #   bash benchmarks/gpu_fused_rope_launch.sh [OUTDIR]
