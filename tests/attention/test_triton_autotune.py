@@ -1,6 +1,7 @@
 """Decode autotuning goes through the cache root's autotune store and honours its reuse switch."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -19,10 +20,10 @@ def fake_gpu(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     tunings = []
 
-    def fake_tune(base, num_heads, num_kv_heads, head_dim, dtype, device, kv_dtype=None):
+    def fake_tune(base, num_heads, num_kv_heads, head_dim, dtype, device, kv_dtype=None, page_size=16):
         tunings.append(kv_dtype)
         stages = 2 if kv_dtype == torch.float8_e4m3fn else 3
-        return {"decode_block_n": 64, "decode_num_warps": 8, "decode_num_stages": stages, "us": 1.0}
+        return {"launches": [[1, 64, 8, stages], [16, 128, 4, 3]], "timings_us": {}}
 
     monkeypatch.setattr(triton_autotune, "tune_decode", fake_tune)
     return tmp_path / "root", tunings
@@ -36,6 +37,8 @@ def test_tunes_once_then_reuses(fake_gpu):
     root, tunings = fake_gpu
     cfg = tuned()
     assert (cfg.decode_block_n, cfg.decode_num_warps, cfg.decode_num_stages) == (64, 8, 3)
+    assert cfg.decode_launches == ((1, 64, 8, 3), (16, 128, 4, 3))
+    assert cfg.decode_launch(15) == (64, 8, 3) and cfg.decode_launch(16) == (128, 4, 3)
     assert tuned() == cfg and len(tunings) == 1
     files = list((root / "autotune" / "triton_decode").glob("*.json"))
     assert len(files) == 1
@@ -67,3 +70,56 @@ def test_fp8_pool_tuned_on_its_own(fake_gpu):
     factors = [json.loads(f.read_text())["factors"] for f in (root / "autotune" / "triton_decode").glob("*.json")]
     fp8 = next(f for f in factors if f.get("kv_dtype") == "float8_e4m3fn")
     assert len(factors) == 2 and fp8["dtype"] == "bfloat16" and fp8["widen"] == "fp16"
+
+
+def test_page_size_and_shapes_key_the_tuning(fake_gpu):
+    """Another page size is another tuning; the shapes timed are in the key, so a changed set re-tunes."""
+    root, tunings = fake_gpu
+    tuned()
+    triton_autotune.tuned_config(TritonAttentionConfig(), 16, 8, 128, torch.bfloat16, torch.device("cpu"),
+                                 page_size=32)
+    factors = [json.loads(f.read_text())["factors"] for f in (root / "autotune" / "triton_decode").glob("*.json")]
+    assert len(tunings) == 2 and sorted(f["page_size"] for f in factors) == [16, 32]
+    assert factors[0]["buckets"] == [[b, [list(dataclasses.astuple(s)) for s in shapes]]
+                                     for b, shapes in triton_autotune.BUCKETS]
+
+
+def test_shape_lengths_spread_evenly():
+    assert triton_autotune.TuneShape(4, 128, 2048).lengths() == [128, 768, 1408, 2048]
+    assert triton_autotune.TuneShape(1, 640, 640).lengths() == [640]
+    assert triton_autotune.TuneShape(3, 5, 5).lengths() == [5, 5, 5]
+
+
+def test_pick_sums_relative_times():
+    # a is best at the first shape, b at the second; b's loss at the first is smaller than a's at the second
+    timings = {"64/4/2": [1.0, 2.0], "128/4/2": [1.1, 1.5], "128/8/3": [0.9, 3.0]}
+    assert triton_autotune.pick(timings, 0.0) == "128/4/2"
+
+
+def test_pick_breaks_a_near_tie_by_stages_then_tile():
+    """Within the tolerance more stages win, then the smaller KV tile; outside it the faster launch does."""
+    timings = {"128/4/2": [100.0, 200.0], "64/4/2": [100.2, 200.2], "64/4/3": [100.5, 200.5],
+               "128/8/3": [100.6, 200.6], "64/8/3": [120.0, 230.0]}
+    assert triton_autotune.pick(timings, 0.01) == "64/4/3"
+    assert triton_autotune.pick(timings, 0.001) == "128/4/2"
+    assert triton_autotune.pick({"128/4/2": [1.0], "64/4/3": [1.02]}, 0.01) == "128/4/2"
+
+
+def test_decode_inputs_lay_out_shuffled_pages():
+    """Each request's slots run in pages of `page_size` consecutive slots; no slot belongs to two requests."""
+    q, k, v, table, rows, lens = triton_autotune.decode_inputs(4, 2, 8, torch.float32, torch.device("cpu"),
+                                                               [5, 40, 17], page_size=16)
+    assert table.shape == (3, 48) and lens.tolist() == [5, 40, 17] and rows.tolist() == [0, 1, 2]
+    assert q.shape == (3, 4, 8) and k.shape == v.shape == (3 * 48, 2, 8)
+    pages = table.view(3, 3, 16)
+    assert torch.equal(pages - pages[..., :1], torch.arange(16, dtype=torch.int32).expand(3, 3, 16))
+    assert bool((pages[..., 0] % 16 == 0).all()) and table.unique().numel() == table.numel()
+
+
+def test_decode_launch_by_batch_size():
+    """The launch rows apply from their smallest batch on; below the first, the single launch fields do."""
+    cfg = TritonAttentionConfig(decode_block_n=32, decode_num_warps=2, decode_num_stages=1,
+                                decode_launches=((4, 64, 4, 2), (16, 128, 8, 3)))
+    assert [cfg.decode_launch(b) for b in (1, 3, 4, 15, 16, 512)] == [
+        (32, 2, 1), (32, 2, 1), (64, 4, 2), (64, 4, 2), (128, 8, 3), (128, 8, 3)]
+    assert TritonAttentionConfig().decode_launch(256) == (128, 4, 2)

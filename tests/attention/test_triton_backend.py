@@ -54,3 +54,24 @@ def test_fuses_rope_from_batch_size(head_dim: int, threshold: int, expect: dict)
         ext = [1] * size if mode == "decode" else [2] * size
         batch = _batch(mode, table, list(range(size)), [3] * size, ext)
         assert backend.fuses_rope(batch) is fused, (mode, size)
+
+
+def test_decode_launch_follows_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each decode call runs the launch its batch size maps to (`TritonAttentionConfig.decode_launches`)."""
+    from types import SimpleNamespace
+
+    from tierlm.attention import triton_backend
+    from tierlm.kvcache.layout import KVLayout
+    from tierlm.kvcache.pool import KVPool
+
+    seen = []
+    monkeypatch.setattr(triton_backend, "decode_attention", lambda *a, block_n, num_warps, num_stages, **kw:
+                        seen.append((a[0].shape[0], block_n, num_warps, num_stages)))
+    pool = KVPool(KVLayout.gqa(1, 2, 32, torch.float32), 8, 4, torch.device("cpu"))
+    cfg = triton_backend.TritonAttentionConfig(decode_launches=((1, 16, 2, 1), (4, 32, 4, 2)))
+    backend = triton_backend.TritonBackend(pool, torch.zeros(8, 8, dtype=torch.int32), 4, 32, 32 ** -0.5, cfg)
+    meta = SimpleNamespace(req_rows=None, seq_lens=None, mid_o=None, mid_lse=None, order=None)
+    for size in (1, 3, 4, 7):
+        q = torch.zeros(size, 4, 32)
+        backend._decode(q, None, None, torch.empty_like(q), meta)
+    assert seen == [(1, 16, 2, 1), (3, 16, 2, 1), (4, 32, 4, 2), (7, 32, 4, 2)]

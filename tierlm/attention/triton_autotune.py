@@ -1,14 +1,16 @@
-"""Persistent autotuning of the Triton decode kernel's launch parameters, per device and model shape.
+"""Persistent autotuning of the Triton decode kernel's launch parameters, per device, model shape and batch bucket.
 
-Results live in the cache root's autotune store (`autotune/triton_decode/<fingerprint>.json`), keyed by the
-device name, dtype, head counts and head size, and are reused on the next start unless
-`TIERLM_AUTOTUNE_CACHE=0` asks for a fresh tuning (written to `autotune/runs/`, canonical file untouched).
+The tuner times each candidate at decode batches like the engine's (mixed lengths, the pool's shuffled pages,
+graph-replayed). Results live in the cache root's autotune store (`autotune/triton_decode/<fingerprint>.json`),
+keyed by the device name, dtype, head counts, head size, page size and the shapes timed, and are reused on the next
+start unless `TIERLM_AUTOTUNE_CACHE=0` asks for a fresh tuning (written to `autotune/runs/`, canonical file untouched).
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import logging
+from typing import Sequence
 
 import torch
 
@@ -21,7 +23,51 @@ KERNEL = "triton_decode"
 CANDIDATES = {"decode_block_n": (64, 128), "decode_num_warps": (4, 8), "decode_num_stages": (2, 3)}
 
 
-def _time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, scale, num_sms) -> float:
+@dataclasses.dataclass(frozen=True)
+class TuneShape:
+    """One decode batch the tuner times: `batch` requests whose contexts are spread evenly from `low` to `high`
+    tokens (a batch of mixed lengths waits on its longest requests, which a uniform one never shows)."""
+
+    batch: int
+    low: int
+    high: int
+
+    def lengths(self) -> list[int]:
+        step = (self.high - self.low) / max(1, self.batch - 1)
+        return [round(self.low + i * step) for i in range(self.batch)]
+
+
+# Per bucket (decode steps of at least that many requests, up to the next bucket's), the shapes its launch is timed
+# at. A launch is scored by its time at each shape over the best candidate's there, summed. Scores within TIE of the
+# best are one tie, which the deeper pipeline wins, then the smaller KV tile: in the engine's decode steps that launch
+# ran ahead of ones the kernel timed alone could not tell from it. One bucket: a batch-1 bucket (1 x 640, 8 x 128-4096)
+# picked a launch the engine's batch-1 step ran slower with (docs/benchmarks.md, #20).
+BUCKETS = ((1, (TuneShape(64, 2048, 2048), TuneShape(128, 128, 2048), TuneShape(256, 128, 2048))),)
+TIE = 0.01
+
+
+def decode_inputs(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                  lengths: Sequence[int], page_size: int, kv_dtype: torch.dtype | None = None, seed: int = 0):
+    """Random q, K, V and a request-to-token table of one decode step over `lengths`, laid out as the pool
+    lays them out: pages of `page_size` consecutive slots, the pages shuffled. Returns (q, k, v, table, rows,
+    lens)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    width = -(-max(lengths) // page_size)
+    pages = torch.randperm(len(lengths) * width, generator=gen, device=device).view(len(lengths), width)
+    pos = torch.arange(width * page_size, device=device)
+    table = (pages[:, pos // page_size] * page_size + pos % page_size).to(torch.int32)
+    slots = pages.numel() * page_size
+    k = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(kv_dtype or dtype)
+    v = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(kv_dtype or dtype)
+    q = torch.randn(len(lengths), num_heads, head_dim, generator=gen, device=device).to(dtype)
+    rows = torch.arange(len(lengths), dtype=torch.int32, device=device)
+    lens = torch.tensor(list(lengths), dtype=torch.int32, device=device)
+    return q, k, v, table, rows, lens
+
+
+def time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms: int) -> float:
+    """Median milliseconds of one decode attention call (both stages) under `cfg`'s launch, replayed from a CUDA
+    graph as the engine's decode steps are (no host launch cost in the figure)."""
     import triton
 
     bs, heads, dim = q.shape
@@ -31,47 +77,64 @@ def _time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, scale, 
     out = torch.empty_like(q)
 
     def run():
-        decode_attention(q, k, v, table, rows, lens, out, mid_o, mid_lse, scale, min_chunk=cfg.decode_min_chunk,
+        decode_attention(q, k, v, table, rows, lens, out, mid_o, mid_lse, dim ** -0.5, min_chunk=cfg.decode_min_chunk,
                          block_n=cfg.decode_block_n, dot_min_group=cfg.decode_dot_min_group,
                          num_warps=cfg.decode_num_warps, num_stages=cfg.decode_num_stages)
-    return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median")
+    run()  # compiles outside the graph
+    return triton.testing.do_bench_cudagraph(run, rep=25, return_mode="median")
+
+
+def pick(timings: dict[str, list[float]], tolerance: float = TIE) -> str:
+    """The candidate (`tile/warps/stages`) whose times, each over the best candidate's at that shape, sum lowest;
+    among those within `tolerance` of that sum, the one with the most stages, then the smallest KV tile."""
+    best = [min(ts[i] for ts in timings.values()) for i in range(len(next(iter(timings.values()))))]
+    score = {c: sum(t / b for t, b in zip(ts, best)) for c, ts in timings.items()}
+    low = min(score.values())
+
+    def rank(c: str) -> tuple:
+        tile, _, stages = map(int, c.split("/"))
+        return -stages, tile, score[c]
+    return min((c for c in score if score[c] <= low * (1 + tolerance)), key=rank)
 
 
 def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, head_dim: int,
-                dtype: torch.dtype, device: torch.device, batch: int = 64, context: int = 2048,
-                kv_dtype: torch.dtype | None = None) -> dict:
-    """Time every candidate on random data of the model's shape (K/V in `kv_dtype`, default `dtype`); return
-    the fastest parameters."""
-    gen = torch.Generator(device=device).manual_seed(0)
-    slots = batch * context
-    k = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(kv_dtype or dtype)
-    v = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(kv_dtype or dtype)
-    q = torch.randn(batch, num_heads, head_dim, generator=gen, device=device).to(dtype)
-    table = torch.randperm(slots, generator=gen, device=device).to(torch.int32).view(batch, context)
-    rows = torch.arange(batch, dtype=torch.int32, device=device)
-    lens = torch.full((batch,), context, dtype=torch.int32, device=device)
+                dtype: torch.dtype, device: torch.device, kv_dtype: torch.dtype | None = None,
+                buckets=BUCKETS, page_size: int = 16) -> dict:
+    """Time every candidate at each bucket's shapes on random data of the model's shape (K/V in `kv_dtype`,
+    default `dtype`, in pages of `page_size`); return the launch `pick` chooses per bucket, as `launches`
+    rows of (smallest batch, KV tile, warps, stages)."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    best, best_ms, timings = None, float("inf"), {}
-    for values in itertools.product(*CANDIDATES.values()):
-        params = dict(zip(CANDIDATES, values))
-        ms = _time_decode(dataclasses.replace(base, **params), q, k, v, table, rows, lens, head_dim ** -0.5, sms)
-        timings["/".join(map(str, values))] = round(ms * 1e3, 2)
-        if ms < best_ms:
-            best, best_ms = params, ms
-    logger.info("autotune %s: best %s at %.1f us (batch %d, context %d)", KERNEL, best, best_ms * 1e3, batch, context)
-    return {**best, "us": round(best_ms * 1e3, 2), "timings_us": timings, "batch": batch, "context": context}
+    names = ["/".join(map(str, values)) for values in itertools.product(*CANDIDATES.values())]
+    launches, all_timings = [], {}
+    for min_batch, shapes in buckets:
+        timings: dict[str, list[float]] = {name: [] for name in names}
+        for shape in shapes:
+            inputs = decode_inputs(num_heads, num_kv_heads, head_dim, dtype, device, shape.lengths(), page_size,
+                                   kv_dtype)
+            for name, values in zip(names, itertools.product(*CANDIDATES.values())):
+                cfg = dataclasses.replace(base, **dict(zip(CANDIDATES, values)))
+                timings[name].append(round(time_decode(cfg, *inputs, sms) * 1e3, 2))
+            del inputs
+        best = pick(timings)
+        launches.append([min_batch, *map(int, best.split("/"))])
+        all_timings[str(min_batch)] = timings
+        logger.info("autotune %s from batch %d: %s at %s us (%s)", KERNEL, min_batch, best, timings[best], shapes)
+    return {"launches": launches, "timings_us": all_timings, "page_size": page_size,
+            "buckets": [[b, [dataclasses.astuple(s) for s in shapes]] for b, shapes in buckets]}
 
 
 def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device, kv_dtype: torch.dtype | None = None
-                 ) -> TritonAttentionConfig:
-    """`base` with the decode launch parameters taken from the autotune store (tuning once if missing); K/V in
-    `kv_dtype` (the KV cache's, default `dtype`)."""
+                 dtype: torch.dtype, device: torch.device, kv_dtype: torch.dtype | None = None,
+                 page_size: int = 16) -> TritonAttentionConfig:
+    """`base` with the decode launches per batch size taken from the autotune store (tuning once if missing); K/V
+    in `kv_dtype` (the KV cache's, default `dtype`) and in pages of `page_size`."""
     from tierlm.cachedir import AutotuneStore
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "num_heads": num_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
-               "candidates": {k: list(v) for k, v in CANDIDATES.items()}}
+               "candidates": {k: list(v) for k, v in CANDIDATES.items()},
+               "buckets": [[b, [dataclasses.astuple(s) for s in shapes]] for b, shapes in BUCKETS],
+               "page_size": page_size}
     # an fp8 pool picks its own launch; factors only then, so the model-dtype tunings keep their keys. The
     # type K/V are widened to changes the loop's cost, so it is one of them.
     if kv_dtype is not None and kv_dtype != dtype:
@@ -79,5 +142,8 @@ def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int,
         factors["widen"] = str(compute_dtype(dtype, kv_dtype))
     results = AutotuneStore().get_or_tune(
         KERNEL, factors, lambda: tune_decode(base, num_heads, num_kv_heads, head_dim, dtype, device,
-                                             kv_dtype=kv_dtype))
-    return dataclasses.replace(base, **{k: int(results[k]) for k in CANDIDATES})
+                                             kv_dtype=kv_dtype, page_size=page_size))
+    launches = tuple(tuple(int(x) for x in row) for row in results["launches"])
+    block_n, warps, stages = launches[0][1:]
+    return dataclasses.replace(base, decode_block_n=block_n, decode_num_warps=warps, decode_num_stages=stages,
+                               decode_launches=launches)

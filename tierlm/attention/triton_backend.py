@@ -47,6 +47,9 @@ class TritonAttentionConfig:
     decode_fused_rope: int = 0
     decode_num_warps: int = 4
     decode_num_stages: int = 2
+    # (smallest batch, KV tile, warps, stages), ascending: decode steps of at least that many requests use that
+    # launch; steps below the first (or all, when empty) use the three fields above. The start-up tuner fills it
+    decode_launches: tuple[tuple[int, int, int, int], ...] = ()
     extend_block_m: int = 64
     extend_block_n: int = 64
     extend_num_warps: int = 4
@@ -59,6 +62,15 @@ class TritonAttentionConfig:
                        decode_num_stages=1, extend_num_stages=1, decode_longest_first=2,
                        decode_fused_rope=1)
         return cls()
+
+    def decode_launch(self, batch_size: int) -> tuple[int, int, int]:
+        """(KV tile, warps, stages) of a decode step of `batch_size` requests; a function of the size only, so a
+        graph captured for a size replays the launch it captured."""
+        launch = (self.decode_block_n, self.decode_num_warps, self.decode_num_stages)
+        for min_batch, block_n, warps, stages in self.decode_launches:
+            if batch_size >= min_batch:
+                launch = (block_n, warps, stages)
+        return launch
 
 
 @dataclass
@@ -164,7 +176,8 @@ class TritonBackend(AttentionBackend):
     def _decode(self, q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, out: torch.Tensor,
                 meta: DecodeMeta, new_kv: Optional[tuple] = None, rope: Optional[QKRope] = None) -> None:
         cfg = self.config
+        block_n, warps, stages = cfg.decode_launch(q.shape[0])
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
-                         meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=cfg.decode_block_n,
-                         dot_min_group=cfg.decode_dot_min_group, num_warps=cfg.decode_num_warps,
-                         num_stages=cfg.decode_num_stages, order=meta.order, new_kv=new_kv, rope=rope)
+                         meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=block_n,
+                         dot_min_group=cfg.decode_dot_min_group, num_warps=warps, num_stages=stages,
+                         order=meta.order, new_kv=new_kv, rope=rope)

@@ -149,7 +149,7 @@ class ModelRunner:
             if self.device.type == "cuda":
                 from tierlm.attention.triton_autotune import tuned_config
                 tcfg = tuned_config(tcfg, self.num_heads, self.num_kv_heads, mc.head_dim, self.dtype, self.device,
-                                    self.kv_dtype)
+                                    self.kv_dtype, self.pool.page_size)
             self.attn = cls(*args, config=tcfg)
         else:
             self.attn = cls(*args)
