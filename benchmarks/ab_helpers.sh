@@ -1,9 +1,11 @@
 # Shell helpers of the A/B benchmarks (sourced, not run): the two trees and the output folder, #20's batch-1 TPOT of
 # Qwen3-0.6B and its summary line.
 b1_tpot() {  # DIR OUT_PREFIX [ENV=VALUE ...]: one request, 128 in / 512 out, with DIR's code; OUT_PREFIX.json/.err
+  # (B1_TIMEOUT, 100 s: a first start that tunes kernels needs more)
   local dir=$1 prefix=$2; shift 2
-  (cd "$dir" && env "$@" PYTHONPATH="$dir" timeout 100 python3 -m tierlm bench offline --model builtin:qwen3-0.6b \
-    --load-format dummy --skip-tokenizer-init --num-requests 1 --input-len 128 128 --output-len 512 512 --json \
+  (cd "$dir" && env "$@" PYTHONPATH="$dir" timeout "${B1_TIMEOUT:-100}" python3 -m tierlm bench offline \
+    --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --num-requests 1 --input-len 128 128 \
+    --output-len 512 512 --json \
     > "$prefix.json" 2> "$prefix.err") || echo "b1 $(basename "$prefix") failed"
 }
 

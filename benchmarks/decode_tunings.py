@@ -11,7 +11,7 @@ def main(root: str) -> None:
     for f in sorted(pathlib.Path(root, "autotune", "triton_decode").glob("*.json")):
         d = json.loads(f.read_text())
         print("decode tuning", d.get("factors", {}).get("kv_dtype", "model dtype"),
-              {k: v for k, v in d.get("results", {}).items() if k.startswith("decode_") or k == "us"})
+              {k: v for k, v in d.get("results", {}).items() if k in ("launches", "us") or k.startswith("decode_")})
 
 
 if __name__ == "__main__":

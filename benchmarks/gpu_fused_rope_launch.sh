@@ -22,14 +22,7 @@ run "$root" 0 cold 150
 launches=${LAUNCHES:-128:2 64:3}
 for launch in $launches; do
   cp -r "$root" "$root-${launch/:/-}"
-  python3 - "$root-${launch/:/-}" "$launch" <<'PY'
-import json, pathlib, sys
-block_n, stages = map(int, sys.argv[2].split(":"))
-for path in pathlib.Path(sys.argv[1], "autotune", "triton_decode").glob("*.json"):
-    body = json.loads(path.read_text())
-    body["results"].update(decode_block_n=block_n, decode_num_stages=stages, decode_num_warps=4)
-    path.write_text(json.dumps(body, indent=1, sort_keys=True))
-PY
+  python3 benchmarks/pin_decode_launch.py "$root-${launch/:/-}" "$launch"
 done
 for round in $(seq 1 "${ROUNDS:-1}"); do
   for launch in $launches; do

@@ -15,6 +15,7 @@ def summary(path: Path) -> str:
     body = json.loads(path.read_text())
     factors, results = body.get("factors", {}), dict(body.get("results", {}))
     results.pop("timings_us", None)
+    results.pop("buckets", None)  # the shapes timed, also in the factors
     shape = " ".join(f"{k}={factors[k]}" for k in SHAPE_KEYS if k in factors)
     return f"{body.get('kernel', path.parent.name)} {shape}: {json.dumps(results, sort_keys=True)}"
 
