@@ -10,10 +10,8 @@ root=$here/.cache-b1-launch
 rm -rf "$root"*
 B1_TIMEOUT=200 b1_tpot "$here" "$out/cold" TIERLM_CACHE_DIR="$root"
 launches=${LAUNCHES:-128:2 64:3}
-for launch in $launches; do
-  cp -r "$root" "$root-${launch/:/-}"
-  python3 benchmarks/pin_decode_launch.py "$root-${launch/:/-}" "$launch"
-done
+# shellcheck disable=SC2086  # one argument per launch
+python3 benchmarks/pin_decode_launch.py "$root" $launches  # copies $root-TILE-STAGES
 for round in $(seq 1 "${ROUNDS:-3}"); do
   for launch in $launches; do
     b1_tpot "$here" "$out/r$round-tile${launch/:/-}" TIERLM_CACHE_DIR="$root-${launch/:/-}"

@@ -18,13 +18,10 @@ run() {  # ROOT TAG [TIMEOUT]
 }
 rm -rf "$root"*
 run "$root" cold 180
-if [ -n "${PIN:-}" ]; then
-  cp -r "$root" "$root-pin"
-  python3 benchmarks/pin_decode_launch.py "$root-pin" "$PIN"
-fi
+[ -n "${PIN:-}" ] && python3 benchmarks/pin_decode_launch.py "$root" "$PIN"  # copy $root-TILE-STAGES
 for round in $(seq 1 "${ROUNDS:-2}"); do
   run "$root" "r$round-tuned"
-  [ -n "${PIN:-}" ] && run "$root-pin" "r$round-pinned"
+  [ -n "${PIN:-}" ] && run "$root-${PIN/:/-}" "r$round-pinned"
 done
 tail -n 14 "$out/shapes-bf16.txt"; tail -n 12 "$out/shapes-fp8.txt"
 python3 benchmarks/decode_tunings.py "$root"

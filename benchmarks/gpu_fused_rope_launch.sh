@@ -20,10 +20,8 @@ run() {  # ROOT SETTING TAG [TIMEOUT]
 rm -rf "$root"*
 run "$root" 0 cold 150
 launches=${LAUNCHES:-128:2 64:3}
-for launch in $launches; do
-  cp -r "$root" "$root-${launch/:/-}"
-  python3 benchmarks/pin_decode_launch.py "$root-${launch/:/-}" "$launch"
-done
+# shellcheck disable=SC2086  # one argument per launch
+python3 benchmarks/pin_decode_launch.py "$root" $launches  # copies $root-TILE-STAGES
 for round in $(seq 1 "${ROUNDS:-1}"); do
   for launch in $launches; do
     for setting in ${SETTINGS:-1 0}; do
