@@ -106,14 +106,16 @@ def test_pick_breaks_a_near_tie_by_stages_then_tile():
 
 
 def test_decode_inputs_lay_out_shuffled_pages():
-    """Each request's slots run in pages of `page_size` consecutive slots; no slot belongs to two requests."""
+    """Each request's slots run in pages of `page_size` consecutive slots; no slot belongs to two requests, and
+    there are no more slots than the lengths need."""
     q, k, v, table, rows, lens = triton_autotune.decode_inputs(4, 2, 8, torch.float32, torch.device("cpu"),
                                                                [5, 40, 17], page_size=16)
     assert table.shape == (3, 48) and lens.tolist() == [5, 40, 17] and rows.tolist() == [0, 1, 2]
-    assert q.shape == (3, 4, 8) and k.shape == v.shape == (3 * 48, 2, 8)
-    pages = table.view(3, 3, 16)
-    assert torch.equal(pages - pages[..., :1], torch.arange(16, dtype=torch.int32).expand(3, 3, 16))
-    assert bool((pages[..., 0] % 16 == 0).all()) and table.unique().numel() == table.numel()
+    assert q.shape == (3, 4, 8) and k.shape == v.shape == ((1 + 3 + 2) * 16, 2, 8)
+    used = torch.cat([table[i, :-(-n // 16) * 16] for i, n in enumerate([5, 40, 17])])
+    pages = used.view(-1, 16)
+    assert torch.equal(pages - pages[:, :1], torch.arange(16, dtype=torch.int32).expand_as(pages))
+    assert bool((pages[:, 0] % 16 == 0).all()) and sorted(used.tolist()) == list(range(k.shape[0]))
 
 
 def test_decode_launch_by_batch_size():

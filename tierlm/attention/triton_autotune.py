@@ -49,17 +49,21 @@ TIE = 0.01
 def decode_inputs(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
                   lengths: Sequence[int], page_size: int, kv_dtype: torch.dtype | None = None, seed: int = 0):
     """Random q, K, V and a request-to-token table of one decode step over `lengths`, laid out as the pool
-    lays them out: pages of `page_size` consecutive slots, the pages shuffled. Returns (q, k, v, table, rows,
-    lens)."""
+    lays them out: each request's pages of `page_size` consecutive slots, the pages shuffled, no more slots than the
+    lengths need (the tuner runs beside the engine's allocated pool). Returns (q, k, v, table, rows, lens)."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = [-(-n // page_size) for n in lengths]
+    order = torch.randperm(sum(counts), generator=gen)
+    pages = torch.zeros(len(lengths), max(counts), dtype=torch.int64)
+    for i, start in enumerate(itertools.accumulate([0, *counts[:-1]])):
+        pages[i, :counts[i]] = order[start:start + counts[i]]
+    pos = torch.arange(pages.shape[1] * page_size)
+    table = (pages[:, pos // page_size] * page_size + pos % page_size).to(torch.int32).to(device)
+    slots = sum(counts) * page_size
     gen = torch.Generator(device=device).manual_seed(seed)
-    width = -(-max(lengths) // page_size)
-    pages = torch.randperm(len(lengths) * width, generator=gen, device=device).view(len(lengths), width)
-    pos = torch.arange(width * page_size, device=device)
-    table = (pages[:, pos // page_size] * page_size + pos % page_size).to(torch.int32)
-    slots = pages.numel() * page_size
-    k = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(kv_dtype or dtype)
-    v = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device).to(kv_dtype or dtype)
-    q = torch.randn(len(lengths), num_heads, head_dim, generator=gen, device=device).to(dtype)
+    k = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device, dtype=dtype).to(kv_dtype or dtype)
+    v = torch.randn(slots, num_kv_heads, head_dim, generator=gen, device=device, dtype=dtype).to(kv_dtype or dtype)
+    q = torch.randn(len(lengths), num_heads, head_dim, generator=gen, device=device, dtype=dtype)
     rows = torch.arange(len(lengths), dtype=torch.int32, device=device)
     lens = torch.tensor(list(lengths), dtype=torch.int32, device=device)
     return q, k, v, table, rows, lens
