@@ -46,6 +46,10 @@ BUCKETS = ((1, (TuneShape(64, 2048, 2048), TuneShape(128, 128, 2048), TuneShape(
 TIE = 0.01
 
 
+def _as_lists(buckets) -> list:
+    return [[b, [dataclasses.astuple(s) for s in shapes]] for b, shapes in buckets]
+
+
 def decode_inputs(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
                   lengths: Sequence[int], page_size: int, kv_dtype: torch.dtype | None = None, seed: int = 0):
     """Random q, K, V and a request-to-token table of one decode step over `lengths`, laid out as the pool
@@ -124,7 +128,7 @@ def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, 
         all_timings[str(min_batch)] = timings
         logger.info("autotune %s from batch %d: %s at %s us (%s)", KERNEL, min_batch, best, timings[best], shapes)
     return {"launches": launches, "timings_us": all_timings, "page_size": page_size,
-            "buckets": [[b, [dataclasses.astuple(s) for s in shapes]] for b, shapes in buckets]}
+            "buckets": _as_lists(buckets)}
 
 
 def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, head_dim: int,
@@ -137,7 +141,7 @@ def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int,
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "num_heads": num_heads, "num_kv_heads": num_kv_heads, "head_dim": head_dim,
                "candidates": {k: list(v) for k, v in CANDIDATES.items()},
-               "buckets": [[b, [dataclasses.astuple(s) for s in shapes]] for b, shapes in BUCKETS],
+               "buckets": _as_lists(BUCKETS),
                "page_size": page_size}
     # an fp8 pool picks its own launch; factors only then, so the model-dtype tunings keep their keys. The
     # type K/V are widened to changes the loop's cost, so it is one of them.
