@@ -125,3 +125,19 @@ def test_decode_launch_by_batch_size():
     assert [cfg.decode_launch(b) for b in (1, 3, 4, 15, 16, 512)] == [
         (32, 2, 1), (32, 2, 1), (64, 4, 2), (64, 4, 2), (128, 8, 3), (128, 8, 3)]
     assert TritonAttentionConfig().decode_launch(256) == (128, 4, 2)
+
+
+@pytest.mark.parametrize("stored", [{"us": 1.0}, {"launches": "64/4/3"}, {"launches": [[1, 96, 4, 2]]},
+                                    {"launches": [[2, 64, 4, 2]]}, {"launches": [[1, 64, 4]]},
+                                    {"launches": [[1, 64, 4, 2], [1, 128, 4, 2]]}])
+def test_a_stored_result_that_is_not_a_launch_table_is_tuned_again(fake_gpu, stored):
+    """JSON of the right kernel and key whose results are not a launch table (hand-edited, another writer): the
+    engine tunes again and overwrites it instead of failing to start."""
+    root, tunings = fake_gpu
+    tuned()
+    path = next((root / "autotune" / "triton_decode").glob("*.json"))
+    body = json.loads(path.read_text())
+    body["results"] = stored
+    path.write_text(json.dumps(body))
+    assert tuned().decode_launches == ((1, 64, 8, 3), (16, 128, 4, 3)) and len(tunings) == 2
+    assert json.loads(path.read_text())["results"]["launches"] == [[1, 64, 8, 3], [16, 128, 4, 3]]

@@ -26,10 +26,10 @@ def test_copies_pin_one_launch_for_every_batch(tmp_path, monkeypatch):
         monkeypatch.setenv("TIERLM_CACHE_DIR", str(path))
         return triton_autotune.tuned_config(TritonAttentionConfig(), 16, 8, 128, torch.bfloat16, torch.device("cpu"))
     assert tuned(root).decode_launch(256) == (128, 8, 2)
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pin_decode_launch.py"), str(root), "64:3", "32:2"],
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pin_decode_launch.py"), str(root), "64:3", "128:3"],
                    check=True)
     monkeypatch.setattr(triton_autotune, "tune_decode", lambda *a, **kw: pytest.fail("a pinned root re-tuned"))
-    for copy, launch in (("root-64-3", (64, 4, 3)), ("root-32-2", (32, 4, 2))):
+    for copy, launch in (("root-64-3", (64, 4, 3)), ("root-128-3", (128, 4, 3))):
         cfg = tuned(tmp_path / copy)
         assert cfg.decode_launch(1) == cfg.decode_launch(512) == launch
     assert tuned(root).decode_launch(256) == (128, 8, 2)  # the tuned root itself is left as it was

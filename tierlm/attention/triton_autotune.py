@@ -148,10 +148,30 @@ def tuned_config(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int,
     if kv_dtype is not None and kv_dtype != dtype:
         factors["kv_dtype"] = str(kv_dtype).replace("torch.", "")
         factors["widen"] = str(compute_dtype(dtype, kv_dtype))
-    results = AutotuneStore().get_or_tune(
-        KERNEL, factors, lambda: tune_decode(base, num_heads, num_kv_heads, head_dim, dtype, device,
-                                             kv_dtype=kv_dtype, page_size=page_size))
-    launches = tuple(tuple(int(x) for x in row) for row in results["launches"])
+    store = AutotuneStore()
+
+    def tune() -> dict:
+        return tune_decode(base, num_heads, num_kv_heads, head_dim, dtype, device, kv_dtype=kv_dtype,
+                           page_size=page_size)
+    launches = _launches(store.get_or_tune(KERNEL, factors, tune))
+    if launches is None:  # a stored file that is JSON of the right kernel but not a launch table
+        logger.warning("autotune: the stored %s result for this shape is not a launch table; tuning again", KERNEL)
+        results = tune()
+        store.save(KERNEL, factors, results)
+        launches = _launches(results)
     block_n, warps, stages = launches[0][1:]
     return dataclasses.replace(base, decode_block_n=block_n, decode_num_warps=warps, decode_num_stages=stages,
                                decode_launches=launches)
+
+
+def _launches(results: dict) -> tuple[tuple[int, int, int, int], ...] | None:
+    """`results["launches"]` as a launch table, or None unless it is one: rows of (smallest batch, then one of the
+    candidates' KV tiles, warps and stages), ascending, the first from batch 1."""
+    try:
+        rows = tuple(tuple(int(x) for x in row) for row in results["launches"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    ok = rows and rows[0][0] == 1 and all(len(r) == 4 for r in rows)
+    ok = ok and all(a[0] < b[0] for a, b in zip(rows, rows[1:]))
+    ok = ok and all(v in values for r in rows for v, values in zip(r[1:], CANDIDATES.values()))
+    return rows if ok else None
