@@ -9,12 +9,11 @@ round, with the tie rule and without. Usage (GPU): `PYTHONPATH=. python benchmar
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 
 import torch
 
-from tierlm.attention.triton_autotune import BUCKETS, CANDIDATES, TuneShape, decode_inputs, pick, time_decode
+from tierlm.attention.triton_autotune import BUCKETS, CANDIDATES, TuneShape, decode_inputs, pick, time_candidates
 from tierlm.attention.triton_backend import TritonAttentionConfig
 
 HEADS, KV_HEADS, HEAD_DIM = 16, 8, 128  # Qwen3-0.6B
@@ -40,9 +39,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for col, (page, shape) in columns.items():
             inputs = decode_inputs(HEADS, KV_HEADS, HEAD_DIM, torch.bfloat16, dev, shape.lengths(), page, kv_dtype)
-            for name, values in zip(names, itertools.product(*CANDIDATES.values())):
-                cfg = dataclasses.replace(TritonAttentionConfig(), **dict(zip(CANDIDATES, values)))
-                us[col][name].append(time_decode(cfg, *inputs, sms) * 1e3)
+            for name, ms in time_candidates(TritonAttentionConfig(), inputs, sms).items():
+                us[col][name].append(ms * 1e3)
             del inputs
     print(f"\n{'tile/warps/stages':>18} " + " ".join(f"{c:>17}" for c in columns) + "   (us, rounds)")
     for n in names:

@@ -92,6 +92,13 @@ def time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms:
     return triton.testing.do_bench_cudagraph(run, rep=25, return_mode="median")
 
 
+def time_candidates(base: TritonAttentionConfig, inputs: tuple, num_sms: int) -> dict[str, float]:
+    """`time_decode` of every candidate launch on `decode_inputs`' tuple, by name (`tile/warps/stages`)."""
+    return {"/".join(map(str, values)): time_decode(dataclasses.replace(base, **dict(zip(CANDIDATES, values))),
+                                                    *inputs, num_sms)
+            for values in itertools.product(*CANDIDATES.values())}
+
+
 def pick(timings: dict[str, list[float]], tolerance: float = TIE) -> str:
     """The candidate (`tile/warps/stages`) whose times, each over the best candidate's at that shape, sum lowest;
     among those within `tolerance` of that sum, the one with the most stages, then the smallest KV tile."""
@@ -112,16 +119,14 @@ def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, 
     default `dtype`, in pages of `page_size`); return the launch `pick` chooses per bucket, as `launches`
     rows of (smallest batch, KV tile, warps, stages)."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    names = ["/".join(map(str, values)) for values in itertools.product(*CANDIDATES.values())]
     launches, all_timings = [], {}
     for min_batch, shapes in buckets:
-        timings: dict[str, list[float]] = {name: [] for name in names}
+        timings: dict[str, list[float]] = {}
         for shape in shapes:
             inputs = decode_inputs(num_heads, num_kv_heads, head_dim, dtype, device, shape.lengths(), page_size,
                                    kv_dtype)
-            for name, values in zip(names, itertools.product(*CANDIDATES.values())):
-                cfg = dataclasses.replace(base, **dict(zip(CANDIDATES, values)))
-                timings[name].append(round(time_decode(cfg, *inputs, sms) * 1e3, 2))
+            for name, ms in time_candidates(base, inputs, sms).items():
+                timings.setdefault(name, []).append(round(ms * 1e3, 2))
             del inputs
         best = pick(timings)
         launches.append([min_batch, *map(int, best.split("/"))])
