@@ -20,7 +20,7 @@ import argparse
 import json
 import time
 
-from benchmarks.timing import device_gaps, print_device_gaps
+from benchmarks.timing import device_gaps, print_device_gaps, step_timeline
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.bench.offline import Workload, run_engine
 from tierlm.engine.engine import Engine
@@ -57,17 +57,53 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
         return got, refused
 
     sched.schedule = timed
+    launch, events = engine._launch, []
+    cuda = engine.device.type == "cuda"
+
+    def evented(batch):
+        start = _event()
+        got = launch(batch)
+        events.append((start, _event(), batch.mode if batch is not None else "copies"))
+        return got
+
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+        origin = _event()
+        engine._launch = evented
     try:
         report = run_engine(engine, work, temperature, False)
     finally:
         sched.schedule = schedule
+        engine._launch = launch
     end, final = time.perf_counter(), dict(engine.clock.seconds)
+    if cuda:
+        torch.cuda.synchronize()
+        starts = [origin.elapsed_time(s) for s, _, _ in events]
+        ends = [origin.elapsed_time(e) for _, e, _ in events]
+        report["device_steps"] = step_timeline(starts, ends, origin.elapsed_time(_event(sync=True)))
+        by_mode: dict[str, float] = {}
+        for (_, _, mode), s0, e0 in zip(events, starts, ends):
+            by_mode[mode] = by_mode.get(mode, 0.0) + (e0 - s0) / 1e3
+        report["device_steps"]["steps_s_by_mode"] = by_mode
     out = []
     for i, p in enumerate(passes):
         nxt, after = (passes[i + 1][0], passes[i + 1][5]) if i + 1 < len(passes) else (end, final)
         out.append((p[0] - passes[0][0], p[1], p[2], p[3], p[4], nxt - p[0],
                     {k: after[k] - p[5][k] for k in PHASES}))
     return report, out
+
+
+def _event(sync: bool = False):
+    """A timing CUDA event recorded on the current stream now (waited for when `sync`)."""
+    import torch
+
+    ev = torch.cuda.Event(enable_timing=True)
+    ev.record()
+    if sync:
+        ev.synchronize()
+    return ev
 
 
 def summarize(passes: list[tuple], kv_bytes_per_token: int, weight_bytes: int, read_bps: float) -> list[dict]:
@@ -169,6 +205,12 @@ def main() -> None:
     for p in sorted(passes, key=lambda p: -p[5])[:8]:
         print(f"  {p[0]:8.3f} {p[1]:<8}{p[2]:>5}{p[3]:>7}{1e3 * p[5]:>9.2f}   "
               + " / ".join(f"{1e3 * p[6][k]:.2f}" for k in PHASES))
+    if "device_steps" in report:
+        t = report["device_steps"]
+        print(f"device by CUDA events over the recorded run: {t['run_s']:.3f} s = before the first step "
+              f"{t['before_s']:.3f} + inside steps {t['steps_s']:.3f} + waiting between steps {t['between_s']:.3f} "
+              f"({t['waits_over_50us']} waits over 50 us) + after the last {t['after_s']:.3f}; inside steps by mode: "
+              + ", ".join(f"{m} {v:.3f}" for m, v in t["steps_s_by_mode"].items()))
     print(f"garbage collections over all runs: {gc_stats}")
     if args.json:
         with open(args.json, "w") as f:
