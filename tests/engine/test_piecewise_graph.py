@@ -72,12 +72,12 @@ def test_decode_batches_beyond_the_decode_graphs_run_as_pieces(tiny_models, monk
 @pytest.mark.parametrize("arch", ["qwen3", "llama"])
 def test_a_cut_forward_visits_every_layer_once_in_order(tiny_models, arch):
     """The capture walk on the CPU (warm-up mode, no graphs): each layer's attention is one cut, in order,
-    q/k/v land in the shared buffers and the pass returns one hidden row per token."""
+    the shared output buffer takes its shape and the pass returns one hidden row per token."""
     engine = Engine(EngineConfig(model=str(tiny_models[arch]), **CPU_OPTS))
     try:
         model = engine.worker.runner.model
         runner = PiecewiseGraphRunner.__new__(PiecewiseGraphRunner)  # the buffers only: no CUDA here
-        runner.max_tokens, runner.device, runner.q = 8, torch.device("cpu"), None
+        runner.max_tokens, runner.device, runner.out = 8, torch.device("cpu"), None
         runner.ids = torch.arange(8, dtype=torch.int64)
         runner.positions = torch.arange(8, dtype=torch.int64)
         cut = _Cut(runner, 5, None)
@@ -85,6 +85,62 @@ def test_a_cut_forward_visits_every_layer_once_in_order(tiny_models, arch):
             hidden = model(PiecewiseGraphRunner._batch(runner, 5), cut)
         assert cut.layers == list(range(model.config.num_layers))
         assert hidden.shape == (5, model.config.hidden_size)
-        assert runner.q.shape[0] == 8 and runner.out.shape == (8, runner.q.shape[1] * runner.v.shape[-1])
+        cfg = model.config
+        assert runner.out.shape == (8, cfg.num_heads * cfg.head_dim) and not cut.inputs  # warm-up: nothing borrowed
     finally:
         engine.close()
+
+
+def test_run_feeds_each_layer_its_own_q_k_v_and_the_shared_output():
+    """The replay loop on the CPU with stand-in pieces: piece 0, then per cut layer its attention over the
+    first T rows of the q/k/v its piece wrote, into the first T rows of the shared output, then the next piece."""
+    calls: list = []
+
+    class Piece:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def replay(self) -> None:
+            calls.append(("piece", self.i))
+
+    class Attn:
+        def prepare(self, batch) -> None:
+            calls.append(("prepare", batch.input_ids.shape[0]))
+
+        def forward_into(self, q, k, v, layer, batch, out) -> None:
+            calls.append(("attn", layer, q.shape[0], k.shape[0], v.shape[0], out.shape[0],
+                          float(q[0, 0, 0]), out.data_ptr() == runner.out.data_ptr()))
+
+    runner = PiecewiseGraphRunner.__new__(PiecewiseGraphRunner)
+    runner.sizes, runner.device = [4, 8], torch.device("cpu")
+    runner.ids, runner.positions = torch.zeros(8, dtype=torch.int64), torch.zeros(8, dtype=torch.int64)
+    runner.out = torch.zeros(8, 6)
+    inputs = [tuple(torch.full((8, 2, 3), float(layer)) for _ in range(3)) for layer in (3, 7)]
+    hidden = torch.arange(16.0).view(8, 2)
+    runner.graphs = {8: ([Piece(0), Piece(1), Piece(2)], [3, 7], inputs, hidden)}
+    batch = PiecewiseGraphRunner._batch(runner, 5)
+    got = runner.run(batch, Attn())
+    assert calls == [("prepare", 5), ("piece", 0), ("attn", 3, 5, 5, 5, 5, 3.0, True), ("piece", 1),
+                     ("attn", 7, 5, 5, 5, 5, 7.0, True), ("piece", 2)]
+    assert torch.equal(got, hidden[:5])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the CUDA array interface)")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float8_e4m3fn])
+def test_borrow_views_the_memory_without_holding_it(dtype):
+    from tierlm.engine.piecewise_graph import borrow
+
+    qkv = torch.randn(7, 12, device="cuda").to(dtype)
+    v = qkv[:, 8:].view(7, 2, 2)[2:]  # a strided view at an offset, as a layer's v is of its fused QKV output
+    b = borrow(v)
+    assert b.shape == v.shape and b.stride() == v.stride() and b.dtype == dtype and b.data_ptr() == v.data_ptr()
+    assert torch.equal(b.float(), v.float())
+    qkv.zero_()
+    assert not b.float().any()  # the same memory
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    big = torch.empty(1 << 20, device="cuda")
+    view = borrow(big)
+    del big
+    assert torch.cuda.memory_allocated() == before and view.numel() == 1 << 20  # not held by the view
+    assert borrow(qkv[:0]).shape == (0, 12)

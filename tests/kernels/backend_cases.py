@@ -80,6 +80,13 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
             got = tri.forward(q, k, v, layer, batch)
             want = ref.forward(q[:n_real], k[:n_real], v[:n_real], layer, _real_part(batch, len(rows)))
             torch.testing.assert_close(got[:n_real].double().cpu(), want.double().cpu(), **tol)
+            if not graph:  # into a buffer (as graph pieces take it): the same values, K/V stored again as they were
+                into = torch.full_like(got, float("nan"))
+                tri.forward_into(q, k, v, layer, batch, into)
+                assert torch.equal(into, got)
+                ref_into = torch.full_like(want, float("nan"))
+                ref.forward_into(q[:n_real], k[:n_real], v[:n_real], layer, _real_part(batch, len(rows)), ref_into)
+                assert torch.equal(ref_into, want)
             assert same_bytes(pools[0]["k"][layer][1 * page_size:], pools[1]["k"][layer][1 * page_size:])
             assert same_bytes(pools[0]["v"][layer][1 * page_size:], pools[1]["v"][layer][1 * page_size:])
 

@@ -80,6 +80,12 @@ class AttentionBackend(ABC):
                 batch: ForwardBatch) -> torch.Tensor:
         """q `[T, H, D]`, k/v `[T, KVH, D]` → output `[T, H * D]`."""
 
+    def forward_into(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, batch: ForwardBatch,
+                     out: torch.Tensor) -> None:
+        """`forward` with its output written into `out` `[T, H * D]` (a static buffer that replayed graph pieces
+        read); a backend whose kernels take an output buffer overrides this to save the copy."""
+        out.copy_(self.forward(q, k, v, layer, batch))
+
     def fuses_rope(self, batch: ForwardBatch) -> bool:
         """Whether `forward` takes this batch's q and k straight from the QKV projection, before the q/k norm
         and rotary, and applies them itself (given as `forward(..., rope=QKRope)`); a backend that says so

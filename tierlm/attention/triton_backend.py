@@ -149,11 +149,20 @@ class TritonBackend(AttentionBackend):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
                 batch: ForwardBatch, rope: Optional[QKRope] = None) -> torch.Tensor:
+        out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
+        return self._attend(q, k, v, layer, batch, rope, out)
+
+    def forward_into(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, batch: ForwardBatch,
+                     out: torch.Tensor) -> None:
+        self._attend(q, k, v, layer, batch, None, out.view(q.shape[0], self.num_heads, self.head_dim))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, batch: ForwardBatch,
+                rope: Optional[QKRope], out: torch.Tensor) -> torch.Tensor:
+        """Attention of the pass's q into `out` `[T, H, D]`; returns it as `[T, H * D]`."""
         self.wait_kv(layer)
         bufs = self.pool.layers[layer]
         k_buf, v_buf = bufs["k"], bufs["v"]
         meta, cfg = self._meta, self.config
-        out = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
         if batch.mode == "decode":  # the decode kernel stores the step's K/V itself (one launch fewer)
             assert isinstance(meta, DecodeMeta), "prepare(batch) must run before forward"
             self._decode(q, k_buf, v_buf, out, meta, (k, v, batch.out_loc), rope)

@@ -5,15 +5,18 @@ rotary, MLP, all-reduce), and its host time exceeds its device time: a mixed ste
 than a graph-replayed decode step. Attention cannot be captured once for every batch (its grid and metadata follow
 the requests), but everything between two attention calls is token-wise, so for a padded token count it is one
 graph. A pass of T tokens is then: copy the input ids and positions into static buffers, replay piece 0
-(embedding to the first layer's q/k/v), run attention eagerly on the first T rows of the static q/k/v with this
-pass's own metadata, copy its output into a static buffer, replay piece 1, and so on; the last piece ends with the
+(embedding to the first layer's q/k/v), run attention eagerly on the first T rows of that q/k/v with this pass's
+own metadata, writing its output into a static buffer, replay piece 1, and so on; the last piece ends with the
 final norm. Padding rows only ever pass through token-wise pieces and are never read. A decode batch larger
 than the largest decode graph runs the same way (its attention takes the decode path).
 
 Capture runs the model's own forward with `_Cut` in place of the attention backend: each call ends the graph being
-captured (after copying q/k/v into buffers shared by every layer and size, so memory does not grow with depth)
-and begins the next. Only models that declare `piecewise_graph_safe` (no host synchronisation and nothing
-data-dependent between attention calls, e.g. no mixture-of-experts routing) are captured.
+captured and begins the next. Attention reads q/k/v where the piece before it wrote them, through views that do
+not hold that memory (`borrow`): the pieces share one memory pool, so a later piece (or a pass of another size)
+may reuse it, but only after this layer's attention has read it, in stream order, which is the order of capture
+within a pass; holding the tensors instead would grow the pool with depth and with every captured size. Only
+models that declare `piecewise_graph_safe` (no host synchronisation and nothing data-dependent between attention
+calls, e.g. no mixture-of-experts routing) are captured.
 """
 from __future__ import annotations
 
@@ -57,14 +60,32 @@ def piecewise_tokens(config: Any) -> int:
     return 0 if config.compile else tokens
 
 
+class _Borrowed:
+    """A device memory range in the CUDA array interface, which `torch.as_tensor` views without owning it."""
+
+    def __init__(self, ptr: int, nbytes: int) -> None:
+        self.__cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (ptr, False), "version": 2}
+
+
+def borrow(t: torch.Tensor) -> torch.Tensor:
+    """A tensor of `t`'s shape, strides and dtype over `t`'s memory that does not keep that memory allocated
+    (valid while nothing else is written there: see the module doc for why that holds for the pieces)."""
+    if t.numel() == 0:
+        return t.new_empty(t.shape)
+    span = (sum((n - 1) * st for n, st in zip(t.shape, t.stride())) + 1) * t.element_size()
+    raw = torch.as_tensor(_Borrowed(t.data_ptr(), span), device=t.device)
+    return raw.view(t.dtype).as_strided(t.shape, t.stride())
+
+
 class _Cut:
-    """Stands in for the attention backend while the model's forward is captured (or warmed up): copies q/k/v
-    into the shared static buffers, ends the current graph, records which layer attends here, begins the next
-    graph and returns the static attention output as the call's result."""
+    """Stands in for the attention backend while the model's forward is captured (or warmed up): ends the
+    current graph, records which layer attends here and (captured) borrowed views of its q/k/v, begins the
+    next graph and returns the static attention output as the call's result."""
 
     def __init__(self, runner: "PiecewiseGraphRunner", tokens: int, graphs: Optional[list]) -> None:
         self.runner, self.tokens, self.graphs = runner, tokens, graphs
         self.layers: list[int] = []
+        self.inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def begin(self) -> None:
         if self.graphs is not None:
@@ -78,12 +99,10 @@ class _Cut:
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, batch: ForwardBatch
                 ) -> torch.Tensor:
         r, n = self.runner, self.tokens
-        if r.q is None:  # first call of the warm-up of the largest size: the shared buffers take their shapes
-            r.allocate(q, k, v)
-        r.q[:n].copy_(q)
-        r.k[:n].copy_(k)
-        r.v[:n].copy_(v)
+        if r.out is None:  # first call of the warm-up of the largest size: the output buffer takes its shape
+            r.out = torch.zeros((r.max_tokens, q.shape[1] * v.shape[-1]), dtype=q.dtype, device=q.device)
         if self.graphs is not None:
+            self.inputs.append((borrow(q), borrow(k), borrow(v)))
             self.graphs[-1].capture_end()
         self.layers.append(layer)
         self.begin()
@@ -98,10 +117,11 @@ class PiecewiseGraphRunner:
         self.model, self.device, self.max_tokens = model, device, max_tokens
         self.ids = torch.zeros(max_tokens, dtype=torch.int64, device=device)
         self.positions = torch.zeros(max_tokens, dtype=torch.int64, device=device)
-        self.q = self.k = self.v = self.out = None  # shared by every layer and size; shaped by the warm-up
+        self.out: Optional[torch.Tensor] = None  # attention's output, shared by every layer and size
         self.pool = torch.cuda.graph_pool_handle()
         self.sizes = token_ladder(max_tokens)
-        self.graphs: dict[int, tuple[list, list[int], torch.Tensor]] = {}  # size -> (pieces, layers, hidden)
+        # size -> (pieces, layers, each layer's borrowed q/k/v, hidden)
+        self.graphs: dict[int, tuple[list, list[int], list[tuple], torch.Tensor]] = {}
         t0 = time.perf_counter()
         stream = torch.cuda.Stream(self.device)  # one capture stream: each stream costs cuBLAS a workspace
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -113,13 +133,6 @@ class PiecewiseGraphRunner:
         pieces = sum(len(g[0]) for g in self.graphs.values())
         logger.info("captured %d extend passes as %d CUDA graph pieces (up to %d tokens) in %.1f s",
                     len(self.sizes), pieces, max_tokens, time.perf_counter() - t0)
-
-    def allocate(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        n = self.max_tokens
-        self.q = torch.empty((n, *q.shape[1:]), dtype=q.dtype, device=q.device)
-        self.k = torch.empty((n, *k.shape[1:]), dtype=k.dtype, device=k.device)
-        self.v = torch.empty((n, *v.shape[1:]), dtype=v.dtype, device=v.device)
-        self.out = torch.zeros((n, q.shape[1] * v.shape[-1]), dtype=q.dtype, device=q.device)
 
     def _batch(self, n: int) -> ForwardBatch:
         none = torch.zeros(0, dtype=torch.int32, device=self.device)
@@ -135,7 +148,7 @@ class PiecewiseGraphRunner:
         cut.begin()
         hidden = self.model(self._batch(n), cut)
         graphs[-1].capture_end()
-        self.graphs[n] = (graphs, cut.layers, hidden)
+        self.graphs[n] = (graphs, cut.layers, cut.inputs, hidden)
 
     def can_run(self, batch: ForwardBatch) -> bool:
         """Any pass of up to `max_tokens` tokens: the pieces are token-wise, so a decode batch larger than the
@@ -149,9 +162,9 @@ class PiecewiseGraphRunner:
         self.ids[:t].copy_(batch.input_ids, non_blocking=True)
         self.positions[:t].copy_(batch.positions, non_blocking=True)
         attn.prepare(batch)
-        graphs, layers, hidden = self.graphs[n]
+        graphs, layers, inputs, hidden = self.graphs[n]
         graphs[0].replay()
-        for layer, graph in zip(layers, graphs[1:]):
-            self.out[:t].copy_(attn.forward(self.q[:t], self.k[:t], self.v[:t], layer, batch))
+        for layer, graph, (q, k, v) in zip(layers, graphs[1:], inputs):
+            attn.forward_into(q[:t], k[:t], v[:t], layer, batch, self.out[:t])
             graph.replay()
         return hidden[:t]
