@@ -22,6 +22,8 @@ def _flags(kernel) -> dict[str, bool]:
     ("tierlm.kernels.race_sample:_race_slices", ["seed"], ["vocab"]),
     ("tierlm.kernels.race_sample:_race_pick", ["num_parts"], []),
     ("tierlm.kernels.skinny_gemm:_skinny_kernel", ["M", "M_PAD"], ["N", "K", "K_SPLIT", "stride_wn"]),
+    ("tierlm.kernels.step_metadata:_scatter_2d_kernel", ["n"], ["stride_row"]),
+    ("tierlm.kernels.step_metadata:_pad_inputs_kernel", ["n", "size"], []),
 ])
 def test_per_pass_counts_are_not_specialized(kernel_path: str, per_pass: list[str], shape: list[str]):
     import importlib

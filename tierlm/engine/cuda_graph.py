@@ -2,8 +2,8 @@
 
 A decode step of a small model is dozens of short kernels per layer; launching them one by one costs more
 host time than the device needs. Each captured graph reads only static buffers (request rows, positions,
-sequence lengths), so a replay is: copy this step's values in (device to device), pad the rest with the
-dummy request (row `max_reqs`, position 0, length 1: it reads and writes only the scratch page), replay.
+sequence lengths), so a replay is: copy this step's values in and pad the rest with the dummy request (row
+`max_reqs`, position 0, length 1: it reads and writes only the scratch page), in one launch, then replay.
 """
 from __future__ import annotations
 
@@ -78,13 +78,10 @@ class DecodeGraphRunner:
         """Logits `[B, vocab]` of a decode batch (valid until the next replay)."""
         n = batch.batch_size
         bs = next(s for s in self.sizes if s >= n)
-        self.rows[:n].copy_(batch.req_rows, non_blocking=True)
-        self.positions[:n].copy_(batch.positions, non_blocking=True)
-        self.seq_lens[:n].copy_(batch.seq_lens, non_blocking=True)
-        if bs > n:
-            self.rows[n:bs].fill_(self.dummy_row)
-            self.positions[n:bs].zero_()
-            self.seq_lens[n:bs].fill_(1)
+        from tierlm.kernels.step_metadata import pad_decode_inputs
+
+        pad_decode_inputs(batch.req_rows, batch.positions, batch.seq_lens, self.rows, self.positions, self.seq_lens,
+                          bs, self.dummy_row)  # one launch for the copies and the padding
         graph, out = self.graphs[bs]
         graph.replay()
         return out[:n]

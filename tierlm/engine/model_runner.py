@@ -214,8 +214,8 @@ class ModelRunner:
 
         tok_rows, pos = take(T), take(T)
         req_rows, prefix_t, seq_t, qo = take(B), take(B), take(B), take(B + 1)
-        m_rows, m_pos, m_slots = take(M).long(), take(M).long(), take(M)
-        sites = SampleSites(take(S).long(), take(S).long(), take(S).long(), S)
+        m_rows, m_pos, m_slots = take(M), take(M), take(M)
+        sites = SampleSites(take(S), take(S), take(S), S)  # int32 as uploaded: their users take it
         tables.write(m_rows, m_pos, m_slots)
         if plan.mode == "decode" and self.graphs is not None and self.graphs.fits(B):
             # a replayed graph reads its inputs and slots from the tables itself and widens the positions as
@@ -256,7 +256,8 @@ class ModelRunner:
 
 @dataclass
 class SampleSites:
-    """Where a pass samples: request rows, the positions the new tokens go to, and their token indices."""
+    """Where a pass samples: request rows, the positions the new tokens go to, and their token indices (int32
+    device tensors)."""
 
     rows: torch.Tensor
     positions: torch.Tensor

@@ -96,7 +96,7 @@ class Worker:
 
     def store_tokens(self, sites: SampleSites, tokens: torch.Tensor) -> None:
         """Write sampled tokens into the device token table (the next decode step reads its inputs there)."""
-        self.tables.token_ids[sites.rows, sites.positions] = tokens.to(torch.int32)
+        self.tables.write_tokens(sites.rows, sites.positions, tokens)
 
     def close(self) -> None:
         """Nothing to stop on one device (a `WorkerGroup` stops its other ranks here)."""

@@ -17,6 +17,22 @@ class ReqToTokenTable:
         self.token_ids = torch.zeros((max_reqs + 1, max_len), dtype=torch.int32, device=device)
 
     def write(self, rows: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor) -> None:
-        """Point `(rows[i], positions[i])` at `slots[i]` (one scatter)."""
-        if rows.numel():
-            self.table[rows, positions] = slots
+        """Point `(rows[i], positions[i])` at `slots[i]` (one scatter; indices of any integer dtype)."""
+        self.scatter(self.table, rows, positions, slots)
+
+    @staticmethod
+    def scatter(table: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> None:
+        """`table[rows[i], positions[i]] = values[i]`: one kernel on CUDA (the int32 indices as uploaded, no
+        widening launches), torch indexing elsewhere."""
+        if not rows.numel():
+            return
+        if table.is_cuda:
+            from tierlm.kernels.step_metadata import scatter_2d
+
+            scatter_2d(table, rows, positions, values)
+        else:
+            table[rows.long(), positions.long()] = values.to(table.dtype)
+
+    def write_tokens(self, rows: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Store sampled `tokens` (any integer dtype) at `(rows[i], positions[i])` of the token table."""
+        self.scatter(self.token_ids, rows, positions, tokens)
