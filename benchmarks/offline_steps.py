@@ -46,9 +46,22 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
     schedule = sched.schedule
     passes: list[list] = []
 
+    host = {"adds_s": 0.0, "first_schedule_s": None}  # the host's work before the first launch
+    add = engine.add_request
+
+    def counted_add(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return add(*args, **kwargs)
+        finally:
+            host["adds_s"] += time.perf_counter() - t0
+
     def timed():
         clock = dict(engine.clock.seconds)  # taken inside `schedule`: the phases up to here are the last step's
+        t0 = time.perf_counter()
         got, refused = schedule()
+        if host["first_schedule_s"] is None:
+            host["first_schedule_s"] = time.perf_counter() - t0
         if got is not None:
             decodes = [r for r in got.reqs if not r.prefilling]
             prefill = sum(n for r, n in zip(got.reqs, got.extend_lens) if r.prefilling)
@@ -56,7 +69,7 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
                            clock])
         return got, refused
 
-    sched.schedule = timed
+    sched.schedule, engine.add_request = timed, counted_add
     launch, events = engine._launch, []
     cuda = engine.device.type == "cuda"
 
@@ -76,7 +89,8 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
         report = run_engine(engine, work, temperature, False)
     finally:
         sched.schedule = schedule
-        engine._launch = launch
+        engine._launch, engine.add_request = launch, add
+    report["host_before_first_launch"] = host
     end, final = time.perf_counter(), dict(engine.clock.seconds)
     if cuda:
         torch.cuda.synchronize()
@@ -211,6 +225,9 @@ def main() -> None:
               f"{t['before_s']:.3f} + inside steps {t['steps_s']:.3f} + waiting between steps {t['between_s']:.3f} "
               f"({t['waits_over_50us']} waits over 50 us) + after the last {t['after_s']:.3f}; inside steps by mode: "
               + ", ".join(f"{m} {v:.3f}" for m, v in t["steps_s_by_mode"].items()))
+    h = report["host_before_first_launch"]
+    print(f"host before the first launch: {args.num_requests} arrivals {1e3 * h['adds_s']:.1f} ms, "
+          f"the first schedule {1e3 * (h['first_schedule_s'] or 0.0):.1f} ms")
     print(f"garbage collections over all runs: {gc_stats}")
     if args.json:
         with open(args.json, "w") as f:
