@@ -18,10 +18,10 @@ class ReqToTokenTable:
 
     def write(self, rows: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor) -> None:
         """Point `(rows[i], positions[i])` at `slots[i]` (one scatter; indices of any integer dtype)."""
-        self.scatter(self.table, rows, positions, slots)
+        self._scatter(self.table, rows, positions, slots)
 
     @staticmethod
-    def scatter(table: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> None:
+    def _scatter(table: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> None:
         """`table[rows[i], positions[i]] = values[i]`: one kernel on CUDA (the int32 indices as uploaded, no
         widening launches), torch indexing elsewhere."""
         if not rows.numel():
@@ -35,4 +35,4 @@ class ReqToTokenTable:
 
     def write_tokens(self, rows: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor) -> None:
         """Store sampled `tokens` (any integer dtype) at `(rows[i], positions[i])` of the token table."""
-        self.scatter(self.token_ids, rows, positions, tokens)
+        self._scatter(self.token_ids, rows, positions, tokens)
