@@ -39,7 +39,7 @@ else:
 @functools.lru_cache(maxsize=None)
 def interpreter_gap() -> str:
     """Why this Triton's interpreter cannot run the engine's kernels, or "" when it can. Triton 3.6's interpreter
-    takes `int()` of a one-element array for a loop bound loaded from memory, which NumPy 2.4 refuses."""
+    takes `int()` of a one-element array for a loop bound loaded from memory, which NumPy 2.4 and later refuse."""
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
