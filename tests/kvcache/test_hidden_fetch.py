@@ -10,7 +10,7 @@ from tests.kvcache.test_prefetch_policies import (GREEDY, LONG, OTHER, filled_st
 from tierlm import LLM
 
 FIRST = " ".join(f"word{i}" for i in range(60))  # prefill work the second request queues behind (not stored)
-# A store read this slow outlasts these runs many times over, even on a loaded two-core machine (one took 1.5 s
+# A store read this slow outlasts these runs many times over, even on a loaded two-core machine (one took 1.48 s
 # under a parallel test run): a run that ends, or a first token that comes, before `UNWAITED` never waited for a
 # read.
 SLOW_READ = 5.0
