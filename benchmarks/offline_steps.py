@@ -46,22 +46,30 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
     schedule = sched.schedule
     passes: list[list] = []
 
-    host = {"adds_s": 0.0, "first_schedule_s": None}  # the host's work before the first launch
+    # the host's work before the first launch: seconds in the arrivals and the first schedule, and the times
+    # (from the run's start) when the arrivals end, the first schedule starts and ends, the first launch starts
+    host = {"adds_s": 0.0, "first_schedule_s": None, "adds_end_s": None, "schedule_start_s": None,
+            "schedule_end_s": None, "launch_start_s": None}
     add = engine.add_request
+    t_run = [0.0]  # perf_counter at the run's start (set below, next to the device's origin event)
 
     def counted_add(*args, **kwargs):
         t0 = time.perf_counter()
         try:
             return add(*args, **kwargs)
         finally:
-            host["adds_s"] += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            host["adds_s"] += t1 - t0
+            host["adds_end_s"] = t1 - t_run[0]
 
     def timed():
         clock = dict(engine.clock.seconds)  # taken inside `schedule`: the phases up to here are the last step's
         t0 = time.perf_counter()
         got, refused = schedule()
         if host["first_schedule_s"] is None:
-            host["first_schedule_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            host["first_schedule_s"] = t1 - t0
+            host["schedule_start_s"], host["schedule_end_s"] = t0 - t_run[0], t1 - t_run[0]
         if got is not None:
             decodes = [r for r in got.reqs if not r.prefilling]
             prefill = sum(n for r, n in zip(got.reqs, got.extend_lens) if r.prefilling)
@@ -74,9 +82,12 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
     cuda = engine.device.type == "cuda"
 
     def evented(batch):
-        start = _event()
+        if host["launch_start_s"] is None:
+            host["launch_start_s"] = time.perf_counter() - t_run[0]
+        start = _event() if cuda else None
         got = launch(batch)
-        events.append((start, _event(), batch.mode if batch is not None else "copies"))
+        if cuda:
+            events.append((start, _event(), batch.mode if batch is not None else "copies"))
         return got
 
     if cuda:
@@ -84,7 +95,8 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
 
         torch.cuda.synchronize()
         origin = _event()
-        engine._launch = evented
+    t_run[0] = time.perf_counter()
+    engine._launch = evented
     try:
         report = run_engine(engine, work, temperature, False)
     finally:
@@ -107,6 +119,18 @@ def record(engine: Engine, work: Workload, temperature: float) -> tuple[dict, li
         out.append((p[0] - passes[0][0], p[1], p[2], p[3], p[4], nxt - p[0],
                     {k: after[k] - p[5][k] for k in PHASES}))
     return report, out
+
+
+def print_host_before(h: dict, num_requests: int) -> None:
+    """The host's time from the run's start to its first launch, in its parts (ms): the arrivals, the gap to
+    the first schedule, that schedule, the gap to the launch (compare with the device's "before the first step")."""
+    def ms(key: str) -> float:
+        return 1e3 * (h[key] or 0.0)
+
+    print(f"host before the first launch: {ms('launch_start_s'):.1f} ms = {num_requests} arrivals {ms('adds_s'):.1f} "
+          f"(ending at {ms('adds_end_s'):.1f}) + to the first schedule {ms('schedule_start_s') - ms('adds_end_s'):.1f} "
+          f"+ the first schedule {ms('first_schedule_s'):.1f} + to the launch "
+          f"{ms('launch_start_s') - ms('schedule_end_s'):.1f}")
 
 
 def _event(sync: bool = False):
@@ -225,9 +249,7 @@ def main() -> None:
               f"{t['before_s']:.3f} + inside steps {t['steps_s']:.3f} + waiting between steps {t['between_s']:.3f} "
               f"({t['waits_over_50us']} waits over 50 us) + after the last {t['after_s']:.3f}; inside steps by mode: "
               + ", ".join(f"{m} {v:.3f}" for m, v in t["steps_s_by_mode"].items()))
-    h = report["host_before_first_launch"]
-    print(f"host before the first launch: {args.num_requests} arrivals {1e3 * h['adds_s']:.1f} ms, "
-          f"the first schedule {1e3 * (h['first_schedule_s'] or 0.0):.1f} ms")
+    print_host_before(report["host_before_first_launch"], args.num_requests)
     print(f"garbage collections over all runs: {gc_stats}")
     if args.json:
         with open(args.json, "w") as f:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +80,8 @@ def test_offline_steps_records_every_pass_of_the_workload(tiny_qwen3, tmp_path):
     assert sum(p[6]["launch"] for p in data["passes"]) > 0
     slowest = lines.index(next(line for line in lines if line.startswith("slowest passes")))
     assert len([line for line in lines[slowest + 1:] if line.startswith("  ")]) == min(8, len(data["passes"]))
+    # the host's way to its first launch, in order: the arrivals end, the first schedule runs, the launch starts
+    h = data["report"]["host_before_first_launch"]
+    assert 0 < h["adds_s"] <= h["adds_end_s"] <= h["schedule_start_s"] < h["schedule_end_s"] <= h["launch_start_s"]
+    assert h["first_schedule_s"] == pytest.approx(h["schedule_end_s"] - h["schedule_start_s"])
+    assert any(line.startswith("host before the first launch: ") and "12 arrivals" in line for line in lines)
