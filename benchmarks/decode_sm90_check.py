@@ -95,7 +95,13 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
                                              (32, 16, 2, False, 0), (64, 128, 2, True, 0)):
         out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl} prefetch={lines}", _skinny_kernel,
                     dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
-                         SPLIT_K=split, PRECISION="tf32", PDL=pdl, PREFETCH_LINES=lines, LINE=64), {}))
+                         SPLIT_K=split, PRECISION="tf32", PDL=pdl, PREFETCH_LINES=lines, LINE=64, TMA=False), {}))
+    for rows, block_n, block_k, split in ((16, 64, 128, 1), (16, 128, 64, 4), (64, 64, 128, 2), (16, 32, 256, 2)):
+        # the weight through a TMA descriptor (`SkinnyConfig.tma`), at batch 1-16 and 64
+        out.append((f"skinny gemm tma rows={rows} n={block_n} k={block_k} split={split}", _skinny_kernel,
+                    dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split,
+                         PRECISION="tf32", PDL=True, PREFETCH_LINES=0, LINE=64, TMA=True),
+                    {"w_ptr": f"tensordesc<bf16[{block_n}, {block_k}]>"}))
     return out
 
 
@@ -108,7 +114,8 @@ def compile_for_sm90(kernel, consts: dict, pointers: dict | None = None, num_war
     sig.update({n: "fp32" for n in names if n.startswith("sm_scale") or n == "eps"})
     sig.update({n: "i64" for n in names if n == "seed"})
     sig.update({n: "constexpr" for n in consts})
-    aligned = [i for i, n in enumerate(names) if n in POINTERS or n.startswith("stride") or n in MULTIPLES_OF_16]
+    aligned = [i for i, n in enumerate(names) if (n in POINTERS and sig[n].startswith("*")) or n.startswith("stride")
+               or n in MULTIPLES_OF_16]
     src = ASTSource(kernel, sig, consts, {(i,): [["tt.divisibility", 16]] for i in aligned})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps,
                                                                            num_stages=num_stages))

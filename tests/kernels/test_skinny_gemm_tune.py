@@ -51,7 +51,8 @@ def test_the_tuner_gives_each_split_launch_its_own_counters_and_skips_whole_batc
 def test_a_stored_plan_gives_launches_per_bucket_and_counters_for_the_widest_split(monkeypatch):
     plain, split, tiled = tune.CANDIDATES[0], tune.CANDIDATES[2], tune.CANDIDATES[-1]
     assert split.split_k > 1 and tiled.split_k > 1 and tiled.block_m
-    stored = {"plan": {"plain": {"8": dataclasses.asdict(plain), "16": dataclasses.asdict(split), "64":
+    old_root = {k: v for k, v in dataclasses.asdict(plain).items() if k != "tma"}  # stored before `tma` existed
+    stored = {"plan": {"plain": {"8": old_root, "16": dataclasses.asdict(split), "64":
                                  dataclasses.asdict(tiled), "256": None}}, "timings_us": {}}
     factors_seen = {}
 
@@ -67,3 +68,6 @@ def test_a_stored_plan_gives_launches_per_bucket_and_counters_for_the_widest_spl
     assert plan.counters.numel() == tune.num_counters(100, tiled) > tune.num_counters(100, split)
     assert factors_seen["checked"] == tune.TOLERANCE and factors_seen["reference"] == "cuBLAS"
     assert factors_seen["timed_after"] == "rmsnorm", "tunings timed alone are not reused"
+    # the candidates keep the key they had before the `tma` field, so those cache roots are not tuned again
+    assert factors_seen["candidates"][0] == (64, 128, 1, 4, 4, 0)
+    assert tune._fields(dataclasses.replace(plain, tma=True)) == (64, 128, 1, 4, 4, 0, True)

@@ -16,6 +16,11 @@ Rounding: one float32 accumulation per output, cast once, like cuBLAS (summation
 results match it to the dtype's rounding). Callers use it only where a timing chose it
 (`tierlm.kernels.skinny_gemm_tune`), for bf16 / fp16 weights.
 
+`SkinnyConfig.tma` (off unless asked for; no tuner list holds it yet) has the Tensor Memory Accelerator bring
+each weight tile into shared memory from a descriptor (one bulk asynchronous copy per tile, issued by one thread)
+instead of every thread loading its part: the same tiles and rounding, with fewer instructions and registers per
+byte in flight. The weight must be 16-byte aligned (base and row stride).
+
 No prologue is fused in (unlike the GEMV): the input is the matrix unit's shared-memory operand here, so an
 input computed in registers (a norm, a SiLU·mul) has to be stored back to shared memory every K step, which
 stalls the pipeline; timed on an H200 such launches lost to the prologue's own kernel plus this one at every
@@ -53,6 +58,7 @@ class SkinnyConfig:
     # Batch rows per program: 0 for the whole (power-of-two) batch; fewer where a large batch's input would be
     # read again by too many programs.
     block_m: int = 0
+    tma: bool = False  # weight tiles by the Tensor Memory Accelerator (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.block_n < 16 or self.block_k < 16 or self.split_k < 1 or (self.block_m and self.block_m < 16):
@@ -61,14 +67,16 @@ class SkinnyConfig:
 
     def label(self) -> str:
         return (f"n{self.block_n} k{self.block_k} s{self.split_k} w{self.num_warps} st{self.num_stages}"
-                + (f" m{self.block_m}" if self.block_m else ""))
+                + (f" m{self.block_m}" if self.block_m else "") + (" tma" if self.tma else ""))
 
 
 @triton.jit(do_not_specialize=["M", "M_PAD"])  # the batch changes from step to step: one build per tile
 def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, N, K, K_SPLIT, stride_xm,
                    stride_wn, stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr,
-                   PREFETCH_LINES: tl.constexpr = 0, LINE: tl.constexpr = 64):
+                   PREFETCH_LINES: tl.constexpr = 0, LINE: tl.constexpr = 64, TMA: tl.constexpr = False):
+    # TMA: `w_ptr` is a tensor descriptor of the weight with [BLOCK_N, BLOCK_K] blocks; it zero-fills past N and
+    # K, and K_SPLIT is a multiple of BLOCK_K, so no tile reaches into the next split's columns
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -78,7 +86,8 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
     mask_n = offs_n < N
     k_lo = pid_k * K_SPLIT
     k_hi = tl.minimum(k_lo + K_SPLIT, K)
-    w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
+    if not TMA:
+        w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
     if PREFETCH_LINES > 0:  # the slice's first weight lines into L2 during the wait (`kernels.l2_prefetch`)
         cols = tl.minimum(k_lo + tl.arange(0, PREFETCH_LINES) * LINE, k_hi - 1)
         prefetch_l2(w_ptr + tl.where(mask_n, offs_n, 0).to(tl.int64)[:, None] * stride_wn + cols[None, :])
@@ -92,7 +101,10 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
     for k0 in range(k_lo, k_hi, BLOCK_K):
         kk = k0 + offs_k
         mask_k = kk < k_hi
-        w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        if TMA:
+            w = w_ptr.load([pid_n * BLOCK_N, k0])
+        else:
+            w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
         x = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
         acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
     done = True
@@ -139,6 +151,17 @@ def num_counters(n: int, config: SkinnyConfig) -> int:
     return triton.cdiv(n, config.block_n) * (MAX_ROWS // config.block_m if config.block_m else 1)
 
 
+def weight_descriptor(weight: torch.Tensor, config: SkinnyConfig):
+    """The tensor descriptor a `tma` launch reads `weight` through, in `[block_n, block_k]` blocks."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    size = weight.element_size()
+    if weight.data_ptr() % 16 or (weight.stride(0) * size) % 16:
+        raise ValueError(f"skinny_gemm: a tma launch needs a 16-byte aligned weight (base and row stride); this "
+                         f"one has row stride {weight.stride(0) * size} bytes")
+    return TensorDescriptor(weight, list(weight.shape), [weight.stride(0), 1], [config.block_n, config.block_k])
+
+
 def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], config: SkinnyConfig,
             counters: Optional[torch.Tensor]) -> torch.Tensor:
     m, n, k = x2.shape[0], weight.shape[0], x2.shape[1]
@@ -157,12 +180,15 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         part = torch.empty(splits, n, m_tiles * bm, dtype=torch.float32, device=x2.device) if splits > 1 else out
         pdl = pdl_enabled(x2.device)
         lines, line = l2_prefetch_lines(pdl, "gemm", min(k_split, config.block_k), weight.element_size())
+        w_arg = weight
+        if config.tma:
+            lines, w_arg = 0, weight_descriptor(weight, config)
         _skinny_kernel[(n_tiles, splits, m_tiles)](
-            x2, weight, bias if bias is not None else weight, out, part, counters if counters is not None else out,
+            x2, w_arg, bias if bias is not None else weight, out, part, counters if counters is not None else out,
             m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None,
             BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits,
             PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PDL=pdl, PREFETCH_LINES=lines, LINE=line,
-            num_warps=config.num_warps,
+            TMA=config.tma, num_warps=config.num_warps,
             num_stages=_stages(config, bm, x2.element_size()), **launch_options(pdl))
     return out
 

@@ -69,12 +69,19 @@ def tune_skinny(n: int, k: int, dtype: torch.dtype, device: torch.device) -> Dic
                        skip=lambda cfg, rows: cfg.block_m >= rows, after_norm=True)
 
 
+def _fields(config: SkinnyConfig) -> tuple:
+    """A candidate as the store's key spells it: a launch without `tma` keeps the tuple it had before that
+    field existed, so plans tuned then are still found."""
+    fields = dataclasses.astuple(config)
+    return fields if config.tma else fields[:-1]
+
+
 def tuned_skinny_plan(n: int, k: int, dtype: torch.dtype, device: torch.device) -> SkinnyPlan:
     """The plan of an `n x k` weight from the autotune store (tuned once if missing)."""
     from tierlm.cachedir import AutotuneStore
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
-               "n": n, "k": k, "buckets": list(BUCKETS), "candidates": [dataclasses.astuple(c) for c in CANDIDATES],
+               "n": n, "k": k, "buckets": list(BUCKETS), "candidates": [_fields(c) for c in CANDIDATES],
                "margin": MARGIN, "checked": TOLERANCE, "reference": "cuBLAS", "timed_after": "rmsnorm"}
     results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_skinny(n, k, dtype, device))
     configs = {int(rows): (SkinnyConfig(**cfg) if cfg else None) for rows, cfg in results["plan"]["plain"].items()}
