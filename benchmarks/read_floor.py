@@ -9,10 +9,11 @@ layer weights, what a decode step reads (layers and LM head, not the embedding t
 
 `--sizes-mb 32,50,...` instead times one read kernel per buffer of each size, cycling inside one CUDA graph
 through enough distinct buffers (1 GiB or more in all) that none is read from L2: how fast a single kernel
-can read a linear layer's weight (a large read hides its start and its tail; a small one cannot).
+can read a linear layer's weight (a large read hides its start and its tail; a small one cannot); with `--tma`,
+also a kernel whose tiles the Tensor Memory Accelerator brings into shared memory.
 
 Usage: PYTHONPATH=. python benchmarks/read_floor.py [--gb 16.06] [--reps 20] [--floors qwen3-0.6b=0.88,...]
-[--sizes-mb 8,32,...]. Needs CUDA.
+[--sizes-mb 8,32,... [--tma]]. Needs CUDA.
 """
 from __future__ import annotations
 
@@ -37,14 +38,44 @@ def _read_kernel(src, out, BLOCK: tl.constexpr, ITERS: tl.constexpr = 1):
     tl.store(out + pid, tl.sum(acc, axis=0))
 
 
-def per_size(sizes_mb: list[float]) -> None:
-    """The best single-kernel read of a buffer of each size, L2 cold, against a copy and `torch.sum`."""
+@triton.jit
+def _tma_read_kernel(src_desc, out, BLOCK_R: tl.constexpr, COLS: tl.constexpr, ITERS: tl.constexpr,
+                     STAGES: tl.constexpr = 3):
+    """Program i sums rows [i*BLOCK_R*ITERS, (i+1)*BLOCK_R*ITERS) of `src` viewed as `[rows, COLS]`, one
+    `[BLOCK_R, COLS]` tile per iteration brought into shared memory by the Tensor Memory Accelerator."""
+    pid = tl.program_id(0)
+    acc = tl.zeros([BLOCK_R, COLS], dtype=tl.float32)
+    for i in tl.range(ITERS, num_stages=STAGES):  # STAGES tiles in flight (a sum is not pipelined by default)
+        acc += src_desc.load([(pid * ITERS + i) * BLOCK_R, 0]).to(tl.float32)
+    tl.store(out + pid, tl.sum(tl.sum(acc, axis=1), axis=0))
+
+
+def tma_reads(n: int, bufs: list) -> list:
+    """(label, launches over `bufs`, their output) of the TMA read kernel's sweep over `n`-element buffers."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    cols, out = 256, []
+    for rows, iters, warps, stages in itertools.product((32, 64), (4, 16), (4,), (3, 6)):
+        programs = n // (cols * rows * iters)
+        res = torch.empty(programs, dtype=torch.float32, device="cuda")
+        descs = [TensorDescriptor(b, [n // cols, cols], [cols, 1], [rows, cols]) for b in bufs]
+        out.append((f"tma {rows}x{cols} x {iters}, {warps} warps, {stages} stages", [
+            lambda d=d, res=res, rows=rows, iters=iters, warps=warps, stages=stages: _tma_read_kernel[(programs,)](
+                d, res, BLOCK_R=rows, COLS=cols, ITERS=iters, STAGES=stages, num_warps=warps) for d in descs],
+            res, programs * rows * iters * cols))
+    return out
+
+
+def per_size(sizes_mb: list[float], tma: bool = False) -> None:
+    """The best single-kernel read of a buffer of each size, L2 cold, against a copy and `torch.sum`; with
+    `tma`, also the best read through TMA descriptors."""
     from triton.testing import do_bench_cudagraph
 
     def gbs(calls: list, nbytes: int) -> float:  # calls replayed back to back in one graph, each its own buffer
         return nbytes * len(calls) / do_bench_cudagraph(lambda: [c() for c in calls], return_mode="median") / 1e6
 
-    print(f"{'MB':>6} {'copy r+w GB/s':>14} {'torch.sum':>10} {'read kernel':>12}  best launch")
+    print(f"{'MB':>6} {'copy r+w GB/s':>14} {'torch.sum':>10} {'read kernel':>12}  best launch"
+          + ("  |  tma read  best launch" if tma else ""))
     for mb in sizes_mb:
         n = int(mb * 1e6) // 2 // 16384 * 16384
         bufs = [torch.ones(n, dtype=torch.bfloat16, device="cuda") for _ in range(max(2, -(-(1 << 30) // (2 * n))))]
@@ -61,7 +92,16 @@ def per_size(sizes_mb: list[float]) -> None:
             if float(out.sum(dtype=torch.float64)) != n:
                 raise SystemExit(f"read kernel summed {float(out.sum())}, expected {n}")
             best = max(best, (rate, f"block {block} x {iters}, {warps} warps"))
-        print(f"{mb:6.0f} {copy:14.0f} {summed:10.0f} {best[0]:12.0f}  {best[1]}", flush=True)
+        line = f"{mb:6.0f} {copy:14.0f} {summed:10.0f} {best[0]:12.0f}  {best[1]}"
+        if tma:
+            best_tma = (0.0, "")
+            for label, calls, res, elements in tma_reads(n, bufs):
+                rate = gbs(calls, 2 * elements)
+                if float(res.sum(dtype=torch.float64)) != elements:
+                    raise SystemExit(f"tma read kernel ({label}) summed {float(res.sum())}, expected {elements}")
+                best_tma = max(best_tma, (rate, label))
+            line += f"  |  {best_tma[0]:8.0f}  {best_tma[1]}"
+        print(line, flush=True)
 
 
 def main() -> None:
@@ -73,12 +113,13 @@ def main() -> None:
                         help="NAME=GB pairs: the least time to read that many bytes at the best rate measured")
     parser.add_argument("--sizes-mb", default="", help="instead, the best single-kernel read of a buffer of each "
                         "size (MB, comma list), from HBM")
+    parser.add_argument("--tma", action="store_true", help="with --sizes-mb: also reads through TMA descriptors")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("read_floor.py needs CUDA")
     if args.sizes_mb:
         print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-        per_size([float(s) for s in args.sizes_mb.split(",")])
+        per_size([float(s) for s in args.sizes_mb.split(",")], args.tma)
         return
     n = int(args.gb * 1e9) // 2
     src = torch.ones(n, dtype=torch.bfloat16, device="cuda")
