@@ -4,13 +4,10 @@
 # kernel reads a buffer of each 8B linear's size with and without TMA (`read_floor.py --tma`), then
 # `bench_skinny_sweep.py --tma` on Llama-3.1-8B's four shapes at 1 and 4 rows (the batch-1 step's linears) and,
 # with QWEN=1, on Qwen3-0.6B's at 64-256 rows. About 7 minutes (8-9 more with QWEN=1).
-# Usage: [QWEN=1] bash benchmarks/gpu_tma_linear.sh [OUTDIR]
+# Usage (from the repository root): [QWEN=1] bash benchmarks/gpu_tma_linear.sh [OUTDIR]
 set -uo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-tma}
-mkdir -p "$out"
-export PYTHONPATH=$here
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"
+gpu_start "${1:-tma}"
 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_skinny_gemm.py tests/kernels/test_sm90_compile.py \
   tests/bench/test_read_floor.py -k "skinny or read" > "$out/tests.txt" 2>&1
 grep -E "^(E  |FAILED|[0-9]+ (passed|failed))" "$out/tests.txt" | head -n 30
