@@ -199,7 +199,7 @@ class Engine:
         outputs = []
         for i, (req, tok) in enumerate(zip(step.reqs, tokens)):
             req.num_pending -= 1
-            if req.finished:  # aborted, or stopped while this step was in flight
+            if req.finish_reason is not None:  # aborted, or stopped while this step was in flight
                 continue
             if req.first_token_time is None:
                 req.first_token_time = now
@@ -229,15 +229,15 @@ class Engine:
         return self._output(req, new)
 
     def _output(self, req: Req, new_ids: list[int]) -> StepOutput:
-        """The step's output of `req` carrying `new_ids` (a list of its own: the output keeps it)."""
+        """The step's output of `req` carrying `new_ids` (a list of its own: the output keeps it). Runs for every
+        running request every step: `Req`'s properties are spelled out."""
         first = req.emitted_tokens
-        req.emitted_tokens += len(new_ids)
-        return StepOutput(request_id=req.request_id, new_token_ids=new_ids,
-                          new_text=req.detok.delta(final=req.finished) if req.params.detokenize else "",
-                          new_logprobs=req.logprobs[first:req.emitted_tokens] if req.logprobs is not None else None,
-                          finished=req.finished, finish_reason=req.finish_reason,
-                          num_prompt_tokens=req.prompt_len, num_cached_tokens=req.num_cached_tokens,
-                          num_output_tokens=req.num_output_tokens, error=req.error)
+        req.emitted_tokens = last = first + len(new_ids)
+        finished = req.finish_reason is not None
+        return StepOutput(req.request_id, new_ids, req.detok.delta(final=finished) if req.params.detokenize else "",
+                          req.logprobs[first:last] if req.logprobs is not None else None, finished,
+                          req.finish_reason, req.prompt_len, req.num_cached_tokens,
+                          len(req.token_ids) + req.num_pending - req.prompt_len, req.error)
 
     # ---- introspection ---------------------------------------------------------------------------------------
     def stats(self) -> dict:
