@@ -1,7 +1,21 @@
 """`IncrementalDetokenizer`: streams text from token ids, holding back incomplete UTF-8 and stop-string prefixes."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
+
+
+def text_decoder(tokenizer) -> Callable[[Sequence[int], bool], str]:
+    """`decode(ids, skip_special_tokens)` of `tokenizer`, without clean-up of spaces. A transformers fast
+    tokenizer whose class keeps the base class's decoding decodes through its Rust tokenizer directly, as that
+    class would with no clean-up, without the wrapper's Python (a streamed token decodes twice, for every
+    running request every step); any other tokenizer through its own `decode`."""
+    from transformers import PreTrainedTokenizerFast
+
+    cls, backend = type(tokenizer), getattr(tokenizer, "backend_tokenizer", None)
+    if (backend is not None and isinstance(tokenizer, PreTrainedTokenizerFast)
+            and cls.decode is PreTrainedTokenizerFast.decode and cls._decode is PreTrainedTokenizerFast._decode):
+        return lambda ids, skip: backend.decode(ids, skip_special_tokens=skip)
+    return lambda ids, skip: tokenizer.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
 
 
 class IncrementalDetokenizer:
@@ -14,6 +28,7 @@ class IncrementalDetokenizer:
 
     def __init__(self, tokenizer, prompt_ids: Sequence[int], stop: Sequence[str], skip_special_tokens: bool) -> None:
         self.tokenizer = tokenizer
+        self._decode_ids = text_decoder(tokenizer)
         self.stop = list(stop)
         self.skip = skip_special_tokens
         context = list(prompt_ids[-5:])  # a little prompt context so leading-space rules decode right
@@ -25,7 +40,7 @@ class IncrementalDetokenizer:
         self._hold = max((len(s) for s in self.stop), default=1) - 1
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.skip, clean_up_tokenization_spaces=False)
+        return self._decode_ids(ids, self.skip)
 
     def add(self, token_id: int) -> Optional[str]:
         """Append one token; returns the stop string hit (text is truncated before it), else None."""
