@@ -195,7 +195,7 @@ class Scheduler:
         requests admitted in the order of the schedule policy. Adds never-fitting requests to `refused`."""
         reqs, lens = [], []
         for req in self.running:
-            if req.prefilling and budget > 0:
+            if not req.decodable and budget > 0:  # prefilling (spelled out: every running request, every step)
                 n = self._chunk(req, budget)
                 if n > 0:
                     reqs.append(req), lens.append(n)
@@ -255,13 +255,17 @@ class Scheduler:
             order = {id(r): i for i, r in enumerate(self.running)}
             pairs = sorted(pairs, key=lambda item: order[id(item[0])])
         ps, writes = self.kv.page_size, self._writes
+        rows, positions, slots = writes.lists()
         grown: list[Req] = []
         kept_lens = []
         for req, n in pairs:
-            if req.row is None:  # retracted to make room for an older request
+            row, pos, pages = req.row, req.kv_len, req.pages
+            if row is None:  # retracted to make room for an older request
                 continue
-            if req.kv_len + n <= len(req.pages) * ps:
-                writes.span(req.row, req.pages, req.kv_len, req.kv_len + n)
+            if n == 1 and pos < len(pages) * ps:  # a decode token in a page it holds: `TableWrites.span`, inline
+                rows.append(row), positions.append(pos), slots.append(pages[pos // ps] * ps + pos % ps)
+            elif pos + n <= len(pages) * ps:
+                writes.span(row, pages, pos, pos + n)
             elif not self._grow_or_retract(req, n, grown):
                 continue
             grown.append(req), kept_lens.append(n)
