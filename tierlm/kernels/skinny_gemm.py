@@ -17,8 +17,8 @@ results match it to the dtype's rounding). Callers use it only where a timing ch
 (`tierlm.kernels.skinny_gemm_tune`), for bf16 / fp16 weights.
 
 `SkinnyConfig.tma` (off unless asked for; no tuner list holds it yet) has the Tensor Memory Accelerator bring
-each weight tile into shared memory from a descriptor (one bulk asynchronous copy per tile, issued by one thread)
-instead of every thread loading its part: the same tiles and rounding, with fewer instructions and registers per
+each weight tile into shared memory from a descriptor (bulk asynchronous copies that one thread issues) instead
+of every thread loading its part: the same tiles and rounding, with fewer instructions and registers per
 byte in flight. The weight must be 16-byte aligned (base and row stride).
 
 No prologue is fused in (unlike the GEMV): the input is the matrix unit's shared-memory operand here, so an
