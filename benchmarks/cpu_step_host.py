@@ -2,8 +2,9 @@
 
 A tiny random model (written to a temporary folder) decodes `--running` requests; once every one of them is
 decoding, the two per-step host phases that walk the running requests are timed alone, many times: the
-scheduler building the decode batch (`Scheduler.schedule`: who decodes, their table entries) and the
-outputs of a step coming back (`Engine._resolve`: each request's token appended, its stop checks and its
+scheduler building the decode batch (`Scheduler.schedule`: who decodes, their table entries), the batch
+turned into the step plan the worker runs (`make_plan`, the host's part of the launch that walks the
+requests) and the outputs of a step coming back (`Engine._resolve`: each request's token appended, its stop checks and its
 `StepOutput`; with `text`, its incremental detokenization too). The forward pass is not timed: on a GPU it runs while the host does this work, so a step of
 many short requests is bound by these phases and the launch.
 
@@ -25,6 +26,7 @@ from tierlm import SamplingParams
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.engine.engine import Engine
 from tierlm.engine.inflight import InFlight
+from tierlm.engine.plan import make_plan
 
 
 def per_call_us(fn, repeats: int) -> float:
@@ -62,14 +64,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as model:
         subprocess.run([sys.executable, "-m", "tierlm", "make-tiny-model", model, "--force"], check=True,
                        capture_output=True)
-        print(f"{'running':>8} {'text':>5} {'schedule us':>12} {'per request':>12} {'outputs us':>11} "
-              f"{'per request':>12}")
+        print(f"{'running':>8} {'text':>5} {'schedule us':>12} {'per request':>12} {'plan us':>8} "
+              f"{'per request':>12} {'outputs us':>11} {'per request':>12}")
         for n, detokenize in itertools.product(args.running, (False, True)):
             engine = decoding_engine(model, n, detokenize)
             sched = engine.scheduler
             batch, _ = sched.schedule()
             assert batch is not None and batch.mode == "decode" and len(batch.reqs) == n, "not all decoding"
             schedule_us = per_call_us(sched.schedule, args.repeats)  # nothing launched: the same batch each time
+            copies = engine.kv.take_copies()
+            plan_us = per_call_us(lambda: make_plan(batch.mode, batch.reqs, batch.extend_lens, (
+                batch.map_rows, batch.map_positions, batch.map_slots), copies), args.repeats)
             reqs = list(batch.reqs)
             tokens = torch.full((n,), 7, dtype=torch.int64)
 
@@ -80,7 +85,8 @@ def main() -> None:
 
             outputs_us = per_call_us(resolve, args.repeats)
             engine.close()
-            print(f"{n:8d} {str(detokenize):>5} {schedule_us:12.1f} {schedule_us / n:12.3f} {outputs_us:11.1f} {outputs_us / n:12.3f}")
+            print(f"{n:8d} {str(detokenize):>5} {schedule_us:12.1f} {schedule_us / n:12.3f} {plan_us:8.1f} "
+                  f"{plan_us / n:12.3f} {outputs_us:11.1f} {outputs_us / n:12.3f}")
 
 
 if __name__ == "__main__":
