@@ -57,10 +57,10 @@ def tma_reads(n: int, bufs: list) -> list:
     cols, out = 256, []
     for rows, iters, warps, stages in itertools.product((32, 64), (4, 16), (4,), (3, 6)):
         programs = n // (cols * rows * iters)
-        res = torch.empty(programs, dtype=torch.float32, device="cuda")
+        res = torch.empty(programs, dtype=torch.float32, device=bufs[0].device)
         descs = [TensorDescriptor(b, [n // cols, cols], [cols, 1], [rows, cols]) for b in bufs]
         out.append((f"tma {rows}x{cols} x {iters}, {warps} warps, {stages} stages", [
-            lambda d=d, res=res, rows=rows, iters=iters, warps=warps, stages=stages: _tma_read_kernel[(programs,)](
+            lambda d=d, res=res, p=programs, rows=rows, iters=iters, warps=warps, stages=stages: _tma_read_kernel[(p,)](
                 d, res, BLOCK_R=rows, COLS=cols, ITERS=iters, STAGES=stages, num_warps=warps) for d in descs],
             res, programs * rows * iters * cols))
     return out

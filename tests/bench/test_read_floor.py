@@ -13,7 +13,7 @@ from tests.kernels.interp import run_script  # noqa: E402
 SCRIPT = textwrap.dedent("""
     import torch
     from triton.tools.tensor_descriptor import TensorDescriptor
-    from benchmarks.read_floor import _read_kernel, _tma_read_kernel
+    from benchmarks.read_floor import _read_kernel, _tma_read_kernel, tma_reads
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     src = torch.randn(8 * 64 * 256, generator=torch.Generator().manual_seed(0)).to(dev)
     out = torch.empty(8, device=dev)
@@ -23,6 +23,14 @@ SCRIPT = textwrap.dedent("""
     assert torch.allclose(out.double(), ref, atol=1e-3), (out, ref)
     _read_kernel[(8,)](src, out, BLOCK=1024, ITERS=16)
     assert torch.allclose(out.double(), ref, atol=1e-3), (out, ref)
+    # the sweep's launches as `per_size` times them: each on each buffer, its programs covering what it counts
+    n = 64 * 256 * 16 * 2
+    bufs = [torch.ones(n, device=dev), torch.ones(n, device=dev)]
+    for label, calls, res, elements in tma_reads(n, bufs):
+        for call in calls:
+            res.zero_()
+            call()
+            assert float(res.sum(dtype=torch.float64)) == elements, (label, float(res.sum()), elements)
     print("ok")
 """)
 
