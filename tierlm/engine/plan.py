@@ -84,8 +84,11 @@ def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[
     ends = list(accumulate(extend_lens))
     # a pass that reaches the end of its sequence samples the next token: in a decode pass every request (its one
     # token is the last of its sequence)
-    sites = range(len(reqs)) if mode == "decode" else [
-        i for i, (p, n, s) in enumerate(zip(prefix, extend_lens, seqs)) if p + n == s]
+    if mode == "decode":
+        sites, sampling = range(len(reqs)), list(reqs)
+    else:
+        sites = [i for i, (p, n, s) in enumerate(zip(prefix, extend_lens, seqs)) if p + n == s]
+        sampling = [reqs[i] for i in sites]
     input_ids: list[int] = []
     if mode != "decode":
         for r, p, n in zip(reqs, prefix, extend_lens):
@@ -100,4 +103,4 @@ def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[
                     load_device=copies.load_device,
                     backups=[(c.device_pages, c.host_pages, c.keys) for c in copies.backups], fence=copies.fence,
                     backup_seq=copies.backups[0].ticket.seq if copies.backups else -1)
-    return plan, list(reqs) if mode == "decode" else [reqs[i] for i in sites]
+    return plan, sampling
