@@ -1,5 +1,6 @@
 """`IncrementalDetokenizer` streams the text that decoding all outputs at once gives, through the fast
-tokenizer's own decoder where the transformers class keeps the base decoding, and holds back stop strings."""
+tokenizer's own decoder (and its incremental decoder) where the transformers class keeps the base decoding,
+and holds back stop strings."""
 from __future__ import annotations
 
 import random
@@ -9,10 +10,26 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from tierlm.engine.detokenizer import IncrementalDetokenizer, text_decoder
 
+TEXT = "héllo wörld ✓ 你好 🙂 plain ascii, numbers 12345."  # multi-byte characters split across tokens
+
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_qwen3):
     return AutoTokenizer.from_pretrained(tiny_qwen3)
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_like():
+    """A Llama-2-style tokenizer: BPE with byte fallback, spaces as "▁", the first one stripped on decoding."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    t = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    t.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    t.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                   decoders.Strip(" ", 1, 0)])
+    t.train_from_iterator([TEXT, "the quick brown fox jumps over the lazy dog"] * 20, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=[f"<0x{i:02X}>" for i in range(256)]))
+    return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
 def _stream(tokenizer, prompt, outputs, stop=(), skip=True):
@@ -32,10 +49,9 @@ def _stream(tokenizer, prompt, outputs, stop=(), skip=True):
 def test_the_stream_is_the_whole_decode(tokenizer, skip):
     rng = random.Random(0)
     special = sorted(tokenizer.all_special_ids)
-    text = "héllo wörld ✓ 你好 🙂 plain ascii, numbers 12345."  # multi-byte characters split across tokens
     for trial in range(30):
-        prompt = tokenizer.encode(text[:rng.randint(1, 20)])
-        outputs = tokenizer.encode(text[rng.randint(0, 10):]) if trial % 2 else \
+        prompt = tokenizer.encode(TEXT[:rng.randint(1, 20)])
+        outputs = tokenizer.encode(TEXT[rng.randint(0, 10):]) if trial % 2 else \
             [rng.randrange(len(tokenizer)) for _ in range(rng.randint(1, 40))]
         outputs += [rng.choice(special)] if trial % 3 == 0 else []
         got, _ = _stream(tokenizer, prompt, outputs, skip=skip)
@@ -74,3 +90,87 @@ def test_a_stop_string_ends_the_text_before_it(tokenizer):
     outputs = tokenizer.encode(" one two STOP three")
     got, hit = _stream(tokenizer, tokenizer.encode("count:"), outputs, stop=["STOP"])
     assert hit == "STOP" and got == " one two "
+
+
+def _pieces(detok, outputs, switch_at=None):
+    """What a stream shows after each token (the stop string hit last); `switch_at`: from that token on the
+    Python decoding takes over, as after the Rust decoder refuses a token."""
+    shown = []
+    for i, tok in enumerate(outputs):
+        if i == switch_at:
+            detok._stream = None
+        hit = detok.add(tok)
+        shown.append(detok.delta(final=hit is not None))
+        if hit is not None:
+            return shown + [hit]
+    return shown + [detok.delta(final=True)]
+
+
+@pytest.mark.parametrize("which", ["tokenizer", "sentencepiece_like"])
+def test_the_rust_stream_shows_what_the_python_decoding_shows(which, request):
+    """Token by token, not only in sum: the same pieces, with special tokens, ids past the vocabulary (a model's
+    padded head can sample them), split characters, stop strings, and a switch to Python half-way."""
+    tok = request.getfixturevalue(which)
+    rng = random.Random(2)
+    special = sorted(tok.all_special_ids)
+    for trial in range(150):
+        skip, stop = trial % 2 == 0, ["ld", "🙂"] if trial % 4 == 0 else []
+        prompt = tok.encode(TEXT[:rng.randint(1, 20)])
+        outputs = tok.encode(TEXT[rng.randint(0, 10):]) if trial % 2 else \
+            [rng.randrange(len(tok) + 50) for _ in range(rng.randint(1, 40))]
+        outputs += [rng.choice(special)] if trial % 3 == 0 else []
+        rust = IncrementalDetokenizer(tok, prompt, stop, skip)
+        assert rust._stream is not None, "a fast tokenizer streams through its Rust decoder"
+        python = IncrementalDetokenizer(tok, prompt, stop, skip)
+        python._stream = None
+        switched = IncrementalDetokenizer(tok, prompt, stop, skip)
+        expected = _pieces(python, outputs)
+        assert _pieces(rust, outputs) == expected, trial
+        assert _pieces(switched, outputs, switch_at=rng.randint(0, len(outputs))) == expected, trial
+
+
+def test_a_refused_token_is_decoded_in_python(tokenizer):
+    class Refusing:
+        def step(self, backend, token_id):
+            raise Exception("Invalid prefix encountered")
+
+    outputs = tokenizer.encode(" one two three")
+    detok = IncrementalDetokenizer(tokenizer, tokenizer.encode("count:"), [], True)
+    detok.add(outputs[0])
+    detok._stream = Refusing()
+    assert "".join(_pieces(detok, outputs[1:])) == " one two three"  # the first token's text not shown yet
+    assert detok._stream is None
+
+
+def test_a_class_with_its_own_decoding_streams_in_python(tokenizer):
+    class Shouting(type(tokenizer)):
+        def _decode(self, token_ids, **kwargs):
+            return super()._decode(token_ids, **kwargs).upper()
+
+    loud = Shouting.__new__(Shouting)
+    loud.__dict__.update(tokenizer.__dict__)
+    detok = IncrementalDetokenizer(loud, tokenizer.encode("say:"), [], True)
+    assert detok._stream is None
+    assert "".join(_pieces(detok, tokenizer.encode(" quiet words"))) == " QUIET WORDS"
+
+
+def test_returned_text_is_dropped(tokenizer):
+    """Only text not yet returned is kept (a long answer would otherwise copy all of its text on every token),
+    and a stop string is still found where it spans returned text and text kept back."""
+    outputs = tokenizer.encode(TEXT * 20)
+    whole = tokenizer.decode(outputs)
+    for stop in ["12345.", "wörld ✓ 你", "🙂 plain", "héllo wörld ✓ 你好 🙂 plain ascii, numbers 12345.h", "s"]:
+        for n in range(1, len(outputs), 5):
+            detok = IncrementalDetokenizer(tokenizer, [], [stop], True)
+            shown, hit = [], None
+            for tok in outputs[:n]:
+                hit = detok.add(tok)
+                shown.append(detok.delta(final=hit is not None))
+                if hit is not None:
+                    break
+                assert len(detok.text) <= len(stop) - 1, "more kept back than a stop string could need"
+            text, upto = "".join(shown), tokenizer.decode(outputs[:n]).rstrip("\ufffd")  # a split character waits
+            if hit is not None:
+                assert text == whole[:whole.index(stop)], (stop, n)
+            else:
+                assert stop not in upto and upto.startswith(text) and len(upto) - len(text) < len(stop), (stop, n)

@@ -1,21 +1,43 @@
 """`IncrementalDetokenizer`: streams text from token ids, holding back incomplete UTF-8 and stop-string prefixes."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 
-def text_decoder(tokenizer) -> Callable[[Sequence[int], bool], str]:
-    """`decode(ids, skip_special_tokens)` of `tokenizer`, without clean-up of spaces. A transformers fast
-    tokenizer whose class keeps the base class's decoding decodes through its Rust tokenizer directly, as that
-    class would with no clean-up, without the wrapper's Python (a streamed token decodes twice, for every
-    running request every step); any other tokenizer through its own `decode`."""
+def rust_tokenizer(tokenizer) -> Any:
+    """The Rust tokenizer that decodes as `tokenizer` does with no clean-up of spaces, or None: a transformers
+    fast tokenizer whose class keeps the base class's decoding has one (its `backend_tokenizer`); any other
+    tokenizer decodes through its own Python."""
     from transformers import PreTrainedTokenizerFast
 
     cls, backend = type(tokenizer), getattr(tokenizer, "backend_tokenizer", None)
     if (backend is not None and isinstance(tokenizer, PreTrainedTokenizerFast)
             and cls.decode is PreTrainedTokenizerFast.decode and cls._decode is PreTrainedTokenizerFast._decode):
+        return backend
+    return None
+
+
+def text_decoder(tokenizer) -> Callable[[Sequence[int], bool], str]:
+    """`decode(ids, skip_special_tokens)` of `tokenizer`, without clean-up of spaces: through `rust_tokenizer`
+    where there is one, without the wrapper's Python; otherwise through the tokenizer's own `decode`."""
+    backend = rust_tokenizer(tokenizer)
+    if backend is not None:
         return lambda ids, skip: backend.decode(ids, skip_special_tokens=skip)
     return lambda ids, skip: tokenizer.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+
+
+def rust_stream(backend: Any, context: list[int], skip: bool) -> Any:
+    """The Rust tokenizer's own incremental decoder seeded with `context`, or None where this `tokenizers`
+    has none that takes a context. It keeps the same two offsets as `IncrementalDetokenizer` and emits the
+    same pieces, in one call per token instead of two decodes and their slicing in Python."""
+    if backend is None:
+        return None
+    try:
+        from tokenizers.decoders import DecodeStream
+
+        return DecodeStream(ids=context, skip_special_tokens=skip)
+    except (ImportError, TypeError):
+        return None
 
 
 class IncrementalDetokenizer:
@@ -24,6 +46,10 @@ class IncrementalDetokenizer:
     Byte-level BPE can split a character across tokens: text ending in U+FFFD is held back until the next
     token completes it. Text that could be the start of a stop string is held back too, so a stream never
     shows part of a stop string that later ends the request.
+
+    Each token is decoded by the Rust tokenizer's incremental decoder where there is one (`rust_stream`); the
+    offsets below follow it, so that if it refuses a token (its decoded window does not extend the last one)
+    this token and every later one are decoded in Python from the same state.
     """
 
     def __init__(self, tokenizer, prompt_ids: Sequence[int], stop: Sequence[str], skip_special_tokens: bool) -> None:
@@ -35,9 +61,12 @@ class IncrementalDetokenizer:
         self.ids: list[int] = context
         self._prefix_off = 0
         self._read_off = len(context)
-        self.text = ""  # complete decoded text so far (stable part)
-        self.emitted = 0  # characters of `text` already returned
+        # decoded text not yet returned; while running it keeps the last `_hold` characters, where a stop string
+        # could still begin (returned text is dropped: a long answer would copy all of it on every token)
+        self.text = ""
         self._hold = max((len(s) for s in self.stop), default=1) - 1
+        self._backend = rust_tokenizer(tokenizer)
+        self._stream = rust_stream(self._backend, context, skip_special_tokens)
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self._decode_ids(ids, self.skip)
@@ -45,12 +74,11 @@ class IncrementalDetokenizer:
     def add(self, token_id: int) -> Optional[str]:
         """Append one token; returns the stop string hit (text is truncated before it), else None."""
         self.ids.append(token_id)
-        prefix = self._decode(self.ids[self._prefix_off:self._read_off])
-        full = self._decode(self.ids[self._prefix_off:])
-        if full.endswith("\ufffd") or len(full) <= len(prefix):
+        piece = self._piece(token_id)
+        if piece is None:
             return None
         start = max(0, len(self.text) - self._hold)
-        self.text += full[len(prefix):]
+        self.text += piece
         self._prefix_off, self._read_off = self._read_off, len(self.ids)
         for s in self.stop:
             pos = self.text.find(s, start)
@@ -59,9 +87,21 @@ class IncrementalDetokenizer:
                 return s
         return None
 
+    def _piece(self, token_id: int) -> Optional[str]:
+        """The text `token_id` (already in `ids`) completes, or None while it completes nothing."""
+        if self._stream is not None:
+            try:
+                return self._stream.step(self._backend, token_id)
+            except Exception:  # noqa: BLE001  (refused: the window's decode does not extend its prefix's)
+                self._stream = None
+        prefix = self._decode(self.ids[self._prefix_off:self._read_off])
+        full = self._decode(self.ids[self._prefix_off:])
+        if full.endswith("\ufffd") or len(full) <= len(prefix):
+            return None
+        return full[len(prefix):]
+
     def delta(self, final: bool) -> str:
         """Text not yet returned; while running, keeps back what could still become a stop string."""
-        end = len(self.text) if final or not self.stop else max(self.emitted, len(self.text) - self._hold)
-        out = self.text[self.emitted:end]
-        self.emitted = end
+        end = len(self.text) if final or not self.stop else max(0, len(self.text) - self._hold)
+        out, self.text = self.text[:end], self.text[end:]
         return out
