@@ -147,9 +147,17 @@ def test_native_generate_with_token_ids(server, offline):
     assert sum((e["output_ids"] for e in streamed), []) == ref.token_ids
 
 
+def _series(text: str, name: str) -> float:
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
 def test_metrics(server, client):
-    client.completions.create(model=server.model, prompt=PROMPT, max_tokens=2)
+    before = httpx.get(server.url + "/metrics").text
+    client.completions.create(model=server.model, prompt=PROMPT, max_tokens=2, extra_body={"ignore_eos": True})
     text = httpx.get(server.url + "/metrics").text
+    for name, grew in (("tierlm_engine_generation_tokens_total", 2), ("tierlm_engine_requests_total", 1),
+                       ("tierlm_engine_retracted_requests_total", 0)):
+        assert _series(text, name) - _series(before, name) == grew, name
     for name in ("tierlm_requests_total{endpoint=\"/v1/completions\",status=\"200\"}",
                  "tierlm_time_to_first_token_seconds_bucket", "tierlm_time_per_output_token_seconds_bucket",
                  "tierlm_num_requests_running", "tierlm_num_requests_waiting", "tierlm_kv_used_tokens",

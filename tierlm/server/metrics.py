@@ -23,6 +23,16 @@ _GAUGES = (("num_running", "num_requests_running", "Requests decoding or prefill
            ("kv_free_tokens", "kv_free_tokens", "Free KV tokens."),
            ("kv_cached_tokens", "kv_cached_tokens", "Evictable prefix-cache KV tokens."))
 
+# (key of Engine.stats(), metric name, help): the engine's own counters, advanced as it works (a request's
+# tokens count as each is generated, where the frontend's counters wait for the request to finish)
+_ENGINE_COUNTERS = (
+    ("prompt_tokens_total", "engine_prompt_tokens", "Prompt tokens admitted by the engine."),
+    ("cached_tokens_total", "engine_cached_tokens", "Prompt tokens served from a cache tier."),
+    ("generated_tokens_total", "engine_generation_tokens", "Tokens the engine generated, counted as each is."),
+    ("requests_total", "engine_requests", "Requests the engine accepted."),
+    ("retracted_total", "engine_retracted_requests",
+     "Times a running request gave back its KV pages to be run again later (no room to decode)."),
+)
 
 # (group of Engine.stats()["tiers"], key, metric name, help) of the tier I/O counters
 _TIER_COUNTERS = (
@@ -90,12 +100,9 @@ class _EngineCollector:
         if total:
             yield GaugeMetricFamily("tierlm_kv_usage_ratio", "Fraction of the KV pool in use.",
                                     value=float(s.get("kv_used_tokens", 0)) / total)
-        if "prompt_tokens_total" in s:
-            yield CounterMetricFamily("tierlm_engine_prompt_tokens", "Prompt tokens admitted by the engine.",
-                                      value=float(s["prompt_tokens_total"]))
-        if "cached_tokens_total" in s:
-            yield CounterMetricFamily("tierlm_engine_cached_tokens", "Prompt tokens served from a cache tier.",
-                                      value=float(s["cached_tokens_total"]))
+        for key, name, doc in _ENGINE_COUNTERS:
+            if key in s:
+                yield CounterMetricFamily(f"tierlm_{name}", doc, value=float(s[key]))
         tiers = s.get("tier_hits") or {}
         if tiers:
             hits = CounterMetricFamily("tierlm_cache_hits", "Prefix-cache hits per tier.", labels=["tier"])
