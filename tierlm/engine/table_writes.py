@@ -16,10 +16,6 @@ class TableWrites:
     def lists(self) -> tuple[list[int], list[int], list[int]]:
         return self.rows, self.positions, self.slots
 
-    def one(self, row: int, pages: list[int], pos: int) -> None:
-        """The entry of position `pos` of `row` (a decode token); `pages` must hold it."""
-        self.span(row, pages, pos, pos + 1)
-
     def span(self, row: int, pages: list[int], start: int, end: int) -> None:
         """Entries of positions [start, end) of `row`; `pages` must cover them (IndexError otherwise: never a
         short table silently)."""
