@@ -1,12 +1,14 @@
 """What a decode step's bookkeeping costs the host per running request (CPU, no GPU needed).
 
 A tiny random model (written to a temporary folder) decodes `--running` requests; once every one of them is
-decoding, the two per-step host phases that walk the running requests are timed alone, many times: the
-scheduler building the decode batch (`Scheduler.schedule`: who decodes, their table entries), the batch
-turned into the step plan the worker runs (`make_plan`, the host's part of the launch that walks the
-requests) and the outputs of a step coming back (`Engine._resolve`: each request's token appended, its stop checks and its
-`StepOutput`; with `text`, its incremental detokenization too). The forward pass is not timed: on a GPU it runs while the host does this work, so a step of
-many short requests is bound by these phases and the launch.
+decoding, the per-step host phases that walk the running requests are timed alone, many times: the scheduler
+building the decode batch (`Scheduler.schedule`: who decodes, their table entries), the batch turned into the
+step plan the worker runs (`make_plan`, the host's part of the launch that walks the requests), the outputs of
+a step coming back (`Engine._resolve`: each request's token appended, its stop checks and its `StepOutput`;
+with `text`, its incremental detokenization too) and those outputs packed into one message as a server's
+engine process sends them (`send`: `wire.output_to_row` per output, `wire.pack`). The forward pass is not
+timed: on a GPU it runs while the host does this work, so a step of many short requests is bound by these
+phases and the launch.
 
     PYTHONPATH=. python benchmarks/cpu_step_host.py [--running 64 256] [--repeats 300]
 """
@@ -27,6 +29,7 @@ from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.engine.engine import Engine
 from tierlm.engine.inflight import InFlight
 from tierlm.engine.plan import make_plan
+from tierlm.server import wire
 
 
 def per_call_us(fn, repeats: int) -> float:
@@ -65,7 +68,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "tierlm", "make-tiny-model", model, "--force"], check=True,
                        capture_output=True)
         print(f"{'running':>8} {'text':>5} {'schedule us':>12} {'per request':>12} {'plan us':>8} "
-              f"{'per request':>12} {'outputs us':>11} {'per request':>12}")
+              f"{'per request':>12} {'outputs us':>11} {'per request':>12} {'send us':>8} {'per request':>12}")
         for n, detokenize in itertools.product(args.running, (False, True)):
             engine = decoding_engine(model, n, detokenize)
             sched = engine.scheduler
@@ -84,9 +87,14 @@ def main() -> None:
                 engine._resolve(InFlight(reqs, tokens, None, None))
 
             outputs_us = per_call_us(resolve, args.repeats)
+            for r in reqs:
+                r.num_pending += 1
+            outs = engine._resolve(InFlight(reqs, tokens, None, None))
+            send_us = per_call_us(lambda: wire.pack({"t": wire.OUTPUTS, "outs": [wire.output_to_row(o) for o in outs]}),
+                                  args.repeats)
             engine.close()
             print(f"{n:8d} {str(detokenize):>5} {schedule_us:12.1f} {schedule_us / n:12.3f} {plan_us:8.1f} "
-                  f"{plan_us / n:12.3f} {outputs_us:11.1f} {outputs_us / n:12.3f}")
+                  f"{plan_us / n:12.3f} {outputs_us:11.1f} {outputs_us / n:12.3f} {send_us:8.1f} {send_us / n:12.3f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`benchmarks/cpu_step_host.py` times the two per-step host phases on a decoding engine and prints a row per
+"""`benchmarks/cpu_step_host.py` times the per-step host phases on a decoding engine and prints a row per
 running count and text setting."""
 from __future__ import annotations
 

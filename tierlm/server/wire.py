@@ -34,8 +34,16 @@ class Rejected:
     code: Optional[str] = None
 
 
+def _plain(value: Any) -> Any:
+    """A numpy or torch scalar as the Python number it holds (msgpack packs only Python's own types)."""
+    item = getattr(value, "item", None)
+    if item is None:
+        raise TypeError(f"cannot send a {type(value).__name__} to the other process")
+    return item()
+
+
 def pack(msg: dict[str, Any]) -> bytes:
-    return msgpack.packb(msg, use_bin_type=True)
+    return msgpack.packb(msg, use_bin_type=True, default=_plain)
 
 
 def unpack(data: bytes) -> dict[str, Any]:
@@ -54,17 +62,18 @@ def params_from_wire(d: dict[str, Any]) -> SamplingParams:
     return SamplingParams(**{k: v for k, v in d.items() if k in _PARAM_FIELDS})
 
 
-def output_to_row(o: StepOutput) -> list:
-    lps = None
-    if o.new_logprobs is not None:
-        lps = [[lp.token_id, float(lp.logprob), [[int(t), float(v)] for t, v in lp.top]] for lp in o.new_logprobs]
-    return [o.request_id, [int(t) for t in o.new_token_ids], o.new_text, lps, bool(o.finished), o.finish_reason,
-            int(o.num_prompt_tokens), int(o.num_cached_tokens), int(o.num_output_tokens), o.error]
+def output_to_row(o: StepOutput) -> tuple:
+    """`o` in `StepOutput`'s field order (one per running request per step, on the engine's step path: fields
+    go as they are, a scalar that is not Python's own is converted by `pack`)."""
+    lps = o.new_logprobs
+    if lps is not None:
+        lps = [[lp.token_id, float(lp.logprob), [[int(t), float(v)] for t, v in lp.top]] for lp in lps]
+    return (o.request_id, o.new_token_ids, o.new_text, lps, o.finished, o.finish_reason, o.num_prompt_tokens,
+            o.num_cached_tokens, o.num_output_tokens, o.error)
 
 
 def row_to_output(row: list) -> StepOutput:
-    rid, ids, text, lps, finished, reason, n_prompt, n_cached, n_out, error = row
-    logprobs: Optional[list[TokenLogprob]] = None
-    if lps is not None:
-        logprobs = [TokenLogprob(t, v, [(a, b) for a, b in top]) for t, v, top in lps]
-    return StepOutput(rid, ids, text, logprobs, finished, reason, n_prompt, n_cached, n_out, error)
+    out = StepOutput(*row)
+    if out.new_logprobs is not None:
+        out.new_logprobs = [TokenLogprob(t, v, [(a, b) for a, b in top]) for t, v, top in out.new_logprobs]
+    return out
