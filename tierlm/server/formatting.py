@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring
 from typing import Any, Iterable
 
 from tierlm.engine.outputs import TokenLogprob
@@ -12,6 +13,23 @@ DONE = "data: [DONE]\n\n"
 
 def sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+class TokenChunks:
+    """The SSE event of a streamed token, `sse` of `{**head, "choices": [{"index", <key>: text, "logprobs":
+    null, "finish_reason": null}]}` with `key` "text" (completions) or "delta" holding `{"content": text}`
+    (chat), the same bytes: the fixed part is encoded once per response, only the text per token (the
+    frontend formats one event per token of every stream)."""
+
+    def __init__(self, head: dict[str, Any], chat: bool) -> None:
+        start = sse({**head, "choices": []})
+        self._start = start[:start.rindex("[]")] + '[{"index":'
+        self._key = ',"delta":{"content":' if chat else ',"text":'
+        self._end = '},"logprobs":null,"finish_reason":null}]}\n\n' if chat else \
+            ',"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def __call__(self, index: int, text: str) -> str:
+        return f"{self._start}{index}{self._key}{encode_basestring(text)}{self._end}"
 
 
 def usage(subs: Iterable[SubRequest], prompt_counts: dict[str, tuple[int, int]], output_counts: dict[str, int]

@@ -59,6 +59,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     async def events(gen: Generation) -> AsyncIterator[str]:
         finals: dict[str, Any] = {}
         offsets: dict[str, int] = {}
+        token_chunk = fmt.TokenChunks({"id": rid, "object": "text_completion", "created": created,
+                                       "model": st.info.model_name}, chat=False)
         async for s, o in gen.outputs():
             if o.error:
                 yield fmt.sse(error_body(500, f"generation failed: {o.error}", None, "engine_error"))
@@ -72,6 +74,9 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
             if want_lps:
                 lps = fmt.completion_logprobs(st.tokenizer, o.new_logprobs or [], offsets.get(s.rid, 0))
             offsets[s.rid] = offsets.get(s.rid, 0) + len(o.new_text)
+            if lps is None and not o.finished:
+                yield token_chunk(s.index, o.new_text)
+                continue
             yield fmt.sse({"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
                            "choices": [{"index": s.index, "text": o.new_text, "logprobs": lps,
                                         "finish_reason": o.finish_reason if o.finished else None}]})
@@ -118,6 +123,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                 "choices": choices, "usage": _result_usage(gen, results)}
 
     async def events(gen: Generation) -> AsyncIterator[str]:
+        token_chunk = fmt.TokenChunks({"id": rid, "object": "chat.completion.chunk", "created": created,
+                                       "model": st.info.model_name}, chat=True)
         for s in sorted(gen.subs.values(), key=lambda s: s.index):
             yield chunk([{"index": s.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                           "finish_reason": None}])
@@ -131,9 +138,11 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             lps = None
             if logprobs is not None and o.new_logprobs:
                 lps = fmt.chat_logprobs(st.tokenizer, o.new_logprobs)
-            if o.new_text or lps:
+            if lps:
                 yield chunk([{"index": s.index, "delta": {"content": o.new_text}, "logprobs": lps,
                               "finish_reason": None}])
+            elif o.new_text:
+                yield token_chunk(s.index, o.new_text)
             if o.finished:
                 yield chunk([{"index": s.index, "delta": {}, "logprobs": None, "finish_reason": o.finish_reason}])
         if include_usage:
