@@ -3,7 +3,9 @@
 A tiny random model (written to a temporary folder) decodes `--running` requests; once every one of them is
 decoding, the per-step host phases that walk the running requests are timed alone, many times: the scheduler
 building the decode batch (`Scheduler.schedule`: who decodes, their table entries), the batch turned into the
-step plan the worker runs (`make_plan`, the host's part of the launch that walks the requests), the outputs of
+step plan the worker runs (`make_plan`, the host's part of the launch that walks the requests), that plan
+turned into the pass's metadata (`batch`: `ModelRunner.build_batch`, its one packed upload; on the CPU the
+upload is a tensor made from the packed ints, on a GPU a pinned buffer filled the same way), the outputs of
 a step coming back (`Engine._resolve`: each request's token appended, its stop checks and its `StepOutput`;
 with `text`, its incremental detokenization too) and those outputs packed into one message as a server's
 engine process sends them (`send`: `wire.output_to_row` per output, `wire.pack`). The forward pass is not
@@ -68,7 +70,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "tierlm", "make-tiny-model", model, "--force"], check=True,
                        capture_output=True)
         print(f"{'running':>8} {'text':>5} {'schedule us':>12} {'per request':>12} {'plan us':>8} "
-              f"{'per request':>12} {'outputs us':>11} {'per request':>12} {'send us':>8} {'per request':>12}")
+              f"{'per request':>12} {'batch us':>9} {'per request':>12} {'outputs us':>11} {'per request':>12} "
+              f"{'send us':>8} {'per request':>12}")
         for n, detokenize in itertools.product(args.running, (False, True)):
             engine = decoding_engine(model, n, detokenize)
             sched = engine.scheduler
@@ -76,8 +79,12 @@ def main() -> None:
             assert batch is not None and batch.mode == "decode" and len(batch.reqs) == n, "not all decoding"
             schedule_us = per_call_us(sched.schedule, args.repeats)  # nothing launched: the same batch each time
             copies = engine.kv.take_copies()
-            plan_us = per_call_us(lambda: make_plan(batch.mode, batch.reqs, batch.extend_lens, (
-                batch.map_rows, batch.map_positions, batch.map_slots), copies), args.repeats)
+            writes = (batch.map_rows, batch.map_positions, batch.map_slots)
+            plan_us = per_call_us(lambda: make_plan(batch.mode, batch.reqs, batch.extend_lens, writes, copies),
+                                  args.repeats)
+            plan = make_plan(batch.mode, batch.reqs, batch.extend_lens, writes, copies)[0]
+            worker = engine.worker
+            batch_us = per_call_us(lambda: worker.runner.build_batch(plan, worker.tables), args.repeats)
             reqs = list(batch.reqs)
             tokens = torch.full((n,), 7, dtype=torch.int64)
 
@@ -94,7 +101,8 @@ def main() -> None:
                                   args.repeats)
             engine.close()
             print(f"{n:8d} {str(detokenize):>5} {schedule_us:12.1f} {schedule_us / n:12.3f} {plan_us:8.1f} "
-                  f"{plan_us / n:12.3f} {outputs_us:11.1f} {outputs_us / n:12.3f} {send_us:8.1f} {send_us / n:12.3f}")
+                  f"{plan_us / n:12.3f} {batch_us:9.1f} {batch_us / n:12.3f} {outputs_us:11.1f} {outputs_us / n:12.3f} "
+                  f"{send_us:8.1f} {send_us / n:12.3f}")
 
 
 if __name__ == "__main__":

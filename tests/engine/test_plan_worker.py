@@ -13,6 +13,21 @@ from tierlm.engine.worker import Worker
 from tierlm.sampling_params import SamplingParams
 
 
+def test_a_decode_plan_leaves_its_sites_implicit(tiny_qwen3):
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS))
+    for i in range(3):
+        engine.add_request(str(i), [1, 2, 3 + i], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))
+    plans = []
+    execute = engine.worker.execute
+    engine.worker.execute = lambda plan, tickets=None: plans.append(plan) or execute(plan, tickets)
+    while engine.has_unfinished():
+        engine.step()
+    decodes = [p for p in plans if p.mode == "decode"]
+    assert decodes and all(not (p.sample_rows or p.sample_positions or p.sample_index) for p in decodes)
+    assert [p.num_sites for p in decodes] == [len(p.rows) for p in decodes]
+    assert all(p.num_sites == len(p.sample_index) > 0 for p in plans if p.mode == "prefill")
+
+
 def test_plan_roundtrip_keeps_every_field():
     plan = StepPlan(mode="prefill", rows=[3], prefix_lens=[4], extend_lens=[2], input_ids=[7, 8],
                     table_rows=[3, 3], table_positions=[4, 5], table_slots=[20, 21], sample_rows=[3],
@@ -78,10 +93,13 @@ def test_replayed_decode_pass_uploads_only_what_its_graph_reads(tiny_qwen3):
     runner, tables = engine.worker.runner, engine.worker.tables
     tables.token_ids[1, 4], tables.token_ids[2, 2] = 41, 42
     tables.table[1, 4], tables.table[2, 2] = 9, 7
-    plan = StepPlan(mode="decode", rows=[1, 2], prefix_lens=[4, 2], extend_lens=[1, 1], sample_rows=[1, 2],
-                    sample_positions=[5, 3], sample_index=[0, 1])
-    batch, _ = runner.build_batch(plan, tables)
+    plan = StepPlan(mode="decode", rows=[1, 2], prefix_lens=[4, 2], extend_lens=[1, 1])
+    assert plan.num_sites == 2, "a decode plan samples every request; its sites are implicit"
+    batch, sites = runner.build_batch(plan, tables)
     assert batch.input_ids.tolist() == [41, 42] and batch.out_loc.tolist() == [9, 7]
+    assert (sites.rows.tolist(), sites.positions.tolist(), sites.index.tolist(), sites.count) == ([1, 2], [5, 3],
+                                                                                                   [0, 1], 2)
+    assert batch.qo_indptr.tolist() == [0, 1, 2] and batch.qo_indptr.data_ptr() % 16 == 0
 
     class Fits:
         @staticmethod

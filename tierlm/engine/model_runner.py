@@ -102,6 +102,7 @@ class ModelRunner:
             self.forward_model = CompiledForward(self.model, self.device,
                                                  self.aot.forward_artifact if self.aot is not None else None)
         self.staging = HostStaging(self.device)
+        self._counts: Optional[torch.Tensor] = None  # `_counting`
         self.layout = cls.kv_layout(model_cfg, self.kv_dtype, **sharding)
         self.num_pages = self._num_kv_pages()
         if tp.size > 1:  # every rank holds the same page ids: the smallest budget decides
@@ -184,24 +185,27 @@ class ModelRunner:
         FROM_TABLE in a prefill plan (the decode requests of a mixed step).
         """
         rows, prefix, extend_lens = plan.rows, plan.prefix_lens, plan.extend_lens
-        B = len(rows)
-        seqs = [p + n for p, n in zip(prefix, extend_lens)]
-        indptr = [0]
-        for n in extend_lens:
-            indptr.append(indptr[-1] + n)
-        T, M, S = indptr[-1], len(plan.table_slots), len(plan.sample_index)
-        if plan.mode == "decode":
-            token_rows, positions = rows, prefix
+        B, M = len(rows), len(plan.table_slots)
+        decode = plan.mode == "decode"
+        if decode:  # a token per request, each sampled: rows, positions and sites are the requests' own
+            seqs = [p + 1 for p in prefix]
+            segments = (rows, prefix, seqs, plan.table_rows, plan.table_positions, plan.table_slots)
         else:
+            seqs = [p + n for p, n in zip(prefix, extend_lens)]
+            indptr = [0]
+            for n in extend_lens:
+                indptr.append(indptr[-1] + n)
             token_rows, positions = [], []
             for r, p, n in zip(rows, prefix, extend_lens):
                 token_rows.extend([r] * n)
                 positions.extend(range(p, p + n))
+            segments = (rows, prefix, seqs, plan.table_rows, plan.table_positions, plan.table_slots, indptr,
+                        token_rows, positions, plan.sample_rows, plan.sample_positions, plan.sample_index,
+                        plan.input_ids)
         # every segment starts 16 bytes in: Triton specializes pointer arguments on 16-byte alignment, so a
         # segment at a varying offset would compile each kernel again, on the step's thread, per alignment
         values: list[int] = []
-        for seg in (token_rows, positions, rows, prefix, seqs, indptr, plan.table_rows, plan.table_positions,
-                    plan.table_slots, plan.sample_rows, plan.sample_positions, plan.sample_index, plan.input_ids):
+        for seg in segments:
             values += seg
             values += [0] * (-len(seg) % _ALIGN)
         packed = self.staging.upload(values)
@@ -212,19 +216,26 @@ class ModelRunner:
             start, o = o, o + n + (-n % _ALIGN)
             return packed[start:start + n]
 
-        tok_rows, pos = take(T), take(T)
-        req_rows, prefix_t, seq_t, qo = take(B), take(B), take(B), take(B + 1)
+        req_rows, prefix_t, seq_t = take(B), take(B), take(B)
         m_rows, m_pos, m_slots = take(M), take(M), take(M)
-        sites = SampleSites(take(S), take(S), take(S), S)  # int32 as uploaded: their users take it
+        if decode:
+            T = S = B
+            counts = self._counting(B + 1)
+            qo, tok_rows, pos = counts, req_rows, prefix_t
+            sites = SampleSites(req_rows, seq_t, counts[:B], B)
+        else:
+            T, S = indptr[-1], len(plan.sample_index)
+            qo, tok_rows, pos = take(B + 1), take(T), take(T)
+            sites = SampleSites(take(S), take(S), take(S), S)  # int32 as uploaded: their users take it
         tables.write(m_rows, m_pos, m_slots)
-        if plan.mode == "decode" and self.graphs is not None and self.graphs.fits(B):
+        if decode and self.graphs is not None and self.graphs.fits(B):
             # a replayed graph reads its inputs and slots from the tables itself and widens the positions as
             # it copies them in: no tensor of this pass beyond rows, positions and lengths is launched for
             input_ids = out_loc = pos[:0]
         else:
             tok_rows, pos = tok_rows.long(), pos.long()
             out_loc = tables.table[tok_rows, pos].long()
-            if plan.mode == "decode":
+            if decode:
                 input_ids = tables.token_ids[tok_rows, pos].long()
             else:
                 input_ids = take(T).long()
@@ -236,6 +247,14 @@ class ModelRunner:
                              seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens),
                              prefix_lens_cpu=list(prefix), seq_lens_cpu=seqs, req_rows_cpu=list(rows))
         return batch, sites
+
+    def _counting(self, n: int) -> torch.Tensor:
+        """Device int32 [0, 1, ..., n - 1] (a decode pass's token offsets and sampling sites), from one buffer
+        made once and grown when a larger batch comes."""
+        if self._counts is None or self._counts.numel() < n:
+            self._counts = torch.arange(max(n, self.config.max_running_requests + 1), dtype=torch.int32,
+                                        device=self.device)
+        return self._counts[:n]
 
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch, sites: "SampleSites") -> torch.Tensor:

@@ -30,7 +30,9 @@ class StepPlan:
     in `input_ids`: the sampler of an earlier step wrote it to the device token table, possibly still in
     flight on the host side (overlap scheduling).
     Sampling site j is the token at flat index `sample_index[j]`, written to (`sample_rows[j]`,
-    `sample_positions[j]`) of the token table. Backups are (device pages, host pages, L3 keys or None)."""
+    `sample_positions[j]`) of the token table. A decode plan samples every request (its one token ends its
+    sequence), so its sites are implicit and its three sample lists empty: site j is request j, written to
+    (`rows[j]`, `prefix_lens[j] + 1`). Backups are (device pages, host pages, L3 keys or None)."""
 
     mode: str
     rows: list[int] = field(default_factory=list)
@@ -58,6 +60,11 @@ class StepPlan:
         return sum(self.extend_lens)
 
     @property
+    def num_sites(self) -> int:
+        """Tokens this plan samples."""
+        return len(self.rows) if self.mode == "decode" else len(self.sample_index)
+
+    @property
     def has_forward(self) -> bool:
         return self.mode != "copies" and bool(self.rows)
 
@@ -80,17 +87,16 @@ def make_plan(mode: str, reqs: list[Req], extend_lens: list[int], writes: tuple[
     prefill plan in which its decode requests read their input from the token table."""
     rows = [r.row for r in reqs]
     prefix = [r.kv_len for r in reqs]
-    seqs = [len(r.token_ids) + r.num_pending for r in reqs]  # `Req.seq_len`, spelled out (every request, every step)
-    ends = list(accumulate(extend_lens))
+    input_ids: list[int] = []
     # a pass that reaches the end of its sequence samples the next token: in a decode pass every request (its one
-    # token is the last of its sequence)
+    # token is the last of its sequence), so its sites stay implicit (`StepPlan`)
     if mode == "decode":
-        sites, sampling = range(len(reqs)), list(reqs)
+        sites, sampling, seqs, ends = (), list(reqs), [], []
     else:
+        seqs = [len(r.token_ids) + r.num_pending for r in reqs]  # `Req.seq_len`, spelled out
+        ends = list(accumulate(extend_lens))
         sites = [i for i, (p, n, s) in enumerate(zip(prefix, extend_lens, seqs)) if p + n == s]
         sampling = [reqs[i] for i in sites]
-    input_ids: list[int] = []
-    if mode != "decode":
         for r, p, n in zip(reqs, prefix, extend_lens):
             # a decodable request's input may not have reached the host yet (num_pending)
             input_ids += [FROM_TABLE] if mode == "mixed" and r.decodable else r.token_ids[p:p + n]

@@ -67,8 +67,8 @@ class RankLoop:
             _, data, ids = msg
             plan = StepPlan.from_bytes(data)
             result = w.execute(plan, [_ticket(self.replies, c, s) for c, s in ids])
-            if result is not None and plan.sample_index:  # the controller samples; the tokens come to us
-                tokens = torch.empty(len(plan.sample_index), dtype=torch.int32, device=w.device)
+            if result is not None and plan.num_sites:  # the controller samples; the tokens come to us
+                tokens = torch.empty(plan.num_sites, dtype=torch.int32, device=w.device)
                 w.tp.broadcast(tokens)
                 w.store_tokens(result[1], tokens)
         elif op == "backup":
