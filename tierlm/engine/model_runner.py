@@ -102,7 +102,8 @@ class ModelRunner:
             self.forward_model = CompiledForward(self.model, self.device,
                                                  self.aot.forward_artifact if self.aot is not None else None)
         self.staging = HostStaging(self.device)
-        self._counts: Optional[torch.Tensor] = None  # `_counting`
+        # `_counting`'s buffer, made before any graph is captured (a decode pass has at most this many requests)
+        self._counts = torch.arange(config.max_running_requests + 1, dtype=torch.int32, device=self.device)
         self.layout = cls.kv_layout(model_cfg, self.kv_dtype, **sharding)
         self.num_pages = self._num_kv_pages()
         if tp.size > 1:  # every rank holds the same page ids: the smallest budget decides
@@ -249,11 +250,10 @@ class ModelRunner:
         return batch, sites
 
     def _counting(self, n: int) -> torch.Tensor:
-        """Device int32 [0, 1, ..., n - 1] (a decode pass's token offsets and sampling sites), from one buffer
-        made once and grown when a larger batch comes."""
-        if self._counts is None or self._counts.numel() < n:
-            self._counts = torch.arange(max(n, self.config.max_running_requests + 1), dtype=torch.int32,
-                                        device=self.device)
+        """Device int32 [0, 1, ..., n - 1] (a decode pass's token offsets and sampling sites): a view of one
+        buffer, which is never written after it is made."""
+        if self._counts.numel() < n:  # more requests than --max-running-requests: not from the scheduler
+            self._counts = torch.arange(n, dtype=torch.int32, device=self.device)
         return self._counts[:n]
 
     @torch.inference_mode()
