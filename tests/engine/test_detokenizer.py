@@ -129,6 +129,27 @@ def test_the_rust_stream_shows_what_the_python_decoding_shows(which, request):
         assert _pieces(switched, outputs, switch_at=rng.randint(0, len(outputs))) == expected, trial
 
 
+def test_random_prompts_and_outputs_show_the_same_pieces(tokenizer):
+    """Prompts of random ids too: one whose text ends in an unfinished character (cut mid-character) would
+    have that character's replacement counted as new text by the Rust decoder, so it decodes in Python."""
+    rng = random.Random(4)
+    special = sorted(tokenizer.all_special_ids)
+    started_in_python = 0
+    for trial in range(300):
+        skip, stop = rng.random() < 0.5, rng.choice([[], ["a"], ["ing", "\ufffd"]])
+
+        def pick():
+            return rng.choice(special) if rng.random() < 0.2 else rng.randrange(len(tokenizer) + 20)
+
+        prompt, outputs = [pick() for _ in range(rng.randint(0, 8))], [pick() for _ in range(rng.randint(1, 30))]
+        rust = IncrementalDetokenizer(tokenizer, prompt, stop, skip)
+        started_in_python += rust._stream is None
+        python = IncrementalDetokenizer(tokenizer, prompt, stop, skip)
+        python._stream = None
+        assert _pieces(rust, outputs) == _pieces(python, outputs), trial
+    assert started_in_python > 0
+
+
 def test_a_refused_token_is_decoded_in_python(tokenizer):
     class Refusing:
         def step(self, backend, token_id):

@@ -29,8 +29,10 @@ def text_decoder(tokenizer) -> Callable[[Sequence[int], bool], str]:
 def rust_stream(backend: Any, context: list[int], skip: bool) -> Any:
     """The Rust tokenizer's own incremental decoder seeded with `context`, or None where this `tokenizers`
     has none that takes a context. It keeps the same two offsets as `IncrementalDetokenizer` and emits the
-    same pieces, in one call per token instead of two decodes and their slicing in Python."""
-    if backend is None:
+    same pieces, in one call per token instead of two decodes and their slicing in Python; except after a
+    context whose text ends in an unfinished character, which it would count as new text (a prompt cut in
+    the middle of a character): those requests decode in Python."""
+    if backend is None or backend.decode(context, skip_special_tokens=skip).endswith("\ufffd"):
         return None
     try:
         from tokenizers.decoders import DecodeStream
