@@ -9,7 +9,7 @@ import types
 from pathlib import Path
 
 from tierlm.cachedir import configure_environment
-from tierlm.cachedir.env import PCH_VAR
+from tierlm.cachedir.env import FP_FUSION_VAR, PCH_VAR
 from tierlm.cachedir.root import WIRED_VAR
 
 from .conftest import child_env, last_json, run_script
@@ -25,15 +25,16 @@ def test_sets_every_third_party_variable(tmp_path):
     assert root is not None and root.path == tmp_path
     for var, rel in VARS.items():
         assert env[var] == str(tmp_path / rel)
-    assert env[PCH_VAR] == "0"
+    assert env[PCH_VAR] == "0" and env[FP_FUSION_VAR] == "1"
     assert not (tmp_path / "triton").exists()  # wiring writes nothing
 
 
 def test_user_values_win_and_are_left_alone(tmp_path):
-    env = {"TIERLM_CACHE_DIR": str(tmp_path / "c"), "TRITON_CACHE_DIR": "/opt/image/triton", PCH_VAR: "1"}
+    env = {"TIERLM_CACHE_DIR": str(tmp_path / "c"), "TRITON_CACHE_DIR": "/opt/image/triton", PCH_VAR: "1",
+           FP_FUSION_VAR: "0"}
     configure_environment(env)
     assert env["TRITON_CACHE_DIR"] == "/opt/image/triton"
-    assert env[PCH_VAR] == "1"
+    assert env[PCH_VAR] == "1" and env[FP_FUSION_VAR] == "0"
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "c" / "inductor")
     assert "TRITON_CACHE_DIR" not in json.loads(env[WIRED_VAR])["vars"]
 
