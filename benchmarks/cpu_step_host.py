@@ -53,7 +53,8 @@ def decoding_engine(model: str, running: int, detokenize: bool) -> Engine:
     engine = Engine(config_from_args(ap.parse_args(["--model", model, "--max-model-len", "4096",
                                                     "--max-running-requests", str(running), "--device", "cpu"])))
     for i in range(running):
-        engine.add_request(f"r{i}", [1 + (i + j) % 200 for j in range(16 + i % 48)],
+        # ids of the tiny tokenizer's printable ASCII bytes: a prompt ends on a whole character, as text does
+        engine.add_request(f"r{i}", [11 + (i + j) % 85 for j in range(16 + i % 48)],
                            SamplingParams(max_tokens=3000, ignore_eos=True, detokenize=detokenize))
     while len(engine.scheduler.running) < running or any(r.prefilling for r in engine.scheduler.running):
         engine.step()
