@@ -76,12 +76,22 @@ class IncrementalDetokenizer:
     def add(self, token_id: int) -> Optional[str]:
         """Append one token; returns the stop string hit (text is truncated before it), else None."""
         self.ids.append(token_id)
-        piece = self._piece(token_id)
+        if self._stream is None:
+            piece = self._python_piece()
+        else:
+            try:
+                piece = self._stream.step(self._backend, token_id)
+            except Exception:  # noqa: BLE001  (refused: the window's decode does not extend its prefix's)
+                self._stream = None
+                piece = self._python_piece()
         if piece is None:
+            return None
+        self._prefix_off, self._read_off = self._read_off, len(self.ids)
+        if not self.stop:
+            self.text += piece
             return None
         start = max(0, len(self.text) - self._hold)
         self.text += piece
-        self._prefix_off, self._read_off = self._read_off, len(self.ids)
         for s in self.stop:
             pos = self.text.find(s, start)
             if pos != -1:
@@ -89,13 +99,8 @@ class IncrementalDetokenizer:
                 return s
         return None
 
-    def _piece(self, token_id: int) -> Optional[str]:
-        """The text `token_id` (already in `ids`) completes, or None while it completes nothing."""
-        if self._stream is not None:
-            try:
-                return self._stream.step(self._backend, token_id)
-            except Exception:  # noqa: BLE001  (refused: the window's decode does not extend its prefix's)
-                self._stream = None
+    def _python_piece(self) -> Optional[str]:
+        """The text the last token of `ids` completes, or None while it completes nothing (two decodes)."""
         prefix = self._decode(self.ids[self._prefix_off:self._read_off])
         full = self._decode(self.ids[self._prefix_off:])
         if full.endswith("\ufffd") or len(full) <= len(prefix):
