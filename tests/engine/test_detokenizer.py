@@ -195,3 +195,17 @@ def test_returned_text_is_dropped(tokenizer):
                 assert text == whole[:whole.index(stop)], (stop, n)
             else:
                 assert stop not in upto and upto.startswith(text) and len(upto) - len(text) < len(stop), (stop, n)
+
+
+def test_without_a_stream_that_takes_a_context_the_python_decoding_runs(tokenizer, monkeypatch):
+    """tokenizers before 0.22 has no `DecodeStream(ids=...)`: the detokenizer decodes in Python there."""
+    import tokenizers.decoders
+
+    class Old:
+        def __init__(self, skip_special_tokens=False):
+            pass
+
+    monkeypatch.setattr(tokenizers.decoders, "DecodeStream", Old)
+    detok = IncrementalDetokenizer(tokenizer, tokenizer.encode("say:"), [], True)
+    assert detok._stream is None
+    assert "".join(_pieces(detok, tokenizer.encode(" héllo wörld"))) == " héllo wörld"
