@@ -26,14 +26,12 @@ def text_decoder(tokenizer) -> Callable[[Sequence[int], bool], str]:
     return lambda ids, skip: tokenizer.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
 
 
-def rust_stream(backend: Any, context: list[int], skip: bool) -> Any:
+def rust_stream(context: list[int], skip: bool) -> Any:
     """The Rust tokenizer's own incremental decoder seeded with `context`, or None where this `tokenizers`
     has none that takes a context. It keeps the same two offsets as `IncrementalDetokenizer` and emits the
     same pieces, in one call per token instead of two decodes and their slicing in Python; except after a
     context whose text ends in an unfinished character, which it would count as new text (a prompt cut in
-    the middle of a character): those requests decode in Python."""
-    if backend is None or backend.decode(context, skip_special_tokens=skip).endswith("\ufffd"):
-        return None
+    the middle of a character): the caller decodes those requests in Python."""
     try:
         from tokenizers.decoders import DecodeStream
 
@@ -68,7 +66,9 @@ class IncrementalDetokenizer:
         self.text = ""
         self._hold = max((len(s) for s in self.stop), default=1) - 1
         self._backend = rust_tokenizer(tokenizer)
-        self._stream = rust_stream(self._backend, context, skip_special_tokens)
+        self._stream = None
+        if self._backend is not None and not self._decode(context).endswith("\ufffd"):
+            self._stream = rust_stream(context, skip_special_tokens)
 
     def _decode(self, ids: Sequence[int]) -> str:
         return self._decode_ids(ids, self.skip)

@@ -31,7 +31,7 @@ class HostStaging:
     def upload(self, values: list[int]) -> torch.Tensor:
         """Device int32 tensor holding `values` (copied asynchronously from pinned memory on CUDA)."""
         if self.device.type != "cuda":
-            return torch.from_numpy(np.array(values, dtype=np.int32))  # a third of torch.tensor's time
+            return torch.from_numpy(np.array(values, dtype=np.int32))  # numpy converts a list faster
         i, self._turn = self._turn, (self._turn + 1) % RING
         if self._copied[i] is not None:
             self._copied[i].synchronize()  # its last copy has left the buffer (almost always at once)
