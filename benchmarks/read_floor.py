@@ -86,11 +86,12 @@ def per_size(sizes_mb: list[float], tma: bool = False) -> None:
         best = (0.0, "")
         for block, iters, warps in itertools.product((1024, 4096, 8192), (1, 4, 16), (4, 8)):
             out = torch.empty(n // (block * iters), dtype=torch.float32, device="cuda")
+            covered = out.numel() * block * iters  # the programs' whole blocks: up to one block short of n
             calls = [lambda b=b: _read_kernel[(out.numel(),)](b, out, BLOCK=block, ITERS=iters, num_warps=warps)
                      for b in bufs]
-            rate = gbs(calls, 2 * n)
-            if float(out.sum(dtype=torch.float64)) != n:
-                raise SystemExit(f"read kernel summed {float(out.sum())}, expected {n}")
+            rate = gbs(calls, 2 * covered)
+            if float(out.sum(dtype=torch.float64)) != covered:
+                raise SystemExit(f"read kernel (block {block} x {iters}) summed {float(out.sum())}, expected {covered}")
             best = max(best, (rate, f"block {block} x {iters}, {warps} warps"))
         line = f"{mb:6.0f} {copy:14.0f} {summed:10.0f} {best[0]:12.0f}  {best[1]}"
         if tma:
