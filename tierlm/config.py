@@ -135,7 +135,7 @@ class EngineConfig:
                                   "fit replay the piecewise graphs). --no-mixed-cuda-graph: piecewise graphs only.",
                                   "scheduler")
     prefill_cuda_graph: bool = _opt(True, "Where extend passes replay graph pieces (--piecewise-cuda-graph-max-"
-                                    "tokens): also capture whole prefill passes (no decodes, at most 8 prompts, "
+                                    "tokens): also capture whole prefill passes (no decodes, at most 64 prompts, "
                                     "attention included) at start-up for the same ladder of token counts, so such a "
                                     "pass costs one replay of host time instead of one launch per layer. "
                                     "--no-prefill-cuda-graph: the pieces only.", "scheduler")

@@ -1,7 +1,8 @@
 """Captured mixed passes' padded layout, checked without CUDA: `MixedGraphRunner(capture=False)` runs the same
 padded passes eagerly (prefill chunks, padding, then the decodes padded to a decode graph size, fixed extend
 grid) through the Triton backend under the interpreter, and must give the tokens of the unpadded engine; so
-must its prefill passes without decodes (case ARCH:prefill).
+must its prefill passes without decodes (case ARCH:prefill), and a prefill pass of many short prompts at once, as
+many as a captured pass holds (case ARCH:burst).
 
 `python -m tests.engine.mixed_graph_cases ARCH...` prints a JSON map arch -> "ok" or the failure; run under
 TRITON_INTERPRET=1 without a GPU (see tests/kernels/interp.py).
@@ -12,10 +13,13 @@ import functools
 import sys
 from pathlib import Path
 
+from tests.conftest import CPU_OPTS
 from tests.engine.mixed_cases import main as run_cases
 from tests.engine.test_mixed_batches import PROMPTS, run_staggered
+from tierlm.config import EngineConfig
 from tierlm.engine import engine as engine_module
-from tierlm.engine.mixed_graph import MixedGraphRunner
+from tierlm.engine.engine import Engine
+from tierlm.engine.mixed_graph import MAX_CHUNKS, MixedGraphRunner
 from tierlm.engine.model_runner import ModelRunner
 from tierlm.sampling_params import SamplingParams
 from tierlm.utils.tiny_model import make_tiny_model
@@ -26,15 +30,16 @@ OPTS = dict(attention_backend="triton", every=2, prompts=PROMPTS[:3], rounds=1,
 UNPATCHED = (ModelRunner.make_attention, engine_module.mixed_graph_align)
 
 
-def install(runs: list[tuple[int, int]], decode_sizes: tuple = (1, 2, 4, 8), prefill_tokens: tuple = ()) -> None:
+def install(runs: list[tuple[int, int]], decode_sizes: tuple = (1, 2, 4, 8), prefill_tokens: tuple = (),
+            max_chunks: int = 2) -> None:
     """Every engine built from here on serves mixed steps (and prefill passes of `prefill_tokens` rows at most)
-    through an eager padded runner (2 chunks at most); it replaces an earlier `install`."""
+    through an eager padded runner (`max_chunks` chunks at most); it replaces an earlier `install`."""
     real_make = UNPATCHED[0]
 
     def make_attention(self, req_to_token, token_ids):
         attn = real_make(self, req_to_token, token_ids)
         attn.init_graph_buffers(8, req_to_token.shape[1])
-        self.mixed = MixedGraphRunner(self.model, attn, req_to_token, BUDGET, list(decode_sizes), max_chunks=2,
+        self.mixed = MixedGraphRunner(self.model, attn, req_to_token, BUDGET, list(decode_sizes), max_chunks=max_chunks,
                                       capture=False, prefill_tokens=prefill_tokens)
         real_run = self.mixed.run
         self.mixed.run = lambda b, index: runs.append((b.num_multi_token, b.batch_size)) or real_run(b, index)
@@ -57,9 +62,38 @@ def reference(arch: str, root: Path) -> tuple[Path, list[list[int]]]:
     return model, ref
 
 
+def burst(model: Path, prompts: list[list[int]]) -> list[list[int]]:
+    """Greedy tokens of `prompts` queued at once (one prefill pass holds them all)."""
+    engine = Engine(EngineConfig(model=str(model), **{**CPU_OPTS, "attention_backend": "triton",
+                                                      "max_prefill_tokens": 64}))
+    for i, prompt in enumerate(prompts):
+        engine.add_request(str(i), prompt, OPTS["params"])
+    outs: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
+    while engine.has_unfinished():
+        for o in engine.step():
+            assert o.error is None
+            outs[o.request_id].extend(o.new_token_ids)
+    engine.kv.check_no_leak(engine.live_pages())
+    engine.close()
+    return list(outs.values())
+
+
 def check(name: str, root: Path) -> str:
-    """NAME is an arch (mixed steps through padded passes) or ARCH:prefill (prefill passes, mixed steps off)."""
+    """NAME is an arch (mixed steps through padded passes), ARCH:prefill (prefill passes, mixed steps off) or
+    ARCH:burst (one prefill pass of more prompts than the padded runner's old limit of 8, a captured pass's
+    default capacity)."""
     arch, _, case = name.partition(":")
+    if case == "burst":
+        uninstall()
+        model = make_tiny_model(root / f"{arch}-burst", arch=arch)
+        prompts = [[3 + i, 20 + i, 40 + i][:1 + i % 3] for i in range(12)]
+        ref = burst(model, prompts)
+        runs: list[tuple[int, int]] = []
+        install(runs, decode_sizes=(), prefill_tokens=(32,), max_chunks=MAX_CHUNKS)
+        got = burst(model, prompts)
+        if (12, 12) not in runs:
+            return f"padded runs {runs}: the 12 prompts did not run as one padded prefill pass"
+        return "ok" if got == ref else f"tokens differ: {got} vs {ref}"
     model, ref = reference(arch, root)
     runs: list[tuple[int, int]] = []
     if case == "prefill":  # chunks of up to 5 tokens (some after a cached prefix) padded to 4 or 8 rows

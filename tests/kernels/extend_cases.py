@@ -18,6 +18,31 @@ from tests.kernels.cases import run as _run_cases
 RAGGED = {"prefix": (0, 16, 3, 20, 32), "extend": (5, 17, 1, 16, 33)}  # tiles of 16 in every case below
 
 
+def check_packed(device: str, dtype: torch.dtype, pad_requests: int = 3, pad_rows: int = 21, seed: int = 14,
+                 **knobs) -> None:
+    """The packed order as a captured pass launches it: requests without tokens among and after the real ones,
+    rows of padding after them, and a grid sized for the rows, not the requests: every real row as the
+    reference, and no padding row written."""
+    from tests.kernels.reference import make_scenario, reference_attention, tolerance
+    from tierlm.kernels.extend_attention import extend_attention
+
+    prefix, extend = (0, 16, 7, 3, 20, 32, 0), (5, 0, 17, 1, 16, 33, 40)
+    sc = make_scenario(list(prefix), list(extend), 4, 2, 32, 1, dtype, device, seed=seed)
+    total = sum(extend)
+    pad = torch.zeros(pad_rows, *sc.q.shape[1:], dtype=dtype, device=device)
+    q, k, v = torch.cat([sc.q, pad]), torch.cat([sc.k, pad[:, :2]]), torch.cat([sc.v, pad[:, :2]])
+    indptr = torch.cat([sc.qo_indptr, sc.qo_indptr[-1:].repeat(pad_requests)])
+    rows = torch.cat([sc.rows, sc.rows[:1].repeat(pad_requests)])
+    prefix_lens = torch.cat([sc.prefix_lens, torch.zeros_like(sc.prefix_lens[:1]).repeat(pad_requests)])
+    out = torch.full(q.shape, float("nan"), dtype=dtype, device=device)
+    extend_attention(q, k, v, out, sc.k_buf, sc.v_buf, sc.req_to_token, rows, prefix_lens, indptr, total + pad_rows,
+                     32 ** -0.5, block_m=16, block_n=16, num_warps=4, num_stages=1,
+                     order="packed", **knobs)
+    ref = reference_attention(sc, 32 ** -0.5, new_kv_in_pool=False)
+    torch.testing.assert_close(out[:total].cpu().double(), ref, **tolerance(dtype))
+    assert out[total:].isnan().all(), "the packed order wrote a padding row"
+
+
 def _case(num_heads: int = 4, num_kv_heads: int = 2, seed: int = 0, **kw) -> CaseFn:
     return lambda device, dtype: check_extend(device, dtype, num_heads=num_heads, num_kv_heads=num_kv_heads,
                                               seed=seed, **RAGGED, **kw)
@@ -41,6 +66,11 @@ EXTEND_CASES: dict[str, CaseFn] = {
     "extend_bm16_bn32_pack2": _case(block_m=16, block_n=32, pack_heads=2, seed=11),
     "extend_d48_split": _case(head_dim=48, seed=12),  # head_dim below its power-of-two tile: masked columns
     "extend_page4_prefix_stages": _case(page_size=4, prefix_stages=2, maxnreg=128, seed=13),
+    "extend_order_packed": _case(order="packed", seed=14),
+    # as a captured pass runs it: empty requests, padding rows and requests, a grid for the rows
+    "extend_packed_padded": check_packed,
+    "extend_packed_padded_pack2": lambda device, dtype: check_packed(device, dtype, pad_requests=9, pad_rows=3,
+                                                                     seed=15, pack_heads=2),
 }
 
 

@@ -19,3 +19,19 @@ def test_compiles_for_sm90(label, kernel, consts, pointers):
             pytest.skip(f"no CUDA compiler in this Triton build: {e}")
         raise
     assert compiled.asm["cubin"], label
+
+
+@pytest.mark.parametrize("variant", [{}, {"order": "packed", "batch": 64, "max_blocks": 128}],
+                         ids=["heavy_first", "packed"])
+def test_extend_compiles_for_sm90_without_spills(variant):
+    """The extend kernel as the engine launches it eagerly and in captured passes (the packed order): built for
+    sm_90a with Triton's ptxas, no register spills and the wgmma pipeline not serialized."""
+    from benchmarks.extend_sm90_check import compile_variant
+
+    try:
+        report = compile_variant(variant)
+    except (ImportError, RuntimeError, FileNotFoundError) as e:
+        if "ptxas" in str(e) or "backend" in str(e).lower() or isinstance(e, FileNotFoundError):
+            pytest.skip(f"no CUDA compiler in this Triton build: {e}")
+        raise
+    assert not report["spills"] and not report["serialized"] and report["per_sm"] >= 1, report

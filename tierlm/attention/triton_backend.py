@@ -83,6 +83,8 @@ class _ExtendMeta:
     max_extend: int  # host int: sizes the q-block grid dimension
     num_extend: int = 0
     decode: DecodeMeta | None = None
+    # a captured pass numbers only the q-blocks that exist: its grid is fixed for any mix of its chunks
+    order: str = "heavy_first"
 
 
 class TritonBackend(AttentionBackend):
@@ -145,7 +147,7 @@ class TritonBackend(AttentionBackend):
     def prepare_mixed_replay(self, batch: ForwardBatch, num_chunks: int, chunk_rows: int) -> None:
         c = num_chunks
         decode = self._scratch.for_replay(batch.req_rows[c:], batch.seq_lens[c:]) if batch.batch_size > c else None
-        self._meta = _ExtendMeta(batch.qo_indptr[:c + 1], chunk_rows, c, decode)
+        self._meta = _ExtendMeta(batch.qo_indptr[:c + 1], chunk_rows, c, decode, order="packed")
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
                 batch: ForwardBatch, rope: Optional[QKRope] = None) -> torch.Tensor:
@@ -177,7 +179,7 @@ class TritonBackend(AttentionBackend):
                              batch.prefix_lens[:e], meta.qo_indptr, meta.max_extend, self.scale,
                              block_m=cfg.extend_block_m, block_n=cfg.extend_block_n,
                              num_warps=cfg.extend_num_warps, num_stages=cfg.extend_num_stages,
-                             new_rounded=rounded)
+                             new_rounded=rounded, order=meta.order)
         if meta.decode is not None:  # their new K/V is in the pool already (store_kv above)
             self._decode(q[t:], k_buf, v_buf, out[t:], meta.decode)
         return out.view(q.shape[0], self.num_heads * self.head_dim)

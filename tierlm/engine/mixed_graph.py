@@ -8,8 +8,9 @@ Layout of a captured pass of `T` rows for `D` decode rows (one graph per `T` of 
 768, ... up to the budget, and per size `D < T` of `mixed_decode_sizes`): rows `[0, T - D)` are the prefill
 chunks of up to `max_chunks` requests, then padding; rows `[T - D, T)` are the step's decodes, then padding. A
 step takes the smallest `T` that holds it, so a step with little prefill does not pay for a full budget. The
-extend kernel's grid is fixed by (`max_chunks`, `T - D`): requests past the real ones have no tokens and their
-programs store nothing; the decode kernel runs `D` rows, padded with the dummy request as decode graphs are.
+extend kernel's grid is fixed by `T - D` and `max_chunks`: it numbers only the q-blocks that exist ("packed"
+order), requests past the real ones have no tokens, and programs past the last block store nothing; the decode
+kernel runs `D` rows, padded with the dummy request as decode graphs are.
 Padding rows store their K/V in the scratch page and are never read by a real request nor sampled. The scheduler
 leaves room for the decodes' padding (`mixed_graph_align`) and sizes a step to one of these row counts; a mixed
 pass that still does not fit (more chunks, KV still loading layer by layer) and one that would pad by more than an
@@ -46,6 +47,9 @@ def mixed_graph_align(config: Any) -> int:
 
 
 DECODE_STEP = 16  # captured mixed passes hold 16, 32, ... decodes: the pass's rows are fixed, padding is cheap
+# prompts (chunks) a captured pass holds: its extend launch numbers only the q-blocks that exist (the "packed"
+# order), so the grid follows the pass's rows and this bounds only the search each program makes
+MAX_CHUNKS = 64
 
 
 def token_sizes(budget: int) -> list[int]:
@@ -72,7 +76,7 @@ class MixedGraphRunner:
     the final hidden states of the batch's tokens `index` (`rows_of` maps them into the padded pass)."""
 
     def __init__(self, model: torch.nn.Module, attn: AttentionBackend, req_to_token: torch.Tensor, budget: int,
-                 decode_sizes: list[int], max_chunks: int = 8, capture: bool = True,
+                 decode_sizes: list[int], max_chunks: int = MAX_CHUNKS, capture: bool = True,
                  prefill_tokens: Sequence[int] = ()) -> None:
         self.model, self.attn, self.budget, self.max_chunks = model, attn, budget, max_chunks
         self.sizes = [d for d in decode_sizes if d < budget]

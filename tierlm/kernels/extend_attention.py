@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, program_work, softmax_step
+from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, packed_work, program_work, softmax_step
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
 
 
@@ -32,7 +32,8 @@ def _extend_kernel(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, PACK: tl.constexpr, ORDER: tl.constexpr,
     SPLIT: tl.constexpr, PRESCALE: tl.constexpr, USE_TMA: tl.constexpr, PREFIX_STAGES: tl.constexpr,
-    CAUSAL_STAGES: tl.constexpr, ROUND_NEW: tl.constexpr, WIDEN_PREFIX: tl.constexpr,
+    CAUSAL_STAGES: tl.constexpr, ROUND_NEW: tl.constexpr, WIDEN_PREFIX: tl.constexpr, BLOCK_B: tl.constexpr = 1,
+    BLOCK_R: tl.constexpr = 1,
 ):
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
     # With SPLIT the masked loops run at most one tile (two or more on the diagonal when BLOCK_M > BLOCK_N):
@@ -40,7 +41,10 @@ def _extend_kernel(
     # in the kernel (its C7515 "wgmma ... serialized" note), which costs far more than the one prefetch.
     MASKED_STAGES: tl.constexpr = 1 if SPLIT else CAUSAL_STAGES
     DIAG_STAGES: tl.constexpr = CAUSAL_STAGES if (not SPLIT or BLOCK_M > BLOCK_N) else 1
-    b, g, rank = program_work(tl.program_id(0), batch, num_groups, num_blocks, ORDER)
+    if ORDER == 3:
+        b, g, rank = packed_work(tl.program_id(0), qo_indptr, batch, num_groups, BLOCK_M, BLOCK_B, BLOCK_R)
+    else:
+        b, g, rank = program_work(tl.program_id(0), batch, num_groups, num_blocks, ORDER)
     q_start = tl.load(qo_indptr + b)
     ext_len = tl.load(qo_indptr + b + 1) - q_start
     n_blocks = tl.cdiv(ext_len, BLOCK_M)
@@ -158,16 +162,22 @@ def _tma_fits(k: torch.Tensor, v: torch.Tensor, head_dim: int) -> bool:
 
 def kernel_constants(group: int, head_dim: int, fp32: bool, *, block_m: int, block_n: int, num_stages: int,
                      causal_split: bool, order: str, pack_heads: int, prescale_q: bool, tma: bool,
-                     prefix_stages: int, round_new: bool = True, widen_prefix: bool = False) -> dict:
+                     prefix_stages: int, round_new: bool = True, widen_prefix: bool = False,
+                     batch: int = 1, max_blocks: int = 1) -> dict:
     """The kernel's compile-time parameters for one launch variant (shared with the compile check);
-    `widen_prefix`: the prefix is read as fp16 (see `widens_prefix`)."""
+    `widen_prefix`: the prefix is read as fp16 (see `widens_prefix`); the packed order also sizes its search
+    by the launch's `batch` and the most q-blocks of a request (`max_blocks`), in powers of two (at least 16
+    blocks, so a ladder of captured pass sizes compiles few variants)."""
     assert order in ORDERS, f"order must be one of {sorted(ORDERS)}"
     assert pack_heads >= 1 and group % pack_heads == 0, "pack_heads must divide the GQA group"
-    return dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-                BLOCK_D=triton.next_power_of_2(head_dim), DOT_PRECISION="ieee" if fp32 else "tf32", PACK=pack_heads,
-                ORDER=ORDERS[order], SPLIT=causal_split, PRESCALE=prescale_q, USE_TMA=tma and causal_split,
-                PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages, ROUND_NEW=round_new,
-                WIDEN_PREFIX=widen_prefix)
+    consts = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
+                  BLOCK_D=triton.next_power_of_2(head_dim), DOT_PRECISION="ieee" if fp32 else "tf32",
+                  PACK=pack_heads, ORDER=ORDERS[order], SPLIT=causal_split, PRESCALE=prescale_q,
+                  USE_TMA=tma and causal_split, PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages,
+                  ROUND_NEW=round_new, WIDEN_PREFIX=widen_prefix)
+    if order == "packed":
+        consts.update(BLOCK_B=triton.next_power_of_2(batch), BLOCK_R=max(16, triton.next_power_of_2(max_blocks)))
+    return consts
 
 
 def widens_prefix(q_dtype: torch.dtype, pool_dtype: torch.dtype) -> bool:
@@ -200,6 +210,7 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
     """
     num_tokens, num_heads, head_dim = q.shape
     batch = req_rows.shape[0]
+    num_blocks = triton.cdiv(max_extend, block_m)
     assert q.stride(2) == 1 and k.stride(2) == 1 and v.stride(2) == 1 and out.stride(2) == 1
     assert k_buf.stride(2) == 1 and req_to_token.stride(1) == 1 and qo_indptr.shape[0] == batch + 1
     if tma is None:
@@ -210,7 +221,7 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
                               block_n=block_n, num_stages=num_stages, causal_split=causal_split, order=order,
                               pack_heads=pack_heads, prescale_q=prescale_q, tma=bool(tma),
                               prefix_stages=prefix_stages, round_new=not new_rounded,
-                              widen_prefix=widens_prefix(q.dtype, k_buf.dtype))
+                              widen_prefix=widens_prefix(q.dtype, k_buf.dtype), batch=batch, max_blocks=num_blocks)
     if num_tokens == 0 or batch == 0:
         return out
     k_desc, v_desc = k, v  # unused placeholders unless the kernel reads through descriptors
@@ -218,9 +229,11 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
         flat = [num_tokens, k.shape[1] * head_dim]
         k_desc = TensorDescriptor(k, flat, [k.stride(0), 1], [block_n, head_dim])
         v_desc = TensorDescriptor(v, flat, [v.stride(0), 1], [block_n, head_dim])
-    num_blocks = triton.cdiv(max_extend, block_m)
     num_groups = num_heads // pack_heads
-    _extend_kernel[(batch * num_groups * num_blocks,)](
+    tiles = batch * num_blocks
+    if order == "packed":  # the blocks that exist: full ones, and at most one partial block per request with tokens
+        tiles = min(tiles, num_tokens // block_m + min(batch, num_tokens))
+    _extend_kernel[(tiles * num_groups,)](
         q, k, v, out, k_buf, v_buf, k_desc, v_desc, req_to_token, req_rows, prefix_lens, qo_indptr,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0), sm_scale * 1.4426950408889634,

@@ -1,0 +1,74 @@
+"""How many prompts each prefill pass of a `bench offline` workload holds, and so which passes a captured pass
+of at most N prompts can replay whole (CPU, no GPU needed: the scheduler decides this, not the device).
+
+A tiny random model (written to a temporary folder) runs the workload with the engine's scheduler as it is
+(mixed steps off, the default); every prefill pass is recorded with its prompts (chunks) and tokens. A prefill pass that holds more
+prompts than a captured pass does replays the piecewise graphs instead, one attention launch per layer from the
+host, which on a small model costs more host time than the pass takes on the device. Printed: passes, tokens
+and the share of each that fits `--capacity` prompts, for each capacity asked for.
+
+    PYTHONPATH=. python benchmarks/cpu_prefill_prompts.py [--num-requests 1024 --input-len 8 32
+        --output-len 8 64] [--capacity 8 64] [--max-tokens 8192]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+
+from tierlm import SamplingParams
+from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.bench.offline import Workload
+from tierlm.engine.engine import Engine
+
+
+def record(model: str, work: Workload, max_running: int) -> list[tuple[int, int]]:
+    """(prompts, tokens) of every prefill pass when `work` runs all at once."""
+    ap = argparse.ArgumentParser()
+    add_engine_args(ap, model_required=False)
+    engine = Engine(config_from_args(ap.parse_args(["--model", model, "--max-model-len", "2048",
+                                                    "--max-running-requests", str(max_running)])))
+    passes: list[tuple[int, int]] = []
+    schedule = engine.scheduler.schedule
+
+    def recording():
+        batch, refused = schedule()
+        if batch is not None and batch.mode == "prefill":
+            passes.append((len(batch.reqs), sum(batch.extend_lens)))
+        return batch, refused
+
+    engine.scheduler.schedule = recording
+    for i, (ids, n_out) in enumerate(zip(work.prompts, work.output_lens)):
+        engine.add_request(str(i), ids, SamplingParams(max_tokens=n_out, ignore_eos=True, detokenize=False))
+    while engine.has_unfinished():
+        engine.step()
+    engine.close()
+    return passes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--num-requests", type=int, default=1024)
+    ap.add_argument("--input-len", type=int, nargs=2, default=(8, 32))
+    ap.add_argument("--output-len", type=int, nargs=2, default=(8, 64))
+    ap.add_argument("--max-running-requests", type=int, default=256)
+    ap.add_argument("--capacity", type=int, nargs="+", default=[8, 64], help="prompts a captured pass holds")
+    ap.add_argument("--max-tokens", type=int, default=8192, help="tokens of the largest captured prefill pass")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as model:
+        subprocess.run([sys.executable, "-m", "tierlm", "make-tiny-model", model, "--force"], check=True,
+                       capture_output=True)
+        work = Workload.make(args.num_requests, tuple(args.input_len), tuple(args.output_len), 500, seed=0)
+        passes = record(model, work, args.max_running_requests)
+    tokens = sum(t for _, t in passes)
+    print(f"{len(passes)} prefill passes, {tokens} prefill tokens; prompts per pass: "
+          f"median {sorted(c for c, _ in passes)[len(passes) // 2]}, max {max(c for c, _ in passes)}")
+    for cap in args.capacity:
+        fit = [(c, t) for c, t in passes if c <= cap and t <= args.max_tokens]
+        print(f"capacity {cap:4d} prompts: {len(fit):5d} of {len(passes)} passes "
+              f"({100 * len(fit) / len(passes):5.1f}%), {sum(t for _, t in fit):7d} of {tokens} tokens replay whole")
+
+
+if __name__ == "__main__":
+    main()
