@@ -201,9 +201,18 @@ def test_without_mixing_prefill_runs_alone():
     assert batch.mode == "decode" and len(batch.reqs) == 3 and set(decoding) < set(batch.reqs)
 
 
-def test_each_schedule_tells_the_kv_manager_the_prefill_waiting():
-    """The cost model prices a split L3 fetch by the prefill work its tail will rejoin behind."""
-    sched = make_scheduler(max_prefill=8)
+@pytest.mark.parametrize("tiered", [True, False])
+def test_each_schedule_tells_the_kv_manager_the_prefill_waiting(tiered):
+    """The cost model prices a split L3 fetch by the prefill work its tail will rejoin behind; without lower
+    tiers (no cost model) and without mixed steps the backlog is not counted (0)."""
+    if tiered:
+        from tests.kvcache.tiers import make_tiered
+
+        kv = make_tiered(PAGE, 64, 32, max_reqs=16, threads=False)[0]
+        assert kv.cost is not None
+        sched = Scheduler(kv, 16, 8, reserve_new_tokens=0, mixed=MixedBudget(0))
+    else:
+        sched = make_scheduler(max_prefill=8)
     seen = []
     poll = sched.kv.poll
     sched.kv.poll = lambda backlog=0: (seen.append(backlog), poll(backlog))
@@ -211,7 +220,7 @@ def test_each_schedule_tells_the_kv_manager_the_prefill_waiting():
         sched.add(req(f"r{i}", list(range(10 * i, 10 * i + 6))))
     run(sched.schedule()[0])  # 18 tokens wait; the step runs r0's 6 and 2 of r1's
     run(sched.schedule()[0])  # 4 of r1 and 6 of r2 wait
-    assert seen == [18, 10]
+    assert seen == ([18, 10] if tiered else [0, 0])
 
 
 def test_find_knows_every_request_the_scheduler_holds_and_none_it_let_go():
@@ -230,3 +239,35 @@ def test_find_knows_every_request_the_scheduler_holds_and_none_it_let_go():
     assert sched.find("a") is None and sched.find("b") is b
     sched.remove(b, cache=False)
     assert sched.find("b") is None and not sched.has_work()
+
+
+@pytest.mark.parametrize("max_mixed", [0, 32])
+def test_the_prefill_backlog_is_counted_only_where_it_is_used(monkeypatch, max_mixed):
+    """It sizes mixed steps and feeds the tiers' cost model; with neither (mixed steps off, no lower tier) the
+    scheduler does not walk its queues for it every step."""
+    import tierlm.engine.scheduler as scheduler_module
+
+    calls = []
+    real = scheduler_module.prefill_backlog
+    monkeypatch.setattr(scheduler_module, "prefill_backlog", lambda *a: calls.append(a) or real(*a))
+    sched = make_scheduler(max_mixed=max_mixed)
+    sched.add(req("a", [1, 2, 3, 4, 5]))
+    run(sched.schedule()[0])
+    sched.add(req("b", [6, 7, 8]))  # (an arrival asks for it only where an L3 prefetch would use it)
+    for _ in range(3):
+        run(sched.schedule()[0])
+    assert (len(calls) > 0) == (max_mixed > 0), calls
+
+
+def test_an_arrival_counts_the_prefill_ahead_of_it_only_for_an_l3_prefetch():
+    """The prefetcher weighs a fetch against the prefill queued ahead; without one nothing is counted."""
+    from types import SimpleNamespace
+
+    sched = make_scheduler()
+    calls = []
+    sched._prefill_ahead = lambda: calls.append(1) or 7
+    sched.add(req("a", [1, 2, 3, 4, 5]))
+    assert calls == [] and sched.find("a").expected_prefill == 5  # no L3: all of its prompt
+    sched.kv.prefetcher = SimpleNamespace(start=lambda rid, tokens, ahead: ahead + len(tokens))
+    sched.add(req("b", [6, 7, 8]))
+    assert calls == [1] and sched.find("b").expected_prefill == 7 + 2

@@ -29,6 +29,7 @@ from tierlm.engine.batch import ScheduledBatch
 from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
+from tierlm.engine.reservation import reservation, reserved_pages, target_len
 from tierlm.engine.table_writes import TableWrites
 from tierlm.engine.waiting import WaitingQueue
 from tierlm.kvcache.contracts import Verdict
@@ -53,12 +54,14 @@ class Scheduler:
         self._by_id: dict[str, Req] = {}  # every request in `waiting` or `running` (ids are checked per arrival)
         self.running: list[Req] = []
         self._writes = TableWrites(kv.page_size)
+        # the prefill backlog sizes mixed steps and feeds the tiers' cost model: without either it is not counted
+        self._count_backlog = mixed.max_tokens > 0 or getattr(kv, "cost", None) is not None
 
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
         # L3 -> host, in background (also while it waits behind what is ahead of it)
         req.expected_prefill = self.kv.prefetch_start(req.request_id, req.token_ids[:req.prompt_len - 1],
-                                                      self._prefill_ahead())
+                                                      self._prefill_ahead)
         self.waiting.append(req)
         self._by_id[req.request_id] = req
 
@@ -123,15 +126,6 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     # ---- batch building --------------------------------------------------------------------------------
-    def _target_len(self, req: Req) -> int:
-        """Tokens of KV reserved for `req`: its whole budget, or its prompt plus `reserve_new_tokens`."""
-        if self.reserve_new_tokens <= 0:
-            return req.max_seq_len
-        return max(req.seq_len, min(req.max_seq_len, req.prompt_len + self.reserve_new_tokens))
-
-    def _reserved_pages(self) -> int:
-        return sum(self._reservation(r) for r in self.running)
-
     def _grow(self, req: Req, n: int) -> bool:
         """Give positions up to `req.kv_len + n` pages and table entries; False if the pool is exhausted."""
         start, end = req.kv_len, req.kv_len + n
@@ -159,10 +153,6 @@ class Scheduler:
         self._by_id[req.request_id] = req  # still the scheduler's
         self.num_retracted += 1
 
-    def _reservation(self, req: Req) -> int:
-        """Pages `req` still counts on beyond those it holds."""
-        return max(0, self.kv.pages_for(self._target_len(req)) - len(req.pages))
-
     def _try_admit(self, req: Req, reserved: int) -> str:
         """'ok' (admitted), 'wait' (no room now), 'never' (cannot fit even in an empty pool) or 'prefetch'
         (its L3 prefetch, or as a retracted request its last token, is still on the way: skip it, the
@@ -170,7 +160,7 @@ class Scheduler:
         if len(self.running) >= self.max_running:
             return "wait" if self.kv.fits_ever(req.max_seq_len) else "never"
         # Match at most seq_len - 1 tokens: the last token must run to produce logits.
-        got = self.kv.admit(req.request_id, req.token_ids[:req.seq_len - 1], self._target_len(req),
+        got = self.kv.admit(req.request_id, req.token_ids[:req.seq_len - 1], target_len(req, self.reserve_new_tokens),
                             req.max_seq_len, reserved, ready=not req.num_pending)
         if isinstance(got, Verdict):
             return got.value
@@ -209,7 +199,8 @@ class Scheduler:
         i = 0
         # the running requests' reservations change only by the admissions of this loop: sum them once, and
         # only when one may be admitted (with the running set full `_try_admit` never reads the sum)
-        reserved = self._reserved_pages() if len(self.running) < self.max_running else 0
+        ps, extra = self.kv.page_size, self.reserve_new_tokens
+        reserved = reserved_pages(self.running, ps, extra) if len(self.running) < self.max_running else 0
         while i < len(self.waiting) and budget > 0:
             req = self.waiting[i]
             verdict = self._try_admit(req, reserved)
@@ -224,7 +215,7 @@ class Scheduler:
                 self._by_id.pop(req.request_id, None)
                 refused.append(req)
                 continue
-            reserved += self._reservation(req)
+            reserved += reservation(req, ps, extra)
             n = self._chunk(req, budget)
             if n > 0:
                 reqs.append(req), lens.append(n)
@@ -275,7 +266,7 @@ class Scheduler:
         """Next batch to run (or None) and requests refused because they can never fit."""
         refused: list[Req] = []
         self._writes = TableWrites(self.kv.page_size)
-        backlog = self._prefill_backlog()
+        backlog = self._prefill_backlog() if self._count_backlog else 0
         self.kv.poll(backlog)
         paused = self._settle_splits()
         decoding = self._decoding()

@@ -9,7 +9,7 @@ executed where the pools live (`TierIO`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 from tierlm.kvcache.accounting import check_no_leak, count_hits, tier_stats
 from tierlm.kvcache.allocator import PageAllocator
@@ -219,11 +219,14 @@ class KVCacheManager:
         if self.cost is not None:
             self.cost.observe_prefill(tokens, seconds)
 
-    def prefetch_start(self, request_id: str, tokens: Sequence[int], ahead_tokens: int = 0) -> int:
-        """A request arrived behind `ahead_tokens` of other requests' prefill: start bringing its prefix up from
-        L3 if that is worthwhile. Returns the prefill tokens it is expected to bring (all of them without L3)."""
+    def prefetch_start(self, request_id: str, tokens: Sequence[int],
+                       ahead_tokens: Union[int, Callable[[], int]] = 0) -> int:
+        """A request arrived behind `ahead_tokens` of other requests' prefill (or a function counting them, asked
+        only where there is an L3 to prefetch from): start bringing its prefix up from L3 if that is worthwhile.
+        Returns the prefill tokens it is expected to bring (all of them without L3)."""
         if self.prefetcher is not None:
-            return self.prefetcher.start(request_id, list(tokens), ahead_tokens)
+            ahead = ahead_tokens() if callable(ahead_tokens) else ahead_tokens
+            return self.prefetcher.start(request_id, list(tokens), ahead)
         return len(tokens) + 1
 
     def after_launch(self) -> None:
