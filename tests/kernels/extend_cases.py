@@ -19,14 +19,14 @@ RAGGED = {"prefix": (0, 16, 3, 20, 32), "extend": (5, 17, 1, 16, 33)}  # tiles o
 
 
 def check_packed(device: str, dtype: torch.dtype, pad_requests: int = 3, pad_rows: int = 21, seed: int = 14,
-                 **knobs) -> None:
+                 prefix: tuple[int, ...] = (0, 16, 7, 3, 20, 32, 0),
+                 extend: tuple[int, ...] = (5, 0, 17, 1, 16, 33, 40), **knobs) -> None:
     """The packed order as a captured pass launches it: requests without tokens among and after the real ones,
     rows of padding after them, and a grid sized for the rows, not the requests: every real row as the
     reference, and no padding row written."""
     from tests.kernels.reference import make_scenario, reference_attention, tolerance
     from tierlm.kernels.extend_attention import extend_attention
 
-    prefix, extend = (0, 16, 7, 3, 20, 32, 0), (5, 0, 17, 1, 16, 33, 40)
     sc = make_scenario(list(prefix), list(extend), 4, 2, 32, 1, dtype, device, seed=seed)
     total = sum(extend)
     pad = torch.zeros(pad_rows, *sc.q.shape[1:], dtype=dtype, device=device)
@@ -71,6 +71,10 @@ EXTEND_CASES: dict[str, CaseFn] = {
     "extend_packed_padded": check_packed,
     "extend_packed_padded_pack2": lambda device, dtype: check_packed(device, dtype, pad_requests=9, pad_rows=3,
                                                                      seed=15, pack_heads=2),
+    # every request ends in a partial block and nothing is padded: the grid's bound is met exactly
+    "extend_packed_tight_grid": lambda device, dtype: check_packed(device, dtype, pad_requests=0, pad_rows=0,
+                                                                   seed=16, prefix=(4, 0, 9, 0),
+                                                                   extend=(17, 1, 33, 2)),
 }
 
 
