@@ -86,12 +86,13 @@ def check(name: str, root: Path) -> str:
     if case == "burst":
         uninstall()
         model = make_tiny_model(root / f"{arch}-burst", arch=arch)
-        prompts = [[3 + i, 20 + i, 40 + i][:1 + i % 3] for i in range(12)]
+        # 1-3 tokens each, the last one token: with mixed steps off still one prefill pass of 12 prompts
+        prompts = [[3 + i, 20 + i, 40 + i][:1 + i % 3] for i in range(1, 13)]
         ref = burst(model, prompts)
         runs: list[tuple[int, int]] = []
         install(runs, decode_sizes=(), prefill_tokens=(32,), max_chunks=MAX_CHUNKS)
         got = burst(model, prompts)
-        if (12, 12) not in runs:
+        if not any(size == 12 for _, size in runs):  # (no decode graphs here: a padded run is a prefill pass)
             return f"padded runs {runs}: the 12 prompts did not run as one padded prefill pass"
         return "ok" if got == ref else f"tokens differ: {got} vs {ref}"
     model, ref = reference(arch, root)
@@ -99,7 +100,9 @@ def check(name: str, root: Path) -> str:
     if case == "prefill":  # chunks of up to 5 tokens (some after a cached prefix) padded to 4 or 8 rows
         install(runs, decode_sizes=(), prefill_tokens=(4, 8))
         got, modes, _ = run_staggered(model, **OPTS)
-        if not runs or any(size != chunks for chunks, size in runs):
+        # every prefill pass ran padded, one of them closing with a one-token chunk (no decode graphs here:
+        # the extend launch takes it as any other chunk)
+        if len(runs) != modes.count("prefill") or not any(size > chunks for chunks, size in runs):
             return f"padded runs {runs} for modes {modes}"
         return "ok" if got == ref else f"tokens differ: {got} vs {ref}"
     install(runs)

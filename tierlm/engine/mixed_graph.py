@@ -16,8 +16,8 @@ leaves room for the decodes' padding (`mixed_graph_align`) and sizes a step to o
 pass that still does not fit (more chunks, KV still loading layer by layer) and one that would pad by more than an
 eighth of its rows (between the far-apart sizes past 2048) replay the piecewise graphs, whose ladder pads by less.
 
-Prefill passes (no decodes) get graphs of their own, `D = 0`, for the piecewise ladder of token counts
-(`prefill_tokens`), so they pad no more than the pieces would; an engine captures them with or without mixed
+Prefill passes (no decodes; with mixed steps off, also one whose last chunk has a single token) get graphs of their
+own, `D = 0`, for the piecewise ladder of token counts (`prefill_tokens`), so they pad no more than the pieces would; an engine captures them with or without mixed
 steps (`--prefill-cuda-graph`): a small model's prefill pass otherwise costs one attention launch per layer of host
 time, more than its device time.
 """
@@ -132,11 +132,17 @@ class MixedGraphRunner:
         self.attn.prepare_mixed_replay(batch, self.max_chunks, n - d)
         return self.model(batch, self.attn)
 
+    def _chunks(self, batch: ForwardBatch) -> int:
+        """Requests of `batch` that the pass's extend launch takes: those before its closing one-token requests
+        (a mixed step's decodes), or all of them where no pass with decodes is captured (mixed steps off: a prefill
+        pass whose last prompt, or last chunk, has one token is still a prefill pass)."""
+        return batch.num_multi_token if self.sizes else batch.batch_size
+
     def _decode_size(self, batch: ForwardBatch) -> tuple[int, int] | None:
         """The captured (rows, decode size) of a mixed or prefill `batch`, or None if it fits no captured pass."""
         if batch.mode != "prefill" or self.attn.kv_loads is not None:  # mixed steps run as prefill passes
             return None
-        chunks = batch.num_multi_token
+        chunks = self._chunks(batch)
         d = batch.batch_size - chunks
         if chunks > self.max_chunks:
             return None
@@ -160,7 +166,7 @@ class MixedGraphRunner:
         shape = self._decode_size(batch)
         assert shape is not None, "can_run(batch) first"
         n, size = shape
-        c, e = self.max_chunks, batch.num_multi_token
+        c, e = self.max_chunks, self._chunks(batch)
         d = batch.batch_size - e
         t = batch.input_ids.shape[0] - d
         base = n - size
@@ -197,7 +203,7 @@ class MixedGraphRunner:
         """Rows of the padded pass that hold the batch's token `index` (the decodes moved to the end)."""
         shape = self._decode_size(batch)
         assert shape is not None
-        t = batch.input_ids.shape[0] - (batch.batch_size - batch.num_multi_token)
+        t = batch.input_ids.shape[0] - (batch.batch_size - self._chunks(batch))
         return _padded_rows(index, t, shape[0] - shape[1])
 
 
