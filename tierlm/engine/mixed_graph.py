@@ -17,9 +17,9 @@ pass that still does not fit (more chunks, KV still loading layer by layer) and 
 eighth of its rows (between the far-apart sizes past 2048) replay the piecewise graphs, whose ladder pads by less.
 
 Prefill passes (no decodes; with mixed steps off, also one whose last chunk has a single token) get graphs of their
-own, `D = 0`, for the piecewise ladder of token counts (`prefill_tokens`), so they pad no more than the pieces would; an engine captures them with or without mixed
-steps (`--prefill-cuda-graph`): a small model's prefill pass otherwise costs one attention launch per layer of host
-time, more than its device time.
+own, `D = 0`, for the piecewise ladder of token counts (`prefill_tokens`), so they pad no more than the pieces
+would; an engine captures them with or without mixed steps (`--prefill-cuda-graph`): a small model's prefill pass
+otherwise costs one attention launch per layer of host time, more than its device time.
 """
 from __future__ import annotations
 
