@@ -6,7 +6,9 @@
 #            prompts over a cached prefix
 #   ab     - `bench offline` B then A, twice, on one cache root: many short requests (W2, where a pass held more
 #            than 8 prompts 29 times in 114), W1, and the nano-vllm workload (its 8K passes hold about 15 prompts)
-# About 2 + 1 + 6 minutes. Usage: [PARTS="tests extend ab"] bash benchmarks/gpu_packed_prefill.sh B_DIR [OUTDIR]
+#   steps  - A's passes on W2 (`offline_steps.py`), then the same run under cProfile: where a pass's host launch
+#            goes (not in the default PARTS)
+# About 2 + 1 + 6 (+ 2) minutes. Usage: [PARTS="tests extend ab"] bash benchmarks/gpu_packed_prefill.sh B_DIR [OUTDIR]
 set -uo pipefail
 parts=${PARTS:-tests extend ab}
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs
@@ -26,4 +28,10 @@ if [[ $parts == *ab* ]]; then
   W1="--num-requests 512 --input-len 16 128 --output-len 16 256"
   SHARED_ROOT=1 ROOT_NAME=packed WORKLOADS="$W2;$W1;--num-requests 256;$W2;$W1;--num-requests 256" \
     bash "$here/benchmarks/gpu_ab_workloads.sh" "$base" "$out/ab"
+fi
+if [[ $parts == *steps* ]]; then
+  PYTHONPATH=$here TIERLM_CACHE_DIR=$here/.cache-packed-shared timeout 240 python3 benchmarks/offline_steps.py \
+    --num-requests 1024 --input-len 8 32 --output-len 8 64 --host-profile 40 --json "$out/steps-w2.json" \
+    > "$out/steps-w2.txt" 2>&1 || echo "offline_steps failed (exit $?)"
+  grep -v "^INFO" "$out/steps-w2.txt" | head -n 80
 fi
