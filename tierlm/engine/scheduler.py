@@ -55,7 +55,7 @@ class Scheduler:
         self.running: list[Req] = []
         self._writes = TableWrites(kv.page_size)
         # the prefill backlog sizes mixed steps and feeds the tiers' cost model: without either it is not counted
-        self._count_backlog = mixed.max_tokens > 0 or getattr(kv, "cost", None) is not None
+        self._count_backlog = mixed.max_tokens > 0 or kv.cost is not None
 
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
