@@ -128,7 +128,10 @@ class DecodeCase:
 
 
 def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, variants: list[dict],
-                 kv_dtype: torch.dtype = DTYPE) -> list[tuple]:
+                 kv_dtype: torch.dtype = DTYPE, graph: bool = False) -> list[tuple]:
+    """Each variant's error against float32 and its time: `graph` times replays of the launch captured in a CUDA
+    graph (the device's time alone, as the engine's captured passes run it; without it, short launches measure the
+    host's launch time instead)."""
     k_buf, v_buf, table = paged_kv(batch, prefix + ext, gen, kv_dtype)
     q = torch.randn(batch * ext, HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
     kv = torch.randn(batch * ext, 3 * KV_HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
@@ -156,7 +159,7 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
                          v.to(kv_dtype).reshape(batch, ext, KV_HEADS, HEAD_DIM)),
                         prefix)
         err = (out.view(batch, ext, HEADS, HEAD_DIM)[:n].float() - ref).abs().max().item()
-        ms = do_bench(call, return_mode="median")
+        ms = (do_bench_cudagraph if graph else do_bench)(call, return_mode="median")
         results.append((var, err, ms * 1e3, flops / ms / 1e9))
     return results
 

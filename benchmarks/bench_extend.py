@@ -10,6 +10,7 @@ Usage (from the repo root; needs CUDA):
   PYTHONPATH=. python benchmarks/bench_extend.py --variants '[{}, {"num_stages": 2}]'
   PYTHONPATH=. python benchmarks/bench_extend.py --sweep              # SWEEP: the knobs' ablations and tiles
   PYTHONPATH=. python benchmarks/bench_extend.py --sweep --shapes 1:0:8192   # one shape (batch:prefix:new)
+  PYTHONPATH=. python benchmarks/bench_extend.py --graph --shapes 64:0:24 --variants '[{}, {"order": "packed"}]'
   PYTHONPATH=. python benchmarks/bench_extend.py --kv-dtype fp8 --shapes 4:2048:2048,1:16384:512  # fp8 pool
 """
 from __future__ import annotations
@@ -69,6 +70,9 @@ def main() -> None:
                     help="JSON list of keyword sets for extend_attention (default: its own defaults only).")
     ap.add_argument("--sweep", action="store_true", help="time the SWEEP list (after any --variants)")
     ap.add_argument("--shapes", default=None, help="batch:prefix:new[,...] instead of the default shapes")
+    ap.add_argument("--graph", action="store_true",
+                    help="time replays of each launch captured in a CUDA graph: the device's time alone (short "
+                         "launches otherwise measure the host's launch)")
     ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto",
                     help="the pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
@@ -82,7 +86,7 @@ def main() -> None:
         for var in variants:
             try:
                 kv_dtype = torch.float8_e4m3fn if args.kv_dtype == "fp8" else torch.bfloat16
-                for _, err, us, tflops in extend_bench(batch, prefix, ext, gen, [var], kv_dtype):
+                for _, err, us, tflops in extend_bench(batch, prefix, ext, gen, [var], kv_dtype, args.graph):
                     rows.append((batch, prefix, ext, json.dumps(var), us, tflops, err))
             except Exception as exc:  # noqa: BLE001 - a variant that fails to compile or run is reported
                 print(f"{batch}:{prefix}:{ext} {json.dumps(var)} failed: {type(exc).__name__}: {str(exc)[:200]}")
