@@ -1,20 +1,25 @@
 """The KV a running request counts on beyond its pages (`engine/reservation.py`), against its definition: the
 whole budget without `--reserve-new-tokens`, else the prompt plus that many new tokens, within the budget and
-never below what the request holds, in whole pages, less the pages it holds."""
+never below what the request holds, in whole pages, less the pages it holds. The budgets' bound that spares
+admission the sum: never below it, and a scheduler using it admits exactly as one that always sums."""
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
 from tierlm.engine.request import Req
-from tierlm.engine.reservation import reservation, reserved_pages, target_len
+from tierlm.engine.reservation import BudgetPages, budget_pages, reservation, reserved_pages, target_len
+import tierlm.engine.scheduler as scheduler_module
+from tierlm.engine.scheduler import Scheduler
+from tierlm.kvcache.manager import KVCacheManager
 from tierlm.sampling_params import SamplingParams
 
 
 def random_req(rng: random.Random) -> Req:
     prompt, max_new = rng.randint(1, 300), rng.randint(1, 500)
-    req = Req("r", prompt, [1] * (prompt + rng.randint(0, max_new - 1)), SamplingParams(max_tokens=max_new), max_new)
+    req = Req(f"r{rng.random()}", prompt, [1] * (prompt + rng.randint(0, max_new - 1)), SamplingParams(max_tokens=max_new), max_new)
     req.num_pending = rng.randint(0, 2)
     req.pages = list(range(rng.randint(0, 60)))
     return req
@@ -33,5 +38,68 @@ def test_reservation_is_the_target_in_whole_pages_less_the_pages_held(reserve, p
         pages = -(-target // page_size)
         expected.append(max(0, pages - len(r.pages)))
         assert reservation(r, page_size, reserve) == expected[-1]
+        assert budget_pages(r, page_size) == math.ceil(r.max_seq_len / page_size) >= expected[-1]
     assert reserved_pages(reqs, page_size, reserve) == sum(expected)
     assert reserved_pages([], page_size, reserve) == 0
+
+
+@pytest.mark.parametrize("reserve", [0, 16, 4096])
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_budget_pages_bound_the_reservations_as_requests_join_and_leave(reserve, page_size):
+    rng = random.Random(reserve + page_size)
+    bound, running = BudgetPages(page_size), []
+    for _ in range(600):
+        if running and rng.random() < 0.4:
+            bound.drop(running.pop(rng.randrange(len(running))))
+        else:
+            running.append(random_req(rng))
+            bound.add(running[-1])
+        assert bound.total == sum(budget_pages(r, page_size) for r in running)
+        assert bound.total >= reserved_pages(running, page_size, reserve)
+    bound.drop(random_req(rng))  # one it never held: nothing changes
+    assert bound.total == sum(budget_pages(r, page_size) for r in running)
+
+
+def _simulate(reserve: int, seed: int, summed_always: bool, monkeypatch) -> tuple[list, int, int]:
+    """A scheduler over a tight pool driven without a model (random prompts, some sharing a prefix, random
+    lengths, requests finishing at their budget): every batch and refusal in order, how often admission summed the
+    reservations, and how many requests were retracted."""
+    rng = random.Random(seed)
+    kv = KVCacheManager(64, 4, max_reqs=12, enable_prefix_cache=True)
+    sched = Scheduler(kv, 12, 48, reserve_new_tokens=reserve)
+    if summed_always:  # the scheduler as it was before the bound: the sum whenever one may be admitted
+        monkeypatch.setattr(sched._budgets, "admits", lambda *args: False)
+    sums = []
+    monkeypatch.setattr(scheduler_module, "reserved_pages", lambda *args: sums.append(1) or reserved_pages(*args))
+    log, shared = [], [rng.randrange(1, 99) for _ in range(12)]
+    for step in range(5000):
+        if step >= 300 and not sched.has_work():
+            break
+        if step < 300 and rng.random() < 0.5:
+            prompt = shared[:rng.randrange(0, 12)] + [rng.randrange(1, 99) for _ in range(rng.randrange(1, 40))]
+            max_new = rng.randrange(1, 60)
+            sched.add(Req(f"q{step}", len(prompt), prompt, SamplingParams(max_tokens=max_new), max_new))
+        batch, refused = sched.schedule()
+        assert sched._budgets.total == sum(budget_pages(r, 4) for r in sched.running)
+        log.append(([r.request_id for r in refused], None if batch is None else
+                    (batch.mode, [r.request_id for r in batch.reqs], list(batch.extend_lens))))
+        for r, n in zip(batch.reqs, batch.extend_lens) if batch else ():
+            r.kv_len += n
+            if r.kv_len == r.seq_len:
+                r.token_ids.append(rng.randrange(1, 99))
+                r.decodable = True
+                if len(r.token_ids) - r.prompt_len >= r.max_new_tokens:
+                    r.finish_reason = "length"
+                    sched.remove(r, cache=True)
+    assert not sched.has_work()
+    return log, len(sums), sched.num_retracted
+
+
+@pytest.mark.parametrize("reserve", [0, 8])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_admission_with_the_bound_matches_summing_every_time(reserve, seed, monkeypatch):
+    bounded, bounded_sums, retracted = _simulate(reserve, seed, False, monkeypatch)
+    summed, summed_sums, _ = _simulate(reserve, seed, True, monkeypatch)
+    assert bounded == summed
+    assert 0 < bounded_sums < summed_sums  # the pool is tight at times, and roomy at others
+    assert retracted > 0 or reserve == 0  # with a partial reservation the pool runs out and requests retract

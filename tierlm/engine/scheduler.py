@@ -29,7 +29,7 @@ from tierlm.engine.batch import ScheduledBatch
 from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.policy import POLICIES, admission_order
 from tierlm.engine.request import Req
-from tierlm.engine.reservation import reservation, reserved_pages, target_len
+from tierlm.engine.reservation import BudgetPages, reservation, reserved_pages, target_len
 from tierlm.engine.table_writes import TableWrites
 from tierlm.engine.waiting import WaitingQueue
 from tierlm.kvcache.contracts import Verdict
@@ -53,6 +53,7 @@ class Scheduler:
         self.waiting = WaitingQueue()
         self._by_id: dict[str, Req] = {}  # every request in `waiting` or `running` (ids are checked per arrival)
         self.running: list[Req] = []
+        self._budgets = BudgetPages(kv.page_size)  # an upper bound of the running requests' reservations
         self._writes = TableWrites(kv.page_size)
         # the prefill backlog sizes mixed steps and feeds the tiers' cost model: without either it is not counted
         self._count_backlog = mixed.max_tokens > 0 or kv.cost is not None
@@ -89,6 +90,7 @@ class Scheduler:
 
     def _release(self, req: Req, cache: bool) -> None:
         self.running.remove(req)
+        self._budgets.drop(req)
         self.kv.release(req.row, req.token_ids[:min(req.kv_len, len(req.token_ids))], req.pages,
                         req.prefix_node, req.num_prefix_pages, cache=cache)
         req.pages, req.prefix_node, req.row = [], None, None
@@ -171,6 +173,7 @@ class Scheduler:
             req.num_cached_tokens = req.kv_len - req.num_recomputed
         self._writes.span(req.row, req.pages, 0, req.kv_len)
         self.running.append(req)
+        self._budgets.add(req)
         return "ok"
 
     def _decoding(self) -> list[Req]:
@@ -196,14 +199,15 @@ class Scheduler:
             radix = self.kv.radix
             self.waiting.reorder(admission_order(self.policy, self.waiting, None if radix is None else
                                                  lambda r: radix.match_length(r.token_ids[:r.seq_len - 1])))
-        i = 0
-        # the running requests' reservations change only by the admissions of this loop: sum them once, and
-        # only when one may be admitted (with the running set full `_try_admit` never reads the sum)
-        ps, extra = self.kv.page_size, self.reserve_new_tokens
-        reserved = reserved_pages(self.running, ps, extra) if len(self.running) < self.max_running else 0
+        # the running requests' reservations change only by this loop's admissions: summed once, when their bound
+        # could change a verdict (with the running set full `_try_admit` never reads them)
+        i, ps, extra, reserved = 0, self.kv.page_size, self.reserve_new_tokens, None
         while i < len(self.waiting) and budget > 0:
             req = self.waiting[i]
-            verdict = self._try_admit(req, reserved)
+            if reserved is None and len(self.running) < self.max_running and not self._budgets.admits(
+                    req, self.kv.available_pages(), extra):
+                reserved = reserved_pages(self.running, ps, extra)
+            verdict = self._try_admit(req, self._budgets.total if reserved is None else reserved)
             if verdict == Verdict.PREFETCHING.value:
                 i += 1
                 continue
@@ -215,7 +219,8 @@ class Scheduler:
                 self._by_id.pop(req.request_id, None)
                 refused.append(req)
                 continue
-            reserved += reservation(req, ps, extra)
+            if reserved is not None:
+                reserved += reservation(req, ps, extra)
             n = self._chunk(req, budget)
             if n > 0:
                 reqs.append(req), lens.append(n)
