@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from tests.kvcache.tiers import make_tiered
 from tierlm.engine.request import Req
 from tierlm.engine.reservation import BudgetPages, budget_pages, reservation, reserved_pages, target_len
 import tierlm.engine.scheduler as scheduler_module
@@ -60,12 +61,16 @@ def test_budget_pages_bound_the_reservations_as_requests_join_and_leave(reserve,
     assert bound.total == sum(budget_pages(r, page_size) for r in running)
 
 
-def _simulate(reserve: int, seed: int, summed_always: bool, monkeypatch) -> tuple[list, int, int]:
+def _simulate(reserve: int, seed: int, summed_always: bool, monkeypatch, tiered: bool = False) -> tuple[list, int, int]:
     """A scheduler over a tight pool driven without a model (random prompts, some sharing a prefix, random
-    lengths, requests finishing at their budget): every batch and refusal in order, how often admission summed the
-    reservations, and how many requests were retracted."""
+    lengths, requests finishing at their budget; `tiered`: with a host tier whose backups and load-backs run each
+    step): every batch and refusal in order, how often admission summed the reservations, and how many requests
+    were retracted."""
     rng = random.Random(seed)
-    kv = KVCacheManager(64, 4, max_reqs=12, enable_prefix_cache=True)
+    if tiered:
+        kv = make_tiered(4, 64, 48, max_reqs=12, threads=False, write_threshold=1)[0]
+    else:
+        kv = KVCacheManager(64, 4, max_reqs=12, enable_prefix_cache=True)
     sched = Scheduler(kv, 12, 48, reserve_new_tokens=reserve)
     if summed_always:  # the scheduler as it was before the bound: the sum whenever one may be admitted
         monkeypatch.setattr(sched._budgets, "admits", lambda *args: False)
@@ -83,6 +88,12 @@ def _simulate(reserve: int, seed: int, summed_always: bool, monkeypatch) -> tupl
         assert sched._budgets.total == sum(budget_pages(r, 4) for r in sched.running)
         log.append(([r.request_id for r in refused], None if batch is None else
                     (batch.mode, [r.request_id for r in batch.reqs], list(batch.extend_lens))))
+        if tiered:
+            copies = kv.take_copies()
+            log.append((len(copies.backups), list(copies.load_host)))
+            for c in copies.backups:
+                kv.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
+            kv.io.load(copies.load_host, copies.load_device)
         for r, n in zip(batch.reqs, batch.extend_lens) if batch else ():
             r.kv_len += n
             if r.kv_len == r.seq_len:
@@ -95,11 +106,12 @@ def _simulate(reserve: int, seed: int, summed_always: bool, monkeypatch) -> tupl
     return log, len(sums), sched.num_retracted
 
 
+@pytest.mark.parametrize("tiered", [False, True])
 @pytest.mark.parametrize("reserve", [0, 8])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_admission_with_the_bound_matches_summing_every_time(reserve, seed, monkeypatch):
-    bounded, bounded_sums, retracted = _simulate(reserve, seed, False, monkeypatch)
-    summed, summed_sums, _ = _simulate(reserve, seed, True, monkeypatch)
+def test_admission_with_the_bound_matches_summing_every_time(reserve, seed, tiered, monkeypatch):
+    bounded, bounded_sums, retracted = _simulate(reserve, seed, False, monkeypatch, tiered)
+    summed, summed_sums, _ = _simulate(reserve, seed, True, monkeypatch, tiered)
     assert bounded == summed
     assert 0 < bounded_sums < summed_sums  # the pool is tight at times, and roomy at others
     assert retracted > 0 or reserve == 0  # with a partial reservation the pool runs out and requests retract
