@@ -119,7 +119,7 @@ def test_host_pool_larger_than_ram_is_refused_at_start(tiny_qwen3):
 def test_cost_policy_stops_waiting_for_a_store_slower_than_recomputing(tiny_qwen3, filled_store):
     store_dir, ref = filled_store
     llm = LLM(str(tiny_qwen3), **opts(kv_store=f"tests.kvcache.test_prefetch_policies:SlowFileStore?dir={store_dir}"
-                                               "&delay=0.4&lookup=0.4", hicache_prefetch_policy="wait_complete",
+                                               "&delay=1.0&lookup=1.0", hicache_prefetch_policy="wait_complete",
                                       hicache_load_policy="cost"))
     engine, ids = llm.engine, llm.tokenizer.encode(LONG)
 
@@ -134,7 +134,9 @@ def test_cost_policy_stops_waiting_for_a_store_slower_than_recomputing(tiny_qwen
         return out, first
 
     out, first = serve("unmeasured")  # nothing measured yet: recomputed, the store probed in the background
-    assert out == ref[LONG] and first < 0.4 and engine.stats()["tier_hits"]["L3"]["tokens"] == 0
+    # a store second away (lookup and read): a first token before it says nothing waited for the store, with room
+    # for a loaded machine's recompute
+    assert out == ref[LONG] and first < 1.0 and engine.stats()["tier_hits"]["L3"]["tokens"] == 0
     deadline = time.monotonic() + 10
     while engine.kv.prefetcher.probe is not None and time.monotonic() < deadline:  # the probe times the store
         engine.kv.idle_wait(0.05)
@@ -144,7 +146,7 @@ def test_cost_policy_stops_waiting_for_a_store_slower_than_recomputing(tiny_qwen
     engine.kv.drop_host_cache()  # the prompt is in the store only
     out, first = serve("measured")
     engine.kv.flush()
-    assert out == ref[LONG] and first < 0.4  # recomputed without waiting for the store, not even its lookup
+    assert out == ref[LONG] and first < 1.0  # recomputed without waiting for the store, not even its lookup
     tiers = engine.stats()["tiers"]
     assert tiers["L3"]["recomputed_tokens"] > 0 and tiers["cost"]["L3_samples"] == 1
     engine.kv.check_no_leak(engine.live_pages())
