@@ -20,7 +20,8 @@ from tierlm.sampling_params import SamplingParams
 
 def random_req(rng: random.Random) -> Req:
     prompt, max_new = rng.randint(1, 300), rng.randint(1, 500)
-    req = Req(f"r{rng.random()}", prompt, [1] * (prompt + rng.randint(0, max_new - 1)), SamplingParams(max_tokens=max_new), max_new)
+    tokens = [1] * (prompt + rng.randint(0, max_new - 1))
+    req = Req(f"r{rng.random()}", prompt, tokens, SamplingParams(max_tokens=max_new), max_new)
     req.num_pending = rng.randint(0, 2)
     req.pages = list(range(rng.randint(0, 60)))
     return req
@@ -61,7 +62,8 @@ def test_budget_pages_bound_the_reservations_as_requests_join_and_leave(reserve,
     assert bound.total == sum(budget_pages(r, page_size) for r in running)
 
 
-def _simulate(reserve: int, seed: int, summed_always: bool, monkeypatch, tiered: bool = False) -> tuple[list, int, int]:
+def _simulate(reserve: int, seed: int, summed_always: bool, monkeypatch,
+              tiered: bool = False) -> tuple[list, int, int]:
     """A scheduler over a tight pool driven without a model (random prompts, some sharing a prefix, random
     lengths, requests finishing at their budget; `tiered`: with a host tier whose backups and load-backs run each
     step): every batch and refusal in order, how often admission summed the reservations, and how many requests
