@@ -134,7 +134,7 @@ def test_cost_policy_stops_waiting_for_a_store_slower_than_recomputing(tiny_qwen
         return out, first
 
     out, first = serve("unmeasured")  # nothing measured yet: recomputed, the store probed in the background
-    # a store second away (lookup and read): a first token before it says nothing waited for the store, with room
+    # a store a second away (lookup and read): a first token before it says nothing waited for the store, with room
     # for a loaded machine's recompute
     assert out == ref[LONG] and first < 1.0 and engine.stats()["tier_hits"]["L3"]["tokens"] == 0
     deadline = time.monotonic() + 10
