@@ -94,7 +94,8 @@ def test_a_fetch_that_would_queue_behind_another_recomputes(tiny_qwen3, filled_s
     pay the second; but with the store busy reading the first one's tail, the second request's wait would
     outlast recomputing: it recomputes."""
     store_dir, ref = filled_store
-    llm = split_engine(tiny_qwen3, store_dir, store="1.0")  # reads take 1 s: a loaded machine recomputes inside it
+    # reads take 1 s (a loaded machine recomputes inside that); the tail's deadline leaves them room
+    llm = split_engine(tiny_qwen3, store_dir, store="1.0", hicache_prefetch_timeout=5.0)
     engine, tok = llm.engine, llm.tokenizer
     cost = engine.kv.cost
     long_ids, other_ids = tok.encode(LONG), tok.encode(OTHER)
