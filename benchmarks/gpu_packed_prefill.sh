@@ -11,12 +11,14 @@
 #   chunks - whether W1 loses to the 64-prompt passes (not in the default PARTS): the extend launches of W1's and
 #            W2's passes, heavy_first against packed, timed by graph replays (the device's time alone), then W1 and
 #            W2 on this tree against a copy of it whose captured passes hold 8 prompts (B_DIR is not used)
-# About 2 + 1 + 6 (+ 2 + 4) minutes. Usage: [PARTS="tests extend ab"] bash benchmarks/gpu_packed_prefill.sh B_DIR [OUTDIR]
+# About 2 + 1 + 6 (+ 2 + 4) minutes.
+# Usage: [PARTS="tests extend ab"] bash benchmarks/gpu_packed_prefill.sh B_DIR [OUTDIR]
 set -uo pipefail
 parts=${PARTS:-tests extend ab}
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs
 ab_dirs "$1" "${2:-packed-prefill}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
+  torch.cuda.get_device_name())"
 if [[ $parts == *tests* ]]; then
   PYTHONPATH=$here timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_extend_knobs.py \
     tests/engine/test_mixed_graph.py 2>&1 | tail -n 3
@@ -40,7 +42,8 @@ if [[ $parts == *chunks* ]]; then
   eight=$(mktemp -d)  # outside this tree and OUTDIR: the copy is not copied into itself
   (cd "$here" && tar --exclude='./.*' -cf - .) | tar -xf - -C "$eight"
   sed -i 's/^MAX_CHUNKS = 64$/MAX_CHUNKS = 8/' "$eight/tierlm/engine/mixed_graph.py"
-  grep -q "^MAX_CHUNKS = 8$" "$eight/tierlm/engine/mixed_graph.py" || echo "MAX_CHUNKS not found: both sides are this tree"
+  grep -q "^MAX_CHUNKS = 8$" "$eight/tierlm/engine/mixed_graph.py" \
+    || echo "MAX_CHUNKS not found: both sides are this tree"
   W2="--num-requests 1024 --input-len 8 32 --output-len 8 64"
   W1="--num-requests 512 --input-len 16 128 --output-len 16 256"
   SHARED_ROOT=1 ROOT_NAME=chunks WORKLOADS="$W1;$W2;$W1;$W2;$W1;$W2" \

@@ -32,7 +32,7 @@ def reserved_pages(running: Iterable[Req], page_size: int, reserve: int) -> int:
 
 def budget_pages(req: Req, page_size: int) -> int:
     """Pages of `req`'s whole budget (prompt + max new tokens): no reservation of it is ever larger."""
-    return -(-(req.prompt_len + req.max_new_tokens) // page_size)
+    return -(-req.max_seq_len // page_size)
 
 
 class BudgetPages:
