@@ -5,9 +5,9 @@ the scheduler's own decision (`Scheduler.schedule`) costs the host per pass, pre
 A tiny random model (written to a temporary folder) runs the workload with the engine's scheduler as it is
 (mixed steps off, the default); every prefill pass is recorded with its prompts (chunks) and tokens. A prefill
 pass that holds more prompts than a captured pass does replays the piecewise graphs instead, one attention launch
-per layer from the host, which on a small model costs more host time than the pass takes on the device. Printed: passes, tokens
-and the share of each that fits `--capacity` prompts, for each capacity asked for, and the median microseconds
-of a `schedule` call that returned a prefill pass and one that returned a decode step.
+per layer from the host, which on a small model costs more host time than the pass takes on the device.
+Printed: passes, tokens and the share of each that fits `--capacity` prompts, for each capacity asked for, and the
+median microseconds of a `schedule` call that returned a prefill pass and one that returned a decode step.
 
     PYTHONPATH=. python benchmarks/cpu_prefill_prompts.py [--num-requests 1024 --input-len 8 32
         --output-len 8 64] [--capacity 8 64] [--max-tokens 8192]
