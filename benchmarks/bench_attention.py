@@ -18,6 +18,7 @@ from triton.testing import do_bench, do_bench_cudagraph
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.longest_first import longest_first
 from tierlm.kernels.extend_attention import extend_attention
+from tierlm.kernels.packed_tiles import packed_tiles
 from tierlm.kvcache.pool import take_rows
 
 HEADS, KV_HEADS, HEAD_DIM, PAGE = 16, 8, 128, 16  # Qwen3-0.6B attention shape; engine default page size
@@ -147,9 +148,13 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
     flops = 4 * batch * HEADS * HEAD_DIM * ext * (prefix + (ext + 1) / 2)  # causal half of the new block
     results = []
     for var in variants:
+        knobs = dict(var)
+        if knobs.pop("prebuilt_tiles", False):  # the packed order's table built once, as a captured pass does
+            knobs["tiles"] = packed_tiles(indptr, batch * ext, ext, knobs.get("block_m", 64))
+
         def call():
             return extend_attention(q, k, v, out, k_buf, v_buf, table, rows, prefix_lens, indptr, ext,
-                                    HEAD_DIM ** -0.5, **({"new_rounded": True} if rounded else {}) | var)
+                                    HEAD_DIM ** -0.5, **({"new_rounded": True} if rounded else {}) | knobs)
         out.fill_(float("nan"))
         call()
         n = min(batch, 2)

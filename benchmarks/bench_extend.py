@@ -11,6 +11,8 @@ Usage (from the repo root; needs CUDA):
   PYTHONPATH=. python benchmarks/bench_extend.py --sweep              # SWEEP: the knobs' ablations and tiles
   PYTHONPATH=. python benchmarks/bench_extend.py --sweep --shapes 1:0:8192   # one shape (batch:prefix:new)
   PYTHONPATH=. python benchmarks/bench_extend.py --graph --shapes 64:0:24 --variants '[{}, {"order": "packed"}]'
+  # the packed order with its work table built once (as a captured pass does), not in every timed call:
+  PYTHONPATH=. python benchmarks/bench_extend.py --graph --variants '[{"order": "packed", "prebuilt_tiles": true}]'
   PYTHONPATH=. python benchmarks/bench_extend.py --kv-dtype fp8 --shapes 4:2048:2048,1:16384:512  # fp8 pool
 """
 from __future__ import annotations

@@ -25,7 +25,7 @@ from tierlm.kernels.extend_attention import _extend_kernel, kernel_constants
 HEADS, KV_HEADS, HEAD_DIM = 16, 8, 128
 SM_REGS, SM_SMEM, SMEM_PER_PROGRAM_RESERVED = 65536, 233472, 1024  # H100/H200 per SM
 POINTERS = ("q_ptr", "k_ptr", "v_ptr", "out_ptr", "k_buf", "v_buf")
-INDEX_POINTERS = ("req_to_token", "req_rows", "prefix_lens", "qo_indptr")
+INDEX_POINTERS = ("req_to_token", "req_rows", "prefix_lens", "qo_indptr", "tile_table")
 
 
 def compile_variant(var: dict) -> dict:

@@ -20,12 +20,15 @@ RAGGED = {"prefix": (0, 16, 3, 20, 32), "extend": (5, 17, 1, 16, 33)}  # tiles o
 
 def check_packed(device: str, dtype: torch.dtype, pad_requests: int = 3, pad_rows: int = 21, seed: int = 14,
                  prefix: tuple[int, ...] = (0, 16, 7, 3, 20, 32, 0),
-                 extend: tuple[int, ...] = (5, 0, 17, 1, 16, 33, 40), **knobs) -> None:
+                 extend: tuple[int, ...] = (5, 0, 17, 1, 16, 33, 40), given_table: bool = False,
+                 **knobs) -> None:
     """The packed order as a captured pass launches it: requests without tokens among and after the real ones,
     rows of padding after them, and a grid sized for the rows, not the requests: every real row as the
-    reference, and no padding row written."""
+    reference, and no padding row written. `given_table`: the work table is built beforehand, as a captured pass
+    builds it once for all its layers."""
     from tests.kernels.reference import make_scenario, reference_attention, tolerance
     from tierlm.kernels.extend_attention import extend_attention
+    from tierlm.kernels.packed_tiles import packed_tiles
 
     sc = make_scenario(list(prefix), list(extend), 4, 2, 32, 1, dtype, device, seed=seed)
     total = sum(extend)
@@ -35,12 +38,37 @@ def check_packed(device: str, dtype: torch.dtype, pad_requests: int = 3, pad_row
     rows = torch.cat([sc.rows, sc.rows[:1].repeat(pad_requests)])
     prefix_lens = torch.cat([sc.prefix_lens, torch.zeros_like(sc.prefix_lens[:1]).repeat(pad_requests)])
     out = torch.full(q.shape, float("nan"), dtype=dtype, device=device)
+    if given_table:
+        knobs["tiles"] = packed_tiles(indptr, total + pad_rows, total + pad_rows, 16)
     extend_attention(q, k, v, out, sc.k_buf, sc.v_buf, sc.req_to_token, rows, prefix_lens, indptr, total + pad_rows,
                      32 ** -0.5, block_m=16, block_n=16, num_warps=4, num_stages=1,
                      order="packed", **knobs)
     ref = reference_attention(sc, 32 ** -0.5, new_kv_in_pool=False)
     torch.testing.assert_close(out[:total].cpu().double(), ref, **tolerance(dtype))
     assert out[total:].isnan().all(), "the packed order wrote a padding row"
+
+
+def check_tiles(device: str, dtype: torch.dtype) -> None:
+    """The packed order's work table against the order written out: every request's last q-block request by
+    request, then the blocks before them, ...; requests without tokens own no tile, and the tiles past the last
+    block (rows of padding) get a rank their request does not reach. Several block sizes and batches, among them
+    one request of many blocks (past the 16 ranks the table always searches)."""
+    from tierlm.kernels.packed_tiles import packed_tile_count, packed_tiles
+
+    gen = torch.Generator().manual_seed(17)
+    for block_m, lens, pad_rows in ((16, [5, 0, 17, 1, 16, 33, 40, 0, 0], 21), (16, [300], 0),
+                                    (64, [24] * 64, 0), (16, [3, 64, 2, 0, 100, 17], 40),
+                                    (32, torch.randint(0, 90, (37,), generator=gen).tolist(), 7)):
+        indptr = torch.tensor([0] + lens, dtype=torch.int32).cumsum(0).to(torch.int32)
+        rows = sum(lens) + pad_rows
+        table = packed_tiles(indptr.to(device), rows, rows, block_m).cpu()
+        blocks = [-(-n // block_m) for n in lens]
+        order = [(b, r) for r in range(max(blocks)) for b in range(len(lens)) if blocks[b] > r]
+        assert table.shape == (2, packed_tile_count(len(lens), rows, rows, block_m)), (block_m, lens)
+        assert table.shape[1] >= len(order), (block_m, lens)
+        got = list(zip(table[0].tolist(), table[1].tolist()))
+        assert got[:len(order)] == order, (block_m, lens, got[:len(order)], order)
+        assert all(0 <= b < len(lens) and r >= blocks[b] for b, r in got[len(order):]), (block_m, lens, got)
 
 
 def _case(num_heads: int = 4, num_kv_heads: int = 2, seed: int = 0, **kw) -> CaseFn:
@@ -75,6 +103,8 @@ EXTEND_CASES: dict[str, CaseFn] = {
     "extend_packed_tight_grid": lambda device, dtype: check_packed(device, dtype, pad_requests=0, pad_rows=0,
                                                                    seed=16, prefix=(4, 0, 9, 0),
                                                                    extend=(17, 1, 33, 2)),
+    "packed_tiles": check_tiles,
+    "extend_packed_given_table": lambda device, dtype: check_packed(device, dtype, seed=18, given_table=True),
 }
 
 

@@ -21,7 +21,7 @@ def test_compiles_for_sm90(label, kernel, consts, pointers):
     assert compiled.asm["cubin"], label
 
 
-@pytest.mark.parametrize("variant", [{}, {"order": "packed", "batch": 64, "max_blocks": 128}],
+@pytest.mark.parametrize("variant", [{}, {"order": "packed"}],
                          ids=["heavy_first", "packed"])
 def test_extend_compiles_for_sm90_without_spills(variant):
     """The extend kernel as the engine launches it eagerly and in captured passes (the packed order): built for

@@ -16,7 +16,8 @@ def _flags(kernel) -> dict[str, bool]:
 @pytest.mark.parametrize("kernel_path,per_pass,shape", [
     ("tierlm.kernels.fused:_qk_norm_rope_kernel", ["n_rows"], ["stride_t", "num_q_heads"]),
     ("tierlm.kernels.kv_pages:_copy_pages_kernel", ["n", "first", "count"], ["num_regions", "page_words"]),
-    ("tierlm.kernels.extend_attention:_extend_kernel", ["batch", "num_blocks"], []),
+    ("tierlm.kernels.extend_attention:_extend_kernel", ["batch", "num_blocks", "num_tiles"], []),
+    ("tierlm.kernels.packed_tiles:_packed_tiles_kernel", ["batch", "num_tiles"], []),
     ("tierlm.kernels.fused_moe:_gate_up_kernel", ["num_pairs", "max_rows"], ["hidden"]),
     ("tierlm.kernels.fused_moe:_down_kernel", ["num_pairs", "max_rows"], []),
     ("tierlm.kernels.race_sample:_race_slices", ["seed"], ["vocab"]),

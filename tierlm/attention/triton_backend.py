@@ -21,6 +21,7 @@ from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.extend_attention import extend_attention
+from tierlm.kernels.packed_tiles import packed_tiles
 from tierlm.kernels.rope_tile import QKRope, fusable
 from tierlm.kernels.store_kv import store_kv
 from tierlm.kvcache.pool import KVPool
@@ -85,6 +86,7 @@ class _ExtendMeta:
     decode: DecodeMeta | None = None
     # a captured pass numbers only the q-blocks that exist: its grid is fixed for any mix of its chunks
     order: str = "heavy_first"
+    tiles: torch.Tensor | None = None  # the packed order's work table, written once per pass for every layer
 
 
 class TritonBackend(AttentionBackend):
@@ -147,7 +149,9 @@ class TritonBackend(AttentionBackend):
     def prepare_mixed_replay(self, batch: ForwardBatch, num_chunks: int, chunk_rows: int) -> None:
         c = num_chunks
         decode = self._scratch.for_replay(batch.req_rows[c:], batch.seq_lens[c:]) if batch.batch_size > c else None
-        self._meta = _ExtendMeta(batch.qo_indptr[:c + 1], chunk_rows, c, decode, order="packed")
+        qo = batch.qo_indptr[:c + 1]
+        tiles = packed_tiles(qo, chunk_rows, chunk_rows, self.config.extend_block_m)
+        self._meta = _ExtendMeta(qo, chunk_rows, c, decode, order="packed", tiles=tiles)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int,
                 batch: ForwardBatch, rope: Optional[QKRope] = None) -> torch.Tensor:
@@ -179,7 +183,7 @@ class TritonBackend(AttentionBackend):
                              batch.prefix_lens[:e], meta.qo_indptr, meta.max_extend, self.scale,
                              block_m=cfg.extend_block_m, block_n=cfg.extend_block_n,
                              num_warps=cfg.extend_num_warps, num_stages=cfg.extend_num_stages,
-                             new_rounded=rounded, order=meta.order)
+                             new_rounded=rounded, order=meta.order, tiles=meta.tiles)
         if meta.decode is not None:  # their new K/V is in the pool already (store_kv above)
             self._decode(q[t:], k_buf, v_buf, out[t:], meta.decode)
         return out.view(q.shape[0], self.num_heads * self.head_dim)

@@ -16,24 +16,24 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, packed_work, program_work, softmax_step
+from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, program_work, softmax_step
+from tierlm.kernels.packed_tiles import packed_tile_count, packed_tiles
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
 
 
 # per-pass counts: specialising on them (== 1, multiple of 16) would compile new variants while serving
-_PER_PASS = ("batch", "num_blocks")
+_PER_PASS = ("batch", "num_blocks", "num_tiles")
 
 
 @triton.jit(do_not_specialize=_PER_PASS)
 def _extend_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, k_buf, v_buf, k_desc, v_desc, req_to_token, req_rows, prefix_lens, qo_indptr,
-    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    tile_table, num_tiles, stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     stride_buf_s, stride_buf_h, stride_r2t, qk_scale, batch, num_groups, num_blocks,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, PACK: tl.constexpr, ORDER: tl.constexpr,
     SPLIT: tl.constexpr, PRESCALE: tl.constexpr, USE_TMA: tl.constexpr, PREFIX_STAGES: tl.constexpr,
-    CAUSAL_STAGES: tl.constexpr, ROUND_NEW: tl.constexpr, WIDEN_PREFIX: tl.constexpr, BLOCK_B: tl.constexpr = 1,
-    BLOCK_R: tl.constexpr = 1,
+    CAUSAL_STAGES: tl.constexpr, ROUND_NEW: tl.constexpr, WIDEN_PREFIX: tl.constexpr,
 ):
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
     # With SPLIT the masked loops run at most one tile (two or more on the diagonal when BLOCK_M > BLOCK_N):
@@ -41,8 +41,11 @@ def _extend_kernel(
     # in the kernel (its C7515 "wgmma ... serialized" note), which costs far more than the one prefetch.
     MASKED_STAGES: tl.constexpr = 1 if SPLIT else CAUSAL_STAGES
     DIAG_STAGES: tl.constexpr = CAUSAL_STAGES if (not SPLIT or BLOCK_M > BLOCK_N) else 1
-    if ORDER == 3:
-        b, g, rank = packed_work(tl.program_id(0), qo_indptr, batch, num_groups, BLOCK_M, BLOCK_B, BLOCK_R)
+    if ORDER == 3:  # the pass's table (packed_tiles) names each tile's request and rank; head group fastest
+        g = tl.program_id(0) % num_groups
+        tile = tl.program_id(0) // num_groups
+        b = tl.load(tile_table + tile)
+        rank = tl.load(tile_table + num_tiles + tile)
     else:
         b, g, rank = program_work(tl.program_id(0), batch, num_groups, num_blocks, ORDER)
     q_start = tl.load(qo_indptr + b)
@@ -162,12 +165,9 @@ def _tma_fits(k: torch.Tensor, v: torch.Tensor, head_dim: int) -> bool:
 
 def kernel_constants(group: int, head_dim: int, fp32: bool, *, block_m: int, block_n: int, num_stages: int,
                      causal_split: bool, order: str, pack_heads: int, prescale_q: bool, tma: bool,
-                     prefix_stages: int, round_new: bool = True, widen_prefix: bool = False,
-                     batch: int = 1, max_blocks: int = 1) -> dict:
+                     prefix_stages: int, round_new: bool = True, widen_prefix: bool = False) -> dict:
     """The kernel's compile-time parameters for one launch variant (shared with the compile check);
-    `widen_prefix`: the prefix is read as fp16 (see `widens_prefix`); the packed order also sizes its search
-    by the launch's `batch` and the most q-blocks of a request (`max_blocks`), in powers of two (at least 16
-    blocks, so a ladder of captured pass sizes compiles few variants)."""
+    `widen_prefix`: the prefix is read as fp16 (see `widens_prefix`)."""
     assert order in ORDERS, f"order must be one of {sorted(ORDERS)}"
     assert pack_heads >= 1 and group % pack_heads == 0, "pack_heads must divide the GQA group"
     consts = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
@@ -175,8 +175,6 @@ def kernel_constants(group: int, head_dim: int, fp32: bool, *, block_m: int, blo
                   PACK=pack_heads, ORDER=ORDERS[order], SPLIT=causal_split, PRESCALE=prescale_q,
                   USE_TMA=tma and causal_split, PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages,
                   ROUND_NEW=round_new, WIDEN_PREFIX=widen_prefix)
-    if order == "packed":
-        consts.update(BLOCK_B=triton.next_power_of_2(batch), BLOCK_R=max(16, triton.next_power_of_2(max_blocks)))
     return consts
 
 
@@ -192,7 +190,7 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
                      block_m: int = 64, block_n: int = 64, num_warps: int = 4, num_stages: int = 3,
                      causal_split: bool = True, order: str = "heavy_first", pack_heads: int = 1,
                      prescale_q: bool = False, tma: bool | None = None, prefix_stages: int = 0,
-                     maxnreg: int = 0, new_rounded: bool = False) -> torch.Tensor:
+                     maxnreg: int = 0, new_rounded: bool = False, tiles: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of new tokens `q` `[T, H, D]` (requests concatenated; request `b` owns rows
     `qo_indptr[b]:qo_indptr[b+1]`) over each request's cached prefix (pool slots via `req_to_token`) and,
     causally, its new `k`/`v` `[T, KVH, D]`. `max_extend` (a host int, >= every extend length) sizes the grid.
@@ -206,7 +204,9 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
     layout allows; needs `causal_split`); `prefix_stages` pipelines the prefix gather loop that deep (0: as
     `num_stages`); `maxnreg` caps registers per thread (0: no cap), to fit more programs per SM.
     `new_rounded`: `k`/`v` hold values of the pool's dtype already (see `store_kv`'s `round_back`), so the
-    kernel attends them as they are instead of rounding each tile it reads.
+    kernel attends them as they are instead of rounding each tile it reads. `tiles`: the packed order's work
+    table for this launch (`packed_tiles` of the same `qo_indptr`, rows, `max_extend` and `block_m`), built once
+    for all layers of a pass; None builds it here.
     """
     num_tokens, num_heads, head_dim = q.shape
     batch = req_rows.shape[0]
@@ -221,7 +221,7 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
                               block_n=block_n, num_stages=num_stages, causal_split=causal_split, order=order,
                               pack_heads=pack_heads, prescale_q=prescale_q, tma=bool(tma),
                               prefix_stages=prefix_stages, round_new=not new_rounded,
-                              widen_prefix=widens_prefix(q.dtype, k_buf.dtype), batch=batch, max_blocks=num_blocks)
+                              widen_prefix=widens_prefix(q.dtype, k_buf.dtype))
     if num_tokens == 0 or batch == 0:
         return out
     k_desc, v_desc = k, v  # unused placeholders unless the kernel reads through descriptors
@@ -230,11 +230,13 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
         k_desc = TensorDescriptor(k, flat, [k.stride(0), 1], [block_n, head_dim])
         v_desc = TensorDescriptor(v, flat, [v.stride(0), 1], [block_n, head_dim])
     num_groups = num_heads // pack_heads
-    tiles = batch * num_blocks
-    if order == "packed":  # the blocks that exist: full ones, and at most one partial block per request with tokens
-        tiles = min(tiles, num_tokens // block_m + min(batch, num_tokens))
-    _extend_kernel[(tiles * num_groups,)](
-        q, k, v, out, k_buf, v_buf, k_desc, v_desc, req_to_token, req_rows, prefix_lens, qo_indptr,
+    num_tiles, table = batch * num_blocks, qo_indptr  # the table is read in the packed order only
+    if order == "packed":
+        num_tiles = packed_tile_count(batch, num_tokens, max_extend, block_m)
+        table = packed_tiles(qo_indptr, num_tokens, max_extend, block_m) if tiles is None else tiles
+        assert table.shape == (2, num_tiles), "tiles: packed_tiles of this launch's rows, max_extend and block_m"
+    _extend_kernel[(num_tiles * num_groups,)](
+        q, k, v, out, k_buf, v_buf, k_desc, v_desc, req_to_token, req_rows, prefix_lens, qo_indptr, table, num_tiles,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0), sm_scale * 1.4426950408889634,
         batch, num_groups, num_blocks, **consts, num_warps=num_warps, num_stages=num_stages, maxnreg=maxnreg or None,

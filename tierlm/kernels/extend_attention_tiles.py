@@ -15,7 +15,8 @@ import triton.language as tl
 #                read the same request's K/V of one KV head (smaller L2 working set, longer tail).
 #   packed:      heavy_first's order without its idle programs: only the q-blocks that exist are numbered, so
 #                the grid follows the pass's tokens, not (requests x longest request); for captured passes,
-#                whose grid must hold any mix of up to `batch` requests in a fixed number of rows.
+#                whose grid must hold any mix of up to `batch` requests in a fixed number of rows. Programs read
+#                their tile's work from the pass's table (packed_tiles.py).
 ORDERS = {"request": 0, "heavy_first": 1, "kv_local": 2, "packed": 3}
 
 
@@ -35,29 +36,6 @@ def program_work(pid, batch, num_groups, num_blocks, ORDER: tl.constexpr):
         b = (pid // num_blocks) % batch
         g = pid // (num_blocks * batch)
     return b, g, rank
-
-
-@triton.jit
-def packed_work(pid, qo_indptr, batch, num_groups, BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr,
-                BLOCK_R: tl.constexpr):
-    """(request, head group, q-block rank) of program `pid` in the packed order: head group fastest, then the
-    q-blocks of rank 0 (every request's last block) request by request, then rank 1, ... Needs BLOCK_B >= batch
-    and BLOCK_R >= the most q-blocks of any request; a program past the last block gets a rank no request has."""
-    g = pid % num_groups
-    tile = pid // num_groups
-    offs_b = tl.arange(0, BLOCK_B)
-    in_batch = offs_b < batch
-    lens = (tl.load(qo_indptr + offs_b + 1, mask=in_batch, other=0)
-            - tl.load(qo_indptr + offs_b, mask=in_batch, other=0))
-    blocks = (lens + BLOCK_M - 1) // BLOCK_M
-    # below[r - 1]: the blocks of ranks < r, for r = 1..BLOCK_R; it rises until every request's blocks are counted
-    ranks = tl.arange(0, BLOCK_R) + 1
-    below = tl.sum(tl.minimum(blocks[None, :], ranks[:, None]), axis=1)
-    rank = tl.sum((below <= tile).to(tl.int32), axis=0)
-    nth = tile - tl.sum(tl.minimum(blocks, rank), axis=0)  # among the requests that have a block of this rank
-    has = (blocks > rank).to(tl.int32)
-    b = tl.sum((tl.cumsum(has, axis=0) <= nth).to(tl.int32), axis=0)
-    return tl.minimum(b, batch - 1), g, rank
 
 
 @triton.jit
