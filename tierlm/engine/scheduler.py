@@ -129,11 +129,15 @@ class Scheduler:
 
     # ---- batch building --------------------------------------------------------------------------------
     def _grow(self, req: Req, n: int) -> bool:
-        """Give positions up to `req.kv_len + n` pages and table entries; False if the pool is exhausted."""
-        start, end = req.kv_len, req.kv_len + n
-        if end > len(req.pages) * self.kv.page_size and not self.kv.grow(req.pages, end):
-            return False
-        self._writes.span(req.row, req.pages, start, end)
+        """Give positions up to `req.kv_len + n` pages; False if the pool is exhausted. A page's table entries
+        are written as it is taken, all of them: every position below `len(req.pages) * page_size` has its entry
+        (admission writes the matched pages' too), so a token that lands in a held page needs none."""
+        ps = self.kv.page_size
+        held = len(req.pages) * ps
+        if req.kv_len + n > held:
+            if not self.kv.grow(req.pages, req.kv_len + n):
+                return False
+            self._writes.pages_from(req.row, req.pages, held // ps)
         return True
 
     def _grow_or_retract(self, req: Req, n: int, keep: list[Req]) -> bool:
@@ -171,7 +175,7 @@ class Scheduler:
         req.kv_len = len(got.pages) * self.kv.page_size
         if req.first_token_time is None:  # a resumed (retracted) request keeps its first figure
             req.num_cached_tokens = req.kv_len - req.num_recomputed
-        self._writes.span(req.row, req.pages, 0, req.kv_len)
+        self._writes.pages_from(req.row, req.pages, 0)  # kv_len is the matched pages' whole length
         self.running.append(req)
         self._budgets.add(req)
         return "ok"
@@ -241,28 +245,21 @@ class Scheduler:
         return n if pause is None else min(n, pause - req.kv_len)
 
     def _grow_batch(self, reqs: list[Req], lens: list[int], in_order: bool = False) -> tuple[list[Req], list[int]]:
-        """Pages and table entries for each request's tokens of this pass, oldest running request first
+        """Pages (and their table entries) for each request's tokens of this pass, oldest running request first
         (`in_order`: `reqs` are in running order already, as a decode step's are); when the pool is full the
         newest are retracted (those already grown are kept). A request whose tokens fit the pages it holds
-        (most decodes) gets its entries here, without the allocation path: this runs for every request of
-        every step."""
+        (most decodes) needs nothing here: this runs for every request of every step."""
         pairs = zip(reqs, lens)
         if not in_order:
             order = {id(r): i for i, r in enumerate(self.running)}
             pairs = sorted(pairs, key=lambda item: order[id(item[0])])
-        ps, writes = self.kv.page_size, self._writes
-        rows, positions, slots = writes.lists()
+        ps = self.kv.page_size
         grown: list[Req] = []
         kept_lens = []
         for req, n in pairs:
-            row, pos, pages = req.row, req.kv_len, req.pages
-            if row is None:  # retracted to make room for an older request
+            if req.row is None:  # retracted to make room for an older request
                 continue
-            if n == 1 and pos < len(pages) * ps:  # a decode token in a page it holds: `TableWrites.span`, inline
-                rows.append(row), positions.append(pos), slots.append(pages[pos // ps] * ps + pos % ps)
-            elif pos + n <= len(pages) * ps:
-                writes.span(row, pages, pos, pos + n)
-            elif not self._grow_or_retract(req, n, grown):
+            if req.kv_len + n > len(req.pages) * ps and not self._grow_or_retract(req, n, grown):
                 continue
             grown.append(req), kept_lens.append(n)
         return grown, kept_lens

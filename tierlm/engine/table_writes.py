@@ -16,17 +16,12 @@ class TableWrites:
     def lists(self) -> tuple[list[int], list[int], list[int]]:
         return self.rows, self.positions, self.slots
 
-    def span(self, row: int, pages: list[int], start: int, end: int) -> None:
-        """Entries of positions [start, end) of `row`; `pages` must cover them (IndexError otherwise: never a
-        short table silently)."""
+    def pages_from(self, row: int, pages: list[int], first: int) -> None:
+        """Entries of every position of `pages[first:]` (whole pages, as the scheduler writes a page when it is
+        taken): one range of slots per page."""
         ps = self.page_size
-        if end - start == 1:  # a decode token: most calls, so without the general path's lists
-            self.rows.append(row), self.positions.append(start), self.slots.append(pages[start // ps] * ps + start % ps)
-            return
-        self.rows.extend([row] * (end - start))
-        self.positions.extend(range(start, end))
-        first = start // ps  # a page's slots are consecutive: one range per page, not Python work per token
-        span = [s for p in pages[first:(end - 1) // ps + 1] for s in range(p * ps, p * ps + ps)]
-        if len(span) < end - first * ps:
-            raise IndexError(f"row {row}: {len(pages)} pages do not hold positions up to {end}")
-        self.slots.extend(span[start - first * ps:end - first * ps])
+        self.rows.extend([row] * ((len(pages) - first) * ps))
+        self.positions.extend(range(first * ps, len(pages) * ps))
+        slots = self.slots
+        for p in pages[first:]:
+            slots.extend(range(p * ps, p * ps + ps))
