@@ -25,6 +25,7 @@ def _flags(kernel) -> dict[str, bool]:
     ("tierlm.kernels.skinny_gemm:_skinny_kernel", ["M", "M_PAD"], ["N", "K", "K_SPLIT", "stride_wn"]),
     ("tierlm.kernels.step_metadata:_scatter_2d_kernel", ["n"], ["stride_row"]),
     ("tierlm.kernels.step_metadata:_pad_inputs_kernel", ["n", "size"], []),
+    ("tierlm.kernels.step_metadata:_pad_mixed_kernel", ["t", "d", "e", "base", "n"], []),
 ])
 def test_per_pass_counts_are_not_specialized(kernel_path: str, per_pass: list[str], shape: list[str]):
     import importlib

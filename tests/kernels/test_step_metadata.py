@@ -1,5 +1,5 @@
 """A step's metadata kernels (`tierlm.kernels.step_metadata`) against torch indexing, on the GPU or under the
-Triton interpreter: the token and slot scatters and a decode graph's padded inputs."""
+Triton interpreter: the token and slot scatters, a decode graph's and a captured mixed pass's padded inputs."""
 from __future__ import annotations
 
 import textwrap
@@ -12,7 +12,7 @@ from tests.kernels.interp import run_script  # noqa: E402
 
 SCRIPT = textwrap.dedent("""
     import torch
-    from tierlm.kernels.step_metadata import pad_decode_inputs, scatter_2d
+    from tierlm.kernels.step_metadata import pad_decode_inputs, pad_mixed_inputs, scatter_2d
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     gen = torch.Generator().manual_seed(0)
 
@@ -45,6 +45,56 @@ SCRIPT = textwrap.dedent("""
         assert torch.equal(r_dst[:n], rows) and torch.equal(p_dst[:n], pos.long()) and torch.equal(l_dst[:n], lens)
         assert (r_dst[n:size] == 99).all() and (p_dst[n:size] == 0).all() and (l_dst[n:size] == 1).all()
         assert (r_dst[size:] == -7).all() and (p_dst[size:] == -7).all() and (l_dst[size:] == -7).all()
+
+    # a captured mixed or prefill pass's inputs, against the torch moves they replace (every static buffer whole,
+    # padding and untouched entries included): chunks only; chunks and decodes; no real chunk beside decodes; the
+    # decodes filling their captured size; a chunk count at the captured maximum
+    def torch_moves(src, dst, t, d, e, base, n, c, size, dummy_row, dummy_slot):
+        ids, positions, out_loc, req_rows, prefix_lens, seq_lens, qo_indptr = src
+        b_ids, b_pos, b_loc, b_rows, b_prefix, b_seq, b_qo = dst
+        for buf, x in ((b_ids, ids), (b_pos, positions), (b_loc, out_loc)):
+            buf[:t] = x[:t]
+        b_pos[t:base] = 0
+        b_loc[t:base] = dummy_slot
+        b_rows[:e] = req_rows[:e]
+        b_rows[e:c] = dummy_row
+        b_prefix[:e] = prefix_lens[:e]
+        b_prefix[e:c] = 0
+        b_qo[:e + 1] = qo_indptr[:e + 1]
+        b_qo[e + 1:] = t
+        if size:
+            for buf, x in ((b_ids, ids), (b_pos, positions), (b_loc, out_loc)):
+                buf[base:base + d] = x[t:]
+            b_pos[base + d:n] = 0
+            b_loc[base + d:n] = dummy_slot
+            b_rows[c:c + d] = req_rows[e:]
+            b_rows[c + d:c + size] = dummy_row
+            b_seq[c:c + d] = seq_lens[e:]
+            b_seq[c + d:c + size] = 1
+            b_prefix[c:c + size] = b_seq[c:c + size] - 1
+
+    for lens, d, n, c, size in (([5, 17, 1], 0, 32, 4, 0), ([40, 3], 7, 80, 4, 16), ([], 5, 32, 4, 16),
+                                ([9], 16, 48, 8, 16), ([2] * 6, 300, 600, 6, 304)):
+        e, t = len(lens), sum(lens)
+        base = n - size
+        i64 = dict(dtype=torch.int64)
+        ids = torch.randint(0, 1000, (t + d,), generator=gen, **i64)
+        positions = torch.randint(0, 4000, (t + d,), generator=gen, **i64)
+        out_loc = torch.randint(0, 9000, (t + d,), generator=gen, **i64)
+        req_rows = torch.randint(0, 90, (e + d,), generator=gen, dtype=torch.int32)
+        seq_lens = torch.randint(1, 500, (e + d,), generator=gen, dtype=torch.int32)
+        prefix_lens = seq_lens - torch.tensor(lens + [1] * d, dtype=torch.int32)
+        qo_indptr = torch.tensor([0] + lens + [1] * d, dtype=torch.int32).cumsum(0).to(torch.int32)
+        src = tuple(x.to(dev) for x in (ids, positions, out_loc, req_rows, prefix_lens, seq_lens, qo_indptr))
+        reqs = c + 320
+        shapes = ((n + 8, torch.int64), (n + 8, torch.int64), (n + 8, torch.int64), (reqs, torch.int32),
+                  (reqs, torch.int32), (reqs, torch.int32), (c + 1, torch.int32))
+        got = tuple(torch.randint(-9, -1, (k,), generator=gen, dtype=dt).to(dev) for k, dt in shapes)
+        want = tuple(x.clone() for x in got)
+        torch_moves(src, want, t, d, e, base, n, c, size, 97, 11)
+        pad_mixed_inputs(src, got, t, d, e, base, n, c, size, 97, 11)
+        for name, a, b in zip(("ids", "positions", "out_loc", "rows", "prefix", "seq", "qo"), got, want):
+            assert torch.equal(a, b), (lens, d, name, a.tolist(), b.tolist())
     print("ok")
 """)
 

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.kernels.step_metadata import pad_mixed_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -166,31 +167,14 @@ class MixedGraphRunner:
         shape = self._decode_size(batch)
         assert shape is not None, "can_run(batch) first"
         n, size = shape
-        c, e = self.max_chunks, self._chunks(batch)
+        e = self._chunks(batch)
         d = batch.batch_size - e
         t = batch.input_ids.shape[0] - d
         base = n - size
-        for buf, src in ((self.ids, batch.input_ids), (self.positions, batch.positions), (self.out_loc, batch.out_loc)):
-            buf[:t].copy_(src[:t], non_blocking=True)
-        self.positions[t:base].zero_()
-        self.out_loc[t:base].fill_(self.dummy_slot)
-        self.rows[:e].copy_(batch.req_rows[:e], non_blocking=True)
-        self.rows[e:c].fill_(self.dummy_row)
-        self.prefix[:e].copy_(batch.prefix_lens[:e], non_blocking=True)
-        self.prefix[e:c].zero_()
-        self.qo[:e + 1].copy_(batch.qo_indptr[:e + 1], non_blocking=True)
-        self.qo[e + 1:].fill_(t)
-        if size:  # the decodes, padded to the captured decode size (a prefill pass has none)
-            for buf, src in ((self.ids, batch.input_ids), (self.positions, batch.positions),
-                             (self.out_loc, batch.out_loc)):
-                buf[base:base + d].copy_(src[t:], non_blocking=True)
-            self.positions[base + d:n].zero_()
-            self.out_loc[base + d:n].fill_(self.dummy_slot)
-            self.rows[c:c + d].copy_(batch.req_rows[e:], non_blocking=True)
-            self.rows[c + d:c + size].fill_(self.dummy_row)
-            self.seq[c:c + d].copy_(batch.seq_lens[e:], non_blocking=True)
-            self.seq[c + d:c + size].fill_(1)
-            self.prefix[c:c + size].copy_(self.seq[c:c + size] - 1)
+        pad_mixed_inputs((batch.input_ids, batch.positions, batch.out_loc, batch.req_rows, batch.prefix_lens,
+                          batch.seq_lens, batch.qo_indptr),
+                         (self.ids, self.positions, self.out_loc, self.rows, self.prefix, self.seq, self.qo),
+                         t, d, e, base, n, self.max_chunks, size, self.dummy_row, self.dummy_slot)
         if not self.capture:
             with torch.inference_mode():
                 hidden = self._forward(n, size)

@@ -1,4 +1,4 @@
-"""A step's small integer moves, one launch each: table scatters and a decode graph's padded inputs.
+"""A step's small integer moves, one launch each: table scatters and a captured graph's padded inputs.
 
 Every decode step writes its sampled tokens into the token table, points new page slots into the request
 table and copies its rows, positions and lengths into the static buffers a captured graph reads, padded to
@@ -62,3 +62,54 @@ def pad_decode_inputs(rows: torch.Tensor, positions: torch.Tensor, seq_lens: tor
     assert positions.numel() == n and seq_lens.numel() == n and n <= size <= rows_dst.numel()
     _pad_inputs_kernel[(triton.cdiv(size, BLOCK),)](rows, positions, seq_lens, rows_dst, pos_dst, lens_dst, n, size,
                                                      dummy_row, BLOCK=BLOCK)
+
+
+@triton.jit(do_not_specialize=["t", "d", "e", "base", "n", "c", "size", "dummy_row", "dummy_slot"])
+def _pad_mixed_kernel(ids_src, pos_src, loc_src, rows_src, prefix_src, seq_src, qo_src,
+                      ids_dst, pos_dst, loc_dst, rows_dst, prefix_dst, seq_dst, qo_dst,
+                      t, d, e, base, n, c, size, dummy_row, dummy_slot, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    # token rows [0, n): the chunks' [0, t), padding, the decodes' [base, base + d), padding
+    chunk = i < t
+    take = chunk | ((i >= base) & (i < base + d))
+    src = tl.where(chunk, i, i - base + t)
+    ids = tl.load(ids_src + src, mask=take, other=0)
+    pos = tl.load(pos_src + src, mask=take, other=0)
+    loc = tl.load(loc_src + src, mask=take, other=0)
+    tl.store(ids_dst + i, ids.to(ids_dst.dtype.element_ty), mask=take)  # a padding row's input is never read out
+    tl.store(pos_dst + i, pos.to(pos_dst.dtype.element_ty), mask=i < n)
+    tl.store(loc_dst + i, tl.where(take, loc, dummy_slot).to(loc_dst.dtype.element_ty), mask=i < n)
+    # requests [0, c + size): the chunks' [0, e), empty chunks to c, the decodes' [c, c + d), the dummy request
+    r_chunk = i < e
+    r_decode = (i >= c) & (i < c + d)
+    r_src = tl.where(r_chunk, i, i - c + e)
+    live = i < c + size
+    row = tl.load(rows_src + r_src, mask=r_chunk | r_decode, other=dummy_row)
+    prefix = tl.load(prefix_src + r_src, mask=r_chunk, other=0)
+    seq = tl.load(seq_src + r_src, mask=r_decode, other=1)
+    tl.store(rows_dst + i, row.to(rows_dst.dtype.element_ty), mask=live)
+    tl.store(prefix_dst + i, tl.where(i < c, prefix, seq - 1).to(prefix_dst.dtype.element_ty), mask=live)
+    tl.store(seq_dst + i, seq.to(seq_dst.dtype.element_ty), mask=live & (i >= c))
+    # the chunks' offsets [0, c]: the real ones, then t (empty chunks)
+    qo = tl.load(qo_src + i, mask=i <= e, other=t)
+    tl.store(qo_dst + i, qo.to(qo_dst.dtype.element_ty), mask=i <= c)
+
+
+def pad_mixed_inputs(src: tuple[torch.Tensor, ...], dst: tuple[torch.Tensor, ...], chunk_rows: int, decodes: int,
+                     chunks: int, decode_base: int, rows: int, max_chunks: int, decode_size: int, dummy_row: int,
+                     dummy_slot: int) -> None:
+    """A mixed or prefill pass's inputs into a captured pass's static buffers, padded to its shape, in one launch.
+
+    `src`: the batch's (input ids, positions, slots) of its tokens, `chunk_rows` of `chunks` prefill chunks then
+    `decodes` one-token requests, and its (request rows, prefix lengths, sequence lengths, chunk offsets `[chunks
+    + 1]`). `dst`: the same seven buffers of the captured pass: token rows `[0, rows)` hold the chunks' tokens
+    from 0 and the decodes' from `decode_base`, the rows between and after are padding (position 0, the scratch
+    slot `dummy_slot`; their input ids are left as they are); requests `[0, max_chunks)` are the chunks, those
+    past the real ones empty (row `dummy_row`, no prefix), then `decode_size` decode requests, the real ones and
+    then the dummy request (length 1); the offsets past the real chunks are `chunk_rows`."""
+    c, size = max_chunks, decode_size
+    assert len(src) == len(dst) == 7 and chunks <= c and decodes <= size and chunk_rows <= decode_base
+    assert decode_base + size <= rows <= dst[0].numel() and c + size <= dst[3].numel() and c + 1 <= dst[6].numel()
+    span = max(rows, c + size, c + 1)
+    _pad_mixed_kernel[(triton.cdiv(span, BLOCK),)](*src, *dst, chunk_rows, decodes, chunks, decode_base, rows, c,
+                                                   size, dummy_row, dummy_slot, BLOCK=BLOCK)
