@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Admission against the running requests' budget bound (engine/reservation.py) on one GPU: this tree (A) against a
-# checkout from before it (B, e.g. `git archive d006cff^ | tar -x -C DIR`), `offline_steps.py` B A B A on W2 (1,024
-# requests of 8-32 tokens in, 8-64 out) and on the nano-vllm workload, one cache root for both sides. Prints each
-# run's throughput and its pass table (host ms per pass by phase: the `schedule` column is what the change moves).
+# Host phases per pass of a host change on one GPU (written for admission against the running requests' budget
+# bound, engine/reservation.py): this tree (A) against a checkout from before it (B, e.g. `git archive d006cff^ |
+# tar -x -C DIR`), `offline_steps.py` B A B A on W2 (1,024 requests of 8-32 tokens in, 8-64 out) and on the
+# nano-vllm workload, one cache root for both sides. Prints each run's throughput and its pass table (host ms per
+# pass by phase: schedule / launch / wait / outputs).
 # About 5 minutes.
 # Usage: bash benchmarks/gpu_admission_ab.sh B_DIR [OUTDIR]
 set -uo pipefail

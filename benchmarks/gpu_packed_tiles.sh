@@ -2,7 +2,8 @@
 # The packed order's work table (kernels/packed_tiles.py: written once per captured pass, read by every layer's
 # extend programs) against the search each program made before it, on one GPU: this tree (A) against a checkout
 # from before it (B, e.g. `git archive 5fedd1d | tar -x -C DIR`). PARTS picks what runs, in this order:
-#   tests  - the extend kernel's cases (the table's among them) and the captured-pass engine tests on the GPU
+#   tests  - the extend kernel's cases (the table's among them), the step metadata kernels (a captured pass's
+#            inputs in one launch) and the captured-pass engine tests on the GPU
 #   extend - the kernel alone by graph replays at short shapes and two long ones: heavy_first, packed with the
 #            table built beforehand (A), packed building it in the timed call (A), packed searching (B)
 #   ab     - `bench offline` B then A, three times, on one cache root: W1 (512 requests of 16-128 tokens) and W2
@@ -17,7 +18,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
   torch.cuda.get_device_name())"
 if [[ $parts == *tests* ]]; then
   PYTHONPATH=$here timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_extend_knobs.py \
-    tests/engine/test_mixed_graph.py 2>&1 | tail -n 3
+    tests/kernels/test_step_metadata.py tests/engine/test_mixed_graph.py 2>&1 | tail -n 3
 fi
 if [[ $parts == *extend* ]]; then
   shapes=16:0:512,64:0:24,256:0:16,8:0:24,4:0:72,32:0:64,2:0:128,1:0:8192,4:2048:2048
