@@ -9,12 +9,10 @@ import random
 
 import pytest
 
-from tests.kvcache.tiers import make_tiered
+from tests.engine.model_free import PAGE, drive, tight_scheduler
 from tierlm.engine.request import Req
 from tierlm.engine.reservation import BudgetPages, budget_pages, reservation, reserved_pages, target_len
 import tierlm.engine.scheduler as scheduler_module
-from tierlm.engine.scheduler import Scheduler
-from tierlm.kvcache.manager import KVCacheManager
 from tierlm.sampling_params import SamplingParams
 
 
@@ -64,47 +62,24 @@ def test_budget_pages_bound_the_reservations_as_requests_join_and_leave(reserve,
 
 def _simulate(reserve: int, seed: int, summed_always: bool, monkeypatch,
               tiered: bool = False) -> tuple[list, int, int]:
-    """A scheduler over a tight pool driven without a model (random prompts, some sharing a prefix, random
-    lengths, requests finishing at their budget; `tiered`: with a host tier whose backups and load-backs run each
-    step): every batch and refusal in order, how often admission summed the reservations, and how many requests
-    were retracted."""
-    rng = random.Random(seed)
-    if tiered:
-        kv = make_tiered(4, 64, 48, max_reqs=12, threads=False, write_threshold=1)[0]
-    else:
-        kv = KVCacheManager(64, 4, max_reqs=12, enable_prefix_cache=True)
-    sched = Scheduler(kv, 12, 48, reserve_new_tokens=reserve)
+    """A scheduler over a tight pool driven without a model (`tests/engine/model_free.py`; `tiered`: with a host
+    tier whose backups and load-backs run each step): every batch and refusal in order, how often admission summed
+    the reservations, and how many requests were retracted."""
+    sched = tight_scheduler(reserve, tiered)
     if summed_always:  # the scheduler as it was before the bound: the sum whenever one may be admitted
         monkeypatch.setattr(sched._budgets, "admits", lambda *args: False)
     sums = []
     monkeypatch.setattr(scheduler_module, "reserved_pages", lambda *args: sums.append(1) or reserved_pages(*args))
-    log, shared = [], [rng.randrange(1, 99) for _ in range(12)]
-    for step in range(5000):
-        if step >= 300 and not sched.has_work():
-            break
-        if step < 300 and rng.random() < 0.5:
-            prompt = shared[:rng.randrange(0, 12)] + [rng.randrange(1, 99) for _ in range(rng.randrange(1, 40))]
-            max_new = rng.randrange(1, 60)
-            sched.add(Req(f"q{step}", len(prompt), prompt, SamplingParams(max_tokens=max_new), max_new))
-        batch, refused = sched.schedule()
-        assert sched._budgets.total == sum(budget_pages(r, 4) for r in sched.running)
+    log = []
+
+    def record(step, batch, refused, copies) -> None:
+        assert sched._budgets.total == sum(budget_pages(r, PAGE) for r in sched.running)
         log.append(([r.request_id for r in refused], None if batch is None else
                     (batch.mode, [r.request_id for r in batch.reqs], list(batch.extend_lens))))
-        if tiered:
-            copies = kv.take_copies()
+        if copies is not None:
             log.append((len(copies.backups), list(copies.load_host)))
-            for c in copies.backups:
-                kv.io.backup(c.device_pages, c.host_pages, c.keys, c.ticket)
-            kv.io.load(copies.load_host, copies.load_device)
-        for r, n in zip(batch.reqs, batch.extend_lens) if batch else ():
-            r.kv_len += n
-            if r.kv_len == r.seq_len:
-                r.token_ids.append(rng.randrange(1, 99))
-                r.decodable = True
-                if len(r.token_ids) - r.prompt_len >= r.max_new_tokens:
-                    r.finish_reason = "length"
-                    sched.remove(r, cache=True)
-    assert not sched.has_work()
+
+    drive(sched, seed, record, tiered)
     return log, len(sums), sched.num_retracted
 
 
