@@ -14,13 +14,17 @@ print_b1() {  # JSON: its TPOT p50 and mean
     % (t['tpot_s']['p50'] * 1e3, t['tpot_s']['mean'] * 1e3))" "$1" || echo "no b1 result"
 }
 
+print_versions() {  # torch, Triton and the GPU's name, the first line of every GPU script's output
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
+    torch.cuda.get_device_name())"
+}
+
 gpu_start() {  # OUT: one tree's GPU run: sets here (the tree of these helpers) and out (OUT, created), PYTHONPATH;
   # prints the versions
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   mkdir -p "$1"; out=$(cd "$1" && pwd)
   export PYTHONPATH=$here PYTHONUNBUFFERED=1
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
-    torch.cuda.get_device_name())"
+  print_versions
 }
 
 ab_dirs() {  # B_DIR OUT: sets base (B's checkout) and out (created) as absolute paths, here (this tree)

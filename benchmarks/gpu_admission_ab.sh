@@ -9,8 +9,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
 ab_dirs "$1" "${2:-admission-ab}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
-  torch.cuda.get_device_name())"
+print_versions
 W2="--num-requests 1024 --input-len 8 32 --output-len 8 64"
 NANO="--num-requests 256"
 for name in w2 nano; do

@@ -9,7 +9,8 @@ out=${1:-out-compile}; part=${2:-all}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 root=${TIERLM_CACHE_DIR:-$PWD/.cache-compile}
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 
 engine_runs() {  # model tag num_requests
   local model=$1 tag=$2 n=$3

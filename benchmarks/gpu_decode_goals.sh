@@ -9,7 +9,8 @@ set -uo pipefail
 out=${1:-decode-goals}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$PWD/.cache-goals}
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 
 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py tests/kernels/test_gemv.py \
   tests/layers/test_block.py tests/attention/test_triton_backend.py 2>&1 | tail -n 3

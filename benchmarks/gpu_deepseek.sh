@@ -19,7 +19,8 @@ PARTS=${PARTS:-abc}
 dummy=(--load-format dummy --skip-tokenizer-init)
 stamp() { echo "== $(date +%T) $*"; }
 
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 
 if [[ $PARTS == *a* ]]; then
 stamp "(a) correctness"

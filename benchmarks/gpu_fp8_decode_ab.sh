@@ -7,7 +7,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
 ab_dirs "$1" "${2:-fp8-decode-ab}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+print_versions
 kernel() {  # SIDE DTYPE [bench_attention args]: the decode kernel alone with SIDE's code
   local dir; dir=$(side_dir "$1")
   (cd "$dir" && PYTHONPATH=$dir timeout 150 python3 benchmarks/bench_attention.py --decode-shapes 256:512,64:2048 \

@@ -9,7 +9,7 @@ set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs
 ab_dirs "$1" "${2:-fp8-extend-ab}"
 export PYTHONPATH=$here
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+print_versions
 if [ -z "${SKIP_TESTS:-}" ]; then
   timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py \
     tests/attention/test_triton_backend.py -k "fp8 or extend" > "$out/tests.txt" 2>&1

@@ -11,7 +11,8 @@ set -uo pipefail
 out=${1:-fp8-kv}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 export PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=$PWD/.cache-fp8-kv
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 for dtype in auto fp8; do
   echo "== decode attention alone, KV $dtype"
   if [ $dtype = auto ]; then only=--default-only; else only=; fi

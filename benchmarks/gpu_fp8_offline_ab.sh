@@ -9,7 +9,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
 ab_dirs "$1" "${2:-fp8-offline-ab}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+print_versions
 if [ -n "${TESTS:-}" ]; then
   # shellcheck disable=SC2086
   PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tail -n 3

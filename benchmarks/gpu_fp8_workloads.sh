@@ -9,7 +9,8 @@ set -uo pipefail
 out=${1:-fp8-workloads}
 mkdir -p "$out"; out=$(cd "$out" && pwd)
 export PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=$PWD/.cache-fp8-workloads
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 run() {  # DTYPE TAG ARGS...: one `bench offline` run; stderr appended to OUT/runs.log
   local dtype=$1 tag=$2; shift 2
   echo "== $tag" >> "$out/runs.log"

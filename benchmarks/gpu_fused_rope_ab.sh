@@ -9,7 +9,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, b1 helpers
 ab_dirs . "${1:-fused-rope-ab}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+print_versions
 PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_rope_in_stage1.py \
   tests/kernels/test_fused.py tests/kernels/test_l2_prefetch.py 2>&1 | tail -n 2
 export TIERLM_CACHE_DIR=$here/.cache-fused-rope PYTHONPATH=$here

@@ -10,7 +10,7 @@ set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
 ab_dirs "$1" "${2:-margin-steps}"
 export TIERLM_CACHE_DIR=$here/.cache-margin
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+print_versions
 run() {  # TAG SIDE MARGIN(- for the default)
   local tag=$1 dir; dir=$(side_dir "$2")
   local pre=(); [ "$3" != - ] && pre=(benchmarks/with_margin.py "$3")

@@ -9,7 +9,8 @@ out=${1:-mid-batch-profile}
 rows=${ROWS:-30}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$PWD/.cache-mid}
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 timeout 200 python3 benchmarks/offline_steps.py > "$out/offline.txt" 2>&1 || echo "offline failed (exit $?)"
 for b in 96 16; do
   timeout 150 python3 benchmarks/profile_engine.py --batches 16,48,96,160,256 --context 1100 --steps 40 \

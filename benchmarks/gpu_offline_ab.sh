@@ -11,7 +11,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, b1_tpot
 ab_dirs "$1" "${2:-offline-ab}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+print_versions
 if [ -n "${TESTS:-}" ]; then
   # shellcheck disable=SC2086
   PYTHONPATH=$here timeout "${TEST_TIMEOUT:-200}" python3 -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tail -n 2

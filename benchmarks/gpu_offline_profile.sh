@@ -8,7 +8,8 @@ out=${1:-offline-profile}
 rows=${ROWS:-45}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$PWD/.cache-profile}
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 timeout 240 python3 benchmarks/offline_steps.py --torch-profile "$rows" > "$out/offline.txt" 2>&1 \
   || echo "offline failed (exit $?)"
 timeout 150 python3 benchmarks/offline_steps.py --output-len 1 1 --torch-profile "$rows" > "$out/prefill.txt" 2>&1 \

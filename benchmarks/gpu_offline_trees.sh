@@ -7,7 +7,8 @@ set -uo pipefail
 out=$(mkdir -p "$1" && cd "$1" && pwd); shift
 here=$PWD
 export PYTHONUNBUFFERED=1
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 
 offline() {  # TAG DIR RUN: one `bench offline` run with DIR's code
   local dir; dir=$(cd "$2" && pwd)

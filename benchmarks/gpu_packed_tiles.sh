@@ -14,8 +14,7 @@ set -uo pipefail
 parts=${PARTS:-tests extend ab}
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs
 ab_dirs "$1" "${2:-packed-tiles}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
-  torch.cuda.get_device_name())"
+print_versions
 if [[ $parts == *tests* ]]; then
   PYTHONPATH=$here timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_extend_knobs.py \
     tests/kernels/test_step_metadata.py tests/engine/test_mixed_graph.py 2>&1 | tail -n 3

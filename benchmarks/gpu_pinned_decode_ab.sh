@@ -8,7 +8,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
 ab_dirs "$1" "${2:-pinned-ab}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+print_versions
 
 offline() {  # SIDE ROOT TAG: one `bench offline` run with SIDE's code and cache root ROOT
   local dir; dir=$(side_dir "$1")

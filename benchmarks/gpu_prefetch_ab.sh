@@ -9,7 +9,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root
 ab_dirs "$1" "${2:-prefetch-ab}"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+print_versions
 PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_l2_prefetch.py \
   tests/kernels/test_pdl.py 2>&1 | tail -n 2
 

@@ -9,7 +9,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-skinny}
 mkdir -p "$out"
 export PYTHONPATH=$here
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+print_versions
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_skinny_gemm.py tests/kernels/test_gemv.py \
   tests/parallel/test_linear.py tests/kernels/test_pdl.py > "$out/tests.txt" 2>&1
 grep -E "^(E  |FAILED|[0-9]+ (passed|failed))" "$out/tests.txt" | head -n 30
