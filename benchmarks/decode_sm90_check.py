@@ -1,7 +1,8 @@
-"""Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary) for
-Hopper (sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's message,
-before any GPU time is spent (the CPU interpreter checks meaning, not whether the kernel compiles). Prints
-shared memory per variant; the test suite compiles the same variants (tests/kernels/test_sm90_compile.py).
+"""Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary, a
+captured pass's inputs and the packed order's table) for Hopper (sm_90) on any machine, no GPU needed: a change
+to them fails here, with the compiler's message, before any GPU time is spent (the CPU interpreter checks
+meaning, not whether the kernel compiles). Prints shared memory per variant; the test suite compiles the same
+variants (tests/kernels/test_sm90_compile.py).
 
 Shapes are Qwen3-0.6B's (bf16, 16 query / 8 KV heads, head_dim 128). Usage:
 `PYTHONPATH=. python benchmarks/decode_sm90_check.py`.
@@ -17,10 +18,12 @@ from triton.compiler import ASTSource
 
 from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
 from tierlm.kernels.longest_first import _longest_first_kernel
+from tierlm.kernels.packed_tiles import _packed_tiles_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mul_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _race_pick, _race_slices
 from tierlm.kernels.skinny_gemm import _skinny_kernel
+from tierlm.kernels.step_metadata import _pad_mixed_kernel
 from tierlm.kernels.store_kv import _store_kv_kernel
 
 POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
@@ -72,6 +75,13 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
     out.append(("longest first order", _longest_first_kernel, dict(BLOCK=128), {}))
     out.append(("race sample slices", _race_slices, dict(QUARTER=512, FAST=True), {}))
     out.append(("race sample pick", _race_pick, dict(BLOCK_P=128), {}))
+    # a captured prefill or mixed pass: its inputs in one launch, the packed extend order's table
+    wide, narrow = ("ids", "pos", "loc"), ("rows", "prefix", "seq", "qo")
+    out.append(("captured pass inputs", _pad_mixed_kernel, dict(BLOCK=256),
+                {f"{n}_{end}": t for n, t in [(w, "*i64") for w in wide] + [(w, "*i32") for w in narrow]
+                 for end in ("src", "dst")}))
+    out.append(("packed order table", _packed_tiles_kernel, dict(BLOCK_M=64, BLOCK_B=64, BLOCK_R=16),
+                {"qo_indptr": "*i32", "table": "*i32"}))
     for pdl in (False, True):
         out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
                                                               BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl), {}))
