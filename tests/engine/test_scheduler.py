@@ -271,3 +271,26 @@ def test_an_arrival_counts_the_prefill_ahead_of_it_only_for_an_l3_prefetch():
     sched.kv.prefetcher = SimpleNamespace(start=lambda rid, tokens, ahead: ahead + len(tokens))
     sched.add(req("b", [6, 7, 8]))
     assert calls == [1] and sched.find("b").expected_prefill == 7 + 2
+
+
+@pytest.mark.parametrize("tiered", [False, True])
+@pytest.mark.parametrize("reserve,seed", [(8, 4), (8, 5), (0, 6)])
+def test_decode_steps_grow_as_the_general_path_does(tiered, reserve, seed, monkeypatch):
+    """A decode step takes only the requests whose token starts a page through the allocation path
+    (`_grow_decodes`); over a tight pool that retracts, it gives the batches, retractions and copies of the general
+    path (`_grow_batch` of every decode)."""
+    from tests.engine.model_free import drive, tight_scheduler
+
+    def run(general: bool) -> tuple[list, int]:
+        sched = tight_scheduler(reserve, tiered)
+        if general:
+            monkeypatch.setattr(sched, "_grow_decodes", lambda reqs: sched._grow_batch(reqs, [1] * len(reqs))[0])
+        log: list = []
+        drive(sched, seed, lambda step, batch, refused, copies: log.append(
+            (None if batch is None else (batch.mode, [r.request_id for r in batch.reqs], list(batch.map_slots)),
+             None if copies is None else (len(copies.backups), list(copies.load_host)))), tiered)
+        return log, sched.num_retracted
+
+    fast, general = run(False), run(True)
+    assert fast == general
+    assert fast[1] > 0 or reserve == 0

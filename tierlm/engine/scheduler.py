@@ -11,14 +11,12 @@ is refused with an error. Which waiting request is tried first is the schedule p
 (`tierlm.engine.policy`: fcfs, priority, lpm).
 
 Each step is a prefill step (continue chunked prefills, then admit waiting requests in the order of the
-schedule policy, under a per-step token budget), a decode step (one token for every running request) or,
-with mixed steps on (`MixedBudget.max_tokens > 0`), a mixed step: while requests decode, the prefill work of the
-step joins their decode tokens in one pass, under a smaller budget that counts the decode tokens too, so a
-new prompt no longer stalls every running decode for a step of its own; a mixed step's size follows the
-prefill backlog (`tierlm.engine.mixed_budget`). A mixed pass is an extend pass
-(attention backends run their extend path); steps without prefill work stay pure decode steps (CUDA graphs).
-A request whose L3 hit is split (`tierlm.kvcache.split_fetch`) prefills only up to its pause point until
-its fetched tail has arrived, then rejoins through the queue's head.
+schedule policy, under a per-step token budget), a decode step (one token for every running request) or, with
+mixed steps on (`MixedBudget.max_tokens > 0`), a mixed step: the step's prefill work joins the decode tokens in
+one extend pass under a smaller budget that counts them too (sized by the prefill backlog,
+`tierlm.engine.mixed_budget`), so a new prompt does not stall every running decode for a step of its own. A
+request whose L3 hit is split (`tierlm.kvcache.split_fetch`) prefills only up to its pause point until its
+fetched tail has arrived, then rejoins through the queue's head.
 """
 from __future__ import annotations
 
@@ -140,11 +138,12 @@ class Scheduler:
             self._writes.pages_from(req.row, req.pages, held // ps)
         return True
 
-    def _grow_or_retract(self, req: Req, n: int, keep: list[Req]) -> bool:
-        """Grow `req` by `n` tokens, retracting the newest running requests admitted after it (except those in
-        `keep`) while the pool is full; when none is left, retract `req` itself and return False."""
+    def _grow_or_retract(self, req: Req, n: int) -> bool:
+        """Grow `req` by `n` tokens, retracting the newest running requests admitted after it while the pool is
+        full (a pass grows its requests oldest first, so none it grew already is retracted); when none is left,
+        retract `req` itself and return False."""
         while not self._grow(req, n):
-            newer = [r for r in self.running[self.running.index(req) + 1:] if r not in keep]
+            newer = self.running[self.running.index(req) + 1:]
             self._retract(newer[-1] if newer else req)
             if not newer:
                 return False
@@ -181,9 +180,8 @@ class Scheduler:
         return "ok"
 
     def _decoding(self) -> list[Req]:
-        """Running requests whose next input is in the device token table and that need another token: not
-        `prefilling`, not `fully_scheduled`, not `finished` (spelled out: this runs over every running
-        request every step)."""
+        """Running requests whose next input is in the device token table and that need another token (the
+        properties spelled out: this runs over every running request every step)."""
         return [r for r in self.running if r.decodable and r.finish_reason is None
                 and len(r.token_ids) + r.num_pending - r.prompt_len < r.max_new_tokens]
 
@@ -231,11 +229,6 @@ class Scheduler:
                 budget -= n
         return reqs, lens
 
-    def _prefill_backlog(self) -> int:
-        """Prefill tokens of the requests waiting or prefilling (the waiting ones counted whole), counted up
-        to two steps' budget (enough to tell one request's work from a full step beside it)."""
-        return prefill_backlog(self.running, self.waiting, 2 * self.max_prefill_tokens)
-
     def _chunk(self, req: Req, budget: int) -> int:
         """Tokens of `req`'s prefill for this pass: within the budget and, while its L3 tail is fetched, not
         beyond its recomputed head (0: it waits there)."""
@@ -244,31 +237,40 @@ class Scheduler:
         pause = splits.split.pause_at(req.request_id) if splits is not None else None
         return n if pause is None else min(n, pause - req.kv_len)
 
-    def _grow_batch(self, reqs: list[Req], lens: list[int], in_order: bool = False) -> tuple[list[Req], list[int]]:
-        """Pages (and their table entries) for each request's tokens of this pass, oldest running request first
-        (`in_order`: `reqs` are in running order already, as a decode step's are); when the pool is full the
-        newest are retracted (those already grown are kept). A request whose tokens fit the pages it holds
-        (most decodes) needs nothing here: this runs for every request of every step."""
-        pairs = zip(reqs, lens)
-        if not in_order:
-            order = {id(r): i for i, r in enumerate(self.running)}
-            pairs = sorted(pairs, key=lambda item: order[id(item[0])])
+    def _grow_batch(self, reqs: list[Req], lens: list[int]) -> tuple[list[Req], list[int]]:
+        """Pages (and their table entries) for each request's tokens of a prefill or mixed pass, oldest running
+        request first; when the pool is full the newest are retracted. A request whose tokens fit the pages it
+        holds needs nothing here."""
+        order = {id(r): i for i, r in enumerate(self.running)}
+        pairs = sorted(zip(reqs, lens), key=lambda item: order[id(item[0])])
         ps = self.kv.page_size
         grown: list[Req] = []
         kept_lens = []
         for req, n in pairs:
             if req.row is None:  # retracted to make room for an older request
                 continue
-            if req.kv_len + n > len(req.pages) * ps and not self._grow_or_retract(req, n, grown):
+            if req.kv_len + n > len(req.pages) * ps and not self._grow_or_retract(req, n):
                 continue
             grown.append(req), kept_lens.append(n)
         return grown, kept_lens
+
+    def _grow_decodes(self, decoding: list[Req]) -> list[Req]:
+        """`_grow_batch` of a decode step (a token each, in running order): only the requests whose token starts a
+        page take the allocation path (growing in running order, retracting the newest when the pool is full)."""
+        ps = self.kv.page_size
+        starting = [r for r in decoding if r.kv_len >= len(r.pages) * ps]
+        for req in starting:
+            if req.row is not None:  # else retracted to make room for an older request
+                self._grow_or_retract(req, 1)
+        return [r for r in decoding if r.row is not None] if starting else decoding
 
     def schedule(self) -> tuple[Optional[ScheduledBatch], list[Req]]:
         """Next batch to run (or None) and requests refused because they can never fit."""
         refused: list[Req] = []
         self._writes = TableWrites(self.kv.page_size)
-        backlog = self._prefill_backlog() if self._count_backlog else 0
+        # prefill tokens waiting or prefilling (waiting ones whole), up to two steps' budget: enough to tell one
+        # request's work from a full step beside it
+        backlog = prefill_backlog(self.running, self.waiting, 2 * self.max_prefill_tokens) if self._count_backlog else 0
         self.kv.poll(backlog)
         paused = self._settle_splits()
         decoding = self._decoding()
@@ -293,7 +295,7 @@ class Scheduler:
             if self.waiting or paused:
                 self.kv.idle_wait(0.002)  # only requests waiting for L3 pages left: let their I/O progress
             return None, refused
-        batch, kept_lens = self._grow_batch(decoding, [1] * len(decoding), in_order=True)
+        batch = self._grow_decodes(decoding)
         if not batch:
             return None, refused
-        return ScheduledBatch("decode", batch, kept_lens, *self._writes.lists()), refused
+        return ScheduledBatch("decode", batch, [1] * len(batch), *self._writes.lists()), refused
