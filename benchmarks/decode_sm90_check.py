@@ -1,7 +1,7 @@
 """Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary, a
-captured pass's inputs and the packed order's table) for Hopper (sm_90) on any machine, no GPU needed: a change
-to them fails here, with the compiler's message, before any GPU time is spent (the CPU interpreter checks
-meaning, not whether the kernel compiles). Prints shared memory per variant; the test suite compiles the same
+captured pass's inputs, the packed order's table and the token pick) for Hopper (sm_90) on any machine, no GPU
+needed: a change to them fails here, with the compiler's message, before any GPU time is spent (the CPU
+interpreter checks meaning, not whether the kernel compiles). Prints shared memory per variant; the test suite compiles the same
 variants (tests/kernels/test_sm90_compile.py).
 
 Shapes are Qwen3-0.6B's (bf16, 16 query / 8 KV heads, head_dim 128). Usage:
@@ -21,7 +21,7 @@ from tierlm.kernels.longest_first import _longest_first_kernel
 from tierlm.kernels.packed_tiles import _packed_tiles_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mul_kernel
 from tierlm.kernels.gemv import _gemv_kernel
-from tierlm.kernels.race_sample import _race_pick, _race_slices
+from tierlm.kernels.race_sample import _pick_kernel
 from tierlm.kernels.skinny_gemm import _skinny_kernel
 from tierlm.kernels.step_metadata import _pad_mixed_kernel
 from tierlm.kernels.store_kv import _store_kv_kernel
@@ -73,8 +73,10 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))
     out.append(("longest first order", _longest_first_kernel, dict(BLOCK=128), {}))
-    out.append(("race sample slices", _race_slices, dict(QUARTER=512, FAST=True), {}))
-    out.append(("race sample pick", _race_pick, dict(BLOCK_P=128), {}))
+    for greedy, store in itertools.product((True, False), (True, False)):
+        out.append((f"token pick greedy={greedy} store={store}", _pick_kernel,
+                    dict(QUARTER=512, BLOCK_P=128, FAST=True, GREEDY=greedy, STORE=store),
+                    {"table_ptr": "*i32", "site_rows": "*i32", "site_pos": "*i32"}))
     # a captured prefill or mixed pass: its inputs in one launch, the packed extend order's table
     wide, narrow = ("ids", "pos", "loc"), ("rows", "prefix", "seq", "qo")
     out.append(("captured pass inputs", _pad_mixed_kernel, dict(BLOCK=256),

@@ -183,9 +183,11 @@ class Engine:
             return None
         logits, sites = result
         params = [r.params for r in sampling]
-        tokens = self.sampler.sample(logits, params, [r.generator for r in sampling])
+        sink = self.worker.token_sink(sites)  # None: the worker stores them itself (tensor parallel: every rank)
+        tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], sink)
         logprobs = self.sampler.logprobs(logits, tokens, params)
-        self.worker.store_tokens(sites, tokens)
+        if sink is None:
+            self.worker.store_tokens(sites, tokens)
         for req in sampling:
             req.num_pending += 1
             req.decodable = True

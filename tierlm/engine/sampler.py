@@ -6,16 +6,21 @@ sampler can run while the host prepares the next step.
 """
 from __future__ import annotations
 
+import random
 from typing import Optional, Sequence
 
 import torch
 
+from tierlm.kvcache.req_table import TokenSink
 from tierlm.sampling_params import SamplingParams
 from tierlm.utils.upload import upload
 
-# From this many temperature rows the fused race (`kernels.race_sample`) replaces torch's six passes; below,
-# its two Triton launches cost the host more than those passes cost the device (benchmarks/bench_sampler.py).
+# Without a sink, from this many temperature rows the fused kernel (`kernels.race_sample`) replaces torch's six
+# passes; below, its Triton launch costs the host more than those passes cost the device (benchmarks/
+# bench_sampler.py). With a sink it always replaces them: it also takes the store's launch.
 FUSED_MIN_ROWS = 64
+# A greedy batch's key: the kernel draws nothing for it, and a 64-bit value keeps it on the build sampling uses.
+_NO_KEY = 2**32
 
 
 def _filter_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
@@ -51,24 +56,40 @@ class Sampler:
 
     def __init__(self, device: torch.device, seed: int) -> None:
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        # keys of the fused race's calls (`kernels.race_sample`), drawn on the host: no device read per step
-        self._race_keys = torch.Generator().manual_seed(seed)
+        # keys of the fused kernel's calls (`kernels.race_sample`), drawn on the host: no device read per step
+        self._race_keys = random.Random(seed)
         self._fused = device.type == "cuda" and torch.version.hip is None
+        self._scratch = None  # the fused kernel's counters and slice buffers, made at its first call
 
     def warm_up(self, vocab: int, dtype: torch.dtype) -> None:
-        """Build the fused race's kernels for logits of this shape's dtype, so the first large batch of
-        temperature rows does not stop serving for a compile."""
+        """Build the fused kernel's variants (greedy, sampling; with and without a sink) for logits of this
+        dtype, so that no batch stops serving for a compile."""
         if self._fused:
-            from tierlm.kernels.race_sample import race_sample
+            dev = self.generator.device
+            logits = torch.zeros(FUSED_MIN_ROWS, vocab, dtype=dtype, device=dev)
+            table = torch.zeros(2, FUSED_MIN_ROWS, dtype=torch.int32, device=dev)
+            sites = torch.arange(FUSED_MIN_ROWS, dtype=torch.int32, device=dev)
+            for sink in (None, TokenSink(table, sites.remainder(2), sites)):
+                for temp in (0.0, 1.0):
+                    self._pick(logits, [temp] * FUSED_MIN_ROWS, sink)
 
-            logits = torch.zeros(FUSED_MIN_ROWS, vocab, dtype=dtype, device=self.generator.device)
-            race_sample(logits, torch.ones(FUSED_MIN_ROWS, device=logits.device), 2**32)
+    def _pick(self, logits: torch.Tensor, temps: Optional[list[float]], sink: Optional[TokenSink]) -> torch.Tensor:
+        """The fused kernel's tokens: every row greedy (`temps` None or all 0), else per-row temperatures."""
+        from tierlm.kernels.race_sample import PickScratch, pick_tokens
+
+        if self._scratch is None:
+            self._scratch = PickScratch(logits.device)
+        greedy = temps is None or not any(temps)
+        temp = None if greedy else upload(temps, torch.float32, logits.device)
+        key = _NO_KEY if greedy else self._race_keys.randrange(2**32, 2**62)
+        store = None if sink is None else (sink.table, sink.rows, sink.positions)
+        return pick_tokens(logits, temp, key, self._scratch, store)
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
-               generators: Sequence[Optional[torch.Generator]]) -> torch.Tensor:
-        """Next token per row (int64 tensor on the logits' device). `logits` may be in the model's dtype:
-        greedy rows take its argmax as is (widening is exact and keeps the order), the others are widened
-        to float32 before any arithmetic."""
+               generators: Sequence[Optional[torch.Generator]], sink: Optional[TokenSink] = None) -> torch.Tensor:
+        """Next token per row (int64 tensor on the logits' device); with `sink`, also written to its sites.
+        `logits` may be in the model's dtype: greedy rows take its argmax as is (widening is exact and keeps the
+        order), the others are widened to float32 before any arithmetic."""
         # one pass over the batch (it runs every step): the sampled rows, their temperatures, whether any
         # filters its distribution and whether any has a generator of its own
         rows, temps, filtered, seeded = [], [], False, False
@@ -77,18 +98,22 @@ class Sampler:
                 rows.append(i), temps.append(p.temperature)
                 filtered = filtered or p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0
                 seeded = seeded or generators[i] is not None
+        if self._fused and not filtered and not seeded and (sink is not None or len(rows) >= FUSED_MIN_ROWS):
+            return self._pick(logits, [p.temperature for p in params] if rows else None, sink)
+        tokens = self._sample(logits, params, generators, rows, temps, filtered)
+        if sink is not None:
+            sink.write(tokens)
+        return tokens
+
+    def _sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
+                generators: Sequence[Optional[torch.Generator]], rows: list[int], temps: list[float],
+                filtered: bool) -> torch.Tensor:
+        """`sample` with torch: greedy rows by argmax, the sampled `rows` by the exponential race."""
         if not rows:
             return logits.argmax(dim=-1)
         all_rows = len(rows) == len(params)
         sub = logits if all_rows else logits[upload(rows, torch.int64, logits.device)]
         sub_params = [params[i] for i in rows] if filtered else []
-        temp = None if filtered else upload(temps, torch.float32, sub.device)
-        if self._fused and len(rows) >= FUSED_MIN_ROWS and not filtered and not seeded:
-            from tierlm.kernels.race_sample import race_sample
-
-            key = int(torch.randint(2**32, 2**62, (1,), generator=self._race_keys))
-            drawn = race_sample(sub, temp, key)
-            return drawn if all_rows else self._merge(logits, rows, drawn)
         # Exponential race: argmax(p / E) with E ~ Exp(1) draws exactly from p (zero-probability tokens never win).
         noise = torch.empty_like(sub, dtype=torch.float32)
         if any(generators[i] is None for i in rows):
@@ -99,6 +124,7 @@ class Sampler:
         if filtered:
             drawn = (_filter_probs(sub, sub_params) / noise).argmax(dim=-1)
         else:  # same draw without a softmax: log(p / E) = logits / T - log E + const
+            temp = upload(temps, torch.float32, sub.device)
             drawn = (sub.float() / temp[:, None] - noise.log_()).argmax(dim=-1)
         return drawn if all_rows else self._merge(logits, rows, drawn)
 

@@ -16,7 +16,7 @@ from tierlm.config import EngineConfig
 from tierlm.engine.model_runner import ModelRunner, SampleSites
 from tierlm.engine.plan import StepPlan
 from tierlm.kvcache.host_pool import HostKVPool
-from tierlm.kvcache.req_table import ReqToTokenTable
+from tierlm.kvcache.req_table import ReqToTokenTable, TokenSink
 from tierlm.kvcache.tier_io import Ticket, TierIO
 from tierlm.kvcache.transfer import PageTransfer
 from tierlm.models.config import ModelConfig
@@ -93,6 +93,10 @@ class Worker:
         finally:
             attn.kv_loads = None
         return logits, sites
+
+    def token_sink(self, sites: SampleSites) -> Optional[TokenSink]:
+        """Where the sampler writes a pass's tokens itself (the token table at the pass's sites)."""
+        return self.tables.token_sink(sites.rows, sites.positions)
 
     def store_tokens(self, sites: SampleSites, tokens: torch.Tensor) -> None:
         """Write sampled tokens into the device token table (the next decode step reads its inputs there)."""

@@ -72,6 +72,10 @@ class WorkerGroup:
             link.post("plan", data, [list(per_rank[r]) for per_rank in ids])
         return self.local.execute(plan, local_tickets)
 
+    def token_sink(self, sites: SampleSites) -> None:
+        """None: every rank's table takes the tokens, so they go through `store_tokens`' broadcast."""
+        return None
+
     def store_tokens(self, sites: SampleSites, tokens: torch.Tensor) -> None:
         """Give every rank the sampled tokens (a broadcast in step order), then write them here."""
         tokens = tokens.to(torch.int32)

@@ -1,13 +1,16 @@
-"""Temperature sampling of a batch in one pass over its logits (the exponential race, fused).
+"""A step's next tokens in one launch over its logits: greedy rows by argmax, temperature rows by the
+exponential race, each token also written where the next step reads its input.
 
-`Sampler` draws row `i`'s token as `argmax(logits / T - log E)` with `E ~ Exp(1)` per vocabulary entry, an
-exact draw from `softmax(logits / T)`. Done with torch that is six passes over a float32 copy of the logits
-(noise, widen, scale, log, subtract, argmax); at large batches and vocabularies of 150 thousand entries
-those passes cost a sizeable part of a decode step. Here the logits are read once in their own dtype: each
-program takes one slice of one row's vocabulary, draws `E` from Philox (keyed by the call's seed plus the row,
-counted by the entry's index; four draws per Philox call) and keeps the slice's best; a second launch picks each
-row's best slice. Entries at -inf never win; ties go to the lowest index. Slices are sized so that small batches
-still spread over the whole device (drawing is arithmetic-bound).
+`Sampler` draws a temperature row's token as `argmax(logits / T - log E)` with `E ~ Exp(1)` per vocabulary
+entry, an exact draw from `softmax(logits / T)`. Done with torch that is six passes over a float32 copy of the
+logits (noise, widen, scale, log, subtract, argmax), then a launch to store the tokens; a greedy batch takes an
+argmax launch and the store. Here the logits are read once in their own dtype: each program takes one slice of
+one row's vocabulary, keeps the slice's best (for a temperature row drawing `E` from Philox, keyed by the call's
+seed plus the row and counted by the entry's index, four draws per Philox call), writes it out, and the row's
+last program to arrive (`kernels.arrival`) picks the row's best slice, writes the token and, when asked, stores
+it in the request→token table. Entries at -inf or NaN never win (a row of them gets token 0); ties go to the
+lowest index, as torch's argmax breaks them. Slices are sized so that small batches still spread over the
+whole device (drawing is arithmetic-bound; a lone greedy row is a read of a few hundred KB).
 
 `E = -ln(1 - v)` with `v` uniform on 31 bits: small `E`, where the winners come from, is computed from small `v`
 by its series, so it keeps `v`'s full relative resolution (drawn as `-ln(u)` it would step by 2^-24 there). On a
@@ -16,11 +19,14 @@ the instructions per entry; the Triton interpreter has no such instruction and u
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from tierlm.kernels.arrival import last_to_arrive, rearm
 from tierlm.utils.triton_mode import compiled_on_gpu
 
 NONE = tl.constexpr(2147483647)  # index of "no entry yet"
@@ -57,23 +63,34 @@ def _race_quarter(base_ptr, r, offs, vocab, inv_t, best_val, best_idx, FAST: tl.
     return tl.where(better, score, best_val), tl.where(better, offs, best_idx)
 
 
-# The key and the slice count change from call to call; left unspecialised, each kernel is built once per logits
-# dtype (and BLOCK_P depends on the vocabulary only), so the start-up warm-up covers every batch size.
-@triton.jit(do_not_specialize=["seed"])
-def _race_slices(logits_ptr, temp_ptr, val_ptr, idx_ptr, seed, vocab, stride_row, slice_len,
-                 QUARTER: tl.constexpr, FAST: tl.constexpr):
-    row = tl.program_id(0)
-    part = tl.program_id(1)
-    num_parts = tl.num_programs(1)
-    inv_t = 1.0 / tl.load(temp_ptr + row)
-    base_ptr = logits_ptr + row.to(tl.int64) * stride_row
+@triton.jit
+def _best(best_val, best_idx):
+    """The slice's best score and its lowest index among equals (NONE when every score is -inf)."""
+    top = tl.max(best_val, axis=0)
+    return top, tl.min(tl.where(best_val == top, best_idx, NONE), axis=0)
+
+
+@triton.jit
+def _greedy_slice(base_ptr, start, end, vocab, BLOCK: tl.constexpr):
+    lane = tl.arange(0, BLOCK)
+    best_val = tl.full([BLOCK], float("-inf"), tl.float32)
+    best_idx = tl.full([BLOCK], NONE, tl.int32)
+    for base in range(start, end, BLOCK):
+        offs = base + lane
+        x = tl.load(base_ptr + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32)
+        better = x > best_val  # strictly: an earlier entry of this lane keeps a tie; NaN never wins
+        best_val, best_idx = tl.where(better, x, best_val), tl.where(better, offs, best_idx)
+    return _best(best_val, best_idx)
+
+
+@triton.jit
+def _race_slice(base_ptr, start, end, vocab, inv_t, key, QUARTER: tl.constexpr, FAST: tl.constexpr):
+    lane = tl.arange(0, QUARTER)
     best_val = tl.full([QUARTER], float("-inf"), tl.float32)
     best_idx = tl.full([QUARTER], NONE, tl.int32)
-    lane = tl.arange(0, QUARTER)
-    start = part * slice_len
-    for base in range(start, tl.minimum(start + slice_len, vocab), 4 * QUARTER):
+    for base in range(start, end, 4 * QUARTER):
         # entry base + j * QUARTER + i takes the j-th of Philox's four words at counter base / 4 + i
-        r0, r1, r2, r3 = tl.randint4x(seed + row, base // 4 + lane)
+        r0, r1, r2, r3 = tl.randint4x(key, base // 4 + lane)
         best_val, best_idx = _race_quarter(base_ptr, r0, base + lane, vocab, inv_t, best_val, best_idx, FAST)
         best_val, best_idx = _race_quarter(base_ptr, r1, base + QUARTER + lane, vocab, inv_t, best_val, best_idx,
                                            FAST)
@@ -81,32 +98,79 @@ def _race_slices(logits_ptr, temp_ptr, val_ptr, idx_ptr, seed, vocab, stride_row
                                            best_idx, FAST)
         best_val, best_idx = _race_quarter(base_ptr, r3, base + 3 * QUARTER + lane, vocab, inv_t, best_val,
                                            best_idx, FAST)
-    top = tl.max(best_val, axis=0)
-    idx = tl.min(tl.where(best_val == top, best_idx, NONE), axis=0)
+    return _best(best_val, best_idx)
+
+
+# The key changes from call to call and the slice length with the batch size (always a whole number of blocks),
+# and the table's row stride is the engine's: left unspecialised or in one class, each variant is built once per
+# logits dtype, so the start-up warm-up covers every batch size.
+@triton.jit(do_not_specialize=["seed", "stride_table"])
+def _pick_kernel(logits_ptr, temp_ptr, val_ptr, idx_ptr, count_ptr, tok_ptr, table_ptr, site_rows, site_pos,
+                 seed, vocab, stride_row, stride_table, slice_len,
+                 QUARTER: tl.constexpr, BLOCK_P: tl.constexpr, FAST: tl.constexpr, GREEDY: tl.constexpr,
+                 STORE: tl.constexpr):
+    row = tl.program_id(0)
+    part = tl.program_id(1)
+    num_parts = tl.num_programs(1)
+    base_ptr = logits_ptr + row.to(tl.int64) * stride_row
+    start = part * slice_len
+    end = tl.minimum(start + slice_len, vocab)
+    if GREEDY:  # every row greedy: no temperatures, no draws
+        top, idx = _greedy_slice(base_ptr, start, end, vocab, 4 * QUARTER)
+    else:
+        temp = tl.load(temp_ptr + row)
+        if temp == 0.0:  # a greedy row of a batch that also samples
+            top, idx = _greedy_slice(base_ptr, start, end, vocab, 4 * QUARTER)
+        else:
+            top, idx = _race_slice(base_ptr, start, end, vocab, 1.0 / temp, seed + row, QUARTER, FAST)
     tl.store(val_ptr + row * num_parts + part, top)
     tl.store(idx_ptr + row * num_parts + part, idx)
+    if last_to_arrive(count_ptr + row, num_parts):  # the row's slices are all written: pick among them
+        offs = tl.arange(0, BLOCK_P)
+        mask = offs < num_parts
+        val = tl.load(val_ptr + row * num_parts + offs, mask=mask, other=float("-inf"), cache_modifier=".cg")
+        ids = tl.load(idx_ptr + row * num_parts + offs, mask=mask, other=NONE, cache_modifier=".cg")
+        best = tl.min(tl.where(val == tl.max(val, axis=0), ids, NONE), axis=0)  # slices in index order
+        token = tl.where(best == NONE, 0, best)
+        tl.store(tok_ptr + row, token.to(tl.int64))
+        if STORE:
+            dest = tl.load(site_rows + row).to(tl.int64) * stride_table + tl.load(site_pos + row)
+            tl.store(table_ptr + dest, token.to(table_ptr.dtype.element_ty))
+        rearm(count_ptr + row)
 
 
-@triton.jit(do_not_specialize=["num_parts"])
-def _race_pick(val_ptr, idx_ptr, tok_ptr, num_parts, BLOCK_P: tl.constexpr):
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK_P)
-    mask = offs < num_parts
-    val = tl.load(val_ptr + row * num_parts + offs, mask=mask, other=float("-inf"))
-    idx = tl.load(idx_ptr + row * num_parts + offs, mask=mask, other=NONE)
-    top = tl.max(val, axis=0)
-    best = tl.min(tl.where(val == top, idx, NONE), axis=0)  # slices are in index order: lowest index wins ties
-    tl.store(tok_ptr + row, tl.where(best == NONE, 0, best).to(tl.int64))
+class PickScratch:
+    """The buffers a `pick_tokens` launch works in: per-row arrival counters (zero between launches: the
+    last program of a row zeroes its counter again) and each slice's best. Grown on demand; launches sharing
+    one must run in stream order."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.counters = torch.zeros(0, dtype=torch.int32, device=device)
+        self.vals = torch.empty(0, dtype=torch.float32, device=device)
+        self.idxs = torch.empty(0, dtype=torch.int32, device=device)
+
+    def reserve(self, rows: int, slices: int) -> None:
+        if self.counters.numel() < rows:
+            self.counters = torch.zeros(max(rows, 2 * self.counters.numel()), dtype=torch.int32, device=self.device)
+        if self.vals.numel() < rows * slices:
+            n = max(rows * slices, 2 * self.vals.numel())
+            self.vals = torch.empty(n, dtype=torch.float32, device=self.device)
+            self.idxs = torch.empty(n, dtype=torch.int32, device=self.device)
 
 
-def race_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int, quarter: int = 512,
+def pick_tokens(logits: torch.Tensor, temperatures: Optional[torch.Tensor], seed: int, scratch: PickScratch,
+                store: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None, quarter: int = 512,
                 programs: int = 1024, num_warps: int = 4) -> torch.Tensor:
-    """One token per row of `logits` `[B, V]` (any float dtype, last dim contiguous) drawn from
-    `softmax(logits / temperatures[:, None])`; `seed` (a host int in [2**32, 2**62), so that the kernel is
-    built once for 64-bit seeds) keys this call's random stream: calls with seeds further apart than the batch
-    draw independent streams. Each row is cut into slices of whole `4 * quarter` blocks, about `programs`
-    slices in all. A row whose logits are all -inf gets token 0. Returns int64 `[B]` on the logits' device."""
-    assert logits.dim() == 2 and logits.stride(1) == 1 and temperatures.shape == (logits.shape[0],)
+    """One token per row of `logits` `[B, V]` (any float dtype, last dim contiguous): its argmax where
+    `temperatures` is None or the row's temperature is 0, else a draw from `softmax(logits / T)`. `seed` (a host
+    int in [2**32, 2**62), so that the kernel is built once for 64-bit seeds) keys this call's random stream:
+    calls with seeds further apart than the batch draw independent streams. With `store = (table, rows,
+    positions)` token `i` is also written to `table[rows[i], positions[i]]` (a 2-D integer table, rows and
+    positions int32 device tensors). Each row is cut into slices of whole `4 * quarter` blocks, about `programs`
+    slices in all. Returns int64 `[B]` on the logits' device."""
+    assert logits.dim() == 2 and logits.stride(1) == 1
+    assert temperatures is None or temperatures.shape == (logits.shape[0],)
     assert 2**32 <= seed < 2**62
     batch, vocab = logits.shape
     out = torch.empty(batch, dtype=torch.int64, device=logits.device)
@@ -117,10 +181,19 @@ def race_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int, qua
     parts = max(1, min(blocks, triton.cdiv(programs, batch)))
     slice_len = triton.cdiv(blocks, parts) * block
     parts = triton.cdiv(vocab, slice_len)
-    vals = torch.empty(batch, parts, dtype=torch.float32, device=logits.device)
-    idxs = torch.empty(batch, parts, dtype=torch.int32, device=logits.device)
-    fast = compiled_on_gpu(logits.device)
-    _race_slices[(batch, parts)](logits, temperatures, vals, idxs, seed, vocab, logits.stride(0), slice_len,
-                                 QUARTER=quarter, FAST=fast, num_warps=num_warps)
-    _race_pick[(batch,)](vals, idxs, out, parts, BLOCK_P=triton.next_power_of_2(blocks), num_warps=1)
+    scratch.reserve(batch, parts)
+    table, rows, positions = store if store is not None else (out, out, out)
+    assert store is None or (table.dim() == 2 and table.stride(1) == 1 and rows.numel() == positions.numel() == batch)
+    _pick_kernel[(batch, parts)](logits, out if temperatures is None else temperatures, scratch.vals, scratch.idxs,
+                                 scratch.counters, out, table, rows, positions, seed, vocab, logits.stride(0),
+                                 table.stride(0), slice_len, QUARTER=quarter, BLOCK_P=triton.next_power_of_2(blocks),
+                                 FAST=compiled_on_gpu(logits.device), GREEDY=temperatures is None,
+                                 STORE=store is not None, num_warps=num_warps)
     return out
+
+
+def race_sample(logits: torch.Tensor, temperatures: torch.Tensor, seed: int, quarter: int = 512,
+                programs: int = 1024, num_warps: int = 4) -> torch.Tensor:
+    """`pick_tokens` of temperature rows with buffers of its own (a row at temperature 0 takes its argmax)."""
+    return pick_tokens(logits, temperatures, seed, PickScratch(logits.device), quarter=quarter, programs=programs,
+                       num_warps=num_warps)

@@ -1,6 +1,8 @@
 """`ReqToTokenTable`: maps (request row, position) to a KV slot (and to the token id there), on the device."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -35,4 +37,23 @@ class ReqToTokenTable:
 
     def write_tokens(self, rows: torch.Tensor, positions: torch.Tensor, tokens: torch.Tensor) -> None:
         """Store sampled `tokens` (any integer dtype) at `(rows[i], positions[i])` of the token table."""
-        self._scatter(self.token_ids, rows, positions, tokens)
+        self.token_sink(rows, positions).write(tokens)
+
+    def token_sink(self, rows: torch.Tensor, positions: torch.Tensor) -> "TokenSink":
+        """Where a pass's sampled tokens go: token `i` to `(rows[i], positions[i])` of the token table."""
+        return TokenSink(self.token_ids, rows, positions)
+
+
+@dataclass(frozen=True)
+class TokenSink:
+    """Sites of a pass's sampled tokens in a device table: token `i` goes to `table[rows[i], positions[i]]`. A
+    sampler that computes the tokens in a kernel of its own writes them there in the same launch; others call
+    `write`."""
+
+    table: torch.Tensor
+    rows: torch.Tensor
+    positions: torch.Tensor
+
+    def write(self, tokens: torch.Tensor) -> None:
+        """Store `tokens` (any integer dtype) at the sites."""
+        ReqToTokenTable._scatter(self.table, self.rows, self.positions, tokens)
