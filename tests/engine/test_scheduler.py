@@ -284,7 +284,7 @@ def test_decode_steps_grow_as_the_general_path_does(tiered, reserve, seed, monke
     def run(general: bool) -> tuple[list, int]:
         sched = tight_scheduler(reserve, tiered)
         if general:
-            monkeypatch.setattr(sched, "_grow_decodes", lambda reqs: sched._grow_batch(reqs, [1] * len(reqs))[0])
+            monkeypatch.setattr(sched, "_grow_decodes", lambda reqs: sched._grow_batch(reqs, [1] * len(reqs), False)[0])
         log: list = []
         drive(sched, seed, lambda step, batch, refused, copies: log.append(
             (None if batch is None else (batch.mode, [r.request_id for r in batch.reqs], list(batch.map_slots)),
@@ -294,3 +294,34 @@ def test_decode_steps_grow_as_the_general_path_does(tiered, reserve, seed, monke
     fast, general = run(False), run(True)
     assert fast == general
     assert fast[1] > 0 or reserve == 0
+
+
+@pytest.mark.parametrize("tiered", [False, True])
+@pytest.mark.parametrize("policy,seed", [("fcfs", 7), ("lpm", 8)])
+def test_prefill_passes_grow_unsorted_as_the_sorted_path_does(tiered, policy, seed, monkeypatch):
+    """A prefill pass's requests are in running order already (chunked prefills, then the admitted ones as they
+    joined), so `_grow_batch` skips its sort there: over a tight pool that retracts, the batches, retractions and
+    copies equal those of the sorting path."""
+    from tests.engine.model_free import drive, tight_scheduler
+
+    def run(sort: bool) -> tuple[list, int, int]:
+        sched = tight_scheduler(8, tiered)
+        sched.policy = policy
+        grow, unsorted = sched._grow_batch, []
+
+        def growing(reqs, lens, ordered):
+            if ordered:
+                rank = [sched.running.index(r) for r in reqs]
+                assert rank == sorted(rank), "a prefill pass out of running order"
+                unsorted.append(1)
+            return grow(reqs, lens, ordered and not sort)
+        monkeypatch.setattr(sched, "_grow_batch", growing)
+        log: list = []
+        drive(sched, seed, lambda step, batch, refused, copies: log.append(
+            (None if batch is None else (batch.mode, [r.request_id for r in batch.reqs], list(batch.map_slots)),
+             None if copies is None else (len(copies.backups), list(copies.load_host)))), tiered)
+        return log, sched.num_retracted, len(unsorted)
+
+    fast, general = run(False), run(True)
+    assert fast == general
+    assert fast[1] > 0 and fast[2] > 0

@@ -181,7 +181,8 @@ class MixedGraphRunner:
         else:
             graph, hidden = self.graphs[n, size]
             graph.replay()
-        return hidden[_padded_rows(index, t, base)]
+        # a prefill pass's tokens keep their rows (no decodes moved to the end)
+        return hidden[index if size == 0 else _padded_rows(index, t, base)]
 
     def rows_of(self, index: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         """Rows of the padded pass that hold the batch's token `index` (the decodes moved to the end)."""

@@ -237,12 +237,12 @@ class Scheduler:
         pause = splits.split.pause_at(req.request_id) if splits is not None else None
         return n if pause is None else min(n, pause - req.kv_len)
 
-    def _grow_batch(self, reqs: list[Req], lens: list[int]) -> tuple[list[Req], list[int]]:
-        """Pages (and their table entries) for each request's tokens of a prefill or mixed pass, oldest running
-        request first; when the pool is full the newest are retracted. A request whose tokens fit the pages it
-        holds needs nothing here."""
-        order = {id(r): i for i, r in enumerate(self.running)}
-        pairs = sorted(zip(reqs, lens), key=lambda item: order[id(item[0])])
+    def _grow_batch(self, reqs: list[Req], lens: list[int], ordered: bool) -> tuple[list[Req], list[int]]:
+        """Pages (and table entries) for each request's tokens of a prefill or mixed pass, oldest running request
+        first (`ordered`: `reqs` already are, as a prefill pass's are); when the pool is full the newest are
+        retracted. A request whose tokens fit the pages it holds needs nothing here."""
+        order = None if ordered else {id(r): i for i, r in enumerate(self.running)}
+        pairs = zip(reqs, lens) if ordered else sorted(zip(reqs, lens), key=lambda item: order[id(item[0])])
         ps = self.kv.page_size
         grown: list[Req] = []
         kept_lens = []
@@ -282,7 +282,7 @@ class Scheduler:
         if reqs:
             if mixed:
                 reqs, lens = reqs + decoding, lens + [1] * len(decoding)
-            grown, kept_lens = self._grow_batch(reqs, lens)
+            grown, kept_lens = self._grow_batch(reqs, lens, ordered=not mixed)
             if grown:
                 decodes = sum(not r.prefilling for r in grown)
                 mode = "decode" if decodes == len(grown) else "mixed" if decodes else "prefill"
