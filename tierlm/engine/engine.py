@@ -183,11 +183,9 @@ class Engine:
             return None
         logits, sites = result
         params = [r.params for r in sampling]
-        sink = self.worker.token_sink(sites)  # None: the worker stores them itself (tensor parallel: every rank)
-        tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], sink)
+        tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], self.worker.token_sink(sites))
         logprobs = self.sampler.logprobs(logits, tokens, params)
-        if sink is None:
-            self.worker.store_tokens(sites, tokens)
+        self.worker.share_tokens(tokens)  # tensor parallel: the other ranks store them too
         for req in sampling:
             req.num_pending += 1
             req.decodable = True

@@ -68,7 +68,7 @@ class RankLoop:
             plan = StepPlan.from_bytes(data)
             result = w.execute(plan, [_ticket(self.replies, c, s) for c, s in ids])
             if result is not None and plan.num_sites:  # the controller samples; the tokens come to us
-                tokens = torch.empty(plan.num_sites, dtype=torch.int32, device=w.device)
+                tokens = torch.empty(plan.num_sites, dtype=torch.int64, device=w.device)  # as sampled
                 w.tp.broadcast(tokens)
                 w.store_tokens(result[1], tokens)
         elif op == "backup":

@@ -94,9 +94,14 @@ class Worker:
             attn.kv_loads = None
         return logits, sites
 
-    def token_sink(self, sites: SampleSites) -> Optional[TokenSink]:
-        """Where the sampler writes a pass's tokens itself (the token table at the pass's sites)."""
+    def token_sink(self, sites: SampleSites) -> TokenSink:
+        """Where the sampler writes a pass's tokens (the token table at the pass's sites: the next decode step
+        reads its inputs there)."""
         return self.tables.token_sink(sites.rows, sites.positions)
+
+    def share_tokens(self, tokens: torch.Tensor) -> None:
+        """Nothing on one device: the sampler wrote the tokens through `token_sink` (a `WorkerGroup` sends them to
+        its other ranks here)."""
 
     def store_tokens(self, sites: SampleSites, tokens: torch.Tensor) -> None:
         """Write sampled tokens into the device token table (the next decode step reads its inputs there)."""

@@ -21,6 +21,7 @@ from tierlm.engine.model_runner import SampleSites
 from tierlm.engine.plan import StepPlan
 from tierlm.engine.rank_link import RankLink
 from tierlm.engine.worker import Worker
+from tierlm.kvcache.req_table import TokenSink
 from tierlm.kvcache.tier_io import Ticket
 
 logger = logging.getLogger(__name__)
@@ -72,15 +73,14 @@ class WorkerGroup:
             link.post("plan", data, [list(per_rank[r]) for per_rank in ids])
         return self.local.execute(plan, local_tickets)
 
-    def token_sink(self, sites: SampleSites) -> None:
-        """None: every rank's table takes the tokens, so they go through `store_tokens`' broadcast."""
-        return None
+    def token_sink(self, sites: SampleSites) -> TokenSink:
+        """This rank's sink (`Worker.token_sink`); `share_tokens` gives the tokens to the other ranks."""
+        return self.local.token_sink(sites)
 
-    def store_tokens(self, sites: SampleSites, tokens: torch.Tensor) -> None:
-        """Give every rank the sampled tokens (a broadcast in step order), then write them here."""
-        tokens = tokens.to(torch.int32)
+    def share_tokens(self, tokens: torch.Tensor) -> None:
+        """Give every other rank the sampled tokens (int64, a broadcast in step order): each stores them in its
+        own token table."""
         self.tp.broadcast(tokens)
-        self.local.store_tokens(sites, tokens)
 
     def tier_figures(self) -> dict:
         return self.local.tier_figures()
