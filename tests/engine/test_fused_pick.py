@@ -2,7 +2,8 @@
 the kernel also writes each token where the next decode step reads its input, so the engine launches no store
 of its own. Greedy requests give the torch sampler's tokens, alone and beside sampled ones, over prefill,
 mixed and decode passes, with and without overlap; a seeded request still takes the torch path and its
-tokens reach the table through the sink's store (Triton interpreter without a GPU)."""
+tokens reach the table through the sink's store (an engine on the CPU, the kernel under Triton's interpreter,
+also where a GPU is present)."""
 from __future__ import annotations
 
 import textwrap
@@ -69,4 +70,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_fused_picks_give_the_torch_samplers_tokens_through_the_engine():
-    run_script(SCRIPT, timeout=600)
+    run_script(SCRIPT, timeout=600, interpreted=True)

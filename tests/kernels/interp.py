@@ -84,10 +84,13 @@ def assert_all_ok(results: dict[str, str]) -> None:
     assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
 
 
-def run_script(script: str, timeout: float = 300) -> None:
-    """Run a self-checking script in a child process (under the interpreter without CUDA); it prints ok."""
+def run_script(script: str, timeout: float = 300, interpreted: bool = False) -> None:
+    """Run a self-checking script in a child process (under the interpreter without CUDA, or always with
+    `interpreted`: a script whose kernels take CPU tensors); it prints ok."""
     env = dict(os.environ)
-    if not gpu_available():
+    if interpreted:
+        env.update(TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
+    elif not gpu_available():
         env["TRITON_INTERPRET"] = "1"
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
