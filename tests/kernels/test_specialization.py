@@ -25,6 +25,7 @@ def _flags(kernel) -> dict[str, bool]:
     ("tierlm.kernels.step_metadata:_scatter_2d_kernel", ["n"], ["stride_row"]),
     ("tierlm.kernels.step_metadata:_pad_inputs_kernel", ["n", "size"], []),
     ("tierlm.kernels.step_metadata:_pad_mixed_kernel", ["t", "d", "e", "base", "n"], []),
+    ("tierlm.kernels.step_metadata:_expand_kernel", ["t", "b"], ["stride_table"]),
 ])
 def test_per_pass_counts_are_not_specialized(kernel_path: str, per_pass: list[str], shape: list[str]):
     import importlib

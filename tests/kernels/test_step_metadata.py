@@ -1,5 +1,6 @@
 """A step's metadata kernels (`tierlm.kernels.step_metadata`) against torch indexing, on the GPU or under the
-Triton interpreter: the token and slot scatters, a decode graph's and a captured mixed pass's padded inputs."""
+Triton interpreter: the token and slot scatters, a decode graph's and a captured mixed pass's padded inputs, and
+a pass's per-token inputs expanded from its requests (the kernel and the torch path against a Python loop)."""
 from __future__ import annotations
 
 import textwrap
@@ -101,3 +102,51 @@ SCRIPT = textwrap.dedent("""
 
 def test_step_metadata_kernels_match_torch():
     run_script(SCRIPT)
+
+
+EXPAND = textwrap.dedent("""
+    import random
+    import torch
+    from tierlm.kernels.step_metadata import expand_tokens
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    rng = random.Random(0)
+    FROM = -1
+    table = torch.randint(0, 2**31 - 1, (9, 70), dtype=torch.int32).to(dev)
+    token_ids = torch.randint(0, 150_000, (9, 70), dtype=torch.int32).to(dev)
+
+    def case(lens, prefix, rows, marked):
+        ids, qo = [], [0]
+        for n, m in zip(lens, marked):
+            ids += [FROM] * n if m else [rng.randrange(0, 150_000) for _ in range(n)]
+            qo.append(qo[-1] + n)
+        want = ([], [], [])
+        for j, n in enumerate(lens):
+            for k in range(n):
+                pos = prefix[j] + k
+                i = qo[j] + k
+                want[0].append(int(token_ids[rows[j], pos]) if ids[i] == FROM else ids[i])
+                want[1].append(pos)
+                want[2].append(int(table[rows[j], pos]))
+        i32 = lambda v: torch.tensor(v, dtype=torch.int32, device=dev)
+        for kernel in (True, False):
+            got = expand_tokens(i32(ids), i32(rows), i32(prefix), i32(qo), table, token_ids, FROM, kernel=kernel)
+            assert all(x.dtype == torch.int64 for x in got)
+            assert [x.tolist() for x in got] == [list(w) for w in want], (kernel, lens, prefix)
+            if all(marked) and set(lens) == {1}:  # a decode pass: one token per request, from the token table
+                got = expand_tokens(None, i32(rows), i32(prefix), None, table, token_ids, FROM, kernel=kernel)
+                assert [x.tolist() for x in got] == [list(w) for w in want], (kernel, lens, "a decode pass")
+
+    # one prompt; chunks after cached prefixes; a mixed pass's decodes (one token each, from the token table);
+    # requests without tokens (at the start, between, at the end); more tokens than a block; one request per token
+    case([5], [0], [3], [False])
+    case([4, 7, 3], [10, 0, 60], [0, 8, 2], [False, False, False])
+    case([6, 1, 1, 1], [2, 30, 41, 68], [1, 4, 5, 6], [False, True, True, True])
+    case([0, 3, 0, 0, 2, 0], [0, 5, 0, 0, 9, 0], [7, 1, 7, 7, 6, 7], [False] * 6)
+    case([70, 69, 70, 65, 40], [0, 1, 0, 5, 30], [0, 1, 2, 3, 4], [False, False, True, False, False])
+    case([1] * 9, [rng.randrange(0, 70) for _ in range(9)], list(range(9)), [True] * 9)
+    print("ok")
+""")
+
+
+def test_expanded_token_inputs_match_a_python_loop():
+    run_script(EXPAND)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,7 @@ from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_decode_sizes, mixe
 from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens
 from tierlm.engine.plan import FROM_TABLE, StepPlan
 from tierlm.engine.staging import HostStaging
+from tierlm.kernels.step_metadata import expand_tokens
 from tierlm.kvcache.pool import KVPool
 from tierlm.kvcache.req_table import ReqToTokenTable
 from tierlm.models.config import ModelConfig
@@ -191,17 +193,10 @@ class ModelRunner:
         if decode:  # a token per request, each sampled: rows, positions and sites are the requests' own
             seqs = [p + 1 for p in prefix]
             segments = (rows, prefix, seqs, plan.table_rows, plan.table_positions, plan.table_slots)
-        else:
+        else:  # per request only: the tokens' rows, positions and slots are expanded on the device
             seqs = [p + n for p, n in zip(prefix, extend_lens)]
-            indptr = [0]
-            for n in extend_lens:
-                indptr.append(indptr[-1] + n)
-            token_rows, positions = [], []
-            for r, p, n in zip(rows, prefix, extend_lens):
-                token_rows.extend([r] * n)
-                positions.extend(range(p, p + n))
-            segments = (rows, prefix, seqs, plan.table_rows, plan.table_positions, plan.table_slots, indptr,
-                        token_rows, positions, plan.sample_rows, plan.sample_positions, plan.sample_index,
+            segments = (rows, prefix, seqs, plan.table_rows, plan.table_positions, plan.table_slots,
+                        [0, *accumulate(extend_lens)], plan.sample_rows, plan.sample_positions, plan.sample_index,
                         plan.input_ids)
         # every segment starts 16 bytes in: Triton specializes pointer arguments on 16-byte alignment, so a
         # segment at a varying offset would compile each kernel again, on the step's thread, per alignment
@@ -222,27 +217,22 @@ class ModelRunner:
         if decode:
             T = S = B
             counts = self._counting(B + 1)
-            qo, tok_rows, pos = counts, req_rows, prefix_t
+            qo, ids = counts, None
             sites = SampleSites(req_rows, seq_t, counts[:B], B)
         else:
-            T, S = indptr[-1], len(plan.sample_index)
-            qo, tok_rows, pos = take(B + 1), take(T), take(T)
+            T, S = sum(extend_lens), len(plan.sample_index)
+            qo = take(B + 1)
             sites = SampleSites(take(S), take(S), take(S), S)  # int32 as uploaded: their users take it
-        tables.write(m_rows, m_pos, m_slots)
+            ids = take(T)
+        tables.write(m_rows, m_pos, m_slots)  # before the slots are read: a new page's entries
         if decode and self.graphs is not None and self.graphs.fits(B):
             # a replayed graph reads its inputs and slots from the tables itself and widens the positions as
             # it copies them in: no tensor of this pass beyond rows, positions and lengths is launched for
-            input_ids = out_loc = pos[:0]
+            pos, input_ids = prefix_t, prefix_t[:0]
+            out_loc = input_ids
         else:
-            tok_rows, pos = tok_rows.long(), pos.long()
-            out_loc = tables.table[tok_rows, pos].long()
-            if decode:
-                input_ids = tables.token_ids[tok_rows, pos].long()
-            else:
-                input_ids = take(T).long()
-                if FROM_TABLE in plan.input_ids:  # a mixed pass: its decode requests read their input on the device
-                    input_ids = torch.where(input_ids == FROM_TABLE, tables.token_ids[tok_rows, pos].long(),
-                                            input_ids)
+            input_ids, pos, out_loc = expand_tokens(ids, req_rows, prefix_t, qo, tables.table, tables.token_ids,
+                                                    FROM_TABLE)
         batch = ForwardBatch(mode=plan.mode, input_ids=input_ids, positions=pos,
                              out_loc=out_loc, req_rows=req_rows, prefix_lens=prefix_t,
                              seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens),

@@ -1,12 +1,16 @@
-"""A step's small integer moves, one launch each: table scatters and a captured graph's padded inputs.
+"""A step's small integer moves, one launch each: table scatters, a pass's per-token inputs expanded from its
+per-request metadata, and a captured graph's padded inputs.
 
-Every decode step writes its sampled tokens into the token table, points new page slots into the request
-table and copies its rows, positions and lengths into the static buffers a captured graph reads, padded to
-the graph's batch size. Done with torch ops these are a dozen launches of a microsecond or two each (index
-widening, dtype casts, fills), on the device between two graph replays; here each is one launch that takes
-the int32 metadata as uploaded. (Off CUDA the callers run the same moves as torch ops.)
+A step points new page slots into the request table, expands its requests' rows, prefixes and offsets into
+each token's input id, position and KV slot (reading the tables), and copies its metadata into the static
+buffers a captured graph reads, padded to the graph's shape. Done with torch ops these are a dozen launches of
+a microsecond or two each (index widening, dtype casts, gathers, fills) and per-token lists built on the host;
+here each is one launch that takes the int32 metadata as uploaded. (Off CUDA the callers run the same moves as
+torch ops.)
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
@@ -113,3 +117,74 @@ def pad_mixed_inputs(src: tuple[torch.Tensor, ...], dst: tuple[torch.Tensor, ...
     span = max(rows, c + size, c + 1)
     _pad_mixed_kernel[(triton.cdiv(span, BLOCK),)](*src, *dst, chunk_rows, decodes, chunks, decode_base, rows, c,
                                                    size, dummy_row, dummy_slot, BLOCK=BLOCK)
+
+
+SEARCH_STEPS = tl.constexpr(16)  # binary search steps over a pass's requests: enough for 65,536 of them
+
+
+@triton.jit(do_not_specialize=["t", "b"])
+def _expand_kernel(ids_src, rows_ptr, prefix_ptr, qo_ptr, table_ptr, token_ids_ptr, ids_dst, pos_dst, loc_dst,
+                   t, b, stride_table, FROM_TABLE: tl.constexpr, DECODE: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < t
+    if DECODE:  # token i is request i's one token, at its prefix length
+        pos = tl.load(prefix_ptr + i, mask=mask, other=0)
+        row = tl.load(rows_ptr + i, mask=mask, other=0)
+    else:
+        # token i's request: the last j in [0, b) with qo[j] <= i (a request without tokens shares its offset with
+        # the next one, so the last of equal offsets is the one holding i); steps past the answer change nothing
+        lo = tl.zeros([BLOCK], dtype=tl.int32)
+        hi = tl.full([BLOCK], 0, tl.int32) + b
+        for _ in tl.static_range(SEARCH_STEPS):
+            mid = (lo + hi) // 2
+            below = tl.load(qo_ptr + mid, mask=mask, other=0) <= i
+            lo = tl.where(below, mid, lo)
+            hi = tl.where(below, hi, mid)
+        pos = tl.load(prefix_ptr + lo, mask=mask, other=0) + i - tl.load(qo_ptr + lo, mask=mask, other=0)
+        row = tl.load(rows_ptr + lo, mask=mask, other=0)
+    at = row.to(tl.int64) * stride_table + pos
+    loc = tl.load(table_ptr + at, mask=mask, other=0)
+    if DECODE:
+        ids = tl.load(token_ids_ptr + at, mask=mask, other=0)
+    else:
+        raw = tl.load(ids_src + i, mask=mask, other=0)
+        ids = tl.where(raw == FROM_TABLE, tl.load(token_ids_ptr + at, mask=mask & (raw == FROM_TABLE), other=0), raw)
+    tl.store(ids_dst + i, ids.to(ids_dst.dtype.element_ty), mask=mask)
+    tl.store(pos_dst + i, pos.to(pos_dst.dtype.element_ty), mask=mask)
+    tl.store(loc_dst + i, loc.to(loc_dst.dtype.element_ty), mask=mask)
+
+
+def expand_tokens(ids: Optional[torch.Tensor], rows: torch.Tensor, prefix: torch.Tensor, qo: Optional[torch.Tensor],
+                  table: torch.Tensor, token_ids: torch.Tensor, from_table: int, kernel: Optional[bool] = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A pass's per-token inputs from its per-request metadata: (input ids, positions, KV slots), int64 `[T]`.
+
+    Request `j` (row `rows[j]` of the request tables, `prefix[j]` tokens already cached) owns tokens `qo[j] ..
+    qo[j + 1] - 1` (`qo` int32 `[B + 1]`, `T == len(ids)`); its token `i` sits at position `prefix[j] + i -
+    qo[j]`, whose slot is `table[rows[j], position]`. `ids` are the pass's input ids as planned, `from_table`
+    where the token table holds the input (a decoding request's, sampled by an earlier step). `ids` None: a
+    decode pass (one token per request, its input in the token table; `qo` unused). One launch on CUDA
+    (`kernel`: the default there), torch ops elsewhere; so the host builds no per-token list of rows and
+    positions."""
+    batch = rows.numel()
+    decode = ids is None
+    num_tokens = batch if decode else ids.numel()
+    assert prefix.numel() == batch and (decode or qo.numel() == batch + 1)
+    if kernel if kernel is not None else table.is_cuda:
+        out = torch.empty((3, num_tokens), dtype=torch.int64, device=table.device)
+        if num_tokens:
+            _expand_kernel[(triton.cdiv(num_tokens, BLOCK),)](
+                rows if decode else ids, rows, prefix, rows if decode else qo, table, token_ids, out[0], out[1], out[2],
+                num_tokens, batch, table.stride(0), FROM_TABLE=from_table, DECODE=decode, BLOCK=BLOCK)
+        return out[0], out[1], out[2]
+    if decode:
+        tok_rows, pos = rows.long(), prefix.long()
+    else:
+        qo = qo.long()
+        owner = torch.repeat_interleave(torch.arange(batch, device=qo.device), qo[1:] - qo[:-1],
+                                        output_size=num_tokens)
+        tok_rows = rows.long()[owner]
+        pos = prefix.long()[owner] + torch.arange(num_tokens, device=qo.device) - qo[owner]
+    from_tokens = token_ids[tok_rows, pos].long()
+    input_ids = from_tokens if decode else torch.where(ids == from_table, from_tokens, ids.long())
+    return input_ids, pos, table[tok_rows, pos].long()
