@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A step's tokens in one launch (`kernels.race_sample.pick_tokens`: greedy rows' argmax or the race, and the store
-# into the token table), this tree (A) against a checkout from before it (B, e.g. `git archive COMMIT | tar -x -C
-# DIR`), on one GPU. PARTS picks what runs, in this order:
-#   tests   - the kernel's and the sampler's tests, the engine through the fused pick, the uploads' no-wait test
+# into the token table) and a pass's token inputs expanded on the device (`step_metadata.expand_tokens`), this
+# tree (A) against a checkout from before them (B, e.g. `git archive COMMIT | tar -x -C DIR`), on one GPU. PARTS
+# picks what runs, in this order:
+#   tests   - the kernels' and the sampler's tests, the engine through the fused pick, the uploads' no-wait test
 #   sampler - bench_sampler.py: torch (argmax or six passes, then the store) against the one launch, per batch,
 #             at Qwen3's and Llama-3's vocabularies
 #   steps   - profile_engine.py decode steps B A B A: Qwen3-0.6B at batch 1, 64 and 256, Llama-3.1-8B at batch 1
@@ -17,7 +18,8 @@ print_versions
 if [[ $parts == *tests* ]]; then
   PYTHONPATH=$here timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_race_sample.py \
     tests/engine/test_fused_pick.py tests/engine/test_stopping_and_sampling.py tests/utils/test_upload.py \
-    tests/kernels/test_specialization.py 2>&1 | tail -n 3
+    tests/kernels/test_specialization.py tests/kernels/test_step_metadata.py tests/engine/test_mixed_graph.py \
+    2>&1 | tail -n 3
 fi
 if [[ $parts == *sampler* ]]; then
   for vocab in 151936 128256; do
