@@ -137,3 +137,19 @@ def test_a_mixed_batch_samples_each_row_by_its_own_parameters():
     assert toks[0] == argmax[0] and toks[3] == argmax[3] and toks[4] == argmax[4]
     alone = Sampler(torch.device("cpu"), seed=7).sample(logits[2:3], params[2:3], gens(params[2:3]))
     assert toks[2] == alone[0]
+
+
+def test_a_batch_at_one_temperature_reads_a_kept_vector():
+    """Uniform batches reuse one device vector per temperature (no upload per step); mixed ones upload theirs;
+    only a few temperatures are kept."""
+    sampler = Sampler(torch.device("cpu"), seed=0)
+    a = sampler._temperatures([0.6] * 5, torch.device("cpu"))
+    b = sampler._temperatures([0.6] * 300, torch.device("cpu"))
+    c = sampler._temperatures([0.6] * 7, torch.device("cpu"))
+    assert a.tolist() == pytest.approx([0.6] * 5) and b.numel() == 300 and c.numel() == 7
+    assert c.data_ptr() == b.data_ptr()  # the vector grown for 300 serves the smaller batches after it
+    mixed = sampler._temperatures([0.6, 1.2, 0.6], torch.device("cpu"))
+    assert mixed.tolist() == pytest.approx([0.6, 1.2, 0.6])
+    for t in range(20):
+        sampler._temperatures([0.1 + t / 10] * 3, torch.device("cpu"))
+    assert len(sampler._uniform) <= 8

@@ -21,6 +21,7 @@ from tierlm.utils.upload import upload
 FUSED_MIN_ROWS = 64
 # A greedy batch's key: the kernel draws nothing for it, and a 64-bit value keeps it on the build sampling uses.
 _NO_KEY = 2**32
+_KEPT_TEMPERATURES = 8  # device vectors of one temperature kept for uniform batches (`Sampler._temperatures`)
 
 
 def _filter_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
@@ -60,6 +61,7 @@ class Sampler:
         self._race_keys = random.Random(seed)
         self._fused = device.type == "cuda" and torch.version.hip is None
         self._scratch = None  # the fused kernel's counters and slice buffers, made at its first call
+        self._uniform: dict[float, torch.Tensor] = {}  # temperature -> a device vector of it (`_temperatures`)
 
     def warm_up(self, vocab: int, dtype: torch.dtype) -> None:
         """Build the fused kernel's variants (greedy, sampling; with and without a sink) for logits of this
@@ -80,10 +82,23 @@ class Sampler:
         if self._scratch is None:
             self._scratch = PickScratch(logits.device)
         greedy = temps is None or not any(temps)
-        temp = None if greedy else upload(temps, torch.float32, logits.device)
+        temp = None if greedy else self._temperatures(temps, logits.device)
         key = _NO_KEY if greedy else self._race_keys.randrange(2**32, 2**62)
         store = None if sink is None else (sink.table, sink.rows, sink.positions)
         return pick_tokens(logits, temp, key, self._scratch, store)
+
+    def _temperatures(self, temps: list[float], device: torch.device) -> torch.Tensor:
+        """`temps` as a device float32 vector. A batch at one temperature (a steady stream of like requests) reads
+        a vector of it kept on the device, so its steps upload nothing; the few temperatures last seen are kept."""
+        n, t = len(temps), temps[0]
+        if temps.count(t) != n:
+            return upload(temps, torch.float32, device)
+        kept = self._uniform.get(t)
+        if kept is None or kept.numel() < n:
+            if kept is None and len(self._uniform) >= _KEPT_TEMPERATURES:
+                self._uniform.clear()
+            kept = self._uniform[t] = torch.full((max(n, 256),), t, dtype=torch.float32, device=device)
+        return kept[:n]
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
                generators: Sequence[Optional[torch.Generator]], sink: Optional[TokenSink] = None) -> torch.Tensor:
@@ -124,7 +139,7 @@ class Sampler:
         if filtered:
             drawn = (_filter_probs(sub, sub_params) / noise).argmax(dim=-1)
         else:  # same draw without a softmax: log(p / E) = logits / T - log E + const
-            temp = upload(temps, torch.float32, sub.device)
+            temp = self._temperatures(temps, sub.device)
             drawn = (sub.float() / temp[:, None] - noise.log_()).argmax(dim=-1)
         return drawn if all_rows else self._merge(logits, rows, drawn)
 
