@@ -38,14 +38,15 @@ class InFlight:
 class Readback:
     """Starts the device→host copies of a step's results into pinned buffers that are reused.
 
-    Two sets of buffers alternate: at most two steps are in flight (overlap), and a step's buffers are only
-    reused after it has been resolved.
+    Two sets of buffers (and their events) alternate: at most two steps are in flight (overlap), and a step's
+    buffers are only reused after it has been resolved.
     """
 
     def __init__(self, device: torch.device, max_rows: int) -> None:
         self.device = device
         self.max_rows = max_rows
         self._bufs: list[dict[str, torch.Tensor]] = [{}, {}]
+        self._events = [torch.cuda.Event(), torch.cuda.Event()] if device.type == "cuda" else []
         self._turn = 0
 
     def _host(self, slot: dict, name: str, src: torch.Tensor) -> torch.Tensor:
@@ -60,11 +61,12 @@ class Readback:
     def start(self, reqs: list[Req], tokens: torch.Tensor, logprobs) -> InFlight:
         if self.device.type != "cuda":
             return InFlight(reqs, tokens, logprobs, None)
-        slot, self._turn = self._bufs[self._turn], 1 - self._turn
+        slot_index, self._turn = self._turn, 1 - self._turn
+        slot = self._bufs[slot_index]
         host_tokens = self._host(slot, "tokens", tokens)
         host_lp = None
         if logprobs is not None:
             host_lp = tuple(self._host(slot, f"lp{i}", t) for i, t in enumerate(logprobs))
-        event = torch.cuda.Event()
+        event = self._events[slot_index]  # the slot's own: its last step was resolved before it was reused
         event.record()
         return InFlight(reqs, host_tokens, host_lp, event)
