@@ -1,8 +1,8 @@
 """Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary, a
-captured pass's inputs, a pass's expanded token inputs, the packed order's table and the token pick) for Hopper
-(sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's message, before any GPU
-time is spent (the CPU interpreter checks meaning, not whether the kernel compiles). Prints shared memory per
-variant; the test suite compiles the same variants (tests/kernels/test_sm90_compile.py).
+captured pass's and a decode graph's inputs, a pass's expanded token inputs, the packed order's table and the
+token pick) for Hopper (sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's
+message, before any GPU time is spent (the CPU interpreter checks meaning, not whether the kernel compiles).
+Prints shared memory per variant; the test suite compiles the same variants (tests/kernels/test_sm90_compile.py).
 
 Shapes are Qwen3-0.6B's (bf16, 16 query / 8 KV heads, head_dim 128). Usage:
 `PYTHONPATH=. python benchmarks/decode_sm90_check.py`.
@@ -23,7 +23,7 @@ from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mu
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _pick_kernel
 from tierlm.kernels.skinny_gemm import _skinny_kernel
-from tierlm.kernels.step_metadata import _expand_kernel, _pad_mixed_kernel
+from tierlm.kernels.step_metadata import _expand_kernel, _pad_inputs_kernel, _pad_mixed_kernel
 from tierlm.kernels.store_kv import _store_kv_kernel
 
 POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token": "*i32", "req_rows": "*i32",
@@ -82,6 +82,10 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
     out.append(("captured pass inputs", _pad_mixed_kernel, dict(BLOCK=256),
                 {f"{n}_{end}": t for n, t in [(w, "*i64") for w in wide] + [(w, "*i32") for w in narrow]
                  for end in ("src", "dst")}))
+    out.append(("decode graph inputs", _pad_inputs_kernel, dict(BLOCK=256),
+                {"rows_src": "*i32", "pos_src": "*i32", "lens_src": "*i32", "rows_dst": "*i32", "pos_dst": "*i64",
+                 "lens_dst": "*i32", "ids_dst": "*i64", "loc_dst": "*i64", "table_ptr": "*i32",
+                 "token_ids_ptr": "*i32"}))
     for decode in (False, True):
         out.append((f"token inputs expanded decode={decode}", _expand_kernel,
                     dict(FROM_TABLE=-1, DECODE=decode, BLOCK=256),

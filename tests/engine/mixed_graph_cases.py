@@ -1,8 +1,9 @@
 """Captured mixed passes' padded layout, checked without CUDA: `MixedGraphRunner(capture=False)` runs the same
 padded passes eagerly (prefill chunks, padding, then the decodes padded to a decode graph size, fixed extend
 grid) through the Triton backend under the interpreter, and must give the tokens of the unpadded engine; so
-must its prefill passes without decodes (case ARCH:prefill), and a prefill pass of many short prompts at once, as
-many as a captured pass holds (case ARCH:burst).
+must its prefill passes without decodes (case ARCH:prefill), a prefill pass of many short prompts at once, as
+many as a captured pass holds (case ARCH:burst), and decode steps through `DecodeGraphRunner(capture=False)`,
+padded to its ladder with the inputs and slots its pad launch reads from the tables (case ARCH:decode).
 
 `python -m tests.engine.mixed_graph_cases ARCH...` prints a JSON map arch -> "ok" or the failure; run under
 TRITON_INTERPRET=1 without a GPU (see tests/kernels/interp.py).
@@ -17,6 +18,7 @@ from tests.conftest import CPU_OPTS
 from tests.engine.mixed_cases import main as run_cases
 from tests.engine.test_mixed_batches import PROMPTS, run_staggered
 from tierlm.config import EngineConfig
+from tierlm.engine.cuda_graph import DecodeGraphRunner
 from tierlm.engine import engine as engine_module
 from tierlm.engine.engine import Engine
 from tierlm.engine.mixed_graph import MAX_CHUNKS, MixedGraphRunner
@@ -47,6 +49,21 @@ def install(runs: list[tuple[int, int]], decode_sizes: tuple = (1, 2, 4, 8), pre
 
     ModelRunner.make_attention = make_attention
     engine_module.mixed_graph_align = lambda config: 8
+
+
+def install_decode(runs: list[int]) -> None:
+    """Every engine built from here on serves decode steps of up to 4 requests through an eager padded decode
+    graph runner; `runs` gets each step's batch size."""
+    real_make = UNPATCHED[0]
+
+    def make_attention(self, req_to_token, token_ids):
+        attn = real_make(self, req_to_token, token_ids)
+        self.graphs = DecodeGraphRunner(self.model, attn, req_to_token, token_ids, 4, capture=False)
+        real_replay = self.graphs.replay
+        self.graphs.replay = lambda b: runs.append(b.batch_size) or real_replay(b)
+        return attn
+
+    ModelRunner.make_attention = make_attention
 
 
 def uninstall() -> None:
@@ -96,6 +113,13 @@ def check(name: str, root: Path) -> str:
             return f"padded runs {runs}: the 12 prompts did not run as one padded prefill pass"
         return "ok" if got == ref else f"tokens differ: {got} vs {ref}"
     model, ref = reference(arch, root)
+    if case == "decode":  # batches of 1-3 requests padded to 1, 2 or 4 rows, new pages taken along the way
+        steps: list[int] = []
+        install_decode(steps)
+        got, modes, _ = run_staggered(model, **OPTS)
+        if len(steps) != modes.count("decode") or 3 not in steps:
+            return f"padded decode runs {steps} for modes {modes}"
+        return "ok" if got == ref else f"tokens differ: {got} vs {ref}"
     runs: list[tuple[int, int]] = []
     if case == "prefill":  # chunks of up to 5 tokens (some after a cached prefix) padded to 4 or 8 rows
         install(runs, decode_sizes=(), prefill_tokens=(4, 8))

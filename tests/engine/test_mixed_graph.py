@@ -17,13 +17,13 @@ from tierlm.engine.piecewise_graph import token_ladder
 
 
 def test_padded_mixed_passes_give_the_unpadded_tokens():
-    """Eager padded passes (mixed steps; prefill passes without decodes) through the Triton backend under the
-    interpreter (tests/engine/mixed_graph_cases.py), in a child process: this process never imports Triton in
-    interpreter mode."""
+    """Eager padded passes (mixed steps; prefill passes without decodes; decode steps) through the Triton backend
+    under the interpreter (tests/engine/mixed_graph_cases.py), in a child process: this process never imports
+    Triton in interpreter mode."""
     pytest.importorskip("triton")
     from tests.kernels.interp import run_interpreted
 
-    cases = ["qwen3", "qwen3:prefill", "qwen3:burst"]
+    cases = ["qwen3", "qwen3:prefill", "qwen3:burst", "qwen3:decode"]
     assert run_interpreted("tests.engine.mixed_graph_cases", cases) == dict.fromkeys(cases, "ok")
 
 

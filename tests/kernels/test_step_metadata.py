@@ -33,19 +33,26 @@ SCRIPT = textwrap.dedent("""
                torch.tensor([11, 12], device=dev))
     assert view[5, 7] == 11 and view[0, 1] == 12 and int(view.sum()) == 23
 
-    # the graph's inputs: n real entries copied (positions widened to int64), n..size the dummy request, the rest
-    # of the static buffers untouched
+    # the graph's inputs: n real entries copied (positions widened to int64), n..size the dummy request, every
+    # entry's input id and slot read from the tables at its row and position, the rest of the static buffers
+    # untouched
+    table = torch.randint(0, 2**31 - 1, (100, 4001), generator=gen, dtype=torch.int32).to(dev)
+    token_ids = torch.randint(0, 150_000, (100, 4001), generator=gen, dtype=torch.int32).to(dev)
     for n, size in ((1, 1), (3, 8), (300, 304), (5, 5)):
         rows = torch.randint(0, 99, (n,), generator=gen, dtype=torch.int32).to(dev)
         pos = torch.randint(0, 4000, (n,), generator=gen, dtype=torch.int32).to(dev)
         lens = pos + 1
         r_dst = torch.full((320,), -7, dtype=torch.int32, device=dev)
-        p_dst = torch.full((320,), -7, dtype=torch.int64, device=dev)
-        l_dst = torch.full((320,), -7, dtype=torch.int32, device=dev)
-        pad_decode_inputs(rows, pos, lens, r_dst, p_dst, l_dst, size, 99)
+        p_dst, l_dst = torch.full((320,), -7, dtype=torch.int64, device=dev), r_dst.clone()
+        i_dst, s_dst = p_dst.clone(), p_dst.clone()
+        pad_decode_inputs((rows, pos, lens), (r_dst, p_dst, l_dst, i_dst, s_dst), table, token_ids, size, 99)
         assert torch.equal(r_dst[:n], rows) and torch.equal(p_dst[:n], pos.long()) and torch.equal(l_dst[:n], lens)
         assert (r_dst[n:size] == 99).all() and (p_dst[n:size] == 0).all() and (l_dst[n:size] == 1).all()
-        assert (r_dst[size:] == -7).all() and (p_dst[size:] == -7).all() and (l_dst[size:] == -7).all()
+        at_rows, at_pos = r_dst[:size].long(), p_dst[:size]
+        assert torch.equal(i_dst[:size], token_ids[at_rows, at_pos].long())
+        assert torch.equal(s_dst[:size], table[at_rows, at_pos].long())
+        for buf in (r_dst, p_dst, l_dst, i_dst, s_dst):
+            assert (buf[size:] == -7).all()
 
     # a captured mixed or prefill pass's inputs, against the torch moves they replace (every static buffer whole,
     # padding and untouched entries included): chunks only; chunks and decodes; no real chunk beside decodes; the

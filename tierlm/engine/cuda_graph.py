@@ -2,8 +2,10 @@
 
 A decode step of a small model is dozens of short kernels per layer; launching them one by one costs more
 host time than the device needs. Each captured graph reads only static buffers (request rows, positions,
-sequence lengths), so a replay is: copy this step's values in and pad the rest with the dummy request (row
-`max_reqs`, position 0, length 1: it reads and writes only the scratch page), in one launch, then replay.
+sequence lengths, input ids, KV slots), so a replay is: copy this step's values in and pad the rest with the
+dummy request (row `max_reqs`, position 0, length 1: it reads and writes only the scratch page), reading each
+row's input id and slot from the request tables, in one launch, then replay. (`capture=False` runs the same
+padded passes eagerly, for tests without CUDA.)
 """
 from __future__ import annotations
 
@@ -28,19 +30,25 @@ def batch_size_ladder(max_bs: int) -> list[int]:
 class DecodeGraphRunner:
     """Captures `model` decode forward passes (with the LM head) once at start-up; `replay` serves a batch."""
 
-    def __init__(self, model, attn, req_to_token: torch.Tensor, token_ids: torch.Tensor, max_bs: int) -> None:
+    def __init__(self, model, attn, req_to_token: torch.Tensor, token_ids: torch.Tensor, max_bs: int,
+                 capture: bool = True) -> None:
         self.model, self.attn = model, attn
         self.req_to_token, self.token_ids = req_to_token, token_ids
         self.dummy_row = req_to_token.shape[0] - 1
         self.max_bs = max_bs
+        self.capture = capture
         dev = req_to_token.device
         self.rows = torch.full((max_bs,), self.dummy_row, dtype=torch.int32, device=dev)
         self.positions = torch.zeros(max_bs, dtype=torch.int64, device=dev)
         self.seq_lens = torch.ones(max_bs, dtype=torch.int32, device=dev)
+        self.ids = torch.zeros(max_bs, dtype=torch.int64, device=dev)
+        self.out_loc = torch.full((max_bs,), int(req_to_token[self.dummy_row, 0]), dtype=torch.int64, device=dev)
         self.indptr = torch.arange(max_bs + 1, dtype=torch.int32, device=dev)
         attn.init_graph_buffers(max_bs, req_to_token.shape[1])
         self.sizes = batch_size_ladder(max_bs)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        if not capture:
+            return
         t0 = time.perf_counter()
         pool = torch.cuda.graph_pool_handle()
         with torch.inference_mode():
@@ -60,10 +68,9 @@ class DecodeGraphRunner:
 
     def _forward(self, bs: int) -> torch.Tensor:
         rows, pos, seq = self.rows[:bs], self.positions[:bs], self.seq_lens[:bs]
-        batch = ForwardBatch(mode="decode", input_ids=self.token_ids[rows, pos].long(), positions=pos,
-                             out_loc=self.req_to_token[rows, pos].long(), req_rows=rows, prefix_lens=seq - 1,
-                             seq_lens=seq, qo_indptr=self.indptr[:bs + 1], extend_lens_cpu=[1] * bs,
-                             prefix_lens_cpu=[], seq_lens_cpu=[], req_rows_cpu=[])
+        batch = ForwardBatch(mode="decode", input_ids=self.ids[:bs], positions=pos, out_loc=self.out_loc[:bs],
+                             req_rows=rows, prefix_lens=seq - 1, seq_lens=seq, qo_indptr=self.indptr[:bs + 1],
+                             extend_lens_cpu=[1] * bs, prefix_lens_cpu=[], seq_lens_cpu=[], req_rows_cpu=[])
         self.attn.prepare_for_replay(batch)
         return self.model.compute_logits(self.model(batch, self.attn))
 
@@ -80,8 +87,12 @@ class DecodeGraphRunner:
         bs = next(s for s in self.sizes if s >= n)
         from tierlm.kernels.step_metadata import pad_decode_inputs
 
-        pad_decode_inputs(batch.req_rows, batch.positions, batch.seq_lens, self.rows, self.positions, self.seq_lens,
-                          bs, self.dummy_row)  # one launch for the copies and the padding
+        pad_decode_inputs((batch.req_rows, batch.positions, batch.seq_lens),
+                          (self.rows, self.positions, self.seq_lens, self.ids, self.out_loc), self.req_to_token,
+                          self.token_ids, bs, self.dummy_row)  # one launch for the copies, gathers and padding
+        if not self.capture:
+            with torch.inference_mode():
+                return self._forward(bs)[:n]
         graph, out = self.graphs[bs]
         graph.replay()
         return out[:n]

@@ -40,8 +40,8 @@ def scatter_2d(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, valu
 
 
 @triton.jit(do_not_specialize=["n", "size", "dummy_row"])
-def _pad_inputs_kernel(rows_src, pos_src, lens_src, rows_dst, pos_dst, lens_dst, n, size, dummy_row,
-                       BLOCK: tl.constexpr):
+def _pad_inputs_kernel(rows_src, pos_src, lens_src, rows_dst, pos_dst, lens_dst, ids_dst, loc_dst, table_ptr,
+                       token_ids_ptr, n, size, dummy_row, stride_table, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     real = i < n
     pad = (i >= n) & (i < size)
@@ -51,21 +51,29 @@ def _pad_inputs_kernel(rows_src, pos_src, lens_src, rows_dst, pos_dst, lens_dst,
     row = tl.where(real, row, dummy_row)
     length = tl.where(real, length, 1)  # the dummy request: position 0, length 1, the scratch page
     live = real | pad
+    # each row's input (sampled into the token table by an earlier step) and KV slot, read from the tables
+    at = row.to(tl.int64) * stride_table + pos
+    tl.store(ids_dst + i, tl.load(token_ids_ptr + at, mask=live, other=0).to(ids_dst.dtype.element_ty), mask=live)
+    tl.store(loc_dst + i, tl.load(table_ptr + at, mask=live, other=0).to(loc_dst.dtype.element_ty), mask=live)
     tl.store(rows_dst + i, row.to(rows_dst.dtype.element_ty), mask=live)
     tl.store(pos_dst + i, pos.to(pos_dst.dtype.element_ty), mask=live)
     tl.store(lens_dst + i, length.to(lens_dst.dtype.element_ty), mask=live)
 
 
-def pad_decode_inputs(rows: torch.Tensor, positions: torch.Tensor, seq_lens: torch.Tensor,
-                      rows_dst: torch.Tensor, pos_dst: torch.Tensor, lens_dst: torch.Tensor, size: int,
-                      dummy_row: int) -> None:
-    """Copy a decode batch's `n` rows, positions and sequence lengths into the first `n` entries of a graph's
-    static buffers (casting to their dtypes) and fill entries `n .. size` with the dummy request (row
-    `dummy_row`, position 0, length 1)."""
+def pad_decode_inputs(src: tuple[torch.Tensor, torch.Tensor, torch.Tensor], dst: tuple[torch.Tensor, ...],
+                      table: torch.Tensor, token_ids: torch.Tensor, size: int, dummy_row: int) -> None:
+    """A decode batch's inputs into a captured graph's static buffers, padded to its batch size, in one launch.
+
+    `src`: the batch's `n` (rows, positions, sequence lengths). `dst`: the graph's (rows, positions, sequence
+    lengths, input ids, KV slots): entries `[0, n)` take the batch's (cast to the buffers' dtypes), entries `n ..
+    size` the dummy request (row `dummy_row`, position 0, length 1), and each entry's input id and slot are read
+    from `token_ids` and `table` (the request tables) at its row and position."""
+    rows, positions, seq_lens = src
     n = rows.numel()
-    assert positions.numel() == n and seq_lens.numel() == n and n <= size <= rows_dst.numel()
-    _pad_inputs_kernel[(triton.cdiv(size, BLOCK),)](rows, positions, seq_lens, rows_dst, pos_dst, lens_dst, n, size,
-                                                     dummy_row, BLOCK=BLOCK)
+    assert len(dst) == 5 and positions.numel() == n and seq_lens.numel() == n
+    assert n <= size <= min(d.numel() for d in dst) and table.stride(1) == 1 and token_ids.stride() == table.stride()
+    _pad_inputs_kernel[(triton.cdiv(size, BLOCK),)](rows, positions, seq_lens, *dst, table, token_ids, n, size,
+                                                     dummy_row, table.stride(0), BLOCK=BLOCK)
 
 
 @triton.jit(do_not_specialize=["t", "d", "e", "base", "n", "c", "size", "dummy_row", "dummy_slot"])
