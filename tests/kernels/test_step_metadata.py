@@ -44,14 +44,15 @@ SCRIPT = textwrap.dedent("""
         lens = pos + 1
         r_dst = torch.full((320,), -7, dtype=torch.int32, device=dev)
         p_dst, l_dst = torch.full((320,), -7, dtype=torch.int64, device=dev), r_dst.clone()
-        i_dst, s_dst = p_dst.clone(), p_dst.clone()
-        pad_decode_inputs((rows, pos, lens), (r_dst, p_dst, l_dst, i_dst, s_dst), table, token_ids, size, 99)
+        i_dst, s_dst, x_dst = p_dst.clone(), p_dst.clone(), r_dst.clone()
+        pad_decode_inputs((rows, pos, lens), (r_dst, p_dst, l_dst, i_dst, s_dst, x_dst), table, token_ids, size, 99)
         assert torch.equal(r_dst[:n], rows) and torch.equal(p_dst[:n], pos.long()) and torch.equal(l_dst[:n], lens)
         assert (r_dst[n:size] == 99).all() and (p_dst[n:size] == 0).all() and (l_dst[n:size] == 1).all()
         at_rows, at_pos = r_dst[:size].long(), p_dst[:size]
         assert torch.equal(i_dst[:size], token_ids[at_rows, at_pos].long())
         assert torch.equal(s_dst[:size], table[at_rows, at_pos].long())
-        for buf in (r_dst, p_dst, l_dst, i_dst, s_dst):
+        assert torch.equal(x_dst[:size].long(), p_dst[:size])  # prefix lengths: the positions
+        for buf in (r_dst, p_dst, l_dst, i_dst, s_dst, x_dst):
             assert (buf[size:] == -7).all()
 
     # a captured mixed or prefill pass's inputs, against the torch moves they replace (every static buffer whole,

@@ -2,7 +2,7 @@
 
 A decode step of a small model is dozens of short kernels per layer; launching them one by one costs more
 host time than the device needs. Each captured graph reads only static buffers (request rows, positions,
-sequence lengths, input ids, KV slots), so a replay is: copy this step's values in and pad the rest with the
+sequence and prefix lengths, input ids, KV slots), so a replay is: copy this step's values in and pad the rest with the
 dummy request (row `max_reqs`, position 0, length 1: it reads and writes only the scratch page), reading each
 row's input id and slot from the request tables, in one launch, then replay. (`capture=False` runs the same
 padded passes eagerly, for tests without CUDA.)
@@ -41,6 +41,7 @@ class DecodeGraphRunner:
         self.rows = torch.full((max_bs,), self.dummy_row, dtype=torch.int32, device=dev)
         self.positions = torch.zeros(max_bs, dtype=torch.int64, device=dev)
         self.seq_lens = torch.ones(max_bs, dtype=torch.int32, device=dev)
+        self.prefix = torch.zeros(max_bs, dtype=torch.int32, device=dev)
         self.ids = torch.zeros(max_bs, dtype=torch.int64, device=dev)
         self.out_loc = torch.full((max_bs,), int(req_to_token[self.dummy_row, 0]), dtype=torch.int64, device=dev)
         self.indptr = torch.arange(max_bs + 1, dtype=torch.int32, device=dev)
@@ -69,7 +70,7 @@ class DecodeGraphRunner:
     def _forward(self, bs: int) -> torch.Tensor:
         rows, pos, seq = self.rows[:bs], self.positions[:bs], self.seq_lens[:bs]
         batch = ForwardBatch(mode="decode", input_ids=self.ids[:bs], positions=pos, out_loc=self.out_loc[:bs],
-                             req_rows=rows, prefix_lens=seq - 1, seq_lens=seq, qo_indptr=self.indptr[:bs + 1],
+                             req_rows=rows, prefix_lens=self.prefix[:bs], seq_lens=seq, qo_indptr=self.indptr[:bs + 1],
                              extend_lens_cpu=[1] * bs, prefix_lens_cpu=[], seq_lens_cpu=[], req_rows_cpu=[])
         self.attn.prepare_for_replay(batch)
         return self.model.compute_logits(self.model(batch, self.attn))
@@ -87,9 +88,10 @@ class DecodeGraphRunner:
         bs = next(s for s in self.sizes if s >= n)
         from tierlm.kernels.step_metadata import pad_decode_inputs
 
+        # one launch for the copies, the gathers and the padding
         pad_decode_inputs((batch.req_rows, batch.positions, batch.seq_lens),
-                          (self.rows, self.positions, self.seq_lens, self.ids, self.out_loc), self.req_to_token,
-                          self.token_ids, bs, self.dummy_row)  # one launch for the copies, gathers and padding
+                          (self.rows, self.positions, self.seq_lens, self.ids, self.out_loc, self.prefix),
+                          self.req_to_token, self.token_ids, bs, self.dummy_row)
         if not self.capture:
             with torch.inference_mode():
                 return self._forward(bs)[:n]

@@ -40,8 +40,8 @@ def scatter_2d(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, valu
 
 
 @triton.jit(do_not_specialize=["n", "size", "dummy_row"])
-def _pad_inputs_kernel(rows_src, pos_src, lens_src, rows_dst, pos_dst, lens_dst, ids_dst, loc_dst, table_ptr,
-                       token_ids_ptr, n, size, dummy_row, stride_table, BLOCK: tl.constexpr):
+def _pad_inputs_kernel(rows_src, pos_src, lens_src, rows_dst, pos_dst, lens_dst, ids_dst, loc_dst, prefix_dst,
+                       table_ptr, token_ids_ptr, n, size, dummy_row, stride_table, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     real = i < n
     pad = (i >= n) & (i < size)
@@ -57,6 +57,7 @@ def _pad_inputs_kernel(rows_src, pos_src, lens_src, rows_dst, pos_dst, lens_dst,
     tl.store(loc_dst + i, tl.load(table_ptr + at, mask=live, other=0).to(loc_dst.dtype.element_ty), mask=live)
     tl.store(rows_dst + i, row.to(rows_dst.dtype.element_ty), mask=live)
     tl.store(pos_dst + i, pos.to(pos_dst.dtype.element_ty), mask=live)
+    tl.store(prefix_dst + i, pos.to(prefix_dst.dtype.element_ty), mask=live)  # a decode row's prefix: its position
     tl.store(lens_dst + i, length.to(lens_dst.dtype.element_ty), mask=live)
 
 
@@ -65,12 +66,13 @@ def pad_decode_inputs(src: tuple[torch.Tensor, torch.Tensor, torch.Tensor], dst:
     """A decode batch's inputs into a captured graph's static buffers, padded to its batch size, in one launch.
 
     `src`: the batch's `n` (rows, positions, sequence lengths). `dst`: the graph's (rows, positions, sequence
-    lengths, input ids, KV slots): entries `[0, n)` take the batch's (cast to the buffers' dtypes), entries `n ..
-    size` the dummy request (row `dummy_row`, position 0, length 1), and each entry's input id and slot are read
-    from `token_ids` and `table` (the request tables) at its row and position."""
+    lengths, input ids, KV slots, prefix lengths): entries `[0, n)` take the batch's (cast to the buffers' dtypes),
+    entries `n .. size` the dummy request (row `dummy_row`, position 0, length 1); each entry's input id and slot
+    are read from `token_ids` and `table` (the request tables) at its row and position, its prefix length is its
+    position."""
     rows, positions, seq_lens = src
     n = rows.numel()
-    assert len(dst) == 5 and positions.numel() == n and seq_lens.numel() == n
+    assert len(dst) == 6 and positions.numel() == n and seq_lens.numel() == n
     assert n <= size <= min(d.numel() for d in dst) and table.stride(1) == 1 and token_ids.stride() == table.stride()
     _pad_inputs_kernel[(triton.cdiv(size, BLOCK),)](rows, positions, seq_lens, *dst, table, token_ids, n, size,
                                                      dummy_row, table.stride(0), BLOCK=BLOCK)
