@@ -1,5 +1,6 @@
 """Decode scratch: index tensors handed to the kernels start on 16-byte boundaries; batches from a size on
-carry their requests' longest-first order, eager and replayed alike."""
+carry their requests' longest-first order, eager and replayed alike; a replay reads the runner's static rows and
+lengths in place."""
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,23 @@ def test_batches_from_the_threshold_on_are_ordered_longest_first():
     assert meta.order is not None and sorted(meta.order.tolist()) == list(range(5))
     assert lens[meta.order].tolist() == [300, 90, 7, 7, 5]
     assert scratch.for_batch(torch.arange(2, dtype=torch.int32), lens[:2]).order is None  # below: as they come
-    scratch.init_graph(8, dummy_row=99)
+    scratch.init_graph(8)
     replay = scratch.for_replay(torch.arange(4, dtype=torch.int32), lens[1:])
     assert lens[1:][replay.order].tolist() == [300, 90, 7, 7]
     never = DecodeScratch(heads=2, width=4, splits=lambda bs: 1, device=torch.device("cpu"))
     assert never.for_batch(torch.arange(5, dtype=torch.int32), lens).order is None
+
+
+def test_a_replay_reads_the_runners_static_rows_and_lengths_in_place():
+    """A captured pass's kernels read the graph runner's buffers, which it refreshes before every replay: no copy
+    of them in the graph (an unaligned tail, as a mixed pass's decodes may be, is still realigned)."""
+    scratch = DecodeScratch(heads=4, width=8, splits=lambda bs: 3, device=torch.device("cpu"))
+    scratch.init_graph(16)
+    rows, lens = torch.full((16,), 7, dtype=torch.int32), torch.ones(16, dtype=torch.int32)
+    meta = scratch.for_replay(rows[:8], lens[:8])
+    assert meta.req_rows.data_ptr() == rows.data_ptr() and meta.seq_lens.data_ptr() == lens.data_ptr()
+    assert meta.mid_o.shape == (8, 4, 3, 8) and meta.mid_lse.shape == (8, 4, 3)
+    rows[:8] = torch.arange(8, dtype=torch.int32)  # the runner's next step
+    assert meta.req_rows.tolist() == list(range(8))
+    tail = scratch.for_replay(rows[3:8], lens[3:8])
+    assert tail.req_rows.data_ptr() % 16 == 0 and tail.req_rows.tolist() == list(range(3, 8))

@@ -102,7 +102,8 @@ class AttentionBackend(ABC):
 
     @abstractmethod
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
-        """Refresh static decode metadata in place from `batch` (padded to a captured size)."""
+        """Decode metadata of a captured pass from `batch` (padded to a captured size). Its tensors are the graph
+        runner's static buffers, refreshed before every replay: the backend may read them in place."""
 
     def supports_mixed_graph(self) -> bool:
         """Whether whole mixed passes (prefill chunks, then decodes) through this backend can be captured."""

@@ -1,7 +1,8 @@
 """Split-KV decode metadata shared by the Triton backends (GQA and latent): per step, the batch's rows and
 lengths (and, for larger batches, the order to take them in: longest first) plus float32 scratch for the
-per-split outputs; for CUDA graphs, static buffers sized once for every batch size up to the largest captured
-one, so a graph captured for size `bs` stays valid at replay."""
+per-split outputs; for CUDA graphs, static scratch sized once for every batch size up to the largest captured
+one (the rows and lengths are the graph runner's own static buffers), so a graph captured for size `bs` stays
+valid at replay."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,25 +43,24 @@ class DecodeScratch:
         return DecodeMeta(req_rows, seq_lens, torch.empty(bs, self.heads, s, self.width, **f32),
                           torch.empty(bs, self.heads, s, **f32), self._order(seq_lens))
 
-    def init_graph(self, max_bs: int, dummy_row: int) -> None:
-        """Static buffers for every batch size up to `max_bs` (padding rows point at `dummy_row`)."""
+    def init_graph(self, max_bs: int) -> None:
+        """Static split scratch for every batch size up to `max_bs`."""
         elems = max(bs * self.splits(bs) for bs in range(1, max_bs + 1)) * self.heads
         f32 = dict(dtype=torch.float32, device=self.device)
-        self._graph = (torch.full((max_bs,), dummy_row, dtype=torch.int32, device=self.device),
-                       torch.ones(max_bs, dtype=torch.int32, device=self.device),
-                       torch.empty(elems * self.width, **f32), torch.empty(elems, **f32))
+        self._graph = (torch.empty(elems * self.width, **f32), torch.empty(elems, **f32))
 
     def for_replay(self, req_rows: torch.Tensor, seq_lens: torch.Tensor) -> DecodeMeta:
-        """Copy this step's rows and lengths into the static buffers; views sized by the (padded) batch."""
+        """Views of the static split scratch sized by the (padded) batch. `req_rows` and `seq_lens` are the graph
+        runner's static buffers, which it refreshes before every replay: the kernels read them in place (no copy
+        in the graph)."""
         assert self._graph is not None, "init_graph first; graphs are decode-only"
-        rows, lens, mid_o, mid_lse = self._graph
+        mid_o, mid_lse = self._graph
+        req_rows, seq_lens = aligned(req_rows), aligned(seq_lens)
         bs = req_rows.shape[0]
         s = self.splits(bs)
-        rows[:bs].copy_(req_rows, non_blocking=True)
-        lens[:bs].copy_(seq_lens, non_blocking=True)
         n = bs * self.heads * s
-        return DecodeMeta(rows[:bs], lens[:bs], mid_o[:n * self.width].view(bs, self.heads, s, self.width),
-                          mid_lse[:n].view(bs, self.heads, s), self._order(lens[:bs]))
+        return DecodeMeta(req_rows, seq_lens, mid_o[:n * self.width].view(bs, self.heads, s, self.width),
+                          mid_lse[:n].view(bs, self.heads, s), self._order(seq_lens))
 
     def _order(self, seq_lens: torch.Tensor) -> Optional[torch.Tensor]:
         # a function of the batch size only, so a captured graph keeps whichever it was captured with

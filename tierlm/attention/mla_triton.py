@@ -8,9 +8,9 @@ plus float32 split scratch sized by the batch size. Extends are compute bound an
 reuse `MLATorchBackend`'s per-request path (the same numerics as the reference backend).
 
 CUDA graphs (decode), as in `tierlm.attention.triton_backend`: `init_graph_buffers(max_bs, max_len)` once,
-then `prepare_for_replay(batch)` instead of `prepare` for capture and every replay; it copies
-`req_rows`/`seq_lens` into static buffers and points the kernel at static scratch whose shape depends only
-on the (padded) batch size.
+then `prepare_for_replay(batch)` instead of `prepare` for capture and every replay; the kernel reads the
+runner's static `req_rows`/`seq_lens` in place and writes static scratch whose shape depends only on the
+(padded) batch size.
 """
 from __future__ import annotations
 
@@ -85,10 +85,10 @@ class MLATritonBackend(MLATorchBackend):
     def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
         """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture)."""
         assert max_len <= self.req_to_token.shape[1]
-        self._scratch.init_graph(max_bs, self.req_to_token.shape[0] - 1)
+        self._scratch.init_graph(max_bs)
 
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
-        """Refresh the static decode metadata in place from `batch` (already padded to the graph's size)."""
+        """Point the decode metadata at `batch`'s static rows and lengths (already padded to the graph's size)."""
         assert batch.mode == "decode", "graphs are decode-only"
         self._meta = self._scratch.for_replay(batch.req_rows, batch.seq_lens)
 

@@ -5,10 +5,11 @@ Decode reads K/V straight through `req_to_token` (no CSR index array to build), 
 the batch's `req_rows`/`seq_lens` plus float32 split scratch sized by the batch size alone.
 
 CUDA graphs (decode): call `init_graph_buffers(max_bs, max_len)` once, then for capture and for every
-replay call `prepare_for_replay(batch)` instead of `prepare`: it copies `req_rows`/`seq_lens` into static
-buffers (pad rows beyond the real batch with the dummy row and seq_len >= 1) and points the kernels at
-static split scratch whose shape depends only on the (padded) batch size, so a graph captured for batch
-size `bs` stays valid. `forward` allocates its output inside the captured region (graph memory pool).
+replay call `prepare_for_replay(batch)` instead of `prepare`: the kernels read `req_rows`/`seq_lens` in place
+(the graph runner's static buffers, which it refreshes and pads before every replay: rows beyond the real
+batch are the dummy row with seq_len >= 1) and write static split scratch whose shape depends only on the
+(padded) batch size, so a graph captured for batch size `bs` stays valid. `forward` allocates its output inside
+the captured region (graph memory pool).
 """
 from __future__ import annotations
 
@@ -136,10 +137,10 @@ class TritonBackend(AttentionBackend):
         `max_len` (the request table's width) needs no buffer here: the kernels index `req_to_token` directly.
         """
         assert max_len <= self.req_to_token.shape[1]
-        self._scratch.init_graph(max_bs, self.req_to_token.shape[0] - 1)
+        self._scratch.init_graph(max_bs)
 
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
-        """Refresh the static decode metadata in place from `batch` (already padded to the graph's size)."""
+        """Point the decode metadata at `batch`'s static rows and lengths (already padded to the graph's size)."""
         assert batch.mode == "decode", "graphs are decode-only"
         self._meta = self._scratch.for_replay(batch.req_rows, batch.seq_lens)
 
