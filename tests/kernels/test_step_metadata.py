@@ -138,7 +138,7 @@ EXPAND = textwrap.dedent("""
         i32 = lambda v: torch.tensor(v, dtype=torch.int32, device=dev)
         for kernel in (True, False):
             got = expand_tokens(i32(ids), i32(rows), i32(prefix), i32(qo), table, token_ids, FROM, kernel=kernel)
-            assert all(x.dtype == torch.int64 for x in got)
+            assert all(x.dtype == torch.int64 and x.data_ptr() % 16 == 0 for x in got), "an output not 16-byte aligned"
             assert [x.tolist() for x in got] == [list(w) for w in want], (kernel, lens, prefix)
             if all(marked) and set(lens) == {1}:  # a decode pass: one token per request, from the token table
                 got = expand_tokens(None, i32(rows), i32(prefix), None, table, token_ids, FROM, kernel=kernel)

@@ -181,7 +181,9 @@ def expand_tokens(ids: Optional[torch.Tensor], rows: torch.Tensor, prefix: torch
     num_tokens = batch if decode else ids.numel()
     assert prefix.numel() == batch and (decode or qo.numel() == batch + 1)
     if kernel if kernel is not None else table.is_cuda:
-        out = torch.empty((3, num_tokens), dtype=torch.int64, device=table.device)
+        # each output starts 16 bytes in, as fresh tensors do: the kernels that take them specialize on alignment
+        stride = num_tokens + num_tokens % 2
+        out = torch.empty((3, stride), dtype=torch.int64, device=table.device)[:, :num_tokens]
         if num_tokens:
             _expand_kernel[(triton.cdiv(num_tokens, BLOCK),)](
                 rows if decode else ids, rows, prefix, rows if decode else qo, table, token_ids, out[0], out[1], out[2],
