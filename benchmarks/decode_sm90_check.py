@@ -85,7 +85,7 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
     out.append(("decode graph inputs", _pad_inputs_kernel, dict(BLOCK=256),
                 {"rows_src": "*i32", "pos_src": "*i32", "lens_src": "*i32", "rows_dst": "*i32", "pos_dst": "*i64",
                  "lens_dst": "*i32", "ids_dst": "*i64", "loc_dst": "*i64", "prefix_dst": "*i32", "table_ptr": "*i32",
-                 "token_ids_ptr": "*i32"}))
+                 "token_ids_ptr": "*i32", "w_rows": "*i32", "w_pos": "*i32", "w_slots": "*i32"}))
     for decode in (False, True):
         out.append((f"token inputs expanded decode={decode}", _expand_kernel,
                     dict(FROM_TABLE=-1, DECODE=decode, BLOCK=256),

@@ -45,7 +45,19 @@ SCRIPT = textwrap.dedent("""
         r_dst = torch.full((320,), -7, dtype=torch.int32, device=dev)
         p_dst, l_dst = torch.full((320,), -7, dtype=torch.int64, device=dev), r_dst.clone()
         i_dst, s_dst, x_dst = p_dst.clone(), p_dst.clone(), r_dst.clone()
-        pad_decode_inputs((rows, pos, lens), (r_dst, p_dst, l_dst, i_dst, s_dst, x_dst), table, token_ids, size, 99)
+        # the step's new table entries: every real row's own (as a token starting a page has), and 500 others,
+        # more than a block; written before any slot is read, in the same launch
+        others = torch.randperm(100 * 4001, generator=gen)[:500].to(dev)
+        keep = ~torch.isin(others, rows.long() * 4001 + pos.long())
+        w_rows = torch.cat([rows, (others[keep] // 4001).int()])
+        w_pos = torch.cat([pos, (others[keep] % 4001).int()])
+        w_slots = torch.randint(0, 2**31 - 1, (w_rows.numel(),), generator=gen, dtype=torch.int32).to(dev)
+        before = table.clone()
+        table_want = table.clone()
+        table_want[w_rows.long(), w_pos.long()] = w_slots
+        pad_decode_inputs((rows, pos, lens), (r_dst, p_dst, l_dst, i_dst, s_dst, x_dst), table, token_ids, size, 99,
+                          (w_rows, w_pos, w_slots))
+        assert torch.equal(table, table_want) and not torch.equal(before, table_want)
         assert torch.equal(r_dst[:n], rows) and torch.equal(p_dst[:n], pos.long()) and torch.equal(l_dst[:n], lens)
         assert (r_dst[n:size] == 99).all() and (p_dst[n:size] == 0).all() and (l_dst[n:size] == 1).all()
         at_rows, at_pos = r_dst[:size].long(), p_dst[:size]

@@ -2,10 +2,11 @@
 
 A decode step of a small model is dozens of short kernels per layer; launching them one by one costs more
 host time than the device needs. Each captured graph reads only static buffers (request rows, positions,
-sequence and prefix lengths, input ids, KV slots), so a replay is: copy this step's values in and pad the rest with the
-dummy request (row `max_reqs`, position 0, length 1: it reads and writes only the scratch page), reading each
-row's input id and slot from the request tables, in one launch, then replay. (`capture=False` runs the same
-padded passes eagerly, for tests without CUDA.)
+sequence and prefix lengths, input ids, KV slots), so a step is: `stage` its values in one launch (the step's
+new request-table entries, then the rows, positions and lengths, padded with the dummy request, row `max_reqs`,
+position 0, length 1, which reads and writes only the scratch page, and each row's input id and slot read from
+the request tables), then `replay`. (`capture=False` runs the same padded passes eagerly, for tests without
+CUDA.)
 """
 from __future__ import annotations
 
@@ -82,16 +83,22 @@ class DecodeGraphRunner:
     def can_run(self, batch: ForwardBatch) -> bool:
         return batch.mode == "decode" and self.fits(batch.batch_size)
 
-    def replay(self, batch: ForwardBatch) -> torch.Tensor:
-        """Logits `[B, vocab]` of a decode batch (valid until the next replay)."""
-        n = batch.batch_size
-        bs = next(s for s in self.sizes if s >= n)
+    def stage(self, rows: torch.Tensor, positions: torch.Tensor, seq_lens: torch.Tensor,
+              writes: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        """Load a decode batch into the static buffers of the graph that serves its size, in one launch: the step's
+        new request-table entries (`writes`: rows, positions, slots) first, then the rows, positions and lengths
+        copied and padded with the dummy request, and each row's input id and KV slot read from the tables."""
         from tierlm.kernels.step_metadata import pad_decode_inputs
 
-        # one launch for the copies, the gathers and the padding
-        pad_decode_inputs((batch.req_rows, batch.positions, batch.seq_lens),
+        bs = next(s for s in self.sizes if s >= rows.numel())
+        pad_decode_inputs((rows, positions, seq_lens),
                           (self.rows, self.positions, self.seq_lens, self.ids, self.out_loc, self.prefix),
-                          self.req_to_token, self.token_ids, bs, self.dummy_row)
+                          self.req_to_token, self.token_ids, bs, self.dummy_row, writes)
+
+    def replay(self, batch: ForwardBatch) -> torch.Tensor:
+        """Logits `[B, vocab]` of a decode batch `stage`d before (valid until the next replay)."""
+        n = batch.batch_size
+        bs = next(s for s in self.sizes if s >= n)
         if not self.capture:
             with torch.inference_mode():
                 return self._forward(bs)[:n]

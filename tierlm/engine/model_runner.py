@@ -224,13 +224,14 @@ class ModelRunner:
             qo = take(B + 1)
             sites = SampleSites(take(S), take(S), take(S), S)  # int32 as uploaded: their users take it
             ids = take(T)
-        tables.write(m_rows, m_pos, m_slots)  # before the slots are read: a new page's entries
         if decode and self.graphs is not None and self.graphs.fits(B):
-            # a replayed graph reads its inputs and slots from the tables itself and widens the positions as
-            # it copies them in: no tensor of this pass beyond rows, positions and lengths is launched for
+            # one launch loads the graph's buffers: the new table entries, then the rows, positions and lengths,
+            # each row's input and slot read from the tables; the pass needs no other tensor
+            self.graphs.stage(req_rows, prefix_t, seq_t, (m_rows, m_pos, m_slots))
             pos, input_ids = prefix_t, prefix_t[:0]
             out_loc = input_ids
         else:
+            tables.write(m_rows, m_pos, m_slots)  # before the slots are read: a new page's entries
             input_ids, pos, out_loc = expand_tokens(ids, req_rows, prefix_t, qo, tables.table, tables.token_ids,
                                                     FROM_TABLE)
         batch = ForwardBatch(mode=plan.mode, input_ids=input_ids, positions=pos,

@@ -39,43 +39,56 @@ def scatter_2d(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, valu
     _scatter_2d_kernel[(triton.cdiv(n, BLOCK),)](table, rows, cols, values, n, table.stride(0), BLOCK=BLOCK)
 
 
-@triton.jit(do_not_specialize=["n", "size", "dummy_row"])
+@triton.jit(do_not_specialize=["m", "n", "size", "dummy_row"])
 def _pad_inputs_kernel(rows_src, pos_src, lens_src, rows_dst, pos_dst, lens_dst, ids_dst, loc_dst, prefix_dst,
-                       table_ptr, token_ids_ptr, n, size, dummy_row, stride_table, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    real = i < n
-    pad = (i >= n) & (i < size)
-    row = tl.load(rows_src + i, mask=real, other=0)
-    pos = tl.load(pos_src + i, mask=real, other=0)
-    length = tl.load(lens_src + i, mask=real, other=0)
-    row = tl.where(real, row, dummy_row)
-    length = tl.where(real, length, 1)  # the dummy request: position 0, length 1, the scratch page
-    live = real | pad
-    # each row's input (sampled into the token table by an earlier step) and KV slot, read from the tables
-    at = row.to(tl.int64) * stride_table + pos
-    tl.store(ids_dst + i, tl.load(token_ids_ptr + at, mask=live, other=0).to(ids_dst.dtype.element_ty), mask=live)
-    tl.store(loc_dst + i, tl.load(table_ptr + at, mask=live, other=0).to(loc_dst.dtype.element_ty), mask=live)
-    tl.store(rows_dst + i, row.to(rows_dst.dtype.element_ty), mask=live)
-    tl.store(pos_dst + i, pos.to(pos_dst.dtype.element_ty), mask=live)
-    tl.store(prefix_dst + i, pos.to(prefix_dst.dtype.element_ty), mask=live)  # a decode row's prefix: its position
-    tl.store(lens_dst + i, length.to(lens_dst.dtype.element_ty), mask=live)
+                       table_ptr, token_ids_ptr, w_rows, w_pos, w_slots, m, n, size, dummy_row, stride_table,
+                       BLOCK: tl.constexpr):
+    # one program: the table entries first, then (past a barrier of the whole program, which makes them visible to
+    # every thread of it) the rows' slots read back, some of them just written (a token that starts a new page)
+    lane = tl.arange(0, BLOCK)
+    for base in range(0, m, BLOCK):
+        j = base + lane
+        mask = j < m
+        w_at = tl.load(w_rows + j, mask=mask, other=0).to(tl.int64) * stride_table + tl.load(w_pos + j, mask=mask)
+        tl.store(table_ptr + w_at, tl.load(w_slots + j, mask=mask).to(table_ptr.dtype.element_ty), mask=mask)
+    tl.debug_barrier()
+    for base in range(0, size, BLOCK):
+        i = base + lane
+        real = i < n
+        live = i < size
+        row = tl.where(real, tl.load(rows_src + i, mask=real, other=0), dummy_row)
+        pos = tl.load(pos_src + i, mask=real, other=0)
+        length = tl.where(real, tl.load(lens_src + i, mask=real, other=0), 1)  # the dummy: position 0, length 1
+        # each row's input (sampled into the token table by an earlier step) and KV slot, read from the tables
+        at = row.to(tl.int64) * stride_table + pos
+        tl.store(ids_dst + i, tl.load(token_ids_ptr + at, mask=live, other=0).to(ids_dst.dtype.element_ty),
+                 mask=live)
+        tl.store(loc_dst + i, tl.load(table_ptr + at, mask=live, other=0).to(loc_dst.dtype.element_ty), mask=live)
+        tl.store(rows_dst + i, row.to(rows_dst.dtype.element_ty), mask=live)
+        tl.store(pos_dst + i, pos.to(pos_dst.dtype.element_ty), mask=live)
+        tl.store(prefix_dst + i, pos.to(prefix_dst.dtype.element_ty), mask=live)  # a decode row's prefix: its position
+        tl.store(lens_dst + i, length.to(lens_dst.dtype.element_ty), mask=live)
 
 
 def pad_decode_inputs(src: tuple[torch.Tensor, torch.Tensor, torch.Tensor], dst: tuple[torch.Tensor, ...],
-                      table: torch.Tensor, token_ids: torch.Tensor, size: int, dummy_row: int) -> None:
+                      table: torch.Tensor, token_ids: torch.Tensor, size: int, dummy_row: int,
+                      writes: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> None:
     """A decode batch's inputs into a captured graph's static buffers, padded to its batch size, in one launch.
 
     `src`: the batch's `n` (rows, positions, sequence lengths). `dst`: the graph's (rows, positions, sequence
     lengths, input ids, KV slots, prefix lengths): entries `[0, n)` take the batch's (cast to the buffers' dtypes),
     entries `n .. size` the dummy request (row `dummy_row`, position 0, length 1); each entry's input id and slot
     are read from `token_ids` and `table` (the request tables) at its row and position, its prefix length is its
-    position."""
+    position. `writes` (rows, positions, slots): the step's new `table` entries, written first (one program runs
+    it all, so they are in place before any slot is read)."""
     rows, positions, seq_lens = src
     n = rows.numel()
+    w = writes if writes is not None else (rows[:0], rows[:0], rows[:0])
     assert len(dst) == 6 and positions.numel() == n and seq_lens.numel() == n
+    assert w[0].numel() == w[1].numel() == w[2].numel()
     assert n <= size <= min(d.numel() for d in dst) and table.stride(1) == 1 and token_ids.stride() == table.stride()
-    _pad_inputs_kernel[(triton.cdiv(size, BLOCK),)](rows, positions, seq_lens, *dst, table, token_ids, n, size,
-                                                     dummy_row, table.stride(0), BLOCK=BLOCK)
+    _pad_inputs_kernel[(1,)](rows, positions, seq_lens, *dst, table, token_ids, *w, w[0].numel(), n, size, dummy_row,
+                             table.stride(0), BLOCK=BLOCK)
 
 
 @triton.jit(do_not_specialize=["t", "d", "e", "base", "n", "c", "size", "dummy_row", "dummy_slot"])
