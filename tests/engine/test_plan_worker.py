@@ -87,8 +87,9 @@ def test_pass_metadata_starts_on_16_byte_boundaries(tiny_qwen3):
 
 
 def test_replayed_decode_pass_uploads_only_what_its_graph_reads(tiny_qwen3):
-    """A decode pass that a captured graph will replay carries rows, positions and lengths only (the graph
-    gathers its inputs and slots from the tables); an eager decode pass gathers them itself."""
+    """A decode pass that a captured graph will replay carries rows, positions and lengths only (the graph's
+    staging launch writes the new table entries, then gathers its inputs and slots from the tables); an eager
+    decode pass gathers them itself."""
     engine = Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS))
     runner, tables = engine.worker.runner, engine.worker.tables
     tables.token_ids[1, 4], tables.token_ids[2, 2] = 41, 42
@@ -101,12 +102,21 @@ def test_replayed_decode_pass_uploads_only_what_its_graph_reads(tiny_qwen3):
                                                                                                    [0, 1], 2)
     assert batch.qo_indptr.tolist() == [0, 1, 2] and batch.qo_indptr.data_ptr() % 16 == 0
 
-    class Fits:
+    class Graphs:  # a graph runner's surface: which sizes it replays, and the launch that loads its buffers
+        def __init__(self):
+            self.staged = []
+
         @staticmethod
         def fits(batch_size):
             return batch_size <= 8
 
-    runner.graphs = Fits()
+        def stage(self, rows, positions, seq_lens, writes):
+            self.staged.append([t.tolist() for t in (rows, positions, seq_lens, *writes)])
+
+    runner.graphs = graphs = Graphs()
+    plan.table_rows, plan.table_positions, plan.table_slots = [2], [2], [13]  # request 2's token starts a page
     batch, _ = runner.build_batch(plan, tables)
     assert batch.req_rows.tolist() == [1, 2] and batch.positions.tolist() == [4, 2]
     assert batch.seq_lens.tolist() == [5, 3] and batch.input_ids.numel() == batch.out_loc.numel() == 0
+    # the graph's launch gets the new page's entry to write before it reads the slots; the table is not written here
+    assert graphs.staged == [[[1, 2], [4, 2], [5, 3], [2], [2], [13]]] and int(tables.table[2, 2]) == 7
