@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# This session's step changes, this tree (A) against a checkout from before them (B, e.g. `git archive COMMIT | tar
+# The step changes after eb861a3, this tree (A) against a checkout from before them (B, e.g. `git archive COMMIT | tar
 # -x -C DIR`), on one GPU: a step's tokens in one launch (`kernels.race_sample.pick_tokens`: greedy argmax or the
 # race, and the store into the token table), a pass's token inputs expanded on the device
 # (`step_metadata.expand_tokens`), a decode graph that starts with its first layer (the pad launch reads each row's
