@@ -49,6 +49,7 @@ class DecodeGraphRunner:
         attn.init_graph_buffers(max_bs, req_to_token.shape[1])
         self.sizes = batch_size_ladder(max_bs)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._pad_launch = None  # `stage`'s launch, made at its first call
         if not capture:
             return
         t0 = time.perf_counter()
@@ -88,12 +89,14 @@ class DecodeGraphRunner:
         """Load a decode batch into the static buffers of the graph that serves its size, in one launch: the step's
         new request-table entries (`writes`: rows, positions, slots) first, then the rows, positions and lengths
         copied and padded with the dummy request, and each row's input id and KV slot read from the tables."""
-        from tierlm.kernels.step_metadata import pad_decode_inputs
+        from tierlm.kernels.step_metadata import pad_decode_inputs, pad_decode_launch
 
+        if self._pad_launch is None:
+            self._pad_launch = pad_decode_launch(self.rows.device)
         bs = next(s for s in self.sizes if s >= rows.numel())
         pad_decode_inputs((rows, positions, seq_lens),
                           (self.rows, self.positions, self.seq_lens, self.ids, self.out_loc, self.prefix),
-                          self.req_to_token, self.token_ids, bs, self.dummy_row, writes)
+                          self.req_to_token, self.token_ids, bs, self.dummy_row, writes, self._pad_launch)
 
     def replay(self, batch: ForwardBatch) -> torch.Tensor:
         """Logits `[B, vocab]` of a decode batch `stage`d before (valid until the next replay)."""

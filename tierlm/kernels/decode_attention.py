@@ -20,6 +20,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
+from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pdl import launch_kwargs
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
 from tierlm.kernels.rope_tile import QKRope, fusable, load_rotated, rope_tables, weight_halves
@@ -204,8 +205,8 @@ def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: i
 
     Depends on the batch size only, so a CUDA graph captured for one batch size can be replayed.
     """
-    want = triton.cdiv(waves * num_sms, max(1, batch_size * num_kv_heads))
-    return max(1, min(cap, triton.next_power_of_2(want)))
+    want = cdiv(waves * num_sms, max(1, batch_size * num_kv_heads))
+    return max(1, min(cap, next_power_of_2(want)))
 
 
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
@@ -248,11 +249,11 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     if batch == 0:
         return out
     use_dot = group >= dot_min_group
-    block_h = max(16, triton.next_power_of_2(group)) if use_dot else triton.next_power_of_2(group)
+    block_h = max(16, next_power_of_2(group)) if use_dot else next_power_of_2(group)
     block_h = min(block_h, 64)
-    head_blocks = triton.cdiv(group, block_h)
+    head_blocks = cdiv(group, block_h)
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    block_d = triton.next_power_of_2(head_dim)
+    block_d = next_power_of_2(head_dim)
     log2e = 1.4426950408889634
     k_new, v_new, out_loc = new_kv if new_kv is not None else (k_buf, v_buf, seq_lens)
     if new_kv is not None:
@@ -288,7 +289,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
-        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d,
+        BLOCK_S=next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d,
         num_warps=4 if head_dim >= 128 else 2, **pdl,
     )
     return out

@@ -17,6 +17,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from tierlm.kernels.extend_attention_tiles import ORDERS, load_rows, program_work, softmax_step
+from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.packed_tiles import packed_tile_count, packed_tiles
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
 
@@ -160,7 +161,7 @@ def _tma_fits(k: torch.Tensor, v: torch.Tensor, head_dim: int) -> bool:
     """New K/V can be read as 2-D `[T, KVH * D]` tensor descriptors (heads back to back, 16-byte aligned)."""
     size = k.element_size()
     return all(t.stride(1) == head_dim and t.data_ptr() % 16 == 0 and t.stride(0) * size % 16 == 0 for t in (k, v)) \
-        and head_dim == triton.next_power_of_2(head_dim) and head_dim * size >= 16
+        and head_dim == next_power_of_2(head_dim) and head_dim * size >= 16
 
 
 def kernel_constants(group: int, head_dim: int, fp32: bool, *, block_m: int, block_n: int, num_stages: int,
@@ -171,7 +172,7 @@ def kernel_constants(group: int, head_dim: int, fp32: bool, *, block_m: int, blo
     assert order in ORDERS, f"order must be one of {sorted(ORDERS)}"
     assert pack_heads >= 1 and group % pack_heads == 0, "pack_heads must divide the GQA group"
     consts = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n,
-                  BLOCK_D=triton.next_power_of_2(head_dim), DOT_PRECISION="ieee" if fp32 else "tf32",
+                  BLOCK_D=next_power_of_2(head_dim), DOT_PRECISION="ieee" if fp32 else "tf32",
                   PACK=pack_heads, ORDER=ORDERS[order], SPLIT=causal_split, PRESCALE=prescale_q,
                   USE_TMA=tma and causal_split, PREFIX_STAGES=prefix_stages or num_stages, CAUSAL_STAGES=num_stages,
                   ROUND_NEW=round_new, WIDEN_PREFIX=widen_prefix)
@@ -210,7 +211,7 @@ def extend_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: tor
     """
     num_tokens, num_heads, head_dim = q.shape
     batch = req_rows.shape[0]
-    num_blocks = triton.cdiv(max_extend, block_m)
+    num_blocks = cdiv(max_extend, block_m)
     assert q.stride(2) == 1 and k.stride(2) == 1 and v.stride(2) == 1 and out.stride(2) == 1
     assert k_buf.stride(2) == 1 and req_to_token.stride(1) == 1 and qo_indptr.shape[0] == batch + 1
     if tma is None:

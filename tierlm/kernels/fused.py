@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pdl import launch_kwargs
 from tierlm.kernels.rope_tile import norm_rope_halves
 
@@ -48,7 +49,7 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     r2 = residual.reshape(-1, n_cols) if residual is not None else x2
     if n_rows:
         _rmsnorm_kernel[(n_rows,)](x2, r2, weight, out, res_out, n_cols, x2.stride(0), r2.stride(0), out.stride(0),
-                                   eps, HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n_cols),
+                                   eps, HAS_RES=residual is not None, BLOCK=next_power_of_2(n_cols),
                                    num_warps=4 if n_cols <= 2048 else 8, **launch_kwargs(x.device))
     return out.view(shape), (res_out.view(shape) if residual is not None else None)
 
@@ -75,9 +76,8 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     out = torch.empty(n_rows, n_cols, dtype=gate_up.dtype, device=gate_up.device)
     block = 1024
     if n_rows:
-        _silu_mul_kernel[(n_rows, triton.cdiv(n_cols, block))](x2, out, n_cols, x2.stride(0), out.stride(0),
-                                                               BLOCK=block, num_warps=4,
-                                                               **launch_kwargs(gate_up.device))
+        _silu_mul_kernel[(n_rows, cdiv(n_cols, block))](x2, out, n_cols, x2.stride(0), out.stride(0),
+                                                        BLOCK=block, num_warps=4, **launch_kwargs(gate_up.device))
     return out.view(*gate_up.shape[:-1], n_cols)
 
 
@@ -146,7 +146,7 @@ def qk_norm_rope(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, 
         norm = q_norm_w is not None
         n_rows = T * (num_heads + num_kv_heads)
         rows = qk_rope_rows(n_rows)
-        _qk_norm_rope_kernel[(triton.cdiv(n_rows, rows),)](
+        _qk_norm_rope_kernel[(cdiv(n_rows, rows),)](
             qkv, positions, cos, sin, q_norm_w if norm else qkv, k_norm_w if norm else qkv, q, k, qkv.stride(0),
             cos.stride(0), n_rows, num_heads, num_kv_heads, eps, HEAD_DIM=head_dim, HALF=head_dim // 2, NORM=norm,
             ROWS=rows, num_warps=4, **launch_kwargs(qkv.device))

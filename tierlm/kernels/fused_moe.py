@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tierlm.kernels.launch import cdiv
+
 
 @dataclasses.dataclass(frozen=True)
 class MoEConfig:
@@ -177,14 +179,14 @@ def fused_moe(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weight
     num_pairs = tokens * top_k
     ieee = x.dtype == torch.float32  # fp32 stays fp32 (no TF32) so it matches the reference
     h = torch.empty(al.max_rows, inter, dtype=x.dtype, device=x.device)
-    blocks_m = triton.cdiv(al.max_rows, cfg.block_m)
+    blocks_m = cdiv(al.max_rows, cfg.block_m)
     launch = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    _gate_up_kernel[(blocks_m * triton.cdiv(inter, cfg.block_n),)](
+    _gate_up_kernel[(blocks_m * cdiv(inter, cfg.block_n),)](
         x, gate_up, h, al.sorted_pairs, al.block_expert, al.total, num_pairs, al.max_rows, hidden, inter,
         x.stride(0), gate_up.stride(0), gate_up.stride(1), h.stride(0), TOP_K=top_k, IEEE=ieee, **launch)
     per_pair = torch.empty(num_pairs, hidden, dtype=x.dtype, device=x.device)
-    _down_kernel[(blocks_m * triton.cdiv(hidden, cfg.block_n),)](
+    _down_kernel[(blocks_m * cdiv(hidden, cfg.block_n),)](
         h, down, per_pair, flat_weights, al.sorted_pairs, al.block_expert, al.total, num_pairs, al.max_rows,
         hidden, inter, h.stride(0), down.stride(0), down.stride(1), per_pair.stride(0), IEEE=ieee, **launch)
     return per_pair.view(tokens, top_k, hidden).sum(dim=1)

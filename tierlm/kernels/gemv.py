@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pdl import launch_kwargs
 
 MAX_ROWS = 8  # the largest batch this kernel serves; larger ones go to cuBLAS
@@ -184,7 +185,7 @@ def _stat_k(m: int, k: int, config: GemvConfig, prologue: int) -> int:
     more rows), so that a row of a few thousand columns is one load; the K tile without a norm."""
     if prologue != 1 or config.pipelined:  # a pipelined launch sums the statistic in its main loop
         return config.block_k
-    return max(config.block_k, min(triton.next_power_of_2(k), 8192 // triton.next_power_of_2(m)))
+    return max(config.block_k, min(next_power_of_2(k), 8192 // next_power_of_2(m)))
 
 
 def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=None, eps=0.0, res_out=None):
@@ -196,12 +197,12 @@ def _launch(x2, weight, bias, config, prologue=0, residual=None, norm_weight=Non
     out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
     r = residual if residual is not None else x2
     if m:
-        _gemv_kernel[(triton.cdiv(n, config.block_n),)](
+        _gemv_kernel[(cdiv(n, config.block_n),)](
             x2, weight, bias if bias is not None else weight, out, r,
             norm_weight if norm_weight is not None else weight, res_out if res_out is not None else out,
             m, n, k, x2.stride(0), r.stride(0), weight.stride(0), out.stride(0),
             res_out.stride(0) if res_out is not None else 0, eps, HAS_BIAS=bias is not None,
-            PROLOGUE=prologue, HAS_RES=residual is not None, BLOCK_M=triton.next_power_of_2(m),
+            PROLOGUE=prologue, HAS_RES=residual is not None, BLOCK_M=next_power_of_2(m),
             BLOCK_N=config.block_n, BLOCK_K=config.block_k, STAT_K=_stat_k(m, k, config, prologue),
             PIPE=config.pipelined, AHEAD=config.ahead, num_warps=config.num_warps,
             **launch_kwargs(x2.device))

@@ -18,6 +18,7 @@ from types import MappingProxyType
 import triton
 import triton.language as tl
 
+from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.utils.triton_mode import interpreted
 
 LINE_BYTES = 128  # one L2 line; a prefetch fetches the line holding its address
@@ -51,4 +52,4 @@ def lines_per_row(row_elems: int, itemsize: int) -> tuple[int, int]:
     """(lines, elements per line) that cover a row of `row_elems` elements of `itemsize` bytes, one prefetch
     per line; the count is a power of two (a Triton range), so a kernel clamps offsets past the row's end."""
     per_line = max(1, LINE_BYTES // itemsize)
-    return triton.next_power_of_2(triton.cdiv(row_elems, per_line)), per_line
+    return next_power_of_2(cdiv(row_elems, per_line)), per_line

@@ -7,6 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tierlm.kernels.launch import cdiv
 from tierlm.utils.triton_mode import interpreted
 
 
@@ -35,5 +36,5 @@ def longest_first(seq_lens: torch.Tensor) -> torch.Tensor:
         return torch.argsort(seq_lens, descending=True, stable=True).to(torch.int32)
     order = torch.empty(n, dtype=torch.int32, device=seq_lens.device)
     if n:
-        _longest_first_kernel[(triton.cdiv(n, 128),)](seq_lens, order, n, BLOCK=128)
+        _longest_first_kernel[(cdiv(n, 128),)](seq_lens, order, n, BLOCK=128)
     return order

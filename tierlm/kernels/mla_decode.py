@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from tierlm.kernels.decode_attention import _decode_stage2, _split_range
+from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pool_dtype import compute_dtype, widen_q
 
 
@@ -97,22 +98,22 @@ def mla_decode(q: torch.Tensor, latent_buf: torch.Tensor, req_to_token: torch.Te
     assert q.stride(2) == 1 and out.stride(2) == 1 and latent_buf.stride(1) == 1 and req_to_token.stride(1) == 1
     if batch == 0:
         return out
-    block_h = max(16, triton.next_power_of_2(block_h))  # tl.dot needs at least 16 rows
+    block_h = max(16, next_power_of_2(block_h))  # tl.dot needs at least 16 rows
     precision = "ieee" if q.dtype == torch.float32 else "tf32"
-    block_c = max(16, triton.next_power_of_2(lora))
-    _mla_decode_stage1[(batch, triton.cdiv(num_heads, block_h), max_splits)](
+    block_c = max(16, next_power_of_2(lora))
+    _mla_decode_stage1[(batch, cdiv(num_heads, block_h), max_splits)](
         q, latent_buf, req_to_token, req_rows, seq_lens, mid_o, mid_lse,
         q.stride(0), q.stride(1), latent_buf.stride(0), req_to_token.stride(0),
         sm_scale * 1.4426950408889634, min_chunk,
         NUM_HEADS=num_heads, LORA=lora, ROPE=rope, MAX_SPLITS=max_splits,
-        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=max(16, triton.next_power_of_2(rope)),
+        BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_C=block_c, BLOCK_R=max(16, next_power_of_2(rope)),
         DOT_PRECISION=precision, WIDE=compute_dtype(q.dtype, latent_buf.dtype), num_warps=num_warps,
         num_stages=num_stages,
     )
     _decode_stage2[(batch, num_heads)](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
         NUM_HEADS=num_heads, HEAD_DIM=lora, MAX_SPLITS=max_splits,
-        BLOCK_S=triton.next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=triton.next_power_of_2(lora),
+        BLOCK_S=next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=next_power_of_2(lora),
         num_warps=4 if lora >= 128 else 2,
     )
     return out

@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tierlm.kernels.launch import cdiv, next_power_of_2
+
 
 @triton.jit
 def packed_work(tile, qo_indptr, batch, BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_R: tl.constexpr):
@@ -47,7 +49,7 @@ def _packed_tiles_kernel(qo_indptr, table, batch, num_tiles, BLOCK_M: tl.constex
 def packed_tile_count(batch: int, num_tokens: int, max_extend: int, block_m: int) -> int:
     """Tiles of a packed launch over `num_tokens` rows of at most `batch` requests, none longer than
     `max_extend`: every full q-block, and at most one partial block per request with tokens."""
-    return min(batch * triton.cdiv(max_extend, block_m), num_tokens // block_m + min(batch, num_tokens))
+    return min(batch * cdiv(max_extend, block_m), num_tokens // block_m + min(batch, num_tokens))
 
 
 def packed_tiles(qo_indptr: torch.Tensor, num_tokens: int, max_extend: int, block_m: int) -> torch.Tensor:
@@ -59,6 +61,6 @@ def packed_tiles(qo_indptr: torch.Tensor, num_tokens: int, max_extend: int, bloc
     table = torch.empty(2, tiles, dtype=torch.int32, device=qo_indptr.device)
     if tiles:
         _packed_tiles_kernel[(tiles,)](qo_indptr, table, batch, tiles, BLOCK_M=block_m,
-                                       BLOCK_B=triton.next_power_of_2(batch),
-                                       BLOCK_R=max(16, triton.next_power_of_2(triton.cdiv(max_extend, block_m))))
+                                       BLOCK_B=next_power_of_2(batch),
+                                       BLOCK_R=max(16, next_power_of_2(cdiv(max_extend, block_m))))
     return table

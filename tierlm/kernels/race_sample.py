@@ -27,6 +27,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from tierlm.kernels.arrival import last_to_arrive, rearm
+from tierlm.kernels.launch import CachedLaunch, cdiv, next_power_of_2
 from tierlm.utils.triton_mode import compiled_on_gpu
 
 NONE = tl.constexpr(2147483647)  # index of "no entry yet"
@@ -141,11 +142,13 @@ def _pick_kernel(logits_ptr, temp_ptr, val_ptr, idx_ptr, count_ptr, tok_ptr, tab
 
 class PickScratch:
     """The buffers a `pick_tokens` launch works in: per-row arrival counters (zero between launches: the
-    last program of a row zeroes its counter again) and each slice's best. Grown on demand; launches sharing
-    one must run in stream order."""
+    last program of a row zeroes its counter again) and each slice's best, and the kernel's launches (a step
+    launches it from the host). Grown on demand; launches sharing one must run in stream order."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.fast = compiled_on_gpu(device)
+        self.launch = CachedLaunch(_pick_kernel, enabled=self.fast)
         self.counters = torch.zeros(0, dtype=torch.int32, device=device)
         self.vals = torch.empty(0, dtype=torch.float32, device=device)
         self.idxs = torch.empty(0, dtype=torch.int32, device=device)
@@ -177,18 +180,18 @@ def pick_tokens(logits: torch.Tensor, temperatures: Optional[torch.Tensor], seed
     if batch == 0:
         return out
     block = 4 * quarter
-    blocks = triton.cdiv(vocab, block)
-    parts = max(1, min(blocks, triton.cdiv(programs, batch)))
-    slice_len = triton.cdiv(blocks, parts) * block
-    parts = triton.cdiv(vocab, slice_len)
+    blocks = cdiv(vocab, block)
+    parts = max(1, min(blocks, cdiv(programs, batch)))
+    slice_len = cdiv(blocks, parts) * block
+    parts = cdiv(vocab, slice_len)
     scratch.reserve(batch, parts)
     table, rows, positions = store if store is not None else (out, out, out)
     assert store is None or (table.dim() == 2 and table.stride(1) == 1 and rows.numel() == positions.numel() == batch)
-    _pick_kernel[(batch, parts)](logits, out if temperatures is None else temperatures, scratch.vals, scratch.idxs,
-                                 scratch.counters, out, table, rows, positions, seed, vocab, logits.stride(0),
-                                 table.stride(0), slice_len, QUARTER=quarter, BLOCK_P=triton.next_power_of_2(blocks),
-                                 FAST=compiled_on_gpu(logits.device), GREEDY=temperatures is None,
-                                 STORE=store is not None, num_warps=num_warps)
+    scratch.launch[(batch, parts)](logits, out if temperatures is None else temperatures, scratch.vals, scratch.idxs,
+                                   scratch.counters, out, table, rows, positions, seed, vocab, logits.stride(0),
+                                   table.stride(0), slice_len, QUARTER=quarter, BLOCK_P=next_power_of_2(blocks),
+                                   FAST=scratch.fast, GREEDY=temperatures is None, STORE=store is not None,
+                                   num_warps=num_warps)
     return out
 
 

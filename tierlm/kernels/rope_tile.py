@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from tierlm.kernels.launch import next_power_of_2
+
 
 @dataclass(frozen=True)
 class QKRope:
@@ -79,4 +81,4 @@ def load_rotated(row_ptrs, mask_rows, c, s, w1, w2, eps, HEAD_DIM: tl.constexpr,
 def fusable(head_dim: int) -> bool:
     """Whether a head of `head_dim` values can be rotated inside another kernel's tile (halves of a power of
     two, at least 16 values each)."""
-    return head_dim >= 32 and triton.next_power_of_2(head_dim) == head_dim
+    return head_dim >= 32 and next_power_of_2(head_dim) == head_dim

@@ -39,6 +39,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from tierlm.kernels.arrival import last_to_arrive, rearm
 from tierlm.kernels.gemv import as_rows
 from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
+from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pdl import launch_options, pdl_enabled
 
 MIN_ROWS, MAX_ROWS = 5, 256  # the rows this kernel serves (fewer: `gemv`; more: cuBLAS)
@@ -129,7 +130,7 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
 def block_m(rows: int, config: SkinnyConfig = SkinnyConfig()) -> int:
     """The batch tile for `rows` rows: a power of two, at least 16 (the matrix unit's smallest side), at most
     the launch's `block_m` where set."""
-    whole = max(16, triton.next_power_of_2(rows))
+    whole = max(16, next_power_of_2(rows))
     return min(whole, config.block_m) if config.block_m else whole
 
 
@@ -148,7 +149,7 @@ def split_counters(n: int, config: SkinnyConfig, device: torch.device) -> Option
 
 def num_counters(n: int, config: SkinnyConfig) -> int:
     """How many split counters a launch of `config` on an `n`-row weight may use (one per output tile)."""
-    return triton.cdiv(n, config.block_n) * (MAX_ROWS // config.block_m if config.block_m else 1)
+    return cdiv(n, config.block_n) * (MAX_ROWS // config.block_m if config.block_m else 1)
 
 
 def weight_descriptor(weight: torch.Tensor, config: SkinnyConfig):
@@ -174,9 +175,9 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
     out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
     if m:
         bm = block_m(m, config)
-        m_tiles, n_tiles = triton.cdiv(m, bm), triton.cdiv(n, config.block_n)
-        k_split = triton.cdiv(triton.cdiv(k, config.split_k), config.block_k) * config.block_k
-        splits = triton.cdiv(k, k_split)
+        m_tiles, n_tiles = cdiv(m, bm), cdiv(n, config.block_n)
+        k_split = cdiv(cdiv(k, config.split_k), config.block_k) * config.block_k
+        splits = cdiv(k, k_split)
         part = torch.empty(splits, n, m_tiles * bm, dtype=torch.float32, device=x2.device) if splits > 1 else out
         pdl = pdl_enabled(x2.device)
         lines, line = l2_prefetch_lines(pdl, "gemm", min(k_split, config.block_k), weight.element_size())

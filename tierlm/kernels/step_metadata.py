@@ -16,6 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
+from tierlm.kernels.launch import CachedLaunch, cdiv
+from tierlm.utils.triton_mode import compiled_on_gpu
+
 BLOCK = 256
 
 
@@ -36,7 +39,7 @@ def scatter_2d(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, valu
     assert cols.numel() == n and values.numel() == n and table.dim() == 2 and table.stride(1) == 1
     if n == 0:
         return
-    _scatter_2d_kernel[(triton.cdiv(n, BLOCK),)](table, rows, cols, values, n, table.stride(0), BLOCK=BLOCK)
+    _scatter_2d_kernel[(cdiv(n, BLOCK),)](table, rows, cols, values, n, table.stride(0), BLOCK=BLOCK)
 
 
 @triton.jit(do_not_specialize=["m", "n", "size", "dummy_row"])
@@ -72,7 +75,8 @@ def _pad_inputs_kernel(rows_src, pos_src, lens_src, rows_dst, pos_dst, lens_dst,
 
 def pad_decode_inputs(src: tuple[torch.Tensor, torch.Tensor, torch.Tensor], dst: tuple[torch.Tensor, ...],
                       table: torch.Tensor, token_ids: torch.Tensor, size: int, dummy_row: int,
-                      writes: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> None:
+                      writes: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+                      launch: Optional[CachedLaunch] = None) -> None:
     """A decode batch's inputs into a captured graph's static buffers, padded to its batch size, in one launch.
 
     `src`: the batch's `n` (rows, positions, sequence lengths). `dst`: the graph's (rows, positions, sequence
@@ -80,15 +84,21 @@ def pad_decode_inputs(src: tuple[torch.Tensor, torch.Tensor, torch.Tensor], dst:
     entries `n .. size` the dummy request (row `dummy_row`, position 0, length 1); each entry's input id and slot
     are read from `token_ids` and `table` (the request tables) at its row and position, its prefix length is its
     position. `writes` (rows, positions, slots): the step's new `table` entries, written first (one program runs
-    it all, so they are in place before any slot is read)."""
+    it all, so they are in place before any slot is read). `launch`: the caller's `CachedLaunch` of the kernel
+    (`pad_decode_launch`), which runs every decode step."""
     rows, positions, seq_lens = src
     n = rows.numel()
     w = writes if writes is not None else (rows[:0], rows[:0], rows[:0])
     assert len(dst) == 6 and positions.numel() == n and seq_lens.numel() == n
     assert w[0].numel() == w[1].numel() == w[2].numel()
     assert n <= size <= min(d.numel() for d in dst) and table.stride(1) == 1 and token_ids.stride() == table.stride()
-    _pad_inputs_kernel[(1,)](rows, positions, seq_lens, *dst, table, token_ids, *w, w[0].numel(), n, size, dummy_row,
-                             table.stride(0), BLOCK=BLOCK)
+    (launch or _pad_inputs_kernel)[(1,)](rows, positions, seq_lens, *dst, table, token_ids, *w, w[0].numel(), n,
+                                         size, dummy_row, table.stride(0), BLOCK=BLOCK)
+
+
+def pad_decode_launch(device: torch.device) -> CachedLaunch:
+    """A `CachedLaunch` of `pad_decode_inputs`' kernel for its owner (a decode graph runner) on `device`."""
+    return CachedLaunch(_pad_inputs_kernel, enabled=compiled_on_gpu(device))
 
 
 @triton.jit(do_not_specialize=["t", "d", "e", "base", "n", "c", "size", "dummy_row", "dummy_slot"])
@@ -138,8 +148,8 @@ def pad_mixed_inputs(src: tuple[torch.Tensor, ...], dst: tuple[torch.Tensor, ...
     assert len(src) == len(dst) == 7 and chunks <= c and decodes <= size and chunk_rows <= decode_base
     assert decode_base + size <= rows <= dst[0].numel() and c + size <= dst[3].numel() and c + 1 <= dst[6].numel()
     span = max(rows, c + size, c + 1)
-    _pad_mixed_kernel[(triton.cdiv(span, BLOCK),)](*src, *dst, chunk_rows, decodes, chunks, decode_base, rows, c,
-                                                   size, dummy_row, dummy_slot, BLOCK=BLOCK)
+    _pad_mixed_kernel[(cdiv(span, BLOCK),)](*src, *dst, chunk_rows, decodes, chunks, decode_base, rows, c,
+                                            size, dummy_row, dummy_slot, BLOCK=BLOCK)
 
 
 SEARCH_STEPS = tl.constexpr(16)  # binary search steps over a pass's requests: enough for 65,536 of them
@@ -198,7 +208,7 @@ def expand_tokens(ids: Optional[torch.Tensor], rows: torch.Tensor, prefix: torch
         stride = num_tokens + num_tokens % 2
         out = torch.empty((3, stride), dtype=torch.int64, device=table.device)[:, :num_tokens]
         if num_tokens:
-            _expand_kernel[(triton.cdiv(num_tokens, BLOCK),)](
+            _expand_kernel[(cdiv(num_tokens, BLOCK),)](
                 rows if decode else ids, rows, prefix, rows if decode else qo, table, token_ids, out[0], out[1], out[2],
                 num_tokens, batch, table.stride(0), FROM_TABLE=from_table, DECODE=decode, BLOCK=BLOCK)
         return out[0], out[1], out[2]

@@ -5,6 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
+from tierlm.kernels.launch import next_power_of_2
 from tierlm.kernels.pool_dtype import to_pool
 
 
@@ -55,7 +56,7 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, k_buf: torch.Tensor, v_buf: torch
         k, v, k_buf, v_buf, out_loc,
         k.stride(0), k.stride(1), v.stride(0), v.stride(1), k_buf.stride(0), k_buf.stride(1),
         NUM_HEADS=num_heads, HEAD_DIM=head_dim,
-        BLOCK_H=triton.next_power_of_2(num_heads), BLOCK_D=triton.next_power_of_2(head_dim),
+        BLOCK_H=next_power_of_2(num_heads), BLOCK_D=next_power_of_2(head_dim),
         ROUND_BACK=round_back, num_warps=4,
     )
     return same or round_back

@@ -1,0 +1,102 @@
+"""`CachedLaunch` keys compiled kernels at least as finely as Triton specializes them: a call whose arguments
+Triton would build another variant for goes through the JIT again; a call like an earlier one runs the kernel
+the JIT returned for it, with every parameter in order; a disabled launcher (the interpreter) never caches."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from tierlm.kernels.launch import CachedLaunch
+
+
+class FakeCompiled:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+    def __getitem__(self, grid):
+        return lambda *args: self.calls.append(("run", grid, args))
+
+
+class FakeJit:
+    """A JIT function's surface `CachedLaunch` uses: `params` and `fn[grid](...)`, which returns the kernel."""
+
+    def __init__(self) -> None:
+        def param(name, constexpr=False, dns=False, dns_align=False):
+            return SimpleNamespace(name=name, is_constexpr=constexpr, do_not_specialize=dns,
+                                   do_not_specialize_on_alignment=dns_align)
+        self.params = [param("x"), param("y", dns_align=True), param("n"), param("seed", dns=True),
+                       param("BLOCK", constexpr=True), param("FLAG", constexpr=True)]
+        self.calls: list = []
+
+    def __getitem__(self, grid):
+        def jit(*args, **kwargs):
+            self.calls.append(("jit", grid, args, kwargs))
+            return FakeCompiled(self.calls)
+        return jit
+
+
+def test_cached_launch_keys() -> None:
+    fn = FakeJit()
+    launch = CachedLaunch(fn, current_device=lambda: 0)
+    buf = torch.zeros(64, dtype=torch.float32)
+    x, y = buf[:16], buf[:8]
+
+    def call(x=x, y=y, n=32, seed=2**40, block=16, flag=True, warps=4, grid=(3,)):
+        fn.calls.clear()
+        launch[grid](x, y, n, seed, BLOCK=block, FLAG=flag, num_warps=warps)
+        return [c[0] for c in fn.calls]
+
+    assert call() == ["jit"]
+    assert call() == ["run"]
+    assert fn.calls[0][1] == (3, 1, 1), "the grid is padded to three dimensions"
+    assert fn.calls[0][2] == (x, y, 32, 2**40, 16, True), "every parameter in order, constexprs included"
+    assert call(seed=2**40 + 17) == ["run"], "an unspecialized integer of the same width"
+    assert call(seed=5) == ["jit"], "a 32-bit value where a 64-bit one was"
+    assert call(y=buf[1:9]) == ["run"], "alignment of a pointer not specialized on it"
+    for changed in ({"x": buf[1:17]}, {"x": x.double()}, {"n": 33}, {"n": 1}, {"n": 2**40}, {"block": 32},
+                    {"flag": False}, {"warps": 8}, {"grid": (3, 2)}):
+        first = call(**changed)
+        if "grid" in changed:  # the grid is not part of the key: the same kernel, launched over the new grid
+            assert first == ["run"] and fn.calls[0][1] == (3, 2, 1)
+        else:
+            assert first == ["jit"] and call(**changed) == ["run"], changed
+    assert call(n=48) == ["run"], "another multiple of 16: the variant built for 32"
+
+
+def test_uncovered_or_disabled_calls_go_through_the_jit() -> None:
+    fn = FakeJit()
+    x = torch.zeros(16)
+    for launch, args in ((CachedLaunch(fn, current_device=lambda: 0), (x, x, (1, 2), 7)), (CachedLaunch(fn, enabled=False, current_device=lambda: 0), (x, x, 32, 7))):
+        for _ in range(2):
+            fn.calls.clear()
+            launch[(1,)](*args, BLOCK=16, FLAG=False)
+            assert [c[0] for c in fn.calls] == ["jit"]
+    launch = CachedLaunch(fn, current_device=lambda: 0)
+    for _ in range(2):  # a constexpr left to its default: the runner could not be given it
+        fn.calls.clear()
+        launch[(1,)](x, x, 32, 7, BLOCK=16)
+        assert [c[0] for c in fn.calls] == ["jit"]
+
+
+def test_device_is_part_of_the_key() -> None:
+    fn, device = FakeJit(), [0]
+    launch = CachedLaunch(fn, current_device=lambda: device[0])
+    x = torch.zeros(16)
+    for want in (["jit"], ["run"], ["jit"], ["run"]):
+        if want == ["jit"] and fn.calls:
+            device[0] = 1  # Triton's kernels are loaded per device: another device's launch is another kernel
+        fn.calls.clear()
+        launch[(1,)](x, x, 32, 7, BLOCK=16, FLAG=True)
+        assert [c[0] for c in fn.calls] == want
+
+
+def test_host_arithmetic_matches_triton() -> None:
+    import triton
+
+    from tierlm.kernels.launch import cdiv, next_power_of_2
+
+    for a in [*range(0, 300), 151936, 128256, 2**31 + 5, 2**40]:
+        assert next_power_of_2(a) == triton.next_power_of_2(a), a
+        for b in (1, 2, 3, 16, 128, 2048):
+            assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
