@@ -100,3 +100,17 @@ def test_host_arithmetic_matches_triton() -> None:
         assert next_power_of_2(a) == triton.next_power_of_2(a), a
         for b in (1, 2, 3, 16, 128, 2048):
             assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
+
+
+def test_off_a_gpu_the_kernels_own_launches_run() -> None:
+    """On the CPU (the interpreter, or no Triton build for the device) the owners' launchers pass every call to
+    the JIT: nothing is cached, and the kernel's parameters are never read."""
+    from tierlm.kernels.step_metadata import expand_launch, pad_decode_launch
+
+    for make in (expand_launch, pad_decode_launch):
+        assert not make(torch.device("cpu"))._enabled
+    fn = FakeJit()
+    launch = CachedLaunch.on(fn, torch.device("cpu"))
+    for _ in range(2):
+        launch[(1,)](torch.zeros(4), torch.zeros(4), 32, 7, BLOCK=16, FLAG=True)
+    assert [c[0] for c in fn.calls] == ["jit", "jit"]

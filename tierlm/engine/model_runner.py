@@ -17,7 +17,7 @@ from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_decode_sizes, mixe
 from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens
 from tierlm.engine.plan import FROM_TABLE, StepPlan
 from tierlm.engine.staging import HostStaging
-from tierlm.kernels.step_metadata import expand_tokens
+from tierlm.kernels.step_metadata import expand_launch, expand_tokens
 from tierlm.kvcache.pool import KVPool
 from tierlm.kvcache.req_table import ReqToTokenTable
 from tierlm.models.config import ModelConfig
@@ -104,6 +104,7 @@ class ModelRunner:
             self.forward_model = CompiledForward(self.model, self.device,
                                                  self.aot.forward_artifact if self.aot is not None else None)
         self.staging = HostStaging(self.device)
+        self._expand_launch = expand_launch(self.device)  # a pass's token inputs, launched every uncaptured pass
         # `_counting`'s buffer, made before any graph is captured (a decode pass has at most this many requests)
         self._counts = torch.arange(config.max_running_requests + 1, dtype=torch.int32, device=self.device)
         self.layout = cls.kv_layout(model_cfg, self.kv_dtype, **sharding)
@@ -233,7 +234,7 @@ class ModelRunner:
         else:
             tables.write(m_rows, m_pos, m_slots)  # before the slots are read: a new page's entries
             input_ids, pos, out_loc = expand_tokens(ids, req_rows, prefix_t, qo, tables.table, tables.token_ids,
-                                                    FROM_TABLE)
+                                                    FROM_TABLE, launch=self._expand_launch)
         batch = ForwardBatch(mode=plan.mode, input_ids=input_ids, positions=pos,
                              out_loc=out_loc, req_rows=req_rows, prefix_lens=prefix_t,
                              seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens),

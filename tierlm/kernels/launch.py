@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from tierlm.utils.triton_mode import compiled_on_gpu
+
 _I32 = 2**31
 _U64 = 2**63
 
@@ -53,6 +55,11 @@ class CachedLaunch:
             # whether its pointer alignment is part of the specialization
             self._kinds = [0 if p.is_constexpr else (2 if p.do_not_specialize else 1) for p in params]
             self._aligned = [not p.do_not_specialize_on_alignment for p in params]
+
+    @classmethod
+    def on(cls, fn: Any, device: torch.device) -> "CachedLaunch":
+        """`fn`'s launches for tensors on `device`: cached where kernels are compiled for a GPU, else the JIT's."""
+        return cls(fn, enabled=compiled_on_gpu(device))
 
     def __getitem__(self, grid: Sequence[int]) -> Callable[..., None]:
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)

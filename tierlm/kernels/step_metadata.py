@@ -17,7 +17,6 @@ import triton
 import triton.language as tl
 
 from tierlm.kernels.launch import CachedLaunch, cdiv
-from tierlm.utils.triton_mode import compiled_on_gpu
 
 BLOCK = 256
 
@@ -98,7 +97,7 @@ def pad_decode_inputs(src: tuple[torch.Tensor, torch.Tensor, torch.Tensor], dst:
 
 def pad_decode_launch(device: torch.device) -> CachedLaunch:
     """A `CachedLaunch` of `pad_decode_inputs`' kernel for its owner (a decode graph runner) on `device`."""
-    return CachedLaunch(_pad_inputs_kernel, enabled=compiled_on_gpu(device))
+    return CachedLaunch.on(_pad_inputs_kernel, device)
 
 
 @triton.jit(do_not_specialize=["t", "d", "e", "base", "n", "c", "size", "dummy_row", "dummy_slot"])
@@ -187,9 +186,14 @@ def _expand_kernel(ids_src, rows_ptr, prefix_ptr, qo_ptr, table_ptr, token_ids_p
     tl.store(loc_dst + i, loc.to(loc_dst.dtype.element_ty), mask=mask)
 
 
+def expand_launch(device: torch.device) -> CachedLaunch:
+    """A `CachedLaunch` of `expand_tokens`' kernel for its owner (a model runner) on `device`."""
+    return CachedLaunch.on(_expand_kernel, device)
+
+
 def expand_tokens(ids: Optional[torch.Tensor], rows: torch.Tensor, prefix: torch.Tensor, qo: Optional[torch.Tensor],
-                  table: torch.Tensor, token_ids: torch.Tensor, from_table: int, kernel: Optional[bool] = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  table: torch.Tensor, token_ids: torch.Tensor, from_table: int, kernel: Optional[bool] = None,
+                  launch: Optional[CachedLaunch] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A pass's per-token inputs from its per-request metadata: (input ids, positions, KV slots), int64 `[T]`.
 
     Request `j` (row `rows[j]` of the request tables, `prefix[j]` tokens already cached) owns tokens `qo[j] ..
@@ -197,8 +201,8 @@ def expand_tokens(ids: Optional[torch.Tensor], rows: torch.Tensor, prefix: torch
     qo[j]`, whose slot is `table[rows[j], position]`. `ids` are the pass's input ids as planned, `from_table`
     where the token table holds the input (a decoding request's, sampled by an earlier step). `ids` None: a
     decode pass (one token per request, its input in the token table; `qo` unused). One launch on CUDA
-    (`kernel`: the default there), torch ops elsewhere; so the host builds no per-token list of rows and
-    positions."""
+    (`kernel`: the default there; `launch`: the caller's `expand_launch`), torch ops elsewhere; so the host
+    builds no per-token list of rows and positions."""
     batch = rows.numel()
     decode = ids is None
     num_tokens = batch if decode else ids.numel()
@@ -208,7 +212,7 @@ def expand_tokens(ids: Optional[torch.Tensor], rows: torch.Tensor, prefix: torch
         stride = num_tokens + num_tokens % 2
         out = torch.empty((3, stride), dtype=torch.int64, device=table.device)[:, :num_tokens]
         if num_tokens:
-            _expand_kernel[(cdiv(num_tokens, BLOCK),)](
+            (launch or _expand_kernel)[(cdiv(num_tokens, BLOCK),)](
                 rows if decode else ids, rows, prefix, rows if decode else qo, table, token_ids, out[0], out[1], out[2],
                 num_tokens, batch, table.stride(0), FROM_TABLE=from_table, DECODE=decode, BLOCK=BLOCK)
         return out[0], out[1], out[2]
