@@ -15,7 +15,8 @@ print_versions
 parts=${PARTS:-tests bench steps}
 if [[ $parts == *tests* ]]; then
   PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_launch.py \
-    tests/kernels/test_race_sample.py tests/kernels/test_step_metadata.py tests/engine/test_mixed_graph.py 2>&1 | tail -n 3
+    tests/kernels/test_race_sample.py tests/kernels/test_step_metadata.py tests/engine/test_mixed_graph.py \
+    2>&1 | tail -n 3
   PYTHONPATH=$here timeout 150 python3 benchmarks/gpu_engine_check.py --prompts 16 --max-tokens 64 --archs llama,qwen3 \
     > "$out/engine-check.txt" 2>&1; echo "gpu_engine_check exit $?"
   tail -n 6 "$out/engine-check.txt"
