@@ -31,14 +31,21 @@ def _scatter_2d_kernel(table_ptr, rows_ptr, cols_ptr, values_ptr, n, stride_row,
     tl.store(table_ptr + row * stride_row + col, value.to(table_ptr.dtype.element_ty), mask=mask)
 
 
-def scatter_2d(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor) -> None:
+def scatter_2d(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor,
+               launch: Optional[CachedLaunch] = None) -> None:
     """`table[rows[i], cols[i]] = values[i]` (cast to the table's integer dtype) for every i; `rows`/`cols` of
-    any integer dtype. Indices must be in range and distinct pairs (as a step's token and slot writes are)."""
+    any integer dtype. Indices must be in range and distinct pairs (as a step's token and slot writes are).
+    `launch`: the caller's `scatter_launch`."""
     n = rows.numel()
     assert cols.numel() == n and values.numel() == n and table.dim() == 2 and table.stride(1) == 1
     if n == 0:
         return
-    _scatter_2d_kernel[(cdiv(n, BLOCK),)](table, rows, cols, values, n, table.stride(0), BLOCK=BLOCK)
+    (launch or _scatter_2d_kernel)[(cdiv(n, BLOCK),)](table, rows, cols, values, n, table.stride(0), BLOCK=BLOCK)
+
+
+def scatter_launch(device: torch.device) -> CachedLaunch:
+    """A `CachedLaunch` of `scatter_2d`'s kernel for its owner (a request table) on `device`."""
+    return CachedLaunch.on(_scatter_2d_kernel, device)
 
 
 @triton.jit(do_not_specialize=["m", "n", "size", "dummy_row"])

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from tierlm.kernels.launch import CachedLaunch
 
 
 class ReqToTokenTable:
@@ -17,21 +21,27 @@ class ReqToTokenTable:
         self.max_len = max_len
         self.table = torch.zeros((max_reqs + 1, max_len), dtype=torch.int32, device=device)
         self.token_ids = torch.zeros((max_reqs + 1, max_len), dtype=torch.int32, device=device)
+        self._launch = None  # `write`'s launch on CUDA (a pass with new pages writes every step), made at first use
 
     def write(self, rows: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor) -> None:
         """Point `(rows[i], positions[i])` at `slots[i]` (one scatter; indices of any integer dtype)."""
-        self._scatter(self.table, rows, positions, slots)
+        if self._launch is None and self.table.is_cuda:
+            from tierlm.kernels.step_metadata import scatter_launch
+
+            self._launch = scatter_launch(self.table.device)
+        self._scatter(self.table, rows, positions, slots, self._launch)
 
     @staticmethod
-    def _scatter(table: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> None:
+    def _scatter(table: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor,
+                 launch: Optional["CachedLaunch"] = None) -> None:
         """`table[rows[i], positions[i]] = values[i]`: one kernel on CUDA (the int32 indices as uploaded, no
-        widening launches), torch indexing elsewhere."""
+        widening launches; through `launch`, a `CachedLaunch` of it, when given), torch indexing elsewhere."""
         if not rows.numel():
             return
         if table.is_cuda:
             from tierlm.kernels.step_metadata import scatter_2d
 
-            scatter_2d(table, rows, positions, values)
+            scatter_2d(table, rows, positions, values, launch)
         else:
             table[rows.long(), positions.long()] = values.to(table.dtype)
 
