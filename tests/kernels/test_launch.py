@@ -62,6 +62,8 @@ def test_cached_launch_keys() -> None:
         else:
             assert first == ["jit"] and call(**changed) == ["run"], changed
     assert call(n=48) == ["run"], "another multiple of 16: the variant built for 32"
+    assert call(seed=True) == ["jit"] and call(seed=True) == ["run"] and call(seed=False) == ["jit"], "bools by value"
+    assert call(seed=0.5) == ["jit"] and call(seed=2.5) == ["run"], "floats by type"
 
 
 def test_uncovered_or_disabled_calls_go_through_the_jit() -> None:

@@ -10,7 +10,7 @@ The key must be at least as fine as Triton's specialization, or one compiled var
 was not built for (an unaligned pointer in a kernel built for 16-byte alignment). So it records, per
 argument: a tensor's dtype and whether its address is a multiple of 16; an integer's width class (32-bit,
 64-bit, unsigned 64-bit), and, unless the parameter is `do_not_specialize`, whether it is 1 and whether it
-is a multiple of 16; a bool or float as its type; a constexpr's value; then the launch options and the
+is a multiple of 16; a bool's value; a float as its type; a constexpr's value; then the launch options and the
 current device. A finer key than Triton's only costs one more trip through the JIT (which finds or builds
 the right kernel and is then remembered under the finer key). Anything else (a tensor descriptor, a tuple)
 sends that call through the JIT unchanged.
@@ -40,7 +40,8 @@ class CachedLaunch:
     build without compiled kernels) every call goes through the JIT as `kernel[grid](...)` would.
 
     Calls pass the kernel's runtime parameters positionally, in order, and every later parameter (its
-    constexprs) by name; other keywords are launch options (`num_warps`, `launch_pdl`, ...)."""
+    constexprs) by name; other keywords are launch options (`num_warps`, `launch_pdl`, ...). The grid is a tuple
+    of one to three sizes (not a function of the meta-parameters: no autotuned kernel launches this way)."""
 
     def __init__(self, fn: Any, enabled: bool = True,
                  current_device: Callable[[], int] = torch.cuda.current_device) -> None:
@@ -75,7 +76,9 @@ class CachedLaunch:
                 key.append(aligned and value.data_ptr() & 15 == 0)
             elif type(value) is int:
                 key.append(_int_class(value, kind == 1))
-            elif type(value) in (bool, float) or value is None:
+            elif type(value) is bool:
+                key.append((bool, value))  # by value: finer than Triton's 1-bit type, and never coarser
+            elif type(value) is float or value is None:
                 key.append(type(value))
             else:
                 return None
