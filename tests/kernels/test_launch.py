@@ -116,3 +116,67 @@ def test_off_a_gpu_the_kernels_own_launches_run() -> None:
     for _ in range(2):
         launch[(1,)](torch.zeros(4), torch.zeros(4), 32, 7, BLOCK=16, FLAG=True)
     assert [c[0] for c in fn.calls] == ["jit", "jit"]
+
+
+class Recording(CachedLaunch):
+    """A `CachedLaunch` of a real kernel (its parameters) whose JIT and remembered kernel only record: each
+    call's arguments as Triton binds them to the kernel's signature, the JIT's calls, and what the remembered
+    kernel's runner is handed."""
+
+    def __init__(self, jit_fn) -> None:
+        import inspect
+
+        self.signature = inspect.signature(jit_fn.fn)
+        self.bound: list = []
+        self.jit_calls: list = []
+        self.run: list = []
+        record = self
+
+        class Jit:
+            params = jit_fn.params
+
+            def __getitem__(self, grid):
+                return lambda *args, **kwargs: record.jit_calls.append(grid) or FakeCompiled(record.run)
+
+        super().__init__(Jit(), current_device=lambda: 0)
+
+    def launch(self, grid, args, kwargs) -> None:
+        constexprs = {k: v for k, v in kwargs.items() if k in self._names}
+        self.bound.append(list(self.signature.bind(*args, **constexprs).arguments.values()))
+        super().launch(grid, args, kwargs)
+
+
+def test_the_engines_launches_hand_every_parameter_in_order() -> None:
+    """Through the package's own wrappers, with the real kernels' signatures: the second (remembered) launch
+    hands the runner exactly Triton's binding of its arguments, in the kernel's parameter order."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        import pytest
+        pytest.skip("the interpreter's kernels carry no JIT parameters")
+    from tierlm.kernels import race_sample, step_metadata as sm
+
+    i32 = dict(dtype=torch.int32)
+    table, token_ids = torch.zeros(4, 64, **i32), torch.zeros(4, 64, **i32)
+    rows, pos, lens = torch.tensor([0, 2], **i32), torch.tensor([3, 5], **i32), torch.tensor([4, 6], **i32)
+    dst = tuple(torch.zeros(8, dtype=d) for d in (torch.int32, torch.int64, torch.int32, torch.int64, torch.int64,
+                                                     torch.int32))
+    scratch = race_sample.PickScratch(torch.device("cpu"))
+    cases = (
+        (sm._scatter_2d_kernel, lambda launch: sm.scatter_2d(table, rows, pos, lens, launch)),
+        (sm._pad_inputs_kernel, lambda launch: sm.pad_decode_inputs((rows, pos, lens), dst, table, token_ids, 8, 3,
+                                                                    (rows, pos, lens), launch)),
+        (sm._expand_kernel, lambda launch: sm.expand_tokens(torch.tensor([7, -1, 8]), rows, pos,
+                                                            torch.tensor([0, 2, 3], **i32), table, token_ids, -1,
+                                                            kernel=True, launch=launch)),
+        (sm._expand_kernel, lambda launch: sm.expand_tokens(None, rows, pos, None, table, token_ids, -1, kernel=True,
+                                                            launch=launch)),
+        (race_sample._pick_kernel, lambda launch: race_sample.pick_tokens(torch.zeros(2, 300), None, 2**32, scratch,
+                                                                          (table, rows, pos))),
+    )
+    for kernel, call in cases:
+        rec = scratch.launch = Recording(kernel)
+        call(rec), call(rec)
+        assert len(rec.jit_calls) == 1 and len(rec.run) == 1 and len(rec.bound) == 2, kernel
+        handed = rec.run[0][2]
+        assert len(handed) == len(kernel.params) and all(a is b for a, b in zip(handed, rec.bound[1])), kernel
