@@ -69,7 +69,8 @@ def test_cached_launch_keys() -> None:
 def test_uncovered_or_disabled_calls_go_through_the_jit() -> None:
     fn = FakeJit()
     x = torch.zeros(16)
-    for launch, args in ((CachedLaunch(fn, current_device=lambda: 0), (x, x, (1, 2), 7)), (CachedLaunch(fn, enabled=False, current_device=lambda: 0), (x, x, 32, 7))):
+    cached, disabled = (CachedLaunch(fn, enabled=on, current_device=lambda: 0) for on in (True, False))
+    for launch, args in ((cached, (x, x, (1, 2), 7)), (disabled, (x, x, 32, 7))):
         for _ in range(2):
             fn.calls.clear()
             launch[(1,)](*args, BLOCK=16, FLAG=False)
