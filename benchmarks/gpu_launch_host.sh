@@ -6,7 +6,9 @@
 #   gpu_engine_check.py (the fast path against the torch path, token for token); bench_launch_host.py (host us
 #   per launch: JIT, CachedLaunch, torch); bench_sampler.py; decode steps B A B A (profile_engine.py, Qwen3-0.6B
 #   at batch 1, 64 and 256, one cache root for both sides, filled by a first untimed run).
-# PARTS (default "tests bench steps") picks what runs; PAIRS (2) decode-step pairs. About 7 minutes.
+# PARTS (default "tests bench steps") picks what runs; PAIRS (2) decode-step pairs. Every part's output is kept in
+# OUTDIR as it is written (a run cut short keeps what finished). About 7 minutes with a filled cache root, over
+# 10 on a fresh machine (the first engine start builds and tunes about 180 kernels): split it with PARTS there.
 # Usage: [PARTS=...] [PAIRS=2] bash benchmarks/gpu_launch_host.sh B_DIR [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir
@@ -16,14 +18,16 @@ parts=${PARTS:-tests bench steps}
 if [[ $parts == *tests* ]]; then
   PYTHONPATH=$here timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_launch.py \
     tests/kernels/test_race_sample.py tests/kernels/test_step_metadata.py tests/engine/test_mixed_graph.py \
-    2>&1 | tail -n 3
-  PYTHONPATH=$here timeout 150 python3 benchmarks/gpu_engine_check.py --prompts 16 --max-tokens 64 --archs llama,qwen3 \
+    > "$out/tests.txt" 2>&1; tail -n 3 "$out/tests.txt"
+  PYTHONPATH=$here timeout 300 python3 benchmarks/gpu_engine_check.py --prompts 16 --max-tokens 64 --archs llama,qwen3 \
     > "$out/engine-check.txt" 2>&1; echo "gpu_engine_check exit $?"
   tail -n 6 "$out/engine-check.txt"
 fi
 if [[ $parts == *bench* ]]; then
-  PYTHONPATH=$here timeout 60 python3 benchmarks/bench_launch_host.py --batch 1 2>&1 | head -n 9
-  PYTHONPATH=$here timeout 90 python3 benchmarks/bench_sampler.py --batches 1,64,256 2>&1 | tail -n 13
+  PYTHONPATH=$here timeout 60 python3 benchmarks/bench_launch_host.py --batch 1 > "$out/launch-host.txt" 2>&1
+  head -n 9 "$out/launch-host.txt"
+  PYTHONPATH=$here timeout 90 python3 benchmarks/bench_sampler.py --batches 1,64,256 > "$out/sampler.txt" 2>&1
+  tail -n 13 "$out/sampler.txt"
 fi
 root=$here/.cache-launch-shared
 steps() {  # SIDE TAG: one profile_engine run with SIDE's code and the shared cache root
@@ -34,5 +38,5 @@ steps() {  # SIDE TAG: one profile_engine run with SIDE's code and the shared ca
 }
 if [[ $parts == *steps* ]]; then
   steps A fill > /dev/null
-  for _ in $(seq 1 "${PAIRS:-2}"); do steps B qwen; steps A qwen; done
+  for pair in $(seq 1 "${PAIRS:-2}"); do steps B "qwen$pair"; steps A "qwen$pair"; done
 fi
