@@ -33,14 +33,18 @@ LAUNCHES = ("n4 k512 p,n2 k1024 p,n4 k512 p2,n1 k4096 w4,n2 k4096 w4,n2 k4096 w8
 
 @triton.jit
 def _window_kernel(src_ptr, dep_ptr, dst_ptr, n, ns, BLOCK: tl.constexpr, PDL: tl.constexpr,
-                   WAIT: tl.constexpr = True):
+                   WAIT: tl.constexpr = True, LATE: tl.constexpr = False):
     """Each program waits `ns` nanoseconds, then copies its block of `src` (plus 0 x `dep[0]`, so that the
-    chain's data dependency runs through it) into `dst`: a predecessor that keeps HBM idle. `WAIT` False
-    (diagnosis only: the chain's results are then racy) skips the PDL wait for the linear before it."""
+    chain's data dependency runs through it) into `dst`: a predecessor that keeps HBM idle. It lets its
+    successor start first thing, or with `LATE` only once its own wait is over. `WAIT` False (diagnosis only:
+    the chain's results are then racy) skips the PDL wait for the linear before it."""
     if PDL:
-        gdc_launch_dependents()
+        if not LATE:
+            gdc_launch_dependents()
         if WAIT:
             gdc_wait()
+        if LATE:
+            gdc_launch_dependents()
     start = globaltimer()
     while globaltimer() - start < ns:
         pass
@@ -101,6 +105,10 @@ def main() -> None:
     ap.add_argument("--launches", default=LAUNCHES, help="comma list of 'nN kK [wW] [p|p2]' GEMV launches")
     ap.add_argument("--programs", type=int, default=16, help="programs of the predecessor")
     ap.add_argument("--pdl", default="1", help="comma list of PDL modes to time (1 on, 0 off)")
+    ap.add_argument("--window-launch", default="pdl", choices=("pdl", "late", "plain"),
+                    help="the predecessor: PDL-launched, letting the linear start first thing (pdl) or after its "
+                    "own wait (late); or launched in full stream order, letting the linear start first thing "
+                    "(plain)")
     ap.add_argument("--eager", action="store_true", help="launch from the host instead of a CUDA graph")
     ap.add_argument("--no-wait", action="store_true", help="diagnosis: the predecessor does not wait for the "
                     "linear before it (results racy; shows whether PDL lets kernels overlap at all)")
@@ -109,13 +117,17 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; triton {triton.__version__}")
     for mode in args.pdl.split(","):
         os.environ[ENV] = mode  # read at each launch, so at capture
-        print(f"PDL {launch_kwargs(dev)['PDL']}" + (", predecessor without its wait" if args.no_wait else ""))
+        print(f"PDL {launch_kwargs(dev)['PDL']}, predecessor launched '{args.window_launch}'"
+              + (", without its wait" if args.no_wait else ""))
         run(args, dev)
 
 
 def run(args: argparse.Namespace, dev: torch.device) -> None:
     """The table of one PDL mode."""
     timed = time_eager if args.eager else time_graph
+    window_kwargs = launch_kwargs(dev)
+    if args.window_launch == "plain":  # the PDL instructions, without the launch attribute that lets it start early
+        window_kwargs = {"PDL": window_kwargs["PDL"]}
     windows = [float(w) for w in args.windows.split(",")]
     table = []
     for shape in args.shapes.split(","):
@@ -132,7 +144,8 @@ def run(args: argparse.Namespace, dev: torch.device) -> None:
             for i in range(layers):
                 if run_window:
                     _window_kernel[(args.programs,)](src, out, xs[i], k, int(ns), BLOCK=block,
-                                                     WAIT=not args.no_wait, **launch_kwargs(dev))
+                                                     WAIT=not args.no_wait, LATE=args.window_launch == "late",
+                                                     **window_kwargs)
                 if run_linear:
                     out = linear(xs[i], ws[i])
             return out
