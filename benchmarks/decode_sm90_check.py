@@ -106,6 +106,10 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
                     dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=rows, BLOCK_N=4,
                          BLOCK_K=1024, STAT_K=4096 if prologue == 1 and rows == 1 else 1024, PIPE=False, AHEAD=1,
                          PDL=pdl), {}))
+    for prologue in (0, 1, 2):  # a whole row of up to 2,048 columns per tile (`gemv_tune.CANDIDATES`' last two)
+        out.append((f"gemv n1 k2048 prologue={prologue}", _gemv_kernel,
+                    dict(HAS_BIAS=False, PROLOGUE=prologue, HAS_RES=prologue == 1, BLOCK_M=1, BLOCK_N=1,
+                         BLOCK_K=2048, STAT_K=2048, PIPE=False, AHEAD=1, PDL=True), {}))
     for prologue, rows, ahead in itertools.product((0, 1, 2), (1, 4), (1, 2)):
         if rows == 4 and ahead == 2:
             continue

@@ -19,7 +19,8 @@ SCRIPT = textwrap.dedent("""
                                    (8, 64, 256, False, GemvConfig(2, 128, 8)), (5, 9, 48, True, GemvConfig(16, 16, 4)),
                                    (1, 40, 200, True, GemvConfig(4, 32, 4, True)),  # pipelined: K over 6 tiles
                                    (3, 17, 100, False, GemvConfig(8, 64, 4, True)),
-                                   (1, 24, 260, True, GemvConfig(4, 64, 4, True, 2))]:
+                                   (1, 24, 260, True, GemvConfig(4, 64, 4, True, 2)),
+                                   (1, 40, 100, True, GemvConfig(1, 128, 4))]:  # a row per program, in one tile
             x = torch.randn(m, k, device=dev).to(dtype)
             w = torch.randn(n, k, device=dev).to(dtype)
             b = torch.randn(n, device=dev).to(dtype) if bias else None
@@ -36,7 +37,8 @@ SCRIPT = textwrap.dedent("""
         for m, k, n, cfg in [(1, 64, 40, GemvConfig(4, 32, 4)), (3, 100, 24, GemvConfig(8, 64, 4)),
                              (1, 100, 40, GemvConfig(4, 32, 4, True)), (2, 64, 24, GemvConfig(2, 16, 4, True)),
                              (5, 1100, 8, GemvConfig(4, 256, 4, True)),  # the norm's statistic in two tiles
-                             (2, 300, 16, GemvConfig(4, 64, 4, True, 2))]:  # two weight tiles ahead
+                             (2, 300, 16, GemvConfig(4, 64, 4, True, 2)),  # two weight tiles ahead
+                             (1, 100, 24, GemvConfig(1, 128, 4))]:  # the whole row in one tile wider than K
             x = torch.randn(m, k, device=dev).to(dtype)
             r = torch.randn(m, k, device=dev).to(dtype)
             nw = (torch.rand(k, device=dev) + 0.5).to(dtype)

@@ -19,9 +19,12 @@ KERNEL = "gemv"
 # H200 for every Qwen3-0.6B and Llama-3.1-8B shape (bare GEMV) and every Qwen3-0.6B prologue, so 5-8 rows go
 # to the skinny GEMM or cuBLAS.
 BUCKETS = (1, 2, 4)
+# The last two read a row of up to 2,048 columns in one tile (on an H100 the fastest reads of Qwen3-0.6B's O weight,
+# 1024 x 2048, alone: benchmarks/bench_gemv_window.py).
 CANDIDATES = (tuple(GemvConfig(n, k, 4) for n, k in ((2, 1024), (4, 1024), (8, 1024), (4, 512)))
               + tuple(GemvConfig(n, k, 4, True) for n, k in ((2, 1024), (4, 512), (4, 1024), (8, 512)))
-              + tuple(GemvConfig(n, k, w, True, 2) for n, k, w in ((4, 512, 4), (8, 512, 4), (16, 512, 8))))
+              + tuple(GemvConfig(n, k, w, True, 2) for n, k, w in ((4, 512, 4), (8, 512, 4), (16, 512, 8)))
+              + tuple(GemvConfig(n, 2048, 4) for n in (1, 2)))
 KERNELS = LinearKernels(plain=lambda x, w, c: gemv(x, w, None, c),
                         rmsnorm=lambda x, res, nw, w, c: rmsnorm_gemv(x, res, nw, EPS, w, None, c)[0],
                         silu_mul=lambda gu, w, c: silu_mul_gemv(gu, w, c))
