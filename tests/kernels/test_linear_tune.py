@@ -107,3 +107,17 @@ def test_after_norm_feeds_every_plain_path_from_a_norm_launched_just_before(monk
     plain_ref, _, _ = linear_tune.prologue_paths("plain", 8, 16, torch.Generator().manual_seed(0), torch.float32,
                                                  torch.device("cpu"), kernels)
     assert not torch.allclose(plain_ref(w, None), ref), "without after_norm the input is not normalised"
+
+
+def test_wide_tiles_only_for_long_rows(monkeypatch):
+    """The launches with a K tile over 1,024 are timed only where a row is long enough to fill it; the others
+    always are (tiny test models keep every launch they had)."""
+    wide = [c for c in gemv_tune.CANDIDATES if c.block_k > 1024]
+    assert wide, "the candidates include wide tiles"
+    assert not any(gemv_tune.too_wide(c, 2048) for c in gemv_tune.CANDIDATES)
+    assert all(gemv_tune.too_wide(c, 1024) for c in wide) and all(gemv_tune.too_wide(c, 1500) is False for c in wide)
+    assert not any(gemv_tune.too_wide(c, k) for c in gemv_tune.CANDIDATES if c.block_k <= 1024 for k in (16, 64, 1024))
+    seen = {}  # what the shape's tuning is handed
+    monkeypatch.setattr(gemv_tune, "tune_linear", lambda *args, skip, **kw: seen.setdefault("skip", skip))
+    gemv_tune.tune_gemv(8, 1024, ("plain",), torch.float32, torch.device("cpu"))
+    assert all(seen["skip"](c, 1) for c in wide) and not seen["skip"](gemv_tune.CANDIDATES[0], 1)

@@ -12,6 +12,7 @@ from typing import Dict, Mapping, Optional
 import torch
 
 from tierlm.kernels.gemv import MAX_ROWS, GemvConfig, gemv, rmsnorm_gemv, silu_mul_gemv
+from tierlm.kernels.launch import next_power_of_2
 from tierlm.kernels.linear_tune import EPS, MARGIN, TOLERANCE, LinearKernels, tune_linear
 
 KERNEL = "gemv"
@@ -42,7 +43,14 @@ def bucket_of(rows: int) -> int:
 
 def tune_gemv(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torch.device) -> Dict[str, object]:
     """The plan of an `n x k` weight read through `prologues`, timed now (see `linear_tune.tune_linear`)."""
-    return tune_linear(KERNEL, n, k, prologues, dtype, device, BUCKETS, CANDIDATES, KERNELS)
+    return tune_linear(KERNEL, n, k, prologues, dtype, device, BUCKETS, CANDIDATES, KERNELS,
+                       skip=lambda cfg, rows: too_wide(cfg, k))
+
+
+def too_wide(cfg: GemvConfig, k: int) -> bool:
+    """Whether `cfg` is one of the wide-tile launches (K tile over 1,024) and its tile is wider than a row of `k`
+    columns needs (half of it or more masked off): such a launch is not timed."""
+    return cfg.block_k > max(next_power_of_2(k), 1024)
 
 
 def tuned_plan(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: torch.device) -> GemvPlan:
@@ -51,7 +59,8 @@ def tuned_plan(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: tor
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "n": n, "k": k, "prologues": list(prologues), "max_rows": MAX_ROWS, "buckets": list(BUCKETS),
-               "candidates": [dataclasses.astuple(c) for c in CANDIDATES], "margin": MARGIN,
+               "candidates": [dataclasses.astuple(c) for c in CANDIDATES],
+               "skipped": "K tile over 1024 and over K's power of 2", "margin": MARGIN,
                "reference": "the better of prologue + cuBLAS and prologue + the plain plan",
                "checked": TOLERANCE}
     results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_gemv(n, k, prologues, dtype, device))
