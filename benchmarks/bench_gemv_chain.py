@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
+from benchmarks.timing import captured, median_seconds
 from tierlm.kernels.fused import rmsnorm, silu_mul
 from tierlm.kernels.gemv import GemvConfig, gemv, rmsnorm_gemv, silu_mul_gemv
 from tierlm.kernels.pdl import ENV
@@ -54,22 +55,8 @@ def run_chain(layers: list[dict], x: torch.Tensor, res: torch.Tensor, attn: int,
 
 def time_graph(fn, reps: int = 20) -> tuple[float, torch.Tensor]:
     """(median microseconds per replay, the output) of `fn()` captured in a CUDA graph."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        fn()
-    stream.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        out = fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return sorted(times)[len(times) // 2], out.clone()
+    graph, out = captured(fn)
+    return median_seconds(graph.replay, reps) * 1e6, out.clone()
 
 
 def main() -> None:

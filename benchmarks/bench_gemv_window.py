@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait, globaltimer
 
+from benchmarks.timing import captured, median_seconds
 from tierlm.kernels.gemv import GemvConfig, gemv
 from tierlm.kernels.pdl import ENV, launch_kwargs
 
@@ -65,37 +66,12 @@ def parse_launch(text: str) -> GemvConfig:
 
 def time_eager(fn, reps: int = 15) -> float:
     """Median microseconds per call of `fn()` launched from the host (no graph)."""
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(fn, reps) * 1e6
 
 
 def time_graph(fn, reps: int = 15) -> float:
     """Median microseconds per replay of `fn()` captured in a CUDA graph."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        fn()
-    stream.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(captured(fn)[0].replay, reps) * 1e6
 
 
 def main() -> None:
@@ -173,7 +149,7 @@ def run(args: argparse.Namespace, dev: torch.device) -> None:
                 print(f"{shape} window {w_us} {label}: window {win:.2f} linear {alone[label]:.2f} chain {both:.2f}",
                       flush=True)
         torch.cuda.synchronize()
-        del ws
+        ws.clear()  # the weights go before the next shape's
     print(f"\n{'shape':>11} {'window':>6} {'launch':14s} {'window us':>9} {'linear us':>9} {'chain us':>9} "
           f"{'hidden us':>9} {'GB/s alone':>10}")
     for shape, w_us, label, win, lin, both in table:

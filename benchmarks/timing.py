@@ -23,6 +23,19 @@ def median_seconds(fn: Callable[[], object], iters: int = 5, warmup: int = 1) ->
     return statistics.median(times)
 
 
+def captured(fn: Callable[[], object]) -> tuple["torch.cuda.CUDAGraph", object]:
+    """`fn()` captured in a CUDA graph after one warm-up call on a side stream: (the graph, the captured call's
+    output, whose memory each replay rewrites)."""
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        fn()
+    stream.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        out = fn()
+    return graph, out
+
+
 def gqa_transfer(k, v, host, backend: str = "jit", **kw):
     """A page transfer over per-layer K/V lists and a typed `[pages, layers, 2, page_size, heads, dim]` host
     pool (the movers take byte regions and host bytes; the typed tensors stay usable for checks)."""
