@@ -49,7 +49,9 @@ class DecodeGraphRunner:
         attn.init_graph_buffers(max_bs, req_to_token.shape[1])
         self.sizes = batch_size_ladder(max_bs)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
-        self._pad_launch = None  # `stage`'s launch, made at its first call
+        from tierlm.kernels.step_metadata import pad_decode_launch
+
+        self._pad_launch = pad_decode_launch(dev)  # `stage`'s launch, every decode step
         if not capture:
             return
         t0 = time.perf_counter()
@@ -89,10 +91,8 @@ class DecodeGraphRunner:
         """Load a decode batch into the static buffers of the graph that serves its size, in one launch: the step's
         new request-table entries (`writes`: rows, positions, slots) first, then the rows, positions and lengths
         copied and padded with the dummy request, and each row's input id and KV slot read from the tables."""
-        from tierlm.kernels.step_metadata import pad_decode_inputs, pad_decode_launch
+        from tierlm.kernels.step_metadata import pad_decode_inputs
 
-        if self._pad_launch is None:
-            self._pad_launch = pad_decode_launch(self.rows.device)
         bs = next(s for s in self.sizes if s >= rows.numel())
         pad_decode_inputs((rows, positions, seq_lens),
                           (self.rows, self.positions, self.seq_lens, self.ids, self.out_loc, self.prefix),
