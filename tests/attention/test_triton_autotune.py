@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
@@ -141,3 +142,18 @@ def test_a_stored_result_that_is_not_a_launch_table_is_tuned_again(fake_gpu, sto
     path.write_text(json.dumps(body))
     assert tuned().decode_launches == ((1, 64, 8, 3), (16, 128, 4, 3)) and len(tunings) == 2
     assert json.loads(path.read_text())["results"]["launches"] == [[1, 64, 8, 3], [16, 128, 4, 3]]
+
+
+def test_every_candidate_is_built_on_the_pool_before_any_is_timed(monkeypatch):
+    """`time_candidates` hands the pool one call per candidate launch, then times each call it built."""
+    events = []
+    monkeypatch.setattr(triton_autotune, "decode_call", lambda cfg, *inputs: (
+        lambda: events.append(("run", cfg.decode_block_n, cfg.decode_num_warps, cfg.decode_num_stages))))
+    monkeypatch.setattr(triton_autotune, "prebuild", lambda calls, device: events.append(("built", len(calls))))
+    monkeypatch.setattr(triton_autotune, "_median_ms", lambda run: run() or 1.0)
+    q = torch.zeros(2, 4, 8)
+    out = triton_autotune.time_candidates(TritonAttentionConfig(), (q,) + (None,) * 5, 132)
+    names = ["/".join(map(str, v)) for v in itertools.product(*triton_autotune.CANDIDATES.values())]
+    assert events[0] == ("built", len(names)) == ("built", 8)
+    assert sorted(out) == sorted(names) and len(events) == 1 + len(names)
+    assert sorted("/".join(map(str, e[1:])) for e in events[1:]) == sorted(names)

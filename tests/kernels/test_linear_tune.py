@@ -121,3 +121,37 @@ def test_wide_tiles_only_for_long_rows(monkeypatch):
     monkeypatch.setattr(gemv_tune, "tune_linear", lambda *args, skip, **kw: seen.setdefault("skip", skip))
     gemv_tune.tune_gemv(8, 1024, ("plain",), torch.float32, torch.device("cpu"))
     assert all(seen["skip"](c, 1) for c in wide) and not seen["skip"](gemv_tune.CANDIDATES[0], 1)
+
+
+def test_every_timed_launch_is_built_first_on_the_pool(monkeypatch):
+    """Before any timing, the pool is handed one launch per (prologue, rows, launch) the tuning will time (the
+    skipped ones left out), each the kernel path on the first weight; the serial timing comes after."""
+    calls, handed = [], []
+
+    def kernel(w, cfg):
+        calls.append(("kernel", cfg))
+        return torch.zeros(4)
+
+    def paths(prologue, rows, k, gen, dtype, device, kernels, after_norm):
+        def torch_path(w, c):
+            calls.append(("torch", None))
+            return torch.zeros(4)
+        return torch_path, (lambda w, c, rows=rows: kernel(w, (prologue, rows, c))), None
+
+    def record(launches, device):
+        assert calls == [], "built before anything is timed"
+        handed.extend(launches)
+        for launch in launches:
+            launch()
+        return 0
+
+    cands = gemv_tune.CANDIDATES[:3]
+    monkeypatch.setattr(linear_tune, "graph_time_us", lambda fn, copies: 1.0)
+    monkeypatch.setattr(linear_tune, "prologue_paths", paths)
+    monkeypatch.setattr(linear_tune, "prebuild", record)
+    linear_tune.tune_linear("test", 8, 16, ("silu_mul", "plain"), torch.float32, torch.device("cpu"), (1, 2), cands,
+                            gemv_tune.KERNELS, skip=lambda cfg, rows: cfg == cands[1] and rows == 2)
+    built = [cfg for kind, cfg in calls[:len(handed)]]
+    assert len(handed) == 2 * 2 * 3 - 2
+    assert sorted(built, key=repr) == sorted([(p, r, c) for p in ("silu_mul", "plain") for r in (1, 2) for c in cands
+                                              if not (c == cands[1] and r == 2)], key=repr)

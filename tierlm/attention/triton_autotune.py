@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from tierlm.attention.triton_backend import TritonAttentionConfig
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.pool_dtype import compute_dtype
+from tierlm.kernels.prebuild import prebuild
 
 logger = logging.getLogger(__name__)
 KERNEL = "triton_decode"
@@ -73,11 +74,8 @@ def decode_inputs(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch
     return q, k, v, table, rows, lens
 
 
-def time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms: int) -> float:
-    """Median milliseconds of one decode attention call (both stages) under `cfg`'s launch, replayed from a CUDA
-    graph as the engine's decode steps are (no host launch cost in the figure)."""
-    import triton
-
+def decode_call(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms: int) -> Callable[[], None]:
+    """One decode attention call (both stages) under `cfg`'s launch on these inputs, as a function of nothing."""
     bs, heads, dim = q.shape
     s = choose_max_splits(bs, k.shape[1], num_sms, waves=cfg.decode_waves)
     mid_o = torch.empty(bs, heads, s, dim, dtype=torch.float32, device=q.device)
@@ -88,15 +86,30 @@ def time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms:
         decode_attention(q, k, v, table, rows, lens, out, mid_o, mid_lse, dim ** -0.5, min_chunk=cfg.decode_min_chunk,
                          block_n=cfg.decode_block_n, dot_min_group=cfg.decode_dot_min_group,
                          num_warps=cfg.decode_num_warps, num_stages=cfg.decode_num_stages)
+    return run
+
+
+def _median_ms(run: Callable[[], None]) -> float:
+    import triton
+
     run()  # compiles outside the graph
     return triton.testing.do_bench_cudagraph(run, rep=25, return_mode="median")
 
 
+def time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms: int) -> float:
+    """Median milliseconds of one decode attention call (both stages) under `cfg`'s launch, replayed from a CUDA
+    graph as the engine's decode steps are (no host launch cost in the figure)."""
+    return _median_ms(decode_call(cfg, q, k, v, table, rows, lens, num_sms))
+
+
 def time_candidates(base: TritonAttentionConfig, inputs: tuple, num_sms: int) -> dict[str, float]:
-    """`time_decode` of every candidate launch on `decode_inputs`' tuple, by name (`tile/warps/stages`)."""
-    return {"/".join(map(str, values)): time_decode(dataclasses.replace(base, **dict(zip(CANDIDATES, values))),
-                                                    *inputs, num_sms)
-            for values in itertools.product(*CANDIDATES.values())}
+    """`time_decode` of every candidate launch on `decode_inputs`' tuple, by name (`tile/warps/stages`); the
+    candidates' kernels are built side by side first (`kernels.prebuild`)."""
+    calls = {"/".join(map(str, values)): decode_call(dataclasses.replace(base, **dict(zip(CANDIDATES, values))),
+                                                     *inputs, num_sms)
+             for values in itertools.product(*CANDIDATES.values())}
+    prebuild(list(calls.values()), inputs[0].device)
+    return {name: _median_ms(run) for name, run in calls.items()}
 
 
 def pick(timings: dict[str, list[float]], tolerance: float = TIE) -> str:

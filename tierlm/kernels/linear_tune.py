@@ -11,12 +11,15 @@ never timed, so a kernel that builds but computes something else on some GPU is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from tierlm.kernels.prebuild import prebuild
 
 logger = logging.getLogger(__name__)
 MARGIN = 0.97  # a launch must take at most this fraction of the faster unfused path's time
@@ -121,11 +124,15 @@ def tune_linear(name: str, n: int, k: int, prologues: Iterable[str], dtype: torc
     ws, copies = weight_copies(n, k, dtype, device, gen)
     plan: dict = {}
     timings = {}
-    for prologue in sorted(prologues, key=lambda p: p != "plain"):
+    order = sorted(prologues, key=lambda p: p != "plain")
+    paths = {(prologue, rows): prologue_paths(prologue, rows, k, gen, dtype, device, kernels, after_norm)
+             for prologue in order for rows in buckets}
+    prebuild([functools.partial(kernel, ws[0], cfg) for (_, rows), (_, kernel, _) in paths.items()
+              for cfg in candidates if not skip(cfg, rows)], device)
+    for prologue in order:
         plan[prologue] = {}
         for rows in buckets:
-            torch_path, kernel, unfused_kernel = prologue_paths(prologue, rows, k, gen, dtype, device, kernels,
-                                                                after_norm)
+            torch_path, kernel, unfused_kernel = paths[prologue, rows]
             ref = torch_path(ws[0], None)
             best_us = graph_time_us(lambda i: torch_path(ws[i], None), copies)
             timings[f"{prologue}/{rows}/torch"] = round(best_us, 2)
