@@ -19,11 +19,12 @@ if [ -z "${SKIP_KERNELS:-}" ]; then  # SKIP_KERNELS=1: only the engine A/B
     || echo "bench_gemv --tuner failed (exit $?)"
   grep -v "^INFO" "$out/tuner.txt" | grep -v " [24] " | tail -n 25
 fi
-run() {  # SIDE TAG ARGS...
-  local side=$1 tag=$2; shift 2
+run() {  # SIDE TAG ARGS...: one profile_engine run; its wall seconds (a first run's include the tuning) in walls.txt
+  local side=$1 tag=$2 t0=$SECONDS; shift 2
   local dir; dir=$(side_dir "$side")
-  (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-gemv-$side PYTHONPATH=$dir timeout 150 \
+  (cd "$dir" && TIERLM_CACHE_DIR=$here/.cache-gemv-$side PYTHONPATH=$dir timeout 240 \
     python3 benchmarks/profile_engine.py "$@" > "$out/$tag-$side.txt" 2>&1) || echo "$tag $side failed"
+  echo "$tag $side $((SECONDS - t0)) s" >> "$out/walls.txt"
 }
 for side in A B; do
   run $side qwen1 --batches 1,4 --prefill-len 0 --steps 100
@@ -40,3 +41,4 @@ for side in A B; do
   for round in 1 2; do grep -h -A1 "^ batch" "$out/llama$round-$side.txt" | tail -n 1; done
   print_b1 "$out/b1-$side.json"
 done
+cat "$out/walls.txt"
