@@ -55,7 +55,8 @@ def test_bucket_of():
 
 @pytest.fixture
 def fake_gpu(monkeypatch, tmp_path):
-    """Tuning on the CPU: a fake device name and a fake benchmark in which the third candidate is fastest."""
+    """Tuning on the CPU: a fake device name, a fake benchmark in which the third candidate is fastest, and the
+    pool's builds recorded as "built" among the timings."""
     monkeypatch.setenv("TIERLM_CACHE_DIR", str(tmp_path / "root"))
     monkeypatch.delenv("TIERLM_AUTOTUNE_CACHE", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
@@ -63,9 +64,15 @@ def fake_gpu(monkeypatch, tmp_path):
 
     def fake_bench(fn) -> float:
         timed.append(1)
-        return 1.0 if len(timed) % len(fused_moe_tune.CANDIDATES) == 3 else 2.0
+        return 1.0 if timed[-4:] == ["built", 1, 1, 1] else 2.0
+
+    def fake_prebuild(launches, device):
+        assert len(launches) == len(fused_moe_tune.CANDIDATES)
+        timed.append("built")
+        return 0
 
     monkeypatch.setattr(fused_moe_tune, "_bench", fake_bench)
+    monkeypatch.setattr(fused_moe_tune, "prebuild", fake_prebuild)
     return tmp_path / "root" / "autotune", timed
 
 
@@ -78,8 +85,9 @@ def test_tunes_each_bucket_once_then_reuses(fake_gpu):
     table = tuned()
     assert set(table) == set(fused_moe_tune.BUCKETS)
     assert all(cfg == fused_moe_tune.CANDIDATES[2] and isinstance(cfg, MoEConfig) for cfg in table.values())
-    assert len(timed) == len(fused_moe_tune.BUCKETS) * len(fused_moe_tune.CANDIDATES)
-    assert tuned() == table and len(timed) == len(fused_moe_tune.BUCKETS) * len(fused_moe_tune.CANDIDATES)
+    per_shape = ["built"] + [1] * len(fused_moe_tune.CANDIDATES)  # every candidate built on the pool, then timed
+    assert timed == per_shape * len(fused_moe_tune.BUCKETS)
+    assert tuned() == table and timed == per_shape * len(fused_moe_tune.BUCKETS)
     files = sorted((store / "fused_moe").glob("*.json"))
     assert len(files) == len(fused_moe_tune.BUCKETS)
     factors = [json.loads(f.read_text())["factors"] for f in files]
@@ -93,7 +101,7 @@ def test_reuse_off_writes_runs_and_keeps_canonical(fake_gpu, monkeypatch):
     canonical = {f: f.read_bytes() for f in (store / "fused_moe").glob("*.json")}
     monkeypatch.setenv("TIERLM_AUTOTUNE_CACHE", "0")
     tuned()
-    assert len(timed) == 2 * len(fused_moe_tune.BUCKETS) * len(fused_moe_tune.CANDIDATES)  # tuned afresh
+    assert timed.count(1) == 2 * len(fused_moe_tune.BUCKETS) * len(fused_moe_tune.CANDIDATES)  # tuned afresh
     assert {f: f.read_bytes() for f in (store / "fused_moe").glob("*.json")} == canonical
     assert len(list((store / "runs").glob("fused_moe.*.json"))) == len(fused_moe_tune.BUCKETS)
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 
 import torch
 
 from tierlm.kernels.fused_moe import MoEConfig, fused_moe
+from tierlm.kernels.prebuild import prebuild
 
 logger = logging.getLogger(__name__)
 KERNEL = "fused_moe"
@@ -48,7 +50,8 @@ def _bench(fn) -> float:
 
 def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens: int, dtype: torch.dtype,
                    device: torch.device) -> dict:
-    """Time every candidate on random data of the layer's shape; return the fastest parameters."""
+    """Time every candidate on random data of the layer's shape (their kernels built side by side first,
+    `kernels.prebuild`); return the fastest parameters."""
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(tokens, hidden, generator=gen, device=device).to(dtype)
     gate_up = (torch.randn(num_experts, 2 * inter, hidden, generator=gen, device=device) * 0.02).to(dtype)
@@ -57,6 +60,7 @@ def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens
     weights, ids = torch.topk(torch.softmax(logits, dim=-1), top_k, dim=-1)
     weights = weights.to(dtype)
     best, best_ms, timings = None, float("inf"), {}
+    prebuild([functools.partial(fused_moe, x, gate_up, down, weights, ids, cfg) for cfg in CANDIDATES], device)
     for cfg in CANDIDATES:
         name = "/".join(str(v) for v in dataclasses.astuple(cfg))
         try:
