@@ -1,9 +1,9 @@
 """Building a start-up tuner's kernel variants on several threads before it times them one at a time.
 
-On a fresh cache root the tuners (small-batch linears, decode attention) spend most of their time in Triton's
-compiler: every candidate launch is a variant of its own, built the first time it runs. Triton releases the GIL
-while it compiles (its MLIR and LLVM passes and ptxas), so launching every candidate once from a pool of threads
-builds them side by side; the serial timings that follow then find each variant built and time only the GPU.
+On a fresh cache root the tuners (small-batch linears, decode attention, the fused MoE) spend most of their time
+in Triton's compiler: every candidate launch is a variant of its own, built the first time it runs. Most of a
+build runs outside the GIL (Triton's compiler passes and ptxas), so launching every candidate once from a pool of
+threads builds them side by side; the serial timings that follow find each variant built and time only the GPU.
 Timing itself stays serial: launches that run at the same time would slow each other down.
 
 `TIERLM_COMPILE_THREADS` sets the pool's size (1: no pool, every variant is built when the tuner first runs it);
