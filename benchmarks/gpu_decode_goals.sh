@@ -4,7 +4,8 @@
 # 8K prefill (benchmarks/profile_engine.py) with --small-batch-gemv and --no-small-batch-gemv, Qwen3-0.6B's
 # offline throughput (nano-vllm workload; a first run fills the cache root and is not counted) and batch-1
 # TPOT, and the extend kernel's TFLOP/s against the old kernel (benchmarks/bench_extend.py). A table last.
-# About 6 minutes. Usage: bash benchmarks/gpu_decode_goals.sh [OUTDIR]
+# 596 s on a fresh H100 before the tuners' build pool, with the kernel tests on one worker (271 s of it); with
+# pytest-xdist they run on 8. Usage: bash benchmarks/gpu_decode_goals.sh [OUTDIR]
 set -uo pipefail
 out=${1:-decode-goals}
 mkdir -p "$out"
@@ -12,7 +13,11 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$
 source "$(dirname "$0")/ab_helpers.sh"  # print_versions
 print_versions
 
-timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py tests/kernels/test_gemv.py \
+# the kernel tests build a few hundred variants: on 8 workers where pytest-xdist is installed (carry its wheel)
+workers=""
+python3 -c "import xdist" 2> /dev/null && workers="-n 8"
+# shellcheck disable=SC2086  # workers is empty or two words
+timeout 300 python3 -m pytest -q -p no:cacheprovider $workers tests/kernels/test_kernels.py tests/kernels/test_gemv.py \
   tests/layers/test_block.py tests/attention/test_triton_backend.py 2>&1 | tail -n 3
 
 prof() {  # TAG ARGS...: one profile_engine run, its table kept in OUT/TAG.txt
