@@ -8,6 +8,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, b1_tpot, print_versions
 ab_dirs . "${1:-cold-start}"
+rm -f "$out/walls.txt"  # appended to by every run below
 print_versions
 PYTHONPATH=$here timeout 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_prebuild.py \
   > "$out/tests.txt" 2>&1; tail -n 1 "$out/tests.txt"

@@ -9,6 +9,7 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, b1_tpot, print_b1
 ab_dirs "$1" "${2:-gemv-ab}"
+rm -f "$out/walls.txt"  # appended to by every run below
 if [ -z "${SKIP_KERNELS:-}" ]; then  # SKIP_KERNELS=1: only the engine A/B
   PYTHONPATH=$here timeout 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_gemv.py \
     tests/layers/test_block.py 2>&1 | tail -n 1
