@@ -35,3 +35,35 @@ def test_extend_compiles_for_sm90_without_spills(variant):
             pytest.skip(f"no CUDA compiler in this Triton build: {e}")
         raise
     assert not report["spills"] and not report["serialized"] and report["per_sm"] >= 1, report
+
+
+def test_variants_built_side_by_side_are_the_ones_built_alone(monkeypatch, tmp_path):
+    """The start-up tuners build their candidates on a pool of threads (`kernels.prebuild`): GEMV variants compiled
+    for sm_90 from three threads at once are byte for byte the binaries compiled one at a time (nothing taken from
+    Triton's cache: every build runs the compiler)."""
+    import torch
+
+    from tierlm.kernels.prebuild import prebuild
+
+    variants = [v for v in decode_variants() if v[0].startswith("gemv")][:6]
+    assert len(variants) == 6
+    monkeypatch.setenv("TRITON_ALWAYS_COMPILE", "1")
+
+    def build(variant, into: dict):
+        def run():
+            into[variant[0]] = compile_for_sm90(variant[1], dict(variant[2]), variant[3]).asm["cubin"]
+        return run
+
+    alone, pooled = {}, {}
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "alone"))
+    try:
+        for variant in variants:
+            build(variant, alone)()
+    except (ImportError, RuntimeError) as e:
+        if "ptxas" in str(e) or "backend" in str(e).lower():
+            pytest.skip(f"no CUDA compiler in this Triton build: {e}")
+        raise
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "pooled"))
+    assert prebuild([build(v, pooled) for v in variants], torch.device("cpu"), threads=3) == 0
+    assert pooled.keys() == alone.keys() and all(pooled[k] == alone[k] for k in alone)
+    assert len(list((tmp_path / "pooled").iterdir())) >= len(variants), "the pooled builds wrote their own entries"
