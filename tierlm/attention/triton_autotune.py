@@ -90,21 +90,17 @@ def decode_call(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms:
 
 
 def _median_ms(run: Callable[[], None]) -> float:
+    """Median milliseconds of `run`, replayed from a CUDA graph as the engine's decode steps are (no host launch
+    cost in the figure)."""
     import triton
 
-    run()  # compiles outside the graph
+    run()  # builds the kernels outside the graph (already built where `prebuild` ran)
     return triton.testing.do_bench_cudagraph(run, rep=25, return_mode="median")
 
 
-def time_decode(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms: int) -> float:
-    """Median milliseconds of one decode attention call (both stages) under `cfg`'s launch, replayed from a CUDA
-    graph as the engine's decode steps are (no host launch cost in the figure)."""
-    return _median_ms(decode_call(cfg, q, k, v, table, rows, lens, num_sms))
-
-
 def time_candidates(base: TritonAttentionConfig, inputs: tuple, num_sms: int) -> dict[str, float]:
-    """`time_decode` of every candidate launch on `decode_inputs`' tuple, by name (`tile/warps/stages`); the
-    candidates' kernels are built side by side first (`kernels.prebuild`)."""
+    """Median milliseconds of every candidate launch (both stages) on `decode_inputs`' tuple, by name
+    (`tile/warps/stages`); the candidates' kernels are built side by side first (`kernels.prebuild`)."""
     calls = {"/".join(map(str, values)): decode_call(dataclasses.replace(base, **dict(zip(CANDIDATES, values))),
                                                      *inputs, num_sms)
              for values in itertools.product(*CANDIDATES.values())}
