@@ -21,20 +21,16 @@ class ReqToTokenTable:
         self.max_len = max_len
         self.table = torch.zeros((max_reqs + 1, max_len), dtype=torch.int32, device=device)
         self.token_ids = torch.zeros((max_reqs + 1, max_len), dtype=torch.int32, device=device)
-        self._launch: Optional["CachedLaunch"] = None  # the scatters' launch on CUDA (`_scatter_launch`)
-
-    def _scatter_launch(self) -> Optional["CachedLaunch"]:
-        """The launch of both tables' scatters on CUDA (slot writes and token stores run every step), made at
-        first use; None elsewhere."""
-        if self._launch is None and self.table.is_cuda:
+        # both tables' scatters on CUDA (slot writes and token stores run every step); None elsewhere
+        self._launch: Optional["CachedLaunch"] = None
+        if self.table.is_cuda:
             from tierlm.kernels.step_metadata import scatter_launch
 
             self._launch = scatter_launch(self.table.device)
-        return self._launch
 
     def write(self, rows: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor) -> None:
         """Point `(rows[i], positions[i])` at `slots[i]` (one scatter; indices of any integer dtype)."""
-        self._scatter(self.table, rows, positions, slots, self._scatter_launch())
+        self._scatter(self.table, rows, positions, slots, self._launch)
 
     @staticmethod
     def _scatter(table: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor, values: torch.Tensor,
@@ -56,7 +52,7 @@ class ReqToTokenTable:
 
     def token_sink(self, rows: torch.Tensor, positions: torch.Tensor) -> "TokenSink":
         """Where a pass's sampled tokens go: token `i` to `(rows[i], positions[i])` of the token table."""
-        return TokenSink(self.token_ids, rows, positions, self._scatter_launch())
+        return TokenSink(self.token_ids, rows, positions, self._launch)
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class TokenSink:
     table: torch.Tensor
     rows: torch.Tensor
     positions: torch.Tensor
-    launch: Optional["CachedLaunch"] = None  # the table's scatter launch (`ReqToTokenTable._scatter_launch`)
+    launch: Optional["CachedLaunch"] = None  # the table's scatter launch (`ReqToTokenTable._launch`)
 
     def write(self, tokens: torch.Tensor) -> None:
         """Store `tokens` (any integer dtype) at the sites."""
