@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
+from tierlm.cli.bench import offline
 from tierlm.cli.main import main
 
 
@@ -20,9 +22,47 @@ def test_offline_bench_json_and_hf_ratio(tiny_qwen3, capsys):
     assert t["output_tok_per_s"] > 0 and r["speedup_vs_hf"] == pytest.approx(
         t["output_tok_per_s"] / r["hf"]["output_tok_per_s"])
     assert t["ttft_s"]["p50"] <= t["ttft_s"]["p99"] and t["tpot_s"]["p50"] > 0
+    itl = t["itl_s"]
+    assert 0 < itl["p50"] <= itl["p99"] <= itl["max"]
+    assert t["tpot_s"]["p99"] <= itl["max"] * (1 + 1e-9)  # a request's TPOT is the mean of its own gaps
     assert r["startup"]["first_token_s"] >= r["startup"]["construct_s"] > 0
 
 
 def test_offline_bench_bad_ranges(capsys):
     assert main(["bench", "offline", "--input-len", "10", "5"]) == 2
     assert "--input-len" in capsys.readouterr().err
+
+
+class _ScriptedEngine:
+    """Returns, step by step, outputs for the listed requests; the clock advances to the step's time."""
+
+    def __init__(self, steps: list[tuple[float, list[str]]], clock: list[float]) -> None:
+        self.steps, self.clock, self.added = list(steps), clock, []
+
+    def add_request(self, rid, ids, params) -> None:
+        self.added.append(rid)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.steps)
+
+    def step(self):
+        at, rids = self.steps.pop(0)
+        self.clock[0] = at
+        return [SimpleNamespace(request_id=r, new_token_ids=[7], error=None) for r in rids]
+
+
+def test_offline_itl_sees_a_stall_that_tpot_averages_in(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(offline.time, "perf_counter", lambda: clock[0])
+    # request 0: tokens at 1, 2, 3, 4 and (after a stall) 14; request 1: tokens at 1 and 3
+    engine = _ScriptedEngine([(1, ["0", "1"]), (2, ["0"]), (3, ["0", "1"]), (4, ["0"]), (14, ["0"])], clock)
+    r = offline.run_engine(engine, offline.Workload([[1], [2]], [5, 2]), 0.0, False)
+    assert engine.added == ["0", "1"] and r["output_tokens"] == 7
+    assert (r["tpot_s"]["p50"], r["tpot_s"]["max"]) == pytest.approx((2.0, 13 / 4))  # the stall is in the mean
+    # the gaps: 1, 1, 1, 10 and 2 -> median 1 (the steady step), max 10 (the stall)
+    assert r["itl_s"] == pytest.approx({"p50": 1.0, "p99": 10.0, "mean": 3.0, "max": 10.0})
+    assert r["ttft_s"]["p50"] == pytest.approx(1.0)
+
+
+def test_offline_percentiles_of_nothing_are_nan():
+    assert all(v != v for v in offline.percentiles([]).values())

@@ -1,8 +1,10 @@
 """`tierlm bench offline`: the nano-vllm throughput workload, optionally against HF transformers in one run.
 
 256 requests (by default) with input and output lengths uniform in [100, 1024], random token ids from a
-fixed seed, EOS ignored; all requests arrive at t=0. Reports output tok/s, TTFT and TPOT percentiles and
-the engine's start-up times (construction, first token of a warm-up request).
+fixed seed, EOS ignored; all requests arrive at t=0. Reports output tok/s, TTFT and TPOT percentiles, the
+inter-token latency (ITL: each gap between two of a request's token arrivals) and the engine's start-up
+times (construction, first token of a warm-up request). A request's TPOT is the mean of its gaps, so a few
+long stalls raise it as much as a slower step does; ITL's median and tail tell the two apart.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import json
 import random
 import time
+from array import array
 from dataclasses import asdict, dataclass
 
 from tierlm.cli.args import add_engine_args, config_from_args
@@ -31,12 +34,13 @@ class Workload:
         return Workload(prompts, [rng.randint(*out_range) for _ in range(n)])
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values) -> dict[str, float]:
+    """p50, p99, mean and max of `values` (NaN for each when there are none)."""
     if not values:
-        return {"p50": float("nan"), "p99": float("nan"), "mean": float("nan")}
+        return dict.fromkeys(("p50", "p99", "mean", "max"), float("nan"))
     s = sorted(values)
     pick = lambda q: s[min(len(s) - 1, int(round(q * (len(s) - 1))))]  # noqa: E731
-    return {"p50": pick(0.5), "p99": pick(0.99), "mean": sum(s) / len(s)}
+    return {"p50": pick(0.5), "p99": pick(0.99), "mean": sum(s) / len(s), "max": s[-1]}
 
 
 def run_engine(engine, work: Workload, temperature: float, show_progress: bool) -> dict:
@@ -46,6 +50,7 @@ def run_engine(engine, work: Workload, temperature: float, show_progress: bool) 
 
     start = time.perf_counter()
     first, last, count = {}, {}, {}
+    gaps = array("d")  # every interval between two token arrivals of one request (seconds)
     for i, (ids, n_out) in enumerate(zip(work.prompts, work.output_lens)):
         engine.add_request(str(i), ids, SamplingParams(temperature=temperature, max_tokens=n_out, ignore_eos=True,
                                                        detokenize=False))
@@ -56,6 +61,9 @@ def run_engine(engine, work: Workload, temperature: float, show_progress: bool) 
         for o in outs:
             if o.new_token_ids:
                 first.setdefault(o.request_id, now)
+                prev = last.get(o.request_id)
+                if prev is not None:
+                    gaps.append(now - prev)
                 last[o.request_id] = now
                 count[o.request_id] = count.get(o.request_id, 0) + len(o.new_token_ids)
                 bar.update(len(o.new_token_ids))
@@ -66,7 +74,8 @@ def run_engine(engine, work: Workload, temperature: float, show_progress: bool) 
     total = sum(count.values())
     tpot = [(last[r] - first[r]) / (count[r] - 1) for r in count if count[r] > 1]
     return {"elapsed_s": elapsed, "output_tokens": total, "output_tok_per_s": total / elapsed,
-            "ttft_s": percentiles([first[r] - start for r in first]), "tpot_s": percentiles(tpot)}
+            "ttft_s": percentiles([first[r] - start for r in first]), "tpot_s": percentiles(tpot),
+            "itl_s": percentiles(gaps)}
 
 
 def run_hf(model_dir: str, dtype: str, work: Workload, batch_size: int, seed: int, show_progress: bool) -> dict:
@@ -162,10 +171,12 @@ def format_table(r: dict) -> str:
     lines = [f"model {r['model']}  device {r['device']}  dtype {r['dtype']}",
              f"start-up: construct {r['startup']['construct_s']:.2f} s, first token {r['startup']['first_token_s']:.2f} s",
              f"engine: {json.dumps(r['engine_info'])}",
-             f"{'engine':<14}{'out tok/s':>12}{'tokens':>10}{'time s':>9}{'TTFT p50/p99 s':>18}{'TPOT p50/p99 ms':>18}",
+             f"{'engine':<14}{'out tok/s':>12}{'tokens':>10}{'time s':>9}{'TTFT p50/p99 s':>18}{'TPOT p50/p99 ms':>18}"
+             f"{'ITL p50/p99/max ms':>24}",
              f"{'tierlm':<14}{t['output_tok_per_s']:>12.1f}{t['output_tokens']:>10}{t['elapsed_s']:>9.2f}"
              f"{t['ttft_s']['p50']:>9.2f}/{t['ttft_s']['p99']:<8.2f}"
-             f"{t['tpot_s']['p50'] * 1e3:>9.2f}/{t['tpot_s']['p99'] * 1e3:<8.2f}"]
+             f"{t['tpot_s']['p50'] * 1e3:>9.2f}/{t['tpot_s']['p99'] * 1e3:<8.2f}"
+             f"{t['itl_s']['p50'] * 1e3:>9.2f}/{t['itl_s']['p99'] * 1e3:.2f}/{t['itl_s']['max'] * 1e3:.2f}"]
     if "hf" in r:
         h = r["hf"]
         lines.append(f"{'transformers':<14}{h['output_tok_per_s']:>12.1f}{h['output_tokens']:>10}{h['elapsed_s']:>9.2f}")
