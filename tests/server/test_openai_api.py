@@ -156,7 +156,8 @@ def test_metrics(server, client):
     client.completions.create(model=server.model, prompt=PROMPT, max_tokens=2, extra_body={"ignore_eos": True})
     text = httpx.get(server.url + "/metrics").text
     for name, grew in (("tierlm_engine_generation_tokens_total", 2), ("tierlm_engine_requests_total", 1),
-                       ("tierlm_engine_retracted_requests_total", 0)):
+                       ("tierlm_engine_retracted_requests_total", 0),
+                       ("tierlm_inter_token_latency_seconds_count", 1)):  # two tokens, one interval
         assert _series(text, name) - _series(before, name) == grew, name
     for name in ("tierlm_requests_total{endpoint=\"/v1/completions\",status=\"200\"}",
                  "tierlm_time_to_first_token_seconds_bucket", "tierlm_time_per_output_token_seconds_bucket",

@@ -37,6 +37,7 @@ class Generation:
         self.unfinished = set(self.subs)
         self.started_at = time.monotonic()
         self.first_token_at: dict[str, float] = {}
+        self.last_token_at: dict[str, float] = {}  # the latest output with tokens, per sub-request (for ITL)
         self._buffer: list[StepOutput] = []
 
     async def start(self) -> None:
@@ -85,10 +86,15 @@ class Generation:
 
     def _observe(self, o: StepOutput) -> None:
         now = time.monotonic()
-        if o.new_token_ids and o.request_id not in self.first_token_at:
-            self.first_token_at[o.request_id] = now
-            if self.metrics is not None:
-                self.metrics.ttft.observe(now - self.started_at)
+        if o.new_token_ids:
+            last = self.last_token_at.get(o.request_id)
+            self.last_token_at[o.request_id] = now
+            if last is None:
+                self.first_token_at[o.request_id] = now
+                if self.metrics is not None:
+                    self.metrics.ttft.observe(now - self.started_at)
+            elif self.metrics is not None:
+                self.metrics.itl.observe(now - last)
         if o.finished and self.metrics is not None:
             first = self.first_token_at.get(o.request_id)
             if first is not None and o.num_output_tokens > 1:

@@ -195,6 +195,9 @@ class ServerMetrics:
                               buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("tierlm_time_per_output_token_seconds", "Mean time per output token after the "
                               "first.", buckets=TOKEN_LATENCY_BUCKETS, registry=r)
+        self.itl = Histogram("tierlm_inter_token_latency_seconds", "Time between two consecutive outputs of a "
+                             "request (each carries one token or more): stalls that the per-request mean hides.",
+                             buckets=TOKEN_LATENCY_BUCKETS, registry=r)
         self.e2e = Histogram("tierlm_e2e_request_latency_seconds", "Time from arrival to the last token.",
                              buckets=LATENCY_BUCKETS, registry=r)
         self._engine = _EngineCollector(model_name, page_size)
