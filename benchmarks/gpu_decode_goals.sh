@@ -4,8 +4,9 @@
 # 8K prefill (benchmarks/profile_engine.py) with --small-batch-gemv and --no-small-batch-gemv, Qwen3-0.6B's
 # offline throughput (nano-vllm workload; a first run fills the cache root and is not counted) and batch-1
 # TPOT, and the extend kernel's TFLOP/s against the old kernel (benchmarks/bench_extend.py). A table last.
-# 596 s on a fresh H100 before the tuners' build pool, with the kernel tests on one worker (271 s of it); with
-# pytest-xdist they run on 8. Usage: bash benchmarks/gpu_decode_goals.sh [OUTDIR]
+# 596 s on a fresh H100 before the tuners' build pool, with the kernel tests on one worker (271 s of it); 346 s
+# with the pool and the kernel tests on 8 pytest-xdist workers (93 s). Usage: bash benchmarks/gpu_decode_goals.sh
+# [OUTDIR]
 set -uo pipefail
 out=${1:-decode-goals}
 mkdir -p "$out"

@@ -1,0 +1,92 @@
+"""Where a batch-1 request's time per output token goes over its life: one request at a time, several in one
+process, each token's arrival time taken as `tierlm bench offline` takes it (after `Engine.step` returns), and
+the median interval per window of tokens printed with the device's busy time over the same steps, the
+garbage collections per generation during the request, the host's milliseconds per step by phase (schedule /
+launch / wait / outputs, `tierlm.engine.step_clock`) and the three longest intervals; on a GPU, the caching
+allocators' counts last.
+
+`bench offline`'s batch-1 TPOT is one request's mean interval, so a few stalls of some milliseconds move it as
+much as a slower step would. When it differs from run to run while the per-step profile (benchmarks/
+profile_engine.py) does not, the table tells which: the windows' medians are the steady step, the longest
+intervals the stalls, and the rows show whether only the first request after start-up, every request of one
+process or any request at random is slow. Run it a few times:
+
+    PYTHONPATH=. python benchmarks/b1_intervals.py [--requests 3] [--output-len 512] [--temperature 0.6]
+        [--window 128] [ENGINE FLAGS]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from typing import Optional
+
+import torch
+
+from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.engine.engine import Engine
+from tierlm.sampling_params import SamplingParams
+
+from profile_engine import DeviceTimer  # noqa: E402  (benchmarks/ is the script's own folder)
+
+
+def one_request(engine: Engine, timer: DeviceTimer, rid: str, prompt: list[int], n_out: int,
+                temperature: float) -> tuple[list[float], float]:
+    """The request's token arrival times (seconds) and its device milliseconds."""
+    timer.take_ms()
+    engine.clock.reset()
+    engine.add_request(rid, prompt, SamplingParams(temperature=temperature, max_tokens=n_out, ignore_eos=True,
+                                                   detokenize=False))
+    arrivals: list[float] = []
+    while engine.has_unfinished():
+        outs = engine.step()
+        now = time.perf_counter()
+        arrivals += [now for o in outs for _ in o.new_token_ids]
+    return arrivals, timer.take_ms()
+
+
+def interval_row(r: int, arrivals: list[float], device_ms: float, gcs: str, host: str, window: int) -> str:
+    """One request's line of the table (times in milliseconds)."""
+    gaps = [(b - a) * 1e3 for a, b in zip(arrivals, arrivals[1:])]
+    tpot = (arrivals[-1] - arrivals[0]) / (len(arrivals) - 1) * 1e3
+    windows = " ".join(f"{statistics.median(gaps[i:i + window]):.3f}" for i in range(0, len(gaps), window))
+    worst = ", ".join(f"{g:.2f}" for g in sorted(gaps)[-3:])
+    return (f"{r:>4} {tpot:>8.3f} {device_ms / len(arrivals):>14.3f} {gcs:>10} {host:>26}  {windows}"
+            f"   3 longest: {worst}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=3, help="Requests, one after the other (default: 3).")
+    ap.add_argument("--input-len", type=int, default=128, help="Prompt tokens (default: 128).")
+    ap.add_argument("--output-len", type=int, default=512, help="Output tokens per request (default: 512).")
+    ap.add_argument("--temperature", type=float, default=0.6, help="As `bench offline` samples (default: 0.6).")
+    ap.add_argument("--window", type=int, default=128, help="Tokens per median interval (default: 128).")
+    add_engine_args(ap)
+    args = ap.parse_args(argv)
+    if args.output_len < 2 or args.window < 1:
+        ap.error("--output-len must be at least 2 and --window at least 1")
+    engine = Engine(config_from_args(args))
+    timer = DeviceTimer(engine)
+    rng = random.Random(0)
+    vocab = engine.model_config.vocab_size
+    print(f"{'req':>4} {'TPOT ms':>8} {'device ms/tok':>14} {'gc':>10} {'host ms/step':>26}  "
+          f"median interval (ms) per {args.window} tokens")
+    for r in range(args.requests):
+        prompt = [rng.randrange(vocab) for _ in range(args.input_len)]
+        gc_before = engine.gc.snapshot()["collections"]
+        arrivals, device_ms = one_request(engine, timer, f"b1-{r}", prompt, args.output_len, args.temperature)
+        gcs = "/".join(str(b - a) for a, b in zip(gc_before, engine.gc.snapshot()["collections"]))
+        host = " / ".join(f"{v:.3f}" for v in engine.clock.snapshot()["ms_per_step"].values())
+        print(interval_row(r, arrivals, device_ms, gcs, host, args.window), flush=True)
+    if torch.cuda.is_available():  # a stall from the allocators would show as retries or host allocations
+        m, h = torch.cuda.memory_stats(), torch.cuda.host_memory_stats()
+        print(f"device allocator: {m.get('num_device_alloc')} allocations, {m.get('num_alloc_retries')} retries, "
+              f"{m.get('num_sync_all_streams')} syncs; host allocator: {h.get('num_host_alloc')} allocations")
+    timer.close()
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
