@@ -13,7 +13,7 @@ import json
 import random
 import time
 from array import array
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.errors import CLIError
