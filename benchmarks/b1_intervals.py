@@ -3,7 +3,9 @@ process, each token's arrival time taken as `tierlm bench offline` takes it (aft
 the median interval per window of tokens printed with the device's busy time over the same steps, the
 garbage collections per generation during the request, the host's milliseconds per step by phase (schedule /
 launch / wait / outputs, `tierlm.engine.step_clock`) and the three longest intervals; on a GPU, the caching
-allocators' counts last.
+allocators' counts last. Under each request, its intervals longer than `--stall-ms`: the host's time per phase in
+the step calls between the two tokens and the device spans of those steps, so a stall shows as the host's (in
+its launch or outputs phases) or the device's (a long span, the host waiting).
 
 `bench offline`'s batch-1 TPOT is one request's mean interval, so a few stalls of some milliseconds move it as
 much as a slower step would. When it differs from run to run while the per-step profile (benchmarks/
@@ -20,7 +22,8 @@ import argparse
 import random
 import statistics
 import time
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 
@@ -31,19 +34,60 @@ from tierlm.sampling_params import SamplingParams
 from profile_engine import DeviceTimer  # noqa: E402  (benchmarks/ is the script's own folder)
 
 
+@dataclass
+class StepRecord:
+    """One `Engine.step` call of a request's run: when it returned, the tokens it returned, the host's seconds
+    per phase within it and the device spans of the executions it started (`DeviceTimer`'s)."""
+
+    at: float
+    tokens: int
+    host_s: dict[str, float]
+    spans: list[Any]
+
+
 def one_request(engine: Engine, timer: DeviceTimer, rid: str, prompt: list[int], n_out: int,
-                temperature: float) -> tuple[list[float], float]:
-    """The request's token arrival times (seconds) and its device milliseconds."""
+                temperature: float) -> list[StepRecord]:
+    """The request's steps, from its arrival to its last token."""
     timer.take_ms()
     engine.clock.reset()
     engine.add_request(rid, prompt, SamplingParams(temperature=temperature, max_tokens=n_out, ignore_eos=True,
                                                    detokenize=False))
-    arrivals: list[float] = []
+    steps: list[StepRecord] = []
     while engine.has_unfinished():
+        before, spans_before = dict(engine.clock.seconds), len(timer.spans)
         outs = engine.step()
         now = time.perf_counter()
-        arrivals += [now for o in outs for _ in o.new_token_ids]
-    return arrivals, timer.take_ms()
+        host = {k: v - before[k] for k, v in engine.clock.seconds.items()}
+        steps.append(StepRecord(now, sum(len(o.new_token_ids) for o in outs), host, timer.spans[spans_before:]))
+    return steps
+
+
+def span_ms(span: Any) -> float:
+    """A `DeviceTimer` span in milliseconds (a pair of recorded CUDA events, or host seconds on the CPU)."""
+    return span[0].elapsed_time(span[1]) if isinstance(span, tuple) else span * 1e3
+
+
+def arrivals_of(steps: list[StepRecord]) -> list[float]:
+    return [s.at for s in steps for _ in range(s.tokens)]
+
+
+def stall_lines(steps: list[StepRecord], stall_ms: float, most: int = 5) -> list[str]:
+    """The `most` longest intervals over `stall_ms`, longest first: what the step calls after the earlier token,
+    up to the one that returned the later, spent per host phase, and the device spans of the executions from the
+    earlier token's step on (device figures need the spans' events to have completed)."""
+    with_tokens = [i for i, s in enumerate(steps) if s.tokens]
+    found = []
+    for a, b in zip(with_tokens, with_tokens[1:]):
+        gap = (steps[b].at - steps[a].at) * 1e3
+        if gap > stall_ms:
+            calls = steps[a + 1:b + 1]
+            phases = {k: sum(c.host_s[k] for c in calls) * 1e3 for k in calls[0].host_s}
+            device = [span_ms(sp) for c in steps[a:b + 1] for sp in c.spans]
+            found.append((gap, b, phases, device))
+    found.sort(key=lambda f: -f[0])
+    return [f"    {gap:.2f} ms before step {b}: host " + " / ".join(f"{k} {v:.2f}" for k, v in phases.items())
+            + " ms; device spans " + ", ".join(f"{d:.2f}" for d in device) + " ms"
+            for gap, b, phases, device in found[:most]]
 
 
 def interval_row(r: int, arrivals: list[float], device_ms: float, gcs: str, host: str, window: int) -> str:
@@ -63,6 +107,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--output-len", type=int, default=512, help="Output tokens per request (default: 512).")
     ap.add_argument("--temperature", type=float, default=0.6, help="As `bench offline` samples (default: 0.6).")
     ap.add_argument("--window", type=int, default=128, help="Tokens per median interval (default: 128).")
+    ap.add_argument("--stall-ms", type=float, default=2.0,
+                    help="Intervals longer than this are listed under their request, at most five, with what the "
+                         "step calls between the two tokens spent (default: 2.0).")
     add_engine_args(ap)
     args = ap.parse_args(argv)
     if args.output_len < 2 or args.window < 1:
@@ -76,10 +123,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     for r in range(args.requests):
         prompt = [rng.randrange(vocab) for _ in range(args.input_len)]
         gc_before = engine.gc.snapshot()["collections"]
-        arrivals, device_ms = one_request(engine, timer, f"b1-{r}", prompt, args.output_len, args.temperature)
+        steps = one_request(engine, timer, f"b1-{r}", prompt, args.output_len, args.temperature)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the spans' events have completed
+        arrivals, device_ms = arrivals_of(steps), sum(span_ms(sp) for st in steps for sp in st.spans)
         gcs = "/".join(str(b - a) for a, b in zip(gc_before, engine.gc.snapshot()["collections"]))
         host = " / ".join(f"{v:.3f}" for v in engine.clock.snapshot()["ms_per_step"].values())
         print(interval_row(r, arrivals, device_ms, gcs, host, args.window), flush=True)
+        for line in stall_lines(steps, args.stall_ms):
+            print(line)
     if torch.cuda.is_available():  # a stall from the allocators would show as retries or host allocations
         m, h = torch.cuda.memory_stats(), torch.cuda.host_memory_stats()
         print(f"device allocator: {m.get('num_device_alloc')} allocations, {m.get('num_alloc_retries')} retries, "
