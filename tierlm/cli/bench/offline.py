@@ -14,6 +14,7 @@ import random
 import time
 from array import array
 from dataclasses import dataclass
+from typing import Sequence
 
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.errors import CLIError
@@ -34,7 +35,7 @@ class Workload:
         return Workload(prompts, [rng.randint(*out_range) for _ in range(n)])
 
 
-def percentiles(values) -> dict[str, float]:
+def percentiles(values: Sequence[float]) -> dict[str, float]:
     """p50, p99, mean and max of `values` (NaN for each when there are none)."""
     if not values:
         return dict.fromkeys(("p50", "p99", "mean", "max"), float("nan"))
