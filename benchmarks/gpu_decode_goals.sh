@@ -3,10 +3,11 @@
 # baseline in the same run: first the kernel tests the numbers rest on, then batch-1/4/64 decode steps and an
 # 8K prefill (benchmarks/profile_engine.py) with --small-batch-gemv and --no-small-batch-gemv, Qwen3-0.6B's
 # offline throughput (nano-vllm workload; a first run fills the cache root and is not counted) and batch-1
-# TPOT (three runs, each with its inter-token latency), and the extend kernel's TFLOP/s against the old kernel
-# (benchmarks/bench_extend.py). A table last.
+# TPOT (three runs, each with its inter-token latency), the machine's own stalls (benchmarks/gpu_stall_probe.py,
+# 10 s) and the extend kernel's TFLOP/s against the old kernel (benchmarks/bench_extend.py). A table last.
 # 596 s on a fresh H100 before the tuners' build pool, with the kernel tests on one worker (271 s of it); 346 s
-# with the pool and the kernel tests on 8 pytest-xdist workers (93 s). Usage: bash benchmarks/gpu_decode_goals.sh
+# with the pool and the kernel tests on 8 pytest-xdist workers (93 s), before the second and third batch-1 runs
+# and the stall probe. Usage: bash benchmarks/gpu_decode_goals.sh
 # [OUTDIR]
 set -uo pipefail
 out=${1:-decode-goals}
@@ -43,6 +44,9 @@ for run in 1 2 3; do  # one request's TPOT is the mean of its 511 gaps: a few st
   offline "b1-$run" --num-requests 1 --input-len 128 128 --output-len 512 512
 done
 
+# the machine's own stalls, without the engine (a batch-1 TPOT is read against them)
+timeout 60 python3 benchmarks/gpu_stall_probe.py --seconds 10 > "$out/stall-probe.txt" 2>&1 || echo "stall probe failed"
+
 timeout 200 python3 benchmarks/bench_extend.py --shapes 1:0:8192,4:2048:2048 \
   --variants '[{}, {"causal_split": false, "order": "request", "tma": false}]' > "$out/extend.txt" 2>&1 \
   || echo "bench_extend failed (exit $?)"
@@ -53,3 +57,4 @@ for tag in qwen-on qwen-off llama-on llama-off; do
 done
 python3 benchmarks/offline_summary.py "$out"/{offline-cold,offline-on,offline-off,b1-1,b1-2,b1-3}.json
 grep -A8 "^batch" "$out/extend.txt"
+head -n 4 "$out/stall-probe.txt"
