@@ -14,7 +14,7 @@ intervals the stalls, and the rows show whether only the first request after sta
 process or any request at random is slow. Run it a few times:
 
     PYTHONPATH=. python benchmarks/b1_intervals.py [--requests 3] [--output-len 512] [--temperature 0.6]
-        [--window 128] [ENGINE FLAGS]
+        [--window 128] [--stall-ms 2] [ENGINE FLAGS]
 """
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ def span_ms(span: Any) -> float:
 
 
 def arrivals_of(steps: list[StepRecord]) -> list[float]:
+    """Each token's arrival time (a step that returned two tokens gives its time twice)."""
     return [s.at for s in steps for _ in range(s.tokens)]
 
 
