@@ -1,5 +1,6 @@
 """One line per `tierlm bench offline --json` result file: output tok/s, TTFT p50, TPOT p50 and, where the
-file has it, the inter-token latency's p50 / max (or why there is none). Usage: `python benchmarks/offline_summary.py FILE.json...` (the GPU scripts' tables end with it)."""
+file has it, the inter-token latency's p50 / max (or why there is none). Usage: `python
+benchmarks/offline_summary.py FILE.json...` (the GPU scripts' tables end with it)."""
 from __future__ import annotations
 
 import json
