@@ -57,15 +57,9 @@ def make_step(kernels: int, eager: bool) -> Callable[[], None]:
 
     run: Callable[[], None] = launches
     if not eager:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            launches()  # warm-up off the capture
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            launches()
-        run = graph.replay
+        from timing import captured  # benchmarks/timing.py: a warm-up call, then the capture
+
+        run = captured(launches)[0].replay
 
     def step() -> None:
         run()
