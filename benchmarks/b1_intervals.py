@@ -31,7 +31,7 @@ from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.engine.engine import Engine
 from tierlm.sampling_params import SamplingParams
 
-from profile_engine import DeviceTimer  # noqa: E402  (benchmarks/ is the script's own folder)
+from benchmarks.profile_engine import DeviceTimer
 
 
 @dataclass

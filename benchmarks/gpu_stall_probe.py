@@ -8,7 +8,7 @@ A batch-1 request's stalls that this also shows belong to the machine (its drive
 virtualisation); ones it does not show are the engine's to find (benchmarks/b1_intervals.py lists them by step
 phase). `--eager` launches the kernels one by one instead of by graph.
 
-    python benchmarks/gpu_stall_probe.py [--seconds 10] [--kernels 300] [--stall-ms 2] [--eager]
+    PYTHONPATH=. python benchmarks/gpu_stall_probe.py [--seconds 10] [--kernels 300] [--stall-ms 2] [--eager]
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def make_step(kernels: int, eager: bool) -> Callable[[], None]:
 
     run: Callable[[], None] = launches
     if not eager:
-        from timing import captured  # benchmarks/timing.py: a warm-up call, then the capture
+        from benchmarks.timing import captured  # a warm-up call, then the capture
 
         run = captured(launches)[0].replay
 
