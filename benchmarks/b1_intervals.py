@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -137,6 +139,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         m, h = torch.cuda.memory_stats(), torch.cuda.host_memory_stats()
         print(f"device allocator: {m.get('num_device_alloc')} allocations, {m.get('num_alloc_retries')} retries, "
               f"{m.get('num_sync_all_streams')} syncs; host allocator: {h.get('num_host_alloc')} allocations")
+    # a thread that runs Python beside the step takes the GIL for up to sys.getswitchinterval() at a time
+    names = sorted(t.name for t in threading.enumerate())
+    print(f"threads ({len(names)}): {', '.join(names)}; switch interval {sys.getswitchinterval() * 1e3:.1f} ms")
     timer.close()
     engine.close()
 
