@@ -155,3 +155,35 @@ def test_every_timed_launch_is_built_first_on_the_pool(monkeypatch):
     assert len(handed) == 2 * 2 * 3 - 2
     assert sorted(built, key=repr) == sorted([(p, r, c) for p in ("silu_mul", "plain") for r in (1, 2) for c in cands
                                               if not (c == cands[1] and r == 2)], key=repr)
+
+
+def test_choose_takes_the_first_listed_of_a_near_tie_and_nothing_over_the_bound():
+    a, b, c = "a", "b", "c"  # in the candidates' order
+    assert linear_tune.choose([], 10.0) is None
+    assert linear_tune.choose([(a, 10.0), (b, 12.0)], 10.0) is None, "not under the bound: the unfused path"
+    assert linear_tune.choose([(a, 8.0), (b, 6.0), (c, 7.0)], 10.0) == b
+    assert linear_tune.choose([(a, 6.05), (b, 6.0)], 10.0) == a, "within 1% of the fastest: the first listed"
+    assert linear_tune.choose([(a, 6.0), (b, 5.95)], 10.0) == a, "either order of a near-tie gives one launch"
+    assert linear_tune.choose([(a, 6.1), (b, 6.0)], 10.0) == b, "over 1% slower is no tie"
+    assert linear_tune.choose([(a, 6.05), (b, 6.0)], 6.04) == b, "a tied launch over the bound is not taken"
+    assert linear_tune.choose([(a, 6.5), (b, 6.0)], 10.0, tie=0.1) == a
+
+
+def test_a_near_tie_goes_to_the_first_listed_launch_whatever_its_timing_noise(monkeypatch):
+    """Two launches a tuning cannot tell apart get one plan in either order of their timed times; a launch 2%
+    faster still wins."""
+    first, second = gemv_tune.CANDIDATES[0], gemv_tune.CANDIDATES[1]
+
+    def plan_for(us_first: float, us_second: float) -> dict:
+        def paths(prologue, rows, k, gen, dtype, device):
+            times = {first: us_first, second: us_second}
+            return (lambda w, c: Timed(10.0)), (lambda w, c: Timed(times.get(c, 20.0))), None
+
+        monkeypatch.setattr(linear_tune, "graph_time_us", lambda fn, copies: fn(0).us)
+        monkeypatch.setattr(linear_tune, "prologue_paths", lambda *args: paths(*args[:6]))
+        out = linear_tune.tune_linear("test", 8, 16, ("plain",), torch.float32, torch.device("cpu"), (1,),
+                                      gemv_tune.CANDIDATES, gemv_tune.KERNELS)
+        return out["plan"]["plain"]["1"]
+
+    assert plan_for(5.0, 5.04) == plan_for(5.04, 5.0) == dataclasses.asdict(first)
+    assert plan_for(5.1, 5.0) == dataclasses.asdict(second)

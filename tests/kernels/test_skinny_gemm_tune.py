@@ -68,6 +68,7 @@ def test_a_stored_plan_gives_launches_per_bucket_and_counters_for_the_widest_spl
     assert plan.counters.numel() == tune.num_counters(100, tiled) > tune.num_counters(100, split)
     assert factors_seen["checked"] == tune.TOLERANCE and factors_seen["reference"] == "cuBLAS"
     assert factors_seen["timed_after"] == "rmsnorm", "tunings timed alone are not reused"
+    assert factors_seen["tie"] == tune.TIE, "plans picked without the tie rule are tuned again"
     # the candidates keep the key they had before the `tma` field, so those cache roots are not tuned again
     assert factors_seen["candidates"][0] == (64, 128, 1, 4, 4, 0)
     assert tune._fields(dataclasses.replace(plain, tma=True)) == (64, 128, 1, 4, 4, 0, True)

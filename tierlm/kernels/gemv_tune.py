@@ -2,7 +2,8 @@
 
 Tuned once per (device, dtype, weight shape) on random data by `tierlm.kernels.linear_tune` (every launch
 inside a CUDA graph with the weights from HBM, checked against the torch path, chosen only by `MARGIN` over
-every unfused path) and kept in the cache root's autotune store (`autotune/gemv/<fingerprint>.json`).
+every unfused path, near-ties to the launch listed first) and kept in the cache root's autotune store
+(`autotune/gemv/<fingerprint>.json`). The candidates are listed simplest first: plain reads, then pipelined ones.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 
 from tierlm.kernels.gemv import MAX_ROWS, GemvConfig, gemv, rmsnorm_gemv, silu_mul_gemv
 from tierlm.kernels.launch import next_power_of_2
-from tierlm.kernels.linear_tune import EPS, MARGIN, TOLERANCE, LinearKernels, tune_linear
+from tierlm.kernels.linear_tune import EPS, MARGIN, TIE, TOLERANCE, LinearKernels, tune_linear
 
 KERNEL = "gemv"
 # rows are rounded up to one of these (the kernel pads to a power of two anyway). At 8 rows cuBLAS won on an
@@ -62,7 +63,7 @@ def tuned_plan(n: int, k: int, prologues: tuple, dtype: torch.dtype, device: tor
                "candidates": [dataclasses.astuple(c) for c in CANDIDATES],
                "skipped": "K tile over 1024 and over K's power of 2", "margin": MARGIN,
                "reference": "the better of prologue + cuBLAS and prologue + the plain plan",
-               "checked": TOLERANCE}
+               "checked": TOLERANCE, "tie": TIE}
     results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_gemv(n, k, prologues, dtype, device))
     return {p: {int(rows): (GemvConfig(**cfg) if cfg else None) for rows, cfg in b.items()}
             for p, b in results["plan"].items()}

@@ -6,7 +6,8 @@ weights come from HBM and not from L2. Per prologue (nothing, the RMSNorm before
 `[gate | up]`) and rows bucket a launch is chosen only where it beats by `MARGIN` every path the layer would
 otherwise run: the prologue then cuBLAS, and the prologue then the kernel with the "plain" plan's launch for
 those rows (so "plain" is tuned first). A launch whose result is not the torch path's (`check_close`) is
-never timed, so a kernel that builds but computes something else on some GPU is never chosen.
+never timed, so a kernel that builds but computes something else on some GPU is never chosen. Launches within
+`TIE` of the fastest are one tie, which the one listed first among the candidates wins (see `choose`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from tierlm.kernels.prebuild import prebuild
 logger = logging.getLogger(__name__)
 MARGIN = 0.97  # a launch must take at most this fraction of the faster unfused path's time
 TOLERANCE = 0.02  # of the reference's largest output: a launch further from it than 16-bit rounding is no candidate
+# Timed alone, launches within this fraction of each other swap places from one tuning to the next, and the engine
+# ran the step slower with the later-listed one of such a pair (docs/benchmarks.md, #20): the list order decides.
+TIE = 0.01
 EPS = 1e-6  # the RMSNorm epsilon of the timed inputs
 _CALLS = 20
 _WEIGHT_BYTES = 160 << 20  # over three times the L2 of current data-centre GPUs
@@ -108,6 +112,16 @@ def prologue_paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype
     return lambda w, c: F.linear(x, w), lambda w, c: kernels.plain(x, w, c), None
 
 
+def choose(timed: Sequence[tuple[Any, float]], bound_us: float, tie: float = TIE) -> Any:
+    """The launch a layer runs, from `(launch, us)` in the candidates' order: None (the unfused path) unless one
+    takes under `bound_us`; else, of those under it within `tie` of the fastest, the one listed first."""
+    under = [(cfg, us) for cfg, us in timed if us < bound_us]
+    if not under:
+        return None
+    fastest = min(us for _, us in under)
+    return next(cfg for cfg, us in under if us <= fastest * (1 + tie))
+
+
 def tune_linear(name: str, n: int, k: int, prologues: Iterable[str], dtype: torch.dtype, device: torch.device,
                 buckets: Sequence[int], candidates: Sequence[Any], kernels: LinearKernels,
                 skip: Callable[[Any, int], bool] = lambda cfg, rows: False,
@@ -142,8 +156,7 @@ def tune_linear(name: str, n: int, k: int, prologues: Iterable[str], dtype: torc
                 us = graph_time_us(lambda i: unfused_kernel(ws[i], cfg), copies)
                 timings[f"{prologue}/{rows}/unfused+{cfg.label()}"] = round(us, 2)
                 best_us = min(best_us, us)
-            best_us *= MARGIN
-            plan[prologue][str(rows)] = None
+            timed = []
             for cfg in candidates:
                 if skip(cfg, rows):
                     continue
@@ -155,8 +168,9 @@ def tune_linear(name: str, n: int, k: int, prologues: Iterable[str], dtype: torc
                                    rows, e)
                     continue
                 timings[f"{prologue}/{rows}/{cfg.label()}"] = round(us, 2)
-                if us < best_us:
-                    best_us, plan[prologue][str(rows)] = us, dataclasses.asdict(cfg)
+                timed.append((cfg, us))
+            chosen = choose(timed, best_us * MARGIN)
+            plan[prologue][str(rows)] = dataclasses.asdict(chosen) if chosen is not None else None
     del ws
     logger.info("autotune %s %dx%d: %s", name, n, k,
                 {p: {r: (type(candidates[0])(**c).label() if c else "torch") for r, c in b.items()}

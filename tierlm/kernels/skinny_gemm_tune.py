@@ -2,8 +2,8 @@
 launch, per batch bucket.
 
 Tuned once per (device, dtype, weight shape) by `tierlm.kernels.linear_tune` (every launch inside a CUDA graph
-with the weights from HBM, checked against cuBLAS, chosen only by `MARGIN` over it) and kept in the cache root's
-autotune store (`autotune/skinny_gemm/<fingerprint>.json`).
+with the weights from HBM, checked against cuBLAS, chosen only by `MARGIN` over it, near-ties to the launch
+listed first) and kept in the cache root's autotune store (`autotune/skinny_gemm/<fingerprint>.json`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
-from tierlm.kernels.linear_tune import MARGIN, TOLERANCE, LinearKernels, tune_linear
+from tierlm.kernels.linear_tune import MARGIN, TIE, TOLERANCE, LinearKernels, tune_linear
 from tierlm.kernels.skinny_gemm import MIN_ROWS, SkinnyConfig, num_counters, skinny_gemm, split_counters
 
 KERNEL = "skinny_gemm"
@@ -82,7 +82,8 @@ def tuned_skinny_plan(n: int, k: int, dtype: torch.dtype, device: torch.device) 
 
     factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                "n": n, "k": k, "buckets": list(BUCKETS), "candidates": [_fields(c) for c in CANDIDATES],
-               "margin": MARGIN, "checked": TOLERANCE, "reference": "cuBLAS", "timed_after": "rmsnorm"}
+               "margin": MARGIN, "checked": TOLERANCE, "reference": "cuBLAS", "timed_after": "rmsnorm",
+               "tie": TIE}
     results = AutotuneStore().get_or_tune(KERNEL, factors, lambda: tune_skinny(n, k, dtype, device))
     configs = {int(rows): (SkinnyConfig(**cfg) if cfg else None) for rows, cfg in results["plan"]["plain"].items()}
     chosen = [c for c in configs.values() if c is not None and c.split_k > 1]
