@@ -53,7 +53,9 @@ timeout 200 python3 benchmarks/bench_extend.py --shapes 1:0:8192,4:2048:2048 \
 
 echo
 for tag in qwen-on qwen-off llama-on llama-off; do
-  echo "== $tag"; grep -v "^INFO" "$out/$tag.txt" | grep -A6 "^decode steps" | tail -n +2; grep "^prefill" "$out/$tag.txt"
+  echo "== $tag"
+  grep -v "^INFO" "$out/$tag.txt" | grep -A6 "^decode steps" | tail -n +2 | grep -v "^prefill"
+  grep "^prefill" "$out/$tag.txt"
 done
 python3 benchmarks/offline_summary.py "$out"/{offline-cold,offline-on,offline-off,b1-1,b1-2,b1-3}.json
 grep -A8 "^batch" "$out/extend.txt"
