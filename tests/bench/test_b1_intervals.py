@@ -26,7 +26,8 @@ def test_table_on_a_tiny_model(tiny_qwen3, capsys):
                        "--window", "2", "--load-format", "auto", "--stall-ms", "0"])
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
     assert lines[0].split()[:3] == ["req", "TPOT", "ms"]
-    rows = [ln for ln in lines[1:] if not ln.startswith("    ")]
+    assert lines[-1].startswith("threads (") and "MainThread" in lines[-1] and "switch interval" in lines[-1]
+    rows = [ln for ln in lines[1:-1] if not ln.startswith("    ")]
     stalls = [ln for ln in lines[1:] if ln.startswith("    ")]
     assert len(stalls) == 2 * 5  # every interval is over 0 ms: each request's five, longest first
     assert all(" ms before step " in ln and "device spans" in ln for ln in stalls)
