@@ -2,6 +2,7 @@
 device-side alignment of (token, expert) pairs, and the autotune store behaviour of its launch parameters."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -62,7 +63,8 @@ def fake_gpu(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     timed = []
 
-    def fake_bench(fn) -> float:
+    def fake_bench(fn, copies) -> float:
+        assert copies == fused_moe_tune.ROUTINGS
         timed.append(1)
         return 1.0 if timed[-4:] == ["built", 1, 1, 1] else 2.0
 
@@ -71,7 +73,7 @@ def fake_gpu(monkeypatch, tmp_path):
         timed.append("built")
         return 0
 
-    monkeypatch.setattr(fused_moe_tune, "_bench", fake_bench)
+    monkeypatch.setattr(fused_moe_tune, "graph_time_us", fake_bench)
     monkeypatch.setattr(fused_moe_tune, "prebuild", fake_prebuild)
     return tmp_path / "root" / "autotune", timed
 
@@ -93,6 +95,8 @@ def test_tunes_each_bucket_once_then_reuses(fake_gpu):
     factors = [json.loads(f.read_text())["factors"] for f in files]
     assert {f["tokens"] for f in factors} == set(fused_moe_tune.BUCKETS)
     assert all(f["device"] == "Fake GPU" and f["num_experts"] == 4 and f["top_k"] == 2 for f in factors)
+    assert all(f["tie"] == fused_moe_tune.TIE and f["timed"].startswith("cuda graph") for f in factors), \
+        "tunings timed eagerly or picked without the tie rule are not reused"
 
 
 def test_reuse_off_writes_runs_and_keeps_canonical(fake_gpu, monkeypatch):
@@ -105,3 +109,46 @@ def test_reuse_off_writes_runs_and_keeps_canonical(fake_gpu, monkeypatch):
     assert {f: f.read_bytes() for f in (store / "fused_moe").glob("*.json")} == canonical
     assert len(list((store / "runs").glob("fused_moe.*.json"))) == len(fused_moe_tune.BUCKETS)
 
+
+
+def test_a_near_tie_goes_to_the_candidate_listed_first(monkeypatch):
+    """Times 1.005 (first), 2, 1.0 (third), ...: within 1% of the fastest, the first listed wins; at 1.02 the
+    third does. Each timed call runs the kernel on one of the routings."""
+    monkeypatch.setattr(fused_moe_tune, "prebuild", lambda launches, device: 0)
+
+    def tune(first_us: float) -> MoEConfig:
+        times = iter([first_us, 2.0, 1.0] + [3.0] * (len(fused_moe_tune.CANDIDATES) - 3))
+        monkeypatch.setattr(fused_moe_tune, "graph_time_us", lambda fn, copies: next(times))
+        out = fused_moe_tune.tune_fused_moe(4, 32, 16, 2, 3, torch.float32, torch.device("cpu"))
+        assert out["timings_us"]["/".join(map(str, dataclasses.astuple(fused_moe_tune.CANDIDATES[2])))] == 1.0
+        return MoEConfig(**{f.name: out[f.name] for f in dataclasses.fields(MoEConfig)})
+
+    assert tune(1.005) == fused_moe_tune.CANDIDATES[0]
+    assert tune(1.02) == fused_moe_tune.CANDIDATES[2]
+
+
+def test_the_timed_calls_run_the_kernel_on_each_routing(monkeypatch):
+    """Call i of a timed graph runs the candidate's launch on routing i (of `ROUTINGS`, all different) with the
+    layer's weights."""
+    monkeypatch.setattr(fused_moe_tune, "prebuild", lambda launches, device: 0)
+    calls = []
+
+    def fake_moe(x, gate_up, down, weights, ids, cfg):
+        calls.append((x, gate_up, down, ids, cfg))
+        return x
+
+    def run_each(fn, copies):
+        for i in range(copies):
+            fn(i)
+        return 1.0
+
+    monkeypatch.setattr(fused_moe_tune, "fused_moe", fake_moe)
+    monkeypatch.setattr(fused_moe_tune, "graph_time_us", run_each)
+    fused_moe_tune.tune_fused_moe(8, 32, 16, 2, 5, torch.float32, torch.device("cpu"))
+    n = fused_moe_tune.ROUTINGS
+    assert len(calls) == n * len(fused_moe_tune.CANDIDATES)
+    for k, (x, gate_up, down, ids, cfg) in enumerate(calls):
+        assert cfg == fused_moe_tune.CANDIDATES[k // n]
+        assert x is calls[k % n][0] and ids is calls[k % n][3], "call i takes routing i"
+        assert gate_up is calls[0][1] and down is calls[0][2] and gate_up.shape == (8, 32, 32)
+    assert len({tuple(c[3].flatten().tolist()) for c in calls[:n]}) == n, "the routings differ"

@@ -157,18 +157,6 @@ def test_every_timed_launch_is_built_first_on_the_pool(monkeypatch):
                                               if not (c == cands[1] and r == 2)], key=repr)
 
 
-def test_choose_takes_the_first_listed_of_a_near_tie_and_nothing_over_the_bound():
-    a, b, c = "a", "b", "c"  # in the candidates' order
-    assert linear_tune.choose([], 10.0) is None
-    assert linear_tune.choose([(a, 10.0), (b, 12.0)], 10.0) is None, "not under the bound: the unfused path"
-    assert linear_tune.choose([(a, 8.0), (b, 6.0), (c, 7.0)], 10.0) == b
-    assert linear_tune.choose([(a, 6.05), (b, 6.0)], 10.0) == a, "within 1% of the fastest: the first listed"
-    assert linear_tune.choose([(a, 6.0), (b, 5.95)], 10.0) == a, "either order of a near-tie gives one launch"
-    assert linear_tune.choose([(a, 6.1), (b, 6.0)], 10.0) == b, "over 1% slower is no tie"
-    assert linear_tune.choose([(a, 6.05), (b, 6.0)], 6.04) == b, "a tied launch over the bound is not taken"
-    assert linear_tune.choose([(a, 6.5), (b, 6.0)], 10.0, tie=0.1) == a
-
-
 def test_a_near_tie_goes_to_the_first_listed_launch_whatever_its_timing_noise(monkeypatch):
     """Two launches a tuning cannot tell apart get one plan in either order of their timed times; a launch 2%
     faster still wins."""

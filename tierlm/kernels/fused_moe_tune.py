@@ -4,6 +4,11 @@ Results live in the cache root's autotune store (`autotune/fused_moe/<fingerprin
 keyed by the device name, dtype, expert count, hidden and intermediate sizes, top-k and the bucket, and are
 reused on the next start unless `TIERLM_AUTOTUNE_CACHE=0` asks for a fresh tuning (written to
 `autotune/runs/`, canonical file untouched).
+
+Each launch is timed replayed from a CUDA graph (`tune_timing.graph_time_us`), as decode steps run the layer,
+cycling through `ROUTINGS` random routings so that one call's experts are not the next one's. Timed eagerly, the
+host's dozen launches per call are most of a small batch's time and the pick says nothing of the device's.
+Launches within `TIE` of the fastest go to the one listed first.
 """
 from __future__ import annotations
 
@@ -17,11 +22,13 @@ import torch
 
 from tierlm.kernels.fused_moe import MoEConfig, fused_moe
 from tierlm.kernels.prebuild import prebuild
+from tierlm.kernels.tune_timing import TIE, choose, graph_time_us
 
 logger = logging.getLogger(__name__)
 KERNEL = "fused_moe"
 # token counts tuned for; a batch uses the config of the smallest bucket holding it (the largest beyond)
 BUCKETS = (1, 16, 64, 256, 1024, 4096)
+ROUTINGS = 4  # inputs cycled through by the timed calls, each routed at random
 CANDIDATES = (
     MoEConfig(block_m=16, block_n=64, block_k=64, group_m=1, num_warps=4, num_stages=3),
     MoEConfig(block_m=16, block_n=128, block_k=128, group_m=1, num_warps=4, num_stages=3),
@@ -42,40 +49,42 @@ def default_config(num_tokens: int) -> MoEConfig:
     return CANDIDATES[0] if num_tokens <= 64 else CANDIDATES[3]
 
 
-def _bench(fn) -> float:
-    import triton
-
-    return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
-
-
 def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens: int, dtype: torch.dtype,
                    device: torch.device) -> dict:
     """Time every candidate on random data of the layer's shape (their kernels built side by side first,
-    `kernels.prebuild`); return the fastest parameters."""
+    `kernels.prebuild`); return the launch `tune_timing.choose` picks, with every candidate's time."""
     gen = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(tokens, hidden, generator=gen, device=device).to(dtype)
     gate_up = (torch.randn(num_experts, 2 * inter, hidden, generator=gen, device=device) * 0.02).to(dtype)
     down = (torch.randn(num_experts, hidden, inter, generator=gen, device=device) * 0.02).to(dtype)
-    logits = torch.randn(tokens, num_experts, generator=gen, device=device)
-    weights, ids = torch.topk(torch.softmax(logits, dim=-1), top_k, dim=-1)
-    weights = weights.to(dtype)
-    best, best_ms, timings = None, float("inf"), {}
-    prebuild([functools.partial(fused_moe, x, gate_up, down, weights, ids, cfg) for cfg in CANDIDATES], device)
+    inputs = []
+    for _ in range(ROUTINGS):
+        x = torch.randn(tokens, hidden, generator=gen, device=device).to(dtype)
+        logits = torch.randn(tokens, num_experts, generator=gen, device=device)
+        weights, ids = torch.topk(torch.softmax(logits, dim=-1), top_k, dim=-1)
+        inputs.append((x, weights.to(dtype), ids))
+
+    def call(cfg: MoEConfig, i: int) -> torch.Tensor:
+        x, weights, ids = inputs[i]
+        return fused_moe(x, gate_up, down, weights, ids, cfg)
+
+    prebuild([functools.partial(call, cfg, 0) for cfg in CANDIDATES], device)
+    timed, timings = [], {}
     for cfg in CANDIDATES:
         name = "/".join(str(v) for v in dataclasses.astuple(cfg))
         try:
-            ms = _bench(lambda cfg=cfg: fused_moe(x, gate_up, down, weights, ids, cfg))
+            us = graph_time_us(functools.partial(call, cfg), ROUTINGS)
         except Exception as e:  # noqa: BLE001 - e.g. out of shared memory for this dtype: not a candidate here
             logger.debug("autotune %s: %s does not run here: %s", KERNEL, name, e)
             timings[name] = None
             continue
-        timings[name] = round(ms * 1e3, 2)
-        if ms < best_ms:
-            best, best_ms = cfg, ms
+        timings[name] = round(us, 2)
+        timed.append((cfg, us))
+    best = choose(timed)
     if best is None:
         raise RuntimeError(f"no {KERNEL} launch configuration runs on this device for this shape and dtype")
-    logger.info("autotune %s: best %s at %.1f us (%d tokens)", KERNEL, best, best_ms * 1e3, tokens)
-    return {**dataclasses.asdict(best), "us": round(best_ms * 1e3, 2), "timings_us": timings, "tokens": tokens}
+    best_us = next(us for cfg, us in timed if cfg is best)
+    logger.info("autotune %s: %s at %.1f us (%d tokens)", KERNEL, best, best_us, tokens)
+    return {**dataclasses.asdict(best), "us": round(best_us, 2), "timings_us": timings, "tokens": tokens}
 
 
 def tuned_configs(num_experts: int, hidden: int, inter: int, top_k: int, dtype: torch.dtype,
@@ -89,7 +98,8 @@ def tuned_configs(num_experts: int, hidden: int, inter: int, top_k: int, dtype: 
     for bucket in BUCKETS:
         factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                    "num_experts": num_experts, "hidden": hidden, "inter": inter, "top_k": top_k,
-                   "tokens": bucket, "candidates": [dataclasses.astuple(c) for c in CANDIDATES]}
+                   "tokens": bucket, "candidates": [dataclasses.astuple(c) for c in CANDIDATES],
+                   "timed": f"cuda graph, {ROUTINGS} routings", "tie": TIE}
         results = store.get_or_tune(
             KERNEL, factors,
             lambda bucket=bucket: tune_fused_moe(num_experts, hidden, inter, top_k, bucket, dtype, device))

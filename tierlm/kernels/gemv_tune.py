@@ -14,7 +14,8 @@ import torch
 
 from tierlm.kernels.gemv import MAX_ROWS, GemvConfig, gemv, rmsnorm_gemv, silu_mul_gemv
 from tierlm.kernels.launch import next_power_of_2
-from tierlm.kernels.linear_tune import EPS, MARGIN, TIE, TOLERANCE, LinearKernels, tune_linear
+from tierlm.kernels.linear_tune import EPS, MARGIN, TOLERANCE, LinearKernels, tune_linear
+from tierlm.kernels.tune_timing import TIE
 
 KERNEL = "gemv"
 # rows are rounded up to one of these (the kernel pads to a power of two anyway). At 8 rows cuBLAS won on an

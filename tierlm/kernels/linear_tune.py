@@ -7,7 +7,7 @@ weights come from HBM and not from L2. Per prologue (nothing, the RMSNorm before
 otherwise run: the prologue then cuBLAS, and the prologue then the kernel with the "plain" plan's launch for
 those rows (so "plain" is tuned first). A launch whose result is not the torch path's (`check_close`) is
 never timed, so a kernel that builds but computes something else on some GPU is never chosen. Launches within
-`TIE` of the fastest are one tie, which the one listed first among the candidates wins (see `choose`).
+`TIE` of the fastest are one tie, which the one listed first among the candidates wins (`tune_timing`).
 """
 from __future__ import annotations
 
@@ -21,38 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from tierlm.kernels.prebuild import prebuild
+from tierlm.kernels.tune_timing import choose, graph_time_us
 
 logger = logging.getLogger(__name__)
 MARGIN = 0.97  # a launch must take at most this fraction of the faster unfused path's time
 TOLERANCE = 0.02  # of the reference's largest output: a launch further from it than 16-bit rounding is no candidate
-# Timed alone, launches within this fraction of each other swap places from one tuning to the next, and the engine
-# ran the step slower with the later-listed one of such a pair (docs/benchmarks.md, #20): the list order decides.
-TIE = 0.01
 EPS = 1e-6  # the RMSNorm epsilon of the timed inputs
-_CALLS = 20
 _WEIGHT_BYTES = 160 << 20  # over three times the L2 of current data-centre GPUs
-
-
-def graph_time_us(fn: Callable[[int], object], copies: int) -> float:
-    """Median microseconds per call of `fn(i)`, replayed from a CUDA graph over `copies` inputs."""
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
-        for i in range(2):
-            fn(i % copies)
-    stream.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        for i in range(_CALLS):
-            fn(i % copies)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(5):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / _CALLS)
-    return sorted(times)[len(times) // 2]
 
 
 def check_close(out: torch.Tensor, ref: torch.Tensor) -> None:
@@ -110,16 +85,6 @@ def prologue_paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype
         return (lambda w, c: F.linear(rmsnorm(x, nw, EPS)[0], w),
                 lambda w, c: kernels.plain(rmsnorm(x, nw, EPS)[0], w, c), None)
     return lambda w, c: F.linear(x, w), lambda w, c: kernels.plain(x, w, c), None
-
-
-def choose(timed: Sequence[tuple[Any, float]], bound_us: float, tie: float = TIE) -> Any:
-    """The launch a layer runs, from `(launch, us)` in the candidates' order: None (the unfused path) unless one
-    takes under `bound_us`; else, of those under it within `tie` of the fastest, the one listed first."""
-    under = [(cfg, us) for cfg, us in timed if us < bound_us]
-    if not under:
-        return None
-    fastest = min(us for _, us in under)
-    return next(cfg for cfg, us in under if us <= fastest * (1 + tie))
 
 
 def tune_linear(name: str, n: int, k: int, prologues: Iterable[str], dtype: torch.dtype, device: torch.device,

@@ -13,8 +13,9 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
-from tierlm.kernels.linear_tune import MARGIN, TIE, TOLERANCE, LinearKernels, tune_linear
+from tierlm.kernels.linear_tune import MARGIN, TOLERANCE, LinearKernels, tune_linear
 from tierlm.kernels.skinny_gemm import MIN_ROWS, SkinnyConfig, num_counters, skinny_gemm, split_counters
+from tierlm.kernels.tune_timing import TIE
 
 KERNEL = "skinny_gemm"
 BUCKETS = (8, 16, 32, 64, 128, 256)  # rows are rounded up to one of these (the kernel's batch tile)
