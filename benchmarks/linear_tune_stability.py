@@ -1,7 +1,7 @@
 """Whether the decode linears' start-up tuning picks the same launches when run again: tunes each weight shape
 `--rounds` times in one process (the GEMV for 1-4 rows, the skinny GEMM for 8-256) and, from every round's
 timings, recomputes the pick two ways: the fastest launch under the bound (the rule before the tie rule) and
-`linear_tune.choose` (launches within `TIE` of the fastest go to the one listed first). Prints, per shape,
+`tune_timing.choose` (launches within `TIE` of the fastest go to the one listed first). Prints, per shape,
 prologue and rows, the distinct picks of each rule over the rounds; a rule whose picks move between rounds gives
 two cache roots of one machine different plans, and a workload's figures move with them.
 
@@ -28,7 +28,7 @@ def parse_shape(text: str) -> tuple[int, int, tuple[str, ...]]:
 def picks(timings: dict[str, float], prologue: str, rows: int, margin: float) -> tuple[str, str]:
     """(the fastest launch under the bound, `choose`'s launch) for one prologue and rows bucket, from a round's
     `timings_us` (keys `prologue/rows/label`, the candidates in their listed order); "torch" where none."""
-    from tierlm.kernels.linear_tune import choose
+    from tierlm.kernels.tune_timing import choose
 
     prefix = f"{prologue}/{rows}/"
     mine = {key[len(prefix):]: us for key, us in timings.items() if key.startswith(prefix)}

@@ -1,0 +1,92 @@
+"""Whether the fused MoE's start-up tuning picks the same launch when run again, and what timing eagerly hid:
+per token-count bucket, `--rounds` tunings as the engine runs them (`fused_moe_tune.tune_fused_moe`: graph
+replays over several routings, the tie rule) and, in the same rounds, every candidate timed eagerly by Triton's
+`do_bench` (how the tuner timed before: the host's launches included) with its fastest taken. Prints per bucket
+each way's picks over the rounds and the candidates' median times.
+
+    PYTHONPATH=. python benchmarks/moe_tune_stability.py [--rounds 3] [--shape 64,2048,1408,6]
+
+`--shape` is experts, hidden, intermediate, top-k (default: DeepSeek-V2-Lite's routed experts), bf16.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import statistics
+from typing import Optional
+
+
+def label(cfg) -> str:
+    """A candidate as the tuner's timings name it."""
+    return "/".join(str(v) for v in dataclasses.astuple(cfg))
+
+
+def cfg_of(out: dict):
+    """The launch a tuning result names."""
+    from tierlm.kernels.fused_moe import MoEConfig
+
+    return MoEConfig(**{f.name: out[f.name] for f in dataclasses.fields(MoEConfig)})
+
+
+def eager_times(shape: tuple[int, int, int, int], tokens: int, device) -> dict[str, float]:
+    """Every candidate's `do_bench` median in microseconds, on one random routing."""
+    import torch
+    import triton
+
+    from tierlm.kernels.fused_moe import fused_moe
+    from tierlm.kernels.fused_moe_tune import CANDIDATES
+
+    experts, hidden, inter, top_k = shape
+    gen = torch.Generator(device=device).manual_seed(1)
+    gate_up = (torch.randn(experts, 2 * inter, hidden, generator=gen, device=device) * 0.02).bfloat16()
+    down = (torch.randn(experts, hidden, inter, generator=gen, device=device) * 0.02).bfloat16()
+    x = torch.randn(tokens, hidden, generator=gen, device=device).bfloat16()
+    weights, ids = torch.topk(torch.softmax(torch.randn(tokens, experts, generator=gen, device=device), -1), top_k)
+    weights = weights.bfloat16()
+    return {label(c): 1e3 * triton.testing.do_bench(lambda c=c: fused_moe(x, gate_up, down, weights, ids, c),
+                                                     warmup=5, rep=25, return_mode="median") for c in CANDIDATES}
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="Tunings per bucket (default: 3).")
+    ap.add_argument("--shape", default="64,2048,1408,6", help="experts,hidden,intermediate,top_k.")
+    args = ap.parse_args(argv)
+    try:
+        shape = tuple(int(v) for v in args.shape.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        ap.error(f"--shape: four positive integers experts,hidden,intermediate,top_k, got {args.shape!r}")
+    if args.rounds < 2:
+        ap.error("--rounds must be at least 2")
+    import torch
+
+    from tierlm.kernels.fused_moe_tune import BUCKETS, tune_fused_moe
+
+    if not torch.cuda.is_available():
+        raise SystemExit("moe_tune_stability needs a CUDA GPU")
+    device = torch.device("cuda")
+    print(f"{torch.cuda.get_device_name(device)}, shape {shape}, {args.rounds} rounds")
+    for tokens in BUCKETS:
+        graph_picks, eager_picks = collections.Counter(), collections.Counter()
+        graph_us, eager_us = collections.defaultdict(list), collections.defaultdict(list)
+        for _ in range(args.rounds):
+            out = tune_fused_moe(*shape, tokens, torch.bfloat16, device)
+            graph_picks[label(cfg_of(out))] += 1
+            for name, us in out["timings_us"].items():
+                if us is not None:
+                    graph_us[name].append(us)
+            eager = eager_times(shape, tokens, device)
+            eager_picks[min(eager, key=eager.get)] += 1
+            for name, us in eager.items():
+                eager_us[name].append(us)
+        print(f"{tokens:>5} tokens  graph picks: {dict(graph_picks)}  eager picks: {dict(eager_picks)}")
+        for name in graph_us:
+            print(f"      {name:<22} graph {statistics.median(graph_us[name]):9.1f} us   "
+                  f"eager {statistics.median(eager_us[name]):9.1f} us")
+
+
+if __name__ == "__main__":
+    main()
