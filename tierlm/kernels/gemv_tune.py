@@ -3,7 +3,8 @@
 Tuned once per (device, dtype, weight shape) on random data by `tierlm.kernels.linear_tune` (every launch
 inside a CUDA graph with the weights from HBM, checked against the torch path, chosen only by `MARGIN` over
 every unfused path, near-ties to the launch listed first) and kept in the cache root's autotune store
-(`autotune/gemv/<fingerprint>.json`). The candidates are listed simplest first: plain reads, then pipelined ones.
+(`autotune/gemv/<fingerprint>.json`). The list's order breaks ties: plain reads before pipelined ones, and the
+wide-tile launches, added last, lose any tie.
 """
 from __future__ import annotations
 
