@@ -12,21 +12,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import statistics
 from typing import Optional
-
-
-def label(cfg) -> str:
-    """A candidate as the tuner's timings name it."""
-    return "/".join(str(v) for v in dataclasses.astuple(cfg))
-
-
-def cfg_of(out: dict):
-    """The launch a tuning result names."""
-    from tierlm.kernels.fused_moe import MoEConfig
-
-    return MoEConfig(**{f.name: out[f.name] for f in dataclasses.fields(MoEConfig)})
 
 
 def eager_times(shape: tuple[int, int, int, int], tokens: int, device) -> dict[str, float]:
@@ -35,17 +22,12 @@ def eager_times(shape: tuple[int, int, int, int], tokens: int, device) -> dict[s
     import triton
 
     from tierlm.kernels.fused_moe import fused_moe
-    from tierlm.kernels.fused_moe_tune import CANDIDATES
+    from tierlm.kernels.fused_moe_tune import CANDIDATES, launch_name, random_layer
 
-    experts, hidden, inter, top_k = shape
-    gen = torch.Generator(device=device).manual_seed(1)
-    gate_up = (torch.randn(experts, 2 * inter, hidden, generator=gen, device=device) * 0.02).bfloat16()
-    down = (torch.randn(experts, hidden, inter, generator=gen, device=device) * 0.02).bfloat16()
-    x = torch.randn(tokens, hidden, generator=gen, device=device).bfloat16()
-    weights, ids = torch.topk(torch.softmax(torch.randn(tokens, experts, generator=gen, device=device), -1), top_k)
-    weights = weights.bfloat16()
-    return {label(c): 1e3 * triton.testing.do_bench(lambda c=c: fused_moe(x, gate_up, down, weights, ids, c),
-                                                     warmup=5, rep=25, return_mode="median") for c in CANDIDATES}
+    gate_up, down, ((x, weights, ids),) = random_layer(*shape, tokens, torch.bfloat16, device, 1, seed=1)
+    return {launch_name(c): 1e3 * triton.testing.do_bench(lambda c=c: fused_moe(x, gate_up, down, weights, ids, c),
+                                                           warmup=5, rep=25, return_mode="median")
+            for c in CANDIDATES}
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -63,7 +45,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         ap.error("--rounds must be at least 2")
     import torch
 
-    from tierlm.kernels.fused_moe_tune import BUCKETS, tune_fused_moe
+    from tierlm.kernels.fused_moe_tune import BUCKETS, config_of, launch_name, tune_fused_moe
 
     if not torch.cuda.is_available():
         raise SystemExit("moe_tune_stability needs a CUDA GPU")
@@ -74,7 +56,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         graph_us, eager_us = collections.defaultdict(list), collections.defaultdict(list)
         for _ in range(args.rounds):
             out = tune_fused_moe(*shape, tokens, torch.bfloat16, device)
-            graph_picks[label(cfg_of(out))] += 1
+            graph_picks[launch_name(config_of(out))] += 1
             for name, us in out["timings_us"].items():
                 if us is not None:
                     graph_us[name].append(us)

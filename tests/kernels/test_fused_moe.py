@@ -152,3 +152,11 @@ def test_the_timed_calls_run_the_kernel_on_each_routing(monkeypatch):
         assert x is calls[k % n][0] and ids is calls[k % n][3], "call i takes routing i"
         assert gate_up is calls[0][1] and down is calls[0][2] and gate_up.shape == (8, 32, 32)
     assert len({tuple(c[3].flatten().tolist()) for c in calls[:n]}) == n, "the routings differ"
+
+
+def test_a_result_names_its_launch_as_the_tuner_does():
+    for cfg in fused_moe_tune.CANDIDATES:
+        result = {**dataclasses.asdict(cfg), "us": 1.0, "timings_us": {}, "tokens": 1}
+        assert fused_moe_tune.config_of(result) == cfg
+        assert fused_moe_tune.launch_name(cfg) == "/".join(str(v) for v in dataclasses.astuple(cfg))
+    assert len({fused_moe_tune.launch_name(c) for c in fused_moe_tune.CANDIDATES}) == len(fused_moe_tune.CANDIDATES)

@@ -49,19 +49,37 @@ def default_config(num_tokens: int) -> MoEConfig:
     return CANDIDATES[0] if num_tokens <= 64 else CANDIDATES[3]
 
 
-def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens: int, dtype: torch.dtype,
-                   device: torch.device) -> dict:
-    """Time every candidate on random data of the layer's shape (their kernels built side by side first,
-    `kernels.prebuild`); return the launch `tune_timing.choose` picks, with every candidate's time."""
-    gen = torch.Generator(device=device).manual_seed(0)
+def launch_name(cfg: MoEConfig) -> str:
+    """A launch as the tuning results name it (`block_m/block_n/block_k/group_m/num_warps/num_stages`)."""
+    return "/".join(str(v) for v in dataclasses.astuple(cfg))
+
+
+def config_of(result: Mapping) -> MoEConfig:
+    """The launch a tuning result (`tune_fused_moe`'s dict) names."""
+    return MoEConfig(**{f.name: int(result[f.name]) for f in dataclasses.fields(MoEConfig)})
+
+
+def random_layer(num_experts: int, hidden: int, inter: int, top_k: int, tokens: int, dtype: torch.dtype,
+                 device: torch.device, routings: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Random expert weights of the layer's shape and `routings` inputs `(x, weights, ids)` of `tokens` tokens,
+    each routed at random."""
+    gen = torch.Generator(device=device).manual_seed(seed)
     gate_up = (torch.randn(num_experts, 2 * inter, hidden, generator=gen, device=device) * 0.02).to(dtype)
     down = (torch.randn(num_experts, hidden, inter, generator=gen, device=device) * 0.02).to(dtype)
     inputs = []
-    for _ in range(ROUTINGS):
+    for _ in range(routings):
         x = torch.randn(tokens, hidden, generator=gen, device=device).to(dtype)
         logits = torch.randn(tokens, num_experts, generator=gen, device=device)
         weights, ids = torch.topk(torch.softmax(logits, dim=-1), top_k, dim=-1)
         inputs.append((x, weights.to(dtype), ids))
+    return gate_up, down, inputs
+
+
+def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens: int, dtype: torch.dtype,
+                   device: torch.device) -> dict:
+    """Time every candidate on random data of the layer's shape (their kernels built side by side first,
+    `kernels.prebuild`); return the launch `tune_timing.choose` picks, with every candidate's time."""
+    gate_up, down, inputs = random_layer(num_experts, hidden, inter, top_k, tokens, dtype, device, ROUTINGS)
 
     def call(cfg: MoEConfig, i: int) -> torch.Tensor:
         x, weights, ids = inputs[i]
@@ -70,7 +88,7 @@ def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens
     prebuild([functools.partial(call, cfg, 0) for cfg in CANDIDATES], device)
     timed, timings = [], {}
     for cfg in CANDIDATES:
-        name = "/".join(str(v) for v in dataclasses.astuple(cfg))
+        name = launch_name(cfg)
         try:
             us = graph_time_us(functools.partial(call, cfg), ROUTINGS)
         except Exception as e:  # noqa: BLE001 - e.g. out of shared memory for this dtype: not a candidate here
@@ -93,7 +111,6 @@ def tuned_configs(num_experts: int, hidden: int, inter: int, top_k: int, dtype: 
     from tierlm.cachedir import AutotuneStore
 
     store = AutotuneStore()
-    fields = [f.name for f in dataclasses.fields(MoEConfig)]
     table = {}
     for bucket in BUCKETS:
         factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
@@ -103,5 +120,5 @@ def tuned_configs(num_experts: int, hidden: int, inter: int, top_k: int, dtype: 
         results = store.get_or_tune(
             KERNEL, factors,
             lambda bucket=bucket: tune_fused_moe(num_experts, hidden, inter, top_k, bucket, dtype, device))
-        table[bucket] = MoEConfig(**{k: int(results[k]) for k in fields})
+        table[bucket] = config_of(results)
     return table
