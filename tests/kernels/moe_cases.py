@@ -63,6 +63,10 @@ def _cases() -> dict[str, CaseFn]:
         "moe_block_m32": moe(tokens=17, block_m=32, block_n=32, group_m=1, seed=4),
         # DeepSeek-V3 routing: 16 experts in 4 groups (2 kept), top-4, float32 weights beside dtype activations
         "moe_deepseek_grouped_f32_weights": moe(tokens=11, experts=16, top_k=4, groups=4, seed=5),
+        # one program per (pair, column block), `moe_pairs`: no sorting, no padding rows
+        "moe_pairs_one_token": moe(tokens=1, block_m=1, seed=6),
+        "moe_pairs_uneven_tiles": moe(tokens=5, top_k=3, hidden=40, inter=24, block_m=1, seed=7),  # K and N tails
+        "moe_pairs_deepseek_grouped_f32_weights": moe(tokens=3, experts=16, top_k=4, groups=4, block_m=1, seed=8),
     }
 
 

@@ -14,7 +14,7 @@ from tests.kernels.cases import run  # noqa: E402
 from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
 from tests.kernels.moe_cases import MOE_CASES  # noqa: E402
 from tierlm.kernels import fused_moe_tune  # noqa: E402
-from tierlm.kernels.fused_moe import MoEConfig, max_padded_rows, moe_align  # noqa: E402
+from tierlm.kernels.fused_moe import PAIRS, MoEConfig, max_padded_rows, moe_align  # noqa: E402
 
 GPU_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
@@ -51,7 +51,17 @@ def test_align_groups_pairs_by_expert_in_padded_blocks(tokens, top_k, block_m):
 
 
 def test_bucket_of():
-    assert [fused_moe_tune.bucket_of(n) for n in (1, 2, 16, 17, 4096, 10000)] == [1, 16, 16, 64, 4096, 4096]
+    got = [fused_moe_tune.bucket_of(n) for n in (1, 2, 3, 5, 9, 16, 17, 4096, 10000)]
+    assert got == [1, 2, 4, 8, 16, 16, 64, 4096, 4096]
+
+
+def test_pair_launches_are_timed_only_for_a_few_tokens():
+    grouped, pairs = fused_moe_tune.CANDIDATES, fused_moe_tune.PAIR_CANDIDATES
+    assert pairs and all(c.block_m == PAIRS for c in pairs) and all(c.block_m > PAIRS for c in grouped)
+    for bucket in fused_moe_tune.BUCKETS:
+        listed = fused_moe_tune.candidates(bucket)
+        assert listed[:len(grouped)] == grouped, "grouped launches first: a near-tie goes to them"
+        assert listed[len(grouped):] == (pairs if bucket <= fused_moe_tune.PAIRS_UP_TO else ())
 
 
 @pytest.fixture
@@ -69,7 +79,7 @@ def fake_gpu(monkeypatch, tmp_path):
         return 1.0 if timed[-4:] == ["built", 1, 1, 1] else 2.0
 
     def fake_prebuild(launches, device):
-        assert len(launches) == len(fused_moe_tune.CANDIDATES)
+        assert len(launches) in (len(fused_moe_tune.CANDIDATES), len(fused_moe_tune.candidates(1)))
         timed.append("built")
         return 0
 
@@ -82,19 +92,26 @@ def tuned():
     return fused_moe_tune.tuned_configs(4, 32, 16, 2, torch.bfloat16, torch.device("cpu"))
 
 
+def timed_calls() -> int:
+    return sum(len(fused_moe_tune.candidates(b)) for b in fused_moe_tune.BUCKETS)
+
+
 def test_tunes_each_bucket_once_then_reuses(fake_gpu):
     store, timed = fake_gpu
     table = tuned()
     assert set(table) == set(fused_moe_tune.BUCKETS)
     assert all(cfg == fused_moe_tune.CANDIDATES[2] and isinstance(cfg, MoEConfig) for cfg in table.values())
-    per_shape = ["built"] + [1] * len(fused_moe_tune.CANDIDATES)  # every candidate built on the pool, then timed
-    assert timed == per_shape * len(fused_moe_tune.BUCKETS)
-    assert tuned() == table and timed == per_shape * len(fused_moe_tune.BUCKETS)
+    # per bucket, its candidates built on the pool, then timed
+    once = [t for b in fused_moe_tune.BUCKETS for t in ["built"] + [1] * len(fused_moe_tune.candidates(b))]
+    assert timed == once
+    assert tuned() == table and timed == once
     files = sorted((store / "fused_moe").glob("*.json"))
     assert len(files) == len(fused_moe_tune.BUCKETS)
     factors = [json.loads(f.read_text())["factors"] for f in files]
     assert {f["tokens"] for f in factors} == set(fused_moe_tune.BUCKETS)
     assert all(f["device"] == "Fake GPU" and f["num_experts"] == 4 and f["top_k"] == 2 for f in factors)
+    for f in factors:  # a bucket's key lists what it timed
+        assert f["candidates"] == [list(dataclasses.astuple(c)) for c in fused_moe_tune.candidates(f["tokens"])]
     assert all(f["tie"] == fused_moe_tune.TIE and f["timed"].startswith("cuda graph") for f in factors), \
         "tunings timed eagerly or picked without the tie rule are not reused"
 
@@ -105,7 +122,7 @@ def test_reuse_off_writes_runs_and_keeps_canonical(fake_gpu, monkeypatch):
     canonical = {f: f.read_bytes() for f in (store / "fused_moe").glob("*.json")}
     monkeypatch.setenv("TIERLM_AUTOTUNE_CACHE", "0")
     tuned()
-    assert timed.count(1) == 2 * len(fused_moe_tune.BUCKETS) * len(fused_moe_tune.CANDIDATES)  # tuned afresh
+    assert timed.count(1) == 2 * timed_calls()  # tuned afresh
     assert {f: f.read_bytes() for f in (store / "fused_moe").glob("*.json")} == canonical
     assert len(list((store / "runs").glob("fused_moe.*.json"))) == len(fused_moe_tune.BUCKETS)
 
@@ -117,7 +134,7 @@ def test_a_near_tie_goes_to_the_candidate_listed_first(monkeypatch):
     monkeypatch.setattr(fused_moe_tune, "prebuild", lambda launches, device: 0)
 
     def tune(first_us: float) -> MoEConfig:
-        times = iter([first_us, 2.0, 1.0] + [3.0] * (len(fused_moe_tune.CANDIDATES) - 3))
+        times = iter([first_us, 2.0, 1.0] + [3.0] * (len(fused_moe_tune.candidates(3)) - 3))
         monkeypatch.setattr(fused_moe_tune, "graph_time_us", lambda fn, copies: next(times))
         out = fused_moe_tune.tune_fused_moe(4, 32, 16, 2, 3, torch.float32, torch.device("cpu"))
         assert out["timings_us"]["/".join(map(str, dataclasses.astuple(fused_moe_tune.CANDIDATES[2])))] == 1.0
@@ -146,17 +163,18 @@ def test_the_timed_calls_run_the_kernel_on_each_routing(monkeypatch):
     monkeypatch.setattr(fused_moe_tune, "graph_time_us", run_each)
     fused_moe_tune.tune_fused_moe(8, 32, 16, 2, 5, torch.float32, torch.device("cpu"))
     n = fused_moe_tune.ROUTINGS
-    assert len(calls) == n * len(fused_moe_tune.CANDIDATES)
+    assert len(calls) == n * len(fused_moe_tune.candidates(5))
     for k, (x, gate_up, down, ids, cfg) in enumerate(calls):
-        assert cfg == fused_moe_tune.CANDIDATES[k // n]
+        assert cfg == fused_moe_tune.candidates(5)[k // n]
         assert x is calls[k % n][0] and ids is calls[k % n][3], "call i takes routing i"
         assert gate_up is calls[0][1] and down is calls[0][2] and gate_up.shape == (8, 32, 32)
     assert len({tuple(c[3].flatten().tolist()) for c in calls[:n]}) == n, "the routings differ"
 
 
 def test_a_result_names_its_launch_as_the_tuner_does():
-    for cfg in fused_moe_tune.CANDIDATES:
+    every = fused_moe_tune.candidates(1)
+    for cfg in every:
         result = {**dataclasses.asdict(cfg), "us": 1.0, "timings_us": {}, "tokens": 1}
         assert fused_moe_tune.config_of(result) == cfg
         assert fused_moe_tune.launch_name(cfg) == "/".join(str(v) for v in dataclasses.astuple(cfg))
-    assert len({fused_moe_tune.launch_name(c) for c in fused_moe_tune.CANDIDATES}) == len(fused_moe_tune.CANDIDATES)
+    assert len({fused_moe_tune.launch_name(c) for c in every}) == len(every)

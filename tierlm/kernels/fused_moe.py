@@ -5,7 +5,9 @@ device-side torch ops (no host read), so the whole path can be captured in a CUD
 for the worst case; row blocks past the real padded total exit at once. Kernel 1 multiplies the gathered
 token rows by their expert's gate and up rows and writes `silu(gate) * up`; kernel 2 multiplies that by the
 expert's down projection and the routing weight, one output row per pair; the top-k rows of a token are then
-summed. Intermediates are rounded to the input dtype where the torch reference rounds them.
+summed. Intermediates are rounded to the input dtype where the torch reference rounds them. A launch with
+`block_m == PAIRS` runs `tierlm.kernels.moe_pairs` instead: one program per (pair, column block), no sorting,
+for batches of a few tokens.
 """
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ import triton
 import triton.language as tl
 
 from tierlm.kernels.launch import cdiv
+from tierlm.kernels.moe_pairs import moe_by_pairs
+
+PAIRS = 1  # block_m of the pair-at-a-time launches (no tensor-core tile has one row)
 
 
 @dataclasses.dataclass(frozen=True)
 class MoEConfig:
-    """Launch parameters of both grouped GEMMs (the tuned unit of the autotune store)."""
+    """Launch parameters of both grouped GEMMs (the tuned unit of the autotune store). `block_m == PAIRS` names
+    the pair-at-a-time kernels (`moe_pairs`), which use `block_n`, `block_k` and `num_warps` only."""
 
     block_m: int = 16
     block_n: int = 64
@@ -175,6 +181,8 @@ def fused_moe(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weight
     x, gate_up, down = x.contiguous(), gate_up.contiguous(), down.contiguous()
     flat_weights = weights.reshape(-1).contiguous()
     cfg = config
+    if cfg.block_m == PAIRS:
+        return moe_by_pairs(x, gate_up, down, flat_weights, ids, cfg.block_n, cfg.block_k, cfg.num_warps)
     al = moe_align(ids, num_experts, cfg.block_m)
     num_pairs = tokens * top_k
     ieee = x.dtype == torch.float32  # fp32 stays fp32 (no TF32) so it matches the reference

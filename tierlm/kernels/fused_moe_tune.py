@@ -8,7 +8,9 @@ reused on the next start unless `TIERLM_AUTOTUNE_CACHE=0` asks for a fresh tunin
 Each launch is timed replayed from a CUDA graph (`tune_timing.graph_time_us`), as decode steps run the layer,
 cycling through `ROUTINGS` random routings so that one call's experts are not the next one's. Timed eagerly, the
 host's dozen launches per call are most of a small batch's time and the pick says nothing of the device's.
-Launches within `TIE` of the fastest go to the one listed first.
+Launches within `TIE` of the fastest go to the one listed first. Buckets of up to `PAIRS_UP_TO` tokens also
+time the pair-at-a-time launches (`moe_pairs`), which read an expert once per token that chose it and so lose
+at larger batches by far.
 """
 from __future__ import annotations
 
@@ -20,14 +22,14 @@ from collections.abc import Mapping
 
 import torch
 
-from tierlm.kernels.fused_moe import MoEConfig, fused_moe
+from tierlm.kernels.fused_moe import PAIRS, MoEConfig, fused_moe
 from tierlm.kernels.prebuild import prebuild
 from tierlm.kernels.tune_timing import TIE, choose, graph_time_us
 
 logger = logging.getLogger(__name__)
 KERNEL = "fused_moe"
 # token counts tuned for; a batch uses the config of the smallest bucket holding it (the largest beyond)
-BUCKETS = (1, 16, 64, 256, 1024, 4096)
+BUCKETS = (1, 2, 4, 8, 16, 64, 256, 1024, 4096)
 ROUTINGS = 4  # inputs cycled through by the timed calls, each routed at random
 CANDIDATES = (
     MoEConfig(block_m=16, block_n=64, block_k=64, group_m=1, num_warps=4, num_stages=3),
@@ -37,6 +39,19 @@ CANDIDATES = (
     MoEConfig(block_m=64, block_n=128, block_k=64, group_m=8, num_warps=8, num_stages=3),
     MoEConfig(block_m=128, block_n=128, block_k=64, group_m=8, num_warps=8, num_stages=3),
 )
+PAIR_CANDIDATES = (
+    MoEConfig(block_m=PAIRS, block_n=4, block_k=1024, group_m=1, num_warps=4, num_stages=1),
+    MoEConfig(block_m=PAIRS, block_n=8, block_k=512, group_m=1, num_warps=4, num_stages=1),
+    MoEConfig(block_m=PAIRS, block_n=16, block_k=256, group_m=1, num_warps=4, num_stages=1),
+    MoEConfig(block_m=PAIRS, block_n=8, block_k=1024, group_m=1, num_warps=8, num_stages=1),
+)
+PAIRS_UP_TO = 8
+
+
+def candidates(num_tokens: int) -> tuple[MoEConfig, ...]:
+    """The launches timed for a bucket of `num_tokens` tokens: the grouped ones, and for a few tokens the
+    pair-at-a-time ones after them."""
+    return CANDIDATES + PAIR_CANDIDATES if num_tokens <= PAIRS_UP_TO else CANDIDATES
 
 
 def bucket_of(num_tokens: int) -> int:
@@ -77,7 +92,7 @@ def random_layer(num_experts: int, hidden: int, inter: int, top_k: int, tokens: 
 
 def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens: int, dtype: torch.dtype,
                    device: torch.device) -> dict:
-    """Time every candidate on random data of the layer's shape (their kernels built side by side first,
+    """Time every candidate of the bucket on random data of the layer's shape (their kernels built side by side first,
     `kernels.prebuild`); return the launch `tune_timing.choose` picks, with every candidate's time."""
     gate_up, down, inputs = random_layer(num_experts, hidden, inter, top_k, tokens, dtype, device, ROUTINGS)
 
@@ -85,9 +100,10 @@ def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens
         x, weights, ids = inputs[i]
         return fused_moe(x, gate_up, down, weights, ids, cfg)
 
-    prebuild([functools.partial(call, cfg, 0) for cfg in CANDIDATES], device)
+    listed = candidates(tokens)
+    prebuild([functools.partial(call, cfg, 0) for cfg in listed], device)
     timed, timings = [], {}
-    for cfg in CANDIDATES:
+    for cfg in listed:
         name = launch_name(cfg)
         try:
             us = graph_time_us(functools.partial(call, cfg), ROUTINGS)
@@ -115,7 +131,7 @@ def tuned_configs(num_experts: int, hidden: int, inter: int, top_k: int, dtype: 
     for bucket in BUCKETS:
         factors = {"device": torch.cuda.get_device_name(device), "dtype": str(dtype).replace("torch.", ""),
                    "num_experts": num_experts, "hidden": hidden, "inter": inter, "top_k": top_k,
-                   "tokens": bucket, "candidates": [dataclasses.astuple(c) for c in CANDIDATES],
+                   "tokens": bucket, "candidates": [dataclasses.astuple(c) for c in candidates(bucket)],
                    "timed": f"cuda graph, {ROUTINGS} routings", "tie": TIE}
         results = store.get_or_tune(
             KERNEL, factors,
