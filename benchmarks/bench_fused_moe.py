@@ -13,7 +13,7 @@ import torch
 from triton.testing import do_bench, do_bench_cudagraph
 
 from tierlm.kernels.fused_moe import fused_moe
-from tierlm.kernels.fused_moe_tune import CANDIDATES, default_config
+from tierlm.kernels.fused_moe_tune import candidates, default_config
 from tierlm.layers.moe import experts_sorted, route
 
 EXPERTS, HIDDEN, INTER, TOP_K = 128, 2048, 768, 8  # Qwen3-30B-A3B
@@ -41,7 +41,7 @@ def bench_tokens(tokens: int, gen: torch.Generator) -> dict:
     row["default_us"] = do_bench(lambda: fused_moe(*args, default_config(tokens)), warmup=5, rep=50,
                                  return_mode="median") * 1e3
     best = None
-    for cfg in CANDIDATES:
+    for cfg in candidates(tokens):
         us = do_bench(lambda cfg=cfg: fused_moe(*args, cfg), warmup=5, rep=50, return_mode="median") * 1e3
         print(f"  tokens {tokens:5d} {cfg}: {us:9.1f} us", flush=True)
         if best is None or us < best[0]:

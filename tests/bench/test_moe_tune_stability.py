@@ -14,7 +14,7 @@ import moe_tune_stability as stability  # noqa: E402
 
 
 @pytest.mark.parametrize("bad", [["--shape", "64,2048,1408"], ["--shape", "a,b,c,d"], ["--shape", "64,0,8,2"],
-                                 ["--rounds", "1"]])
+                                 ["--rounds", "1"], ["--tokens", "1,x"], ["--tokens", "0"]])
 def test_bad_arguments_are_usage_errors(bad, capsys):
     with pytest.raises(SystemExit) as err:
         stability.main(bad)

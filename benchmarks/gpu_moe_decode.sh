@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# MoE decode at small batches on one GPU, this tree (A) against another checkout (B, e.g. `git archive COMMIT | tar
+# -x -C DIR`): (t) the fused MoE's GPU tests; (s) every launch the tuner times, replayed from a CUDA graph, at
+# decode-sized token counts for DeepSeek-V2-Lite's and Qwen3-30B-A3B's routed experts (`moe_tune_stability.py`,
+# two rounds, no eager timings); (e) DeepSeek-V2-Lite's decode steps at batches 1-16 (`profile_engine.py`, dummy
+# weights, one fresh cache root per side, so each side tunes its own launches), then this tree's fast path against
+# the torch reference in bf16 on 4 prompts (`gpu_engine_check.py`: first divergence, logprob closeness).
+# About 9 minutes. Usage: bash benchmarks/gpu_moe_decode.sh B_DIR OUTDIR  (PARTS=tse: which parts)
+set -uo pipefail
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions
+ab_dirs "$1" "${2:-moe-decode}"
+PARTS=${PARTS:-tse}
+stamp() { echo "== $(date +%T) $*"; }
+print_versions
+
+if [[ $PARTS == *t* ]]; then
+  stamp "(t) tests"
+  PYTHONPATH=$here timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_fused_moe.py \
+    tests/layers/test_moe.py tests/kernels/test_tune_timing.py 2>&1 | tail -n 3
+fi
+if [[ $PARTS == *s* ]]; then
+  for shape in 64,2048,1408,6 128,2048,768,8; do
+    stamp "(s) $shape"
+    PYTHONPATH=$here timeout 150 python3 benchmarks/moe_tune_stability.py --rounds 2 --no-eager --shape "$shape" \
+      --tokens 1,2,4,8,16 > "$out/stability-$shape.txt" 2> "$out/stability-$shape.err" || echo "failed"
+    cat "$out/stability-$shape.txt"
+  done
+fi
+if [[ $PARTS == *e* ]]; then
+  for side in A B; do
+    stamp "(e) profile_engine $side"
+    dir=$(side_dir $side)
+    (cd "$dir" && TIERLM_CACHE_DIR=$(side_root moe $side) PYTHONPATH=$dir timeout 200 python3 \
+      benchmarks/profile_engine.py --model builtin:deepseek-v2-lite --load-format dummy --skip-tokenizer-init \
+      --batches 1,2,4,8,16 --prefill-len 0 --steps 50 > "$out/steps-$side.txt" 2> "$out/steps-$side.err") \
+      || { echo "failed:"; tail -n 5 "$out/steps-$side.err"; }
+    cat "$out/steps-$side.txt"
+  done
+  stamp "(e) fast path against the torch reference"
+  TIERLM_CACHE_DIR=$(side_root moe A) PYTHONPATH=$here timeout 200 python3 benchmarks/gpu_engine_check.py \
+    --archs qwen3_moe --model builtin:deepseek-v2-lite --prompts 4 --max-tokens 32 > "$out/check.txt" \
+    2> "$out/check.err" || echo "check exit $?"
+  cat "$out/check.txt"
+fi
+python3 benchmarks/show_tuned.py "$here"/.cache-moe-* > "$out/tuned.txt" 2>&1 || true
+stamp done
