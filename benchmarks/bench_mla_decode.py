@@ -4,7 +4,11 @@
 context 4096. Checks each shape against a float32 torch reference (max |err|), sweeps a few launch variants
 at batch 64, and reports achieved bandwidth (latent + index bytes / median time, both stages) as a fraction
 of the device-to-device copy bandwidth measured in the same run; a short table comes last.
-Usage: `PYTHONPATH=. python benchmarks/bench_mla_decode.py [--quick]` from the repo root; needs CUDA.
+Usage: `PYTHONPATH=. python benchmarks/bench_mla_decode.py [--quick] [--small]` from the repo root; needs CUDA.
+
+`--small`: decode-sized batches (1-64 requests, contexts 512-4,096), graph-replayed: the kernel as it is at
+several `min_chunk` and `block_n`, against stage 1 followed by the GQA kernel's stage 2 (the merge MLA used
+before its own), each checked against the float32 reference.
 """
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
-from tierlm.kernels.decode_attention import choose_max_splits
-from tierlm.kernels.mla_decode import mla_decode
+from tierlm.kernels.decode_attention import _decode_stage2, choose_max_splits
+from tierlm.kernels.launch import next_power_of_2
+from tierlm.kernels.mla_decode import _mla_decode_stage1, mla_decode
+from tierlm.kernels.pool_dtype import compute_dtype
 
 HEADS, LORA, ROPE, PAGE = 16, 512, 64, 16
 WIDTH = LORA + ROPE
@@ -35,10 +41,11 @@ class Variant:
     num_stages: int = 2
     waves: int = 4
     min_chunk: int = 128
+    gqa_merge: bool = False  # stage 2 by the GQA decode kernel's merge, as MLA ran before
 
     def label(self) -> str:
         return f"n{self.block_n} h{self.block_h} w{self.num_warps} s{self.num_stages} waves{self.waves} " \
-               f"mc{self.min_chunk}"
+               f"mc{self.min_chunk}" + (" gqa-merge" if self.gqa_merge else "")
 
 
 def copy_bandwidth() -> float:
@@ -71,9 +78,26 @@ class Case:
         s = choose_max_splits(self.batch, triton.cdiv(HEADS, var.block_h), sms, waves=var.waves)
         mid_o = torch.empty(self.batch, HEADS, s, LORA, dtype=torch.float32, device="cuda")
         mid_lse = torch.empty(self.batch, HEADS, s, dtype=torch.float32, device="cuda")
+        if var.gqa_merge:
+            return lambda: self.gqa_merged(var, mid_o, mid_lse)
         return lambda: mla_decode(self.q, self.latent, self.table, self.rows, self.seq_lens, self.out, mid_o,
                                   mid_lse, SCALE, min_chunk=var.min_chunk, block_n=var.block_n,
                                   block_h=var.block_h, num_warps=var.num_warps, num_stages=var.num_stages)
+
+    def gqa_merged(self, var: Variant, mid_o: torch.Tensor, mid_lse: torch.Tensor) -> torch.Tensor:
+        """`mla_decode`'s stage 1, then the GQA kernel's stage 2 over the whole latent width."""
+        s = mid_o.shape[2]
+        _mla_decode_stage1[(self.batch, triton.cdiv(HEADS, var.block_h), s)](
+            self.q, self.latent, self.table, self.rows, self.seq_lens, mid_o, mid_lse, self.q.stride(0),
+            self.q.stride(1), self.latent.stride(0), self.table.stride(0), SCALE * 1.4426950408889634,
+            var.min_chunk, NUM_HEADS=HEADS, LORA=LORA, ROPE=ROPE, MAX_SPLITS=s, BLOCK_H=var.block_h,
+            BLOCK_N=var.block_n, BLOCK_C=LORA, BLOCK_R=ROPE, DOT_PRECISION="tf32", WIDE=compute_dtype(DTYPE, DTYPE),
+            num_warps=var.num_warps, num_stages=var.num_stages)
+        _decode_stage2[(self.batch, HEADS)](
+            mid_o, mid_lse, self.seq_lens, self.out, self.out.stride(0), self.out.stride(1), var.min_chunk,
+            NUM_HEADS=HEADS, HEAD_DIM=LORA, MAX_SPLITS=s, BLOCK_S=next_power_of_2(s), BLOCK_N=var.block_n,
+            BLOCK_D=LORA, num_warps=4)
+        return self.out
 
     def check(self, var: Variant, rows: int = 8) -> float:
         """Max |err| of the first `rows` requests against float32 torch latent attention."""
@@ -94,9 +118,31 @@ class Case:
         return ms * 1e3, self.bytes / ms / 1e6
 
 
+SMALL = [(1, 512), (1, 4096), (4, 1024), (16, 1024), (64, 4096)]
+
+
+def small_sweep(gen: torch.Generator) -> None:
+    """Graph-replayed us of both stages per (batch, context) and launch, with the max |err| of each."""
+    variants = [Variant(gqa_merge=True), Variant()] + [Variant(min_chunk=mc) for mc in (64, 32, 16)] + [
+        Variant(block_n=16, min_chunk=32), Variant(block_n=16, min_chunk=16)]
+    cases = [Case(b, c, gen) for b, c in SMALL]
+    print("\n## decode-sized batches, graph-replayed us (max |err| vs float32)")
+    print(f"{'launch':40s}" + "".join(f"{f'{c.batch}x{c.ctx}':>16}" for c in cases))
+    for var in variants:
+        cells = []
+        for case in cases:
+            try:
+                us, _ = case.time_gbs(var, graph=True)
+                cells.append(f"{us:7.1f} ({case.check(var):.0e})")
+            except Exception as exc:  # noqa: BLE001 - report and go on
+                cells.append(f"{type(exc).__name__[:15]:>15}")
+        print(f"{var.label():40s}" + "".join(f"{cell:>16}" for cell in cells), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip the launch-variant sweep")
+    ap.add_argument("--small", action="store_true", help="only the decode-sized sweep (see the docstring)")
     args = ap.parse_args()
     props = torch.cuda.get_device_properties(0)
     gen = torch.Generator().manual_seed(0)
@@ -119,6 +165,9 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - a variant may not fit shared memory; report and go on
                 print(f"{var.label():40s} failed: {type(exc).__name__}: {str(exc)[:80]}")
 
+    if args.small:
+        small_sweep(gen)
+        return
     rows = []
     for (b, c), case in cases.items():
         err = case.check(default)

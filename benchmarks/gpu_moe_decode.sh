@@ -22,8 +22,8 @@ if [[ $PARTS == *s* ]]; then
   for shape in 64,2048,1408,6 128,2048,768,8; do
     stamp "(s) $shape"
     PYTHONPATH=$here timeout 150 python3 benchmarks/moe_tune_stability.py --rounds 2 --no-eager --shape "$shape" \
-      --tokens 1,2,4,8,16 > "$out/stability-$shape.txt" 2> "$out/stability-$shape.err" || echo "failed"
-    cat "$out/stability-$shape.txt"
+      --tokens 1,2,4,8,16 > "$out/stability-${shape//,/-}.txt" 2> "$out/stability-${shape//,/-}.err" || echo "failed"
+    cat "$out/stability-${shape//,/-}.txt"
   done
 fi
 if [[ $PARTS == *e* ]]; then

@@ -7,9 +7,12 @@ of heads (`BLOCK_H`, through `tl.dot`) and one slice of a request's sequence: ea
 head block and serves as key and value.
 
 Stage 1, grid `(batch, head_blocks, max_splits)`: online softmax over the slice, normalised partial output
-`[BLOCK_H, kv_lora_rank]` plus its log-sum-exp (base 2). Stage 2 (shared with the GQA decode kernel) merges
-the slices by their LSEs. Slices are derived on the device from each sequence length, exactly as in
-`tierlm.kernels.decode_attention`, so the launch depends on the batch size only (CUDA-graph safe).
+`[BLOCK_H, kv_lora_rank]` plus its log-sum-exp (base 2). Stage 2, grid `(batch, heads, kv_lora_rank /
+MERGE_D)`, merges the slices by their LSEs, looping over the slices a request has: a 512-wide latent output
+of up to 64 slices held in registers at once (as the GQA kernel's stage 2 holds its 128-wide ones) spills,
+and a batch-1 step would spend more on the merge than on the attention. Slices are derived on the device from
+each sequence length, exactly as in `tierlm.kernels.decode_attention`, so the launch depends on the batch size
+only (CUDA-graph safe).
 """
 from __future__ import annotations
 
@@ -17,9 +20,11 @@ import torch
 import triton
 import triton.language as tl
 
-from tierlm.kernels.decode_attention import _decode_stage2, _split_range
+from tierlm.kernels.decode_attention import _split_range
 from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pool_dtype import compute_dtype, widen_q
+
+MERGE_D = 128  # latent columns per stage-2 program
 
 
 @triton.jit
@@ -77,6 +82,34 @@ def _mla_decode_stage1(
     tl.store(mid_lse + mid, m_i + tl.log2(l_safe), mask=valid)
 
 
+@triton.jit
+def _mla_merge(mid_o, mid_lse, seq_lens, out_ptr, stride_ob, stride_oh, min_chunk, NUM_HEADS: tl.constexpr,
+               LORA: tl.constexpr, MAX_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_D: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    seq_len = tl.load(seq_lens + b)
+    offs_s = tl.arange(0, BLOCK_S)
+    num_splits, starts, ends = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
+    base = (b.to(tl.int64) * NUM_HEADS + h) * MAX_SPLITS
+    # empty slices (start past the sequence) were never written: weight 0, not read
+    lse = tl.load(mid_lse + base + offs_s, mask=(offs_s < num_splits) & (starts < seq_len), other=float("-inf"))
+    m = tl.max(lse, axis=0)
+    offs_d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < LORA
+    acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    denom = 0.0
+    for s in range(0, num_splits):
+        n, start, end = _split_range(seq_len, s, min_chunk, MAX_SPLITS, BLOCK_N)
+        if start < seq_len:
+            w = tl.exp2(tl.load(mid_lse + base + s) - m)
+            acc += w * tl.load(mid_o + (base + s) * LORA + offs_d, mask=mask_d, other=0.0)
+            denom += w
+    res = acc / tl.where(denom > 0, denom, 1.0)  # seq_len 0 -> zeros
+    tl.store(out_ptr + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d, res.to(out_ptr.dtype.element_ty),
+             mask=mask_d)
+
+
 def mla_decode(q: torch.Tensor, latent_buf: torch.Tensor, req_to_token: torch.Tensor, req_rows: torch.Tensor,
                seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor, mid_lse: torch.Tensor,
                sm_scale: float, *, min_chunk: int = 128, block_n: int = 32, block_h: int = 16,
@@ -110,10 +143,10 @@ def mla_decode(q: torch.Tensor, latent_buf: torch.Tensor, req_to_token: torch.Te
         DOT_PRECISION=precision, WIDE=compute_dtype(q.dtype, latent_buf.dtype), num_warps=num_warps,
         num_stages=num_stages,
     )
-    _decode_stage2[(batch, num_heads)](
+    block_d = min(MERGE_D, next_power_of_2(lora))
+    _mla_merge[(batch, num_heads, cdiv(lora, block_d))](
         mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
-        NUM_HEADS=num_heads, HEAD_DIM=lora, MAX_SPLITS=max_splits,
-        BLOCK_S=next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=next_power_of_2(lora),
-        num_warps=4 if lora >= 128 else 2,
+        NUM_HEADS=num_heads, LORA=lora, MAX_SPLITS=max_splits, BLOCK_S=next_power_of_2(max_splits),
+        BLOCK_N=block_n, BLOCK_D=block_d, num_warps=1,
     )
     return out
