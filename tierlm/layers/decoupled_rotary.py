@@ -59,6 +59,17 @@ class DecoupledRotary(nn.Module):
         return torch.cat((r1, r2), dim=-1)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated q `[T, H, d]` and k `[T, d]`: on CUDA in one Triton launch (`kernels.decoupled_rope`, the same
+        bits as `rotate_torch`), elsewhere by `rotate_torch`."""
+        if q.is_cuda:
+            from tierlm.kernels.decoupled_rope import decoupled_rope
+
+            return decoupled_rope(positions, q, k, self.cos, self.sin, self.style)
+        return self.rotate_torch(positions, q, k)
+
+    def rotate_torch(self, positions: torch.Tensor, q: torch.Tensor,
+                     k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotation in torch ops, in float32, narrowed to the inputs' dtype."""
         cos, sin = self.cos[positions], self.sin[positions]  # [T, d / 2]
         q_out = self._rotate(q.float(), cos[:, None], sin[:, None]).to(q.dtype)
         return q_out, self._rotate(k.float(), cos, sin).to(k.dtype)

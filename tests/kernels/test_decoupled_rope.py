@@ -1,0 +1,38 @@
+"""Decoupled rotary kernel: bit for bit the torch layer's arithmetic (compiled on a GPU, else interpreted)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from tests.kernels.cases import run  # noqa: E402
+from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
+from tests.kernels.rope_cases import ROPE_CASES  # noqa: E402
+
+GPU_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict[str, str]:
+    return run_interpreted("tests.kernels.rope_cases", list(ROPE_CASES))
+
+
+@pytest.mark.parametrize("name", list(ROPE_CASES))
+def test_decoupled_rope_case(name: str, request: pytest.FixtureRequest) -> None:
+    assert_case_ok(name, request, lambda: run([name], "cuda", GPU_DTYPES, cases=ROPE_CASES))
+
+
+def test_the_layer_takes_the_kernel_on_cuda_only(monkeypatch):
+    """On a CPU tensor the layer computes in torch; a CUDA tensor goes to the kernel (faked here)."""
+    from tierlm.kernels import decoupled_rope
+    from tierlm.layers.decoupled_rotary import DecoupledRotary
+
+    rope = DecoupledRotary(16, 32, 10000.0, None, "complex", 32)
+    q, k, pos = torch.randn(2, 3, 16), torch.randn(2, 16), torch.tensor([1, 5])
+    assert all(torch.equal(a, b) for a, b in zip(rope(pos, q, k), rope.rotate_torch(pos, q, k)))
+    calls = []
+    monkeypatch.setattr(decoupled_rope, "decoupled_rope", lambda *a: calls.append(a) or ("q", "k"))
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert rope(pos, q, k) == ("q", "k")
+    assert calls and calls[0][-1] == "complex" and calls[0][3] is rope.cos
