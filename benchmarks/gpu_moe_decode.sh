@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # MoE decode at small batches on one GPU, this tree (A) against another checkout (B, e.g. `git archive COMMIT | tar
-# -x -C DIR`): (t) the fused MoE's GPU tests; (s) every launch the tuner times, replayed from a CUDA graph, at
+# -x -C DIR`): (t) the GPU tests of the kernels a MoE / latent-attention decode step runs; (s) every launch the tuner times, replayed from a CUDA graph, at
 # decode-sized token counts for DeepSeek-V2-Lite's and Qwen3-30B-A3B's routed experts (`moe_tune_stability.py`,
 # two rounds, no eager timings); (e) DeepSeek-V2-Lite's decode steps at batches 1-16 (`profile_engine.py`, dummy
 # weights, one fresh cache root per side, so each side tunes its own launches), then this tree's fast path against
-# the torch reference in bf16 on 4 prompts (`gpu_engine_check.py`: first divergence, logprob closeness).
+# the torch reference: tiny MoE / latent-attention models in float32 token for token, DeepSeek-V2-Lite in bf16 on
+# 4 prompts (`gpu_engine_check.py`: first divergence, logprob closeness).
 # About 9 minutes. Usage: bash benchmarks/gpu_moe_decode.sh B_DIR OUTDIR  (PARTS=tse: which parts)
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions
@@ -16,7 +17,9 @@ print_versions
 if [[ $PARTS == *t* ]]; then
   stamp "(t) tests"
   PYTHONPATH=$here timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_fused_moe.py \
-    tests/layers/test_moe.py tests/kernels/test_tune_timing.py 2>&1 | tail -n 3
+    tests/layers/test_moe.py tests/kernels/test_tune_timing.py tests/kernels/test_decoupled_rope.py \
+    tests/layers/test_decoupled_rotary.py tests/kernels/test_mla_decode.py tests/attention/test_mla_triton.py \
+    2>&1 | tail -n 3
 fi
 if [[ $PARTS == *s* ]]; then
   for shape in 64,2048,1408,6 128,2048,768,8; do
@@ -38,7 +41,7 @@ if [[ $PARTS == *e* ]]; then
   done
   stamp "(e) fast path against the torch reference"
   TIERLM_CACHE_DIR=$(side_root moe A) PYTHONPATH=$here timeout 200 python3 benchmarks/gpu_engine_check.py \
-    --archs qwen3_moe --model builtin:deepseek-v2-lite --prompts 4 --max-tokens 32 > "$out/check.txt" \
+    --archs qwen3_moe,deepseek_v2,deepseek_v3 --model builtin:deepseek-v2-lite --prompts 4 --max-tokens 32 > "$out/check.txt" \
     2> "$out/check.err" || echo "check exit $?"
   cat "$out/check.txt"
 fi
