@@ -29,7 +29,7 @@ def grouped_sigmoid_route(logits: torch.Tensor, top_k: int, groups: int, seed: i
 
 def check_fused_moe(device: str, dtype: torch.dtype, *, tokens: int, experts: int = 4, hidden: int = 32,
                     inter: int = 16, top_k: int = 2, block_m: int = 16, block_n: int = 16, block_k: int = 16,
-                    group_m: int = 2, seed: int = 0, groups: int = 0) -> None:
+                    group_m: int = 2, seed: int = 0, groups: int = 0, with_add: bool = False) -> None:
     from tierlm.kernels.fused_moe import MoEConfig, fused_moe
     from tierlm.layers.moe import experts_sorted, route
 
@@ -45,8 +45,11 @@ def check_fused_moe(device: str, dtype: torch.dtype, *, tokens: int, experts: in
     else:
         weights, ids = route(logits, top_k, renormalize=True)
     cfg = MoEConfig(block_m=block_m, block_n=block_n, block_k=block_k, group_m=group_m, num_warps=4, num_stages=1)
-    out = fused_moe(x, gate_up, down, weights, ids, cfg)
+    add = torch.randn(tokens, hidden, generator=gen).to(device=device, dtype=dtype) if with_add else None
+    out = fused_moe(x, gate_up, down, weights, ids, cfg, add=add)
     ref = experts_sorted(x.double(), gate_up.double(), down.double(), weights.double(), ids)
+    if add is not None:  # the shared experts' term
+        ref = ref + add.double()
     assert out.shape == x.shape and out.dtype == dtype
     torch.testing.assert_close(out.cpu().double(), ref.cpu(), **tolerance(dtype))
 
@@ -67,6 +70,9 @@ def _cases() -> dict[str, CaseFn]:
         "moe_pairs_one_token": moe(tokens=1, block_m=1, seed=6),
         "moe_pairs_uneven_tiles": moe(tokens=5, top_k=3, hidden=40, inter=24, block_m=1, seed=7),  # K and N tails
         "moe_pairs_deepseek_grouped_f32_weights": moe(tokens=3, experts=16, top_k=4, groups=4, block_m=1, seed=8),
+        # a second term added to the mix in the same last launch (DeepSeek's shared experts)
+        "moe_with_add": moe(tokens=6, with_add=True, seed=9),
+        "moe_pairs_with_add": moe(tokens=2, block_m=1, with_add=True, seed=10),
     }
 
 

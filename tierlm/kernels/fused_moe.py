@@ -5,19 +5,21 @@ device-side torch ops (no host read), so the whole path can be captured in a CUD
 for the worst case; row blocks past the real padded total exit at once. Kernel 1 multiplies the gathered
 token rows by their expert's gate and up rows and writes `silu(gate) * up`; kernel 2 multiplies that by the
 expert's down projection and the routing weight, one output row per pair; the top-k rows of a token are then
-summed. Intermediates are rounded to the input dtype where the torch reference rounds them. A launch with
+summed (`moe_combine`, with the shared experts' output when given). Intermediates are rounded to the input dtype where the torch reference rounds them. A launch with
 `block_m == PAIRS` runs `tierlm.kernels.moe_pairs` instead: one program per (pair, column block), no sorting,
 for batches of a few tokens.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
 from tierlm.kernels.launch import cdiv
+from tierlm.kernels.moe_combine import combine
 from tierlm.kernels.moe_pairs import moe_by_pairs
 
 PAIRS = 1  # block_m of the pair-at-a-time launches (no tensor-core tile has one row)
@@ -167,22 +169,31 @@ def _down_kernel(h_ptr, w_ptr, out_ptr, weights_ptr, pairs_ptr, block_expert_ptr
 
 
 def fused_moe(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weights: torch.Tensor,
-              ids: torch.Tensor, config: MoEConfig = MoEConfig()) -> torch.Tensor:
-    """Weighted sum of each token's top-k SwiGLU experts, like `tierlm.layers.moe.experts_sorted`.
+              ids: torch.Tensor, config: MoEConfig = MoEConfig(), add: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Weighted sum of each token's top-k SwiGLU experts, like `tierlm.layers.moe.experts_sorted`, plus `add`
+    `[tokens, hidden]` when given (the shared experts' output, added as `out + add` rounds).
 
     `x` `[tokens, hidden]`, `gate_up` `[experts, 2 * inter, hidden]` (gate rows, then up rows), `down`
     `[experts, hidden, inter]`, `weights`/`ids` `[tokens, top_k]`. Reads nothing on the host.
     """
-    tokens, hidden = x.shape
-    top_k = ids.shape[1]
-    num_experts, inter = gate_up.shape[0], down.shape[2]
-    if tokens == 0:
+    if x.shape[0] == 0:
         return torch.zeros_like(x)
     x, gate_up, down = x.contiguous(), gate_up.contiguous(), down.contiguous()
     flat_weights = weights.reshape(-1).contiguous()
-    cfg = config
-    if cfg.block_m == PAIRS:
-        return moe_by_pairs(x, gate_up, down, flat_weights, ids, cfg.block_n, cfg.block_k, cfg.num_warps)
+    if config.block_m == PAIRS:
+        per_pair = moe_by_pairs(x, gate_up, down, flat_weights, ids, config.block_n, config.block_k,
+                                config.num_warps)
+    else:
+        per_pair = _grouped(x, gate_up, down, flat_weights, ids, config)
+    return combine(per_pair, ids.shape[1], add)
+
+
+def _grouped(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, flat_weights: torch.Tensor,
+             ids: torch.Tensor, cfg: MoEConfig) -> torch.Tensor:
+    """Each pair's weighted expert output `[tokens * top_k, hidden]` by the two grouped GEMMs."""
+    tokens, hidden = x.shape
+    top_k = ids.shape[1]
+    num_experts, inter = gate_up.shape[0], down.shape[2]
     al = moe_align(ids, num_experts, cfg.block_m)
     num_pairs = tokens * top_k
     ieee = x.dtype == torch.float32  # fp32 stays fp32 (no TF32) so it matches the reference
@@ -197,4 +208,4 @@ def fused_moe(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, weight
     _down_kernel[(blocks_m * cdiv(hidden, cfg.block_n),)](
         h, down, per_pair, flat_weights, al.sorted_pairs, al.block_expert, al.total, num_pairs, al.max_rows,
         hidden, inter, h.stride(0), down.stride(0), down.stride(1), per_pair.stride(0), IEEE=ieee, **launch)
-    return per_pair.view(tokens, top_k, hidden).sum(dim=1)
+    return per_pair

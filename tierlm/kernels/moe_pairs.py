@@ -10,8 +10,8 @@ repeats mostly from L2), so this pays only for a handful of tokens; the tuner (`
 token-count bucket.
 
 Rounding as `fused_moe`: gate and up rounded to the dtype, SiLU rounded, their product rounded; the down
-projection rounded, times the routing weight, rounded; a token's top-k outputs summed in float32 and rounded
-once (`torch.sum`). float32 inputs are multiplied in float32 (no TF32).
+projection rounded, times the routing weight, rounded (a row per pair; `fused_moe` sums a token's rows).
+float32 inputs are multiplied in float32 (no TF32).
 """
 from __future__ import annotations
 
@@ -87,9 +87,9 @@ def _pair_down_kernel(h_ptr, w_ptr, out_ptr, weights_ptr, ids_ptr, hidden, inter
 
 def moe_by_pairs(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, flat_weights: torch.Tensor,
                  ids: torch.Tensor, block_n: int, block_k: int, num_warps: int) -> torch.Tensor:
-    """Weighted sum of each token's top-k SwiGLU experts (as `fused_moe.fused_moe`), one program per (pair,
-    column block). `x`, `gate_up`, `down` contiguous; `flat_weights` `[tokens * top_k]`, `ids` `[tokens, top_k]`.
-    Reads nothing on the host."""
+    """Each (token, expert) pair's weighted SwiGLU output `[tokens * top_k, hidden]` (a token's k rows
+    together), one program per (pair, column block). `x`, `gate_up`, `down` contiguous; `flat_weights`
+    `[tokens * top_k]`, `ids` `[tokens, top_k]`. Reads nothing on the host."""
     tokens, hidden = x.shape
     top_k = ids.shape[1]
     inter = down.shape[2]
@@ -103,4 +103,4 @@ def moe_by_pairs(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor, fla
     _pair_down_kernel[(pairs * cdiv(hidden, block_n),)](
         h, down, per_pair, flat_weights, flat_ids, hidden, inter, h.stride(0), down.stride(0), down.stride(1),
         per_pair.stride(0), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
-    return per_pair.view(tokens, top_k, hidden).sum(dim=1)
+    return per_pair

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 def route(router_logits: torch.Tensor, top_k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k experts of each token and their weights (`[tokens, top_k]` each): softmax in float32 over all
-    experts, then the k largest probabilities, divided by their sum when `renormalize`."""
+    experts, then the k largest probabilities, divided by their sum when `renormalize`. On CUDA in one launch
+    (`kernels.moe_route`)."""
+    if router_logits.is_cuda:
+        from tierlm.kernels.moe_route import softmax_topk
+
+        return softmax_topk(router_logits, top_k, renormalize, weights_dtype=router_logits.dtype)
     probs = torch.softmax(router_logits, dim=-1, dtype=torch.float32)
     weights, ids = torch.topk(probs, top_k, dim=-1)
     if renormalize:
@@ -96,20 +101,24 @@ class StackedExperts(nn.Module):
     def extra_repr(self) -> str:
         return f"experts={self.experts_gate_up.shape[0]}, top_k={self.top_k}, intermediate={self.intermediate}"
 
-    def experts(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def experts(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
+                add: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Sum over each token's experts `ids` `[tokens, top_k]` of their outputs times `weights` (any float
-        dtype: products are rounded to `x`'s dtype). On CUDA nothing is read on the host."""
+        dtype: products are rounded to `x`'s dtype), plus `add` (e.g. shared experts' output) when given. On
+        CUDA nothing is read on the host and the add is part of the kernels' last launch."""
         if x.is_cuda:
-            return self._fused(x, weights, ids)
-        return experts_sorted(x, self.experts_gate_up, self.experts_down, weights, ids)
+            return self._fused(x, weights, ids, add)
+        out = experts_sorted(x, self.experts_gate_up, self.experts_down, weights, ids)
+        return out if add is None else out + add
 
-    def _fused(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def _fused(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor,
+               add: Optional[torch.Tensor]) -> torch.Tensor:
         from tierlm.kernels.fused_moe import fused_moe
         from tierlm.kernels.fused_moe_tune import bucket_of, default_config
 
         n = x.shape[0]
         cfg = self.fused_configs.get(bucket_of(n)) if self.fused_configs else None
-        return fused_moe(x, self.experts_gate_up, self.experts_down, weights, ids, cfg or default_config(n))
+        return fused_moe(x, self.experts_gate_up, self.experts_down, weights, ids, cfg or default_config(n), add)
 
 
 class SparseMoE(StackedExperts):

@@ -58,6 +58,13 @@ class Router(nn.Module):
         """x `[T, hidden]` → (weights `[T, k]` float32, expert ids `[T, k]`)."""
         cfg = self.cfg
         logits = F.linear(x.float(), self.weight.float())
+        # V3 renormalizes whenever asked (as transformers does); V2 only with more than one expert (as DeepSeek's
+        # own code does: transformers' V2 never renormalizes, and the published V2 configs never ask)
+        renorm = cfg.norm_topk_prob and (cfg.scoring == "sigmoid" or cfg.num_experts_per_tok > 1)
+        if logits.is_cuda and cfg.scoring == "softmax" and cfg.topk_method != "group_limited_greedy":
+            from tierlm.kernels.moe_route import softmax_topk  # one launch for the steps below
+
+            return softmax_topk(logits, cfg.num_experts_per_tok, renorm, 1e-20, cfg.routed_scaling_factor)
         if cfg.scoring == "sigmoid":
             scores = logits.sigmoid()
             choice = scores + self.e_score_correction_bias
@@ -69,9 +76,7 @@ class Router(nn.Module):
             if cfg.topk_method == "group_limited_greedy":
                 scores = scores.masked_fill(~self._group_mask(scores, "max"), 0.0)
             weights, ids = scores.topk(cfg.num_experts_per_tok, dim=-1, sorted=False)
-        # V3 renormalizes whenever asked (as transformers does); V2 only with more than one expert (as DeepSeek's
-        # own code does: transformers' V2 never renormalizes, and the published V2 configs never ask)
-        if cfg.norm_topk_prob and (cfg.scoring == "sigmoid" or cfg.num_experts_per_tok > 1):
+        if renorm:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         return weights * cfg.routed_scaling_factor, ids
 
@@ -87,7 +92,5 @@ class DeepseekMoE(StackedExperts):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights, ids = self.gate(x)  # float32 weights: each expert output is scaled in float32, then rounded
-        out = self.experts(x, weights, ids)
-        if self.shared_experts is not None:
-            out = out + self.shared_experts(x)
-        return out
+        shared = self.shared_experts(x) if self.shared_experts is not None else None
+        return self.experts(x, weights, ids, add=shared)  # routed mix + shared, rounded as `out + shared`
