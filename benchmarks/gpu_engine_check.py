@@ -45,8 +45,9 @@ def torch_moe_experts():
     """MoE blocks mix their experts with the torch reference (`experts_sorted`) instead of the fused kernel."""
     from tierlm.layers.moe import StackedExperts, experts_sorted
 
-    def reference(self, x, weights, ids):
-        return experts_sorted(x, self.experts_gate_up, self.experts_down, weights, ids)
+    def reference(self, x, weights, ids, add=None):
+        out = experts_sorted(x, self.experts_gate_up, self.experts_down, weights, ids)
+        return out if add is None else out + add
 
     with mock.patch.object(StackedExperts, "experts", reference):
         yield
