@@ -21,7 +21,7 @@ from tierlm.kernels.step_metadata import expand_launch, expand_tokens
 from tierlm.kvcache.pool import KVPool
 from tierlm.kvcache.req_table import ReqToTokenTable
 from tierlm.models.config import ModelConfig
-from tierlm.models.loader import init_dummy_weights, load_weights
+from tierlm.models.loader import building_in, init_dummy_weights, load_weights
 from tierlm.models.registry import model_class
 from tierlm.parallel.group import TPGroup
 from tierlm.utils.triton_mode import interpreted
@@ -81,9 +81,9 @@ class ModelRunner:
             sharding = {"tp": tp}
         self.num_heads = tp.split(model_cfg.num_heads, "the number of attention heads")
         self.num_kv_heads = tp.kv_heads(model_cfg.num_kv_heads)[0]
-        with torch.device(self.device):
+        with building_in(self.device, self.dtype):
             model = cls(model_cfg, max_positions=max_positions, **sharding)
-        model.to(self.dtype)
+        model.to(self.dtype)  # the rest; modules whose tables stay float32 override `_apply`
         model.rotary.to(self.device)
         if config.load_format == "dummy":
             init_dummy_weights(model, config.seed)

@@ -7,6 +7,7 @@ parameter's first dimension (`experts.*.gate_proj.weight` -> `experts_gate_up[e]
 id of None takes that whole position."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,6 +24,21 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "
 
 
 BUILTIN_PREFIX = "builtin:"
+
+
+@contextlib.contextmanager
+def building_in(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Tensors created inside without a device or dtype take `device` and `dtype`: a model is built in its
+    serving dtype on its device, never first in float32 (twice a bf16 model's memory: a 30B-parameter MoE
+    model's float32 copy does not fit an 80 GB GPU). Tables that must stay float32 (rotary, routing) ask for it
+    explicitly. The default dtype is the process's: nothing else may build tensors meanwhile."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def builtin_configs() -> list[str]:
