@@ -5,9 +5,9 @@ device-side torch ops (no host read), so the whole path can be captured in a CUD
 for the worst case; row blocks past the real padded total exit at once. Kernel 1 multiplies the gathered
 token rows by their expert's gate and up rows and writes `silu(gate) * up`; kernel 2 multiplies that by the
 expert's down projection and the routing weight, one output row per pair; the top-k rows of a token are then
-summed (`moe_combine`, with the shared experts' output when given). Intermediates are rounded to the input dtype where the torch reference rounds them. A launch with
-`block_m == PAIRS` runs `tierlm.kernels.moe_pairs` instead: one program per (pair, column block), no sorting,
-for batches of a few tokens.
+summed (`moe_combine`, with the shared experts' output when given). Intermediates are rounded to the input
+dtype where the torch reference rounds them. A launch with `block_m == PAIRS` runs `tierlm.kernels.moe_pairs`
+instead: one program per (pair, column block), no sorting, for batches of a few tokens.
 """
 from __future__ import annotations
 

@@ -92,8 +92,9 @@ def random_layer(num_experts: int, hidden: int, inter: int, top_k: int, tokens: 
 
 def tune_fused_moe(num_experts: int, hidden: int, inter: int, top_k: int, tokens: int, dtype: torch.dtype,
                    device: torch.device) -> dict:
-    """Time every candidate of the bucket on random data of the layer's shape (their kernels built side by side first,
-    `kernels.prebuild`); return the launch `tune_timing.choose` picks, with every candidate's time."""
+    """Time every candidate of the bucket (`candidates`) on random data of the layer's shape (their kernels built
+    side by side first, `kernels.prebuild`); return the launch `tune_timing.choose` picks, with every candidate's
+    time."""
     gate_up, down, inputs = random_layer(num_experts, hidden, inter, top_k, tokens, dtype, device, ROUTINGS)
 
     def call(cfg: MoEConfig, i: int) -> torch.Tensor:
