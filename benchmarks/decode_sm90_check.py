@@ -1,10 +1,12 @@
 """Compile the decode-path kernels (decode attention, the small-batch GEMV and GEMM, the norms and rotary, a
-captured pass's and a decode graph's inputs, a pass's expanded token inputs, the packed order's table and the
-token pick) for Hopper (sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's
+captured pass's and a decode graph's inputs, a pass's expanded token inputs, the packed order's table, the
+token pick; latent attention's decode and rope, the MoE's routing, expert and combine kernels) for Hopper
+(sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's
 message, before any GPU time is spent (the CPU interpreter checks meaning, not whether the kernel compiles).
 Prints shared memory per variant; the test suite compiles the same variants (tests/kernels/test_sm90_compile.py).
 
-Shapes are Qwen3-0.6B's (bf16, 16 query / 8 KV heads, head_dim 128). Usage:
+Shapes are Qwen3-0.6B's (bf16, 16 query / 8 KV heads, head_dim 128), DeepSeek-V2-Lite's for latent attention
+and the MoE. Usage:
 `PYTHONPATH=. python benchmarks/decode_sm90_check.py`.
 """
 from __future__ import annotations
@@ -17,7 +19,13 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
+from tierlm.kernels.decoupled_rope import _decoupled_rope_kernel
+from tierlm.kernels.fused_moe import _down_kernel, _gate_up_kernel
 from tierlm.kernels.longest_first import _longest_first_kernel
+from tierlm.kernels.mla_decode import _mla_decode_stage1, _mla_merge
+from tierlm.kernels.moe_combine import _combine_kernel
+from tierlm.kernels.moe_pairs import _pair_down_kernel, _pair_gate_up_kernel
+from tierlm.kernels.moe_route import _softmax_topk_kernel
 from tierlm.kernels.packed_tiles import _packed_tiles_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mul_kernel
 from tierlm.kernels.gemv import _gemv_kernel
@@ -33,7 +41,9 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "res_out_ptr": "*bf16", "qkv_ptr": "*bf16", "pos_ptr": "*i64", "cos_ptr": "*fp32", "sin_ptr": "*fp32",
             "qw_ptr": "*bf16", "kw_ptr": "*bf16", "q_out": "*bf16", "k_out": "*bf16", "logits_ptr": "*bf16",
             "temp_ptr": "*fp32", "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32",
-            "count_ptr": "*i32", "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64"}
+            "count_ptr": "*i32", "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64", "latent_buf": "*bf16",
+            "h_ptr": "*bf16", "ids_ptr": "*i64", "weights_ptr": "*fp32", "pairs_ptr": "*i32",
+            "block_expert_ptr": "*i32", "total_ptr": "*i32", "rows_ptr": "*bf16", "add_ptr": "*bf16"}
 FP8_POOL = {"k_buf": "*fp8e4nv", "v_buf": "*fp8e4nv"}  # --kv-cache-dtype fp8
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
@@ -127,12 +137,39 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
                     dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split,
                          PRECISION="tf32", PDL=True, PREFETCH_LINES=0, LINE=64, TMA=True),
                     {"w_ptr": f"tensordesc<bf16[{block_n}, {block_k}]>"}))
+    out += latent_moe_variants()
     return out
 
 
-def compile_for_sm90(kernel, consts: dict, pointers: dict | None = None, num_warps: int = 4, num_stages: int = 2):
+def latent_moe_variants() -> list[tuple[str, object, dict, dict]]:
+    """DeepSeek-V2-Lite's latent attention (16 heads, latent 512 + 64) and MoE (64 experts, top 6, 2048 x 1408)
+    kernels, as the engine launches them at decode."""
+    out = [("MLA stage 1", _mla_decode_stage1, dict(NUM_HEADS=16, LORA=512, ROPE=64, MAX_SPLITS=64, BLOCK_H=16,
+                                                   BLOCK_N=32, BLOCK_C=512, BLOCK_R=64, DOT_PRECISION="tf32",
+                                                   WIDE=tl.bfloat16), {}),
+           ("MLA merge", _mla_merge, dict(NUM_HEADS=16, LORA=512, MAX_SPLITS=64, BLOCK_S=64, BLOCK_N=32,
+                                          BLOCK_D=128), {})]
+    out += [(f"decoupled rope pairing={p}", _decoupled_rope_kernel,
+             dict(HALF=32, BLOCK_HALF=32, BLOCK_H=32, PAIRING=p), {}) for p in (0, 1, 2)]
+    out += [(f"softmax top-k renorm={r}", _softmax_topk_kernel, dict(TOP_K=6, BLOCK_E=64, RENORM=r),
+             {"logits_ptr": "*fp32", "scale": "fp32"}) for r in (False, True)]
+    for block_n, block_k in ((4, 1024), (8, 512), (16, 256)):
+        out.append((f"MoE pairs gate/up n={block_n} k={block_k}", _pair_gate_up_kernel,
+                    dict(TOP_K=6, BLOCK_N=block_n, BLOCK_K=block_k), {}))
+        out.append((f"MoE pairs down n={block_n} k={block_k}", _pair_down_kernel,
+                    dict(BLOCK_N=block_n, BLOCK_K=block_k), {}))
+    grouped = dict(IEEE=False, BLOCK_M=16, BLOCK_N=128, BLOCK_K=128, GROUP_M=1)
+    out.append(("MoE grouped gate/up", _gate_up_kernel, dict(TOP_K=6, **grouped), {}))
+    out.append(("MoE grouped down", _down_kernel, grouped, {}))
+    out += [(f"MoE combine add={a}", _combine_kernel, dict(TOP_K=6, BLOCK_N=1024, HAS_ADD=a), {})
+            for a in (False, True)]
+    return out
+
+
+def compile_for_sm90(kernel, consts: dict, pointers: dict | None = None, num_warps: int = 4, num_stages: int = 2,
+                     **options):
     """Compile `kernel` with `consts` as a launch with 16-byte aligned pointers and strides would (pointer
-    types from `POINTERS`, overridden by `pointers`)."""
+    types from `POINTERS`, overridden by `pointers`; `options`: more compiler options of the launch)."""
     names = kernel.arg_names
     types = {**POINTERS, **(pointers or {})}
     sig = {n: types.get(n, "i32") for n in names}
@@ -143,7 +180,7 @@ def compile_for_sm90(kernel, consts: dict, pointers: dict | None = None, num_war
                or n in MULTIPLES_OF_16]
     src = ASTSource(kernel, sig, consts, {(i,): [["tt.divisibility", 16]] for i in aligned})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps,
-                                                                           num_stages=num_stages))
+                                                                           num_stages=num_stages, **options))
 
 
 def main() -> None:

@@ -36,3 +36,21 @@ def test_the_layer_takes_the_kernel_on_cuda_only(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     assert rope(pos, q, k) == ("q", "k")
     assert calls and calls[0][-1] == "complex" and calls[0][3] is rope.cos
+
+
+@pytest.mark.parametrize("pairing", [0, 1, 2])
+def test_the_compiled_launch_has_no_fused_multiply_add(pairing):
+    """Built for sm_90 with the launch's own options, every product and sum is rounded on its own (PTX `.rn`
+    ops, no `fma`), as torch's separate kernels round them; with default options the compiler would fuse."""
+    from benchmarks.decode_sm90_check import compile_for_sm90
+    from tierlm.kernels.decoupled_rope import _decoupled_rope_kernel, launch_options
+
+    consts = dict(HALF=32, BLOCK_HALF=32, BLOCK_H=32, PAIRING=pairing)
+    try:
+        ptx = compile_for_sm90(_decoupled_rope_kernel, consts, **launch_options(32, 64)).asm["ptx"]
+    except (ImportError, RuntimeError) as e:  # a Triton build without its CUDA backend or ptxas
+        if "ptxas" in str(e) or "backend" in str(e).lower():
+            pytest.skip(f"no CUDA compiler in this Triton build: {e}")
+        raise
+    assert "mul.rn.f32" in ptx and "fma.rn.f32" not in ptx
+    assert "fma.rn.f32" in compile_for_sm90(_decoupled_rope_kernel, consts).asm["ptx"], "the check would see one"

@@ -71,6 +71,11 @@ def decoupled_rope(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, co
     _decoupled_rope_kernel[(tokens, cdiv(heads + 1, block_h))](
         positions, q, k, cos, sin, q_out, k_out, heads, q.stride(0), q.stride(1), k.stride(0), q_out.stride(0),
         q_out.stride(1), k_out.stride(0), cos.stride(0), HALF=dim // 2, BLOCK_HALF=next_power_of_2(dim // 2),
-        BLOCK_H=block_h, PAIRING=PAIRINGS[pairing], num_warps=1 if block_h * dim <= 1024 else 4,
-        enable_fp_fusion=False)
+        BLOCK_H=block_h, PAIRING=PAIRINGS[pairing], **launch_options(block_h, dim))
     return q_out, k_out
+
+
+def launch_options(block_h: int, dim: int) -> dict:
+    """Warps and compiler options of a launch of `block_h` rows of `dim`: products and sums rounded one by one
+    (no fused multiply-add), as torch's separate kernels round them."""
+    return dict(num_warps=1 if block_h * dim <= 1024 else 4, enable_fp_fusion=False)
