@@ -37,6 +37,20 @@ def check_softmax_topk(device: str, dtype: torch.dtype, *, tokens: int, experts:
     torch.testing.assert_close(got_w.cpu(), ref_w.cpu(), rtol=2e-6, atol=1e-7)
 
 
+def check_nan_logits_pick_valid_experts(device: str, dtype: torch.dtype) -> None:
+    """A row of NaN logits, and one with a single NaN: the picks are still k distinct experts in range."""
+    from tierlm.kernels.moe_route import softmax_topk
+
+    logits = torch.randn(3, 10, generator=torch.Generator().manual_seed(4))
+    logits[0] = float("nan")
+    logits[1, 3] = float("nan")
+    weights, ids = softmax_topk(logits.to(device=device, dtype=dtype), 4, renormalize=True)
+    ids = ids.cpu()
+    assert ids.min() >= 0 and ids.max() < 10
+    assert all(len(set(row.tolist())) == 4 for row in ids)
+    assert torch.isnan(weights[0].cpu()).all()  # as torch's: a NaN row stays NaN
+
+
 def _cases() -> dict[str, CaseFn]:
     def route(**kw) -> CaseFn:
         return lambda device, dtype: check_softmax_topk(device, dtype, **kw)
@@ -48,6 +62,8 @@ def _cases() -> dict[str, CaseFn]:
         "route_scaled_odd_experts": route(tokens=3, experts=20, top_k=6, renormalize=False, scale=2.5, seed=1),
         "route_eps_one_expert": route(tokens=4, experts=8, top_k=1, renormalize=True, eps=1e-20, seed=2),
         "route_one_token_many_experts": route(tokens=1, experts=160, top_k=8, renormalize=True, seed=3),
+        "route_every_expert": route(tokens=2, experts=6, top_k=6, renormalize=False, seed=5),
+        "route_nan_logits": check_nan_logits_pick_valid_experts,
     }
 
 

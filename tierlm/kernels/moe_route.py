@@ -4,7 +4,8 @@ top-k expert ids and weights out.
 In torch, softmax, top-k, the optional renormalisation and the scaling are four to six kernels per MoE layer,
 each a few microseconds at decode while the data is a few hundred floats. Here one program takes a token's
 row: softmax in float32 (`exp(l - max) / sum`, as torch computes it), the k largest probabilities found by k
-passes of max (ties to the lower expert id), then `w / (sum(w) + eps)` when renormalising, times `scale`.
+passes of max (ties to the lower expert id; a NaN ranks last), then `w / (sum(w) + eps)` when renormalising,
+times `scale`.
 The order of a token's k picks is by decreasing weight; callers must not depend on it (torch's unsorted top-k
 gives no order either).
 """
@@ -26,7 +27,9 @@ def _softmax_topk_kernel(logits_ptr, weights_ptr, ids_ptr, num_experts, stride_l
     logits = tl.load(logits_ptr + t * stride_l + e, mask=ok, other=float("-inf")).to(tl.float32)
     num = tl.exp(logits - tl.max(logits, axis=0))
     probs = num / tl.sum(num, axis=0)
-    left = tl.where(ok, probs, -1.0)
+    # a NaN probability (a broken model's logits) ranks below every number, lanes past the experts below that:
+    # whatever the row holds, the k picks are distinct experts that exist (torch's top-k also returns valid ids)
+    left = tl.where(ok, tl.where(probs == probs, probs, -1.0), -3.0)
     picked = tl.zeros([BLOCK_E], dtype=tl.int32)  # slot + 1 of each chosen expert, 0 for the rest
     total = 0.0
     for slot in tl.static_range(TOP_K):
