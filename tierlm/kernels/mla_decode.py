@@ -90,7 +90,8 @@ def _mla_merge(mid_o, mid_lse, seq_lens, out_ptr, stride_ob, stride_oh, min_chun
     h = tl.program_id(1)
     seq_len = tl.load(seq_lens + b)
     offs_s = tl.arange(0, BLOCK_S)
-    num_splits, starts, ends = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
+    # (the unused parts get names of their own: Triton refuses a loop-carried `_` that changes type)
+    num_splits, starts, _ends = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
     base = (b.to(tl.int64) * NUM_HEADS + h) * MAX_SPLITS
     # empty slices (start past the sequence) were never written: weight 0, not read
     lse = tl.load(mid_lse + base + offs_s, mask=(offs_s < num_splits) & (starts < seq_len), other=float("-inf"))
@@ -100,7 +101,7 @@ def _mla_merge(mid_o, mid_lse, seq_lens, out_ptr, stride_ob, stride_oh, min_chun
     acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     denom = 0.0
     for s in range(0, num_splits):
-        n, start, end = _split_range(seq_len, s, min_chunk, MAX_SPLITS, BLOCK_N)
+        _n, start, _end = _split_range(seq_len, s, min_chunk, MAX_SPLITS, BLOCK_N)
         if start < seq_len:
             w = tl.exp2(tl.load(mid_lse + base + s) - m)
             acc += w * tl.load(mid_o + (base + s) * LORA + offs_d, mask=mask_d, other=0.0)

@@ -5,9 +5,8 @@ In torch, softmax, top-k, the optional renormalisation and the scaling are four 
 each a few microseconds at decode while the data is a few hundred floats. Here one program takes a token's
 row: softmax in float32 (`exp(l - max) / sum`, as torch computes it), the k largest probabilities found by k
 passes of max (ties to the lower expert id; a NaN ranks last), then `w / (sum(w) + eps)` when renormalising,
-times `scale`.
-The order of a token's k picks is by decreasing weight; callers must not depend on it (torch's unsorted top-k
-gives no order either).
+times `scale`. The order of a token's k picks is by decreasing weight; callers must not depend on it (torch's
+unsorted top-k gives no order either).
 """
 from __future__ import annotations
 
