@@ -2,8 +2,8 @@
 
 In torch the rotation of the query heads' rope parts and of the shared rope key takes about twenty small
 kernels per layer (the table lookups, float32 widening, four products, two sums, the concatenation, the
-narrowing, for q and for k), which at decode cost more than the layer's attention. Here one program takes a
-token's rows: its `num_heads` query heads and, as one more row, its key.
+narrowing, for q and for k), each a launch of a microsecond or more at decode for a few kilobytes. Here one
+program takes a token's rows: its `num_heads` query heads and, as one more row, its key.
 
 Bit for bit the torch layer's arithmetic: inputs widened to float32, `x1 * cos - x2 * sin` and `x2 * cos + x1 *
 sin` each product and sum rounded to float32 on its own (the launch turns off fused multiply-adds), the result
