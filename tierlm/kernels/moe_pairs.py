@@ -5,8 +5,8 @@ expert's rows to a tensor-core tile, need the pairs sorted by expert first (a do
 call), and at one token their few row blocks leave most SMs idle. Here every (pair, column block) is one
 program that streams its expert's weight rows as the small-batch GEMV does (`tierlm.kernels.gemv`), summing
 on the CUDA cores, so nothing is sorted and a one-token call spreads over hundreds of programs. Each pair
-reads its expert's rows itself: an expert chosen by several tokens of the batch is read once per token (the
-repeats mostly from L2), so this pays only for a handful of tokens; the tuner (`fused_moe_tune`) decides per
+reads its expert's rows itself: an expert chosen by several tokens of the batch is read once per token (a
+repeat may come from L2), so this pays only for a handful of tokens; the tuner (`fused_moe_tune`) decides per
 token-count bucket.
 
 Rounding as `fused_moe`: gate and up rounded to the dtype, SiLU rounded, their product rounded; the down
