@@ -61,7 +61,7 @@ def decoupled_rope(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, co
     `[T]`, by the float32 tables `cos`/`sin` `[max_positions, d / 2]`, in `pairing` ("half", "interleave",
     "complex"); both outputs contiguous, in `q`'s dtype."""
     tokens, heads, dim = q.shape
-    assert k.shape == (tokens, dim) and q.stride(2) == 1 and k.stride(1) == 1 and dim % 2 == 0
+    assert k.shape == (tokens, dim) and k.dtype == q.dtype and q.stride(2) == 1 and k.stride(1) == 1 and dim % 2 == 0
     assert cos.dtype == sin.dtype == torch.float32 and cos.stride() == sin.stride() and cos.stride(1) == 1
     q_out = torch.empty(tokens, heads, dim, dtype=q.dtype, device=q.device)
     k_out = torch.empty(tokens, dim, dtype=q.dtype, device=q.device)
