@@ -8,19 +8,19 @@ pytest.importorskip("triton")
 
 from tests.kernels.cases import run  # noqa: E402
 from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
-from tests.kernels.rope_cases import ROPE_CASES  # noqa: E402
+from tests.kernels.decoupled_rope_cases import DECOUPLED_ROPE_CASES  # noqa: E402
 
 GPU_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
 
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, str]:
-    return run_interpreted("tests.kernels.rope_cases", list(ROPE_CASES))
+    return run_interpreted("tests.kernels.decoupled_rope_cases", list(DECOUPLED_ROPE_CASES))
 
 
-@pytest.mark.parametrize("name", list(ROPE_CASES))
+@pytest.mark.parametrize("name", list(DECOUPLED_ROPE_CASES))
 def test_decoupled_rope_case(name: str, request: pytest.FixtureRequest) -> None:
-    assert_case_ok(name, request, lambda: run([name], "cuda", GPU_DTYPES, cases=ROPE_CASES))
+    assert_case_ok(name, request, lambda: run([name], "cuda", GPU_DTYPES, cases=DECOUPLED_ROPE_CASES))
 
 
 def test_the_layer_takes_the_kernel_on_cuda_only(monkeypatch):
