@@ -8,6 +8,7 @@ pytest.importorskip("triton")
 
 from tests.kernels.cases import run  # noqa: E402
 from tests.kernels.interp import assert_case_ok, run_interpreted  # noqa: E402
+from tests.kernels.sm90 import cuda_compiler_or_skip  # noqa: E402
 from tests.kernels.decoupled_rope_cases import DECOUPLED_ROPE_CASES  # noqa: E402
 
 GPU_DTYPES = [torch.bfloat16, torch.float16, torch.float32]
@@ -46,11 +47,7 @@ def test_the_compiled_launch_has_no_fused_multiply_add(pairing):
     from tierlm.kernels.decoupled_rope import _decoupled_rope_kernel, launch_options
 
     consts = dict(HALF=32, BLOCK_HALF=32, BLOCK_H=32, PAIRING=pairing)
-    try:
+    with cuda_compiler_or_skip():
         ptx = compile_for_sm90(_decoupled_rope_kernel, consts, **launch_options(32, 64)).asm["ptx"]
-    except (ImportError, RuntimeError) as e:  # a Triton build without its CUDA backend or ptxas
-        if "ptxas" in str(e) or "backend" in str(e).lower():
-            pytest.skip(f"no CUDA compiler in this Triton build: {e}")
-        raise
     assert "mul.rn.f32" in ptx and "fma.rn.f32" not in ptx
     assert "fma.rn.f32" in compile_for_sm90(_decoupled_rope_kernel, consts).asm["ptx"], "the check would see one"
