@@ -23,6 +23,7 @@ from tierlm.kernels.decoupled_rope import _decoupled_rope_kernel
 from tierlm.kernels.fused_moe import _down_kernel, _gate_up_kernel
 from tierlm.kernels.longest_first import _longest_first_kernel
 from tierlm.kernels.mla_decode import _mla_decode_stage1, _mla_merge
+from tierlm.kernels.mla_extend import _mla_extend_kernel
 from tierlm.kernels.moe_combine import _combine_kernel
 from tierlm.kernels.moe_pairs import _pair_down_kernel, _pair_gate_up_kernel
 from tierlm.kernels.moe_route import _softmax_topk_kernel
@@ -43,7 +44,8 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "temp_ptr": "*fp32", "tok_ptr": "*i64", "val_ptr": "*fp32", "idx_ptr": "*i32", "part_ptr": "*fp32",
             "count_ptr": "*i32", "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64", "latent_buf": "*bf16",
             "h_ptr": "*bf16", "ids_ptr": "*i64", "weights_ptr": "*fp32", "pairs_ptr": "*i32",
-            "block_expert_ptr": "*i32", "total_ptr": "*i32", "rows_ptr": "*bf16", "add_ptr": "*bf16"}
+            "block_expert_ptr": "*i32", "total_ptr": "*i32", "rows_ptr": "*bf16", "add_ptr": "*bf16",
+            "prefix_lens": "*i32", "qo_indptr": "*i32"}
 FP8_POOL = {"k_buf": "*fp8e4nv", "v_buf": "*fp8e4nv"}  # --kv-cache-dtype fp8
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
@@ -148,7 +150,10 @@ def latent_moe_variants() -> list[tuple[str, object, dict, dict]]:
                                                    BLOCK_N=32, BLOCK_C=512, BLOCK_R=64, DOT_PRECISION="tf32",
                                                    WIDE=tl.bfloat16), {}),
            ("MLA merge", _mla_merge, dict(NUM_HEADS=16, LORA=512, MAX_SPLITS=64, BLOCK_S=64, BLOCK_N=32,
-                                          BLOCK_D=128), {})]
+                                          BLOCK_D=128), {}),
+           ("MLA extend", _mla_extend_kernel, dict(NUM_HEADS=16, LORA=512, ROPE=64, BLOCK_T=4, BLOCK_H=16, BLOCK_N=32,
+                                                  BLOCK_C=512, BLOCK_R=64, DOT_PRECISION="tf32", WIDE=tl.bfloat16),
+            {})]
     out += [(f"decoupled rope pairing={p}", _decoupled_rope_kernel,
              dict(HALF=32, BLOCK_HALF=32, BLOCK_H=32, PAIRING=p), {}) for p in (0, 1, 2)]
     out += [(f"softmax top-k renorm={r}", _softmax_topk_kernel, dict(TOP_K=6, BLOCK_E=64, RENORM=r),

@@ -1,11 +1,12 @@
 """Triton latent attention (MLA): split-KV decode over the latent cache, CUDA-graph capturable; extends
-(prefill, chunks, prefix hits) through the torch MLA path, except the one-token requests that end an extend
-pass (a mixed step's decodes), which take the decode kernel.
+(prefill, chunks, prefix hits) in one flash-style launch per layer, except the one-token requests that end an
+extend pass (a mixed step's decodes), which take the decode kernel.
 
 Decode is where latent attention is memory bound and launch bound: the kernel reads each request's latents
 in place through `req_to_token`, once per block of heads, and needs only the batch's `req_rows`/`seq_lens`
-plus float32 split scratch sized by the batch size. Extends are compute bound and not captured, so they
-reuse `MLATorchBackend`'s per-request path (the same numerics as the reference backend).
+plus float32 split scratch sized by the batch size. Extends are compute bound: `tierlm.kernels.mla_extend`
+reads the same latents (the new tokens' stored first) for a block of tokens times heads per tile, where the
+torch path loops over requests on the host and materialises every score.
 
 CUDA graphs (decode), as in `tierlm.attention.triton_backend`: `init_graph_buffers(max_bs, max_len)` once,
 then `prepare_for_replay(batch)` instead of `prepare` for capture and every replay; the kernel reads the
@@ -24,14 +25,16 @@ from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
 from tierlm.attention.mla_torch import MLATorchBackend
 from tierlm.kernels.decode_attention import choose_max_splits
 from tierlm.kernels.mla_decode import mla_decode
+from tierlm.kernels.mla_extend import MLAExtendConfig, mla_extend
 from tierlm.kvcache.pool import KVPool
 from tierlm.utils.triton_mode import compiled_on_gpu
 
 
 @dataclass(frozen=True)
 class MLATritonConfig:
-    """Decode launch parameters. GPU defaults are untuned starting points (one 16-head block per program,
-    32-token latent tiles); the interpreter gets small tiles so CPU tests stay fast."""
+    """Decode launch parameters (and the extend kernel's, `extend`). GPU defaults are untuned starting points
+    (one 16-head block per program, 32-token latent tiles); the interpreter gets small tiles so CPU tests stay
+    fast."""
 
     block_n: int = 32
     block_h: int = 16
@@ -39,11 +42,13 @@ class MLATritonConfig:
     waves: int = 4  # stage-1 programs per SM the split count aims for
     num_warps: int = 4
     num_stages: int = 2
+    extend: MLAExtendConfig = MLAExtendConfig()
 
     @classmethod
     def for_device(cls, device: torch.device) -> "MLATritonConfig":
         if not compiled_on_gpu(device):
-            return cls(block_n=16, min_chunk=16, num_stages=1)
+            return cls(block_n=16, min_chunk=16, num_stages=1,
+                       extend=MLAExtendConfig(block_n=16, num_warps=4, num_stages=1))
         return cls()
 
 
@@ -62,7 +67,7 @@ class MLATritonBackend(MLATorchBackend):
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
         self._meta: Optional[DecodeMeta] = None  # decode-kernel metadata of the pass's one-token requests
-        self._num_extend = 0  # requests of the pass that take the torch extend path (the leading ones)
+        self._num_extend = 0  # requests of the pass that take the extend kernel (the leading ones)
         self._scratch = DecodeScratch(num_heads, value_dim, self.max_splits, self.device)
 
     def supports_cuda_graph(self) -> bool:
@@ -94,11 +99,17 @@ class MLATritonBackend(MLATorchBackend):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
                 batch: ForwardBatch) -> torch.Tensor:
+        out = torch.empty(q.shape[0], self.num_heads * self.value_dim, dtype=q.dtype, device=q.device)
+        self.forward_into(q, k, v, layer, batch, out)
+        return out
+
+    def forward_into(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
+                     batch: ForwardBatch, out: torch.Tensor) -> None:
         meta, cfg = self._meta, self.config
         assert meta is not None or batch.mode != "decode", "prepare(batch) must run before a decode forward"
         self.wait_kv(layer)
         self.pool.store(layer, batch.out_loc, latent=k)
-        out = torch.empty(q.shape[0], self.num_heads, self.value_dim, dtype=q.dtype, device=q.device)
+        out = out.view(q.shape[0], self.num_heads, self.value_dim)
         t = q.shape[0] - (meta.req_rows.shape[0] if meta is not None else 0)  # rows of the decode kernel: [t:]
         if batch.mode != "decode" and self._num_extend:
             self.extend(q, out, layer, batch, self._num_extend)
@@ -106,4 +117,10 @@ class MLATritonBackend(MLATorchBackend):
             mla_decode(q[t:], self.pool.layers[layer]["latent"], self.req_to_token, meta.req_rows, meta.seq_lens,
                        out[t:], meta.mid_o, meta.mid_lse, self.scale, min_chunk=cfg.min_chunk, block_n=cfg.block_n,
                        block_h=cfg.block_h, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        return out.view(q.shape[0], self.num_heads * self.value_dim)
+
+    def extend(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch, count: int) -> None:
+        """Attention of the first `count` requests of `batch` (their new latents already stored) into their rows
+        of `out`, by the extend kernel."""
+        mla_extend(q, self.pool.layers[layer]["latent"], out, self.req_to_token, batch.req_rows[:count],
+                   batch.prefix_lens[:count], batch.qo_indptr[:count + 1], batch.extend_lens_cpu[:count],
+                   self.scale, self.config.extend)
