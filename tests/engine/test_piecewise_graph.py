@@ -39,18 +39,23 @@ def test_auto_covers_the_mixed_and_prefill_budgets_and_never_beside_compile():
         EngineConfig(**base, piecewise_cuda_graph_max_tokens=-2).validate()
 
 
+def _tiny(request: pytest.FixtureRequest, arch: str):
+    return request.getfixturevalue("tiny_qwen3_moe") if arch == "qwen3_moe" else request.getfixturevalue(
+        "tiny_models")[arch]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs)")
-@pytest.mark.parametrize("arch", ["qwen3", "llama"])
-def test_pieces_give_the_eager_tokens(tiny_models, arch, monkeypatch):
+@pytest.mark.parametrize("arch", ["qwen3", "llama", "qwen3_moe", "deepseek_v2"])
+def test_pieces_give_the_eager_tokens(request, arch, monkeypatch):
     runs: list[int] = []
     real = PiecewiseGraphRunner.run
     monkeypatch.setattr(PiecewiseGraphRunner, "run", lambda self, b, a: runs.append(len(b.input_ids)) or real(self, b, a))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
                 enable_mixed_chunk=True, max_mixed_tokens=9, max_prefill_tokens=6, mixed_cuda_graph=False,
                 prefill_cuda_graph=False)
-    ref, _, _ = run_staggered(tiny_models[arch], piecewise_cuda_graph_max_tokens=0, **cuda)
+    ref, _, _ = run_staggered(_tiny(request, arch), piecewise_cuda_graph_max_tokens=0, **cuda)
     assert not runs
-    got, modes, _ = run_staggered(tiny_models[arch], **cuda)
+    got, modes, _ = run_staggered(_tiny(request, arch), **cuda)
     assert "mixed" in modes and len(runs) >= modes.count("mixed") + modes.count("prefill")
     assert got == ref
 
@@ -69,15 +74,17 @@ def test_decode_batches_beyond_the_decode_graphs_run_as_pieces(tiny_models, monk
     assert "decode" in runs and got == ref
 
 
-@pytest.mark.parametrize("arch", ["qwen3", "llama"])
-def test_a_cut_forward_visits_every_layer_once_in_order(tiny_models, arch):
+@pytest.mark.parametrize("arch", ["qwen3", "llama", "qwen3_moe", "deepseek_v2"])
+def test_a_cut_forward_visits_every_layer_once_in_order(request, arch):
     """The capture walk on the CPU (warm-up mode, no graphs): each layer's attention is one cut, in order,
-    the shared output buffer takes its shape and the pass returns one hidden row per token."""
-    engine = Engine(EngineConfig(model=str(tiny_models[arch]), **CPU_OPTS))
+    the shared output buffer takes its shape (a latent-attention model's: heads x its value width, it passes
+    no v) and the pass returns one hidden row per token."""
+    engine = Engine(EngineConfig(model=str(_tiny(request, arch)), **CPU_OPTS))
     try:
         model = engine.worker.runner.model
+        assert model.piecewise_graph_safe
         runner = PiecewiseGraphRunner.__new__(PiecewiseGraphRunner)  # the buffers only: no CUDA here
-        runner.max_tokens, runner.device, runner.out = 8, torch.device("cpu"), None
+        runner.model, runner.max_tokens, runner.device, runner.out = model, 8, torch.device("cpu"), None
         runner.ids = torch.arange(8, dtype=torch.int64)
         runner.positions = torch.arange(8, dtype=torch.int64)
         cut = _Cut(runner, 5, None)
@@ -86,14 +93,17 @@ def test_a_cut_forward_visits_every_layer_once_in_order(tiny_models, arch):
         assert cut.layers == list(range(model.config.num_layers))
         assert hidden.shape == (5, model.config.hidden_size)
         cfg = model.config
-        assert runner.out.shape == (8, cfg.num_heads * cfg.head_dim) and not cut.inputs  # warm-up: nothing borrowed
+        width = model.mla.kv_lora_rank if arch == "deepseek_v2" else cfg.head_dim
+        assert runner.out.shape == (8, cfg.num_heads * width) and not cut.inputs  # warm-up: nothing borrowed
     finally:
         engine.close()
 
 
-def test_run_feeds_each_layer_its_own_q_k_v_and_the_shared_output():
+@pytest.mark.parametrize("latent", [False, True])
+def test_run_feeds_each_layer_its_own_q_k_v_and_the_shared_output(latent):
     """The replay loop on the CPU with stand-in pieces: piece 0, then per cut layer its attention over the
-    first T rows of the q/k/v its piece wrote, into the first T rows of the shared output, then the next piece."""
+    first T rows of the q/k/v its piece wrote, into the first T rows of the shared output, then the next piece.
+    `latent`: the layers pass no v (latent attention), and the backend gets none."""
     calls: list = []
 
     class Piece:
@@ -108,7 +118,7 @@ def test_run_feeds_each_layer_its_own_q_k_v_and_the_shared_output():
             calls.append(("prepare", batch.input_ids.shape[0]))
 
         def forward_into(self, q, k, v, layer, batch, out) -> None:
-            calls.append(("attn", layer, q.shape[0], k.shape[0], v.shape[0], out.shape[0],
+            calls.append(("attn", layer, q.shape[0], k.shape[0], None if v is None else v.shape[0], out.shape[0],
                           float(q[0, 0, 0]), out.data_ptr() == runner.out.data_ptr()))
 
     runner = PiecewiseGraphRunner.__new__(PiecewiseGraphRunner)
@@ -116,12 +126,15 @@ def test_run_feeds_each_layer_its_own_q_k_v_and_the_shared_output():
     runner.ids, runner.positions = torch.zeros(8, dtype=torch.int64), torch.zeros(8, dtype=torch.int64)
     runner.out = torch.zeros(8, 6)
     inputs = [tuple(torch.full((8, 2, 3), float(layer)) for _ in range(3)) for layer in (3, 7)]
+    if latent:
+        inputs = [(q, k, None) for q, k, _ in inputs]
     hidden = torch.arange(16.0).view(8, 2)
     runner.graphs = {8: ([Piece(0), Piece(1), Piece(2)], [3, 7], inputs, hidden)}
     batch = PiecewiseGraphRunner._batch(runner, 5)
     got = runner.run(batch, Attn())
-    assert calls == [("prepare", 5), ("piece", 0), ("attn", 3, 5, 5, 5, 5, 3.0, True), ("piece", 1),
-                     ("attn", 7, 5, 5, 5, 5, 7.0, True), ("piece", 2)]
+    v_rows = None if latent else 5
+    assert calls == [("prepare", 5), ("piece", 0), ("attn", 3, 5, 5, v_rows, 5, 3.0, True), ("piece", 1),
+                     ("attn", 7, 5, 5, v_rows, 5, 7.0, True), ("piece", 2)]
     assert torch.equal(got, hidden[:5])
 
 

@@ -16,7 +16,9 @@ not hold that memory (`borrow`): the pieces share one memory pool, so a later pi
 may reuse it, but only after this layer's attention has read it, in stream order, which is the order of capture
 within a pass; holding the tensors instead would grow the pool with depth and with every captured size. Only
 models that declare `piecewise_graph_safe` (no host synchronisation and nothing data-dependent between attention
-calls, e.g. no mixture-of-experts routing) are captured.
+calls: mixture-of-experts routing qualifies where it stays on the device, as the fused kernels' does) are
+captured. A latent-attention model passes no `v` (its values are part of the latent `k`): the shared output then
+takes the width of its backend's `value_dim` (`attention_params`).
 """
 from __future__ import annotations
 
@@ -96,13 +98,14 @@ class _Cut:
     def fuses_rope(self, batch: ForwardBatch) -> bool:
         return False  # extend passes: the model applies its rotary before attention
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer: int, batch: ForwardBatch
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int, batch: ForwardBatch
                 ) -> torch.Tensor:
         r, n = self.runner, self.tokens
         if r.out is None:  # first call of the warm-up of the largest size: the output buffer takes its shape
-            r.out = torch.zeros((r.max_tokens, q.shape[1] * v.shape[-1]), dtype=q.dtype, device=q.device)
+            width = v.shape[-1] if v is not None else r.model.attention_params()["value_dim"]
+            r.out = torch.zeros((r.max_tokens, q.shape[1] * width), dtype=q.dtype, device=q.device)
         if self.graphs is not None:
-            self.inputs.append((borrow(q), borrow(k), borrow(v)))
+            self.inputs.append((borrow(q), borrow(k), None if v is None else borrow(v)))
             self.graphs[-1].capture_end()
         self.layers.append(layer)
         self.begin()
@@ -165,6 +168,6 @@ class PiecewiseGraphRunner:
         graphs, layers, inputs, hidden = self.graphs[n]
         graphs[0].replay()
         for layer, graph, (q, k, v) in zip(layers, graphs[1:], inputs):
-            attn.forward_into(q[:t], k[:t], v[:t], layer, batch, self.out[:t])
+            attn.forward_into(q[:t], k[:t], None if v is None else v[:t], layer, batch, self.out[:t])
             graph.replay()
         return hidden[:t]

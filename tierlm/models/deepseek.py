@@ -101,6 +101,7 @@ class DeepseekForCausalLM(nn.Module):
     attention_kind = "mla"
     # decode reads nothing on the host: device-side routing, the fused MoE kernel, Triton MLA decode
     cuda_graph_safe = True
+    piecewise_graph_safe = True  # token-wise between attention calls on CUDA (`tierlm.engine.piecewise_graph`)
 
     def __init__(self, cfg: ModelConfig, max_positions: int) -> None:
         super().__init__()
