@@ -46,17 +46,22 @@ def _tile(q_c, q_r, latent_buf, slot_row, n0, end, qpos, m_i, l_i, acc, stride_b
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_c = tl.arange(0, BLOCK_C)
     offs_r = tl.arange(0, BLOCK_R)
-    mask_c = offs_c < LORA
-    mask_r = offs_r < ROPE
+    mask_n = offs_n < end
     if CAUSAL:
-        mask_n = offs_n < end
         slots = tl.load(slot_row + offs_n, mask=mask_n, other=0).to(tl.int64)
-    else:
-        mask_n = offs_n < n0 + BLOCK_N
+    else:  # a whole tile of keys: rows are masked only where the widths are padded
         slots = tl.load(slot_row + offs_n).to(tl.int64)
     lat = latent_buf + slots[:, None] * stride_buf
-    c = tl.load(lat + offs_c[None, :], mask=mask_n[:, None] & mask_c[None, :], other=0.0).to(q_c.dtype)
-    k_r = tl.load(lat + LORA + offs_r[None, :], mask=mask_n[:, None] & mask_r[None, :], other=0.0).to(q_r.dtype)
+    if CAUSAL or LORA != BLOCK_C:
+        c = tl.load(lat + offs_c[None, :], mask=mask_n[:, None] & (offs_c < LORA)[None, :], other=0.0)
+    else:
+        c = tl.load(lat + offs_c[None, :])
+    if CAUSAL or ROPE != BLOCK_R:
+        k_r = tl.load(lat + LORA + offs_r[None, :], mask=mask_n[:, None] & (offs_r < ROPE)[None, :], other=0.0)
+    else:
+        k_r = tl.load(lat + LORA + offs_r[None, :])
+    c = c.to(q_c.dtype)
+    k_r = k_r.to(q_r.dtype)
     qk = tl.dot(q_c, tl.trans(c), input_precision=DOT_PRECISION)
     qk += tl.dot(q_r, tl.trans(k_r), input_precision=DOT_PRECISION)
     qk = qk * sm_scale_log2
