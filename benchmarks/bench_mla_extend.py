@@ -42,7 +42,8 @@ CASES = [
 VARIANTS = [MLAExtendConfig()] + [MLAExtendConfig(**kw) for kw in (
     dict(block_t=2), dict(block_t=2, num_warps=4), dict(block_t=1, num_warps=4), dict(block_t=1, num_warps=4,
                                                                                      block_n=64),
-    dict(block_t=2, num_stages=3), dict(block_t=4, block_n=64), dict(block_t=8), dict(block_t=4, num_stages=1))]
+    dict(block_t=2, num_stages=3), dict(block_t=4, block_n=64), dict(block_t=8), dict(block_t=4, num_stages=1),
+    dict(block_t=4, block_n=16), dict(block_t=2, block_n=64), dict(block_t=4, block_h=8, num_warps=4))]
 
 
 def label(cfg: MLAExtendConfig) -> str:

@@ -9,7 +9,8 @@
 #  (d) each model of `MODELS`: decode steps at batches `DECODE` (default 1,4), after part f on the same roots;
 #  (c) this tree's fast path against the torch reference (`gpu_engine_check.py`, tiny models in float32, then
 #      DeepSeek-V2-Lite in bf16 on 4 prompts).
-# Usage: [PARTS=...] [MODELS=a,b] [LENS=...] bash benchmarks/gpu_moe_prefill.sh B_DIR OUTDIR
+# SIDES (default "A B") picks the trees of parts f and d.
+# Usage: [PARTS=...] [MODELS=a,b] [LENS=...] [SIDES=A] bash benchmarks/gpu_moe_prefill.sh B_DIR OUTDIR
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions
 ab_dirs "$1" "${2:-moe-prefill}"
@@ -17,6 +18,7 @@ PARTS=${PARTS:-tkf}
 MODELS=${MODELS:-deepseek-v2-lite}
 LENS=${LENS:-128,512,2048,8192}
 DECODE=${DECODE:-1,4}
+SIDES=${SIDES:-A B}
 stamp() { echo "== $(date +%T) $*"; }
 print_versions
 
@@ -45,7 +47,7 @@ profile() {  # MODEL SIDE WHAT ARGS...: profile_engine.py of builtin:MODEL on SI
   grep -E "captured .* extend passes" "$out/$what-$model-$side.err" | tail -n 1
 }
 for model in ${MODELS//,/ }; do
-  for side in A B; do
+  for side in $SIDES; do
     [[ $PARTS == *f* ]] && profile "$model" "$side" prefill --batches "" --prefill-len "$LENS"
     [[ $PARTS == *d* ]] && profile "$model" "$side" decode --batches "$DECODE" --prefill-len 0 --steps 50
   done
