@@ -18,6 +18,7 @@ from itertools import accumulate
 import torch
 import triton
 
+from benchmarks.timing import median_seconds
 from tierlm.attention.base import ForwardBatch
 from tierlm.attention.mla_torch import MLATorchBackend
 from tierlm.kernels.mla_extend import MLAExtendConfig, mla_extend
@@ -100,20 +101,6 @@ class Case:
         return (self.out[n - m:n].float() - want).abs().max().item()
 
 
-def time_ms(fn, reps: int) -> float:
-    """Median of `reps` timed calls (events around each; one warm-up call first)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="only the default launch")
@@ -129,7 +116,7 @@ def main() -> None:
         torch_ms = float("nan")
         if not args.no_torch:
             try:
-                torch_ms = time_ms(case.torch_path(), 3)
+                torch_ms = median_seconds(case.torch_path(), iters=3) * 1e3
                 print(f"{'torch path':32s} {torch_ms:10.3f} ms {case.flops / torch_ms / 1e9:8.1f} TFLOP/s "
                       f"err {case.error():.1e}", flush=True)
             except torch.OutOfMemoryError:
@@ -137,7 +124,7 @@ def main() -> None:
         best = None
         for cfg in variants:
             try:
-                ms = time_ms(case.kernel(cfg), 20)
+                ms = median_seconds(case.kernel(cfg), iters=20) * 1e3
             except Exception as exc:  # noqa: BLE001 - a variant may not fit shared memory; report and go on
                 print(f"{label(cfg):32s} failed: {type(exc).__name__}: {str(exc)[:80]}")
                 continue
