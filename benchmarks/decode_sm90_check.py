@@ -26,7 +26,7 @@ from tierlm.kernels.mla_decode import _mla_decode_stage1, _mla_merge
 from tierlm.kernels.mla_extend import _mla_extend_kernel
 from tierlm.kernels.moe_combine import _combine_kernel
 from tierlm.kernels.moe_pairs import _pair_down_kernel, _pair_gate_up_kernel
-from tierlm.kernels.moe_route import _softmax_topk_kernel
+from tierlm.kernels.moe_route import _route_kernel
 from tierlm.kernels.packed_tiles import _packed_tiles_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mul_kernel
 from tierlm.kernels.gemv import _gemv_kernel
@@ -156,8 +156,15 @@ def latent_moe_variants() -> list[tuple[str, object, dict, dict]]:
             {})]
     out += [(f"decoupled rope pairing={p}", _decoupled_rope_kernel,
              dict(HALF=32, BLOCK_HALF=32, BLOCK_H=32, PAIRING=p), {}) for p in (0, 1, 2)]
-    out += [(f"softmax top-k renorm={r}", _softmax_topk_kernel, dict(TOP_K=6, BLOCK_E=64, RENORM=r),
-             {"logits_ptr": "*fp32", "scale": "fp32"}) for r in (False, True)]
+    plain = dict(SIGMOID=False, HAS_BIAS=False, GROUPS=1, TOPK_GROUP=1, TOP2=False, BLOCK_G=1)
+    route = {"logits_ptr": "*fp32", "bias_ptr": "*fp32", "scale": "fp32"}
+    out += [(f"softmax top-k renorm={r}", _route_kernel, dict(TOP_K=6, BLOCK_E=64, RENORM=r, **plain), route)
+            for r in (False, True)]
+    out += [("V2 grouped top-k (160 experts)", _route_kernel, dict(plain, TOP_K=6, BLOCK_E=256, RENORM=False,
+                                                                    GROUPS=8, TOPK_GROUP=3, BLOCK_G=8), route),
+            ("V3 sigmoid grouped top-k (256 experts)", _route_kernel,
+             dict(TOP_K=8, BLOCK_E=256, RENORM=True, SIGMOID=True, HAS_BIAS=True, GROUPS=8, TOPK_GROUP=4, TOP2=True,
+                  BLOCK_G=8), route)]
     for block_n, block_k in ((4, 1024), (8, 512), (16, 256)):
         out.append((f"MoE pairs gate/up n={block_n} k={block_k}", _pair_gate_up_kernel,
                     dict(TOP_K=6, BLOCK_N=block_n, BLOCK_K=block_k), {}))

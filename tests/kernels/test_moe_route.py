@@ -1,4 +1,4 @@
-"""Softmax top-k routing kernel against torch (compiled on a GPU, else interpreted), and which routers take it."""
+"""Top-k routing kernel against torch (compiled on a GPU, else interpreted), and what each router passes it."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -21,7 +21,7 @@ def interpreted() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", list(ROUTE_CASES))
-def test_softmax_topk_case(name: str, request: pytest.FixtureRequest) -> None:
+def test_route_topk_case(name: str, request: pytest.FixtureRequest) -> None:
     assert_case_ok(name, request, lambda: run([name], "cuda", GPU_DTYPES, cases=ROUTE_CASES))
 
 
@@ -32,11 +32,13 @@ def fake_cuda(monkeypatch):
 
     calls = []
 
-    def fake(logits, top_k, renormalize, eps=0.0, scale=1.0, weights_dtype=torch.float32):
-        calls.append(dict(top_k=top_k, renormalize=renormalize, eps=eps, scale=scale, dtype=weights_dtype))
+    def fake(logits, top_k, renormalize, eps=0.0, scale=1.0, weights_dtype=torch.float32, *, sigmoid=False,
+             bias=None, num_groups=1, topk_group=1, group_score="max"):
+        calls.append(dict(top_k=top_k, renormalize=renormalize, eps=eps, scale=scale, dtype=weights_dtype,
+                          sigmoid=sigmoid, bias=bias is not None, groups=(num_groups, topk_group, group_score)))
         return "weights", "ids"
 
-    monkeypatch.setattr(moe_route, "softmax_topk", fake)
+    monkeypatch.setattr(moe_route, "route_topk", fake)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     return calls
 
@@ -45,23 +47,23 @@ def test_qwen3_routing_takes_the_kernel_in_the_logits_dtype(fake_cuda):
     from tierlm.layers.moe import route
 
     assert route(torch.randn(2, 8).bfloat16(), 2, renormalize=True) == ("weights", "ids")
-    assert fake_cuda == [dict(top_k=2, renormalize=True, eps=0.0, scale=1.0, dtype=torch.bfloat16)]
+    assert fake_cuda == [dict(top_k=2, renormalize=True, eps=0.0, scale=1.0, dtype=torch.bfloat16, sigmoid=False,
+                              bias=False, groups=(1, 1, "max"))]
 
 
-@pytest.mark.parametrize("method,norm,k,takes,renorm", [
-    ("greedy", False, 6, True, False), ("greedy", True, 6, True, True), ("greedy", True, 1, True, False),
-    ("group_limited_greedy", False, 6, False, None)])
-def test_deepseek_v2_routing_takes_the_kernel_unless_grouped(fake_cuda, method, norm, k, takes, renorm):
+@pytest.mark.parametrize("scoring,method,norm,k,renorm,groups", [
+    ("softmax", "greedy", False, 6, False, (1, 1, "max")), ("softmax", "greedy", True, 6, True, (1, 1, "max")),
+    ("softmax", "greedy", True, 1, False, (1, 1, "max")),
+    ("softmax", "group_limited_greedy", False, 6, False, (4, 2, "max")),
+    ("sigmoid", "noaux_tc", True, 6, True, (4, 2, "top2")), ("sigmoid", "noaux_tc", True, 1, True, (4, 2, "top2"))])
+def test_deepseek_routing_takes_the_kernel(fake_cuda, scoring, method, norm, k, renorm, groups):
     from tierlm.models.deepseek_moe import Router
 
-    cfg = SimpleNamespace(n_routed_experts=8, scoring="softmax", topk_method=method, n_group=2, topk_group=1,
+    cfg = SimpleNamespace(n_routed_experts=8, scoring=scoring, topk_method=method, n_group=4, topk_group=2,
                           num_experts_per_tok=k, norm_topk_prob=norm, routed_scaling_factor=1.5)
     router = Router(cfg, 4)
     with torch.no_grad():
         router.weight.normal_()
-    if takes:
-        assert router(torch.randn(3, 4)) == ("weights", "ids")
-        assert fake_cuda == [dict(top_k=k, renormalize=renorm, eps=1e-20, scale=1.5, dtype=torch.float32)]
-    else:  # the grouped choice stays in torch
-        weights, ids = router(torch.randn(3, 4))
-        assert fake_cuda == [] and ids.shape == (3, k)
+    assert router(torch.randn(3, 4)) == ("weights", "ids")
+    assert fake_cuda == [dict(top_k=k, renormalize=renorm, eps=1e-20, scale=1.5, dtype=torch.float32,
+                              sigmoid=scoring == "sigmoid", bias=scoring == "sigmoid", groups=groups)]

@@ -27,9 +27,9 @@ def route(router_logits: torch.Tensor, top_k: int, renormalize: bool) -> tuple[t
     experts, then the k largest probabilities, divided by their sum when `renormalize`. On CUDA in one launch
     (`kernels.moe_route`)."""
     if router_logits.is_cuda:
-        from tierlm.kernels.moe_route import softmax_topk
+        from tierlm.kernels.moe_route import route_topk
 
-        return softmax_topk(router_logits, top_k, renormalize, weights_dtype=router_logits.dtype)
+        return route_topk(router_logits, top_k, renormalize, weights_dtype=router_logits.dtype)
     probs = torch.softmax(router_logits, dim=-1, dtype=torch.float32)
     weights, ids = torch.topk(probs, top_k, dim=-1)
     if renormalize:

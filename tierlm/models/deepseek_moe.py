@@ -61,11 +61,16 @@ class Router(nn.Module):
         # V3 renormalizes whenever asked (as transformers does); V2 only with more than one expert (as DeepSeek's
         # own code does: transformers' V2 never renormalizes, and the published V2 configs never ask)
         renorm = cfg.norm_topk_prob and (cfg.scoring == "sigmoid" or cfg.num_experts_per_tok > 1)
-        if logits.is_cuda and cfg.scoring == "softmax" and cfg.topk_method != "group_limited_greedy":
-            from tierlm.kernels.moe_route import softmax_topk  # one launch for the steps below
+        sigmoid = cfg.scoring == "sigmoid"
+        if logits.is_cuda:
+            from tierlm.kernels.moe_route import route_topk  # one launch for the steps below
 
-            return softmax_topk(logits, cfg.num_experts_per_tok, renorm, 1e-20, cfg.routed_scaling_factor)
-        if cfg.scoring == "sigmoid":
+            grouped = sigmoid or cfg.topk_method == "group_limited_greedy"
+            return route_topk(logits, cfg.num_experts_per_tok, renorm, 1e-20, cfg.routed_scaling_factor,
+                              sigmoid=sigmoid, bias=self.e_score_correction_bias if sigmoid else None,
+                              num_groups=cfg.n_group if grouped else 1, topk_group=cfg.topk_group if grouped else 1,
+                              group_score="top2" if sigmoid else "max")
+        if sigmoid:
             scores = logits.sigmoid()
             choice = scores + self.e_score_correction_bias
             choice = choice.masked_fill(~self._group_mask(choice, "top2"), float("-inf"))
