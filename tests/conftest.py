@@ -27,3 +27,13 @@ def tiny_qwen3(tiny_models):
 def tiny_qwen3_moe(tmp_path_factory):
     """Qwen3-MoE: layer 0 dense (mlp_only_layers), layer 1 eight experts, top-2, renormalized."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen3_moe", arch="qwen3_moe")
+
+
+@pytest.fixture
+def tiny_model_of(request):
+    """`arch -> model_dir` over `tiny_models` and `qwen3_moe`, built only when asked for."""
+    def get(arch: str):
+        if arch == "qwen3_moe":
+            return request.getfixturevalue("tiny_qwen3_moe")
+        return request.getfixturevalue("tiny_models")[arch]
+    return get

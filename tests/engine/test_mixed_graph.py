@@ -115,24 +115,24 @@ def test_the_scheduler_keeps_aligned_rows_for_the_decodes(tiny_models):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs)")
-@pytest.mark.parametrize("arch,budget", [("qwen3", 24), ("llama", 24), ("qwen3", 300)])
-def test_captured_mixed_passes_give_the_piecewise_tokens(tiny_models, arch, budget, monkeypatch):
+@pytest.mark.parametrize("arch,budget", [("qwen3", 24), ("llama", 24), ("qwen3", 300), ("qwen3_moe", 24)])
+def test_captured_mixed_passes_give_the_piecewise_tokens(tiny_model_of, arch, budget, monkeypatch):
     """Budget 24: one row count, steps padded up to it; 300: passes of 256 rows, below the budget."""
     runs: list[int] = []
     real = MixedGraphRunner.run
     monkeypatch.setattr(MixedGraphRunner, "run", lambda self, b, i: runs.append(b.batch_size) or real(self, b, i))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
                 enable_mixed_chunk=True, max_mixed_tokens=budget, max_prefill_tokens=6)
-    ref, _, _ = run_staggered(tiny_models[arch], mixed_cuda_graph=False, prefill_cuda_graph=False, **cuda)
+    ref, _, _ = run_staggered(tiny_model_of(arch), mixed_cuda_graph=False, prefill_cuda_graph=False, **cuda)
     assert not runs
-    got, modes, _ = run_staggered(tiny_models[arch], **cuda)
+    got, modes, _ = run_staggered(tiny_model_of(arch), **cuda)
     assert "mixed" in modes and len(runs) >= modes.count("mixed")
     assert got == ref
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs)")
-@pytest.mark.parametrize("arch,mixed", [("qwen3", False), ("llama", False), ("qwen3", True)])
-def test_captured_prefill_passes_give_the_piecewise_tokens(tiny_models, arch, mixed, monkeypatch):
+@pytest.mark.parametrize("arch,mixed", [("qwen3", False), ("llama", False), ("qwen3", True), ("qwen3_moe", True)])
+def test_captured_prefill_passes_give_the_piecewise_tokens(tiny_model_of, arch, mixed, monkeypatch):
     """Prefill passes (no decodes) replay graphs of their own, with or without mixed steps."""
     runs: list[tuple[int, int]] = []
     real = MixedGraphRunner.run
@@ -140,8 +140,8 @@ def test_captured_prefill_passes_give_the_piecewise_tokens(tiny_models, arch, mi
                         lambda self, b, i: runs.append((b.num_multi_token, b.batch_size)) or real(self, b, i))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
                 enable_mixed_chunk=mixed, max_mixed_tokens=24, max_prefill_tokens=6)
-    ref, _, _ = run_staggered(tiny_models[arch], prefill_cuda_graph=False, mixed_cuda_graph=False, **cuda)
+    ref, _, _ = run_staggered(tiny_model_of(arch), prefill_cuda_graph=False, mixed_cuda_graph=False, **cuda)
     assert not runs
-    got, modes, _ = run_staggered(tiny_models[arch], **cuda)
+    got, modes, _ = run_staggered(tiny_model_of(arch), **cuda)
     assert any(size == chunks for chunks, size in runs), runs  # prefill passes ran as whole graphs
     assert got == ref

@@ -39,23 +39,18 @@ def test_auto_covers_the_mixed_and_prefill_budgets_and_never_beside_compile():
         EngineConfig(**base, piecewise_cuda_graph_max_tokens=-2).validate()
 
 
-def _tiny(request: pytest.FixtureRequest, arch: str):
-    return request.getfixturevalue("tiny_qwen3_moe") if arch == "qwen3_moe" else request.getfixturevalue(
-        "tiny_models")[arch]
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (graphs)")
 @pytest.mark.parametrize("arch", ["qwen3", "llama", "qwen3_moe", "deepseek_v2"])
-def test_pieces_give_the_eager_tokens(request, arch, monkeypatch):
+def test_pieces_give_the_eager_tokens(tiny_model_of, arch, monkeypatch):
     runs: list[int] = []
     real = PiecewiseGraphRunner.run
     monkeypatch.setattr(PiecewiseGraphRunner, "run", lambda self, b, a: runs.append(len(b.input_ids)) or real(self, b, a))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
                 enable_mixed_chunk=True, max_mixed_tokens=9, max_prefill_tokens=6, mixed_cuda_graph=False,
                 prefill_cuda_graph=False)
-    ref, _, _ = run_staggered(_tiny(request, arch), piecewise_cuda_graph_max_tokens=0, **cuda)
+    ref, _, _ = run_staggered(tiny_model_of(arch), piecewise_cuda_graph_max_tokens=0, **cuda)
     assert not runs
-    got, modes, _ = run_staggered(_tiny(request, arch), **cuda)
+    got, modes, _ = run_staggered(tiny_model_of(arch), **cuda)
     assert "mixed" in modes and len(runs) >= modes.count("mixed") + modes.count("prefill")
     assert got == ref
 
@@ -75,11 +70,11 @@ def test_decode_batches_beyond_the_decode_graphs_run_as_pieces(tiny_models, monk
 
 
 @pytest.mark.parametrize("arch", ["qwen3", "llama", "qwen3_moe", "deepseek_v2"])
-def test_a_cut_forward_visits_every_layer_once_in_order(request, arch):
+def test_a_cut_forward_visits_every_layer_once_in_order(tiny_model_of, arch):
     """The capture walk on the CPU (warm-up mode, no graphs): each layer's attention is one cut, in order,
     the shared output buffer takes its shape (a latent-attention model's: heads x its value width, it passes
     no v) and the pass returns one hidden row per token."""
-    engine = Engine(EngineConfig(model=str(_tiny(request, arch)), **CPU_OPTS))
+    engine = Engine(EngineConfig(model=str(tiny_model_of(arch)), **CPU_OPTS))
     try:
         model = engine.worker.runner.model
         assert model.piecewise_graph_safe
