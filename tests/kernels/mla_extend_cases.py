@@ -69,6 +69,8 @@ MLA_EXTEND_CASES = {
     "mla_extend_long_prefix_short_tiles": _ext(prefix=(61,), ext=(9,), block_n=16, block_t=8, seed=4),
     "mla_extend_spare_rows": _ext(prefix=(2, 6), ext=(5, 4), spare_rows=3, seed=5),
     "mla_extend_fp8_pool": _ext(kv_dtype=torch.float8_e4m3fn, seed=6),
+    # widths that fill their blocks (as 512 + 64 do): whole tiles load without masks
+    "mla_extend_full_widths": _ext(lora=32, rope=16, num_heads=16, prefix=(37, 0), ext=(21, 18), seed=7),
 }
 
 
