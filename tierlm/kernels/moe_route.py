@@ -23,6 +23,7 @@ import triton.language as tl
 
 from tierlm.kernels.launch import next_power_of_2
 
+
 @triton.jit
 def _group_best(x, group, g, TOP2: tl.constexpr, BLOCK_E: tl.constexpr):
     """Group `g`'s score: its largest entry of `x`, or (TOP2) the sum of its two largest."""
