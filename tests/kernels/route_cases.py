@@ -112,7 +112,7 @@ def check_v2_picks_past_the_kept_groups_weigh_zero(device: str, dtype: torch.dty
     torch's zeroed scores give (which of the zeros torch picks is unspecified: only the weights are compared)."""
     from tierlm.kernels.moe_route import route_topk
 
-    logits = torch.randn(3, 20, generator=torch.Generator().manual_seed(7))
+    logits = torch.randn(3, 20, generator=torch.Generator().manual_seed(7)).to(dtype).float()  # as the kernel reads
     ref_w, _ = _torch_route(_router(20, 4, 1, 7, sigmoid=False, renormalize=False), logits)
     weights, ids = route_topk(logits.to(device=device, dtype=dtype), 7, False, 1e-20, num_groups=4, topk_group=1)
     assert all(len(set(row.tolist())) == 7 for row in ids.cpu())
