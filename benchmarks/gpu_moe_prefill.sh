@@ -2,7 +2,8 @@
 # Prefill of the MoE and latent-attention models on one GPU, this tree (A) against another checkout (B, e.g.
 # `git archive COMMIT | tar -x -C DIR`). Parts (PARTS, default tkf):
 #  (t) the GPU tests of the latent-attention kernels and backend, the graph pieces and the MoE / DeepSeek models;
-#  (k) the MLA extend kernel against the torch path it replaces, launch variants (`bench_mla_extend.py`);
+#  (k) the MLA extend kernel against the torch path it replaces, launch variants (`bench_mla_extend.py`), then
+#      the absorbed form against the decompressed one on the same inputs (`bench_mla_forms.py`);
 #  (f) DeepSeek-V2-Lite's time to first token at several prompt lengths, then (`MODELS`, default deepseek-v2-lite)
 #      each model's (`profile_engine.py --batches "" --prefill-len LENS`, dummy weights, one fresh cache root per
 #      side and model), LENS default 128,512,2048,8192;
@@ -35,6 +36,10 @@ if [[ $PARTS == *k* ]]; then
   PYTHONPATH=$here timeout 240 python3 benchmarks/bench_mla_extend.py > "$out/mla-extend.txt" 2> "$out/mla-extend.err" \
     || { echo "failed:"; tail -n 5 "$out/mla-extend.err"; }
   sed -n '/## summary/,$p' "$out/mla-extend.txt"
+  stamp "(k) absorbed against decompressed latent attention"
+  PYTHONPATH=$here timeout 180 python3 benchmarks/bench_mla_forms.py > "$out/mla-forms.txt" 2> "$out/mla-forms.err" \
+    || { echo "failed:"; tail -n 5 "$out/mla-forms.err"; }
+  sed -n '/## ms per layer/,$p' "$out/mla-forms.txt"
 fi
 profile() {  # MODEL SIDE WHAT ARGS...: profile_engine.py of builtin:MODEL on SIDE's tree and cache root
   local model=$1 side=$2 what=$3; shift 3
