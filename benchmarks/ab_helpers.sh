@@ -14,6 +14,10 @@ print_b1() {  # JSON: its TPOT p50 and mean
     % (t['tpot_s']['p50'] * 1e3, t['tpot_s']['mean'] * 1e3))" "$1" || echo "no b1 result"
 }
 
+stamp() {  # WORDS: a timestamped step line of a GPU script's output
+  echo "== $(date +%T) $*"
+}
+
 print_versions() {  # torch, Triton and the GPU's name, the first line of every GPU script's output
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
     torch.cuda.get_device_name())"

@@ -17,9 +17,8 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$
 MT_KV_GB=${MT_KV_GB:-0.2}
 PARTS=${PARTS:-abc}
 dummy=(--load-format dummy --skip-tokenizer-init)
-stamp() { echo "== $(date +%T) $*"; }
 
-source "$(dirname "$0")/ab_helpers.sh"  # print_versions
+source "$(dirname "$0")/ab_helpers.sh"  # print_versions, stamp
 print_versions
 
 if [[ $PARTS == *a* ]]; then

@@ -11,10 +11,9 @@
 #      token, DeepSeek-V2-Lite in bf16 on 4 prompts (`gpu_engine_check.py`: first divergence, logprob closeness).
 # About 12 minutes in all. Usage: [PARTS=...] bash benchmarks/gpu_moe_decode.sh B_DIR OUTDIR
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions, stamp
 ab_dirs "$1" "${2:-moe-decode}"
 PARTS=${PARTS:-tseqpc}
-stamp() { echo "== $(date +%T) $*"; }
 print_versions
 
 if [[ $PARTS == *t* ]]; then

@@ -13,14 +13,13 @@
 # SIDES (default "A B") picks the trees of parts f and d.
 # Usage: [PARTS=...] [MODELS=a,b] [LENS=...] [SIDES=A] bash benchmarks/gpu_moe_prefill.sh B_DIR OUTDIR
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions, stamp
 ab_dirs "$1" "${2:-moe-prefill}"
 PARTS=${PARTS:-tkf}
 MODELS=${MODELS:-deepseek-v2-lite}
 LENS=${LENS:-128,512,2048,8192}
 DECODE=${DECODE:-1,4}
 SIDES=${SIDES:-A B}
-stamp() { echo "== $(date +%T) $*"; }
 print_versions
 
 if [[ $PARTS == *t* ]]; then
