@@ -43,7 +43,8 @@ class OverloadedError(RequestError):
     code = "overloaded"
 
 
-MEMORY_FLAGS = "--kv-cache-gb, --max-model-len or --max-running-requests (--hicache-size for the host tier)"
+MEMORY_FLAGS = ("--kv-cache-gb, --max-model-len or --max-running-requests (--hicache-size for the host tier, "
+                "--piecewise-cuda-graph-max-tokens for the prefill passes a GPU captures)")
 _ALLOCATION = re.compile(r"allocate ([0-9.]+) ?(bytes|[KMGT]iB)", re.IGNORECASE)
 _UNITS = {"bytes": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
