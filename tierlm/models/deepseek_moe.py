@@ -60,8 +60,8 @@ class Router(nn.Module):
         logits = F.linear(x.float(), self.weight.float())
         # V3 renormalizes whenever asked (as transformers does); V2 only with more than one expert (as DeepSeek's
         # own code does: transformers' V2 never renormalizes, and the published V2 configs never ask)
-        renorm = cfg.norm_topk_prob and (cfg.scoring == "sigmoid" or cfg.num_experts_per_tok > 1)
         sigmoid = cfg.scoring == "sigmoid"
+        renorm = cfg.norm_topk_prob and (sigmoid or cfg.num_experts_per_tok > 1)
         if logits.is_cuda:
             from tierlm.kernels.moe_route import route_topk  # one launch for the steps below
 

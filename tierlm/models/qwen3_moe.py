@@ -35,7 +35,6 @@ class CausalLM(llama.CausalLM):
 
     layer_cls = DecoderLayer
     tensor_parallel = False  # experts are not sharded yet
-    piecewise_graph_safe = True  # where graphs are captured (CUDA) routing and experts read nothing on the host
 
     @staticmethod
     def weight_mapping() -> Mapping[str, tuple[str, object]]:
