@@ -46,3 +46,12 @@ side_root() {  # NAME SIDE: the cache root of SIDE's runs, `.cache-NAME-SIDE` un
   # for both sides with SHARED_ROOT set (both then run the launches the first run tuned)
   if [ -n "${SHARED_ROOT:-}" ]; then echo "$here/.cache-$1-shared"; else echo "$here/.cache-$1-$2"; fi
 }
+
+profile_side() {  # ROOT SIDE NAME SECONDS ARGS...: benchmarks/profile_engine.py ARGS with SIDE's tree on its cache
+  # root ROOT (`side_root`), at most SECONDS, into $out/NAME.txt and .err (after ab_dirs)
+  local root=$1 side=$2 name=$3 seconds=$4; shift 4
+  local dir; dir=$(side_dir "$side")
+  (cd "$dir" && TIERLM_CACHE_DIR=$(side_root "$root" "$side") PYTHONPATH=$dir timeout "$seconds" python3 \
+    benchmarks/profile_engine.py "$@" > "$out/$name.txt" 2> "$out/$name.err") \
+    || { echo "failed:"; tail -n 5 "$out/$name.err"; }
+}

@@ -11,7 +11,7 @@
 #      token, DeepSeek-V2-Lite in bf16 on 4 prompts (`gpu_engine_check.py`: first divergence, logprob closeness).
 # About 12 minutes in all. Usage: [PARTS=...] bash benchmarks/gpu_moe_decode.sh B_DIR OUTDIR
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions, stamp
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_root, print_versions, stamp, profile_side
 ab_dirs "$1" "${2:-moe-decode}"
 PARTS=${PARTS:-tseqpc}
 print_versions
@@ -36,11 +36,8 @@ fi
 steps() {  # MODEL BATCHES: decode steps of builtin:MODEL per side, each side on its own fresh cache root
   for side in A B; do
     stamp "profile_engine $1 $side"
-    local dir; dir=$(side_dir $side)
-    (cd "$dir" && TIERLM_CACHE_DIR=$(side_root moe $side) PYTHONPATH=$dir timeout 200 python3 \
-      benchmarks/profile_engine.py --model "builtin:$1" --load-format dummy --skip-tokenizer-init \
-      --batches "$2" --prefill-len 0 --steps 50 > "$out/steps-$1-$side.txt" 2> "$out/steps-$1-$side.err") \
-      || { echo "failed:"; tail -n 5 "$out/steps-$1-$side.err"; }
+    profile_side moe "$side" "steps-$1-$side" 200 --model "builtin:$1" --load-format dummy --skip-tokenizer-init \
+      --batches "$2" --prefill-len 0 --steps 50
     cat "$out/steps-$1-$side.txt"
   done
 }

@@ -13,7 +13,7 @@
 # SIDES (default "A B") picks the trees of parts f and d.
 # Usage: [PARTS=...] [MODELS=a,b] [LENS=...] [SIDES=A] bash benchmarks/gpu_moe_prefill.sh B_DIR OUTDIR
 set -uo pipefail
-source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root, print_versions, stamp
+source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_root, print_versions, stamp, profile_side
 ab_dirs "$1" "${2:-moe-prefill}"
 PARTS=${PARTS:-tkf}
 MODELS=${MODELS:-deepseek-v2-lite}
@@ -43,11 +43,8 @@ fi
 profile() {  # MODEL SIDE WHAT ARGS...: profile_engine.py of builtin:MODEL on SIDE's tree and cache root
   local model=$1 side=$2 what=$3; shift 3
   stamp "$what $model $side"
-  local dir; dir=$(side_dir "$side")
-  (cd "$dir" && TIERLM_CACHE_DIR=$(side_root "$model" "$side") PYTHONPATH=$dir timeout "${RUN_TIMEOUT:-240}" python3 \
-    benchmarks/profile_engine.py --model "builtin:$model" --load-format dummy --skip-tokenizer-init "$@" \
-    > "$out/$what-$model-$side.txt" 2> "$out/$what-$model-$side.err") \
-    || { echo "failed:"; tail -n 5 "$out/$what-$model-$side.err"; }
+  profile_side "$model" "$side" "$what-$model-$side" "${RUN_TIMEOUT:-240}" --model "builtin:$model" \
+    --load-format dummy --skip-tokenizer-init "$@"
   grep -E "prefill of|^ +[0-9]+ " "$out/$what-$model-$side.txt"
   grep -E "captured .* extend passes" "$out/$what-$model-$side.err" | tail -n 1
 }
