@@ -15,7 +15,8 @@ YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 
 
 
 def check_decoupled_rope(device: str, dtype: torch.dtype, *, style: str, tokens: int = 7, heads: int = 3,
-                         dim: int = 16, scaling: dict | None = None, seed: int = 0) -> None:
+                         dim: int = 16, scaling: dict | None = None, seed: int = 0, in_place: bool = False) -> None:
+    """`in_place`: q rotated into its own strided view (`q_out=q`), the rest of its rows untouched."""
     from tierlm.kernels.decoupled_rope import decoupled_rope
     from tierlm.layers.decoupled_rotary import DecoupledRotary
 
@@ -26,8 +27,11 @@ def check_decoupled_rope(device: str, dtype: torch.dtype, *, style: str, tokens:
     k_rows = torch.randn(tokens, dim + 24, generator=gen).to(device=device, dtype=dtype)
     q, k = q_rows[..., 8:], k_rows[:, 24:]
     positions = torch.randint(0, 64, (tokens,), generator=gen).to(device)
-    got_q, got_k = decoupled_rope(positions, q, k, rope.cos, rope.sin, style)
     ref_q, ref_k = rope.rotate_torch(positions, q, k)
+    head = q_rows[..., :8].clone()
+    got_q, got_k = decoupled_rope(positions, q, k, rope.cos, rope.sin, style, q if in_place else None)
+    if in_place:
+        assert got_q.data_ptr() == q.data_ptr() and same_bytes(q_rows[..., :8], head)
     assert got_q.dtype == got_k.dtype == dtype and got_q.shape == q.shape and got_k.shape == k.shape
     assert same_bytes(got_q, ref_q) and same_bytes(got_k, ref_k)
 
@@ -44,6 +48,9 @@ def _cases() -> dict[str, CaseFn]:
         "rope_key_alone": rope(style="interleave", heads=32, dim=64, tokens=3, seed=3),
         "rope_many_heads": rope(style="complex", heads=40, dim=32, tokens=2, seed=5),
         "rope_one_token": rope(style="half", tokens=1, heads=16, dim=64, seed=4),
+        "rope_complex_in_place": rope(style="complex", seed=6, in_place=True),
+        "rope_many_heads_in_place": rope(style="half", heads=40, dim=32, tokens=5, seed=7, in_place=True),
+        "rope_interleave_in_place": rope(style="interleave", heads=16, dim=64, tokens=4, seed=8, in_place=True),
     }
 
 

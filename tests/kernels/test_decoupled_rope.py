@@ -36,7 +36,20 @@ def test_the_layer_takes_the_kernel_on_cuda_only(monkeypatch):
     monkeypatch.setattr(decoupled_rope, "decoupled_rope", lambda *a: calls.append(a) or ("q", "k"))
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     assert rope(pos, q, k) == ("q", "k")
-    assert calls and calls[0][-1] == "complex" and calls[0][3] is rope.cos
+    assert calls and calls[0][5:] == ("complex", None) and calls[0][3] is rope.cos
+
+
+def test_the_layer_writes_q_in_place_when_asked():
+    """`q_out=` (the model passes q's own rope part, a strided view): the rotated q lands there."""
+    from tierlm.layers.decoupled_rotary import DecoupledRotary
+
+    rope = DecoupledRotary(8, 32, 10000.0, None, "half", 32)
+    q, k, pos = torch.randn(3, 2, 24), torch.randn(3, 8), torch.tensor([0, 4, 9])
+    want_q, want_k = rope.rotate_torch(pos, q[..., 16:], k)
+    nope = q[..., :16].clone()
+    got_q, got_k = rope(pos, q[..., 16:], k, q_out=q[..., 16:])
+    assert got_q.data_ptr() == q[..., 16:].data_ptr() and torch.equal(q[..., 16:], want_q)
+    assert torch.equal(got_k, want_k) and torch.equal(q[..., :16], nope)
 
 
 @pytest.mark.parametrize("pairing", [0, 1, 2])

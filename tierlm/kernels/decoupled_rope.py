@@ -12,6 +12,8 @@ the torch layer does.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -25,7 +27,8 @@ MAX_ROWS = 32  # head rows per program
 @triton.jit
 def _decoupled_rope_kernel(pos_ptr, q_ptr, k_ptr, cos_ptr, sin_ptr, q_out, k_out, num_heads, stride_qt, stride_qh,
                            stride_kt, stride_ot, stride_oh, stride_kot, stride_cos, HALF: tl.constexpr,
-                           BLOCK_HALF: tl.constexpr, BLOCK_H: tl.constexpr, PAIRING: tl.constexpr):
+                           BLOCK_HALF: tl.constexpr, BLOCK_H: tl.constexpr, PAIRING: tl.constexpr,
+                           IN_PLACE: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     is_q = rows < num_heads
@@ -45,6 +48,8 @@ def _decoupled_rope_kernel(pos_ptr, q_ptr, k_ptr, cos_ptr, sin_ptr, q_out, k_out
     x2 = tl.load(src[:, None] + second[None, :], mask=mask, other=0.0).to(tl.float32)
     r1 = x1 * cos - x2 * sin
     r2 = x2 * cos + x1 * sin
+    if IN_PLACE:  # a pairing may store a dim that another thread of the program has yet to load
+        tl.debug_barrier()
     if PAIRING == 2:  # output interleaved like the input
         first_out, second_out = 2 * i, 2 * i + 1
     else:  # output as halves
@@ -56,14 +61,17 @@ def _decoupled_rope_kernel(pos_ptr, q_ptr, k_ptr, cos_ptr, sin_ptr, q_out, k_out
 
 
 def decoupled_rope(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   pairing: str) -> tuple[torch.Tensor, torch.Tensor]:
+                   pairing: str, q_out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotated copies of `q` `[T, H, d]` and `k` `[T, d]` (any row strides, unit stride along d) at `positions`
     `[T]`, by the float32 tables `cos`/`sin` `[max_positions, d / 2]`, in `pairing` ("half", "interleave",
-    "complex"); both outputs contiguous, in `q`'s dtype."""
+    "complex"), in `q`'s dtype: k's contiguous, q's in `q_out` if given (any row strides; it may be `q` itself:
+    a program then waits for all of its rows' loads before it stores), else contiguous."""
     tokens, heads, dim = q.shape
     assert k.shape == (tokens, dim) and k.dtype == q.dtype and q.stride(2) == 1 and k.stride(1) == 1 and dim % 2 == 0
     assert cos.dtype == sin.dtype == torch.float32 and cos.stride() == sin.stride() and cos.stride(1) == 1
-    q_out = torch.empty(tokens, heads, dim, dtype=q.dtype, device=q.device)
+    if q_out is None:
+        q_out = torch.empty(tokens, heads, dim, dtype=q.dtype, device=q.device)
+    assert q_out.shape == q.shape and q_out.dtype == q.dtype and q_out.stride(2) == 1
     k_out = torch.empty(tokens, dim, dtype=q.dtype, device=q.device)
     if tokens == 0:
         return q_out, k_out
@@ -71,7 +79,8 @@ def decoupled_rope(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, co
     _decoupled_rope_kernel[(tokens, cdiv(heads + 1, block_h))](
         positions, q, k, cos, sin, q_out, k_out, heads, q.stride(0), q.stride(1), k.stride(0), q_out.stride(0),
         q_out.stride(1), k_out.stride(0), cos.stride(0), HALF=dim // 2, BLOCK_HALF=next_power_of_2(dim // 2),
-        BLOCK_H=block_h, PAIRING=PAIRINGS[pairing], **launch_options(block_h, dim))
+        BLOCK_H=block_h, PAIRING=PAIRINGS[pairing], IN_PLACE=q_out.data_ptr() == q.data_ptr(),
+        **launch_options(block_h, dim))
     return q_out, k_out
 
 

@@ -58,14 +58,17 @@ class DecoupledRotary(nn.Module):
             return torch.stack((r1, r2), dim=-1).flatten(-2)
         return torch.cat((r1, r2), dim=-1)
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                q_out: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotated q `[T, H, d]` and k `[T, d]`: on CUDA in one Triton launch (`kernels.decoupled_rope`, the same
-        bits as `rotate_torch`), elsewhere by `rotate_torch`."""
+        bits as `rotate_torch`), elsewhere by `rotate_torch`. With `q_out` (which may be `q` itself) the rotated
+        q is written there and returned."""
         if q.is_cuda:
             from tierlm.kernels.decoupled_rope import decoupled_rope
 
-            return decoupled_rope(positions, q, k, self.cos, self.sin, self.style)
-        return self.rotate_torch(positions, q, k)
+            return decoupled_rope(positions, q, k, self.cos, self.sin, self.style, q_out)
+        q_rot, k_rot = self.rotate_torch(positions, q, k)
+        return (q_rot if q_out is None else q_out.copy_(q_rot)), k_rot
 
     def rotate_torch(self, positions: torch.Tensor, q: torch.Tensor,
                      k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
