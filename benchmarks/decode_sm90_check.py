@@ -45,7 +45,7 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "count_ptr": "*i32", "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64", "latent_buf": "*bf16",
             "h_ptr": "*bf16", "ids_ptr": "*i64", "weights_ptr": "*fp32", "pairs_ptr": "*i32",
             "block_expert_ptr": "*i32", "total_ptr": "*i32", "rows_ptr": "*bf16", "add_ptr": "*bf16",
-            "prefix_lens": "*i32", "qo_indptr": "*i32"}
+            "prefix_lens": "*i32", "qo_indptr": "*i32", "q_starts": "*i32"}
 FP8_POOL = {"k_buf": "*fp8e4nv", "v_buf": "*fp8e4nv"}  # --kv-cache-dtype fp8
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
@@ -151,11 +151,13 @@ def latent_moe_variants() -> list[tuple[str, object, dict, dict]]:
                                                    WIDE=tl.bfloat16), {}),
            ("MLA merge", _mla_merge, dict(NUM_HEADS=16, LORA=512, MAX_SPLITS=64, BLOCK_S=64, BLOCK_N=32,
                                           BLOCK_D=128), {}),
-           ("MLA extend", _mla_extend_kernel, dict(NUM_HEADS=16, LORA=512, ROPE=64, BLOCK_T=4, BLOCK_H=16, BLOCK_N=32,
-                                                  BLOCK_C=512, BLOCK_R=64, DOT_PRECISION="tf32", WIDE=tl.bfloat16),
-            {})]
-    out += [(f"decoupled rope pairing={p}", _decoupled_rope_kernel,
-             dict(HALF=32, BLOCK_HALF=32, BLOCK_H=32, PAIRING=p), {}) for p in (0, 1, 2)]
+           # q_ends: one past qo_indptr's start, so never 16-byte aligned at launch
+           ("MLA extend", _mla_extend_kernel, dict(NUM_HEADS=16, LORA=512, ROPE=64, BLOCK_T=4, BLOCK_H=16,
+                                                  BLOCK_N=64, BLOCK_C=512, BLOCK_R=64, DOT_PRECISION="tf32",
+                                                  WIDE=tl.bfloat16), {"q_ends": "*i32"})]
+    out += [(f"decoupled rope pairing={p} in place={i}", _decoupled_rope_kernel,
+             dict(HALF=32, BLOCK_HALF=32, BLOCK_H=32, PAIRING=p, IN_PLACE=i), {}) for p in (0, 1, 2)
+            for i in (False, True)]
     plain = dict(SIGMOID=False, HAS_BIAS=False, GROUPS=1, TOPK_GROUP=1, TOP2=False, BLOCK_G=1)
     route = {"logits_ptr": "*fp32", "bias_ptr": "*fp32", "scale": "fp32"}
     out += [(f"softmax top-k renorm={r}", _route_kernel, dict(TOP_K=6, BLOCK_E=64, RENORM=r, **plain), route)

@@ -16,6 +16,7 @@ extend lengths on the host (for the grid), as every extend path does.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 import triton
@@ -32,7 +33,7 @@ class MLAExtendConfig:
 
     block_t: int = 4
     block_h: int = 16
-    block_n: int = 32
+    block_n: int = 64
     num_warps: int = 8
     num_stages: int = 2
 
@@ -77,7 +78,7 @@ def _tile(q_c, q_r, latent_buf, slot_row, n0, end, qpos, m_i, l_i, acc, stride_b
 
 @triton.jit
 def _mla_extend_kernel(
-    q_ptr, latent_buf, out_ptr, req_to_token, req_rows, prefix_lens, qo_indptr,
+    q_ptr, latent_buf, out_ptr, req_to_token, req_rows, prefix_lens, q_starts, q_ends,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_buf, stride_r2t, sm_scale_log2, num_blocks,
     NUM_HEADS: tl.constexpr, LORA: tl.constexpr, ROPE: tl.constexpr, BLOCK_T: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -85,8 +86,8 @@ def _mla_extend_kernel(
 ):
     tb = num_blocks - 1 - tl.program_id(0)  # the last blocks of a sequence see the most keys: launched first
     b = tl.program_id(2)
-    q_start = tl.load(qo_indptr + b)
-    ext = tl.load(qo_indptr + b + 1) - q_start
+    q_start = tl.load(q_starts + b)
+    ext = tl.load(q_ends + b) - q_start
     t0 = tb * BLOCK_T
     if t0 < ext:
         prefix = tl.load(prefix_lens + b)
@@ -123,9 +124,11 @@ def _mla_extend_kernel(
 
 def mla_extend(q: torch.Tensor, latent_buf: torch.Tensor, out: torch.Tensor, req_to_token: torch.Tensor,
                req_rows: torch.Tensor, prefix_lens: torch.Tensor, qo_indptr: torch.Tensor, extend_lens: list[int],
-               sm_scale: float, config: MLAExtendConfig = MLAExtendConfig()) -> torch.Tensor:
+               sm_scale: float, config: MLAExtendConfig = MLAExtendConfig(),
+               q_ends: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The new tokens of `len(extend_lens)` requests: request i's queries, rows `[qo_indptr[i], qo_indptr[i +
-    1])` of `q` `[T, H, kv_lora_rank + rope_dim]` (`extend_lens[i]` of them, positions `prefix_lens[i]` on),
+    1])` of `q` `[T, H, kv_lora_rank + rope_dim]` (with `q_ends`, rows `[qo_indptr[i], q_ends[i])`: any subset
+    of a pass's requests; `extend_lens[i]` of them, positions `prefix_lens[i]` on),
     attend causally to the latents in slots `req_to_token[req_rows[i], :prefix_lens[i] + extend_lens[i]]` of
     `latent_buf` `[num_slots, kv_lora_rank + rope_dim]` (the new tokens' latents already stored there).
 
@@ -143,8 +146,9 @@ def mla_extend(q: torch.Tensor, latent_buf: torch.Tensor, out: torch.Tensor, req
     num_blocks = cdiv(max(extend_lens, default=0), block_t)
     if num_blocks == 0:
         return out
+    ends = qo_indptr[1:] if q_ends is None else q_ends
     _mla_extend_kernel[(num_blocks, cdiv(num_heads, block_h), batch)](
-        q, latent_buf, out, req_to_token, req_rows, prefix_lens, qo_indptr,
+        q, latent_buf, out, req_to_token, req_rows, prefix_lens, qo_indptr, ends,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), latent_buf.stride(0), req_to_token.stride(0),
         sm_scale * 1.4426950408889634, num_blocks,
         NUM_HEADS=num_heads, LORA=lora, ROPE=rope, BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_N=config.block_n,
