@@ -72,8 +72,8 @@ def test_decode_batches_beyond_the_decode_graphs_run_as_pieces(tiny_models, monk
 @pytest.mark.parametrize("arch", ["qwen3", "llama", "qwen3_moe", "deepseek_v2"])
 def test_a_cut_forward_visits_every_layer_once_in_order(tiny_model_of, arch):
     """The capture walk on the CPU (warm-up mode, no graphs): each layer's attention is one cut, in order,
-    the shared output buffer takes its shape (a latent-attention model's: heads x its value width, it passes
-    no v) and the pass returns one hidden row per token."""
+    the shared output buffer takes its shape (a latent-attention model's: heads x its value head width, it
+    passes no v) and the pass returns one hidden row per token."""
     engine = Engine(EngineConfig(model=str(tiny_model_of(arch)), **CPU_OPTS))
     try:
         model = engine.worker.runner.model
@@ -88,7 +88,7 @@ def test_a_cut_forward_visits_every_layer_once_in_order(tiny_model_of, arch):
         assert cut.layers == list(range(model.config.num_layers))
         assert hidden.shape == (5, model.config.hidden_size)
         cfg = model.config
-        width = model.mla.kv_lora_rank if arch == "deepseek_v2" else cfg.head_dim
+        width = model.mla.v_head_dim if arch == "deepseek_v2" else cfg.head_dim
         assert runner.out.shape == (8, cfg.num_heads * width) and not cut.inputs  # warm-up: nothing borrowed
     finally:
         engine.close()

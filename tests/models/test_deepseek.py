@@ -1,5 +1,6 @@
-"""DeepSeek-V2/V3: config variants match transformers' logits, the layer pattern and the latent KV layout
-follow the config, bad configs are one clear error, routing and rope stay float32 in a bfloat16 model."""
+"""DeepSeek-V2/V3: config variants match transformers' logits, so do greedy tokens with every extend
+decompressed, the layer pattern and the latent KV layout follow the config, bad configs are one clear error,
+routing and rope stay float32 in a bfloat16 model."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import CPU_OPTS
-from tests.engine.test_hf_parity import hf_logits, prefill_logits
+from tests.engine.test_hf_parity import PROMPTS, hf_greedy, hf_logits, prefill_logits
 from tierlm import LLM, SamplingParams
 from tierlm.attention.mla_torch import MLATorchBackend
+from tierlm.attention.mla_up_proj import LatentForms
 from tierlm.engine.errors import ModelLoadError
 from tierlm.models.config import ModelConfig
 from tierlm.models.deepseek import DeepseekForCausalLM
@@ -118,3 +120,26 @@ def test_bfloat16_keeps_routing_and_rope_in_float32(tiny_models):
     assert torch.equal(gate.e_score_correction_bias, bias)  # loaded without rounding to bfloat16
     out = llm.generate("the quick brown fox", SamplingParams(temperature=0, max_tokens=6, ignore_eos=True))
     assert len(out[0].token_ids) == 6
+
+
+@pytest.mark.parametrize("arch", ["deepseek_v2", "deepseek_v3"])
+def test_decompressed_extends_match_transformers(tiny_models, arch):
+    """Every extend decompressed (prefills, then prefix-cache hits in a second round), decodes absorbed: the
+    engine's greedy tokens equal transformers'."""
+    llm = LLM(str(tiny_models[arch]), **CPU_OPTS)
+    attn = llm.engine.worker.runner.attn
+    attn.forms = LatentForms(min_work=0)
+    prefixes: list[int] = []
+    run = attn.attend_decompressed
+
+    def spy(q, out, layer, batch, i, start):
+        prefixes.append(batch.prefix_lens_cpu[i])
+        run(q, out, layer, batch, i, start)
+
+    attn.attend_decompressed = spy
+    ids = [llm.tokenizer.encode(p) for p in PROMPTS]
+    ref = hf_greedy(tiny_models[arch], ids, 12)
+    for round_ in range(2):
+        outs = llm.generate(ids, SamplingParams(temperature=0, max_tokens=12))
+        assert [o.token_ids for o in outs] == ref, f"round {round_}"
+    assert prefixes.count(0) >= len(PROMPTS) and max(prefixes) > 0

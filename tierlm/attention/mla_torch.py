@@ -1,15 +1,20 @@
 """Torch latent attention (MLA): each request's cached latents read through `req_to_token`. CPU and CUDA.
 
-The model passes queries already absorbed into latent space, so every head attends over the same per-token
-latent (one shared KV "head"): keys are whole latents, values their first `value_dim` entries.
+Every head attends over the same per-token latent (one shared KV "head"): in the absorbed form keys are whole
+latents and values their first `kv_lora_rank` entries. With the model's up-projections (`up_proj`, see
+`tierlm.attention.mla_up_proj`) the backend takes the model's queries before absorption, picks the form per
+request and returns the heads' values; without them it takes absorbed queries and returns latent-space output.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.attention.mla_up_proj import LatentForms, LatentUpProj
 from tierlm.kvcache.pool import KVPool, take_rows
 
 SCORE_ELEMENTS = 1 << 26  # the most float32 scores one matmul materializes (256 MiB); longer queries go in blocks
@@ -17,50 +22,101 @@ SCORE_ELEMENTS = 1 << 26  # the most float32 scores one matmul materializes (256
 
 class MLATorchBackend(AttentionBackend):
     """Reference latent attention: per request, scores `q · latent`, a causal mask offset by the prefix
-    length, a float32 softmax and a mix of the latents' value parts.
+    length, a float32 softmax and a mix of the latents' value parts; long extends (`forms`) decompressed
+    through torch's `scaled_dot_product_attention`.
 
-    `forward(q, k, v, layer, batch)`: q `[T, H, head_dim]` (absorbed queries), k the new latents
-    `[T, head_dim]` (stored at `batch.out_loc` in `pool["latent"][layer]`), v unused (None) →
-    `[T, H * value_dim]`, still in latent space (the model applies its value up-projection).
+    `forward(q, k, v, layer, batch)`: k the new latents `[T, head_dim]` (stored at `batch.out_loc` in
+    `pool["latent"][layer]`), v unused (None). With `up_proj`: q `[T, H, up_proj.qk_dim]` (rope part rotated,
+    not absorbed) → `[T, H * value_dim]`, the heads' values (`value_dim` = `up_proj.v_head_dim`). Without: q
+    `[T, H, head_dim]` absorbed → `[T, H * value_dim]` still in latent space (`value_dim` = the latent's value
+    part).
     """
 
     def __init__(self, pool: KVPool, req_to_token: torch.Tensor, num_heads: int, head_dim: int, scale: float,
-                 value_dim: int) -> None:
+                 value_dim: int, up_proj: Optional[LatentUpProj] = None, forms: LatentForms = LatentForms()) -> None:
         super().__init__(pool, req_to_token, num_heads, head_dim, scale)
         self.value_dim = value_dim
+        self.up_proj, self.forms = up_proj, forms
+        self.latent_value_dim = up_proj.kv_lora_rank if up_proj is not None else value_dim
+        assert up_proj is None or (up_proj.v_head_dim == value_dim and up_proj.num_heads == num_heads
+                                   and up_proj.kv_lora_rank + up_proj.rope_dim == head_dim)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
                 batch: ForwardBatch) -> torch.Tensor:
+        out = torch.empty(q.shape[0], self.num_heads * self.value_dim, dtype=q.dtype, device=q.device)
+        self.forward_into(q, k, v, layer, batch, out)
+        return out
+
+    def forward_into(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
+                     batch: ForwardBatch, out: torch.Tensor) -> None:
         self.wait_kv(layer)
         self.pool.store(layer, batch.out_loc, latent=k)
-        out = torch.empty(q.shape[0], self.num_heads, self.value_dim, dtype=q.dtype, device=q.device)
-        self.extend(q, out, layer, batch, len(batch.extend_lens_cpu))
-        return out.reshape(q.shape[0], self.num_heads * self.value_dim)
+        out = out.view(q.shape[0], self.num_heads, self.value_dim)
+        up = self.up_proj
+        if up is None:
+            self.attend_latent(q, out, layer, batch, range(batch.batch_size))
+            return
+        wide = self.decompressed_requests(batch)
+        rest = [i for i in range(batch.batch_size) if i not in wide] if wide else range(batch.batch_size)
+        starts = row_starts(batch) if batch.mode != "decode" else None
+        if rest:  # absorbed: the rows from the first to the last of these requests (a decode pass: all, padding too)
+            a, b = (starts[rest[0]], starts[rest[-1] + 1]) if starts else (0, q.shape[0])
+            q_lat = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
+            o_lat = torch.empty(q.shape[0], self.num_heads, self.latent_value_dim, dtype=q.dtype, device=q.device)
+            up.absorb_into(q[a:b], layer, q_lat[a:b])
+            self.attend_latent(q_lat, o_lat, layer, batch, rest)
+            up.values_into(o_lat[a:b], layer, out[a:b])
+        for i in wide:
+            self.attend_decompressed(q, out, layer, batch, i, starts[i])
 
-    def extend(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch, count: int) -> None:
-        """Attention of the first `count` requests of `batch` (their new latents already stored), into
-        their rows of `out`."""
+    def decompressed_requests(self, batch: ForwardBatch) -> list[int]:
+        """The requests of an extend pass whose attention runs decompressed (`forms`); none at decode."""
+        if batch.mode == "decode" or self.up_proj is None:
+            return []
+        forms, up = self.forms, self.up_proj
+        return [i for i in range(batch.num_multi_token)
+                if batch.extend_lens_cpu[i] * batch.seq_lens_cpu[i] >= forms.min_work
+                and up.decompressed_elements(batch.seq_lens_cpu[i]) <= forms.max_elements]
+
+    def attend_decompressed(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch, i: int,
+                            start: int) -> None:
+        """Request `i`'s queries (rows `start ..` of q, before absorption) over its up-projected latents, by
+        torch's SDPA, into its rows of `out` `[T, H, v_head_dim]`."""
+        up = self.up_proj
+        n, prefix, seq = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
+        slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()
+        keys, values = up.expand(take_rows(self.pool.layers[layer]["latent"], slots).to(q.dtype), layer)
+        if prefix:  # values as wide as keys: SDPA's kernels that take the offset causal mask want equal widths
+            values = F.pad(values, (0, up.qk_dim - up.v_head_dim))
+        o = F.scaled_dot_product_attention(
+            q[start:start + n].transpose(0, 1)[None], keys.transpose(0, 1)[None], values.transpose(0, 1)[None],
+            attn_mask=causal_lower_right(n, seq) if prefix else None, is_causal=not prefix, scale=self.scale)
+        out[start:start + n] = o[0, :, :, :up.v_head_dim].transpose(0, 1)
+
+    def attend_latent(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch,
+                      requests: Sequence[int]) -> None:
+        """Absorbed attention of `requests` of `batch` (their new latents already stored): q `[T, H, head_dim]`
+        absorbed, their rows of `out` `[T, H, latent_value_dim]` written."""
         buf = self.pool.layers[layer]["latent"]
-        start = 0
-        for i, n in enumerate(batch.extend_lens_cpu[:count]):
-            prefix, seq = batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
+        starts = row_starts(batch)
+        for i in requests:
+            n, prefix, seq, start = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i], starts[i]
             slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()
             latent = take_rows(buf, slots).to(q.dtype)  # [S, head_dim]
             block = max(1, SCORE_ELEMENTS // (self.num_heads * seq))
             for b in range(0, n, block):
                 m = min(block, n - b)
                 out[start + b:start + b + m] = self._attend(q[start + b:start + b + m], latent, prefix + b)
-            start += n
 
     def _attend(self, q: torch.Tensor, latent: torch.Tensor, first_pos: int) -> torch.Tensor:
-        """Queries `[m, H, D]` at positions `first_pos ..` over latents `[S, D]` → `[m, H, value_dim]`."""
+        """Queries `[m, H, D]` at positions `first_pos ..` over latents `[S, D]` → `[m, H, latent_value_dim]`."""
         scores = torch.einsum("mhd,sd->hms", q, latent).float() * self.scale
         m, seq = q.shape[0], latent.shape[0]
         if first_pos + 1 < seq:  # a lone query at the last position sees everything
             qpos = torch.arange(first_pos, first_pos + m, device=q.device)[:, None]
             scores = scores.masked_fill(qpos < torch.arange(seq, device=q.device)[None, :], float("-inf"))
         probs = scores.softmax(dim=-1).to(q.dtype)
-        return torch.einsum("hms,sv->mhv", probs, latent[:, :self.value_dim])
+        return torch.einsum("hms,sv->mhv", probs, latent[:, :self.latent_value_dim])
 
     def supports_cuda_graph(self) -> bool:
         return False
@@ -70,3 +126,11 @@ class MLATorchBackend(AttentionBackend):
 
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
         raise NotImplementedError("the torch MLA backend is not captured in CUDA graphs")
+
+
+def row_starts(batch: ForwardBatch) -> list[int]:
+    """Each request's first row in the pass, and the row count last (`qo_indptr` on the host)."""
+    starts = [0]
+    for n in batch.extend_lens_cpu:
+        starts.append(starts[-1] + n)
+    return starts

@@ -6,7 +6,9 @@ Decode is where latent attention is memory bound and launch bound: the kernel re
 in place through `req_to_token`, once per block of heads, and needs only the batch's `req_rows`/`seq_lens`
 plus float32 split scratch sized by the batch size. Extends are compute bound: `tierlm.kernels.mla_extend`
 reads the same latents (the new tokens' stored first) for a block of tokens times heads per tile, where the
-torch path loops over requests on the host and materialises every score.
+torch path loops over requests on the host and materialises every score. Long extends leave the absorbed form
+altogether (`MLATorchBackend.decompressed_requests`): their latents are up-projected once and attended through
+torch's SDPA, which does fewer FLOPs per (query, key) pair.
 
 CUDA graphs (decode), as in `tierlm.attention.triton_backend`: `init_graph_buffers(max_bs, max_len)` once,
 then `prepare_for_replay(batch)` instead of `prepare` for capture and every replay; the kernel reads the
@@ -16,13 +18,14 @@ runner's static `req_rows`/`seq_lens` in place and writes static scratch whose s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
 from tierlm.attention.base import ForwardBatch
 from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
 from tierlm.attention.mla_torch import MLATorchBackend
+from tierlm.attention.mla_up_proj import LatentForms, LatentUpProj
 from tierlm.kernels.decode_attention import choose_max_splits
 from tierlm.kernels.mla_decode import mla_decode
 from tierlm.kernels.mla_extend import MLAExtendConfig, mla_extend
@@ -55,20 +58,21 @@ class MLATritonConfig:
 class MLATritonBackend(MLATorchBackend):
     """Latent attention with a Triton decode kernel (CUDA, or Triton's interpreter on CPU for tests).
 
-    Same contract as `MLATorchBackend`: q `[T, H, head_dim]` absorbed queries (latent part then rope part),
-    k the new latents `[T, head_dim]`, v unused → `[T, H * value_dim]` in latent space.
+    Same contract as `MLATorchBackend` (queries before absorption with the model's `up_proj`, absorbed ones
+    without; k the new latents `[T, head_dim]`, v unused); long extends decompressed as there.
     """
 
     def __init__(self, pool: KVPool, req_to_token: torch.Tensor, num_heads: int, head_dim: int, scale: float,
-                 value_dim: int, config: MLATritonConfig | None = None) -> None:
-        super().__init__(pool, req_to_token, num_heads, head_dim, scale, value_dim)
+                 value_dim: int, up_proj: Optional[LatentUpProj] = None, forms: LatentForms = LatentForms(),
+                 config: MLATritonConfig | None = None) -> None:
+        super().__init__(pool, req_to_token, num_heads, head_dim, scale, value_dim, up_proj, forms)
         self.device = req_to_token.device
         self.config = config or MLATritonConfig.for_device(self.device)
         self.num_sms = (torch.cuda.get_device_properties(self.device).multi_processor_count
                         if self.device.type == "cuda" else 4)
         self._meta: Optional[DecodeMeta] = None  # decode-kernel metadata of the pass's one-token requests
         self._num_extend = 0  # requests of the pass that take the extend kernel (the leading ones)
-        self._scratch = DecodeScratch(num_heads, value_dim, self.max_splits, self.device)
+        self._scratch = DecodeScratch(num_heads, self.latent_value_dim, self.max_splits, self.device)
 
     def supports_cuda_graph(self) -> bool:
         return True
@@ -97,30 +101,33 @@ class MLATritonBackend(MLATorchBackend):
         assert batch.mode == "decode", "graphs are decode-only"
         self._meta = self._scratch.for_replay(batch.req_rows, batch.seq_lens)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
-                batch: ForwardBatch) -> torch.Tensor:
-        out = torch.empty(q.shape[0], self.num_heads * self.value_dim, dtype=q.dtype, device=q.device)
-        self.forward_into(q, k, v, layer, batch, out)
-        return out
-
-    def forward_into(self, q: torch.Tensor, k: torch.Tensor, v: Optional[torch.Tensor], layer: int,
-                     batch: ForwardBatch, out: torch.Tensor) -> None:
+    def attend_latent(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch,
+                      requests: Sequence[int]) -> None:
+        """Absorbed attention of `requests` (all of the pass's one-token requests among them): the extend kernel
+        for the multi-token ones, the decode kernel for the rest (rows `[t:]`, a captured pass's padding too)."""
         meta, cfg = self._meta, self.config
         assert meta is not None or batch.mode != "decode", "prepare(batch) must run before a decode forward"
-        self.wait_kv(layer)
-        self.pool.store(layer, batch.out_loc, latent=k)
-        out = out.view(q.shape[0], self.num_heads, self.value_dim)
-        t = q.shape[0] - (meta.req_rows.shape[0] if meta is not None else 0)  # rows of the decode kernel: [t:]
         if batch.mode != "decode" and self._num_extend:
-            self.extend(q, out, layer, batch, self._num_extend)
+            self._extend(q, out, layer, batch, [i for i in requests if i < self._num_extend])
         if meta is not None:
+            t = q.shape[0] - meta.req_rows.shape[0]
             mla_decode(q[t:], self.pool.layers[layer]["latent"], self.req_to_token, meta.req_rows, meta.seq_lens,
                        out[t:], meta.mid_o, meta.mid_lse, self.scale, min_chunk=cfg.min_chunk, block_n=cfg.block_n,
                        block_h=cfg.block_h, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
-    def extend(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch, count: int) -> None:
-        """Attention of the first `count` requests of `batch` (their new latents already stored) into their rows
-        of `out`, by the extend kernel."""
-        mla_extend(q, self.pool.layers[layer]["latent"], out, self.req_to_token, batch.req_rows[:count],
-                   batch.prefix_lens[:count], batch.qo_indptr[:count + 1], batch.extend_lens_cpu[:count],
-                   self.scale, self.config.extend)
+    def _extend(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch,
+                requests: list[int]) -> None:
+        """The extend kernel over `requests` (multi-token ones of the pass): slices of the pass's metadata where
+        they are consecutive, gathered copies otherwise."""
+        if not requests:
+            return
+        i0, i1 = requests[0], requests[-1] + 1
+        if i1 - i0 == len(requests):
+            rows, prefix = batch.req_rows[i0:i1], batch.prefix_lens[i0:i1]
+            starts, ends = batch.qo_indptr[i0:i1], batch.qo_indptr[i0 + 1:i1 + 1]
+        else:
+            idx = torch.tensor(requests, dtype=torch.int64).to(self.device, non_blocking=True)
+            rows, prefix = batch.req_rows[idx], batch.prefix_lens[idx]
+            starts, ends = batch.qo_indptr[idx], batch.qo_indptr[idx + 1]
+        mla_extend(q, self.pool.layers[layer]["latent"], out, self.req_to_token, rows, prefix, starts,
+                   [batch.extend_lens_cpu[i] for i in requests], self.scale, self.config.extend, q_ends=ends)

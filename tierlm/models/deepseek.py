@@ -1,11 +1,12 @@
 """DeepSeek-V2 and DeepSeek-V3: multi-head latent attention (MLA) and mixture-of-experts layers.
 
 MLA caches one latent vector per token and layer — the RMS-normalized compressed KV (`kv_lora_rank`) then
-the roped key part shared by all heads (`qk_rope_head_dim`) — instead of per-head K and V. Attention runs in
-the absorbed form: each head's non-rope query is mapped into latent space through its slice of `kv_b_proj`
-(q_nope · W_UK), so scores are query · latent, the attention output is a mix of latents, and W_UV maps it
-back to the head's value. The backend thus only sees one shared "KV head" per token (`attention_kind =
-"mla"`; see `tierlm.attention.mla_torch`).
+the roped key part shared by all heads (`qk_rope_head_dim`) — instead of per-head K and V. The model hands
+the backend its queries (rope part rotated), the new latents and, once, every layer's `kv_b_proj`
+(`attention_params()["up_proj"]`); the backend runs each request in the absorbed form (queries mapped into
+latent space through `W_UK`, one shared "KV head" per token, output mapped back through `W_UV`) or, for long
+extends, up-projects the latents and attends per head, and returns the heads' values (`attention_kind =
+"mla"`; see `tierlm.attention.mla_up_proj`).
 
 Parameter names follow the Hugging Face checkpoints; gate/up projections of the dense MLP and of the shared
 experts are fused (`gate_up_proj`), the routed experts stacked (`experts_gate_up`, `experts_down`).
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.attention.mla_up_proj import LatentUpProj
 from tierlm.kvcache.layout import KVLayout
 from tierlm.layers.decoupled_rotary import DecoupledRotary
 from tierlm.layers.moe import StackedExperts
@@ -36,8 +38,8 @@ LORA_NORM_EPS = 1e-6  # the q/kv low-rank norms use the default epsilon, not rms
 
 
 class MLAttention(nn.Module):
-    """Latent attention of one layer: low-rank (or plain) query, compressed KV, decoupled rope, absorbed
-    up-projections around the backend call."""
+    """Latent attention of one layer: low-rank (or plain) query, compressed KV, decoupled rope; the key/value
+    up-projection (`kv_b_proj`) is applied by the backend, in the form it picks."""
 
     def __init__(self, cfg: DeepseekConfig, layer: int) -> None:
         super().__init__()
@@ -59,15 +61,12 @@ class MLAttention(nn.Module):
                 attn: AttentionBackend) -> torch.Tensor:
         cfg, T, H = self.cfg, x.shape[0], self.num_heads
         q = self.q_proj(x) if cfg.q_lora_rank is None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
-        q_nope, q_pe = q.view(T, H, cfg.qk_head_dim).split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
+        q = q.view(T, H, cfg.qk_head_dim)
+        q_pe = q[..., cfg.qk_nope_head_dim:]
         kv, k_pe = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
-        q_pe, k_pe = rotary(batch.positions, q_pe, k_pe)
-        w_kv = self.kv_b_proj.weight.view(H, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
-        w_uk, w_uv = w_kv.split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=1)
-        query = torch.cat((torch.einsum("thn,hnc->thc", q_nope, w_uk), q_pe), dim=-1)  # [T, H, latent_dim]
+        _, k_pe = rotary(batch.positions, q_pe, k_pe, q_out=q_pe)  # q's rope part rotated in place
         latent = torch.cat((self.kv_a_layernorm(kv), k_pe), dim=-1)  # [T, latent_dim]
-        out = attn.forward(query, latent, None, self.layer, batch).view(T, H, cfg.kv_lora_rank)
-        return self.o_proj(torch.einsum("thc,hvc->thv", out, w_uv).reshape(T, H * cfg.v_head_dim))
+        return self.o_proj(attn.forward(q, latent, None, self.layer, batch))
 
 
 class DecoderLayer(PreNormBlock):
@@ -128,12 +127,14 @@ class DeepseekForCausalLM(nn.Module):
         return self.lm_head(hidden)
 
     def attention_params(self) -> dict[str, Any]:
-        """How the MLA backend is built: heads, the latent width of queries and keys, the value width
-        (the compressed-KV part of each latent) and the softmax scale of the full q·k head dim (with YaRN's
-        mscale correction)."""
+        """How the MLA backend is built: heads, the latent width (absorbed queries and keys), the value head
+        width of its output, the softmax scale of the full q·k head dim (with YaRN's mscale correction) and
+        every layer's key/value up-projection."""
         mla = self.mla
-        return dict(num_heads=self.config.num_heads, head_dim=mla.latent_dim, value_dim=mla.kv_lora_rank,
-                    scale=mla.softmax_scale)
+        up_proj = LatentUpProj([layer.self_attn.kv_b_proj for layer in self.model.layers], self.config.num_heads,
+                               mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim, mla.kv_lora_rank)
+        return dict(num_heads=self.config.num_heads, head_dim=mla.latent_dim, value_dim=mla.v_head_dim,
+                    scale=mla.softmax_scale, up_proj=up_proj)
 
     @staticmethod
     def weight_mapping() -> Mapping[str, tuple[str, object]]:
