@@ -27,7 +27,7 @@ if [[ $PARTS == *t* ]]; then
   PYTHONPATH=$here timeout 300 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_mla_extend.py \
     tests/kernels/test_mla_decode.py tests/attention/test_mla_triton.py tests/engine/test_piecewise_graph.py \
     tests/models/test_deepseek.py tests/models/test_qwen3_moe.py tests/engine/test_mixed_graph.py \
-    tests/kernels/test_moe_route.py \
+    tests/kernels/test_moe_route.py tests/attention/test_mla_forms.py tests/kernels/test_decoupled_rope.py \
     2>&1 | tail -n 6
 fi
 if [[ $PARTS == *k* ]]; then
