@@ -33,7 +33,7 @@ def reference(q: torch.Tensor, latent: torch.Tensor, table: torch.Tensor, batch:
               weight: torch.Tensor) -> torch.Tensor:
     """float64, per request: keys `[c · W_UK, k_rope]` and values `c · W_UV` of its latents, causal attention of
     its queries (offset by the prefix) → `[T, H, VDIM]`."""
-    w = weight.double().view(HEADS, NOPE + VDIM, LORA)
+    w = weight.cpu().double().view(HEADS, NOPE + VDIM, LORA)
     outs, start = [], 0
     for i, n in enumerate(batch.extend_lens_cpu):
         prefix, seq = batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
