@@ -86,7 +86,7 @@ class Case:
 
     def torch_path(self):
         backend = MLATorchBackend(self.pool, self.table, self.heads, WIDTH, SCALE, LORA)
-        return lambda: backend.extend(self.q, self.out, 0, self.batch, len(self.ext))
+        return lambda: backend.attend_latent(self.q, self.out, 0, self.batch, range(len(self.ext)))
 
     def error(self) -> float:
         """Max |err| of request 0's last 64 queries in `out` against float32 attention."""
