@@ -72,6 +72,14 @@ class EngineConfig:
     attention_backend: str = _opt("auto", "Attention implementation; 'auto' = triton on CUDA (per-head and latent "
                                   "attention), torch elsewhere. Choices: 'auto' and the registered "
                                   "backends (tierlm/attention/registry.py).", "model", registry="attention")
+    mla_extend_form: str = _opt("auto", "Form of latent attention (DeepSeek's MLA) for prefill chunks and prefix "
+                                "hits: 'auto' decompresses each request whose new tokens x sequence length reach "
+                                "2^20 (its latents up-projected once to per-head keys and values, then flash "
+                                "attention: about a third of the FLOPs per query-key pair) and keeps the rest "
+                                "absorbed (attention over the cached latents, which reads the least memory); "
+                                "'absorbed' or 'decompressed' for every extend request (decompressed only while its "
+                                "up-projected keys and values stay under 2^28 elements). Decode is always absorbed.",
+                                "model", choices=("auto", "absorbed", "decompressed"))
     # --- parallel ---
     tp_size: int = _opt(1, "Tensor-parallel ranks: the model's heads, MLP and vocabulary are split over this many "
                         "processes, one per GPU (NCCL), or CPU processes over gloo.", "parallel",

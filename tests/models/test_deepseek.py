@@ -122,14 +122,9 @@ def test_bfloat16_keeps_routing_and_rope_in_float32(tiny_models):
     assert len(out[0].token_ids) == 6
 
 
-@pytest.mark.parametrize("arch", ["deepseek_v2", "deepseek_v3"])
-def test_decompressed_extends_match_transformers(tiny_models, arch):
-    """Every extend decompressed (prefills, then prefix-cache hits in a second round), decodes absorbed: the
-    engine's greedy tokens equal transformers'."""
-    llm = LLM(str(tiny_models[arch]), **CPU_OPTS)
-    attn = llm.engine.worker.runner.attn
-    attn.forms = LatentForms(min_work=0)
-    prefixes: list[int] = []
+def _spy_forms(llm) -> list[int]:
+    """Prefix lengths of the requests the engine's MLA backend attends decompressed, appended as it does."""
+    attn, prefixes = llm.engine.worker.runner.attn, []
     run = attn.attend_decompressed
 
     def spy(q, out, layer, batch, i, start):
@@ -137,9 +132,29 @@ def test_decompressed_extends_match_transformers(tiny_models, arch):
         run(q, out, layer, batch, i, start)
 
     attn.attend_decompressed = spy
+    return prefixes
+
+
+@pytest.mark.parametrize("arch", ["deepseek_v2", "deepseek_v3"])
+def test_decompressed_extends_match_transformers(tiny_models, arch):
+    """`--mla-extend-form decompressed`: every extend decompressed (prefills, then prefix-cache hits in a second
+    round), decodes absorbed; the engine's greedy tokens equal transformers'."""
+    llm = LLM(str(tiny_models[arch]), **CPU_OPTS, mla_extend_form="decompressed")
+    assert llm.engine.worker.runner.attn.forms == LatentForms(min_work=0)
+    prefixes = _spy_forms(llm)
     ids = [llm.tokenizer.encode(p) for p in PROMPTS]
     ref = hf_greedy(tiny_models[arch], ids, 12)
     for round_ in range(2):
         outs = llm.generate(ids, SamplingParams(temperature=0, max_tokens=12))
         assert [o.token_ids for o in outs] == ref, f"round {round_}"
     assert prefixes.count(0) >= len(PROMPTS) and max(prefixes) > 0
+
+
+@pytest.mark.parametrize("form", ["auto", "absorbed"])
+def test_short_or_absorbed_extends_stay_absorbed(tiny_models, form):
+    """The default decompresses only extends of at least 2^20 (new tokens x sequence); 'absorbed' never."""
+    llm = LLM(str(tiny_models["deepseek_v2"]), **CPU_OPTS, mla_extend_form=form)
+    assert llm.engine.worker.runner.attn.forms == LatentForms.named(form)
+    prefixes = _spy_forms(llm)
+    llm.generate([list(range(3, 40))], SamplingParams(temperature=0, max_tokens=4))
+    assert prefixes == []

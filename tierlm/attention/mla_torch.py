@@ -11,12 +11,15 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.mla_up_proj import LatentForms, LatentUpProj
 from tierlm.kvcache.pool import KVPool, take_rows
 
+# Kernels without a plan to build per shape (cuDNN's attention builds one for every new sequence length).
+SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 SCORE_ELEMENTS = 1 << 26  # the most float32 scores one matmul materializes (256 MiB); longer queries go in blocks
 
 
@@ -38,6 +41,8 @@ class MLATorchBackend(AttentionBackend):
         self.value_dim = value_dim
         self.up_proj, self.forms = up_proj, forms
         self.latent_value_dim = up_proj.kv_lora_rank if up_proj is not None else value_dim
+        self._forms_of: Optional[ForwardBatch] = None  # the pass `_forms_plan` belongs to
+        self._forms_plan: tuple = ([], range(0), None)
         assert up_proj is None or (up_proj.v_head_dim == value_dim and up_proj.num_heads == num_heads
                                    and up_proj.kv_lora_rank + up_proj.rope_dim == head_dim)
 
@@ -56,9 +61,7 @@ class MLATorchBackend(AttentionBackend):
         if up is None:
             self.attend_latent(q, out, layer, batch, range(batch.batch_size))
             return
-        wide = self.decompressed_requests(batch)
-        rest = [i for i in range(batch.batch_size) if i not in wide] if wide else range(batch.batch_size)
-        starts = row_starts(batch) if batch.mode != "decode" else None
+        wide, rest, starts = self._forms(batch)
         if rest:  # absorbed: the rows from the first to the last of these requests (a decode pass: all, padding too)
             a, b = (starts[rest[0]], starts[rest[-1] + 1]) if starts else (0, q.shape[0])
             q_lat = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
@@ -68,6 +71,16 @@ class MLATorchBackend(AttentionBackend):
             up.values_into(o_lat[a:b], layer, out[a:b])
         for i in wide:
             self.attend_decompressed(q, out, layer, batch, i, starts[i])
+
+    def _forms(self, batch: ForwardBatch) -> tuple[list[int], Sequence[int], Optional[list[int]]]:
+        """The pass's decompressed requests, its absorbed ones and (extend passes) each request's first row;
+        worked out at the first layer of a pass and kept for its others."""
+        if self._forms_of is not batch:
+            wide = self.decompressed_requests(batch)
+            rest = [i for i in range(batch.batch_size) if i not in wide] if wide else range(batch.batch_size)
+            starts = row_starts(batch) if batch.mode != "decode" else None
+            self._forms_of, self._forms_plan = batch, (wide, rest, starts)
+        return self._forms_plan
 
     def decompressed_requests(self, batch: ForwardBatch) -> list[int]:
         """The requests of an extend pass whose attention runs decompressed (`forms`); none at decode."""
@@ -86,11 +99,11 @@ class MLATorchBackend(AttentionBackend):
         n, prefix, seq = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
         slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()
         keys, values = up.expand(take_rows(self.pool.layers[layer]["latent"], slots).to(q.dtype), layer)
-        if prefix:  # values as wide as keys: SDPA's kernels that take the offset causal mask want equal widths
-            values = F.pad(values, (0, up.qk_dim - up.v_head_dim))
-        o = F.scaled_dot_product_attention(
-            q[start:start + n].transpose(0, 1)[None], keys.transpose(0, 1)[None], values.transpose(0, 1)[None],
-            attn_mask=causal_lower_right(n, seq) if prefix else None, is_causal=not prefix, scale=self.scale)
+        values = F.pad(values, (0, up.qk_dim - up.v_head_dim))  # flash attention takes values as wide as keys
+        with sdpa_kernel(list(SDPA_BACKENDS)):
+            o = F.scaled_dot_product_attention(
+                q[start:start + n].transpose(0, 1)[None], keys.transpose(0, 1)[None], values.transpose(0, 1)[None],
+                attn_mask=causal_lower_right(n, seq) if prefix else None, is_causal=not prefix, scale=self.scale)
         out[start:start + n] = o[0, :, :, :up.v_head_dim].transpose(0, 1)
 
     def attend_latent(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch,

@@ -72,6 +72,8 @@ class MLATritonBackend(MLATorchBackend):
                         if self.device.type == "cuda" else 4)
         self._meta: Optional[DecodeMeta] = None  # decode-kernel metadata of the pass's one-token requests
         self._num_extend = 0  # requests of the pass that take the extend kernel (the leading ones)
+        self._gathered_of: Optional[ForwardBatch] = None  # the pass whose absorbed extends `_gathered` indexes
+        self._gathered: tuple = ()
         self._scratch = DecodeScratch(num_heads, self.latent_value_dim, self.max_splits, self.device)
 
     def supports_cuda_graph(self) -> bool:
@@ -118,7 +120,7 @@ class MLATritonBackend(MLATorchBackend):
     def _extend(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch,
                 requests: list[int]) -> None:
         """The extend kernel over `requests` (multi-token ones of the pass): slices of the pass's metadata where
-        they are consecutive, gathered copies otherwise."""
+        they are consecutive, else copies gathered at the pass's first layer."""
         if not requests:
             return
         i0, i1 = requests[0], requests[-1] + 1
@@ -126,8 +128,12 @@ class MLATritonBackend(MLATorchBackend):
             rows, prefix = batch.req_rows[i0:i1], batch.prefix_lens[i0:i1]
             starts, ends = batch.qo_indptr[i0:i1], batch.qo_indptr[i0 + 1:i1 + 1]
         else:
-            idx = torch.tensor(requests, dtype=torch.int64).to(self.device, non_blocking=True)
-            rows, prefix = batch.req_rows[idx], batch.prefix_lens[idx]
-            starts, ends = batch.qo_indptr[idx], batch.qo_indptr[idx + 1]
+            if self._gathered_of is not batch:
+                idx = torch.tensor(requests, dtype=torch.int64, pin_memory=self.device.type == "cuda")
+                idx = idx.to(self.device, non_blocking=True)
+                self._gathered_of = batch
+                self._gathered = (batch.req_rows[idx], batch.prefix_lens[idx], batch.qo_indptr[idx],
+                                  batch.qo_indptr[idx + 1])
+            rows, prefix, starts, ends = self._gathered
         mla_extend(q, self.pool.layers[layer]["latent"], out, self.req_to_token, rows, prefix, starts,
                    [batch.extend_lens_cpu[i] for i in requests], self.scale, self.config.extend, q_ends=ends)

@@ -33,6 +33,12 @@ class LatentForms:
     min_work: int = 1 << 20
     max_elements: int = 1 << 28
 
+    @classmethod
+    def named(cls, name: str) -> "LatentForms":
+        """`--mla-extend-form`: "auto" (these defaults), "absorbed" (never decompressed) or "decompressed" (every
+        extend request, within `max_elements`)."""
+        return {"auto": cls(), "absorbed": cls(min_work=1 << 62), "decompressed": cls(min_work=0)}[name]
+
 
 class LatentUpProj:
     """The `kv_b_proj` of every layer (`[heads * (nope_dim + v_head_dim), kv_lora_rank]` weights, read at each

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.attention.mla_up_proj import LatentForms
 from tierlm.attention.registry import auto_backend, backend_class
 from tierlm.config import EngineConfig
 from tierlm.engine.aot_tree import open_tree
@@ -147,7 +148,10 @@ class ModelRunner:
             raise ValueError("--attention-backend triton needs a CUDA device (or TRITON_INTERPRET=1)")
         args = (self.pool, req_to_token, self.num_heads, mc.head_dim, mc.head_dim ** -0.5)
         if kind != "gqa":  # the model says how its backend is built (heads, widths, softmax scale)
-            self.attn = cls(self.pool, req_to_token, **self.model.attention_params())
+            params = self.model.attention_params()
+            if "up_proj" in params:  # latent attention: which form its extends take
+                params["forms"] = LatentForms.named(self.config.mla_extend_form)
+            self.attn = cls(self.pool, req_to_token, **params)
         elif name == "triton":
             from tierlm.attention.triton_backend import TritonAttentionConfig
             tcfg = TritonAttentionConfig.for_device(self.device)
