@@ -42,7 +42,7 @@ class MLATorchBackend(AttentionBackend):
         self.up_proj, self.forms = up_proj, forms
         self.latent_value_dim = up_proj.kv_lora_rank if up_proj is not None else value_dim
         self._forms_of: Optional[ForwardBatch] = None  # the pass `_forms_plan` belongs to
-        self._forms_plan: tuple = ([], range(0), None)
+        self._forms_plan: tuple = ([], range(0), None, None)
         assert up_proj is None or (up_proj.v_head_dim == value_dim and up_proj.num_heads == num_heads
                                    and up_proj.kv_lora_rank + up_proj.rope_dim == head_dim)
 
@@ -61,25 +61,35 @@ class MLATorchBackend(AttentionBackend):
         if up is None:
             self.attend_latent(q, out, layer, batch, range(batch.batch_size))
             return
-        wide, rest, starts = self._forms(batch)
-        if rest:  # absorbed: the rows from the first to the last of these requests (a decode pass: all, padding too)
-            a, b = (starts[rest[0]], starts[rest[-1] + 1]) if starts else (0, q.shape[0])
+        wide, rest, starts, spans = self._forms(batch)
+        if rest:  # absorbed, over the row spans of these requests (a decode pass: all rows, padding too)
+            spans = spans or [(0, q.shape[0])]
             q_lat = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
             o_lat = torch.empty(q.shape[0], self.num_heads, self.latent_value_dim, dtype=q.dtype, device=q.device)
-            up.absorb_into(q[a:b], layer, q_lat[a:b])
+            for a, b in spans:
+                up.absorb_into(q[a:b], layer, q_lat[a:b])
             self.attend_latent(q_lat, o_lat, layer, batch, rest)
-            up.values_into(o_lat[a:b], layer, out[a:b])
+            for a, b in spans:
+                up.values_into(o_lat[a:b], layer, out[a:b])
         for i in wide:
             self.attend_decompressed(q, out, layer, batch, i, starts[i])
 
-    def _forms(self, batch: ForwardBatch) -> tuple[list[int], Sequence[int], Optional[list[int]]]:
-        """The pass's decompressed requests, its absorbed ones and (extend passes) each request's first row;
-        worked out at the first layer of a pass and kept for its others."""
+    def _forms(self, batch: ForwardBatch) -> tuple:
+        """The pass's decompressed requests, its absorbed ones, and (extend passes) each request's first row and
+        the row spans of the absorbed requests' consecutive runs; worked out at the first layer of a pass and
+        kept for its others."""
         if self._forms_of is not batch:
             wide = self.decompressed_requests(batch)
             rest = [i for i in range(batch.batch_size) if i not in wide] if wide else range(batch.batch_size)
-            starts = row_starts(batch) if batch.mode != "decode" else None
-            self._forms_of, self._forms_plan = batch, (wide, rest, starts)
+            starts, spans = None, None
+            if batch.mode != "decode":
+                starts, spans = row_starts(batch), []
+                for i in rest:
+                    if spans and spans[-1][1] == starts[i]:
+                        spans[-1] = (spans[-1][0], starts[i + 1])
+                    else:
+                        spans.append((starts[i], starts[i + 1]))
+            self._forms_of, self._forms_plan = batch, (wide, rest, starts, spans)
         return self._forms_plan
 
     def decompressed_requests(self, batch: ForwardBatch) -> list[int]:
