@@ -57,11 +57,10 @@ class MLATorchBackend(AttentionBackend):
         self.wait_kv(layer)
         self.pool.store(layer, batch.out_loc, latent=k)
         out = out.view(q.shape[0], self.num_heads, self.value_dim)
-        up = self.up_proj
+        up, (wide, rest, starts, spans) = self.up_proj, self._forms(batch)
         if up is None:
-            self.attend_latent(q, out, layer, batch, range(batch.batch_size))
+            self.attend_latent(q, out, layer, batch, rest)
             return
-        wide, rest, starts, spans = self._forms(batch)
         if rest:  # absorbed, over the row spans of these requests (a decode pass: all rows, padding too)
             spans = spans or [(0, q.shape[0])]
             q_lat = torch.empty(q.shape[0], self.num_heads, self.head_dim, dtype=q.dtype, device=q.device)
@@ -75,15 +74,15 @@ class MLATorchBackend(AttentionBackend):
             self.attend_decompressed(q, out, layer, batch, i, starts[i])
 
     def _forms(self, batch: ForwardBatch) -> tuple:
-        """The pass's decompressed requests, its absorbed ones, and (extend passes) each request's first row and
-        the row spans of the absorbed requests' consecutive runs; worked out at the first layer of a pass and
-        kept for its others."""
+        """The pass's decompressed requests, its absorbed ones, each request's first row and (extend passes) the
+        row spans of the absorbed requests' consecutive runs; worked out once per pass (at its `prepare` or
+        first layer) and kept for its other layers."""
         if self._forms_of is not batch:
             wide = self.decompressed_requests(batch)
             rest = [i for i in range(batch.batch_size) if i not in wide] if wide else range(batch.batch_size)
-            starts, spans = None, None
+            starts, spans = row_starts(batch), None
             if batch.mode != "decode":
-                starts, spans = row_starts(batch), []
+                spans = []
                 for i in rest:
                     if spans and spans[-1][1] == starts[i]:
                         spans[-1] = (spans[-1][0], starts[i + 1])
@@ -120,8 +119,7 @@ class MLATorchBackend(AttentionBackend):
                       requests: Sequence[int]) -> None:
         """Absorbed attention of `requests` of `batch` (their new latents already stored): q `[T, H, head_dim]`
         absorbed, their rows of `out` `[T, H, latent_value_dim]` written."""
-        buf = self.pool.layers[layer]["latent"]
-        starts = row_starts(batch)
+        buf, starts = self.pool.layers[layer]["latent"], self._forms(batch)[2]
         for i in requests:
             n, prefix, seq, start = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i], starts[i]
             slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()

@@ -72,8 +72,7 @@ class MLATritonBackend(MLATorchBackend):
                         if self.device.type == "cuda" else 4)
         self._meta: Optional[DecodeMeta] = None  # decode-kernel metadata of the pass's one-token requests
         self._num_extend = 0  # requests of the pass that take the extend kernel (the leading ones)
-        self._gathered_of: Optional[ForwardBatch] = None  # the pass whose absorbed extends `_gathered` indexes
-        self._gathered: tuple = ()
+        self._extend_args: Optional[tuple] = None  # the extend kernel's arguments for the pass (`prepare`)
         self._scratch = DecodeScratch(num_heads, self.latent_value_dim, self.max_splits, self.device)
 
     def supports_cuda_graph(self) -> bool:
@@ -92,6 +91,7 @@ class MLATritonBackend(MLATorchBackend):
         e = self._num_extend = batch.num_multi_token
         self._meta = (self._scratch.for_batch(batch.req_rows[e:], batch.seq_lens[e:]) if e < batch.batch_size
                       else None)
+        self._extend_args = self._extend_metadata(batch, [i for i in self._forms(batch)[1] if i < e])
 
     def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
         """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture)."""
@@ -105,35 +105,32 @@ class MLATritonBackend(MLATorchBackend):
 
     def attend_latent(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch,
                       requests: Sequence[int]) -> None:
-        """Absorbed attention of `requests` (all of the pass's one-token requests among them): the extend kernel
-        for the multi-token ones, the decode kernel for the rest (rows `[t:]`, a captured pass's padding too)."""
+        """Absorbed attention of `requests` (the pass's absorbed ones, whose extend metadata `prepare` built; all
+        of its one-token requests among them): the extend kernel for the multi-token ones, the decode kernel for
+        the rest (rows `[t:]`, a captured pass's padding too)."""
         meta, cfg = self._meta, self.config
         assert meta is not None or batch.mode != "decode", "prepare(batch) must run before a decode forward"
-        if batch.mode != "decode" and self._num_extend:
-            self._extend(q, out, layer, batch, [i for i in requests if i < self._num_extend])
+        if batch.mode != "decode" and self._extend_args is not None:
+            mla_extend(q, self.pool.layers[layer]["latent"], out, self.req_to_token, *self._extend_args)
         if meta is not None:
             t = q.shape[0] - meta.req_rows.shape[0]
             mla_decode(q[t:], self.pool.layers[layer]["latent"], self.req_to_token, meta.req_rows, meta.seq_lens,
                        out[t:], meta.mid_o, meta.mid_lse, self.scale, min_chunk=cfg.min_chunk, block_n=cfg.block_n,
                        block_h=cfg.block_h, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
-    def _extend(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch,
-                requests: list[int]) -> None:
-        """The extend kernel over `requests` (multi-token ones of the pass): slices of the pass's metadata where
-        they are consecutive, else copies gathered at the pass's first layer."""
+    def _extend_metadata(self, batch: ForwardBatch, requests: list[int]) -> Optional[tuple]:
+        """`mla_extend`'s arguments after the pool for `requests` (multi-token ones of the pass; None if there are
+        none): slices of the pass's metadata where they are consecutive, gathered copies otherwise."""
         if not requests:
-            return
+            return None
         i0, i1 = requests[0], requests[-1] + 1
         if i1 - i0 == len(requests):
             rows, prefix = batch.req_rows[i0:i1], batch.prefix_lens[i0:i1]
             starts, ends = batch.qo_indptr[i0:i1], batch.qo_indptr[i0 + 1:i1 + 1]
         else:
-            if self._gathered_of is not batch:
-                idx = torch.tensor(requests, dtype=torch.int64, pin_memory=self.device.type == "cuda")
-                idx = idx.to(self.device, non_blocking=True)
-                self._gathered_of = batch
-                self._gathered = (batch.req_rows[idx], batch.prefix_lens[idx], batch.qo_indptr[idx],
-                                  batch.qo_indptr[idx + 1])
-            rows, prefix, starts, ends = self._gathered
-        mla_extend(q, self.pool.layers[layer]["latent"], out, self.req_to_token, rows, prefix, starts,
-                   [batch.extend_lens_cpu[i] for i in requests], self.scale, self.config.extend, q_ends=ends)
+            idx = torch.tensor(requests, dtype=torch.int64, pin_memory=self.device.type == "cuda")
+            idx = idx.to(self.device, non_blocking=True)
+            rows, prefix, starts, ends = (batch.req_rows[idx], batch.prefix_lens[idx], batch.qo_indptr[idx],
+                                          batch.qo_indptr[idx + 1])
+        return (rows, prefix, starts, [batch.extend_lens_cpu[i] for i in requests], self.scale, self.config.extend,
+                ends)
