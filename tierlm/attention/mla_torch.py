@@ -7,6 +7,7 @@ request and returns the heads' values; without them it takes absorbed queries an
 """
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Optional, Sequence
 
 import torch
@@ -80,7 +81,7 @@ class MLATorchBackend(AttentionBackend):
         if self._forms_of is not batch:
             wide = self.decompressed_requests(batch)
             rest = [i for i in range(batch.batch_size) if i not in wide] if wide else range(batch.batch_size)
-            starts, spans = row_starts(batch), None
+            starts, spans = [0, *accumulate(batch.extend_lens_cpu)], None
             if batch.mode != "decode":
                 spans = []
                 for i in rest:
@@ -148,10 +149,3 @@ class MLATorchBackend(AttentionBackend):
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
         raise NotImplementedError("the torch MLA backend is not captured in CUDA graphs")
 
-
-def row_starts(batch: ForwardBatch) -> list[int]:
-    """Each request's first row in the pass, and the row count last (`qo_indptr` on the host)."""
-    starts = [0]
-    for n in batch.extend_lens_cpu:
-        starts.append(starts[-1] + n)
-    return starts
