@@ -22,6 +22,7 @@ import triton.language as tl
 
 from tierlm.kernels.decode_attention import _split_range
 from tierlm.kernels.launch import cdiv, next_power_of_2
+from tierlm.kernels.mla_tile import BOUNDED, latent_tile
 from tierlm.kernels.pool_dtype import compute_dtype, widen_q
 
 MERGE_D = 128  # latent columns per stage-2 program
@@ -57,22 +58,10 @@ def _mla_decode_stage1(
     m_i = tl.full([BLOCK_H], -1.0e30, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
     acc = tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32)
+    slot_row = req_to_token + row * stride_r2t
     for n0 in range(start, end, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < end
-        slots = tl.load(req_to_token + row * stride_r2t + offs_n, mask=mask_n, other=0).to(tl.int64)
-        lat = latent_buf + slots[:, None] * stride_buf
-        c = tl.load(lat + offs_c[None, :], mask=mask_n[:, None] & mask_c[None, :], other=0.0).to(q_c.dtype)
-        k_r = tl.load(lat + LORA + offs_r[None, :], mask=mask_n[:, None] & mask_r[None, :], other=0.0).to(q_r.dtype)
-        qk = tl.dot(q_c, tl.trans(c), input_precision=DOT_PRECISION)
-        qk += tl.dot(q_r, tl.trans(k_r), input_precision=DOT_PRECISION)
-        qk = tl.where(mask_n[None, :], qk * sm_scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(qk - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c, input_precision=DOT_PRECISION)  # values = c
-        m_i = m_new
+        m_i, l_i, acc = latent_tile(q_c, q_r, latent_buf, slot_row, n0, end, 0, m_i, l_i, acc, stride_buf,
+                                    sm_scale_log2, LORA, ROPE, BLOCK_N, BLOCK_C, BLOCK_R, DOT_PRECISION, BOUNDED)
 
     valid = mask_h & ((heads * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
     l_safe = tl.where(l_i > 0, l_i, 1.0)

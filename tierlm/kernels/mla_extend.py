@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from tierlm.kernels.launch import cdiv, next_power_of_2
+from tierlm.kernels.mla_tile import CAUSAL, WHOLE, latent_tile
 from tierlm.kernels.pool_dtype import compute_dtype, widen_q
 
 
@@ -36,44 +37,6 @@ class MLAExtendConfig:
     block_n: int = 64
     num_warps: int = 8
     num_stages: int = 2
-
-
-@triton.jit
-def _tile(q_c, q_r, latent_buf, slot_row, n0, end, qpos, m_i, l_i, acc, stride_buf, sm_scale_log2,
-          LORA: tl.constexpr, ROPE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
-          BLOCK_R: tl.constexpr, DOT_PRECISION: tl.constexpr, CAUSAL: tl.constexpr):
-    """One latent tile `[n0, n0 + BLOCK_N)` into the online softmax (`CAUSAL`: keys past a row's position
-    and past `end` masked)."""
-    offs_n = n0 + tl.arange(0, BLOCK_N)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_r = tl.arange(0, BLOCK_R)
-    mask_n = offs_n < end
-    if CAUSAL:
-        slots = tl.load(slot_row + offs_n, mask=mask_n, other=0).to(tl.int64)
-    else:  # a whole tile of keys: rows are masked only where the widths are padded
-        slots = tl.load(slot_row + offs_n).to(tl.int64)
-    lat = latent_buf + slots[:, None] * stride_buf
-    if CAUSAL or LORA != BLOCK_C:
-        c = tl.load(lat + offs_c[None, :], mask=mask_n[:, None] & (offs_c < LORA)[None, :], other=0.0)
-    else:
-        c = tl.load(lat + offs_c[None, :])
-    if CAUSAL or ROPE != BLOCK_R:
-        k_r = tl.load(lat + LORA + offs_r[None, :], mask=mask_n[:, None] & (offs_r < ROPE)[None, :], other=0.0)
-    else:
-        k_r = tl.load(lat + LORA + offs_r[None, :])
-    c = c.to(q_c.dtype)
-    k_r = k_r.to(q_r.dtype)
-    qk = tl.dot(q_c, tl.trans(c), input_precision=DOT_PRECISION)
-    qk += tl.dot(q_r, tl.trans(k_r), input_precision=DOT_PRECISION)
-    qk = qk * sm_scale_log2
-    if CAUSAL:
-        qk = tl.where((offs_n[None, :] <= qpos[:, None]) & mask_n[None, :], qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, axis=1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(qk - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c, input_precision=DOT_PRECISION)  # values = c
-    return m_new, l_i, acc
 
 
 @triton.jit
@@ -111,11 +74,11 @@ def _mla_extend_kernel(
         acc = tl.zeros([BLOCK_T * BLOCK_H, BLOCK_C], dtype=tl.float32)
         free = (prefix + t0 + 1) // BLOCK_N * BLOCK_N  # every row sees every key before this: no mask
         for n0 in range(0, free, BLOCK_N):
-            m_i, l_i, acc = _tile(q_c, q_r, latent_buf, slot_row, n0, end, qpos, m_i, l_i, acc, stride_buf,
-                                  sm_scale_log2, LORA, ROPE, BLOCK_N, BLOCK_C, BLOCK_R, DOT_PRECISION, False)
+            m_i, l_i, acc = latent_tile(q_c, q_r, latent_buf, slot_row, n0, end, qpos, m_i, l_i, acc, stride_buf,
+                                        sm_scale_log2, LORA, ROPE, BLOCK_N, BLOCK_C, BLOCK_R, DOT_PRECISION, WHOLE)
         for n0 in range(free, end, BLOCK_N):
-            m_i, l_i, acc = _tile(q_c, q_r, latent_buf, slot_row, n0, end, qpos, m_i, l_i, acc, stride_buf,
-                                  sm_scale_log2, LORA, ROPE, BLOCK_N, BLOCK_C, BLOCK_R, DOT_PRECISION, True)
+            m_i, l_i, acc = latent_tile(q_c, q_r, latent_buf, slot_row, n0, end, qpos, m_i, l_i, acc, stride_buf,
+                                        sm_scale_log2, LORA, ROPE, BLOCK_N, BLOCK_C, BLOCK_R, DOT_PRECISION, CAUSAL)
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
         o_ptrs = out_ptr + (q_start + tok).to(tl.int64)[:, None] * stride_ot + head[:, None] * stride_oh
         tl.store(o_ptrs + offs_c[None, :], out.to(out_ptr.dtype.element_ty),
