@@ -44,7 +44,8 @@ def test_auto_covers_the_mixed_and_prefill_budgets_and_never_beside_compile():
 def test_pieces_give_the_eager_tokens(tiny_model_of, arch, monkeypatch):
     runs: list[int] = []
     real = PiecewiseGraphRunner.run
-    monkeypatch.setattr(PiecewiseGraphRunner, "run", lambda self, b, a: runs.append(len(b.input_ids)) or real(self, b, a))
+    monkeypatch.setattr(PiecewiseGraphRunner, "run",
+                        lambda self, b, a: runs.append(len(b.input_ids)) or real(self, b, a))
     cuda = dict(device="cuda", dtype="float32", attention_backend="triton", kv_cache_gb=0.05,
                 enable_mixed_chunk=True, max_mixed_tokens=9, max_prefill_tokens=6, mixed_cuda_graph=False,
                 prefill_cuda_graph=False)
