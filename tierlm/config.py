@@ -74,7 +74,7 @@ class EngineConfig:
                                   "backends (tierlm/attention/registry.py).", "model", registry="attention")
     mla_extend_form: str = _opt("auto", "Form of latent attention (DeepSeek's MLA) for prefill chunks and prefix "
                                 "hits: 'auto' decompresses each request whose new tokens x sequence length reach "
-                                "2^20 (its latents up-projected once to per-head keys and values, then flash "
+                                "2^22 (its latents up-projected once to per-head keys and values, then flash "
                                 "attention: about a third of the FLOPs per query-key pair) and keeps the rest "
                                 "absorbed (attention over the cached latents, which reads the least memory); "
                                 "'absorbed' or 'decompressed' for every extend request (decompressed only while its "

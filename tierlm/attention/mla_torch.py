@@ -97,9 +97,8 @@ class MLATorchBackend(AttentionBackend):
         if batch.mode == "decode" or self.up_proj is None:
             return []
         forms, up = self.forms, self.up_proj
-        return [i for i in range(batch.num_multi_token)
-                if batch.extend_lens_cpu[i] * batch.seq_lens_cpu[i] >= forms.min_work
-                and up.decompressed_elements(batch.seq_lens_cpu[i]) <= forms.max_elements]
+        return [i for i in range(batch.num_multi_token) if forms.decompresses(
+            batch.extend_lens_cpu[i], batch.seq_lens_cpu[i], up.decompressed_elements(batch.seq_lens_cpu[i]))]
 
     def attend_decompressed(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch, i: int,
                             start: int) -> None:

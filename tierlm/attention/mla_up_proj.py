@@ -28,9 +28,11 @@ class LatentForms:
     """When an extend request's attention runs decompressed rather than absorbed: its new tokens times its
     sequence length reach `min_work`, and the up-projected keys and values of its sequence (counted in
     elements, with the padding of values to the key width) stay within `max_elements`. Decode always runs
-    absorbed."""
+    absorbed. The default `min_work` (a 2K-token prompt) keeps prompts shorter than that absorbed: below it the
+    decompressed form saves a few milliseconds per request at most, while a served mix of such prompts meets a
+    new sequence length in nearly every request, which the attention library may pay for per shape."""
 
-    min_work: int = 1 << 20
+    min_work: int = 1 << 22
     max_elements: int = 1 << 28
 
     @classmethod
@@ -38,6 +40,11 @@ class LatentForms:
         """`--mla-extend-form`: "auto" (these defaults), "absorbed" (never decompressed) or "decompressed" (every
         extend request, within `max_elements`)."""
         return {"auto": cls(), "absorbed": cls(min_work=1 << 62), "decompressed": cls(min_work=0)}[name]
+
+    def decompresses(self, new_tokens: int, seq_len: int, elements: int) -> bool:
+        """Whether an extend request of `new_tokens` over a `seq_len` sequence, whose decompressed form would hold
+        `elements` (`LatentUpProj.decompressed_elements`), runs decompressed."""
+        return new_tokens * seq_len >= self.min_work and elements <= self.max_elements
 
 
 class LatentUpProj:
