@@ -8,7 +8,7 @@ request and returns the heads' values; without them it takes absorbed queries an
 from __future__ import annotations
 
 from itertools import accumulate
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,17 @@ from tierlm.kvcache.pool import KVPool, take_rows
 # Kernels without a plan to build per shape (cuDNN's attention builds one for every new sequence length).
 SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 SCORE_ELEMENTS = 1 << 26  # the most float32 scores one matmul materializes (256 MiB); longer queries go in blocks
+
+
+class FormsPlan(NamedTuple):
+    """One pass's forms (`MLATorchBackend._forms`): decompressed requests, absorbed ones, each request's first
+    row, the absorbed requests' row spans (extend passes; None at decode) and the decompressed ones' cache slots."""
+
+    wide: list[int]
+    rest: Sequence[int]
+    starts: Optional[list[int]]
+    spans: Optional[list[tuple[int, int]]]
+    slots: dict[int, torch.Tensor]
 
 
 class MLATorchBackend(AttentionBackend):
@@ -43,7 +54,7 @@ class MLATorchBackend(AttentionBackend):
         self.up_proj, self.forms = up_proj, forms
         self.latent_value_dim = up_proj.kv_lora_rank if up_proj is not None else value_dim
         self._forms_of: Optional[ForwardBatch] = None  # the pass `_forms_plan` belongs to
-        self._forms_plan: tuple = ([], range(0), None, None)
+        self._forms_plan = FormsPlan([], range(0), None, None, {})
         assert up_proj is None or (up_proj.v_head_dim == value_dim and up_proj.num_heads == num_heads
                                    and up_proj.kv_lora_rank + up_proj.rope_dim == head_dim)
 
@@ -58,7 +69,7 @@ class MLATorchBackend(AttentionBackend):
         self.wait_kv(layer)
         self.pool.store(layer, batch.out_loc, latent=k)
         out = out.view(q.shape[0], self.num_heads, self.value_dim)
-        up, (wide, rest, starts, spans) = self.up_proj, self._forms(batch)
+        up, (wide, rest, starts, spans, _) = self.up_proj, self._forms(batch)
         if up is None:
             self.attend_latent(q, out, layer, batch, rest)
             return
@@ -74,10 +85,9 @@ class MLATorchBackend(AttentionBackend):
         for i in wide:
             self.attend_decompressed(q, out, layer, batch, i, starts[i])
 
-    def _forms(self, batch: ForwardBatch) -> tuple:
-        """The pass's decompressed requests, its absorbed ones, each request's first row and (extend passes) the
-        row spans of the absorbed requests' consecutive runs; worked out once per pass (at its `prepare` or
-        first layer) and kept for its other layers."""
+    def _forms(self, batch: ForwardBatch) -> FormsPlan:
+        """The pass's `FormsPlan`, worked out once per pass (at its `prepare` or first layer) and kept for its
+        other layers."""
         if self._forms_of is not batch:
             wide = self.decompressed_requests(batch)
             rest = [i for i in range(batch.batch_size) if i not in wide] if wide else range(batch.batch_size)
@@ -89,7 +99,8 @@ class MLATorchBackend(AttentionBackend):
                         spans[-1] = (spans[-1][0], starts[i + 1])
                     else:
                         spans.append((starts[i], starts[i + 1]))
-            self._forms_of, self._forms_plan = batch, (wide, rest, starts, spans)
+            slots = {i: self.req_to_token[batch.req_rows_cpu[i], :batch.seq_lens_cpu[i]].long() for i in wide}
+            self._forms_of, self._forms_plan = batch, FormsPlan(wide, rest, starts, spans, slots)
         return self._forms_plan
 
     def decompressed_requests(self, batch: ForwardBatch) -> list[int]:
@@ -106,7 +117,7 @@ class MLATorchBackend(AttentionBackend):
         torch's SDPA, into its rows of `out` `[T, H, v_head_dim]`."""
         up = self.up_proj
         n, prefix, seq = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
-        slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()
+        slots = self._forms(batch).slots[i]
         keys, values = up.expand(take_rows(self.pool.layers[layer]["latent"], slots).to(q.dtype), layer)
         values = F.pad(values, (0, up.qk_dim - up.v_head_dim))  # flash attention takes values as wide as keys
         with sdpa_kernel(list(SDPA_BACKENDS)):
@@ -119,7 +130,7 @@ class MLATorchBackend(AttentionBackend):
                       requests: Sequence[int]) -> None:
         """Absorbed attention of `requests` of `batch` (their new latents already stored): q `[T, H, head_dim]`
         absorbed, their rows of `out` `[T, H, latent_value_dim]` written."""
-        buf, starts = self.pool.layers[layer]["latent"], self._forms(batch)[2]
+        buf, starts = self.pool.layers[layer]["latent"], self._forms(batch).starts
         for i in requests:
             n, prefix, seq, start = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i], starts[i]
             slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()

@@ -91,7 +91,7 @@ class MLATritonBackend(MLATorchBackend):
         e = self._num_extend = batch.num_multi_token
         self._meta = (self._scratch.for_batch(batch.req_rows[e:], batch.seq_lens[e:]) if e < batch.batch_size
                       else None)
-        self._extend_args = self._extend_metadata(batch, [i for i in self._forms(batch)[1] if i < e])
+        self._extend_args = self._extend_metadata(batch, [i for i in self._forms(batch).rest if i < e])
 
     def init_graph_buffers(self, max_bs: int, max_len: int) -> None:
         """Preallocate decode metadata for batch sizes up to `max_bs` (call once, before any capture)."""
