@@ -1,6 +1,6 @@
 """One line per `tierlm bench offline --json` result file: output tok/s, TTFT p50, TPOT p50 and, where the
-file has it, the inter-token latency's p50 / max (or why there is none). Usage: `python
-benchmarks/offline_summary.py FILE.json...` (the GPU scripts' tables end with it)."""
+file has it, the inter-token latency's p50 / max (or why there is none) and the kernels compiled inside the timed
+run. Usage: `python benchmarks/offline_summary.py FILE.json...` (the GPU scripts' tables end with it)."""
 from __future__ import annotations
 
 import json
@@ -16,8 +16,9 @@ def main(paths: list[str]) -> None:
             t = json.loads(Path(path).read_text())["tierlm"]
             itl = t.get("itl_s")  # results written before ITL was reported lack it
             gaps = f"  ITL p50 {itl['p50'] * 1e3:.3f} / max {itl['max'] * 1e3:.2f} ms" if itl else ""
+            compiled = f"  {t['new_kernels']} kernels compiled in the run" if t.get("new_kernels") else ""
             print(f"{tag:{width}s}  out tok/s {t['output_tok_per_s']:9.0f}  TTFT p50 {t['ttft_s']['p50']:.3f} s  "
-                  f"TPOT p50 {t['tpot_s']['p50'] * 1e3:.3f} ms{gaps}")
+                  f"TPOT p50 {t['tpot_s']['p50'] * 1e3:.3f} ms{gaps}{compiled}")
         except (OSError, KeyError, ValueError) as e:
             print(f"{tag:{width}s}  no result ({e})")
 

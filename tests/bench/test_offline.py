@@ -10,7 +10,9 @@ from tierlm.cli.bench import offline
 from tierlm.cli.main import main
 
 
-def test_offline_bench_json_and_hf_ratio(tiny_qwen3, capsys):
+def test_offline_bench_json_and_hf_ratio(tiny_qwen3, capsys, monkeypatch):
+    counts = iter([5, 9])  # kernels in the Triton cache before and after the timed run
+    monkeypatch.setattr(offline, "compiled_artifacts", lambda: next(counts))
     rc = main(["bench", "offline", "--model", str(tiny_qwen3), "--load-format", "auto", "--device", "cpu",
                "--dtype", "float32", "--kv-cache-gb", "0.01", "--page-size", "4", "--num-requests", "6",
                "--input-len", "5", "12", "--output-len", "3", "8", "--compare", "hf", "--hf-batch-size", "4",
@@ -26,6 +28,7 @@ def test_offline_bench_json_and_hf_ratio(tiny_qwen3, capsys):
     assert 0 < itl["p50"] <= itl["p99"] <= itl["max"]
     assert t["tpot_s"]["p99"] <= itl["max"] * (1 + 1e-9)  # a request's TPOT is the mean of its own gaps
     assert r["startup"]["first_token_s"] >= r["startup"]["construct_s"] > 0
+    assert t["new_kernels"] == 4
 
 
 def test_offline_bench_bad_ranges(capsys):
@@ -66,3 +69,14 @@ def test_offline_itl_sees_a_stall_that_tpot_averages_in(monkeypatch):
 
 def test_offline_percentiles_of_nothing_are_nan():
     assert all(v != v for v in offline.percentiles([]).values())
+
+
+def test_offline_table_names_kernels_compiled_in_the_run():
+    pct = {"p50": 0.001, "p99": 0.002, "mean": 0.001, "max": 0.003}
+    t = {"output_tok_per_s": 10.0, "output_tokens": 20, "elapsed_s": 2.0, "ttft_s": pct, "tpot_s": pct,
+         "itl_s": pct}
+    r = {"model": "m", "device": "cpu", "dtype": "float32", "startup": {"construct_s": 1.0, "first_token_s": 1.1},
+         "engine_info": {}, "tierlm": t}
+    assert "compiled during the run" not in offline.format_table(r)
+    t["new_kernels"] = 2
+    assert "2 kernel(s) compiled during the run" in offline.format_table(r)

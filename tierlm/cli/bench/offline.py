@@ -18,6 +18,7 @@ from typing import Sequence
 
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.errors import CLIError
+from tierlm.engine.startup import compiled_artifacts
 
 
 @dataclass
@@ -152,9 +153,12 @@ def run(args: argparse.Namespace) -> int:
     construct_s = time.perf_counter() - t0
     warm = run_engine(engine, Workload.make(1, (16, 16), (2, 2), engine.model_config.vocab_size, 1), 0.0, False)
     work = Workload.make(args.num_requests, (lo, hi), (olo, ohi), engine.model_config.vocab_size, args.workload_seed)
+    kernels = compiled_artifacts()
     result = {"model": config.model, "device": str(engine.device), "dtype": str(engine.worker.runner.dtype),
               "startup": {"construct_s": construct_s, "first_token_s": construct_s + warm["ttft_s"]["p50"]},
               "engine_info": engine.info(), "tierlm": run_engine(engine, work, args.temperature, not args.json)}
+    # kernels first met inside the timed run (new shapes on this cache root): their compile time is in the figures
+    result["tierlm"]["new_kernels"] = max(0, compiled_artifacts() - kernels)
     if args.compare == "hf":
         model_dir = str(engine.model_dir)
         engine.close()
@@ -178,6 +182,9 @@ def format_table(r: dict) -> str:
              f"{t['ttft_s']['p50']:>9.2f}/{t['ttft_s']['p99']:<8.2f}"
              f"{t['tpot_s']['p50'] * 1e3:>9.2f}/{t['tpot_s']['p99'] * 1e3:<8.2f}"
              f"{t['itl_s']['p50'] * 1e3:>9.2f}/{t['itl_s']['p99'] * 1e3:.2f}/{t['itl_s']['max'] * 1e3:.2f}"]
+    if t.get("new_kernels"):
+        lines.append(f"{t['new_kernels']} kernel(s) compiled during the run (new on this cache root): their compile "
+                     "time is in the figures above")
     if "hf" in r:
         h = r["hf"]
         lines.append(f"{'transformers':<14}{h['output_tok_per_s']:>12.1f}{h['output_tokens']:>10}{h['elapsed_s']:>9.2f}")
