@@ -39,7 +39,11 @@ class MLAExtendConfig:
     num_stages: int = 2
 
 
-@triton.jit
+# Per pass: the block count, and the metadata pointers (slices of the pass's packed metadata that start at the
+# first absorbed request, so their 16-byte alignment varies; each is read one int at a time). Specializing on
+# them would compile the kernel again mid-serving for each new combination.
+@triton.jit(do_not_specialize=["num_blocks"],
+            do_not_specialize_on_alignment=["req_rows", "prefix_lens", "q_starts", "q_ends"])
 def _mla_extend_kernel(
     q_ptr, latent_buf, out_ptr, req_to_token, req_rows, prefix_lens, q_starts, q_ends,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_buf, stride_r2t, sm_scale_log2, num_blocks,
