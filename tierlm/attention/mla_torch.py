@@ -26,7 +26,8 @@ SCORE_ELEMENTS = 1 << 26  # the most float32 scores one matmul materializes (256
 
 class FormsPlan(NamedTuple):
     """One pass's forms (`MLATorchBackend._forms`): decompressed requests, absorbed ones, each request's first
-    row, the absorbed requests' row spans (extend passes; None at decode) and the decompressed ones' cache slots."""
+    row, the absorbed requests' row spans (extend passes; None at decode) and the cache slots of the requests
+    whose latents were read so far (`MLATorchBackend.slots`, filled at a request's first layer)."""
 
     wide: list[int]
     rest: Sequence[int]
@@ -99,9 +100,15 @@ class MLATorchBackend(AttentionBackend):
                         spans[-1] = (spans[-1][0], starts[i + 1])
                     else:
                         spans.append((starts[i], starts[i + 1]))
-            slots = {i: self.req_to_token[batch.req_rows_cpu[i], :batch.seq_lens_cpu[i]].long() for i in wide}
-            self._forms_of, self._forms_plan = batch, FormsPlan(wide, rest, starts, spans, slots)
+            self._forms_of, self._forms_plan = batch, FormsPlan(wide, rest, starts, spans, {})
         return self._forms_plan
+
+    def slots(self, batch: ForwardBatch, i: int) -> torch.Tensor:
+        """The cache slots of request `i`'s sequence, taken once per pass (at its first layer) for every layer."""
+        held = self._forms(batch).slots
+        if i not in held:
+            held[i] = self.req_to_token[batch.req_rows_cpu[i], :batch.seq_lens_cpu[i]].long()
+        return held[i]
 
     def decompressed_requests(self, batch: ForwardBatch) -> list[int]:
         """The requests of an extend pass whose attention runs decompressed (`forms`); none at decode."""
@@ -117,7 +124,7 @@ class MLATorchBackend(AttentionBackend):
         torch's SDPA, into its rows of `out` `[T, H, v_head_dim]`."""
         up = self.up_proj
         n, prefix, seq = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
-        slots = self._forms(batch).slots[i]
+        slots = self.slots(batch, i)
         keys, values = up.expand(take_rows(self.pool.layers[layer]["latent"], slots).to(q.dtype), layer)
         values = F.pad(values, (0, up.qk_dim - up.v_head_dim))  # flash attention takes values as wide as keys
         with sdpa_kernel(list(SDPA_BACKENDS)):
@@ -133,8 +140,7 @@ class MLATorchBackend(AttentionBackend):
         buf, starts = self.pool.layers[layer]["latent"], self._forms(batch).starts
         for i in requests:
             n, prefix, seq, start = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i], starts[i]
-            slots = self.req_to_token[batch.req_rows_cpu[i], :seq].long()
-            latent = take_rows(buf, slots).to(q.dtype)  # [S, head_dim]
+            latent = take_rows(buf, self.slots(batch, i)).to(q.dtype)  # [S, head_dim]
             block = max(1, SCORE_ELEMENTS // (self.num_heads * seq))
             for b in range(0, n, block):
                 m = min(block, n - b)
