@@ -72,6 +72,10 @@ class AttentionBackend(ABC):
         if self.kv_loads is not None:
             self.kv_loads.wait(layer)
 
+    def warm_up(self, max_tokens: int, dtype: torch.dtype) -> None:
+        """Before serving: build whatever the backend's kernels plan per shape for passes of up to `max_tokens` new
+        tokens in `dtype` (no-op for backends whose kernels plan nothing per shape)."""
+
     def prepare(self, batch: ForwardBatch) -> None:
         """Build per-step metadata shared by all layers (no-op for backends that need none)."""
 

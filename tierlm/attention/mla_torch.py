@@ -7,20 +7,20 @@ request and returns the heads' values; without them it takes absorbed queries an
 """
 from __future__ import annotations
 
+import logging
+import time
 from itertools import accumulate
 from typing import NamedTuple, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.bias import causal_lower_right
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.attention.causal_sdpa import bucket_lengths, fresh_causal, offset_causal, plan_buckets
 from tierlm.attention.mla_up_proj import LatentForms, LatentUpProj
 from tierlm.kvcache.pool import KVPool, take_rows
 
-# Kernels without a plan to build per shape (cuDNN's attention builds one for every new sequence length).
-SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+logger = logging.getLogger(__name__)
+
 SCORE_ELEMENTS = 1 << 26  # the most float32 scores one matmul materializes (256 MiB); longer queries go in blocks
 
 
@@ -118,6 +118,26 @@ class MLATorchBackend(AttentionBackend):
         return [i for i in range(batch.num_multi_token) if forms.decompresses(
             batch.extend_lens_cpu[i], batch.seq_lens_cpu[i], up.decompressed_elements(batch.seq_lens_cpu[i]))]
 
+    def fresh_lengths(self, max_tokens: int) -> list[int]:
+        """The padded lengths (`causal_sdpa.bucketed_length`) that prompts of up to `max_tokens` tokens without a
+        prefix run their decompressed attention at; none without up-projections."""
+        if self.up_proj is None:
+            return []
+        fresh = self.forms.fresh_prompts(max_tokens, self.up_proj.decompressed_elements)
+        return bucket_lengths(fresh.start, fresh.stop - 1)
+
+    def warm_up(self, max_tokens: int, dtype: torch.dtype) -> None:
+        """Plans the decompressed attention of every length a fresh prompt of up to `max_tokens` tokens runs at
+        (CUDA only: elsewhere no kernel builds a plan per shape)."""
+        device, up = self.req_to_token.device, self.up_proj
+        lengths = self.fresh_lengths(max_tokens)
+        if device.type == "cuda" and up is not None and lengths:
+            t0 = time.perf_counter()
+            plan_buckets(lengths, self.num_heads, up.qk_dim, up.v_head_dim, dtype, device, self.scale)
+            torch.cuda.synchronize(device)
+            logger.info("latent attention: %d prompt lengths from %d to %d tokens planned in %.2f s", len(lengths),
+                        lengths[0], lengths[-1], time.perf_counter() - t0)
+
     def attend_decompressed(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch, i: int,
                             start: int) -> None:
         """Request `i`'s queries (rows `start ..` of q, before absorption) over its up-projected latents, by
@@ -126,12 +146,8 @@ class MLATorchBackend(AttentionBackend):
         n, prefix, seq = batch.extend_lens_cpu[i], batch.prefix_lens_cpu[i], batch.seq_lens_cpu[i]
         slots = self.slots(batch, i)
         keys, values = up.expand(take_rows(self.pool.layers[layer]["latent"], slots).to(q.dtype), layer)
-        values = F.pad(values, (0, up.qk_dim - up.v_head_dim))  # flash attention takes values as wide as keys
-        with sdpa_kernel(list(SDPA_BACKENDS)):
-            o = F.scaled_dot_product_attention(
-                q[start:start + n].transpose(0, 1)[None], keys.transpose(0, 1)[None], values.transpose(0, 1)[None],
-                attn_mask=causal_lower_right(n, seq) if prefix else None, is_causal=not prefix, scale=self.scale)
-        out[start:start + n] = o[0, :, :, :up.v_head_dim].transpose(0, 1)
+        attend = offset_causal if prefix else fresh_causal
+        out[start:start + n] = attend(q[start:start + n], keys, values, self.scale)
 
     def attend_latent(self, q: torch.Tensor, out: torch.Tensor, layer: int, batch: ForwardBatch,
                       requests: Sequence[int]) -> None:

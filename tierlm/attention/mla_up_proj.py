@@ -16,8 +16,10 @@ before absorption and receives the heads' values.
 """
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -45,6 +47,14 @@ class LatentForms:
         """Whether an extend request of `new_tokens` over a `seq_len` sequence, whose decompressed form would hold
         `elements` (`LatentUpProj.decompressed_elements`), runs decompressed."""
         return new_tokens * seq_len >= self.min_work and elements <= self.max_elements
+
+    def fresh_prompts(self, max_tokens: int, elements: Callable[[int], int]) -> range:
+        """The lengths (up to `max_tokens`) of prompts without a prefix that run decompressed, given `elements`
+        of a sequence length (increasing): from the least with `min_work` to the largest within
+        `max_elements`."""
+        least = math.isqrt(self.min_work - 1) + 1 if self.min_work > 1 else 1
+        largest = bisect_right(range(1, max_tokens + 1), self.max_elements, key=elements)
+        return range(least, largest + 1)
 
 
 class LatentUpProj:

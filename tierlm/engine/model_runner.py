@@ -162,6 +162,7 @@ class ModelRunner:
             self.attn = cls(*args, config=tcfg)
         else:
             self.attn = cls(*args)
+        self.attn.warm_up(self.config.max_prefill_tokens, self.dtype)
         self.graphs = None
         # graphs need both a backend with capture hooks and a model whose forward never syncs with the host
         capturable = self.attn.supports_cuda_graph() and getattr(self.model, "cuda_graph_safe", False)
