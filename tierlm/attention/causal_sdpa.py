@@ -41,14 +41,9 @@ def bucket_lengths(lo: int, hi: int) -> list[int]:
 
 
 def _pad_rows(t: torch.Tensor, rows: int, width: int) -> torch.Tensor:
-    """`t` `[n, H, D]` copied into a contiguous zero-padded `[rows, H, width]`, so every call of a bucket has the
-    same layout (cuDNN's plans are per layout too)."""
-    out = t.new_empty(rows, t.shape[1], width)
-    out[:t.shape[0], :, :t.shape[2]] = t
-    out[t.shape[0]:].zero_()
-    if width > t.shape[2]:
-        out[:t.shape[0], :, t.shape[2]:].zero_()
-    return out
+    """`t` `[n, H, D]` zero-padded to a contiguous `[rows, H, width]` (one kernel), so every call of a bucket has
+    the same layout (cuDNN's plans are per layout too)."""
+    return F.pad(t, (0, width - t.shape[2], 0, 0, 0, rows - t.shape[0])).contiguous()
 
 
 def _values_width(q: torch.Tensor, v: torch.Tensor) -> int:
