@@ -30,6 +30,17 @@ def _opt(default: Any, help: str, group: str, choices: Optional[tuple] = None, f
 
 
 GROUPS = ("model", "parallel", "memory", "scheduler", "cache tiers", "server")
+# Lower bounds of numeric flags, checked before anything divides by them; an unset optional flag (None) passes.
+AT_LEAST = (
+    ("tp_size", 1), ("nnodes", 1), ("page_size", 1), ("max_running_requests", 1), ("max_prefill_tokens", 1),
+    ("piecewise_cuda_graph_max_tokens", -1), ("max_mixed_tokens", 1), ("mixed_backlog_steps", 0),
+    ("mixed_burst_tokens", 0), ("reserve_new_tokens", 0), ("max_waiting_requests", 1), ("max_model_len", 1),
+    ("hicache_write_threshold", 1), ("hicache_prefetch_timeout", 0),
+)  # value >= bound
+ABOVE = (
+    ("kv_cache_gb", 0), ("hicache_ratio", 0), ("hicache_size", 0), ("kv_store_max_gb", 0), ("kv_store_timeout", 0),
+    ("request_body_timeout", 0),
+)  # value > bound
 
 
 @dataclass(frozen=True)
@@ -239,12 +250,14 @@ class EngineConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 bad(f.name, f"must be a finite number, got {value}")
+        for name, least in AT_LEAST:
+            if getattr(self, name) is not None and getattr(self, name) < least:
+                bad(name, f"must be >= {least}, got {getattr(self, name)}")
+        for name, bound in ABOVE:
+            if getattr(self, name) is not None and getattr(self, name) <= bound:
+                bad(name, f"must be > {bound}, got {getattr(self, name)}")
         if not self.model:
             bad("model", "a model directory or hub id is required")
-        if self.tp_size < 1:
-            bad("tp_size", f"must be >= 1, got {self.tp_size}")
-        if self.nnodes < 1:
-            bad("nnodes", f"must be >= 1, got {self.nnodes}")
         if self.tp_size % self.nnodes:
             bad("tp_size", f"{self.tp_size} ranks cannot be spread evenly over --nnodes {self.nnodes}")
         if not 0 <= self.node_rank < self.nnodes:
@@ -257,42 +270,8 @@ class EngineConfig:
                 bad("dist_init_addr", f"expected HOST:PORT, got {self.dist_init_addr!r}")
         if self.compile and self.tp_size > 1:
             bad("compile", "cannot be combined with --tp-size > 1 yet (each rank would need its own AOT tree)")
-        if self.page_size < 1:
-            bad("page_size", f"must be >= 1, got {self.page_size}")
-        if self.kv_cache_gb is not None and self.kv_cache_gb <= 0:
-            bad("kv_cache_gb", f"must be > 0, got {self.kv_cache_gb}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             bad("gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.max_running_requests < 1:
-            bad("max_running_requests", f"must be >= 1, got {self.max_running_requests}")
-        if self.max_prefill_tokens < 1:
-            bad("max_prefill_tokens", f"must be >= 1, got {self.max_prefill_tokens}")
-        if self.piecewise_cuda_graph_max_tokens < -1:
-            bad("piecewise_cuda_graph_max_tokens", f"must be >= -1, got {self.piecewise_cuda_graph_max_tokens}")
-        if self.max_mixed_tokens < 1:
-            bad("max_mixed_tokens", f"must be >= 1, got {self.max_mixed_tokens}")
-        if self.mixed_backlog_steps < 0:
-            bad("mixed_backlog_steps", f"must be >= 0, got {self.mixed_backlog_steps}")
-        if self.mixed_burst_tokens < 0:
-            bad("mixed_burst_tokens", f"must be >= 0, got {self.mixed_burst_tokens}")
-        if self.reserve_new_tokens < 0:
-            bad("reserve_new_tokens", f"must be >= 0, got {self.reserve_new_tokens}")
-        if self.max_waiting_requests < 1:
-            bad("max_waiting_requests", f"must be >= 1, got {self.max_waiting_requests}")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            bad("max_model_len", f"must be >= 1, got {self.max_model_len}")
-        if self.hicache_ratio <= 0:
-            bad("hicache_ratio", f"must be > 0, got {self.hicache_ratio}")
-        if self.hicache_size is not None and self.hicache_size <= 0:
-            bad("hicache_size", f"must be > 0, got {self.hicache_size}")
-        if self.hicache_write_threshold < 1:
-            bad("hicache_write_threshold", f"must be >= 1, got {self.hicache_write_threshold}")
-        if self.kv_store_max_gb <= 0:
-            bad("kv_store_max_gb", f"must be > 0, got {self.kv_store_max_gb}")
-        if self.kv_store_timeout <= 0:
-            bad("kv_store_timeout", f"must be > 0, got {self.kv_store_timeout}")
-        if self.hicache_prefetch_timeout < 0:
-            bad("hicache_prefetch_timeout", f"must be >= 0, got {self.hicache_prefetch_timeout}")
         if (self.enable_hicache or self.kv_store) and not self.enable_prefix_cache:
             bad("enable_hicache", "the KV tiers extend the prefix cache; drop --no-enable-prefix-cache")
         if parse_kv_events_config(self.kv_events_config) and not self.enable_prefix_cache:
@@ -301,8 +280,6 @@ class EngineConfig:
             bad("port", f"must be in 1..65535, got {self.port}")
         if self.api_key is not None and not self.api_key.strip():
             bad("api_key", "must not be empty (leave the flag out to serve without authentication)")
-        if self.request_body_timeout <= 0:
-            bad("request_body_timeout", f"must be > 0, got {self.request_body_timeout}")
         if self.kv_store and self.kv_store.startswith(("redis://", "rediss://", "unix://")):
             from redis.connection import parse_url
 
