@@ -41,9 +41,16 @@ def bucket_lengths(lo: int, hi: int) -> list[int]:
 
 
 def _pad_rows(t: torch.Tensor, rows: int, width: int) -> torch.Tensor:
-    """`t` `[n, H, D]` zero-padded to a contiguous `[rows, H, width]` (one kernel), so every call of a bucket has
-    the same layout (cuDNN's plans are per layout too)."""
-    return F.pad(t, (0, width - t.shape[2], 0, 0, 0, rows - t.shape[0])).contiguous()
+    """`t` `[n, H, D]` copied into a contiguous zero-padded `[rows, H, width]`, so every call of a bucket has the same
+    layout (cuDNN's plans are per layout too). Only the padding is zeroed: `F.pad` would fill the whole tensor and
+    then copy `t` over it, writing it twice."""
+    n, d = t.shape[0], t.shape[2]
+    out = t.new_empty(rows, t.shape[1], width)
+    out[:n, :, :d] = t
+    out[n:].zero_()
+    if width > d:
+        out[:n, :, d:].zero_()
+    return out
 
 
 def _values_width(q: torch.Tensor, v: torch.Tensor) -> int:
