@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
+from tierlm.kernels.launch import cdiv, next_power_of_2
+
 # Without a prefix: cuDNN first (plans per shape, hence the buckets), then what needs no plan.
 PLANNED = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 UNPLANNED = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
@@ -26,8 +28,8 @@ STEPS_PER_OCTAVE = 16  # above MIN_STEP * 16 tokens a step is 1/16 of the next p
 def bucketed_length(n: int) -> int:
     """The padded length a fresh prompt of `n >= 1` tokens runs at: a multiple of `MIN_STEP`, or of a sixteenth
     of the power of two at or above `n`, whichever is larger."""
-    step = max(MIN_STEP, (1 << (n - 1).bit_length()) // STEPS_PER_OCTAVE)
-    return -(-n // step) * step
+    step = max(MIN_STEP, next_power_of_2(n) // STEPS_PER_OCTAVE)
+    return cdiv(n, step) * step
 
 
 def bucket_lengths(lo: int, hi: int) -> list[int]:

@@ -130,8 +130,8 @@ class MLATorchBackend(AttentionBackend):
         """Plans the decompressed attention of every length a fresh prompt of up to `max_tokens` tokens runs at
         (CUDA only: elsewhere no kernel builds a plan per shape)."""
         device, up = self.req_to_token.device, self.up_proj
-        lengths = self.fresh_lengths(max_tokens)
-        if device.type == "cuda" and up is not None and lengths:
+        lengths = self.fresh_lengths(max_tokens) if device.type == "cuda" else []
+        if lengths:
             t0 = time.perf_counter()
             plan_buckets(lengths, self.num_heads, up.qk_dim, up.v_head_dim, dtype, device, self.scale)
             torch.cuda.synchronize(device)
