@@ -13,6 +13,8 @@ requests of random context lengths, each variant captured as one CUDA graph:
   attention runs back to back and one half's other kernels run beside the other half's attention;
 - `priority` / `pri free`: as `alternate` / `streams`, but each half's attention on a low-priority stream of its
   own and its other kernels on a high-priority one, so those take the SMs that attention programs free first;
+- with `--green N`: `alternate` with attention on a green context of N SMs (so the other kernels always find
+  SMs free), and attention alone on those N SMs (does it keep its read rate on fewer SMs?);
 - `attention` / `rest`: the step's attention alone and everything else alone (sum against `one`, max against the
   overlap variants: what overlap could gain).
 
@@ -196,11 +198,40 @@ def graph_ms(fn, reps: int = 50) -> tuple[float, torch.Tensor]:
     return times[len(times) // 2], out
 
 
+def green_row(st: Stack, whole: Half, halves: tuple[Half, Half], high, qkv, sms: int, ref: torch.Tensor) -> str:
+    """`alternate` with both halves' attention on one stream of a green context of `sms` SMs (the rest on
+    `high`, free to use every SM), and the whole batch's attention alone on that context."""
+    try:
+        from torch.cuda.green_contexts import GreenContext
+        ctx = GreenContext.create(num_sms=sms, device_id=torch.cuda.current_device())
+        g = ctx.Stream()
+        t_two, out = graph_ms(lambda: run_two(st, halves, high, alternate=True, attn_streams=(g, g)))
+        main = torch.cuda.current_stream()
+
+        def attention_there():
+            g.wait_stream(main)
+            with torch.cuda.stream(g):
+                a = run_attention_only(st, whole, qkv)
+            main.wait_stream(g)
+            return a
+
+        t_attn, _ = graph_ms(attention_there)
+        diff = (out.float() - ref.float()).abs().max().item()
+        return (f"       green context of {sms} SMs: alternate {t_two:.3f}, attention alone {t_attn:.3f} "
+                f"(diff {diff:.1e})")
+    except Exception as exc:  # an API or capture this torch or driver lacks: report it, keep the other rows
+        return f"       green context of {sms} SMs: failed: {type(exc).__name__}: {str(exc)[:200]}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", default="64,128,256")
     ap.add_argument("--ctx", type=int, nargs=2, default=(100, 2048))
     ap.add_argument("--layers", type=int, default=28)
+    ap.add_argument("--green", default="", help="SM counts (comma-separated) for attention's green context: each "
+                    "runs `alternate` with attention on that many SMs, and attention alone there")
+    ap.add_argument("--skip-streams", action="store_true", help="time only one, halves, attention, rest (and "
+                    "--green's rows); the two-stream columns print nan")
     args = ap.parse_args()
     dev = torch.device("cuda")
     sms = torch.cuda.get_device_properties(dev).multi_processor_count
@@ -216,13 +247,17 @@ def main() -> None:
         streams = (torch.cuda.Stream(), torch.cuda.Stream())
         t_one, o_one = graph_ms(lambda: run_one(st, whole))
         t_halves, o_halves = graph_ms(lambda: torch.cat([run_one(st, a), run_one(st, b)]))
-        t_streams, o_streams = graph_ms(lambda: run_two(st, (a, b), streams, alternate=False))
-        t_alt, o_alt = graph_ms(lambda: run_two(st, (a, b), streams, alternate=True))
         lo, hi = torch.cuda.Stream.priority_range()  # (lowest, highest): numerically, higher priority is lower
         high = (torch.cuda.Stream(priority=hi), torch.cuda.Stream(priority=hi))
         low = (torch.cuda.Stream(priority=lo), torch.cuda.Stream(priority=lo))
-        t_pri, o_pri = graph_ms(lambda: run_two(st, (a, b), high, alternate=True, attn_streams=low))
-        t_pri_free, _ = graph_ms(lambda: run_two(st, (a, b), high, alternate=False, attn_streams=low))
+
+        def timed(fn):
+            return (float("nan"), o_halves) if args.skip_streams else graph_ms(fn)
+
+        t_streams, o_streams = timed(lambda: run_two(st, (a, b), streams, alternate=False))
+        t_alt, o_alt = timed(lambda: run_two(st, (a, b), streams, alternate=True))
+        t_pri, o_pri = timed(lambda: run_two(st, (a, b), high, alternate=True, attn_streams=low))
+        t_pri_free, _ = timed(lambda: run_two(st, (a, b), high, alternate=False, attn_streams=low))
         qkv = st.pre(0, st.x0, None, whole)[:3]
         t_attn, _ = graph_ms(lambda: run_attention_only(st, whole, qkv))
         t_rest, _ = graph_ms(lambda: run_one(st, whole, rest_only=True))
@@ -233,6 +268,8 @@ def main() -> None:
         print(f"{bs:>6} {t_one:>8.3f} {t_halves:>8.3f} {t_streams:>8.3f} {t_alt:>10.3f} {t_pri:>9.3f}"
               f" {t_pri_free:>9.3f}"
               f" {t_attn:>10.3f} {t_rest:>8.3f}   {d_s:.2e} / {d_a:.2e} / {d_p:.2e} (halves vs one {d_one:.2e})")
+        for sms_attn in [int(n) for n in args.green.split(",") if n]:
+            print(green_row(st, whole, (a, b), high, qkv, sms_attn, o_halves))
         del st, whole, a, b, qkv, o_one, o_halves, o_streams, o_alt, o_pri
         torch.cuda.empty_cache()
 
