@@ -18,6 +18,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from tierlm.kernels.balanced_splits import _merge_kernel, _plan_kernel
 from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
 from tierlm.kernels.decoupled_rope import _decoupled_rope_kernel
 from tierlm.kernels.fused_moe import _down_kernel, _gate_up_kernel
@@ -45,7 +46,7 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "count_ptr": "*i32", "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64", "latent_buf": "*bf16",
             "h_ptr": "*bf16", "ids_ptr": "*i64", "weights_ptr": "*fp32", "pairs_ptr": "*i32",
             "block_expert_ptr": "*i32", "total_ptr": "*i32", "rows_ptr": "*bf16", "add_ptr": "*bf16",
-            "prefix_lens": "*i32", "qo_indptr": "*i32", "q_starts": "*i32"}
+            "prefix_lens": "*i32", "qo_indptr": "*i32", "q_starts": "*i32", "plan_items": "*i32"}
 FP8_POOL = {"k_buf": "*fp8e4nv", "v_buf": "*fp8e4nv"}  # --kv-cache-dtype fp8
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
@@ -58,29 +59,46 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
     for store, (use_dot, block_h), (pdl, splits) in itertools.product((True, False), ((True, 16), (False, 2)),
                                                                      ((False, 64), (True, 64), (True, 1))):
         out.append((f"stage 1 store_new={store} dot={use_dot} pdl={pdl} splits={splits}", _decode_stage1,
-                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
+                    dict(BALANCED=False, GROUP=2, NUM_HEADS=16, HEAD_DIM=128,
+                         MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
                          PDL=pdl, DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False,
                          PREFETCH_LINES=2 if pdl else 0, LINE=64, ROPE=False, NORM=False), {}))
     for norm, splits in ((True, 1), (True, 64), (False, 64)):  # q/k norm and rotary applied in stage 1
         out.append((f"stage 1 rope norm={norm} splits={splits}", _decode_stage1,
-                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=splits, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
+                    dict(BALANCED=False, GROUP=2, NUM_HEADS=16, HEAD_DIM=128,
+                         MAX_SPLITS=splits, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
                          HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True,
                          DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False, PREFETCH_LINES=2,
                          LINE=64, ROPE=True, NORM=norm), {}))
     for heads_first, ordered in ((True, True), (False, True), (False, False)):
         out.append((f"stage 1 heads_first={heads_first} ordered={ordered}", _decode_stage1,
-                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
+                    dict(BALANCED=False, GROUP=2, NUM_HEADS=16, HEAD_DIM=128,
+                         MAX_SPLITS=64, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
                          HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True, DIRECT=False,
                          WIDE=tl.bfloat16, HEADS_FIRST=heads_first, ORDERED=ordered, PREFETCH_LINES=0, LINE=64,
                          ROPE=False, NORM=False),
                     {}))
     for use_dot, block_h in ((True, 16), (False, 2)):
         out.append((f"stage 1 fp8 pool dot={use_dot}", _decode_stage1,
-                    dict(GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
+                    dict(BALANCED=False, GROUP=2, NUM_HEADS=16, HEAD_DIM=128,
+                         MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=True,
                          PDL=True, DIRECT=False, WIDE=tl.float16, HEADS_FIRST=True, ORDERED=True,
                          PREFETCH_LINES=1, LINE=128, ROPE=True, NORM=True), FP8_POOL))
+    for store, pdl, rope in ((True, True, False), (False, False, False), (True, True, True)):
+        # the KV split by tokens across the batch (`kernels.balanced_splits`): items from the step's plan
+        out.append((f"stage 1 balanced store_new={store} pdl={pdl} rope={rope}", _decode_stage1,
+                    dict(BALANCED=True, GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=1, BLOCK_H=16, BLOCK_N=64,
+                         BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=store, PDL=pdl,
+                         DIRECT=False, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False,
+                         PREFETCH_LINES=2 if pdl else 0, LINE=64, ROPE=rope, NORM=rope), {}))
+    plan_ptrs = {"items": "*i32", "merges": "*i32"}
+    out.append(("balanced plan (256 requests)", _plan_kernel, dict(BATCH_P2=256, ITEMS_P2=512, MERGES_P2=128),
+                plan_ptrs))
+    for pdl in (False, True):
+        out.append((f"balanced merge pdl={pdl}", _merge_kernel, dict(NUM_HEADS=16, HEAD_DIM=128, BLOCK_S=16,
+                                                                   BLOCK_D=128, PDL=pdl), plan_ptrs))
     for pool in ({}, FP8_POOL):
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))

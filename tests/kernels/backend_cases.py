@@ -37,8 +37,13 @@ def _batch(mode: str, table: torch.Tensor, rows: list[int], prefix: list[int], e
 
 
 def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, page_size: int,
-                  head_dim: int = 32, seed: int = 0, kv_dtype: torch.dtype | None = None) -> None:
-    from tierlm.attention.triton_backend import TritonBackend
+                  head_dim: int = 32, seed: int = 0, kv_dtype: torch.dtype | None = None,
+                  balanced: int | None = None) -> None:
+    """`balanced`: the Triton backend's `decode_balanced` (decode steps of at least that many requests split the
+    KV by tokens across the batch); None: the device's default."""
+    from dataclasses import replace
+
+    from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
 
     gen = torch.Generator().manual_seed(seed)
     prefix, ext = [0, 9, 21, 4], [13, 1, 6, 30]  # request 1 is a decode-like extend of one token
@@ -62,7 +67,9 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     table = table.to(device)
     scale = head_dim ** -0.5
     ref = TorchNativeBackend(pools[0], table, num_heads, head_dim, scale)
-    tri = TritonBackend(pools[1], table, num_heads, head_dim, scale)
+    cfg = TritonAttentionConfig.for_device(torch.device(device))
+    cfg = cfg if balanced is None else replace(cfg, decode_balanced=balanced)
+    tri = TritonBackend(pools[1], table, num_heads, head_dim, scale, cfg)
     tol = tolerance(dtype)
 
     def step(batch: ForwardBatch, graph: bool = False) -> None:
@@ -144,6 +151,10 @@ BACKEND_CASES = {
     "backend_gqa2_page1": lambda d, t: check_backend(d, t, num_heads=4, num_kv_heads=2, page_size=1),
     "backend_gqa4_page4": lambda d, t: check_backend(d, t, num_heads=8, num_kv_heads=2, page_size=4, seed=1),
     "backend_gqa1_page4": lambda d, t: check_backend(d, t, num_heads=2, num_kv_heads=2, page_size=4, seed=2),
+    "backend_gqa2_balanced": lambda d, t: check_backend(d, t, num_heads=4, num_kv_heads=2, page_size=4, seed=4,
+                                                        balanced=2),
+    "backend_gqa2_per_request": lambda d, t: check_backend(d, t, num_heads=4, num_kv_heads=2, page_size=4, seed=5,
+                                                           balanced=0),
     "engine_greedy_qwen3": check_engine_greedy,
 }
 # --kv-cache-dtype fp8, on the device only (Triton's interpreter does not round to fp8 as the device does)

@@ -55,11 +55,13 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
                  fused_store: bool = False, kv_dtype: torch.dtype | None = None, heads_first: bool = True,
-                 longest_first: bool = False) -> None:
+                 longest_first: bool = False, balanced: tuple[int, int] = (0, 0)) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
     `new_kv` while their pool slots hold NaN, and must be in the pool afterwards. `heads_first`: the order
     stage 1's programs are numbered in; `longest_first`: stage 1 takes the requests longest first (neither
-    may change the result)."""
+    may change the result); `balanced = (goal, extra)`: the KV split by tokens across the batch by a plan of
+    `goal + extra` items (the scratch sized for them, `max_splits` ignored)."""
+    from tierlm.kernels.balanced_splits import balanced_plan, scratch_splits
     from tierlm.kernels.decode_attention import decode_attention
     from tierlm.kernels.longest_first import longest_first as by_length
     from tierlm.kvcache.pool import put_rows
@@ -76,12 +78,15 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
         put_rows(sc.v_buf, sc.out_loc, torch.full_like(sc.v, float("nan")))
         new_kv = (sc.k, sc.v, sc.out_loc)
     batch = len(seqs)
+    plan = balanced_plan(sc.seq_lens, *balanced, min_chunk, block_n) if balanced[0] else None
+    max_splits = scratch_splits(batch, *balanced) if balanced[0] else max_splits
     out = _poison((batch, num_heads, head_dim), device, dtype)
     mid_o = _poison((batch, num_heads, max_splits, head_dim), device)
     mid_lse = _poison((batch, num_heads, max_splits), device)
     decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
                      min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
-                     heads_first=heads_first, order=by_length(sc.seq_lens) if longest_first else None, new_kv=new_kv)
+                     heads_first=heads_first, order=by_length(sc.seq_lens) if longest_first else None, new_kv=new_kv,
+                     balanced=plan)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
     assert same_bytes(sc.k_buf, k_after) and same_bytes(sc.v_buf, v_after)  # stored, nothing else touched
 
@@ -96,6 +101,35 @@ def check_longest_first(device: str, dtype: torch.dtype) -> None:
         got = longest_first(lens.to(device)).cpu()
         assert got.dtype == torch.int32
         assert got.tolist() == torch.argsort(lens, descending=True, stable=True).tolist(), n
+
+
+def check_balanced_plan(device: str, dtype: torch.dtype) -> None:
+    """The plan's items cover every request's tokens in order, in at most the items it has, each slice at most
+    one chunk, and its merges list exactly the requests with several slices (against a plain Python plan)."""
+    from tierlm.kernels.balanced_splits import DOUBLINGS, balanced_plan, plan_sizes
+
+    gen = torch.Generator().manual_seed(19)
+    shapes = [([500] * 8 + [9000], 9, 4, 128, 64), ([3, 0, 1], 3, 1, 16, 16), ([65] * 4 + [200], 5, 1, 16, 16),
+              (torch.randint(1, 3000, (300,), generator=gen).tolist(), 300, 66, 128, 64), ([7] * 40, 2, 0, 4, 4)]
+    for lens, goal, extra, min_chunk, granule in shapes:
+        n_items, n_merges = plan_sizes(len(lens), goal, extra)
+        chunk = -(-max(-(-sum(lens) // goal), min_chunk) // granule) * granule
+        for _ in range(DOUBLINGS.value):
+            chunk = chunk if sum(max(1, -(-n // chunk)) for n in lens) <= n_items else 2 * chunk
+        if sum(max(1, -(-n // chunk)) for n in lens) > n_items:
+            chunk = max(max(lens), 1)
+        want = [(b, s * chunk, min(n, (s + 1) * chunk), max(1, -(-n // chunk)))
+                for b, n in enumerate(lens) for s in range(max(1, -(-n // chunk)))]
+        plan = balanced_plan(torch.tensor(lens, dtype=torch.int32, device=device), goal, extra, min_chunk, granule)
+        items = plan.items.cpu().tolist()
+        assert len(want) <= n_items and [tuple(r) for r in items[:len(want)]] == want, (lens[:5], chunk)
+        assert all(r[3] == 0 for r in items[len(want):])
+        firsts = {}
+        for i, (b, _, _, count) in enumerate(want):
+            firsts.setdefault(b, (i, count))
+        many = [(b, i, c) for b, (i, c) in firsts.items() if c > 1]
+        merges = [tuple(r) for r in plan.merges.cpu().tolist()]
+        assert merges[:len(many)] == many and all(r[2] == 0 for r in merges[len(many):]), (lens[:5], chunk)
 
 
 def check_extend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, prefix: tuple[int, ...],
@@ -150,6 +184,20 @@ def _cases() -> dict[str, CaseFn]:
         "decode_fused_store_dot": dec(num_heads=8, num_kv_heads=2, dot_min_group=1, fused_store=True, seed=7),
         "decode_fused_store_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
                                              seqs=(1, 3, 50, 17, 16, 33), fused_store=True, seed=8),
+        # the KV split by tokens: a long request among short ones takes several slices, the short ones one each
+        "decode_balanced_skewed": dec(num_heads=8, num_kv_heads=2, seqs=(1, 7, 200, 5, 64, 3), balanced=(6, 4),
+                                      seed=13),
+        "decode_balanced_fused_store_dot": dec(num_heads=8, num_kv_heads=2, dot_min_group=1, fused_store=True,
+                                               seqs=(150, 2, 9, 300), balanced=(4, 8), seed=14),
+        "decode_balanced_batch_first": dec(num_heads=4, num_kv_heads=2, page_size=4, seqs=(33, 1, 97, 12, 2),
+                                           balanced=(5, 5), fused_store=True, heads_first=False, seed=15),
+        "decode_balanced_all_alone": dec(num_heads=4, num_kv_heads=1, seqs=(9, 30, 2, 17), balanced=(1, 1), seed=16),
+        "balanced_plan": check_balanced_plan,
+        # more slices than one merge step takes (16), and a plan that must double its chunk to fit
+        "decode_balanced_one_request": dec(num_heads=4, num_kv_heads=1, head_dim=48, seqs=(400,), balanced=(40, 0),
+                                           min_chunk=4, block_n=8, fused_store=True, seed=17),
+        "decode_balanced_doubling": dec(num_heads=4, num_kv_heads=1, seqs=(65, 65, 65, 65, 200), balanced=(5, 1),
+                                        seed=18),
         "decode_fused_store_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, fused_store=True, seed=9),
         "extend_noprefix_gqa1": ext(num_heads=2, num_kv_heads=2, prefix=(0, 0, 0), extend=(5, 17, 33)),
         "extend_prefix_gqa1_page4": ext(num_heads=2, num_kv_heads=2, page_size=4, **mixed),

@@ -24,6 +24,7 @@ def _flags(kernel) -> dict[str, bool]:
     ("tierlm.kernels.race_sample:_pick_kernel", ["seed", "stride_table"], ["vocab", "stride_row"]),
     ("tierlm.kernels.skinny_gemm:_skinny_kernel", ["M", "M_PAD"], ["N", "K", "K_SPLIT", "stride_wn"]),
     ("tierlm.kernels.step_metadata:_scatter_2d_kernel", ["n"], ["stride_row"]),
+    ("tierlm.kernels.balanced_splits:_plan_kernel", ["n_batch", "goal", "n_items", "n_merges"], []),
     ("tierlm.kernels.step_metadata:_pad_inputs_kernel", ["m", "n", "size"], ["stride_table"]),
     ("tierlm.kernels.step_metadata:_pad_mixed_kernel", ["t", "d", "e", "base", "n"], []),
     ("tierlm.kernels.step_metadata:_expand_kernel", ["t", "b"], ["stride_table"]),

@@ -20,8 +20,10 @@ import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
+from tierlm.kernels.balanced_splits import BalancedPlan, balanced_plan, plan_sizes
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.extend_attention import extend_attention
+from tierlm.kernels.launch import cdiv
 from tierlm.kernels.packed_tiles import packed_tiles
 from tierlm.kernels.rope_tile import QKRope, fusable
 from tierlm.kernels.store_kv import store_kv
@@ -47,6 +49,9 @@ class TritonAttentionConfig:
     # per layer fewer (0: never). Off on the GPU: the engine gained or lost with it by the decode launch the tuner
     # picked, which times the kernel without it (docs/benchmarks.md, 2026-12-04, late); on under the interpreter
     decode_fused_rope: int = 0
+    # decode steps of at least this many requests split the KV by tokens across the batch
+    # (`kernels.balanced_splits`), so one long request does not hold the step (0: never)
+    decode_balanced: int = 0
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     # (smallest batch, KV tile, warps, stages), ascending: decode steps of at least that many requests use that
@@ -62,7 +67,7 @@ class TritonAttentionConfig:
         if not compiled_on_gpu(device):
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
                        decode_num_stages=1, extend_num_stages=1, decode_longest_first=2,
-                       decode_fused_rope=1)
+                       decode_fused_rope=1, decode_balanced=2)
         return cls()
 
     def decode_launch(self, batch_size: int) -> tuple[int, int, int]:
@@ -109,8 +114,10 @@ class TritonBackend(AttentionBackend):
         self._meta: DecodeMeta | _ExtendMeta | None = None
         # decided once: asked by every layer of every forward (0: never)
         self._fused_rope_min = self.config.decode_fused_rope if fusable(head_dim) else 0
+        # work items a balanced plan may add beyond what the per-request rule launches: `decode_waves` per SM
+        self._balanced_extra = cdiv(self.config.decode_waves * self.num_sms, self.num_kv_heads)
         self._scratch = DecodeScratch(num_heads, head_dim, self.max_splits, self.device,
-                                      self.config.decode_longest_first)
+                                      self.config.decode_longest_first, self._plan, self._plan_rows)
 
     def supports_cuda_graph(self) -> bool:
         return True
@@ -123,9 +130,25 @@ class TritonBackend(AttentionBackend):
         """KV splits per request for a decode batch of this size (a function of the size only)."""
         return choose_max_splits(batch_size, self.num_kv_heads, self.num_sms, waves=self.config.decode_waves)
 
+    def _balanced(self, batch_size: int) -> bool:
+        return 0 < self.config.decode_balanced <= batch_size
+
+    def _plan(self, seq_lens: torch.Tensor) -> Optional[BalancedPlan]:
+        """A decode step's balanced plan, aiming at the items the per-request rule launches for equal lengths."""
+        bs = seq_lens.shape[0]
+        if not self._balanced(bs):
+            return None
+        chunk = self.config.decode_min_chunk
+        return balanced_plan(seq_lens, bs * self.max_splits(bs), self._balanced_extra, chunk, chunk)
+
+    def _plan_rows(self, batch_size: int) -> int:
+        if not self._balanced(batch_size):
+            return 0
+        return plan_sizes(batch_size, batch_size * self.max_splits(batch_size), self._balanced_extra)[0]
+
     def prepare(self, batch: ForwardBatch) -> None:
         if batch.mode == "decode":
-            self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens)
+            self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens, step=True)
             return
         e = batch.num_multi_token
         decode = self._scratch.for_batch(batch.req_rows[e:], batch.seq_lens[e:]) if e < batch.batch_size else None
@@ -196,4 +219,4 @@ class TritonBackend(AttentionBackend):
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                          meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=block_n,
                          dot_min_group=cfg.decode_dot_min_group, num_warps=warps, num_stages=stages,
-                         order=meta.order, new_kv=new_kv, rope=rope)
+                         order=meta.order, new_kv=new_kv, rope=rope, balanced=meta.plan)

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from tierlm.kernels.balanced_splits import BalancedPlan, load_item, merge as balanced_merge, store_item
 from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
 from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pdl import launch_kwargs
@@ -43,9 +44,9 @@ def _decode_stage1(
     q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, order, mid_o, mid_lse, k_new, v_new, out_loc, out_ptr,
     pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr,
     stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn, stride_vnh,
-    stride_ob, stride_oh, stride_cos, sm_scale_log2, min_chunk, eps,
-    GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    stride_ob, stride_oh, stride_cos, sm_scale_log2, min_chunk, eps, plan_items,
+    BALANCED: tl.constexpr, GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    MAX_SPLITS: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
     PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr, HEADS_FIRST: tl.constexpr,
     ORDERED: tl.constexpr, PREFETCH_LINES: tl.constexpr, LINE: tl.constexpr, ROPE: tl.constexpr, NORM: tl.constexpr,
@@ -70,8 +71,13 @@ def _decode_stage1(
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < HEAD_DIM
 
-    seq_len = tl.load(seq_lens + b)
-    _, start, end = _split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
+    item = b  # BALANCED: the grid's second axis numbers the plan's work items (`kernels.balanced_splits`)
+    if BALANCED:
+        b, start, end, count = load_item(plan_items, item)
+        seq_len = tl.load(seq_lens + b)
+    else:
+        seq_len = tl.load(seq_lens + b)
+        _, start, end = _split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
     row = tl.load(req_rows + b).to(tl.int64)
     # the step's rows, lengths and request table are written before its first kernel, and the pool slots
     # read here hold earlier steps' K/V: the first tile's slots are read before the wait (`kernels.pdl`)
@@ -164,6 +170,10 @@ def _decode_stage1(
         dst = out_ptr + b.to(tl.int64) * stride_ob + heads[:, None] * stride_oh + offs_d[None, :]
         tl.store(dst, (acc / l_safe[:, None]).to(out_ptr.dtype.element_ty), mask=mask_h[:, None] & mask_d[None, :])
         return
+    if BALANCED:
+        store_item(acc / l_safe[:, None], m_i + tl.log2(l_safe), out_ptr + b.to(tl.int64) * stride_ob, mid_o, mid_lse,
+                   item, count, heads, stride_oh, mask_h, offs_d, mask_d, NUM_HEADS, HEAD_DIM)
+        return
     valid = mask_h & ((offs_h * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
     mid = (b.to(tl.int64) * NUM_HEADS + heads) * MAX_SPLITS + split  # [B, H, MAX_SPLITS] row index
     tl.store(mid_o + mid[:, None] * HEAD_DIM + offs_d[None, :], acc / l_safe[:, None],
@@ -215,7 +225,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
                      dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2, heads_first: bool = True,
                      order: Optional[torch.Tensor] = None,
                      new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-                     rope: Optional[QKRope] = None) -> torch.Tensor:
+                     rope: Optional[QKRope] = None, balanced: Optional[BalancedPlan] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
@@ -238,12 +248,18 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     projection's, before the q/k norm and rotary, which stage 1 applies as it loads them (as
     `fused.qk_norm_rope` computes them), so the step needs no pass of its own for them. `q` and `k` may then
     be strided views of the projection's output.
+
+    `balanced` (the step's `balanced_splits.balanced_plan`): the KV is split by tokens across the batch, so a long
+    request gets many slices and short ones few; `mid_o` then needs a row per work item (`B * S >= items`, see
+    `balanced_splits.scratch_splits`), and `order` does not apply.
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buf.shape[1]
     group = num_heads // num_kv_heads
     max_splits = mid_o.shape[2]
     assert mid_o.shape == (batch, num_heads, max_splits, head_dim) and mid_o.is_contiguous()
+    if balanced is not None:
+        assert order is None and batch * max_splits >= balanced.items.shape[0], "balanced: see the docstring"
     assert mid_lse.shape == (batch, num_heads, max_splits) and mid_lse.is_contiguous()
     assert q.stride(2) == 1 and out.stride(2) == 1 and k_buf.stride(2) == 1 and req_to_token.stride(1) == 1
     if batch == 0:
@@ -269,21 +285,27 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     pdl = launch_kwargs(q.device)
     lines, line = l2_prefetch_lines(pdl["PDL"], "attention", head_dim, k_buf.element_size())
     programs = num_kv_heads * head_blocks
-    heads_first = heads_first and batch <= 65535  # a grid's second dimension holds at most 65,535 programs
-    grid = (programs, batch, max_splits) if heads_first else (batch, programs, max_splits)
+    rows = batch if balanced is None else balanced.items.shape[0]  # requests, or work items
+    heads_first = heads_first and rows <= 65535  # a grid's second dimension holds at most 65,535 programs
+    grid = (programs, rows, max_splits if balanced is None else 1)
+    grid = grid if heads_first else (rows, programs, grid[2])
     _decode_stage1[grid](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, order if order is not None else seq_lens, mid_o,
         mid_lse, k_new, v_new, out_loc, out, *rope_args,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
-        stride_cos, sm_scale * log2e, min_chunk, eps,
-        GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
+        stride_cos, sm_scale * log2e, min_chunk, eps, balanced.items if balanced is not None else seq_lens,
+        BALANCED=balanced is not None, GROUP=group, NUM_HEADS=num_heads, HEAD_DIM=head_dim,
+        MAX_SPLITS=max_splits if balanced is None else 1,  # a plan's items need no split count
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
-        DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1,
+        DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1 and balanced is None,
         WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, ORDERED=order is not None,
         PREFETCH_LINES=lines, LINE=line, ROPE=rope is not None, NORM=norm, num_warps=num_warps,
         num_stages=num_stages, **pdl,
     )
+    if balanced is not None:
+        balanced_merge(mid_o, mid_lse, balanced, out, pdl)
+        return out
     if max_splits == 1:
         return out
     _decode_stage2[(batch, num_heads)](
