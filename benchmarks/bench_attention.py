@@ -15,6 +15,7 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
+from tierlm.kernels.balanced_splits import balanced_plan, scratch_splits
 from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
 from tierlm.kernels.longest_first import longest_first
 from tierlm.kernels.extend_attention import extend_attention
@@ -37,10 +38,12 @@ class DecodeVariant:
     min_chunk: int = 128
     heads_first: bool = True
     longest_first: bool = False
+    balanced: bool = False  # the KV split by tokens across the batch (`kernels.balanced_splits`)
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
         order = ("" if self.heads_first else " batch-first") + (" longest-first" if self.longest_first else "")
+        order += " balanced" if self.balanced else ""
         return (f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
                 f"{order}")
 
@@ -86,14 +89,15 @@ def copy_bandwidth() -> float:
 
 class DecodeCase:
     """One decode shape: batch requests, each at context `ctx` (new token's KV already stored), or at
-    contexts drawn uniformly from `low`..`ctx` when `low` is given."""
+    contexts drawn uniformly from `low`..`ctx` when `low` is given; with `long = (n, c)` the first n at c."""
 
     def __init__(self, batch: int, ctx: int, gen: torch.Generator, low: int = 0,
-                 kv_dtype: torch.dtype = DTYPE) -> None:
+                 kv_dtype: torch.dtype = DTYPE, long: tuple[int, int] = (0, 0)) -> None:
         self.batch, self.ctx = batch, ctx
-        self.k_buf, self.v_buf, self.table = paged_kv(batch, ctx, gen, kv_dtype)
+        self.k_buf, self.v_buf, self.table = paged_kv(batch, max(ctx, long[1]), gen, kv_dtype)
         self.rows = torch.arange(batch, dtype=torch.int32, device="cuda")
         lens = torch.randint(low, ctx + 1, (batch,), generator=gen) if low else torch.full((batch,), ctx)
+        lens[:long[0]] = long[1]  # `long`: (n, context) -- the first n requests at a long context
         self.seq_lens = lens.to(torch.int32).cuda()
         self.q = torch.randn(batch, HEADS, HEAD_DIM, dtype=DTYPE, device="cuda")
         self.out = torch.empty_like(self.q)
@@ -102,8 +106,15 @@ class DecodeCase:
 
     def bind(self, var: DecodeVariant):
         """A no-argument call of the kernel pair with its split scratch preallocated (graph-capturable)."""
-        s = choose_max_splits(self.batch, KV_HEADS, torch.cuda.get_device_properties(0).multi_processor_count,
-                              waves=var.waves)
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        s = choose_max_splits(self.batch, KV_HEADS, sms, waves=var.waves)
+        plan = None
+        if var.balanced:  # as the engine plans a step: once, shared by its layers (its time is `plan_us`)
+            goal, extra = self.batch * s, triton.cdiv(var.waves * sms, KV_HEADS)
+            plan = balanced_plan(self.seq_lens, goal, extra, var.min_chunk, var.min_chunk)
+            s = scratch_splits(self.batch, goal, extra)
+            self.plan_us = do_bench_cudagraph(lambda: balanced_plan(self.seq_lens, goal, extra, var.min_chunk,
+                                                                    var.min_chunk), return_mode="median") * 1e3
         mid_o = torch.empty(self.batch, HEADS, s, HEAD_DIM, dtype=torch.float32, device="cuda")
         mid_lse = torch.empty(self.batch, HEADS, s, dtype=torch.float32, device="cuda")
         order = longest_first(self.seq_lens) if var.longest_first else None  # once per step in the engine
@@ -111,7 +122,7 @@ class DecodeCase:
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
                                         num_warps=var.num_warps, num_stages=var.num_stages,
-                                        heads_first=var.heads_first, order=order)
+                                        heads_first=var.heads_first, order=order, balanced=plan)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))
@@ -169,9 +180,9 @@ def extend_bench(batch: int, prefix: int, ext: int, gen: torch.Generator, varian
     return results
 
 
-def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy_gbs: float,
+def decode_shapes(shapes: list[tuple[int, int, int, tuple[int, int]]], gen: torch.Generator, copy_gbs: float,
                   default_only: bool = False, splits: bool = False, kv_dtype: torch.dtype = DTYPE,
-                  order: bool = False, waves: bool = False, lpt: bool = False) -> None:
+                  order: bool = False, waves: bool = False, lpt: bool = False, balanced: bool = False) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
@@ -180,7 +191,8 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
     `waves`: instead, the split count's wave target and the fewest tokens per split, with the default launch
     (how many splits pay at mixed lengths, where a batch waits for its longest requests). `lpt`: instead,
     stage 1 with the requests as they come and longest first (KV tile 64/128, 4 warps), and the sort's own
-    time (once per step in the engine, not per layer)."""
+    time (once per step in the engine, not per layer). `balanced`: instead, the KV split per request and by
+    tokens across the batch, each at two launches."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
@@ -193,35 +205,43 @@ def decode_shapes(shapes: list[tuple[int, int, int]], gen: torch.Generator, copy
                     for h, n, w in itertools.product((True, False), (64, 128), (4, 8))]
     if waves:
         variants = [DecodeVariant(waves=w, min_chunk=mc) for w, mc in itertools.product((4, 8, 16, 32), (128, 256))]
+    if balanced:
+        variants = [DecodeVariant(block_n=n, num_stages=st, balanced=bal)
+                    for bal, (n, st) in itertools.product((False, True), ((128, 2), (64, 3)))]
     if lpt:
         variants = [DecodeVariant(block_n=n, longest_first=lf) for lf, n in itertools.product((False, True), (128, 64))]
     summary = []
-    for batch, low, ctx in shapes:
-        case = DecodeCase(batch, ctx, gen, low, kv_dtype)
+    for batch, low, ctx, long in shapes:
+        case = DecodeCase(batch, ctx, gen, low, kv_dtype, long)
         timed = []
         for var in variants:
             err = case.check(var)
             us, gbs = case.time_gbs(var, graph=True)
             timed.append((us, gbs, var))
-            shape = f"{batch}x{low}-{ctx}" if low else f"{batch}x{ctx}"
+            shape = (f"{batch}x{low}-{ctx}" if low else f"{batch}x{ctx}") + (f"@{long[0]}x{long[1]}" if long[0] else "")
             print(f"{shape} {var.label():40s} {us:9.1f} us {gbs:7.0f} GB/s {err:.1e}", flush=True)
         default = next(t for t in timed if t[2] == DecodeVariant())
         best = min(timed, key=lambda t: t[0])
-        summary.append((batch, f"{low}-{ctx}" if low else ctx, default, best))
-        if order or lpt:
-            which = "heads_first" if order else "longest_first"
+        summary.append((batch, (f"{low}-{ctx}" if low else f"{ctx}") + (f"@{long[0]}x{long[1]}" if long[0] else ""),
+                        default, best))
+        if order or lpt or balanced:
+            which = "heads_first" if order else "longest_first" if lpt else "balanced"
             first = min((t for t in timed if getattr(t[2], which)), key=lambda t: t[0])
             other = min((t for t in timed if not getattr(t[2], which)), key=lambda t: t[0])
-            print(f"{'order' if order else 'lpt'} {shape}: {which} {first[0]:.1f} us ({first[1]:.0f} GB/s, "
-                  f"{first[2].label()}), not {other[0]:.1f} us ({other[1]:.0f} GB/s, {other[2].label()}): "
+            tag = "order" if order else "lpt" if lpt else "split"
+            print(f"{tag} {shape}: {which} {first[0]:.1f} us ({first[1]:.0f} GB/s, {first[2].label()}), "
+                  f"not {other[0]:.1f} us ({other[1]:.0f} GB/s, {other[2].label()}): "
                   f"{first[0] / other[0]:.3f}x")
+        if balanced:
+            print(f"split {shape}: the step's plan alone {case.plan_us:.1f} us (once per step, not per layer)",
+                  flush=True)
         if lpt:
             sort_us = do_bench_cudagraph(lambda: longest_first(case.seq_lens), return_mode="median") * 1e3
             print(f"lpt {shape}: the sort alone {sort_us:.1f} us", flush=True)
         del case
-    print(f"\n{'shape':>10} {'default us':>10} {'GB/s':>6} {'% copy':>7} {'best us':>8} {'GB/s':>6}  best")
+    print(f"\n{'shape':<21} {'default us':>10} {'GB/s':>6} {'% copy':>7} {'best us':>8} {'GB/s':>6}  best")
     for batch, ctx, d, b in summary:
-        print(f"{batch:>4}x{ctx:<9} {d[0]:10.1f} {d[1]:6.0f} {100 * d[1] / copy_gbs:6.1f}% {b[0]:8.1f} {b[1]:6.0f}  "
+        print(f"{batch:>4}x{ctx:<16} {d[0]:10.1f} {d[1]:6.0f} {100 * d[1] / copy_gbs:6.1f}% {b[0]:8.1f} {b[1]:6.0f}  "
               f"{b[2].label()}")
 
 
@@ -230,7 +250,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sweep")
     ap.add_argument("--decode-shapes", default="", help="only sweep decode launches at these shapes, a comma "
                     "list of BATCH:CONTEXT or BATCH:LOW-HIGH (contexts drawn uniformly; graph-replayed, so the "
-                    "launch cost is left out)")
+                    "launch cost is left out), each optionally @NxLONG (the first N requests at context LONG)")
     ap.add_argument("--default-only", action="store_true", help="with --decode-shapes: the default launch only")
     ap.add_argument("--split-sweep", action="store_true", help="with --decode-shapes: sweep the KV tile and the "
                     "fewest tokens per split instead (small batches)")
@@ -240,6 +260,8 @@ def main() -> None:
                     "target (4-32) and the fewest tokens per split (128, 256), default launch")
     ap.add_argument("--lpt-sweep", action="store_true", help="with --decode-shapes: stage 1 with the requests "
                     "as they come and longest first (KV tile 64/128), and the sort's own time")
+    ap.add_argument("--balanced-sweep", action="store_true", help="with --decode-shapes: the KV split per "
+                    "request (default) and by tokens across the batch, at two launches")
     ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto", help="with --decode-shapes: the KV "
                     "pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
@@ -252,12 +274,14 @@ def main() -> None:
     if args.decode_shapes:
         shapes = []
         for spec in args.decode_shapes.split(","):
+            spec, _, long = spec.partition("@")
             batch, ctx = spec.split(":")
             low, _, high = ctx.rpartition("-")
-            shapes.append((int(batch), int(low or 0), int(high)))
+            n_long, _, ctx_long = long.partition("x")
+            shapes.append((int(batch), int(low or 0), int(high), (int(n_long or 0), int(ctx_long or 0))))
         decode_shapes(shapes, gen, copy_gbs, args.default_only, args.split_sweep,
                       torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE, args.order_sweep,
-                      args.waves_sweep, args.lpt_sweep)
+                      args.waves_sweep, args.lpt_sweep, args.balanced_sweep)
         return
 
     main_case = DecodeCase(64, 4096, gen)
