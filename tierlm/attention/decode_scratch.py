@@ -40,11 +40,11 @@ class DecodeScratch:
         self.heads, self.width, self.splits, self.device = heads, width, splits, device
         self.order_from = order_from
         self.plan, self.plan_rows = plan, plan_rows
+        self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _step_splits(self, bs: int) -> int:
         """Scratch slots per request of a decode step: its split count, or enough rows for its plan's items."""
         return max(self.splits(bs), cdiv(self.plan_rows(bs), max(1, bs)))
-        self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def for_batch(self, req_rows: torch.Tensor, seq_lens: torch.Tensor, step: bool = False) -> DecodeMeta:
         """Fresh scratch for an eager decode step (`req_rows`, `seq_lens` may be a mixed pass's tail: copied
