@@ -50,7 +50,9 @@ class TritonAttentionConfig:
     # picked, which times the kernel without it (docs/benchmarks.md, 2026-12-04, late); on under the interpreter
     decode_fused_rope: int = 0
     # decode steps of at least this many requests split the KV by tokens across the batch
-    # (`kernels.balanced_splits`), so one long request does not hold the step (0: never)
+    # (`kernels.balanced_splits`), so one long request does not hold the step (0: never). Off on the GPU until its
+    # plan version is measured there (docs/benchmarks.md, 2026-12-06); under the interpreter from 3 requests, so
+    # CPU engine tests run both it and, at 2, the longest-first order it replaces
     decode_balanced: int = 0
     decode_num_warps: int = 4
     decode_num_stages: int = 2
@@ -67,7 +69,7 @@ class TritonAttentionConfig:
         if not compiled_on_gpu(device):
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
                        decode_num_stages=1, extend_num_stages=1, decode_longest_first=2,
-                       decode_fused_rope=1, decode_balanced=2)
+                       decode_fused_rope=1, decode_balanced=3)
         return cls()
 
     def decode_launch(self, batch_size: int) -> tuple[int, int, int]:
