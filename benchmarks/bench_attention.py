@@ -213,17 +213,17 @@ def decode_shapes(shapes: list[tuple[int, int, int, tuple[int, int]]], gen: torc
     summary = []
     for batch, low, ctx, long in shapes:
         case = DecodeCase(batch, ctx, gen, low, kv_dtype, long)
+        contexts = (f"{low}-{ctx}" if low else f"{ctx}") + (f"@{long[0]}x{long[1]}" if long[0] else "")
+        shape = f"{batch}x{contexts}"
         timed = []
         for var in variants:
             err = case.check(var)
             us, gbs = case.time_gbs(var, graph=True)
             timed.append((us, gbs, var))
-            shape = (f"{batch}x{low}-{ctx}" if low else f"{batch}x{ctx}") + (f"@{long[0]}x{long[1]}" if long[0] else "")
             print(f"{shape} {var.label():40s} {us:9.1f} us {gbs:7.0f} GB/s {err:.1e}", flush=True)
         default = next(t for t in timed if t[2] == DecodeVariant())
         best = min(timed, key=lambda t: t[0])
-        summary.append((batch, (f"{low}-{ctx}" if low else f"{ctx}") + (f"@{long[0]}x{long[1]}" if long[0] else ""),
-                        default, best))
+        summary.append((batch, contexts, default, best))
         if order or lpt or balanced:
             which = "heads_first" if order else "longest_first" if lpt else "balanced"
             first = min((t for t in timed if getattr(t[2], which)), key=lambda t: t[0])
