@@ -104,7 +104,7 @@ class DecodeCase:
         if var.balanced:  # as the engine plans a step: once, shared by its layers (its time is `plan_us`)
             goal, extra = self.batch * s, triton.cdiv(var.waves * sms, KV_HEADS)
             plan = balanced_plan(self.seq_lens, goal, extra, var.min_chunk, var.min_chunk)
-            s = scratch_splits(self.batch, goal, extra)
+            s = scratch_splits(self.batch, plan.items.shape[0])
             self.plan_us = do_bench_cudagraph(lambda: balanced_plan(self.seq_lens, goal, extra, var.min_chunk,
                                                                     var.min_chunk), return_mode="median") * 1e3
         mid_o = torch.empty(self.batch, HEADS, s, HEAD_DIM, dtype=torch.float32, device="cuda")

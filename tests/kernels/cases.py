@@ -79,7 +79,7 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
         new_kv = (sc.k, sc.v, sc.out_loc)
     batch = len(seqs)
     plan = balanced_plan(sc.seq_lens, *balanced, min_chunk, block_n) if balanced[0] else None
-    max_splits = scratch_splits(batch, *balanced) if balanced[0] else max_splits
+    max_splits = scratch_splits(batch, plan.items.shape[0]) if plan is not None else max_splits
     out = _poison((batch, num_heads, head_dim), device, dtype)
     mid_o = _poison((batch, num_heads, max_splits, head_dim), device)
     mid_lse = _poison((batch, num_heads, max_splits), device)

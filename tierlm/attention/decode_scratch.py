@@ -10,8 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
-from tierlm.kernels.balanced_splits import BalancedPlan
-from tierlm.kernels.launch import cdiv
+from tierlm.kernels.balanced_splits import BalancedPlan, scratch_splits
 from tierlm.kernels.longest_first import longest_first
 
 
@@ -44,7 +43,7 @@ class DecodeScratch:
 
     def _step_splits(self, bs: int) -> int:
         """Scratch slots per request of a decode step: its split count, or enough rows for its plan's items."""
-        return max(self.splits(bs), cdiv(self.plan_rows(bs), max(1, bs)))
+        return max(self.splits(bs), scratch_splits(bs, self.plan_rows(bs)))
 
     def for_batch(self, req_rows: torch.Tensor, seq_lens: torch.Tensor, step: bool = False) -> DecodeMeta:
         """Fresh scratch for an eager decode step (`req_rows`, `seq_lens` may be a mixed pass's tail: copied

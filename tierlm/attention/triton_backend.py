@@ -135,18 +135,21 @@ class TritonBackend(AttentionBackend):
     def _balanced(self, batch_size: int) -> bool:
         return 0 < self.config.decode_balanced <= batch_size
 
+    def _plan_items(self, batch_size: int) -> tuple[int, int]:
+        """(goal, extra) of a balanced plan: the items the per-request rule launches for equal lengths, and the room
+        beyond them for long requests' slices."""
+        return batch_size * self.max_splits(batch_size), self._balanced_extra
+
     def _plan(self, seq_lens: torch.Tensor) -> Optional[BalancedPlan]:
-        """A decode step's balanced plan, aiming at the items the per-request rule launches for equal lengths."""
+        """A decode step's balanced plan, or None for a size that keeps the per-request split."""
         bs = seq_lens.shape[0]
         if not self._balanced(bs):
             return None
         chunk = self.config.decode_min_chunk
-        return balanced_plan(seq_lens, bs * self.max_splits(bs), self._balanced_extra, chunk, chunk)
+        return balanced_plan(seq_lens, *self._plan_items(bs), chunk, chunk)
 
     def _plan_rows(self, batch_size: int) -> int:
-        if not self._balanced(batch_size):
-            return 0
-        return plan_sizes(batch_size, batch_size * self.max_splits(batch_size), self._balanced_extra)[0]
+        return plan_sizes(batch_size, *self._plan_items(batch_size))[0] if self._balanced(batch_size) else 0
 
     def prepare(self, batch: ForwardBatch) -> None:
         if batch.mode == "decode":

@@ -166,6 +166,6 @@ def merge(mid_o: torch.Tensor, mid_lse: torch.Tensor, plan: BalancedPlan, out: t
         BLOCK_S=16, BLOCK_D=next_power_of_2(head_dim), num_warps=4 if head_dim >= 128 else 2, **pdl)
 
 
-def scratch_splits(batch: int, goal: int, extra: int) -> int:
-    """Split-scratch slots per request (`[B, H, S, D]`) that hold a plan's items, one row per item."""
-    return cdiv(plan_sizes(batch, goal, extra)[0], max(1, batch))
+def scratch_splits(batch: int, items: int) -> int:
+    """Split-scratch slots per request (`[B, H, S, D]`) that hold `items` work items, one row per item."""
+    return cdiv(items, max(1, batch))
