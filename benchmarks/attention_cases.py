@@ -10,8 +10,9 @@ import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
 from tierlm.kernels.balanced_splits import balanced_plan, scratch_splits
-from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.decode_attention import decode_attention
 from tierlm.kernels.longest_first import longest_first
+from tierlm.kernels.request_splits import choose_max_splits
 from tierlm.kvcache.pool import take_rows
 
 HEADS, KV_HEADS, HEAD_DIM, PAGE = 16, 8, 128, 16  # Qwen3-0.6B attention shape; engine default page size

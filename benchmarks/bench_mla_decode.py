@@ -19,10 +19,9 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
-from tierlm.kernels.decode_attention import _decode_stage2, choose_max_splits
-from tierlm.kernels.launch import next_power_of_2
 from tierlm.kernels.mla_decode import _mla_decode_stage1, mla_decode
 from tierlm.kernels.pool_dtype import compute_dtype
+from tierlm.kernels.request_splits import choose_max_splits, merge as request_merge
 
 HEADS, LORA, ROPE, PAGE = 16, 512, 64, 16
 WIDTH = LORA + ROPE
@@ -93,11 +92,7 @@ class Case:
             var.min_chunk, NUM_HEADS=HEADS, LORA=LORA, ROPE=ROPE, MAX_SPLITS=s, BLOCK_H=var.block_h,
             BLOCK_N=var.block_n, BLOCK_C=LORA, BLOCK_R=ROPE, DOT_PRECISION="tf32", WIDE=compute_dtype(DTYPE, DTYPE),
             num_warps=var.num_warps, num_stages=var.num_stages)
-        _decode_stage2[(self.batch, HEADS)](
-            mid_o, mid_lse, self.seq_lens, self.out, self.out.stride(0), self.out.stride(1), var.min_chunk,
-            NUM_HEADS=HEADS, HEAD_DIM=LORA, MAX_SPLITS=s, BLOCK_S=next_power_of_2(s), BLOCK_N=var.block_n,
-            BLOCK_D=LORA, num_warps=4)
-        return self.out
+        return request_merge(mid_o, mid_lse, self.seq_lens, self.out, var.min_chunk, var.block_n, {})
 
     def check(self, var: Variant, rows: int = 8) -> float:
         """Max |err| of the first `rows` requests against float32 torch latent attention."""

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.decode_attention import decode_attention
 from tierlm.kernels.fused import qk_norm_rope, rmsnorm, silu_mul
+from tierlm.kernels.request_splits import choose_max_splits
 
 HIDDEN, HEADS, KV_HEADS, DIM, INTER = 1024, 16, 8, 128, 3072
 

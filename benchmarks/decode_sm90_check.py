@@ -19,7 +19,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from tierlm.kernels.balanced_splits import _merge_kernel, _plan_kernel
-from tierlm.kernels.decode_attention import _decode_stage1, _decode_stage2
+from tierlm.kernels.decode_attention import _decode_stage1
 from tierlm.kernels.decoupled_rope import _decoupled_rope_kernel
 from tierlm.kernels.fused_moe import _down_kernel, _gate_up_kernel
 from tierlm.kernels.longest_first import _longest_first_kernel
@@ -32,6 +32,7 @@ from tierlm.kernels.packed_tiles import _packed_tiles_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mul_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _pick_kernel
+from tierlm.kernels.request_splits import _request_merge_kernel
 from tierlm.kernels.skinny_gemm import _skinny_kernel
 from tierlm.kernels.step_metadata import _expand_kernel, _pad_inputs_kernel, _pad_mixed_kernel
 from tierlm.kernels.store_kv import _store_kv_kernel
@@ -124,7 +125,7 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
     out.append(("packed order table", _packed_tiles_kernel, dict(BLOCK_M=64, BLOCK_B=64, BLOCK_R=16),
                 {"qo_indptr": "*i32", "table": "*i32"}))
     for pdl in (False, True):
-        out.append((f"stage 2 pdl={pdl}", _decode_stage2, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
+        out.append((f"stage 2 pdl={pdl}", _request_merge_kernel, dict(NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64,
                                                               BLOCK_S=64, BLOCK_N=128, BLOCK_D=128, PDL=pdl), {}))
         out.append((f"rmsnorm pdl={pdl}", _rmsnorm_kernel, dict(HAS_RES=True, BLOCK=1024, PDL=pdl), {}))
         out.append((f"silu_mul pdl={pdl}", _silu_mul_kernel, dict(BLOCK=1024, PDL=pdl), {}))

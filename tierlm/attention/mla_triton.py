@@ -26,9 +26,9 @@ from tierlm.attention.base import ForwardBatch
 from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
 from tierlm.attention.mla_torch import MLATorchBackend
 from tierlm.attention.mla_up_proj import LatentForms, LatentUpProj
-from tierlm.kernels.decode_attention import choose_max_splits
 from tierlm.kernels.mla_decode import mla_decode
 from tierlm.kernels.mla_extend import MLAExtendConfig, mla_extend
+from tierlm.kernels.request_splits import choose_max_splits
 from tierlm.kvcache.pool import KVPool
 from tierlm.utils.triton_mode import compiled_on_gpu
 

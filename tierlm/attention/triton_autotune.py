@@ -15,9 +15,10 @@ from typing import Callable, Sequence
 import torch
 
 from tierlm.attention.triton_backend import TritonAttentionConfig
-from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.decode_attention import decode_attention
 from tierlm.kernels.pool_dtype import compute_dtype
 from tierlm.kernels.prebuild import prebuild
+from tierlm.kernels.request_splits import choose_max_splits
 
 logger = logging.getLogger(__name__)
 KERNEL = "triton_decode"

@@ -21,10 +21,11 @@ import torch
 from tierlm.attention.base import AttentionBackend, ForwardBatch
 from tierlm.attention.decode_scratch import DecodeMeta, DecodeScratch
 from tierlm.kernels.balanced_splits import BalancedPlan, balanced_plan, plan_sizes
-from tierlm.kernels.decode_attention import choose_max_splits, decode_attention
+from tierlm.kernels.decode_attention import decode_attention
 from tierlm.kernels.extend_attention import extend_attention
 from tierlm.kernels.launch import cdiv
 from tierlm.kernels.packed_tiles import packed_tiles
+from tierlm.kernels.request_splits import choose_max_splits
 from tierlm.kernels.rope_tile import QKRope, fusable
 from tierlm.kernels.store_kv import store_kv
 from tierlm.kvcache.pool import KVPool

@@ -3,12 +3,13 @@
 Stage 1, grid `(kv_head * head_blocks, batch, max_splits)`: each program takes the query heads of one KV
 group (so every K/V byte it loads serves the whole group) and one slice of the request's sequence, runs
 an online softmax over that slice and writes a normalised partial output plus its log-sum-exp (base 2).
-Stage 2, grid `(batch, head)`: merges the slices by their LSEs. With one slice per request (large batches)
-stage 1 writes the output itself and stage 2 is not launched.
+Stage 2 merges the slices by their LSEs. With one slice per request (large batches) stage 1 writes the output
+itself and stage 2 is not launched.
 
-How many slices a request gets is computed on the device from its length
-(`min(max_splits, ceil(seq_len / min_chunk))`), so the host only fixes `max_splits` (from the batch size)
-and the launch never depends on sequence lengths: a CUDA graph captured per batch size stays valid.
+The slices are cut by one of two rules: per request (`request_splits`: how many a request gets is computed on the
+device from its length, the host only fixes `max_splits` from the batch size) or by tokens across the batch
+(`balanced_splits`: a plan written once per step). Neither makes the launch depend on sequence lengths, so a CUDA
+graph captured per batch size stays valid.
 """
 from __future__ import annotations
 
@@ -24,19 +25,8 @@ from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
 from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pdl import launch_kwargs
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
+from tierlm.kernels.request_splits import merge as request_merge, split_range
 from tierlm.kernels.rope_tile import QKRope, fusable, load_rotated, rope_tables, weight_halves
-
-
-@triton.jit
-def _split_range(seq_len, split, min_chunk, MAX_SPLITS: tl.constexpr, BLOCK_N: tl.constexpr):
-    # Shared by both stages so they agree on which slices exist. Slices are whole BLOCK_N tiles, so with
-    # rounding the last few of a request may be empty (start >= seq_len): stage 1 writes nothing for
-    # them and stage 2 skips them.
-    num_splits = tl.maximum(tl.minimum(tl.cdiv(seq_len, min_chunk), MAX_SPLITS), 1)
-    chunk = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
-    start = split * chunk
-    end = tl.minimum(start + chunk, seq_len)
-    return num_splits, start, end
 
 
 @triton.jit
@@ -77,7 +67,7 @@ def _decode_stage1(
         seq_len = tl.load(seq_lens + b)
     else:
         seq_len = tl.load(seq_lens + b)
-        _, start, end = _split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
+        _, start, end = split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
     row = tl.load(req_rows + b).to(tl.int64)
     # the step's rows, lengths and request table are written before its first kernel, and the pool slots
     # read here hold earlier steps' K/V: the first tile's slots are read before the wait (`kernels.pdl`)
@@ -181,44 +171,6 @@ def _decode_stage1(
     tl.store(mid_lse + mid, m_i + tl.log2(l_safe), mask=valid)
 
 
-@triton.jit
-def _decode_stage2(
-    mid_o, mid_lse, seq_lens, out_ptr, stride_ob, stride_oh, min_chunk,
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr = False,
-):
-    b = tl.program_id(0)
-    h = tl.program_id(1)
-    seq_len = tl.load(seq_lens + b)  # written before the step: read before the wait
-    if PDL:
-        gdc_launch_dependents()
-        gdc_wait()
-    offs_s = tl.arange(0, BLOCK_S)
-    num_splits, start, _ = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
-    valid = (offs_s < num_splits) & (start < seq_len)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < HEAD_DIM
-    base = (b.to(tl.int64) * NUM_HEADS + h) * MAX_SPLITS
-    lse = tl.load(mid_lse + base + offs_s, mask=valid, other=float("-inf"))
-    m = tl.max(lse, axis=0)
-    w = tl.where(valid, tl.exp2(lse - m), 0.0)
-    o = tl.load(mid_o + (base + offs_s)[:, None] * HEAD_DIM + offs_d[None, :],
-                mask=valid[:, None] & mask_d[None, :], other=0.0)
-    denom = tl.sum(w, axis=0)
-    res = tl.sum(w[:, None] * o, axis=0) / tl.where(denom > 0, denom, 1.0)  # seq_len 0 -> zeros
-    tl.store(out_ptr + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d, res.to(out_ptr.dtype.element_ty),
-             mask=mask_d)
-
-
-def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: int = 4, cap: int = 64) -> int:
-    """KV splits per request so that stage 1 launches about `waves` programs per SM (a power of two).
-
-    Depends on the batch size only, so a CUDA graph captured for one batch size can be replayed.
-    """
-    want = cdiv(waves * num_sms, max(1, batch_size * num_kv_heads))
-    return max(1, min(cap, next_power_of_2(want)))
-
-
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
                      req_rows: torch.Tensor, seq_lens: torch.Tensor, out: torch.Tensor, mid_o: torch.Tensor,
                      mid_lse: torch.Tensor, sm_scale: float, *, min_chunk: int = 128, block_n: int = 128,
@@ -308,10 +260,4 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         return out
     if max_splits == 1:
         return out
-    _decode_stage2[(batch, num_heads)](
-        mid_o, mid_lse, seq_lens, out, out.stride(0), out.stride(1), min_chunk,
-        NUM_HEADS=num_heads, HEAD_DIM=head_dim, MAX_SPLITS=max_splits,
-        BLOCK_S=next_power_of_2(max_splits), BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=4 if head_dim >= 128 else 2, **pdl,
-    )
-    return out
+    return request_merge(mid_o, mid_lse, seq_lens, out, min_chunk, block_n, pdl)

@@ -20,10 +20,10 @@ import torch
 import triton
 import triton.language as tl
 
-from tierlm.kernels.decode_attention import _split_range
 from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.mla_tile import BOUNDED, latent_tile
 from tierlm.kernels.pool_dtype import compute_dtype, widen_q
+from tierlm.kernels.request_splits import split_range
 
 MERGE_D = 128  # latent columns per stage-2 program
 
@@ -48,7 +48,7 @@ def _mla_decode_stage1(
     mask_r = offs_r < ROPE
 
     seq_len = tl.load(seq_lens + b)
-    _, start, end = _split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
+    _, start, end = split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
     row = tl.load(req_rows + b).to(tl.int64)
 
     q_row = q_ptr + b.to(tl.int64) * stride_qb + heads[:, None] * stride_qh
@@ -80,7 +80,7 @@ def _mla_merge(mid_o, mid_lse, seq_lens, out_ptr, stride_ob, stride_oh, min_chun
     seq_len = tl.load(seq_lens + b)
     offs_s = tl.arange(0, BLOCK_S)
     # (the unused parts get names of their own: Triton refuses a loop-carried `_` that changes type)
-    num_splits, starts, _ends = _split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
+    num_splits, starts, _ends = split_range(seq_len, offs_s, min_chunk, MAX_SPLITS, BLOCK_N)
     base = (b.to(tl.int64) * NUM_HEADS + h) * MAX_SPLITS
     # empty slices (start past the sequence) were never written: weight 0, not read
     lse = tl.load(mid_lse + base + offs_s, mask=(offs_s < num_splits) & (starts < seq_len), other=float("-inf"))
@@ -90,7 +90,7 @@ def _mla_merge(mid_o, mid_lse, seq_lens, out_ptr, stride_ob, stride_oh, min_chun
     acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     denom = 0.0
     for s in range(0, num_splits):
-        _n, start, _end = _split_range(seq_len, s, min_chunk, MAX_SPLITS, BLOCK_N)
+        _n, start, _end = split_range(seq_len, s, min_chunk, MAX_SPLITS, BLOCK_N)
         if start < seq_len:
             w = tl.exp2(tl.load(mid_lse + base + s) - m)
             acc += w * tl.load(mid_o + (base + s) * LORA + offs_d, mask=mask_d, other=0.0)
