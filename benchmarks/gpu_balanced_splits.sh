@@ -6,11 +6,9 @@
 # `decode_balanced` = FROM (default 16) and 0 in turn on one cache root, ROUNDS (2) rounds after a first run that
 # fills it. Usage: [PARTS="kernel engine"] [SHAPES=...] bash benchmarks/gpu_balanced_splits.sh [OUTDIR]
 set -uo pipefail
-out=${1:-balanced-splits}
-mkdir -p "$out"
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$PWD/.cache-balanced}
-source "$(dirname "$0")/ab_helpers.sh"  # print_versions
-print_versions
+source "$(dirname "$0")/ab_helpers.sh"  # gpu_start
+gpu_start "${1:-balanced-splits}"  # sets out, here; PYTHONPATH
+export TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$here/.cache-balanced}
 shapes=${SHAPES:-1:4096,8:2048,64:1000,64:1000@1x32768,128:100-2048,256:500,256:100-2048,256:500@1x32768,256:500@8x8192}
 parts=${PARTS:-kernel}
 if [[ $parts == *kernel* ]]; then

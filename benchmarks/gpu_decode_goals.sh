@@ -10,11 +10,9 @@
 # and the stall probe. Usage: bash benchmarks/gpu_decode_goals.sh
 # [OUTDIR]
 set -uo pipefail
-out=${1:-decode-goals}
-mkdir -p "$out"
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$PWD/.cache-goals}
-source "$(dirname "$0")/ab_helpers.sh"  # print_versions
-print_versions
+source "$(dirname "$0")/ab_helpers.sh"  # gpu_start
+gpu_start "${1:-decode-goals}"  # sets out, here; PYTHONPATH
+export TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$here/.cache-goals}
 
 # the kernel tests build a few hundred variants: on 8 workers where pytest-xdist is installed (carry its wheel)
 workers=""
