@@ -195,7 +195,7 @@ def _cases() -> dict[str, CaseFn]:
         "balanced_plan": check_balanced_plan,
         # more slices than one merge step takes (16), and a plan that must double its chunk to fit
         "decode_balanced_one_request": dec(num_heads=4, num_kv_heads=1, head_dim=48, seqs=(400,), balanced=(40, 0),
-                                           min_chunk=4, block_n=8, fused_store=True, seed=17),
+                                           min_chunk=4, fused_store=True, seed=17),
         "decode_balanced_doubling": dec(num_heads=4, num_kv_heads=1, seqs=(65, 65, 65, 65, 200), balanced=(5, 1),
                                         seed=18),
         "decode_fused_store_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, fused_store=True, seed=9),

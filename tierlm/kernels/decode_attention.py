@@ -217,6 +217,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     if batch == 0:
         return out
     use_dot = group >= dot_min_group
+    assert block_n >= 16 or not use_dot, "tl.dot takes KV tiles of 16 tokens or more on the GPU"
     block_h = max(16, next_power_of_2(group)) if use_dot else next_power_of_2(group)
     block_h = min(block_h, 64)
     head_blocks = cdiv(group, block_h)
