@@ -46,3 +46,27 @@ def test_a_replay_reads_the_runners_static_rows_and_lengths_in_place():
     assert meta.req_rows.tolist() == list(range(8))
     tail = scratch.for_replay(rows[3:8], lens[3:8])
     assert tail.req_rows.data_ptr() % 16 == 0 and tail.req_rows.tolist() == list(range(3, 8))
+
+
+def test_a_step_gets_a_plan_and_its_rows_only_when_marked_balanced():
+    """The per-request launch reads its split count from the scratch's shape, so a step not marked balanced gets
+    exactly `splits(bs)` slots (and its order), a balanced one a plan and room for the plan's items."""
+    made = []
+
+    def plan(lens: torch.Tensor) -> str:
+        made.append(lens.shape[0])
+        return "plan"
+
+    scratch = DecodeScratch(heads=2, width=4, splits=lambda bs: 1, device=torch.device("cpu"), order_from=3,
+                            plan=plan, plan_rows=lambda bs: 3 * bs + 1)
+    lens = torch.tensor([5, 90, 7, 300, 7], dtype=torch.int32)
+    rows = torch.arange(5, dtype=torch.int32)
+    per_request = scratch.for_batch(rows, lens)
+    assert per_request.mid_o.shape == (5, 2, 1, 4) and per_request.plan is None and per_request.order is not None
+    balanced = scratch.for_batch(rows, lens, balanced=True)
+    assert balanced.mid_o.shape == (5, 2, 4, 4) and balanced.plan == "plan" and balanced.order is None
+    scratch.init_graph(8)
+    assert scratch.for_replay(rows, lens).mid_o.shape == (5, 2, 1, 4)
+    replay = scratch.for_replay(rows, lens, balanced=True)
+    assert replay.mid_o.shape == (5, 2, 4, 4) and replay.mid_lse.shape == (5, 2, 4) and replay.plan == "plan"
+    assert made == [5, 5]

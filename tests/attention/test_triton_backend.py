@@ -75,3 +75,29 @@ def test_decode_launch_follows_batch_size(monkeypatch: pytest.MonkeyPatch) -> No
         q = torch.zeros(size, 4, 32)
         backend._decode(q, None, None, torch.empty_like(q), meta)
     assert seen == [(1, 16, 2, 1), (3, 16, 2, 1), (4, 32, 4, 2), (7, 32, 4, 2)]
+
+
+def test_only_skewed_decode_steps_split_by_tokens() -> None:
+    """With the GPU's defaults, a decode step from `decode_balanced` requests on whose longest request is at least
+    `decode_skew` times the mean length takes the balanced launch (variant 1), any other step the per-request one;
+    every size from the threshold on has both launches (two captured graphs)."""
+    from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
+    from tierlm.kvcache.layout import KVLayout
+    from tierlm.kvcache.pool import KVPool
+
+    pool = KVPool(KVLayout.gqa(1, 2, 32, torch.float32), 8, 4, torch.device("cpu"))
+    cfg = TritonAttentionConfig()
+    assert (cfg.decode_balanced, cfg.decode_skew) == (16, 4)
+    backend = TritonBackend(pool, torch.zeros(8, 8, dtype=torch.int32), 4, 32, 32 ** -0.5, cfg)
+    assert backend.decode_variants(8) == (0,) and backend.decode_variants(16) == backend.decode_variants(256) == (0, 1)
+    one_long = [500] * 255 + [32768]
+    assert backend.decode_variant(one_long) == 1
+    assert backend.decode_variant([500] * 248 + [8192] * 8) == 1
+    assert backend.decode_variant([100 + 8 * i for i in range(256)]) == 0  # 100..2140: mildly mixed
+    assert backend.decode_variant([500] * 256) == 0
+    assert backend.decode_variant([500] * 14 + [32768]) == 0  # below the threshold's size
+    assert backend.decode_variant([100] * 15 + [499]) == 0  # the longest just under 4x the mean (124.9375)
+    assert backend.decode_variant([100] * 15 + [500]) == 1  # 4x the mean (125)
+    off = TritonBackend(pool, torch.zeros(8, 8, dtype=torch.int32), 4, 32, 32 ** -0.5,
+                        TritonAttentionConfig(decode_balanced=0))
+    assert off.decode_variants(256) == (0,) and off.decode_variant(one_long) == 0

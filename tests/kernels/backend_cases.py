@@ -40,7 +40,7 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
                   head_dim: int = 32, seed: int = 0, kv_dtype: torch.dtype | None = None,
                   balanced: int | None = None) -> None:
     """`balanced`: the Triton backend's `decode_balanced` (decode steps of at least that many requests split the
-    KV by tokens across the batch); None: the device's default."""
+    KV by tokens across the batch, here whatever their lengths); None: the device's default."""
     from dataclasses import replace
 
     from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
@@ -68,7 +68,7 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     scale = head_dim ** -0.5
     ref = TorchNativeBackend(pools[0], table, num_heads, head_dim, scale)
     cfg = TritonAttentionConfig.for_device(torch.device(device))
-    cfg = cfg if balanced is None else replace(cfg, decode_balanced=balanced)
+    cfg = cfg if balanced is None else replace(cfg, decode_balanced=balanced, decode_skew=1)
     tri = TritonBackend(pools[1], table, num_heads, head_dim, scale, cfg)
     tol = tolerance(dtype)
 
@@ -103,6 +103,9 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     seqs = [s + 1 for s in seqs]
     tri.init_graph_buffers(max_bs=8, max_len=max_len)
     padded = _batch("decode", table, rows + [6, 6], seqs + [0, 0], [1] * (len(rows) + 2))  # dummy row 6
+    padded.variant = tri.decode_variant(seqs)  # the graph runner's choice, from the real requests' lengths
+    if balanced is not None:
+        assert padded.variant == int(balanced > 0)
     step(padded, graph=True)
     seqs = [s + 1 for s in seqs]
     # a mixed step: prefill chunks first, then one-token requests (decodes), which take the decode kernel

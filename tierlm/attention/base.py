@@ -32,6 +32,7 @@ class ForwardBatch:
     prefix_lens_cpu: list[int]
     seq_lens_cpu: list[int]
     req_rows_cpu: list[int]
+    variant: int = 0  # decode: which of the backend's `decode_variants` a captured pass takes (the graph runner's)
 
     @property
     def batch_size(self) -> int:
@@ -55,7 +56,8 @@ class AttentionBackend(ABC):
 
     CUDA graphs: `supports_cuda_graph()` says whether decode passes of this backend may be captured; if so,
     `init_graph_buffers` runs once before any capture and `prepare_for_replay` replaces `prepare` for every
-    captured or replayed batch.
+    captured or replayed batch. A backend with several decode launches for one batch size names them in
+    `decode_variants` (each captured as a graph of its own) and picks one per step by `decode_variant`.
     """
 
     def __init__(self, pool: KVPool, req_to_token: torch.Tensor, num_heads: int, head_dim: int,
@@ -106,8 +108,19 @@ class AttentionBackend(ABC):
 
     @abstractmethod
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
-        """Decode metadata of a captured pass from `batch` (padded to a captured size). Its tensors are the graph
-        runner's static buffers, refreshed before every replay: the backend may read them in place."""
+        """Decode metadata of a captured pass from `batch` (padded to a captured size; `batch.variant` is the
+        launch it captures). Its tensors are the graph runner's static buffers, refreshed before every replay: the
+        backend may read them in place."""
+
+    def decode_variants(self, batch_size: int) -> tuple[int, ...]:
+        """The decode launches a step of this size may take (0: the backend's usual one), each captured as a graph
+        of its own; a backend with one launch per size keeps `(0,)`."""
+        return (0,)
+
+    def decode_variant(self, seq_lens: list[int]) -> int:
+        """Which of `decode_variants` a decode step with these lengths takes (the step's own, unpadded, on the
+        host: the choice costs no device read); `prepare` makes the same choice for an eager step."""
+        return 0
 
     def supports_mixed_graph(self) -> bool:
         """Whether whole mixed passes (prefill chunks, then decodes) through this backend can be captured."""

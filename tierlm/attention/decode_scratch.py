@@ -29,8 +29,8 @@ class DecodeScratch:
     size (a function of the size only). Batches of at least `order_from` requests (0: none) also get their
     longest-first order, computed on the device (one small sort per step, shared by every layer); `plan`, when
     given, makes a decode step's balanced plan from its lengths (None for sizes that keep the per-request split;
-    one launch per step, shared by every layer), a step with a plan needs no order, and `plan_rows(bs)` is the
-    work items (scratch rows) of a plan for that size (0: none)."""
+    one launch per step, shared by every layer) for a step the caller marks `balanced`, a step with a plan needs
+    no order, and `plan_rows(bs)` is the work items (scratch rows) of a plan for that size (0: none)."""
 
     def __init__(self, heads: int, width: int, splits: Callable[[int], int], device: torch.device,
                  order_from: int = 0,
@@ -41,44 +41,45 @@ class DecodeScratch:
         self.plan, self.plan_rows = plan, plan_rows
         self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def _step_splits(self, bs: int) -> int:
-        """Scratch slots per request of a decode step: its split count, or enough rows for its plan's items."""
-        return max(self.splits(bs), scratch_splits(bs, self.plan_rows(bs)))
+    def _step_splits(self, bs: int, balanced: bool) -> int:
+        """Scratch slots per request of a decode step: its split count, or enough rows for its plan's items (the
+        per-request launch reads its split count from the scratch's shape: it must be exact)."""
+        return max(self.splits(bs), scratch_splits(bs, self.plan_rows(bs))) if balanced else self.splits(bs)
 
-    def for_batch(self, req_rows: torch.Tensor, seq_lens: torch.Tensor, step: bool = False) -> DecodeMeta:
+    def for_batch(self, req_rows: torch.Tensor, seq_lens: torch.Tensor, balanced: bool = False) -> DecodeMeta:
         """Fresh scratch for an eager decode step (`req_rows`, `seq_lens` may be a mixed pass's tail: copied
-        when not 16-byte aligned, since Triton compiles a kernel again per alignment of a pointer). `step`: a
-        decode step of its own, which may get a balanced plan (a mixed pass's tail keeps the per-request split)."""
+        when not 16-byte aligned, since Triton compiles a kernel again per alignment of a pointer). `balanced`: the
+        step may get a balanced plan (a decode step of its own; a mixed pass's tail keeps the per-request split)."""
         req_rows, seq_lens = aligned(req_rows), aligned(seq_lens)
         bs = req_rows.shape[0]
-        s = self._step_splits(bs) if step else self.splits(bs)
+        s = self._step_splits(bs, balanced)
         f32 = dict(dtype=torch.float32, device=self.device)
         return DecodeMeta(req_rows, seq_lens, torch.empty(bs, self.heads, s, self.width, **f32),
-                          torch.empty(bs, self.heads, s, **f32), *self._order_or_plan(seq_lens, step))
+                          torch.empty(bs, self.heads, s, **f32), *self._order_or_plan(seq_lens, balanced))
 
     def init_graph(self, max_bs: int) -> None:
         """Static split scratch for every batch size up to `max_bs`."""
-        elems = max(bs * self._step_splits(bs) for bs in range(1, max_bs + 1)) * self.heads
+        elems = max(bs * self._step_splits(bs, True) for bs in range(1, max_bs + 1)) * self.heads
         f32 = dict(dtype=torch.float32, device=self.device)
         self._graph = (torch.empty(elems * self.width, **f32), torch.empty(elems, **f32))
 
-    def for_replay(self, req_rows: torch.Tensor, seq_lens: torch.Tensor) -> DecodeMeta:
+    def for_replay(self, req_rows: torch.Tensor, seq_lens: torch.Tensor, balanced: bool = False) -> DecodeMeta:
         """Views of the static split scratch sized by the (padded) batch. `req_rows` and `seq_lens` are the graph
         runner's static buffers, which it refreshes before every replay: the kernels read them in place (no copy
-        in the graph)."""
+        in the graph). `balanced` as `for_batch`'s."""
         assert self._graph is not None, "init_graph first; graphs are decode-only"
         mid_o, mid_lse = self._graph
         req_rows, seq_lens = aligned(req_rows), aligned(seq_lens)
         bs = req_rows.shape[0]
-        s = self._step_splits(bs)
+        s = self._step_splits(bs, balanced)
         n = bs * self.heads * s
         return DecodeMeta(req_rows, seq_lens, mid_o[:n * self.width].view(bs, self.heads, s, self.width),
-                          mid_lse[:n].view(bs, self.heads, s), *self._order_or_plan(seq_lens, True))
+                          mid_lse[:n].view(bs, self.heads, s), *self._order_or_plan(seq_lens, balanced))
 
-    def _order_or_plan(self, seq_lens: torch.Tensor, step: bool) -> tuple[Optional[torch.Tensor],
-                                                                            Optional[BalancedPlan]]:
-        # a function of the batch size only, so a captured graph keeps whichever it was captured with
-        plan = self.plan(seq_lens) if step and self.plan is not None else None
+    def _order_or_plan(self, seq_lens: torch.Tensor, balanced: bool) -> tuple[Optional[torch.Tensor],
+                                                                                Optional[BalancedPlan]]:
+        # a function of the batch size and `balanced` only, so a captured graph keeps whichever it was captured with
+        plan = self.plan(seq_lens) if balanced and self.plan is not None else None
         order = longest_first(seq_lens) if plan is None and 0 < self.order_from <= seq_lens.shape[0] else None
         return order, plan
 

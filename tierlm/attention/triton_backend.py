@@ -50,11 +50,14 @@ class TritonAttentionConfig:
     # per layer fewer (0: never). Off on the GPU: the engine gained or lost with it by the decode launch the tuner
     # picked, which times the kernel without it (docs/benchmarks.md, 2026-12-04, late); on under the interpreter
     decode_fused_rope: int = 0
-    # decode steps of at least this many requests split the KV by tokens across the batch
-    # (`kernels.balanced_splits`), so one long request does not hold the step (0: never). Off on the GPU until its
-    # plan version is measured there (docs/benchmarks.md, 2026-12-06); under the interpreter from 3 requests, so
-    # CPU engine tests run both it and, at 2, the longest-first order it replaces
-    decode_balanced: int = 0
+    # decode steps of at least this many requests whose longest request is at least `decode_skew` times their mean
+    # length split the KV by tokens across the batch (`kernels.balanced_splits`), so one long request does not
+    # hold the step (0: never); other steps keep the per-request split, which the kernel alone matched or beat on
+    # batches of equal or mildly mixed lengths (docs/benchmarks.md, 2026-12-06). Each captured size then has two
+    # decode graphs. Under the interpreter from 3 requests and any skew, so CPU engine tests run both it and, at 2,
+    # the longest-first order it replaces
+    decode_balanced: int = 16
+    decode_skew: int = 4
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     # (smallest batch, KV tile, warps, stages), ascending: decode steps of at least that many requests use that
@@ -70,7 +73,7 @@ class TritonAttentionConfig:
         if not compiled_on_gpu(device):
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
                        decode_num_stages=1, extend_num_stages=1, decode_longest_first=2,
-                       decode_fused_rope=1, decode_balanced=3)
+                       decode_fused_rope=1, decode_balanced=3, decode_skew=1)
         return cls()
 
     def decode_launch(self, batch_size: int) -> tuple[int, int, int]:
@@ -152,9 +155,18 @@ class TritonBackend(AttentionBackend):
     def _plan_rows(self, batch_size: int) -> int:
         return plan_sizes(batch_size, *self._plan_items(batch_size))[0] if self._balanced(batch_size) else 0
 
+    def decode_variants(self, batch_size: int) -> tuple[int, ...]:
+        """0: the KV split per request; 1: split by tokens across the batch (sizes from `decode_balanced`)."""
+        return (0, 1) if self._balanced(batch_size) else (0,)
+
+    def decode_variant(self, seq_lens: list[int]) -> int:
+        n = len(seq_lens)  # a skewed step: its longest request at least `decode_skew` times the mean length
+        return int(self._balanced(n) and max(seq_lens) * n >= self.config.decode_skew * sum(seq_lens))
+
     def prepare(self, batch: ForwardBatch) -> None:
         if batch.mode == "decode":
-            self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens, step=True)
+            balanced = self.decode_variant(batch.seq_lens_cpu) == 1
+            self._meta = self._scratch.for_batch(batch.req_rows, batch.seq_lens, balanced)
             return
         e = batch.num_multi_token
         decode = self._scratch.for_batch(batch.req_rows[e:], batch.seq_lens[e:]) if e < batch.batch_size else None
@@ -171,7 +183,7 @@ class TritonBackend(AttentionBackend):
     def prepare_for_replay(self, batch: ForwardBatch) -> None:
         """Point the decode metadata at `batch`'s static rows and lengths (already padded to the graph's size)."""
         assert batch.mode == "decode", "graphs are decode-only"
-        self._meta = self._scratch.for_replay(batch.req_rows, batch.seq_lens)
+        self._meta = self._scratch.for_replay(batch.req_rows, batch.seq_lens, batch.variant == 1)
 
     def supports_mixed_graph(self) -> bool:
         return True

@@ -5,8 +5,9 @@ host time than the device needs. Each captured graph reads only static buffers (
 sequence and prefix lengths, input ids, KV slots), so a step is: `stage` its values in one launch (the step's
 new request-table entries, then the rows, positions and lengths, padded with the dummy request, row `max_reqs`,
 position 0, length 1, which reads and writes only the scratch page, and each row's input id and slot read from
-the request tables), then `replay`. (`capture=False` runs the same padded passes eagerly, for tests without
-CUDA.)
+the request tables), then `replay`. A size the attention backend has several decode launches for
+(`decode_variants`) gets a graph per launch, and each step replays the one `decode_variant` picks from the step's
+lengths on the host. (`capture=False` runs the same padded passes eagerly, for tests without CUDA.)
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class DecodeGraphRunner:
         self.indptr = torch.arange(max_bs + 1, dtype=torch.int32, device=dev)
         attn.init_graph_buffers(max_bs, req_to_token.shape[1])
         self.sizes = batch_size_ladder(max_bs)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        # (size, the backend's decode variant) -> graph and its output
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         from tierlm.kernels.step_metadata import pad_decode_launch
 
         self._pad_launch = pad_decode_launch(dev)  # `stage`'s launch, every decode step
@@ -57,25 +59,27 @@ class DecodeGraphRunner:
         t0 = time.perf_counter()
         pool = torch.cuda.graph_pool_handle()
         with torch.inference_mode():
-            for bs in reversed(self.sizes):  # largest first: smaller graphs reuse its memory pool
+            # largest first: smaller graphs reuse its memory pool
+            for bs, variant in [(bs, v) for bs in reversed(self.sizes) for v in attn.decode_variants(bs)]:
                 stream = torch.cuda.Stream()
                 stream.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(stream):
-                    self._forward(bs)  # warm-up: Triton compiles/autotunes outside the capture
+                    self._forward(bs, variant)  # warm-up: Triton compiles/autotunes outside the capture
                 torch.cuda.current_stream().wait_stream(stream)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool):
-                    out = self._forward(bs)
-                self.graphs[bs] = (graph, out)
+                    out = self._forward(bs, variant)
+                self.graphs[bs, variant] = (graph, out)
         torch.cuda.synchronize()
-        logger.info("captured %d decode CUDA graphs (batch sizes 1..%d) in %.1f s", len(self.sizes), max_bs,
+        logger.info("captured %d decode CUDA graphs (batch sizes 1..%d) in %.1f s", len(self.graphs), max_bs,
                     time.perf_counter() - t0)
 
-    def _forward(self, bs: int) -> torch.Tensor:
+    def _forward(self, bs: int, variant: int) -> torch.Tensor:
         rows, pos, seq = self.rows[:bs], self.positions[:bs], self.seq_lens[:bs]
         batch = ForwardBatch(mode="decode", input_ids=self.ids[:bs], positions=pos, out_loc=self.out_loc[:bs],
                              req_rows=rows, prefix_lens=self.prefix[:bs], seq_lens=seq, qo_indptr=self.indptr[:bs + 1],
-                             extend_lens_cpu=[1] * bs, prefix_lens_cpu=[], seq_lens_cpu=[], req_rows_cpu=[])
+                             extend_lens_cpu=[1] * bs, prefix_lens_cpu=[], seq_lens_cpu=[], req_rows_cpu=[],
+                             variant=variant)
         self.attn.prepare_for_replay(batch)
         return self.model.compute_logits(self.model(batch, self.attn))
 
@@ -102,9 +106,11 @@ class DecodeGraphRunner:
         """Logits `[B, vocab]` of a decode batch `stage`d before (valid until the next replay)."""
         n = batch.batch_size
         bs = next(s for s in self.sizes if s >= n)
+        variant = self.attn.decode_variant(batch.seq_lens_cpu)
+        variant = variant if variant in self.attn.decode_variants(bs) else 0
         if not self.capture:
             with torch.inference_mode():
-                return self._forward(bs)[:n]
-        graph, out = self.graphs[bs]
+                return self._forward(bs, variant)[:n]
+        graph, out = self.graphs[bs, variant]
         graph.replay()
         return out[:n]
