@@ -80,3 +80,27 @@ def test_offline_table_names_kernels_compiled_in_the_run():
     assert "compiled during the run" not in offline.format_table(r)
     t["new_kernels"] = 2
     assert "2 kernel(s) compiled during the run" in offline.format_table(r)
+
+
+def test_offline_long_prompts_replace_the_first_requests_only():
+    base = offline.Workload.make(6, (5, 12), (3, 8), 500, 0)
+    work = base.with_long(2, 40, 8, 500, 0)
+    assert [len(p) for p in work.prompts[:2]] == [40, 40] and work.output_lens[:2] == [8, 8]
+    assert work.prompts[2:] == base.prompts[2:] and work.output_lens[2:] == base.output_lens[2:]
+    assert work.prompts[0] != work.prompts[1] and all(0 <= t < 500 for t in work.prompts[0])
+    assert len(base.with_long(9, 3, 8, 500, 0).prompts) == 6  # no more long ones than requests
+
+
+def test_offline_bench_with_a_long_prompt(tiny_qwen3, capsys):
+    rc = main(["bench", "offline", "--model", str(tiny_qwen3), "--load-format", "auto", "--device", "cpu",
+               "--dtype", "float32", "--kv-cache-gb", "0.01", "--page-size", "4", "--num-requests", "4",
+               "--input-len", "5", "12", "--output-len", "3", "6", "--long-prompts", "1", "120", "--json"])
+    assert rc == 0
+    t = json.loads(capsys.readouterr().out)["tierlm"]
+    vocab = json.loads((tiny_qwen3 / "config.json").read_text())["vocab_size"]
+    assert t["output_tokens"] == 6 + sum(offline.Workload.make(4, (5, 12), (3, 6), vocab, 0).output_lens[1:])
+
+
+def test_offline_bench_bad_long_prompts(capsys):
+    assert main(["bench", "offline", "--long-prompts", "1", "0"]) == 2
+    assert "--long-prompts" in capsys.readouterr().err

@@ -35,6 +35,14 @@ class Workload:
         prompts = [[rng.randint(0, id_max) for _ in range(rng.randint(*in_range))] for _ in range(n)]
         return Workload(prompts, [rng.randint(*out_range) for _ in range(n)])
 
+    def with_long(self, n: int, length: int, output_len: int, vocab: int, seed: int) -> "Workload":
+        """This workload with its first `n` requests' prompts `length` tokens long and their outputs `output_len`:
+        a few long conversations among many short ones (the others unchanged)."""
+        rng = random.Random(seed + 1)
+        id_max = min(vocab, 10000) - 1
+        long = [[rng.randint(0, id_max) for _ in range(length)] for _ in range(min(n, len(self.prompts)))]
+        return Workload(long + self.prompts[len(long):], [output_len] * len(long) + self.output_lens[len(long):])
+
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
     """p50, p99, mean and max of `values` (NaN for each when there are none)."""
@@ -124,6 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Prompt length range, uniform (default: 100 1024).")
     g.add_argument("--output-len", type=int, nargs=2, default=(100, 1024), metavar=("MIN", "MAX"),
                    help="Output length range, uniform (default: 100 1024).")
+    g.add_argument("--long-prompts", type=int, nargs=2, default=(0, 0), metavar=("N", "LEN"),
+                   help="The first N requests get prompts of LEN tokens and the longest output of --output-len: a "
+                        "few long conversations among short ones (default: none).")
     g.add_argument("--workload-seed", type=int, default=0, help="Seed of the workload (default: 0).")
     g.add_argument("--temperature", type=float, default=0.6, help="Sampling temperature (default: 0.6).")
     g.add_argument("--compare", choices=("hf",), help="Also run Hugging Face transformers and print the ratio.")
@@ -140,11 +151,15 @@ def run(args: argparse.Namespace) -> int:
 
     lo, hi = args.input_len
     olo, ohi = args.output_len
+    n_long, long_len = args.long_prompts
     if args.num_requests < 1 or not (1 <= lo <= hi) or not (1 <= olo <= ohi):
         raise CLIError("--num-requests, --input-len and --output-len must be positive with MIN <= MAX")
+    if n_long < 0 or (n_long and long_len < 1):
+        raise CLIError("--long-prompts N LEN: N must be 0 or more and LEN positive")
     config = config_from_args(args)
-    if config.max_model_len is not None and hi + ohi > config.max_model_len:
-        config = config.replace(max_model_len=hi + ohi)
+    longest = max(hi, long_len if n_long else 0) + ohi
+    if config.max_model_len is not None and longest > config.max_model_len:
+        config = config.replace(max_model_len=longest)
     t0 = time.perf_counter()
     try:
         engine = Engine(config)
@@ -153,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     construct_s = time.perf_counter() - t0
     warm = run_engine(engine, Workload.make(1, (16, 16), (2, 2), engine.model_config.vocab_size, 1), 0.0, False)
     work = Workload.make(args.num_requests, (lo, hi), (olo, ohi), engine.model_config.vocab_size, args.workload_seed)
+    if n_long:
+        work = work.with_long(n_long, long_len, ohi, engine.model_config.vocab_size, args.workload_seed)
     kernels = compiled_artifacts()
     result = {"model": config.model, "device": str(engine.device), "dtype": str(engine.worker.runner.dtype),
               "startup": {"construct_s": construct_s, "first_token_s": construct_s + warm["ttft_s"]["p50"]},
