@@ -29,6 +29,7 @@ if [[ $parts == *engine* ]]; then
     timeout "${RUN_TIMEOUT:-150}" python3 benchmarks/with_attention_config.py "decode_balanced=$setting" -m tierlm \
       bench offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json "$@" \
       > "$out/$tag.json" 2> "$out/$tag.err" || { echo "$tag failed"; tail -3 "$out/$tag.err"; }
+    python3 benchmarks/offline_summary.py "$out/$tag.json"  # as it comes: a run cut short keeps what it printed
   }
   from=${FROM:-16}
   run "$from" cold
@@ -40,5 +41,4 @@ if [[ $parts == *engine* ]]; then
   for setting in "$from" 0; do
     run "$setting" "b1-balanced$setting" --num-requests 1 --input-len 128 128 --output-len 512 512
   done
-  PYTHONPATH=$PWD python3 benchmarks/offline_summary.py "$out"/*.json 2>/dev/null || ls "$out"
 fi
