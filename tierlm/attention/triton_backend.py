@@ -52,10 +52,10 @@ class TritonAttentionConfig:
     decode_fused_rope: int = 0
     # decode steps of at least this many requests whose longest request is at least `decode_skew` times their mean
     # length split the KV by tokens across the batch (`kernels.balanced_splits`), so one long request does not
-    # hold the step (0: never); other steps keep the per-request split, which the kernel alone matched or beat on
-    # batches of equal or mildly mixed lengths (docs/benchmarks.md, 2026-12-06). Each captured size then has two
-    # decode graphs. Under the interpreter from 3 requests and any skew, so CPU engine tests run both it and, at 2,
-    # the longest-first order it replaces
+    # hold the step (0: never); other steps keep the per-request split: on equal or mildly mixed lengths the plan's
+    # own launches cost the engine more than its balance wins (docs/benchmarks.md, 2026-12-06). The graph runner
+    # captures it at some sizes (`engine.cuda_graph`). Under the interpreter from 3 requests and any skew, so CPU
+    # engine tests run both it and, at 2, the longest-first order it replaces
     decode_balanced: int = 16
     decode_skew: int = 4
     decode_num_warps: int = 4

@@ -5,9 +5,11 @@ host time than the device needs. Each captured graph reads only static buffers (
 sequence and prefix lengths, input ids, KV slots), so a step is: `stage` its values in one launch (the step's
 new request-table entries, then the rows, positions and lengths, padded with the dummy request, row `max_reqs`,
 position 0, length 1, which reads and writes only the scratch page, and each row's input id and slot read from
-the request tables), then `replay`. A size the attention backend has several decode launches for
-(`decode_variants`) gets a graph per launch, and each step replays the one `decode_variant` picks from the step's
-lengths on the host. (`capture=False` runs the same padded passes eagerly, for tests without CUDA.)
+the request tables), then `replay`. Where the attention backend has other decode launches than its usual one
+(`decode_variants`), they are captured at every `VARIANT_STRIDE`-th size of the ladder that has them and at the
+largest (a few graphs more, not a second ladder); a step takes the one `decode_variant` picks from its lengths on
+the host, padded to the next size captured with it. (`capture=False` runs the same padded passes eagerly, for
+tests without CUDA.)
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import torch
 from tierlm.attention.base import ForwardBatch
 
 logger = logging.getLogger(__name__)
+
+VARIANT_STRIDE = 4  # a backend's other decode launches are captured at every 4th size of the ladder (every 32)
 
 
 def batch_size_ladder(max_bs: int) -> list[int]:
@@ -49,7 +53,10 @@ class DecodeGraphRunner:
         self.indptr = torch.arange(max_bs + 1, dtype=torch.int32, device=dev)
         attn.init_graph_buffers(max_bs, req_to_token.shape[1])
         self.sizes = batch_size_ladder(max_bs)
-        # (size, the backend's decode variant) -> graph and its output
+        self.captures = self._captures()  # (size, the backend's decode variant), ascending by size
+        # per variant, the captured size a step of n requests pads to (index n; None: no size holds it)
+        self._pads = {v: [next((s for s, c in self.captures if c == v and s >= n), None) for n in range(max_bs + 1)]
+                      for v in {c for _, c in self.captures}}
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         from tierlm.kernels.step_metadata import pad_decode_launch
 
@@ -59,8 +66,7 @@ class DecodeGraphRunner:
         t0 = time.perf_counter()
         pool = torch.cuda.graph_pool_handle()
         with torch.inference_mode():
-            # largest first: smaller graphs reuse its memory pool
-            for bs, variant in [(bs, v) for bs in reversed(self.sizes) for v in attn.decode_variants(bs)]:
+            for bs, variant in reversed(self.captures):  # largest first: smaller graphs reuse its memory pool
                 stream = torch.cuda.Stream()
                 stream.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(stream):
@@ -73,6 +79,25 @@ class DecodeGraphRunner:
         torch.cuda.synchronize()
         logger.info("captured %d decode CUDA graphs (batch sizes 1..%d) in %.1f s", len(self.graphs), max_bs,
                     time.perf_counter() - t0)
+
+    def _captures(self) -> list[tuple[int, int]]:
+        """Variant 0 at every size of the ladder; another at every `VARIANT_STRIDE`-th size that has it, and the
+        largest."""
+        out = set()
+        for v in {v for s in self.sizes for v in self.attn.decode_variants(s)}:
+            have = [s for s in self.sizes if v in self.attn.decode_variants(s)]
+            out.update((s, v) for s in (have if v == 0 else have[::VARIANT_STRIDE] + have[-1:]))
+        return sorted(out)
+
+    def variant_for(self, seq_lens: list[int]) -> int:
+        """The decode variant a step with these lengths (on the host) replays: the backend's choice, or 0 where no
+        size that holds the step was captured with it."""
+        v = self.attn.decode_variant(seq_lens)
+        return v if v and v in self._pads and self._pads[v][len(seq_lens)] is not None else 0
+
+    def padded_size(self, n: int, variant: int) -> int:
+        """The captured size a step of `n` requests taking `variant` pads to."""
+        return self._pads[variant][n]
 
     def _forward(self, bs: int, variant: int) -> torch.Tensor:
         rows, pos, seq = self.rows[:bs], self.positions[:bs], self.seq_lens[:bs]
@@ -91,23 +116,23 @@ class DecodeGraphRunner:
         return batch.mode == "decode" and self.fits(batch.batch_size)
 
     def stage(self, rows: torch.Tensor, positions: torch.Tensor, seq_lens: torch.Tensor,
-              writes: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
-        """Load a decode batch into the static buffers of the graph that serves its size, in one launch: the step's
-        new request-table entries (`writes`: rows, positions, slots) first, then the rows, positions and lengths
-        copied and padded with the dummy request, and each row's input id and KV slot read from the tables."""
+              writes: tuple[torch.Tensor, torch.Tensor, torch.Tensor], variant: int = 0) -> None:
+        """Load a decode batch into the static buffers of the graph that serves its size and `variant` (as
+        `variant_for` chose it), in one launch: the step's new request-table entries (`writes`: rows, positions,
+        slots) first, then the rows, positions and lengths copied and padded with the dummy request, and each row's
+        input id and KV slot read from the tables."""
         from tierlm.kernels.step_metadata import pad_decode_inputs
 
-        bs = next(s for s in self.sizes if s >= rows.numel())
+        bs = self.padded_size(rows.numel(), variant)
         pad_decode_inputs((rows, positions, seq_lens),
                           (self.rows, self.positions, self.seq_lens, self.ids, self.out_loc, self.prefix),
                           self.req_to_token, self.token_ids, bs, self.dummy_row, writes, self._pad_launch)
 
     def replay(self, batch: ForwardBatch) -> torch.Tensor:
-        """Logits `[B, vocab]` of a decode batch `stage`d before (valid until the next replay)."""
-        n = batch.batch_size
-        bs = next(s for s in self.sizes if s >= n)
-        variant = self.attn.decode_variant(batch.seq_lens_cpu)
-        variant = variant if variant in self.attn.decode_variants(bs) else 0
+        """Logits `[B, vocab]` of a decode batch `stage`d before with `batch.variant` (valid until the next
+        replay)."""
+        n, variant = batch.batch_size, batch.variant
+        bs = self.padded_size(n, variant)
         if not self.capture:
             with torch.inference_mode():
                 return self._forward(bs, variant)[:n]

@@ -230,10 +230,12 @@ class ModelRunner:
             qo = take(B + 1)
             sites = SampleSites(take(S), take(S), take(S), S)  # int32 as uploaded: their users take it
             ids = take(T)
+        variant = 0  # which of the attention backend's decode launches a replayed step takes
         if decode and self.graphs is not None and self.graphs.fits(B):
             # one launch loads the graph's buffers: the new table entries, then the rows, positions and lengths,
             # each row's input and slot read from the tables; the pass needs no other tensor
-            self.graphs.stage(req_rows, prefix_t, seq_t, (m_rows, m_pos, m_slots))
+            variant = self.graphs.variant_for(seqs)
+            self.graphs.stage(req_rows, prefix_t, seq_t, (m_rows, m_pos, m_slots), variant)
             pos, input_ids = prefix_t, prefix_t[:0]
             out_loc = input_ids
         else:
@@ -243,7 +245,8 @@ class ModelRunner:
         batch = ForwardBatch(mode=plan.mode, input_ids=input_ids, positions=pos,
                              out_loc=out_loc, req_rows=req_rows, prefix_lens=prefix_t,
                              seq_lens=seq_t, qo_indptr=qo, extend_lens_cpu=list(extend_lens),
-                             prefix_lens_cpu=list(prefix), seq_lens_cpu=seqs, req_rows_cpu=list(rows))
+                             prefix_lens_cpu=list(prefix), seq_lens_cpu=seqs, req_rows_cpu=list(rows),
+                             variant=variant)
         return batch, sites
 
     def _counting(self, n: int) -> torch.Tensor:
