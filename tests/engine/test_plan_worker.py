@@ -110,8 +110,12 @@ def test_replayed_decode_pass_uploads_only_what_its_graph_reads(tiny_qwen3):
         def fits(batch_size):
             return batch_size <= 8
 
-        def stage(self, rows, positions, seq_lens, writes):
-            self.staged.append([t.tolist() for t in (rows, positions, seq_lens, *writes)])
+        @staticmethod
+        def variant_for(seq_lens):  # the attention launch the step takes, chosen before its buffers are loaded
+            return 3 if seq_lens == [5, 3] else 0
+
+        def stage(self, rows, positions, seq_lens, writes, variant):
+            self.staged.append([t.tolist() for t in (rows, positions, seq_lens, *writes)] + [variant])
 
     runner.graphs = graphs = Graphs()
     plan.table_rows, plan.table_positions, plan.table_slots = [2], [2], [13]  # request 2's token starts a page
@@ -119,4 +123,5 @@ def test_replayed_decode_pass_uploads_only_what_its_graph_reads(tiny_qwen3):
     assert batch.req_rows.tolist() == [1, 2] and batch.positions.tolist() == [4, 2]
     assert batch.seq_lens.tolist() == [5, 3] and batch.input_ids.numel() == batch.out_loc.numel() == 0
     # the graph's launch gets the new page's entry to write before it reads the slots; the table is not written here
-    assert graphs.staged == [[[1, 2], [4, 2], [5, 3], [2], [2], [13]]] and int(tables.table[2, 2]) == 7
+    assert graphs.staged == [[[1, 2], [4, 2], [5, 3], [2], [2], [13], 3]] and int(tables.table[2, 2]) == 7
+    assert batch.variant == 3  # the replay takes the launch the buffers were loaded for
