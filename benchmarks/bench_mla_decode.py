@@ -19,6 +19,7 @@ import torch
 import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
+from benchmarks.attention_cases import copy_bandwidth
 from tierlm.kernels.mla_decode import _mla_decode_stage1, mla_decode
 from tierlm.kernels.pool_dtype import compute_dtype
 from tierlm.kernels.request_splits import choose_max_splits, merge as request_merge
@@ -45,13 +46,6 @@ class Variant:
     def label(self) -> str:
         return f"n{self.block_n} h{self.block_h} w{self.num_warps} s{self.num_stages} waves{self.waves} " \
                f"mc{self.min_chunk}" + (" gqa-merge" if self.gqa_merge else "")
-
-
-def copy_bandwidth() -> float:
-    src = torch.empty(2**30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src), return_mode="median")
-    return 2 * src.numel() / ms / 1e6  # GB/s, bytes read + written
 
 
 class Case:
