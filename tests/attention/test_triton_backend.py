@@ -80,7 +80,7 @@ def test_decode_launch_follows_batch_size(monkeypatch: pytest.MonkeyPatch) -> No
 def test_only_skewed_decode_steps_split_by_tokens() -> None:
     """With the GPU's defaults, a decode step from `decode_balanced` requests on whose longest request is at least
     `decode_skew` times the mean length takes the balanced launch (variant 1), any other step the per-request one;
-    every size from the threshold on has both launches (two captured graphs)."""
+    every size from the threshold on offers both launches (the graph runner captures the second at some sizes)."""
     from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
     from tierlm.kvcache.layout import KVLayout
     from tierlm.kvcache.pool import KVPool
