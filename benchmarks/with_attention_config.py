@@ -1,12 +1,14 @@
 """Run a benchmark with some of the Triton attention backend's launch parameters changed
-(`TritonAttentionConfig` fields, e.g. `decode_waves=8`): does the engine gain what `bench_attention.py` shows
-for the kernel alone? Fields the start-up tuning chooses (KV tile, warps, stages) are overwritten by it.
+(`TritonAttentionConfig` fields as Python literals, e.g. `decode_waves=8` or `decode_skew="((0, 4.0),)"`): does
+the engine gain what `bench_attention.py` shows for the kernel alone? Fields the start-up tuning chooses (KV
+tile, warps, stages) are overwritten by it.
 
 Usage: `PYTHONPATH=. python benchmarks/with_attention_config.py FIELD=VALUE [...] -m tierlm bench offline [ARGS]`
 (or a script path instead of `-m MODULE`).
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import runpy
 import sys
@@ -19,7 +21,7 @@ def main() -> None:
     changes = {}
     while args and "=" in args[0]:
         key, _, value = args.pop(0).partition("=")
-        changes[key] = int(value)
+        changes[key] = ast.literal_eval(value)
     if not changes or not args:
         raise SystemExit(__doc__)
     cls = triton_backend.TritonAttentionConfig

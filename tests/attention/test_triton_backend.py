@@ -79,15 +79,17 @@ def test_decode_launch_follows_batch_size(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_only_skewed_decode_steps_split_by_tokens() -> None:
     """With the GPU's defaults, a decode step from `decode_balanced` requests on whose longest request is at least
-    `decode_skew` times the mean length takes the balanced launch (variant 1), any other step the per-request one;
-    every size from the threshold on offers both launches (the graph runner captures the second at some sizes)."""
+    its size's `decode_skew` times the mean length (2.5 below 64 requests, 3 below 128, then 4) takes the balanced
+    launch (variant 1), any other step the per-request one; every size from the threshold on offers both launches
+    (the graph runner captures the second at some sizes)."""
     from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
     from tierlm.kvcache.layout import KVLayout
     from tierlm.kvcache.pool import KVPool
 
     pool = KVPool(KVLayout.gqa(1, 2, 32, torch.float32), 8, 4, torch.device("cpu"))
     cfg = TritonAttentionConfig()
-    assert (cfg.decode_balanced, cfg.decode_skew) == (16, 4)
+    assert cfg.decode_balanced == 16
+    assert [cfg.skew_threshold(n) for n in (15, 16, 63, 64, 127, 128, 256)] == [float("inf"), 2.5, 2.5, 3, 3, 4, 4]
     backend = TritonBackend(pool, torch.zeros(8, 8, dtype=torch.int32), 4, 32, 32 ** -0.5, cfg)
     assert backend.decode_variants(8) == (0,) and backend.decode_variants(16) == backend.decode_variants(256) == (0, 1)
     one_long = [500] * 255 + [32768]
@@ -96,8 +98,12 @@ def test_only_skewed_decode_steps_split_by_tokens() -> None:
     assert backend.decode_variant([100 + 8 * i for i in range(256)]) == 0  # 100..2140: mildly mixed
     assert backend.decode_variant([500] * 256) == 0
     assert backend.decode_variant([500] * 14 + [32768]) == 0  # below the threshold's size
-    assert backend.decode_variant([100] * 15 + [499]) == 0  # the longest just under 4x the mean (124.9375)
-    assert backend.decode_variant([100] * 15 + [500]) == 1  # 4x the mean (125)
+    # each size's boundary: the longest at exactly its threshold times the mean takes the plan, one token less not
+    for n, ratio in ((16, 2.5), (40, 2.5), (64, 3), (100, 3), (128, 4), (256, 4)):
+        short, longest = round(20 * (n - ratio)), round(20 * ratio * (n - 1))  # longest == ratio * mean exactly
+        assert longest * n == ratio * (short * (n - 1) + longest), (n, ratio)
+        assert backend.decode_variant([short] * (n - 1) + [longest]) == 1, (n, ratio)
+        assert backend.decode_variant([short] * (n - 1) + [longest - 1]) == 0, (n, ratio)
     off = TritonBackend(pool, torch.zeros(8, 8, dtype=torch.int32), 4, 32, 32 ** -0.5,
                         TritonAttentionConfig(decode_balanced=0))
     assert off.decode_variants(256) == (0,) and off.decode_variant(one_long) == 0

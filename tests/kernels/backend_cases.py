@@ -68,7 +68,7 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     scale = head_dim ** -0.5
     ref = TorchNativeBackend(pools[0], table, num_heads, head_dim, scale)
     cfg = TritonAttentionConfig.for_device(torch.device(device))
-    cfg = cfg if balanced is None else replace(cfg, decode_balanced=balanced, decode_skew=1)
+    cfg = cfg if balanced is None else replace(cfg, decode_balanced=balanced, decode_skew=((0, 1.0),))
     tri = TritonBackend(pools[1], table, num_heads, head_dim, scale, cfg)
     tol = tolerance(dtype)
 

@@ -57,7 +57,11 @@ class TritonAttentionConfig:
     # captures it at some sizes (`engine.cuda_graph`). Under the interpreter from 3 requests and any skew, so CPU
     # engine tests run both it and, at 2, the longest-first order it replaces
     decode_balanced: int = 16
-    decode_skew: int = 4
+    # (smallest batch, longest / mean length), ascending: the skew from which a step of that many requests or more
+    # takes the split by tokens. Few requests split each one into many slices, so a long one's slices hold the step
+    # at milder skew than at 128+, where each request is one slice among many waves (the kernel's sweep on an H100,
+    # docs/benchmarks.md, 2026-12-06, eighteenth stop)
+    decode_skew: tuple[tuple[int, float], ...] = ((0, 2.5), (64, 3.0), (128, 4.0))
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     # (smallest batch, KV tile, warps, stages), ascending: decode steps of at least that many requests use that
@@ -73,7 +77,7 @@ class TritonAttentionConfig:
         if not compiled_on_gpu(device):
             return cls(decode_block_n=16, decode_min_chunk=16, extend_block_m=16, extend_block_n=16,
                        decode_num_stages=1, extend_num_stages=1, decode_longest_first=2,
-                       decode_fused_rope=1, decode_balanced=3, decode_skew=1)
+                       decode_fused_rope=1, decode_balanced=3, decode_skew=((0, 1.0),))
         return cls()
 
     def decode_launch(self, batch_size: int) -> tuple[int, int, int]:
@@ -84,6 +88,15 @@ class TritonAttentionConfig:
             if batch_size >= min_batch:
                 launch = (block_n, warps, stages)
         return launch
+
+    def skew_threshold(self, batch_size: int) -> float:
+        """The longest / mean length from which a decode step of `batch_size` requests splits the KV by tokens
+        (infinite: never at this size)."""
+        threshold = float("inf")
+        for min_batch, ratio in self.decode_skew:
+            if batch_size >= min_batch:
+                threshold = ratio
+        return threshold if 0 < self.decode_balanced <= batch_size else float("inf")
 
 
 @dataclass
@@ -160,8 +173,8 @@ class TritonBackend(AttentionBackend):
         return (0, 1) if self._balanced(batch_size) else (0,)
 
     def decode_variant(self, seq_lens: list[int]) -> int:
-        n = len(seq_lens)  # a skewed step: its longest request at least `decode_skew` times the mean length
-        return int(self._balanced(n) and max(seq_lens) * n >= self.config.decode_skew * sum(seq_lens))
+        n = len(seq_lens)  # a skewed step: its longest request at least the size's threshold times the mean length
+        return int(n > 0 and max(seq_lens) * n >= self.config.skew_threshold(n) * sum(seq_lens))
 
     def prepare(self, batch: ForwardBatch) -> None:
         if batch.mode == "decode":
