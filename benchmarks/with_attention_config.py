@@ -1,7 +1,8 @@
 """Run a benchmark with some of the Triton attention backend's launch parameters changed
 (`TritonAttentionConfig` fields as Python literals, e.g. `decode_waves=8` or `decode_skew="((0, 4.0),)"`): does
 the engine gain what `bench_attention.py` shows for the kernel alone? Fields the start-up tuning chooses (KV
-tile, warps, stages) are overwritten by it.
+tile, warps, stages) are overwritten by it. A dotted name sets a module's constant instead (e.g.
+`tierlm.engine.cuda_graph.VARIANT_STRIDE=1`).
 
 Usage: `PYTHONPATH=. python benchmarks/with_attention_config.py FIELD=VALUE [...] -m tierlm bench offline [ARGS]`
 (or a script path instead of `-m MODULE`).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import runpy
 import sys
 
@@ -24,6 +26,12 @@ def main() -> None:
         changes[key] = ast.literal_eval(value)
     if not changes or not args:
         raise SystemExit(__doc__)
+    for key in [k for k in changes if "." in k]:  # a module constant, e.g. tierlm.engine.cuda_graph.VARIANT_STRIDE
+        module, _, name = key.rpartition(".")
+        target = importlib.import_module(module)
+        if not hasattr(target, name):
+            raise SystemExit(f"{module} has no {name}")
+        setattr(target, name, changes.pop(key))
     cls = triton_backend.TritonAttentionConfig
     fields = {f.name for f in dataclasses.fields(cls)}
     if not changes.keys() <= fields:
