@@ -37,13 +37,18 @@ PLANS = "none,qkv>o:16,qkv>o:32,qkv>o:32+o>gu:16,qkv>o:32+o>gu:16+down>qkv:16"
 
 
 @triton.jit
-def _bulk_prefetch_kernel(src, nbytes, CHUNK: tl.constexpr, BLOCK: tl.constexpr, WAIT: tl.constexpr,
-                          PDL: tl.constexpr):
-    """Ask L2 for bytes [0, nbytes) of `src` (bytes), CHUNK bytes per bulk prefetch, BLOCK per program."""
+def _enter(PDL: tl.constexpr):
+    """Under PDL, let the next kernel start, then wait for the one before (a prefetch in the chain must not
+    compete with the linear it follows)."""
     if PDL:
         gdc_launch_dependents()
-        if WAIT:
-            gdc_wait()
+        gdc_wait()
+
+
+@triton.jit
+def _bulk_prefetch_kernel(src, nbytes, CHUNK: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    """Ask L2 for bytes [0, nbytes) of `src` (bytes), CHUNK bytes per bulk prefetch, BLOCK per program."""
+    _enter(PDL)
     offs = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64) * CHUNK
     size = tl.where(offs < nbytes, tl.minimum(nbytes - offs, CHUNK), 0).to(tl.int32)
     ptrs = src + tl.where(offs < nbytes, offs, 0)
@@ -53,13 +58,9 @@ def _bulk_prefetch_kernel(src, nbytes, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
 
 
 @triton.jit
-def _line_prefetch_kernel(src, nbytes, BLOCK: tl.constexpr, ITERS: tl.constexpr, WAIT: tl.constexpr,
-                          PDL: tl.constexpr):
+def _line_prefetch_kernel(src, nbytes, BLOCK: tl.constexpr, ITERS: tl.constexpr, PDL: tl.constexpr):
     """Ask L2 for the 128-byte lines of bytes [0, nbytes) of `src`, BLOCK lines per iteration."""
-    if PDL:
-        gdc_launch_dependents()
-        if WAIT:
-            gdc_wait()
+    _enter(PDL)
     for i in range(ITERS):
         offs = ((tl.program_id(0) * ITERS + i) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64) * 128
         ptrs = src + tl.where(offs < nbytes, offs, 0)
@@ -74,12 +75,12 @@ def prefetch(weight: torch.Tensor, mb: float, method: str, inline: bool, chunk: 
     kw = launch_kwargs(weight.device) if inline else {"PDL": False}
     if method == "bulk":
         block = 128
-        _bulk_prefetch_kernel[(triton.cdiv(nbytes, chunk * block),)](raw, nbytes, CHUNK=chunk, BLOCK=block,
-                                                                      WAIT=True, num_warps=4, **kw)
+        grid = (triton.cdiv(nbytes, chunk * block),)
+        _bulk_prefetch_kernel[grid](raw, nbytes, CHUNK=chunk, BLOCK=block, num_warps=4, **kw)
     else:
         block, iters = 512, 16
-        _line_prefetch_kernel[(triton.cdiv(nbytes, 128 * block * iters),)](raw, nbytes, BLOCK=block, ITERS=iters,
-                                                                          WAIT=True, num_warps=4, **kw)
+        grid = (triton.cdiv(nbytes, 128 * block * iters),)
+        _line_prefetch_kernel[grid](raw, nbytes, BLOCK=block, ITERS=iters, num_warps=4, **kw)
 
 
 def parse_plan(text: str) -> dict[str, list[tuple[str, float]]]:
