@@ -1,8 +1,8 @@
 """Run a benchmark with some of the Triton attention backend's launch parameters changed
 (`TritonAttentionConfig` fields as Python literals, e.g. `decode_waves=8` or `decode_skew="((0, 4.0),)"`): does
 the engine gain what `bench_attention.py` shows for the kernel alone? Fields the start-up tuning chooses (KV
-tile, warps, stages) are overwritten by it. A dotted name sets a module's constant instead (e.g.
-`tierlm.engine.cuda_graph.VARIANT_STRIDE=1`).
+tile, warps, stages) are overwritten by it. A dotted name (`package.module.CONSTANT=VALUE`) sets a module's
+constant instead, read where the engine reads it at run time.
 
 Usage: `PYTHONPATH=. python benchmarks/with_attention_config.py FIELD=VALUE [...] -m tierlm bench offline [ARGS]`
 (or a script path instead of `-m MODULE`).
@@ -26,7 +26,7 @@ def main() -> None:
         changes[key] = ast.literal_eval(value)
     if not changes or not args:
         raise SystemExit(__doc__)
-    for key in [k for k in changes if "." in k]:  # a module constant, e.g. tierlm.engine.cuda_graph.VARIANT_STRIDE
+    for key in [k for k in changes if "." in k]:  # a module constant
         module, _, name = key.rpartition(".")
         target = importlib.import_module(module)
         if not hasattr(target, name):

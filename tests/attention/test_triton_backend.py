@@ -81,7 +81,7 @@ def test_only_skewed_decode_steps_split_by_tokens() -> None:
     """With the GPU's defaults, a decode step from `decode_balanced` requests on whose longest request is at least
     its size's `decode_skew` times the mean length (2.5 below 64 requests, 3 below 128, then 4) takes the balanced
     launch (variant 1), any other step the per-request one; every size from the threshold on offers both launches
-    (the graph runner captures the second at some sizes)."""
+    (the graph runner captures both at each of those sizes)."""
     from tierlm.attention.triton_backend import TritonAttentionConfig, TritonBackend
     from tierlm.kvcache.layout import KVLayout
     from tierlm.kvcache.pool import KVPool

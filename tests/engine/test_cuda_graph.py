@@ -1,11 +1,10 @@
-"""The decode graph runner's ladder: every size captured with the backend's usual launch, its other launches at
-every `VARIANT_STRIDE`-th size that has them and the largest; a step pads to the next size captured with the
-launch the backend picks for it, or takes the usual one where none holds it."""
+"""The decode graph runner's ladder: every size captured with each launch the backend has at it; a step pads to the
+next size captured with the launch the backend picks for it, or takes the usual one where none holds it."""
 from __future__ import annotations
 
 import torch
 
-from tierlm.engine.cuda_graph import VARIANT_STRIDE, DecodeGraphRunner, batch_size_ladder
+from tierlm.engine.cuda_graph import DecodeGraphRunner, batch_size_ladder
 
 
 class _TwoLaunches:
@@ -27,14 +26,13 @@ def _runner(max_bs: int) -> DecodeGraphRunner:
     return DecodeGraphRunner(None, _TwoLaunches(), table, torch.zeros(5, 8, dtype=torch.int64), max_bs, capture=False)
 
 
-def test_other_launches_are_captured_at_every_fourth_size_and_the_largest():
-    assert VARIANT_STRIDE == 4
+def test_other_launches_are_captured_at_every_size_that_has_them():
     runner = _runner(100)
     assert batch_size_ladder(100)[-3:] == [88, 96, 100]
     assert [s for s, v in runner.captures if v == 0] == batch_size_ladder(100)
-    assert [s for s, v in runner.captures if v == 1] == [16, 48, 80, 100]
-    assert runner.padded_size(17, 0) == 24 and runner.padded_size(17, 1) == 48
-    assert runner.padded_size(81, 1) == 100 and runner.padded_size(16, 1) == 16 and runner.padded_size(3, 0) == 4
+    assert [s for s, v in runner.captures if v == 1] == [s for s in batch_size_ladder(100) if s >= 16]
+    assert runner.padded_size(17, 0) == runner.padded_size(17, 1) == 24
+    assert runner.padded_size(97, 1) == 100 and runner.padded_size(16, 1) == 16 and runner.padded_size(3, 0) == 4
 
 
 def test_a_step_takes_the_backends_launch_where_a_size_holds_it():

@@ -52,15 +52,15 @@ class TritonAttentionConfig:
     decode_fused_rope: int = 0
     # decode steps of at least this many requests whose longest request is at least `decode_skew` times their mean
     # length split the KV by tokens across the batch (`kernels.balanced_splits`), so one long request does not
-    # hold the step (0: never); other steps keep the per-request split: on equal or mildly mixed lengths the plan's
-    # own launches cost the engine more than its balance wins (docs/benchmarks.md, 2026-12-06). The graph runner
-    # captures it at some sizes (`engine.cuda_graph`). Under the interpreter from 3 requests and any skew, so CPU
-    # engine tests run both it and, at 2, the longest-first order it replaces
+    # hold the step (0: never); other steps keep the per-request split: on equal or mildly mixed lengths the
+    # plan's own launches cost the engine more than its balance wins (docs/benchmarks.md, 2026-12-06). The graph
+    # runner captures it at every size from this one (`engine.cuda_graph`). Under the interpreter from 3 requests
+    # and any skew, so CPU engine tests run both it and, at 2, the longest-first order it replaces
     decode_balanced: int = 16
     # (smallest batch, longest / mean length), ascending: the skew from which a step of that many requests or more
     # takes the split by tokens. Few requests split each one into many slices, so a long one's slices hold the step
-    # at milder skew than at 128+, where each request is one slice among many waves (the kernel's sweep on an H100,
-    # docs/benchmarks.md, 2026-12-06, eighteenth stop)
+    # at milder skew than at 128+, where each request is one slice among many waves (docs/benchmarks.md,
+    # 2026-12-06: the kernel swept by batch size)
     decode_skew: tuple[tuple[int, float], ...] = ((0, 2.5), (64, 3.0), (128, 4.0))
     decode_num_warps: int = 4
     decode_num_stages: int = 2

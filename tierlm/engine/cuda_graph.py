@@ -6,9 +6,10 @@ sequence and prefix lengths, input ids, KV slots), so a step is: `stage` its val
 new request-table entries, then the rows, positions and lengths, padded with the dummy request, row `max_reqs`,
 position 0, length 1, which reads and writes only the scratch page, and each row's input id and slot read from
 the request tables), then `replay`. Where the attention backend has other decode launches than its usual one
-(`decode_variants`), they are captured at every `VARIANT_STRIDE`-th size of the ladder that has them and at the
-largest (a few graphs more, not a second ladder); a step takes the one `decode_variant` picks from its lengths on
-the host, padded to the next size captured with it. (`capture=False` runs the same padded passes eagerly, for
+(`decode_variants`), they are captured too, at every size of the ladder that has them: capturing them at fewer sizes
+padded the steps that take them further, which cost more than the start-up time of the graphs saved
+(docs/benchmarks.md, 2026-12-06). A step takes the launch `decode_variant` picks from its lengths on the host,
+padded to the next size captured with it. (`capture=False` runs the same padded passes eagerly, for
 tests without CUDA.)
 """
 from __future__ import annotations
@@ -21,8 +22,6 @@ import torch
 from tierlm.attention.base import ForwardBatch
 
 logger = logging.getLogger(__name__)
-
-VARIANT_STRIDE = 4  # a backend's other decode launches are captured at every 4th size of the ladder (every 32)
 
 
 def batch_size_ladder(max_bs: int) -> list[int]:
@@ -81,13 +80,8 @@ class DecodeGraphRunner:
                     time.perf_counter() - t0)
 
     def _captures(self) -> list[tuple[int, int]]:
-        """Variant 0 at every size of the ladder; another at every `VARIANT_STRIDE`-th size that has it, and the
-        largest."""
-        out = set()
-        for v in {v for s in self.sizes for v in self.attn.decode_variants(s)}:
-            have = [s for s in self.sizes if v in self.attn.decode_variants(s)]
-            out.update((s, v) for s in (have if v == 0 else have[::VARIANT_STRIDE] + have[-1:]))
-        return sorted(out)
+        """(size, launch) for every size of the ladder and every decode launch the backend has at that size."""
+        return sorted((s, v) for s in self.sizes for v in self.attn.decode_variants(s))
 
     def variant_for(self, seq_lens: list[int]) -> int:
         """The decode variant a step with these lengths (on the host) replays: the backend's choice, or 0 where no
