@@ -23,7 +23,10 @@ def main() -> None:
     changes = {}
     while args and "=" in args[0]:
         key, _, value = args.pop(0).partition("=")
-        changes[key] = ast.literal_eval(value)
+        try:
+            changes[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise SystemExit(f"{key}: {value!r} is not a Python literal") from None
     if not changes or not args:
         raise SystemExit(__doc__)
     for key in [k for k in changes if "." in k]:  # a module constant
