@@ -22,8 +22,9 @@ class KVEventsSettings:
     topic: str = ""
 
 
-_KV_EVENT_KEYS = {"enable_kv_cache_events": bool, "publisher": str, "endpoint": str, "replay_endpoint": (str, type(None)),
-                  "buffer_steps": int, "hwm": int, "max_queue_size": int, "topic": str}
+_KV_EVENT_KEYS = {"enable_kv_cache_events": bool, "publisher": str, "endpoint": str,
+                  "replay_endpoint": (str, type(None)), "buffer_steps": int, "hwm": int, "max_queue_size": int,
+                  "topic": str}
 
 
 def parse_kv_events_config(text: Optional[str]) -> Optional[KVEventsSettings]:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tierlm.cachedir import AotBundle, AutotuneStore, BundleError, export_bundles, import_bundles, iter_entries, resolve_root
+from tierlm.cachedir import (AotBundle, AutotuneStore, BundleError, export_bundles, import_bundles, iter_entries,
+                             resolve_root)
 from tierlm.cachedir.manifest import MANIFEST_NAME
 
 from .conftest import child_env, last_json, run_script

@@ -25,7 +25,8 @@ def test_tp_size_and_its_vllm_spelling():
 @pytest.mark.parametrize("argv, message", [
     (("--tp-size", "0"), "--tp-size: must be >= 1"),
     (("--tp-size", "2", "--nnodes", "2"), "--dist-init-addr: required with --nnodes > 1"),
-    (("--tp-size", "2", "--nnodes", "2", "--node-rank", "2", "--dist-init-addr", "h:1"), "--node-rank: must be in 0..1"),
+    (("--tp-size", "2", "--nnodes", "2", "--node-rank", "2", "--dist-init-addr", "h:1"),
+     "--node-rank: must be in 0..1"),
     (("--dist-init-addr", "nohost"), "--dist-init-addr: expected HOST:PORT"),
     (("--dist-init-addr", "h:99999"), "--dist-init-addr: expected HOST:PORT"),
     (("--compile", "--tp-size", "2"), "--compile: cannot be combined with --tp-size > 1"),

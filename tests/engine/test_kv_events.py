@@ -37,8 +37,8 @@ def tree_blocks(kv) -> dict[str, set[int]]:
 
 
 def endpoints(tmp_path) -> dict:
-    return {"publisher": "zmq", "endpoint": f"ipc://{tmp_path}/kv-pub", "replay_endpoint": f"ipc://{tmp_path}/kv-replay",
-            "topic": "kv"}
+    return {"publisher": "zmq", "endpoint": f"ipc://{tmp_path}/kv-pub",
+            "replay_endpoint": f"ipc://{tmp_path}/kv-replay", "topic": "kv"}
 
 
 def test_subscriber_arrives_at_the_tree_per_tier(tiny_qwen3, tmp_path):
@@ -137,7 +137,7 @@ def test_replay_address_in_use_is_one_line_naming_the_flag(tmp_path):
     port = taken.bind_to_random_port("tcp://127.0.0.1")
     try:
         with pytest.raises(ValueError, match=r"^--kv-events-config: cannot bind tcp://127\.0\.0\.1:\d+: "):
-            KVEventPublisher(KVEventsSettings(endpoint=f"ipc://{tmp_path}/p", replay_endpoint=f"tcp://127.0.0.1:{port}"),
-                             block_size=4)
+            KVEventPublisher(KVEventsSettings(endpoint=f"ipc://{tmp_path}/p",
+                                              replay_endpoint=f"tcp://127.0.0.1:{port}"), block_size=4)
     finally:
         ctx.destroy(linger=0)

@@ -32,8 +32,8 @@ def _batch(mode: str, table: torch.Tensor, rows: list[int], prefix: list[int], e
     return ForwardBatch(mode=mode, input_ids=torch.zeros(len(pos), dtype=torch.int64, device=dev),
                         positions=pos.to(dev), out_loc=table[row_of_tok.to(dev), pos.to(dev)].long(),
                         req_rows=torch.tensor(rows, **i32), prefix_lens=torch.tensor(prefix, **i32),
-                        seq_lens=torch.tensor(seqs, **i32), qo_indptr=indptr, extend_lens_cpu=list(ext), prefix_lens_cpu=list(prefix),
-                        seq_lens_cpu=seqs, req_rows_cpu=list(rows))
+                        seq_lens=torch.tensor(seqs, **i32), qo_indptr=indptr, extend_lens_cpu=list(ext),
+                        prefix_lens_cpu=list(prefix), seq_lens_cpu=seqs, req_rows_cpu=list(rows))
 
 
 def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_heads: int, page_size: int,
@@ -48,7 +48,7 @@ def check_backend(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_hea
     gen = torch.Generator().manual_seed(seed)
     prefix, ext = [0, 9, 21, 4], [13, 1, 6, 30]  # request 1 is a decode-like extend of one token
     rows = [2, 0, 5, 3]
-    max_len, decode_steps = 64, 3
+    max_len = 64
     pages_per_row = -(-max_len // page_size)
     num_pages = 2 * len(rows) * pages_per_row + 2  # spare pages hold random garbage
     layout = KVLayout.gqa(NUM_LAYERS, num_kv_heads, head_dim, kv_dtype or dtype)

@@ -14,8 +14,9 @@ from tierlm.kvcache.keys import PageHasher, model_fingerprint, weights_identity
 from tierlm.kvcache.manager import KVCacheManager
 
 
-def build_kv_cache(config: EngineConfig, worker: Worker | WorkerGroup, model_config: Mapping[str, Any], model_dir: Optional[Path],
-                   threads: bool = True, events: Optional[KVEventSink] = None) -> KVCacheManager:
+def build_kv_cache(config: EngineConfig, worker: Worker | WorkerGroup, model_config: Mapping[str, Any],
+                   model_dir: Optional[Path], threads: bool = True,
+                   events: Optional[KVEventSink] = None) -> KVCacheManager:
     """A `KVCacheManager` over `worker`'s device pool; with --enable-hicache or --kv-store also the host pool,
     its copy executor on the worker, and the L3 store keyed by the model's fingerprint and KV layout. Page
     keys (the L3 store's, also the block hashes of KV `events`) come from the same fingerprint.

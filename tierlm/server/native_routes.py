@@ -67,6 +67,6 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 def native_router() -> APIRouter:
     """The native routes (a fresh router per app)."""
     router = APIRouter()
-    router.add_api_route("/generate", generate, methods=["POST"], responses=error_responses(), response_model=GenerateResponse,
-                         summary="Generate from token ids or text (TierLM native)")
+    router.add_api_route("/generate", generate, methods=["POST"], responses=error_responses(),
+                         response_model=GenerateResponse, summary="Generate from token ids or text (TierLM native)")
     return router

@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--no-reuse sends fresh prompts of the same lengths (0%% reuse: measures the tiers' overhead).")
     g.add_argument("--modes", default="gpu,l2,l3", help="Comma list of gpu, l2, l3 (default: all).")
     g.add_argument("--workload-seed", type=int, default=0, help="Seed of the token ids (default: 0).")
-    g.add_argument("--output-dir", default="multiturn-out", help="Where the JSON and PNG go (default: ./multiturn-out).")
+    g.add_argument("--output-dir", default="multiturn-out",
+                   help="Where the JSON and PNG go (default: ./multiturn-out).")
     g.add_argument("--json", action="store_true", help="Print the summary as one JSON object.")
     add_engine_args(p, model_required=False)
     p.set_defaults(func=run, model="builtin:llama-3.1-8b", load_format="dummy", skip_tokenizer_init=True)

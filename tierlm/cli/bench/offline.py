@@ -191,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
 def format_table(r: dict) -> str:
     t = r["tierlm"]
     lines = [f"model {r['model']}  device {r['device']}  dtype {r['dtype']}",
-             f"start-up: construct {r['startup']['construct_s']:.2f} s, first token {r['startup']['first_token_s']:.2f} s",
+             f"start-up: construct {r['startup']['construct_s']:.2f} s, "
+             f"first token {r['startup']['first_token_s']:.2f} s",
              f"engine: {json.dumps(r['engine_info'])}",
              f"{'engine':<14}{'out tok/s':>12}{'tokens':>10}{'time s':>9}{'TTFT p50/p99 s':>18}{'TPOT p50/p99 ms':>18}"
              f"{'ITL p50/p99/max ms':>24}",
@@ -204,6 +205,7 @@ def format_table(r: dict) -> str:
                      "time is in the figures above")
     if "hf" in r:
         h = r["hf"]
-        lines.append(f"{'transformers':<14}{h['output_tok_per_s']:>12.1f}{h['output_tokens']:>10}{h['elapsed_s']:>9.2f}")
+        lines.append(f"{'transformers':<14}{h['output_tok_per_s']:>12.1f}{h['output_tokens']:>10}"
+                     f"{h['elapsed_s']:>9.2f}")
         lines.append(f"speed-up vs transformers: {r['speedup_vs_hf']:.1f}x")
     return "\n".join(lines)

@@ -4,8 +4,9 @@ Built for KV sizes: every value is one whole encoded page; a batch is split over
 pool (one thread each, so the transfers overlap: the GIL is released while a socket sends or receives), and
 each connection keeps one large value (or up to 1 MiB of small ones) in flight. Page bytes are sent from
 the host page and received into it (`resp.py`), never copied into Python objects. Connections,
-authentication, databases, TLS and timeouts are redis-py's. An outage (connection refused, timeout) makes the call fail fast into misses; after a
-failure the store stays "down" for a short back-off so that a dead server costs each request nothing.
+authentication, databases, TLS and timeouts are redis-py's. An outage (connection refused, timeout) makes the
+call fail fast into misses; after a failure the store stays "down" for a short back-off so that a dead server
+costs each request nothing.
 """
 from __future__ import annotations
 
