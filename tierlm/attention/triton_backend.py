@@ -89,6 +89,10 @@ class TritonAttentionConfig:
                 launch = (block_n, warps, stages)
         return launch
 
+    def balanced_at(self, batch_size: int) -> bool:
+        """Whether decode steps of `batch_size` requests may split the KV by tokens (`decode_balanced`)."""
+        return 0 < self.decode_balanced <= batch_size
+
     def skew_threshold(self, batch_size: int) -> float:
         """The longest / mean length from which a decode step of `batch_size` requests splits the KV by tokens
         (infinite: never at this size)."""
@@ -96,7 +100,7 @@ class TritonAttentionConfig:
         for min_batch, ratio in self.decode_skew:
             if batch_size >= min_batch:
                 threshold = ratio
-        return threshold if 0 < self.decode_balanced <= batch_size else float("inf")
+        return threshold if self.balanced_at(batch_size) else float("inf")
 
 
 @dataclass
@@ -149,9 +153,6 @@ class TritonBackend(AttentionBackend):
         """KV splits per request for a decode batch of this size (a function of the size only)."""
         return choose_max_splits(batch_size, self.num_kv_heads, self.num_sms, waves=self.config.decode_waves)
 
-    def _balanced(self, batch_size: int) -> bool:
-        return 0 < self.config.decode_balanced <= batch_size
-
     def _plan_items(self, batch_size: int) -> tuple[int, int]:
         """(goal, extra) of a balanced plan: the items the per-request rule launches for equal lengths, and the room
         beyond them for long requests' slices."""
@@ -160,21 +161,22 @@ class TritonBackend(AttentionBackend):
     def _plan(self, seq_lens: torch.Tensor) -> Optional[BalancedPlan]:
         """A decode step's balanced plan, or None for a size that keeps the per-request split."""
         bs = seq_lens.shape[0]
-        if not self._balanced(bs):
+        if not self.config.balanced_at(bs):
             return None
         chunk = self.config.decode_min_chunk
         return balanced_plan(seq_lens, *self._plan_items(bs), chunk, chunk)
 
     def _plan_rows(self, batch_size: int) -> int:
-        return plan_sizes(batch_size, *self._plan_items(batch_size))[0] if self._balanced(batch_size) else 0
+        return plan_sizes(batch_size, *self._plan_items(batch_size))[0] if self.config.balanced_at(batch_size) else 0
 
     def decode_variants(self, batch_size: int) -> tuple[int, ...]:
         """0: the KV split per request; 1: split by tokens across the batch (sizes from `decode_balanced`)."""
-        return (0, 1) if self._balanced(batch_size) else (0,)
+        return (0, 1) if self.config.balanced_at(batch_size) else (0,)
 
     def decode_variant(self, seq_lens: list[int]) -> int:
         n = len(seq_lens)  # a skewed step: its longest request at least the size's threshold times the mean length
-        return int(n > 0 and max(seq_lens) * n >= self.config.skew_threshold(n) * sum(seq_lens))
+        threshold = self.config.skew_threshold(n)  # infinite below `decode_balanced`: no pass over the lengths
+        return int(threshold != float("inf") and max(seq_lens) * n >= threshold * sum(seq_lens))
 
     def prepare(self, batch: ForwardBatch) -> None:
         if batch.mode == "decode":
