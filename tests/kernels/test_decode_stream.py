@@ -85,7 +85,7 @@ def _hopper() -> bool:
 
 
 @pytest.mark.skipif(not _hopper(), reason="needs a Hopper GPU (bulk copies, 227 KB of shared memory per block)")
-@pytest.mark.parametrize("context", [0, 7, 300])
+@pytest.mark.parametrize("context", [0, 7, 300, 2000])  # 2000: a warp takes its tokens in two rounds
 def test_matches_the_reference_and_repeats_bit_for_bit(context):
     dev = torch.device("cuda")
     m = random_model(dataclasses.replace(SHAPES["small"], layers=3), context, dev, seed=context)
