@@ -145,6 +145,10 @@ class DecodeStream:
         _check("inputs.req_to_token", inputs.req_to_token, tuple(inputs.req_to_token.shape), torch.int32, dev)
         if dev.type != "cuda":
             raise ValueError(f"the decode stream runs on CUDA only, got tensors on {dev}")
+        if torch.cuda.get_device_capability(dev) < (9, 0):
+            raise ValueError(f"the decode stream needs a Hopper GPU or newer (bulk copies, 227 KB of shared memory "
+                             f"per block); {torch.cuda.get_device_name(dev)} is sm_"
+                             f"{''.join(map(str, torch.cuda.get_device_capability(dev)))}")
         self.num_ctas = int(num_ctas or torch.cuda.get_device_properties(dev).multi_processor_count)
         self.stages = int(stages)
         group = q_heads // kv_heads
