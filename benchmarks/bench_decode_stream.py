@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,10 @@ VARIANTS = (("stream", {}), ("its consumers without waits (wrong outputs)", {"no
             ("its ring alone (weights only)", {"weights_only": True}))
 
 
-def build(m, stages: int) -> DecodeStream:
+def build(m, stages: int, num_ctas: Optional[int] = None) -> DecodeStream:
     s = m.shape
     return DecodeStream(m.embed, m.layers, m.final_norm, m.lm_head, m.cos, m.sin, m.inputs, q_heads=s.q_heads,
-                        kv_heads=s.kv_heads, eps=1e-5, scale=128 ** -0.5, stages=stages)
+                        kv_heads=s.kv_heads, eps=1e-5, scale=128 ** -0.5, stages=stages, num_ctas=num_ctas)
 
 
 def check(shape, layers: int, context: int, stages: int, dev: torch.device) -> bool:
@@ -121,9 +122,7 @@ def cta_probe(stages: int, dev: torch.device, ctas: list[int]) -> None:
     holds, the memory is."""
     m = random_model(SHAPES["llama-3.1-8b"], 640, dev)
     for n in ctas:
-        s = m.shape
-        stream = DecodeStream(m.embed, m.layers, m.final_norm, m.lm_head, m.cos, m.sin, m.inputs, q_heads=s.q_heads,
-                              kv_heads=s.kv_heads, eps=1e-5, scale=128 ** -0.5, stages=stages, num_ctas=n)
+        stream = build(m, stages, n)
         print(f"ring alone, {n} CTAs, {stages} stages: {in_kernel_rate(stream, weights_only=True):.2f} TB/s in the "
               f"kernel")
 

@@ -198,7 +198,9 @@ class DecodeStream:
             gemv(ly.down, hidden, inter, 1, VECTOR, self.act, self.resid, ADD)
         gemv(lm_head, lm_head.shape[0], hidden, 1, NORM, self.resid, self.logits, STORE, final_norm)
         stagger = 0
-        for o, r in enumerate(rows):  # attention items continue round the CTAs where the op before's tiles ended
+        # each op's tiles are taken from its counter (`claim`); `stagger` only turns the attention items' deal round
+        # the CTAs from layer to layer
+        for o, r in enumerate(rows):
             r["stagger"] = stagger
             stagger = (stagger + r["tiles"]) % self.num_ctas
             r["claim"] = self.counters[num_ops + o:].data_ptr()
