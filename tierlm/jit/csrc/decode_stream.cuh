@@ -145,25 +145,25 @@ __device__ __forceinline__ float gemv_part(const Op& op, const unsigned char* st
   return warp_sum(acc0 + acc1);
 }
 
-// The epilogue of `count` tiles (`tiles` holds their indices), their warps' sums in `part`; an adding epilogue's
-// residual rows as they were before, in `old` (8 per tile).
-__device__ void gemv_epilogue(const Op& op, const int* tiles, int count, const float* part, const float* old) {
+// The epilogue of `count` tiles (`tiles` holds their indices), their warps' sums in `part`. An adding epilogue
+// reads the residual rows it updates here, once per chunk (no other CTA writes them during the op), instead of
+// once per tile beside the dot product, where a round trip to L2 outlasts the tile and holds its stage.
+__device__ void gemv_epilogue(const Op& op, const int* tiles, int count, const float* part) {
   const int rows = static_cast<int>(op.rows), per_row = kConsumerWarps / static_cast<int>(op.rows * op.segs);
   float* out = reinterpret_cast<float*>(op.output);
   for (int i = threadIdx.x; i < count * rows; i += kConsumers) {
     const int tl = i / rows, r = i % rows;
+    const int64_t j = static_cast<int64_t>(tiles[tl]) * rows + r;
+    const float before = op.epilogue == kAdd ? __ldcg(out + j) : 0.f;
     const float* sums = part + tl * kConsumerWarps;
     float a = 0.f;
     for (int p = 0; p < per_row; ++p) a += sums[r * per_row + p];
-    const int64_t j = static_cast<int64_t>(tiles[tl]) * rows + r;
     if (op.epilogue == kSiluMul) {
       float u = 0.f;
       for (int p = 0; p < per_row; ++p) u += sums[(rows + r) * per_row + p];
       __stcg(out + j, a / (1.f + __expf(-a)) * u);
-    } else if (op.epilogue == kAdd) {
-      __stcg(out + j, old[tl * 8 + r] + a);
     } else {
-      __stcg(out + j, a);
+      __stcg(out + j, before + a);
     }
   }
 }
@@ -214,7 +214,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   int* flag = reinterpret_cast<int*>(smem + kFlagOffset);
   float* part = reinterpret_cast<float*>(smem + kPartOffset);  // [2][kChunkTiles][kConsumerWarps]
   int* part_tile = reinterpret_cast<int*>(smem + kPartTileOffset);  // [2][kChunkTiles]
-  float* old = reinterpret_cast<float*>(smem + kOldOffset);  // [2][kChunkTiles][8]
   unsigned char* ring = smem + kHeaderBytes;
   float* xs = reinterpret_cast<float*>(ring + kStages * kStageBytes);
   const int grid = static_cast<int>(gridDim.x), cta = static_cast<int>(blockIdx.x);
@@ -260,11 +259,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           ready = true;
         }
         const int c = static_cast<int>(done / kChunkTiles) & 1, at = static_cast<int>(done % kChunkTiles);
-        // the residual rows an adding epilogue updates, loaded while the tile is computed
-        const bool adds = op.epilogue == kAdd && warp == 0 && lane < op.rows;
-        const float before = adds ? __ldcg(reinterpret_cast<const float*>(op.output) + t * op.rows + lane) : 0.f;
         const float acc = flags & kNoDots ? 0.f : gemv_part(op, ring + slot * kStageBytes, xs);
-        if (adds) old[(c * kChunkTiles + at) * 8 + lane] = before;
         __syncwarp();
         if (lane == 0) {
           part[(c * kChunkTiles + at) * kConsumerWarps + warp] = acc;
@@ -273,15 +268,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         if (++done % kChunkTiles == 0) {
           consumers_sync();
-          gemv_epilogue(op, part_tile + c * kChunkTiles, kChunkTiles, part + c * kChunkTiles * kConsumerWarps,
-                        old + c * kChunkTiles * 8);
+          gemv_epilogue(op, part_tile + c * kChunkTiles, kChunkTiles, part + c * kChunkTiles * kConsumerWarps);
         }
       }
       if (done % kChunkTiles) {
         const int c = static_cast<int>(done / kChunkTiles) & 1;
         consumers_sync();
         gemv_epilogue(op, part_tile + c * kChunkTiles, static_cast<int>(done % kChunkTiles),
-                      part + c * kChunkTiles * kConsumerWarps, old + c * kChunkTiles * 8);
+                      part + c * kChunkTiles * kConsumerWarps);
       }
     } else if (!weights_only && !(flags & kNoAttention)) {
       const int64_t items = op.kv_heads * op.splits;
@@ -290,6 +284,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         ItemSpan sp = item_span(op, i);
         KVAhead kv;
         load_kv(op, i, sp, sp.lo + warp, kv);  // before the wait: the cache's old tokens are ready
+        load_rope(op, sp, kv);
         if (!(flags & kNoWaits)) wait_all(counters + o - 1, grid);
         stamp(stamps, 1);
         for (;;) {
@@ -298,6 +293,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           if ((i += grid) >= items) break;
           sp = item_span(op, i);
           load_kv(op, i, sp, sp.lo + warp, kv);
+          load_rope(op, sp, kv);
         }
       }
     }

@@ -12,8 +12,10 @@
 namespace tierlm_kernels {
 namespace decode_stream {
 
-struct KVAhead {  // K and V rows (4 bf16 per lane) of a warp's next kAhead tokens
+struct KVAhead {  // K and V rows (4 bf16 per lane) of a warp's next kAhead tokens; the rotary factors of the
+                  // lane's 4 dimensions at the new token's position
   uint2 k[kAhead], v[kAhead];
+  float4 cs, sn;
 };
 
 struct ItemSpan {  // the context length (with the new token) and the item's tokens [lo, hi)
@@ -52,6 +54,14 @@ __device__ __forceinline__ void load_kv(const Op& op, int64_t item, const ItemSp
   }
 }
 
+// The rotary factors of this lane's dimensions at the new token's position (they do not depend on the step's
+// activations, so they load before the wait, with the first tokens' K/V).
+__device__ __forceinline__ void load_rope(const Op& op, const ItemSpan& sp, KVAhead& kv) {
+  const int64_t at = static_cast<int64_t>(sp.len - 1) * kHeadDim + (threadIdx.x & 31) * 4;
+  kv.cs = __ldg(reinterpret_cast<const float4*>(op.cos) + at / 4);
+  kv.sn = __ldg(reinterpret_cast<const float4*>(op.sin) + at / 4);
+}
+
 __device__ __forceinline__ void unpack4(uint2 b, float* out) {
   const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&b.x));
   const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&b.y));
@@ -61,37 +71,50 @@ __device__ __forceinline__ void unpack4(uint2 b, float* out) {
 constexpr int kRow = kHeadDim + 2;  // a partial result: running max, sum of weights, unnormalised output
 constexpr int kMaxSplits = 16;      // splits of the context per KV head (MAX_SPLITS in decode_stream.py)
 
-// The last split of head h to finish merges the head's splits (read through L2) into the output: the splits'
-// maxima and sums first (one round of loads), their weights per q head, then every output value's splits.
-__device__ void merge_splits(const Op& op, int h, int group, float* sm) {
-  const int splits = static_cast<int>(op.splits), n = splits * group;
+// The last split of head h to finish merges the head's splits (read through L2) into the output, in one round
+// of loads: the splits' maxima and sums (threads < splits * kGroup, one each) together with every output value
+// this thread merges (kPer of them, all splits); the weights per q head go through shared memory.
+template <int kGroup>
+__device__ void merge_splits(const Op& op, int h, float* sm) {
+  constexpr int kPer = (kGroup * kHeadDim + kConsumers - 1) / kConsumers;
+  const int splits = static_cast<int>(op.splits), n = splits * kGroup, tid = threadIdx.x;
   const float* parts = reinterpret_cast<const float*>(op.partial) + static_cast<int64_t>(h) * n * kRow;
-  float* out = reinterpret_cast<float*>(op.output) + static_cast<int64_t>(h) * group * kHeadDim;
+  float* out = reinterpret_cast<float*>(op.output) + static_cast<int64_t>(h) * kGroup * kHeadDim;
   float *mx = sm, *sum = sm + kMaxSplits * kMaxGroup, *weight = sum + kMaxSplits * kMaxGroup;
-  for (int i = threadIdx.x; i < n; i += kConsumers) {
-    mx[i] = __ldcg(parts + i * kRow);
-    sum[i] = __ldcg(parts + i * kRow + 1);
-  }
-  consumers_sync();
-  if (threadIdx.x < group) {
-    const int j = threadIdx.x;
-    float top = -INFINITY, den = 0.f;
-    for (int p = 0; p < splits; ++p) top = fmaxf(top, mx[p * group + j]);
-    for (int p = 0; p < splits; ++p) {
-      const float m = mx[p * group + j];
-      weight[p * group + j] = m == -INFINITY ? 0.f : __expf(m - top);
-      den += sum[p * group + j] * weight[p * group + j];
-    }
-    for (int p = 0; p < splits; ++p) weight[p * group + j] /= den;
-  }
-  consumers_sync();
-  for (int i = threadIdx.x; i < group * kHeadDim; i += kConsumers) {
-    const int j = i / kHeadDim, d = i % kHeadDim;
-    float num = 0.f;
+  float num[kPer][kMaxSplits];
+  const bool head_row = tid < n;
+  const float m_own = head_row ? __ldcg(parts + tid * kRow) : 0.f;
+  const float l_own = head_row ? __ldcg(parts + tid * kRow + 1) : 0.f;
+#pragma unroll
+  for (int r = 0; r < kPer; ++r) {
+    const int i = tid + r * kConsumers, j = i / kHeadDim, d = i % kHeadDim;
 #pragma unroll
     for (int p = 0; p < kMaxSplits; ++p)
-      if (p < splits) num += __ldcg(parts + (p * group + j) * kRow + 2 + d) * weight[p * group + j];
-    __stcg(out + i, num);
+      num[r][p] = i < kGroup * kHeadDim && p < splits ? __ldcg(parts + (p * kGroup + j) * kRow + 2 + d) : 0.f;
+  }
+  if (head_row) mx[tid] = m_own, sum[tid] = l_own;
+  consumers_sync();
+  if (tid < kGroup) {
+    const int j = tid;
+    float top = -INFINITY, den = 0.f;
+    for (int p = 0; p < splits; ++p) top = fmaxf(top, mx[p * kGroup + j]);
+    for (int p = 0; p < splits; ++p) {
+      const float m = mx[p * kGroup + j];
+      weight[p * kGroup + j] = m == -INFINITY ? 0.f : __expf(m - top);
+      den += sum[p * kGroup + j] * weight[p * kGroup + j];
+    }
+    for (int p = 0; p < splits; ++p) weight[p * kGroup + j] /= den;
+  }
+  consumers_sync();
+#pragma unroll
+  for (int r = 0; r < kPer; ++r) {
+    const int i = tid + r * kConsumers, j = i / kHeadDim;
+    if (i >= kGroup * kHeadDim) break;
+    float acc = 0.f;
+#pragma unroll
+    for (int p = 0; p < kMaxSplits; ++p)
+      if (p < splits) acc += num[r][p] * weight[p * kGroup + j];
+    __stcg(out + i, acc);
   }
 }
 
@@ -106,33 +129,44 @@ __device__ __forceinline__ void attention_item(const Op& op, int64_t item, const
   const int hq = static_cast<int>(op.q_heads), hkv = static_cast<int>(op.kv_heads);
   const int splits = static_cast<int>(op.splits);
   const int h = static_cast<int>(item / splits), s = static_cast<int>(item % splits);
-  const int64_t pos = sp.len - 1;
   const int d0 = lane * 4;
-  const float* cs = reinterpret_cast<const float*>(op.cos) + pos * kHeadDim + d0;
-  const float* sn = reinterpret_cast<const float*>(op.sin) + pos * kHeadDim + d0;
   const float* qkv = reinterpret_cast<const float*>(op.qkv);
   const float scale = bits_float(op.scale_bits);
-  const int half = kHeadDim / 2, sign = d0 < half ? -1 : 1, mate = d0 < half ? d0 + half : d0 - half;
+  const int half = kHeadDim / 2, mate = d0 < half ? d0 + half : d0 - half;
+  const float sign = d0 < half ? -1.f : 1.f;
+  const float cs[4] = {kv.cs.x, kv.cs.y, kv.cs.z, kv.cs.w}, sn[4] = {kv.sn.x, kv.sn.y, kv.sn.z, kv.sn.w};
+  // every q, k and v value this lane needs, loaded in one round: its 4 dimensions and their rotary mates
+  float4 qa[kGroup], qb[kGroup];
+#pragma unroll
+  for (int j = 0; j < kGroup; ++j) {
+    const float* qh = qkv + static_cast<int64_t>(h * group + j) * kHeadDim;
+    qa[j] = __ldcg(reinterpret_cast<const float4*>(qh + d0));
+    qb[j] = __ldcg(reinterpret_cast<const float4*>(qh + mate));
+  }
+  const float* kh = qkv + static_cast<int64_t>(hq + h) * kHeadDim;
+  const float* vh = qkv + static_cast<int64_t>(hq + hkv + h) * kHeadDim;
+  const float4 ka = __ldcg(reinterpret_cast<const float4*>(kh + d0));
+  const float4 kb = __ldcg(reinterpret_cast<const float4*>(kh + mate));
+  const float4 va = __ldcg(reinterpret_cast<const float4*>(vh + d0));
   float q[kGroup][4], m[kGroup], l[kGroup], acc[kGroup][4];
 #pragma unroll
   for (int j = 0; j < kGroup; ++j) {
     m[j] = -INFINITY;
     l[j] = 0.f;
+    const float a[4] = {qa[j].x, qa[j].y, qa[j].z, qa[j].w}, b[4] = {qb[j].x, qb[j].y, qb[j].z, qb[j].w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       acc[j][e] = 0.f;
-      const float* qh = qkv + static_cast<int64_t>(h * group + j) * kHeadDim;
-      q[j][e] = (__ldcg(qh + d0 + e) * cs[e] + sign * __ldcg(qh + mate + e) * sn[e]) * scale;
+      q[j][e] = (a[e] * cs[e] + sign * b[e] * sn[e]) * scale;
     }
   }
   float kn[4], vn[4];  // the new token's k (rotated) and v, rounded as the cache stores them
   {
-    const float* kh = qkv + static_cast<int64_t>(hq + h) * kHeadDim;
-    const float* vh = qkv + static_cast<int64_t>(hq + hkv + h) * kHeadDim;
+    const float a[4] = {ka.x, ka.y, ka.z, ka.w}, b[4] = {kb.x, kb.y, kb.z, kb.w}, v[4] = {va.x, va.y, va.z, va.w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      kn[e] = __bfloat162float(__float2bfloat16(__ldcg(kh + d0 + e) * cs[e] + sign * __ldcg(kh + mate + e) * sn[e]));
-      vn[e] = __bfloat162float(__float2bfloat16(__ldcg(vh + d0 + e)));
+      kn[e] = __bfloat162float(__float2bfloat16(a[e] * cs[e] + sign * b[e] * sn[e]));
+      vn[e] = __bfloat162float(__float2bfloat16(v[e]));
     }
   }
   for (int t0 = sp.lo + warp; t0 < sp.hi; t0 += kConsumerWarps * kAhead) {
@@ -199,7 +233,7 @@ __device__ __forceinline__ void attention_item(const Op& op, int64_t item, const
     __threadfence();
   }
   consumers_sync();
-  if (*flag) merge_splits(op, h, group, sm);
+  if (*flag) merge_splits<kGroup>(op, h, sm);
 }
 
 // attention_item for the op's q heads per KV head (1, 2, 4 or 8: tierlm/kernels/decode_stream.py checks).

@@ -18,12 +18,10 @@ constexpr int kMaxGroup = 8;     // q heads per KV head
 constexpr int kChunkTiles = 64;  // tiles whose partial sums wait in shared memory for one epilogue pass
 constexpr int kAhead = 8;        // context tokens per warp an attention item loads before its q is ready
 // Shared memory: the header (mbarriers and the tile each stage holds, the norm's sums, a flag, two chunks of
-// partial sums, their tiles and the residual rows they add to), then the ring, then x (fp32; between GEMVs an
-// attention item's scratch).
+// partial sums and their tiles), then the ring, then x (fp32; between GEMVs an attention item's scratch).
 constexpr int kTileOfOffset = 256, kRedOffset = 512, kFlagOffset = 768, kPartOffset = 1024;
 constexpr int kPartTileOffset = kPartOffset + 2 * kChunkTiles * kConsumerWarps * 4;
-constexpr int kOldOffset = kPartTileOffset + 2 * kChunkTiles * 4;
-constexpr int kHeaderBytes = kOldOffset + 2 * kChunkTiles * 8 * 4;
+constexpr int kHeaderBytes = kPartTileOffset + 2 * kChunkTiles * 4;
 constexpr int kOpFields = 33;
 
 enum : int64_t { kGemv = 0, kAttention = 1 };
