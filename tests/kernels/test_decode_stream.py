@@ -7,12 +7,37 @@ repeats bit for bit, the new K/V stored and nothing else in the cache touched.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks.decode_stream_reference import SHAPES, random_model, reference_step
+from tierlm.kernels import decode_stream as ds
 from tierlm.kernels.decode_stream import DecodeStream, StreamInputs, StreamLayer, jit_args, tile_rows
+
+CSRC = Path(ds.__file__).resolve().parent.parent / "jit" / "csrc"
+
+
+def _kernel_constants() -> dict[str, int]:
+    """The headers' top-level `constexpr int` values, evaluated in order."""
+    values: dict[str, int] = {}
+    for name in ("decode_stream_sync.cuh", "decode_stream_attention.cuh"):
+        for line in (CSRC / name).read_text().splitlines():
+            if line.startswith("constexpr int "):
+                for decl in line[len("constexpr int "):].split("//")[0].rstrip(" ;").split(","):
+                    key, expr = (part.strip() for part in decl.split("="))
+                    values[key] = eval(expr, {"__builtins__": {}}, dict(values))  # arithmetic on earlier constants
+    return values
+
+
+def test_python_mirrors_the_kernel_constants():
+    # the builder sizes shared memory and the op table with these; a mismatch overruns shared memory or shifts fields
+    k = _kernel_constants()
+    assert ds.HEADER_BYTES == k["kHeaderBytes"]
+    assert len(ds.OP_FIELDS) == k["kOpFields"]
+    assert (ds.STAGE_BYTES, ds.CONSUMER_WARPS, ds.HEAD_DIM, ds.MAX_SPLITS) == (
+        k["kStageBytes"], k["kConsumerWarps"], k["kHeadDim"], k["kMaxSplits"])
 
 
 def test_tile_rows_fill_a_stage_with_whole_rows():
