@@ -62,12 +62,6 @@ __device__ __forceinline__ void load_rope(const Op& op, const ItemSpan& sp, KVAh
   kv.sn = __ldg(reinterpret_cast<const float4*>(op.sin) + at / 4);
 }
 
-__device__ __forceinline__ void unpack4(uint2 b, float* out) {
-  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&b.x));
-  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&b.y));
-  out[0] = lo.x, out[1] = lo.y, out[2] = hi.x, out[3] = hi.y;
-}
-
 constexpr int kRow = kHeadDim + 2;  // a partial result: running max, sum of weights, unnormalised output
 constexpr int kMaxSplits = 16;      // splits of the context per KV head (MAX_SPLITS in decode_stream.py)
 

@@ -77,6 +77,13 @@ __device__ __forceinline__ float warp_sum(float v) {
 __device__ __forceinline__ int64_t first_item(int64_t cta, int64_t stagger, int64_t grid) {
   return ((cta - stagger) % grid + grid) % grid;
 }
+// 4 bf16 values (8 bytes) as floats.
+__device__ __forceinline__ void unpack4(uint2 b, float* out) {
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&b.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&b.y));
+  out[0] = lo.x, out[1] = lo.y, out[2] = hi.x, out[3] = hi.y;
+}
+
 __device__ __forceinline__ float bits_float(int64_t b) { return __int_as_float(static_cast<int>(b)); }
 
 // A probe: stamps[i] = the global timer (ns), where a trace buffer was given.
