@@ -151,8 +151,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (i < items) {
         ItemSpan sp = item_span(op, i);
         KVAhead kv;
-        load_kv(op, i, sp, sp.lo + warp, kv);  // before the wait: the cache's old tokens are ready
-        load_rope(op, sp, kv);
+        load_ahead(op, i, sp, kv);  // before the wait: the cache's old tokens are ready
         if (!(flags & kNoWaits)) wait_all(counters + o - 1, grid);
         stamp(stamps, 1);
         for (;;) {
@@ -160,8 +159,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           consumers_sync();  // the item's shared scratch and flag are free again
           if ((i += grid) >= items) break;
           sp = item_span(op, i);
-          load_kv(op, i, sp, sp.lo + warp, kv);
-          load_rope(op, sp, kv);
+          load_ahead(op, i, sp, kv);
         }
       }
     }

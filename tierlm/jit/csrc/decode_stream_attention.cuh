@@ -54,9 +54,10 @@ __device__ __forceinline__ void load_kv(const Op& op, int64_t item, const ItemSp
   }
 }
 
-// The rotary factors of this lane's dimensions at the new token's position (they do not depend on the step's
-// activations, so they load before the wait, with the first tokens' K/V).
-__device__ __forceinline__ void load_rope(const Op& op, const ItemSpan& sp, KVAhead& kv) {
+// What an item loads before its q is ready (none of it depends on the step's activations): this warp's first
+// round of K/V rows and the rotary factors of this lane's dimensions at the new token's position.
+__device__ __forceinline__ void load_ahead(const Op& op, int64_t item, const ItemSpan& sp, KVAhead& kv) {
+  load_kv(op, item, sp, sp.lo + (threadIdx.x >> 5), kv);
   const int64_t at = static_cast<int64_t>(sp.len - 1) * kHeadDim + (threadIdx.x & 31) * 4;
   kv.cs = __ldg(reinterpret_cast<const float4*>(op.cos) + at / 4);
   kv.sn = __ldg(reinterpret_cast<const float4*>(op.sin) + at / 4);
