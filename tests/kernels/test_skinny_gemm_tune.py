@@ -72,3 +72,49 @@ def test_a_stored_plan_gives_launches_per_bucket_and_counters_for_the_widest_spl
     # the candidates keep the key they had before the `tma` field, so those cache roots are not tuned again
     assert factors_seen["candidates"][0] == (64, 128, 1, 4, 4, 0)
     assert tune._fields(dataclasses.replace(plain, tma=True)) == (64, 128, 1, 4, 4, 0, True)
+
+
+def test_a_gate_up_projection_is_tuned_with_its_silu_mul_epilogue(monkeypatch):
+    calls = []
+    monkeypatch.setattr(tune, "skinny_gemm_silu_mul",
+                        lambda x, w, b, cfg, counters: calls.append((cfg, counters)) or torch.zeros(1))
+    seen = {}
+
+    def tune_linear(name, n, k, prologues, dtype, device, buckets, candidates, kernels, skip, after_norm):
+        seen["prologues"] = prologues
+        for cfg in candidates:
+            kernels.silu_mul_out(None, None, cfg)
+        return {"plan": {}, "timings_us": {}}
+
+    monkeypatch.setattr(tune, "tune_linear", tune_linear)
+    tune.tune_skinny(100, 64, torch.float32, torch.device("cpu"), ("silu_mul_out",))
+    assert seen["prologues"] == ("plain", "silu_mul_out"), "plain first: the epilogue must beat its launch"
+    for cfg, counters in calls:
+        assert (counters is None) == (cfg.split_k == 1)
+        if counters is not None:
+            assert counters.numel() == tune.num_counters(50, cfg), "one counter per tile of the 50 outputs"
+
+
+def test_a_stored_plan_with_the_epilogue_and_its_key(monkeypatch):
+    split, tiled = tune.CANDIDATES[2], tune.CANDIDATES[-1]
+    stored = {"plan": {"plain": {"8": dataclasses.asdict(split), "256": None},
+                       "silu_mul_out": {"8": None, "64": dataclasses.asdict(tiled)}}, "timings_us": {}}
+    keys = []
+
+    def get_or_tune(self, kernel, factors, fn):
+        keys.append(dict(factors))
+        return stored
+
+    monkeypatch.setattr("tierlm.cachedir.AutotuneStore.get_or_tune", get_or_tune)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "test")
+    plan = tune.tuned_skinny_plan(100, 64, torch.float32, torch.device("cpu"), ("silu_mul_out",))
+    assert plan.silu_mul_config_for(50) == tiled and plan.silu_mul_config_for(8) is None
+    assert plan.silu_mul_config_for(3) is None and plan.config_for(8) == split
+    widest = max(tune.num_counters(100, split), tune.num_counters(50, tiled))
+    assert plan.counters.numel() == widest, "the counters serve the plain and the fused launches alike"
+    assert keys[0]["epilogues"] == ["silu_mul_out"]
+    tune.tuned_skinny_plan(100, 64, torch.float32, torch.device("cpu"))
+    assert "epilogues" not in keys[1], "other shapes keep the key their plans were stored under"
+    for bad in [(100, ("gelu",)), (101, ("silu_mul_out",))]:
+        with pytest.raises(ValueError, match="epilogues"):
+            tune.tuned_skinny_plan(bad[0], 64, torch.float32, torch.device("cpu"), bad[1])
