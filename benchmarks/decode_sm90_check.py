@@ -152,12 +152,6 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"skinny gemm rows={rows} n={block_n} split={split} pdl={pdl} prefetch={lines}", _skinny_kernel,
                     dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
                          SPLIT_K=split, PRECISION="tf32", PDL=pdl, PREFETCH_LINES=lines, LINE=64, TMA=False), {}))
-    for rows, block_n, split, tma in ((16, 64, 1, False), (256, 128, 1, False), (64, 64, 2, False), (16, 64, 2, True)):
-        # the SiLU·mul epilogue of a [gate | up] projection (`skinny_gemm_silu_mul`)
-        out.append((f"skinny gemm silu_mul rows={rows} n={block_n} split={split} tma={tma}", _skinny_kernel,
-                    dict(HAS_BIAS=False, BLOCK_M=rows, BLOCK_N=block_n, BLOCK_K=128 if rows < 256 else 64,
-                         SPLIT_K=split, PRECISION="tf32", PDL=True, PREFETCH_LINES=0 if tma else 2, LINE=64, TMA=tma,
-                         SILU=True), {"w_ptr": f"tensordesc<bf16[{block_n}, 128]>"} if tma else {}))
     for rows, block_n, block_k, split in ((16, 64, 128, 1), (16, 128, 64, 4), (64, 64, 128, 2), (16, 32, 256, 2)):
         # the weight through a TMA descriptor (`SkinnyConfig.tma`), at batch 1-16 and 64
         out.append((f"skinny gemm tma rows={rows} n={block_n} k={block_k} split={split}", _skinny_kernel,

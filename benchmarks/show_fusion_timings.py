@@ -1,7 +1,7 @@
 """What a start-up tuner measured for a fused step against the same step apart, per rows bucket: for every
-autotune result of a linear with a fusion (a skinny GEMM with an epilogue, or a GEMV with a prologue), the
-cuBLAS path, the fused step apart with the kernel's plain launch, the fastest fused launch and the launch the
-tuner chose, in microseconds. Usage: `python benchmarks/show_fusion_timings.py ROOT [ROOT...]`."""
+autotune result of a linear with a fusion (a GEMV's RMSNorm or SiLU·mul prologue; any kind a plan records
+beside "plain"), the cuBLAS path, the fused step apart with the kernel's plain launch, the fastest fused launch
+and whether the tuner chose one, in microseconds. Usage: `python benchmarks/show_fusion_timings.py ROOT [ROOT...]`."""
 from __future__ import annotations
 
 import json

@@ -78,8 +78,8 @@ def test_check_close_takes_rounding_and_refuses_the_rest():
 
 def test_a_prologue_the_kernel_does_not_fuse_is_refused_before_any_timing():
     kernels = linear_tune.LinearKernels(plain=lambda x, w, c: x)
-    for prologue in ("rmsnorm", "silu_mul", "silu_mul_out"):
-        with pytest.raises(ValueError, match=f"no '{prologue}' fusion"):
+    for prologue in ("rmsnorm", "silu_mul"):
+        with pytest.raises(ValueError, match=f"no '{prologue}' prologue"):
             linear_tune.prologue_paths(prologue, 8, 16, torch.Generator().manual_seed(0), torch.float32,
                                        torch.device("cpu"), kernels)
     torch_path, kernel, unfused = linear_tune.prologue_paths("plain", 8, 16, torch.Generator().manual_seed(0),
@@ -107,40 +107,6 @@ def test_after_norm_feeds_every_plain_path_from_a_norm_launched_just_before(monk
     plain_ref, _, _ = linear_tune.prologue_paths("plain", 8, 16, torch.Generator().manual_seed(0), torch.float32,
                                                  torch.device("cpu"), kernels)
     assert not torch.allclose(plain_ref(w, None), ref), "without after_norm the input is not normalised"
-
-
-def test_the_silu_mul_epilogue_is_timed_against_the_projection_and_the_silu_mul_apart(monkeypatch):
-    """"silu_mul_out": the torch path is cuBLAS then the SiLU·mul, the unfused one the plain kernel then the
-    SiLU·mul, the fused one the kernel alone; all three read the same normed input."""
-    calls = []
-
-    def silu_mul(gu):
-        gate, up = gu.chunk(2, dim=-1)
-        return torch.nn.functional.silu(gate) * up
-
-    def norm(x, weight, eps, residual=None):
-        calls.append("norm")
-        return x * weight, None
-
-    monkeypatch.setattr("tierlm.kernels.fused.rmsnorm", norm)
-    monkeypatch.setattr("tierlm.kernels.fused.silu_mul", lambda gu: (calls.append("silu_mul"), silu_mul(gu))[1])
-
-    def fused(x, w, c):
-        calls.append("fused")
-        return silu_mul(x @ w.T)
-
-    kernels = linear_tune.LinearKernels(plain=lambda x, w, c: (calls.append("plain"), x @ w.T)[1],
-                                        silu_mul_out=fused)
-    w = torch.randn(8, 16)
-    torch_path, kernel, unfused = linear_tune.prologue_paths("silu_mul_out", 5, 16, torch.Generator().manual_seed(0),
-                                                             torch.float32, torch.device("cpu"), kernels,
-                                                             after_norm=True)
-    ref = torch_path(w, None)
-    assert ref.shape == (5, 4) and calls == ["norm", "silu_mul"]
-    calls.clear()
-    assert torch.allclose(kernel(w, None), ref) and calls == ["norm", "fused"]
-    calls.clear()
-    assert torch.allclose(unfused(w, None), ref) and calls == ["norm", "plain", "silu_mul"]
 
 
 def test_wide_tiles_only_for_long_rows(monkeypatch):

@@ -57,31 +57,6 @@ SCRIPT = textwrap.dedent("""
             tol = 1e-4 if dtype == torch.float32 else 3e-2 * ref.abs().max().item()
             assert (got.double() - ref).abs().max().item() <= tol, (dtype, m, n, k, bias, cfg)
             assert counters is None or not counters.any()
-    # the SiLU·mul epilogue: bit for bit the same launch's gate and up then `fused.silu_mul`, splits included
-    from tierlm.kernels.fused import silu_mul
-    from tierlm.kernels.skinny_gemm import skinny_gemm_silu_mul
-    for dtype in dtypes:
-        for m, inter, k, bias, cfg in [(5, 40, 64, False, SkinnyConfig(16, 32, 1)),
-                                       (17, 50, 200, True, SkinnyConfig(32, 64, 2)),  # a partial last N tile
-                                       (130, 24, 96, True, SkinnyConfig(16, 16, 3, block_m=32)),
-                                       (9, 40, 64, False, SkinnyConfig(16, 32, 1, tma=True))]:
-            x = torch.randn(m, k, device=dev).to(dtype)
-            w = torch.randn(2 * inter, k, device=dev).to(dtype)
-            b = torch.randn(2 * inter, device=dev).to(dtype) if bias else None
-            counters = split_counters(inter, cfg, x.device)
-            got = skinny_gemm_silu_mul(x, w, b, cfg, counters)
-            assert got.shape == (m, inter) and got.dtype == dtype
-            # gate and up as launches of their own, so their tiles hold the same rows as the fused launch's
-            halves = [skinny_gemm(x, w[h], b[h] if bias else None, cfg, split_counters(inter, cfg, x.device))
-                      for h in (slice(0, inter), slice(inter, None))]
-            unfused = silu_mul(torch.cat(halves, dim=-1))
-            assert torch.equal(got, unfused), (dtype, m, inter, k, cfg)
-            gu = x.double() @ w.double().T + (b.double() if bias else 0)
-            ref = torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:]
-            tol = 1e-4 * ref.abs().max().item() if dtype == torch.float32 else 3e-2 * ref.abs().max().item()
-            assert (got.double() - ref).abs().max().item() <= tol, (dtype, m, inter, k, cfg)
-            assert counters is None or not counters.any()
-            assert torch.equal(skinny_gemm_silu_mul(x, w, b, cfg, counters), got)
     assert SkinnyConfig(64, 128, 2, tma=True).label().endswith(" tma")
     x3 = torch.randn(2, 4, 64, device=dev)  # leading dimensions are flattened and restored
     assert skinny_gemm(x3, torch.randn(24, 64, device=dev), None, SkinnyConfig(16, 32)).shape == (2, 4, 24)
@@ -94,8 +69,6 @@ SCRIPT = textwrap.dedent("""
                        (lambda: skinny_gemm(torch.randn(9, 64, device=dev), torch.randn(4, 64, device=dev), None,
                                             SkinnyConfig(16, 16, 2)), "counters"),
                        (lambda: SkinnyConfig(8, 16), ">= 16"), (lambda: SkinnyConfig(block_m=8), ">= 16"),
-                       (lambda: skinny_gemm_silu_mul(torch.randn(9, 64, device=dev), torch.randn(5, 64, device=dev)),
-                        "even number of rows"),
                        (lambda: skinny_gemm(torch.randn(9, 70, device=dev), torch.randn(16, 70, device=dev), None,
                                             SkinnyConfig(16, 16, tma=True)), "16-byte aligned")]:
         try:

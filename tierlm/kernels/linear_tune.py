@@ -2,10 +2,9 @@
 `gemv_tune`) and the skinny GEMM (5-256 rows, `skinny_gemm_tune`).
 
 Every path is timed inside a CUDA graph, as decode steps run it, cycling through enough weight copies that the
-weights come from HBM and not from L2. Per fusion (nothing, the RMSNorm before the layer or the SiLU·mul of
-`[gate | up]` as a prologue, or the SiLU·mul of the layer's own `[gate | up]` output as an epilogue,
-"silu_mul_out") and rows bucket a launch is chosen only where it beats by `MARGIN` every path the layer would
-otherwise run: the fused step apart with cuBLAS, and apart with the kernel at the "plain" plan's launch for
+weights come from HBM and not from L2. Per prologue (nothing, the RMSNorm before the layer, or the SiLU·mul of
+`[gate | up]`) and rows bucket a launch is chosen only where it beats by `MARGIN` every path the layer would
+otherwise run: the prologue then cuBLAS, and the prologue then the kernel with the "plain" plan's launch for
 those rows (so "plain" is tuned first). A launch whose result is not the torch path's (`check_close`) is
 never timed, so a kernel that builds but computes something else on some GPU is never chosen. Launches within
 `TIE` of the fastest are one tie, which the one listed first among the candidates wins (`tune_timing`).
@@ -49,25 +48,24 @@ def weight_copies(n: int, k: int, dtype: torch.dtype, device: torch.device,
 @dataclass(frozen=True)
 class LinearKernels:
     """The kernel under tuning, as functions of `(inputs..., weight, launch)`: `plain(x, w, c)` and, for a
-    kernel that fuses them, `rmsnorm(x, residual, norm_weight, w, c)` (norm epsilon `EPS`),
-    `silu_mul(gate_up, w, c)` and `silu_mul_out(x, w, c)` (`silu(gate) * up` of `x w^T = [gate | up]`)."""
+    kernel that fuses them, `rmsnorm(x, residual, norm_weight, w, c)` (norm epsilon `EPS`) and
+    `silu_mul(gate_up, w, c)`."""
 
     plain: Callable[..., torch.Tensor]
     rmsnorm: Optional[Callable[..., torch.Tensor]] = None
     silu_mul: Optional[Callable[..., torch.Tensor]] = None
-    silu_mul_out: Optional[Callable[..., torch.Tensor]] = None
 
 
 def prologue_paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype: torch.dtype,
                    device: torch.device, kernels: LinearKernels, after_norm: bool = False):
-    """(the unfused torch path, the kernel with a launch, the fused step apart with the plain kernel or None
-    for "plain") as functions of (weight, launch) on random inputs of `rows` rows. `after_norm`: "plain" and
-    "silu_mul_out" paths take their input from an RMSNorm launched just before, as a decode step runs them (see
+    """(the unfused torch path, the kernel with a launch, the unfused prologue then the plain kernel or None
+    for "plain") as functions of (weight, launch) on random inputs of `rows` rows. `after_norm`: "plain"
+    paths take their input from an RMSNorm launched just before, as a decode step runs them (see
     `tune_linear`)."""
     from tierlm.kernels.fused import rmsnorm, silu_mul
 
     if prologue != "plain" and getattr(kernels, prologue, None) is None:
-        raise ValueError(f"the kernel under tuning has no {prologue!r} fusion")
+        raise ValueError(f"the kernel under tuning has no {prologue!r} prologue")
 
     def rand(*shape):
         return torch.randn(*shape, generator=gen, device=device).to(dtype)
@@ -81,15 +79,12 @@ def prologue_paths(prologue: str, rows: int, k: int, gen: torch.Generator, dtype
         gu = rand(rows, 2 * k)
         return (lambda w, c: F.linear(silu_mul(gu), w), lambda w, c: kernels.silu_mul(gu, w, c),
                 lambda w, c: kernels.plain(silu_mul(gu), w, c))
-    x, nw = rand(rows, k), rand(k)
-
-    def x_of() -> torch.Tensor:
-        return rmsnorm(x, nw, EPS)[0] if after_norm else x
-
-    if prologue == "silu_mul_out":
-        return (lambda w, c: silu_mul(F.linear(x_of(), w)), lambda w, c: kernels.silu_mul_out(x_of(), w, c),
-                lambda w, c: silu_mul(kernels.plain(x_of(), w, c)))
-    return lambda w, c: F.linear(x_of(), w), lambda w, c: kernels.plain(x_of(), w, c), None
+    x = rand(rows, k)
+    if after_norm:
+        nw = rand(k)
+        return (lambda w, c: F.linear(rmsnorm(x, nw, EPS)[0], w),
+                lambda w, c: kernels.plain(rmsnorm(x, nw, EPS)[0], w, c), None)
+    return lambda w, c: F.linear(x, w), lambda w, c: kernels.plain(x, w, c), None
 
 
 def tune_linear(name: str, n: int, k: int, prologues: Iterable[str], dtype: torch.dtype, device: torch.device,

@@ -21,14 +21,12 @@ each weight tile into shared memory from a descriptor (bulk asynchronous copies 
 of every thread loading its part: the same tiles and rounding, with fewer instructions and registers per
 byte in flight. The weight must be 16-byte aligned (base and row stride).
 
-`skinny_gemm_silu_mul` fuses the SiLU·mul of a `[gate | up]` projection as the epilogue: a program reads the
-gate rows and the matching up rows of its tile (two accumulators) and writes `silu(gate) * up`, so the
-feed-forward's intermediate never makes the round trip through memory and its own launch is gone.
-
 No prologue is fused in (unlike the GEMV): the input is the matrix unit's shared-memory operand here, so an
 input computed in registers (a norm, a SiLU·mul) has to be stored back to shared memory every K step, which
 stalls the pipeline; timed on an H200 such launches lost to the prologue's own kernel plus this one at every
-shape and batch tried (docs/benchmarks.md).
+shape and batch tried (docs/benchmarks.md). Nor an epilogue: the SiLU·mul of a `[gate | up]` projection as this
+kernel's epilogue (a gate and an up accumulator per program, 34a1c30) beat the projection and the SiLU·mul apart
+in the tuner's timings at some batch sizes, yet the engine's decode steps ran slower with it (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -41,7 +39,6 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from tierlm.kernels.arrival import last_to_arrive, rearm
-from tierlm.kernels.fused import silu_mul_rounded
 from tierlm.kernels.gemv import as_rows
 from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
 from tierlm.kernels.launch import cdiv, next_power_of_2
@@ -80,12 +77,9 @@ class SkinnyConfig:
 def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, N, K, K_SPLIT, stride_xm,
                    stride_wn, stride_om, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr,
-                   PREFETCH_LINES: tl.constexpr = 0, LINE: tl.constexpr = 64, TMA: tl.constexpr = False,
-                   SILU: tl.constexpr = False):
+                   PREFETCH_LINES: tl.constexpr = 0, LINE: tl.constexpr = 64, TMA: tl.constexpr = False):
     # TMA: `w_ptr` is a tensor descriptor of the weight with [BLOCK_N, BLOCK_K] blocks; it zero-fills past N and
-    # K, and K_SPLIT is a multiple of BLOCK_K, so no tile reaches into the next split's columns.
-    # SILU: the weight is [gate | up] by rows (2N of them) and the output `silu(gate) * up` (N columns); a
-    # program takes gate rows `offs_n` and up rows `N + offs_n`, each with its own accumulator.
+    # K, and K_SPLIT is a multiple of BLOCK_K, so no tile reaches into the next split's columns
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
@@ -97,7 +91,6 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
     k_hi = tl.minimum(k_lo + K_SPLIT, K)
     if not TMA:
         w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
-        u_rows = w_rows + N.to(tl.int64) * stride_wn  # SILU: the up rows
     if PREFETCH_LINES > 0:  # the slice's first weight lines into L2 during the wait (`kernels.l2_prefetch`)
         cols = tl.minimum(k_lo + tl.arange(0, PREFETCH_LINES) * LINE, k_hi - 1)
         prefetch_l2(w_ptr + tl.where(mask_n, offs_n, 0).to(tl.int64)[:, None] * stride_wn + cols[None, :])
@@ -108,48 +101,30 @@ def _skinny_kernel(x_ptr, w_ptr, b_ptr, out_ptr, part_ptr, count_ptr, M, M_PAD, 
     offs_k = tl.arange(0, BLOCK_K)
     x_rows = x_ptr + offs_m[:, None] * stride_xm
     acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-    acc_u = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)  # SILU only
     for k0 in range(k_lo, k_hi, BLOCK_K):
         kk = k0 + offs_k
         mask_k = kk < k_hi
-        x = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
         if TMA:
             w = w_ptr.load([pid_n * BLOCK_N, k0])
         else:
             w = tl.load(w_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
+        x = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
         acc = tl.dot(w, tl.trans(x), acc, input_precision=PRECISION)
-        if SILU:
-            if TMA:
-                wu = w_ptr.load([N + pid_n * BLOCK_N, k0])
-            else:
-                wu = tl.load(u_rows + kk[None, :], mask=mask_n[:, None] & mask_k[None, :], other=0.0)
-            acc_u = tl.dot(wu, tl.trans(x), acc_u, input_precision=PRECISION)
     done = True
     if SPLIT_K > 1:  # partial sums to the workspace; the tile's last program to arrive adds them in order
         part = part_ptr + (offs_n[:, None] * M_PAD + offs_m[None, :])
-        tile = (2 * N if SILU else N) * M_PAD  # the up rows' partials follow the gate rows'
+        tile = N * M_PAD
         counter = count_ptr + pid_n * tl.num_programs(2) + pid_m
         tl.store(part + pid_k * tile, acc, mask=mask_n[:, None])
-        if SILU:
-            tl.store(part + N * M_PAD + pid_k * tile, acc_u, mask=mask_n[:, None])
         done = last_to_arrive(counter, SPLIT_K)
         if done:
             acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
-            acc_u = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
             for s in range(SPLIT_K):
                 acc += tl.load(part + s * tile, mask=mask_n[:, None], other=0.0, cache_modifier=".cg")
-                if SILU:
-                    acc_u += tl.load(part + N * M_PAD + s * tile, mask=mask_n[:, None], other=0.0,
-                                     cache_modifier=".cg")
             rearm(counter)
     if done:
         if HAS_BIAS:
             acc += tl.load(b_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
-            if SILU:
-                acc_u += tl.load(b_ptr + N + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
-        if SILU:  # rounded where the unfused path rounds: gate and up to the dtype, then as `fused.silu_mul`
-            dtype = out_ptr.dtype.element_ty
-            acc = silu_mul_rounded(acc.to(dtype), acc_u.to(dtype)).to(tl.float32)  # exact: stored as dtype
         tl.store(out_ptr + offs_m[None, :] * stride_om + offs_n[:, None], acc.to(out_ptr.dtype.element_ty),
                  mask=mask_n[:, None] & mask_m[None, :])
 
@@ -161,8 +136,8 @@ def block_m(rows: int, config: SkinnyConfig = SkinnyConfig()) -> int:
     return min(whole, config.block_m) if config.block_m else whole
 
 
-def _stages(config: SkinnyConfig, bm: int, itemsize: int, weight_tiles: int = 1) -> int:
-    per_stage = (weight_tiles * config.block_n + bm) * config.block_k * itemsize
+def _stages(config: SkinnyConfig, bm: int, itemsize: int) -> int:
+    per_stage = (config.block_n + bm) * config.block_k * itemsize
     return max(2, min(config.num_stages, _SMEM_BYTES // per_stage))
 
 
@@ -191,15 +166,12 @@ def weight_descriptor(weight: torch.Tensor, config: SkinnyConfig):
 
 
 def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], config: SkinnyConfig,
-            counters: Optional[torch.Tensor], silu: bool = False) -> torch.Tensor:
-    m, n_w, k = x2.shape[0], weight.shape[0], x2.shape[1]
-    n = n_w // 2 if silu else n_w  # output columns
+            counters: Optional[torch.Tensor]) -> torch.Tensor:
+    m, n, k = x2.shape[0], weight.shape[0], x2.shape[1]
     if m > MAX_ROWS:
         raise ValueError(f"skinny_gemm serves at most {MAX_ROWS} rows, got {m}")
     if weight.shape[1] != k or weight.stride(1) != 1:
         raise ValueError(f"skinny_gemm: weight {tuple(weight.shape)} does not match input {tuple(x2.shape)}")
-    if silu and n_w % 2:
-        raise ValueError(f"skinny_gemm_silu_mul: a [gate | up] weight has an even number of rows, got {n_w}")
     if config.split_k > 1 and (counters is None or counters.numel() < num_counters(n, config)):
         raise ValueError("skinny_gemm: a split launch needs its counters (split_counters)")
     out = torch.empty(m, n, dtype=x2.dtype, device=x2.device)
@@ -208,7 +180,7 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
         m_tiles, n_tiles = cdiv(m, bm), cdiv(n, config.block_n)
         k_split = cdiv(cdiv(k, config.split_k), config.block_k) * config.block_k
         splits = cdiv(k, k_split)
-        part = torch.empty(splits, n_w, m_tiles * bm, dtype=torch.float32, device=x2.device) if splits > 1 else out
+        part = torch.empty(splits, n, m_tiles * bm, dtype=torch.float32, device=x2.device) if splits > 1 else out
         pdl = pdl_enabled(x2.device)
         lines, line = l2_prefetch_lines(pdl, "gemm", min(k_split, config.block_k), weight.element_size())
         w_arg = weight
@@ -219,8 +191,8 @@ def _launch(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
             m, m_tiles * bm, n, k, k_split, x2.stride(0), weight.stride(0), out.stride(0), HAS_BIAS=bias is not None,
             BLOCK_M=bm, BLOCK_N=config.block_n, BLOCK_K=config.block_k, SPLIT_K=splits,
             PRECISION="ieee" if x2.dtype == torch.float32 else "tf32", PDL=pdl, PREFETCH_LINES=lines, LINE=line,
-            TMA=config.tma, SILU=silu, num_warps=config.num_warps,
-            num_stages=_stages(config, bm, x2.element_size(), 2 if silu else 1), **launch_options(pdl))
+            TMA=config.tma, num_warps=config.num_warps,
+            num_stages=_stages(config, bm, x2.element_size()), **launch_options(pdl))
     return out
 
 
@@ -229,13 +201,3 @@ def skinny_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     """`x @ weight.T + bias` for `x` of `MIN_ROWS`-`MAX_ROWS` rows (leading dimensions flattened); a split
     launch needs `counters` from `split_counters` (not shared with a launch on another stream)."""
     return _launch(as_rows(x), weight, bias, config, counters).view(*x.shape[:-1], weight.shape[0])
-
-
-def skinny_gemm_silu_mul(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                         config: SkinnyConfig = SkinnyConfig(),
-                         counters: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """`silu(gate) * up` of `[gate | up] = x @ weight.T + bias` in one launch (the SiLU·mul as the GEMM's
-    epilogue: no `[gate | up]` round trip through memory, one launch fewer), for a weight of `2 I` rows, gate
-    rows first; rounded as `skinny_gemm` followed by `fused.silu_mul`. A split launch needs
-    `split_counters(I, config)`."""
-    return _launch(as_rows(x), weight, bias, config, counters, silu=True).view(*x.shape[:-1], weight.shape[0] // 2)

@@ -24,18 +24,10 @@ class GatedMLP(nn.Module):
         prologue (`tune_small_batch_linears`)."""
         return [(self.down_proj, "silu_mul")]
 
-    def fused_epilogues(self) -> list[tuple[nn.Module, str]]:
-        """The gate/up projection's output feeds only the SiLU·mul: its skinny GEMM plan is tuned with it as
-        the epilogue (`tune_small_batch_linears`)."""
-        return [(self.gate_up_proj, "silu_mul_out")]
-
     def shard_range(self, shard: int) -> tuple[int, int]:
         return shard * self.intermediate, (shard + 1) * self.intermediate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.gate_up_proj.forward_then_silu_mul(x)  # one launch at 5-256 rows, where planned
-        if h is not None:
-            return self.down_proj(h)
         gate_up = self.gate_up_proj(x)
         fused = self.down_proj.forward_silu_mul(gate_up)  # one launch at small batch, where planned
         if fused is not None:

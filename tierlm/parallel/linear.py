@@ -34,9 +34,8 @@ def mark_sharded(param: nn.Parameter, dim: int, index: int) -> nn.Parameter:
 def decode_config(x: torch.Tensor, plan: "Optional[GemvPlan]", gemm_plan: "Optional[SkinnyPlan]",
                   prologue: str = "plain") -> "Union[GemvConfig, SkinnyConfig, None]":
     """The decode kernel's launch for `x`'s rows read through `prologue`: the GEMV's (1-4 rows, any prologue its
-    plan has) or the skinny GEMM's (5-256 rows, "plain" or its SiLU·mul epilogue, "silu_mul_out") where the
-    layer's plans chose one, else None (the torch path; also off the GPU and inside torch.compile's trace,
-    whose token dimension is symbolic)."""
+    plan has) or the skinny GEMM's (5-256 rows, "plain" only) where the layer's plans chose one, else None (the
+    torch path; also off the GPU and inside torch.compile's trace, whose token dimension is symbolic)."""
     if not x.is_cuda or torch.compiler.is_compiling():
         return None
     rows = x.numel() // x.shape[-1]
@@ -47,8 +46,6 @@ def decode_config(x: torch.Tensor, plan: "Optional[GemvPlan]", gemm_plan: "Optio
         cfg = plan[prologue].get(bucket_of(rows))
     if cfg is None and gemm_plan is not None and prologue == "plain":
         cfg = gemm_plan.config_for(rows)
-    elif cfg is None and gemm_plan is not None and prologue == "silu_mul_out":
-        cfg = gemm_plan.silu_mul_config_for(rows)
     return cfg
 
 
@@ -105,16 +102,6 @@ class ColumnParallelLinear(nn.Linear):
             return rmsnorm_gemv(x.x, x.residual, x.weight, x.eps, self.weight, self.bias, x.config,
                                 x.residual_out)[0]
         return linear(x, self.weight, self.bias, self.gemv_plan, self.gemm_plan)
-
-    def forward_then_silu_mul(self, x: Union[torch.Tensor, NormedInput]) -> Optional[torch.Tensor]:
-        """`silu(gate) * up` of this `[gate | up]` projection's output in one launch (the skinny GEMM with the
-        SiLU·mul as its epilogue), or None where the plan does not fuse it for these rows."""
-        cfg = None if isinstance(x, NormedInput) else decode_config(x, None, self.gemm_plan, "silu_mul_out")
-        if cfg is None:
-            return None
-        from tierlm.kernels.skinny_gemm import skinny_gemm_silu_mul
-
-        return skinny_gemm_silu_mul(x, self.weight, self.bias, cfg, self.gemm_plan.counters)
 
 
 class RowParallelLinear(nn.Linear):
@@ -197,37 +184,26 @@ class ParallelLMHead(nn.Module):
         return logits if logits.shape[-1] == self.vocab else logits[..., :self.vocab]
 
 
-def _declared(model: nn.Module, method: str) -> dict[int, set]:
-    """The fusions the modules of `model` declare through `method()` ([(layer, name)]), by the layer's `id`."""
-    declared: dict[int, set] = {}
-    for module in model.modules():
-        for layer, name in (getattr(module, method)() if hasattr(module, method) else ()):
-            declared.setdefault(id(layer), set()).add(name)
-    return declared
-
-
 def declared_prologues(model: nn.Module) -> dict[int, tuple[str, ...]]:
     """What each linear of `model` reads, by `id`: "plain" and the prologues its feeding modules declare
     (`fused_prologues()`), for the layers some module declares."""
-    return {key: ("plain", *sorted(p)) for key, p in _declared(model, "fused_prologues").items()}
-
-
-def declared_epilogues(model: nn.Module) -> dict[int, tuple[str, ...]]:
-    """The epilogues the modules of `model` ask of their linears (`fused_epilogues()`: "silu_mul_out" for a
-    `[gate | up]` projection whose output only feeds a SiLU·mul), by `id`."""
-    return {key: tuple(sorted(e)) for key, e in _declared(model, "fused_epilogues").items()}
+    declared: dict[int, set] = {}
+    for module in model.modules():
+        for layer, prologue in (module.fused_prologues() if hasattr(module, "fused_prologues") else ()):
+            declared.setdefault(id(layer), set()).add(prologue)
+    return {key: ("plain", *sorted(p)) for key, p in declared.items()}
 
 
 def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = True) -> int:
     """Give every CUDA bf16/fp16 column- and row-parallel linear of `model` the decode plans of its weight
     shape from the autotune store (tuning each distinct shape once): the GEMV's (`gemv`), for the plain input
     and for the prologues the modules that feed the layer declare (`fused_prologues()`: [(layer, "rmsnorm" |
-    "silu_mul")], e.g. a pre-norm block's norm before its QKV projection), and the skinny GEMM's (`gemm`),
-    with the epilogues the modules declare (`fused_epilogues()`). Returns the number of layers planned."""
+    "silu_mul")], e.g. a pre-norm block's norm before its QKV projection), and the skinny GEMM's (`gemm`).
+    Returns the number of layers planned."""
     from tierlm.kernels.gemv_tune import tuned_plan
     from tierlm.kernels.skinny_gemm_tune import tuned_skinny_plan
 
-    declared, epilogues = declared_prologues(model), declared_epilogues(model)
+    declared = declared_prologues(model)
     plans: dict = {}
     done = 0
     for layer in model.modules():
@@ -236,13 +212,13 @@ def tune_small_batch_linears(model: nn.Module, gemv: bool = True, gemm: bool = T
         w = layer.weight
         if not w.is_cuda or w.dtype not in (torch.bfloat16, torch.float16):
             continue
-        prologues, fused_out = declared.get(id(layer), ("plain",)), epilogues.get(id(layer), ())
+        prologues = declared.get(id(layer), ("plain",))
         gemv_key, gemm_key = (("gemv", tuple(w.shape), prologues, w.dtype, w.device),
-                              ("gemm", tuple(w.shape), fused_out, w.dtype, w.device))
+                              ("gemm", tuple(w.shape), w.dtype, w.device))
         if gemv and gemv_key not in plans:
             plans[gemv_key] = tuned_plan(w.shape[0], w.shape[1], prologues, w.dtype, w.device)
         if gemm and gemm_key not in plans:
-            plans[gemm_key] = tuned_skinny_plan(w.shape[0], w.shape[1], w.dtype, w.device, fused_out)
+            plans[gemm_key] = tuned_skinny_plan(w.shape[0], w.shape[1], w.dtype, w.device)
         layer.gemv_plan, layer.gemm_plan = plans.get(gemv_key), plans.get(gemm_key)
         done += 1
     return done
