@@ -3,7 +3,7 @@ one fused: in each autotune result of the GEMV, the launches for the RMSNorm and
 (the norm or the SiLU·mul kernel, then the plan's plain launch), or the fastest fused launch the tuner timed
 whether or not it beat the step apart; the plain launches stay. Run on a copy of a tuned root, the two roots
 differ only in the fusions, so an engine run on each tells what the fusions are worth in a step (the start-up
-tuner times them one linear at a time). Usage: `python benchmarks/drop_fusions.py ROOT [--force]`."""
+tuner times them one linear at a time). Usage: `PYTHONPATH=. python benchmarks/drop_fusions.py ROOT [--force]`."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,15 +11,16 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.show_fusion_timings import fused_launches
+
 
 def fastest(timings: dict, fusion: str, rows: str) -> dict | None:
     """The fastest fused launch timed for (fusion, rows), as a plan stores it, or None if none was timed."""
     from tierlm.kernels.gemv_tune import CANDIDATES
 
-    prefix = f"{fusion}/{rows}/"
     by_label = {c.label(): c for c in CANDIDATES}
-    timed = [(us, by_label[k[len(prefix):]]) for k, us in timings.items()
-             if k.startswith(prefix) and k[len(prefix):] in by_label]
+    timed = [(us, by_label[label]) for label, us in fused_launches(timings, fusion, rows).items()
+             if label in by_label]
     return dataclasses.asdict(min(timed, key=lambda t: t[0])[1]) if timed else None
 
 

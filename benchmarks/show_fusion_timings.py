@@ -9,6 +9,18 @@ import sys
 from pathlib import Path
 
 
+def timed_paths(timings: dict, fusion: str, rows: str) -> dict:
+    """The tuner's microseconds for (fusion, rows) by path: "torch", "unfused+<launch>" or a fused launch's label."""
+    prefix = f"{fusion}/{rows}/"
+    return {k[len(prefix):]: v for k, v in timings.items() if k.startswith(prefix)}
+
+
+def fused_launches(timings: dict, fusion: str, rows: str) -> dict:
+    """The fused launches timed for (fusion, rows): label -> microseconds."""
+    return {k: v for k, v in timed_paths(timings, fusion, rows).items()
+            if k != "torch" and not k.startswith("unfused+")}
+
+
 def fusion_rows(body: dict) -> list[str]:
     """One line per (fusion, rows) of an autotune result's timings."""
     factors, results = body.get("factors", {}), body.get("results", {})
@@ -16,10 +28,9 @@ def fusion_rows(body: dict) -> list[str]:
     lines = []
     for fusion in sorted(f for f in plan if f != "plain"):
         for rows in sorted(plan[fusion], key=int):
-            prefix = f"{fusion}/{rows}/"
-            mine = {k[len(prefix):]: v for k, v in timings.items() if k.startswith(prefix)}
+            mine = timed_paths(timings, fusion, rows)
             apart = {k: v for k, v in mine.items() if k.startswith("unfused+")}
-            fused = {k: v for k, v in mine.items() if k != "torch" and not k.startswith("unfused+")}
+            fused = fused_launches(timings, fusion, rows)
             best = min(fused.items(), key=lambda kv: kv[1]) if fused else ("-", float("nan"))
             apart_us = min(apart.values()) if apart else float("nan")
             chosen = plan[fusion][rows]
