@@ -22,8 +22,10 @@ import time
 
 from benchmarks.timing import device_gaps, print_device_gaps, step_timeline
 from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.bench.context import bench_context
 from tierlm.cli.bench.offline import Workload, run_engine
 from tierlm.engine.engine import Engine
+from tierlm.models.errors import ModelLoadError
 from tierlm.engine.step_clock import PHASES
 
 BUCKETS = (1, 8, 32, 64, 128, 192, 256, 1 << 30)
@@ -205,9 +207,16 @@ def main() -> None:
     ap.add_argument("--torch-profile", type=int, default=0, metavar="ROWS", help="Then record the workload again "
                     "under the torch profiler and print this many rows of its device kernels by total time.")
     add_engine_args(ap, model_required=False)
-    ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True, max_model_len=2048)
+    ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
-    engine = Engine(config_from_args(args))
+    config = config_from_args(args)
+    longest = args.input_len[1] + args.output_len[1]
+    try:  # as `bench offline` sizes it
+        config = config.replace(max_model_len=bench_context(config, longest, f"The longest request ({longest} "
+                                                            "tokens of --input-len and --output-len)"))
+    except (ModelLoadError, ValueError) as e:
+        raise SystemExit(f"offline_steps.py: {e}") from None
+    engine = Engine(config)
     def work(seed: int) -> Workload:
         return Workload.make(args.num_requests, tuple(args.input_len), tuple(args.output_len),
                              engine.model_config.vocab_size, seed)

@@ -104,3 +104,18 @@ def test_offline_bench_with_a_long_prompt(tiny_qwen3, capsys):
 def test_offline_bench_bad_long_prompts(capsys):
     assert main(["bench", "offline", "--long-prompts", "1", "0"]) == 2
     assert "--long-prompts" in capsys.readouterr().err
+
+
+def test_offline_bench_workload_past_the_models_context(tiny_qwen3, capsys):
+    """A workload whose longest request needs more positions than the model has is refused before the engine
+    starts, naming the flags that make it; the model's own context is the default limit's bound (2048 > 512)."""
+    args = ["bench", "offline", "--model", str(tiny_qwen3), "--device", "cpu", "--num-requests", "1"]
+    assert main([*args, "--input-len", "400", "400", "--output-len", "113", "113"]) == 2
+    err = capsys.readouterr().err
+    assert "longest request (513 tokens of --input-len or --long-prompts and --output-len)" in err, err
+    assert "Traceback" not in err
+    assert main([*args, "--input-len", "4", "4", "--output-len", "2", "2", "--max-model-len", "600"]) == 2
+    assert "--max-model-len 600 is longer" in capsys.readouterr().err
+    assert main([*args, "--input-len", "4", "4", "--output-len", "2", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["engine_info"]["max_model_len"] == 512
+

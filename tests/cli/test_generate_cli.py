@@ -48,6 +48,8 @@ def test_make_tiny_model_then_generate_matches_offline_api(tmp_path):
     (["--model", "{tiny}", "--prompt", "hi", "--hicache-ratio", "nan"], "--hicache-ratio: must be a finite number"),
     (["--model", "{tiny}", "--prompt", "hi", "--kv-cache-gb", "1e9"], "--kv-cache-gb"),
     (["--model", "{tiny}", "--prompt", "hi", "--max-model-len", "1000000000000"], "--max-model-len"),
+    (["--model", "{tiny}", "--prompt", "hi", "--max-model-len", "513"],
+     "--max-model-len 513 is longer than the model's context (512 tokens"),
 ])
 def test_generate_bad_flags_exit_2_with_message(tiny_qwen3, args, message):
     args = [a.replace("{tiny}", str(tiny_qwen3)) for a in args]

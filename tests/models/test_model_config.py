@@ -60,3 +60,18 @@ def test_missing_moe_field_is_named(tiny_qwen3_moe, key):
     name = "num_experts" if key == "num_local_experts" else key
     with pytest.raises(ModelLoadError, match=f"config.json: missing required field '{name}'"):
         ModelConfig.from_dict(cfg)
+
+
+def test_context_limit_is_the_models_unless_allowed_longer(tiny_qwen3):
+    """`--max-model-len` defaults to the model's max_position_embeddings; a longer one is refused, naming the
+    flag and the variable that allows it, unless that variable is 1."""
+    from tierlm.models.config import ALLOW_LONG_CONTEXT
+
+    mc = ModelConfig.from_dir(tiny_qwen3)
+    assert mc.context_limit(None, environ={}) == mc.max_position_embeddings == 512
+    assert mc.context_limit(100, environ={}) == 100 and mc.context_limit(512, environ={}) == 512
+    with pytest.raises(ValueError, match=f"--max-model-len 513 .*512 tokens.*{ALLOW_LONG_CONTEXT}=1"):
+        mc.context_limit(513, environ={ALLOW_LONG_CONTEXT: "0"})
+    with pytest.raises(ValueError, match="^The workload is longer than the model's context"):
+        mc.context_limit(600, environ={}, what="The workload")
+    assert mc.context_limit(300000, environ={ALLOW_LONG_CONTEXT: "1"}) == 300000

@@ -40,7 +40,8 @@ def children_of(pid: int) -> list[int]:
 class ServerProcess:
     """`python -m tierlm serve` in a subprocess, with its log in a file and helpers to reach it."""
 
-    def __init__(self, model_dir: Path, log_path: Path, *extra: str, new_session: bool = False):
+    def __init__(self, model_dir: Path, log_path: Path, *extra: str, new_session: bool = False,
+                 env: Optional[dict[str, str]] = None):
         self.model = str(model_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,7 +51,7 @@ class ServerProcess:
                "--port", str(self.port), *extra]
         # new_session: the server leads its own process group, so a test can signal the group as a service
         # manager does (never the test's own group).
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ},
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                      start_new_session=new_session)
         self.engine_pids: list[int] = []
 
@@ -92,6 +93,7 @@ class ServerProcess:
         return self.proc.returncode
 
 
-def start_server(model_dir: Path, tmp_dir: Path, *extra: str) -> ServerProcess:
-    """Start a server on the tiny model with the CPU test flags plus `extra`, and wait until /health is 200."""
-    return ServerProcess(model_dir, tmp_dir / "server.log", *extra).wait_ready()
+def start_server(model_dir: Path, tmp_dir: Path, *extra: str, env: Optional[dict[str, str]] = None) -> ServerProcess:
+    """Start a server on the tiny model with the CPU test flags plus `extra` (and `env` over the process's
+    environment), and wait until /health is 200."""
+    return ServerProcess(model_dir, tmp_dir / "server.log", *extra, env=env).wait_ready()

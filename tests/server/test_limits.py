@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import pytest
 
 from tests.server.helpers import start_server
+from tierlm.models.config import ALLOW_LONG_CONTEXT
 
 MiB = 2**20
 # a stall (tokenizing a long prompt on the event loop) takes seconds: the tiny tokenizer takes about 4 s for the
@@ -34,9 +35,10 @@ def server(tiny_qwen3, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def long_context_server(tiny_qwen3, tmp_path_factory):
-    """A 300k-token context: the body cap stays at 32 MiB and multi-MiB prompts reach the tokenizer."""
+    """A 300k-token context (beyond the model's, so allowed by its variable): the body cap stays at 32 MiB and
+    multi-MiB prompts reach the tokenizer."""
     srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("limits-long"), "--max-model-len", "300000",
-                       "--max-running-requests", "4")
+                       "--max-running-requests", "4", env={ALLOW_LONG_CONTEXT: "1"})
     yield srv
     assert srv.stop() == 0, srv.log_text()
 

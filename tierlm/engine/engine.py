@@ -49,7 +49,7 @@ class Engine:
         self.model_config = ModelConfig.from_dir(self.model_dir)
         self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(
             config.tokenizer or str(self.model_dir), config.revision)
-        self.max_model_len = config.max_model_len or self.model_config.max_position_embeddings
+        self.max_model_len = self.model_config.context_limit(config.max_model_len)
         self.model_name = config.served_model_name or config.model
         # The worker executes step plans (model, pools, copies); the KV controller and the scheduler decide.
         # Under --tp-size N it is a group: this process's rank 0 plus N - 1 ranks that execute the same plans.

@@ -126,7 +126,7 @@ def run_worker_rank(doc: dict) -> int:
     try:
         model_dir = resolve_model_dir(config.model, config.revision, need_weights=config.load_format != "dummy")
         mc = ModelConfig.from_dir(model_dir)
-        max_model_len = config.max_model_len or mc.max_position_embeddings
+        max_model_len = mc.context_limit(config.max_model_len)
         worker = Worker(config, model_dir, mc, max_model_len, max_model_len + config.page_size, group,
                         torch.device(where.device))
         shard = group.shard_name(mc.num_kv_heads)

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from tierlm.models.errors import ModelLoadError
 from tierlm.models.registry import ARCHITECTURES
+
+ALLOW_LONG_CONTEXT = "TIERLM_ALLOW_LONG_MAX_MODEL_LEN"  # 1: a context limit beyond the model's is served
 
 # ModelConfig field -> the config.json key it comes from; each must be a positive integer.
 _POSITIVE = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
@@ -117,6 +120,23 @@ class ModelConfig:
             raise ModelLoadError(f"{source}: invalid value: {e}") from None
         _check_sizes(mc, source)
         return mc
+
+    def context_limit(self, requested: Optional[int], environ: Optional[Mapping[str, str]] = None,
+                      what: Optional[str] = None) -> int:
+        """The context limit to serve this model with: `requested` (`--max-model-len`), or the model's
+        `max_position_embeddings`. A longer one than the model's is refused (positions it was not made for give
+        wrong outputs, silently) unless `ALLOW_LONG_CONTEXT` is 1 in `environ` (default: the process's), as vLLM
+        and SGLang refuse it unless their own variables say otherwise. `what` names the request in the error
+        (default: the flag)."""
+        if requested is None:
+            return self.max_position_embeddings
+        env = os.environ if environ is None else environ
+        if requested > self.max_position_embeddings and env.get(ALLOW_LONG_CONTEXT) != "1":
+            raise ValueError(f"{what or f'--max-model-len {requested}'} is longer than the model's context "
+                             f"({self.max_position_embeddings} tokens, max_position_embeddings in its config.json): "
+                             f"positions past it give wrong outputs. Lower it, or set {ALLOW_LONG_CONTEXT}=1 to "
+                             "serve it anyway")
+        return requested
 
     @staticmethod
     def from_dir(model_dir: Path) -> "ModelConfig":

@@ -201,7 +201,14 @@ def run(args: argparse.Namespace) -> int:
     turns, answer_lens = _conversations(args, model_cfg.vocab_size), _answer_lens(args)
     finals = [sum(map(len, conv)) + sum(lens) for conv, lens in zip(turns, answer_lens)]
     final_len, working_set = max(finals), sum(finals)
-    changes = {"max_model_len": max(config.max_model_len or 0, final_len + config.page_size)}
+    limit = max(config.max_model_len or 0, final_len + config.page_size)
+    try:
+        model_cfg.context_limit(limit, what=None if limit == config.max_model_len else f"The longest conversation "
+                                f"({final_len} tokens of --first-turn-len, --turn-len, --num-rounds and --answer-len, "
+                                "and a page)")
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    changes = {"max_model_len": limit}
     if config.kv_cache_gb is None:
         pool_tokens = max(int(working_set / args.working_set_factor), (args.concurrency + 1) * final_len)
         changes["kv_cache_gb"] = pool_tokens * per_token / 2**30

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.bench.context import bench_context
 from tierlm.cli.errors import CLIError
 from tierlm.engine.startup import compiled_artifacts
 
@@ -141,8 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--hf-batch-size", type=int, default=64, help="Static batch size for --compare hf (default: 64).")
     g.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     add_engine_args(p, model_required=False)
-    p.set_defaults(func=run, model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True,
-                   max_model_len=2048)
+    p.set_defaults(func=run, model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,10 +158,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--long-prompts N LEN: N must be 0 or more and LEN positive")
     config = config_from_args(args)
     longest = max(hi, long_len if n_long else 0) + ohi
-    if config.max_model_len is not None and longest > config.max_model_len:
-        config = config.replace(max_model_len=longest)
     t0 = time.perf_counter()
     try:
+        config = config.replace(max_model_len=bench_context(config, longest, f"The workload's longest request "
+                                                            f"({longest} tokens of --input-len or --long-prompts and "
+                                                            "--output-len)"))
         engine = Engine(config)
     except (ModelLoadError, ValueError) as e:
         raise CLIError(str(e)) from None

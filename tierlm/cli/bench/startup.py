@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.bench.context import bench_context
 from tierlm.cli.errors import CLIError
 from tierlm.cli.paths import output_dir
 
@@ -46,8 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Seconds one start may take (default: 1800).")
     g.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     add_engine_args(p, model_required=False)
-    p.set_defaults(func=run, model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True,
-                   max_model_len=2048)
+    p.set_defaults(func=run, model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
 
 
 def child_env(root: Path) -> dict[str, str]:
@@ -121,7 +121,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--modes: unknown mode {', '.join(unknown) or '(none)'}; choose from {', '.join(MODES)}")
     if args.prompt_len < 1:
         raise CLIError(f"--prompt-len must be >= 1, got {args.prompt_len}")
+    from tierlm.models.errors import ModelLoadError
+
     config = config_from_args(args)
+    try:  # the first request: its prompt and one token
+        config = config.replace(max_model_len=bench_context(config, args.prompt_len + 1,
+                                                            f"--prompt-len {args.prompt_len} and one token"))
+    except (ModelLoadError, ValueError) as e:
+        raise CLIError(str(e)) from None
     work = output_dir(args.work_dir, "--work-dir") if args.work_dir else Path(tempfile.mkdtemp(prefix="tierlm-"))
     taken = [m for m in modes if any((work / f"{m}-{s}").exists() for s in "ab")]
     if args.work_dir and taken:
