@@ -10,7 +10,7 @@ import triton
 from triton.testing import do_bench, do_bench_cudagraph
 
 from tierlm.kernels.balanced_splits import balanced_plan, scratch_splits
-from tierlm.kernels.decode_attention import decode_attention, fold_counters
+from tierlm.kernels.decode_attention import decode_attention
 from tierlm.kernels.longest_first import longest_first
 from tierlm.kernels.request_splits import choose_max_splits
 from tierlm.kvcache.pool import take_rows
@@ -32,13 +32,11 @@ class DecodeVariant:
     heads_first: bool = True
     longest_first: bool = False
     balanced: bool = False  # the KV split by tokens across the batch (`kernels.balanced_splits`)
-    fold: bool = True  # the slices merged inside stage 1, as the engine launches it; False: a second launch
 
     def label(self) -> str:
         kind = "dot" if self.dot_min_group <= HEADS // KV_HEADS else "bcast"
         order = ("" if self.heads_first else " batch-first") + (" longest-first" if self.longest_first else "")
         order += " balanced" if self.balanced else ""
-        order += "" if self.fold else " two-launch"
         return (f"{kind} n{self.block_n} w{self.num_warps} s{self.num_stages} waves{self.waves} mc{self.min_chunk}"
                 f"{order}")
 
@@ -113,13 +111,11 @@ class DecodeCase:
         mid_o = torch.empty(self.batch, HEADS, s, HEAD_DIM, dtype=torch.float32, device="cuda")
         mid_lse = torch.empty(self.batch, HEADS, s, dtype=torch.float32, device="cuda")
         order = longest_first(self.seq_lens) if var.longest_first else None  # once per step in the engine
-        counters = torch.zeros(fold_counters(self.batch, HEADS), dtype=torch.int32, device="cuda") if var.fold else None
         return lambda: decode_attention(self.q, self.k_buf, self.v_buf, self.table, self.rows, self.seq_lens,
                                         self.out, mid_o, mid_lse, HEAD_DIM ** -0.5, min_chunk=var.min_chunk,
                                         block_n=var.block_n, dot_min_group=var.dot_min_group,
                                         num_warps=var.num_warps, num_stages=var.num_stages,
-                                        heads_first=var.heads_first, order=order, balanced=plan,
-                                        counters=counters)
+                                        heads_first=var.heads_first, order=order, balanced=plan)
 
     def check(self, var: DecodeVariant, rows: int = 8) -> float:
         self.out.fill_(float("nan"))

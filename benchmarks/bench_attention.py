@@ -81,8 +81,6 @@ def main() -> None:
                     "as they come and longest first (KV tile 64/128), and the sort's own time")
     ap.add_argument("--balanced-sweep", action="store_true", help="with --decode-shapes: the KV split per "
                     "request (default) and by tokens across the batch, at two launches")
-    ap.add_argument("--fold-sweep", action="store_true", help="with --decode-shapes: a request's slices merged "
-                    "inside stage 1 (the default) and by a second launch, at two KV tiles")
     ap.add_argument("--kv-dtype", choices=("auto", "fp8"), default="auto", help="with --decode-shapes: the KV "
                     "pool's element type (auto: bf16; fp8: e4m3, as --kv-cache-dtype fp8)")
     args = ap.parse_args()
@@ -95,7 +93,7 @@ def main() -> None:
     if args.decode_shapes:
         decode_shapes(parse_shapes(args.decode_shapes), gen, copy_gbs, args.default_only, args.split_sweep,
                       torch.float8_e4m3fn if args.kv_dtype == "fp8" else DTYPE, args.order_sweep,
-                      args.waves_sweep, args.lpt_sweep, args.balanced_sweep, args.fold_sweep)
+                      args.waves_sweep, args.lpt_sweep, args.balanced_sweep)
         return
 
     main_case = DecodeCase(64, 4096, gen)

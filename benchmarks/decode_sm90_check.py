@@ -32,7 +32,7 @@ from tierlm.kernels.packed_tiles import _packed_tiles_kernel
 from tierlm.kernels.fused import _qk_norm_rope_kernel, _rmsnorm_kernel, _silu_mul_kernel
 from tierlm.kernels.gemv import _gemv_kernel
 from tierlm.kernels.race_sample import _pick_kernel
-from tierlm.kernels.request_splits import _request_merge_kernel, fold_chunk
+from tierlm.kernels.request_splits import _request_merge_kernel
 from tierlm.kernels.skinny_gemm import _skinny_kernel
 from tierlm.kernels.step_metadata import _expand_kernel, _pad_inputs_kernel, _pad_mixed_kernel
 from tierlm.kernels.store_kv import _store_kv_kernel
@@ -47,26 +47,16 @@ POINTERS = {"q_ptr": "*bf16", "k_buf": "*bf16", "v_buf": "*bf16", "req_to_token"
             "count_ptr": "*i32", "k_ptr": "*bf16", "v_ptr": "*bf16", "loc_ptr": "*i64", "latent_buf": "*bf16",
             "h_ptr": "*bf16", "ids_ptr": "*i64", "weights_ptr": "*fp32", "pairs_ptr": "*i32",
             "block_expert_ptr": "*i32", "total_ptr": "*i32", "rows_ptr": "*bf16", "add_ptr": "*bf16",
-            "prefix_lens": "*i32", "qo_indptr": "*i32", "q_starts": "*i32", "plan_items": "*i32",
-            "counters": "*i32"}
+            "prefix_lens": "*i32", "qo_indptr": "*i32", "q_starts": "*i32", "plan_items": "*i32"}
 FP8_POOL = {"k_buf": "*fp8e4nv", "v_buf": "*fp8e4nv"}  # --kv-cache-dtype fp8
 
 MULTIPLES_OF_16 = {"K_SPLIT", "K"}  # integer arguments a multiple of 16 at launch on these shapes (Triton specializes)
 
 
-def folded(splits: int, fold: bool = True) -> dict:
-    """Stage 1's merge constexprs: a split launch merges its slices itself (the engine's default), or not."""
-    return dict(FOLD=fold and splits > 1, FOLD_HEADS=2, FOLD_CHUNK=fold_chunk(2, splits))
-
-
 def decode_variants() -> list[tuple[str, object, dict, dict]]:
     """(label, kernel, constexprs, pointer types other than `POINTERS`) of the variants the engine launches on
     Qwen3-0.6B's shape."""
-    out = [("stage 1 splits=64, merged by a second launch", _decode_stage1,
-            dict(BALANCED=False, GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=64, BLOCK_H=16, BLOCK_N=128,
-                 BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True,
-                 DIRECT=False, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False, PREFETCH_LINES=2, LINE=64,
-                 ROPE=False, NORM=False, **folded(64, False)), {})]
+    out = []
     for store, (use_dot, block_h), (pdl, splits) in itertools.product((True, False), ((True, 16), (False, 2)),
                                                                      ((False, 64), (True, 64), (True, 1))):
         out.append((f"stage 1 store_new={store} dot={use_dot} pdl={pdl} splits={splits}", _decode_stage1,
@@ -74,21 +64,21 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
                          MAX_SPLITS=splits, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=store,
                          PDL=pdl, DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False,
-                         PREFETCH_LINES=2 if pdl else 0, LINE=64, ROPE=False, NORM=False, **folded(splits)), {}))
+                         PREFETCH_LINES=2 if pdl else 0, LINE=64, ROPE=False, NORM=False), {}))
     for norm, splits in ((True, 1), (True, 64), (False, 64)):  # q/k norm and rotary applied in stage 1
         out.append((f"stage 1 rope norm={norm} splits={splits}", _decode_stage1,
                     dict(BALANCED=False, GROUP=2, NUM_HEADS=16, HEAD_DIM=128,
                          MAX_SPLITS=splits, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
                          HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True,
                          DIRECT=splits == 1, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False, PREFETCH_LINES=2,
-                         LINE=64, ROPE=True, NORM=norm, **folded(splits)), {}))
+                         LINE=64, ROPE=True, NORM=norm), {}))
     for heads_first, ordered in ((True, True), (False, True), (False, False)):
         out.append((f"stage 1 heads_first={heads_first} ordered={ordered}", _decode_stage1,
                     dict(BALANCED=False, GROUP=2, NUM_HEADS=16, HEAD_DIM=128,
                          MAX_SPLITS=64, BLOCK_H=16, BLOCK_N=128, BLOCK_D=128,
                          HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=True, PDL=True, DIRECT=False,
                          WIDE=tl.bfloat16, HEADS_FIRST=heads_first, ORDERED=ordered, PREFETCH_LINES=0, LINE=64,
-                         ROPE=False, NORM=False, **folded(64)),
+                         ROPE=False, NORM=False),
                     {}))
     for use_dot, block_h in ((True, 16), (False, 2)):
         out.append((f"stage 1 fp8 pool dot={use_dot}", _decode_stage1,
@@ -96,14 +86,14 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
                          MAX_SPLITS=64, BLOCK_H=block_h, BLOCK_N=128,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=use_dot, DOT_PRECISION="tf32", STORE_NEW=True,
                          PDL=True, DIRECT=False, WIDE=tl.float16, HEADS_FIRST=True, ORDERED=True,
-                         PREFETCH_LINES=1, LINE=128, ROPE=True, NORM=True, **folded(64)), FP8_POOL))
+                         PREFETCH_LINES=1, LINE=128, ROPE=True, NORM=True), FP8_POOL))
     for store, pdl, rope in ((True, True, False), (False, False, False), (True, True, True)):
         # the KV split by tokens across the batch (`kernels.balanced_splits`): items from the step's plan
         out.append((f"stage 1 balanced store_new={store} pdl={pdl} rope={rope}", _decode_stage1,
                     dict(BALANCED=True, GROUP=2, NUM_HEADS=16, HEAD_DIM=128, MAX_SPLITS=1, BLOCK_H=16, BLOCK_N=64,
                          BLOCK_D=128, HEAD_BLOCKS=1, USE_DOT=True, DOT_PRECISION="tf32", STORE_NEW=store, PDL=pdl,
                          DIRECT=False, WIDE=tl.bfloat16, HEADS_FIRST=True, ORDERED=False,
-                         PREFETCH_LINES=2 if pdl else 0, LINE=64, ROPE=rope, NORM=rope, **folded(1)), {}))
+                         PREFETCH_LINES=2 if pdl else 0, LINE=64, ROPE=rope, NORM=rope), {}))
     plan_ptrs = {"items": "*i32", "merges": "*i32"}
     out.append(("balanced plan (256 requests)", _plan_kernel, dict(BATCH_P2=256, ITEMS_P2=512, MERGES_P2=128),
                 plan_ptrs))

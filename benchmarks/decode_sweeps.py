@@ -1,6 +1,5 @@
 """Decode launch sweeps at given shapes (`bench_attention.py --decode-shapes ...`): every launch variant, or one
-question at a time (split sizes, program order, wave targets, longest first, the split by tokens, the slices merged
-inside stage 1 or by a second launch), graph-replayed,
+question at a time (split sizes, program order, wave targets, longest first, the split by tokens), graph-replayed,
 with the default and the best per shape last."""
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ def parse_shapes(spec: str) -> list[tuple[int, int, int, tuple[int, int]]]:
 
 def decode_shapes(shapes: list[tuple[int, int, int, tuple[int, int]]], gen: torch.Generator, copy_gbs: float,
                   default_only: bool = False, splits: bool = False, kv_dtype: torch.dtype = DTYPE,
-                  order: bool = False, waves: bool = False, lpt: bool = False, balanced: bool = False,
-                  fold: bool = False) -> None:
+                  order: bool = False, waves: bool = False, lpt: bool = False, balanced: bool = False) -> None:
     """Every decode launch variant (tiles, warps, stages, split waves) at each shape, graph-replayed; the
     default and the best per shape last. `default_only`: the default launch alone (how the shape, not the
     launch, moves the bandwidth). `splits`: instead, how finely the KV is split (KV tile and fewest tokens per
@@ -39,8 +37,7 @@ def decode_shapes(shapes: list[tuple[int, int, int, tuple[int, int]]], gen: torc
     (how many splits pay at mixed lengths, where a batch waits for its longest requests). `lpt`: instead,
     stage 1 with the requests as they come and longest first (KV tile 64/128, 4 warps), and the sort's own
     time (once per step in the engine, not per layer). `balanced`: instead, the KV split per request and by
-    tokens across the batch, each at two launches. `fold`: instead, the slices merged inside stage 1 (the default)
-    and by a second launch, at two KV tiles (how much the second launch costs at small batches)."""
+    tokens across the batch, each at two launches."""
     variants = [DecodeVariant(block_n=n, num_warps=w, num_stages=st, waves=wv)
                 for n, w, st, wv in itertools.product((64, 128), (4, 8), (2, 3), (4, 16))]
     if default_only:
@@ -56,8 +53,6 @@ def decode_shapes(shapes: list[tuple[int, int, int, tuple[int, int]]], gen: torc
     if balanced:
         variants = [DecodeVariant(block_n=n, num_stages=st, balanced=bal)
                     for bal, (n, st) in itertools.product((False, True), ((128, 2), (64, 3)))]
-    if fold:
-        variants = [DecodeVariant(block_n=n, fold=f) for f, n in itertools.product((True, False), (128, 32))]
     if lpt:
         variants = [DecodeVariant(block_n=n, longest_first=lf) for lf, n in itertools.product((False, True), (128, 64))]
     summary = []
@@ -74,11 +69,11 @@ def decode_shapes(shapes: list[tuple[int, int, int, tuple[int, int]]], gen: torc
         default = next(t for t in timed if t[2] == DecodeVariant())
         best = min(timed, key=lambda t: t[0])
         summary.append((batch, contexts, default, best))
-        if order or lpt or balanced or fold:
-            which = "heads_first" if order else "longest_first" if lpt else "balanced" if balanced else "fold"
+        if order or lpt or balanced:
+            which = "heads_first" if order else "longest_first" if lpt else "balanced"
             first = min((t for t in timed if getattr(t[2], which)), key=lambda t: t[0])
             other = min((t for t in timed if not getattr(t[2], which)), key=lambda t: t[0])
-            tag = "order" if order else "lpt" if lpt else "split" if balanced else "fold"
+            tag = "order" if order else "lpt" if lpt else "split"
             print(f"{tag} {shape}: {which} {first[0]:.1f} us ({first[1]:.0f} GB/s, {first[2].label()}), "
                   f"not {other[0]:.1f} us ({other[1]:.0f} GB/s, {other[2].label()}): "
                   f"{first[0] / other[0]:.3f}x")

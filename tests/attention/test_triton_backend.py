@@ -70,8 +70,7 @@ def test_decode_launch_follows_batch_size(monkeypatch: pytest.MonkeyPatch) -> No
     pool = KVPool(KVLayout.gqa(1, 2, 32, torch.float32), 8, 4, torch.device("cpu"))
     cfg = triton_backend.TritonAttentionConfig(decode_launches=((1, 16, 2, 1), (4, 32, 4, 2)))
     backend = triton_backend.TritonBackend(pool, torch.zeros(8, 8, dtype=torch.int32), 4, 32, 32 ** -0.5, cfg)
-    meta = SimpleNamespace(req_rows=None, seq_lens=None, mid_o=None, mid_lse=None, order=None, plan=None,
-                           counters=None)
+    meta = SimpleNamespace(req_rows=None, seq_lens=None, mid_o=None, mid_lse=None, order=None, plan=None)
     for size in (1, 3, 4, 7):
         q = torch.zeros(size, 4, 32)
         backend._decode(q, None, None, torch.empty_like(q), meta)

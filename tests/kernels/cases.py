@@ -55,15 +55,14 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
                  seqs: tuple[int, ...] = (1, 7, 37, 20, 64), page_size: int = 1, max_splits: int = 4,
                  min_chunk: int = 8, block_n: int = 16, dot_min_group: int = 4, seed: int = 0,
                  fused_store: bool = False, kv_dtype: torch.dtype | None = None, heads_first: bool = True,
-                 longest_first: bool = False, balanced: tuple[int, int] = (0, 0), fold: bool = False) -> None:
+                 longest_first: bool = False, balanced: tuple[int, int] = (0, 0)) -> None:
     """Decode attention against the reference; with `fused_store` the step's K/V reach the kernel as
     `new_kv` while their pool slots hold NaN, and must be in the pool afterwards. `heads_first`: the order
     stage 1's programs are numbered in; `longest_first`: stage 1 takes the requests longest first (neither
     may change the result); `balanced = (goal, extra)`: the KV split by tokens across the batch by a plan of
-    `goal + extra` items (the scratch sized for them, `max_splits` ignored); `fold`: the slices merged inside stage 1,
-    whose counters must be zero again after the launch, so a second launch gives the same bytes."""
+    `goal + extra` items (the scratch sized for them, `max_splits` ignored)."""
     from tierlm.kernels.balanced_splits import balanced_plan, scratch_splits
-    from tierlm.kernels.decode_attention import decode_attention, fold_counters
+    from tierlm.kernels.decode_attention import decode_attention
     from tierlm.kernels.longest_first import longest_first as by_length
     from tierlm.kvcache.pool import put_rows
 
@@ -84,22 +83,12 @@ def check_decode(device: str, dtype: torch.dtype, *, num_heads: int, num_kv_head
     out = _poison((batch, num_heads, head_dim), device, dtype)
     mid_o = _poison((batch, num_heads, max_splits, head_dim), device)
     mid_lse = _poison((batch, num_heads, max_splits), device)
-    counters = torch.zeros(fold_counters(batch, num_heads) + 3, dtype=torch.int32, device=device) if fold else None
-
-    def launch(dst: torch.Tensor) -> None:
-        decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, dst, mid_o, mid_lse, scale,
-                         min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4,
-                         num_stages=1, heads_first=heads_first,
-                         order=by_length(sc.seq_lens) if longest_first else None, new_kv=new_kv, balanced=plan,
-                         counters=counters)
-    launch(out)
+    decode_attention(sc.q, sc.k_buf, sc.v_buf, sc.req_to_token, sc.rows, sc.seq_lens, out, mid_o, mid_lse, scale,
+                     min_chunk=min_chunk, block_n=block_n, dot_min_group=dot_min_group, num_warps=4, num_stages=1,
+                     heads_first=heads_first, order=by_length(sc.seq_lens) if longest_first else None, new_kv=new_kv,
+                     balanced=plan)
     torch.testing.assert_close(out.cpu().double(), ref, **tolerance(dtype))
     assert same_bytes(sc.k_buf, k_after) and same_bytes(sc.v_buf, v_after)  # stored, nothing else touched
-    if fold:
-        assert not counters.any(), "the last slice of each request rearms its counter"
-        again = _poison((batch, num_heads, head_dim), device, dtype)
-        launch(again)
-        assert same_bytes(again, out)
 
 
 def check_longest_first(device: str, dtype: torch.dtype) -> None:
@@ -209,15 +198,6 @@ def _cases() -> dict[str, CaseFn]:
                                            min_chunk=4, fused_store=True, seed=17),
         "decode_balanced_doubling": dec(num_heads=4, num_kv_heads=1, seqs=(65, 65, 65, 65, 200), balanced=(5, 1),
                                         seed=18),
-        # the slices merged inside stage 1: one slice alone, more than one merge chunk (16 > 8), both numberings
-        "decode_fold_gqa4_page4": dec(num_heads=8, num_kv_heads=2, page_size=4, seed=1, fold=True),
-        "decode_fold_bcast_batch_first": dec(num_heads=4, num_kv_heads=2, page_size=4, seed=19, heads_first=False,
-                                             fold=True),
-        "decode_fold_longest_first_gqa8": dec(num_heads=8, num_kv_heads=1, seed=2, longest_first=True, fold=True),
-        "decode_fold_fused_store_splits_d48": dec(num_heads=4, num_kv_heads=1, head_dim=48, max_splits=16, min_chunk=4,
-                                                  seqs=(1, 3, 50, 17, 16, 33), fused_store=True, seed=8, fold=True),
-        "decode_fold_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, seed=4, fold=True),
-        "decode_fold_two_head_blocks": dec(num_heads=96, num_kv_heads=1, seqs=(3, 40, 9), seed=21, fold=True),
         "decode_fused_store_one_split": dec(num_heads=4, num_kv_heads=1, max_splits=1, fused_store=True, seed=9),
         "extend_noprefix_gqa1": ext(num_heads=2, num_kv_heads=2, prefix=(0, 0, 0), extend=(5, 17, 33)),
         "extend_prefix_gqa1_page4": ext(num_heads=2, num_kv_heads=2, page_size=4, **mixed),

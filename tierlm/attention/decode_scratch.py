@@ -1,9 +1,8 @@
 """Split-KV decode metadata shared by the Triton backends (GQA and latent): per step, the batch's rows and
 lengths (and, for larger batches, the order to take them in: longest first) plus float32 scratch for the
-per-split outputs and the zeroed counters by which the last of a request's slices merges them; for CUDA graphs,
-static scratch sized once for every batch size up to the largest captured one (the rows and lengths are the graph
-runner's own static buffers), so a graph captured for size `bs` stays valid at replay. The kernels leave the
-counters zeroed, so they are allocated once (for eager steps and for graphs apart) and never cleared per step."""
+per-split outputs; for CUDA graphs, static scratch sized once for every batch size up to the largest captured
+one (the rows and lengths are the graph runner's own static buffers), so a graph captured for size `bs` stays
+valid at replay."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ class DecodeMeta:
     mid_lse: torch.Tensor  # [B, H, S] float32 split log-sum-exps (base 2)
     order: Optional[torch.Tensor] = None  # [B] the requests by decreasing length, or None: as they come
     plan: Optional[BalancedPlan] = None  # the KV split by tokens across the batch (`kernels.balanced_splits`)
-    counters: Optional[torch.Tensor] = None  # zeroed int32: the split merge folded into stage 1 (`decode_attention`)
 
 
 class DecodeScratch:
@@ -41,8 +39,7 @@ class DecodeScratch:
         self.heads, self.width, self.splits, self.device = heads, width, splits, device
         self.order_from = order_from
         self.plan, self.plan_rows = plan, plan_rows
-        self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._counters = torch.zeros(0, dtype=torch.int32, device=device)  # eager steps'; graphs have their own
+        self._graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _step_splits(self, bs: int, balanced: bool) -> int:
         """Scratch slots per request of a decode step: its split count, or enough rows for its plan's items (the
@@ -57,32 +54,27 @@ class DecodeScratch:
         bs = req_rows.shape[0]
         s = self._step_splits(bs, balanced)
         f32 = dict(dtype=torch.float32, device=self.device)
-        if self._counters.numel() < bs * self.heads:  # grown between steps, in stream order
-            self._counters = torch.zeros(max(bs * self.heads, 2 * self._counters.numel()), dtype=torch.int32,
-                                         device=self.device)
         return DecodeMeta(req_rows, seq_lens, torch.empty(bs, self.heads, s, self.width, **f32),
-                          torch.empty(bs, self.heads, s, **f32), *self._order_or_plan(seq_lens, balanced),
-                          counters=self._counters)
+                          torch.empty(bs, self.heads, s, **f32), *self._order_or_plan(seq_lens, balanced))
 
     def init_graph(self, max_bs: int) -> None:
         """Static split scratch for every batch size up to `max_bs`."""
         elems = max(bs * self._step_splits(bs, True) for bs in range(1, max_bs + 1)) * self.heads
         f32 = dict(dtype=torch.float32, device=self.device)
-        self._graph = (torch.empty(elems * self.width, **f32), torch.empty(elems, **f32),
-                       torch.zeros(max_bs * self.heads, dtype=torch.int32, device=self.device))
+        self._graph = (torch.empty(elems * self.width, **f32), torch.empty(elems, **f32))
 
     def for_replay(self, req_rows: torch.Tensor, seq_lens: torch.Tensor, balanced: bool = False) -> DecodeMeta:
         """Views of the static split scratch sized by the (padded) batch. `req_rows` and `seq_lens` are the graph
         runner's static buffers, which it refreshes before every replay: the kernels read them in place (no copy
         in the graph). `balanced` as `for_batch`'s."""
         assert self._graph is not None, "init_graph first; graphs are decode-only"
-        mid_o, mid_lse, counters = self._graph
+        mid_o, mid_lse = self._graph
         req_rows, seq_lens = aligned(req_rows), aligned(seq_lens)
         bs = req_rows.shape[0]
         s = self._step_splits(bs, balanced)
         n = bs * self.heads * s
         return DecodeMeta(req_rows, seq_lens, mid_o[:n * self.width].view(bs, self.heads, s, self.width),
-                          mid_lse[:n].view(bs, self.heads, s), *self._order_or_plan(seq_lens, balanced), counters)
+                          mid_lse[:n].view(bs, self.heads, s), *self._order_or_plan(seq_lens, balanced))
 
     def _order_or_plan(self, seq_lens: torch.Tensor, balanced: bool) -> tuple[Optional[torch.Tensor],
                                                                                 Optional[BalancedPlan]]:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from tierlm.attention.triton_backend import TritonAttentionConfig
-from tierlm.kernels.decode_attention import decode_attention, fold_counters
+from tierlm.kernels.decode_attention import decode_attention
 from tierlm.kernels.pool_dtype import compute_dtype
 from tierlm.kernels.prebuild import prebuild
 from tierlm.kernels.request_splits import choose_max_splits
@@ -76,20 +76,17 @@ def decode_inputs(num_heads: int, num_kv_heads: int, head_dim: int, dtype: torch
 
 
 def decode_call(cfg: TritonAttentionConfig, q, k, v, table, rows, lens, num_sms: int) -> Callable[[], None]:
-    """One decode attention call (one launch, or two with `decode_fold` off) under `cfg`'s launch on these inputs,
-    as a function of nothing."""
+    """One decode attention call (both stages) under `cfg`'s launch on these inputs, as a function of nothing."""
     bs, heads, dim = q.shape
     s = choose_max_splits(bs, k.shape[1], num_sms, waves=cfg.decode_waves)
     mid_o = torch.empty(bs, heads, s, dim, dtype=torch.float32, device=q.device)
     mid_lse = torch.empty(bs, heads, s, dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    counters = torch.zeros(fold_counters(bs, heads), dtype=torch.int32, device=q.device)  # as the engine launches
 
     def run():
         decode_attention(q, k, v, table, rows, lens, out, mid_o, mid_lse, dim ** -0.5, min_chunk=cfg.decode_min_chunk,
                          block_n=cfg.decode_block_n, dot_min_group=cfg.decode_dot_min_group,
-                         num_warps=cfg.decode_num_warps, num_stages=cfg.decode_num_stages,
-                         counters=counters if cfg.decode_fold else None)
+                         num_warps=cfg.decode_num_warps, num_stages=cfg.decode_num_stages)
     return run
 
 

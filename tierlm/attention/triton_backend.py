@@ -62,9 +62,6 @@ class TritonAttentionConfig:
     # at milder skew than at 128+, where each request is one slice among many waves (docs/benchmarks.md,
     # 2026-12-06: the kernel swept by batch size)
     decode_skew: tuple[tuple[int, float], ...] = ((0, 2.5), (64, 3.0), (128, 4.0))
-    # a split decode step's slices merged inside stage 1 by the last of a request's slices to finish, one launch
-    # per layer fewer (`request_splits.fold_merge`); False: by a second launch
-    decode_fold: bool = True
     decode_num_warps: int = 4
     decode_num_stages: int = 2
     # (smallest batch, KV tile, warps, stages), ascending: decode steps of at least that many requests use that
@@ -255,5 +252,4 @@ class TritonBackend(AttentionBackend):
         decode_attention(q, k_buf, v_buf, self.req_to_token, meta.req_rows, meta.seq_lens, out, meta.mid_o,
                          meta.mid_lse, self.scale, min_chunk=cfg.decode_min_chunk, block_n=block_n,
                          dot_min_group=cfg.decode_dot_min_group, num_warps=warps, num_stages=stages,
-                         order=meta.order, new_kv=new_kv, rope=rope, balanced=meta.plan,
-                         counters=meta.counters if cfg.decode_fold else None)
+                         order=meta.order, new_kv=new_kv, rope=rope, balanced=meta.plan)

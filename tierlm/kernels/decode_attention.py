@@ -4,7 +4,11 @@ Stage 1, grid `(kv_head * head_blocks, batch, max_splits)`: each program takes t
 group (so every K/V byte it loads serves the whole group) and one slice of the request's sequence, runs
 an online softmax over that slice and writes a normalised partial output plus its log-sum-exp (base 2).
 Stage 2 merges the slices by their LSEs. With one slice per request (large batches) stage 1 writes the output
-itself and stage 2 is not launched.
+itself and stage 2 is not launched. Merging inside stage 1 instead (the last of a request's slices to finish, by
+an arrival counter, as the skinny GEMM's split-K) was built and measured in the engine's decode steps: within 2%
+either way by batch size and model, more often slower (each slice's release fence and counter round trip cost
+what the second launch did), and 30% slower for one 8K-token request (one program per KV head merges 64 slices);
+removed (docs/benchmarks.md, 2026-12-06, twenty-second stop).
 
 The slices are cut by one of two rules: per request (`request_splits`: how many a request gets is computed on the
 device from its length, the host only fixes `max_splits` from the batch size) or by tokens across the batch
@@ -20,20 +24,19 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from tierlm.kernels.arrival import last_to_arrive, rearm
 from tierlm.kernels.balanced_splits import BalancedPlan, load_item, merge as balanced_merge, store_item
 from tierlm.kernels.l2_prefetch import l2_prefetch_lines, prefetch_l2
 from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pdl import launch_kwargs
 from tierlm.kernels.pool_dtype import compute_dtype, to_pool, widen_q
-from tierlm.kernels.request_splits import fold_chunk, fold_merge, merge as request_merge, split_range
+from tierlm.kernels.request_splits import merge as request_merge, split_range
 from tierlm.kernels.rope_tile import QKRope, fusable, load_rotated, rope_tables, weight_halves
 
 
 @triton.jit
 def _decode_stage1(
     q_ptr, k_buf, v_buf, req_to_token, req_rows, seq_lens, order, mid_o, mid_lse, k_new, v_new, out_loc, out_ptr,
-    pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr, counters, programs,
+    pos_ptr, cos_ptr, sin_ptr, qw_ptr, kw_ptr,
     stride_qb, stride_qh, stride_buf_s, stride_buf_h, stride_r2t, stride_kn, stride_knh, stride_vn, stride_vnh,
     stride_ob, stride_oh, stride_cos, sm_scale_log2, min_chunk, eps, plan_items,
     BALANCED: tl.constexpr, GROUP: tl.constexpr, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -41,7 +44,6 @@ def _decode_stage1(
     HEAD_BLOCKS: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_NEW: tl.constexpr,
     PDL: tl.constexpr, DIRECT: tl.constexpr, WIDE: tl.constexpr, HEADS_FIRST: tl.constexpr,
     ORDERED: tl.constexpr, PREFETCH_LINES: tl.constexpr, LINE: tl.constexpr, ROPE: tl.constexpr, NORM: tl.constexpr,
-    FOLD: tl.constexpr, FOLD_HEADS: tl.constexpr, FOLD_CHUNK: tl.constexpr,
 ):
     # DIRECT (one split per request): this program's output is final, so it is written in the output dtype
     # and stage 2 is not launched; stage 2 would compute exactly this (weight 1, denominator 1).
@@ -69,7 +71,7 @@ def _decode_stage1(
         seq_len = tl.load(seq_lens + b)
     else:
         seq_len = tl.load(seq_lens + b)
-        num_splits, start, end = split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
+        _, start, end = split_range(seq_len, split, min_chunk, MAX_SPLITS, BLOCK_N)
     row = tl.load(req_rows + b).to(tl.int64)
     # the step's rows, lengths and request table are written before its first kernel, and the pool slots
     # read here hold earlier steps' K/V: the first tile's slots are read before the wait (`kernels.pdl`)
@@ -167,24 +169,10 @@ def _decode_stage1(
                    item, count, heads, stride_oh, mask_h, offs_d, mask_d, NUM_HEADS, HEAD_DIM)
         return
     valid = mask_h & ((offs_h * 0 + start) < end)  # per-head vector: scalar bools break the interpreter
-    if FOLD:  # a request of one slice writes its output here, as the merge would (weight 1, denominator 1)
-        alone = mask_h & ((offs_h * 0 + num_splits) == 1) & ((offs_h * 0 + split) == 0)
-        dst = out_ptr + b.to(tl.int64) * stride_ob + heads[:, None] * stride_oh + offs_d[None, :]
-        tl.store(dst, (acc / l_safe[:, None]).to(out_ptr.dtype.element_ty), mask=alone[:, None] & mask_d[None, :])
-        valid = valid & ((offs_h * 0 + num_splits) > 1)
     mid = (b.to(tl.int64) * NUM_HEADS + heads) * MAX_SPLITS + split  # [B, H, MAX_SPLITS] row index
     tl.store(mid_o + mid[:, None] * HEAD_DIM + offs_d[None, :], acc / l_safe[:, None],
              mask=valid[:, None] & mask_d[None, :])
     tl.store(mid_lse + mid, m_i + tl.log2(l_safe), mask=valid)
-    if FOLD:  # every slice of the request arrives (empty ones included); the last merges them all
-        if (num_splits > 1) & (split < num_splits):
-            counter = counters + b.to(tl.int64) * programs + hb
-            if last_to_arrive(counter, num_splits):
-                first = (hb % HEAD_BLOCKS) * BLOCK_H
-                fold_merge(mid_o, mid_lse, b, kv_head * GROUP + first, tl.minimum(GROUP - first, BLOCK_H), seq_len,
-                           min_chunk, out_ptr, stride_ob, stride_oh, NUM_HEADS, HEAD_DIM, MAX_SPLITS, BLOCK_N,
-                           FOLD_HEADS, FOLD_CHUNK, BLOCK_D)
-                rearm(counter)
 
 
 def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, req_to_token: torch.Tensor,
@@ -193,8 +181,7 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
                      dot_min_group: int = 1, num_warps: int = 4, num_stages: int = 2, heads_first: bool = True,
                      order: Optional[torch.Tensor] = None,
                      new_kv: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
-                     rope: Optional[QKRope] = None, balanced: Optional[BalancedPlan] = None,
-                     counters: Optional[torch.Tensor] = None) -> torch.Tensor:
+                     rope: Optional[QKRope] = None, balanced: Optional[BalancedPlan] = None) -> torch.Tensor:
     """One query token per request: `q` `[B, H, D]` attends to slots `req_to_token[req_rows[b], :seq_lens[b]]`.
 
     `mid_o` `[B, H, S, D]` and `mid_lse` `[B, H, S]` are float32 scratch (contiguous); `S` is the maximum
@@ -221,10 +208,6 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     `balanced` (the step's `balanced_splits.balanced_plan`): the KV is split by tokens across the batch, so a long
     request gets many slices and short ones few; `mid_o` then needs a row per work item (`B * S >= items`, see
     `balanced_splits.scratch_splits`), and `order` does not apply.
-
-    `counters` (zeroed int32, at least `fold_counters(B, H)`; left zeroed, not shared with a launch on another
-    stream): a request's slices are merged by the last of them to finish (`request_splits.fold_merge`) instead of
-    by a second launch. Not with `balanced`.
     """
     batch, num_heads, head_dim = q.shape
     num_kv_heads = k_buf.shape[1]
@@ -259,17 +242,13 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
     pdl = launch_kwargs(q.device)
     lines, line = l2_prefetch_lines(pdl["PDL"], "attention", head_dim, k_buf.element_size())
     programs = num_kv_heads * head_blocks
-    fold = counters is not None and balanced is None and max_splits > 1
-    if fold:
-        assert counters.dtype == torch.int32 and counters.numel() >= fold_counters(batch, num_heads)
-    fold_heads = next_power_of_2(min(block_h, group))
     rows = batch if balanced is None else balanced.items.shape[0]  # requests, or work items
     heads_first = heads_first and rows <= 65535  # a grid's second dimension holds at most 65,535 programs
     grid = (programs, rows, max_splits if balanced is None else 1)
     grid = grid if heads_first else (rows, programs, grid[2])
     _decode_stage1[grid](
         q, k_buf, v_buf, req_to_token, req_rows, seq_lens, order if order is not None else seq_lens, mid_o,
-        mid_lse, k_new, v_new, out_loc, out, *rope_args, counters if fold else seq_lens, programs,
+        mid_lse, k_new, v_new, out_loc, out, *rope_args,
         q.stride(0), q.stride(1), k_buf.stride(0), k_buf.stride(1), req_to_token.stride(0),
         k_new.stride(0), k_new.stride(1), v_new.stride(0), v_new.stride(1), out.stride(0), out.stride(1),
         stride_cos, sm_scale * log2e, min_chunk, eps, balanced.items if balanced is not None else seq_lens,
@@ -278,18 +257,12 @@ def decode_attention(q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, 
         BLOCK_H=block_h, BLOCK_N=block_n, BLOCK_D=block_d, HEAD_BLOCKS=head_blocks, USE_DOT=use_dot,
         DOT_PRECISION=precision, STORE_NEW=new_kv is not None, DIRECT=max_splits == 1 and balanced is None,
         WIDE=compute_dtype(q.dtype, k_buf.dtype), HEADS_FIRST=heads_first, ORDERED=order is not None,
-        PREFETCH_LINES=lines, LINE=line, ROPE=rope is not None, NORM=norm, FOLD=fold, FOLD_HEADS=fold_heads,
-        FOLD_CHUNK=fold_chunk(fold_heads, max_splits), num_warps=num_warps, num_stages=num_stages, **pdl,
+        PREFETCH_LINES=lines, LINE=line, ROPE=rope is not None, NORM=norm, num_warps=num_warps,
+        num_stages=num_stages, **pdl,
     )
     if balanced is not None:
         balanced_merge(mid_o, mid_lse, balanced, out, pdl)
         return out
-    if max_splits == 1 or fold:
+    if max_splits == 1:
         return out
     return request_merge(mid_o, mid_lse, seq_lens, out, min_chunk, block_n, pdl)
-
-
-def fold_counters(batch: int, num_heads: int) -> int:
-    """Counters a folded launch (`decode_attention`'s `counters`) of `batch` requests and `num_heads` query heads
-    may use: one per request and program of KV heads, at most one per query head."""
-    return batch * num_heads

@@ -3,8 +3,8 @@
 `choose_max_splits` fixes the number from the batch size alone (so a CUDA graph captured for one batch size stays
 valid whatever the lengths); `split_range` says, on the device, which slices of a request exist for its length
 (`min(max_splits, ceil(seq_len / min_chunk))` of them, in whole `BLOCK_N` tiles), so stage 1 and `merge` agree on
-them; `merge` reduces the slices' partial outputs by their log-sum-exps, as a second launch, or `fold_merge` does it
-inside stage 1. The other rule, slices by tokens across the batch, is `balanced_splits`.
+them; `merge` reduces the slices' partial outputs by their log-sum-exps. The other rule, slices by tokens across
+the batch, is `balanced_splits`.
 """
 from __future__ import annotations
 
@@ -55,49 +55,6 @@ def _request_merge_kernel(
     res = tl.sum(w[:, None] * o, axis=0) / tl.where(denom > 0, denom, 1.0)  # seq_len 0 -> zeros
     tl.store(out_ptr + b.to(tl.int64) * stride_ob + h * stride_oh + offs_d, res.to(out_ptr.dtype.element_ty),
              mask=mask_d)
-
-
-@triton.jit
-def fold_merge(mid_o, mid_lse, b, first_head, heads_here, seq_len, min_chunk, out_ptr, stride_ob, stride_oh,
-               NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, MAX_SPLITS: tl.constexpr, BLOCK_N: tl.constexpr,
-               HEADS: tl.constexpr, CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
-    """`merge`'s work for heads `first_head .. + heads_here` of request `b` (`HEADS` >= `heads_here`, a power of
-    two), done inside stage 1 by the last of the request's slices to finish (`arrival.last_to_arrive`), so a
-    split step needs no second launch. The slices are taken `CHUNK` at a time with an online rescale; with at most
-    `CHUNK` of them this is `merge`'s arithmetic. Reads past L1: the other slices were written by other programs."""
-    offs_g = tl.arange(0, HEADS)
-    mask_g = offs_g < heads_here
-    base = (b.to(tl.int64) * NUM_HEADS + first_head + offs_g) * MAX_SPLITS
-    offs_c = tl.arange(0, CHUNK)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < HEAD_DIM
-    num_splits, _, _ = split_range(seq_len, 0, min_chunk, MAX_SPLITS, BLOCK_N)
-    m = tl.full([HEADS], -1.0e30, tl.float32)  # finite: a head with no slice gives no inf - inf
-    denom = tl.zeros([HEADS], tl.float32)
-    acc = tl.zeros([HEADS, BLOCK_D], tl.float32)
-    for s0 in range(0, num_splits, CHUNK):
-        s = s0 + offs_c
-        _n, start, _end = split_range(seq_len, s, min_chunk, MAX_SPLITS, BLOCK_N)  # names unused before the loop
-        valid = mask_g[:, None] & ((s < num_splits) & (start < seq_len))[None, :]
-        rows = base[:, None] + s[None, :]
-        lse = tl.load(mid_lse + rows, mask=valid, other=float("-inf"), cache_modifier=".cg")
-        m_new = tl.maximum(m, tl.max(lse, axis=1))
-        w = tl.where(valid, tl.exp2(lse - m_new[:, None]), 0.0)
-        o = tl.load(mid_o + rows[:, :, None] * HEAD_DIM + offs_d[None, None, :],
-                    mask=valid[:, :, None] & mask_d[None, None, :], other=0.0, cache_modifier=".cg")
-        scale = tl.exp2(m - m_new)
-        denom = denom * scale + tl.sum(w, axis=1)
-        acc = acc * scale[:, None] + tl.sum(w[:, :, None] * o, axis=1)
-        m = m_new
-    res = acc / tl.where(denom > 0, denom, 1.0)[:, None]
-    dst = out_ptr + b.to(tl.int64) * stride_ob + (first_head + offs_g)[:, None] * stride_oh + offs_d[None, :]
-    tl.store(dst, res.to(out_ptr.dtype.element_ty), mask=mask_g[:, None] & mask_d[None, :])
-
-
-def fold_chunk(heads: int, max_splits: int) -> int:
-    """Slices `fold_merge` takes at once for `heads` heads (powers of two): about 32 rows of the head dimension,
-    so the loaded tile stays in registers."""
-    return max(1, min(next_power_of_2(max_splits), 32 // heads))
 
 
 def choose_max_splits(batch_size: int, num_kv_heads: int, num_sms: int, waves: int = 4, cap: int = 64) -> int:
