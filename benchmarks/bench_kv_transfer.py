@@ -60,7 +60,8 @@ def check_correctness(ps: int) -> bool:
     ok &= torch.equal(host_t[host_ids], host_ref[host_ids]) and all(torch.equal(a, b) for a, b in zip(k3 + v3, k2 + v2))
     # Spot check against the layout definition itself, independent of both backends.
     d, h = dev_ids[-1], host_ids[0]  # host_ids[0] was written from dev_ids[-1] by the reversed H2D
-    ok &= torch.equal(k[5][d * ps:(d + 1) * ps].cpu(), host[h, 5, 0]) and torch.equal(v[27][d * ps:(d + 1) * ps].cpu(), host[h, 27, 1])
+    ok &= (torch.equal(k[5][d * ps:(d + 1) * ps].cpu(), host[h, 5, 0])
+           and torch.equal(v[27][d * ps:(d + 1) * ps].cpu(), host[h, 27, 1]))
     print(f"correctness page_size={ps}: {'PASS' if ok else 'FAIL'}", flush=True)
     return bool(ok)
 
@@ -119,7 +120,8 @@ def versions() -> Dict[str, str]:
     except ImportError:
         out["triton"] = "absent"
     try:
-        out["nvcc"] = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-2]
+        version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True).stdout
+        out["nvcc"] = version.strip().splitlines()[-2]
     except Exception:
         out["nvcc"] = "?"
     return out

@@ -54,9 +54,11 @@ def main() -> None:
         del llm
         torch.cuda.empty_cache()
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; prompt {args.tokens} tokens")
-    print(f"{'backend':<8}{'loads':>6}{'GiB':>8}{'ms':>9}{'GB/s':>8}{'pinned GB/s':>13}{'% pinned':>10}{'L1 == L2':>10}")
+    print(f"{'backend':<8}{'loads':>6}{'GiB':>8}{'ms':>9}{'GB/s':>8}{'pinned GB/s':>13}{'% pinned':>10}"
+          f"{'L1 == L2':>10}")
     for backend, n, gib, ms, gbps, ceil, same in rows:
-        print(f"{backend:<8}{n:>6}{gib:>8.2f}{ms:>9.1f}{gbps:>8.1f}{ceil:>13.1f}{100 * gbps / ceil:>9.1f}%{str(same):>10}")
+        print(f"{backend:<8}{n:>6}{gib:>8.2f}{ms:>9.1f}{gbps:>8.1f}{ceil:>13.1f}{100 * gbps / ceil:>9.1f}%"
+              f"{str(same):>10}")
 
 
 if __name__ == "__main__":

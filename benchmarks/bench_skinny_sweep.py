@@ -97,8 +97,9 @@ def main() -> None:
             ptr = best_of(timed, [c for c in timed if not c.tma])
             tma = best_of(timed, [c for c in timed if c.tma])
             best = min(v for v in (ptr[0], tma[0], gemv_us[0]) if v == v)
-            print(f"{n:5d}x{k:<5d} {rows:4d} {base:9.2f} {gemv_us[0]:8.2f} {cur[0]:10.2f}  {ptr[0]:7.2f} ({ptr[1]:26s}) "
-                  f"{tma[0]:7.2f} ({tma[1]:26s}) {nbytes / base / 1e6:5.2f} / {nbytes / best / 1e6:5.2f}", flush=True)
+            print(f"{n:5d}x{k:<5d} {rows:4d} {base:9.2f} {gemv_us[0]:8.2f} {cur[0]:10.2f}  "
+                  f"{ptr[0]:7.2f} ({ptr[1]:26s}) {tma[0]:7.2f} ({tma[1]:26s}) "
+                  f"{nbytes / base / 1e6:5.2f} / {nbytes / best / 1e6:5.2f}", flush=True)
             for kind, us in zip(kinds, (base, gemv_us[0], cur[0], ptr[0], tma[0])):
                 layer[rows][kind] += min(base, us) if us == us else base  # cuBLAS where the kernel loses
         del ws

@@ -64,7 +64,8 @@ def compile_variant(var: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default=None, help="JSON list of keyword sets for extend_attention ('pool': 'fp8e4nv' for an fp8 KV pool)")
+    ap.add_argument("--variants", default=None,
+                    help="JSON list of keyword sets for extend_attention ('pool': 'fp8e4nv' for an fp8 KV pool)")
     ap.add_argument("--sweep", action="store_true", help="check bench_extend's SWEEP list (after any --variants)")
     args = ap.parse_args()
     variants = json.loads(args.variants) if args.variants else ([] if args.sweep else [{}])

@@ -5,8 +5,9 @@ conversation so far (earlier user messages and the server's answers) plus a shor
 prompt extends the last one of its conversation and a prefix cache, local or shared, can serve most of it.
 Rounds run in waves: every conversation sends round r, at most --concurrency requests in flight, before any
 sends round r+1. Within a round the conversations go in a random (seeded) order, so a round-robin gateway sends
-the turns of one conversation to replicas at random rather than to the same one every round. Messages are random words from a list of common English words (about one token each in
-the usual tokenizers): lengths are given in words, and the report shows the prompt tokens the server counted.
+the turns of one conversation to replicas at random rather than to the same one every round. Messages are random
+words from a list of common English words (about one token each in the usual tokenizers): lengths are given in
+words, and the report shows the prompt tokens the server counted.
 
 Requests go to /v1/chat/completions, streaming, temperature 0, `ignore_eos` and `max_tokens` = --answer-len,
 with `stream_options.include_usage` so the last chunk carries `usage.prompt_tokens_details.cached_tokens`.

@@ -1,9 +1,10 @@
 """GPU check of the KV tiers: greedy outputs served from L2 equal those computed from scratch, per I/O backend.
 
-For each `--hicache-io-backend` (auto, jit, dma, torch; see tierlm/kvcache/transfer.py) a tiny random Qwen3 in fp32 on CUDA serves a set of long prompts, drops every device copy (host
-copies stay), and serves them again plus longer follow-ups that extend them (so loads and fresh prefill
-share a batch). Outputs must equal a run without any cache, the L2 counters must show the loads, and no
-device or host page may leak. Prints one line per backend; exits 1 on any mismatch.
+For each `--hicache-io-backend` (auto, jit, dma, torch; see tierlm/kvcache/transfer.py) a tiny random Qwen3 in
+fp32 on CUDA serves a set of long prompts, drops every device copy (host copies stay), and serves them again
+plus longer follow-ups that extend them (so loads and fresh prefill share a batch). Outputs must equal a run
+without any cache, the L2 counters must show the loads, and no device or host page may leak. Prints one line per
+backend; exits 1 on any mismatch.
 
     python benchmarks/gpu_tier_check.py
 """

@@ -263,7 +263,8 @@ def main() -> None:
     print(f"{'batch':>6}{'ms/step':>10}{'tok/s':>10}{'device ms':>11}   host ms by phase")
     for r in rows:
         host = " / ".join(f"{r['host_ms'][p]:.3f}" for p in PHASES)
-        print(f"{r['batch']:>6}{r['ms_per_step']:>10.3f}{r['tok_per_s']:>10.0f}{r['device_ms_per_step']:>11.3f}   {host}")
+        print(f"{r['batch']:>6}{r['ms_per_step']:>10.3f}{r['tok_per_s']:>10.0f}{r['device_ms_per_step']:>11.3f}"
+              f"   {host}")
     if mixed:
         print("mixed steps: decodes plus one prompt chunk per step (share of the steps that ran mixed)")
         print(f"{'batch':>6}{'chunk':>7}{'ms/step':>10}{'device ms':>11}{'mixed':>7}   host ms by phase")

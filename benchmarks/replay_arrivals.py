@@ -171,7 +171,8 @@ def main() -> None:
         st = s["steps"]
         print(f"{name:<10}{s['output_tok_per_s']:>10.0f}{s['ttft_ms']['p50']:>9.1f}/{s['ttft_ms']['p99']:<8.1f}"
               f"{s['tpot_ms']['p50']:>9.2f}/{s['tpot_ms']['p99']:<8.2f}{s['itl_ms']['p99']:>9.2f}"
-              f"{st.get('decode', 0):>6}/{st.get('mixed', 0)}/{st.get('prefill', 0):<6}{s['mixed_prefill_mean']:>10.0f}")
+              f"{st.get('decode', 0):>6}/{st.get('mixed', 0)}/{st.get('prefill', 0):<6}"
+              f"{s['mixed_prefill_mean']:>10.0f}")
     print("mean TTFT ms by requests arriving in the 200 ms up to each (count: ms):")
     for name, s in reports.items():
         print(f"{name:<10}" + " ".join(f"{n}:{ms:.0f}" for n, ms in s["ttft_ms_by_arrivals"].items()))

@@ -40,7 +40,8 @@ class Sim:
 
     def pass_ms(self, rows: int, decodes: int, chunks: list[tuple[int, int]]) -> float:
         attn = sum(self.extend_attn_ps * n * (n + 2 * p) for n, p in chunks) * 1e-9
-        return max(self.weights_ms, rows * self.row_us / 1e3) + self.fixed_ms + decodes * self.decode_attn_us / 1e3 + attn
+        return (max(self.weights_ms, rows * self.row_us / 1e3) + self.fixed_ms
+                + decodes * self.decode_attn_us / 1e3 + attn)
 
 
 def run(sim: Sim, budget: MixedBudget, rate: float, n: int, prompt: int, answer: int,

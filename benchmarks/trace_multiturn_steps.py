@@ -213,8 +213,8 @@ def main() -> int:
         for label, steps in zip(modes, records.values()):
             host = lambda s: s["phases"]["schedule"] + s["phases"]["launch"]  # noqa: E731
             for s in sorted((s for s in steps[1:] if s["profile"]), key=lambda s: -host(s))[:3]:
-                print(f"\n== {label}: schedule {s['phases']['schedule']:.1f} ms + launch {s['phases']['launch']:.1f} ms, "
-                      f"batch {s['batch']}, moved {s['moved']}")
+                print(f"\n== {label}: schedule {s['phases']['schedule']:.1f} ms + "
+                      f"launch {s['phases']['launch']:.1f} ms, batch {s['batch']}, moved {s['moved']}")
                 body = s["profile"].splitlines()
                 print("\n".join(line[:170] for line in body if line.strip() and not line.lstrip().startswith(
                     ("Ordered by", "List reduced", "function calls"))))

@@ -180,7 +180,8 @@ def test_returned_text_is_dropped(tokenizer):
     and a stop string is still found where it spans returned text and text kept back."""
     outputs = tokenizer.encode(TEXT * 20)
     whole = tokenizer.decode(outputs)
-    for stop in ["12345.", "wörld ✓ 你", "🙂 plain", "héllo wörld ✓ 你好 🙂 plain ascii, numbers 12345.h", "s"]:
+    for stop in ["12345.", "wörld ✓ 你", "🙂 plain", "héllo wörld ✓ 你好 🙂 plain ascii, numbers 12345.h",
+                 "s"]:
         for n in range(1, len(outputs), 5):
             detok = IncrementalDetokenizer(tokenizer, [], [stop], True)
             shown, hit = [], None
