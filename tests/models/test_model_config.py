@@ -75,3 +75,25 @@ def test_context_limit_is_the_models_unless_allowed_longer(tiny_qwen3):
     with pytest.raises(ValueError, match="^The workload is longer than the model's context"):
         mc.context_limit(600, environ={}, what="The workload")
     assert mc.context_limit(300000, environ={ALLOW_LONG_CONTEXT: "1"}) == 300000
+
+
+@pytest.mark.parametrize("scaling, context", [
+    (None, 512),
+    ({"rope_type": "linear", "factor": 2.0}, 1024),
+    ({"type": "linear", "factor": 4.0}, 2048),
+    ({"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 64}, 2560),
+    ({"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 128}, 512),  # never below the stated
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 128}, 512),  # Llama 3 states the stretched length itself
+])
+def test_context_under_rope_scaling(tiny_qwen3, scaling, context):
+    """The longest context allowed without the variable follows the rope scaling as vLLM derives it."""
+    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
+    cfg["rope_scaling"] = scaling
+    mc = ModelConfig.from_dict(cfg)
+    assert mc.max_context == context
+    assert mc.context_limit(context, environ={}) == context and mc.context_limit(None, environ={}) == 512
+    with pytest.raises(ValueError, match=f"--max-model-len {context + 1} is longer than the model's context "
+                                         rf"\({context} tokens"):
+        mc.context_limit(context + 1, environ={})
+

@@ -121,21 +121,36 @@ class ModelConfig:
         _check_sizes(mc, source)
         return mc
 
+    @property
+    def max_context(self) -> int:
+        """The longest context the model's positions cover: `max_position_embeddings`, or, under a rope scaling
+        that stretches the length the config states (linear, YaRN from its `original_max_position_embeddings`), that
+        length times the scaling's factor where longer; Llama 3's scaling is already counted in it. vLLM derives
+        its longest `max_model_len` by the same rule."""
+        scaling = self.rope_scaling or {}
+        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+        if rope_type in ("default", "llama3", "longrope", "su") or "factor" not in scaling:
+            return self.max_position_embeddings
+        base = self.max_position_embeddings
+        if rope_type == "yarn":
+            base = int(scaling.get("original_max_position_embeddings", base))
+        return max(self.max_position_embeddings, int(base * float(scaling["factor"])))
+
     def context_limit(self, requested: Optional[int], environ: Optional[Mapping[str, str]] = None,
                       what: Optional[str] = None) -> int:
         """The context limit to serve this model with: `requested` (`--max-model-len`), or the model's
-        `max_position_embeddings`. A longer one than the model's is refused (positions it was not made for give
+        `max_position_embeddings`. One beyond `max_context` is refused (positions the model was not made for give
         wrong outputs, silently) unless `ALLOW_LONG_CONTEXT` is 1 in `environ` (default: the process's), as vLLM
         and SGLang refuse it unless their own variables say otherwise. `what` names the request in the error
         (default: the flag)."""
         if requested is None:
             return self.max_position_embeddings
         env = os.environ if environ is None else environ
-        if requested > self.max_position_embeddings and env.get(ALLOW_LONG_CONTEXT) != "1":
+        if requested > self.max_context and env.get(ALLOW_LONG_CONTEXT) != "1":
             raise ValueError(f"{what or f'--max-model-len {requested}'} is longer than the model's context "
-                             f"({self.max_position_embeddings} tokens, max_position_embeddings in its config.json): "
-                             f"positions past it give wrong outputs. Lower it, or set {ALLOW_LONG_CONTEXT}=1 to "
-                             "serve it anyway")
+                             f"({self.max_context} tokens, by max_position_embeddings and rope_scaling in its "
+                             f"config.json): positions past it give wrong outputs. Lower it, or set "
+                             f"{ALLOW_LONG_CONTEXT}=1 to serve it anyway")
         return requested
 
     @staticmethod
