@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tierlm.cli.bench.offline import percentiles
 from tierlm.cli.args import add_engine_args, config_from_args
+from tierlm.cli.bench.context import fitted_context
 from tierlm.cli.bench.serve_data import spread_lengths
 from tierlm.cli.errors import CLIError
 from tierlm.cli.paths import output_dir
@@ -201,11 +202,10 @@ def run(args: argparse.Namespace) -> int:
     turns, answer_lens = _conversations(args, model_cfg.vocab_size), _answer_lens(args)
     finals = [sum(map(len, conv)) + sum(lens) for conv, lens in zip(turns, answer_lens)]
     final_len, working_set = max(finals), sum(finals)
-    limit = max(config.max_model_len or 0, final_len + config.page_size)
-    try:
-        model_cfg.context_limit(limit, what=None if limit == config.max_model_len else f"The longest conversation "
-                                f"({final_len} tokens of --first-turn-len, --turn-len, --num-rounds and --answer-len, "
-                                "and a page)")
+    try:  # no default beyond what the conversations need
+        limit = fitted_context(model_cfg, config.max_model_len, final_len + config.page_size, f"The longest "
+                               f"conversation ({final_len} tokens of --first-turn-len, --turn-len, --num-rounds and "
+                               "--answer-len, and a page)", default=0)
     except ValueError as e:
         raise CLIError(str(e)) from None
     changes = {"max_model_len": limit}
