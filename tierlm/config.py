@@ -64,7 +64,8 @@ class EngineConfig:
                       choices=("auto", "float32", "bfloat16", "float16"))
     device: str = _opt("auto", "Device to run on; 'auto' picks CUDA when present.", "model",
                        choices=("auto", "cpu", "cuda"))
-    max_model_len: Optional[int] = _opt(None, "Context limit in tokens (default: the model's max_position_embeddings; "
+    max_model_len: Optional[int] = _opt(None, "Context limit in tokens (default: the model's context, its "
+                                        "max_position_embeddings stretched by a linear or YaRN rope scaling; "
                                         "a longer one is refused unless TIERLM_ALLOW_LONG_MAX_MODEL_LEN=1).", "model")
     seed: int = _opt(0, "Seed for dummy weights and for sampling of requests that give no seed.", "model")
     served_model_name: Optional[str] = _opt(None, "Model name reported by the API (default: --model).", "model")

@@ -134,3 +134,19 @@ def test_dummy_weights_need_no_safetensors(tiny_qwen3, tmp_path):
         LLM(str(d), **CPU_OPTS)
     out = LLM(str(d), load_format="dummy", **CPU_OPTS).generate("hello", SamplingParams(max_tokens=3, ignore_eos=True))
     assert len(out[0].token_ids) == 3
+
+
+def test_default_context_follows_the_rope_scaling(tiny_qwen3, tmp_path):
+    """Without --max-model-len a model stretched by its rope scaling takes prompts past max_position_embeddings
+    (512 here; linear x2 covers 1024), as vLLM's default does; the same prompt to the unstretched model is refused."""
+    stretched = tmp_path / "stretched"
+    shutil.copytree(tiny_qwen3, stretched)
+    cfg = json.loads((stretched / "config.json").read_text())
+    cfg["rope_scaling"] = {"rope_type": "linear", "factor": 2.0}
+    (stretched / "config.json").write_text(json.dumps(cfg))
+    params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+    opts = {**CPU_OPTS, "load_format": "dummy"}
+    out = LLM(str(stretched), **opts).generate([[5] * 700], params)[0]
+    assert out.error is None and len(out.token_ids) == 3
+    out = LLM(str(tiny_qwen3), **opts).generate([[5] * 700], params)[0]
+    assert out.finish_reason == "error" and "context limit is 512 tokens" in out.error

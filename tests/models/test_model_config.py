@@ -87,12 +87,13 @@ def test_context_limit_is_the_models_unless_allowed_longer(tiny_qwen3):
       "original_max_position_embeddings": 128}, 512),  # Llama 3 states the stretched length itself
 ])
 def test_context_under_rope_scaling(tiny_qwen3, scaling, context):
-    """The longest context allowed without the variable follows the rope scaling as vLLM derives it."""
+    """The longest context allowed without the variable, and the default, follow the rope scaling as vLLM derives
+    them."""
     cfg = json.loads((tiny_qwen3 / "config.json").read_text())
     cfg["rope_scaling"] = scaling
     mc = ModelConfig.from_dict(cfg)
     assert mc.max_context == context
-    assert mc.context_limit(context, environ={}) == context and mc.context_limit(None, environ={}) == 512
+    assert mc.context_limit(context, environ={}) == context and mc.context_limit(None, environ={}) == context
     with pytest.raises(ValueError, match=f"--max-model-len {context + 1} is longer than the model's context "
                                          rf"\({context} tokens"):
         mc.context_limit(context + 1, environ={})

@@ -139,12 +139,13 @@ class ModelConfig:
     def context_limit(self, requested: Optional[int], environ: Optional[Mapping[str, str]] = None,
                       what: Optional[str] = None) -> int:
         """The context limit to serve this model with: `requested` (`--max-model-len`), or the model's
-        `max_position_embeddings`. One beyond `max_context` is refused (positions the model was not made for give
+        `max_context` (as vLLM's default: a model stretched by its rope scaling is served at its stretched
+        length). One beyond `max_context` is refused (positions the model was not made for give
         wrong outputs, silently) unless `ALLOW_LONG_CONTEXT` is 1 in `environ` (default: the process's), as vLLM
         and SGLang refuse it unless their own variables say otherwise. `what` names the request in the error
         (default: the flag)."""
         if requested is None:
-            return self.max_position_embeddings
+            return self.max_context
         env = os.environ if environ is None else environ
         if requested > self.max_context and env.get(ALLOW_LONG_CONTEXT) != "1":
             raise ValueError(f"{what or f'--max-model-len {requested}'} is longer than the model's context "

@@ -29,5 +29,5 @@ def fitted_context(model_cfg: "ModelConfig", asked: Optional[int], longest: int,
                    default: int = BENCH_CONTEXT) -> int:
     """`bench_context` for a model config already read: `asked` (`--max-model-len`), else `default` within the
     model's context, raised to `longest`; the error names the flag where the limit is the one asked, else `what`."""
-    limit = max(longest, asked if asked is not None else min(default, model_cfg.max_position_embeddings))
+    limit = max(longest, asked if asked is not None else min(default, model_cfg.max_context))
     return model_cfg.context_limit(limit, what=None if limit == asked else what)
