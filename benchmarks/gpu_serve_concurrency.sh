@@ -3,8 +3,9 @@
 # `tierlm bench offline` with C requests (the engine in-process, every request at t=0), then one `tierlm serve`
 # (started here, stopped by its PID) answering `tierlm bench serve --max-concurrency C` (3C requests, all queued at
 # once), and at C=1 two clients that are not ours (benchmarks/sse_client.py: the standard library's http.client,
-# then curl). Same model, flags, lengths and context limit on both sides. A table of TPOT p50 / p99 and output
-# tok/s last. Usage: bash benchmarks/gpu_serve_concurrency.sh [OUTDIR]
+# then curl). Same model, flags, lengths and context limit on both sides. A table of TPOT p50 / p99, output
+# tok/s and the frontend process's CPU per streamed token (and cores busy over the run) last.
+# Usage: bash benchmarks/gpu_serve_concurrency.sh [OUTDIR]
 # Environment (defaults in brackets): MODEL [builtin:qwen3-0.6b], CONCURRENCY ["1 4 16 64"], IN_LEN [128],
 # OUT_LEN [512], ENGINE_FLAGS [""] (both sides, e.g. "--device cpu" with a tiny model for a smoke run),
 # VOCAB [10000] (prompt ids are drawn below it).
@@ -32,7 +33,8 @@ trap stop_server EXIT
 
 stamp "engine alone: a first run fills the cache root, not counted"
 timeout 600 python3 -m tierlm bench offline "${common[@]}" --num-requests 1 --input-len "$IN_LEN" "$IN_LEN" \
-  --output-len 16 16 --json > "$out/warm.json" 2> "$out/warm.err" || { echo "warm-up failed:"; tail -n 5 "$out/warm.err"; }
+  --output-len 16 16 --json > "$out/warm.json" 2> "$out/warm.err" \
+  || { echo "warm-up failed:"; tail -n 5 "$out/warm.err"; }
 for c in $CONCURRENCY; do
   timeout 300 python3 -m tierlm bench offline "${common[@]}" --num-requests "$c" --input-len "$IN_LEN" "$IN_LEN" \
     --output-len "$OUT_LEN" "$OUT_LEN" --json > "$out/offline-$c.json" 2> "$out/offline-$c.err" \
@@ -47,10 +49,17 @@ if ! wait_ready "http://127.0.0.1:$port/health" "$server_pid" 600; then
   echo "server did not start:"; tail -n 5 "$out/server.log"; exit 1
 fi
 url=http://127.0.0.1:$port
+cpu_s() {  # the server's frontend process's CPU seconds so far (user + system; the engine is a child process)
+  python3 -c "import os, sys; f = open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')', 1)[1].split(); \
+print((int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'))" "$server_pid"
+}
 for c in $CONCURRENCY; do
+  before=$(cpu_s)
   timeout 300 python3 -m tierlm bench serve --base-url "$url" --num-prompts $((3 * c)) --max-concurrency "$c" \
     --random-input-len "$IN_LEN" --random-output-len "$OUT_LEN" --random-vocab-size "$VOCAB" --disable-tqdm \
-    --json "$out/serve-$c.json" > "$out/serve-$c.txt" 2>&1 || { echo "bench serve C=$c failed:"; tail -n 3 "$out/serve-$c.txt"; }
+    --json "$out/serve-$c.json" > "$out/serve-$c.txt" 2>&1 \
+    || { echo "bench serve C=$c failed:"; tail -n 3 "$out/serve-$c.txt"; }
+  python3 -c "print(float('$(cpu_s)') - float('$before'))" > "$out/frontend-cpu-$c.txt"
 done
 for client in stdlib curl; do
   timeout 300 python3 benchmarks/sse_client.py --base-url "$url" --client "$client" --num-prompts 5 \
@@ -66,8 +75,11 @@ out, levels = sys.argv[1], sys.argv[2:]
 def load(name):
     path = os.path.join(out, name)
     return json.load(open(path)) if os.path.exists(path) else None
+def load_text(name):
+    path = os.path.join(out, name)
+    return open(path).read().strip() if os.path.exists(path) else None
 print(f"{'C':>4}  {'engine alone: TPOT p50 ms':>26}{'out tok/s':>11}  {'HTTP: TPOT p50 / p99 ms':>24}{'out tok/s':>11}"
-      f"  {'HTTP / alone (TPOT p50)':>24}")
+      f"  {'HTTP / alone (TPOT p50)':>24}  {'frontend CPU: us/token, cores':>30}")
 for c in levels:
     alone, served = load(f"offline-{c}.json"), load(f"serve-{c}.json")
     a = f"{alone['tierlm']['tpot_s']['p50'] * 1e3:26.3f}{alone['tierlm']['output_tok_per_s']:11.0f}" if alone \
@@ -76,6 +88,9 @@ for c in levels:
     h = f"{s['tpot_ms']['p50']:15.3f} / {s['tpot_ms']['p99']:6.3f}{s['output_tok_per_s']:11.0f}" if s \
         else f"{'(none)':>35}"
     r = (f"{s['tpot_ms']['p50'] / (alone['tierlm']['tpot_s']['p50'] * 1e3):24.3f}" if alone and s else "")
-    print(f"{c:>4}  {a}  {h}  {r}")
+    cpu = load_text(f"frontend-cpu-{c}.txt")
+    f = (f"{float(cpu) * 1e6 / s['total_output_tokens']:22.1f}, {float(cpu) / s['duration_s']:5.2f}" if cpu and s
+         else "")
+    print(f"{c:>4}  {a}  {h}  {r:>24}  {f}")
 PY
 for client in stdlib curl; do cat "$out/client-$client.txt" 2> /dev/null; done
