@@ -60,6 +60,17 @@ def test_generate_bad_flags_exit_2_with_message(tiny_qwen3, args, message):
     assert r.stderr.strip().splitlines()[-1].startswith("tierlm generate: error:"), r.stderr
 
 
+def test_bad_rope_scaling_exits_2_naming_the_file_and_field(tiny_qwen3, tmp_path):
+    model = tmp_path / "bad"
+    model.mkdir()
+    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
+    cfg["rope_scaling"] = {"rope_type": "linear", "factor": None}
+    (model / "config.json").write_text(json.dumps(cfg))
+    r = tierlm("generate", "--model", str(model), "--prompt", "hi", "--load-format", "dummy", "--device", "cpu")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"{model / 'config.json'}: rope_scaling.factor must be a finite number above 0, got None" in r.stderr
+
+
 def test_help_groups_engine_flags():
     r = tierlm("generate", "--help")
     assert r.returncode == 0

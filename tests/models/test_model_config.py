@@ -98,3 +98,33 @@ def test_context_under_rope_scaling(tiny_qwen3, scaling, context):
                                          rf"\({context} tokens"):
         mc.context_limit(context + 1, environ={})
 
+
+
+@pytest.mark.parametrize("scaling, message", [
+    ({"rope_type": "linear", "factor": "abc"}, "rope_scaling.factor must be a finite number above 0, got 'abc'"),
+    ({"rope_type": "linear", "factor": None}, "rope_scaling.factor must be a finite number above 0, got None"),
+    ({"rope_type": "linear", "factor": -2}, "rope_scaling.factor must be a finite number above 0, got -2"),
+    ({"rope_type": "linear", "factor": float("inf")}, "rope_scaling.factor must be a finite number above 0, got inf"),
+    ({"rope_type": "linear", "factor": True}, "rope_scaling.factor must be a finite number above 0, got True"),
+    ({"rope_type": "linear", "factor": 1e307}, "rope_scaling.factor 1e\\+307 stretches the context past any length"),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": "128"},
+     "rope_scaling.original_max_position_embeddings must be a positive integer, got '128'"),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 0},
+     "rope_scaling.original_max_position_embeddings must be a positive integer, got 0"),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1.5},
+     "rope_scaling.original_max_position_embeddings must be a positive integer, got 1.5"),
+])
+def test_bad_rope_scaling_is_refused_naming_the_field(tiny_qwen3, tmp_path, scaling, message):
+    """The scaling sets the default context limit and every rotation: a bad one fails at load, not as a traceback
+    in the middle of sizing the engine."""
+    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
+    cfg["rope_scaling"] = scaling
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
+        ModelConfig.from_dir(tmp_path)
+
+
+def test_integral_float_original_length_is_accepted(tiny_qwen3):
+    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
+    cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256.0}
+    assert ModelConfig.from_dict(cfg).max_context == 1024

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,24 @@ def _check_sizes(mc: "ModelConfig", source: str) -> None:
         if not 1 <= mc.num_experts_per_tok <= mc.num_experts:
             raise ModelLoadError(f"{source}: num_experts_per_tok must be between 1 and num_experts "
                                  f"({mc.num_experts}), got {mc.num_experts_per_tok}")
+
+
+def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
+    """A rope scaling's `factor` is a finite number above 0 and its `original_max_position_embeddings` a positive
+    integer: both set the context limit's default and every position's rotation, so a bad one is refused here."""
+    scaling = mc.rope_scaling or {}
+    factor = scaling.get("factor")
+    if "factor" in scaling and (isinstance(factor, bool) or not isinstance(factor, (int, float))
+                                or not math.isfinite(factor) or factor <= 0):
+        raise ModelLoadError(f"{source}: rope_scaling.factor must be a finite number above 0, got {factor!r}")
+    original = scaling.get("original_max_position_embeddings")
+    if "original_max_position_embeddings" in scaling and (
+            isinstance(original, bool) or not isinstance(original, (int, float)) or not float(original).is_integer()
+            or original < 1):
+        raise ModelLoadError(f"{source}: rope_scaling.original_max_position_embeddings must be a positive integer, "
+                             f"got {original!r}")
+    if "factor" in scaling and not math.isfinite(float(factor) * float(original or mc.max_position_embeddings)):
+        raise ModelLoadError(f"{source}: rope_scaling.factor {factor!r} stretches the context past any length")
 
 
 def _moe_fields(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +138,7 @@ class ModelConfig:
         except (TypeError, ValueError) as e:
             raise ModelLoadError(f"{source}: invalid value: {e}") from None
         _check_sizes(mc, source)
+        _check_rope_scaling(mc, source)
         return mc
 
     @property
