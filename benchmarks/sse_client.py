@@ -67,7 +67,7 @@ def one_request(lines_of, url: str, model: str, prompt: list[int], output_len: i
         event = json.loads(line[5:])
         if event.get("usage"):
             tokens = int(event["usage"]["completion_tokens"])
-        if event.get("choices"):  # a server without a tokenizer sends empty text, one event per token
+        if event.get("choices"):  # a server without a tokenizer sends empty text: one event per output
             arrivals.append(time.perf_counter())
     if len(arrivals) < 2:
         raise SystemExit(f"only {len(arrivals)} token events came back")

@@ -19,7 +19,7 @@ class TokenChunks:
     """The SSE event of a streamed token, `sse` of `{**head, "choices": [{"index", <key>: text, "logprobs":
     null, "finish_reason": null}]}` with `key` "text" (completions) or "delta" holding `{"content": text}`
     (chat), the same bytes: the fixed part is encoded once per response, only the text per token (the
-    frontend formats one event per token of every stream)."""
+    frontend formats an event per token of every stream that keeps up)."""
 
     def __init__(self, head: dict[str, Any], chat: bool) -> None:
         start = sse({**head, "choices": []})

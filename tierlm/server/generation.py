@@ -70,19 +70,29 @@ class Generation:
             self._buffer.append(item)
 
     async def outputs(self) -> AsyncIterator[tuple[SubRequest, StepOutput]]:
-        """Every output of every sub-request until all are finished."""
+        """Every output of every sub-request until all are finished. A consumer that fell behind the engine
+        (several steps' outputs already queued when it asks) gets each sub-request's queued outputs merged into
+        one (`merge_queued`): one event per sub-request instead of one per step, so a saturated frontend spends
+        its time per event, not per token, and catches up. Metrics still see every output."""
         while self._buffer or self.unfinished:
-            item = self._buffer.pop(0) if self._buffer else await self.queue.get()
-            if isinstance(item, wire.Rejected):  # the engine died mid-way
-                self.unfinished.discard(item.request_id)
-                sub = self.subs[item.request_id]
-                yield sub, StepOutput(item.request_id, [], "", None, True, "abort", len(sub.token_ids), 0, 0,
-                                      item.message)
-                continue
-            self._observe(item)
-            if item.finished:
-                self.unfinished.discard(item.request_id)
-            yield self.subs[item.request_id], item
+            if not self._buffer:
+                self._buffer.append(await self.queue.get())
+            while not self.queue.empty():
+                self._buffer.append(self.queue.get_nowait())
+            for item in self._buffer:
+                if not isinstance(item, wire.Rejected):
+                    self._observe(item)
+            items, self._buffer = (self._buffer if len(self._buffer) == 1 else merge_queued(self._buffer)), []
+            for item in items:
+                if isinstance(item, wire.Rejected):  # the engine died mid-way
+                    self.unfinished.discard(item.request_id)
+                    sub = self.subs[item.request_id]
+                    yield sub, StepOutput(item.request_id, [], "", None, True, "abort", len(sub.token_ids), 0, 0,
+                                          item.message)
+                    continue
+                if item.finished:
+                    self.unfinished.discard(item.request_id)
+                yield self.subs[item.request_id], item
 
     def _observe(self, o: StepOutput) -> None:
         now = time.monotonic()
@@ -113,6 +123,34 @@ class Generation:
             else:
                 self.client.release(rid)
         self.unfinished.clear()
+
+
+def merge_queued(items: list) -> list:
+    """`items` (outputs and refusals in arrival order) with each request's consecutive outputs merged into its
+    first: tokens, text and logprobs concatenated, the last one's state (finished, reason, counts). An output
+    with an error, or anything after a request's finished output or refusal, is kept apart. Order within a
+    request is kept; across requests it does not matter (each streams its own choice)."""
+    merged: list = []
+    open_at: dict[str, int] = {}  # request id -> index in `merged` of its output still open to merging
+    for item in items:
+        rid = item.request_id
+        at = open_at.pop(rid, None)
+        if isinstance(item, wire.Rejected) or item.error:
+            merged.append(item)
+            continue
+        if at is None:
+            merged.append(item)
+        else:
+            first = merged[at]
+            lps = first.new_logprobs
+            if item.new_logprobs:
+                lps = (lps or []) + item.new_logprobs
+            merged[at] = StepOutput(rid, first.new_token_ids + item.new_token_ids, first.new_text + item.new_text,
+                                    lps, item.finished, item.finish_reason, item.num_prompt_tokens,
+                                    item.num_cached_tokens, item.num_output_tokens, None)
+        if not item.finished:
+            open_at[rid] = at if at is not None else len(merged) - 1
+    return merged
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:

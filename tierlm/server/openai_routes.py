@@ -67,7 +67,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
                 break
             if o.finished:
                 finals[s.rid] = o
-            # without a tokenizer every new token still gets its (empty-text) chunk: clients time tokens by chunks
+            # without a tokenizer every output still gets its (empty-text) chunk: one per token while it keeps up
             if not (o.new_text or o.finished or (want_lps and o.new_logprobs) or (ids_only and o.new_token_ids)):
                 continue
             lps = None
