@@ -111,6 +111,25 @@ def test_logprobs(server, client):
     assert len(content) == 4 and all(len(e.top_logprobs) == 3 for e in content)
 
 
+def test_streamed_choices_with_logprobs_add_up_to_the_whole_answer(server, client):
+    """However the server groups a stream's tokens into chunks (one per token, or several where the frontend
+    fell behind), each choice's text, logprobs and text offsets add up to the answer without streaming."""
+    args = dict(model=server.model, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=1, n=2,
+                extra_body={"ignore_eos": True})
+    whole = client.completions.create(**args)
+    texts, tokens, offsets = {0: "", 1: ""}, {0: [], 1: []}, {0: [], 1: []}
+    for c in client.completions.create(**args, stream=True):
+        for ch in c.choices:
+            texts[ch.index] += ch.text
+            if ch.logprobs:
+                tokens[ch.index] += ch.logprobs.tokens
+                offsets[ch.index] += ch.logprobs.text_offset
+    for ch in whole.choices:
+        assert texts[ch.index] == ch.text
+        assert tokens[ch.index] == ch.logprobs.tokens and len(tokens[ch.index]) == 8
+        assert offsets[ch.index] == ch.logprobs.text_offset
+
+
 def test_stop_string(server, client, offline):
     ref = offline.generate([PROMPT], greedy(16))[0].text
     stop = ref[4:7]

@@ -71,9 +71,10 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
             if not (o.new_text or o.finished or (want_lps and o.new_logprobs) or (ids_only and o.new_token_ids)):
                 continue
             lps = None
-            if want_lps:
-                lps = fmt.completion_logprobs(st.tokenizer, o.new_logprobs or [], offsets.get(s.rid, 0))
-            offsets[s.rid] = offsets.get(s.rid, 0) + len(o.new_text)
+            if want_lps:  # offsets advance by the tokens' own texts, as the answer without streaming counts them
+                at = offsets.get(s.rid, 0)
+                lps = fmt.completion_logprobs(st.tokenizer, o.new_logprobs or [], at)
+                offsets[s.rid] = at + sum(map(len, lps["tokens"]))
             if lps is None and not o.finished:
                 yield token_chunk(s.index, o.new_text)
                 continue
