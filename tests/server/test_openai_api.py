@@ -128,6 +128,18 @@ def test_streamed_choices_with_logprobs_add_up_to_the_whole_answer(server, clien
         assert texts[ch.index] == ch.text
         assert tokens[ch.index] == ch.logprobs.tokens and len(tokens[ch.index]) == 8
         assert offsets[ch.index] == ch.logprobs.text_offset
+    chat = dict(model=server.model, messages=MESSAGES, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2,
+                extra_body={"ignore_eos": True})
+    whole = client.chat.completions.create(**chat).choices[0]
+    content, entries = "", []
+    for c in client.chat.completions.create(**chat, stream=True):
+        if c.choices:
+            content += c.choices[0].delta.content or ""
+            entries += c.choices[0].logprobs.content if c.choices[0].logprobs else []
+    assert content == whole.message.content
+    assert [e.token for e in entries] == [e.token for e in whole.logprobs.content]
+    # the second request reuses the first's cached prompt pages: the same tokens, logprobs within rounding
+    assert [e.logprob for e in entries] == pytest.approx([e.logprob for e in whole.logprobs.content], abs=1e-4)
 
 
 def test_stop_string(server, client, offline):
