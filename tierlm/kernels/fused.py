@@ -55,6 +55,16 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float,
 
 
 @triton.jit
+def silu_mul_rounded(gate, up):
+    """`silu(gate) * up` of two tiles of one dtype, rounded to it after the SiLU and after the product as the
+    torch layers round: every kernel that computes it (alone, as a GEMV's prologue) calls this one, so they agree
+    bit for bit."""
+    g = gate.to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(gate.dtype)
+    return (act.to(tl.float32) * up.to(tl.float32)).to(gate.dtype)
+
+
+@triton.jit
 def _silu_mul_kernel(x_ptr, out_ptr, n_cols, stride_x, stride_o, BLOCK: tl.constexpr, PDL: tl.constexpr):
     if PDL:  # everything it reads comes from its predecessor: it only lets its successor start early
         gdc_launch_dependents()
@@ -64,9 +74,7 @@ def _silu_mul_kernel(x_ptr, out_ptr, n_cols, stride_x, stride_o, BLOCK: tl.const
     mask = cols < n_cols
     g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
     u = tl.load(x_ptr + row * stride_x + n_cols + cols, mask=mask, other=0.0)
-    g32 = g.to(tl.float32)
-    act = (g32 / (1.0 + tl.exp(-g32))).to(g.dtype)
-    tl.store(out_ptr + row * stride_o + cols, (act.to(tl.float32) * u.to(tl.float32)).to(g.dtype), mask=mask)
+    tl.store(out_ptr + row * stride_o + cols, silu_mul_rounded(g, u), mask=mask)
 
 
 def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:

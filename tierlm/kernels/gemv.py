@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from tierlm.kernels.fused import silu_mul_rounded
 from tierlm.kernels.launch import cdiv, next_power_of_2
 from tierlm.kernels.pdl import launch_kwargs
 
@@ -79,8 +80,7 @@ def _input_make(x, second, nw, rstd, PROLOGUE: tl.constexpr, HAS_RES: tl.constex
         y = (x.to(tl.float32) * rstd[:, None]).to(dtype)
         return (nw.to(tl.float32)[None, :] * y.to(tl.float32)).to(dtype), x
     if PROLOGUE == 2:  # silu(gate) * up of a [gate | up] row, as `_silu_mul_kernel` computes it
-        g = x.to(tl.float32)
-        return ((g / (1.0 + tl.exp(-g))).to(dtype).to(tl.float32) * second.to(tl.float32)).to(dtype), x
+        return silu_mul_rounded(x, second), x
     return x, x
 
 
