@@ -36,13 +36,20 @@ def test_warm_up_runs_a_mixed_step_when_mixed_steps_are_on(tiny_qwen3):
     engine.kv.check_no_leak(engine.live_pages())
 
 
-def test_compiled_artifacts_counts_kernel_dirs(tmp_path, monkeypatch):
+def test_compiled_artifacts_names_kernel_dirs_and_what_compiled_since(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    assert startup.compiled_artifacts() == 0
+    assert startup.compiled_artifacts() == {}
     (tmp_path / "KERNELHASH1").mkdir()
-    (tmp_path / "KERNELHASH2").mkdir()
+    (tmp_path / "KERNELHASH1" / "_rmsnorm_kernel.cubin").write_bytes(b"x")
+    (tmp_path / "KERNELHASH1" / "_rmsnorm_kernel.json").write_text("{}")
     (tmp_path / "stray-file").write_text("x")
-    assert startup.compiled_artifacts() == 2
+    before = startup.compiled_artifacts()
+    assert before == {"KERNELHASH1": "_rmsnorm_kernel"}
+    (tmp_path / "KERNELHASH2").mkdir()  # still compiling: no binary yet
+    (tmp_path / "KERNELHASH3").mkdir()
+    (tmp_path / "KERNELHASH3" / "_extend_kernel.cubin").write_bytes(b"x")
+    assert startup.compiled_since(before) == ["?", "_extend_kernel"]
+    assert startup.compiled_since(startup.compiled_artifacts()) == []
 
 
 def test_eager_cpu_start_opens_no_aot_tree_and_reports_no_compilation(tiny_qwen3):

@@ -14,12 +14,24 @@ logger = logging.getLogger(__name__)
 CALIBRATION_TOKENS = 1024  # prompt length of the start-up prefill measurement (a typical prompt chunk)
 
 
-def compiled_artifacts() -> int:
-    """Number of kernels in the Triton cache directory (each compiled kernel is one directory)."""
+def compiled_artifacts() -> dict[str, str]:
+    """The kernels in the Triton cache directory: each compiled kernel's directory name (a hash of its source,
+    constants and options) with the kernel's name, read from its binary's file name ('?' where it has none
+    yet). Two snapshots' difference names what compiled between them."""
     path = os.environ.get("TRITON_CACHE_DIR")
     if not path or not Path(path).is_dir():
-        return 0
-    return sum(1 for p in Path(path).iterdir() if p.is_dir())
+        return {}
+    found = {}
+    for d in Path(path).iterdir():
+        if d.is_dir():
+            binaries = sorted(f.stem for f in d.iterdir() if f.suffix in (".cubin", ".hsaco", ".so"))
+            found[d.name] = binaries[0] if binaries else "?"
+    return found
+
+
+def compiled_since(before: dict[str, str]) -> list[str]:
+    """Names of the kernels compiled into the Triton cache since the snapshot `before` (sorted)."""
+    return sorted(name for key, name in compiled_artifacts().items() if key not in before)
 
 
 def torch_compile_counts() -> dict[str, int]:
@@ -191,7 +203,8 @@ def finish(engine: Any, probe: Probe) -> dict:
         report["aot_key"] = tree.key
         report["aot_sealed_now"] = tree.seal()
     else:
-        report["new_kernels"] = max(0, compiled_artifacts() - probe.triton_kernels)
+        names = compiled_since(probe.triton_kernels)
+        report["new_kernels"], report["new_kernel_names"] = len(names), names
     what = "compiled nothing" if report["compilations"] == 0 and report["new_kernels"] == 0 else (
         f"{report['compilations']} compilation(s), {report['new_kernels']} new kernel(s)")
     logger.info("start-up %.1f s; %s%s", report["startup_s"], what,

@@ -19,7 +19,7 @@ from typing import Sequence
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.bench.context import bench_context
 from tierlm.cli.errors import CLIError
-from tierlm.engine.startup import compiled_artifacts
+from tierlm.engine.startup import compiled_artifacts, compiled_since
 
 
 @dataclass
@@ -176,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
               "startup": {"construct_s": construct_s, "first_token_s": construct_s + warm["ttft_s"]["p50"]},
               "engine_info": engine.info(), "tierlm": run_engine(engine, work, args.temperature, not args.json)}
     # kernels first met inside the timed run (new shapes on this cache root): their compile time is in the figures
-    result["tierlm"]["new_kernels"] = max(0, compiled_artifacts() - kernels)
+    names = compiled_since(kernels)
+    result["tierlm"]["new_kernels"], result["tierlm"]["new_kernel_names"] = len(names), names
     if args.compare == "hf":
         model_dir = str(engine.model_dir)
         engine.close()
@@ -203,7 +204,7 @@ def format_table(r: dict) -> str:
              f"{t['itl_s']['p50'] * 1e3:>9.2f}/{t['itl_s']['p99'] * 1e3:.2f}/{t['itl_s']['max'] * 1e3:.2f}"]
     if t.get("new_kernels"):
         lines.append(f"{t['new_kernels']} kernel(s) compiled during the run (new on this cache root): their compile "
-                     "time is in the figures above")
+                     f"time is in the figures above ({', '.join(t.get('new_kernel_names', []))})")
     if "hf" in r:
         h = r["hf"]
         lines.append(f"{'transformers':<14}{h['output_tok_per_s']:>12.1f}{h['output_tokens']:>10}"
