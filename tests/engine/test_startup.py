@@ -45,10 +45,12 @@ def test_compiled_artifacts_names_kernel_dirs_and_what_compiled_since(tmp_path, 
     (tmp_path / "stray-file").write_text("x")
     before = startup.compiled_artifacts()
     assert before == {"KERNELHASH1": "_rmsnorm_kernel"}
-    (tmp_path / "KERNELHASH2").mkdir()  # still compiling: no binary yet
+    (tmp_path / "KERNELHASH2").mkdir()  # Triton's launcher module: no kernel
+    (tmp_path / "KERNELHASH2" / "__triton_launcher.cpython-312-x86_64-linux-gnu.so").write_bytes(b"x")
     (tmp_path / "KERNELHASH3").mkdir()
     (tmp_path / "KERNELHASH3" / "_extend_kernel.cubin").write_bytes(b"x")
-    assert startup.compiled_since(before) == ["?", "_extend_kernel"]
+    (tmp_path / "KERNELHASH4").mkdir()  # still compiling: no binary yet
+    assert startup.compiled_since(before) == ["_extend_kernel"]
     assert startup.compiled_since(startup.compiled_artifacts()) == []
 
 

@@ -16,16 +16,17 @@ CALIBRATION_TOKENS = 1024  # prompt length of the start-up prefill measurement (
 
 def compiled_artifacts() -> dict[str, str]:
     """The kernels in the Triton cache directory: each compiled kernel's directory name (a hash of its source,
-    constants and options) with the kernel's name, read from its binary's file name ('?' where it has none
-    yet). Two snapshots' difference names what compiled between them."""
+    constants and options) with the kernel's name, read from its binary's file name. Directories without a
+    kernel binary (Triton's launcher modules, a compile still writing) are left out. Two snapshots' difference
+    names what compiled between them."""
     path = os.environ.get("TRITON_CACHE_DIR")
     if not path or not Path(path).is_dir():
         return {}
     found = {}
     for d in Path(path).iterdir():
-        if d.is_dir():
-            binaries = sorted(f.stem for f in d.iterdir() if f.suffix in (".cubin", ".hsaco", ".so"))
-            found[d.name] = binaries[0] if binaries else "?"
+        binaries = sorted(f.stem for f in d.iterdir() if f.suffix in (".cubin", ".hsaco")) if d.is_dir() else []
+        if binaries:
+            found[d.name] = binaries[0]
     return found
 
 
@@ -203,8 +204,7 @@ def finish(engine: Any, probe: Probe) -> dict:
         report["aot_key"] = tree.key
         report["aot_sealed_now"] = tree.seal()
     else:
-        names = compiled_since(probe.triton_kernels)
-        report["new_kernels"], report["new_kernel_names"] = len(names), names
+        report["new_kernels"] = len(compiled_since(probe.triton_kernels))
     what = "compiled nothing" if report["compilations"] == 0 and report["new_kernels"] == 0 else (
         f"{report['compilations']} compilation(s), {report['new_kernels']} new kernel(s)")
     logger.info("start-up %.1f s; %s%s", report["startup_s"], what,
