@@ -105,3 +105,38 @@ def test_warm_tiers_copies_pages_both_ways_and_leaves_no_trace(tiny_qwen3):
     assert kv.metrics.tiers["L2"]["seconds"] == 0 and kv.cost.loads["L2"].samples == 0
     kv.check_no_leak()
     engine.close()
+
+
+def test_warm_up_prefills_a_burst_wider_than_a_captured_pass_and_leaves_no_trace(tiny_qwen3):
+    from tierlm.engine.mixed_graph import MAX_CHUNKS
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS))
+    passes, schedule = [], engine.scheduler.schedule
+
+    def spy():
+        batch, refused = schedule()
+        if batch is not None:
+            passes.append((batch.mode, len(batch.reqs)))
+        return batch, refused
+
+    engine.scheduler.schedule = spy
+    startup.warm_up(engine)
+    assert ("prefill", MAX_CHUNKS + 1) in passes and ("decode", MAX_CHUNKS + 1) in passes
+    stats = engine.stats()
+    assert stats["kv_used_tokens"] == 0 and stats["kv_cached_tokens"] == 0 and stats["requests_total"] == 0
+    assert not engine.has_unfinished()
+    engine.kv.check_no_leak(engine.live_pages())
+
+
+def test_warm_up_burst_keeps_within_the_running_request_limit(tiny_qwen3):
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), max_running_requests=4, **CPU_OPTS))
+    sizes, schedule = [], engine.scheduler.schedule
+
+    def spy():
+        batch, refused = schedule()
+        if batch is not None:
+            sizes.append(len(batch.reqs))
+        return batch, refused
+
+    engine.scheduler.schedule = spy
+    startup.warm_up(engine)
+    assert max(sizes) == 4 and not engine.has_unfinished()
