@@ -95,11 +95,44 @@ def burst(model: Path, prompts: list[list[int]]) -> list[list[int]]:
     return list(outs.values())
 
 
+def warm_up_orders(model: Path) -> list[tuple[str, int]]:
+    """(launch order, requests) of every extend launch of an engine's start-up warm-up, with prefill passes of up
+    to `MAX_CHUNKS` prompts and 256 tokens padded as captured ones."""
+    from tierlm.attention import triton_backend
+    from tierlm.engine import startup
+
+    launches: list[tuple[str, int]] = []
+    real = triton_backend.extend_attention
+
+    def recording(*args, **kwargs):
+        launches.append((kwargs["order"], args[9].shape[0] - 1))  # qo_indptr: [requests + 1]
+        return real(*args, **kwargs)
+
+    install([], decode_sizes=(), prefill_tokens=(256,), max_chunks=MAX_CHUNKS)
+    triton_backend.extend_attention = recording
+    try:
+        engine = Engine(EngineConfig(model=str(model), **{**CPU_OPTS, "attention_backend": "triton"}))
+        startup.warm_up(engine)
+        assert not engine.has_unfinished()
+        engine.kv.check_no_leak(engine.live_pages())
+        engine.close()
+    finally:
+        triton_backend.extend_attention = real
+    return launches
+
+
 def check(name: str, root: Path) -> str:
-    """NAME is an arch (mixed steps through padded passes), ARCH:prefill (prefill passes, mixed steps off) or
+    """NAME is an arch (mixed steps through padded passes), ARCH:prefill (prefill passes, mixed steps off),
     ARCH:burst (one prefill pass of more prompts than the padded runner's old limit of 8, a captured pass's
-    default capacity)."""
+    default capacity) or ARCH:warmup (the start-up warm-up launches both extend orders: a captured pass's and
+    that of a pass of more prompts than a captured one holds)."""
     arch, _, case = name.partition(":")
+    if case == "warmup":
+        uninstall()
+        launches = warm_up_orders(make_tiny_model(root / f"{arch}-warmup", arch=arch))
+        if ("packed", MAX_CHUNKS) not in launches or ("heavy_first", MAX_CHUNKS + 1) not in launches:
+            return f"extend launches (order, requests) {launches}"
+        return "ok"
     if case == "burst":
         uninstall()
         model = make_tiny_model(root / f"{arch}-burst", arch=arch)

@@ -23,7 +23,7 @@ def test_padded_mixed_passes_give_the_unpadded_tokens():
     pytest.importorskip("triton")
     from tests.kernels.interp import run_interpreted
 
-    cases = ["qwen3", "qwen3:prefill", "qwen3:burst", "qwen3:decode"]
+    cases = ["qwen3", "qwen3:prefill", "qwen3:burst", "qwen3:decode", "qwen3:warmup"]
     assert run_interpreted("tests.engine.mixed_graph_cases", cases) == dict.fromkeys(cases, "ok")
 
 
