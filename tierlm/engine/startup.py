@@ -141,7 +141,7 @@ def warm_burst(engine: Any, ids: list[int], params: Any) -> None:
     n = min(MAX_CHUNKS + 1, config.max_running_requests, config.max_prefill_tokens // 3)
     if n < 2:
         return
-    for i in range(n):  # three tokens each: no page, so no prefix, is shared
+    for i in range(n):  # three tokens each; aborted like the warm-up request, so nothing stays cached
         engine.add_request(f"__warmup_burst_{i}__", [ids[(i + j) % len(ids)] for j in range(3)], params)
     while engine.has_unfinished():
         for out in engine.step():
