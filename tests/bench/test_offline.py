@@ -10,9 +10,21 @@ from tierlm.cli.bench import offline
 from tierlm.cli.main import main
 
 
-def test_offline_bench_json_and_hf_ratio(tiny_qwen3, capsys, monkeypatch):
-    counts = iter([5, 9])  # kernels in the Triton cache before and after the timed run
-    monkeypatch.setattr(offline, "compiled_artifacts", lambda: next(counts))
+def test_offline_bench_json_and_hf_ratio(tiny_qwen3, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    (tmp_path / "HASH0").mkdir()
+    (tmp_path / "HASH0" / "_built_before.cubin").write_bytes(b"x")
+    runs, real_run = [], offline.run_engine
+
+    def compiling_run(*args, **kwargs):  # the timed run (the second) "compiles" two kernels into the cache
+        runs.append(1)
+        if len(runs) == 2:
+            for name in ("_met_in_run", "_also_in_run"):
+                (tmp_path / f"HASH{name}").mkdir()
+                (tmp_path / f"HASH{name}" / f"{name}.cubin").write_bytes(b"x")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(offline, "run_engine", compiling_run)
     rc = main(["bench", "offline", "--model", str(tiny_qwen3), "--load-format", "auto", "--device", "cpu",
                "--dtype", "float32", "--kv-cache-gb", "0.01", "--page-size", "4", "--num-requests", "6",
                "--input-len", "5", "12", "--output-len", "3", "8", "--compare", "hf", "--hf-batch-size", "4",
@@ -28,7 +40,7 @@ def test_offline_bench_json_and_hf_ratio(tiny_qwen3, capsys, monkeypatch):
     assert 0 < itl["p50"] <= itl["p99"] <= itl["max"]
     assert t["tpot_s"]["p99"] <= itl["max"] * (1 + 1e-9)  # a request's TPOT is the mean of its own gaps
     assert r["startup"]["first_token_s"] >= r["startup"]["construct_s"] > 0
-    assert t["new_kernels"] == 4
+    assert t["new_kernels"] == 2 and t["new_kernel_names"] == ["_also_in_run", "_met_in_run"]
 
 
 def test_offline_bench_bad_ranges(capsys):
@@ -78,8 +90,9 @@ def test_offline_table_names_kernels_compiled_in_the_run():
     r = {"model": "m", "device": "cpu", "dtype": "float32", "startup": {"construct_s": 1.0, "first_token_s": 1.1},
          "engine_info": {}, "tierlm": t}
     assert "compiled during the run" not in offline.format_table(r)
-    t["new_kernels"] = 2
+    t["new_kernels"], t["new_kernel_names"] = 2, ["_extend_kernel", "_pick_kernel"]
     assert "2 kernel(s) compiled during the run" in offline.format_table(r)
+    assert "(_extend_kernel, _pick_kernel)" in offline.format_table(r)
 
 
 def test_offline_long_prompts_replace_the_first_requests_only():
