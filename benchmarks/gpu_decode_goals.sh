@@ -4,7 +4,8 @@
 # 8K prefill (benchmarks/profile_engine.py) with --small-batch-gemv and --no-small-batch-gemv, Qwen3-0.6B's
 # offline throughput (nano-vllm workload; a first run fills the cache root and is not counted) and batch-1
 # TPOT (three runs, each with its inter-token latency), the machine's own stalls (benchmarks/gpu_stall_probe.py,
-# 10 s) and the extend kernel's TFLOP/s against the old kernel (benchmarks/bench_extend.py). A table last.
+# 10 s), the extend kernel's TFLOP/s against the old kernel (benchmarks/bench_extend.py) and the kernels requests
+# meet first after the start-up (benchmarks/run_compiles.py). A table last.
 # 596 s on a fresh H100 before the tuners' build pool, with the kernel tests on one worker (271 s of it); 346 s
 # with the pool and the kernel tests on 8 pytest-xdist workers (93 s), before the second and third batch-1 runs
 # and the stall probe. Usage: bash benchmarks/gpu_decode_goals.sh
@@ -49,6 +50,10 @@ timeout 200 python3 benchmarks/bench_extend.py --shapes 1:0:8192,4:2048:2048 \
   --variants '[{}, {"causal_split": false, "order": "request", "tma": false}]' > "$out/extend.txt" 2>&1 \
   || echo "bench_extend failed (exit $?)"
 
+# kernel variants that requests after the start-up launch first (each a compile inside a request on a fresh
+# root; expected: none): one request, a burst of short prompts, long prompts
+timeout 200 python3 benchmarks/run_compiles.py > "$out/run-compiles.txt" 2>&1 || echo "run_compiles failed (exit $?)"
+
 echo
 for tag in qwen-on qwen-off llama-on llama-off; do
   echo "== $tag"
@@ -58,3 +63,4 @@ done
 python3 benchmarks/offline_summary.py "$out"/{offline-cold,offline-on,offline-off,b1-1,b1-2,b1-3}.json
 grep -A8 "^batch" "$out/extend.txt"
 head -n 4 "$out/stall-probe.txt"
+grep -E "^(start-up|run) |^  " "$out/run-compiles.txt" | head -n 20
