@@ -67,7 +67,7 @@ def warm_up(engine: Any) -> None:
     rng = random.Random(0)
     ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(2 * engine.kv.page_size + 3)]
     params = SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True, detokenize=False)
-    run_aborted(engine, "__warmup__", ids, params, tokens=3)
+    run_aborted(engine, {"__warmup__": ids}, params, tokens=3)
     warm_burst(engine, ids, params)
     engine.sampler.warm_up(engine.model_config.vocab_size, engine.worker.runner.dtype)
     try:
@@ -116,11 +116,13 @@ def warm_tiers(engine: Any) -> None:
             kv.host_allocator.free(host)
 
 
-def run_aborted(engine: Any, request_id: str, ids: list[int], params: Any, tokens: int) -> float:
-    """Run one request until it has `tokens` output tokens, then abort it (nothing of it is cached or backed
-    up); returns the seconds from its arrival to its first token (0: refused)."""
+def run_aborted(engine: Any, prompts: dict[str, list[int]], params: Any, tokens: int) -> float:
+    """Run requests (request id -> prompt ids), all queued at once, each until it has `tokens` output tokens,
+    then abort it (nothing of it is cached or backed up); returns the seconds from their arrival to the first
+    token of any (0: refused)."""
     t0, first = time.perf_counter(), 0.0
-    engine.add_request(request_id, ids, params)
+    for request_id, ids in prompts.items():
+        engine.add_request(request_id, ids, params)
     while engine.has_unfinished():
         for out in engine.step():
             if out.num_output_tokens >= 1 and not first:
@@ -141,12 +143,9 @@ def warm_burst(engine: Any, ids: list[int], params: Any) -> None:
     n = min(MAX_CHUNKS + 1, config.max_running_requests, config.max_prefill_tokens // 3)
     if n < 2:
         return
-    for i in range(n):  # three tokens each; aborted like the warm-up request, so nothing stays cached
-        engine.add_request(f"__warmup_burst_{i}__", [ids[(i + j) % len(ids)] for j in range(3)], params)
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.num_output_tokens >= 2 and not out.finished:
-                engine.abort_request(out.request_id)
+    # three tokens each; aborted like the warm-up request, so nothing stays cached
+    run_aborted(engine, {f"__warmup_burst_{i}__": [ids[(i + j) % len(ids)] for j in range(3)] for i in range(n)},
+                params, tokens=2)
 
 
 def warm_mixed(engine: Any, ids: list[int], params: Any) -> None:
@@ -191,8 +190,8 @@ def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional
     seconds = 0.0
     for i in range(2):
         _sync(engine)
-        seconds = run_aborted(engine, f"__calibrate{i}__", [rng.randrange(engine.model_config.vocab_size)
-                                                             for _ in range(n)], params, tokens=1)
+        prompt = [rng.randrange(engine.model_config.vocab_size) for _ in range(n)]
+        seconds = run_aborted(engine, {f"__calibrate{i}__": prompt}, params, tokens=1)
     _sync(engine)
     engine.prefill_timer.poll()  # samples of the two prompts land before the calibration replaces them
     if seconds <= 0:  # the prompts were refused: keep the prior
