@@ -11,6 +11,7 @@ from tierlm.attention.base import ForwardBatch
 from tierlm.attention.mla_torch import MLATorchBackend
 from tierlm.attention.torch_native import TorchNativeBackend
 from tierlm.kvcache.pool import KVPool
+from tierlm.utils.tiny_model import make_tiny_model
 
 PROMPTS = [
     "the quick brown fox",
@@ -84,3 +85,20 @@ def test_prefill_logits_match_transformers(tiny_models, arch):
     rel = (ours - ref).norm() / ref.norm()
     assert rel < 1e-4, f"{arch}: relative logits error {rel:.2e}"
     assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("scaling", [
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8},
+    {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 16, "beta_fast": 8,
+     "attention_factor": 1.2},
+])
+def test_yarn_scaled_dense_model_matches_transformers(tmp_path, scaling):
+    """A dense model under a YaRN rope scaling (as Qwen3's long-context configs set it), with prompts and outputs
+    past the original context so the interpolated frequencies and the cos/sin factor both count."""
+    model = make_tiny_model(tmp_path / "m", arch="qwen3", rope_scaling=scaling)
+    llm = LLM(str(model), **CPU_OPTS)
+    ids = [llm.tokenizer.encode(p) for p in PROMPTS[1::3]]
+    ours = llm.generate(ids, SamplingParams(temperature=0, max_tokens=24))
+    assert [o.token_ids for o in ours] == hf_greedy(model, ids, 24)
+    logits, ref = prefill_logits(llm.engine.worker.runner.model, ids[0]), hf_logits(model, ids[0])
+    assert torch.allclose(logits, ref, rtol=1e-4, atol=1e-4)

@@ -113,6 +113,12 @@ def test_context_under_rope_scaling(tiny_qwen3, scaling, context):
      "rope_scaling.original_max_position_embeddings must be a positive integer, got 0"),
     ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1.5},
      "rope_scaling.original_max_position_embeddings must be a positive integer, got 1.5"),
+    ({"rope_type": "dynamic", "factor": 2.0},
+     "rope_scaling type 'dynamic' is not supported \\(supported: default, linear, llama3, yarn\\)"),
+    ({"type": "longrope", "factor": 2.0}, "rope_scaling type 'longrope' is not supported"),
+    ({"rope_type": "linear"}, "a linear rope_scaling needs factor"),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0},
+     "a llama3 rope_scaling needs high_freq_factor, original_max_position_embeddings"),
 ])
 def test_bad_rope_scaling_is_refused_naming_the_field(tiny_qwen3, tmp_path, scaling, message):
     """The scaling sets the default context limit and every rotation: a bad one fails at load, not as a traceback

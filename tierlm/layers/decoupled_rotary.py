@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from tierlm.layers.rotary import rope_inv_freq
-from tierlm.layers.yarn import yarn_inv_freq
 
 STYLES = ("complex", "interleave", "half")
 
@@ -33,11 +32,7 @@ class DecoupledRotary(nn.Module):
         if style not in STYLES:
             raise ValueError(f"unknown rope pairing {style!r} (choose from {', '.join(STYLES)})")
         self.style = style
-        rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
-        if rope_type == "yarn":
-            inv_freq, attn_scale = yarn_inv_freq(dim, theta, scaling, config_max_positions)
-        else:
-            inv_freq, attn_scale = rope_inv_freq(dim, theta, scaling)
+        inv_freq, attn_scale = rope_inv_freq(dim, theta, scaling, config_max_positions)
         freqs = torch.arange(max_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]
         self.register_buffer("cos", freqs.cos() * attn_scale, persistent=False)
         self.register_buffer("sin", freqs.sin() * attn_scale, persistent=False)

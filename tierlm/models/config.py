@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from tierlm.layers.rotary import ROPE_TYPES, rope_type_of
 from tierlm.models.errors import ModelLoadError
 from tierlm.models.registry import ARCHITECTURES
 
@@ -34,10 +35,23 @@ def _check_sizes(mc: "ModelConfig", source: str) -> None:
                                  f"({mc.num_experts}), got {mc.num_experts_per_tok}")
 
 
+# the rope_scaling keys each rope type cannot do without (YaRN's factor may come from the context ratio)
+_ROPE_KEYS = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+                                               "original_max_position_embeddings")}
+
+
 def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
-    """A rope scaling's `factor` is a finite number above 0 and its `original_max_position_embeddings` a positive
-    integer: both set the context limit's default and every position's rotation, so a bad one is refused here."""
+    """A rope scaling is of a type TierLM computes, with the keys that type needs; its `factor` is a finite number
+    above 0 and its `original_max_position_embeddings` a positive integer: both set the context limit's default
+    and every position's rotation, so a bad one is refused here, naming the file, not when the model is built."""
     scaling = mc.rope_scaling or {}
+    rope_type = rope_type_of(scaling)
+    if rope_type not in ROPE_TYPES:
+        raise ModelLoadError(f"{source}: rope_scaling type {rope_type!r} is not supported "
+                             f"(supported: {', '.join(ROPE_TYPES)})")
+    missing = [key for key in _ROPE_KEYS.get(rope_type, ()) if key not in scaling]
+    if missing:
+        raise ModelLoadError(f"{source}: a {rope_type} rope_scaling needs {', '.join(missing)}")
     factor = scaling.get("factor")
     if "factor" in scaling and (isinstance(factor, bool) or not isinstance(factor, (int, float))
                                 or not math.isfinite(factor) or factor <= 0):
@@ -148,8 +162,8 @@ class ModelConfig:
         length times the scaling's factor where longer; Llama 3's scaling is already counted in it. vLLM derives
         its longest `max_model_len` by the same rule."""
         scaling = self.rope_scaling or {}
-        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
-        if rope_type in ("default", "llama3", "longrope", "su") or "factor" not in scaling:
+        rope_type = rope_type_of(scaling)
+        if rope_type in ("default", "llama3") or "factor" not in scaling:
             return self.max_position_embeddings
         base = self.max_position_embeddings
         if rope_type == "yarn":
