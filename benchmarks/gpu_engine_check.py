@@ -53,11 +53,16 @@ def torch_moe_experts():
         yield
 
 
+# "ARCH+VARIANT" in --archs: the tiny model of ARCH with these config overrides
+VARIANTS = {"yarn": dict(rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8})}
+
+
 def tiny_models_equal(archs) -> bool:
     ok = True
     with tempfile.TemporaryDirectory() as d:
         for arch in archs:
-            path = str(make_tiny_model(f"{d}/{arch}", arch=arch))
+            base, _, variant = arch.partition("+")
+            path = str(make_tiny_model(f"{d}/{arch}", arch=base, **VARIANTS.get(variant, {})))
             prompts = ["the quick brown fox", "hello world this is", "paris is the capital of france and",
                        "one two three four five six seven eight nine ten eleven"] * 3
             p = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
@@ -117,13 +122,16 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--archs", default=",".join(ARCHS), help="tiny architectures to check (comma list)")
+    ap.add_argument("--archs", default=",".join(ARCHS) + ",qwen3+yarn",
+                    help="tiny architectures to check (comma list; ARCH+yarn: under a YaRN rope scaling)")
     ap.add_argument("--model", default="builtin:qwen3-0.6b", help="shipped config of the dummy-weight check")
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="its dtype")
     args = ap.parse_args()
     archs = [a for a in args.archs.split(",") if a]
-    if any(a not in ARCHS for a in archs):
-        print(f"--archs: pick from {', '.join(ARCHS)}", file=sys.stderr)
+    bad = [a for a in archs if a.partition("+")[0] not in ARCHS or a.partition("+")[2] not in ("", *VARIANTS)]
+    if bad:
+        print(f"--archs: {', '.join(bad)}: pick from {', '.join(ARCHS)}, each optionally +{'/+'.join(VARIANTS)}",
+              file=sys.stderr)
         return 2
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name()}")
     ok = tiny_models_equal(archs)
