@@ -7,14 +7,17 @@ run it prints the variants first met inside it, each against the start-up's vari
 specialization differs in the fewest parameters, with those parameters. On a fresh cache root every one of
 them is a compile inside the run.
 
-    PYTHONPATH=. python benchmarks/run_compiles.py [--runs "N:IN:OUT ..."] [ENGINE FLAGS]
+    PYTHONPATH=. python benchmarks/run_compiles.py [--runs "N:IN:OUT ..."] [--dump FILE] [ENGINE FLAGS]
 
 `--runs` lists workloads (requests : prompt length : output length), each run after the one before; default
-"1:64:8 256:64:16 64:700:16" (one request, a burst of short prompts, long prompts in a pass).
+"1:64:8 256:64:16 64:700:16" (one request, a burst of short prompts, long prompts in a pass). `--dump` writes
+every variant met (phase, kernel, specialization) as JSON; `--diff A.json B.json` (no engine) lists the start-up
+variants each of two dumps has and the other lacks.
 """
 from __future__ import annotations
 
 import argparse
+import json
 
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.bench.offline import Workload, run_engine
@@ -62,12 +65,32 @@ def closest(spec: tuple, others: list[tuple]) -> tuple[int, list[str]]:
     return best
 
 
+def startup_diff(a: list, b: list) -> tuple[list, list]:
+    """The start-up variants (kernel, specialization) of dump `a` missing from dump `b`, and of `b` missing from
+    `a`, each sorted."""
+    sa, sb = ({(name, tuple(spec)) for phase, name, spec in d if phase == "start-up"} for d in (a, b))
+    return sorted(sa - sb), sorted(sb - sa)
+
+
+def print_diff(path_a: str, path_b: str) -> None:
+    with open(path_a) as fa, open(path_b) as fb:
+        only_a, only_b = startup_diff(json.load(fa), json.load(fb))
+    for path, only in ((path_a, only_a), (path_b, only_b)):
+        print(f"start-up variants only in {path}: {len(only)}")
+        for name, spec in only:
+            print(f"  {name}: {' '.join(spec)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", default="1:64:8 256:64:16 64:700:16", help="Workloads, each REQUESTS:IN:OUT.")
+    ap.add_argument("--dump", metavar="FILE", help="Write every variant met as JSON: [phase, kernel, [spec...]].")
+    ap.add_argument("--diff", nargs=2, metavar=("A", "B"), help="Compare two dumps' start-ups (runs no engine).")
     add_engine_args(ap, model_required=False)
     ap.set_defaults(model="builtin:qwen3-0.6b", load_format="dummy", skip_tokenizer_init=True)
     args = ap.parse_args()
+    if args.diff:
+        return print_diff(*args.diff)
     from triton import knobs  # CUDA only: the hook sees compiled launches, not the interpreter's
 
     rec = Recorder()
@@ -95,6 +118,9 @@ def main() -> None:
         for name, spec in met:  # later runs compare against these too
             started.setdefault(name, []).append(spec)
     engine.close()
+    if args.dump:
+        with open(args.dump, "w") as f:
+            json.dump([[phase, name, list(spec)] for phase, name, spec in rec.seen], f, indent=0)
 
 
 if __name__ == "__main__":

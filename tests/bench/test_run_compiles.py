@@ -2,11 +2,12 @@
 from the start-up's closest one (the hook's call shaped as Triton 3.6's `JITFunction._call_hook` makes it)."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
-from benchmarks.run_compiles import Recorder, closest
+from benchmarks.run_compiles import Recorder, closest, print_diff, startup_diff
 
 
 def _call(rec: Recorder, name: str, order: int, n_attrs: list) -> None:
@@ -40,3 +41,15 @@ def test_a_hook_call_it_cannot_read_is_recorded_not_raised():
     assert rec.hook(fn=SimpleNamespace(name="_k"), compile={}) is None
     (phase, name, spec), = rec.seen
     assert phase == "start-up" and name.startswith("? (KeyError") and spec == ()
+
+
+def test_two_dumps_start_ups_are_compared_variant_by_variant(tmp_path, capsys):
+    a = [["start-up", "k", ["x=1"]], ["start-up", "k", ["x=2"]], ["256:64:16", "k", ["x=3"]]]
+    b = [["start-up", "k", ["x=1"]], ["start-up", "j", ["y=*i32"]], ["256:64:16", "k", ["x=2"]]]
+    assert startup_diff(a, b) == ([("k", ("x=2",))], [("j", ("y=*i32",))])
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    print_diff(str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    out = capsys.readouterr().out
+    assert f"only in {tmp_path / 'a.json'}: 1\n  k: x=2\n" in out
+    assert f"only in {tmp_path / 'b.json'}: 1\n  j: y=*i32" in out
