@@ -119,6 +119,13 @@ def test_context_under_rope_scaling(tiny_qwen3, scaling, context):
     ({"rope_type": "linear"}, "a linear rope_scaling needs factor"),
     ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0},
      "a llama3 rope_scaling needs high_freq_factor, original_max_position_embeddings"),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": "abc"},
+     "rope_scaling.beta_fast must be a finite number, got 'abc'"),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "attention_factor": float("nan")},
+     "rope_scaling.attention_factor must be a finite number, got nan"),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 64},
+     "rope_scaling.low_freq_factor \\(4.0\\) must be below high_freq_factor \\(4.0\\)"),
 ])
 def test_bad_rope_scaling_is_refused_naming_the_field(tiny_qwen3, tmp_path, scaling, message):
     """The scaling sets the default context limit and every rotation: a bad one fails at load, not as a traceback

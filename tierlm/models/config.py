@@ -38,6 +38,9 @@ def _check_sizes(mc: "ModelConfig", source: str) -> None:
 # the rope_scaling keys each rope type cannot do without (YaRN's factor may come from the context ratio)
 _ROPE_KEYS = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
                                                "original_max_position_embeddings")}
+# rope_scaling keys that, where set, are numbers (the factor is checked on its own, above 0)
+_ROPE_NUMBERS = ("low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
+                 "attention_factor")
 
 
 def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
@@ -52,6 +55,14 @@ def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
     missing = [key for key in _ROPE_KEYS.get(rope_type, ()) if key not in scaling]
     if missing:
         raise ModelLoadError(f"{source}: a {rope_type} rope_scaling needs {', '.join(missing)}")
+    for key in _ROPE_NUMBERS:
+        value = scaling.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise ModelLoadError(f"{source}: rope_scaling.{key} must be a finite number, got {value!r}")
+    if rope_type == "llama3" and not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
+        raise ModelLoadError(f"{source}: rope_scaling.low_freq_factor ({scaling['low_freq_factor']!r}) must be below "
+                             f"high_freq_factor ({scaling['high_freq_factor']!r})")
     factor = scaling.get("factor")
     if "factor" in scaling and (isinstance(factor, bool) or not isinstance(factor, (int, float))
                                 or not math.isfinite(factor) or factor <= 0):
