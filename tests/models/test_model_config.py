@@ -20,6 +20,23 @@ def test_non_positive_sizes_name_the_key(tiny_qwen3, tmp_path, key, value):
         ModelConfig.from_dir(tmp_path)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("rope_theta", 0, "rope_theta must be a finite number above 0, got 0.0"),
+    ("rope_theta", -5, "rope_theta must be a finite number above 0, got -5.0"),
+    ("rope_theta", float("nan"), "rope_theta must be a finite number above 0, got nan"),
+    ("rms_norm_eps", -1, "rms_norm_eps must be a finite number at least 0, got -1.0"),
+    ("rms_norm_eps", float("inf"), "rms_norm_eps must be a finite number at least 0, got inf"),
+])
+def test_theta_and_norm_epsilon_that_give_nan_are_refused(tiny_qwen3, tmp_path, key, value, message):
+    """Such a config loads in transformers and serves NaN rotations or norms: refused naming the key."""
+    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
+    cfg[key] = value
+    cfg.get("rope_parameters", {}).pop(key, None)  # transformers 5 also keeps rope_theta there
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
+        ModelConfig.from_dir(tmp_path)
+
+
 def test_tiny_config_is_accepted(tiny_qwen3):
     assert ModelConfig.from_dir(tiny_qwen3).num_layers == 2
 

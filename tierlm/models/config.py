@@ -43,6 +43,15 @@ _ROPE_NUMBERS = ("low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow"
                  "attention_factor")
 
 
+def _check_norm_and_theta(mc: "ModelConfig", source: str) -> None:
+    """`rope_theta` above 0 and `rms_norm_eps` at least 0, both finite: others give NaN rotations or norms, which
+    the engine would serve as garbage tokens without an error."""
+    if not (math.isfinite(mc.rope_theta) and mc.rope_theta > 0):
+        raise ModelLoadError(f"{source}: rope_theta must be a finite number above 0, got {mc.rope_theta!r}")
+    if not (math.isfinite(mc.rms_norm_eps) and mc.rms_norm_eps >= 0):
+        raise ModelLoadError(f"{source}: rms_norm_eps must be a finite number at least 0, got {mc.rms_norm_eps!r}")
+
+
 def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
     """A rope scaling is of a type TierLM computes, with the keys that type needs; its `factor` is a finite number
     above 0 and its `original_max_position_embeddings` a positive integer: both set the context limit's default
@@ -163,6 +172,7 @@ class ModelConfig:
         except (TypeError, ValueError) as e:
             raise ModelLoadError(f"{source}: invalid value: {e}") from None
         _check_sizes(mc, source)
+        _check_norm_and_theta(mc, source)
         _check_rope_scaling(mc, source)
         return mc
 
