@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tierlm.engine.errors import ModelLoadError
-from tierlm.models.config import ModelConfig
+from tierlm.models.config import MAX_POSITIONS, ModelConfig
 
 
 @pytest.mark.parametrize("key, value", [("num_hidden_layers", 0), ("vocab_size", -5), ("hidden_size", 0),
@@ -34,6 +34,21 @@ def test_theta_and_norm_epsilon_that_give_nan_are_refused(tiny_qwen3, tmp_path, 
     cfg.get("rope_parameters", {}).pop(key, None)  # transformers 5 also keeps rope_theta there
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
+        ModelConfig.from_dir(tmp_path)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("eos_token_id", [1, "a"], "eos_token_id must be a token id or a list of them, got 'a'"),
+    ("eos_token_id", 2.5, "eos_token_id must be a token id or a list of them, got 2.5"),
+    ("tie_word_embeddings", "false", "tie_word_embeddings must be true or false, got 'false'"),
+    ("attention_bias", 1, "attention_bias must be true or false, got 1"),
+])
+def test_fields_of_the_wrong_kind_are_refused(tiny_qwen3, tmp_path, key, value, message):
+    """A string "false" read as true, or an end-of-sequence id that can never match: refused naming the key."""
+    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
+    cfg[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=f"config.json: invalid value: {message}"):
         ModelConfig.from_dir(tmp_path)
 
 
@@ -92,6 +107,23 @@ def test_context_limit_is_the_models_unless_allowed_longer(tiny_qwen3):
     with pytest.raises(ValueError, match="^The workload is longer than the model's context"):
         mc.context_limit(600, environ={}, what="The workload")
     assert mc.context_limit(300000, environ={ALLOW_LONG_CONTEXT: "1"}) == 300000
+    with pytest.raises(ValueError, match=f"--max-model-len {MAX_POSITIONS + 1} is past the longest context served"):
+        mc.context_limit(MAX_POSITIONS + 1, environ={ALLOW_LONG_CONTEXT: "1"})  # its rotary table would not fit
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_position_embeddings", MAX_POSITIONS + 1, f"max_position_embeddings {MAX_POSITIONS + 1} is past the longest"),
+    ("rope_scaling", {"rope_type": "linear", "factor": 1e9}, "rope_scaling.factor 1000000000.0 stretches the context "
+                                                             "to 512000000000 tokens"),
+])
+def test_contexts_past_any_model_are_refused_at_load(tiny_qwen3, tmp_path, key, value, message):
+    """Such a config would size rotary tables of thousands of GiB: refused naming the key, not an allocation
+    traceback."""
+    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
+    cfg[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
+        ModelConfig.from_dir(tmp_path)
 
 
 @pytest.mark.parametrize("scaling, context", [

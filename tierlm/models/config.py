@@ -13,6 +13,9 @@ from tierlm.models.errors import ModelLoadError
 from tierlm.models.registry import ARCHITECTURES
 
 ALLOW_LONG_CONTEXT = "TIERLM_ALLOW_LONG_MAX_MODEL_LEN"  # 1: a context limit beyond the model's is served
+# The longest context any limit may reach: the rotary tables hold a row per position up to it (a config or flag
+# past it is a mistake, not a model; the longest published contexts are below it).
+MAX_POSITIONS = 1 << 24
 
 # ModelConfig field -> the config.json key it comes from; each must be a positive integer.
 _POSITIVE = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
@@ -26,6 +29,9 @@ def _check_sizes(mc: "ModelConfig", source: str) -> None:
         value = getattr(mc, name)
         if value < 1:
             raise ModelLoadError(f"{source}: {key} must be a positive integer, got {value}")
+    if mc.max_position_embeddings > MAX_POSITIONS:
+        raise ModelLoadError(f"{source}: max_position_embeddings {mc.max_position_embeddings} is past the longest "
+                             f"context served ({MAX_POSITIONS} tokens)")
     if ARCHITECTURES[mc.architecture].moe:
         for key in ("num_experts", "moe_intermediate_size", "decoder_sparse_step"):
             if getattr(mc, key) < 1:
@@ -84,6 +90,27 @@ def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
                              f"got {original!r}")
     if "factor" in scaling and not math.isfinite(float(factor) * float(original or mc.max_position_embeddings)):
         raise ModelLoadError(f"{source}: rope_scaling.factor {factor!r} stretches the context past any length")
+    if mc.max_context > MAX_POSITIONS:
+        raise ModelLoadError(f"{source}: rope_scaling.factor {factor!r} stretches the context to {mc.max_context} "
+                             f"tokens, past the longest served ({MAX_POSITIONS})")
+
+
+def _token_id(value: Any) -> int:
+    """A token id of `eos_token_id`: an integer (a string or float one would never match a token; a negative one,
+    as some configs write for none, matches none either but is harmless)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"eos_token_id must be a token id or a list of them, got {value!r}")
+    return value
+
+
+def _flag(cfg: dict[str, Any], key: str, default: bool) -> bool:
+    """A true/false field (the string "false" would read as true)."""
+    value = cfg.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def _moe_fields(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +170,7 @@ class ModelConfig:
             scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
             theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0))
             eos = cfg.get("eos_token_id")
-            eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
+            eos_ids = tuple(_token_id(e) for e in (eos if isinstance(eos, list) else [] if eos is None else [eos]))
             mc = ModelConfig(
                 architecture=arch,
                 vocab_size=int(cfg["vocab_size"]),
@@ -157,8 +184,8 @@ class ModelConfig:
                 rope_theta=float(theta),
                 rope_scaling=dict(scaling) if scaling else None,
                 max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
-                tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                qkv_bias=bool(cfg.get("attention_bias", qkv_bias)) or qkv_bias,
+                tie_word_embeddings=_flag(cfg, "tie_word_embeddings", False),
+                qkv_bias=_flag(cfg, "attention_bias", qkv_bias) or qkv_bias,
                 qk_norm=qk_norm,
                 torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
                 eos_token_ids=eos_ids,
@@ -195,13 +222,16 @@ class ModelConfig:
                       what: Optional[str] = None) -> int:
         """The context limit to serve this model with: `requested` (`--max-model-len`), or the model's
         `max_context` (as vLLM's default: a model stretched by its rope scaling is served at its stretched
-        length). One beyond `max_context` is refused (positions the model was not made for give
+        length). One beyond `MAX_POSITIONS` is refused; one beyond `max_context` is refused (positions the model was not made for give
         wrong outputs, silently) unless `ALLOW_LONG_CONTEXT` is 1 in `environ` (default: the process's), as vLLM
         and SGLang refuse it unless their own variables say otherwise. `what` names the request in the error
         (default: the flag)."""
         if requested is None:
             return self.max_context
         env = os.environ if environ is None else environ
+        if requested > MAX_POSITIONS:
+            raise ValueError(f"{what or f'--max-model-len {requested}'} is past the longest context served "
+                             f"({MAX_POSITIONS} tokens)")
         if requested > self.max_context and env.get(ALLOW_LONG_CONTEXT) != "1":
             raise ValueError(f"{what or f'--max-model-len {requested}'} is longer than the model's context "
                              f"({self.max_context} tokens, by max_position_embeddings and rope_scaling in its "
