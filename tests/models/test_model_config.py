@@ -166,6 +166,8 @@ def test_context_under_rope_scaling(tiny_qwen3, scaling, context):
      "rope_scaling type 'dynamic' is not supported \\(supported: default, linear, llama3, yarn\\)"),
     ({"type": "longrope", "factor": 2.0}, "rope_scaling type 'longrope' is not supported"),
     ({"rope_type": "linear"}, "a linear rope_scaling needs factor"),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": None, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 64}, "a llama3 rope_scaling needs low_freq_factor"),
     ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0},
      "a llama3 rope_scaling needs high_freq_factor, original_max_position_embeddings"),
     ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": "abc"},

@@ -67,17 +67,6 @@ def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
     if rope_type not in ROPE_TYPES:
         raise ModelLoadError(f"{source}: rope_scaling type {rope_type!r} is not supported "
                              f"(supported: {', '.join(ROPE_TYPES)})")
-    missing = [key for key in _ROPE_KEYS.get(rope_type, ()) if key not in scaling]
-    if missing:
-        raise ModelLoadError(f"{source}: a {rope_type} rope_scaling needs {', '.join(missing)}")
-    for key in _ROPE_NUMBERS:
-        value = scaling.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
-            raise ModelLoadError(f"{source}: rope_scaling.{key} must be a finite number, got {value!r}")
-    if rope_type == "llama3" and not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
-        raise ModelLoadError(f"{source}: rope_scaling.low_freq_factor ({scaling['low_freq_factor']!r}) must be below "
-                             f"high_freq_factor ({scaling['high_freq_factor']!r})")
     factor = scaling.get("factor")
     if "factor" in scaling and (isinstance(factor, bool) or not isinstance(factor, (int, float))
                                 or not math.isfinite(factor) or factor <= 0):
@@ -88,6 +77,17 @@ def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
             or original < 1):
         raise ModelLoadError(f"{source}: rope_scaling.original_max_position_embeddings must be a positive integer, "
                              f"got {original!r}")
+    missing = [key for key in _ROPE_KEYS.get(rope_type, ()) if scaling.get(key) is None]
+    if missing:
+        raise ModelLoadError(f"{source}: a {rope_type} rope_scaling needs {', '.join(missing)}")
+    for key in _ROPE_NUMBERS:
+        value = scaling.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise ModelLoadError(f"{source}: rope_scaling.{key} must be a finite number, got {value!r}")
+    if rope_type == "llama3" and not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
+        raise ModelLoadError(f"{source}: rope_scaling.low_freq_factor ({scaling['low_freq_factor']!r}) must be below "
+                             f"high_freq_factor ({scaling['high_freq_factor']!r})")
     if "factor" in scaling and not math.isfinite(float(factor) * float(original or mc.max_position_embeddings)):
         raise ModelLoadError(f"{source}: rope_scaling.factor {factor!r} stretches the context past any length")
     if mc.max_context > MAX_POSITIONS:
@@ -222,10 +222,10 @@ class ModelConfig:
                       what: Optional[str] = None) -> int:
         """The context limit to serve this model with: `requested` (`--max-model-len`), or the model's
         `max_context` (as vLLM's default: a model stretched by its rope scaling is served at its stretched
-        length). One beyond `MAX_POSITIONS` is refused; one beyond `max_context` is refused (positions the model was not made for give
-        wrong outputs, silently) unless `ALLOW_LONG_CONTEXT` is 1 in `environ` (default: the process's), as vLLM
-        and SGLang refuse it unless their own variables say otherwise. `what` names the request in the error
-        (default: the flag)."""
+        length). One beyond `MAX_POSITIONS` is refused; one beyond `max_context` is refused too (positions the
+        model was not made for give wrong outputs, silently) unless `ALLOW_LONG_CONTEXT` is 1 in `environ`
+        (default: the process's), as vLLM and SGLang refuse it unless their own variables say otherwise. `what`
+        names the request in the error (default: the flag)."""
         if requested is None:
             return self.max_context
         env = os.environ if environ is None else environ
