@@ -42,9 +42,12 @@ def test_missing_factor_comes_from_the_context_ratio():
 def test_softmax_scale():
     base = 192 ** -0.5
     m = 0.1 * 0.707 * math.log(40) + 1.0
-    assert yarn_softmax_scale(V2_LITE, base) == pytest.approx(base * m * m)
+    assert yarn_softmax_scale(V2_LITE, base, 4096) == pytest.approx(base * m * m)
     legacy = {k: v for k, v in V2_LITE.items() if k != "rope_type"} | {"type": "yarn"}  # published files' key
-    assert yarn_softmax_scale(legacy, base) == pytest.approx(base * m * m)
-    assert yarn_softmax_scale(None, base) == base
-    assert yarn_softmax_scale({"rope_type": "yarn", "factor": 40}, base) == base  # no mscale_all_dim
+    assert yarn_softmax_scale(legacy, base, 4096) == pytest.approx(base * m * m)
+    assert yarn_softmax_scale(None, base, 4096) == base
+    assert yarn_softmax_scale({"rope_type": "yarn", "factor": 40}, base, 4096) == base  # no mscale_all_dim
     assert yarn_mscale(1.0, 5.0) == 1.0
+    no_factor = {k: v for k, v in V2_LITE.items() if k != "factor"}  # factor: the context ratio, 40960 / 4096
+    m10 = 0.1 * 0.707 * math.log(10) + 1.0
+    assert yarn_softmax_scale(no_factor, base, 40960) == pytest.approx(base * m10 * m10)

@@ -158,3 +158,25 @@ def test_short_or_absorbed_extends_stay_absorbed(tiny_models, form):
     prefixes = _spy_forms(llm)
     llm.generate([list(range(3, 40))], SamplingParams(temperature=0, max_tokens=4))
     assert prefixes == []
+
+
+def test_yarn_without_a_factor_takes_the_context_ratio(tiny_models, tmp_path):
+    """A YaRN rope_scaling with no `factor` (the ratio of max_position_embeddings to the original length stands
+    for it) loads and serves with the rotation and softmax scale of that ratio written out as the factor.
+    (transformers 5 refuses such a config, so the tokenizer is skipped.)"""
+    cfg = json.loads((tiny_models["deepseek_v2"] / "config.json").read_text())
+    rope = dict(cfg.pop("rope_scaling", None) or cfg["rope_parameters"])
+    assert rope["factor"] == 4.0 and rope["original_max_position_embeddings"] * 4 == cfg["max_position_embeddings"]
+    outs, scales = [], []
+    for name, scaling in (("explicit", rope), ("implied", {k: v for k, v in rope.items() if k != "factor"})):
+        path = tmp_path / name
+        path.mkdir()
+        for f in tiny_models["deepseek_v2"].iterdir():
+            if f.name != "config.json":
+                (path / f.name).symlink_to(f)
+        (path / "config.json").write_text(json.dumps({**cfg, "rope_parameters": scaling}))
+        scales.append(DeepseekConfig.from_model_config(ModelConfig.from_dir(path)).softmax_scale)
+        llm = LLM(str(path), skip_tokenizer_init=True, **CPU_OPTS)
+        outs.append(llm.generate([IDS], SamplingParams(temperature=0, max_tokens=8))[0].token_ids)
+    assert scales[0] == scales[1] != DeepseekConfig.from_model_config(ModelConfig.from_dir(path)).qk_head_dim ** -0.5
+    assert outs[0] == outs[1]

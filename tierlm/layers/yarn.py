@@ -21,14 +21,22 @@ def _correction_dim(rotations: float, dim: int, base: float, max_positions: int)
     return dim * math.log(max_positions / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
 
+def yarn_factor(scaling: dict, max_positions: int) -> float:
+    """The scaling's `factor`, or where it is missing the ratio of `max_positions` (the config's
+    max_position_embeddings) to `original_max_position_embeddings`, as transformers reads it."""
+    factor = scaling.get("factor")
+    if factor is not None:
+        return float(factor)
+    return max_positions / int(scaling.get("original_max_position_embeddings") or max_positions)
+
+
 def yarn_inv_freq(dim: int, theta: float, scaling: dict, max_positions: int) -> tuple[torch.Tensor, float]:
     """Inverse frequencies (float32, `dim // 2`) and the cos/sin scaling factor for a `yarn` rope_scaling
     dict (`factor`, `original_max_position_embeddings`, optional `beta_fast`/`beta_slow`, `mscale`,
     `mscale_all_dim`, `attention_factor`, `truncate`). `max_positions` (the config's max_position_embeddings)
     stands in for a missing `factor`."""
     old_len = int(scaling["original_max_position_embeddings"])
-    factor = scaling.get("factor")
-    factor = float(factor) if factor is not None else max_positions / old_len
+    factor = yarn_factor(scaling, max_positions)
     attention_factor = scaling.get("attention_factor")
     mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
     if attention_factor is None:
@@ -52,14 +60,15 @@ def yarn_inv_freq(dim: int, theta: float, scaling: dict, max_positions: int) -> 
     return inv_freq, float(attention_factor)
 
 
-def yarn_softmax_scale(scaling: dict | None, scale: float) -> float:
+def yarn_softmax_scale(scaling: dict | None, scale: float, max_positions: int) -> float:
     """DeepSeek's softmax scale: `scale * mscale(factor, mscale_all_dim) ** 2` under a non-default rope with
-    `mscale_all_dim` set, else `scale`."""
+    `mscale_all_dim` set, else `scale`; the factor as `yarn_factor` reads it (`max_positions`: the config's
+    max_position_embeddings)."""
     scaling = scaling or {}
     if scaling.get("rope_type", scaling.get("type", "default")) == "default":
         return scale
     mscale_all_dim = scaling.get("mscale_all_dim", 0)
     if mscale_all_dim:
-        m = yarn_mscale(float(scaling["factor"]), mscale_all_dim)
+        m = yarn_mscale(yarn_factor(scaling, max_positions), mscale_all_dim)
         scale = scale * m * m
     return scale

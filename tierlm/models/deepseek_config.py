@@ -76,7 +76,7 @@ class DeepseekConfig:
     @property
     def softmax_scale(self) -> float:
         """`qk_head_dim ** -0.5`, times YaRN's `mscale(factor, mscale_all_dim) ** 2` when the rope is scaled."""
-        return yarn_softmax_scale(self.model.rope_scaling, self.qk_head_dim ** -0.5)
+        return yarn_softmax_scale(self.model.rope_scaling, self.qk_head_dim ** -0.5, self.model.max_position_embeddings)
 
     def is_moe_layer(self, layer: int) -> bool:
         return (self.n_routed_experts > 0 and layer >= self.first_k_dense_replace
