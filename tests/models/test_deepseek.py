@@ -76,9 +76,8 @@ def test_layer_pattern_and_latent_layout(tiny_models):
 ])
 def test_bad_config_is_one_clear_error(tiny_models, key, value, message):
     raw = json.loads((tiny_models["deepseek_v3"] / "config.json").read_text())
-    mc = ModelConfig.from_dict({**raw, key: value})
     with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
-        DeepseekConfig.from_model_config(mc)
+        DeepseekConfig.from_model_config(ModelConfig.from_dict({**raw, key: value}))
 
 
 def test_unknown_v2_topk_method(tiny_models):

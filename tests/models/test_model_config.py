@@ -52,6 +52,21 @@ def test_fields_of_the_wrong_kind_are_refused(tiny_qwen3, tmp_path, key, value, 
         ModelConfig.from_dir(tmp_path)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("quantization_config", {"quant_method": "awq", "bits": 4}, "quantized checkpoints \\(quantization_config, "
+                                                                 "'awq'\\) are not supported"),
+    ("hidden_act", "gelu_pytorch_tanh", "hidden_act 'gelu_pytorch_tanh' is not supported \\(only silu\\)"),
+])
+def test_what_no_dense_model_here_computes_is_refused(tiny_qwen3, tmp_path, key, value, message):
+    """An AWQ or FP8 checkpoint of a dense model, or another activation: refused at load, not a missing-tensor
+    error half-way through the weights or wrong outputs."""
+    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
+    cfg[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
+        ModelConfig.from_dir(tmp_path)
+
+
 def test_tiny_config_is_accepted(tiny_qwen3):
     assert ModelConfig.from_dir(tiny_qwen3).num_layers == 2
 

@@ -49,6 +49,19 @@ _ROPE_NUMBERS = ("low_freq_factor", "high_freq_factor", "beta_fast", "beta_slow"
                  "attention_factor")
 
 
+def _check_supported(cfg: dict[str, Any], source: str) -> None:
+    """What no model here computes: a quantized checkpoint (its tensors are not the weights the layers take) or an
+    MLP activation other than SiLU (outputs would be wrong without an error)."""
+    quant = cfg.get("quantization_config")
+    if quant:
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else quant
+        raise ModelLoadError(f"{source}: quantized checkpoints (quantization_config, {method!r}) are not supported; "
+                             "use a bfloat16 one")
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise ModelLoadError(f"{source}: hidden_act {act!r} is not supported (only silu)")
+
+
 def _check_norm_and_theta(mc: "ModelConfig", source: str) -> None:
     """`rope_theta` above 0 and `rms_norm_eps` at least 0, both finite: others give NaN rotations or norms, which
     the engine would serve as garbage tokens without an error."""
@@ -162,6 +175,7 @@ class ModelConfig:
         if arch is None:
             raise ModelLoadError(f"{source}: unsupported architecture {archs or cfg.get('model_type')!r}; "
                                  f"supported: {', '.join(ARCHITECTURES)}")
+        _check_supported(cfg, source)
         qkv_bias, qk_norm = ARCHITECTURES[arch].qkv_bias, ARCHITECTURES[arch].qk_norm
         try:
             heads = int(cfg["num_attention_heads"])

@@ -13,7 +13,7 @@ from tierlm.models.config import ModelConfig
 from tierlm.models.errors import ModelLoadError
 
 _COMMON = dict(kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
-               moe_layer_freq=1, attention_bias=False, hidden_act="silu")
+               moe_layer_freq=1, attention_bias=False)
 _DEFAULTS = {
     "DeepseekV2ForCausalLM": dict(_COMMON, first_k_dense_replace=0, n_routed_experts=64, num_experts_per_tok=None,
                                   n_shared_experts=2, moe_intermediate_size=1407, routed_scaling_factor=1.0,
@@ -85,11 +85,6 @@ class DeepseekConfig:
     @staticmethod
     def from_model_config(mc: ModelConfig, source: str = "config.json") -> "DeepseekConfig":
         raw: dict[str, Any] = {**_DEFAULTS[mc.architecture], **mc.raw}
-        if raw.get("quantization_config"):
-            raise ModelLoadError(f"{source}: quantized checkpoints (quantization_config) are not supported; "
-                                 "use a bfloat16 one")
-        if raw["hidden_act"] != "silu":
-            raise ModelLoadError(f"{source}: hidden_act {raw['hidden_act']!r} is not supported (only silu)")
 
         def pos(key: str, allow_none: bool = False, minimum: int = 1) -> Optional[int]:
             value = raw[key]
