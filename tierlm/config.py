@@ -69,6 +69,11 @@ class EngineConfig:
                                         "a longer one is refused unless TIERLM_ALLOW_LONG_MAX_MODEL_LEN=1).", "model")
     seed: int = _opt(0, "Seed for dummy weights and for sampling of requests that give no seed.", "model")
     served_model_name: Optional[str] = _opt(None, "Model name reported by the API (default: --model).", "model")
+    generation_config: str = _opt("auto", "Where requests' default sampling (temperature, top_p, top_k, min_p) and "
+                                  "extra end-of-sequence ids come from: 'auto' the model folder's "
+                                  "generation_config.json (as vLLM and SGLang do), 'none' TierLM's defaults only, "
+                                  "or a folder holding a generation_config.json. A request's own values win.",
+                                  "model")
     compile: bool = _opt(False, "Compile the model's forward with torch.compile (Inductor, one graph with "
                          "attention as its one opaque call) ahead of time; the compiled code, Inductor's and "
                          "Triton's caches live in the per-model AOT tree of the cache root (aot/<key>/) and are "

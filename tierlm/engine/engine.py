@@ -27,6 +27,7 @@ from tierlm.engine.step_clock import StepClock
 from tierlm.engine.tokenizer import load_tokenizer
 from tierlm.engine.rank_launch import start_workers
 from tierlm.models.config import ModelConfig
+from tierlm.models.generation_config import GenerationDefaults, generation_defaults
 from tierlm.models.loader import resolve_model_dir
 from tierlm.sampling_params import SamplingParams
 from tierlm.validation import check_prompt_ids
@@ -50,6 +51,9 @@ class Engine:
         self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(
             config.tokenizer or str(self.model_dir), config.revision)
         self.max_model_len = self.model_config.context_limit(config.max_model_len)
+        self.generation = generation_defaults(config.generation_config, self.model_dir)
+        if self.generation != GenerationDefaults():
+            logger.info("generation_config: %s (--generation-config none to ignore)", self.generation.describe())
         self.model_name = config.served_model_name or config.model
         # The worker executes step plans (model, pools, copies); the KV controller and the scheduler decide.
         # Under --tp-size N it is a group: this process's rank 0 plus N - 1 ranks that execute the same plans.
@@ -78,7 +82,7 @@ class Engine:
         self.sampler = Sampler(self.device, config.seed)
         # the compute rate of the KV tiers' cost model (load or recompute)
         self.prefill_timer = PrefillTimer(self.device, self.kv.observe_prefill if self.kv.cost else None)
-        self.eos_ids = set(self.model_config.eos_token_ids)
+        self.eos_ids = set(self.model_config.eos_token_ids) | set(self.generation.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self._pending: list[StepOutput] = []  # outputs produced outside a step (aborts, refusals)

@@ -32,6 +32,11 @@ class LLM:
             return self.tokenizer.encode(prompt, add_special_tokens=True)
         return list(prompt)
 
+    def default_sampling_params(self) -> SamplingParams:
+        """`SamplingParams()` with the model's generation_config.json defaults (`--generation-config`): what
+        `generate` uses when given no params."""
+        return replace(SamplingParams(), **self.engine.generation.as_dict())
+
     def generate(self, prompts: Union[Prompt, Sequence[Prompt]],
                  params: Union[SamplingParams, Sequence[SamplingParams], None] = None,
                  use_tqdm: bool = False, priority: Optional[Sequence[int]] = None) -> list[RequestOutput]:
@@ -41,7 +46,7 @@ class LLM:
         `--schedule-policy priority`, lower first."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
-        params = params or SamplingParams()
+        params = params or self.default_sampling_params()
         plist = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
         if len(plist) != len(prompts):
             raise ValueError(f"got {len(plist)} SamplingParams for {len(prompts)} prompts")

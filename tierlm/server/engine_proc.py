@@ -163,6 +163,7 @@ def engine_info(engine: Any, config: EngineConfig) -> dict[str, Any]:
         "kv_total_tokens": int(stats.get("kv_total_tokens", 0)),
         "model_type": getattr(model_config, "raw", {}).get("model_type"),
         "architectures": getattr(model_config, "raw", {}).get("architectures"),
+        "sampling_defaults": engine.generation.as_dict() if hasattr(engine, "generation") else {},
     }
 
 

@@ -157,7 +157,7 @@ def serve(config: EngineConfig, log_level: str = "info") -> int:
         log.info(summary_line(config, info, config.host, port))
         client = EngineClient(engine.req_addr, engine.out_addr, is_alive=engine.is_alive)
         vocab = info["vocab_size"] if tokenizer is None else min(info["vocab_size"], len(tokenizer))
-        serving = ServingInfo(info["model_name"], info["max_model_len"], vocab)
+        serving = ServingInfo(info["model_name"], info["max_model_len"], vocab, info.get("sampling_defaults", {}))
         app = create_app(config, serving, tokenizer, client, info)
         server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", ws="none",
                                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))

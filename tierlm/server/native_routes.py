@@ -26,7 +26,9 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     if (body.input_ids is None) == (body.text is None):
         raise APIError(400, "give exactly one of input_ids or text", "input_ids")
     sp = body.sampling_params
-    params = SamplingParams(**sp.model_dump())
+    # the model's defaults (generation_config.json) for the sampling fields the request leaves unset
+    defaults = {k: v for k, v in st.info.sampling_defaults.items() if k not in sp.model_fields_set}
+    params = SamplingParams(**{**sp.model_dump(), **defaults})
     params.detokenize = st.tokenizer is not None  # without a tokenizer: token ids only
     validated(params, st.info, "sampling_params.")
     if body.input_ids is not None:

@@ -6,7 +6,7 @@ validator the engine runs too; tokenization goes through `PromptEncoder`, off th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
 from tierlm.errors import RequestError
@@ -18,6 +18,8 @@ from tierlm.validation import check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
 MAX_STOPS = 16
+# a request's sampling where it and the model's generation_config.json leave a field unset
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0}
 
 
 @dataclass
@@ -27,6 +29,7 @@ class ServingInfo:
     model_name: str
     max_model_len: int
     vocab_size: int
+    sampling_defaults: dict[str, float] = field(default_factory=dict)  # the model's, for fields a request leaves unset
 
 
 @dataclass
@@ -104,12 +107,13 @@ def validated(params: SamplingParams, info: ServingInfo, prefix: str = "") -> Sa
 def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Optional[int],
                     info: ServingInfo, detokenize: bool = True) -> SamplingParams:
     """`SamplingParams` of one request (max_tokens resolved later against each prompt's length)."""
+    d = {**SAMPLING_DEFAULTS, **info.sampling_defaults}
     return validated(SamplingParams(
         max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else float(req.temperature),
-        top_p=1.0 if req.top_p is None else float(req.top_p),
-        top_k=-1 if req.top_k is None else req.top_k,
-        min_p=0.0 if req.min_p is None else float(req.min_p),
+        temperature=float(d["temperature"] if req.temperature is None else req.temperature),
+        top_p=float(d["top_p"] if req.top_p is None else req.top_p),
+        top_k=int(d["top_k"] if req.top_k is None else req.top_k),
+        min_p=float(d["min_p"] if req.min_p is None else req.min_p),
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,
