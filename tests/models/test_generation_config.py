@@ -20,11 +20,12 @@ def test_a_published_file_gives_its_sampling_and_end_ids():
     assert d.describe() == "temperature=0.6, top_p=0.95, top_k=20, eos_token_id=[151645, 151643]"
 
 
-def test_top_k_zero_is_off_and_repetition_penalty_is_reported_not_applied():
+def test_top_k_zero_is_off_and_what_is_not_applied_is_reported():
     d = GenerationDefaults.from_dict({"top_k": 0, "repetition_penalty": 1.05, "eos_token_id": 7})
     assert d.as_dict() == {"top_k": -1} and d.eos_token_ids == (7,)
     assert d.ignored == ("repetition_penalty",) and "repetition_penalty not applied" in d.describe()
     assert GenerationDefaults.from_dict({"repetition_penalty": 1.0}).ignored == ()  # neutral: nothing lost
+    assert GenerationDefaults.from_dict({"max_new_tokens": 2048}).describe() == "nothing (max_new_tokens not applied)"
     assert GenerationDefaults.from_dict({}).describe() == "nothing"
 
 

@@ -4,7 +4,8 @@ Model authors put their recommended sampling there (Qwen3: temperature 0.6, top_
 end-of-sequence ids that config.json lacks (an instruct model's end-of-turn token). vLLM and SGLang apply both
 by default; so does TierLM (`--generation-config auto`): a request that leaves a sampling parameter unset takes
 the model's value, and generation stops at any of the ids. As in vLLM, `do_sample` is not read: the sampling
-values apply as written. `repetition_penalty` is not implemented here, so it is reported, not applied.
+values apply as written. `repetition_penalty` (not implemented here) and `max_new_tokens` are reported, not
+applied.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ FILE = "generation_config.json"
 # generation_config.json key -> (SamplingParams field, lowest value, highest value)
 SAMPLING_KEYS = {"temperature": ("temperature", 0.0, math.inf), "top_p": ("top_p", 0.0, 1.0),
                  "top_k": ("top_k", 0, math.inf), "min_p": ("min_p", 0.0, 1.0)}
-NOT_APPLIED = ("repetition_penalty",)  # read by other engines, not implemented here
+# read by vLLM, not applied here: no repetition penalty is implemented, and a request's max_tokens defaults to the
+# room its context leaves (16 for completions)
+NOT_APPLIED = ("repetition_penalty", "max_new_tokens")
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,11 @@ class GenerationDefaults:
 
     def describe(self) -> str:
         """One log line: what is applied and what is not."""
-        parts = [f"{k}={v:g}" for k, v in self.sampling] + [f"eos_token_id={list(self.eos_token_ids)}"] * bool(
-            self.eos_token_ids)
+        parts = [f"{k}={v:g}" for k, v in self.sampling]
+        if self.eos_token_ids:
+            parts.append(f"eos_token_id={list(self.eos_token_ids)}")
         text = ", ".join(parts) or "nothing"
-        return text + (f" ({', '.join(self.ignored)} not applied: not implemented)" if self.ignored else "")
+        return text + (f" ({', '.join(self.ignored)} not applied)" if self.ignored else "")
 
     @staticmethod
     def from_dict(cfg: dict[str, Any], source: str = FILE) -> "GenerationDefaults":
