@@ -6,7 +6,7 @@ validator the engine runs too; tokenization goes through `PromptEncoder`, off th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional, Union
 
 from tierlm.errors import RequestError
@@ -18,8 +18,6 @@ from tierlm.validation import check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
 MAX_STOPS = 16
-# a request's sampling where it and the model's generation_config.json leave a field unset
-SAMPLING_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0}
 
 
 @dataclass
@@ -107,13 +105,17 @@ def validated(params: SamplingParams, info: ServingInfo, prefix: str = "") -> Sa
 def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Optional[int],
                     info: ServingInfo, detokenize: bool = True) -> SamplingParams:
     """`SamplingParams` of one request (max_tokens resolved later against each prompt's length)."""
-    d = {**SAMPLING_DEFAULTS, **info.sampling_defaults}
+    base = {f.name: f.default for f in fields(SamplingParams)}
+
+    def pick(name: str, value: Any) -> Any:  # the request's value, else the model's, else SamplingParams'
+        return value if value is not None else info.sampling_defaults.get(name, base[name])
+
     return validated(SamplingParams(
         max_tokens=max_tokens,
-        temperature=float(d["temperature"] if req.temperature is None else req.temperature),
-        top_p=float(d["top_p"] if req.top_p is None else req.top_p),
-        top_k=int(d["top_k"] if req.top_k is None else req.top_k),
-        min_p=float(d["min_p"] if req.min_p is None else req.min_p),
+        temperature=float(pick("temperature", req.temperature)),
+        top_p=float(pick("top_p", req.top_p)),
+        top_k=int(pick("top_k", req.top_k)),
+        min_p=float(pick("min_p", req.min_p)),
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,
