@@ -9,15 +9,22 @@ from tierlm.engine.errors import ModelLoadError
 from tierlm.models.config import MAX_POSITIONS, ModelConfig
 
 
+def assert_refused(model_dir, tmp_path, key: str, value, message: str) -> None:
+    """`model_dir`'s config.json with `key` set to `value` (and dropped from `rope_parameters`, where transformers 5
+    also keeps rope fields) is refused at load with `message`, after the file's name."""
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg[key] = value
+    cfg.get("rope_parameters", {}).pop(key, None)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
+        ModelConfig.from_dir(tmp_path)
+
+
 @pytest.mark.parametrize("key, value", [("num_hidden_layers", 0), ("vocab_size", -5), ("hidden_size", 0),
                                         ("num_attention_heads", 0), ("num_key_value_heads", -1),
                                         ("intermediate_size", 0), ("head_dim", -16)])
 def test_non_positive_sizes_name_the_key(tiny_qwen3, tmp_path, key, value):
-    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
-    cfg[key] = value
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=f"config.json: {key} must be a positive integer, got {value}"):
-        ModelConfig.from_dir(tmp_path)
+    assert_refused(tiny_qwen3, tmp_path, key, value, f"{key} must be a positive integer, got {value}")
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -29,12 +36,7 @@ def test_non_positive_sizes_name_the_key(tiny_qwen3, tmp_path, key, value):
 ])
 def test_theta_and_norm_epsilon_that_give_nan_are_refused(tiny_qwen3, tmp_path, key, value, message):
     """Such a config loads in transformers and serves NaN rotations or norms: refused naming the key."""
-    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
-    cfg[key] = value
-    cfg.get("rope_parameters", {}).pop(key, None)  # transformers 5 also keeps rope_theta there
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
-        ModelConfig.from_dir(tmp_path)
+    assert_refused(tiny_qwen3, tmp_path, key, value, message)
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -45,11 +47,7 @@ def test_theta_and_norm_epsilon_that_give_nan_are_refused(tiny_qwen3, tmp_path, 
 ])
 def test_fields_of_the_wrong_kind_are_refused(tiny_qwen3, tmp_path, key, value, message):
     """A string "false" read as true, or an end-of-sequence id that can never match: refused naming the key."""
-    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
-    cfg[key] = value
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=f"config.json: invalid value: {message}"):
-        ModelConfig.from_dir(tmp_path)
+    assert_refused(tiny_qwen3, tmp_path, key, value, f"invalid value: {message}")
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -60,11 +58,7 @@ def test_fields_of_the_wrong_kind_are_refused(tiny_qwen3, tmp_path, key, value, 
 def test_what_no_dense_model_here_computes_is_refused(tiny_qwen3, tmp_path, key, value, message):
     """An AWQ or FP8 checkpoint of a dense model, or another activation: refused at load, not a missing-tensor
     error half-way through the weights or wrong outputs."""
-    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
-    cfg[key] = value
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
-        ModelConfig.from_dir(tmp_path)
+    assert_refused(tiny_qwen3, tmp_path, key, value, message)
 
 
 def test_tiny_config_is_accepted(tiny_qwen3):
@@ -134,11 +128,7 @@ def test_context_limit_is_the_models_unless_allowed_longer(tiny_qwen3):
 def test_contexts_past_any_model_are_refused_at_load(tiny_qwen3, tmp_path, key, value, message):
     """Such a config would size rotary tables of thousands of GiB: refused naming the key, not an allocation
     traceback."""
-    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
-    cfg[key] = value
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
-        ModelConfig.from_dir(tmp_path)
+    assert_refused(tiny_qwen3, tmp_path, key, value, message)
 
 
 @pytest.mark.parametrize("scaling, context", [
@@ -196,11 +186,7 @@ def test_context_under_rope_scaling(tiny_qwen3, scaling, context):
 def test_bad_rope_scaling_is_refused_naming_the_field(tiny_qwen3, tmp_path, scaling, message):
     """The scaling sets the default context limit and every rotation: a bad one fails at load, not as a traceback
     in the middle of sizing the engine."""
-    cfg = json.loads((tiny_qwen3 / "config.json").read_text())
-    cfg["rope_scaling"] = scaling
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match=f"config.json: {message}"):
-        ModelConfig.from_dir(tmp_path)
+    assert_refused(tiny_qwen3, tmp_path, "rope_scaling", scaling, message)
 
 
 def test_integral_float_original_length_is_accepted(tiny_qwen3):
