@@ -34,11 +34,13 @@ def check_text(text: str, param: str) -> None:
                            f"{e.start}", param) from None
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An integer, not a bool (JSON's true would otherwise pass as 1)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """A finite int or float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -50,7 +52,7 @@ def check_token_ids(ids: Sequence[object], vocab_size: Optional[int], param: str
     if not ids or (set(map(type, ids)) == {int} and 0 <= min(ids) and max(ids) < upper):  # type: ignore[type-var]
         return
     for bad in ids:  # (None too: it is not an id)
-        if not _is_int(bad) or not 0 <= bad < upper:  # type: ignore[operator]
+        if not is_int(bad) or not 0 <= bad < upper:  # type: ignore[operator]
             raise RequestError(f"{param}: token ids must be integers in [0, {upper}), got {bad!r}", param)
 
 
@@ -59,21 +61,21 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
     def bad(name: str, why: str) -> None:
         raise RequestError(f"{name} {why}", name)
 
-    if params.max_tokens is not None and (not _is_int(params.max_tokens) or params.max_tokens <= 0):
+    if params.max_tokens is not None and (not is_int(params.max_tokens) or params.max_tokens <= 0):
         bad("max_tokens", f"must be a positive integer, got {params.max_tokens!r}")
-    if not _number(params.temperature) or params.temperature < 0:
+    if not is_number(params.temperature) or params.temperature < 0:
         bad("temperature", f"must be >= 0, got {params.temperature!r}")
-    if not _number(params.top_p) or not 0.0 < params.top_p <= 1.0:
+    if not is_number(params.top_p) or not 0.0 < params.top_p <= 1.0:
         bad("top_p", f"must be in (0, 1], got {params.top_p!r}")
-    if not _is_int(params.top_k) or (params.top_k != -1 and params.top_k < 1):
+    if not is_int(params.top_k) or (params.top_k != -1 and params.top_k < 1):
         bad("top_k", f"must be -1 (off) or >= 1, got {params.top_k!r}")
-    if not _number(params.min_p) or not 0.0 <= params.min_p <= 1.0:
+    if not is_number(params.min_p) or not 0.0 <= params.min_p <= 1.0:
         bad("min_p", f"must be in [0, 1], got {params.min_p!r}")
-    if params.logprobs is not None and (not _is_int(params.logprobs) or not 0 <= params.logprobs <= 20):
+    if params.logprobs is not None and (not is_int(params.logprobs) or not 0 <= params.logprobs <= 20):
         bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
-    if params.seed is not None and (not _is_int(params.seed) or not -2**63 <= params.seed < 2**64):
+    if params.seed is not None and (not is_int(params.seed) or not -2**63 <= params.seed < 2**64):
         bad("seed", f"must be a 64-bit integer, got {params.seed!r}")
-    if not _is_int(params.priority) or not -2**63 <= params.priority < 2**63:
+    if not is_int(params.priority) or not -2**63 <= params.priority < 2**63:
         bad("priority", f"must be a 64-bit integer, got {params.priority!r}")
     if isinstance(params.stop, str):
         params.stop = [params.stop]

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Optional
 from tierlm.layers.rotary import ROPE_TYPES, rope_type_of
 from tierlm.models.errors import ModelLoadError
 from tierlm.models.registry import ARCHITECTURES
+from tierlm.validation import is_int, is_number
 
 ALLOW_LONG_CONTEXT = "TIERLM_ALLOW_LONG_MAX_MODEL_LEN"  # 1: a context limit beyond the model's is served
 # The longest context any limit may reach: the rotary tables hold a row per position up to it (a config or flag
@@ -81,13 +82,11 @@ def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
         raise ModelLoadError(f"{source}: rope_scaling type {rope_type!r} is not supported "
                              f"(supported: {', '.join(ROPE_TYPES)})")
     factor = scaling.get("factor")
-    if "factor" in scaling and (isinstance(factor, bool) or not isinstance(factor, (int, float))
-                                or not math.isfinite(factor) or factor <= 0):
+    if "factor" in scaling and (not is_number(factor) or factor <= 0):
         raise ModelLoadError(f"{source}: rope_scaling.factor must be a finite number above 0, got {factor!r}")
     original = scaling.get("original_max_position_embeddings")
     if "original_max_position_embeddings" in scaling and (
-            isinstance(original, bool) or not isinstance(original, (int, float)) or not float(original).is_integer()
-            or original < 1):
+            not is_number(original) or not float(original).is_integer() or original < 1):
         raise ModelLoadError(f"{source}: rope_scaling.original_max_position_embeddings must be a positive integer, "
                              f"got {original!r}")
     missing = [key for key in _ROPE_KEYS.get(rope_type, ()) if scaling.get(key) is None]
@@ -95,8 +94,7 @@ def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
         raise ModelLoadError(f"{source}: a {rope_type} rope_scaling needs {', '.join(missing)}")
     for key in _ROPE_NUMBERS:
         value = scaling.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
+        if value is not None and not is_number(value):
             raise ModelLoadError(f"{source}: rope_scaling.{key} must be a finite number, got {value!r}")
     if rope_type == "llama3" and not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
         raise ModelLoadError(f"{source}: rope_scaling.low_freq_factor ({scaling['low_freq_factor']!r}) must be below "
@@ -111,7 +109,7 @@ def _check_rope_scaling(mc: "ModelConfig", source: str) -> None:
 def _token_id(value: Any) -> int:
     """A token id of `eos_token_id`: an integer (a string or float one would never match a token; a negative one,
     as some configs write for none, matches none either but is harmless)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise ValueError(f"eos_token_id must be a token id or a list of them, got {value!r}")
     return value
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from tierlm.models.errors import ModelLoadError
+from tierlm.validation import is_int, is_number
 
 FILE = "generation_config.json"
-# generation_config.json key -> (SamplingParams field, lowest value, highest value)
-SAMPLING_KEYS = {"temperature": ("temperature", 0.0, math.inf), "top_p": ("top_p", 0.0, 1.0),
-                 "top_k": ("top_k", 0, math.inf), "min_p": ("min_p", 0.0, 1.0)}
+# generation_config.json keys that are SamplingParams fields of the same name -> (lowest value, highest value)
+SAMPLING_KEYS = {"temperature": (0.0, math.inf), "top_p": (0.0, 1.0), "top_k": (0, math.inf), "min_p": (0.0, 1.0)}
 # read by vLLM, not applied here: no repetition penalty is implemented, and a request's max_tokens defaults to the
 # room its context leaves (16 for completions)
 NOT_APPLIED = ("repetition_penalty", "max_new_tokens")
@@ -51,20 +51,19 @@ class GenerationDefaults:
         if not isinstance(cfg, dict):
             raise ModelLoadError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
         sampling = []
-        for key, (name, low, high) in SAMPLING_KEYS.items():
+        for key, (low, high) in SAMPLING_KEYS.items():
             value = cfg.get(key)
             if value is None:
                 continue
             integral = key == "top_k"
-            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                    or not low <= value <= high or (integral and not float(value).is_integer())
+            if (not is_number(value) or not low <= value <= high or (integral and not float(value).is_integer())
                     or (key == "top_p" and value == 0)):
                 bound = "an integer at least 0" if integral else f"a number in [{low:g}, {high:g}]"
                 raise ModelLoadError(f"{source}: {key} must be {bound}, got {value!r}")
-            sampling.append((name, -1 if integral and value == 0 else (int(value) if integral else float(value))))
+            sampling.append((key, -1 if integral and value == 0 else (int(value) if integral else float(value))))
         eos = cfg.get("eos_token_id")
         eos_list = eos if isinstance(eos, list) else [] if eos is None else [eos]
-        if any(isinstance(e, bool) or not isinstance(e, int) for e in eos_list):
+        if not all(is_int(e) for e in eos_list):
             raise ModelLoadError(f"{source}: eos_token_id must be a token id or a list of them, got {eos!r}")
         ignored = tuple(k for k in NOT_APPLIED if cfg.get(k) not in (None, 1, 1.0))
         return GenerationDefaults(tuple(sampling), tuple(eos_list), ignored)
