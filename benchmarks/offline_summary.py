@@ -16,9 +16,10 @@ def main(paths: list[str]) -> None:
             t = json.loads(Path(path).read_text())["tierlm"]
             itl = t.get("itl_s")  # results written before ITL was reported lack it
             gaps = f"  ITL p50 {itl['p50'] * 1e3:.3f} / max {itl['max'] * 1e3:.2f} ms" if itl else ""
-            names = ", ".join(t.get("new_kernel_names", []))  # results written before names were kept lack them
-            compiled = (f"  {t['new_kernels']} kernels compiled in the run" + (f": {names}" if names else "")
-                        if t.get("new_kernels") else "")
+            compiled = ""
+            if t.get("new_kernels"):
+                names = ", ".join(t.get("new_kernel_names", []))  # results written before names were kept lack them
+                compiled = f"  {t['new_kernels']} kernels compiled in the run" + (f": {names}" if names else "")
             print(f"{tag:{width}s}  out tok/s {t['output_tok_per_s']:9.0f}  TTFT p50 {t['ttft_s']['p50']:.3f} s  "
                   f"TPOT p50 {t['tpot_s']['p50'] * 1e3:.3f} ms{gaps}{compiled}")
         except (OSError, KeyError, ValueError) as e:

@@ -6,7 +6,7 @@ validator the engine runs too; tokenization goes through `PromptEncoder`, off th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
 from tierlm.errors import RequestError
@@ -105,10 +105,8 @@ def validated(params: SamplingParams, info: ServingInfo, prefix: str = "") -> Sa
 def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Optional[int],
                     info: ServingInfo, detokenize: bool = True) -> SamplingParams:
     """`SamplingParams` of one request (max_tokens resolved later against each prompt's length)."""
-    base = {f.name: f.default for f in fields(SamplingParams)}
-
-    def pick(name: str, value: Any) -> Any:  # the request's value, else the model's, else SamplingParams'
-        return value if value is not None else info.sampling_defaults.get(name, base[name])
+    def pick(name: str, value: Any) -> Any:  # the request's value, else the model's, else SamplingParams' default
+        return value if value is not None else info.sampling_defaults.get(name, getattr(SamplingParams, name))
 
     return validated(SamplingParams(
         max_tokens=max_tokens,
