@@ -107,9 +107,8 @@ def test_warm_tiers_copies_pages_both_ways_and_leaves_no_trace(tiny_qwen3):
     engine.close()
 
 
-def test_warm_up_prefills_a_burst_wider_than_a_captured_pass_and_leaves_no_trace(tiny_qwen3):
-    from tierlm.engine.mixed_graph import MAX_CHUNKS
-    engine = Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS))
+def record_passes(engine: Engine) -> list[tuple[str, int]]:
+    """(mode, requests) of every pass the engine's scheduler makes from now on, appended as they come."""
     passes, schedule = [], engine.scheduler.schedule
 
     def spy():
@@ -119,6 +118,13 @@ def test_warm_up_prefills_a_burst_wider_than_a_captured_pass_and_leaves_no_trace
         return batch, refused
 
     engine.scheduler.schedule = spy
+    return passes
+
+
+def test_warm_up_prefills_a_burst_wider_than_a_captured_pass_and_leaves_no_trace(tiny_qwen3):
+    from tierlm.engine.mixed_graph import MAX_CHUNKS
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS))
+    passes = record_passes(engine)
     startup.warm_up(engine)
     assert ("prefill", MAX_CHUNKS + 1) in passes and ("decode", MAX_CHUNKS + 1) in passes
     stats = engine.stats()
@@ -129,14 +135,6 @@ def test_warm_up_prefills_a_burst_wider_than_a_captured_pass_and_leaves_no_trace
 
 def test_warm_up_burst_keeps_within_the_running_request_limit(tiny_qwen3):
     engine = Engine(EngineConfig(model=str(tiny_qwen3), max_running_requests=4, **CPU_OPTS))
-    sizes, schedule = [], engine.scheduler.schedule
-
-    def spy():
-        batch, refused = schedule()
-        if batch is not None:
-            sizes.append(len(batch.reqs))
-        return batch, refused
-
-    engine.scheduler.schedule = spy
+    passes = record_passes(engine)
     startup.warm_up(engine)
-    assert max(sizes) == 4 and not engine.has_unfinished()
+    assert max(n for _, n in passes) == 4 and not engine.has_unfinished()
