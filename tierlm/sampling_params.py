@@ -14,6 +14,8 @@ class SamplingParams:
     `temperature == 0` means greedy. `seed` makes sampling reproducible for this request alone, whatever
     else is in the batch. `max_tokens=None` means "up to the context limit". `priority` orders admission
     when the engine runs with `--schedule-policy priority` (lower first, as in vLLM); other policies ignore it.
+    The three penalties follow vLLM: the repetition penalty counts prompt and output tokens, presence and
+    frequency only output tokens (as OpenAI defines them); their neutral values turn them off.
     """
 
     max_tokens: Optional[int] = 16
@@ -21,6 +23,10 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = -1
     min_p: float = 0.0
+    # > 1 discourages tokens already in the prompt or the output (logits divided if positive, multiplied if not)
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already in the output
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence of a token in the output
     seed: Optional[int] = None
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
@@ -37,3 +43,8 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def penalized(self) -> bool:
+        """Any penalty away from its neutral value (the logits then depend on the tokens seen so far)."""
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0

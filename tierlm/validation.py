@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # Token ids travel between the processes as msgpack integers: keep them within a signed 64-bit range even
 # when the vocabulary size is not known to the caller.
 MAX_TOKEN_ID = 2**63 - 1
+# a repetition penalty past this scales a seen token's logit far beyond any other's: as good as a ban
+MAX_REPETITION_PENALTY = 100.0
 
 
 def check_text(text: str, param: str) -> None:
@@ -71,6 +73,12 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         bad("top_k", f"must be -1 (off) or >= 1, got {params.top_k!r}")
     if not is_number(params.min_p) or not 0.0 <= params.min_p <= 1.0:
         bad("min_p", f"must be in [0, 1], got {params.min_p!r}")
+    if not is_number(params.repetition_penalty) or not 0.0 < params.repetition_penalty <= MAX_REPETITION_PENALTY:
+        bad("repetition_penalty", f"must be in (0, {MAX_REPETITION_PENALTY:g}], got {params.repetition_penalty!r}")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if not is_number(value) or not -2.0 <= value <= 2.0:
+            bad(name, f"must be in [-2, 2], got {value!r}")
     if params.logprobs is not None and (not is_int(params.logprobs) or not 0 <= params.logprobs <= 20):
         bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
     if params.seed is not None and (not is_int(params.seed) or not -2**63 <= params.seed < 2**64):

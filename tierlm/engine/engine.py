@@ -18,6 +18,7 @@ from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.mixed_graph import mixed_graph_align, token_sizes
 from tierlm.engine.outputs import StepOutput, TokenLogprob
+from tierlm.engine.penalties import Penalties
 from tierlm.engine.plan import make_plan
 from tierlm.engine.prefill_timer import PrefillTimer
 from tierlm.engine.request import Req
@@ -80,6 +81,7 @@ class Engine:
         self.scheduler = Scheduler(self.kv, config.max_running_requests, config.max_prefill_tokens,
                                    config.reserve_new_tokens, mixed, config.schedule_policy)
         self.sampler = Sampler(self.device, config.seed)
+        self.penalties = Penalties(self.device)
         # the compute rate of the KV tiers' cost model (load or recompute)
         self.prefill_timer = PrefillTimer(self.device, self.kv.observe_prefill if self.kv.cost else None)
         self.eos_ids = set(self.model_config.eos_token_ids) | set(self.generation.eos_token_ids)
@@ -118,7 +120,7 @@ class Engine:
                   max_new_tokens=max_new, generator=gen, cacheable=cache,
                   detok=IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop,
                                                params.skip_special_tokens) if params.detokenize else None,
-                  logprobs=[] if params.logprobs is not None else None)
+                  logprobs=[] if params.logprobs is not None else None, penalized=params.penalized)
         self.scheduler.add(req)
         self.counters["requests"] += 1
 
@@ -187,7 +189,11 @@ class Engine:
             return None
         logits, sites = result
         params = [r.params for r in sampling]
-        tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], self.worker.token_sink(sites))
+        penalized = self.penalties.apply(logits, sampling)
+        tokens = self.sampler.sample(logits if penalized is None else penalized, params,
+                                     [r.generator for r in sampling], self.worker.token_sink(sites),
+                                     fused=penalized is None)
+        self.penalties.record(tokens)
         logprobs = self.sampler.logprobs(logits, tokens, params)
         self.worker.share_tokens(tokens)  # tensor parallel: the other ranks store them too
         for req in sampling:

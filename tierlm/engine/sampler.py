@@ -101,10 +101,12 @@ class Sampler:
         return kept[:n]
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
-               generators: Sequence[Optional[torch.Generator]], sink: Optional[TokenSink] = None) -> torch.Tensor:
+               generators: Sequence[Optional[torch.Generator]], sink: Optional[TokenSink] = None,
+               fused: bool = True) -> torch.Tensor:
         """Next token per row (int64 tensor on the logits' device); with `sink`, also written to its sites.
         `logits` may be in the model's dtype: greedy rows take its argmax as is (widening is exact and keeps the
-        order), the others are widened to float32 before any arithmetic."""
+        order), the others are widened to float32 before any arithmetic. `fused` False keeps the batch off the
+        fused kernel (logits in a dtype it was not built for: penalized float32 ones)."""
         # one pass over the batch (it runs every step): the sampled rows, their temperatures, whether any
         # filters its distribution and whether any has a generator of its own
         rows, temps, filtered, seeded = [], [], False, False
@@ -113,7 +115,7 @@ class Sampler:
                 rows.append(i), temps.append(p.temperature)
                 filtered = filtered or p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0
                 seeded = seeded or generators[i] is not None
-        if self._fused and not filtered and not seeded and (sink is not None or len(rows) >= FUSED_MIN_ROWS):
+        if fused and self._fused and not filtered and not seeded and (sink is not None or len(rows) >= FUSED_MIN_ROWS):
             return self._pick(logits, [p.temperature for p in params] if rows else None, sink)
         tokens = self._sample(logits, params, generators, rows, temps, filtered)
         if sink is not None:
