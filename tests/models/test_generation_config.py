@@ -21,10 +21,9 @@ def test_a_published_file_gives_its_sampling_and_end_ids():
 
 
 def test_top_k_zero_is_off_and_what_is_not_applied_is_reported():
-    d = GenerationDefaults.from_dict({"top_k": 0, "repetition_penalty": 1.05, "eos_token_id": 7})
-    assert d.as_dict() == {"top_k": -1} and d.eos_token_ids == (7,)
-    assert d.ignored == ("repetition_penalty",) and "repetition_penalty not applied" in d.describe()
-    assert GenerationDefaults.from_dict({"repetition_penalty": 1.0}).ignored == ()  # neutral: nothing lost
+    d = GenerationDefaults.from_dict({"top_k": 0, "repetition_penalty": 1.05, "eos_token_id": 7})  # Qwen2.5's
+    assert d.as_dict() == {"top_k": -1, "repetition_penalty": 1.05} and d.eos_token_ids == (7,)
+    assert d.ignored == () and d.describe() == "top_k=-1, repetition_penalty=1.05, eos_token_id=[7]"
     assert GenerationDefaults.from_dict({"max_new_tokens": 2048}).describe() == "nothing (max_new_tokens not applied)"
     assert GenerationDefaults.from_dict({}).describe() == "nothing"
 
@@ -32,8 +31,11 @@ def test_top_k_zero_is_off_and_what_is_not_applied_is_reported():
 @pytest.mark.parametrize("cfg, message", [
     ({"temperature": -0.5}, "temperature must be a number in \\[0, inf\\], got -0.5"),
     ({"temperature": "hot"}, "temperature must be a number in \\[0, inf\\], got 'hot'"),
-    ({"top_p": 0}, "top_p must be a number in \\[0, 1\\], got 0"),
-    ({"top_p": 1.5}, "top_p must be a number in \\[0, 1\\], got 1.5"),
+    ({"top_p": 0}, "top_p must be a number in \\(0, 1\\], got 0"),
+    ({"top_p": 1.5}, "top_p must be a number in \\(0, 1\\], got 1.5"),
+    ({"repetition_penalty": 0}, "repetition_penalty must be a number in \\(0, 100\\], got 0"),
+    ({"repetition_penalty": -1.1}, "repetition_penalty must be a number in \\(0, 100\\], got -1.1"),
+    ({"repetition_penalty": "1.1"}, "repetition_penalty must be a number in \\(0, 100\\], got '1.1'"),
     ({"top_k": 2.5}, "top_k must be an integer at least 0, got 2.5"),
     ({"top_k": True}, "top_k must be an integer at least 0, got True"),
     ({"min_p": float("nan")}, "min_p must be a number in \\[0, 1\\], got nan"),

@@ -3,8 +3,8 @@
 Model authors put their recommended sampling there (Qwen3: temperature 0.6, top_p 0.95, top_k 20) and, often,
 end-of-sequence ids that config.json lacks (an instruct model's end-of-turn token). vLLM and SGLang apply both
 by default; so does TierLM (`--generation-config auto`): a request that leaves a sampling parameter unset takes
-the model's value, and generation stops at any of the ids. As in vLLM, `do_sample` is not read: the sampling
-values apply as written. `repetition_penalty` (not implemented here) and `max_new_tokens` are reported, not
+the model's value (the repetition penalty too: Qwen2.5's files set one), and generation stops at any of the ids.
+As in vLLM, `do_sample` is not read: the sampling values apply as written. `max_new_tokens` is reported, not
 applied.
 """
 from __future__ import annotations
@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from tierlm.models.errors import ModelLoadError
-from tierlm.validation import is_int, is_number
+from tierlm.validation import MAX_REPETITION_PENALTY, is_int, is_number
 
 FILE = "generation_config.json"
 # generation_config.json keys that are SamplingParams fields of the same name -> (lowest value, highest value)
-SAMPLING_KEYS = {"temperature": (0.0, math.inf), "top_p": (0.0, 1.0), "top_k": (0, math.inf), "min_p": (0.0, 1.0)}
-# read by vLLM, not applied here: no repetition penalty is implemented, and a request's max_tokens defaults to the
-# room its context leaves (16 for completions)
-NOT_APPLIED = ("repetition_penalty", "max_new_tokens")
+SAMPLING_KEYS = {"temperature": (0.0, math.inf), "top_p": (0.0, 1.0), "top_k": (0, math.inf), "min_p": (0.0, 1.0),
+                 "repetition_penalty": (0.0, MAX_REPETITION_PENALTY)}
+OPEN_AT_ZERO = ("top_p", "repetition_penalty")  # keys whose lowest value is excluded
+# read by vLLM, not applied here: a request's max_tokens defaults to the room its context leaves (16 for completions)
+NOT_APPLIED = ("max_new_tokens",)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class GenerationDefaults:
                 continue
             integral = key == "top_k"
             if (not is_number(value) or not low <= value <= high or (integral and not float(value).is_integer())
-                    or (key == "top_p" and value == 0)):
-                bound = "an integer at least 0" if integral else f"a number in [{low:g}, {high:g}]"
+                    or (key in OPEN_AT_ZERO and value == low)):
+                bound = "an integer at least 0" if integral else \
+                    f"a number in {'(' if key in OPEN_AT_ZERO else '['}{low:g}, {high:g}]"
                 raise ModelLoadError(f"{source}: {key} must be {bound}, got {value!r}")
             sampling.append((key, -1 if integral and value == 0 else (int(value) if integral else float(value))))
         eos = cfg.get("eos_token_id")

@@ -10,6 +10,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tierlm.validation import MAX_REPETITION_PENALTY
+
 MAX_INT = 2**31 - 1
 MAX_SEED = 2**63 - 1
 MIN_INT64 = -2**63
@@ -47,6 +49,7 @@ class SamplingFields(StrictModel):
     # TierLM extensions (vLLM-style names)
     top_k: Optional[int] = Field(None, ge=-1, le=MAX_INT)
     min_p: Optional[float] = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: Optional[float] = Field(None, gt=0.0, le=MAX_REPETITION_PENALTY)
     stop_token_ids: Optional[list[int]] = Field(None, max_length=64)
     ignore_eos: Optional[bool] = False
     skip_special_tokens: Optional[bool] = True
@@ -107,6 +110,9 @@ class NativeSamplingParams(StrictModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(-1, ge=-1, le=MAX_INT)
     min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=MAX_REPETITION_PENALTY)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     stop: list[str] = Field(default_factory=list, max_length=16)
     stop_token_ids: list[int] = Field(default_factory=list, max_length=64)

@@ -65,7 +65,6 @@ def need_tokenizer(encoder: Optional[PromptEncoder], param: Optional[str] = None
 def unsupported(req: SamplingFields) -> None:
     """Refuse OpenAI features TierLM does not implement, unless given at their neutral value."""
     checks: list[tuple[str, Any, Any]] = [
-        ("presence_penalty", req.presence_penalty, 0), ("frequency_penalty", req.frequency_penalty, 0),
         ("logit_bias", req.logit_bias or None, None), ("no_stop_trim", req.no_stop_trim, False),
         ("return_hidden_states", req.return_hidden_states, False)]
     if isinstance(req, CompletionRequest):
@@ -114,6 +113,9 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         top_p=float(pick("top_p", req.top_p)),
         top_k=int(pick("top_k", req.top_k)),
         min_p=float(pick("min_p", req.min_p)),
+        repetition_penalty=float(pick("repetition_penalty", req.repetition_penalty)),
+        presence_penalty=float(pick("presence_penalty", req.presence_penalty)),
+        frequency_penalty=float(pick("frequency_penalty", req.frequency_penalty)),
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,
