@@ -132,3 +132,21 @@ def test_offline_bench_workload_past_the_models_context(tiny_qwen3, capsys):
     assert main([*args, "--input-len", "4", "4", "--output-len", "2", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["engine_info"]["max_model_len"] == 512
 
+
+
+def test_offline_bench_repetition_penalty(tiny_qwen3, capsys, monkeypatch):
+    """Every timed request carries --repetition-penalty (the warm-up's none); a bad value is refused by name."""
+    from tierlm.engine.engine import Engine
+
+    seen, real_add = [], Engine.add_request
+    monkeypatch.setattr(Engine, "add_request",
+                        lambda self, rid, ids, params, **kw: (seen.append(params.repetition_penalty),
+                                                              real_add(self, rid, ids, params, **kw))[1])
+    rc = main(["bench", "offline", "--model", str(tiny_qwen3), "--load-format", "auto", "--device", "cpu",
+               "--dtype", "float32", "--kv-cache-gb", "0.01", "--page-size", "4", "--num-requests", "3",
+               "--input-len", "5", "12", "--output-len", "3", "6", "--repetition-penalty", "1.2", "--json"])
+    assert rc == 0 and seen == [1.0, 1.2, 1.2, 1.2]
+    assert json.loads(capsys.readouterr().out)["tierlm"]["output_tokens"] > 0
+    assert main(["bench", "offline", "--repetition-penalty", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--repetition-penalty: repetition_penalty must be in (0, 100]" in err and "Traceback" not in err

@@ -35,10 +35,28 @@ def test_make_tiny_model_then_generate_matches_offline_api(tmp_path):
     assert all(row["finish_reason"] in ("stop", "length") for row in rows)
 
 
+def test_penalty_flags_reach_the_engine(tiny_qwen3):
+    flags = ["--repetition-penalty", "1.3", "--frequency-penalty", "0.5", "--presence-penalty", "0.25"]
+    r = tierlm("generate", "--model", str(tiny_qwen3), "--prompt", "the quick brown fox", "--max-tokens", "12",
+               "--ignore-eos", "--json", *flags, *ENGINE)
+    assert r.returncode == 0, r.stderr
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, repetition_penalty=1.3,
+                            frequency_penalty=0.5, presence_penalty=0.25)
+    llm = LLM(str(tiny_qwen3), device="cpu", dtype="float32", page_size=4, kv_cache_gb=0.01)
+    ref, plain = (llm.generate("the quick brown fox", p)[0].token_ids
+                  for p in (params, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)))
+    llm.close()
+    assert json.loads(r.stdout)["token_ids"] == ref != plain
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/model", "--prompt", "hi"], "does not exist"),
     (["--model", "{tiny}", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens"),
     (["--model", "{tiny}", "--prompt", "hi", "--temperature", "-1"], "--temperature"),
+    (["--model", "{tiny}", "--prompt", "hi", "--repetition-penalty", "0"], "--repetition-penalty: repetition_penalty"),
+    (["--model", "{tiny}", "--prompt", "hi", "--presence-penalty", "2.5"], "--presence-penalty: presence_penalty"),
+    (["--model", "{tiny}", "--prompt", "hi", "--frequency-penalty", "nan"], "--frequency-penalty: frequency_penalty"),
+    (["--model", "{tiny}", "--prompt", "hi", "--sampling-seed", str(2**64)], "--sampling-seed: seed"),
     (["--model", "{tiny}", "--prompts-file", "/nonexistent.txt"], "--prompts-file"),
     (["--model", "{tiny}"], "at least one --prompt"),
     (["--model", "{tiny}", "--prompt", "hi", "--page-size", "0"], "--page-size"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.errors import CLIError
+from tierlm.cli.sampling_flags import sampling_from_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (default: 1).")
     g.add_argument("--top-k", type=int, default=-1, help="Keep the k most likely tokens; -1 = off (default).")
     g.add_argument("--min-p", type=float, default=0.0, help="Drop tokens below min_p x the top probability.")
+    g.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 discourages tokens already in the prompt or output (vLLM's; default: 1 = off).")
+    g.add_argument("--presence-penalty", type=float, default=0.0,
+                   help="Subtracted from the logit of every token already generated (OpenAI's, -2 to 2).")
+    g.add_argument("--frequency-penalty", type=float, default=0.0,
+                   help="Subtracted once per earlier occurrence of a token in the output (OpenAI's, -2 to 2).")
     g.add_argument("--sampling-seed", type=int, default=None, help="Seed per request (reproducible sampling).")
     g.add_argument("--stop", action="append", default=[], help="Stop string (repeatable).")
     g.add_argument("--ignore-eos", action="store_true", help="Keep generating past the end-of-sequence token.")
@@ -57,18 +64,13 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from tierlm.engine.errors import ModelLoadError
     from tierlm.engine.llm import LLM
-    from tierlm.errors import RequestError, describe_startup_error, is_out_of_memory
-    from tierlm.sampling_params import SamplingParams
+    from tierlm.errors import describe_startup_error, is_out_of_memory
 
     prompts = _read_prompts(args)
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-                            top_k=args.top_k, min_p=args.min_p, seed=args.sampling_seed, stop=args.stop,
-                            ignore_eos=args.ignore_eos)
-    try:
-        params.validate()
-    except RequestError as e:
-        flag = "sampling-seed" if e.param == "seed" else (e.param or "").replace("_", "-")
-        raise CLIError(f"--{flag}: {e}") from None
+    params = sampling_from_flags(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                                 top_k=args.top_k, min_p=args.min_p, seed=args.sampling_seed, stop=args.stop,
+                                 ignore_eos=args.ignore_eos, repetition_penalty=args.repetition_penalty,
+                                 presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
     config = config_from_args(args)
     try:
         llm = LLM(**{k: v for k, v in config.__dict__.items()})

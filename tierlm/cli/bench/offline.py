@@ -18,6 +18,7 @@ from typing import Sequence
 
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.bench.context import bench_context
+from tierlm.cli.sampling_flags import sampling_from_flags
 from tierlm.cli.errors import CLIError
 from tierlm.engine.startup import compiled_artifacts, compiled_since
 
@@ -54,7 +55,8 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     return {"p50": pick(0.5), "p99": pick(0.99), "mean": sum(s) / len(s), "max": s[-1]}
 
 
-def run_engine(engine, work: Workload, temperature: float, show_progress: bool) -> dict:
+def run_engine(engine, work: Workload, temperature: float, show_progress: bool, repetition_penalty: float = 1.0
+               ) -> dict:
     from tqdm.auto import tqdm
 
     from tierlm.sampling_params import SamplingParams
@@ -64,7 +66,7 @@ def run_engine(engine, work: Workload, temperature: float, show_progress: bool) 
     gaps = array("d")  # every interval between two token arrivals of one request (seconds)
     for i, (ids, n_out) in enumerate(zip(work.prompts, work.output_lens)):
         engine.add_request(str(i), ids, SamplingParams(temperature=temperature, max_tokens=n_out, ignore_eos=True,
-                                                       detokenize=False))
+                                                       detokenize=False, repetition_penalty=repetition_penalty))
     bar = tqdm(total=sum(work.output_lens), desc="tierlm", unit="tok", disable=not show_progress)
     while engine.has_unfinished():
         outs = engine.step()
@@ -138,6 +140,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "few long conversations among short ones (default: none).")
     g.add_argument("--workload-seed", type=int, default=0, help="Seed of the workload (default: 0).")
     g.add_argument("--temperature", type=float, default=0.6, help="Sampling temperature (default: 0.6).")
+    g.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="Every request's repetition penalty (default: 1 = off): the cost of penalized sampling.")
     g.add_argument("--compare", choices=("hf",), help="Also run Hugging Face transformers and print the ratio.")
     g.add_argument("--hf-batch-size", type=int, default=64, help="Static batch size for --compare hf (default: 64).")
     g.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--num-requests, --input-len and --output-len must be positive with MIN <= MAX")
     if n_long < 0 or (n_long and long_len < 1):
         raise CLIError("--long-prompts N LEN: N must be 0 or more and LEN positive")
+    sampling_from_flags(temperature=args.temperature, repetition_penalty=args.repetition_penalty)
     config = config_from_args(args)
     longest = max(hi, long_len if n_long else 0) + ohi
     t0 = time.perf_counter()
@@ -174,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     kernels = compiled_artifacts()
     result = {"model": config.model, "device": str(engine.device), "dtype": str(engine.worker.runner.dtype),
               "startup": {"construct_s": construct_s, "first_token_s": construct_s + warm["ttft_s"]["p50"]},
-              "engine_info": engine.info(), "tierlm": run_engine(engine, work, args.temperature, not args.json)}
+              "engine_info": engine.info(), "tierlm": run_engine(engine, work, args.temperature, not args.json,
+                                                                   args.repetition_penalty)}
     # kernels first met inside the timed run (new shapes on this cache root): their compile time is in the figures
     names = compiled_since(kernels)
     result["tierlm"]["new_kernels"], result["tierlm"]["new_kernel_names"] = len(names), names
