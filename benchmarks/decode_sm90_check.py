@@ -104,10 +104,13 @@ def decode_variants() -> list[tuple[str, object, dict, dict]]:
         out.append((f"store_kv pool={pool.get('k_buf', '*bf16')}", _store_kv_kernel,
                     dict(NUM_HEADS=8, HEAD_DIM=128, BLOCK_H=8, BLOCK_D=128), pool))
     out.append(("longest first order", _longest_first_kernel, dict(BLOCK=128), {}))
-    for greedy, store in itertools.product((True, False), (True, False)):
-        out.append((f"token pick greedy={greedy} store={store}", _pick_kernel,
-                    dict(QUARTER=512, BLOCK_P=128, FAST=True, GREEDY=greedy, STORE=store),
-                    {"table_ptr": "*i32", "site_rows": "*i32", "site_pos": "*i32"}))
+    for greedy, store, pen in itertools.product((True, False), (True, False), (False, True)):
+        if pen and not store:  # the engine's penalized picks always store their tokens
+            continue
+        out.append((f"token pick greedy={greedy} store={store} penalize={pen}", _pick_kernel,
+                    dict(QUARTER=512, BLOCK_P=128, FAST=True, GREEDY=greedy, STORE=store, PENALIZE=pen),
+                    {"table_ptr": "*i32", "site_rows": "*i32", "site_pos": "*i32", "pen_table": "*i32",
+                     "pen_slots": "*i32", "pen_factors": "*fp32"}))
     # a captured prefill or mixed pass: its inputs in one launch, the packed extend order's table
     wide, narrow = ("ids", "pos", "loc"), ("rows", "prefix", "seq", "qo")
     out.append(("captured pass inputs", _pad_mixed_kernel, dict(BLOCK=256),

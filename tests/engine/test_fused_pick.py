@@ -28,7 +28,10 @@ SCRIPT = textwrap.dedent("""
 
     stored = []
     pick = race_module.pick_tokens
-    race_module.pick_tokens = lambda *a, **k: stored.append(a[4] is not None) or pick(*a, **k)
+    penalized_launches = []
+    race_module.pick_tokens = lambda *a, **k: (stored.append(a[4] is not None),
+                                               k.get("penalties") is not None and penalized_launches.append(1),
+                                               pick(*a, **k))[2]
 
     def run(model, fused, kinds, **opts):
         engine = Engine(EngineConfig(model=str(model), **{**CPU_OPTS, "max_prefill_tokens": 5, **opts}))
@@ -40,9 +43,12 @@ SCRIPT = textwrap.dedent("""
             if queue and step % 2 == 0:
                 kind = kinds[n % len(kinds)]
                 n += 1
+                penalties = dict(repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.6) \
+                    if kind.startswith("penalized") else {}
                 engine.add_request(*queue.pop(0), SamplingParams(
-                    temperature=0.0 if kind == "greedy" else 0.8, seed=7 if kind == "seeded" else None,
-                    max_tokens=9, ignore_eos=True, detokenize=False))
+                    temperature=0.0 if kind in ("greedy", "penalized") else 0.8,
+                    seed=7 if kind.endswith("seeded") else None, max_tokens=9, ignore_eos=True, detokenize=False,
+                    **penalties))
             for o in engine.step():
                 assert o.error is None
                 outs[o.request_id].extend(o.new_token_ids)
@@ -64,6 +70,18 @@ SCRIPT = textwrap.dedent("""
             for i, (a, b) in enumerate(zip(ref, got)):
                 if kinds[i % len(kinds)] != "sampled":  # greedy rows, and the seeded one's own generator
                     assert a == b, (opts, i, a, b)
+            stored.clear()
+            # penalized rows (greedy, sampled, seeded) beside plain ones: the kernel applies and counts the
+            # penalties of the rows it picks, torch those of a batch with a seeded row
+            kinds = ["penalized", "greedy", "penalized-sampled", "penalized", "penalized-seeded", "sampled"]
+            ref, got = run(model, False, kinds, **opts), run(model, True, kinds, **opts)
+            plain = run(model, False, ["greedy"], **opts)
+            assert ref[0] != plain[0], "the penalties must change a greedy output (else this proves nothing)"
+            for i, (a, b) in enumerate(zip(ref, got)):
+                if kinds[i % len(kinds)] in ("penalized", "greedy", "penalized-seeded"):
+                    assert a == b, (opts, i, a, b)
+            assert penalized_launches, "no step launched the kernel with penalties"
+            penalized_launches.clear()
             stored.clear()
     print("ok")
 """)

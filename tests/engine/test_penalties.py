@@ -57,26 +57,40 @@ def test_table_rows_follow_their_requests():
     plain = req([1, 2], Params())
     a = req([1, 2, 2], Params(frequency_penalty=1.0), output=(5,))
     b = req([3], Params(repetition_penalty=2.0))
+    for r in (plain, a, b):
+        assert pen.batch([r], 8) is None  # before `expect` sees a request that asks, nothing is looked at
+    pen.expect(plain)
+    assert pen.batch([plain], 8) is None and pen._marks is None
+    pen.expect(a)
+    assert pen.batch([plain], 8) is None  # nothing in this pass asks: no table, no uploads
     logits = torch.zeros(3, 8, dtype=torch.bfloat16)
-    assert pen.apply(logits, [plain]) is None  # nothing asks: nothing allocated, the logits as they were
-    out = pen.apply(logits, [a, plain, b])
+    batch = pen.batch([a, plain, b], 8)
+    out = batch.adjust(logits)
     assert out.dtype == torch.float32 and logits.abs().sum() == 0
     assert out[0].tolist() == [0, 0, 0, 0, 0, -1, 0, 0] and out[1].abs().sum() == 0 and out[2].abs().sum() == 0
-    pen.record(torch.tensor([5, 6, 3]))  # a samples 5 again, b samples 3 (a prompt token: counted once more)
-    out = pen.apply(torch.ones(3, 8), [a, plain, b])
-    assert out[0].tolist() == [1, 1, 1, 1, 1, -1, 1, 1]
+    assert batch.slots.tolist() == [1, 0, 2] and batch.factors[1].tolist() == [1, 0, 0]
+    batch.record(torch.tensor([5, 6, 3]))  # a samples 5 again, b samples 3 (a prompt token: counted once more)
+    out = pen.batch([a, plain, b], 8).adjust(torch.ones(3, 8))
+    assert out[0].tolist() == [1, 1, 1, 1, 1, -1, 1, 1] and out[1].tolist() == [1] * 8
     assert out[2].tolist() == [1, 1, 1, 0.5, 1, 1, 1, 1]
-    assert pen.rows_held == 2 and {a.penalty_row, b.penalty_row} == {0, 1}
+    assert pen.rows_held == 2 and (a.penalty_row, b.penalty_row) == (1, 2)
     a.finished = True
     c = req([4], Params(presence_penalty=1.0))
-    pen.apply(torch.ones(1, 8), [c])
-    assert c.penalty_row == 0 and a.penalty_row is None  # a finished: its row is c's, cleared first
-    pen.record(torch.tensor([2]))
-    assert pen.apply(torch.ones(1, 8), [c])[0].tolist() == [1, 1, 0, 1, 1, 1, 1, 1]
+    pen.batch([c], 8).record(torch.tensor([2]))
+    assert c.penalty_row == 1 and a.penalty_row is None  # a finished: its row is c's, cleared first
+    assert pen.batch([c], 8).adjust(torch.ones(1, 8))[0].tolist() == [1, 1, 0, 1, 1, 1, 1, 1]
     many = [req([i % 8], Params(presence_penalty=1.0)) for i in range(20)]  # more rows than the table had
-    pen.apply(torch.zeros(20, 8), many)
+    pen.batch(many, 8)
     assert pen.rows_held == 22 and len({r.penalty_row for r in many + [b, c]}) == 22
-    assert pen.apply(torch.zeros(1, 8), [b])[0].tolist()[3] == 0  # b's row survived the growth
+    assert pen.batch([b], 8).adjust(torch.zeros(1, 8))[0].tolist()[3] == 0  # b's row survived the growth
+
+
+def test_neutral_rows_keep_their_logits_bit_for_bit():
+    logits = torch.tensor([[0.0, -0.0, float("inf"), float("-inf"), 1e-38, -3.5, float("nan")]])
+    marks = torch.tensor([[3, 1, 7, 2, -6, 0, 9]], dtype=torch.int32)  # whatever row 0 holds
+    one, zero = torch.ones(1), torch.zeros(1)
+    out = penalize(logits, marks, one, zero, zero)
+    assert torch.equal(out.view(torch.int32)[:, :6], logits.view(torch.int32)[:, :6]) and out[0, 6].isnan()
 
 
 @pytest.fixture(scope="module")

@@ -50,12 +50,14 @@ SCRIPT = textwrap.dedent("""
     from tierlm.sampling_params import SamplingParams
     calls = []
     fused = race_module.pick_tokens
-    race_module.pick_tokens = lambda *a, **k: calls.append((a[0].shape[0], a[1] is None, a[4] is not None)) or fused(
-        *a, **k)
+    race_module.pick_tokens = lambda *a, **k: calls.append((a[0].shape[0], a[1] is None, a[4] is not None)
+                                                           + ((True,) if k.get("penalties") is not None else ())
+                                                           ) or fused(*a, **k)
     sampler = Sampler(torch.device(dev), seed=0)
     sampler._fused = True  # what a CUDA device sets; here the kernels may run interpreted
     sampler.warm_up(40, torch.float32)
-    assert sorted(calls) == sorted((FUSED_MIN_ROWS, g, s) for g in (True, False) for s in (True, False)), calls
+    assert sorted(calls) == sorted([(FUSED_MIN_ROWS, g, s) for g in (True, False) for s in (True, False)]
+                                   + [(FUSED_MIN_ROWS, g, True, True) for g in (True, False)]), calls
     calls.clear()
     logits = torch.full((FUSED_MIN_ROWS + 1, 40), float("-inf"), device=dev)
     logits[:, 7] = 0.0  # the only entry with any probability

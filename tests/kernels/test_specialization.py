@@ -21,7 +21,7 @@ def _flags(kernel) -> dict[str, bool]:
     ("tierlm.kernels.packed_tiles:_packed_tiles_kernel", ["batch", "num_tiles"], []),
     ("tierlm.kernels.fused_moe:_gate_up_kernel", ["num_pairs", "max_rows"], ["hidden"]),
     ("tierlm.kernels.fused_moe:_down_kernel", ["num_pairs", "max_rows"], []),
-    ("tierlm.kernels.race_sample:_pick_kernel", ["seed", "stride_table"], ["vocab", "stride_row"]),
+    ("tierlm.kernels.race_sample:_pick_kernel", ["seed", "stride_table", "stride_pen"], ["vocab", "stride_row"]),
     ("tierlm.kernels.skinny_gemm:_skinny_kernel", ["M", "M_PAD"], ["N", "K", "K_SPLIT", "stride_wn"]),
     ("tierlm.kernels.step_metadata:_scatter_2d_kernel", ["n"], ["stride_row"]),
     ("tierlm.kernels.balanced_splits:_plan_kernel", ["n_batch", "goal", "n_items", "n_merges"], []),

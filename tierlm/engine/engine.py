@@ -121,6 +121,7 @@ class Engine:
                   detok=IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop,
                                                params.skip_special_tokens) if params.detokenize else None,
                   logprobs=[] if params.logprobs is not None else None, penalized=params.penalized)
+        self.penalties.expect(req)
         self.scheduler.add(req)
         self.counters["requests"] += 1
 
@@ -189,11 +190,8 @@ class Engine:
             return None
         logits, sites = result
         params = [r.params for r in sampling]
-        penalized = self.penalties.apply(logits, sampling)
-        tokens = self.sampler.sample(logits if penalized is None else penalized, params,
-                                     [r.generator for r in sampling], self.worker.token_sink(sites),
-                                     fused=penalized is None)
-        self.penalties.record(tokens)
+        tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], self.worker.token_sink(sites),
+                                     self.penalties.batch(sampling, logits.shape[-1]))
         logprobs = self.sampler.logprobs(logits, tokens, params)
         self.worker.share_tokens(tokens)  # tensor parallel: the other ranks store them too
         for req in sampling:

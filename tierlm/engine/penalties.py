@@ -5,10 +5,12 @@ the token is in its prompt, the bits above count how often the request has sampl
 host's token ids at the request's first sampled pass and advanced on the device by every pass's sampled tokens,
 so no step reads tokens back for it and a step launched before the host has seen the previous one's tokens (overlap
 scheduling) still penalizes them. A row outlives retraction (it belongs to the request) and is reused once its
-request has finished.
+request has finished. Row 0 belongs to no request: the rows of a pass that ask for nothing point there with
+neutral factors, under which `penalize` returns their logits unchanged, bit for bit.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
@@ -20,13 +22,15 @@ if TYPE_CHECKING:
 
 PROMPT_MARK = 1  # bit 0 of a mark: the token is in the prompt
 COUNT_STEP = 2  # one sampled occurrence, counted above bit 0
+NEUTRAL = (1.0, 0.0, 0.0)  # (repetition, presence, frequency) of a row without penalties
 
 
 def penalize(logits: torch.Tensor, marks: torch.Tensor, repetition: torch.Tensor, presence: torch.Tensor,
              frequency: torch.Tensor) -> torch.Tensor:
     """`logits` (float32 `[n, vocab]`) under the penalties of each row, given the rows' `marks` (`[n, vocab]`).
     A token seen in the prompt or the output has its logit divided by the repetition penalty when positive and
-    multiplied by it otherwise; then a token sampled c > 0 times loses `frequency * c + presence`."""
+    multiplied by it otherwise; then a token sampled c > 0 times loses `frequency * c + presence` (each operation
+    rounded on its own: the fused sampler computes the same values)."""
     seen = marks != 0
     rep = repetition[:, None]
     logits = torch.where(seen, torch.where(logits > 0, logits / rep, logits * rep), logits)
@@ -34,60 +38,67 @@ def penalize(logits: torch.Tensor, marks: torch.Tensor, repetition: torch.Tensor
     return logits - count * frequency[:, None] - (count > 0).to(logits.dtype) * presence[:, None]
 
 
+@dataclass(frozen=True)
+class PenaltyBatch:
+    """A pass's penalties: the table of `marks`, each row's `slots` (int32 `[B]`, 0 = none) and `factors` (float32
+    `[B, 3]`: repetition, presence, frequency). The fused sampler takes them as they are; otherwise `adjust` the
+    logits before sampling and `record` the sampled tokens after."""
+
+    marks: torch.Tensor
+    slots: torch.Tensor
+    factors: torch.Tensor
+
+    def adjust(self, logits: torch.Tensor) -> torch.Tensor:
+        """The pass's logits as float32 with every row's penalties applied (a new tensor)."""
+        f = self.factors
+        return penalize(logits.float(), self.marks[self.slots.long()], f[:, 0], f[:, 1], f[:, 2])
+
+    def record(self, tokens: torch.Tensor) -> None:
+        """Count each row's sampled token in its marks (rows without penalties count in row 0, never read)."""
+        slots = self.slots.long()
+        self.marks.index_put_((slots, tokens.long()), torch.full_like(slots, COUNT_STEP, dtype=self.marks.dtype),
+                              accumulate=True)
+
+
 class Penalties:
-    """The penalties of the rows of a pass that ask for them (`Req.params.penalized`): `apply` before sampling,
-    `record` with the sampled tokens after. Holds no device memory until a request asks."""
+    """The table of marks of the requests that ask for a penalty (`Req.penalized`); `batch` gives a pass's
+    `PenaltyBatch`. Holds no device memory until a request asks."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self._marks: Optional[torch.Tensor] = None  # [capacity, vocab] int32
-        self._owners: list[Optional["Req"]] = []  # the request holding each row of the table
-        self._last: Optional[tuple[torch.Tensor, Optional[torch.Tensor]]] = None  # (table rows, pass rows) to record
+        self._marks: Optional[torch.Tensor] = None  # [capacity, vocab] int32; row 0 is no request's
+        self._owners: list[Optional["Req"]] = [None]  # the request holding each row of the table
+        self.active = False  # set by `expect` at the first request that asks: until then a pass looks at nothing
+
+    def expect(self, req: "Req") -> None:
+        """Note a new request (the engine calls this for every one): passes look for penalties from the first
+        that asks."""
+        self.active = self.active or req.penalized
 
     @property
     def rows_held(self) -> int:
         """Rows of the table held by unfinished requests."""
         return sum(r is not None and not r.finished for r in self._owners)
 
-    def apply(self, logits: torch.Tensor, reqs: Sequence["Req"]) -> Optional[torch.Tensor]:
-        """The pass's logits (one row per request of `reqs`) as float32 with every penalized row adjusted, or
-        None when no request asks (then `record` does nothing). The input is left as it was (logprobs read it)."""
-        picked = [i for i, r in enumerate(reqs) if r.penalized]
-        self._last = None
-        if not picked:
+    def batch(self, reqs: Sequence["Req"], vocab: int) -> Optional[PenaltyBatch]:
+        """The penalties of a pass sampling one token for each of `reqs` from logits `vocab` wide, or None when
+        none of them asks."""
+        if not self.active or not any(r.penalized for r in reqs):
             return None
-        table_rows = [self._row_of(reqs[i], logits.shape[-1]) for i in picked]
-        params = [reqs[i].params for i in picked]
-        dev = logits.device
-        slots = upload(table_rows, torch.int64, dev)
-        every = len(picked) == len(reqs)
-        rows = None if every else upload(picked, torch.int64, dev)
-        out = logits.float() if logits.dtype != torch.float32 else logits.clone()
-        sub = out if every else out[rows]
-        adjusted = penalize(sub, self._marks[slots], upload([p.repetition_penalty for p in params], torch.float32, dev),
-                            upload([p.presence_penalty for p in params], torch.float32, dev),
-                            upload([p.frequency_penalty for p in params], torch.float32, dev))
-        if every:
-            out = adjusted
-        else:
-            out[rows] = adjusted
-        self._last = (slots, rows)
-        return out
-
-    def record(self, tokens: torch.Tensor) -> None:
-        """Count the tokens sampled from the logits of the last `apply` (a device tensor, one per row of it)."""
-        if self._last is None:
-            return
-        slots, rows = self._last
-        self._last = None
-        picked = tokens if rows is None else tokens[rows]
-        marks = self._marks
-        marks.index_put_((slots, picked.long()), torch.full_like(slots, COUNT_STEP, dtype=marks.dtype),
-                         accumulate=True)
+        slots, factors = [], []
+        for r in reqs:
+            if r.penalized:
+                p = r.params
+                slots.append(self._row_of(r, vocab))
+                factors += (p.repetition_penalty, p.presence_penalty, p.frequency_penalty)
+            else:
+                slots.append(0)
+                factors += NEUTRAL
+        return PenaltyBatch(self._marks, upload(slots, torch.int32, self.device),
+                            upload(factors, torch.float32, self.device).view(-1, 3))
 
     def _row_of(self, req: "Req", vocab: int) -> int:
-        """`req`'s row of the table (`vocab` wide: the logits'), made at its first pass from its prompt (and any
-        outputs the host holds)."""
+        """`req`'s row of the table, made at its first pass from its prompt (and any outputs the host holds)."""
         if req.penalty_row is not None:
             return req.penalty_row
         row = self._free_row(vocab)
@@ -103,8 +114,9 @@ class Penalties:
         return row
 
     def _free_row(self, vocab: int) -> int:
-        """A row no unfinished request holds; the table doubles when every row is held."""
-        for i, owner in enumerate(self._owners):
+        """A row (not 0) no unfinished request holds; the table doubles when every row is held."""
+        for i in range(1, len(self._owners)):
+            owner = self._owners[i]
             if owner is None or owner.finished:
                 if owner is not None:
                     owner.penalty_row = None

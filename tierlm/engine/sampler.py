@@ -11,13 +11,15 @@ from typing import Optional, Sequence
 
 import torch
 
+from tierlm.engine.penalties import PenaltyBatch
 from tierlm.kvcache.req_table import TokenSink
 from tierlm.sampling_params import SamplingParams
 from tierlm.utils.upload import upload
 
 # Without a sink, from this many temperature rows the fused kernel (`kernels.race_sample`) replaces torch's six
 # passes; below, its Triton launch costs the host more than those passes cost the device (benchmarks/
-# bench_sampler.py). With a sink it always replaces them: it also takes the store's launch.
+# bench_sampler.py). With a sink or penalties it always replaces them: it also takes the store's launch, or the
+# penalties' dozen.
 FUSED_MIN_ROWS = 64
 # A greedy batch's key: the kernel draws nothing for it, and a 64-bit value keeps it on the build sampling uses.
 _NO_KEY = 2**32
@@ -64,18 +66,23 @@ class Sampler:
         self._uniform: dict[float, torch.Tensor] = {}  # temperature -> a device vector of it (`_temperatures`)
 
     def warm_up(self, vocab: int, dtype: torch.dtype) -> None:
-        """Build the fused kernel's variants (greedy, sampling; with and without a sink) for logits of this
-        dtype, so that no batch stops serving for a compile."""
+        """Build the fused kernel's variants (greedy, sampling; with and without a sink; with a sink, also with
+        penalties, as the engine launches it) for logits of this dtype, so that no batch stops serving for a
+        compile."""
         if self._fused:
             dev = self.generator.device
             logits = torch.zeros(FUSED_MIN_ROWS, vocab, dtype=dtype, device=dev)
             table = torch.zeros(2, FUSED_MIN_ROWS, dtype=torch.int32, device=dev)
             sites = torch.arange(FUSED_MIN_ROWS, dtype=torch.int32, device=dev)
-            for sink in (None, TokenSink(table, sites.remainder(2), sites)):
+            marks = torch.zeros(2, vocab, dtype=torch.int32, device=dev)
+            penalties = PenaltyBatch(marks, sites.remainder(2), torch.ones(FUSED_MIN_ROWS, 3, device=dev))
+            sink = TokenSink(table, sites.remainder(2), sites)
+            for sink, pen in ((None, None), (sink, None), (sink, penalties)):
                 for temp in (0.0, 1.0):
-                    self._pick(logits, [temp] * FUSED_MIN_ROWS, sink)
+                    self._pick(logits, [temp] * FUSED_MIN_ROWS, sink, pen)
 
-    def _pick(self, logits: torch.Tensor, temps: Optional[list[float]], sink: Optional[TokenSink]) -> torch.Tensor:
+    def _pick(self, logits: torch.Tensor, temps: Optional[list[float]], sink: Optional[TokenSink],
+              penalties: Optional[PenaltyBatch] = None) -> torch.Tensor:
         """The fused kernel's tokens: every row greedy (`temps` None or all 0), else per-row temperatures."""
         from tierlm.kernels.race_sample import PickScratch, pick_tokens
 
@@ -85,7 +92,8 @@ class Sampler:
         temp = None if greedy else self._temperatures(temps, logits.device)
         key = _NO_KEY if greedy else self._race_keys.randrange(2**32, 2**62)
         store = None if sink is None else (sink.table, sink.rows, sink.positions)
-        return pick_tokens(logits, temp, key, self._scratch, store)
+        pen = None if penalties is None else (penalties.marks, penalties.slots, penalties.factors.view(-1))
+        return pick_tokens(logits, temp, key, self._scratch, store, penalties=pen)
 
     def _temperatures(self, temps: list[float], device: torch.device) -> torch.Tensor:
         """`temps` as a device float32 vector. A batch at one temperature (a steady stream of like requests) reads
@@ -102,11 +110,11 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
                generators: Sequence[Optional[torch.Generator]], sink: Optional[TokenSink] = None,
-               fused: bool = True) -> torch.Tensor:
+               penalties: Optional[PenaltyBatch] = None) -> torch.Tensor:
         """Next token per row (int64 tensor on the logits' device); with `sink`, also written to its sites.
         `logits` may be in the model's dtype: greedy rows take its argmax as is (widening is exact and keeps the
-        order), the others are widened to float32 before any arithmetic. `fused` False keeps the batch off the
-        fused kernel (logits in a dtype it was not built for: penalized float32 ones)."""
+        order), the others are widened to float32 before any arithmetic. `penalties`: the rows' penalties
+        (`engine.penalties`), applied before the pick and advanced by the picked tokens."""
         # one pass over the batch (it runs every step): the sampled rows, their temperatures, whether any
         # filters its distribution and whether any has a generator of its own
         rows, temps, filtered, seeded = [], [], False, False
@@ -115,9 +123,14 @@ class Sampler:
                 rows.append(i), temps.append(p.temperature)
                 filtered = filtered or p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0
                 seeded = seeded or generators[i] is not None
-        if fused and self._fused and not filtered and not seeded and (sink is not None or len(rows) >= FUSED_MIN_ROWS):
-            return self._pick(logits, [p.temperature for p in params] if rows else None, sink)
+        if self._fused and not filtered and not seeded and (
+                sink is not None or penalties is not None or len(rows) >= FUSED_MIN_ROWS):
+            return self._pick(logits, [p.temperature for p in params] if rows else None, sink, penalties)
+        if penalties is not None:
+            logits = penalties.adjust(logits)
         tokens = self._sample(logits, params, generators, rows, temps, filtered)
+        if penalties is not None:
+            penalties.record(tokens)
         if sink is not None:
             sink.write(tokens)
         return tokens
