@@ -36,6 +36,7 @@ SCRIPT = textwrap.dedent("""
     def run(model, fused, kinds, **opts):
         engine = Engine(EngineConfig(model=str(model), **{**CPU_OPTS, "max_prefill_tokens": 5, **opts}))
         engine.sampler._fused = fused  # what a CUDA device sets
+        engine.sampler.fused_penalties = True  # the penalized kernel too
         queue = [(f"{rnd}-{i}", p) for rnd in range(2) for i, p in enumerate(PROMPTS)]
         outs = {rid: [] for rid, _ in queue}
         step = n = 0

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
         expect = penalize(logits.float(), marks[slots.long()], factors[:, 0], factors[:, 1], factors[:, 2])
         before = marks.clone()
         marks_d = marks.clone().to(dev)
-        toks = pick_tokens(logits.to(dev), None, 2**40, scratch,
+        toks = pick_tokens(logits.to(dev), None, 2**40, scratch, quarter=4,
                            penalties=(marks_d, slots.to(dev), factors.view(-1).to(dev)))
         assert toks.cpu().tolist() == expect.argmax(-1).tolist(), (toks, expect.argmax(-1))
         plain = logits.float().argmax(-1)
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent("""
         # a greedy row among sampled ones, and a cold temperature: the penalized argmax
         temps = torch.tensor([1e-4, 0.0, 1e-4, 0.0, 1e-4, 1e-4], device=dev)
         marks_d = marks.clone().to(dev)
-        toks = pick_tokens(logits.to(dev), temps, 2**41, scratch,
+        toks = pick_tokens(logits.to(dev), temps, 2**41, scratch, quarter=4,
                            penalties=(marks_d, slots.to(dev), factors.view(-1).to(dev)))
         assert toks.cpu().tolist() == expect.argmax(-1).tolist(), (toks, expect.argmax(-1))
     # draws follow softmax(penalized / T): each of n rows has its own slot holding the same marks
@@ -71,4 +71,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_fused_pick_under_penalties():
-    run_script(SCRIPT, timeout=600, interpreted=True)
+    run_script(SCRIPT, timeout=600)

@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent("""
     race_module.pick_tokens = lambda *a, **k: calls.append((a[0].shape[0], a[1] is None, a[4] is not None)
                                                            + ((True,) if k.get("penalties") is not None else ())
                                                            ) or fused(*a, **k)
-    sampler = Sampler(torch.device(dev), seed=0)
+    sampler = Sampler(torch.device(dev), seed=0, fused_penalties=True)
     sampler._fused = True  # what a CUDA device sets; here the kernels may run interpreted
     sampler.warm_up(40, torch.float32)
     assert sorted(calls) == sorted([(FUSED_MIN_ROWS, g, s) for g in (True, False) for s in (True, False)]

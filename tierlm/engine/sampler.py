@@ -21,6 +21,9 @@ from tierlm.utils.upload import upload
 # bench_sampler.py). With a sink or penalties it always replaces them: it also takes the store's launch, or the
 # penalties' dozen.
 FUSED_MIN_ROWS = 64
+# Penalized batches through the fused kernel: off until its tokens are shown on a GPU to equal the torch path's
+# (`benchmarks/penalty_check.py`); the torch path applies the penalties with `PenaltyBatch.adjust` instead.
+FUSED_PENALTIES = False
 # A greedy batch's key: the kernel draws nothing for it, and a 64-bit value keeps it on the build sampling uses.
 _NO_KEY = 2**32
 _KEPT_TEMPERATURES = 8  # device vectors of one temperature kept for uniform batches (`Sampler._temperatures`)
@@ -57,11 +60,12 @@ class Sampler:
     seeded rows draw from their own generator, so the same seed gives the same output whatever else is in
     the batch."""
 
-    def __init__(self, device: torch.device, seed: int) -> None:
+    def __init__(self, device: torch.device, seed: int, fused_penalties: bool = FUSED_PENALTIES) -> None:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         # keys of the fused kernel's calls (`kernels.race_sample`), drawn on the host: no device read per step
         self._race_keys = random.Random(seed)
         self._fused = device.type == "cuda" and torch.version.hip is None
+        self.fused_penalties = fused_penalties  # penalized batches may take the fused kernel
         self._scratch = None  # the fused kernel's counters and slice buffers, made at its first call
         self._uniform: dict[float, torch.Tensor] = {}  # temperature -> a device vector of it (`_temperatures`)
 
@@ -77,7 +81,7 @@ class Sampler:
             marks = torch.zeros(2, vocab, dtype=torch.int32, device=dev)
             penalties = PenaltyBatch(marks, sites.remainder(2), torch.ones(FUSED_MIN_ROWS, 3, device=dev))
             sink = TokenSink(table, sites.remainder(2), sites)
-            for sink, pen in ((None, None), (sink, None), (sink, penalties)):
+            for sink, pen in ((None, None), (sink, None)) + (((sink, penalties),) if self.fused_penalties else ()):
                 for temp in (0.0, 1.0):
                     self._pick(logits, [temp] * FUSED_MIN_ROWS, sink, pen)
 
@@ -123,8 +127,8 @@ class Sampler:
                 rows.append(i), temps.append(p.temperature)
                 filtered = filtered or p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0
                 seeded = seeded or generators[i] is not None
-        if self._fused and not filtered and not seeded and (
-                sink is not None or penalties is not None or len(rows) >= FUSED_MIN_ROWS):
+        fusable = self._fused and not filtered and not seeded and (penalties is None or self.fused_penalties)
+        if fusable and (sink is not None or penalties is not None or len(rows) >= FUSED_MIN_ROWS):
             return self._pick(logits, [p.temperature for p in params] if rows else None, sink, penalties)
         if penalties is not None:
             logits = penalties.adjust(logits)

@@ -126,9 +126,6 @@ def _race_slice(base_ptr, start, end, vocab, inv_t, key, pen_ptr, rep, pres, fre
     return _best(best_val, best_idx)
 
 
-# The key changes from call to call and the slice length with the batch size (always a whole number of blocks),
-# and the table's row stride is the engine's: left unspecialised or in one class, each variant is built once per
-# logits dtype, so the start-up warm-up covers every batch size.
 @triton.jit
 def _row_slice(base_ptr, temp_ptr, row, start, end, vocab, seed, pen_ptr, rep, pres, freq, QUARTER: tl.constexpr,
                FAST: tl.constexpr, GREEDY: tl.constexpr, PEN: tl.constexpr):
@@ -186,8 +183,7 @@ def _pick_kernel(logits_ptr, temp_ptr, val_ptr, idx_ptr, count_ptr, tok_ptr, tab
             dest = tl.load(site_rows + row).to(tl.int64) * stride_table + tl.load(site_pos + row)
             tl.store(table_ptr + dest, token.to(table_ptr.dtype.element_ty))
         if slot > 0:  # count the token in the row's marks: every program of the row has read them
-            count_at = pen_table + slot.to(tl.int64) * stride_pen + token
-            tl.store(count_at, tl.load(count_at) + 2)
+            tl.atomic_add(pen_table + slot.to(tl.int64) * stride_pen + token, 2, sem="relaxed", scope="gpu")
         rearm(count_ptr + row)
 
 
