@@ -5,7 +5,9 @@ greedy with repetition, presence and frequency penalties, the rest greedy withou
 (`kernels.race_sample`, what a CUDA device runs), once with the sampler's torch path (`PenaltyBatch.adjust`, then
 argmax). Both read the same bf16 logits widened to float32 and round each penalty operation alike, so every
 request's tokens must be equal; the penalized requests must also differ from a run without penalties (else the
-check proves nothing). Prints one line per setting and exits 1 on a mismatch.
+check proves nothing). The prefix cache is off, so every run prefills its prompts whole. `--sampler-steps N`
+checks the sampler alone (no model): N passes over fixed logits. Prints one line per setting and exits 1 on a
+mismatch.
 
     python benchmarks/penalty_check.py [--model builtin:qwen3-0.6b] [--prompts 16] [--max-tokens 64]
 """
@@ -74,7 +76,9 @@ def main() -> int:
             diff = (runs[a] != runs[b]).nonzero()
             print(f"sampler alone, {name}: {'identical' if same else f'first difference at {diff[0].tolist()}'}")
         return 0 if all(torch.equal(runs[(True, 0)], r) for r in runs.values()) else 1
-    opts = dict(load_format="dummy", skip_tokenizer_init=True, device=args.device)
+    # every run starts cold: with the prefix cache, runs after the first would prefill their prompts' cached pages
+    # no more, and a bf16 extend over a cached prefix rounds otherwise than a whole prompt's prefill
+    opts = dict(load_format="dummy", skip_tokenizer_init=True, device=args.device, enable_prefix_cache=False)
     if args.device == "cpu":
         opts.update(dtype="float32", kv_cache_gb=0.05)
     if args.dtype:
@@ -108,6 +112,10 @@ def main() -> int:
     print(f"fused vs torch path: {equal}/{args.prompts} requests identical over {args.max_tokens} tokens")
     print(f"penalized requests changed by their penalties: {moved}/{len(penalized)}; requests without penalties "
           f"as in the run without any: {untouched}/{args.prompts - len(penalized)}")
+    firsts = [(i, next((k for k, (a, b) in enumerate(zip(f, t)) if a != b), None))
+              for i, (f, t) in enumerate(zip(runs["fused"], runs["torch"]))]
+    print("first difference, fused vs torch (request: position; p = penalized): " + ", ".join(
+        f"{i}{'p' if i % 2 == 0 else ''}: {k}" for i, k in firsts if k is not None))
     for name, _, _ in settings if args.repeat else []:
         same = sum(a == b for a, b in zip(runs[name], runs[f"{name} again"]))
         print(f"{name} run twice: {same}/{args.prompts} requests identical")

@@ -26,6 +26,8 @@ SCRIPT = textwrap.dedent("""
         marks[1:] = torch.randint(0, 3, (rows + 1, vocab), generator=gen, dtype=torch.int32) * (
             torch.rand(rows + 1, vocab, generator=gen) < 0.2)
         slots = torch.tensor([3, 0, 1, 5, 0, 7], dtype=torch.int32)  # rows 1 and 4 without penalties
+        plain = logits.float().argmax(-1)
+        marks[slots[0], plain[0]] = 7  # row 0's top token in its prompt and sampled three times: it must move
         factors = torch.tensor([[1.3, 0.5, 0.25], [1, 0, 0], [0.7, -1.0, 2.0], [2.0, 0, 0], [1, 0, 0],
                                 [1.0, 1.5, -0.5]], dtype=torch.float32)
         expect = penalize(logits.float(), marks[slots.long()], factors[:, 0], factors[:, 1], factors[:, 2])
@@ -34,7 +36,6 @@ SCRIPT = textwrap.dedent("""
         toks = pick_tokens(logits.to(dev), None, 2**40, scratch, quarter=4,
                            penalties=(marks_d, slots.to(dev), factors.view(-1).to(dev)))
         assert toks.cpu().tolist() == expect.argmax(-1).tolist(), (toks, expect.argmax(-1))
-        plain = logits.float().argmax(-1)
         assert (toks.cpu() != plain).any(), "the penalties must move some argmax (else the test proves nothing)"
         after = marks_d.cpu()
         for r, s in enumerate(slots.tolist()):
