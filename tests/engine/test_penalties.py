@@ -154,3 +154,16 @@ def test_penalties_survive_retraction(tiny_qwen3):
     assert tight.engine.stats()["retracted_total"] > 0, "the test needs retraction"
     tight.close()
     assert got == expected
+
+
+def test_penalties_under_tensor_parallelism(tiny_qwen3):
+    """Two ranks (gloo): the controller's rank applies the penalties, the other stores the tokens it is sent."""
+    params = [Params(temperature=0, max_tokens=12, ignore_eos=True, frequency_penalty=1.0, repetition_penalty=1.4),
+              Params(temperature=0, max_tokens=12, ignore_eos=True)]
+    one = LLM(str(tiny_qwen3), **CPU_OPTS)
+    expected = [o.token_ids for o in one.generate(PROMPTS[:2], params)]
+    one.close()
+    two = LLM(str(tiny_qwen3), tp_size=2, **CPU_OPTS)
+    got = [o.token_ids for o in two.generate(PROMPTS[:2], params)]
+    two.close()
+    assert got == expected
