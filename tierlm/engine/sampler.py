@@ -81,8 +81,9 @@ class Sampler:
             sites = torch.arange(FUSED_MIN_ROWS, dtype=torch.int32, device=dev)
             marks = torch.zeros(2, vocab, dtype=torch.int32, device=dev)
             penalties = PenaltyBatch(marks, sites.remainder(2), torch.ones(FUSED_MIN_ROWS, 3, device=dev))
-            sink = TokenSink(table, sites.remainder(2), sites)
-            for sink, pen in ((None, None), (sink, None)) + (((sink, penalties),) if self.fused_penalties else ()):
+            stored = TokenSink(table, sites.remainder(2), sites)
+            variants = [(None, None), (stored, None)] + ([(stored, penalties)] if self.fused_penalties else [])
+            for sink, pen in variants:
                 for temp in (0.0, 1.0):
                     self._pick(logits, [temp] * FUSED_MIN_ROWS, sink, pen)
 
