@@ -63,7 +63,8 @@ def main() -> int:
     ap.add_argument("--dtype", default=None, help="The model's dtype (default: the engine's; float32 on the CPU).")
     ap.add_argument("--sampler-steps", type=int, default=0,
                     help="Only the sampler, no model: this many passes, fused pick against torch, twice each.")
-    ap.add_argument("--engine-opts", default="{}", help="More engine options, as JSON (e.g. '{\"cuda_graph\": false}').")
+    ap.add_argument("--engine-opts", default="{}",
+                    help="More engine options, as JSON (e.g. '{\"cuda_graph\": false}').")
     ap.add_argument("--repeat", action="store_true",
                     help="Also run each setting a second time: how far runs of one setting agree.")
     args = ap.parse_args()

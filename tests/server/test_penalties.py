@@ -39,7 +39,8 @@ def offline(model):
                                                         repetition_penalty=1.0, **v))[0]
     llm.close()
     distinct = {tuple(outs[k].token_ids) for k in ("model's", "none", "frequency")}
-    assert len(distinct) == 3 and outs["chat"].token_ids != outs["chat none"].token_ids, "the settings compared must give different outputs (else the test proves nothing)"
+    assert len(distinct) == 3 and outs["chat"].token_ids != outs["chat none"].token_ids, \
+        "the settings compared must give different outputs (else the test proves nothing)"
     return {k: o.text for k, o in outs.items()}, {k: o.token_ids for k, o in outs.items()}
 
 

@@ -219,10 +219,10 @@ def pick_tokens(logits: torch.Tensor, temperatures: Optional[torch.Tensor], seed
     calls with seeds further apart than the batch draw independent streams. With `store = (table, rows,
     positions)` token `i` is also written to `table[rows[i], positions[i]]` (a 2-D integer table, rows and
     positions int32 device tensors). With `penalties = (marks, slots, factors)` row `i` with `slots[i] > 0`
-    (int32; 0 is no penalty) is picked from its logits under the penalties of `engine.penalties` (marks in row `slots[i]` of the
-    int32 table `marks`, its repetition, presence and frequency factors at `factors[3i:3i + 3]`, float32), and
-    its token is counted in those marks. Each row is cut into slices of whole `4 * quarter` blocks, about
-    `programs` slices in all. Returns int64 `[B]` on the logits' device."""
+    (int32; 0 is no penalty) is picked from its logits under the penalties of `engine.penalties` (its marks in
+    row `slots[i]` of the int32 table `marks`, its repetition, presence and frequency factors at
+    `factors[3i:3i + 3]`, float32), and its token is counted in those marks. Each row is cut into slices of whole
+    `4 * quarter` blocks, about `programs` slices in all. Returns int64 `[B]` on the logits' device."""
     assert logits.dim() == 2 and logits.stride(1) == 1
     assert temperatures is None or temperatures.shape == (logits.shape[0],)
     assert 2**32 <= seed < 2**62
