@@ -47,11 +47,18 @@ class PenaltyBatch:
     marks: torch.Tensor
     slots: torch.Tensor
     factors: torch.Tensor
+    rows: Optional[torch.Tensor] = None  # the penalized rows (int64), when not every row is
 
     def adjust(self, logits: torch.Tensor) -> torch.Tensor:
-        """The pass's logits as float32 with every row's penalties applied (a new tensor)."""
-        f = self.factors
-        return penalize(logits.float(), self.marks[self.slots.long()], f[:, 0], f[:, 1], f[:, 2])
+        """The pass's logits as float32 with every row's penalties applied (a new tensor). Only the penalized rows
+        are computed: a few penalized requests in a large batch cost a few rows' work."""
+        if self.rows is None:
+            f = self.factors
+            return penalize(logits.float(), self.marks[self.slots.long()], f[:, 0], f[:, 1], f[:, 2])
+        out = logits.to(torch.float32, copy=True)  # a copy even of float32 logits: logprobs read the original
+        f = self.factors[self.rows]
+        out[self.rows] = penalize(out[self.rows], self.marks[self.slots[self.rows].long()], f[:, 0], f[:, 1], f[:, 2])
+        return out
 
     def record(self, tokens: torch.Tensor) -> None:
         """Count each row's sampled token in its marks (rows without penalties count in row 0, never read)."""
@@ -85,17 +92,19 @@ class Penalties:
         none of them asks."""
         if not self.active or not any(r.penalized for r in reqs):
             return None
-        slots, factors = [], []
-        for r in reqs:
+        slots, factors, picked = [], [], []
+        for i, r in enumerate(reqs):
             if r.penalized:
                 p = r.params
                 slots.append(self._row_of(r, vocab))
                 factors += (p.repetition_penalty, p.presence_penalty, p.frequency_penalty)
+                picked.append(i)
             else:
                 slots.append(0)
                 factors += NEUTRAL
+        rows = None if len(picked) == len(reqs) else upload(picked, torch.int64, self.device)
         return PenaltyBatch(self._marks, upload(slots, torch.int32, self.device),
-                            upload(factors, torch.float32, self.device).view(-1, 3))
+                            upload(factors, torch.float32, self.device).view(-1, 3), rows)
 
     def _row_of(self, req: "Req", vocab: int) -> int:
         """`req`'s row of the table, made at its first pass from its prompt (and any outputs the host holds)."""
