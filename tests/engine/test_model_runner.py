@@ -37,3 +37,18 @@ def test_building_in_restores_the_default_dtype_after_an_error():
             assert torch.empty(1).dtype == torch.float16
             raise RuntimeError("boom")
     assert torch.get_default_dtype() == torch.float32 and torch.empty(1).dtype == torch.float32
+
+
+@pytest.mark.parametrize("stated, want, warned", [
+    ("float16", torch.float16, False), ("torch.float32", torch.float32, False), (None, torch.bfloat16, False),
+    ("float64", torch.bfloat16, True)])
+def test_auto_dtype_follows_the_config_and_names_a_dtype_it_cannot_compute_in(caplog, stated, want, warned):
+    from types import SimpleNamespace
+
+    from tierlm.engine.model_runner import resolve_dtype
+    cfg = SimpleNamespace(torch_dtype=stated)
+    with caplog.at_level("WARNING", logger="tierlm.engine.model_runner"):
+        assert resolve_dtype("auto", cfg, torch.device("meta")) == want
+        assert resolve_dtype("float16", cfg, torch.device("meta")) == torch.float16
+    assert ("'float64'" in caplog.text and "--dtype" in caplog.text) == warned
+    assert resolve_dtype("auto", cfg, torch.device("cpu")) == torch.float32

@@ -41,11 +41,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, model_cfg: ModelConfig, device: torch.device) -> torch.dtype:
+    """`--dtype NAME`; "auto": float32 on the CPU, else the model's stated dtype (bfloat16 when it states none we
+    compute in)."""
     if name != "auto":
         return DTYPES[name]
     if device.type == "cpu":
         return torch.float32
-    return DTYPES.get(str(model_cfg.torch_dtype).replace("torch.", ""), torch.bfloat16)
+    stated = str(model_cfg.torch_dtype).replace("torch.", "")
+    if model_cfg.torch_dtype is not None and stated not in DTYPES:
+        logger.warning("config.json's torch_dtype %r is none of %s: computing in bfloat16 (--dtype chooses)",
+                       model_cfg.torch_dtype, ", ".join(DTYPES))
+    return DTYPES.get(stated, torch.bfloat16)
 
 
 KV_DTYPES = {"fp8": torch.float8_e4m3fn, "fp8_e4m3": torch.float8_e4m3fn}
