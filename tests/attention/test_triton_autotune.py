@@ -157,3 +157,45 @@ def test_every_candidate_is_built_on_the_pool_before_any_is_timed(monkeypatch):
     assert events[0] == ("built", len(names)) == ("built", 8)
     assert sorted(out) == sorted(names) and len(events) == 1 + len(names)
     assert sorted("/".join(map(str, e[1:])) for e in events[1:]) == sorted(names)
+
+
+def _fake_timing(monkeypatch, failing):
+    """Candidates time as 1 ms, but KV tile 64 faster at the second shape; `failing(name, shape)` raises
+    (as a launch whose shared memory the GPU lacks does: float32 at KV tile 128 and 3 stages)."""
+    shapes = iter(range(1000))
+    monkeypatch.setattr(triton_autotune, "decode_inputs", lambda *a, **kw: (torch.zeros(2, 4, 8), next(shapes)))
+    monkeypatch.setattr(triton_autotune, "prebuild", lambda calls, device: 0)
+
+    def call(cfg, q, shape, sms):
+        name = f"{cfg.decode_block_n}/{cfg.decode_num_warps}/{cfg.decode_num_stages}"
+        return lambda: (name, shape)
+    monkeypatch.setattr(triton_autotune, "decode_call", call)
+
+    def median(run):
+        name, shape = run()
+        if failing(name, shape):
+            raise RuntimeError("out of resource: shared memory, Required: 278528, Hardware limit: 232448")
+        return 0.5 if name.startswith("64/") and shape == 1 else 1.0
+    monkeypatch.setattr(triton_autotune, "_median_ms", median)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: type("P", (), {"multi_processor_count": 132}))
+
+
+def test_a_launch_the_device_cannot_build_is_left_out_of_the_tuning(monkeypatch, caplog):
+    _fake_timing(monkeypatch, lambda name, shape: name.startswith("64/") and name.endswith("/3") and shape == 1)
+    shapes = (triton_autotune.TuneShape(4, 8, 8), triton_autotune.TuneShape(4, 8, 16))
+    with caplog.at_level("WARNING", logger=triton_autotune.__name__):
+        out = triton_autotune.tune_decode(TritonAttentionConfig(), 16, 8, 128, torch.float32, torch.device("cpu"),
+                                          buckets=((1, shapes),))
+    # the 3-stage KV-64 launches failed at one shape: out; the fastest left is KV 64 at 2 stages
+    assert out["launches"] == [[1, 64, 4, 2]]
+    assert not any(name.startswith("64/") and name.endswith("/3") for name in out["timings_us"]["1"])
+    assert "not timed" in caplog.text and "278528" in caplog.text
+
+
+def test_no_candidate_left_keeps_the_default_launch(monkeypatch, caplog):
+    _fake_timing(monkeypatch, lambda name, shape: True)
+    with caplog.at_level("WARNING", logger=triton_autotune.__name__):
+        out = triton_autotune.tune_decode(TritonAttentionConfig(decode_block_n=64, decode_num_stages=3), 16, 8, 128,
+                                          torch.float32, torch.device("cpu"),
+                                          buckets=((1, (triton_autotune.TuneShape(4, 8, 8),)),))
+    assert out["launches"] == [[1, 64, 4, 3]] and "no candidate ran" in caplog.text
