@@ -60,3 +60,32 @@ def test_variants_built_side_by_side_are_the_ones_built_alone(monkeypatch, tmp_p
     assert prebuild([build(v, pooled) for v in variants], torch.device("cpu"), threads=3) == 0
     assert pooled.keys() == alone.keys() and all(pooled[k] == alone[k] for k in alone)
     assert len(list((tmp_path / "pooled").iterdir())) >= len(variants), "the pooled builds wrote their own entries"
+
+
+HOPPER_SHARED = 232448  # bytes of shared memory one program may take on an H100 / H200
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_latent_extend_fits_hopper_shared_memory_in_either_dtype(dtype):
+    """The latent extend kernel as `mla_extend` launches it for bf16 and float32 queries (the float32 query tile
+    is twice the size: its launch takes narrower latent tiles) asks for no more shared memory than an SM holds;
+    compiling alone does not check this, the launch fails on the GPU."""
+    import triton.language as tl
+
+    import torch
+
+    from tierlm.kernels.mla_extend import MLAExtendConfig, _mla_extend_kernel, launch_block_n
+
+    cfg = MLAExtendConfig()
+    wide = dtype == "fp32"
+    consts = dict(NUM_HEADS=16, LORA=512, ROPE=64, BLOCK_T=cfg.block_t, BLOCK_H=cfg.block_h,
+                  BLOCK_N=launch_block_n(cfg, torch.float32 if wide else torch.bfloat16), BLOCK_C=512, BLOCK_R=64,
+                  DOT_PRECISION="ieee" if wide else "tf32", WIDE=tl.float32 if wide else tl.bfloat16)
+    pointers = {"q_ends": "*i32", **({n: "*fp32" for n in ("q_ptr", "latent_buf", "out_ptr")} if wide else {})}
+    with cuda_compiler_or_skip():
+        compiled = compile_for_sm90(_mla_extend_kernel, consts, pointers, num_warps=cfg.num_warps,
+                                    num_stages=cfg.num_stages)
+        wider = compile_for_sm90(_mla_extend_kernel, {**consts, "BLOCK_N": cfg.block_n}, pointers,
+                                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    assert compiled.metadata.shared <= HOPPER_SHARED
+    assert wide == (wider.metadata.shared > HOPPER_SHARED), "float32 at the bf16 tile would not fit (else: no need)"

@@ -27,6 +27,12 @@ from tierlm.kernels.mla_tile import CAUSAL, WHOLE, latent_tile
 from tierlm.kernels.pool_dtype import compute_dtype, widen_q
 
 
+# Float32 queries: the program's query tile (block_t x block_h rows of the whole latent width) takes twice the
+# shared memory, and with 64-latent tiles the launch needs more than a Hopper SM holds; 16-latent tiles fit
+# (tests/kernels/test_sm90_compile.py)
+FP32_BLOCK_N = 16
+
+
 @dataclasses.dataclass(frozen=True)
 class MLAExtendConfig:
     """Launch parameters: `block_t` tokens x `block_h` heads per program (their product, the tile's rows, at
@@ -89,6 +95,11 @@ def _mla_extend_kernel(
                  mask=mask_m[:, None] & (offs_c < LORA)[None, :])
 
 
+def launch_block_n(config: MLAExtendConfig, dtype: torch.dtype) -> int:
+    """The latent tile a launch for `dtype` queries takes: the config's, at most `FP32_BLOCK_N` for float32."""
+    return min(config.block_n, FP32_BLOCK_N) if dtype == torch.float32 else config.block_n
+
+
 def mla_extend(q: torch.Tensor, latent_buf: torch.Tensor, out: torch.Tensor, req_to_token: torch.Tensor,
                req_rows: torch.Tensor, prefix_lens: torch.Tensor, qo_indptr: torch.Tensor, extend_lens: list[int],
                sm_scale: float, config: MLAExtendConfig = MLAExtendConfig(),
@@ -118,7 +129,8 @@ def mla_extend(q: torch.Tensor, latent_buf: torch.Tensor, out: torch.Tensor, req
         q, latent_buf, out, req_to_token, req_rows, prefix_lens, qo_indptr, ends,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), latent_buf.stride(0), req_to_token.stride(0),
         sm_scale * 1.4426950408889634, num_blocks,
-        NUM_HEADS=num_heads, LORA=lora, ROPE=rope, BLOCK_T=block_t, BLOCK_H=block_h, BLOCK_N=config.block_n,
+        NUM_HEADS=num_heads, LORA=lora, ROPE=rope, BLOCK_T=block_t, BLOCK_H=block_h,
+        BLOCK_N=launch_block_n(config, q.dtype),
         BLOCK_C=max(16, next_power_of_2(lora)), BLOCK_R=max(16, next_power_of_2(rope)),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", WIDE=compute_dtype(q.dtype, latent_buf.dtype),
         num_warps=config.num_warps, num_stages=config.num_stages,
