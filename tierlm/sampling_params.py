@@ -15,7 +15,8 @@ class SamplingParams:
     else is in the batch. `max_tokens=None` means "up to the context limit". `priority` orders admission
     when the engine runs with `--schedule-policy priority` (lower first, as in vLLM); other policies ignore it.
     The three penalties follow vLLM: the repetition penalty counts prompt and output tokens, presence and
-    frequency only output tokens (as OpenAI defines them); their neutral values turn them off.
+    frequency only output tokens (as OpenAI defines them); their neutral values turn them off. `logit_bias`
+    (OpenAI's) adds each listed token's bias, in [-100, 100], to its logit before the penalties and sampling.
     """
 
     max_tokens: Optional[int] = 16
@@ -27,6 +28,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     presence_penalty: float = 0.0  # OpenAI's: subtracted once from every token already in the output
     frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence of a token in the output
+    logit_bias: Optional[dict[int, float]] = None  # token id -> bias added to its logit (OpenAI's)
     seed: Optional[int] = None
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)

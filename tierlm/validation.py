@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 MAX_TOKEN_ID = 2**63 - 1
 # a repetition penalty past this scales a seen token's logit far beyond any other's: as good as a ban
 MAX_REPETITION_PENALTY = 100.0
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range of a logit bias: [-100, 100]
+# tokens one request may bias: each step uploads them again, so the host work per step stays bounded
+MAX_BIASED_TOKENS = 4096
 
 
 def check_text(text: str, param: str) -> None:
@@ -79,6 +82,8 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         value = getattr(params, name)
         if not is_number(value) or not -2.0 <= value <= 2.0:
             bad(name, f"must be in [-2, 2], got {value!r}")
+    if params.logit_bias is not None:
+        check_logit_bias(params.logit_bias, vocab_size)
     if params.logprobs is not None and (not is_int(params.logprobs) or not 0 <= params.logprobs <= 20):
         bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
     if params.seed is not None and (not is_int(params.seed) or not -2**63 <= params.seed < 2**64):
@@ -94,6 +99,19 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
     if params.stop and not params.detokenize:
         bad("stop", "strings need detokenize=True")
     check_token_ids(params.stop_token_ids, vocab_size, "stop_token_ids")
+
+
+def check_logit_bias(bias: object, vocab_size: Optional[int], param: str = "logit_bias") -> None:
+    """A map of at most `MAX_BIASED_TOKENS` token ids (in the vocabulary) to finite biases in [-100, 100]."""
+    if not isinstance(bias, dict):
+        raise RequestError(f"{param} must map token ids to biases, got {type(bias).__name__}", param)
+    if len(bias) > MAX_BIASED_TOKENS:
+        raise RequestError(f"{param}: at most {MAX_BIASED_TOKENS} tokens, got {len(bias)}", param)
+    check_token_ids(list(bias), vocab_size, param)
+    for token, value in bias.items():
+        if not is_number(value) or not -MAX_LOGIT_BIAS <= value <= MAX_LOGIT_BIAS:
+            raise RequestError(f"{param}: the bias of token {token} must be in [-{MAX_LOGIT_BIAS:g}, "
+                               f"{MAX_LOGIT_BIAS:g}], got {value!r}", param)
 
 
 def check_prompt_ids(ids: Sequence[object], vocab_size: Optional[int], max_model_len: int,

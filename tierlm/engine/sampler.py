@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from tierlm.engine.logit_bias import with_logit_bias
 from tierlm.engine.penalties import PenaltyBatch
 from tierlm.kvcache.req_table import TokenSink
 from tierlm.sampling_params import SamplingParams
@@ -120,18 +121,23 @@ class Sampler:
         """Next token per row (int64 tensor on the logits' device); with `sink`, also written to its sites.
         `logits` may be in the model's dtype: greedy rows take its argmax as is (widening is exact and keeps the
         order), the others are widened to float32 before any arithmetic. `penalties`: the rows' penalties
-        (`engine.penalties`), applied before the pick and advanced by the picked tokens."""
+        (`engine.penalties`), applied before the pick and advanced by the picked tokens; each row's `logit_bias`
+        before them (`engine.logit_bias`, on the torch path)."""
         # one pass over the batch (it runs every step): the sampled rows, their temperatures, whether any
         # filters its distribution and whether any has a generator of its own
-        rows, temps, filtered, seeded = [], [], False, False
+        rows, temps, filtered, seeded, biased = [], [], False, False, False
         for i, p in enumerate(params):
             if p.temperature != 0.0:  # not greedy
                 rows.append(i), temps.append(p.temperature)
                 filtered = filtered or p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0
                 seeded = seeded or generators[i] is not None
-        fusable = self._fused and not filtered and not seeded and (penalties is None or self.fused_penalties)
+            biased = biased or bool(p.logit_bias)
+        fusable = (self._fused and not filtered and not seeded and not biased
+                   and (penalties is None or self.fused_penalties))
         if fusable and (sink is not None or penalties is not None or len(rows) >= FUSED_MIN_ROWS):
             return self._pick(logits, [p.temperature for p in params] if rows else None, sink, penalties)
+        if biased:
+            logits = with_logit_bias(logits, params)
         if penalties is not None:
             logits = penalties.adjust(logits)
         tokens = self._sample(logits, params, generators, rows, temps, filtered)
