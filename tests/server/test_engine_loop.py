@@ -189,6 +189,8 @@ def test_wire_roundtrip():
     assert wire.row_to_output(wire.unpack(packed)["outs"][0]) == o
     p = SamplingParams(max_tokens=3, temperature=0.5, stop=["x"], seed=9, logprobs=2)
     assert wire.params_from_wire(wire.unpack(wire.pack(wire.add_msg("r", [1], p)))["p"]) == p
+    p = SamplingParams(logit_bias={5: -100.0, 2**40: 0.5})  # integer keys: maps unpack with string keys only
+    assert wire.params_from_wire(wire.unpack(wire.pack(wire.add_msg("r", [1], p)))["p"]) == p
     with pytest.raises(ValueError):
         wire.unpack(wire.pack([1, 2]))
 

@@ -12,7 +12,7 @@ from tierlm.server import formatting as fmt
 from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
 from tierlm.server.protocol import GenerateRequest, GenerateResponse, error_responses
-from tierlm.server.requests import fan_out, need_tokenizer, validated
+from tierlm.server.requests import fan_out, logit_bias, need_tokenizer, validated
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
 
@@ -28,7 +28,8 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     sp = body.sampling_params
     # the model's defaults (generation_config.json) for the sampling fields the request leaves unset
     defaults = {k: v for k, v in st.info.sampling_defaults.items() if k not in sp.model_fields_set}
-    params = SamplingParams(**{**sp.model_dump(), **defaults})
+    params = SamplingParams(**{**sp.model_dump(), **defaults,
+                               "logit_bias": logit_bias(sp.logit_bias, "sampling_params.logit_bias")})
     params.detokenize = st.tokenizer is not None  # without a tokenizer: token ids only
     validated(params, st.info, "sampling_params.")
     if body.input_ids is not None:

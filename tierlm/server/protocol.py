@@ -113,6 +113,7 @@ class NativeSamplingParams(StrictModel):
     repetition_penalty: float = Field(1.0, gt=0.0, le=MAX_REPETITION_PENALTY)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: Optional[dict[str, float]] = None  # OpenAI's: token id (as a string) -> bias in [-100, 100]
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     stop: list[str] = Field(default_factory=list, max_length=16)
     stop_token_ids: list[int] = Field(default_factory=list, max_length=64)

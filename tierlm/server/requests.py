@@ -65,7 +65,7 @@ def need_tokenizer(encoder: Optional[PromptEncoder], param: Optional[str] = None
 def unsupported(req: SamplingFields) -> None:
     """Refuse OpenAI features TierLM does not implement, unless given at their neutral value."""
     checks: list[tuple[str, Any, Any]] = [
-        ("logit_bias", req.logit_bias or None, None), ("no_stop_trim", req.no_stop_trim, False),
+        ("no_stop_trim", req.no_stop_trim, False),
         ("return_hidden_states", req.return_hidden_states, False)]
     if isinstance(req, CompletionRequest):
         checks += [("echo", req.echo or False, False), ("suffix", req.suffix or None, None)]
@@ -81,6 +81,19 @@ def unsupported(req: SamplingFields) -> None:
     for name, value, neutral in checks:
         if value is not None and value != neutral:
             raise APIError(400, f"{name} is not supported by TierLM", name, "unsupported")
+
+
+def logit_bias(bias: Optional[dict[str, float]], param: str = "logit_bias") -> Optional[dict[int, float]]:
+    """OpenAI's `logit_bias` (JSON keys are strings: token ids written in decimal) with integer keys; None when
+    absent or empty. Ranges are checked with the other sampling fields (`validation.check_logit_bias`)."""
+    if not bias:
+        return None
+    out = {}
+    for key, value in bias.items():
+        if not (key.isascii() and key.isdigit()) or len(key) > 19:
+            raise APIError(400, f"{param}: keys must be token ids written as decimal integers, got {key!r}", param)
+        out[int(key)] = value
+    return out
 
 
 def _stops(stop: Optional[Union[str, list[str]]]) -> list[str]:
@@ -116,6 +129,7 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         repetition_penalty=float(pick("repetition_penalty", req.repetition_penalty)),
         presence_penalty=float(pick("presence_penalty", req.presence_penalty)),
         frequency_penalty=float(pick("frequency_penalty", req.frequency_penalty)),
+        logit_bias=logit_bias(req.logit_bias),
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,

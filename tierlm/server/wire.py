@@ -54,12 +54,18 @@ def unpack(data: bytes) -> dict[str, Any]:
 
 
 def add_msg(rid: str, token_ids: list[int], params: SamplingParams) -> dict[str, Any]:
-    return {"t": ADD, "rid": rid, "ids": list(token_ids),
-            "p": {name: getattr(params, name) for name in _PARAM_FIELDS}}
+    p = {name: getattr(params, name) for name in _PARAM_FIELDS}
+    if params.logit_bias is not None:  # maps are unpacked with string keys only: token ids go as pairs
+        p["logit_bias"] = [[t, b] for t, b in params.logit_bias.items()]
+    return {"t": ADD, "rid": rid, "ids": list(token_ids), "p": p}
 
 
 def params_from_wire(d: dict[str, Any]) -> SamplingParams:
-    return SamplingParams(**{k: v for k, v in d.items() if k in _PARAM_FIELDS})
+    fields = {k: v for k, v in d.items() if k in _PARAM_FIELDS}
+    if isinstance(fields.get("logit_bias"), list):
+        fields["logit_bias"] = {pair[0]: pair[1] for pair in fields["logit_bias"]
+                                if isinstance(pair, list) and len(pair) == 2}
+    return SamplingParams(**fields)
 
 
 def output_to_row(o: StepOutput) -> tuple:
