@@ -3,7 +3,8 @@ captured pass's and a decode graph's inputs, a pass's expanded token inputs, the
 token pick; latent attention's decode and rope, the MoE's routing, expert and combine kernels) for Hopper
 (sm_90) on any machine, no GPU needed: a change to them fails here, with the compiler's
 message, before any GPU time is spent (the CPU interpreter checks meaning, not whether the kernel compiles).
-Prints shared memory per variant; the test suite compiles the same variants (tests/kernels/test_sm90_compile.py).
+Prints shared memory per variant (`--float32`: as a float32 model launches them); the test suite compiles the same
+variants (tests/kernels/test_sm90_compile.py).
 
 Shapes are Qwen3-0.6B's (bf16, 16 query / 8 KV heads, head_dim 128), DeepSeek-V2-Lite's for latent attention
 and the MoE. Usage:
@@ -24,7 +25,7 @@ from tierlm.kernels.decoupled_rope import _decoupled_rope_kernel
 from tierlm.kernels.fused_moe import _down_kernel, _gate_up_kernel
 from tierlm.kernels.longest_first import _longest_first_kernel
 from tierlm.kernels.mla_decode import _mla_decode_stage1, _mla_merge
-from tierlm.kernels.mla_extend import _mla_extend_kernel
+from tierlm.kernels.mla_extend import FP32_BLOCK_N, _mla_extend_kernel
 from tierlm.kernels.moe_combine import _combine_kernel
 from tierlm.kernels.moe_pairs import _pair_down_kernel, _pair_gate_up_kernel
 from tierlm.kernels.moe_route import _route_kernel
@@ -219,10 +220,34 @@ def compile_for_sm90(kernel, consts: dict, pointers: dict | None = None, num_war
                                                                            num_stages=num_stages, **options))
 
 
+HOPPER_SHARED = 232448  # bytes of shared memory one program may take on an H100 / H200
+
+
+def as_float32(variant: tuple[str, object, dict, dict]) -> tuple[str, object, dict, dict]:
+    """A variant as a float32 model launches it: bf16 tensors float32, tensor-core dots in IEEE precision."""
+    label, kernel, consts, pointers = variant
+    consts = {k: ("ieee" if v == "tf32" else tl.float32 if v is tl.bfloat16 else True if k == "IEEE" else v)
+              for k, v in consts.items()}
+    if kernel is _mla_extend_kernel:  # its float32 launch takes narrower latent tiles
+        consts["BLOCK_N"] = min(consts["BLOCK_N"], FP32_BLOCK_N)
+    pointers = {**{k: "*fp32" for k, v in POINTERS.items() if v == "*bf16"},
+                **{k: v.replace("bf16", "fp32") for k, v in pointers.items()}}
+    return label, kernel, consts, pointers
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--float32", action="store_true", help="The variants as a float32 model launches them "
+                    "(shared memory doubles where tiles are staged; OVER marks what no Hopper SM holds).")
+    ap.add_argument("--stages", type=int, default=2, help="Software pipeline depth of every launch.")
+    args = ap.parse_args()
     print(f"triton {triton.__version__}")
-    for label, kernel, consts, pointers in decode_variants():
-        print(f"{label:40s} shared {compile_for_sm90(kernel, consts, pointers).metadata.shared:6d} B")
+    for variant in decode_variants():
+        label, kernel, consts, pointers = as_float32(variant) if args.float32 else variant
+        shared = compile_for_sm90(kernel, consts, pointers, num_stages=args.stages).metadata.shared
+        print(f"{label:40s} shared {shared:6d} B{'  OVER' if shared > HOPPER_SHARED else ''}")
 
 
 if __name__ == "__main__":

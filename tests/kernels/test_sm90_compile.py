@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("triton")
 
-from benchmarks.decode_sm90_check import compile_for_sm90, decode_variants  # noqa: E402
+from benchmarks.decode_sm90_check import HOPPER_SHARED, compile_for_sm90, decode_variants  # noqa: E402
 from tests.kernels.sm90 import cuda_compiler_or_skip  # noqa: E402
 
 
@@ -60,9 +60,6 @@ def test_variants_built_side_by_side_are_the_ones_built_alone(monkeypatch, tmp_p
     assert prebuild([build(v, pooled) for v in variants], torch.device("cpu"), threads=3) == 0
     assert pooled.keys() == alone.keys() and all(pooled[k] == alone[k] for k in alone)
     assert len(list((tmp_path / "pooled").iterdir())) >= len(variants), "the pooled builds wrote their own entries"
-
-
-HOPPER_SHARED = 232448  # bytes of shared memory one program may take on an H100 / H200
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])
