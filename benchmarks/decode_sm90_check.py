@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 
+import torch
 import triton
 import triton.language as tl
 from triton.backends.compiler import GPUTarget
@@ -25,7 +26,7 @@ from tierlm.kernels.decoupled_rope import _decoupled_rope_kernel
 from tierlm.kernels.fused_moe import _down_kernel, _gate_up_kernel
 from tierlm.kernels.longest_first import _longest_first_kernel
 from tierlm.kernels.mla_decode import _mla_decode_stage1, _mla_merge
-from tierlm.kernels.mla_extend import FP32_BLOCK_N, _mla_extend_kernel
+from tierlm.kernels.mla_extend import MLAExtendConfig, _mla_extend_kernel, launch_block_n
 from tierlm.kernels.moe_combine import _combine_kernel
 from tierlm.kernels.moe_pairs import _pair_down_kernel, _pair_gate_up_kernel
 from tierlm.kernels.moe_route import _route_kernel
@@ -229,7 +230,7 @@ def as_float32(variant: tuple[str, object, dict, dict]) -> tuple[str, object, di
     consts = {k: ("ieee" if v == "tf32" else tl.float32 if v is tl.bfloat16 else True if k == "IEEE" else v)
               for k, v in consts.items()}
     if kernel is _mla_extend_kernel:  # its float32 launch takes narrower latent tiles
-        consts["BLOCK_N"] = min(consts["BLOCK_N"], FP32_BLOCK_N)
+        consts["BLOCK_N"] = launch_block_n(MLAExtendConfig(block_n=consts["BLOCK_N"]), torch.float32)
     pointers = {**{k: "*fp32" for k, v in POINTERS.items() if v == "*bf16"},
                 **{k: v.replace("bf16", "fp32") for k, v in pointers.items()}}
     return label, kernel, consts, pointers
