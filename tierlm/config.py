@@ -60,7 +60,8 @@ class EngineConfig:
     revision: Optional[str] = _opt(None, "Hub revision (branch, tag or commit) when --model is a hub id.", "model")
     load_format: str = _opt("auto", "'auto' reads safetensors; 'dummy' makes random weights of the configured shape.",
                             "model", choices=("auto", "dummy"))
-    dtype: str = _opt("auto", "Weight and activation dtype; 'auto' takes the checkpoint's (float32 on CPU).", "model",
+    dtype: str = _opt("auto", "Weight and activation dtype; 'auto' takes the checkpoint's, bfloat16 for a float32 "
+                      "checkpoint on a GPU (as vLLM), float32 on CPU.", "model",
                       choices=("auto", "float32", "bfloat16", "float16"))
     device: str = _opt("auto", "Device to run on; 'auto' picks CUDA when present.", "model",
                        choices=("auto", "cpu", "cuda"))

@@ -40,9 +40,10 @@ def test_building_in_restores_the_default_dtype_after_an_error():
 
 
 @pytest.mark.parametrize("stated, want, warned", [
-    ("float16", torch.float16, False), ("torch.float32", torch.float32, False), (None, torch.bfloat16, False),
+    ("float16", torch.float16, False), ("torch.float32", torch.bfloat16, False), ("bfloat16", torch.bfloat16, False),
+    (None, torch.bfloat16, False),
     ("float64", torch.bfloat16, True)])
-def test_auto_dtype_follows_the_config_and_names_a_dtype_it_cannot_compute_in(caplog, stated, want, warned):
+def test_auto_dtype_follows_the_config_float32_as_bf16_on_a_gpu_and_warns_of_an_unknown_one(caplog, stated, want, warned):
     from types import SimpleNamespace
 
     from tierlm.engine.model_runner import resolve_dtype
@@ -52,3 +53,4 @@ def test_auto_dtype_follows_the_config_and_names_a_dtype_it_cannot_compute_in(ca
         assert resolve_dtype("float16", cfg, torch.device("meta")) == torch.float16
     assert ("'float64'" in caplog.text and "--dtype" in caplog.text) == warned
     assert resolve_dtype("auto", cfg, torch.device("cpu")) == torch.float32
+    assert resolve_dtype("float32", cfg, torch.device("meta")) == torch.float32
