@@ -190,6 +190,11 @@ def test_a_launch_the_device_cannot_build_is_left_out_of_the_tuning(monkeypatch,
     assert out["launches"] == [[1, 64, 4, 2]]
     assert not any(name.startswith("64/") and name.endswith("/3") for name in out["timings_us"]["1"])
     assert "not timed" in caplog.text and "278528" in caplog.text
+    # one line for the bucket, naming every launch left out
+    left_out = ["/".join(map(str, v)) for v in itertools.product(*triton_autotune.CANDIDATES.values())
+                if v[0] == 64 and v[2] == 3]
+    assert left_out
+    assert caplog.text.count("not timed") == 1 and all(n in caplog.text for n in left_out)
 
 
 def test_no_candidate_left_keeps_the_default_launch(monkeypatch, caplog):

@@ -99,9 +99,12 @@ def _median_ms(run: Callable[[], None]) -> float:
     return triton.testing.do_bench_cudagraph(run, rep=25, return_mode="median")
 
 
-def time_candidates(base: TritonAttentionConfig, inputs: tuple, num_sms: int) -> dict[str, float]:
+def time_candidates(base: TritonAttentionConfig, inputs: tuple, num_sms: int,
+                    failed: dict[str, str] | None = None) -> dict[str, float]:
     """Median milliseconds of every candidate launch (both stages) on `decode_inputs`' tuple, by name
-    (`tile/warps/stages`); the candidates' kernels are built side by side first (`kernels.prebuild`)."""
+    (`tile/warps/stages`); the candidates' kernels are built side by side first (`kernels.prebuild`). A launch
+    this GPU cannot build or run (its shared memory) is no candidate: its error goes into `failed` by name, or
+    into a warning where no dict is given."""
     calls = {"/".join(map(str, values)): decode_call(dataclasses.replace(base, **dict(zip(CANDIDATES, values))),
                                                      *inputs, num_sms)
              for values in itertools.product(*CANDIDATES.values())}
@@ -110,8 +113,12 @@ def time_candidates(base: TritonAttentionConfig, inputs: tuple, num_sms: int) ->
     for name, run in calls.items():
         try:
             timed[name] = _median_ms(run)
-        except Exception as e:  # noqa: BLE001 - a launch this GPU cannot build (its shared memory) is no candidate
-            logger.warning("autotune %s %s: not timed (%s)", KERNEL, name, str(e).splitlines()[0] if str(e) else e)
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            why = str(e).splitlines()[0] if str(e) else repr(e)
+            if failed is None:
+                logger.warning("autotune %s %s: not timed (%s)", KERNEL, name, why)
+            else:
+                failed.setdefault(name, why)
     return timed
 
 
@@ -138,14 +145,18 @@ def tune_decode(base: TritonAttentionConfig, num_heads: int, num_kv_heads: int, 
     launches, all_timings = [], {}
     for min_batch, shapes in buckets:
         timings: dict[str, list[float]] = {}
+        failed: dict[str, str] = {}
         for shape in shapes:
             inputs = decode_inputs(num_heads, num_kv_heads, head_dim, dtype, device, shape.lengths(), page_size,
                                    kv_dtype)
-            for name, ms in time_candidates(base, inputs, sms).items():
+            for name, ms in time_candidates(base, inputs, sms, failed).items():
                 timings.setdefault(name, []).append(round(ms * 1e3, 2))
             del inputs
         # a launch that failed at any shape is left out; none left: the base launch, untuned
-        timings = {name: ts for name, ts in timings.items() if len(ts) == len(shapes)}
+        timings = {name: ts for name, ts in timings.items() if name not in failed}
+        if failed:
+            logger.warning("autotune %s from batch %d: %d launch(es) not timed, left out: %s (%s)", KERNEL,
+                           min_batch, len(failed), ", ".join(sorted(failed)), next(iter(failed.values())))
         if not timings:
             logger.warning("autotune %s from batch %d: no candidate ran; keeping the default launch", KERNEL,
                            min_batch)
