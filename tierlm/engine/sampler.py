@@ -22,10 +22,9 @@ from tierlm.utils.upload import upload
 # bench_sampler.py). With a sink or penalties it always replaces them: it also takes the store's launch, or the
 # penalties' dozen.
 FUSED_MIN_ROWS = 64
-# Penalized batches through the fused kernel: off until `benchmarks/penalty_check.py` shows its tokens equal to the
-# torch path's in the engine on a GPU (on its own, the sampler's did); until then the torch path applies the
-# penalties (`PenaltyBatch.adjust`, then `record`).
-FUSED_PENALTIES = False
+# Penalized batches through the fused kernel on a GPU; False sends them through the torch path
+# (`PenaltyBatch.adjust`, then `record`). `benchmarks/penalty_check.py` compares the two in the engine.
+FUSED_PENALTIES = True
 # A greedy batch's key: the kernel draws nothing for it, and a 64-bit value keeps it on the build sampling uses.
 _NO_KEY = 2**32
 _KEPT_TEMPERATURES = 8  # device vectors of one temperature kept for uniform batches (`Sampler._temperatures`)
