@@ -1,0 +1,62 @@
+"""How long the first request of each sampling kind takes after start-up, against the second of its kind.
+
+One engine (default Qwen3-0.6B, dummy weights) starts, then serves one request at a time, each kind twice in a
+row: greedy, sampled, top-k/top-p/min-p, seeded, logit bias, repetition penalty, logprobs (64 random prompt ids,
+2 tokens). A kind whose first request is much slower than its second loads kernels on first use that the
+start-up warm-up did not. `--no-torch-warm-up` leaves out the sampler's warm-up of its torch paths
+(`Sampler._warm_torch`); run once with and once without, each in a fresh process. Prints one line per kind.
+
+    python benchmarks/first_request_kinds.py [--model builtin:qwen3-0.6b] [--no-torch-warm-up]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+
+from tierlm import LLM, SamplingParams
+
+KINDS = {
+    "greedy": dict(temperature=0.0),
+    "sampled": dict(temperature=1.0),
+    "filtered": dict(temperature=0.7, top_k=20, top_p=0.95, min_p=0.01),
+    "seeded": dict(temperature=1.0, seed=1),
+    "logit_bias": dict(temperature=0.0, logit_bias={5: 2.0}),
+    "penalty": dict(temperature=0.0, repetition_penalty=1.05),
+    "logprobs": dict(temperature=0.0, logprobs=5),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="builtin:qwen3-0.6b")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-torch-warm-up", action="store_true", help="Leave out the sampler's torch-path warm-up.")
+    args = ap.parse_args()
+    if args.no_torch_warm_up:
+        from tierlm.engine.sampler import Sampler
+        Sampler._warm_torch = lambda self, vocab, dtype: None
+    opts = dict(load_format="dummy", skip_tokenizer_init=True, device=args.device)
+    if args.device == "cpu":
+        opts.update(dtype="float32", kv_cache_gb=0.05)
+    llm = LLM(args.model, **opts)
+    rng = random.Random(0)
+    vocab = llm.engine.model_config.vocab_size
+    print(f"device {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}, torch-path warm-up "
+          f"{'off' if args.no_torch_warm_up else 'on'}; ms per request of 2 tokens, first / second of its kind")
+    for name, kind in KINDS.items():
+        times = []
+        for _ in range(2):
+            prompt = [rng.randrange(vocab) for _ in range(64)]
+            params = SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False, **kind)
+            t0 = time.perf_counter()
+            llm.generate([prompt], [params])
+            times.append((time.perf_counter() - t0) * 1e3)
+        print(f"{name:12s} {times[0]:8.1f} / {times[1]:8.1f}")
+    llm.close()
+
+
+if __name__ == "__main__":
+    main()
