@@ -153,3 +153,26 @@ def test_a_batch_at_one_temperature_reads_a_kept_vector():
     for t in range(20):
         sampler._temperatures([0.1 + t / 10] * 3, torch.device("cpu"))
     assert len(sampler._uniform) <= 8
+
+
+def test_warm_up_runs_every_torch_path_and_leaves_the_draws_as_they_were(monkeypatch):
+    """The start-up warm-up takes each torch path a request can ask for once (so its first request does not load
+    their kernels), and a warmed sampler draws what a fresh one draws."""
+    from tierlm.engine import logit_bias, penalties, sampler as sampler_mod
+
+    seen = set()
+
+    def spy(name, fn):
+        return lambda *a, **kw: seen.add(name) or fn(*a, **kw)
+    monkeypatch.setattr(sampler_mod, "with_logit_bias", spy("bias", logit_bias.with_logit_bias))
+    monkeypatch.setattr(sampler_mod, "_filter_probs", spy("filters", _filter_probs))
+    monkeypatch.setattr(penalties.PenaltyBatch, "adjust", spy("adjust", penalties.PenaltyBatch.adjust))
+    monkeypatch.setattr(penalties.PenaltyBatch, "record", spy("record", penalties.PenaltyBatch.record))
+    monkeypatch.setattr(Sampler, "logprobs", staticmethod(spy("logprobs", Sampler.logprobs)))
+    monkeypatch.setattr(Sampler, "_merge", staticmethod(spy("merge", Sampler._merge)))
+    warmed, fresh = Sampler(torch.device("cpu"), 7), Sampler(torch.device("cpu"), 7)
+    warmed.warm_up(512, torch.float32)
+    assert seen == {"bias", "filters", "adjust", "record", "logprobs", "merge"}
+    logits = torch.randn(6, 512)
+    params = [SamplingParams(temperature=1.0)] * 3 + [SamplingParams(temperature=0.8, top_p=0.9)] * 3
+    assert torch.equal(warmed.sample(logits, params, [None] * 6), fresh.sample(logits, params, [None] * 6))
