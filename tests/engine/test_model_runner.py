@@ -43,7 +43,7 @@ def test_building_in_restores_the_default_dtype_after_an_error():
     ("float16", torch.float16, False), ("torch.float32", torch.bfloat16, False), ("bfloat16", torch.bfloat16, False),
     (None, torch.bfloat16, False),
     ("float64", torch.bfloat16, True)])
-def test_auto_dtype_follows_the_config_float32_as_bf16_on_a_gpu_and_warns_of_an_unknown_one(caplog, stated, want, warned):
+def test_auto_dtype_follows_the_config_float32_as_bf16_on_a_gpu(caplog, stated, want, warned):
     from types import SimpleNamespace
 
     from tierlm.engine.model_runner import resolve_dtype

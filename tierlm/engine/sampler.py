@@ -73,7 +73,7 @@ class Sampler:
     def warm_up(self, vocab: int, dtype: torch.dtype) -> None:
         """Build the fused kernel's variants (greedy, sampling; with and without a sink; with a sink, also with
         penalties, as the engine launches it) for logits of this dtype, so that no batch stops serving for a
-        compile. Then one pass of each torch path a request can ask for (filters, a seed, a logit bias, penalties
+        compile. Also one pass of each torch path a request can ask for (filters, a seed, a logit bias, penalties
         without the fused kernel, logprobs), so the first such request does not load their kernels."""
         self._warm_torch(vocab, dtype)
         if self._fused:
@@ -90,20 +90,22 @@ class Sampler:
                     self._pick(logits, [temp] * FUSED_MIN_ROWS, sink, pen)
 
     def _warm_torch(self, vocab: int, dtype: torch.dtype) -> None:
-        """Two passes of four rows through `sample`'s torch path, filtered and not, greedy, biased, seeded and
-        penalized rows among them, with a sink, then their logprobs; the generator is left as it was."""
+        """Two passes of four rows (greedy and biased, sampled, seeded, penalized) through `sample`'s torch path
+        with a sink, then their logprobs: filtered with every row's penalties, then unfiltered with only row 3's.
+        The generator is left as it was."""
         dev = self.generator.device
         state = self.generator.get_state()
         logits = torch.randn(4, vocab, device=dev, generator=torch.Generator(dev).manual_seed(0)).to(dtype)
         table = torch.zeros(4, 16, dtype=torch.int32, device=dev)  # a row stride the engine's tables share
         rows = torch.arange(4, dtype=torch.int32, device=dev)
         marks = torch.zeros(2, vocab, dtype=torch.int32, device=dev)
-        for filters in ({"top_k": 5, "top_p": 0.9, "min_p": 0.01}, {}):
+        for filters, penalized in (({"top_k": 5, "top_p": 0.9, "min_p": 0.01}, None), ({}, torch.tensor([3]))):
             params = [SamplingParams(temperature=0.0, logit_bias={0: 1.0}, logprobs=2),
                       SamplingParams(temperature=1.0, **filters), SamplingParams(temperature=1.0, seed=0),
                       SamplingParams(temperature=1.0, repetition_penalty=1.1)]
             gens = [None, None, torch.Generator(dev).manual_seed(0), None]
-            penalties = PenaltyBatch(marks, rows.remainder(2), torch.ones(4, 3, device=dev))
+            penalties = PenaltyBatch(marks, rows.remainder(2), torch.ones(4, 3, device=dev),
+                                     None if penalized is None else penalized.to(dev))
             tokens = self.sample(logits, params, gens, TokenSink(table, rows, rows.remainder(2)), penalties)
             self.logprobs(logits, tokens, params)
         self.generator.set_state(state)
