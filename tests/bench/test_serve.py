@@ -53,6 +53,11 @@ def check_report(r: dict, n: int) -> dict:
     for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
         st = s[name]
         assert set(st) == {"mean", "p50", "p90", "p99"}
+        if name == "itl_ms" and st["p50"] is None:
+            # a stream behind the engine sends its waiting tokens in one event (a loaded machine's chat requests
+            # can get all four so): no request had a gap between two events to measure
+            assert set(st.values()) == {None}, st
+            continue
         assert 0 < st["p50"] <= st["p90"] <= st["p99"], (name, st)
     assert s["ttft_ms"]["p99"] <= s["e2el_ms"]["p99"]
     assert len(r["requests"]) == n and all(set(row) == ROW_KEYS and row["ok"] for row in r["requests"])
