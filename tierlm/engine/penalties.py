@@ -49,13 +49,15 @@ class PenaltyBatch:
     factors: torch.Tensor
     rows: Optional[torch.Tensor] = None  # the penalized rows (int64), when not every row is
 
-    def adjust(self, logits: torch.Tensor) -> torch.Tensor:
-        """The pass's logits as float32 with every row's penalties applied (a new tensor). Only the penalized rows
-        are computed: a few penalized requests in a large batch cost a few rows' work."""
+    def adjust(self, logits: torch.Tensor, own: bool = False) -> torch.Tensor:
+        """The pass's logits as float32 with every row's penalties applied (a new tensor, unless `own`: float32
+        logits the caller made for this pass, written in place). Only the penalized rows are computed: a few
+        penalized requests in a large batch cost a few rows' work."""
         if self.rows is None:
             f = self.factors
             return penalize(logits.float(), self.marks[self.slots.long()], f[:, 0], f[:, 1], f[:, 2])
-        out = logits.to(torch.float32, copy=True)  # a copy even of float32 logits: logprobs read the original
+        # a copy even of float32 logits (logprobs read the original), unless they are the caller's own
+        out = logits if own and logits.dtype == torch.float32 else logits.to(torch.float32, copy=True)
         f = self.factors[self.rows]
         out[self.rows] = penalize(out[self.rows], self.marks[self.slots[self.rows].long()], f[:, 0], f[:, 1], f[:, 2])
         return out

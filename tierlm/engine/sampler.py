@@ -6,6 +6,7 @@ sampler can run while the host prepares the next step.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Optional, Sequence
 
@@ -56,6 +57,16 @@ def _filter_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> tor
     return probs / probs.sum(dim=-1, keepdim=True)
 
 
+def _dummy_sink_and_penalties(rows: int, vocab: int, device: torch.device) -> tuple[TokenSink, PenaltyBatch]:
+    """A warm-up pass's token sink (row i writes `table[i % 2, i]`, a table whose row stride, at least 64, the
+    engine's tables share) and penalties (row i in slot i % 2 of a zeroed table of marks)."""
+    sites = torch.arange(rows, dtype=torch.int32, device=device)
+    table = torch.zeros(2, max(rows, 64), dtype=torch.int32, device=device)
+    marks = torch.zeros(2, vocab, dtype=torch.int32, device=device)
+    return (TokenSink(table, sites.remainder(2), sites),
+            PenaltyBatch(marks, sites.remainder(2), torch.ones(rows, 3, device=device)))
+
+
 class Sampler:
     """Greedy, temperature, top-k, top-p, min-p. Unseeded rows share one draw (exponential race, one kernel);
     seeded rows draw from their own generator, so the same seed gives the same output whatever else is in
@@ -79,11 +90,7 @@ class Sampler:
         if self._fused:
             dev = self.generator.device
             logits = torch.zeros(FUSED_MIN_ROWS, vocab, dtype=dtype, device=dev)
-            table = torch.zeros(2, FUSED_MIN_ROWS, dtype=torch.int32, device=dev)
-            sites = torch.arange(FUSED_MIN_ROWS, dtype=torch.int32, device=dev)
-            marks = torch.zeros(2, vocab, dtype=torch.int32, device=dev)
-            penalties = PenaltyBatch(marks, sites.remainder(2), torch.ones(FUSED_MIN_ROWS, 3, device=dev))
-            stored = TokenSink(table, sites.remainder(2), sites)
+            stored, penalties = _dummy_sink_and_penalties(FUSED_MIN_ROWS, vocab, dev)
             variants = [(None, None), (stored, None)] + ([(stored, penalties)] if self.fused_penalties else [])
             for sink, pen in variants:
                 for temp in (0.0, 1.0):
@@ -96,17 +103,14 @@ class Sampler:
         dev = self.generator.device
         state = self.generator.get_state()
         logits = torch.randn(4, vocab, device=dev, generator=torch.Generator(dev).manual_seed(0)).to(dtype)
-        table = torch.zeros(4, 16, dtype=torch.int32, device=dev)  # a row stride the engine's tables share
-        rows = torch.arange(4, dtype=torch.int32, device=dev)
-        marks = torch.zeros(2, vocab, dtype=torch.int32, device=dev)
-        for filters, penalized in (({"top_k": 5, "top_p": 0.9, "min_p": 0.01}, None), ({}, torch.tensor([3]))):
+        sink, every_row = _dummy_sink_and_penalties(4, vocab, dev)
+        for filters, penalties in (({"top_k": 5, "top_p": 0.9, "min_p": 0.01}, every_row),
+                                   ({}, dataclasses.replace(every_row, rows=torch.tensor([3], device=dev)))):
             params = [SamplingParams(temperature=0.0, logit_bias={0: 1.0}, logprobs=2),
                       SamplingParams(temperature=1.0, **filters), SamplingParams(temperature=1.0, seed=0),
                       SamplingParams(temperature=1.0, repetition_penalty=1.1)]
             gens = [None, None, torch.Generator(dev).manual_seed(0), None]
-            penalties = PenaltyBatch(marks, rows.remainder(2), torch.ones(4, 3, device=dev),
-                                     None if penalized is None else penalized.to(dev))
-            tokens = self.sample(logits, params, gens, TokenSink(table, rows, rows.remainder(2)), penalties)
+            tokens = self.sample(logits, params, gens, sink, penalties)
             self.logprobs(logits, tokens, params)
         self.generator.set_state(state)
 
@@ -159,9 +163,9 @@ class Sampler:
         if fusable and (sink is not None or penalties is not None or len(rows) >= FUSED_MIN_ROWS):
             return self._pick(logits, [p.temperature for p in params] if rows else None, sink, penalties)
         if biased:
-            logits = with_logit_bias(logits, params)
+            logits = with_logit_bias(logits, params)  # a float32 copy of the pass's own
         if penalties is not None:
-            logits = penalties.adjust(logits)
+            logits = penalties.adjust(logits, own=biased)
         tokens = self._sample(logits, params, generators, rows, temps, filtered)
         if penalties is not None:
             penalties.record(tokens)
