@@ -6,6 +6,7 @@ import contextlib
 import logging
 from typing import Any, AsyncIterator, Optional
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -67,6 +68,7 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await client.start()
+        await _warm_up(encoder)
         state.ready = True
         try:
             yield
@@ -93,6 +95,16 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
         app.add_middleware(APIKeyMiddleware, api_key=config.api_key)
     app.add_middleware(RequestCountMiddleware, metrics=metrics_)
     return app
+
+
+async def _warm_up(encoder: Optional[PromptEncoder]) -> None:
+    """Before the server reports ready: load what the first request would otherwise load on its path (anyio's
+    asyncio backend, imported on a streaming response's first task group; the tokenizer's threads and chat
+    template)."""
+    async with anyio.create_task_group():
+        pass
+    if encoder is not None:
+        await encoder.warm_up()
 
 
 def _document_model_name(app: FastAPI, name: str) -> None:

@@ -9,6 +9,7 @@ Two guards keep one request from stalling the others:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Callable, Optional, TypeVar
 
 from tierlm.errors import PromptTooLongError
@@ -69,6 +70,16 @@ class PromptEncoder:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run other tokenizer work (e.g. a chat template) in a worker thread."""
         return await asyncio.to_thread(fn, *args)
+
+    async def warm_up(self) -> None:
+        """Tokenize a short text and render a one-message conversation through the chat template (if any) once,
+        in the worker threads, so the first request pays neither the threads' start nor the template's compile.
+        A template that cannot render it is left to the first real request, which reports its error."""
+        await self.encode("Hello", "warm_up")
+        if getattr(self.tokenizer, "chat_template", None):
+            with contextlib.suppress(Exception):
+                await self.run(lambda: self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True))
 
     def _encode(self, text: str, add_special_tokens: bool) -> tuple[int, Optional[list[int]]]:
         if self._backend is not None:
