@@ -161,6 +161,17 @@ def test_abort_stats_and_malformed(harness):
     assert msg["qid"] == 7 and msg["stats"]["num_running"] == 0
 
 
+def test_malformed_logit_bias_on_the_wire_is_rejected(harness):
+    """A `logit_bias` entry that is not a [token, bias] pair fails the request (400), never drops silently."""
+    for rid, pairs in (("short", [[5]]), ("map", [{"5": 1.0}]), ("three", [[5, 1.0, 2]])):
+        msg = add(rid, [1])
+        msg["p"]["logit_bias"] = pairs
+        harness.send(msg)
+        assert drain(harness, {rid})[rid] == [400, True]
+    harness.send(add("ok", [1], max_tokens=2))
+    assert drain(harness, {"ok"})["ok"][-2:] == ["length", True]
+
+
 def test_failing_step_aborts_and_loop_survives(harness):
     harness.send(add("boom1", [1]))
     seen = drain(harness, {"boom1"})

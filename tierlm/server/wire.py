@@ -63,8 +63,10 @@ def add_msg(rid: str, token_ids: list[int], params: SamplingParams) -> dict[str,
 def params_from_wire(d: dict[str, Any]) -> SamplingParams:
     fields = {k: v for k, v in d.items() if k in _PARAM_FIELDS}
     if isinstance(fields.get("logit_bias"), list):
-        fields["logit_bias"] = {pair[0]: pair[1] for pair in fields["logit_bias"]
-                                if isinstance(pair, list) and len(pair) == 2}
+        pairs = fields["logit_bias"]
+        if not all(isinstance(pair, list) and len(pair) == 2 for pair in pairs):
+            raise ValueError("logit_bias: each entry on the wire must be a [token id, bias] pair")
+        fields["logit_bias"] = dict(pairs)
     return SamplingParams(**fields)
 
 
