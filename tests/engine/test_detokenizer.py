@@ -92,6 +92,17 @@ def test_a_stop_string_ends_the_text_before_it(tokenizer):
     assert hit == "STOP" and got == " one two "
 
 
+@pytest.mark.parametrize("stop", [["ne", "o"], ["o", "ne"], ["wo", "tw"], ["e", "on", "x"]])
+def test_the_earliest_stop_string_ends_the_text_whatever_their_order(tokenizer, stop):
+    """A piece can hold several stop strings: the text ends before the first to occur, so it holds none."""
+    tokens = [tokenizer.encode(w)[0] for w in (" one", " two")]
+    assert tokenizer.decode(tokens) == " one two"
+    got, hit = _stream(tokenizer, tokenizer.encode("count:"), tokens, stop=stop)
+    first = min((s for s in stop if s in " one two"), key=" one two".find)
+    assert hit == first and got == " one two"[:" one two".find(first)]
+    assert not any(s in got for s in stop)
+
+
 def _pieces(detok, outputs, switch_at=None):
     """What a stream shows after each token (the stop string hit last); `switch_at`: from that token on the
     Python decoding takes over, as after the Rust decoder refuses a token."""

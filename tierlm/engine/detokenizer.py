@@ -92,12 +92,15 @@ class IncrementalDetokenizer:
             return None
         start = max(0, len(self.text) - self._hold)
         self.text += piece
+        # the earliest match of any stop string ends the text, so it contains none of them whatever their order
+        hit, at = None, len(self.text)
         for s in self.stop:
-            pos = self.text.find(s, start)
+            pos = self.text.find(s, start, at + len(s) - 1)  # a match that begins before `at`
             if pos != -1:
-                self.text = self.text[:pos]
-                return s
-        return None
+                hit, at = s, pos
+        if hit is not None:
+            self.text = self.text[:at]
+        return hit
 
     def _python_piece(self) -> Optional[str]:
         """The text the last token of `ids` completes, or None while it completes nothing (two decodes)."""
