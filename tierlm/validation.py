@@ -72,8 +72,8 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         bad("temperature", f"must be >= 0, got {params.temperature!r}")
     if not is_number(params.top_p) or not 0.0 < params.top_p <= 1.0:
         bad("top_p", f"must be in (0, 1], got {params.top_p!r}")
-    if not is_int(params.top_k) or (params.top_k != -1 and params.top_k < 1):
-        bad("top_k", f"must be -1 (off) or >= 1, got {params.top_k!r}")
+    if not is_int(params.top_k) or params.top_k < -1:  # 0 and -1 both mean off (vLLM's and transformers' 0)
+        bad("top_k", f"must be -1 or 0 (off) or >= 1, got {params.top_k!r}")
     if not is_number(params.min_p) or not 0.0 <= params.min_p <= 1.0:
         bad("min_p", f"must be in [0, 1], got {params.min_p!r}")
     if not is_number(params.repetition_penalty) or not 0.0 < params.repetition_penalty <= MAX_REPETITION_PENALTY:

@@ -25,7 +25,7 @@ def llm(tiny_qwen3):
     ("hi", SamplingParams(temperature=-0.5), "temperature"),
     ("hi", SamplingParams(top_p=0.0), "top_p"),
     ("hi", SamplingParams(top_p=1.5), "top_p"),
-    ("hi", SamplingParams(top_k=0), "top_k"),
+    ("hi", SamplingParams(top_k=-2), "top_k"),
     ("hi", SamplingParams(min_p=2.0), "min_p"),
     ([10**9], SamplingParams(), "token ids"),
     ([5, None, 6], SamplingParams(), "token ids"),

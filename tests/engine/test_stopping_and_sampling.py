@@ -55,6 +55,13 @@ def test_seed_reproducible_and_independent_of_batch(llm):
     assert other != alone
 
 
+def test_top_k_0_is_off_like_minus_1(llm):
+    """0 (vLLM's and transformers' spelling of off) samples exactly as -1 does."""
+    draws = [llm.generate(PROMPT, SamplingParams(temperature=1.0, top_k=k, max_tokens=12, seed=5,
+                                                 ignore_eos=True))[0].token_ids for k in (0, -1, 2)]
+    assert draws[0] == draws[1] != draws[2]
+
+
 def test_top_k_1_is_greedy(llm):
     sampled = llm.generate(PROMPT, SamplingParams(temperature=1.3, top_k=1, max_tokens=12, ignore_eos=True))[0]
     assert sampled.token_ids == greedy(llm, n=12).token_ids

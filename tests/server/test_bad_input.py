@@ -93,7 +93,7 @@ CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
     ("separate-reasoning-string", CH, chat(separate_reasoning="yes"), None, 400, "separate_reasoning"),
     ("generate-both-inputs", GEN, {"input_ids": [1, 2], "text": "hi"}, None, 400, "input_ids"),
     ("generate-no-input", GEN, {"sampling_params": {}}, None, 400, "input_ids"),
-    ("generate-top-k-zero", GEN, {"input_ids": [1, 2], "sampling_params": {"top_k": 0}}, None, 400, "top_k"),
+    ("generate-top-k-below-off", GEN, {"input_ids": [1, 2], "sampling_params": {"top_k": -2}}, None, 400, "top_k"),
     ("generate-unknown-param", GEN, {"input_ids": [1], "sampling_params": {"beam": 4}}, None, 400,
      "sampling_params.beam"),
     ("generate-negative-token", GEN, {"input_ids": [-3]}, None, 400, "input_ids"),

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-tokens", type=int, default=64, help="Most new tokens per prompt (default: 64).")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0).")
     g.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (default: 1).")
-    g.add_argument("--top-k", type=int, default=-1, help="Keep the k most likely tokens; -1 = off (default).")
+    g.add_argument("--top-k", type=int, default=-1, help="Keep the k most likely tokens; -1 or 0 = off (default -1).")
     g.add_argument("--min-p", type=float, default=0.0, help="Drop tokens below min_p x the top probability.")
     g.add_argument("--repetition-penalty", type=float, default=1.0,
                    help="> 1 discourages tokens already in the prompt or output (vLLM's; default: 1 = off).")
