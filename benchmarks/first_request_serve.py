@@ -76,7 +76,8 @@ def one_run(args: argparse.Namespace, serve_flags: list[str]) -> list[float]:
     cmd = [sys.executable, "-m", "tierlm", "serve", "--model", args.model, "--port", str(port), *serve_flags]
     with open(os.devnull, "w") as sink:
         # `-m` puts the working directory first on the path: run in the tree itself
-        proc = subprocess.Popen(cmd, env=env, cwd=args.code, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, cwd=args.code, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         wait_ready(port, proc, args.start_timeout)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:

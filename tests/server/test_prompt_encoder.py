@@ -1,4 +1,4 @@
-"""`PromptEncoder`: the start-up warm-up renders the chat template once and survives a template that fails."""
+"""`PromptEncoder`: the start-up warm-up tokenizes and renders the chat template once, and survives failing."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +22,8 @@ class FakeTokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         self.calls.append("encode")
+        if self.fail:
+            raise ValueError("this tokenizer refuses the warm-up's text")
         return [0] * len(text)
 
     def apply_chat_template(self, messages: list[dict], tokenize: bool, add_generation_prompt: bool) -> str:
@@ -39,9 +41,10 @@ def test_warm_up_encodes_and_renders_the_template_once(template: Any, calls: lis
     assert tok.calls == calls
 
 
-def test_warm_up_leaves_a_failing_template_to_the_first_request() -> None:
+def test_warm_up_leaves_failures_to_the_first_request() -> None:
     tok = FakeTokenizer(fail=True)
     enc = PromptEncoder(tok, max_model_len=64)
     asyncio.run(enc.warm_up())
     assert tok.calls == ["encode", "template"]
+    tok.fail = False
     assert asyncio.run(enc.encode("abc", "prompt")) == [0, 0, 0]

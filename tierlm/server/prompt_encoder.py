@@ -74,8 +74,9 @@ class PromptEncoder:
     async def warm_up(self) -> None:
         """Tokenize a short text and render a one-message conversation through the chat template (if any) once,
         in the worker threads, so the first request pays neither the threads' start nor the template's compile.
-        A template that cannot render it is left to the first real request, which reports its error."""
-        await self.encode("Hello", "warm_up")
+        A failure is left to the first real request, which reports it (a template that needs a system message)."""
+        with contextlib.suppress(Exception):
+            await self.encode("Hello", "warm_up")
         if getattr(self.tokenizer, "chat_template", None):
             with contextlib.suppress(Exception):
                 await self.run(lambda: self.tokenizer.apply_chat_template(
