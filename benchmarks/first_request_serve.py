@@ -2,7 +2,7 @@
 
 Starts `python -m tierlm serve` anew for each run (from `--code`'s tree, so two checkouts compare on one
 machine), waits for /health, then sends one streamed request at a time through the standard library's
-`http.client`: completion, completion, chat, chat, each a new short prompt of 4 tokens. A first request slower
+`http.client`: completion, completion, chat, chat, each a new short prompt, 4 tokens out. A first request slower
 than the second of its kind pays for something start-up left undone. Prints one line per request position: the
 median and the spread of its TTFT over the runs.
 
@@ -96,7 +96,8 @@ def main() -> None:
     argv = sys.argv[1:]
     serve_flags = argv[argv.index("--") + 1:] if "--" in argv else []
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="model directory (absolute, or relative to --code) or builtin: name")
+    ap.add_argument("--model", required=True,
+                    help="model directory (absolute, or relative to --code) or builtin: name")
     ap.add_argument("--runs", type=int, default=5, help="fresh servers, one after another")
     ap.add_argument("--code", default=".", help="the source tree to run the server from")
     ap.add_argument("--start-timeout", type=float, default=600.0)

@@ -28,7 +28,7 @@ class FakeTokenizer:
 
     def apply_chat_template(self, messages: list[dict], tokenize: bool, add_generation_prompt: bool) -> str:
         self.calls.append("template")
-        assert messages == [{"role": "user", "content": "Hello"}] and not tokenize and add_generation_prompt
+        self.rendered = (messages, tokenize, add_generation_prompt)
         if self.fail:
             raise ValueError("this template needs a system message")
         return "rendered"
@@ -39,6 +39,8 @@ def test_warm_up_encodes_and_renders_the_template_once(template: Any, calls: lis
     tok = FakeTokenizer(template)
     asyncio.run(PromptEncoder(tok, max_model_len=64).warm_up())
     assert tok.calls == calls
+    if template:  # one user message, rendered as text with the generation prompt, as a chat request renders it
+        assert tok.rendered == ([{"role": "user", "content": "Hello"}], False, True)
 
 
 def test_warm_up_leaves_failures_to_the_first_request() -> None:
