@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 
 from tierlm.errors import PromptTooLongError
 from tierlm.validation import check_text, prompt_too_long
-
-T = TypeVar("T")
 
 
 def longest_token_chars(tokenizer: Any) -> int:
@@ -67,9 +65,10 @@ class PromptEncoder:
             raise prompt_too_long(n, self.max_model_len, param)
         return ids
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run other tokenizer work (e.g. a chat template) in a worker thread."""
-        return await asyncio.to_thread(fn, *args)
+    async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> str:
+        """`messages` through the tokenizer's chat template, as text, in a worker thread."""
+        return await asyncio.to_thread(self.tokenizer.apply_chat_template, messages, tokenize=False,
+                                       add_generation_prompt=add_generation_prompt)
 
     async def warm_up(self) -> None:
         """Tokenize a short text and render a one-message conversation through the chat template (if any) once,
@@ -79,8 +78,7 @@ class PromptEncoder:
             await self.encode("Hello", "warm_up")
         if getattr(self.tokenizer, "chat_template", None):
             with contextlib.suppress(Exception):
-                await self.run(lambda: self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True))
+                await self.render_chat([{"role": "user", "content": "Hello"}], add_generation_prompt=True)
 
     def _encode(self, text: str, add_special_tokens: bool) -> tuple[int, Optional[list[int]]]:
         if self._backend is not None:

@@ -196,17 +196,11 @@ def _messages(req: ChatCompletionRequest, encoder: PromptEncoder) -> list[dict[s
 
 async def chat_prompt(req: ChatCompletionRequest, encoder: PromptEncoder) -> tuple[list[int], str]:
     """Render the messages through the model's chat template; (token ids, rendered text)."""
-    tokenizer = encoder.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
+    if not getattr(encoder.tokenizer, "chat_template", None):
         raise APIError(400, "this model has no chat template; use /v1/completions", "messages", "no_chat_template")
     messages = _messages(req, encoder)
-
-    def render() -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=req.add_generation_prompt is not False)
-
     try:
-        text = await encoder.run(render)
+        text = await encoder.render_chat(messages, add_generation_prompt=req.add_generation_prompt is not False)
     except Exception as e:  # noqa: BLE001  (templates raise their own errors for unsupported conversations)
         raise APIError(400, f"messages could not be rendered with the chat template: {e}", "messages") from None
     return await encoder.encode(text, "messages", add_special_tokens=False), text
