@@ -135,13 +135,18 @@ def test_offline_bench_workload_past_the_models_context(tiny_qwen3, capsys):
 
 
 def test_offline_bench_repetition_penalty(tiny_qwen3, capsys, monkeypatch):
-    """Every timed request carries --repetition-penalty (the warm-up's none); a bad value is refused by name."""
+    """Every timed request carries --repetition-penalty (the bench's warm-up's none); a bad value is refused by
+    name. The engine's own start-up requests are not counted."""
     from tierlm.engine.engine import Engine
 
     seen, real_add = [], Engine.add_request
-    monkeypatch.setattr(Engine, "add_request",
-                        lambda self, rid, ids, params, **kw: (seen.append(params.repetition_penalty),
-                                                              real_add(self, rid, ids, params, **kw))[1])
+
+    def add(self, rid, ids, params, cache=True):
+        if cache:  # (the start-up's requests are kept out of the caches)
+            seen.append(params.repetition_penalty)
+        return real_add(self, rid, ids, params, cache=cache)
+
+    monkeypatch.setattr(Engine, "add_request", add)
     rc = main(["bench", "offline", "--model", str(tiny_qwen3), "--load-format", "auto", "--device", "cpu",
                "--dtype", "float32", "--kv-cache-gb", "0.01", "--page-size", "4", "--num-requests", "3",
                "--input-len", "5", "12", "--output-len", "3", "6", "--repetition-penalty", "1.2", "--json"])

@@ -149,7 +149,7 @@ def check(name: str, root: Path) -> str:
     if case == "decode":  # batches of 1-3 requests padded to 1, 2 or 4 rows, new pages taken along the way
         steps: list[tuple[int, int]] = []
         install_decode(steps)
-        got, modes, _ = run_staggered(model, **OPTS)
+        got, modes, _ = run_staggered(model, started=steps.clear, **OPTS)  # the start-up's runs not counted
         # 3 requests (padded to 4) take the balanced launch the interpreter's config gives them, fewer the other
         if len(steps) != modes.count("decode") or (4, 1) not in steps or any(v for bs, v in steps if bs < 4):
             return f"padded decode runs (size, variant) {steps} for modes {modes}"
@@ -157,14 +157,14 @@ def check(name: str, root: Path) -> str:
     runs: list[tuple[int, int]] = []
     if case == "prefill":  # chunks of up to 5 tokens (some after a cached prefix) padded to 4 or 8 rows
         install(runs, decode_sizes=(), prefill_tokens=(4, 8))
-        got, modes, _ = run_staggered(model, **OPTS)
+        got, modes, _ = run_staggered(model, started=runs.clear, **OPTS)
         # every prefill pass ran padded, one of them closing with a one-token chunk (no decode graphs here:
         # the extend launch takes it as any other chunk)
         if len(runs) != modes.count("prefill") or not any(size > chunks for chunks, size in runs):
             return f"padded runs {runs} for modes {modes}"
         return "ok" if got == ref else f"tokens differ: {got} vs {ref}"
     install(runs)
-    got, modes, _ = run_staggered(model, enable_mixed_chunk=True, max_mixed_tokens=BUDGET, **OPTS)
+    got, modes, _ = run_staggered(model, started=runs.clear, enable_mixed_chunk=True, max_mixed_tokens=BUDGET, **OPTS)
     # every mixed step ran padded (chunks, then decodes); small prefill passes may too
     if sum(size > chunks for chunks, size in runs) != modes.count("mixed") or "mixed" not in modes:
         return f"padded runs {runs} for modes {modes}"

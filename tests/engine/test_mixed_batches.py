@@ -6,6 +6,8 @@ for per-head (torch) and latent (torch MLA) attention, with and without overlap 
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 
 from tests.conftest import CPU_OPTS
@@ -26,10 +28,13 @@ GREEDY = SamplingParams(temperature=0, max_tokens=9, ignore_eos=True, detokenize
 
 
 def run_staggered(model_dir, every: int = 2, prompts: list[list[int]] = PROMPTS, rounds: int = 2,
-                  params: SamplingParams = GREEDY, **opts) -> tuple[list[list[int]], list[str], int]:
+                  params: SamplingParams = GREEDY, started: Callable[[], object] = lambda: None,
+                  **opts) -> tuple[list[list[int]], list[str], int]:
     """Add one request every `every` steps (`rounds` times over: later rounds hit the prefix cache);
-    return each request's tokens, the mode of every scheduled batch and the number of retractions."""
+    return each request's tokens, the mode of every scheduled batch and the number of retractions. `started`
+    is called once the engine has started (its warm-up done), before the first request."""
     engine = Engine(EngineConfig(model=str(model_dir), **{**CPU_OPTS, "max_prefill_tokens": 5, **opts}))
+    started()
     modes: list[str] = []
     schedule = engine.scheduler.schedule
 

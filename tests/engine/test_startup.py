@@ -6,6 +6,7 @@ from tierlm.config import EngineConfig
 from tierlm.engine import startup
 from tierlm.engine.engine import Engine
 from tierlm.kvcache.dma import DIRECT_MIN_PAGES
+from tierlm.sampling_params import SamplingParams
 
 
 def test_warm_up_leaves_no_cache_entry_or_counter(tiny_qwen3):
@@ -34,6 +35,29 @@ def test_warm_up_runs_a_mixed_step_when_mixed_steps_are_on(tiny_qwen3):
     assert stats["kv_used_tokens"] == 0 and stats["kv_cached_tokens"] == 0 and stats["requests_total"] == 0
     assert not engine.has_unfinished()
     engine.kv.check_no_leak(engine.live_pages())
+
+
+def test_cpu_start_runs_the_host_warm_up_and_leaves_no_trace(tiny_qwen3, monkeypatch):
+    ran = []
+    real = startup.run_aborted
+    monkeypatch.setattr(startup, "run_aborted", lambda engine, prompts, *a, **k: ran.append(list(prompts))
+                        or real(engine, prompts, *a, **k))
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), seed=3, **CPU_OPTS))
+    assert ran == [["__warmup__"]]
+    stats = engine.stats()
+    assert stats["kv_used_tokens"] == 0 and stats["kv_cached_tokens"] == 0
+    assert stats["generated_tokens_total"] == 0 and stats["requests_total"] == 0 and not engine.has_unfinished()
+    engine.kv.check_no_leak(engine.live_pages())
+    # the engine's random stream is where an engine without the warm-up starts it: unseeded draws alike
+    monkeypatch.setattr(startup, "warm_up_host", lambda engine: None)
+    cold = Engine(EngineConfig(model=str(tiny_qwen3), seed=3, **CPU_OPTS))
+    params = SamplingParams(temperature=1.0, max_tokens=12, ignore_eos=True, detokenize=False)
+    tokens: list[list[int]] = [[], []]
+    for e, got in zip((engine, cold), tokens):
+        e.add_request("a", [5, 6, 7, 8, 9], params)
+        while e.has_unfinished():
+            got += [t for out in e.step() for t in out.new_token_ids]
+    assert tokens[0] == tokens[1] and len(tokens[0]) == 12
 
 
 def test_compiled_artifacts_names_kernel_dirs_and_what_compiled_since(tmp_path, monkeypatch):

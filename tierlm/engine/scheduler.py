@@ -58,9 +58,10 @@ class Scheduler:
 
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
-        # L3 -> host, in background (also while it waits behind what is ahead of it)
-        req.expected_prefill = self.kv.prefetch_start(req.request_id, req.token_ids[:req.prompt_len - 1],
-                                                      self._prefill_ahead)
+        # L3 -> host, in background (also while it waits behind what is ahead of it); a request kept out of the
+        # caches (a warm-up) asks no store, so it neither waits for one nor takes the cost model's first probe
+        req.expected_prefill = req.prompt_len if not req.cacheable else self.kv.prefetch_start(
+            req.request_id, req.token_ids[:req.prompt_len - 1], self._prefill_ahead)
         self.waiting.append(req)
         self._by_id[req.request_id] = req
 

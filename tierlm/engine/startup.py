@@ -1,4 +1,4 @@
-"""Start-up work of an engine: a warm-up request on CUDA, sealing the AOT tree, and a report of what had to be
+"""Start-up work of an engine: warm-up requests (fewer on a CPU), sealing the AOT tree, and a report of what had to be
 compiled, counted from torch's own counters and the kernel binaries that appeared (never inferred from time)."""
 from __future__ import annotations
 
@@ -78,6 +78,29 @@ def warm_up(engine: Any) -> None:
     if engine.scheduler.mixed.max_tokens > 0:
         warm_mixed(engine, ids, params)
     calibrate_prefill(engine)
+    _reset_counters(engine)
+
+
+def warm_up_host(engine: Any) -> None:
+    """The warm-up of an engine that runs on the CPU: one short greedy request (a prefill and a decode step),
+    aborted, and one pass of each of the sampler's paths, so the first user request does not pay for the first
+    use of torch's CPU kernels and buffers. Nothing compiles or captures there, so the rest of `warm_up` does
+    not apply. The engine's random generator is left as it was."""
+    from tierlm.sampling_params import SamplingParams
+
+    n = min(2 * engine.kv.page_size + 3, engine.max_model_len - 8)
+    if n < 1:
+        return
+    rng = random.Random(0)
+    ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(n)]
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True, detokenize=False)
+    run_aborted(engine, {"__warmup__": ids}, params, tokens=2)
+    engine.sampler.warm_up(engine.model_config.vocab_size, engine.worker.runner.dtype)
+    _reset_counters(engine)
+
+
+def _reset_counters(engine: Any) -> None:
+    """Zero the engine's counters and clock after a warm-up, so metrics count user requests only."""
     for key in engine.counters:
         engine.counters[key] = 0
     engine.clock.reset()
@@ -118,11 +141,11 @@ def warm_tiers(engine: Any) -> None:
 
 def run_aborted(engine: Any, prompts: dict[str, list[int]], params: Any, tokens: int) -> float:
     """Run requests (request id -> prompt ids), all queued at once, each until it has `tokens` output tokens,
-    then abort it (nothing of it is cached or backed up); returns the seconds from their arrival to the first
-    token of any (0: refused)."""
+    then abort it (nothing of it is cached or backed up, no store is asked for it); returns the seconds from their
+    arrival to the first token of any (0: refused)."""
     t0, first = time.perf_counter(), 0.0
     for request_id, ids in prompts.items():
-        engine.add_request(request_id, ids, params)
+        engine.add_request(request_id, ids, params, cache=False)
     while engine.has_unfinished():
         for out in engine.step():
             if out.num_output_tokens >= 1 and not first:
@@ -151,12 +174,12 @@ def warm_burst(engine: Any, ids: list[int], params: Any) -> None:
 def warm_mixed(engine: Any, ids: list[int], params: Any) -> None:
     """Run one mixed step (a prompt's prefill beside a decoding request) so the first mixed step under load
     does not compile its kernels; both requests are aborted."""
-    engine.add_request("__warmup_decode__", ids, params)
+    engine.add_request("__warmup_decode__", ids, params, cache=False)
     added = False
     while engine.has_unfinished():
         for out in engine.step():
             if out.request_id == "__warmup_decode__" and out.num_output_tokens >= 1 and not added:
-                engine.add_request("__warmup_mixed__", list(reversed(ids)), params)
+                engine.add_request("__warmup_mixed__", list(reversed(ids)), params, cache=False)
                 added = True
             elif out.request_id == "__warmup_mixed__" and out.num_output_tokens >= 2:
                 engine.abort_request("__warmup_mixed__")
@@ -202,7 +225,7 @@ def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional
 
 
 def finish(engine: Any, probe: Probe) -> dict:
-    """Warm up (CUDA), seal the AOT tree, and report what this start compiled.
+    """Warm up (`warm_up` on CUDA, `warm_up_host` on a CPU), seal the AOT tree, and report what this start compiled.
 
     `compilations` is the sum of torch's counters since `probe` (zero: Dynamo traced nothing and Inductor
     compiled nothing); `new_kernels` counts kernel binaries that appeared in the AOT tree (or, without one,
@@ -211,6 +234,8 @@ def finish(engine: Any, probe: Probe) -> dict:
     runner = engine.worker.runner
     if engine.device.type == "cuda":
         warm_up(engine)
+    else:
+        warm_up_host(engine)
     tree: Optional[Any] = runner.aot
     now = torch_compile_counts()
     counts = {k: now[k] - probe.counts[k] for k in now}
