@@ -60,6 +60,23 @@ def test_cpu_start_runs_the_host_warm_up_and_leaves_no_trace(tiny_qwen3, monkeyp
     assert tokens[0] == tokens[1] and len(tokens[0]) == 12
 
 
+def test_start_up_requests_ask_no_store(tiny_qwen3, tmp_path):
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), enable_hicache=True, kv_store=f"file://{tmp_path}/l3",
+                                 **CPU_OPTS))
+    try:
+        asked, start = [], engine.kv.prefetcher.start
+        engine.kv.prefetcher.start = lambda rid, *a: asked.append(rid) or start(rid, *a)
+        params = SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True, detokenize=False)
+        startup.run_aborted(engine, {"__warmup__": list(range(3, 20))}, params, tokens=2)
+        assert asked == [] and engine.stats()["tiers"]["prefetch"]["probes"] == 0
+        engine.add_request("user", list(range(3, 20)), params)
+        while engine.has_unfinished():
+            engine.step()
+        assert asked == ["user"]
+    finally:
+        engine.close()
+
+
 def test_compiled_artifacts_names_kernel_dirs_and_what_compiled_since(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     assert startup.compiled_artifacts() == {}
