@@ -7,6 +7,7 @@ import logging
 from typing import Any, AsyncIterator, Optional
 
 import anyio
+import fastapi.routing
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -69,6 +70,7 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await client.start()
         await _warm_up(encoder)
+        warm_routes(app)
         state.ready = True
         try:
             yield
@@ -105,6 +107,25 @@ async def _warm_up(encoder: Optional[PromptEncoder]) -> None:
         pass
     if encoder is not None:
         await encoder.warm_up()
+
+
+def warm_routes(app: FastAPI) -> None:
+    """Have FastAPI note each endpoint's source file and line now rather than on the endpoint's first request:
+    it reads and tokenizes the endpoint's source then (for its error messages) and keeps the result. Through a
+    private function of FastAPI's (`fastapi.routing._extract_endpoint_context`): where a FastAPI lacks it,
+    nothing is done and the first request pays as before."""
+    extract = getattr(fastapi.routing, "_extract_endpoint_context", None)
+    if not callable(extract):
+        return
+    pending = list(app.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)  # a router included lazily (newer FastAPI)
+        pending.extend(getattr(included, "routes", None) or getattr(route, "routes", None) or [])
+        call = getattr(getattr(route, "dependant", None), "call", None)
+        if call is not None:
+            with contextlib.suppress(Exception):  # a warm-up: the endpoint's first request pays instead
+                extract(call)
 
 
 def _document_model_name(app: FastAPI, name: str) -> None:
