@@ -57,7 +57,7 @@ def main() -> None:
         for _ in range(2):
             prompt = [rng.randrange(vocab) for _ in range(64)]
             params = SamplingParams(max_tokens=2, ignore_eos=True, detokenize=False, **kind)
-            with _profiled(args.trace_first and not traces[1:]) as prof:
+            with _profiled(args.trace_first and len(traces) < 2) as prof:  # the first two requests
                 t0 = time.perf_counter()
                 llm.generate([prompt], [params])
                 times.append((time.perf_counter() - t0) * 1e3)

@@ -64,8 +64,7 @@ def warm_up(engine: Any) -> None:
     """
     from tierlm.sampling_params import SamplingParams
 
-    rng = random.Random(0)
-    ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(2 * engine.kv.page_size + 3)]
+    ids = _warm_ids(engine, 2 * engine.kv.page_size + 3)
     params = SamplingParams(temperature=0.7, max_tokens=8, ignore_eos=True, detokenize=False)
     run_aborted(engine, {"__warmup__": ids}, params, tokens=3)
     warm_burst(engine, ids, params)
@@ -91,12 +90,17 @@ def warm_up_host(engine: Any) -> None:
     n = min(2 * engine.kv.page_size + 3, engine.max_model_len - 8)
     if n < 1:
         return
-    rng = random.Random(0)
-    ids = [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(n)]
+    ids = _warm_ids(engine, n)
     params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True, detokenize=False)
     run_aborted(engine, {"__warmup__": ids}, params, tokens=2)
     engine.sampler.warm_up(engine.model_config.vocab_size, engine.worker.runner.dtype)
     _reset_counters(engine)
+
+
+def _warm_ids(engine: Any, n: int) -> list[int]:
+    """`n` fixed pseudo-random prompt ids of a warm-up request (from the first 1,000 of the vocabulary)."""
+    rng = random.Random(0)
+    return [rng.randrange(min(engine.model_config.vocab_size, 1000)) for _ in range(n)]
 
 
 def _reset_counters(engine: Any) -> None:

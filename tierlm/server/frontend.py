@@ -69,8 +69,7 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await client.start()
-        await _warm_up(encoder)
-        warm_routes(app)
+        await _warm_up(encoder, app)
         state.ready = True
         try:
             yield
@@ -99,14 +98,16 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
     return app
 
 
-async def _warm_up(encoder: Optional[PromptEncoder]) -> None:
+async def _warm_up(encoder: Optional[PromptEncoder], app: Optional[FastAPI] = None) -> None:
     """Before the server reports ready: load what the first request would otherwise load on its path (anyio's
     asyncio backend, imported on a streaming response's first task group; the tokenizer's threads and chat
-    template)."""
+    template; FastAPI's context of each endpoint, `warm_routes`)."""
     async with anyio.create_task_group():
         pass
     if encoder is not None:
         await encoder.warm_up()
+    if app is not None:
+        warm_routes(app)
 
 
 def warm_routes(app: FastAPI) -> None:
