@@ -95,6 +95,8 @@ def _print_traces(traces: list) -> None:
         print("\n== device work in the first traced request only")
         for key in sorted(kernels[0] - kernels[1]):
             print("  ", key[:110])
+        if not kernels[0] - kernels[1]:
+            print("   none (the second request launched every kernel the first did)")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ class LLM:
                 engine.add_request(rid, ids, p)
             except RequestError as e:
                 results[rid].finish_reason, results[rid].error = "error", str(e)
-        bar = tqdm(total=len(order), desc="Generating", disable=not use_tqdm)
+        # a tqdm, even disabled, takes a lock and starts a monitor thread on its first instance in a process
+        bar = tqdm(total=len(order), desc="Generating") if use_tqdm else None
         while engine.has_unfinished():
             for out in engine.step():
                 res = results[out.request_id]
@@ -83,8 +84,10 @@ class LLM:
                 res.num_cached_tokens = out.num_cached_tokens
                 if out.finished:
                     res.finish_reason, res.error = out.finish_reason, out.error
-                    bar.update(1)
-        bar.close()
+                    if bar is not None:
+                        bar.update(1)
+        if bar is not None:
+            bar.close()
         return [results[rid] for rid in order]
 
     def close(self) -> None:
