@@ -20,6 +20,7 @@ import time
 import torch
 
 from tierlm.attention.base import ForwardBatch
+from tierlm.engine.graph_upload import upload
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class DecodeGraphRunner:
                 with torch.cuda.graph(graph, pool=pool):
                     out = self._forward(bs, variant)
                 self.graphs[bs, variant] = (graph, out)
+                upload(graph)
         torch.cuda.synchronize()
         logger.info("captured %d decode CUDA graphs (batch sizes 1..%d) in %.1f s", len(self.graphs), max_bs,
                     time.perf_counter() - t0)

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.engine.graph_upload import upload
 from tierlm.kernels.step_metadata import pad_mixed_inputs
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class MixedGraphRunner:
                 with torch.cuda.graph(graph, pool=pool):
                     hidden = self._forward(n, d)
                 self.graphs[n, d] = (graph, hidden)
+                upload(graph)
         torch.cuda.synchronize(dev)
         logger.info("captured %d mixed-step CUDA graphs (%s tokens, up to %d decodes) and %d prefill-pass graphs "
                     "(up to %d tokens) in %.1f s", len(self.graphs) - len(self.prefill_tokens),

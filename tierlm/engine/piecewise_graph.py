@@ -29,6 +29,7 @@ from typing import Any, Optional
 import torch
 
 from tierlm.attention.base import AttentionBackend, ForwardBatch
+from tierlm.engine.graph_upload import upload
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class PiecewiseGraphRunner:
         hidden = self.model(self._batch(n), cut)
         graphs[-1].capture_end()
         self.graphs[n] = (graphs, cut.layers, cut.inputs, hidden)
+        for graph in graphs:
+            upload(graph, stream)
 
     def can_run(self, batch: ForwardBatch) -> bool:
         """Any pass of up to `max_tokens` tokens: the pieces are token-wise, so a decode batch larger than the
