@@ -23,7 +23,8 @@ http = "httptools" if u.find_spec("httptools") else "h11"
 print(f"uvicorn here: loop {loop}, http {http}")
 PY
 cpu_s() {  # PID: user + system CPU seconds of that process (its threads included)
-  python3 -c 'import os, sys; f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split(); print((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"))' "$1"
+  python3 -c 'import os, sys; f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split(); print(
+    (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"))' "$1"
 }
 echo "req/s  out tok/s  TTFT p50/p99 ms  TPOT p50/p99 ms  frontend CPU us/token"
 for rate in $rates; do

@@ -18,7 +18,8 @@ run() {  # REV RATE
   (cd "$tree" && PYTHONPATH=$tree exec python3 -m tierlm serve --model "$work/model" --device cpu --dtype float32 \
     --skip-tokenizer-init --port "$port" > "$work/$1-$2.log" 2>&1) &
   local pid=$!
-  wait_ready "http://127.0.0.1:$port/health" "$pid" 120 || { echo "server of $1 did not start"; kill "$pid" 2>/dev/null; return; }
+  wait_ready "http://127.0.0.1:$port/health" "$pid" 120 \
+    || { echo "server of $1 did not start"; kill "$pid" 2>/dev/null; return; }
   (cd "$tree" && PYTHONPATH=$tree python3 -m tierlm bench serve --base-url "http://127.0.0.1:$port" --num-prompts "$N" \
     --random-input-len "$IN_LEN" --random-output-len "$OUT_LEN" --random-vocab-size 200 --request-rate "$2" --seed 0 \
     --json "$work/$1-$2.json" --disable-tqdm > /dev/null 2>&1) || echo "bench serve failed for $1 at $2 req/s"
@@ -26,7 +27,8 @@ run() {  # REV RATE
   python3 - "$work/$1-$2.json" "$1" "$2" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
-print(f"{sys.argv[2]:<12}{sys.argv[3]:>6}{s['output_tok_per_s']:>11.0f}{s['ttft_ms']['p50']:>9.1f}/{s['ttft_ms']['p99']:<8.1f}"
+print(f"{sys.argv[2]:<12}{sys.argv[3]:>6}{s['output_tok_per_s']:>11.0f}"
+      f"{s['ttft_ms']['p50']:>9.1f}/{s['ttft_ms']['p99']:<8.1f}"
       f"{s['tpot_ms']['p50']:>9.2f}/{s['tpot_ms']['p99']:<8.2f}")
 PY
 }

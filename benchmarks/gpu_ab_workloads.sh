@@ -10,7 +10,8 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # ab_dirs, side_dir, side_root
 ab_dirs "$1" "${2:-ab-workloads}"
-IFS=';' read -r -a loads <<< "${WORKLOADS:---kv-cache-dtype fp8;--num-requests 64 --input-len 3000 4000 --output-len 200 300}"
+IFS=';' read -r -a loads \
+  <<< "${WORKLOADS:---kv-cache-dtype fp8;--num-requests 64 --input-len 3000 4000 --output-len 200 300}"
 i=0
 for args in "${loads[@]}"; do
   i=$((i + 1))

@@ -66,10 +66,12 @@ for model in $MODELS; do
   else
     echo "== $model: offline capacity ($NOFF requests, $IN_LEN in / $OUT_LEN out)"
     if ! python3 -m tierlm bench offline "${common[@]}" --num-requests "$NOFF" --input-len "$IN_LEN" "$IN_LEN" \
-        --output-len "$OUT_LEN" "$OUT_LEN" --temperature 0 --json > "$out/$name-offline.json" 2> "$out/$name-offline.err"; then
+        --output-len "$OUT_LEN" "$OUT_LEN" --temperature 0 --json > "$out/$name-offline.json" \
+        2> "$out/$name-offline.err"; then
       echo "offline benchmark failed:"; tail -n 5 "$out/$name-offline.err"; continue
     fi
-    capacity=$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["tierlm"]; print(round(int(sys.argv[2]) / t["elapsed_s"], 3))' \
+    capacity=$(python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["tierlm"]; print(round(int(sys.argv[2]) /
+        t["elapsed_s"], 3))' \
                "$out/$name-offline.json" "$NOFF")
     echo "   capacity $capacity req/s"
   fi
@@ -99,7 +101,8 @@ for model in $MODELS; do
       n=$(python3 -c "import math; print(max(32, math.ceil($rate * $RUN_S)))")
       for rep in $(seq 1 "$REPEATS"); do
         tag=$name-$mode-$load$([ "$REPEATS" -gt 1 ] && echo "-r$rep")
-        echo "   mixed $mode, load $load: $rate req/s, $n requests$([ "$REPEATS" -gt 1 ] && echo ", run $rep of $REPEATS")"
+        echo \
+          "   mixed $mode, load $load: $rate req/s, $n requests$([ "$REPEATS" -gt 1 ] && echo ", run $rep of $REPEATS")"
         python3 -m tierlm bench serve --base-url "http://127.0.0.1:$port" --num-prompts "$n" \
           --random-input-len "$IN_LEN" --random-output-len "$OUT_LEN" --request-rate "$rate" --seed $((rep - 1)) \
           --label "$name mixed=$mode load=$load" --json "$out/$tag.json" \
@@ -141,7 +144,8 @@ for model in models:
     stats = {}
     for mode in modes:
         for ld in loads:
-            tags = [f"{name}-{mode}-{ld}"] if repeats == 1 else [f"{name}-{mode}-{ld}-r{i}" for i in range(1, repeats + 1)]
+            tags = [f"{name}-{mode}-{ld}"] if repeats == 1 else [f"{name}-{mode}-{ld}-r{i}"
+                                                                 for i in range(1, repeats + 1)]
             runs = [r for r in (load(f"{out}/{t}.json") for t in tags) if r is not None]
             if not runs:
                 print(f"{name:<14}{mode:>6}{ld:>6}   (no result)")

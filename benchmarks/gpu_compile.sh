@@ -70,7 +70,8 @@ def load(name):
     except (OSError, ValueError):
         return None
 print("\n== --compile: offline throughput and batch-1 TPOT (same run, same root) ==")
-print(f"{'model':<7}{'mode':<9}{'out tok/s':>11}{'TPOT p50 ms':>13}{'b1 TPOT p50 ms':>16}{'start-up s':>12}{'compilations':>14}")
+print(f"{'model':<7}{'mode':<9}{'out tok/s':>11}{'TPOT p50 ms':>13}{'b1 TPOT p50 ms':>16}{'start-up s':>12}"
+      f"{'compilations':>14}")
 for tag in ("qwen", "llama"):
     for mode in ("eager", "compile"):
         o, b = load(f"{tag}-{mode}-offline.json"), load(f"{tag}-{mode}-b1.json")
@@ -95,6 +96,7 @@ if s:
         if "skipped" in c:
             print(f"{c['mode']:<9}{c['root']:<10}  skipped: {c['skipped']}")
             continue
-        print(f"{c['mode']:<9}{c['root']:<10}{c['construct_s']:>12.2f}{c['first_token_s']:>15.2f}{c['process_s']:>11.2f}"
+        print(f"{c['mode']:<9}{c['root']:<10}{c['construct_s']:>12.2f}{c['first_token_s']:>15.2f}"
+              f"{c['process_s']:>11.2f}"
               f"{c['compilations']:>14}{c['new_kernels']:>13}{c['vs_cold']:>9.0%}")
 PY

@@ -4,7 +4,8 @@
 # against longest first, KV tile 64/128, graph-replayed; the sort's own time), then Qwen3-0.6B's offline
 # workload (`tierlm bench offline`, nano-vllm, dummy weights) with `decode_longest_first` at each of FROM (0:
 # never) through benchmarks/with_attention_config.py, ROUNDS rounds in turn after one uncounted run that fills
-# the cache root; last, `read_floor.py --sizes-mb` (how fast one kernel reads buffers of the sizes of the linears). About 7 minutes.
+# the cache root; last, `read_floor.py --sizes-mb` (how fast one kernel reads buffers of the sizes of the linears).
+# About 7 minutes.
 # Usage: [SHAPES=...] [FROM="0 16"] [ROUNDS=2] bash benchmarks/gpu_decode_lpt.sh [OUTDIR]
 set -uo pipefail
 out=${1:-decode-lpt}; mkdir -p "$out"; out=$(cd "$out" && pwd)

@@ -36,7 +36,8 @@ model=${MODEL:-builtin:llama-3.1-8b}
 read -r -a gpus <<< "${GPUS-0 1}"
 read -r -a engine_flags <<< "${ENGINE_FLAGS---kv-cache-gb 16}"
 read -r -a client_flags <<< "${CLIENT_FLAGS:-}"
-read -r -a prefetch_flags <<< "${PREFETCH_FLAGS:---hicache-prefetch-policy wait_complete --hicache-prefetch-threshold 64}"
+read -r -a prefetch_flags \
+  <<< "${PREFETCH_FLAGS:---hicache-prefetch-policy wait_complete --hicache-prefetch-threshold 64}"
 modes=${MODES:-"aware-shared aware-private rr-shared rr-private"}
 seed=${SEED:-0}
 deadline=$((SECONDS + ${BUDGET_S:-510}))
@@ -75,8 +76,10 @@ print(" ".join(m for m in ("fastapi", "uvicorn", "zmq", "aiohttp", "redis", "sgl
 PY
 )
 if [ -n "$missing" ]; then echo "missing Python packages: $missing"; exit 2; fi
-if [ -z "$redis_bin" ] || [ ! -x "$redis_bin" ]; then echo "redis-server not found: put it on PATH or set REDIS_SERVER"; exit 2; fi
-command -v setsid > /dev/null || { echo "setsid not found (util-linux): each server must lead its own process group"; exit 2; }
+if [ -z "$redis_bin" ] || [ ! -x "$redis_bin" ]; then \
+  echo "redis-server not found: put it on PATH or set REDIS_SERVER"; exit 2; fi
+command -v setsid > /dev/null \
+  || { echo "setsid not found (util-linux): each server must lead its own process group"; exit 2; }
 
 tok_flags=()
 if [ -n "${TOKENIZER:-}" ]; then
@@ -133,7 +136,8 @@ run_mode() {  # MODE: fresh replicas (and Redis), a warm-up per replica, the rou
   done
   local ok=1
   for i in 0 1; do
-    wait_ready "${urls[$i]}/health" "${rep_pids[$i]}" "$(at_most 300)" || { ok=0; tail -n 5 "$out/$mode-replica-$([ $i = 0 ] && echo a || echo b).log"; }
+    wait_ready "${urls[$i]}/health" "${rep_pids[$i]}" "$(at_most 300)" \
+      || { ok=0; tail -n 5 "$out/$mode-replica-$([ $i = 0 ] && echo a || echo b).log"; }
   done
   if [ $ok = 1 ]; then
     echo "   replicas ready after $((SECONDS - t0)) s; warm-up"
@@ -142,7 +146,8 @@ run_mode() {  # MODE: fresh replicas (and Redis), a warm-up per replica, the rou
     for i in 0 1; do
       timeout "$(at_most 120)" python3 benchmarks/fleet_multiturn.py --url "${urls[$i]}" --model fleet \
         "${client_flags[@]}" --num-conversations 2 --num-rounds 2 --seed $((seed + 1000 + i)) \
-        > "$out/$mode-warmup-$i.txt" 2>&1 || echo "   warm-up of replica $i failed: $(tail -n 1 "$out/$mode-warmup-$i.txt")"
+        > "$out/$mode-warmup-$i.txt" 2>&1 \
+        || echo "   warm-up of replica $i failed: $(tail -n 1 "$out/$mode-warmup-$i.txt")"
     done
     rport=$(free_port)
     setsid python3 -m sglang_router.launch_router --host 127.0.0.1 --port "$rport" --prometheus-host 127.0.0.1 \
@@ -154,9 +159,11 @@ run_mode() {  # MODE: fresh replicas (and Redis), a warm-up per replica, the rou
       timeout "$(at_most $(($(left) - 20)))" python3 benchmarks/fleet_multiturn.py --url "http://127.0.0.1:$rport" \
         --model fleet "${client_flags[@]}" --seed "$seed" --json > "$out/$mode.json" 2> "$out/$mode.err"
       local rc=$?
-      [ $rc = 0 ] || { echo "   client exit $rc: $(tail -n 1 "$out/$mode.err")"; [ -s "$out/$mode.json" ] || rm -f "$out/$mode.json"; }
+      [ $rc = 0 ] || { echo "   client exit $rc: $(tail -n 1 "$out/$mode.err")"; \
+        [ -s "$out/$mode.json" ] || rm -f "$out/$mode.json"; }
       for i in 0 1; do
-        python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+        python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1],
+            timeout=10).read().decode())' \
           "${urls[$i]}/stats" > "$out/$mode-stats-$i.json" 2>/dev/null || rm -f "$out/$mode-stats-$i.json"
       done
     else

@@ -34,4 +34,5 @@ if [ -n "${MULTITURN:-}" ]; then  # the engine: multi-turn conversations over an
     echo "== multiturn $side"; grep -v "^INFO\|it/s\|s/it" "$out/mt-$side.txt" | tail -n 16
   done
 fi
-for f in "$out"/a-fp8-r*.txt "$out"/b-fp8-r*.txt "$out/a-auto.txt"; do echo "== $(basename "$f")"; grep -A6 "^batch" "$f"; done
+for f in "$out"/a-fp8-r*.txt "$out"/b-fp8-r*.txt "$out/a-auto.txt"; do \
+  echo "== $(basename "$f")"; grep -A6 "^batch" "$f"; done

@@ -2,7 +2,8 @@
 # `--kv-cache-dtype fp8` on one GPU: decode attention alone at two shapes over a bf16 pool (the default launch)
 # and an fp8 one (every launch variant of the sweep, graph-replayed);
 # the GPU tests (the kernels over an fp8 pool against torch, bit for bit where they store; the Triton backends,
-# per-head and latent, against the torch ones; engine greedy parity and prefix hits); then Qwen3-0.6B with the KV cache in the
+# per-head and latent, against the torch ones; engine greedy parity and prefix hits);
+# then Qwen3-0.6B with the KV cache in the
 # model's dtype ("auto") and in fp8, one cache root for both: the offline workload (nano-vllm's; a first run
 # per dtype fills the cache root and is not counted, then ROUNDS (1) rounds in the order auto fp8), decode
 # steps at 64 and 256 requests of about 512 tokens and 16 and 64 of 8,192, and the decode tunings chosen.
@@ -20,7 +21,8 @@ for dtype in auto fp8; do
     | grep -v -i warn > "$out/sweep-$dtype.txt"
   tail -n 3 "$out/sweep-$dtype.txt"
 done
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py tests/attention/test_triton_backend.py \
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py \
+  tests/attention/test_triton_backend.py \
   tests/attention/test_mla_triton.py \
   -k fp8 2>&1 | tail -n 4
 offline() {  # DTYPE TAG

@@ -40,7 +40,8 @@ python3 benchmarks/show_tuned.py "$TIERLM_CACHE_DIR" > "$out/tuned.txt"
 python3 benchmarks/offline_summary.py "$out"/cold-*.json "$out"/r*.json "$out"/b1-*.json
 if [ "${GOALS:-1}" = 1 ]; then
   for setting in 1 0; do
-    echo "== Llama-3.1-8B, decode_fused_rope=$setting"; grep -v "^INFO" "$out/llama-rope$setting.txt" | grep -A3 "^decode steps"
+    echo "== Llama-3.1-8B, decode_fused_rope=$setting"; grep -v "^INFO" "$out/llama-rope$setting.txt" \
+      | grep -A3 "^decode steps"
   done
   grep -A4 "^batch" "$out/extend.txt"
 fi

@@ -14,9 +14,11 @@ print_versions
 run() {  # TAG SIDE MARGIN(- for the default)
   local tag=$1 dir; dir=$(side_dir "$2")
   local pre=(); [ "$3" != - ] && pre=(benchmarks/with_margin.py "$3")
-  (cd "$dir" && PYTHONPATH=$dir timeout 200 python3 "${pre[@]}" benchmarks/profile_engine.py --batches "${BATCHES:-32,64,96,128,192,256}" \
+  (cd "$dir" && PYTHONPATH=$dir timeout 200 python3 "${pre[@]}" benchmarks/profile_engine.py \
+    --batches "${BATCHES:-32,64,96,128,192,256}" \
     --context 1100 --steps 40 --prefill-len 0 > "$out/steps-$tag.txt" 2>&1) || echo "steps $tag failed"
-  (cd "$dir" && PYTHONPATH=$dir timeout 200 python3 "${pre[@]}" benchmarks/offline_steps.py > "$out/offline-$tag.txt" 2>&1) \
+  (cd "$dir" && PYTHONPATH=$dir timeout 200 python3 "${pre[@]}" benchmarks/offline_steps.py \
+    > "$out/offline-$tag.txt" 2>&1) \
     || echo "offline $tag failed"
 }
 run B B -
@@ -24,6 +26,7 @@ run A A -
 tags=(B A)
 [ -n "${MARGIN:-}" ] && { run A-margin A "$MARGIN"; tags+=(A-margin); }
 for tag in "${tags[@]}"; do
-  echo "== $tag"; grep -A7 "^ batch" "$out/steps-$tag.txt"; grep "tok/s\|^decode\|^prefill\|^all" "$out/offline-$tag.txt" | head -12
+  echo "== $tag"; grep -A7 "^ batch" "$out/steps-$tag.txt"; \
+    grep "tok/s\|^decode\|^prefill\|^all" "$out/offline-$tag.txt" | head -12
   grep -h "autotune skinny_gemm" "$out/steps-$tag.txt" | sed 's/.*autotune skinny_gemm/skinny_gemm/' | cut -c1-200
 done

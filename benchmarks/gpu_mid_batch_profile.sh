@@ -22,5 +22,6 @@ timeout 120 python3 benchmarks/bench_attention.py --decode-shapes 16:1500,48:130
 timeout 120 python3 benchmarks/bench_attention.py --decode-shapes 16:1500,48:1300 --split-sweep \
   > "$out/attn-split.txt" 2>&1 || echo "attn split failed (exit $?)"
 echo "== offline"; grep -v "^INFO" "$out/offline.txt" | grep -A14 "^passes"
-for b in 96 16; do echo "== steps b$b"; grep -v "^INFO" "$out/steps-b$b.txt" | tail -n "$((rows + 40))" | cut -c1-150; done
+for b in 96 16; do \
+  echo "== steps b$b"; grep -v "^INFO" "$out/steps-b$b.txt" | tail -n "$((rows + 40))" | cut -c1-150; done
 echo "== attention"; tail -20 "$out/attn.txt"; tail -30 "$out/attn-split.txt"

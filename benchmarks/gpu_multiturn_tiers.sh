@@ -40,7 +40,8 @@ runs=${RUNS:-"r5 r1.5 restart"}
 reps=${REPEATS:-1}
 common=(--model "$model" --load-format dummy --num-clients "${CLIENTS:-40}"
         --num-rounds "${ROUNDS:-5}" --first-turn-len "${FIRST:-2048}" --turn-len "${TURN:-256}"
-        --answer-len "${ANSWER:-64}" --random-range-ratio "${RANGE:-0}" --concurrency "${CONC:-8}" --kv-cache-gb "${KV_GB:-3.5}"
+        --answer-len "${ANSWER:-64}" --random-range-ratio "${RANGE:-0}" --concurrency "${CONC:-8}"
+        --kv-cache-gb "${KV_GB:-3.5}"
         --hicache-load-policy "$policy" --kv-store-max-gb 24 --json ${EXTRA:-})
 
 run() {  # NAME ARGS...: one `tierlm bench multiturn`, its summary in OUT/NAME.json
@@ -194,4 +195,5 @@ if "l3 restart" in rows and "gpu" in rows:
         each = [r["rounds"][0]["ttft_s"]["p50"] / p50("gpu")[0] for r in runs["l3 restart"]]
         print(f"{'  (each restart)':<18}{'':>8}   " + " ".join(f"{x:.3f}" for x in each))
 PY
-[ -s "$out/store_io.txt" ] && { echo; echo "file store against the raw disk (bench_store_io.py):"; tail -n 8 "$out/store_io.txt"; }
+[ -s "$out/store_io.txt" ] \
+  && { echo; echo "file store against the raw disk (bench_store_io.py):"; tail -n 8 "$out/store_io.txt"; }

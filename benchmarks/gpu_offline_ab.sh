@@ -20,7 +20,8 @@ fi
 offline() {  # SIDE TAG: one `bench offline` run with SIDE's code (side A adds $A_ARGS)
   local dir extra=""; dir=$(side_dir "$1")
   if [ "$1" = A ]; then extra=${A_ARGS:-}; fi
-  (cd "$dir" && TIERLM_CACHE_DIR=$(side_root offline "$1") PYTHONPATH=$dir timeout "${RUN_TIMEOUT:-120}" python3 -m tierlm bench \
+  (cd "$dir" && TIERLM_CACHE_DIR=$(side_root offline "$1") PYTHONPATH=$dir timeout "${RUN_TIMEOUT:-120}" \
+    python3 -m tierlm bench \
     offline --model builtin:qwen3-0.6b --load-format dummy --skip-tokenizer-init --json $extra > "$out/$2.json" \
     2> "$out/$2.err") || echo "$2 failed"
 }

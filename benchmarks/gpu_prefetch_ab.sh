@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # L2 prefetches before the PDL wait (`TIERLM_L2_PREFETCH`: 0, attention, 1 = attention and the skinny GEMM's first
 # weight tile; the first run also had a mode that prefetched the GEMM's whole K slice, since removed) on Qwen3-0.6B's
-# offline workload (nano-vllm, dummy weights): this tree (A) in each mode against another checkout (B, e.g. `git archive COMMIT | tar -x -C DIR`), interleaved, ROUNDS (2)
+# offline workload (nano-vllm, dummy weights): this tree (A) in each mode against another checkout (B, e.g.
+# `git archive COMMIT | tar -x -C DIR`), interleaved, ROUNDS (2)
 # rounds after one uncounted run per side that fills its cache root (A's tuned with the default mode); with
 # SHARED_ROOT=1 both sides use one root, so they run the same tuned launches (A's first run tunes them). The
 # prefetch tests run first on the GPU. MODES overrides the list. About 7 minutes.

@@ -20,7 +20,8 @@ common=(--model "${MODEL:-builtin:llama-3.1-8b}" --load-format dummy --num-clien
 bench() {  # NAME PYTHON-PRELUDE ARGS...
   local name=$1 prelude=$2; shift 2
   local t0=$SECONDS
-  python3 -c "import runpy, sys; $prelude; sys.argv = ['tierlm'] + sys.argv[1:]; runpy.run_module('tierlm', run_name='__main__')" \
+  python3 -c "import runpy, sys; $prelude; sys.argv = ['tierlm'] + sys.argv[1:]; runpy.run_module('tierlm',
+      run_name='__main__')" \
     bench multiturn "${common[@]}" --output-dir "$out/$name" "$@" >"$out/$name.json" 2>"$out/$name.err"
   echo "$name: exit $?, $((SECONDS - t0)) s"
 }

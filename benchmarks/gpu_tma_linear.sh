@@ -8,7 +8,8 @@
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"
 gpu_start "${1:-tma}"
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_skinny_gemm.py tests/kernels/test_sm90_compile.py \
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_skinny_gemm.py \
+  tests/kernels/test_sm90_compile.py \
   tests/bench/test_read_floor.py -k "skinny or read" > "$out/tests.txt" 2>&1
 grep -E "^(E  |FAILED|[0-9]+ (passed|failed))" "$out/tests.txt" | head -n 30
 timeout 180 python3 benchmarks/read_floor.py --sizes-mb 32,50,117,235 --tma 2>&1 | grep -v -i warn \

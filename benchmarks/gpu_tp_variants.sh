@@ -5,7 +5,8 @@
 set -uo pipefail
 out=${1:-out}; mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TIERLM_CACHE_DIR=$PWD/.cache-tp NCCL_DEBUG=WARN
-python3 -c "from tierlm.utils.tiny_model import make_tiny_model; make_tiny_model('$out/tiny', arch='qwen3')" >/dev/null 2>&1
+python3 -c "from tierlm.utils.tiny_model import make_tiny_model; make_tiny_model('$out/tiny', arch='qwen3')" \
+  >/dev/null 2>&1
 tree() { local p=$1; echo $p; for c in $(cat /proc/$p/task/*/children 2>/dev/null); do tree $c; done; }
 run() {
   local name=$1; shift

@@ -6,16 +6,20 @@ set -uo pipefail
 out=${1:-out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name())"
+python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__,
+    'transformers', transformers.__version__, torch.cuda.get_device_name())"
 if [ "${SKIP_PARITY:-0}" != 1 ]; then
-  TIERLM_CACHE_DIR=$PWD/.cache-parity python3 benchmarks/gpu_engine_check.py 2>&1 | grep -v "it/s\]" | tee "$out/parity.txt"
+  TIERLM_CACHE_DIR=$PWD/.cache-parity python3 benchmarks/gpu_engine_check.py 2>&1 | grep -v "it/s\]" \
+    | tee "$out/parity.txt"
 fi
 root=$PWD/.cache-bench; rm -rf "$root"
 compare=(); [ "${COMPARE_HF:-0}" = 1 ] && compare=(--compare hf)
 TIERLM_CACHE_DIR=$root python3 -m tierlm bench offline --json > "$out/offline_cold.json" 2> "$out/offline_cold.err"
-TIERLM_CACHE_DIR=$root python3 -m tierlm bench offline --json "${compare[@]}" > "$out/offline.json" 2> "$out/offline.err"
+TIERLM_CACHE_DIR=$root python3 -m tierlm bench offline --json "${compare[@]}" > "$out/offline.json" \
+  2> "$out/offline.err"
 grep -h "start-up\|autotune" "$out/offline_cold.err" "$out/offline.err"
-TIERLM_CACHE_DIR=$root python3 -m tierlm bench offline --num-requests 1 --input-len 128 128 --output-len 512 512 --json > "$out/batch1.json" 2>/dev/null
+TIERLM_CACHE_DIR=$root python3 -m tierlm bench offline --num-requests 1 --input-len 128 128 --output-len 512 512 \
+  --json > "$out/batch1.json" 2>/dev/null
 python3 - "$out" <<'PY'
 import json, sys
 d = sys.argv[1]
