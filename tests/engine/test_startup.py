@@ -60,6 +60,16 @@ def test_cpu_start_runs_the_host_warm_up_and_leaves_no_trace(tiny_qwen3, monkeyp
     assert tokens[0] == tokens[1] and len(tokens[0]) == 12
 
 
+def test_no_host_warm_up_where_triton_interprets_the_kernels(tiny_qwen3, monkeypatch):
+    ran = []
+    monkeypatch.setattr(startup, "warm_up_host", lambda engine: ran.append("host"))
+    Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS)).close()
+    assert ran == ["host"]
+    monkeypatch.setattr(startup, "interpreted", lambda: True)
+    Engine(EngineConfig(model=str(tiny_qwen3), **CPU_OPTS)).close()
+    assert ran == ["host"]
+
+
 def test_start_up_requests_ask_no_store(tiny_qwen3, tmp_path):
     engine = Engine(EngineConfig(model=str(tiny_qwen3), enable_hicache=True, kv_store=f"file://{tmp_path}/l3",
                                  **CPU_OPTS))

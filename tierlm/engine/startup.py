@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from tierlm.utils.triton_mode import interpreted
+
 logger = logging.getLogger(__name__)
 CALIBRATION_TOKENS = 1024  # prompt length of the start-up prefill measurement (a typical prompt chunk)
 
@@ -229,7 +231,9 @@ def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional
 
 
 def finish(engine: Any, probe: Probe) -> dict:
-    """Warm up (`warm_up` on CUDA, `warm_up_host` on a CPU), seal the AOT tree, and report what this start compiled.
+    """Warm up (`warm_up` on CUDA, `warm_up_host` on a CPU, neither where Triton's interpreter runs the kernels: a
+    test mode, in which an interpreted pass costs seconds and warms nothing a later one reuses), seal the AOT tree,
+    and report what this start compiled.
 
     `compilations` is the sum of torch's counters since `probe` (zero: Dynamo traced nothing and Inductor
     compiled nothing); `new_kernels` counts kernel binaries that appeared in the AOT tree (or, without one,
@@ -238,7 +242,7 @@ def finish(engine: Any, probe: Probe) -> dict:
     runner = engine.worker.runner
     if engine.device.type == "cuda":
         warm_up(engine)
-    else:
+    elif not interpreted():
         warm_up_host(engine)
     tree: Optional[Any] = runner.aot
     now = torch_compile_counts()
