@@ -3,8 +3,10 @@ CPU tests use). Kernels choose small tiles and exact math under the interpreter;
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the CLI is built without importing torch; this module is imported there
+    import torch
 
 
 def interpreted() -> bool:
