@@ -231,9 +231,9 @@ def calibrate_prefill(engine: Any, tokens: int = CALIBRATION_TOKENS) -> Optional
 
 
 def finish(engine: Any, probe: Probe) -> dict:
-    """Warm up (`warm_up` on CUDA, `warm_up_host` on a CPU, neither where Triton's interpreter runs the kernels: a
-    test mode, in which an interpreted pass costs seconds and warms nothing a later one reuses), seal the AOT tree,
-    and report what this start compiled.
+    """Warm up (`warm_up` on CUDA; `warm_up_host` on a CPU, unless Triton's interpreter runs the kernels: a test
+    mode, in which an interpreted pass costs seconds and warms nothing a later one reuses), seal the AOT tree, and
+    report what this start compiled.
 
     `compilations` is the sum of torch's counters since `probe` (zero: Dynamo traced nothing and Inductor
     compiled nothing); `new_kernels` counts kernel binaries that appeared in the AOT tree (or, without one,
