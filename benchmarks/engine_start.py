@@ -9,17 +9,18 @@ import argparse
 import logging
 import sys
 import time
+from typing import Optional
 
 import torch
 
 from tierlm import LLM
 
 
-def main() -> None:
+def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="builtin:qwen3-0.6b")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     opts = dict(load_format="dummy", skip_tokenizer_init=True, device=args.device)
     if args.device == "cpu":

@@ -1,0 +1,21 @@
+"""`benchmarks/idle_gap.py` on a tiny model (CPU): one line per pause, its median within its spread."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import idle_gap  # noqa: E402
+
+
+def test_one_line_per_pause(tiny_qwen3, capsys):
+    idle_gap.main(["--model", str(tiny_qwen3), "--device", "cpu", "--gaps", "0,0.01", "--repeats", "2"])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("device", "pause"))]
+    assert lines[0].startswith("device cpu, torch threads ")
+    assert [ln.split()[1] for ln in lines[1:]] == ["0.00", "0.01"]
+    for ln in lines[1:]:
+        median, spread = ln.split(":")[1].split()
+        low, high = map(float, spread.strip("()").split("-"))
+        assert 0 < low <= float(median) <= high
+
