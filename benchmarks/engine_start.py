@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from tierlm import LLM
+from llm_options import probe_options  # a sibling module: this directory is first on the path of a script
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -22,11 +23,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    opts = dict(load_format="dummy", skip_tokenizer_init=True, device=args.device)
-    if args.device == "cpu":
-        opts.update(dtype="float32", kv_cache_gb=0.05)
     t0 = time.perf_counter()
-    llm = LLM(args.model, **opts)
+    llm = LLM(args.model, **probe_options(args.device))
     print(f"engine start {time.perf_counter() - t0:.2f} s")
     llm.close()
 

@@ -20,6 +20,7 @@ import time
 import torch
 
 from tierlm import LLM, SamplingParams
+from llm_options import probe_options  # a sibling module: this directory is first on the path of a script
 
 KINDS = {
     "greedy": dict(temperature=0.0),
@@ -43,10 +44,7 @@ def main() -> None:
     if args.no_torch_warm_up:
         from tierlm.engine.sampler import Sampler
         Sampler._warm_torch = lambda self, vocab, dtype: None
-    opts = dict(load_format="dummy", skip_tokenizer_init=True, device=args.device)
-    if args.device == "cpu":
-        opts.update(dtype="float32", kv_cache_gb=0.05)
-    llm = LLM(args.model, **opts)
+    llm = LLM(args.model, **probe_options(args.device))
     rng = random.Random(0)
     vocab = llm.engine.model_config.vocab_size
     print(f"device {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}, torch-path warm-up "

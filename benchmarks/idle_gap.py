@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from tierlm import LLM, SamplingParams
+from llm_options import probe_options  # a sibling module: this directory is first on the path of a script
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -27,12 +28,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    opts = dict(skip_tokenizer_init=True, device=args.device)
-    if args.model.startswith("builtin:"):
-        opts["load_format"] = "dummy"
-    if args.device == "cpu":
-        opts.update(dtype="float32", kv_cache_gb=0.05)
-    llm = LLM(args.model, **opts)
+    llm = LLM(args.model, **probe_options(args.device, dummy=args.model.startswith("builtin:")))
     params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True, detokenize=False)
     print(f"device {args.device}, torch threads {torch.get_num_threads()}; ms per request (median, min-max)")
     for gap in (float(g) for g in args.gaps.split(",")):

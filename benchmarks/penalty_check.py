@@ -21,6 +21,7 @@ import sys
 import torch
 
 from tierlm import LLM, SamplingParams
+from llm_options import probe_options  # a sibling module: this directory is first on the path of a script
 
 PENALTIES = dict(repetition_penalty=1.3, presence_penalty=0.4, frequency_penalty=0.6)
 
@@ -79,9 +80,7 @@ def main() -> int:
         return 0 if all(torch.equal(runs[(True, 0)], r) for r in runs.values()) else 1
     # every run starts cold: with the prefix cache, runs after the first would prefill their prompts' cached pages
     # no more, and a bf16 extend over a cached prefix rounds otherwise than a whole prompt's prefill
-    opts = dict(load_format="dummy", skip_tokenizer_init=True, device=args.device, enable_prefix_cache=False)
-    if args.device == "cpu":
-        opts.update(dtype="float32", kv_cache_gb=0.05)
+    opts = {**probe_options(args.device), "enable_prefix_cache": False}
     if args.dtype:
         opts["dtype"] = args.dtype
     opts.update(json.loads(args.engine_opts))
