@@ -1,5 +1,5 @@
 """`LLM.generate`'s progress bar: built only when asked for (a tqdm, even a disabled one, costs a process's first
-request a lock and a monitor thread), and counting every finished request when it is."""
+request a lock and a monitor thread), and counting every finished request when it is, refused ones too."""
 from __future__ import annotations
 
 import pytest
@@ -40,3 +40,12 @@ def test_generate_builds_a_progress_bar_only_when_asked(llm, monkeypatch, use_tq
         assert made == []
         return
     assert len(made) == 1 and (made[0].total, made[0].done, made[0].closed) == (2, 2, True)
+
+
+def test_a_refused_request_counts_as_done_on_the_bar(llm, monkeypatch):
+    made: list = []
+    monkeypatch.setattr(llm_module, "tqdm", lambda **kw: _Bar(made, **kw))
+    too_long = [5] * (llm.engine.max_model_len + 8)
+    outs = llm.generate([[5, 6, 7], too_long], SamplingParams(temperature=0, max_tokens=3), use_tqdm=True)
+    assert [o.finish_reason for o in outs] == ["length", "error"]
+    assert (made[0].total, made[0].done, made[0].closed) == (2, 2, True)

@@ -72,6 +72,8 @@ class LLM:
                 results[rid].finish_reason, results[rid].error = "error", str(e)
         # a tqdm, even disabled, takes a lock and starts a monitor thread on its first instance in a process
         bar = tqdm(total=len(order), desc="Generating") if use_tqdm else None
+        if bar is not None:  # requests refused on arrival are done already
+            bar.update(sum(results[rid].finish_reason == "error" for rid in order))
         while engine.has_unfinished():
             for out in engine.step():
                 res = results[out.request_id]
