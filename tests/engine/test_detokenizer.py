@@ -8,7 +8,7 @@ import random
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from tierlm.engine.detokenizer import IncrementalDetokenizer, text_decoder
+from tierlm.engine.detokenizer import EXACT_HOLD_CHARS, IncrementalDetokenizer, text_decoder
 
 TEXT = "héllo wörld ✓ 你好 🙂 plain ascii, numbers 12345."  # multi-byte characters split across tokens
 
@@ -207,6 +207,44 @@ def test_returned_text_is_dropped(tokenizer):
                 assert text == whole[:whole.index(stop)], (stop, n)
             else:
                 assert stop not in upto and upto.startswith(text) and len(upto) - len(text) < len(stop), (stop, n)
+
+
+def test_a_stream_keeps_back_only_what_begins_a_stop_string(tokenizer):
+    """Text is shown as soon as no stop string can begin in it: only the longest end of the text that begins
+    some stop string waits (not every stop string's length less one)."""
+    tokens = [tokenizer.encode(w)[0] for w in (" one", " two", " three")]
+    assert tokenizer.decode(tokens) == " one two three"
+    detok = IncrementalDetokenizer(tokenizer, tokenizer.encode("count:"), [" three!", "xyz"], True)
+    assert _pieces(detok, tokens) == [" one", " two", "", " three"]  # " three" could begin " three!"
+    detok = IncrementalDetokenizer(tokenizer, tokenizer.encode("count:"), ["e tx"], True)
+    assert _pieces(detok, tokens) == [" on", "e two", " thre", "e"]
+
+
+def _brute_held(text, stop):
+    return max([k for s in stop for k in range(1, min(len(s) - 1, len(text)) + 1) if s.startswith(text[-k:])],
+               default=0)
+
+
+def test_what_is_kept_back_is_the_longest_end_that_begins_a_stop_string(tokenizer):
+    rng = random.Random(7)
+    for trial in range(2000):
+        stop = ["".join(rng.choice("ab ") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 3))]
+        detok = IncrementalDetokenizer(tokenizer, [], stop, True)
+        assert detok._exact_hold
+        detok.text = "".join(rng.choice("ab ") for _ in range(rng.randint(0, 8)))
+        assert detok._stop_prefix_len() == _brute_held(detok.text, stop), (trial, detok.text, stop)
+
+
+def test_stop_strings_past_the_exact_bound_keep_the_longest_ones_length_less_one(tokenizer):
+    """Past `EXACT_HOLD_CHARS` the exact check would cost up to a comparison per character of the stop strings
+    on every token (an attacker's "aaaa...b" against "aaaa...": every position a candidate): such stop strings
+    keep back the longest one's length less one."""
+    stop = ["a" * 30 + "b", "a" * 30 + "c", "z" * 6]
+    assert sum(len(s) - 1 for s in stop) > EXACT_HOLD_CHARS
+    detok = IncrementalDetokenizer(tokenizer, [], stop, True)
+    detok.text = "xyz" * 20
+    assert detok._stop_prefix_len() == 30
+    assert detok.delta(final=False) == ("xyz" * 20)[:-30]
 
 
 def test_without_a_stream_that_takes_a_context_the_python_decoding_runs(tokenizer, monkeypatch):

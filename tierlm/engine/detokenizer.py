@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
+# a request's stop strings whose lengths less one add up to at most this are matched exactly against the text's
+# end (a scan of up to that many candidate starts per delta, each a string comparison); with longer ones the
+# longest one's length less one is kept back
+EXACT_HOLD_CHARS = 64
+
 
 def rust_tokenizer(tokenizer) -> Any:
     """The Rust tokenizer that decodes as `tokenizer` does with no clean-up of spaces, or None: a transformers
@@ -45,7 +50,9 @@ class IncrementalDetokenizer:
 
     Byte-level BPE can split a character across tokens: text ending in U+FFFD is held back until the next
     token completes it. Text that could be the start of a stop string is held back too, so a stream never
-    shows part of a stop string that later ends the request.
+    shows part of a stop string that later ends the request: the longest end of the text that begins some stop
+    string, no more (past `EXACT_HOLD_CHARS` of stop strings, the longest one's length less one: a bound that
+    keeps the check cheap).
 
     Each token is decoded by the Rust tokenizer's incremental decoder where there is one (`rust_stream`); the
     offsets below follow it, so that if it refuses a token (its decoded window does not extend the last one)
@@ -61,10 +68,11 @@ class IncrementalDetokenizer:
         self.ids: list[int] = context
         self._prefix_off = 0
         self._read_off = len(context)
-        # decoded text not yet returned; while running it keeps the last `_hold` characters, where a stop string
-        # could still begin (returned text is dropped: a long answer would copy all of it on every token)
+        # decoded text not yet returned; while running it keeps at most the last `_hold` characters, those where a
+        # stop string could still begin (returned text is dropped: a long answer would copy all of it on every token)
         self.text = ""
         self._hold = max((len(s) for s in self.stop), default=1) - 1
+        self._exact_hold = sum(len(s) - 1 for s in self.stop) <= EXACT_HOLD_CHARS
         self._backend = rust_tokenizer(tokenizer)
         self._stream = None
         if self._backend is not None and not self._decode(context).endswith("\ufffd"):
@@ -110,8 +118,27 @@ class IncrementalDetokenizer:
             return None
         return full[len(prefix):]
 
+    def _stop_prefix_len(self) -> int:
+        """Characters at the end of `text` that some stop string begins with (the most a stream must keep)."""
+        text = self.text
+        if not self._exact_hold:
+            return min(self._hold, len(text))
+        held = 0
+        for s in self.stop:
+            n = min(len(s) - 1, len(text))
+            if n <= held:
+                continue
+            tail = text[len(text) - n:]
+            at = tail.find(s[0])
+            while at != -1 and n - at > held:  # the earliest start whose rest begins `s` is the longest end
+                if s.startswith(tail[at:]):
+                    held = n - at
+                    break
+                at = tail.find(s[0], at + 1)
+        return held
+
     def delta(self, final: bool) -> str:
         """Text not yet returned; while running, keeps back what could still become a stop string."""
-        end = len(self.text) if final or not self.stop else max(0, len(self.text) - self._hold)
+        end = len(self.text) if final or not self.stop else len(self.text) - self._stop_prefix_len()
         out, self.text = self.text[:end], self.text[end:]
         return out
