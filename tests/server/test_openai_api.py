@@ -155,7 +155,7 @@ def test_stop_string(server, client, offline):
 def _text_by_tokens(client, model, stop):
     """A greedy stream's text so far after each chunk, by the count of tokens so far (logprobs count them)."""
     seen, text, count = {}, "", 0
-    for c in client.completions.create(model=model, prompt=PROMPT, max_tokens=12, temperature=0, logprobs=1,
+    for c in client.completions.create(model=model, prompt=PROMPT, max_tokens=24, temperature=0, logprobs=1,
                                        stop=stop, stream=True, extra_body={"ignore_eos": True}):
         for ch in c.choices:
             text += ch.text
@@ -168,7 +168,7 @@ def test_a_stream_shows_text_no_stop_string_can_begin_in_at_once(server, client,
     """A stop string is kept back only where the text's end could begin it: one whose first character the
     answer never has delays nothing (however the server groups tokens into chunks, at every token count both
     streams reached their texts agree)."""
-    ref = offline.generate([PROMPT], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))[0].text
+    ref = offline.generate([PROMPT], SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True))[0].text
     first = next(c for c in "#~^|@" if c not in ref)
     plain, whole = _text_by_tokens(client, server.model, [])
     stopped, whole_stopped = _text_by_tokens(client, server.model, [first + "never"])
