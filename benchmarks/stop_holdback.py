@@ -12,10 +12,9 @@ import argparse
 import json
 import statistics
 import time
-import urllib.request
 from typing import Optional
 
-from sse_client import stdlib_lines  # a sibling module: this directory is first on the path of a script
+from sse_client import served_model, stdlib_lines  # a sibling module: this directory is first on the path of a script
 
 
 def stream(url: str, model: str, prompt: str, stop: list[str], max_tokens: int) -> list[tuple[int, str, float]]:
@@ -45,8 +44,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--num-prompts", type=int, default=8)
     ap.add_argument("--output-len", type=int, default=32)
     args = ap.parse_args(argv)
-    with urllib.request.urlopen(args.base_url + "/v1/models", timeout=60) as resp:
-        model = args.model or json.load(resp)["data"][0]["id"]
+    model = args.model or served_model(args.base_url)
     rows = []
     for i in range(args.num_prompts):
         prompt = f"Request {i}: the quick brown fox jumps over the lazy dog and then"
