@@ -3,7 +3,11 @@
 latency that grows with the pause is paid by whatever sleeps while the engine idles (on a CPU, torch's OpenMP
 threads; on a GPU, clocks and the driver), not by the request being a first one.
 
-Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1]
+With `--trace`, one more request per pause runs under torch's profiler, to tell the two apart: the device time
+of its kernels (slower kernels after a pause: clocks), the host time of the CUDA calls that launch and wait for
+them, and the SM clock read just before the request (where NVML is there to read it).
+
+Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1] [--trace]
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch's intra-op threads (0: torch's default).")
     ap.add_argument("--gaps", default="0,0.05,0.2,1", help="Pauses before each request, seconds, comma-separated.")
     ap.add_argument("--repeats", type=int, default=12)
+    ap.add_argument("--trace", action="store_true", help="Also one request per pause under torch's profiler.")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -39,7 +44,44 @@ def main(argv: Optional[list[str]] = None) -> None:
             llm.generate([[5 + i, 6, 7, 8, 9, 10, 11, 12]], params)
             times.append((time.perf_counter() - t0) * 1e3)
         print(f"pause {gap:5.2f} s: {statistics.median(times):7.2f} ({min(times):.2f}-{max(times):.2f})")
+    if args.trace:
+        print("traced: pause s | wall ms | device kernels ms (launches) | host CUDA calls ms | SM clock MHz")
+        for gap in (float(g) for g in args.gaps.split(",")):
+            print(trace_request(llm, params, gap, args.device))
     llm.close()
+
+
+def sm_clock(device: str) -> str:
+    """The SM clock now, in MHz, or "-" where NVML cannot be read (no GPU, no pynvml)."""
+    if not device.startswith("cuda"):
+        return "-"
+    try:
+        return str(torch.cuda.clock_rate())
+    except Exception:  # pynvml missing or NVML refusing: the clock is only a hint here
+        return "-"
+
+
+def trace_request(llm: LLM, params: SamplingParams, gap: float, device: str) -> str:
+    """One request after `gap` s under the profiler: a table row of where its time went."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    llm.generate([[4, 6, 7, 8, 9, 10, 11, 12]], params)  # the profiler's own first-use cost is not the pause's
+    with profile(activities=acts) as prof:
+        time.sleep(gap)
+        clock = sm_clock(device)
+        t0 = time.perf_counter()
+        llm.generate([[3, 6, 7, 8, 9, 10, 11, 12]], params)
+        wall = (time.perf_counter() - t0) * 1e3
+    kernels = launches = 0.0
+    host_cuda = 0.0
+    for evt in prof.key_averages():
+        if evt.self_device_time_total > 0:
+            kernels += evt.self_device_time_total / 1e3
+            launches += evt.count
+        elif evt.key.startswith("cuda"):  # cudaGraphLaunch, cudaLaunchKernel, cudaEventSynchronize, ...
+            host_cuda += evt.self_cpu_time_total / 1e3
+    return f"{gap:5.2f} | {wall:7.2f} | {kernels:7.3f} ({int(launches)}) | {host_cuda:7.3f} | {clock}"
 
 
 if __name__ == "__main__":
