@@ -3,9 +3,10 @@
 latency that grows with the pause is paid by whatever sleeps while the engine idles (on a CPU, torch's OpenMP
 threads; on a GPU, clocks and the driver), not by the request being a first one.
 
-With `--trace`, one more request per pause runs under torch's profiler, to tell the two apart: the device time
-of its kernels (slower kernels after a pause: clocks), the host time of the CUDA calls that launch and wait for
-them, and the SM clock read just before the request (where NVML is there to read it).
+With `--trace`, one more request per pause runs under torch's profiler, to tell the two apart: the time from the
+request's start to its first kernel (the host's work, and the device waking), from the first kernel to the last
+(slower kernels after a pause: clocks), after the last kernel (the host taking the result), and the SM clock read
+just before the request (where NVML is there to read it).
 
 Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1] [--trace]
 """
@@ -45,7 +46,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             times.append((time.perf_counter() - t0) * 1e3)
         print(f"pause {gap:5.2f} s: {statistics.median(times):7.2f} ({min(times):.2f}-{max(times):.2f})")
     if args.trace:
-        print("traced: pause s | wall ms | device kernels ms (launches) | host CUDA calls ms | SM clock MHz")
+        print("traced: pause s | wall ms | to the first kernel ms | first kernel to last ms | after it ms | "
+              "kernels (busy ms) | SM clock MHz")
         for gap in (float(g) for g in args.gaps.split(",")):
             print(trace_request(llm, params, gap, args.device))
     llm.close()
@@ -62,26 +64,28 @@ def sm_clock(device: str) -> str:
 
 
 def trace_request(llm: LLM, params: SamplingParams, gap: float, device: str) -> str:
-    """One request after `gap` s under the profiler: a table row of where its time went."""
-    from torch.profiler import ProfilerActivity, profile
+    """One request after `gap` s under the profiler: a table row of where its time went, on the profiler's clock
+    (the device's kernel timestamps are mapped onto the host's)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     llm.generate([[4, 6, 7, 8, 9, 10, 11, 12]], params)  # the profiler's own first-use cost is not the pause's
     with profile(activities=acts) as prof:
         time.sleep(gap)
         clock = sm_clock(device)
-        t0 = time.perf_counter()
-        llm.generate([[3, 6, 7, 8, 9, 10, 11, 12]], params)
-        wall = (time.perf_counter() - t0) * 1e3
-    kernels = launches = 0.0
-    host_cuda = 0.0
-    for evt in prof.key_averages():
-        if evt.self_device_time_total > 0:
-            kernels += evt.self_device_time_total / 1e3
-            launches += evt.count
-        elif evt.key.startswith("cuda"):  # cudaGraphLaunch, cudaLaunchKernel, cudaEventSynchronize, ...
-            host_cuda += evt.self_cpu_time_total / 1e3
-    return f"{gap:5.2f} | {wall:7.2f} | {kernels:7.3f} ({int(launches)}) | {host_cuda:7.3f} | {clock}"
+        with record_function("idle_gap.request"):
+            llm.generate([[3, 6, 7, 8, 9, 10, 11, 12]], params)
+    events = prof.events()
+    req = next(e.time_range for e in events if e.name == "idle_gap.request")
+    kernels = [e.time_range for e in events if e.device_type == DeviceType.CUDA and e.time_range.start >= req.start]
+    wall = (req.end - req.start) / 1e3
+    if not kernels:
+        return f"{gap:5.2f} | {wall:7.2f} | - | - | - | 0 | {clock}"
+    first, last = min(k.start for k in kernels), max(k.end for k in kernels)
+    busy = sum(k.end - k.start for k in kernels) / 1e3
+    return (f"{gap:5.2f} | {wall:7.2f} | {(first - req.start) / 1e3:6.3f} | {(last - first) / 1e3:7.3f} | "
+            f"{(req.end - last) / 1e3:6.3f} | {len(kernels)} ({busy:.3f}) | {clock}")
 
 
 if __name__ == "__main__":
