@@ -3,12 +3,12 @@
 latency that grows with the pause is paid by whatever sleeps while the engine idles (on a CPU, torch's OpenMP
 threads; on a GPU, clocks and the driver), not by the request being a first one.
 
-With `--trace`, one more request per pause runs under torch's profiler, to tell the two apart: the time from the
+With `--trace N`, N more requests per pause run under torch's profiler, to tell the two apart: the time from the
 request's start to its first kernel (the host's work, and the device waking), from the first kernel to the last
 (slower kernels after a pause: clocks), after the last kernel (the host taking the result), and the SM clock read
 just before the request (where NVML is there to read it).
 
-Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1] [--trace]
+Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1] [--trace N]
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch's intra-op threads (0: torch's default).")
     ap.add_argument("--gaps", default="0,0.05,0.2,1", help="Pauses before each request, seconds, comma-separated.")
     ap.add_argument("--repeats", type=int, default=12)
-    ap.add_argument("--trace", action="store_true", help="Also one request per pause under torch's profiler.")
+    ap.add_argument("--trace", type=int, default=0, metavar="N",
+                    help="Also N requests per pause under torch's profiler (medians printed).")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -46,10 +47,14 @@ def main(argv: Optional[list[str]] = None) -> None:
             times.append((time.perf_counter() - t0) * 1e3)
         print(f"pause {gap:5.2f} s: {statistics.median(times):7.2f} ({min(times):.2f}-{max(times):.2f})")
     if args.trace:
-        print("traced: pause s | wall ms | to the first kernel ms | first kernel to last ms | after it ms | "
-              "kernels (busy ms) | SM clock MHz")
+        print(f"traced ({args.trace} per pause, medians): pause s | wall ms | to the first kernel ms | "
+              "first kernel to last ms | after it ms | kernels | SM clock MHz")
+        trace_request(llm, params, 0.0, args.device)  # the profiler's own first use is not a pause's cost
         for gap in (float(g) for g in args.gaps.split(",")):
-            print(trace_request(llm, params, gap, args.device))
+            rows = [trace_request(llm, params, gap, args.device) for _ in range(args.trace)]
+            cols = [statistics.median(c) if None not in c else None for c in list(zip(*rows))[:5]]
+            cells = " | ".join("-" if c is None else f"{c:.3f}" for c in cols[1:4])
+            print(f"{gap:5.2f} | {cols[0]:7.2f} | {cells} | {int(cols[4])} | {rows[-1][5]}")
     llm.close()
 
 
@@ -63,14 +68,14 @@ def sm_clock(device: str) -> str:
         return "-"
 
 
-def trace_request(llm: LLM, params: SamplingParams, gap: float, device: str) -> str:
-    """One request after `gap` s under the profiler: a table row of where its time went, on the profiler's clock
-    (the device's kernel timestamps are mapped onto the host's)."""
+def trace_request(llm: LLM, params: SamplingParams, gap: float, device: str) -> tuple:
+    """One request after `gap` s under the profiler, on the profiler's clock (the device's kernel timestamps mapped
+    onto the host's): (wall, to the first kernel, first kernel to last, after the last) in ms, the kernel count
+    and the SM clock; the three spans None where no kernel ran (a CPU)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    llm.generate([[4, 6, 7, 8, 9, 10, 11, 12]], params)  # the profiler's own first-use cost is not the pause's
     with profile(activities=acts) as prof:
         time.sleep(gap)
         clock = sm_clock(device)
@@ -78,14 +83,13 @@ def trace_request(llm: LLM, params: SamplingParams, gap: float, device: str) -> 
             llm.generate([[3, 6, 7, 8, 9, 10, 11, 12]], params)
     events = prof.events()
     req = next(e.time_range for e in events if e.name == "idle_gap.request")
+    # kernels, copies and sets alike; under PDL their spans overlap, so no busy time is summed
     kernels = [e.time_range for e in events if e.device_type == DeviceType.CUDA and e.time_range.start >= req.start]
     wall = (req.end - req.start) / 1e3
     if not kernels:
-        return f"{gap:5.2f} | {wall:7.2f} | - | - | - | 0 | {clock}"
+        return wall, None, None, None, 0, clock
     first, last = min(k.start for k in kernels), max(k.end for k in kernels)
-    busy = sum(k.end - k.start for k in kernels) / 1e3
-    return (f"{gap:5.2f} | {wall:7.2f} | {(first - req.start) / 1e3:6.3f} | {(last - first) / 1e3:7.3f} | "
-            f"{(req.end - last) / 1e3:6.3f} | {len(kernels)} ({busy:.3f}) | {clock}")
+    return wall, (first - req.start) / 1e3, (last - first) / 1e3, (req.end - last) / 1e3, len(kernels), clock
 
 
 if __name__ == "__main__":
