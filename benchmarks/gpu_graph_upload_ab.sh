@@ -2,7 +2,7 @@
 # What uploading every captured CUDA graph at capture (`engine/graph_upload.py`) costs an engine's start-up, and
 # what a request after a pause pays: A is this tree, B the same tree with `upload` returning False at once (a copy
 # under OUT/b-tree), both on one cache root that a first, uncounted start fills. Rounds alternate B, A.
-# Then benchmarks/idle_gap.py --trace with A (device time of a request's kernels and the host's CUDA calls after
+# Then benchmarks/idle_gap.py --trace 7 with A (a request's time before, over and after its device ops, after
 # each pause). Usage: MODEL=builtin:llama-3.1-8b ROUNDS=3 bash benchmarks/gpu_graph_upload_ab.sh [OUTDIR]
 set -uo pipefail
 source "$(dirname "$0")/ab_helpers.sh"  # gpu_start, stamp
@@ -34,8 +34,8 @@ for round in $(seq 1 "${ROUNDS:-3}"); do
   start B "b-$round"
   start A "a-$round"
 done
-stamp "idle_gap --trace"
-timeout 240 python3 benchmarks/idle_gap.py --model "$model" --repeats 8 --trace > "$out/idle-gap.txt" 2>&1 \
+stamp "idle_gap --trace 7"
+timeout 240 python3 benchmarks/idle_gap.py --model "$model" --repeats 8 --trace 7 > "$out/idle-gap.txt" 2>&1 \
   || echo "idle_gap failed (exit $?)"
-cat "$out/idle-gap.txt" | grep -v "^INFO"
+grep -v "^INFO" "$out/idle-gap.txt"
 rm -rf "$btree"

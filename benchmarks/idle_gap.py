@@ -4,9 +4,9 @@ latency that grows with the pause is paid by whatever sleeps while the engine id
 threads; on a GPU, clocks and the driver), not by the request being a first one.
 
 With `--trace N`, N more requests per pause run under torch's profiler, to tell the two apart: the time from the
-request's start to its first kernel (the host's work, and the device waking), from the first kernel to the last
-(slower kernels after a pause: clocks), after the last kernel (the host taking the result), and the SM clock read
-just before the request (where NVML is there to read it).
+request's start to its first device op (kernel, copy or set: the host's work, and the device waking), from the
+first to the last (slower kernels after a pause: clocks), after the last (the host taking the result), and the SM
+clock read just before the request (where NVML is there to read it).
 
 Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1] [--trace N]
 """
@@ -47,8 +47,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             times.append((time.perf_counter() - t0) * 1e3)
         print(f"pause {gap:5.2f} s: {statistics.median(times):7.2f} ({min(times):.2f}-{max(times):.2f})")
     if args.trace:
-        print(f"traced ({args.trace} per pause, medians): pause s | wall ms | to the first kernel ms | "
-              "first kernel to last ms | after it ms | kernels | SM clock MHz")
+        print(f"traced ({args.trace} per pause, medians): pause s | wall ms | to the first device op ms | "
+              "first device op to last ms | after it ms | device ops | SM clock MHz")
         trace_request(llm, params, 0.0, args.device)  # the profiler's own first use is not a pause's cost
         for gap in (float(g) for g in args.gaps.split(",")):
             rows = [trace_request(llm, params, gap, args.device) for _ in range(args.trace)]
@@ -69,9 +69,9 @@ def sm_clock(device: str) -> str:
 
 
 def trace_request(llm: LLM, params: SamplingParams, gap: float, device: str) -> tuple:
-    """One request after `gap` s under the profiler, on the profiler's clock (the device's kernel timestamps mapped
-    onto the host's): (wall, to the first kernel, first kernel to last, after the last) in ms, the kernel count
-    and the SM clock; the three spans None where no kernel ran (a CPU)."""
+    """One request after `gap` s under the profiler, on the profiler's clock (the device's timestamps mapped onto
+    the host's): (wall, to the first device op, first to last, after the last) in ms, the device op count and the
+    SM clock; the three spans None where no device op ran (a CPU)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -84,12 +84,12 @@ def trace_request(llm: LLM, params: SamplingParams, gap: float, device: str) -> 
     events = prof.events()
     req = next(e.time_range for e in events if e.name == "idle_gap.request")
     # kernels, copies and sets alike; under PDL their spans overlap, so no busy time is summed
-    kernels = [e.time_range for e in events if e.device_type == DeviceType.CUDA and e.time_range.start >= req.start]
+    ops = [e.time_range for e in events if e.device_type == DeviceType.CUDA and e.time_range.start >= req.start]
     wall = (req.end - req.start) / 1e3
-    if not kernels:
+    if not ops:
         return wall, None, None, None, 0, clock
-    first, last = min(k.start for k in kernels), max(k.end for k in kernels)
-    return wall, (first - req.start) / 1e3, (last - first) / 1e3, (req.end - last) / 1e3, len(kernels), clock
+    first, last = min(k.start for k in ops), max(k.end for k in ops)
+    return wall, (first - req.start) / 1e3, (last - first) / 1e3, (req.end - last) / 1e3, len(ops), clock
 
 
 if __name__ == "__main__":

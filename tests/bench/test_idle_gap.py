@@ -20,13 +20,13 @@ def test_one_line_per_pause(tiny_qwen3, capsys):
         assert 0 < low <= float(median) <= high
 
 
-
 def test_trace_rows(tiny_qwen3, capsys):
-    idle_gap.main(["--model", str(tiny_qwen3), "--device", "cpu", "--gaps", "0,0.01", "--repeats", "1", "--trace", "2"])
+    idle_gap.main(["--model", str(tiny_qwen3), "--device", "cpu", "--gaps", "0,0.01", "--repeats", "1",
+                   "--trace", "2"])
     out = capsys.readouterr().out.splitlines()
     rows = out[out.index(next(ln for ln in out if ln.startswith("traced (2 per pause"))) + 1:]
     assert [r.split("|")[0].strip() for r in rows] == ["0.00", "0.01"]
     for r in rows:
-        gap, wall, lead, span, tail, kernels, clock = (c.strip() for c in r.split("|"))
-        assert float(wall) > 0 and clock == "-"  # no kernels on a CPU, no SM clock to read
-        assert (lead, span, tail, kernels) == ("-", "-", "-", "0")
+        gap, wall, lead, span, tail, ops, clock = (c.strip() for c in r.split("|"))
+        assert float(wall) > 0 and clock == "-"  # no device ops on a CPU, no SM clock to read
+        assert (lead, span, tail, ops) == ("-", "-", "-", "0")
