@@ -12,7 +12,7 @@ export TIERLM_CACHE_DIR=${TIERLM_CACHE_DIR:-$here/.cache-upload-ab}
 
 btree=$out/b-tree
 rm -rf "$btree" && mkdir -p "$btree" && cp -r "$here/tierlm" "$here/benchmarks" "$btree/"
-python3 - "$btree/tierlm/engine/graph_upload.py" <<'PY'
+python3 - "$btree/tierlm/engine/graph_upload.py" <<'PY' || { echo "B not built: nothing compared"; exit 1; }
 import sys
 path = sys.argv[1]
 src = open(path).read()
