@@ -33,6 +33,7 @@ def stream(url: str, model: str, prompt: str, stop: list[str], max_tokens: int) 
 
 
 def first_text(events: list[tuple[int, str, float]]) -> tuple[int, float]:
+    """(tokens, ms) at the first event with any text; (-1, nan) where none had any."""
     return next(((n, ms) for n, text, ms in events if text), (-1, float("nan")))
 
 
