@@ -8,7 +8,13 @@ request's start to its first device op (kernel, copy or set: the host's work, an
 first to the last (slower kernels after a pause: clocks), after the last (the host taking the result), and the SM
 clock read just before the request (where NVML is there to read it).
 
-Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1] [--trace N]
+With `--phases N`, N more requests per pause without the profiler (its own host time is larger than what a
+pause costs): the host's milliseconds per phase of the engine's steps (`tierlm.engine.step_clock`), the time from
+the request's start to the engine's first call of the worker's `execute` and the host time of those calls. A
+pause paid in `launch` (or before the first execute) is the host's; one paid in `wait` is the device's.
+
+Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1]
+[--trace N] [--phases N]
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from typing import Optional
 import torch
 
 from tierlm import LLM, SamplingParams
+from tierlm.engine.step_clock import PHASES
 from llm_options import probe_options  # a sibling module: this directory is first on the path of a script
 
 
@@ -32,6 +39,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--repeats", type=int, default=12)
     ap.add_argument("--trace", type=int, default=0, metavar="N",
                     help="Also N requests per pause under torch's profiler (medians printed).")
+    ap.add_argument("--phases", type=int, default=0, metavar="N",
+                    help="Also N requests per pause timed by step phase, without the profiler (medians printed).")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,7 +64,48 @@ def main(argv: Optional[list[str]] = None) -> None:
             cols = [statistics.median(c) if None not in c else None for c in list(zip(*rows))[:5]]
             cells = " | ".join("-" if c is None else f"{c:.3f}" for c in cols[1:4])
             print(f"{gap:5.2f} | {cols[0]:7.2f} | {cells} | {int(cols[4])} | {rows[-1][5]}")
+    if args.phases:
+        print_phases(llm, params, args.gaps, args.phases)
     llm.close()
+
+
+def print_phases(llm: LLM, params: SamplingParams, gaps: str, n: int) -> None:
+    """The `--phases` table: per pause, medians over `n` requests of the columns `phase_request` gives."""
+    print(f"phases ({n} per pause, medians, host ms): pause s | wall | to the first execute | execute | "
+          + " | ".join(PHASES) + " | outside steps")
+    for gap in (float(g) for g in gaps.split(",")):
+        rows = [phase_request(llm, params, gap) for _ in range(n)]
+        cols = [statistics.median(c) for c in zip(*rows)]
+        print(f"{gap:5.2f} | " + " | ".join(f"{c:.3f}" for c in cols))
+
+
+def phase_request(llm: LLM, params: SamplingParams, gap: float) -> tuple[float, ...]:
+    """One request after `gap` s: wall, start to the first `execute` call, the `execute` calls' host time, each
+    step phase's host time and the time outside the engine's steps (generate's own work), all in ms."""
+    engine = llm.engine
+    worker, execute = engine.worker, engine.worker.execute
+    calls: list[tuple[float, float]] = []
+
+    def timed(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return execute(*a, **kw)
+        finally:
+            calls.append((t, time.perf_counter()))
+
+    time.sleep(gap)
+    engine.clock.reset()
+    worker.execute = timed  # an instance attribute shadows the method for this request only
+    try:
+        t0 = time.perf_counter()
+        llm.generate([[4, 6, 7, 8, 9, 10, 11, 12]], params)
+        wall = time.perf_counter() - t0
+    finally:
+        del worker.execute
+    phases = [engine.clock.seconds[p] for p in PHASES]
+    first = calls[0][0] - t0 if calls else 0.0
+    busy = sum(b - a for a, b in calls)
+    return tuple(x * 1e3 for x in (wall, first, busy, *phases, wall - sum(phases)))
 
 
 def sm_clock(device: str) -> str:

@@ -30,3 +30,29 @@ def test_trace_rows(tiny_qwen3, capsys):
         gap, wall, lead, span, tail, ops, clock = (c.strip() for c in r.split("|"))
         assert float(wall) > 0 and clock == "-"  # no device ops on a CPU, no SM clock to read
         assert (lead, span, tail, ops) == ("-", "-", "-", "0")
+
+
+def test_phase_rows(tiny_qwen3, capsys):
+    idle_gap.main(["--model", str(tiny_qwen3), "--device", "cpu", "--gaps", "0,0.01", "--repeats", "1",
+                   "--phases", "2"])
+    out = capsys.readouterr().out.splitlines()
+    head = next(ln for ln in out if ln.startswith("phases (2 per pause"))
+    assert head.split(": ", 1)[1].split(" | ")[4:] == ["schedule", "launch", "wait", "outputs", "outside steps"]
+    rows = out[out.index(head) + 1:]
+    assert [r.split("|")[0].strip() for r in rows] == ["0.00", "0.01"]
+    for r in rows:
+        wall, first, execute, schedule, launch, wait, outputs, outside = (float(c) for c in r.split("|")[1:])
+        assert 0 < first < wall and 0 < execute <= launch < wall  # the worker's execute runs within launch
+        assert min(schedule, wait, outputs, outside) >= 0
+        assert abs(schedule + launch + wait + outputs + outside - wall) < 0.01  # of two rows each median is a mean: parts still sum
+
+
+def test_phase_request_leaves_the_worker_as_it_was(tiny_qwen3):
+    from tierlm import LLM, SamplingParams
+    llm = LLM(str(tiny_qwen3), device="cpu")
+    try:
+        params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True, detokenize=False)
+        cols = idle_gap.phase_request(llm, params, 0.0)
+        assert len(cols) == 8 and "execute" not in vars(llm.engine.worker)
+    finally:
+        llm.close()
