@@ -44,7 +44,8 @@ def test_phase_rows(tiny_qwen3, capsys):
         wall, first, execute, schedule, launch, wait, outputs, outside = (float(c) for c in r.split("|")[1:])
         assert 0 < first < wall and 0 < execute <= launch < wall  # the worker's execute runs within launch
         assert min(schedule, wait, outputs, outside) >= 0
-        assert abs(schedule + launch + wait + outputs + outside - wall) < 0.01  # of two rows each median is a mean: parts still sum
+        # of two rows each median is a mean, so the parts still sum to the wall
+        assert abs(schedule + launch + wait + outputs + outside - wall) < 0.01
 
 
 def test_phase_request_leaves_the_worker_as_it_was(tiny_qwen3):
