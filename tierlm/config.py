@@ -35,7 +35,7 @@ AT_LEAST = (
     ("tp_size", 1), ("nnodes", 1), ("page_size", 1), ("max_running_requests", 1), ("max_prefill_tokens", 1),
     ("piecewise_cuda_graph_max_tokens", -1), ("max_mixed_tokens", 1), ("mixed_backlog_steps", 0),
     ("mixed_burst_tokens", 0), ("reserve_new_tokens", 0), ("max_waiting_requests", 1), ("max_model_len", 1),
-    ("hicache_write_threshold", 1), ("hicache_prefetch_timeout", 0),
+    ("hicache_write_threshold", 1), ("hicache_prefetch_timeout", 0), ("keep_warm_s", 0),
 )  # value >= bound
 ABOVE = (
     ("kv_cache_gb", 0), ("hicache_ratio", 0), ("hicache_size", 0), ("kv_store_max_gb", 0), ("kv_store_timeout", 0),
@@ -180,6 +180,10 @@ class EngineConfig:
     gc_freeze: bool = _opt(True, "Exempt the objects built at start-up from Python's garbage collections "
                            "(gc.freeze), so a full collection while serving walks only what serving allocated "
                            "instead of stopping every thread for the whole heap.", "scheduler")
+    keep_warm_s: float = _opt(10.0, "Seconds after its last step that an idle server keeps the device's launch "
+                              "path awake by queueing one tiny kernel every 10 ms (CUDA only), so that a request "
+                              "arriving after a pause starts as fast as one arriving back to back. 0: off (the "
+                              "device idles fully as soon as the engine does).", "scheduler")
     # --- cache tiers ---
     enable_hicache: bool = _opt(False, "Hierarchical KV cache: back the device prefix cache (L1) with a pinned host "
                                 "tier (L2); evicted prefixes stay matchable and load back instead of recomputing.",

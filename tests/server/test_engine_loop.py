@@ -1,8 +1,10 @@
 """The engine process loop on a fake engine (no model, no HTTP): admission bound -> 503, refusals -> 400/413,
-abort, stats, malformed messages, a failing step, shutdown; plus the msgpack wire format."""
+abort, stats, malformed messages, a failing step, shutdown, keeping the device warm while idle; plus the msgpack
+wire format."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Optional
 
 import pytest
@@ -67,7 +69,7 @@ class FakeEngine:
 
 
 class Harness:
-    def __init__(self, engine: FakeEngine, max_waiting: int):
+    def __init__(self, engine: FakeEngine, max_waiting: int, keep_warm_s: float = 0.0):
         self.ctx = zmq.Context()
         self.push = self.ctx.socket(zmq.PUSH)
         self.pull = self.ctx.socket(zmq.PULL)
@@ -76,7 +78,7 @@ class Harness:
         send.bind("inproc://out")
         self.push.connect("inproc://req")
         self.pull.connect("inproc://out")
-        self.loop = EngineLoop(engine, recv, send, max_waiting)
+        self.loop = EngineLoop(engine, recv, send, max_waiting, keep_warm_s=keep_warm_s)
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()
         self.sockets = (recv, send)
@@ -220,3 +222,63 @@ def test_scalars_that_are_not_python_numbers_cross_as_numbers():
         wire.pack({"t": wire.OUTPUTS, "outs": [object()]})
     with pytest.raises(TypeError):  # a row of the wrong length: the client's receiver logs and drops the message
         wire.row_to_output(["r", [1], ""])
+
+
+class WarmEngine(FakeEngine):
+    """Records when the loop asks it to keep the device warm; `answer` is what `keep_warm` returns (an
+    exception instance: raised)."""
+
+    def __init__(self, answer=True):
+        super().__init__()
+        self.answer = answer
+        self.warm_calls: list[float] = []
+
+    def keep_warm(self) -> bool:
+        self.warm_calls.append(time.monotonic())
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_idle_loop_keeps_the_device_warm_for_the_window_after_a_step():
+    engine = WarmEngine()
+    h = Harness(engine, max_waiting=4, keep_warm_s=0.3)
+    try:
+        time.sleep(0.5)  # the start-up window passes
+        assert len(engine.warm_calls) >= 5 and engine.warm_calls[-1] - engine.warm_calls[0] < 0.35
+        h.send(add("a", [1], max_tokens=2))
+        assert drain(h, {"a"})["a"][-2:] == ["length", True]
+        done = time.monotonic()
+        time.sleep(0.6)
+        after = [t for t in engine.warm_calls if t > done]
+        # every KEEP_WARM_MS or so for the window after the last step, then none
+        assert len(after) >= 5 and after[-1] - done < 0.35
+        assert max(b - a for a, b in zip(after, after[1:])) < 0.1
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("answer", [False, RuntimeError("device lost")])
+def test_keep_warm_stops_where_there_is_nothing_to_warm_or_it_fails(answer):
+    engine = WarmEngine(answer)
+    h = Harness(engine, max_waiting=4, keep_warm_s=5.0)
+    try:
+        time.sleep(0.2)
+        h.send(add("a", [1], max_tokens=2))
+        assert drain(h, {"a"})["a"][-2:] == ["length", True]  # the loop still serves
+        time.sleep(0.2)
+        assert len(engine.warm_calls) == 1  # asked once; never again, not even after a step
+    finally:
+        h.close()
+
+
+def test_no_keep_warm_by_default_on_the_loop():
+    engine = WarmEngine()
+    h = Harness(engine, max_waiting=4)
+    try:
+        h.send(add("a", [1], max_tokens=2))
+        drain(h, {"a"})
+        time.sleep(0.1)
+        assert engine.warm_calls == []
+    finally:
+        h.close()

@@ -137,6 +137,10 @@ class Engine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work() or bool(self._pending) or self._inflight is not None
 
+    def keep_warm(self) -> bool:
+        """Keep an idle device quick to start the next request (`Worker.keep_warm`; the server's loop calls it)."""
+        return self.worker.keep_warm()
+
     def num_waiting(self) -> int:
         """Requests queued, not yet admitted (what a server bounds; cheap, unlike `stats()`)."""
         return len(self.scheduler.waiting)

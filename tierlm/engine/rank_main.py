@@ -71,6 +71,8 @@ class RankLoop:
                 tokens = torch.empty(plan.num_sites, dtype=torch.int64, device=w.device)  # as sampled
                 w.tp.broadcast(tokens)
                 w.store_tokens(result[1], tokens)
+        elif op == "warm":
+            w.keep_warm()
         elif op == "backup":
             _, dev, host, keys, (copy_id, stored_id), seq = msg
             ticket = _ticket(self.replies, copy_id, stored_id)

@@ -38,6 +38,7 @@ class Worker:
         self.runner.make_attention(self.tables.table, self.tables.token_ids)
         self.host: Optional[HostKVPool] = None
         self.io: Optional[TierIO] = None
+        self._warm: Optional[torch.Tensor] = None  # keep_warm's one-element operand, made on first use
 
     def attach_tiers(self, host_pages: int, io_backend: str, store: Any = None, threads: bool = True,
                      store_url: Optional[str] = None) -> TierIO:
@@ -93,6 +94,18 @@ class Worker:
         finally:
             attn.kv_loads = None
         return logits, sites
+
+    def keep_warm(self) -> bool:
+        """Run one tiny kernel on the compute stream and wait for it; False (and nothing run) off CUDA. An idle
+        device whose launch path has had no work for some tens of milliseconds takes longer to launch and finish
+        the next step's work; a kernel every few milliseconds keeps it as fast as back to back."""
+        if self.device.type != "cuda":
+            return False
+        if self._warm is None:
+            self._warm = torch.zeros(1, device=self.device)
+        self._warm.neg_()  # in place and bounded: the value only flips sign
+        torch.cuda.current_stream(self.device).synchronize()
+        return True
 
     def token_sink(self, sites: SampleSites) -> TokenSink:
         """Where the sampler writes a pass's tokens (the token table at the pass's sites: the next decode step

@@ -73,6 +73,14 @@ class WorkerGroup:
             link.post("plan", data, [list(per_rank[r]) for per_rank in ids])
         return self.local.execute(plan, local_tickets)
 
+    def keep_warm(self) -> bool:
+        """Every rank runs its tiny kernel (`Worker.keep_warm`); the others get it in order with the plans."""
+        if self.device.type != "cuda":
+            return False
+        for link in self.links:
+            link.post("warm")
+        return self.local.keep_warm()
+
     def token_sink(self, sites: SampleSites) -> TokenSink:
         """This rank's sink (`Worker.token_sink`); `share_tokens` gives the tokens to the other ranks."""
         return self.local.token_sink(sites)

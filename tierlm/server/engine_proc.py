@@ -1,7 +1,8 @@
 """The engine process: owns the `Engine`, takes requests from a ZMQ PULL socket, pushes per-step outputs.
 
 While any request is unfinished it alternates "drain the socket without blocking" and `engine.step()`; when
-idle it blocks on the socket (waking once a second to notice a dead parent). The waiting queue is bounded by
+idle it blocks on the socket (waking once a second to notice a dead parent), for `--keep-warm-s` after the last
+step waking every `KEEP_WARM_MS` to run `engine.keep_warm()` instead. The waiting queue is bounded by
 `config.max_waiting_requests`: beyond it a request is answered REJECT 503 without touching the engine.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any, Optional
 
 import zmq
@@ -22,37 +24,55 @@ from tierlm.utils.process import die_with_parent
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 1000
+KEEP_WARM_MS = 10  # under the idle time after which a device's launch path is measurably slower to start
 
 
 class EngineLoop:
     """Drives one engine from wire messages; engine-agnostic so tests can run it on a fake engine in a thread."""
 
     def __init__(self, engine: Any, recv_sock: zmq.Socket, send_sock: zmq.Socket, max_waiting: int,
-                 parent_pid: Optional[int] = None):
+                 parent_pid: Optional[int] = None, keep_warm_s: float = 0.0):
         self.engine = engine
         self.recv_sock = recv_sock
         self.send_sock = send_sock
         self.max_waiting = max_waiting
         self.parent_pid = parent_pid
+        self.keep_warm_s = keep_warm_s  # engine.keep_warm is called only where this is > 0
+        self._warm_until = 0.0  # monotonic time up to which an idle loop keeps the device warm
         self.live: set[str] = set()
         self.running = True
         self.stop_when_idle = False  # set on SIGTERM: finish what is running, then exit
 
     def run(self) -> None:
         """Serve until SHUTDOWN, the parent process disappears, or (after SIGTERM) nothing is left to run."""
+        self._warm_until = time.monotonic() + self.keep_warm_s  # the first request after start-up too
         while self.running:
             busy = self.engine.has_unfinished()
             if self.stop_when_idle and not busy:
                 log.info("SIGTERM: no request left; engine process exits")
                 break
-            if self.recv_sock.poll(0 if busy else IDLE_POLL_MS):
+            warm = not busy and time.monotonic() < self._warm_until
+            if self.recv_sock.poll(0 if busy else KEEP_WARM_MS if warm else IDLE_POLL_MS):
                 self._drain()
-            elif not busy and self._orphaned():
-                log.warning("frontend process is gone; engine process exits")
-                break
+            elif not busy:
+                if self._orphaned():
+                    log.warning("frontend process is gone; engine process exits")
+                    break
+                if warm:
+                    self._keep_warm()
             if self.running and self.engine.has_unfinished():
                 self._step()
+                self._warm_until = time.monotonic() + self.keep_warm_s
         self._abort_all("server is shutting down")
+
+    def _keep_warm(self) -> None:
+        try:
+            if self.engine.keep_warm():
+                return
+            # nothing to keep warm (a CPU): from now on the loop idles as without it
+        except Exception as e:  # noqa: BLE001  (a failed device shows in the next step, which reports it)
+            log.error("keep-warm kernel failed (%s: %s); no more for this engine", type(e).__name__, e)
+        self.keep_warm_s = self._warm_until = 0.0
 
     def _orphaned(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
@@ -209,7 +229,7 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
     send_sock.bind(out_addr)
     ready_conn.send_bytes(wire.pack({"t": wire.READY, "info": info}))
     ready_conn.close()
-    loop = EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid)
+    loop = EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid, config.keep_warm_s)
     termination.loop = loop
     try:
         loop.run()
