@@ -11,6 +11,7 @@ median and the spread of its TTFT over the runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Iterator
 
 SEQUENCE = ("completion", "completion", "chat", "chat")
 
@@ -70,7 +72,10 @@ def ttft_ms(port: int, kind: str, model: str, n: int) -> float:
         conn.close()
 
 
-def one_run(args: argparse.Namespace, serve_flags: list[str]) -> list[float]:
+@contextlib.contextmanager
+def serving(args: argparse.Namespace, serve_flags: list[str]) -> Iterator[tuple[int, str]]:
+    """A fresh `tierlm serve` from `args.code`'s tree on a free port, ready: yields (port, served model name) and
+    stops the server's whole process group after."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.path.abspath(args.code)}
     cmd = [sys.executable, "-m", "tierlm", "serve", "--model", args.model, "--port", str(port), *serve_flags]
@@ -81,8 +86,7 @@ def one_run(args: argparse.Namespace, serve_flags: list[str]) -> list[float]:
     try:
         wait_ready(port, proc, args.start_timeout)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:
-            model = json.load(r)["data"][0]["id"]
-        return [ttft_ms(port, kind, model, i) for i, kind in enumerate(SEQUENCE)]
+            yield port, json.load(r)["data"][0]["id"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -90,6 +94,11 @@ def one_run(args: argparse.Namespace, serve_flags: list[str]) -> list[float]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def one_run(args: argparse.Namespace, serve_flags: list[str]) -> list[float]:
+    with serving(args, serve_flags) as (port, model):
+        return [ttft_ms(port, kind, model, i) for i, kind in enumerate(SEQUENCE)]
 
 
 def main() -> None:

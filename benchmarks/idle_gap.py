@@ -14,19 +14,20 @@ the request's start to the engine's first call of the worker's `execute` and the
 pause paid in `launch` (or before the first execute) is the host's; one paid in `wait` is the device's.
 
 Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1]
-[--trace N] [--phases N]
+[--trace N] [--phases N] [--keep-warm]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from tierlm import LLM, SamplingParams
 from tierlm.engine.step_clock import PHASES
+from tierlm.server.engine_proc import KEEP_WARM_MS
 from llm_options import probe_options  # a sibling module: this directory is first on the path of a script
 
 
@@ -39,6 +40,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--repeats", type=int, default=12)
     ap.add_argument("--trace", type=int, default=0, metavar="N",
                     help="Also N requests per pause under torch's profiler (medians printed).")
+    ap.add_argument("--keep-warm", action="store_true",
+                    help="During each pause call the engine's keep_warm every KEEP_WARM_MS, as the server's loop "
+                         "does for --keep-warm-s after its last step.")
     ap.add_argument("--phases", type=int, default=0, metavar="N",
                     help="Also N requests per pause timed by step phase, without the profiler (medians printed).")
     args = ap.parse_args(argv)
@@ -46,11 +50,14 @@ def main(argv: Optional[list[str]] = None) -> None:
         torch.set_num_threads(args.threads)
     llm = LLM(args.model, **probe_options(args.device, dummy=args.model.startswith("builtin:")))
     params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True, detokenize=False)
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}; ms per request (median, min-max)")
+    pause = warm_pause(llm) if args.keep_warm else time.sleep
+    warm = "on" if args.keep_warm else "off"
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, keep warm {warm}; "
+          "ms per request (median, min-max)")
     for gap in (float(g) for g in args.gaps.split(",")):
         times = []
         for i in range(args.repeats):
-            time.sleep(gap)
+            pause(gap)
             t0 = time.perf_counter()
             llm.generate([[5 + i, 6, 7, 8, 9, 10, 11, 12]], params)
             times.append((time.perf_counter() - t0) * 1e3)
@@ -65,21 +72,33 @@ def main(argv: Optional[list[str]] = None) -> None:
             cells = " | ".join("-" if c is None else f"{c:.3f}" for c in cols[1:4])
             print(f"{gap:5.2f} | {cols[0]:7.2f} | {cells} | {int(cols[4])} | {rows[-1][5]}")
     if args.phases:
-        print_phases(llm, params, args.gaps, args.phases)
+        print_phases(llm, params, args.gaps, args.phases, pause)
     llm.close()
 
 
-def print_phases(llm: LLM, params: SamplingParams, gaps: str, n: int) -> None:
+def warm_pause(llm: LLM) -> Callable[[float], None]:
+    """A pause that keeps the engine's device warm as the server's idle loop does."""
+    def pause(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while (left := end - time.perf_counter()) > 0:
+            time.sleep(min(KEEP_WARM_MS / 1e3, left))
+            llm.engine.keep_warm()
+    return pause
+
+
+def print_phases(llm: LLM, params: SamplingParams, gaps: str, n: int,
+                 pause: Callable[[float], None] = time.sleep) -> None:
     """The `--phases` table: per pause, medians over `n` requests of the columns `phase_request` gives."""
     print(f"phases ({n} per pause, medians, host ms): pause s | wall | to the first execute | execute | "
           + " | ".join(PHASES) + " | outside steps")
     for gap in (float(g) for g in gaps.split(",")):
-        rows = [phase_request(llm, params, gap) for _ in range(n)]
+        rows = [phase_request(llm, params, gap, pause) for _ in range(n)]
         cols = [statistics.median(c) for c in zip(*rows)]
         print(f"{gap:5.2f} | " + " | ".join(f"{c:.3f}" for c in cols))
 
 
-def phase_request(llm: LLM, params: SamplingParams, gap: float) -> tuple[float, ...]:
+def phase_request(llm: LLM, params: SamplingParams, gap: float,
+                  pause: Callable[[float], None] = time.sleep) -> tuple[float, ...]:
     """One request after `gap` s: wall, start to the first `execute` call, the `execute` calls' host time, each
     step phase's host time and the time outside the engine's steps (generate's own work), all in ms."""
     engine = llm.engine
@@ -93,7 +112,7 @@ def phase_request(llm: LLM, params: SamplingParams, gap: float) -> tuple[float, 
         finally:
             calls.append((t, time.perf_counter()))
 
-    time.sleep(gap)
+    pause(gap)
     engine.clock.reset()
     worker.execute = timed  # an instance attribute shadows the method for this request only
     try:

@@ -63,12 +63,39 @@ def probes(kernels: int) -> list[tuple[list[str], Probe]]:
                   ([f"graph of {kernels} + sync", "its replay call"], replay)]
 
 
+def spin(seconds: float) -> None:
+    """Wait `seconds` without letting the thread sleep."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def keepalive(wait: Callable[[float], None], every: float) -> Callable[[float], None]:
+    """A pause that wakes every `every` s to launch a tiny kernel and wait for it."""
+    y = torch.zeros(1, device="cuda")
+
+    def pause(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while (left := end - time.perf_counter()) > 0:
+            wait(min(every, left))
+            y.add_(1.0)
+            torch.cuda.synchronize()
+    return pause
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gaps", default="0,0.05,0.2,1", help="Pauses before each probe, seconds, comma-separated.")
     ap.add_argument("--repeats", type=int, default=12)
     ap.add_argument("--kernels", type=int, default=64, help="Kernels in the captured graph.")
+    ap.add_argument("--spin", action="store_true",
+                    help="Pause by spinning on the clock instead of sleeping (the CPU never idles).")
+    ap.add_argument("--keepalive", type=float, default=0.0, metavar="MS",
+                    help="During a pause, launch one tiny kernel every MS milliseconds (and wait for it).")
     args = ap.parse_args(argv)
+    pause = spin if args.spin else time.sleep
+    if args.keepalive and torch.cuda.is_available():
+        pause = keepalive(pause, args.keepalive / 1e3)
     named = probes(args.kernels)
     for _, fn in named:  # first calls (allocator, module loads) are not a pause's cost
         fn()
@@ -78,7 +105,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         for _, fn in named:  # each probe on its own after each pause
             runs = []
             for _ in range(args.repeats):
-                time.sleep(gap)
+                pause(gap)
                 runs.append(fn())
             cells += [f"{statistics.median(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in zip(*runs)]
         print(f"{gap:5.2f} | " + " | ".join(cells))

@@ -12,7 +12,7 @@ import idle_gap  # noqa: E402
 def test_one_line_per_pause(tiny_qwen3, capsys):
     idle_gap.main(["--model", str(tiny_qwen3), "--device", "cpu", "--gaps", "0,0.01", "--repeats", "2"])
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("device", "pause"))]
-    assert lines[0].startswith("device cpu, torch threads ")
+    assert lines[0].startswith("device cpu, torch threads ") and "keep warm off" in lines[0]
     assert [ln.split()[1] for ln in lines[1:]] == ["0.00", "0.01"]
     for ln in lines[1:]:
         median, spread = ln.split(":")[1].split()
