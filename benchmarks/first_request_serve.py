@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Iterator
+from typing import Iterator, Optional
 
 SEQUENCE = ("completion", "completion", "chat", "chat")
 
@@ -48,14 +48,15 @@ def wait_ready(port: int, proc: subprocess.Popen, limit_s: float) -> None:
     raise SystemExit(f"the server was not ready after {limit_s:.0f} s")
 
 
-def ttft_ms(port: int, kind: str, model: str, n: int) -> float:
-    """Milliseconds from sending one streamed request to its first `data:` event."""
+def ttft_ms(port: int, kind: str, model: str, n: int, ids: Optional[list[int]] = None) -> float:
+    """Milliseconds from sending one streamed request to its first `data:` event (a completion of token `ids`
+    where given: a server without a tokenizer)."""
     text = f"request {n} says hello"
     body = {"model": model, "max_tokens": 4, "stream": True, "ignore_eos": True}
     if kind == "chat":
         path, body["messages"] = "/v1/chat/completions", [{"role": "user", "content": text}]
     else:
-        path, body["prompt"] = "/v1/completions", text
+        path, body["prompt"] = "/v1/completions", text if ids is None else ids
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     try:
         t0 = time.perf_counter()

@@ -1,8 +1,8 @@
 """A request's time to first token through `tierlm serve` after the server sat idle, against back to back: one
-streamed completion (a short new prompt, 4 tokens out) at a time after each pause of `--gaps`, `--repeats` times
-each, on one server started from `--code`'s tree with the serve flags after `--` (so `-- --keep-warm-s 0` against
-the default compares an engine that lets the device idle with one that keeps it warm). Prints the median and
-spread per pause.
+streamed completion (8 new prompt token ids, 4 tokens out: a server without a tokenizer serves it too) at a time
+after each pause of `--gaps`, `--repeats` times each, on one server started from `--code`'s tree with the serve
+flags after `--` (so `-- --keep-warm-s 0` against the default compares an engine that lets the device idle with
+one that keeps it warm). Prints the median and spread per pause.
 
     python benchmarks/idle_gap_serve.py --model MODEL [--gaps 0,0.05,0.2,1] [--repeats 12] [-- SERVE FLAGS...]
 """
@@ -14,6 +14,11 @@ import sys
 import time
 
 from first_request_serve import serving, ttft_ms  # a sibling module: this directory is first on the path
+
+
+def prompt(n: int) -> list[int]:
+    """The n-th request's 8 prompt token ids: a first token of its own, so no request reuses another's KV."""
+    return [100 + n, 6, 7, 8, 9, 10, 11, 12]
 
 
 def main(argv: list[str]) -> None:
@@ -29,13 +34,13 @@ def main(argv: list[str]) -> None:
     n = 0
     with serving(args, serve_flags) as (port, model):
         for _ in range(3):  # the server's own first requests are not a pause's cost
-            ttft_ms(port, "completion", model, n := n + 1)
+            ttft_ms(port, "completion", model, n := n + 1, prompt(n))
         print(f"serve flags: {' '.join(serve_flags) or '(none)'}; TTFT ms per request (median, min-max)")
         for gap in (float(g) for g in args.gaps.split(",")):
             times = []
             for _ in range(args.repeats):
                 time.sleep(gap)
-                times.append(ttft_ms(port, "completion", model, n := n + 1))
+                times.append(ttft_ms(port, "completion", model, n := n + 1, prompt(n)))
             print(f"pause {gap:5.2f} s: {statistics.median(times):7.2f} ({min(times):.2f}-{max(times):.2f})")
 
 
