@@ -2,7 +2,7 @@
 # A request after a pause with the device kept warm (--keep-warm-s, the engine's keep_warm) and without, in one
 # call: what a pause costs outside any engine (benchmarks/idle_wake.py, sleeping; spinning; a tiny kernel every
 # 10 ms), a request's host phases in-process (benchmarks/idle_gap.py --phases, with and without --keep-warm),
-# and TTFT through `tierlm serve` (benchmarks/idle_gap_serve.py, --keep-warm-s 0 against the default).
+# and TTFT through `tierlm serve` (benchmarks/idle_gap_serve.py, the default --keep-warm-s 0 against 10).
 # MODEL (default builtin:qwen3-0.6b, dummy weights); BIG=1 adds Llama-3.1-8B in-process.
 # Usage: bash benchmarks/gpu_keep_warm.sh [OUTDIR]
 set -uo pipefail
@@ -32,7 +32,7 @@ fi
 
 flags=(--load-format dummy --skip-tokenizer-init)
 [[ $model == builtin:* ]] || flags=()
-for warm in 0 10; do
+for warm in 0 10; do  # the default (0) against a 10 s window
   echo "== serve --keep-warm-s $warm"
   timeout 200 python3 benchmarks/idle_gap_serve.py --model "$model" --gaps $gaps --repeats 8 -- \
     "${flags[@]}" --keep-warm-s $warm 2>&1 | tail -n 5

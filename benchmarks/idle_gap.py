@@ -14,7 +14,7 @@ the request's start to the engine's first call of the worker's `execute` and the
 pause paid in `launch` (or before the first execute) is the host's; one paid in `wait` is the device's.
 
 Usage: python benchmarks/idle_gap.py --model MODEL_DIR [--device cpu] [--threads N] [--gaps 0,0.05,0.2,1]
-[--trace N] [--phases N] [--keep-warm]
+[--trace N] [--phases N] [--keep-warm] [--spin]
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--keep-warm", action="store_true",
                     help="During each pause call the engine's keep_warm every KEEP_WARM_MS, as the server's loop "
                          "does for --keep-warm-s after its last step.")
+    ap.add_argument("--spin", action="store_true",
+                    help="Pause by spinning on the clock instead of sleeping (the host thread never idles).")
     ap.add_argument("--phases", type=int, default=0, metavar="N",
                     help="Also N requests per pause timed by step phase, without the profiler (medians printed).")
     args = ap.parse_args(argv)
@@ -50,9 +52,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         torch.set_num_threads(args.threads)
     llm = LLM(args.model, **probe_options(args.device, dummy=args.model.startswith("builtin:")))
     params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True, detokenize=False)
-    pause = warm_pause(llm) if args.keep_warm else time.sleep
+    wait = spin if args.spin else time.sleep
+    pause = warm_pause(llm, wait) if args.keep_warm else wait
     warm = "on" if args.keep_warm else "off"
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, keep warm {warm}; "
+    print(f"device {args.device}, torch threads {torch.get_num_threads()}, keep warm {warm}, "
+          f"pause {'spinning' if args.spin else 'sleeping'}; "
           "ms per request (median, min-max)")
     for gap in (float(g) for g in args.gaps.split(",")):
         times = []
@@ -76,12 +80,19 @@ def main(argv: Optional[list[str]] = None) -> None:
     llm.close()
 
 
-def warm_pause(llm: LLM) -> Callable[[float], None]:
+def spin(seconds: float) -> None:
+    """Wait `seconds` without letting the thread sleep."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def warm_pause(llm: LLM, wait: Callable[[float], None]) -> Callable[[float], None]:
     """A pause that keeps the engine's device warm as the server's idle loop does."""
     def pause(seconds: float) -> None:
         end = time.perf_counter() + seconds
         while (left := end - time.perf_counter()) > 0:
-            time.sleep(min(KEEP_WARM_MS / 1e3, left))
+            wait(min(KEEP_WARM_MS / 1e3, left))
             llm.engine.keep_warm()
     return pause
 

@@ -1,8 +1,8 @@
 """A request's time to first token through `tierlm serve` after the server sat idle, against back to back: one
 streamed completion (8 new prompt token ids, 4 tokens out: a server without a tokenizer serves it too) at a time
 after each pause of `--gaps`, `--repeats` times each, on one server started from `--code`'s tree with the serve
-flags after `--` (so `-- --keep-warm-s 0` against the default compares an engine that lets the device idle with
-one that keeps it warm). Prints the median and spread per pause.
+flags after `--` (so `-- --keep-warm-s 10` against the default, 0, compares an engine that keeps the device warm
+with one that lets it idle). Prints the median and spread per pause.
 
     python benchmarks/idle_gap_serve.py --model MODEL [--gaps 0,0.05,0.2,1] [--repeats 12] [-- SERVE FLAGS...]
 """
