@@ -180,11 +180,11 @@ class EngineConfig:
     gc_freeze: bool = _opt(True, "Exempt the objects built at start-up from Python's garbage collections "
                            "(gc.freeze), so a full collection while serving walks only what serving allocated "
                            "instead of stopping every thread for the whole heap.", "scheduler")
-    keep_warm_s: float = _opt(0.0, "Seconds after its last step that an idle server keeps the device's launch "
-                              "path awake by running one tiny kernel every 10 ms (CUDA only): a request arriving "
-                              "after a pause of tens of milliseconds then starts a little sooner (the host's own "
-                              "wake-up is not covered; docs/benchmarks.md). 0 (default): the device idles as soon "
-                              "as the engine does.", "scheduler")
+    keep_warm_s: float = _opt(0.0, "Seconds after its last step that an idle server keeps the launch path (the "
+                              "driver's and the device's) warm by running one tiny kernel every 10 ms (CUDA only): "
+                              "a request arriving after a pause of tens of milliseconds then starts a little sooner "
+                              "(the host's own wake-up is not covered; docs/benchmarks.md). 0 (default): the "
+                              "device idles as soon as the engine does.", "scheduler")
     # --- cache tiers ---
     enable_hicache: bool = _opt(False, "Hierarchical KV cache: back the device prefix cache (L1) with a pinned host "
                                 "tier (L2); evicted prefixes stay matchable and load back instead of recomputing.",
