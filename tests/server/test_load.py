@@ -16,7 +16,8 @@ from tests.server.helpers import start_server
 
 @pytest.fixture(scope="module")
 def server(tiny_qwen3, tmp_path_factory):
-    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("load"))
+    # --keep-warm-s through the CLI: on a CPU the idle loop asks once, finds nothing to warm and idles as without it
+    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("load"), "--keep-warm-s", "30")
     yield srv
     srv.stop()
 
