@@ -28,7 +28,8 @@ import torch
 from tierlm import LLM, SamplingParams
 from tierlm.engine.step_clock import PHASES
 from tierlm.server.engine_proc import KEEP_WARM_MS
-from llm_options import probe_options  # a sibling module: this directory is first on the path of a script
+from idle_wake import spin  # sibling modules: this directory is first on the path of a script
+from llm_options import probe_options
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -78,13 +79,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.phases:
         print_phases(llm, params, args.gaps, args.phases, pause)
     llm.close()
-
-
-def spin(seconds: float) -> None:
-    """Wait `seconds` without letting the thread sleep."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 def warm_pause(llm: LLM, wait: Callable[[float], None]) -> Callable[[float], None]:
