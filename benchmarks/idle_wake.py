@@ -3,7 +3,7 @@ kernel launched and waited for, and a captured CUDA graph of many small kernels 
 replay call's own host time too). `benchmarks/idle_gap.py` finds a request slower after a pause; this tells
 whether the host, the driver's launch path or the device pays for it without an engine in the way.
 
-Usage: python benchmarks/idle_wake.py [--gaps 0,0.05,0.2,1] [--repeats 12] [--kernels 64]
+Usage: python benchmarks/idle_wake.py [--gaps 0,0.05,0.2,1] [--repeats 12] [--kernels 64] [--spin] [--keepalive MS]
 """
 from __future__ import annotations
 

@@ -96,9 +96,9 @@ class Worker:
         return logits, sites
 
     def keep_warm(self) -> bool:
-        """Run one tiny kernel on the compute stream and wait for it; False (and nothing run) off CUDA. An idle
-        device whose launch path has had no work for some tens of milliseconds takes longer to launch and finish
-        the next step's work; a kernel every few milliseconds keeps it as fast as back to back."""
+        """Run one tiny kernel on the compute stream and wait for it; False (and nothing run) off CUDA. After some
+        tens of milliseconds without work the launch path (driver and device) takes longer to launch and finish
+        the next step's work; a kernel every few milliseconds removes most of that (not the host's own wake-up)."""
         if self.device.type != "cuda":
             return False
         if self._warm is None:
