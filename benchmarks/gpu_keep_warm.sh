@@ -32,7 +32,7 @@ fi
 
 flags=(--load-format dummy --skip-tokenizer-init)
 [[ $model == builtin:* ]] || flags=()
-for warm in 0 10; do  # the default (0) against a 10 s window
+for warm in 0 10 0 10; do  # the default (0) against a 10 s window, alternating: servers differ run to run
   echo "== serve --keep-warm-s $warm"
   timeout 200 python3 benchmarks/idle_gap_serve.py --model "$model" --gaps $gaps --repeats 8 -- \
     "${flags[@]}" --keep-warm-s $warm 2>&1 | tail -n 5
