@@ -24,6 +24,8 @@ import time
 import urllib.request
 from typing import Iterator, Optional
 
+from sse_client import served_model  # a sibling module: this directory is first on the path of a script
+
 SEQUENCE = ("completion", "completion", "chat", "chat")
 
 
@@ -86,8 +88,7 @@ def serving(args: argparse.Namespace, serve_flags: list[str]) -> Iterator[tuple[
                                 start_new_session=True)
     try:
         wait_ready(port, proc, args.start_timeout)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:
-            yield port, json.load(r)["data"][0]["id"]
+        yield port, served_model(f"http://127.0.0.1:{port}")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -28,7 +28,7 @@ import torch
 from tierlm import LLM, SamplingParams
 from tierlm.engine.step_clock import PHASES
 from tierlm.server.engine_proc import KEEP_WARM_MS
-from idle_wake import spin  # sibling modules: this directory is first on the path of a script
+from idle_wake import spin, ticking  # sibling modules: this directory is first on the path of a script
 from llm_options import probe_options
 
 
@@ -54,7 +54,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     llm = LLM(args.model, **probe_options(args.device, dummy=args.model.startswith("builtin:")))
     params = SamplingParams(temperature=0, max_tokens=2, ignore_eos=True, detokenize=False)
     wait = spin if args.spin else time.sleep
-    pause = warm_pause(llm, wait) if args.keep_warm else wait
+    # the server's idle loop, kept warm: keep_warm every KEEP_WARM_MS
+    pause = ticking(wait, KEEP_WARM_MS / 1e3, llm.engine.keep_warm) if args.keep_warm else wait
     warm = "on" if args.keep_warm else "off"
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, keep warm {warm}, "
           f"pause {'spinning' if args.spin else 'sleeping'}; "
@@ -79,16 +80,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.phases:
         print_phases(llm, params, args.gaps, args.phases, pause)
     llm.close()
-
-
-def warm_pause(llm: LLM, wait: Callable[[float], None]) -> Callable[[float], None]:
-    """A pause that keeps the engine's device warm as the server's idle loop does."""
-    def pause(seconds: float) -> None:
-        end = time.perf_counter() + seconds
-        while (left := end - time.perf_counter()) > 0:
-            wait(min(KEEP_WARM_MS / 1e3, left))
-            llm.engine.keep_warm()
-    return pause
 
 
 def print_phases(llm: LLM, params: SamplingParams, gaps: str, n: int,

@@ -70,17 +70,24 @@ def spin(seconds: float) -> None:
         pass
 
 
-def keepalive(wait: Callable[[float], None], every: float) -> Callable[[float], None]:
-    """A pause that wakes every `every` s to launch a tiny kernel and wait for it."""
-    y = torch.zeros(1, device="cuda")
-
+def ticking(wait: Callable[[float], None], every: float, action: Callable[[], object]) -> Callable[[float], None]:
+    """A pause spent in `wait` that wakes every `every` s to run `action`."""
     def pause(seconds: float) -> None:
         end = time.perf_counter() + seconds
         while (left := end - time.perf_counter()) > 0:
             wait(min(every, left))
-            y.add_(1.0)
-            torch.cuda.synchronize()
+            action()
     return pause
+
+
+def keepalive(wait: Callable[[float], None], every: float) -> Callable[[float], None]:
+    """A pause that wakes every `every` s to launch a tiny kernel and wait for it."""
+    y = torch.zeros(1, device="cuda")
+
+    def kernel() -> None:
+        y.neg_()
+        torch.cuda.synchronize()
+    return ticking(wait, every, kernel)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
