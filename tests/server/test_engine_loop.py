@@ -282,3 +282,22 @@ def test_no_keep_warm_by_default_on_the_loop():
         assert engine.warm_calls == []
     finally:
         h.close()
+
+
+def test_a_gone_frontend_ends_the_loop_while_it_keeps_warm():
+    engine = WarmEngine()
+    ctx = zmq.Context()
+    recv, send = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    recv.bind("inproc://req-orphan")
+    send.bind("inproc://out-orphan")
+    loop = EngineLoop(engine, recv, send, 4, parent_pid=-1, keep_warm_s=60.0)  # never this process's parent
+    t = threading.Thread(target=loop.run, daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    t.join(5)
+    try:
+        assert not t.is_alive() and time.monotonic() - t0 < 1.0  # at the first idle wake, not after the window
+    finally:
+        recv.close(linger=0)
+        send.close(linger=0)
+        ctx.term()
