@@ -111,6 +111,21 @@ def test_logprobs(server, client):
     assert len(content) == 4 and all(len(e.top_logprobs) == 3 for e in content)
 
 
+def test_chat_logprob_bytes_join_into_the_answer(server, client):
+    """Each token's `bytes` are its own, also where it holds part of a character (which its `token` text cannot
+    show): joined, they are the answer's UTF-8, as streamed and not."""
+    chat = dict(model=server.model, messages=MESSAGES, max_tokens=24, temperature=0, logprobs=True, top_logprobs=2,
+                extra_body={"ignore_eos": True, "skip_special_tokens": False})
+    whole = client.chat.completions.create(**chat).choices[0]
+    joined = b"".join(bytes(e.bytes) for e in whole.logprobs.content)
+    assert joined.decode("utf-8", errors="replace") == whole.message.content
+    streamed = [e for c in client.chat.completions.create(**chat, stream=True) if c.choices and c.choices[0].logprobs
+                for e in c.choices[0].logprobs.content]
+    assert [e.bytes for e in streamed] == [e.bytes for e in whole.logprobs.content]
+    lone = [e for c in whole.logprobs.content for e in [c, *c.top_logprobs] if e.token == "\ufffd"]
+    assert lone and all(len(e.bytes) == 1 and e.bytes[0] >= 0x80 for e in lone)  # not U+FFFD's three bytes
+
+
 def test_streamed_choices_with_logprobs_add_up_to_the_whole_answer(server, client):
     """However the server groups a stream's tokens into chunks (one per token, or several where the frontend
     fell behind), each choice's text, logprobs and text offsets add up to the answer without streaming."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from tierlm.engine.outputs import TokenLogprob
 from tierlm.server.requests import SubRequest
@@ -70,17 +70,16 @@ def completion_logprobs(tokenizer: Any, lps: list[TokenLogprob], offset: int = 0
     return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-def _entry(tokenizer: Any, token_id: int, logprob: float) -> dict[str, Any]:
-    s = _tok(tokenizer, token_id)
-    return {"token": s, "logprob": logprob, "bytes": list(s.encode("utf-8"))}
+def chat_logprobs(tokenizer: Any, token_bytes: Callable[[int], bytes], lps: list[TokenLogprob]) -> dict[str, Any]:
+    """Chat logprobs: `{"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]}`; `bytes` are the
+    token's own (`token_bytes`, see `server.token_bytes`), also where its text alone is not whole UTF-8."""
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        return {"token": _tok(tokenizer, token_id), "logprob": logprob, "bytes": list(token_bytes(token_id))}
 
-
-def chat_logprobs(tokenizer: Any, lps: list[TokenLogprob]) -> dict[str, Any]:
-    """Chat logprobs: `{"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]}`."""
     content = []
     for lp in lps:
-        e = _entry(tokenizer, lp.token_id, lp.logprob)
-        e["top_logprobs"] = [_entry(tokenizer, t, v) for t, v in lp.top]
+        e = entry(lp.token_id, lp.logprob)
+        e["top_logprobs"] = [entry(t, v) for t, v in lp.top]
         content.append(e)
     return {"content": content}
 

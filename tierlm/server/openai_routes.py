@@ -117,7 +117,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         choices = []
         for s in sorted(gen.subs.values(), key=lambda s: s.index):
             r = results[s.rid]
-            lps = fmt.chat_logprobs(st.tokenizer, r["logprobs"]) if logprobs is not None else None
+            lps = fmt.chat_logprobs(st.tokenizer, st.token_bytes, r["logprobs"]) if logprobs is not None else None
             choices.append({"index": s.index, "message": {"role": "assistant", "content": r["text"]},
                             "logprobs": lps, "finish_reason": r["finish_reason"]})
         return {"id": rid, "object": "chat.completion", "created": created, "model": st.info.model_name,
@@ -138,7 +138,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                 finals[s.rid] = o
             lps = None
             if logprobs is not None and o.new_logprobs:
-                lps = fmt.chat_logprobs(st.tokenizer, o.new_logprobs)
+                lps = fmt.chat_logprobs(st.tokenizer, st.token_bytes, o.new_logprobs)
             if lps:
                 yield chunk([{"index": s.index, "delta": {"content": o.new_text}, "logprobs": lps,
                               "finish_reason": None}])

@@ -12,6 +12,7 @@ from tierlm.server.engine_client import EngineClient
 from tierlm.server.metrics import ServerMetrics
 from tierlm.server.prompt_encoder import PromptEncoder
 from tierlm.server.requests import ServingInfo
+from tierlm.server.token_bytes import TokenBytes
 
 
 @dataclass
@@ -27,6 +28,10 @@ class ServerState:
     engine_info: dict[str, Any] = field(default_factory=dict)  # the engine's READY facts (model dir, dtype..)
     created: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
+    token_bytes: Optional[TokenBytes] = field(init=False)  # chat logprobs' `bytes`; None without a tokenizer
+
+    def __post_init__(self) -> None:
+        self.token_bytes = TokenBytes(self.tokenizer) if self.tokenizer is not None else None
 
 
 def get_state(request: Request) -> ServerState:
