@@ -58,13 +58,18 @@ def _tok(tokenizer: Any, token_id: int) -> str:
 
 
 def completion_logprobs(tokenizer: Any, lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
-    """Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
+    """Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset. `top_logprobs` maps text
+    to logprob, so alternatives whose texts are equal (byte tokens that each decode to U+FFFD) share one entry:
+    the likeliest's, as the alternatives come most likely first."""
     tokens, token_lps, tops, offsets = [], [], [], []
     for lp in lps:
         s = _tok(tokenizer, lp.token_id)
         tokens.append(s)
         token_lps.append(lp.logprob)
-        tops.append({_tok(tokenizer, t): v for t, v in lp.top})
+        top: dict[str, float] = {}
+        for t, v in lp.top:
+            top.setdefault(_tok(tokenizer, t), v)
+        tops.append(top)
         offsets.append(offset)
         offset += len(s)
     return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
