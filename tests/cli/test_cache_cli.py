@@ -273,3 +273,8 @@ def test_export_and_import_name_the_flag_or_file(root_dir, tmp_path, capsys):
     assert err.startswith(f"tierlm cache: error: ARCHIVE {out_dir}: is a directory") and "export" in err
     assert main(["cache", "import", str(tmp_path / "missing.tar.gz")]) == 2
     assert capsys.readouterr().err.strip().endswith("missing.tar.gz: no such file")
+    junk = tmp_path / "junk.tar.gz"  # a file that only claims to be an archive: one line, what to give instead
+    junk.write_bytes(b"not an archive at all")
+    assert main(["cache", "import", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tierlm cache: error: cannot read {junk}: not a tar archive") and err.count("\n") == 1

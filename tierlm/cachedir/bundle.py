@@ -231,6 +231,9 @@ def import_bundles(root: CacheRoot, archive: Path, force: bool = False,
                 extract_checked(tar, staging)
         except ArchiveRefused as e:
             raise BundleError(f"{archive}: {e}") from None
+        except tarfile.ReadError:  # its message lists every compression tried, one line each
+            raise BundleError(f"cannot read {archive}: not a tar archive (plain or compressed); give the .tar.gz "
+                              "written by `tierlm cache export`") from None
         except (OSError, tarfile.TarError) as e:
             raise BundleError(f"cannot read {archive}: {e}") from None
         found = sorted((staging / "aot").iterdir()) if (staging / "aot").is_dir() else []
