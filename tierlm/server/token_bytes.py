@@ -29,8 +29,8 @@ def byte_level_chars() -> dict[int, str]:
 
 
 def decoder_kind(tokenizer: Any) -> str:
-    """"byte_level", "byte_fallback" (with "+space" where `\u2581` stands for a space) or "text", from a fast
-    tokenizer's decoder; "text" for anything that does not say (a slow tokenizer, a test double)."""
+    """The kind of a fast tokenizer's decoder: "byte_level", "byte_fallback" (with "+space" where `\u2581` stands
+    for a space) or "text", also for anything that does not say (a slow tokenizer, a test double)."""
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
     try:
         spec = json.loads(decoder.__getstate__())
