@@ -60,7 +60,7 @@ timeout 200 python3 benchmarks/bench_extend.py --shapes 1:0:8192,4:2048:2048 \
 
 echo
 for tag in qwen-on qwen-off llama-on llama-off; do
-  [ -f "$out/$tag.txt" ] || continue  # not run (QUICK=1)
+  [ "$quick" = 1 ] && [[ $tag == *-off ]] && continue  # not run
   echo "== $tag"
   grep -v "^INFO" "$out/$tag.txt" | grep -A6 "^decode steps" | tail -n +2 | grep -v "^prefill"
   grep "^prefill" "$out/$tag.txt"
