@@ -147,3 +147,42 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_path):
+    """The engine process killed mid-stream: the stream ends with an OpenAI-style error event and [DONE], and the
+    server shuts down with status 1 (a supervisor then restarts it) instead of answering 503 for ever."""
+    import httpx
+
+    from tests.server.helpers import ServerProcess
+
+    srv = ServerProcess(tiny_qwen3, tmp_path / "server.log", new_session=True)
+    try:
+        srv.wait_ready()
+        engine = next(pid for pid in srv.engine_pids if b"spawn_main" in _cmdline(pid))
+        body = {"model": srv.model, "prompt": "hi", "max_tokens": 400, "ignore_eos": True, "stream": True}
+        events = []
+        with httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=60) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    if len(events) == 2:
+                        os.kill(engine, signal.SIGKILL)
+        assert r.status_code == 200 and events[-1] == "[DONE]", events[-3:]
+        error = json.loads(events[-2])["error"]
+        assert error["code"] == "engine_error" and "engine process died" in error["message"], error
+        assert len(events) < 400, "the stream ran to its end: the engine was not killed in time"
+        code = srv.proc.wait(timeout=30)
+    finally:
+        srv.stop()
+    log = srv.log_text()
+    assert code == 1, log
+    assert "the engine process died (exit code -9): shutting the server down" in log and "Traceback" not in log, log
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

@@ -2,7 +2,8 @@
 asyncio queues by one receiver task reading the PULL socket.
 
 Sends are synchronous and non-blocking (unbounded high-water mark), so `abort` can be called from a
-`finally` block of a cancelled stream. A watchdog fails every pending request if the engine process dies.
+`finally` block of a cancelled stream. A watchdog fails every pending request if the engine process dies, then
+calls `on_dead` (the server shuts itself down, so a supervisor restarts it).
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ class EngineClient:
     """Connects to an engine process's sockets and multiplexes many requests over them."""
 
     def __init__(self, req_addr: str, out_addr: str, is_alive: Callable[[], bool] = lambda: True,
-                 watchdog_s: float = 1.0):
+                 watchdog_s: float = 1.0, on_dead: Callable[[], None] = lambda: None):
         self.req_addr = req_addr
         self.out_addr = out_addr
         self.is_alive = is_alive
+        self.on_dead = on_dead
         self.watchdog_s = watchdog_s
         self.dead = False
         self._queues: dict[str, asyncio.Queue] = {}
@@ -160,6 +162,7 @@ class EngineClient:
                 log.error("the engine process died; failing %d requests", len(self._queues))
                 self.dead = True
                 self._fail_all("the engine process died")
+                self.on_dead()
 
     def _fail_all(self, why: str) -> None:
         for rid, q in list(self._queues.items()):

@@ -3,7 +3,8 @@
 The engine runs in a `spawn`ed process (CUDA-safe); start-up facts and failures come back over a pipe as
 msgpack bytes. On SIGTERM/SIGINT uvicorn stops accepting, gives open streams a few seconds, the app's lifespan
 tells the engine to abort what is left and exit, and the engine process is joined (then terminated, then
-killed) so none is left behind. The engine also dies with its parent (PR_SET_PDEATHSIG, plus an idle check).
+killed) so none is left behind. The engine also dies with its parent (PR_SET_PDEATHSIG, plus an idle check), and
+the server with its engine (`_EngineDeath`: status 1).
 """
 from __future__ import annotations
 
@@ -110,6 +111,23 @@ class EngineProcess:
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
 
+class _EngineDeath:
+    """Called by the engine link's watchdog once the engine process is gone (its requests already failed): the
+    server shuts down as on SIGTERM and exits with status 1, rather than answer 503 for ever, so that a service
+    manager or an orchestrator restarts it (vLLM's and SGLang's servers also exit when their engine dies)."""
+
+    def __init__(self, engine: EngineProcess):
+        self.engine = engine
+        self.server: Any = None
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        log.error("the engine process died (exit code %s): shutting the server down", self.engine.proc.exitcode)
+        if self.server is not None:
+            self.server.should_exit = True
+
+
 def tiers(config: EngineConfig) -> str:
     """The KV tiers in use: L1 always, L2 with --enable-hicache (or a store), L3 with --kv-store."""
     if config.kv_store:
@@ -155,14 +173,16 @@ def serve(config: EngineConfig, log_level: str = "info") -> int:
         info = engine.wait_ready()
         tokenizer = None if config.skip_tokenizer_init else load_tokenizer(config, info["model_dir"])
         log.info(summary_line(config, info, config.host, port))
-        client = EngineClient(engine.req_addr, engine.out_addr, is_alive=engine.is_alive)
+        died = _EngineDeath(engine)
+        client = EngineClient(engine.req_addr, engine.out_addr, is_alive=engine.is_alive, on_dead=died)
         vocab = info["vocab_size"] if tokenizer is None else min(info["vocab_size"], len(tokenizer))
         serving = ServingInfo(info["model_name"], info["max_model_len"], vocab, info.get("sampling_defaults", {}))
         app = create_app(config, serving, tokenizer, client, info)
         server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", ws="none",
                                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+        died.server = server
         server.run(sockets=[sock])
-        return 0
+        return 1 if died.fired else 0
     except _Terminated:
         log.info("SIGTERM: shutting down")
         return 0
