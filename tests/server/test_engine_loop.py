@@ -27,6 +27,7 @@ class FakeEngine:
         self.pending: list[StepOutput] = []
         self.aborted: list[str] = []
         self.stats_calls = 0
+        self.gone: Optional[str] = None  # what `lost` answers (a tensor-parallel rank that died)
 
     def add_request(self, rid: str, ids: list[int], p: SamplingParams) -> None:
         if not ids:
@@ -66,6 +67,9 @@ class FakeEngine:
 
     def num_waiting(self) -> int:
         return len(self.waiting)
+
+    def lost(self, grace_s: float = 0.0) -> Optional[str]:
+        return self.gone
 
 
 class Harness:
@@ -180,6 +184,36 @@ def test_failing_step_aborts_and_loop_survives(harness):
     assert seen["boom1"][-2:] == ["abort", True]
     harness.send(add("ok", [1], max_tokens=2))
     assert drain(harness, {"ok"})["ok"][-2:] == ["length", True]
+
+
+class LosingEngine(FakeEngine):
+    """Its step fails once a rank is gone, as a tensor-parallel forward does when a peer died."""
+
+    def step(self) -> list[StepOutput]:
+        if self.gone is not None:
+            raise RuntimeError(f"RankLost: {self.gone}")
+        return super().step()
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_a_lost_rank_ends_the_loop_with_a_failure(busy):
+    """A step failing because a rank is gone (or the loss noticed while idle) ends the loop, which the process
+    turns into exit status 1; a running request is aborted with the reason."""
+    engine = LosingEngine()
+    h = Harness(engine, max_waiting=4)
+    try:
+        if busy:
+            h.send(add("a", [1], max_tokens=10**6))
+            assert h.recv() is not None  # it is running
+        engine.gone = "rank 1: the control channel closed (EOFError)"
+        h.thread.join(3)
+        assert not h.thread.is_alive() and h.loop.failure == engine.gone
+        if busy:
+            rows = [wire.row_to_output(r) for m in iter(lambda: h.recv(500), None) for r in m.get("outs", [])]
+            last = [o for o in rows if o.request_id == "a"][-1]
+            assert last.finished and last.finish_reason == "abort" and engine.gone in last.error
+    finally:
+        h.close()
 
 
 def test_shutdown_aborts_live_requests():

@@ -149,17 +149,22 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_path):
-    """The engine process killed mid-stream: the stream ends with an OpenAI-style error event and [DONE], and the
-    server shuts down with status 1 (a supervisor then restarts it) instead of answering 503 for ever."""
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("victim", ["engine", "rank"])
+def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_path, victim):
+    """The engine process, or a tensor-parallel rank of it, killed mid-stream: the stream ends with an OpenAI-style
+    error event and [DONE], and the server shuts down with status 1 (a supervisor then restarts it) instead of
+    answering 503 (or 500 for every request, with a rank gone) for ever."""
     import httpx
 
-    from tests.server.helpers import ServerProcess
+    from tests.server.helpers import ServerProcess, children_of
 
-    srv = ServerProcess(tiny_qwen3, tmp_path / "server.log", new_session=True)
+    flags = ["--tp-size", "2"] if victim == "rank" else []
+    srv = ServerProcess(tiny_qwen3, tmp_path / "server.log", *flags, new_session=True)
     try:
         srv.wait_ready()
         engine = next(pid for pid in srv.engine_pids if b"spawn_main" in _cmdline(pid))
+        target = engine if victim == "engine" else children_of(engine)[0]
         body = {"model": srv.model, "prompt": "hi", "max_tokens": 400, "ignore_eos": True, "stream": True}
         events = []
         with httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=60) as r:
@@ -167,17 +172,21 @@ def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_pa
                 if line.startswith("data: "):
                     events.append(line[6:])
                     if len(events) == 2:
-                        os.kill(engine, signal.SIGKILL)
+                        os.kill(target, signal.SIGKILL)
         assert r.status_code == 200 and events[-1] == "[DONE]", events[-3:]
         error = json.loads(events[-2])["error"]
-        assert error["code"] == "engine_error" and "engine process died" in error["message"], error
-        assert len(events) < 400, "the stream ran to its end: the engine was not killed in time"
-        code = srv.proc.wait(timeout=30)
+        why = "engine process died" if victim == "engine" else "rank 1: the control channel"
+        assert error["code"] == "engine_error" and why in error["message"], error
+        assert len(events) < 400, "the stream ran to its end: the process was not killed in time"
+        code = srv.proc.wait(timeout=60)
     finally:
         srv.stop()
     log = srv.log_text()
     assert code == 1, log
-    assert "the engine process died (exit code -9): shutting the server down" in log and "Traceback" not in log, log
+    exit_line = "exit code -9" if victim == "engine" else "exit code 1"
+    assert f"the engine process died ({exit_line}): shutting the server down" in log, log
+    assert "Traceback" not in log, log
+    assert not _running(engine)
 
 
 def _cmdline(pid: int) -> bytes:

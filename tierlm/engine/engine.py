@@ -141,6 +141,11 @@ class Engine:
         """Keep an idle device quick to start the next request (`Worker.keep_warm`; the server's loop calls it)."""
         return self.worker.keep_warm()
 
+    def lost(self, grace_s: float = 0.0) -> Optional[str]:
+        """Why this engine can never run a step again (a tensor-parallel rank is gone), or None
+        (`WorkerGroup.lost`)."""
+        return self.worker.lost(grace_s)
+
     def num_waiting(self) -> int:
         """Requests queued, not yet admitted (what a server bounds; cheap, unlike `stats()`)."""
         return len(self.scheduler.waiting)

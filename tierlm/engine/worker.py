@@ -120,6 +120,10 @@ class Worker:
         """Write sampled tokens into the device token table (the next decode step reads its inputs there)."""
         self.tables.write_tokens(sites.rows, sites.positions, tokens)
 
+    def lost(self, grace_s: float = 0.0) -> Optional[str]:
+        """None, at once: one device has no other rank to lose (a `WorkerGroup` names a rank that is gone)."""
+        return None
+
     def close(self) -> None:
         """Nothing to stop on one device (a `WorkerGroup` stops its other ranks here)."""
 

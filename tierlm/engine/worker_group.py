@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import threading
+import time
 from typing import Any, Optional, Sequence
 
 import torch
@@ -110,6 +111,17 @@ class WorkerGroup:
                     self._latest[r] = {"error": f"{type(e).__name__}: {e}"}
             out.append({"rank": r, **self._latest.get(r, {"state": "no report yet"})})
         return out
+
+    def lost(self, grace_s: float = 0.0) -> Optional[str]:
+        """Why a worker rank is gone (its control channel broke), or None: with one rank lost no step can run
+        again, since every forward needs every rank. `grace_s`: after a failed step, how long to wait for a
+        link to notice (a collective can fail on a dead peer a moment before the link's reader sees it close)."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            why = next((link.lost for link in self.links if link.lost is not None), None)
+            if why is not None or time.monotonic() >= deadline:
+                return why
+            time.sleep(0.01)
 
     def close(self, timeout: float = 60.0) -> None:
         """Flush and stop the worker ranks, then leave the process group (every rank leaves it at the same

@@ -1,9 +1,10 @@
 """The engine process: owns the `Engine`, takes requests from a ZMQ PULL socket, pushes per-step outputs.
 
 While any request is unfinished it alternates "drain the socket without blocking" and `engine.step()`; when
-idle it blocks on the socket (waking once a second to notice a dead parent), for `--keep-warm-s` after the last
-step waking every `KEEP_WARM_MS` to run `engine.keep_warm()` instead. The waiting queue is bounded by
-`config.max_waiting_requests`: beyond it a request is answered REJECT 503 without touching the engine.
+idle it blocks on the socket (waking once a second to notice a dead parent or a lost tensor-parallel rank), for
+`--keep-warm-s` after the last step waking every `KEEP_WARM_MS` to run `engine.keep_warm()` instead. The waiting
+queue is bounded by `config.max_waiting_requests`: beyond it a request is answered REJECT 503 without touching
+the engine. A lost rank ends the process with status 1 (no step can run again), and the server with it.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tierlm.utils.process import die_with_parent
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 1000
+LOST_GRACE_S = 2.0  # after a failed step: how long a rank's loss may take to show (`Engine.lost`)
 KEEP_WARM_MS = 10  # under the idle time after which a device's launch path is measurably slower to start
 
 
@@ -42,9 +44,11 @@ class EngineLoop:
         self.live: set[str] = set()
         self.running = True
         self.stop_when_idle = False  # set on SIGTERM: finish what is running, then exit
+        self.failure: Optional[str] = None  # why the engine can no longer serve (the process then exits 1)
 
     def run(self) -> None:
-        """Serve until SHUTDOWN, the parent process disappears, or (after SIGTERM) nothing is left to run."""
+        """Serve until SHUTDOWN, the parent process disappears, the engine loses a rank (`failure`), or (after
+        SIGTERM) nothing is left to run."""
         self._warm_until = time.monotonic() + self.keep_warm_s  # the first request after start-up too
         while self.running:
             busy = self.engine.has_unfinished()
@@ -58,12 +62,22 @@ class EngineLoop:
                 if self._orphaned():
                     log.warning("frontend process is gone; engine process exits")
                     break
+                if self._lost():
+                    break
                 if warm:
                     self._keep_warm()
             if self.running and self.engine.has_unfinished():
                 self._step()
                 self._warm_until = time.monotonic() + self.keep_warm_s
-        self._abort_all("server is shutting down")
+        self._abort_all(self.failure or "server is shutting down")
+
+    def _lost(self, grace_s: float = 0.0) -> bool:
+        why = self.engine.lost(grace_s)
+        if why is None:
+            return False
+        log.error("the engine cannot serve any more (%s); engine process exits", why)
+        self.failure, self.running = why, False
+        return True
 
     def _keep_warm(self) -> None:
         try:
@@ -136,8 +150,13 @@ class EngineLoop:
         try:
             outputs = self.engine.step()
         except Exception as e:  # noqa: BLE001
-            log.exception("engine step failed; aborting %d requests", len(self.live))
-            self._abort_all(f"engine error: {type(e).__name__}: {e}")
+            why = self.engine.lost(LOST_GRACE_S)
+            if why is None:
+                log.exception("engine step failed; aborting %d requests", len(self.live))
+                self._abort_all(f"engine error: {type(e).__name__}: {e}")
+            else:  # the step failed because a rank is gone: that is the reason, not the collective's error
+                self._abort_all(f"engine error: {why}")
+                self._lost()
             return
         if not outputs:
             return
@@ -240,3 +259,5 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
         send_sock.close(linger=500)
         recv_sock.close(linger=0)
         ctx.term()
+    if loop.failure is not None:
+        raise SystemExit(1)  # the frontend's watchdog sees the process gone and stops the server
