@@ -20,6 +20,7 @@ import zmq
 from tierlm.config import EngineConfig
 from tierlm.errors import OverloadedError, RequestError, describe_startup_error
 from tierlm.server import wire
+from tierlm.server.lost_rank_watch import LostRankWatch
 from tierlm.utils.process import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,7 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
     ready_conn.close()
     loop = EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid, config.keep_warm_s)
     termination.loop = loop
+    watch = LostRankWatch(engine).start() if config.tp_size > 1 else None  # through the clean-up too
     try:
         loop.run()
     finally:
@@ -259,5 +261,7 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
         send_sock.close(linger=500)
         recv_sock.close(linger=0)
         ctx.term()
+        if watch is not None:
+            watch.stop()
     if loop.failure is not None:
         raise SystemExit(1)  # the frontend's watchdog sees the process gone and stops the server
