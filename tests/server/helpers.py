@@ -37,6 +37,14 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line (NUL-separated), or b"" once it is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 class ServerProcess:
     """`python -m tierlm serve` in a subprocess, with its log in a file and helpers to reach it."""
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import CPU_OPTS
-from tests.server.helpers import ENGINE_FLAGS, ServerProcess, free_port
+from tests.server.helpers import ENGINE_FLAGS, ServerProcess, children_of, cmdline, free_port
 from tierlm import LLM, SamplingParams
 
 PROMPT = "the quick brown fox jumps over the lazy dog"
@@ -45,6 +46,33 @@ def test_two_node_launch_serves_a_request(tiny_qwen3, tmp_path):
             if node1.poll() is None:
                 node1.kill()
             node1_log.close()
+
+
+@pytest.mark.timeout(240)
+def test_a_lost_controller_stops_the_other_node_with_status_1(tiny_qwen3, tmp_path):
+    """Node 0's engine (the controller, rank 0) killed: node 1's ranks and launcher exit 1, and node 0's server
+    too, so a supervisor of either node sees a failure rather than a clean exit. (A lost worker rank on node 0's
+    side: tests/server/test_serve_cli.py.)"""
+    addr = f"127.0.0.1:{free_port()}"
+    multi = ["--tp-size", "2", "--nnodes", "2", "--dist-init-addr", addr]
+    node1_log = open(tmp_path / "node1.log", "w")
+    node1 = subprocess.Popen([sys.executable, "-m", "tierlm", "serve", "--model", str(tiny_qwen3), *ENGINE_FLAGS,
+                              *multi, "--node-rank", "1"], stdout=node1_log, stderr=subprocess.STDOUT,
+                             env={**os.environ})
+    server = ServerProcess(tiny_qwen3, tmp_path / "node0.log", *multi, "--node-rank", "0")
+    try:
+        server.wait_ready()
+        engine = next(pid for pid in children_of(server.proc.pid) if b"spawn_main" in cmdline(pid))
+        os.kill(engine, signal.SIGKILL)
+        assert node1.wait(timeout=60) == 1, (tmp_path / "node1.log").read_text()
+        assert server.proc.wait(timeout=60) == 1, server.log_text()
+    finally:
+        server.stop()
+        if node1.poll() is None:
+            node1.kill()
+            node1.wait()
+        node1_log.close()
+    assert "the controller is gone" in (tmp_path / "node1.log").read_text()
 
 
 def test_node_flags_are_checked(tiny_qwen3):

@@ -157,13 +157,13 @@ def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_pa
     answering 503 (or 500 for every request, with a rank gone) for ever."""
     import httpx
 
-    from tests.server.helpers import ServerProcess, children_of
+    from tests.server.helpers import ServerProcess, children_of, cmdline
 
     flags = ["--tp-size", "2"] if victim == "rank" else []
     srv = ServerProcess(tiny_qwen3, tmp_path / "server.log", *flags, new_session=True)
     try:
         srv.wait_ready()
-        engine = next(pid for pid in srv.engine_pids if b"spawn_main" in _cmdline(pid))
+        engine = next(pid for pid in srv.engine_pids if b"spawn_main" in cmdline(pid))
         target = engine if victim == "engine" else children_of(engine)[0]
         body = {"model": srv.model, "prompt": "hi", "max_tokens": 400, "ignore_eos": True, "stream": True}
         events = []
@@ -187,11 +187,3 @@ def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_pa
     assert f"the engine process died ({exit_line}): shutting the server down" in log, log
     assert "Traceback" not in log, log
     assert not _running(engine)
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""

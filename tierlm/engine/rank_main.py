@@ -44,15 +44,17 @@ class RankLoop:
         self.replies = ReplySender(conn)
         self.open_store = open_store  # url -> this rank's shard of the L3 store
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Serve until the controller says close (0) or is gone without a word (1: the process died, its node went
+        away), the exit status of the rank and of a node's `tierlm serve --node-rank K`, for a supervisor to see."""
         while True:
             try:
                 msg = unpack(self.conn.recv_bytes())
             except (EOFError, OSError):
-                logger.warning("rank %d: the controller is gone; exiting", self.worker.tp.rank)
-                return
+                logger.error("rank %d: the controller is gone; exiting", self.worker.tp.rank)
+                return 1
             if not self.handle(msg):
-                return
+                return 0
 
     def _flush(self, rid: int) -> None:
         """Reply once every copy and store call posted before the request has finished."""
@@ -138,12 +140,12 @@ def run_worker_rank(doc: dict) -> int:
 
         if config.gc_freeze:
             freeze_heap()  # collections while serving skip what start-up built (`tierlm.engine.gc_watch`)
-        RankLoop(worker, conn, shard_store).run()
+        status = RankLoop(worker, conn, shard_store).run()
         worker.release_graphs()
     finally:
         conn.close()
         leave_group(timeout=10.0)
-    return 0
+    return status
 
 
 def main() -> int:
