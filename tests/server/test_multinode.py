@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -16,18 +18,22 @@ from tierlm import LLM, SamplingParams
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
+def _two_nodes(model: Path, tmp_path: Path) -> tuple[subprocess.Popen, IO[str], ServerProcess]:
+    """Node 1 (`serve --node-rank 1`, its log in node1.log) and node 0's server, started, not yet ready."""
+    multi = ["--tp-size", "2", "--nnodes", "2", "--dist-init-addr", f"127.0.0.1:{free_port()}"]
+    node1_log = open(tmp_path / "node1.log", "w")
+    node1 = subprocess.Popen([sys.executable, "-m", "tierlm", "serve", "--model", str(model), *ENGINE_FLAGS,
+                              *multi, "--node-rank", "1"], stdout=node1_log, stderr=subprocess.STDOUT,
+                             env={**os.environ})
+    return node1, node1_log, ServerProcess(model, tmp_path / "node0.log", *multi, "--node-rank", "0")
+
+
 @pytest.mark.timeout(240)
 def test_two_node_launch_serves_a_request(tiny_qwen3, tmp_path):
     ref = LLM(str(tiny_qwen3), **CPU_OPTS)
     expected = ref.generate([PROMPT], SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0].text
     ref.close()
-    addr = f"127.0.0.1:{free_port()}"
-    multi = ["--tp-size", "2", "--nnodes", "2", "--dist-init-addr", addr]
-    node1_log = open(tmp_path / "node1.log", "w")
-    node1 = subprocess.Popen([sys.executable, "-m", "tierlm", "serve", "--model", str(tiny_qwen3), *ENGINE_FLAGS,
-                              *multi, "--node-rank", "1"], stdout=node1_log, stderr=subprocess.STDOUT,
-                             env={**os.environ})
-    server = ServerProcess(tiny_qwen3, tmp_path / "node0.log", *multi, "--node-rank", "0")
+    node1, node1_log, server = _two_nodes(tiny_qwen3, tmp_path)
     try:
         server.wait_ready()
         r = httpx.post(server.url + "/v1/completions", timeout=60,
@@ -53,13 +59,7 @@ def test_a_lost_controller_stops_the_other_node_with_status_1(tiny_qwen3, tmp_pa
     """Node 0's engine (the controller, rank 0) killed: node 1's ranks and launcher exit 1, and node 0's server
     too, so a supervisor of either node sees a failure rather than a clean exit. (A lost worker rank on node 0's
     side: tests/server/test_serve_cli.py.)"""
-    addr = f"127.0.0.1:{free_port()}"
-    multi = ["--tp-size", "2", "--nnodes", "2", "--dist-init-addr", addr]
-    node1_log = open(tmp_path / "node1.log", "w")
-    node1 = subprocess.Popen([sys.executable, "-m", "tierlm", "serve", "--model", str(tiny_qwen3), *ENGINE_FLAGS,
-                              *multi, "--node-rank", "1"], stdout=node1_log, stderr=subprocess.STDOUT,
-                             env={**os.environ})
-    server = ServerProcess(tiny_qwen3, tmp_path / "node0.log", *multi, "--node-rank", "0")
+    node1, node1_log, server = _two_nodes(tiny_qwen3, tmp_path)
     try:
         server.wait_ready()
         engine = next(pid for pid in children_of(server.proc.pid) if b"spawn_main" in cmdline(pid))
