@@ -187,3 +187,20 @@ def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_pa
     assert f"the engine process died ({exit_line}): shutting the server down" in log, log
     assert "Traceback" not in log, log
     assert not _running(engine)
+
+
+def test_engine_death_during_a_shutdown_is_not_a_failure():
+    """A SIGTERM to the whole group: the engine exits once its requests are done, which the link's watchdog may
+    see before the frontend has stopped; that is the shutdown asked for (status 0), not a dead engine."""
+    from types import SimpleNamespace
+
+    from tierlm.server.launch import _EngineDeath
+
+    engine = SimpleNamespace(proc=SimpleNamespace(exitcode=0))
+    died = _EngineDeath(engine)
+    died.server = SimpleNamespace(should_exit=True)
+    died()
+    assert not died.fired
+    died.server.should_exit = False
+    died()
+    assert died.fired and died.server.should_exit

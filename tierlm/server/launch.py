@@ -122,6 +122,8 @@ class _EngineDeath:
         self.fired = False
 
     def __call__(self) -> None:
+        if self.server is not None and self.server.should_exit:
+            return  # already shutting down (a SIGTERM to the group: the engine exits once its requests are done)
         self.fired = True
         log.error("the engine process died (exit code %s): shutting the server down", self.engine.proc.exitcode)
         if self.server is not None:
