@@ -27,6 +27,8 @@ def test_help_groups_flags():
         assert flag in out
     assert out.index("server options") < out.rindex("--api-key")
     assert out.index("cache tiers options") < out.rindex("--kv-store") < out.index("server options")
+    exit_status = " ".join(out[out.index("Exit status:"):].split())  # what a supervisor of the server acts on
+    assert "0 after SIGTERM" in exit_status and "1 when the engine process" in exit_status, exit_status
 
 
 def test_missing_model_dir_is_one_line(tmp_path):
