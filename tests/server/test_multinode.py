@@ -55,15 +55,16 @@ def test_two_node_launch_serves_a_request(tiny_qwen3, tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_a_lost_controller_stops_the_other_node_with_status_1(tiny_qwen3, tmp_path):
-    """Node 0's engine (the controller, rank 0) killed: node 1's ranks and launcher exit 1, and node 0's server
-    too, so a supervisor of either node sees a failure rather than a clean exit. (A lost worker rank on node 0's
-    side: tests/server/test_serve_cli.py.)"""
+@pytest.mark.parametrize("victim", ["controller", "worker"])
+def test_a_lost_node_stops_both_with_status_1(tiny_qwen3, tmp_path, victim):
+    """Node 0's engine (the controller, rank 0) or node 1's rank killed: node 0's server and node 1's launcher
+    both exit 1, so a supervisor of either node sees a failure rather than a clean exit or a server that fails
+    every request."""
     node1, node1_log, server = _two_nodes(tiny_qwen3, tmp_path)
     try:
         server.wait_ready()
         engine = next(pid for pid in children_of(server.proc.pid) if b"spawn_main" in cmdline(pid))
-        os.kill(engine, signal.SIGKILL)
+        os.kill(engine if victim == "controller" else children_of(node1.pid)[0], signal.SIGKILL)
         assert node1.wait(timeout=60) == 1, (tmp_path / "node1.log").read_text()
         assert server.proc.wait(timeout=60) == 1, server.log_text()
     finally:
@@ -72,7 +73,10 @@ def test_a_lost_controller_stops_the_other_node_with_status_1(tiny_qwen3, tmp_pa
             node1.kill()
             node1.wait()
         node1_log.close()
-    assert "the controller is gone" in (tmp_path / "node1.log").read_text()
+    if victim == "controller":
+        assert "the controller is gone" in (tmp_path / "node1.log").read_text()
+    else:
+        assert "the engine cannot serve any more (rank 1:" in server.log_text()
 
 
 def test_node_flags_are_checked(tiny_qwen3):

@@ -138,16 +138,16 @@ def run_node(config: EngineConfig) -> int:
     logger.info("node %d of %d: starting ranks %s, meeting node 0 at %s", config.node_rank, config.nnodes, ranks,
                 config.dist_init_addr)
     procs = spawn_ranks(config, ranks, config.dist_init_addr)
-    code = 0
+    failed = False
     try:
         for p in procs:
-            code = p.wait() or code
+            failed = p.wait() != 0 or failed  # a rank killed by a signal has a negative status
     except KeyboardInterrupt:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait()
-    return code
+    return 1 if failed else 0
 
 
 def start_workers(config: EngineConfig, model_dir: Path, mc: ModelConfig, max_model_len: int, max_len: int) -> Any:
