@@ -143,6 +143,61 @@ def test_group_sigterm_exits_cleanly_and_start_up_line_states_auth(tiny_qwen3, t
     assert "leaked" not in srv.log_text(), srv.log_text()
 
 
+@pytest.mark.timeout(180)
+def test_sigterm_ends_the_streams_it_cannot_wait_for_with_an_error_event(tiny_qwen3, tmp_path):
+    """Requests still open when the graceful shutdown's 5 s run out end cleanly: a stream with an OpenAI-style
+    error event and [DONE], a request still queued (no answer begun) with a 503 body, never a connection cut
+    mid-body; the server still exits 0. Twelve long streams run one at a time (`--max-running-requests 1`), so
+    most are open at the deadline."""
+    import threading
+
+    import httpx
+
+    from tests.server.helpers import ServerProcess
+
+    srv = ServerProcess(tiny_qwen3, tmp_path / "server.log", "--max-running-requests", "1", new_session=True)
+    ends: dict[int, object] = {}
+
+    def stream(i: int) -> None:
+        body = {"model": srv.model, "prompt": "hi", "max_tokens": 500, "ignore_eos": True, "stream": True}
+        try:
+            with httpx.stream("POST", srv.url + "/v1/completions", json=body, timeout=60) as r:
+                if r.status_code != 200:
+                    ends[i] = (r.status_code, json.loads(r.read())["error"])
+                    return
+                events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+            ends[i] = (200, events)
+        except httpx.HTTPError as e:
+            ends[i] = e
+
+    try:
+        srv.wait_ready()
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every request reached the engine (one running, the rest queued)
+            stats = srv.stats()
+            if stats["num_running"] + stats["num_waiting"] == 12:
+                break
+            time.sleep(0.05)
+        os.killpg(srv.proc.pid, signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        code = srv.proc.wait(timeout=60)
+    finally:
+        srv.stop()
+    assert code == 0, srv.log_text()
+    cut = {i: e for i, e in ends.items() if isinstance(e, Exception)}
+    assert len(ends) == 12 and not cut, cut
+    streamed = [events for status, events in ends.values() if status == 200]
+    refused = [err for status, err in ends.values() if status != 200]
+    assert streamed and all(events[-1] == "[DONE]" for events in streamed)
+    errors = [json.loads(events[-2])["error"] for events in streamed if '"error"' in events[-2]] + refused
+    assert errors and all("the server is shutting down" in err["message"] for err in errors), errors
+    assert all(status in (200, 503) for status, _ in ends.values()), ends
+
+
 def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

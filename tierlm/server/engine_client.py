@@ -115,6 +115,14 @@ class EngineClient:
         finally:
             self._stats.pop(qid, None)
 
+    def end_all(self, why: str) -> None:
+        """End every open request now with `why` (a 503 refusal: a stream's error event, then its end) and abort
+        it in the engine: the server is about to close its connections and would otherwise cut them."""
+        if not self.dead:
+            for rid in self._queues:
+                self._send({"t": wire.ABORT, "rid": rid})
+        self._fail_all(why)
+
     def shutdown_engine(self) -> None:
         if not self.dead:
             self._send({"t": wire.SHUTDOWN})

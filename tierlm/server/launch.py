@@ -1,13 +1,15 @@
 """`serve(config)`: bind the port, start the engine process, wait until it is ready, run uvicorn, clean up.
 
 The engine runs in a `spawn`ed process (CUDA-safe); start-up facts and failures come back over a pipe as
-msgpack bytes. On SIGTERM/SIGINT uvicorn stops accepting, gives open streams a few seconds, the app's lifespan
-tells the engine to abort what is left and exit, and the engine process is joined (then terminated, then
-killed) so none is left behind. The engine also dies with its parent (PR_SET_PDEATHSIG, plus an idle check), and
-the server with its engine (`_EngineDeath`: status 1).
+msgpack bytes. On SIGTERM/SIGINT uvicorn stops accepting and gives open requests up to 5 s (those still open a
+second before that end with an error, `_Server`), the app's lifespan tells the engine to abort what is left and
+exit, and the engine process is joined (then terminated, then killed) so none is left behind. The engine also
+dies with its parent (PR_SET_PDEATHSIG, plus an idle check), and the server with its engine (`_EngineDeath`:
+status 1).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -16,6 +18,8 @@ import signal
 import socket
 import tempfile
 from typing import Any, Optional
+
+import uvicorn
 
 from tierlm.config import EngineConfig
 from tierlm.server import wire
@@ -130,6 +134,25 @@ class _EngineDeath:
             self.server.should_exit = True
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending the requests still open one second before its graceful shutdown's deadline with
+    a "server is shutting down" error (`EngineClient.end_all`: a stream sends its error event and `[DONE]`), so
+    that no client finds its connection cut in the middle of a stream."""
+
+    def __init__(self, config: uvicorn.Config, client: Any) -> None:
+        super().__init__(config)
+        self.client = client
+
+    async def shutdown(self, sockets: Optional[list[socket.socket]] = None) -> None:
+        grace = self.config.timeout_graceful_shutdown or 0
+        ending = asyncio.get_running_loop().call_later(max(0.0, grace - 1.0), self.client.end_all,
+                                                       "the server is shutting down")
+        try:
+            await super().shutdown(sockets)
+        finally:
+            ending.cancel()
+
+
 def tiers(config: EngineConfig) -> str:
     """The KV tiers in use: L1 always, L2 with --enable-hicache (or a store), L3 with --kv-store."""
     if config.kv_store:
@@ -160,8 +183,6 @@ def load_tokenizer(config: EngineConfig, model_dir: str) -> Any:
 
 def serve(config: EngineConfig, log_level: str = "info") -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit status (0 after a clean SIGTERM)."""
-    import uvicorn
-
     from tierlm.server.engine_client import EngineClient
     from tierlm.server.frontend import create_app
     from tierlm.server.requests import ServingInfo
@@ -180,8 +201,8 @@ def serve(config: EngineConfig, log_level: str = "info") -> int:
         vocab = info["vocab_size"] if tokenizer is None else min(info["vocab_size"], len(tokenizer))
         serving = ServingInfo(info["model_name"], info["max_model_len"], vocab, info.get("sampling_defaults", {}))
         app = create_app(config, serving, tokenizer, client, info)
-        server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", ws="none",
-                                               timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+        server = _Server(uvicorn.Config(app, log_level=log_level, lifespan="on", ws="none",
+                                        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S), client)
         died.server = server
         server.run(sockets=[sock])
         return 1 if died.fired else 0
