@@ -144,13 +144,14 @@ class _Server(uvicorn.Server):
         self.client = client
 
     async def shutdown(self, sockets: Optional[list[socket.socket]] = None) -> None:
-        grace = self.config.timeout_graceful_shutdown or 0
-        ending = asyncio.get_running_loop().call_later(max(0.0, grace - 1.0), self.client.end_all,
-                                                       "the server is shutting down")
+        grace = self.config.timeout_graceful_shutdown
+        ending = None if grace is None else asyncio.get_running_loop().call_later(
+            max(0.0, grace - 1.0), self.client.end_all, "the server is shutting down")
         try:
             await super().shutdown(sockets)
         finally:
-            ending.cancel()
+            if ending is not None:
+                ending.cancel()
 
 
 def tiers(config: EngineConfig) -> str:
