@@ -63,7 +63,9 @@ class EngineLoop:
                 if self._orphaned():
                     log.warning("frontend process is gone; engine process exits")
                     break
-                if self._lost():
+                why = self.engine.lost()
+                if why is not None:
+                    self._fail(why)
                     break
                 if warm:
                     self._keep_warm()
@@ -72,13 +74,10 @@ class EngineLoop:
                 self._warm_until = time.monotonic() + self.keep_warm_s
         self._abort_all(self.failure or "server is shutting down")
 
-    def _lost(self, grace_s: float = 0.0) -> bool:
-        why = self.engine.lost(grace_s)
-        if why is None:
-            return False
+    def _fail(self, why: str) -> None:
+        """The engine lost a rank (`why`): stop the loop; the process then exits 1."""
         log.error("the engine cannot serve any more (%s); engine process exits", why)
         self.failure, self.running = why, False
-        return True
 
     def _keep_warm(self) -> None:
         try:
@@ -157,7 +156,7 @@ class EngineLoop:
                 self._abort_all(f"engine error: {type(e).__name__}: {e}")
             else:  # the step failed because a rank is gone: that is the reason, not the collective's error
                 self._abort_all(f"engine error: {why}")
-                self._lost()
+                self._fail(why)
             return
         if not outputs:
             return
