@@ -65,3 +65,10 @@ def test_kv_events_config_spellings_of_vllm_and_sglang():
 def test_kv_events_need_the_prefix_cache():
     with pytest.raises(ValueError, match="^--kv-events-config: the events describe the prefix cache"):
         EngineConfig(model="m", kv_events_config='{"publisher": "zmq"}', enable_prefix_cache=False).validate()
+
+
+def test_watchdog_timeout_is_a_bound_or_off():
+    EngineConfig(model="m", watchdog_timeout=0.0).validate()  # off
+    assert EngineConfig(model="m").watchdog_timeout == 300.0  # SGLang's default
+    with pytest.raises(ValueError, match="^--watchdog-timeout: must be >= 0, got -1"):
+        EngineConfig(model="m", watchdog_timeout=-1.0).validate()

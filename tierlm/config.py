@@ -36,6 +36,7 @@ AT_LEAST = (
     ("piecewise_cuda_graph_max_tokens", -1), ("max_mixed_tokens", 1), ("mixed_backlog_steps", 0),
     ("mixed_burst_tokens", 0), ("reserve_new_tokens", 0), ("max_waiting_requests", 1), ("max_model_len", 1),
     ("hicache_write_threshold", 1), ("hicache_prefetch_timeout", 0), ("keep_warm_s", 0),
+    ("watchdog_timeout", 0),
 )  # value >= bound
 ABOVE = (
     ("kv_cache_gb", 0), ("hicache_ratio", 0), ("hicache_size", 0), ("kv_store_max_gb", 0), ("kv_store_timeout", 0),
@@ -250,6 +251,10 @@ class EngineConfig:
                                   "(default: no authentication).", "server")
     request_body_timeout: float = _opt(30.0, "Seconds a client has to send a request body; a slower one is "
                                        "answered 408 and disconnected.", "server")
+    watchdog_timeout: float = _opt(300.0, "Seconds one engine step may run before the server counts the engine as "
+                                   "hung (a stuck device, or a tensor-parallel rank that stopped answering "
+                                   "without dying) and exits with status 1 for its supervisor to restart it; "
+                                   "0 turns the bound off.", "server")
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return dataclasses.replace(self, **changes)

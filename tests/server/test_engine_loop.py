@@ -216,6 +216,37 @@ def test_a_lost_rank_ends_the_loop_with_a_failure(busy):
         h.close()
 
 
+class TimedEngine(FakeEngine):
+    """Records the loop's `step_started` seen from inside each step; steps of ids starting with 'boom' raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop: Optional[EngineLoop] = None
+        self.seen: list[Optional[float]] = []
+
+    def step(self) -> list[StepOutput]:
+        self.seen.append(self.loop.step_started)
+        return super().step()
+
+
+def test_the_step_running_now_is_timed_for_the_watchdog():
+    """`step_started` is set for exactly the duration of each step (a failed one too), None between steps."""
+    engine = TimedEngine()
+    h = Harness(engine, max_waiting=4)
+    engine.loop = h.loop
+    try:
+        before = time.monotonic()
+        h.send(add("a", [1], max_tokens=3))
+        assert drain(h, {"a"})["a"][-1] is True
+        h.send(add("boom", [1]))
+        assert drain(h, {"boom"})["boom"][-2] == "abort"
+        assert len(engine.seen) >= 4 and all(t is not None and t >= before for t in engine.seen)
+        assert engine.seen == sorted(engine.seen)
+        assert h.loop.step_started is None
+    finally:
+        h.close()
+
+
 def test_shutdown_aborts_live_requests():
     h = Harness(FakeEngine(), max_waiting=10)
     h.send(add("slow", [1], max_tokens=10**6))

@@ -97,6 +97,7 @@ def test_help_states_each_default_once():
     (["--kv-store-timeout", "nan"], "--kv-store-timeout"),
     (["--kv-store", "redis://127.0.0.1:99999/0"], "--kv-store"),
     (["--request-body-timeout", "0"], "--request-body-timeout"),
+    (["--watchdog-timeout", "-5"], "--watchdog-timeout"),
 ])
 def test_invalid_flag_is_refused_before_start(tiny_qwen3, flags, flag):
     r = tierlm("serve", "--model", str(tiny_qwen3), *ENGINE_FLAGS, "--port", str(free_port()), *flags)
@@ -204,17 +205,19 @@ def _running(pid: int) -> bool:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("victim", ["engine", "rank"])
+@pytest.mark.parametrize("victim", ["engine", "rank", "hung rank"])
 def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_path, victim):
     """The engine process, or a tensor-parallel rank of it, killed mid-stream: the stream ends with an OpenAI-style
     error event and [DONE], and the server shuts down with status 1 (a supervisor then restarts it) instead of
-    answering 503 (or 500 for every request, with a rank gone) for ever."""
+    answering 503 (or 500 for every request, with a rank gone) for ever. A rank that stops answering without
+    dying (SIGSTOP: its channel stays open) hangs the step instead, until `--watchdog-timeout` ends the engine."""
     import httpx
 
     from tests.server.helpers import ServerProcess, children_of, cmdline
 
-    flags = ["--tp-size", "2"] if victim == "rank" else []
+    flags = [] if victim == "engine" else ["--tp-size", "2", "--watchdog-timeout", "3"]
     srv = ServerProcess(tiny_qwen3, tmp_path / "server.log", *flags, new_session=True)
+    target = None
     try:
         srv.wait_ready()
         engine = next(pid for pid in srv.engine_pids if b"spawn_main" in cmdline(pid))
@@ -226,19 +229,23 @@ def test_engine_death_fails_the_stream_and_the_server_exits_1(tiny_qwen3, tmp_pa
                 if line.startswith("data: "):
                     events.append(line[6:])
                     if len(events) == 2:
-                        os.kill(target, signal.SIGKILL)
+                        os.kill(target, signal.SIGSTOP if victim == "hung rank" else signal.SIGKILL)
         assert r.status_code == 200 and events[-1] == "[DONE]", events[-3:]
         error = json.loads(events[-2])["error"]
-        why = "engine process died" if victim == "engine" else "rank 1: the control channel"
+        why = {"rank": "rank 1: the control channel"}.get(victim, "engine process died")
         assert error["code"] == "engine_error" and why in error["message"], error
         assert len(events) < 400, "the stream ran to its end: the process was not killed in time"
         code = srv.proc.wait(timeout=60)
     finally:
+        if victim == "hung rank" and target is not None:
+            os.kill(target, signal.SIGKILL)
         srv.stop()
     log = srv.log_text()
     assert code == 1, log
     exit_line = "exit code -9" if victim == "engine" else "exit code 1"
     assert f"the engine process died ({exit_line}): shutting the server down" in log, log
+    if victim == "hung rank":
+        assert "over --watchdog-timeout 3 (a hung device, or a tensor-parallel rank that stopped" in log, log
     assert "Traceback" not in log, log
     assert not _running(engine)
 

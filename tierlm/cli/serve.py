@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "/v1/models, native /generate on token ids, /health, /metrics, /stats. Binds "
                                    "127.0.0.1 unless --host says otherwise.",
                        epilog="Exit status: 0 after SIGTERM (130 after Ctrl-C); 1 when the engine process or one "
-                              "of its tensor-parallel ranks died while serving, or, on a node started with "
-                              "--node-rank K > 0, when node 0's engine is gone (restart it); 2 for a bad flag or "
+                              "of its tensor-parallel ranks died while serving, when a step ran longer than "
+                              "--watchdog-timeout, or, on a node started with --node-rank K > 0, when node 0's "
+                              "engine is gone (restart it); 2 for a bad flag or "
                               "a failed start (the message names the cause).")
     add_engine_args(p)
     p.set_defaults(func=run)

@@ -4,7 +4,8 @@ While any request is unfinished it alternates "drain the socket without blocking
 idle it blocks on the socket (waking once a second to notice a dead parent or a lost tensor-parallel rank), for
 `--keep-warm-s` after the last step waking every `KEEP_WARM_MS` to run `engine.keep_warm()` instead. The waiting
 queue is bounded by `config.max_waiting_requests`: beyond it a request is answered REJECT 503 without touching
-the engine. A lost rank ends the process with status 1 (no step can run again), and the server with it.
+the engine. A lost rank ends the process with status 1 (no step can run again), and the server with it; so does
+a step that runs longer than `--watchdog-timeout` (`Watchdog`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import zmq
 from tierlm.config import EngineConfig
 from tierlm.errors import OverloadedError, RequestError, describe_startup_error
 from tierlm.server import wire
-from tierlm.server.lost_rank_watch import LostRankWatch
+from tierlm.server.watchdog import Watchdog
 from tierlm.utils.process import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class EngineLoop:
         self.running = True
         self.stop_when_idle = False  # set on SIGTERM: finish what is running, then exit
         self.failure: Optional[str] = None  # why the engine can no longer serve (the process then exits 1)
+        self.step_started: Optional[float] = None  # monotonic start of the step running now (`Watchdog`)
 
     def run(self) -> None:
         """Serve until SHUTDOWN, the parent process disappears, the engine loses a rank (`failure`), or (after
@@ -147,9 +149,11 @@ class EngineLoop:
             log.debug("abort of %s ignored: %s", rid, e)
 
     def _step(self) -> None:
+        self.step_started = time.monotonic()
         try:
             outputs = self.engine.step()
         except Exception as e:  # noqa: BLE001
+            self.step_started = None
             why = self.engine.lost(LOST_GRACE_S)
             if why is None:
                 log.exception("engine step failed; aborting %d requests", len(self.live))
@@ -158,6 +162,7 @@ class EngineLoop:
                 self._abort_all(f"engine error: {why}")
                 self._fail(why)
             return
+        self.step_started = None
         if not outputs:
             return
         rows = []
@@ -250,7 +255,7 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
     ready_conn.close()
     loop = EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid, config.keep_warm_s)
     termination.loop = loop
-    watch = LostRankWatch(engine).start() if config.tp_size > 1 else None  # through the clean-up too
+    watchdog = Watchdog(engine, loop, config.watchdog_timeout, watch_ranks=config.tp_size > 1).start()
     try:
         loop.run()
     finally:
@@ -260,7 +265,6 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
         send_sock.close(linger=500)
         recv_sock.close(linger=0)
         ctx.term()
-        if watch is not None:
-            watch.stop()
+        watchdog.stop()  # after the clean-up, which may wait on a lost rank too
     if loop.failure is not None:
         raise SystemExit(1)  # the frontend's watchdog sees the process gone and stops the server
