@@ -167,6 +167,30 @@ def test_stop_string(server, client, offline):
     assert r.choices[0].text == ref[:ref.index(stop)]
 
 
+def test_usage_counts_the_tokens_returned_when_a_stop_ends_the_request(server, client, offline):
+    """A request that stops (end of sequence, stop token, stop string) while its next step is already on the
+    device drops that step's token: usage counts the tokens it returned, streamed or not, and /generate too."""
+    ref = offline.generate([PROMPT], greedy(16))[0]
+    eos = offline.tokenizer.eos_token_id
+    stop = ref.text[4:7]
+    cases = [{"stop_token_ids": [ref.token_ids[3]]}, {"logit_bias": {str(eos): 30}}, {"max_tokens": 5}]
+    cases += [{"stop": [stop]}] if stop.strip() else []
+    for extra in cases:
+        fields = {"max_tokens": 16, **extra}
+        max_tokens = fields.pop("max_tokens")
+        r = client.completions.create(model=server.model, prompt=PROMPT, temperature=0, logprobs=1,
+                                      max_tokens=max_tokens, extra_body=fields)
+        returned = len(r.choices[0].logprobs.tokens)
+        assert r.usage.completion_tokens == returned and returned < 16, (extra, r.usage, returned)
+        chunks = list(client.completions.create(model=server.model, prompt=PROMPT, temperature=0, logprobs=1,
+                                                max_tokens=max_tokens, stream=True,
+                                                stream_options={"include_usage": True}, extra_body=fields))
+        assert chunks[-1].usage.completion_tokens == returned, extra
+    r = httpx.post(server.url + "/generate", timeout=60, json={"input_ids": ref.prompt_token_ids, "sampling_params": {
+        "max_tokens": 16, "temperature": 0, "stop_token_ids": [ref.token_ids[3]]}}).json()
+    assert r["completion_tokens"] == len(r["output_ids"]) == ref.token_ids.index(ref.token_ids[3]) + 1
+
+
 def _text_by_tokens(client, model, stop):
     """A greedy stream's text so far after each chunk, by the count of tokens so far (logprobs count them)."""
     seen, text, count = {}, "", 0

@@ -247,14 +247,15 @@ class Engine:
 
     def _output(self, req: Req, new_ids: list[int]) -> StepOutput:
         """The step's output of `req` carrying `new_ids` (a list of its own: the output keeps it). Runs for every
-        running request every step: `Req`'s properties are spelled out."""
+        running request every step: `Req`'s properties are spelled out. Its output count is what the host has
+        read back, never a token still in flight (a request that stops drops that one)."""
         first = req.emitted_tokens
         req.emitted_tokens = last = first + len(new_ids)
         finished = req.finish_reason is not None
         return StepOutput(req.request_id, new_ids, req.detok.delta(final=finished) if req.params.detokenize else "",
                           req.logprobs[first:last] if req.logprobs is not None else None, finished,
                           req.finish_reason, req.prompt_len, req.num_cached_tokens,
-                          len(req.token_ids) + req.num_pending - req.prompt_len, req.error)
+                          len(req.token_ids) - req.prompt_len, req.error)
 
     # ---- introspection ---------------------------------------------------------------------------------------
     def stats(self) -> dict:
