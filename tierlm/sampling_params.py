@@ -17,9 +17,13 @@ class SamplingParams:
     The three penalties follow vLLM: the repetition penalty counts prompt and output tokens, presence and
     frequency only output tokens (as OpenAI defines them); their neutral values turn them off. `logit_bias`
     (OpenAI's) adds each listed token's bias, in [-100, 100], to its logit before the penalties and sampling.
+    `min_tokens` (vLLM's) keeps the end-of-sequence ids and `stop_token_ids` from being picked, and stop strings
+    from matching, until that many tokens were generated; `include_stop_str_in_output` keeps the stop string (or
+    the stop token's text) that ended the request at the end of its text.
     """
 
     max_tokens: Optional[int] = 16
+    min_tokens: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
@@ -32,6 +36,7 @@ class SamplingParams:
     seed: Optional[int] = None
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
+    include_stop_str_in_output: bool = False
     ignore_eos: bool = False
     logprobs: Optional[int] = None
     skip_special_tokens: bool = True

@@ -68,6 +68,10 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
 
     if params.max_tokens is not None and (not is_int(params.max_tokens) or params.max_tokens <= 0):
         bad("max_tokens", f"must be a positive integer, got {params.max_tokens!r}")
+    if not is_int(params.min_tokens) or params.min_tokens < 0:
+        bad("min_tokens", f"must be an integer >= 0, got {params.min_tokens!r}")
+    if params.max_tokens is not None and params.min_tokens > params.max_tokens:
+        bad("min_tokens", f"must be <= max_tokens ({params.max_tokens}), got {params.min_tokens}")
     if not is_number(params.temperature) or params.temperature < 0:
         bad("temperature", f"must be >= 0, got {params.temperature!r}")
     if not is_number(params.top_p) or not 0.0 < params.top_p <= 1.0:

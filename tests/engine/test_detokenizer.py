@@ -32,11 +32,12 @@ def sentencepiece_like():
     return PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def _stream(tokenizer, prompt, outputs, stop=(), skip=True):
-    detok = IncrementalDetokenizer(tokenizer, prompt, stop, skip)
+def _stream(tokenizer, prompt, outputs, stop=(), skip=True, include=False, unchecked=0):
+    """The text a stream shows and the stop string hit; the first `unchecked` tokens match no stop string."""
+    detok = IncrementalDetokenizer(tokenizer, prompt, stop, skip, include)
     pieces, hit = [], None
-    for tok in outputs:
-        hit = detok.add(tok)
+    for i, tok in enumerate(outputs):
+        hit = detok.add(tok, check_stop=i >= unchecked)
         pieces.append(detok.delta(final=hit is not None))
         if hit is not None:
             break
@@ -101,6 +102,34 @@ def test_the_earliest_stop_string_ends_the_text_whatever_their_order(tokenizer, 
     first = min((s for s in stop if s in " one two"), key=" one two".find)
     assert hit == first and got == " one two"[:" one two".find(first)]
     assert not any(s in got for s in stop)
+
+
+@pytest.mark.parametrize("stop", [["ne", "o"], ["o", "ne"], ["wo", "tw"], ["e", "on", "x"], [" two", "one t"]])
+def test_with_include_the_first_stop_string_to_end_ends_the_text(tokenizer, stop):
+    """`include_stop_str_in_output`: the text ends with the stop string that completes first, and with nothing
+    after it from the same piece."""
+    tokens = [tokenizer.encode(w)[0] for w in (" one", " two")]
+    text = " one two"
+    got, hit = _stream(tokenizer, tokenizer.encode("count:"), tokens, stop=stop, include=True)
+    first = min((s for s in stop if s in text), key=lambda s: text.find(s) + len(s))
+    assert hit == first and got == text[:text.find(first) + len(first)] and got.endswith(first)
+
+
+def test_unchecked_tokens_match_no_stop_string_but_one_may_end_after_them(tokenizer):
+    """A request under its `min_tokens`: a stop string wholly in its first tokens' text does not end it; one that
+    ends in a later token's text does, even where it began earlier (as vLLM matches it)."""
+    words = [" one", " two", " three", " four"]
+    tokens = [tokenizer.encode(w)[0] for w in words]
+    assert tokenizer.decode(tokens) == "".join(words)
+    prompt = tokenizer.encode("count:")
+    got, hit = _stream(tokenizer, prompt, tokens, stop=["one"], unchecked=2)
+    assert hit is None and got == " one two three four"
+    got, hit = _stream(tokenizer, prompt, tokens, stop=["one", "e"], unchecked=2)
+    assert hit == "e" and got == " one two thr"
+    got, hit = _stream(tokenizer, prompt, tokens, stop=["o th"], unchecked=2)  # begins in " two", ends after
+    assert hit == "o th" and got == " one tw"
+    got, hit = _stream(tokenizer, prompt, tokens, stop=["o th"], unchecked=2, include=True)
+    assert hit == "o th" and got == " one two th"
 
 
 def _pieces(detok, outputs, switch_at=None):

@@ -107,8 +107,8 @@ def test_replica_accepts_what_the_router_forwards(replicas):
         "temperature": 0.0, "stream": False, **ROUTER_FIELDS})
     assert r.status_code == 200, r.text
     r = httpx.post(replicas[0].url + "/v1/chat/completions", timeout=30, json={
-        "model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "no_stop_trim": True})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "no_stop_trim", r.text
+        "model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "return_hidden_states": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "return_hidden_states", r.text
     metrics = httpx.get(replicas[0].url + "/metrics", timeout=30).text  # the tiers' series a replica exports
     for line in ('tierlm_host_eviction_order{order="lru"} 1.0', "tierlm_host_eviction_order_flips_total 0.0"):
         assert line in metrics, line

@@ -191,6 +191,42 @@ def test_usage_counts_the_tokens_returned_when_a_stop_ends_the_request(server, c
     assert r["completion_tokens"] == len(r["output_ids"]) == ref.token_ids.index(ref.token_ids[3]) + 1
 
 
+def test_min_tokens_and_include_stop_str_in_output(server, client, offline):
+    """vLLM's `min_tokens` and `include_stop_str_in_output` (and SGLang's `no_stop_trim`, the same) through both
+    OpenAI routes, streamed and not, and /generate: the same text as the offline engine given them."""
+    eos = offline.tokenizer.eos_token_id
+    fields = {"min_tokens": 6, "logit_bias": {str(eos): 30}}  # end-of-sequence would win at once
+    ref = offline.generate([PROMPT], SamplingParams(temperature=0.0, max_tokens=16, min_tokens=6,
+                                                    logit_bias={eos: 30.0}))[0]
+    assert ref.finish_reason == "stop" and len(ref.token_ids) == 7
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0,
+                                  extra_body=fields)
+    assert r.choices[0].text == ref.text and r.usage.completion_tokens == 7 and r.choices[0].finish_reason == "stop"
+    chunks = list(client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0,
+                                            stream=True, extra_body=fields))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == ref.text
+    ids = offline.tokenizer.encode(PROMPT)
+    r = httpx.post(server.url + "/generate", timeout=60, json={"input_ids": ids, "sampling_params": {
+        "max_tokens": 16, "temperature": 0, "min_tokens": 6, "logit_bias": {str(eos): 30}}}).json()
+    assert r["output_ids"] == ref.token_ids
+
+    plain = offline.generate([PROMPT], greedy(16))[0].text
+    stop = plain[4:7]
+    if not stop.strip():
+        pytest.skip("greedy text has no usable stop string")
+    want = plain[:plain.index(stop) + len(stop)]
+    for extra in ({"include_stop_str_in_output": True}, {"no_stop_trim": True}):
+        r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0, stop=[stop],
+                                      extra_body=extra)
+        assert r.choices[0].finish_reason == "stop" and r.choices[0].text == want, extra
+        chunks = list(client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0,
+                                                stop=[stop], stream=True, extra_body=extra))
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == want, extra
+    r = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=8, temperature=0,
+                                       extra_body={"min_tokens": 8, "include_stop_str_in_output": True})
+    assert r.usage.completion_tokens == 8 and r.choices[0].finish_reason == "length"
+
+
 def _text_by_tokens(client, model, stop):
     """A greedy stream's text so far after each chunk, by the count of tokens so far (logprobs count them)."""
     seen, text, count = {}, "", 0

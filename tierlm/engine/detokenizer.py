@@ -59,10 +59,12 @@ class IncrementalDetokenizer:
     this token and every later one are decoded in Python from the same state.
     """
 
-    def __init__(self, tokenizer, prompt_ids: Sequence[int], stop: Sequence[str], skip_special_tokens: bool) -> None:
+    def __init__(self, tokenizer, prompt_ids: Sequence[int], stop: Sequence[str], skip_special_tokens: bool,
+                 include_stop: bool = False) -> None:
         self.tokenizer = tokenizer
         self._decode_ids = text_decoder(tokenizer)
         self.stop = list(stop)
+        self.include_stop = include_stop  # a stop string that ends the text stays at its end
         self.skip = skip_special_tokens
         context = list(prompt_ids[-5:])  # a little prompt context so leading-space rules decode right
         self.ids: list[int] = context
@@ -81,8 +83,10 @@ class IncrementalDetokenizer:
     def _decode(self, ids: Sequence[int]) -> str:
         return self._decode_ids(ids, self.skip)
 
-    def add(self, token_id: int) -> Optional[str]:
-        """Append one token; returns the stop string hit (text is truncated before it), else None."""
+    def add(self, token_id: int, check_stop: bool = True) -> Optional[str]:
+        """Append one token; returns the stop string hit (text is truncated before it, or after it with
+        `include_stop`), else None. `check_stop` False: no stop string may end in this token's text (a request
+        under its `min_tokens`); one that began in it may still end in a later token's."""
         self.ids.append(token_id)
         if self._stream is None:
             piece = self._python_piece()
@@ -95,19 +99,25 @@ class IncrementalDetokenizer:
         if piece is None:
             return None
         self._prefix_off, self._read_off = self._read_off, len(self.ids)
-        if not self.stop:
-            self.text += piece
-            return None
-        start = max(0, len(self.text) - self._hold)
+        before = len(self.text)
         self.text += piece
-        # the earliest match of any stop string ends the text, so it contains none of them whatever their order
-        hit, at = None, len(self.text)
+        if not self.stop or not check_stop:
+            return None
+        return self._end_at_stop(before)
+
+    def _end_at_stop(self, before: int) -> Optional[str]:
+        """Truncate `text` at the first stop string that ends after its first `before` characters (the new
+        piece); returns it, or None. Without `include_stop` the first to begin wins, so the text keeps none of
+        them whatever their order; with it, the first to end, which the text then ends with."""
+        hit, at, end = None, len(self.text), len(self.text) + 1
         for s in self.stop:
-            pos = self.text.find(s, start, at + len(s) - 1)  # a match that begins before `at`
+            # a match that ends in the new piece and begins before the best so far (ends before, with include)
+            limit = at + len(s) - 1 if not self.include_stop else end - 1
+            pos = self.text.find(s, max(0, before - len(s) + 1), limit)
             if pos != -1:
-                hit, at = s, pos
+                hit, at, end = s, pos, pos + len(s)
         if hit is not None:
-            self.text = self.text[:at]
+            self.text = self.text[:end if self.include_stop else at]
         return hit
 
     def _python_piece(self) -> Optional[str]:

@@ -16,6 +16,7 @@ from tierlm.engine.gc_watch import GcWatch, freeze_heap, thaw_heap
 from tierlm.engine.inflight import InFlight, Readback
 from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.mixed_budget import MixedBudget
+from tierlm.engine.min_tokens import MinTokens
 from tierlm.engine.mixed_graph import mixed_graph_align, token_sizes
 from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.penalties import Penalties
@@ -87,6 +88,7 @@ class Engine:
         self.eos_ids = set(self.model_config.eos_token_ids) | set(self.generation.eos_token_ids)
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
+        self.min_tokens = MinTokens(self.eos_ids)
         self._pending: list[StepOutput] = []  # outputs produced outside a step (aborts, refusals)
         self._inflight: Optional[InFlight] = None  # launched on the device, not yet read back
         self.overlap = config.overlap_schedule
@@ -119,9 +121,11 @@ class Engine:
         req = Req(request_id=request_id, prompt_len=n, token_ids=list(prompt_token_ids), params=params,
                   max_new_tokens=max_new, generator=gen, cacheable=cache,
                   detok=IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop,
-                                               params.skip_special_tokens) if params.detokenize else None,
+                                               params.skip_special_tokens, params.include_stop_str_in_output)
+                  if params.detokenize else None,
                   logprobs=[] if params.logprobs is not None else None, penalized=params.penalized)
         self.penalties.expect(req)
+        self.min_tokens.expect(req)
         self.scheduler.add(req)
         self.counters["requests"] += 1
 
@@ -131,6 +135,7 @@ class Engine:
         if req is None:
             return
         self.scheduler.remove(req, cache=False)
+        self.min_tokens.done(req)
         req.finish_reason = "abort"
         self._pending.append(self._output(req, []))
 
@@ -162,6 +167,7 @@ class Engine:
         outputs, self._pending = self._pending, []
         batch, refused = self.scheduler.schedule()
         for req in refused:
+            self.min_tokens.done(req)
             req.finish_reason, req.error = "error", (
                 f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
                 f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
@@ -200,7 +206,7 @@ class Engine:
         logits, sites = result
         params = [r.params for r in sampling]
         tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], self.worker.token_sink(sites),
-                                     self.penalties.batch(sampling, logits.shape[-1]))
+                                     self.penalties.batch(sampling, logits.shape[-1]), self.min_tokens.bans(sampling))
         logprobs = self.sampler.logprobs(logits, tokens, params)
         self.worker.share_tokens(tokens)  # tensor parallel: the other ranks store them too
         for req in sampling:
@@ -234,15 +240,20 @@ class Engine:
         if lp is not None:
             req.logprobs.append(lp)
         p = req.params
-        if (tok in self.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids:
+        early = p.min_tokens > 0 and self.min_tokens.early(req)  # no stop of any kind yet
+        if not early and ((tok in self.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids):
             req.finish_reason = "stop"
-        elif p.detokenize and req.detok.add(tok) is not None:
+            if p.include_stop_str_in_output and p.detokenize:
+                req.detok.add(tok, check_stop=False)  # the stop token's text (none for a skipped special token)
+        elif p.detokenize and req.detok.add(tok, not early) is not None:
             req.finish_reason = "stop"
         elif len(ids) - req.prompt_len >= req.max_new_tokens:  # outputs the host has seen
             req.finish_reason = "length"
         new = ids[req.prompt_len + req.emitted_tokens:]
         if req.finish_reason is not None:
             self.scheduler.remove(req, cache=req.cacheable)
+            if early:
+                self.min_tokens.done(req)
         return self._output(req, new)
 
     def _output(self, req: Req, new_ids: list[int]) -> StepOutput:

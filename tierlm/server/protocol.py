@@ -52,10 +52,13 @@ class SamplingFields(StrictModel):
     repetition_penalty: Optional[float] = Field(None, gt=0.0, le=MAX_REPETITION_PENALTY)
     stop_token_ids: Optional[list[int]] = Field(None, max_length=64)
     ignore_eos: Optional[bool] = False
+    min_tokens: Optional[int] = Field(None, ge=0, le=MAX_INT)
+    include_stop_str_in_output: Optional[bool] = False
     skip_special_tokens: Optional[bool] = True
     priority: Optional[int] = Field(None, ge=MIN_INT64, le=MAX_SEED)  # vLLM's: lower is admitted first
-    # SGLang's extensions, which SGLang's router (sglang-router, smg) writes into every request it forwards,
-    # at these values; anything else is refused by `requests.unsupported`.
+    # SGLang's extensions, which SGLang's router (sglang-router, smg) writes into every request it forwards:
+    # no_stop_trim is SGLang's include_stop_str_in_output; return_hidden_states is refused by
+    # `requests.unsupported` unless false.
     no_stop_trim: Optional[bool] = False
     return_hidden_states: Optional[bool] = False
 
@@ -118,6 +121,8 @@ class NativeSamplingParams(StrictModel):
     stop: list[str] = Field(default_factory=list, max_length=16)
     stop_token_ids: list[int] = Field(default_factory=list, max_length=64)
     ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0, le=MAX_INT)
+    include_stop_str_in_output: bool = False
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     skip_special_tokens: bool = True
     priority: int = Field(0, ge=MIN_INT64, le=MAX_SEED)

@@ -64,9 +64,7 @@ def need_tokenizer(encoder: Optional[PromptEncoder], param: Optional[str] = None
 
 def unsupported(req: SamplingFields) -> None:
     """Refuse OpenAI features TierLM does not implement, unless given at their neutral value."""
-    checks: list[tuple[str, Any, Any]] = [
-        ("no_stop_trim", req.no_stop_trim, False),
-        ("return_hidden_states", req.return_hidden_states, False)]
+    checks: list[tuple[str, Any, Any]] = [("return_hidden_states", req.return_hidden_states, False)]
     if isinstance(req, CompletionRequest):
         checks += [("echo", req.echo or False, False), ("suffix", req.suffix or None, None)]
         if req.best_of is not None and req.best_of != (req.n or 1):
@@ -132,6 +130,8 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         logit_bias=logit_bias(req.logit_bias),
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
+        min_tokens=req.min_tokens or 0,
+        include_stop_str_in_output=bool(req.include_stop_str_in_output or req.no_stop_trim),
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,
         detokenize=detokenize), info)
 
