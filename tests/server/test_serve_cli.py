@@ -260,8 +260,6 @@ def test_engine_death_during_a_shutdown_is_not_a_failure():
     engine = SimpleNamespace(proc=SimpleNamespace(exitcode=0))
     died = _EngineDeath(engine)
     died.server = SimpleNamespace(should_exit=True)
-    died()
-    assert not died.fired
+    assert died() is False and not died.fired
     died.server.should_exit = False
-    died()
-    assert died.fired and died.server.should_exit
+    assert died() is True and died.fired and died.server.should_exit

@@ -2,8 +2,9 @@
 asyncio queues by one receiver task reading the PULL socket.
 
 Sends are synchronous and non-blocking (unbounded high-water mark), so `abort` can be called from a
-`finally` block of a cancelled stream. A watchdog fails every pending request if the engine process dies, then
-calls `on_dead` (the server shuts itself down, so a supervisor restarts it).
+`finally` block of a cancelled stream. A watchdog notices the engine process gone, tells `on_dead` (the server
+shuts itself down, so a supervisor restarts it; False back: an exit the server waited for, during its own
+shutdown) and fails every pending request.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class EngineClient:
     """Connects to an engine process's sockets and multiplexes many requests over them."""
 
     def __init__(self, req_addr: str, out_addr: str, is_alive: Callable[[], bool] = lambda: True,
-                 watchdog_s: float = 1.0, on_dead: Callable[[], None] = lambda: None):
+                 watchdog_s: float = 1.0, on_dead: Callable[[], Optional[bool]] = lambda: None):
         self.req_addr = req_addr
         self.out_addr = out_addr
         self.is_alive = is_alive
@@ -167,10 +168,12 @@ class EngineClient:
         while not self.dead:
             await asyncio.sleep(self.watchdog_s)
             if not self.is_alive():
-                log.error("the engine process died; failing %d requests", len(self._queues))
                 self.dead = True
+                if self.on_dead() is False:  # an exit the server waited for (its shutdown is under way)
+                    self._fail_all("server is shutting down")
+                    continue
+                log.error("the engine process died; failing %d requests", len(self._queues))
                 self._fail_all("the engine process died")
-                self.on_dead()
 
     def _fail_all(self, why: str) -> None:
         for rid, q in list(self._queues.items()):

@@ -116,7 +116,7 @@ class EngineProcess:
 
 
 class _EngineDeath:
-    """Called by the engine link's watchdog once the engine process is gone (its requests already failed): the
+    """Called by the engine link's watchdog once the engine process is gone (its requests are failed next): the
     server shuts down as on SIGTERM and exits with status 1, rather than answer 503 for ever, so that a service
     manager or an orchestrator restarts it (vLLM's and SGLang's servers also exit when their engine dies)."""
 
@@ -125,13 +125,16 @@ class _EngineDeath:
         self.server: Any = None
         self.fired = False
 
-    def __call__(self) -> None:
+    def __call__(self) -> bool:
+        """Whether the exit is a failure (False: the server is already shutting down, as after a SIGTERM to the
+        group, where the engine exits once its requests are done)."""
         if self.server is not None and self.server.should_exit:
-            return  # already shutting down (a SIGTERM to the group: the engine exits once its requests are done)
+            return False
         self.fired = True
         log.error("the engine process died (exit code %s): shutting the server down", self.engine.proc.exitcode)
         if self.server is not None:
             self.server.should_exit = True
+        return True
 
 
 class _Server(uvicorn.Server):
