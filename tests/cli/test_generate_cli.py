@@ -49,6 +49,23 @@ def test_penalty_flags_reach_the_engine(tiny_qwen3):
     assert json.loads(r.stdout)["token_ids"] == ref != plain
 
 
+def test_min_tokens_and_include_stop_flags_reach_the_engine(tiny_qwen3):
+    llm = LLM(str(tiny_qwen3), device="cpu", dtype="float32", page_size=4, kv_cache_gb=0.01)
+    plain = llm.generate("the quick brown fox", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0]
+    llm.close()
+    stop = plain.text[2:4]
+    assert stop.strip() and plain.text.find(stop) < len(plain.text) - 2
+    r = tierlm("generate", "--model", str(tiny_qwen3), "--prompt", "the quick brown fox", "--max-tokens", "12",
+               "--ignore-eos", "--json", "--stop", stop, "--include-stop-str-in-output", *ENGINE)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["text"] == plain.text[:plain.text.find(stop) + len(stop)] and row["finish_reason"] == "stop"
+    r = tierlm("generate", "--model", str(tiny_qwen3), "--prompt", "the quick brown fox", "--max-tokens", "12",
+               "--ignore-eos", "--json", "--stop", stop, "--min-tokens", "12", *ENGINE)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["token_ids"] == plain.token_ids, "no stop string matches within min_tokens"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/model", "--prompt", "hi"], "does not exist"),
     (["--model", "{tiny}", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens"),
@@ -57,6 +74,9 @@ def test_penalty_flags_reach_the_engine(tiny_qwen3):
     (["--model", "{tiny}", "--prompt", "hi", "--presence-penalty", "2.5"], "--presence-penalty: presence_penalty"),
     (["--model", "{tiny}", "--prompt", "hi", "--frequency-penalty", "nan"], "--frequency-penalty: frequency_penalty"),
     (["--model", "{tiny}", "--prompt", "hi", "--sampling-seed", str(2**64)], "--sampling-seed: seed"),
+    (["--model", "{tiny}", "--prompt", "hi", "--min-tokens", "9", "--max-tokens", "8"],
+     "--min-tokens: min_tokens must be <= max_tokens (8)"),
+    (["--model", "{tiny}", "--prompt", "hi", "--min-tokens", "-1"], "--min-tokens: min_tokens must be an integer"),
     (["--model", "{tiny}", "--prompts-file", "/nonexistent.txt"], "--prompts-file"),
     (["--model", "{tiny}"], "at least one --prompt"),
     (["--model", "{tiny}", "--prompt", "hi", "--page-size", "0"], "--page-size"),

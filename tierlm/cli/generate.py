@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--sampling-seed", type=int, default=None, help="Seed per request (reproducible sampling).")
     g.add_argument("--stop", action="append", default=[], help="Stop string (repeatable).")
     g.add_argument("--ignore-eos", action="store_true", help="Keep generating past the end-of-sequence token.")
+    g.add_argument("--min-tokens", type=int, default=0,
+                   help="Generate at least this many tokens before an end-of-sequence token or a stop string may "
+                        "end a prompt's output (default: 0).")
+    g.add_argument("--include-stop-str-in-output", action="store_true",
+                   help="Keep the stop string that ended an output at the end of its text.")
     g.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
     add_engine_args(p, groups=("model", "parallel", "memory", "scheduler", "cache tiers"))
     p.set_defaults(func=run)
@@ -70,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     params = sampling_from_flags(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                                  top_k=args.top_k, min_p=args.min_p, seed=args.sampling_seed, stop=args.stop,
                                  ignore_eos=args.ignore_eos, repetition_penalty=args.repetition_penalty,
-                                 presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty)
+                                 presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                                 min_tokens=args.min_tokens,
+                                 include_stop_str_in_output=args.include_stop_str_in_output)
     config = config_from_args(args)
     try:
         llm = LLM(**{k: v for k, v in config.__dict__.items()})
