@@ -251,10 +251,12 @@ class EngineConfig:
                                   "(default: no authentication).", "server")
     request_body_timeout: float = _opt(30.0, "Seconds a client has to send a request body; a slower one is "
                                        "answered 408 and disconnected.", "server")
-    watchdog_timeout: float = _opt(300.0, "Seconds one engine step may run before the server counts the engine as "
-                                   "hung (a stuck device, or a tensor-parallel rank that stopped answering "
-                                   "without dying) and exits with status 1 for its supervisor to restart it; "
-                                   "0 turns the bound off.", "server")
+    watchdog_timeout: Optional[float] = _opt(None, "Seconds one engine step may run before the server counts the "
+                                             "engine as hung (a stuck device, or a tensor-parallel rank that "
+                                             "stopped answering without dying) and exits with status 1 for its "
+                                             "supervisor to restart it; 0 turns the bound off (default: 300 on a "
+                                             "GPU, off on the CPU, where one prefill chunk of a large model can "
+                                             "take longer).", "server")
 
     def replace(self, **changes: Any) -> "EngineConfig":
         return dataclasses.replace(self, **changes)

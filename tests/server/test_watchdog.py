@@ -89,3 +89,14 @@ def test_nothing_to_watch_starts_no_thread():
     watch = Watchdog(Engine(), SimpleNamespace(step_started=None), 0, watch_ranks=False).start()
     assert watch._thread is None
     watch.stop()
+
+
+def test_the_bound_by_default_is_300_s_on_a_gpu_and_none_on_the_cpu():
+    from tierlm.config import EngineConfig
+    from tierlm.server.engine_proc import step_timeout
+
+    unset, set_ = EngineConfig(model="m"), EngineConfig(model="m", watchdog_timeout=7.0)
+    for device, want in (("cuda:0", 300.0), ("cpu", 0.0)):
+        engine = SimpleNamespace(device=device)
+        assert step_timeout(unset, engine) == want and step_timeout(set_, engine) == 7.0
+    assert step_timeout(EngineConfig(model="m", watchdog_timeout=0.0), SimpleNamespace(device="cuda:0")) == 0.0

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_MS = 1000
 LOST_GRACE_S = 2.0  # after a failed step: how long a rank's loss may take to show (`Engine.lost`)
+DEFAULT_WATCHDOG_S = 300.0  # a step's bound on a GPU where --watchdog-timeout is unset
 KEEP_WARM_MS = 10  # under the idle time after which a device's launch path is measurably slower to start
 
 
@@ -211,6 +212,13 @@ def engine_info(engine: Any, config: EngineConfig) -> dict[str, Any]:
     }
 
 
+def step_timeout(config: EngineConfig, engine: Any) -> float:
+    """`--watchdog-timeout`, or where unset 300 s on a GPU (SGLang's default) and no bound on the CPU."""
+    if config.watchdog_timeout is not None:
+        return config.watchdog_timeout
+    return DEFAULT_WATCHDOG_S if str(getattr(engine, "device", "cpu")).startswith("cuda") else 0.0
+
+
 class _Termination:
     """SIGTERM policy of the engine process: exit through the normal clean-up (so nothing, such as a semaphore,
     is leaked), but never cut off requests the frontend is still streaming. Before serving, or once the
@@ -255,7 +263,7 @@ def run_engine_process(config: EngineConfig, req_addr: str, out_addr: str, ready
     ready_conn.close()
     loop = EngineLoop(engine, recv_sock, send_sock, config.max_waiting_requests, parent_pid, config.keep_warm_s)
     termination.loop = loop
-    watchdog = Watchdog(engine, loop, config.watchdog_timeout, watch_ranks=config.tp_size > 1).start()
+    watchdog = Watchdog(engine, loop, step_timeout(config, engine), watch_ranks=config.tp_size > 1).start()
     try:
         loop.run()
     finally:

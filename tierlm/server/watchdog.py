@@ -3,9 +3,10 @@
 Two ways a served engine can stop making progress without failing:
 - A step that never returns: a hung device, or a tensor-parallel rank that stopped answering without dying (its
   control channel stays open, so nothing marks it lost) leaves the step waiting in a collective until the
-  group's own timeout. A step running longer than `--watchdog-timeout` seconds (SGLang's flag and default)
-  ends the process. The bound is generous because a long prefill chunk or a kernel compiled inside a step
-  looks the same from outside, and a false restart costs more than a late one.
+  group's own timeout. A step running longer than `--watchdog-timeout` seconds (SGLang's flag; 300 s on a GPU
+  where unset, as SGLang's, none on the CPU) ends the process. The bound is generous because a long prefill
+  chunk or a kernel compiled inside a step looks the same from outside, and a false restart costs more than a
+  late one.
 - A lost rank (its process died) that the loop cannot notice because the step it runs waits on the dead rank:
   NCCL's collectives block until their own timeout (minutes). Once a rank has been gone for `lost_grace_s`
   without the process ending, the process exits. The loop notices a loss itself whenever it is not inside a
