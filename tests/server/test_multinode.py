@@ -44,6 +44,8 @@ def test_two_node_launch_serves_a_request(tiny_qwen3, tmp_path):
         ranks = server.stats()["ranks"]
         assert [x["rank"] for x in ranks] == [0, 1]
         assert "+ 1 more ranks (--tp-size 2, 2 node(s))" in server.log_text()
+        info = httpx.get(server.url + "/server_info", timeout=10).json()
+        assert (info["tp_size"], info["dp_size"]) == (2, 1), info  # what a router reads of the replica
     finally:
         server.stop()
         try:

@@ -33,7 +33,7 @@ async def server_info(request: Request) -> dict[str, Any]:
     tiers = ["L1"] + (["L2"] if c.enable_hicache or c.kv_store else []) + (["L3"] if c.kv_store else [])
     return {"engine": OWNED_BY, "version": __version__, "model_path": e.get("model_dir"),
             "served_model_name": st.info.model_name, "max_model_len": st.info.max_model_len,
-            "dtype": e.get("dtype"), "device": e.get("device"), "dp_size": 1, "tp_size": 1,
+            "dtype": e.get("dtype"), "device": e.get("device"), "dp_size": 1, "tp_size": c.tp_size,
             "page_size": c.page_size, "max_total_tokens": e.get("kv_total_tokens"),
             "max_running_requests": c.max_running_requests, "max_prefill_tokens": c.max_prefill_tokens,
             "enable_prefix_cache": c.enable_prefix_cache, "kv_tiers": tiers,
