@@ -247,8 +247,8 @@ class EngineConfig:
     # --- server ---
     host: str = _opt("127.0.0.1", "Address the HTTP server binds.", "server")
     port: int = _opt(8000, "Port of the HTTP server.", "server")
-    api_key: Optional[str] = _opt(None, "Require 'Authorization: Bearer KEY' on /v1 endpoints and /generate "
-                                  "(default: no authentication).", "server")
+    api_key: Optional[str] = _opt(None, "Require 'Authorization: Bearer KEY' on /v1 endpoints, /generate, "
+                                  "/tokenize and /detokenize (default: no authentication).", "server")
     request_body_timeout: float = _opt(30.0, "Seconds a client has to send a request body; a slower one is "
                                        "answered 408 and disconnected.", "server")
     watchdog_timeout: Optional[float] = _opt(None, "Seconds one engine step may run before the server counts the "

@@ -28,7 +28,7 @@ def drop(d: dict, key: str) -> dict:
     return {k: v for k, v in d.items() if k != key}
 
 
-C, CH, GEN = "/v1/completions", "/v1/chat/completions", "/generate"
+C, CH, GEN, TOK, DETOK = "/v1/completions", "/v1/chat/completions", "/generate", "/tokenize", "/detokenize"
 # (case id, path, body (dict -> JSON, bytes -> raw), extra headers, status, field named in param or message)
 CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
     ("malformed-json", C, b'{"model": "MODEL", "prompt": ', None, 400, "JSON"),
@@ -122,6 +122,19 @@ CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
     ("missing-api-key", C, cmpl(), {"Authorization": ""}, 401, "API key"),
     ("wrong-api-key", C, cmpl(), {"Authorization": "Bearer wrong"}, 401, "API key"),
     ("wrong-auth-scheme", C, cmpl(), {"Authorization": f"Basic {KEY}"}, 401, "API key"),
+    ("tokenize-missing-api-key", TOK, {"prompt": "hi"}, {"Authorization": ""}, 401, "API key"),
+    ("detokenize-missing-api-key", DETOK, {"tokens": [1]}, {"Authorization": ""}, 401, "API key"),
+    ("tokenize-both-inputs", TOK, {"prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}, None, 400,
+     "prompt"),
+    ("tokenize-no-input", TOK, {"model": "MODEL"}, None, 400, "prompt"),
+    ("tokenize-unknown-model", TOK, {"model": "nope", "prompt": "hi"}, None, 404, "model"),
+    ("tokenize-oversize", TOK, {"prompt": LONG}, None, 413, "prompt"),
+    ("tokenize-empty-messages", TOK, {"messages": []}, None, 400, "messages"),
+    ("tokenize-unknown-field", TOK, {"prompt": "hi", "truncate": 3}, None, 400, "truncate"),
+    ("tokenize-lone-surrogate", TOK, {"prompt": "a\ud800b"}, None, 400, "prompt"),
+    ("detokenize-out-of-vocab", DETOK, {"tokens": [1, 10**9]}, None, 400, "tokens"),
+    ("detokenize-negative-id", DETOK, {"tokens": [-1]}, None, 400, "tokens"),
+    ("detokenize-not-ids", DETOK, {"tokens": "hello"}, None, 400, "tokens"),
     ("unknown-path", "/v1/embeddings", cmpl(), None, 404, "/v1/embeddings"),
 ]
 

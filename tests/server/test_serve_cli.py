@@ -79,6 +79,9 @@ def test_skip_tokenizer_init_serves_token_ids_only(tiny_qwen3, tmp_path):
             c["choices"][0]["text"] == "" for c in chunks)
         r = httpx.post(srv.url + "/v1/completions", json={**body, "logprobs": 1}, timeout=60)
         assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs"
+        for path, body in (("/tokenize", {"prompt": "Hi"}), ("/detokenize", {"tokens": [5]})):
+            r = httpx.post(srv.url + path, json=body, timeout=60)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "no_tokenizer", r.text
         assert "auth off" in srv.log_text()
     finally:
         assert srv.stop() == 0, srv.log_text()

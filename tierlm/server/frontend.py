@@ -23,6 +23,7 @@ from tierlm.server.openai_routes import openai_router
 from tierlm.server.prompt_encoder import PromptEncoder
 from tierlm.server.requests import ServingInfo, max_body_bytes
 from tierlm.server.state import ServerState, get_state
+from tierlm.server.tokenize_routes import tokenize_router
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def create_app(config: EngineConfig, info: ServingInfo, tokenizer: Any, client: 
     app.include_router(discovery_router())
     app.include_router(openai_router())
     app.include_router(native_router())
+    app.include_router(tokenize_router())
     _document_model_name(app, info.model_name)
     # Last added runs first: count, then the key check, then the bounded body read.
     body_cap = min(DEFAULT_MAX_BODY_BYTES, max_body_bytes(info, encoder.max_token_chars if encoder else 1))

@@ -19,7 +19,7 @@ from tierlm.server.errors import error_body
 if TYPE_CHECKING:
     from tierlm.server.metrics import ServerMetrics
 
-PROTECTED_PREFIXES = ("/v1/", "/generate")
+PROTECTED_PREFIXES = ("/v1/", "/generate", "/tokenize", "/detokenize")
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 30.0
 
@@ -33,7 +33,8 @@ async def _send_error(send: Send, status: int, message: str, code: str,
 
 
 class APIKeyMiddleware:
-    """Requires `Authorization: Bearer KEY` on /v1/* and /generate when the server has an API key."""
+    """Requires `Authorization: Bearer KEY` on /v1/*, /generate, /tokenize and /detokenize when the server has an
+    API key."""
 
     def __init__(self, app: ASGIApp, api_key: str):
         self.app = app

@@ -137,6 +137,26 @@ class GenerateRequest(StrictModel):
     stream: bool = False
 
 
+class TokenizeRequest(StrictModel):
+    """POST /tokenize (vLLM's): exactly one of a `prompt`'s text or chat `messages` (rendered through the chat
+    template as /v1/chat/completions renders them). `add_special_tokens` defaults to True for a prompt, False
+    for messages (the template writes its own)."""
+
+    model: Optional[str] = None
+    prompt: Optional[str] = None
+    messages: Optional[list[ChatMessage]] = Field(None, min_length=1, max_length=4096)
+    add_generation_prompt: bool = True
+    add_special_tokens: Optional[bool] = None
+    return_token_strs: bool = False
+
+
+class DetokenizeRequest(StrictModel):
+    """POST /detokenize (vLLM's): token ids back to text (special tokens kept)."""
+
+    model: Optional[str] = None
+    tokens: list[int] = Field(max_length=1_000_000)
+
+
 # ---------------------------------------------------------------- responses
 
 
@@ -251,3 +271,19 @@ class GenerateResponse(BaseModel):
     completion_tokens: int
     cached_tokens: int
     logprobs: Optional[list[dict[str, Any]]] = None
+
+
+class TokenizeResponse(BaseModel):
+    """/tokenize's answer: the ids, their count, the context they must fit, and each id's vocabulary string when
+    asked."""
+
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: Optional[list[str]] = None
+
+
+class DetokenizeResponse(BaseModel):
+    """/detokenize's answer."""
+
+    prompt: str

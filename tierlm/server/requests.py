@@ -173,7 +173,7 @@ async def completion_prompts(req: CompletionRequest, encoder: Optional[PromptEnc
     return [(list(ids), "") for ids in batches]  # type: ignore[arg-type]
 
 
-def _messages(req: ChatCompletionRequest, encoder: PromptEncoder) -> list[dict[str, str]]:
+def _messages(req: Any, encoder: PromptEncoder) -> list[dict[str, str]]:
     messages, chars = [], 0
     for i, m in enumerate(req.messages):
         content = m.content
@@ -194,15 +194,20 @@ def _messages(req: ChatCompletionRequest, encoder: PromptEncoder) -> list[dict[s
     return messages
 
 
-async def chat_prompt(req: ChatCompletionRequest, encoder: PromptEncoder) -> tuple[list[int], str]:
-    """Render the messages through the model's chat template; (token ids, rendered text)."""
+async def chat_text(req: Any, encoder: PromptEncoder) -> str:
+    """`req.messages` (a chat completion's or /tokenize's) rendered through the model's chat template."""
     if not getattr(encoder.tokenizer, "chat_template", None):
         raise APIError(400, "this model has no chat template; use /v1/completions", "messages", "no_chat_template")
     messages = _messages(req, encoder)
     try:
-        text = await encoder.render_chat(messages, add_generation_prompt=req.add_generation_prompt is not False)
+        return await encoder.render_chat(messages, add_generation_prompt=req.add_generation_prompt is not False)
     except Exception as e:  # noqa: BLE001  (templates raise their own errors for unsupported conversations)
         raise APIError(400, f"messages could not be rendered with the chat template: {e}", "messages") from None
+
+
+async def chat_prompt(req: ChatCompletionRequest, encoder: PromptEncoder) -> tuple[list[int], str]:
+    """Render the messages through the model's chat template; (token ids, rendered text)."""
+    text = await chat_text(req, encoder)
     return await encoder.encode(text, "messages", add_special_tokens=False), text
 
 
