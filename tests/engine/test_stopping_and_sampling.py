@@ -26,6 +26,7 @@ def test_stop_token_ids(llm):
     out = greedy(llm, stop_token_ids=[stop_tok])
     first = full.token_ids.index(stop_tok)
     assert out.token_ids == full.token_ids[:first + 1] and out.finish_reason == "stop"
+    assert out.stop_reason == stop_tok and full.stop_reason is None  # vLLM's: which id; none for a length end
 
 
 def test_stop_string_truncates_text(llm):
@@ -33,9 +34,15 @@ def test_stop_string_truncates_text(llm):
     text = full.text
     stop = text[len(text) // 2: len(text) // 2 + 2]
     out = greedy(llm, stop=[stop])
-    assert out.finish_reason == "stop"
+    assert out.finish_reason == "stop" and out.stop_reason == stop
     assert out.text == text[:text.find(stop)]
     assert stop not in out.text
+
+
+def test_end_of_sequence_stops_without_a_stop_reason(llm):
+    eos = llm.tokenizer.eos_token_id
+    out = llm.generate(PROMPT, SamplingParams(temperature=0, max_tokens=8, logit_bias={eos: 50.0}))[0]
+    assert out.token_ids == [eos] and out.finish_reason == "stop" and out.stop_reason is None
 
 
 def test_max_tokens_length(llm):

@@ -262,7 +262,8 @@ def test_shutdown_aborts_live_requests():
 
 
 def test_wire_roundtrip():
-    o = StepOutput("r", [1, 2], "hé", [TokenLogprob(1, -0.5, [(1, -0.5), (3, -2.0)])], True, "stop", 5, 4, 2, None)
+    o = StepOutput("r", [1, 2], "hé", [TokenLogprob(1, -0.5, [(1, -0.5), (3, -2.0)])], True, "stop", 5, 4, 2, None,
+                   "</end>")
     packed = wire.pack({"t": wire.OUTPUTS, "outs": [wire.output_to_row(o)]})
     assert wire.row_to_output(wire.unpack(packed)["outs"][0]) == o
     p = SamplingParams(max_tokens=3, temperature=0.5, stop=["x"], seed=9, logprobs=2)

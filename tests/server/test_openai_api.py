@@ -165,6 +165,36 @@ def test_stop_string(server, client, offline):
     r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0, stop=[stop])
     assert r.choices[0].finish_reason == "stop"
     assert r.choices[0].text == ref[:ref.index(stop)]
+    assert r.choices[0].model_extra["stop_reason"] == stop  # vLLM's field: which stop ended it
+
+
+def test_stop_reason_names_the_stop_string_or_token(server, client, offline):
+    """vLLM's `stop_reason` on both OpenAI routes, streamed and not, and /generate: the stop string or stop token
+    id that ended a choice; None when it ended by length or end of sequence."""
+    ref = offline.generate([PROMPT], greedy(16))[0]
+    tok = ref.token_ids[3]
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0,
+                                  extra_body={"stop_token_ids": [tok]})
+    assert (r.choices[0].finish_reason, r.choices[0].model_extra["stop_reason"]) == ("stop", tok)
+    chunks = list(client.completions.create(model=server.model, prompt=PROMPT, max_tokens=16, temperature=0,
+                                            stream=True, extra_body={"stop_token_ids": [tok]}))
+    last = [c.choices[0] for c in chunks if c.choices][-1]
+    assert (last.finish_reason, last.model_extra["stop_reason"]) == ("stop", tok)
+    r = client.completions.create(model=server.model, prompt=PROMPT, max_tokens=4, temperature=0)
+    assert r.choices[0].finish_reason == "length" and r.choices[0].model_extra["stop_reason"] is None
+    chat = offline.generate([offline.tokenizer.apply_chat_template(MESSAGES, tokenize=False,
+                                                                   add_generation_prompt=True)], greedy(8))[0]
+    word = next(chat.text[i:i + 2] for i in range(len(chat.text) - 1) if chat.text[i:i + 2].isalnum())
+    r = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=8, temperature=0,
+                                       stop=[word])
+    assert r.choices[0].message.content == chat.text[:chat.text.index(word)]
+    assert r.choices[0].model_extra["stop_reason"] == word
+    chunks = list(client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=8,
+                                                 temperature=0, stop=[word], stream=True))
+    assert [c.choices[0].model_extra.get("stop_reason") for c in chunks if c.choices][-1] == word
+    r = httpx.post(server.url + "/generate", timeout=60, json={"input_ids": ref.prompt_token_ids, "sampling_params": {
+        "max_tokens": 16, "temperature": 0, "stop_token_ids": [tok]}}).json()
+    assert r["stop_reason"] == tok and r["finish_reason"] == "stop"
 
 
 def test_usage_counts_the_tokens_returned_when_a_stop_ends_the_request(server, client, offline):

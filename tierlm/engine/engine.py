@@ -243,10 +243,11 @@ class Engine:
         early = p.min_tokens > 0 and self.min_tokens.early(req)  # no stop of any kind yet
         if not early and ((tok in self.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids):
             req.finish_reason = "stop"
+            req.stop_reason = tok if tok in p.stop_token_ids else None
             if p.include_stop_str_in_output and p.detokenize:
                 req.detok.add(tok, check_stop=False)  # the stop token's text (none for a skipped special token)
-        elif p.detokenize and req.detok.add(tok, not early) is not None:
-            req.finish_reason = "stop"
+        elif p.detokenize and (hit := req.detok.add(tok, not early)) is not None:
+            req.finish_reason, req.stop_reason = "stop", hit
         elif len(ids) - req.prompt_len >= req.max_new_tokens:  # outputs the host has seen
             req.finish_reason = "length"
         new = ids[req.prompt_len + req.emitted_tokens:]
@@ -266,7 +267,7 @@ class Engine:
         return StepOutput(req.request_id, new_ids, req.detok.delta(final=finished) if req.params.detokenize else "",
                           req.logprobs[first:last] if req.logprobs is not None else None, finished,
                           req.finish_reason, req.prompt_len, req.num_cached_tokens,
-                          len(req.token_ids) - req.prompt_len, req.error)
+                          len(req.token_ids) - req.prompt_len, req.error, req.stop_reason)
 
     # ---- introspection ---------------------------------------------------------------------------------------
     def stats(self) -> dict:

@@ -85,7 +85,7 @@ class LLM:
                     res.logprobs.extend(out.new_logprobs)
                 res.num_cached_tokens = out.num_cached_tokens
                 if out.finished:
-                    res.finish_reason, res.error = out.finish_reason, out.error
+                    res.finish_reason, res.error, res.stop_reason = out.finish_reason, out.error, out.stop_reason
                     if bar is not None:
                         bar.update(1)
         if bar is not None:

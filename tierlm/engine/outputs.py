@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 
 @dataclass
@@ -28,6 +28,7 @@ class StepOutput:
     num_cached_tokens: int
     num_output_tokens: int
     error: Optional[str] = None
+    stop_reason: Union[int, str, None] = None  # the stop string or stop token id that ended it (vLLM's)
 
 
 @dataclass
@@ -43,3 +44,4 @@ class RequestOutput:
     ttft: float
     logprobs: Optional[list[TokenLogprob]] = None
     error: Optional[str] = None
+    stop_reason: Union[int, str, None] = None  # the stop string or stop token id that ended it (vLLM's)

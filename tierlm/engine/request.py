@@ -39,6 +39,7 @@ class Req:
     detok: Any = None
     logprobs: Optional[list[TokenLogprob]] = None
     finish_reason: Optional[str] = None
+    stop_reason: Any = None  # the stop string or stop token id that ended it; None for end-of-sequence
     error: Optional[str] = None
     emitted_tokens: int = 0
     num_pending: int = 0  # sampled on the device, not yet seen by the host (overlap scheduling)

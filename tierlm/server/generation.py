@@ -147,7 +147,7 @@ def merge_queued(items: list) -> list:
                 lps = (lps or []) + item.new_logprobs
             merged[at] = StepOutput(rid, first.new_token_ids + item.new_token_ids, first.new_text + item.new_text,
                                     lps, item.finished, item.finish_reason, item.num_prompt_tokens,
-                                    item.num_cached_tokens, item.num_output_tokens, None)
+                                    item.num_cached_tokens, item.num_output_tokens, None, item.stop_reason)
         if not item.finished:
             open_at[rid] = at if at is not None else len(merged) - 1
     return merged
@@ -181,8 +181,8 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
 async def collect(gen: Generation) -> dict[str, Any]:
     """Run a generation to the end: per sub-request text, token ids, logprobs and final counts."""
     results: dict[str, dict[str, Any]] = {
-        rid: {"text": [], "ids": [], "logprobs": [], "finish_reason": None, "prompt": len(s.token_ids),
-              "cached": 0, "output": 0, "error": None} for rid, s in gen.subs.items()}
+        rid: {"text": [], "ids": [], "logprobs": [], "finish_reason": None, "stop_reason": None,
+              "prompt": len(s.token_ids), "cached": 0, "output": 0, "error": None} for rid, s in gen.subs.items()}
     async for sub, o in gen.outputs():
         r = results[sub.rid]
         r["text"].append(o.new_text)
@@ -190,8 +190,8 @@ async def collect(gen: Generation) -> dict[str, Any]:
         if o.new_logprobs:
             r["logprobs"].extend(o.new_logprobs)
         if o.finished:
-            r.update(finish_reason=o.finish_reason, prompt=o.num_prompt_tokens or r["prompt"],
-                     cached=o.num_cached_tokens, output=o.num_output_tokens, error=o.error)
+            r.update(finish_reason=o.finish_reason, stop_reason=o.stop_reason, error=o.error,
+                     prompt=o.num_prompt_tokens or r["prompt"], cached=o.num_cached_tokens, output=o.num_output_tokens)
     for r in results.values():
         r["text"] = "".join(r["text"])
     return results

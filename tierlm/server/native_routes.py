@@ -46,7 +46,8 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     def build(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
         r = next(iter(results.values()))
         return {"text": r["text"], "output_ids": r["ids"], "finish_reason": r["finish_reason"],
-                "prompt_tokens": r["prompt"], "completion_tokens": r["output"] or len(r["ids"]),
+                "stop_reason": r["stop_reason"], "prompt_tokens": r["prompt"],
+                "completion_tokens": r["output"] or len(r["ids"]),
                 "cached_tokens": r["cached"], "logprobs": _logprobs(r["logprobs"]) if want_lps else None}
 
     async def events(gen: Generation) -> AsyncIterator[str]:
@@ -59,8 +60,8 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
             if want_lps:
                 event["logprobs"] = _logprobs(o.new_logprobs or [])
             if o.finished:
-                event.update(prompt_tokens=o.num_prompt_tokens, completion_tokens=o.num_output_tokens,
-                             cached_tokens=o.num_cached_tokens)
+                event.update(stop_reason=o.stop_reason, prompt_tokens=o.num_prompt_tokens,
+                             completion_tokens=o.num_output_tokens, cached_tokens=o.num_cached_tokens)
             yield fmt.sse(event)
         yield fmt.DONE
 

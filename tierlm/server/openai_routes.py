@@ -52,7 +52,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
         for s in sorted(gen.subs.values(), key=lambda s: s.index):
             r = results[s.rid]
             lps = fmt.completion_logprobs(st.tokenizer, r["logprobs"]) if want_lps else None
-            choices.append({"index": s.index, "text": r["text"], "logprobs": lps, "finish_reason": r["finish_reason"]})
+            choices.append({"index": s.index, "text": r["text"], "logprobs": lps, "finish_reason": r["finish_reason"],
+                            "stop_reason": r["stop_reason"]})
         return {"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
                 "choices": choices, "usage": _result_usage(gen, results)}
 
@@ -80,7 +81,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
                 continue
             yield fmt.sse({"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
                            "choices": [{"index": s.index, "text": o.new_text, "logprobs": lps,
-                                        "finish_reason": o.finish_reason if o.finished else None}]})
+                                        "finish_reason": o.finish_reason if o.finished else None,
+                                        "stop_reason": o.stop_reason}]})
         if include_usage:
             yield fmt.sse({"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
                            "choices": [], "usage": _count(gen, finals)})
@@ -119,7 +121,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             r = results[s.rid]
             lps = fmt.chat_logprobs(st.tokenizer, st.token_bytes, r["logprobs"]) if logprobs is not None else None
             choices.append({"index": s.index, "message": {"role": "assistant", "content": r["text"]},
-                            "logprobs": lps, "finish_reason": r["finish_reason"]})
+                            "logprobs": lps, "finish_reason": r["finish_reason"], "stop_reason": r["stop_reason"]})
         return {"id": rid, "object": "chat.completion", "created": created, "model": st.info.model_name,
                 "choices": choices, "usage": _result_usage(gen, results)}
 
@@ -145,7 +147,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             elif o.new_text:
                 yield token_chunk(s.index, o.new_text)
             if o.finished:
-                yield chunk([{"index": s.index, "delta": {}, "logprobs": None, "finish_reason": o.finish_reason}])
+                yield chunk([{"index": s.index, "delta": {}, "logprobs": None, "finish_reason": o.finish_reason,
+                              "stop_reason": o.stop_reason}])
         if include_usage:
             yield chunk([], usage=_count(gen, finals))
         yield fmt.DONE

@@ -202,6 +202,7 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: Optional[dict[str, Any]] = None
     finish_reason: Optional[str] = None
+    stop_reason: Union[int, str, None] = None  # vLLM's: the stop string or stop token id that ended it
 
 
 class CompletionResponse(BaseModel):
@@ -229,6 +230,7 @@ class ChatChoice(BaseModel):
     message: ChatMessageOut
     logprobs: Optional[dict[str, Any]] = None
     finish_reason: Optional[str] = None
+    stop_reason: Union[int, str, None] = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -267,6 +269,7 @@ class GenerateResponse(BaseModel):
     text: str
     output_ids: list[int]
     finish_reason: Optional[str]
+    stop_reason: Union[int, str, None] = None
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int

@@ -77,7 +77,7 @@ def output_to_row(o: StepOutput) -> tuple:
     if lps is not None:
         lps = [[lp.token_id, float(lp.logprob), [[int(t), float(v)] for t, v in lp.top]] for lp in lps]
     return (o.request_id, o.new_token_ids, o.new_text, lps, o.finished, o.finish_reason, o.num_prompt_tokens,
-            o.num_cached_tokens, o.num_output_tokens, o.error)
+            o.num_cached_tokens, o.num_output_tokens, o.error, o.stop_reason)
 
 
 def row_to_output(row: list) -> StepOutput:
