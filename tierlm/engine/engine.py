@@ -15,8 +15,8 @@ from tierlm.engine.errors import RequestError
 from tierlm.engine.gc_watch import GcWatch, freeze_heap, thaw_heap
 from tierlm.engine.inflight import InFlight, Readback
 from tierlm.engine.kv_setup import build_kv_cache
-from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.min_tokens import MinTokens
+from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.mixed_graph import mixed_graph_align, token_sizes
 from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.penalties import Penalties

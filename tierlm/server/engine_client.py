@@ -171,9 +171,9 @@ class EngineClient:
                 self.dead = True
                 if self.on_dead() is False:  # an exit the server waited for (its shutdown is under way)
                     self._fail_all("server is shutting down")
-                    continue
-                log.error("the engine process died; failing %d requests", len(self._queues))
-                self._fail_all("the engine process died")
+                else:
+                    log.error("the engine process died; failing %d requests", len(self._queues))
+                    self._fail_all("the engine process died")
 
     def _fail_all(self, why: str) -> None:
         for rid, q in list(self._queues.items()):
