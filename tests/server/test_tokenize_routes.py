@@ -2,6 +2,8 @@
 give, the same ids a generation request reports as its prompt, and text back from ids."""
 from __future__ import annotations
 
+import shutil
+
 import httpx
 import pytest
 from transformers import AutoTokenizer
@@ -11,16 +13,32 @@ from tests.server.helpers import start_server
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}]
 
 
+# Qwen3's switch, as its own template reads it: an empty thought written into the prompt
+THINKING_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
+    "{% endif %}")
+
+
 @pytest.fixture(scope="module")
-def server(tiny_qwen3, tmp_path_factory):
-    srv = start_server(tiny_qwen3, tmp_path_factory.mktemp("tokenize"))
+def model(tiny_qwen3, tmp_path_factory):
+    """The tiny model with a chat template that reads `enable_thinking`."""
+    folder = shutil.copytree(tiny_qwen3, tmp_path_factory.mktemp("thinking") / "m")
+    (folder / "chat_template.jinja").write_text(THINKING_TEMPLATE)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(model, tmp_path_factory):
+    srv = start_server(model, tmp_path_factory.mktemp("tokenize"))
     yield srv
     assert srv.stop() == 0, srv.log_text()
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_qwen3):
-    return AutoTokenizer.from_pretrained(tiny_qwen3)
+def tokenizer(model):
+    return AutoTokenizer.from_pretrained(model)
 
 
 def post(server, path: str, body: dict) -> dict:
@@ -59,3 +77,21 @@ def test_detokenize_reads_ids_back(server, tokenizer):
     assert post(server, "/detokenize", {"tokens": []}) == {"prompt": ""}
     eos = tokenizer.eos_token_id
     assert post(server, "/detokenize", {"tokens": [eos]})["prompt"] == tokenizer.decode([eos])  # kept, as vLLM
+
+
+def test_chat_template_kwargs_reach_the_template(server, tokenizer):
+    """vLLM's and SGLang's `chat_template_kwargs` (Qwen3's `enable_thinking`), in /tokenize and in a chat
+    completion; the arguments the server sets itself cannot be overridden through them."""
+    kwargs = {"enable_thinking": False}
+    off = post(server, "/tokenize", {"messages": MESSAGES, "chat_template_kwargs": kwargs})
+    on = post(server, "/tokenize", {"messages": MESSAGES})
+    rendered = tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True, **kwargs)
+    assert rendered.endswith("</think>\n\n") and off["tokens"] == tokenizer.encode(rendered, add_special_tokens=False)
+    assert off["count"] > on["count"] and off["tokens"][:on["count"]] == on["tokens"]
+    usage = post(server, "/v1/chat/completions", {"model": server.model, "messages": MESSAGES, "max_tokens": 1,
+                                                  "chat_template_kwargs": kwargs})["usage"]
+    assert usage["prompt_tokens"] == off["count"]
+    for key in ("tokenize", "add_generation_prompt", "chat_template", "bad-name"):
+        r = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+            "model": server.model, "messages": MESSAGES, "chat_template_kwargs": {key: True}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == f"chat_template_kwargs.{key}", r.text

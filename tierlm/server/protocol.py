@@ -100,6 +100,8 @@ class ChatCompletionRequest(SamplingFields):
     response_format: Optional[dict[str, Any]] = None
     add_generation_prompt: Optional[bool] = True
     continue_final_message: Optional[bool] = False
+    # vLLM's and SGLang's: extra variables for the chat template (Qwen3's {"enable_thinking": false})
+    chat_template_kwargs: Optional[dict[str, Any]] = Field(None, max_length=32)
     # Reasoning output is never split from the content (no reasoning parser), so both values mean the same.
     separate_reasoning: Optional[bool] = True
     stream_reasoning: Optional[bool] = True
@@ -146,6 +148,7 @@ class TokenizeRequest(StrictModel):
     prompt: Optional[str] = None
     messages: Optional[list[ChatMessage]] = Field(None, min_length=1, max_length=4096)
     add_generation_prompt: bool = True
+    chat_template_kwargs: Optional[dict[str, Any]] = Field(None, max_length=32)
     add_special_tokens: Optional[bool] = None
     return_token_strs: bool = False
 

@@ -18,6 +18,12 @@ from tierlm.validation import check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
 MAX_STOPS = 16
+# apply_chat_template's own arguments and the variables the server passes: a request's template kwargs may not
+# override them (the conversation, tokenizing, the template itself)
+RESERVED_TEMPLATE_ARGS = frozenset({
+    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+    "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
+    "return_assistant_tokens_mask", "tokenizer_kwargs", "kwargs"})
 
 
 @dataclass
@@ -194,13 +200,24 @@ def _messages(req: Any, encoder: PromptEncoder) -> list[dict[str, str]]:
     return messages
 
 
+def _template_kwargs(kwargs: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """`chat_template_kwargs`: variables for the template, never the arguments the server sets itself."""
+    for key in kwargs or {}:
+        if not key.isidentifier() or key in RESERVED_TEMPLATE_ARGS:
+            raise APIError(400, f"chat_template_kwargs: {key!r} cannot be set (a template variable name, not one "
+                                f"of {', '.join(sorted(RESERVED_TEMPLATE_ARGS))})", f"chat_template_kwargs.{key}")
+    return dict(kwargs or {})
+
+
 async def chat_text(req: Any, encoder: PromptEncoder) -> str:
-    """`req.messages` (a chat completion's or /tokenize's) rendered through the model's chat template."""
+    """`req.messages` (a chat completion's or /tokenize's) rendered through the model's chat template, with the
+    request's `chat_template_kwargs`."""
     if not getattr(encoder.tokenizer, "chat_template", None):
         raise APIError(400, "this model has no chat template; use /v1/completions", "messages", "no_chat_template")
     messages = _messages(req, encoder)
+    kwargs = _template_kwargs(req.chat_template_kwargs)
     try:
-        return await encoder.render_chat(messages, add_generation_prompt=req.add_generation_prompt is not False)
+        return await encoder.render_chat(messages, req.add_generation_prompt is not False, kwargs)
     except Exception as e:  # noqa: BLE001  (templates raise their own errors for unsupported conversations)
         raise APIError(400, f"messages could not be rendered with the chat template: {e}", "messages") from None
 
