@@ -249,6 +249,10 @@ class EngineConfig:
     port: int = _opt(8000, "Port of the HTTP server.", "server")
     api_key: Optional[str] = _opt(None, "Require 'Authorization: Bearer KEY' on /v1 endpoints, /generate, "
                                   "/tokenize and /detokenize (default: no authentication).", "server")
+    reasoning_parser: Optional[str] = _opt(None, "Split a thinking model's reasoning (between <think> and </think>) "
+                                           "from its answer in chat responses, as `reasoning_content` beside "
+                                           "`content` (a request's separate_reasoning: false keeps them together).",
+                                           "server", choices=("qwen3", "deepseek-r1", "deepseek_r1"))
     request_body_timeout: float = _opt(30.0, "Seconds a client has to send a request body; a slower one is "
                                        "answered 408 and disconnected.", "server")
     watchdog_timeout: Optional[float] = _opt(None, "Seconds one engine step may run before the server counts the "

@@ -13,6 +13,7 @@ from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
 from tierlm.server.protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                                     CompletionResponse, error_responses)
+from tierlm.server.reasoning import ChatSplit
 from tierlm.server.requests import (chat_prompt, check_model, completion_prompts, fan_out, need_tokenizer,
                                     sampling_params, unsupported)
 from tierlm.server.state import get_state
@@ -110,6 +111,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                      st.metrics)
     created = int(time.time())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    parser = st.reasoning if body.separate_reasoning is not False else None
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
         return fmt.sse({"id": rid, "object": "chat.completion.chunk", "created": created,
@@ -120,7 +122,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         for s in sorted(gen.subs.values(), key=lambda s: s.index):
             r = results[s.rid]
             lps = fmt.chat_logprobs(st.tokenizer, st.token_bytes, r["logprobs"]) if logprobs is not None else None
-            choices.append({"index": s.index, "message": {"role": "assistant", "content": r["text"]},
+            reasoning, content = parser.split(r["text"]) if parser is not None else ("", r["text"])
+            message = {"role": "assistant", "content": content, "reasoning_content": reasoning or None}
+            choices.append({"index": s.index, "message": message,
                             "logprobs": lps, "finish_reason": r["finish_reason"], "stop_reason": r["stop_reason"]})
         return {"id": rid, "object": "chat.completion", "created": created, "model": st.info.model_name,
                 "choices": choices, "usage": _result_usage(gen, results)}
@@ -132,6 +136,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             yield chunk([{"index": s.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                           "finish_reason": None}])
         finals: dict[str, Any] = {}
+        live = body.stream_reasoning is not False
+        splits = {rid: ChatSplit(parser, live) for rid in gen.subs} if parser is not None else {}
         async for s, o in gen.outputs():
             if o.error:
                 yield fmt.sse(error_body(500, f"generation failed: {o.error}", None, "engine_error"))
@@ -141,11 +147,16 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             lps = None
             if logprobs is not None and o.new_logprobs:
                 lps = fmt.chat_logprobs(st.tokenizer, st.token_bytes, o.new_logprobs)
+            reasoning, text = splits[s.rid].feed(o.new_text, o.finished) if splits else ("", o.new_text)
             if lps:
-                yield chunk([{"index": s.index, "delta": {"content": o.new_text}, "logprobs": lps,
-                              "finish_reason": None}])
-            elif o.new_text:
-                yield token_chunk(s.index, o.new_text)
+                delta = {"reasoning_content": reasoning, "content": text} if reasoning else {"content": text}
+                yield chunk([{"index": s.index, "delta": delta, "logprobs": lps, "finish_reason": None}])
+            else:
+                if reasoning:
+                    yield chunk([{"index": s.index, "delta": {"reasoning_content": reasoning}, "logprobs": None,
+                                  "finish_reason": None}])
+                if text:
+                    yield token_chunk(s.index, text)
             if o.finished:
                 yield chunk([{"index": s.index, "delta": {}, "logprobs": None, "finish_reason": o.finish_reason,
                               "stop_reason": o.stop_reason}])

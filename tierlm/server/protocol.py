@@ -102,7 +102,8 @@ class ChatCompletionRequest(SamplingFields):
     continue_final_message: Optional[bool] = False
     # vLLM's and SGLang's: extra variables for the chat template (Qwen3's {"enable_thinking": false})
     chat_template_kwargs: Optional[dict[str, Any]] = Field(None, max_length=32)
-    # Reasoning output is never split from the content (no reasoning parser), so both values mean the same.
+    # SGLang's: with --reasoning-parser, split the reasoning from the answer (separate_reasoning), and stream it
+    # as it comes (stream_reasoning) or in one piece once it is over
     separate_reasoning: Optional[bool] = True
     stream_reasoning: Optional[bool] = True
 
@@ -224,6 +225,7 @@ class ChatMessageOut(BaseModel):
 
     role: Literal["assistant"] = "assistant"
     content: str
+    reasoning_content: Optional[str] = None  # with --reasoning-parser: the model's reasoning, apart
 
 
 class ChatChoice(BaseModel):

@@ -11,6 +11,7 @@ from tierlm.config import EngineConfig
 from tierlm.server.engine_client import EngineClient
 from tierlm.server.metrics import ServerMetrics
 from tierlm.server.prompt_encoder import PromptEncoder
+from tierlm.server.reasoning import ReasoningParser, reasoning_parser
 from tierlm.server.requests import ServingInfo
 from tierlm.server.token_bytes import TokenBytes
 
@@ -29,9 +30,11 @@ class ServerState:
     created: int = field(default_factory=lambda: int(time.time()))
     ready: bool = False
     token_bytes: Optional[TokenBytes] = field(init=False)  # chat logprobs' `bytes`; None without a tokenizer
+    reasoning: Optional[ReasoningParser] = field(init=False)  # --reasoning-parser
 
     def __post_init__(self) -> None:
         self.token_bytes = TokenBytes(self.tokenizer) if self.tokenizer is not None else None
+        self.reasoning = reasoning_parser(self.config.reasoning_parser) if self.config.reasoning_parser else None
 
 
 def get_state(request: Request) -> ServerState:
