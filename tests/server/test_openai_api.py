@@ -2,6 +2,8 @@
 greedy parity with the offline `LLM`, usage (with cached prompt tokens), n > 1, logprobs, /generate, /metrics."""
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -255,6 +257,41 @@ def test_min_tokens_and_include_stop_str_in_output(server, client, offline):
     r = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=8, temperature=0,
                                        extra_body={"min_tokens": 8, "include_stop_str_in_output": True})
     assert r.usage.completion_tokens == 8 and r.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_continuous_usage_stats_puts_usage_on_every_chunk(server, path):
+    """vLLM's `stream_options.continuous_usage_stats`: each chunk carries its choice's usage so far, rising to the
+    final usage; the text is the stream's without it."""
+    body = {"model": server.model, "max_tokens": 10, "temperature": 0, "ignore_eos": True, "stream": True, "n": 2}
+    body.update({"prompt": PROMPT} if "chat" not in path else {"messages": MESSAGES})
+    plain, _ = _sse(server.url + path, {**body, "stream_options": {"include_usage": True}})
+    text, events = _sse(server.url + path, {**body, "stream_options": {"include_usage": True,
+                                                                       "continuous_usage_stats": True}})
+    assert text == plain
+    *chunks, last = events
+    assert chunks and all(e["choices"] and "usage" in e for e in chunks), chunks[:3]
+    prompt = last["usage"]["prompt_tokens"]  # one prompt, counted once over the two choices
+    for index in (0, 1):
+        seen = [e["usage"] for e in chunks if e["choices"][0]["index"] == index]
+        counts = [u["completion_tokens"] for u in seen]
+        assert counts == sorted(counts) and counts[-1] == 10 and all(u["prompt_tokens"] == prompt for u in seen)
+        assert all(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] for u in seen)
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 20
+
+
+def _sse(url: str, body: dict) -> tuple[dict, list[dict]]:
+    """A stream's text per choice index and its JSON events."""
+    events, text = [], {}
+    with httpx.stream("POST", url, json=body, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line[6:]))
+                for c in events[-1]["choices"]:
+                    piece = c.get("text") if "text" in c else (c.get("delta") or {}).get("content")
+                    text[c["index"]] = text.get(c["index"], "") + (piece or "")
+    return text, events
 
 
 def _text_by_tokens(client, model, stop):

@@ -26,6 +26,16 @@ def _count(gen: Generation, finals: dict[str, Any]) -> dict[str, Any]:
     return fmt.usage(gen.subs.values(), prompts, outputs)
 
 
+def _so_far(prompt: int, completion: int) -> dict[str, int]:
+    """One choice's usage so far (`stream_options.continuous_usage_stats`, as vLLM counts it)."""
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _continuous(body: Any) -> bool:
+    opts = body.stream_options
+    return bool(opts and opts.include_usage and opts.continuous_usage_stats)
+
+
 def _result_usage(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
     prompts = {rid: (r["prompt"], r["cached"]) for rid, r in results.items()}
     outputs = {rid: r["output"] or len(r["ids"]) for rid, r in results.items()}
@@ -47,6 +57,7 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     created = int(time.time())
     want_lps = body.logprobs is not None
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    continuous = _continuous(body)
 
     def build(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
         choices = []
@@ -77,13 +88,16 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
                 at = offsets.get(s.rid, 0)
                 lps = fmt.completion_logprobs(st.tokenizer, o.new_logprobs or [], at)
                 offsets[s.rid] = at + sum(map(len, lps["tokens"]))
-            if lps is None and not o.finished:
+            if lps is None and not o.finished and not continuous:
                 yield token_chunk(s.index, o.new_text)
                 continue
-            yield fmt.sse({"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
-                           "choices": [{"index": s.index, "text": o.new_text, "logprobs": lps,
-                                        "finish_reason": o.finish_reason if o.finished else None,
-                                        "stop_reason": o.stop_reason}]})
+            event = {"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
+                     "choices": [{"index": s.index, "text": o.new_text, "logprobs": lps,
+                                  "finish_reason": o.finish_reason if o.finished else None,
+                                  "stop_reason": o.stop_reason}]}
+            if continuous:
+                event["usage"] = _so_far(o.num_prompt_tokens, o.num_output_tokens)
+            yield fmt.sse(event)
         if include_usage:
             yield fmt.sse({"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
                            "choices": [], "usage": _count(gen, finals)})
@@ -111,11 +125,16 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                      st.metrics)
     created = int(time.time())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    continuous = _continuous(body)
     parser = st.reasoning if body.separate_reasoning is not False else None
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
         return fmt.sse({"id": rid, "object": "chat.completion.chunk", "created": created,
                         "model": st.info.model_name, "choices": choices, **extra})
+
+    def choice_chunk(choice: dict[str, Any], prompt: int, completion: int) -> str:
+        """A chunk of one choice; with continuous usage, that choice's usage so far on it."""
+        return chunk([choice], usage=_so_far(prompt, completion)) if continuous else chunk([choice])
 
     def build(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
         choices = []
@@ -133,8 +152,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         token_chunk = fmt.TokenChunks({"id": rid, "object": "chat.completion.chunk", "created": created,
                                        "model": st.info.model_name}, chat=True)
         for s in sorted(gen.subs.values(), key=lambda s: s.index):
-            yield chunk([{"index": s.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                          "finish_reason": None}])
+            yield choice_chunk({"index": s.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                "finish_reason": None}, len(s.token_ids), 0)
         finals: dict[str, Any] = {}
         live = body.stream_reasoning is not False
         splits = {rid: ChatSplit(parser, live) for rid in gen.subs} if parser is not None else {}
@@ -148,18 +167,22 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             if logprobs is not None and o.new_logprobs:
                 lps = fmt.chat_logprobs(st.tokenizer, st.token_bytes, o.new_logprobs)
             reasoning, text = splits[s.rid].feed(o.new_text, o.finished) if splits else ("", o.new_text)
+            counts = (o.num_prompt_tokens, o.num_output_tokens)
             if lps:
                 delta = {"reasoning_content": reasoning, "content": text} if reasoning else {"content": text}
-                yield chunk([{"index": s.index, "delta": delta, "logprobs": lps, "finish_reason": None}])
+                yield choice_chunk({"index": s.index, "delta": delta, "logprobs": lps, "finish_reason": None}, *counts)
             else:
                 if reasoning:
-                    yield chunk([{"index": s.index, "delta": {"reasoning_content": reasoning}, "logprobs": None,
-                                  "finish_reason": None}])
-                if text:
+                    yield choice_chunk({"index": s.index, "delta": {"reasoning_content": reasoning},
+                                        "logprobs": None, "finish_reason": None}, *counts)
+                if text and not continuous:
                     yield token_chunk(s.index, text)
+                elif text:
+                    yield choice_chunk({"index": s.index, "delta": {"content": text}, "logprobs": None,
+                                        "finish_reason": None}, *counts)
             if o.finished:
-                yield chunk([{"index": s.index, "delta": {}, "logprobs": None, "finish_reason": o.finish_reason,
-                              "stop_reason": o.stop_reason}])
+                yield choice_chunk({"index": s.index, "delta": {}, "logprobs": None, "finish_reason": o.finish_reason,
+                                    "stop_reason": o.stop_reason}, *counts)
         if include_usage:
             yield chunk([], usage=_count(gen, finals))
         yield fmt.DONE

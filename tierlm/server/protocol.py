@@ -25,9 +25,11 @@ class StrictModel(BaseModel):
 
 
 class StreamOptions(StrictModel):
-    """OpenAI `stream_options`: `include_usage` adds a final chunk carrying `usage`."""
+    """OpenAI `stream_options`: `include_usage` adds a final chunk carrying `usage`; with it, vLLM's
+    `continuous_usage_stats` puts each chunk's choice's usage so far on every chunk too."""
 
     include_usage: Optional[bool] = False
+    continuous_usage_stats: Optional[bool] = False
 
 
 class SamplingFields(StrictModel):
