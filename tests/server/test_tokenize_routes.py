@@ -95,3 +95,15 @@ def test_chat_template_kwargs_reach_the_template(server, tokenizer):
         r = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
             "model": server.model, "messages": MESSAGES, "chat_template_kwargs": {key: True}})
         assert r.status_code == 400 and r.json()["error"]["param"] == f"chat_template_kwargs.{key}", r.text
+
+
+def test_continue_final_message_renders_the_last_message_open(server, tokenizer):
+    """vLLM's `continue_final_message`: the text ends inside the assistant's last message, for the model to go
+    on with it (the template's end of turn left out), in /tokenize and in a chat completion."""
+    partial = [*MESSAGES, {"role": "assistant", "content": "Hello, I"}]
+    body = {"messages": partial, "continue_final_message": True, "add_generation_prompt": False}
+    out = post(server, "/tokenize", body)
+    rendered = tokenizer.apply_chat_template(partial, tokenize=False, continue_final_message=True)
+    assert rendered.endswith("Hello, I") and out["tokens"] == tokenizer.encode(rendered, add_special_tokens=False)
+    usage = post(server, "/v1/chat/completions", {"model": server.model, "max_tokens": 2, **body})["usage"]
+    assert usage["prompt_tokens"] == out["count"]

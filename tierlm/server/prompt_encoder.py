@@ -66,11 +66,13 @@ class PromptEncoder:
         return ids
 
     async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool,
-                          template_kwargs: Optional[dict[str, Any]] = None) -> str:
+                          template_kwargs: Optional[dict[str, Any]] = None, continue_final_message: bool = False
+                          ) -> str:
         """`messages` through the tokenizer's chat template, as text, in a worker thread; `template_kwargs` are
         the template's own extra variables."""
         return await asyncio.to_thread(self.tokenizer.apply_chat_template, messages, tokenize=False,
-                                       add_generation_prompt=add_generation_prompt, **(template_kwargs or {}))
+                                       add_generation_prompt=add_generation_prompt,
+                                       continue_final_message=continue_final_message, **(template_kwargs or {}))
 
     async def warm_up(self) -> None:
         """Tokenize a short text and render a one-message conversation through the chat template (if any) once,

@@ -151,6 +151,7 @@ class TokenizeRequest(StrictModel):
     prompt: Optional[str] = None
     messages: Optional[list[ChatMessage]] = Field(None, min_length=1, max_length=4096)
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
     chat_template_kwargs: Optional[dict[str, Any]] = Field(None, max_length=32)
     add_special_tokens: Optional[bool] = None
     return_token_strs: bool = False

@@ -76,7 +76,7 @@ def unsupported(req: SamplingFields) -> None:
         if req.best_of is not None and req.best_of != (req.n or 1):
             raise APIError(400, "best_of is not supported (only best_of == n)", "best_of", "unsupported")
     if isinstance(req, ChatCompletionRequest):
-        checks += [("tools", req.tools or None, None), ("continue_final_message", req.continue_final_message, False)]
+        checks += [("tools", req.tools or None, None)]
         if req.tool_choice not in (None, "none", "auto"):
             raise APIError(400, "tool_choice is not supported", "tool_choice", "unsupported")
         if req.response_format not in (None, {"type": "text"}):
@@ -211,13 +211,20 @@ def _template_kwargs(kwargs: Optional[dict[str, Any]]) -> dict[str, Any]:
 
 async def chat_text(req: Any, encoder: PromptEncoder) -> str:
     """`req.messages` (a chat completion's or /tokenize's) rendered through the model's chat template, with the
-    request's `chat_template_kwargs`."""
+    request's `chat_template_kwargs`; with `continue_final_message` the text ends inside the last (assistant)
+    message, for the model to continue it (vLLM's)."""
     if not getattr(encoder.tokenizer, "chat_template", None):
         raise APIError(400, "this model has no chat template; use /v1/completions", "messages", "no_chat_template")
     messages = _messages(req, encoder)
     kwargs = _template_kwargs(req.chat_template_kwargs)
+    generation_prompt, continued = req.add_generation_prompt is not False, bool(req.continue_final_message)
+    if continued and generation_prompt:  # as vLLM: the two ask for opposite ends of the rendered text
+        raise APIError(400, "continue_final_message needs add_generation_prompt: false", "continue_final_message")
+    if continued and messages[-1]["role"] != "assistant":
+        raise APIError(400, "continue_final_message continues the last message, which must be the assistant's",
+                       "continue_final_message")
     try:
-        return await encoder.render_chat(messages, req.add_generation_prompt is not False, kwargs)
+        return await encoder.render_chat(messages, generation_prompt, kwargs, continue_final_message=continued)
     except Exception as e:  # noqa: BLE001  (templates raise their own errors for unsupported conversations)
         raise APIError(400, f"messages could not be rendered with the chat template: {e}", "messages") from None
 
