@@ -69,10 +69,13 @@ class PromptEncoder:
                           template_kwargs: Optional[dict[str, Any]] = None, continue_final_message: bool = False
                           ) -> str:
         """`messages` through the tokenizer's chat template, as text, in a worker thread; `template_kwargs` are
-        the template's own extra variables."""
+        the template's own extra variables. Arguments left at their defaults are not passed (a tokenizer with
+        its own `apply_chat_template` may not take them)."""
+        extra = dict(template_kwargs or {})
+        if continue_final_message:
+            extra["continue_final_message"] = True
         return await asyncio.to_thread(self.tokenizer.apply_chat_template, messages, tokenize=False,
-                                       add_generation_prompt=add_generation_prompt,
-                                       continue_final_message=continue_final_message, **(template_kwargs or {}))
+                                       add_generation_prompt=add_generation_prompt, **extra)
 
     async def warm_up(self) -> None:
         """Tokenize a short text and render a one-message conversation through the chat template (if any) once,
