@@ -253,6 +253,13 @@ class EngineConfig:
                                            "from its answer in chat responses, as `reasoning_content` beside "
                                            "`content` (a request's separate_reasoning: false keeps them together).",
                                            "server", choices=("qwen3", "deepseek-r1", "deepseek_r1"))
+    tool_call_parser: Optional[str] = _opt(None, "Take the function calls a model writes into its answer out as "
+                                           "OpenAI `tool_calls` for chat requests with `tools` (tool_choice "
+                                           "'auto'): hermes (Qwen2.5, Qwen3; SGLang's qwen25) or llama3_json "
+                                           "(Llama 3.1+; SGLang's llama3).", "server",
+                                           choices=("hermes", "qwen25", "qwen", "llama3_json", "llama3"))
+    enable_auto_tool_choice: bool = _opt(False, "vLLM's spelling, accepted: --tool-call-parser alone turns automatic "
+                                         "tool choice on (as SGLang does).", "server")
     request_body_timeout: float = _opt(30.0, "Seconds a client has to send a request body; a slower one is "
                                        "answered 408 and disconnected.", "server")
     watchdog_timeout: Optional[float] = _opt(None, "Seconds one engine step may run before the server counts the "
@@ -302,6 +309,8 @@ class EngineConfig:
             bad("kv_events_config", "the events describe the prefix cache; drop --no-enable-prefix-cache")
         if not 0 < self.port < 65536:
             bad("port", f"must be in 1..65535, got {self.port}")
+        if self.enable_auto_tool_choice and not self.tool_call_parser:
+            bad("enable_auto_tool_choice", "needs --tool-call-parser (hermes for Qwen, llama3_json for Llama)")
         if self.api_key is not None and not self.api_key.strip():
             bad("api_key", "must not be empty (leave the flag out to serve without authentication)")
         if self.kv_store and self.kv_store.startswith(("redis://", "rediss://", "unix://")):

@@ -28,6 +28,17 @@ def drop(d: dict, key: str) -> dict:
     return {k: v for k, v in d.items() if k != key}
 
 
+USER = {"role": "user", "content": "Hi"}
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+CALL = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+TOOL_ANSWER = {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+
+
+def assistant_call(arguments: str) -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [{**CALL, "function": {**CALL["function"],
+                                                                                        "arguments": arguments}}]}
+
+
 C, CH, GEN, TOK, DETOK = "/v1/completions", "/v1/chat/completions", "/generate", "/tokenize", "/detokenize"
 # (case id, path, body (dict -> JSON, bytes -> raw), extra headers, status, field named in param or message)
 CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
@@ -86,7 +97,31 @@ CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
     ("chat-oversize", CH, chat(messages=[{"role": "user", "content": LONG}]), None, 413, "messages"),
     ("chat-huge-max-completion-tokens", CH, chat(max_completion_tokens=10**9), None, 400, "max_completion_tokens"),
     ("chat-unknown-model", CH, chat(model="nope"), None, 404, "model"),
-    ("tools-unsupported", CH, chat(tools=[{"type": "function", "function": {"name": "f"}}]), None, 400, "tools"),
+    ("tools-without-parser", CH, chat(tools=[TOOL]), None, 400, "tool_choice"),
+    ("tools-template-cannot-render", CH, chat(tools=[TOOL], tool_choice="none"), None, 400, "tools"),
+    ("tool-choice-required", CH, chat(tools=[TOOL], tool_choice="required"), None, 400, "tool_choice"),
+    ("tool-choice-named", CH, chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "f"}}), None,
+     400, "tool_choice"),
+    ("tool-choice-without-tools", CH, chat(tool_choice="auto"), None, 400, "tool_choice"),
+    ("tool-choice-unknown", CH, chat(tools=[TOOL], tool_choice="sometimes"), None, 400, "tool_choice"),
+    ("tool-name-with-space", CH, chat(tools=[{"type": "function", "function": {"name": "a b"}}], tool_choice="none"),
+     None, 400, "tools.0.function.name"),
+    ("tool-type-not-function", CH, chat(tools=[{"type": "retrieval", "function": {"name": "f"}}]), None, 400,
+     "tools.0.type"),
+    ("tool-message-without-content", CH, chat(messages=[USER, {"role": "tool", "tool_call_id": "c1"}]), None, 400,
+     "messages.1.content"),
+    ("tool-calls-on-a-user-message", CH, chat(messages=[{**USER, "tool_calls": [CALL]}]), None, 400,
+     "messages.0.tool_calls"),
+    ("tool-call-arguments-not-json", CH, chat(messages=[USER, assistant_call("not json"), TOOL_ANSWER]), None, 400,
+     "messages.1.tool_calls.0.function.arguments"),
+    ("tool-call-arguments-an-array", CH, chat(messages=[USER, assistant_call("[1, 2]"), TOOL_ANSWER]), None, 400,
+     "messages.1.tool_calls.0.function.arguments"),
+    ("tool-call-arguments-number", CH, chat(messages=[USER, {"role": "assistant", "tool_calls": [
+        {**CALL, "function": {"name": "f", "arguments": {"a": 1}}}]}]), None, 400, "arguments"),
+    ("tool-call-id-on-a-user-message", CH, chat(messages=[{**USER, "tool_call_id": "c1"}]), None, 400,
+     "messages.0.tool_call_id"),
+    ("tools-too-many", CH, chat(tools=[TOOL] * 129, tool_choice="none"), None, 400, "tools"),
+    ("tokenize-tools-without-messages", TOK, {"prompt": "hi", "tools": [TOOL]}, None, 400, "tools"),
     ("min-tokens-over-max-tokens", C, cmpl(min_tokens=5, max_tokens=4), None, 400, "min_tokens"),
     ("min-tokens-negative", CH, chat(min_tokens=-1), None, 400, "min_tokens"),
     ("min-tokens-string", C, cmpl(min_tokens="3"), None, 400, "min_tokens"),

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from tierlm.server import formatting as fmt
+from tierlm.server.chat_output import ChoiceOutput
+from tierlm.server.chat_render import chat_prompt, tool_parser_for
 from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
 from tierlm.server.protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                                     CompletionResponse, error_responses)
-from tierlm.server.reasoning import ChatSplit
-from tierlm.server.requests import (chat_prompt, check_model, completion_prompts, fan_out, need_tokenizer,
+from tierlm.server.requests import (check_model, completion_prompts, fan_out, need_tokenizer,
                                     sampling_params, unsupported)
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
@@ -119,6 +120,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     max_tokens: Optional[int] = body.max_completion_tokens or body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling_params(body, max_tokens, logprobs, st.info)
+    tools = tool_parser_for(body, st.tools)
     ids, text = await chat_prompt(body, encoder)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     gen = Generation(st.client, fan_out(rid, [(ids, text)], body.n or 1, params, st.info, "messages", max_field),
@@ -127,6 +129,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     continuous = _continuous(body)
     parser = st.reasoning if body.separate_reasoning is not False else None
+
+    def output() -> ChoiceOutput:
+        return ChoiceOutput(parser, body.stream_reasoning is not False, tools, body.parallel_tool_calls is not False)
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
         return fmt.sse({"id": rid, "object": "chat.completion.chunk", "created": created,
@@ -141,10 +146,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         for s in sorted(gen.subs.values(), key=lambda s: s.index):
             r = results[s.rid]
             lps = fmt.chat_logprobs(st.tokenizer, st.token_bytes, r["logprobs"]) if logprobs is not None else None
-            reasoning, content = parser.split(r["text"]) if parser is not None else ("", r["text"])
-            message = {"role": "assistant", "content": content, "reasoning_content": reasoning or None}
+            message, finish = output().message(r["text"], r["finish_reason"])
             choices.append({"index": s.index, "message": message,
-                            "logprobs": lps, "finish_reason": r["finish_reason"], "stop_reason": r["stop_reason"]})
+                            "logprobs": lps, "finish_reason": finish, "stop_reason": r["stop_reason"]})
         return {"id": rid, "object": "chat.completion", "created": created, "model": st.info.model_name,
                 "choices": choices, "usage": _result_usage(gen, results)}
 
@@ -155,8 +159,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             yield choice_chunk({"index": s.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                 "finish_reason": None}, len(s.token_ids), 0)
         finals: dict[str, Any] = {}
-        live = body.stream_reasoning is not False
-        splits = {rid: ChatSplit(parser, live) for rid in gen.subs} if parser is not None else {}
+        outs = {rid: output() for rid in gen.subs} if parser is not None or tools is not None else {}
         async for s, o in gen.outputs():
             if o.error:
                 yield fmt.sse(error_body(500, f"generation failed: {o.error}", None, "engine_error"))
@@ -166,7 +169,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             lps = None
             if logprobs is not None and o.new_logprobs:
                 lps = fmt.chat_logprobs(st.tokenizer, st.token_bytes, o.new_logprobs)
-            reasoning, text = splits[s.rid].feed(o.new_text, o.finished) if splits else ("", o.new_text)
+            reasoning, text, calls = outs[s.rid].feed(o.new_text, o.finished) if outs else ("", o.new_text, [])
             counts = (o.num_prompt_tokens, o.num_output_tokens)
             if lps:
                 delta = {"reasoning_content": reasoning, "content": text} if reasoning else {"content": text}
@@ -180,8 +183,14 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                 elif text:
                     yield choice_chunk({"index": s.index, "delta": {"content": text}, "logprobs": None,
                                         "finish_reason": None}, *counts)
+            if calls:
+                first = outs[s.rid].num_calls - len(calls)
+                yield choice_chunk({"index": s.index, "delta": {"tool_calls": [
+                    c.to_openai(first + k) for k, c in enumerate(calls)]}, "logprobs": None, "finish_reason": None},
+                    *counts)
             if o.finished:
-                yield choice_chunk({"index": s.index, "delta": {}, "logprobs": None, "finish_reason": o.finish_reason,
+                finish = outs[s.rid].finish_reason(o.finish_reason) if outs else o.finish_reason
+                yield choice_chunk({"index": s.index, "delta": {}, "logprobs": None, "finish_reason": finish,
                                     "stop_reason": o.stop_reason}, *counts)
         if include_usage:
             yield chunk([], usage=_count(gen, finals))

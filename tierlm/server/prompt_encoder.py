@@ -66,14 +66,16 @@ class PromptEncoder:
         return ids
 
     async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool,
-                          template_kwargs: Optional[dict[str, Any]] = None, continue_final_message: bool = False
-                          ) -> str:
-        """`messages` through the tokenizer's chat template, as text, in a worker thread; `template_kwargs` are
-        the template's own extra variables. Arguments left at their defaults are not passed (a tokenizer with
-        its own `apply_chat_template` may not take them)."""
+                          template_kwargs: Optional[dict[str, Any]] = None, continue_final_message: bool = False,
+                          tools: Optional[list[dict[str, Any]]] = None) -> str:
+        """`messages` (and `tools`, OpenAI's function definitions) through the tokenizer's chat template, as text,
+        in a worker thread; `template_kwargs` are the template's own extra variables. Arguments left at their
+        defaults are not passed (a tokenizer with its own `apply_chat_template` may not take them)."""
         extra = dict(template_kwargs or {})
         if continue_final_message:
             extra["continue_final_message"] = True
+        if tools:
+            extra["tools"] = tools
         return await asyncio.to_thread(self.tokenizer.apply_chat_template, messages, tokenize=False,
                                        add_generation_prompt=add_generation_prompt, **extra)
 

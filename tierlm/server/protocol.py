@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tierlm.server.tool_schema import NamedToolChoice, Tool, ToolCallIn, ToolCallOut
 from tierlm.validation import MAX_REPETITION_PENALTY
 
 MAX_INT = 2**31 - 1
@@ -83,11 +84,14 @@ class TextPart(StrictModel):
 
 
 class ChatMessage(StrictModel):
-    """One chat message; content may be a string or a list of text parts."""
+    """One chat message; content may be a string or a list of text parts. An assistant message may carry the
+    `tool_calls` it made, a `tool` message answers one of them (`tool_call_id`)."""
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Optional[Union[str, list[TextPart]]] = None
     name: Optional[str] = Field(None, max_length=256)
+    tool_calls: Optional[list[ToolCallIn]] = Field(None, max_length=128)
+    tool_call_id: Optional[str] = Field(None, max_length=256)
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -97,8 +101,10 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
-    tools: Optional[list[dict[str, Any]]] = None
-    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    tools: Optional[list[Tool]] = Field(None, max_length=128)
+    # None: "auto" when tools are given (OpenAI's default); "required" and a named function need guided decoding
+    tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedToolChoice]] = None
+    parallel_tool_calls: Optional[bool] = None
     response_format: Optional[dict[str, Any]] = None
     add_generation_prompt: Optional[bool] = True
     continue_final_message: Optional[bool] = False
@@ -150,6 +156,7 @@ class TokenizeRequest(StrictModel):
     model: Optional[str] = None
     prompt: Optional[str] = None
     messages: Optional[list[ChatMessage]] = Field(None, min_length=1, max_length=4096)
+    tools: Optional[list[Tool]] = Field(None, max_length=128)  # rendered as a chat request's are
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     chat_template_kwargs: Optional[dict[str, Any]] = Field(None, max_length=32)
@@ -227,8 +234,9 @@ class ChatMessageOut(BaseModel):
     """The assistant message of a chat choice."""
 
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: Optional[str] = None  # null when the answer is only tool calls
     reasoning_content: Optional[str] = None  # with --reasoning-parser: the model's reasoning, apart
+    tool_calls: list[ToolCallOut] = Field(default_factory=list)  # with --tool-call-parser
 
 
 class ChatChoice(BaseModel):

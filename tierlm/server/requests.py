@@ -1,4 +1,5 @@
-"""From API request to engine requests: model check, tokenization, chat template, limits, `SamplingParams`.
+"""From API request to engine requests: model check, tokenization, limits, `SamplingParams` (the chat
+template: `chat_render`).
 
 Everything here raises a `RequestError` (`APIError` for HTTP-only policy) with the offending field named,
 before anything reaches the engine. What makes a request runnable is checked by `tierlm.validation`, the
@@ -18,12 +19,6 @@ from tierlm.validation import check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
 MAX_STOPS = 16
-# apply_chat_template's own arguments and the variables the server passes: a request's template kwargs may not
-# override them (the conversation, tokenizing, the template itself)
-RESERVED_TEMPLATE_ARGS = frozenset({
-    "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
-    "continue_final_message", "tokenize", "padding", "truncation", "max_length", "return_tensors", "return_dict",
-    "return_assistant_tokens_mask", "tokenizer_kwargs", "kwargs"})
 
 
 @dataclass
@@ -76,9 +71,6 @@ def unsupported(req: SamplingFields) -> None:
         if req.best_of is not None and req.best_of != (req.n or 1):
             raise APIError(400, "best_of is not supported (only best_of == n)", "best_of", "unsupported")
     if isinstance(req, ChatCompletionRequest):
-        checks += [("tools", req.tools or None, None)]
-        if req.tool_choice not in (None, "none", "auto"):
-            raise APIError(400, "tool_choice is not supported", "tool_choice", "unsupported")
         if req.response_format not in (None, {"type": "text"}):
             raise APIError(400, "response_format is not supported (only {\"type\": \"text\"})",
                            "response_format", "unsupported")
@@ -177,62 +169,6 @@ async def completion_prompts(req: CompletionRequest, encoder: Optional[PromptEnc
         return [(await encoder.encode(text, f"prompt.{i}"), text) for i, text in enumerate(texts)]
     batches = [p] if isinstance(p[0], int) else p
     return [(list(ids), "") for ids in batches]  # type: ignore[arg-type]
-
-
-def _messages(req: Any, encoder: PromptEncoder) -> list[dict[str, str]]:
-    messages, chars = [], 0
-    for i, m in enumerate(req.messages):
-        content = m.content
-        if content is None:
-            if m.role != "assistant":
-                raise APIError(400, f"messages.{i}.content is required for role '{m.role}'", f"messages.{i}.content")
-            content = ""
-        elif not isinstance(content, str):
-            content = "".join(part.text for part in content)
-        chars += len(content)
-        encoder.check_length(chars, "messages")
-        check_text(content, f"messages.{i}.content")
-        msg = {"role": m.role, "content": content}
-        if m.name:
-            check_text(m.name, f"messages.{i}.name")
-            msg["name"] = m.name
-        messages.append(msg)
-    return messages
-
-
-def _template_kwargs(kwargs: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """`chat_template_kwargs`: variables for the template, never the arguments the server sets itself."""
-    for key in kwargs or {}:
-        if not key.isidentifier() or key in RESERVED_TEMPLATE_ARGS:
-            raise APIError(400, f"chat_template_kwargs: {key!r} cannot be set (a template variable name, not one "
-                                f"of {', '.join(sorted(RESERVED_TEMPLATE_ARGS))})", f"chat_template_kwargs.{key}")
-    return dict(kwargs or {})
-
-
-async def chat_text(req: Any, encoder: PromptEncoder) -> str:
-    """`req.messages` (a chat completion's or /tokenize's) rendered through the model's chat template, with the
-    request's `chat_template_kwargs`; with `continue_final_message` the text ends inside the last (assistant)
-    message, for the model to continue it (vLLM's)."""
-    if not getattr(encoder.tokenizer, "chat_template", None):
-        raise APIError(400, "this model has no chat template; use /v1/completions", "messages", "no_chat_template")
-    messages = _messages(req, encoder)
-    kwargs = _template_kwargs(req.chat_template_kwargs)
-    generation_prompt, continued = req.add_generation_prompt is not False, bool(req.continue_final_message)
-    if continued and generation_prompt:  # as vLLM: the two ask for opposite ends of the rendered text
-        raise APIError(400, "continue_final_message needs add_generation_prompt: false", "continue_final_message")
-    if continued and messages[-1]["role"] != "assistant":
-        raise APIError(400, "continue_final_message continues the last message, which must be the assistant's",
-                       "continue_final_message")
-    try:
-        return await encoder.render_chat(messages, generation_prompt, kwargs, continue_final_message=continued)
-    except Exception as e:  # noqa: BLE001  (templates raise their own errors for unsupported conversations)
-        raise APIError(400, f"messages could not be rendered with the chat template: {e}", "messages") from None
-
-
-async def chat_prompt(req: ChatCompletionRequest, encoder: PromptEncoder) -> tuple[list[int], str]:
-    """Render the messages through the model's chat template; (token ids, rendered text)."""
-    text = await chat_text(req, encoder)
-    return await encoder.encode(text, "messages", add_special_tokens=False), text
 
 
 def check_choices(num_prompts: int, n: int) -> None:

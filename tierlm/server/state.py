@@ -14,6 +14,7 @@ from tierlm.server.prompt_encoder import PromptEncoder
 from tierlm.server.reasoning import ReasoningParser, reasoning_parser
 from tierlm.server.requests import ServingInfo
 from tierlm.server.token_bytes import TokenBytes
+from tierlm.server.tool_parsers import ToolCallParser, tool_call_parser
 
 
 @dataclass
@@ -31,10 +32,12 @@ class ServerState:
     ready: bool = False
     token_bytes: Optional[TokenBytes] = field(init=False)  # chat logprobs' `bytes`; None without a tokenizer
     reasoning: Optional[ReasoningParser] = field(init=False)  # --reasoning-parser
+    tools: Optional[ToolCallParser] = field(init=False)  # --tool-call-parser
 
     def __post_init__(self) -> None:
         self.token_bytes = TokenBytes(self.tokenizer) if self.tokenizer is not None else None
         self.reasoning = reasoning_parser(self.config.reasoning_parser) if self.config.reasoning_parser else None
+        self.tools = tool_call_parser(self.config.tool_call_parser) if self.config.tool_call_parser else None
 
 
 def get_state(request: Request) -> ServerState:

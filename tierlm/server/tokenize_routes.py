@@ -8,10 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from tierlm.server.chat_render import chat_text
 from tierlm.server.errors import APIError
 from tierlm.server.protocol import (DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
                                     error_responses)
-from tierlm.server.requests import chat_text, check_model, need_tokenizer
+from tierlm.server.requests import check_model, need_tokenizer
 from tierlm.server.state import get_state
 from tierlm.validation import check_token_ids
 
@@ -23,6 +24,8 @@ async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
     encoder = need_tokenizer(st.encoder)
     if (body.prompt is None) == (body.messages is None):
         raise APIError(400, "give exactly one of prompt or messages", "prompt")
+    if body.tools and body.messages is None:
+        raise APIError(400, "tools are rendered with messages, not with a prompt", "tools")
     if body.messages is not None:
         text, param, special = await chat_text(body, encoder), "messages", False
     else:
