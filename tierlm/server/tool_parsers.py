@@ -88,6 +88,7 @@ class _HermesStream(ToolStream):
     def __init__(self) -> None:
         self.state = "text"  # text -> call -> between (after a call: whitespace dropped) -> call ... | raw
         self.buf = ""
+        self.searched = 0  # characters of an open block searched for its end
 
     def feed(self, delta: str, final: bool) -> tuple[str, list[ToolCall]]:
         self.buf += delta
@@ -107,10 +108,12 @@ class _HermesStream(ToolStream):
                     self.state = "text"
                     break
                 out, self.buf, self.state = out + self.buf[:at], self.buf[at:], "call"
-            else:
-                end = self.buf.find(self.END)
+            else:  # inside a block: search only the text not searched yet (a long block stays linear)
+                end = self.buf.find(self.END, max(len(self.START), self.searched - len(self.END)))
                 if end < 0 and not final:
+                    self.searched = len(self.buf)
                     break
+                self.searched = 0
                 block = self.buf[len(self.START):end if end >= 0 else len(self.buf)]
                 try:
                     call = call_of(json.loads(block), "arguments")
