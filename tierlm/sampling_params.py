@@ -39,6 +39,9 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     ignore_eos: bool = False
     logprobs: Optional[int] = None
+    # vLLM's: the logprob of each prompt token given the ones before it (and its top-N alternatives); the request
+    # then takes no cached prefix (its prompt runs whole)
+    prompt_logprobs: Optional[int] = None
     skip_special_tokens: bool = True
     detokenize: bool = True  # False: token ids only (benchmarks); stop strings then cannot be used
     priority: int = 0  # admission order under --schedule-policy priority: lower first

@@ -90,6 +90,9 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         check_logit_bias(params.logit_bias, vocab_size)
     if params.logprobs is not None and (not is_int(params.logprobs) or not 0 <= params.logprobs <= 20):
         bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
+    if params.prompt_logprobs is not None and (not is_int(params.prompt_logprobs)
+                                               or not 0 <= params.prompt_logprobs <= 20):
+        bad("prompt_logprobs", f"must be in [0, 20], got {params.prompt_logprobs!r}")
     if params.seed is not None and (not is_int(params.seed) or not -2**63 <= params.seed < 2**64):
         bad("seed", f"must be a 64-bit integer, got {params.seed!r}")
     if not is_int(params.priority) or not -2**63 <= params.priority < 2**63:

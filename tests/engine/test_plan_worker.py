@@ -65,7 +65,7 @@ def test_second_worker_replays_serialized_plans(tiny_qwen3, mixed):
         plan = StepPlan.from_bytes(data)
         got = twin.execute(plan)
         assert got is not None
-        twin_logits, sites = got
+        twin_logits, sites, _ = got
         assert torch.equal(twin_logits, logits), f"{plan.mode} step differs"
         twin.store_tokens(sites, twin_logits.argmax(-1))  # greedy: the tokens the engine sampled
 

@@ -22,6 +22,7 @@ from tierlm.engine.outputs import StepOutput, TokenLogprob
 from tierlm.engine.penalties import Penalties
 from tierlm.engine.plan import make_plan
 from tierlm.engine.prefill_timer import PrefillTimer
+from tierlm.engine.prompt_logprobs import plan_fields, record, score_spans
 from tierlm.engine.request import Req
 from tierlm.engine.sampler import Sampler
 from tierlm.engine.scheduler import Scheduler
@@ -123,7 +124,8 @@ class Engine:
                   detok=IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop,
                                                params.skip_special_tokens, params.include_stop_str_in_output)
                   if params.detokenize else None,
-                  logprobs=[] if params.logprobs is not None else None, penalized=params.penalized)
+                  logprobs=[] if params.logprobs is not None else None, penalized=params.penalized,
+                  prompt_logprobs=[None] if params.prompt_logprobs is not None else None)
         self.penalties.expect(req)
         self.min_tokens.expect(req)
         self.scheduler.add(req)
@@ -197,13 +199,18 @@ class Engine:
         plan, sampling = make_plan(batch.mode if batch is not None else "copies", reqs, lens, writes, copies)
         if not plan.has_forward and not plan.load_host and not plan.backups and plan.fence < 0:
             return None
+        spans = score_spans(reqs, plan.prefix_lens, lens) if plan.mode == "prefill" else []
+        if spans:
+            plan.score_index, plan.score_targets, plan.score_top = plan_fields(spans)
         with self.prefill_timer.measure(plan):
             result = self.worker.execute(plan, [c.ticket for c in copies.backups])
         for req, n in zip(reqs, lens):
             req.kv_len += n
+        if result is not None and result[2] is not None:
+            record(spans, result[2])
         if result is None or not sampling:
             return None
-        logits, sites = result
+        logits, sites, _ = result
         params = [r.params for r in sampling]
         tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], self.worker.token_sink(sites),
                                      self.penalties.batch(sampling, logits.shape[-1]), self.min_tokens.bans(sampling))
@@ -267,7 +274,8 @@ class Engine:
         return StepOutput(req.request_id, new_ids, req.detok.delta(final=finished) if req.params.detokenize else "",
                           req.logprobs[first:last] if req.logprobs is not None else None, finished,
                           req.finish_reason, req.prompt_len, req.num_cached_tokens,
-                          len(req.token_ids) - req.prompt_len, req.error, req.stop_reason)
+                          len(req.token_ids) - req.prompt_len, req.error, req.stop_reason,
+                          req.prompt_logprobs if first == 0 else None)
 
     # ---- introspection ---------------------------------------------------------------------------------------
     def stats(self) -> dict:

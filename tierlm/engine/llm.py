@@ -83,6 +83,8 @@ class LLM:
                 res.text += out.new_text
                 if out.new_logprobs:
                     res.logprobs.extend(out.new_logprobs)
+                if out.prompt_logprobs is not None:
+                    res.prompt_logprobs = out.prompt_logprobs
                 res.num_cached_tokens = out.num_cached_tokens
                 if out.finished:
                     res.finish_reason, res.error, res.stop_reason = out.finish_reason, out.error, out.stop_reason

@@ -17,6 +17,7 @@ from tierlm.engine.aot_tree import open_tree
 from tierlm.engine.mixed_graph import MixedGraphRunner, mixed_decode_sizes, mixed_graph_on
 from tierlm.engine.piecewise_graph import PiecewiseGraphRunner, piecewise_tokens
 from tierlm.engine.plan import FROM_TABLE, StepPlan
+from tierlm.engine.prompt_logprobs import Scores, score
 from tierlm.engine.staging import HostStaging
 from tierlm.kernels.step_metadata import expand_launch, expand_tokens
 from tierlm.kvcache.pool import KVPool
@@ -268,20 +269,23 @@ class ModelRunner:
         return self._counts[:n]
 
     @torch.inference_mode()
-    def forward(self, batch: ForwardBatch, sites: "SampleSites") -> torch.Tensor:
-        """Run the model; return the logits `[sites.count, vocab]` of the tokens to sample (model dtype)."""
+    def forward(self, batch: ForwardBatch, sites: "SampleSites", scoring: Optional[tuple[torch.Tensor, torch.Tensor,
+                int]] = None) -> tuple[torch.Tensor, Optional[Scores]]:
+        """Run the model; return the logits `[sites.count, vocab]` of the tokens to sample (model dtype) and, with
+        `scoring` (flat indices, the tokens after them, top-N), those positions' prompt logprobs."""
         if self.graphs is not None and self.graphs.can_run(batch):
-            return self.graphs.replay(batch)  # decode samples every token of the batch
-        if self.mixed is not None and self.mixed.can_run(batch):
-            return self.model.compute_logits(self.mixed.run(batch, sites.index))
+            return self.graphs.replay(batch), None  # decode samples every token of the batch
+        if self.mixed is not None and scoring is None and self.mixed.can_run(batch):
+            return self.model.compute_logits(self.mixed.run(batch, sites.index)), None
         if self.pieces is not None and self.pieces.can_run(batch):
             hidden = self.pieces.run(batch, self.attn)
         else:
             self.attn.prepare(batch)
             hidden = self.forward_model(batch, self.attn)
+        scores = score(self.model.compute_logits, hidden, *scoring) if scoring is not None else None
         if sites.count != hidden.shape[0]:
             hidden = hidden[sites.index]
-        return self.model.compute_logits(hidden)
+        return self.model.compute_logits(hidden), scores
 
 
 @dataclass

@@ -12,6 +12,7 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: list[tuple[int, float]] = field(default_factory=list)
+    rank: Optional[int] = None  # 1 + the tokens likelier than it (prompt logprobs only)
 
 
 @dataclass(slots=True)  # one per running request per step: slots make it cheaper to build and read
@@ -29,6 +30,8 @@ class StepOutput:
     num_output_tokens: int
     error: Optional[str] = None
     stop_reason: Union[int, str, None] = None  # the stop string or stop token id that ended it (vLLM's)
+    # with prompt_logprobs, on a request's first output: one entry per prompt token (None for the first)
+    prompt_logprobs: Optional[list[Optional[TokenLogprob]]] = None
 
 
 @dataclass
@@ -45,3 +48,4 @@ class RequestOutput:
     logprobs: Optional[list[TokenLogprob]] = None
     error: Optional[str] = None
     stop_reason: Union[int, str, None] = None  # the stop string or stop token id that ended it (vLLM's)
+    prompt_logprobs: Optional[list[Optional[TokenLogprob]]] = None  # entry 0 None: nothing precedes the first

@@ -48,6 +48,11 @@ class StepPlan:
     load_host: list[int] = field(default_factory=list)
     load_device: list[int] = field(default_factory=list)
     backups: list[tuple[list[int], list[int], Optional[list[str]]]] = field(default_factory=list)
+    # prompt logprobs (`engine.prompt_logprobs`): flat token indices of the pass to score, the token after each,
+    # and the most alternatives any of them asks for
+    score_index: list[int] = field(default_factory=list)
+    score_targets: list[int] = field(default_factory=list)
+    score_top: int = 0
     fence: int = -1  # >= 0: the forward and loads wait for the backups numbered up to it (`StepCopies.fence`)
     backup_seq: int = -1  # the number of the first of `backups` (`Ticket.seq`; the others follow in order)
 

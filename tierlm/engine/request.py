@@ -38,6 +38,8 @@ class Req:
     generator: Optional[torch.Generator] = None
     detok: Any = None
     logprobs: Optional[list[TokenLogprob]] = None
+    # with params.prompt_logprobs: entry p scores prompt token p (None for the first), filled as passes run
+    prompt_logprobs: Optional[list[Optional[TokenLogprob]]] = None
     finish_reason: Optional[str] = None
     stop_reason: Any = None  # the stop string or stop token id that ended it; None for end-of-sequence
     error: Optional[str] = None

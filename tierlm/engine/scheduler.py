@@ -26,6 +26,7 @@ from tierlm.engine.backlog import prefill_backlog
 from tierlm.engine.batch import ScheduledBatch
 from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.policy import POLICIES, admission_order
+from tierlm.engine.prompt_logprobs import match_limit
 from tierlm.engine.request import Req
 from tierlm.engine.reservation import BudgetPages, reservation, reserved_pages, target_len
 from tierlm.engine.table_writes import TableWrites
@@ -59,8 +60,10 @@ class Scheduler:
     # ---- queue management ------------------------------------------------------------------------------
     def add(self, req: Req) -> None:
         # L3 -> host, in background (also while it waits behind what is ahead of it); a request kept out of the
-        # caches (a warm-up) asks no store, so it neither waits for one nor takes the cost model's first probe
-        req.expected_prefill = req.prompt_len if not req.cacheable else self.kv.prefetch_start(
+        # caches (a warm-up) asks no store, so it neither waits for one nor takes the cost model's first probe; nor
+        # does one that scores its prompt (it runs all of it)
+        whole = not req.cacheable or req.prompt_logprobs is not None
+        req.expected_prefill = req.prompt_len if whole else self.kv.prefetch_start(
             req.request_id, req.token_ids[:req.prompt_len - 1], self._prefill_ahead)
         self.waiting.append(req)
         self._by_id[req.request_id] = req
@@ -165,8 +168,9 @@ class Scheduler:
         requests behind it may go first)."""
         if len(self.running) >= self.max_running:
             return "wait" if self.kv.fits_ever(req.max_seq_len) else "never"
-        # Match at most seq_len - 1 tokens: the last token must run to produce logits.
-        got = self.kv.admit(req.request_id, req.token_ids[:req.seq_len - 1], target_len(req, self.reserve_new_tokens),
+        # Match at most seq_len - 1 tokens: the last token must run to produce logits (and, with prompt logprobs,
+        # every position not scored yet)
+        got = self.kv.admit(req.request_id, req.token_ids[:match_limit(req)], target_len(req, self.reserve_new_tokens),
                             req.max_seq_len, reserved, ready=not req.num_pending)
         if isinstance(got, Verdict):
             return got.value

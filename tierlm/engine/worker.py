@@ -15,6 +15,7 @@ import torch
 from tierlm.config import EngineConfig
 from tierlm.engine.model_runner import ModelRunner, SampleSites
 from tierlm.engine.plan import StepPlan
+from tierlm.engine.prompt_logprobs import Scores
 from tierlm.kvcache.host_pool import HostKVPool
 from tierlm.kvcache.req_table import ReqToTokenTable, TokenSink
 from tierlm.kvcache.tier_io import Ticket, TierIO
@@ -51,9 +52,9 @@ class Worker:
         return self.io
 
     def execute(self, plan: StepPlan, tickets: Optional[Sequence[Ticket]] = None
-                ) -> Optional[tuple[torch.Tensor, SampleSites]]:
-        """Run the plan's copies, then its forward; returns (logits of the sampling sites, the sites)
-        or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given). With
+                ) -> Optional[tuple[torch.Tensor, SampleSites, Optional[Scores]]]:
+        """Run the plan's copies, then its forward; returns (logits of the sampling sites, the sites, the prompt
+        logprobs of `plan.score_index` or None) or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given). With
         `plan.fence` >= 0 the forward and the loads start only once the backups numbered up to it (queued by
         earlier plans) have copied (on the device: the host does not wait). The plan's backups are queued
         after its forward: they copy pages that forward does not write, and they follow on the device only
@@ -83,17 +84,23 @@ class Worker:
                     ticket.seq = plan.backup_seq + i
                 self.io.backup(dev, host, keys, ticket, mark)
 
-    def _forward(self, plan: StepPlan, loads: Any) -> Optional[tuple[torch.Tensor, SampleSites]]:
+    def _forward(self, plan: StepPlan, loads: Any
+                 ) -> Optional[tuple[torch.Tensor, SampleSites, Optional[Scores]]]:
         if not plan.has_forward:
             return None
         batch, sites = self.runner.build_batch(plan, self.tables)
         attn = self.runner.attn
         attn.kv_loads = loads
+        scoring = None
+        if plan.score_index:  # prompt logprobs: rare, so their indices are not in the pass's packed upload
+            scoring = (torch.tensor(plan.score_index, dtype=torch.int64).to(self.device, non_blocking=True),
+                       torch.tensor(plan.score_targets, dtype=torch.int64).to(self.device, non_blocking=True),
+                       plan.score_top)
         try:
-            logits = self.runner.forward(batch, sites)
+            logits, scores = self.runner.forward(batch, sites, scoring)
         finally:
             attn.kv_loads = None
-        return logits, sites
+        return logits, sites, scores
 
     def keep_warm(self) -> bool:
         """Run one tiny kernel on the compute stream and wait for it; False (and nothing run) off CUDA. After some

@@ -20,6 +20,7 @@ import torch
 from tierlm.engine.fan_out import FanOutIO, FanOutStore
 from tierlm.engine.model_runner import SampleSites
 from tierlm.engine.plan import StepPlan
+from tierlm.engine.prompt_logprobs import Scores
 from tierlm.engine.rank_link import RankLink
 from tierlm.engine.worker import Worker
 from tierlm.kvcache.req_table import TokenSink
@@ -58,7 +59,7 @@ class WorkerGroup:
         return self.io
 
     def execute(self, plan: StepPlan, tickets: Optional[Sequence[Ticket]] = None
-                ) -> Optional[tuple[torch.Tensor, SampleSites]]:
+                ) -> Optional[tuple[torch.Tensor, SampleSites, Optional[Scores]]]:
         """Send the plan to every rank, then run it here; backups complete when all ranks' have."""
         local_tickets, ids = [], []
         for i in range(len(plan.backups)):
