@@ -14,7 +14,10 @@ def test_wire_roundtrip():
                    "</end>")
     packed = wire.pack({"t": wire.OUTPUTS, "outs": [wire.output_to_row(o)]})
     assert wire.row_to_output(wire.unpack(packed)["outs"][0]) == o
-    p = SamplingParams(max_tokens=3, temperature=0.5, stop=["x"], seed=9, logprobs=2)
+    o.prompt_logprobs = [None, TokenLogprob(7, -1.25, [(3, -0.5)], 2), TokenLogprob(9, -0.75, [], 1)]
+    assert wire.row_to_output(wire.unpack(wire.pack({"t": wire.OUTPUTS, "outs": [wire.output_to_row(o)]}))["outs"][0]
+                              ) == o
+    p = SamplingParams(max_tokens=3, temperature=0.5, stop=["x"], seed=9, logprobs=2, prompt_logprobs=1)
     assert wire.params_from_wire(wire.unpack(wire.pack(wire.add_msg("r", [1], p)))["p"]) == p
     p = SamplingParams(logit_bias={5: -100.0, 2**40: 0.5})  # integer keys: maps unpack with string keys only
     assert wire.params_from_wire(wire.unpack(wire.pack(wire.add_msg("r", [1], p)))["p"]) == p

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from tierlm.engine.outputs import TokenLogprob
 from tierlm.server.requests import SubRequest
@@ -73,6 +73,50 @@ def completion_logprobs(tokenizer: Any, lps: list[TokenLogprob], offset: int = 0
         offsets.append(offset)
         offset += len(s)
     return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def echo_logprobs(tokenizer: Any, prompt_ids: list[int], plps: list[Optional[TokenLogprob]]) -> dict[str, Any]:
+    """The legacy logprobs of an echoed prompt (OpenAI's `echo` with `logprobs`): as `completion_logprobs`, with
+    null for the first token, which nothing precedes."""
+    tokens, token_lps, tops, offsets, offset = [], [], [], [], 0
+    for k, token_id in enumerate(prompt_ids):
+        lp = plps[k] if k < len(plps) else None
+        s = _tok(tokenizer, token_id)
+        tokens.append(s)
+        token_lps.append(None if lp is None else lp.logprob)
+        top: Optional[dict[str, float]] = None
+        if lp is not None:
+            top = {}
+            for t, v in lp.top:
+                top.setdefault(_tok(tokenizer, t), v)
+        tops.append(top)
+        offsets.append(offset)
+        offset += len(s)
+    return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def joined_logprobs(first: dict[str, Any], then: dict[str, Any]) -> dict[str, Any]:
+    """Two legacy logprobs dicts as one (`then`'s offsets already continue `first`'s)."""
+    return {key: first[key] + then[key] for key in first}
+
+
+def prompt_logprobs(tokenizer: Any, plps: list[Optional[TokenLogprob]]) -> list[Optional[dict[str, Any]]]:
+    """vLLM's `prompt_logprobs`: per prompt token null (the first) or `{token id: {logprob, rank, decoded_token}}`
+    for the token itself and its top alternatives (ranked 1..N)."""
+    def entry(token_id: int, logprob: float, rank: Optional[int]) -> dict[str, Any]:
+        text = _tok(tokenizer, token_id) if tokenizer is not None else None
+        return {"logprob": logprob, "rank": rank, "decoded_token": text}
+
+    out: list[Optional[dict[str, Any]]] = []
+    for lp in plps:
+        if lp is None:
+            out.append(None)
+            continue
+        ranked = {str(lp.token_id): entry(lp.token_id, lp.logprob, lp.rank)}
+        for r, (t, v) in enumerate(lp.top, start=1):
+            ranked.setdefault(str(t), entry(t, v, r))
+        out.append(ranked)
+    return out
 
 
 def chat_logprobs(tokenizer: Any, token_bytes: Callable[[int], bytes], lps: list[TokenLogprob]) -> dict[str, Any]:

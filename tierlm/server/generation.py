@@ -142,12 +142,13 @@ def merge_queued(items: list) -> list:
             merged.append(item)
         else:
             first = merged[at]
-            lps = first.new_logprobs
+            lps, plps = first.new_logprobs, first.prompt_logprobs
             if item.new_logprobs:
                 lps = (lps or []) + item.new_logprobs
             merged[at] = StepOutput(rid, first.new_token_ids + item.new_token_ids, first.new_text + item.new_text,
                                     lps, item.finished, item.finish_reason, item.num_prompt_tokens,
-                                    item.num_cached_tokens, item.num_output_tokens, None, item.stop_reason)
+                                    item.num_cached_tokens, item.num_output_tokens, None, item.stop_reason,
+                                    plps if plps is not None else item.prompt_logprobs)
         if not item.finished:
             open_at[rid] = at if at is not None else len(merged) - 1
     return merged
@@ -182,13 +183,16 @@ async def collect(gen: Generation) -> dict[str, Any]:
     """Run a generation to the end: per sub-request text, token ids, logprobs and final counts."""
     results: dict[str, dict[str, Any]] = {
         rid: {"text": [], "ids": [], "logprobs": [], "finish_reason": None, "stop_reason": None,
-              "prompt": len(s.token_ids), "cached": 0, "output": 0, "error": None} for rid, s in gen.subs.items()}
+              "prompt_logprobs": None, "prompt": len(s.token_ids), "cached": 0, "output": 0, "error": None}
+        for rid, s in gen.subs.items()}
     async for sub, o in gen.outputs():
         r = results[sub.rid]
         r["text"].append(o.new_text)
         r["ids"].extend(o.new_token_ids)
         if o.new_logprobs:
             r["logprobs"].extend(o.new_logprobs)
+        if o.prompt_logprobs is not None:
+            r["prompt_logprobs"] = o.prompt_logprobs
         if o.finished:
             r.update(finish_reason=o.finish_reason, stop_reason=o.stop_reason, error=o.error,
                      prompt=o.num_prompt_tokens or r["prompt"], cached=o.num_cached_tokens, output=o.num_output_tokens)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Optional
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -19,6 +19,12 @@ from tierlm.server.streaming import respond
 
 def _logprobs(lps: list) -> list[dict[str, Any]]:
     return [{"token_id": lp.token_id, "logprob": lp.logprob, "top": [[t, v] for t, v in lp.top]} for lp in lps]
+
+
+def _prompt_logprobs(lps: list) -> list[Optional[dict[str, Any]]]:
+    """Per prompt token null (the first) or its logprob, rank and top alternatives."""
+    return [None if lp is None else {"token_id": lp.token_id, "logprob": lp.logprob, "rank": lp.rank,
+                                     "top": [[t, v] for t, v in lp.top]} for lp in lps]
 
 
 async def generate(body: GenerateRequest, request: Request) -> Response:
@@ -41,14 +47,15 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     subs = fan_out(f"gen-{uuid.uuid4().hex}", [(ids, body.text or "")], 1, params, st.info, what,
                    "sampling_params.max_tokens")
     gen = Generation(st.client, subs, st.metrics)
-    want_lps = sp.logprobs is not None
+    want_lps, want_plps = sp.logprobs is not None, sp.prompt_logprobs is not None
 
     def build(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
         r = next(iter(results.values()))
         return {"text": r["text"], "output_ids": r["ids"], "finish_reason": r["finish_reason"],
                 "stop_reason": r["stop_reason"], "prompt_tokens": r["prompt"],
                 "completion_tokens": r["output"] or len(r["ids"]),
-                "cached_tokens": r["cached"], "logprobs": _logprobs(r["logprobs"]) if want_lps else None}
+                "cached_tokens": r["cached"], "logprobs": _logprobs(r["logprobs"]) if want_lps else None,
+                "prompt_logprobs": _prompt_logprobs(r["prompt_logprobs"] or []) if want_plps else None}
 
     async def events(gen: Generation) -> AsyncIterator[str]:
         async for _, o in gen.outputs():
@@ -59,6 +66,8 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
                                      "finish_reason": o.finish_reason if o.finished else None}
             if want_lps:
                 event["logprobs"] = _logprobs(o.new_logprobs or [])
+            if o.prompt_logprobs is not None:  # with the first output
+                event["prompt_logprobs"] = _prompt_logprobs(o.prompt_logprobs)
             if o.finished:
                 event.update(stop_reason=o.stop_reason, prompt_tokens=o.num_prompt_tokens,
                              completion_tokens=o.num_output_tokens, cached_tokens=o.num_cached_tokens)

@@ -15,7 +15,7 @@ from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
 from tierlm.server.protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
                                     CompletionResponse, error_responses)
-from tierlm.server.requests import (check_model, completion_prompts, fan_out, need_tokenizer,
+from tierlm.server.requests import (SubRequest, check_model, completion_prompts, fan_out, need_tokenizer,
                                     sampling_params, unsupported)
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
@@ -50,8 +50,15 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     ids_only = st.encoder is None  # --skip-tokenizer-init: token-id prompts, token ids out (text stays "")
     if ids_only and body.logprobs is not None:
         need_tokenizer(st.encoder, "logprobs")
+    echo = bool(body.echo)
+    if echo and ids_only:
+        need_tokenizer(st.encoder, "echo")
+    # echo with logprobs scores the prompt (OpenAI's legacy form of what vLLM calls prompt_logprobs)
+    scored = body.logprobs if echo and body.logprobs is not None else None
+    if body.prompt_logprobs is not None:
+        scored = max(scored or 0, body.prompt_logprobs)
     params = sampling_params(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs, st.info,
-                             detokenize=not ids_only)
+                             detokenize=not ids_only, prompt_logprobs=scored)
     prompts = await completion_prompts(body, st.encoder)
     rid = f"cmpl-{uuid.uuid4().hex}"
     gen = Generation(st.client, fan_out(rid, prompts, body.n or 1, params, st.info), st.metrics)
@@ -60,13 +67,24 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     continuous = _continuous(body)
 
+    def head(s: SubRequest, plps: Optional[list]) -> tuple[str, Optional[dict[str, Any]]]:
+        """An echoed choice's prompt text and (with logprobs) its prompt's legacy logprobs."""
+        text = s.prompt_text or st.tokenizer.decode(s.token_ids)
+        return text, fmt.echo_logprobs(st.tokenizer, s.token_ids, plps or []) if want_lps else None
+
     def build(gen: Generation, results: dict[str, dict]) -> dict[str, Any]:
         choices = []
         for s in sorted(gen.subs.values(), key=lambda s: s.index):
             r = results[s.rid]
-            lps = fmt.completion_logprobs(st.tokenizer, r["logprobs"]) if want_lps else None
-            choices.append({"index": s.index, "text": r["text"], "logprobs": lps, "finish_reason": r["finish_reason"],
-                            "stop_reason": r["stop_reason"]})
+            text, lps = head(s, r["prompt_logprobs"]) if echo else ("", None)
+            if want_lps:
+                tail = fmt.completion_logprobs(st.tokenizer, r["logprobs"], sum(map(len, lps["tokens"])) if lps else 0)
+                lps = fmt.joined_logprobs(lps, tail) if lps else tail
+            plps = fmt.prompt_logprobs(st.tokenizer, r["prompt_logprobs"] or []) if body.prompt_logprobs is not None \
+                else None
+            choices.append({"index": s.index, "text": text + r["text"], "logprobs": lps,
+                            "finish_reason": r["finish_reason"], "stop_reason": r["stop_reason"],
+                            "prompt_logprobs": plps})
         return {"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
                 "choices": choices, "usage": _result_usage(gen, results)}
 
@@ -75,25 +93,33 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
         offsets: dict[str, int] = {}
         token_chunk = fmt.TokenChunks({"id": rid, "object": "text_completion", "created": created,
                                        "model": st.info.model_name}, chat=False)
+        echoed: set[str] = set()
         async for s, o in gen.outputs():
             if o.error:
                 yield fmt.sse(error_body(500, f"generation failed: {o.error}", None, "engine_error"))
                 break
             if o.finished:
                 finals[s.rid] = o
+            echo_text, echo_lps = "", None
+            if echo and s.rid not in echoed:  # the prompt goes out with the choice's first output
+                echoed.add(s.rid)
+                echo_text, echo_lps = head(s, o.prompt_logprobs)
+                offsets[s.rid] = sum(map(len, echo_lps["tokens"])) if echo_lps else 0
             # without a tokenizer every output still gets its (empty-text) chunk: one per token while it keeps up
-            if not (o.new_text or o.finished or (want_lps and o.new_logprobs) or (ids_only and o.new_token_ids)):
+            if not (o.new_text or echo_text or o.finished or (want_lps and o.new_logprobs)
+                    or (ids_only and o.new_token_ids)):
                 continue
             lps = None
             if want_lps:  # offsets advance by the tokens' own texts, as the answer without streaming counts them
                 at = offsets.get(s.rid, 0)
                 lps = fmt.completion_logprobs(st.tokenizer, o.new_logprobs or [], at)
                 offsets[s.rid] = at + sum(map(len, lps["tokens"]))
+                lps = fmt.joined_logprobs(echo_lps, lps) if echo_lps else lps
             if lps is None and not o.finished and not continuous:
-                yield token_chunk(s.index, o.new_text)
+                yield token_chunk(s.index, echo_text + o.new_text)
                 continue
             event = {"id": rid, "object": "text_completion", "created": created, "model": st.info.model_name,
-                     "choices": [{"index": s.index, "text": o.new_text, "logprobs": lps,
+                     "choices": [{"index": s.index, "text": echo_text + o.new_text, "logprobs": lps,
                                   "finish_reason": o.finish_reason if o.finished else None,
                                   "stop_reason": o.stop_reason}]}
             if continuous:
@@ -149,8 +175,11 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
             message, finish = output().message(r["text"], r["finish_reason"])
             choices.append({"index": s.index, "message": message,
                             "logprobs": lps, "finish_reason": finish, "stop_reason": r["stop_reason"]})
+        first = results[min(gen.subs.values(), key=lambda s: s.index).rid]  # the choices share their prompt
+        plps = fmt.prompt_logprobs(st.tokenizer, first["prompt_logprobs"] or []) if body.prompt_logprobs is not None \
+            else None
         return {"id": rid, "object": "chat.completion", "created": created, "model": st.info.model_name,
-                "choices": choices, "usage": _result_usage(gen, results)}
+                "choices": choices, "usage": _result_usage(gen, results), "prompt_logprobs": plps}
 
     async def events(gen: Generation) -> AsyncIterator[str]:
         token_chunk = fmt.TokenChunks({"id": rid, "object": "chat.completion.chunk", "created": created,

@@ -58,6 +58,7 @@ class SamplingFields(StrictModel):
     min_tokens: Optional[int] = Field(None, ge=0, le=MAX_INT)
     include_stop_str_in_output: Optional[bool] = False
     skip_special_tokens: Optional[bool] = True
+    prompt_logprobs: Optional[int] = Field(None, ge=0, le=20)  # vLLM's: each prompt token's logprob (no stream)
     priority: Optional[int] = Field(None, ge=MIN_INT64, le=MAX_SEED)  # vLLM's: lower is admitted first
     # SGLang's extensions, which SGLang's router (sglang-router, smg) writes into every request it forwards:
     # no_stop_trim is SGLang's include_stop_str_in_output; return_hidden_states is refused by
@@ -135,6 +136,7 @@ class NativeSamplingParams(StrictModel):
     min_tokens: int = Field(0, ge=0, le=MAX_INT)
     include_stop_str_in_output: bool = False
     logprobs: Optional[int] = Field(None, ge=0, le=20)
+    prompt_logprobs: Optional[int] = Field(None, ge=0, le=20)
     skip_special_tokens: bool = True
     priority: int = Field(0, ge=MIN_INT64, le=MAX_SEED)
 
@@ -217,6 +219,7 @@ class CompletionChoice(BaseModel):
     logprobs: Optional[dict[str, Any]] = None
     finish_reason: Optional[str] = None
     stop_reason: Union[int, str, None] = None  # vLLM's: the stop string or stop token id that ended it
+    prompt_logprobs: Optional[list[Optional[dict[str, Any]]]] = None  # vLLM's, when asked
 
 
 class CompletionResponse(BaseModel):
@@ -258,6 +261,7 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_logprobs: Optional[list[Optional[dict[str, Any]]]] = None  # vLLM's, when asked
 
 
 class ModelCard(BaseModel):
@@ -290,6 +294,7 @@ class GenerateResponse(BaseModel):
     completion_tokens: int
     cached_tokens: int
     logprobs: Optional[list[dict[str, Any]]] = None
+    prompt_logprobs: Optional[list[Optional[dict[str, Any]]]] = None
 
 
 class TokenizeResponse(BaseModel):

@@ -66,8 +66,10 @@ def need_tokenizer(encoder: Optional[PromptEncoder], param: Optional[str] = None
 def unsupported(req: SamplingFields) -> None:
     """Refuse OpenAI features TierLM does not implement, unless given at their neutral value."""
     checks: list[tuple[str, Any, Any]] = [("return_hidden_states", req.return_hidden_states, False)]
+    if req.prompt_logprobs is not None and req.stream:  # as vLLM
+        raise APIError(400, "prompt_logprobs are not returned in streams; send stream: false", "prompt_logprobs")
     if isinstance(req, CompletionRequest):
-        checks += [("echo", req.echo or False, False), ("suffix", req.suffix or None, None)]
+        checks += [("suffix", req.suffix or None, None)]
         if req.best_of is not None and req.best_of != (req.n or 1):
             raise APIError(400, "best_of is not supported (only best_of == n)", "best_of", "unsupported")
     if isinstance(req, ChatCompletionRequest):
@@ -111,7 +113,8 @@ def validated(params: SamplingParams, info: ServingInfo, prefix: str = "") -> Sa
 
 
 def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Optional[int],
-                    info: ServingInfo, detokenize: bool = True) -> SamplingParams:
+                    info: ServingInfo, detokenize: bool = True, prompt_logprobs: Optional[int] = None
+                    ) -> SamplingParams:
     """`SamplingParams` of one request (max_tokens resolved later against each prompt's length)."""
     def pick(name: str, value: Any) -> Any:  # the request's value, else the model's, else SamplingParams' default
         return value if value is not None else info.sampling_defaults.get(name, getattr(SamplingParams, name))
@@ -128,6 +131,7 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         logit_bias=logit_bias(req.logit_bias),
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
+        prompt_logprobs=prompt_logprobs if prompt_logprobs is not None else req.prompt_logprobs,
         min_tokens=req.min_tokens or 0,
         include_stop_str_in_output=bool(req.include_stop_str_in_output or req.no_stop_trim),
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,

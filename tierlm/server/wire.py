@@ -76,12 +76,19 @@ def output_to_row(o: StepOutput) -> tuple:
     lps = o.new_logprobs
     if lps is not None:
         lps = [[lp.token_id, float(lp.logprob), [[int(t), float(v)] for t, v in lp.top]] for lp in lps]
+    plps = o.prompt_logprobs
+    if plps is not None:  # entry 0 is None; the others carry their rank
+        plps = [None if lp is None else [lp.token_id, float(lp.logprob), [[int(t), float(v)] for t, v in lp.top],
+                                         lp.rank] for lp in plps]
     return (o.request_id, o.new_token_ids, o.new_text, lps, o.finished, o.finish_reason, o.num_prompt_tokens,
-            o.num_cached_tokens, o.num_output_tokens, o.error, o.stop_reason)
+            o.num_cached_tokens, o.num_output_tokens, o.error, o.stop_reason, plps)
 
 
 def row_to_output(row: list) -> StepOutput:
     out = StepOutput(*row)
     if out.new_logprobs is not None:
         out.new_logprobs = [TokenLogprob(t, v, [(a, b) for a, b in top]) for t, v, top in out.new_logprobs]
+    if out.prompt_logprobs is not None:
+        out.prompt_logprobs = [None if lp is None else TokenLogprob(lp[0], lp[1], [(a, b) for a, b in lp[2]], lp[3])
+                               for lp in out.prompt_logprobs]
     return out

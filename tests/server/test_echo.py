@@ -1,0 +1,90 @@
+"""Scoring a prompt over HTTP: OpenAI's `echo` with `logprobs` on /v1/completions (what evaluation harnesses send
+for log-likelihoods), streamed and not, and vLLM's `prompt_logprobs` on completions, chat and /generate; the
+numbers equal transformers' log-softmax over the same prompt."""
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.server.openai_fixtures import PROMPT, client, server  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_qwen3):
+    """(prompt ids, per prompt token k >= 1 its logprob given the tokens before it, the tokenizer)."""
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3)
+    ids = tok(PROMPT)["input_ids"]
+    hf = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32)
+    with torch.no_grad():
+        lp = torch.log_softmax(hf(torch.tensor([ids])).logits[0].float(), dim=-1)
+    return ids, [lp[k - 1, ids[k]].item() for k in range(1, len(ids))], tok
+
+
+def _post(server, path, **body):  # noqa: F811
+    r = httpx.post(server.url + path, json={"model": server.model, "temperature": 0, **body}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_echo_with_logprobs_scores_the_prompt(server, reference):  # noqa: F811
+    ids, want, tok = reference
+    body = dict(prompt=PROMPT, max_tokens=3, echo=True, logprobs=2)
+    choice = _post(server, "/v1/completions", **body)["choices"][0]
+    lps = choice["logprobs"]
+    assert choice["text"].startswith(PROMPT) and len(lps["tokens"]) == len(ids) + 3
+    assert lps["tokens"][:len(ids)] == [tok.decode([i]) for i in ids]
+    assert lps["token_logprobs"][0] is None and lps["top_logprobs"][0] is None
+    assert lps["token_logprobs"][1:len(ids)] == pytest.approx(want, abs=1e-4)
+    assert all(len(top) <= 2 for top in lps["top_logprobs"][1:])
+    assert lps["text_offset"] == [sum(map(len, lps["tokens"][:i])) for i in range(len(lps["tokens"]))]
+    streamed = {"text": "", "tokens": [], "token_logprobs": [], "text_offset": []}
+    with httpx.stream("POST", server.url + "/v1/completions", timeout=60,
+                      json={"model": server.model, "temperature": 0, "stream": True, **body}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                for c in json.loads(line[6:])["choices"]:
+                    streamed["text"] += c["text"]
+                    for key in ("tokens", "token_logprobs", "text_offset"):
+                        streamed[key] += (c["logprobs"] or {}).get(key, [])
+    assert streamed == {"text": choice["text"], **{k: lps[k] for k in ("tokens", "token_logprobs", "text_offset")}}
+
+
+def test_echo_alone_and_with_several_choices(server, reference):  # noqa: F811
+    plain = _post(server, "/v1/completions", prompt=PROMPT, max_tokens=3)["choices"][0]["text"]
+    echoed = _post(server, "/v1/completions", prompt=[PROMPT, PROMPT], max_tokens=3, echo=True, n=2)["choices"]
+    assert [c["text"] for c in echoed] == [PROMPT + plain] * 4 and all(c["logprobs"] is None for c in echoed)
+    ids = reference[0]
+    by_ids = _post(server, "/v1/completions", prompt=ids, max_tokens=3, echo=True)["choices"][0]["text"]
+    assert by_ids == reference[2].decode(ids) + plain
+
+
+def test_prompt_logprobs_on_every_route(server, reference):  # noqa: F811
+    ids, want, _ = reference
+    got = _post(server, "/v1/completions", prompt=PROMPT, max_tokens=2, prompt_logprobs=1)["choices"][0]
+    plps = got["prompt_logprobs"]
+    assert plps[0] is None and len(plps) == len(ids) and got["text"]
+    assert [e[str(t)]["logprob"] for e, t in zip(plps[1:], ids[1:])] == pytest.approx(want, abs=1e-4)
+    assert all(len(e) <= 2 and min(v["rank"] for v in e.values()) == 1 for e in plps[1:])
+    gen = httpx.post(server.url + "/generate", json={"text": PROMPT, "sampling_params": {
+        "max_tokens": 2, "temperature": 0, "prompt_logprobs": 0}}, timeout=60).json()
+    assert [e["logprob"] for e in gen["prompt_logprobs"][1:]] == pytest.approx(want, abs=1e-4)
+    assert [e["token_id"] for e in gen["prompt_logprobs"][1:]] == ids[1:]
+    chat = _post(server, "/v1/chat/completions", messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+                 prompt_logprobs=0)
+    assert chat["prompt_logprobs"][0] is None and len(chat["prompt_logprobs"]) == chat["usage"]["prompt_tokens"]
+    r = httpx.post(server.url + "/v1/completions", json={"model": server.model, "prompt": PROMPT, "stream": True,
+                                                         "prompt_logprobs": 1})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt_logprobs"
+
+
+def test_the_openai_client_reads_echoed_logprobs(client, reference):  # noqa: F811
+    ids, want, _ = reference
+    out = client.completions.create(model=client.models.list().data[0].id, prompt=PROMPT, max_tokens=1, echo=True,
+                                    logprobs=1, temperature=0)
+    lps = out.choices[0].logprobs
+    assert lps.token_logprobs[0] is None
+    assert lps.token_logprobs[1:len(ids)] == pytest.approx(want, abs=1e-4)
