@@ -97,6 +97,6 @@ def record(spans: list[ScoreSpan], scores: Scores) -> None:
     for span in spans:
         req, n_top = span.req, span.req.params.prompt_logprobs or 0
         for q in range(span.first, span.first + span.count):
-            top = list(zip(ids[k][:n_top], values[k][:n_top])) if n_top and ids is not None and values else []
+            top = list(zip(ids[k][:n_top], values[k][:n_top])) if n_top else []  # n_top > 0: ids were taken
             req.prompt_logprobs.append(TokenLogprob(req.token_ids[q + 1], chosen[k], top, rank[k]))
             k += 1

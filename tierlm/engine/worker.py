@@ -54,12 +54,12 @@ class Worker:
     def execute(self, plan: StepPlan, tickets: Optional[Sequence[Ticket]] = None
                 ) -> Optional[tuple[torch.Tensor, SampleSites, Optional[Scores]]]:
         """Run the plan's copies, then its forward; returns (logits of the sampling sites, the sites, the prompt
-        logprobs of `plan.score_index` or None) or None without a forward. `tickets[i]` is completed by backup i (fresh ones when not given). With
-        `plan.fence` >= 0 the forward and the loads start only once the backups numbered up to it (queued by
-        earlier plans) have copied (on the device: the host does not wait). The plan's backups are queued
-        after its forward: they copy pages that forward does not write, and they follow on the device only
-        the work queued before it, so the host's work of queueing them (a wave's finished prompts: a thousand
-        pages) runs while the device computes instead of before it."""
+        logprobs of `plan.score_index` or None) or None without a forward. `tickets[i]` is completed by backup i
+        (fresh ones when not given). With `plan.fence` >= 0 the forward and the loads start only once the backups
+        numbered up to it (queued by earlier plans) have copied (on the device: the host does not wait). The plan's
+        backups are queued after its forward: they copy pages that forward does not write, and they follow on the
+        device only the work queued before it, so the host's work of queueing them (a wave's finished prompts: a
+        thousand pages) runs while the device computes instead of before it."""
         if self.io is None:
             if plan.backups or plan.load_host:
                 raise RuntimeError("a plan with tier copies reached a worker without tiers")
