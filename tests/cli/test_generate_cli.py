@@ -66,6 +66,30 @@ def test_min_tokens_and_include_stop_flags_reach_the_engine(tiny_qwen3):
     assert json.loads(r.stdout)["token_ids"] == plain.token_ids, "no stop string matches within min_tokens"
 
 
+def test_prompt_logprobs_and_stop_token_ids_flags(tiny_qwen3):
+    llm = LLM(str(tiny_qwen3), device="cpu", dtype="float32", page_size=4, kv_cache_gb=0.01)
+    plain = llm.generate("the quick brown fox", SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0]
+    scored = llm.generate("the quick brown fox", SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=2))[0]
+    llm.close()
+    stop = plain.token_ids[3]
+    r = tierlm("generate", "--model", str(tiny_qwen3), "--prompt", "the quick brown fox", "--max-tokens", "8",
+               "--ignore-eos", "--json", "--stop-token-ids", f"{stop},{stop}", *ENGINE)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["token_ids"] == plain.token_ids[:plain.token_ids.index(stop) + 1] and row["finish_reason"] == "stop"
+    r = tierlm("generate", "--model", str(tiny_qwen3), "--prompt", "the quick brown fox", "--max-tokens", "1",
+               "--json", "--prompt-logprobs", "2", *ENGINE)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    want = [lp.logprob for lp in scored.prompt_logprobs[1:]]
+    assert [e["logprob"] for e in row["prompt_logprobs"][1:]] == pytest.approx(want, abs=1e-5)
+    assert row["prompt_logprobs"][0] is None and all(len(e["top"]) == 2 for e in row["prompt_logprobs"][1:])
+    assert row["log_likelihood"] == pytest.approx(sum(want), abs=1e-4) and row["scored_tokens"] == len(want)
+    r = tierlm("generate", "--model", str(tiny_qwen3), "--prompt", "the quick brown fox", "--max-tokens", "1",
+               "--prompt-logprobs", "0", *ENGINE)
+    assert r.returncode == 0 and f"over {len(want)} tokens, perplexity" in r.stdout, r.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent/model", "--prompt", "hi"], "does not exist"),
     (["--model", "{tiny}", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens"),
@@ -77,6 +101,8 @@ def test_min_tokens_and_include_stop_flags_reach_the_engine(tiny_qwen3):
     (["--model", "{tiny}", "--prompt", "hi", "--min-tokens", "9", "--max-tokens", "8"],
      "--min-tokens: min_tokens must be <= max_tokens (8)"),
     (["--model", "{tiny}", "--prompt", "hi", "--min-tokens", "-1"], "--min-tokens: min_tokens must be an integer"),
+    (["--model", "{tiny}", "--prompt", "hi", "--prompt-logprobs", "21"], "--prompt-logprobs: prompt_logprobs"),
+    (["--model", "{tiny}", "--prompt", "hi", "--stop-token-ids", "5,x"], "--stop-token-ids: expected comma-separated"),
     (["--model", "{tiny}", "--prompts-file", "/nonexistent.txt"], "--prompts-file"),
     (["--model", "{tiny}"], "at least one --prompt"),
     (["--model", "{tiny}", "--prompt", "hi", "--page-size", "0"], "--page-size"),

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from tierlm.cli.args import add_engine_args, config_from_args
 from tierlm.cli.errors import CLIError
@@ -37,9 +39,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "end a prompt's output (default: 0).")
     g.add_argument("--include-stop-str-in-output", action="store_true",
                    help="Keep the stop string that ended an output at the end of its text.")
+    g.add_argument("--stop-token-ids", type=_token_ids, default=[], metavar="ID[,ID...]",
+                   help="Token ids that end a prompt's output, comma-separated (beside end of sequence).")
+    g.add_argument("--prompt-logprobs", type=int, default=None, metavar="N",
+                   help="Score each prompt: print its log-likelihood and perplexity (with --json, each prompt "
+                        "token's logprob, rank and top N alternatives).")
     g.add_argument("--json", action="store_true", help="Print one JSON object per prompt.")
     add_engine_args(p, groups=("model", "parallel", "memory", "scheduler", "cache tiers"))
     p.set_defaults(func=run)
+
+
+def _token_ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids, got {text!r}") from None
+
+
+def _scored(out: Any) -> dict[str, Any]:
+    """A scored prompt's log-likelihood (the sum of its tokens' logprobs after the first), token count and
+    perplexity."""
+    lps = [lp.logprob for lp in out.prompt_logprobs or [] if lp is not None]
+    total = sum(lps)
+    return {"log_likelihood": total, "scored_tokens": len(lps),
+            "perplexity": math.exp(-total / len(lps)) if lps else None}
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
@@ -76,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
                                  top_k=args.top_k, min_p=args.min_p, seed=args.sampling_seed, stop=args.stop,
                                  ignore_eos=args.ignore_eos, repetition_penalty=args.repetition_penalty,
                                  presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
-                                 min_tokens=args.min_tokens,
-                                 include_stop_str_in_output=args.include_stop_str_in_output)
+                                 min_tokens=args.min_tokens, stop_token_ids=args.stop_token_ids,
+                                 include_stop_str_in_output=args.include_stop_str_in_output,
+                                 prompt_logprobs=args.prompt_logprobs)
     config = config_from_args(args)
     try:
         llm = LLM(**{k: v for k, v in config.__dict__.items()})
@@ -91,13 +115,21 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for prompt, out in zip(prompts, outputs):
         failed += out.error is not None
+        scored = _scored(out) if args.prompt_logprobs is not None and out.error is None else None
         if args.json:
-            print(json.dumps({"prompt": prompt, "text": out.text, "token_ids": out.token_ids,
-                              "finish_reason": out.finish_reason, "cached_tokens": out.num_cached_tokens,
-                              "ttft_s": round(out.ttft, 6), "error": out.error}))
+            row = {"prompt": prompt, "text": out.text, "token_ids": out.token_ids, "finish_reason": out.finish_reason,
+                   "cached_tokens": out.num_cached_tokens, "ttft_s": round(out.ttft, 6), "error": out.error}
+            if scored is not None:
+                row.update(scored, prompt_logprobs=[None if lp is None else {
+                    "token_id": lp.token_id, "logprob": lp.logprob, "rank": lp.rank, "top": lp.top}
+                    for lp in out.prompt_logprobs])
+            print(json.dumps(row))
         elif out.error:
             print(f"[error] {prompt!r}: {out.error}", file=sys.stderr)
         else:
             print(f"{prompt}{out.text}\n  [{out.finish_reason}, {len(out.token_ids)} tokens, "
                   f"{out.num_cached_tokens} cached, ttft {out.ttft * 1e3:.1f} ms]")
+            if scored is not None and scored["scored_tokens"]:
+                print(f"  [prompt: log-likelihood {scored['log_likelihood']:.4f} over {scored['scored_tokens']} "
+                      f"tokens, perplexity {scored['perplexity']:.3f}]")
     return 1 if failed else 0
