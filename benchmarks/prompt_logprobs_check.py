@@ -5,9 +5,10 @@ random prompts; then it scores each prompt followed by those tokens (`prompt_log
 generated positions come from a prefill pass (eager or the piecewise prefill graphs), the decode logprobs from
 decode steps (CUDA graphs), so they agree to the dtype's rounding, and every greedy token is ranked 1 (or tied).
 Then the time to the first token of one long prompt, plain and scored (the host waits for a scored pass and the
-LM head runs over every position). Prints a short table; exits 1 when the scores disagree.
+LM head runs over every position); with `--ab`, the scored runs also with the log-softmax written out (the first
+version's `score`, kept here) in place of the engine's. Prints a short table; exits 1 when the scores disagree.
 
-    python benchmarks/prompt_logprobs_check.py [--model builtin:qwen3-0.6b] [--prompts 8] [--long 8192]
+    python benchmarks/prompt_logprobs_check.py [--model builtin:qwen3-0.6b] [--prompts 8] [--long 8192] [--ab]
 """
 from __future__ import annotations
 
@@ -20,7 +21,25 @@ import time
 import torch
 
 from tierlm import LLM, SamplingParams
+from tierlm.engine import model_runner
+from tierlm.engine.prompt_logprobs import SCORE_SLICE, Scores
 from llm_options import probe_options  # a sibling module: this directory is first on the path of a script
+
+
+def written_out(compute_logits, hidden, index, targets, top) -> Scores:
+    """The first version of `prompt_logprobs.score`: the float32 log-softmax written out per slice."""
+    chosen, rank, values, ids = [], [], [], []
+    for s in range(0, index.numel(), SCORE_SLICE):
+        lp = torch.log_softmax(compute_logits(hidden[index[s:s + SCORE_SLICE]]).float(), dim=-1)
+        got = lp.gather(1, targets[s:s + SCORE_SLICE, None])
+        chosen.append(got.squeeze(1))
+        rank.append((lp > got).sum(dim=-1) + 1)
+        if top:
+            v, i = lp.topk(top, dim=-1)
+            values.append(v)
+            ids.append(i)
+    return Scores(torch.cat(chosen), torch.cat(rank), torch.cat(values) if top else None,
+                  torch.cat(ids) if top else None)
 
 
 def main() -> int:
@@ -33,6 +52,7 @@ def main() -> int:
     ap.add_argument("--tolerance", type=float, default=None, help="Largest difference allowed (default: 0.1 in bf16, "
                     "1e-3 in float32).")
     ap.add_argument("--engine-opts", default="{}", help="More engine options, as JSON.")
+    ap.add_argument("--ab", action="store_true", help="Also time the scored runs with the log-softmax written out.")
     args = ap.parse_args()
     opts = {**probe_options(args.device), "enable_prefix_cache": False, **json.loads(args.engine_opts)}
     llm = LLM(args.model, **opts)
@@ -50,12 +70,18 @@ def main() -> int:
         worst = max([worst] + [abs(a.logprob - b.logprob) for a, b in zip(tail, o.logprobs)])
         ranks += [lp.rank for lp in tail]
     long = [rng.randrange(vocab) for _ in range(min(args.long, llm.engine.max_model_len - 1))]
-    times = {}
-    for name, extra in (("plain", {}), ("scored", {"prompt_logprobs": 0}), ("plain again", {}),
-                        ("scored again", {"prompt_logprobs": 0})):
-        t = time.perf_counter()
-        llm.generate([long], SamplingParams(temperature=0.0, max_tokens=1, detokenize=False, **extra))
-        times[name] = (time.perf_counter() - t) * 1e3
+    times: dict[str, list[float]] = {}
+    engine_score = model_runner.score
+    variants = [("plain", {}, engine_score), ("scored", {"prompt_logprobs": 0}, engine_score)]
+    if args.ab:
+        variants.append(("scored, log-softmax written out", {"prompt_logprobs": 0}, written_out))
+    for _ in range(3):  # rounds alternate the variants
+        for name, extra, fn in variants:
+            model_runner.score = fn
+            t = time.perf_counter()
+            llm.generate([long], SamplingParams(temperature=0.0, max_tokens=1, detokenize=False, **extra))
+            times.setdefault(name, []).append((time.perf_counter() - t) * 1e3)
+    model_runner.score = engine_score
     dtype = llm.engine.worker.runner.dtype
     llm.close()
     tolerance = args.tolerance if args.tolerance is not None else (1e-3 if dtype == torch.float32 else 0.1)
@@ -64,10 +90,10 @@ def main() -> int:
     print(f"scored generated positions against their decode logprobs: largest difference {worst:.5f} "
           f"(tolerance {tolerance}); greedy tokens ranked 1: {sum(r == 1 for r in ranks)}/{len(ranks)}, "
           f"largest rank {max(ranks)}")
-    print(f"| long prompt of {len(long)} tokens, one output token | ms |")
+    print(f"| long prompt of {len(long)} tokens, one output token | ms, three rounds |")
     print("|---|---|")
     for name, ms in times.items():
-        print(f"| {name} | {ms:.1f} |")
+        print(f"| {name} | {' / '.join(f'{m:.1f}' for m in ms)} |")
     ok = worst <= tolerance
     print("ok" if ok else "MISMATCH")
     return 0 if ok else 1

@@ -73,16 +73,19 @@ def plan_fields(spans: list[ScoreSpan]) -> tuple[list[int], list[int], int]:
 
 def score(compute_logits: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, index: torch.Tensor,
           targets: torch.Tensor, top: int) -> Scores:
-    """Score the hidden states at `index` against `targets`, `SCORE_SLICE` positions at a time."""
+    """Score the hidden states at `index` against `targets`, `SCORE_SLICE` positions at a time. A logprob is the
+    float32 logit less the row's log-sum-exp: the log-softmax itself is never written out (reads, not a
+    vocabulary-wide write and read per position)."""
     chosen, rank, values, ids = [], [], [], []
     for s in range(0, index.numel(), SCORE_SLICE):
-        lp = torch.log_softmax(compute_logits(hidden[index[s:s + SCORE_SLICE]]).float(), dim=-1)
-        got = lp.gather(1, targets[s:s + SCORE_SLICE, None])
-        chosen.append(got.squeeze(1))
-        rank.append((lp > got).sum(dim=-1) + 1)
+        logits = compute_logits(hidden[index[s:s + SCORE_SLICE]]).float()
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+        got = logits.gather(1, targets[s:s + SCORE_SLICE, None])
+        chosen.append((got - lse).squeeze(1))
+        rank.append((logits > got).sum(dim=-1) + 1)
         if top:
-            v, i = lp.topk(top, dim=-1)
-            values.append(v)
+            v, i = logits.topk(top, dim=-1)
+            values.append(v - lse)
             ids.append(i)
     return Scores(torch.cat(chosen), torch.cat(rank), torch.cat(values) if top else None,
                   torch.cat(ids) if top else None)
