@@ -57,30 +57,12 @@ def _tok(tokenizer: Any, token_id: int) -> str:
     return tokenizer.decode([token_id], skip_special_tokens=False)
 
 
-def completion_logprobs(tokenizer: Any, lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
-    """Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset. `top_logprobs` maps text
-    to logprob, so alternatives whose texts are equal (byte tokens that each decode to U+FFFD) share one entry:
-    the likeliest's, as the alternatives come most likely first."""
+def _legacy_logprobs(tokenizer: Any, entries: Iterable[tuple[int, Optional[TokenLogprob]]], offset: int
+                     ) -> dict[str, Any]:
+    """Legacy logprobs of (token id, its logprob or None) entries: tokens, token_logprobs, top_logprobs (null with
+    no logprob), text_offset from `offset`."""
     tokens, token_lps, tops, offsets = [], [], [], []
-    for lp in lps:
-        s = _tok(tokenizer, lp.token_id)
-        tokens.append(s)
-        token_lps.append(lp.logprob)
-        top: dict[str, float] = {}
-        for t, v in lp.top:
-            top.setdefault(_tok(tokenizer, t), v)
-        tops.append(top)
-        offsets.append(offset)
-        offset += len(s)
-    return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
-
-
-def echo_logprobs(tokenizer: Any, prompt_ids: list[int], plps: list[Optional[TokenLogprob]]) -> dict[str, Any]:
-    """The legacy logprobs of an echoed prompt (OpenAI's `echo` with `logprobs`): as `completion_logprobs`, with
-    null for the first token, which nothing precedes."""
-    tokens, token_lps, tops, offsets, offset = [], [], [], [], 0
-    for k, token_id in enumerate(prompt_ids):
-        lp = plps[k] if k < len(plps) else None
+    for token_id, lp in entries:
         s = _tok(tokenizer, token_id)
         tokens.append(s)
         token_lps.append(None if lp is None else lp.logprob)
@@ -93,6 +75,20 @@ def echo_logprobs(tokenizer: Any, prompt_ids: list[int], plps: list[Optional[Tok
         offsets.append(offset)
         offset += len(s)
     return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def completion_logprobs(tokenizer: Any, lps: list[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """Legacy completions logprobs: tokens, token_logprobs, top_logprobs, text_offset. `top_logprobs` maps text
+    to logprob, so alternatives whose texts are equal (byte tokens that each decode to U+FFFD) share one entry:
+    the likeliest's, as the alternatives come most likely first."""
+    return _legacy_logprobs(tokenizer, ((lp.token_id, lp) for lp in lps), offset)
+
+
+def echo_logprobs(tokenizer: Any, prompt_ids: list[int], plps: list[Optional[TokenLogprob]]) -> dict[str, Any]:
+    """The legacy logprobs of an echoed prompt (OpenAI's `echo` with `logprobs`): as `completion_logprobs`, with
+    null for the first token, which nothing precedes."""
+    return _legacy_logprobs(tokenizer, ((t, plps[k] if k < len(plps) else None) for k, t in enumerate(prompt_ids)),
+                            0)
 
 
 def joined_logprobs(first: dict[str, Any], then: dict[str, Any]) -> dict[str, Any]:
