@@ -42,6 +42,9 @@ class SamplingParams:
     # vLLM's: the logprob of each prompt token given the ones before it (and its top-N alternatives); the request
     # then takes no cached prefix (its prompt runs whole)
     prompt_logprobs: Optional[int] = None
+    # SGLang's: a JSON schema (as JSON text) the output must follow (`engine.guided`); '{"type": "object"}' for any
+    # JSON object (OpenAI's response_format json_object)
+    json_schema: Optional[str] = None
     skip_special_tokens: bool = True
     detokenize: bool = True  # False: token ids only (benchmarks); stop strings then cannot be used
     priority: int = 0  # admission order under --schedule-policy priority: lower first

@@ -26,6 +26,7 @@ MAX_REPETITION_PENALTY = 100.0
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range of a logit bias: [-100, 100]
 # tokens one request may bias: each step uploads them again, so the host work per step stays bounded
 MAX_BIASED_TOKENS = 4096
+MAX_SCHEMA_CHARS = 1 << 20  # a JSON schema's text: its grammar is compiled on the engine's step thread
 
 
 def check_text(text: str, param: str) -> None:
@@ -90,6 +91,8 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         check_logit_bias(params.logit_bias, vocab_size)
     if params.logprobs is not None and (not is_int(params.logprobs) or not 0 <= params.logprobs <= 20):
         bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
+    if params.json_schema is not None:
+        check_json_schema(params.json_schema)
     if params.prompt_logprobs is not None and (not is_int(params.prompt_logprobs)
                                                or not 0 <= params.prompt_logprobs <= 20):
         bad("prompt_logprobs", f"must be in [0, 20], got {params.prompt_logprobs!r}")
@@ -106,6 +109,21 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
     if params.stop and not params.detokenize:
         bad("stop", "strings need detokenize=True")
     check_token_ids(params.stop_token_ids, vocab_size, "stop_token_ids")
+
+
+def check_json_schema(schema: object, param: str = "json_schema") -> None:
+    """A JSON schema given as text: a string of at most MAX_SCHEMA_CHARS holding a JSON object (its content is
+    checked where the grammar is compiled)."""
+    import json
+
+    if not isinstance(schema, str) or len(schema) > MAX_SCHEMA_CHARS:
+        raise RequestError(f"{param} must be a JSON schema as text of at most {MAX_SCHEMA_CHARS} characters", param)
+    try:
+        doc = json.loads(schema)
+    except ValueError as e:
+        raise RequestError(f"{param} is not JSON: {e}", param) from None
+    if not isinstance(doc, dict):
+        raise RequestError(f"{param} must be a JSON object (a schema), got {type(doc).__name__}", param)
 
 
 def check_logit_bias(bias: object, vocab_size: Optional[int], param: str = "logit_bias") -> None:

@@ -12,7 +12,9 @@ from tierlm.engine import startup
 from tierlm.engine.batch import ScheduledBatch
 from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import RequestError
+from tierlm.engine.engine_stats import engine_info, engine_stats
 from tierlm.engine.gc_watch import GcWatch, freeze_heap, thaw_heap
+from tierlm.engine.guided import GuidedDecoding
 from tierlm.engine.inflight import InFlight, Readback
 from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.min_tokens import MinTokens
@@ -90,6 +92,7 @@ class Engine:
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self.min_tokens = MinTokens(self.eos_ids)
+        self.guided = GuidedDecoding(self.tokenizer, self.model_config.vocab_size, self.eos_ids)
         self._pending: list[StepOutput] = []  # outputs produced outside a step (aborts, refusals)
         self._inflight: Optional[InFlight] = None  # launched on the device, not yet read back
         self.overlap = config.overlap_schedule
@@ -126,6 +129,7 @@ class Engine:
                   if params.detokenize else None,
                   logprobs=[] if params.logprobs is not None else None, penalized=params.penalized,
                   prompt_logprobs=[None] if params.prompt_logprobs is not None else None)
+        self.guided.expect(req)  # first: a schema it cannot follow refuses the request before anything holds it
         self.penalties.expect(req)
         self.min_tokens.expect(req)
         self.scheduler.add(req)
@@ -137,7 +141,7 @@ class Engine:
         if req is None:
             return
         self.scheduler.remove(req, cache=False)
-        self.min_tokens.done(req)
+        self._forget(req)
         req.finish_reason = "abort"
         self._pending.append(self._output(req, []))
 
@@ -169,7 +173,7 @@ class Engine:
         outputs, self._pending = self._pending, []
         batch, refused = self.scheduler.schedule()
         for req in refused:
-            self.min_tokens.done(req)
+            self._forget(req)
             req.finish_reason, req.error = "error", (
                 f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
                 f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
@@ -213,7 +217,8 @@ class Engine:
         logits, sites, _ = result
         params = [r.params for r in sampling]
         tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], self.worker.token_sink(sites),
-                                     self.penalties.batch(sampling, logits.shape[-1]), self.min_tokens.bans(sampling))
+                                     self.penalties.batch(sampling, logits.shape[-1]), self.min_tokens.bans(sampling),
+                                     self.guided.masker(sampling))
         logprobs = self.sampler.logprobs(logits, tokens, params)
         self.worker.share_tokens(tokens)  # tensor parallel: the other ranks store them too
         for req in sampling:
@@ -248,6 +253,7 @@ class Engine:
             req.logprobs.append(lp)
         p = req.params
         early = p.min_tokens > 0 and self.min_tokens.early(req)  # no stop of any kind yet
+        grammar = self.guided.accept(req, tok) if req.guided else None  # "complete", "rejected" or None
         if not early and ((tok in self.eos_ids and not p.ignore_eos) or tok in p.stop_token_ids):
             req.finish_reason = "stop"
             req.stop_reason = tok if tok in p.stop_token_ids else None
@@ -255,14 +261,22 @@ class Engine:
                 req.detok.add(tok, check_stop=False)  # the stop token's text (none for a skipped special token)
         elif p.detokenize and (hit := req.detok.add(tok, not early)) is not None:
             req.finish_reason, req.stop_reason = "stop", hit
+        elif grammar is not None:  # its json_schema is complete (a rejected token is never sampled under the mask)
+            req.finish_reason = "stop" if grammar == "complete" else "error"
+            req.error = None if grammar == "complete" else f"token {tok} does not follow the request's json_schema"
         elif len(ids) - req.prompt_len >= req.max_new_tokens:  # outputs the host has seen
             req.finish_reason = "length"
         new = ids[req.prompt_len + req.emitted_tokens:]
         if req.finish_reason is not None:
             self.scheduler.remove(req, cache=req.cacheable)
-            if early:
-                self.min_tokens.done(req)
+            if early or req.guided:
+                self._forget(req)
         return self._output(req, new)
+
+    def _forget(self, req: Req) -> None:
+        """`req` is over: the per-request state of `min_tokens` and `json_schema` goes."""
+        self.min_tokens.done(req)
+        self.guided.done(req)
 
     def _output(self, req: Req, new_ids: list[int]) -> StepOutput:
         """The step's output of `req` carrying `new_ids` (a list of its own: the output keeps it). Runs for every
@@ -279,37 +293,12 @@ class Engine:
 
     # ---- introspection ---------------------------------------------------------------------------------------
     def stats(self) -> dict:
-        kv, ps = self.kv, self.kv.page_size
-        cached = kv.radix.evictable_pages if kv.radix else 0
-        return {
-            "num_running": len(self.scheduler.running),
-            "num_waiting": self.num_waiting(),
-            "kv_total_tokens": kv.capacity_pages * ps,
-            "kv_cache_dtype": self.config.kv_cache_dtype,
-            "kv_used_tokens": kv.used_pages() * ps,
-            "kv_free_tokens": kv.allocator.num_free * ps,
-            "kv_cached_tokens": cached * ps,
-            "prompt_tokens_total": self.counters["prompt_tokens"],
-            "cached_tokens_total": self.counters["cached_tokens"],
-            "generated_tokens_total": self.counters["generated_tokens"],
-            "requests_total": self.counters["requests"],
-            "retracted_total": self.scheduler.num_retracted,
-            "tier_hits": kv.tier_hits(),  # per tier: requests with a hit there, tokens served from it
-            "tiers": kv.tier_stats(),  # per tier: bytes, latency, capacity, evictions; L3 store counters
-            "step_host": self.clock.snapshot(),  # host milliseconds per step, per phase
-            "gc": self.gc.snapshot(),  # garbage-collector runs and pauses (process-wide)
-            **({"ranks": self.worker.rank_figures()} if self.config.tp_size > 1 else {}),
-        }
+        """Live figures for /stats and the metrics (`engine_stats`)."""
+        return engine_stats(self)
 
     def info(self) -> dict:
-        """Static facts for start-up logs and benchmark reports."""
-        return {"attention_backend": type(self.worker.runner.attn).__name__, "overlap": self.overlap,
-                "kv_pool_tokens": self.kv.capacity_pages * self.kv.page_size, "page_size": self.kv.page_size,
-                "kv_cache_dtype": self.worker.layout.layers[0][0].dtype,
-                "max_model_len": self.max_model_len, "cuda_graph": self.worker.runner.graphs is not None,
-                "piecewise_graph_tokens": getattr(self.worker.runner.pieces, "max_tokens", 0),
-                "tp_size": self.config.tp_size,
-                **self.startup}
+        """Static facts for start-up logs and benchmark reports (`engine_info`)."""
+        return engine_info(self)
 
     def live_pages(self) -> list[list[int]]:
         """Pages held by running requests (for leak checks)."""

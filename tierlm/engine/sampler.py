@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -143,13 +143,15 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
                generators: Sequence[Optional[torch.Generator]], sink: Optional[TokenSink] = None,
-               penalties: Optional[PenaltyBatch] = None, bans: Optional[Bans] = None) -> torch.Tensor:
+               penalties: Optional[PenaltyBatch] = None, bans: Optional[Bans] = None,
+               masker: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
         """Next token per row (int64 tensor on the logits' device); with `sink`, also written to its sites.
         `logits` may be in the model's dtype: greedy rows take its argmax as is (widening is exact and keeps the
         order), the others are widened to float32 before any arithmetic. `penalties`: the rows' penalties
         (`engine.penalties`), applied before the pick and advanced by the picked tokens; each row's `logit_bias`
         before them (`engine.logit_bias`, on the torch path), and `bans`: per row, the tokens it may not pick now
-        (a request under its `min_tokens`), or None where no row has any."""
+        (a request under its `min_tokens`), or None where no row has any; `masker` masks the float32 logits in
+        place to what guided rows may pick next (`engine.guided`)."""
         # one pass over the batch (it runs every step): the sampled rows, their temperatures, whether any
         # filters its distribution and whether any has a generator of its own
         rows, temps, filtered, seeded, biased = [], [], False, False, False
@@ -159,13 +161,15 @@ class Sampler:
                 filtered = filtered or p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0
                 seeded = seeded or generators[i] is not None
             biased = biased or bool(p.logit_bias)
-        biased = biased or bans is not None
+        biased = biased or bans is not None or masker is not None
         fusable = (self._fused and not filtered and not seeded and not biased
                    and (penalties is None or self.fused_penalties))
         if fusable and (sink is not None or penalties is not None or len(rows) >= FUSED_MIN_ROWS):
             return self._pick(logits, [p.temperature for p in params] if rows else None, sink, penalties)
         if biased:
             logits = with_logit_bias(logits, params, bans)  # a float32 copy of the pass's own
+            if masker is not None:
+                masker(logits)
         if penalties is not None:
             logits = penalties.adjust(logits, own=biased)
         tokens = self._sample(logits, params, generators, rows, temps, filtered)

@@ -49,6 +49,7 @@ class Scheduler:
         self.mixed = mixed
         self.policy = policy
         self.num_retracted = 0
+        self.num_guided = 0  # guided requests (`engine.guided`) queued or running
         self.waiting = WaitingQueue()
         self._by_id: dict[str, Req] = {}  # every request in `waiting` or `running` (ids are checked per arrival)
         self.running: list[Req] = []
@@ -62,6 +63,7 @@ class Scheduler:
         # L3 -> host, in background (also while it waits behind what is ahead of it); a request kept out of the
         # caches (a warm-up) asks no store, so it neither waits for one nor takes the cost model's first probe; nor
         # does one that scores its prompt (it runs all of it)
+        self.num_guided += req.guided
         whole = not req.cacheable or req.prompt_logprobs is not None
         req.expected_prefill = req.prompt_len if whole else self.kv.prefetch_start(
             req.request_id, req.token_ids[:req.prompt_len - 1], self._prefill_ahead)
@@ -80,7 +82,8 @@ class Scheduler:
 
     def remove(self, req: Req, cache: bool) -> None:
         """Take `req` out of the scheduler and release its KV at once (into the prefix cache if `cache`)."""
-        self._by_id.pop(req.request_id, None)
+        if self._by_id.pop(req.request_id, None) is not None:
+            self.num_guided -= req.guided
         if req in self.running:
             self._release(req, cache)
             splits = self._splits()
@@ -187,8 +190,11 @@ class Scheduler:
     def _decoding(self) -> list[Req]:
         """Running requests whose next input is in the device token table and that need another token (the
         properties spelled out: this runs over every running request every step)."""
-        return [r for r in self.running if r.decodable and r.finish_reason is None
-                and len(r.token_ids) + r.num_pending - r.prompt_len < r.max_new_tokens]
+        decoding = [r for r in self.running if r.decodable and r.finish_reason is None
+                    and len(r.token_ids) + r.num_pending - r.prompt_len < r.max_new_tokens]
+        if self.num_guided:  # a guided request's next mask needs the token it has in flight: it sits this step out
+            decoding = [r for r in decoding if not (r.guided and r.num_pending)]
+        return decoding
 
     def _prefill_work(self, budget: int, refused: list[Req]) -> tuple[list[Req], list[int]]:
         """Prefill chunks of at most `budget` tokens in all: running chunked prefills first, then waiting

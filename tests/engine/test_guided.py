@@ -1,0 +1,87 @@
+"""Structured outputs (`SamplingParams.json_schema`, `engine.guided`): greedy and sampled requests produce JSON that
+follows their schema and end when it is complete, beside requests without a schema whose tokens do not change
+(overlap scheduling on: a guided request sits out every other decode step); a schema the grammar compiler cannot
+take, a malformed one and a tokenizer-less engine are refused before anything runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import CPU_OPTS
+from tierlm import LLM, SamplingParams
+from tierlm.config import EngineConfig
+from tierlm.engine.engine import Engine
+from tierlm.errors import RequestError
+
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green", "blue"]},
+                                           "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+          "required": ["ok", "color", "n"], "additionalProperties": False}
+PROMPTS = ["the quick brown fox", "hello there", "paris is", "one two three four"]
+
+
+def _valid(text: str) -> bool:
+    doc = json.loads(text)
+    return (set(doc) == {"ok", "color", "n"} and isinstance(doc["ok"], bool)
+            and doc["color"] in ("red", "green", "blue") and isinstance(doc["n"], int) and 0 <= doc["n"] <= 9)
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_qwen3):
+    engine = LLM(str(tiny_qwen3), **CPU_OPTS)
+    assert engine.engine.overlap  # the guided requests' every-other-step rule is what is under test
+    yield engine
+    engine.close()
+
+
+def test_outputs_follow_the_schema_beside_free_requests(llm):
+    schema = json.dumps(SCHEMA)
+    free = [SamplingParams(max_tokens=10, temperature=0, ignore_eos=True) for _ in PROMPTS]
+    alone = [o.token_ids for o in llm.generate(PROMPTS, free)]
+    guided = [SamplingParams(max_tokens=60, temperature=0, json_schema=schema),
+              SamplingParams(max_tokens=60, temperature=1.0, seed=7, json_schema=schema)]
+    outs = llm.generate(PROMPTS * 2, free + guided * 2)
+    assert [o.token_ids for o in outs[:4]] == alone  # free requests are not held up or changed by guided ones
+    for o in outs[4:]:
+        assert o.finish_reason == "stop" and o.error is None and _valid(o.text), o.text
+    assert outs[4].token_ids == llm.generate(PROMPTS[:1], guided[0])[0].token_ids  # greedy: as when run alone
+    any_object = llm.generate(PROMPTS[:1], SamplingParams(max_tokens=40, temperature=0,
+                                                          json_schema='{"type": "object"}'))[0]
+    assert any_object.text.startswith("{")
+    if any_object.finish_reason == "stop":
+        assert isinstance(json.loads(any_object.text), dict)
+
+
+def test_a_guided_request_ends_when_its_grammar_is_complete_even_past_eos(llm):
+    out = llm.generate(PROMPTS[:1], SamplingParams(max_tokens=60, temperature=0, ignore_eos=True,
+                                                   json_schema=json.dumps(SCHEMA)))[0]
+    assert out.finish_reason == "stop" and _valid(out.text)
+
+
+@pytest.mark.parametrize("schema, message", [
+    ('{"type": "wat"}', "not a JSON schema this engine can follow"),
+    ("{not json", "json_schema is not JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    (7, "must be a JSON schema as text"),
+])
+def test_bad_schemas_are_refused(llm, schema, message):
+    out = llm.generate(["x"], SamplingParams(max_tokens=4, json_schema=schema))[0]
+    assert out.finish_reason == "error" and message in out.error
+    assert not llm.engine.guided._matchers and llm.engine.scheduler.num_guided == 0
+
+
+def test_an_engine_without_a_tokenizer_refuses_a_schema(tiny_qwen3):
+    engine = Engine(EngineConfig(model=str(tiny_qwen3), skip_tokenizer_init=True, **CPU_OPTS))
+    with pytest.raises(RequestError, match="needs the model's tokenizer"):
+        engine.add_request("r", [1, 2, 3], SamplingParams(json_schema='{"type": "object"}', detokenize=False))
+    engine.close()
+
+
+def test_an_aborted_guided_request_leaves_nothing_behind(llm):
+    engine = llm.engine
+    engine.add_request("g", [5, 6, 7, 8], SamplingParams(max_tokens=50, temperature=0, json_schema=json.dumps(SCHEMA)))
+    engine.step()
+    engine.abort_request("g")
+    while engine.has_unfinished():
+        engine.step()
+    assert not engine.guided._matchers and engine.scheduler.num_guided == 0
