@@ -106,6 +106,7 @@ class ChatCompletionRequest(SamplingFields):
     # None: "auto" when tools are given (OpenAI's default); "required" and a named function need guided decoding
     tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedToolChoice]] = None
     parallel_tool_calls: Optional[bool] = None
+    # {"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema", "strict"}}
     response_format: Optional[dict[str, Any]] = None
     add_generation_prompt: Optional[bool] = True
     continue_final_message: Optional[bool] = False
@@ -137,6 +138,7 @@ class NativeSamplingParams(StrictModel):
     include_stop_str_in_output: bool = False
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     prompt_logprobs: Optional[int] = Field(None, ge=0, le=20)
+    json_schema: Optional[str] = None  # SGLang's: a JSON schema as text that the output follows
     skip_special_tokens: bool = True
     priority: int = Field(0, ge=MIN_INT64, le=MAX_SEED)
 

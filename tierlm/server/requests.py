@@ -7,6 +7,7 @@ validator the engine runs too; tokenization goes through `PromptEncoder`, off th
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
@@ -15,7 +16,7 @@ from tierlm.sampling_params import SamplingParams
 from tierlm.server.errors import APIError
 from tierlm.server.prompt_encoder import PromptEncoder
 from tierlm.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
-from tierlm.validation import check_prompt_ids, check_text
+from tierlm.validation import check_json_schema, check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
 MAX_STOPS = 16
@@ -72,13 +73,30 @@ def unsupported(req: SamplingFields) -> None:
         checks += [("suffix", req.suffix or None, None)]
         if req.best_of is not None and req.best_of != (req.n or 1):
             raise APIError(400, "best_of is not supported (only best_of == n)", "best_of", "unsupported")
-    if isinstance(req, ChatCompletionRequest):
-        if req.response_format not in (None, {"type": "text"}):
-            raise APIError(400, "response_format is not supported (only {\"type\": \"text\"})",
-                           "response_format", "unsupported")
     for name, value, neutral in checks:
         if value is not None and value != neutral:
             raise APIError(400, f"{name} is not supported by TierLM", name, "unsupported")
+
+
+def json_schema_of(fmt: Optional[dict[str, Any]]) -> Optional[str]:
+    """OpenAI's `response_format` as the JSON schema text the engine follows (`SamplingParams.json_schema`), or None
+    for plain text."""
+    kind = None if fmt is None else fmt.get("type")
+    if fmt is None or (kind == "text" and len(fmt) == 1):
+        return None
+    if kind == "json_object" and len(fmt) == 1:
+        return '{"type": "object"}'
+    if kind == "json_schema" and set(fmt) == {"type", "json_schema"}:
+        spec = fmt["json_schema"]
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict) or \
+                not set(spec) <= {"name", "description", "schema", "strict"}:
+            raise APIError(400, "response_format.json_schema: an object with a JSON schema object as `schema` (and "
+                                "optionally name, description, strict)", "response_format.json_schema")
+        text = json.dumps(spec["schema"], ensure_ascii=False)
+        check_json_schema(text, "response_format.json_schema.schema")
+        return text
+    raise APIError(400, "response_format: {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": "
+                        "\"json_schema\", \"json_schema\": {...}}", "response_format")
 
 
 def logit_bias(bias: Optional[dict[str, float]], param: str = "logit_bias") -> Optional[dict[int, float]]:
@@ -132,6 +150,7 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
         prompt_logprobs=prompt_logprobs if prompt_logprobs is not None else req.prompt_logprobs,
+        json_schema=json_schema_of(req.response_format) if isinstance(req, ChatCompletionRequest) else None,
         min_tokens=req.min_tokens or 0,
         include_stop_str_in_output=bool(req.include_stop_str_in_output or req.no_stop_trim),
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,

@@ -1,0 +1,48 @@
+"""OpenAI's `response_format` through a live server: a JSON schema (the official client, streamed and not), any
+JSON object, plain text, and SGLang's `json_schema` on /generate; each answer parses and follows its schema."""
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.server.openai_fixtures import client, server  # noqa: F401  (fixtures)
+
+SCHEMA = {"type": "object", "properties": {"city": {"enum": ["Paris", "Oslo"]}, "sunny": {"type": "boolean"}},
+          "required": ["city", "sunny"], "additionalProperties": False}
+FORMAT = {"type": "json_schema", "json_schema": {"name": "weather", "schema": SCHEMA, "strict": True}}
+MESSAGES = [{"role": "user", "content": "Weather?"}]
+
+
+def _follows(text: str) -> bool:
+    doc = json.loads(text)
+    return set(doc) == {"city", "sunny"} and doc["city"] in ("Paris", "Oslo") and isinstance(doc["sunny"], bool)
+
+
+def test_a_json_schema_answer_streamed_and_not(client, server):  # noqa: F811
+    out = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=60, temperature=0,
+                                         response_format=FORMAT)
+    text = out.choices[0].message.content
+    assert out.choices[0].finish_reason == "stop" and _follows(text), text
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model=server.model, messages=MESSAGES, max_tokens=60, temperature=0, response_format=FORMAT, stream=True)
+        if chunk.choices)
+    assert streamed == text
+    sampled = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=60, temperature=1.0,
+                                             n=3, seed=5, response_format=FORMAT)
+    assert all(_follows(c.message.content) for c in sampled.choices)
+
+
+def test_json_object_text_and_generate(client, server):  # noqa: F811
+    obj = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=60, temperature=0,
+                                         response_format={"type": "json_object"})
+    assert obj.choices[0].message.content.startswith("{")
+    if obj.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(obj.choices[0].message.content), dict)
+    plain = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=8, temperature=0,
+                                           response_format={"type": "text"})
+    free = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=8, temperature=0)
+    assert plain.choices[0].message.content == free.choices[0].message.content
+    r = httpx.post(server.url + "/generate", timeout=60, json={"text": "Weather?", "sampling_params": {
+        "max_tokens": 60, "temperature": 0, "json_schema": json.dumps(SCHEMA)}})
+    assert r.status_code == 200 and _follows(r.json()["text"]), r.text
