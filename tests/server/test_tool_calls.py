@@ -113,6 +113,23 @@ def test_a_conversation_with_calls_renders_as_the_template_does(server, scripted
     assert answer["usage"]["prompt_tokens"] == r.json()["count"]
 
 
+def test_forced_calls_follow_the_tools_schemas(server, scripted):
+    """tool_choice 'required' or a named function: the answer is held to JSON of the calls (as vLLM does), whatever
+    the model would write; the scripted model's own pieces are all masked out, so it writes what the grammar
+    leaves (ties to the lowest token id: enum-only parameters make the answer a single one)."""
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"],
+        "additionalProperties": False}}}, TOOLS[0]]
+    named = {"type": "function", "function": {"name": "get_time"}}
+    for extra in ({"tool_choice": named}, {"tool_choice": "required", "parallel_tool_calls": False}):
+        content, calls, finish = _chat(server, scripted, "text", tools=tools, max_tokens=64, **extra)
+        assert content is None and finish == "tool_calls" and len(calls) == 1, (extra, content)
+        assert calls[0][0] in ("get_time", "get_weather") and isinstance(calls[0][1], dict)
+        assert _stream(server, scripted, "text", tools=tools, max_tokens=64, **extra) == (content, calls, finish)
+    assert _chat(server, scripted, "text", tools=tools, tool_choice=named, max_tokens=64)[1] == [
+        ("get_time", {"zone": "CET"})]  # "CET" begins with a lower id than "UTC"
+
+
 def test_the_openai_client_reads_the_calls(server, scripted):
     import openai
 

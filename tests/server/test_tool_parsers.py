@@ -9,7 +9,7 @@ import pytest
 
 from tierlm.server.chat_output import ChoiceOutput
 from tierlm.server.reasoning import reasoning_parser
-from tierlm.server.tool_parsers import PARSERS, ToolCall, tool_call_parser
+from tierlm.server.tool_parsers import PARSERS, ForcedToolCalls, ToolCall, forced_schema, tool_call_parser
 
 WEATHER = ToolCall("get_weather", '{"city": "Paris", "unit": "celsius"}')
 TIME = ToolCall("get_time", '{"zone": "UTC+1"}')
@@ -105,3 +105,21 @@ def test_choice_output_reasoning_then_calls():
                                              "tool_calls": []}, "stop")
     only_call = ChoiceOutput(None, True, tool_call_parser("hermes")).message(CALL, "stop")[0]
     assert only_call["content"] is None
+
+
+def test_forced_calls_and_their_schema():
+    named, required = ForcedToolCalls("get_time"), ForcedToolCalls(None)
+    assert named.parse('{"zone": "UTC+1"}') == ("", [TIME])
+    assert required.parse('[{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}, '
+                          '{"name": "get_time", "parameters": {"zone": "UTC+1"}}]') == ("", [WEATHER, TIME])
+    for text in ('{"zone": "UT', "[]", '[{"nam": "f"}]', "[1]", '{"a": 1}'):  # cut short, or not calls: text
+        assert required.parse(text) == (text, [])
+    for text in ('{"zone": "UT', "[1]", '"UTC"'):
+        assert named.parse(text) == (text, [])
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+             {"type": "function", "function": {"name": "ping"}}]
+    assert json.loads(forced_schema(tools, "ping")) == {"type": "object"}
+    schema = json.loads(forced_schema(tools, None, parallel=False))
+    assert schema["minItems"] == 1 and schema["maxItems"] == 1
+    assert [a["properties"]["name"]["enum"] for a in schema["items"]["anyOf"]] == [["get_time"], ["ping"]]
+    assert "maxItems" not in json.loads(forced_schema(tools, None))

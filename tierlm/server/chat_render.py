@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from tierlm.server.errors import APIError
 from tierlm.server.prompt_encoder import PromptEncoder
-from tierlm.server.tool_parsers import ToolCallParser
+from tierlm.server.tool_parsers import ForcedToolCalls, ToolCallParser, forced_schema
 from tierlm.validation import check_text
 
 # apply_chat_template's own arguments and the variables the server passes: a request's template kwargs may not
@@ -126,19 +126,28 @@ async def chat_prompt(req: Any, encoder: PromptEncoder) -> tuple[list[int], str]
     return await encoder.encode(text, "messages", add_special_tokens=False), text
 
 
-def tool_parser_for(req: Any, parser: Optional[ToolCallParser]) -> Optional[ToolCallParser]:
-    """The parser that takes calls out of this chat request's answers (None: the answer is all text), after
-    checking `tool_choice` against the request's tools and the server's `--tool-call-parser`."""
+def tool_parser_for(req: Any, parser: Optional[ToolCallParser]) -> tuple[Optional[ToolCallParser], Optional[str]]:
+    """The parser that takes calls out of this chat request's answers (None: the answer is all text) and, where
+    `tool_choice` forces calls ('required' or a named function, as vLLM: without --tool-call-parser), the JSON
+    schema the answer is held to; after checking `tool_choice` against the request's tools and the server's
+    `--tool-call-parser`."""
     choice = req.tool_choice if req.tool_choice is not None else ("auto" if req.tools else "none")
     if choice == "none":
-        return None
+        return None, None
     if not req.tools:
         raise APIError(400, "tool_choice needs tools", "tool_choice")
     if choice != "auto":
-        raise APIError(400, "tool_choice 'required' or a named function needs guided decoding, which TierLM does "
-                            "not implement; send 'auto' or 'none'", "tool_choice", "unsupported")
+        function = None if choice == "required" else choice.function.name
+        if function is not None and function not in {t.function.name for t in req.tools}:
+            raise APIError(400, f"tool_choice names {function!r}, which is not among the tools",
+                           "tool_choice.function.name")
+        if req.response_format not in (None, {"type": "text"}):
+            raise APIError(400, "a forced tool_choice and a JSON response_format cannot both hold the answer",
+                           "response_format")
+        tools = [t.model_dump(exclude_none=True) for t in req.tools]
+        return ForcedToolCalls(function), forced_schema(tools, function, req.parallel_tool_calls is not False)
     if parser is None:
         raise APIError(400, "tools with tool_choice 'auto' (the default when tools are given) need the server to run "
                             "with --tool-call-parser (hermes for Qwen, llama3_json for Llama); tool_choice 'none' "
                             "renders the tools without taking calls out of the answer", "tool_choice")
-    return parser
+    return parser, None

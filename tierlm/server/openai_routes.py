@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from typing import Any, AsyncIterator, Optional
 
 from fastapi import APIRouter, Request
@@ -146,7 +147,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     max_tokens: Optional[int] = body.max_completion_tokens or body.max_tokens
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     params = sampling_params(body, max_tokens, logprobs, st.info)
-    tools = tool_parser_for(body, st.tools)
+    tools, forced = tool_parser_for(body, st.tools)
+    if forced is not None:  # the answer is held to the forced calls' schema
+        params = replace(params, json_schema=forced)
     ids, text = await chat_prompt(body, encoder)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     gen = Generation(st.client, fan_out(rid, [(ids, text)], body.n or 1, params, st.info, "messages", max_field),

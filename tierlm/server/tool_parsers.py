@@ -196,6 +196,53 @@ class Llama3JsonParser(ToolCallParser):
         return _Llama3Stream()
 
 
+class _ForcedStream(ToolStream):
+    def __init__(self, function: Optional[str]) -> None:
+        self.function = function
+        self.buf = ""
+
+    def feed(self, delta: str, final: bool) -> tuple[str, list[ToolCall]]:
+        self.buf += delta
+        if not final:
+            return "", []
+        text, self.buf = self.buf, ""
+        try:
+            doc = json.loads(text)
+        except ValueError:  # cut short by max_tokens
+            return text, []
+        if self.function is not None:
+            call = call_of({"name": self.function, "arguments": doc}, "arguments")
+            return ("", [call]) if call is not None else (text, [])
+        calls = [call_of(item, "parameters") for item in doc] if isinstance(doc, list) and doc else [None]
+        return (text, []) if None in calls else ("", calls)  # type: ignore[return-value]
+
+
+class ForcedToolCalls(ToolCallParser):
+    """The answer of a request whose `tool_choice` forces calls, written as JSON under `forced_schema` (whatever the
+    model's own format): the named function's arguments, or for 'required' a list of `{name, parameters}`. The
+    calls go out whole at the end; an answer cut short (max_tokens) stays text."""
+
+    name = "forced"
+
+    def __init__(self, function: Optional[str]) -> None:
+        self.function = function
+
+    def stream(self) -> ToolStream:
+        return _ForcedStream(self.function)
+
+
+def forced_schema(tools: list[dict[str, Any]], function: Optional[str], parallel: bool = True) -> str:
+    """The JSON schema (as text) that makes a model write forced calls: the named `function`'s parameters, or (None:
+    'required') a non-empty list of calls to any of `tools` (one call without `parallel`)."""
+    params = {t["function"]["name"]: t["function"].get("parameters") or {"type": "object"} for t in tools}
+    if function is not None:
+        return json.dumps(params[function])
+    items = {"anyOf": [{"type": "object", "properties": {"name": {"enum": [name]}, "parameters": schema},
+                        "required": ["name", "parameters"], "additionalProperties": False}
+                       for name, schema in params.items()]}
+    return json.dumps({"type": "array", "items": items, "minItems": 1, **({} if parallel else {"maxItems": 1})})
+
+
 # --tool-call-parser: vLLM's names, and SGLang's for the same formats
 PARSERS: dict[str, type[ToolCallParser]] = {"hermes": HermesParser, "qwen25": HermesParser, "qwen": HermesParser,
                                             "llama3_json": Llama3JsonParser, "llama3": Llama3JsonParser}
