@@ -93,6 +93,8 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
     if params.json_schema is not None:
         check_json_schema(params.json_schema)
+        if params.min_tokens:  # the grammar may be complete sooner, and then allows only end of sequence
+            bad("min_tokens", "cannot be combined with json_schema (the schema decides where the output ends)")
     if params.prompt_logprobs is not None and (not is_int(params.prompt_logprobs)
                                                or not 0 <= params.prompt_logprobs <= 20):
         bad("prompt_logprobs", f"must be in [0, 20], got {params.prompt_logprobs!r}")

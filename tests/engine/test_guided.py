@@ -70,6 +70,11 @@ def test_bad_schemas_are_refused(llm, schema, message):
     assert not llm.engine.guided._matchers and llm.engine.scheduler.num_guided == 0
 
 
+def test_min_tokens_with_a_schema_is_refused(llm):
+    with pytest.raises(RequestError, match="min_tokens cannot be combined with json_schema"):
+        SamplingParams(min_tokens=3, json_schema='{"type": "object"}').validate(512)
+
+
 def test_an_engine_without_a_tokenizer_refuses_a_schema(tiny_qwen3):
     engine = Engine(EngineConfig(model=str(tiny_qwen3), skip_tokenizer_init=True, **CPU_OPTS))
     with pytest.raises(RequestError, match="needs the model's tokenizer"):
@@ -85,3 +90,12 @@ def test_an_aborted_guided_request_leaves_nothing_behind(llm):
     while engine.has_unfinished():
         engine.step()
     assert not engine.guided._matchers and engine.scheduler.num_guided == 0
+
+
+def test_tensor_parallel_guides_as_one_device(tiny_qwen3, llm):
+    params = SamplingParams(max_tokens=60, temperature=0, json_schema=json.dumps(SCHEMA))
+    want = [o.token_ids for o in llm.generate(PROMPTS[:2], params)]
+    two = LLM(str(tiny_qwen3), tp_size=2, **CPU_OPTS)
+    got = two.generate(PROMPTS[:2], params)
+    two.close()
+    assert [o.token_ids for o in got] == want and all(_valid(o.text) for o in got)
