@@ -103,7 +103,8 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
     tools: Optional[list[Tool]] = Field(None, max_length=128)
-    # None: "auto" when tools are given (OpenAI's default); "required" and a named function need guided decoding
+    # None: "auto" when tools are given (OpenAI's default); "required" and a named function force calls, held to
+    # their JSON schema (`chat_render.tool_parser_for`)
     tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedToolChoice]] = None
     parallel_tool_calls: Optional[bool] = None
     # {"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema", "strict"}}
@@ -241,7 +242,7 @@ class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: Optional[str] = None  # null when the answer is only tool calls
     reasoning_content: Optional[str] = None  # with --reasoning-parser: the model's reasoning, apart
-    tool_calls: list[ToolCallOut] = Field(default_factory=list)  # with --tool-call-parser
+    tool_calls: list[ToolCallOut] = Field(default_factory=list)  # the calls taken out of the answer
 
 
 class ChatChoice(BaseModel):
