@@ -1,5 +1,6 @@
-"""OpenAI's `response_format` through a live server: a JSON schema (the official client, streamed and not), any
-JSON object, plain text, and SGLang's `json_schema` on /generate; each answer parses and follows its schema."""
+"""OpenAI's `response_format` through a live server: a JSON schema (the official client, streamed and not; on
+completions too, as vLLM takes it), any JSON object, plain text, and SGLang's `json_schema` on /generate; each
+answer parses and follows its schema."""
 from __future__ import annotations
 
 import json
@@ -43,6 +44,9 @@ def test_json_object_text_and_generate(client, server):  # noqa: F811
                                            response_format={"type": "text"})
     free = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=8, temperature=0)
     assert plain.choices[0].message.content == free.choices[0].message.content
+    cmpl = client.completions.create(model=server.model, prompt="Weather?", max_tokens=60, temperature=0,
+                                     extra_body={"response_format": FORMAT})
+    assert cmpl.choices[0].finish_reason == "stop" and _follows(cmpl.choices[0].text), cmpl.choices[0].text
     r = httpx.post(server.url + "/generate", timeout=60, json={"text": "Weather?", "sampling_params": {
         "max_tokens": 60, "temperature": 0, "json_schema": json.dumps(SCHEMA)}})
     assert r.status_code == 200 and _follows(r.json()["text"]), r.text

@@ -59,6 +59,9 @@ class SamplingFields(StrictModel):
     include_stop_str_in_output: Optional[bool] = False
     skip_special_tokens: Optional[bool] = True
     prompt_logprobs: Optional[int] = Field(None, ge=0, le=20)  # vLLM's: each prompt token's logprob (no stream)
+    # {"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema", "strict"}} (completions too,
+    # as vLLM)
+    response_format: Optional[dict[str, Any]] = None
     priority: Optional[int] = Field(None, ge=MIN_INT64, le=MAX_SEED)  # vLLM's: lower is admitted first
     # SGLang's extensions, which SGLang's router (sglang-router, smg) writes into every request it forwards:
     # no_stop_trim is SGLang's include_stop_str_in_output; return_hidden_states is refused by
@@ -107,8 +110,6 @@ class ChatCompletionRequest(SamplingFields):
     # their JSON schema (`chat_render.tool_parser_for`)
     tool_choice: Optional[Union[Literal["none", "auto", "required"], NamedToolChoice]] = None
     parallel_tool_calls: Optional[bool] = None
-    # {"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema", "strict"}}
-    response_format: Optional[dict[str, Any]] = None
     add_generation_prompt: Optional[bool] = True
     continue_final_message: Optional[bool] = False
     # vLLM's and SGLang's: extra variables for the chat template (Qwen3's {"enable_thinking": false})

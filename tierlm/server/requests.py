@@ -15,7 +15,7 @@ from tierlm.errors import RequestError
 from tierlm.sampling_params import SamplingParams
 from tierlm.server.errors import APIError
 from tierlm.server.prompt_encoder import PromptEncoder
-from tierlm.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from tierlm.server.protocol import CompletionRequest, SamplingFields
 from tierlm.validation import check_json_schema, check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
@@ -150,7 +150,7 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
         prompt_logprobs=prompt_logprobs if prompt_logprobs is not None else req.prompt_logprobs,
-        json_schema=json_schema_of(req.response_format) if isinstance(req, ChatCompletionRequest) else None,
+        json_schema=json_schema_of(req.response_format),
         min_tokens=req.min_tokens or 0,
         include_stop_str_in_output=bool(req.include_stop_str_in_output or req.no_stop_trim),
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,
