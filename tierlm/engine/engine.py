@@ -92,7 +92,7 @@ class Engine:
         if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
         self.min_tokens = MinTokens(self.eos_ids)
-        self.guided = GuidedDecoding(self.tokenizer, self.model_config.vocab_size, self.eos_ids)
+        self.guided = GuidedDecoding(self.tokenizer, self.model_config.vocab_size, self.eos_ids, self.device)
         self._pending: list[StepOutput] = []  # outputs produced outside a step (aborts, refusals)
         self._inflight: Optional[InFlight] = None  # launched on the device, not yet read back
         self.overlap = config.overlap_schedule

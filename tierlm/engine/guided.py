@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 class GuidedDecoding:
     """The engine's guided requests' grammar matchers (by request id), and the compiler that makes them."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Collection[int]) -> None:
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Collection[int], device: torch.device) -> None:
         self._tokenizer = tokenizer
+        self._pinned = torch.device(device).type == "cuda"  # the masks' upload must not wait for the stream
         self._vocab = vocab_size
         self._eos = sorted(eos_ids)
         self._compiler: Any = None
@@ -65,7 +66,9 @@ class GuidedDecoding:
             return None
         import xgrammar as xgr
 
-        bitmask = xgr.allocate_token_bitmask(len(rows), self._vocab)
+        # from pinned memory (`utils.upload`'s reason); a fresh block each pass, held until its copy has read it
+        bitmask = torch.full(xgr.get_bitmask_shape(len(rows), self._vocab), -1, dtype=xgr.bitmask_dtype,
+                             pin_memory=self._pinned)
         for j, i in enumerate(rows):
             self._matchers[reqs[i].request_id].fill_next_token_bitmask(bitmask, j)
 

@@ -22,6 +22,7 @@ from tierlm.kvcache.tier_io import Ticket, TierIO
 from tierlm.kvcache.transfer import PageTransfer
 from tierlm.models.config import ModelConfig
 from tierlm.parallel.group import TPGroup
+from tierlm.utils.upload import upload
 
 
 class Worker:
@@ -93,9 +94,8 @@ class Worker:
         attn.kv_loads = loads
         scoring = None
         if plan.score_index:  # prompt logprobs: rare, so their indices are not in the pass's packed upload
-            scoring = (torch.tensor(plan.score_index, dtype=torch.int64).to(self.device, non_blocking=True),
-                       torch.tensor(plan.score_targets, dtype=torch.int64).to(self.device, non_blocking=True),
-                       plan.score_top)
+            scoring = (upload(plan.score_index, torch.int64, self.device),
+                       upload(plan.score_targets, torch.int64, self.device), plan.score_top)
         try:
             logits, scores = self.runner.forward(batch, sites, scoring)
         finally:
