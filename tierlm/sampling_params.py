@@ -45,6 +45,7 @@ class SamplingParams:
     # SGLang's: a JSON schema (as JSON text) the output must follow (`engine.guided`); '{"type": "object"}' for any
     # JSON object (OpenAI's response_format json_object)
     json_schema: Optional[str] = None
+    regex: Optional[str] = None  # SGLang's: a regular expression the whole output matches (not with json_schema)
     skip_special_tokens: bool = True
     detokenize: bool = True  # False: token ids only (benchmarks); stop strings then cannot be used
     priority: int = 0  # admission order under --schedule-policy priority: lower first

@@ -1,6 +1,6 @@
 """OpenAI's `response_format` through a live server: a JSON schema (the official client, streamed and not; on
 completions too, as vLLM takes it), any JSON object, plain text, and SGLang's `json_schema` on /generate; each
-answer parses and follows its schema."""
+answer parses and follows its schema; SGLang's `regex` and vLLM's `guided_choice` likewise."""
 from __future__ import annotations
 
 import json
@@ -50,3 +50,18 @@ def test_json_object_text_and_generate(client, server):  # noqa: F811
     r = httpx.post(server.url + "/generate", timeout=60, json={"text": "Weather?", "sampling_params": {
         "max_tokens": 60, "temperature": 0, "json_schema": json.dumps(SCHEMA)}})
     assert r.status_code == 200 and _follows(r.json()["text"]), r.text
+
+
+def test_regex_and_guided_choice(client, server):  # noqa: F811
+    import re
+
+    choices = ["yes", "no (not at all)", "maybe."]
+    picked = client.completions.create(model=server.model, prompt="Sunny?", max_tokens=20, temperature=1.0, n=4,
+                                       seed=3, extra_body={"guided_choice": choices})
+    assert all(c.text in choices and c.finish_reason == "stop" for c in picked.choices), picked.choices
+    chat = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=20, temperature=0,
+                                          extra_body={"regex": "[A-Z][a-z]{2,5}, [0-9]{1,2} C"})
+    assert re.fullmatch("[A-Z][a-z]{2,5}, [0-9]{1,2} C", chat.choices[0].message.content)
+    r = httpx.post(server.url + "/generate", timeout=60, json={"text": "Weather?", "sampling_params": {
+        "max_tokens": 20, "temperature": 0, "regex": "(rain|sun)+"}})
+    assert r.status_code == 200 and re.fullmatch("(rain|sun)+", r.json()["text"]), r.text

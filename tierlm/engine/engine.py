@@ -261,9 +261,9 @@ class Engine:
                 req.detok.add(tok, check_stop=False)  # the stop token's text (none for a skipped special token)
         elif p.detokenize and (hit := req.detok.add(tok, not early)) is not None:
             req.finish_reason, req.stop_reason = "stop", hit
-        elif grammar is not None:  # its json_schema is complete (a rejected token is never sampled under the mask)
+        elif grammar is not None:  # its grammar is complete (a rejected token is never sampled under the mask)
             req.finish_reason = "stop" if grammar == "complete" else "error"
-            req.error = None if grammar == "complete" else f"token {tok} does not follow the request's json_schema"
+            req.error = None if grammar == "complete" else f"token {tok} does not follow the request's grammar"
         elif len(ids) - req.prompt_len >= req.max_new_tokens:  # outputs the host has seen
             req.finish_reason = "length"
         new = ids[req.prompt_len + req.emitted_tokens:]
@@ -274,7 +274,7 @@ class Engine:
         return self._output(req, new)
 
     def _forget(self, req: Req) -> None:
-        """`req` is over: the per-request state of `min_tokens` and `json_schema` goes."""
+        """`req` is over: the per-request state of `min_tokens` and of its grammar goes."""
         self.min_tokens.done(req)
         self.guided.done(req)
 

@@ -1,5 +1,5 @@
 """`GuidedDecoding`: structured outputs (OpenAI's `response_format` with a JSON schema, or any JSON object; SGLang's
-`json_schema`): each pass masks a guided request's logits to the tokens its grammar allows next, and the engine feeds
+`json_schema` and `regex`; vLLM's `guided_choice`): each pass masks a guided request's logits to the tokens its grammar allows next, and the engine feeds
 every token it appends to the request's matcher; a request whose grammar is complete ends ("stop").
 
 Grammars come from xgrammar, compiled against the served tokenizer and the model's vocabulary (the compiler is built
@@ -31,7 +31,7 @@ class GuidedDecoding:
         self._compiler: Any = None
         self._matchers: dict[str, Any] = {}
 
-    def _compile(self, schema: str) -> Any:
+    def _compile(self, params: Any) -> Any:
         import xgrammar as xgr
 
         if self._compiler is None:
@@ -39,21 +39,26 @@ class GuidedDecoding:
                                                       stop_token_ids=self._eos)
             self._compiler = xgr.GrammarCompiler(info)
         try:
-            return self._compiler.compile_json_schema(schema, any_whitespace=False)
+            if params.regex is not None:
+                return self._compiler.compile_regex(params.regex)
+            return self._compiler.compile_json_schema(params.json_schema, any_whitespace=False)
         except RuntimeError as e:  # xgrammar's message ends with what it could not take
             reason = str(e).strip().splitlines()[-1].split(": ", 1)[-1] if str(e).strip() else type(e).__name__
-            raise RequestError(f"json_schema: not a JSON schema this engine can follow ({reason})",
-                               "json_schema") from None
+            what, param = ("a regular expression", "regex") if params.regex is not None else \
+                ("a JSON schema", "json_schema")
+            raise RequestError(f"{param}: not {what} this engine can follow ({reason})", param) from None
 
     def expect(self, req: "Req") -> None:
         """Compile a new request's grammar (`RequestError` for a schema that cannot be followed) and mark it guided."""
-        if req.params.json_schema is None:
+        p = req.params
+        if p.json_schema is None and p.regex is None:
             return
+        param = "regex" if p.regex is not None else "json_schema"
         if self._tokenizer is None:
-            raise RequestError("json_schema needs the model's tokenizer (the engine runs without one)", "json_schema")
+            raise RequestError(f"{param} needs the model's tokenizer (the engine runs without one)", param)
         import xgrammar as xgr
 
-        self._matchers[req.request_id] = xgr.GrammarMatcher(self._compile(req.params.json_schema))
+        self._matchers[req.request_id] = xgr.GrammarMatcher(self._compile(p))
         req.guided = True
 
     def masker(self, reqs: Sequence["Req"]) -> Optional[Callable[[torch.Tensor], None]]:

@@ -141,9 +141,9 @@ def tool_parser_for(req: Any, parser: Optional[ToolCallParser]) -> tuple[Optiona
         if function is not None and function not in {t.function.name for t in req.tools}:
             raise APIError(400, f"tool_choice names {function!r}, which is not among the tools",
                            "tool_choice.function.name")
-        if req.response_format not in (None, {"type": "text"}):
-            raise APIError(400, "a forced tool_choice and a JSON response_format cannot both hold the answer",
-                           "response_format")
+        if req.response_format not in (None, {"type": "text"}) or req.regex or req.guided_choice:
+            raise APIError(400, "a forced tool_choice and a response_format, regex or guided_choice cannot both hold "
+                                "the answer", "tool_choice")
         tools = [t.model_dump(exclude_none=True) for t in req.tools]
         return ForcedToolCalls(function), forced_schema(tools, function, req.parallel_tool_calls is not False)
     if parser is None:

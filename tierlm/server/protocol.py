@@ -62,6 +62,8 @@ class SamplingFields(StrictModel):
     # {"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema", "strict"}} (completions too,
     # as vLLM)
     response_format: Optional[dict[str, Any]] = None
+    regex: Optional[str] = None  # SGLang's: a regular expression the whole output matches
+    guided_choice: Optional[list[str]] = Field(None, min_length=1, max_length=256)  # vLLM's: one of these texts
     priority: Optional[int] = Field(None, ge=MIN_INT64, le=MAX_SEED)  # vLLM's: lower is admitted first
     # SGLang's extensions, which SGLang's router (sglang-router, smg) writes into every request it forwards:
     # no_stop_trim is SGLang's include_stop_str_in_output; return_hidden_states is refused by
@@ -141,6 +143,7 @@ class NativeSamplingParams(StrictModel):
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     prompt_logprobs: Optional[int] = Field(None, ge=0, le=20)
     json_schema: Optional[str] = None  # SGLang's: a JSON schema as text that the output follows
+    regex: Optional[str] = None  # SGLang's: a regular expression the whole output matches
     skip_special_tokens: bool = True
     priority: int = Field(0, ge=MIN_INT64, le=MAX_SEED)
 

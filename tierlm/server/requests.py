@@ -20,6 +20,7 @@ from tierlm.validation import check_json_schema, check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
 MAX_STOPS = 16
+REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/-")  # escaped when a guided_choice becomes a regex
 
 
 @dataclass
@@ -99,6 +100,19 @@ def json_schema_of(fmt: Optional[dict[str, Any]]) -> Optional[str]:
                         "\"json_schema\", \"json_schema\": {...}}", "response_format")
 
 
+def regex_of(req: SamplingFields) -> Optional[str]:
+    """The request's `regex` (SGLang's), or its `guided_choice` (vLLM's) as one: exactly one of the texts."""
+    if req.guided_choice is None:
+        return req.regex
+    if req.regex is not None:
+        raise APIError(400, "give regex or guided_choice, not both", "guided_choice")
+    for i, text in enumerate(req.guided_choice):
+        if not text:
+            raise APIError(400, f"guided_choice.{i}: a choice must not be empty", f"guided_choice.{i}")
+        check_text(text, f"guided_choice.{i}")
+    return "(" + "|".join("".join("\\" + c if c in REGEX_SPECIAL else c for c in t) for t in req.guided_choice) + ")"
+
+
 def logit_bias(bias: Optional[dict[str, float]], param: str = "logit_bias") -> Optional[dict[int, float]]:
     """OpenAI's `logit_bias` (JSON keys are strings: token ids written in decimal) with integer keys; None when
     absent or empty. Ranges are checked with the other sampling fields (`validation.check_logit_bias`)."""
@@ -150,7 +164,7 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
         prompt_logprobs=prompt_logprobs if prompt_logprobs is not None else req.prompt_logprobs,
-        json_schema=json_schema_of(req.response_format),
+        json_schema=json_schema_of(req.response_format), regex=regex_of(req),
         min_tokens=req.min_tokens or 0,
         include_stop_str_in_output=bool(req.include_stop_str_in_output or req.no_stop_trim),
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,
