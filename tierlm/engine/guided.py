@@ -1,6 +1,7 @@
 """`GuidedDecoding`: structured outputs (OpenAI's `response_format` with a JSON schema, or any JSON object; SGLang's
-`json_schema` and `regex`; vLLM's `guided_choice`): each pass masks a guided request's logits to the tokens its grammar allows next, and the engine feeds
-every token it appends to the request's matcher; a request whose grammar is complete ends ("stop").
+`json_schema` and `regex`; vLLM's `guided_choice`): each pass masks a guided request's logits to the tokens its
+grammar allows next, and the engine feeds every token it appends to the request's matcher; a request whose grammar
+is complete ends ("stop").
 
 Grammars come from xgrammar, compiled against the served tokenizer and the model's vocabulary (the compiler is built
 on the first guided request and keeps its compiled schemas). The mask needs the request's last token, so a guided
