@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from tierlm.kv_events_settings import parse_kv_events_config
-from tierlm.server.protocol import ModelList
+from tierlm.server.responses import ModelList
 from tierlm.server.state import get_state
 from tierlm.version import __version__
 

@@ -11,7 +11,8 @@ from tierlm.sampling_params import SamplingParams
 from tierlm.server import formatting as fmt
 from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
-from tierlm.server.protocol import GenerateRequest, GenerateResponse, error_responses
+from tierlm.server.protocol import GenerateRequest
+from tierlm.server.responses import GenerateResponse, error_responses
 from tierlm.server.requests import fan_out, logit_bias, need_tokenizer, validated
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond

@@ -14,10 +14,10 @@ from tierlm.server.chat_output import ChoiceOutput
 from tierlm.server.chat_render import chat_prompt, tool_parser_for
 from tierlm.server.errors import APIError, error_body
 from tierlm.server.generation import Generation
-from tierlm.server.protocol import (ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
-                                    CompletionResponse, error_responses)
+from tierlm.server.protocol import ChatCompletionRequest, CompletionRequest
 from tierlm.server.requests import (SubRequest, check_model, completion_prompts, fan_out, need_tokenizer,
                                     sampling_params, unsupported)
+from tierlm.server.responses import ChatCompletionResponse, CompletionResponse, error_responses
 from tierlm.server.state import get_state
 from tierlm.server.streaming import respond
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 
 from tierlm.server.chat_render import chat_text
 from tierlm.server.errors import APIError
-from tierlm.server.protocol import (DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse,
-                                    error_responses)
+from tierlm.server.protocol import DetokenizeRequest, TokenizeRequest
+from tierlm.server.responses import DetokenizeResponse, TokenizeResponse, error_responses
 from tierlm.server.requests import check_model, need_tokenizer
 from tierlm.server.state import get_state
 from tierlm.validation import check_token_ids
