@@ -142,6 +142,14 @@ CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
     ("regex-with-json-format", CH, chat(regex="a+", response_format={"type": "json_object"}), None, 400, "regex"),
     ("generate-json-schema-not-json", GEN, {"text": "Hi", "sampling_params": {"json_schema": "{nope"}}, None, 400,
      "sampling_params.json_schema"),
+    ("tool-parameters-nan", CH, b'{"model": "MODEL", "messages": [{"role": "user", "content": "Hi"}], "tools": '
+     b'[{"type": "function", "function": {"name": "f", "parameters": {"maximum": NaN}}}], "tool_choice": "none"}',
+     None, 400, "NaN and infinity"),
+    ("template-kwargs-infinity", CH, b'{"model": "MODEL", "messages": [{"role": "user", "content": "Hi"}], '
+     b'"chat_template_kwargs": {"t": Infinity}}', None, 400, "chat_template_kwargs"),
+    ("response-format-schema-nan", CH, b'{"model": "MODEL", "messages": [{"role": "user", "content": "Hi"}], '
+     b'"response_format": {"type": "json_schema", "json_schema": {"schema": {"maximum": NaN}}}}', None, 400,
+     "response_format.json_schema.schema"),
     ("tokenize-tools-without-messages", TOK, {"prompt": "hi", "tools": [TOOL]}, None, 400, "tools"),
     ("min-tokens-over-max-tokens", C, cmpl(min_tokens=5, max_tokens=4), None, 400, "min_tokens"),
     ("min-tokens-negative", CH, chat(min_tokens=-1), None, 400, "min_tokens"),

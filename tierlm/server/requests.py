@@ -93,7 +93,11 @@ def json_schema_of(fmt: Optional[dict[str, Any]]) -> Optional[str]:
                 not set(spec) <= {"name", "description", "schema", "strict"}:
             raise APIError(400, "response_format.json_schema: an object with a JSON schema object as `schema` (and "
                                 "optionally name, description, strict)", "response_format.json_schema")
-        text = json.dumps(spec["schema"], ensure_ascii=False)
+        try:
+            text = json.dumps(spec["schema"], ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            raise APIError(400, "response_format.json_schema.schema: NaN and infinity are not JSON numbers",
+                           "response_format.json_schema.schema") from None
         check_json_schema(text, "response_format.json_schema.schema")
         return text
     raise APIError(400, "response_format: {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": "
