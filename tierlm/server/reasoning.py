@@ -19,8 +19,9 @@ from dataclasses import dataclass
 START, END = "<think>", "</think>"
 
 
-def _held(text: str, tag: str) -> int:
-    """Characters at the end of `text` that begin `tag` (what must wait for the next delta)."""
+def held_back(text: str, tag: str) -> int:
+    """Characters at the end of `text` that begin `tag` (what a stream must hold until the next delta; the tool-call
+    parsers' too)."""
     for n in range(min(len(text), len(tag) - 1), 0, -1):
         if tag.startswith(text[-n:]):
             return n
@@ -54,7 +55,7 @@ class ReasoningStream:
                     reasoning += self.buf[:at]
                     self.buf, self.state = self.buf[at + len(END):], "gap"
                     continue
-                keep = _held(self.buf, END)
+                keep = held_back(self.buf, END)
                 reasoning += self.buf[:len(self.buf) - keep]
                 self.buf = self.buf[len(self.buf) - keep:]
                 break

@@ -21,6 +21,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from tierlm.server.reasoning import held_back
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -49,14 +51,6 @@ def call_of(obj: Any, args_key: str) -> Optional[ToolCall]:
     if not isinstance(args, dict):
         return None
     return ToolCall(obj["name"], json.dumps(args, ensure_ascii=False))
-
-
-def _held(text: str, tag: str) -> int:
-    """Characters at the end of `text` that begin `tag` (what must wait for the next delta)."""
-    for n in range(min(len(text), len(tag) - 1), 0, -1):
-        if tag.startswith(text[-n:]):
-            return n
-    return 0
 
 
 class ToolStream(ABC):
@@ -103,7 +97,7 @@ class _HermesStream(ToolStream):
                         break
                 at = self.buf.find(self.START)
                 if at < 0:
-                    keep = 0 if final else _held(self.buf, self.START)
+                    keep = 0 if final else held_back(self.buf, self.START)
                     out, self.buf = out + self.buf[:len(self.buf) - keep], self.buf[len(self.buf) - keep:]
                     self.state = "text"
                     break
