@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from tierlm.server.errors import APIError
 from tierlm.server.prompt_encoder import PromptEncoder
+from tierlm.server.requests import json_text
 from tierlm.server.tool_parsers import ForcedToolCalls, ToolCallParser, forced_schema
 from tierlm.validation import check_text
 
@@ -73,21 +74,12 @@ def _messages(req: Any, encoder: PromptEncoder) -> list[dict[str, Any]]:
     return messages
 
 
-def _json_text(value: Any, param: str) -> str:
-    """`value` as JSON text; a 400 for NaN or infinity inside it (JSON has neither; the request parser lets them into
-    free-form objects)."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        raise APIError(400, f"{param}: NaN and infinity are not JSON numbers", param) from None
-
-
 def _tools(req: Any, encoder: PromptEncoder) -> Optional[list[dict[str, Any]]]:
     """The request's tools for the template; 400 when the template would silently leave them out."""
     if not getattr(req, "tools", None):
         return None
     tools = [t.model_dump(exclude_none=True) for t in req.tools]
-    text = _json_text(tools, "tools")
+    text = json_text(tools, "tools")
     encoder.check_length(len(text), "tools")
     check_text(text, "tools")
     template = encoder.tokenizer.chat_template
@@ -100,7 +92,7 @@ def _tools(req: Any, encoder: PromptEncoder) -> Optional[list[dict[str, Any]]]:
 
 def _template_kwargs(kwargs: Optional[dict[str, Any]]) -> dict[str, Any]:
     """`chat_template_kwargs`: variables for the template, never the arguments the server sets itself."""
-    _json_text(kwargs, "chat_template_kwargs")
+    json_text(kwargs, "chat_template_kwargs")
     for key in kwargs or {}:
         if not key.isidentifier() or key in RESERVED_TEMPLATE_ARGS:
             raise APIError(400, f"chat_template_kwargs: {key!r} cannot be set (a template variable name, not one "

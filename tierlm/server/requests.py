@@ -79,6 +79,15 @@ def unsupported(req: SamplingFields) -> None:
             raise APIError(400, f"{name} is not supported by TierLM", name, "unsupported")
 
 
+def json_text(value: Any, param: str) -> str:
+    """`value` as JSON text; a 400 for NaN or infinity inside it (JSON has neither; the request parser lets them into
+    free-form objects)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        raise APIError(400, f"{param}: NaN and infinity are not JSON numbers", param) from None
+
+
 def json_schema_of(fmt: Optional[dict[str, Any]]) -> Optional[str]:
     """OpenAI's `response_format` as the JSON schema text the engine follows (`SamplingParams.json_schema`), or None
     for plain text."""
@@ -93,11 +102,7 @@ def json_schema_of(fmt: Optional[dict[str, Any]]) -> Optional[str]:
                 not set(spec) <= {"name", "description", "schema", "strict"}:
             raise APIError(400, "response_format.json_schema: an object with a JSON schema object as `schema` (and "
                                 "optionally name, description, strict)", "response_format.json_schema")
-        try:
-            text = json.dumps(spec["schema"], ensure_ascii=False, allow_nan=False)
-        except ValueError:
-            raise APIError(400, "response_format.json_schema.schema: NaN and infinity are not JSON numbers",
-                           "response_format.json_schema.schema") from None
+        text = json_text(spec["schema"], "response_format.json_schema.schema")
         check_json_schema(text, "response_format.json_schema.schema")
         return text
     raise APIError(400, "response_format: {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": "
