@@ -112,3 +112,50 @@ def test_tensor_parallel_guides_as_one_device(tiny_qwen3, llm):
     got = two.generate(PROMPTS[:2], params)
     two.close()
     assert [o.token_ids for o in got] == want and all(_valid(o.text) for o in got)
+
+
+def _drain(engine, outs: dict) -> None:
+    while engine.has_unfinished():
+        for o in engine.step():
+            outs.setdefault(o.request_id, []).append(o)
+
+
+def test_a_slow_grammar_compile_holds_back_nothing_else(llm, monkeypatch):
+    import threading
+
+    engine, gate = llm.engine, threading.Event()
+    compile_ = engine.guided._compile
+    monkeypatch.setattr(engine.guided, "_compile", lambda grammar: gate.wait(30) and compile_(grammar))
+    engine.add_request("free", [5, 6, 7], SamplingParams(max_tokens=8, temperature=0, ignore_eos=True))
+    schema = SamplingParams(max_tokens=60, temperature=0, json_schema=json.dumps(SCHEMA))
+    engine.add_request("g", [5, 6, 7, 8], schema)
+    engine.add_request("gone", [9, 9], schema)
+    with pytest.raises(RequestError, match="already in use"):
+        engine.add_request("g", [1], schema)
+    assert engine.num_waiting() == 3 and engine.guided.num_compiling == 2
+    outs: dict = {}
+    while not any(o.finished for o in outs.get("free", [])):  # the free request runs to its end meanwhile
+        for o in engine.step():
+            outs.setdefault(o.request_id, []).append(o)
+    assert sum(len(o.new_token_ids) for o in outs["free"]) == 8 and set(outs) == {"free"}
+    engine.abort_request("gone")  # still compiling
+    gate.set()
+    _drain(engine, outs)
+    assert [o.finish_reason for o in outs["gone"]] == ["abort"]
+    text = "".join(o.new_text for o in outs["g"])
+    assert outs["g"][-1].finish_reason == "stop" and _valid(text), text
+    assert not engine.guided._matchers and engine.guided.num_compiling == 0 and engine.scheduler.num_guided == 0
+
+
+def test_a_grammar_that_fails_to_compile_ends_only_its_request(llm, monkeypatch):
+    engine = llm.engine
+
+    def fail(grammar):
+        raise MemoryError("no room")
+    monkeypatch.setattr(engine.guided, "_compile", fail)
+    engine.add_request("bad", [5, 6, 7], SamplingParams(max_tokens=8, json_schema=json.dumps(SCHEMA)))
+    engine.add_request("ok", [5, 6, 7], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
+    outs: dict = {}
+    _drain(engine, outs)
+    assert outs["bad"][-1].finish_reason == "error" and "did not compile (MemoryError: no room)" in outs["bad"][-1].error
+    assert outs["ok"][-1].finish_reason == "length" and not engine.guided._matchers

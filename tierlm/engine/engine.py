@@ -9,8 +9,8 @@ import torch
 
 from tierlm.config import EngineConfig
 from tierlm.engine import startup
+from tierlm.engine.admission import new_request
 from tierlm.engine.batch import ScheduledBatch
-from tierlm.engine.detokenizer import IncrementalDetokenizer
 from tierlm.engine.errors import RequestError
 from tierlm.engine.engine_stats import engine_info, engine_stats
 from tierlm.engine.gc_watch import GcWatch, freeze_heap, thaw_heap
@@ -35,7 +35,6 @@ from tierlm.models.config import ModelConfig
 from tierlm.models.generation_config import GenerationDefaults, generation_defaults
 from tierlm.models.loader import resolve_model_dir
 from tierlm.sampling_params import SamplingParams
-from tierlm.validation import check_prompt_ids
 
 logger = logging.getLogger(__name__)
 
@@ -109,35 +108,23 @@ class Engine:
                     cache: bool = True) -> None:
         """Queue a request; raises `RequestError` (or `PromptTooLongError`) for one the engine cannot serve.
         `cache` False: nothing of it enters the prefix cache or the lower tiers (warm-ups)."""
-        vocab = self.model_config.vocab_size
-        params.validate(vocab)
-        if self.tokenizer is None and params.detokenize:
-            raise RequestError("the engine runs without a tokenizer (--skip-tokenizer-init): set detokenize=False")
-        check_prompt_ids(prompt_token_ids, vocab, self.max_model_len)
-        n = len(prompt_token_ids)
-        if self.scheduler.find(request_id) is not None:
+        if self.scheduler.find(request_id) is not None or self.guided.compiling(request_id) is not None:
             raise RequestError(f"request id {request_id!r} is already in use")
-        room = self.max_model_len - n
-        max_new = room if params.max_tokens is None else min(params.max_tokens, room)
-        gen = None
-        if params.seed is not None and not params.greedy:
-            gen = torch.Generator(device=self.device).manual_seed(params.seed)
-        req = Req(request_id=request_id, prompt_len=n, token_ids=list(prompt_token_ids), params=params,
-                  max_new_tokens=max_new, generator=gen, cacheable=cache,
-                  detok=IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop,
-                                               params.skip_special_tokens, params.include_stop_str_in_output)
-                  if params.detokenize else None,
-                  logprobs=[] if params.logprobs is not None else None, penalized=params.penalized,
-                  prompt_logprobs=[None] if params.prompt_logprobs is not None else None)
-        self.guided.expect(req)  # first: a schema it cannot follow refuses the request before anything holds it
+        req = new_request(request_id, prompt_token_ids, params, cache, tokenizer=self.tokenizer,
+                          vocab_size=self.model_config.vocab_size, max_model_len=self.max_model_len,
+                          device=self.device)
+        # first: a schema it cannot follow refuses the request before anything holds it; a guided one is queued
+        # when its grammar has compiled (`step`)
+        ready = self.guided.expect(req)
         self.penalties.expect(req)
         self.min_tokens.expect(req)
-        self.scheduler.add(req)
+        if ready:
+            self.scheduler.add(req)
         self.counters["requests"] += 1
 
     def abort_request(self, request_id: str) -> None:
         """Stop a request and free its KV now; the next `step` reports it with finish_reason 'abort'."""
-        req = self.scheduler.find(request_id)
+        req = self.scheduler.find(request_id) or self.guided.compiling(request_id)
         if req is None:
             return
         self.scheduler.remove(req, cache=False)
@@ -146,7 +133,8 @@ class Engine:
         self._pending.append(self._output(req, []))
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_work() or bool(self._pending) or self._inflight is not None
+        return self.scheduler.has_work() or bool(self._pending) or self._inflight is not None or \
+            self.guided.num_compiling > 0
 
     def keep_warm(self) -> bool:
         """Keep an idle device quick to start the next request (`Worker.keep_warm`; the server's loop calls it)."""
@@ -159,7 +147,7 @@ class Engine:
 
     def num_waiting(self) -> int:
         """Requests queued, not yet admitted (what a server bounds; cheap, unlike `stats()`)."""
-        return len(self.scheduler.waiting)
+        return len(self.scheduler.waiting) + self.guided.num_compiling
 
     # ---- the loop ------------------------------------------------------------------------------------------
     def step(self) -> list[StepOutput]:
@@ -171,13 +159,17 @@ class Engine:
         clock = self.clock
         clock.start()
         outputs, self._pending = self._pending, []
+        idle = not outputs and self._inflight is None and not self.scheduler.has_work()
+        for req, error in self.guided.compiled(timeout=0.01 if idle else 0.0):  # guided requests ready to queue
+            if error is None:
+                self.scheduler.add(req)
+            else:
+                outputs.append(self._refuse(req, error))
         batch, refused = self.scheduler.schedule()
         for req in refused:
-            self._forget(req)
-            req.finish_reason, req.error = "error", (
-                f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) but the KV pool holds "
-                f"{self.kv.capacity_pages * self.kv.page_size}; lower max_tokens or raise --kv-cache-gb")
-            outputs.append(self._output(req, []))
+            outputs.append(self._refuse(req, f"request needs {req.max_seq_len} tokens of KV (prompt + max_tokens) "
+                                        f"but the KV pool holds {self.kv.capacity_pages * self.kv.page_size}; "
+                                        "lower max_tokens or raise --kv-cache-gb"))
         clock.lap("schedule")
         launched = self._launch(batch)
         clock.lap("launch")
@@ -273,6 +265,12 @@ class Engine:
                 self._forget(req)
         return self._output(req, new)
 
+    def _refuse(self, req: Req, error: str) -> StepOutput:
+        """`req`, taken out of the engine, ends with an error."""
+        self._forget(req)
+        req.finish_reason, req.error = "error", error
+        return self._output(req, [])
+
     def _forget(self, req: Req) -> None:
         """`req` is over: the per-request state of `min_tokens` and of its grammar goes."""
         self.min_tokens.done(req)
@@ -312,6 +310,7 @@ class Engine:
         if self.worker is not None:
             self.worker.close()  # stops the other tensor-parallel ranks
         self.worker = None  # type: ignore[assignment]
+        self.guided.close()
         self.gc.close()
         if self.config.gc_freeze:
             thaw_heap()  # the closed engine's cycles become collectable again

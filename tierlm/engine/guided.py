@@ -4,12 +4,17 @@ grammar allows next, and the engine feeds every token it appends to the request'
 is complete ends ("stop").
 
 Grammars come from xgrammar, compiled against the served tokenizer and the model's vocabulary (the compiler is built
-on the first guided request and keeps its compiled schemas). The mask needs the request's last token, so a guided
-request never has two passes in flight: under overlap scheduling it sits out every other decode step (the
-scheduler leaves it out while its token is in flight), and no other request waits for it.
+on the first guided request and keeps its compiled grammars). A request's schema or regex is turned into a grammar
+when it arrives (what cannot be followed is refused at once), and compiled on a worker thread: a large schema never
+stalls the steps of the requests already running; the request joins the queue once its grammar is ready. The mask
+needs the request's last token, so a guided request never has two passes in flight: under overlap scheduling it
+sits out every other decode step (the scheduler leaves it out while its token is in flight), and no other request
+waits for it.
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Callable, Collection, Optional, Sequence
 
 import torch
@@ -22,7 +27,10 @@ if TYPE_CHECKING:
 
 
 class GuidedDecoding:
-    """The engine's guided requests' grammar matchers (by request id), and the compiler that makes them."""
+    """The engine's guided requests' grammar matchers (by request id), the compiler that makes them, and the requests
+    whose grammars are being compiled."""
+
+    COMPILE_THREADS = 2  # a large schema's compile does not hold back a small one behind it
 
     def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Collection[int], device: torch.device) -> None:
         self._tokenizer = tokenizer
@@ -30,37 +38,84 @@ class GuidedDecoding:
         self._vocab = vocab_size
         self._eos = sorted(eos_ids)
         self._compiler: Any = None
+        self._compiler_lock = threading.Lock()
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._compiling: dict[str, tuple["Req", Future]] = {}  # arrival order
         self._matchers: dict[str, Any] = {}
 
-    def _compile(self, params: Any) -> Any:
+    def _grammar(self, params: Any) -> Any:
+        """The request's schema or regex as an xgrammar `Grammar` (quick; `RequestError` for one it cannot follow)."""
         import xgrammar as xgr
 
-        if self._compiler is None:
-            info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._vocab,
-                                                      stop_token_ids=self._eos)
-            self._compiler = xgr.GrammarCompiler(info)
         try:
             if params.regex is not None:
-                return self._compiler.compile_regex(params.regex)
-            return self._compiler.compile_json_schema(params.json_schema, any_whitespace=False)
+                return xgr.Grammar.from_regex(params.regex)
+            return xgr.Grammar.from_json_schema(params.json_schema, any_whitespace=False)
         except RuntimeError as e:  # xgrammar's message ends with what it could not take
             reason = str(e).strip().splitlines()[-1].split(": ", 1)[-1] if str(e).strip() else type(e).__name__
             what, param = ("a regular expression", "regex") if params.regex is not None else \
                 ("a JSON schema", "json_schema")
             raise RequestError(f"{param}: not {what} this engine can follow ({reason})", param) from None
 
-    def expect(self, req: "Req") -> None:
-        """Compile a new request's grammar (`RequestError` for a schema that cannot be followed) and mark it guided."""
+    def _compile(self, grammar: Any) -> Any:
+        """On a compile thread: the grammar's token masks against the vocabulary (cached by the compiler)."""
+        import xgrammar as xgr
+
+        with self._compiler_lock:
+            if self._compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._vocab,
+                                                          stop_token_ids=self._eos)
+                self._compiler = xgr.GrammarCompiler(info)
+        return self._compiler.compile_grammar(grammar)
+
+    def expect(self, req: "Req") -> bool:
+        """A new request: False while its grammar compiles (it is marked guided; `compiled` hands it back when it
+        may be queued), True when it can be queued now (it is not guided). `RequestError` for a schema or regex
+        that cannot be followed."""
         p = req.params
         if p.json_schema is None and p.regex is None:
-            return
+            return True
         param = "regex" if p.regex is not None else "json_schema"
         if self._tokenizer is None:
             raise RequestError(f"{param} needs the model's tokenizer (the engine runs without one)", param)
+        grammar = self._grammar(p)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.COMPILE_THREADS, thread_name_prefix="grammar")
+        self._compiling[req.request_id] = (req, self._pool.submit(self._compile, grammar))
+        req.guided = True
+        return False
+
+    @property
+    def num_compiling(self) -> int:
+        """Requests whose grammars are being compiled (accepted, not yet queued)."""
+        return len(self._compiling)
+
+    def compiling(self, request_id: str) -> Optional["Req"]:
+        """The request of this id if its grammar is being compiled, else None."""
+        held = self._compiling.get(request_id)
+        return held[0] if held is not None else None
+
+    def compiled(self, timeout: float = 0.0) -> list[tuple["Req", Optional[str]]]:
+        """The requests whose grammars are ready, in arrival order, each with None (queue it now: its matcher is
+        made) or why its grammar failed. Waits up to `timeout` seconds for the first (an engine with nothing else
+        to do)."""
+        if not self._compiling:
+            return []
+        if timeout > 0:
+            wait([f for _, f in self._compiling.values()], timeout, FIRST_COMPLETED)
         import xgrammar as xgr
 
-        self._matchers[req.request_id] = xgr.GrammarMatcher(self._compile(p))
-        req.guided = True
+        ready: list[tuple["Req", Optional[str]]] = []
+        for rid, (req, future) in list(self._compiling.items()):
+            if not future.done():
+                continue
+            del self._compiling[rid]
+            try:
+                self._matchers[rid] = xgr.GrammarMatcher(future.result())
+                ready.append((req, None))
+            except Exception as e:  # noqa: BLE001 - anything the compiler raised ends this request, not the engine
+                ready.append((req, f"the request's grammar did not compile ({type(e).__name__}: {e})"))
+        return ready
 
     def masker(self, reqs: Sequence["Req"]) -> Optional[Callable[[torch.Tensor], None]]:
         """For a pass sampling one token per request: what masks its float32 logits in place (the guided rows to
@@ -96,5 +151,13 @@ class GuidedDecoding:
         return "complete" if matcher.is_terminated() else None
 
     def done(self, req: "Req") -> None:
-        """`req` finished or was aborted: drop its matcher."""
+        """`req` finished or was aborted: drop its matcher, or its compile if that has not begun."""
         self._matchers.pop(req.request_id, None)
+        held = self._compiling.pop(req.request_id, None)
+        if held is not None:
+            held[1].cancel()
+
+    def close(self) -> None:
+        """Stop the compile threads (a compile under way is left to end on its own)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
