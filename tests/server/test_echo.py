@@ -88,3 +88,26 @@ def test_the_openai_client_reads_echoed_logprobs(client, reference):  # noqa: F8
     lps = out.choices[0].logprobs
     assert lps.token_logprobs[0] is None
     assert lps.token_logprobs[1:len(ids)] == pytest.approx(want, abs=1e-4)
+
+
+def test_max_tokens_zero_with_echo_answers_the_prompt_alone(server, reference):  # noqa: F811
+    ids, want, tok = reference
+    body = dict(prompt=[ids, ids], max_tokens=0, echo=True, logprobs=1)
+    got = _post(server, "/v1/completions", **body)
+    for c in got["choices"]:
+        assert c["text"] == tok.decode(ids) and c["finish_reason"] == "length" and c["stop_reason"] is None
+        assert len(c["logprobs"]["tokens"]) == len(ids)
+        assert c["logprobs"]["token_logprobs"][1:] == pytest.approx(want, abs=1e-4)
+    assert got["usage"]["completion_tokens"] == 0 and got["usage"]["prompt_tokens"] == 2 * len(ids)
+    chunks = []
+    with httpx.stream("POST", server.url + "/v1/completions", timeout=60, json={
+            "model": server.model, "stream": True, "stream_options": {"include_usage": True}, **body}) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    texts = {0: "", 1: ""}
+    for c in (c for chunk in chunks for c in chunk["choices"]):
+        texts[c["index"]] += c["text"]
+    assert texts == {0: tok.decode(ids), 1: tok.decode(ids)} and chunks[-1]["usage"]["completion_tokens"] == 0
+    r = httpx.post(server.url + "/v1/completions", json={"model": server.model, "prompt": PROMPT, "max_tokens": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    echo_text = _post(server, "/v1/completions", prompt=PROMPT, max_tokens=0, echo=True)["choices"][0]["text"]
+    assert echo_text == PROMPT

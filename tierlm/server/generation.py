@@ -7,6 +7,7 @@ refusal (queue full, prompt too long) becomes the HTTP status instead of an erro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any, AsyncIterator, Awaitable, Optional, TypeVar
 
@@ -27,10 +28,15 @@ class ClientGone(Exception):
 
 
 class Generation:
-    """Runs a group of sub-requests (n choices x prompts) and yields their outputs in arrival order."""
+    """Runs a group of sub-requests (n choices x prompts) and yields their outputs in arrival order.
 
-    def __init__(self, client: EngineClient, subs: list[SubRequest], metrics: Optional[ServerMetrics] = None):
+    `prompt_only`: the answer carries none of the outputs' tokens (a completion's `max_tokens: 0` with `echo`: each
+    sub-request runs one token, which is how its prompt gets scored, and that token is left out)."""
+
+    def __init__(self, client: EngineClient, subs: list[SubRequest], metrics: Optional[ServerMetrics] = None,
+                 prompt_only: bool = False):
         self.client = client
+        self.prompt_only = prompt_only
         self.subs = {s.rid: s for s in subs}
         self.metrics = metrics
         self.queue: asyncio.Queue = asyncio.Queue()
@@ -92,7 +98,7 @@ class Generation:
                     continue
                 if item.finished:
                     self.unfinished.discard(item.request_id)
-                yield self.subs[item.request_id], item
+                yield self.subs[item.request_id], _without_tokens(item) if self.prompt_only else item
 
     def _observe(self, o: StepOutput) -> None:
         now = time.monotonic()
@@ -199,3 +205,11 @@ async def collect(gen: Generation) -> dict[str, Any]:
     for r in results.values():
         r["text"] = "".join(r["text"])
     return results
+
+
+def _without_tokens(o: StepOutput) -> StepOutput:
+    """`o` as a `max_tokens: 0` answer shows it: no tokens, text or logprobs of the output; ended by its length."""
+    ended = o.finish_reason in ("stop", "length")
+    return dataclasses.replace(o, new_token_ids=[], new_text="",
+                               new_logprobs=[] if o.new_logprobs is not None else None, num_output_tokens=0, finish_reason="length" if ended else o.finish_reason,
+                               stop_reason=None)

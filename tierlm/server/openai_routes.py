@@ -54,15 +54,18 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     echo = bool(body.echo)
     if echo and ids_only:
         need_tokenizer(st.encoder, "echo")
+    prompt_only = body.max_tokens == 0  # as vLLM: the echoed prompt alone (log-likelihood harnesses send it)
+    if prompt_only and not echo:
+        raise APIError(400, "max_tokens: 0 asks for no output, which only makes sense with echo", "max_tokens")
     # echo with logprobs scores the prompt (OpenAI's legacy form of what vLLM calls prompt_logprobs)
     scored = body.logprobs if echo and body.logprobs is not None else None
     if body.prompt_logprobs is not None:
         scored = max(scored or 0, body.prompt_logprobs)
-    params = sampling_params(body, 16 if body.max_tokens is None else body.max_tokens, body.logprobs, st.info,
+    params = sampling_params(body, 16 if body.max_tokens is None else max(body.max_tokens, 1), body.logprobs, st.info,
                              detokenize=not ids_only, prompt_logprobs=scored)
     prompts = await completion_prompts(body, st.encoder)
     rid = f"cmpl-{uuid.uuid4().hex}"
-    gen = Generation(st.client, fan_out(rid, prompts, body.n or 1, params, st.info), st.metrics)
+    gen = Generation(st.client, fan_out(rid, prompts, body.n or 1, params, st.info), st.metrics, prompt_only)
     created = int(time.time())
     want_lps = body.logprobs is not None
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -77,6 +77,7 @@ class CompletionRequest(SamplingFields):
     """POST /v1/completions: a prompt as text, a batch of texts, token ids, or a batch of token-id lists."""
 
     prompt: Union[str, list[str], list[int], list[list[int]]]
+    max_tokens: Optional[int] = Field(None, ge=0)  # 0 only with echo: the prompt (scored with logprobs), no output
     logprobs: Optional[int] = Field(None, ge=0, le=20)
     echo: Optional[bool] = False
     suffix: Optional[str] = None
