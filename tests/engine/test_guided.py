@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.conftest import CPU_OPTS
 from tierlm import LLM, SamplingParams
@@ -159,3 +160,33 @@ def test_a_grammar_that_fails_to_compile_ends_only_its_request(llm, monkeypatch)
     _drain(engine, outs)
     assert outs["bad"][-1].finish_reason == "error" and "did not compile (MemoryError: no room)" in outs["bad"][-1].error
     assert outs["ok"][-1].finish_reason == "length" and not engine.guided._matchers
+
+
+def test_masks_filled_side_by_side_equal_those_filled_one_by_one(llm):
+    from types import SimpleNamespace
+
+    from tierlm.engine.guided import GuidedDecoding
+
+    engine = llm.engine
+    texts = ['{"ok": true, "color": "', '{"ok": ', "", '{"ok": false, "color": "red", "n": 3'] * 3
+    masked = []
+    for threads in (0, 2):
+        guided = GuidedDecoding(engine.tokenizer, engine.model_config.vocab_size, engine.eos_ids, engine.device,
+                                fill_threads=threads)
+        reqs = [SimpleNamespace(request_id=str(i), guided=False,
+                                params=SamplingParams(json_schema=json.dumps(SCHEMA))) for i in range(len(texts))]
+        reqs.insert(1, SimpleNamespace(request_id="free", guided=False))
+        for r in reqs[:1] + reqs[2:]:
+            assert guided.expect(r) is False
+        while guided.num_compiling:
+            assert all(error is None for _, error in guided.compiled(timeout=1.0))
+        for r, text in zip(reqs[:1] + reqs[2:], texts):
+            for tok in engine.tokenizer.encode(text, add_special_tokens=False):
+                assert guided.accept(r, tok) is None
+        logits = torch.zeros(len(reqs), engine.model_config.vocab_size)
+        guided.masker(reqs)(logits)
+        guided.close()
+        masked.append(logits)
+    assert torch.equal(masked[0], masked[1]) and not masked[0][1].isinf().any()  # the free row is left alone
+    assert all(0 < masked[0][i].isfinite().sum() < masked[0].shape[1] for i in (0, 2, 3, 4))  # 12 guided rows
+    assert not torch.equal(masked[0][0], masked[0][2])

@@ -13,6 +13,7 @@ waits for it.
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Callable, Collection, Optional, Sequence
@@ -31,8 +32,18 @@ class GuidedDecoding:
     whose grammars are being compiled."""
 
     COMPILE_THREADS = 2  # a large schema's compile does not hold back a small one behind it
+    MAX_FILL_THREADS = 8
+    BATCH_ROWS = 8  # fewer rows are filled one by one: starting the fill threads would cost more than it saves
 
-    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Collection[int], device: torch.device) -> None:
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Collection[int], device: torch.device,
+                 fill_threads: Optional[int] = None) -> None:
+        """`fill_threads`: threads that fill a pass's masks (one per CPU this process may run on, at most
+        `MAX_FILL_THREADS`, by default; 0 fills them one by one on the calling thread)."""
+        if fill_threads is None:
+            fill_threads = min(self.MAX_FILL_THREADS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                               else os.cpu_count() or 1)
+        self._fill_threads = fill_threads
+        self._batch: Any = None  # xgrammar's BatchGrammarMatcher: fills several rows' masks on its threads
         self._tokenizer = tokenizer
         self._pinned = torch.device(device).type == "cuda"  # the masks' upload must not wait for the stream
         self._vocab = vocab_size
@@ -130,8 +141,14 @@ class GuidedDecoding:
         # from pinned memory (`utils.upload`'s reason); a fresh block each pass, held until its copy has read it
         bitmask = torch.full(xgr.get_bitmask_shape(len(rows), self._vocab), -1, dtype=xgr.bitmask_dtype,
                              pin_memory=self._pinned)
-        for j, i in enumerate(rows):
-            self._matchers[reqs[i].request_id].fill_next_token_bitmask(bitmask, j)
+        matchers = [self._matchers[reqs[i].request_id] for i in rows]
+        if len(matchers) < self.BATCH_ROWS or self._fill_threads <= 1:
+            for j, m in enumerate(matchers):
+                m.fill_next_token_bitmask(bitmask, j)
+        else:  # a row's fill walks its grammar's states over the vocabulary: the rows' fills run side by side
+            if self._batch is None:
+                self._batch = xgr.BatchGrammarMatcher(self._fill_threads)
+            self._batch.batch_fill_next_token_bitmask(matchers, bitmask)
 
         def apply(logits: torch.Tensor) -> None:
             index = upload(rows, torch.int64, logits.device)
