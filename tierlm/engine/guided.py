@@ -53,6 +53,13 @@ class GuidedDecoding:
         self._pool: Optional[ThreadPoolExecutor] = None
         self._compiling: dict[str, tuple["Req", Future]] = {}  # arrival order
         self._matchers: dict[str, Any] = {}
+        if tokenizer is not None:
+            # xgrammar's import and the vocabulary's scan (a served vocabulary's takes a while, holding the
+            # interpreter) at start-up, in the background: not in the steps beside the first guided request
+            import xgrammar  # noqa: F401
+
+            self._pool = ThreadPoolExecutor(self.COMPILE_THREADS, thread_name_prefix="grammar")
+            self._pool.submit(self._compiler_for_vocab)
 
     def _grammar(self, params: Any) -> Any:
         """The request's schema or regex as an xgrammar `Grammar` (quick; `RequestError` for one it cannot follow)."""
@@ -68,8 +75,9 @@ class GuidedDecoding:
                 ("a JSON schema", "json_schema")
             raise RequestError(f"{param}: not {what} this engine can follow ({reason})", param) from None
 
-    def _compile(self, grammar: Any) -> Any:
-        """On a compile thread: the grammar's token masks against the vocabulary (cached by the compiler)."""
+    def _compiler_for_vocab(self) -> Any:
+        """On a compile thread: the compiler for the served vocabulary, built once (a failed build is tried again,
+        and its error ends the request that asked)."""
         import xgrammar as xgr
 
         with self._compiler_lock:
@@ -77,7 +85,11 @@ class GuidedDecoding:
                 info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._vocab,
                                                           stop_token_ids=self._eos)
                 self._compiler = xgr.GrammarCompiler(info)
-        return self._compiler.compile_grammar(grammar)
+            return self._compiler
+
+    def _compile(self, grammar: Any) -> Any:
+        """On a compile thread: the grammar's token masks against the vocabulary (cached by the compiler)."""
+        return self._compiler_for_vocab().compile_grammar(grammar)
 
     def expect(self, req: "Req") -> bool:
         """A new request: False while its grammar compiles (it is marked guided; `compiled` hands it back when it
@@ -90,8 +102,7 @@ class GuidedDecoding:
         if self._tokenizer is None:
             raise RequestError(f"{param} needs the model's tokenizer (the engine runs without one)", param)
         grammar = self._grammar(p)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.COMPILE_THREADS, thread_name_prefix="grammar")
+        assert self._pool is not None  # made with the tokenizer
         self._compiling[req.request_id] = (req, self._pool.submit(self._compile, grammar))
         req.guided = True
         return False
