@@ -3,9 +3,10 @@
 A byte-level tokenizer of --vocab random tokens (a served model's vocabulary size; the fill walks it) and a small
 JSON schema; N guided requests are fed the same opening, ending inside a string (where most tokens are allowed:
 the costly state) or between fields (few), and each pass's masks are filled --repeats times by a `GuidedDecoding`
-that fills them on the calling thread (fill_threads 0) and by one that fills them on its threads (the default:
-one per CPU this process may use, at most eight). Masks of the two must be equal. Prints a table of the median
-milliseconds per pass; runs on the CPU (the fill is host work).
+that fills them on the calling thread (fill_threads 0) and by one as the engine makes it (`MaskFill` picks one
+thread or several, one per CPU this process may use, at most eight, pass by pass; the column "chosen" says what it
+picked after the first pass). Masks of the two must be equal. Prints a table of the median milliseconds per pass;
+runs on the CPU (the fill is host work).
 
     python benchmarks/guided_host.py [--vocab 151936] [--rows 1,16,64,256] [--repeats 5]
 """
@@ -70,11 +71,11 @@ def main() -> None:
     args = ap.parse_args()
     tok = random_tokenizer(args.vocab)
     vocab = len(tok)
-    makers = {"one by one": 0, "side by side": None}
+    makers = {"one by one": 0, "as the engine": None}
     decoders = {name: GuidedDecoding(tok, vocab, [tok.eos_token_id], torch.device("cpu"), threads)
                 for name, threads in makers.items()}
-    print(f"vocabulary {vocab}, fill threads {decoders['side by side']._fill_threads}")
-    print(f"{'state':<16}{'rows':>6}" + "".join(f"{name + ' ms':>16}" for name in makers) + f"{'ratio':>8}")
+    print(f"vocabulary {vocab}, fill threads {decoders['as the engine'].fill.threads}")
+    print(f"{'state':<16}{'rows':>6}" + "".join(f"{name + ' ms':>18}" for name in makers) + f"{'ratio':>8}  chosen")
     for state, opening in OPENINGS.items():
         ids = tok.encode(opening, add_special_tokens=False)
         for rows in (int(r) for r in args.rows.split(",")):
@@ -92,8 +93,10 @@ def main() -> None:
                 for r in reqs:
                     guided.done(r)
             (a, mask_a), (b, mask_b) = got.values()
+            side = decoders["as the engine"].fill
+            chosen, side.side_by_side = ("side by side" if side.side_by_side else "one by one"), 0
             assert torch.equal(mask_a, mask_b), "masks filled side by side differ from those filled one by one"
-            print(f"{state:<16}{rows:>6}{a:>16.2f}{b:>16.2f}{a / b:>8.2f}")
+            print(f"{state:<16}{rows:>6}{a:>18.2f}{b:>18.2f}{a / b:>8.2f}  {chosen}")
     for guided in decoders.values():
         guided.close()
 

@@ -1,6 +1,7 @@
 """Structured outputs (`SamplingParams.json_schema`, `engine.guided`): greedy and sampled requests produce JSON that
 follows their schema and end when it is complete, beside requests without a schema whose tokens do not change
-(overlap scheduling on: a guided request sits out every other decode step); a schema the grammar compiler cannot
+(overlap scheduling on: a pass with a guided request samples after the tokens in flight are read, and a guided
+request decodes every step, its tokens as without overlap); a schema the grammar compiler cannot
 take, a malformed one and a tokenizer-less engine are refused before anything runs."""
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _valid(text: str) -> bool:
 @pytest.fixture(scope="module")
 def llm(tiny_qwen3):
     engine = LLM(str(tiny_qwen3), **CPU_OPTS)
-    assert engine.engine.overlap  # the guided requests' every-other-step rule is what is under test
+    assert engine.engine.overlap  # sampling a guided pass after the tokens in flight is what is under test
     yield engine
     engine.close()
 
@@ -51,6 +52,31 @@ def test_outputs_follow_the_schema_beside_free_requests(llm):
     assert any_object.text.startswith("{")
     if any_object.finish_reason == "stop":
         assert isinstance(json.loads(any_object.text), dict)
+
+
+def test_under_overlap_a_guided_request_decodes_every_step_as_without_overlap(tiny_qwen3, llm):
+    engine = llm.engine
+    schema = json.dumps(SCHEMA)
+    params = [SamplingParams(max_tokens=60, temperature=0, json_schema=schema),
+              SamplingParams(max_tokens=60, temperature=1.0, seed=3, json_schema=schema),
+              SamplingParams(max_tokens=12, temperature=0, ignore_eos=True, repetition_penalty=1.3, min_tokens=5),
+              SamplingParams(max_tokens=12, temperature=0.8, seed=5, presence_penalty=0.5)]
+    for i, p in enumerate(params):
+        engine.add_request(str(i), [5 + i, 6, 7, 8], p)
+    steps, outs, spans = 0, {}, {}
+    while engine.has_unfinished():
+        steps += 1
+        for o in engine.step():
+            outs.setdefault(o.request_id, []).extend(o.new_token_ids)
+            if o.new_token_ids:
+                spans.setdefault(o.request_id, [steps, 0])[1] = steps
+    for rid in "01":  # a token every step from its first to its last (but where another's prefill runs alone)
+        assert spans[rid][1] - spans[rid][0] + 1 <= len(outs[rid]) + 2, (spans[rid], len(outs[rid]))
+    serial = LLM(str(tiny_qwen3), overlap_schedule=False, **CPU_OPTS)
+    got = serial.generate([[5 + i, 6, 7, 8] for i in range(len(params))], params)
+    serial.close()
+    assert [o.token_ids for o in got] == [outs[str(i)] for i in range(len(params))]
+    assert all(_valid(o.text) for o in got[:2])
 
 
 def test_a_guided_request_ends_when_its_grammar_is_complete_even_past_eos(llm):
@@ -158,7 +184,8 @@ def test_a_grammar_that_fails_to_compile_ends_only_its_request(llm, monkeypatch)
     engine.add_request("ok", [5, 6, 7], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True))
     outs: dict = {}
     _drain(engine, outs)
-    assert outs["bad"][-1].finish_reason == "error" and "did not compile (MemoryError: no room)" in outs["bad"][-1].error
+    bad = outs["bad"][-1]
+    assert bad.finish_reason == "error" and "did not compile (MemoryError: no room)" in bad.error
     assert outs["ok"][-1].finish_reason == "length" and not engine.guided._matchers
 
 
@@ -173,6 +200,7 @@ def test_masks_filled_side_by_side_equal_those_filled_one_by_one(llm):
     for threads in (0, 2):
         guided = GuidedDecoding(engine.tokenizer, engine.model_config.vocab_size, engine.eos_ids, engine.device,
                                 fill_threads=threads)
+        guided.fill.min_batch_s = 0.0  # side by side whatever the rows' cost (this vocabulary's fills are quick)
         reqs = [SimpleNamespace(request_id=str(i), guided=False,
                                 params=SamplingParams(json_schema=json.dumps(SCHEMA))) for i in range(len(texts))]
         reqs.insert(1, SimpleNamespace(request_id="free", guided=False))
@@ -184,7 +212,9 @@ def test_masks_filled_side_by_side_equal_those_filled_one_by_one(llm):
             for tok in engine.tokenizer.encode(text, add_special_tokens=False):
                 assert guided.accept(r, tok) is None
         logits = torch.zeros(len(reqs), engine.model_config.vocab_size)
+        guided.fill.row_s = 1.0
         guided.masker(reqs)(logits)
+        assert guided.fill.side_by_side == (threads > 0)
         guided.close()
         masked.append(logits)
     assert torch.equal(masked[0], masked[1]) and not masked[0][1].isinf().any()  # the free row is left alone

@@ -20,7 +20,7 @@ from tierlm.engine.kv_setup import build_kv_cache
 from tierlm.engine.min_tokens import MinTokens
 from tierlm.engine.mixed_budget import MixedBudget
 from tierlm.engine.mixed_graph import mixed_graph_align, token_sizes
-from tierlm.engine.outputs import StepOutput, TokenLogprob
+from tierlm.engine.outputs import StepOutput, TokenLogprob, step_output
 from tierlm.engine.penalties import Penalties
 from tierlm.engine.plan import make_plan
 from tierlm.engine.prefill_timer import PrefillTimer
@@ -130,7 +130,7 @@ class Engine:
         self.scheduler.remove(req, cache=False)
         self._forget(req)
         req.finish_reason = "abort"
-        self._pending.append(self._output(req, []))
+        self._pending.append(step_output(req, []))
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work() or bool(self._pending) or self._inflight is not None or \
@@ -176,6 +176,9 @@ class Engine:
         self.kv.after_launch()  # tier work held back from the launch (L3 lookups that no request waits for)
         clock.lap("schedule")
         previous, self._inflight = self._inflight, launched
+        if isinstance(launched, tuple):  # guided rows' masks need the tokens in flight (`previous`): sampled after
+            outputs.extend(self._resolve(previous))
+            previous, self._inflight = None, self._sample(*launched)
         if previous is not None:
             outputs.extend(self._resolve(previous))
         if not self.overlap and self._inflight is not None:
@@ -186,9 +189,11 @@ class Engine:
         clock.lap("outputs")
         return outputs
 
-    def _launch(self, batch: Optional[ScheduledBatch]) -> Optional[InFlight]:
+    def _launch(self, batch: Optional[ScheduledBatch]) -> Optional[InFlight | tuple]:
         """Turn the scheduled batch and the tier copies decided so far into a step plan, have the worker
-        execute it, and sample."""
+        execute it, and sample; or, where a guided request of it has a token in flight (its mask needs that
+        token), return the arguments of `_sample` for the caller to sample once it has read the tokens back (the
+        device runs the pass meanwhile)."""
         copies = self.kv.take_copies()
         reqs, lens = (batch.reqs, batch.extend_lens) if batch is not None else ([], [])
         writes = (batch.map_rows, batch.map_positions, batch.map_slots) if batch is not None else ([], [], [])
@@ -207,10 +212,20 @@ class Engine:
         if result is None or not sampling:
             return None
         logits, sites, _ = result
+        # penalties and bans now: a request that ends when the tokens in flight are read is still sampled (its
+        # token is dropped), as under overlap without guided requests
+        args = (sampling, logits, sites, self.penalties.batch(sampling, logits.shape[-1]),
+                self.min_tokens.bans(sampling))
+        if self.scheduler.num_guided and any(r.guided and r.num_pending for r in sampling):
+            return args
+        return self._sample(*args)
+
+    def _sample(self, sampling: list[Req], logits: torch.Tensor, sites: object, penalties: object,
+                bans: object) -> InFlight:
+        """Sample the pass's tokens (guided rows masked to their grammars), share them, start their read-back."""
         params = [r.params for r in sampling]
         tokens = self.sampler.sample(logits, params, [r.generator for r in sampling], self.worker.token_sink(sites),
-                                     self.penalties.batch(sampling, logits.shape[-1]), self.min_tokens.bans(sampling),
-                                     self.guided.masker(sampling))
+                                     penalties, bans, self.guided.masker(sampling))
         logprobs = self.sampler.logprobs(logits, tokens, params)
         self.worker.share_tokens(tokens)  # tensor parallel: the other ranks store them too
         for req in sampling:
@@ -263,31 +278,18 @@ class Engine:
             self.scheduler.remove(req, cache=req.cacheable)
             if early or req.guided:
                 self._forget(req)
-        return self._output(req, new)
+        return step_output(req, new)
 
     def _refuse(self, req: Req, error: str) -> StepOutput:
         """`req`, taken out of the engine, ends with an error."""
         self._forget(req)
         req.finish_reason, req.error = "error", error
-        return self._output(req, [])
+        return step_output(req, [])
 
     def _forget(self, req: Req) -> None:
         """`req` is over: the per-request state of `min_tokens` and of its grammar goes."""
         self.min_tokens.done(req)
         self.guided.done(req)
-
-    def _output(self, req: Req, new_ids: list[int]) -> StepOutput:
-        """The step's output of `req` carrying `new_ids` (a list of its own: the output keeps it). Runs for every
-        running request every step: `Req`'s properties are spelled out. Its output count is what the host has
-        read back, never a token still in flight (a request that stops drops that one)."""
-        first = req.emitted_tokens
-        req.emitted_tokens = last = first + len(new_ids)
-        finished = req.finish_reason is not None
-        return StepOutput(req.request_id, new_ids, req.detok.delta(final=finished) if req.params.detokenize else "",
-                          req.logprobs[first:last] if req.logprobs is not None else None, finished,
-                          req.finish_reason, req.prompt_len, req.num_cached_tokens,
-                          len(req.token_ids) - req.prompt_len, req.error, req.stop_reason,
-                          req.prompt_logprobs if first == 0 else None)
 
     # ---- introspection ---------------------------------------------------------------------------------------
     def stats(self) -> dict:

@@ -7,9 +7,9 @@ Grammars come from xgrammar, compiled against the served tokenizer and the model
 on the first guided request and keeps its compiled grammars). A request's schema or regex is turned into a grammar
 when it arrives (what cannot be followed is refused at once), and compiled on a worker thread: a large schema never
 stalls the steps of the requests already running; the request joins the queue once its grammar is ready. The mask
-needs the request's last token, so a guided request never has two passes in flight: under overlap scheduling it
-sits out every other decode step (the scheduler leaves it out while its token is in flight), and no other request
-waits for it.
+needs the request's last token: under overlap scheduling a pass holding a guided request whose token is still in
+flight runs its forward on the device while the host reads that token back, and is sampled after it
+(`Engine._launch`), so a guided request decodes every step.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Optional, Sequence
 import torch
 
 from tierlm.engine.errors import RequestError
+from tierlm.engine.mask_fill import MaskFill
 from tierlm.utils.upload import upload
 
 if TYPE_CHECKING:
@@ -33,17 +34,15 @@ class GuidedDecoding:
 
     COMPILE_THREADS = 2  # a large schema's compile does not hold back a small one behind it
     MAX_FILL_THREADS = 8
-    BATCH_ROWS = 8  # fewer rows are filled one by one: starting the fill threads would cost more than it saves
 
     def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Collection[int], device: torch.device,
                  fill_threads: Optional[int] = None) -> None:
-        """`fill_threads`: threads that fill a pass's masks (one per CPU this process may run on, at most
-        `MAX_FILL_THREADS`, by default; 0 fills them one by one on the calling thread)."""
+        """`fill_threads`: threads that may fill a pass's masks side by side (`MaskFill`; one per CPU this process
+        may run on, at most `MAX_FILL_THREADS`, by default; 0 fills them one by one on the calling thread)."""
         if fill_threads is None:
             fill_threads = min(self.MAX_FILL_THREADS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                else os.cpu_count() or 1)
-        self._fill_threads = fill_threads
-        self._batch: Any = None  # xgrammar's BatchGrammarMatcher: fills several rows' masks on its threads
+        self.fill = MaskFill(fill_threads)
         self._tokenizer = tokenizer
         self._pinned = torch.device(device).type == "cuda"  # the masks' upload must not wait for the stream
         self._vocab = vocab_size
@@ -144,7 +143,9 @@ class GuidedDecoding:
         their grammars' next tokens), or None when no request of it is guided."""
         if not self._matchers:
             return None
-        rows = [i for i, r in enumerate(reqs) if r.guided]
+        # a request whose grammar ended as the tokens in flight were read is still in the pass: its row goes unmasked
+        # (its token is dropped)
+        rows = [i for i, r in enumerate(reqs) if r.guided and r.request_id in self._matchers]
         if not rows:
             return None
         import xgrammar as xgr
@@ -152,14 +153,7 @@ class GuidedDecoding:
         # from pinned memory (`utils.upload`'s reason); a fresh block each pass, held until its copy has read it
         bitmask = torch.full(xgr.get_bitmask_shape(len(rows), self._vocab), -1, dtype=xgr.bitmask_dtype,
                              pin_memory=self._pinned)
-        matchers = [self._matchers[reqs[i].request_id] for i in rows]
-        if len(matchers) < self.BATCH_ROWS or self._fill_threads <= 1:
-            for j, m in enumerate(matchers):
-                m.fill_next_token_bitmask(bitmask, j)
-        else:  # a row's fill walks its grammar's states over the vocabulary: the rows' fills run side by side
-            if self._batch is None:
-                self._batch = xgr.BatchGrammarMatcher(self._fill_threads)
-            self._batch.batch_fill_next_token_bitmask(matchers, bitmask)
+        self.fill([self._matchers[reqs[i].request_id] for i in rows], bitmask)
 
         def apply(logits: torch.Tensor) -> None:
             index = upload(rows, torch.int64, logits.device)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
+
+if TYPE_CHECKING:
+    from tierlm.engine.request import Req
 
 
 @dataclass
@@ -49,3 +52,17 @@ class RequestOutput:
     error: Optional[str] = None
     stop_reason: Union[int, str, None] = None  # the stop string or stop token id that ended it (vLLM's)
     prompt_logprobs: Optional[list[Optional[TokenLogprob]]] = None  # entry 0 None: nothing precedes the first
+
+
+def step_output(req: "Req", new_ids: list[int]) -> StepOutput:
+    """The step's output of `req` carrying `new_ids` (a list of its own: the output keeps it). Runs for every
+    running request every step: `Req`'s properties are spelled out. Its output count is what the host has
+    read back, never a token still in flight (a request that stops drops that one)."""
+    first = req.emitted_tokens
+    req.emitted_tokens = last = first + len(new_ids)
+    finished = req.finish_reason is not None
+    return StepOutput(req.request_id, new_ids, req.detok.delta(final=finished) if req.params.detokenize else "",
+                      req.logprobs[first:last] if req.logprobs is not None else None, finished,
+                      req.finish_reason, req.prompt_len, req.num_cached_tokens,
+                      len(req.token_ids) - req.prompt_len, req.error, req.stop_reason,
+                      req.prompt_logprobs if first == 0 else None)

@@ -49,7 +49,7 @@ class Scheduler:
         self.mixed = mixed
         self.policy = policy
         self.num_retracted = 0
-        self.num_guided = 0  # guided requests (`engine.guided`) queued or running
+        self.num_guided = 0  # guided requests (`engine.guided`) queued or running: a pass may wait to sample
         self.waiting = WaitingQueue()
         self._by_id: dict[str, Req] = {}  # every request in `waiting` or `running` (ids are checked per arrival)
         self.running: list[Req] = []
@@ -190,11 +190,8 @@ class Scheduler:
     def _decoding(self) -> list[Req]:
         """Running requests whose next input is in the device token table and that need another token (the
         properties spelled out: this runs over every running request every step)."""
-        decoding = [r for r in self.running if r.decodable and r.finish_reason is None
-                    and len(r.token_ids) + r.num_pending - r.prompt_len < r.max_new_tokens]
-        if self.num_guided:  # a guided request's next mask needs the token it has in flight: it sits this step out
-            decoding = [r for r in decoding if not (r.guided and r.num_pending)]
-        return decoding
+        return [r for r in self.running if r.decodable and r.finish_reason is None
+                and len(r.token_ids) + r.num_pending - r.prompt_len < r.max_new_tokens]
 
     def _prefill_work(self, budget: int, refused: list[Req]) -> tuple[list[Req], list[int]]:
         """Prefill chunks of at most `budget` tokens in all: running chunked prefills first, then waiting
