@@ -1,6 +1,7 @@
 """Scoring a prompt over HTTP: OpenAI's `echo` with `logprobs` on /v1/completions (what evaluation harnesses send
-for log-likelihoods), streamed and not, and vLLM's `prompt_logprobs` on completions, chat and /generate; the
-numbers equal transformers' log-softmax over the same prompt."""
+for log-likelihoods), streamed and not, vLLM's `prompt_logprobs` on completions, chat and /generate, and SGLang's
+form of /generate (its field names, `return_logprob`, `meta_info`); the numbers equal transformers' log-softmax
+over the same prompt."""
 from __future__ import annotations
 
 import json
@@ -111,3 +112,59 @@ def test_max_tokens_zero_with_echo_answers_the_prompt_alone(server, reference): 
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     echo_text = _post(server, "/v1/completions", prompt=PROMPT, max_tokens=0, echo=True)["choices"][0]["text"]
     assert echo_text == PROMPT
+
+
+def test_generate_in_sglang_form(server, reference):  # noqa: F811
+    ids, want, tok = reference
+    body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 5, "temperature": 0, "ignore_eos": True},
+            "return_logprob": True, "logprob_start_len": 0, "top_logprobs_num": 2, "return_text_in_logprobs": True,
+            "rid": "mine"}
+    got = httpx.post(server.url + "/generate", json=body, timeout=60).json()
+    meta = got["meta_info"]
+    assert meta["id"] == "mine" and meta["finish_reason"] == {"type": "length", "length": 5}
+    assert (meta["prompt_tokens"], meta["completion_tokens"]) == (len(ids), 5) and meta["e2e_latency"] > 0
+    assert [t[1] for t in meta["output_token_logprobs"]] == got["output_ids"]
+    assert [t[2] for t in meta["output_token_logprobs"]] == [tok.decode([i]) for i in got["output_ids"]]
+    for (lp, token, _), top in zip(meta["output_token_logprobs"], meta["output_top_logprobs"]):
+        assert len(top) == 2 and top[0][1] == token and top[0][0] == pytest.approx(lp)  # greedy: its own the top
+    inputs = meta["input_token_logprobs"]
+    assert inputs[0] == [None, ids[0], tok.decode([ids[0]])] and [t[1] for t in inputs] == ids
+    assert [t[0] for t in inputs[1:]] == pytest.approx(want, abs=1e-4)
+    assert meta["input_top_logprobs"][0] is None and all(len(t) == 2 for t in meta["input_top_logprobs"][1:])
+    plain = _post(server, "/v1/completions", prompt=ids, max_tokens=5, ignore_eos=True)["choices"][0]["text"]
+    assert got["text"] == plain
+    # streamed: SGLang's incremental form (each event the new text and ids), meta_info on every event
+    events = []
+    with httpx.stream("POST", server.url + "/generate", json={**body, "stream": True}, timeout=60) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert [i for e in events for i in e["output_ids"]] == got["output_ids"]
+    assert [t for e in events for t in e["meta_info"]["output_token_logprobs"]] == meta["output_token_logprobs"]
+    assert events[-1]["meta_info"]["finish_reason"] == meta["finish_reason"]
+    assert all(e["meta_info"]["finish_reason"] is None for e in events[:-1])
+    assert events[0]["meta_info"]["input_token_logprobs"] == inputs
+
+
+def test_generate_in_sglang_form_scores_a_prompt_alone_and_maps_its_fields(server, reference):  # noqa: F811
+    ids, want, _ = reference
+    got = httpx.post(server.url + "/generate", timeout=60, json={
+        "input_ids": ids, "sampling_params": {"max_new_tokens": 0}, "return_logprob": True,
+        "logprob_start_len": 3}).json()
+    meta = got["meta_info"]
+    assert got["output_ids"] == [] and got["text"] == "" and meta["completion_tokens"] == 0
+    assert meta["finish_reason"] == {"type": "length", "length": 0} and meta["output_token_logprobs"] == []
+    assert [t[0] for t in meta["input_token_logprobs"]] == pytest.approx(want[2:], abs=1e-4)
+    assert "input_top_logprobs" not in meta and meta["input_token_logprobs"][0][2] is None
+    free = httpx.post(server.url + "/generate", timeout=60, json={
+        "input_ids": ids, "sampling_params": {"max_new_tokens": 4, "temperature": 0}}).json()["output_ids"]
+    stopped = httpx.post(server.url + "/generate", timeout=60, json={"input_ids": ids, "sampling_params": {
+        "max_new_tokens": 4, "temperature": 0, "stop_token_ids": [free[1]], "no_stop_trim": True}}).json()
+    assert stopped["meta_info"]["finish_reason"] == {"type": "stop", "matched": free[1]}
+    assert stopped["output_ids"] == free[:free.index(free[1]) + 1]
+    seeded = [httpx.post(server.url + "/generate", timeout=60, json={"input_ids": ids, "sampling_params": {
+        "max_new_tokens": 6, "temperature": 1.0, key: 11}}).json()["output_ids"] for key in ("sampling_seed", "seed")]
+    assert seeded[0] == seeded[1]
+    for sampling, extra, param in [({"max_tokens": 3, "max_new_tokens": 3}, {}, "sampling_params.max_new_tokens"),
+                                   ({"min_tokens": 1, "min_new_tokens": 1}, {}, "sampling_params.min_new_tokens"),
+                                   ({}, {"return_logprob": True, "logprob_start_len": len(ids)}, "logprob_start_len")]:
+        r = httpx.post(server.url + "/generate", json={"input_ids": ids, "sampling_params": sampling, **extra})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

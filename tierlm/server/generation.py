@@ -211,5 +211,5 @@ def _without_tokens(o: StepOutput) -> StepOutput:
     """`o` as a `max_tokens: 0` answer shows it: no tokens, text or logprobs of the output; ended by its length."""
     ended = o.finish_reason in ("stop", "length")
     return dataclasses.replace(o, new_token_ids=[], new_text="",
-                               new_logprobs=[] if o.new_logprobs is not None else None, num_output_tokens=0, finish_reason="length" if ended else o.finish_reason,
-                               stop_reason=None)
+                               new_logprobs=[] if o.new_logprobs is not None else None, num_output_tokens=0,
+                               finish_reason="length" if ended else o.finish_reason, stop_reason=None)

@@ -148,15 +148,27 @@ class NativeSamplingParams(StrictModel):
     regex: Optional[str] = None  # SGLang's: a regular expression the whole output matches
     skip_special_tokens: bool = True
     priority: int = Field(0, ge=MIN_INT64, le=MAX_SEED)
+    # SGLang's spellings of max_tokens (0: the prompt scored alone), min_tokens, include_stop_str_in_output, seed
+    max_new_tokens: Optional[int] = Field(None, ge=0)
+    min_new_tokens: Optional[int] = Field(None, ge=0, le=MAX_INT)
+    no_stop_trim: Optional[bool] = None
+    sampling_seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
 
 
 class GenerateRequest(StrictModel):
-    """POST /generate: exactly one of `input_ids` (token ids) or `text`; replies with text and token ids."""
+    """POST /generate: exactly one of `input_ids` (token ids) or `text`; replies with text and token ids, and
+    SGLang's `meta_info`. SGLang's logprob fields: `return_logprob` (the output tokens' logprobs, and the prompt's
+    from `logprob_start_len` when that is 0 or more), `top_logprobs_num` alternatives each."""
 
     input_ids: Optional[list[int]] = Field(None, max_length=1_000_000)
     text: Optional[str] = None
     sampling_params: NativeSamplingParams = Field(default_factory=NativeSamplingParams)
     stream: bool = False
+    rid: Optional[str] = Field(None, max_length=256)
+    return_logprob: bool = False
+    logprob_start_len: int = Field(-1, ge=-1)
+    top_logprobs_num: int = Field(0, ge=0, le=20)
+    return_text_in_logprobs: bool = False
 
 
 class TokenizeRequest(StrictModel):

@@ -128,6 +128,7 @@ class GenerateResponse(BaseModel):
     cached_tokens: int
     logprobs: Optional[list[dict[str, Any]]] = None
     prompt_logprobs: Optional[list[Optional[dict[str, Any]]]] = None
+    meta_info: dict[str, Any]  # SGLang's: id, finish_reason {type, matched | length | message}, counts, logprobs
 
 
 class TokenizeResponse(BaseModel):
