@@ -160,11 +160,18 @@ def test_generate_in_sglang_form_scores_a_prompt_alone_and_maps_its_fields(serve
         "max_new_tokens": 4, "temperature": 0, "stop_token_ids": [free[1]], "no_stop_trim": True}}).json()
     assert stopped["meta_info"]["finish_reason"] == {"type": "stop", "matched": free[1]}
     assert stopped["output_ids"] == free[:free.index(free[1]) + 1]
+    routed = httpx.post(server.url + "/generate", timeout=60, json={  # as SGLang's router forwards it
+        "input_ids": ids, "sampling_params": {"max_new_tokens": 4, "temperature": 0}, "model": "any",
+        "log_metrics": True, "return_hidden_states": False, "background": False, "no_logs": False,
+        "return_bytes": False, "return_entropy": False}).json()
+    assert routed["output_ids"] == free
     seeded = [httpx.post(server.url + "/generate", timeout=60, json={"input_ids": ids, "sampling_params": {
         "max_new_tokens": 6, "temperature": 1.0, key: 11}}).json()["output_ids"] for key in ("sampling_seed", "seed")]
     assert seeded[0] == seeded[1]
     for sampling, extra, param in [({"max_tokens": 3, "max_new_tokens": 3}, {}, "sampling_params.max_new_tokens"),
                                    ({"min_tokens": 1, "min_new_tokens": 1}, {}, "sampling_params.min_new_tokens"),
-                                   ({}, {"return_logprob": True, "logprob_start_len": len(ids)}, "logprob_start_len")]:
+                                   ({}, {"return_logprob": True, "logprob_start_len": len(ids)}, "logprob_start_len"),
+                                   ({}, {"return_hidden_states": True}, "return_hidden_states"),
+                                   ({}, {"return_entropy": True}, "return_entropy")]:
         r = httpx.post(server.url + "/generate", json={"input_ids": ids, "sampling_params": sampling, **extra})
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text

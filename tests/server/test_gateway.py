@@ -148,3 +148,17 @@ def test_conversation_through_the_gateway_and_shared_l3(gateway, replicas, singl
     assert after["tier_hits"]["L3"]["tokens"] - before["tier_hits"]["L3"]["tokens"] == cached, after["tier_hits"]
     fetched = after["tiers"]["prefetch"]["pages_fetched"] - before["tiers"]["prefetch"]["pages_fetched"]
     assert fetched == cached // 4
+
+
+def test_sglang_generate_through_the_gateway(gateway, single_engine):
+    """SGLang's native form (what SGLang's own clients send its router): the router forwards it to a replica."""
+    r = httpx.post(gateway.url + "/generate", timeout=120, json={
+        "text": FORCED_TURN, "sampling_params": {"max_new_tokens": MAX_TOKENS, "temperature": 0},
+        "return_logprob": True})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    want = single_engine.generate([FORCED_TURN], SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS))[0]
+    assert got["text"] == want.text and got["output_ids"] == want.token_ids
+    meta = got["meta_info"]
+    assert meta["completion_tokens"] == len(want.token_ids) and meta["finish_reason"]["type"] in ("stop", "length")
+    assert [t[1] for t in meta["output_token_logprobs"]] == want.token_ids

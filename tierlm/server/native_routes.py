@@ -31,6 +31,7 @@ def _prompt_logprobs(lps: list) -> list[Optional[dict[str, Any]]]:
                                      "top": [[t, v] for t, v in lp.top]} for lp in lps]
 
 
+UNSUPPORTED_SWITCHES = ("return_hidden_states", "background", "return_bytes", "return_entropy")  # SGLang's
 # SGLang's spelling -> ours
 SGLANG_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens",
                 "no_stop_trim": "include_stop_str_in_output", "sampling_seed": "seed"}
@@ -62,6 +63,9 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     started = time.monotonic()
     if (body.input_ids is None) == (body.text is None):
         raise APIError(400, "give exactly one of input_ids or text", "input_ids")
+    for name in UNSUPPORTED_SWITCHES:
+        if getattr(body, name):
+            raise APIError(400, f"{name} is not supported (only false)", name, "unsupported")
     sp = body.sampling_params
     fields, given = _fields(body)
     prompt_only = fields["max_tokens"] == 0  # SGLang's max_new_tokens 0: the prompt scored, no output

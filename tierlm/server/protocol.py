@@ -169,6 +169,16 @@ class GenerateRequest(StrictModel):
     logprob_start_len: int = Field(-1, ge=-1)
     top_logprobs_num: int = Field(0, ge=0, le=20)
     return_text_in_logprobs: bool = False
+    # what SGLang's router writes into every /generate it forwards: a model name (taken and ignored, as SGLang's
+    # /generate does), and SGLang's switches at their defaults (log_metrics and no_logs taken and ignored: no
+    # request text is logged; the others refused when on)
+    model: Optional[str] = Field(None, max_length=1024)
+    log_metrics: bool = True
+    no_logs: bool = False
+    return_hidden_states: bool = False
+    background: bool = False
+    return_bytes: bool = False
+    return_entropy: bool = False
 
 
 class TokenizeRequest(StrictModel):
