@@ -4,7 +4,7 @@ grammar allows next, and the engine feeds every token it appends to the request'
 is complete ends ("stop").
 
 Grammars come from xgrammar, compiled against the served tokenizer and the model's vocabulary (the compiler is built
-on the first guided request and keeps its compiled grammars). A request's schema or regex is turned into a grammar
+at start-up on a compile thread and keeps its compiled grammars). A request's schema or regex is turned into a grammar
 when it arrives (what cannot be followed is refused at once), and compiled on a worker thread: a large schema never
 stalls the steps of the requests already running; the request joins the queue once its grammar is ready. The mask
 needs the request's last token: under overlap scheduling a pass holding a guided request whose token is still in
