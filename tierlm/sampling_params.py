@@ -46,6 +46,8 @@ class SamplingParams:
     # JSON object (OpenAI's response_format json_object)
     json_schema: Optional[str] = None
     regex: Optional[str] = None  # SGLang's: a regular expression the whole output matches (not with json_schema)
+    # SGLang's (vLLM's guided_grammar): an EBNF grammar (root rule `root`) the whole output follows; one of the three
+    ebnf: Optional[str] = None
     skip_special_tokens: bool = True
     detokenize: bool = True  # False: token ids only (benchmarks); stop strings then cannot be used
     priority: int = 0  # admission order under --schedule-policy priority: lower first

@@ -93,14 +93,17 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         bad("logprobs", f"must be in [0, 20], got {params.logprobs!r}")
     if params.json_schema is not None:
         check_json_schema(params.json_schema)
-    if params.regex is not None:
-        if not isinstance(params.regex, str) or not params.regex or len(params.regex) > MAX_SCHEMA_CHARS:
-            bad("regex", f"must be a non-empty regular expression of at most {MAX_SCHEMA_CHARS} characters")
-        if params.json_schema is not None:
-            bad("regex", "give json_schema or regex, not both")
-    if params.min_tokens and (params.json_schema is not None or params.regex is not None):
+    grammars = [name for name in ("json_schema", "regex", "ebnf") if getattr(params, name) is not None]
+    for name, what in (("regex", "regular expression"), ("ebnf", "EBNF grammar")):
+        value = getattr(params, name)
+        if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_SCHEMA_CHARS):
+            bad(name, f"must be a non-empty {what} of at most {MAX_SCHEMA_CHARS} characters")
+    if len(grammars) > 1:
+        bad(grammars[1], f"give {grammars[0]} or {grammars[1]}, not both")
+    if params.min_tokens and grammars:
         # the grammar may be complete sooner, and then allows only end of sequence
-        bad("min_tokens", "cannot be combined with json_schema or regex (the grammar decides where the output ends)")
+        bad("min_tokens", "cannot be combined with json_schema, regex or ebnf (the grammar decides where the output "
+                          "ends)")
     if params.prompt_logprobs is not None and (not is_int(params.prompt_logprobs)
                                                or not 0 <= params.prompt_logprobs <= 20):
         bad("prompt_logprobs", f"must be in [0, 20], got {params.prompt_logprobs!r}")

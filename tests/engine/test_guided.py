@@ -98,7 +98,7 @@ def test_bad_schemas_are_refused(llm, schema, message):
 
 
 def test_min_tokens_with_a_schema_is_refused(llm):
-    with pytest.raises(RequestError, match="min_tokens cannot be combined with json_schema or regex"):
+    with pytest.raises(RequestError, match="min_tokens cannot be combined with json_schema, regex or ebnf"):
         SamplingParams(min_tokens=3, json_schema='{"type": "object"}').validate(512)
     with pytest.raises(RequestError, match="give json_schema or regex, not both"):
         SamplingParams(regex="a+", json_schema='{"type": "object"}').validate(512)
@@ -113,6 +113,19 @@ def test_a_regex_output_matches_it_whole(llm):
     assert all(o.finish_reason == "stop" and re.fullmatch(pattern, o.text) for o in outs), [o.text for o in outs]
     bad = llm.generate(["x"], SamplingParams(max_tokens=4, regex="(unclosed"))[0]
     assert bad.finish_reason == "error" and "regex: not a regular expression this engine can follow" in bad.error
+
+
+def test_an_ebnf_output_follows_its_grammar(llm):
+    import re
+
+    grammar = 'root ::= "[" item ("," item)* "]"\nitem ::= [a-c] | "d" [0-9]'
+    outs = llm.generate(PROMPTS, [SamplingParams(max_tokens=30, temperature=t, seed=2, ebnf=grammar)
+                                  for t in (0, 1.0, 0, 1.0)])
+    pattern = r"\[([a-c]|d[0-9])(,([a-c]|d[0-9]))*\]"
+    assert all(o.finish_reason != "stop" or re.fullmatch(pattern, o.text) for o in outs), [o.text for o in outs]
+    assert any(o.finish_reason == "stop" for o in outs)
+    bad = llm.generate(["x"], SamplingParams(max_tokens=4, ebnf="root ::= missing"))[0]
+    assert bad.finish_reason == "error" and "ebnf: not an EBNF grammar this engine can follow" in bad.error
 
 
 def test_an_engine_without_a_tokenizer_refuses_a_schema(tiny_qwen3):

@@ -65,3 +65,30 @@ def test_regex_and_guided_choice(client, server):  # noqa: F811
     r = httpx.post(server.url + "/generate", timeout=60, json={"text": "Weather?", "sampling_params": {
         "max_tokens": 20, "temperature": 0, "regex": "(rain|sun)+"}})
     assert r.status_code == 200 and re.fullmatch("(rain|sun)+", r.json()["text"]), r.text
+
+
+def test_ebnf_and_vllm_spellings(client, server):  # noqa: F811
+    import re
+
+    grammar = 'root ::= ("yes" | "no") ", " [0-9] [0-9]?'
+    pattern = "(yes|no), [0-9][0-9]?"
+    for extra in ({"ebnf": grammar}, {"guided_grammar": grammar}, {"structured_outputs": {"grammar": grammar}}):
+        out = client.completions.create(model=server.model, prompt="Sunny?", max_tokens=20, temperature=1.0, n=2,
+                                        seed=5, extra_body=extra)
+        assert all(re.fullmatch(pattern, c.text) and c.finish_reason == "stop" for c in out.choices), (extra, out)
+    chat = client.chat.completions.create(model=server.model, messages=MESSAGES, max_tokens=60, temperature=0,
+                                          extra_body={"guided_json": SCHEMA})
+    assert _follows(chat.choices[0].message.content), chat.choices[0].message.content
+    for extra in ({"guided_regex": "(rain|sun)+"}, {"structured_outputs": {"regex": "(rain|sun)+"}}):
+        got = client.completions.create(model=server.model, prompt="Weather?", max_tokens=20, temperature=0,
+                                        extra_body=extra).choices[0].text
+        assert re.fullmatch("(rain|sun)+", got), (extra, got)
+    picked = client.completions.create(model=server.model, prompt="Sunny?", max_tokens=20, temperature=0,
+                                       extra_body={"structured_outputs": {"choice": ["yes", "no"]}})
+    assert picked.choices[0].text in ("yes", "no")
+    obj = client.completions.create(model=server.model, prompt="Weather?", max_tokens=40, temperature=0,
+                                    extra_body={"structured_outputs": {"json": json.dumps(SCHEMA)}})
+    assert _follows(obj.choices[0].text), obj.choices[0].text
+    r = httpx.post(server.url + "/generate", timeout=60, json={"text": "Weather?", "sampling_params": {
+        "max_new_tokens": 20, "temperature": 0, "ebnf": grammar}})
+    assert r.status_code == 200 and re.fullmatch(pattern, r.json()["text"]), r.text

@@ -67,11 +67,13 @@ class GuidedDecoding:
         try:
             if params.regex is not None:
                 return xgr.Grammar.from_regex(params.regex)
+            if params.ebnf is not None:
+                return xgr.Grammar.from_ebnf(params.ebnf)
             return xgr.Grammar.from_json_schema(params.json_schema, any_whitespace=False)
         except RuntimeError as e:  # xgrammar's message ends with what it could not take
             reason = str(e).strip().splitlines()[-1].split(": ", 1)[-1] if str(e).strip() else type(e).__name__
-            what, param = ("a regular expression", "regex") if params.regex is not None else \
-                ("a JSON schema", "json_schema")
+            param = _grammar_param(params)
+            what = {"regex": "a regular expression", "ebnf": "an EBNF grammar", "json_schema": "a JSON schema"}[param]
             raise RequestError(f"{param}: not {what} this engine can follow ({reason})", param) from None
 
     def _compiler_for_vocab(self) -> Any:
@@ -95,9 +97,9 @@ class GuidedDecoding:
         may be queued), True when it can be queued now (it is not guided). `RequestError` for a schema or regex
         that cannot be followed."""
         p = req.params
-        if p.json_schema is None and p.regex is None:
+        if p.json_schema is None and p.regex is None and p.ebnf is None:
             return True
-        param = "regex" if p.regex is not None else "json_schema"
+        param = _grammar_param(p)
         if self._tokenizer is None:
             raise RequestError(f"{param} needs the model's tokenizer (the engine runs without one)", param)
         grammar = self._grammar(p)
@@ -183,3 +185,8 @@ class GuidedDecoding:
         """Stop the compile threads (a compile under way is left to end on its own)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _grammar_param(params: Any) -> str:
+    """Which of a guided request's fields holds its grammar."""
+    return "regex" if params.regex is not None else "ebnf" if params.ebnf is not None else "json_schema"

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from tierlm.server.errors import APIError
 from tierlm.server.prompt_encoder import PromptEncoder
-from tierlm.server.requests import json_text
+from tierlm.server.structured import asks_grammar, json_text
 from tierlm.server.tool_parsers import ForcedToolCalls, ToolCallParser, forced_schema
 from tierlm.validation import check_text
 
@@ -143,9 +143,9 @@ def tool_parser_for(req: Any, parser: Optional[ToolCallParser]) -> tuple[Optiona
         if function is not None and function not in {t.function.name for t in req.tools}:
             raise APIError(400, f"tool_choice names {function!r}, which is not among the tools",
                            "tool_choice.function.name")
-        if req.response_format not in (None, {"type": "text"}) or req.regex or req.guided_choice:
-            raise APIError(400, "a forced tool_choice and a response_format, regex or guided_choice cannot both hold "
-                                "the answer", "tool_choice")
+        if asks_grammar(req):
+            raise APIError(400, "a forced tool_choice and a response_format (or regex, ebnf, guided_* or "
+                                "structured_outputs) cannot both hold the answer", "tool_choice")
         tools = [t.model_dump(exclude_none=True) for t in req.tools]
         return ForcedToolCalls(function), forced_schema(tools, function, req.parallel_tool_calls is not False)
     if parser is None:

@@ -65,6 +65,13 @@ class SamplingFields(StrictModel):
     response_format: Optional[dict[str, Any]] = None
     regex: Optional[str] = None  # SGLang's: a regular expression the whole output matches
     guided_choice: Optional[list[str]] = Field(None, min_length=1, max_length=256)  # vLLM's: one of these texts
+    ebnf: Optional[str] = None  # SGLang's: an EBNF grammar (root rule `root`) the whole output follows
+    # vLLM's older spellings (a schema as an object or its text, a regex, an EBNF grammar) and its newer object
+    # {"json" | "regex" | "choice" | "grammar" | "json_object": ...} (`server.structured`)
+    guided_json: Optional[Union[str, dict[str, Any]]] = None
+    guided_regex: Optional[str] = None
+    guided_grammar: Optional[str] = None
+    structured_outputs: Optional[dict[str, Any]] = None
     priority: Optional[int] = Field(None, ge=MIN_INT64, le=MAX_SEED)  # vLLM's: lower is admitted first
     # SGLang's extensions, which SGLang's router (sglang-router, smg) writes into every request it forwards:
     # no_stop_trim is SGLang's include_stop_str_in_output; return_hidden_states is refused by
@@ -146,6 +153,7 @@ class NativeSamplingParams(StrictModel):
     prompt_logprobs: Optional[int] = Field(None, ge=0, le=20)
     json_schema: Optional[str] = None  # SGLang's: a JSON schema as text that the output follows
     regex: Optional[str] = None  # SGLang's: a regular expression the whole output matches
+    ebnf: Optional[str] = None  # SGLang's: an EBNF grammar (root rule `root`) the whole output follows
     skip_special_tokens: bool = True
     priority: int = Field(0, ge=MIN_INT64, le=MAX_SEED)
     # SGLang's spellings of max_tokens (0: the prompt scored alone), min_tokens, include_stop_str_in_output, seed

@@ -7,7 +7,6 @@ validator the engine runs too; tokenization goes through `PromptEncoder`, off th
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
@@ -16,11 +15,11 @@ from tierlm.sampling_params import SamplingParams
 from tierlm.server.errors import APIError
 from tierlm.server.prompt_encoder import PromptEncoder
 from tierlm.server.protocol import CompletionRequest, SamplingFields
-from tierlm.validation import check_json_schema, check_prompt_ids, check_text
+from tierlm.server.structured import grammar_fields
+from tierlm.validation import check_prompt_ids, check_text
 
 MAX_SUBREQUESTS = 256
 MAX_STOPS = 16
-REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/-")  # escaped when a guided_choice becomes a regex
 
 
 @dataclass
@@ -79,49 +78,6 @@ def unsupported(req: SamplingFields) -> None:
             raise APIError(400, f"{name} is not supported by TierLM", name, "unsupported")
 
 
-def json_text(value: Any, param: str) -> str:
-    """`value` as JSON text; a 400 for NaN or infinity inside it (JSON has neither; the request parser lets them into
-    free-form objects)."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        raise APIError(400, f"{param}: NaN and infinity are not JSON numbers", param) from None
-
-
-def json_schema_of(fmt: Optional[dict[str, Any]]) -> Optional[str]:
-    """OpenAI's `response_format` as the JSON schema text the engine follows (`SamplingParams.json_schema`), or None
-    for plain text."""
-    kind = None if fmt is None else fmt.get("type")
-    if fmt is None or (kind == "text" and len(fmt) == 1):
-        return None
-    if kind == "json_object" and len(fmt) == 1:
-        return '{"type": "object"}'
-    if kind == "json_schema" and set(fmt) == {"type", "json_schema"}:
-        spec = fmt["json_schema"]
-        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict) or \
-                not set(spec) <= {"name", "description", "schema", "strict"}:
-            raise APIError(400, "response_format.json_schema: an object with a JSON schema object as `schema` (and "
-                                "optionally name, description, strict)", "response_format.json_schema")
-        text = json_text(spec["schema"], "response_format.json_schema.schema")
-        check_json_schema(text, "response_format.json_schema.schema")
-        return text
-    raise APIError(400, "response_format: {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": "
-                        "\"json_schema\", \"json_schema\": {...}}", "response_format")
-
-
-def regex_of(req: SamplingFields) -> Optional[str]:
-    """The request's `regex` (SGLang's), or its `guided_choice` (vLLM's) as one: exactly one of the texts."""
-    if req.guided_choice is None:
-        return req.regex
-    if req.regex is not None:
-        raise APIError(400, "give regex or guided_choice, not both", "guided_choice")
-    for i, text in enumerate(req.guided_choice):
-        if not text:
-            raise APIError(400, f"guided_choice.{i}: a choice must not be empty", f"guided_choice.{i}")
-        check_text(text, f"guided_choice.{i}")
-    return "(" + "|".join("".join("\\" + c if c in REGEX_SPECIAL else c for c in t) for t in req.guided_choice) + ")"
-
-
 def logit_bias(bias: Optional[dict[str, float]], param: str = "logit_bias") -> Optional[dict[int, float]]:
     """OpenAI's `logit_bias` (JSON keys are strings: token ids written in decimal) with integer keys; None when
     absent or empty. Ranges are checked with the other sampling fields (`validation.check_logit_bias`)."""
@@ -173,7 +129,7 @@ def sampling_params(req: SamplingFields, max_tokens: Optional[int], logprobs: Op
         seed=req.seed, stop=_stops(req.stop), stop_token_ids=list(req.stop_token_ids or []),
         ignore_eos=bool(req.ignore_eos), logprobs=logprobs, priority=req.priority or 0,
         prompt_logprobs=prompt_logprobs if prompt_logprobs is not None else req.prompt_logprobs,
-        json_schema=json_schema_of(req.response_format), regex=regex_of(req),
+        **grammar_fields(req),
         min_tokens=req.min_tokens or 0,
         include_stop_str_in_output=bool(req.include_stop_str_in_output or req.no_stop_trim),
         skip_special_tokens=True if req.skip_special_tokens is None else req.skip_special_tokens,
