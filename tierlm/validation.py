@@ -26,7 +26,10 @@ MAX_REPETITION_PENALTY = 100.0
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range of a logit bias: [-100, 100]
 # tokens one request may bias: each step uploads them again, so the host work per step stays bounded
 MAX_BIASED_TOKENS = 4096
-MAX_SCHEMA_CHARS = 1 << 20  # a JSON schema's text: its grammar is compiled on the engine's step thread
+MAX_SCHEMA_CHARS = 1 << 20  # a JSON schema's, regex's or grammar's text
+# JSON nesting of a schema: its conversion to a grammar (on the engine's step thread) grows faster than linearly with
+# depth; real schemas stay far below this
+MAX_SCHEMA_DEPTH = 128
 
 
 def check_text(text: str, param: str) -> None:
@@ -133,8 +136,26 @@ def check_json_schema(schema: object, param: str = "json_schema") -> None:
         doc = json.loads(schema)
     except ValueError as e:
         raise RequestError(f"{param} is not JSON: {e}", param) from None
+    except RecursionError:
+        doc = None
+    if doc is None or _depth(doc) > MAX_SCHEMA_DEPTH:
+        raise RequestError(f"{param} is nested more than {MAX_SCHEMA_DEPTH} levels deep", param)
     if not isinstance(doc, dict):
         raise RequestError(f"{param} must be a JSON object (a schema), got {type(doc).__name__}", param)
+
+
+def _depth(doc: object) -> int:
+    """The JSON nesting depth of `doc` (a scalar is 0), walked without recursion; stops counting past the limit."""
+    deepest, stack = 0, [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_SCHEMA_DEPTH:
+                return deepest
+            stack.extend((child, depth) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def check_logit_bias(bias: object, vocab_size: Optional[int], param: str = "logit_bias") -> None:

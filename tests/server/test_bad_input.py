@@ -141,6 +141,8 @@ CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
     ("regex-not-compilable", CH, chat(regex="(unclosed"), None, 400, "regex"),
     ("regex-with-json-format", CH, chat(regex="a+", response_format={"type": "json_object"}), None, 400, "regex"),
     ("ebnf-not-parsable", C, cmpl(ebnf="root ::= foo"), None, 400, "ebnf"),
+    ("json-schema-too-deep", GEN, {"text": "Hi", "sampling_params": {
+        "json_schema": '{"a": ' * 200 + "1" + "}" * 200}}, None, 400, "sampling_params.json_schema"),
     ("ebnf-empty", C, cmpl(ebnf=""), None, 400, "ebnf"),
     ("guided-grammar-and-regex", C, cmpl(regex="a+", guided_grammar='root ::= "a"'), None, 400, "guided_grammar"),
     ("guided-json-not-an-object", CH, chat(guided_json="[1]"), None, 400, "guided_json"),
