@@ -33,17 +33,17 @@ def _prompt_logprobs(lps: list) -> list[Optional[dict[str, Any]]]:
 
 UNSUPPORTED_SWITCHES = ("return_hidden_states", "background", "return_bytes", "return_entropy")  # SGLang's
 # SGLang's spelling -> ours
-SGLANG_NAMES = {"max_new_tokens": "max_tokens", "min_new_tokens": "min_tokens",
-                "no_stop_trim": "include_stop_str_in_output", "sampling_seed": "seed"}
+SGLANG_NAMES = (("max_new_tokens", "max_tokens"), ("min_new_tokens", "min_tokens"),
+                ("no_stop_trim", "include_stop_str_in_output"), ("sampling_seed", "seed"))
 
 
 def _fields(body: GenerateRequest) -> tuple[dict[str, Any], set[str]]:
     """The request's sampling fields in our spelling (SGLang's mapped; both spellings of one field: 400), with
     SGLang's logprob fields folded in, and the names the request set."""
     sp: NativeSamplingParams = body.sampling_params
-    fields = sp.model_dump(exclude=set(SGLANG_NAMES))
+    fields = sp.model_dump(exclude={theirs for theirs, _ in SGLANG_NAMES})
     given = set(sp.model_fields_set)
-    for theirs, ours in SGLANG_NAMES.items():
+    for theirs, ours in SGLANG_NAMES:
         value = getattr(sp, theirs)
         if value is None:
             continue

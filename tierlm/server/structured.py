@@ -13,8 +13,7 @@ from tierlm.validation import check_json_schema, check_text
 
 REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/-")  # escaped when a choice becomes a regex
 ANY_OBJECT = '{"type": "object"}'
-STRUCTURED_KEYS = {"json": "json_schema", "regex": "regex", "choice": "regex", "grammar": "ebnf",
-                   "json_object": "json_schema"}
+STRUCTURED_KEYS = ("json", "regex", "choice", "grammar", "json_object")  # vLLM's structured_outputs
 
 
 def json_text(value: Any, param: str) -> str:
@@ -88,7 +87,7 @@ def _structured_outputs(spec: Any) -> list[tuple[str, str, str]]:
         elif key == "choice":
             out.append((param, "regex", choice_regex(value, param)))
         else:
-            out.append((param, STRUCTURED_KEYS[key], _text(value, param)))
+            out.append((param, "regex" if key == "regex" else "ebnf", _text(value, param)))
     return out
 
 
