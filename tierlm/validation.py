@@ -101,6 +101,8 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
         value = getattr(params, name)
         if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_SCHEMA_CHARS):
             bad(name, f"must be a non-empty {what} of at most {MAX_SCHEMA_CHARS} characters")
+        if value is not None:
+            check_text(value, name)
     if len(grammars) > 1:
         bad(grammars[1], f"give {grammars[0]} or {grammars[1]}, not both")
     if params.min_tokens and grammars:
@@ -132,6 +134,7 @@ def check_json_schema(schema: object, param: str = "json_schema") -> None:
 
     if not isinstance(schema, str) or len(schema) > MAX_SCHEMA_CHARS:
         raise RequestError(f"{param} must be a JSON schema as text of at most {MAX_SCHEMA_CHARS} characters", param)
+    check_text(schema, param)
     try:
         doc = json.loads(schema)
     except ValueError as e:

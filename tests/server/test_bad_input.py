@@ -141,6 +141,11 @@ CASES: list[tuple[str, str, Any, Optional[dict], int, Optional[str]]] = [
     ("regex-not-compilable", CH, chat(regex="(unclosed"), None, 400, "regex"),
     ("regex-with-json-format", CH, chat(regex="a+", response_format={"type": "json_object"}), None, 400, "regex"),
     ("ebnf-not-parsable", C, cmpl(ebnf="root ::= foo"), None, 400, "ebnf"),
+    ("regex-lone-surrogate", C, cmpl(regex="a\ud800"), None, 400, "regex"),
+    ("ebnf-lone-surrogate", C, cmpl(ebnf='root ::= "\udfff"'), None, 400, "ebnf"),
+    ("guided-json-lone-surrogate", C, cmpl(guided_json='{"enum": ["\ud800"]}'), None, 400, "guided_json"),
+    ("generate-regex-lone-surrogate", GEN, {"text": "Hi", "sampling_params": {"regex": "\ud800"}}, None, 400,
+     "sampling_params.regex"),
     ("json-schema-too-deep", GEN, {"text": "Hi", "sampling_params": {
         "json_schema": '{"a": ' * 200 + "1" + "}" * 200}}, None, 400, "sampling_params.json_schema"),
     ("ebnf-empty", C, cmpl(ebnf=""), None, 400, "ebnf"),
