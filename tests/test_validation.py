@@ -26,3 +26,9 @@ def test_deeper_ones_are_refused_without_recursing(text):
     with pytest.raises(RequestError, match=f"nested more than {MAX_SCHEMA_DEPTH} levels deep") as e:
         check_json_schema(text, "response_format")
     assert e.value.param == "response_format"
+
+
+def test_json_that_is_not_an_object_is_named_as_such():
+    for text, kind in (("null", "NoneType"), ("[1, 2]", "list"), ("3", "int")):
+        with pytest.raises(RequestError, match=f"must be a JSON object \\(a schema\\), got {kind}"):
+            check_json_schema(text)

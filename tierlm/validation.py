@@ -99,10 +99,11 @@ def check_sampling(params: "SamplingParams", vocab_size: Optional[int] = None) -
     grammars = [name for name in ("json_schema", "regex", "ebnf") if getattr(params, name) is not None]
     for name, what in (("regex", "regular expression"), ("ebnf", "EBNF grammar")):
         value = getattr(params, name)
-        if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_SCHEMA_CHARS):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value or len(value) > MAX_SCHEMA_CHARS:
             bad(name, f"must be a non-empty {what} of at most {MAX_SCHEMA_CHARS} characters")
-        if value is not None:
-            check_text(value, name)
+        check_text(value, name)
     if len(grammars) > 1:
         bad(grammars[1], f"give {grammars[0]} or {grammars[1]}, not both")
     if params.min_tokens and grammars:
@@ -137,11 +138,12 @@ def check_json_schema(schema: object, param: str = "json_schema") -> None:
     check_text(schema, param)
     try:
         doc = json.loads(schema)
+        too_deep = _depth(doc) > MAX_SCHEMA_DEPTH
     except ValueError as e:
         raise RequestError(f"{param} is not JSON: {e}", param) from None
     except RecursionError:
-        doc = None
-    if doc is None or _depth(doc) > MAX_SCHEMA_DEPTH:
+        too_deep = True
+    if too_deep:
         raise RequestError(f"{param} is nested more than {MAX_SCHEMA_DEPTH} levels deep", param)
     if not isinstance(doc, dict):
         raise RequestError(f"{param} must be a JSON object (a schema), got {type(doc).__name__}", param)

@@ -47,7 +47,8 @@ class Req:
     num_pending: int = 0  # sampled on the device, not yet seen by the host (overlap scheduling)
     decodable: bool = False  # its last pass (at its current row) sampled: the next input is in the token table
     cacheable: bool = True  # False: its KV never enters the prefix cache (warm-ups)
-    guided: bool = False  # its output follows a grammar (`engine.guided`): one pass in flight at most
+    guided: bool = False  # its output follows a grammar (`engine.guided`): a pass holding it samples once its
+    # token in flight is read back
     penalized: bool = False  # its params ask for a penalty (`engine.penalties`), read every pass
     penalty_row: Optional[int] = None  # its row of the penalties' table, made at its first sampled pass
 
